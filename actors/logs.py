@@ -1,0 +1,289 @@
+"""The process's event log: structlog configuration, secret redaction, live changes.
+
+Design note: structlog is configured once, and the two things an operator may change
+while the platform runs — the level and the format — are read by processors from
+:data:`_settings` on every event. So a level change applies at once to every logger,
+including the ones actors bound at start (re-configuring structlog would not reach
+loggers already bound and cached). Events are filtered first, so a dropped debug event
+costs one comparison.
+
+Every event passes :func:`redact` before it is rendered: values of keys named like
+secrets (``api_key``, ``token``, ``authorization``, …) and every known secret value
+(the API keys in the environment) are replaced by ``[REDACTED]`` wherever they appear,
+tracebacks included. Records from the standard library's ``logging`` (websockets, httpx,
+the MCP SDK) go through the same pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, TextIO
+
+import orjson
+import structlog
+from pydantic import BaseModel
+from structlog.typing import EventDict, WrappedLogger
+
+from bus.actor import Actor
+from bus.messages import ConfigChanged, GetConfig
+from config.schema import SECRET_KEY_PATTERN, ConfigSnapshot
+
+__all__ = [
+    "REDACTED",
+    "LogActor",
+    "collect_secrets",
+    "configure_logging",
+    "redact",
+    "set_log_format",
+    "set_log_level",
+    "set_secrets",
+]
+
+REDACTED = "[REDACTED]"
+
+_SECRET_ENV_PATTERN = re.compile(
+    r"(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)$", re.IGNORECASE
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{4,}")
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&](?:token|access_token|api_key|apikey|key|secret|password)=)[^&\s\"']+"
+)
+_MIN_SECRET_LENGTH = 6
+"""Shorter environment values are not treated as secrets (they would redact noise)."""
+
+
+class _Settings:
+    """What the processors read on every event (changed live by the LogActor)."""
+
+    level: int = logging.INFO
+    json: bool = True
+    secrets: tuple[str, ...] = ()
+    stream: TextIO | None = None
+    """Where lines go; ``None`` means the current ``sys.stdout``."""
+
+
+_settings = _Settings()
+_console = structlog.dev.ConsoleRenderer(colors=False)
+_configured = False
+
+
+class _LineWriter:
+    """structlog's output: one line per event on the configured stream, flushed."""
+
+    def msg(self, message: str) -> None:
+        stream = _settings.stream or sys.stdout
+        stream.write(message + "\n")
+        stream.flush()
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _filter_level(_logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    if _LEVEL_NUMBERS.get(method, logging.INFO) < _settings.level:
+        raise structlog.DropEvent
+    return event
+
+
+_LEVEL_NUMBERS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+def _redact_string(text: str) -> str:
+    for secret in _settings.secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    if "earer" in text or "asic" in text:
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    return text
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _redact_string(value)
+    if isinstance(value, Mapping):
+        return {
+            key: (
+                REDACTED
+                if isinstance(key, str) and SECRET_KEY_PATTERN.search(key) and value[key]
+                else _redact_value(value[key])
+            )
+            for key in value
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(item) for item in value]
+    if isinstance(value, BaseModel):
+        return _redact_value(value.model_dump(mode="json"))
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return _redact_string(str(value))
+
+
+def redact(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """structlog processor: replace secrets anywhere in the event with ``[REDACTED]``."""
+    return {
+        key: (
+            REDACTED
+            if SECRET_KEY_PATTERN.search(key) and value and key != "event"
+            else _redact_value(value)
+        )
+        for key, value in event.items()
+    }
+
+
+_LEADING_KEYS = ("timestamp", "level", "event", "actor")
+
+
+def _render(logger: WrappedLogger, method: str, event: EventDict) -> str:
+    if _settings.json:
+        # Leading keys first, so a human tailing the JSON still reads time, level, event.
+        ordered = {key: event.pop(key) for key in _LEADING_KEYS if key in event}
+        ordered.update(event)
+        return orjson.dumps(ordered, default=str).decode()
+    return _console(logger, method, event)
+
+
+_SHARED_PROCESSORS: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+    structlog.processors.format_exc_info,
+]
+
+
+def configure_logging(
+    level: str = "INFO", fmt: str = "auto", *, stream: TextIO | None = None
+) -> None:
+    """Configure structlog and the standard library's logging for this process.
+
+    Args:
+        level: ``DEBUG`` … ``CRITICAL``.
+        fmt: ``json``, ``console``, or ``auto`` (console when stdout is a terminal).
+        stream: Where to write (default: stdout).
+    """
+    global _configured
+    _settings.stream = stream
+    set_log_level(level)
+    set_log_format(fmt)
+    if _configured:
+        return
+    structlog.configure(
+        processors=[_filter_level, *_SHARED_PROCESSORS, redact, _render],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        logger_factory=lambda *_args: _LineWriter(),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(_StdlibStream())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *_SHARED_PROCESSORS],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                redact,
+                _render,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Third-party loggers: warnings and up unless we debug (httpx logs every request).
+    for noisy in ("httpx", "httpcore", "websockets", "watchfiles", "asyncio", "mcp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configured = True
+
+
+class _StdlibStream:
+    """A file-like object for the stdlib handler that follows ``_settings.stream``."""
+
+    def write(self, text: str) -> int:
+        return (_settings.stream or sys.stdout).write(text)
+
+    def flush(self) -> None:
+        (_settings.stream or sys.stdout).flush()
+
+
+def set_log_level(level: str) -> None:
+    """Change the level of every logger, live."""
+    number = _LEVEL_NUMBERS.get(level.lower())
+    if number is None:
+        raise ValueError(f"unknown log level {level!r}")
+    _settings.level = number
+    logging.getLogger().setLevel(number)
+
+
+def set_log_format(fmt: str) -> None:
+    """Switch between ``json``, ``console`` and ``auto``, live."""
+    if fmt not in ("auto", "json", "console"):
+        raise ValueError(f"unknown log format {fmt!r}")
+    stream = _settings.stream or sys.stdout
+    _settings.json = fmt == "json" or (fmt == "auto" and not _isatty(stream))
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def set_secrets(values: Iterable[str]) -> None:
+    """Replace the set of secret values redacted from every event."""
+    unique = {v for v in values if len(v) >= _MIN_SECRET_LENGTH}
+    # Longest first, so a secret containing another is replaced whole.
+    _settings.secrets = tuple(sorted(unique, key=len, reverse=True))
+
+
+def collect_secrets(environ: Mapping[str, str], snapshot: ConfigSnapshot | None) -> set[str]:
+    """Secret values: every environment variable named like a key/token/secret, and each
+    provider's ``api_key_env``."""
+    secrets = {value for name, value in environ.items() if _SECRET_ENV_PATTERN.search(name)}
+    if snapshot is not None:
+        for name, provider in snapshot.config.llm.providers.items():
+            variable = provider.api_key_env or f"{name.upper()}_API_KEY"
+            if environ.get(variable):
+                secrets.add(environ[variable])
+    return {s for s in secrets if s}
+
+
+class LogActor(Actor):
+    """Owns the process's log configuration: applies ``logging.*`` changes live and keeps
+    the redaction list in step with the configured providers' keys."""
+
+    default_name: ClassVar[str] = "logs"
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (ConfigChanged,)
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        super().__init__()
+        self._environ = environ
+
+    async def on_start(self) -> None:
+        snapshot: ConfigSnapshot = await self.request(GetConfig())
+        self._apply(snapshot)
+
+    async def handle(self, message: BaseModel) -> None:
+        match message:
+            case ConfigChanged(snapshot=snapshot, changed_keys=keys):
+                if any(k.startswith(("logging.", "llm.providers.")) for k in keys):
+                    self._apply(snapshot)
+
+    def _apply(self, snapshot: ConfigSnapshot) -> None:
+        settings = snapshot.config.logging
+        before = logging.getLevelName(_settings.level)
+        set_secrets(collect_secrets(self._environ, snapshot))
+        set_log_level(settings.level)
+        set_log_format(settings.format)
+        if before != settings.level:
+            self.log.info("logging.level_changed", old=before, new=settings.level)

@@ -1,0 +1,127 @@
+"""The wiring: builds the supervision tree and runs the platform until it is stopped.
+
+Start order is dependency order (config first: everyone asks it for the configuration);
+shutdown runs it backwards. Later issues add their actors to :func:`build_children`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+
+import structlog
+
+from actors.config import ConfigActor
+from actors.logs import LogActor, collect_secrets, configure_logging, set_secrets
+from bus.bus import Bus
+from bus.supervisor import ChildSpec, Supervisor
+from config.environment import load_dotenv_files
+from config.errors import ConfigInvalid
+from config.store import DEFAULT_CONFIG_DIR, ConfigStore
+
+__all__ = [
+    "CONFIG_DIR_ENV",
+    "EXIT_CONFIG_INVALID",
+    "PROJECT_DIR",
+    "build_children",
+    "resolve_config_dir",
+    "run_platform",
+]
+
+_log = structlog.get_logger("platform", actor="platform")
+
+PROJECT_DIR = DEFAULT_CONFIG_DIR.parent
+"""The checkout (or installed tree) holding ``config/``; its ``.env`` is read too."""
+CONFIG_DIR_ENV = "MCP_PLATFORM_CONFIG_DIR"
+EXIT_CONFIG_INVALID = 2
+"""Exit code when the configuration is invalid at start (there is no last good one)."""
+SHUTDOWN_GRACE_SECONDS = 5.0
+"""What all actors together get to finish at shutdown before they are cancelled."""
+
+
+def resolve_config_dir(argument: str | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """``--config-dir``, else ``$MCP_PLATFORM_CONFIG_DIR``, else the project's ``config/``."""
+    chosen = argument or environ.get(CONFIG_DIR_ENV) or str(DEFAULT_CONFIG_DIR)
+    return Path(chosen).expanduser().resolve()
+
+
+def build_children(store: ConfigStore, environ: Mapping[str, str]) -> list[ChildSpec]:
+    """The supervision tree, in start (dependency) order."""
+    return [
+        ChildSpec("config", lambda: ConfigActor(store), kind="core"),
+        ChildSpec("logs", lambda: LogActor(environ), kind="core"),
+    ]
+
+
+async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | None = None) -> int:
+    """Run until SIGINT/SIGTERM (exit 0) or a core actor's escalation (exit 1).
+
+    Returns:
+        The process exit code.
+    """
+    started = time.perf_counter()
+    env = os.environ if environ is None else environ
+    dotenv_files = load_dotenv_files([PROJECT_DIR, config_dir], env)
+    config_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any task
+    store = ConfigStore(config_dir)
+    try:
+        snapshot, _ = store.load()
+    except ConfigInvalid as exc:
+        configure_logging()
+        _log.error("config.rejected", source=exc.source, reason=str(exc), problems=exc.problems)
+        _log.error(
+            "platform.stopped", exit_code=EXIT_CONFIG_INVALID, reason="invalid configuration"
+        )
+        return EXIT_CONFIG_INVALID
+    configure_logging(snapshot.config.logging.level, snapshot.config.logging.format)
+    set_secrets(collect_secrets(env, snapshot))
+
+    bus = Bus()
+    supervisor = Supervisor(bus, build_children(store, env), shutdown_grace=SHUTDOWN_GRACE_SECONDS)
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if supervisor.shutdown_reason and main_task is not None:
+            _log.warning("platform.forced_stop", signal=name)
+            main_task.cancel()
+            return
+        _log.info("platform.stopping", signal=name)
+        supervisor.request_shutdown(f"signal {name}")
+
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await supervisor.start()
+        if not supervisor.shutdown_reason:
+            _log.info(
+                "platform.ready",
+                startup_ms=round((time.perf_counter() - started) * 1000, 1),
+                config_dir=str(config_dir),
+                config_version=snapshot.version,
+                dotenv_files=[str(p) for p in dotenv_files],
+                actors=list(supervisor.health()),
+                pid=os.getpid(),
+            )
+        await supervisor.wait_for_shutdown_request()
+    finally:
+        stop_started = time.perf_counter()
+        await supervisor.stop()
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    _log.info(
+        "platform.stopped",
+        exit_code=supervisor.exit_code,
+        reason=supervisor.shutdown_reason,
+        shutdown_ms=round((time.perf_counter() - stop_started) * 1000, 1),
+        dead_letters=bus.dead_letters,
+    )
+    sys.stdout.flush()
+    return supervisor.exit_code

@@ -1,0 +1,340 @@
+"""The Actor base class: a task draining a bounded mailbox.
+
+Design note: an actor handles one message at a time, so its state needs no locks. Long
+work (an LLM stream, a tool call) goes into *child tasks* started with :meth:`Actor.spawn`
+so the mailbox keeps flowing; the actor owns them and cancels them when it stops. A child
+that fails crashes its actor, and the supervisor decides what happens next.
+
+Failure rules (Pykka's): a handler that raises while answering a request fails *that
+request* with :class:`~bus.errors.RequestFailed` and the actor carries on; a handler that
+raises on a one-way message crashes the actor. When an actor ends, for whatever reason,
+every request still waiting on it (queued, being handled, or deferred) fails at once with
+:class:`~bus.errors.ActorCrashed` or :class:`~bus.errors.ActorStopped`: callers never
+wait for their timeout on a dead actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+from pydantic import BaseModel
+
+from bus.envelope import Envelope
+from bus.errors import ActorCrashed, ActorStopped, RequestError, RequestFailed
+from bus.mailbox import Mailbox
+
+if TYPE_CHECKING:
+    from bus.bus import Bus
+
+__all__ = ["Actor", "Reply"]
+
+
+class _Stop(BaseModel):
+    """The stop marker: queued after the last accepted message."""
+
+
+_STOP = _Stop()
+
+
+class Reply:
+    """The answer to a request, resolved later (see :meth:`Actor.defer_reply`)."""
+
+    __slots__ = ("_actor", "_envelope")
+
+    def __init__(self, actor: Actor, envelope: Envelope) -> None:
+        self._actor = actor
+        self._envelope = envelope
+
+    @property
+    def done(self) -> bool:
+        """True once resolved, failed, or abandoned by the requester."""
+        reply_to = self._envelope.reply_to
+        return reply_to is None or reply_to.done()
+
+    def resolve(self, value: Any) -> None:
+        """Answer the request with ``value``."""
+        self._actor._deferred.discard(self)
+        self._actor._answer(self._envelope, value)
+
+    def fail(self, error: BaseException) -> None:
+        """Answer the request with an error (wrapped in RequestFailed unless it is one)."""
+        self._actor._deferred.discard(self)
+        self._actor._answer_error(self._envelope, error)
+
+
+class Actor:
+    """Base class of every actor.
+
+    Subclasses set :attr:`subscriptions` and override :meth:`handle` (and optionally
+    :meth:`on_start` / :meth:`on_stop`). The supervisor runs :meth:`run` in a task.
+
+    Args:
+        name: The actor's address on the bus (default: the class's ``default_name``).
+        mailbox_size: Bound of the mailbox (default: the class's ``mailbox_size``).
+    """
+
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = ()
+    """Message types delivered to this actor: events it listens to, requests it serves."""
+
+    default_name: ClassVar[str] = ""
+    """Address used when no name is given."""
+
+    mailbox_size: ClassVar[int] = 1000
+    """Messages queued before senders wait. 1000 keeps a burst of stream deltas in memory
+    (about 1 KiB each) while a slow handler catches up, and no more."""
+
+    def __init__(self, name: str | None = None, *, mailbox_size: int | None = None) -> None:
+        self.name = name or self.default_name or type(self).__name__
+        self.mailbox = Mailbox(mailbox_size or self.mailbox_size)
+        self.log = structlog.get_logger(self.name, actor=self.name)
+        self._bus: Bus | None = None
+        self._children: set[asyncio.Task[Any]] = set()
+        self._deferred: set[Reply] = set()
+        self._current: Envelope | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._crash: BaseException | None = None
+        self._started = asyncio.Event()
+        self._stopping = False
+
+    # -- for subclasses ---------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Acquire resources. Runs before the first message is handled."""
+
+    async def handle(self, message: BaseModel) -> Any:
+        """Handle one message; the return value answers a request (ignored for events)."""
+        raise NotImplementedError(f"{type(self).__name__} does not handle {type(message).__name__}")
+
+    async def on_stop(self) -> None:
+        """Flush and release resources. Runs once, after the last message."""
+
+    # -- bus shortcuts ----------------------------------------------------------------------
+
+    @property
+    def bus(self) -> Bus:
+        """The bus this actor runs on (set by :meth:`run`)."""
+        if self._bus is None:
+            raise RuntimeError(f"actor {self.name!r} is not running on a bus")
+        return self._bus
+
+    async def publish(self, message: BaseModel) -> int:
+        """Publish an event as this actor."""
+        return await self.bus.publish(message, sender=self.name)
+
+    async def send(self, to: str, message: BaseModel) -> None:
+        """Send a one-way message as this actor."""
+        await self.bus.send(to, message, sender=self.name)
+
+    async def request(
+        self, message: BaseModel, *, to: str | None = None, timeout: float | None = None
+    ) -> Any:
+        """Send a request as this actor and await the reply."""
+        return await self.bus.request(message, to=to, timeout=timeout, sender=self.name)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` as a child task owned by this actor.
+
+        The child is cancelled when the actor stops. If it raises, the actor crashes with
+        that exception (the supervisor then restarts it or gives up).
+        """
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}:{name}")
+        self._children.add(task)
+        task.add_done_callback(self._child_done)
+        return task
+
+    def defer_reply(self) -> Reply:
+        """Answer the request being handled later, e.g. from a child task.
+
+        Call from :meth:`handle`; the handler's return value is then ignored. If the actor
+        ends before the reply is resolved, the requester gets ActorCrashed/ActorStopped.
+        """
+        envelope = self._current
+        if envelope is None or envelope.reply_to is None:
+            raise RuntimeError("defer_reply() is only valid while handling a request")
+        reply = Reply(self, envelope)
+        self._deferred.add(reply)
+        self._current = None
+        return reply
+
+    # -- lifecycle (called by the supervisor) ----------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True while the actor's task is alive."""
+        return self._main is not None and not self._main.done()
+
+    async def wait_started(self) -> None:
+        """Return once :meth:`on_start` has completed."""
+        await self._started.wait()
+
+    def request_stop(self) -> None:
+        """Stop taking messages, handle the ones already queued, then stop."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.mailbox.close()
+        self.mailbox.put_final(Envelope(_STOP))
+
+    async def run(self, bus: Bus) -> None:
+        """The actor's whole life: register, start, drain the mailbox, stop.
+
+        Raises whatever crashed the actor (a handler on a one-way message, a child task,
+        ``on_start`` or ``on_stop``); returns normally after a requested stop.
+        """
+        self._bus = bus
+        self._main = asyncio.current_task()
+        bus.register(self)
+        started_at = time.perf_counter()
+        crash: BaseException | None = None
+        try:
+            await self.on_start()
+            self._started.set()
+            self.log.info(
+                "actor.started",
+                start_ms=round((time.perf_counter() - started_at) * 1000, 2),
+            )
+            await self._loop()
+        except asyncio.CancelledError as exc:
+            if self._crash is None:
+                crash = exc
+                raise
+            crash = self._crash
+            raise crash from None
+        except BaseException as exc:
+            crash = exc
+            raise
+        finally:
+            await self._finish(crash)
+
+    async def _loop(self) -> None:
+        mailbox = self.mailbox
+        while True:
+            envelope = await mailbox.get()
+            message = envelope.message
+            if message is _STOP:
+                return
+            reply_to = envelope.reply_to
+            if reply_to is None:
+                self._current = envelope
+                await self.handle(message)
+                self._current = None
+                continue
+            if reply_to.done():
+                # The requester gave up (timeout or cancellation) before we got to it.
+                self.bus.dead_letter(
+                    message,
+                    "request_expired",
+                    sender=envelope.sender,
+                    to=self.name,
+                    correlation_id=envelope.correlation_id,
+                )
+                continue
+            self._current = envelope
+            try:
+                value = await self.handle(message)
+            except Exception as exc:  # noqa: BLE001 - a failed request answers its caller
+                self._current = None
+                self._answer_error(envelope, exc)
+                self.log.warning(
+                    "actor.request_failed",
+                    message_type=type(message).__name__,
+                    correlation_id=envelope.correlation_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                continue
+            if self._current is envelope:  # not deferred
+                self._current = None
+                self._answer(envelope, value)
+
+    async def _finish(self, crash: BaseException | None) -> None:
+        """Fail everything still waiting on this actor, stop its children, unregister."""
+        self.mailbox.close()
+        crashed = crash is not None and not isinstance(crash, asyncio.CancelledError)
+        how = "crashed" if crashed else "stopped"
+        error_type: type[RequestError] = ActorCrashed if crashed else ActorStopped
+        pending = [self._current] if self._current is not None else []
+        pending += [reply._envelope for reply in self._deferred]
+        self._deferred.clear()
+        self._current = None
+        for envelope in pending + self.mailbox.drain():
+            if envelope.message is _STOP:
+                continue
+            if envelope.reply_to is not None:
+                self._fail_envelope(
+                    envelope,
+                    error_type(
+                        f"{self.name!r} {how} before answering {type(envelope.message).__name__}"
+                    ),
+                    crash if crashed else None,
+                )
+            elif self._bus is not None:
+                self._bus.dead_letter(
+                    envelope.message, f"actor_{how}", sender=envelope.sender, to=self.name
+                )
+        try:
+            if not crashed and self._started.is_set():
+                await self.on_stop()
+        finally:
+            await self._cancel_children()
+            if self._bus is not None:
+                self._bus.unregister(self)
+
+    async def _cancel_children(self) -> None:
+        children = [t for t in self._children if not t.done()]
+        for task in children:
+            task.cancel()
+        if children:
+            # Each child had its cancellation delivered; wait for them so none outlives us.
+            await asyncio.gather(*children, return_exceptions=True)
+        self._children.clear()
+
+    def _child_done(self, task: asyncio.Task[Any]) -> None:
+        self._children.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None or self._crash is not None:
+            return
+        self._crash = exc
+        if self._main is not None and not self._main.done():
+            self._main.cancel()
+
+    def _answer(self, envelope: Envelope, value: Any) -> None:
+        reply_to = envelope.reply_to
+        if reply_to is None:
+            return
+        if reply_to.done():
+            self.bus.dead_letter(
+                envelope.message,
+                "late_reply",
+                sender=envelope.sender,
+                to=self.name,
+                correlation_id=envelope.correlation_id,
+            )
+            return
+        reply_to.set_result(value)
+
+    def _answer_error(self, envelope: Envelope, error: BaseException) -> None:
+        if isinstance(error, RequestError):
+            self._fail_envelope(envelope, error, None)
+            return
+        failure = RequestFailed(
+            f"{self.name!r} failed to answer {type(envelope.message).__name__}: "
+            f"{type(error).__name__}: {error}"
+        )
+        self._fail_envelope(envelope, failure, error)
+
+    @staticmethod
+    def _fail_envelope(
+        envelope: Envelope, error: RequestError, cause: BaseException | None
+    ) -> None:
+        reply_to = envelope.reply_to
+        if reply_to is None or reply_to.done():
+            return
+        if cause is not None:
+            error.__cause__ = cause
+        reply_to.set_exception(error)

@@ -1,0 +1,254 @@
+"""The in-process message bus: publish/subscribe by type, one-way sends, request/reply.
+
+Design note: routing is by *exact* message type (a dict lookup, no MRO walk) because
+every delivery pays for it; a message type is either an event (any number of
+subscribers) or a request (exactly one subscriber, which answers). Delivery awaits the
+addressee's mailbox, so a full mailbox slows the sender down instead of growing memory,
+and a sender that awaits each ``publish`` sees its messages handled in the order sent.
+
+Undeliverable messages are never dropped silently: each is logged as a
+``bus.dead_letter`` event naming the message type, the reason and the parties.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+from pydantic import BaseModel
+
+from bus.envelope import Envelope
+from bus.errors import (
+    ActorStopped,
+    MailboxClosed,
+    MailboxFull,
+    NoSuchActor,
+    RequestTimeout,
+)
+
+if TYPE_CHECKING:
+    from bus.actor import Actor
+
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "Bus"]
+
+_log = structlog.get_logger("bus")
+
+DEFAULT_REQUEST_TIMEOUT = 30.0
+"""Seconds a request waits for its reply unless the caller says otherwise."""
+
+ReplyT = TypeVar("ReplyT")
+
+
+class Bus:
+    """Routes messages between the actors registered on it.
+
+    Args:
+        request_timeout: Default seconds :meth:`request` waits for a reply.
+    """
+
+    def __init__(self, *, request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+        self.request_timeout = request_timeout
+        self._actors: dict[str, Actor] = {}
+        self._subscribers: dict[type[BaseModel], tuple[Actor, ...]] = {}
+        self._ids = itertools.count(1)
+        self.dead_letters = 0
+        """How many messages were logged as dead letters since start (for health and tests)."""
+
+    # -- registry ---------------------------------------------------------------------------
+
+    def register(self, actor: Actor) -> None:
+        """Make ``actor`` addressable by name and subscribe it to its message types.
+
+        Raises:
+            ValueError: Another live actor already uses the name.
+        """
+        current = self._actors.get(actor.name)
+        if current is not None and current is not actor:
+            raise ValueError(f"an actor named {actor.name!r} is already registered")
+        self._actors[actor.name] = actor
+        for message_type in actor.subscriptions:
+            subscribers = self._subscribers.get(message_type, ())
+            if actor not in subscribers:
+                self._subscribers[message_type] = (*subscribers, actor)
+
+    def unregister(self, actor: Actor) -> None:
+        """Remove ``actor`` (if it is the one registered under its name)."""
+        if self._actors.get(actor.name) is actor:
+            del self._actors[actor.name]
+        for message_type, subscribers in list(self._subscribers.items()):
+            if actor in subscribers:
+                remaining = tuple(a for a in subscribers if a is not actor)
+                if remaining:
+                    self._subscribers[message_type] = remaining
+                else:
+                    del self._subscribers[message_type]
+
+    def actor(self, name: str) -> Actor | None:
+        """The live actor registered under ``name``, if any."""
+        return self._actors.get(name)
+
+    def subscribers(self, message_type: type[BaseModel]) -> tuple[str, ...]:
+        """Names of the actors subscribed to ``message_type``."""
+        return tuple(a.name for a in self._subscribers.get(message_type, ()))
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    async def publish(self, message: BaseModel, *, sender: str | None = None) -> int:
+        """Deliver ``message`` to every subscriber of its type.
+
+        Waits while a subscriber's mailbox is full (backpressure). A subscriber that is
+        stopping gets a dead letter instead; the others still receive the message.
+
+        Returns:
+            The number of mailboxes the message was put into.
+        """
+        subscribers = self._subscribers.get(type(message))
+        if not subscribers:
+            # An event nobody listens to is normal in pub/sub (debug level); a request or
+            # send to nobody is an error (warning level, see send/request).
+            self.dead_letter(message, "no_subscribers", sender=sender, level="debug")
+            return 0
+        envelope = Envelope(message, sender)
+        delivered = 0
+        for actor in subscribers:
+            mailbox = actor.mailbox
+            try:
+                try:
+                    mailbox.put_nowait(envelope)
+                except MailboxFull:
+                    await mailbox.put(envelope)
+            except MailboxClosed:
+                self.dead_letter(message, "mailbox_closed", sender=sender, to=actor.name)
+            else:
+                delivered += 1
+        return delivered
+
+    async def send(self, to: str, message: BaseModel, *, sender: str | None = None) -> None:
+        """Deliver ``message`` one-way to the actor named ``to``.
+
+        Raises:
+            NoSuchActor: No actor has that name.
+            MailboxClosed: The actor is stopping.
+        """
+        actor = self._actors.get(to)
+        if actor is None:
+            self.dead_letter(message, "no_such_actor", sender=sender, to=to)
+            raise NoSuchActor(f"no actor named {to!r} to send {type(message).__name__} to")
+        envelope = Envelope(message, sender)
+        try:
+            try:
+                actor.mailbox.put_nowait(envelope)
+            except MailboxFull:
+                await actor.mailbox.put(envelope)
+        except MailboxClosed:
+            self.dead_letter(message, "mailbox_closed", sender=sender, to=to)
+            raise
+
+    def offer(self, to: str, message: BaseModel, *, sender: str | None = None) -> None:
+        """Deliver one-way without waiting: for callers with their own overflow policy.
+
+        Raises:
+            NoSuchActor: No actor has that name.
+            MailboxFull: The mailbox is at its bound (nothing was delivered).
+            MailboxClosed: The actor is stopping.
+        """
+        actor = self._actors.get(to)
+        if actor is None:
+            self.dead_letter(message, "no_such_actor", sender=sender, to=to)
+            raise NoSuchActor(f"no actor named {to!r} to send {type(message).__name__} to")
+        actor.mailbox.put_nowait(Envelope(message, sender))
+
+    async def request(
+        self,
+        message: BaseModel,
+        *,
+        to: str | None = None,
+        timeout: float | None = None,
+        sender: str | None = None,
+    ) -> Any:
+        """Send ``message`` to one actor and await its reply.
+
+        Args:
+            message: The request.
+            to: The addressee's name; ``None`` routes to the single subscriber of the
+                message's type.
+            timeout: Seconds to wait for the reply (default: the bus's ``request_timeout``).
+            sender: The requesting actor's name, for logs.
+
+        Returns:
+            Whatever the addressee's handler returned.
+
+        Raises:
+            NoSuchActor: No addressee (or, with ``to=None``, not exactly one subscriber).
+            RequestTimeout: No reply within ``timeout``.
+            RequestFailed: The handler raised (its exception is ``__cause__``).
+            ActorCrashed: The addressee crashed before answering.
+            ActorStopped: The addressee stopped before answering.
+        """
+        actor = self._addressee(message, to, sender)
+        loop = asyncio.get_running_loop()
+        seconds = self.request_timeout if timeout is None else timeout
+        reply: asyncio.Future[Any] = loop.create_future()
+        envelope = Envelope(message, sender, next(self._ids), reply, loop.time() + seconds)
+        try:
+            async with asyncio.timeout(seconds):
+                try:
+                    actor.mailbox.put_nowait(envelope)
+                except MailboxFull:
+                    await actor.mailbox.put(envelope)
+                return await reply
+        except MailboxClosed as exc:
+            self.dead_letter(message, "mailbox_closed", sender=sender, to=actor.name)
+            raise ActorStopped(
+                f"{actor.name!r} is stopping and cannot answer {type(message).__name__}"
+            ) from exc
+        except TimeoutError as exc:
+            reply.cancel()
+            raise RequestTimeout(
+                f"{actor.name!r} did not answer {type(message).__name__} "
+                f"(correlation id {envelope.correlation_id}) within {seconds:g} s"
+            ) from exc
+
+    def _addressee(self, message: BaseModel, to: str | None, sender: str | None) -> Actor:
+        if to is not None:
+            actor = self._actors.get(to)
+            if actor is None:
+                self.dead_letter(message, "no_such_actor", sender=sender, to=to)
+                raise NoSuchActor(f"no actor named {to!r} to answer {type(message).__name__}")
+            return actor
+        subscribers = self._subscribers.get(type(message), ())
+        if len(subscribers) != 1:
+            self.dead_letter(message, "no_single_addressee", sender=sender)
+            raise NoSuchActor(
+                f"{type(message).__name__} has {len(subscribers)} subscribers; "
+                "a request needs exactly one (or an explicit address)"
+            )
+        return subscribers[0]
+
+    def dead_letter(
+        self,
+        message: BaseModel,
+        reason: str,
+        *,
+        sender: str | None = None,
+        to: str | None = None,
+        level: str = "warning",
+        correlation_id: int | None = None,
+    ) -> None:
+        """Log a message that reached nobody (``bus.dead_letter``)."""
+        self.dead_letters += 1
+        _log.log(
+            _LEVELS[level],
+            "bus.dead_letter",
+            actor="bus",
+            message_type=type(message).__name__,
+            reason=reason,
+            sender=sender,
+            to=to,
+            correlation_id=correlation_id,
+        )
+
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}

@@ -1,0 +1,130 @@
+"""A bounded FIFO mailbox with backpressure.
+
+Design note: ``asyncio.Queue`` would do, but every delivery pays for its generality
+(``put`` is a coroutine even when there is room, ``join`` bookkeeping). This mailbox keeps
+the hot path synchronous: :meth:`Mailbox.put_nowait` appends and wakes the one reader, and
+only a sender that meets a full mailbox awaits (:meth:`Mailbox.put`). Overflow policy:
+**the sender waits** (backpressure); callers that must not wait use ``put_nowait`` and
+handle :class:`~bus.errors.MailboxFull` themselves. Closing the mailbox fails every
+waiting sender with :class:`~bus.errors.MailboxClosed`, so nobody waits on a dead actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from bus.envelope import Envelope
+from bus.errors import MailboxClosed, MailboxFull
+
+__all__ = ["Mailbox"]
+
+
+class Mailbox:
+    """Bounded FIFO of envelopes with exactly one reader (the owning actor).
+
+    Args:
+        maxsize: Number of envelopes held before senders have to wait (>= 1).
+    """
+
+    __slots__ = ("_closed", "_getter", "_items", "_maxsize", "_putters")
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"mailbox size must be >= 1, got {maxsize}")
+        self._maxsize = maxsize
+        self._items: deque[Envelope] = deque()
+        self._getter: asyncio.Future[None] | None = None
+        self._putters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    @property
+    def maxsize(self) -> int:
+        """The bound."""
+        return self._maxsize
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called: no more messages are accepted."""
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, envelope: Envelope) -> None:
+        """Append without waiting.
+
+        Raises:
+            MailboxClosed: The mailbox is closed.
+            MailboxFull: The mailbox holds ``maxsize`` envelopes.
+        """
+        if self._closed:
+            raise MailboxClosed("mailbox is closed")
+        if len(self._items) >= self._maxsize:
+            raise MailboxFull(f"mailbox is full ({self._maxsize} messages)")
+        self._items.append(envelope)
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    async def put(self, envelope: Envelope) -> None:
+        """Append, waiting while the mailbox is full (backpressure).
+
+        Raises:
+            MailboxClosed: The mailbox is (or becomes, while waiting) closed.
+        """
+        while len(self._items) >= self._maxsize and not self._closed:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._putters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                # Cancelled while waiting: pass our turn on, or a free slot would idle.
+                if waiter in self._putters:
+                    self._putters.remove(waiter)
+                elif len(self._items) < self._maxsize:
+                    self._wake_putter()
+                raise
+        self.put_nowait(envelope)
+
+    def put_final(self, envelope: Envelope) -> None:
+        """Append past the bound and regardless of ``closed``: for the stop marker only."""
+        self._items.append(envelope)
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    async def get(self) -> Envelope:
+        """Take the oldest envelope, waiting until there is one."""
+        while not self._items:
+            getter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._getter = getter
+            try:
+                await getter
+            finally:
+                self._getter = None
+        envelope = self._items.popleft()
+        if self._putters:
+            self._wake_putter()
+        return envelope
+
+    def close(self) -> None:
+        """Refuse new messages and fail every waiting sender with MailboxClosed."""
+        self._closed = True
+        while self._putters:
+            waiter = self._putters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def drain(self) -> list[Envelope]:
+        """Remove and return every envelope still queued."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    def _wake_putter(self) -> None:
+        while self._putters:
+            waiter = self._putters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return

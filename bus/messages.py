@@ -1,0 +1,92 @@
+"""Every message that crosses between actors: the platform's internal protocol.
+
+Read this file to see every conversation between actors in one place; no actor module
+imports another. Messages are frozen Pydantic models: events (published, any number of
+subscribers) and requests (exactly one subscriber, which answers with the documented
+reply). A message an actor sends only to itself stays private to its module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from config.schema import ConfigSnapshot
+
+__all__ = [
+    "ActorStateChanged",
+    "ActorStatus",
+    "ConfigChanged",
+    "ConfigRejected",
+    "GetConfig",
+    "Message",
+    "ReloadRuntimeConfig",
+    "SaveRuntimeConfig",
+]
+
+ActorStatus = Literal["starting", "running", "restarting", "unavailable", "stopped"]
+"""Lifecycle state of a supervised actor, as ``/healthz`` reports it."""
+
+
+class Message(BaseModel):
+    """Base of all internal messages: immutable, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# -- supervision ------------------------------------------------------------------------------
+
+
+class ActorStateChanged(Message):
+    """Event (from the supervisor): a supervised actor changed state."""
+
+    actor: str
+    """The actor's name."""
+    status: ActorStatus
+    error: str | None = None
+    """The last crash's error, if any."""
+
+
+# -- configuration (ConfigActor) --------------------------------------------------------------
+
+
+class ConfigChanged(Message):
+    """Event: a new configuration is in force (also published once at start)."""
+
+    snapshot: ConfigSnapshot
+    """The whole configuration now in force."""
+    changed_keys: tuple[str, ...]
+    """Dotted key paths that changed (``chat.websocket.port``,
+    ``servers.mcpServers.demo.args``); every key on the first load."""
+    source: Literal["startup", "runtime_file", "servers_file", "api", "reset"]
+    """What caused the change: a file edit, a programmatic save or reload, a reset."""
+
+
+class ConfigRejected(Message):
+    """Event: an edit was rejected; the previous configuration stays in force."""
+
+    source: str
+    """The rejected file (or ``save_runtime_config``)."""
+    reason: str
+    """One line naming every problem with its key path."""
+    problems: tuple[str, ...]
+
+
+class GetConfig(Message):
+    """Request → :class:`~config.schema.ConfigSnapshot`: the configuration in force."""
+
+
+class SaveRuntimeConfig(Message):
+    """Request → ConfigSnapshot: validate, atomically write and apply a runtime file.
+
+    Fails with RequestFailed (cause: ``ConfigInvalid``) if the result would be invalid;
+    nothing is written then.
+    """
+
+    overrides: dict[str, Any]
+    """The whole runtime file's content (partial overrides of the defaults)."""
+
+
+class ReloadRuntimeConfig(Message):
+    """Request → ConfigSnapshot: re-read both files now."""

@@ -1,0 +1,298 @@
+"""One-for-one supervision with exponential backoff and a restart intensity limit.
+
+Design note: each child has a *watch* task that awaits the actor's task. When an actor
+crashes, only that actor is restarted (one-for-one), after a backoff delay that doubles
+with every recent crash (``backoff_initial * 2**(n-1)``, capped at ``backoff_max``). If
+it crashes more than ``max_restarts`` times within ``within_seconds`` (the intensity
+limit), the supervisor stops trying: a *transient* actor (an MCP server's ToolActor) is
+marked ``unavailable`` and the platform carries on without it; a *core* actor (config,
+persistence, gateway, orchestrator, llm) escalates into a clean shutdown of everything
+with a non-zero exit code: running on without it would be a silent failure.
+
+Shutdown stops intake first (every mailbox closes), then stops the children in reverse
+start order, so an actor never outlives the actors it depends on. Each stop is bounded by
+what is left of the shutdown grace period; past it the actor's task is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import structlog
+
+from bus.actor import Actor
+from bus.bus import Bus
+from bus.messages import ActorStateChanged, ActorStatus
+
+__all__ = ["ChildSpec", "ChildState", "Supervisor"]
+
+_log = structlog.get_logger("supervisor", actor="supervisor")
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """How to run and restart one actor.
+
+    Attributes:
+        name: The actor's address (also its name in logs and health reports).
+        factory: Builds a fresh actor; called at start and at every restart.
+        kind: ``core`` escalates past the intensity limit; ``transient`` is given up.
+        max_restarts: Restarts allowed within ``within_seconds`` (the intensity limit).
+        within_seconds: The window of the intensity limit.
+        backoff_initial: Seconds before the first restart.
+        backoff_max: Cap of the doubling backoff delay.
+    """
+
+    name: str
+    factory: Callable[[], Actor]
+    kind: Literal["core", "transient"] = "core"
+    max_restarts: int = 5
+    within_seconds: float = 60.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+
+
+@dataclass(slots=True)
+class ChildState:
+    """What the supervisor knows of one child (read by health reports)."""
+
+    spec: ChildSpec
+    status: ActorStatus = "starting"
+    actor: Actor | None = None
+    task: asyncio.Task[None] | None = None
+    restarts: int = 0
+    last_error: str | None = None
+    crash_times: deque[float] = field(default_factory=deque)
+
+    def report(self) -> dict[str, object]:
+        """A JSON-ready view for ``/healthz``."""
+        return {
+            "status": self.status,
+            "kind": self.spec.kind,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+        }
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops a list of actors.
+
+    Args:
+        bus: The bus the actors run on.
+        children: Child specs in dependency order (each may use those before it).
+        shutdown_grace: Seconds that all actors together get to finish at shutdown.
+    """
+
+    def __init__(self, bus: Bus, children: list[ChildSpec], *, shutdown_grace: float = 5.0) -> None:
+        names = [spec.name for spec in children]
+        if len(set(names)) != len(names):
+            raise ValueError(f"child names must be unique, got {names}")
+        self.bus = bus
+        self.shutdown_grace = shutdown_grace
+        self._children = {spec.name: ChildState(spec) for spec in children}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._shutdown = asyncio.Event()
+        self._stopping = False
+        self.exit_code = 0
+        """0 after a requested shutdown; 1 after a core actor escalated."""
+        self.shutdown_reason = ""
+
+    # -- public -----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, dict[str, object]]:
+        """Each child's status, kind, restart count and last error."""
+        return {name: child.report() for name, child in self._children.items()}
+
+    def status(self, name: str) -> ActorStatus:
+        """One child's status."""
+        return self._children[name].status
+
+    def actor(self, name: str) -> Actor | None:
+        """The live actor of child ``name`` (for tests and wiring)."""
+        return self._children[name].actor
+
+    async def start(self) -> None:
+        """Start the children in order, each after the previous one's ``on_start``.
+
+        A child whose start fails is handled like a crash (restart or give up). Returns
+        early if that escalated into a shutdown.
+        """
+        for name, child in self._children.items():
+            if self._shutdown.is_set():
+                return
+            await self._start_child(child)
+            self._watchers[name] = asyncio.get_running_loop().create_task(
+                self._watch(child), name=f"supervise:{name}"
+            )
+
+    def request_shutdown(self, reason: str = "requested", *, exit_code: int = 0) -> None:
+        """Ask for a clean shutdown (idempotent; the first non-zero exit code wins)."""
+        if exit_code and not self.exit_code:
+            self.exit_code = exit_code
+        if not self._shutdown.is_set():
+            self.shutdown_reason = reason
+            self._shutdown.set()
+
+    async def wait_for_shutdown_request(self) -> None:
+        """Return once :meth:`request_shutdown` was called (by a signal or an escalation)."""
+        await self._shutdown.wait()
+
+    async def stop(self) -> None:
+        """Stop intake, then every child in reverse order within the grace period."""
+        self._stopping = True
+        self._shutdown.set()
+        for watcher in self._watchers.values():
+            watcher.cancel()
+        await asyncio.gather(*self._watchers.values(), return_exceptions=True)
+        self._watchers.clear()
+        # Stop intake everywhere first: from here on new messages are dead letters, and
+        # each actor drains only what it already accepted.
+        for child in self._children.values():
+            if child.actor is not None and child.actor.running:
+                child.actor.request_stop()
+        deadline = time.monotonic() + self.shutdown_grace
+        for child in reversed(list(self._children.values())):
+            await self._stop_child(child, deadline)
+
+    async def run(self) -> int:
+        """Start, wait for a shutdown request, stop; returns the exit code."""
+        try:
+            await self.start()
+            await self.wait_for_shutdown_request()
+        finally:
+            await self.stop()
+        return self.exit_code
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _start_child(self, child: ChildState) -> bool:
+        """Create and start the child's actor; True once its ``on_start`` completed."""
+        actor = child.spec.factory()
+        if actor.name != child.spec.name:
+            raise ValueError(
+                f"factory of child {child.spec.name!r} built an actor named {actor.name!r}"
+            )
+        child.actor = actor
+        child.task = asyncio.get_running_loop().create_task(
+            actor.run(self.bus), name=f"actor:{actor.name}"
+        )
+        started = asyncio.ensure_future(actor.wait_started())
+        await asyncio.wait({started, child.task}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            started.cancel()
+            return False
+        await self._set_status(child, "running")
+        return True
+
+    async def _watch(self, child: ChildState) -> None:
+        """Await the child's task; restart it after a crash, or give up / escalate."""
+        spec = child.spec
+        while True:
+            task = child.task
+            assert task is not None
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.cancelled():
+                    # Cancelled from outside (not by us): treat like a crash.
+                    error: BaseException = asyncio.CancelledError()
+                else:
+                    raise  # the watcher itself was cancelled: shutdown
+            except Exception as exc:  # noqa: BLE001 - any crash is the supervisor's business
+                error = exc
+            else:
+                if self._stopping:
+                    return
+                await self._set_status(child, "stopped")
+                _log.info("actor.stopped", actor=spec.name, reason="exited")
+                return
+            if self._stopping:
+                return
+            now = time.monotonic()
+            child.last_error = f"{type(error).__name__}: {error}"
+            _log.error(
+                "actor.crashed",
+                actor=spec.name,
+                kind=spec.kind,
+                error=child.last_error,
+                traceback="".join(traceback.format_exception(error)),
+            )
+            child.crash_times.append(now)
+            while child.crash_times and now - child.crash_times[0] > spec.within_seconds:
+                child.crash_times.popleft()
+            recent = len(child.crash_times)
+            if recent > spec.max_restarts:
+                await self._give_up(child, recent)
+                return
+            delay = min(spec.backoff_initial * 2 ** (recent - 1), spec.backoff_max)
+            await self._set_status(child, "restarting")
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            child.restarts += 1
+            if await self._start_child(child):
+                _log.info(
+                    "actor.restarted",
+                    actor=spec.name,
+                    restarts=child.restarts,
+                    delay_ms=round(delay * 1000, 1),
+                )
+
+    async def _give_up(self, child: ChildState, recent: int) -> None:
+        spec = child.spec
+        _log.error(
+            "actor.gave_up",
+            actor=spec.name,
+            kind=spec.kind,
+            crashes=recent,
+            within_seconds=spec.within_seconds,
+            escalate=spec.kind == "core",
+            error=child.last_error,
+        )
+        await self._set_status(child, "unavailable")
+        if spec.kind == "core":
+            self.request_shutdown(
+                f"core actor {spec.name!r} crashed {recent} times within "
+                f"{spec.within_seconds:g} s (last error: {child.last_error})",
+                exit_code=1,
+            )
+
+    async def _stop_child(self, child: ChildState, deadline: float) -> None:
+        task = child.task
+        if task is None or task.done():
+            if child.status not in ("unavailable", "stopped"):
+                await self._set_status(child, "stopped", publish=False)
+            return
+        remaining = max(0.0, deadline - time.monotonic())
+        done, _ = await asyncio.wait({task}, timeout=remaining)
+        if not done:
+            _log.warning("actor.stop_timeout", actor=child.spec.name, grace_s=self.shutdown_grace)
+            task.cancel()
+            await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            _log.error(
+                "actor.crashed",
+                actor=child.spec.name,
+                kind=child.spec.kind,
+                error=f"{type(exc).__name__}: {exc}",
+                traceback="".join(traceback.format_exception(exc)),
+                during="shutdown",
+            )
+        await self._set_status(child, "stopped", publish=False)
+
+    async def _set_status(
+        self, child: ChildState, status: ActorStatus, *, publish: bool = True
+    ) -> None:
+        child.status = status
+        if publish and not self._stopping:
+            await self.bus.publish(
+                ActorStateChanged(actor=child.spec.name, status=status, error=child.last_error),
+                sender="supervisor",
+            )

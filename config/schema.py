@@ -1,0 +1,400 @@
+"""The Pydantic schema of the configuration: ``config.yaml`` / ``runtime_config.yaml``
+(:class:`PlatformConfig`) and ``servers_config.json`` (:class:`ServersConfig`).
+
+Every section forbids unknown keys, so a typo such as ``chat.websocket.prot`` is an error
+that names its full key path instead of a setting silently ignored. The one free-form
+place is ``llm.providers.<name>``: every key there except ``base_url``, ``model`` and
+``api_key_env`` is passed through to the LLM API's request body unchanged, so a new
+provider parameter works by configuration alone. All models are frozen: a configuration
+snapshot is shared between actors and must not change under them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "ChatConfig",
+    "ConfigSnapshot",
+    "ConnectionConfig",
+    "LLMConfig",
+    "LoggingConfig",
+    "MCPConfig",
+    "PersistenceConfig",
+    "PlatformConfig",
+    "ProviderConfig",
+    "RetentionConfig",
+    "RuntimeMetadata",
+    "SavedSessionsConfig",
+    "ServerEntry",
+    "ServerSettings",
+    "ServersConfig",
+    "ServiceConfig",
+    "ServiceLoggingConfig",
+    "StorageConfig",
+    "StreamingConfig",
+    "StreamingPersistenceConfig",
+    "ToolNotificationsConfig",
+    "WebSocketConfig",
+]
+
+
+SECRET_KEY_PATTERN = re.compile(
+    r"(?:^|[_\-.])(?:api[_\-]?key|apikey|key|token|secret|password|passwd|authorization|"
+    r"credentials?|cookie)$",
+    re.IGNORECASE,
+)
+"""Key names whose values are secrets: redacted in logs, refused in config files.
+Anchored at the end so ``max_tokens``, ``prompt_tokens`` or ``changed_keys`` are not."""
+
+
+class _Section(BaseModel):
+    """A configuration section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# -- chat ---------------------------------------------------------------------------------
+
+
+class WebSocketConfig(_Section):
+    """``chat.websocket``: the listener that serves the page, ``/healthz`` and the socket."""
+
+    host: str = "localhost"
+    """Interface to bind. ``localhost`` keeps the platform private to this machine."""
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port (0 picks a free one: for tests)."""
+    endpoint: str = "/ws/chat"
+    """Path of the WebSocket endpoint."""
+    allow_origins: list[str] = ["*"]
+    """Origins whose browsers may connect (``*`` = any). Others get HTTP 403."""
+    allow_credentials: bool = True
+    """Whether browsers may send cookies/credentials with the handshake."""
+    max_message_size: int = Field(16_777_216, gt=0)
+    """Largest accepted frame in bytes (16 MiB)."""
+    ping_interval: float | None = Field(20.0, gt=0)
+    """Seconds between keep-alive pings (``null`` disables them)."""
+    ping_timeout: float | None = Field(10.0, gt=0)
+    """Seconds to wait for a pong before closing the connection."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_a_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must start with '/', got {value!r}")
+        return value
+
+
+class RetentionConfig(_Section):
+    """``chat.storage.persistence.retention``: what cleanup removes (never saved sessions)."""
+
+    max_age_hours: float = Field(24, gt=0)
+    max_messages: int = Field(1000, gt=0)
+    max_sessions: int = Field(2, gt=0)
+    cleanup_interval_minutes: float = Field(2, gt=0)
+
+
+class PersistenceConfig(_Section):
+    """``chat.storage.persistence``."""
+
+    db_path: str = "chat_history.db"
+    """SQLite file; a relative path resolves against the config directory."""
+    retention: RetentionConfig = RetentionConfig()
+
+
+class SavedSessionsConfig(_Section):
+    """``chat.storage.saved_sessions``: sessions the user saved by name."""
+
+    enabled: bool = True
+    retention_days: float | None = Field(None, gt=0)
+    """Days a saved session is kept (``null``: forever)."""
+    max_saved: int = Field(50, gt=0)
+
+
+class StorageConfig(_Section):
+    """``chat.storage``."""
+
+    type: Literal["auto_persist", "memory"] = "auto_persist"
+    persistence: PersistenceConfig = PersistenceConfig()
+    saved_sessions: SavedSessionsConfig = SavedSessionsConfig()
+
+
+class StreamingPersistenceConfig(_Section):
+    """``chat.service.streaming.persistence``: how partial answers reach the database."""
+
+    persist_deltas: bool = False
+    interval_ms: int = Field(200, gt=0)
+    min_chars: int = Field(1024, gt=0)
+
+
+class StreamingConfig(_Section):
+    """``chat.service.streaming``."""
+
+    enabled: bool = True
+    persistence: StreamingPersistenceConfig = StreamingPersistenceConfig()
+
+
+class ToolNotificationsConfig(_Section):
+    """``chat.service.tool_notifications``: the text of ``tool_execution`` frames."""
+
+    enabled: bool = True
+    show_args: bool = True
+    icon: str = "🔧"
+    format: str = "{icon} Executing tool: {tool_name}"
+
+    @field_validator("format")
+    @classmethod
+    def _format_fields_are_known(cls, value: str) -> str:
+        try:
+            value.format(icon="", tool_name="", server="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"may use only {{icon}}, {{tool_name}} and {{server}}: {exc!r}"
+            ) from exc
+        return value
+
+
+class ServiceLoggingConfig(_Section):
+    """``chat.service.logging``: extra content in the logs (off by default: privacy)."""
+
+    llm_replies: bool = False
+    tool_execution: bool = True
+    system_prompt: bool = False
+
+
+class ServiceConfig(_Section):
+    """``chat.service``: the behaviour of a turn."""
+
+    system_prompt: str
+    streaming: StreamingConfig = StreamingConfig()
+    max_tool_hops: int = Field(8, ge=0)
+    tool_notifications: ToolNotificationsConfig = ToolNotificationsConfig()
+    logging: ServiceLoggingConfig = ServiceLoggingConfig()
+
+
+class ChatConfig(_Section):
+    """``chat``."""
+
+    websocket: WebSocketConfig = WebSocketConfig()
+    storage: StorageConfig = StorageConfig()
+    service: ServiceConfig
+
+
+# -- llm ----------------------------------------------------------------------------------
+
+
+class ProviderConfig(BaseModel):
+    """``llm.providers.<name>``: one OpenAI-compatible API.
+
+    Keys other than ``base_url``, ``model`` and ``api_key_env`` are free: they are passed
+    through to the request body unchanged (``temperature``, ``max_tokens``, ``transforms``…).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    base_url: str
+    """Root of the API, e.g. ``https://openrouter.ai/api/v1``."""
+    model: str
+    """Model id as the provider names it."""
+    api_key_env: str | None = None
+    """Environment variable holding the key (default ``<PROVIDER>_API_KEY``)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _no_secrets_in_files(self) -> ProviderConfig:
+        for key in self.model_extra or {}:
+            if SECRET_KEY_PATTERN.search(key):
+                raise ValueError(
+                    f"{key!r} looks like a secret; API keys are never read from configuration "
+                    "files: set the provider's api_key_env variable (default "
+                    "<PROVIDER>_API_KEY) in the environment or a .env file"
+                )
+        return self
+
+    def passthrough(self) -> dict[str, Any]:
+        """The free keys, as they go into the request body."""
+        return dict(self.model_extra or {})
+
+
+class LLMConfig(_Section):
+    """``llm``."""
+
+    active: str = "openrouter"
+    """Name of the provider used for new requests."""
+    providers: dict[str, ProviderConfig]
+
+    @model_validator(mode="after")
+    def _active_provider_exists(self) -> LLMConfig:
+        if self.active not in self.providers:
+            known = ", ".join(sorted(self.providers)) or "none"
+            raise ValueError(
+                f"llm.active is {self.active!r}, which is not a configured provider "
+                f"(configured: {known})"
+            )
+        return self
+
+
+# -- mcp ----------------------------------------------------------------------------------
+
+
+class ConnectionConfig(_Section):
+    """``mcp.connection``: how ToolActors (re)connect to MCP servers."""
+
+    max_reconnect_attempts: int = Field(5, ge=0)
+    initial_reconnect_delay: float = Field(1.0, gt=0)
+    max_reconnect_delay: float = Field(30.0, gt=0)
+    connection_timeout: float = Field(30.0, gt=0)
+    ping_timeout: float = Field(10.0, gt=0)
+
+
+class MCPConfig(_Section):
+    """``mcp``."""
+
+    config_file: str = "servers_config.json"
+    """The servers file, relative to the config directory."""
+    connection: ConnectionConfig = ConnectionConfig()
+
+
+# -- logging ------------------------------------------------------------------------------
+
+
+class LoggingConfig(_Section):
+    """``logging``: the process's event log on stdout."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+    """``json``: one object per line; ``console``: readable; ``auto``: console on a
+    terminal, json otherwise."""
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level_upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+# -- the whole file ------------------------------------------------------------------------
+
+
+class PlatformConfig(_Section):
+    """The effective configuration: ``config.yaml`` deep-merged with ``runtime_config.yaml``."""
+
+    chat: ChatConfig
+    llm: LLMConfig
+    mcp: MCPConfig = MCPConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+class RuntimeMetadata(BaseModel):
+    """``_runtime_config`` in ``runtime_config.yaml``, maintained on the program's writes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(1, ge=0)
+    last_modified: str | None = None
+    """ISO 8601 UTC time of the program's last write."""
+    is_runtime_config: bool = True
+    default_config_path: str | None = None
+    """The defaults file this runtime file overrides."""
+    created_from_defaults: bool = False
+
+
+# -- servers_config.json ------------------------------------------------------------------
+
+
+class ServerSettings(_Section):
+    """``settings`` in ``servers_config.json``: defaults for every server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    default_timeout: float = Field(60.0, gt=0, alias="defaultTimeout")
+    """Seconds a tool call may run (progress notifications extend it)."""
+    max_retries: int = Field(3, ge=0, alias="maxRetries")
+    retry_delay: float = Field(1.0, ge=0, alias="retryDelay")
+    log_level: Literal["debug", "info", "notice", "warning", "error", "critical"] = Field(
+        "info", alias="logLevel"
+    )
+    auto_reconnect: bool = Field(default=True, alias="autoReconnect")
+
+
+class ServerEntry(_Section):
+    """One entry of ``mcpServers``: a stdio command or an HTTP URL."""
+
+    enabled: bool = True
+    command: str | None = None
+    """stdio: the program to start."""
+    args: list[str] = []
+    env: dict[str, str] = {}
+    """stdio: extra environment (values may reference ``${VAR}``)."""
+    cwd: str | None = None
+    """stdio: working directory (default: the config directory)."""
+    url: str | None = None
+    """HTTP: the server's endpoint."""
+    headers: dict[str, str] = {}
+    transport: Literal["stdio", "streamable_http", "http", "sse"] | None = None
+    """Defaults to ``stdio`` with ``command``, ``streamable_http`` with ``url``."""
+
+    @model_validator(mode="after")
+    def _command_or_url(self) -> ServerEntry:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("needs exactly one of 'command' (stdio) or 'url' (HTTP)")
+        if self.url is not None and self.transport == "stdio":
+            raise ValueError("transport 'stdio' needs 'command', not 'url'")
+        if self.command is not None and self.transport not in (None, "stdio"):
+            raise ValueError(f"transport {self.transport!r} needs 'url', not 'command'")
+        return self
+
+    @property
+    def effective_transport(self) -> Literal["stdio", "streamable_http", "sse"]:
+        """The transport to use, with defaults applied and ``http`` as an alias."""
+        if self.command is not None:
+            return "stdio"
+        return "sse" if self.transport == "sse" else "streamable_http"
+
+
+class ServersConfig(_Section):
+    """``servers_config.json`` (keys starting with ``_`` are comments and dropped)."""
+
+    mcp_servers: dict[str, ServerEntry] = Field(default_factory=dict, alias="mcpServers")
+    settings: ServerSettings = ServerSettings()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# -- what actors receive -------------------------------------------------------------------
+
+
+class ConfigSnapshot(BaseModel):
+    """One validated state of both configuration files, as the ConfigActor publishes it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: PlatformConfig
+    servers: ServersConfig
+    version: int
+    """``_runtime_config.version`` of the runtime file (bumped by the program's writes)."""
+    revision: int
+    """Counts every configuration applied in this process (1 = the first load)."""
+    config_dir: Path
+    defaults_path: Path
+    runtime_path: Path
+    servers_path: Path
+
+    def resolve(self, path: str) -> Path:
+        """A path from the configuration, relative paths taken against the config dir."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.config_dir / candidate
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file."""
+        return self.resolve(self.config.chat.storage.persistence.db_path)

@@ -1,0 +1,523 @@
+"""Loading, merging, validating and writing the configuration files.
+
+Design note: this module has no tasks and no bus; the ConfigActor (``actors/config.py``)
+is the thin shell that watches the files and publishes what this module computes. That
+keeps every rule testable with plain data:
+
+* effective configuration = ``config.yaml`` (the reference defaults, never written)
+  deep-merged with ``runtime_config.yaml`` (the operator's overrides, possibly partial);
+* a wrong type or an unknown key is rejected with its full key path, plus a suggestion
+  for a likely typo;
+* the program's own writes are atomic (temp file, fsync, rename) and bump
+  ``_runtime_config.version``; an operator's edit is never overwritten;
+* file contents are remembered by hash, so the watcher ignores the program's own writes
+  and a second event for content already seen.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from config.errors import ConfigInvalid
+from config.schema import ConfigSnapshot, PlatformConfig, RuntimeMetadata, ServersConfig
+
+__all__ = [
+    "DEFAULTS_PATH",
+    "DEFAULT_CONFIG_DIR",
+    "METADATA_KEY",
+    "RUNTIME_FILE",
+    "ConfigStore",
+    "atomic_write_text",
+    "changed_keys",
+    "deep_merge",
+    "parse_servers",
+    "parse_yaml_mapping",
+    "validate_config",
+]
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent
+"""The project's ``config/`` directory: the default config directory."""
+DEFAULTS_PATH = DEFAULT_CONFIG_DIR / "config.yaml"
+RUNTIME_FILE = "runtime_config.yaml"
+METADATA_KEY = "_runtime_config"
+
+_RUNTIME_HEADER = """\
+# MCP Platform — runtime configuration (the operator's file).
+#
+# Deep-merged over the reference defaults in {defaults}; it may be partial: delete what
+# you do not change. Saving this file applies it live (within a second); an invalid edit
+# is rejected with a config.rejected log event, the last good configuration stays in
+# force, and this file is left as you wrote it. `mcp-reset-config` resets it to the
+# defaults. API keys do not belong here: use the environment or a .env file.
+# The _runtime_config block is maintained by the program on its own writes.
+
+"""
+
+
+# -- pure functions -------------------------------------------------------------------------
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in: mappings recursively, anything else replaced."""
+    merged: dict[str, Any] = dict(base)
+    for key, value in override.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = deep_merge(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping) and value:
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    else:
+        out[prefix] = value
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Sorted dotted key paths whose leaf values differ between ``old`` and ``new``."""
+    flat_old: dict[str, Any] = {}
+    flat_new: dict[str, Any] = {}
+    _flatten(old, prefix, flat_old)
+    _flatten(new, prefix, flat_new)
+    missing = object()
+    return sorted(
+        key
+        for key in flat_old.keys() | flat_new.keys()
+        if flat_old.get(key, missing) != flat_new.get(key, missing)
+    )
+
+
+def parse_yaml_mapping(text: str, source: Path | str) -> dict[str, Any]:
+    """Parse YAML whose top level is a mapping (an empty file is ``{}``).
+
+    Raises:
+        ConfigInvalid: Not YAML, or not a mapping at the top.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigInvalid(source, [f"invalid YAML{where}: {problem}"]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigInvalid(source, [f"top level must be a mapping, got {type(data).__name__}"])
+    return data
+
+
+def _strip_comments(value: Any, *, inside_free_map: bool = False) -> Any:
+    """Drop ``_``-prefixed keys (comments) at every level but inside env/headers maps."""
+    if isinstance(value, dict):
+        return {
+            key: _strip_comments(item, inside_free_map=key in ("env", "headers"))
+            for key, item in value.items()
+            if inside_free_map or not (isinstance(key, str) and key.startswith("_"))
+        }
+    if isinstance(value, list):
+        return [_strip_comments(item) for item in value]
+    return value
+
+
+def parse_servers(text: str, source: Path | str) -> ServersConfig:
+    """Parse and validate ``servers_config.json``.
+
+    Raises:
+        ConfigInvalid: Not JSON, or failed validation (problems name their key paths).
+    """
+    try:
+        data = orjson.loads(text) if text.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise ConfigInvalid(
+            source, [f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigInvalid(source, [f"top level must be an object, got {type(data).__name__}"])
+    try:
+        return ServersConfig.model_validate(_strip_comments(data))
+    except ValidationError as exc:
+        raise ConfigInvalid(source, _describe(exc, ServersConfig)) from exc
+
+
+def validate_config(data: Mapping[str, Any], source: Path | str) -> PlatformConfig:
+    """Validate an effective (merged) configuration.
+
+    Raises:
+        ConfigInvalid: One problem per wrong value, missing or unknown key.
+    """
+    try:
+        return PlatformConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigInvalid(source, _describe(exc, PlatformConfig)) from exc
+
+
+def _describe(exc: ValidationError, root: type[BaseModel]) -> list[str]:
+    """One readable line per validation error, each starting with the full key path."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        path = ".".join(loc) or "(top level)"
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            known = _known_keys(root, loc[:-1])
+            hint = difflib.get_close_matches(loc[-1], sorted(known), n=1) if known else []
+            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+            problems.append(f"{path}: unknown key{suffix}")
+        elif kind == "missing":
+            problems.append(f"{path}: required key is missing")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            value = error.get("input")
+            got = ""
+            if isinstance(value, str | int | float | bool) or value is None:
+                got = f" (got {value!r})"
+            problems.append(f"{path}: {message}{got}")
+    return problems
+
+
+def _known_keys(model: type[BaseModel], loc: list[str]) -> set[str]:
+    """Field names (and aliases) of the section at ``loc``, or empty if unknown."""
+    current: Any = model
+    parts = list(loc)
+    while parts:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return set()
+        part = parts.pop(0)
+        field = next(
+            (f for name, f in current.model_fields.items() if part in (name, f.alias)), None
+        )
+        if field is None:
+            return set()
+        current = _section_type(field.annotation)
+        if isinstance(current, tuple):  # dict[str, Section]: skip the free key
+            if not parts:
+                return set()
+            parts.pop(0)
+            current = current[0]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return {f.alias or name for name, f in current.model_fields.items()}
+    return set()
+
+
+def _section_type(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is dict:
+        return (typing.get_args(annotation)[1],)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return annotation
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically: temp file in the same dir, fsync, rename.
+
+    A reader (or a crash) sees the old content or the new, never half of it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+class ConfigStore:
+    """The configuration of one config directory: load, reload, save, reset.
+
+    Not thread-safe and not async: one owner (the ConfigActor, or a CLI command) calls it.
+
+    Args:
+        config_dir: Holds ``runtime_config.yaml``, the servers file and, by default, the
+            SQLite file.
+        defaults_path: The reference defaults (``config/config.yaml``).
+    """
+
+    def __init__(self, config_dir: Path, defaults_path: Path = DEFAULTS_PATH) -> None:
+        self.config_dir = config_dir.expanduser().resolve()
+        self.defaults_path = defaults_path.resolve()
+        self.runtime_path = self.config_dir / RUNTIME_FILE
+        self._defaults: dict[str, Any] | None = None
+        self._overrides: dict[str, Any] = {}
+        self._servers_data: dict[str, Any] = {}
+        self._snapshot: ConfigSnapshot | None = None
+        self._revision = 0
+        self._seen: dict[Path, str] = {}
+        """Hash of the content last read or written per file, to skip repeated events."""
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> ConfigSnapshot:
+        """The configuration in force (raises if :meth:`load` never succeeded)."""
+        if self._snapshot is None:
+            raise RuntimeError("configuration not loaded yet: call load() first")
+        return self._snapshot
+
+    @property
+    def servers_path(self) -> Path:
+        """The servers file named by ``mcp.config_file`` in the configuration in force."""
+        return self.snapshot.resolve(self.snapshot.config.mcp.config_file)
+
+    def get_config(self) -> dict[str, Any]:
+        """The effective configuration as a plain dict (JSON-compatible)."""
+        return self.snapshot.config.model_dump(mode="json")
+
+    def defaults(self) -> dict[str, Any]:
+        """The reference defaults as parsed from ``config.yaml``."""
+        if self._defaults is None:
+            text = self.defaults_path.read_text(encoding="utf-8")
+            self._defaults = parse_yaml_mapping(text, self.defaults_path)
+            validate_config(self._defaults, self.defaults_path)
+        return self._defaults
+
+    def load(self) -> tuple[ConfigSnapshot, list[str]]:
+        """Read both files (creating a missing runtime file from the defaults).
+
+        Returns:
+            The new snapshot and the key paths that changed (every key on the first load).
+
+        Raises:
+            ConfigInvalid: Either file is invalid; the configuration in force is unchanged.
+        """
+        if not self.runtime_path.exists():
+            self.reset_runtime_config(apply=False)
+        runtime_text = self.runtime_path.read_text(encoding="utf-8")
+        overrides, version = self._parse_runtime(runtime_text)
+        config, effective = self._effective(overrides, self.runtime_path)
+        servers_path = self._servers_path_for(config)
+        servers_text = self._read_servers_text(servers_path)
+        servers = parse_servers(servers_text, servers_path)
+        self._seen[self.runtime_path] = _digest(runtime_text)
+        self._seen[servers_path] = _digest(servers_text)
+        return self._apply(config, effective, overrides, servers, version, servers_path)
+
+    def reload_runtime_config(self) -> tuple[ConfigSnapshot, list[str]]:
+        """Re-read both files now, whatever the watcher saw (the programmatic API)."""
+        return self.load()
+
+    def reload_changed(self, paths: set[Path]) -> tuple[ConfigSnapshot, list[str]] | None:
+        """Re-read the files among ``paths`` whose content changed since last seen.
+
+        Returns:
+            ``None`` when nothing relevant changed (e.g. the program's own write),
+            otherwise the new snapshot and changed key paths.
+
+        Raises:
+            ConfigInvalid: The new content is invalid (it is remembered as seen, so the
+                same bad content is reported once, not at every event).
+        """
+        servers_path = self.servers_path
+        relevant = {p for p in paths if p in (self.runtime_path, servers_path)}
+        if not relevant:
+            return None
+        if self.runtime_path in relevant and not self.runtime_path.exists():
+            # Deleted while running: recreate from the defaults, as at first start.
+            self.reset_runtime_config(apply=False)
+        changed = False
+        for path in relevant:
+            text = (
+                self._read_servers_text(path)
+                if path == servers_path
+                else path.read_text(encoding="utf-8")
+            )
+            digest = _digest(text)
+            if self._seen.get(path) != digest:
+                self._seen[path] = digest
+                changed = True
+        if not changed:
+            return None
+        return self._load_seen_files()
+
+    def _load_seen_files(self) -> tuple[ConfigSnapshot, list[str]]:
+        runtime_text = self.runtime_path.read_text(encoding="utf-8")
+        overrides, version = self._parse_runtime(runtime_text)
+        config, effective = self._effective(overrides, self.runtime_path)
+        servers_path = self._servers_path_for(config)
+        servers_text = self._read_servers_text(servers_path)
+        servers = parse_servers(servers_text, servers_path)
+        self._seen[servers_path] = _digest(servers_text)
+        return self._apply(config, effective, overrides, servers, version, servers_path)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def save_runtime_config(self, overrides: Mapping[str, Any]) -> tuple[ConfigSnapshot, list[str]]:
+        """Validate, then atomically write ``overrides`` as the runtime file and apply it.
+
+        ``overrides`` is the whole runtime file's content (partial overrides of the
+        defaults); a ``_runtime_config`` block in it is ignored and rewritten.
+
+        Raises:
+            ConfigInvalid: The result would be invalid; nothing is written.
+        """
+        data = {k: v for k, v in overrides.items() if k != METADATA_KEY}
+        config, effective = self._effective(data, "save_runtime_config")
+        version = self._current_file_version() + 1
+        meta = RuntimeMetadata(
+            version=version,
+            last_modified=_now(),
+            default_config_path=str(self.defaults_path),
+            created_from_defaults=False,
+        )
+        body = yaml.safe_dump(
+            {METADATA_KEY: meta.model_dump(), **data},
+            sort_keys=False,
+            allow_unicode=True,
+            default_flow_style=False,
+        )
+        text = _RUNTIME_HEADER.format(defaults=self.defaults_path.name) + body
+        atomic_write_text(self.runtime_path, text)
+        self._seen[self.runtime_path] = _digest(text)
+        servers_path = self._servers_path_for(config)
+        servers_text = self._read_servers_text(servers_path)
+        servers = parse_servers(servers_text, servers_path)
+        self._seen[servers_path] = _digest(servers_text)
+        return self._apply(config, effective, data, servers, version, servers_path)
+
+    def reset_runtime_config(
+        self, *, apply: bool = True
+    ) -> tuple[ConfigSnapshot, list[str]] | None:
+        """Atomically rewrite the runtime file as a copy of the defaults (version bumped).
+
+        The copy keeps ``config.yaml``'s comments, so the operator edits a documented file.
+        Works whatever state the current file is in (that is what a reset is for).
+        """
+        defaults_text = self.defaults_path.read_text(encoding="utf-8")
+        self.defaults()  # the defaults themselves must be valid
+        version = self._current_file_version() + 1
+        meta = RuntimeMetadata(
+            version=version,
+            last_modified=_now(),
+            default_config_path=str(self.defaults_path),
+            created_from_defaults=True,
+        )
+        lines = defaults_text.splitlines(keepends=True)
+        while lines and (not lines[0].strip() or lines[0].lstrip().startswith("#")):
+            lines.pop(0)
+        body = "".join(lines).rstrip("\n") + "\n\n"
+        meta_block = yaml.safe_dump({METADATA_KEY: meta.model_dump()}, sort_keys=False)
+        text = _RUNTIME_HEADER.format(defaults=self.defaults_path.name) + body + meta_block
+        atomic_write_text(self.runtime_path, text)
+        if not apply:
+            return None
+        self._seen[self.runtime_path] = _digest(text)
+        return self._load_seen_files()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _parse_runtime(self, text: str) -> tuple[dict[str, Any], int]:
+        data = parse_yaml_mapping(text, self.runtime_path)
+        raw_meta = data.pop(METADATA_KEY, None) or {}
+        try:
+            meta = RuntimeMetadata.model_validate(raw_meta)
+        except ValidationError as exc:
+            problems = [f"{METADATA_KEY}.{p}" for p in _describe(exc, RuntimeMetadata)]
+            raise ConfigInvalid(self.runtime_path, problems) from exc
+        return data, meta.version
+
+    def _effective(
+        self, overrides: Mapping[str, Any], source: Path | str
+    ) -> tuple[PlatformConfig, dict[str, Any]]:
+        merged = deep_merge(self.defaults(), overrides)
+        config = validate_config(merged, source)
+        return config, config.model_dump(mode="json")
+
+    def _servers_path_for(self, config: PlatformConfig) -> Path:
+        candidate = Path(config.mcp.config_file).expanduser()
+        return candidate if candidate.is_absolute() else self.config_dir / candidate
+
+    @staticmethod
+    def _read_servers_text(path: Path) -> str:
+        # A missing servers file means "no servers" (a fresh --config-dir), not an error.
+        return path.read_text(encoding="utf-8") if path.exists() else ""
+
+    def _current_file_version(self) -> int:
+        try:
+            data = yaml.safe_load(self.runtime_path.read_text(encoding="utf-8"))
+            version = data[METADATA_KEY]["version"]
+        except (OSError, yaml.YAMLError, TypeError, KeyError):
+            return 0
+        return version if isinstance(version, int) and version >= 0 else 0
+
+    def _apply(
+        self,
+        config: PlatformConfig,
+        effective: dict[str, Any],
+        overrides: dict[str, Any],
+        servers: ServersConfig,
+        version: int,
+        servers_path: Path,
+    ) -> tuple[ConfigSnapshot, list[str]]:
+        previous = self._snapshot
+        old = (
+            {
+                "config": previous.config.model_dump(mode="json"),
+                "servers": previous.servers.model_dump(mode="json", by_alias=True),
+            }
+            if previous is not None
+            else {}
+        )
+        new = {"config": effective, "servers": servers.model_dump(mode="json", by_alias=True)}
+        # Keys of the platform config are named as in the YAML (chat.websocket.port); keys
+        # of the servers file keep a "servers." prefix (servers.mcpServers.demo.args).
+        keys = [key.removeprefix("config.") for key in changed_keys(old, new) if "." in key]
+        self._revision += 1
+        self._overrides = overrides
+        self._snapshot = ConfigSnapshot(
+            config=config,
+            servers=servers,
+            version=version,
+            revision=self._revision,
+            config_dir=self.config_dir,
+            defaults_path=self.defaults_path,
+            runtime_path=self.runtime_path,
+            servers_path=servers_path,
+        )
+        return self._snapshot, keys
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The runtime file's overrides in force (without ``_runtime_config``)."""
+        return dict(self._overrides)
