@@ -109,7 +109,9 @@ class ConfigActor(Actor):
 
     # -- reloading ------------------------------------------------------------------------
 
-    async def _apply_call(self, source: Source, what: str, call: Any) -> ConfigSnapshot:
+    async def _apply_call(
+        self, source: Source, call: Callable[[], tuple[ConfigSnapshot, list[str]]]
+    ) -> ConfigSnapshot:
         started = time.perf_counter()
         try:
             snapshot, keys = call()
