@@ -1,0 +1,140 @@
+"""Run the real ``mcp-platform`` console script as a child process and read its log.
+
+:class:`PlatformProcess` starts the installed entry point with a private config
+directory, parses every stdout line as a JSON log event, and lets a test await an event
+by name (no sleeps): ``await proc.wait_for("platform.ready")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+ENTRY_POINT = Path(sys.executable).with_name("mcp-platform")
+
+
+class PlatformProcess:
+    """A running ``mcp-platform`` and the events it has logged so far."""
+
+    def __init__(self, config_dir: Path, env: dict[str, str]) -> None:
+        self.config_dir = config_dir
+        self.env = env
+        self.events: list[dict[str, Any]] = []
+        self.raw_lines: list[str] = []
+        self.stderr = b""
+        self.proc: asyncio.subprocess.Process | None = None
+        self._changed = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, *args: str, pass_config_dir: bool = True) -> None:
+        """Start the entry point (with ``--config-dir`` unless told not to)."""
+        flags = ["--config-dir", str(self.config_dir)] if pass_config_dir else []
+        self.proc = await asyncio.create_subprocess_exec(
+            str(ENTRY_POINT),
+            *flags,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=self.env,
+        )
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            line = raw.decode()
+            self.raw_lines.append(line)
+            event = orjson.loads(line)  # every line must be one JSON object
+            async with self._changed:
+                self.events.append(event)
+                self._changed.notify_all()
+        async with self._changed:
+            self._changed.notify_all()
+
+    def find(
+        self, name: str, where: Callable[[dict[str, Any]], bool] | None = None
+    ) -> list[dict[str, Any]]:
+        """Events named ``name`` (and matching ``where``) logged so far."""
+        return [e for e in self.events if e.get("event") == name and (where is None or where(e))]
+
+    async def wait_for(
+        self,
+        name: str,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        after: int = 0,
+        timeout: float = 15.0,
+    ) -> dict[str, Any]:
+        """The first event named ``name`` at index >= ``after``; fails if the process exits."""
+        async with asyncio.timeout(timeout), self._changed:
+            while True:
+                for event in self.events[after:]:
+                    if event.get("event") == name and (where is None or where(event)):
+                        return event
+                if self._reader is not None and self._reader.done():
+                    raise AssertionError(
+                        f"process ended before logging {name!r}; log:\n{''.join(self.raw_lines)}"
+                        f"\nstderr:\n{self.stderr.decode(errors='replace')}"
+                    )
+                await self._changed.wait()
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def wait_exit(self, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        async with asyncio.timeout(timeout):
+            code = await self.proc.wait()
+            if self._reader is not None:
+                await self._reader
+            assert self.proc.stderr is not None
+            self.stderr = await self.proc.stderr.read()
+        return code
+
+    async def stop(self) -> None:
+        """Kill the process if it still runs (test clean-up)."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
+@pytest.fixture
+def platform_env(tmp_path: Path) -> dict[str, str]:
+    """A minimal environment for the child: no API keys of the developer's, JSON logs."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+async def platform_factory(
+    tmp_path: Path, platform_env: dict[str, str]
+) -> AsyncIterator[Callable[..., PlatformProcess]]:
+    """Build (not start) PlatformProcess objects; every one is killed at the end."""
+    made: list[PlatformProcess] = []
+
+    def make(config_dir: Path | None = None, env: dict[str, str] | None = None) -> PlatformProcess:
+        directory = config_dir or tmp_path / "config"
+        directory.mkdir(parents=True, exist_ok=True)
+        proc = PlatformProcess(directory, env if env is not None else dict(platform_env))
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        await proc.stop()

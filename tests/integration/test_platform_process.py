@@ -1,0 +1,169 @@
+"""The real ``mcp-platform`` process: start, live configuration, logs, clean shutdown.
+
+Each test starts the installed console script with its own config directory and reads
+its stdout as JSON log events, as an operator's log shipper would.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import PlatformProcess
+
+SECRET = "sk-or-v1-THIS-IS-A-TEST-SECRET-0123456789"
+
+
+async def _ready(make, **kwargs) -> PlatformProcess:
+    proc: PlatformProcess = make(**kwargs)
+    await proc.start()
+    await proc.wait_for("platform.ready")
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_stops_cleanly_and_promptly(platform_factory, signum: int) -> None:
+    proc = await _ready(platform_factory)
+    ready = proc.find("platform.ready")[0]
+    assert ready["actors"] == ["config", "logs"]
+    assert isinstance(ready["startup_ms"], float)
+    started = [e["actor"] for e in proc.find("actor.started")]
+    assert started == ["config", "logs"]
+
+    sent = time.monotonic()
+    proc.signal(signum)
+    code = await proc.wait_exit()
+    elapsed = time.monotonic() - sent
+
+    assert code == 0
+    assert elapsed < 2.0, f"took {elapsed:.2f} s to exit"
+    stopped = proc.find("platform.stopped")
+    assert len(stopped) == 1
+    assert stopped[0]["exit_code"] == 0
+    assert stopped[0]["reason"] == f"signal {signal.Signals(signum).name}"
+    assert proc.stderr == b""
+
+
+async def test_missing_runtime_file_is_created_from_defaults(platform_factory, tmp_path) -> None:
+    proc = await _ready(platform_factory)
+    runtime = proc.config_dir / "runtime_config.yaml"
+    text = runtime.read_text()
+    assert "created_from_defaults: true" in text
+    assert "max_message_size: 16777216" in text
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait_exit() == 0
+
+
+async def test_valid_edit_is_applied_within_a_second(platform_factory) -> None:
+    proc = await _ready(platform_factory)
+    runtime = proc.config_dir / "runtime_config.yaml"
+    text = runtime.read_text()
+    assert "level: INFO" in text
+    mark = len(proc.events)
+
+    written = time.monotonic()
+    runtime.write_text(text.replace("level: INFO", "level: DEBUG"))
+    reloaded = await proc.wait_for("config.reloaded", after=mark, timeout=5)
+    elapsed = time.monotonic() - written
+
+    assert elapsed < 1.0, f"applied after {elapsed:.2f} s"
+    assert reloaded["changed_keys"] == ["logging.level"]
+    assert reloaded["source"] == "runtime_file"
+    assert reloaded["actor"] == "config"
+    assert isinstance(reloaded["duration_ms"], float)
+    changed = await proc.wait_for("logging.level_changed", after=mark)
+    assert (changed["old"], changed["new"]) == ("INFO", "DEBUG")
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait_exit() == 0
+
+
+async def test_invalid_edit_is_rejected_and_file_left_untouched(platform_factory) -> None:
+    proc = await _ready(platform_factory)
+    runtime = proc.config_dir / "runtime_config.yaml"
+
+    for bad, expected in [
+        (b"chat:\n  websocket:\n    port: [unclosed\n", "invalid YAML"),
+        (b"chat:\n  websocket:\n    prot: 9000\n", "chat.websocket.prot: unknown key"),
+    ]:
+        mark = len(proc.events)
+        runtime.write_bytes(bad)
+        rejected = await proc.wait_for("config.rejected", after=mark, timeout=5)
+        assert expected in rejected["reason"]
+        assert rejected["source"] == str(runtime)
+        assert runtime.read_bytes() == bad, "the operator's file must never be overwritten"
+        assert proc.proc is not None
+        assert proc.proc.returncode is None
+
+    # A fix afterwards is applied.
+    mark = len(proc.events)
+    runtime.write_text("chat:\n  websocket:\n    port: 9000\n")
+    reloaded = await proc.wait_for("config.reloaded", after=mark, timeout=5)
+    assert "chat.websocket.port" in reloaded["changed_keys"]
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait_exit() == 0
+
+
+async def test_invalid_configuration_at_start_exits_2(platform_factory, tmp_path: Path) -> None:
+    config_dir = tmp_path / "broken"
+    config_dir.mkdir()
+    (config_dir / "runtime_config.yaml").write_text("llm:\n  active: nowhere\n")
+    proc = platform_factory(config_dir=config_dir)
+    await proc.start()
+    assert await proc.wait_exit() == 2
+    rejected = proc.find("config.rejected")
+    assert len(rejected) == 1
+    assert "llm.active" in rejected[0]["reason"]
+    assert "nowhere" in rejected[0]["reason"]
+
+
+async def test_log_lines_are_json_and_never_contain_secrets(
+    platform_factory, platform_env, tmp_path: Path
+) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    # A key from a .env file in the config dir, another from the environment.
+    (config_dir / ".env").write_text(f"OPENROUTER_API_KEY={SECRET}\n")
+    env = dict(platform_env, GROQ_API_KEY="gsk_env_secret_value_42", PYTHONUNBUFFERED="1")
+    proc = await _ready(platform_factory, config_dir=config_dir, env=env)
+    runtime = config_dir / "runtime_config.yaml"
+
+    # An operator pastes the key into the wrong place: the rejection quotes the value...
+    mark = len(proc.events)
+    runtime.write_text(f"chat:\n  websocket:\n    port: '{SECRET}'\n")
+    rejected = await proc.wait_for("config.rejected", after=mark, timeout=5)
+    assert "chat.websocket.port" in rejected["reason"]
+    assert "[REDACTED]" in rejected["reason"]
+    # ...and a key in a provider's passthrough is refused without echoing it.
+    mark = len(proc.events)
+    runtime.write_text(
+        "llm:\n  providers:\n    groq:\n      base_url: https://x.example/v1\n"
+        "      model: m\n      api_key: gsk_env_secret_value_42\n"
+    )
+    rejected = await proc.wait_for("config.rejected", after=mark, timeout=5)
+    assert "looks like a secret" in rejected["reason"]
+
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait_exit() == 0
+    for line in proc.raw_lines:
+        assert SECRET not in line
+        assert "gsk_env_secret_value_42" not in line
+    for event in proc.events:
+        assert {"timestamp", "level", "event"} <= event.keys()
+    assert proc.find("platform.ready")[0]["dotenv_files"] == [str(config_dir / ".env")]
+
+
+async def test_config_dir_from_environment_variable(
+    platform_factory, platform_env, tmp_path
+) -> None:
+    config_dir = tmp_path / "from-env"
+    env = dict(platform_env, MCP_PLATFORM_CONFIG_DIR=str(config_dir))
+    proc = platform_factory(config_dir=tmp_path / "unused", env=env)
+    await proc.start(pass_config_dir=False)
+    ready = await proc.wait_for("platform.ready")
+    assert ready["config_dir"] == str(config_dir)
+    assert (config_dir / "runtime_config.yaml").exists()
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait_exit() == 0
