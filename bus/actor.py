@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from bus.envelope import Envelope
 from bus.errors import ActorCrashed, ActorStopped, RequestError, RequestFailed
 from bus.mailbox import Mailbox
+from bus.messages import Ping, Pong
 
 if TYPE_CHECKING:
     from bus.bus import Bus
@@ -232,6 +233,9 @@ class Actor:
                     to=self.name,
                     correlation_id=envelope.correlation_id,
                 )
+                continue
+            if type(message) is Ping:
+                reply_to.set_result(Pong(actor=self.name))
                 continue
             self._current = envelope
             try:

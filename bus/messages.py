@@ -21,6 +21,8 @@ __all__ = [
     "ConfigRejected",
     "GetConfig",
     "Message",
+    "Ping",
+    "Pong",
     "ReloadRuntimeConfig",
     "SaveRuntimeConfig",
 ]
@@ -33,6 +35,23 @@ class Message(BaseModel):
     """Base of all internal messages: immutable, no unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# -- every actor ------------------------------------------------------------------------------
+
+
+class Ping(Message):
+    """Request → :class:`Pong`, answered by every actor's base class (never by ``handle``).
+
+    Because a mailbox is FIFO, the answer also proves that every message sent to that actor
+    before the ping has been handled: a barrier for health probes and tests.
+    """
+
+
+class Pong(Message):
+    """Reply to :class:`Ping`."""
+
+    actor: str
 
 
 # -- supervision ------------------------------------------------------------------------------
