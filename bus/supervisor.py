@@ -151,11 +151,9 @@ class Supervisor:
             watcher.cancel()
         await asyncio.gather(*self._watchers.values(), return_exceptions=True)
         self._watchers.clear()
-        # Stop intake everywhere first: from here on new messages are dead letters, and
-        # each actor drains only what it already accepted.
-        for child in self._children.values():
-            if child.actor is not None and child.actor.running:
-                child.actor.request_stop()
+        # Reverse start order: the first actor stopped is the last started (the intake,
+        # e.g. the gateway), so an actor finishing its work can still hand results to the
+        # actors it depends on (persistence), which stop after it.
         deadline = time.monotonic() + self.shutdown_grace
         for child in reversed(list(self._children.values())):
             await self._stop_child(child, deadline)
@@ -173,15 +171,20 @@ class Supervisor:
 
     async def _start_child(self, child: ChildState) -> bool:
         """Create and start the child's actor; True once its ``on_start`` completed."""
-        actor = child.spec.factory()
-        if actor.name != child.spec.name:
+        loop = asyncio.get_running_loop()
+        try:
+            actor = child.spec.factory()
+        except Exception as exc:  # noqa: BLE001 - a failing factory is a crash like any other
+            child.actor = None
+            child.task = loop.create_task(_fail(exc), name=f"actor:{child.spec.name}")
+            await asyncio.wait({child.task})
+            return False
+        if actor.name != child.spec.name:  # a wiring bug, not a crash to retry
             raise ValueError(
                 f"factory of child {child.spec.name!r} built an actor named {actor.name!r}"
             )
         child.actor = actor
-        child.task = asyncio.get_running_loop().create_task(
-            actor.run(self.bus), name=f"actor:{actor.name}"
-        )
+        child.task = loop.create_task(actor.run(self.bus), name=f"actor:{actor.name}")
         started = asyncio.ensure_future(actor.wait_started())
         await asyncio.wait({started, child.task}, return_when=asyncio.FIRST_COMPLETED)
         if not started.done():
@@ -269,6 +272,8 @@ class Supervisor:
             if child.status not in ("unavailable", "stopped"):
                 await self._set_status(child, "stopped", publish=False)
             return
+        if child.actor is not None:
+            child.actor.request_stop()
         remaining = max(0.0, deadline - time.monotonic())
         done, _ = await asyncio.wait({task}, timeout=remaining)
         if not done:
@@ -296,3 +301,8 @@ class Supervisor:
                 ActorStateChanged(actor=child.spec.name, status=status, error=child.last_error),
                 sender="supervisor",
             )
+
+
+async def _fail(exc: Exception) -> None:
+    """A task that fails with ``exc``: how a factory's error reaches the watcher."""
+    raise exc
