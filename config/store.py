@@ -253,6 +253,16 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def _read_text(path: Path) -> str:
+    """A configuration file's text; unreadable or non-UTF-8 content is ConfigInvalid."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigInvalid(path, [f"not UTF-8 text (byte {exc.start}): {exc.reason}"]) from exc
+    except OSError as exc:
+        raise ConfigInvalid(path, [f"cannot read the file: {exc.strerror or exc}"]) from exc
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -308,7 +318,7 @@ class ConfigStore:
     def defaults(self) -> dict[str, Any]:
         """The reference defaults as parsed from ``config.yaml``."""
         if self._defaults is None:
-            text = self.defaults_path.read_text(encoding="utf-8")
+            text = _read_text(self.defaults_path)
             self._defaults = parse_yaml_mapping(text, self.defaults_path)
             validate_config(self._defaults, self.defaults_path)
         return self._defaults
@@ -324,7 +334,7 @@ class ConfigStore:
         """
         if not self.runtime_path.exists():
             self.reset_runtime_config(apply=False)
-        runtime_text = self.runtime_path.read_text(encoding="utf-8")
+        runtime_text = _read_text(self.runtime_path)
         overrides, version = self._parse_runtime(runtime_text)
         config, effective = self._effective(overrides, self.runtime_path)
         servers_path = self._servers_path_for(config)
@@ -358,11 +368,7 @@ class ConfigStore:
             self.reset_runtime_config(apply=False)
         changed = False
         for path in relevant:
-            text = (
-                self._read_servers_text(path)
-                if path == servers_path
-                else path.read_text(encoding="utf-8")
-            )
+            text = self._read_servers_text(path) if path == servers_path else _read_text(path)
             digest = _digest(text)
             if self._seen.get(path) != digest:
                 self._seen[path] = digest
@@ -372,7 +378,7 @@ class ConfigStore:
         return self._load_seen_files()
 
     def _load_seen_files(self) -> tuple[ConfigSnapshot, list[str]]:
-        runtime_text = self.runtime_path.read_text(encoding="utf-8")
+        runtime_text = _read_text(self.runtime_path)
         overrides, version = self._parse_runtime(runtime_text)
         config, effective = self._effective(overrides, self.runtime_path)
         servers_path = self._servers_path_for(config)
@@ -424,7 +430,7 @@ class ConfigStore:
         The copy keeps ``config.yaml``'s comments, so the operator edits a documented file.
         Works whatever state the current file is in (that is what a reset is for).
         """
-        defaults_text = self.defaults_path.read_text(encoding="utf-8")
+        defaults_text = _read_text(self.defaults_path)
         self.defaults()  # the defaults themselves must be valid
         version = self._current_file_version() + 1
         meta = RuntimeMetadata(
@@ -471,7 +477,7 @@ class ConfigStore:
     @staticmethod
     def _read_servers_text(path: Path) -> str:
         # A missing servers file means "no servers" (a fresh --config-dir), not an error.
-        return path.read_text(encoding="utf-8") if path.exists() else ""
+        return _read_text(path) if path.exists() else ""
 
     def _current_file_version(self) -> int:
         try:
