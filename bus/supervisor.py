@@ -131,6 +131,46 @@ class Supervisor:
                 self._watch(child), name=f"supervise:{name}"
             )
 
+    async def add_child(self, spec: ChildSpec) -> bool:
+        """Start one more supervised child while running (e.g. an MCP server added live).
+
+        It is stopped before the children that were there at start (it may depend on
+        them). Returns True once its ``on_start`` completed; False if that failed (the
+        watcher then restarts it or gives up, as for any crash).
+
+        Raises:
+            ValueError: A child with that name exists.
+            RuntimeError: The supervisor is shutting down.
+        """
+        if spec.name in self._children:
+            raise ValueError(f"a child named {spec.name!r} already exists")
+        if self._stopping or self._shutdown.is_set():
+            raise RuntimeError(f"cannot add {spec.name!r}: the supervisor is shutting down")
+        child = ChildState(spec)
+        self._children[spec.name] = child
+        started = await self._start_child(child)
+        self._watchers[spec.name] = asyncio.get_running_loop().create_task(
+            self._watch(child), name=f"supervise:{spec.name}"
+        )
+        return started
+
+    async def remove_child(self, name: str, *, grace: float | None = None) -> None:
+        """Stop one child for good (no restart) and forget it (e.g. a server removed live).
+
+        Raises:
+            KeyError: No child has that name.
+        """
+        child = self._children[name]
+        watcher = self._watchers.pop(name, None)
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        seconds = self.shutdown_grace if grace is None else grace
+        await self._stop_child(child, time.monotonic() + seconds)
+        await self._set_status(child, "stopped")
+        del self._children[name]
+        _log.info("actor.removed", actor=name)
+
     def request_shutdown(self, reason: str = "requested", *, exit_code: int = 0) -> None:
         """Ask for a clean shutdown (idempotent; the first non-zero exit code wins)."""
         if exit_code and not self.exit_code:
