@@ -118,7 +118,9 @@ class SavedSessionsConfig(_Section):
 class StorageConfig(_Section):
     """``chat.storage``."""
 
-    type: Literal["auto_persist", "memory"] = "auto_persist"
+    type: Literal["auto_persist", "sqlite", "memory"] = "auto_persist"
+    """``auto_persist``: SQLite with buffered deltas; ``sqlite``: every delta written
+    through; ``memory``: in-memory SQLite, nothing on disk."""
     persistence: PersistenceConfig = PersistenceConfig()
     saved_sessions: SavedSessionsConfig = SavedSessionsConfig()
 
