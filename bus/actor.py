@@ -280,7 +280,9 @@ class Actor:
                     envelope.message, f"actor_{how}", sender=envelope.sender, to=self.name
                 )
         try:
-            if not crashed and self._started.is_set():
+            # on_stop runs only after a requested stop: not after a crash (state may be
+            # broken) nor after a cancellation (we were cancelled for overrunning it).
+            if crash is None and self._started.is_set():
                 await self.on_stop()
         finally:
             await self._cancel_children()
