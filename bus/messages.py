@@ -25,6 +25,8 @@ __all__ = [
     "Pong",
     "ReloadRuntimeConfig",
     "SaveRuntimeConfig",
+    "ToolCall",
+    "Usage",
 ]
 
 ActorStatus = Literal["starting", "running", "restarting", "unavailable", "stopped"]
@@ -52,6 +54,30 @@ class Pong(Message):
     """Reply to :class:`Ping`."""
 
     actor: str
+
+
+# -- LLM data shared by several actors -----------------------------------------------------------
+
+
+class Usage(Message):
+    """Token usage of one LLM answer (``cost`` when the provider reports it, as OpenRouter
+    does)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+
+
+class ToolCall(Message):
+    """One function call the model asked for."""
+
+    id: str
+    """The provider's call id (the tool result must quote it)."""
+    name: str
+    """The function name as offered to the model."""
+    arguments: str
+    """The arguments as the model wrote them: a JSON text, not yet validated."""
 
 
 # -- supervision ------------------------------------------------------------------------------
