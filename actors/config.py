@@ -47,7 +47,7 @@ class _FilesChanged(Message):
     paths: tuple[str, ...]
 
 
-Source = Literal["startup", "runtime_file", "servers_file", "api", "reset"]
+Source = Literal["runtime_file", "servers_file", "api"]
 
 
 class ConfigActor(Actor):
@@ -190,7 +190,6 @@ class ConfigActor(Actor):
         self._watcher = self.spawn(self._watch(self._watched), name="watch")
 
     async def _watch(self, directories: tuple[Path, ...]) -> None:
-        names = {self.store.runtime_path, self.store.servers_path}
         async for changes in watchfiles.awatch(
             *directories,
             debounce=self._debounce_ms,
@@ -198,11 +197,11 @@ class ConfigActor(Actor):
             stop_event=self._watcher_stop,
             recursive=False,
         ):
-            touched = {Path(path) for _change, path in changes}
-            relevant = tuple(str(p) for p in touched if p in names)
+            # Forward every touched file: which ones matter is decided by the actor when it
+            # handles them (a just-applied edit may have switched the servers file).
+            relevant = tuple(sorted({path for _change, path in changes}))
             if relevant:
                 try:
                     await self.send(self.name, _FilesChanged(paths=relevant))
                 except MailboxClosed:
                     return  # we are stopping: nobody will reload any more
-            names = {self.store.runtime_path, self.store.servers_path}

@@ -97,14 +97,17 @@ class ActorStateChanged(Message):
 
 
 class ConfigChanged(Message):
-    """Event: a new configuration is in force (also published once at start)."""
+    """Event: a new configuration is in force.
+
+    Not published for the first load: actors ask :class:`GetConfig` in ``on_start``.
+    """
 
     snapshot: ConfigSnapshot
     """The whole configuration now in force."""
     changed_keys: tuple[str, ...]
     """Dotted key paths that changed (``chat.websocket.port``,
-    ``servers.mcpServers.demo.args``); every key on the first load."""
-    source: Literal["startup", "runtime_file", "servers_file", "api", "reset"]
+    ``servers.mcpServers.demo.args``)."""
+    source: Literal["runtime_file", "servers_file", "api"]
     """What caused the change: a file edit, a programmatic save or reload, a reset."""
 
 

@@ -153,7 +153,7 @@ class ToolNotificationsConfig(_Section):
     def _format_fields_are_known(cls, value: str) -> str:
         try:
             value.format(icon="", tool_name="", server="")
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
             raise ValueError(
                 f"may use only {{icon}}, {{tool_name}} and {{server}}: {exc!r}"
             ) from exc

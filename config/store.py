@@ -83,7 +83,7 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(value, Mapping) and value:
+    if isinstance(value, Mapping) and (value or not prefix):
         for key, item in value.items():
             _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
     else:
@@ -117,6 +117,12 @@ def parse_yaml_mapping(text: str, source: Path | str) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigInvalid(source, [f"invalid YAML{where}: {problem}"]) from exc
+    except (ValueError, TypeError, IndexError, AttributeError, RecursionError) as exc:
+        # PyYAML's constructors raise these for well-formed but unbuildable values
+        # (`!!int abc`, a date like 2020-13-45, nesting thousands deep).
+        raise ConfigInvalid(
+            source, [f"invalid YAML value: {type(exc).__name__}: {exc}"[:500]]
+        ) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -124,17 +130,31 @@ def parse_yaml_mapping(text: str, source: Path | str) -> dict[str, Any]:
     return data
 
 
-def _strip_comments(value: Any, *, inside_free_map: bool = False) -> Any:
-    """Drop ``_``-prefixed keys (comments) at every level but inside env/headers maps."""
-    if isinstance(value, dict):
-        return {
-            key: _strip_comments(item, inside_free_map=key in ("env", "headers"))
-            for key, item in value.items()
-            if inside_free_map or not (isinstance(key, str) and key.startswith("_"))
+def _is_comment(key: object) -> bool:
+    return isinstance(key, str) and key.startswith("_")
+
+
+def _without_comments(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if not _is_comment(k)}
+
+
+def _strip_comments(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``_``-prefixed keys (comments) from the servers file: at the top, among server
+    names, in each entry and in ``settings`` — but not inside an entry's ``env`` or
+    ``headers``, whose keys are variable and header names."""
+    out: dict[str, Any] = _without_comments(data)
+    servers = out.get("mcpServers")
+    if isinstance(servers, dict):
+        out["mcpServers"] = {
+            name: _without_comments(entry)
+            for name, entry in servers.items()
+            if not _is_comment(name)
         }
-    if isinstance(value, list):
-        return [_strip_comments(item) for item in value]
-    return value
+    if "settings" in out:
+        out["settings"] = _without_comments(out["settings"])
+    return out
 
 
 def parse_servers(text: str, source: Path | str) -> ServersConfig:
@@ -398,9 +418,19 @@ class ConfigStore:
         Raises:
             ConfigInvalid: The result would be invalid; nothing is written.
         """
-        data = {k: v for k, v in overrides.items() if k != METADATA_KEY}
+        try:
+            # Through JSON: tuples become lists, and anything YAML could not write is
+            # refused here rather than half-way through the write.
+            data = orjson.loads(
+                orjson.dumps({k: v for k, v in overrides.items() if k != METADATA_KEY})
+            )
+        except TypeError as exc:
+            raise ConfigInvalid("save_runtime_config", [f"not plain data: {exc}"]) from exc
         config, effective = self._effective(data, "save_runtime_config")
-        version = self._current_file_version() + 1
+        servers_path = self._servers_path_for(config)
+        servers_text = self._read_servers_text(servers_path)
+        servers = parse_servers(servers_text, servers_path)
+        version = self._next_version()
         meta = RuntimeMetadata(
             version=version,
             last_modified=_now(),
@@ -416,9 +446,6 @@ class ConfigStore:
         text = _RUNTIME_HEADER.format(defaults=self.defaults_path.name) + body
         atomic_write_text(self.runtime_path, text)
         self._seen[self.runtime_path] = _digest(text)
-        servers_path = self._servers_path_for(config)
-        servers_text = self._read_servers_text(servers_path)
-        servers = parse_servers(servers_text, servers_path)
         self._seen[servers_path] = _digest(servers_text)
         return self._apply(config, effective, data, servers, version, servers_path)
 
@@ -432,7 +459,7 @@ class ConfigStore:
         """
         defaults_text = _read_text(self.defaults_path)
         self.defaults()  # the defaults themselves must be valid
-        version = self._current_file_version() + 1
+        version = self._next_version()
         meta = RuntimeMetadata(
             version=version,
             last_modified=_now(),
@@ -479,11 +506,16 @@ class ConfigStore:
         # A missing servers file means "no servers" (a fresh --config-dir), not an error.
         return _read_text(path) if path.exists() else ""
 
-    def _current_file_version(self) -> int:
+    def _next_version(self) -> int:
+        """One past both the version in force and the file's (which may be unreadable)."""
+        in_force = self._snapshot.version if self._snapshot is not None else 0
+        return max(in_force, self._file_version()) + 1
+
+    def _file_version(self) -> int:
         try:
-            data = yaml.safe_load(self.runtime_path.read_text(encoding="utf-8"))
+            data = parse_yaml_mapping(_read_text(self.runtime_path), self.runtime_path)
             version = data[METADATA_KEY]["version"]
-        except (OSError, yaml.YAMLError, TypeError, KeyError):
+        except (ConfigInvalid, TypeError, KeyError):
             return 0
         return version if isinstance(version, int) and version >= 0 else 0
 

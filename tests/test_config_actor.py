@@ -1,0 +1,379 @@
+"""The ConfigActor (actors/config.py) on a real Bus, a real config directory and real
+watchfiles (no mocks): what an operator editing the files, and the program saving its
+own changes, actually observe.
+
+Proves: the missing runtime file is created at start and GetConfig answers; an edit
+(in-place or atomic replace) is published as ConfigChanged with its changed keys within a
+second and logged as ``config.reloaded``; an invalid edit is published as ConfigRejected
+naming the key path and logged as ``config.rejected``, the file is left byte for byte as
+the operator wrote it and the last good configuration stays in force until the file is
+fixed; a half-written file seen for a moment is not rejected; the program's own save is
+published once (no echo from the watcher) and an invalid save fails its request without
+touching the file; ReloadRuntimeConfig re-reads the files; a deleted runtime file is
+recreated from the defaults; servers_config.json edits are published or rejected too.
+
+Waiting: every expected event is awaited with a deadline. The only fixed waits prove the
+*absence* of an event (a second, unwanted one) and are kept short (0.3-0.5 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import orjson
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from actors.config import ConfigActor
+from bus.actor import Actor
+from bus.bus import Bus
+from bus.errors import RequestFailed
+from bus.messages import (
+    ConfigChanged,
+    ConfigRejected,
+    GetConfig,
+    ReloadRuntimeConfig,
+    SaveRuntimeConfig,
+)
+from config.errors import ConfigInvalid
+from config.schema import ConfigSnapshot
+from config.store import METADATA_KEY, ConfigStore
+
+EVENT_TIMEOUT = 3.0
+"""Seconds to wait for an expected event: generous (a change shows up in ~0.1-0.4 s)."""
+QUIET = 0.5
+"""Seconds without an event that count as "no further event" (watcher latency ~60 ms,
+plus the settle delay of a rejection)."""
+
+ConfigEvent = ConfigChanged | ConfigRejected
+EventT = TypeVar("EventT", ConfigChanged, ConfigRejected)
+
+
+class ConfigProbe(Actor):
+    """Subscribes to the ConfigActor's events and queues them for the test."""
+
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (ConfigChanged, ConfigRejected)
+
+    def __init__(self) -> None:
+        super().__init__("config-probe")
+        # Bounded: a test that lets 100 events pile up is broken; put_nowait then raises
+        # QueueFull and crashes the probe, which the fixture reports.
+        self.events: asyncio.Queue[ConfigEvent] = asyncio.Queue(maxsize=100)
+
+    async def handle(self, message: BaseModel) -> None:
+        assert isinstance(message, ConfigChanged | ConfigRejected)
+        self.events.put_nowait(message)
+
+
+@dataclass
+class Running:
+    """A running ConfigActor with its bus, store and event probe."""
+
+    bus: Bus
+    store: ConfigStore
+    actor: ConfigActor
+    probe: ConfigProbe
+
+    @property
+    def runtime_path(self) -> Path:
+        return self.store.runtime_path
+
+    @property
+    def servers_path(self) -> Path:
+        return self.store.config_dir / "servers_config.json"
+
+    async def expect(self, kind: type[EventT], timeout: float = EVENT_TIMEOUT) -> EventT:
+        """The next event, which must be of type ``kind``."""
+        async with asyncio.timeout(timeout):
+            event = await self.probe.events.get()
+        assert isinstance(event, kind), f"expected {kind.__name__}, got {event!r}"
+        return event
+
+    async def assert_quiet(self, seconds: float = QUIET) -> None:
+        """No event arrives within ``seconds``."""
+        try:
+            async with asyncio.timeout(seconds):
+                event = await self.probe.events.get()
+        except TimeoutError:
+            return
+        pytest.fail(f"unexpected event: {event!r}")
+
+    async def get_config(self) -> ConfigSnapshot:
+        snapshot = await self.bus.request(GetConfig(), timeout=EVENT_TIMEOUT)
+        assert isinstance(snapshot, ConfigSnapshot)
+        return snapshot
+
+
+Starter = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_config_actor(tmp_path: Path, log_events) -> AsyncIterator[Starter]:
+    """Start a ConfigActor (options passed through) over ``tmp_path``; stop it at the end.
+
+    The probe subscribes *after* the actor has started, so every test sees only the events
+    its own actions cause.
+    """
+    tasks: list[asyncio.Task[None]] = []
+    actors: list[Actor] = []
+
+    async def start(**options: Any) -> Running:
+        bus = Bus()
+        store = ConfigStore(tmp_path)
+        actor = ConfigActor(store, **options)
+        actors.append(actor)
+        tasks.append(asyncio.create_task(actor.run(bus)))
+        async with asyncio.timeout(EVENT_TIMEOUT):
+            await actor.wait_started()
+        probe = ConfigProbe()
+        actors.append(probe)
+        tasks.append(asyncio.create_task(probe.run(bus)))
+        async with asyncio.timeout(EVENT_TIMEOUT):
+            await probe.wait_started()
+        return Running(bus, store, actor, probe)
+
+    try:
+        yield start
+    finally:
+        for actor in reversed(actors):
+            actor.request_stop()
+        # A crashed actor re-raises here, so a crash the test did not notice still fails it.
+        await asyncio.gather(*tasks)
+
+
+def _write_in_place(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """As an editor or a careful tool saves: a temp file in the same dir, then rename."""
+    temp = path.with_name(f".{path.name}.edit")
+    temp.write_text(text, encoding="utf-8")
+    temp.replace(path)  # os.replace: atomic on POSIX
+
+
+# -- start and GetConfig --------------------------------------------------------------------
+
+
+async def test_start_creates_the_runtime_file_and_get_config_answers(
+    start_config_actor: Starter, tmp_path: Path
+) -> None:
+    assert not (tmp_path / "runtime_config.yaml").exists()
+    running = await start_config_actor()
+    assert running.runtime_path.exists()
+    meta = yaml.safe_load(running.runtime_path.read_text(encoding="utf-8"))[METADATA_KEY]
+    assert meta["created_from_defaults"] is True
+    snapshot = await running.get_config()
+    assert snapshot is running.store.snapshot
+    assert (snapshot.version, snapshot.revision) == (1, 1)
+    assert snapshot.config.logging.level == "INFO"
+    assert snapshot.runtime_path == running.runtime_path
+
+
+# -- operator edits of runtime_config.yaml -------------------------------------------------------
+
+
+@pytest.mark.parametrize("write", [_write_in_place, _write_atomically], ids=["in-place", "atomic"])
+async def test_valid_edit_is_published_within_a_second(
+    start_config_actor: Starter, log_events, write: Callable[[Path, str], None]
+) -> None:
+    running = await start_config_actor()
+    written_at = time.monotonic()
+    write(running.runtime_path, "logging:\n  level: DEBUG\n")
+    event = await running.expect(ConfigChanged)
+    latency = time.monotonic() - written_at
+    assert latency < 1.0, f"ConfigChanged {latency:.3f} s after the write"
+    assert event.changed_keys == ("logging.level",)
+    assert event.source == "runtime_file"
+    assert event.snapshot.config.logging.level == "DEBUG"
+    assert await running.get_config() == event.snapshot
+    await running.assert_quiet(0.3)  # one edit, one event (however many inotify events)
+    [reloaded] = log_events.events("config.reloaded")
+    assert reloaded["changed_keys"] == ["logging.level"]
+    assert reloaded["source"] == "runtime_file"
+    assert isinstance(reloaded["duration_ms"], int | float)
+    assert reloaded["duration_ms"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem_prefix"),
+    [
+        ("logging:\n  level: [DEBUG\n", "invalid YAML at line 3, column 1:"),
+        ('chat: {websocket: {port: "x"}}\n', "chat.websocket.port:"),
+    ],
+    ids=["yaml-syntax", "wrong-type"],
+)
+async def test_invalid_edit_is_rejected_and_the_last_good_config_stays(
+    start_config_actor: Starter, log_events, bad: str, problem_prefix: str
+) -> None:
+    running = await start_config_actor()
+    _write_in_place(running.runtime_path, "logging:\n  level: DEBUG\n")
+    good = (await running.expect(ConfigChanged)).snapshot
+
+    running.runtime_path.write_bytes(bad.encode())
+    rejected = await running.expect(ConfigRejected)
+    assert rejected.source == str(running.runtime_path)
+    assert rejected.problems[0].startswith(problem_prefix)
+    assert problem_prefix in rejected.reason
+    [logged] = log_events.events("config.rejected")
+    assert logged["problems"] == list(rejected.problems)
+    assert logged["kept_revision"] == good.revision
+    assert running.runtime_path.read_bytes() == bad.encode()  # never overwritten
+    in_force = await running.get_config()
+    assert in_force == good
+    assert in_force.config.logging.level == "DEBUG"
+
+    # Fixing the file applies it (and nothing else was published in between: no second
+    # rejection of the same content).
+    _write_in_place(running.runtime_path, "logging:\n  level: WARNING\n")
+    fixed = await running.expect(ConfigChanged)
+    assert fixed.changed_keys == ("logging.level",)
+    assert fixed.snapshot.config.logging.level == "WARNING"
+    assert (await running.get_config()).revision == good.revision + 1
+
+
+async def test_half_written_file_is_not_rejected(start_config_actor: Starter, log_events) -> None:
+    running = await start_config_actor(settle_seconds=0.5)
+    first_write = time.monotonic()
+    _write_in_place(running.runtime_path, "logging:\n  level: [DEB")  # the editor's first half
+    # The editor's pause between its two writes: long enough for the watcher (~60 ms) to
+    # report the half-written file, well within settle_seconds. Nothing to await: the
+    # actor's first look at invalid content is deliberately silent.
+    await asyncio.sleep(0.2)
+    _write_in_place(running.runtime_path, "logging:\n  level: DEBUG\n")
+    event = await running.expect(ConfigChanged)  # the first event: no rejection before it
+    # Published only after the settle delay: the actor did see the half-written content
+    # and looked again instead of rejecting it.
+    assert time.monotonic() - first_write >= 0.5
+    assert event.snapshot.config.logging.level == "DEBUG"
+    await running.assert_quiet()
+    assert log_events.events("config.rejected") == []
+
+
+# -- the program's own writes ---------------------------------------------------------------------
+
+
+async def test_own_save_is_published_once_without_a_watcher_echo(
+    start_config_actor: Starter, log_events
+) -> None:
+    running = await start_config_actor()
+    reply = await running.bus.request(
+        SaveRuntimeConfig(overrides={"logging": {"level": "DEBUG"}}), timeout=EVENT_TIMEOUT
+    )
+    assert isinstance(reply, ConfigSnapshot)
+    assert reply.version == 2
+    event = await running.expect(ConfigChanged)
+    assert event.source == "api"
+    assert event.changed_keys == ("logging.level",)
+    assert event.snapshot == reply
+    on_disk = yaml.safe_load(running.runtime_path.read_text(encoding="utf-8"))
+    assert on_disk[METADATA_KEY]["version"] == 2
+    assert on_disk["logging"] == {"level": "DEBUG"}
+    await running.assert_quiet()  # the watcher saw the write, and recognised it as ours
+    assert len(log_events.events("config.reloaded")) == 1
+
+
+async def test_invalid_save_fails_the_request_and_writes_nothing(
+    start_config_actor: Starter,
+) -> None:
+    running = await start_config_actor()
+    before = running.runtime_path.read_bytes()
+    with pytest.raises(RequestFailed) as excinfo:
+        await running.bus.request(
+            SaveRuntimeConfig(overrides={"chat": {"websocket": {"port": "x"}}}),
+            timeout=EVENT_TIMEOUT,
+        )
+    cause = excinfo.value.__cause__
+    assert isinstance(cause, ConfigInvalid)
+    assert cause.problems[0].startswith("chat.websocket.port:")
+    rejected = await running.expect(ConfigRejected)
+    assert rejected.source == "save_runtime_config"
+    assert rejected.problems == tuple(cause.problems)
+    assert running.runtime_path.read_bytes() == before
+    assert (await running.get_config()).revision == 1
+
+
+async def test_reload_request_rereads_the_files(start_config_actor: Starter, log_events) -> None:
+    running = await start_config_actor()
+    # The request is handled long before the watcher's debounce (50 ms) reports the write,
+    # so the change is applied by the request (source "api") and the watcher's report of
+    # the same content is ignored.
+    _write_in_place(running.runtime_path, "chat:\n  websocket:\n    port: 9100\n")
+    reply = await running.bus.request(ReloadRuntimeConfig(), timeout=EVENT_TIMEOUT)
+    assert isinstance(reply, ConfigSnapshot)
+    assert reply.config.chat.websocket.port == 9100
+    event = await running.expect(ConfigChanged)
+    assert event.source == "api"
+    assert event.changed_keys == ("chat.websocket.port",)
+    # Reloading unchanged files answers with the same configuration and publishes nothing.
+    again = await running.bus.request(ReloadRuntimeConfig(), timeout=EVENT_TIMEOUT)
+    assert again.config == reply.config
+    await running.assert_quiet()
+    assert log_events.events("config.unchanged", source="api")
+
+
+# -- deletion and the servers file ----------------------------------------------------------
+
+
+async def test_deleted_runtime_file_is_recreated_from_the_defaults(
+    start_config_actor: Starter, log_events
+) -> None:
+    running = await start_config_actor()
+    await running.bus.request(
+        SaveRuntimeConfig(overrides={"logging": {"level": "DEBUG"}}), timeout=EVENT_TIMEOUT
+    )
+    await running.expect(ConfigChanged)
+
+    running.runtime_path.unlink()
+    event = await running.expect(ConfigChanged)
+    assert event.source == "runtime_file"
+    assert event.changed_keys == ("logging.level",)
+    assert event.snapshot.config.logging.level == "INFO"
+    assert running.runtime_path.exists()
+    meta = yaml.safe_load(running.runtime_path.read_text(encoding="utf-8"))[METADATA_KEY]
+    assert meta["created_from_defaults"] is True
+    [recreated] = log_events.events("config.recreated")
+    assert recreated["file"] == str(running.runtime_path)
+    assert (await running.get_config()).config.logging.level == "INFO"
+
+
+async def test_servers_file_edits_are_published_or_rejected(start_config_actor: Starter) -> None:
+    running = await start_config_actor()
+    servers = {"mcpServers": {"demo": {"command": "python", "args": ["-m", "demo"]}}}
+    _write_atomically(running.servers_path, orjson.dumps(servers).decode())
+    event = await running.expect(ConfigChanged)
+    assert event.source == "servers_file"
+    assert any(key.startswith("servers.mcpServers.") for key in event.changed_keys)
+    assert "servers.mcpServers.demo.command" in event.changed_keys
+    assert event.snapshot.servers.mcp_servers["demo"].args == ["-m", "demo"]
+
+    _write_in_place(running.servers_path, '{"mcpServers": {"demo": ')
+    rejected = await running.expect(ConfigRejected)
+    assert rejected.source == str(running.servers_path)
+    assert rejected.problems[0].startswith("invalid JSON at line 1")
+    assert running.servers_path.read_text(encoding="utf-8") == '{"mcpServers": {"demo": '
+    assert "demo" in (await running.get_config()).servers.mcp_servers
+
+
+async def test_switching_the_servers_file_by_an_edit_follows_the_new_file(
+    start_config_actor: Starter,
+) -> None:
+    # Regression: the watcher used to filter by the old servers file name, so the first
+    # write to a servers file switched by an edit was missed.
+    running = await start_config_actor()
+    other = running.store.config_dir / "other_servers.json"
+    _write_in_place(running.runtime_path, "mcp:\n  config_file: other_servers.json\n")
+    switched = await running.expect(ConfigChanged)
+    assert "mcp.config_file" in switched.changed_keys
+    assert switched.snapshot.servers_path == other
+
+    _write_in_place(other, orjson.dumps({"mcpServers": {"new": {"command": "python"}}}).decode())
+    event = await running.expect(ConfigChanged)
+    assert event.source == "servers_file"
+    assert "servers.mcpServers.new.command" in event.changed_keys
