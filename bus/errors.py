@@ -16,14 +16,38 @@ whole family in one place and the types say exactly what went wrong::
     └── EscalationError        a core actor exceeded its restart intensity: the platform
                                shuts down with a non-zero exit
 
+    ChatError                  an error a WebSocket client must see; ``error_code`` is the
+    │                          protocol's code, ``retryable`` tells the client whether to
+    │                          try again. Raised by actors while answering a request, it
+    │                          reaches the requester as ``RequestFailed.__cause__``.
+    ├── InvalidMessage         INVALID_MESSAGE: a frame or argument is wrong
+    ├── TurnInProgress         TURN_IN_PROGRESS
+    ├── SessionNotFound        SESSION_NOT_FOUND
+    ├── StorageFull            STORAGE_FULL: the disk is full or the database read-only
+    ├── LLMNotConfigured       LLM_NOT_CONFIGURED: no API key; names the variable to set
+    ├── RateLimited            RATE_LIMITED
+    ├── LLMUnavailable         LLM_UNAVAILABLE: provider error after retries
+    └── InternalError          INTERNAL_ERROR
+
 Errors meant for the model (a tool failed, the model should read it and carry on) are
 not here: they are message data, not exceptions of the runtime.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
     "ActorCrashed",
+    "ChatError",
+    "InternalError",
+    "InvalidMessage",
+    "LLMNotConfigured",
+    "LLMUnavailable",
+    "RateLimited",
+    "SessionNotFound",
+    "StorageFull",
+    "TurnInProgress",
     "ActorStopped",
     "BusError",
     "EscalationError",
@@ -79,3 +103,65 @@ class ActorStopped(RequestError):
 
 class EscalationError(BusError):
     """A core actor crashed more often than its restart intensity allows."""
+
+
+# -- errors meant for clients ------------------------------------------------------------------
+
+
+class ChatError(Exception):
+    """An error a WebSocket client must see, with the protocol's code."""
+
+    error_code: ClassVar[str] = "INTERNAL_ERROR"
+    retryable: ClassVar[bool] = False
+
+
+class InvalidMessage(ChatError):
+    """A frame or one of its arguments is wrong."""
+
+    error_code = "INVALID_MESSAGE"
+
+
+class TurnInProgress(ChatError):
+    """A turn is already running in this conversation."""
+
+    error_code = "TURN_IN_PROGRESS"
+    retryable = True
+
+
+class SessionNotFound(ChatError):
+    """No conversation with that id (for this owner)."""
+
+    error_code = "SESSION_NOT_FOUND"
+
+
+class StorageFull(ChatError):
+    """The database cannot be written (disk full, read-only); nothing stored was changed."""
+
+    error_code = "STORAGE_FULL"
+    retryable = True
+
+
+class LLMNotConfigured(ChatError):
+    """The active provider has no API key; the message names the variable to set."""
+
+    error_code = "LLM_NOT_CONFIGURED"
+
+
+class RateLimited(ChatError):
+    """The provider answered 429 after our retries."""
+
+    error_code = "RATE_LIMITED"
+    retryable = True
+
+
+class LLMUnavailable(ChatError):
+    """The provider failed (status and message included), after retries and fallbacks."""
+
+    error_code = "LLM_UNAVAILABLE"
+    retryable = True
+
+
+class InternalError(ChatError):
+    """Something failed inside the platform; the log has the details."""
+
+    error_code = "INTERNAL_ERROR"

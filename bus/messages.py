@@ -17,15 +17,37 @@ from config.schema import ConfigSnapshot
 __all__ = [
     "ActorStateChanged",
     "ActorStatus",
+    "AppendMessage",
+    "AssistantDelta",
+    "CancelCompletion",
+    "CancelTurn",
+    "CompletionRequest",
+    "CompletionResult",
     "ConfigChanged",
     "ConfigRejected",
+    "ConversationState",
+    "CreateConversation",
+    "DeleteSession",
+    "FinishMessage",
     "GetConfig",
+    "ListSessions",
+    "LoadHistory",
     "Message",
+    "MessageRole",
+    "MessageStatus",
+    "OpenConversation",
     "Ping",
     "Pong",
     "ReloadRuntimeConfig",
     "SaveRuntimeConfig",
+    "SaveSession",
+    "SessionSummary",
+    "StartTurn",
+    "StoredMessage",
     "ToolCall",
+    "TurnFailed",
+    "TurnFinished",
+    "TurnStarted",
     "Usage",
 ]
 
@@ -138,3 +160,238 @@ class SaveRuntimeConfig(Message):
 
 class ReloadRuntimeConfig(Message):
     """Request → ConfigSnapshot: re-read both files now."""
+
+
+# -- conversations (PersistenceActor) ------------------------------------------------------------
+
+MessageRole = Literal["system", "user", "assistant", "tool"]
+MessageStatus = Literal["complete", "streaming", "incomplete", "cancelled", "error"]
+"""``streaming``: being written; ``incomplete``: the process died while it streamed;
+``cancelled``: the user stopped the turn; ``error``: the turn failed after text arrived."""
+
+
+class StoredMessage(Message):
+    """One message of a conversation as stored."""
+
+    id: int
+    """Row id, increasing in the order messages were created."""
+    conversation_id: str
+    role: MessageRole
+    content: str = ""
+    thinking: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    """For an assistant message that asked for tools."""
+    tool_call_id: str | None = None
+    """For a ``tool`` message: the call it answers."""
+    name: str | None = None
+    """For a ``tool`` message: the tool's name."""
+    usage: Usage | None = None
+    model: str | None = None
+    status: MessageStatus = "complete"
+    turn_id: str | None = None
+    finish_reason: str | None = None
+    created_at: float
+    """Unix time, seconds."""
+
+
+class SessionSummary(Message):
+    """A conversation as the ``sessions`` frame lists it."""
+
+    conversation_id: str
+    name: str | None = None
+    saved: bool = False
+    created_at: float
+    updated_at: float
+    message_count: int
+    usage: Usage = Usage()
+    """Summed over the conversation's answers."""
+
+
+class ConversationState(Message):
+    """A conversation and its history (the newest ``history_limit`` messages)."""
+
+    conversation_id: str
+    owner: str
+    name: str | None = None
+    saved: bool = False
+    messages: tuple[StoredMessage, ...] = ()
+
+
+class OpenConversation(Message):
+    """Request → ConversationState. ``conversation_id=None``: the owner's most recent
+    unsaved conversation, or a new one. An unknown id fails with SessionNotFound."""
+
+    owner: str
+    conversation_id: str | None = None
+    history_limit: int = 1000
+
+
+class CreateConversation(Message):
+    """Request → ConversationState: a new, empty conversation (``clear_history``)."""
+
+    owner: str
+
+
+class AppendMessage(Message):
+    """Request → StoredMessage: store a message; durable (committed) when answered.
+
+    An assistant message with ``status="streaming"`` starts a streamed answer: the
+    deltas of its ``turn_id`` (AssistantDelta events) are buffered into it until
+    FinishMessage. Fails with StorageFull when the disk is full or read-only.
+    """
+
+    conversation_id: str
+    role: MessageRole
+    content: str = ""
+    thinking: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    status: MessageStatus = "complete"
+    turn_id: str | None = None
+    finish_reason: str | None = None
+
+
+class FinishMessage(Message):
+    """Request → StoredMessage: the final state of a streamed message (committed)."""
+
+    message_id: int
+    content: str
+    thinking: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage | None = None
+    model: str | None = None
+    status: MessageStatus = "complete"
+    finish_reason: str | None = None
+
+
+class LoadHistory(Message):
+    """Request → tuple[StoredMessage, ...]: the newest ``limit`` messages, oldest first."""
+
+    conversation_id: str
+    limit: int = 1000
+
+
+class SaveSession(Message):
+    """Request → SessionSummary: mark a conversation saved (exempt from retention)."""
+
+    owner: str
+    conversation_id: str
+    name: str
+
+
+class ListSessions(Message):
+    """Request → tuple[SessionSummary, ...]: the owner's conversations, newest first."""
+
+    owner: str
+
+
+class DeleteSession(Message):
+    """Request → None: delete a conversation and its messages (SessionNotFound if none)."""
+
+    owner: str
+    conversation_id: str
+
+
+# -- turns (OrchestratorActor) -------------------------------------------------------------------
+
+
+class StartTurn(Message):
+    """Request → TurnStarted: run a turn for a user message. TurnInProgress if one runs."""
+
+    owner: str
+    conversation_id: str
+    text: str
+    request_id: str | None = None
+    """The client's id, echoed in the turn's final frame."""
+
+
+class TurnStarted(Message):
+    """Reply to StartTurn: the turn was accepted (the user message is stored)."""
+
+    turn_id: str
+    user_message_id: int
+
+
+class CancelTurn(Message):
+    """Request → bool: stop the conversation's running turn (False if none ran)."""
+
+    conversation_id: str
+
+
+class AssistantDelta(Message):
+    """Event (LLMActor): a chunk of an answer, published as soon as it arrives.
+
+    Hot path: built with ``model_construct`` (no validation) by the LLMActor.
+    """
+
+    conversation_id: str
+    turn_id: str
+    kind: Literal["content", "thinking"]
+    text: str
+
+
+class TurnFinished(Message):
+    """Event (OrchestratorActor): a turn ended; published after all its deltas."""
+
+    conversation_id: str
+    turn_id: str
+    request_id: str | None = None
+    message: str
+    thinking: str | None = None
+    usage: Usage = Usage()
+    model: str | None = None
+    finish_reason: Literal["stop", "length", "tool_hops_exceeded", "cancelled", "error"]
+
+
+class TurnFailed(Message):
+    """Event (OrchestratorActor): a turn ended in an error the client must see."""
+
+    conversation_id: str
+    turn_id: str
+    request_id: str | None = None
+    error_code: str
+    error_message: str
+    retryable: bool = False
+
+
+# -- the LLM (LLMActor) --------------------------------------------------------------------------
+
+
+class CompletionRequest(Message):
+    """Request → CompletionResult: one call of the active provider (with fallbacks).
+
+    With streaming on, AssistantDelta events for ``turn_id`` are published before the
+    reply. Fails with LLMNotConfigured, RateLimited or LLMUnavailable.
+    """
+
+    conversation_id: str
+    turn_id: str
+    messages: tuple[dict[str, Any], ...]
+    """OpenAI-format messages, system prompt first."""
+    tools: tuple[dict[str, Any], ...] = ()
+    """OpenAI-format tool definitions (empty: no ``tools`` key is sent)."""
+
+
+class CompletionResult(Message):
+    """Reply to CompletionRequest."""
+
+    content: str
+    thinking: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str
+    """``stop``, ``length``, ``tool_calls``, ``cancelled`` (CancelCompletion), or what the
+    provider said."""
+    usage: Usage = Usage()
+    model: str
+    """The model that served the answer (after fallbacks)."""
+    provider: str
+
+
+class CancelCompletion(Message):
+    """One-way to the LLMActor: close the stream of ``turn_id`` at once; its request is
+    answered with what arrived so far and ``finish_reason="cancelled"``."""
+
+    turn_id: str
