@@ -69,6 +69,8 @@ class ChildState:
     restarts: int = 0
     last_error: str | None = None
     crash_times: deque[float] = field(default_factory=deque)
+    reported_task: asyncio.Task[None] | None = None
+    """The last task whose crash the watcher has logged (not to log it twice)."""
 
     def report(self) -> dict[str, object]:
         """A JSON-ready view for ``/healthz``."""
@@ -256,7 +258,8 @@ class Supervisor:
                 _log.info("actor.stopped", actor=spec.name, reason="exited")
                 return
             if self._stopping:
-                return
+                return  # _stop_child logs it
+            child.reported_task = task
             now = time.monotonic()
             child.last_error = f"{type(error).__name__}: {error}"
             _log.error(
@@ -308,19 +311,23 @@ class Supervisor:
 
     async def _stop_child(self, child: ChildState, deadline: float) -> None:
         task = child.task
-        if task is None or task.done():
-            if child.status not in ("unavailable", "stopped"):
-                await self._set_status(child, "stopped", publish=False)
+        if task is None:
             return
-        if child.actor is not None:
-            child.actor.request_stop()
-        remaining = max(0.0, deadline - time.monotonic())
-        done, _ = await asyncio.wait({task}, timeout=remaining)
-        if not done:
-            _log.warning("actor.stop_timeout", actor=child.spec.name, grace_s=self.shutdown_grace)
-            task.cancel()
-            await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is not None:
+        if not task.done():
+            if child.actor is not None:
+                child.actor.request_stop()
+            remaining = max(0.0, deadline - time.monotonic())
+            done, _ = await asyncio.wait({task}, timeout=remaining)
+            if not done:
+                _log.warning(
+                    "actor.stop_timeout", actor=child.spec.name, grace_s=self.shutdown_grace
+                )
+                task.cancel()
+                await asyncio.wait({task})
+        # A crash the watcher did not see (it happened after the watchers were cancelled)
+        # is logged here; either way the task's exception counts as retrieved.
+        crashed = not task.cancelled() and task.exception() is not None
+        if crashed and task is not child.reported_task:
             exc = task.exception()
             _log.error(
                 "actor.crashed",
@@ -330,7 +337,8 @@ class Supervisor:
                 traceback="".join(traceback.format_exception(exc)),
                 during="shutdown",
             )
-        await self._set_status(child, "stopped", publish=False)
+        if child.status != "unavailable":
+            await self._set_status(child, "stopped", publish=False)
 
     async def _set_status(
         self, child: ChildState, status: ActorStatus, *, publish: bool = True
