@@ -45,7 +45,6 @@ __all__ = [
     "StartTurn",
     "StoredMessage",
     "ToolCall",
-    "TurnFailed",
     "TurnFinished",
     "TurnStarted",
     "Usage",
@@ -334,7 +333,11 @@ class AssistantDelta(Message):
 
 
 class TurnFinished(Message):
-    """Event (OrchestratorActor): a turn ended; published after all its deltas."""
+    """Event (OrchestratorActor): a turn ended; published after all its deltas.
+
+    With ``finish_reason="error"`` the ``error_*`` fields say what failed (the client gets
+    an ``error`` frame, then the ``assistant_message`` with what arrived before).
+    """
 
     conversation_id: str
     turn_id: str
@@ -344,16 +347,8 @@ class TurnFinished(Message):
     usage: Usage = Usage()
     model: str | None = None
     finish_reason: Literal["stop", "length", "tool_hops_exceeded", "cancelled", "error"]
-
-
-class TurnFailed(Message):
-    """Event (OrchestratorActor): a turn ended in an error the client must see."""
-
-    conversation_id: str
-    turn_id: str
-    request_id: str | None = None
-    error_code: str
-    error_message: str
+    error_code: str | None = None
+    error_message: str | None = None
     retryable: bool = False
 
 

@@ -1,0 +1,505 @@
+"""The WebSocket protocol (``/ws/chat``) as Pydantic models: the contract with frontends.
+
+Design note: these models are the source of truth of ``../shared/PROTOCOL.md``. Client
+frames are validated once, where they enter (:func:`parse_client_frame`), into a
+discriminated union on ``type``; server frames are built from models and serialised with
+orjson. The JSON Schema of both directions (:func:`protocol_schema`) is committed as
+``docs/protocol.schema.json`` and kept in sync by a test; ``mcp-platform protocol-schema``
+prints it. The contract only grows: new optional fields, new message types.
+
+Client frames forbid unknown fields, so a typo in a frontend is an ``INVALID_MESSAGE``
+that names the field rather than a silently ignored value.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+__all__ = [
+    "ERROR_CODES",
+    "AssistantDeltaFrame",
+    "AssistantMessageFrame",
+    "CancelFrame",
+    "ClearHistoryFrame",
+    "ClientFrame",
+    "DeleteSessionFrame",
+    "ElicitationRequestFrame",
+    "ElicitationResponseFrame",
+    "ErrorFrame",
+    "FrameError",
+    "HistoryMessage",
+    "ListSessionsFrame",
+    "LoadSessionFrame",
+    "PromptArgument",
+    "PromptInfo",
+    "PromptRef",
+    "SaveSessionFrame",
+    "ServerFrame",
+    "ServerInfo",
+    "ServerStatusFrame",
+    "SessionClearedFrame",
+    "SessionDeletedFrame",
+    "SessionEntry",
+    "SessionInfoFrame",
+    "SessionSavedFrame",
+    "SessionsFrame",
+    "ThinkingDeltaFrame",
+    "ToolApprovalRequestFrame",
+    "ToolApprovalResponseFrame",
+    "ToolCallInfo",
+    "ToolExecutionFrame",
+    "ToolInfo",
+    "UsageInfo",
+    "UserMessageFrame",
+    "dump_frame",
+    "parse_client_frame",
+    "protocol_schema",
+]
+
+ERROR_CODES = (
+    "INVALID_MESSAGE",
+    "MESSAGE_TOO_LARGE",
+    "TURN_IN_PROGRESS",
+    "SESSION_NOT_FOUND",
+    "STORAGE_FULL",
+    "MCP_SERVER_UNAVAILABLE",
+    "TOOL_FAILED",
+    "LLM_NOT_CONFIGURED",
+    "LLM_UNAVAILABLE",
+    "RATE_LIMITED",
+    "UNAUTHORIZED",
+    "INTERNAL_ERROR",
+)
+"""Every ``error_code`` an ``error`` frame may carry."""
+
+ErrorCode = Literal[
+    "INVALID_MESSAGE",
+    "MESSAGE_TOO_LARGE",
+    "TURN_IN_PROGRESS",
+    "SESSION_NOT_FOUND",
+    "STORAGE_FULL",
+    "MCP_SERVER_UNAVAILABLE",
+    "TOOL_FAILED",
+    "LLM_NOT_CONFIGURED",
+    "LLM_UNAVAILABLE",
+    "RATE_LIMITED",
+    "UNAUTHORIZED",
+    "INTERNAL_ERROR",
+]
+
+
+class _ClientFrame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ServerFrame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- client → server -------------------------------------------------------------------------
+
+
+class PromptRef(_ClientFrame):
+    """An MCP prompt whose messages are added before the user's text."""
+
+    server: str
+    name: str
+    arguments: dict[str, str] = {}
+
+
+class UserMessageFrame(_ClientFrame):
+    """Starts a turn. ``TURN_IN_PROGRESS`` while a turn runs in this conversation."""
+
+    type: Literal["user_message"]
+    message: str
+    """The user's text (may be empty when ``prompt`` is given)."""
+    request_id: str | None = None
+    """Echoed in the turn's ``assistant_message`` and in errors about this message."""
+    prompt: PromptRef | None = None
+
+
+class CancelFrame(_ClientFrame):
+    """Stops the running turn; the partial answer is stored as cancelled."""
+
+    type: Literal["cancel"]
+
+
+class ClearHistoryFrame(_ClientFrame):
+    """Starts a new conversation (the old one stays until retention removes it)."""
+
+    type: Literal["clear_history"]
+
+
+class SaveSessionFrame(_ClientFrame):
+    """Marks a conversation saved (exempt from retention) under a name."""
+
+    type: Literal["save_session"]
+    name: str = Field(min_length=1, max_length=200)
+    conversation_id: str | None = None
+    """Default: the connection's current conversation."""
+
+
+class ListSessionsFrame(_ClientFrame):
+    """Asks for the ``sessions`` list."""
+
+    type: Literal["list_sessions"]
+
+
+class LoadSessionFrame(_ClientFrame):
+    """Switches this connection to another conversation (→ ``session_info``)."""
+
+    type: Literal["load_session"]
+    conversation_id: str
+
+
+class DeleteSessionFrame(_ClientFrame):
+    """Deletes a conversation (→ ``session_deleted``)."""
+
+    type: Literal["delete_session"]
+    conversation_id: str
+
+
+class ElicitationResponseFrame(_ClientFrame):
+    """Answers an ``elicitation_request``."""
+
+    type: Literal["elicitation_response"]
+    request_id: str
+    action: Literal["accept", "decline", "cancel"]
+    content: dict[str, Any] | None = None
+
+
+class ToolApprovalResponseFrame(_ClientFrame):
+    """Answers a ``tool_approval_request``."""
+
+    type: Literal["tool_approval_response"]
+    call_id: str
+    decision: Literal["approve", "deny"]
+
+
+ClientFrame = Annotated[
+    UserMessageFrame
+    | CancelFrame
+    | ClearHistoryFrame
+    | SaveSessionFrame
+    | ListSessionsFrame
+    | LoadSessionFrame
+    | DeleteSessionFrame
+    | ElicitationResponseFrame
+    | ToolApprovalResponseFrame,
+    Field(discriminator="type"),
+]
+"""Any frame a client may send."""
+
+_CLIENT_ADAPTER: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
+
+
+class FrameError(ValueError):
+    """A client frame is not valid JSON or not a valid protocol message.
+
+    Attributes:
+        request_id: The frame's ``request_id`` if one could be read (for the error frame).
+    """
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+def parse_client_frame(raw: str | bytes) -> ClientFrame:
+    """Validate one client frame.
+
+    Raises:
+        FrameError: Invalid JSON, not an object, unknown ``type``, missing or wrong
+            fields; the message names what was wrong.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise FrameError(f"invalid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise FrameError(f"a frame must be a JSON object, got {type(data).__name__}")
+    request_id = data.get("request_id") if isinstance(data.get("request_id"), str) else None
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise FrameError("a frame needs a string 'type'", request_id)
+    try:
+        return _CLIENT_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            loc = [str(p) for p in error["loc"]]
+            if error["type"] == "union_tag_invalid":
+                problems.append(f"unknown type {kind!r}")
+                continue
+            path = ".".join(loc[1:]) if loc and loc[0] == kind else ".".join(loc)
+            if error["type"] == "extra_forbidden":
+                problems.append(f"{path}: unknown field")
+            elif error["type"] == "missing":
+                problems.append(f"{path}: required field is missing")
+            else:
+                problems.append(f"{path}: {error['msg']}")
+        raise FrameError(f"invalid {kind!r} frame: " + "; ".join(problems), request_id) from exc
+
+
+# -- server → client -------------------------------------------------------------------------
+
+
+class ToolInfo(_ServerFrame):
+    """A tool the model can use."""
+
+    name: str
+    server: str
+    description: str | None = None
+
+
+class PromptArgument(_ServerFrame):
+    """One argument of an MCP prompt."""
+
+    name: str
+    description: str | None = None
+    required: bool = False
+
+
+class PromptInfo(_ServerFrame):
+    """An MCP prompt the user can pick."""
+
+    name: str
+    server: str
+    description: str | None = None
+    arguments: list[PromptArgument] = []
+
+
+ServerState = Literal["starting", "ready", "unavailable", "auth_required", "stopped"]
+
+
+class ServerInfo(_ServerFrame):
+    """An MCP server and its state."""
+
+    name: str
+    status: ServerState
+    error_message: str | None = None
+
+
+class UsageInfo(_ServerFrame):
+    """Token usage of an answer (``cost`` when the provider reports it)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+
+
+class ToolCallInfo(_ServerFrame):
+    """A tool call of a stored assistant message."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class HistoryMessage(_ServerFrame):
+    """A stored message, as ``session_info`` lists it."""
+
+    id: int
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    thinking: str | None = None
+    tool_calls: list[ToolCallInfo] = []
+    tool_call_id: str | None = None
+    name: str | None = None
+    status: Literal["complete", "streaming", "incomplete", "cancelled", "error"] = "complete"
+    model: str | None = None
+    usage: UsageInfo | None = None
+    finish_reason: str | None = None
+    created_at: float
+    """Unix time, seconds."""
+
+
+class SessionInfoFrame(_ServerFrame):
+    """First frame on every connection, and the answer to ``load_session``."""
+
+    type: Literal["session_info"] = "session_info"
+    conversation_id: str
+    name: str | None = None
+    saved: bool = False
+    messages: list[HistoryMessage] = []
+    tools: list[ToolInfo] = []
+    prompts: list[PromptInfo] = []
+    servers: list[ServerInfo] = []
+    model: str
+    """The active provider's model."""
+    turn_in_progress: bool = False
+    """A turn of this conversation is running (its frames follow)."""
+
+
+class AssistantDeltaFrame(_ServerFrame):
+    """A chunk of the answer, sent as soon as it arrives (consecutive chunks may be merged
+    while the client's socket is busy)."""
+
+    type: Literal["assistant_delta"] = "assistant_delta"
+    turn_id: str
+    content: str
+
+
+class ThinkingDeltaFrame(_ServerFrame):
+    """A chunk of the model's reasoning."""
+
+    type: Literal["thinking_delta"] = "thinking_delta"
+    turn_id: str
+    content: str
+
+
+class ToolExecutionFrame(_ServerFrame):
+    """A tool call's progress."""
+
+    type: Literal["tool_execution"] = "tool_execution"
+    turn_id: str
+    call_id: str
+    tool_name: str
+    server: str
+    status: Literal["started", "progress", "completed", "failed"]
+    notification: str | None = None
+    arguments: dict[str, Any] | None = None
+    progress: float | None = None
+    total: float | None = None
+    message: str | None = None
+    result_preview: str | None = None
+    error_message: str | None = None
+
+
+class ElicitationRequestFrame(_ServerFrame):
+    """An MCP server asks the user a question."""
+
+    type: Literal["elicitation_request"] = "elicitation_request"
+    request_id: str
+    server: str
+    message: str
+    requested_schema: dict[str, Any]
+
+
+class ToolApprovalRequestFrame(_ServerFrame):
+    """A tool configured to need approval waits for the user."""
+
+    type: Literal["tool_approval_request"] = "tool_approval_request"
+    turn_id: str
+    call_id: str
+    server: str
+    tool_name: str
+    arguments: dict[str, Any] | None = None
+
+
+class AssistantMessageFrame(_ServerFrame):
+    """The turn's final answer; follows every delta of the turn."""
+
+    type: Literal["assistant_message"] = "assistant_message"
+    turn_id: str
+    request_id: str | None = None
+    message: str
+    thinking: str | None = None
+    usage: UsageInfo = UsageInfo()
+    model: str | None = None
+    finish_reason: Literal["stop", "length", "tool_hops_exceeded", "cancelled", "error"]
+
+
+class SessionClearedFrame(_ServerFrame):
+    """``clear_history`` done: the new conversation's id."""
+
+    type: Literal["session_cleared"] = "session_cleared"
+    conversation_id: str
+
+
+class SessionSavedFrame(_ServerFrame):
+    """``save_session`` done."""
+
+    type: Literal["session_saved"] = "session_saved"
+    conversation_id: str
+    name: str
+
+
+class SessionEntry(_ServerFrame):
+    """One conversation in ``sessions``."""
+
+    conversation_id: str
+    name: str | None = None
+    saved: bool
+    created_at: float
+    updated_at: float
+    message_count: int
+    usage: UsageInfo = UsageInfo()
+
+
+class SessionsFrame(_ServerFrame):
+    """The answer to ``list_sessions``: newest first."""
+
+    type: Literal["sessions"] = "sessions"
+    sessions: list[SessionEntry]
+
+
+class SessionDeletedFrame(_ServerFrame):
+    """``delete_session`` done."""
+
+    type: Literal["session_deleted"] = "session_deleted"
+    conversation_id: str
+
+
+class ServerStatusFrame(_ServerFrame):
+    """An MCP server changed state."""
+
+    type: Literal["server_status"] = "server_status"
+    server: str
+    status: ServerState
+    error_message: str | None = None
+    auth_url: str | None = None
+
+
+class ErrorFrame(_ServerFrame):
+    """Something the client asked for failed; the connection stays open."""
+
+    type: Literal["error"] = "error"
+    error_code: ErrorCode
+    error_message: str
+    request_id: str | None = None
+    retryable: bool = False
+
+
+ServerFrame = Annotated[
+    SessionInfoFrame
+    | AssistantDeltaFrame
+    | ThinkingDeltaFrame
+    | ToolExecutionFrame
+    | ElicitationRequestFrame
+    | ToolApprovalRequestFrame
+    | AssistantMessageFrame
+    | SessionClearedFrame
+    | SessionSavedFrame
+    | SessionsFrame
+    | SessionDeletedFrame
+    | ServerStatusFrame
+    | ErrorFrame,
+    Field(discriminator="type"),
+]
+"""Any frame the server sends."""
+
+
+def dump_frame(frame: BaseModel) -> str:
+    """Serialise a server frame to its JSON text (``None`` fields omitted)."""
+    return orjson.dumps(frame.model_dump(mode="json", exclude_none=True)).decode()
+
+
+def protocol_schema() -> dict[str, Any]:
+    """The JSON Schema of the protocol: ``client`` and ``server`` frames."""
+    client = TypeAdapter(ClientFrame).json_schema(ref_template="#/$defs/{model}")
+    server = TypeAdapter(ServerFrame).json_schema(ref_template="#/$defs/{model}")
+    defs = {**client.pop("$defs", {}), **server.pop("$defs", {})}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "MCP Platform WebSocket protocol (/ws/chat)",
+        "description": "Every frame is one JSON object with a 'type'. "
+        "ClientFrame: client to server; ServerFrame: server to client.",
+        "$defs": {**defs, "ClientFrame": client, "ServerFrame": server},
+        "oneOf": [{"$ref": "#/$defs/ClientFrame"}, {"$ref": "#/$defs/ServerFrame"}],
+        "x-error-codes": list(ERROR_CODES),
+    }
