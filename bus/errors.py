@@ -109,10 +109,20 @@ class EscalationError(BusError):
 
 
 class ChatError(Exception):
-    """An error a WebSocket client must see, with the protocol's code."""
+    """An error a WebSocket client must see, with the protocol's code.
+
+    Args:
+        message: What went wrong, for the client (no secrets, no stack traces).
+        partial_content: Answer text that arrived before the failure (an LLM stream that
+            broke after its first token), so it can be stored and shown.
+    """
 
     error_code: ClassVar[str] = "INTERNAL_ERROR"
     retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, partial_content: str = "") -> None:
+        super().__init__(message)
+        self.partial_content = partial_content
 
 
 class InvalidMessage(ChatError):

@@ -29,6 +29,7 @@ __all__ = [
     "CreateConversation",
     "DeleteSession",
     "FinishMessage",
+    "FinishReason",
     "GetConfig",
     "ListSessions",
     "LoadHistory",
@@ -332,6 +333,10 @@ class AssistantDelta(Message):
     text: str
 
 
+FinishReason = Literal["stop", "length", "tool_hops_exceeded", "cancelled", "error"]
+"""Why a turn ended, as the ``assistant_message`` frame says."""
+
+
 class TurnFinished(Message):
     """Event (OrchestratorActor): a turn ended; published after all its deltas.
 
@@ -346,7 +351,7 @@ class TurnFinished(Message):
     thinking: str | None = None
     usage: Usage = Usage()
     model: str | None = None
-    finish_reason: Literal["stop", "length", "tool_hops_exceeded", "cancelled", "error"]
+    finish_reason: FinishReason
     error_code: str | None = None
     error_message: str | None = None
     retryable: bool = False

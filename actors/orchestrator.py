@@ -1,0 +1,426 @@
+"""The OrchestratorActor: runs each turn of a conversation (DESIGN §4).
+
+Design note: a turn is a child task, so the mailbox keeps flowing (a ``cancel`` must get
+through while a turn streams) and turns of different conversations run side by side. The
+StartTurn request is answered from the turn task once the user message is durable, so the
+client's ``user_message`` is never acknowledged before it is stored. One turn per
+conversation at a time: a second StartTurn gets TurnInProgress at once.
+
+A turn never crashes the actor: whatever goes wrong in it ends that turn with a
+TurnFinished(``finish_reason="error"``) the client sees, and is logged; the other turns and
+the actor carry on (a crash in one conversation must not take down another).
+
+The tool loop's seam is here: the model may ask for tools; :meth:`_run_tools` answers each
+call (today with an error result, as no tool server exists yet) and the loop goes on, at
+most ``chat.service.max_tool_hops`` times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from bus.actor import Actor, Reply
+from bus.errors import (
+    ChatError,
+    InternalError,
+    RequestError,
+    RequestFailed,
+    TurnInProgress,
+)
+from bus.messages import (
+    AppendMessage,
+    CancelCompletion,
+    CancelTurn,
+    CompletionRequest,
+    CompletionResult,
+    ConfigChanged,
+    FinishMessage,
+    FinishReason,
+    GetConfig,
+    LoadHistory,
+    MessageStatus,
+    StartTurn,
+    StoredMessage,
+    ToolCall,
+    TurnFinished,
+    TurnStarted,
+    Usage,
+)
+from config.schema import ConfigSnapshot
+
+__all__ = ["OrchestratorActor", "history_to_openai"]
+
+COMPLETION_TIMEOUT = 600.0
+"""Seconds a completion may take in all (the LLMActor's own timeouts end it sooner)."""
+STOP_GRACE = 2.0
+"""Seconds running turns get at shutdown to store their partial answers as cancelled."""
+
+
+@dataclass(slots=True)
+class _Turn:
+    turn_id: str
+    conversation_id: str
+    request_id: str | None
+    cancelled: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+def history_to_openai(
+    history: tuple[StoredMessage, ...] | list[StoredMessage],
+) -> list[dict[str, Any]]:
+    """Stored messages as OpenAI chat messages, repaired so a strict API accepts them.
+
+    A tool call without a stored result (the process died mid-call) is dropped from its
+    assistant message, a tool result whose call is gone is dropped, and an assistant
+    message that is left with neither text nor calls is skipped.
+    """
+    answered = {m.tool_call_id for m in history if m.role == "tool" and m.tool_call_id}
+    offered: set[str] = set()
+    out: list[dict[str, Any]] = []
+    for message in history:
+        if message.role == "user":
+            out.append({"role": "user", "content": message.content})
+        elif message.role == "assistant":
+            calls = [c for c in message.tool_calls if c.id in answered]
+            if not message.content and not calls:
+                continue
+            entry: dict[str, Any] = {"role": "assistant", "content": message.content or None}
+            if calls:
+                entry["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments or "{}"},
+                    }
+                    for c in calls
+                ]
+                offered.update(c.id for c in calls)
+            out.append(entry)
+        elif message.role == "tool":
+            if message.tool_call_id in offered:
+                out.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": message.tool_call_id,
+                        "content": message.content,
+                    }
+                )
+        elif message.role == "system":
+            out.append({"role": "system", "content": message.content})
+    return out
+
+
+def _add_usage(total: Usage, more: Usage) -> Usage:
+    cost = None
+    if total.cost is not None or more.cost is not None:
+        cost = (total.cost or 0.0) + (more.cost or 0.0)
+    return Usage(
+        prompt_tokens=total.prompt_tokens + more.prompt_tokens,
+        completion_tokens=total.completion_tokens + more.completion_tokens,
+        total_tokens=total.total_tokens + more.total_tokens,
+        cost=cost,
+    )
+
+
+class OrchestratorActor(Actor):
+    """Runs turns: user message stored → context → LLM (→ tools → LLM…) → answer stored."""
+
+    default_name: ClassVar[str] = "orchestrator"
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (StartTurn, CancelTurn, ConfigChanged)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._snapshot: ConfigSnapshot | None = None
+        self._turns: dict[str, _Turn] = {}
+        """Running turns by conversation id."""
+
+    @property
+    def snapshot(self) -> ConfigSnapshot:
+        assert self._snapshot is not None
+        return self._snapshot
+
+    async def on_start(self) -> None:
+        self._snapshot = await self.request(GetConfig())
+
+    async def on_stop(self) -> None:
+        turns = list(self._turns.values())
+        for turn in turns:
+            await self._cancel(turn)
+        tasks = [t.task for t in turns if t.task is not None]
+        if tasks:
+            # Let each turn store its partial answer as cancelled; the runtime cancels
+            # whatever is still running after this.
+            await asyncio.wait(tasks, timeout=STOP_GRACE)
+
+    async def handle(self, message: BaseModel) -> Any:
+        match message:
+            case StartTurn():
+                return self._start(message)
+            case CancelTurn(conversation_id=conversation_id):
+                turn = self._turns.get(conversation_id)
+                if turn is None:
+                    return False
+                await self._cancel(turn)
+                return True
+            case ConfigChanged(snapshot=snapshot):
+                self._snapshot = snapshot
+        return None
+
+    # -- starting and cancelling -----------------------------------------------------------
+
+    def _start(self, message: StartTurn) -> None:
+        running = self._turns.get(message.conversation_id)
+        if running is not None:
+            raise TurnInProgress(
+                f"a turn ({running.turn_id}) is already running in conversation "
+                f"{message.conversation_id}; wait for its assistant_message or send cancel"
+            )
+        turn = _Turn(
+            turn_id=f"t-{uuid.uuid4().hex[:16]}",
+            conversation_id=message.conversation_id,
+            request_id=message.request_id,
+        )
+        self._turns[message.conversation_id] = turn
+        reply = self.defer_reply()
+        turn.task = self.spawn(self._run_turn(turn, message, reply), name=f"turn:{turn.turn_id}")
+
+    async def _cancel(self, turn: _Turn) -> None:
+        if turn.cancelled:
+            return
+        turn.cancelled = True
+        self.log.info(
+            "turn.cancel_requested", turn_id=turn.turn_id, conversation_id=turn.conversation_id
+        )
+        try:
+            await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
+        except RequestError:  # pragma: no cover - only while the LLM actor restarts
+            self.log.warning("turn.cancel_undelivered", turn_id=turn.turn_id)
+
+    # -- the turn --------------------------------------------------------------------------
+
+    async def _run_turn(self, turn: _Turn, start: StartTurn, reply: Reply) -> None:
+        """The whole turn; never raises (see the module note)."""
+        started = time.perf_counter()
+        try:
+            try:
+                user = await self.request(
+                    AppendMessage(
+                        conversation_id=turn.conversation_id,
+                        role="user",
+                        content=start.text,
+                        turn_id=turn.turn_id,
+                    )
+                )
+            except RequestFailed as exc:
+                reply.fail(exc.__cause__ or exc)
+                return
+            except RequestError as exc:
+                reply.fail(exc)
+                return
+            reply.resolve(TurnStarted(turn_id=turn.turn_id, user_message_id=user.id))
+            self.log.info(
+                "turn.started",
+                turn_id=turn.turn_id,
+                conversation_id=turn.conversation_id,
+                request_id=turn.request_id,
+            )
+            finished = await self._converse(turn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.log.exception(
+                "turn.crashed", turn_id=turn.turn_id, conversation_id=turn.conversation_id
+            )
+            error = exc if isinstance(exc, ChatError) else InternalError(str(exc))
+            finished = self._finished(turn, "", None, Usage(), None, "error", error)
+        finally:
+            if self._turns.get(turn.conversation_id) is turn:
+                del self._turns[turn.conversation_id]
+        await self.publish(finished)
+        self.log.info(
+            "turn.finished",
+            turn_id=turn.turn_id,
+            conversation_id=turn.conversation_id,
+            finish_reason=finished.finish_reason,
+            error_code=finished.error_code,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    async def _converse(self, turn: _Turn) -> TurnFinished:
+        """Context → LLM → (tools → LLM)… until an answer, a limit, a cancel or an error."""
+        config = self.snapshot.config
+        history: tuple[StoredMessage, ...] = await self.request(
+            LoadHistory(
+                conversation_id=turn.conversation_id,
+                limit=config.chat.storage.persistence.retention.max_messages,
+            )
+        )
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": config.chat.service.system_prompt},
+            *history_to_openai(history),
+        ]
+        usage = Usage()
+        hops = 0
+        while True:
+            tools = self._tool_definitions()
+            row: StoredMessage = await self.request(
+                AppendMessage(
+                    conversation_id=turn.conversation_id,
+                    role="assistant",
+                    status="streaming",
+                    turn_id=turn.turn_id,
+                )
+            )
+            try:
+                result: CompletionResult = await self.request(
+                    CompletionRequest(
+                        conversation_id=turn.conversation_id,
+                        turn_id=turn.turn_id,
+                        messages=tuple(messages),
+                        tools=tuple(tools),
+                    ),
+                    timeout=COMPLETION_TIMEOUT,
+                )
+            except (RequestFailed, RequestError) as exc:
+                cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
+                error = cause if isinstance(cause, ChatError) else InternalError(str(cause))
+                partial = error.partial_content
+                await self._finish_row(row, partial, None, (), None, None, "error", "error")
+                return self._finished(turn, partial, None, usage, None, "error", error)
+            usage = _add_usage(usage, result.usage)
+            if turn.cancelled or result.finish_reason == "cancelled":
+                await self._finish_row(
+                    row,
+                    result.content,
+                    result.thinking,
+                    (),
+                    result.usage,
+                    result.model,
+                    "cancelled",
+                    "cancelled",
+                )
+                return self._finished(
+                    turn, result.content, result.thinking, usage, result.model, "cancelled"
+                )
+            calls = result.tool_calls
+            await self._finish_row(
+                row,
+                result.content,
+                result.thinking,
+                calls,
+                result.usage,
+                result.model,
+                "complete",
+                result.finish_reason,
+            )
+            if not calls:
+                reason: FinishReason = "length" if result.finish_reason == "length" else "stop"
+                return self._finished(
+                    turn, result.content, result.thinking, usage, result.model, reason
+                )
+            hops += 1
+            if hops > config.chat.service.max_tool_hops:
+                self.log.warning("turn.tool_hops_exceeded", turn_id=turn.turn_id, hops=hops - 1)
+                return self._finished(
+                    turn,
+                    result.content,
+                    result.thinking,
+                    usage,
+                    result.model,
+                    "tool_hops_exceeded",
+                )
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": result.content or None,
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments or "{}"},
+                        }
+                        for c in calls
+                    ],
+                }
+            )
+            for call, output in zip(calls, await self._run_tools(turn, calls), strict=True):
+                await self.request(
+                    AppendMessage(
+                        conversation_id=turn.conversation_id,
+                        role="tool",
+                        content=output,
+                        tool_call_id=call.id,
+                        name=call.name,
+                        turn_id=turn.turn_id,
+                    )
+                )
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
+            if turn.cancelled:
+                return self._finished(
+                    turn, result.content, result.thinking, usage, result.model, "cancelled"
+                )
+
+    def _tool_definitions(self) -> list[dict[str, Any]]:
+        """The tools offered to the model (filled by the MCP issue; none yet)."""
+        return []
+
+    async def _run_tools(self, turn: _Turn, calls: tuple[ToolCall, ...]) -> list[str]:
+        """Each call's result text for the model. No tool servers exist yet, so every call
+        is answered with an error the model can read and recover from."""
+        return [
+            f"Error: no tool named {call.name!r} is available; answer without it." for call in calls
+        ]
+
+    async def _finish_row(
+        self,
+        row: StoredMessage,
+        content: str,
+        thinking: str | None,
+        calls: tuple[ToolCall, ...],
+        usage: Usage | None,
+        model: str | None,
+        status: MessageStatus,
+        finish_reason: str | None,
+    ) -> None:
+        await self.request(
+            FinishMessage(
+                message_id=row.id,
+                content=content,
+                thinking=thinking or None,
+                tool_calls=calls,
+                usage=usage,
+                model=model,
+                status=status,
+                finish_reason=finish_reason,
+            )
+        )
+
+    def _finished(
+        self,
+        turn: _Turn,
+        message: str,
+        thinking: str | None,
+        usage: Usage,
+        model: str | None,
+        reason: FinishReason,
+        error: ChatError | None = None,
+    ) -> TurnFinished:
+        return TurnFinished(
+            conversation_id=turn.conversation_id,
+            turn_id=turn.turn_id,
+            request_id=turn.request_id,
+            message=message,
+            thinking=thinking or None,
+            usage=usage,
+            model=model,
+            finish_reason=reason,
+            error_code=error.error_code if error is not None else None,
+            error_message=str(error) if error is not None else None,
+            retryable=error.retryable if error is not None else False,
+        )
