@@ -1,0 +1,657 @@
+"""The GatewayActor: the WebSocket endpoint, the page and ``/healthz`` on one port.
+
+Design note: the actor owns the listening socket (websockets' asyncio server) and every
+connection on it. Each connection has two tasks: the server's handler task, which reads
+client frames and turns them into bus requests, and a *writer* task that drains the
+connection's outbox. Frames are never written from the actor's mailbox loop, so one slow
+client cannot hold up the deltas of everyone else.
+
+The outbox is where backpressure meets the protocol:
+
+* a delta is sent at once when the writer is idle; while a send is pending, further
+  deltas of the same turn and kind are merged into the one waiting in the outbox (the
+  per-frame cost dominates: ~30k frames/s per process, ``shared/notes/performance.md``);
+* the outbox is bounded (:data:`MAX_OUTBOX_FRAMES`, :data:`MAX_OUTBOX_BYTES`); a client
+  that falls that far behind is closed with code 1013 and a reason, instead of growing
+  the server's memory.
+
+Ordering: the bus delivers a turn's AssistantDelta events before its TurnFinished (the
+LLMActor publishes every delta before it answers), this actor handles them in order and
+appends to each outbox in order, so a turn's deltas always precede its
+``assistant_message``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, ClassVar
+from urllib.parse import parse_qs
+
+import orjson
+from pydantic import BaseModel
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from actors.protocol import (
+    AssistantDeltaFrame,
+    AssistantMessageFrame,
+    CancelFrame,
+    ClearHistoryFrame,
+    DeleteSessionFrame,
+    ElicitationResponseFrame,
+    ErrorFrame,
+    FrameError,
+    HistoryMessage,
+    ListSessionsFrame,
+    LoadSessionFrame,
+    SaveSessionFrame,
+    SessionClearedFrame,
+    SessionDeletedFrame,
+    SessionEntry,
+    SessionInfoFrame,
+    SessionSavedFrame,
+    SessionsFrame,
+    ThinkingDeltaFrame,
+    ToolApprovalResponseFrame,
+    ToolCallInfo,
+    UsageInfo,
+    UserMessageFrame,
+    dump_frame,
+    parse_client_frame,
+)
+from bus.actor import Actor
+from bus.errors import ChatError, InvalidMessage, RequestError, RequestFailed
+from bus.messages import (
+    AssistantDelta,
+    CancelTurn,
+    ConfigChanged,
+    ConversationState,
+    CreateConversation,
+    DeleteSession,
+    GetConfig,
+    ListSessions,
+    OpenConversation,
+    SaveSession,
+    SessionSummary,
+    StartTurn,
+    StoredMessage,
+    TurnFinished,
+    TurnStarted,
+    Usage,
+)
+from config.schema import ConfigSnapshot, WebSocketConfig
+
+__all__ = ["MAX_OUTBOX_BYTES", "MAX_OUTBOX_FRAMES", "OWNER", "GatewayActor"]
+
+OWNER = "local"
+"""The owner of every conversation while no authentication is configured."""
+MAX_OUTBOX_FRAMES = 2000
+"""Frames queued for one client before it is closed as too slow (deltas merge, so this is
+2000 *other* frames: tool events, finished turns…)."""
+MAX_OUTBOX_BYTES = 8 * 1024 * 1024
+"""Bytes queued for one client before it is closed as too slow (8 MiB)."""
+SLOW_CLIENT_CLOSE_CODE = 1013
+""""Try again later": the client could not keep up with its frames."""
+
+HealthSource = Callable[[], dict[str, dict[str, object]]]
+
+
+class _PendingDelta:
+    """Deltas of one turn and kind waiting in an outbox; more are merged in until sent."""
+
+    __slots__ = ("kind", "parts", "size", "turn_id")
+
+    def __init__(self, turn_id: str, kind: str, text: str) -> None:
+        self.turn_id = turn_id
+        self.kind = kind
+        self.parts = [text]
+        self.size = len(text)
+
+    def render(self) -> str:
+        frame_type = AssistantDeltaFrame if self.kind == "content" else ThinkingDeltaFrame
+        return dump_frame(frame_type(turn_id=self.turn_id, content="".join(self.parts)))
+
+
+class _Connection:
+    """One WebSocket client: its conversation and its bounded, coalescing outbox."""
+
+    def __init__(self, ws: ServerConnection, connection_id: int) -> None:
+        self.ws = ws
+        self.id = connection_id
+        self.conversation_id: str | None = None
+        self.connected_at = time.monotonic()
+        self.frames_sent = 0
+        self.deltas_merged = 0
+        self._outbox: deque[str | _PendingDelta] = deque()
+        self._bytes = 0
+        self._wake = asyncio.Event()
+        self._closing = False
+
+    def send_frame(self, frame: BaseModel) -> None:
+        """Queue a frame (never waits; a client that is too far behind is closed)."""
+        self._push(dump_frame(frame))
+
+    def send_delta(self, turn_id: str, kind: str, text: str) -> None:
+        """Queue a delta, merged into the last queued one of the same turn and kind."""
+        if self._closing:
+            return
+        last = self._outbox[-1] if self._outbox else None
+        if isinstance(last, _PendingDelta) and last.turn_id == turn_id and last.kind == kind:
+            last.parts.append(text)
+            last.size += len(text)
+            self._bytes += len(text)
+            self.deltas_merged += 1
+            self._check_bounds()
+            return
+        pending = _PendingDelta(turn_id, kind, text)
+        self._outbox.append(pending)
+        self._bytes += pending.size
+        self._wake.set()
+        self._check_bounds()
+
+    def _push(self, text: str) -> None:
+        if self._closing:
+            return
+        self._outbox.append(text)
+        self._bytes += len(text)
+        self._wake.set()
+        self._check_bounds()
+
+    def _check_bounds(self) -> None:
+        if len(self._outbox) > MAX_OUTBOX_FRAMES or self._bytes > MAX_OUTBOX_BYTES:
+            self._closing = True
+            self._outbox.clear()
+            self._bytes = 0
+            self._wake.set()
+
+    @property
+    def too_slow(self) -> bool:
+        """True once the outbox overflowed (the writer then closes the connection)."""
+        return self._closing
+
+    async def write_loop(self) -> None:
+        """Send queued frames in order until the connection ends (the writer task)."""
+        while True:
+            while not self._outbox and not self._closing:
+                self._wake.clear()
+                await self._wake.wait()
+            if self._closing:
+                await self.ws.close(SLOW_CLIENT_CLOSE_CODE, "client too slow: send queue full")
+                return
+            item = self._outbox.popleft()
+            if isinstance(item, _PendingDelta):
+                self._bytes -= item.size
+                text = item.render()
+            else:
+                self._bytes -= len(item)
+                text = item
+            await self.ws.send(text)
+            self.frames_sent += 1
+
+
+def _usage_info(usage: Usage | None) -> UsageInfo | None:
+    if usage is None:
+        return None
+    return UsageInfo(**usage.model_dump())
+
+
+def _history_message(message: StoredMessage) -> HistoryMessage:
+    return HistoryMessage(
+        id=message.id,
+        role=message.role,
+        content=message.content,
+        thinking=message.thinking,
+        tool_calls=[ToolCallInfo(**c.model_dump()) for c in message.tool_calls],
+        tool_call_id=message.tool_call_id,
+        name=message.name,
+        status=message.status,
+        model=message.model,
+        usage=_usage_info(message.usage),
+        finish_reason=message.finish_reason,
+        created_at=message.created_at,
+    )
+
+
+def _session_entry(summary: SessionSummary) -> SessionEntry:
+    return SessionEntry(
+        conversation_id=summary.conversation_id,
+        name=summary.name,
+        saved=summary.saved,
+        created_at=summary.created_at,
+        updated_at=summary.updated_at,
+        message_count=summary.message_count,
+        usage=UsageInfo(**summary.usage.model_dump()),
+    )
+
+
+def _error_frame(error: BaseException, request_id: str | None = None) -> ErrorFrame:
+    """The ``error`` frame for a failed request to another actor."""
+    cause = error.__cause__ if isinstance(error, RequestFailed) else error
+    if isinstance(cause, ChatError):
+        return ErrorFrame(
+            error_code=cause.error_code,
+            error_message=str(cause),
+            request_id=request_id,
+            retryable=cause.retryable,
+        )
+    return ErrorFrame(
+        error_code="INTERNAL_ERROR",
+        error_message="the platform could not complete this request; try again "
+        f"({type(error).__name__})",
+        request_id=request_id,
+        retryable=True,
+    )
+
+
+class GatewayActor(Actor):
+    """Serves ``/ws/chat``, ``/healthz`` and ``/`` and relays turns to and from clients.
+
+    Args:
+        health: Returns each supervised actor's state (the supervisor's ``health``).
+    """
+
+    default_name: ClassVar[str] = "gateway"
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
+        ConfigChanged,
+        AssistantDelta,
+        TurnFinished,
+    )
+
+    def __init__(self, health: HealthSource) -> None:
+        super().__init__()
+        self._health = health
+        self._snapshot: ConfigSnapshot | None = None
+        self._server: Server | None = None
+        self._bound: tuple[str, int] | None = None
+        self._connections: set[_Connection] = set()
+        self._by_conversation: dict[str, set[_Connection]] = {}
+        self._running: dict[str, str] = {}
+        """Turn id running per conversation, as far as the gateway has seen."""
+        self._ids = itertools.count(1)
+
+    @property
+    def snapshot(self) -> ConfigSnapshot:
+        assert self._snapshot is not None
+        return self._snapshot
+
+    @property
+    def settings(self) -> WebSocketConfig:
+        return self.snapshot.config.chat.websocket
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        self._snapshot = await self.request(GetConfig())
+        self._server = await self._listen(self.settings)
+
+    async def on_stop(self) -> None:
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+
+    async def _listen(self, settings: WebSocketConfig) -> Server:
+        limit = settings.max_message_size
+        server = await serve(
+            self._serve,
+            settings.host,
+            settings.port,
+            process_request=self._process_request,
+            compression=None,
+            # Frames up to twice the limit are read and answered with MESSAGE_TOO_LARGE
+            # (the connection stays open); larger ones close it with 1009.
+            max_size=2 * limit,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            server_header="mcp-platform",
+        )
+        sockets = list(server.sockets)
+        host, port = sockets[0].getsockname()[:2] if sockets else (settings.host, settings.port)
+        self._bound = (settings.host, settings.port)
+        self.log.info(
+            "gateway.listening",
+            host=settings.host,
+            port=port,
+            bound_host=host,
+            endpoint=settings.endpoint,
+            url=f"http://{settings.host}:{port}/",
+        )
+        return server
+
+    # -- bus messages -----------------------------------------------------------------------
+
+    async def handle(self, message: BaseModel) -> Any:
+        match message:
+            case AssistantDelta(conversation_id=cid, turn_id=turn_id, kind=kind, text=text):
+                for conn in self._by_conversation.get(cid, ()):
+                    conn.send_delta(turn_id, kind, text)
+            case TurnFinished():
+                self._turn_finished(message)
+            case ConfigChanged(snapshot=snapshot, changed_keys=keys):
+                self._snapshot = snapshot
+                if any(k in ("chat.websocket.host", "chat.websocket.port") for k in keys):
+                    await self._rebind()
+        return None
+
+    def _turn_finished(self, message: TurnFinished) -> None:
+        cid = message.conversation_id
+        if self._running.get(cid) == message.turn_id:
+            del self._running[cid]
+        frames: list[BaseModel] = []
+        if message.error_code is not None:
+            frames.append(
+                ErrorFrame(
+                    error_code=message.error_code,
+                    error_message=message.error_message or message.error_code,
+                    request_id=message.request_id,
+                    retryable=message.retryable,
+                )
+            )
+        frames.append(
+            AssistantMessageFrame(
+                turn_id=message.turn_id,
+                request_id=message.request_id,
+                message=message.message,
+                thinking=message.thinking,
+                usage=UsageInfo(**message.usage.model_dump()),
+                model=message.model,
+                finish_reason=message.finish_reason,
+            )
+        )
+        for conn in self._by_conversation.get(cid, ()):
+            for frame in frames:
+                conn.send_frame(frame)
+
+    async def _rebind(self) -> None:
+        settings = self.settings
+        if self._bound == (settings.host, settings.port):
+            return
+        old = self._server
+        try:
+            self._server = await self._listen(settings)
+        except OSError as exc:
+            self.log.error(  # noqa: TRY400 - the OSError says it all; no traceback
+                "gateway.rebind_failed",
+                host=settings.host,
+                port=settings.port,
+                error=str(exc),
+                kept=self._bound,
+            )
+            return
+        if old is not None:
+            # Stop listening on the old address; its open connections carry on.
+            old.close(close_connections=False)
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.partition("?")[0]
+        settings = self.settings
+        if path == settings.endpoint:
+            origin = request.headers.get("Origin")
+            allowed = settings.allow_origins
+            if origin is not None and "*" not in allowed and origin not in allowed:
+                self.log.info("gateway.origin_refused", origin=origin)
+                return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
+            if "websocket" not in request.headers.get("Upgrade", "").lower():
+                return connection.respond(
+                    http.HTTPStatus.UPGRADE_REQUIRED,
+                    f"{settings.endpoint} is a WebSocket endpoint: connect with a WebSocket "
+                    "client\n",
+                )
+            return None
+        if path == "/healthz":
+            return self._healthz()
+        if path == "/":
+            return _response(
+                http.HTTPStatus.OK,
+                "text/plain; charset=utf-8",
+                f"MCP Platform is running. WebSocket endpoint: {settings.endpoint}\n".encode(),
+            )
+        return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+
+    def _healthz(self) -> Response:
+        actors = self._health()
+        healthy = all(
+            state.get("status") == "running"
+            for state in actors.values()
+            if state.get("kind") == "core"
+        )
+        body = orjson.dumps(
+            {
+                "status": "ok" if healthy else "degraded",
+                "actors": actors,
+                "connections": len(self._connections),
+                "turns_running": len(self._running),
+            }
+        )
+        status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
+        return _response(status, "application/json", body)
+
+    # -- connections ------------------------------------------------------------------------
+
+    async def _serve(self, ws: ServerConnection) -> None:
+        conn = _Connection(ws, next(self._ids))
+        self._connections.add(conn)
+        writer = asyncio.get_running_loop().create_task(
+            conn.write_loop(), name=f"gateway:writer:{conn.id}"
+        )
+        query = parse_qs(ws.request.path.partition("?")[2]) if ws.request else {}
+        values = query.get("conversation_id")
+        requested = values[0] if values else None
+        reason = "closed"
+        try:
+            await self._open(conn, requested)
+            self.log.info(
+                "gateway.connected",
+                connection_id=conn.id,
+                conversation_id=conn.conversation_id,
+                resumed=requested is not None,
+            )
+            reader = asyncio.ensure_future(self._read(conn))
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if writer in done and conn.too_slow:
+                reason = "too_slow"
+                self.log.warning(
+                    "gateway.slow_client_closed",
+                    connection_id=conn.id,
+                    max_frames=MAX_OUTBOX_FRAMES,
+                    max_bytes=MAX_OUTBOX_BYTES,
+                )
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            if writer.done() and not writer.cancelled() and writer.exception() is not None:
+                exc = writer.exception()
+                if not isinstance(exc, ConnectionClosed):
+                    raise exc  # type: ignore[misc]
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            self._detach(conn)
+            self._connections.discard(conn)
+            self.log.info(
+                "gateway.disconnected",
+                connection_id=conn.id,
+                conversation_id=conn.conversation_id,
+                reason=reason,
+                close_code=ws.close_code,
+                frames_sent=conn.frames_sent,
+                deltas_merged=conn.deltas_merged,
+                duration_ms=round((time.monotonic() - conn.connected_at) * 1000, 1),
+            )
+
+    async def _read(self, conn: _Connection) -> None:
+        limit = self.settings.max_message_size
+        async for raw in conn.ws:
+            if len(raw) > limit:
+                conn.send_frame(
+                    ErrorFrame(
+                        error_code="MESSAGE_TOO_LARGE",
+                        error_message=f"frame of {len(raw)} bytes exceeds "
+                        f"chat.websocket.max_message_size ({limit} bytes)",
+                    )
+                )
+                continue
+            await self._on_frame(conn, raw)
+
+    async def _open(self, conn: _Connection, conversation_id: str | None) -> None:
+        """Attach the connection to a conversation and send ``session_info``."""
+        try:
+            state = await self._request_state(conversation_id)
+        except RequestFailed as exc:
+            if conversation_id is None:
+                raise
+            # An unknown id to resume: say so, then start the owner's usual conversation.
+            conn.send_frame(_error_frame(exc))
+            state = await self._request_state(None)
+        self._attach(conn, state.conversation_id)
+        conn.send_frame(self._session_info(state))
+
+    async def _request_state(self, conversation_id: str | None) -> ConversationState:
+        limit = self.snapshot.config.chat.storage.persistence.retention.max_messages
+        state: ConversationState = await self.request(
+            OpenConversation(owner=OWNER, conversation_id=conversation_id, history_limit=limit)
+        )
+        return state
+
+    def _session_info(self, state: ConversationState) -> SessionInfoFrame:
+        llm = self.snapshot.config.llm
+        return SessionInfoFrame(
+            conversation_id=state.conversation_id,
+            name=state.name,
+            saved=state.saved,
+            messages=[_history_message(m) for m in state.messages],
+            model=llm.providers[llm.active].model,
+            turn_in_progress=state.conversation_id in self._running,
+        )
+
+    def _attach(self, conn: _Connection, conversation_id: str) -> None:
+        self._detach(conn)
+        conn.conversation_id = conversation_id
+        self._by_conversation.setdefault(conversation_id, set()).add(conn)
+
+    def _detach(self, conn: _Connection) -> None:
+        if conn.conversation_id is None:
+            return
+        watchers = self._by_conversation.get(conn.conversation_id)
+        if watchers is not None:
+            watchers.discard(conn)
+            if not watchers:
+                del self._by_conversation[conn.conversation_id]
+
+    # -- client frames ----------------------------------------------------------------------
+
+    async def _on_frame(self, conn: _Connection, raw: str | bytes) -> None:
+        try:
+            frame = parse_client_frame(raw)
+        except FrameError as exc:
+            conn.send_frame(
+                ErrorFrame(
+                    error_code="INVALID_MESSAGE", error_message=str(exc), request_id=exc.request_id
+                )
+            )
+            return
+        request_id = frame.request_id if isinstance(frame, UserMessageFrame) else None
+        try:
+            await self._dispatch(conn, frame)
+        except (RequestError, ChatError) as exc:
+            conn.send_frame(_error_frame(exc, request_id))
+            if not isinstance(exc, RequestFailed | ChatError):
+                self.log.warning(
+                    "gateway.request_failed",
+                    frame_type=frame.type,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+
+    async def _dispatch(self, conn: _Connection, frame: BaseModel) -> None:
+        conversation_id = conn.conversation_id
+        assert conversation_id is not None
+        match frame:
+            case UserMessageFrame():
+                await self._user_message(conn, conversation_id, frame)
+            case CancelFrame():
+                cancelled = await self.request(CancelTurn(conversation_id=conversation_id))
+                if not cancelled:
+                    self.log.debug("gateway.cancel_without_turn", connection_id=conn.id)
+            case ClearHistoryFrame():
+                state: ConversationState = await self.request(CreateConversation(owner=OWNER))
+                self._attach(conn, state.conversation_id)
+                conn.send_frame(SessionClearedFrame(conversation_id=state.conversation_id))
+            case SaveSessionFrame(name=name, conversation_id=target):
+                summary: SessionSummary = await self.request(
+                    SaveSession(owner=OWNER, conversation_id=target or conversation_id, name=name)
+                )
+                conn.send_frame(
+                    SessionSavedFrame(
+                        conversation_id=summary.conversation_id, name=summary.name or name
+                    )
+                )
+            case ListSessionsFrame():
+                sessions: tuple[SessionSummary, ...] = await self.request(ListSessions(owner=OWNER))
+                conn.send_frame(SessionsFrame(sessions=[_session_entry(s) for s in sessions]))
+            case LoadSessionFrame(conversation_id=target):
+                loaded = await self._request_state(target)
+                self._attach(conn, loaded.conversation_id)
+                conn.send_frame(self._session_info(loaded))
+            case DeleteSessionFrame(conversation_id=target):
+                await self._delete(conn, target)
+            case ElicitationResponseFrame(request_id=pending):
+                raise _invalid(f"no elicitation request {pending!r} is waiting for an answer")
+            case ToolApprovalResponseFrame(call_id=pending):
+                raise _invalid(f"no tool call {pending!r} is waiting for approval")
+
+    async def _user_message(
+        self, conn: _Connection, conversation_id: str, frame: UserMessageFrame
+    ) -> None:
+        if frame.prompt is not None:
+            raise _invalid(
+                f"no MCP server named {frame.prompt.server!r} offers prompts (no prompt "
+                "servers are configured)"
+            )
+        if not frame.message.strip():
+            raise _invalid("'message' must not be empty")
+        started: TurnStarted = await self.request(
+            StartTurn(
+                owner=OWNER,
+                conversation_id=conversation_id,
+                text=frame.message,
+                request_id=frame.request_id,
+            )
+        )
+        self._running[conversation_id] = started.turn_id
+
+    async def _delete(self, conn: _Connection, target: str) -> None:
+        if target in self._running:
+            await self.request(CancelTurn(conversation_id=target))
+        await self.request(DeleteSession(owner=OWNER, conversation_id=target))
+        # Every connection on the deleted conversation moves to a fresh one.
+        for other in list(self._by_conversation.get(target, ())):
+            other.send_frame(SessionDeletedFrame(conversation_id=target))
+            fresh: ConversationState = await self.request(CreateConversation(owner=OWNER))
+            self._attach(other, fresh.conversation_id)
+            other.send_frame(self._session_info(fresh))
+        if conn.conversation_id != target:
+            conn.send_frame(SessionDeletedFrame(conversation_id=target))
+
+
+def _invalid(message: str) -> ChatError:
+    return InvalidMessage(message)
+
+
+def _response(status: http.HTTPStatus, content_type: str, body: bytes) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
