@@ -1,0 +1,771 @@
+"""The PersistenceActor (actors/persistence.py) on a real Bus, a real ConfigActor over a
+real config directory, and a real SQLite file in ``tmp_path`` — no mocks.
+
+Proves: the schema is created with ``user_version`` set, WAL on, and a database from a
+newer program is refused untouched; messages round-trip with tool calls and usage; a user
+message is readable by a second connection as soon as AppendMessage is answered;
+OpenConversation resumes the owner's most recent unsaved conversation, creates one, and
+answers SessionNotFound for an unknown id or another owner's; streamed answers cost two
+write transactions with ``persist_deltas`` off, at most ``ceil(C / min_chars) + 2`` with it
+on (partial text visible to another connection), an interval flush while a stream is slow,
+one per delta with storage type ``sqlite``; an actor killed mid-answer flushes nothing and
+the next start marks the row ``incomplete``, while a requested stop flushes; retention
+(age, max_sessions, max_messages, saved exemption, retention_days, streams in use, the
+timer); ListSessions sums usage and cost; SaveSession limits; DeleteSession cascades; a
+full disk fails the write with StorageFull and leaves the actor serving; the memory type
+writes no file; settings change live through SaveRuntimeConfig.
+
+Waiting: a ``Ping`` to the actor is the barrier (its mailbox is FIFO, so the Pong proves
+every earlier message was handled). Conditions produced by timers are polled with a
+deadline, never waited for with a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import yaml
+
+from actors.config import ConfigActor
+from actors.persistence import SCHEMA_VERSION, DatabaseUnusable, PersistenceActor
+from bus.bus import Bus
+from bus.errors import InvalidMessage, RequestFailed, SessionNotFound, StorageFull
+from bus.messages import (
+    AppendMessage,
+    AssistantDelta,
+    ConversationState,
+    CreateConversation,
+    DeleteSession,
+    FinishMessage,
+    ListSessions,
+    LoadHistory,
+    OpenConversation,
+    Ping,
+    SaveRuntimeConfig,
+    SaveSession,
+    SessionSummary,
+    StoredMessage,
+    ToolCall,
+    Usage,
+)
+from config.store import ConfigStore
+from tests.conftest import LogCapture
+
+TIMEOUT = 5.0
+"""Seconds any single request or awaited condition may take (they take milliseconds)."""
+
+
+class Clock:
+    """A settable clock for stored timestamps (retention judges ages by them)."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Harness:
+    """A bus with a running ConfigActor, and PersistenceActors started on demand."""
+
+    bus: Bus
+    config_dir: Path
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    actors: list[Any] = field(default_factory=list)
+    persistence: PersistenceActor | None = None
+    persistence_task: asyncio.Task[None] | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.config_dir / "chat_history.db"
+
+    async def start_persistence(self, **options: Any) -> PersistenceActor:
+        actor = PersistenceActor(**options)
+        task = asyncio.create_task(actor.run(self.bus))
+        self.actors.append(actor)
+        self.tasks.append(task)
+        self.persistence, self.persistence_task = actor, task
+        async with asyncio.timeout(TIMEOUT):
+            await actor.wait_started()
+        return actor
+
+    async def stop_persistence(self) -> None:
+        """A requested stop (on_stop runs), awaited."""
+        assert self.persistence is not None
+        assert self.persistence_task is not None
+        self.persistence.request_stop()
+        await self.persistence_task
+
+    async def kill_persistence(self) -> None:
+        """Cancel the actor's task, as a dying process would: no on_stop, no flush."""
+        assert self.persistence_task is not None
+        self.persistence_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.persistence_task
+
+    async def ask(self, message: Any) -> Any:
+        return await self.bus.request(message, to="persistence", timeout=TIMEOUT)
+
+    async def barrier(self) -> None:
+        await self.bus.request(Ping(), to="persistence", timeout=TIMEOUT)
+
+    async def delta(
+        self, turn_id: str, text: str, kind: Literal["content", "thinking"] = "content"
+    ) -> None:
+        await self.bus.publish(
+            AssistantDelta(conversation_id="c-any", turn_id=turn_id, kind=kind, text=text)
+        )
+
+    async def save_config(self, overrides: dict[str, Any]) -> None:
+        """Apply new runtime settings live; returns once the actor has applied them."""
+        await self.bus.request(SaveRuntimeConfig(overrides=overrides), timeout=TIMEOUT)
+        await self.barrier()  # ConfigChanged was published before SaveRuntimeConfig answered
+
+    def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Read with a second, independent connection (what another process would see)."""
+        with closing(sqlite3.connect(self.db_path)) as db:
+            return db.execute(sql, parameters).fetchall()
+
+    @property
+    def writes(self) -> int:
+        assert self.persistence is not None
+        return self.persistence.write_transactions
+
+
+Starter = Callable[..., Any]
+
+
+@pytest.fixture
+async def start(tmp_path: Path, log_events: LogCapture) -> AsyncIterator[Starter]:
+    """``await start(overrides, **actor_options)``: write ``overrides`` as the runtime
+    config, start a ConfigActor and a PersistenceActor. Everything is stopped at the end;
+    an actor that crashed unnoticed fails the test there."""
+    harnesses: list[Harness] = []
+
+    async def start_(
+        overrides: dict[str, Any] | None = None, *, persistence: bool = True, **options: Any
+    ) -> Harness:
+        if overrides:
+            (tmp_path / "runtime_config.yaml").write_text(yaml.safe_dump(overrides))
+        bus = Bus()
+        harness = Harness(bus, tmp_path)
+        harnesses.append(harness)
+        config = ConfigActor(ConfigStore(tmp_path))
+        harness.actors.append(config)
+        harness.tasks.append(asyncio.create_task(config.run(bus)))
+        async with asyncio.timeout(TIMEOUT):
+            await config.wait_started()
+        if persistence:
+            await harness.start_persistence(**options)
+        return harness
+
+    try:
+        yield start_
+    finally:
+        for harness in harnesses:
+            for actor in reversed(harness.actors):
+                actor.request_stop()
+            pending = [t for t in harness.tasks if not t.done()]
+            await asyncio.gather(*pending)
+            for task in harness.tasks:  # surface crashes the test did not look at
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+
+
+def _streaming(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {"chat": {"service": {"streaming": {"persistence": overrides}}}}
+
+
+async def _conversation(h: Harness, owner: str = "alice") -> str:
+    state = await h.ask(CreateConversation(owner=owner))
+    assert isinstance(state, ConversationState)
+    return state.conversation_id
+
+
+async def _start_answer(h: Harness, conversation_id: str, turn_id: str) -> StoredMessage:
+    stored = await h.ask(
+        AppendMessage(
+            conversation_id=conversation_id, role="assistant", status="streaming", turn_id=turn_id
+        )
+    )
+    assert isinstance(stored, StoredMessage)
+    return stored
+
+
+async def _eventually(check: Callable[[], bool]) -> None:
+    """Return once ``check()`` holds (polled every 20 ms, failing after TIMEOUT).
+
+    Only for what a timer child task causes (an interval flush, a retention run): the
+    actor publishes nothing a test could await instead.
+    """
+    async with asyncio.timeout(TIMEOUT):
+        while not check():  # noqa: ASYNC110 - no event exists to await (see docstring)
+            await asyncio.sleep(0.02)
+
+
+def _failure(excinfo: pytest.ExceptionInfo[RequestFailed]) -> BaseException:
+    cause = excinfo.value.__cause__
+    assert cause is not None
+    return cause
+
+
+# -- schema ---------------------------------------------------------------------------------------
+
+
+async def test_schema_is_created_with_user_version_and_wal(
+    start: Starter, log_events: LogCapture
+) -> None:
+    h = await start()
+    assert h.query("PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert h.query("PRAGMA journal_mode") == [("wal",)]
+    tables = {name for (name,) in h.query("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"conversations", "messages"} <= tables
+    indexes = {name for (name,) in h.query("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"messages_by_conversation", "conversations_by_owner"} <= indexes
+    [opened] = log_events.events("persistence.opened")
+    assert opened["schema_version"] == SCHEMA_VERSION
+    assert opened["migrated_from"] == 0
+    assert opened["path"] == str(h.db_path)
+
+    # A second start finds the schema in place: nothing to migrate.
+    await h.stop_persistence()
+    await h.start_persistence()
+    assert log_events.events("persistence.opened")[-1]["migrated_from"] == SCHEMA_VERSION
+
+
+async def test_a_database_from_a_newer_program_is_refused_untouched(
+    start: Starter, tmp_path: Path
+) -> None:
+    path = tmp_path / "chat_history.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    h = await start(persistence=False)
+    actor = PersistenceActor()
+    with pytest.raises(DatabaseUnusable, match=rf"schema version {SCHEMA_VERSION + 1}, newer"):
+        async with asyncio.timeout(TIMEOUT):
+            await actor.run(h.bus)
+    assert h.query("PRAGMA user_version") == [(SCHEMA_VERSION + 1,)]
+    assert h.query("SELECT name FROM sqlite_master") == []
+
+
+async def test_a_file_that_is_not_a_database_is_refused(start: Starter, tmp_path: Path) -> None:
+    (tmp_path / "chat_history.db").write_bytes(b"these are not the pages you are looking for" * 100)
+    h = await start(persistence=False)
+    with pytest.raises(DatabaseUnusable, match="not a database"):
+        async with asyncio.timeout(TIMEOUT):
+            await PersistenceActor().run(h.bus)
+
+
+# -- messages -------------------------------------------------------------------------------------
+
+
+async def test_messages_round_trip_with_tool_calls_and_usage(start: Starter) -> None:
+    h = await start()
+    cid = await _conversation(h)
+    call = ToolCall(id="call-1", name="demo__add", arguments='{"a": 1, "b": 2}')
+    sent = [
+        AppendMessage(conversation_id=cid, role="user", content="add 1 and 2"),
+        AppendMessage(
+            conversation_id=cid,
+            role="assistant",
+            thinking="I should use the tool",
+            tool_calls=(call,),
+            usage=Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15, cost=0.001),
+            model="openai/gpt-4o-mini",
+            turn_id="t1",
+            finish_reason="tool_calls",
+        ),
+        AppendMessage(
+            conversation_id=cid, role="tool", content="3", tool_call_id="call-1", name="demo__add"
+        ),
+    ]
+    replies = [await h.ask(message) for message in sent]
+    assert [r.id for r in replies] == sorted(r.id for r in replies)
+    history = await h.ask(LoadHistory(conversation_id=cid))
+    assert history == tuple(replies)
+    assert history[1].tool_calls == (call,)
+    assert history[1].usage == Usage(
+        prompt_tokens=10, completion_tokens=5, total_tokens=15, cost=0.001
+    )
+    assert history[2].tool_call_id == "call-1"
+    assert history[2].name == "demo__add"
+
+    # The newest `limit`, oldest first.
+    assert await h.ask(LoadHistory(conversation_id=cid, limit=2)) == tuple(replies[1:])
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(LoadHistory(conversation_id="c-unknown"))
+    assert isinstance(_failure(excinfo), SessionNotFound)
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(AppendMessage(conversation_id="c-unknown", role="user", content="x"))
+    assert isinstance(_failure(excinfo), SessionNotFound)
+
+
+async def test_user_message_is_durable_when_answered(start: Starter) -> None:
+    h = await start()
+    cid = await _conversation(h)
+    before = h.writes
+    stored = await h.ask(AppendMessage(conversation_id=cid, role="user", content="hello"))
+    # No barrier, no stop: the reply alone guarantees the commit.
+    assert h.query("SELECT id, role, content, status FROM messages") == [
+        (stored.id, "user", "hello", "complete")
+    ]
+    assert h.writes == before + 1
+
+
+async def test_open_conversation_semantics(start: Starter) -> None:
+    h = await start()
+    clock_first = await h.ask(OpenConversation(owner="alice"))
+    assert clock_first.conversation_id.startswith("c-")
+    assert clock_first.owner == "alice"
+    assert clock_first.messages == ()
+    # Again: the same (most recent unsaved) conversation, with its history.
+    await h.ask(
+        AppendMessage(conversation_id=clock_first.conversation_id, role="user", content="hi")
+    )
+    again = await h.ask(OpenConversation(owner="alice"))
+    assert again.conversation_id == clock_first.conversation_id
+    assert [m.content for m in again.messages] == ["hi"]
+    # A newer conversation becomes the one resumed; a saved one is never resumed.
+    newer = await _conversation(h)
+    assert (await h.ask(OpenConversation(owner="alice"))).conversation_id == newer
+    await h.ask(SaveSession(owner="alice", conversation_id=newer, name="kept"))
+    resumed = await h.ask(OpenConversation(owner="alice"))
+    assert resumed.conversation_id == clock_first.conversation_id
+    # By id, saved included.
+    by_id = await h.ask(OpenConversation(owner="alice", conversation_id=newer))
+    assert (by_id.conversation_id, by_id.saved, by_id.name) == (newer, True, "kept")
+    # Another owner gets their own new conversation.
+    bob = await h.ask(OpenConversation(owner="bob"))
+    assert bob.conversation_id not in (newer, clock_first.conversation_id)
+    # Unknown id, and another owner's id: SessionNotFound (the same answer for both).
+    for owner, cid in (("alice", "c-0000"), ("bob", clock_first.conversation_id)):
+        with pytest.raises(RequestFailed) as excinfo:
+            await h.ask(OpenConversation(owner=owner, conversation_id=cid))
+        assert isinstance(_failure(excinfo), SessionNotFound)
+
+
+# -- streamed answers -----------------------------------------------------------------------------
+
+
+async def test_stream_without_persist_deltas_writes_only_at_start_and_finish(
+    start: Starter,
+) -> None:
+    h = await start(_streaming({"persist_deltas": False}))
+    cid = await _conversation(h)
+    before = h.writes
+    row = await _start_answer(h, cid, "t1")
+    assert h.writes == before + 1
+    for chunk in ("Hel", "lo ", "world"):
+        await h.delta("t1", chunk)
+    await h.delta("t1", "pondering", kind="thinking")
+    await h.delta("t-unknown", "not ours")  # ignored: no buffer for that turn
+    await h.barrier()
+    assert h.writes == before + 1  # no write transaction during the deltas
+    assert h.query("SELECT content, status FROM messages") == [("", "streaming")]
+    # The actor itself shows the buffered text to a client loading the conversation now.
+    [live] = await h.ask(LoadHistory(conversation_id=cid))
+    assert (live.content, live.thinking, live.status) == ("Hello world", "pondering", "streaming")
+
+    final = await h.ask(
+        FinishMessage(
+            message_id=row.id,
+            content="Hello world",
+            usage=Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5),
+            model="m",
+            finish_reason="stop",
+        )
+    )
+    assert h.writes == before + 2
+    assert (final.content, final.thinking, final.status, final.finish_reason) == (
+        "Hello world",
+        "pondering",
+        "complete",
+        "stop",
+    )
+    assert h.query("SELECT content, thinking, status FROM messages") == [
+        ("Hello world", "pondering", "complete")
+    ]
+    # The stream is closed: later deltas of that turn change nothing.
+    await h.delta("t1", "late")
+    await h.barrier()
+    assert h.writes == before + 2
+    assert (await h.ask(LoadHistory(conversation_id=cid)))[0].content == "Hello world"
+
+
+async def test_stream_with_persist_deltas_bounds_writes_and_shows_progress(
+    start: Starter, log_events: LogCapture
+) -> None:
+    min_chars = 100
+    # A long interval: only min_chars triggers flushes in a fast stream.
+    h = await start(
+        _streaming({"persist_deltas": True, "min_chars": min_chars, "interval_ms": 60_000})
+    )
+    cid = await _conversation(h)
+    text = "".join(f"w{i:04d} " for i in range(175))  # 1050 characters in 6-char deltas
+    chunks = [text[i : i + 6] for i in range(0, len(text), 6)]
+    before = h.writes
+    row = await _start_answer(h, cid, "t1")
+    half = len(chunks) // 2
+    for chunk in chunks[:half]:
+        await h.delta("t1", chunk)
+    await h.barrier()
+    sent = "".join(chunks[:half])
+    [(visible, status)] = h.query("SELECT content, status FROM messages")
+    assert status == "streaming"
+    assert sent.startswith(visible)
+    assert len(sent) - len(visible) < min_chars  # at most min_chars behind
+    assert len(visible) >= min_chars
+
+    for chunk in chunks[half:]:
+        await h.delta("t1", chunk)
+    await h.ask(FinishMessage(message_id=row.id, content=text, finish_reason="stop"))
+    writes = h.writes - before
+    assert writes <= math.ceil(len(text) / min_chars) + 2
+    assert writes >= len(text) // min_chars  # it did flush along the way
+    assert h.query("SELECT content, status FROM messages") == [(text, "complete")]
+    flushed = log_events.events("persistence.flushed", message_id=row.id)
+    assert len(flushed) == writes - 2
+    assert all(e["reason"] == "min_chars" and e["chars"] >= min_chars for e in flushed)
+    assert all(e["level"] == "debug" and isinstance(e["ms"], int | float) for e in flushed)
+
+
+async def test_a_slow_stream_is_flushed_by_the_interval(start: Starter) -> None:
+    interval_ms = 300
+    h = await start(
+        _streaming({"persist_deltas": True, "min_chars": 10_000, "interval_ms": interval_ms})
+    )
+    cid = await _conversation(h)
+    started = time.monotonic()
+    await _start_answer(h, cid, "t1")
+    await h.delta("t1", "a slow start")
+    await h.barrier()
+    if time.monotonic() - started < interval_ms / 1000:  # (unless this machine stalled)
+        assert h.query("SELECT content FROM messages") == [("",)]
+    # No further delta arrives: the ticker alone gets the text to the disk.
+    await _eventually(lambda: h.query("SELECT content FROM messages") == [("a slow start",)])
+
+
+async def test_storage_type_sqlite_writes_every_delta_through(start: Starter) -> None:
+    h = await start({"chat": {"storage": {"type": "sqlite"}}})
+    cid = await _conversation(h)
+    await _start_answer(h, cid, "t1")
+    before = h.writes
+    for n, chunk in enumerate(("one ", "two ", "three"), start=1):
+        await h.delta("t1", chunk)
+        await h.barrier()
+        assert h.writes == before + n
+    assert h.query("SELECT content FROM messages") == [("one two three",)]
+
+
+async def test_a_killed_actor_flushes_nothing_and_the_next_start_marks_incomplete(
+    start: Starter, log_events: LogCapture
+) -> None:
+    h = await start(_streaming({"persist_deltas": True, "min_chars": 10, "interval_ms": 60_000}))
+    cid = await _conversation(h)
+    row = await _start_answer(h, cid, "t1")
+    await h.delta("t1", "0123456789")  # min_chars reached: flushed
+    await h.delta("t1", "abc")  # pending
+    await h.barrier()
+    await h.kill_persistence()
+    # Exactly what a dead process leaves: the flushed text, still marked streaming.
+    assert h.query("SELECT content, status FROM messages") == [("0123456789", "streaming")]
+
+    await h.start_persistence()
+    assert h.query("SELECT content, status FROM messages") == [("0123456789", "incomplete")]
+    [recovered] = log_events.events("persistence.recovered")
+    assert recovered["count"] == 1
+    [stored] = await h.ask(LoadHistory(conversation_id=cid))
+    assert (stored.id, stored.status) == (row.id, "incomplete")
+    # Deltas for the dead stream are ignored; the turn's owner may still finish the row.
+    await h.delta("t1", "more")
+    await h.barrier()
+    final = await h.ask(FinishMessage(message_id=row.id, content="0123456789abc", status="error"))
+    assert (final.content, final.status) == ("0123456789abc", "error")
+
+
+async def test_a_requested_stop_flushes_open_streams(
+    start: Starter, log_events: LogCapture
+) -> None:
+    h = await start(_streaming({"persist_deltas": False}))
+    cid = await _conversation(h)
+    await _start_answer(h, cid, "t1")
+    await h.delta("t1", "partial answer")
+    await h.barrier()
+    assert h.query("SELECT content FROM messages") == [("",)]
+    await h.stop_persistence()
+    assert h.query("SELECT content, status FROM messages") == [("partial answer", "incomplete")]
+    [flushed] = log_events.events("persistence.flushed")
+    assert flushed["reason"] == "stop"
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+RETENTION = {
+    "chat": {
+        "storage": {
+            "persistence": {
+                "retention": {"max_age_hours": 1, "max_sessions": 2, "max_messages": 3}
+            },
+            "saved_sessions": {"retention_days": 1},
+        }
+    }
+}
+HOUR = 3600.0
+
+
+async def _ids(h: Harness, owner: str) -> set[str]:
+    return {s.conversation_id for s in await h.ask(ListSessions(owner=owner))}
+
+
+async def test_retention_deletes_old_unsaved_conversations_but_not_saved_ones(
+    start: Starter, log_events: LogCapture
+) -> None:
+    clock = Clock()
+    h = await start(RETENTION, clock=clock)
+    old = await _conversation(h)
+    old_saved = await _conversation(h)
+    await h.ask(SaveSession(owner="alice", conversation_id=old_saved, name="keep me"))
+    clock.advance(HOUR + 1)
+    fresh = await _conversation(h)
+    assert h.persistence is not None
+    report = await h.persistence.run_retention(now=clock.now)
+    assert report.expired_unsaved == 1
+    assert report.expired_saved == 0
+    assert await _ids(h, "alice") == {old_saved, fresh}
+    [logged] = log_events.events("persistence.retention")
+    assert logged["expired_unsaved"] == 1
+    assert isinstance(logged["duration_ms"], int | float)
+    assert old not in {row[0] for row in h.query("SELECT id FROM conversations")}
+
+
+async def test_retention_keeps_max_sessions_unsaved_per_owner(start: Starter) -> None:
+    clock = Clock()
+    h = await start(RETENTION, clock=clock)
+    made = []
+    for _ in range(4):
+        made.append(await _conversation(h, "bob"))
+        clock.advance(1)
+    saved = made[0]
+    await h.ask(SaveSession(owner="bob", conversation_id=saved, name="s"))
+    alice = await _conversation(h, "alice")
+    # Using the oldest unsaved one makes it recent: it survives, the next oldest goes.
+    await h.ask(AppendMessage(conversation_id=made[1], role="user", content="still here"))
+    assert h.persistence is not None
+    report = await h.persistence.run_retention(now=clock.now)
+    assert report.over_max_sessions == 1
+    assert await _ids(h, "bob") == {saved, made[1], made[3]}
+    assert await _ids(h, "alice") == {alice}
+
+
+async def test_retention_trims_unsaved_conversations_to_max_messages(start: Starter) -> None:
+    clock = Clock()
+    h = await start(RETENTION, clock=clock)
+    unsaved = await _conversation(h)
+    saved = await _conversation(h)
+    for cid in (unsaved, saved):
+        for n in range(5):
+            await h.ask(AppendMessage(conversation_id=cid, role="user", content=f"m{n}"))
+    await h.ask(SaveSession(owner="alice", conversation_id=saved, name="s"))
+    assert h.persistence is not None
+    report = await h.persistence.run_retention(now=clock.now)
+    assert report.trimmed_messages == 2
+    trimmed = await h.ask(LoadHistory(conversation_id=unsaved))
+    assert [m.content for m in trimmed] == ["m2", "m3", "m4"]
+    untouched = await h.ask(LoadHistory(conversation_id=saved))
+    assert [m.content for m in untouched] == [f"m{n}" for n in range(5)]
+
+
+async def test_retention_days_expire_saved_sessions_and_streams_in_use_survive(
+    start: Starter,
+) -> None:
+    clock = Clock()
+    h = await start(RETENTION, clock=clock)
+    saved = await _conversation(h)
+    await h.ask(SaveSession(owner="alice", conversation_id=saved, name="s"))
+    streaming = await _conversation(h)
+    await _start_answer(h, streaming, "t1")
+    assert h.persistence is not None
+    report = await h.persistence.run_retention(now=clock.now + 2 * 86400)
+    assert report.expired_saved == 1
+    assert report.expired_unsaved == 0  # the only unsaved one is answering right now
+    assert await _ids(h, "alice") == {streaming}
+
+
+async def test_retention_runs_on_its_timer(start: Starter, log_events: LogCapture) -> None:
+    # 0.005 minutes = 0.3 s between runs.
+    await start(
+        {"chat": {"storage": {"persistence": {"retention": {"cleanup_interval_minutes": 0.005}}}}}
+    )
+    await _eventually(lambda: bool(log_events.events("persistence.retention")))
+
+
+# -- sessions -------------------------------------------------------------------------------------
+
+
+async def test_list_sessions_sums_usage_and_cost_over_answers(start: Starter) -> None:
+    clock = Clock()
+    h = await start(clock=clock)
+    first = await _conversation(h)
+    for cost in (0.5, 0.25):
+        await h.ask(
+            AppendMessage(
+                conversation_id=first,
+                role="assistant",
+                content="a",
+                usage=Usage(prompt_tokens=10, completion_tokens=4, total_tokens=14, cost=cost),
+            )
+        )
+    # A user message's usage (should a caller send one) is not an answer's.
+    await h.ask(
+        AppendMessage(
+            conversation_id=first, role="user", content="u", usage=Usage(prompt_tokens=1000)
+        )
+    )
+    clock.advance(1)
+    second = await _conversation(h)
+    await h.ask(
+        AppendMessage(
+            conversation_id=second,
+            role="assistant",
+            content="b",
+            usage=Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3),
+        )
+    )
+    await _conversation(h, "bob")
+    sessions = await h.ask(ListSessions(owner="alice"))
+    assert all(isinstance(s, SessionSummary) for s in sessions)
+    assert [s.conversation_id for s in sessions] == [second, first]  # newest first
+    newest, oldest = sessions
+    assert newest.message_count == 1
+    assert newest.usage == Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3)
+    assert newest.usage.cost is None
+    assert oldest.message_count == 3
+    assert oldest.usage == Usage(prompt_tokens=20, completion_tokens=8, total_tokens=28, cost=0.75)
+    assert oldest.updated_at == clock.now - 1
+    assert await h.ask(ListSessions(owner="nobody")) == ()
+
+
+async def test_save_session_limits(start: Starter) -> None:
+    h = await start({"chat": {"storage": {"saved_sessions": {"max_saved": 2}}}})
+    a, b, c = [await _conversation(h) for _ in range(3)]
+    summary = await h.ask(SaveSession(owner="alice", conversation_id=a, name=" first "))
+    assert (summary.conversation_id, summary.name, summary.saved) == (a, "first", True)
+    await h.ask(SaveSession(owner="alice", conversation_id=b, name="second"))
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(SaveSession(owner="alice", conversation_id=c, name="third"))
+    refused = _failure(excinfo)
+    assert isinstance(refused, InvalidMessage)
+    assert "2 saved sessions" in str(refused)
+    assert "max_saved" in str(refused)
+    # Renaming a saved session is not a new one.
+    renamed = await h.ask(SaveSession(owner="alice", conversation_id=a, name="renamed"))
+    assert renamed.name == "renamed"
+    # Another owner's conversation, or an empty name: refused.
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(SaveSession(owner="bob", conversation_id=c, name="mine?"))
+    assert isinstance(_failure(excinfo), SessionNotFound)
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(SaveSession(owner="alice", conversation_id=c, name="  "))
+    assert isinstance(_failure(excinfo), InvalidMessage)
+    # Disabled: refused, saying why.
+    await h.save_config({"chat": {"storage": {"saved_sessions": {"enabled": False}}}})
+    d = await _conversation(h)
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(SaveSession(owner="alice", conversation_id=d, name="x"))
+    disabled = _failure(excinfo)
+    assert isinstance(disabled, InvalidMessage)
+    assert "disabled" in str(disabled)
+    assert h.query("SELECT COUNT(*) FROM conversations WHERE saved = 1") == [(2,)]
+
+
+async def test_delete_session_removes_it_and_its_messages(start: Starter) -> None:
+    h = await start()
+    cid = await _conversation(h)
+    await h.ask(AppendMessage(conversation_id=cid, role="user", content="bye"))
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(DeleteSession(owner="bob", conversation_id=cid))
+    assert isinstance(_failure(excinfo), SessionNotFound)
+    assert await h.ask(DeleteSession(owner="alice", conversation_id=cid)) is None
+    assert await h.ask(ListSessions(owner="alice")) == ()
+    assert h.query("SELECT COUNT(*) FROM messages") == [(0,)]  # ON DELETE CASCADE
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(DeleteSession(owner="alice", conversation_id=cid))
+    assert isinstance(_failure(excinfo), SessionNotFound)
+
+
+# -- failure and storage types --------------------------------------------------------------------
+
+
+async def test_a_full_disk_fails_the_write_with_storage_full_and_the_actor_keeps_serving(
+    start: Starter,
+) -> None:
+    h = await start(max_page_count=24)  # 96 KiB with 4 KiB pages; the schema takes ~8
+    cid = await _conversation(h)
+    kept = await h.ask(AppendMessage(conversation_id=cid, role="user", content="kept"))
+    before = h.writes
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(AppendMessage(conversation_id=cid, role="user", content="x" * 200_000))
+    full = _failure(excinfo)
+    assert isinstance(full, StorageFull)
+    assert "full" in str(full)
+    assert isinstance(full.__cause__, sqlite3.OperationalError)
+    assert h.writes == before
+    # Nothing half-written; reads and small writes still work.
+    assert await h.ask(LoadHistory(conversation_id=cid)) == (kept,)
+    assert h.query("SELECT content FROM messages") == [("kept",)]
+    after = await h.ask(AppendMessage(conversation_id=cid, role="user", content="small"))
+    assert [m.id for m in await h.ask(LoadHistory(conversation_id=cid))] == [kept.id, after.id]
+
+
+async def test_memory_storage_writes_no_file(start: Starter, tmp_path: Path) -> None:
+    h = await start({"chat": {"storage": {"type": "memory"}}})
+    cid = await _conversation(h)
+    await h.ask(AppendMessage(conversation_id=cid, role="user", content="ephemeral"))
+    [stored] = await h.ask(LoadHistory(conversation_id=cid))
+    assert stored.content == "ephemeral"
+    assert await asyncio.to_thread(lambda: list(tmp_path.glob("*.db*"))) == []
+
+
+async def test_settings_change_live(start: Starter, log_events: LogCapture) -> None:
+    h = await start()  # defaults: persist_deltas off
+    cid = await _conversation(h)
+    streaming = {"persist_deltas": True, "min_chars": 5, "interval_ms": 60_000}
+    await h.save_config(_streaming(streaming))
+    await _start_answer(h, cid, "t1")
+    before = h.writes
+    for chunk in ("abc", "def", "ghi", "jkl"):
+        await h.delta("t1", chunk)
+    await h.barrier()
+    assert h.writes == before + 2  # flushed at 6 and 12 characters
+    assert h.query("SELECT content FROM messages") == [("abcdefghijkl",)]
+    assert log_events.events("persistence.settings_applied")
+
+    # The database file cannot change under a running actor: a warning says so, and the
+    # file in use stays in use.
+    await h.save_config(
+        {
+            "chat": {
+                "service": {"streaming": {"persistence": streaming}},
+                "storage": {"persistence": {"db_path": "other.db"}},
+            }
+        }
+    )
+    [warning] = log_events.events("persistence.restart_required")
+    assert warning["level"] == "warning"
+    assert warning["configured_path"] == str(h.config_dir / "other.db")
+    await h.ask(AppendMessage(conversation_id=cid, role="user", content="same file"))
+    assert h.query("SELECT COUNT(*) FROM messages") == [(2,)]
+    assert not (h.config_dir / "other.db").exists()
