@@ -234,15 +234,23 @@ class LLMConfig(_Section):
     active: str = "openrouter"
     """Name of the provider used for new requests."""
     providers: dict[str, ProviderConfig]
+    fallback: list[str] = []
+    """Providers tried in order when the active one fails before its first token."""
 
     @model_validator(mode="after")
-    def _active_provider_exists(self) -> LLMConfig:
+    def _providers_exist(self) -> LLMConfig:
+        known = ", ".join(sorted(self.providers)) or "none"
         if self.active not in self.providers:
-            known = ", ".join(sorted(self.providers)) or "none"
             raise ValueError(
                 f"llm.active is {self.active!r}, which is not a configured provider "
                 f"(configured: {known})"
             )
+        for name in self.fallback:
+            if name not in self.providers:
+                raise ValueError(
+                    f"llm.fallback names {name!r}, which is not a configured provider "
+                    f"(configured: {known})"
+                )
         return self
 
 
