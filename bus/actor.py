@@ -260,7 +260,10 @@ class Actor:
         crashed = crash is not None and not isinstance(crash, asyncio.CancelledError)
         how = "crashed" if crashed else "stopped"
         error_type: type[RequestError] = ActorCrashed if crashed else ActorStopped
-        pending = [self._current] if self._current is not None else []
+        # The message being handled when a one-way handler crashed was delivered: it is not
+        # a dead letter. A request being handled is failed like the queued ones.
+        current = self._current
+        pending = [current] if current is not None and current.reply_to is not None else []
         pending += [reply._envelope for reply in self._deferred]
         self._deferred.clear()
         self._current = None

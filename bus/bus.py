@@ -158,7 +158,11 @@ class Bus:
         if actor is None:
             self.dead_letter(message, "no_such_actor", sender=sender, to=to)
             raise NoSuchActor(f"no actor named {to!r} to send {type(message).__name__} to")
-        actor.mailbox.put_nowait(Envelope(message, sender))
+        try:
+            actor.mailbox.put_nowait(Envelope(message, sender))
+        except MailboxClosed:
+            self.dead_letter(message, "mailbox_closed", sender=sender, to=to)
+            raise
 
     async def request(
         self,

@@ -9,9 +9,12 @@ marked ``unavailable`` and the platform carries on without it; a *core* actor (c
 persistence, gateway, orchestrator, llm) escalates into a clean shutdown of everything
 with a non-zero exit code: running on without it would be a silent failure.
 
-Shutdown stops intake first (every mailbox closes), then stops the children in reverse
-start order, so an actor never outlives the actors it depends on. Each stop is bounded by
-what is left of the shutdown grace period; past it the actor's task is cancelled.
+Shutdown stops the children one by one in reverse start order: the last started (the
+gateway: the intake) stops first, and an actor finishing its work can still reach the
+actors it depends on, which stop after it. Each stop is bounded by what is left of the
+shutdown grace period; past it the actor's task is cancelled. A transient actor that was
+given up stays down: reconnecting to a flaky external server is the actor's own job (a
+ToolActor retries its connection at the max delay without crashing).
 """
 
 from __future__ import annotations
@@ -186,7 +189,7 @@ class Supervisor:
         await self._shutdown.wait()
 
     async def stop(self) -> None:
-        """Stop intake, then every child in reverse order within the grace period."""
+        """Stop every child, one by one in reverse start order, within the grace period."""
         self._stopping = True
         self._shutdown.set()
         for watcher in self._watchers.values():
@@ -228,9 +231,14 @@ class Supervisor:
         child.actor = actor
         child.task = loop.create_task(actor.run(self.bus), name=f"actor:{actor.name}")
         started = asyncio.ensure_future(actor.wait_started())
-        await asyncio.wait({started, child.task}, return_when=asyncio.FIRST_COMPLETED)
-        if not started.done():
-            started.cancel()
+        try:
+            await asyncio.wait({started, child.task}, return_when=asyncio.FIRST_COMPLETED)
+            ok = started.done() and not started.cancelled()
+        finally:
+            # Also when we are cancelled mid-start (a stop during a restart): no orphan.
+            if not started.done():
+                started.cancel()
+        if not ok:
             return False
         await self._set_status(child, "running")
         return True
