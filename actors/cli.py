@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from actors.platform import CONFIG_DIR_ENV, resolve_config_dir, run_platform
+from actors.protocol import protocol_schema_text
 from config.errors import ConfigError
 from config.store import ConfigStore
 
@@ -34,7 +35,13 @@ def main(argv: list[str] | None = None) -> None:
     _config_dir_argument(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the platform (the default)")
+    commands.add_parser(
+        "protocol-schema", help="print the JSON Schema of the WebSocket protocol and exit"
+    )
     args = parser.parse_args(argv)
+    if args.command == "protocol-schema":
+        sys.stdout.write(protocol_schema_text())
+        return
     config_dir = resolve_config_dir(args.config_dir)
     try:
         code = asyncio.run(run_platform(config_dir))

@@ -88,7 +88,7 @@ from bus.messages import (
 )
 from config.schema import ConfigSnapshot, WebSocketConfig
 
-__all__ = ["MAX_OUTBOX_BYTES", "MAX_OUTBOX_FRAMES", "OWNER", "GatewayActor"]
+__all__ = ["MAX_OUTBOX_BYTES", "MAX_OUTBOX_FRAMES", "OWNER", "GatewayActor", "HealthSource"]
 
 OWNER = "local"
 """The owner of every conversation while no authentication is configured."""
@@ -97,6 +97,11 @@ MAX_OUTBOX_FRAMES = 2000
 2000 *other* frames: tool events, finished turns…)."""
 MAX_OUTBOX_BYTES = 8 * 1024 * 1024
 """Bytes queued for one client before it is closed as too slow (8 MiB)."""
+MAX_MERGED_DELTA = 256 * 1024
+"""Characters merged into one delta frame at most: a frame being sent sits in the
+transport's buffer, outside the outbox's count, so it must stay small."""
+CLOSE_TIMEOUT = 3.0
+"""Seconds a closing handshake may take before the TCP connection is aborted."""
 SLOW_CLIENT_CLOSE_CODE = 1013
 """"Try again later": the client could not keep up with its frames."""
 
@@ -133,6 +138,8 @@ class _Connection:
         self._bytes = 0
         self._wake = asyncio.Event()
         self._closing = False
+        self.overflowed = asyncio.Event()
+        """Set when the outbox overflowed: the connection must be closed as too slow."""
 
     def send_frame(self, frame: BaseModel) -> None:
         """Queue a frame (never waits; a client that is too far behind is closed)."""
@@ -143,7 +150,12 @@ class _Connection:
         if self._closing:
             return
         last = self._outbox[-1] if self._outbox else None
-        if isinstance(last, _PendingDelta) and last.turn_id == turn_id and last.kind == kind:
+        if (
+            isinstance(last, _PendingDelta)
+            and last.turn_id == turn_id
+            and last.kind == kind
+            and last.size + len(text) <= MAX_MERGED_DELTA
+        ):
             last.parts.append(text)
             last.size += len(text)
             self._bytes += len(text)
@@ -166,25 +178,19 @@ class _Connection:
 
     def _check_bounds(self) -> None:
         if len(self._outbox) > MAX_OUTBOX_FRAMES or self._bytes > MAX_OUTBOX_BYTES:
+            # Drop what is queued at once (that is the memory bound); the handler closes
+            # the connection even while the writer is blocked in a send.
             self._closing = True
             self._outbox.clear()
             self._bytes = 0
-            self._wake.set()
-
-    @property
-    def too_slow(self) -> bool:
-        """True once the outbox overflowed (the writer then closes the connection)."""
-        return self._closing
+            self.overflowed.set()
 
     async def write_loop(self) -> None:
         """Send queued frames in order until the connection ends (the writer task)."""
         while True:
-            while not self._outbox and not self._closing:
+            while not self._outbox:
                 self._wake.clear()
                 await self._wake.wait()
-            if self._closing:
-                await self.ws.close(SLOW_CLIENT_CLOSE_CODE, "client too slow: send queue full")
-                return
             item = self._outbox.popleft()
             if isinstance(item, _PendingDelta):
                 self._bytes -= item.size
@@ -310,6 +316,7 @@ class GatewayActor(Actor):
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             server_header="mcp-platform",
+            close_timeout=CLOSE_TIMEOUT,
         )
         sockets = list(server.sockets)
         host, port = sockets[0].getsockname()[:2] if sockets else (settings.host, settings.port)
@@ -447,7 +454,15 @@ class GatewayActor(Actor):
         requested = values[0] if values else None
         reason = "closed"
         try:
-            await self._open(conn, requested)
+            try:
+                await self._open(conn, requested)
+            except (RequestError, ChatError) as exc:
+                # No conversation to attach to (storage failing, a core actor restarting):
+                # say why, then close; the client reconnects later.
+                reason = "open_failed"
+                await ws.send(dump_frame(_error_frame(exc)))
+                await ws.close(1011, "cannot open a conversation now; retry later")
+                return
             self.log.info(
                 "gateway.connected",
                 connection_id=conn.id,
@@ -455,21 +470,37 @@ class GatewayActor(Actor):
                 resumed=requested is not None,
             )
             reader = asyncio.ensure_future(self._read(conn))
-            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-            if writer in done and conn.too_slow:
+            overflow = asyncio.ensure_future(conn.overflowed.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {reader, writer, overflow}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for task in (reader, overflow):
+                    task.cancel()
+                await asyncio.gather(reader, overflow, return_exceptions=True)
+            if overflow in done:
                 reason = "too_slow"
                 self.log.warning(
                     "gateway.slow_client_closed",
                     connection_id=conn.id,
                     max_frames=MAX_OUTBOX_FRAMES,
                     max_bytes=MAX_OUTBOX_BYTES,
+                    close_code=SLOW_CLIENT_CLOSE_CODE,
                 )
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+                # The close frame queues behind what the client has not read; a client that
+                # does not answer within CLOSE_TIMEOUT loses the TCP connection.
+                try:
+                    async with asyncio.timeout(CLOSE_TIMEOUT):
+                        await ws.close(SLOW_CLIENT_CLOSE_CODE, "client too slow: send queue full")
+                except TimeoutError:
+                    ws.transport.abort()
             if writer.done() and not writer.cancelled() and writer.exception() is not None:
-                exc = writer.exception()
-                if not isinstance(exc, ConnectionClosed):
-                    raise exc  # type: ignore[misc]
+                failure = writer.exception()
+                if not isinstance(failure, ConnectionClosed):
+                    raise failure  # type: ignore[misc]
         except ConnectionClosed:
             pass
         finally:

@@ -200,7 +200,7 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # Third-party loggers: warnings and up unless we debug (httpx logs every request).
-    for noisy in ("httpx", "httpcore", "websockets", "watchfiles", "asyncio", "mcp"):
+    for noisy in ("httpx", "httpcore", "websockets", "watchfiles", "asyncio", "mcp", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _configured = True
 

@@ -17,7 +17,11 @@ from pathlib import Path
 import structlog
 
 from actors.config import ConfigActor
+from actors.gateway import GatewayActor, HealthSource
+from actors.llm import LLMActor
 from actors.logs import LogActor, collect_secrets, configure_logging, set_secrets
+from actors.orchestrator import OrchestratorActor
+from actors.persistence import PersistenceActor
 from bus.bus import Bus
 from bus.supervisor import ChildSpec, Supervisor
 from config.environment import load_dotenv_files
@@ -50,11 +54,18 @@ def resolve_config_dir(argument: str | None, environ: Mapping[str, str] = os.env
     return Path(chosen).expanduser().resolve()
 
 
-def build_children(store: ConfigStore, environ: Mapping[str, str]) -> list[ChildSpec]:
-    """The supervision tree, in start (dependency) order."""
+def build_children(
+    store: ConfigStore, environ: Mapping[str, str], health: HealthSource
+) -> list[ChildSpec]:
+    """The supervision tree, in start (dependency) order: each actor may ask those before
+    it during its ``on_start``; shutdown runs backwards (the gateway stops intake first)."""
     return [
         ChildSpec("config", lambda: ConfigActor(store), kind="core"),
         ChildSpec("logs", lambda: LogActor(environ), kind="core"),
+        ChildSpec("persistence", PersistenceActor, kind="core"),
+        ChildSpec("llm", lambda: LLMActor(environ=environ), kind="core"),
+        ChildSpec("orchestrator", OrchestratorActor, kind="core"),
+        ChildSpec("gateway", lambda: GatewayActor(health), kind="core"),
     ]
 
 
@@ -82,7 +93,14 @@ async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | 
     set_secrets(collect_secrets(env, snapshot))
 
     bus = Bus()
-    supervisor = Supervisor(bus, build_children(store, env), shutdown_grace=SHUTDOWN_GRACE_SECONDS)
+    supervisor: Supervisor | None = None
+
+    def health() -> dict[str, dict[str, object]]:
+        return supervisor.health() if supervisor is not None else {}
+
+    supervisor = Supervisor(
+        bus, build_children(store, env, health), shutdown_grace=SHUTDOWN_GRACE_SECONDS
+    )
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     signals = (signal.SIGINT, signal.SIGTERM)

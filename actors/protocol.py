@@ -57,6 +57,7 @@ __all__ = [
     "dump_frame",
     "parse_client_frame",
     "protocol_schema",
+    "protocol_schema_text",
 ]
 
 ERROR_CODES = (
@@ -487,6 +488,14 @@ ServerFrame = Annotated[
 def dump_frame(frame: BaseModel) -> str:
     """Serialise a server frame to its JSON text (``None`` fields omitted)."""
     return orjson.dumps(frame.model_dump(mode="json", exclude_none=True)).decode()
+
+
+def protocol_schema_text() -> str:
+    """The schema as committed in ``docs/protocol.schema.json`` (indented, sorted keys)."""
+    return (
+        orjson.dumps(protocol_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+        + "\n"
+    )
 
 
 def protocol_schema() -> dict[str, Any]:

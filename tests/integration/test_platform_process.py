@@ -17,8 +17,14 @@ from tests.integration.conftest import PlatformProcess
 SECRET = "sk-or-v1-THIS-IS-A-TEST-SECRET-0123456789"
 
 
+ALL_ACTORS = ["config", "logs", "persistence", "llm", "orchestrator", "gateway"]
+RUNTIME = "chat:\n  websocket:\n    host: 127.0.0.1\n    port: 0\nlogging:\n  level: INFO\n"
+"""A runtime file binding a free port, so tests never collide on the default 8000."""
+
+
 async def _ready(make, **kwargs) -> PlatformProcess:
     proc: PlatformProcess = make(**kwargs)
+    (proc.config_dir / "runtime_config.yaml").write_text(RUNTIME)
     await proc.start()
     await proc.wait_for("platform.ready")
     return proc
@@ -28,10 +34,10 @@ async def _ready(make, **kwargs) -> PlatformProcess:
 async def test_signal_stops_cleanly_and_promptly(platform_factory, signum: int) -> None:
     proc = await _ready(platform_factory)
     ready = proc.find("platform.ready")[0]
-    assert ready["actors"] == ["config", "logs"]
+    assert ready["actors"] == ALL_ACTORS
     assert isinstance(ready["startup_ms"], float)
     started = [e["actor"] for e in proc.find("actor.started")]
-    assert started == ["config", "logs"]
+    assert started == ALL_ACTORS
 
     sent = time.monotonic()
     proc.signal(signum)
@@ -45,16 +51,6 @@ async def test_signal_stops_cleanly_and_promptly(platform_factory, signum: int) 
     assert stopped[0]["exit_code"] == 0
     assert stopped[0]["reason"] == f"signal {signal.Signals(signum).name}"
     assert proc.stderr == b""
-
-
-async def test_missing_runtime_file_is_created_from_defaults(platform_factory, tmp_path) -> None:
-    proc = await _ready(platform_factory)
-    runtime = proc.config_dir / "runtime_config.yaml"
-    text = runtime.read_text()
-    assert "created_from_defaults: true" in text
-    assert "max_message_size: 16777216" in text
-    proc.signal(signal.SIGTERM)
-    assert await proc.wait_exit() == 0
 
 
 async def test_valid_edit_is_applied_within_a_second(platform_factory) -> None:
@@ -99,9 +95,11 @@ async def test_invalid_edit_is_rejected_and_file_left_untouched(platform_factory
 
     # A fix afterwards is applied.
     mark = len(proc.events)
-    runtime.write_text("chat:\n  websocket:\n    port: 9000\n")
+    runtime.write_text(
+        "chat:\n  websocket:\n    host: 127.0.0.1\n    port: 0\n    ping_interval: 30\n"
+    )
     reloaded = await proc.wait_for("config.reloaded", after=mark, timeout=5)
-    assert "chat.websocket.port" in reloaded["changed_keys"]
+    assert reloaded["changed_keys"] == ["chat.websocket.ping_interval"]
     proc.signal(signal.SIGTERM)
     assert await proc.wait_exit() == 0
 
@@ -132,7 +130,7 @@ async def test_log_lines_are_json_and_never_contain_secrets(
 
     # An operator pastes the key into the wrong place: the rejection quotes the value...
     mark = len(proc.events)
-    runtime.write_text(f"chat:\n  websocket:\n    port: '{SECRET}'\n")
+    runtime.write_text(f"chat:\n  websocket:\n    host: 127.0.0.1\n    port: '{SECRET}'\n")
     rejected = await proc.wait_for("config.rejected", after=mark, timeout=5)
     assert "chat.websocket.port" in rejected["reason"]
     assert "[REDACTED]" in rejected["reason"]
@@ -159,11 +157,12 @@ async def test_config_dir_from_environment_variable(
     platform_factory, platform_env, tmp_path
 ) -> None:
     config_dir = tmp_path / "from-env"
+    config_dir.mkdir()
+    (config_dir / "runtime_config.yaml").write_text(RUNTIME)
     env = dict(platform_env, MCP_PLATFORM_CONFIG_DIR=str(config_dir))
     proc = platform_factory(config_dir=tmp_path / "unused", env=env)
     await proc.start(pass_config_dir=False)
     ready = await proc.wait_for("platform.ready")
     assert ready["config_dir"] == str(config_dir)
-    assert (config_dir / "runtime_config.yaml").exists()
     proc.signal(signal.SIGTERM)
     assert await proc.wait_exit() == 0

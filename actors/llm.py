@@ -1,0 +1,1069 @@
+"""The LLMActor: the one owner of the HTTP clients to OpenAI-compatible LLM APIs.
+
+Design note
+-----------
+*A thin shell around pure cores.* Bytes become lines (httpx ``aiter_lines``), lines become
+events (:class:`~actors.sse.SSEDecoder`), events become JSON (orjson) and JSON becomes
+deltas and a final answer (:class:`~actors.completion.CompletionAccumulator`). This module
+adds only I/O, retries, fallbacks and cancellation; every parsing rule lives in the cores.
+
+*One child task per request.* A :class:`~bus.messages.CompletionRequest` is answered from
+a child task through a deferred reply, so many conversations stream side by side and a
+:class:`~bus.messages.CancelCompletion` gets through the mailbox at once. Cancelling
+cancels that task: httpx closes the response (HTTP/1.1: the connection; HTTP/2: the
+stream), and the task answers with what arrived so far and ``finish_reason="cancelled"``.
+A child task never raises (that would crash the actor and every other stream with it):
+each failure answers its own request with a :class:`~bus.errors.ChatError`. Every delta
+is published (awaited) before the reply is set, so a subscriber sees a request's deltas
+before anyone sees its answer.
+
+*When to retry.* Only while nothing has been published: a failure before the first delta
+(429, 5xx, connect/read errors and timeouts, malformed JSON, a provider error object) is
+retried with exponential backoff and jitter, honouring ``Retry-After`` on 429/503; then
+the next provider of ``llm.fallback`` is tried. After the first delta a failure ends the
+request (the client already shows the text; retrying would duplicate it): the orchestrator
+stores the partial answer and the client gets ``LLM_UNAVAILABLE`` saying what broke.
+
+*HTTP/1.1 by default, HTTP/2 on request.* Measured through this actor
+(``benchmarks/llm_http.py``; see also ``shared/notes/performance.md``): over h2c httpx
+spends 1.2-2.3x the CPU per streamed event of HTTP/1.1 for one stream and for 20
+back-to-back streams, and ~0.75x only with 20 paced streams sharing its one connection
+(one read then carries several streams' events). A deployment with a few conversations
+at a time is the first case; one with dozens at once may set ``http2: true``. And
+httpx/httpcore fails (``LocalProtocolError: Max outbound streams is 100``, httpx #1414)
+instead of queueing once one HTTP/2 connection has 100 open streams. So ``http2`` is a
+provider setting, off by default, and an HTTP/2 provider gets one client per
+:data:`H2_STREAMS_PER_CONNECTION` concurrent streams ("lanes"): the 91st concurrent stream
+opens a second connection instead of failing, or waiting behind minute-long answers.
+
+*Keys.* Read from the environment mapping at request time (a key added to the
+environment is used without a restart), from ``api_key_env`` or ``<NAME>_API_KEY``. A
+provider on loopback (Ollama, llama.cpp) needs none unless it names an ``api_key_env``.
+The key goes only into the ``Authorization`` header: never into a log call, and it is
+scrubbed from provider messages (some echo the key they refused) before they become
+errors.
+
+*Live configuration.* Each request reads the snapshot in force when it arrives (the active
+provider, its model and parameters); in-flight requests finish with what they started
+with. A provider's client is rebuilt when its transport settings change; the old one is
+closed once its last stream ends.
+
+Provider keys consumed here (never sent to the API) — see :data:`CONSUMED_PROVIDER_KEYS`:
+
+* ``http2`` (bool, default false): HTTP/2 — h2c with prior knowledge on ``http://``,
+  ALPN on ``https://``.
+* ``timeout_connect`` (seconds, default 10): to open a connection.
+* ``timeout_read`` (seconds, default 120): the longest silence between two reads,
+  including the wait for the response headers (a model warming up).
+* ``max_retries`` (int, default 2): retries after the first attempt, before fallback.
+
+``base_url``, ``model`` and ``api_key_env`` are schema fields; every other key of
+``llm.providers.<name>`` goes into the request body unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import os
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, ClassVar, Literal
+
+import httpx
+import orjson
+from pydantic import BaseModel
+
+from actors.completion import CompletionAccumulator, MalformedChunk, ProviderStreamError
+from actors.sse import SSEDecoder
+from bus.actor import Actor, Reply
+from bus.errors import ChatError, InternalError, LLMNotConfigured, LLMUnavailable, RateLimited
+from bus.messages import (
+    AssistantDelta,
+    CancelCompletion,
+    CompletionRequest,
+    CompletionResult,
+    ConfigChanged,
+    GetConfig,
+    Usage,
+)
+from config.schema import ConfigSnapshot, ProviderConfig
+
+__all__ = [
+    "CONSUMED_PROVIDER_KEYS",
+    "H2_STREAMS_PER_CONNECTION",
+    "RETRY_AFTER_CAP",
+    "LLMActor",
+    "parse_retry_after",
+]
+
+CONSUMED_PROVIDER_KEYS = frozenset({"http2", "max_retries", "timeout_connect", "timeout_read"})
+"""Keys of ``llm.providers.<name>`` that configure this actor and are not sent to the API."""
+
+H2_STREAMS_PER_CONNECTION = 90
+"""Concurrent streams per HTTP/2 connection. httpx fails at 100 open streams; 10 below
+leaves room for streams h2 still counts as open while they close."""
+
+RETRY_AFTER_CAP = 30.0
+"""Longest ``Retry-After`` honoured (seconds): a provider asking for minutes gets our cap,
+and the request fails sooner rather than hanging the user's turn."""
+
+_DEFAULT_TIMEOUT_CONNECT = 10.0
+_DEFAULT_TIMEOUT_READ = 120.0
+"""Seconds without a byte before a stream counts as stalled: reasoning models can think
+for a minute before their first token, and OpenRouter's keep-alive comments reset it."""
+_DEFAULT_MAX_RETRIES = 2
+
+_KEEPALIVE_CONNECTIONS = 32
+"""Idle HTTP/1.1 connections kept per provider: a burst of 32 turns reuses warm ones."""
+_KEEPALIVE_EXPIRY = 30.0
+"""Seconds an idle connection is kept (providers' load balancers drop them after ~60)."""
+_ERROR_BODY_LIMIT = 64 * 1024
+"""Bytes of an error response read for its message (a proxy's HTML page can be large)."""
+_DRAIN_AFTER_DONE = 1.0
+"""Seconds to read what follows ``[DONE]`` (the body's end), so the connection is reused."""
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+"""Besides every 5xx: timeout, conflict, too early, rate limited."""
+_REDACTED = "[REDACTED]"
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ProviderSettings:
+    """What this actor reads from one provider's configuration."""
+
+    base_url: str
+    http2: bool
+    timeout_connect: float
+    timeout_read: float
+    max_retries: int
+
+    @property
+    def transport_key(self) -> tuple[str, bool, float, float]:
+        """The settings baked into an HTTP client: a change rebuilds the client."""
+        return (self.base_url, self.http2, self.timeout_connect, self.timeout_read)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the API is on this machine (a local server needs no key)."""
+        return httpx.URL(self.base_url).host in _LOOPBACK_HOSTS
+
+    @classmethod
+    def of(cls, name: str, provider: ProviderConfig) -> _ProviderSettings:
+        """Read and check the consumed keys of ``llm.providers.<name>``.
+
+        Raises:
+            LLMNotConfigured: A consumed key has the wrong type or range; names its path.
+        """
+        extra = provider.model_extra or {}
+
+        def number(key: str, default: float) -> float:
+            value = extra.get(key, default)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise LLMNotConfigured(
+                    f"llm.providers.{name}.{key} must be a positive number of seconds, "
+                    f"got {value!r}"
+                )
+            return float(value)
+
+        http2 = extra.get("http2", False)
+        if not isinstance(http2, bool):
+            raise LLMNotConfigured(
+                f"llm.providers.{name}.http2 must be true or false, got {http2!r}"
+            )
+        retries = extra.get("max_retries", _DEFAULT_MAX_RETRIES)
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
+            raise LLMNotConfigured(
+                f"llm.providers.{name}.max_retries must be an integer from 0 to 10, got {retries!r}"
+            )
+        return cls(
+            base_url=provider.base_url,
+            http2=http2,
+            timeout_connect=number("timeout_connect", _DEFAULT_TIMEOUT_CONNECT),
+            timeout_read=number("timeout_read", _DEFAULT_TIMEOUT_READ),
+            max_retries=retries,
+        )
+
+
+def _key_variable(name: str, provider: ProviderConfig) -> str:
+    """The environment variable holding the provider's key (``<NAME>_API_KEY`` by default;
+    characters not allowed in a variable name become ``_``)."""
+    if provider.api_key_env:
+        return provider.api_key_env
+    return "".join(c if c.isalnum() else "_" for c in name.upper()) + "_API_KEY"
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, capped at :data:`RETRY_AFTER_CAP`.
+
+    Lenient, as providers are: decimal seconds (``"1"``, ``"0.2"``) or an HTTP date.
+
+    Args:
+        value: The header's value, if any.
+        now: The current Unix time, for dates (default: the clock).
+
+    Returns:
+        The delay in seconds (0 for a date in the past), or ``None`` if absent or unreadable.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT even when it does not say so
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
+# -- HTTP clients --------------------------------------------------------------------------
+
+
+class _Lane:
+    """One ``httpx.AsyncClient`` and the number of requests using it."""
+
+    __slots__ = ("active", "client")
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.active = 0
+
+
+class _ProviderClient:
+    """The HTTP client(s) of one provider: one lane for HTTP/1.1 (its pool opens a
+    connection per concurrent stream), one lane per :data:`H2_STREAMS_PER_CONNECTION`
+    concurrent streams for HTTP/2 (each lane multiplexes over one connection)."""
+
+    def __init__(self, settings: _ProviderSettings) -> None:
+        self.settings = settings
+        self.lanes: list[_Lane] = []
+        self.retired = False
+        """Set when the configuration changed: close once the last stream ends."""
+
+    @property
+    def idle(self) -> bool:
+        """No request is using any lane."""
+        return all(lane.active == 0 for lane in self.lanes)
+
+    def acquire(self) -> _Lane:
+        """A lane with room for one more stream (a new one if all are full)."""
+        cap = H2_STREAMS_PER_CONNECTION if self.settings.http2 else None
+        for lane in self.lanes:
+            if cap is None or lane.active < cap:
+                lane.active += 1
+                return lane
+        lane = _Lane(self._new_client())
+        self.lanes.append(lane)
+        lane.active += 1
+        return lane
+
+    @staticmethod
+    def release(lane: _Lane) -> None:
+        """Give back a lane taken with :meth:`acquire`."""
+        lane.active -= 1
+
+    def _new_client(self) -> httpx.AsyncClient:
+        settings = self.settings
+        timeout = httpx.Timeout(settings.timeout_read, connect=settings.timeout_connect)
+        limits = httpx.Limits(
+            max_connections=None,  # HTTP/1.1 needs one per concurrent stream; turns bound them
+            max_keepalive_connections=_KEEPALIVE_CONNECTIONS,
+            keepalive_expiry=_KEEPALIVE_EXPIRY,
+        )
+        options: dict[str, Any] = {}
+        if settings.http2:
+            # Plain http2=True on http:// silently negotiates HTTP/1.1: h2c needs
+            # prior knowledge, i.e. no HTTP/1.1 at all. On https:// ALPN picks h2.
+            plain = settings.base_url.startswith("http://")
+            options = {"http1": not plain, "http2": True}
+        return httpx.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            trust_env=False,  # no proxy or netrc picked up from the environment
+            follow_redirects=False,
+            **options,
+        )
+
+    async def aclose(self) -> None:
+        """Close every lane (open streams on them fail)."""
+        lanes, self.lanes = self.lanes, []
+        for lane in lanes:
+            await lane.client.aclose()
+
+
+# -- one request ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class _Completion:
+    """The state of one CompletionRequest while its child task runs."""
+
+    request: CompletionRequest
+    reply: Reply
+    snapshot: ConfigSnapshot
+    started: float
+    task: asyncio.Task[None] | None = None
+    cancel_requested: bool = False
+    """Set by CancelCompletion: the task's cancellation is ours, answer with the partial text."""
+    accumulator: CompletionAccumulator = field(default_factory=CompletionAccumulator)
+    """The current attempt's answer so far."""
+    provider: str = ""
+    model: str = ""
+    published_chars: int = 0
+    """Characters of content and reasoning published as deltas (0: retrying is safe)."""
+    first_delta_at: float | None = None
+
+
+class _AttemptFailed(Exception):
+    """One HTTP attempt failed; says what happened and whether another attempt may help.
+
+    Attributes:
+        summary: What happened, for the client and the log (never contains the key).
+        retryable: Another attempt may succeed (429, 5xx, network, malformed data...).
+        rate_limited: The provider said 429.
+        retry_after: The provider's ``Retry-After`` in seconds, if any.
+        status: The HTTP status, if a response arrived.
+        published_chars: Characters published before the failure (> 0: no retry).
+    """
+
+    def __init__(
+        self,
+        summary: str,
+        *,
+        retryable: bool,
+        rate_limited: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.retryable = retryable
+        self.rate_limited = rate_limited
+        self.retry_after = retry_after
+        self.status = status
+        self.published_chars = 0
+
+
+class _ProviderFailed(Exception):
+    """A provider failed before anything was published, after its retries: try the next."""
+
+    def __init__(self, provider: str, error: ChatError) -> None:
+        super().__init__(str(error))
+        self.provider = provider
+        self.error = error
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` (a provider may echo the key in its error message)."""
+    return text.replace(secret, _REDACTED) if secret else text
+
+
+def _provider_message(raw: bytes) -> str:
+    """The message of an error body: ``error.message``, ``message``/``detail``, or text."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        for key in ("error", "message", "detail"):
+            if isinstance(data.get(key), str):
+                return str(data[key])
+    text = raw.decode("utf-8", "replace").strip()
+    return " ".join(text.split())[:300] or "(empty body)"
+
+
+def _status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown Status"
+
+
+def _request_body(
+    provider: ProviderConfig, request: CompletionRequest, streaming: bool
+) -> dict[str, Any]:
+    """The JSON body: pass-through parameters, then the keys the protocol needs.
+
+    The keys we set (``model``, ``messages``, ``stream``, ``tools`` when the request has
+    tools) win over pass-through keys of the same name; a pass-through ``stream_options``
+    is kept and gets ``include_usage`` added.
+    """
+    body = {k: v for k, v in provider.passthrough().items() if k not in CONSUMED_PROVIDER_KEYS}
+    body["model"] = provider.model
+    body["messages"] = request.messages
+    body["stream"] = streaming
+    if request.tools:
+        body["tools"] = request.tools
+    if streaming:
+        options = body.get("stream_options")
+        body["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+    else:
+        body.pop("stream_options", None)  # only valid with stream: true (OpenAI rejects it)
+    return body
+
+
+# -- the actor -----------------------------------------------------------------------------
+
+
+class LLMActor(Actor):
+    """Answers CompletionRequest by calling the active LLM provider, streaming deltas.
+
+    Requests: :class:`~bus.messages.CompletionRequest` → :class:`~bus.messages.CompletionResult`
+    (fails with LLMNotConfigured, RateLimited, LLMUnavailable or InternalError). One-way:
+    :class:`~bus.messages.CancelCompletion`. Events in: :class:`~bus.messages.ConfigChanged`.
+    Events out: :class:`~bus.messages.AssistantDelta` (streaming only).
+
+    Args:
+        environ: Where API keys are read, at request time (default: ``os.environ``, which
+            the platform fills from ``.env`` files at start).
+        retry_base_delay: Seconds before the first retry; doubled for each next one.
+        retry_max_delay: Longest computed backoff (``Retry-After`` has its own cap).
+        name: The actor's address (default ``llm``).
+    """
+
+    default_name: ClassVar[str] = "llm"
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
+        CompletionRequest,
+        CancelCompletion,
+        ConfigChanged,
+    )
+
+    def __init__(
+        self,
+        *,
+        environ: Mapping[str, str] = os.environ,
+        retry_base_delay: float = 0.5,
+        retry_max_delay: float = 8.0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        self._environ = environ
+        self._retry_base_delay = retry_base_delay
+        self._retry_max_delay = retry_max_delay
+        self._snapshot: ConfigSnapshot | None = None
+        self._clients: dict[tuple[str, tuple[str, bool, float, float]], _ProviderClient] = {}
+        """Clients by provider name and transport settings, for the configuration in force."""
+        self._retired: set[_ProviderClient] = set()
+        """Clients replaced by a configuration change, closed when their last stream ends."""
+        self._completions: dict[str, _Completion] = {}
+        """Running requests by turn id (the key CancelCompletion names)."""
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Fetch the configuration in force."""
+        snapshot: ConfigSnapshot = await self.request(GetConfig())
+        self._snapshot = snapshot
+
+    async def on_stop(self) -> None:
+        """Stop the running streams (their requesters were already told), close clients."""
+        tasks = [c.task for c in self._completions.values() if c.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        clients = [*self._clients.values(), *self._retired]
+        self._clients.clear()
+        self._retired.clear()
+        for client in clients:
+            await client.aclose()
+
+    async def handle(self, message: BaseModel) -> None:
+        """Start a completion, cancel one, or take a new configuration."""
+        match message:
+            case CompletionRequest():
+                self._start(message)
+            case CancelCompletion(turn_id=turn_id):
+                self._cancel(turn_id)
+            case ConfigChanged(snapshot=snapshot):
+                self._snapshot = snapshot
+                await self._retire_stale_clients()
+
+    def _start(self, request: CompletionRequest) -> None:
+        snapshot = self._snapshot
+        if snapshot is None:  # pragma: no cover - on_start always sets it
+            raise RuntimeError("LLMActor has no configuration")
+        completion = _Completion(
+            request=request,
+            reply=self.defer_reply(),
+            snapshot=snapshot,
+            started=time.perf_counter(),
+        )
+        self._completions[request.turn_id] = completion
+        completion.task = self.spawn(self._run(completion), name=f"completion:{request.turn_id}")
+
+    def _cancel(self, turn_id: str) -> None:
+        completion = self._completions.get(turn_id)
+        if completion is None or completion.task is None:
+            self.log.debug("llm.cancel_ignored", turn_id=turn_id, reason="no running request")
+            return
+        if not completion.cancel_requested:
+            completion.cancel_requested = True
+            completion.task.cancel()
+
+    def _current_settings(self, name: str) -> _ProviderSettings | None:
+        """The transport settings of ``name`` in the configuration in force, if valid."""
+        provider = self._snapshot.config.llm.providers.get(name) if self._snapshot else None
+        if provider is None:
+            return None
+        try:
+            return _ProviderSettings.of(name, provider)
+        except LLMNotConfigured:
+            return None
+
+    async def _retire_stale_clients(self) -> None:
+        """Retire the clients whose provider is gone or has new transport settings."""
+        for key, client in list(self._clients.items()):
+            name, transport_key = key
+            current = self._current_settings(name)
+            if current is None or current.transport_key != transport_key:
+                del self._clients[key]
+                client.retired = True
+                if client.idle:
+                    await client.aclose()
+                    self.log.debug("llm.client_closed", provider=name, reason="config changed")
+                else:
+                    self._retired.add(client)  # closed by _release after its last stream
+
+    def _client_for(self, name: str, settings: _ProviderSettings) -> _ProviderClient:
+        """The client for ``name`` with ``settings`` (created on first use)."""
+        key = (name, settings.transport_key)
+        client = self._clients.get(key)
+        if client is None:
+            client = _ProviderClient(settings)
+            current = self._current_settings(name)
+            if current is not None and current.transport_key == settings.transport_key:
+                self._clients[key] = client
+                self.log.debug(
+                    "llm.client_created", provider=name, http2=settings.http2, url=settings.base_url
+                )
+            else:
+                # A retry of a request that started before a configuration change: it
+                # finishes with its own settings on a one-off client, closed after it.
+                client.retired = True
+                self._retired.add(client)
+        return client
+
+    async def _release(self, client: _ProviderClient, lane: _Lane) -> None:
+        """Give back a lane; close a retired client after its last stream."""
+        client.release(lane)
+        if client.retired and client.idle and client in self._retired:
+            self._retired.discard(client)
+            await client.aclose()
+
+    # -- one request, start to end --------------------------------------------------------
+
+    async def _run(self, completion: _Completion) -> None:
+        """The child task of one request: answers it, whatever happens (never raises,
+        except for a cancellation that is not ours: the actor is stopping)."""
+        request = completion.request
+        ids = {"conversation_id": request.conversation_id, "turn_id": request.turn_id}
+        try:
+            result = await self._complete(completion)
+        except asyncio.CancelledError:
+            if not completion.cancel_requested:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()  # the cancellation was ours, and it is handled here
+            completion.reply.resolve(self._cancelled_result(completion))
+            self.log.info(
+                "llm.cancelled",
+                **ids,
+                provider=completion.provider,
+                chars=completion.published_chars,
+                duration_ms=_ms(completion.started),
+            )
+        except ChatError as exc:
+            self.log.warning(
+                "llm.failed",
+                **ids,
+                error_code=exc.error_code,
+                error=str(exc),
+                duration_ms=_ms(completion.started),
+            )
+            completion.reply.fail(exc)
+        except Exception as exc:  # a child task must not crash the actor: answer instead
+            self.log.exception(
+                "llm.request_failed",
+                **ids,
+                provider=completion.provider,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            completion.reply.fail(
+                InternalError(
+                    f"the LLM request failed unexpectedly ({type(exc).__name__}); "
+                    f"the log has the details (turn {request.turn_id})"
+                )
+            )
+        else:
+            completion.reply.resolve(result)
+            if completion.snapshot.config.chat.service.logging.llm_replies:
+                self.log.debug(
+                    "llm.reply",
+                    **ids,
+                    text=result.content,
+                    thinking=result.thinking,
+                    tool_calls=[call.name for call in result.tool_calls],
+                )
+        finally:
+            if self._completions.get(request.turn_id) is completion:
+                del self._completions[request.turn_id]
+
+    @staticmethod
+    def _cancelled_result(completion: _Completion) -> CompletionResult:
+        accumulator = completion.accumulator
+        return CompletionResult(
+            content=accumulator.content,
+            thinking=accumulator.thinking or None,
+            finish_reason="cancelled",
+            usage=accumulator.usage or Usage(),
+            model=accumulator.model or completion.model,
+            provider=completion.provider,
+        )
+
+    async def _complete(self, completion: _Completion) -> CompletionResult:
+        """Try the active provider, then each fallback, until one answers.
+
+        Raises:
+            LLMNotConfigured: The active provider has no key (or a wrong setting).
+            RateLimited, LLMUnavailable: Every provider failed.
+        """
+        llm = completion.snapshot.config.llm
+        chain = [llm.active, *dict.fromkeys(p for p in llm.fallback if p != llm.active)]
+        failures: list[_ProviderFailed] = []
+        for position, name in enumerate(chain):
+            try:
+                provider, settings, api_key = self._prepare(name, llm.providers.get(name))
+            except LLMNotConfigured as exc:
+                if position == 0:
+                    raise
+                self.log.warning("llm.fallback_skipped", provider=name, reason=str(exc))
+                continue
+            if failures:
+                self.log.warning(
+                    "llm.fallback",
+                    turn_id=completion.request.turn_id,
+                    from_provider=failures[-1].provider,
+                    to_provider=name,
+                    error=str(failures[-1].error),
+                )
+            try:
+                return await self._call_provider(completion, name, provider, settings, api_key)
+            except _ProviderFailed as failure:
+                failures.append(failure)
+        if len(failures) == 1:
+            raise failures[0].error
+        summary = "; ".join(f"{f.provider}: {f.error}" for f in failures)
+        if all(isinstance(f.error, RateLimited) for f in failures):
+            raise RateLimited(f"every LLM provider is rate-limiting — {summary}")
+        raise LLMUnavailable(f"every LLM provider failed — {summary}")
+
+    def _prepare(
+        self, name: str, provider: ProviderConfig | None
+    ) -> tuple[ProviderConfig, _ProviderSettings, str | None]:
+        """A provider's configuration, settings and key, ready for a request.
+
+        A key is needed unless the API is on loopback and no ``api_key_env`` was set
+        explicitly (an operator who names a variable for a local server means it). The
+        key is read from the environment now, so a key added later is picked up.
+
+        Returns:
+            The provider, its settings, and its key (``None`` for a keyless local server).
+
+        Raises:
+            LLMNotConfigured: No such provider, a wrong setting, or the key is needed and
+                its variable is unset or empty.
+        """
+        if provider is None:
+            raise LLMNotConfigured(f"llm.fallback names {name!r}, which is not a provider")
+        settings = _ProviderSettings.of(name, provider)
+        variable = _key_variable(name, provider)
+        key = self._environ.get(variable) or None
+        if key is None and (provider.api_key_env or not settings.loopback):
+            raise LLMNotConfigured(
+                f"no API key for the LLM provider {name!r}: set the environment variable "
+                f"{variable} (in the environment, or in a .env file in the project or config "
+                "directory)"
+            )
+        return provider, settings, key
+
+    async def _call_provider(
+        self,
+        completion: _Completion,
+        name: str,
+        provider: ProviderConfig,
+        settings: _ProviderSettings,
+        api_key: str | None,
+    ) -> CompletionResult:
+        """One provider, with retries.
+
+        Raises:
+            _ProviderFailed: It failed before anything was published (the next may help).
+            LLMUnavailable: It failed after deltas were published (no retry, no fallback).
+        """
+        attempts = settings.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._attempt(completion, name, provider, settings, api_key, attempt)
+            except _AttemptFailed as failure:
+                if failure.published_chars:
+                    # The client saw this text: it is kept, stored and shown with the error.
+                    raise LLMUnavailable(
+                        f"{name}: the stream broke after {failure.published_chars} chars: "
+                        f"{failure.summary}",
+                        partial_content=completion.accumulator.content,
+                    ) from failure
+                if not failure.retryable or attempt == attempts:
+                    raise _ProviderFailed(name, self._final_error(name, failure, attempt)) from None
+                delay = self._retry_delay(attempt, failure.retry_after)
+                self.log.warning(
+                    "llm.retry",
+                    turn_id=completion.request.turn_id,
+                    provider=name,
+                    attempt=attempt,
+                    status=failure.status,
+                    error=failure.summary,
+                    delay_ms=round(delay * 1000),
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    @staticmethod
+    def _final_error(name: str, failure: _AttemptFailed, attempts: int) -> ChatError:
+        tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+        if failure.rate_limited:
+            return RateLimited(f"{name} is rate-limiting requests ({tries}): {failure.summary}")
+        return LLMUnavailable(f"{name} failed ({tries}): {failure.summary}")
+
+    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
+        """``Retry-After`` when the provider sent one, else exponential backoff with
+        "equal jitter" (half fixed, half random: spreads retries, never near zero)."""
+        if retry_after is not None:
+            return retry_after
+        backoff = min(self._retry_max_delay, self._retry_base_delay * 2.0 ** (attempt - 1))
+        return backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311 - not cryptography
+
+    async def _attempt(
+        self,
+        completion: _Completion,
+        name: str,
+        provider: ProviderConfig,
+        settings: _ProviderSettings,
+        api_key: str | None,
+        attempt: int,
+    ) -> CompletionResult:
+        """One HTTP request and its answer.
+
+        Raises:
+            _AttemptFailed: Whatever went wrong, classified.
+        """
+        snapshot = completion.snapshot
+        streaming = snapshot.config.chat.service.streaming.enabled
+        completion.accumulator = accumulator = CompletionAccumulator()
+        completion.provider, completion.model = name, provider.model
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if streaming else "application/json",
+        }
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        if httpx.URL(settings.base_url).host.endswith("openrouter.ai"):
+            headers["X-Title"] = "MCP Platform"  # OpenRouter's optional app attribution
+        body = orjson.dumps(_request_body(provider, completion.request, streaming))
+        self.log.info(
+            "llm.request",
+            conversation_id=completion.request.conversation_id,
+            turn_id=completion.request.turn_id,
+            provider=name,
+            model=provider.model,
+            stream=streaming,
+            attempt=attempt,
+        )
+        client = self._client_for(name, settings)
+        lane = client.acquire()
+        started = time.perf_counter()
+        try:
+            status = await self._exchange(
+                completion, lane.client, name, provider, api_key, body, headers, streaming
+            )
+        except _AttemptFailed as failure:
+            failure.published_chars = completion.published_chars
+            raise
+        except Exception as exc:
+            classified = self._classify(exc, settings, api_key)
+            classified.published_chars = completion.published_chars
+            raise classified from exc
+        finally:
+            await self._release(client, lane)
+        if accumulator.chunks == 0:
+            raise _AttemptFailed("the provider answered 200 with no data", retryable=True)
+        usage = accumulator.usage or Usage()
+        first = completion.first_delta_at
+        self.log.info(
+            "llm.response",
+            conversation_id=completion.request.conversation_id,
+            turn_id=completion.request.turn_id,
+            provider=name,
+            model=accumulator.model or provider.model,
+            status=status,
+            attempt=attempt,
+            ttft_ms=None if first is None else round((first - completion.started) * 1000, 1),
+            duration_ms=_ms(started),
+            chunks=accumulator.chunks,
+            finish_reason=accumulator.finish_reason,
+            usage=usage.model_dump(),
+        )
+        return CompletionResult(
+            content=accumulator.content,
+            thinking=accumulator.thinking or None,
+            tool_calls=tuple(accumulator.tool_calls),
+            finish_reason=accumulator.finish_reason or "stop",
+            usage=usage,
+            model=accumulator.model or provider.model,
+            provider=name,
+        )
+
+    async def _exchange(
+        self,
+        completion: _Completion,
+        client: httpx.AsyncClient,
+        name: str,
+        provider: ProviderConfig,
+        api_key: str | None,
+        body: bytes,
+        headers: dict[str, str],
+        streaming: bool,
+    ) -> int:
+        """POST the request and read the answer into ``completion.accumulator``.
+
+        Returns:
+            The HTTP status.
+
+        Raises:
+            _AttemptFailed: An error status.
+            httpx.HTTPError, MalformedChunk, ProviderStreamError: See :meth:`_classify`.
+        """
+        url = f"{provider.base_url}/chat/completions"
+        async with client.stream("POST", url, content=body, headers=headers) as response:
+            status = response.status_code
+            if not 200 <= status < 300:
+                raise await self._http_error(name, provider, response, api_key)
+            content_type = response.headers.get("content-type", "")
+            if "event-stream" in content_type or (streaming and "json" not in content_type):
+                await self._read_stream(completion, response, publish=streaming)
+            else:
+                await self._read_json(completion, response, publish=streaming)
+        return status
+
+    @staticmethod
+    def _classify(
+        exc: Exception, settings: _ProviderSettings, api_key: str | None
+    ) -> _AttemptFailed:
+        """An exception raised while talking to the provider, as an attempt failure."""
+        match exc:
+            case httpx.ReadTimeout():
+                summary = f"no data for {settings.timeout_read:g} s (ReadTimeout)"
+                return _AttemptFailed(summary, retryable=True)
+            case httpx.ConnectTimeout():
+                summary = (
+                    f"could not connect within {settings.timeout_connect:g} s (ConnectTimeout)"
+                )
+                return _AttemptFailed(summary, retryable=True)
+            case httpx.TransportError():
+                # Connect/read/write errors, protocol errors (a dropped stream), pool limits.
+                detail = _scrub(str(exc), api_key) or "connection failed"
+                return _AttemptFailed(f"{type(exc).__name__}: {detail}", retryable=True)
+            case MalformedChunk():
+                return _AttemptFailed(
+                    f"malformed response: {_scrub(str(exc), api_key)}", retryable=True
+                )
+            case ProviderStreamError(code=code):
+                # An error object instead of (or inside) the answer: a 4xx code other than
+                # 429 is about the request (context too long...), retrying will not help.
+                status = int(code) if isinstance(code, int | str) and str(code).isdigit() else None
+                client_error = status is not None and 400 <= status < 500
+                return _AttemptFailed(
+                    _scrub(str(exc), api_key),
+                    retryable=not client_error or status in _RETRYABLE_STATUSES,
+                    rate_limited=status == 429,
+                    status=status,
+                )
+            case httpx.HTTPError():
+                return _AttemptFailed(
+                    f"{type(exc).__name__}: {_scrub(str(exc), api_key)}", retryable=False
+                )
+        raise exc  # not an expected failure: _run logs it with its traceback
+
+    async def _http_error(
+        self,
+        name: str,
+        provider: ProviderConfig,
+        response: httpx.Response,
+        api_key: str | None,
+    ) -> _AttemptFailed:
+        """An error status as an attempt failure, with the provider's message."""
+        raw = bytearray()
+        async for piece in response.aiter_bytes():
+            raw += piece
+            if len(raw) >= _ERROR_BODY_LIMIT:
+                break
+        status = response.status_code
+        message = _scrub(_provider_message(bytes(raw[:_ERROR_BODY_LIMIT])), api_key)
+        summary = f"HTTP {status} {_status_phrase(status)}: {message}"
+        variable = _key_variable(name, provider)
+        if status in (401, 403):
+            if api_key:
+                summary += f" (the key in {variable} was refused: check it)"
+            else:
+                summary += f" (the provider wants an API key: set {variable})"
+        elif status == 404:
+            summary += f" (check llm.providers.{name}.base_url and model)"
+        elif 300 <= status < 400:
+            summary += f" (redirected: check llm.providers.{name}.base_url)"
+        retry_after = None
+        if status in (429, 503):
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return _AttemptFailed(
+            summary,
+            retryable=status >= 500 or status in _RETRYABLE_STATUSES,
+            rate_limited=status == 429,
+            retry_after=retry_after,
+            status=status,
+        )
+
+    async def _read_stream(
+        self, completion: _Completion, response: httpx.Response, *, publish: bool
+    ) -> None:
+        """Read an SSE answer to its end, publishing each delta as it arrives.
+
+        Raises:
+            MalformedChunk: An event is not JSON or not a chunk.
+            ProviderStreamError: The provider sent an error object.
+            httpx.HTTPError: The connection failed or stalled.
+        """
+        decoder = SSEDecoder()
+        accumulator = completion.accumulator
+        lines = response.aiter_lines()
+        done = False
+        async for line in lines:
+            event = decoder.feed(line)
+            if event is None:
+                continue
+            if event.data == "[DONE]":
+                done = True
+                break
+            await self._take_chunk(completion, accumulator, event.data, publish)
+        else:
+            event = decoder.flush()  # a last event not followed by a blank line
+            if event is not None and event.data != "[DONE]":
+                await self._take_chunk(completion, accumulator, event.data, publish)
+        if done:
+            # Read the body's end too, so HTTP/1.1 keeps the connection for the next request.
+            try:
+                async with asyncio.timeout(_DRAIN_AFTER_DONE):
+                    async for _ in lines:
+                        pass
+            except (TimeoutError, httpx.HTTPError):
+                pass  # the answer is complete; this connection is just not reused
+
+    async def _take_chunk(
+        self, completion: _Completion, accumulator: CompletionAccumulator, data: str, publish: bool
+    ) -> None:
+        """Feed one event's JSON to the accumulator and publish its deltas (the hot path)."""
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedChunk(f"an event is not valid JSON ({exc}): {data[:80]!r}") from exc
+        content, thinking = accumulator.feed(chunk)
+        if publish and (content or thinking):
+            request = completion.request
+            if completion.first_delta_at is None:
+                completion.first_delta_at = time.perf_counter()
+            if thinking:
+                await self.publish(
+                    AssistantDelta.model_construct(
+                        conversation_id=request.conversation_id,
+                        turn_id=request.turn_id,
+                        kind="thinking",
+                        text=thinking,
+                    )
+                )
+                completion.published_chars += len(thinking)
+            if content:
+                await self.publish(
+                    AssistantDelta.model_construct(
+                        conversation_id=request.conversation_id,
+                        turn_id=request.turn_id,
+                        kind="content",
+                        text=content,
+                    )
+                )
+                completion.published_chars += len(content)
+
+    async def _read_json(
+        self, completion: _Completion, response: httpx.Response, *, publish: bool
+    ) -> None:
+        """Read a whole ``chat.completion`` answer (streaming off, or a provider that
+        ignored ``stream: true``: then its text is published as one delta each).
+
+        Raises:
+            MalformedChunk: The body is not a completion.
+            ProviderStreamError: The body is an error object.
+            httpx.HTTPError: The connection failed or stalled.
+        """
+        raw = await response.aread()
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedChunk(f"the answer is not valid JSON ({exc}): {raw[:80]!r}") from exc
+        accumulator = completion.accumulator
+        accumulator.feed_completion(data)
+        if publish:
+            request = completion.request
+            parts: tuple[tuple[Literal["thinking", "content"], str], ...] = (
+                ("thinking", accumulator.thinking),
+                ("content", accumulator.content),
+            )
+            for kind, text in parts:
+                if text:
+                    completion.first_delta_at = completion.first_delta_at or time.perf_counter()
+                    await self.publish(
+                        AssistantDelta.model_construct(
+                            conversation_id=request.conversation_id,
+                            turn_id=request.turn_id,
+                            kind=kind,
+                            text=text,
+                        )
+                    )
+                    completion.published_chars += len(text)
+
+
+def _ms(start: float) -> float:
+    """Milliseconds since ``start`` (a ``time.perf_counter()`` reading)."""
+    return round((time.perf_counter() - start) * 1000, 1)

@@ -1,0 +1,134 @@
+"""Harness for chat-path tests: a real platform process, a scripted LLM, WebSocket clients.
+
+``ChatPlatform`` writes a config directory whose active provider points at a
+:class:`~tests.scripted_llm.ScriptedLLM`, starts the real ``mcp-platform`` on a free port
+(``port: 0``; the bound port is read from the ``gateway.listening`` log event) and opens
+:class:`ChatClient` connections to it. Everything is real: the process, the sockets, the
+SQLite file; the LLM is the one stand-in, and it is a real HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.integration.conftest import PlatformProcess
+from tests.scripted_llm import ScriptedLLM
+
+API_KEY = "sk-scripted-test-key-0123456789"
+"""The scripted provider's key: it must never appear in a log line or a frame."""
+
+
+class ChatClient:
+    """A WebSocket client that keeps every frame it received, in order."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+        self._cursor = 0
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.ws.send(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+
+    async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The next frame not yet returned by recv/expect."""
+        if self._cursor < len(self.frames):
+            frame = self.frames[self._cursor]
+        else:
+            async with asyncio.timeout(timeout):
+                raw = await self.ws.recv()
+            frame = orjson.loads(raw)
+            self.frames.append(frame)
+        self._cursor += 1
+        return frame
+
+    async def expect(self, frame_type: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Skip frames until one of ``frame_type`` (the skipped ones stay in ``frames``)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                if frame["type"] == frame_type:
+                    return frame
+
+    async def turn(self, text: str, **extra: Any) -> list[dict[str, Any]]:
+        """Send a user message and return every frame up to its ``assistant_message``."""
+        start = len(self.frames)
+        await self.send({"type": "user_message", "message": text, **extra})
+        await self.expect("assistant_message", timeout=20)
+        return self.frames[start : self._cursor]
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class ChatPlatform:
+    """A running platform wired to a scripted LLM."""
+
+    def __init__(self, process: PlatformProcess, llm: ScriptedLLM) -> None:
+        self.process = process
+        self.llm = llm
+        self.port = 0
+
+    @property
+    def config_dir(self) -> Path:
+        return self.process.config_dir
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/chat"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_runtime_config(self, overrides: dict[str, Any] | None = None) -> None:
+        """Write runtime_config.yaml: scripted provider, port 0, plus ``overrides``."""
+        base: dict[str, Any] = {
+            "chat": {"websocket": {"host": "127.0.0.1", "port": 0}},
+            "llm": {
+                "active": "scripted",
+                "providers": {
+                    "scripted": {
+                        "base_url": self.llm.base_url,
+                        "model": "scripted/model-1",
+                        "api_key_env": "SCRIPTED_API_KEY",
+                        "temperature": 0.3,
+                        "top_k": 7,
+                        "max_retries": 2,
+                    },
+                },
+            },
+        }
+        merged = _merge(base, overrides or {})
+        (self.config_dir / "runtime_config.yaml").write_text(yaml.safe_dump(merged))
+
+    async def start(self, overrides: dict[str, Any] | None = None) -> None:
+        """Start the process (writing the config first) and wait until it listens."""
+        self.write_runtime_config(overrides)
+        self.process.env["SCRIPTED_API_KEY"] = API_KEY
+        mark = len(self.process.events)
+        await self.process.start()
+        listening = await self.process.wait_for("gateway.listening", after=mark, timeout=20)
+        self.port = listening["port"]
+        await self.process.wait_for("platform.ready", after=mark, timeout=20)
+
+    async def connect(self, conversation_id: str | None = None) -> ChatClient:
+        """Open a client and read its ``session_info`` (left in ``frames``)."""
+        url = self.ws_url + (f"?conversation_id={conversation_id}" if conversation_id else "")
+        ws = await connect(url, compression=None, max_size=None)
+        return ChatClient(ws)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
