@@ -60,7 +60,6 @@ from actors.protocol import (
     SessionsFrame,
     ThinkingDeltaFrame,
     ToolApprovalResponseFrame,
-    ToolCallInfo,
     UsageInfo,
     UserMessageFrame,
     dump_frame,
@@ -84,7 +83,6 @@ from bus.messages import (
     StoredMessage,
     TurnFinished,
     TurnStarted,
-    Usage,
 )
 from config.schema import ConfigSnapshot, WebSocketConfig
 
@@ -202,39 +200,15 @@ class _Connection:
             self.frames_sent += 1
 
 
-def _usage_info(usage: Usage | None) -> UsageInfo | None:
-    if usage is None:
-        return None
-    return UsageInfo(**usage.model_dump())
-
-
 def _history_message(message: StoredMessage) -> HistoryMessage:
-    return HistoryMessage(
-        id=message.id,
-        role=message.role,
-        content=message.content,
-        thinking=message.thinking,
-        tool_calls=[ToolCallInfo(**c.model_dump()) for c in message.tool_calls],
-        tool_call_id=message.tool_call_id,
-        name=message.name,
-        status=message.status,
-        model=message.model,
-        usage=_usage_info(message.usage),
-        finish_reason=message.finish_reason,
-        created_at=message.created_at,
+    # The frame is the stored message minus what only the platform needs.
+    return HistoryMessage.model_validate(
+        message.model_dump(exclude={"conversation_id", "turn_id"})
     )
 
 
 def _session_entry(summary: SessionSummary) -> SessionEntry:
-    return SessionEntry(
-        conversation_id=summary.conversation_id,
-        name=summary.name,
-        saved=summary.saved,
-        created_at=summary.created_at,
-        updated_at=summary.updated_at,
-        message_count=summary.message_count,
-        usage=UsageInfo(**summary.usage.model_dump()),
-    )
+    return SessionEntry.model_validate(summary.model_dump())
 
 
 def _error_frame(error: BaseException, request_id: str | None = None) -> ErrorFrame:
