@@ -485,3 +485,16 @@ async def test_a_stream_broken_after_the_first_token_keeps_its_text(
     again = await chat.connect()
     messages = (await again.expect("session_info"))["messages"]
     assert (messages[-1]["content"], messages[-1]["status"]) == ("half done", "error")
+
+
+async def test_default_openrouter_without_key_names_its_variable(chat: ChatPlatform, llm) -> None:
+    # The shipped default provider, no key anywhere: no request leaves the machine.
+    await chat.start({"llm": {"active": "openrouter"}})
+    client = await chat.connect()
+    info = await client.expect("session_info")
+    assert info["model"] == "openai/gpt-4o-mini"
+    frames = await client.turn("hello?")
+    error = next(f for f in frames if f["type"] == "error")
+    assert error["error_code"] == "LLM_NOT_CONFIGURED"
+    assert "OPENROUTER_API_KEY" in error["error_message"]
+    assert ".env" in error["error_message"]
