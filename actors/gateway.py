@@ -283,7 +283,7 @@ class GatewayActor(Actor):
             settings.host,
             settings.port,
             process_request=self._process_request,
-            compression=None,
+            compression=settings.compression,
             # Frames up to twice the limit are read and answered with MESSAGE_TOO_LARGE
             # (the connection stays open); larger ones close it with 1009.
             max_size=2 * limit,

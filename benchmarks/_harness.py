@@ -206,7 +206,8 @@ class PlatformProcess:
         return "\nlog tail:\n" + "\n".join(lines) + "\nstderr tail:\n" + stderr
 
     async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        assert self.proc.stdout is not None
         async for raw in self.proc.stdout:
             try:
                 event = orjson.loads(raw)
@@ -271,7 +272,7 @@ def _listening_port(pid: int) -> int | None:
     try:
         for fd in Path(f"/proc/{pid}/fd").iterdir():
             with contextlib.suppress(OSError):
-                target = os.readlink(fd)
+                target = str(fd.readlink())
                 if target.startswith("socket:["):
                     inodes.add(target[8:-1])
         table = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
