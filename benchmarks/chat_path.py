@@ -339,11 +339,9 @@ class Bench:
             mark = len(process.events)
             before = wal_mark(process.db_path)
             [t] = await self.platform_batch([client], reply, chars)
+            finished = {"event": "turn.finished", "turn_id": t.turn_id}
             await process.wait_for(
-                lambda e, tid=t.turn_id: (
-                    e.get("event") == "turn.finished" and e.get("turn_id") == tid
-                ),
-                after=mark,
+                lambda e: all(e.get(k) == v for k, v in finished.items()), after=mark
             )
             after = wal_mark(process.db_path)
             flushed = [

@@ -42,10 +42,12 @@ __all__ = [
     "ReloadRuntimeConfig",
     "SaveRuntimeConfig",
     "SaveSession",
+    "ServerStatus",
     "SessionSummary",
     "StartTurn",
     "StoredMessage",
     "ToolCall",
+    "ToolSpec",
     "TurnFinished",
     "TurnStarted",
     "Usage",
@@ -395,3 +397,31 @@ class CancelCompletion(Message):
     answered with what arrived so far and ``finish_reason="cancelled"``."""
 
     turn_id: str
+
+
+# -- MCP tools (ToolActors) ---------------------------------------------------------------------
+
+ServerStatus = Literal["starting", "ready", "unavailable", "auth_required", "stopped"]
+"""An MCP server's state, as ``server_status`` frames report it."""
+
+
+class ToolSpec(Message):
+    """One MCP tool as offered to the model."""
+
+    server: str
+    """The configured server name."""
+    name: str
+    """The tool's name on its server (what ``tools/call`` is sent with)."""
+    model_name: str
+    """The name the model sees: unique across servers, at most 64 characters, matching
+    ``^[a-zA-Z0-9_-]+$`` (see ``actors/tool_schemas.py`` for the scheme)."""
+    description: str | None = None
+    parameters: dict[str, Any]
+    """The normalised JSON Schema of the arguments (an object schema)."""
+
+    def openai_tool(self) -> dict[str, Any]:
+        """The entry for the ``tools`` list of a chat completion request."""
+        function: dict[str, Any] = {"name": self.model_name, "parameters": self.parameters}
+        if self.description:
+            function["description"] = self.description
+        return {"type": "function", "function": function}
