@@ -322,8 +322,8 @@ class GatewayActor(Actor):
 
     def _turn_finished(self, message: TurnFinished) -> None:
         cid = message.conversation_id
-        if self._running.get(cid) == message.turn_id:
-            del self._running[cid]
+        # One turn per conversation: whatever was marked running here has ended.
+        self._running.pop(cid, None)
         frames: list[BaseModel] = []
         if message.error_code is not None:
             frames.append(
@@ -623,15 +623,25 @@ class GatewayActor(Actor):
             )
         if not frame.message.strip():
             raise _invalid("'message' must not be empty")
-        started: TurnStarted = await self.request(
-            StartTurn(
-                owner=OWNER,
-                conversation_id=conversation_id,
-                text=frame.message,
-                request_id=frame.request_id,
+        # Marked before the request: a turn that fails at once may finish (TurnFinished
+        # handled by this actor) before this handler resumes with the reply.
+        marker = f"starting-{next(self._ids)}"
+        self._running[conversation_id] = marker
+        try:
+            started: TurnStarted = await self.request(
+                StartTurn(
+                    owner=OWNER,
+                    conversation_id=conversation_id,
+                    text=frame.message,
+                    request_id=frame.request_id,
+                )
             )
-        )
-        self._running[conversation_id] = started.turn_id
+        except BaseException:
+            if self._running.get(conversation_id) == marker:
+                del self._running[conversation_id]
+            raise
+        if self._running.get(conversation_id) == marker:
+            self._running[conversation_id] = started.turn_id
 
     async def _delete(self, conn: _Connection, target: str) -> None:
         if target in self._running:

@@ -268,6 +268,9 @@ class OrchestratorActor(Actor):
         usage = Usage()
         hops = 0
         while True:
+            if turn.cancelled:
+                # Cancelled before the LLM had the request: nothing to stop there.
+                return self._finished(turn, "", None, usage, None, "cancelled")
             tools = self._tool_definitions()
             row: StoredMessage = await self.request(
                 AppendMessage(
@@ -277,7 +280,12 @@ class OrchestratorActor(Actor):
                     turn_id=turn.turn_id,
                 )
             )
+            if turn.cancelled:
+                await self._finish_row(row, "", None, (), None, None, "cancelled", "cancelled")
+                return self._finished(turn, "", None, usage, None, "cancelled")
             try:
+                # No await between the check above and the request reaching the LLMActor's
+                # mailbox, so a CancelCompletion sent after the check is handled after it.
                 result: CompletionResult = await self.request(
                     CompletionRequest(
                         conversation_id=turn.conversation_id,

@@ -10,6 +10,13 @@ platform can run with ``logging.level: WARNING`` (``gateway.listening`` and
   (``/proc/<pid>/fd`` and ``/proc/<pid>/net/tcp``; Linux), the config says ``port: 0``;
 * readiness: ``GET /healthz`` answers ``"status": "ok"`` with every core actor running.
 
+The scripted LLM runs in a process of its own (:class:`LLMServerProcess`, this file run
+as a script with ``--serve-llm``): an LLM is always another process, so the baseline client
+and the platform both read its stream from another process's writes (a server in the
+reader's own event loop writes a whole stream before the reader runs, and the reader then
+gets it in a few 64 KiB reads: a baseline no real client sees), and the clients' CPU does
+not compete with the server's. It is scripted batch by batch over stdin/stdout.
+
 Also here: a direct SSE consumer (the baseline), a timed WebSocket turn, the platform's
 CPU time (``/proc/<pid>/stat``) and a reader of SQLite WAL commit frames (an exact,
 independent count of write transactions).
@@ -19,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
-import socket
 import statistics
 import struct
 import sys
@@ -36,7 +43,14 @@ import orjson
 import yaml
 from websockets.asyncio.client import ClientConnection, connect
 
+if __name__ == "__main__":  # run as the LLM server: the project root is not on sys.path
+    _ROOT = Path(__file__).resolve().parent.parent
+    sys.path[:] = [str(_ROOT), *(p for p in sys.path if Path(p or ".").resolve() != _ROOT)]
+
+from tests.scripted_llm import Reply, ScriptedLLM, Usage
+
 ENTRY_POINT = Path(sys.executable).with_name("mcp-platform")
+_THIS_FILE = Path(__file__).resolve()
 API_KEY_ENV = "BENCH_LLM_API_KEY"
 API_KEY = "sk-bench-0123456789abcdef"
 MODEL = "scripted/bench-model"
@@ -233,6 +247,13 @@ class PlatformProcess:
                 self._changed.clear()
                 await self._changed.wait()
 
+    async def wait_turn_finished(self, turn_id: str | None, *, after: int) -> None:
+        """Wait for the ``turn.finished`` event of ``turn_id`` (logged at INFO)."""
+        await self.wait_for(
+            lambda e: e.get("event") == "turn.finished" and e.get("turn_id") == turn_id,
+            after=after,
+        )
+
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far (10 ms resolution)."""
         fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
@@ -286,6 +307,108 @@ def _listening_port(pid: int) -> int | None:
     return None
 
 
+# -- the scripted LLM in a process of its own ------------------------------------------------
+
+ReplySpec = dict[str, Any]
+"""A reply as JSON: ``{"text": str, "chunks": int, "pace": float}`` (``Reply.text``) or
+``{"fast": int, "text": str}`` (``Reply.fast_stream``: that many chunks of ``text``)."""
+
+
+def _build_reply(spec: ReplySpec) -> Any:
+    if "fast" in spec:
+        chunks = int(spec["fast"])
+        return Reply.fast_stream(chunks, text=spec["text"], usage=Usage(20, chunks))
+    chunks = int(spec["chunks"])
+    return Reply.text(
+        spec["text"], chunks=chunks, pace=float(spec.get("pace", 0.0)), usage=Usage(20, chunks)
+    )
+
+
+async def _serve_llm() -> None:
+    """The server process: one JSON command per stdin line, one JSON answer per line."""
+    loop = asyncio.get_running_loop()
+    async with ScriptedLLM() as llm:
+        print(json.dumps({"base_url": llm.base_url}), flush=True)
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            command = json.loads(line)
+            if command["op"] == "script":
+                reply = _build_reply(command["reply"])
+                llm.script(*(reply for _ in range(command["n"])))
+            since = int(command.get("since", 0))
+            answer = {
+                "remaining": llm.remaining,
+                "unscripted": len(llm.unscripted),
+                "errors": [repr(e) for e in llm.errors],
+                "requests": len(llm.requests),
+                "connections": [r.connection_id for r in llm.requests[since:]],
+            }
+            print(json.dumps(answer), flush=True)
+
+
+class LLMServerProcess:
+    """The scripted LLM server (``tests/scripted_llm.py``) in a child process."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.base_url = ""
+        self._lock = asyncio.Lock()
+
+    @property
+    def completions_url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(_THIS_FILE),
+            "--serve-llm",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self.base_url = (await self._answer())["base_url"]
+
+    async def _answer(self) -> dict[str, Any]:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(30):
+            line = await self.proc.stdout.readline()
+        if not line:
+            raise BenchError(f"the scripted LLM server exited ({self.proc.returncode})")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    async def _command(self, command: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        async with self._lock:
+            self.proc.stdin.write(json.dumps(command).encode() + b"\n")
+            await self.proc.stdin.drain()
+            return await self._answer()
+
+    async def script(self, reply: ReplySpec, n: int) -> None:
+        """Queue ``n`` copies of ``reply``; the queue must have been empty."""
+        stats = await self._command({"op": "script", "reply": reply, "n": n})
+        if stats["remaining"] != n:
+            raise BenchError(f"{stats['remaining'] - n} scripted replies were not consumed")
+
+    async def stats(self, since: int = 0) -> dict[str, Any]:
+        """``remaining``, ``unscripted``, ``errors``, ``requests`` and the ``connections``
+        (ids) of the requests from index ``since`` on."""
+        return await self._command({"op": "stats", "since": since})
+
+    async def aclose(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            async with asyncio.timeout(10):
+                await self.proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+
+
 # -- the baseline: consuming the scripted server directly ------------------------------------
 
 
@@ -300,6 +423,8 @@ class StreamTiming:
     chars: int
     pieces: int
     """Content chunks (direct) or ``assistant_delta`` frames (platform)."""
+    sent: float = 0.0
+    """``perf_counter()`` when the request / user_message was sent."""
     turn_id: str | None = None
 
 
@@ -356,7 +481,7 @@ async def direct_stream(http: httpx.AsyncClient, url: str, text: str) -> StreamT
                     chars += len(content)
     if not chunks or not end:
         raise BenchError("the direct stream had no content or no [DONE]")
-    return StreamTiming(first - started, end - first, chars, chunks)
+    return StreamTiming(first - started, end - first, chars, chunks, started)
 
 
 # -- the platform's WebSocket clients ------------------------------------------------------
@@ -417,7 +542,9 @@ class WsClient:
                 f"unexpected answer: finish_reason={message['finish_reason']!r}, "
                 f"{chars} chars in {frames} deltas, expected {expected_chars} chars"
             )
-        return StreamTiming(first - started, now - first, chars, frames, message["turn_id"])
+        return StreamTiming(
+            first - started, now - first, chars, frames, started, message["turn_id"]
+        )
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -467,7 +594,5 @@ def wal_commits_between(before: WalMark, after: WalMark) -> int | None:
     return after.commits - before.commits
 
 
-def free_port_check() -> None:
-    """Fail early if loopback TCP is unusable (the benchmark needs nothing else)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+if __name__ == "__main__" and sys.argv[1:] == ["--serve-llm"]:
+    asyncio.run(_serve_llm())

@@ -68,7 +68,9 @@ import httpx  # noqa: E402 - after the sys.path fix above
 
 from benchmarks._harness import (  # noqa: E402
     BenchError,
+    LLMServerProcess,
     PlatformProcess,
+    ReplySpec,
     StreamTiming,
     WsClient,
     direct_client,
@@ -79,7 +81,6 @@ from benchmarks._harness import (  # noqa: E402
     wal_commits_between,
     wal_mark,
 )
-from tests.scripted_llm import Reply, ScriptedLLM, Usage  # noqa: E402
 
 SHORT_ANSWER = "Sure. Here is a short answer of about sixty characters, done."
 SHORT_CHUNKS = 8
@@ -130,18 +131,12 @@ class RunFigures:
     """Distinct HTTP connections the platform used for one round of 50 LLM requests."""
 
 
-def _short_reply() -> Any:
-    return Reply.text(SHORT_ANSWER, chunks=SHORT_CHUNKS, usage=Usage(20, SHORT_CHUNKS))
+SHORT_REPLY: ReplySpec = {"text": SHORT_ANSWER, "chunks": SHORT_CHUNKS}
+PACED_REPLY: ReplySpec = {"text": SHORT_ANSWER, "chunks": SHORT_CHUNKS, "pace": STAGGER_PACE}
 
 
-def _paced_reply() -> Any:
-    return Reply.text(
-        SHORT_ANSWER, chunks=SHORT_CHUNKS, usage=Usage(20, SHORT_CHUNKS), pace=STAGGER_PACE
-    )
-
-
-def _long_reply(chunks: int) -> Callable[[], Any]:
-    return lambda: Reply.fast_stream(chunks, text=CHUNK_TEXT, usage=Usage(20, chunks))
+def _long_reply(chunks: int) -> ReplySpec:
+    return {"fast": chunks, "text": CHUNK_TEXT}
 
 
 def _ratio(figures: RunFigures) -> float:
@@ -159,7 +154,7 @@ async def _after(delay: float, work: Awaitable[StreamTiming]) -> StreamTiming:
 
 
 class Bench:
-    def __init__(self, plan: Plan, llm: ScriptedLLM, workdir: Path) -> None:
+    def __init__(self, plan: Plan, llm: LLMServerProcess, workdir: Path) -> None:
         self.plan = plan
         self.llm = llm
         self.workdir = workdir
@@ -167,16 +162,12 @@ class Bench:
         self.clients: list[WsClient] = []
         self.http: list[httpx.AsyncClient] = []
 
-    def _script(self, replies: list[Any]) -> None:
-        if self.llm.remaining:
-            raise BenchError(f"{self.llm.remaining} scripted replies were not consumed")
-        self.llm.script(*replies)
-
-    def _check_consumed(self) -> None:
-        if self.llm.remaining or self.llm.unscripted or self.llm.errors:
+    async def _check_consumed(self) -> None:
+        stats = await self.llm.stats()
+        if stats["remaining"] or stats["unscripted"] or stats["errors"]:
             raise BenchError(
-                f"scripted LLM: {self.llm.remaining} replies left, "
-                f"{len(self.llm.unscripted)} unscripted requests, errors {self.llm.errors}"
+                f"scripted LLM: {stats['remaining']} replies left, "
+                f"{stats['unscripted']} unscripted requests, errors {stats['errors']}"
             )
 
     async def start_platform(self, name: str, **config: Any) -> PlatformProcess:
@@ -190,13 +181,29 @@ class Bench:
         self.clients.extend(clients)
         return clients
 
+    async def cleanup(self, problems: list[str]) -> None:
+        """Close every client, stop every process (platform and LLM server)."""
+        for client in self.clients:
+            await client.close()
+        for http in self.http:
+            await http.aclose()
+        for process in self.processes:
+            code = await process.stop()
+            if code not in (0, None):
+                problems.append(f"{process.config_dir.name}: exit code {code}")
+            problems += [
+                f"{process.config_dir.name}: {e.get('level')} {e.get('event')}"
+                for e in process.problems()
+            ]
+        await self.llm.aclose()
+
     # -- one batch of answers, direct or through the platform --------------------------------
 
     async def direct_batch(
-        self, n: int, reply: Callable[[], Any], offsets: list[float] | None = None
+        self, n: int, reply: ReplySpec, offsets: list[float] | None = None
     ) -> list[StreamTiming]:
         """``n`` streams at once (or at ``offsets`` seconds), one warm client each."""
-        self._script([reply() for _ in range(n)])
+        await self.llm.script(reply, n)
         url = self.llm.completions_url
         delays = offsets or [0.0] * n
         timings = await asyncio.gather(
@@ -207,18 +214,18 @@ class Bench:
                 for http, delay in zip(self.http[:n], delays, strict=True)
             )
         )
-        self._check_consumed()
+        await self._check_consumed()
         return list(timings)
 
     async def platform_batch(
         self,
         clients: list[WsClient],
-        reply: Callable[[], Any],
+        reply: ReplySpec,
         expected_chars: int,
         offsets: list[float] | None = None,
     ) -> list[StreamTiming]:
         """One turn per client, at once (or at ``offsets`` seconds)."""
-        self._script([reply() for _ in clients])
+        await self.llm.script(reply, len(clients))
         delays = offsets or [0.0] * len(clients)
         timings = await asyncio.gather(
             *(
@@ -228,7 +235,7 @@ class Bench:
                 for c, delay in zip(clients, delays, strict=True)
             )
         )
-        self._check_consumed()
+        await self._check_consumed()
         return list(timings)
 
     # -- parts 1-3 ----------------------------------------------------------------------------
@@ -245,11 +252,11 @@ class Bench:
 
         # 1 conversation: sequential short turns.
         for _ in range(plan.turns_1):
-            [t] = await self.direct_batch(1, _short_reply)
+            [t] = await self.direct_batch(1, SHORT_REPLY)
             figures.direct_ttft_1.append(_ms(t.ttft))
         cpu = process.cpu_seconds()
         for _ in range(plan.turns_1):
-            [t] = await self.platform_batch([one], _short_reply, short_chars)
+            [t] = await self.platform_batch([one], SHORT_REPLY, short_chars)
             figures.platform_ttft_1.append(_ms(t.ttft))
         figures.cpu_per_turn_ms_1 = (process.cpu_seconds() - cpu) / plan.turns_1 * 1000
 
@@ -267,16 +274,17 @@ class Bench:
 
         # 50 conversations, all at once.
         for _ in range(plan.rounds_50):
-            timings = await self.direct_batch(CONCURRENT, _short_reply)
+            timings = await self.direct_batch(CONCURRENT, SHORT_REPLY)
             figures.direct_ttft_50 += [_ms(t.ttft) for t in timings]
         cpu = process.cpu_seconds()
         for _ in range(plan.rounds_50):
-            first_request = len(self.llm.requests)
-            started = time.perf_counter()
-            timings = await self.platform_batch(many, _short_reply, short_chars)
-            figures.round_ms_50.append(_ms(time.perf_counter() - started))
+            first_request = (await self.llm.stats())["requests"]
+            timings = await self.platform_batch(many, SHORT_REPLY, short_chars)
+            # The round's wall time: the first user_message sent to the last answer received.
+            t0 = min(t.sent for t in timings)
+            figures.round_ms_50.append(_ms(max(t.sent + t.ttft + t.relay for t in timings) - t0))
             figures.platform_ttft_50 += [_ms(t.ttft) for t in timings]
-            used = {r.connection_id for r in self.llm.requests[first_request:]}
+            used = set((await self.llm.stats(first_request))["connections"])
             figures.llm_connections_50.append(len(used))
         turns = plan.rounds_50 * CONCURRENT
         figures.cpu_per_turn_ms_50 = (process.cpu_seconds() - cpu) / turns * 1000
@@ -285,9 +293,9 @@ class Bench:
         rng = random.Random(run)
         for _ in range(plan.stagger_rounds):
             offsets = [rng.uniform(0, STAGGER_WINDOW) for _ in many]
-            timings = await self.direct_batch(CONCURRENT, _paced_reply, offsets)
+            timings = await self.direct_batch(CONCURRENT, PACED_REPLY, offsets)
             figures.direct_ttft_stagger += [_ms(t.ttft) for t in timings]
-            timings = await self.platform_batch(many, _paced_reply, short_chars, offsets)
+            timings = await self.platform_batch(many, PACED_REPLY, short_chars, offsets)
             figures.platform_ttft_stagger += [_ms(t.ttft) for t in timings]
         return figures
 
@@ -299,15 +307,15 @@ class Bench:
         one = (await self.open_clients(process, 1))[0]
         many = await self.open_clients(process, CONCURRENT)
         # Warm-up (untimed): connections on every hop, code paths, the SQLite file.
-        await self.direct_batch(CONCURRENT, _short_reply)
+        await self.direct_batch(CONCURRENT, SHORT_REPLY)
         await self.direct_batch(1, _long_reply(plan.chunks))
         for client in [one, *many]:
             await client.new_conversation()
         for _ in range(3):
-            await self.platform_batch([one], _short_reply, len(SHORT_ANSWER))
+            await self.platform_batch([one], SHORT_REPLY, len(SHORT_ANSWER))
         await self.platform_batch([one], _long_reply(plan.chunks), plan.chunks * len(CHUNK_TEXT))
         for _ in range(2):
-            await self.platform_batch(many, _short_reply, len(SHORT_ANSWER))
+            await self.platform_batch(many, SHORT_REPLY, len(SHORT_ANSWER))
         results = []
         for run in range(plan.runs):
             figures = await self.run_once(run, process, one, many)
@@ -332,17 +340,14 @@ class Bench:
         client = (await self.open_clients(process, 1))[0]
         await client.new_conversation()
         long_chars = plan.chunks * len(CHUNK_TEXT)
-        answers = [(_short_reply, len(SHORT_ANSWER))] * plan.write_answers
+        answers = [(SHORT_REPLY, len(SHORT_ANSWER))] * plan.write_answers
         answers += [(_long_reply(plan.chunks), long_chars)] * plan.write_answers
         counts = []
         for reply, chars in answers:
             mark = len(process.events)
             before = wal_mark(process.db_path)
             [t] = await self.platform_batch([client], reply, chars)
-            finished = {"event": "turn.finished", "turn_id": t.turn_id}
-            await process.wait_for(
-                lambda e: all(e.get(k) == v for k, v in finished.items()), after=mark
-            )
+            await process.wait_turn_finished(t.turn_id, after=mark)
             after = wal_mark(process.db_path)
             flushed = [
                 e
@@ -536,32 +541,23 @@ def report(plan: Plan, results: list[RunFigures], writes: list[WriteCount]) -> N
 
 async def bench(plan: Plan) -> None:
     with tempfile.TemporaryDirectory(prefix="chat-path-bench-") as tmp:
-        async with ScriptedLLM() as llm:
-            runner = Bench(plan, llm, Path(tmp))
-            try:
-                print("Relay runs (platform at WARNING, persist_deltas off):", flush=True)
-                results = await runner.relay()
-                writes = []
-                for setting in (True, False):
-                    state = "on" if setting else "off"
-                    print(f"Write counts (platform at DEBUG, persist_deltas {state})", flush=True)
-                    writes += await runner.writes(setting)
-            finally:
-                for client in runner.clients:
-                    await client.close()
-                for http in runner.http:
-                    await http.aclose()
-                problems = []
-                for process in runner.processes:
-                    code = await process.stop()
-                    if code not in (0, None):
-                        problems.append(f"{process.config_dir.name}: exit code {code}")
-                    problems += [
-                        f"{process.config_dir.name}: {e.get('level')} {e.get('event')}"
-                        for e in process.problems()
-                    ]
-                if problems:
-                    print("Platform warnings/errors:", *problems[:20], sep="\n  ")
+        llm = LLMServerProcess()
+        runner = Bench(plan, llm, Path(tmp))
+        problems: list[str] = []
+        try:
+            await llm.start()
+            print("Relay runs (platform at WARNING, persist_deltas off):", flush=True)
+            results = await runner.relay()
+            writes = []
+            for setting in (True, False):
+                state = "on" if setting else "off"
+                print(f"Write counts (platform at DEBUG, persist_deltas {state})", flush=True)
+                writes += await runner.writes(setting)
+        finally:
+            # Shielded, so a Ctrl-C (which cancels this task) still stops every process.
+            await asyncio.shield(runner.cleanup(problems))
+        if problems:
+            print("Platform warnings/errors:", *problems[:20], sep="\n  ")
         report(plan, results, writes)
 
 
