@@ -202,9 +202,7 @@ class _Connection:
 
 def _history_message(message: StoredMessage) -> HistoryMessage:
     # The frame is the stored message minus what only the platform needs.
-    return HistoryMessage.model_validate(
-        message.model_dump(exclude={"conversation_id", "turn_id"})
-    )
+    return HistoryMessage.model_validate(message.model_dump(exclude={"conversation_id", "turn_id"}))
 
 
 def _session_entry(summary: SessionSummary) -> SessionEntry:
