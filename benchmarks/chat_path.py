@@ -1,31 +1,44 @@
 """The chat path end to end: what the platform adds to an LLM's streamed answer.
 
 Run with ``uv run python benchmarks/chat_path.py`` (``--runs 5``, ``--chunks 2000``,
-``--quick`` for a ~30 s smoke run). Not a test: pytest does not collect ``benchmarks/``.
+``--quick`` for a ~30 s smoke run, ``--profile FILE`` to run the relay platform under
+cProfile). Not a test: pytest does not collect ``benchmarks/``. Default run: ~1.5 min on
+2 cores. The exit status says only whether it could measure; the table says which goals
+are met.
 
-What runs where (everything on 127.0.0.1):
+What runs where (everything on 127.0.0.1; every child is stopped on exit, Ctrl-C or SIGTERM):
 
-* this process: the scripted LLM (``tests/scripted_llm.py``, a real OpenAI-compatible HTTP
-  server), the baseline's httpx client and the platform's WebSocket clients, on one loop;
-* the real ``mcp-platform`` process, started once per configuration with a temporary config
-  directory (provider ``base_url`` = the scripted server, an API key in its environment,
-  port 0, JSON logs at WARNING so logging does not dominate; retention pushed out of the way).
+* the scripted LLM (``tests/scripted_llm.py``, a real OpenAI-compatible HTTP server) in a
+  process of its own, scripted one reply per expected request (see ``_harness.py`` for why
+  it is not in this process);
+* this process: the baseline's httpx clients and the platform's WebSocket clients;
+* the real ``mcp-platform``, started once per configuration with a temporary config
+  directory (provider ``base_url`` = the scripted server, its API key in the environment,
+  port 0 found from ``/proc``, retention pushed out of the way), JSON logs at WARNING for
+  the relay runs so logging does not dominate.
 
 Measured in every run, the baseline right before the platform, with the same replies:
 
-1. **Baseline (direct)**: an ``httpx.AsyncClient(trust_env=False)`` posts the request the
+1. **Baseline (direct)**: ``httpx.AsyncClient(trust_env=False)`` posts the request the
    platform would send and consumes the SSE stream (``data:`` lines, orjson, counting
-   content chunks). TTFT = request sent → first content chunk.
-2. **Through the platform**: a WebSocket client sends ``user_message``. TTFT = frame sent →
+   content chunks). TTFT = request sent -> first content chunk. One warm client per
+   concurrent stream (one shared client serialises simultaneous requests, see
+   :func:`benchmarks._harness.direct_client`).
+2. **Through the platform**: a WebSocket client sends ``user_message``. TTFT = frame sent ->
    first ``assistant_delta`` frame. Added TTFT = platform percentile - direct percentile of
    the same run (the two cannot be paired turn by turn).
-3. TTFT with **1 conversation** (sequential turns, a 62-character answer in 8 chunks) and
-   with **50 conversations** at once (50 clients, each in its own conversation after
-   ``clear_history``; rounds of 50 simultaneous ``user_message``; the baseline: 50
-   simultaneous streams). Each run starts new conversations, so history stays short.
-   **Throughput**: one answer of ``--chunks`` chunks of 4 characters
-   (``Reply.fast_stream``: as fast as the server can write, one event per write); rate =
+3. TTFT with **1 conversation** (sequential turns, a 61-character answer in 8 chunks) and
+   with **50 conversations sending at once** (50 clients, each in its own conversation
+   after ``clear_history``; rounds of 50 simultaneous ``user_message``; the baseline: 50
+   simultaneous streams). Every run starts new conversations, so a run's history grows to
+   2 x its turns messages. Extra, with no goal: the 50 turns start spread over 1 s and the
+   answers are paced (25 ms per event), a busy but not saturated platform.
+   **Throughput**: answers of ``--chunks`` chunks of 4 characters (``Reply.fast_stream``:
+   as fast as the server writes, one SSE event per write and HTTP chunk); rate =
    characters from the first content to the end (``[DONE]`` / ``assistant_message``).
+   Also shown: the platform's CPU time (``/proc``) per turn and per relayed chunk, the
+   ``assistant_delta`` frames per answer (coalescing) and how many HTTP connections the
+   platform used for a round of 50 LLM requests (1 = they never overlapped).
 4. **SQLite write transactions per answer** (two more processes, logging at DEBUG,
    ``persist_deltas`` on then off, ``min_chars`` 1024, ``interval_ms`` 200): a turn commits
    the user message (AppendMessage), inserts the assistant row (AppendMessage,
@@ -49,12 +62,14 @@ import asyncio
 import dataclasses
 import math
 import platform
+import pstats
 import random
+import signal
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,24 +169,34 @@ async def _after(delay: float, work: Awaitable[StreamTiming]) -> StreamTiming:
 
 
 class Bench:
-    def __init__(self, plan: Plan, llm: LLMServerProcess, workdir: Path) -> None:
+    def __init__(
+        self, plan: Plan, llm: LLMServerProcess, workdir: Path, profile: Path | None = None
+    ) -> None:
         self.plan = plan
+        self.profile = profile
         self.llm = llm
         self.workdir = workdir
         self.processes: list[PlatformProcess] = []
         self.clients: list[WsClient] = []
         self.http: list[httpx.AsyncClient] = []
+        self.last_connections: set[int] = set()
+        """HTTP connections the LLM server saw requests on in the last batch."""
 
     async def _check_consumed(self) -> None:
+        """Every scripted reply was asked for, no other request came, the server is fine."""
         stats = await self.llm.stats()
+        self.last_connections = set(stats["connections"])
         if stats["remaining"] or stats["unscripted"] or stats["errors"]:
             raise BenchError(
                 f"scripted LLM: {stats['remaining']} replies left, "
                 f"{stats['unscripted']} unscripted requests, errors {stats['errors']}"
             )
 
-    async def start_platform(self, name: str, **config: Any) -> PlatformProcess:
-        process = PlatformProcess(self.workdir / name, platform_config(self.llm.base_url, **config))
+    async def start_platform(
+        self, name: str, *, command: Sequence[str] = (), **config: Any
+    ) -> PlatformProcess:
+        settings = platform_config(self.llm.base_url, **config)
+        process = PlatformProcess(self.workdir / name, settings, command=command)
         self.processes.append(process)
         await process.start()
         return process
@@ -278,14 +303,12 @@ class Bench:
             figures.direct_ttft_50 += [_ms(t.ttft) for t in timings]
         cpu = process.cpu_seconds()
         for _ in range(plan.rounds_50):
-            first_request = (await self.llm.stats())["requests"]
             timings = await self.platform_batch(many, SHORT_REPLY, short_chars)
             # The round's wall time: the first user_message sent to the last answer received.
             t0 = min(t.sent for t in timings)
             figures.round_ms_50.append(_ms(max(t.sent + t.ttft + t.relay for t in timings) - t0))
             figures.platform_ttft_50 += [_ms(t.ttft) for t in timings]
-            used = set((await self.llm.stats(first_request))["connections"])
-            figures.llm_connections_50.append(len(used))
+            figures.llm_connections_50.append(len(self.last_connections))
         turns = plan.rounds_50 * CONCURRENT
         figures.cpu_per_turn_ms_50 = (process.cpu_seconds() - cpu) / turns * 1000
 
@@ -302,7 +325,12 @@ class Bench:
     async def relay(self) -> list[RunFigures]:
         """Parts 1-3: one platform process (WARNING, persist_deltas off), ``runs`` runs."""
         plan = self.plan
-        process = await self.start_platform("relay", level="WARNING", persist_deltas=False)
+        command = []
+        if self.profile is not None:
+            command = [sys.executable, "-m", "cProfile", "-o", str(self.profile)]
+        process = await self.start_platform(
+            "relay", command=command, level="WARNING", persist_deltas=False
+        )
         self.http = [direct_client() for _ in range(CONCURRENT)]
         one = (await self.open_clients(process, 1))[0]
         many = await self.open_clients(process, CONCURRENT)
@@ -539,10 +567,14 @@ def report(plan: Plan, results: list[RunFigures], writes: list[WriteCount]) -> N
     )
 
 
-async def bench(plan: Plan) -> None:
+async def bench(plan: Plan, profile: Path | None) -> None:
+    # SIGTERM (and SIGINT, through asyncio.run) cancel this task: the finally stops everything.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     with tempfile.TemporaryDirectory(prefix="chat-path-bench-") as tmp:
         llm = LLMServerProcess()
-        runner = Bench(plan, llm, Path(tmp))
+        runner = Bench(plan, llm, Path(tmp), profile)
         problems: list[str] = []
         try:
             await llm.start()
@@ -559,6 +591,11 @@ async def bench(plan: Plan) -> None:
         if problems:
             print("Platform warnings/errors:", *problems[:20], sep="\n  ")
         report(plan, results, writes)
+    if profile is not None:
+        print(f"\ncProfile of the relayed runs' platform process: {profile} (the figures above")
+        print(f"are slowed by the profiler). Read it with: uv run python -m pstats {profile}")
+        stats = pstats.Stats(str(profile))
+        stats.sort_stats("cumulative").print_stats(r"actors/|bus/|httpx/_client", 25)
 
 
 def main() -> None:
@@ -566,6 +603,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=None, help="repetitions (default 5; quick 2)")
     parser.add_argument("--chunks", type=int, default=None, help="chunks of the long answer (2000)")
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="run the relay platform under cProfile and write its stats to FILE",
+    )
     args = parser.parse_args()
     if args.quick:
         plan = Plan(runs=2, chunks=1000, turns_1=20, rounds_50=5, stagger_rounds=1, write_answers=1)
@@ -584,9 +627,11 @@ def main() -> None:
         flush=True,
     )
     started = time.perf_counter()
+    # A shell starts background jobs with SIGINT ignored; a Ctrl-C must still stop the run.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        asyncio.run(bench(plan))
-    except KeyboardInterrupt:
+        asyncio.run(bench(plan, args.profile.resolve() if args.profile else None))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted; every process and server was stopped", file=sys.stderr)
         sys.exit(130)
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
