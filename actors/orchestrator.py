@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -58,6 +59,9 @@ __all__ = ["OrchestratorActor", "history_to_openai"]
 
 COMPLETION_TIMEOUT = 600.0
 """Seconds a completion may take in all (the LLMActor's own timeouts end it sooner)."""
+HISTORY_CACHE_CONVERSATIONS = 256
+"""Conversations whose history stays in memory (LRU); 256 x 1000 short messages is tens
+of MiB at worst, and a conversation that falls out is simply read again."""
 STOP_GRACE = 2.0
 """Seconds running turns get at shutdown to store their partial answers as cancelled."""
 
@@ -139,6 +143,8 @@ class OrchestratorActor(Actor):
         self._snapshot: ConfigSnapshot | None = None
         self._turns: dict[str, _Turn] = {}
         """Running turns by conversation id."""
+        self._history: OrderedDict[str, list[StoredMessage]] = OrderedDict()
+        """Stored messages of recently active conversations (LRU)."""
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -223,6 +229,7 @@ class OrchestratorActor(Actor):
             except RequestError as exc:
                 reply.fail(exc)
                 return
+            self._remember(user)
             reply.resolve(TurnStarted(turn_id=turn.turn_id, user_message_id=user.id))
             self.log.info(
                 "turn.started",
@@ -255,12 +262,7 @@ class OrchestratorActor(Actor):
     async def _converse(self, turn: _Turn) -> TurnFinished:
         """Context → LLM → (tools → LLM)… until an answer, a limit, a cancel or an error."""
         config = self.snapshot.config
-        history: tuple[StoredMessage, ...] = await self.request(
-            LoadHistory(
-                conversation_id=turn.conversation_id,
-                limit=config.chat.storage.persistence.retention.max_messages,
-            )
-        )
+        history = await self._history_of(turn.conversation_id)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": config.chat.service.system_prompt},
             *history_to_openai(history),
@@ -358,7 +360,7 @@ class OrchestratorActor(Actor):
                 }
             )
             for call, output in zip(calls, await self._run_tools(turn, calls), strict=True):
-                await self.request(
+                tool_message: StoredMessage = await self.request(
                     AppendMessage(
                         conversation_id=turn.conversation_id,
                         role="tool",
@@ -368,11 +370,43 @@ class OrchestratorActor(Actor):
                         turn_id=turn.turn_id,
                     )
                 )
+                self._remember(tool_message)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
             if turn.cancelled:
                 return self._finished(
                     turn, result.content, result.thinking, usage, result.model, "cancelled"
                 )
+
+    # -- the history cache -----------------------------------------------------------------
+
+    async def _history_of(self, conversation_id: str) -> list[StoredMessage]:
+        """The conversation's stored messages, loaded once and then kept in step.
+
+        Every message of a conversation is written through this actor, so after the first
+        load the cache only needs appending: a turn then costs no history read (a
+        LoadHistory costs ~14 µs per message, 13 ms at 375 messages:
+        ``benchmarks/chat_path.py``).
+        """
+        limit = self.snapshot.config.chat.storage.persistence.retention.max_messages
+        cached = self._history.get(conversation_id)
+        if cached is None:
+            loaded: tuple[StoredMessage, ...] = await self.request(
+                LoadHistory(conversation_id=conversation_id, limit=limit)
+            )
+            cached = list(loaded)
+            self._history[conversation_id] = cached
+            while len(self._history) > HISTORY_CACHE_CONVERSATIONS:
+                self._history.popitem(last=False)
+        self._history.move_to_end(conversation_id)
+        if len(cached) > limit:
+            del cached[: len(cached) - limit]
+        return list(cached)
+
+    def _remember(self, message: StoredMessage) -> None:
+        """Append a message just stored to its conversation's cached history, if cached."""
+        cached = self._history.get(message.conversation_id)
+        if cached is not None:
+            cached.append(message)
 
     def _tool_definitions(self) -> list[dict[str, Any]]:
         """The tools offered to the model (filled by the MCP issue; none yet)."""
@@ -396,7 +430,7 @@ class OrchestratorActor(Actor):
         status: MessageStatus,
         finish_reason: str | None,
     ) -> None:
-        await self.request(
+        stored: StoredMessage = await self.request(
             FinishMessage(
                 message_id=row.id,
                 content=content,
@@ -408,6 +442,7 @@ class OrchestratorActor(Actor):
                 finish_reason=finish_reason,
             )
         )
+        self._remember(stored)
 
     def _finished(
         self,
