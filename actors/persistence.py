@@ -153,6 +153,25 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Crash recovery at start: only the rows still streaming (a handful at most).
         "CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming'",
     ),
+    # Version 2: a message stored or finished touches its conversation in the same
+    # statement, so the two writes on the path to the first token (the user message, the
+    # streaming row) and the final one are each ONE statement: one thread hop of
+    # aiosqlite (~0.2 ms) instead of BEGIN + UPDATE + INSERT + COMMIT (~0.9 ms).
+    (
+        """
+        CREATE TRIGGER messages_touch_on_insert AFTER INSERT ON messages BEGIN
+            UPDATE conversations SET updated_at = NEW.updated_at
+            WHERE id = NEW.conversation_id;
+        END
+        """,
+        """
+        CREATE TRIGGER messages_touch_on_finish AFTER UPDATE OF status ON messages
+        WHEN NEW.status <> OLD.status BEGIN
+            UPDATE conversations SET updated_at = NEW.updated_at
+            WHERE id = NEW.conversation_id;
+        END
+        """,
+    ),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` (``PRAGMA user_version``). Append a step to change the schema; never edit one."""
@@ -178,7 +197,6 @@ _SELECT_LATEST_UNSAVED = (
     "SELECT id, owner, name, saved FROM conversations WHERE owner = ? AND saved = 0 "
     "ORDER BY updated_at DESC, rowid DESC LIMIT 1"
 )
-_TOUCH_CONVERSATION = "UPDATE conversations SET updated_at = ? WHERE id = ?"
 _INSERT_MESSAGE = (
     "INSERT INTO messages (conversation_id, role, content, thinking, tool_calls, "
     "tool_call_id, name, usage, model, status, turn_id, finish_reason, created_at, "
@@ -672,6 +690,40 @@ class PersistenceActor(Actor):
             # connection in run() rolls the open transaction back.
         self.write_transactions += 1
 
+    @asynccontextmanager
+    async def _write_statement(
+        self, action: str, conversation_id: str | None
+    ) -> AsyncIterator[aiosqlite.Connection]:
+        """A write of exactly ONE statement in autocommit mode: its own transaction,
+        durable when it returns, in one thread hop (see migration 2).
+
+        Args:
+            action: What is being written, for the error message.
+            conversation_id: The conversation a foreign-key failure is about.
+
+        Raises:
+            SessionNotFound: The statement's conversation does not exist.
+            StorageFull: As for :meth:`_write`.
+        """
+        db = self._connection
+        async with self._write_lock:
+            try:
+                yield db
+            except sqlite3.IntegrityError as exc:
+                if conversation_id is not None and "FOREIGN KEY" in str(exc).upper():
+                    raise SessionNotFound(f"no conversation {conversation_id!r}") from exc
+                raise
+            except sqlite3.Error as exc:
+                problem = _storage_failure(exc)
+                if problem is None:
+                    raise
+                where = self._db_path or "the in-memory database"
+                raise StorageFull(
+                    f"cannot {action}: the storage of {where} is {problem} ({exc}); "
+                    "nothing was written, stored messages are intact"
+                ) from exc
+        self.write_transactions += 1
+
     @staticmethod
     async def _rollback(db: aiosqlite.Connection) -> None:
         # SQLite may have rolled back already (it does for SQLITE_FULL), or BEGIN failed.
@@ -787,10 +839,9 @@ class PersistenceActor(Actor):
                 "only an assistant message with a turn_id can be stored as streaming"
             )
         now = self._clock()
-        async with self._write("store the message") as db:
-            async with db.execute(_TOUCH_CONVERSATION, (now, message.conversation_id)) as cursor:
-                if not cursor.rowcount:
-                    raise SessionNotFound(f"no conversation {message.conversation_id!r}")
+        # One statement, its own transaction (autocommit): the insert trigger touches the
+        # conversation, the foreign key refuses an unknown one.
+        async with self._write_statement("store the message", message.conversation_id) as db:
             inserted = await db.execute_insert(
                 _INSERT_MESSAGE,
                 (
@@ -840,7 +891,8 @@ class PersistenceActor(Actor):
         if thinking is None and stream is not None:
             thinking = stream.thinking_text()
         now = self._clock()
-        async with self._write("store the answer") as db:
+        # One statement (the status trigger touches the conversation).
+        async with self._write_statement("store the answer", None) as db:
             rows = list(
                 await db.execute_fetchall(
                     _FINISH_MESSAGE,
@@ -857,11 +909,10 @@ class PersistenceActor(Actor):
                     ),
                 )
             )
-            if not rows:
-                raise SessionNotFound(
-                    f"no message {message.message_id} (its conversation was deleted?)"
-                )
-            await db.execute(_TOUCH_CONVERSATION, (now, rows[0]["conversation_id"]))
+        if not rows:
+            raise SessionNotFound(
+                f"no message {message.message_id} (its conversation was deleted?)"
+            )
         if stream is not None:
             self._forget_streams([stream])
         return _stored_message(rows[0])

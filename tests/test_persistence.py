@@ -325,6 +325,27 @@ async def test_user_message_is_durable_when_answered(start: Starter) -> None:
     assert h.writes == before + 1
 
 
+async def test_storing_and_finishing_touch_the_conversation_in_the_same_statement(
+    start: Starter,
+) -> None:
+    # Migration 2's triggers: one statement per hot-path write, and updated_at follows.
+    h = await start()
+    cid = await _conversation(h)
+    user = await h.ask(AppendMessage(conversation_id=cid, role="user", content="q"))
+    [(touched,)] = h.query("SELECT updated_at FROM conversations WHERE id = ?", (cid,))
+    assert touched == user.created_at
+    row = await _start_answer(h, cid, "t-1")
+    before = h.writes
+    await h.ask(FinishMessage(message_id=row.id, content="a"))
+    assert h.writes == before + 1
+    [(finished_at,)] = h.query("SELECT updated_at FROM messages WHERE id = ?", (row.id,))
+    [(touched,)] = h.query("SELECT updated_at FROM conversations WHERE id = ?", (cid,))
+    assert touched == finished_at
+    with pytest.raises(RequestFailed) as unknown:
+        await h.ask(AppendMessage(conversation_id="c-nope", role="user", content="x"))
+    assert isinstance(_failure(unknown), SessionNotFound)
+
+
 async def test_open_conversation_semantics(start: Starter) -> None:
     h = await start()
     clock_first = await h.ask(OpenConversation(owner="alice"))
