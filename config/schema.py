@@ -355,6 +355,15 @@ class ServerEntry(_Section):
     headers: dict[str, str] = {}
     transport: Literal["stdio", "streamable_http", "http", "sse"] | None = None
     """Defaults to ``stdio`` with ``command``, ``streamable_http`` with ``url``."""
+    inherit_env: bool = False
+    """stdio: pass the platform's whole environment (API keys included) instead of the
+    minimal set plus locale, proxy and CA variables (``actors/mcp_client.py``)."""
+    include_tools: list[str] | None = None
+    """Only these tools (exact names or shell-style globs such as ``get_*``)."""
+    exclude_tools: list[str] = []
+    """Never these tools (applied after ``include_tools``)."""
+    timeout: float | None = Field(None, gt=0)
+    """Seconds a tool call may run without progress (default ``settings.defaultTimeout``)."""
 
     @model_validator(mode="after")
     def _command_or_url(self) -> ServerEntry:
