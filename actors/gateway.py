@@ -52,6 +52,8 @@ from actors.protocol import (
     ListSessionsFrame,
     LoadSessionFrame,
     SaveSessionFrame,
+    ServerInfo,
+    ServerStatusFrame,
     SessionClearedFrame,
     SessionDeletedFrame,
     SessionEntry,
@@ -60,6 +62,8 @@ from actors.protocol import (
     SessionsFrame,
     ThinkingDeltaFrame,
     ToolApprovalResponseFrame,
+    ToolExecutionFrame,
+    ToolInfo,
     UsageInfo,
     UserMessageFrame,
     dump_frame,
@@ -78,9 +82,12 @@ from bus.messages import (
     ListSessions,
     OpenConversation,
     SaveSession,
+    ServerStateChanged,
     SessionSummary,
     StartTurn,
     StoredMessage,
+    ToolExecutionEvent,
+    ToolProgress,
     TurnFinished,
     TurnStarted,
 )
@@ -240,6 +247,9 @@ class GatewayActor(Actor):
         ConfigChanged,
         AssistantDelta,
         TurnFinished,
+        ServerStateChanged,
+        ToolExecutionEvent,
+        ToolProgress,
     )
 
     def __init__(self, health: HealthSource) -> None:
@@ -253,6 +263,8 @@ class GatewayActor(Actor):
         self._running: dict[str, str] = {}
         """Turn id running per conversation, as far as the gateway has seen."""
         self._ids = itertools.count(1)
+        self._servers: dict[str, ServerStateChanged] = {}
+        """The last state of each MCP server (for session_info)."""
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -312,6 +324,34 @@ class GatewayActor(Actor):
                     conn.send_delta(turn_id, kind, text)
             case TurnFinished():
                 self._turn_finished(message)
+            case ToolExecutionEvent():
+                frame = ToolExecutionFrame(
+                    **message.model_dump(exclude={"conversation_id"}, exclude_none=True)
+                )
+                for conn in self._by_conversation.get(message.conversation_id, ()):
+                    conn.send_frame(frame)
+            case ToolProgress():
+                progress = ToolExecutionFrame(
+                    turn_id=message.turn_id,
+                    call_id=message.call_id,
+                    tool_name=message.tool,
+                    server=message.server,
+                    status="progress",
+                    progress=message.progress,
+                    total=message.total,
+                    message=message.message,
+                )
+                for conn in self._by_conversation.get(message.conversation_id, ()):
+                    conn.send_frame(progress)
+            case ServerStateChanged(server=server, status=status, error_message=error):
+                previous = self._servers.get(server)
+                self._servers[server] = message
+                if previous is None or previous.status != status:
+                    status_frame = ServerStatusFrame(
+                        server=server, status=status, error_message=error
+                    )
+                    for conn in self._connections:
+                        conn.send_frame(status_frame)
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 self._snapshot = snapshot
                 if any(k in ("chat.websocket.host", "chat.websocket.port") for k in keys):
@@ -532,6 +572,15 @@ class GatewayActor(Actor):
             name=state.name,
             saved=state.saved,
             messages=[_history_message(m) for m in state.messages],
+            tools=[
+                ToolInfo(name=spec.model_name, server=spec.server, description=spec.description)
+                for server in self._servers.values()
+                for spec in server.tools
+            ],
+            servers=[
+                ServerInfo(name=s.server, status=s.status, error_message=s.error_message)
+                for s in self._servers.values()
+            ],
             model=llm.providers[llm.active].model,
             turn_in_progress=state.conversation_id in self._running,
         )

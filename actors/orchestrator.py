@@ -24,8 +24,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import orjson
 from pydantic import BaseModel
 
+from actors.tool_schemas import unique_model_names
+from actors.tools import tool_actor_name
 from bus.actor import Actor, Reply
 from bus.errors import (
     ChatError,
@@ -36,6 +39,7 @@ from bus.errors import (
 )
 from bus.messages import (
     AppendMessage,
+    CallTool,
     CancelCompletion,
     CancelTurn,
     CompletionRequest,
@@ -46,9 +50,13 @@ from bus.messages import (
     GetConfig,
     LoadHistory,
     MessageStatus,
+    ServerStateChanged,
     StartTurn,
     StoredMessage,
     ToolCall,
+    ToolExecutionEvent,
+    ToolOutcome,
+    ToolSpec,
     TurnFinished,
     TurnStarted,
     Usage,
@@ -62,6 +70,8 @@ COMPLETION_TIMEOUT = 600.0
 HISTORY_CACHE_CONVERSATIONS = 256
 """Conversations whose history stays in memory (LRU); 256 x 1000 short messages is tens
 of MiB at worst, and a conversation that falls out is simply read again."""
+PARALLEL_TOOL_CALLS = 8
+"""Tool calls of one model step that run at once (the rest wait for a slot)."""
 STOP_GRACE = 2.0
 """Seconds running turns get at shutdown to store their partial answers as cancelled."""
 
@@ -136,7 +146,12 @@ class OrchestratorActor(Actor):
     """Runs turns: user message stored → context → LLM (→ tools → LLM…) → answer stored."""
 
     default_name: ClassVar[str] = "orchestrator"
-    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (StartTurn, CancelTurn, ConfigChanged)
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
+        StartTurn,
+        CancelTurn,
+        ConfigChanged,
+        ServerStateChanged,
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -144,6 +159,10 @@ class OrchestratorActor(Actor):
         self._turns: dict[str, _Turn] = {}
         """Running turns by conversation id."""
         self._history: OrderedDict[str, list[StoredMessage]] = OrderedDict()
+        self._server_tools: dict[str, tuple[ToolSpec, ...]] = {}
+        """The tools of each ready MCP server."""
+        self._offered: dict[str, ToolSpec] = {}
+        """What the model is offered, by the (unique) name it sees."""
         """Stored messages of recently active conversations (LRU)."""
 
     @property
@@ -176,6 +195,17 @@ class OrchestratorActor(Actor):
                 return True
             case ConfigChanged(snapshot=snapshot):
                 self._snapshot = snapshot
+            case ServerStateChanged(server=server, tools=tools):
+                if tools:
+                    self._server_tools[server] = tools
+                else:
+                    self._server_tools.pop(server, None)
+                self._offered = {
+                    spec.model_name: spec
+                    for spec in unique_model_names(
+                        s for specs in self._server_tools.values() for s in specs
+                    )
+                }
         return None
 
     # -- starting and cancelling -----------------------------------------------------------
@@ -409,15 +439,77 @@ class OrchestratorActor(Actor):
             cached.append(message)
 
     def _tool_definitions(self) -> list[dict[str, Any]]:
-        """The tools offered to the model (filled by the MCP issue; none yet)."""
-        return []
+        """The tools of every ready MCP server, in the OpenAI ``tools`` format."""
+        return [spec.openai_tool() for spec in self._offered.values()]
 
     async def _run_tools(self, turn: _Turn, calls: tuple[ToolCall, ...]) -> list[str]:
-        """Each call's result text for the model. No tool servers exist yet, so every call
-        is answered with an error the model can read and recover from."""
-        return [
-            f"Error: no tool named {call.name!r} is available; answer without it." for call in calls
-        ]
+        """Run one step's calls in parallel (at most :data:`PARALLEL_TOOL_CALLS` at once);
+        each result is a text for the model, failures included."""
+        limit = asyncio.Semaphore(PARALLEL_TOOL_CALLS)
+
+        async def bounded(call: ToolCall) -> str:
+            async with limit:
+                return await self._run_tool(turn, call)
+
+        return list(await asyncio.gather(*(bounded(call) for call in calls)))
+
+    async def _run_tool(self, turn: _Turn, call: ToolCall) -> str:
+        spec = self._offered.get(call.name)
+        if spec is None:
+            return f"Error: no tool named {call.name!r} is available; answer without it."
+        try:
+            arguments = orjson.loads(call.arguments or "{}")
+        except orjson.JSONDecodeError as exc:
+            return f"Error: the arguments are not valid JSON ({exc}); call the tool again."
+        if not isinstance(arguments, dict):
+            return "Error: the arguments must be a JSON object; call the tool again."
+        notes = self.snapshot.config.chat.service.tool_notifications
+        event: dict[str, Any] = {
+            "conversation_id": turn.conversation_id,
+            "turn_id": turn.turn_id,
+            "call_id": call.id,
+            "tool_name": spec.name,
+            "server": spec.server,
+        }
+        notification = (
+            notes.format.format(icon=notes.icon, tool_name=spec.name, server=spec.server)
+            if notes.enabled
+            else None
+        )
+        await self.publish(
+            ToolExecutionEvent(
+                **event,
+                status="started",
+                notification=notification,
+                arguments=arguments if notes.show_args else None,
+            )
+        )
+        try:
+            outcome: ToolOutcome = await self.request(
+                CallTool(
+                    conversation_id=turn.conversation_id,
+                    turn_id=turn.turn_id,
+                    call_id=call.id,
+                    tool=spec.name,
+                    arguments=arguments,
+                ),
+                to=tool_actor_name(spec.server),
+                timeout=COMPLETION_TIMEOUT,
+            )
+        except (RequestFailed, RequestError) as exc:
+            cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
+            text = f"the MCP server {spec.server!r} could not run the tool: {cause}"
+            outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
+        await self.publish(
+            ToolExecutionEvent(
+                **event,
+                status="failed" if outcome.is_error else "completed",
+                notification=notification,
+                result_preview=None if outcome.is_error else outcome.preview,
+                error_message=outcome.preview if outcome.is_error else None,
+            )
+        )
+        return outcome.text
 
     async def _finish_row(
         self,

@@ -1,18 +1,19 @@
 """The PersistenceActor: the only code that touches SQLite (conversations and messages).
 
 Design note — transactions. One aiosqlite connection in autocommit mode
-(``isolation_level=None``): a write of several statements is an explicit
-``BEGIN IMMEDIATE … COMMIT`` opened by :meth:`PersistenceActor._write`, because in WAL
-mode a deferred transaction that upgrades to a writer can fail with SQLITE_BUSY whatever
-``busy_timeout`` says (notes/performance.md). The writes on the hot path — a message
-stored, an answer finished — are ONE statement each (:meth:`_write_statement`; schema
-version 2's triggers touch the conversation), so each is its own transaction in one thread
-hop (~0.24 ms instead of ~0.52 ms for four awaited calls). ``synchronous=NORMAL`` in WAL keeps every committed transaction
-across a process crash, at ~4,400 commits/s instead of ~265 with FULL (an fsync costs
-~3.8 ms here). A write that fails because the disk is full, the file read-only or the
-disk failing is rolled back as a whole and surfaces as :class:`~bus.errors.StorageFull`;
-reads keep working. Every committed write transaction is counted in
-:attr:`PersistenceActor.write_transactions` (the benchmark counts writes per answer).
+(``isolation_level=None``): a write of several statements is an explicit ``BEGIN IMMEDIATE
+… COMMIT`` opened by :meth:`PersistenceActor._write`, because in WAL mode a deferred
+transaction that upgrades to a writer can fail with SQLITE_BUSY whatever ``busy_timeout``
+says (notes/performance.md). The writes on the hot path — a message stored, an answer
+finished — are ONE statement each (:meth:`_write_statement`; schema version 2's triggers
+touch the conversation), so each is its own transaction in one thread hop (~0.24 ms
+instead of ~0.52 ms for four awaited calls). ``synchronous=NORMAL`` in WAL keeps every
+committed transaction across a process crash, at ~4,400 commits/s instead of ~265 with
+FULL (an fsync costs ~3.8 ms here). A write that fails because the disk is full, the file
+read-only or the disk failing is rolled back as a whole and surfaces as
+:class:`~bus.errors.StorageFull`; reads keep working. Every committed write transaction is
+counted in :attr:`PersistenceActor.write_transactions` (the benchmark counts writes per
+answer).
 
 Design note — buffering. A streamed answer starts with an ``AppendMessage`` (assistant,
 ``status="streaming"``, a ``turn_id``) that inserts the row; its :class:`AssistantDelta`

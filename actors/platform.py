@@ -22,6 +22,7 @@ from actors.llm import LLMActor
 from actors.logs import LogActor, collect_secrets, configure_logging, set_secrets
 from actors.orchestrator import OrchestratorActor
 from actors.persistence import PersistenceActor
+from actors.tools import ToolActor, tool_actor_name
 from bus.bus import Bus
 from bus.supervisor import ChildSpec, Supervisor
 from config.environment import load_dotenv_files
@@ -66,7 +67,31 @@ def build_children(
         ChildSpec("llm", lambda: LLMActor(environ=environ), kind="core"),
         ChildSpec("orchestrator", OrchestratorActor, kind="core"),
         ChildSpec("gateway", lambda: GatewayActor(health), kind="core"),
+        # MCP servers last: their first states reach the orchestrator and the gateway.
+        *(_tool_child(store, name, environ) for name in _enabled_servers(store)),
     ]
+
+
+def _enabled_servers(store: ConfigStore) -> list[str]:
+    servers = store.snapshot.servers.mcp_servers
+    return [name for name, entry in servers.items() if entry.enabled]
+
+
+def _tool_child(store: ConfigStore, server: str, environ: Mapping[str, str]) -> ChildSpec:
+    def factory() -> ToolActor:
+        snapshot = store.snapshot  # the configuration in force at each (re)start
+        return ToolActor(
+            server,
+            snapshot.servers.mcp_servers[server],
+            snapshot.servers.settings,
+            snapshot.config.mcp.connection,
+            environ,
+            snapshot.config_dir,
+        )
+
+    # Transient: a ToolActor that keeps crashing (a bug, not a flaky server: reconnecting
+    # is its own job) is given up as unavailable and the platform carries on.
+    return ChildSpec(tool_actor_name(server), factory, kind="transient")
 
 
 async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | None = None) -> int:

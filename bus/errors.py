@@ -27,6 +27,7 @@ whole family in one place and the types say exactly what went wrong::
     ├── LLMNotConfigured       LLM_NOT_CONFIGURED: no API key; names the variable to set
     ├── RateLimited            RATE_LIMITED
     ├── LLMUnavailable         LLM_UNAVAILABLE: provider error after retries
+    ├── McpServerUnavailable   MCP_SERVER_UNAVAILABLE: the tool's server is not ready
     └── InternalError          INTERNAL_ERROR
 
 Errors meant for the model (a tool failed, the model should read it and carry on) are
@@ -49,6 +50,7 @@ __all__ = [
     "LLMUnavailable",
     "MailboxClosed",
     "MailboxFull",
+    "McpServerUnavailable",
     "NoSuchActor",
     "RateLimited",
     "RequestError",
@@ -168,6 +170,13 @@ class LLMUnavailable(ChatError):
     """The provider failed (status and message included), after retries and fallbacks."""
 
     error_code = "LLM_UNAVAILABLE"
+    retryable = True
+
+
+class McpServerUnavailable(ChatError):
+    """The MCP server of a tool is not connected (starting, reconnecting or given up)."""
+
+    error_code = "MCP_SERVER_UNAVAILABLE"
     retryable = True
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "ActorStatus",
     "AppendMessage",
     "AssistantDelta",
+    "CallTool",
     "CancelCompletion",
     "CancelTurn",
     "CompletionRequest",
@@ -42,11 +43,15 @@ __all__ = [
     "ReloadRuntimeConfig",
     "SaveRuntimeConfig",
     "SaveSession",
+    "ServerStateChanged",
     "ServerStatus",
     "SessionSummary",
     "StartTurn",
     "StoredMessage",
     "ToolCall",
+    "ToolExecutionEvent",
+    "ToolOutcome",
+    "ToolProgress",
     "ToolSpec",
     "TurnFinished",
     "TurnStarted",
@@ -425,3 +430,74 @@ class ToolSpec(Message):
         if self.description:
             function["description"] = self.description
         return {"type": "function", "function": function}
+
+
+class ServerStateChanged(Message):
+    """Event (a ToolActor): its MCP server changed state; ``tools`` are those offered while
+    it is ``ready`` (empty otherwise: its tools leave the model's list)."""
+
+    server: str
+    status: ServerStatus
+    error_message: str | None = None
+    tools: tuple[ToolSpec, ...] = ()
+
+
+class CallTool(Message):
+    """Request → ToolOutcome, to ``tool:<server>``: run one tool call.
+
+    A server that is not ready fails with McpServerUnavailable; a tool that fails (or
+    times out, or whose server dies mid-call) answers ``is_error=True``: the model reads
+    the failure and the turn goes on.
+    """
+
+    conversation_id: str
+    turn_id: str
+    call_id: str
+    tool: str
+    """The tool's name on its server."""
+    arguments: dict[str, Any]
+    timeout: float | None = None
+    """Seconds without progress before the call is abandoned (default: the server's)."""
+
+
+class ToolOutcome(Message):
+    """Reply to CallTool."""
+
+    is_error: bool
+    text: str
+    """What the model reads (text parts, structured content, binary blocks described)."""
+    preview: str
+    """One line for the frontend's tool card."""
+    images: tuple[dict[str, str], ...] = ()
+    """``{"mime_type", "data"}`` (base64) image blocks, for the frontend."""
+
+
+class ToolProgress(Message):
+    """Event (a ToolActor): a progress notification of a running call."""
+
+    conversation_id: str
+    turn_id: str
+    call_id: str
+    server: str
+    tool: str
+    progress: float
+    total: float | None = None
+    message: str | None = None
+
+
+class ToolExecutionEvent(Message):
+    """Event (OrchestratorActor): a tool call's state, for ``tool_execution`` frames."""
+
+    conversation_id: str
+    turn_id: str
+    call_id: str
+    tool_name: str
+    server: str
+    status: Literal["started", "progress", "completed", "failed"]
+    notification: str | None = None
+    arguments: dict[str, Any] | None = None
+    progress: float | None = None
+    total: float | None = None
+    message: str | None = None
+    result_preview: str | None = None
+    error_message: str | None = None

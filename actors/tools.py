@@ -1,0 +1,270 @@
+"""The ToolActor: one per configured MCP server, owner of its connection.
+
+Design note: the SDK's connection must be entered and left in one task
+(``actors/mcp_client.py``), so a child task — the *owner* — holds it for its whole life:
+connect, list tools, publish ``ready`` with the tools, then wait until the server goes
+away; then reconnect with exponential backoff (``mcp.connection``: ``initial_reconnect_delay``
+doubling up to ``max_reconnect_delay``). After ``max_reconnect_attempts`` failed attempts
+in a row the server is ``unavailable`` (its tools leave the model's list, clients are
+told) and the owner keeps trying at the max delay: a server that comes back is used again
+without anyone restarting the platform. None of this is a crash: connection trouble is
+the normal life of an external server, so the supervisor's restarts are kept for bugs.
+
+Tool calls run in their own child tasks against the owner's connection, in parallel.
+A call never raises into the actor: a tool error, a timeout (``timeout`` without
+progress, progress notifications extend it) or the server dying mid-call all answer
+``is_error=True`` with a text the model can read, and the turn goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import BaseModel
+
+from actors.mcp_client import (
+    MCPClientError,
+    ServerConnectError,
+    ServerConnection,
+    ServerGone,
+    ToolCallTimeout,
+    ToolResult,
+    connect_server,
+)
+from actors.tool_schemas import build_tool_specs
+from bus.actor import Actor, Reply
+from bus.errors import McpServerUnavailable
+from bus.messages import (
+    CallTool,
+    ServerStateChanged,
+    ServerStatus,
+    ToolOutcome,
+    ToolProgress,
+    ToolSpec,
+)
+from config.schema import ConnectionConfig, ServerEntry, ServerSettings
+
+__all__ = ["MAX_RESULT_CHARS", "ToolActor", "tool_actor_name"]
+
+MAX_RESULT_CHARS = 20_000
+"""Characters of a tool result the model reads; the rest is cut with a marker (a large
+result would crowd the context window and cost tokens on every later hop)."""
+
+
+def tool_actor_name(server: str) -> str:
+    """The bus address of a server's ToolActor."""
+    return f"tool:{server}"
+
+
+def outcome_text(result: ToolResult) -> str:
+    """What the model reads of a result: text, structured content, and a description of
+    every binary block (an image is described, not dropped)."""
+    parts = list(result.text_parts)
+    if result.structured is not None and not parts:
+        parts.append(orjson.dumps(result.structured).decode())
+    parts.extend(
+        f"[{block.kind} {block.mime_type or 'application/octet-stream'}, "
+        f"{block.size} bytes: shown to the user]"
+        for block in result.binary
+    )
+    text = "\n".join(parts) or ("(the tool failed)" if result.is_error else "(no output)")
+    if len(text) > MAX_RESULT_CHARS:
+        cut = len(text) - MAX_RESULT_CHARS
+        text = text[:MAX_RESULT_CHARS] + f"\n[… {cut} more characters cut]"
+    return text
+
+
+class ToolActor(Actor):
+    """Connects to one MCP server, offers its tools, runs its tool calls.
+
+    Args:
+        server: The configured name.
+        entry: Its ``servers_config.json`` entry.
+        settings: The file's ``settings`` block (default timeout).
+        connection: ``mcp.connection`` (reconnect policy, connection timeout).
+        platform_env: The platform's environment (``${VAR}`` references, the stdio policy).
+        config_dir: The default working directory of a stdio server.
+    """
+
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (CallTool,)
+
+    def __init__(
+        self,
+        server: str,
+        entry: ServerEntry,
+        settings: ServerSettings,
+        connection: ConnectionConfig,
+        platform_env: Mapping[str, str],
+        config_dir: Path,
+    ) -> None:
+        super().__init__(tool_actor_name(server), mailbox_size=1000)
+        self.server = server
+        self._entry = entry
+        self._settings = settings
+        self._connection_config = connection
+        self._env = platform_env
+        self._config_dir = config_dir
+        self._conn: ServerConnection | None = None
+        self._tools: dict[str, ToolSpec] = {}
+        self._status: ServerStatus = "starting"
+
+    async def on_start(self) -> None:
+        await self._publish_state("starting", None)
+        self.spawn(self._own(), name="owner")
+
+    async def on_stop(self) -> None:
+        await self._publish_state("stopped", None)
+
+    async def handle(self, message: BaseModel) -> Any:
+        match message:
+            case CallTool():
+                if self._conn is None or self._status != "ready":
+                    raise McpServerUnavailable(
+                        f"MCP server {self.server!r} is {self._status}; its tools cannot be "
+                        "called right now"
+                    )
+                reply = self.defer_reply()
+                self.spawn(self._call(self._conn, message, reply), name=message.call_id)
+        return None
+
+    # -- the connection's owner -----------------------------------------------------------
+
+    async def _own(self) -> None:
+        """Connect, serve, reconnect — forever (until the actor stops)."""
+        policy = self._connection_config
+        failures = 0
+        while True:
+            error: str | None = None
+            try:
+                started = time.perf_counter()
+                async with connect_server(
+                    self.server,
+                    self._entry,
+                    platform_env=self._env,
+                    connection_timeout=policy.connection_timeout,
+                    cwd_default=self._config_dir,
+                    inherit_env=self._entry.inherit_env,
+                    on_stderr_line=self._stderr_line,
+                ) as conn:
+                    specs = build_tool_specs(
+                        self.server,
+                        await conn.list_tools(),
+                        include=self._entry.include_tools,
+                        exclude=self._entry.exclude_tools,
+                    )
+                    for diagnostic in specs.diagnostics:
+                        # A repair is routine; a skipped tool or a dead filter is news.
+                        level = "debug" if diagnostic.kind == "repaired" else "warning"
+                        getattr(self.log, level)(
+                            "tools.schema_diagnostic", kind=diagnostic.kind, detail=str(diagnostic)
+                        )
+                    self._tools = {spec.name: spec for spec in specs.specs}
+                    self._conn = conn
+                    failures = 0
+                    self.log.info(
+                        "tools.server_ready",
+                        server=self.server,
+                        tools=sorted(self._tools),
+                        protocol_version=conn.protocol_version,
+                        connect_ms=round((time.perf_counter() - started) * 1000, 1),
+                    )
+                    await self._publish_state("ready", None)
+                    reason = await conn.wait_gone()
+                    error = f"the server went away: {reason}"
+            except asyncio.CancelledError:
+                raise
+            except ServerConnectError as exc:
+                error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - any failure of an external server
+                error = f"{type(exc).__name__}: {exc}"
+            self._conn = None
+            self._tools = {}
+            failures += 1
+            delay = min(
+                policy.initial_reconnect_delay * 2 ** (failures - 1), policy.max_reconnect_delay
+            )
+            gave_up = failures >= policy.max_reconnect_attempts
+            self.log.warning(
+                "tools.server_down",
+                server=self.server,
+                error=error,
+                failures=failures,
+                retry_in_ms=round(delay * 1000),
+                unavailable=gave_up,
+            )
+            await self._publish_state("unavailable" if gave_up else "starting", error)
+            await asyncio.sleep(delay)
+
+    def _stderr_line(self, line: str) -> None:
+        self.log.info("tools.server_stderr", server=self.server, line=line[:2000])
+
+    async def _publish_state(self, status: ServerStatus, error: str | None) -> None:
+        self._status = status
+        tools = tuple(self._tools.values()) if status == "ready" else ()
+        await self.publish(
+            ServerStateChanged(server=self.server, status=status, error_message=error, tools=tools)
+        )
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def _call(self, conn: ServerConnection, call: CallTool, reply: Reply) -> None:
+        """One tool call; never raises (see the module note)."""
+        timeout = call.timeout or self._entry.timeout or self._settings.default_timeout
+        started = time.perf_counter()
+
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            await self.publish(
+                ToolProgress(
+                    conversation_id=call.conversation_id,
+                    turn_id=call.turn_id,
+                    call_id=call.call_id,
+                    server=self.server,
+                    tool=call.tool,
+                    progress=progress,
+                    total=total,
+                    message=message,
+                )
+            )
+
+        try:
+            result = await conn.call_tool(
+                call.tool, call.arguments, timeout=timeout, progress_callback=progress
+            )
+            outcome = ToolOutcome(
+                is_error=result.is_error,
+                text=outcome_text(result),
+                preview=result.preview,
+                images=tuple(
+                    {"mime_type": b.mime_type or "image/png", "data": b.data}
+                    for b in result.binary
+                    if b.kind == "image"
+                ),
+            )
+        except ToolCallTimeout:
+            outcome = _failed(f"the tool did not answer within {timeout:g} s and was cancelled")
+        except ServerGone as exc:
+            outcome = _failed(f"the MCP server {self.server!r} went away during the call: {exc}")
+        except MCPClientError as exc:
+            outcome = _failed(f"the call failed: {exc}")
+        except Exception as exc:
+            self.log.exception("tools.call_crashed", server=self.server, tool=call.tool)
+            outcome = _failed(f"the call failed inside the platform: {type(exc).__name__}")
+        self.log.info(
+            "tools.call",
+            server=self.server,
+            tool=call.tool,
+            call_id=call.call_id,
+            turn_id=call.turn_id,
+            is_error=outcome.is_error,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        reply.resolve(outcome)
+
+
+def _failed(text: str) -> ToolOutcome:
+    return ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])

@@ -1,0 +1,172 @@
+"""MCP tools through whole turns: the real platform process with the demo MCP server (a
+real stdio subprocess), a real WebSocket client and the scripted LLM.
+
+Proves: the server's tools are offered to the model and listed in ``session_info``; a tool
+call runs and its result goes back to the model; ``tool_execution`` frames (started,
+progress, completed, failed) reach the client before the answer; parallel calls; a tool
+that fails or a server that dies mid-call gives the model an error and the turn goes on;
+the dead server is reconnected and its tools come back.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.integration.chat import ChatClient, ChatPlatform
+from tests.integration.conftest import PlatformProcess
+from tests.scripted_llm import Reply, ScriptedLLM, ToolCall
+
+DEMO = Path(__file__).resolve().parents[2] / "Servers" / "demo_server.py"
+FAST_RECONNECT = {"mcp": {"connection": {"initial_reconnect_delay": 0.1}}}
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[ScriptedLLM]:
+    async with ScriptedLLM() as server:
+        yield server
+
+
+@pytest.fixture
+async def chat(platform_factory: Callable[..., PlatformProcess], llm: ScriptedLLM):
+    platform = ChatPlatform(platform_factory(), llm)
+    servers = {"mcpServers": {"demo": {"command": sys.executable, "args": [str(DEMO)]}}}
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    clients: list[ChatClient] = []
+    yield platform, clients
+    for client in clients:
+        await client.close()
+
+
+async def _ready_client(platform: ChatPlatform, clients: list[ChatClient]) -> ChatClient:
+    await platform.start(FAST_RECONNECT)
+    await platform.process.wait_for("tools.server_ready", timeout=30)
+    client = await platform.connect()
+    clients.append(client)
+    return client
+
+
+async def test_tool_call_through_a_turn(chat, llm) -> None:
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    info = await client.expect("session_info")
+    names = {t["name"] for t in info["tools"]}
+    assert {"demo__add", "demo__echo", "demo__slow_count"} <= names
+    assert info["servers"] == [{"name": "demo", "status": "ready"}]
+
+    llm.script(
+        Reply.tool_calls([ToolCall("demo__add", '{"a": 2, "b": 3}', id="call-1")]),
+        Reply.text("The sum is 5."),
+    )
+    frames = await client.turn("What is 2 + 3?")
+    tool_frames = [f for f in frames if f["type"] == "tool_execution"]
+    assert [f["status"] for f in tool_frames] == ["started", "completed"]
+    started, completed = tool_frames
+    assert started["tool_name"] == "add"
+    assert started["server"] == "demo"
+    assert started["call_id"] == "call-1"
+    assert started["arguments"] == {"a": 2, "b": 3}
+    assert started["notification"] == "🔧 Executing tool: add"
+    assert completed["result_preview"] == "5.0"
+    assert frames[-1]["type"] == "assistant_message"
+    assert frames[-1]["message"] == "The sum is 5."
+    assert frames.index(completed) < len(frames) - 1
+
+    first, second = llm.requests
+    offered = {t["function"]["name"]: t for t in first.json["tools"]}
+    assert offered["demo__add"]["function"]["parameters"]["type"] == "object"
+    assert second.json["messages"][-2]["tool_calls"][0]["id"] == "call-1"
+    assert second.json["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "call-1",
+        "content": "5.0",
+    }
+
+
+async def test_parallel_calls_progress_and_failures(chat, llm) -> None:
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    await client.expect("session_info")
+    llm.script(
+        Reply.tool_calls(
+            [
+                ToolCall("demo__slow_count", '{"n": 3, "delay": 0.05}', id="slow"),
+                ToolCall("demo__fail", '{"message": "on purpose"}', id="bad"),
+                ToolCall("demo__nope", "{}", id="missing"),
+                ToolCall("demo__echo", "{not json", id="garbled"),
+            ]
+        ),
+        Reply.text("Done."),
+    )
+    frames = await client.turn("do it all")
+    by_call: dict[str, list[dict]] = {}
+    for frame in frames:
+        if frame["type"] == "tool_execution":
+            by_call.setdefault(frame["call_id"], []).append(frame)
+    assert [f["status"] for f in by_call["slow"]] == [
+        "started",
+        "progress",
+        "progress",
+        "progress",
+        "completed",
+    ]
+    assert [f["progress"] for f in by_call["slow"][1:4]] == [1, 2, 3]
+    assert [f["status"] for f in by_call["bad"]] == ["started", "failed"]
+    assert "on purpose" in by_call["bad"][1]["error_message"]
+    assert "missing" not in by_call  # unknown tool: the model is told, nothing runs
+    assert "garbled" not in by_call
+    results = {
+        m["tool_call_id"]: m["content"]
+        for m in llm.requests[1].json["messages"]
+        if m["role"] == "tool"
+    }
+    assert results["slow"] == "3"
+    assert "on purpose" in results["bad"]
+    assert "no tool named 'demo__nope'" in results["missing"]
+    assert "not valid JSON" in results["garbled"]
+    assert frames[-1]["message"] == "Done."
+
+
+async def test_a_server_dying_mid_call_fails_the_call_and_comes_back(chat, llm) -> None:
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    await client.expect("session_info")
+    events = platform.process.events
+    first_ready = next(i for i, e in enumerate(events) if e["event"] == "tools.server_ready")
+    llm.script(
+        Reply.tool_calls([ToolCall("demo__crash", "{}", id="boom")]),
+        Reply.text("The tool broke, sorry."),
+    )
+    frames = await client.turn("crash it")
+    failed = [f for f in frames if f["type"] == "tool_execution" and f["status"] == "failed"]
+    assert failed
+    assert failed[0]["call_id"] == "boom"
+    assert frames[-1]["message"] == "The tool broke, sorry."
+    tool_result = llm.requests[1].json["messages"][-1]
+    assert tool_result["role"] == "tool"
+    assert tool_result["content"].startswith("Error:")
+
+    # The server is restarted; clients are told (the frames may have come during the
+    # turn already), and its tools work again.
+    await platform.process.wait_for("tools.server_ready", after=first_ready + 1, timeout=30)
+
+    def statuses() -> list[str]:
+        return [f["status"] for f in client.frames if f["type"] == "server_status"]
+
+    while statuses()[-1:] != ["ready"]:
+        await client.recv()
+    assert statuses()[0] in ("starting", "unavailable")
+    down = platform.process.find("tools.server_down")
+    assert down
+    assert "went away" in down[0]["error"]
+    llm.script(
+        Reply.tool_calls([ToolCall("demo__echo", '{"text": "back"}', id="again")]),
+        Reply.text("It is back."),
+    )
+    frames = await client.turn("again?")
+    statuses = [f["status"] for f in frames if f["type"] == "tool_execution"]
+    assert statuses == ["started", "completed"]
