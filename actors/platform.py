@@ -47,6 +47,9 @@ EXIT_CONFIG_INVALID = 2
 """Exit code when the configuration is invalid at start (there is no last good one)."""
 SHUTDOWN_GRACE_SECONDS = 5.0
 """What all actors together get to finish at shutdown before they are cancelled."""
+DUPLICATE_SIGNAL_WINDOW = 1.0
+"""Seconds within which a second SIGINT/SIGTERM counts as the first one again; a later
+one forces the stop (exit 130)."""
 
 
 def resolve_config_dir(argument: str | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -130,12 +133,22 @@ async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | 
     main_task = asyncio.current_task()
     signals = (signal.SIGINT, signal.SIGTERM)
 
+    first_signal_at: float | None = None
+
     def on_signal(signum: int) -> None:
+        nonlocal first_signal_at
         name = signal.Signals(signum).name
-        if supervisor.shutdown_reason and main_task is not None:
-            _log.warning("platform.forced_stop", signal=name)
-            main_task.cancel()
+        now = time.monotonic()
+        if first_signal_at is not None:
+            # Ctrl-C under `uv run` reaches us twice (the terminal signals the whole process
+            # group, and uv forwards it): a repeat within a second is the same request.
+            if now - first_signal_at < DUPLICATE_SIGNAL_WINDOW:
+                return
+            if main_task is not None:
+                _log.warning("platform.forced_stop", signal=name)
+                main_task.cancel()
             return
+        first_signal_at = now
         _log.info("platform.stopping", signal=name)
         supervisor.request_shutdown(f"signal {name}")
 

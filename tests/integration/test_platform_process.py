@@ -166,3 +166,13 @@ async def test_config_dir_from_environment_variable(
     assert ready["config_dir"] == str(config_dir)
     proc.signal(signal.SIGTERM)
     assert await proc.wait_exit() == 0
+
+
+async def test_a_repeated_signal_is_one_request(platform_factory) -> None:
+    # Ctrl-C under `uv run` delivers SIGINT twice (terminal to the group, uv forwards it).
+    proc = await _ready(platform_factory)
+    proc.signal(signal.SIGINT)
+    proc.signal(signal.SIGINT)
+    assert await proc.wait_exit() == 0
+    assert proc.find("platform.forced_stop") == []
+    assert len(proc.find("platform.stopping")) == 1
