@@ -22,7 +22,7 @@ from actors.llm import LLMActor
 from actors.logs import LogActor, collect_secrets, configure_logging, set_secrets
 from actors.orchestrator import OrchestratorActor
 from actors.persistence import PersistenceActor
-from actors.tools import ToolActor, tool_actor_name
+from actors.servers import ChildControl, ServersActor
 from bus.bus import Bus
 from bus.supervisor import ChildSpec, Supervisor
 from config.environment import load_dotenv_files
@@ -59,7 +59,7 @@ def resolve_config_dir(argument: str | None, environ: Mapping[str, str] = os.env
 
 
 def build_children(
-    store: ConfigStore, environ: Mapping[str, str], health: HealthSource
+    store: ConfigStore, environ: Mapping[str, str], health: HealthSource, control: ChildControl
 ) -> list[ChildSpec]:
     """The supervision tree, in start (dependency) order: each actor may ask those before
     it during its ``on_start``; shutdown runs backwards (the gateway stops intake first)."""
@@ -70,31 +70,9 @@ def build_children(
         ChildSpec("llm", lambda: LLMActor(environ=environ), kind="core"),
         ChildSpec("orchestrator", OrchestratorActor, kind="core"),
         ChildSpec("gateway", lambda: GatewayActor(health), kind="core"),
-        # MCP servers last: their first states reach the orchestrator and the gateway.
-        *(_tool_child(store, name, environ) for name in _enabled_servers(store)),
+        # Last: the ToolActors it starts publish their states to the actors above.
+        ChildSpec("servers", lambda: ServersActor(control, environ), kind="core"),
     ]
-
-
-def _enabled_servers(store: ConfigStore) -> list[str]:
-    servers = store.snapshot.servers.mcp_servers
-    return [name for name, entry in servers.items() if entry.enabled]
-
-
-def _tool_child(store: ConfigStore, server: str, environ: Mapping[str, str]) -> ChildSpec:
-    def factory() -> ToolActor:
-        snapshot = store.snapshot  # the configuration in force at each (re)start
-        return ToolActor(
-            server,
-            snapshot.servers.mcp_servers[server],
-            snapshot.servers.settings,
-            snapshot.config.mcp.connection,
-            environ,
-            snapshot.config_dir,
-        )
-
-    # Transient: a ToolActor that keeps crashing (a bug, not a flaky server: reconnecting
-    # is its own job) is given up as unavailable and the platform carries on.
-    return ChildSpec(tool_actor_name(server), factory, kind="transient")
 
 
 async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | None = None) -> int:
@@ -126,8 +104,20 @@ async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | 
     def health() -> dict[str, dict[str, object]]:
         return supervisor.health() if supervisor is not None else {}
 
+    async def add_child(spec: ChildSpec) -> bool:
+        assert supervisor is not None
+        return await supervisor.add_child(spec)
+
+    async def remove_child(name: str) -> None:
+        assert supervisor is not None
+        await supervisor.remove_child(name)
+
+    def child_names() -> list[str]:
+        return list(supervisor.health()) if supervisor is not None else []
+
+    control = ChildControl(add=add_child, remove=remove_child, names=child_names)
     supervisor = Supervisor(
-        bus, build_children(store, env, health), shutdown_grace=SHUTDOWN_GRACE_SECONDS
+        bus, build_children(store, env, health, control), shutdown_grace=SHUTDOWN_GRACE_SECONDS
     )
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()

@@ -128,7 +128,8 @@ class Supervisor:
         A child whose start fails is handled like a crash (restart or give up). Returns
         early if that escalated into a shutdown.
         """
-        for name, child in self._children.items():
+        # A snapshot: a child may add children while it starts (the ServersActor does).
+        for name, child in list(self._children.items()):
             if self._shutdown.is_set():
                 return
             await self._start_child(child)

@@ -367,6 +367,7 @@ async def test_http_endpoints_on_the_same_port(chat: ChatPlatform) -> None:
             "llm",
             "orchestrator",
             "gateway",
+            "servers",
         }
         assert all(a["status"] == "running" for a in body["actors"].values())
         assert (await http.get("/")).status_code == 200

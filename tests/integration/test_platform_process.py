@@ -17,7 +17,7 @@ from tests.integration.conftest import PlatformProcess
 SECRET = "sk-or-v1-THIS-IS-A-TEST-SECRET-0123456789"
 
 
-ALL_ACTORS = ["config", "logs", "persistence", "llm", "orchestrator", "gateway"]
+ALL_ACTORS = ["config", "logs", "persistence", "llm", "orchestrator", "gateway", "servers"]
 RUNTIME = "chat:\n  websocket:\n    host: 127.0.0.1\n    port: 0\nlogging:\n  level: INFO\n"
 """A runtime file binding a free port, so tests never collide on the default 8000."""
 

@@ -170,3 +170,45 @@ async def test_a_server_dying_mid_call_fails_the_call_and_comes_back(chat, llm) 
     frames = await client.turn("again?")
     statuses = [f["status"] for f in frames if f["type"] == "tool_execution"]
     assert statuses == ["started", "completed"]
+
+
+async def test_servers_config_edits_start_stop_and_restart_exactly_those_servers(chat, llm) -> None:
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    await client.expect("session_info")
+    servers_file = platform.config_dir / "servers_config.json"
+    process = platform.process
+
+    def write(servers: dict) -> int:
+        mark = len(process.events)
+        servers_file.write_bytes(orjson.dumps({"mcpServers": servers}))
+        return mark
+
+    demo = {"command": sys.executable, "args": [str(DEMO)]}
+    # Add a second server: only it starts.
+    mark = write({"demo": demo, "extra": demo})
+    await process.wait_for("tools.server_ready", lambda e: e["server"] == "extra", after=mark)
+    assert [e["server"] for e in process.events[mark:] if e["event"] == "servers.started"] == [
+        "extra"
+    ]
+    assert not [e for e in process.events[mark:] if e["event"] == "servers.stopped"]
+
+    # Disable the first: it stops, its tools leave the model's list, the other stays.
+    mark = write({"demo": {**demo, "enabled": False}, "extra": demo})
+    await process.wait_for("servers.stopped", lambda e: e["server"] == "demo", after=mark)
+    while not any(
+        f["type"] == "server_status" and f["server"] == "demo" and f["status"] == "stopped"
+        for f in client.frames
+    ):
+        await client.recv()
+    llm.script(Reply.text("ok"))
+    await client.turn("which tools?")
+    offered = {t["function"]["name"] for t in llm.requests[-1].json["tools"]}
+    assert "extra__add" in offered
+    assert not any(name.startswith("demo__") for name in offered)
+
+    # Edit the remaining one: it alone restarts.
+    mark = write({"demo": {**demo, "enabled": False}, "extra": {**demo, "env": {"X": "1"}}})
+    await process.wait_for("tools.server_ready", lambda e: e["server"] == "extra", after=mark)
+    stopped = [e for e in process.events[mark:] if e["event"] == "servers.stopped"]
+    assert [(e["server"], e["reason"]) for e in stopped] == [("extra", "restarting: entry changed")]

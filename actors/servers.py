@@ -1,0 +1,120 @@
+"""The ServersActor: keeps one ToolActor running per enabled MCP server, live.
+
+Design note: ``servers_config.json`` is read by the ConfigActor like any configuration
+file; this actor turns its changes into supervision changes. On every ConfigChanged that
+touches the servers file (or ``mcp.connection``), it compares what each server needs
+with what runs, and starts, stops or restarts exactly the servers whose entries changed:
+an added or re-enabled entry starts a ToolActor, a removed or ``enabled: false`` entry
+stops one (its tools leave the model's list at once), an edited entry restarts it.
+Unchanged servers keep their connections.
+
+The ToolActors are children of the platform's supervisor (transient: a ToolActor that
+keeps crashing is given up without taking the platform down); this actor only holds a
+narrow handle to add and remove them (:class:`ChildControl`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from actors.tools import ToolActor, tool_actor_name
+from bus.actor import Actor
+from bus.messages import ConfigChanged, GetConfig
+from bus.supervisor import ChildSpec
+from config.schema import ConfigSnapshot
+
+__all__ = ["ChildControl", "ServersActor"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildControl:
+    """What the ServersActor may do to the supervision tree: add and remove children."""
+
+    add: Callable[[ChildSpec], Awaitable[bool]]
+    remove: Callable[[str], Awaitable[None]]
+    names: Callable[[], list[str]]
+    """The names of the children that exist now."""
+
+
+def _wanted(snapshot: ConfigSnapshot) -> dict[str, str]:
+    """Each enabled server and a fingerprint of everything its ToolActor is built from."""
+    servers = snapshot.servers
+    shared = servers.settings.model_dump_json() + snapshot.config.mcp.connection.model_dump_json()
+    return {
+        name: entry.model_dump_json() + shared
+        for name, entry in servers.mcp_servers.items()
+        if entry.enabled
+    }
+
+
+class ServersActor(Actor):
+    """Starts, stops and restarts ToolActors as ``servers_config.json`` changes.
+
+    Args:
+        control: Adds and removes supervised children.
+        environ: The platform's environment, for the ToolActors.
+    """
+
+    default_name: ClassVar[str] = "servers"
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (ConfigChanged,)
+
+    def __init__(self, control: ChildControl, environ: Mapping[str, str]) -> None:
+        super().__init__()
+        self._control = control
+        self._environ = environ
+        self._running: dict[str, str] = {}
+        """Server name → the fingerprint its running ToolActor was built from."""
+
+    async def on_start(self) -> None:
+        # After a restart of this actor, ToolActors of the previous incarnation still run:
+        # what they were built from is unknown now, so they are replaced.
+        for name in self._control.names():
+            if name.startswith(tool_actor_name("")):
+                await self._control.remove(name)
+        snapshot: ConfigSnapshot = await self.request(GetConfig())
+        await self._reconcile(snapshot)
+
+    async def on_stop(self) -> None:
+        # The ToolActors are children of the supervisor, which stops them at shutdown
+        # (they were added after every child that existed at start, so they stop first).
+        self._running.clear()
+
+    async def handle(self, message: BaseModel) -> Any:
+        match message:
+            case ConfigChanged(snapshot=snapshot, changed_keys=keys):
+                if any(k.startswith(("servers.", "mcp.")) for k in keys):
+                    await self._reconcile(snapshot)
+        return None
+
+    async def _reconcile(self, snapshot: ConfigSnapshot) -> None:
+        wanted = _wanted(snapshot)
+        stop = [n for n in self._running if wanted.get(n) != self._running[n]]
+        start = [n for n in wanted if self._running.get(n) != wanted[n]]
+        for name in stop:
+            await self._control.remove(tool_actor_name(name))
+            del self._running[name]
+            self.log.info(
+                "servers.stopped",
+                server=name,
+                reason="restarting: entry changed" if name in wanted else "removed or disabled",
+            )
+        for name in start:
+            await self._control.add(self._spec(snapshot, name))
+            self._running[name] = wanted[name]
+            self.log.info("servers.started", server=name)
+
+    def _spec(self, snapshot: ConfigSnapshot, server: str) -> ChildSpec:
+        entry = snapshot.servers.mcp_servers[server]
+        settings = snapshot.servers.settings
+        connection = snapshot.config.mcp.connection
+        environ = self._environ
+        config_dir = snapshot.config_dir
+
+        def factory() -> ToolActor:
+            return ToolActor(server, entry, settings, connection, environ, config_dir)
+
+        return ChildSpec(tool_actor_name(server), factory, kind="transient")
