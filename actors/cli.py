@@ -6,6 +6,10 @@ import argparse
 import asyncio
 import sys
 
+import orjson
+
+from actors.inspection import InspectError, inspect_server, resolve_target
+from actors.logs import configure_logging
 from actors.platform import CONFIG_DIR_ENV, resolve_config_dir, run_platform
 from actors.protocol import protocol_schema_text
 from config.errors import ConfigError
@@ -38,10 +42,28 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser(
         "protocol-schema", help="print the JSON Schema of the WebSocket protocol and exit"
     )
+    inspect = commands.add_parser(
+        "inspect",
+        help="connect to an MCP server as the platform would and print what it offers",
+        description="Targets: a server name from servers_config.json, an http(s):// URL, "
+        "or `-- command args…` for a stdio server.",
+    )
+    inspect.add_argument("--call", metavar="TOOL", help="call this tool and print the result")
+    inspect.add_argument(
+        "--args", metavar="JSON", default="{}", help="the tool's arguments (a JSON object)"
+    )
+    inspect.add_argument("--sse", action="store_true", help="a URL is a legacy SSE endpoint")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to connect / for the call"
+    )
+    inspect.add_argument("target", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "protocol-schema":
         sys.stdout.write(protocol_schema_text())
         return
+    if args.command == "inspect":
+        sys.exit(_inspect(args))
     config_dir = resolve_config_dir(args.config_dir)
     try:
         code = asyncio.run(run_platform(config_dir))
@@ -50,6 +72,31 @@ def main(argv: list[str] | None = None) -> None:
     except asyncio.CancelledError:  # forced stop by a second signal
         code = 130
     sys.exit(code)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    config_dir = resolve_config_dir(args.config_dir)
+    try:
+        name, entry = resolve_target(args.target, config_dir, sse=args.sse)
+        arguments = orjson.loads(args.args)
+    except (InspectError, orjson.JSONDecodeError) as exc:
+        print(f"mcp-platform inspect: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 2
+    if not isinstance(arguments, dict):
+        print("mcp-platform inspect: --args must be a JSON object", file=sys.stderr)  # noqa: T201
+        return 2
+    configure_logging("WARNING", "console", stream=sys.stderr)
+    return asyncio.run(
+        inspect_server(
+            name,
+            entry,
+            config_dir=config_dir,
+            timeout=args.timeout,
+            call=args.call,
+            arguments=arguments,
+            as_json=args.json,
+        )
+    )
 
 
 def reset_config_main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,203 @@
+"""``mcp-platform inspect``: look at an MCP server the way the platform sees it.
+
+Design note: operators use this to debug a server, so it must take the very code path a
+ToolActor takes — :func:`actors.mcp_client.connect_server` with the same environment
+policy and timeouts, and :func:`actors.tool_schemas.build_tool_specs` for the names and
+schema diagnostics the model would get. It prints, and optionally calls one tool.
+
+Targets: a server name from ``servers_config.json`` in the config directory, an
+``http(s)://`` URL (Streamable HTTP, or legacy SSE with ``--sse``), or ``-- command
+args…`` (stdio).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from actors.mcp_client import MCPClientError, ServerConnectError, connect_server
+from actors.tool_schemas import build_tool_specs
+from config.errors import ConfigInvalid
+from config.schema import ServerEntry
+from config.store import RUNTIME_FILE, ConfigStore, parse_servers
+
+__all__ = ["InspectError", "inspect_server", "resolve_target"]
+
+
+class InspectError(Exception):
+    """The target could not be resolved (unknown server name, bad arguments)."""
+
+
+def resolve_target(
+    target: list[str], config_dir: Path, *, sse: bool = False
+) -> tuple[str, ServerEntry]:
+    """The name and entry to connect to.
+
+    Raises:
+        InspectError: No target, or an unknown server name.
+    """
+    words = target[1:] if target[:1] == ["--"] else target
+    if not words:
+        raise InspectError("name a server, a URL, or `-- command args…` to inspect")
+    if target[:1] == ["--"] or len(words) > 1:
+        # Typed in a shell: relative paths mean the shell's directory, not the config dir.
+        return Path(words[0]).name, ServerEntry(
+            command=words[0], args=words[1:], cwd=str(Path.cwd())
+        )
+    word = words[0]
+    if word.startswith(("http://", "https://")):
+        return "inspected", ServerEntry(url=word, transport="sse" if sse else None)
+    servers = _configured_servers(config_dir)
+    entry = servers.get(word)
+    if entry is None:
+        known = ", ".join(sorted(servers)) or "none"
+        raise InspectError(
+            f"no server named {word!r} in the servers file of {config_dir} (configured: {known})"
+        )
+    return word, entry
+
+
+def _configured_servers(config_dir: Path) -> dict[str, ServerEntry]:
+    try:
+        if (config_dir / RUNTIME_FILE).exists():
+            store = ConfigStore(config_dir)
+            store.load()
+            return dict(store.snapshot.servers.mcp_servers)
+        path = config_dir / "servers_config.json"
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        return dict(parse_servers(text, path).mcp_servers)
+    except ConfigInvalid as exc:
+        raise InspectError(str(exc)) from exc
+
+
+async def inspect_server(
+    name: str,
+    entry: ServerEntry,
+    *,
+    config_dir: Path,
+    timeout: float,
+    call: str | None = None,
+    arguments: dict[str, Any] | None = None,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Connect, print what the server offers (and a call's result); the exit code.
+
+    Returns:
+        0 on success, 1 if the server could not be reached or the call failed.
+    """
+    report: dict[str, Any] = {"server": name}
+    try:
+        async with connect_server(
+            name,
+            entry,
+            platform_env=os.environ,
+            connection_timeout=timeout,
+            cwd_default=config_dir,
+            inherit_env=entry.inherit_env,
+        ) as conn:
+            info = conn.server_info
+            report["server_info"] = info.model_dump(mode="json") if info else None
+            report["protocol_version"] = conn.protocol_version
+            report["capabilities"] = conn.capabilities.model_dump(mode="json", exclude_none=True)
+            report["instructions"] = conn.instructions
+            tools = await conn.list_tools()
+            specs = build_tool_specs(
+                name, tools, include=entry.include_tools, exclude=entry.exclude_tools
+            )
+            report["tools"] = [
+                {
+                    "name": spec.name,
+                    "model_name": spec.model_name,
+                    "description": spec.description,
+                    "parameters": spec.parameters,
+                }
+                for spec in specs.specs
+            ]
+            report["diagnostics"] = [str(d) for d in specs.diagnostics]
+            caps = conn.capabilities
+            report["resources"] = (
+                [r.model_dump(mode="json", exclude_none=True) for r in await conn.list_resources()]
+                if caps.resources
+                else []
+            )
+            report["resource_templates"] = (
+                [
+                    t.model_dump(mode="json", exclude_none=True)
+                    for t in await conn.list_resource_templates()
+                ]
+                if caps.resources
+                else []
+            )
+            report["prompts"] = (
+                [p.model_dump(mode="json", exclude_none=True) for p in await conn.list_prompts()]
+                if caps.prompts
+                else []
+            )
+            if call is not None:
+                result = await conn.call_tool(call, arguments or {}, timeout=timeout)
+                report["call"] = {
+                    "tool": call,
+                    "is_error": result.is_error,
+                    "text": result.text,
+                    "structured": result.structured,
+                    "binary": [
+                        {"kind": b.kind, "mime_type": b.mime_type, "bytes": b.size}
+                        for b in result.binary
+                    ],
+                }
+    except ServerConnectError as exc:
+        _print(out, as_json, {"server": name, "error": str(exc), "failure": exc.failure})
+        return 1
+    except MCPClientError as exc:
+        report["error"] = str(exc)
+        _print(out, as_json, report)
+        return 1
+    _print(out, as_json, report)
+    failed = report.get("call", {}).get("is_error", False)
+    return 1 if failed else 0
+
+
+def _print(out: TextIO, as_json: bool, report: dict[str, Any]) -> None:
+    if as_json:
+        out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    lines: list[str] = []
+    if "error" in report and "tools" not in report:
+        lines.append(f"{report['server']}: cannot connect: {report['error']}")
+        out.write("\n".join(lines) + "\n")
+        return
+    info = report.get("server_info") or {}
+    lines.append(
+        f"server {report['server']!r}: {info.get('name', '?')} {info.get('version', '')}"
+        f" (protocol {report.get('protocol_version')})"
+    )
+    lines.append(f"capabilities: {', '.join(sorted(report.get('capabilities', {}))) or 'none'}")
+    if report.get("instructions"):
+        lines.append(f"instructions: {report['instructions']}")
+    lines.append(f"tools ({len(report.get('tools', []))}):")
+    for tool in report.get("tools", []):
+        params = ", ".join(tool["parameters"].get("properties", {}))
+        lines.append(f"  {tool['model_name']}({params}) — {tool['description'] or ''}".rstrip())
+    lines.extend(f"  ! {diagnostic}" for diagnostic in report.get("diagnostics", []))
+    lines.append(f"resources ({len(report.get('resources', []))}):")
+    lines.extend(f"  {r['uri']} — {r.get('name', '')}" for r in report.get("resources", []))
+    templates = report.get("resource_templates", [])
+    lines.extend(f"  {t['uri_template']} (template)" for t in templates)
+    lines.append(f"prompts ({len(report.get('prompts', []))}):")
+    lines.extend(f"  {p['name']} — {p.get('description', '')}" for p in report.get("prompts", []))
+    if "call" in report:
+        call = report["call"]
+        status = "ERROR" if call["is_error"] else "ok"
+        lines.append(f"call {call['tool']}: {status}")
+        lines.append(call["text"])
+        lines.extend(
+            f"  [{b['kind']} {b['mime_type']}, {b['bytes']} bytes]" for b in call["binary"]
+        )
+    if "error" in report:
+        lines.append(f"error: {report['error']}")
+    out.write("\n".join(lines) + "\n")
