@@ -128,6 +128,30 @@ def crash() -> str:
     os._exit(CRASH_EXIT_STATUS)
 
 
+def shout(text: str) -> str:
+    """Return the text in capitals (offered only after `toggle_shout`)."""
+    return text.upper()
+
+
+_shout_offered = False
+
+
+@mcp.tool()
+async def toggle_shout(ctx: Context) -> str:
+    """Add the tool `shout`, or remove it if it is there, and tell the client that the tool
+    list changed (for hosts: `notifications/tools/list_changed`; also logs a message)."""
+    global _shout_offered
+    if _shout_offered:
+        mcp.remove_tool("shout")
+    else:
+        mcp.add_tool(shout, name="shout")
+    _shout_offered = not _shout_offered
+    state = "offered" if _shout_offered else "withdrawn"
+    await ctx.info(f"the tool shout is now {state}")
+    await ctx.session.send_tool_list_changed()
+    return state
+
+
 @mcp.resource("demo://readme", name="readme", mime_type="text/markdown")
 def readme() -> str:
     """What this server is and what its tools do."""

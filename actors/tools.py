@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import mcp.types as mcp_types
 import orjson
 from pydantic import BaseModel
 
@@ -38,9 +39,10 @@ from actors.mcp_client import (
 )
 from actors.tool_schemas import build_tool_specs
 from bus.actor import Actor, Reply
-from bus.errors import McpServerUnavailable
+from bus.errors import BusError, McpServerUnavailable
 from bus.messages import (
     CallTool,
+    Message,
     ServerStateChanged,
     ServerStatus,
     ToolOutcome,
@@ -54,6 +56,27 @@ __all__ = ["MAX_RESULT_CHARS", "ToolActor", "tool_actor_name"]
 MAX_RESULT_CHARS = 20_000
 """Characters of a tool result the model reads; the rest is cut with a marker (a large
 result would crowd the context window and cost tokens on every later hop)."""
+
+
+HTTP_PING_INTERVAL = 30.0
+"""Seconds between pings of an idle Streamable HTTP server (nothing else would notice
+that it went away until the next call); stdio and SSE notice by themselves."""
+
+_LOG_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "notice": "info",
+    "warning": "warning",
+    "error": "error",
+    "critical": "critical",
+    "alert": "critical",
+    "emergency": "critical",
+}
+"""MCP log levels (syslog's) → ours."""
+
+
+class _RelistTools(Message):
+    """From the connection's notification handler to its actor: re-read the tools."""
 
 
 def tool_actor_name(server: str) -> str:
@@ -91,7 +114,7 @@ class ToolActor(Actor):
         config_dir: The default working directory of a stdio server.
     """
 
-    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (CallTool,)
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (CallTool, _RelistTools)
 
     def __init__(
         self,
@@ -122,6 +145,9 @@ class ToolActor(Actor):
 
     async def handle(self, message: BaseModel) -> Any:
         match message:
+            case _RelistTools():
+                if self._conn is not None:
+                    self.spawn(self._relist(self._conn), name="relist")
             case CallTool():
                 if self._conn is None or self._status != "ready":
                     raise McpServerUnavailable(
@@ -150,6 +176,8 @@ class ToolActor(Actor):
                     cwd_default=self._config_dir,
                     inherit_env=self._entry.inherit_env,
                     on_stderr_line=self._stderr_line,
+                    message_handler=self._notification,
+                    logging_callback=self._server_log,
                 ) as conn:
                     specs = build_tool_specs(
                         self.server,
@@ -174,7 +202,7 @@ class ToolActor(Actor):
                         connect_ms=round((time.perf_counter() - started) * 1000, 1),
                     )
                     await self._publish_state("ready", None)
-                    reason = await conn.wait_gone()
+                    reason = await self._watch(conn)
                     error = f"the server went away: {reason}"
             except asyncio.CancelledError:
                 raise
@@ -199,6 +227,62 @@ class ToolActor(Actor):
             )
             await self._publish_state("unavailable" if gave_up else "starting", error)
             await asyncio.sleep(delay)
+
+    async def _watch(self, conn: ServerConnection) -> str:
+        """Wait until the server is gone. stdio and SSE notice it by themselves; an idle
+        Streamable HTTP server is pinged every :data:`HTTP_PING_INTERVAL` seconds."""
+        if self._entry.effective_transport != "streamable_http":
+            return await conn.wait_gone()
+        timeout = self._connection_config.ping_timeout
+        while True:
+            try:
+                async with asyncio.timeout(HTTP_PING_INTERVAL):
+                    return await conn.wait_gone()
+            except TimeoutError:
+                pass
+            try:
+                async with asyncio.timeout(timeout):
+                    await conn.ping()
+            except (TimeoutError, MCPClientError) as exc:
+                return f"no answer to a ping within {timeout:g} s ({type(exc).__name__})"
+
+    async def _notification(self, message: object) -> None:
+        """From the SDK's task: a tool list change is handled by the actor itself."""
+        if isinstance(message, mcp_types.ToolListChangedNotification):
+            try:
+                self.bus.offer(self.name, _RelistTools())
+            except BusError:
+                self.log.warning("tools.list_changed_dropped", server=self.server)
+
+    async def _server_log(self, params: mcp_types.LoggingMessageNotificationParams) -> None:
+        """A server's ``notifications/message``: a structured log event of ours."""
+        data = params.data if isinstance(params.data, str) else orjson.dumps(params.data).decode()
+        level = _LOG_LEVELS.get(params.level, "info")
+        getattr(self.log, level)(
+            "tools.server_log",
+            server=self.server,
+            server_level=params.level,
+            logger=params.logger,
+            data=data[:4000],
+        )
+
+    async def _relist(self, conn: ServerConnection) -> None:
+        """Re-read the tool list after ``notifications/tools/list_changed``."""
+        try:
+            specs = build_tool_specs(
+                self.server,
+                await conn.list_tools(),
+                include=self._entry.include_tools,
+                exclude=self._entry.exclude_tools,
+            )
+        except MCPClientError as exc:
+            self.log.warning("tools.relist_failed", server=self.server, error=str(exc))
+            return
+        if self._conn is not conn:
+            return  # reconnected meanwhile: the new connection listed its own tools
+        self._tools = {spec.name: spec for spec in specs.specs}
+        self.log.info("tools.list_changed", server=self.server, tools=sorted(self._tools))
+        await self._publish_state("ready", None)
 
     def _stderr_line(self, line: str) -> None:
         self.log.info("tools.server_stderr", server=self.server, line=line[:2000])

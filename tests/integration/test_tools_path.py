@@ -212,3 +212,25 @@ async def test_servers_config_edits_start_stop_and_restart_exactly_those_servers
     await process.wait_for("tools.server_ready", lambda e: e["server"] == "extra", after=mark)
     stopped = [e for e in process.events[mark:] if e["event"] == "servers.stopped"]
     assert [(e["server"], e["reason"]) for e in stopped] == [("extra", "restarting: entry changed")]
+
+
+async def test_list_changed_refreshes_the_tools_and_server_logs_are_logged(chat, llm) -> None:
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    await client.expect("session_info")
+    process = platform.process
+    mark = len(process.events)
+    llm.script(
+        Reply.tool_calls([ToolCall("demo__toggle_shout", "{}", id="t1")]),
+        Reply.text("Toggled."),
+    )
+    await client.turn("add the shout tool")
+    changed = await process.wait_for("tools.list_changed", after=mark)
+    assert "shout" in changed["tools"]
+    log = await process.wait_for("tools.server_log", after=mark)
+    assert log["data"] == "the tool shout is now offered"
+    assert log["server"] == "demo"
+    llm.script(Reply.text("Now I can shout."))
+    await client.turn("what can you do now?")
+    offered = {t["function"]["name"] for t in llm.requests[-1].json["tools"]}
+    assert "demo__shout" in offered
