@@ -28,7 +28,7 @@ import orjson
 from pydantic import BaseModel
 
 from actors.tool_schemas import unique_model_names
-from actors.tools import tool_actor_name
+from actors.tools import tool_actor_name, truncate_for_model
 from bus.actor import Actor, Reply
 from bus.errors import (
     ChatError,
@@ -70,8 +70,6 @@ COMPLETION_TIMEOUT = 600.0
 HISTORY_CACHE_CONVERSATIONS = 256
 """Conversations whose history stays in memory (LRU); 256 x 1000 short messages is tens
 of MiB at worst, and a conversation that falls out is simply read again."""
-PARALLEL_TOOL_CALLS = 8
-"""Tool calls of one model step that run at once (the rest wait for a slot)."""
 STOP_GRACE = 2.0
 """Seconds running turns get at shutdown to store their partial answers as cancelled."""
 
@@ -87,12 +85,15 @@ class _Turn:
 
 def history_to_openai(
     history: tuple[StoredMessage, ...] | list[StoredMessage],
+    *,
+    max_result_chars: int | None = None,
 ) -> list[dict[str, Any]]:
     """Stored messages as OpenAI chat messages, repaired so a strict API accepts them.
 
     A tool call without a stored result (the process died mid-call) is dropped from its
     assistant message, a tool result whose call is gone is dropped, and an assistant
-    message that is left with neither text nor calls is skipped.
+    message that is left with neither text nor calls is skipped. Tool results are stored
+    whole and cut to ``max_result_chars`` here, as the model read them when they came.
     """
     answered = {m.tool_call_id for m in history if m.role == "tool" and m.tool_call_id}
     offered: set[str] = set()
@@ -122,7 +123,9 @@ def history_to_openai(
                     {
                         "role": "tool",
                         "tool_call_id": message.tool_call_id,
-                        "content": message.content,
+                        "content": message.content
+                        if max_result_chars is None
+                        else truncate_for_model(message.content, max_result_chars),
                     }
                 )
         elif message.role == "system":
@@ -295,7 +298,9 @@ class OrchestratorActor(Actor):
         history = await self._history_of(turn.conversation_id)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": config.chat.service.system_prompt},
-            *history_to_openai(history),
+            *history_to_openai(
+                history, max_result_chars=self.snapshot.servers.settings.max_result_chars
+            ),
         ]
         usage = Usage()
         hops = 0
@@ -401,7 +406,14 @@ class OrchestratorActor(Actor):
                     )
                 )
                 self._remember(tool_message)
-                messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
+                limit = self.snapshot.servers.settings.max_result_chars
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call.id,
+                        "content": truncate_for_model(output, limit),
+                    }
+                )
             if turn.cancelled:
                 return self._finished(
                     turn, result.content, result.thinking, usage, result.model, "cancelled"
@@ -443,9 +455,10 @@ class OrchestratorActor(Actor):
         return [spec.openai_tool() for spec in self._offered.values()]
 
     async def _run_tools(self, turn: _Turn, calls: tuple[ToolCall, ...]) -> list[str]:
-        """Run one step's calls in parallel (at most :data:`PARALLEL_TOOL_CALLS` at once);
-        each result is a text for the model, failures included."""
-        limit = asyncio.Semaphore(PARALLEL_TOOL_CALLS)
+        """Run one step's calls in parallel (at most ``settings.maxParallelCalls`` of
+        ``servers_config.json`` at once); each result is the whole text, failures
+        included (it is stored whole; the model reads it cut to ``maxResultChars``)."""
+        limit = asyncio.Semaphore(self.snapshot.servers.settings.max_parallel_calls)
 
         async def bounded(call: ToolCall) -> str:
             async with limit:

@@ -51,12 +51,7 @@ from bus.messages import (
 )
 from config.schema import ConnectionConfig, ServerEntry, ServerSettings
 
-__all__ = ["MAX_RESULT_CHARS", "ToolActor", "tool_actor_name"]
-
-MAX_RESULT_CHARS = 20_000
-"""Characters of a tool result the model reads; the rest is cut with a marker (a large
-result would crowd the context window and cost tokens on every later hop)."""
-
+__all__ = ["ToolActor", "outcome_text", "tool_actor_name", "truncate_for_model"]
 
 HTTP_PING_INTERVAL = 30.0
 """Seconds between pings of an idle Streamable HTTP server (nothing else would notice
@@ -95,11 +90,15 @@ def outcome_text(result: ToolResult) -> str:
         f"{block.size} bytes: shown to the user]"
         for block in result.binary
     )
-    text = "\n".join(parts) or ("(the tool failed)" if result.is_error else "(no output)")
-    if len(text) > MAX_RESULT_CHARS:
-        cut = len(text) - MAX_RESULT_CHARS
-        text = text[:MAX_RESULT_CHARS] + f"\n[… {cut} more characters cut]"
-    return text
+    return "\n".join(parts) or ("(the tool failed)" if result.is_error else "(no output)")
+
+
+def truncate_for_model(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with a marker saying how much is missing (a
+    large result would crowd the context window and cost tokens on every later hop)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[… {len(text) - limit} more characters cut]"
 
 
 class ToolActor(Actor):

@@ -337,6 +337,11 @@ class ServerSettings(_Section):
         "info", alias="logLevel"
     )
     auto_reconnect: bool = Field(default=True, alias="autoReconnect")
+    max_result_chars: int = Field(20_000, gt=0, alias="maxResultChars")
+    """Characters of a tool result the model reads; the rest is cut with a marker (the
+    whole result is stored)."""
+    max_parallel_calls: int = Field(8, gt=0, alias="maxParallelCalls")
+    """Tool calls of one model step that run at once."""
 
 
 class ServerEntry(_Section):

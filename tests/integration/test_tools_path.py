@@ -234,3 +234,31 @@ async def test_list_changed_refreshes_the_tools_and_server_logs_are_logged(chat,
     await client.turn("what can you do now?")
     offered = {t["function"]["name"] for t in llm.requests[-1].json["tools"]}
     assert "demo__shout" in offered
+
+
+async def test_long_results_are_cut_for_the_model_and_stored_whole(chat, llm) -> None:
+    platform, clients = chat
+    servers = {
+        "mcpServers": {"demo": {"command": sys.executable, "args": [str(DEMO)]}},
+        "settings": {"maxResultChars": 10},
+    }
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    client = await _ready_client(platform, clients)
+    await client.expect("session_info")
+    text = "abcdefghij" * 5
+    llm.script(
+        Reply.tool_calls([ToolCall("demo__echo", orjson.dumps({"text": text}).decode())]),
+        Reply.text("Echoed."),
+        Reply.text("Still cut."),
+    )
+    await client.turn("echo it")
+    sent = llm.requests[1].json["messages"][-1]["content"]
+    assert sent == "abcdefghij\n[… 40 more characters cut]"
+    # Stored whole; cut again when the history goes back to the model.
+    again = await platform.connect()
+    clients.append(again)
+    stored = (await again.expect("session_info"))["messages"]
+    assert [m["content"] for m in stored if m["role"] == "tool"] == [text]
+    await again.turn("and now?")
+    history_tool = [m for m in llm.requests[2].json["messages"] if m["role"] == "tool"]
+    assert history_tool[0]["content"] == sent
