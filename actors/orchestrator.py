@@ -520,6 +520,7 @@ class OrchestratorActor(Actor):
                 notification=notification,
                 result_preview=None if outcome.is_error else outcome.preview,
                 error_message=outcome.preview if outcome.is_error else None,
+                images=outcome.images or None,
             )
         )
         return outcome.text

@@ -31,6 +31,7 @@ __all__ = [
     "ErrorFrame",
     "FrameError",
     "HistoryMessage",
+    "ImageBlock",
     "ListSessionsFrame",
     "LoadSessionFrame",
     "PromptArgument",
@@ -353,6 +354,14 @@ class ThinkingDeltaFrame(_ServerFrame):
     content: str
 
 
+class ImageBlock(_ServerFrame):
+    """An image from a tool result."""
+
+    mime_type: str
+    data: str
+    """Base64."""
+
+
 class ToolExecutionFrame(_ServerFrame):
     """A tool call's progress."""
 
@@ -369,6 +378,8 @@ class ToolExecutionFrame(_ServerFrame):
     message: str | None = None
     result_preview: str | None = None
     error_message: str | None = None
+    images: list[ImageBlock] | None = None
+    """For ``completed``: images the tool returned (the model gets a description)."""
 
 
 class ElicitationRequestFrame(_ServerFrame):

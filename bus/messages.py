@@ -501,3 +501,5 @@ class ToolExecutionEvent(Message):
     message: str | None = None
     result_preview: str | None = None
     error_message: str | None = None
+    images: tuple[dict[str, str], ...] | None = None
+    """``{"mime_type", "data"}`` images of a completed call, for the frontend."""

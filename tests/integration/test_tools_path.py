@@ -10,6 +10,7 @@ the dead server is reconnected and its tools come back.
 
 from __future__ import annotations
 
+import base64
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -262,3 +263,43 @@ async def test_long_results_are_cut_for_the_model_and_stored_whole(chat, llm) ->
     await again.turn("and now?")
     history_tool = [m for m in llm.requests[2].json["messages"] if m["role"] == "tool"]
     assert history_tool[0]["content"] == sent
+
+
+async def test_images_reach_the_client_and_are_described_to_the_model(chat, llm) -> None:
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    await client.expect("session_info")
+    llm.script(
+        Reply.tool_calls([ToolCall("demo__image", '{"color": "red"}', id="img")]),
+        Reply.text("A red square."),
+    )
+    frames = await client.turn("draw")
+    completed = next(
+        f for f in frames if f["type"] == "tool_execution" and f["status"] == "completed"
+    )
+    [image] = completed["images"]
+    assert image["mime_type"] == "image/png"
+    assert base64.b64decode(image["data"]).startswith(b"\x89PNG\r\n\x1a\n")
+    described = llm.requests[1].json["messages"][-1]["content"]
+    assert "image image/png" in described
+    assert "shown to the user" in described
+
+
+async def test_a_server_that_never_initialises_is_reported_with_the_reason(
+    platform_factory, llm
+) -> None:
+    platform = ChatPlatform(platform_factory(), llm)
+    garbage = "import time\nprint('hello, I am not MCP', flush=True)\ntime.sleep(60)\n"
+    servers = {"mcpServers": {"broken": {"command": sys.executable, "args": ["-c", garbage]}}}
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    await platform.start({"mcp": {"connection": {"connection_timeout": 1.0}}})
+    down = await platform.process.wait_for("tools.server_down", timeout=30)
+    assert down["server"] == "broken"
+    assert "hello, I am not MCP" in down["error"]
+    client = await platform.connect()
+    info = await client.expect("session_info")
+    [server] = info["servers"]
+    assert server["name"] == "broken"
+    assert server["status"] in ("starting", "unavailable")
+    assert "hello, I am not MCP" in server["error_message"]
+    await client.close()
