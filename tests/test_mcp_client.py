@@ -234,7 +234,16 @@ async def test_handshake_reports_the_server(demo: ServerConnection) -> None:
 @on_module_loop
 async def test_tools_are_listed_with_all_fields(demo: ServerConnection) -> None:
     tools = {tool.name: tool for tool in await demo.list_tools()}
-    assert set(tools) == {"add", "echo", "slow_count", "fail", "image", "sleep_forever", "crash"}
+    assert set(tools) == {
+        "add",
+        "echo",
+        "slow_count",
+        "fail",
+        "image",
+        "sleep_forever",
+        "crash",
+        "toggle_shout",
+    }
     add = tools["add"]
     assert add.description == "Add two numbers and return the sum."
     assert add.input_schema["type"] == "object"
