@@ -303,3 +303,37 @@ async def test_a_server_that_never_initialises_is_reported_with_the_reason(
     assert server["status"] in ("starting", "unavailable")
     assert "hello, I am not MCP" in server["error_message"]
     await client.close()
+
+
+@pytest.mark.parametrize(
+    ("flag", "path", "transport"), [("--http", "/mcp", None), ("--sse", "/sse", "sse")]
+)
+async def test_tool_call_over_http_transports(
+    platform_factory, llm, tmp_path: Path, flag: str, path: str, transport: str | None
+) -> None:
+    from tests.test_mcp_client import HTTPServerProcess, free_port
+
+    port = free_port()
+    server = HTTPServerProcess([str(DEMO), flag, "--port", str(port)], port, tmp_path / "err.log")
+    try:
+        platform = ChatPlatform(platform_factory(), llm)
+        entry: dict = {"url": f"http://127.0.0.1:{port}{path}"}
+        if transport:
+            entry["transport"] = transport
+        servers = {"mcpServers": {"remote": entry}}
+        (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+        await platform.start()
+        await platform.process.wait_for("tools.server_ready", timeout=30)
+        client = await platform.connect()
+        await client.expect("session_info")
+        llm.script(
+            Reply.tool_calls([ToolCall("remote__slow_count", '{"n": 2, "delay": 0.01}')]),
+            Reply.text("Counted."),
+        )
+        frames = await client.turn("count")
+        statuses = [f["status"] for f in frames if f["type"] == "tool_execution"]
+        assert statuses == ["started", "progress", "progress", "completed"]
+        assert llm.requests[1].json["messages"][-1]["content"] == "2"
+        await client.close()
+    finally:
+        server.stop()
