@@ -1170,6 +1170,16 @@ def build_tool_specs(
     accepted: list[tuple[Tool, NormalisedSchema]] = []
     for name in filter_tools(by_name, include, exclude):
         tool = by_name[name]
+        execution = getattr(tool, "execution", None)
+        if execution is not None and getattr(execution, "task_support", None) == "required":
+            # MCP Tasks: a plain tools/call is refused (-32601), so the model must not
+            # be offered a tool every call of which would fail.
+            diagnostics.append(
+                ToolDiagnostic(
+                    server, name, "skipped", "requires task-augmented execution (MCP Tasks)"
+                )
+            )
+            continue
         try:
             schema = normalise_schema(tool.input_schema)
         except SchemaRejected as exc:
