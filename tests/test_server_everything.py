@@ -2,9 +2,10 @@
 
 ``@modelcontextprotocol/server-everything`` is pinned in ``tests/npm/package.json`` (an
 exact version, with the committed ``package-lock.json``) and installed by ``.ci/run`` with
-``npm ci --prefix tests/npm``, so no test needs the network; locally, run that command
-once. It is a TypeScript server (TS SDK 1.x): another implementation than our Python demo
-server, which is the point.
+``npm ci --prefix tests/npm`` (and by the first test that needs it when it is missing, so
+``uv run pytest`` works on a fresh checkout; after that no test needs the network). It is
+a TypeScript server (TS SDK 1.x): another implementation than our Python demo server,
+which is the point.
 
 Everything goes through the platform's own code: :func:`actors.mcp_client.connect_server`
 over stdio and over Streamable HTTP (a ``node`` subprocess on a free loopback port, started
@@ -91,15 +92,39 @@ def _node() -> str:
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not on PATH: these tests run the npm package " + PACKAGE)
-    if not ENTRY_JS.is_file():
-        pytest.fail(f"{PACKAGE} is not installed: run `npm ci --prefix tests/npm` (.ci/run does)")
-    installed = json.loads((PACKAGE_DIR / "package.json").read_text())["version"]
-    if installed != PINNED:
-        pytest.fail(
-            f"{PACKAGE} {installed} is installed but tests/npm/package.json pins {PINNED}: "
-            "run `npm ci --prefix tests/npm`"
+    if not ENTRY_JS.is_file() or _installed_version() != PINNED:
+        # `uv run pytest` alone must work on a fresh checkout: install the pinned lock from
+        # the npm registry once (.ci/run already did it in CI).
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail(f"npm is not on PATH: these tests need {PACKAGE} from npm")
+        done = subprocess.run(
+            [
+                npm,
+                "ci",
+                "--prefix",
+                str(NPM_DIR),
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
+        if done.returncode != 0 or _installed_version() != PINNED:
+            pytest.fail(f"`npm ci --prefix tests/npm` failed: {done.stderr[-2000:]}")
     return node
+
+
+def _installed_version() -> str | None:
+    manifest = PACKAGE_DIR / "package.json"
+    if not manifest.is_file():
+        return None
+    version: str = json.loads(manifest.read_text())["version"]
+    return version
 
 
 def _free_port() -> int:
