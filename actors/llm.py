@@ -1006,26 +1006,22 @@ class LLMActor(Actor):
             first = completion.first_delta_at is None
             if first:
                 completion.first_delta_at = time.perf_counter()
-            if thinking:
-                await self.publish(
-                    AssistantDelta.model_construct(
-                        conversation_id=request.conversation_id,
-                        turn_id=request.turn_id,
-                        kind="thinking",
-                        text=thinking,
+            # Reasoning first: a chunk carrying both has thought before it answered.
+            parts: tuple[tuple[Literal["thinking", "content"], str], ...] = (
+                ("thinking", thinking),
+                ("content", content),
+            )
+            for kind, text in parts:
+                if text:
+                    await self.publish(
+                        AssistantDelta.model_construct(
+                            conversation_id=request.conversation_id,
+                            turn_id=request.turn_id,
+                            kind=kind,
+                            text=text,
+                        )
                     )
-                )
-                completion.published_chars += len(thinking)
-            if content:
-                await self.publish(
-                    AssistantDelta.model_construct(
-                        conversation_id=request.conversation_id,
-                        turn_id=request.turn_id,
-                        kind="content",
-                        text=content,
-                    )
-                )
-                completion.published_chars += len(content)
+                    completion.published_chars += len(text)
             if first:
                 # Let the gateway send the first delta now, not after this task has
                 # parsed the rest of what one network read brought (~0.4 ms of TTFT).

@@ -679,14 +679,10 @@ class PersistenceActor(Actor):
                 await db.execute("COMMIT")
             except sqlite3.Error as exc:
                 await self._rollback(db)
-                problem = _storage_failure(exc)
-                if problem is None:
+                full = self._storage_full(action, exc)
+                if full is None:
                     raise
-                where = self._db_path or "the in-memory database"
-                raise StorageFull(
-                    f"cannot {action}: the storage of {where} is {problem} ({exc}); "
-                    "nothing was written, stored messages are intact"
-                ) from exc
+                raise full from exc
             except Exception:
                 await self._rollback(db)
                 raise
@@ -718,15 +714,22 @@ class PersistenceActor(Actor):
                     raise SessionNotFound(f"no conversation {conversation_id!r}") from exc
                 raise
             except sqlite3.Error as exc:
-                problem = _storage_failure(exc)
-                if problem is None:
+                full = self._storage_full(action, exc)
+                if full is None:
                     raise
-                where = self._db_path or "the in-memory database"
-                raise StorageFull(
-                    f"cannot {action}: the storage of {where} is {problem} ({exc}); "
-                    "nothing was written, stored messages are intact"
-                ) from exc
+                raise full from exc
         self.write_transactions += 1
+
+    def _storage_full(self, action: str, exc: sqlite3.Error) -> StorageFull | None:
+        """StorageFull if ``exc`` says the storage cannot be written, else None."""
+        problem = _storage_failure(exc)
+        if problem is None:
+            return None
+        where = self._db_path or "the in-memory database"
+        return StorageFull(
+            f"cannot {action}: the storage of {where} is {problem} ({exc}); "
+            "nothing was written, stored messages are intact"
+        )
 
     @staticmethod
     async def _rollback(db: aiosqlite.Connection) -> None:

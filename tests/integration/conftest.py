@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.scripted_llm import ScriptedLLM
+
 ENTRY_POINT = Path(sys.executable).with_name("mcp-platform")
 
 
@@ -110,6 +112,13 @@ class PlatformProcess:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[ScriptedLLM]:
+    """The scripted OpenAI-compatible LLM server (a real HTTP server on 127.0.0.1)."""
+    async with ScriptedLLM() as server:
+        yield server
 
 
 @pytest.fixture

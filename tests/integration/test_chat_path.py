@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -19,12 +19,6 @@ import pytest
 from tests.integration.chat import API_KEY, ChatClient, ChatPlatform
 from tests.integration.conftest import PlatformProcess
 from tests.scripted_llm import Content, Finish, Gate, Reply, ScriptedLLM, Usage
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[ScriptedLLM]:
-    async with ScriptedLLM() as server:
-        yield server
 
 
 @pytest.fixture

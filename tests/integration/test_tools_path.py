@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -24,12 +24,6 @@ from tests.scripted_llm import Reply, ScriptedLLM, ToolCall
 
 DEMO = Path(__file__).resolve().parents[2] / "Servers" / "demo_server.py"
 FAST_RECONNECT = {"mcp": {"connection": {"initial_reconnect_delay": 0.1}}}
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[ScriptedLLM]:
-    async with ScriptedLLM() as server:
-        yield server
 
 
 @pytest.fixture
