@@ -56,7 +56,8 @@ def test_response_headers_and_revalidation(site: Path) -> None:
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert page.headers["Content-Length"] == str(len(page.body))
     etag = page.headers["ETag"]
-    assert etag.startswith('"') and etag.endswith('"')
+    assert etag.startswith('"')
+    assert etag.endswith('"')
 
     again = assets.respond("/", etag)
     assert again is not None
@@ -99,7 +100,7 @@ def test_the_endpoint_is_written_into_the_page_escaped(site: Path) -> None:
 
 
 def test_a_missing_page_fails_at_load(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="index.html"):
+    with pytest.raises(FileNotFoundError, match=r"index\.html"):
         WebAssets.load(tmp_path, "/ws/chat")
 
 
@@ -109,4 +110,5 @@ def test_the_shipped_page_loads() -> None:
     index = assets.lookup("/").body  # type: ignore[union-attr]
     assert b'<meta name="mcp-ws-endpoint" content="/ws/chat">' in index
     # No code from another host: every script and style is same-origin.
-    assert b"http://" not in index and b"https://" not in index
+    assert b"http://" not in index
+    assert b"https://" not in index

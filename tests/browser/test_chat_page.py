@@ -247,7 +247,10 @@ async def test_error_notifications(page: Page, start_platform: StartPlatform) ->
     # A conversation id that does not exist (deleted elsewhere): SESSION_NOT_FOUND, then the
     # usual conversation.
     platform = await start_platform(
-        {"llm": {"providers": {"scripted": {"api_key_env": "NOBODY_SET_THIS_KEY"}}}}
+        {
+            "llm": {"providers": {"scripted": {"api_key_env": "NOBODY_SET_THIS_KEY"}}},
+            "chat": {"websocket": {"max_message_size": 2000}},
+        }
     )
     await page.add_init_script(
         "sessionStorage.setItem('mcp-platform.conversation', 'c-gone-for-good')"
@@ -267,6 +270,16 @@ async def test_error_notifications(page: Page, start_platform: StartPlatform) ->
     await expect(error).to_contain_text(".env")
     await expect(page.locator("#input")).to_be_enabled()
     await expect(page.locator("#stop")).to_be_hidden()
+
+    # Refused before it is stored: the notification, and the text is back in the input.
+    long_text = "x" * 3000
+    await send(page, long_text)
+    too_large = page.locator('.toast[data-code="MESSAGE_TOO_LARGE"]')
+    await expect(too_large).to_contain_text("Message too large")
+    await expect(too_large).to_contain_text("max_message_size")
+    await expect(page.locator("#input")).to_be_enabled()
+    await expect(page.locator("#input")).to_have_value(long_text)
+    await expect(page.locator(".msg.user")).to_have_text(["hello"])
 
 
 XSS_REPLY = (

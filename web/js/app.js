@@ -38,6 +38,9 @@ const ERROR_TITLES = {
   INTERNAL_ERROR: "Platform error",
 };
 
+// Codes with which the gateway refuses a user_message before it is stored.
+const REFUSED_CODES = new Set(["INVALID_MESSAGE", "MESSAGE_TOO_LARGE", "TURN_IN_PROGRESS", "STORAGE_FULL"]);
+
 const $ = (id) => document.getElementById(id);
 
 const ui = {
@@ -77,6 +80,8 @@ const state = {
   running: false,
   /** The request id of the user_message awaiting its turn, if any. */
   pending: null,
+  /** The bubble shown for that message (removed if the server refuses it). */
+  pendingBubble: null,
   /** The turn view being streamed (see newTurnView). */
   turn: null,
   requestSeq: 0,
@@ -120,6 +125,7 @@ function onSessionInfo(frame) {
   state.prompts = frame.prompts ?? [];
   state.turn = null;
   state.pending = null;
+  state.pendingBubble = null;
   renderHistory(frame.messages ?? []);
   renderHeader();
   renderTools();
@@ -181,6 +187,7 @@ function onAssistantMessage(frame) {
   }
   state.turn = null;
   state.pending = null;
+  state.pendingBubble = null;
   setRunning(false);
   send({ type: "list_sessions" });
   scrollToEnd();
@@ -296,8 +303,17 @@ function onError(frame) {
   toast("error", ERROR_TITLES[code] ?? "Error", text, code);
   // A message refused before its turn started gets no assistant_message: end the wait.
   const turnStarted = state.turn && state.turn.turnId !== null;
-  if (frame.request_id && frame.request_id === state.pending && !turnStarted) {
+  // MESSAGE_TOO_LARGE (and JSON the server could not read) come without a request id.
+  const ours = frame.request_id ? frame.request_id === state.pending : REFUSED_CODES.has(code) && state.pending !== null;
+  if (ours && !turnStarted) {
     state.turn?.root.remove();
+    // Refused before it was stored (TURN_IN_PROGRESS, INVALID_MESSAGE, STORAGE_FULL…): the
+    // message is not in the conversation, so it leaves the view and goes back to the input.
+    if (REFUSED_CODES.has(code) && state.pendingBubble) {
+      state.pendingBubble.remove();
+      if (!ui.input.value) ui.input.value = state.pendingBubble.dataset.text ?? "";
+    }
+    state.pendingBubble = null;
     state.turn = null;
     state.pending = null;
     setRunning(false);
@@ -653,7 +669,9 @@ function sendMessage(text, prompt) {
   if (prompt) frame.prompt = prompt;
   if (!send(frame)) return false;
   state.pending = requestId;
-  addMessage(userBubble(text, prompt));
+  state.pendingBubble = userBubble(text, prompt);
+  state.pendingBubble.dataset.text = text;
+  addMessage(state.pendingBubble);
   state.turn = newTurnView(null);
   addMessage(state.turn.root);
   setRunning(true);
