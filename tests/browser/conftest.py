@@ -25,8 +25,9 @@ from typing import Any
 import orjson
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
+from actors.web_assets import WEB_DIR, WebAssets
 from tests.integration.chat import ChatPlatform
 from tests.integration.conftest import PlatformProcess
 from tests.scripted_llm import ScriptedLLM
@@ -138,3 +139,51 @@ async def page(context: BrowserContext) -> AsyncIterator[Page]:
     )
     yield tab
     assert errors.errors == [], f"JavaScript errors on the page: {errors.errors}"
+
+
+ORIGIN = "http://page.test"
+
+# Replaces the page's WebSocket before its scripts run: records what the page sends, and
+# lets the test deliver frames (window.__deliver) as if the server sent them.
+FAKE_SOCKET = """
+window.__sent = [];
+class FakeSocket extends EventTarget {
+  constructor(url) {
+    super();
+    this.url = url;
+    this.readyState = 0;
+    window.__socket = this;
+    setTimeout(() => { this.readyState = 1; this.dispatchEvent(new Event("open")); }, 0);
+  }
+  send(data) { window.__sent.push(JSON.parse(data)); }
+  close() { this.readyState = 3; }
+}
+FakeSocket.OPEN = 1;
+window.WebSocket = FakeSocket;
+window.__deliver = (text) =>
+  window.__socket.dispatchEvent(new MessageEvent("message", { data: text }));
+"""
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def page_only(context: BrowserContext, page: Page) -> AsyncIterator[Page]:
+    """The page served from its real file table (no platform), its WebSocket a stand-in
+    that the test feeds (``window.__deliver``) and reads (``window.__sent``)."""
+    assets = WebAssets.load(WEB_DIR, "/ws/chat")
+
+    async def serve(route: Route) -> None:
+        path = route.request.url.removeprefix(ORIGIN).partition("?")[0]
+        response = assets.respond(path, None)
+        if response is None:
+            await route.fulfill(status=404, body="not found")
+            return
+        await route.fulfill(
+            status=response.status_code,
+            headers=dict(response.headers.raw_items()),
+            body=response.body,
+        )
+
+    await context.route(f"{ORIGIN}/**", serve)
+    await page.add_init_script(FAKE_SOCKET)
+    await page.goto(f"{ORIGIN}/")
+    yield page

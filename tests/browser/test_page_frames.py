@@ -13,12 +13,10 @@ platform sends these frames.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from playwright.async_api import BrowserContext, Page, Route, expect
+from playwright.async_api import Page, expect
 from pydantic import BaseModel
 
 from actors.protocol import (
@@ -33,55 +31,8 @@ from actors.protocol import (
     dump_frame,
     parse_client_frame,
 )
-from actors.web_assets import WEB_DIR, WebAssets
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-ORIGIN = "http://page.test"
-
-# Replaces the page's WebSocket before its scripts run: records what the page sends, and
-# lets the test deliver frames (window.__deliver) as if the server sent them.
-FAKE_SOCKET = """
-window.__sent = [];
-class FakeSocket extends EventTarget {
-  constructor(url) {
-    super();
-    this.url = url;
-    this.readyState = 0;
-    window.__socket = this;
-    setTimeout(() => { this.readyState = 1; this.dispatchEvent(new Event("open")); }, 0);
-  }
-  send(data) { window.__sent.push(JSON.parse(data)); }
-  close() { this.readyState = 3; }
-}
-FakeSocket.OPEN = 1;
-window.WebSocket = FakeSocket;
-window.__deliver = (text) =>
-  window.__socket.dispatchEvent(new MessageEvent("message", { data: text }));
-"""
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def page_only(context: BrowserContext, page: Page) -> AsyncIterator[Page]:
-    """The page served from the real file table, with the stand-in socket."""
-    assets = WebAssets.load(WEB_DIR, "/ws/chat")
-
-    async def serve(route: Route) -> None:
-        path = route.request.url.removeprefix(ORIGIN).partition("?")[0]
-        response = assets.respond(path, None)
-        if response is None:
-            await route.fulfill(status=404, body="not found")
-            return
-        await route.fulfill(
-            status=response.status_code,
-            headers=dict(response.headers.raw_items()),
-            body=response.body,
-        )
-
-    await context.route(f"{ORIGIN}/**", serve)
-    await page.add_init_script(FAKE_SOCKET)
-    await page.goto(f"{ORIGIN}/")
-    yield page
 
 
 async def deliver(page: Page, frame: BaseModel) -> None:
