@@ -350,7 +350,7 @@ function newTurnView(turnId) {
   return {
     turnId, root, parts, meta, typing, thinkingEl: thinking, thinkingBody, thinkingLabel,
     text: "", thinking: "", thinkingDirty: false,
-    segment: null, tools: new Map(), frame: 0, streaming: true,
+    segment: null, tools: new Map(), frame: null, streaming: true,
   };
 }
 
@@ -381,15 +381,30 @@ function appendText(turn, text) {
 
 function scheduleRender(turn) {
   if (turn.frame) return;
-  turn.frame = requestAnimationFrame(() => flushRender(turn));
+  // Once per animation frame; when a render gets expensive (a long answer: ~12 ms for
+  // 20 KB here), at most a fifth of the time goes to rendering, so typing and scrolling
+  // stay smooth while the stream goes on.
+  const cost = turn.renderMs ?? 0;
+  const pending = { timer: 0, frame: 0 };
+  const render = () => {
+    pending.frame = requestAnimationFrame(() => flushRender(turn));
+  };
+  if (cost > 4) pending.timer = setTimeout(render, cost * 4);
+  else render();
+  turn.frame = pending;
 }
 
 function flushRender(turn) {
-  if (turn.frame) cancelAnimationFrame(turn.frame);
-  turn.frame = 0;
+  if (turn.frame) {
+    clearTimeout(turn.frame.timer);
+    cancelAnimationFrame(turn.frame.frame);
+  }
+  turn.frame = null;
   if (turn.segment?.dirty) {
+    const started = performance.now();
     turn.segment.el.replaceChildren(renderMarkdown(turn.segment.text));
     turn.segment.dirty = false;
+    turn.renderMs = performance.now() - started;
   }
   if (turn.thinkingDirty) {
     turn.thinkingEl.hidden = false;

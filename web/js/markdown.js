@@ -10,9 +10,10 @@
 // headings, fenced code blocks (an unclosed fence, as mid-stream, renders as code to the
 // end), blockquotes, ordered / unordered lists with nesting, GFM tables, thematic breaks,
 // and inline code, **strong**, *emphasis*, ~~strike~~, [links](https://…), <autolinks> and
-// bare URLs. The whole text is re-rendered on every streamed chunk (once per animation
-// frame at most), which is simpler than incremental parsing and cheap at chat sizes
-// (a 20 KB answer renders in about a millisecond).
+// bare URLs. The whole text is re-rendered as chunks stream in (once per animation frame at
+// most, less often for long answers: see app.js scheduleRender), which is simpler than
+// incremental parsing and cheap enough at chat sizes: a 20 KB answer of mixed Markdown
+// renders in ~12 ms in headless Chromium on the 2-core test machine.
 
 const FENCE = /^ {0,3}(`{3,}|~{3,})\s*([^`\s]*)[^`]*$/;
 const HEADING = /^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$/;
