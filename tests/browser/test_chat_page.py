@@ -8,6 +8,7 @@ never sleeps.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 from pathlib import Path
@@ -220,7 +221,6 @@ async def test_reconnects_after_the_platform_restarts_and_resumes_the_conversati
     await open_page(page, platform)
     await send(page, "Are you there?")
     await expect(page.locator(".msg.assistant .md")).to_have_text("Before the restart.")
-    # Switch away from the "most recent" conversation, so that resuming by id is what counts.
     conversation_id = await page.locator("#conv-title").get_attribute("title")
 
     platform.process.signal(signal.SIGTERM)
@@ -292,7 +292,7 @@ XSS_TOOL_TEXT = '<img src=x onerror="window.__xss = 5"><script>window.__xss = 6<
 async def test_xss_in_a_reply_and_in_a_tool_result_shows_as_text(
     page: Page, platform: ChatPlatform, llm: ScriptedLLM
 ) -> None:
-    echo_args = '{"text": ' + __import__("json").dumps(XSS_TOOL_TEXT) + "}"
+    echo_args = json.dumps({"text": XSS_TOOL_TEXT})
     llm.script(
         Reply.tool_calls([ToolCall("demo__echo", echo_args, id="call-xss")]),
         Reply.text(XSS_REPLY, chunks=7),
