@@ -69,6 +69,7 @@ from actors.protocol import (
     dump_frame,
     parse_client_frame,
 )
+from actors.web_assets import WEB_DIR, WebAssets
 from bus.actor import Actor
 from bus.errors import ChatError, InvalidMessage, RequestError, RequestFailed
 from bus.messages import (
@@ -265,6 +266,8 @@ class GatewayActor(Actor):
         self._ids = itertools.count(1)
         self._servers: dict[str, ServerStateChanged] = {}
         """The last state of each MCP server (for session_info)."""
+        self._web: WebAssets | None = None
+        """The bundled page, read once at start (``None`` when ``chat.web.enabled`` is off)."""
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -279,6 +282,7 @@ class GatewayActor(Actor):
 
     async def on_start(self) -> None:
         self._snapshot = await self.request(GetConfig())
+        self._load_web()
         self._server = await self._listen(self.settings)
 
     async def on_stop(self) -> None:
@@ -356,6 +360,8 @@ class GatewayActor(Actor):
                 self._snapshot = snapshot
                 if any(k in ("chat.websocket.host", "chat.websocket.port") for k in keys):
                     await self._rebind()
+                if any(k in ("chat.websocket.endpoint", "chat.web.enabled") for k in keys):
+                    self._load_web()
         return None
 
     def _turn_finished(self, message: TurnFinished) -> None:
@@ -427,13 +433,24 @@ class GatewayActor(Actor):
             return None
         if path == "/healthz":
             return self._healthz()
-        if path == "/":
+        if self._web is not None:
+            page = self._web.respond(path, request.headers.get("If-None-Match"))
+            if page is not None:
+                return page
+        elif path == "/":
             return _response(
                 http.HTTPStatus.OK,
                 "text/plain; charset=utf-8",
                 f"MCP Platform is running. WebSocket endpoint: {settings.endpoint}\n".encode(),
             )
         return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+
+    def _load_web(self) -> None:
+        # A few small files read once (not per request: this runs on the event loop).
+        config = self.snapshot.config.chat
+        self._web = (
+            WebAssets.load(WEB_DIR, config.websocket.endpoint) if config.web.enabled else None
+        )
 
     def _healthz(self) -> Response:
         actors = self._health()

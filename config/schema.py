@@ -39,6 +39,7 @@ __all__ = [
     "StreamingConfig",
     "StreamingPersistenceConfig",
     "ToolNotificationsConfig",
+    "WebConfig",
     "WebSocketConfig",
 ]
 
@@ -90,6 +91,14 @@ class WebSocketConfig(_Section):
         if not value.startswith("/"):
             raise ValueError(f"must start with '/', got {value!r}")
         return value
+
+
+class WebConfig(_Section):
+    """``chat.web``: the bundled chat page at ``/`` (files of ``web/``)."""
+
+    enabled: bool = True
+    """Serve the page at ``/``; ``false`` answers ``/`` with a plain-text line instead (for
+    operators who bring their own frontend)."""
 
 
 class RetentionConfig(_Section):
@@ -185,6 +194,7 @@ class ChatConfig(_Section):
     """``chat``."""
 
     websocket: WebSocketConfig = WebSocketConfig()
+    web: WebConfig = WebConfig()
     storage: StorageConfig = StorageConfig()
     service: ServiceConfig
 

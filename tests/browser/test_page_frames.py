@@ -1,0 +1,177 @@
+"""The page's handling of frames whose server side is not built yet: prompts, elicitation
+and tool approval.
+
+A unit test of the page, not of the platform: the page is served from the real file table
+(``WebAssets``, with its headers and CSP) through Playwright's request routing, and its
+WebSocket is replaced by an in-page stand-in that the test feeds. Every frame fed is built
+from the protocol's own Pydantic models, and every frame the page sends back is validated
+with the server's own parser (``parse_client_frame``), so the page and the contract cannot
+drift apart. The end-to-end tests of these flows join ``test_chat_page.py`` once the
+platform sends these frames.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, expect
+from pydantic import BaseModel
+
+from actors.protocol import (
+    AssistantMessageFrame,
+    ElicitationRequestFrame,
+    PromptArgument,
+    PromptInfo,
+    ServerInfo,
+    SessionInfoFrame,
+    ToolApprovalRequestFrame,
+    ToolExecutionFrame,
+    dump_frame,
+    parse_client_frame,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def deliver(page: Page, frame: BaseModel) -> None:
+    await page.evaluate("text => window.__deliver(text)", dump_frame(frame))
+
+
+async def sent(page: Page) -> list[dict[str, Any]]:
+    """Frames the page sent, each validated by the server's parser."""
+    frames: list[dict[str, Any]] = await page.evaluate("window.__sent")
+    for frame in frames:
+        parse_client_frame(json.dumps(frame))
+    return frames
+
+
+SESSION = SessionInfoFrame(
+    conversation_id="c-1",
+    model="scripted/model-1",
+    servers=[ServerInfo(name="prompts", status="ready")],
+    prompts=[
+        PromptInfo(
+            name="summarize",
+            server="prompts",
+            description="Summarise a text",
+            arguments=[
+                PromptArgument(name="text", description="What to summarise", required=True),
+                PromptArgument(name="style"),
+            ],
+        )
+    ],
+)
+
+
+async def test_a_prompt_is_picked_filled_in_and_sent(page_only: Page) -> None:
+    page = page_only
+    await deliver(page, SESSION)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+    await page.locator("#prompts .cap-button", has_text="summarize").click()
+    dialog = page.locator("#dialog")
+    await expect(dialog).to_contain_text("Summarise a text")
+    await dialog.get_by_role("button", name="Send").click()
+    await expect(dialog).to_be_visible()  # "text" is required
+    await page.locator("#prompt-arg-text").fill("MCP is a protocol.")
+    await page.locator("#prompt-message").fill("Keep it short")
+    await dialog.get_by_role("button", name="Send").click()
+    await expect(dialog).to_be_hidden()
+    await expect(page.locator(".msg.user .prompt-chip")).to_have_text("Prompt · prompts/summarize")
+    [*_, message] = await sent(page)
+    assert message["type"] == "user_message"
+    assert message["message"] == "Keep it short"
+    assert message["prompt"] == {
+        "server": "prompts",
+        "name": "summarize",
+        "arguments": {"text": "MCP is a protocol."},
+    }
+    await expect(page.locator("#input")).to_be_disabled()
+
+
+async def test_an_elicitation_form_from_its_schema(page_only: Page) -> None:
+    page = page_only
+    await deliver(page, SESSION)
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "title": "Your name", "minLength": 2},
+            "age": {"type": "integer", "minimum": 0, "maximum": 150},
+            "subscribe": {"type": "boolean", "default": True},
+            "size": {"type": "string", "enum": ["s", "m", "l"], "enumNames": ["S", "M", "L"]},
+            "email": {"type": "string", "format": "email"},
+        },
+        "required": ["name", "size"],
+    }
+    request = ElicitationRequestFrame(
+        request_id="e-1", server="prompts", message="Who are you?", requested_schema=schema
+    )
+    await deliver(page, request)
+    card = page.locator('.request-card[data-request-id="e-1"]')
+    await expect(card).to_contain_text("Who are you?")
+    await expect(card.locator("label", has_text="Your name")).to_be_visible()
+    await expect(card.locator("select option")).to_have_text(["S", "M", "L"])
+    await card.get_by_role("button", name="Accept").click()
+    assert [f for f in await sent(page) if f["type"] == "elicitation_response"] == []  # invalid
+    await card.locator("#elicit-e-1-name").fill("Ada")
+    await card.locator("#elicit-e-1-age").fill("36")
+    await card.locator("#elicit-e-1-size").select_option("m")
+    await card.get_by_role("button", name="Accept").click()
+    await expect(card.locator(".inline-status")).to_have_text("✓ Answer sent")
+    [response] = [f for f in await sent(page) if f["type"] == "elicitation_response"]
+    assert response == {
+        "type": "elicitation_response",
+        "request_id": "e-1",
+        "action": "accept",
+        "content": {"name": "Ada", "age": 36, "subscribe": True, "size": "m"},
+    }
+
+    await deliver(
+        page,
+        ElicitationRequestFrame(
+            request_id="e-2", server="prompts", message="Again?", requested_schema=schema
+        ),
+    )
+    await (
+        page.locator('.request-card[data-request-id="e-2"]')
+        .get_by_role("button", name="Decline")
+        .click()
+    )
+    *_, declined = [f for f in await sent(page) if f["type"] == "elicitation_response"]
+    assert declined == {"type": "elicitation_response", "request_id": "e-2", "action": "decline"}
+
+
+async def test_a_tool_approval_request(page_only: Page) -> None:
+    page = page_only
+    await deliver(page, SESSION)
+    await deliver(
+        page,
+        ToolExecutionFrame(
+            turn_id="t-1", call_id="k-0", tool_name="add", server="prompts", status="started"
+        ),
+    )
+    for call_id, button in [("k-1", "Approve"), ("k-2", "Deny")]:
+        await deliver(
+            page,
+            ToolApprovalRequestFrame(
+                turn_id="t-1",
+                call_id=call_id,
+                server="prompts",
+                tool_name="delete_everything",
+                arguments={"really": True},
+            ),
+        )
+        card = page.locator(f'.request-card[data-call-id="{call_id}"]')
+        await expect(card).to_contain_text("delete_everything")
+        await expect(card.locator("pre")).to_contain_text('"really": true')
+        await card.get_by_role("button", name=button).click()
+    await expect(page.locator('.request-card[data-call-id="k-2"]')).to_contain_text("Denied")
+    decisions = [f for f in await sent(page) if f["type"] == "tool_approval_response"]
+    assert decisions == [
+        {"type": "tool_approval_response", "call_id": "k-1", "decision": "approve"},
+        {"type": "tool_approval_response", "call_id": "k-2", "decision": "deny"},
+    ]
+    await deliver(page, AssistantMessageFrame(turn_id="t-1", message="Done.", finish_reason="stop"))
+    await expect(page.locator(".msg.assistant .md")).to_have_text("Done.")
+    await expect(page.locator("#input")).to_be_enabled()

@@ -1,0 +1,852 @@
+// The chat page: a reference client of the WebSocket protocol (../shared/PROTOCOL.md).
+//
+// Design note: one module-level `state` holds what the server told us (conversation,
+// servers, tools, prompts, sessions) and the turn being streamed; `handleFrame` is the one
+// place where server frames come in, one function per frame type. Everything shown is
+// built with DOM calls (dom.js, markdown.js): no server or model text is ever inserted as
+// HTML. The conversation view is rebuilt from `session_info` (first frame of every
+// connection, and the answer to `load_session`), so a reconnect or a reload shows exactly
+// what the server stored.
+
+import { ChatConnection, State, chatUrl } from "./connection.js";
+import { clear, h } from "./dom.js";
+import { renderMarkdown } from "./markdown.js";
+import { schemaForm } from "./schema_form.js";
+
+const STORAGE_KEY = "mcp-platform.conversation";
+const RESULT_PREVIEW_CHARS = 4000;
+
+// User-facing texts for error codes (the product documentation's wording, README "Errors").
+const ERROR_TEXTS = {
+  STORAGE_FULL: "The database cannot be written (disk full or read-only). Nothing stored was changed; free some space and try again.",
+  SESSION_NOT_FOUND: "That conversation does not exist any more (it was deleted or removed by retention).",
+  MCP_SERVER_UNAVAILABLE: "An MCP server is unavailable: its tools are not offered until it reconnects.",
+  TURN_IN_PROGRESS: "An answer is still running in this conversation; wait for it or press Stop.",
+};
+
+const ERROR_TITLES = {
+  LLM_NOT_CONFIGURED: "The LLM is not configured",
+  LLM_UNAVAILABLE: "The LLM provider failed",
+  RATE_LIMITED: "Rate limited by the LLM provider",
+  STORAGE_FULL: "Storage full",
+  SESSION_NOT_FOUND: "Session not found",
+  MCP_SERVER_UNAVAILABLE: "MCP server unavailable",
+  TOOL_FAILED: "Tool failed",
+  INVALID_MESSAGE: "Message refused",
+  MESSAGE_TOO_LARGE: "Message too large",
+  UNAUTHORIZED: "Not authorised",
+  INTERNAL_ERROR: "Platform error",
+};
+
+// Codes with which the gateway refuses a user_message before it is stored.
+const REFUSED_CODES = new Set(["INVALID_MESSAGE", "MESSAGE_TOO_LARGE", "TURN_IN_PROGRESS", "STORAGE_FULL"]);
+
+const $ = (id) => document.getElementById(id);
+
+const ui = {
+  messages: $("messages"),
+  empty: $("empty"),
+  input: $("input"),
+  send: $("send"),
+  stop: $("stop"),
+  composer: $("composer"),
+  title: $("conv-title"),
+  model: $("model"),
+  servers: $("servers"),
+  conn: $("conn"),
+  connLabel: $("conn-label"),
+  sessions: $("sessions"),
+  tools: $("tools"),
+  toolCount: $("tool-count"),
+  prompts: $("prompts"),
+  promptCount: $("prompt-count"),
+  toasts: $("toasts"),
+  dialog: $("dialog"),
+  sidebar: $("sidebar"),
+  scrim: $("scrim"),
+  menu: $("menu"),
+};
+
+const state = {
+  conversationId: sessionStorage.getItem(STORAGE_KEY),
+  name: null,
+  saved: false,
+  model: "",
+  servers: new Map(),
+  tools: [],
+  prompts: [],
+  sessions: [],
+  connected: false,
+  running: false,
+  /** The request id of the user_message awaiting its turn, if any. */
+  pending: null,
+  /** The bubble shown for that message (removed if the server refuses it). */
+  pendingBubble: null,
+  /** The turn view being streamed (see newTurnView). */
+  turn: null,
+  requestSeq: 0,
+};
+
+const endpointMeta = document.querySelector('meta[name="mcp-ws-endpoint"]')?.content;
+const endpoint = endpointMeta && endpointMeta.startsWith("/") ? endpointMeta : "/ws/chat";
+
+const connection = new ChatConnection({
+  url: () => chatUrl(endpoint, state.conversationId),
+  onFrame: handleFrame,
+  onState: showConnectionState,
+});
+
+// -- frames from the server ---------------------------------------------------------------
+
+function handleFrame(frame) {
+  switch (frame.type) {
+    case "session_info": return onSessionInfo(frame);
+    case "assistant_delta": return onDelta(frame, "content");
+    case "thinking_delta": return onDelta(frame, "thinking");
+    case "tool_execution": return onToolExecution(frame);
+    case "assistant_message": return onAssistantMessage(frame);
+    case "elicitation_request": return onElicitation(frame);
+    case "tool_approval_request": return onToolApproval(frame);
+    case "session_cleared": return onSessionCleared(frame);
+    case "session_saved": return onSessionSaved(frame);
+    case "sessions": return onSessions(frame);
+    case "session_deleted": return onSessionDeleted(frame);
+    case "server_status": return onServerStatus(frame);
+    case "error": return onError(frame);
+    default: console.warn("unknown frame type", frame.type);
+  }
+}
+
+function onSessionInfo(frame) {
+  setConversation(frame.conversation_id, frame.name ?? null, Boolean(frame.saved));
+  state.model = frame.model ?? "";
+  state.servers = new Map((frame.servers ?? []).map((s) => [s.name, s]));
+  state.tools = frame.tools ?? [];
+  state.prompts = frame.prompts ?? [];
+  state.turn = null;
+  state.pending = null;
+  state.pendingBubble = null;
+  renderHistory(frame.messages ?? []);
+  renderHeader();
+  renderTools();
+  renderPrompts();
+  // A turn still running (another tab started it, or we reconnected mid-turn): its frames
+  // follow, and Stop must be available.
+  setRunning(Boolean(frame.turn_in_progress));
+  send({ type: "list_sessions" });
+}
+
+function onDelta(frame, kind) {
+  const turn = turnFor(frame.turn_id);
+  if (kind === "content") {
+    appendText(turn, frame.content);
+  } else {
+    turn.thinking += frame.content;
+    turn.thinkingDirty = true;
+  }
+  scheduleRender(turn);
+}
+
+function onToolExecution(frame) {
+  const turn = turnFor(frame.turn_id);
+  let card = turn.tools.get(frame.call_id);
+  if (!card) {
+    card = toolCard({ name: frame.tool_name, server: frame.server, callId: frame.call_id });
+    turn.tools.set(frame.call_id, card);
+    flushRender(turn);
+    turn.segment = null; // text after this call starts a new paragraph below the card
+    turn.parts.append(card.root);
+  }
+  if (frame.arguments) card.setArguments(frame.arguments);
+  switch (frame.status) {
+    case "started": card.setStatus("running"); break;
+    case "progress": card.setProgress(frame.progress, frame.total, frame.message); break;
+    case "completed": card.setResult(frame.result_preview ?? "", frame.images ?? []); break;
+    case "failed": card.setError(frame.error_message ?? "the tool failed"); break;
+    default: break;
+  }
+  scrollToEnd();
+}
+
+function onAssistantMessage(frame) {
+  let turn = state.turn && (state.turn.turnId === frame.turn_id || state.turn.turnId === null) ? state.turn : null;
+  const nothingShown = !turn || (turn.text === "" && turn.tools.size === 0 && turn.thinking === "");
+  if (nothingShown && !frame.message && !frame.thinking && frame.finish_reason === "error") {
+    // A turn that failed before any output: the error notification says it all.
+    turn?.root.remove();
+  } else {
+    turn = turn ?? turnFor(frame.turn_id);
+    if (turn.text === "" && frame.message) appendText(turn, frame.message); // not streamed
+    if (turn.thinking === "" && frame.thinking) {
+      turn.thinking = frame.thinking;
+      turn.thinkingDirty = true;
+    }
+    turn.streaming = false;
+    flushRender(turn);
+    finishTurnView(turn, frame);
+  }
+  state.turn = null;
+  state.pending = null;
+  state.pendingBubble = null;
+  setRunning(false);
+  send({ type: "list_sessions" });
+  scrollToEnd();
+}
+
+function onElicitation(frame) {
+  const id = `elicit-${frame.request_id.replace(/[^\w-]/g, "_")}`;
+  const form = schemaForm(frame.requested_schema ?? {}, id);
+  const status = h("div", { class: "inline-status" });
+  const accept = h("button", { class: "btn btn-primary", type: "button" }, "Accept");
+  const decline = h("button", { class: "btn", type: "button" }, "Decline");
+  const cancel = h("button", { class: "btn btn-ghost", type: "button" }, "Cancel");
+  const actions = h("div", { class: "actions" }, accept, decline, cancel);
+  const card = h("div", { class: "request-card elicitation", "data-request-id": frame.request_id },
+    h("div", { class: "request-head" }, h("span", { class: "request-kind" }, "Question"), " from ", h("strong", null, frame.server)),
+    h("p", { class: "request-message" }, frame.message),
+    form.element, actions, status);
+  const answer = (action, content) => {
+    const response = { type: "elicitation_response", request_id: frame.request_id, action };
+    if (content !== undefined) response.content = content;
+    if (!send(response)) return toast("error", "Not connected", "The answer could not be sent; try again once reconnected.");
+    actions.remove();
+    for (const control of form.element.querySelectorAll("input, select, textarea")) control.disabled = true;
+    status.textContent = action === "accept" ? "✓ Answer sent" : action === "decline" ? "Declined" : "Cancelled";
+    card.dataset.answered = action;
+  };
+  accept.addEventListener("click", () => {
+    const result = form.read();
+    if (result.ok) answer("accept", result.content);
+  });
+  decline.addEventListener("click", () => answer("decline"));
+  cancel.addEventListener("click", () => answer("cancel"));
+  placeInline(card);
+  card.querySelector("input, select")?.focus();
+}
+
+function onToolApproval(frame) {
+  const approve = h("button", { class: "btn btn-primary", type: "button" }, "Approve");
+  const deny = h("button", { class: "btn btn-danger", type: "button" }, "Deny");
+  const actions = h("div", { class: "actions" }, approve, deny);
+  const status = h("div", { class: "inline-status" });
+  const card = h("div", { class: "request-card approval", "data-call-id": frame.call_id },
+    h("div", { class: "request-head" }, h("span", { class: "request-kind" }, "Approval"), " ",
+      h("strong", null, frame.tool_name), " on ", h("strong", null, frame.server), " wants to run"),
+    frame.arguments ? h("pre", { class: "json" }, JSON.stringify(frame.arguments, null, 2)) : null,
+    actions, status);
+  const decide = (decision) => {
+    if (!send({ type: "tool_approval_response", call_id: frame.call_id, decision })) {
+      return toast("error", "Not connected", "The decision could not be sent; try again once reconnected.");
+    }
+    actions.remove();
+    status.textContent = decision === "approve" ? "✓ Approved" : "✗ Denied";
+    card.dataset.answered = decision;
+  };
+  approve.addEventListener("click", () => decide("approve"));
+  deny.addEventListener("click", () => decide("deny"));
+  if (frame.turn_id) {
+    const turn = turnFor(frame.turn_id);
+    flushRender(turn);
+    turn.segment = null;
+    turn.parts.append(card);
+    scrollToEnd();
+  } else {
+    placeInline(card);
+  }
+}
+
+function onSessionCleared(frame) {
+  setConversation(frame.conversation_id, null, false);
+  state.turn = null;
+  renderHistory([]);
+  setRunning(false);
+  send({ type: "list_sessions" });
+  ui.input.focus();
+}
+
+function onSessionSaved(frame) {
+  if (frame.conversation_id === state.conversationId) setConversation(frame.conversation_id, frame.name, true);
+  toast("success", "Session saved", `Saved as “${frame.name}”.`);
+  send({ type: "list_sessions" });
+}
+
+function onSessions(frame) {
+  state.sessions = frame.sessions ?? [];
+  renderSessions();
+}
+
+function onSessionDeleted(frame) {
+  state.sessions = state.sessions.filter((s) => s.conversation_id !== frame.conversation_id);
+  renderSessions();
+  toast("info", "Session deleted", null);
+  send({ type: "list_sessions" });
+}
+
+function onServerStatus(frame) {
+  const previous = state.servers.get(frame.server);
+  state.servers.set(frame.server, frame);
+  renderHeader();
+  if (frame.status === "unavailable" && previous?.status !== "unavailable") {
+    toast("warning", `MCP server “${frame.server}” unavailable`, frame.error_message ?? ERROR_TEXTS.MCP_SERVER_UNAVAILABLE);
+  } else if (frame.status === "auth_required") {
+    toast("warning", `MCP server “${frame.server}” needs authorisation`, frame.auth_url ? `Open ${frame.auth_url} to sign in.` : frame.error_message);
+  }
+}
+
+function onError(frame) {
+  const code = frame.error_code;
+  let text = ERROR_TEXTS[code] ?? frame.error_message;
+  if (code === "MCP_SERVER_UNAVAILABLE" && frame.error_message) text = `${ERROR_TEXTS[code]} (${frame.error_message})`;
+  if (code === "LLM_NOT_CONFIGURED") {
+    text = `${frame.error_message} Set the API key in the environment of the platform or in a .env file (KEY=value) in the project or config directory, then send the message again.`;
+  }
+  toast("error", ERROR_TITLES[code] ?? "Error", text, code);
+  // A message refused before its turn started gets no assistant_message: end the wait.
+  const turnStarted = state.turn && state.turn.turnId !== null;
+  // MESSAGE_TOO_LARGE (and JSON the server could not read) come without a request id.
+  const ours = frame.request_id ? frame.request_id === state.pending : REFUSED_CODES.has(code) && state.pending !== null;
+  if (ours && !turnStarted) {
+    state.turn?.root.remove();
+    // Refused before it was stored (TURN_IN_PROGRESS, INVALID_MESSAGE, STORAGE_FULL…): the
+    // message is not in the conversation, so it leaves the view and goes back to the input.
+    if (REFUSED_CODES.has(code) && state.pendingBubble) {
+      state.pendingBubble.remove();
+      if (!ui.input.value) ui.input.value = state.pendingBubble.dataset.text ?? "";
+    }
+    state.pendingBubble = null;
+    state.turn = null;
+    state.pending = null;
+    setRunning(false);
+  }
+}
+
+// -- the conversation view ---------------------------------------------------------------
+
+function setConversation(conversationId, name, saved) {
+  state.conversationId = conversationId;
+  state.name = name;
+  state.saved = saved;
+  sessionStorage.setItem(STORAGE_KEY, conversationId);
+  ui.title.textContent = name || "New conversation";
+  ui.title.title = conversationId;
+  renderSessions();
+}
+
+function userBubble(text, prompt) {
+  const bubble = h("div", { class: "msg user" });
+  if (prompt) bubble.append(h("div", { class: "prompt-chip" }, `Prompt · ${prompt.server}/${prompt.name}`));
+  if (text) bubble.append(h("div", { class: "user-text" }, text));
+  return bubble;
+}
+
+function newTurnView(turnId) {
+  const thinkingBody = h("div", { class: "thinking-body" });
+  const thinkingLabel = h("span", null, "Thinking…");
+  const thinking = h("details", { class: "thinking", hidden: true }, h("summary", null, thinkingLabel), thinkingBody);
+  const parts = h("div", { class: "parts" });
+  const meta = h("div", { class: "meta" });
+  const typing = h("div", { class: "typing", "aria-label": "The model is answering" }, h("span"), h("span"), h("span"));
+  const root = h("div", { class: "msg assistant", "data-turn-id": turnId ?? "" }, thinking, parts, typing, meta);
+  return {
+    turnId, root, parts, meta, typing, thinkingEl: thinking, thinkingBody, thinkingLabel,
+    text: "", thinking: "", thinkingDirty: false,
+    segment: null, tools: new Map(), frame: null, streaming: true,
+  };
+}
+
+function turnFor(turnId) {
+  let turn = state.turn;
+  if (turn && turn.turnId === null && state.pending !== null) {
+    turn.turnId = turnId; // the first frame of the turn we started
+    turn.root.dataset.turnId = turnId;
+  }
+  if (!turn || turn.turnId !== turnId) {
+    turn = newTurnView(turnId);
+    state.turn = turn;
+    addMessage(turn.root);
+    if (!state.running) setRunning(true);
+  }
+  return turn;
+}
+
+function appendText(turn, text) {
+  if (!turn.segment) {
+    turn.segment = { el: h("div", { class: "md" }), text: "" };
+    turn.parts.append(turn.segment.el);
+  }
+  turn.segment.text += text;
+  turn.segment.dirty = true;
+  turn.text += text;
+}
+
+function scheduleRender(turn) {
+  if (turn.frame) return;
+  // Once per animation frame; when a render gets expensive (a long answer: ~12 ms for
+  // 20 KB here), at most a fifth of the time goes to rendering, so typing and scrolling
+  // stay smooth while the stream goes on.
+  const cost = turn.renderMs ?? 0;
+  const pending = { timer: 0, frame: 0 };
+  const render = () => {
+    pending.frame = requestAnimationFrame(() => flushRender(turn));
+  };
+  if (cost > 4) pending.timer = setTimeout(render, cost * 4);
+  else render();
+  turn.frame = pending;
+}
+
+function flushRender(turn) {
+  if (turn.frame) {
+    clearTimeout(turn.frame.timer);
+    cancelAnimationFrame(turn.frame.frame);
+  }
+  turn.frame = null;
+  if (turn.segment?.dirty) {
+    const started = performance.now();
+    turn.segment.el.replaceChildren(renderMarkdown(turn.segment.text));
+    turn.segment.dirty = false;
+    turn.renderMs = performance.now() - started;
+  }
+  if (turn.thinkingDirty) {
+    turn.thinkingEl.hidden = false;
+    turn.thinkingBody.replaceChildren(renderMarkdown(turn.thinking));
+    turn.thinkingDirty = false;
+  }
+  turn.thinkingLabel.textContent = turn.streaming && turn.text === "" ? "Thinking…" : "Thinking";
+  if (turn.text !== "" || turn.tools.size > 0) turn.typing.hidden = true;
+  scrollToEnd();
+}
+
+function finishTurnView(turn, frame) {
+  turn.typing.remove();
+  turn.root.classList.add("done");
+  const pieces = [];
+  if (frame.model) pieces.push(h("span", { class: "meta-model" }, frame.model));
+  const usage = frame.usage;
+  if (usage && usage.total_tokens) {
+    pieces.push(h("span", { class: "meta-usage", title: `${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion tokens` },
+      `${usage.total_tokens.toLocaleString()} tokens (${usage.prompt_tokens.toLocaleString()} in · ${usage.completion_tokens.toLocaleString()} out)`));
+    if (usage.cost) pieces.push(h("span", null, `$${usage.cost.toFixed(5)}`));
+  }
+  const reason = frame.finish_reason ?? frame.status;
+  const labels = { cancelled: "stopped", length: "cut off (length)", tool_hops_exceeded: "too many tool rounds", error: "error", incomplete: "incomplete" };
+  if (labels[reason]) pieces.push(h("span", { class: `badge badge-${reason}` }, labels[reason]));
+  turn.meta.replaceChildren(...pieces);
+}
+
+function addMessage(node) {
+  ui.empty.hidden = true;
+  ui.messages.append(node);
+  scrollToEnd(true);
+}
+
+function placeInline(card) {
+  if (state.turn) {
+    flushRender(state.turn);
+    state.turn.segment = null;
+    state.turn.parts.append(card);
+  } else {
+    addMessage(card);
+  }
+  scrollToEnd(true);
+}
+
+function renderHistory(messages) {
+  for (const node of [...ui.messages.children]) if (node !== ui.empty) node.remove();
+  let turn = null;
+  const toolByCall = new Map();
+  const toolServers = new Map(state.tools.map((t) => [t.name, t.server]));
+  const closeTurn = () => {
+    if (!turn) return;
+    turn.streaming = false;
+    flushRender(turn);
+    finishTurnView(turn, turn.last ?? {});
+    turn = null;
+  };
+  for (const message of messages) {
+    if (message.role === "user") {
+      closeTurn();
+      ui.messages.append(userBubble(message.content));
+    } else if (message.role === "assistant") {
+      if (!turn) {
+        turn = newTurnView(null);
+        ui.messages.append(turn.root);
+      }
+      if (message.thinking) {
+        turn.thinking += (turn.thinking ? "\n\n" : "") + message.thinking;
+        turn.thinkingDirty = true;
+      }
+      if (message.content) {
+        turn.segment = null;
+        appendText(turn, message.content);
+        flushRender(turn);
+      }
+      for (const call of message.tool_calls ?? []) {
+        const card = toolCard({ name: call.name, server: toolServers.get(call.name) ?? "", callId: call.id });
+        card.setArguments(parseJson(call.arguments));
+        card.setStatus("done");
+        toolByCall.set(call.id, card);
+        turn.tools.set(call.id, card);
+        turn.segment = null;
+        turn.parts.append(card.root);
+      }
+      turn.last = { ...message, finish_reason: message.status === "complete" ? message.finish_reason : message.status };
+    } else if (message.role === "tool") {
+      const card = toolByCall.get(message.tool_call_id);
+      if (card) card.setResult(message.content, []);
+    }
+  }
+  closeTurn();
+  ui.empty.hidden = messages.length > 0;
+  scrollToEnd(true);
+}
+
+function parseJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function toolCard({ name, server, callId }) {
+  const status = h("span", { class: "tool-status" }, "running…");
+  const args = h("pre", { class: "json" });
+  const argsBlock = h("details", { class: "tool-args", hidden: true }, h("summary", null, "Arguments"), args);
+  const bar = h("progress", { max: "1" });
+  const progressText = h("span", { class: "progress-text" });
+  const progress = h("div", { class: "tool-progress", hidden: true }, bar, progressText);
+  const result = h("div", { class: "tool-result", hidden: true });
+  const root = h("div", { class: "tool-card", "data-call-id": callId, "data-status": "running", "data-tool": name },
+    h("div", { class: "tool-head" },
+      h("span", { class: "tool-icon", "aria-hidden": "true" }, "fn"),
+      h("span", { class: "tool-name" }, name),
+      server ? h("span", { class: "tool-server" }, server) : null,
+      status),
+    argsBlock, progress, result);
+  return {
+    root,
+    setStatus(value) {
+      root.dataset.status = value;
+      status.textContent = { running: "running…", done: "done", failed: "failed" }[value] ?? value;
+    },
+    setArguments(value) {
+      args.textContent = typeof value === "string" ? value : JSON.stringify(value, null, 2);
+      argsBlock.hidden = false;
+    },
+    setProgress(value, total, message) {
+      progress.hidden = false;
+      if (typeof total === "number" && total > 0) {
+        bar.max = total;
+        bar.value = Math.min(value ?? 0, total);
+      } else {
+        bar.removeAttribute("value"); // indeterminate
+      }
+      const counts = typeof total === "number" ? `${value} / ${total}` : `${value ?? ""}`;
+      progressText.textContent = message || counts;
+    },
+    setResult(text, images) {
+      this.setStatus("done");
+      if (!progress.hidden && bar.max) bar.value = bar.max;
+      result.hidden = false;
+      const shown = text.length > RESULT_PREVIEW_CHARS ? `${text.slice(0, RESULT_PREVIEW_CHARS)}…` : text;
+      const children = [];
+      if (shown) children.push(h("div", { class: "result-label" }, "Result"), h("pre", { class: "result-text" }, shown));
+      for (const image of images) {
+        if (!/^image\/(png|jpeg|gif|webp)$/.test(image.mime_type) || !/^[A-Za-z0-9+/=\s]+$/.test(image.data)) continue;
+        const img = h("img", { class: "tool-image", alt: `image returned by ${name}`, src: `data:${image.mime_type};base64,${image.data.replace(/\s/g, "")}` });
+        children.push(img);
+      }
+      result.replaceChildren(...children);
+    },
+    setError(message) {
+      this.setStatus("failed");
+      result.hidden = false;
+      result.replaceChildren(h("div", { class: "result-label" }, "Error"), h("pre", { class: "tool-error" }, message));
+    },
+  };
+}
+
+function scrollToEnd(force = false) {
+  const box = ui.messages;
+  const nearEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 160;
+  if (force || nearEnd) box.scrollTop = box.scrollHeight;
+}
+
+// -- header, sidebar ----------------------------------------------------------------------
+
+function renderHeader() {
+  ui.model.textContent = state.model;
+  const badges = [...state.servers.values()].map((s) =>
+    h("span", { class: `server-badge status-${s.status}`, title: s.error_message ? `${s.name}: ${s.status} — ${s.error_message}` : `${s.name}: ${s.status}`, "data-server": s.name },
+      h("span", { class: "dot", "aria-hidden": "true" }), s.name, h("span", { class: "sr-only" }, ` (${s.status})`)));
+  ui.servers.replaceChildren(...badges);
+}
+
+function renderTools() {
+  ui.toolCount.textContent = String(state.tools.length);
+  const items = state.tools.map((t) =>
+    h("li", { class: "cap", title: t.description ?? "" }, h("span", { class: "cap-name" }, t.name), h("span", { class: "cap-server" }, t.server),
+      t.description ? h("span", { class: "cap-desc" }, t.description) : null));
+  ui.tools.replaceChildren(...(items.length ? items : [h("li", { class: "muted" }, "No tools offered.")]));
+}
+
+function renderPrompts() {
+  ui.promptCount.textContent = String(state.prompts.length);
+  const items = state.prompts.map((p) => {
+    const button = h("button", { class: "cap cap-button", type: "button", title: p.description ?? "" },
+      h("span", { class: "cap-name" }, p.name), h("span", { class: "cap-server" }, p.server),
+      p.description ? h("span", { class: "cap-desc" }, p.description) : null);
+    button.addEventListener("click", () => openPrompt(p));
+    return h("li", null, button);
+  });
+  ui.prompts.replaceChildren(...(items.length ? items : [h("li", { class: "muted" }, "No prompts offered.")]));
+}
+
+function renderSessions() {
+  const items = state.sessions.map((s) => {
+    const current = s.conversation_id === state.conversationId;
+    const label = s.name || (current ? "Current conversation" : "Unsaved conversation");
+    const open = h("button", { class: "session-open", type: "button", title: s.conversation_id },
+      h("span", { class: "session-name" }, s.saved ? "★ " : "", label),
+      h("span", { class: "session-meta" }, `${s.message_count} message${s.message_count === 1 ? "" : "s"} · ${relativeTime(s.updated_at)}`));
+    open.addEventListener("click", () => {
+      closeSidebar();
+      if (!current) send({ type: "load_session", conversation_id: s.conversation_id });
+    });
+    const remove = h("button", { class: "icon-btn session-delete", type: "button", "aria-label": `Delete ${label}`, title: "Delete" }, "×");
+    remove.addEventListener("click", async () => {
+      const ok = await confirmDialog("Delete this session?", `“${label}” and its messages are deleted for good.`, "Delete", true);
+      if (ok) send({ type: "delete_session", conversation_id: s.conversation_id });
+    });
+    return h("li", { class: `session${current ? " current" : ""}`, "data-conversation-id": s.conversation_id, "aria-current": current ? "true" : null }, open, remove);
+  });
+  ui.sessions.replaceChildren(...(items.length ? items : [h("li", { class: "muted" }, "No sessions yet.")]));
+}
+
+function relativeTime(seconds) {
+  const diff = Date.now() / 1000 - seconds;
+  if (diff < 60) return "just now";
+  if (diff < 3600) return `${Math.floor(diff / 60)} min ago`;
+  if (diff < 86400) return `${Math.floor(diff / 3600)} h ago`;
+  return new Date(seconds * 1000).toLocaleDateString();
+}
+
+function showConnectionState(value, detail) {
+  state.connected = value === State.OPEN;
+  ui.conn.dataset.state = value;
+  clearInterval(showConnectionState.timer);
+  if (value === State.OPEN) {
+    ui.connLabel.textContent = "Connected";
+  } else if (value === State.CONNECTING) {
+    ui.connLabel.textContent = detail.attempt ? "Reconnecting…" : "Connecting…";
+  } else {
+    const tick = () => {
+      const seconds = Math.max(0, Math.ceil((detail.at - Date.now()) / 1000));
+      ui.connLabel.textContent = `Disconnected · retry in ${seconds}s`;
+    };
+    tick();
+    showConnectionState.timer = setInterval(tick, 500);
+    // Frames of a turn in flight are lost with the socket; session_info on reconnect
+    // shows what the server stored.
+    setRunning(false);
+  }
+  ui.conn.title = value === State.RECONNECTING ? `Connection lost (${detail.reason}). Click to retry now.` : "Connection to the platform";
+  updateComposer();
+}
+
+// -- composer, actions --------------------------------------------------------------------
+
+function send(frame) {
+  return connection.send(frame);
+}
+
+function setRunning(running) {
+  state.running = running;
+  updateComposer();
+}
+
+function updateComposer() {
+  const canType = state.connected && !state.running;
+  ui.input.disabled = !canType;
+  ui.send.hidden = state.running;
+  ui.stop.hidden = !state.running;
+  ui.send.disabled = !canType;
+  ui.stop.disabled = !state.connected;
+  ui.input.placeholder = !state.connected ? "Waiting for the connection…" : state.running ? "The model is answering…" : "Message MCP Platform…";
+  if (canType && document.activeElement === document.body) ui.input.focus();
+}
+
+function sendMessage(text, prompt) {
+  if (state.running || !state.connected) return false;
+  if (!text.trim() && !prompt) return false;
+  const requestId = `r${Date.now().toString(36)}-${++state.requestSeq}`;
+  const frame = { type: "user_message", message: text, request_id: requestId };
+  if (prompt) frame.prompt = prompt;
+  if (!send(frame)) return false;
+  state.pending = requestId;
+  state.pendingBubble = userBubble(text, prompt);
+  state.pendingBubble.dataset.text = text;
+  addMessage(state.pendingBubble);
+  state.turn = newTurnView(null);
+  addMessage(state.turn.root);
+  setRunning(true);
+  return true;
+}
+
+function autosize() {
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight, 240)}px`;
+}
+
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (sendMessage(ui.input.value)) {
+    ui.input.value = "";
+    autosize();
+  }
+});
+
+ui.input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+ui.input.addEventListener("input", autosize);
+
+ui.stop.addEventListener("click", () => send({ type: "cancel" }));
+
+$("new-chat").addEventListener("click", async () => {
+  closeSidebar();
+  const ok = await confirmDialog("Start a new chat?", state.saved
+    ? "The current conversation stays in your saved sessions."
+    : "The current conversation stays in the sidebar until retention removes it; save it to keep it.", "New chat");
+  if (ok) send({ type: "clear_history" });
+});
+
+$("save").addEventListener("click", async () => {
+  const input = h("input", { id: "save-name", type: "text", maxlength: "200", required: true, placeholder: "e.g. Trip plans" });
+  input.value = state.name ?? "";
+  const body = h("div", { class: "field" }, h("label", { for: "save-name" }, "Name"), input);
+  const result = await openDialog({
+    title: "Save this session",
+    body,
+    actions: [{ label: "Cancel", value: null }, { label: "Save", value: "save", primary: true, validate: () => input.reportValidity() && input.value.trim() !== "" }],
+    focus: input,
+  });
+  if (result === "save") send({ type: "save_session", name: input.value.trim() });
+});
+
+ui.conn.addEventListener("click", () => connection.retryNow());
+
+function openSidebar() {
+  document.body.classList.add("sidebar-open");
+  ui.scrim.hidden = false;
+  ui.menu.setAttribute("aria-expanded", "true");
+}
+
+function closeSidebar() {
+  document.body.classList.remove("sidebar-open");
+  ui.scrim.hidden = true;
+  ui.menu.setAttribute("aria-expanded", "false");
+}
+
+ui.menu.addEventListener("click", () => (document.body.classList.contains("sidebar-open") ? closeSidebar() : openSidebar()));
+ui.scrim.addEventListener("click", closeSidebar);
+
+async function openPrompt(prompt) {
+  closeSidebar();
+  const fields = [];
+  const body = h("div", { class: "schema-form" });
+  if (prompt.description) body.append(h("p", { class: "muted" }, prompt.description));
+  for (const arg of prompt.arguments ?? []) {
+    const id = `prompt-arg-${arg.name.replace(/[^\w-]/g, "_")}`;
+    const input = h("input", { id, type: "text", required: arg.required ? true : null, "data-arg": arg.name });
+    body.append(h("div", { class: "field" },
+      h("label", { for: id }, arg.name, arg.required ? h("span", { class: "required" }, " *") : null),
+      input, arg.description ? h("div", { class: "help" }, arg.description) : null));
+    fields.push([arg.name, input]);
+  }
+  const message = h("textarea", { id: "prompt-message", rows: "2", placeholder: "Optional message sent after the prompt" });
+  body.append(h("div", { class: "field" }, h("label", { for: "prompt-message" }, "Message"), message));
+  const valid = () => fields.every(([, input]) => input.reportValidity());
+  const result = await openDialog({
+    title: `Prompt · ${prompt.name}`,
+    body,
+    actions: [{ label: "Cancel", value: null }, { label: "Send", value: "send", primary: true, validate: valid }],
+    focus: fields[0]?.[1] ?? message,
+  });
+  if (result !== "send") return;
+  const args = {};
+  for (const [name, input] of fields) if (input.value !== "") args[name] = input.value;
+  if (!sendMessage(message.value, { server: prompt.server, name: prompt.name, arguments: args })) {
+    toast("warning", "Not sent", state.running ? "Wait for the running answer to finish." : "Not connected.");
+  }
+}
+
+// -- dialogs and notifications ------------------------------------------------------------
+
+function openDialog({ title, body, actions, focus }) {
+  const dialog = ui.dialog;
+  return new Promise((resolve) => {
+    const buttons = actions.map((action) => {
+      const button = h("button", { type: "button", class: `btn${action.primary ? " btn-primary" : ""}${action.danger ? " btn-danger" : ""}`, "data-value": action.value ?? "" }, action.label);
+      button.addEventListener("click", () => {
+        if (action.validate && !action.validate()) return;
+        finish(action.value);
+      });
+      return button;
+    });
+    const finish = (value) => {
+      dialog.removeEventListener("cancel", onCancel);
+      dialog.removeEventListener("keydown", onKey);
+      dialog.close();
+      resolve(value);
+    };
+    const onCancel = (event) => {
+      event.preventDefault();
+      finish(null);
+    };
+    const onKey = (event) => {
+      if (event.key === "Enter" && event.target.tagName === "INPUT") {
+        event.preventDefault();
+        buttons.find((b, n) => actions[n].primary)?.click();
+      }
+    };
+    dialog.replaceChildren(h("h2", { class: "dialog-title" }, title), h("div", { class: "dialog-body" }, body), h("div", { class: "actions" }, ...buttons));
+    dialog.addEventListener("cancel", onCancel);
+    dialog.addEventListener("keydown", onKey);
+    dialog.showModal();
+    (focus ?? buttons[buttons.length - 1]).focus();
+  });
+}
+
+async function confirmDialog(title, text, confirmLabel, danger = false) {
+  const result = await openDialog({
+    title,
+    body: h("p", null, text),
+    actions: [{ label: "Cancel", value: null }, { label: confirmLabel, value: "ok", primary: !danger, danger }],
+  });
+  return result === "ok";
+}
+
+function toast(kind, title, text, code) {
+  const close = h("button", { class: "icon-btn toast-close", type: "button", "aria-label": "Dismiss" }, "×");
+  const node = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status", "data-code": code ?? null },
+    h("div", { class: "toast-body" }, h("div", { class: "toast-title" }, title), text ? h("div", { class: "toast-text" }, text) : null,
+      code ? h("div", { class: "toast-code" }, code) : null),
+    close);
+  const remove = () => node.remove();
+  close.addEventListener("click", remove);
+  ui.toasts.append(node);
+  // Errors stay until dismissed (they may say what to fix); the rest fade after 6 s.
+  if (kind !== "error") setTimeout(remove, 6000);
+  while (ui.toasts.children.length > 5) ui.toasts.firstElementChild.remove();
+}
+
+renderHeader();
+renderTools();
+renderPrompts();
+renderSessions();
+updateComposer();
+connection.start();
