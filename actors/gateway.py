@@ -15,6 +15,12 @@ The outbox is where backpressure meets the protocol:
   that falls that far behind is closed with code 1013 and a reason, instead of growing
   the server's memory.
 
+Elicitation: a ToolActor's ``ElicitationRequested`` names the conversation whose turn made
+the call; its ``elicitation_request`` frame goes only to the connections attached to that
+conversation (and to one that attaches while it waits), and an ``elicitation_response``
+is accepted only from a connection on that conversation. Everyone else is told that no
+such request waits, exactly as if it did not exist.
+
 Ordering: the bus delivers a turn's AssistantDelta events before its TurnFinished (the
 LLMActor publishes every delta before it answers), this actor handles them in order and
 appends to each outbox in order, so a turn's deltas always precede its
@@ -45,12 +51,15 @@ from actors.protocol import (
     CancelFrame,
     ClearHistoryFrame,
     DeleteSessionFrame,
+    ElicitationRequestFrame,
     ElicitationResponseFrame,
     ErrorFrame,
     FrameError,
     HistoryMessage,
     ListSessionsFrame,
     LoadSessionFrame,
+    PromptArgument,
+    PromptInfo,
     SaveSessionFrame,
     ServerInfo,
     ServerStatusFrame,
@@ -72,15 +81,19 @@ from actors.protocol import (
 from bus.actor import Actor
 from bus.errors import ChatError, InvalidMessage, RequestError, RequestFailed
 from bus.messages import (
+    AnswerElicitation,
     AssistantDelta,
     CancelTurn,
     ConfigChanged,
     ConversationState,
     CreateConversation,
     DeleteSession,
+    ElicitationClosed,
+    ElicitationRequested,
     GetConfig,
     ListSessions,
     OpenConversation,
+    PromptRequest,
     SaveSession,
     ServerStateChanged,
     SessionSummary,
@@ -250,6 +263,8 @@ class GatewayActor(Actor):
         ServerStateChanged,
         ToolExecutionEvent,
         ToolProgress,
+        ElicitationRequested,
+        ElicitationClosed,
     )
 
     def __init__(self, health: HealthSource) -> None:
@@ -265,6 +280,8 @@ class GatewayActor(Actor):
         self._ids = itertools.count(1)
         self._servers: dict[str, ServerStateChanged] = {}
         """The last state of each MCP server (for session_info)."""
+        self._questions: dict[str, ElicitationRequested] = {}
+        """Elicitations waiting for an answer, by request id."""
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -356,6 +373,13 @@ class GatewayActor(Actor):
                 self._snapshot = snapshot
                 if any(k in ("chat.websocket.host", "chat.websocket.port") for k in keys):
                     await self._rebind()
+            case ElicitationRequested():
+                self._questions[message.request_id] = message
+                frame = _question_frame(message)
+                for conn in self._by_conversation.get(message.conversation_id, ()):
+                    conn.send_frame(frame)
+            case ElicitationClosed(request_id=request_id):
+                self._questions.pop(request_id, None)
         return None
 
     def _turn_finished(self, message: TurnFinished) -> None:
@@ -557,6 +581,7 @@ class GatewayActor(Actor):
             state = await self._request_state(None)
         self._attach(conn, state.conversation_id)
         conn.send_frame(self._session_info(state))
+        self._send_waiting_questions(conn)
 
     async def _request_state(self, conversation_id: str | None) -> ConversationState:
         limit = self.snapshot.config.chat.storage.persistence.retention.max_messages
@@ -577,6 +602,19 @@ class GatewayActor(Actor):
                 for server in self._servers.values()
                 for spec in server.tools
             ],
+            prompts=[
+                PromptInfo(
+                    name=prompt.name,
+                    server=prompt.server,
+                    description=prompt.description,
+                    arguments=[
+                        PromptArgument(name=a.name, description=a.description, required=a.required)
+                        for a in prompt.arguments
+                    ],
+                )
+                for server in self._servers.values()
+                for prompt in server.prompts
+            ],
             servers=[
                 ServerInfo(name=s.server, status=s.status, error_message=s.error_message)
                 for s in self._servers.values()
@@ -589,6 +627,13 @@ class GatewayActor(Actor):
         self._detach(conn)
         conn.conversation_id = conversation_id
         self._by_conversation.setdefault(conversation_id, set()).add(conn)
+
+    def _send_waiting_questions(self, conn: _Connection) -> None:
+        """A connection that (re)attaches while its conversation's turn waits for the user
+        gets the questions (after its ``session_info``)."""
+        for question in self._questions.values():
+            if question.conversation_id == conn.conversation_id:
+                conn.send_frame(_question_frame(question))
 
     def _detach(self, conn: _Connection) -> None:
         if conn.conversation_id is None:
@@ -653,23 +698,28 @@ class GatewayActor(Actor):
                 loaded = await self._request_state(target)
                 self._attach(conn, loaded.conversation_id)
                 conn.send_frame(self._session_info(loaded))
+                self._send_waiting_questions(conn)
             case DeleteSessionFrame(conversation_id=target):
                 await self._delete(conn, target)
-            case ElicitationResponseFrame(request_id=pending):
-                raise _invalid(f"no elicitation request {pending!r} is waiting for an answer")
+            case ElicitationResponseFrame():
+                await self._elicitation_response(conversation_id, frame)
             case ToolApprovalResponseFrame(call_id=pending):
                 raise _invalid(f"no tool call {pending!r} is waiting for approval")
 
     async def _user_message(
         self, conn: _Connection, conversation_id: str, frame: UserMessageFrame
     ) -> None:
-        if frame.prompt is not None:
-            raise _invalid(
-                f"no MCP server named {frame.prompt.server!r} offers prompts (no prompt "
-                "servers are configured)"
-            )
-        if not frame.message.strip():
+        if frame.prompt is None and not frame.message.strip():
             raise _invalid("'message' must not be empty")
+        prompt = (
+            None
+            if frame.prompt is None
+            else PromptRequest(
+                server=frame.prompt.server,
+                name=frame.prompt.name,
+                arguments=dict(frame.prompt.arguments),
+            )
+        )
         # Marked before the request: a turn that fails at once may finish (TurnFinished
         # handled by this actor) before this handler resumes with the reply.
         marker = f"starting-{next(self._ids)}"
@@ -681,6 +731,7 @@ class GatewayActor(Actor):
                     conversation_id=conversation_id,
                     text=frame.message,
                     request_id=frame.request_id,
+                    prompt=prompt,
                 )
             )
         except BaseException:
@@ -689,6 +740,23 @@ class GatewayActor(Actor):
             raise
         if self._running.get(conversation_id) == marker:
             self._running[conversation_id] = started.turn_id
+
+    async def _elicitation_response(
+        self, conversation_id: str, frame: ElicitationResponseFrame
+    ) -> None:
+        question = self._questions.get(frame.request_id)
+        if question is None or question.conversation_id != conversation_id:
+            # Another conversation's question is answered exactly like an unknown one.
+            raise _invalid(f"no elicitation request {frame.request_id!r} is waiting for an answer")
+        await self.request(
+            AnswerElicitation(
+                request_id=frame.request_id,
+                conversation_id=conversation_id,
+                action=frame.action,
+                content=frame.content,
+            ),
+            to=question.reply_to,
+        )
 
     async def _delete(self, conn: _Connection, target: str) -> None:
         if target in self._running:
@@ -702,6 +770,17 @@ class GatewayActor(Actor):
             other.send_frame(self._session_info(fresh))
         if conn.conversation_id != target:
             conn.send_frame(SessionDeletedFrame(conversation_id=target))
+
+
+def _question_frame(question: ElicitationRequested) -> ElicitationRequestFrame:
+    return ElicitationRequestFrame(
+        request_id=question.request_id,
+        server=question.server,
+        message=question.message,
+        requested_schema=question.requested_schema,
+        turn_id=question.turn_id,
+        timeout=question.timeout,
+    )
 
 
 def _invalid(message: str) -> ChatError:
