@@ -233,7 +233,7 @@ class ToolActor(Actor):
         self._resources: tuple[ResourceSpec, ...] = ()
         self._status: ServerStatus = "starting"
         self._running: dict[str, _RunningCall] = {}
-        """Tool calls in flight by call id (to attribute an elicitation)."""
+        """Tool calls in flight by ``turn_id/call_id`` (to attribute an elicitation)."""
         self._questions: dict[str, _PendingQuestion] = {}
         """Elicitations waiting for an answer, by the platform's request id."""
 
@@ -502,7 +502,9 @@ class ToolActor(Actor):
             )
 
         running = _RunningCall(call, CallClock())
-        self._running[call.call_id] = running
+        # Keyed by turn too: call ids come from the provider and repeat across turns.
+        key = f"{call.turn_id}/{call.call_id}"
+        self._running[key] = running
         try:
             result = await conn.call_tool(
                 call.tool,
@@ -531,7 +533,7 @@ class ToolActor(Actor):
             self.log.exception("tools.call_crashed", server=self.server, tool=call.tool)
             outcome = _failed(f"the call failed inside the platform: {type(exc).__name__}")
         finally:
-            self._running.pop(call.call_id, None)
+            self._running.pop(key, None)
         self.log.info(
             "tools.call",
             server=self.server,
