@@ -675,6 +675,9 @@ class GatewayActor(Actor):
             case UserMessageFrame():
                 await self._user_message(conn, conversation_id, frame)
             case CancelFrame():
+                # A turn whose tool waits for the user would otherwise wait for the
+                # question's timeout: the questions are answered "cancel" first.
+                await self._cancel_questions(conversation_id)
                 cancelled = await self.request(CancelTurn(conversation_id=conversation_id))
                 if not cancelled:
                     self.log.debug("gateway.cancel_without_turn", connection_id=conn.id)
@@ -758,7 +761,29 @@ class GatewayActor(Actor):
             to=question.reply_to,
         )
 
+    async def _cancel_questions(self, conversation_id: str) -> None:
+        for question in list(self._questions.values()):
+            if question.conversation_id != conversation_id:
+                continue
+            try:
+                await self.request(
+                    AnswerElicitation(
+                        request_id=question.request_id,
+                        conversation_id=conversation_id,
+                        action="cancel",
+                    ),
+                    to=question.reply_to,
+                )
+            except (RequestError, ChatError) as exc:
+                # Already answered or timed out meanwhile: nothing left to cancel.
+                self.log.debug(
+                    "gateway.question_cancel_skipped",
+                    request_id=question.request_id,
+                    error=type(exc).__name__,
+                )
+
     async def _delete(self, conn: _Connection, target: str) -> None:
+        await self._cancel_questions(target)
         if target in self._running:
             await self.request(CancelTurn(conversation_id=target))
         await self.request(DeleteSession(owner=OWNER, conversation_id=target))

@@ -118,7 +118,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from config.schema import ServerEntry
 
-if TYPE_CHECKING:  # importing mcp.server costs ~0.5 s of CPU: only its one user pays it
+if TYPE_CHECKING:  # only for the annotation (mcp.client imports mcp.server anyway)
     from mcp.server import MCPServer
 
 __all__ = [

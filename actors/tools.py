@@ -67,6 +67,7 @@ from actors.mcp_client import (
     ToolResult,
     connect_server,
 )
+from actors.platform_server import BusBackend, build_platform_server, secret_values
 from actors.tool_schemas import build_tool_specs
 from bus.actor import Actor, Reply
 from bus.errors import (
@@ -800,10 +801,6 @@ class PlatformToolActor(ToolActor):
         return await super().handle(message)
 
     def _connect(self) -> AbstractAsyncContextManager[ServerConnection]:
-        # Imported here: mcp.server costs ~0.5 s of CPU to import, paid once the first
-        # time the built-in server connects rather than by every import of this module.
-        from actors.platform_server import BusBackend, build_platform_server, secret_values
-
         async def request(message: Message, to: str | None) -> Any:
             return await self.request(message, to=to)
 

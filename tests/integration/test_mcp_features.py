@@ -70,6 +70,13 @@ def _merge(base: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def _wait_events(
+    platform: ChatPlatform, name: str, where: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    await platform.process.wait_for(name, where)
+    return platform.process.find(name, where)
+
+
 def _tool_results(request_json: dict[str, Any]) -> dict[str, str]:
     return {
         m["tool_call_id"]: m["content"] for m in request_json["messages"] if m["role"] == "tool"
@@ -286,6 +293,18 @@ async def test_elicitation_round_trip_accept_decline_timeout(chat, llm) -> None:
     )
     assert (timed_out["action"], timed_out["reason"]) == ("cancel", "timeout")
     assert timed_out["duration_ms"] >= ELICITATION_TIMEOUT * 1000
+
+    # cancel: a turn waiting for the user's answer stops at once, the server gets "cancel".
+    llm.script(book("stop"), Reply.text("never sent"))
+    await client.send({"type": "user_message", "message": "one more"})
+    question = await client.expect("elicitation_request")
+    await client.send({"type": "cancel"})
+    finished = await client.expect("assistant_message", timeout=ELICITATION_TIMEOUT / 2)
+    assert finished["finish_reason"] == "cancelled"
+    [stopped] = await _wait_events(
+        platform, "tools.elicitation", lambda e: e["request_id"] == question["request_id"]
+    )
+    assert (stopped["action"], stopped["reason"]) == ("cancel", "answered")
 
     # The other conversation's client never saw any of the questions (a round trip
     # first, so everything sent to it before has arrived).
