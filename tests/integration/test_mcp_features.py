@@ -7,6 +7,7 @@ Real processes everywhere: ``mcp-platform``, the demo server and the demo prompt
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -210,7 +211,8 @@ async def test_resource_catalogue_in_the_system_prompt_and_reads_through_the_pla
 
 async def test_elicitation_round_trip_accept_decline_timeout(chat, llm) -> None:
     platform, clients = chat
-    client = await _start(platform, clients, {"demo": DEMO})
+    strict = {**DEMO, "timeout": 0.5}  # a tool timeout shorter than the user takes
+    client = await _start(platform, clients, {"demo": DEMO, "strict": strict})
     await client.expect("session_info")
     other = await _connect(platform, clients)
     await other.send({"type": "clear_history"})  # another conversation
@@ -293,6 +295,27 @@ async def test_elicitation_round_trip_accept_decline_timeout(chat, llm) -> None:
     )
     assert (timed_out["action"], timed_out["reason"]) == ("cancel", "timeout")
     assert timed_out["duration_ms"] >= ELICITATION_TIMEOUT * 1000
+
+    # The tool's own timeout (0.5 s) does not run while its question waits for the user.
+    llm.script(
+        Reply.tool_calls([ToolCall("strict__book_table", '{"day": "Monday"}', id="slow")]),
+        Reply.text("Booked late."),
+    )
+    await client.send({"type": "user_message", "message": "take your time"})
+    question = await client.expect("elicitation_request")
+    await asyncio.sleep(1.0)  # the user thinking: longer than the tool's timeout, on purpose
+    await client.send(
+        {
+            "type": "elicitation_response",
+            "request_id": question["request_id"],
+            "action": "accept",
+            "content": {"name": "Bo", "guests": 3},
+        }
+    )
+    await client.expect("assistant_message", timeout=20)
+    assert _tool_results(llm.requests[-1].json)["slow"] == (
+        "Booked a table for 3 on Monday under Bo."
+    )
 
     # cancel: a turn waiting for the user's answer stops at once, the server gets "cancel".
     llm.script(book("stop"), Reply.text("never sent"))
