@@ -176,6 +176,7 @@ class OrchestratorActor(Actor):
         self._turns: dict[str, _Turn] = {}
         """Running turns by conversation id."""
         self._history: OrderedDict[str, list[StoredMessage]] = OrderedDict()
+        """Stored messages of recently active conversations (LRU)."""
         self._server_tools: dict[str, tuple[ToolSpec, ...]] = {}
         """The tools of each ready MCP server."""
         self._offered: dict[str, ToolSpec] = {}
