@@ -21,6 +21,9 @@ Tools:
 * ``image(color)``: a 2x2 PNG of one colour (a name such as ``red`` or ``#RRGGBB``).
 * ``sleep_forever()``: never answers (until the client cancels it): for timeout tests.
 * ``crash()``: the process exits at once with status 3: for "server died mid-call" tests.
+* ``book_table(day)``: asks the user for details (MCP elicitation: a name, a number of
+  guests with a default, a vegetarian flag) and answers what the user decided.
+* ``summarize(text)``: asks the client's LLM for a one-sentence summary (MCP sampling).
 
 Resources: ``demo://readme`` (text) and the template ``demo://greeting/{name}``.
 """
@@ -35,10 +38,20 @@ import zlib
 from typing import Annotated
 
 import anyio
+from mcp import types as mcp_types
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context, Image
+from mcp.server.mcpserver import (
+    AcceptedElicitation,
+    Context,
+    DeclinedElicitation,
+    Elicit,
+    ElicitationResult,
+    Image,
+    Resolve,
+    Sample,
+)
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 CRASH_EXIT_STATUS = 3
 """The exit status of ``crash()``, so a test can tell a deliberate crash from a bug."""
@@ -150,6 +163,57 @@ async def toggle_shout(ctx: Context) -> str:
     await ctx.info(f"the tool shout is now {state}")
     await ctx.session.send_tool_list_changed()
     return state
+
+
+class Booking(BaseModel):
+    """What ``book_table`` asks the user (an elicitation form: flat, primitive fields)."""
+
+    name: str = Field(description="The name the table is booked under.")
+    guests: int = Field(2, ge=1, le=12, description="How many people.")
+    vegetarian: bool = Field(default=False, description="A vegetarian menu?")
+
+
+def ask_booking(day: str) -> Elicit[Booking]:
+    """The question ``book_table`` asks before it books."""
+    return Elicit(f"Booking a table for {day}: under which name, and for how many?", Booking)
+
+
+@mcp.tool()
+def book_table(
+    day: str, answer: Annotated[ElicitationResult[Booking], Resolve(ask_booking)]
+) -> str:
+    """Book a table for `day`; asks the user for the name and the number of guests."""
+    if isinstance(answer, AcceptedElicitation):
+        booking = answer.data
+        menu = ", vegetarian menu" if booking.vegetarian else ""
+        return f"Booked a table for {booking.guests} on {day} under {booking.name}{menu}."
+    if isinstance(answer, DeclinedElicitation):
+        return "The user declined: nothing was booked."
+    return "The user cancelled: nothing was booked."
+
+
+def summary_request(text: str) -> Sample:
+    """The sampling request ``summarize`` sends to the client's LLM."""
+    prompt = f"Summarize in one sentence:\n\n{text}"
+    return Sample(
+        [
+            mcp_types.SamplingMessage(
+                role="user", content=mcp_types.TextContent(type="text", text=prompt)
+            )
+        ],
+        max_tokens=200,
+        system_prompt="You write one-sentence summaries.",
+    )
+
+
+@mcp.tool()
+def summarize(
+    text: str, summary: Annotated[mcp_types.CreateMessageResult, Resolve(summary_request)]
+) -> str:
+    """Summarize `text` in one sentence, using the client's LLM (MCP sampling)."""
+    content = summary.content
+    said = content.text if isinstance(content, mcp_types.TextContent) else f"[{content.type}]"
+    return f"Summary ({summary.model}): {said}"
 
 
 @mcp.resource("demo://readme", name="readme", mime_type="text/markdown")

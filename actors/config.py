@@ -33,10 +33,11 @@ from bus.messages import (
     Message,
     ReloadRuntimeConfig,
     SaveRuntimeConfig,
+    UpdateRuntimeConfig,
 )
 from config.errors import ConfigInvalid
 from config.schema import ConfigSnapshot
-from config.store import ConfigStore
+from config.store import ConfigStore, set_keys
 
 __all__ = ["ConfigActor"]
 
@@ -65,6 +66,7 @@ class ConfigActor(Actor):
     subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
         GetConfig,
         SaveRuntimeConfig,
+        UpdateRuntimeConfig,
         ReloadRuntimeConfig,
         _FilesChanged,
     )
@@ -101,6 +103,15 @@ class ConfigActor(Actor):
                 return await self._apply_call(
                     "api", lambda: self.store.save_runtime_config(overrides)
                 )
+            case UpdateRuntimeConfig(changes=changes):
+                # Read-modify-write in this actor's mailbox order: concurrent updates
+                # never lose each other.
+                overrides = set_keys(self.store.overrides, changes)
+                snapshot = await self._apply_call(
+                    "api", lambda: self.store.save_runtime_config(overrides)
+                )
+                self.log.info("config.updated", keys=sorted(changes), version=snapshot.version)
+                return snapshot
             case ReloadRuntimeConfig():
                 return await self._apply_call("api", self.store.reload_runtime_config)
             case _FilesChanged(paths=paths):

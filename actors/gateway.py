@@ -15,6 +15,12 @@ The outbox is where backpressure meets the protocol:
   that falls that far behind is closed with code 1013 and a reason, instead of growing
   the server's memory.
 
+Elicitation: a ToolActor's ``ElicitationRequested`` names the conversation whose turn made
+the call; its ``elicitation_request`` frame goes only to the connections attached to that
+conversation (and to one that attaches while it waits), and an ``elicitation_response``
+is accepted only from a connection on that conversation. Everyone else is told that no
+such request waits, exactly as if it did not exist.
+
 Ordering: the bus delivers a turn's AssistantDelta events before its TurnFinished (the
 LLMActor publishes every delta before it answers), this actor handles them in order and
 appends to each outbox in order, so a turn's deltas always precede its
@@ -45,12 +51,15 @@ from actors.protocol import (
     CancelFrame,
     ClearHistoryFrame,
     DeleteSessionFrame,
+    ElicitationRequestFrame,
     ElicitationResponseFrame,
     ErrorFrame,
     FrameError,
     HistoryMessage,
     ListSessionsFrame,
     LoadSessionFrame,
+    PromptArgument,
+    PromptInfo,
     SaveSessionFrame,
     ServerInfo,
     ServerStatusFrame,
@@ -73,15 +82,19 @@ from actors.web_assets import WEB_DIR, WebAssets
 from bus.actor import Actor
 from bus.errors import ChatError, InvalidMessage, RequestError, RequestFailed
 from bus.messages import (
+    AnswerElicitation,
     AssistantDelta,
     CancelTurn,
     ConfigChanged,
     ConversationState,
     CreateConversation,
     DeleteSession,
+    ElicitationClosed,
+    ElicitationRequested,
     GetConfig,
     ListSessions,
     OpenConversation,
+    PromptRequest,
     SaveSession,
     ServerStateChanged,
     SessionSummary,
@@ -251,6 +264,8 @@ class GatewayActor(Actor):
         ServerStateChanged,
         ToolExecutionEvent,
         ToolProgress,
+        ElicitationRequested,
+        ElicitationClosed,
     )
 
     def __init__(self, health: HealthSource) -> None:
@@ -268,6 +283,8 @@ class GatewayActor(Actor):
         """The last state of each MCP server (for session_info)."""
         self._web: WebAssets | None = None
         """The bundled page, read once at start (``None`` when ``chat.web.enabled`` is off)."""
+        self._questions: dict[str, ElicitationRequested] = {}
+        """Elicitations waiting for an answer, by request id."""
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -362,6 +379,13 @@ class GatewayActor(Actor):
                     await self._rebind()
                 if any(k in ("chat.websocket.endpoint", "chat.web.enabled") for k in keys):
                     self._load_web()
+            case ElicitationRequested():
+                self._questions[message.request_id] = message
+                frame = _question_frame(message)
+                for conn in self._by_conversation.get(message.conversation_id, ()):
+                    conn.send_frame(frame)
+            case ElicitationClosed(request_id=request_id):
+                self._questions.pop(request_id, None)
         return None
 
     def _turn_finished(self, message: TurnFinished) -> None:
@@ -574,6 +598,7 @@ class GatewayActor(Actor):
             state = await self._request_state(None)
         self._attach(conn, state.conversation_id)
         conn.send_frame(self._session_info(state))
+        self._send_waiting_questions(conn)
 
     async def _request_state(self, conversation_id: str | None) -> ConversationState:
         limit = self.snapshot.config.chat.storage.persistence.retention.max_messages
@@ -594,6 +619,19 @@ class GatewayActor(Actor):
                 for server in self._servers.values()
                 for spec in server.tools
             ],
+            prompts=[
+                PromptInfo(
+                    name=prompt.name,
+                    server=prompt.server,
+                    description=prompt.description,
+                    arguments=[
+                        PromptArgument(name=a.name, description=a.description, required=a.required)
+                        for a in prompt.arguments
+                    ],
+                )
+                for server in self._servers.values()
+                for prompt in server.prompts
+            ],
             servers=[
                 ServerInfo(name=s.server, status=s.status, error_message=s.error_message)
                 for s in self._servers.values()
@@ -606,6 +644,13 @@ class GatewayActor(Actor):
         self._detach(conn)
         conn.conversation_id = conversation_id
         self._by_conversation.setdefault(conversation_id, set()).add(conn)
+
+    def _send_waiting_questions(self, conn: _Connection) -> None:
+        """A connection that (re)attaches while its conversation's turn waits for the user
+        gets the questions (after its ``session_info``)."""
+        for question in self._questions.values():
+            if question.conversation_id == conn.conversation_id:
+                conn.send_frame(_question_frame(question))
 
     def _detach(self, conn: _Connection) -> None:
         if conn.conversation_id is None:
@@ -647,6 +692,9 @@ class GatewayActor(Actor):
             case UserMessageFrame():
                 await self._user_message(conn, conversation_id, frame)
             case CancelFrame():
+                # A turn whose tool waits for the user would otherwise wait for the
+                # question's timeout: the questions are answered "cancel" first.
+                await self._cancel_questions(conversation_id)
                 cancelled = await self.request(CancelTurn(conversation_id=conversation_id))
                 if not cancelled:
                     self.log.debug("gateway.cancel_without_turn", connection_id=conn.id)
@@ -670,23 +718,28 @@ class GatewayActor(Actor):
                 loaded = await self._request_state(target)
                 self._attach(conn, loaded.conversation_id)
                 conn.send_frame(self._session_info(loaded))
+                self._send_waiting_questions(conn)
             case DeleteSessionFrame(conversation_id=target):
                 await self._delete(conn, target)
-            case ElicitationResponseFrame(request_id=pending):
-                raise _invalid(f"no elicitation request {pending!r} is waiting for an answer")
+            case ElicitationResponseFrame():
+                await self._elicitation_response(conversation_id, frame)
             case ToolApprovalResponseFrame(call_id=pending):
                 raise _invalid(f"no tool call {pending!r} is waiting for approval")
 
     async def _user_message(
         self, conn: _Connection, conversation_id: str, frame: UserMessageFrame
     ) -> None:
-        if frame.prompt is not None:
-            raise _invalid(
-                f"no MCP server named {frame.prompt.server!r} offers prompts (no prompt "
-                "servers are configured)"
-            )
-        if not frame.message.strip():
+        if frame.prompt is None and not frame.message.strip():
             raise _invalid("'message' must not be empty")
+        prompt = (
+            None
+            if frame.prompt is None
+            else PromptRequest(
+                server=frame.prompt.server,
+                name=frame.prompt.name,
+                arguments=dict(frame.prompt.arguments),
+            )
+        )
         # Marked before the request: a turn that fails at once may finish (TurnFinished
         # handled by this actor) before this handler resumes with the reply.
         marker = f"starting-{next(self._ids)}"
@@ -698,6 +751,7 @@ class GatewayActor(Actor):
                     conversation_id=conversation_id,
                     text=frame.message,
                     request_id=frame.request_id,
+                    prompt=prompt,
                 )
             )
         except BaseException:
@@ -707,7 +761,46 @@ class GatewayActor(Actor):
         if self._running.get(conversation_id) == marker:
             self._running[conversation_id] = started.turn_id
 
+    async def _elicitation_response(
+        self, conversation_id: str, frame: ElicitationResponseFrame
+    ) -> None:
+        question = self._questions.get(frame.request_id)
+        if question is None or question.conversation_id != conversation_id:
+            # Another conversation's question is answered exactly like an unknown one.
+            raise _invalid(f"no elicitation request {frame.request_id!r} is waiting for an answer")
+        await self.request(
+            AnswerElicitation(
+                request_id=frame.request_id,
+                conversation_id=conversation_id,
+                action=frame.action,
+                content=frame.content,
+            ),
+            to=question.reply_to,
+        )
+
+    async def _cancel_questions(self, conversation_id: str) -> None:
+        for question in list(self._questions.values()):
+            if question.conversation_id != conversation_id:
+                continue
+            try:
+                await self.request(
+                    AnswerElicitation(
+                        request_id=question.request_id,
+                        conversation_id=conversation_id,
+                        action="cancel",
+                    ),
+                    to=question.reply_to,
+                )
+            except (RequestError, ChatError) as exc:
+                # Already answered or timed out meanwhile: nothing left to cancel.
+                self.log.debug(
+                    "gateway.question_cancel_skipped",
+                    request_id=question.request_id,
+                    error=type(exc).__name__,
+                )
+
     async def _delete(self, conn: _Connection, target: str) -> None:
+        await self._cancel_questions(target)
         if target in self._running:
             await self.request(CancelTurn(conversation_id=target))
         await self.request(DeleteSession(owner=OWNER, conversation_id=target))
@@ -719,6 +812,17 @@ class GatewayActor(Actor):
             other.send_frame(self._session_info(fresh))
         if conn.conversation_id != target:
             conn.send_frame(SessionDeletedFrame(conversation_id=target))
+
+
+def _question_frame(question: ElicitationRequested) -> ElicitationRequestFrame:
+    return ElicitationRequestFrame(
+        request_id=question.request_id,
+        server=question.server,
+        message=question.message,
+        requested_schema=question.requested_schema,
+        turn_id=question.turn_id,
+        timeout=question.timeout,
+    )
 
 
 def _invalid(message: str) -> ChatError:

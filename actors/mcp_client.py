@@ -94,12 +94,12 @@ import math
 import os
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import httpx2
@@ -118,9 +118,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from config.schema import ServerEntry
 
+if TYPE_CHECKING:  # only for the annotation (mcp.client imports mcp.server anyway)
+    from mcp.server import MCPServer
+
 __all__ = [
     "STDERR_TAIL_LINES",
     "BinaryContent",
+    "CallClock",
     "ConnectFailure",
     "MCPClientError",
     "NegotiationMode",
@@ -649,6 +653,43 @@ class _StderrCapture:
 # -- the connection ------------------------------------------------------------------------
 
 
+class CallClock:
+    """A running tool call's inactivity timer, which its caller may hold.
+
+    While a tool call waits for the user (an elicitation), the server sends nothing, yet
+    the call is not stuck: :meth:`hold` stops the clock for as long as it is entered, and
+    the call gets its whole ``timeout`` again when the last hold ends. Pass one to
+    :meth:`ServerConnection.call_tool`.
+    """
+
+    def __init__(self) -> None:
+        self._scope: anyio.CancelScope | None = None
+        self._timeout: float | None = None
+        self._holds = 0
+
+    def _bind(self, scope: anyio.CancelScope, timeout: float | None) -> None:
+        self._scope, self._timeout = scope, timeout
+        if self._holds:
+            scope.deadline = math.inf
+
+    def _restart(self) -> None:
+        """Progress: the clock starts again (unless held)."""
+        if self._scope is not None and self._timeout is not None and not self._holds:
+            self._scope.deadline = anyio.current_time() + self._timeout
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Stop the clock while the ``with`` block runs."""
+        self._holds += 1
+        if self._scope is not None:
+            self._scope.deadline = math.inf
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            self._restart()
+
+
 class ServerConnection:
     """A live connection to one MCP server, as :func:`connect_server` yields it.
 
@@ -661,14 +702,15 @@ class ServerConnection:
 
     Attributes:
         name: The configured server name.
-        transport: ``stdio``, ``streamable_http`` or ``sse``.
+        transport: ``stdio``, ``streamable_http``, ``sse``, or ``memory`` (an in-process
+            server: the built-in ``platform`` server).
         request_timeout: Seconds each listing/read request may take (``None``: no limit).
     """
 
     def __init__(
         self,
         name: str,
-        transport: Literal["stdio", "streamable_http", "sse"],
+        transport: Literal["stdio", "streamable_http", "sse", "memory"],
         client: Client,
         *,
         request_timeout: float | None,
@@ -813,6 +855,7 @@ class ServerConnection:
         *,
         timeout: float | None,
         progress_callback: ProgressFnT | None = None,
+        clock: CallClock | None = None,
     ) -> ToolResult:
         """Call a tool and normalise its result.
 
@@ -825,6 +868,7 @@ class ServerConnection:
                 usable.
             progress_callback: ``await progress_callback(progress, total, message)`` for
                 each progress notification, in the order they arrive.
+            clock: Lets the caller hold the timeout while the call waits for the user.
 
         Returns:
             The result; a tool that failed gives ``is_error=True`` (not an exception).
@@ -839,9 +883,11 @@ class ServerConnection:
             deadline=math.inf if timeout is None else anyio.current_time() + timeout
         )
 
+        clock = clock if clock is not None else CallClock()
+        clock._bind(scope, timeout)
+
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            if timeout is not None:
-                scope.deadline = anyio.current_time() + timeout
+            clock._restart()
             if progress_callback is not None:
                 await progress_callback(progress, total, message)
 
@@ -1065,6 +1111,7 @@ async def connect_server(
     sampling_callback: SamplingFnT | None = None,
     elicitation_callback: ElicitationFnT | None = None,
     list_roots_callback: ListRootsFnT | None = None,
+    in_process: MCPServer | None = None,
 ) -> AsyncIterator[ServerConnection]:
     """Connect to one configured MCP server; the connection lives for the ``async with``.
 
@@ -1098,6 +1145,8 @@ async def connect_server(
         sampling_callback: Answers ``sampling/createMessage``; declares ``sampling``.
         elicitation_callback: Answers ``elicitation/create``; declares ``elicitation``.
         list_roots_callback: Answers ``roots/list``; declares ``roots``.
+        in_process: An MCP server object in this process (the SDK's in-memory transport)
+            to connect to instead of the entry's command or URL (which are then unused).
 
     Yields:
         The connected :class:`ServerConnection`.
@@ -1107,7 +1156,9 @@ async def connect_server(
         ServerConnectError: The server could not be started, reached or initialized in time.
         ServerGone: (on exit) the transport broke while connected.
     """
-    transport = entry.effective_transport
+    transport: Literal["stdio", "streamable_http", "sse", "memory"] = (
+        "memory" if in_process is not None else entry.effective_transport
+    )
     watch = _ConnectWatch()
     stderr: _StderrCapture | None = None
     connection: ServerConnection | None = None
@@ -1120,7 +1171,9 @@ async def connect_server(
             # Unwinding, LIFO: the SDK client has closed (a stdio server has exited), the
             # stderr pipe is drained and closed, then the pump and probe tasks are cancelled.
             stack.callback(task_group.cancel_scope.cancel)
-            if transport == "stdio":
+            if in_process is not None:
+                target: Transport | MCPServer = in_process
+            elif transport == "stdio":
                 environment = _named(
                     name, lambda: stdio_environment(entry, platform_env, inherit_env=inherit_env)
                 )
@@ -1132,10 +1185,11 @@ async def connect_server(
                 params = StdioServerParameters(
                     command=entry.command, args=list(entry.args), env=environment, cwd=cwd
                 )
-                target: Transport = stdio_client(params, errlog=stderr.writer)
+                target = stdio_client(params, errlog=stderr.writer)
             else:
                 assert entry.url is not None  # the schema guarantees it for HTTP
                 headers = _named(name, lambda: _expand_headers(entry, platform_env))
+                assert transport != "memory"
                 target = await _http_target(
                     stack, transport, entry.url, headers, connection_timeout, watch
                 )

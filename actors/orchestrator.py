@@ -13,6 +13,14 @@ the actor carry on (a crash in one conversation must not take down another).
 The tool loop's seam is here: the model may ask for tools; :meth:`_run_tools` answers each
 call (today with an error result, as no tool server exists yet) and the loop goes on, at
 most ``chat.service.max_tool_hops`` times.
+
+MCP prompts and resources: a StartTurn with a ``prompt`` is checked against the prompts
+the servers published (unknown prompt, missing or unknown arguments: INVALID_MESSAGE
+before anything is stored); the turn then fetches the prompt's messages from its
+server and stores them before the user's text, so they are history like any other
+message. The resource catalogue of every ready server is rendered once per change
+(``actors/catalogue.py``) and appended to the system prompt when
+``chat.service.resources.in_system_prompt`` is on.
 """
 
 from __future__ import annotations
@@ -27,12 +35,14 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import BaseModel
 
+from actors.catalogue import check_prompt_arguments, render_catalogue
 from actors.tool_schemas import unique_model_names
 from actors.tools import tool_actor_name, truncate_for_model
 from bus.actor import Actor, Reply
 from bus.errors import (
     ChatError,
     InternalError,
+    InvalidMessage,
     RequestError,
     RequestFailed,
     TurnInProgress,
@@ -48,8 +58,12 @@ from bus.messages import (
     FinishMessage,
     FinishReason,
     GetConfig,
+    GetPrompt,
     LoadHistory,
     MessageStatus,
+    PromptMessageText,
+    PromptSpec,
+    ResourceSpec,
     ServerStateChanged,
     StartTurn,
     StoredMessage,
@@ -162,11 +176,17 @@ class OrchestratorActor(Actor):
         self._turns: dict[str, _Turn] = {}
         """Running turns by conversation id."""
         self._history: OrderedDict[str, list[StoredMessage]] = OrderedDict()
+        """Stored messages of recently active conversations (LRU)."""
         self._server_tools: dict[str, tuple[ToolSpec, ...]] = {}
         """The tools of each ready MCP server."""
         self._offered: dict[str, ToolSpec] = {}
         """What the model is offered, by the (unique) name it sees."""
-        """Stored messages of recently active conversations (LRU)."""
+        self._server_prompts: dict[str, dict[str, PromptSpec]] = {}
+        """The prompts of each ready MCP server, by name."""
+        self._server_resources: dict[str, tuple[ResourceSpec, ...]] = {}
+        """The resources and templates of each ready MCP server."""
+        self._system_prompt = ""
+        """The system prompt with the resource catalogue, rebuilt when either changes."""
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -175,6 +195,7 @@ class OrchestratorActor(Actor):
 
     async def on_start(self) -> None:
         self._snapshot = await self.request(GetConfig())
+        self._rebuild_system_prompt()
 
     async def on_stop(self) -> None:
         turns = list(self._turns.values())
@@ -198,11 +219,22 @@ class OrchestratorActor(Actor):
                 return True
             case ConfigChanged(snapshot=snapshot):
                 self._snapshot = snapshot
+                self._rebuild_system_prompt()
             case ServerStateChanged(server=server, tools=tools):
                 if tools:
                     self._server_tools[server] = tools
                 else:
                     self._server_tools.pop(server, None)
+                if message.prompts:
+                    self._server_prompts[server] = {p.name: p for p in message.prompts}
+                else:
+                    self._server_prompts.pop(server, None)
+                if message.resources != self._server_resources.get(server, ()):
+                    if message.resources:
+                        self._server_resources[server] = message.resources
+                    else:
+                        self._server_resources.pop(server, None)
+                    self._rebuild_system_prompt()
                 self._offered = {
                     spec.model_name: spec
                     for spec in unique_model_names(
@@ -213,6 +245,40 @@ class OrchestratorActor(Actor):
 
     # -- starting and cancelling -----------------------------------------------------------
 
+    def _rebuild_system_prompt(self) -> None:
+        service = self.snapshot.config.chat.service
+        prompt = service.system_prompt
+        if service.resources.in_system_prompt:
+            catalogue = render_catalogue(
+                [spec for specs in self._server_resources.values() for spec in specs],
+                service.resources.max_catalogue_chars,
+            )
+            if catalogue:
+                prompt = prompt.rstrip("\n") + "\n\n" + catalogue
+        self._system_prompt = prompt
+
+    def _check_prompt(self, message: StartTurn) -> None:
+        """Refuse a prompt that cannot be expanded, before anything is stored."""
+        prompt = message.prompt
+        if prompt is None:
+            return
+        prompts = self._server_prompts.get(prompt.server)
+        if prompts is None:
+            offering = ", ".join(sorted(self._server_prompts)) or "none"
+            raise InvalidMessage(
+                f"no ready MCP server named {prompt.server!r} offers prompts "
+                f"(servers with prompts: {offering})"
+            )
+        spec = prompts.get(prompt.name)
+        if spec is None:
+            raise InvalidMessage(
+                f"MCP server {prompt.server!r} has no prompt named {prompt.name!r} "
+                f"(its prompts: {', '.join(sorted(prompts))})"
+            )
+        problem = check_prompt_arguments(spec, dict(prompt.arguments))
+        if problem is not None:
+            raise InvalidMessage(problem)
+
     def _start(self, message: StartTurn) -> None:
         running = self._turns.get(message.conversation_id)
         if running is not None:
@@ -220,6 +286,7 @@ class OrchestratorActor(Actor):
                 f"a turn ({running.turn_id}) is already running in conversation "
                 f"{message.conversation_id}; wait for its assistant_message or send cancel"
             )
+        self._check_prompt(message)
         turn = _Turn(
             turn_id=f"t-{uuid.uuid4().hex[:16]}",
             conversation_id=message.conversation_id,
@@ -248,21 +315,13 @@ class OrchestratorActor(Actor):
         started = time.perf_counter()
         try:
             try:
-                user = await self.request(
-                    AppendMessage(
-                        conversation_id=turn.conversation_id,
-                        role="user",
-                        content=start.text,
-                        turn_id=turn.turn_id,
-                    )
-                )
+                user = await self._store_user_input(turn, start)
             except RequestFailed as exc:
                 reply.fail(exc.__cause__ or exc)
                 return
             except RequestError as exc:
                 reply.fail(exc)
                 return
-            self._remember(user)
             reply.resolve(TurnStarted(turn_id=turn.turn_id, user_message_id=user.id))
             self.log.info(
                 "turn.started",
@@ -292,12 +351,52 @@ class OrchestratorActor(Actor):
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
+    async def _store_user_input(self, turn: _Turn, start: StartTurn) -> StoredMessage:
+        """Store the expanded prompt's messages (if any), then the user's text; returns the
+        last message stored (the user's, unless the text is empty)."""
+        stored: StoredMessage | None = None
+        if start.prompt is not None:
+            prompt = start.prompt
+            messages: tuple[PromptMessageText, ...] = await self.request(
+                GetPrompt(name=prompt.name, arguments=dict(prompt.arguments)),
+                to=tool_actor_name(prompt.server),
+            )
+            self.log.info(
+                "turn.prompt_expanded",
+                turn_id=turn.turn_id,
+                conversation_id=turn.conversation_id,
+                server=prompt.server,
+                prompt=prompt.name,
+                messages=len(messages),
+            )
+            for message in messages:
+                stored = await self.request(
+                    AppendMessage(
+                        conversation_id=turn.conversation_id,
+                        role=message.role,
+                        content=message.content,
+                        turn_id=turn.turn_id,
+                    )
+                )
+                self._remember(stored)
+        if start.text or stored is None:
+            stored = await self.request(
+                AppendMessage(
+                    conversation_id=turn.conversation_id,
+                    role="user",
+                    content=start.text,
+                    turn_id=turn.turn_id,
+                )
+            )
+            self._remember(stored)
+        return stored
+
     async def _converse(self, turn: _Turn) -> TurnFinished:
         """Context → LLM → (tools → LLM)… until an answer, a limit, a cancel or an error."""
         config = self.snapshot.config
         history = await self._history_of(turn.conversation_id)
         messages: list[dict[str, Any]] = [
-            {"role": "system", "content": config.chat.service.system_prompt},
+            {"role": "system", "content": self._system_prompt},
             *history_to_openai(
                 history, max_result_chars=self.snapshot.servers.settings.max_result_chars
             ),

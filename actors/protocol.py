@@ -387,9 +387,16 @@ class ElicitationRequestFrame(_ServerFrame):
 
     type: Literal["elicitation_request"] = "elicitation_request"
     request_id: str
+    """Quote it in the ``elicitation_response``."""
     server: str
     message: str
     requested_schema: dict[str, Any]
+    """A flat JSON object schema (primitive properties); accepted content is checked
+    against it (defaults filled in) before the server gets it."""
+    turn_id: str | None = None
+    """The turn whose tool call asked."""
+    timeout: float | None = None
+    """Seconds the question waits; then the server is told ``cancel``."""
 
 
 class ToolApprovalRequestFrame(_ServerFrame):

@@ -6,7 +6,9 @@ touches the servers file (or ``mcp.connection``), it compares what each server n
 with what runs, and starts, stops or restarts exactly the servers whose entries changed:
 an added or re-enabled entry starts a ToolActor, a removed or ``enabled: false`` entry
 stops one (its tools leave the model's list at once), an edited entry restarts it.
-Unchanged servers keep their connections.
+Unchanged servers keep their connections. The built-in ``platform`` server
+(``actors/platform_server.py``) is always wanted: it has no entry in the file (its name
+is reserved there) and is restarted only when what it is built from changes.
 
 The ToolActors are children of the platform's supervisor (transient: a ToolActor that
 keeps crashing is given up without taking the platform down); this actor only holds a
@@ -21,11 +23,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from actors.tools import ToolActor, tool_actor_name
+from actors.tools import PlatformToolActor, ToolActor, tool_actor_name
 from bus.actor import Actor
 from bus.messages import ConfigChanged, GetConfig
 from bus.supervisor import ChildSpec
-from config.schema import ConfigSnapshot
+from config.schema import PLATFORM_SERVER, ConfigSnapshot
 
 __all__ = ["ChildControl", "ServersActor"]
 
@@ -43,12 +45,16 @@ class ChildControl:
 def _wanted(snapshot: ConfigSnapshot) -> dict[str, str]:
     """Each enabled server and a fingerprint of everything its ToolActor is built from."""
     servers = snapshot.servers
-    shared = servers.settings.model_dump_json() + snapshot.config.mcp.connection.model_dump_json()
-    return {
-        name: entry.model_dump_json() + shared
+    mcp = snapshot.config.mcp
+    shared = servers.settings.model_dump_json() + mcp.connection.model_dump_json()
+    wanted = {PLATFORM_SERVER: "built in" + shared}
+    shared += mcp.elicitation.model_dump_json()
+    wanted.update(
+        (name, entry.model_dump_json() + shared)
         for name, entry in servers.mcp_servers.items()
         if entry.enabled
-    }
+    )
+    return wanted
 
 
 class ServersActor(Actor):
@@ -108,13 +114,28 @@ class ServersActor(Actor):
             self.log.info("servers.started", server=name)
 
     def _spec(self, snapshot: ConfigSnapshot, server: str) -> ChildSpec:
-        entry = snapshot.servers.mcp_servers[server]
         settings = snapshot.servers.settings
         connection = snapshot.config.mcp.connection
         environ = self._environ
         config_dir = snapshot.config_dir
+        if server == PLATFORM_SERVER:
+
+            def builtin() -> ToolActor:
+                return PlatformToolActor(settings, connection, environ, config_dir)
+
+            return ChildSpec(tool_actor_name(server), builtin, kind="transient")
+        entry = snapshot.servers.mcp_servers[server]
+        timeout = snapshot.config.mcp.elicitation.timeout
 
         def factory() -> ToolActor:
-            return ToolActor(server, entry, settings, connection, environ, config_dir)
+            return ToolActor(
+                server,
+                entry,
+                settings,
+                connection,
+                environ,
+                config_dir,
+                elicitation_timeout=timeout,
+            )
 
         return ChildSpec(tool_actor_name(server), factory, kind="transient")

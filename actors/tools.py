@@ -14,44 +14,103 @@ Tool calls run in their own child tasks against the owner's connection, in paral
 A call never raises into the actor: a tool error, a timeout (``timeout`` without
 progress, progress notifications extend it) or the server dying mid-call all answer
 ``is_error=True`` with a text the model can read, and the turn goes on.
+
+Beyond tools: after connecting, the owner also lists the server's prompts and resources
+(with templates) when the server declares them, re-lists each on its ``list_changed``
+notification, and publishes all of it with the state. ``GetPrompt`` and ``ReadResource``
+requests are served like calls, in child tasks.
+
+*Elicitation.* A server's ``elicitation/create`` arrives in the SDK's task with no link
+to the tool call that caused it (JSON-RPC has none on stdio; the SDK's context carries
+only the server's own request id). It is attributed to the conversation of this server's
+calls in flight: when they all belong to one conversation the question goes to it
+(``ElicitationRequested``, which the gateway sends only to that conversation's
+connections); when there are none, or calls of several conversations run at once, it is
+answered ``cancel`` and logged (``tools.elicitation_unroutable``): never shown to a user
+it may not concern. While a question waits, the timeouts of that conversation's calls on
+this server are held (:class:`~actors.mcp_client.CallClock`); ``mcp.elicitation.timeout``
+bounds the wait, then the server gets ``cancel``. URL-mode elicitation is declined.
+
+*Sampling.* ``sampling/createMessage`` is served by the active LLM provider (through the
+LLMActor, on a conversation id of its own that no client watches) only when the server's
+entry sets ``allow_sampling: true``; otherwise it is refused with a message naming that
+setting. Roots are not offered (the platform has no file roots to share), so the
+capability is not declared.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager, ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import mcp.types as mcp_types
 import orjson
 from pydantic import BaseModel
 
+from actors.catalogue import prompt_messages, prompt_specs, resource_specs, resource_text
+from actors.elicitation import ElicitationContentInvalid, accepted_content
 from actors.mcp_client import (
+    CallClock,
     MCPClientError,
     ServerConnectError,
     ServerConnection,
     ServerGone,
+    ServerRequestError,
+    ServerRequestTimeout,
     ToolCallTimeout,
     ToolResult,
     connect_server,
 )
+from actors.platform_server import BusBackend, build_platform_server, secret_values
 from actors.tool_schemas import build_tool_specs
 from bus.actor import Actor, Reply
-from bus.errors import BusError, McpServerUnavailable
+from bus.errors import (
+    BusError,
+    ChatError,
+    InvalidMessage,
+    McpServerUnavailable,
+    RequestError,
+    RequestFailed,
+)
 from bus.messages import (
+    AnswerElicitation,
     CallTool,
+    CompletionRequest,
+    CompletionResult,
+    ElicitationClosed,
+    ElicitationRequested,
+    GetPrompt,
     Message,
+    PromptSpec,
+    ReadResource,
+    ResourceSpec,
+    ResourceText,
     ServerStateChanged,
     ServerStatus,
     ToolOutcome,
     ToolProgress,
     ToolSpec,
 )
-from config.schema import ConnectionConfig, ServerEntry, ServerSettings
+from config.schema import PLATFORM_SERVER, ConnectionConfig, ServerEntry, ServerSettings
 
-__all__ = ["ToolActor", "outcome_text", "tool_actor_name", "truncate_for_model"]
+__all__ = [
+    "PlatformToolActor",
+    "ToolActor",
+    "outcome_text",
+    "tool_actor_name",
+    "truncate_for_model",
+]
+
+SAMPLING_TIMEOUT = 300.0
+"""Seconds a sampling request may take in all (the LLMActor's own timeouts end it sooner)."""
+
+_Listing = Literal["tools", "prompts", "resources"]
 
 HTTP_PING_INTERVAL = 30.0
 """Seconds between pings of an idle Streamable HTTP server (nothing else would notice
@@ -70,8 +129,37 @@ _LOG_LEVELS = {
 """MCP log levels (syslog's) → ours."""
 
 
-class _RelistTools(Message):
-    """From the connection's notification handler to its actor: re-read the tools."""
+class _Relist(Message):
+    """From the connection's notification handler to its actor: re-read a listing."""
+
+    listing: _Listing
+
+
+_LIST_CHANGED: dict[type[Any], _Listing] = {
+    mcp_types.ToolListChangedNotification: "tools",
+    mcp_types.PromptListChangedNotification: "prompts",
+    mcp_types.ResourceListChangedNotification: "resources",
+}
+
+
+@dataclass(slots=True)
+class _RunningCall:
+    """A tool call in flight: whose it is, and its timeout clock (held while it waits
+    for the user)."""
+
+    call: CallTool
+    clock: CallClock
+
+
+@dataclass(slots=True)
+class _PendingQuestion:
+    """An elicitation waiting for the user's answer."""
+
+    conversation_id: str
+    schema: dict[str, Any]
+    answer: asyncio.Future[mcp_types.ElicitResult] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 def tool_actor_name(server: str) -> str:
@@ -113,7 +201,13 @@ class ToolActor(Actor):
         config_dir: The default working directory of a stdio server.
     """
 
-    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (CallTool, _RelistTools)
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
+        CallTool,
+        GetPrompt,
+        ReadResource,
+        AnswerElicitation,
+        _Relist,
+    )
 
     def __init__(
         self,
@@ -123,6 +217,8 @@ class ToolActor(Actor):
         connection: ConnectionConfig,
         platform_env: Mapping[str, str],
         config_dir: Path,
+        *,
+        elicitation_timeout: float = 120.0,
     ) -> None:
         super().__init__(tool_actor_name(server), mailbox_size=1000)
         self.server = server
@@ -131,9 +227,16 @@ class ToolActor(Actor):
         self._connection_config = connection
         self._env = platform_env
         self._config_dir = config_dir
+        self._elicitation_timeout = elicitation_timeout
         self._conn: ServerConnection | None = None
         self._tools: dict[str, ToolSpec] = {}
+        self._prompts: tuple[PromptSpec, ...] = ()
+        self._resources: tuple[ResourceSpec, ...] = ()
         self._status: ServerStatus = "starting"
+        self._running: dict[str, _RunningCall] = {}
+        """Tool calls in flight by ``turn_id/call_id`` (to attribute an elicitation)."""
+        self._questions: dict[str, _PendingQuestion] = {}
+        """Elicitations waiting for an answer, by the platform's request id."""
 
     async def on_start(self) -> None:
         await self._publish_state("starting", None)
@@ -144,18 +247,47 @@ class ToolActor(Actor):
 
     async def handle(self, message: BaseModel) -> Any:
         match message:
-            case _RelistTools():
+            case _Relist(listing=listing):
                 if self._conn is not None:
-                    self.spawn(self._relist(self._conn), name="relist")
+                    self.spawn(self._relist(self._conn, listing), name=f"relist:{listing}")
             case CallTool():
-                if self._conn is None or self._status != "ready":
-                    raise McpServerUnavailable(
-                        f"MCP server {self.server!r} is {self._status}; its tools cannot be "
-                        "called right now"
-                    )
+                conn = self._ready_connection("its tools cannot be called")
                 reply = self.defer_reply()
-                self.spawn(self._call(self._conn, message, reply), name=message.call_id)
+                self.spawn(self._call(conn, message, reply), name=message.call_id)
+            case GetPrompt():
+                conn = self._ready_connection("its prompts cannot be used")
+                reply = self.defer_reply()
+                self.spawn(self._get_prompt(conn, message, reply), name=f"prompt:{message.name}")
+            case ReadResource():
+                conn = self._ready_connection("its resources cannot be read")
+                reply = self.defer_reply()
+                self.spawn(self._read_resource(conn, message, reply), name="read_resource")
+            case AnswerElicitation():
+                self._answer_question(message)
         return None
+
+    def _ready_connection(self, what: str) -> ServerConnection:
+        if self._conn is None or self._status != "ready":
+            raise McpServerUnavailable(
+                f"MCP server {self.server!r} is {self._status}; {what} right now"
+            )
+        return self._conn
+
+    def _connect(self) -> AbstractAsyncContextManager[ServerConnection]:
+        """The connection to (re)open; the built-in server's actor connects in-process."""
+        return connect_server(
+            self.server,
+            self._entry,
+            platform_env=self._env,
+            connection_timeout=self._connection_config.connection_timeout,
+            cwd_default=self._config_dir,
+            inherit_env=self._entry.inherit_env,
+            on_stderr_line=self._stderr_line,
+            message_handler=self._notification,
+            logging_callback=self._server_log,
+            elicitation_callback=self._elicit,
+            sampling_callback=self._sample,
+        )
 
     # -- the connection's owner -----------------------------------------------------------
 
@@ -167,17 +299,7 @@ class ToolActor(Actor):
             error: str | None = None
             try:
                 started = time.perf_counter()
-                async with connect_server(
-                    self.server,
-                    self._entry,
-                    platform_env=self._env,
-                    connection_timeout=policy.connection_timeout,
-                    cwd_default=self._config_dir,
-                    inherit_env=self._entry.inherit_env,
-                    on_stderr_line=self._stderr_line,
-                    message_handler=self._notification,
-                    logging_callback=self._server_log,
-                ) as conn:
+                async with self._connect() as conn:
                     specs = build_tool_specs(
                         self.server,
                         await conn.list_tools(),
@@ -191,12 +313,16 @@ class ToolActor(Actor):
                             "tools.schema_diagnostic", kind=diagnostic.kind, detail=str(diagnostic)
                         )
                     self._tools = {spec.name: spec for spec in specs.specs}
+                    self._prompts = await self._list_prompts(conn)
+                    self._resources = await self._list_resources(conn)
                     self._conn = conn
                     failures = 0
                     self.log.info(
                         "tools.server_ready",
                         server=self.server,
                         tools=sorted(self._tools),
+                        prompts=[p.name for p in self._prompts],
+                        resources=len(self._resources),
                         protocol_version=conn.protocol_version,
                         connect_ms=round((time.perf_counter() - started) * 1000, 1),
                     )
@@ -211,6 +337,8 @@ class ToolActor(Actor):
                 error = f"{type(exc).__name__}: {exc}"
             self._conn = None
             self._tools = {}
+            self._prompts = ()
+            self._resources = ()
             failures += 1
             delay = min(
                 policy.initial_reconnect_delay * 2 ** (failures - 1), policy.max_reconnect_delay
@@ -246,12 +374,13 @@ class ToolActor(Actor):
                 return f"no answer to a ping within {timeout:g} s ({type(exc).__name__})"
 
     async def _notification(self, message: object) -> None:
-        """From the SDK's task: a tool list change is handled by the actor itself."""
-        if isinstance(message, mcp_types.ToolListChangedNotification):
+        """From the SDK's task: a list change is handled by the actor itself."""
+        listing = _LIST_CHANGED.get(type(message))
+        if listing is not None:
             try:
-                self.bus.offer(self.name, _RelistTools())
+                self.bus.offer(self.name, _Relist(listing=listing))
             except BusError:
-                self.log.warning("tools.list_changed_dropped", server=self.server)
+                self.log.warning("tools.list_changed_dropped", server=self.server, listing=listing)
 
     async def _server_log(self, params: mcp_types.LoggingMessageNotificationParams) -> None:
         """A server's ``notifications/message``: a structured log event of ours."""
@@ -265,22 +394,74 @@ class ToolActor(Actor):
             data=data[:4000],
         )
 
-    async def _relist(self, conn: ServerConnection) -> None:
-        """Re-read the tool list after ``notifications/tools/list_changed``."""
+    async def _list_prompts(self, conn: ServerConnection) -> tuple[PromptSpec, ...]:
+        """The server's prompts (none if it declares no ``prompts`` capability or fails to
+        list them: its tools stay usable)."""
+        if conn.capabilities.prompts is None:
+            return ()
         try:
-            specs = build_tool_specs(
-                self.server,
-                await conn.list_tools(),
-                include=self._entry.include_tools,
-                exclude=self._entry.exclude_tools,
-            )
+            return prompt_specs(self.server, await conn.list_prompts())
+        except ServerGone:
+            raise
         except MCPClientError as exc:
-            self.log.warning("tools.relist_failed", server=self.server, error=str(exc))
+            self.log.warning(
+                "tools.list_failed", server=self.server, listing="prompts", error=str(exc)
+            )
+            return ()
+
+    async def _list_resources(self, conn: ServerConnection) -> tuple[ResourceSpec, ...]:
+        """The server's resources, then its templates (see :meth:`_list_prompts`)."""
+        if conn.capabilities.resources is None:
+            return ()
+        try:
+            resources = await conn.list_resources()
+            try:
+                templates = await conn.list_resource_templates()
+            except ServerRequestError as exc:
+                if exc.code != -32601:  # "method not found": a server without templates
+                    raise
+                templates = ()
+        except ServerGone:
+            raise
+        except MCPClientError as exc:
+            self.log.warning(
+                "tools.list_failed", server=self.server, listing="resources", error=str(exc)
+            )
+            return ()
+        return resource_specs(self.server, resources, templates)
+
+    async def _relist(self, conn: ServerConnection, listing: _Listing) -> None:
+        """Re-read a listing after its ``notifications/*/list_changed``."""
+        try:
+            if listing == "tools":
+                specs = build_tool_specs(
+                    self.server,
+                    await conn.list_tools(),
+                    include=self._entry.include_tools,
+                    exclude=self._entry.exclude_tools,
+                )
+            elif listing == "prompts":
+                prompts = await self._list_prompts(conn)
+            else:
+                resources = await self._list_resources(conn)
+        except MCPClientError as exc:
+            self.log.warning(
+                "tools.relist_failed", server=self.server, listing=listing, error=str(exc)
+            )
             return
         if self._conn is not conn:
-            return  # reconnected meanwhile: the new connection listed its own tools
-        self._tools = {spec.name: spec for spec in specs.specs}
-        self.log.info("tools.list_changed", server=self.server, tools=sorted(self._tools))
+            return  # reconnected meanwhile: the new connection listed its own
+        if listing == "tools":
+            self._tools = {spec.name: spec for spec in specs.specs}
+            self.log.info("tools.list_changed", server=self.server, tools=sorted(self._tools))
+        elif listing == "prompts":
+            self._prompts = prompts
+            self.log.info(
+                "tools.prompts_changed", server=self.server, prompts=[p.name for p in prompts]
+            )
+        else:
+            self._resources = resources
+            self.log.info("tools.resources_changed", server=self.server, resources=len(resources))
         await self._publish_state("ready", None)
 
     def _stderr_line(self, line: str) -> None:
@@ -288,9 +469,16 @@ class ToolActor(Actor):
 
     async def _publish_state(self, status: ServerStatus, error: str | None) -> None:
         self._status = status
-        tools = tuple(self._tools.values()) if status == "ready" else ()
+        ready = status == "ready"
         await self.publish(
-            ServerStateChanged(server=self.server, status=status, error_message=error, tools=tools)
+            ServerStateChanged(
+                server=self.server,
+                status=status,
+                error_message=error,
+                tools=tuple(self._tools.values()) if ready else (),
+                prompts=self._prompts if ready else (),
+                resources=self._resources if ready else (),
+            )
         )
 
     # -- calls -----------------------------------------------------------------------------
@@ -314,9 +502,17 @@ class ToolActor(Actor):
                 )
             )
 
+        running = _RunningCall(call, CallClock())
+        # Keyed by turn too: call ids come from the provider and repeat across turns.
+        key = f"{call.turn_id}/{call.call_id}"
+        self._running[key] = running
         try:
             result = await conn.call_tool(
-                call.tool, call.arguments, timeout=timeout, progress_callback=progress
+                call.tool,
+                call.arguments,
+                timeout=timeout,
+                progress_callback=progress,
+                clock=running.clock,
             )
             outcome = ToolOutcome(
                 is_error=result.is_error,
@@ -337,6 +533,8 @@ class ToolActor(Actor):
         except Exception as exc:
             self.log.exception("tools.call_crashed", server=self.server, tool=call.tool)
             outcome = _failed(f"the call failed inside the platform: {type(exc).__name__}")
+        finally:
+            self._running.pop(key, None)
         self.log.info(
             "tools.call",
             server=self.server,
@@ -348,6 +546,276 @@ class ToolActor(Actor):
         )
         reply.resolve(outcome)
 
+    # -- prompts and resources ---------------------------------------------------------------
+
+    async def _get_prompt(self, conn: ServerConnection, request: GetPrompt, reply: Reply) -> None:
+        """``prompts/get``; a refusal by the server is the client's error (INVALID_MESSAGE)."""
+        started = time.perf_counter()
+        try:
+            result = await conn.get_prompt(request.name, dict(request.arguments))
+        except ServerRequestError as exc:
+            reply.fail(
+                InvalidMessage(
+                    f"MCP server {self.server!r} refused prompt {request.name!r}: "
+                    f"{exc.error_message}"
+                )
+            )
+            return
+        except (ServerGone, ServerRequestTimeout) as exc:
+            reply.fail(McpServerUnavailable(f"prompt {request.name!r} could not be read: {exc}"))
+            return
+        messages = prompt_messages(result)
+        self.log.info(
+            "tools.prompt",
+            server=self.server,
+            prompt=request.name,
+            messages=len(messages),
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        reply.resolve(messages)
+
+    async def _read_resource(
+        self, conn: ServerConnection, request: ReadResource, reply: Reply
+    ) -> None:
+        """``resources/read``; a failure is data for the model (``is_error``)."""
+        started = time.perf_counter()
+        try:
+            contents = resource_text(await conn.read_resource(request.uri))
+        except ServerRequestError as exc:
+            contents = ResourceText(
+                is_error=True,
+                text=f"Error: {self.server!r} could not read {request.uri!r}: {exc.error_message}",
+            )
+        except (ServerGone, ServerRequestTimeout) as exc:
+            reply.fail(McpServerUnavailable(f"{request.uri!r} could not be read: {exc}"))
+            return
+        self.log.info(
+            "tools.resource_read",
+            server=self.server,
+            uri=request.uri,
+            is_error=contents.is_error,
+            chars=len(contents.text),
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        reply.resolve(contents)
+
+    # -- elicitation ---------------------------------------------------------------------------
+
+    async def _elicit(
+        self, _context: Any, params: mcp_types.ElicitRequestParams
+    ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
+        """A server's ``elicitation/create`` (from the SDK's task; see the module note)."""
+        if isinstance(params, mcp_types.ElicitRequestURLParams):
+            self.log.warning("tools.elicitation_declined", server=self.server, reason="url_mode")
+            return mcp_types.ElicitResult(action="decline")
+        conversations = {r.call.conversation_id for r in self._running.values()}
+        if len(conversations) != 1:
+            self.log.warning(
+                "tools.elicitation_unroutable",
+                server=self.server,
+                calls_in_flight=len(self._running),
+                conversations=len(conversations),
+            )
+            return mcp_types.ElicitResult(action="cancel")
+        [conversation_id] = conversations
+        calls = [r for r in self._running.values() if r.call.conversation_id == conversation_id]
+        first = calls[0].call
+        request_id = f"el-{uuid.uuid4().hex[:16]}"
+        question = _PendingQuestion(conversation_id, dict(params.requested_schema))
+        self._questions[request_id] = question
+        timeout = self._elicitation_timeout
+        action: Literal["accept", "decline", "cancel"] = "cancel"
+        reason: Literal["answered", "timeout", "call_ended"] = "call_ended"
+        started = time.perf_counter()
+        try:
+            with ExitStack() as held:
+                for running in calls:
+                    held.enter_context(running.clock.hold())
+                await self.publish(
+                    ElicitationRequested(
+                        request_id=request_id,
+                        conversation_id=conversation_id,
+                        turn_id=first.turn_id,
+                        call_id=first.call_id,
+                        server=self.server,
+                        message=params.message,
+                        requested_schema=question.schema,
+                        timeout=timeout,
+                        reply_to=self.name,
+                    )
+                )
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await question.answer
+                except TimeoutError:
+                    reason = "timeout"
+                    return mcp_types.ElicitResult(action="cancel")
+                action, reason = result.action, "answered"
+                return result
+        finally:
+            self._questions.pop(request_id, None)
+            self.log.info(
+                "tools.elicitation",
+                server=self.server,
+                request_id=request_id,
+                conversation_id=conversation_id,
+                turn_id=first.turn_id,
+                call_id=first.call_id,
+                action=action,
+                reason=reason,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+            closed = ElicitationClosed(
+                request_id=request_id,
+                conversation_id=conversation_id,
+                server=self.server,
+                action=action,
+                reason=reason,
+            )
+            # Offered, not awaited: this may run while the call is being cancelled.
+            for subscriber in self.bus.subscribers(ElicitationClosed):
+                try:
+                    self.bus.offer(subscriber, closed)
+                except BusError:
+                    self.log.warning("tools.elicitation_closed_dropped", to=subscriber)
+
+    def _answer_question(self, answer: AnswerElicitation) -> None:
+        """The user's answer; refused (the question keeps waiting) if it does not fit."""
+        question = self._questions.get(answer.request_id)
+        if (
+            question is None
+            or question.conversation_id != answer.conversation_id
+            or question.answer.done()
+        ):
+            raise InvalidMessage(
+                f"no elicitation request {answer.request_id!r} is waiting for an answer in "
+                "this conversation"
+            )
+        if answer.action != "accept":
+            question.answer.set_result(mcp_types.ElicitResult(action=answer.action))
+            return
+        try:
+            content = accepted_content(question.schema, answer.content)
+        except ElicitationContentInvalid as exc:
+            raise InvalidMessage(f"elicitation {answer.request_id!r}: {exc}") from exc
+        question.answer.set_result(mcp_types.ElicitResult(action="accept", content=content))
+
+    # -- sampling ------------------------------------------------------------------------------
+
+    async def _sample(
+        self, _context: Any, params: mcp_types.CreateMessageRequestParams
+    ) -> mcp_types.CreateMessageResult | mcp_types.ErrorData:
+        """A server's ``sampling/createMessage``: the active LLM answers, if allowed."""
+        if not self._entry.allow_sampling:
+            self.log.warning("tools.sampling_refused", server=self.server)
+            return mcp_types.ErrorData(
+                code=mcp_types.INVALID_REQUEST,
+                message=f"sampling is disabled for MCP server {self.server!r}: the platform's "
+                'operator can allow it with "allow_sampling": true in its servers_config.json '
+                "entry (each request spends the operator's LLM credits)",
+            )
+        messages: list[dict[str, Any]] = []
+        if params.system_prompt:
+            messages.append({"role": "system", "content": params.system_prompt})
+        for message in params.messages:
+            blocks = message.content if isinstance(message.content, list) else [message.content]
+            text = "\n".join(
+                block.text if isinstance(block, mcp_types.TextContent) else f"[{block.type}]"
+                for block in blocks
+            )
+            messages.append({"role": message.role, "content": text})
+        turn_id = f"s-{uuid.uuid4().hex[:16]}"
+        started = time.perf_counter()
+        try:
+            # A conversation id no client watches: the deltas go nowhere, nothing is stored.
+            result: CompletionResult = await self.request(
+                CompletionRequest(
+                    conversation_id=f"sampling:{self.server}",
+                    turn_id=turn_id,
+                    messages=tuple(messages),
+                ),
+                timeout=SAMPLING_TIMEOUT,
+            )
+        except (RequestFailed, RequestError) as exc:
+            cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
+            detail = str(cause) if isinstance(cause, ChatError) else type(cause).__name__
+            self.log.warning("tools.sampling_failed", server=self.server, error=detail)
+            return mcp_types.ErrorData(
+                code=mcp_types.INTERNAL_ERROR, message=f"the platform's LLM failed: {detail}"
+            )
+        self.log.info(
+            "tools.sampling",
+            server=self.server,
+            model=result.model,
+            completion_tokens=result.usage.completion_tokens,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return mcp_types.CreateMessageResult(
+            role="assistant",
+            content=mcp_types.TextContent(type="text", text=result.content),
+            model=result.model,
+            stop_reason="maxTokens" if result.finish_reason == "length" else "endTurn",
+        )
+
 
 def _failed(text: str) -> ToolOutcome:
     return ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
+
+
+class PlatformToolActor(ToolActor):
+    """The ToolActor of the built-in ``platform`` server (``actors/platform_server.py``),
+    connected in-process; it also keeps the resource catalogue of every ready server, so
+    its ``read_resource`` tool finds the server of a URI.
+
+    Args:
+        settings: The servers file's ``settings`` block.
+        connection: ``mcp.connection``.
+        platform_env: The platform's environment (its secret values are never shown).
+        config_dir: The config directory.
+    """
+
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
+        *ToolActor.subscriptions,
+        ServerStateChanged,
+    )
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        connection: ConnectionConfig,
+        platform_env: Mapping[str, str],
+        config_dir: Path,
+    ) -> None:
+        # The entry is never used to start anything: the server runs in this process.
+        entry = ServerEntry(command="(built in)")
+        super().__init__(PLATFORM_SERVER, entry, settings, connection, platform_env, config_dir)
+        self._catalogue: dict[str, tuple[ResourceSpec, ...]] = {}
+
+    async def handle(self, message: BaseModel) -> Any:
+        if isinstance(message, ServerStateChanged):
+            if message.resources:
+                self._catalogue[message.server] = message.resources
+            else:
+                self._catalogue.pop(message.server, None)
+            return None
+        return await super().handle(message)
+
+    def _connect(self) -> AbstractAsyncContextManager[ServerConnection]:
+        async def request(message: Message, to: str | None) -> Any:
+            return await self.request(message, to=to)
+
+        backend = BusBackend(
+            request,
+            lambda: [spec for specs in self._catalogue.values() for spec in specs],
+            secret_values(self._env),
+            tool_actor_name,
+        )
+        return connect_server(
+            self.server,
+            self._entry,
+            platform_env=self._env,
+            connection_timeout=self._connection_config.connection_timeout,
+            cwd_default=self._config_dir,
+            message_handler=self._notification,
+            in_process=build_platform_server(backend),
+        )

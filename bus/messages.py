@@ -17,6 +17,7 @@ from config.schema import ConfigSnapshot
 __all__ = [
     "ActorStateChanged",
     "ActorStatus",
+    "AnswerElicitation",
     "AppendMessage",
     "AssistantDelta",
     "CallTool",
@@ -29,9 +30,12 @@ __all__ = [
     "ConversationState",
     "CreateConversation",
     "DeleteSession",
+    "ElicitationClosed",
+    "ElicitationRequested",
     "FinishMessage",
     "FinishReason",
     "GetConfig",
+    "GetPrompt",
     "ListSessions",
     "LoadHistory",
     "Message",
@@ -40,7 +44,14 @@ __all__ = [
     "OpenConversation",
     "Ping",
     "Pong",
+    "PromptArgumentSpec",
+    "PromptMessageText",
+    "PromptRequest",
+    "PromptSpec",
+    "ReadResource",
     "ReloadRuntimeConfig",
+    "ResourceSpec",
+    "ResourceText",
     "SaveRuntimeConfig",
     "SaveSession",
     "ServerStateChanged",
@@ -55,6 +66,7 @@ __all__ = [
     "ToolSpec",
     "TurnFinished",
     "TurnStarted",
+    "UpdateRuntimeConfig",
     "Usage",
 ]
 
@@ -167,6 +179,20 @@ class SaveRuntimeConfig(Message):
 
 class ReloadRuntimeConfig(Message):
     """Request → ConfigSnapshot: re-read both files now."""
+
+
+class UpdateRuntimeConfig(Message):
+    """Request → ConfigSnapshot: set dotted keys in the runtime file's overrides, then
+    validate, atomically write and apply it (like :class:`SaveRuntimeConfig`).
+
+    The read-modify-write happens inside the ConfigActor, so two updates never lose each
+    other. Fails with RequestFailed (cause: ``ConfigInvalid``) if the result would be
+    invalid; nothing is written then. The caller checks what may be set (the built-in
+    ``platform`` server's allowlist); this message does not.
+    """
+
+    changes: dict[str, Any]
+    """Dotted key path (``llm.providers.openrouter.temperature``) → new value."""
 
 
 # -- conversations (PersistenceActor) ------------------------------------------------------------
@@ -305,14 +331,28 @@ class DeleteSession(Message):
 # -- turns (OrchestratorActor) -------------------------------------------------------------------
 
 
+class PromptRequest(Message):
+    """An MCP prompt to expand before the user's text (``user_message.prompt``)."""
+
+    server: str
+    name: str
+    arguments: dict[str, str] = {}
+
+
 class StartTurn(Message):
-    """Request → TurnStarted: run a turn for a user message. TurnInProgress if one runs."""
+    """Request → TurnStarted: run a turn for a user message. TurnInProgress if one runs.
+
+    With ``prompt``, the prompt's messages are fetched from its server and stored before
+    the user's text; an unknown prompt, missing or unknown arguments fail with
+    InvalidMessage (naming them), a server that is not ready with McpServerUnavailable.
+    """
 
     owner: str
     conversation_id: str
     text: str
     request_id: str | None = None
     """The client's id, echoed in the turn's final frame."""
+    prompt: PromptRequest | None = None
 
 
 class TurnStarted(Message):
@@ -432,14 +472,48 @@ class ToolSpec(Message):
         return {"type": "function", "function": function}
 
 
+class PromptArgumentSpec(Message):
+    """One argument of an MCP prompt."""
+
+    name: str
+    description: str | None = None
+    required: bool = False
+
+
+class PromptSpec(Message):
+    """One MCP prompt a server offers (``prompts/list``)."""
+
+    server: str
+    name: str
+    title: str | None = None
+    description: str | None = None
+    arguments: tuple[PromptArgumentSpec, ...] = ()
+
+
+class ResourceSpec(Message):
+    """One MCP resource or resource template a server offers."""
+
+    server: str
+    uri: str
+    """The resource's URI, or the template's RFC 6570 URI template (``template=True``)."""
+    name: str
+    template: bool = False
+    title: str | None = None
+    description: str | None = None
+    mime_type: str | None = None
+
+
 class ServerStateChanged(Message):
     """Event (a ToolActor): its MCP server changed state; ``tools`` are those offered while
-    it is ``ready`` (empty otherwise: its tools leave the model's list)."""
+    it is ``ready`` (empty otherwise: its tools leave the model's list), and so are its
+    prompts and resources (with templates)."""
 
     server: str
     status: ServerStatus
     error_message: str | None = None
     tools: tuple[ToolSpec, ...] = ()
+    prompts: tuple[PromptSpec, ...] = ()
+    resources: tuple[ResourceSpec, ...] = ()
 
 
 class CallTool(Message):
@@ -503,3 +577,84 @@ class ToolExecutionEvent(Message):
     error_message: str | None = None
     images: tuple[dict[str, str], ...] | None = None
     """``{"mime_type", "data"}`` images of a completed call, for the frontend."""
+
+
+# -- MCP prompts, resources, elicitation (ToolActors) -------------------------------------------
+
+
+class PromptMessageText(Message):
+    """One message of an expanded prompt, as text for the model (images and binary
+    resources are described, not dropped)."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class GetPrompt(Message):
+    """Request → tuple[PromptMessageText, ...], to ``tool:<server>``: expand a prompt.
+
+    Fails with McpServerUnavailable if the server is not ready, InvalidMessage if the
+    server rejects the prompt or its arguments (its message is quoted).
+    """
+
+    name: str
+    arguments: dict[str, str] = {}
+
+
+class ReadResource(Message):
+    """Request → ResourceText, to ``tool:<server>``: read one resource by URI.
+
+    Fails with McpServerUnavailable if the server is not ready; a resource the server
+    cannot read answers ``is_error=True`` (for the model to read).
+    """
+
+    uri: str
+
+
+class ResourceText(Message):
+    """Reply to ReadResource: the resource as the model reads it (whole: the caller cuts)."""
+
+    is_error: bool = False
+    text: str
+    mime_type: str | None = None
+
+
+class ElicitationRequested(Message):
+    """Event (a ToolActor): a server asked the user a question during a tool call of
+    ``conversation_id``'s turn; only that conversation's clients may see and answer it."""
+
+    request_id: str
+    """The platform's id of the question (the client answers with it)."""
+    conversation_id: str
+    turn_id: str
+    call_id: str
+    server: str
+    message: str
+    requested_schema: dict[str, Any]
+    timeout: float
+    """Seconds the server waits for an answer before it is told ``cancel``."""
+    reply_to: str
+    """The bus address to send the :class:`AnswerElicitation` to (the ToolActor)."""
+
+
+class AnswerElicitation(Message):
+    """Request → None, to ``tool:<server>``: the user's answer to an elicitation.
+
+    Fails with InvalidMessage when no such question waits for this conversation, or when
+    accepted content does not match the requested schema (the question keeps waiting).
+    """
+
+    request_id: str
+    conversation_id: str
+    action: Literal["accept", "decline", "cancel"]
+    content: dict[str, Any] | None = None
+
+
+class ElicitationClosed(Message):
+    """Event (a ToolActor): an elicitation is over (answered, timed out, or its call ended)."""
+
+    request_id: str
+    conversation_id: str
+    server: str
+    action: Literal["accept", "decline", "cancel"]
+    reason: Literal["answered", "timeout", "call_ended"]

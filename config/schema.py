@@ -18,15 +18,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "DEFAULT_SETTABLE_KEYS",
+    "PLATFORM_SERVER",
+    "SECRET_KEY_PATTERN",
     "ChatConfig",
     "ConfigSnapshot",
     "ConnectionConfig",
+    "ElicitationConfig",
     "LLMConfig",
     "LoggingConfig",
     "MCPConfig",
     "PersistenceConfig",
     "PlatformConfig",
+    "PlatformServerConfig",
     "ProviderConfig",
+    "ResourcesConfig",
     "RetentionConfig",
     "RuntimeMetadata",
     "SavedSessionsConfig",
@@ -180,6 +186,19 @@ class ServiceLoggingConfig(_Section):
     system_prompt: bool = False
 
 
+class ResourcesConfig(_Section):
+    """``chat.service.resources``: how the model learns about and reads MCP resources."""
+
+    in_system_prompt: bool = True
+    """Append a catalogue of every ready server's resources and templates to the system
+    prompt (so the model knows what ``platform__read_resource`` can read)."""
+    max_catalogue_chars: int = Field(4000, ge=200)
+    """Characters the catalogue may take at most; entries past it are left out with a
+    marker saying how many (a big catalogue would cost tokens on every request)."""
+    max_read_chars: int = Field(20_000, gt=0)
+    """Characters of a read resource the model gets; the rest is cut with a marker."""
+
+
 class ServiceConfig(_Section):
     """``chat.service``: the behaviour of a turn."""
 
@@ -188,6 +207,7 @@ class ServiceConfig(_Section):
     max_tool_hops: int = Field(8, ge=0)
     tool_notifications: ToolNotificationsConfig = ToolNotificationsConfig()
     logging: ServiceLoggingConfig = ServiceLoggingConfig()
+    resources: ResourcesConfig = ResourcesConfig()
 
 
 class ChatConfig(_Section):
@@ -280,12 +300,40 @@ class ConnectionConfig(_Section):
     ping_timeout: float = Field(10.0, gt=0)
 
 
+class ElicitationConfig(_Section):
+    """``mcp.elicitation``: questions MCP servers ask the user during a tool call."""
+
+    timeout: float = Field(120.0, gt=0)
+    """Seconds to wait for the user's answer; then the server is told ``cancel``. The
+    tool call's own timeout does not run while its question waits."""
+
+
+DEFAULT_SETTABLE_KEYS = (
+    "llm.active",
+    "llm.providers.*.model",
+    "llm.providers.*.temperature",
+    "llm.providers.*.max_tokens",
+    "chat.service.system_prompt",
+    "chat.service.max_tool_hops",
+)
+
+
+class PlatformServerConfig(_Section):
+    """``mcp.platform``: the built-in ``platform`` MCP server (always present)."""
+
+    settable_keys: list[str] = list(DEFAULT_SETTABLE_KEYS)
+    """Dotted keys its ``set_config`` tool may change; ``*`` matches one key segment (a
+    provider name). Secret-named keys and ``mcp.platform.*`` are refused even if listed."""
+
+
 class MCPConfig(_Section):
     """``mcp``."""
 
     config_file: str = "servers_config.json"
     """The servers file, relative to the config directory."""
     connection: ConnectionConfig = ConnectionConfig()
+    elicitation: ElicitationConfig = ElicitationConfig()
+    platform: PlatformServerConfig = PlatformServerConfig()
 
 
 # -- logging ------------------------------------------------------------------------------
@@ -379,6 +427,9 @@ class ServerEntry(_Section):
     """Never these tools (applied after ``include_tools``)."""
     timeout: float | None = Field(None, gt=0)
     """Seconds a tool call may run without progress (default ``settings.defaultTimeout``)."""
+    allow_sampling: bool = False
+    """Serve the server's ``sampling/createMessage`` requests with the active LLM provider
+    (off by default: it spends the operator's credits); otherwise they are refused."""
 
     @model_validator(mode="after")
     def _command_or_url(self) -> ServerEntry:
@@ -398,6 +449,10 @@ class ServerEntry(_Section):
         return "sse" if self.transport == "sse" else "streamable_http"
 
 
+PLATFORM_SERVER = "platform"
+"""The name of the built-in, in-process MCP server (reserved in ``mcpServers``)."""
+
+
 class ServersConfig(_Section):
     """``servers_config.json`` (keys starting with ``_`` are comments and dropped)."""
 
@@ -405,6 +460,16 @@ class ServersConfig(_Section):
     settings: ServerSettings = ServerSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _platform_is_reserved(cls, value: dict[str, ServerEntry]) -> dict[str, ServerEntry]:
+        if PLATFORM_SERVER in value:
+            raise ValueError(
+                f"the server name {PLATFORM_SERVER!r} is reserved for the built-in server "
+                "(get_config, set_config, read_resource): rename this entry"
+            )
+        return value
 
 
 # -- what actors receive -------------------------------------------------------------------

@@ -45,6 +45,7 @@ __all__ = [
     "deep_merge",
     "parse_servers",
     "parse_yaml_mapping",
+    "set_keys",
     "validate_config",
 ]
 
@@ -88,6 +89,27 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
             _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
     else:
         out[prefix] = value
+
+
+def set_keys(overrides: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``overrides`` with each dotted key of ``changes`` set (missing
+    sections are created).
+
+    Raises:
+        ConfigInvalid: A key runs through a value that is not a section.
+    """
+    result: dict[str, Any] = orjson.loads(orjson.dumps(dict(overrides)))
+    for key, value in changes.items():
+        node = result
+        *sections, leaf = key.split(".")
+        for depth, section in enumerate(sections):
+            child = node.setdefault(section, {})
+            if not isinstance(child, dict):
+                where = ".".join(sections[: depth + 1])
+                raise ConfigInvalid("set_keys", [f"{key}: {where} is not a section"])
+            node = child
+        node[leaf] = value
+    return result
 
 
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:

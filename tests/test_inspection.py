@@ -47,7 +47,7 @@ def test_inspect_a_configured_server_and_call_a_tool(tmp_path: Path) -> None:
 def test_inspect_a_command_prints_readable_text(tmp_path: Path) -> None:
     out = _inspect("--", sys.executable, str(DEMO), config_dir=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "tools (8):" in out.stdout
+    assert "tools (10):" in out.stdout
     assert "add(a, b)" in out.stdout
     assert "demo://greeting/{name} (template)" in out.stdout
 

@@ -243,6 +243,8 @@ async def test_tools_are_listed_with_all_fields(demo: ServerConnection) -> None:
         "sleep_forever",
         "crash",
         "toggle_shout",
+        "book_table",
+        "summarize",
     }
     add = tools["add"]
     assert add.description == "Add two numbers and return the sum."

@@ -514,7 +514,7 @@ def _tool_frames(frames: list[dict[str, Any]], call_id: str) -> list[dict[str, A
 async def test_echo_through_the_whole_platform(platform: ChatPlatform, llm: ScriptedLLM) -> None:
     client, info = await _ready_client(platform)
     try:
-        assert info["servers"] == [{"name": "everything", "status": "ready"}]
+        assert {"name": "everything", "status": "ready"} in info["servers"]
         assert "everything__echo" in {tool["name"] for tool in info["tools"]}
 
         llm.script(
@@ -613,3 +613,89 @@ async def test_progress_images_and_server_logs_through_the_whole_platform(
 
     assert log["server_level"] in LOG_LEVELS
     assert "message" in log["data"]
+
+
+async def test_resources_prompts_and_elicitation_through_the_whole_platform(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """Its 7 resources and 2 templates reach the model's catalogue and are read through the
+    platform server; its prompts are in ``session_info`` and one with an argument expands
+    in a turn; its 13-field elicitation form reaches the client and an answer (defaults
+    applied, formats checked) reaches the server."""
+    client, info = await _ready_client(platform)
+    try:
+        prompts = {p["name"]: p for p in info["prompts"] if p["server"] == "everything"}
+        assert set(prompts) == {
+            "simple-prompt",
+            "args-prompt",
+            "completable-prompt",
+            "resource-prompt",
+        }
+        assert [(a["name"], a["required"]) for a in prompts["args-prompt"]["arguments"]] == [
+            ("city", True),
+            ("state", False),
+        ]
+
+        llm.script(Reply.text("Sunny."))
+        prompt = {"server": "everything", "name": "args-prompt", "arguments": {"city": "Paris"}}
+        await client.turn("", prompt=prompt)
+        system, *conversation = llm.requests[0].json["messages"]
+        assert conversation == [{"role": "user", "content": "What's weather in Paris?"}]
+        documents = sorted(path.name for path in DOCS.iterdir() if path.is_file())
+        for name in documents:
+            assert f"- demo://resource/static/document/{name} —" in system["content"]
+        assert "- demo://resource/dynamic/text/{resourceId} —" in system["content"]
+
+        llm.script(
+            Reply.tool_calls(
+                [
+                    ToolCall(
+                        "platform__read_resource",
+                        '{"uri": "demo://resource/static/document/features.md"}',
+                        id="doc",
+                    ),
+                    ToolCall(
+                        "platform__read_resource",
+                        '{"uri": "demo://resource/dynamic/blob/3"}',
+                        id="blob",
+                    ),
+                ]
+            ),
+            Reply.text("Read."),
+        )
+        await client.turn("read the features")
+        results = {
+            m["tool_call_id"]: m["content"]
+            for m in llm.requests[2].json["messages"]
+            if m["role"] == "tool"
+        }
+        assert results["doc"] == (DOCS / "features.md").read_text()
+        assert results["blob"].startswith("[binary content demo://resource/dynamic/blob/3")
+
+        llm.script(
+            Reply.tool_calls([ToolCall("everything__trigger-elicitation-request", "{}", id="ask")]),
+            Reply.text("Thanks."),
+        )
+        await client.send({"type": "user_message", "message": "ask me"})
+        question = await client.expect("elicitation_request")
+        assert question["server"] == "everything"
+        assert len(question["requested_schema"]["properties"]) == 13
+        answer = {"type": "elicitation_response", "request_id": question["request_id"]}
+        await client.send(
+            {**answer, "action": "accept", "content": {"name": "Ada", "email": "not an email"}}
+        )
+        refused = await client.expect("error")
+        assert refused["error_code"] == "INVALID_MESSAGE"
+        assert "email" in refused["error_message"]
+        await client.send(
+            {**answer, "action": "accept", "content": {"name": "Ada", "email": "ada@example.com"}}
+        )
+        await client.expect("assistant_message", timeout=20)
+    finally:
+        await client.close()
+    result = next(
+        m["content"] for m in llm.requests[-1].json["messages"] if m.get("tool_call_id") == "ask"
+    )
+    assert "Ada" in result
+    assert "It was a dark and stormy night." in result  # a default the user left out
+    assert '"integer": 42' in result

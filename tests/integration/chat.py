@@ -116,6 +116,11 @@ class ChatPlatform:
         listening = await self.process.wait_for("gateway.listening", after=mark, timeout=20)
         self.port = listening["port"]
         await self.process.wait_for("platform.ready", after=mark, timeout=20)
+        # The built-in platform server connects in-process right after: wait for it, so its
+        # server_status frame does not land in the middle of a test's first turn.
+        await self.process.wait_for(
+            "tools.server_ready", lambda e: e["server"] == "platform", after=mark, timeout=20
+        )
 
     async def connect(self, conversation_id: str | None = None) -> ChatClient:
         """Open a client and read its ``session_info`` (left in ``frames``)."""

@@ -47,6 +47,10 @@ def _no_secret_anywhere(platform: ChatPlatform, clients: list[ChatClient]) -> No
             assert API_KEY not in str(frame)
 
 
+BUILT_IN_TOOLS = {"platform__get_config", "platform__set_config", "platform__read_resource"}
+"""The built-in platform server's tools: offered whenever it is ready."""
+
+
 async def test_streamed_answer_frames_order_and_request(chat: ChatPlatform, llm) -> None:
     await chat.start()
     client = await chat.connect()
@@ -54,7 +58,10 @@ async def test_streamed_answer_frames_order_and_request(chat: ChatPlatform, llm)
     assert info["conversation_id"].startswith("c-")
     assert info["messages"] == []
     assert info["model"] == "scripted/model-1"
-    assert (info["tools"], info["prompts"], info["servers"]) == ([], [], [])
+    # No server is configured: only the built-in platform server (maybe still starting).
+    assert info["prompts"] == []
+    assert [s["name"] for s in info["servers"]] in ([], ["platform"])
+    assert {t["server"] for t in info["tools"]} <= {"platform"}
 
     llm.script(
         Reply.text(
@@ -100,7 +107,7 @@ async def test_streamed_answer_frames_order_and_request(chat: ChatPlatform, llm)
     assert (body["temperature"], body["top_k"]) == (0.3, 7)
     for consumed in ("api_key_env", "base_url", "max_retries"):
         assert consumed not in body
-    assert "tools" not in body
+    assert {t["function"]["name"] for t in body.get("tools", [])} <= BUILT_IN_TOOLS
     _no_secret_anywhere(chat, [client])
 
 
@@ -362,6 +369,7 @@ async def test_http_endpoints_on_the_same_port(chat: ChatPlatform) -> None:
             "orchestrator",
             "gateway",
             "servers",
+            "tool:platform",
         }
         assert all(a["status"] == "running" for a in body["actors"].values())
         assert (await http.get("/")).status_code == 200

@@ -18,6 +18,8 @@ SECRET = "sk-or-v1-THIS-IS-A-TEST-SECRET-0123456789"
 
 
 ALL_ACTORS = ["config", "logs", "persistence", "llm", "orchestrator", "gateway", "servers"]
+BUILT_IN_SERVER = "tool:platform"
+"""The built-in MCP server's ToolActor, started by the ServersActor after the core."""
 RUNTIME = "chat:\n  websocket:\n    host: 127.0.0.1\n    port: 0\nlogging:\n  level: INFO\n"
 """A runtime file binding a free port, so tests never collide on the default 8000."""
 
@@ -34,10 +36,11 @@ async def _ready(make, **kwargs) -> PlatformProcess:
 async def test_signal_stops_cleanly_and_promptly(platform_factory, signum: int) -> None:
     proc = await _ready(platform_factory)
     ready = proc.find("platform.ready")[0]
-    assert ready["actors"] == ALL_ACTORS
+    assert ready["actors"] == [*ALL_ACTORS, BUILT_IN_SERVER]
     assert isinstance(ready["startup_ms"], float)
     started = [e["actor"] for e in proc.find("actor.started")]
-    assert started == ALL_ACTORS
+    # The ServersActor starts its ToolActors in its own on_start, before it counts as started.
+    assert started == [*ALL_ACTORS[:-1], BUILT_IN_SERVER, "servers"]
 
     sent = time.monotonic()
     proc.signal(signum)

@@ -39,7 +39,10 @@ async def chat(platform_factory: Callable[..., PlatformProcess], llm: ScriptedLL
 
 async def _ready_client(platform: ChatPlatform, clients: list[ChatClient]) -> ChatClient:
     await platform.start(FAST_RECONNECT)
-    await platform.process.wait_for("tools.server_ready", timeout=30)
+    for name in ("demo", "platform"):  # the built-in platform server is always there too
+        await platform.process.wait_for(
+            "tools.server_ready", lambda e, n=name: e["server"] == n, timeout=30
+        )
     client = await platform.connect()
     clients.append(client)
     return client
@@ -51,7 +54,10 @@ async def test_tool_call_through_a_turn(chat, llm) -> None:
     info = await client.expect("session_info")
     names = {t["name"] for t in info["tools"]}
     assert {"demo__add", "demo__echo", "demo__slow_count"} <= names
-    assert info["servers"] == [{"name": "demo", "status": "ready"}]
+    assert sorted(info["servers"], key=lambda s: s["name"]) == [
+        {"name": "demo", "status": "ready"},
+        {"name": "platform", "status": "ready"},
+    ]
 
     llm.script(
         Reply.tool_calls([ToolCall("demo__add", '{"a": 2, "b": 3}', id="call-1")]),
@@ -131,7 +137,11 @@ async def test_a_server_dying_mid_call_fails_the_call_and_comes_back(chat, llm) 
     client = await _ready_client(platform, clients)
     await client.expect("session_info")
     events = platform.process.events
-    first_ready = next(i for i, e in enumerate(events) if e["event"] == "tools.server_ready")
+    first_ready = next(
+        i
+        for i, e in enumerate(events)
+        if e["event"] == "tools.server_ready" and e["server"] == "demo"
+    )
     llm.script(
         Reply.tool_calls([ToolCall("demo__crash", "{}", id="boom")]),
         Reply.text("The tool broke, sorry."),
@@ -147,7 +157,9 @@ async def test_a_server_dying_mid_call_fails_the_call_and_comes_back(chat, llm) 
 
     # The server is restarted; clients are told (the frames may have come during the
     # turn already), and its tools work again.
-    await platform.process.wait_for("tools.server_ready", after=first_ready + 1, timeout=30)
+    await platform.process.wait_for(
+        "tools.server_ready", lambda e: e["server"] == "demo", after=first_ready + 1, timeout=30
+    )
 
     def statuses() -> list[str]:
         return [f["status"] for f in client.frames if f["type"] == "server_status"]
@@ -292,7 +304,7 @@ async def test_a_server_that_never_initialises_is_reported_with_the_reason(
     assert "hello, I am not MCP" in down["error"]
     client = await platform.connect()
     info = await client.expect("session_info")
-    [server] = info["servers"]
+    [server] = [s for s in info["servers"] if s["name"] != "platform"]
     assert server["name"] == "broken"
     assert server["status"] in ("starting", "unavailable")
     assert "hello, I am not MCP" in server["error_message"]
@@ -317,7 +329,9 @@ async def test_tool_call_over_http_transports(
         servers = {"mcpServers": {"remote": entry}}
         (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
         await platform.start()
-        await platform.process.wait_for("tools.server_ready", timeout=30)
+        await platform.process.wait_for(
+            "tools.server_ready", lambda e: e["server"] == "remote", timeout=30
+        )
         client = await platform.connect()
         await client.expect("session_info")
         llm.script(
