@@ -69,6 +69,7 @@ from actors.protocol import (
     dump_frame,
     parse_client_frame,
 )
+from actors.tool_schemas import unique_model_names
 from bus.actor import Actor
 from bus.errors import ChatError, InvalidMessage, RequestError, RequestFailed
 from bus.messages import (
@@ -574,8 +575,12 @@ class GatewayActor(Actor):
             messages=[_history_message(m) for m in state.messages],
             tools=[
                 ToolInfo(name=spec.model_name, server=spec.server, description=spec.description)
-                for server in self._servers.values()
-                for spec in server.tools
+                # The names the model is offered (the orchestrator renames the same way):
+                # each ToolActor names its tools alone, so "my.server" and "my_server" both
+                # say "my_server__echo" until they are made unique across servers.
+                for spec in unique_model_names(
+                    spec for server in self._servers.values() for spec in server.tools
+                )
             ],
             servers=[
                 ServerInfo(name=s.server, status=s.status, error_message=s.error_message)

@@ -403,3 +403,46 @@ async def test_an_expired_http_session_is_renewed_and_only_unexecuted_calls_are_
         await client.close()
     finally:
         server.stop()
+
+
+async def test_servers_whose_names_collide_get_distinct_tool_names(
+    platform_factory, llm: ScriptedLLM
+) -> None:
+    """``my.server`` and ``my_server`` would both give ``my_server__echo``: each tool gets
+    its own name (at most 64 characters) and a call reaches the server it names."""
+    platform = ChatPlatform(platform_factory(), llm)
+    demo = {"command": sys.executable, "args": [str(DEMO)], "include_tools": ["echo"]}
+    servers = {"mcpServers": {"my.server": demo, "my_server": demo}}
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    await platform.start(FAST_RECONNECT)
+    for server in servers["mcpServers"]:
+        await platform.process.wait_for(
+            "tools.server_ready", lambda e, s=server: e["server"] == s, timeout=30
+        )
+    client = await platform.connect()
+    info = await client.expect("session_info")
+    names = {tool["server"]: tool["name"] for tool in info["tools"]}
+    assert set(names) == {"my.server", "my_server"}
+    assert names["my.server"] != names["my_server"]
+    assert all(len(name) <= 64 for name in names.values())
+
+    for server, text in (("my.server", "dot"), ("my_server", "underscore")):
+        llm.script(
+            Reply.tool_calls(
+                [ToolCall(names[server], orjson.dumps({"text": text}).decode(), id=text)]
+            ),
+            Reply.text("Done."),
+        )
+        frames = await client.turn(f"echo {text}")
+        offered = {tool["function"]["name"] for tool in llm.requests[-2].json["tools"]}
+        assert offered == set(names.values())  # the model gets what session_info says
+        [completed] = [
+            f for f in frames if f["type"] == "tool_execution" and f["status"] == "completed"
+        ]
+        assert completed["server"] == server
+        assert llm.requests[-1].json["messages"][-1]["content"] == text
+        [call] = platform.process.find(
+            "tools.call", lambda e, c=completed["call_id"]: e["call_id"] == c
+        )
+        assert call["server"] == server  # the log of the ToolActor that ran it
+    await client.close()
