@@ -249,12 +249,24 @@ class OrchestratorActor(Actor):
         started = time.perf_counter()
         try:
             try:
-                user = await self.request(
-                    AppendMessage(
-                        conversation_id=turn.conversation_id,
-                        role="user",
-                        content=start.text,
-                        turn_id=turn.turn_id,
+                # The history is cached (or loaded) before the user message is stored, so
+                # the cache takes the message once, below.
+                await self._history_of(turn.conversation_id)
+                # The user message and the answer's row in ONE transaction: the first
+                # token waited for two commits (~0.25 ms each, benchmarks/chat_path.py);
+                # the user message is still durable before the turn is acknowledged and
+                # before the LLM is called.
+                user, row = await self.request(
+                    AppendMessages(
+                        messages=(
+                            AppendMessage(
+                                conversation_id=turn.conversation_id,
+                                role="user",
+                                content=start.text,
+                                turn_id=turn.turn_id,
+                            ),
+                            self._answer_row(turn),
+                        )
                     )
                 )
             except RequestFailed as exc:
@@ -271,7 +283,7 @@ class OrchestratorActor(Actor):
                 conversation_id=turn.conversation_id,
                 request_id=turn.request_id,
             )
-            finished = await self._converse(turn)
+            finished = await self._converse(turn, row)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -293,8 +305,11 @@ class OrchestratorActor(Actor):
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
-    async def _converse(self, turn: _Turn) -> TurnFinished:
-        """Context → LLM → (tools → LLM)… until an answer, a limit, a cancel or an error."""
+    async def _converse(self, turn: _Turn, first_row: StoredMessage) -> TurnFinished:
+        """Context → LLM → (tools → LLM)… until an answer, a limit, a cancel or an error.
+
+        ``first_row`` is the first answer's row (``streaming``), stored with the user
+        message; each later one is stored with the tool results before it."""
         config = self.snapshot.config
         history = await self._history_of(turn.conversation_id)
         messages: list[dict[str, Any]] = [
@@ -306,31 +321,24 @@ class OrchestratorActor(Actor):
         usage = Usage()
         hops = 0
         results: list[AppendMessage] = []  # the last step's tool results, not yet stored
+        next_row: StoredMessage | None = first_row
         while True:
-            if turn.cancelled:
-                # Cancelled before the LLM had the request: nothing to stop there.
-                await self._store_results(results)
-                return self._finished(turn, "", None, usage, None, "cancelled")
             tools = self._tool_definitions()
-            # The tool results and the next answer's row in one transaction: one SQLite
-            # write before the next LLM request instead of one per message (~0.25 ms
-            # each, benchmarks/tools.py). Both are committed before the LLM is called.
-            *stored_results, row = await self.request(
-                AppendMessages(
-                    messages=(
-                        *results,
-                        AppendMessage(
-                            conversation_id=turn.conversation_id,
-                            role="assistant",
-                            status="streaming",
-                            turn_id=turn.turn_id,
-                        ),
-                    )
+            if next_row is None:
+                if turn.cancelled:
+                    # Cancelled before the LLM had the request: nothing to stop there.
+                    await self._store_results(results)
+                    return self._finished(turn, "", None, usage, None, "cancelled")
+                # The tool results and the next answer's row in one transaction: one
+                # SQLite write before the next LLM request instead of one per message
+                # (~0.25 ms each, benchmarks/tools.py). Committed before the LLM is called.
+                *stored_results, next_row = await self.request(
+                    AppendMessages(messages=(*results, self._answer_row(turn)))
                 )
-            )
-            for stored in stored_results:
-                self._remember(stored)
-            results = []
+                for stored in stored_results:
+                    self._remember(stored)
+                results = []
+            row, next_row = next_row, None
             if turn.cancelled:
                 await self._finish_row(row, "", None, (), None, None, "cancelled", "cancelled")
                 return self._finished(turn, "", None, usage, None, "cancelled")
@@ -446,6 +454,16 @@ class OrchestratorActor(Actor):
                 return self._finished(
                     turn, result.content, result.thinking, usage, result.model, "cancelled"
                 )
+
+    @staticmethod
+    def _answer_row(turn: _Turn) -> AppendMessage:
+        """The row an answer streams into (``streaming`` until FinishMessage)."""
+        return AppendMessage(
+            conversation_id=turn.conversation_id,
+            role="assistant",
+            status="streaming",
+            turn_id=turn.turn_id,
+        )
 
     async def _store_results(self, results: list[AppendMessage]) -> None:
         """Store tool results that no next row will carry (the turn ends here)."""
