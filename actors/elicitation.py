@@ -17,8 +17,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import jsonschema
-from jsonschema.exceptions import SchemaError
+import jsonschema  # type: ignore[import-untyped]  # no stubs in the chosen set
+from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
 
 __all__ = ["ElicitationContentInvalid", "accepted_content"]
 

@@ -78,6 +78,7 @@ from actors.protocol import (
     dump_frame,
     parse_client_frame,
 )
+from actors.tool_schemas import unique_model_names
 from actors.web_assets import WEB_DIR, WebAssets
 from bus.actor import Actor
 from bus.errors import ChatError, InvalidMessage, RequestError, RequestFailed
@@ -381,9 +382,9 @@ class GatewayActor(Actor):
                     self._load_web()
             case ElicitationRequested():
                 self._questions[message.request_id] = message
-                frame = _question_frame(message)
+                question = _question_frame(message)
                 for conn in self._by_conversation.get(message.conversation_id, ()):
-                    conn.send_frame(frame)
+                    conn.send_frame(question)
             case ElicitationClosed(request_id=request_id):
                 self._questions.pop(request_id, None)
         return None
@@ -616,8 +617,12 @@ class GatewayActor(Actor):
             messages=[_history_message(m) for m in state.messages],
             tools=[
                 ToolInfo(name=spec.model_name, server=spec.server, description=spec.description)
-                for server in self._servers.values()
-                for spec in server.tools
+                # The names the model is offered (the orchestrator renames the same way):
+                # each ToolActor names its tools alone, so "my.server" and "my_server" both
+                # say "my_server__echo" until they are made unique across servers.
+                for spec in unique_model_names(
+                    spec for server in self._servers.values() for spec in server.tools
+                )
             ],
             prompts=[
                 PromptInfo(

@@ -27,7 +27,9 @@ comes out as itself, cancellation passes untouched, and everything else becomes
     │   └── ServerConfigError      the entry cannot become a connection (unset ${VAR},
     │                              missing cwd): fix the configuration, retrying won't help
     ├── ServerGone                 the connection closed (the process died, the HTTP
-    │                              stream broke); the connection is dead for good
+    │   │                          stream broke); the connection is dead for good
+    │   └── SessionExpired         a Streamable HTTP server answered 404 to our session
+    │                              id: it forgot the session; the request was NOT executed
     ├── ServerRequestTimeout       no answer in time; the connection is still usable
     │   └── ToolCallTimeout        ... for tools/call (.tool)
     └── ServerRequestError         the server answered with a JSON-RPC error (.code,
@@ -49,6 +51,7 @@ HTTP 401/403 (other >= 400) while connecting        ServerConnectError ``auth_re
                                                     (``http_status``)
 JSON-RPC error / bad result to ``initialize``       ServerConnectError ``protocol``
 ``MCPError(-32000 CONNECTION_CLOSED)`` from a call  ServerGone (and :meth:`wait_gone` wakes)
+HTTP 404 to a request's POST with a session id      SessionExpired (and :meth:`wait_gone` wakes)
 transport crash leaving ``async with`` (HTTP)       ServerGone, raised by the ``async with``
 ``MCPError(-32001)`` or our own deadline            ServerRequestTimeout / ToolCallTimeout
 any other ``MCPError``                              ServerRequestError / ToolCallError
@@ -60,6 +63,22 @@ A tool that *fails* (``isError: true``) is not an exception: it is a :class:`Too
 with ``is_error=True`` that the model reads. :class:`ToolCallError` and
 :class:`ToolCallTimeout` are also meant to be reported to the model as a failed call;
 :class:`ServerConnectError` and :class:`ServerGone` are for the program (supervision).
+
+*Expired Streamable HTTP sessions.* A Streamable HTTP server may forget a session (it
+restarted, or expired an idle one); it then answers HTTP 404 to every request carrying the
+old ``Mcp-Session-Id``, and the spec says the client MUST start a new session with a new
+``initialize``. The SDK turns that 404 into a plain JSON-RPC error for the request (code
+``-32600``, "Session not found" or "Session terminated"), indistinguishable by code from a
+real error. We tell it apart by the HTTP status itself: an ``httpx2`` response hook sees
+every response, and because the SDK posts each request from a copy of the calling task's
+context, a context variable set by the call (:data:`_REQUEST_ATTEMPT`) tells the hook
+*which* call the 404 answered. Only a 404 to that call's own POST counts: the server
+rejected the request before looking at it, so it was not executed and
+:class:`SessionExpired` says it may be sent again on a new connection. A 404 on anything
+else (the GET event stream, a resumption GET after a POST's stream broke) only marks the
+connection gone, so a call that may have run is never reported as safe to repeat. The
+connection cannot re-initialise itself in place (its SDK client belongs to the owner task),
+so the owner reconnects and the caller retries: see the ToolActor.
 
 *Negotiation: ``mode="legacy"`` by default.* It always runs the ``initialize`` handshake,
 so the connection is on a handshake-era protocol (2025-11-25 with the SDK's own servers).
@@ -96,6 +115,7 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
+from contextvars import ContextVar
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -135,6 +155,7 @@ __all__ = [
     "ServerGone",
     "ServerRequestError",
     "ServerRequestTimeout",
+    "SessionExpired",
     "ToolCallError",
     "ToolCallTimeout",
     "ToolResult",
@@ -265,6 +286,17 @@ class ServerGone(MCPClientError):
     def __init__(self, message: str, *, server: str = "", stderr_tail: str = "") -> None:
         super().__init__(message, server=server)
         self.stderr_tail = stderr_tail
+
+
+class SessionExpired(ServerGone):
+    """A Streamable HTTP server answered HTTP 404 to our ``Mcp-Session-Id``: it forgot the
+    session (it restarted, or expired it). The connection is dead; a new one gets a new
+    session.
+
+    Raised only for a request whose own POST got the 404, or that was never sent because
+    an earlier 404 had already closed the connection: either way the server did not
+    execute it, so sending it again on a new connection is safe (even a ``tools/call``).
+    """
 
 
 class ServerRequestTimeout(MCPClientError, TimeoutError):
@@ -652,6 +684,23 @@ class _StderrCapture:
 
 # -- the connection ------------------------------------------------------------------------
 
+_SESSION_HEADER = "mcp-session-id"
+
+
+class _Attempt:
+    """One request on its way, as the HTTP response hook sees it (see the design note)."""
+
+    __slots__ = ("session_rejected",)
+
+    def __init__(self) -> None:
+        self.session_rejected = False
+        """The request's own POST got HTTP 404 for its session id: it was not executed."""
+
+
+_REQUEST_ATTEMPT: ContextVar[_Attempt | None] = ContextVar("mcp_request_attempt", default=None)
+"""Set by a request while it is sent. The SDK posts it from a copy of the sender's context,
+so the response hook of that POST (and only of requests sent by the same call) sees it."""
+
 
 class CallClock:
     """A running tool call's inactivity timer, which its caller may hold.
@@ -727,6 +776,7 @@ class ServerConnection:
         self._gone_reason = ""
         self._closed = False
         self._probing = False
+        self._session_expired = False
 
     # -- what the server said about itself --
 
@@ -761,6 +811,12 @@ class ServerConnection:
     def is_gone(self) -> bool:
         """Whether the connection is known to be closed."""
         return self._gone.is_set()
+
+    @property
+    def session_expired(self) -> bool:
+        """Whether it closed because the Streamable HTTP server forgot our session (404):
+        the server itself is up, so reconnecting at once is the cure."""
+        return self._session_expired
 
     async def wait_gone(self) -> str:
         """Wait until the connection is known to be closed; returns why.
@@ -891,13 +947,15 @@ class ServerConnection:
             if progress_callback is not None:
                 await progress_callback(progress, total, message)
 
+        attempt = _Attempt()
+        token = _REQUEST_ATTEMPT.set(attempt)
         with scope:
             try:
                 result = await self._client.call_tool(
                     name, arguments, progress_callback=on_progress
                 )
             except MCPError as exc:
-                raise self._request_failed(exc, "tools/call", tool=name) from exc
+                raise self._request_failed(exc, "tools/call", attempt, tool=name) from exc
             except (ValidationError, RuntimeError) as exc:
                 # RuntimeError: structured content that fails the tool's output schema, or
                 # InputRequiredRoundsExceededError (a 2026-era server kept asking for input).
@@ -912,6 +970,8 @@ class ServerConnection:
                     code=None,
                     error_message=str(exc),
                 ) from exc
+            finally:
+                _REQUEST_ATTEMPT.reset(token)
             return _tool_result(result)
         assert timeout is not None  # only our own deadline gets here
         raise ToolCallTimeout(
@@ -955,11 +1015,13 @@ class ServerConnection:
         self, method: str, send: Callable[[], Awaitable[_T]], *, timeout: float | None
     ) -> _T:
         self._check_open(method)
+        attempt = _Attempt()
+        token = _REQUEST_ATTEMPT.set(attempt)
         with anyio.move_on_after(timeout):
             try:
                 return await send()
             except MCPError as exc:
-                raise self._request_failed(exc, method) from exc
+                raise self._request_failed(exc, method, attempt) from exc
             except (ValidationError, RuntimeError) as exc:
                 raise ServerRequestError(
                     f"server {self.name!r}: {method} returned an invalid result: {exc}",
@@ -968,6 +1030,8 @@ class ServerConnection:
                     code=None,
                     error_message=str(exc),
                 ) from exc
+            finally:
+                _REQUEST_ATTEMPT.reset(token)
         raise ServerRequestTimeout(
             f"server {self.name!r}: no answer to {method} within {timeout:g} s",
             server=self.name,
@@ -976,14 +1040,28 @@ class ServerConnection:
     def _check_open(self, method: str) -> None:
         if self._gone.is_set() or self._closed:
             reason = self._gone_reason or "the connection is closed"
-            raise ServerGone(
+            # Nothing was sent: after a 404 that is worth saying (the caller may retry).
+            error = SessionExpired if self._session_expired else ServerGone
+            raise error(
                 f"server {self.name!r}: cannot send {method}: {reason}",
                 server=self.name,
                 stderr_tail=self.stderr_tail(),
             )
 
-    def _request_failed(self, exc: MCPError, method: str, *, tool: str | None = None) -> Exception:
+    def _request_failed(
+        self, exc: MCPError, method: str, attempt: _Attempt, *, tool: str | None = None
+    ) -> Exception:
         what = f"tool {tool!r}" if tool is not None else method
+        if attempt.session_rejected:
+            # Whatever error the SDK made of it ("Session not found", or CONNECTION_CLOSED
+            # if our own teardown after the 404 won the race), this request's POST was
+            # answered 404: the server did not run it. See the module's design note.
+            self.session_forgotten()
+            return SessionExpired(
+                f"server {self.name!r}: {what} was refused with HTTP 404: the server forgot "
+                "our session (it restarted or expired it); the request was not executed",
+                server=self.name,
+            )
         if exc.code == mcp_types.CONNECTION_CLOSED:
             self.mark_gone(f"the connection closed during {what} ({exc.message})")
             tail = self.stderr_tail()
@@ -1014,6 +1092,11 @@ class ServerConnection:
             error_message=exc.message,
             data=exc.data,
         )
+
+    def session_forgotten(self) -> None:
+        """The server answered 404 to our session id: the connection is gone for good."""
+        self._session_expired = True
+        self.mark_gone("the server forgot our session (HTTP 404 to Mcp-Session-Id)")
 
     def mark_gone(self, reason: str) -> None:
         """Record that the connection is dead (first reason wins) and wake :meth:`wait_gone`."""
@@ -1062,6 +1145,8 @@ class _ConnectWatch:
         self.garbage_count = 0
         self.http_status: int | None = None
         """The last HTTP error status (>= 400) seen."""
+        self.on_session_gone: Callable[[], None] | None = None
+        """Called when a request with our session id gets HTTP 404 (set once connected)."""
 
     def saw_stream_error(self, exc: Exception) -> None:
         self.garbage_count += 1
@@ -1074,6 +1159,22 @@ class _ConnectWatch:
     async def on_response(self, response: httpx2.Response) -> None:
         if response.status_code >= 400:
             self.http_status = response.status_code
+        request = response.request
+        if response.status_code == 404 and _SESSION_HEADER in request.headers:
+            attempt = _REQUEST_ATTEMPT.get()
+            if attempt is not None and request.method == "POST" and _is_request(request):
+                attempt.session_rejected = True  # this very request was refused unread
+            if self.on_session_gone is not None:
+                self.on_session_gone()
+
+
+def _is_request(request: httpx2.Request) -> bool:
+    """Whether an HTTP request's body is one JSON-RPC request (not a notification)."""
+    try:
+        body = json.loads(request.content)
+    except (ValueError, httpx2.RequestNotRead):
+        return False
+    return isinstance(body, dict) and "method" in body and "id" in body
 
 
 def _resolve_cwd(name: str, entry: ServerEntry, cwd_default: Path) -> Path:
@@ -1225,6 +1326,7 @@ async def connect_server(
                         stderr=stderr,
                         task_group=task_group,
                     )
+                    watch.on_session_gone = connection.session_forgotten
                     if stderr is not None:
                         stderr.close_writer()  # the child has its copy; ours would hide EOF
                         task_group.start_soon(connection._watch_stderr_eof, stderr)

@@ -15,6 +15,14 @@ A call never raises into the actor: a tool error, a timeout (``timeout`` without
 progress, progress notifications extend it) or the server dying mid-call all answer
 ``is_error=True`` with a text the model can read, and the turn goes on.
 
+An expired Streamable HTTP session (the server answered 404 to our session id: it
+restarted, or expired an idle session) is not trouble: the owner reconnects at once (a new
+``initialize``, so a new session), without backoff and without telling anyone, since the
+server is up and its tools never left. A call refused with that 404 waits for the new
+connection and is sent again, once: the 404 means the server rejected it unread, so even a
+tool with side effects has not run (``SessionExpired`` is raised only in that case; a
+server that dies *during* a call gives ``ServerGone`` and the call is never repeated).
+
 Beyond tools: after connecting, the owner also lists the server's prompts and resources
 (with templates) when the server declares them, re-lists each on its ``list_changed``
 notification, and publishes all of it with the state. ``GetPrompt`` and ``ReadResource``
@@ -63,6 +71,7 @@ from actors.mcp_client import (
     ServerGone,
     ServerRequestError,
     ServerRequestTimeout,
+    SessionExpired,
     ToolCallTimeout,
     ToolResult,
     connect_server,
@@ -237,6 +246,12 @@ class ToolActor(Actor):
         """Tool calls in flight by ``turn_id/call_id`` (to attribute an elicitation)."""
         self._questions: dict[str, _PendingQuestion] = {}
         """Elicitations waiting for an answer, by the platform's request id."""
+        self._renewing = False
+        """Reconnecting after an expired session: calls wait for the new connection."""
+        self._connection_changed = asyncio.Condition()
+        """Notified whenever ``_conn`` changes or a connect attempt fails."""
+        self._connect_failures = 0
+        """Failed connect attempts so far (a call waiting for a renewal gives up on one)."""
 
     async def on_start(self) -> None:
         await self._publish_state("starting", None)
@@ -251,7 +266,12 @@ class ToolActor(Actor):
                 if self._conn is not None:
                     self.spawn(self._relist(self._conn, listing), name=f"relist:{listing}")
             case CallTool():
-                conn = self._ready_connection("its tools cannot be called")
+                if (self._conn is None and not self._renewing) or self._status != "ready":
+                    raise McpServerUnavailable(
+                        f"MCP server {self.server!r} is {self._status}; its tools cannot be "
+                        "called right now"
+                    )
+                conn = self._conn  # None while an expired session is renewed: the call waits
                 reply = self.defer_reply()
                 self.spawn(self._call(conn, message, reply), name=message.call_id)
             case GetPrompt():
@@ -297,6 +317,7 @@ class ToolActor(Actor):
         failures = 0
         while True:
             error: str | None = None
+            renew = False
             try:
                 started = time.perf_counter()
                 async with self._connect() as conn:
@@ -312,10 +333,13 @@ class ToolActor(Actor):
                         getattr(self.log, level)(
                             "tools.schema_diagnostic", kind=diagnostic.kind, detail=str(diagnostic)
                         )
-                    self._tools = {spec.name: spec for spec in specs.specs}
+                    tools = {spec.name: spec for spec in specs.specs}
+                    unchanged = self._renewing and tools == self._tools
+                    self._tools = tools
                     self._prompts = await self._list_prompts(conn)
                     self._resources = await self._list_resources(conn)
-                    self._conn = conn
+                    self._renewing = False
+                    await self._set_connection(conn)
                     failures = 0
                     self.log.info(
                         "tools.server_ready",
@@ -326,8 +350,10 @@ class ToolActor(Actor):
                         protocol_version=conn.protocol_version,
                         connect_ms=round((time.perf_counter() - started) * 1000, 1),
                     )
-                    await self._publish_state("ready", None)
+                    if not unchanged:  # a renewed session with the same tools is no news
+                        await self._publish_state("ready", None)
                     reason = await self._watch(conn)
+                    renew = conn.session_expired
                     error = f"the server went away: {reason}"
             except asyncio.CancelledError:
                 raise
@@ -335,10 +361,18 @@ class ToolActor(Actor):
                 error = str(exc)
             except Exception as exc:  # noqa: BLE001 - any failure of an external server
                 error = f"{type(exc).__name__}: {exc}"
-            self._conn = None
+            if renew:
+                # The server is up and forgot us (what leaving the dead session raised, if
+                # anything, is moot): a new session, now, quietly (see the module note).
+                self.log.info("tools.session_expired", server=self.server, teardown=error)
+                self._renewing = True
+                await self._set_connection(None)
+                continue
+            self._renewing = False
             self._tools = {}
             self._prompts = ()
             self._resources = ()
+            await self._set_connection(None, failed=True)
             failures += 1
             delay = min(
                 policy.initial_reconnect_delay * 2 ** (failures - 1), policy.max_reconnect_delay
@@ -354,6 +388,41 @@ class ToolActor(Actor):
             )
             await self._publish_state("unavailable" if gave_up else "starting", error)
             await asyncio.sleep(delay)
+
+    async def _set_connection(self, conn: ServerConnection | None, *, failed: bool = False) -> None:
+        """Change ``_conn`` and wake the calls waiting for a renewed session."""
+        async with self._connection_changed:
+            self._conn = conn
+            self._connect_failures += failed
+            self._connection_changed.notify_all()
+
+    async def _renewed_connection(
+        self, old: ServerConnection | None, timeout: float
+    ) -> ServerConnection:
+        """The connection that replaces ``old`` (after an expired session), once the owner
+        has made it.
+
+        Raises:
+            ServerGone: The owner failed to connect instead, or took longer than
+                ``timeout`` (the call then fails like any other).
+        """
+        failures = self._connect_failures
+        try:
+            async with asyncio.timeout(timeout), self._connection_changed:
+                await self._connection_changed.wait_for(
+                    lambda: self._conn not in (None, old) or self._connect_failures > failures
+                )
+        except TimeoutError:
+            raise ServerGone(
+                f"server {self.server!r}: no new session within {timeout:g} s",
+                server=self.server,
+            ) from None
+        if self._conn is None or self._connect_failures > failures:
+            raise ServerGone(
+                f"server {self.server!r}: reconnecting after the expired session failed",
+                server=self.server,
+            )
+        return self._conn
 
     async def _watch(self, conn: ServerConnection) -> str:
         """Wait until the server is gone. stdio and SSE notice it by themselves; an idle
@@ -483,8 +552,9 @@ class ToolActor(Actor):
 
     # -- calls -----------------------------------------------------------------------------
 
-    async def _call(self, conn: ServerConnection, call: CallTool, reply: Reply) -> None:
-        """One tool call; never raises (see the module note)."""
+    async def _call(self, conn: ServerConnection | None, call: CallTool, reply: Reply) -> None:
+        """One tool call; never raises (see the module note). ``conn`` is ``None`` while
+        an expired session is being renewed: the call waits for the new connection."""
         timeout = call.timeout or self._entry.timeout or self._settings.default_timeout
         started = time.perf_counter()
 
@@ -507,13 +577,29 @@ class ToolActor(Actor):
         key = f"{call.turn_id}/{call.call_id}"
         self._running[key] = running
         try:
-            result = await conn.call_tool(
-                call.tool,
-                call.arguments,
-                timeout=timeout,
-                progress_callback=progress,
-                clock=running.clock,
-            )
+            try:
+                if conn is None:
+                    conn = await self._renewed_connection(None, timeout)
+                result = await conn.call_tool(
+                    call.tool,
+                    call.arguments,
+                    timeout=timeout,
+                    progress_callback=progress,
+                    clock=running.clock,
+                )
+            except SessionExpired:
+                # Safe to send again: the server refused the call unread (HTTP 404 to our
+                # session id), so it never ran; a death mid-call is ServerGone and never
+                # gets here. Once: a server that forgets every new session is broken.
+                self.log.info("tools.call_retried", server=self.server, call_id=call.call_id)
+                renewed = await self._renewed_connection(conn, timeout)
+                result = await renewed.call_tool(
+                    call.tool,
+                    call.arguments,
+                    timeout=timeout,
+                    progress_callback=progress,
+                    clock=running.clock,
+                )
             outcome = ToolOutcome(
                 is_error=result.is_error,
                 text=outcome_text(result),
@@ -602,7 +688,7 @@ class ToolActor(Actor):
     # -- elicitation ---------------------------------------------------------------------------
 
     async def _elicit(
-        self, _context: Any, params: mcp_types.ElicitRequestParams
+        self, context: Any, params: mcp_types.ElicitRequestParams
     ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
         """A server's ``elicitation/create`` (from the SDK's task; see the module note)."""
         if isinstance(params, mcp_types.ElicitRequestURLParams):
@@ -703,7 +789,7 @@ class ToolActor(Actor):
     # -- sampling ------------------------------------------------------------------------------
 
     async def _sample(
-        self, _context: Any, params: mcp_types.CreateMessageRequestParams
+        self, context: Any, params: mcp_types.CreateMessageRequestParams
     ) -> mcp_types.CreateMessageResult | mcp_types.ErrorData:
         """A server's ``sampling/createMessage``: the active LLM answers, if allowed."""
         if not self._entry.allow_sampling:

@@ -41,13 +41,14 @@ Measured in every run, the baseline right before the platform, with the same rep
    platform used for a round of 50 LLM requests (1 = they never overlapped).
 4. **SQLite write transactions per answer** (two more processes, logging at DEBUG,
    ``persist_deltas`` on then off, ``min_chars`` 1024, ``interval_ms`` 200): a turn commits
-   the user message (AppendMessage), inserts the assistant row (AppendMessage,
-   ``status=streaming``), flushes buffered deltas (each flush logs ``persistence.flushed``
-   with the turn id) and writes the answer (FinishMessage). From the log: writes per answer
-   = 1 insert + flushes + 1 finish (the bound ``ceil(chars / min_chars) + 2`` counts these);
-   writes per turn adds the user message. The three non-flush commits are not logged one by
-   one: they are the fixed sequence of ``actors/orchestrator.py`` (the turn's
-   ``turn.started`` / ``turn.finished`` events are logged after the first and the last).
+   the user message together with the assistant row (one AppendMessages: one insert of two
+   rows, ``status=streaming`` for the answer), flushes buffered deltas (each flush logs
+   ``persistence.flushed`` with the turn id) and writes the answer (FinishMessage). From
+   the log: writes per answer = 1 insert + flushes + 1 finish (the bound ``ceil(chars /
+   min_chars) + 2`` counts these); the user message adds no write of its own, so a turn
+   writes as much as its answer. The two non-flush commits are not logged one by one: they
+   are the fixed sequence of ``actors/orchestrator.py`` (the turn's ``turn.started`` /
+   ``turn.finished`` events are logged after the first and the last).
    Cross-check: commit frames appended to the database's WAL file during the turn (read
    from the file, not through SQLite) = every write transaction of the turn, exactly.
 
@@ -411,8 +412,8 @@ class WriteCount:
 
     @property
     def per_turn(self) -> int:
-        """Per answer + the user message."""
-        return self.per_answer + 1
+        """Per answer: the user message is committed with the answer's row (one insert)."""
+        return self.per_answer
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -551,7 +552,8 @@ def report(plan: Plan, results: list[RunFigures], writes: list[WriteCount]) -> N
             )
         )
     print("  answer = assistant row insert + flushes + FinishMessage (the bound counts these);")
-    print("  turn = answer + the user message; WAL = commit frames the turn added to the WAL file")
+    print("  turn = answer (the user message shares the row's insert);")
+    print("  WAL = commit frames the turn added to the WAL file")
 
     print()
     print("Goals:")

@@ -19,6 +19,7 @@ __all__ = [
     "ActorStatus",
     "AnswerElicitation",
     "AppendMessage",
+    "AppendMessages",
     "AssistantDelta",
     "CallTool",
     "CancelCompletion",
@@ -285,6 +286,15 @@ class AppendMessage(Message):
     status: MessageStatus = "complete"
     turn_id: str | None = None
     finish_reason: str | None = None
+
+
+class AppendMessages(Message):
+    """Request → tuple[StoredMessage, ...]: store several messages, in this order, in ONE
+    transaction (durable together when answered, or none of them): e.g. a step's tool
+    results with the next streamed answer's row, one SQLite write instead of several.
+    Each message is checked as an AppendMessage would be."""
+
+    messages: tuple[AppendMessage, ...]
 
 
 class FinishMessage(Message):

@@ -41,6 +41,7 @@ from actors.mcp_client import (
     ServerConnectError,
     ServerConnection,
     ServerGone,
+    SessionExpired,
     ToolCallTimeout,
     connect_server,
     expand_env_references,
@@ -396,11 +397,43 @@ async def test_http_server_killed_mid_call(tmp_path: Path) -> None:
         owned = OwnedConnection(ServerEntry(url=f"http://127.0.0.1:{port}/mcp"))
         connection = await owned.start()
         asyncio.get_running_loop().call_later(0.3, server.process.kill)
-        with pytest.raises(ServerGone):
+        with pytest.raises(ServerGone) as caught:
             await connection.call_tool("sleep_forever", timeout=10)
+        assert not isinstance(caught.value, SessionExpired)  # it may have run: no retry
         with anyio.fail_after(5):
             await connection.wait_gone()  # what wakes the owner task
         await owned.stop()
+    finally:
+        server.stop()
+
+
+async def test_restarted_http_server_gives_session_expired(tmp_path: Path) -> None:
+    """A restarted Streamable HTTP server knows no session: its 404 to our session id
+    becomes SessionExpired (the call was refused unread), and a new connection works."""
+    port = free_port()
+    args = [str(DEMO_SERVER), "--http", "--port", str(port)]
+    server = HTTPServerProcess(args, port, tmp_path / "first.log")
+    entry = ServerEntry(url=f"http://127.0.0.1:{port}/mcp")
+    try:
+        owned = OwnedConnection(entry)
+        connection = await owned.start()
+        assert (await connection.call_tool("echo", {"text": "a"}, timeout=10)).text == "a"
+        server.process.kill()
+        server.process.wait()
+        server = HTTPServerProcess(args, port, tmp_path / "second.log")
+        with pytest.raises(SessionExpired, match="not executed"):
+            await connection.call_tool("echo", {"text": "b"}, timeout=10)
+        assert connection.session_expired
+        with anyio.fail_after(5):
+            assert "session" in await connection.wait_gone()  # what wakes the owner task
+        with pytest.raises(SessionExpired):  # nothing is sent on it any more
+            await connection.call_tool("echo", {"text": "c"}, timeout=10)
+        await owned.stop()
+        renewed = OwnedConnection(entry)
+        connection = await renewed.start()
+        assert (await connection.call_tool("echo", {"text": "d"}, timeout=10)).text == "d"
+        assert not connection.session_expired
+        await renewed.stop()
     finally:
         server.stop()
 

@@ -41,6 +41,7 @@ from bus.bus import Bus
 from bus.errors import InvalidMessage, RequestFailed, SessionNotFound, StorageFull
 from bus.messages import (
     AppendMessage,
+    AppendMessages,
     AssistantDelta,
     ConversationState,
     CreateConversation,
@@ -311,6 +312,44 @@ async def test_messages_round_trip_with_tool_calls_and_usage(start: Starter) -> 
     with pytest.raises(RequestFailed) as excinfo:
         await h.ask(AppendMessage(conversation_id="c-unknown", role="user", content="x"))
     assert isinstance(_failure(excinfo), SessionNotFound)
+
+
+async def test_several_messages_are_stored_in_one_transaction(start: Starter) -> None:
+    """AppendMessages: a tool step's results and the next streamed row, in order, in one
+    write; all of them or none (an unknown conversation writes nothing)."""
+    h = await start()
+    cid = await _conversation(h)
+    before = h.writes
+    results = [
+        AppendMessage(
+            conversation_id=cid, role="tool", content=f"r{i}", tool_call_id=f"c{i}", name="t"
+        )
+        for i in range(3)
+    ]
+    row = AppendMessage(conversation_id=cid, role="assistant", status="streaming", turn_id="t1")
+    stored = await h.ask(AppendMessages(messages=(*results, row)))
+    assert h.writes == before + 1
+    assert [m.content for m in stored] == ["r0", "r1", "r2", ""]
+    assert [m.tool_call_id for m in stored] == ["c0", "c1", "c2", None]
+    assert stored[-1].status == "streaming"
+    assert await h.ask(LoadHistory(conversation_id=cid)) == stored  # ids follow the order
+    assert await h.ask(AppendMessages(messages=())) == ()
+
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(
+            AppendMessages(
+                messages=(
+                    results[0],
+                    results[1].model_copy(update={"conversation_id": "c-unknown"}),
+                )
+            )
+        )
+    assert isinstance(_failure(excinfo), SessionNotFound)
+    assert len(await h.ask(LoadHistory(conversation_id=cid))) == 4  # nothing half-written
+    bad = AppendMessage(conversation_id=cid, role="user", status="streaming")
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(AppendMessages(messages=(results[0], bad)))
+    assert isinstance(_failure(excinfo), InvalidMessage)
 
 
 async def test_user_message_is_durable_when_answered(start: Starter) -> None:

@@ -93,9 +93,7 @@ async def start_platform(tmp_path: Path, llm: ScriptedLLM) -> AsyncIterator[Star
         started.append(process)
         platform = ChatPlatform(process, llm)
         await platform.start({**FAST_RECONNECT, **(overrides or {})})
-        await process.wait_for(
-            "tools.server_ready", lambda e: e["server"] == "demo", timeout=30
-        )
+        await process.wait_for("tools.server_ready", lambda e: e["server"] == "demo", timeout=30)
         return platform
 
     yield start

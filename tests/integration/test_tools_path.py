@@ -345,3 +345,122 @@ async def test_tool_call_over_http_transports(
         await client.close()
     finally:
         server.stop()
+
+
+async def test_an_expired_http_session_is_renewed_and_only_unexecuted_calls_are_retried(
+    platform_factory, llm, tmp_path: Path
+) -> None:
+    """A Streamable HTTP server that restarts has forgotten every session: it answers 404
+    to our session id. The platform opens a new session and the call goes through, the
+    model never sees the failure. A call the old server was running when it died fails
+    (it may have run): it is never sent again."""
+    from tests.test_mcp_client import HTTPServerProcess, free_port
+
+    port = free_port()
+    args = [str(DEMO), "--http", "--port", str(port)]
+
+    def restart(server: HTTPServerProcess, log: str) -> HTTPServerProcess:
+        server.process.kill()  # a crash; the new process knows no session
+        server.process.wait()
+        return HTTPServerProcess(args, port, tmp_path / log)
+
+    server = HTTPServerProcess(args, port, tmp_path / "first.log")
+    try:
+        platform = ChatPlatform(platform_factory(), llm)
+        servers = {"mcpServers": {"remote": {"url": f"http://127.0.0.1:{port}/mcp"}}}
+        (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+        await platform.start(FAST_RECONNECT)
+        await platform.process.wait_for(
+            "tools.server_ready", lambda e: e["server"] == "remote", timeout=30
+        )
+        client = await platform.connect()
+        await client.expect("session_info")
+        llm.script(
+            Reply.tool_calls([ToolCall("remote__echo", '{"text": "one"}', id="one")]),
+            Reply.text("Said one."),
+        )
+        await client.turn("say one")
+
+        server = restart(server, "second.log")
+        llm.script(
+            Reply.tool_calls([ToolCall("remote__echo", '{"text": "two"}', id="two")]),
+            Reply.text("Said two."),
+        )
+        frames = await client.turn("say two")
+        statuses = [f["status"] for f in frames if f["type"] == "tool_execution"]
+        assert statuses == ["started", "completed"]
+        assert llm.requests[3].json["messages"][-1] == {
+            "role": "tool",
+            "tool_call_id": "two",
+            "content": "two",
+        }
+        assert platform.process.find("tools.session_expired")
+        assert not platform.process.find("tools.server_down")  # no backoff, no "starting"
+        assert not [f for f in client.frames if f["type"] == "server_status"]
+
+        # Killed while running a call: the call may have had effects, so it fails.
+        llm.script(
+            Reply.tool_calls(
+                [ToolCall("remote__slow_count", '{"n": 200, "delay": 0.05}', id="long")]
+            ),
+            Reply.text("It broke."),
+        )
+        await client.send({"type": "user_message", "message": "count"})
+        while True:
+            frame = await client.recv(timeout=20)
+            if frame["type"] == "tool_execution" and frame["status"] == "progress":
+                break
+        server = restart(server, "third.log")
+        await client.expect("assistant_message", timeout=30)
+        tool_frames = [f for f in client.frames if f.get("call_id") == "long"]
+        assert tool_frames[-1]["status"] == "failed"
+        assert llm.requests[5].json["messages"][-1]["content"].startswith("Error:")
+        assert not platform.process.find("tools.call_retried", lambda e: e["call_id"] == "long")
+        await client.close()
+    finally:
+        server.stop()
+
+
+async def test_servers_whose_names_collide_get_distinct_tool_names(
+    platform_factory, llm: ScriptedLLM
+) -> None:
+    """``my.server`` and ``my_server`` would both give ``my_server__echo``: each tool gets
+    its own name (at most 64 characters) and a call reaches the server it names."""
+    platform = ChatPlatform(platform_factory(), llm)
+    demo = {"command": sys.executable, "args": [str(DEMO)], "include_tools": ["echo"]}
+    servers = {"mcpServers": {"my.server": demo, "my_server": demo}}
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    await platform.start(FAST_RECONNECT)
+    for server in servers["mcpServers"]:
+        await platform.process.wait_for(
+            "tools.server_ready", lambda e, s=server: e["server"] == s, timeout=30
+        )
+    client = await platform.connect()
+    info = await client.expect("session_info")
+    builtin = {t["name"] for t in info["tools"] if t["server"] == "platform"}
+    names = {t["server"]: t["name"] for t in info["tools"] if t["server"] != "platform"}
+    assert set(names) == {"my.server", "my_server"}
+    assert names["my.server"] != names["my_server"]
+    assert all(len(name) <= 64 for name in names.values())
+
+    for server, text in (("my.server", "dot"), ("my_server", "underscore")):
+        llm.script(
+            Reply.tool_calls(
+                [ToolCall(names[server], orjson.dumps({"text": text}).decode(), id=text)]
+            ),
+            Reply.text("Done."),
+        )
+        frames = await client.turn(f"echo {text}")
+        offered = {tool["function"]["name"] for tool in llm.requests[-2].json["tools"]}
+        # The model gets what session_info says (and the built-in server's tools).
+        assert offered == set(names.values()) | builtin
+        [completed] = [
+            f for f in frames if f["type"] == "tool_execution" and f["status"] == "completed"
+        ]
+        assert completed["server"] == server
+        assert llm.requests[-1].json["messages"][-1]["content"] == text
+        [call] = platform.process.find(
+            "tools.call", lambda e, c=completed["call_id"]: e["call_id"] == c
+        )
+        assert call["server"] == server  # the log of the ToolActor that ran it
+    await client.close()
