@@ -346,8 +346,9 @@ result = await session.call_tool("add", {"a": 2, "b": 3})
 
 
 async def test_markdown_and_the_readme_screenshot(
-    page: Page, platform: ChatPlatform, llm: ScriptedLLM
+    page: Page, mcp_platform: ChatPlatform, llm: ScriptedLLM
 ) -> None:
+    platform = mcp_platform  # the demo prompt server too: its prompts show in the sidebar
     llm.script(
         Reply.tool_calls(
             [
