@@ -75,6 +75,7 @@ from actors.protocol import (
     ToolInfo,
     UsageInfo,
     UserMessageFrame,
+    UserMessageStoredFrame,
     dump_frame,
     parse_client_frame,
 )
@@ -116,6 +117,9 @@ MAX_OUTBOX_FRAMES = 2000
 2000 *other* frames: tool events, finished turns…)."""
 MAX_OUTBOX_BYTES = 8 * 1024 * 1024
 """Bytes queued for one client before it is closed as too slow (8 MiB)."""
+ANNOUNCE_HISTORY = 64
+"""Newest messages read back for ``user_message_stored``: a turn's input is its prompt's
+messages plus one, and the turn adds its first assistant row meanwhile."""
 MAX_MERGED_DELTA = 256 * 1024
 """Characters merged into one delta frame at most: a frame being sent sits in the
 transport's buffer, outside the outbox's count, so it must stay small."""
@@ -760,6 +764,49 @@ class GatewayActor(Actor):
             raise
         if self._running.get(conversation_id) == marker:
             self._running[conversation_id] = started.turn_id
+        await self._announce_user_input(conn, conversation_id, started)
+
+    async def _announce_user_input(
+        self, conn: _Connection, conversation_id: str, started: TurnStarted
+    ) -> None:
+        """Send the turn's stored user input to the conversation's *other* connections
+        (``user_message_stored``): they did not send it, and its turn's frames reach them.
+
+        Read back from storage only when someone else watches (one small read), so they
+        see exactly what was stored, a prompt's expanded messages included.
+        """
+        if not any(c is not conn for c in self._by_conversation.get(conversation_id, ())):
+            return
+        try:
+            state = await self._request_recent(conversation_id)
+        except (RequestError, ChatError) as exc:
+            # Deleted meanwhile, storage failing: the other views catch up on their next
+            # session_info; the sender's turn is unaffected.
+            self.log.warning(
+                "gateway.user_input_announce_failed",
+                conversation_id=conversation_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return
+        stored = [
+            _history_message(m)
+            for m in state.messages
+            if m.turn_id == started.turn_id and m.id <= started.user_message_id
+        ]
+        frame = UserMessageStoredFrame(
+            conversation_id=conversation_id, turn_id=started.turn_id, messages=stored
+        )
+        for other in self._by_conversation.get(conversation_id, ()):
+            if other is not conn:
+                other.send_frame(frame)
+
+    async def _request_recent(self, conversation_id: str) -> ConversationState:
+        state: ConversationState = await self.request(
+            OpenConversation(
+                owner=OWNER, conversation_id=conversation_id, history_limit=ANNOUNCE_HISTORY
+            )
+        )
+        return state
 
     async def _elicitation_response(
         self, conversation_id: str, frame: ElicitationResponseFrame

@@ -108,6 +108,7 @@ function handleFrame(frame) {
     case "assistant_delta": return onDelta(frame, "content");
     case "thinking_delta": return onDelta(frame, "thinking");
     case "tool_execution": return onToolExecution(frame);
+    case "user_message_stored": return onUserMessageStored(frame);
     case "assistant_message": return onAssistantMessage(frame);
     case "elicitation_request": return onElicitation(frame);
     case "tool_approval_request": return onToolApproval(frame);
@@ -151,6 +152,31 @@ function onDelta(frame, kind) {
     turn.thinkingDirty = true;
   }
   scheduleRender(turn);
+}
+
+function onUserMessageStored(frame) {
+  // Another tab (or client) started a turn here: show its input above the turn's answer,
+  // which may already be streaming in.
+  if (frame.conversation_id !== state.conversationId) return;
+  const turn = state.turn && state.turn.turnId === frame.turn_id ? state.turn : null;
+  const nodes = [];
+  for (const message of frame.messages ?? []) {
+    if (message.role === "user") {
+      nodes.push(userBubble(message.content));
+    } else if (message.role === "assistant") {
+      // An assistant message of an MCP prompt: shown as history shows it.
+      const view = newTurnView(null);
+      view.streaming = false;
+      appendText(view, message.content);
+      flushRender(view);
+      finishTurnView(view, {});
+      nodes.push(view.root);
+    }
+  }
+  ui.empty.hidden = true;
+  for (const node of nodes) ui.messages.insertBefore(node, turn ? turn.root : null);
+  if (!state.turn) turnFor(frame.turn_id); // the turn's answer goes below, Stop is offered
+  scrollToEnd(true);
 }
 
 function onToolExecution(frame) {
