@@ -75,6 +75,7 @@ from actors.protocol import (
     ToolInfo,
     UsageInfo,
     UserMessageFrame,
+    UserMessageStoredFrame,
     dump_frame,
     parse_client_frame,
 )
@@ -765,6 +766,27 @@ class GatewayActor(Actor):
             raise
         if self._running.get(conversation_id) == marker:
             self._running[conversation_id] = started.turn_id
+        self._announce_user_input(conn, conversation_id, started)
+
+    def _announce_user_input(
+        self, conn: _Connection, conversation_id: str, started: TurnStarted
+    ) -> None:
+        """Send the turn's stored user input to the conversation's *other* connections
+        (``user_message_stored``): they did not send it, and its turn's frames reach them.
+
+        The orchestrator's reply carries what it stored (a prompt's expanded messages
+        included), so this costs no storage read.
+        """
+        others = [c for c in self._by_conversation.get(conversation_id, ()) if c is not conn]
+        if not others or not started.user_input:
+            return
+        frame = UserMessageStoredFrame(
+            conversation_id=conversation_id,
+            turn_id=started.turn_id,
+            messages=[_history_message(m) for m in started.user_input],
+        )
+        for other in others:
+            other.send_frame(frame)
 
     async def _elicitation_response(
         self, conversation_id: str, frame: ElicitationResponseFrame

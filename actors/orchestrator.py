@@ -316,14 +316,20 @@ class OrchestratorActor(Actor):
         started = time.perf_counter()
         try:
             try:
-                user, row = await self._store_user_input(turn, start)
+                user_input, row = await self._store_user_input(turn, start)
             except RequestFailed as exc:
                 reply.fail(exc.__cause__ or exc)
                 return
             except RequestError as exc:
                 reply.fail(exc)
                 return
-            reply.resolve(TurnStarted(turn_id=turn.turn_id, user_message_id=user.id))
+            reply.resolve(
+                TurnStarted(
+                    turn_id=turn.turn_id,
+                    user_message_id=user_input[-1].id,
+                    user_input=user_input,
+                )
+            )
             self.log.info(
                 "turn.started",
                 turn_id=turn.turn_id,
@@ -354,7 +360,7 @@ class OrchestratorActor(Actor):
 
     async def _store_user_input(
         self, turn: _Turn, start: StartTurn
-    ) -> tuple[StoredMessage, StoredMessage]:
+    ) -> tuple[tuple[StoredMessage, ...], StoredMessage]:
         """Store the expanded prompt's messages (if any), the user's text and the first
         answer's row (``streaming``) in ONE transaction.
 
@@ -363,8 +369,8 @@ class OrchestratorActor(Actor):
         acknowledged and before the LLM is called.
 
         Returns:
-            The last input message stored (the user's, unless the text is empty) and the
-            answer's row.
+            The input messages stored (the last is the user's, unless the text is empty)
+            and the answer's row.
         """
         # The history is cached (or loaded) before anything is stored, so the cache takes
         # the new messages once, and never the streaming row.
@@ -408,7 +414,7 @@ class OrchestratorActor(Actor):
         *user_side, row = stored
         for message in user_side:
             self._remember(message)
-        return user_side[-1], row
+        return tuple(user_side), row
 
     async def _converse(self, turn: _Turn, first_row: StoredMessage) -> TurnFinished:
         """Context → LLM → (tools → LLM)… until an answer, a limit, a cancel or an error.

@@ -55,6 +55,7 @@ __all__ = [
     "ToolInfo",
     "UsageInfo",
     "UserMessageFrame",
+    "UserMessageStoredFrame",
     "dump_frame",
     "parse_client_frame",
     "protocol_schema",
@@ -382,6 +383,19 @@ class ToolExecutionFrame(_ServerFrame):
     """For ``completed``: images the tool returned (the model gets a description)."""
 
 
+class UserMessageStoredFrame(_ServerFrame):
+    """A turn started from another connection on this conversation: the user's input as
+    stored, so every open view of the conversation shows it (the sender gets no copy)."""
+
+    type: Literal["user_message_stored"] = "user_message_stored"
+    conversation_id: str
+    turn_id: str
+    """The turn the input started; its frames follow (or have begun)."""
+    messages: list[HistoryMessage]
+    """In order: an MCP prompt's messages (if one was used), then the user's text (absent
+    when it was empty)."""
+
+
 class ElicitationRequestFrame(_ServerFrame):
     """An MCP server asks the user a question."""
 
@@ -489,6 +503,7 @@ ServerFrame = Annotated[
     | AssistantDeltaFrame
     | ThinkingDeltaFrame
     | ToolExecutionFrame
+    | UserMessageStoredFrame
     | ElicitationRequestFrame
     | ToolApprovalRequestFrame
     | AssistantMessageFrame

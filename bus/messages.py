@@ -370,6 +370,9 @@ class TurnStarted(Message):
 
     turn_id: str
     user_message_id: int
+    user_input: tuple[StoredMessage, ...] = ()
+    """What the turn stored before calling the LLM: a prompt's expanded messages, then the
+    user's text (the gateway shows them to the conversation's other connections)."""
 
 
 class CancelTurn(Message):

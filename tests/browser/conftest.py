@@ -2,7 +2,8 @@
 
 One Chromium per test session (starting it costs about a second), a new browser context
 (fresh storage) and page per test. Each test gets its own real ``mcp-platform`` process
-with the demo MCP server (a real stdio subprocess) and a scripted LLM (a real HTTP
+with the demo MCP server (a real stdio subprocess; the demo prompt server too where a test
+asks for it) and a scripted LLM (a real HTTP
 server): the only stand-in, as everywhere in the suite.
 
 The browser is Debian's ``/usr/bin/chromium`` driven by Playwright (no browser download:
@@ -43,7 +44,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-DEMO_SERVER = Path(__file__).resolve().parents[2] / "Servers" / "demo_server.py"
+SERVERS_DIR = Path(__file__).resolve().parents[2] / "Servers"
+DEMO_SERVER = SERVERS_DIR / "demo_server.py"
+PROMPT_SERVER = SERVERS_DIR / "demo_prompt_server.py"
 FAST_RECONNECT = {"mcp": {"connection": {"initial_reconnect_delay": 0.1}}}
 
 StartPlatform = Callable[..., Awaitable[ChatPlatform]]
@@ -80,20 +83,28 @@ async def start_platform(tmp_path: Path, llm: ScriptedLLM) -> AsyncIterator[Star
     started: list[PlatformProcess] = []
 
     async def start(
-        overrides: dict[str, Any] | None = None, *, name: str = "config"
+        overrides: dict[str, Any] | None = None,
+        *,
+        name: str = "config",
+        with_prompts: bool = False,
     ) -> ChatPlatform:
         keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
         env = {k: v for k, v in os.environ.items() if k in keep}
         env["PYTHONUNBUFFERED"] = "1"
         config_dir = tmp_path / name
         config_dir.mkdir(parents=True, exist_ok=True)
-        servers = {"mcpServers": {"demo": {"command": sys.executable, "args": [str(DEMO_SERVER)]}}}
-        (config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+        servers = {"demo": {"command": sys.executable, "args": [str(DEMO_SERVER)]}}
+        if with_prompts:
+            servers["demo_prompt"] = {"command": sys.executable, "args": [str(PROMPT_SERVER)]}
+        (config_dir / "servers_config.json").write_bytes(orjson.dumps({"mcpServers": servers}))
         process = PlatformProcess(config_dir, env)
         started.append(process)
         platform = ChatPlatform(process, llm)
         await platform.start({**FAST_RECONNECT, **(overrides or {})})
-        await process.wait_for("tools.server_ready", lambda e: e["server"] == "demo", timeout=30)
+        for server in servers:
+            await process.wait_for(
+                "tools.server_ready", lambda e, s=server: e["server"] == s, timeout=30
+            )
         return platform
 
     yield start
@@ -105,6 +116,12 @@ async def start_platform(tmp_path: Path, llm: ScriptedLLM) -> AsyncIterator[Star
 async def platform(start_platform: StartPlatform) -> ChatPlatform:
     """A running platform with the demo server ready."""
     return await start_platform()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def mcp_platform(start_platform: StartPlatform) -> ChatPlatform:
+    """A running platform with the demo server and the demo prompt server ready."""
+    return await start_platform(with_prompts=True)
 
 
 class PageErrors:

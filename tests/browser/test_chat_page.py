@@ -14,7 +14,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import BrowserContext, Page, expect
 
 from tests.browser.conftest import StartPlatform
 from tests.integration.chat import ChatPlatform
@@ -282,6 +282,40 @@ async def test_error_notifications(page: Page, start_platform: StartPlatform) ->
     await expect(page.locator(".msg.user")).to_have_text(["hello"])
 
 
+async def test_a_second_tab_on_the_conversation_sees_the_turn_started_in_the_first(
+    page: Page, context: BrowserContext, platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    gate = Gate()
+    llm.script(Reply.stream(Content("Hello "), gate, Content("to both tabs."), Finish(), Done()))
+    await open_page(page, platform)
+    conversation_id = await page.locator("#conv-title").get_attribute("title")
+    other = await context.new_page()
+    other_errors: list[str] = []
+    other.on("pageerror", lambda exc: other_errors.append(str(exc)))
+    await other.add_init_script(
+        f"sessionStorage.setItem('mcp-platform.conversation', {json.dumps(conversation_id)})"
+    )
+    await open_page(other, platform)
+    await expect(other.locator("#conv-title")).to_have_attribute("title", conversation_id or "")
+
+    await send(page, "Hello from tab one")
+    # The other tab shows the message above the answer streaming in, and offers Stop.
+    await expect(other.locator(".msg.user")).to_have_text("Hello from tab one")
+    await expect(other.locator(".msg.assistant .md")).to_have_text("Hello")
+    await expect(other.locator("#input")).to_be_disabled()
+    await expect(other.locator("#stop")).to_be_visible()
+    gate.open()
+    for tab in (page, other):
+        await expect(tab.locator(".msg.assistant .md")).to_have_text("Hello to both tabs.")
+        await expect(tab.locator(".msg")).to_have_count(2)
+        assert await tab.locator(".msg").evaluate_all(
+            "nodes => nodes.map(n => n.classList.contains('user') ? 'user' : 'assistant')"
+        ) == ["user", "assistant"]
+        await expect(tab.locator("#input")).to_be_enabled()
+    await other.close()
+    assert other_errors == []
+
+
 XSS_REPLY = (
     'Payloads: <script>window.__xss = 1</script> and <img src=x onerror="window.__xss = 2"> '
     'and [a link](javascript:window.__xss=3) and **<b onmouseover="window.__xss=4">bold</b>**'
@@ -346,8 +380,9 @@ result = await session.call_tool("add", {"a": 2, "b": 3})
 
 
 async def test_markdown_and_the_readme_screenshot(
-    page: Page, platform: ChatPlatform, llm: ScriptedLLM
+    page: Page, mcp_platform: ChatPlatform, llm: ScriptedLLM
 ) -> None:
+    platform = mcp_platform  # the demo prompt server too: its prompts show in the sidebar
     llm.script(
         Reply.tool_calls(
             [

@@ -1,13 +1,14 @@
-"""The page's handling of frames whose server side is not built yet: prompts, elicitation
-and tool approval.
+"""The page's handling of frames the real platform cannot produce on demand: tool approval
+(no backend yet) and elicitation schemas richer than the demo server's (enums with
+names, formats, every primitive type).
 
 A unit test of the page, not of the platform: the page is served from the real file table
 (``WebAssets``, with its headers and CSP) through Playwright's request routing, and its
 WebSocket is replaced by an in-page stand-in that the test feeds. Every frame fed is built
 from the protocol's own Pydantic models, and every frame the page sends back is validated
 with the server's own parser (``parse_client_frame``), so the page and the contract cannot
-drift apart. The end-to-end tests of these flows join ``test_chat_page.py`` once the
-platform sends these frames.
+drift apart. Prompts and the demo server's elicitation run end to end, against the real
+platform, in ``test_mcp_page.py``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from pydantic import BaseModel
 from actors.protocol import (
     AssistantMessageFrame,
     ElicitationRequestFrame,
-    PromptArgument,
-    PromptInfo,
     ServerInfo,
     SessionInfoFrame,
     ToolApprovalRequestFrame,
@@ -51,43 +50,7 @@ SESSION = SessionInfoFrame(
     conversation_id="c-1",
     model="scripted/model-1",
     servers=[ServerInfo(name="prompts", status="ready")],
-    prompts=[
-        PromptInfo(
-            name="summarize",
-            server="prompts",
-            description="Summarise a text",
-            arguments=[
-                PromptArgument(name="text", description="What to summarise", required=True),
-                PromptArgument(name="style"),
-            ],
-        )
-    ],
 )
-
-
-async def test_a_prompt_is_picked_filled_in_and_sent(page_only: Page) -> None:
-    page = page_only
-    await deliver(page, SESSION)
-    await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
-    await page.locator("#prompts .cap-button", has_text="summarize").click()
-    dialog = page.locator("#dialog")
-    await expect(dialog).to_contain_text("Summarise a text")
-    await dialog.get_by_role("button", name="Send").click()
-    await expect(dialog).to_be_visible()  # "text" is required
-    await page.locator("#prompt-arg-text").fill("MCP is a protocol.")
-    await page.locator("#prompt-message").fill("Keep it short")
-    await dialog.get_by_role("button", name="Send").click()
-    await expect(dialog).to_be_hidden()
-    await expect(page.locator(".msg.user .prompt-chip")).to_have_text("Prompt · prompts/summarize")
-    [*_, message] = await sent(page)
-    assert message["type"] == "user_message"
-    assert message["message"] == "Keep it short"
-    assert message["prompt"] == {
-        "server": "prompts",
-        "name": "summarize",
-        "arguments": {"text": "MCP is a protocol."},
-    }
-    await expect(page.locator("#input")).to_be_disabled()
 
 
 async def test_an_elicitation_form_from_its_schema(page_only: Page) -> None:

@@ -85,6 +85,10 @@ const state = {
   /** The turn view being streamed (see newTurnView). */
   turn: null,
   requestSeq: 0,
+  /** Elicitation cards still on screen, by request id (see onElicitation). */
+  questions: new Map(),
+  /** The pending user_message used an MCP prompt (its expansion is shown once stored). */
+  pendingPrompt: false,
 };
 
 const endpointMeta = document.querySelector('meta[name="mcp-ws-endpoint"]')?.content;
@@ -104,6 +108,7 @@ function handleFrame(frame) {
     case "assistant_delta": return onDelta(frame, "content");
     case "thinking_delta": return onDelta(frame, "thinking");
     case "tool_execution": return onToolExecution(frame);
+    case "user_message_stored": return onUserMessageStored(frame);
     case "assistant_message": return onAssistantMessage(frame);
     case "elicitation_request": return onElicitation(frame);
     case "tool_approval_request": return onToolApproval(frame);
@@ -126,6 +131,8 @@ function onSessionInfo(frame) {
   state.turn = null;
   state.pending = null;
   state.pendingBubble = null;
+  state.pendingPrompt = false;
+  endQuestions(() => true, "no longer waiting");
   renderHistory(frame.messages ?? []);
   renderHeader();
   renderTools();
@@ -145,6 +152,31 @@ function onDelta(frame, kind) {
     turn.thinkingDirty = true;
   }
   scheduleRender(turn);
+}
+
+function onUserMessageStored(frame) {
+  // Another tab (or client) started a turn here: show its input above the turn's answer,
+  // which may already be streaming in.
+  if (frame.conversation_id !== state.conversationId) return;
+  const turn = state.turn && state.turn.turnId === frame.turn_id ? state.turn : null;
+  const nodes = [];
+  for (const message of frame.messages ?? []) {
+    if (message.role === "user") {
+      nodes.push(userBubble(message.content));
+    } else if (message.role === "assistant") {
+      // An assistant message of an MCP prompt: shown as history shows it.
+      const view = newTurnView(null);
+      view.streaming = false;
+      appendText(view, message.content);
+      flushRender(view);
+      finishTurnView(view, {});
+      nodes.push(view.root);
+    }
+  }
+  ui.empty.hidden = true;
+  for (const node of nodes) ui.messages.insertBefore(node, turn ? turn.root : null);
+  if (!state.turn) turnFor(frame.turn_id); // the turn's answer goes below, Stop is offered
+  scrollToEnd(true);
 }
 
 function onToolExecution(frame) {
@@ -185,34 +217,83 @@ function onAssistantMessage(frame) {
     flushRender(turn);
     finishTurnView(turn, frame);
   }
+  // Questions of the turn that nobody answered here ended with it (answered in another
+  // tab, timed out, or cancelled by Stop).
+  endQuestions((q) => q.turnId === null || q.turnId === frame.turn_id,
+    frame.finish_reason === "cancelled" ? "cancelled (the answer was stopped)" : "no longer waiting");
+  const usedPrompt = state.pendingPrompt && frame.request_id === state.pending;
   state.turn = null;
   state.pending = null;
   state.pendingBubble = null;
+  state.pendingPrompt = false;
   setRunning(false);
-  send({ type: "list_sessions" });
+  if (usedPrompt && state.conversationId) {
+    // The prompt's messages were stored before the turn ran but never sent to us: the
+    // stored conversation (session_info) shows what the model was really given.
+    send({ type: "load_session", conversation_id: state.conversationId });
+  } else {
+    send({ type: "list_sessions" });
+  }
   scrollToEnd();
 }
 
 function onElicitation(frame) {
+  if (state.questions.has(frame.request_id)) return; // already on screen
   const id = `elicit-${frame.request_id.replace(/[^\w-]/g, "_")}`;
   const form = schemaForm(frame.requested_schema ?? {}, id);
-  const status = h("div", { class: "inline-status" });
+  const status = h("div", { class: "inline-status", role: "status" });
+  const countdown = h("div", { class: "request-timeout muted" });
   const accept = h("button", { class: "btn btn-primary", type: "button" }, "Accept");
   const decline = h("button", { class: "btn", type: "button" }, "Decline");
   const cancel = h("button", { class: "btn btn-ghost", type: "button" }, "Cancel");
   const actions = h("div", { class: "actions" }, accept, decline, cancel);
-  const card = h("div", { class: "request-card elicitation", "data-request-id": frame.request_id },
+  const card = h("div", { class: "request-card elicitation", "data-request-id": frame.request_id, "data-state": "waiting" },
     h("div", { class: "request-head" }, h("span", { class: "request-kind" }, "Question"), " from ", h("strong", null, frame.server)),
     h("p", { class: "request-message" }, frame.message),
-    form.element, actions, status);
+    form.element, actions, countdown, status);
+  const controls = () => form.element.querySelectorAll("input, select, textarea");
+  const question = {
+    card,
+    turnId: frame.turn_id ?? null,
+    timer: 0,
+    deadline: typeof frame.timeout === "number" && frame.timeout > 0 ? Date.now() + frame.timeout * 1000 : null,
+    /** The server refused the answer (INVALID_MESSAGE naming the field): ask again. */
+    reopen(message) {
+      card.dataset.state = "waiting";
+      delete card.dataset.answered;
+      for (const control of controls()) control.disabled = false;
+      card.insertBefore(actions, countdown);
+      status.className = "inline-status error";
+      status.textContent = `Not accepted: ${message}`;
+      card.querySelector("input:not([type=checkbox]), select")?.focus();
+    },
+    /** The question ended without (or after) our answer: the form goes away. */
+    end(reason) {
+      clearInterval(question.timer);
+      // The server's clock started a moment before ours: a question that ends this close
+      // to its deadline timed out.
+      if (reason === "no longer waiting" && question.deadline && Date.now() >= question.deadline - 1000) reason = "no answer in time";
+      state.questions.delete(frame.request_id);
+      countdown.remove();
+      if (card.dataset.answered) return; // our answer went through: keep its status
+      actions.remove();
+      form.element.remove();
+      card.dataset.state = "ended";
+      status.className = "inline-status";
+      status.textContent = `Question ended: ${reason}.`;
+    },
+  };
+  state.questions.set(frame.request_id, question);
   const answer = (action, content) => {
     const response = { type: "elicitation_response", request_id: frame.request_id, action };
     if (content !== undefined) response.content = content;
     if (!send(response)) return toast("error", "Not connected", "The answer could not be sent; try again once reconnected.");
     actions.remove();
-    for (const control of form.element.querySelectorAll("input, select, textarea")) control.disabled = true;
+    for (const control of controls()) control.disabled = true;
+    status.className = "inline-status";
     status.textContent = action === "accept" ? "✓ Answer sent" : action === "decline" ? "Declined" : "Cancelled";
     card.dataset.answered = action;
+    card.dataset.state = "answered";
   };
   accept.addEventListener("click", () => {
     const result = form.read();
@@ -220,8 +301,40 @@ function onElicitation(frame) {
   });
   decline.addEventListener("click", () => answer("decline"));
   cancel.addEventListener("click", () => answer("cancel"));
-  placeInline(card);
+  if (question.deadline) {
+    // The server tells the tool "cancel" when the time is up; the form says so too.
+    const tick = () => {
+      const left = Math.ceil((question.deadline - Date.now()) / 1000);
+      if (left <= 0) return question.end("no answer in time");
+      countdown.textContent = card.dataset.answered ? "" : `Waits ${left} s for your answer`;
+    };
+    tick();
+    question.timer = setInterval(tick, 1000);
+  }
+  if (frame.turn_id) {
+    const turn = turnFor(frame.turn_id);
+    flushRender(turn);
+    turn.segment = null;
+    turn.parts.append(card);
+    scrollToEnd(true);
+  } else {
+    placeInline(card);
+  }
   card.querySelector("input, select")?.focus();
+}
+
+/** End every question on screen that `which` selects (see onElicitation's `end`). */
+function endQuestions(which, reason) {
+  for (const question of [...state.questions.values()]) if (which(question)) question.end(reason);
+}
+
+/** The question an error frame is about: the server quotes its request id. */
+function questionOfError(frame) {
+  if (frame.request_id && state.questions.has(frame.request_id)) return [frame.request_id, state.questions.get(frame.request_id)];
+  for (const [requestId, question] of state.questions) {
+    if ((frame.error_message ?? "").includes(`'${requestId}'`)) return [requestId, question];
+  }
+  return null;
 }
 
 function onToolApproval(frame) {
@@ -257,6 +370,7 @@ function onToolApproval(frame) {
 
 function onSessionCleared(frame) {
   setConversation(frame.conversation_id, null, false);
+  endQuestions(() => true, "no longer waiting");
   state.turn = null;
   renderHistory([]);
   setRunning(false);
@@ -295,6 +409,14 @@ function onServerStatus(frame) {
 
 function onError(frame) {
   const code = frame.error_code;
+  const asked = code === "INVALID_MESSAGE" ? questionOfError(frame) : null;
+  if (asked) {
+    const [requestId, question] = asked;
+    // "no elicitation request … is waiting": it timed out or was answered elsewhere.
+    if (/is waiting for an answer/.test(frame.error_message)) return question.end("no longer waiting");
+    const detail = frame.error_message.replace(`elicitation '${requestId}': `, "");
+    return question.reopen(detail);
+  }
   let text = ERROR_TEXTS[code] ?? frame.error_message;
   if (code === "MCP_SERVER_UNAVAILABLE" && frame.error_message) text = `${ERROR_TEXTS[code]} (${frame.error_message})`;
   if (code === "LLM_NOT_CONFIGURED") {
@@ -423,7 +545,8 @@ function finishTurnView(turn, frame) {
   if (frame.model) pieces.push(h("span", { class: "meta-model" }, frame.model));
   const usage = frame.usage;
   if (usage && usage.total_tokens) {
-    pieces.push(h("span", { class: "meta-usage", title: `${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion tokens` },
+    // The server sums usage over the turn's LLM calls (one per tool round).
+    pieces.push(h("span", { class: "meta-usage", title: `Tokens of this turn, summed over its LLM calls (one per tool round): ${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion` },
       `${usage.total_tokens.toLocaleString()} tokens (${usage.prompt_tokens.toLocaleString()} in · ${usage.completion_tokens.toLocaleString()} out)`));
     if (usage.cost) pieces.push(h("span", null, `$${usage.cost.toFixed(5)}`));
   }
@@ -455,6 +578,15 @@ function renderHistory(messages) {
   let turn = null;
   const toolByCall = new Map();
   const toolServers = new Map(state.tools.map((t) => [t.name, t.server]));
+  // Stored calls carry the model-facing name ("demo__add"); live cards show the server's
+  // own tool name and the server, so the same is derived here from session_info.tools.
+  const displayTool = (modelName) => {
+    const server = toolServers.get(modelName);
+    if (server === undefined) return { name: modelName, server: "" }; // server gone: cannot tell
+    const prefix = modelName.slice(server.length, server.length + 2) === "__";
+    // Without the "<server>__" prefix (a hashed, shortened name) the model's name is all we have.
+    return { name: prefix ? modelName.slice(server.length + 2) : modelName, server };
+  };
   const closeTurn = () => {
     if (!turn) return;
     turn.streaming = false;
@@ -481,7 +613,7 @@ function renderHistory(messages) {
         flushRender(turn);
       }
       for (const call of message.tool_calls ?? []) {
-        const card = toolCard({ name: call.name, server: toolServers.get(call.name) ?? "", callId: call.id });
+        const card = toolCard({ ...displayTool(call.name), callId: call.id });
         card.setArguments(parseJson(call.arguments));
         card.setStatus("done");
         toolByCall.set(call.id, card);
@@ -489,7 +621,9 @@ function renderHistory(messages) {
         turn.segment = null;
         turn.parts.append(card.root);
       }
-      turn.last = { ...message, finish_reason: message.status === "complete" ? message.finish_reason : message.status };
+      // One stored row per LLM call; the turn's usage (as assistant_message gave it) is their sum.
+      const usage = sumUsage(turn.last?.usage, message.usage);
+      turn.last = { ...message, usage, finish_reason: message.status === "complete" ? message.finish_reason : message.status };
     } else if (message.role === "tool") {
       const card = toolByCall.get(message.tool_call_id);
       if (card) card.setResult(message.content, []);
@@ -498,6 +632,18 @@ function renderHistory(messages) {
   closeTurn();
   ui.empty.hidden = messages.length > 0;
   scrollToEnd(true);
+}
+
+function sumUsage(a, b) {
+  if (!a) return b ?? null;
+  if (!b) return a;
+  const sum = {
+    prompt_tokens: (a.prompt_tokens ?? 0) + (b.prompt_tokens ?? 0),
+    completion_tokens: (a.completion_tokens ?? 0) + (b.completion_tokens ?? 0),
+    total_tokens: (a.total_tokens ?? 0) + (b.total_tokens ?? 0),
+  };
+  if (a.cost != null || b.cost != null) sum.cost = (a.cost ?? 0) + (b.cost ?? 0);
+  return sum;
 }
 
 function parseJson(text) {
@@ -684,6 +830,7 @@ function sendMessage(text, prompt) {
   if (prompt) frame.prompt = prompt;
   if (!send(frame)) return false;
   state.pending = requestId;
+  state.pendingPrompt = Boolean(prompt);
   state.pendingBubble = userBubble(text, prompt);
   state.pendingBubble.dataset.text = text;
   addMessage(state.pendingBubble);
