@@ -120,7 +120,13 @@ class Bus:
                 except MailboxFull:
                     await mailbox.put(envelope)
             except MailboxClosed:
-                self.dead_letter(message, "mailbox_closed", sender=sender, to=actor.name)
+                # An actor that subscribes to what it publishes itself (the built-in platform
+                # server follows ServerStateChanged) announces its own "stopped" after its
+                # mailbox closed: nothing is lost there, so that one is not a warning.
+                level = "debug" if actor.name == sender else "warning"
+                self.dead_letter(
+                    message, "mailbox_closed", sender=sender, to=actor.name, level=level
+                )
             else:
                 delivered += 1
         return delivered

@@ -480,6 +480,26 @@ async def test_publish_skips_a_stopping_subscriber_with_a_dead_letter(
     assert stopping.seen == [0]
 
 
+async def test_an_event_a_stopping_actor_publishes_to_itself_is_no_warning(
+    stage: Stage, log_events
+) -> None:
+    # The built-in platform server follows ServerStateChanged and announces its own
+    # "stopped" after its mailbox closed: that letter is expected, so it is debug level.
+    stopping = await stage.start(GatedRecorder("stopping"))
+    assert await stage.bus.publish(Note(n=0)) == 1
+    await stopping.entered.wait()
+    stopping.request_stop()
+    assert await stage.bus.publish(Note(n=1), sender="stopping") == 0
+    [letter] = log_events.events("bus.dead_letter", reason="mailbox_closed")
+    assert letter["level"] == "debug"
+    assert letter["to"] == letter["sender"] == "stopping"
+    assert await stage.bus.publish(Note(n=2), sender="producer") == 0
+    [_, other] = log_events.events("bus.dead_letter", reason="mailbox_closed")
+    assert other["level"] == "warning"
+    stopping.gate.set()
+    await stage.task(stopping)
+
+
 # -- request / reply --------------------------------------------------------------------------
 
 

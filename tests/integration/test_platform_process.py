@@ -48,7 +48,11 @@ async def test_signal_stops_cleanly_and_promptly(platform_factory, signum: int) 
     elapsed = time.monotonic() - sent
 
     assert code == 0
-    assert elapsed < 2.0, f"took {elapsed:.2f} s to exit"
+    # Promptly: no actor overran the shutdown grace period (5 s), which is what a hang looks
+    # like; the time itself is a benchmark's business, not a test's (it was 2.5 s once on a
+    # loaded 2-core machine).
+    assert not proc.find("actor.stop_timeout")
+    assert elapsed < 5.0, f"took {elapsed:.2f} s to exit"
     stopped = proc.find("platform.stopped")
     assert len(stopped) == 1
     assert stopped[0]["exit_code"] == 0
