@@ -36,8 +36,7 @@ import orjson
 from pydantic import BaseModel
 
 from actors.catalogue import check_prompt_arguments, render_catalogue
-from actors.tool_schemas import unique_model_names
-from actors.tools import tool_actor_name, truncate_for_model
+from actors.tool_schemas import tool_actor_name, truncate_for_model, unique_model_names
 from bus.actor import Actor, Reply
 from bus.errors import (
     ChatError,

@@ -23,7 +23,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from actors.tools import PlatformToolActor, ToolActor, tool_actor_name
+from actors.tool_schemas import tool_actor_name
+from actors.tools import PlatformToolActor, ToolActor
 from bus.actor import Actor
 from bus.messages import ConfigChanged, GetConfig
 from bus.supervisor import ChildSpec

@@ -91,7 +91,9 @@ __all__ = [
     "filter_tools",
     "model_tool_names",
     "normalise_schema",
+    "tool_actor_name",
     "tool_description",
+    "truncate_for_model",
     "unique_model_names",
 ]
 
@@ -1227,3 +1229,19 @@ def unique_model_names(specs: Iterable[ToolSpec]) -> list[ToolSpec]:
         else spec.model_copy(update={"model_name": names[pair]})
         for pair, spec in seen.items()
     ]
+
+
+# -- shared by the orchestrator and the ToolActors (pure, so neither imports the other) ---
+
+
+def tool_actor_name(server: str) -> str:
+    """The bus address of a server's ToolActor."""
+    return f"tool:{server}"
+
+
+def truncate_for_model(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with a marker saying how much is missing (a
+    large result would crowd the context window and cost tokens on every later hop)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[… {len(text) - limit} more characters cut]"

@@ -77,7 +77,7 @@ from actors.mcp_client import (
     connect_server,
 )
 from actors.platform_server import BusBackend, build_platform_server, secret_values
-from actors.tool_schemas import build_tool_specs
+from actors.tool_schemas import build_tool_specs, tool_actor_name, truncate_for_model
 from bus.actor import Actor, Reply
 from bus.errors import (
     BusError,
@@ -171,11 +171,6 @@ class _PendingQuestion:
     )
 
 
-def tool_actor_name(server: str) -> str:
-    """The bus address of a server's ToolActor."""
-    return f"tool:{server}"
-
-
 def outcome_text(result: ToolResult) -> str:
     """What the model reads of a result: text, structured content, and a description of
     every binary block (an image is described, not dropped)."""
@@ -188,14 +183,6 @@ def outcome_text(result: ToolResult) -> str:
         for block in result.binary
     )
     return "\n".join(parts) or ("(the tool failed)" if result.is_error else "(no output)")
-
-
-def truncate_for_model(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters with a marker saying how much is missing (a
-    large result would crowd the context window and cost tokens on every later hop)."""
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[… {len(text) - limit} more characters cut]"
 
 
 class ToolActor(Actor):
