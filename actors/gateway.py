@@ -679,7 +679,13 @@ class GatewayActor(Actor):
                 )
             )
             return
-        request_id = frame.request_id if isinstance(frame, UserMessageFrame) else None
+        # The error names the frame it answers: a user_message's id, or the elicitation
+        # request an elicitation_response was for (the client may have several open).
+        request_id = (
+            frame.request_id
+            if isinstance(frame, UserMessageFrame | ElicitationResponseFrame)
+            else None
+        )
         try:
             await self._dispatch(conn, frame)
         except (RequestError, ChatError) as exc:

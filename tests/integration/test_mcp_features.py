@@ -245,6 +245,7 @@ async def test_elicitation_round_trip_accept_decline_timeout(chat, llm) -> None:
     refused = await other.expect("error")
     assert refused["error_code"] == "INVALID_MESSAGE"
     assert request_id in refused["error_message"]
+    assert refused["request_id"] == request_id
 
     await client.send(
         {
@@ -257,6 +258,7 @@ async def test_elicitation_round_trip_accept_decline_timeout(chat, llm) -> None:
     invalid = await client.expect("error")
     assert invalid["error_code"] == "INVALID_MESSAGE"
     assert "guests" in invalid["error_message"]
+    assert invalid["request_id"] == request_id
     await client.send(
         {
             "type": "elicitation_response",
