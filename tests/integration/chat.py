@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import yaml
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.integration.conftest import PlatformProcess
 from tests.scripted_llm import ScriptedLLM
+
+if TYPE_CHECKING:  # the conftest imports this module for its ``chat`` fixture
+    from tests.integration.conftest import PlatformProcess
 
 API_KEY = "sk-scripted-test-key-0123456789"
 """The scripted provider's key: it must never appear in a log line or a frame."""

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.integration.chat import ChatClient, ChatPlatform
 from tests.scripted_llm import ScriptedLLM
 
 ENTRY_POINT = Path(sys.executable).with_name("mcp-platform")
@@ -147,3 +148,16 @@ async def platform_factory(
     yield make
     for proc in made:
         await proc.stop()
+
+
+@pytest.fixture
+async def chat(
+    platform_factory: Callable[..., PlatformProcess], llm: ScriptedLLM
+) -> AsyncIterator[tuple[ChatPlatform, list[ChatClient]]]:
+    """A ChatPlatform (not started) and a list the test puts its clients in; they are
+    closed at the end. Modules that need another setup define their own ``chat``."""
+    platform = ChatPlatform(platform_factory(), llm)
+    clients: list[ChatClient] = []
+    yield platform, clients
+    for client in clients:
+        await client.close()

@@ -14,27 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import yaml
 
 from tests.integration.chat import API_KEY, ChatClient, ChatPlatform
-from tests.integration.conftest import PlatformProcess
-from tests.scripted_llm import Reply, ScriptedLLM, ToolCall
+from tests.scripted_llm import Reply, ToolCall
 
 SERVERS_DIR = Path(__file__).resolve().parents[2] / "Servers"
 DEMO = {"command": sys.executable, "args": [str(SERVERS_DIR / "demo_server.py")]}
 PROMPTS = {"command": sys.executable, "args": [str(SERVERS_DIR / "demo_prompt_server.py")]}
 ELICITATION_TIMEOUT = 2.0
 """Short, so the timeout case is quick; the other cases answer within milliseconds."""
-
-
-@pytest.fixture
-async def chat(platform_factory: Callable[..., PlatformProcess], llm: ScriptedLLM):
-    platform = ChatPlatform(platform_factory(), llm)
-    clients: list[ChatClient] = []
-    yield platform, clients
-    for client in clients:
-        await client.close()
 
 
 async def _start(

@@ -6,30 +6,17 @@ WebSocket clients, the demo prompt server (a stdio subprocess) and a SQLite file
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-import pytest
 
 from actors.protocol import UserMessageStoredFrame
-from tests.integration.chat import ChatClient, ChatPlatform
-from tests.integration.conftest import PlatformProcess
 from tests.scripted_llm import Reply, ScriptedLLM
 
 PROMPTS = {
     "command": sys.executable,
     "args": [str(Path(__file__).resolve().parents[2] / "Servers" / "demo_prompt_server.py")],
 }
-
-
-@pytest.fixture
-async def chat(platform_factory: Callable[..., PlatformProcess], llm: ScriptedLLM):
-    platform = ChatPlatform(platform_factory(), llm)
-    clients: list[ChatClient] = []
-    yield platform, clients
-    for client in clients:
-        await client.close()
 
 
 async def test_the_other_connections_of_a_conversation_get_its_stored_user_input(
