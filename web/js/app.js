@@ -374,7 +374,7 @@ function onToolApproval(frame) {
       actions.remove();
       card.dataset.state = "ended";
       status.className = "inline-status";
-      status.textContent = card.dataset.answered ? `${status.textContent} · ${reason}.` : `Approval ended: ${reason}.`;
+      status.textContent = `Approval ended: ${reason}.`; // the decision sent (if any) did not count
     },
   };
   state.approvals.set(frame.call_id, approval);
