@@ -36,12 +36,13 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import orjson
 from pydantic import BaseModel
 
 from actors.approval import (
+    ApprovalVerdict,
     DuplicateCallId,
     PendingApprovals,
     approval_policy_changes,
@@ -758,21 +759,24 @@ class OrchestratorActor(Actor):
             "turn_id": turn.turn_id,
             "call_id": call.id,
         }
-        where = {**ids, "server": spec.server, "tool_name": spec.name}
-        verdict = (
-            "cancelled"
-            if turn.cancelled
-            else await self._wait_for_approval(spec, arguments, timeout, ids)
-        )
+        verdict: ApprovalVerdict = "cancelled"  # a turn cancelled already asks nobody
+        if not turn.cancelled:
+            # No await between the check and open(): a cancel handled after the check
+            # finds this call waiting and ends its wait.
+            try:
+                decided = self._approvals.open(turn.conversation_id, turn.turn_id, call.id)
+            except DuplicateCallId as exc:
+                return f"Error: {exc}; call the tool again with a distinct id."
+            verdict = await self._wait_for_approval(spec, arguments, timeout, ids, decided)
         if verdict == "approve":
             return spec
-        if verdict == "duplicate":
-            return f"Error: another call with the id {call.id!r} waits for approval; call again."
         model_text, card_text = refusal(verdict, spec.server, spec.name, timeout)
         show = self.snapshot.config.chat.service.tool_notifications.show_args
         await self.publish(
             ToolExecutionEvent(
-                **where,
+                **ids,
+                server=spec.server,
+                tool_name=spec.name,
                 status="failed",
                 arguments=arguments if show else None,
                 error_message=card_text,
@@ -781,17 +785,18 @@ class OrchestratorActor(Actor):
         return model_text
 
     async def _wait_for_approval(
-        self, spec: ToolSpec, arguments: dict[str, Any], timeout: float, ids: dict[str, str]
-    ) -> Literal["approve", "deny", "timeout", "cancelled", "duplicate"]:
+        self,
+        spec: ToolSpec,
+        arguments: dict[str, Any],
+        timeout: float,
+        ids: dict[str, str],
+        decided: asyncio.Future[ApprovalVerdict],
+    ) -> ApprovalVerdict:
         """Publish the request, wait for the decision, always publish that it closed."""
-        try:
-            decided = self._approvals.open(ids["conversation_id"], ids["turn_id"], ids["call_id"])
-        except DuplicateCallId:
-            return "duplicate"
         where = {**ids, "server": spec.server, "tool": spec.name}
         self.log.info("tools.approval_requested", **where, timeout=timeout)
         started = time.perf_counter()
-        verdict: Literal["approve", "deny", "timeout", "cancelled"] = "cancelled"
+        verdict: ApprovalVerdict = "cancelled"
         try:
             await self.publish(
                 ToolApprovalRequested(
