@@ -411,6 +411,11 @@ def _request_body(
     is kept and gets ``include_usage`` added.
     """
     body = {k: v for k, v in provider.passthrough().items() if k not in CONSUMED_PROVIDER_KEYS}
+    for key, value in request.parameters.items():
+        limit = body.get(key)
+        if key == "max_tokens" and isinstance(limit, int) and isinstance(value, int):
+            value = min(value, limit)  # the operator's cap on spending wins
+        body[key] = value
     body["model"] = provider.model
     body["messages"] = request.messages
     body["stream"] = streaming

@@ -835,6 +835,13 @@ class ToolActor(Actor):
                 for block in blocks
             )
             messages.append({"role": message.role, "content": text})
+        # What the server asked for; its model preferences are hints the platform does not
+        # follow (the operator chose the model), and no chat context is ever included.
+        parameters: dict[str, Any] = {"max_tokens": params.max_tokens}
+        if params.temperature is not None:
+            parameters["temperature"] = params.temperature
+        if params.stop_sequences:
+            parameters["stop"] = list(params.stop_sequences)
         turn_id = f"s-{uuid.uuid4().hex[:16]}"
         started = time.perf_counter()
         try:
@@ -844,6 +851,7 @@ class ToolActor(Actor):
                     conversation_id=f"sampling:{self.server}",
                     turn_id=turn_id,
                     messages=tuple(messages),
+                    parameters=parameters,
                 ),
                 timeout=SAMPLING_TIMEOUT,
             )

@@ -434,6 +434,10 @@ class CompletionRequest(Message):
     """OpenAI-format messages, system prompt first."""
     tools: tuple[dict[str, Any], ...] = ()
     """OpenAI-format tool definitions (empty: no ``tools`` key is sent)."""
+    parameters: dict[str, Any] = {}
+    """Body keys of this request only (an MCP server's sampling ``max_tokens``,
+    ``temperature``, ``stop``), set over the provider's pass-through keys, except that
+    ``max_tokens`` never goes above a ``max_tokens`` the operator configured."""
 
 
 class CompletionResult(Message):

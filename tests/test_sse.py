@@ -4,10 +4,10 @@ same lines however the byte stream is cut into network reads."""
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given
 from hypothesis import strategies as st
-
-import re
 
 from actors.sse import LineSplitter, SSEDecoder, SSEEvent
 
