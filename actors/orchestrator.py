@@ -35,7 +35,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
@@ -69,6 +69,7 @@ from bus.messages import (
     AppendMessages,
     CallTool,
     CancelCompletion,
+    CancelToolCalls,
     CancelTurn,
     CompletionRequest,
     CompletionResult,
@@ -115,6 +116,8 @@ class _Turn:
     request_id: str | None
     cancelled: bool = False
     task: asyncio.Task[None] | None = None
+    tool_servers: set[str] = field(default_factory=set)
+    """The servers this turn has sent calls to (a cancel stops its calls there)."""
 
 
 def history_to_openai(
@@ -165,6 +168,27 @@ def history_to_openai(
         elif message.role == "system":
             out.append({"role": "system", "content": message.content})
     return out
+
+
+def _refused(reason: str) -> ToolOutcome:
+    """A call the platform refused before any server saw it (the model reads why)."""
+    return ToolOutcome(is_error=True, text=f"Error: {reason}", preview=reason[:160])
+
+
+_CANCELLED_BEFORE_CALL = ToolOutcome(
+    is_error=True,
+    text="Error: the call was not made: the user stopped the turn.",
+    preview="cancelled: the user stopped the turn",
+    cancelled=True,
+)
+
+
+def _outcome_status(outcome: ToolOutcome) -> MessageStatus:
+    """A tool message's stored status: ``cancelled``, ``error`` (the tool failed, the
+    platform refused the call) or ``complete``."""
+    if outcome.cancelled:
+        return "cancelled"
+    return "error" if outcome.is_error else "complete"
 
 
 def _add_usage(total: Usage, more: Usage) -> Usage:
@@ -338,6 +362,14 @@ class OrchestratorActor(Actor):
             await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
         except RequestError:  # pragma: no cover - only while the LLM actor restarts
             self.log.warning("turn.cancel_undelivered", turn_id=turn.turn_id)
+        # Running tool calls stop too (DESIGN §4): each is answered "cancelled" at once.
+        # A call sent after this cannot exist: _run_tool checks ``cancelled`` right
+        # before its CallTool reaches the mailbox, which this message then follows.
+        for server in sorted(turn.tool_servers):
+            try:
+                await self.send(tool_actor_name(server), CancelToolCalls(turn_id=turn.turn_id))
+            except RequestError:  # the server was removed: its calls already failed
+                self.log.info("turn.cancel_undelivered", turn_id=turn.turn_id, server=server)
 
     # -- the turn --------------------------------------------------------------------------
 
@@ -576,9 +608,12 @@ class OrchestratorActor(Actor):
                     AppendMessage(
                         conversation_id=turn.conversation_id,
                         role="tool",
-                        content=output,
+                        content=output.text,
                         tool_call_id=call.id,
                         name=call.name,
+                        # The outcome, for a history that shows it (the model reads the
+                        # text, which says it either way).
+                        status=_outcome_status(output),
                         turn_id=turn.turn_id,
                     )
                 )
@@ -587,7 +622,7 @@ class OrchestratorActor(Actor):
                     {
                         "role": "tool",
                         "tool_call_id": call.id,
-                        "content": truncate_for_model(output, limit),
+                        "content": truncate_for_model(output.text, limit),
                     }
                 )
             if turn.cancelled:
@@ -651,33 +686,37 @@ class OrchestratorActor(Actor):
         """The tools of every ready MCP server, in the OpenAI ``tools`` format."""
         return [spec.openai_tool() for spec in self._offered.values()]
 
-    async def _run_tools(self, turn: _Turn, calls: tuple[ToolCall, ...]) -> list[str]:
+    async def _run_tools(self, turn: _Turn, calls: tuple[ToolCall, ...]) -> list[ToolOutcome]:
         """Run one step's calls in parallel (at most ``settings.maxParallelCalls`` of
-        ``servers_config.json`` at once); each result is the whole text, failures
+        ``servers_config.json`` at once); each outcome's text is the whole result, failures
         included (it is stored whole; the model reads it cut to ``maxResultChars``)."""
         limit = asyncio.Semaphore(self.snapshot.servers.settings.max_parallel_calls)
 
-        async def bounded(call: ToolCall) -> str:
+        async def bounded(call: ToolCall) -> ToolOutcome:
             # Approval is asked before a slot is taken: a call waiting for the user must
             # not hold back the other calls (nor their approval requests).
             approved = await self._approve(turn, call)
-            if isinstance(approved, str):
+            if isinstance(approved, ToolOutcome):
                 return approved
             async with limit:
                 return await self._run_tool(turn, call, approved)
 
         return list(await asyncio.gather(*(bounded(call) for call in calls)))
 
-    async def _run_tool(self, turn: _Turn, call: ToolCall, approved: ToolSpec | None = None) -> str:
+    async def _run_tool(
+        self, turn: _Turn, call: ToolCall, approved: ToolSpec | None = None
+    ) -> ToolOutcome:
         spec = approved or self._offered.get(call.name)
         if spec is None:
-            return f"Error: no tool named {call.name!r} is available; answer without it."
+            return _refused(f"no tool named {call.name!r} is available; answer without it.")
         try:
             arguments = orjson.loads(call.arguments or "{}")
         except orjson.JSONDecodeError as exc:
-            return f"Error: the arguments are not valid JSON ({exc}); call the tool again."
+            return _refused(f"the arguments are not valid JSON ({exc}); call the tool again.")
         if not isinstance(arguments, dict):
-            return "Error: the arguments must be a JSON object; call the tool again."
+            return _refused("the arguments must be a JSON object; call the tool again.")
+        if turn.cancelled:
+            return _CANCELLED_BEFORE_CALL
         notes = self.snapshot.config.chat.service.tool_notifications
         event: dict[str, Any] = {
             "conversation_id": turn.conversation_id,
@@ -699,6 +738,32 @@ class OrchestratorActor(Actor):
                 arguments=arguments if notes.show_args else None,
             )
         )
+        if turn.cancelled:  # while 'started' was published
+            outcome = _CANCELLED_BEFORE_CALL
+        else:
+            outcome = await self._call_tool(turn, spec, call, arguments)
+        await self.publish(
+            ToolExecutionEvent(
+                **event,
+                status="failed" if outcome.is_error else "completed",
+                notification=notification,
+                result_preview=None if outcome.is_error else outcome.preview,
+                error_message=outcome.preview if outcome.is_error else None,
+                images=outcome.images or None,
+            )
+        )
+        return outcome
+
+    async def _call_tool(
+        self, turn: _Turn, spec: ToolSpec, call: ToolCall, arguments: dict[str, Any]
+    ) -> ToolOutcome:
+        """CallTool to the server's ToolActor; a failure to deliver is an error outcome.
+
+        No await between the caller's ``turn.cancelled`` check and the request reaching
+        the ToolActor's mailbox, so a cancel after the check finds the call there (its
+        CancelToolCalls is queued behind it).
+        """
+        turn.tool_servers.add(spec.server)
         try:
             outcome: ToolOutcome = await self.request(
                 CallTool(
@@ -715,21 +780,11 @@ class OrchestratorActor(Actor):
             cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
             text = f"the MCP server {spec.server!r} could not run the tool: {cause}"
             outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
-        await self.publish(
-            ToolExecutionEvent(
-                **event,
-                status="failed" if outcome.is_error else "completed",
-                notification=notification,
-                result_preview=None if outcome.is_error else outcome.preview,
-                error_message=outcome.preview if outcome.is_error else None,
-                images=outcome.images or None,
-            )
-        )
-        return outcome.text
+        return outcome
 
     # -- tool approval (actors/approval.py) -------------------------------------------------
 
-    async def _approve(self, turn: _Turn, call: ToolCall) -> ToolSpec | str | None:
+    async def _approve(self, turn: _Turn, call: ToolCall) -> ToolSpec | ToolOutcome | None:
         """Ask the conversation's clients about a call whose server requires approval.
 
         Nothing is asked (``None``) when the call needs no approval, or cannot run anyway
@@ -740,7 +795,8 @@ class OrchestratorActor(Actor):
 
         Returns:
             The spec approved (the call runs with it, whatever the model's list became
-            meanwhile), ``None`` (no approval needed), or the refusal the model reads.
+            meanwhile), ``None`` (no approval needed), or the outcome of a refused call
+            (an error the model reads; ``cancelled`` when the turn's cancel ended it).
         """
         spec = self._offered.get(call.name)
         if spec is None:
@@ -766,7 +822,7 @@ class OrchestratorActor(Actor):
             try:
                 decided = self._approvals.open(turn.conversation_id, turn.turn_id, call.id)
             except DuplicateCallId as exc:
-                return f"Error: {exc}; call the tool again with a distinct id."
+                return _refused(f"{exc}; call the tool again with a distinct id.")
             verdict = await self._wait_for_approval(spec, arguments, timeout, ids, decided)
         if verdict == "approve":
             return spec
@@ -782,7 +838,9 @@ class OrchestratorActor(Actor):
                 error_message=card_text,
             )
         )
-        return model_text
+        return ToolOutcome(
+            is_error=True, text=model_text, preview=card_text, cancelled=verdict == "cancelled"
+        )
 
     async def _wait_for_approval(
         self,

@@ -25,6 +25,7 @@ __all__ = [
     "AssistantDelta",
     "CallTool",
     "CancelCompletion",
+    "CancelToolCalls",
     "CancelTurn",
     "CompletionRequest",
     "CompletionResult",
@@ -437,6 +438,10 @@ class CompletionRequest(Message):
     """OpenAI-format messages, system prompt first."""
     tools: tuple[dict[str, Any], ...] = ()
     """OpenAI-format tool definitions (empty: no ``tools`` key is sent)."""
+    parameters: dict[str, Any] = {}
+    """Body keys of this request only (an MCP server's sampling ``max_tokens``,
+    ``temperature``, ``stop``), set over the provider's pass-through keys, except that
+    ``max_tokens`` never goes above a ``max_tokens`` the operator configured."""
 
 
 class CompletionResult(Message):
@@ -551,6 +556,14 @@ class CallTool(Message):
     """Seconds without progress before the call is abandoned (default: the server's)."""
 
 
+class CancelToolCalls(Message):
+    """One-way to ``tool:<server>``: stop every call of ``turn_id`` running there, at once
+    (the user stopped the turn). The server is told (``notifications/cancelled``) and each
+    call is answered ``ToolOutcome(cancelled=True)`` without waiting for the server."""
+
+    turn_id: str
+
+
 class ToolOutcome(Message):
     """Reply to CallTool."""
 
@@ -561,6 +574,8 @@ class ToolOutcome(Message):
     """One line for the frontend's tool card."""
     images: tuple[dict[str, str], ...] = ()
     """``{"mime_type", "data"}`` (base64) image blocks, for the frontend."""
+    cancelled: bool = False
+    """The call was stopped by a turn's cancel before it answered (``is_error`` too)."""
 
 
 class ToolProgress(Message):

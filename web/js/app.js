@@ -670,7 +670,9 @@ function renderHistory(messages) {
       for (const call of message.tool_calls ?? []) {
         const card = toolCard({ ...displayTool(call.name), callId: call.id });
         card.setArguments(parseJson(call.arguments));
-        card.setStatus("done");
+        // Until its stored result says otherwise: a call can end with none (the platform
+        // was stopped mid-call).
+        card.setStatus("no-result");
         toolByCall.set(call.id, card);
         turn.tools.set(call.id, card);
         turn.segment = null;
@@ -681,7 +683,13 @@ function renderHistory(messages) {
       turn.last = { ...message, usage, finish_reason: message.status === "complete" ? message.finish_reason : message.status };
     } else if (message.role === "tool") {
       const card = toolByCall.get(message.tool_call_id);
-      if (card) card.setResult(message.content, []);
+      // The stored status says how the call ended: failed or stopped, as its live
+      // tool_execution "failed" frame said (the text tells which).
+      if (card && (message.status === "error" || message.status === "cancelled")) {
+        card.setError(message.content.replace(/^Error: /, ""));
+      } else if (card) {
+        card.setResult(message.content, []);
+      }
     }
   }
   closeTurn();
@@ -728,7 +736,9 @@ function toolCard({ name, server, callId }) {
     root,
     setStatus(value) {
       root.dataset.status = value;
-      status.textContent = { running: "running…", done: "done", failed: "failed" }[value] ?? value;
+      status.textContent = {
+        running: "running…", done: "done", failed: "failed", "no-result": "no result",
+      }[value] ?? value;
     },
     setArguments(value) {
       args.textContent = typeof value === "string" ? value : JSON.stringify(value, null, 2);
