@@ -21,6 +21,12 @@ server and stores them before the user's text, so they are history like any othe
 message. The resource catalogue of every ready server is rendered once per change
 (``actors/catalogue.py``) and appended to the system prompt when
 ``chat.service.resources.in_system_prompt`` is on.
+
+Tool approval: a call of a tool whose server's entry sets ``require_approval`` first waits
+for the user (``tool_approval_request`` to that conversation's clients) outside the
+parallel-call bound, so one waiting call never holds back the others; a deny, no answer
+within ``mcp.approval.timeout`` or a cancel refuses it without running it
+(``actors/approval.py`` owns the rules and the waiting calls).
 """
 
 from __future__ import annotations
@@ -35,10 +41,21 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import BaseModel
 
+from actors.approval import (
+    ApprovalVerdict,
+    DuplicateCallId,
+    PendingApprovals,
+    approval_policy_changes,
+    approval_required,
+    closing,
+    refusal,
+    unknown_gated_tools,
+)
 from actors.catalogue import check_prompt_arguments, render_catalogue
 from actors.tool_schemas import tool_actor_name, truncate_for_model, unique_model_names
 from bus.actor import Actor, Reply
 from bus.errors import (
+    BusError,
     ChatError,
     InternalError,
     InvalidMessage,
@@ -47,6 +64,7 @@ from bus.errors import (
     TurnInProgress,
 )
 from bus.messages import (
+    AnswerToolApproval,
     AppendMessage,
     AppendMessages,
     CallTool,
@@ -68,6 +86,8 @@ from bus.messages import (
     ServerStateChanged,
     StartTurn,
     StoredMessage,
+    ToolApprovalClosed,
+    ToolApprovalRequested,
     ToolCall,
     ToolExecutionEvent,
     ToolOutcome,
@@ -192,6 +212,7 @@ class OrchestratorActor(Actor):
         CancelTurn,
         ConfigChanged,
         ServerStateChanged,
+        AnswerToolApproval,
     )
 
     def __init__(self) -> None:
@@ -211,6 +232,10 @@ class OrchestratorActor(Actor):
         """The resources and templates of each ready MCP server."""
         self._system_prompt = ""
         """The system prompt with the resource catalogue, rebuilt when either changes."""
+        self._approvals = PendingApprovals()
+        """Tool calls waiting for the user's approval (``actors/approval.py``)."""
+        self._approval_warned: dict[str, tuple[str, ...]] = {}
+        """Per server, the unknown names of its ``require_approval`` list last warned about."""
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -220,6 +245,7 @@ class OrchestratorActor(Actor):
     async def on_start(self) -> None:
         self._snapshot = await self.request(GetConfig())
         self._rebuild_system_prompt()
+        self._log_approval_policy(None)
 
     async def on_stop(self) -> None:
         turns = list(self._turns.values())
@@ -242,8 +268,11 @@ class OrchestratorActor(Actor):
                 await self._cancel(turn)
                 return True
             case ConfigChanged(snapshot=snapshot):
-                self._snapshot = snapshot
+                previous, self._snapshot = self._snapshot, snapshot
                 self._rebuild_system_prompt()
+                self._log_approval_policy(previous)
+            case AnswerToolApproval():
+                self._approvals.answer(message.conversation_id, message.call_id, message.decision)
             case ServerStateChanged(server=server, tools=tools):
                 if tools:
                     self._server_tools[server] = tools
@@ -265,6 +294,7 @@ class OrchestratorActor(Actor):
                         s for specs in self._server_tools.values() for s in specs
                     )
                 }
+                self._check_approval_lists()
         return None
 
     # -- starting and cancelling -----------------------------------------------------------
@@ -324,6 +354,7 @@ class OrchestratorActor(Actor):
         if turn.cancelled:
             return
         turn.cancelled = True
+        self._approvals.cancel_turn(turn.turn_id)  # a call waiting for approval: not run
         self.log.info(
             "turn.cancel_requested", turn_id=turn.turn_id, conversation_id=turn.conversation_id
         )
@@ -662,13 +693,20 @@ class OrchestratorActor(Actor):
         limit = asyncio.Semaphore(self.snapshot.servers.settings.max_parallel_calls)
 
         async def bounded(call: ToolCall) -> ToolOutcome:
+            # Approval is asked before a slot is taken: a call waiting for the user must
+            # not hold back the other calls (nor their approval requests).
+            approved = await self._approve(turn, call)
+            if isinstance(approved, ToolOutcome):
+                return approved
             async with limit:
-                return await self._run_tool(turn, call)
+                return await self._run_tool(turn, call, approved)
 
         return list(await asyncio.gather(*(bounded(call) for call in calls)))
 
-    async def _run_tool(self, turn: _Turn, call: ToolCall) -> ToolOutcome:
-        spec = self._offered.get(call.name)
+    async def _run_tool(
+        self, turn: _Turn, call: ToolCall, approved: ToolSpec | None = None
+    ) -> ToolOutcome:
+        spec = approved or self._offered.get(call.name)
         if spec is None:
             return _refused(f"no tool named {call.name!r} is available; answer without it.")
         try:
@@ -743,6 +781,144 @@ class OrchestratorActor(Actor):
             text = f"the MCP server {spec.server!r} could not run the tool: {cause}"
             outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
         return outcome
+
+    # -- tool approval (actors/approval.py) -------------------------------------------------
+
+    async def _approve(self, turn: _Turn, call: ToolCall) -> ToolSpec | ToolOutcome | None:
+        """Ask the conversation's clients about a call whose server requires approval.
+
+        Nothing is asked (``None``) when the call needs no approval, or cannot run anyway
+        (an unknown tool, bad arguments: :meth:`_run_tool` tells the model why). Frames: a
+        ``tool_approval_request`` while it waits (no ``tool_execution`` yet), then
+        ``started`` if approved, else one ``failed`` saying why: either way the call's
+        next ``tool_execution`` frame tells every tab that the wait is over.
+
+        Returns:
+            The spec approved (the call runs with it, whatever the model's list became
+            meanwhile), ``None`` (no approval needed), or the outcome of a refused call
+            (an error the model reads; ``cancelled`` when the turn's cancel ended it).
+        """
+        spec = self._offered.get(call.name)
+        if spec is None:
+            return None
+        if not approval_required(self.snapshot.servers.mcp_servers.get(spec.server), spec.name):
+            return None
+        try:
+            arguments = orjson.loads(call.arguments or "{}")
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(arguments, dict):
+            return None
+        timeout = self.snapshot.config.mcp.approval.timeout
+        ids = {
+            "conversation_id": turn.conversation_id,
+            "turn_id": turn.turn_id,
+            "call_id": call.id,
+        }
+        verdict: ApprovalVerdict = "cancelled"  # a turn cancelled already asks nobody
+        if not turn.cancelled:
+            # No await between the check and open(): a cancel handled after the check
+            # finds this call waiting and ends its wait.
+            try:
+                decided = self._approvals.open(turn.conversation_id, turn.turn_id, call.id)
+            except DuplicateCallId as exc:
+                return _refused(f"{exc}; call the tool again with a distinct id.")
+            verdict = await self._wait_for_approval(spec, arguments, timeout, ids, decided)
+        if verdict == "approve":
+            return spec
+        model_text, card_text = refusal(verdict, spec.server, spec.name, timeout)
+        show = self.snapshot.config.chat.service.tool_notifications.show_args
+        await self.publish(
+            ToolExecutionEvent(
+                **ids,
+                server=spec.server,
+                tool_name=spec.name,
+                status="failed",
+                arguments=arguments if show else None,
+                error_message=card_text,
+            )
+        )
+        return ToolOutcome(
+            is_error=True, text=model_text, preview=card_text, cancelled=verdict == "cancelled"
+        )
+
+    async def _wait_for_approval(
+        self,
+        spec: ToolSpec,
+        arguments: dict[str, Any],
+        timeout: float,
+        ids: dict[str, str],
+        decided: asyncio.Future[ApprovalVerdict],
+    ) -> ApprovalVerdict:
+        """Publish the request, wait for the decision, always publish that it closed."""
+        where = {**ids, "server": spec.server, "tool": spec.name}
+        self.log.info("tools.approval_requested", **where, timeout=timeout)
+        started = time.perf_counter()
+        verdict: ApprovalVerdict = "cancelled"
+        try:
+            await self.publish(
+                ToolApprovalRequested(
+                    **ids,
+                    server=spec.server,
+                    tool_name=spec.name,
+                    arguments=arguments,
+                    timeout=timeout,
+                )
+            )
+            try:
+                async with asyncio.timeout(timeout):
+                    verdict = await decided
+            except TimeoutError:
+                verdict = "timeout"
+            return verdict
+        finally:
+            self._approvals.close(ids["conversation_id"], ids["call_id"])
+            decision, reason = closing(verdict)
+            # Never the arguments: they may hold secrets.
+            self.log.info(
+                "tools.approval",
+                **where,
+                decision=decision,
+                reason=reason,
+                waited_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+            closed = ToolApprovalClosed(**ids, decision=decision, reason=reason)
+            # Offered, not awaited: this may run while the turn is being cancelled.
+            for subscriber in self.bus.subscribers(ToolApprovalClosed):
+                try:
+                    self.bus.offer(subscriber, closed, sender=self.name)
+                except BusError:
+                    self.log.warning("tools.approval_closed_dropped", to=subscriber)
+
+    def _log_approval_policy(self, previous: ConfigSnapshot | None) -> None:
+        """Log each server whose ``require_approval`` changed (at start: each gated one)."""
+        old = previous.servers if previous is not None else None
+        for server, setting in approval_policy_changes(old, self.snapshot.servers).items():
+            self.log.info("tools.approval_policy", server=server, require_approval=setting)
+        self._check_approval_lists()
+
+    def _check_approval_lists(self) -> None:
+        """Warn (once per change) about ``require_approval`` names a ready server lacks."""
+        entries = self.snapshot.servers.mcp_servers
+        for server in set(self._approval_warned) - set(self._server_tools):
+            del self._approval_warned[server]
+        for server, tools in self._server_tools.items():
+            unknown = unknown_gated_tools(entries.get(server), (t.name for t in tools))
+            names = tuple(u.tool for u in unknown)
+            if names and self._approval_warned.get(server) != names:
+                for item in unknown:
+                    self.log.warning(
+                        "tools.approval_unknown_tool",
+                        server=server,
+                        tool=item.tool,
+                        did_you_mean=item.suggestion,
+                        reason="its require_approval list names a tool the server does not "
+                        "offer: that name gates nothing",
+                    )
+            if names:
+                self._approval_warned[server] = names
+            else:
+                self._approval_warned.pop(server, None)
 
     async def _finish_row(
         self,
