@@ -10,9 +10,12 @@ A turn never crashes the actor: whatever goes wrong in it ends that turn with a
 TurnFinished(``finish_reason="error"``) the client sees, and is logged; the other turns and
 the actor carry on (a crash in one conversation must not take down another).
 
-The tool loop's seam is here: the model may ask for tools; :meth:`_run_tools` answers each
-call (today with an error result, as no tool server exists yet) and the loop goes on, at
-most ``chat.service.max_tool_hops`` times.
+The tool loop: the model may ask for tools; :meth:`_run_tools` sends each call to its
+server's ToolActor (in parallel, bounded by ``maxParallelCalls``), stores every outcome as
+a tool message whose status says how it ended, and the loop goes on, at most
+``chat.service.max_tool_hops`` times. A cancel stops the turn's running calls at once
+(CancelToolCalls to each server the turn used); a conversation deleted meanwhile ends the
+turn as cancelled with nothing left to store.
 
 MCP prompts and resources: a StartTurn with a ``prompt`` is checked against the prompts
 the servers published (unknown prompt, missing or unknown arguments: INVALID_MESSAGE
@@ -61,6 +64,7 @@ from bus.errors import (
     InvalidMessage,
     RequestError,
     RequestFailed,
+    SessionNotFound,
     TurnInProgress,
 )
 from bus.messages import (
@@ -189,6 +193,12 @@ def _outcome_status(outcome: ToolOutcome) -> MessageStatus:
     if outcome.cancelled:
         return "cancelled"
     return "error" if outcome.is_error else "complete"
+
+
+def _conversation_gone(exc: Exception) -> bool:
+    """The exception says the turn's conversation (or its row) no longer exists."""
+    cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
+    return isinstance(cause, SessionNotFound)
 
 
 def _add_usage(total: Usage, more: Usage) -> Usage:
@@ -402,11 +412,21 @@ class OrchestratorActor(Actor):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.log.exception(
-                "turn.crashed", turn_id=turn.turn_id, conversation_id=turn.conversation_id
-            )
-            error = exc if isinstance(exc, ChatError) else InternalError(str(exc))
-            finished = self._finished(turn, "", None, Usage(), None, "error", error)
+            if turn.cancelled and _conversation_gone(exc):
+                # Deleted while its turn was stopping (delete_session cancels the turn
+                # first): there is nothing left to store the partial answer in.
+                self.log.info(
+                    "turn.conversation_deleted",
+                    turn_id=turn.turn_id,
+                    conversation_id=turn.conversation_id,
+                )
+                finished = self._finished(turn, "", None, Usage(), None, "cancelled")
+            else:
+                self.log.exception(
+                    "turn.crashed", turn_id=turn.turn_id, conversation_id=turn.conversation_id
+                )
+                error = exc if isinstance(exc, ChatError) else InternalError(str(exc))
+                finished = self._finished(turn, "", None, Usage(), None, "error", error)
         finally:
             if self._turns.get(turn.conversation_id) is turn:
                 del self._turns[turn.conversation_id]

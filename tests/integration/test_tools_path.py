@@ -545,3 +545,32 @@ async def test_failed_and_refused_tool_results_are_stored_as_errors(chat, llm) -
     messages = (await reloaded.expect("session_info"))["messages"]
     status = {m["tool_call_id"]: m["status"] for m in messages if m["role"] == "tool"}
     assert status == {"bad": "error", "missing": "error", "good": "complete"}
+
+
+async def test_deleting_the_conversation_during_a_tool_call_stops_its_turn_cleanly(
+    chat, llm
+) -> None:
+    """delete_session while the turn waits for a tool: the turn is stopped (the call is
+    cancelled) and ends as cancelled, not as a crash, though nothing is left to store it
+    in; the client moves to a fresh conversation that works."""
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    info = await client.expect("session_info")
+    target = info["conversation_id"]
+    llm.script(Reply.tool_calls([ToolCall("demo__sleep_forever", "{}", id="forever")]))
+    await client.send({"type": "user_message", "message": "sleep"})
+    await client.expect("tool_execution")
+    await client.send({"type": "delete_session", "conversation_id": target})
+    assert (await client.expect("session_deleted"))["conversation_id"] == target
+    fresh = await client.expect("session_info")
+    assert fresh["conversation_id"] != target
+    finished = await platform.process.wait_for(
+        "turn.finished", lambda e: e["conversation_id"] == target
+    )
+    assert finished["finish_reason"] == "cancelled"
+    assert not platform.process.find("turn.crashed")
+    assert platform.process.find("turn.conversation_deleted")
+
+    llm.script(Reply.text("Still here."))
+    frames = await client.turn("hello")
+    assert frames[-1]["message"] == "Still here."
