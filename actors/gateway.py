@@ -25,6 +25,12 @@ any connection, timed out, cancelled) every connection of the conversation gets
 cancel's) reply, else from the ToolActor's ``ElicitationClosed``; whichever comes first
 sends it, once.
 
+Tool approval: the orchestrator's ``ToolApprovalRequested`` is routed the same way (its
+``tool_approval_request`` to that conversation's connections, again to one that attaches
+while the call waits), and a ``tool_approval_response`` is accepted only from a connection
+on that conversation; the orchestrator owns the wait and has the last word (a decision on
+a call that stopped waiting meanwhile is refused there).
+
 Ordering: the bus delivers a turn's AssistantDelta events before its TurnFinished (the
 LLMActor publishes every delta before it answers), this actor handles them in order and
 appends to each outbox in order, so a turn's deltas always precede its
@@ -49,6 +55,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from actors.approval import not_waiting
 from actors.protocol import (
     AssistantDeltaFrame,
     AssistantMessageFrame,
@@ -75,6 +82,7 @@ from actors.protocol import (
     SessionSavedFrame,
     SessionsFrame,
     ThinkingDeltaFrame,
+    ToolApprovalRequestFrame,
     ToolApprovalResponseFrame,
     ToolExecutionFrame,
     ToolInfo,
@@ -90,6 +98,7 @@ from bus.actor import Actor
 from bus.errors import ChatError, InvalidMessage, RequestError, RequestFailed
 from bus.messages import (
     AnswerElicitation,
+    AnswerToolApproval,
     AssistantDelta,
     CancelTurn,
     ConfigChanged,
@@ -107,6 +116,8 @@ from bus.messages import (
     SessionSummary,
     StartTurn,
     StoredMessage,
+    ToolApprovalClosed,
+    ToolApprovalRequested,
     ToolExecutionEvent,
     ToolProgress,
     TurnFinished,
@@ -273,6 +284,8 @@ class GatewayActor(Actor):
         ToolProgress,
         ElicitationRequested,
         ElicitationClosed,
+        ToolApprovalRequested,
+        ToolApprovalClosed,
     )
 
     def __init__(self, health: HealthSource) -> None:
@@ -292,6 +305,9 @@ class GatewayActor(Actor):
         """The bundled page, read once at start (``None`` when ``chat.web.enabled`` is off)."""
         self._questions: dict[str, ElicitationRequested] = {}
         """Elicitations waiting for an answer, by request id."""
+        self._approvals: dict[tuple[str, str], ToolApprovalRequested] = {}
+        """Tool calls waiting for approval, by conversation id and call id (call ids are
+        the model's, unique only within a turn)."""
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -393,6 +409,13 @@ class GatewayActor(Actor):
                     conn.send_frame(question)
             case ElicitationClosed(request_id=request_id, action=action, reason=reason):
                 self._close_question(request_id, action, _closed_reason(reason, action))
+            case ToolApprovalRequested(conversation_id=cid, call_id=call_id):
+                self._approvals[(cid, call_id)] = message
+                approval = _approval_frame(message)
+                for conn in self._by_conversation.get(cid, ()):
+                    conn.send_frame(approval)
+            case ToolApprovalClosed(conversation_id=cid, call_id=call_id):
+                self._approvals.pop((cid, call_id), None)
         return None
 
     def _turn_finished(self, message: TurnFinished) -> None:
@@ -606,6 +629,7 @@ class GatewayActor(Actor):
         self._attach(conn, state.conversation_id)
         conn.send_frame(self._session_info(state))
         self._send_waiting_questions(conn)
+        self._send_waiting_approvals(conn)
 
     async def _request_state(self, conversation_id: str | None) -> ConversationState:
         limit = self.snapshot.config.chat.storage.persistence.retention.max_messages
@@ -694,7 +718,10 @@ class GatewayActor(Actor):
         try:
             await self._dispatch(conn, frame)
         except (RequestError, ChatError) as exc:
-            conn.send_frame(_error_frame(exc, request_id))
+            error = _error_frame(exc, request_id)
+            if isinstance(frame, ToolApprovalResponseFrame):
+                error = error.model_copy(update={"call_id": frame.call_id})
+            conn.send_frame(error)
             if not isinstance(exc, RequestFailed | ChatError):
                 self.log.warning(
                     "gateway.request_failed",
@@ -736,12 +763,13 @@ class GatewayActor(Actor):
                 self._attach(conn, loaded.conversation_id)
                 conn.send_frame(self._session_info(loaded))
                 self._send_waiting_questions(conn)
+                self._send_waiting_approvals(conn)
             case DeleteSessionFrame(conversation_id=target):
                 await self._delete(conn, target)
             case ElicitationResponseFrame():
                 await self._elicitation_response(conn, conversation_id, frame)
-            case ToolApprovalResponseFrame(call_id=pending):
-                raise _invalid(f"no tool call {pending!r} is waiting for approval")
+            case ToolApprovalResponseFrame():
+                await self._approval_response(conversation_id, frame)
 
     async def _user_message(
         self, conn: _Connection, conversation_id: str, frame: UserMessageFrame
@@ -840,6 +868,24 @@ class GatewayActor(Actor):
                 )
             )
 
+    def _send_waiting_approvals(self, conn: _Connection) -> None:
+        """A connection that (re)attaches while calls of its conversation wait for approval
+        gets their requests (after its ``session_info``)."""
+        for (cid, _), approval in self._approvals.items():
+            if cid == conn.conversation_id:
+                conn.send_frame(_approval_frame(approval))
+
+    async def _approval_response(
+        self, conversation_id: str, frame: ToolApprovalResponseFrame
+    ) -> None:
+        if (conversation_id, frame.call_id) not in self._approvals:
+            raise not_waiting(frame.call_id)  # another conversation's: as if unknown
+        await self.request(
+            AnswerToolApproval(
+                conversation_id=conversation_id, call_id=frame.call_id, decision=frame.decision
+            )
+        )
+
     async def _cancel_questions(self, conversation_id: str) -> None:
         for question in list(self._questions.values()):
             if question.conversation_id != conversation_id:
@@ -897,6 +943,17 @@ def _question_frame(question: ElicitationRequested) -> ElicitationRequestFrame:
         requested_schema=question.requested_schema,
         turn_id=question.turn_id,
         timeout=question.timeout,
+    )
+
+
+def _approval_frame(approval: ToolApprovalRequested) -> ToolApprovalRequestFrame:
+    return ToolApprovalRequestFrame(
+        turn_id=approval.turn_id,
+        call_id=approval.call_id,
+        server=approval.server,
+        tool_name=approval.tool_name,
+        arguments=approval.arguments,
+        timeout=approval.timeout,
     )
 
 

@@ -79,7 +79,7 @@ import orjson
 from pydantic import BaseModel
 
 from actors.completion import CompletionAccumulator, MalformedChunk, ProviderStreamError
-from actors.sse import SSEDecoder
+from actors.sse import LineSplitter, SSEDecoder
 from bus.actor import Actor, Reply
 from bus.errors import ChatError, InternalError, LLMNotConfigured, LLMUnavailable, RateLimited
 from bus.messages import (
@@ -411,6 +411,11 @@ def _request_body(
     is kept and gets ``include_usage`` added.
     """
     body = {k: v for k, v in provider.passthrough().items() if k not in CONSUMED_PROVIDER_KEYS}
+    for key, value in request.parameters.items():
+        limit = body.get(key)
+        if key == "max_tokens" and isinstance(limit, int) and isinstance(value, int):
+            value = min(value, limit)  # the operator's cap on spending wins
+        body[key] = value
     body["model"] = provider.model
     body["messages"] = request.messages
     body["stream"] = streaming
@@ -960,7 +965,13 @@ class LLMActor(Actor):
     async def _read_stream(
         self, completion: _Completion, response: httpx.Response, *, publish: bool
     ) -> None:
-        """Read an SSE answer to its end, publishing each delta as it arrives.
+        """Read an SSE answer to its end, publishing deltas as they arrive.
+
+        One network read at a time: its events are fed to the accumulator in order, then
+        their text is published as one delta per run of the same kind (events that
+        arrived together reach the client together anyway; one bus message and one
+        gateway step per read instead of per event is what keeps the relay near the
+        direct rate, ``benchmarks/chat_path.py``). Nothing waits for more data.
 
         Raises:
             MalformedChunk: An event is not JSON or not a chunk.
@@ -968,64 +979,95 @@ class LLMActor(Actor):
             httpx.HTTPError: The connection failed or stalled.
         """
         decoder = SSEDecoder()
+        splitter = LineSplitter()
         accumulator = completion.accumulator
-        lines = response.aiter_lines()
+        reads = response.aiter_bytes()
+        pieces: list[tuple[Literal["thinking", "content"], str]] = []
         done = False
-        async for line in lines:
-            event = decoder.feed(line)
-            if event is None:
-                continue
-            if event.data == "[DONE]":
-                done = True
-                break
-            await self._take_chunk(completion, accumulator, event.data, publish)
-        else:
-            event = decoder.flush()  # a last event not followed by a blank line
-            if event is not None and event.data != "[DONE]":
-                await self._take_chunk(completion, accumulator, event.data, publish)
+        try:
+            async for data in reads:
+                for line in splitter.feed(data):
+                    event = decoder.feed(line)
+                    if event is None:
+                        continue
+                    if event.data == "[DONE]":
+                        done = True
+                        break
+                    self._take_chunk(accumulator, event.data, pieces)
+                if pieces and publish:
+                    await self._publish_pieces(completion, pieces)
+                if done:
+                    break
+            else:
+                for line in splitter.flush():
+                    event = decoder.feed(line)
+                    if event is not None and event.data != "[DONE]":
+                        self._take_chunk(accumulator, event.data, pieces)
+                event = decoder.flush()  # a last event not followed by a blank line
+                if event is not None and event.data != "[DONE]":
+                    self._take_chunk(accumulator, event.data, pieces)
+        finally:
+            # What arrived before a malformed event or a broken connection was shown.
+            if pieces and publish:
+                await self._publish_pieces(completion, pieces)
         if done:
             # Read the body's end too, so HTTP/1.1 keeps the connection for the next request.
             try:
                 async with asyncio.timeout(_DRAIN_AFTER_DONE):
-                    async for _ in lines:
+                    async for _ in reads:
                         pass
             except (TimeoutError, httpx.HTTPError):
                 pass  # the answer is complete; this connection is just not reused
 
-    async def _take_chunk(
-        self, completion: _Completion, accumulator: CompletionAccumulator, data: str, publish: bool
+    @staticmethod
+    def _take_chunk(
+        accumulator: CompletionAccumulator,
+        data: str,
+        pieces: list[tuple[Literal["thinking", "content"], str]],
     ) -> None:
-        """Feed one event's JSON to the accumulator and publish its deltas (the hot path)."""
+        """Feed one event's JSON to the accumulator; its text joins ``pieces`` (the hot
+        path). Reasoning first: a chunk carrying both has thought before it answered."""
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise MalformedChunk(f"an event is not valid JSON ({exc}): {data[:80]!r}") from exc
         content, thinking = accumulator.feed(chunk)
-        if publish and (content or thinking):
-            request = completion.request
-            first = completion.first_delta_at is None
-            if first:
-                completion.first_delta_at = time.perf_counter()
-            # Reasoning first: a chunk carrying both has thought before it answered.
-            parts: tuple[tuple[Literal["thinking", "content"], str], ...] = (
-                ("thinking", thinking),
-                ("content", content),
+        if thinking:
+            if pieces and pieces[-1][0] == "thinking":
+                pieces[-1] = ("thinking", pieces[-1][1] + thinking)
+            else:
+                pieces.append(("thinking", thinking))
+        if content:
+            if pieces and pieces[-1][0] == "content":
+                pieces[-1] = ("content", pieces[-1][1] + content)
+            else:
+                pieces.append(("content", content))
+
+    async def _publish_pieces(
+        self,
+        completion: _Completion,
+        pieces: list[tuple[Literal["thinking", "content"], str]],
+    ) -> None:
+        """Publish (and clear) the text read so far, in order, one delta per piece."""
+        request = completion.request
+        first = completion.first_delta_at is None
+        if first:
+            completion.first_delta_at = time.perf_counter()
+        batch = pieces.copy()
+        pieces.clear()
+        for kind, text in batch:
+            await self.publish(
+                AssistantDelta.model_construct(
+                    conversation_id=request.conversation_id,
+                    turn_id=request.turn_id,
+                    kind=kind,
+                    text=text,
+                )
             )
-            for kind, text in parts:
-                if text:
-                    await self.publish(
-                        AssistantDelta.model_construct(
-                            conversation_id=request.conversation_id,
-                            turn_id=request.turn_id,
-                            kind=kind,
-                            text=text,
-                        )
-                    )
-                    completion.published_chars += len(text)
-            if first:
-                # Let the gateway send the first delta now, not after this task has
-                # parsed the rest of what one network read brought (~0.4 ms of TTFT).
-                await asyncio.sleep(0)
+            completion.published_chars += len(text)
+        if first:
+            # Let the gateway send the first delta now, before this task reads on.
+            await asyncio.sleep(0)
 
     async def _read_json(
         self, completion: _Completion, response: httpx.Response, *, publish: bool

@@ -10,9 +10,12 @@ A turn never crashes the actor: whatever goes wrong in it ends that turn with a
 TurnFinished(``finish_reason="error"``) the client sees, and is logged; the other turns and
 the actor carry on (a crash in one conversation must not take down another).
 
-The tool loop's seam is here: the model may ask for tools; :meth:`_run_tools` answers each
-call (today with an error result, as no tool server exists yet) and the loop goes on, at
-most ``chat.service.max_tool_hops`` times.
+The tool loop: the model may ask for tools; :meth:`_run_tools` sends each call to its
+server's ToolActor (in parallel, bounded by ``maxParallelCalls``), stores every outcome as
+a tool message whose status says how it ended, and the loop goes on, at most
+``chat.service.max_tool_hops`` times. A cancel stops the turn's running calls at once
+(CancelToolCalls to each server the turn used); a conversation deleted meanwhile ends the
+turn as cancelled with nothing left to store.
 
 MCP prompts and resources: a StartTurn with a ``prompt`` is checked against the prompts
 the servers published (unknown prompt, missing or unknown arguments: INVALID_MESSAGE
@@ -21,6 +24,12 @@ server and stores them before the user's text, so they are history like any othe
 message. The resource catalogue of every ready server is rendered once per change
 (``actors/catalogue.py``) and appended to the system prompt when
 ``chat.service.resources.in_system_prompt`` is on.
+
+Tool approval: a call of a tool whose server's entry sets ``require_approval`` first waits
+for the user (``tool_approval_request`` to that conversation's clients) outside the
+parallel-call bound, so one waiting call never holds back the others; a deny, no answer
+within ``mcp.approval.timeout`` or a cancel refuses it without running it
+(``actors/approval.py`` owns the rules and the waiting calls).
 """
 
 from __future__ import annotations
@@ -29,28 +38,42 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
 from pydantic import BaseModel
 
+from actors.approval import (
+    ApprovalVerdict,
+    DuplicateCallId,
+    PendingApprovals,
+    approval_policy_changes,
+    approval_required,
+    closing,
+    refusal,
+    unknown_gated_tools,
+)
 from actors.catalogue import check_prompt_arguments, render_catalogue
 from actors.tool_schemas import tool_actor_name, truncate_for_model, unique_model_names
 from bus.actor import Actor, Reply
 from bus.errors import (
+    BusError,
     ChatError,
     InternalError,
     InvalidMessage,
     RequestError,
     RequestFailed,
+    SessionNotFound,
     TurnInProgress,
 )
 from bus.messages import (
+    AnswerToolApproval,
     AppendMessage,
     AppendMessages,
     CallTool,
     CancelCompletion,
+    CancelToolCalls,
     CancelTurn,
     CompletionRequest,
     CompletionResult,
@@ -67,6 +90,8 @@ from bus.messages import (
     ServerStateChanged,
     StartTurn,
     StoredMessage,
+    ToolApprovalClosed,
+    ToolApprovalRequested,
     ToolCall,
     ToolExecutionEvent,
     ToolOutcome,
@@ -95,6 +120,8 @@ class _Turn:
     request_id: str | None
     cancelled: bool = False
     task: asyncio.Task[None] | None = None
+    tool_servers: set[str] = field(default_factory=set)
+    """The servers this turn has sent calls to (a cancel stops its calls there)."""
 
 
 def history_to_openai(
@@ -147,6 +174,33 @@ def history_to_openai(
     return out
 
 
+def _refused(reason: str) -> ToolOutcome:
+    """A call the platform refused before any server saw it (the model reads why)."""
+    return ToolOutcome(is_error=True, text=f"Error: {reason}", preview=reason[:160])
+
+
+_CANCELLED_BEFORE_CALL = ToolOutcome(
+    is_error=True,
+    text="Error: the call was not made: the user stopped the turn.",
+    preview="cancelled: the user stopped the turn",
+    cancelled=True,
+)
+
+
+def _outcome_status(outcome: ToolOutcome) -> MessageStatus:
+    """A tool message's stored status: ``cancelled``, ``error`` (the tool failed, the
+    platform refused the call) or ``complete``."""
+    if outcome.cancelled:
+        return "cancelled"
+    return "error" if outcome.is_error else "complete"
+
+
+def _conversation_gone(exc: Exception) -> bool:
+    """The exception says the turn's conversation (or its row) no longer exists."""
+    cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
+    return isinstance(cause, SessionNotFound)
+
+
 def _add_usage(total: Usage, more: Usage) -> Usage:
     cost = None
     if total.cost is not None or more.cost is not None:
@@ -168,6 +222,7 @@ class OrchestratorActor(Actor):
         CancelTurn,
         ConfigChanged,
         ServerStateChanged,
+        AnswerToolApproval,
     )
 
     def __init__(self) -> None:
@@ -187,6 +242,10 @@ class OrchestratorActor(Actor):
         """The resources and templates of each ready MCP server."""
         self._system_prompt = ""
         """The system prompt with the resource catalogue, rebuilt when either changes."""
+        self._approvals = PendingApprovals()
+        """Tool calls waiting for the user's approval (``actors/approval.py``)."""
+        self._approval_warned: dict[str, tuple[str, ...]] = {}
+        """Per server, the unknown names of its ``require_approval`` list last warned about."""
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -196,6 +255,7 @@ class OrchestratorActor(Actor):
     async def on_start(self) -> None:
         self._snapshot = await self.request(GetConfig())
         self._rebuild_system_prompt()
+        self._log_approval_policy(None)
 
     async def on_stop(self) -> None:
         turns = list(self._turns.values())
@@ -218,8 +278,11 @@ class OrchestratorActor(Actor):
                 await self._cancel(turn)
                 return True
             case ConfigChanged(snapshot=snapshot):
-                self._snapshot = snapshot
+                previous, self._snapshot = self._snapshot, snapshot
                 self._rebuild_system_prompt()
+                self._log_approval_policy(previous)
+            case AnswerToolApproval():
+                self._approvals.answer(message.conversation_id, message.call_id, message.decision)
             case ServerStateChanged(server=server, tools=tools):
                 if tools:
                     self._server_tools[server] = tools
@@ -241,6 +304,7 @@ class OrchestratorActor(Actor):
                         s for specs in self._server_tools.values() for s in specs
                     )
                 }
+                self._check_approval_lists()
         return None
 
     # -- starting and cancelling -----------------------------------------------------------
@@ -300,6 +364,7 @@ class OrchestratorActor(Actor):
         if turn.cancelled:
             return
         turn.cancelled = True
+        self._approvals.cancel_turn(turn.turn_id)  # a call waiting for approval: not run
         self.log.info(
             "turn.cancel_requested", turn_id=turn.turn_id, conversation_id=turn.conversation_id
         )
@@ -307,6 +372,14 @@ class OrchestratorActor(Actor):
             await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
         except RequestError:  # pragma: no cover - only while the LLM actor restarts
             self.log.warning("turn.cancel_undelivered", turn_id=turn.turn_id)
+        # Running tool calls stop too (DESIGN §4): each is answered "cancelled" at once.
+        # A call sent after this cannot exist: _run_tool checks ``cancelled`` right
+        # before its CallTool reaches the mailbox, which this message then follows.
+        for server in sorted(turn.tool_servers):
+            try:
+                await self.send(tool_actor_name(server), CancelToolCalls(turn_id=turn.turn_id))
+            except RequestError:  # the server was removed: its calls already failed
+                self.log.info("turn.cancel_undelivered", turn_id=turn.turn_id, server=server)
 
     # -- the turn --------------------------------------------------------------------------
 
@@ -339,11 +412,21 @@ class OrchestratorActor(Actor):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.log.exception(
-                "turn.crashed", turn_id=turn.turn_id, conversation_id=turn.conversation_id
-            )
-            error = exc if isinstance(exc, ChatError) else InternalError(str(exc))
-            finished = self._finished(turn, "", None, Usage(), None, "error", error)
+            if turn.cancelled and _conversation_gone(exc):
+                # Deleted while its turn was stopping (delete_session cancels the turn
+                # first): there is nothing left to store the partial answer in.
+                self.log.info(
+                    "turn.conversation_deleted",
+                    turn_id=turn.turn_id,
+                    conversation_id=turn.conversation_id,
+                )
+                finished = self._finished(turn, "", None, Usage(), None, "cancelled")
+            else:
+                self.log.exception(
+                    "turn.crashed", turn_id=turn.turn_id, conversation_id=turn.conversation_id
+                )
+                error = exc if isinstance(exc, ChatError) else InternalError(str(exc))
+                finished = self._finished(turn, "", None, Usage(), None, "error", error)
         finally:
             if self._turns.get(turn.conversation_id) is turn:
                 del self._turns[turn.conversation_id]
@@ -545,9 +628,12 @@ class OrchestratorActor(Actor):
                     AppendMessage(
                         conversation_id=turn.conversation_id,
                         role="tool",
-                        content=output,
+                        content=output.text,
                         tool_call_id=call.id,
                         name=call.name,
+                        # The outcome, for a history that shows it (the model reads the
+                        # text, which says it either way).
+                        status=_outcome_status(output),
                         turn_id=turn.turn_id,
                     )
                 )
@@ -556,7 +642,7 @@ class OrchestratorActor(Actor):
                     {
                         "role": "tool",
                         "tool_call_id": call.id,
-                        "content": truncate_for_model(output, limit),
+                        "content": truncate_for_model(output.text, limit),
                     }
                 )
             if turn.cancelled:
@@ -620,28 +706,37 @@ class OrchestratorActor(Actor):
         """The tools of every ready MCP server, in the OpenAI ``tools`` format."""
         return [spec.openai_tool() for spec in self._offered.values()]
 
-    async def _run_tools(self, turn: _Turn, calls: tuple[ToolCall, ...]) -> list[str]:
+    async def _run_tools(self, turn: _Turn, calls: tuple[ToolCall, ...]) -> list[ToolOutcome]:
         """Run one step's calls in parallel (at most ``settings.maxParallelCalls`` of
-        ``servers_config.json`` at once); each result is the whole text, failures
+        ``servers_config.json`` at once); each outcome's text is the whole result, failures
         included (it is stored whole; the model reads it cut to ``maxResultChars``)."""
         limit = asyncio.Semaphore(self.snapshot.servers.settings.max_parallel_calls)
 
-        async def bounded(call: ToolCall) -> str:
+        async def bounded(call: ToolCall) -> ToolOutcome:
+            # Approval is asked before a slot is taken: a call waiting for the user must
+            # not hold back the other calls (nor their approval requests).
+            approved = await self._approve(turn, call)
+            if isinstance(approved, ToolOutcome):
+                return approved
             async with limit:
-                return await self._run_tool(turn, call)
+                return await self._run_tool(turn, call, approved)
 
         return list(await asyncio.gather(*(bounded(call) for call in calls)))
 
-    async def _run_tool(self, turn: _Turn, call: ToolCall) -> str:
-        spec = self._offered.get(call.name)
+    async def _run_tool(
+        self, turn: _Turn, call: ToolCall, approved: ToolSpec | None = None
+    ) -> ToolOutcome:
+        spec = approved or self._offered.get(call.name)
         if spec is None:
-            return f"Error: no tool named {call.name!r} is available; answer without it."
+            return _refused(f"no tool named {call.name!r} is available; answer without it.")
         try:
             arguments = orjson.loads(call.arguments or "{}")
         except orjson.JSONDecodeError as exc:
-            return f"Error: the arguments are not valid JSON ({exc}); call the tool again."
+            return _refused(f"the arguments are not valid JSON ({exc}); call the tool again.")
         if not isinstance(arguments, dict):
-            return "Error: the arguments must be a JSON object; call the tool again."
+            return _refused("the arguments must be a JSON object; call the tool again.")
+        if turn.cancelled:
+            return _CANCELLED_BEFORE_CALL
         notes = self.snapshot.config.chat.service.tool_notifications
         event: dict[str, Any] = {
             "conversation_id": turn.conversation_id,
@@ -663,6 +758,32 @@ class OrchestratorActor(Actor):
                 arguments=arguments if notes.show_args else None,
             )
         )
+        if turn.cancelled:  # while 'started' was published
+            outcome = _CANCELLED_BEFORE_CALL
+        else:
+            outcome = await self._call_tool(turn, spec, call, arguments)
+        await self.publish(
+            ToolExecutionEvent(
+                **event,
+                status="failed" if outcome.is_error else "completed",
+                notification=notification,
+                result_preview=None if outcome.is_error else outcome.preview,
+                error_message=outcome.preview if outcome.is_error else None,
+                images=outcome.images or None,
+            )
+        )
+        return outcome
+
+    async def _call_tool(
+        self, turn: _Turn, spec: ToolSpec, call: ToolCall, arguments: dict[str, Any]
+    ) -> ToolOutcome:
+        """CallTool to the server's ToolActor; a failure to deliver is an error outcome.
+
+        No await between the caller's ``turn.cancelled`` check and the request reaching
+        the ToolActor's mailbox, so a cancel after the check finds the call there (its
+        CancelToolCalls is queued behind it).
+        """
+        turn.tool_servers.add(spec.server)
         try:
             outcome: ToolOutcome = await self.request(
                 CallTool(
@@ -679,17 +800,145 @@ class OrchestratorActor(Actor):
             cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
             text = f"the MCP server {spec.server!r} could not run the tool: {cause}"
             outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
+        return outcome
+
+    # -- tool approval (actors/approval.py) -------------------------------------------------
+
+    async def _approve(self, turn: _Turn, call: ToolCall) -> ToolSpec | ToolOutcome | None:
+        """Ask the conversation's clients about a call whose server requires approval.
+
+        Nothing is asked (``None``) when the call needs no approval, or cannot run anyway
+        (an unknown tool, bad arguments: :meth:`_run_tool` tells the model why). Frames: a
+        ``tool_approval_request`` while it waits (no ``tool_execution`` yet), then
+        ``started`` if approved, else one ``failed`` saying why: either way the call's
+        next ``tool_execution`` frame tells every tab that the wait is over.
+
+        Returns:
+            The spec approved (the call runs with it, whatever the model's list became
+            meanwhile), ``None`` (no approval needed), or the outcome of a refused call
+            (an error the model reads; ``cancelled`` when the turn's cancel ended it).
+        """
+        spec = self._offered.get(call.name)
+        if spec is None:
+            return None
+        if not approval_required(self.snapshot.servers.mcp_servers.get(spec.server), spec.name):
+            return None
+        try:
+            arguments = orjson.loads(call.arguments or "{}")
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(arguments, dict):
+            return None
+        timeout = self.snapshot.config.mcp.approval.timeout
+        ids = {
+            "conversation_id": turn.conversation_id,
+            "turn_id": turn.turn_id,
+            "call_id": call.id,
+        }
+        verdict: ApprovalVerdict = "cancelled"  # a turn cancelled already asks nobody
+        if not turn.cancelled:
+            # No await between the check and open(): a cancel handled after the check
+            # finds this call waiting and ends its wait.
+            try:
+                decided = self._approvals.open(turn.conversation_id, turn.turn_id, call.id)
+            except DuplicateCallId as exc:
+                return _refused(f"{exc}; call the tool again with a distinct id.")
+            verdict = await self._wait_for_approval(spec, arguments, timeout, ids, decided)
+        if verdict == "approve":
+            return spec
+        model_text, card_text = refusal(verdict, spec.server, spec.name, timeout)
+        show = self.snapshot.config.chat.service.tool_notifications.show_args
         await self.publish(
             ToolExecutionEvent(
-                **event,
-                status="failed" if outcome.is_error else "completed",
-                notification=notification,
-                result_preview=None if outcome.is_error else outcome.preview,
-                error_message=outcome.preview if outcome.is_error else None,
-                images=outcome.images or None,
+                **ids,
+                server=spec.server,
+                tool_name=spec.name,
+                status="failed",
+                arguments=arguments if show else None,
+                error_message=card_text,
             )
         )
-        return outcome.text
+        return ToolOutcome(
+            is_error=True, text=model_text, preview=card_text, cancelled=verdict == "cancelled"
+        )
+
+    async def _wait_for_approval(
+        self,
+        spec: ToolSpec,
+        arguments: dict[str, Any],
+        timeout: float,
+        ids: dict[str, str],
+        decided: asyncio.Future[ApprovalVerdict],
+    ) -> ApprovalVerdict:
+        """Publish the request, wait for the decision, always publish that it closed."""
+        where = {**ids, "server": spec.server, "tool": spec.name}
+        self.log.info("tools.approval_requested", **where, timeout=timeout)
+        started = time.perf_counter()
+        verdict: ApprovalVerdict = "cancelled"
+        try:
+            await self.publish(
+                ToolApprovalRequested(
+                    **ids,
+                    server=spec.server,
+                    tool_name=spec.name,
+                    arguments=arguments,
+                    timeout=timeout,
+                )
+            )
+            try:
+                async with asyncio.timeout(timeout):
+                    verdict = await decided
+            except TimeoutError:
+                verdict = "timeout"
+            return verdict
+        finally:
+            self._approvals.close(ids["conversation_id"], ids["call_id"])
+            decision, reason = closing(verdict)
+            # Never the arguments: they may hold secrets.
+            self.log.info(
+                "tools.approval",
+                **where,
+                decision=decision,
+                reason=reason,
+                waited_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+            closed = ToolApprovalClosed(**ids, decision=decision, reason=reason)
+            # Offered, not awaited: this may run while the turn is being cancelled.
+            for subscriber in self.bus.subscribers(ToolApprovalClosed):
+                try:
+                    self.bus.offer(subscriber, closed, sender=self.name)
+                except BusError:
+                    self.log.warning("tools.approval_closed_dropped", to=subscriber)
+
+    def _log_approval_policy(self, previous: ConfigSnapshot | None) -> None:
+        """Log each server whose ``require_approval`` changed (at start: each gated one)."""
+        old = previous.servers if previous is not None else None
+        for server, setting in approval_policy_changes(old, self.snapshot.servers).items():
+            self.log.info("tools.approval_policy", server=server, require_approval=setting)
+        self._check_approval_lists()
+
+    def _check_approval_lists(self) -> None:
+        """Warn (once per change) about ``require_approval`` names a ready server lacks."""
+        entries = self.snapshot.servers.mcp_servers
+        for server in set(self._approval_warned) - set(self._server_tools):
+            del self._approval_warned[server]
+        for server, tools in self._server_tools.items():
+            unknown = unknown_gated_tools(entries.get(server), (t.name for t in tools))
+            names = tuple(u.tool for u in unknown)
+            if names and self._approval_warned.get(server) != names:
+                for item in unknown:
+                    self.log.warning(
+                        "tools.approval_unknown_tool",
+                        server=server,
+                        tool=item.tool,
+                        did_you_mean=item.suggestion,
+                        reason="its require_approval list names a tool the server does not "
+                        "offer: that name gates nothing",
+                    )
+            if names:
+                self._approval_warned[server] = names
+            else:
+                self._approval_warned.pop(server, None)
 
     async def _finish_row(
         self,

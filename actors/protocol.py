@@ -430,14 +430,21 @@ class ElicitationClosedFrame(_ServerFrame):
 
 
 class ToolApprovalRequestFrame(_ServerFrame):
-    """A tool configured to need approval waits for the user."""
+    """A tool configured to need approval waits for the user (``require_approval`` in its
+    server's entry); the call's next ``tool_execution`` frame (``started`` once approved,
+    ``failed`` when refused) says the wait is over."""
 
     type: Literal["tool_approval_request"] = "tool_approval_request"
     turn_id: str
     call_id: str
+    """Quote it in the ``tool_approval_response``."""
     server: str
     tool_name: str
+    """The tool's name on its server."""
     arguments: dict[str, Any] | None = None
+    """What the call would run with."""
+    timeout: float | None = None
+    """Seconds the call waits for a decision; then it is refused, as a deny is."""
 
 
 class AssistantMessageFrame(_ServerFrame):
@@ -512,6 +519,8 @@ class ErrorFrame(_ServerFrame):
     error_message: str
     request_id: str | None = None
     retryable: bool = False
+    call_id: str | None = None
+    """For a refused ``tool_approval_response``: the ``call_id`` it answered."""
 
 
 ServerFrame = Annotated[

@@ -5,7 +5,8 @@ file; this actor turns its changes into supervision changes. On every ConfigChan
 touches the servers file (or ``mcp.connection``), it compares what each server needs
 with what runs, and starts, stops or restarts exactly the servers whose entries changed:
 an added or re-enabled entry starts a ToolActor, a removed or ``enabled: false`` entry
-stops one (its tools leave the model's list at once), an edited entry restarts it.
+stops one (its tools leave the model's list at once), an edited entry restarts it (except
+for ``require_approval``, which the orchestrator reads at each call).
 Unchanged servers keep their connections. The built-in ``platform`` server
 (``actors/platform_server.py``) is always wanted: it has no entry in the file (its name
 is reserved there) and is restarted only when what it is built from changes.
@@ -50,8 +51,10 @@ def _wanted(snapshot: ConfigSnapshot) -> dict[str, str]:
     shared = servers.settings.model_dump_json() + mcp.connection.model_dump_json()
     wanted = {PLATFORM_SERVER: "built in" + shared}
     shared += mcp.elicitation.model_dump_json()
+    # require_approval is read by the orchestrator at each call: editing it must not
+    # restart the server (and drop its connection) under a running turn.
     wanted.update(
-        (name, entry.model_dump_json() + shared)
+        (name, entry.model_dump_json(exclude={"require_approval"}) + shared)
         for name, entry in servers.mcp_servers.items()
         if entry.enabled
     )

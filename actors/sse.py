@@ -1,19 +1,26 @@
 """Server-sent events: the line protocol an LLM API streams its answer in.
 
-Design note: a pure, incremental decoder with no I/O, fed one line at a time (httpx's
-``aiter_lines`` already splits lines), so the LLMActor stays a thin shell and this is
-tested with plain strings. It follows the WHATWG event-stream rules that matter for LLM
-APIs: ``data:`` lines (several are joined with newlines), an optional single space after
-the colon, ``event:`` and ``id:`` fields, comment lines starting with ``:`` (OpenRouter
-sends ``: OPENROUTER PROCESSING`` while a model warms up), and a blank line dispatching
-the event. Unknown fields are ignored, as the spec says.
+Design note: a pure, incremental decoder with no I/O, fed one line at a time, so the
+LLMActor stays a thin shell and this is tested with plain strings. :class:`LineSplitter`
+turns the body's network reads into those lines: the LLMActor handles a whole read at once
+(every event that arrived together is published as one delta, ``actors/llm.py``), which
+costs a fraction of httpx's ``aiter_lines`` (one async step per line). It follows the
+WHATWG event-stream rules that matter for LLM APIs: ``data:`` lines (several are joined
+with newlines), an optional single space after the colon, ``event:`` and ``id:`` fields,
+comment lines starting with ``:`` (OpenRouter sends ``: OPENROUTER PROCESSING`` while a
+model warms up), a blank line dispatching the event, and CRLF, LF or CR line endings.
+Unknown fields are ignored, as the spec says.
 """
 
 from __future__ import annotations
 
+import codecs
+import re
 from dataclasses import dataclass
 
-__all__ = ["SSEDecoder", "SSEEvent"]
+__all__ = ["LineSplitter", "SSEDecoder", "SSEEvent"]
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +82,43 @@ class SSEDecoder:
         self._data = []
         self._event = None
         return event
+
+
+class LineSplitter:
+    """Splits a byte stream into lines, as the event-stream format defines them.
+
+    Lines end with CRLF, LF or a lone CR. UTF-8 is decoded incrementally (a character cut
+    by a read boundary is completed by the next read; invalid bytes become U+FFFD, as
+    browsers do), and a CR at the end of a read waits for the next one, which may start
+    with its LF.
+    """
+
+    __slots__ = ("_decoder", "_pending")
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, data: bytes) -> list[str]:
+        """The lines completed by ``data``, without their line endings."""
+        text = self._pending + self._decoder.decode(data)
+        if not text:
+            return []
+        if text[-1] == "\r":  # maybe the first half of CRLF: decide with the next read
+            lines = _LINE_END.split(text[:-1])
+            self._pending = lines.pop() + "\r"
+        else:
+            lines = _LINE_END.split(text)
+            self._pending = lines.pop()
+        return lines
+
+    def flush(self) -> list[str]:
+        """The last line at the end of the stream, if it had no line ending."""
+        text = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        if not text:
+            return []
+        lines = _LINE_END.split(text)
+        if lines[-1] == "":
+            lines.pop()
+        return lines

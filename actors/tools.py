@@ -62,8 +62,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import anyio
 import mcp.types as mcp_types
 import orjson
+from mcp.shared.dispatcher import ProgressFnT
 from pydantic import BaseModel
 
 from actors.catalogue import prompt_messages, prompt_specs, resource_specs, resource_text
@@ -95,6 +97,7 @@ from bus.errors import (
 from bus.messages import (
     AnswerElicitation,
     CallTool,
+    CancelToolCalls,
     CompletionRequest,
     CompletionResult,
     ElicitationClosed,
@@ -163,6 +166,8 @@ class _RunningCall:
 
     call: CallTool
     clock: CallClock
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    """Cancelled by CancelToolCalls: the call ends at once (the server is told)."""
 
 
 @dataclass(slots=True)
@@ -204,6 +209,7 @@ class ToolActor(Actor):
 
     subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
         CallTool,
+        CancelToolCalls,
         GetPrompt,
         ReadResource,
         AnswerElicitation,
@@ -265,7 +271,15 @@ class ToolActor(Actor):
                     )
                 conn = self._conn  # None while an expired session is renewed: the call waits
                 reply = self.defer_reply()
-                self.spawn(self._call(conn, message, reply), name=message.call_id)
+                # Registered now, not when its task first runs: a CancelToolCalls handled
+                # right after this message must find it.
+                running = _RunningCall(message, CallClock())
+                self._running[_call_key(message)] = running
+                self.spawn(self._call(conn, running, reply), name=message.call_id)
+            case CancelToolCalls(turn_id=turn_id):
+                for running in list(self._running.values()):
+                    if running.call.turn_id == turn_id:
+                        running.scope.cancel()
             case GetPrompt():
                 conn = self._ready_connection("its prompts cannot be used")
                 reply = self.defer_reply()
@@ -544,9 +558,13 @@ class ToolActor(Actor):
 
     # -- calls -----------------------------------------------------------------------------
 
-    async def _call(self, conn: ServerConnection | None, call: CallTool, reply: Reply) -> None:
+    async def _call(
+        self, conn: ServerConnection | None, running: _RunningCall, reply: Reply
+    ) -> None:
         """One tool call; never raises (see the module note). ``conn`` is ``None`` while
-        an expired session is being renewed: the call waits for the new connection."""
+        an expired session is being renewed: the call waits for the new connection.
+        ``running`` is already in ``_running``; its scope is cancelled by CancelToolCalls."""
+        call = running.call
         timeout = call.timeout or self._entry.timeout or self._settings.default_timeout
         started = time.perf_counter()
 
@@ -564,10 +582,41 @@ class ToolActor(Actor):
                 )
             )
 
-        running = _RunningCall(call, CallClock())
-        # Keyed by turn too: call ids come from the provider and repeat across turns.
-        key = f"{call.turn_id}/{call.call_id}"
-        self._running[key] = running
+        key = _call_key(call)
+        outcome: ToolOutcome | None = None
+        try:
+            with running.scope:
+                outcome = await self._run_call(conn, running, timeout, progress)
+        finally:
+            self._running.pop(key, None)
+        if outcome is None:  # the scope was cancelled: CancelToolCalls
+            outcome = ToolOutcome(
+                is_error=True,
+                text="Error: the call was cancelled: the user stopped the turn before the "
+                "tool answered.",
+                preview="cancelled: the user stopped the turn",
+                cancelled=True,
+            )
+        self.log.info(
+            "tools.call",
+            server=self.server,
+            tool=call.tool,
+            call_id=call.call_id,
+            turn_id=call.turn_id,
+            is_error=outcome.is_error,
+            cancelled=outcome.cancelled,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        reply.resolve(outcome)
+
+    async def _run_call(
+        self,
+        conn: ServerConnection | None,
+        running: _RunningCall,
+        timeout: float,
+        progress: ProgressFnT,
+    ) -> ToolOutcome:
+        call = running.call
         try:
             try:
                 if conn is None:
@@ -617,18 +666,7 @@ class ToolActor(Actor):
         except Exception as exc:
             self.log.exception("tools.call_crashed", server=self.server, tool=call.tool)
             outcome = _failed(f"the call failed inside the platform: {type(exc).__name__}")
-        finally:
-            self._running.pop(key, None)
-        self.log.info(
-            "tools.call",
-            server=self.server,
-            tool=call.tool,
-            call_id=call.call_id,
-            turn_id=call.turn_id,
-            is_error=outcome.is_error,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-        reply.resolve(outcome)
+        return outcome
 
     # -- prompts and resources ---------------------------------------------------------------
 
@@ -808,6 +846,13 @@ class ToolActor(Actor):
                 for block in blocks
             )
             messages.append({"role": message.role, "content": text})
+        # What the server asked for; its model preferences are hints the platform does not
+        # follow (the operator chose the model), and no chat context is ever included.
+        parameters: dict[str, Any] = {"max_tokens": params.max_tokens}
+        if params.temperature is not None:
+            parameters["temperature"] = params.temperature
+        if params.stop_sequences:
+            parameters["stop"] = list(params.stop_sequences)
         turn_id = f"s-{uuid.uuid4().hex[:16]}"
         started = time.perf_counter()
         try:
@@ -817,6 +862,7 @@ class ToolActor(Actor):
                     conversation_id=f"sampling:{self.server}",
                     turn_id=turn_id,
                     messages=tuple(messages),
+                    parameters=parameters,
                 ),
                 timeout=SAMPLING_TIMEOUT,
             )
@@ -840,6 +886,11 @@ class ToolActor(Actor):
             model=result.model,
             stop_reason="maxTokens" if result.finish_reason == "length" else "endTurn",
         )
+
+
+def _call_key(call: CallTool) -> str:
+    # Keyed by turn too: call ids come from the provider and repeat across turns.
+    return f"{call.turn_id}/{call.call_id}"
 
 
 def _failed(text: str) -> ToolOutcome:

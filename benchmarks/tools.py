@@ -62,7 +62,9 @@ SIGTERM):
    ``platform.ready`` ``startup_ms`` (from ``run_platform``, so the rest is interpreter start
    and imports), the servers' own ``connect_ms`` (spawn → ``initialize`` → ``tools/list``
    inside the platform) and a bare SDK client connecting 1 and 5 demo servers at once
-   from this (already warm) process. Goal: under 1.5 s with 5 servers.
+   from this (already warm) process. Goal: under 1.5 s with 5 servers. Also shown: one
+   demo server's own start-up CPU (user + system, ``getrusage`` of the reaped child),
+   which times 5 over the machine's cores is a floor no host can beat here.
 
 Each figure is the median of ``--runs`` runs (min and max beside it); within a run latency
 percentiles are over all its calls or turns.
@@ -79,6 +81,7 @@ import math
 import os
 import platform
 import pstats
+import resource
 import signal
 import statistics
 import sys
@@ -364,6 +367,20 @@ async def bare_calls(client: Client, n: int, run: int) -> list[float]:
     return latencies
 
 
+async def server_start_cpu(devnull: TextIO) -> float:
+    """CPU seconds (user + system) one demo server process spends from its spawn to
+    answering ``initialize`` and ``tools/list`` (and exiting): the interpreter, the SDK's
+    imports, the server's own definitions. Read from ``getrusage(RUSAGE_CHILDREN)`` around
+    one bare connect, which reaps the child when it closes. Times ``n`` servers / cores,
+    it is a floor for starting ``n`` servers on this machine, whatever the host does."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = Client(stdio_client(_demo_params(), errlog=devnull), mode="legacy", cache=None)
+    async with client:
+        await client.list_tools(cache_mode="bypass")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 async def bare_connect(n: int, devnull: TextIO) -> float:
     """Seconds for a bare SDK client to connect ``n`` demo servers at once (spawn,
     ``initialize``, ``tools/list``); they are closed afterwards (not timed)."""
@@ -559,6 +576,8 @@ class Bench:
         self.plan = plan
         self.workdir = workdir
         self.profile = profile
+        self.server_cpu: list[float] = []
+        """One demo server's start-up CPU seconds, once per start run (server_start_cpu)."""
         self.llm = LLMServer()
         self.processes: list[TimedPlatform] = []
         self.clients: list[ToolClient] = []
@@ -791,6 +810,7 @@ class Bench:
             runs.append(row)
             for n in START_SIZES:
                 bare[n].append(await bare_connect(n, self.devnull))
+            self.server_cpu.append(await server_start_cpu(self.devnull))
             print(
                 f"  run {run + 1}/{self.plan.start_runs}: "
                 + ", ".join(f"{r.servers} servers {r.ready:.3f} s" for r in row)
@@ -821,6 +841,7 @@ def report(
     breakdown: Breakdown,
     starts: list[list[StartRun]],
     bare: dict[int, list[float]],
+    server_cpus: list[float],
 ) -> None:
     def per_run(fn: Callable[[ToolRun], float]) -> list[float]:
         return [fn(r) for r in tools]
@@ -910,6 +931,14 @@ def report(
             3,
         )
 
+    cores = os.cpu_count() or 1
+    server_cpu = statistics.median(server_cpus)
+    _row("  one demo server's own start-up CPU, user+sys (s)", server_cpus, 3)
+    print(
+        f"    floor for 5 servers on this machine: 5 x {server_cpu:.3f} s CPU / {cores} cores "
+        f"= {5 * server_cpu / cores:.3f} s, before the platform does anything"
+    )
+
     frames50 = statistics.median(added("frames", 50))
     print()
     print("Goals:")
@@ -921,7 +950,8 @@ def report(
     print(
         f"  [{_status(ok_ready)}] start-to-ready with 5 stdio servers < {GOAL_READY_5_S:g} s "
         f"({statistics.median(ready5):.3f} s; a bare SDK client alone needs "
-        f"{statistics.median(bare[5]):.3f} s for the 5 servers)"
+        f"{statistics.median(bare[5]):.3f} s for the 5 servers; the servers' own start-up "
+        f"CPU alone is {5 * server_cpu / cores:.3f} s on {cores} cores)"
     )
 
 
@@ -949,7 +979,7 @@ async def bench(plan: Plan, profile: Path | None) -> None:
             await asyncio.shield(runner.cleanup(problems))
         if problems:
             print("Platform warnings/errors:", *problems[:20], sep="\n  ")
-        report(plan, tools, breakdown, starts, bare)
+        report(plan, tools, breakdown, starts, bare, runner.server_cpu)
     if profile is not None:
         print(f"\ncProfile of part 1's platform process: {profile} (the figures above are")
         print(f"slowed by the profiler). Read it with: uv run python -m pstats {profile}")

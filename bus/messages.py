@@ -18,11 +18,14 @@ __all__ = [
     "ActorStateChanged",
     "ActorStatus",
     "AnswerElicitation",
+    "AnswerToolApproval",
     "AppendMessage",
     "AppendMessages",
+    "ApprovalDecision",
     "AssistantDelta",
     "CallTool",
     "CancelCompletion",
+    "CancelToolCalls",
     "CancelTurn",
     "CompletionRequest",
     "CompletionResult",
@@ -60,6 +63,8 @@ __all__ = [
     "SessionSummary",
     "StartTurn",
     "StoredMessage",
+    "ToolApprovalClosed",
+    "ToolApprovalRequested",
     "ToolCall",
     "ToolExecutionEvent",
     "ToolOutcome",
@@ -433,6 +438,10 @@ class CompletionRequest(Message):
     """OpenAI-format messages, system prompt first."""
     tools: tuple[dict[str, Any], ...] = ()
     """OpenAI-format tool definitions (empty: no ``tools`` key is sent)."""
+    parameters: dict[str, Any] = {}
+    """Body keys of this request only (an MCP server's sampling ``max_tokens``,
+    ``temperature``, ``stop``), set over the provider's pass-through keys, except that
+    ``max_tokens`` never goes above a ``max_tokens`` the operator configured."""
 
 
 class CompletionResult(Message):
@@ -547,6 +556,14 @@ class CallTool(Message):
     """Seconds without progress before the call is abandoned (default: the server's)."""
 
 
+class CancelToolCalls(Message):
+    """One-way to ``tool:<server>``: stop every call of ``turn_id`` running there, at once
+    (the user stopped the turn). The server is told (``notifications/cancelled``) and each
+    call is answered ``ToolOutcome(cancelled=True)`` without waiting for the server."""
+
+    turn_id: str
+
+
 class ToolOutcome(Message):
     """Reply to CallTool."""
 
@@ -557,6 +574,8 @@ class ToolOutcome(Message):
     """One line for the frontend's tool card."""
     images: tuple[dict[str, str], ...] = ()
     """``{"mime_type", "data"}`` (base64) image blocks, for the frontend."""
+    cancelled: bool = False
+    """The call was stopped by a turn's cancel before it answered (``is_error`` too)."""
 
 
 class ToolProgress(Message):
@@ -671,3 +690,50 @@ class ElicitationClosed(Message):
     server: str
     action: Literal["accept", "decline", "cancel"]
     reason: Literal["answered", "timeout", "call_ended"]
+
+
+# -- tool approval (OrchestratorActor) --------------------------------------------------------
+
+ApprovalDecision = Literal["approve", "deny"]
+"""What a waiting call was given: run it, or refuse it (a timeout or a cancel is a deny)."""
+
+
+class ToolApprovalRequested(Message):
+    """Event (OrchestratorActor): a call of a tool whose server's entry sets
+    ``require_approval`` waits for the user before it runs; only ``conversation_id``'s
+    clients may see and answer it."""
+
+    conversation_id: str
+    turn_id: str
+    call_id: str
+    """The model's id of the call (unique within its turn; the client answers with it)."""
+    server: str
+    tool_name: str
+    """The tool's name on its server."""
+    arguments: dict[str, Any]
+    """What the call would run with: the user decides on them (never logged)."""
+    timeout: float
+    """Seconds the call waits for a decision before it is refused."""
+
+
+class AnswerToolApproval(Message):
+    """Request → None, to the OrchestratorActor: the user's decision on a waiting call.
+
+    Fails with InvalidMessage when no call with that id waits for approval in this
+    conversation (unknown, already answered, timed out, or its turn ended).
+    """
+
+    conversation_id: str
+    call_id: str
+    decision: ApprovalDecision
+
+
+class ToolApprovalClosed(Message):
+    """Event (OrchestratorActor): a call no longer waits for approval; its final
+    ``tool_execution`` event (``started`` if approved, else ``failed``) follows."""
+
+    conversation_id: str
+    turn_id: str
+    call_id: str
+    decision: ApprovalDecision
+    reason: Literal["answered", "timeout", "cancelled"]

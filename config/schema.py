@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_SETTABLE_KEYS",
     "PLATFORM_SERVER",
     "SECRET_KEY_PATTERN",
+    "ApprovalConfig",
     "ChatConfig",
     "ConfigSnapshot",
     "ConnectionConfig",
@@ -308,6 +309,15 @@ class ElicitationConfig(_Section):
     tool call's own timeout does not run while its question waits."""
 
 
+class ApprovalConfig(_Section):
+    """``mcp.approval``: tool calls that wait for the user's approval (the servers whose
+    ``servers_config.json`` entry sets ``require_approval``)."""
+
+    timeout: float = Field(120.0, gt=0)
+    """Seconds a call waits for the user's decision; no answer by then refuses it, as a
+    deny does. The call's own tool timeout starts only once it is approved."""
+
+
 DEFAULT_SETTABLE_KEYS = (
     "llm.active",
     "llm.providers.*.model",
@@ -333,6 +343,7 @@ class MCPConfig(_Section):
     """The servers file, relative to the config directory."""
     connection: ConnectionConfig = ConnectionConfig()
     elicitation: ElicitationConfig = ElicitationConfig()
+    approval: ApprovalConfig = ApprovalConfig()
     platform: PlatformServerConfig = PlatformServerConfig()
 
 
@@ -430,6 +441,30 @@ class ServerEntry(_Section):
     allow_sampling: bool = False
     """Serve the server's ``sampling/createMessage`` requests with the active LLM provider
     (off by default: it spends the operator's credits); otherwise they are refused."""
+    require_approval: bool | list[str] = False
+    """Calls that wait for the user's approval first (``tool_approval_request``):
+    ``true`` every tool of this server, a list only the tools named (as the server names
+    them, exact names), ``false`` none. Read at each call, so an edit applies to the next
+    one without restarting the server."""
+
+    @field_validator("require_approval", mode="before")
+    @classmethod
+    def _approval_setting(cls, value: object) -> object:
+        # Checked before Pydantic's union so that neither "yes" nor 1 is quietly read as
+        # true: the setting gates what a model may run, so it must say exactly what it means.
+        if isinstance(value, bool):
+            return value
+        expected = (
+            "must be true (every tool of the server), false (none) or a list of tool names "
+            'as the server names them, e.g. ["delete_file"]'
+        )
+        if not isinstance(value, list):
+            # ValueError, not TypeError: Pydantic turns only ValueError into a ValidationError.
+            raise ValueError(expected)  # noqa: TRY004 - the store adds the value it got
+        for index, name in enumerate(value):
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"{expected}; item {index} is not a tool name (got {name!r})")
+        return value
 
     @model_validator(mode="after")
     def _command_or_url(self) -> ServerEntry:

@@ -652,6 +652,56 @@ def test_bad_servers_json_is_config_invalid_with_line_and_column() -> None:
     assert excinfo.value.problems == ["top level must be an object, got list"]
 
 
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (None, False),
+        (False, False),
+        (True, True),
+        (["delete_file", "echo"], ["delete_file", "echo"]),
+    ],
+)
+def test_require_approval_is_a_bool_or_a_list_of_tool_names(setting: Any, expected: Any) -> None:
+    entry: dict[str, Any] = {"command": "python"}
+    if setting is not None:
+        entry["require_approval"] = setting
+    servers = parse_servers(_servers_json({"demo": entry}), "servers_config.json")
+    assert servers.mcp_servers["demo"].require_approval == expected
+
+
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [
+        ("yes", "(got 'yes')"),  # never read as true
+        ("echo", "(got 'echo')"),  # one name is a list of one
+        (1, "(got 1)"),
+        (None, "(got None)"),
+        ({"echo": True}, "a list of tool names"),
+        (["echo", 3], "item 1 is not a tool name (got 3)"),
+        (["echo", " "], "item 1 is not a tool name (got ' ')"),
+    ],
+)
+def test_a_bad_require_approval_names_its_path_and_what_it_must_be(
+    setting: Any, fragment: str
+) -> None:
+    entry = {"command": "python", "require_approval": setting}
+    with pytest.raises(ConfigInvalid) as excinfo:
+        parse_servers(_servers_json({"demo": entry}), "servers_config.json")
+    [problem] = excinfo.value.problems
+    assert problem.startswith("mcpServers.demo.require_approval: must be true (every tool")
+    assert 'a list of tool names as the server names them, e.g. ["delete_file"]' in problem
+    assert fragment in problem
+
+
+def test_mcp_approval_timeout_defaults_to_120_and_must_be_positive(tmp_path: Path) -> None:
+    assert validate_config(DEFAULTS, "defaults").mcp.approval.timeout == 120
+    assert _effective({"mcp": {"approval": {"timeout": 2.5}}})["mcp"]["approval"] == {
+        "timeout": 2.5
+    }
+    problems = _rejected(tmp_path, "mcp:\n  approval:\n    timeout: 0\n").problems
+    assert problems[0].startswith("mcp.approval.timeout:")
+
+
 def test_unknown_server_keys_name_their_path_with_a_suggestion() -> None:
     with pytest.raises(ConfigInvalid) as excinfo:
         parse_servers(_servers_json({"demo": {"comand": "python"}}), "servers_config.json")

@@ -130,12 +130,20 @@ class Harness:
     overrides: dict[str, Any]
 
     async def complete(
-        self, turn_id: str = "t-1", *, tools: tuple[dict[str, Any], ...] = ()
+        self,
+        turn_id: str = "t-1",
+        *,
+        tools: tuple[dict[str, Any], ...] = (),
+        parameters: dict[str, Any] | None = None,
     ) -> CompletionResult:
         """One CompletionRequest; also checks every delta was published before the reply."""
         result = await self.bus.request(
             CompletionRequest(
-                conversation_id="c-1", turn_id=turn_id, messages=MESSAGES, tools=tools
+                conversation_id="c-1",
+                turn_id=turn_id,
+                messages=MESSAGES,
+                tools=tools,
+                parameters=parameters or {},
             ),
             timeout=TIMEOUT,
         )
@@ -404,6 +412,20 @@ async def test_provider_parameters_pass_through_but_protocol_keys_win(
     assert sent["stream"] is True
     assert sent["stream_options"] == {"extra": 1, "include_usage": True}
     assert (sent["transforms"], sent["max_tokens"]) == (["middle-out"], 100)
+
+
+async def test_request_parameters_go_over_pass_through_but_not_above_max_tokens(
+    start: Start, server: ScriptedLLM
+) -> None:
+    """A request's own parameters (an MCP server's sampling request) are sent, except that
+    its ``max_tokens`` stays within the operator's."""
+    harness = await start(runtime({"test": provider(server, max_tokens=100, temperature=1.0)}))
+    server.script(Reply.text("ok"), Reply.text("ok"))
+    await harness.complete("t-1", parameters={"max_tokens": 500, "temperature": 0.2})
+    await harness.complete("t-2", parameters={"max_tokens": 50, "stop": ["END"]})
+    first, second = body(server, 0), body(server, 1)
+    assert (first["max_tokens"], first["temperature"]) == (100, 0.2)
+    assert (second["max_tokens"], second["temperature"], second["stop"]) == (50, 1.0, ["END"])
 
 
 # -- keys ----------------------------------------------------------------------------------------

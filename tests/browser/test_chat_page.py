@@ -440,3 +440,47 @@ async def test_markdown_and_the_readme_screenshot(
     await page.locator("#scrim").click(position={"x": 370, "y": 400})
     await expect(page.locator("#sidebar")).not_to_be_in_viewport()
     await page.screenshot(path=str(DOCS / "screenshot-narrow.png"))
+
+
+async def test_stop_during_a_tool_call_and_the_reloaded_cards_say_how_calls_ended(
+    page: Page, platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """Stop ends the turn while a tool still runs (the call is cancelled); after a reload
+    the stored results rebuild the cards: the failed and the stopped ones as failed, with
+    their messages, the good one done."""
+    llm.script(
+        Reply.tool_calls(
+            [
+                ToolCall("demo__fail", '{"message": "broken on purpose"}', id="call-bad"),
+                ToolCall("demo__echo", '{"text": "fine"}', id="call-good"),
+                ToolCall("demo__sleep_forever", "{}", id="call-forever"),
+            ]
+        )
+    )
+    await open_page(page, platform)
+    await send(page, "Run three tools")
+    forever = page.locator('.tool-card[data-call-id="call-forever"]')
+    await expect(forever).to_have_attribute("data-status", "running")
+    await expect(page.locator('.tool-card[data-call-id="call-good"]')).to_have_attribute(
+        "data-status", "done"
+    )
+    await page.locator("#stop").click()
+    await expect(forever).to_have_attribute("data-status", "failed")
+    await expect(forever.locator(".tool-error")).to_contain_text("cancelled")
+    await expect(page.locator(".msg.assistant").last.locator(".badge-cancelled")).to_have_text(
+        "stopped"
+    )
+
+    await page.reload()
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+    cards = {
+        call: page.locator(f'.tool-card[data-call-id="{call}"]')
+        for call in ("call-bad", "call-good", "call-forever")
+    }
+    await expect(cards["call-bad"]).to_have_attribute("data-status", "failed")
+    await expect(cards["call-bad"].locator(".tool-error")).to_contain_text("broken on purpose")
+    await expect(cards["call-forever"]).to_have_attribute("data-status", "failed")
+    await expect(cards["call-forever"].locator(".tool-error")).to_contain_text("cancelled")
+    await expect(cards["call-good"]).to_have_attribute("data-status", "done")
+    await expect(cards["call-good"].locator(".result-text")).to_have_text("fine")
+    assert len(llm.requests) == 1

@@ -1,6 +1,6 @@
-"""The page's handling of frames the real platform cannot produce on demand: tool approval
-(no backend yet) and elicitation schemas richer than the demo server's (enums with
-names, formats, every primitive type).
+"""The page's handling of frames the real platform cannot produce on demand: the ways a
+tool approval card ends (races between tabs, a stopped turn) and elicitation schemas
+richer than the demo server's (enums with names, formats, every primitive type).
 
 A unit test of the page, not of the platform: the page is served from the real file table
 (``WebAssets``, with its headers and CSP) through Playwright's request routing, and its
@@ -8,12 +8,14 @@ WebSocket is replaced by an in-page stand-in that the test feeds. Every frame fe
 from the protocol's own Pydantic models, and every frame the page sends back is validated
 with the server's own parser (``parse_client_frame``), so the page and the contract cannot
 drift apart. Prompts and the demo server's elicitation run end to end, against the real
-platform, in ``test_mcp_page.py``.
+platform, in ``test_mcp_page.py``; tool approval's Approve and Deny in
+``test_tool_approval_page.py``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from pydantic import BaseModel
 from actors.protocol import (
     AssistantMessageFrame,
     ElicitationRequestFrame,
+    ErrorFrame,
     ServerInfo,
     SessionInfoFrame,
     ToolApprovalRequestFrame,
@@ -138,3 +141,66 @@ async def test_a_tool_approval_request(page_only: Page) -> None:
     await deliver(page, AssistantMessageFrame(turn_id="t-1", message="Done.", finish_reason="stop"))
     await expect(page.locator(".msg.assistant .md")).to_have_text("Done.")
     await expect(page.locator("#input")).to_be_enabled()
+
+
+async def test_an_approval_card_ends_with_its_call_and_is_shown_once(page_only: Page) -> None:
+    page = page_only
+    await deliver(page, SESSION)
+
+    def request(call_id: str) -> ToolApprovalRequestFrame:
+        return ToolApprovalRequestFrame(
+            turn_id="t-1", call_id=call_id, server="prompts", tool_name="wipe", timeout=60
+        )
+
+    # Sent again on attach: still one card, counting down.
+    await deliver(page, request("k-1"))
+    await deliver(page, request("k-1"))
+    first = page.locator('.request-card.approval[data-call-id="k-1"]')
+    await expect(first).to_have_count(1)
+    await expect(first.locator(".request-timeout")).to_have_text(re.compile(r"Waits \d+ s"))
+    # Its call's tool_execution ends the wait (here: nobody answered in time).
+    await deliver(
+        page,
+        ToolExecutionFrame(
+            turn_id="t-1",
+            call_id="k-1",
+            tool_name="wipe",
+            server="prompts",
+            status="failed",
+            error_message="no approval came within 60 s: not run",
+        ),
+    )
+    await expect(first).to_have_count(0)
+    tool = page.locator('.tool-card[data-call-id="k-1"]')
+    await expect(tool).to_have_attribute("data-status", "failed")
+    await expect(tool.locator(".tool-error")).to_have_text("no approval came within 60 s: not run")
+
+    # A decision refused because another tab answered first: the card ends, no toast.
+    await deliver(page, request("k-2"))
+    second = page.locator('.request-card.approval[data-call-id="k-2"]')
+    await second.get_by_role("button", name="Approve").click()
+    await deliver(
+        page,
+        ErrorFrame(
+            error_code="INVALID_MESSAGE",
+            error_message="no tool call 'k-2' is waiting for approval in this conversation",
+            call_id="k-2",
+        ),
+    )
+    await expect(second).to_have_attribute("data-state", "ended")
+    await expect(second.locator(".inline-status")).to_have_text(
+        "Approval ended: no longer waiting."
+    )
+    await expect(page.locator(".toast")).to_have_count(0)
+
+    # The turn stopped while a card waits: it says so and its buttons go.
+    await deliver(page, request("k-3"))
+    third = page.locator('.request-card.approval[data-call-id="k-3"]')
+    await expect(third.get_by_role("button", name="Deny")).to_be_visible()
+    await deliver(page, AssistantMessageFrame(turn_id="t-1", message="", finish_reason="cancelled"))
+    await expect(third).to_contain_text("Approval ended: cancelled (the answer was stopped).")
+    await expect(third.get_by_role("button")).to_have_count(0)
+    decisions = [f for f in await sent(page) if f["type"] == "tool_approval_response"]
+    assert decisions == [
+        {"type": "tool_approval_response", "call_id": "k-2", "decision": "approve"}
+    ]

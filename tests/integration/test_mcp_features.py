@@ -356,6 +356,7 @@ async def test_sampling_refused_unless_allowed(chat, llm) -> None:
         {"role": "user", "content": "Summarize in one sentence:\n\nlong text"},
     ]
     assert "tools" not in sampling
+    assert sampling["max_tokens"] == 200  # the server's maxTokens
     assert _tool_results(llm.requests[4].json)["yes"] == (
         "Summary (scripted/model-1): A short summary."
     )

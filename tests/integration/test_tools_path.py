@@ -464,3 +464,113 @@ async def test_servers_whose_names_collide_get_distinct_tool_names(
         )
         assert call["server"] == server  # the log of the ToolActor that ran it
     await client.close()
+
+
+async def test_cancel_stops_running_tool_calls_at_once(chat, llm) -> None:
+    """DESIGN §4: ``cancel`` stops the turn at once, its running tool calls included:
+    each is answered "cancelled" (the server is told), the model is not asked again, the
+    stored history pairs every call with a (cancelled) result, and the server stays usable.
+    """
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    await client.expect("session_info")
+    llm.script(
+        Reply.tool_calls(
+            [
+                ToolCall("demo__sleep_forever", "{}", id="forever"),
+                ToolCall("demo__echo", '{"text": "quick"}', id="quick"),
+            ]
+        )
+    )
+    await client.send({"type": "user_message", "message": "sleep", "request_id": "r1"})
+    statuses: dict[str, list[str]] = {}
+    while statuses.get("quick", [])[-1:] != ["completed"] or "forever" not in statuses:
+        frame = await client.expect("tool_execution")
+        statuses.setdefault(frame["call_id"], []).append(frame["status"])
+    await client.send({"type": "cancel"})
+    final = await client.expect("assistant_message")  # never comes if the call is awaited
+    assert final["finish_reason"] == "cancelled"
+    assert final["request_id"] == "r1"
+    failed = [
+        f for f in client.frames if f["type"] == "tool_execution" and f["call_id"] == "forever"
+    ]
+    assert [f["status"] for f in failed] == ["started", "failed"]
+    assert "cancelled" in failed[-1]["error_message"]
+    assert len(llm.requests) == 1  # the model was not asked again
+    await platform.process.wait_for(
+        "tools.call", lambda e: e["call_id"] == "forever" and e["cancelled"] is True
+    )
+
+    reloaded = await platform.connect()
+    clients.append(reloaded)
+    messages = (await reloaded.expect("session_info"))["messages"]
+    tools = {m["tool_call_id"]: m for m in messages if m["role"] == "tool"}
+    assert tools["forever"]["status"] == "cancelled"
+    assert "cancelled" in tools["forever"]["content"]
+    assert (tools["quick"]["status"], tools["quick"]["content"]) == ("complete", "quick")
+
+    # The server is still usable, and the next request's history pairs every call.
+    llm.script(
+        Reply.tool_calls([ToolCall("demo__echo", '{"text": "again"}', id="e2")]),
+        Reply.text("Back."),
+    )
+    frames = await reloaded.turn("again")
+    assert frames[-1]["message"] == "Back."
+    history = llm.requests[-1].json["messages"]
+    answered = {m["tool_call_id"]: m["content"] for m in history if m["role"] == "tool"}
+    assert answered["e2"] == "again"
+    assert "cancelled" in answered["forever"]
+    assert answered["quick"] == "quick"
+
+
+async def test_failed_and_refused_tool_results_are_stored_as_errors(chat, llm) -> None:
+    """A failed call's stored tool message says so (status ``error``), so a frontend that
+    reloads the conversation shows the card as failed, not done."""
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    await client.expect("session_info")
+    llm.script(
+        Reply.tool_calls(
+            [
+                ToolCall("demo__fail", '{"message": "on purpose"}', id="bad"),
+                ToolCall("demo__nope", "{}", id="missing"),
+                ToolCall("demo__echo", '{"text": "fine"}', id="good"),
+            ]
+        ),
+        Reply.text("Done."),
+    )
+    await client.turn("go")
+    reloaded = await platform.connect()
+    clients.append(reloaded)
+    messages = (await reloaded.expect("session_info"))["messages"]
+    status = {m["tool_call_id"]: m["status"] for m in messages if m["role"] == "tool"}
+    assert status == {"bad": "error", "missing": "error", "good": "complete"}
+
+
+async def test_deleting_the_conversation_during_a_tool_call_stops_its_turn_cleanly(
+    chat, llm
+) -> None:
+    """delete_session while the turn waits for a tool: the turn is stopped (the call is
+    cancelled) and ends as cancelled, not as a crash, though nothing is left to store it
+    in; the client moves to a fresh conversation that works."""
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    info = await client.expect("session_info")
+    target = info["conversation_id"]
+    llm.script(Reply.tool_calls([ToolCall("demo__sleep_forever", "{}", id="forever")]))
+    await client.send({"type": "user_message", "message": "sleep"})
+    await client.expect("tool_execution")
+    await client.send({"type": "delete_session", "conversation_id": target})
+    assert (await client.expect("session_deleted"))["conversation_id"] == target
+    fresh = await client.expect("session_info")
+    assert fresh["conversation_id"] != target
+    finished = await platform.process.wait_for(
+        "turn.finished", lambda e: e["conversation_id"] == target
+    )
+    assert finished["finish_reason"] == "cancelled"
+    assert not platform.process.find("turn.crashed")
+    assert platform.process.find("turn.conversation_deleted")
+
+    llm.script(Reply.text("Still here."))
+    frames = await client.turn("hello")
+    assert frames[-1]["message"] == "Still here."

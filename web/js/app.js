@@ -87,6 +87,8 @@ const state = {
   requestSeq: 0,
   /** Elicitation cards still on screen, by request id (see onElicitation). */
   questions: new Map(),
+  /** Approval cards still waiting for a decision, by call id (see onToolApproval). */
+  approvals: new Map(),
   /** The pending user_message used an MCP prompt (its expansion is shown once stored). */
   pendingPrompt: false,
 };
@@ -134,6 +136,7 @@ function onSessionInfo(frame) {
   state.pendingBubble = null;
   state.pendingPrompt = false;
   endQuestions(() => true, "no longer waiting");
+  endApprovals(() => true, "no longer waiting");
   renderHistory(frame.messages ?? []);
   renderHeader();
   renderTools();
@@ -183,13 +186,18 @@ function onUserMessageStored(frame) {
 function onToolExecution(frame) {
   const turn = turnFor(frame.turn_id);
   let card = turn.tools.get(frame.call_id);
+  // The first tool_execution of a call that waited for approval (started: approved;
+  // failed: denied, no answer in time, stopped) ends the wait in every tab.
+  const approval = state.approvals.get(frame.call_id);
   if (!card) {
     card = toolCard({ name: frame.tool_name, server: frame.server, callId: frame.call_id });
     turn.tools.set(frame.call_id, card);
     flushRender(turn);
     turn.segment = null; // text after this call starts a new paragraph below the card
-    turn.parts.append(card.root);
+    if (approval && approval.card.parentNode === turn.parts) approval.card.before(card.root);
+    else turn.parts.append(card.root);
   }
+  if (approval) approval.end(null);
   if (frame.arguments) card.setArguments(frame.arguments);
   switch (frame.status) {
     case "started": card.setStatus("running"); break;
@@ -221,6 +229,8 @@ function onAssistantMessage(frame) {
   // Questions of the turn that nobody answered here ended with it (answered in another
   // tab, timed out, or cancelled by Stop).
   endQuestions((q) => q.turnId === null || q.turnId === frame.turn_id,
+    frame.finish_reason === "cancelled" ? "cancelled (the answer was stopped)" : "no longer waiting");
+  endApprovals((a) => a.turnId === null || a.turnId === frame.turn_id,
     frame.finish_reason === "cancelled" ? "cancelled (the answer was stopped)" : "no longer waiting");
   const usedPrompt = state.pendingPrompt && frame.request_id === state.pending;
   state.turn = null;
@@ -352,39 +362,78 @@ function questionOfError(frame) {
 }
 
 function onToolApproval(frame) {
+  if (state.approvals.has(frame.call_id)) return; // already on screen (sent again on attach)
   const approve = h("button", { class: "btn btn-primary", type: "button" }, "Approve");
   const deny = h("button", { class: "btn btn-danger", type: "button" }, "Deny");
   const actions = h("div", { class: "actions" }, approve, deny);
-  const status = h("div", { class: "inline-status" });
-  const card = h("div", { class: "request-card approval", "data-call-id": frame.call_id },
+  const status = h("div", { class: "inline-status", role: "status" });
+  const countdown = h("div", { class: "request-timeout muted" });
+  const card = h("div", { class: "request-card approval", "data-call-id": frame.call_id, "data-state": "waiting" },
     h("div", { class: "request-head" }, h("span", { class: "request-kind" }, "Approval"), " ",
       h("strong", null, frame.tool_name), " on ", h("strong", null, frame.server), " wants to run"),
     frame.arguments ? h("pre", { class: "json" }, JSON.stringify(frame.arguments, null, 2)) : null,
-    actions, status);
+    actions, countdown, status);
+  const approval = {
+    card,
+    turnId: frame.turn_id ?? null,
+    timer: 0,
+    deadline: typeof frame.timeout === "number" && frame.timeout > 0 ? Date.now() + frame.timeout * 1000 : null,
+    /** The wait is over. `reason` null: the call's tool card (built by onToolExecution
+     * in the card's place) says how it went, so the card goes; otherwise it says why. */
+    end(reason) {
+      clearInterval(approval.timer);
+      state.approvals.delete(frame.call_id);
+      if (reason === null) return card.remove();
+      countdown.remove();
+      actions.remove();
+      card.dataset.state = "ended";
+      status.className = "inline-status";
+      status.textContent = `Approval ended: ${reason}.`; // the decision sent (if any) did not count
+    },
+  };
+  state.approvals.set(frame.call_id, approval);
   const decide = (decision) => {
     if (!send({ type: "tool_approval_response", call_id: frame.call_id, decision })) {
       return toast("error", "Not connected", "The decision could not be sent; try again once reconnected.");
     }
     actions.remove();
+    countdown.textContent = "";
     status.textContent = decision === "approve" ? "✓ Approved" : "✗ Denied";
     card.dataset.answered = decision;
+    card.dataset.state = "answered";
   };
   approve.addEventListener("click", () => decide("approve"));
   deny.addEventListener("click", () => decide("deny"));
+  if (approval.deadline) {
+    // The server refuses the call when the time is up; the card counts down to it.
+    const tick = () => {
+      const left = Math.ceil((approval.deadline - Date.now()) / 1000);
+      if (left <= 0) return clearInterval(approval.timer); // the server's failed frame ends it
+      countdown.textContent = card.dataset.answered ? "" : `Waits ${left} s for your decision`;
+    };
+    tick();
+    approval.timer = setInterval(tick, 1000);
+  }
   if (frame.turn_id) {
     const turn = turnFor(frame.turn_id);
     flushRender(turn);
     turn.segment = null;
     turn.parts.append(card);
-    scrollToEnd();
+    scrollToEnd(true);
   } else {
     placeInline(card);
   }
 }
 
+/** End every approval card on screen that `which` selects (see onToolApproval's `end`). */
+function endApprovals(which, reason) {
+  for (const approval of [...state.approvals.values()]) if (which(approval)) approval.end(reason);
+}
+
 function onSessionCleared(frame) {
   setConversation(frame.conversation_id, null, false);
   endQuestions(() => true, "no longer waiting");
+  endApprovals(() => true, "no longer waiting");
   state.turn = null;
   renderHistory([]);
   setRunning(false);
@@ -423,6 +472,12 @@ function onServerStatus(frame) {
 
 function onError(frame) {
   const code = frame.error_code;
+  if (code === "INVALID_MESSAGE" && frame.call_id) {
+    // A refused decision ("no tool call … is waiting for approval"): answered in another
+    // tab, or timed out, just before ours. The call's tool card shows how it went.
+    state.approvals.get(frame.call_id)?.end("no longer waiting");
+    return;
+  }
   const asked = code === "INVALID_MESSAGE" ? questionOfError(frame) : null;
   if (asked) {
     const [requestId, question] = asked;
@@ -629,7 +684,9 @@ function renderHistory(messages) {
       for (const call of message.tool_calls ?? []) {
         const card = toolCard({ ...displayTool(call.name), callId: call.id });
         card.setArguments(parseJson(call.arguments));
-        card.setStatus("done");
+        // Until its stored result says otherwise: a call can end with none (the platform
+        // was stopped mid-call).
+        card.setStatus("no-result");
         toolByCall.set(call.id, card);
         turn.tools.set(call.id, card);
         turn.segment = null;
@@ -640,7 +697,13 @@ function renderHistory(messages) {
       turn.last = { ...message, usage, finish_reason: message.status === "complete" ? message.finish_reason : message.status };
     } else if (message.role === "tool") {
       const card = toolByCall.get(message.tool_call_id);
-      if (card) card.setResult(message.content, []);
+      // The stored status says how the call ended: failed or stopped, as its live
+      // tool_execution "failed" frame said (the text tells which).
+      if (card && (message.status === "error" || message.status === "cancelled")) {
+        card.setError(message.content.replace(/^Error: /, ""));
+      } else if (card) {
+        card.setResult(message.content, []);
+      }
     }
   }
   closeTurn();
@@ -687,7 +750,9 @@ function toolCard({ name, server, callId }) {
     root,
     setStatus(value) {
       root.dataset.status = value;
-      status.textContent = { running: "running…", done: "done", failed: "failed" }[value] ?? value;
+      status.textContent = {
+        running: "running…", done: "done", failed: "failed", "no-result": "no result",
+      }[value] ?? value;
     },
     setArguments(value) {
       args.textContent = typeof value === "string" ? value : JSON.stringify(value, null, 2);
