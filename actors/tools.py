@@ -629,9 +629,10 @@ class ToolActor(Actor):
                     clock=running.clock,
                 )
             except SessionExpired:
-                # Safe to send again: the server refused the call unread (HTTP 404 to our
-                # session id), so it never ran; a death mid-call is ServerGone and never
-                # gets here. Once: a server that forgets every new session is broken.
+                # Safe to send again: the server provably did not run it (its POST got
+                # HTTP 404 for our session id, or was never sent, or only on the forgotten
+                # id); a call the server accepted is ServerGone and never gets here. Once:
+                # a server that forgets every new session is broken.
                 self.log.info("tools.call_retried", server=self.server, call_id=call.call_id)
                 renewed = await self._renewed_connection(conn, timeout)
                 result = await renewed.call_tool(
