@@ -19,7 +19,11 @@ Elicitation: a ToolActor's ``ElicitationRequested`` names the conversation whose
 the call; its ``elicitation_request`` frame goes only to the connections attached to that
 conversation (and to one that attaches while it waits), and an ``elicitation_response``
 is accepted only from a connection on that conversation. Everyone else is told that no
-such request waits, exactly as if it did not exist.
+such request waits, exactly as if it did not exist. When the question ends (answered from
+any connection, timed out, cancelled) every connection of the conversation gets
+``elicitation_closed``, so a second tab closes its form: at once from the answer's (or the
+cancel's) reply, else from the ToolActor's ``ElicitationClosed``; whichever comes first
+sends it, once.
 
 Tool approval: the orchestrator's ``ToolApprovalRequested`` is routed the same way (its
 ``tool_approval_request`` to that conversation's connections, again to one that attaches
@@ -41,7 +45,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs
 
 import orjson
@@ -58,6 +62,7 @@ from actors.protocol import (
     CancelFrame,
     ClearHistoryFrame,
     DeleteSessionFrame,
+    ElicitationClosedFrame,
     ElicitationRequestFrame,
     ElicitationResponseFrame,
     ErrorFrame,
@@ -402,8 +407,8 @@ class GatewayActor(Actor):
                 question = _question_frame(message)
                 for conn in self._by_conversation.get(message.conversation_id, ()):
                     conn.send_frame(question)
-            case ElicitationClosed(request_id=request_id):
-                self._questions.pop(request_id, None)
+            case ElicitationClosed(request_id=request_id, action=action, reason=reason):
+                self._close_question(request_id, action, _closed_reason(reason, action))
             case ToolApprovalRequested(conversation_id=cid, call_id=call_id):
                 self._approvals[(cid, call_id)] = message
                 approval = _approval_frame(message)
@@ -762,7 +767,7 @@ class GatewayActor(Actor):
             case DeleteSessionFrame(conversation_id=target):
                 await self._delete(conn, target)
             case ElicitationResponseFrame():
-                await self._elicitation_response(conversation_id, frame)
+                await self._elicitation_response(conn, conversation_id, frame)
             case ToolApprovalResponseFrame():
                 await self._approval_response(conversation_id, frame)
 
@@ -823,7 +828,7 @@ class GatewayActor(Actor):
             other.send_frame(frame)
 
     async def _elicitation_response(
-        self, conversation_id: str, frame: ElicitationResponseFrame
+        self, conn: _Connection, conversation_id: str, frame: ElicitationResponseFrame
     ) -> None:
         question = self._questions.get(frame.request_id)
         if question is None or question.conversation_id != conversation_id:
@@ -838,6 +843,30 @@ class GatewayActor(Actor):
             ),
             to=question.reply_to,
         )
+        reason = _closed_reason("answered", frame.action)
+        self._close_question(frame.request_id, frame.action, reason, answered_by=conn)
+
+    def _close_question(
+        self,
+        request_id: str,
+        action: Literal["accept", "decline", "cancel"],
+        reason: str,
+        *,
+        answered_by: _Connection | None = None,
+    ) -> None:
+        """The question is over: every connection of its conversation gets
+        ``elicitation_closed`` (once: a second call for the same question does nothing)."""
+        question = self._questions.pop(request_id, None)
+        if question is None:
+            return
+        for conn in self._by_conversation.get(question.conversation_id, ()):
+            conn.send_frame(
+                ElicitationClosedFrame(
+                    request_id=request_id,
+                    action=action,
+                    reason="answered" if conn is answered_by else reason,
+                )
+            )
 
     def _send_waiting_approvals(self, conn: _Connection) -> None:
         """A connection that (re)attaches while calls of its conversation wait for approval
@@ -870,6 +899,7 @@ class GatewayActor(Actor):
                     ),
                     to=question.reply_to,
                 )
+                self._close_question(question.request_id, "cancel", "cancelled")
             except (RequestError, ChatError) as exc:
                 # Already answered or timed out meanwhile: nothing left to cancel.
                 self.log.debug(
@@ -891,6 +921,18 @@ class GatewayActor(Actor):
             other.send_frame(self._session_info(fresh))
         if conn.conversation_id != target:
             conn.send_frame(SessionDeletedFrame(conversation_id=target))
+
+
+def _closed_reason(
+    reason: Literal["answered", "timeout", "call_ended"],
+    action: Literal["accept", "decline", "cancel"],
+) -> str:
+    """The ``elicitation_closed`` text for how a question ended (see the frame's model)."""
+    if reason == "timeout":
+        return "timed out"
+    if reason == "call_ended" or action == "cancel":
+        return "cancelled"
+    return "answered in another window"
 
 
 def _question_frame(question: ElicitationRequested) -> ElicitationRequestFrame:

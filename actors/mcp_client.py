@@ -69,16 +69,29 @@ restarted, or expired an idle one); it then answers HTTP 404 to every request ca
 old ``Mcp-Session-Id``, and the spec says the client MUST start a new session with a new
 ``initialize``. The SDK turns that 404 into a plain JSON-RPC error for the request (code
 ``-32600``, "Session not found" or "Session terminated"), indistinguishable by code from a
-real error. We tell it apart by the HTTP status itself: an ``httpx2`` response hook sees
-every response, and because the SDK posts each request from a copy of the calling task's
-context, a context variable set by the call (:data:`_REQUEST_ATTEMPT`) tells the hook
-*which* call the 404 answered. Only a 404 to that call's own POST counts: the server
-rejected the request before looking at it, so it was not executed and
-:class:`SessionExpired` says it may be sent again on a new connection. A 404 on anything
-else (the GET event stream, a resumption GET after a POST's stream broke) only marks the
-connection gone, so a call that may have run is never reported as safe to repeat. The
+real error. We tell it apart by the HTTP status itself: ``httpx2`` request and response
+hooks see every POST go out and every status come back, and because the SDK posts each
+request from a copy of the calling task's context, a context variable set by the call
+(:data:`_REQUEST_ATTEMPT`) tells the hooks *which* call a POST belongs to. A call is
+reported :class:`SessionExpired` (safe to send again on a new connection, even a
+``tools/call``) only when the server provably did not execute it: none of its POSTs was
+answered with anything but 404, and each of them either got that 404, or was never sent,
+or was sent only after a 404 had shown the session forgotten (a forgotten session id is
+never valid again, so the server refused it too, whether or not we saw the answer). A call
+whose POST the server accepted (it may be running it), or whose POST went out before the
+expiry was known and got no status, is :class:`ServerGone` when the connection closes:
+never repeated. A 404 on anything else (the GET event stream, a resumption GET after a
+POST's stream broke) only marks the connection gone.
+
+Parallel calls make the last case likely: when one call's 404 wakes the owner, the POSTs
+of the others are often still on the wire, and closing the connection at once would
+cancel them before their own 404 arrives. So a connection whose session expired does not
+close straight away: leaving the ``async with`` first waits (at most ``request_timeout``)
+until each request in flight has ended or was accepted, so every POST on the wire gets its
+status and every refused request its error (a 404 arrives in milliseconds; a call the
+server accepted is not waited for, only its status line). The
 connection cannot re-initialise itself in place (its SDK client belongs to the owner task),
-so the owner reconnects and the caller retries: see the ToolActor.
+so the owner reconnects and the callers retry: see the ToolActor.
 
 *Negotiation: ``mode="legacy"`` by default.* It always runs the ``initialize`` handshake,
 so the connection is on a handshake-era protocol (2025-11-25 with the SDK's own servers).
@@ -293,9 +306,11 @@ class SessionExpired(ServerGone):
     session (it restarted, or expired it). The connection is dead; a new one gets a new
     session.
 
-    Raised only for a request whose own POST got the 404, or that was never sent because
-    an earlier 404 had already closed the connection: either way the server did not
-    execute it, so sending it again on a new connection is safe (even a ``tools/call``).
+    Raised only for a request the server provably did not execute: its POST got the 404,
+    or it was never sent, or it was sent only after another request's 404 had shown the
+    session forgotten (see the module's design note). Sending it again on a new
+    connection is safe (even a ``tools/call``). A request the server had accepted when
+    the connection closed is plain :class:`ServerGone`.
     """
 
 
@@ -686,20 +701,57 @@ class _StderrCapture:
 
 _SESSION_HEADER = "mcp-session-id"
 
+_SETTLE_LIMIT = 10.0
+"""Seconds an expired connection with no ``request_timeout`` waits for its requests in
+flight to be answered before it closes (see the design note)."""
+
 
 class _Attempt:
-    """One request on its way, as the HTTP response hook sees it (see the design note)."""
+    """One request on its way, as the HTTP hooks see its POSTs (see the design note).
 
-    __slots__ = ("session_rejected",)
+    A request is usually one POST; a redirect or a 2026-era input round sends more, and
+    the SDK may list tools after a call (all from the caller's context, so all counted).
+    """
+
+    __slots__ = ("accepted", "pending", "rejected", "settled")
 
     def __init__(self) -> None:
-        self.session_rejected = False
-        """The request's own POST got HTTP 404 for its session id: it was not executed."""
+        self.accepted = False
+        """A POST of it was answered with something other than a 404 or a redirect: the
+        server may have executed it."""
+        self.rejected = False
+        """A POST of it got HTTP 404 for its session id (refused unread)."""
+        self.pending: set[int] = set()
+        """POSTs sent while the session was not known to be forgotten and not answered yet
+        (``id`` of each ``httpx2.Request``)."""
+        self.settled = anyio.Event()
+        """Set once the request ended, or a POST of it was accepted (it may run for long):
+        what an expired connection waits for before it closes."""
+
+    @property
+    def unexecuted(self) -> bool:
+        """Whether the server provably did not execute it (once the session is known to be
+        forgotten): no POST was accepted, and none is still unanswered."""
+        return not self.accepted and not self.pending
+
+    def sent(self, request: httpx2.Request, *, session_known_forgotten: bool) -> None:
+        """A POST of this request is going out."""
+        if not session_known_forgotten:  # otherwise the server refuses it, seen or not
+            self.pending.add(id(request))
+
+    def answered(self, response: httpx2.Response, *, session_refused: bool) -> None:
+        """A POST of this request got its HTTP status."""
+        self.pending.discard(id(response.request))
+        if session_refused:
+            self.rejected = True
+        elif not response.is_redirect:
+            self.accepted = True
+            self.settled.set()
 
 
 _REQUEST_ATTEMPT: ContextVar[_Attempt | None] = ContextVar("mcp_request_attempt", default=None)
 """Set by a request while it is sent. The SDK posts it from a copy of the sender's context,
-so the response hook of that POST (and only of requests sent by the same call) sees it."""
+so the hooks of its POSTs (and only of requests sent by the same call) see it."""
 
 
 class CallClock:
@@ -777,6 +829,8 @@ class ServerConnection:
         self._closed = False
         self._probing = False
         self._session_expired = False
+        self._attempts: set[_Attempt] = set()
+        """Requests in flight (their POSTs, as the HTTP hooks saw them)."""
 
     # -- what the server said about itself --
 
@@ -947,7 +1001,7 @@ class ServerConnection:
             if progress_callback is not None:
                 await progress_callback(progress, total, message)
 
-        attempt = _Attempt()
+        attempt = self._begin_attempt()
         token = _REQUEST_ATTEMPT.set(attempt)
         with scope:
             try:
@@ -972,6 +1026,7 @@ class ServerConnection:
                 ) from exc
             finally:
                 _REQUEST_ATTEMPT.reset(token)
+                self._end_attempt(attempt)
             return _tool_result(result)
         assert timeout is not None  # only our own deadline gets here
         raise ToolCallTimeout(
@@ -1015,7 +1070,7 @@ class ServerConnection:
         self, method: str, send: Callable[[], Awaitable[_T]], *, timeout: float | None
     ) -> _T:
         self._check_open(method)
-        attempt = _Attempt()
+        attempt = self._begin_attempt()
         token = _REQUEST_ATTEMPT.set(attempt)
         with anyio.move_on_after(timeout):
             try:
@@ -1032,6 +1087,7 @@ class ServerConnection:
                 ) from exc
             finally:
                 _REQUEST_ATTEMPT.reset(token)
+                self._end_attempt(attempt)
         raise ServerRequestTimeout(
             f"server {self.name!r}: no answer to {method} within {timeout:g} s",
             server=self.name,
@@ -1052,14 +1108,22 @@ class ServerConnection:
         self, exc: MCPError, method: str, attempt: _Attempt, *, tool: str | None = None
     ) -> Exception:
         what = f"tool {tool!r}" if tool is not None else method
-        if attempt.session_rejected:
-            # Whatever error the SDK made of it ("Session not found", or CONNECTION_CLOSED
-            # if our own teardown after the 404 won the race), this request's POST was
-            # answered 404: the server did not run it. See the module's design note.
+        if attempt.rejected:
             self.session_forgotten()
+        if self._session_expired and attempt.unexecuted:
+            # Whatever error the SDK made of it ("Session not found", or CONNECTION_CLOSED
+            # once the expired connection closed), the server did not run this request: its
+            # POST was answered 404, or never sent, or sent on the forgotten session id.
+            # See the module's design note.
+            how = (
+                "was refused with HTTP 404"
+                if attempt.rejected
+                else "was not sent, or sent only after another request had been refused "
+                "with HTTP 404"
+            )
             return SessionExpired(
-                f"server {self.name!r}: {what} was refused with HTTP 404: the server forgot "
-                "our session (it restarted or expired it); the request was not executed",
+                f"server {self.name!r}: {what} {how}: the server forgot our session (it "
+                "restarted or expired it); the request was not executed",
                 server=self.name,
             )
         if exc.code == mcp_types.CONNECTION_CLOSED:
@@ -1092,6 +1156,25 @@ class ServerConnection:
             error_message=exc.message,
             data=exc.data,
         )
+
+    def _begin_attempt(self) -> _Attempt:
+        attempt = _Attempt()
+        self._attempts.add(attempt)
+        return attempt
+
+    def _end_attempt(self, attempt: _Attempt) -> None:
+        attempt.settled.set()
+        self._attempts.discard(attempt)
+
+    async def _settle(self) -> None:
+        """Before an expired connection closes: wait until each request in flight has
+        ended or was accepted, at most :attr:`request_timeout` (see the module's design
+        note). A POST on the wire gets its status, a refused request its error, before
+        the connection is torn down under them."""
+        limit = _SETTLE_LIMIT if self.request_timeout is None else self.request_timeout
+        with anyio.move_on_after(limit):
+            for attempt in list(self._attempts):
+                await attempt.settled.wait()
 
     def session_forgotten(self) -> None:
         """The server answered 404 to our session id: the connection is gone for good."""
@@ -1147,6 +1230,9 @@ class _ConnectWatch:
         """The last HTTP error status (>= 400) seen."""
         self.on_session_gone: Callable[[], None] | None = None
         """Called when a request with our session id gets HTTP 404 (set once connected)."""
+        self.session_lost = False
+        """A request with our session id got HTTP 404: the server forgot the session, so
+        every later request with that id is refused."""
 
     def saw_stream_error(self, exc: Exception) -> None:
         self.garbage_count += 1
@@ -1156,14 +1242,21 @@ class _ConnectWatch:
                 line = exc.errors()[0].get("input", line)
             self.garbage.append(str(line)[:200])
 
+    async def on_request(self, request: httpx2.Request) -> None:
+        attempt = _REQUEST_ATTEMPT.get()
+        if attempt is not None and request.method == "POST" and _is_request(request):
+            attempt.sent(request, session_known_forgotten=self.session_lost)
+
     async def on_response(self, response: httpx2.Response) -> None:
         if response.status_code >= 400:
             self.http_status = response.status_code
         request = response.request
-        if response.status_code == 404 and _SESSION_HEADER in request.headers:
-            attempt = _REQUEST_ATTEMPT.get()
-            if attempt is not None and request.method == "POST" and _is_request(request):
-                attempt.session_rejected = True  # this very request was refused unread
+        refused = response.status_code == 404 and _SESSION_HEADER in request.headers
+        attempt = _REQUEST_ATTEMPT.get()
+        if attempt is not None and request.method == "POST" and _is_request(request):
+            attempt.answered(response, session_refused=refused)  # refused: unread
+        if refused:
+            self.session_lost = True
             if self.on_session_gone is not None:
                 self.on_session_gone()
 
@@ -1335,6 +1428,9 @@ async def connect_server(
                     except BaseException as exc:
                         body_error = exc
                         raise
+                    else:
+                        if connection.session_expired:
+                            await connection._settle()
                     finally:
                         connection._close()
             if connection is None:  # the deadline cancelled the connect (stderr is still open)
@@ -1372,7 +1468,10 @@ async def _http_target(
 ) -> Transport:
     # No read timeout: with the SDK it would tear down the whole connection, not one call.
     timeout = httpx2.Timeout(connection_timeout, read=None)
-    hooks = {"response": [watch.on_response]}
+    hooks: dict[str, list[Callable[..., Any]]] = {
+        "request": [watch.on_request],
+        "response": [watch.on_response],
+    }
     if transport == "streamable_http":
         http = await stack.enter_async_context(
             httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks)

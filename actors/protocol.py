@@ -26,6 +26,7 @@ __all__ = [
     "ClearHistoryFrame",
     "ClientFrame",
     "DeleteSessionFrame",
+    "ElicitationClosedFrame",
     "ElicitationRequestFrame",
     "ElicitationResponseFrame",
     "ErrorFrame",
@@ -413,6 +414,21 @@ class ElicitationRequestFrame(_ServerFrame):
     """Seconds the question waits; then the server is told ``cancel``."""
 
 
+class ElicitationClosedFrame(_ServerFrame):
+    """An ``elicitation_request`` is over: a client closes its form. Sent to every
+    connection of the conversation, the one that answered included."""
+
+    type: Literal["elicitation_closed"] = "elicitation_closed"
+    request_id: str
+    """The ``elicitation_request``'s."""
+    action: Literal["accept", "decline", "cancel"]
+    """What the server was told (``cancel`` when the question timed out or was cancelled)."""
+    reason: str | None = None
+    """A short text for the user: ``answered`` (to the connection whose answer it was),
+    ``answered in another window``, ``timed out`` or ``cancelled`` (a ``cancel`` frame,
+    the conversation deleted, the tool call ended)."""
+
+
 class ToolApprovalRequestFrame(_ServerFrame):
     """A tool configured to need approval waits for the user (``require_approval`` in its
     server's entry); the call's next ``tool_execution`` frame (``started`` once approved,
@@ -514,6 +530,7 @@ ServerFrame = Annotated[
     | ToolExecutionFrame
     | UserMessageStoredFrame
     | ElicitationRequestFrame
+    | ElicitationClosedFrame
     | ToolApprovalRequestFrame
     | AssistantMessageFrame
     | SessionClearedFrame

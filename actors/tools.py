@@ -18,10 +18,15 @@ progress, progress notifications extend it) or the server dying mid-call all ans
 An expired Streamable HTTP session (the server answered 404 to our session id: it
 restarted, or expired an idle session) is not trouble: the owner reconnects at once (a new
 ``initialize``, so a new session), without backoff and without telling anyone, since the
-server is up and its tools never left. A call refused with that 404 waits for the new
-connection and is sent again, once: the 404 means the server rejected it unread, so even a
-tool with side effects has not run (``SessionExpired`` is raised only in that case; a
-server that dies *during* a call gives ``ServerGone`` and the call is never repeated).
+server is up and its tools never left. Every call the server provably did not run waits
+for the new connection and is sent again, once: the ones whose POST got the 404, the ones
+in flight that were not sent yet (or only on the forgotten session id), and the ones that
+arrive while the session is renewed (``SessionExpired`` is raised only for those; the old
+connection first lets the POSTs on the wire get their answers, see
+``actors/mcp_client.py``). A call the server had accepted when the connection went (it may
+be running, or have run) fails with ``ServerGone`` and is never repeated, and so does a
+call refused again on the new session: a server that forgets every session is broken, and
+retrying once bounds what it costs.
 
 Beyond tools: after connecting, the owner also lists the server's prompts and resources
 (with templates) when the server declares them, re-lists each on its ``list_changed``
@@ -624,9 +629,10 @@ class ToolActor(Actor):
                     clock=running.clock,
                 )
             except SessionExpired:
-                # Safe to send again: the server refused the call unread (HTTP 404 to our
-                # session id), so it never ran; a death mid-call is ServerGone and never
-                # gets here. Once: a server that forgets every new session is broken.
+                # Safe to send again: the server provably did not run it (its POST got
+                # HTTP 404 for our session id, or was never sent, or only on the forgotten
+                # id); a call the server accepted is ServerGone and never gets here. Once:
+                # a server that forgets every new session is broken.
                 self.log.info("tools.call_retried", server=self.server, call_id=call.call_id)
                 renewed = await self._renewed_connection(conn, timeout)
                 result = await renewed.call_tool(
@@ -648,6 +654,12 @@ class ToolActor(Actor):
             )
         except ToolCallTimeout:
             outcome = _failed(f"the tool did not answer within {timeout:g} s and was cancelled")
+        except SessionExpired as exc:  # only from the retry: refused on the new session too
+            self.log.warning("tools.call_refused_again", server=self.server, call_id=call.call_id)
+            outcome = _failed(
+                f"the MCP server {self.server!r} forgot the new session too; the call was "
+                f"refused twice and never ran: {exc}"
+            )
         except ServerGone as exc:
             outcome = _failed(f"the MCP server {self.server!r} went away during the call: {exc}")
         except MCPClientError as exc:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 import pytest_asyncio
 
@@ -54,6 +55,7 @@ on_module_loop = pytest.mark.asyncio(loop_scope="module")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SERVER = ROOT / "Servers" / "demo_server.py"
+FORGETFUL_SERVER = ROOT / "tests" / "forgetful_server.py"
 
 PROBE_SERVER = """
 import os, sys
@@ -110,8 +112,12 @@ class OwnedConnection:
     Fixture setup and teardown may run in different tasks; the owner task makes that safe.
     """
 
-    def __init__(self, entry: ServerEntry, **options: Any) -> None:
+    def __init__(
+        self, entry: ServerEntry, *, leave_when_gone: bool = False, **options: Any
+    ) -> None:
         self.entry = entry
+        self.leave_when_gone = leave_when_gone
+        """Leave as soon as the connection is gone, as the ToolActor's owner does."""
         self.options = options
         self._stop = asyncio.Event()
         self._ready: asyncio.Future[ServerConnection] | None = None
@@ -122,7 +128,15 @@ class OwnedConnection:
         try:
             async with connect(self.entry, **self.options) as connection:
                 self._ready.set_result(connection)
-                await self._stop.wait()
+                if self.leave_when_gone:
+                    async with asyncio.TaskGroup() as group:
+                        stop = group.create_task(self._stop.wait())
+                        gone = group.create_task(connection.wait_gone())
+                        await asyncio.wait((stop, gone), return_when=asyncio.FIRST_COMPLETED)
+                        stop.cancel()
+                        gone.cancel()
+                else:
+                    await self._stop.wait()
         except BaseException as exc:
             if not self._ready.done():
                 self._ready.set_exception(exc)
@@ -176,6 +190,46 @@ class HTTPServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.process.wait()
+
+
+class ForgetfulServer(HTTPServerProcess):
+    """``tests/forgetful_server.py`` on a free port: a Streamable HTTP server whose
+    sessions a test makes it forget, and which counts how often each tool ran."""
+
+    def __init__(self, log: Path) -> None:
+        port = free_port()
+        super().__init__([str(FORGETFUL_SERVER), str(port)], port, log)
+
+    @property
+    def url(self) -> str:
+        """The MCP endpoint."""
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    async def _control(self, method: str, path: str, **params: str) -> dict[str, Any]:
+        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{self.port}") as http:
+            response = await http.request(method, path, params=params)
+            response.raise_for_status()
+            body: dict[str, Any] = response.json()
+            return body
+
+    async def forget(self, *, every_call: bool = False) -> None:
+        """Forget every session now (with ``every_call``: and each one at its next call)."""
+        await self._control("POST", "/forget", **({"every_call": "1"} if every_call else {}))
+
+    async def remember(self) -> None:
+        """Stop forgetting sessions at each call."""
+        await self._control("POST", "/remember")
+
+    async def stats(self) -> dict[str, Any]:
+        """``{"runs": {tool: times it ran}, "sessions": opened, "forgotten": forgotten}``."""
+        return await self._control("GET", "/stats")
+
+
+@pytest.fixture
+def forgetful(tmp_path: Path) -> Iterator[ForgetfulServer]:
+    server = ForgetfulServer(tmp_path / "forgetful.log")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -436,6 +490,57 @@ async def test_restarted_http_server_gives_session_expired(tmp_path: Path) -> No
         await renewed.stop()
     finally:
         server.stop()
+
+
+async def test_parallel_calls_across_a_forgotten_session_are_all_refused_unread(
+    forgetful: ForgetfulServer,
+) -> None:
+    """When the server forgets the session, each of several calls in flight is reported
+    SessionExpired (safe to resend), not only the first one whose 404 closed the
+    connection: the connection lets the other POSTs get their own 404 before it closes."""
+    owned = OwnedConnection(ServerEntry(url=forgetful.url), leave_when_gone=True)
+    connection = await owned.start()
+    assert (await connection.call_tool("echo", {"text": "a"}, timeout=10)).text == "a"
+    await forgetful.forget()
+    results = await asyncio.gather(
+        *(connection.call_tool("echo", {"text": str(i)}, timeout=10) for i in range(5)),
+        return_exceptions=True,
+    )
+    assert [type(result) for result in results] == [SessionExpired] * 5, results
+    assert all("not executed" in str(result) for result in results)
+    assert connection.session_expired
+    with anyio.fail_after(5):
+        await connection.wait_gone()
+    await owned.stop()  # the owner left at once, cleanly: nothing raised
+    assert (await forgetful.stats())["runs"] == {"echo": 1}  # none of the five ran
+
+
+async def test_a_call_accepted_before_the_session_was_forgotten_is_server_gone(
+    forgetful: ForgetfulServer,
+) -> None:
+    """A call the server accepted (it is running) when another call's 404 shows the
+    session forgotten is not safe to repeat: closing the connection fails it with plain
+    ServerGone, while the refused call is SessionExpired."""
+    owned = OwnedConnection(ServerEntry(url=forgetful.url), leave_when_gone=True)
+    connection = await owned.start()
+    running = asyncio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        running.set()
+
+    hold = asyncio.create_task(
+        connection.call_tool("hold", timeout=30, progress_callback=on_progress)
+    )
+    with anyio.fail_after(10):
+        await running.wait()
+    await forgetful.forget()
+    with pytest.raises(SessionExpired):
+        await connection.call_tool("echo", {"text": "refused"}, timeout=10)
+    await owned.stop()  # the owner leaves the expired connection: the held call loses it
+    with pytest.raises(ServerGone) as caught:
+        await hold
+    assert not isinstance(caught.value, SessionExpired)
+    assert (await forgetful.stats())["runs"] == {"hold": 1}
 
 
 # -- connections that fail --------------------------------------------------------------------

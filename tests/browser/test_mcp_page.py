@@ -9,10 +9,11 @@ answered in the form the page builds from the requested schema.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import BrowserContext, Locator, Page, expect
 
 from tests.browser.conftest import StartPlatform
 from tests.browser.test_chat_page import open_page, send
@@ -195,9 +196,8 @@ async def test_an_elicitation_declined_stopped_and_timed_out(
     await expect(card).to_have_attribute("data-state", "waiting")
     await page.locator("#stop").click()
     await expect(card).to_have_attribute("data-state", "ended")
-    await expect(card.locator(".inline-status")).to_have_text(
-        "Question ended: cancelled (the answer was stopped)."
-    )
+    # Said by the elicitation_closed that comes before the turn's end.
+    await expect(card.locator(".inline-status")).to_have_text("Question ended: cancelled.")
     await expect(card.locator("input")).to_have_count(0)
     await expect(page.locator(".msg.assistant .badge-cancelled").last).to_have_text("stopped")
     assert await _elicitation_event(platform, card) == ("cancel", "answered")
@@ -217,6 +217,60 @@ async def test_an_elicitation_declined_stopped_and_timed_out(
     await expect(page.locator(".msg.assistant .md").last).to_have_text("Timed out.")
     assert _tool_result(llm, -1, "call-late") == "The user cancelled: nothing was booked."
     assert await _elicitation_event(platform, card) == ("cancel", "timeout")
+
+
+async def test_a_question_answered_in_one_tab_closes_in_the_other(
+    page: Page, context: BrowserContext, platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """Two tabs on one conversation both show the question; the first one answers, and the
+    second one's form goes away at once with a note (the answer is still streaming, so it
+    is ``elicitation_closed`` that closes it, not the end of the turn)."""
+    gate = Gate()
+    llm.script(
+        book("call-book"),
+        Reply.stream(Content("Booked "), gate, Content("for Ada."), Finish(), Done()),
+    )
+    await open_page(page, platform)
+    conversation_id = await page.locator("#conv-title").get_attribute("title")
+    other = await context.new_page()
+    other_errors: list[str] = []
+    other.on("pageerror", lambda exc: other_errors.append(str(exc)))
+    await other.add_init_script(
+        f"sessionStorage.setItem('mcp-platform.conversation', {json.dumps(conversation_id)})"
+    )
+    await open_page(other, platform)
+    await expect(other.locator("#conv-title")).to_have_attribute("title", conversation_id or "")
+
+    await send(page, "Book a table for Friday")
+    card = page.locator(".request-card.elicitation")
+    mirror = other.locator(".request-card.elicitation")
+    for each in (card, mirror):
+        await expect(each).to_have_attribute("data-state", "waiting")
+    request_id = await card.get_attribute("data-request-id")
+    await expect(mirror).to_have_attribute("data-request-id", request_id or "")
+
+    await card.locator(f"#elicit-{request_id}-name").fill("Ada")
+    await card.get_by_role("button", name="Accept").click()
+    await expect(card.locator(".inline-status")).to_have_text("✓ Answer sent")
+    await expect(mirror).to_have_attribute("data-state", "ended")
+    await expect(mirror.locator(".inline-status")).to_have_text(
+        "Question ended: answered in another window."
+    )
+    await expect(mirror.locator("input")).to_have_count(0)
+    await expect(mirror.get_by_role("button", name="Accept")).to_have_count(0)
+    await expect(other.locator("#stop")).to_be_visible()  # the turn still runs
+    await expect(other.locator(".msg.assistant .md").last).to_have_text("Booked")
+
+    gate.open()
+    for tab in (page, other):
+        await expect(tab.locator(".msg.assistant .md").last).to_have_text("Booked for Ada.")
+    await expect(card.locator(".inline-status")).to_have_text("✓ Answer sent")
+    await expect(mirror.locator(".inline-status")).to_have_text(
+        "Question ended: answered in another window."
+    )
+    assert _tool_result(llm, -1, "call-book") == "Booked a table for 2 on Friday under Ada."
+    await other.close()
+    assert other_errors == []
 
 
 async def _elicitation_event(platform: ChatPlatform, card: Locator) -> tuple[str, str]:

@@ -113,6 +113,7 @@ function handleFrame(frame) {
     case "user_message_stored": return onUserMessageStored(frame);
     case "assistant_message": return onAssistantMessage(frame);
     case "elicitation_request": return onElicitation(frame);
+    case "elicitation_closed": return onElicitationClosed(frame);
     case "tool_approval_request": return onToolApproval(frame);
     case "session_cleared": return onSessionCleared(frame);
     case "session_saved": return onSessionSaved(frame);
@@ -331,6 +332,19 @@ function onElicitation(frame) {
     placeInline(card);
   }
   card.querySelector("input, select")?.focus();
+}
+
+/**
+ * A question ended on the server (answered here or in another tab, timed out, cancelled):
+ * its form goes away with a short note; a card this tab answered keeps its own status.
+ */
+function onElicitationClosed(frame) {
+  const question = state.questions.get(frame.request_id);
+  if (!question) return; // already ended here
+  // "timed out" says what the card's own countdown says when it runs out first.
+  const reason = frame.reason === "timed out" ? "no answer in time"
+    : frame.reason ?? (frame.action === "cancel" ? "cancelled" : "answered in another window");
+  question.end(reason);
 }
 
 /** End every question on screen that `which` selects (see onElicitation's `end`). */
