@@ -33,7 +33,7 @@ from typing import Literal
 
 from bus.errors import InvalidMessage
 from bus.messages import ApprovalDecision
-from config.schema import ServerEntry, ServersConfig
+from config.schema import ApprovalSetting, ServersConfig
 
 __all__ = [
     "ApprovalVerdict",
@@ -53,17 +53,17 @@ ApprovalVerdict = Literal["approve", "deny", "timeout", "cancelled"]
 the turn cancelled (or its conversation deleted) meanwhile."""
 
 
-def approval_required(entry: ServerEntry | None, tool: str) -> bool:
+def approval_required(setting: ApprovalSetting | None, tool: str) -> bool:
     """Whether a call of ``tool`` (its name on the server) waits for the user first.
 
     Args:
-        entry: The server's ``servers_config.json`` entry (``None``: the built-in
-            ``platform`` server, or a server no longer configured: never gated).
+        setting: The server's ``require_approval`` (its ``servers_config.json`` entry's, or
+            ``mcp.platform.require_approval`` for the built-in server); ``None``: a server
+            no longer configured, never gated.
         tool: The tool's name as the server names it.
     """
-    if entry is None:
+    if setting is None:
         return False
-    setting = entry.require_approval
     if isinstance(setting, bool):
         return setting
     return tool in setting
@@ -79,19 +79,19 @@ class UnknownGatedTool:
 
 
 def unknown_gated_tools(
-    entry: ServerEntry | None, offered: Iterable[str]
+    setting: ApprovalSetting | None, offered: Iterable[str]
 ) -> tuple[UnknownGatedTool, ...]:
-    """The names of ``entry``'s ``require_approval`` list that are not among ``offered``.
+    """The names of a ``require_approval`` list that are not among ``offered``.
 
     Such a name gates nothing (a typo, a tool the server renamed, or one left out by
     ``include_tools``/``exclude_tools``): the operator is warned, it is not an error, since
     the server may offer it later.
 
     Args:
-        entry: The server's entry.
+        setting: The server's ``require_approval``.
         offered: The server's tool names as it lists them now.
     """
-    if entry is None or isinstance(entry.require_approval, bool):
+    if setting is None or isinstance(setting, bool):
         return ()
     known = set(offered)
     return tuple(
@@ -99,7 +99,7 @@ def unknown_gated_tools(
             tool=name,
             suggestion=next(iter(difflib.get_close_matches(name, sorted(known), n=1)), None),
         )
-        for name in sorted(set(entry.require_approval))
+        for name in sorted(set(setting))
         if name not in known
     )
 

@@ -100,7 +100,7 @@ from bus.messages import (
     TurnStarted,
     Usage,
 )
-from config.schema import ConfigSnapshot
+from config.schema import PLATFORM_SERVER, ApprovalSetting, ConfigSnapshot
 
 __all__ = ["OrchestratorActor", "history_to_openai"]
 
@@ -821,7 +821,7 @@ class OrchestratorActor(Actor):
         spec = self._offered.get(call.name)
         if spec is None:
             return None
-        if not approval_required(self.snapshot.servers.mcp_servers.get(spec.server), spec.name):
+        if not approval_required(self._approval_setting(spec.server), spec.name):
             return None
         try:
             arguments = orjson.loads(call.arguments or "{}")
@@ -910,20 +910,32 @@ class OrchestratorActor(Actor):
                 except BusError:
                     self.log.warning("tools.approval_closed_dropped", to=subscriber)
 
+    def _approval_setting(self, server: str) -> ApprovalSetting | None:
+        """A server's ``require_approval``: its entry's, ``mcp.platform.require_approval``
+        for the built-in server, ``None`` for a server no longer configured."""
+        if server == PLATFORM_SERVER:
+            return self.snapshot.config.mcp.platform.require_approval
+        entry = self.snapshot.servers.mcp_servers.get(server)
+        return None if entry is None else entry.require_approval
+
     def _log_approval_policy(self, previous: ConfigSnapshot | None) -> None:
         """Log each server whose ``require_approval`` changed (at start: each gated one)."""
         old = previous.servers if previous is not None else None
-        for server, setting in approval_policy_changes(old, self.snapshot.servers).items():
+        changes = approval_policy_changes(old, self.snapshot.servers)
+        platform = self.snapshot.config.mcp.platform.require_approval
+        before = False if previous is None else previous.config.mcp.platform.require_approval
+        if platform != before:
+            changes[PLATFORM_SERVER] = platform
+        for server, setting in changes.items():
             self.log.info("tools.approval_policy", server=server, require_approval=setting)
         self._check_approval_lists()
 
     def _check_approval_lists(self) -> None:
         """Warn (once per change) about ``require_approval`` names a ready server lacks."""
-        entries = self.snapshot.servers.mcp_servers
         for server in set(self._approval_warned) - set(self._server_tools):
             del self._approval_warned[server]
         for server, tools in self._server_tools.items():
-            unknown = unknown_gated_tools(entries.get(server), (t.name for t in tools))
+            unknown = unknown_gated_tools(self._approval_setting(server), (t.name for t in tools))
             names = tuple(u.tool for u in unknown)
             if names and self._approval_warned.get(server) != names:
                 for item in unknown:

@@ -22,6 +22,7 @@ __all__ = [
     "PLATFORM_SERVER",
     "SECRET_KEY_PATTERN",
     "ApprovalConfig",
+    "ApprovalSetting",
     "ChatConfig",
     "ConfigSnapshot",
     "ConnectionConfig",
@@ -48,6 +49,7 @@ __all__ = [
     "ToolNotificationsConfig",
     "WebConfig",
     "WebSocketConfig",
+    "check_approval_setting",
 ]
 
 
@@ -328,12 +330,43 @@ DEFAULT_SETTABLE_KEYS = (
 )
 
 
+ApprovalSetting = bool | list[str]
+"""A ``require_approval`` value: every tool, none, or the tools named."""
+
+
+def check_approval_setting(value: object) -> object:
+    """Validate a ``require_approval`` value before Pydantic's union, so that neither
+    ``"yes"`` nor ``1`` is quietly read as true: the setting gates what a model may run,
+    so it must say exactly what it means."""
+    if isinstance(value, bool):
+        return value
+    expected = (
+        "must be true (every tool of the server), false (none) or a list of tool names "
+        'as the server names them, e.g. ["delete_file"]'
+    )
+    if not isinstance(value, list):
+        # ValueError, not TypeError: Pydantic turns only ValueError into a ValidationError.
+        raise ValueError(expected)  # noqa: TRY004 - the store adds the value it got
+    for index, name in enumerate(value):
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{expected}; item {index} is not a tool name (got {name!r})")
+    return value
+
+
 class PlatformServerConfig(_Section):
     """``mcp.platform``: the built-in ``platform`` MCP server (always present)."""
 
     settable_keys: list[str] = list(DEFAULT_SETTABLE_KEYS)
     """Dotted keys its ``set_config`` tool may change; ``*`` matches one key segment (a
     provider name). Secret-named keys and ``mcp.platform.*`` are refused even if listed."""
+    require_approval: bool | list[str] = False
+    """Its calls that wait for the user's approval first, as a server entry's
+    ``require_approval`` (e.g. ``["set_config"]``). ``set_config`` cannot change it."""
+
+    @field_validator("require_approval", mode="before")
+    @classmethod
+    def _approval_setting(cls, value: object) -> object:
+        return check_approval_setting(value)
 
 
 class MCPConfig(_Section):
@@ -450,21 +483,7 @@ class ServerEntry(_Section):
     @field_validator("require_approval", mode="before")
     @classmethod
     def _approval_setting(cls, value: object) -> object:
-        # Checked before Pydantic's union so that neither "yes" nor 1 is quietly read as
-        # true: the setting gates what a model may run, so it must say exactly what it means.
-        if isinstance(value, bool):
-            return value
-        expected = (
-            "must be true (every tool of the server), false (none) or a list of tool names "
-            'as the server names them, e.g. ["delete_file"]'
-        )
-        if not isinstance(value, list):
-            # ValueError, not TypeError: Pydantic turns only ValueError into a ValidationError.
-            raise ValueError(expected)  # noqa: TRY004 - the store adds the value it got
-        for index, name in enumerate(value):
-            if not isinstance(name, str) or not name.strip():
-                raise ValueError(f"{expected}; item {index} is not a tool name (got {name!r})")
-        return value
+        return check_approval_setting(value)
 
     @model_validator(mode="after")
     def _command_or_url(self) -> ServerEntry:

@@ -43,7 +43,7 @@ def _entry(require_approval: Any) -> ServerEntry:
     ],
 )
 def test_approval_required_follows_the_setting(setting: Any, tool: str, gated: bool) -> None:
-    assert approval_required(_entry(setting), tool) is gated
+    assert approval_required(_entry(setting).require_approval, tool) is gated
 
 
 def test_no_entry_is_never_gated() -> None:
@@ -53,13 +53,15 @@ def test_no_entry_is_never_gated() -> None:
 
 def test_unknown_names_of_a_list_are_found_with_a_suggestion() -> None:
     entry = _entry(["echo", "delete_fle", "zap", "echo"])
-    unknown = unknown_gated_tools(entry, ["echo", "add", "delete_file"])
+    unknown = unknown_gated_tools(entry.require_approval, ["echo", "add", "delete_file"])
     assert unknown == (
         UnknownGatedTool(tool="delete_fle", suggestion="delete_file"),
         UnknownGatedTool(tool="zap", suggestion=None),
     )
-    assert unknown_gated_tools(entry, ["echo", "delete_fle", "zap"]) == ()
-    assert unknown_gated_tools(_entry(require_approval=True), []) == ()  # names no tool
+    assert unknown_gated_tools(entry.require_approval, ["echo", "delete_fle", "zap"]) == ()
+    assert (
+        unknown_gated_tools(_entry(require_approval=True).require_approval, []) == ()
+    )  # names no tool
     assert unknown_gated_tools(None, ["echo"]) == ()
 
 

@@ -399,3 +399,41 @@ async def test_a_live_edit_of_require_approval_applies_to_the_next_call(chat, ll
     assert [e for e in platform.process.find("tools.server_ready") if e["server"] == "demo"][
         1:
     ] == []
+
+
+async def test_the_built_in_platform_servers_calls_can_need_approval(chat, llm) -> None:
+    """``mcp.platform.require_approval: ["set_config"]``: the model's set_config waits for
+    the user; denied, the configuration is unchanged; get_config is not gated."""
+    platform, clients = chat
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps({"mcpServers": {}}))
+    gate = {"require_approval": ["set_config"]}
+    await platform.start({"mcp": {"approval": {"timeout": APPROVAL_TIMEOUT}, "platform": gate}})
+    await platform.process.wait_for("tools.server_ready", lambda e: e["server"] == "platform")
+    client = await _connect(platform, clients)
+    hops = orjson.dumps({"key": "chat.service.max_tool_hops", "value": 3}).decode()
+    llm.script(
+        Reply.tool_calls(
+            [
+                ToolCall("platform__set_config", hops, id="set"),
+                ToolCall("platform__get_config", '{"key": "chat.service.max_tool_hops"}', id="get"),
+            ]
+        ),
+        Reply.text("Left as it was."),
+    )
+    await client.send({"type": "user_message", "message": "fewer hops"})
+    request = await client.expect("tool_approval_request")
+    assert (request["server"], request["tool_name"], request["call_id"]) == (
+        "platform",
+        "set_config",
+        "set",
+    )
+    await client.send({"type": "tool_approval_response", "call_id": "set", "decision": "deny"})
+    await client.expect("assistant_message")
+    results = _tool_results(llm.requests[1].json)
+    assert results["set"].startswith("Error")
+    assert "denied" in results["set"]
+    assert orjson.loads(results["get"]) == {"chat.service.max_tool_hops": 8}  # unchanged
+    assert not _ran(platform, "set")
+    assert _ran(platform, "get")
+    [policy] = platform.process.find("tools.approval_policy", lambda e: e["server"] == "platform")
+    assert policy["require_approval"] == ["set_config"]
