@@ -9,6 +9,7 @@ never sleeps.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 from pathlib import Path
@@ -380,8 +381,13 @@ result = await session.call_tool("add", {"a": 2, "b": 3})
 
 
 async def test_markdown_and_the_readme_screenshot(
-    page: Page, mcp_platform: ChatPlatform, llm: ScriptedLLM
+    page: Page, mcp_platform: ChatPlatform, llm: ScriptedLLM, tmp_path: Path
 ) -> None:
+    """The README's screenshots are taken here: into ``docs/`` when
+    ``MCP_PLATFORM_SCREENSHOTS=1`` (``MCP_PLATFORM_SCREENSHOTS=1 uv run pytest -k
+    readme_screenshot``), else into a temporary folder, so a test run leaves the working
+    tree as it was (the PNG bytes differ from run to run)."""
+    shots = DOCS if os.environ.get("MCP_PLATFORM_SCREENSHOTS") == "1" else tmp_path
     platform = mcp_platform  # the demo prompt server too: its prompts show in the sidebar
     llm.script(
         Reply.tool_calls(
@@ -427,9 +433,9 @@ async def test_markdown_and_the_readme_screenshot(
     # Tall enough to show the whole turn: the question, thinking, both cards, the answer.
     await page.set_viewport_size({"width": 1280, "height": 940})
     await page.mouse.move(0, 0)
-    await page.screenshot(path=str(DOCS / "screenshot.png"))
+    await page.screenshot(path=str(shots / "screenshot.png"))
     await page.emulate_media(color_scheme="dark")
-    await page.screenshot(path=str(DOCS / "screenshot-dark.png"))
+    await page.screenshot(path=str(shots / "screenshot-dark.png"))
     await page.emulate_media(color_scheme="light")
 
     await page.set_viewport_size({"width": 390, "height": 844})
@@ -439,7 +445,9 @@ async def test_markdown_and_the_readme_screenshot(
     await expect(page.locator("#sidebar")).to_be_in_viewport()
     await page.locator("#scrim").click(position={"x": 370, "y": 400})
     await expect(page.locator("#sidebar")).not_to_be_in_viewport()
-    await page.screenshot(path=str(DOCS / "screenshot-narrow.png"))
+    await page.screenshot(path=str(shots / "screenshot-narrow.png"))
+    for name in ("screenshot.png", "screenshot-dark.png", "screenshot-narrow.png"):
+        assert (shots / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name
 
 
 async def test_stop_during_a_tool_call_and_the_reloaded_cards_say_how_calls_ended(
