@@ -56,11 +56,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import anyio
 import mcp.types as mcp_types
@@ -123,6 +123,8 @@ __all__ = [
     "tool_actor_name",
     "truncate_for_model",
 ]
+
+_T = TypeVar("_T")
 
 SAMPLING_TIMEOUT = 300.0
 """Seconds a sampling request may take in all (the LLMActor's own timeouts end it sooner)."""
@@ -281,23 +283,48 @@ class ToolActor(Actor):
                     if running.call.turn_id == turn_id:
                         running.scope.cancel()
             case GetPrompt():
-                conn = self._ready_connection("its prompts cannot be used")
+                conn = self._usable_connection("its prompts cannot be used")
                 reply = self.defer_reply()
                 self.spawn(self._get_prompt(conn, message, reply), name=f"prompt:{message.name}")
             case ReadResource():
-                conn = self._ready_connection("its resources cannot be read")
+                conn = self._usable_connection("its resources cannot be read")
                 reply = self.defer_reply()
                 self.spawn(self._read_resource(conn, message, reply), name="read_resource")
             case AnswerElicitation():
                 self._answer_question(message)
         return None
 
-    def _ready_connection(self, what: str) -> ServerConnection:
-        if self._conn is None or self._status != "ready":
+    def _usable_connection(self, what: str) -> ServerConnection | None:
+        """The connection for a read, or ``None`` while an expired session is being
+        renewed (the read waits for the new one, see :meth:`_reading`)."""
+        if (self._conn is None and not self._renewing) or self._status != "ready":
             raise McpServerUnavailable(
                 f"MCP server {self.server!r} is {self._status}; {what} right now"
             )
         return self._conn
+
+    async def _reading(
+        self,
+        conn: ServerConnection | None,
+        method: str,
+        read: Callable[[ServerConnection], Awaitable[_T]],
+    ) -> _T:
+        """A read (``prompts/get``, ``resources/read``) across an expired session: it
+        waits for a renewal in progress, and one the server refused with 404 is sent once
+        more on the new session (a read has no effects, so even an accepted one could be;
+        but a refused one was not run at all).
+
+        Raises:
+            ServerGone: The renewal failed, or the new session refused it too.
+        """
+        timeout = self._connection_config.connection_timeout
+        if conn is None:
+            conn = await self._renewed_connection(None, timeout)
+        try:
+            return await read(conn)
+        except SessionExpired:
+            self.log.info("tools.read_retried", server=self.server, method=method)
+            return await read(await self._renewed_connection(conn, timeout))
 
     def _connect(self) -> AbstractAsyncContextManager[ServerConnection]:
         """The connection to (re)open; the built-in server's actor connects in-process."""
@@ -671,11 +698,17 @@ class ToolActor(Actor):
 
     # -- prompts and resources ---------------------------------------------------------------
 
-    async def _get_prompt(self, conn: ServerConnection, request: GetPrompt, reply: Reply) -> None:
+    async def _get_prompt(
+        self, conn: ServerConnection | None, request: GetPrompt, reply: Reply
+    ) -> None:
         """``prompts/get``; a refusal by the server is the client's error (INVALID_MESSAGE)."""
         started = time.perf_counter()
         try:
-            result = await conn.get_prompt(request.name, dict(request.arguments))
+            result = await self._reading(
+                conn,
+                "prompts/get",
+                lambda c: c.get_prompt(request.name, dict(request.arguments)),
+            )
         except ServerRequestError as exc:
             reply.fail(
                 InvalidMessage(
@@ -698,12 +731,14 @@ class ToolActor(Actor):
         reply.resolve(messages)
 
     async def _read_resource(
-        self, conn: ServerConnection, request: ReadResource, reply: Reply
+        self, conn: ServerConnection | None, request: ReadResource, reply: Reply
     ) -> None:
         """``resources/read``; a failure is data for the model (``is_error``)."""
         started = time.perf_counter()
         try:
-            contents = resource_text(await conn.read_resource(request.uri))
+            contents = resource_text(
+                await self._reading(conn, "resources/read", lambda c: c.read_resource(request.uri))
+            )
         except ServerRequestError as exc:
             contents = ResourceText(
                 is_error=True,

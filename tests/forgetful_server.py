@@ -58,6 +58,20 @@ async def hold(ctx: Context) -> str:
     return "held"
 
 
+@mcp.resource("forgetful://note", name="note", mime_type="text/plain")
+def note() -> str:
+    """A resource to read across an expired session."""
+    RUNS["note"] += 1
+    return "a note"
+
+
+@mcp.prompt()
+def greet(name: str) -> str:
+    """A prompt to expand across an expired session."""
+    RUNS["greet"] += 1
+    return f"Greet {name} warmly."
+
+
 def _forget_all() -> None:
     # The SDK answers 404 to any session id missing from this table (its own
     # "unknown or expired session" path); the sessions' running requests go on.

@@ -175,3 +175,42 @@ async def test_a_call_accepted_before_the_expiry_fails_and_is_never_run_twice(
     assert not platform.process.find("tools.call_retried", lambda e: e["call_id"] == "held")
     stats = await forgetful.stats()
     assert stats["runs"] == {"hold": 1, "echo": 1}
+
+
+async def test_prompts_and_resource_reads_are_sent_again_across_an_expired_session(
+    chat, llm, forgetful: ForgetfulServer
+) -> None:
+    """A prompt expanded, or a resource read, right after the server forgot the session:
+    refused with 404, renewed, sent once more; the user and the model never see it."""
+    platform, _ = chat
+    client = await _ready_client(chat, forgetful)
+
+    await forgetful.forget()
+    llm.script(Reply.text("Hello, Ada!"))
+    prompt = {"server": "remote", "name": "greet", "arguments": {"name": "Ada"}}
+    frames = await client.turn("", prompt=prompt)
+    assert frames[-1]["finish_reason"] == "stop"
+    sent = llm.requests[-1].json["messages"]
+    assert {"role": "user", "content": "Greet Ada warmly."} in sent
+
+    await forgetful.forget()
+    read = orjson.dumps({"uri": "forgetful://note"}).decode()
+    llm.script(
+        Reply.tool_calls([ToolCall("platform__read_resource", read, id="read")]),
+        Reply.text("Read it."),
+    )
+    frames = await client.turn("read the note")
+    assert frames[-1]["message"] == "Read it."
+    [result] = [
+        m["content"]
+        for m in llm.requests[-1].json["messages"]
+        if m["role"] == "tool" and m["tool_call_id"] == "read"
+    ]
+    assert "a note" in result
+    assert not result.startswith("Error")
+
+    retried = platform.process.find("tools.read_retried")
+    assert [e["method"] for e in retried] == ["prompts/get", "resources/read"]
+    assert len(platform.process.find("tools.session_expired")) == 2
+    stats = await forgetful.stats()
+    assert (stats["runs"]["greet"], stats["runs"]["note"]) == (1, 1)
