@@ -202,7 +202,22 @@ def configure_logging(
     # Third-party loggers: warnings and up unless we debug (httpx logs every request).
     for noisy in ("httpx", "httpcore", "websockets", "watchfiles", "asyncio", "mcp", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    sdk_http = logging.getLogger("mcp.client.streamable_http")
+    if not any(isinstance(f, _GoneSessionDelete) for f in sdk_http.filters):
+        sdk_http.addFilter(_GoneSessionDelete())
     _configured = True
+
+
+class _GoneSessionDelete(logging.Filter):
+    """The SDK warns "Session termination failed: 404" when it ends a session the server
+    already forgot: after an expired session (renewed at once, ``tools.session_expired``)
+    that is the expected answer, not a problem: a debug event, not a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != "Session termination failed: 404":
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 class _StdlibStream:

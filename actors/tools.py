@@ -436,8 +436,8 @@ class ToolActor(Actor):
         has made it.
 
         Raises:
-            ServerGone: The owner failed to connect instead, or took longer than
-                ``timeout`` (the call then fails like any other).
+            _RenewalFailed: The owner failed to connect instead, or took longer than
+                ``timeout`` (what waited for it was never sent).
         """
         failures = self._connect_failures
         try:
@@ -446,12 +446,12 @@ class ToolActor(Actor):
                     lambda: self._conn not in (None, old) or self._connect_failures > failures
                 )
         except TimeoutError:
-            raise ServerGone(
+            raise _RenewalFailed(
                 f"server {self.server!r}: no new session within {timeout:g} s",
                 server=self.server,
             ) from None
         if self._conn is None or self._connect_failures > failures:
-            raise ServerGone(
+            raise _RenewalFailed(
                 f"server {self.server!r}: reconnecting after the expired session failed",
                 server=self.server,
             )
@@ -686,6 +686,11 @@ class ToolActor(Actor):
             outcome = _failed(
                 f"the MCP server {self.server!r} forgot the new session too; the call was "
                 f"refused twice and never ran: {exc}"
+            )
+        except _RenewalFailed as exc:
+            outcome = _failed(
+                f"the call was never sent: the MCP server {self.server!r} forgot our session "
+                f"and no new one could be opened ({exc})"
             )
         except ServerGone as exc:
             outcome = _failed(f"the MCP server {self.server!r} went away during the call: {exc}")
@@ -922,6 +927,10 @@ class ToolActor(Actor):
             model=result.model,
             stop_reason="maxTokens" if result.finish_reason == "length" else "endTurn",
         )
+
+
+class _RenewalFailed(ServerGone):
+    """No new session came after an expired one: whatever waited for it was not sent."""
 
 
 def _call_key(call: CallTool) -> str:

@@ -13,6 +13,7 @@ Control routes (plain HTTP beside ``/mcp``)::
     POST /forget?every_call=1  ... and from now on forget each session when a tools/call
                                arrives on it (before the SDK reads it: it answers 404)
     POST /remember             stop forgetting at each tools/call
+    POST /refuse_new           answer 503 to every new initialize from now on
     GET  /stats                {"runs": {tool: count}, "sessions": sessions opened,
                                 "forgotten": sessions forgotten}
 
@@ -39,7 +40,12 @@ mcp = MCPServer("forgetful")
 RUNS: Counter[str] = Counter()
 """How many times each tool's body started."""
 
-_STATE: dict[str, Any] = {"every_call": False, "sessions": 0, "forgotten": 0}
+_STATE: dict[str, Any] = {
+    "every_call": False,
+    "refuse_new": False,
+    "sessions": 0,
+    "forgotten": 0,
+}
 
 
 @mcp.tool()
@@ -96,6 +102,13 @@ async def remember(request: Request) -> Response:
     return JSONResponse({})
 
 
+@mcp.custom_route("/refuse_new", methods=["POST"])
+async def refuse_new(request: Request) -> Response:
+    """Answer 503 to every new ``initialize`` (a server restarted in a broken state)."""
+    _STATE["refuse_new"] = True
+    return JSONResponse({})
+
+
 @mcp.custom_route("/stats", methods=["GET"])
 async def stats(request: Request) -> Response:
     """What ran, and how many sessions were opened and forgotten."""
@@ -132,6 +145,9 @@ class _Forgetter:
         except (orjson.JSONDecodeError, AttributeError):
             method = None
         if session is None and method == "initialize":
+            if _STATE["refuse_new"]:
+                await JSONResponse({"error": "unavailable"}, status_code=503)(scope, receive, send)
+                return
             _STATE["sessions"] += 1
         if session is not None and method == "tools/call" and _STATE["every_call"]:
             table = mcp.session_manager._server_instances

@@ -137,6 +137,19 @@ def test_console_format_is_readable_text(log_events) -> None:
     assert not last.startswith("{")
 
 
+def test_the_sdks_warning_about_deleting_a_forgotten_session_is_not_logged(log_events) -> None:
+    sdk = logging.getLogger("mcp.client.streamable_http")
+    sdk.warning("Session termination failed: 404")  # the server forgot it: expected
+    sdk.warning("Session termination failed: 500")  # a real failure
+    [gone] = log_events.events("Session termination failed: 404")
+    assert gone["level"] == "debug"  # logging at DEBUG here
+    [failed] = log_events.events("Session termination failed: 500")
+    assert failed["level"] == "warning"
+    set_log_level("info")
+    sdk.warning("Session termination failed: 404")
+    assert len(log_events.events("Session termination failed: 404")) == 1
+
+
 def test_stdlib_logging_goes_through_the_same_pipeline(log_events) -> None:
     set_secrets([SECRET])
     logging.getLogger("websockets.server").warning("handshake failed for key %s", SECRET)

@@ -220,6 +220,10 @@ class ForgetfulServer(HTTPServerProcess):
         """Stop forgetting sessions at each call."""
         await self._control("POST", "/remember")
 
+    async def refuse_new(self) -> None:
+        """Answer 503 to every new ``initialize`` from now on."""
+        await self._control("POST", "/refuse_new")
+
     async def stats(self) -> dict[str, Any]:
         """``{"runs": {tool: times it ran}, "sessions": opened, "forgotten": forgotten}``."""
         return await self._control("GET", "/stats")

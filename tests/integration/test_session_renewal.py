@@ -214,3 +214,25 @@ async def test_prompts_and_resource_reads_are_sent_again_across_an_expired_sessi
     assert len(platform.process.find("tools.session_expired")) == 2
     stats = await forgetful.stats()
     assert (stats["runs"]["greet"], stats["runs"]["note"]) == (1, 1)
+
+
+async def test_a_call_whose_session_cannot_be_renewed_says_it_was_never_sent(
+    chat, llm, forgetful: ForgetfulServer
+) -> None:
+    """The server forgot the session and now refuses every new one: the call refused with
+    404 is not sent again, and the model reads that it never ran (not that the server went
+    away during it)."""
+    client = await _ready_client(chat, forgetful)
+    await forgetful.forget()
+    await forgetful.refuse_new()
+    llm.script(_echo_calls("stranded"), Reply.text("Could not."))
+    frames = await client.turn("echo")
+    [failed] = [f for f in frames if f["type"] == "tool_execution" and f["status"] == "failed"]
+    assert "never sent" in failed["error_message"]
+    result = next(
+        m["content"]
+        for m in llm.requests[-1].json["messages"]
+        if m["role"] == "tool" and m["tool_call_id"] == "stranded"
+    )
+    assert result.startswith("Error: the call was never sent")
+    assert (await forgetful.stats())["runs"] == {}
