@@ -4,10 +4,9 @@ Design note: an operator marks a server's tools as needing approval in its
 ``servers_config.json`` entry (``require_approval``: ``true``, ``false`` or a list of the
 server's tool names; ``mcp.platform.require_approval`` in the runtime configuration for the
 built-in ``platform`` server, which has no entry). The OrchestratorActor reads that
-setting at each call (so a live edit
-applies to the next call) and, for a gated call, asks the conversation's clients with a
-``tool_approval_request`` before anything is sent to the MCP server; the call's own tool
-timeout therefore starts only once it is approved.
+setting at each call (so a live edit applies to the next call) and, for a gated call, asks
+the conversation's clients with a ``tool_approval_request`` before anything is sent to the
+MCP server; the call's own tool timeout therefore starts only once it is approved.
 
 The waiting is owned here, as plain futures without tasks or I/O, so the rules are tested
 with plain data (``tests/test_approval.py``):
