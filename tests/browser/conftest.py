@@ -148,9 +148,14 @@ async def page(context: BrowserContext) -> AsyncIterator[Page]:
     errors = PageErrors()
     tab = await context.new_page()
     tab.on("pageerror", lambda exc: errors.errors.append(f"uncaught: {exc}"))
-    # Not errors of the page's code: a failed WebSocket, and the 401 its token probe gets
-    # when auth is on and the page has no (valid) token (Chromium logs every 4xx).
-    expected = ("WebSocket connection", "responded with a status of 401")
+    # Not errors of the page's code: a failed WebSocket, and what its token probe after a
+    # failed connection gets (Chromium logs both): a 401 when auth is on and the page has
+    # no valid token, a refused connection while the platform is down.
+    expected = (
+        "WebSocket connection",
+        "responded with a status of 401",
+        "net::ERR_CONNECTION_REFUSED",
+    )
     tab.on(
         "console",
         lambda msg: (

@@ -31,7 +31,7 @@ async def test_the_page_connects_with_its_token_and_hides_it(
     await page.locator("#input").fill("Hi")
     await page.locator("#input").press("Enter")
     await expect(page.locator(".msg.assistant").last.locator(".md")).to_have_text("Hello Alice.")
-    [connected] = platform.process.find("gateway.connected")
+    connected = await platform.process.wait_for("gateway.connected")
     assert connected["owner"] == "alice"
 
     # A reload keeps the tab's token (from sessionStorage); #token= works as well.
@@ -58,5 +58,10 @@ async def test_without_a_token_the_page_says_it_is_not_authorised(
     )
     await expect(page.locator("#input")).to_be_disabled()
     # It stopped retrying: one refused handshake and one probe, no more.
-    refusals = platform.process.find("gateway.auth_refused")
-    assert [e["reason"] for e in refusals] == ["missing", "missing"]
+    process = platform.process
+    handshake = await process.wait_for("gateway.auth_refused")
+    probe = await process.wait_for(
+        "gateway.auth_refused", after=process.events.index(handshake) + 1
+    )
+    assert (handshake["reason"], probe["reason"]) == ("missing", "missing")
+    assert len(process.find("gateway.auth_refused")) == 2

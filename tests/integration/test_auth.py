@@ -98,6 +98,8 @@ async def test_the_handshake_needs_a_known_token(
     by_header = await platform.connect(bearer=BOB_TOKEN)
     clients.append(by_header)
     assert (await by_header.recv())["type"] == "session_info"
+    # Logged just after session_info is sent: awaited, not read at once.
+    await process.wait_for("gateway.connected", lambda e: e["owner"] == "bob")
     connected = [e["owner"] for e in process.find("gateway.connected")]
     assert connected == ["alice", "bob"]
 
@@ -210,7 +212,10 @@ async def test_without_auth_every_connection_is_local_as_before(
     other = await platform.connect(token=WRONG_TOKEN)
     clients.append(other)
     assert (await other.expect("session_info"))["conversation_id"] == conversation_id
-    assert [e["owner"] for e in platform.process.find("gateway.connected")] == ["local", "local"]
+    process = platform.process
+    first = await process.wait_for("gateway.connected")
+    second = await process.wait_for("gateway.connected", after=process.events.index(first) + 1)
+    assert (first["owner"], second["owner"]) == ("local", "local")
     assert not platform.process.find("gateway.auth_refused")
 
 
