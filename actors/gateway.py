@@ -31,6 +31,16 @@ while the call waits), and a ``tool_approval_response`` is accepted only from a 
 on that conversation; the orchestrator owns the wait and has the last word (a decision on
 a call that stopped waiting meanwhile is refused there).
 
+Authentication (``chat.websocket.auth``, core in ``actors/auth.py``): with tokens
+configured, a handshake on the endpoint without a known token is refused with HTTP 401
+before the upgrade (``/healthz`` and the page stay open: they hold no conversation data).
+Each connection's *owner* is its token's owner (``local`` without auth); every request to
+the PersistenceActor and the orchestrator carries it, and the PersistenceActor answers
+another owner's conversation exactly as an unknown one (``SESSION_NOT_FOUND``). A reload
+that changes the tokens is applied only whole: a bad auth section keeps the previous
+table (fail closed), a good one closes (1008, ``UNAUTHORIZED``) the open connections
+whose token no longer gives them the same owner.
+
 Ordering: the bus delivers a turn's AssistantDelta events before its TurnFinished (the
 LLMActor publishes every delta before it answers), this actor handles them in order and
 appends to each outbox in order, so a turn's deltas always precede its
@@ -42,9 +52,10 @@ from __future__ import annotations
 import asyncio
 import http
 import itertools
+import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs
 
@@ -56,6 +67,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from actors.approval import not_waiting
+from actors.auth import (
+    LOCAL_OWNER,
+    AuthConfigError,
+    TokenTable,
+    credential_from_request,
+    resolve_tokens,
+)
 from actors.protocol import (
     AssistantDeltaFrame,
     AssistantMessageFrame,
@@ -127,7 +145,7 @@ from config.schema import ConfigSnapshot, WebSocketConfig
 
 __all__ = ["MAX_OUTBOX_BYTES", "MAX_OUTBOX_FRAMES", "OWNER", "GatewayActor", "HealthSource"]
 
-OWNER = "local"
+OWNER = LOCAL_OWNER
 """The owner of every conversation while no authentication is configured."""
 MAX_OUTBOX_FRAMES = 2000
 """Frames queued for one client before it is closed as too slow (deltas merge, so this is
@@ -141,6 +159,8 @@ CLOSE_TIMEOUT = 3.0
 """Seconds a closing handshake may take before the TCP connection is aborted."""
 SLOW_CLIENT_CLOSE_CODE = 1013
 """"Try again later": the client could not keep up with its frames."""
+POLICY_CLOSE_CODE = 1008
+""""Policy violation": the connection's token is no longer accepted."""
 
 HealthSource = Callable[[], dict[str, dict[str, object]]]
 
@@ -164,9 +184,17 @@ class _PendingDelta:
 class _Connection:
     """One WebSocket client: its conversation and its bounded, coalescing outbox."""
 
-    def __init__(self, ws: ServerConnection, connection_id: int) -> None:
+    def __init__(
+        self, ws: ServerConnection, connection_id: int, owner: str, credential: str | None
+    ) -> None:
         self.ws = ws
         self.id = connection_id
+        self.owner = owner
+        """Whose conversations this connection sees (its token's owner, or ``local``)."""
+        self.credential = credential
+        """The token it authenticated with (checked again when the tokens change)."""
+        self.revoked = asyncio.Event()
+        """Set when its token is no longer accepted: the connection must be closed."""
         self.conversation_id: str | None = None
         self.connected_at = time.monotonic()
         self.frames_sent = 0
@@ -177,6 +205,12 @@ class _Connection:
         self._closing = False
         self.overflowed = asyncio.Event()
         """Set when the outbox overflowed: the connection must be closed as too slow."""
+        self.drained = asyncio.Event()
+        """Set while the writer has sent everything queued (cleared when a frame queues)."""
+
+    def close_outbox(self) -> None:
+        """Queue nothing more: what is queued is still sent (then the connection closes)."""
+        self._closing = True
 
     def send_frame(self, frame: BaseModel) -> None:
         """Queue a frame (never waits; a client that is too far behind is closed)."""
@@ -202,6 +236,7 @@ class _Connection:
         pending = _PendingDelta(turn_id, kind, text)
         self._outbox.append(pending)
         self._bytes += pending.size
+        self.drained.clear()
         self._wake.set()
         self._check_bounds()
 
@@ -210,6 +245,7 @@ class _Connection:
             return
         self._outbox.append(text)
         self._bytes += len(text)
+        self.drained.clear()
         self._wake.set()
         self._check_bounds()
 
@@ -226,6 +262,7 @@ class _Connection:
         """Send queued frames in order until the connection ends (the writer task)."""
         while True:
             while not self._outbox:
+                self.drained.set()
                 self._wake.clear()
                 await self._wake.wait()
             item = self._outbox.popleft()
@@ -272,6 +309,8 @@ class GatewayActor(Actor):
 
     Args:
         health: Returns each supervised actor's state (the supervisor's ``health``).
+        environ: Where the tokens' variables are read (``chat.websocket.auth``), at start
+            and on each reload of the auth section.
     """
 
     default_name: ClassVar[str] = "gateway"
@@ -288,9 +327,12 @@ class GatewayActor(Actor):
         ToolApprovalClosed,
     )
 
-    def __init__(self, health: HealthSource) -> None:
+    def __init__(self, health: HealthSource, environ: Mapping[str, str] = os.environ) -> None:
         super().__init__()
         self._health = health
+        self._environ = environ
+        self._tokens = TokenTable()
+        """The accepted tokens (empty: no authentication); replaced only whole."""
         self._snapshot: ConfigSnapshot | None = None
         self._server: Server | None = None
         self._bound: tuple[str, int] | None = None
@@ -322,6 +364,9 @@ class GatewayActor(Actor):
 
     async def on_start(self) -> None:
         self._snapshot = await self.request(GetConfig())
+        # Fails the start (closed) if a variable is missing: the platform checked it
+        # before starting anyone, so this only happens to a restarted gateway.
+        self._tokens = resolve_tokens(self.settings.auth, self._environ)
         self._load_web()
         self._server = await self._listen(self.settings)
 
@@ -356,6 +401,7 @@ class GatewayActor(Actor):
             bound_host=host,
             endpoint=settings.endpoint,
             url=f"http://{settings.host}:{port}/",
+            auth_owners=len(self._tokens.entries),
         )
         return server
 
@@ -398,6 +444,8 @@ class GatewayActor(Actor):
                         conn.send_frame(status_frame)
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 self._snapshot = snapshot
+                if any(k.startswith("chat.websocket.auth") for k in keys):
+                    self._reload_tokens()
                 if any(k in ("chat.websocket.host", "chat.websocket.port") for k in keys):
                     await self._rebind()
                 if any(k in ("chat.websocket.endpoint", "chat.web.enabled") for k in keys):
@@ -447,6 +495,33 @@ class GatewayActor(Actor):
             for frame in frames:
                 conn.send_frame(frame)
 
+    def _reload_tokens(self) -> None:
+        """Put a changed auth section into effect, whole or not at all."""
+        try:
+            tokens = resolve_tokens(self.settings.auth, self._environ)
+        except AuthConfigError as exc:
+            # Fail closed: the previous tokens stay; nobody gains access by a bad edit.
+            self.log.error(  # noqa: TRY400 - the message names the variables; no traceback
+                "gateway.auth_rejected", reason=str(exc), kept_owners=len(self._tokens.entries)
+            )
+            return
+        self._tokens = tokens
+        revoked = [c for c in self._connections if tokens.owner_of(c.credential) != c.owner]
+        self.log.info(
+            "gateway.auth_changed", owners=len(tokens.entries), connections_closed=len(revoked)
+        )
+        for conn in revoked:
+            conn.send_frame(
+                ErrorFrame(
+                    error_code="UNAUTHORIZED",
+                    error_message="your token is no longer accepted: reconnect with a valid "
+                    "token (ask the operator for the current one)",
+                    retryable=False,
+                )
+            )
+            conn.close_outbox()  # nothing of its conversation after this frame
+            conn.revoked.set()
+
     async def _rebind(self) -> None:
         settings = self.settings
         if self._bound == (settings.host, settings.port):
@@ -478,6 +553,9 @@ class GatewayActor(Actor):
             if origin is not None and "*" not in allowed and origin not in allowed:
                 self.log.info("gateway.origin_refused", origin=origin)
                 return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
+            refused = self._check_credential(connection, request)
+            if refused is not None:
+                return refused
             if "websocket" not in request.headers.get("Upgrade", "").lower():
                 return connection.respond(
                     http.HTTPStatus.UPGRADE_REQUIRED,
@@ -498,6 +576,29 @@ class GatewayActor(Actor):
                 f"MCP Platform is running. WebSocket endpoint: {settings.endpoint}\n".encode(),
             )
         return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+
+    def _check_credential(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The 401 for a handshake without a known token (``None``: it may go on).
+
+        Checked before the Upgrade header, so a plain ``GET`` with the token (the page's
+        probe after a failed connection) learns whether the token is the problem.
+        """
+        if not self._tokens.enabled:
+            return None
+        credential = credential_from_request(request.path, request.headers.get("Authorization"))
+        if self._tokens.owner_of(credential) is not None:
+            return None
+        reason = "missing" if credential is None else "invalid"
+        # Never the credential, nor the path (it may hold ?token=).
+        self.log.info("gateway.auth_refused", reason=reason, remote=_peer(connection))
+        response = connection.respond(
+            http.HTTPStatus.UNAUTHORIZED,
+            "authentication required: send 'Authorization: Bearer <token>' or ?token=<token>\n"
+            if reason == "missing"
+            else "token not accepted\n",
+        )
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     def _load_web(self) -> None:
         # A few small files read once (not per request: this runs on the event loop).
@@ -527,12 +628,24 @@ class GatewayActor(Actor):
     # -- connections ------------------------------------------------------------------------
 
     async def _serve(self, ws: ServerConnection) -> None:
-        conn = _Connection(ws, next(self._ids))
+        path = ws.request.path if ws.request else ""
+        credential = (
+            credential_from_request(path, ws.request.headers.get("Authorization"))
+            if ws.request
+            else None
+        )
+        owner = self._tokens.owner_of(credential)
+        if owner is None:
+            # The tokens changed between the handshake's check and now.
+            await ws.send(dump_frame(_unauthorized()))
+            await ws.close(POLICY_CLOSE_CODE, "token not accepted")
+            return
+        conn = _Connection(ws, next(self._ids), owner, credential)
         self._connections.add(conn)
         writer = asyncio.get_running_loop().create_task(
             conn.write_loop(), name=f"gateway:writer:{conn.id}"
         )
-        query = parse_qs(ws.request.path.partition("?")[2]) if ws.request else {}
+        query = parse_qs(path.partition("?")[2])
         values = query.get("conversation_id")
         requested = values[0] if values else None
         reason = "closed"
@@ -549,19 +662,24 @@ class GatewayActor(Actor):
             self.log.info(
                 "gateway.connected",
                 connection_id=conn.id,
+                owner=conn.owner,
                 conversation_id=conn.conversation_id,
                 resumed=requested is not None,
             )
             reader = asyncio.ensure_future(self._read(conn))
             overflow = asyncio.ensure_future(conn.overflowed.wait())
+            revoked = asyncio.ensure_future(conn.revoked.wait())
             try:
                 done, _ = await asyncio.wait(
-                    {reader, writer, overflow}, return_when=asyncio.FIRST_COMPLETED
+                    {reader, writer, overflow, revoked}, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
-                for task in (reader, overflow):
+                for task in (reader, overflow, revoked):
                     task.cancel()
-                await asyncio.gather(reader, overflow, return_exceptions=True)
+                await asyncio.gather(reader, overflow, revoked, return_exceptions=True)
+            if revoked in done and overflow not in done:
+                reason = "unauthorized"
+                await self._close_revoked(conn, writer)
             if overflow in done:
                 reason = "too_slow"
                 self.log.warning(
@@ -602,6 +720,16 @@ class GatewayActor(Actor):
                 duration_ms=round((time.monotonic() - conn.connected_at) * 1000, 1),
             )
 
+    async def _close_revoked(self, conn: _Connection, writer: asyncio.Task[None]) -> None:
+        """Let the writer send what is queued (the UNAUTHORIZED frame last), then close."""
+        conn.close_outbox()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await conn.drained.wait()
+                await conn.ws.close(POLICY_CLOSE_CODE, "token no longer accepted")
+        except TimeoutError:
+            conn.ws.transport.abort()
+
     async def _read(self, conn: _Connection) -> None:
         limit = self.settings.max_message_size
         async for raw in conn.ws:
@@ -619,22 +747,29 @@ class GatewayActor(Actor):
     async def _open(self, conn: _Connection, conversation_id: str | None) -> None:
         """Attach the connection to a conversation and send ``session_info``."""
         try:
-            state = await self._request_state(conversation_id)
+            state = await self._request_state(conn.owner, conversation_id)
         except RequestFailed as exc:
             if conversation_id is None:
                 raise
-            # An unknown id to resume: say so, then start the owner's usual conversation.
+            # An unknown id to resume (or another owner's: the same answer): say so, then
+            # start the owner's usual conversation.
             conn.send_frame(_error_frame(exc))
-            state = await self._request_state(None)
+            state = await self._request_state(conn.owner, None)
         self._attach(conn, state.conversation_id)
         conn.send_frame(self._session_info(state))
         self._send_waiting_questions(conn)
         self._send_waiting_approvals(conn)
 
-    async def _request_state(self, conversation_id: str | None) -> ConversationState:
-        limit = self.snapshot.config.chat.storage.persistence.retention.max_messages
+    async def _request_state(
+        self, owner: str, conversation_id: str | None, *, history_limit: int | None = None
+    ) -> ConversationState:
+        limit = (
+            self.snapshot.config.chat.storage.persistence.retention.max_messages
+            if history_limit is None
+            else history_limit
+        )
         state: ConversationState = await self.request(
-            OpenConversation(owner=OWNER, conversation_id=conversation_id, history_limit=limit)
+            OpenConversation(owner=owner, conversation_id=conversation_id, history_limit=limit)
         )
         return state
 
@@ -743,12 +878,14 @@ class GatewayActor(Actor):
                 if not cancelled:
                     self.log.debug("gateway.cancel_without_turn", connection_id=conn.id)
             case ClearHistoryFrame():
-                state: ConversationState = await self.request(CreateConversation(owner=OWNER))
+                state: ConversationState = await self.request(CreateConversation(owner=conn.owner))
                 self._attach(conn, state.conversation_id)
                 conn.send_frame(SessionClearedFrame(conversation_id=state.conversation_id))
             case SaveSessionFrame(name=name, conversation_id=target):
                 summary: SessionSummary = await self.request(
-                    SaveSession(owner=OWNER, conversation_id=target or conversation_id, name=name)
+                    SaveSession(
+                        owner=conn.owner, conversation_id=target or conversation_id, name=name
+                    )
                 )
                 conn.send_frame(
                     SessionSavedFrame(
@@ -756,10 +893,12 @@ class GatewayActor(Actor):
                     )
                 )
             case ListSessionsFrame():
-                sessions: tuple[SessionSummary, ...] = await self.request(ListSessions(owner=OWNER))
+                sessions: tuple[SessionSummary, ...] = await self.request(
+                    ListSessions(owner=conn.owner)
+                )
                 conn.send_frame(SessionsFrame(sessions=[_session_entry(s) for s in sessions]))
             case LoadSessionFrame(conversation_id=target):
-                loaded = await self._request_state(target)
+                loaded = await self._request_state(conn.owner, target)
                 self._attach(conn, loaded.conversation_id)
                 conn.send_frame(self._session_info(loaded))
                 self._send_waiting_questions(conn)
@@ -792,7 +931,7 @@ class GatewayActor(Actor):
         try:
             started: TurnStarted = await self.request(
                 StartTurn(
-                    owner=OWNER,
+                    owner=conn.owner,
                     conversation_id=conversation_id,
                     text=frame.message,
                     request_id=frame.request_id,
@@ -909,14 +1048,18 @@ class GatewayActor(Actor):
                 )
 
     async def _delete(self, conn: _Connection, target: str) -> None:
+        # Whose it is, first: another owner's conversation is answered SESSION_NOT_FOUND
+        # before anything of it (its running turn, its questions) is touched.
+        await self._request_state(conn.owner, target, history_limit=0)
         await self._cancel_questions(target)
         if target in self._running:
             await self.request(CancelTurn(conversation_id=target))
-        await self.request(DeleteSession(owner=OWNER, conversation_id=target))
-        # Every connection on the deleted conversation moves to a fresh one.
+        await self.request(DeleteSession(owner=conn.owner, conversation_id=target))
+        # Every connection on the deleted conversation moves to a fresh one (they are all
+        # the owner's: no one else can attach to it).
         for other in list(self._by_conversation.get(target, ())):
             other.send_frame(SessionDeletedFrame(conversation_id=target))
-            fresh: ConversationState = await self.request(CreateConversation(owner=OWNER))
+            fresh: ConversationState = await self.request(CreateConversation(owner=other.owner))
             self._attach(other, fresh.conversation_id)
             other.send_frame(self._session_info(fresh))
         if conn.conversation_id != target:
@@ -955,6 +1098,25 @@ def _approval_frame(approval: ToolApprovalRequested) -> ToolApprovalRequestFrame
         arguments=approval.arguments,
         timeout=approval.timeout,
     )
+
+
+def _unauthorized() -> ErrorFrame:
+    return ErrorFrame(
+        error_code="UNAUTHORIZED",
+        error_message="your token is not accepted: reconnect with a valid token",
+        retryable=False,
+    )
+
+
+def _peer(connection: ServerConnection) -> str:
+    """The client's address as ``host:port`` (for logs)."""
+    try:
+        address = connection.remote_address
+    except (AttributeError, OSError):
+        return "unknown"
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
 
 
 def _invalid(message: str) -> ChatError:

@@ -262,14 +262,17 @@ def set_secrets(values: Iterable[str]) -> None:
 
 
 def collect_secrets(environ: Mapping[str, str], snapshot: ConfigSnapshot | None) -> set[str]:
-    """Secret values: every environment variable named like a key/token/secret, and each
-    provider's ``api_key_env``."""
+    """Secret values: every environment variable named like a key/token/secret, each
+    provider's ``api_key_env`` and each WebSocket token's ``token_env``."""
     secrets = {value for name, value in environ.items() if _SECRET_ENV_PATTERN.search(name)}
     if snapshot is not None:
         for name, provider in snapshot.config.llm.providers.items():
             variable = provider.api_key_env or f"{name.upper()}_API_KEY"
             if environ.get(variable):
                 secrets.add(environ[variable])
+        for entry in snapshot.config.chat.websocket.auth.tokens:
+            if environ.get(entry.token_env):
+                secrets.add(environ[entry.token_env])
     return {s for s in secrets if s}
 
 
@@ -291,7 +294,10 @@ class LogActor(Actor):
     async def handle(self, message: BaseModel) -> None:
         match message:
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
-                if any(k.startswith(("logging.", "llm.providers.")) for k in keys):
+                if any(
+                    k.startswith(("logging.", "llm.providers.", "chat.websocket.auth"))
+                    for k in keys
+                ):
                     self._apply(snapshot)
 
     def _apply(self, snapshot: ConfigSnapshot) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from actors.auth import AuthConfigError, resolve_tokens
 from actors.config import ConfigActor
 from actors.gateway import GatewayActor, HealthSource
 from actors.llm import LLMActor
@@ -69,7 +70,7 @@ def build_children(
         ChildSpec("persistence", PersistenceActor, kind="core"),
         ChildSpec("llm", lambda: LLMActor(environ=environ), kind="core"),
         ChildSpec("orchestrator", OrchestratorActor, kind="core"),
-        ChildSpec("gateway", lambda: GatewayActor(health), kind="core"),
+        ChildSpec("gateway", lambda: GatewayActor(health, environ), kind="core"),
         # Last: the ToolActors it starts publish their states to the actors above.
         ChildSpec("servers", lambda: ServersActor(control, environ), kind="core"),
     ]
@@ -97,6 +98,16 @@ async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | 
         return EXIT_CONFIG_INVALID
     configure_logging(snapshot.config.logging.level, snapshot.config.logging.format)
     set_secrets(collect_secrets(env, snapshot))
+    try:
+        # Fail fast (and closed): a token variable that is not set would leave an owner
+        # locked out, or (if skipped) the endpoint open to fewer checks than configured.
+        resolve_tokens(snapshot.config.chat.websocket.auth, env)
+    except AuthConfigError as exc:
+        _log.error("config.rejected", source="environment", reason=str(exc), problems=[str(exc)])
+        _log.error(
+            "platform.stopped", exit_code=EXIT_CONFIG_INVALID, reason="invalid configuration"
+        )
+        return EXIT_CONFIG_INVALID
 
     bus = Bus()
     supervisor: Supervisor | None = None

@@ -23,6 +23,8 @@ __all__ = [
     "SECRET_KEY_PATTERN",
     "ApprovalConfig",
     "ApprovalSetting",
+    "AuthConfig",
+    "AuthToken",
     "ChatConfig",
     "ConfigSnapshot",
     "ConnectionConfig",
@@ -70,6 +72,61 @@ class _Section(BaseModel):
 
 # -- chat ---------------------------------------------------------------------------------
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class AuthToken(_Section):
+    """One entry of ``chat.websocket.auth.tokens``: who a token belongs to, and the
+    environment variable holding it (the value itself is never in a configuration file)."""
+
+    owner: str
+    """The owner of the conversations of every connection made with this token."""
+    token_env: str
+    """Environment variable (or ``.env`` entry) holding the token."""
+
+    @field_validator("owner")
+    @classmethod
+    def _owner_is_a_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        if value != value.strip():
+            raise ValueError(f"must not start or end with spaces, got {value!r}")
+        return value
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env_is_a_variable(cls, value: str) -> str:
+        if not _ENV_NAME.match(value):
+            raise ValueError(
+                "must be an environment variable name (letters, digits and '_', not "
+                f"starting with a digit), got {value!r}; the token itself goes in that "
+                "variable, never in a configuration file"
+            )
+        return value
+
+
+class AuthConfig(_Section):
+    """``chat.websocket.auth``: bearer tokens for the WebSocket endpoint.
+
+    An empty ``tokens`` list (the default) means no authentication: every connection's
+    owner is ``local``. Otherwise a handshake without a listed token gets HTTP 401.
+    """
+
+    tokens: list[AuthToken] = []
+    """The accepted tokens, each with its owner (owners are unique)."""
+
+    @model_validator(mode="after")
+    def _owners_are_unique(self) -> AuthConfig:
+        seen: set[str] = set()
+        for entry in self.tokens:
+            if entry.owner in seen:
+                raise ValueError(
+                    f"owner {entry.owner!r} is listed twice in chat.websocket.auth.tokens: "
+                    "each owner has one token"
+                )
+            seen.add(entry.owner)
+        return self
+
 
 class WebSocketConfig(_Section):
     """``chat.websocket``: the listener that serves the page, ``/healthz`` and the socket."""
@@ -93,6 +150,8 @@ class WebSocketConfig(_Section):
     compression: Literal["deflate"] | None = None
     """permessage-deflate; off by default: 13 KiB vs 46 KiB per idle connection, and a
     compressed frame can expand far past ``max_message_size`` in memory."""
+    auth: AuthConfig = AuthConfig()
+    """Who may connect, and as which owner (``actors/auth.py``)."""
 
     @field_validator("endpoint")
     @classmethod

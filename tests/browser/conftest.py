@@ -87,17 +87,19 @@ async def start_platform(tmp_path: Path, llm: ScriptedLLM) -> AsyncIterator[Star
         *,
         name: str = "config",
         with_prompts: bool = False,
+        env: dict[str, str] | None = None,
     ) -> ChatPlatform:
         keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
-        env = {k: v for k, v in os.environ.items() if k in keep}
-        env["PYTHONUNBUFFERED"] = "1"
+        child_env = {k: v for k, v in os.environ.items() if k in keep}
+        child_env["PYTHONUNBUFFERED"] = "1"
+        child_env.update(env or {})
         config_dir = tmp_path / name
         config_dir.mkdir(parents=True, exist_ok=True)
         servers = {"demo": {"command": sys.executable, "args": [str(DEMO_SERVER)]}}
         if with_prompts:
             servers["demo_prompt"] = {"command": sys.executable, "args": [str(PROMPT_SERVER)]}
         (config_dir / "servers_config.json").write_bytes(orjson.dumps({"mcpServers": servers}))
-        process = PlatformProcess(config_dir, env)
+        process = PlatformProcess(config_dir, child_env)
         started.append(process)
         platform = ChatPlatform(process, llm)
         await platform.start({**FAST_RECONNECT, **(overrides or {})})
@@ -146,11 +148,19 @@ async def page(context: BrowserContext) -> AsyncIterator[Page]:
     errors = PageErrors()
     tab = await context.new_page()
     tab.on("pageerror", lambda exc: errors.errors.append(f"uncaught: {exc}"))
+    # Not errors of the page's code: a failed WebSocket, and what its token probe after a
+    # failed connection gets (Chromium logs both): a 401 when auth is on and the page has
+    # no valid token, a refused connection while the platform is down.
+    expected = (
+        "WebSocket connection",
+        "responded with a status of 401",
+        "net::ERR_CONNECTION_REFUSED",
+    )
     tab.on(
         "console",
         lambda msg: (
             errors.errors.append(f"console.{msg.type}: {msg.text}")
-            if msg.type == "error" and "WebSocket connection" not in msg.text
+            if msg.type == "error" and not any(text in msg.text for text in expected)
             else None
         ),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import orjson
 import yaml
@@ -124,10 +125,23 @@ class ChatPlatform:
             "tools.server_ready", lambda e: e["server"] == "platform", after=mark, timeout=20
         )
 
-    async def connect(self, conversation_id: str | None = None) -> ChatClient:
-        """Open a client and read its ``session_info`` (left in ``frames``)."""
-        url = self.ws_url + (f"?conversation_id={conversation_id}" if conversation_id else "")
-        ws = await connect(url, compression=None, max_size=None)
+    async def connect(
+        self,
+        conversation_id: str | None = None,
+        *,
+        token: str | None = None,
+        bearer: str | None = None,
+    ) -> ChatClient:
+        """Open a client (``token``: as ``?token=``; ``bearer``: as an Authorization
+        header); its ``session_info`` is the first frame it receives."""
+        query = {
+            key: value
+            for key, value in (("conversation_id", conversation_id), ("token", token))
+            if value
+        }
+        url = self.ws_url + (f"?{urlencode(query)}" if query else "")
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else None
+        ws = await connect(url, compression=None, max_size=None, additional_headers=headers)
         return ChatClient(ws)
 
 

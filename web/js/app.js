@@ -8,7 +8,7 @@
 // connection, and the answer to `load_session`), so a reconnect or a reload shows exactly
 // what the server stored.
 
-import { ChatConnection, State, chatUrl } from "./connection.js";
+import { ChatConnection, State, chatUrl, pageToken, tokenRefused } from "./connection.js";
 import { clear, h } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
 import { schemaForm } from "./schema_form.js";
@@ -96,10 +96,14 @@ const state = {
 const endpointMeta = document.querySelector('meta[name="mcp-ws-endpoint"]')?.content;
 const endpoint = endpointMeta && endpointMeta.startsWith("/") ? endpointMeta : "/ws/chat";
 
+const token = pageToken();
+const NOT_AUTHORISED = "Not authorised: open the page with ?token=<your token>";
+
 const connection = new ChatConnection({
-  url: () => chatUrl(endpoint, state.conversationId),
+  url: () => chatUrl(endpoint, state.conversationId, token),
   onFrame: handleFrame,
   onState: showConnectionState,
+  refused: () => tokenRefused(endpoint, token),
 });
 
 // -- frames from the server ---------------------------------------------------------------
@@ -864,6 +868,9 @@ function showConnectionState(value, detail) {
     ui.connLabel.textContent = "Connected";
   } else if (value === State.CONNECTING) {
     ui.connLabel.textContent = detail.attempt ? "Reconnecting…" : "Connecting…";
+  } else if (value === State.UNAUTHORIZED) {
+    ui.connLabel.textContent = "Not authorised";
+    setRunning(false);
   } else {
     const tick = () => {
       const seconds = Math.max(0, Math.ceil((detail.at - Date.now()) / 1000));
@@ -875,7 +882,7 @@ function showConnectionState(value, detail) {
     // shows what the server stored.
     setRunning(false);
   }
-  ui.conn.title = value === State.RECONNECTING ? `Connection lost (${detail.reason}). Click to retry now.` : "Connection to the platform";
+  ui.conn.title = value === State.RECONNECTING ? `Connection lost (${detail.reason}). Click to retry now.` : value === State.UNAUTHORIZED ? NOT_AUTHORISED : "Connection to the platform";
   updateComposer();
 }
 
@@ -897,7 +904,7 @@ function updateComposer() {
   ui.stop.hidden = !state.running;
   ui.send.disabled = !canType;
   ui.stop.disabled = !state.connected;
-  ui.input.placeholder = !state.connected ? "Waiting for the connection…" : state.running ? "The model is answering…" : "Message MCP Platform…";
+  ui.input.placeholder = ui.conn.dataset.state === State.UNAUTHORIZED ? NOT_AUTHORISED : !state.connected ? "Waiting for the connection…" : state.running ? "The model is answering…" : "Message MCP Platform…";
   if (canType && document.activeElement === document.body) ui.input.focus();
 }
 

@@ -7,6 +7,16 @@
 // asks for the conversation the page shows (`?conversation_id=`), so a reconnect resumes
 // it. The backoff resets once the server's first frame (`session_info`) arrives: a server
 // that accepts and then closes at once is still retried slowly.
+//
+// Authentication: a browser cannot set headers on a WebSocket, so the token travels as
+// `?token=`. The page takes it from its own address (`/?token=…` or `/#token=…`), keeps it
+// in sessionStorage (this tab only) and removes it from the address bar, so it is not
+// bookmarked, shared or kept in the history. A refused handshake (HTTP 401) looks to the
+// page like any failed connection, so after a connection that failed before its first
+// frame the page asks the endpoint once with a plain `fetch` (the token in an
+// Authorization header): a 401 there means the token is the problem, and the page stops
+// retrying and says so instead of reconnecting forever. One probe per failed attempt, on
+// the same backoff: never a busy loop.
 
 const BACKOFF_S = [0.5, 1, 2, 4, 8, 15];
 
@@ -15,7 +25,39 @@ export const State = Object.freeze({
   CONNECTING: "connecting",
   OPEN: "open",
   RECONNECTING: "reconnecting",
+  UNAUTHORIZED: "unauthorized",
 });
+
+const TOKEN_KEY = "mcp-platform-token";
+
+/**
+ * The page's token: taken from `?token=` or `#token=` (then removed from the address bar
+ * and kept in sessionStorage), else the one kept earlier in this tab; null when none.
+ * @returns {string | null}
+ */
+export function pageToken() {
+  const url = new URL(location.href);
+  const hash = new URLSearchParams(url.hash.startsWith("#") ? url.hash.slice(1) : url.hash);
+  const given = url.searchParams.get("token") || hash.get("token");
+  if (given) {
+    try {
+      sessionStorage.setItem(TOKEN_KEY, given);
+    } catch {
+      // Storage disabled: the token still works for this page load.
+    }
+    url.searchParams.delete("token");
+    hash.delete("token");
+    const rest = hash.toString();
+    url.hash = rest ? `#${rest}` : "";
+    history.replaceState(history.state, "", url.href);
+    return given;
+  }
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
 
 export class ChatConnection {
   /**
@@ -23,9 +65,12 @@ export class ChatConnection {
    * @param {() => string} options.url Builds the URL for the next attempt.
    * @param {(frame: object) => void} options.onFrame Called with every parsed server frame.
    * @param {(state: string, detail: object) => void} options.onState Connection state changes.
+   * @param {() => Promise<boolean>} [options.refused] After a connection that failed before
+   *   its first frame: resolves true when the server refuses our credentials (no retry then).
    */
-  constructor({ url, onFrame, onState }) {
+  constructor({ url, onFrame, onState, refused }) {
     this.url = url;
+    this.refused = refused || (async () => false);
     this.onFrame = onFrame;
     this.onState = onState;
     this.ws = null;
@@ -89,10 +134,24 @@ export class ChatConnection {
       }
       this.onFrame(frame);
     });
-    ws.addEventListener("close", (event) => {
+    ws.addEventListener("close", async (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
-      this.scheduleReconnect(event.reason || `closed (code ${event.code})`);
+      const reason = event.reason || `closed (code ${event.code})`;
+      // Refused at the handshake, or closed for a revoked token (1008): is it the token?
+      if (!greeted || event.code === 1008) {
+        let refused = false;
+        try {
+          refused = await this.refused();
+        } catch {
+          refused = false; // the server is unreachable: an ordinary reconnect
+        }
+        if (refused) {
+          this.setState(State.UNAUTHORIZED, { reason });
+          return;
+        }
+      }
+      this.scheduleReconnect(reason);
     });
   }
 
@@ -110,10 +169,25 @@ export class ChatConnection {
  * The WebSocket URL for this page: same host and port, ws/wss after the page's scheme.
  * @param {string} endpoint The configured endpoint path (e.g. "/ws/chat").
  * @param {string | null} conversationId The conversation to resume, if any.
+ * @param {string | null} [token] The page's token (see pageToken), sent as `?token=`.
  */
-export function chatUrl(endpoint, conversationId) {
+export function chatUrl(endpoint, conversationId, token = null) {
   const url = new URL(endpoint, location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   if (conversationId) url.searchParams.set("conversation_id", conversationId);
+  if (token) url.searchParams.set("token", token);
   return url.href;
+}
+
+/**
+ * Whether the endpoint refuses this token (HTTP 401 to a plain GET, which the gateway
+ * checks before the upgrade), asked without putting the token in a URL.
+ * @param {string} endpoint The configured endpoint path.
+ * @param {string | null} token The page's token.
+ * @returns {Promise<boolean>}
+ */
+export async function tokenRefused(endpoint, token) {
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const response = await fetch(new URL(endpoint, location.href), { headers, cache: "no-store" });
+  return response.status === 401;
 }

@@ -1,0 +1,138 @@
+"""Bearer tokens of the WebSocket endpoint: the pure core the gateway feeds.
+
+Design note: ``chat.websocket.auth.tokens`` names, for each owner, the environment
+variable holding their token; :func:`resolve_tokens` reads those variables into a
+:class:`TokenTable` once per configuration (at start, and on each reload of the auth
+section), so a handshake costs no environment lookup. Resolution fails closed: an unset,
+empty or too short variable, or two owners sharing a token, is an :class:`AuthConfigError`
+naming the variable(s) or owners — never a table that accepts less (or more) than the file
+says. The values never leave this module except as the table's private bytes: nothing here
+logs, and errors name variables and owners, never values.
+
+A handshake's credential is the ``Authorization: Bearer`` header, else the ``token``
+query parameter (browsers cannot set headers on a WebSocket). :meth:`TokenTable.owner_of`
+compares the credential with *every* token using :func:`hmac.compare_digest`, without
+stopping at a match, so the time taken does not tell which entry (or how much of one)
+matched.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from config.schema import AuthConfig
+
+__all__ = [
+    "LOCAL_OWNER",
+    "MIN_TOKEN_LENGTH",
+    "AuthConfigError",
+    "TokenTable",
+    "credential_from_request",
+    "resolve_tokens",
+]
+
+LOCAL_OWNER = "local"
+"""The owner of every connection while no authentication is configured."""
+MIN_TOKEN_LENGTH = 16
+"""Characters a token needs at least: a short one is guessable (``openssl rand -hex 32``
+gives 64), and the log redaction ignores values under 6 characters."""
+
+
+class AuthConfigError(Exception):
+    """The auth section cannot be put into effect (names variables or owners, never
+    token values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTable:
+    """The accepted tokens and their owners (empty: authentication is off)."""
+
+    entries: tuple[tuple[str, bytes], ...] = ()
+    """``(owner, token)`` pairs, in configuration order."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a handshake needs a token."""
+        return bool(self.entries)
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        """The configured owners, in configuration order."""
+        return tuple(owner for owner, _ in self.entries)
+
+    def owner_of(self, credential: str | None) -> str | None:
+        """The owner a handshake with ``credential`` connects as; ``None`` = refused.
+
+        Without authentication every connection (with or without a credential) is
+        :data:`LOCAL_OWNER`.
+        """
+        if not self.enabled:
+            return LOCAL_OWNER
+        if not credential:
+            return None
+        presented = credential.encode()
+        found: str | None = None
+        for owner, token in self.entries:
+            # No early exit: every entry is compared, whichever matches.
+            if hmac.compare_digest(presented, token) and found is None:
+                found = owner
+        return found
+
+
+def resolve_tokens(config: AuthConfig, environ: Mapping[str, str]) -> TokenTable:
+    """Read each owner's token from the environment.
+
+    Raises:
+        AuthConfigError: A variable is unset, empty or shorter than
+            :data:`MIN_TOKEN_LENGTH` (every such variable is named), or two owners'
+            variables hold the same token (both owners are named).
+    """
+    problems: list[str] = []
+    entries: list[tuple[str, bytes]] = []
+    for entry in config.tokens:
+        value = environ.get(entry.token_env, "")
+        if not value:
+            problems.append(
+                f"the token of owner {entry.owner!r} is read from the environment variable "
+                f"{entry.token_env}, which is not set (or empty): set it in the environment "
+                "or a .env file"
+            )
+            continue
+        if len(value) < MIN_TOKEN_LENGTH:
+            problems.append(
+                f"the environment variable {entry.token_env} (token of owner {entry.owner!r}) "
+                f"holds fewer than {MIN_TOKEN_LENGTH} characters: use a long random token, "
+                "e.g. `openssl rand -hex 32`"
+            )
+            continue
+        token = value.encode()
+        for other, other_token in entries:
+            if hmac.compare_digest(token, other_token):
+                problems.append(
+                    f"owners {other!r} and {entry.owner!r} have the same token: every owner "
+                    "needs their own (a token decides whose conversations a connection sees)"
+                )
+        entries.append((entry.owner, token))
+    if problems:
+        raise AuthConfigError("chat.websocket.auth.tokens: " + "; ".join(problems))
+    return TokenTable(tuple(entries))
+
+
+def credential_from_request(path: str, authorization: str | None) -> str | None:
+    """The token a handshake presents: ``Authorization: Bearer <token>``, else the
+    ``token`` query parameter of ``path``; ``None`` when it presents none.
+
+    A header with another scheme (``Basic …``) presents no bearer token; it does not fall
+    back to the query, so one request cannot carry two different answers.
+    """
+    if authorization is not None:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return value.strip() or None
+    query = parse_qs(path.partition("?")[2])
+    values = query.get("token")
+    return values[0] if values and values[0] else None
