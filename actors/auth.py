@@ -19,7 +19,9 @@ matched.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -29,6 +31,7 @@ __all__ = [
     "LOCAL_OWNER",
     "MIN_TOKEN_LENGTH",
     "AuthConfigError",
+    "FailureThrottle",
     "TokenTable",
     "credential_from_request",
     "resolve_tokens",
@@ -136,3 +139,57 @@ def credential_from_request(path: str, authorization: str | None) -> str | None:
     query = parse_qs(path.partition("?")[2])
     values = query.get("token")
     return values[0] if values and values[0] else None
+
+
+class FailureThrottle:
+    """Counts refused handshakes per client address; an address past ``max_failures``
+    within ``window`` seconds is refused without looking at its token (HTTP 429) until its
+    oldest counted failure leaves the window.
+
+    Memory is bounded: at most ``max_addresses`` addresses are remembered (the least
+    recently failing is forgotten first), each with at most ``max_failures`` times.
+    """
+
+    def __init__(
+        self,
+        max_failures: int,
+        window: float,
+        *,
+        max_addresses: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self._max_addresses = max_addresses
+        self._clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after(self, address: str) -> float | None:
+        """Seconds until ``address`` may try again, or ``None`` if it may now."""
+        times = self._recent(address)
+        if times is None or len(times) < self.max_failures:
+            return None
+        return max(times[0] + self.window - self._clock(), 0.0)
+
+    def record(self, address: str) -> None:
+        """Count one refused handshake of ``address``."""
+        times = self._recent(address)
+        if times is None:
+            times = self._failures[address] = deque(maxlen=self.max_failures)
+            while len(self._failures) > self._max_addresses:
+                self._failures.popitem(last=False)
+        else:
+            self._failures.move_to_end(address)
+        times.append(self._clock())
+
+    def _recent(self, address: str) -> deque[float] | None:
+        times = self._failures.get(address)
+        if times is None:
+            return None
+        horizon = self._clock() - self.window
+        while times and times[0] <= horizon:
+            times.popleft()
+        if not times:
+            del self._failures[address]
+            return None
+        return times

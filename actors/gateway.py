@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import http
 import itertools
+import math
 import os
 import time
 from collections import deque
@@ -70,6 +71,7 @@ from actors.approval import not_waiting
 from actors.auth import (
     LOCAL_OWNER,
     AuthConfigError,
+    FailureThrottle,
     TokenTable,
     credential_from_request,
     resolve_tokens,
@@ -332,6 +334,8 @@ class GatewayActor(Actor):
         self._health = health
         self._environ = environ
         self._tokens = TokenTable()
+        self._failures: FailureThrottle | None = None
+        """Refused handshakes per client address (``chat.websocket.auth.max_failures``)."""
         """The accepted tokens (empty: no authentication); replaced only whole."""
         self._snapshot: ConfigSnapshot | None = None
         self._server: Server | None = None
@@ -577,6 +581,19 @@ class GatewayActor(Actor):
             )
         return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
 
+    def _throttle(self) -> FailureThrottle:
+        """The refused-handshake counter, rebuilt when its settings change (its counts
+        start over then)."""
+        auth = self.settings.auth
+        throttle = self._failures
+        if (
+            throttle is None
+            or throttle.max_failures != auth.max_failures
+            or throttle.window != auth.failure_window
+        ):
+            throttle = self._failures = FailureThrottle(auth.max_failures, auth.failure_window)
+        return throttle
+
     def _check_credential(self, connection: ServerConnection, request: Request) -> Response | None:
         """The 401 for a handshake without a known token (``None``: it may go on).
 
@@ -585,9 +602,22 @@ class GatewayActor(Actor):
         """
         if not self._tokens.enabled:
             return None
+        address = _peer_host(connection)
+        throttle = self._throttle()
+        wait = throttle.retry_after(address)
+        if wait is not None:
+            # Too many refusals from this address: not even its token is looked at.
+            self.log.warning("gateway.auth_throttled", remote=address, retry_after_s=wait)
+            response = connection.respond(
+                http.HTTPStatus.TOO_MANY_REQUESTS,
+                "too many refused handshakes from this address: try again later\n",
+            )
+            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            return response
         credential = credential_from_request(request.path, request.headers.get("Authorization"))
         if self._tokens.owner_of(credential) is not None:
             return None
+        throttle.record(address)
         reason = "missing" if credential is None else "invalid"
         # Never the credential, nor the path (it may hold ?token=).
         self.log.info("gateway.auth_refused", reason=reason, remote=_peer(connection))
@@ -1106,6 +1136,17 @@ def _unauthorized() -> ErrorFrame:
         error_message="your token is not accepted: reconnect with a valid token",
         retryable=False,
     )
+
+
+def _peer_host(connection: ServerConnection) -> str:
+    """The client's host (the throttle's key: a new source port is the same client)."""
+    try:
+        address = connection.remote_address
+    except (AttributeError, OSError):
+        return "unknown"
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return str(address)
 
 
 def _peer(connection: ServerConnection) -> str:

@@ -114,6 +114,12 @@ class AuthConfig(_Section):
 
     tokens: list[AuthToken] = []
     """The accepted tokens, each with its owner (owners are unique)."""
+    max_failures: int = Field(10, ge=1)
+    """Refused handshakes one address may make within ``failure_window`` seconds; past
+    that it gets HTTP 429 (``Retry-After``) whatever it sends, until the window has moved
+    on (guessing tokens is slowed down; the token length is the real defence)."""
+    failure_window: float = Field(60.0, gt=0)
+    """Seconds over which ``max_failures`` counts."""
 
     @model_validator(mode="after")
     def _owners_are_unique(self) -> AuthConfig:

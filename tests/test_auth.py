@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from actors.auth import (
     LOCAL_OWNER,
     AuthConfigError,
+    FailureThrottle,
     TokenTable,
     credential_from_request,
     resolve_tokens,
@@ -129,3 +130,36 @@ def test_token_values_are_redacted_in_logs(tmp_path: Path) -> None:
     store.save_runtime_config({"chat": {"websocket": {"auth": {"tokens": tokens}}}})
     # TEAM_A is not named like a secret: it is one because auth reads a token from it.
     assert collect_secrets({"TEAM_A": ALICE, "OTHER": "not-a-secret"}, store.snapshot) == {ALICE}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_throttle_counts_refusals_per_address_within_the_window() -> None:
+    clock = _Clock()
+    throttle = FailureThrottle(3, 60.0, clock=clock)
+    for _ in range(2):
+        throttle.record("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") is None  # 2 of 3
+    clock.now += 10
+    throttle.record("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") == 50.0  # the first refusal leaves in 50 s
+    assert throttle.retry_after("10.0.0.2") is None  # another address is not affected
+    clock.now += 50
+    assert throttle.retry_after("10.0.0.1") is None  # the oldest two left the window
+    throttle.record("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") is None  # 2 within the window again
+
+
+def test_the_throttle_forgets_the_least_recently_failing_address_first() -> None:
+    throttle = FailureThrottle(1, 60.0, max_addresses=2, clock=_Clock())
+    for address in ("a", "b", "a", "c"):
+        throttle.record(address)
+    assert throttle.retry_after("b") is None  # forgotten: a and c failed more recently
+    assert throttle.retry_after("a") is not None
+    assert throttle.retry_after("c") is not None

@@ -303,3 +303,28 @@ async def test_live_token_changes_close_only_the_revoked_connections(
     process.signal(2)
     assert await process.wait_exit() == 0
     _assert_no_secret_printed(process)
+
+
+async def test_an_address_with_too_many_refused_handshakes_is_throttled(
+    chat: tuple[ChatPlatform, list[ChatClient]],
+) -> None:
+    """``max_failures`` refusals from one address within ``failure_window``: its next
+    handshakes get HTTP 429 with ``Retry-After``, even with a good token (guessing is
+    slowed down), and the token still never reaches the log."""
+    platform, _clients = chat
+    platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN)
+    throttled = _auth(("alice", "ALICE_TOKEN"))
+    throttled["chat"]["websocket"]["auth"].update(max_failures=3, failure_window=600)
+    await platform.start(throttled)
+    for _ in range(3):
+        refusal = await _refusal(f"{platform.ws_url}?token={WRONG_TOKEN}")
+        assert refusal.response.status_code == 401
+    for token in (WRONG_TOKEN, ALICE_TOKEN):
+        refusal = await _refusal(f"{platform.ws_url}?token={token}")
+        assert refusal.response.status_code == 429
+        assert 1 <= int(refusal.response.headers["Retry-After"]) <= 600
+    await platform.process.wait_for("gateway.auth_throttled")
+    assert len(platform.process.find("gateway.auth_refused")) == 3
+    platform.process.signal(2)
+    assert await platform.process.wait_exit() == 0
+    _assert_no_secret_printed(platform.process)
