@@ -1138,26 +1138,26 @@ def _unauthorized() -> ErrorFrame:
     )
 
 
-def _peer_host(connection: ServerConnection) -> str:
-    """The client's host (the throttle's key: a new source port is the same client)."""
+def _remote(connection: ServerConnection) -> tuple[str, str | None]:
+    """The client's host and port (``"unknown"`` when the socket is gone)."""
     try:
         address = connection.remote_address
     except (AttributeError, OSError):
-        return "unknown"
-    if isinstance(address, tuple) and address:
-        return str(address[0])
-    return str(address)
+        return "unknown", None
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), str(address[1])
+    return str(address), None
+
+
+def _peer_host(connection: ServerConnection) -> str:
+    """The client's host (the throttle's key: a new source port is the same client)."""
+    return _remote(connection)[0]
 
 
 def _peer(connection: ServerConnection) -> str:
     """The client's address as ``host:port`` (for logs)."""
-    try:
-        address = connection.remote_address
-    except (AttributeError, OSError):
-        return "unknown"
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)
+    host, port = _remote(connection)
+    return host if port is None else f"{host}:{port}"
 
 
 def _invalid(message: str) -> ChatError:

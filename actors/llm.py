@@ -1087,24 +1087,13 @@ class LLMActor(Actor):
             raise MalformedChunk(f"the answer is not valid JSON ({exc}): {raw[:80]!r}") from exc
         accumulator = completion.accumulator
         accumulator.feed_completion(data)
-        if publish:
-            request = completion.request
-            parts: tuple[tuple[Literal["thinking", "content"], str], ...] = (
-                ("thinking", accumulator.thinking),
-                ("content", accumulator.content),
-            )
-            for kind, text in parts:
-                if text:
-                    completion.first_delta_at = completion.first_delta_at or time.perf_counter()
-                    await self.publish(
-                        AssistantDelta.model_construct(
-                            conversation_id=request.conversation_id,
-                            turn_id=request.turn_id,
-                            kind=kind,
-                            text=text,
-                        )
-                    )
-                    completion.published_chars += len(text)
+        both: tuple[tuple[Literal["thinking", "content"], str], ...] = (
+            ("thinking", accumulator.thinking),
+            ("content", accumulator.content),
+        )
+        pieces = [(kind, text) for kind, text in both if text]
+        if publish and pieces:
+            await self._publish_pieces(completion, pieces)
 
 
 def _ms(start: float) -> float:

@@ -303,28 +303,50 @@ class ToolActor(Actor):
             )
         return self._conn
 
+    async def _across_renewal(
+        self,
+        conn: ServerConnection | None,
+        timeout: float,
+        send: Callable[[ServerConnection], Awaitable[_T]],
+        retried: Callable[[], None],
+    ) -> _T:
+        """One request across an expired session: it waits for a renewal in progress
+        (``conn`` is ``None``), and one the server refused unread (SessionExpired: HTTP
+        404 to our session id, or never sent) is sent once more on the new session, after
+        ``retried()`` (its log line). Once: a server that forgets every new session is
+        broken.
+
+        Raises:
+            _RenewalFailed: No new session came.
+            SessionExpired: The new session refused it too.
+        """
+        if conn is None:
+            conn = await self._renewed_connection(None, timeout)
+        try:
+            return await send(conn)
+        except SessionExpired:
+            retried()
+            return await send(await self._renewed_connection(conn, timeout))
+
     async def _reading(
         self,
         conn: ServerConnection | None,
         method: str,
         read: Callable[[ServerConnection], Awaitable[_T]],
     ) -> _T:
-        """A read (``prompts/get``, ``resources/read``) across an expired session: it
-        waits for a renewal in progress, and one the server refused with 404 is sent once
-        more on the new session (a read has no effects, so even an accepted one could be;
-        but a refused one was not run at all).
+        """A read (``prompts/get``, ``resources/read``) across an expired session (a read
+        has no effects, so even an accepted one could be sent again; a refused one was not
+        run at all).
 
         Raises:
             ServerGone: The renewal failed, or the new session refused it too.
         """
-        timeout = self._connection_config.connection_timeout
-        if conn is None:
-            conn = await self._renewed_connection(None, timeout)
-        try:
-            return await read(conn)
-        except SessionExpired:
-            self.log.info("tools.read_retried", server=self.server, method=method)
-            return await read(await self._renewed_connection(conn, timeout))
+        return await self._across_renewal(
+            conn,
+            self._connection_config.connection_timeout,
+            read,
+            lambda: self.log.info("tools.read_retried", server=self.server, method=method),
+        )
 
     def _connect(self) -> AbstractAsyncContextManager[ServerConnection]:
         """The connection to (re)open; the built-in server's actor connects in-process."""
@@ -645,30 +667,23 @@ class ToolActor(Actor):
     ) -> ToolOutcome:
         call = running.call
         try:
-            try:
-                if conn is None:
-                    conn = await self._renewed_connection(None, timeout)
-                result = await conn.call_tool(
+            # Safe to send again after SessionExpired: the server provably did not run it
+            # (its POST got HTTP 404 for our session id, or was never sent, or only on the
+            # forgotten id); a call the server accepted is ServerGone and is never resent.
+            result = await self._across_renewal(
+                conn,
+                timeout,
+                lambda c: c.call_tool(
                     call.tool,
                     call.arguments,
                     timeout=timeout,
                     progress_callback=progress,
                     clock=running.clock,
-                )
-            except SessionExpired:
-                # Safe to send again: the server provably did not run it (its POST got
-                # HTTP 404 for our session id, or was never sent, or only on the forgotten
-                # id); a call the server accepted is ServerGone and never gets here. Once:
-                # a server that forgets every new session is broken.
-                self.log.info("tools.call_retried", server=self.server, call_id=call.call_id)
-                renewed = await self._renewed_connection(conn, timeout)
-                result = await renewed.call_tool(
-                    call.tool,
-                    call.arguments,
-                    timeout=timeout,
-                    progress_callback=progress,
-                    clock=running.clock,
-                )
+                ),
+                lambda: self.log.info(
+                    "tools.call_retried", server=self.server, call_id=call.call_id
+                ),
+            )
             outcome = ToolOutcome(
                 is_error=result.is_error,
                 text=outcome_text(result),

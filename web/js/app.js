@@ -326,15 +326,7 @@ function onElicitation(frame) {
     tick();
     question.timer = setInterval(tick, 1000);
   }
-  if (frame.turn_id) {
-    const turn = turnFor(frame.turn_id);
-    flushRender(turn);
-    turn.segment = null;
-    turn.parts.append(card);
-    scrollToEnd(true);
-  } else {
-    placeInline(card);
-  }
+  placeCard(card, frame.turn_id);
   card.querySelector("input, select")?.focus();
 }
 
@@ -418,15 +410,7 @@ function onToolApproval(frame) {
     tick();
     approval.timer = setInterval(tick, 1000);
   }
-  if (frame.turn_id) {
-    const turn = turnFor(frame.turn_id);
-    flushRender(turn);
-    turn.segment = null;
-    turn.parts.append(card);
-    scrollToEnd(true);
-  } else {
-    placeInline(card);
-  }
+  placeCard(card, frame.turn_id);
 }
 
 /** End every approval card on screen that `which` selects (see onToolApproval's `end`). */
@@ -632,6 +616,16 @@ function finishTurnView(turn, frame) {
 function addMessage(node) {
   ui.empty.hidden = true;
   ui.messages.append(node);
+  scrollToEnd(true);
+}
+
+// A question's or an approval's card: in its turn's flow when it names one, else inline.
+function placeCard(card, turnId) {
+  if (!turnId) return placeInline(card);
+  const turn = turnFor(turnId);
+  flushRender(turn);
+  turn.segment = null;
+  turn.parts.append(card);
   scrollToEnd(true);
 }
 
