@@ -386,6 +386,7 @@ class GatewayActor(Actor):
             settings.host,
             settings.port,
             process_request=self._process_request,
+            process_response=_close_after_plain_response,
             compression=settings.compression,
             # Frames up to twice the limit are read and answered with MESSAGE_TOO_LARGE
             # (the connection stays open); larger ones close it with 1009.
@@ -1162,6 +1163,28 @@ def _peer(connection: ServerConnection) -> str:
 
 def _invalid(message: str) -> ChatError:
     return InvalidMessage(message)
+
+
+def _close_after_plain_response(
+    connection: ServerConnection, request: Request, response: Response
+) -> None:
+    """Mark every response but the upgrade ``Connection: close``.
+
+    websockets closes the TCP connection after any plain HTTP response (the page, a 304,
+    ``/healthz``, 401, 403, 404, 426, 429, its own 400/500/503). Without the header a
+    keep-alive client (httpx, a browser, a load balancer's health check) sends its next
+    request on a socket the server is closing, and fails or retries depending on who wins
+    that race. websockets calls this hook for every response it is about to send, whoever
+    built it, so no response of ours can go out without it. (The library's own
+    ``reject()`` responses carry the header already, including the 503 it substitutes
+    after this hook when the server is shutting down.)
+    """
+    if response.status_code == http.HTTPStatus.SWITCHING_PROTOCOLS:
+        return
+    headers = response.headers
+    if "Connection" in headers:
+        del headers["Connection"]
+    headers["Connection"] = "close"
 
 
 def _response(status: http.HTTPStatus, content_type: str, body: bytes) -> Response:
