@@ -1,16 +1,31 @@
 """The ConfigActor: owns the configuration files and tells everyone when they change.
 
-Design note: the rules (merge, validation, atomic versioned writes) live in
-``config/store.py``; this actor is the shell around them. A child task watches the config
-directory with watchfiles (the *directory*, because an editor's save or an atomic write
-replaces the file rather than modifying it) and sends the actor a private message; the
-actor re-reads, validates and either publishes :class:`ConfigChanged` with the changed key
-paths or :class:`ConfigRejected`, keeping the last good configuration and leaving the
-operator's file untouched.
+Design note: the rules (merge, validation, atomic versioned writes, which changes loosen
+security) live in ``config/store.py`` and ``config/security.py``; this actor is the shell
+around them. A child task watches the config directory with watchfiles (the *directory*,
+because an editor's save or an atomic write replaces the file rather than modifying it)
+and sends the actor a private message; the actor re-reads, validates and either publishes
+:class:`ConfigChanged` with the changed key paths or :class:`ConfigRejected`, keeping the
+last good configuration and leaving the operator's file untouched.
 
-An edit can be seen half-written (editors truncate, then write): before rejecting, the
-actor waits ``settle_seconds`` and re-reads once; only content that is still invalid then
-is rejected.
+The partial-write rule. A file is often seen *in transit*: editors and scripts truncate,
+pause 20-300 ms, then write; a full disk leaves an empty file; ``rm`` and some editors'
+rename dance leave none for a moment. Such a file parses as "fewer overrides", i.e. the
+open defaults. So the actor first waits until the files' content has stayed the same for
+:data:`SETTLE_SECONDS` whenever what it read is suspect: invalid, blank or missing, a
+missing servers file, or a change that loosens security. Then, with the settled content:
+
+* invalid: rejected (ConfigRejected), the last good configuration stays;
+* blank or missing runtime file: nothing is applied (``config.runtime_blank``), however
+  long it stays so. It is not recreated while running either: the copy of the defaults
+  says ``tokens: []``, which would read as an explicit loosening;
+* a loosening the file states explicitly: applied, logged as ``config.loosened``
+  (warning); one it does not state (inherited from the defaults): the value in force is
+  kept, logged as ``config.loosening_refused``; the rest of the change applies.
+
+An ordinary complete edit that loosens nothing is applied at once (~60 ms after the save).
+While the actor waits, its mailbox waits too (at most ``SETTLE_SECONDS`` times
+``_MAX_SETTLE_ROUNDS``): a GetConfig is answered after the files have settled.
 """
 
 from __future__ import annotations
@@ -37,9 +52,9 @@ from bus.messages import (
 )
 from config.errors import ConfigInvalid
 from config.schema import ConfigSnapshot
-from config.store import ConfigStore, set_keys
+from config.store import Applied, Candidate, ConfigStore, set_keys
 
-__all__ = ["ConfigActor"]
+__all__ = ["SETTLE_SECONDS", "ConfigActor"]
 
 
 class _FilesChanged(Message):
@@ -50,6 +65,14 @@ class _FilesChanged(Message):
 
 Source = Literal["runtime_file", "servers_file", "api"]
 
+SETTLE_SECONDS = 0.5
+"""How long a suspect file's content must stay the same before it is applied (or
+rejected): longer than an editor's truncate-then-write pause (20-300 ms), short enough that
+an operator sees the result of a save at once."""
+_MAX_SETTLE_ROUNDS = 8
+"""A file that keeps changing is waited for at most this many settle periods (4 s); its
+content is then treated as unsettled: no loosening is applied from it."""
+
 
 class ConfigActor(Actor):
     """Serves the configuration (GetConfig, SaveRuntimeConfig, ReloadRuntimeConfig) and
@@ -59,7 +82,8 @@ class ConfigActor(Actor):
         store: The store of the config directory. It outlives restarts of this actor, so a
             restarted ConfigActor keeps the last good configuration.
         debounce_ms: watchfiles' debounce: events closer together are one change.
-        settle_seconds: Wait before re-reading a file that failed to parse.
+        settle_seconds: How long a suspect file's content must stay the same before it is
+            applied or rejected (:data:`SETTLE_SECONDS`; tests pass other values).
     """
 
     default_name: ClassVar[str] = "config"
@@ -72,7 +96,7 @@ class ConfigActor(Actor):
     )
 
     def __init__(
-        self, store: ConfigStore, *, debounce_ms: int = 50, settle_seconds: float = 0.15
+        self, store: ConfigStore, *, debounce_ms: int = 50, settle_seconds: float = SETTLE_SECONDS
     ) -> None:
         super().__init__()
         self.store = store
@@ -89,7 +113,7 @@ class ConfigActor(Actor):
             self.store.load()
         else:
             # A restart: pick up edits made while no watcher was running.
-            await self._reload({self.store.runtime_path, self.store.servers_path})
+            await self._reload({self.store.runtime_path, self.store.servers_path}, "runtime_file")
         self._restart_watcher()
 
     async def on_stop(self) -> None:
@@ -113,54 +137,126 @@ class ConfigActor(Actor):
                 self.log.info("config.updated", keys=sorted(changes), version=snapshot.version)
                 return snapshot
             case ReloadRuntimeConfig():
-                return await self._apply_call("api", self.store.reload_runtime_config)
+                # The files as they are, under the same partial-write rule as an edit;
+                # an invalid file fails the request (and is published as rejected).
+                await self._reread("api", raise_invalid=True)
+                return self.store.snapshot
             case _FilesChanged(paths=paths):
-                await self._reload({Path(p) for p in paths})
+                touched = {Path(p) for p in paths}
+                source: Source = (
+                    "runtime_file" if self.store.runtime_path in touched else "servers_file"
+                )
+                await self._reload(touched, source)
         return None
 
     # -- reloading ------------------------------------------------------------------------
 
-    async def _apply_call(
-        self, source: Source, call: Callable[[], tuple[ConfigSnapshot, list[str]]]
-    ) -> ConfigSnapshot:
+    async def _apply_call(self, source: Source, call: Callable[[], Applied]) -> ConfigSnapshot:
         started = time.perf_counter()
         try:
-            snapshot, keys = call()
+            applied = call()
         except ConfigInvalid as exc:
             await self._reject(exc)
             raise
-        await self._changed(snapshot, keys, source, started)
-        return snapshot
+        await self._changed(applied, source, started)
+        return applied.snapshot
 
-    async def _reload(self, paths: set[Path]) -> None:
+    async def _reload(self, paths: set[Path], source: Source) -> None:
+        """The watcher saw ``paths`` change: apply what changed, if anything did."""
+        if self.store.take_changes(paths):
+            await self._reread(source)
+
+    async def _reread(self, source: Source, *, raise_invalid: bool = False) -> None:
+        """Read both files and apply them under the partial-write rule (module docstring).
+
+        Raises:
+            ConfigInvalid: Only with ``raise_invalid``: the settled content is invalid
+                (it has been rejected and published as such first).
+        """
         started = time.perf_counter()
-        runtime = self.store.runtime_path
-        if runtime in paths and not runtime.exists():
-            await asyncio.sleep(self._settle)  # an editor may be replacing it
-            if not runtime.exists():
-                self.store.reset_runtime_config(apply=False)
-                self.log.warning("config.recreated", file=str(runtime), reason="file was deleted")
-        source: Source = "runtime_file" if runtime in paths else "servers_file"
         try:
-            result = self.store.reload_changed(paths)
-        except ConfigInvalid as first:
-            await asyncio.sleep(self._settle)  # maybe caught half-written: look once more
+            candidate: Candidate | None = self.store.prepare()
+        except ConfigInvalid:
+            candidate = None  # maybe caught half-written: judged once it has settled
+        settled = False
+        if candidate is None or self._suspect(candidate):
+            settled, stable = await self._wait_until_settled()
             try:
-                result = self.store.reload_changed(paths)
+                candidate = self.store.prepare()
             except ConfigInvalid as exc:
                 await self._reject(exc)
+                if raise_invalid:
+                    raise
                 return
-            if result is None:
-                await self._reject(first)
-                return
-        if result is None:
-            return  # our own write, or no content change
-        snapshot, keys = result
-        await self._changed(snapshot, keys, source, started)
+            # Changed again between the last look and this read: not the settled content.
+            settled = settled and candidate.runtime_text == stable[0]
+        elif not self.store.loosenings(candidate):
+            settled = True  # nothing to guard: an ordinary edit applies at once
+        try:
+            applied = self.store.commit(candidate, settled=settled)
+        except ConfigInvalid as exc:  # keeping a value in force broke a cross-key rule
+            await self._reject(exc)
+            if raise_invalid:
+                raise
+            return
+        if applied is None:
+            self.log.warning(
+                "config.runtime_blank",
+                file=str(self.store.runtime_path),
+                state="missing" if candidate.runtime_text is None else "empty",
+                kept_version=self.store.snapshot.version,
+                hint="the configuration in force stays; write the file (or run "
+                "mcp-reset-config) to change it",
+            )
+            return
+        await self._changed(applied, source, started)
 
-    async def _changed(
-        self, snapshot: ConfigSnapshot, keys: list[str], source: Source, started: float
-    ) -> None:
+    def _suspect(self, candidate: Candidate) -> bool:
+        """Whether ``candidate`` may be a file caught in transit, to be judged only once
+        the files have settled."""
+        servers_vanished = not candidate.servers_path.exists() and bool(
+            self.store.snapshot.servers.mcp_servers
+        )
+        return candidate.blank or servers_vanished or bool(self.store.loosenings(candidate))
+
+    async def _wait_until_settled(self) -> tuple[bool, tuple[str | None, str | None]]:
+        """Wait until both files' content has stayed the same for the settle period.
+
+        Returns:
+            Whether they settled (``False``: still changing after ``_MAX_SETTLE_ROUNDS``
+            periods) and their last content (:meth:`ConfigStore.fingerprint`).
+        """
+        previous = self.store.fingerprint()
+        for _ in range(_MAX_SETTLE_ROUNDS):
+            await asyncio.sleep(self._settle)
+            now = self.store.fingerprint()
+            if now == previous:
+                return True, now
+            previous = now
+        self.log.warning("config.unsettled", waited_s=self._settle * _MAX_SETTLE_ROUNDS)
+        return False, previous
+
+    async def _changed(self, applied: Applied, source: Source, started: float) -> None:
+        snapshot, keys = applied.snapshot, applied.changed_keys
+        if applied.refused:
+            # Fail closed: the values in force stay; say which and why, never a token.
+            self.log.warning(
+                "config.loosening_refused",
+                source=source,
+                keys=sorted(applied.refused),
+                would=[applied.refused[key] for key in sorted(applied.refused)],
+                reason="a change that loosens security is applied only from a settled file "
+                "that states the key itself",
+                version=snapshot.version,
+            )
+        if applied.loosened:
+            self.log.warning(
+                "config.loosened",
+                source=source,
+                keys=sorted(applied.loosened),
+                what=[applied.loosened[key] for key in sorted(applied.loosened)],
+                version=snapshot.version,
+            )
         if not keys:
             self.log.debug("config.unchanged", source=source, version=snapshot.version)
             return

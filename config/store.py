@@ -11,7 +11,11 @@ keeps every rule testable with plain data:
 * the program's own writes are atomic (temp file, fsync, rename) and bump
   ``_runtime_config.version``; an operator's edit is never overwritten;
 * file contents are remembered by hash, so the watcher ignores the program's own writes
-  and a second event for content already seen.
+  and a second event for content already seen;
+* the partial-write rule (:meth:`ConfigStore.commit`): while a configuration is in force,
+  a blank or missing runtime file is never applied, and a change that loosens security
+  (``config/security.py``) is applied only from a settled file that states it; an empty
+  servers file is invalid JSON, rejected like any other.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import tempfile
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import yaml
@@ -33,12 +38,15 @@ from pydantic import BaseModel, ValidationError
 
 from config.errors import ConfigInvalid
 from config.schema import ConfigSnapshot, PlatformConfig, RuntimeMetadata, ServersConfig
+from config.security import keep_in_force, loosenings, stated
 
 __all__ = [
     "DEFAULTS_PATH",
     "DEFAULT_CONFIG_DIR",
     "METADATA_KEY",
     "RUNTIME_FILE",
+    "Applied",
+    "Candidate",
     "ConfigStore",
     "atomic_write_text",
     "changed_keys",
@@ -186,7 +194,9 @@ def parse_servers(text: str, source: Path | str) -> ServersConfig:
         ConfigInvalid: Not JSON, or failed validation (problems name their key paths).
     """
     try:
-        data = orjson.loads(text) if text.strip() else {}
+        # An empty file is not JSON either: a servers file caught half-written (or left
+        # empty by a full disk) must not read as "no servers" and stop them all.
+        data = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise ConfigInvalid(
             source, [f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]
@@ -305,8 +315,19 @@ def _read_text(path: Path) -> str:
         raise ConfigInvalid(path, [f"cannot read the file: {exc.strerror or exc}"]) from exc
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def _digest(text: str | None) -> str:
+    return "missing" if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _is_blank(text: str) -> bool:
+    """Nothing but whitespace and comments: what a truncated file (or our own header cut
+    short) looks like. An explicit ``{}`` is not blank: it says "no overrides"."""
+    return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
+
+
+def _servers_from(text: str | None, path: Path) -> ServersConfig:
+    """The servers file's configuration; a missing file has no servers."""
+    return ServersConfig() if text is None else parse_servers(text, path)
 
 
 def _now() -> str:
@@ -314,6 +335,40 @@ def _now() -> str:
 
 
 # -- the store --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Both files as read now, merged and validated: what a reload would put in force."""
+
+    runtime_text: str | None
+    """The runtime file's text (``None``: the file is missing)."""
+    overrides: dict[str, Any]
+    """The runtime file's overrides (without ``_runtime_config``)."""
+    version: int
+    """Its ``_runtime_config.version``."""
+    config: PlatformConfig
+    effective: dict[str, Any]
+    """``config`` as a plain dict."""
+    servers: ServersConfig
+    servers_path: Path
+
+    @property
+    def blank(self) -> bool:
+        """The runtime file is missing or holds only whitespace and comments."""
+        return self.runtime_text is None or _is_blank(self.runtime_text)
+
+
+class Applied(NamedTuple):
+    """A configuration put in force."""
+
+    snapshot: ConfigSnapshot
+    changed_keys: list[str]
+    """Dotted key paths whose value changed (``servers.``-prefixed for the servers file)."""
+    loosened: dict[str, str]
+    """Security keys it loosened (stated in a settled file), with what each loosens."""
+    refused: dict[str, str]
+    """Security keys it would have loosened but that were kept as they were in force."""
 
 
 class ConfigStore:
@@ -366,76 +421,166 @@ class ConfigStore:
         return self._defaults
 
     def load(self) -> tuple[ConfigSnapshot, list[str]]:
-        """Read both files (creating a missing runtime file from the defaults).
+        """Read both files: at start (creating a missing runtime file from the defaults),
+        or again while a configuration is in force (then as :meth:`reload_changed` with
+        ``settled=False``: a blank or missing runtime file changes nothing, and nothing
+        that loosens security is applied).
 
         Returns:
-            The new snapshot and the key paths that changed (every key on the first load).
+            The snapshot in force and the key paths that changed (every key on the first
+            load).
 
         Raises:
             ConfigInvalid: Either file is invalid; the configuration in force is unchanged.
         """
-        if not self.runtime_path.exists():
+        if self._snapshot is None and not self.runtime_path.exists():
+            # Only at start, with nothing in force: while running, the defaults' copy
+            # (tokens: [] written out) would read as an explicit loosening.
             self.reset_runtime_config(apply=False)
-        runtime_text = _read_text(self.runtime_path)
-        overrides, version = self._parse_runtime(runtime_text)
-        config, effective = self._effective(overrides, self.runtime_path)
-        servers_path = self._servers_path_for(config)
-        servers_text = self._read_servers_text(servers_path)
-        servers = parse_servers(servers_text, servers_path)
-        self._seen[self.runtime_path] = _digest(runtime_text)
-        self._seen[servers_path] = _digest(servers_text)
-        return self._apply(config, effective, overrides, servers, version, servers_path)
+        applied = self.commit(self.prepare(), settled=self._snapshot is None)
+        if applied is None:
+            return self.snapshot, []
+        return applied.snapshot, applied.changed_keys
 
     def reload_runtime_config(self) -> tuple[ConfigSnapshot, list[str]]:
         """Re-read both files now, whatever the watcher saw (the programmatic API)."""
         return self.load()
 
-    def reload_changed(self, paths: set[Path]) -> tuple[ConfigSnapshot, list[str]] | None:
+    def reload_changed(self, paths: set[Path], *, settled: bool = False) -> Applied | None:
         """Re-read the files among ``paths`` whose content changed since last seen.
 
+        ``settled``: whether the caller knows the files have stopped changing (see
+        :meth:`commit`). The ConfigActor decides that over time; this synchronous form
+        is :meth:`take_changes`, :meth:`prepare` and :meth:`commit` in one.
+
         Returns:
-            ``None`` when nothing relevant changed (e.g. the program's own write),
-            otherwise the new snapshot and changed key paths.
+            ``None`` when nothing relevant changed (e.g. the program's own write) or the
+            runtime file is blank or missing, otherwise what was applied.
 
         Raises:
             ConfigInvalid: The new content is invalid (it is remembered as seen, so the
                 same bad content is reported once, not at every event).
         """
-        servers_path = self.servers_path
-        relevant = {p for p in paths if p in (self.runtime_path, servers_path)}
-        if not relevant:
+        if not self.take_changes(paths):
             return None
-        if self.runtime_path in relevant and not self.runtime_path.exists():
-            # Deleted while running: recreate from the defaults, as at first start.
-            self.reset_runtime_config(apply=False)
+        return self.commit(self.prepare(), settled=settled)
+
+    def take_changes(self, paths: set[Path]) -> bool:
+        """Whether any of ``paths`` is a configuration file whose content (or absence)
+        differs from what was last read or written; the new content counts as seen."""
+        servers_path = self.servers_path
         changed = False
-        for path in relevant:
-            text = self._read_servers_text(path) if path == servers_path else _read_text(path)
+        for path in {p for p in paths if p in (self.runtime_path, servers_path)}:
+            text = self._read_servers_text(path) if path == servers_path else self._runtime_text()
             digest = _digest(text)
             if self._seen.get(path) != digest:
                 self._seen[path] = digest
                 changed = True
-        if not changed:
-            return None
-        return self._load_seen_files()
+        return changed
 
-    def _load_seen_files(self) -> tuple[ConfigSnapshot, list[str]]:
-        runtime_text = _read_text(self.runtime_path)
-        overrides, version = self._parse_runtime(runtime_text)
+    def fingerprint(self) -> tuple[str | None, str | None]:
+        """The runtime file's and the servers file's content now (``None``: missing), to
+        tell whether they have stopped changing. Unreadable content counts as content."""
+        try:
+            runtime = self._runtime_text()
+        except ConfigInvalid as exc:
+            runtime = str(exc)
+        try:
+            servers = self._read_servers_text(self._servers_path_in_force())
+        except ConfigInvalid as exc:
+            servers = str(exc)
+        return runtime, servers
+
+    def prepare(self) -> Candidate:
+        """Read, merge and validate both files as they are now, without applying them.
+
+        Both contents count as seen, so a rejected content is reported once.
+
+        Raises:
+            ConfigInvalid: Either file is invalid.
+        """
+        runtime_text = self._runtime_text()
+        self._seen[self.runtime_path] = _digest(runtime_text)
+        if runtime_text is None:
+            overrides: dict[str, Any] = {}
+            version = self._snapshot.version if self._snapshot is not None else 0
+        else:
+            overrides, version = self._parse_runtime(runtime_text)
         config, effective = self._effective(overrides, self.runtime_path)
         servers_path = self._servers_path_for(config)
         servers_text = self._read_servers_text(servers_path)
-        servers = parse_servers(servers_text, servers_path)
         self._seen[servers_path] = _digest(servers_text)
-        return self._apply(config, effective, overrides, servers, version, servers_path)
+        return Candidate(
+            runtime_text=runtime_text,
+            overrides=overrides,
+            version=version,
+            config=config,
+            effective=effective,
+            servers=_servers_from(servers_text, servers_path),
+            servers_path=servers_path,
+        )
+
+    def loosenings(self, candidate: Candidate) -> dict[str, str]:
+        """The security keys ``candidate`` would loosen relative to the configuration in
+        force (nothing at the first load), each with what it loosens."""
+        if self._snapshot is None:
+            return {}
+        return loosenings(self._snapshot.config, candidate.config)
+
+    def commit(self, candidate: Candidate, *, settled: bool) -> Applied | None:
+        """Put ``candidate`` in force, unless it is not a configuration.
+
+        The partial-write rule: while a configuration is in force, a blank or missing
+        runtime file is a file being written (or a disk-full save), never a
+        configuration: nothing is applied (``None``). A security key that the candidate
+        loosens is applied only if ``settled`` (the files stopped changing) and the
+        runtime file states that key itself; otherwise its value in force is kept
+        (fail closed) and the key is listed in ``refused``.
+
+        Raises:
+            ConfigInvalid: Keeping the values in force made the configuration invalid.
+        """
+        if candidate.blank and self._snapshot is not None:
+            return None
+        config, effective, loosened, refused = self._guarded(candidate, settled=settled)
+        snapshot, keys = self._apply(
+            config,
+            effective,
+            candidate.overrides,
+            candidate.servers,
+            candidate.version,
+            candidate.servers_path,
+        )
+        return Applied(snapshot, keys, loosened, refused)
+
+    def _guarded(
+        self, candidate: Candidate, *, settled: bool
+    ) -> tuple[PlatformConfig, dict[str, Any], dict[str, str], dict[str, str]]:
+        """The candidate's configuration with refused loosenings set back to the values in
+        force, and which loosenings were applied and which refused."""
+        found = self.loosenings(candidate)
+        loosened = {
+            key: what
+            for key, what in found.items()
+            if settled and not candidate.blank and stated(candidate.overrides, key)
+        }
+        refused = {key: what for key, what in found.items() if key not in loosened}
+        if not refused:
+            return candidate.config, candidate.effective, loosened, refused
+        in_force = self.snapshot.config.model_dump(mode="json")
+        kept = keep_in_force(candidate.effective, in_force, refused)
+        config = validate_config(kept, self.runtime_path)
+        return config, config.model_dump(mode="json"), loosened, refused
 
     # -- writing ---------------------------------------------------------------------------
 
-    def save_runtime_config(self, overrides: Mapping[str, Any]) -> tuple[ConfigSnapshot, list[str]]:
+    def save_runtime_config(self, overrides: Mapping[str, Any]) -> Applied:
         """Validate, then atomically write ``overrides`` as the runtime file and apply it.
 
         ``overrides`` is the whole runtime file's content (partial overrides of the
-        defaults); a ``_runtime_config`` block in it is ignored and rewritten.
+        defaults); a ``_runtime_config`` block in it is ignored and rewritten. The write
+        is atomic, so it counts as settled: a security key it loosens is applied if
+        ``overrides`` states it, otherwise kept as in force (see :meth:`commit`).
 
         Raises:
             ConfigInvalid: The result would be invalid; nothing is written.
@@ -451,7 +596,7 @@ class ConfigStore:
         config, effective = self._effective(data, "save_runtime_config")
         servers_path = self._servers_path_for(config)
         servers_text = self._read_servers_text(servers_path)
-        servers = parse_servers(servers_text, servers_path)
+        servers = _servers_from(servers_text, servers_path)
         version = self._next_version()
         meta = RuntimeMetadata(
             version=version,
@@ -466,10 +611,22 @@ class ConfigStore:
             default_flow_style=False,
         )
         text = _RUNTIME_HEADER.format(defaults=self.defaults_path.name) + body
+        candidate = Candidate(
+            runtime_text=text,
+            overrides=data,
+            version=version,
+            config=config,
+            effective=effective,
+            servers=servers,
+            servers_path=servers_path,
+        )
+        # Guarded before the write, so a failure leaves the file untouched.
+        config, effective, loosened, refused = self._guarded(candidate, settled=True)
         atomic_write_text(self.runtime_path, text)
         self._seen[self.runtime_path] = _digest(text)
         self._seen[servers_path] = _digest(servers_text)
-        return self._apply(config, effective, data, servers, version, servers_path)
+        snapshot, keys = self._apply(config, effective, data, servers, version, servers_path)
+        return Applied(snapshot, keys, loosened, refused)
 
     def reset_runtime_config(
         self, *, apply: bool = True
@@ -497,8 +654,11 @@ class ConfigStore:
         atomic_write_text(self.runtime_path, text)
         if not apply:
             return None
-        self._seen[self.runtime_path] = _digest(text)
-        return self._load_seen_files()
+        # The program's own atomic write of the defaults (the operator ran a reset): settled,
+        # and it states every key, so it may loosen (the ConfigActor logs what).
+        applied = self.commit(self.prepare(), settled=True)
+        assert applied is not None  # the copy of config.yaml is never blank
+        return applied.snapshot, applied.changed_keys
 
     # -- internals -------------------------------------------------------------------------
 
@@ -524,9 +684,18 @@ class ConfigStore:
         return candidate if candidate.is_absolute() else self.config_dir / candidate
 
     @staticmethod
-    def _read_servers_text(path: Path) -> str:
-        # A missing servers file means "no servers" (a fresh --config-dir), not an error.
-        return _read_text(path) if path.exists() else ""
+    def _read_servers_text(path: Path) -> str | None:
+        # Missing (None) means "no servers" (a fresh --config-dir); an empty file is not
+        # JSON and is rejected like any other invalid content.
+        return _read_text(path) if path.exists() else None
+
+    def _runtime_text(self) -> str | None:
+        return _read_text(self.runtime_path) if self.runtime_path.exists() else None
+
+    def _servers_path_in_force(self) -> Path:
+        if self._snapshot is not None:
+            return self._snapshot.servers_path
+        return self.config_dir / "servers_config.json"
 
     def _next_version(self) -> int:
         """One past both the version in force and the file's (which may be unreadable)."""

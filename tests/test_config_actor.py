@@ -9,8 +9,10 @@ naming the key path and logged as ``config.rejected``, the file is left byte for
 the operator wrote it and the last good configuration stays in force until the file is
 fixed; a half-written file seen for a moment is not rejected; the program's own save is
 published once (no echo from the watcher) and an invalid save fails its request without
-touching the file; ReloadRuntimeConfig re-reads the files; a deleted runtime file is
-recreated from the defaults; servers_config.json edits are published or rejected too.
+touching the file; ReloadRuntimeConfig re-reads the files; a deleted or emptied runtime
+file changes nothing while running (it is not recreated); a change that loosens security
+is applied only from a settled file that states it; servers_config.json edits are
+published or rejected too, an empty one rejected.
 
 Waiting: every expected event is awaited with a deadline. The only fixed waits prove the
 *absence* of an event (a second, unwanted one) and are kept short (0.3-0.5 s).
@@ -321,26 +323,31 @@ async def test_reload_request_rereads_the_files(start_config_actor: Starter, log
 # -- deletion and the servers file ----------------------------------------------------------
 
 
-async def test_deleted_runtime_file_is_recreated_from_the_defaults(
+async def test_deleted_runtime_file_changes_nothing_and_is_not_recreated_while_running(
     start_config_actor: Starter, log_events
 ) -> None:
-    running = await start_config_actor()
+    running = await start_config_actor(settle_seconds=0.2)
     await running.bus.request(
         SaveRuntimeConfig(overrides={"logging": {"level": "DEBUG"}}), timeout=EVENT_TIMEOUT
     )
-    await running.expect(ConfigChanged)
+    in_force = (await running.expect(ConfigChanged)).snapshot
 
+    # A deleted file is a file in transit (or gone by mistake), never "the defaults": the
+    # configuration in force stays, and the defaults' copy (tokens: [] written out) is
+    # not put in its place while running.
     running.runtime_path.unlink()
+    await running.assert_quiet()
+    assert not running.runtime_path.exists()
+    assert await running.get_config() == in_force
+    [blank] = log_events.events("config.runtime_blank")
+    assert (blank["state"], blank["file"]) == ("missing", str(running.runtime_path))
+    assert blank["kept_version"] == in_force.version
+
+    # Writing the file again applies it, as any edit.
+    _write_in_place(running.runtime_path, "logging:\n  level: WARNING\n")
     event = await running.expect(ConfigChanged)
-    assert event.source == "runtime_file"
     assert event.changed_keys == ("logging.level",)
-    assert event.snapshot.config.logging.level == "INFO"
-    assert running.runtime_path.exists()
-    meta = yaml.safe_load(running.runtime_path.read_text(encoding="utf-8"))[METADATA_KEY]
-    assert meta["created_from_defaults"] is True
-    [recreated] = log_events.events("config.recreated")
-    assert recreated["file"] == str(running.runtime_path)
-    assert (await running.get_config()).config.logging.level == "INFO"
+    assert event.snapshot.config.logging.level == "WARNING"
 
 
 async def test_servers_file_edits_are_published_or_rejected(start_config_actor: Starter) -> None:

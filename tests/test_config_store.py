@@ -376,19 +376,19 @@ def test_save_is_atomic_keeps_the_mode_and_bumps_the_version(tmp_path: Path) -> 
     store.load()
     store.runtime_path.chmod(0o600)
 
-    snapshot, keys = store.save_runtime_config({"logging": {"level": "DEBUG"}})
+    snapshot, keys, *_ = store.save_runtime_config({"logging": {"level": "DEBUG"}})
     assert keys == ["logging.level"]
     assert snapshot.version == 2
     assert snapshot is store.snapshot
     assert snapshot.config.logging.level == "DEBUG"
 
-    snapshot, keys = store.save_runtime_config(
+    snapshot, keys, *_ = store.save_runtime_config(
         {"logging": {"level": "DEBUG"}, "chat": {"websocket": {"port": 9000}}}
     )
     assert keys == ["chat.websocket.port"]
     assert snapshot.version == 3
 
-    snapshot, keys = store.save_runtime_config({})
+    snapshot, keys, *_ = store.save_runtime_config({})
     assert keys == ["chat.websocket.port", "logging.level"]
     assert snapshot.version == 4
 
@@ -414,7 +414,7 @@ def test_saved_overrides_round_trip_and_a_metadata_block_is_ignored(tmp_path: Pa
     }
     store = ConfigStore(tmp_path)
     store.load()
-    snapshot, _ = store.save_runtime_config(
+    snapshot, _, *_ = store.save_runtime_config(
         {**overrides, METADATA_KEY: {"version": 99, "created_from_defaults": True}}
     )
     data = yaml.safe_load(store.runtime_path.read_text(encoding="utf-8"))
@@ -451,7 +451,7 @@ def test_reset_restores_the_defaults_and_bumps_the_version(tmp_path: Path) -> No
     store.save_runtime_config({"logging": {"level": "DEBUG"}})
     result = store.reset_runtime_config()
     assert result is not None
-    snapshot, keys = result
+    snapshot, keys, *_ = result
     assert keys == ["logging.level"]
     assert snapshot.version == 3
     assert store.overrides == DEFAULTS
@@ -544,7 +544,7 @@ def test_reload_changed_returns_the_changed_keys_after_an_edit(tmp_path: Path) -
     store.runtime_path.write_text("logging:\n  level: DEBUG\n", encoding="utf-8")
     result = store.reload_changed({store.runtime_path})
     assert result is not None
-    snapshot, keys = result
+    snapshot, keys, *_ = result
     assert keys == ["logging.level"]
     assert snapshot.config.logging.level == "DEBUG"
     assert snapshot.revision == 2
@@ -741,7 +741,7 @@ def test_changing_mcp_config_file_makes_the_store_read_the_other_file(tmp_path: 
     store.runtime_path.write_text("mcp:\n  config_file: other.json\n", encoding="utf-8")
     result = store.reload_changed({store.runtime_path})
     assert result is not None
-    snapshot, keys = result
+    snapshot, keys, *_ = result
     assert "mcp.config_file" in keys
     assert "servers.mcpServers.second.url" in keys
     assert "servers.mcpServers.first.command" in keys
@@ -766,7 +766,7 @@ def test_changed_keys_of_a_server_edit(tmp_path: Path) -> None:
     )
     result = store.reload_changed({path})
     assert result is not None
-    snapshot, keys = result
+    snapshot, keys, *_ = result
     assert keys == ["servers.mcpServers.demo.args"]
     assert snapshot.servers.mcp_servers["demo"] == ServerEntry(command="python", args=["a", "b"])
 
@@ -785,7 +785,7 @@ def test_snapshot_resolves_relative_paths_against_the_config_dir(tmp_path: Path)
 
     elsewhere = tmp_path / "elsewhere" / "history.db"
     db_config = {"chat": {"storage": {"persistence": {"db_path": str(elsewhere)}}}}
-    snapshot, keys = store.save_runtime_config(db_config)
+    snapshot, keys, *_ = store.save_runtime_config(db_config)
     assert keys == ["chat.storage.persistence.db_path"]
     assert snapshot.db_path == elsewhere
 
