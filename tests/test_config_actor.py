@@ -258,6 +258,97 @@ async def test_half_written_file_is_not_rejected(start_config_actor: Starter, lo
     assert log_events.events("config.rejected") == []
 
 
+# -- the partial-write rule: files in transit never weaken security ------------------------
+
+LOCKED = (
+    "chat:\n  websocket:\n    allow_origins: [https://a.example]\n"
+    "    auth:\n      tokens:\n      - {owner: alice, token_env: ALICE_TOKEN}\n"
+)
+
+
+def _owners(snapshot: ConfigSnapshot) -> list[str]:
+    return [t.owner for t in snapshot.config.chat.websocket.auth.tokens]
+
+
+async def test_truncate_pause_write_publishes_only_the_finished_file(
+    start_config_actor: Starter, tmp_path: Path, log_events
+) -> None:
+    (tmp_path / "runtime_config.yaml").write_text(LOCKED, encoding="utf-8")
+    running = await start_config_actor(settle_seconds=0.4)
+    finished = LOCKED + "logging:\n  level: DEBUG\n"
+    truncated_at = time.monotonic()
+    with running.runtime_path.open("w", encoding="utf-8") as handle:  # truncates
+        handle.flush()
+        await asyncio.sleep(0.2)  # the editor's pause: the scenario itself
+        handle.write(finished)
+    event = await running.expect(ConfigChanged)
+    # The empty file was seen and waited for (settle), never published.
+    assert time.monotonic() - truncated_at >= 0.4
+    assert event.changed_keys == ("logging.level",)
+    assert _owners(event.snapshot) == ["alice"]
+    await running.assert_quiet()
+    assert log_events.events("config.runtime_blank") == []
+    assert log_events.events("config.rejected") == []
+
+
+async def test_an_emptied_file_that_stays_empty_changes_nothing(
+    start_config_actor: Starter, tmp_path: Path, log_events
+) -> None:
+    (tmp_path / "runtime_config.yaml").write_text(LOCKED, encoding="utf-8")
+    running = await start_config_actor(settle_seconds=0.2)
+    in_force = await running.get_config()
+    running.runtime_path.write_bytes(b"")  # `: > runtime_config.yaml`, or a full disk
+    await running.assert_quiet()
+    [blank] = log_events.events("config.runtime_blank")
+    assert blank["state"] == "empty"
+    assert blank["level"] == "warning"
+    assert await running.get_config() == in_force
+    assert running.runtime_path.read_bytes() == b""  # never overwritten
+
+
+async def test_a_loosening_the_file_does_not_state_is_refused_and_logged(
+    start_config_actor: Starter, tmp_path: Path, log_events
+) -> None:
+    (tmp_path / "runtime_config.yaml").write_text(LOCKED, encoding="utf-8")
+    running = await start_config_actor(settle_seconds=0.2)
+    # A finished file that no longer mentions auth: the defaults (no tokens) would apply.
+    _write_atomically(
+        running.runtime_path,
+        "chat:\n  websocket:\n    allow_origins: [https://a.example]\nlogging:\n  level: DEBUG\n",
+    )
+    event = await running.expect(ConfigChanged)
+    assert event.changed_keys == ("logging.level",)
+    assert _owners(event.snapshot) == ["alice"]
+    [refused] = log_events.events("config.loosening_refused")
+    assert refused["keys"] == ["chat.websocket.auth.tokens"]
+    assert refused["would"] == ["turns authentication off"]
+    assert refused["level"] == "warning"
+    assert "ALICE_TOKEN" not in log_events.text
+    assert log_events.events("config.loosened") == []
+
+
+async def test_a_stated_loosening_applies_once_the_file_has_settled(
+    start_config_actor: Starter, tmp_path: Path, log_events
+) -> None:
+    (tmp_path / "runtime_config.yaml").write_text(LOCKED, encoding="utf-8")
+    running = await start_config_actor(settle_seconds=0.3)
+    written_at = time.monotonic()
+    _write_in_place(
+        running.runtime_path,
+        "chat:\n  websocket:\n    allow_origins: [https://a.example]\n"
+        "    auth:\n      tokens: []\n",
+    )
+    event = await running.expect(ConfigChanged)
+    assert time.monotonic() - written_at >= 0.3  # not before it has settled
+    assert event.changed_keys == ("chat.websocket.auth.tokens",)
+    assert _owners(event.snapshot) == []
+    [loosened] = log_events.events("config.loosened")
+    assert loosened["keys"] == ["chat.websocket.auth.tokens"]
+    assert loosened["what"] == ["turns authentication off"]
+    assert loosened["level"] == "warning"
+    assert log_events.events("config.loosening_refused") == []
+
+
 # -- the program's own writes ---------------------------------------------------------------------
 
 
@@ -365,6 +456,13 @@ async def test_servers_file_edits_are_published_or_rejected(start_config_actor: 
     assert rejected.source == str(running.servers_path)
     assert rejected.problems[0].startswith("invalid JSON at line 1")
     assert running.servers_path.read_text(encoding="utf-8") == '{"mcpServers": {"demo": '
+    assert "demo" in (await running.get_config()).servers.mcp_servers
+
+    # Empty (a save caught half-way, or a full disk): invalid too, not "no servers".
+    _write_in_place(running.servers_path, "")
+    rejected = await running.expect(ConfigRejected)
+    assert rejected.problems[0].startswith("invalid JSON at line 1")
+    assert running.servers_path.read_bytes() == b""
     assert "demo" in (await running.get_config()).servers.mcp_servers
 
 

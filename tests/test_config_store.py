@@ -571,6 +571,150 @@ def test_invalid_edit_keeps_the_snapshot_and_is_reported_once(tmp_path: Path) ->
     assert result[1] == ["chat.websocket.port", "logging.level"]
 
 
+# -- the partial-write rule (files in transit never weaken security) -------------------------
+
+LOCKED = (
+    "chat:\n  websocket:\n    host: 127.0.0.1\n    allow_origins: [https://a.example]\n"
+    "    auth:\n      tokens:\n      - {owner: alice, token_env: ALICE_TOKEN}\n"
+)
+"""A runtime file with every security key tightened."""
+
+
+def _locked_store(tmp_path: Path) -> ConfigStore:
+    store = _store(tmp_path, LOCKED)
+    store.load()
+    return store
+
+
+def _security(store: ConfigStore) -> tuple[Any, ...]:
+    ws = store.snapshot.config.chat.websocket
+    return ws.host, ws.allow_origins, [t.owner for t in ws.auth.tokens]
+
+
+LOCKED_SECURITY = ("127.0.0.1", ["https://a.example"], ["alice"])
+
+
+@pytest.mark.parametrize("text", [None, "", "\n  \n", "# MCP Platform header cut short\n#"])
+@pytest.mark.parametrize("settled", [True, False])
+def test_a_blank_or_missing_runtime_file_is_never_applied_while_running(
+    tmp_path: Path, text: str | None, settled: bool
+) -> None:
+    store = _locked_store(tmp_path)
+    before = store.snapshot
+    if text is None:
+        store.runtime_path.unlink()
+    else:
+        store.runtime_path.write_text(text, encoding="utf-8")
+    assert store.reload_changed({store.runtime_path}, settled=settled) is None
+    assert store.snapshot is before
+    assert not (text is None and store.runtime_path.exists())  # not recreated while running
+    # Nor through the programmatic reload.
+    assert store.reload_runtime_config() == (before, [])
+    assert store.snapshot is before
+
+
+def test_an_explicit_empty_mapping_is_a_config_that_keeps_security(tmp_path: Path) -> None:
+    store = _locked_store(tmp_path)
+    store.runtime_path.write_text("{}\n", encoding="utf-8")
+    applied = store.reload_changed({store.runtime_path}, settled=True)
+    assert applied is not None
+    assert sorted(applied.refused) == [
+        "chat.websocket.allow_origins",
+        "chat.websocket.auth.tokens",
+    ]  # host goes back to the default localhost: loopback, so not a loosening
+    assert applied.loosened == {}
+    assert _security(store) == ("localhost", ["https://a.example"], ["alice"])
+
+
+@pytest.mark.parametrize("settled", [True, False])
+def test_a_loosening_the_file_does_not_state_is_refused_and_the_rest_applies(
+    tmp_path: Path, settled: bool
+) -> None:
+    store = _locked_store(tmp_path)
+    # A complete file that just says nothing about auth (a truncated one looks the same).
+    store.runtime_path.write_text(
+        "chat:\n  websocket:\n    host: 127.0.0.1\n    allow_origins: [https://a.example]\n"
+        "logging:\n  level: DEBUG\n",
+        encoding="utf-8",
+    )
+    applied = store.reload_changed({store.runtime_path}, settled=settled)
+    assert applied is not None
+    assert applied.refused == {"chat.websocket.auth.tokens": "turns authentication off"}
+    assert applied.loosened == {}
+    assert applied.changed_keys == ["logging.level"]
+    assert _security(store) == LOCKED_SECURITY
+    assert store.snapshot.config.logging.level == "DEBUG"
+    # What the file says is remembered as the file's (the in-force tokens are not written).
+    assert store.overrides == {
+        "chat": {"websocket": {"host": "127.0.0.1", "allow_origins": ["https://a.example"]}},
+        "logging": {"level": "DEBUG"},
+    }
+
+
+STATED_OPEN = (
+    "chat:\n  websocket:\n    host: 0.0.0.0\n    allow_origins: ['*']\n"
+    "    auth:\n      tokens: []\n"
+)
+
+
+def test_a_stated_loosening_applies_only_from_a_settled_file(tmp_path: Path) -> None:
+    store = _locked_store(tmp_path)
+    store.runtime_path.write_text(STATED_OPEN, encoding="utf-8")
+    unsettled = store.reload_changed({store.runtime_path}, settled=False)
+    assert unsettled is not None
+    assert sorted(unsettled.refused) == sorted(
+        ["chat.websocket.allow_origins", "chat.websocket.auth.tokens", "chat.websocket.host"]
+    )
+    assert _security(store) == LOCKED_SECURITY
+
+    settled = store.commit(store.prepare(), settled=True)
+    assert settled is not None
+    assert settled.refused == {}
+    assert settled.loosened == {
+        "chat.websocket.allow_origins": "allows the origins *",
+        "chat.websocket.auth.tokens": "turns authentication off",
+        "chat.websocket.host": "opens the listener to '0.0.0.0' (not loopback)",
+    }
+    assert _security(store) == ("0.0.0.0", ["*"], [])
+
+
+def test_the_programs_own_save_is_settled_but_must_state_a_loosening(tmp_path: Path) -> None:
+    store = _locked_store(tmp_path)
+    kept = store.save_runtime_config({"logging": {"level": "DEBUG"}})
+    assert sorted(kept.refused) == ["chat.websocket.allow_origins", "chat.websocket.auth.tokens"]
+    assert _security(store)[1:] == LOCKED_SECURITY[1:]
+    opened = store.save_runtime_config({"chat": {"websocket": {"auth": {"tokens": []}}}})
+    assert opened.loosened == {"chat.websocket.auth.tokens": "turns authentication off"}
+    assert _security(store)[2] == []
+
+
+def test_nothing_loosens_at_the_first_load(tmp_path: Path) -> None:
+    # At start nothing is in force: the file (or the defaults' copy) is the configuration.
+    store = _store(tmp_path, STATED_OPEN)
+    snapshot, _ = store.load()
+    assert snapshot.config.chat.websocket.host == "0.0.0.0"
+    assert store.loosenings(store.prepare()) == {}
+
+
+@pytest.mark.parametrize("text", ["", "  \n"])
+def test_an_empty_servers_file_is_invalid_json_and_keeps_the_servers(
+    tmp_path: Path, text: str
+) -> None:
+    store = _store(tmp_path, servers=_servers_json({"demo": {"command": "python"}}))
+    store.load()
+    before = store.snapshot
+    store.servers_path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigInvalid) as excinfo:
+        store.reload_changed({store.servers_path})
+    assert excinfo.value.source == str(store.servers_path)
+    assert excinfo.value.problems[0].startswith("invalid JSON at line 1")
+    assert store.snapshot is before
+    assert list(store.snapshot.servers.mcp_servers) == ["demo"]
+    # At start too: an empty file is not "no servers".
+    with pytest.raises(ConfigInvalid):
+        ConfigStore(tmp_path).load()
+
+
 # -- servers_config.json ------------------------------------------------------------------------
 
 
