@@ -16,7 +16,8 @@ Tools (the model sees them as ``platform__<name>``):
   outside the allowlist, a secret-named key or ``mcp.platform.*`` (never settable, so
   the model cannot widen its own allowlist), a value of another JSON type than the
   current one, a value containing a secret, or a result the configuration schema
-  rejects. Accepted writes go through the ConfigActor: atomic, versioned, applied live
+  rejects (out of a bound, e.g. ``chat.service.max_tool_hops`` > 100: the refusal names
+  the bound). Accepted writes go through the ConfigActor: atomic, versioned, applied live
   and visible in ``runtime_config.yaml``.
 * ``read_resource(uri, server?)``: read an MCP resource from the server that offers it
   (found through the resource catalogue: an exact URI, else a matching template), cut to
@@ -49,6 +50,7 @@ from bus.messages import (
 )
 from config.errors import ConfigInvalid
 from config.schema import PLATFORM_SERVER, SECRET_KEY_PATTERN, ConfigSnapshot
+from config.store import set_keys, validate_config
 
 __all__ = [
     "REDACTED",
@@ -285,20 +287,27 @@ def set_config_refusal(
         return "the value contains a secret from the platform's environment; it is not stored"
     if isinstance(value, dict | list) or value is None:
         return f"the value for {key!r} must be a string, a number or a boolean"
+    effective = snapshot.config.model_dump(mode="json")
     try:
-        current = lookup(snapshot.config.model_dump(mode="json"), key)
+        current = lookup(effective, key)
     except KeyError:
         # Not set yet (a provider without max_tokens): the schema decides, after the
         # type check a free provider key cannot get from it.
         expected = _KNOWN_KINDS.get(segments[-1]) if segments[0] == "llm" else None
         if expected is not None and _json_kind(value) != expected:
             return f"{key!r} must be a {expected}; got a {_json_kind(value)}: {value!r}"
-        return None
-    if current is not None and _json_kind(current) != _json_kind(value):
-        return (
-            f"{key!r} is a {_json_kind(current)} (now {current!r}); "
-            f"got a {_json_kind(value)}: {value!r}"
-        )
+    else:
+        if current is not None and _json_kind(current) != _json_kind(value):
+            return (
+                f"{key!r} is a {_json_kind(current)} (now {current!r}); "
+                f"got a {_json_kind(value)}: {value!r}"
+            )
+    # The schema's verdict now, so the refusal names the bound ("chat.service.max_tool_hops:
+    # must be ≤ 100") and a model's out-of-range guess is not logged as a rejected config.
+    try:
+        validate_config(set_keys(effective, {key: value}), "set_config")
+    except ConfigInvalid as exc:
+        return "the configuration would be invalid: " + "; ".join(exc.problems)
     return None
 
 

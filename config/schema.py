@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "DEFAULT_SETTABLE_KEYS",
+    "MAX_TOOL_HOPS",
     "PLATFORM_SERVER",
+    "PROVIDER_BOUNDS",
     "SECRET_KEY_PATTERN",
     "ApprovalConfig",
     "ApprovalSetting",
@@ -267,12 +270,19 @@ class ResourcesConfig(_Section):
     """Characters of a read resource the model gets; the rest is cut with a marker."""
 
 
+MAX_TOOL_HOPS = 100
+"""Upper bound of ``chat.service.max_tool_hops``: a turn of 100 tool steps is already far
+past what a useful answer takes, and each step is a paid LLM request."""
+
+
 class ServiceConfig(_Section):
     """``chat.service``: the behaviour of a turn."""
 
     system_prompt: str
     streaming: StreamingConfig = StreamingConfig()
-    max_tool_hops: int = Field(8, ge=0)
+    max_tool_hops: int = Field(8, ge=0, le=MAX_TOOL_HOPS)
+    """Model steps with tool calls one turn may take (the model's ``set_config`` can set
+    it: the bound keeps a runaway loop finite)."""
     tool_notifications: ToolNotificationsConfig = ToolNotificationsConfig()
     logging: ServiceLoggingConfig = ServiceLoggingConfig()
     resources: ResourcesConfig = ResourcesConfig()
@@ -288,6 +298,17 @@ class ChatConfig(_Section):
 
 
 # -- llm ----------------------------------------------------------------------------------
+
+
+PROVIDER_BOUNDS: dict[str, tuple[type[int] | type[float], float, float]] = {
+    "temperature": (float, 0, 2),
+    "top_p": (float, 0, 1),
+    "max_tokens": (int, 1, 1_000_000),
+}
+"""Free provider keys with a known type and range: (``int`` or ``float``, min, max).
+OpenAI-compatible APIs take ``temperature`` in [0, 2] and ``top_p`` in [0, 1]; no model's
+output limit is near a million tokens, so a larger ``max_tokens`` is a mistake (the model's
+``set_config`` can set these)."""
 
 
 class ProviderConfig(BaseModel):
@@ -312,6 +333,34 @@ class ProviderConfig(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _known_keys_in_bounds(self) -> ProviderConfig:
+        # Free keys, so no Field bounds; the error has the type and context of Pydantic's
+        # own bound errors (plus the key), so it reads the same: "...temperature: must be
+        # ≤ 2 (got 5)".
+        for key, (kind, low, high) in PROVIDER_BOUNDS.items():
+            value = (self.model_extra or {}).get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(
+                value, int if kind is int else int | float
+            ):
+                noun = "an integer" if kind is int else "a number"
+                raise PydanticCustomError(
+                    "provider_key_type",
+                    "must be {noun}",
+                    {"key": key, "noun": noun, "value": value},
+                )
+            if value < low:
+                raise PydanticCustomError(
+                    "greater_than_equal", "", {"key": key, "ge": low, "value": value}
+                )
+            if value > high:
+                raise PydanticCustomError(
+                    "less_than_equal", "", {"key": key, "le": high, "value": value}
+                )
+        return self
 
     @model_validator(mode="after")
     def _no_secrets_in_files(self) -> ProviderConfig:

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import orjson
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from config.errors import ConfigInvalid
 from config.schema import ConfigSnapshot, PlatformConfig, RuntimeMetadata, ServersConfig
@@ -235,6 +236,11 @@ def _describe(exc: ValidationError, root: type[BaseModel]) -> list[str]:
             problems.append(f"{path}: unknown key{suffix}")
         elif kind == "missing":
             problems.append(f"{path}: required key is missing")
+        elif kind in _BOUNDS:
+            problems.append(_bound_problem(path, error))
+        elif kind == "provider_key_type":
+            ctx = error.get("ctx") or {}
+            problems.append(f"{path}.{ctx['key']}: {error['msg']} (got {ctx['value']!r})")
         else:
             message = error["msg"].removeprefix("Value error, ")
             value = error.get("input")
@@ -243,6 +249,34 @@ def _describe(exc: ValidationError, root: type[BaseModel]) -> list[str]:
                 got = f" (got {value!r})"
             problems.append(f"{path}: {message}{got}")
     return problems
+
+
+_BOUNDS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", "≥"),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "≤"),
+}
+"""Pydantic's bound error types: the context key holding the bound, and its symbol."""
+
+
+def _bound_problem(path: str, error: ErrorDetails) -> str:
+    """``chat.service.max_tool_hops: must be ≤ 100 (got 1000000000)``: the bound itself, so
+    whoever set the value (an operator, or the model through ``set_config``) can fix it.
+
+    A free provider key's bound (``config/schema.py``) names its key and value in the
+    context, as its location is the provider.
+    """
+    ctx = error.get("ctx") or {}
+    name, symbol = _BOUNDS[error["type"]]
+    bound = ctx[name]
+    if isinstance(bound, float) and bound.is_integer():
+        bound = int(bound)  # "> 0", not "> 0.0"
+    value = ctx.get("value", error.get("input"))
+    if "key" in ctx:
+        path = f"{path}.{ctx['key']}"
+    got = f" (got {value!r})" if isinstance(value, int | float) else ""
+    return f"{path}: must be {symbol} {bound}{got}"
 
 
 def _known_keys(model: type[BaseModel], loc: list[str]) -> set[str]:

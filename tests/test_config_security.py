@@ -25,9 +25,7 @@ BOB = {"owner": "bob", "token_env": "BOB_TOKEN"}
 
 
 def _config(**websocket: Any) -> PlatformConfig:
-    return PlatformConfig.model_validate(
-        deep_merge(_DEFAULTS, {"chat": {"websocket": websocket}})
-    )
+    return PlatformConfig.model_validate(deep_merge(_DEFAULTS, {"chat": {"websocket": websocket}}))
 
 
 @pytest.mark.parametrize(
@@ -53,7 +51,9 @@ def test_dropping_or_changing_a_token_is_a_loosening_naming_the_owner() -> None:
         "chat.websocket.auth.tokens": "drops the tokens of bob"
     }
     moved = {"owner": "bob", "token_env": "BOB_NEW_TOKEN"}
-    assert "chat.websocket.auth.tokens" in loosenings(both, _config(auth={"tokens": [ALICE, moved]}))
+    assert "chat.websocket.auth.tokens" in loosenings(
+        both, _config(auth={"tokens": [ALICE, moved]})
+    )
 
 
 def test_adding_a_token_or_the_same_tokens_reordered_is_not() -> None:
@@ -79,9 +79,9 @@ def test_widening_allow_origins_is_a_loosening_narrowing_it_is_not() -> None:
     assert loosenings(narrow, _config(allow_origins=["*"])) == {
         "chat.websocket.allow_origins": "allows the origins *"
     }
-    assert loosenings(narrow, _config(allow_origins=["https://a.example", "https://b.example"])) == {
-        "chat.websocket.allow_origins": "allows the origins https://b.example"
-    }
+    assert loosenings(
+        narrow, _config(allow_origins=["https://a.example", "https://b.example"])
+    ) == {"chat.websocket.allow_origins": "allows the origins https://b.example"}
     assert loosenings(_config(allow_origins=["*"]), narrow) == {}
     assert loosenings(narrow, _config(allow_origins=[])) == {}
 

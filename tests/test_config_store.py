@@ -571,6 +571,71 @@ def test_invalid_edit_keeps_the_snapshot_and_is_reported_once(tmp_path: Path) ->
     assert result[1] == ["chat.websocket.port", "logging.level"]
 
 
+# -- numeric bounds ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        (
+            {"chat": {"service": {"max_tool_hops": 1_000_000_000}}},
+            "chat.service.max_tool_hops: must be ≤ 100 (got 1000000000)",
+        ),
+        (
+            {"chat": {"service": {"max_tool_hops": -1}}},
+            "chat.service.max_tool_hops: must be ≥ 0 (got -1)",
+        ),
+        (
+            {"llm": {"providers": {"groq": {"temperature": 2.5}}}},
+            "llm.providers.groq.temperature: must be ≤ 2 (got 2.5)",
+        ),
+        (
+            {"llm": {"providers": {"groq": {"temperature": "hot"}}}},
+            "llm.providers.groq.temperature: must be a number (got 'hot')",
+        ),
+        (
+            {"llm": {"providers": {"openrouter": {"top_p": 1.5}}}},
+            "llm.providers.openrouter.top_p: must be ≤ 1 (got 1.5)",
+        ),
+        (
+            {"llm": {"providers": {"openai": {"max_tokens": 1_000_001}}}},
+            "llm.providers.openai.max_tokens: must be ≤ 1000000 (got 1000001)",
+        ),
+        (
+            {"llm": {"providers": {"openai": {"max_tokens": 0}}}},
+            "llm.providers.openai.max_tokens: must be ≥ 1 (got 0)",
+        ),
+        (
+            {"llm": {"providers": {"openai": {"max_tokens": True}}}},
+            "llm.providers.openai.max_tokens: must be an integer (got True)",
+        ),
+        ({"mcp": {"approval": {"timeout": 0}}}, "mcp.approval.timeout: must be > 0 (got 0)"),
+    ],
+)
+def test_numeric_keys_out_of_their_bounds_are_rejected_naming_the_bound(
+    tmp_path: Path, overrides: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ConfigInvalid) as excinfo:
+        validate_config(deep_merge(DEFAULTS, overrides), "test")
+    assert excinfo.value.problems == [problem]
+    # The same bound holds for the operator's file (the schema is one).
+    exc = _rejected(tmp_path, yaml.safe_dump(overrides))
+    assert exc.problems == [problem]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"chat": {"service": {"max_tool_hops": 100}}},
+        {"chat": {"service": {"max_tool_hops": 0}}},
+        {"llm": {"providers": {"groq": {"temperature": 0, "top_p": 1}}}},
+        {"llm": {"providers": {"groq": {"temperature": 2.0, "max_tokens": 1_000_000}}}},
+    ],
+)
+def test_numeric_keys_at_their_bounds_are_accepted(overrides: dict[str, Any]) -> None:
+    validate_config(deep_merge(DEFAULTS, overrides), "test")
+
+
 # -- the partial-write rule (files in transit never weaken security) -------------------------
 
 LOCKED = (

@@ -55,6 +55,15 @@ def test_allowlist_patterns_match_one_segment_per_star() -> None:
         ("llm.active", True, "is a string"),
         ("chat.service.system_prompt", f"key: {SECRET}", "contains a secret"),
         ("llm..active", 1, "not a dotted key"),
+        # Out of the schema's bounds: the refusal names the bound.
+        ("chat.service.max_tool_hops", 1_000_000_000, "chat.service.max_tool_hops: must be ≤ 100"),
+        ("chat.service.max_tool_hops", -1, "chat.service.max_tool_hops: must be ≥ 0"),
+        ("chat.service.max_tool_hops", 100, None),
+        ("llm.providers.openai.temperature", 5, "llm.providers.openai.temperature: must be ≤ 2"),
+        ("llm.providers.openai.temperature", -0.1, "temperature: must be ≥ 0 (got -0.1)"),
+        ("llm.providers.openai.max_tokens", 10**9, "max_tokens: must be ≤ 1000000"),
+        ("llm.providers.ollama.max_tokens", 0, "llm.providers.ollama.max_tokens: must be ≥ 1"),
+        ("llm.providers.openai.max_tokens", 1.5, "max_tokens: must be an integer (got 1.5)"),
     ],
 )
 def test_set_config_refusals(

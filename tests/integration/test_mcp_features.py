@@ -409,7 +409,7 @@ async def test_config_tools_change_allowed_keys_live_and_never_reveal_secrets(ch
     assert "not in the settable keys" in results["port"]
     assert "names a secret" in results["key"]
     assert "invalid" in results["hops"]
-    assert "chat.service.max_tool_hops" in results["hops"]
+    assert "chat.service.max_tool_hops: must be ≥ 0 (got -1)" in results["hops"]  # the bound
     assert "must be a number" in results["type"]
     assert "never settable" in results["self"]
 
