@@ -3,8 +3,11 @@ real files in a temporary config directory over the real ``config/config.yaml`` 
 
 Proves: the deep merge and the changed-key diff; a partial runtime file takes the defaults
 everywhere else; every rejection names its full key path (with a did-you-mean for typos,
-a pointer to the environment for secrets, line/column for syntax errors); a missing runtime
-file is recreated from the commented defaults; the program's writes validate first, are
+a pointer to the environment for secrets, line/column for syntax errors); numeric keys out
+of their bounds are rejected naming the bound; a missing runtime file is recreated from the
+commented defaults at start, but while running a blank or missing one is never applied and
+a change that loosens security applies only from a settled file that states it (else the
+value in force is kept); an empty servers file is invalid; the program's writes validate first, are
 atomic, keep the file mode and bump ``_runtime_config.version``; a reset works over any
 file (also through ``mcp-reset-config``); ``reload_changed`` ignores irrelevant paths and
 content already seen, keeps the last good snapshot on an invalid edit and reports that
