@@ -190,8 +190,8 @@ class ConfigActor(Actor):
                 return
             # Changed again between the last look and this read: not the settled content.
             settled = settled and candidate.runtime_text == stable[0]
-        elif not self.store.loosenings(candidate):
-            settled = True  # nothing to guard: an ordinary edit applies at once
+        else:
+            settled = True  # nothing loosens, nothing is blank: an ordinary edit, at once
         try:
             applied = self.store.commit(candidate, settled=settled)
         except ConfigInvalid as exc:  # keeping a value in force broke a cross-key rule
