@@ -68,8 +68,9 @@ def _configured_servers(config_dir: Path) -> dict[str, ServerEntry]:
             store.load()
             return dict(store.snapshot.servers.mcp_servers)
         path = config_dir / "servers_config.json"
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-        return dict(parse_servers(text, path).mcp_servers)
+        if not path.exists():
+            return {}  # no servers file: no servers (an empty one is invalid JSON)
+        return dict(parse_servers(path.read_text(encoding="utf-8"), path).mcp_servers)
     except ConfigInvalid as exc:
         raise InspectError(str(exc)) from exc
 
