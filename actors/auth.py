@@ -35,6 +35,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import parse_qs
 
 from config.schema import AuthConfig
@@ -43,11 +44,13 @@ __all__ = [
     "LOCAL_OWNER",
     "MIN_TOKEN_LENGTH",
     "AuthConfigError",
+    "CredentialVerdict",
     "FailureThrottle",
     "TokenTable",
     "TrustedProxies",
     "client_address",
     "credential_from_request",
+    "judge_credential",
     "resolve_tokens",
 ]
 
@@ -207,6 +210,40 @@ class FailureThrottle:
             del self._failures[address]
             return None
         return times
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialVerdict:
+    """What a handshake's credential gets (see :func:`judge_credential`)."""
+
+    outcome: Literal["accepted", "missing", "invalid", "throttled"]
+    """``accepted``: it may go on; ``missing`` / ``invalid``: HTTP 401; ``throttled``:
+    HTTP 429."""
+    retry_after: float | None = None
+    """Seconds until the client's wrong tokens are looked at again (``throttled`` only)."""
+
+
+def judge_credential(
+    tokens: TokenTable, throttle: FailureThrottle, client: str, credential: str | None
+) -> CredentialVerdict:
+    """Judge a handshake of ``client`` presenting ``credential``, counting it in
+    ``throttle`` when it is a wrong guess.
+
+    A valid token is accepted even from a throttled client (the throttle must not lock
+    out the right token, nor everyone behind one address); no token at all is not a guess
+    (the page's first probe) and is neither counted nor throttled; a wrong token is
+    counted, or answered ``throttled`` past the limit (and then not counted: the window
+    moves on at the rate of the evaluated refusals).
+    """
+    if tokens.owner_of(credential) is not None:  # without tokens: everyone is local
+        return CredentialVerdict("accepted")
+    if credential is None:
+        return CredentialVerdict("missing")
+    wait = throttle.retry_after(client)
+    if wait is not None:
+        return CredentialVerdict("throttled", wait)
+    throttle.record(client)
+    return CredentialVerdict("invalid")
 
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -76,6 +76,7 @@ from actors.auth import (
     TrustedProxies,
     client_address,
     credential_from_request,
+    judge_credential,
     resolve_tokens,
 )
 from actors.origins import ANY_ORIGIN, OriginPolicy, RemoteBindRefused, remote_bind_problem
@@ -721,29 +722,26 @@ class GatewayActor(Actor):
         if not self._tokens.enabled:
             return None
         credential = credential_from_request(request.path, request.headers.get("Authorization"))
-        if credential is not None and self._tokens.owner_of(credential) is not None:
-            return None
         client = self._client(connection, request)
-        throttle = self._throttle()
-        wait = None if credential is None else throttle.retry_after(client)
-        if wait is not None:
-            # Too many wrong tokens from this client: told to stop, and not logged one by
-            # one at info level (a guesser would fill the log).
+        verdict = judge_credential(self._tokens, self._throttle(), client, credential)
+        if verdict.outcome == "accepted":
+            return None
+        if verdict.retry_after is not None:
+            # Too many wrong tokens from this client: told to stop, at warning level (the
+            # operator should know someone is guessing).
             self.log.warning(
                 "gateway.auth_throttled",
                 remote=_peer(connection),
                 client=client,
-                retry_after_s=round(wait, 1),
+                retry_after_s=round(verdict.retry_after, 1),
             )
             response = connection.respond(
                 http.HTTPStatus.TOO_MANY_REQUESTS,
-                "too many refused handshakes from this address: try again later\n",
+                "too many wrong tokens from this address: try again later\n",
             )
-            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            response.headers["Retry-After"] = str(max(1, math.ceil(verdict.retry_after)))
             return response
-        reason = "missing" if credential is None else "invalid"
-        if credential is not None:
-            throttle.record(client)  # a guess; a missing token is not one
+        reason = verdict.outcome
         # Never the credential, nor the path (it may hold ?token=).
         self.log.info(
             "gateway.auth_refused", reason=reason, remote=_peer(connection), client=client
