@@ -39,7 +39,15 @@ the PersistenceActor and the orchestrator carries it, and the PersistenceActor a
 another owner's conversation exactly as an unknown one (``SESSION_NOT_FOUND``). A reload
 that changes the tokens is applied only whole: a bad auth section keeps the previous
 table (fail closed), a good one closes (1008, ``UNAUTHORIZED``) the open connections
-whose token no longer gives them the same owner.
+whose token no longer gives them the same owner. Wrong tokens are throttled per client
+address (``X-Forwarded-For`` from ``chat.websocket.trusted_proxies`` only); a valid token
+always passes (:func:`~actors.auth.judge_credential`).
+
+Exposure (core in ``actors/origins.py``): before the credential, a browser page of another
+origin gets HTTP 403 (the platform's own page and ``allow_origins`` pass); and no listener
+reachable from other machines runs without authentication unless
+``allow_unauthenticated_remote`` says so — ``_listen`` refuses it, so neither a restart
+nor a reload (new host, or tokens removed) gets around it.
 
 Ordering: the bus delivers a turn's AssistantDelta events before its TurnFinished (the
 LLMActor publishes every delta before it answers), this actor handles them in order and
