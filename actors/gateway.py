@@ -46,8 +46,8 @@ always passes (:func:`~actors.auth.judge_credential`).
 Exposure (core in ``actors/origins.py``): before the credential, a browser page of another
 origin gets HTTP 403 (the platform's own page and ``allow_origins`` pass); and no listener
 reachable from other machines runs without authentication unless
-``allow_unauthenticated_remote`` says so — ``_listen`` refuses it, so neither a restart
-nor a reload (new host, or tokens removed) gets around it.
+``allow_unauthenticated_remote`` says so: ``_listen`` refuses such a listener (at a
+restart too) and ``_apply_tokens`` refuses removing the tokens under one.
 
 Ordering: the bus delivers a turn's AssistantDelta events before its TurnFinished (the
 LLMActor publishes every delta before it answers), this actor handles them in order and
