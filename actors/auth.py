@@ -14,15 +14,28 @@ query parameter (browsers cannot set headers on a WebSocket). :meth:`TokenTable.
 compares the credential with *every* token using :func:`hmac.compare_digest`, without
 stopping at a match, so the time taken does not tell which entry (or how much of one)
 matched.
+
+Guessing is throttled per *client address* (:class:`FailureThrottle`): past
+``max_failures`` wrong tokens within ``failure_window`` seconds, that address's wrong
+tokens get HTTP 429 — but a valid token is still checked (a few constant-time
+comparisons) and let through, so one misconfigured client never locks out the others
+behind the same address (a NAT, a reverse proxy), nor the right token of its own user. A
+handshake without any token (the page's first probe) is not a guess and is not counted.
+What the throttle buys is therefore not secrecy of a right guess but a bounded log and a
+clear "stop" to a client; the token's length (:data:`MIN_TOKEN_LENGTH`) is the defence.
+Behind a reverse proxy every peer is the proxy: :func:`client_address` reads
+``X-Forwarded-For`` from configured proxies only (:class:`TrustedProxies`).
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import parse_qs
 
 from config.schema import AuthConfig
@@ -31,9 +44,13 @@ __all__ = [
     "LOCAL_OWNER",
     "MIN_TOKEN_LENGTH",
     "AuthConfigError",
+    "CredentialVerdict",
     "FailureThrottle",
     "TokenTable",
+    "TrustedProxies",
+    "client_address",
     "credential_from_request",
+    "judge_credential",
     "resolve_tokens",
 ]
 
@@ -142,9 +159,9 @@ def credential_from_request(path: str, authorization: str | None) -> str | None:
 
 
 class FailureThrottle:
-    """Counts refused handshakes per client address; an address past ``max_failures``
-    within ``window`` seconds is refused without looking at its token (HTTP 429) until its
-    oldest counted failure leaves the window.
+    """Counts wrong tokens per client address; an address past ``max_failures`` within
+    ``window`` seconds is throttled (its wrong tokens get HTTP 429, its valid ones pass:
+    the caller decides) until its oldest counted failure leaves the window.
 
     Memory is bounded: at most ``max_addresses`` addresses are remembered (the least
     recently failing is forgotten first), each with at most ``max_failures`` times.
@@ -172,7 +189,7 @@ class FailureThrottle:
         return max(times[0] + self.window - self._clock(), 0.0)
 
     def record(self, address: str) -> None:
-        """Count one refused handshake of ``address``."""
+        """Count one wrong token of ``address``."""
         times = self._recent(address)
         if times is None:
             times = self._failures[address] = deque(maxlen=self.max_failures)
@@ -193,3 +210,102 @@ class FailureThrottle:
             del self._failures[address]
             return None
         return times
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialVerdict:
+    """What a handshake's credential gets (see :func:`judge_credential`)."""
+
+    outcome: Literal["accepted", "missing", "invalid", "throttled"]
+    """``accepted``: it may go on; ``missing`` / ``invalid``: HTTP 401; ``throttled``:
+    HTTP 429."""
+    retry_after: float | None = None
+    """Seconds until the client's wrong tokens are looked at again (``throttled`` only)."""
+
+
+def judge_credential(
+    tokens: TokenTable, throttle: FailureThrottle, client: str, credential: str | None
+) -> CredentialVerdict:
+    """Judge a handshake of ``client`` presenting ``credential``, counting it in
+    ``throttle`` when it is a wrong guess.
+
+    A valid token is accepted even from a throttled client (the throttle must not lock
+    out the right token, nor everyone behind one address); no token at all is not a guess
+    (the page's first probe) and is neither counted nor throttled; a wrong token is
+    counted, or answered ``throttled`` past the limit (and then not counted: the window
+    moves on at the rate of the evaluated refusals).
+    """
+    if tokens.owner_of(credential) is not None:  # without tokens: everyone is local
+        return CredentialVerdict("accepted")
+    if credential is None:
+        return CredentialVerdict("missing")
+    wait = throttle.retry_after(client)
+    if wait is not None:
+        return CredentialVerdict("throttled", wait)
+    throttle.record(client)
+    return CredentialVerdict("invalid")
+
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(text: str) -> _Address | None:
+    """``text`` as an IP address (``[::1]`` and IPv4-mapped IPv6 included); ``None`` when
+    it is not one."""
+    try:
+        address = ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # a dual-stack socket's view of an IPv4 peer
+    return address
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedProxies:
+    """The reverse proxies whose ``X-Forwarded-For`` is believed
+    (``chat.websocket.trusted_proxies``; empty: nobody's)."""
+
+    networks: tuple[_Network, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> TrustedProxies:
+        """Addresses or networks, as the schema validated them.
+
+        Raises:
+            ValueError: An entry is neither (the schema refuses those first).
+        """
+        return cls(tuple(ipaddress.ip_network(entry, strict=False) for entry in entries))
+
+    def trusts(self, address: _Address) -> bool:
+        """Whether ``address`` is one of the proxies."""
+        return any(address in network for network in self.networks)
+
+
+def client_address(peer: str, forwarded_for: Sequence[str], proxies: TrustedProxies) -> str:
+    """The address a handshake is counted against: ``peer`` (the socket's), unless it is a
+    trusted proxy; then the right-most address of ``X-Forwarded-For`` (``forwarded_for``:
+    every such header, in order) that is not a trusted proxy.
+
+    Each proxy *appends* the address it received from, so the right end is written by our
+    proxies and the left end by whoever sent the request first, who may have put anything
+    there: walking from the right and stopping at the first untrusted address gives the
+    client as our nearest proxy saw it, whatever the client wrote. An entry that is not an
+    IP address stops the walk at the last trusted hop (a client choosing its own key by
+    writing garbage would escape the throttle); when every entry is a trusted proxy, the
+    left-most one is the client.
+    """
+    peer_ip = _ip(peer)
+    if peer_ip is None or not proxies.trusts(peer_ip):
+        return peer if peer_ip is None else str(peer_ip)
+    hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
+    nearest = peer_ip
+    for hop in reversed([hop for hop in hops if hop]):
+        address = _ip(hop)
+        if address is None:
+            break
+        nearest = address
+        if not proxies.trusts(address):
+            break
+    return str(nearest)

@@ -39,7 +39,15 @@ the PersistenceActor and the orchestrator carries it, and the PersistenceActor a
 another owner's conversation exactly as an unknown one (``SESSION_NOT_FOUND``). A reload
 that changes the tokens is applied only whole: a bad auth section keeps the previous
 table (fail closed), a good one closes (1008, ``UNAUTHORIZED``) the open connections
-whose token no longer gives them the same owner.
+whose token no longer gives them the same owner. Wrong tokens are throttled per client
+address (``X-Forwarded-For`` from ``chat.websocket.trusted_proxies`` only); a valid token
+always passes (:func:`~actors.auth.judge_credential`).
+
+Exposure (core in ``actors/origins.py``): before the credential, a browser page of another
+origin gets HTTP 403 (the platform's own page and ``allow_origins`` pass); and no listener
+reachable from other machines runs without authentication unless
+``allow_unauthenticated_remote`` says so: ``_listen`` refuses such a listener (at a
+restart too) and ``_apply_tokens`` refuses removing the tokens under one.
 
 Ordering: the bus delivers a turn's AssistantDelta events before its TurnFinished (the
 LLMActor publishes every delta before it answers), this actor handles them in order and
@@ -73,9 +81,13 @@ from actors.auth import (
     AuthConfigError,
     FailureThrottle,
     TokenTable,
+    TrustedProxies,
+    client_address,
     credential_from_request,
+    judge_credential,
     resolve_tokens,
 )
+from actors.origins import ANY_ORIGIN, OriginPolicy, RemoteBindRefused, remote_bind_problem
 from actors.protocol import (
     AssistantDeltaFrame,
     AssistantMessageFrame,
@@ -163,6 +175,13 @@ SLOW_CLIENT_CLOSE_CODE = 1013
 """"Try again later": the client could not keep up with its frames."""
 POLICY_CLOSE_CODE = 1008
 """"Policy violation": the connection's token is no longer accepted."""
+
+_EXPOSURE_KEYS = (
+    "chat.websocket.host",
+    "chat.websocket.port",
+    "chat.websocket.allow_unauthenticated_remote",
+)
+"""Settings that decide who can reach the listener (with the auth section)."""
 
 HealthSource = Callable[[], dict[str, dict[str, object]]]
 
@@ -334,9 +353,14 @@ class GatewayActor(Actor):
         self._health = health
         self._environ = environ
         self._tokens = TokenTable()
-        self._failures: FailureThrottle | None = None
-        """Refused handshakes per client address (``chat.websocket.auth.max_failures``)."""
         """The accepted tokens (empty: no authentication); replaced only whole."""
+        self._failures: FailureThrottle | None = None
+        """Wrong tokens per client address (``chat.websocket.auth.max_failures``)."""
+        self._proxies: tuple[tuple[str, ...], TrustedProxies] = ((), TrustedProxies())
+        """``chat.websocket.trusted_proxies`` as written and as parsed (re-parsed when the
+        setting changes)."""
+        self._ports: frozenset[int] = frozenset()
+        """The ports of the current listener (for its loopback origins)."""
         self._snapshot: ConfigSnapshot | None = None
         self._server: Server | None = None
         self._bound: tuple[str, int] | None = None
@@ -372,14 +396,29 @@ class GatewayActor(Actor):
         # before starting anyone, so this only happens to a restarted gateway.
         self._tokens = resolve_tokens(self.settings.auth, self._environ)
         self._load_web()
-        self._server = await self._listen(self.settings)
+        # Refuses (RemoteBindRefused) a listener open to other machines without auth: the
+        # platform checked that before starting anyone, so again only a restarted gateway
+        # (after a reload it refused) gets here, and it fails closed.
+        self._server = await self._listen(self.settings, authenticated=self._tokens.enabled)
+        if ANY_ORIGIN in self.settings.allow_origins:
+            self._warn_any_origin()
 
     async def on_stop(self) -> None:
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
 
-    async def _listen(self, settings: WebSocketConfig) -> Server:
+    async def _listen(self, settings: WebSocketConfig, *, authenticated: bool) -> Server:
+        """Start a listener for ``settings``.
+
+        Raises:
+            RemoteBindRefused: The host is reachable from other machines and there is no
+                authentication (``allow_unauthenticated_remote`` off).
+            OSError: The address cannot be bound.
+        """
+        problem = remote_bind_problem(settings, authenticated=authenticated)
+        if problem is not None:
+            raise RemoteBindRefused(problem)
         limit = settings.max_message_size
         server = await serve(
             self._serve,
@@ -399,6 +438,11 @@ class GatewayActor(Actor):
         sockets = list(server.sockets)
         host, port = sockets[0].getsockname()[:2] if sockets else (settings.host, settings.port)
         self._bound = (settings.host, settings.port)
+        # Every socket's port ("localhost" with port 0 binds 127.0.0.1 and ::1, each on a
+        # port of its own), plus the configured one (a port published by a container may
+        # be reached under it).
+        ports = {int(s.getsockname()[1]) for s in sockets}
+        self._ports = frozenset(ports | {settings.port} if settings.port else ports)
         self.log.info(
             "gateway.listening",
             host=settings.host,
@@ -448,13 +492,7 @@ class GatewayActor(Actor):
                     for conn in self._connections:
                         conn.send_frame(status_frame)
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
-                self._snapshot = snapshot
-                if any(k.startswith("chat.websocket.auth") for k in keys):
-                    self._reload_tokens()
-                if any(k in ("chat.websocket.host", "chat.websocket.port") for k in keys):
-                    await self._rebind()
-                if any(k in ("chat.websocket.endpoint", "chat.web.enabled") for k in keys):
-                    self._load_web()
+                await self._reconfigure(snapshot, keys)
             case ElicitationRequested():
                 self._questions[message.request_id] = message
                 question = _question_frame(message)
@@ -500,16 +538,71 @@ class GatewayActor(Actor):
             for frame in frames:
                 conn.send_frame(frame)
 
-    def _reload_tokens(self) -> None:
-        """Put a changed auth section into effect, whole or not at all."""
+    async def _reconfigure(self, snapshot: ConfigSnapshot, keys: tuple[str, ...]) -> None:
+        """Apply a new configuration: tokens, listener, page, origins.
+
+        The listener and the tokens together decide who can reach the conversations, so
+        neither may change into "reachable from other machines without authentication"
+        (unless ``allow_unauthenticated_remote``): the tokens a reload brings are resolved
+        first, the rebind is judged with them, and then the tokens are judged against the
+        listener actually bound. A refused part keeps what runs now.
+        """
+        before = self.settings
+        self._snapshot = snapshot
+        settings = self.settings
+        tokens: TokenTable | None = None
+        if any(k.startswith("chat.websocket.auth") for k in keys):
+            tokens = self._resolve_new_tokens()
+        if tokens is not None or any(k in _EXPOSURE_KEYS for k in keys):
+            await self._rebind(authenticated=(tokens or self._tokens).enabled)
+        if tokens is not None:
+            self._apply_tokens(tokens)
+        if any(k in ("chat.websocket.endpoint", "chat.web.enabled") for k in keys):
+            self._load_web()
+        if ANY_ORIGIN in settings.allow_origins and ANY_ORIGIN not in before.allow_origins:
+            self._warn_any_origin()
+        if "chat.websocket.allow_unauthenticated_remote" in keys and self._bound is not None:
+            bound = settings.model_copy(update={"host": self._bound[0]})
+            problem = remote_bind_problem(bound, authenticated=self._tokens.enabled)
+            if problem is not None:
+                # Turned off under a running remote listener without auth: closing it
+                # would cut everyone off mid-turn; say so loudly, a restart refuses it.
+                self.log.error(
+                    "gateway.unauthenticated_remote", reason=problem, applies="at restart"
+                )
+
+    def _warn_any_origin(self) -> None:
+        self.log.warning(
+            "gateway.any_origin_allowed",
+            setting="chat.websocket.allow_origins",
+            reason="'*' lets every web page the user visits open the socket (and, without "
+            "authentication, read and delete every conversation): list the origins instead",
+            authenticated=self._tokens.enabled,
+        )
+
+    def _resolve_new_tokens(self) -> TokenTable | None:
+        """The tokens of a changed auth section; ``None`` (logged) when it cannot be
+        applied."""
         try:
-            tokens = resolve_tokens(self.settings.auth, self._environ)
+            return resolve_tokens(self.settings.auth, self._environ)
         except AuthConfigError as exc:
             # Fail closed: the previous tokens stay; nobody gains access by a bad edit.
             self.log.error(  # noqa: TRY400 - the message names the variables; no traceback
                 "gateway.auth_rejected", reason=str(exc), kept_owners=len(self._tokens.entries)
             )
-            return
+            return None
+
+    def _apply_tokens(self, tokens: TokenTable) -> None:
+        """Put a resolved auth section into effect, unless it would leave the current
+        listener open to other machines without authentication."""
+        if self._bound is not None:
+            bound = self.settings.model_copy(update={"host": self._bound[0]})
+            problem = remote_bind_problem(bound, authenticated=tokens.enabled)
+            if problem is not None:
+                self.log.error(
+                    "gateway.auth_rejected", reason=problem, kept_owners=len(self._tokens.entries)
+                )
+                return
         self._tokens = tokens
         revoked = [c for c in self._connections if tokens.owner_of(c.credential) != c.owner]
         self.log.info(
@@ -527,13 +620,22 @@ class GatewayActor(Actor):
             conn.close_outbox()  # nothing of its conversation after this frame
             conn.revoked.set()
 
-    async def _rebind(self) -> None:
+    async def _rebind(self, *, authenticated: bool) -> None:
         settings = self.settings
         if self._bound == (settings.host, settings.port):
             return
         old = self._server
         try:
-            self._server = await self._listen(settings)
+            self._server = await self._listen(settings, authenticated=authenticated)
+        except RemoteBindRefused as exc:
+            self.log.error(  # noqa: TRY400 - the message says it all; no traceback
+                "gateway.rebind_refused",
+                host=settings.host,
+                port=settings.port,
+                reason=str(exc),
+                kept=self._bound,
+            )
+            return
         except OSError as exc:
             self.log.error(  # noqa: TRY400 - the OSError says it all; no traceback
                 "gateway.rebind_failed",
@@ -554,9 +656,14 @@ class GatewayActor(Actor):
         settings = self.settings
         if path == settings.endpoint:
             origin = request.headers.get("Origin")
-            allowed = settings.allow_origins
-            if origin is not None and "*" not in allowed and origin not in allowed:
-                self.log.info("gateway.origin_refused", origin=origin)
+            if not self._origin_policy().allows(origin, request.headers.get("Host")):
+                self.log.info(
+                    "gateway.origin_refused",
+                    origin=origin,
+                    host=request.headers.get("Host"),
+                    hint="a page of another site; to admit it, list its origin in "
+                    "chat.websocket.allow_origins",
+                )
                 return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
             refused = self._check_credential(connection, request)
             if refused is not None:
@@ -595,33 +702,58 @@ class GatewayActor(Actor):
             throttle = self._failures = FailureThrottle(auth.max_failures, auth.failure_window)
         return throttle
 
+    def _origin_policy(self) -> OriginPolicy:
+        """The pages that may connect, for the current settings, listener and tokens
+        (built per handshake: a few set operations, far below a handshake's cost)."""
+        return OriginPolicy.from_settings(
+            self.settings.allow_origins, self._ports, authenticated=self._tokens.enabled
+        )
+
+    def _client(self, connection: ServerConnection, request: Request) -> str:
+        """The client address a handshake is throttled as (``X-Forwarded-For`` from
+        trusted proxies only)."""
+        configured = tuple(self.settings.trusted_proxies)
+        if configured != self._proxies[0]:
+            self._proxies = (configured, TrustedProxies.parse(configured))
+        forwarded = request.headers.get_all("X-Forwarded-For")
+        return client_address(_peer_host(connection), forwarded, self._proxies[1])
+
     def _check_credential(self, connection: ServerConnection, request: Request) -> Response | None:
-        """The 401 for a handshake without a known token (``None``: it may go on).
+        """The 401 (429 when throttled) for a handshake without a known token (``None``:
+        it may go on).
 
         Checked before the Upgrade header, so a plain ``GET`` with the token (the page's
-        probe after a failed connection) learns whether the token is the problem.
+        probe after a failed connection) learns whether the token is the problem. A valid
+        token is let through even from a throttled address (see ``actors/auth.py``); a
+        missing one is answered 401 and never counted.
         """
         if not self._tokens.enabled:
             return None
-        address = _peer_host(connection)
-        throttle = self._throttle()
-        wait = throttle.retry_after(address)
-        if wait is not None:
-            # Too many refusals from this address: not even its token is looked at.
-            self.log.warning("gateway.auth_throttled", remote=address, retry_after_s=wait)
+        credential = credential_from_request(request.path, request.headers.get("Authorization"))
+        client = self._client(connection, request)
+        verdict = judge_credential(self._tokens, self._throttle(), client, credential)
+        if verdict.outcome == "accepted":
+            return None
+        if verdict.retry_after is not None:
+            # Too many wrong tokens from this client: told to stop, at warning level (the
+            # operator should know someone is guessing).
+            self.log.warning(
+                "gateway.auth_throttled",
+                remote=_peer(connection),
+                client=client,
+                retry_after_s=round(verdict.retry_after, 1),
+            )
             response = connection.respond(
                 http.HTTPStatus.TOO_MANY_REQUESTS,
-                "too many refused handshakes from this address: try again later\n",
+                "too many wrong tokens from this address: try again later\n",
             )
-            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            response.headers["Retry-After"] = str(max(1, math.ceil(verdict.retry_after)))
             return response
-        credential = credential_from_request(request.path, request.headers.get("Authorization"))
-        if self._tokens.owner_of(credential) is not None:
-            return None
-        throttle.record(address)
-        reason = "missing" if credential is None else "invalid"
+        reason = verdict.outcome
         # Never the credential, nor the path (it may hold ?token=).
-        self.log.info("gateway.auth_refused", reason=reason, remote=_peer(connection))
+        self.log.info(
+            "gateway.auth_refused", reason=reason, remote=_peer(connection), client=client
+        )
         response = connection.respond(
             http.HTTPStatus.UNAUTHORIZED,
             "authentication required: send 'Authorization: Bearer <token>' or ?token=<token>\n"

@@ -22,6 +22,7 @@ from actors.gateway import GatewayActor, HealthSource
 from actors.llm import LLMActor
 from actors.logs import LogActor, collect_secrets, configure_logging, set_secrets
 from actors.orchestrator import OrchestratorActor
+from actors.origins import remote_bind_problem
 from actors.persistence import PersistenceActor
 from actors.servers import ChildControl, ServersActor
 from bus.bus import Bus
@@ -98,12 +99,27 @@ async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | 
         return EXIT_CONFIG_INVALID
     configure_logging(snapshot.config.logging.level, snapshot.config.logging.format)
     set_secrets(collect_secrets(env, snapshot))
+    websocket = snapshot.config.chat.websocket
     try:
         # Fail fast (and closed): a token variable that is not set would leave an owner
         # locked out, or (if skipped) the endpoint open to fewer checks than configured.
-        resolve_tokens(snapshot.config.chat.websocket.auth, env)
+        tokens = resolve_tokens(websocket.auth, env)
     except AuthConfigError as exc:
         _log.error("config.rejected", source="environment", reason=str(exc), problems=[str(exc)])
+        _log.error(
+            "platform.stopped", exit_code=EXIT_CONFIG_INVALID, reason="invalid configuration"
+        )
+        return EXIT_CONFIG_INVALID
+    # Before anyone starts: a listener other machines reach, without auth, would share
+    # every conversation with them (unless allow_unauthenticated_remote says so).
+    exposed = remote_bind_problem(websocket, authenticated=tokens.enabled)
+    if exposed is not None:
+        _log.error(
+            "config.rejected",
+            source="chat.websocket.allow_unauthenticated_remote",
+            reason=exposed,
+            problems=[exposed],
+        )
         _log.error(
             "platform.stopped", exit_code=EXIT_CONFIG_INVALID, reason="invalid configuration"
         )

@@ -11,9 +11,11 @@ snapshot is shared between actors and must not change under them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -118,9 +120,12 @@ class AuthConfig(_Section):
     tokens: list[AuthToken] = []
     """The accepted tokens, each with its owner (owners are unique)."""
     max_failures: int = Field(10, ge=1)
-    """Refused handshakes one address may make within ``failure_window`` seconds; past
-    that it gets HTTP 429 (``Retry-After``) whatever it sends, until the window has moved
-    on (guessing tokens is slowed down; the token length is the real defence)."""
+    """Wrong tokens one client address may present within ``failure_window`` seconds;
+    past that its wrong tokens get HTTP 429 (``Retry-After``) until the window has moved
+    on. A valid token is always let through (one client guessing never locks out the
+    others behind the same address), and a handshake without a token is not a guess and
+    is not counted. This keeps guessing out of the log and tells a client to stop; the
+    token length is the real defence (see ``trusted_proxies`` for the client address)."""
     failure_window: float = Field(60.0, gt=0)
     """Seconds over which ``max_failures`` counts."""
 
@@ -146,8 +151,12 @@ class WebSocketConfig(_Section):
     """TCP port (0 picks a free one: for tests)."""
     endpoint: str = "/ws/chat"
     """Path of the WebSocket endpoint."""
-    allow_origins: list[str] = ["*"]
-    """Origins whose browsers may connect (``*`` = any). Others get HTTP 403."""
+    allow_origins: list[str] = []
+    """Browser origins (``http(s)://host[:port]``) that may connect *besides* the
+    platform's own page, which always may (same origin, and the loopback origins of the
+    listening port). ``*`` admits every page: any site the user visits could then use the
+    socket, so it is logged as a warning. A handshake without ``Origin`` (not a browser)
+    is not asked. Others get HTTP 403 (``actors/origins.py``)."""
     allow_credentials: bool = True
     """Whether browsers may send cookies/credentials with the handshake."""
     max_message_size: int = Field(16_777_216, gt=0)
@@ -161,6 +170,17 @@ class WebSocketConfig(_Section):
     compressed frame can expand far past ``max_message_size`` in memory."""
     auth: AuthConfig = AuthConfig()
     """Who may connect, and as which owner (``actors/auth.py``)."""
+    allow_unauthenticated_remote: bool = False
+    """Let a ``host`` other than ``localhost``/a loopback address listen without
+    ``auth.tokens``. Off: such a configuration refuses to start (exit code 2), and a
+    reload to it is refused (the current listener stays), because everyone who can reach
+    the port would share every conversation. Turn it on only for a trusted network."""
+    trusted_proxies: list[str] = []
+    """Addresses (``10.0.0.5``) or networks (``10.0.0.0/8``) of reverse proxies whose
+    ``X-Forwarded-For`` names the client. Only for those peers is the header read (the
+    right-most address in it that is not a trusted proxy is the client), so the refused-
+    handshake throttle counts each client apart instead of the proxy as one address. From
+    any other peer the header is ignored: a client could write anything in it."""
 
     @field_validator("endpoint")
     @classmethod
@@ -168,6 +188,43 @@ class WebSocketConfig(_Section):
         if not value.startswith("/"):
             raise ValueError(f"must start with '/', got {value!r}")
         return value
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins_are_origins(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if value == "*":
+                continue
+            try:
+                parts = urlsplit(value)
+                parts.port  # noqa: B018 - raises ValueError for a port that is not one
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not an origin: {exc}") from exc
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(
+                    f"{value!r} is not an origin: write scheme://host[:port], e.g. "
+                    "'https://chat.example.com' (no path), or '*' for every page"
+                )
+        return values
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{value!r} is not an IP address or network (e.g. '10.0.0.5', "
+                    "'10.0.0.0/8', '::1')"
+                ) from exc
+        return values
 
 
 class WebConfig(_Section):

@@ -12,7 +12,10 @@ from actors.auth import (
     AuthConfigError,
     FailureThrottle,
     TokenTable,
+    TrustedProxies,
+    client_address,
     credential_from_request,
+    judge_credential,
     resolve_tokens,
 )
 from actors.logs import collect_secrets
@@ -163,3 +166,81 @@ def test_the_throttle_forgets_the_least_recently_failing_address_first() -> None
     assert throttle.retry_after("b") is None  # forgotten: a and c failed more recently
     assert throttle.retry_after("a") is not None
     assert throttle.retry_after("c") is not None
+
+
+PROXIES = TrustedProxies.parse(["127.0.0.1", "10.0.0.0/8", "::1"])
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        # No trusted proxy configured or an untrusted peer: the header is ignored.
+        ("203.0.113.9", ["198.51.100.1"], "203.0.113.9"),
+        ("203.0.113.9", [], "203.0.113.9"),
+        # A trusted peer: the right-most untrusted address of the header.
+        ("127.0.0.1", ["198.51.100.1"], "198.51.100.1"),
+        ("127.0.0.1", ["6.6.6.6, 198.51.100.1"], "198.51.100.1"),  # forged left end ignored
+        ("127.0.0.1", ["6.6.6.6, 198.51.100.1, 10.1.2.3"], "198.51.100.1"),  # two proxies
+        ("127.0.0.1", ["6.6.6.6", "198.51.100.1, 10.1.2.3"], "198.51.100.1"),  # two headers
+        ("::1", ["2001:db8::7"], "2001:db8::7"),
+        ("::ffff:127.0.0.1", ["198.51.100.1"], "198.51.100.1"),  # dual-stack socket
+        ("127.0.0.1", ["[2001:db8::7]"], "2001:db8::7"),
+        # Every hop a proxy: the left-most is the client; no header: the proxy itself.
+        ("127.0.0.1", ["10.0.0.2, 10.0.0.3"], "10.0.0.2"),
+        ("127.0.0.1", [], "127.0.0.1"),
+        ("127.0.0.1", [" , "], "127.0.0.1"),
+        # Garbage stops at the last trusted hop: a client cannot pick its own key.
+        ("127.0.0.1", ["not-an-ip"], "127.0.0.1"),
+        ("127.0.0.1", ["198.51.100.1, junk, 10.0.0.2"], "10.0.0.2"),
+        ("unknown", ["198.51.100.1"], "unknown"),
+    ],
+)
+def test_the_client_address_honours_x_forwarded_for_from_trusted_proxies_only(
+    peer: str, forwarded: list[str], expected: str
+) -> None:
+    assert client_address(peer, forwarded, PROXIES) == expected
+    if expected != peer and peer != "::ffff:127.0.0.1":
+        assert client_address(peer, forwarded, TrustedProxies()) == peer
+
+
+def test_trusted_proxies_are_validated_by_the_schema() -> None:
+    assert WebSocketConfig().trusted_proxies == []
+    assert WebSocketConfig(trusted_proxies=["10.0.0.0/8", "::1", "192.168.1.7"]).trusted_proxies
+    for bad in ("10.0.0.0/33", "proxy.example", ""):
+        with pytest.raises(ValidationError, match="not an IP address or network"):
+            WebSocketConfig(trusted_proxies=[bad])
+
+
+def test_a_throttled_client_still_gets_in_with_a_valid_token() -> None:
+    tokens = resolve_tokens(_config(("alice", "A_TOK")), {"A_TOK": ALICE})
+    clock = _Clock()
+    throttle = FailureThrottle(2, 60.0, clock=clock)
+    outcomes = [judge_credential(tokens, throttle, "10.0.0.1", BOB).outcome for _ in range(3)]
+    assert outcomes == ["invalid", "invalid", "throttled"]
+    assert judge_credential(tokens, throttle, "10.0.0.1", BOB).retry_after == 60.0
+    assert judge_credential(tokens, throttle, "10.0.0.1", ALICE).outcome == "accepted"
+    # Another client behind no proxy of ours is not affected.
+    assert judge_credential(tokens, throttle, "10.0.0.2", BOB).outcome == "invalid"
+    # Throttled guesses are not counted: the window moves on from the evaluated ones.
+    clock.now += 60
+    assert judge_credential(tokens, throttle, "10.0.0.1", BOB).outcome == "invalid"
+
+
+def test_a_missing_token_is_not_a_guess() -> None:
+    tokens = resolve_tokens(_config(("alice", "A_TOK")), {"A_TOK": ALICE})
+    throttle = FailureThrottle(1, 60.0, clock=_Clock())
+    for _ in range(5):
+        assert judge_credential(tokens, throttle, "10.0.0.1", None).outcome == "missing"
+    assert throttle.retry_after("10.0.0.1") is None
+    assert judge_credential(tokens, throttle, "10.0.0.1", BOB).outcome == "invalid"
+    assert judge_credential(tokens, throttle, "10.0.0.1", BOB).outcome == "throttled"
+    assert judge_credential(tokens, throttle, "10.0.0.1", None).outcome == "missing"
+
+
+def test_without_tokens_every_handshake_is_accepted_and_nothing_counted() -> None:
+    throttle = FailureThrottle(1, 60.0, clock=_Clock())
+    for credential in (None, BOB, ""):
+        assert judge_credential(TokenTable(), throttle, "10.0.0.1", credential).outcome == (
+            "accepted"
+        )
+    assert throttle.retry_after("10.0.0.1") is None

@@ -305,26 +305,105 @@ async def test_live_token_changes_close_only_the_revoked_connections(
     _assert_no_secret_printed(process)
 
 
-async def test_an_address_with_too_many_refused_handshakes_is_throttled(
+async def test_wrong_tokens_are_throttled_but_never_the_right_one(
     chat: tuple[ChatPlatform, list[ChatClient]],
 ) -> None:
-    """``max_failures`` refusals from one address within ``failure_window``: its next
-    handshakes get HTTP 429 with ``Retry-After``, even with a good token (guessing is
-    slowed down), and the token still never reaches the log."""
-    platform, _clients = chat
+    """``max_failures`` wrong tokens from one address within ``failure_window``: its next
+    wrong tokens get HTTP 429 with ``Retry-After``, while the right token still connects;
+    handshakes without any token are not guesses and never count; the token never
+    reaches the log."""
+    platform, clients = chat
     platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN)
     throttled = _auth(("alice", "ALICE_TOKEN"))
     throttled["chat"]["websocket"]["auth"].update(max_failures=3, failure_window=600)
     await platform.start(throttled)
+    process = platform.process
+    for _ in range(5):  # the page's first probe, a client without a token: not counted
+        assert (await _refusal(platform.ws_url)).response.status_code == 401
     for _ in range(3):
         refusal = await _refusal(f"{platform.ws_url}?token={WRONG_TOKEN}")
         assert refusal.response.status_code == 401
-    for token in (WRONG_TOKEN, ALICE_TOKEN):
-        refusal = await _refusal(f"{platform.ws_url}?token={token}")
-        assert refusal.response.status_code == 429
-        assert 1 <= int(refusal.response.headers["Retry-After"]) <= 600
-    await platform.process.wait_for("gateway.auth_throttled")
-    assert len(platform.process.find("gateway.auth_refused")) == 3
-    platform.process.signal(2)
-    assert await platform.process.wait_exit() == 0
-    _assert_no_secret_printed(platform.process)
+    refusal = await _refusal(f"{platform.ws_url}?token={WRONG_TOKEN}")
+    assert refusal.response.status_code == 429
+    assert 1 <= int(refusal.response.headers["Retry-After"]) <= 600
+    throttled_event = await process.wait_for("gateway.auth_throttled")
+    assert throttled_event["client"] == "127.0.0.1"
+    # The right token, as query or header, from the throttled address: in.
+    alice = await platform.connect(token=ALICE_TOKEN)
+    clients.append(alice)
+    assert (await alice.recv())["type"] == "session_info"
+    by_header = await platform.connect(bearer=ALICE_TOKEN)
+    clients.append(by_header)
+    assert (await by_header.recv())["type"] == "session_info"
+    # Still no token: still 401 (told to authenticate, not to wait); a wrong one: 429.
+    assert (await _refusal(platform.ws_url)).response.status_code == 401
+    wrong_header = {"Authorization": f"Bearer {WRONG_TOKEN}"}
+    refusal = await _refusal(platform.ws_url, additional_headers=wrong_header)
+    assert refusal.response.status_code == 429
+    refused = [e["reason"] for e in process.find("gateway.auth_refused")]
+    assert refused == ["missing"] * 5 + ["invalid"] * 3 + ["missing"]
+    process.signal(2)
+    assert await process.wait_exit() == 0
+    _assert_no_secret_printed(process)
+
+
+async def _refused_from(
+    platform: ChatPlatform, local_address: str, forwarded_for: str, token: str
+) -> int:
+    """The status of a handshake from ``local_address`` (a loopback address of this
+    machine) carrying ``X-Forwarded-For`` (101 when it connects)."""
+    headers = {"X-Forwarded-For": forwarded_for, "Authorization": f"Bearer {token}"}
+    try:
+        ws = await connect(
+            platform.ws_url, additional_headers=headers, local_addr=(local_address, 0)
+        )
+    except InvalidStatus as refused:
+        return refused.response.status_code
+    client = ChatClient(ws)
+    try:
+        assert (await client.recv())["type"] == "session_info"
+    finally:
+        await client.close()
+    return 101
+
+
+async def test_x_forwarded_for_counts_only_from_trusted_proxies(
+    chat: tuple[ChatPlatform, list[ChatClient]],
+) -> None:
+    """Behind a trusted proxy (127.0.0.1 here) each forwarded client is throttled on its
+    own: one locked out, another not. From any other peer (127.0.0.2, also this machine)
+    the header is ignored: the peer itself is counted, whatever it claims."""
+    platform, _clients = chat
+    platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN)
+    config = _auth(("alice", "ALICE_TOKEN"))
+    config["chat"]["websocket"]["auth"].update(max_failures=2, failure_window=600)
+    config["chat"]["websocket"]["trusted_proxies"] = ["127.0.0.1"]
+    await platform.start(config)
+    process = platform.process
+
+    # Through the trusted proxy: the right-most address not a proxy is the client (the
+    # left part is whatever the client wrote, here a forged 6.6.6.6).
+    locked = "6.6.6.6, 198.51.100.1"
+    assert [await _refused_from(platform, "127.0.0.1", locked, WRONG_TOKEN) for _ in range(3)] == [
+        401,
+        401,
+        429,
+    ]
+    assert await _refused_from(platform, "127.0.0.1", "198.51.100.2", WRONG_TOKEN) == 401
+    assert await _refused_from(platform, "127.0.0.1", "198.51.100.1", ALICE_TOKEN) == 101
+    throttled = await process.wait_for("gateway.auth_throttled")
+    assert throttled["client"] == "198.51.100.1"
+    assert throttled["remote"].startswith("127.0.0.1:")
+
+    # An untrusted peer: its header is ignored, so changing it does not escape the count.
+    untrusted = [
+        await _refused_from(platform, "127.0.0.2", f"198.51.100.{n}", WRONG_TOKEN)
+        for n in (10, 11, 12)
+    ]
+    assert untrusted == [401, 401, 429]
+    assert await _refused_from(platform, "127.0.0.2", "198.51.100.13", ALICE_TOKEN) == 101
+    clients = [e["client"] for e in process.find("gateway.auth_refused")]
+    assert clients == ["198.51.100.1"] * 2 + ["198.51.100.2"] + ["127.0.0.2"] * 2
+    process.signal(2)
+    assert await process.wait_exit() == 0
+    _assert_no_secret_printed(process)
