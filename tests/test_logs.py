@@ -21,6 +21,7 @@ from actors.logs import (
     collect_secrets,
     configure_logging,
     redact,
+    redact_known_secrets,
     set_log_format,
     set_log_level,
     set_secrets,
@@ -174,6 +175,36 @@ def test_collect_secrets_from_environment_names_and_provider_variables(tmp_path)
         "ghp-abcdef",
         "custom-secret-1",
     }
+
+
+def test_collect_secrets_includes_variables_mcp_servers_reference(tmp_path) -> None:
+    servers = {
+        "mcpServers": {
+            "stdio": {"command": "x", "env": {"X": "${UPSTREAM_KEY}", "P": "${HOME}"}},
+            "http": {"url": "http://h/mcp", "headers": {"Authorization": "Bearer ${HTTP_CRED}"}},
+        }
+    }
+    (tmp_path / "servers_config.json").write_bytes(orjson.dumps(servers))
+    store = ConfigStore(tmp_path)
+    store.load()
+    environ = {
+        "UPSTREAM_KEY": "up-0123456789",
+        "HTTP_CRED": "hc-0123456789",
+        "HOME": "/home/someone",  # referenced, but never a secret
+        "UNREFERENCED": "plain-value-1",
+    }
+    assert collect_secrets(environ, store.snapshot) == {"up-0123456789", "hc-0123456789"}
+
+
+def test_known_secrets_only_leaves_prose_alone() -> None:
+    set_secrets([SECRET])
+    try:
+        text = f"a basic example with Bearer words and ?key=value: {SECRET}"
+        assert redact_known_secrets(text) == (
+            f"a basic example with Bearer words and ?key=value: {REDACTED}"
+        )
+    finally:
+        set_secrets(())
 
 
 async def test_log_actor_applies_level_changes_from_the_config_actor(tmp_path) -> None:
