@@ -141,6 +141,7 @@ from bus.messages import (
     PromptRequest,
     SaveSession,
     ServerStateChanged,
+    SessionPage,
     SessionSummary,
     StartTurn,
     StoredMessage,
@@ -827,6 +828,17 @@ class GatewayActor(Actor):
     async def _read(self, conn: _Connection) -> None:
         limit = self.settings.max_message_size
         async for raw in conn.ws:
+            if isinstance(raw, bytes):
+                # The protocol is JSON text frames; parsing bytes would answer with a
+                # UTF-8 or JSON decoding error that does not say what is wrong.
+                conn.send_frame(
+                    ErrorFrame(
+                        error_code="INVALID_MESSAGE",
+                        error_message="binary frames are not supported: send each JSON "
+                        "message as a text frame",
+                    )
+                )
+                continue
             if len(raw) > limit:
                 conn.send_frame(
                     ErrorFrame(
@@ -986,11 +998,17 @@ class GatewayActor(Actor):
                         conversation_id=summary.conversation_id, name=summary.name or name
                     )
                 )
-            case ListSessionsFrame():
-                sessions: tuple[SessionSummary, ...] = await self.request(
-                    ListSessions(owner=conn.owner)
+            case ListSessionsFrame(limit=limit, cursor=cursor):
+                page: SessionPage = await self.request(
+                    ListSessions(owner=conn.owner, limit=limit, cursor=cursor)
                 )
-                conn.send_frame(SessionsFrame(sessions=[_session_entry(s) for s in sessions]))
+                conn.send_frame(
+                    SessionsFrame(
+                        sessions=[_session_entry(s) for s in page.sessions],
+                        next_cursor=page.next_cursor,
+                        cursor=cursor,
+                    )
+                )
             case LoadSessionFrame(conversation_id=target):
                 loaded = await self._request_state(conn.owner, target)
                 self._attach(conn, loaded.conversation_id)
