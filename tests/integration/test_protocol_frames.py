@@ -44,9 +44,7 @@ async def test_an_over_long_request_id_is_refused_naming_the_limit(chat) -> None
     assert error["error_code"] == "INVALID_MESSAGE"
     assert "request_id: longer than the limit of 128 characters" in error["error_message"]
     assert "request_id" not in error  # the over-long value is not echoed back
-    await client.send(
-        {"type": "elicitation_response", "request_id": "e" * 500, "action": "cancel"}
-    )
+    await client.send({"type": "elicitation_response", "request_id": "e" * 500, "action": "cancel"})
     error = await client.recv()
     assert error["error_code"] == "INVALID_MESSAGE"
     assert "limit of 128 characters" in error["error_message"]
