@@ -16,6 +16,7 @@ the MCP SDK) go through the same pipeline.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import sys
@@ -49,7 +50,7 @@ REDACTED = "[REDACTED]"
 _SECRET_ENV_PATTERN = re.compile(
     r"(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)$", re.IGNORECASE
 )
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{4,}")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=\-]{4,})")
 _QUERY_SECRET = re.compile(
     r"(?i)([?&](?:token|access_token|api_key|apikey|key|secret|password)=)[^&\s\"']+"
 )
@@ -113,17 +114,34 @@ _LEVEL_NUMBERS = {
 def _redact_string(text: str) -> str:
     text = redact_known_secrets(text)
     if "earer" in text or "asic" in text:
-        text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+        text = _BEARER.sub(_redact_credential, text)
     if "=" in text:
         text = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return text
+
+
+def _redact_credential(match: re.Match[str]) -> str:
+    scheme, credential = match.group(1), match.group(2)
+    if scheme.lower() == "basic" and not _is_basic_credential(credential):
+        # "a basic example": prose, not an Authorization header (its value is base64 of
+        # "user:password"), so it stays as written in logs and frames alike.
+        return match.group(0)
+    return f"{scheme} {REDACTED}"
+
+
+def _is_basic_credential(text: str) -> bool:
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except ValueError:
+        return False
+    return b":" in decoded
 
 
 def redact_text(text: str) -> str:
     """Free text with every secret replaced by ``[REDACTED]``, exactly as log lines are:
     the known secret values, ``Bearer``/``Basic`` credentials and query-string secrets.
 
-    The last two are patterns, so they also hit prose ("a basic example" loses its last
+    The last two are patterns, so they may hit prose ("the bearer bonds" loses its last
     word): use it on text the platform or an MCP server wrote (errors, statuses, tool
     output), not on what the user or the model wrote (:func:`redact_known_secrets`).
     """

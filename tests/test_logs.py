@@ -8,6 +8,7 @@ URLs, and records from the standard library's ``logging`` (websockets, httpx, th
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import logging
 
@@ -97,6 +98,19 @@ def test_bearer_headers_and_url_tokens_are_redacted_without_knowing_the_value() 
     )
     assert out["header"] == f"authorization: Bearer {REDACTED}"
     assert out["path"] == f"/ws/chat?conversation_id=c-1&token={REDACTED}&x=1"
+
+
+def test_basic_credentials_are_redacted_but_the_word_basic_in_prose_is_not() -> None:
+    credential = base64.b64encode(b"ada:hunter22").decode()
+    out = _redacted(
+        {
+            "event": "tools.call_failed",
+            "header": f"Authorization: Basic {credential}",
+            "error": "a basic example failed: basic arithmetic only",
+        }
+    )
+    assert out["header"] == f"Authorization: Basic {REDACTED}"
+    assert out["error"] == "a basic example failed: basic arithmetic only"
 
 
 def test_json_lines_parse_with_leading_fields_and_tracebacks_redacted(log_events) -> None:
