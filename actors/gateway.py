@@ -49,6 +49,13 @@ reachable from other machines runs without authentication unless
 ``allow_unauthenticated_remote`` says so: ``_listen`` refuses such a listener (at a
 restart too) and ``_apply_tokens`` refuses removing the tokens under one.
 
+Secrets: every frame but the model's text deltas is serialised by :func:`_wire_text`,
+which runs its strings through the log's redaction (``actors/logs.py``) before they leave
+the process, so an MCP server's stderr tail, a provider's error or a tool's output that
+quotes a key reaches clients as ``[REDACTED]``, exactly as it reaches the log. It sits
+below every call site (``_Connection.send_frame`` and the two frames ``_serve`` writes
+directly), so a new frame cannot forget it.
+
 Ordering: the bus delivers a turn's AssistantDelta events before its TurnFinished (the
 LLMActor publishes every delta before it answers), this actor handles them in order and
 appends to each outbox in order, so a turn's deltas always precede its
@@ -87,6 +94,7 @@ from actors.auth import (
     judge_credential,
     resolve_tokens,
 )
+from actors.logs import redact_known_secrets, redact_text
 from actors.origins import ANY_ORIGIN, OriginPolicy, RemoteBindRefused, remote_bind_problem
 from actors.protocol import (
     AssistantDeltaFrame,
@@ -145,6 +153,7 @@ from bus.messages import (
     PromptRequest,
     SaveSession,
     ServerStateChanged,
+    SessionPage,
     SessionSummary,
     StartTurn,
     StoredMessage,
@@ -199,6 +208,12 @@ class _PendingDelta:
 
     def render(self) -> str:
         frame_type = AssistantDeltaFrame if self.kind == "content" else ThinkingDeltaFrame
+        # Not redacted (the one frame that bypasses _wire_text), by decision: deltas are
+        # the hot path and hold only model text, which can carry a secret of ours only if
+        # the model echoes one it read (in a tool result). The LLM streams a few
+        # characters per chunk, so a secret arrives split over several deltas and a
+        # per-delta pass would catch almost nothing while costing on every frame. The
+        # turn's assistant_message and the stored history do go through _wire_text.
         return dump_frame(frame_type(turn_id=self.turn_id, content="".join(self.parts)))
 
 
@@ -235,7 +250,7 @@ class _Connection:
 
     def send_frame(self, frame: BaseModel) -> None:
         """Queue a frame (never waits; a client that is too far behind is closed)."""
-        self._push(dump_frame(frame))
+        self._push(_wire_text(frame))
 
     def send_delta(self, turn_id: str, kind: str, text: str) -> None:
         """Queue a delta, merged into the last queued one of the same turn and kind."""
@@ -295,6 +310,55 @@ class _Connection:
                 text = item
             await self.ws.send(text)
             self.frames_sent += 1
+
+
+_CONVERSATION_TEXT = frozenset({"content", "thinking", "arguments", "requested_schema"})
+"""Keys whose values the user or the model wrote (message text, reasoning, tool-call
+arguments) or that the client must get back verbatim (an elicitation's schema: its enum
+values are answered as they are). Only the known secret values are redacted in them: the
+log's token *patterns* would mangle prose ("a basic example" → "a basic [REDACTED]") and
+an approval card must show the arguments the call will really run with."""
+_NOT_TEXT = frozenset({"data"})
+"""Keys whose values are not text (an image's base64): not searched."""
+
+
+def _wire_text(frame: BaseModel) -> str:
+    """The JSON text of a server frame, redacted: every frame the gateway sends goes
+    through here (but deltas, see :meth:`_PendingDelta.render`).
+
+    Free text that the platform or an MCP server wrote (error messages, a server's
+    stderr tail in ``server_status``/``session_info``, tool output and progress messages,
+    elicitation questions) gets the log's redaction (:func:`~actors.logs.redact_text`):
+    the known secret values, ``Bearer``/``Basic`` credentials, query-string secrets;
+    conversation text (:data:`_CONVERSATION_TEXT`, and an ``assistant_message``'s
+    ``message``) gets only the known values. Redacting the dumped data, before JSON
+    encoding, means a secret is found whatever escaping JSON would give it, and a
+    replacement can never break the JSON's structure. Costs one substring search per
+    known secret per string (the patterns run only on strings holding "=" or "earer"/
+    "asic"): microseconds for a status frame, a few ms for a long ``session_info``.
+    """
+    data = frame.model_dump(mode="json", exclude_none=True)
+    conversation = ("message",) if data.get("type") == "assistant_message" else ()
+    for key, value in data.items():
+        data[key] = _redacted(value, key in conversation or key in _CONVERSATION_TEXT)
+    return orjson.dumps(data).decode()
+
+
+def _redacted(value: object, conversation: bool) -> object:
+    """``value`` (JSON data) with secrets redacted from every string at any depth;
+    ``conversation``: only the known secret values (see :data:`_CONVERSATION_TEXT`)."""
+    if isinstance(value, str):
+        return redact_known_secrets(value) if conversation else redact_text(value)
+    if isinstance(value, dict):
+        return {
+            key: value[key]
+            if key in _NOT_TEXT
+            else _redacted(value[key], conversation or key in _CONVERSATION_TEXT)
+            for key in value
+        }
+    if isinstance(value, list):
+        return [_redacted(item, conversation) for item in value]
+    return value
 
 
 def _history_message(message: StoredMessage) -> HistoryMessage:
@@ -800,7 +864,7 @@ class GatewayActor(Actor):
         owner = self._tokens.owner_of(credential)
         if owner is None:
             # The tokens changed between the handshake's check and now.
-            await ws.send(dump_frame(_unauthorized()))
+            await ws.send(_wire_text(_unauthorized()))
             await ws.close(POLICY_CLOSE_CODE, "token not accepted")
             return
         conn = _Connection(ws, next(self._ids), owner, credential)
@@ -819,7 +883,7 @@ class GatewayActor(Actor):
                 # No conversation to attach to (storage failing, a core actor restarting):
                 # say why, then close; the client reconnects later.
                 reason = "open_failed"
-                await ws.send(dump_frame(_error_frame(exc)))
+                await ws.send(_wire_text(_error_frame(exc)))
                 await ws.close(1011, "cannot open a conversation now; retry later")
                 return
             self.log.info(
@@ -896,6 +960,17 @@ class GatewayActor(Actor):
     async def _read(self, conn: _Connection) -> None:
         limit = self.settings.max_message_size
         async for raw in conn.ws:
+            if isinstance(raw, bytes):
+                # The protocol is JSON text frames; parsing bytes would answer with a
+                # UTF-8 or JSON decoding error that does not say what is wrong.
+                conn.send_frame(
+                    ErrorFrame(
+                        error_code="INVALID_MESSAGE",
+                        error_message="binary frames are not supported: send each JSON "
+                        "message as a text frame",
+                    )
+                )
+                continue
             if len(raw) > limit:
                 conn.send_frame(
                     ErrorFrame(
@@ -1055,11 +1130,17 @@ class GatewayActor(Actor):
                         conversation_id=summary.conversation_id, name=summary.name or name
                     )
                 )
-            case ListSessionsFrame():
-                sessions: tuple[SessionSummary, ...] = await self.request(
-                    ListSessions(owner=conn.owner)
+            case ListSessionsFrame(limit=limit, cursor=cursor):
+                page: SessionPage = await self.request(
+                    ListSessions(owner=conn.owner, limit=limit, cursor=cursor)
                 )
-                conn.send_frame(SessionsFrame(sessions=[_session_entry(s) for s in sessions]))
+                conn.send_frame(
+                    SessionsFrame(
+                        sessions=[_session_entry(s) for s in page.sessions],
+                        next_cursor=page.next_cursor,
+                        cursor=cursor,
+                    )
+                )
             case LoadSessionFrame(conversation_id=target):
                 loaded = await self._request_state(conn.owner, target)
                 self._attach(conn, loaded.conversation_id)

@@ -16,6 +16,7 @@ the MCP SDK) go through the same pipeline.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import sys
@@ -37,6 +38,8 @@ __all__ = [
     "collect_secrets",
     "configure_logging",
     "redact",
+    "redact_known_secrets",
+    "redact_text",
     "set_log_format",
     "set_log_level",
     "set_secrets",
@@ -47,10 +50,19 @@ REDACTED = "[REDACTED]"
 _SECRET_ENV_PATTERN = re.compile(
     r"(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)$", re.IGNORECASE
 )
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{4,}")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=\-]{4,})")
 _QUERY_SECRET = re.compile(
     r"(?i)([?&](?:token|access_token|api_key|apikey|key|secret|password)=)[^&\s\"']+"
 )
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+"""A ``${VAR}`` reference in an MCP server's ``env`` or ``headers`` (as the ToolActor
+expands it): an operator routes a value through the environment instead of writing it in
+``servers_config.json`` because it is a credential, whatever the variable is called."""
+_PLAIN_VARIABLES = frozenset(
+    {"HOME", "LANG", "LOGNAME", "PATH", "PWD", "PYTHONPATH", "SHELL", "TERM", "TMPDIR", "USER"}
+)
+"""Variables a server entry may pass on that are not secrets (redacting ``$HOME`` would
+mangle every path in the log)."""
 _MIN_SECRET_LENGTH = 6
 """Shorter environment values are not treated as secrets (they would redact noise)."""
 
@@ -100,13 +112,49 @@ _LEVEL_NUMBERS = {
 
 
 def _redact_string(text: str) -> str:
+    text = redact_known_secrets(text)
+    if "earer" in text or "asic" in text:
+        text = _BEARER.sub(_redact_credential, text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    return text
+
+
+def _redact_credential(match: re.Match[str]) -> str:
+    scheme, credential = match.group(1), match.group(2)
+    if scheme.lower() == "basic" and not _is_basic_credential(credential):
+        # "a basic example": prose, not an Authorization header (its value is base64 of
+        # "user:password"), so it stays as written in logs and frames alike.
+        return match.group(0)
+    return f"{scheme} {REDACTED}"
+
+
+def _is_basic_credential(text: str) -> bool:
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except ValueError:
+        return False
+    return b":" in decoded
+
+
+def redact_text(text: str) -> str:
+    """Free text with every secret replaced by ``[REDACTED]``, exactly as log lines are:
+    the known secret values, ``Bearer``/``Basic`` credentials and query-string secrets.
+
+    The last two are patterns, so they may hit prose ("the bearer bonds" loses its last
+    word): use it on text the platform or an MCP server wrote (errors, statuses, tool
+    output), not on what the user or the model wrote (:func:`redact_known_secrets`).
+    """
+    return _redact_string(text)
+
+
+def redact_known_secrets(text: str) -> str:
+    """``text`` with the known secret values (≥ 6 characters, from the environment)
+    replaced by ``[REDACTED]``; no pattern, so prose is never altered otherwise. Costs one
+    substring search per known secret."""
     for secret in _settings.secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    if "earer" in text or "asic" in text:
-        text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    if "=" in text:
-        text = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return text
 
 
@@ -263,9 +311,16 @@ def set_secrets(values: Iterable[str]) -> None:
 
 def collect_secrets(environ: Mapping[str, str], snapshot: ConfigSnapshot | None) -> set[str]:
     """Secret values: every environment variable named like a key/token/secret, each
-    provider's ``api_key_env`` and each WebSocket token's ``token_env``."""
+    provider's ``api_key_env``, each WebSocket token's ``token_env`` and every variable
+    an MCP server's ``env`` or ``headers`` references as ``${VAR}`` (but the few
+    well-known non-secret ones, :data:`_PLAIN_VARIABLES`)."""
     secrets = {value for name, value in environ.items() if _SECRET_ENV_PATTERN.search(name)}
     if snapshot is not None:
+        for server in snapshot.servers.mcp_servers.values():
+            for text in (*server.env.values(), *server.headers.values()):
+                for variable in _REFERENCE.findall(text):
+                    if variable not in _PLAIN_VARIABLES and environ.get(variable):
+                        secrets.add(environ[variable])
         for name, provider in snapshot.config.llm.providers.items():
             variable = provider.api_key_env or f"{name.upper()}_API_KEY"
             if environ.get(variable):
@@ -295,7 +350,7 @@ class LogActor(Actor):
         match message:
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 if any(
-                    k.startswith(("logging.", "llm.providers.", "chat.websocket.auth"))
+                    k.startswith(("logging.", "llm.providers.", "chat.websocket.auth", "servers."))
                     for k in keys
                 ):
                     self._apply(snapshot)

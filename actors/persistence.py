@@ -45,6 +45,7 @@ message at a time, so transactions never interleave on the connection.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import sqlite3
 import time
@@ -84,6 +85,7 @@ from bus.messages import (
     MessageStatus,
     OpenConversation,
     SaveSession,
+    SessionPage,
     SessionSummary,
     StoredMessage,
     ToolCall,
@@ -226,7 +228,7 @@ _SELECT_HISTORY = (
 _COUNT_SAVED = "SELECT COUNT(*) FROM conversations WHERE owner = ? AND saved = 1"
 _SAVE_CONVERSATION = "UPDATE conversations SET saved = 1, name = ?, saved_at = ? WHERE id = ?"
 _DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = ? AND owner = ?"
-_SELECT_SUMMARIES = """
+_SUMMARY_COLUMNS = """
     SELECT c.id, c.name, c.saved, c.created_at, c.updated_at,
            COUNT(m.id) AS message_count,
            COALESCE(SUM(CASE WHEN m.role = 'assistant'
@@ -237,11 +239,24 @@ _SELECT_SUMMARIES = """
            COALESCE(SUM(CASE WHEN m.role = 'assistant'
                         THEN json_extract(m.usage, '$.total_tokens') END), 0) AS total_tokens,
            SUM(CASE WHEN m.role = 'assistant' THEN json_extract(m.usage, '$.cost') END) AS cost
-    FROM conversations AS c LEFT JOIN messages AS m ON m.conversation_id = c.id
-    WHERE c.owner = ? AND (? IS NULL OR c.id = ?)
+    FROM chosen AS c LEFT JOIN messages AS m ON m.conversation_id = c.id
     GROUP BY c.id
-    ORDER BY c.updated_at DESC, c.rowid DESC
+    ORDER BY c.updated_at DESC, c.id DESC
 """
+_ONE_CONVERSATION = "WITH chosen AS (SELECT * FROM conversations WHERE owner = ? AND id = ?)"
+_SELECT_SUMMARY = _ONE_CONVERSATION + _SUMMARY_COLUMNS
+# Keyset pagination: the page after the cursor's (updated_at, id) in the list's order,
+# chosen before the messages are summed, so a page costs its own conversations' messages,
+# not the owner's whole history. ``?2 IS NULL``: the first page. The owner's rows come from
+# conversations_by_owner and are sorted (thousands of rows: about a millisecond).
+_PAGE_OF_CONVERSATIONS = """
+    WITH chosen AS (
+        SELECT * FROM conversations
+        WHERE owner = ?1 AND (?2 IS NULL OR (updated_at, id) < (?2, ?3))
+        ORDER BY updated_at DESC, id DESC
+        LIMIT ?4
+    )"""
+_SELECT_SESSION_PAGE = _PAGE_OF_CONVERSATIONS + _SUMMARY_COLUMNS
 # Retention. ``?2`` is a JSON array of conversation ids with an answer streaming right now:
 # they are in use, so no rule deletes them mid-answer.
 _EXPIRE_SAVED = """
@@ -451,6 +466,29 @@ def _summary(row: sqlite3.Row) -> SessionSummary:
             cost=row["cost"],
         ),
     )
+
+
+def _encode_cursor(last: SessionSummary) -> str:
+    """The opaque cursor of the page after ``last``: its sort key, base64url JSON (a
+    client must not build one; the form may change)."""
+    key = orjson.dumps([last.updated_at, last.conversation_id])
+    return base64.urlsafe_b64encode(key).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    """The sort key a cursor carries.
+
+    Raises:
+        InvalidMessage: Not a cursor this actor made.
+    """
+    try:
+        key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise InvalidMessage(f"invalid session list cursor {cursor[:40]!r}") from exc
+    match key:
+        case [float() | int() as updated_at, str() as conversation_id]:
+            return float(updated_at), conversation_id
+    raise InvalidMessage(f"invalid session list cursor {cursor[:40]!r}")
 
 
 def _check_limit(limit: int) -> None:
@@ -664,8 +702,8 @@ class PersistenceActor(Actor):
                 return await self._create_conversation(owner)
             case SaveSession():
                 return await self._save_session(message)
-            case ListSessions(owner=owner):
-                return await self._summaries(owner, None)
+            case ListSessions(owner=owner, limit=limit, cursor=cursor):
+                return await self._session_page(owner, limit, cursor)
             case DeleteSession(owner=owner, conversation_id=conversation_id):
                 await self._delete_session(owner, conversation_id)
                 return None
@@ -831,16 +869,26 @@ class PersistenceActor(Actor):
                         "delete one before saving another"
                     )
             await db.execute(_SAVE_CONVERSATION, (name, self._clock(), message.conversation_id))
-        [summary] = await self._summaries(message.owner, message.conversation_id)
-        return summary
-
-    async def _summaries(
-        self, owner: str, conversation_id: str | None
-    ) -> tuple[SessionSummary, ...]:
-        rows = await self._connection.execute_fetchall(
-            _SELECT_SUMMARIES, (owner, conversation_id, conversation_id)
+        [row] = await self._connection.execute_fetchall(
+            _SELECT_SUMMARY, (message.owner, message.conversation_id)
         )
-        return tuple(_summary(row) for row in rows)
+        return _summary(row)
+
+    async def _session_page(self, owner: str, limit: int, cursor: str | None) -> SessionPage:
+        """One page of the owner's conversations (see ListSessions)."""
+        after = (None, None) if cursor is None else _decode_cursor(cursor)
+        # One row more than asked: whether it exists says whether there is a next page.
+        rows = list(
+            await self._connection.execute_fetchall(
+                _SELECT_SESSION_PAGE, (owner, *after, limit + 1)
+            )
+        )
+        page = [_summary(row) for row in rows[:limit]]
+        last = page[-1] if len(rows) > limit else None
+        return SessionPage(
+            sessions=tuple(page),
+            next_cursor=None if last is None else _encode_cursor(last),
+        )
 
     async def _delete_session(self, owner: str, conversation_id: str) -> None:
         async with self._write("delete the session") as db:

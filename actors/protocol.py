@@ -16,10 +16,21 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
 
 __all__ = [
+    "DEFAULT_SESSIONS_PAGE",
     "ERROR_CODES",
+    "MAX_REQUEST_ID_LENGTH",
+    "MAX_SESSIONS_PAGE",
     "AssistantDeltaFrame",
     "AssistantMessageFrame",
     "CancelFrame",
@@ -95,6 +106,15 @@ ErrorCode = Literal[
 ]
 
 
+MAX_REQUEST_ID_LENGTH = 128
+"""Characters a client's ``request_id`` may have: it is echoed in replies and logged, so
+it is a correlation id, not a payload (a UUID is 36)."""
+DEFAULT_SESSIONS_PAGE = 100
+"""Sessions per ``sessions`` frame when ``list_sessions`` names no ``limit``."""
+MAX_SESSIONS_PAGE = 500
+"""The largest ``limit`` a ``list_sessions`` may ask for (a frame of ~100 KB)."""
+
+
 class _ClientFrame(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -120,8 +140,9 @@ class UserMessageFrame(_ClientFrame):
     type: Literal["user_message"]
     message: str
     """The user's text (may be empty when ``prompt`` is given)."""
-    request_id: str | None = None
-    """Echoed in the turn's ``assistant_message`` and in errors about this message."""
+    request_id: str | None = Field(None, max_length=MAX_REQUEST_ID_LENGTH)
+    """Echoed in the turn's ``assistant_message`` and in errors about this message (at
+    most :data:`MAX_REQUEST_ID_LENGTH` characters)."""
     prompt: PromptRef | None = None
 
 
@@ -147,9 +168,24 @@ class SaveSessionFrame(_ClientFrame):
 
 
 class ListSessionsFrame(_ClientFrame):
-    """Asks for the ``sessions`` list."""
+    """Asks for one page of the ``sessions`` list: the most recently updated first (ties
+    by id), ``limit`` of them, after ``cursor``.
+
+    A plain ``{"type": "list_sessions"}`` gets the first page; the reply's
+    ``next_cursor`` asks for the next one. Paging is by key (the last listed session's
+    ``updated_at`` and id), so conversations created meanwhile are never repeated nor
+    shift later pages: they sort before the cursor (a client sees them when it lists
+    from the start again), as does a conversation that changes meanwhile (it is newer
+    now).
+    """
 
     type: Literal["list_sessions"]
+    limit: int = Field(DEFAULT_SESSIONS_PAGE, ge=1, le=MAX_SESSIONS_PAGE)
+    """Sessions per page (1 to :data:`MAX_SESSIONS_PAGE`, default
+    :data:`DEFAULT_SESSIONS_PAGE`)."""
+    cursor: str | None = Field(None, max_length=1024)
+    """A ``next_cursor`` from an earlier ``sessions`` frame (opaque); absent: the first
+    page."""
 
 
 class LoadSessionFrame(_ClientFrame):
@@ -170,7 +206,7 @@ class ElicitationResponseFrame(_ClientFrame):
     """Answers an ``elicitation_request``."""
 
     type: Literal["elicitation_response"]
-    request_id: str
+    request_id: str = Field(max_length=MAX_REQUEST_ID_LENGTH)
     action: Literal["accept", "decline", "cancel"]
     content: dict[str, Any] | None = None
 
@@ -225,7 +261,9 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
         raise FrameError(f"invalid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise FrameError(f"a frame must be a JSON object, got {type(data).__name__}")
-    request_id = data.get("request_id") if isinstance(data.get("request_id"), str) else None
+    request_id = data.get("request_id")
+    if not isinstance(request_id, str) or len(request_id) > MAX_REQUEST_ID_LENGTH:
+        request_id = None  # an over-long one is the problem: not echoed in the error
     kind = data.get("type")
     if not isinstance(kind, str):
         raise FrameError("a frame needs a string 'type'", request_id)
@@ -243,6 +281,11 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
                 problems.append(f"{path}: unknown field")
             elif error["type"] == "missing":
                 problems.append(f"{path}: required field is missing")
+            elif error["type"] == "string_too_long" and path == "request_id":
+                problems.append(
+                    f"request_id: longer than the limit of {MAX_REQUEST_ID_LENGTH} "
+                    f"characters (got {len(error['input'])})"
+                )
             else:
                 problems.append(f"{path}: {error['msg']}")
         raise FrameError(f"invalid {kind!r} frame: " + "; ".join(problems), request_id) from exc
@@ -488,10 +531,22 @@ class SessionEntry(_ServerFrame):
 
 
 class SessionsFrame(_ServerFrame):
-    """The answer to ``list_sessions``: newest first."""
+    """The answer to ``list_sessions``: one page, the most recently updated first."""
 
     type: Literal["sessions"] = "sessions"
     sessions: list[SessionEntry]
+    next_cursor: str | None = None
+    """Send it as ``cursor`` for the next page; ``null`` (always present) on the last."""
+    cursor: str | None = None
+    """The ``cursor`` of the request this page answers (absent for the first page), so a
+    client tells a first page (replace its list) from a further one (append)."""
+
+    @model_serializer(mode="wrap")
+    def _keep_next_cursor(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Frames omit None fields (dump_frame); the end of the list is said explicitly.
+        data: dict[str, Any] = handler(self)
+        data.setdefault("next_cursor", self.next_cursor)
+        return data
 
 
 class SessionDeletedFrame(_ServerFrame):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from config.schema import ConfigSnapshot
 
@@ -60,6 +60,7 @@ __all__ = [
     "SaveSession",
     "ServerStateChanged",
     "ServerStatus",
+    "SessionPage",
     "SessionSummary",
     "StartTurn",
     "StoredMessage",
@@ -331,9 +332,22 @@ class SaveSession(Message):
 
 
 class ListSessions(Message):
-    """Request → tuple[SessionSummary, ...]: the owner's conversations, newest first."""
+    """Request → SessionPage: one page of the owner's conversations, the most recently
+    updated first (ties by id). An unreadable ``cursor`` fails with InvalidMessage."""
 
     owner: str
+    limit: int = Field(100, ge=1)
+    """Conversations in the page at most."""
+    cursor: str | None = None
+    """A previous page's ``next_cursor`` (opaque); ``None``: the first page."""
+
+
+class SessionPage(Message):
+    """One page of ListSessions."""
+
+    sessions: tuple[SessionSummary, ...]
+    next_cursor: str | None = None
+    """Asks ListSessions for the page after this one; ``None``: this is the last."""
 
 
 class DeleteSession(Message):

@@ -8,6 +8,7 @@ URLs, and records from the standard library's ``logging`` (websockets, httpx, th
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import logging
 
@@ -21,6 +22,7 @@ from actors.logs import (
     collect_secrets,
     configure_logging,
     redact,
+    redact_known_secrets,
     set_log_format,
     set_log_level,
     set_secrets,
@@ -96,6 +98,19 @@ def test_bearer_headers_and_url_tokens_are_redacted_without_knowing_the_value() 
     )
     assert out["header"] == f"authorization: Bearer {REDACTED}"
     assert out["path"] == f"/ws/chat?conversation_id=c-1&token={REDACTED}&x=1"
+
+
+def test_basic_credentials_are_redacted_but_the_word_basic_in_prose_is_not() -> None:
+    credential = base64.b64encode(b"ada:hunter22").decode()
+    out = _redacted(
+        {
+            "event": "tools.call_failed",
+            "header": f"Authorization: Basic {credential}",
+            "error": "a basic example failed: basic arithmetic only",
+        }
+    )
+    assert out["header"] == f"Authorization: Basic {REDACTED}"
+    assert out["error"] == "a basic example failed: basic arithmetic only"
 
 
 def test_json_lines_parse_with_leading_fields_and_tracebacks_redacted(log_events) -> None:
@@ -174,6 +189,36 @@ def test_collect_secrets_from_environment_names_and_provider_variables(tmp_path)
         "ghp-abcdef",
         "custom-secret-1",
     }
+
+
+def test_collect_secrets_includes_variables_mcp_servers_reference(tmp_path) -> None:
+    servers = {
+        "mcpServers": {
+            "stdio": {"command": "x", "env": {"X": "${UPSTREAM_KEY}", "P": "${HOME}"}},
+            "http": {"url": "http://h/mcp", "headers": {"Authorization": "Bearer ${HTTP_CRED}"}},
+        }
+    }
+    (tmp_path / "servers_config.json").write_bytes(orjson.dumps(servers))
+    store = ConfigStore(tmp_path)
+    store.load()
+    environ = {
+        "UPSTREAM_KEY": "up-0123456789",
+        "HTTP_CRED": "hc-0123456789",
+        "HOME": "/home/someone",  # referenced, but never a secret
+        "UNREFERENCED": "plain-value-1",
+    }
+    assert collect_secrets(environ, store.snapshot) == {"up-0123456789", "hc-0123456789"}
+
+
+def test_known_secrets_only_leaves_prose_alone() -> None:
+    set_secrets([SECRET])
+    try:
+        text = f"a basic example with Bearer words and ?key=value: {SECRET}"
+        assert redact_known_secrets(text) == (
+            f"a basic example with Bearer words and ?key=value: {REDACTED}"
+        )
+    finally:
+        set_secrets(())
 
 
 async def test_log_actor_applies_level_changes_from_the_config_actor(tmp_path) -> None:

@@ -53,6 +53,7 @@ from bus.messages import (
     Ping,
     SaveRuntimeConfig,
     SaveSession,
+    SessionPage,
     SessionSummary,
     StoredMessage,
     ToolCall,
@@ -587,7 +588,8 @@ HOUR = 3600.0
 
 
 async def _ids(h: Harness, owner: str) -> set[str]:
-    return {s.conversation_id for s in await h.ask(ListSessions(owner=owner))}
+    page = await h.ask(ListSessions(owner=owner, limit=1000))
+    return {s.conversation_id for s in page.sessions}
 
 
 async def test_retention_deletes_old_unsaved_conversations_but_not_saved_ones(
@@ -705,7 +707,9 @@ async def test_list_sessions_sums_usage_and_cost_over_answers(start: Starter) ->
         )
     )
     await _conversation(h, "bob")
-    sessions = await h.ask(ListSessions(owner="alice"))
+    page = await h.ask(ListSessions(owner="alice"))
+    assert page.next_cursor is None
+    sessions = page.sessions
     assert all(isinstance(s, SessionSummary) for s in sessions)
     assert [s.conversation_id for s in sessions] == [second, first]  # newest first
     newest, oldest = sessions
@@ -715,7 +719,48 @@ async def test_list_sessions_sums_usage_and_cost_over_answers(start: Starter) ->
     assert oldest.message_count == 3
     assert oldest.usage == Usage(prompt_tokens=20, completion_tokens=8, total_tokens=28, cost=0.75)
     assert oldest.updated_at == clock.now - 1
-    assert await h.ask(ListSessions(owner="nobody")) == ()
+    assert await h.ask(ListSessions(owner="nobody")) == SessionPage(sessions=())
+
+
+async def test_list_sessions_pages_by_key_through_ties_and_insertions(start: Starter) -> None:
+    clock = Clock()
+    many = {"chat": {"storage": {"persistence": {"retention": {"max_sessions": 1000}}}}}
+    h = await start(many, clock=clock)
+    # Three groups of conversations sharing one updated_at each: the order within a tie
+    # is the id's, so a cursor in the middle of a tie neither skips nor repeats.
+    for _ in range(3):
+        for _ in range(4):
+            await _conversation(h)
+        clock.advance(1)
+    await _conversation(h, "bob")
+    expected = [s.conversation_id for s in (await h.ask(ListSessions(owner="alice"))).sessions]
+    assert len(expected) == 12
+    listed: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        page = await h.ask(ListSessions(owner="alice", limit=5, cursor=cursor))
+        listed += [s.conversation_id for s in page.sessions]
+        pages += 1
+        if pages == 1:
+            # Conversations created while a client pages sort before its cursor.
+            newer = [await _conversation(h) for _ in range(3)]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert listed == expected
+    assert pages == 3
+    first = await h.ask(ListSessions(owner="alice", limit=3))
+    assert {s.conversation_id for s in first.sessions} == set(newer)
+    # Exactly a page's worth: the last page says so, no empty page follows.
+    whole = await h.ask(ListSessions(owner="alice", limit=15))
+    assert len(whole.sessions) == 15
+    assert whole.next_cursor is None
+
+    for bad in ("not a cursor", "", "W10", "WzEsMl0"):  # "[]", "[1,2]"
+        with pytest.raises(RequestFailed) as excinfo:
+            await h.ask(ListSessions(owner="alice", cursor=bad))
+        assert isinstance(_failure(excinfo), InvalidMessage)
 
 
 async def test_save_session_limits(start: Starter) -> None:
@@ -759,7 +804,7 @@ async def test_delete_session_removes_it_and_its_messages(start: Starter) -> Non
         await h.ask(DeleteSession(owner="bob", conversation_id=cid))
     assert isinstance(_failure(excinfo), SessionNotFound)
     assert await h.ask(DeleteSession(owner="alice", conversation_id=cid)) is None
-    assert await h.ask(ListSessions(owner="alice")) == ()
+    assert await h.ask(ListSessions(owner="alice")) == SessionPage(sessions=())
     assert h.query("SELECT COUNT(*) FROM messages") == [(0,)]  # ON DELETE CASCADE
     with pytest.raises(RequestFailed) as excinfo:
         await h.ask(DeleteSession(owner="alice", conversation_id=cid))

@@ -18,7 +18,9 @@ from actors.protocol import (
     CancelFrame,
     ErrorFrame,
     FrameError,
+    ListSessionsFrame,
     SaveSessionFrame,
+    SessionsFrame,
     UserMessageFrame,
     dump_frame,
     parse_client_frame,
@@ -95,12 +97,53 @@ def test_valid_frames_parse_to_their_models() -> None:
         ('{"type": "cancel", "extra": 1}', "extra: unknown field", None),
         ('{"type": "save_session", "name": ""}', "name: String should have at least", None),
         ('{"type": "elicitation_response", "request_id": "e", "action": "maybe"}', "action", "e"),
+        # An over-long request_id is named with its limit, and not echoed back.
+        (
+            f'{{"type": "user_message", "message": "hi", "request_id": "{"r" * 129}"}}',
+            "request_id: longer than the limit of 128 characters \\(got 129\\)",
+            None,
+        ),
+        (
+            f'{{"type": "elicitation_response", "request_id": "{"e" * 200}", "action": "cancel"}}',
+            "request_id: longer than the limit of 128 characters",
+            None,
+        ),
+        ('{"type": "list_sessions", "limit": 0}', "limit: Input should be greater than", None),
+        ('{"type": "list_sessions", "limit": 501}', "limit: Input should be less than", None),
+        ('{"type": "list_sessions", "cursor": 5}', "cursor: Input should be a valid string", None),
     ],
 )
 def test_invalid_frames_name_the_problem(raw: str, message: str, request_id: str | None) -> None:
     with pytest.raises(FrameError, match=message) as info:
         parse_client_frame(raw)
     assert info.value.request_id == request_id
+
+
+def test_request_ids_up_to_the_limit_are_accepted() -> None:
+    frame = parse_client_frame(
+        orjson.dumps({"type": "user_message", "message": "hi", "request_id": "r" * 128})
+    )
+    assert isinstance(frame, UserMessageFrame)
+    assert frame.request_id == "r" * 128
+
+
+def test_list_sessions_pages_with_backward_compatible_defaults() -> None:
+    plain = parse_client_frame('{"type": "list_sessions"}')
+    assert plain == ListSessionsFrame(type="list_sessions", limit=100, cursor=None)
+    paged = parse_client_frame('{"type": "list_sessions", "limit": 500, "cursor": "abc"}')
+    assert paged == ListSessionsFrame(type="list_sessions", limit=500, cursor="abc")
+    # The end of the list is said explicitly (frames otherwise omit None fields).
+    assert orjson.loads(dump_frame(SessionsFrame(sessions=[]))) == {
+        "type": "sessions",
+        "sessions": [],
+        "next_cursor": None,
+    }
+    assert orjson.loads(dump_frame(SessionsFrame(sessions=[], next_cursor="n", cursor="c"))) == {
+        "type": "sessions",
+        "sessions": [],
+        "next_cursor": "n",
+        "cursor": "c",
+    }
 
 
 def test_server_frames_omit_none_fields() -> None:

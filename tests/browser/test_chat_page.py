@@ -215,6 +215,37 @@ async def test_save_list_load_and_delete_a_session(
     await expect(page.locator("#conv-title")).to_have_text("New conversation")
 
 
+async def test_the_session_list_shows_every_conversation_page_by_page(
+    page: Page, start_platform: StartPlatform
+) -> None:
+    platform = await start_platform(
+        {"chat": {"storage": {"persistence": {"retention": {"max_sessions": 10_000}}}}}
+    )
+    client = await platform.connect()
+    await client.expect("session_info")
+    for _ in range(119):  # 120 conversations: more than one page of 100
+        await client.send({"type": "clear_history"})
+        await client.expect("session_cleared")
+    await client.close()
+
+    await open_page(page, platform)  # resumes the newest conversation
+    sessions = page.locator("#sessions .session")
+    more = page.locator("#sessions .sessions-more")
+    await expect(sessions).to_have_count(100)
+    await more.click()
+    await expect(sessions).to_have_count(120)
+    await expect(more).to_have_count(0)  # the last page: nothing more to load
+    ids = await sessions.evaluate_all("els => els.map(e => e.dataset.conversationId)")
+    assert len(set(ids)) == 120
+
+    # A refresh (here: a new chat) keeps everything listed, the new conversation first.
+    await page.locator("#new-chat").click()
+    await page.locator("#dialog").get_by_role("button", name="New chat").click()
+    await expect(sessions).to_have_count(121)
+    await expect(sessions.first).to_have_class(re.compile(r"\bcurrent\b"))
+    await expect(more).to_have_count(0)
+
+
 async def test_reconnects_after_the_platform_restarts_and_resumes_the_conversation(
     page: Page, platform: ChatPlatform, llm: ScriptedLLM
 ) -> None:

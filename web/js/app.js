@@ -76,6 +76,10 @@ const state = {
   tools: [],
   prompts: [],
   sessions: [],
+  /** The sessions frame's next_cursor: more conversations to list (null: none). */
+  sessionsCursor: null,
+  /** A "Load more" request is on its way (its button is disabled meanwhile). */
+  loadingMore: false,
   connected: false,
   running: false,
   /** The request id of the user_message awaiting its turn, if any. */
@@ -148,7 +152,7 @@ function onSessionInfo(frame) {
   // A turn still running (another tab started it, or we reconnected mid-turn): its frames
   // follow, and Stop must be available.
   setRunning(Boolean(frame.turn_in_progress));
-  send({ type: "list_sessions" });
+  refreshSessions();
 }
 
 function onDelta(frame, kind) {
@@ -247,7 +251,7 @@ function onAssistantMessage(frame) {
     // stored conversation (session_info) shows what the model was really given.
     send({ type: "load_session", conversation_id: state.conversationId });
   } else {
-    send({ type: "list_sessions" });
+    refreshSessions();
   }
   scrollToEnd();
 }
@@ -425,18 +429,51 @@ function onSessionCleared(frame) {
   state.turn = null;
   renderHistory([]);
   setRunning(false);
-  send({ type: "list_sessions" });
+  refreshSessions();
   ui.input.focus();
 }
 
 function onSessionSaved(frame) {
   if (frame.conversation_id === state.conversationId) setConversation(frame.conversation_id, frame.name, true);
   toast("success", "Session saved", `Saved as “${frame.name}”.`);
-  send({ type: "list_sessions" });
+  refreshSessions();
+}
+
+// The list comes in pages (list_sessions: limit, cursor → sessions: next_cursor), the most
+// recently updated first. A refresh asks again from the start for as many as are shown
+// (up to the protocol's 500), so the conversations loaded with "Load more" stay listed;
+// when all were shown, for a page more, so conversations created meanwhile (here or in
+// another tab) do not push the oldest out of the list. "Load more" asks for the page
+// after the last one received and appends it.
+const SESSIONS_PAGE = 100;
+const SESSIONS_PAGE_MAX = 500;
+
+function refreshSessions() {
+  const shown = state.sessions.length;
+  const wanted = state.sessionsCursor ? shown : shown + SESSIONS_PAGE;
+  send({ type: "list_sessions", limit: Math.min(SESSIONS_PAGE_MAX, Math.max(SESSIONS_PAGE, wanted)) });
+}
+
+function loadMoreSessions() {
+  if (!state.sessionsCursor || state.loadingMore) return;
+  state.loadingMore = true;
+  send({ type: "list_sessions", limit: SESSIONS_PAGE, cursor: state.sessionsCursor });
+  renderSessions();
 }
 
 function onSessions(frame) {
-  state.sessions = frame.sessions ?? [];
+  const sessions = frame.sessions ?? [];
+  if (frame.cursor) {
+    // A further page: it belongs after the list only if it follows the page we hold (a
+    // refresh that arrived meanwhile started the list over: this page is stale).
+    if (frame.cursor !== state.sessionsCursor) return;
+    const known = new Set(state.sessions.map((s) => s.conversation_id));
+    state.sessions = state.sessions.concat(sessions.filter((s) => !known.has(s.conversation_id)));
+  } else {
+    state.sessions = sessions;
+  }
+  state.loadingMore = false;
+  state.sessionsCursor = frame.next_cursor ?? null;
   renderSessions();
 }
 
@@ -444,7 +481,7 @@ function onSessionDeleted(frame) {
   state.sessions = state.sessions.filter((s) => s.conversation_id !== frame.conversation_id);
   renderSessions();
   toast("info", "Session deleted", null);
-  send({ type: "list_sessions" });
+  refreshSessions();
 }
 
 function onServerStatus(frame) {
@@ -843,7 +880,14 @@ function renderSessions() {
     });
     return h("li", { class: `session${current ? " current" : ""}`, "data-conversation-id": s.conversation_id, "aria-current": current ? "true" : null }, open, remove);
   });
-  ui.sessions.replaceChildren(...(items.length ? items : [h("li", { class: "muted" }, "No sessions yet.")]));
+  if (!items.length) items.push(h("li", { class: "muted" }, "No sessions yet."));
+  if (state.sessionsCursor) {
+    const more = h("button", { class: "btn btn-ghost sessions-more", type: "button" }, state.loadingMore ? "Loading…" : "Load more");
+    more.disabled = state.loadingMore;
+    more.addEventListener("click", loadMoreSessions);
+    items.push(h("li", { class: "sessions-more-item" }, more));
+  }
+  ui.sessions.replaceChildren(...items);
 }
 
 function relativeTime(seconds) {
