@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from config.schema import WebSocketConfig
+from config.security import is_loopback
 
 __all__ = [
     "ANY_ORIGIN",
     "OriginPolicy",
     "RemoteBindRefused",
-    "is_loopback_host",
     "parse_origin",
     "remote_bind_problem",
 ]
@@ -93,18 +93,6 @@ def _host_header(value: str, scheme: str) -> tuple[str, int] | None:
     if not parts.hostname or parts.username is not None or parts.path:
         return None
     return parts.hostname.lower(), port if port is not None else _DEFAULT_PORTS[scheme]
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` (a bind address or a host name) names this machine only:
-    ``localhost`` or a loopback IP address. Any other name is *not* (fail closed)."""
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def _rebinding_proof(host: str) -> bool:
@@ -174,7 +162,7 @@ class RemoteBindRefused(Exception):
 def remote_bind_problem(settings: WebSocketConfig, *, authenticated: bool) -> str | None:
     """Why the listener of ``settings`` must not start (``None``: it may): a non-loopback
     host without authentication, unless ``allow_unauthenticated_remote`` says so."""
-    if authenticated or settings.allow_unauthenticated_remote or is_loopback_host(settings.host):
+    if authenticated or settings.allow_unauthenticated_remote or is_loopback(settings.host):
         return None
     shown = settings.host or "(every interface)"
     return (

@@ -2,7 +2,7 @@
 
 Design note: a runtime file in transit (truncated by an editor, emptied by a full disk,
 deleted and not yet recreated) parses as *fewer overrides*, i.e. as the defaults, and the
-defaults are the open settings (no tokens: no authentication; any origin). So a reload is
+defaults are the open settings (no tokens: no authentication). So a reload is
 compared with the configuration in force for the few keys that guard access
 (:data:`SECURITY_KEYS`). A change that loosens one is applied only when the file states
 that key itself (``tokens: []`` written in the file, not inherited from ``config.yaml``);
@@ -32,6 +32,8 @@ SECURITY_KEYS = (
     "chat.websocket.auth.tokens",
     "chat.websocket.host",
     "chat.websocket.allow_origins",
+    "chat.websocket.allow_unauthenticated_remote",
+    "chat.websocket.trusted_proxies",
 )
 """The keys whose loosening needs an explicit, settled file. A new access-guarding key
 (e.g. a switch that admits unauthenticated remote clients) belongs here and in
@@ -62,7 +64,10 @@ def loosenings(old: PlatformConfig, new: PlatformConfig) -> dict[str, str]:
     * ``chat.websocket.auth.tokens``: authentication turned off, or an owner's token
       dropped or changed (its open connections would be closed);
     * ``chat.websocket.host``: the listener moved to a non-loopback address;
-    * ``chat.websocket.allow_origins``: an origin (or ``*``) that was refused is allowed.
+    * ``chat.websocket.allow_origins``: an origin (or ``*``) that was refused is allowed;
+    * ``chat.websocket.allow_unauthenticated_remote``: turned on;
+    * ``chat.websocket.trusted_proxies``: a proxy is added (its ``X-Forwarded-For``
+      would choose the address a client's wrong tokens are counted against).
     """
     found: dict[str, str] = {}
     old_ws, new_ws = old.chat.websocket, new.chat.websocket
@@ -78,6 +83,14 @@ def loosenings(old: PlatformConfig, new: PlatformConfig) -> dict[str, str]:
         widened = sorted(set(new_ws.allow_origins) - set(old_ws.allow_origins))
         if widened:
             found["chat.websocket.allow_origins"] = "allows the origins " + ", ".join(widened)
+    if new_ws.allow_unauthenticated_remote and not old_ws.allow_unauthenticated_remote:
+        found["chat.websocket.allow_unauthenticated_remote"] = (
+            "admits unauthenticated clients on a non-loopback listener"
+        )
+    if added := sorted(set(new_ws.trusted_proxies) - set(old_ws.trusted_proxies)):
+        found["chat.websocket.trusted_proxies"] = "trusts X-Forwarded-For from " + ", ".join(
+            added
+        )
     return found
 
 

@@ -86,9 +86,31 @@ def test_widening_allow_origins_is_a_loosening_narrowing_it_is_not() -> None:
     assert loosenings(narrow, _config(allow_origins=[])) == {}
 
 
-def test_the_defaults_over_a_locked_down_config_loosen_every_security_key() -> None:
+def test_admitting_unauthenticated_remote_clients_is_a_loosening() -> None:
+    assert loosenings(_config(), _config(allow_unauthenticated_remote=True)) == {
+        "chat.websocket.allow_unauthenticated_remote": (
+            "admits unauthenticated clients on a non-loopback listener"
+        )
+    }
+    assert loosenings(_config(allow_unauthenticated_remote=True), _config()) == {}
+
+
+def test_trusting_another_proxy_is_a_loosening_trusting_fewer_is_not() -> None:
+    one = _config(trusted_proxies=["10.0.0.1"])
+    assert loosenings(one, _config(trusted_proxies=["10.0.0.1", "10.0.0.0/8"])) == {
+        "chat.websocket.trusted_proxies": "trusts X-Forwarded-For from 10.0.0.0/8"
+    }
+    assert loosenings(one, _config()) == {}
+
+
+def test_a_wide_open_config_over_a_locked_down_one_loosens_every_security_key() -> None:
     locked = _config(host="0.0.0.0", auth={"tokens": [ALICE]}, allow_origins=["https://a.example"])
-    opened = _config(host="203.0.113.7")
+    opened = _config(
+        host="203.0.113.7",
+        allow_origins=["*"],
+        allow_unauthenticated_remote=True,
+        trusted_proxies=["10.0.0.0/8"],
+    )
     assert sorted(loosenings(locked, opened)) == sorted(SECURITY_KEYS)
 
 

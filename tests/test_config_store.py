@@ -686,12 +686,11 @@ def test_an_explicit_empty_mapping_is_a_config_that_keeps_security(tmp_path: Pat
     store.runtime_path.write_text("{}\n", encoding="utf-8")
     applied = store.reload_changed({store.runtime_path}, settled=True)
     assert applied is not None
-    assert sorted(applied.refused) == [
-        "chat.websocket.allow_origins",
-        "chat.websocket.auth.tokens",
-    ]  # host goes back to the default localhost: loopback, so not a loosening
+    # The host goes back to the default localhost and the origins to the default [] (the
+    # platform's own page only): both narrow, so they apply; the tokens stay.
+    assert sorted(applied.refused) == ["chat.websocket.auth.tokens"]
     assert applied.loosened == {}
-    assert _security(store) == ("localhost", ["https://a.example"], ["alice"])
+    assert _security(store) == ("localhost", [], ["alice"])
 
 
 @pytest.mark.parametrize("settled", [True, False])
@@ -749,8 +748,8 @@ def test_a_stated_loosening_applies_only_from_a_settled_file(tmp_path: Path) -> 
 def test_the_programs_own_save_is_settled_but_must_state_a_loosening(tmp_path: Path) -> None:
     store = _locked_store(tmp_path)
     kept = store.save_runtime_config({"logging": {"level": "DEBUG"}})
-    assert sorted(kept.refused) == ["chat.websocket.allow_origins", "chat.websocket.auth.tokens"]
-    assert _security(store)[1:] == LOCKED_SECURITY[1:]
+    assert sorted(kept.refused) == ["chat.websocket.auth.tokens"]
+    assert _security(store)[2:] == LOCKED_SECURITY[2:]
     opened = store.save_runtime_config({"chat": {"websocket": {"auth": {"tokens": []}}}})
     assert opened.loosened == {"chat.websocket.auth.tokens": "turns authentication off"}
     assert _security(store)[2] == []

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from actors.origins import OriginPolicy, is_loopback_host, parse_origin, remote_bind_problem
+from actors.origins import OriginPolicy, parse_origin, remote_bind_problem
 from config.schema import WebSocketConfig
+from config.security import is_loopback
 
 PORT = 8123
 
@@ -116,7 +117,7 @@ def test_the_schema_refuses_what_is_not_an_origin(bad: str) -> None:
     ],
 )
 def test_loopback_hosts(host: str, loopback: bool) -> None:
-    assert is_loopback_host(host) is loopback
+    assert is_loopback(host) is loopback
 
 
 def test_a_remote_listener_needs_auth_or_an_explicit_yes() -> None:
