@@ -10,8 +10,12 @@ the pass-through parameters unchanged but none of the keys the actor consumes; t
 travels in ``Authorization`` and nowhere in the log; a missing key names its variable; a
 local server needs none; 429/5xx/stalls/malformed data before the first token are retried
 (``Retry-After`` honoured), 4xx are not, and after the first token a broken stream ends the
-request; ``CancelCompletion`` closes the stream and answers with the partial text; streaming
-off; live switch of provider/model; HTTP/2 (h2c) including 120 concurrent streams; fallback.
+request, and a stream that ends with neither ``finish_reason`` nor ``[DONE]`` is cut short
+(retried before the first token, AnswerCutShort after it, half-parsed tool calls never
+returned); 4xx failures and an HTML page are not retryable for the client; ``ttft_ms`` is
+never above ``duration_ms``; ``CancelCompletion`` closes the stream and answers with the
+partial text; streaming off; live switch of provider/model; HTTP/2 (h2c) including 120
+concurrent streams; fallback.
 
 Every harness checks at teardown that the test key never appeared in any log line.
 """

@@ -2,7 +2,8 @@
 SQLite file, and the scripted LLM (a real HTTP server) as the only stand-in.
 
 Covers the protocol frames and error codes, the ordering guarantee, pass-through
-parameters, retries, cancel, sessions, resume after reconnect, durability across SIGKILL,
+parameters, retries, cancel, sessions, resume after reconnect, durability across SIGKILL
+(the text shown survives with the default settings), a stream cut short, a refused key,
 retention with saved-session exemption, a live model switch, and that the API key never
 reaches a log line or a frame.
 """
