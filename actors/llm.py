@@ -23,6 +23,15 @@ retried with exponential backoff and jitter, honouring ``Retry-After`` on 429/50
 the next provider of ``llm.fallback`` is tried. After the first delta a failure ends the
 request (the client already shows the text; retrying would duplicate it): the orchestrator
 stores the partial answer and the client gets ``LLM_UNAVAILABLE`` saying what broke.
+The error's ``retryable`` tells the client whether sending again may help: not after a
+refused key (401/403), a bad request or an HTML page where the API should be.
+
+*When an answer has ended.* A stream ends with a ``finish_reason`` or ``data: [DONE]``
+(either is a proper end: providers send one, the other or both). A body that ends cleanly
+with neither after some chunks was cut short (a proxy timing out, a provider dropping a
+long generation): before anything was shown it is retried like a broken connection; after
+text was shown it fails with :class:`~bus.errors.AnswerCutShort` carrying that text (the
+orchestrator stores it ``incomplete``), and tool calls it carried are never run.
 
 *HTTP/1.1 by default, HTTP/2 on request.* Measured through this actor
 (``benchmarks/llm_http.py``; see also ``shared/notes/performance.md``): over h2c httpx
@@ -81,7 +90,14 @@ from pydantic import BaseModel
 from actors.completion import CompletionAccumulator, MalformedChunk, ProviderStreamError
 from actors.sse import LineSplitter, SSEDecoder
 from bus.actor import Actor, Reply
-from bus.errors import ChatError, InternalError, LLMNotConfigured, LLMUnavailable, RateLimited
+from bus.errors import (
+    AnswerCutShort,
+    ChatError,
+    InternalError,
+    LLMNotConfigured,
+    LLMUnavailable,
+    RateLimited,
+)
 from bus.messages import (
     AssistantDelta,
     CancelCompletion,
@@ -127,6 +143,8 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _DRAIN_AFTER_DONE = 1.0
 """Seconds to read what follows ``[DONE]`` (the body's end), so the connection is reused."""
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+"""Content types of a web page: what a captive portal or a wrong ``base_url`` answers."""
 _RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
 """Besides every 5xx: timeout, conflict, too early, rate limited."""
 _REDACTED = "[REDACTED]"
@@ -342,6 +360,7 @@ class _AttemptFailed(Exception):
         rate_limited: The provider said 429.
         retry_after: The provider's ``Retry-After`` in seconds, if any.
         status: The HTTP status, if a response arrived.
+        cut_short: The body ended cleanly mid-answer (no ``finish_reason``, no ``[DONE]``).
         published_chars: Characters published before the failure (> 0: no retry).
     """
 
@@ -353,6 +372,7 @@ class _AttemptFailed(Exception):
         rate_limited: bool = False,
         retry_after: float | None = None,
         status: int | None = None,
+        cut_short: bool = False,
     ) -> None:
         super().__init__(summary)
         self.summary = summary
@@ -360,6 +380,7 @@ class _AttemptFailed(Exception):
         self.rate_limited = rate_limited
         self.retry_after = retry_after
         self.status = status
+        self.cut_short = cut_short
         self.published_chars = 0
 
 
@@ -687,7 +708,12 @@ class LLMActor(Actor):
         summary = "; ".join(f"{f.provider}: {f.error}" for f in failures)
         if all(isinstance(f.error, RateLimited) for f in failures):
             raise RateLimited(f"every LLM provider is rate-limiting — {summary}")
-        raise LLMUnavailable(f"every LLM provider failed — {summary}")
+        raise LLMUnavailable(
+            f"every LLM provider failed — {summary}",
+            # Worth sending again if any provider's failure may pass (not if each one
+            # refused its key or the request).
+            retryable=any(f.error.retryable for f in failures),
+        )
 
     def _prepare(
         self, name: str, provider: ProviderConfig | None
@@ -739,10 +765,21 @@ class LLMActor(Actor):
             except _AttemptFailed as failure:
                 if failure.published_chars:
                     # The client saw this text: it is kept, stored and shown with the error.
+                    # No retry: a second answer would follow the first on the client's screen.
+                    accumulator = completion.accumulator
+                    if failure.cut_short:
+                        raise AnswerCutShort(
+                            f"{name}: the stream ended early, after {failure.published_chars} "
+                            f"chars: {failure.summary}; the text so far is kept, marked "
+                            "incomplete",
+                            partial_content=accumulator.content,
+                            partial_thinking=accumulator.thinking,
+                        ) from failure
                     raise LLMUnavailable(
                         f"{name}: the stream broke after {failure.published_chars} chars: "
                         f"{failure.summary}",
-                        partial_content=completion.accumulator.content,
+                        partial_content=accumulator.content,
+                        partial_thinking=accumulator.thinking,
                     ) from failure
                 if not failure.retryable or attempt == attempts:
                     raise _ProviderFailed(name, self._final_error(name, failure, attempt)) from None
@@ -764,7 +801,12 @@ class LLMActor(Actor):
         tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
         if failure.rate_limited:
             return RateLimited(f"{name} is rate-limiting requests ({tries}): {failure.summary}")
-        return LLMUnavailable(f"{name} failed ({tries}): {failure.summary}")
+        # A failure our retries could not cure may pass later (5xx, network): the client
+        # may send again. One no retry can cure (a refused key, a bad request, a wrong
+        # base_url) is not retryable for the client either.
+        return LLMUnavailable(
+            f"{name} failed ({tries}): {failure.summary}", retryable=failure.retryable
+        )
 
     def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
         """``Retry-After`` when the provider sent one, else exponential backoff with
@@ -812,6 +854,10 @@ class LLMActor(Actor):
         )
         client = self._client_for(name, settings)
         lane = client.acquire()
+        # TTFT and duration are both measured from here, this attempt's start, on one
+        # clock: TTFT from the request's arrival included earlier attempts and their
+        # backoff, so it could exceed the duration of the attempt that answered.
+        completion.first_delta_at = None
         started = time.perf_counter()
         try:
             status = await self._exchange(
@@ -838,7 +884,7 @@ class LLMActor(Actor):
             model=accumulator.model or provider.model,
             status=status,
             attempt=attempt,
-            ttft_ms=None if first is None else round((first - completion.started) * 1000, 1),
+            ttft_ms=None if first is None else round((first - started) * 1000, 1),
             duration_ms=_ms(started),
             chunks=accumulator.chunks,
             finish_reason=accumulator.finish_reason,
@@ -880,6 +926,17 @@ class LLMActor(Actor):
             if not 200 <= status < 300:
                 raise await self._http_error(name, provider, response, api_key)
             content_type = response.headers.get("content-type", "")
+            if content_type.split(";")[0].strip().lower() in _PAGE_TYPES:
+                # A captive portal, a login page, a wrong base_url serving a web site: an
+                # HTML page is never an answer, and asking again gets the same page.
+                expected = "an event stream" if streaming else "a JSON completion"
+                raise _AttemptFailed(
+                    f"the provider answered {status} with {content_type.split(';')[0]}, "
+                    f"not {expected}: check llm.providers.{name}.base_url (a captive "
+                    "portal or a web page answers there)",
+                    retryable=False,
+                    status=status,
+                )
             if "event-stream" in content_type or (streaming and "json" not in content_type):
                 await self._read_stream(completion, response, publish=streaming)
             else:
@@ -973,10 +1030,16 @@ class LLMActor(Actor):
         gateway step per read instead of per event is what keeps the relay near the
         direct rate, ``benchmarks/chat_path.py``). Nothing waits for more data.
 
+        An answer ends with a ``finish_reason`` or with ``data: [DONE]`` (providers send
+        one, the other or both). A body that ends cleanly with neither after some chunks
+        was cut short (a proxy's timeout, a provider dropping a long generation): it is
+        not a finished answer, whatever the connection says.
+
         Raises:
             MalformedChunk: An event is not JSON or not a chunk.
             ProviderStreamError: The provider sent an error object.
             httpx.HTTPError: The connection failed or stalled.
+            _AttemptFailed: The stream was cut short (``cut_short``).
         """
         decoder = SSEDecoder()
         splitter = LineSplitter()
@@ -999,17 +1062,27 @@ class LLMActor(Actor):
                 if done:
                     break
             else:
-                for line in splitter.flush():
-                    event = decoder.feed(line)
-                    if event is not None and event.data != "[DONE]":
+                # The body ended: its last line may lack a newline, its last event the
+                # blank line after it.
+                last = [decoder.feed(line) for line in splitter.flush()]
+                for event in [*last, decoder.flush()]:
+                    if event is None:
+                        continue
+                    if event.data == "[DONE]":
+                        done = True
+                    elif not done:
                         self._take_chunk(accumulator, event.data, pieces)
-                event = decoder.flush()  # a last event not followed by a blank line
-                if event is not None and event.data != "[DONE]":
-                    self._take_chunk(accumulator, event.data, pieces)
         finally:
             # What arrived before a malformed event or a broken connection was shown.
             if pieces and publish:
                 await self._publish_pieces(completion, pieces)
+        if not done and accumulator.finish_reason is None and accumulator.chunks:
+            # (No chunk at all is "no data", said by the caller.)
+            raise _AttemptFailed(
+                "the provider closed the stream without a finish_reason or [DONE]",
+                retryable=True,  # only before anything was shown: see _call_provider
+                cut_short=True,
+            )
         if done:
             # Read the body's end too, so HTTP/1.1 keeps the connection for the next request.
             try:

@@ -58,6 +58,7 @@ from actors.catalogue import check_prompt_arguments, render_catalogue
 from actors.tool_schemas import tool_actor_name, truncate_for_model, unique_model_names
 from bus.actor import Actor, Reply
 from bus.errors import (
+    AnswerCutShort,
     BusError,
     ChatError,
     InternalError,
@@ -550,9 +551,14 @@ class OrchestratorActor(Actor):
             except (RequestFailed, RequestError) as exc:
                 cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
                 error = cause if isinstance(cause, ChatError) else InternalError(str(cause))
-                partial = error.partial_content
-                await self._finish_row(row, partial, None, (), None, None, "error", "error")
-                return self._finished(turn, partial, None, usage, None, "error", error)
+                partial, thinking = error.partial_content, error.partial_thinking or None
+                # A stream cut short is an interrupted answer, as one a crash interrupts
+                # (``incomplete``); any other failure after text arrived is an ``error``.
+                status: MessageStatus = (
+                    "incomplete" if isinstance(error, AnswerCutShort) else "error"
+                )
+                await self._finish_row(row, partial, thinking, (), None, None, status, "error")
+                return self._finished(turn, partial, thinking, usage, None, "error", error)
             usage = _add_usage(usage, result.usage)
             if turn.cancelled or result.finish_reason == "cancelled":
                 await self._finish_row(

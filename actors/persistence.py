@@ -22,14 +22,21 @@ events then land in an in-memory :class:`_Stream` keyed by ``turn_id``, and the 
 transaction (~0.25 ms plus a thread hop of 50-100 µs) per delta, for rows nobody reads
 until the answer ends, so what happens in between is configurable:
 
-* ``persist_deltas: false`` (default): nothing is written between the insert and the
-  finish: 2 write transactions per answer. A crash loses the streamed text (the row is
-  marked ``incomplete`` at the next start).
-* ``persist_deltas: true``: the buffered text is flushed when ``min_chars`` characters are
-  pending or ``interval_ms`` has passed since the last flush — checked when a delta
-  arrives, and by a ticker child task while a stream is slow. A fast answer of C
-  characters costs at most ``ceil(C / min_chars) + 2`` transactions; streams that are due
-  at the same tick are flushed together with one ``executemany``.
+* ``persist_deltas: true`` (default): the buffered text is flushed when ``min_chars``
+  characters are pending or ``interval_ms`` has passed since the last flush — checked
+  when a delta arrives, and by a ticker child task while a stream is slow or stalled. So
+  a crash (SIGKILL, OOM) loses only the text shown in the last ``interval_ms`` (twice
+  that at worst: the ticker looks every ``interval_ms``), and the next start keeps the
+  rest, marked ``incomplete``. The cost is bounded both ways: a fast answer of C
+  characters costs at most ``ceil(C / min_chars) + 2`` transactions
+  (``benchmarks/chat_path.py`` checks it), a slow one at most one more per
+  ``interval_ms`` (5/s at 200 ms, ~0.25 ms each), and past ``8 x min_chars`` the size
+  threshold grows with the text (:data:`_FLUSH_GROWTH`), since each flush rewrites it
+  whole. Streams that are due at the same tick are flushed together with one
+  ``executemany``.
+* ``persist_deltas: false``: nothing is written between the insert and the finish: 2
+  write transactions per answer, and a crash loses the whole streamed text (the row is
+  marked ``incomplete``, empty, at the next start).
 * storage type ``sqlite``: every delta is written through at once (one transaction each).
 
 Flushes rewrite the row's whole text (idempotent: a failed flush leaves the text pending
@@ -316,6 +323,12 @@ def _storage_failure(exc: sqlite3.Error) -> str | None:
     return None
 
 
+_FLUSH_GROWTH = 8
+"""A stream with more than this many ``min_chars`` on disk flushes by size only once
+1/8 more is pending (not every ``min_chars``): answers up to 8 KiB at the default 1024
+are unaffected, a 20 MB one costs ~70 size flushes instead of 20,000."""
+
+
 # -- private messages ---------------------------------------------------------------------------
 
 
@@ -343,6 +356,8 @@ class _Stream:
     thinking: list[str] = field(default_factory=list)
     pending_chars: int = 0
     """Characters received since the last flush."""
+    flushed_chars: int = 0
+    """Characters on disk (content and reasoning) after the last flush."""
 
     def add(self, kind: Literal["content", "thinking"], text: str) -> None:
         """Append a delta."""
@@ -365,7 +380,12 @@ class _Stream:
         """Why this stream should be flushed now under ``persist_deltas``, or None."""
         if not self.pending_chars:
             return None
-        if self.pending_chars >= settings.min_chars:
+        # A flush rewrites the whole text, so a size threshold fixed at min_chars would
+        # make a huge answer quadratic (20 MB: 20,000 rewrites of up to 20 MB each). Past
+        # _FLUSH_GROWTH x min_chars on disk, waiting for 1/_FLUSH_GROWTH more keeps the
+        # bytes these flushes write under ~(_FLUSH_GROWTH + 1)x the answer; the interval
+        # below still bounds by time what a crash can lose.
+        if self.pending_chars >= max(settings.min_chars, self.flushed_chars // _FLUSH_GROWTH):
             return "min_chars"
         if now - self.flushed_at >= settings.interval_ms / 1000:
             return "interval"
@@ -1030,6 +1050,7 @@ class PersistenceActor(Actor):
             conversation_id=stored.conversation_id,
             turn_id=turn_id,
             flushed_at=time.monotonic(),
+            flushed_chars=len(stored.content) + len(stored.thinking or ""),
         )
         if stored.content:
             stream.content.append(stored.content)
@@ -1111,6 +1132,7 @@ class PersistenceActor(Actor):
             )
             stream.pending_chars = 0
             stream.flushed_at = flushed_at
+            stream.flushed_chars = len(row[0]) + len(row[1] or "")
         return True
 
     async def _tick(self) -> None:

@@ -27,6 +27,9 @@ whole family in one place and the types say exactly what went wrong::
     ├── LLMNotConfigured       LLM_NOT_CONFIGURED: no API key; names the variable to set
     ├── RateLimited            RATE_LIMITED
     ├── LLMUnavailable         LLM_UNAVAILABLE: provider error after retries
+    │   └── AnswerCutShort     the provider's stream ended cleanly mid-answer (no
+    │                          finish_reason, no [DONE]): the text shown is stored
+    │                          ``incomplete``
     ├── McpServerUnavailable   MCP_SERVER_UNAVAILABLE: the tool's server is not ready
     └── InternalError          INTERNAL_ERROR
 
@@ -41,6 +44,7 @@ from typing import ClassVar
 __all__ = [
     "ActorCrashed",
     "ActorStopped",
+    "AnswerCutShort",
     "BusError",
     "ChatError",
     "EscalationError",
@@ -113,18 +117,35 @@ class EscalationError(BusError):
 class ChatError(Exception):
     """An error a WebSocket client must see, with the protocol's code.
 
+    ``retryable`` is the class's default; an instance may say otherwise (a provider that
+    refused the key fails with ``LLM_UNAVAILABLE`` like an overloaded one, but sending the
+    message again will not help until the operator fixes the key).
+
     Args:
         message: What went wrong, for the client (no secrets, no stack traces).
         partial_content: Answer text that arrived before the failure (an LLM stream that
             broke after its first token), so it can be stored and shown.
+        partial_thinking: Reasoning text that arrived before the failure.
+        retryable: Overrides the class's ``retryable`` for this error.
     """
 
     error_code: ClassVar[str] = "INTERNAL_ERROR"
-    retryable: ClassVar[bool] = False
+    retryable: bool = False
+    """Whether the client may send the same thing again and hope for success."""
 
-    def __init__(self, message: str, *, partial_content: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        partial_content: str = "",
+        partial_thinking: str = "",
+        retryable: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.partial_content = partial_content
+        self.partial_thinking = partial_thinking
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class InvalidMessage(ChatError):
@@ -171,6 +192,17 @@ class LLMUnavailable(ChatError):
 
     error_code = "LLM_UNAVAILABLE"
     retryable = True
+
+
+class AnswerCutShort(LLMUnavailable):
+    """The provider ended its stream cleanly in the middle of an answer: content arrived,
+    then the body ended with neither a ``finish_reason`` nor ``data: [DONE]``.
+
+    Not a finished answer (a proxy timing out, a provider dropping a long generation):
+    the text already shown is kept and stored ``incomplete``, and nothing that arrived is
+    acted upon (half-parsed tool calls are not run). Same code as any provider failure,
+    ``LLM_UNAVAILABLE``; retryable for the client (the next attempt may well finish).
+    """
 
 
 class McpServerUnavailable(ChatError):

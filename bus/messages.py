@@ -206,8 +206,9 @@ class UpdateRuntimeConfig(Message):
 
 MessageRole = Literal["system", "user", "assistant", "tool"]
 MessageStatus = Literal["complete", "streaming", "incomplete", "cancelled", "error"]
-"""``streaming``: being written; ``incomplete``: the process died while it streamed;
-``cancelled``: the user stopped the turn; ``error``: the turn failed after text arrived."""
+"""``streaming``: being written; ``incomplete``: the answer was interrupted (the process
+died while it streamed, or the provider ended its stream mid-answer); ``cancelled``: the
+user stopped the turn; ``error``: the turn failed after text arrived."""
 
 
 class StoredMessage(Message):

@@ -274,9 +274,15 @@ class StorageConfig(_Section):
 class StreamingPersistenceConfig(_Section):
     """``chat.service.streaming.persistence``: how partial answers reach the database."""
 
-    persist_deltas: bool = False
+    persist_deltas: bool = True
+    """Write a streaming answer's text while it streams, so a crash keeps what was shown
+    (off: only at its start and end; a crash then loses the whole streamed text)."""
     interval_ms: int = Field(200, gt=0)
+    """How long text shown may wait before it is written (a crash loses about this much;
+    twice at worst, the ticker looks every ``interval_ms``)."""
     min_chars: int = Field(1024, gt=0)
+    """Characters pending that are written at once (a fast answer of C characters costs
+    at most ``ceil(C / min_chars) + 2`` writes)."""
 
 
 class StreamingConfig(_Section):

@@ -10,8 +10,12 @@ the pass-through parameters unchanged but none of the keys the actor consumes; t
 travels in ``Authorization`` and nowhere in the log; a missing key names its variable; a
 local server needs none; 429/5xx/stalls/malformed data before the first token are retried
 (``Retry-After`` honoured), 4xx are not, and after the first token a broken stream ends the
-request; ``CancelCompletion`` closes the stream and answers with the partial text; streaming
-off; live switch of provider/model; HTTP/2 (h2c) including 120 concurrent streams; fallback.
+request, and a stream that ends with neither ``finish_reason`` nor ``[DONE]`` is cut short
+(retried before the first token, AnswerCutShort after it, half-parsed tool calls never
+returned); 4xx failures and an HTML page are not retryable for the client; ``ttft_ms`` is
+never above ``duration_ms``; ``CancelCompletion`` closes the stream and answers with the
+partial text; streaming off; live switch of provider/model; HTTP/2 (h2c) including 120
+concurrent streams; fallback.
 
 Every harness checks at teardown that the test key never appeared in any log line.
 """
@@ -38,6 +42,7 @@ from bus.bus import Bus
 from bus.envelope import Envelope
 from bus.errors import (
     ActorStopped,
+    AnswerCutShort,
     ChatError,
     LLMNotConfigured,
     LLMUnavailable,
@@ -64,10 +69,12 @@ from tests.scripted_llm import (
     Gate,
     MalformedJson,
     Pause,
+    Reasoning,
     Reply,
     ScriptedLLM,
     StreamError,
     ToolCall,
+    ToolCallDelta,
     Usage,
 )
 
@@ -543,8 +550,41 @@ async def test_client_errors_are_not_retried(
     assert str(status) in str(error)
     assert f"provider says {status}" in str(error)
     if status in (401, 403):
-        assert "TEST_KEY" in str(error)  # which variable holds the refused key
+        # Which variable holds the refused key, never the key.
+        assert "the key in TEST_KEY was refused" in str(error)
+        assert KEY not in str(error)
+    # Sending the message again cannot help: the client is told so.
+    assert error.retryable is False
     assert len(server.requests) == 1
+
+
+async def test_5xx_after_retries_stays_retryable_for_the_client(
+    start: Start, server: ScriptedLLM
+) -> None:
+    harness = await start(runtime({"test": provider(server, max_retries=0)}))
+    server.script(Reply.error(503, "overloaded"))
+    error = await harness.fail()
+    assert isinstance(error, LLMUnavailable)
+    assert error.retryable is True
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["stream", "json"])
+async def test_an_html_page_is_named_not_retried(
+    start: Start, server: ScriptedLLM, streaming: bool
+) -> None:
+    harness = await start(runtime({"test": provider(server)}, streaming=streaming))
+    page = b"<!doctype html><html><head><title>Hotel WiFi</title></head><body>Log in</body></html>"
+    server.script(Reply.error(200, body=page, content_type="text/html; charset=utf-8"))
+
+    error = await harness.fail()
+
+    assert isinstance(error, LLMUnavailable)
+    expected = "an event stream" if streaming else "a JSON completion"
+    assert f"the provider answered 200 with text/html, not {expected}: check" in str(error)
+    assert "llm.providers.test.base_url" in str(error)
+    assert "no data" not in str(error)
+    assert error.retryable is False
+    assert len(server.requests) == 1  # the same page would answer every retry
 
 
 async def test_provider_echoing_the_key_does_not_leak_it(start: Start, server: ScriptedLLM) -> None:
@@ -579,6 +619,99 @@ async def test_disconnect_before_first_token_is_retried(start: Start, server: Sc
     server.script(Reply.stream(Disconnect()), Reply.text("second try"))
     assert (await harness.complete()).content == "second try"
     assert len(server.requests) == 2
+
+
+async def test_a_stream_cut_short_after_text_is_not_a_finished_answer(
+    start: Start, server: ScriptedLLM, log_events: LogCapture
+) -> None:
+    harness = await start()
+    # The body ends cleanly (chunked terminator) with no finish_reason and no [DONE].
+    server.script(
+        Reply.stream(Reasoning("Hmm."), Content("Partial "), Content("answer")),
+        Reply.text("unused"),
+    )
+
+    error = await harness.fail()
+
+    assert isinstance(error, AnswerCutShort)
+    assert error.error_code == "LLM_UNAVAILABLE"
+    assert error.retryable is True  # the client may ask again; we do not (text was shown)
+    assert "ended early, after 18 chars" in str(error)
+    assert "without a finish_reason or [DONE]" in str(error)
+    assert (error.partial_content, error.partial_thinking) == ("Partial answer", "Hmm.")
+    assert harness.probe.of("t-1") == [
+        ("thinking", "Hmm."),
+        ("content", "Partial "),
+        ("content", "answer"),
+    ]
+    assert len(server.requests) == 1
+    assert log_events.events("llm.response") == []
+
+
+async def test_a_tool_call_stream_cut_short_is_retried_not_returned(
+    start: Start, server: ScriptedLLM
+) -> None:
+    harness = await start()
+    server.script(
+        Reply.stream(
+            ToolCallDelta(0, "call_1", "delete_all", ""), ToolCallDelta(0, arguments='{"confirm')
+        ),
+        Reply.text("Nothing to delete."),
+    )
+
+    result = await harness.complete()
+
+    # Nothing was shown, so the cut-short attempt is retried; its half-parsed call is gone.
+    assert result.tool_calls == ()
+    assert result.content == "Nothing to delete."
+    assert len(server.requests) == 2
+
+
+async def test_tool_calls_after_text_cut_short_fail_without_calls(
+    start: Start, server: ScriptedLLM
+) -> None:
+    harness = await start()
+    server.script(
+        Reply.stream(Content("Deleting."), ToolCallDelta(0, "call_1", "delete_all", '{"a"'))
+    )
+    error = await harness.fail()
+    assert isinstance(error, AnswerCutShort)
+    assert error.partial_content == "Deleting."
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("steps", "finish_reason"),
+    [
+        ((Content("Fine."), Done()), "stop"),  # [DONE] without finish_reason
+        ((Content("Fine."), Finish("length")), "length"),  # finish_reason without [DONE]
+        ((Content("Fine."), Finish("stop"), Done()), "stop"),
+    ],
+    ids=["done-only", "finish-only", "both"],
+)
+async def test_a_finish_reason_or_done_ends_an_answer(
+    start: Start, server: ScriptedLLM, steps: tuple[Any, ...], finish_reason: str
+) -> None:
+    harness = await start()
+    server.script(Reply.stream(*steps))
+    result = await harness.complete()
+    assert (result.content, result.finish_reason) == ("Fine.", finish_reason)
+    assert len(server.requests) == 1
+
+
+async def test_ttft_is_never_above_the_duration(
+    start: Start, server: ScriptedLLM, log_events: LogCapture
+) -> None:
+    harness = await start()
+    # A first attempt that fails, then a backoff: neither is part of the answering
+    # attempt's duration, so neither may be part of its time to first token.
+    server.script(Reply.error(503, "warming up", retry_after=0.2), Reply.text("one chunk"))
+
+    await harness.complete()
+
+    [response] = log_events.events("llm.response")
+    assert response["attempt"] == 2
+    assert 0 <= response["ttft_ms"] <= response["duration_ms"]
 
 
 async def test_malformed_json_after_first_token_fails_naming_it(

@@ -844,8 +844,37 @@ async def test_memory_storage_writes_no_file(start: Starter, tmp_path: Path) -> 
     assert await asyncio.to_thread(lambda: list(tmp_path.glob("*.db*"))) == []
 
 
+async def test_a_huge_answer_is_not_rewritten_every_min_chars(start: Starter) -> None:
+    # Each flush rewrites the whole text: past 8 x min_chars on disk the size threshold
+    # grows with it (1/8 more), or writing an answer would cost its length squared.
+    min_chars = 10
+    h = await start(
+        _streaming({"persist_deltas": True, "min_chars": min_chars, "interval_ms": 60_000})
+    )
+    cid = await _conversation(h)
+    row = await _start_answer(h, cid, "t1")
+    before = h.writes
+    chunks = [f"{i:09d} " for i in range(400)]  # 4,000 characters in 10-char deltas
+    for chunk in chunks[:200]:
+        await h.delta("t1", chunk)
+    await h.barrier()
+    sent = "".join(chunks[:200])
+    [(visible,)] = h.query("SELECT content FROM messages")
+    assert sent.startswith(visible)
+    assert len(sent) - len(visible) <= max(min_chars, len(visible) // 8)
+    for chunk in chunks[200:]:
+        await h.delta("t1", chunk)
+    await h.barrier()
+    flushes = h.writes - before
+    # 8 flushes up to 80 characters, then one per 1/8 growth: ~35, not 400.
+    assert 30 <= flushes <= 40
+    text = "".join(chunks)
+    await h.ask(FinishMessage(message_id=row.id, content=text, finish_reason="stop"))
+    assert h.query("SELECT content, status FROM messages") == [(text, "complete")]
+
+
 async def test_settings_change_live(start: Starter, log_events: LogCapture) -> None:
-    h = await start()  # defaults: persist_deltas off
+    h = await start()  # defaults: persist_deltas on, min_chars 1024
     cid = await _conversation(h)
     streaming = {"persist_deltas": True, "min_chars": 5, "interval_ms": 60_000}
     await h.save_config(_streaming(streaming))

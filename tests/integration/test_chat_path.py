@@ -2,7 +2,8 @@
 SQLite file, and the scripted LLM (a real HTTP server) as the only stand-in.
 
 Covers the protocol frames and error codes, the ordering guarantee, pass-through
-parameters, retries, cancel, sessions, resume after reconnect, durability across SIGKILL,
+parameters, retries, cancel, sessions, resume after reconnect, durability across SIGKILL
+(the text shown survives with the default settings), a stream cut short, a refused key,
 retention with saved-session exemption, a live model switch, and that the API key never
 reaches a log line or a frame.
 """
@@ -501,3 +502,76 @@ async def test_default_openrouter_without_key_names_its_variable(chat: ChatPlatf
     assert error["error_code"] == "LLM_NOT_CONFIGURED"
     assert "OPENROUTER_API_KEY" in error["error_message"]
     assert ".env" in error["error_message"]
+
+
+async def test_a_stream_cut_short_is_an_interrupted_answer(chat: ChatPlatform, llm) -> None:
+    await chat.start()
+    client = await chat.connect()
+    await client.expect("session_info")
+    # Content, then the body ends cleanly: no finish_reason, no [DONE].
+    llm.script(Reply.stream(Content("Partial "), Content("answer")), Reply.text("unused"))
+    frames = await client.turn("go on", request_id="cut")
+
+    shown = "".join(f["content"] for f in frames if f["type"] == "assistant_delta")
+    assert shown == "Partial answer"
+    error = next(f for f in frames if f["type"] == "error")
+    assert error["error_code"] == "LLM_UNAVAILABLE"
+    assert "the stream ended early" in error["error_message"]
+    assert error["retryable"] is True
+    assert error["request_id"] == "cut"
+    final = frames[-1]
+    assert (final["finish_reason"], final["message"]) == ("error", "Partial answer")
+    assert len(llm.requests) == 1  # no retry: the text was already shown
+    again = await chat.connect()
+    messages = (await again.expect("session_info"))["messages"]
+    assert (messages[-1]["content"], messages[-1]["status"]) == ("Partial answer", "incomplete")
+
+
+async def test_a_refused_key_is_not_retryable_and_names_its_variable(
+    chat: ChatPlatform, llm
+) -> None:
+    await chat.start()
+    client = await chat.connect()
+    await client.expect("session_info")
+    llm.script(Reply.error(401, f"Incorrect API key provided: {API_KEY}"))
+    frames = await client.turn("hello")
+    error = next(f for f in frames if f["type"] == "error")
+    assert error["error_code"] == "LLM_UNAVAILABLE"
+    assert "the key in SCRIPTED_API_KEY was refused" in error["error_message"]
+    assert error["retryable"] is False
+    assert len(llm.requests) == 1
+    _no_secret_anywhere(chat, [client])
+
+
+async def test_text_shown_survives_sigkill_with_default_settings(chat: ChatPlatform, llm) -> None:
+    # chat.service.streaming.persistence as shipped; DEBUG only to see persistence.flushed.
+    overrides = {"logging": {"level": "DEBUG"}}
+    await chat.start(overrides)
+    client = await chat.connect()
+    conversation_id = (await client.expect("session_info"))["conversation_id"]
+    # 3 deltas, 165 characters in all.
+    pieces = [f"Part {n} of an answer that the provider streams slowly. " for n in range(1, 4)]
+    shown = "".join(pieces)
+    # The provider stalls mid-answer (the gate is never opened).
+    llm.script(Reply.stream(*(Content(piece) for piece in pieces), Gate(), Finish("stop")))
+    await client.send({"type": "user_message", "message": "a long one, please"})
+    received = ""
+    while received != shown:
+        delta = await client.expect("assistant_delta")
+        received += delta["content"]
+    await chat.process.wait_for(
+        "persistence.flushed",
+        lambda e: e["turn_id"] == delta["turn_id"] and e["total_chars"] == len(shown),
+        timeout=10,
+    )
+    chat.process.signal(signal.SIGKILL)
+    assert await chat.process.wait_exit() == -signal.SIGKILL
+
+    await chat.start(overrides)  # same config directory, same SQLite file
+    again = await chat.connect(conversation_id)
+    messages = (await again.expect("session_info"))["messages"]
+    assert [(m["role"], m["status"]) for m in messages] == [
+        ("user", "complete"),
+        ("assistant", "incomplete"),
+    ]
+    assert messages[-1]["content"] == shown
