@@ -88,9 +88,7 @@ def loosenings(old: PlatformConfig, new: PlatformConfig) -> dict[str, str]:
             "admits unauthenticated clients on a non-loopback listener"
         )
     if added := sorted(set(new_ws.trusted_proxies) - set(old_ws.trusted_proxies)):
-        found["chat.websocket.trusted_proxies"] = "trusts X-Forwarded-For from " + ", ".join(
-            added
-        )
+        found["chat.websocket.trusted_proxies"] = "trusts X-Forwarded-For from " + ", ".join(added)
     return found
 
 
