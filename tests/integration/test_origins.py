@@ -145,9 +145,17 @@ async def test_a_remote_listener_with_auth_starts_and_keeps_its_tokens(
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     assert await _status(platform, None, additional_headers=bearer) == 101
 
-    # A reload that drops the tokens under this listener is refused; the tokens stay.
+    # A reload that drops the tokens without saying so is refused by the configuration's
+    # partial-write rule (a file that merely lacks them may be one being written) ...
     mark = len(process.events)
     platform.write_runtime_config(REMOTE)
+    refused = await process.wait_for("config.loosening_refused", after=mark)
+    assert "chat.websocket.auth.tokens" in str(refused)
+    assert await _status(platform, None) == 401
+    # ... and one that says so (tokens: []) is refused by the gateway under this listener.
+    mark = len(process.events)
+    explicit = {"chat": {"websocket": {**REMOTE["chat"]["websocket"], "auth": {"tokens": []}}}}
+    platform.write_runtime_config(explicit)
     rejected = await process.wait_for("gateway.auth_rejected", after=mark)
     assert "chat.websocket.allow_unauthenticated_remote" in rejected["reason"]
     assert rejected["kept_owners"] == 1
