@@ -172,6 +172,7 @@ async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | 
         reason=supervisor.shutdown_reason,
         shutdown_ms=round((time.perf_counter() - stop_started) * 1000, 1),
         dead_letters=bus.dead_letters,
+        expected_drops=bus.expected_drops,
     )
     sys.stdout.flush()
     return supervisor.exit_code

@@ -25,8 +25,11 @@ from typing import Any
 
 import orjson
 import pytest
+from websockets.exceptions import ConnectionClosed
 
+from tests.integration.chat import ChatClient, ChatPlatform
 from tests.integration.conftest import PlatformProcess
+from tests.scripted_llm import Reply, ScriptedLLM
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = "chat:\n  websocket:\n    host: 127.0.0.1\n    port: 0\nlogging:\n  level: INFO\n"
@@ -136,3 +139,44 @@ async def test_a_deliberate_second_signal_during_a_slow_shutdown_forces_the_stop
     [forced] = proc.find("platform.forced_stop")
     assert forced["level"] == "warning"
     assert proc.find("platform.stopped") == []
+
+
+async def _read_until_closed(client: ChatClient) -> None:
+    """Keep reading, as a browser does, so the gateway's closing handshake is answered."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await client.recv(timeout=30)
+
+
+async def test_a_clean_shutdown_mid_stream_logs_no_dead_letter_warning(
+    chat: tuple[ChatPlatform, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    # The gateway stops first (the intake), while a turn still streams: the deltas the LLM
+    # actor publishes for it meanwhile go nowhere. That is the orderly stop working, not a
+    # problem: it used to log one warning per delta (thousands) and count them, with the
+    # events nobody subscribes to, as `dead_letters` on `platform.stopped`.
+    platform, clients = chat
+    await platform.start()
+    client = await platform.connect()
+    clients.append(client)
+    await client.expect("session_info")
+    llm.script(Reply.text("A first answer.", chunks=3))
+    await client.turn("hello")
+    llm.script(Reply.fast_stream(200_000, events_per_write=20))  # streams for seconds
+    await client.send({"type": "user_message", "message": "a long one"})
+    await client.expect("assistant_delta")
+    reader = asyncio.create_task(_read_until_closed(client))
+    try:
+        platform.process.signal(signal.SIGINT)
+        code = await platform.process.wait_exit()
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+    assert code == 0
+    warnings = platform.process.find("bus.dead_letter", lambda e: e["level"] != "debug")
+    assert warnings == [], warnings[:5]
+    [stopped] = platform.process.find("platform.stopped")
+    assert stopped["exit_code"] == 0
+    assert stopped["dead_letters"] == 0
+    assert stopped["expected_drops"] > 0  # counted all the same, at debug level
