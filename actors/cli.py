@@ -10,7 +10,7 @@ import orjson
 
 from actors.inspection import InspectError, inspect_server, resolve_target
 from actors.logs import configure_logging
-from actors.platform import CONFIG_DIR_ENV, resolve_config_dir, run_platform
+from actors.platform import CONFIG_DIR_ENV, EXIT_FORCED_STOP, resolve_config_dir, run_platform
 from actors.protocol import protocol_schema_text
 from config.errors import ConfigError
 from config.store import ConfigStore
@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     config_dir = resolve_config_dir(args.config_dir)
     try:
         code = asyncio.run(run_platform(config_dir))
-    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        code = 130
+    except KeyboardInterrupt:  # Ctrl-C before the platform handles signals (at start)
+        code = EXIT_FORCED_STOP
     except asyncio.CancelledError:  # forced stop by a second signal
-        code = 130
+        code = EXIT_FORCED_STOP
     sys.exit(code)
 
 

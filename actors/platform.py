@@ -7,12 +7,17 @@ shutdown runs it backwards. Later issues add their actors to :func:`build_childr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import structlog
 
@@ -34,6 +39,7 @@ from config.store import DEFAULT_CONFIG_DIR, ConfigStore
 __all__ = [
     "CONFIG_DIR_ENV",
     "EXIT_CONFIG_INVALID",
+    "EXIT_FORCED_STOP",
     "PROJECT_DIR",
     "build_children",
     "resolve_config_dir",
@@ -49,9 +55,14 @@ EXIT_CONFIG_INVALID = 2
 """Exit code when the configuration is invalid at start (there is no last good one)."""
 SHUTDOWN_GRACE_SECONDS = 5.0
 """What all actors together get to finish at shutdown before they are cancelled."""
+EXIT_FORCED_STOP = 130
+"""Exit code when a second signal forced the stop (128 + SIGINT, as a shell reports it)."""
+FORCED_STOP_SECONDS = 1.0
+"""After a forced stop, what the cancellation gets to unwind before the process exits
+anyway (see :meth:`_StopSignals._force`)."""
 DUPLICATE_SIGNAL_WINDOW = 1.0
-"""Seconds within which a second SIGINT/SIGTERM counts as the first one again; a later
-one forces the stop (exit 130)."""
+"""Seconds within which a repeated SIGINT/SIGTERM is the first one again (see
+:class:`_StopSignals`); a later one, while the shutdown still runs, forces the stop."""
 
 
 def resolve_config_dir(argument: str | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -146,31 +157,10 @@ async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | 
     supervisor = Supervisor(
         bus, build_children(store, env, health, control), shutdown_grace=SHUTDOWN_GRACE_SECONDS
     )
-    loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
-    signals = (signal.SIGINT, signal.SIGTERM)
-
-    first_signal_at: float | None = None
-
-    def on_signal(signum: int) -> None:
-        nonlocal first_signal_at
-        name = signal.Signals(signum).name
-        now = time.monotonic()
-        if first_signal_at is not None:
-            # Ctrl-C under `uv run` reaches us twice (the terminal signals the whole process
-            # group, and uv forwards it): a repeat within a second is the same request.
-            if now - first_signal_at < DUPLICATE_SIGNAL_WINDOW:
-                return
-            if main_task is not None:
-                _log.warning("platform.forced_stop", signal=name)
-                main_task.cancel()
-            return
-        first_signal_at = now
-        _log.info("platform.stopping", signal=name)
-        supervisor.request_shutdown(f"signal {name}")
-
-    for signum in signals:
-        loop.add_signal_handler(signum, on_signal, signum)
+    assert main_task is not None
+    stop_signals = _StopSignals(supervisor, main_task)
+    stop_signals.install()
     try:
         await supervisor.start()
         if not supervisor.shutdown_reason:
@@ -186,15 +176,146 @@ async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | 
         await supervisor.wait_for_shutdown_request()
     finally:
         stop_started = time.perf_counter()
-        await supervisor.stop()
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+        try:
+            await supervisor.stop()
+        finally:
+            # Also after a forced stop (the cancellation lands in stop()): from here on
+            # the exit code is decided, whatever signal comes.
+            stop_signals.ignore_until_exit()
     _log.info(
         "platform.stopped",
         exit_code=supervisor.exit_code,
         reason=supervisor.shutdown_reason,
         shutdown_ms=round((time.perf_counter() - stop_started) * 1000, 1),
         dead_letters=bus.dead_letters,
+        expected_drops=bus.expected_drops,
     )
     sys.stdout.flush()
     return supervisor.exit_code
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM, from the first one to the process's exit.
+
+    The rule (the README's exit codes paragraph says the same):
+
+    1. The first SIGINT/SIGTERM asks for a clean shutdown (exit 0).
+    2. Another within :data:`DUPLICATE_SIGNAL_WINDOW` (1 s) of the first is the same
+       request. Ctrl-C under ``uv run`` can arrive twice: the terminal signals the
+       whole process group, and uv may forward its own copy too (uv 0.13 does when it
+       has no terminal, 200 ms later: "Received SIGINT, forwarding to child in 200ms");
+       an impatient double tap is also one request.
+    3. Another one later, while the shutdown still runs, is a deliberate second Ctrl-C:
+       it forces the stop (the main task is cancelled, exit 130).
+    4. Once the shutdown is complete, every further SIGINT/SIGTERM is ignored until the
+       process exits, so that the exit code is the one the shutdown decided. The process
+       still needs up to a second to exit after ``platform.stopped`` (interpreter
+       teardown), and a late copy used to become a ``KeyboardInterrupt`` there.
+
+    Why ``signal.signal`` and not ``loop.add_signal_handler``: the loop's
+    ``remove_signal_handler`` puts the *default* handler back, so there is no way to go
+    from the loop's handler to "ignored" without an instant in which a SIGINT raises
+    ``KeyboardInterrupt`` and a SIGTERM kills the process; and ``asyncio.run`` removes
+    the loop's handlers when it closes the loop, before the interpreter's teardown. Our
+    own handler goes to ``SIG_IGN`` in one call (which first runs whatever signal is
+    pending through the old handler), and ``SIG_IGN`` survives the teardown (CPython
+    resets Python-level handlers at finalization, not ignored signals).
+
+    The Python-level handler runs in the main thread between two of its bytecodes,
+    wherever it was, so it only hands the signal to the loop (``call_soon_threadsafe``,
+    as ``asyncio.Runner`` does in its own SIGINT handler). A signal can also land in
+    another thread (aiosqlite's, a watcher's): then nothing interrupts the loop's
+    ``epoll_wait`` and the handler would wait for the loop's next wake-up, so a
+    wake-up fd (what ``add_signal_handler`` uses too) makes the C-level handler poke
+    the loop from any thread. We own the process's wake-up fd while installed: nothing
+    else in the platform may call ``loop.add_signal_handler``.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, supervisor: Supervisor, main_task: asyncio.Task[Any]) -> None:
+        self._supervisor = supervisor
+        self._main_task = main_task
+        self._loop = asyncio.get_running_loop()
+        self._first_at: float | None = None
+        self._settled = False
+        self._wakeup: tuple[socket.socket, socket.socket] | None = None
+        self._previous_wakeup_fd = -1
+
+    def install(self) -> None:
+        """Handle SIGINT/SIGTERM from now on (replacing ``asyncio.run``'s SIGINT handler)."""
+        reader, writer = socket.socketpair()
+        # Non-blocking (a timeout of 0): set_wakeup_fd demands it, a signal handler must
+        # never block, and the drain reads until the buffer is empty.
+        reader.settimeout(0)
+        writer.settimeout(0)
+        self._wakeup = (reader, writer)
+        self._loop.add_reader(reader.fileno(), self._drain_wakeup)
+        # A full buffer only means the loop has a wake-up pending already: no warning.
+        self._previous_wakeup_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._arrived)
+
+    def ignore_until_exit(self) -> None:
+        """Ignore SIGINT/SIGTERM for the rest of the process's life (rule 4)."""
+        self._settled = True
+        for signum in self.SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
+            reader, writer = self._wakeup
+            self._loop.remove_reader(reader.fileno())
+            reader.close()
+            writer.close()
+            self._wakeup = None
+
+    def _drain_wakeup(self) -> None:
+        # The bytes are signal numbers; the handler itself reports the signal. Waking
+        # the loop is all they are for.
+        assert self._wakeup is not None
+        with contextlib.suppress(BlockingIOError):
+            while self._wakeup[0].recv(4096):
+                pass
+
+    def _arrived(self, signum: int, _frame: FrameType | None) -> None:
+        # Time it here, not in the loop callback: the window is about arrival times.
+        self._loop.call_soon_threadsafe(self._decide, signum, time.monotonic())
+
+    def _decide(self, signum: int, arrived_at: float) -> None:
+        name = signal.Signals(signum).name
+        if self._settled:  # arrived just before the shutdown completed: nothing to force
+            return
+        if self._first_at is None:
+            self._first_at = arrived_at
+            _log.info("platform.stopping", signal=name)
+            self._supervisor.request_shutdown(f"signal {name}")
+            return
+        after = arrived_at - self._first_at
+        if after < DUPLICATE_SIGNAL_WINDOW:
+            _log.debug("platform.signal_repeated", signal=name, after_ms=round(after * 1000, 1))
+            return
+        self._force(name)
+
+    def _force(self, name: str) -> None:
+        """Rule 3: cancel the main task, and exit within :data:`FORCED_STOP_SECONDS`.
+
+        The cancellation unwinds whatever it can (the CLI then exits 130), but a forced
+        stop must not depend on it: a stdio MCP server that ignores its stdin's EOF keeps
+        the SDK's reader task waiting through the cancellation, and ``asyncio.run`` then
+        waits for that task forever. So a daemon timer thread (not a loop callback: the
+        loop may be the thing stuck, or already closed while the interpreter waits for
+        a thread) ends the process at the deadline.
+        """
+        _log.warning("platform.forced_stop", signal=name, exit_within_s=FORCED_STOP_SECONDS)
+        deadline = threading.Timer(FORCED_STOP_SECONDS, _exit_now, args=(EXIT_FORCED_STOP,))
+        deadline.daemon = True  # never what keeps the process alive
+        deadline.start()
+        self._main_task.cancel()
+
+
+def _exit_now(code: int) -> None:
+    """End the process at once, with what was logged so far flushed."""
+    with contextlib.suppress(OSError, ValueError):  # a closed or broken stdout
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)

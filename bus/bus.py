@@ -7,7 +7,14 @@ addressee's mailbox, so a full mailbox slows the sender down instead of growing 
 and a sender that awaits each ``publish`` sees its messages handled in the order sent.
 
 Undeliverable messages are never dropped silently: each is logged as a
-``bus.dead_letter`` event naming the message type, the reason and the parties.
+``bus.dead_letter`` event naming the message type, the reason and the parties. A warning
+is a problem (``Bus.dead_letters`` counts those); debug level is a drop that is normal
+(``Bus.expected_drops``): an event nobody subscribes to, a stopping actor's announcement
+to itself, and, once the shutdown began (:meth:`Bus.begin_shutdown`), whatever could no
+longer reach an actor that is stopping or gone. The supervisor stops the actors in
+reverse start order, so what drops then is bound for actors *upstream* of the sender
+(deltas for the gateway, whose clients are being disconnected anyway), never for one the
+sender depends on (persistence stops after everyone who writes to it).
 """
 
 from __future__ import annotations
@@ -54,7 +61,12 @@ class Bus:
         self._subscribers: dict[type[BaseModel], tuple[Actor, ...]] = {}
         self._ids = itertools.count(1)
         self.dead_letters = 0
-        """How many messages were logged as dead letters since start (for health and tests)."""
+        """Dead letters logged as warnings since start: each one is a problem (for health,
+        tests and the ``platform.stopped`` line)."""
+        self.expected_drops = 0
+        """Undeliverable messages logged at debug level since start: normal, see the
+        module note."""
+        self._stopping = False
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -92,6 +104,15 @@ class Bus:
     def subscribers(self, message_type: type[BaseModel]) -> tuple[str, ...]:
         """Names of the actors subscribed to ``message_type``."""
         return tuple(a.name for a in self._subscribers.get(message_type, ()))
+
+    def begin_shutdown(self) -> None:
+        """The orderly stop has begun (the supervisor calls this first).
+
+        From now on a message whose addressee is stopping or gone, or whose requester
+        gave up, is an expected drop (debug level, ``during="shutdown"``) instead of a
+        warning; an actor that crashes still warns.
+        """
+        self._stopping = True
 
     # -- delivery ---------------------------------------------------------------------------
 
@@ -247,10 +268,27 @@ class Bus:
         level: str = "warning",
         correlation_id: int | None = None,
     ) -> None:
-        """Log a message that reached nobody (``bus.dead_letter``)."""
-        self.dead_letters += 1
+        """Log a message that reached nobody (``bus.dead_letter``) and count it.
+
+        Args:
+            message: The undeliverable message.
+            reason: Why (``mailbox_closed``, ``no_such_actor``…).
+            sender: The sending actor's name, if known.
+            to: The addressee's name, if there was one.
+            level: ``warning`` for a problem, ``debug`` for a normal drop; a warning for
+                one of the :data:`_STOPPING_REASONS` becomes debug once the shutdown began.
+            correlation_id: The request's correlation id, for a request or its reply.
+        """
+        number = _LEVELS[level]
+        during_shutdown = self._stopping and reason in _STOPPING_REASONS
+        if during_shutdown:
+            number = min(number, _LEVELS["debug"])
+        if number >= _LEVELS["warning"]:
+            self.dead_letters += 1
+        else:
+            self.expected_drops += 1
         _log.log(
-            _LEVELS[level],
+            number,
             "bus.dead_letter",
             actor="bus",
             message_type=type(message).__name__,
@@ -258,7 +296,21 @@ class Bus:
             sender=sender,
             to=to,
             correlation_id=correlation_id,
+            **({"during": "shutdown"} if during_shutdown else {}),
         )
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+_STOPPING_REASONS = frozenset(
+    {
+        "mailbox_closed",  # the addressee is stopping
+        "no_such_actor",  # ... or stopped and unregistered
+        "no_single_addressee",  # the one subscriber of a request type is gone
+        "actor_stopped",  # left in the mailbox of an actor cancelled past its grace
+        "request_expired",  # the requester gave up: it was stopped (cancelled) itself
+        "late_reply",  # the same, seen from the answering side
+    }
+)
+"""Dead-letter reasons that are expected once the shutdown began: each means an actor
+(the addressee or the requester) is stopping or gone. ``actor_crashed`` is not one."""

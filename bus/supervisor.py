@@ -192,6 +192,8 @@ class Supervisor:
     async def stop(self) -> None:
         """Stop every child, one by one in reverse start order, within the grace period."""
         self._stopping = True
+        # What stopping actors can no longer take from here on is expected, not a problem.
+        self.bus.begin_shutdown()
         self._shutdown.set()
         for watcher in self._watchers.values():
             watcher.cancel()

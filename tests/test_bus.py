@@ -13,7 +13,8 @@ With real actors on a real :class:`~bus.bus.Bus` (no mocks), these tests prove:
   unanswered request times out (RequestTimeout, a TimeoutError) and whatever arrives late
   is a dead letter.
 - **Dead letters**: every undeliverable message is a ``bus.dead_letter`` log event with
-  its reason, and ``Bus.dead_letters`` counts them.
+  its reason; ``Bus.dead_letters`` counts the warnings (problems), ``Bus.expected_drops``
+  the normal ones (no subscribers; an addressee already stopping once the shutdown began).
 - **Backpressure**: a full mailbox makes the sender wait instead of growing; ``offer``
   refuses instead; a sender waiting on an actor that stops is told so.
 - **Lifecycle**: queued messages are handled before ``on_stop``; child tasks are
@@ -705,14 +706,66 @@ async def test_deferred_request_pending_at_stop_fails_with_actor_stopped(stage: 
 
 
 async def test_publish_without_subscribers_is_a_debug_dead_letter(stage: Stage, log_events) -> None:
-    assert stage.bus.dead_letters == 0
+    assert stage.bus.dead_letters == stage.bus.expected_drops == 0
     assert await stage.bus.publish(Note(n=1), sender="producer") == 0
-    assert stage.bus.dead_letters == 1
+    # Normal in pub/sub: counted as an expected drop, not as a dead letter (a problem).
+    assert (stage.bus.dead_letters, stage.bus.expected_drops) == (0, 1)
     [letter] = log_events.events("bus.dead_letter")
     assert letter["reason"] == "no_subscribers"
     assert letter["level"] == "debug"
     assert letter["message_type"] == "Note"
     assert letter["sender"] == "producer"
+
+
+async def test_a_dead_letter_while_running_warns_and_one_after_shutdown_began_does_not(
+    stage: Stage, log_events
+) -> None:
+    # While running, a subscriber that stops and misses an event is a problem: warning.
+    live = await stage.start(Recorder("live"))
+    stopping = await stage.start(GatedRecorder("stopping"))
+    assert await stage.bus.publish(Note(n=0)) == 2
+    await stopping.entered.wait()
+    stopping.request_stop()
+    assert await stage.bus.publish(Note(n=1), sender="producer") == 1
+    [running] = log_events.events("bus.dead_letter", reason="mailbox_closed")
+    assert running["level"] == "warning"
+    assert "during" not in running
+    assert (stage.bus.dead_letters, stage.bus.expected_drops) == (1, 0)
+
+    # Once the orderly stop began, the same drop is expected (the supervisor stops the
+    # intake first; what was bound for it goes nowhere): debug level, counted apart.
+    stage.bus.begin_shutdown()
+    assert await stage.bus.publish(Note(n=2), sender="producer") == 1
+    with pytest.raises(NoSuchActor):
+        await stage.bus.send("gone", Note(n=3), sender="producer")
+    _, closed = log_events.events("bus.dead_letter", reason="mailbox_closed")
+    [gone] = log_events.events("bus.dead_letter", reason="no_such_actor")
+    for letter in (closed, gone):
+        assert letter["level"] == "debug"
+        assert letter["during"] == "shutdown"
+    assert (stage.bus.dead_letters, stage.bus.expected_drops) == (1, 2)
+    await barrier(stage.bus, live)
+    assert live.seen == [0, 1, 2]
+    stopping.gate.set()
+    await stage.task(stopping)
+
+
+async def test_a_crash_during_shutdown_still_warns(stage: Stage, log_events) -> None:
+    # A crash is never an expected drop: what was queued behind it still warns.
+    worker = await stage.start(Worker())
+    stage.bus.begin_shutdown()
+    held = asyncio.create_task(stage.bus.request(Hold()))
+    await worker.holding.wait()
+    await stage.bus.send("worker", Crash(error="boom"))
+    await stage.bus.send("worker", Note(n=1), sender="producer")
+    worker.gate.set()
+    assert await held == "released:"
+    with pytest.raises(RuntimeError, match="boom"):
+        await stage.task(worker)
+    [letter] = log_events.events("bus.dead_letter", reason="actor_crashed")
+    assert letter["level"] == "warning"
+    assert "during" not in letter
+    assert (stage.bus.dead_letters, stage.bus.expected_drops) == (1, 0)
 
 
 async def test_send_to_an_unknown_actor_raises_and_is_a_dead_letter(

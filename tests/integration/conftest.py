@@ -8,10 +8,11 @@ by name (no sleeps): ``await proc.wait_for("platform.ready")``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +37,37 @@ class PlatformProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self._changed = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
+        self._own_group = False
 
-    async def start(self, *args: str, pass_config_dir: bool = True) -> None:
-        """Start the entry point (with ``--config-dir`` unless told not to)."""
+    async def start(
+        self,
+        *args: str,
+        pass_config_dir: bool = True,
+        launcher: Sequence[str] = (),
+        new_session: bool = False,
+    ) -> None:
+        """Start the entry point (with ``--config-dir`` unless told not to).
+
+        Args:
+            args: More arguments for ``mcp-platform``.
+            pass_config_dir: Pass ``--config-dir`` (else the environment decides).
+            launcher: A command that runs ``mcp-platform`` (e.g. ``uv run …``): the
+                script is then named by its name, as an operator types it.
+            new_session: Start in a session (and process group) of its own, as a shell
+                does for a foreground job, so :meth:`signal_group` reaches it all.
+        """
         flags = ["--config-dir", str(self.config_dir)] if pass_config_dir else []
+        program = [*launcher, "mcp-platform"] if launcher else [str(ENTRY_POINT)]
+        self._own_group = new_session
         self.proc = await asyncio.create_subprocess_exec(
-            str(ENTRY_POINT),
+            *program,
             *flags,
             *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             stdin=asyncio.subprocess.DEVNULL,
             env=self.env,
+            start_new_session=new_session,
         )
         self._reader = asyncio.create_task(self._read())
 
@@ -95,6 +115,12 @@ class PlatformProcess:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
+    def signal_group(self, signum: int) -> None:
+        """Signal the whole process group, as a terminal does on Ctrl-C (needs
+        ``new_session``: the group is then the started process's own)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signum)
+
     async def wait_exit(self, timeout: float = 10.0) -> int:
         assert self.proc is not None
         async with asyncio.timeout(timeout):
@@ -106,8 +132,13 @@ class PlatformProcess:
         return code
 
     async def stop(self) -> None:
-        """Kill the process if it still runs (test clean-up)."""
+        """Kill the process (its whole group if it has its own) if it still runs (test
+        clean-up): a launcher killed alone would leave the platform behind it running."""
         if self.proc is not None and self.proc.returncode is None:
+            if self._own_group:
+                # Only while its leader lives: after that, the group id may be reused.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.send_signal(signal.SIGKILL)
             await self.proc.wait()
         if self._reader is not None:
