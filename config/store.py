@@ -359,6 +359,11 @@ def _is_blank(text: str) -> bool:
     return all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
 
 
+def _is_blank_file(text: str | None) -> bool:
+    """A runtime file that exists (``None``: it does not) and is blank."""
+    return text is not None and _is_blank(text)
+
+
 def _servers_from(text: str | None, path: Path) -> ServersConfig:
     """The servers file's configuration; a missing file has no servers."""
     return ServersConfig() if text is None else parse_servers(text, path)
@@ -471,6 +476,19 @@ class ConfigStore:
             # Only at start, with nothing in force: while running, the defaults' copy
             # (tokens: [] written out) would read as an explicit loosening.
             self.reset_runtime_config(apply=False)
+        elif self._snapshot is None and _is_blank_file(self._runtime_text()):
+            # A blank file at start is what a save cut short leaves (a full disk, a crash
+            # between truncate and write), not a choice of the defaults: starting on them
+            # would drop the tokens the operator had. Fail closed, and say how to go on.
+            raise ConfigInvalid(
+                self.runtime_path,
+                [
+                    "the runtime file is empty (a save cut short?): the platform will not "
+                    "start on the defaults in its place, which would turn authentication "
+                    "off. Restore it, or delete it (or run mcp-reset-config) to start from "
+                    "the defaults"
+                ],
+            )
         applied = self.commit(self.prepare(), settled=self._snapshot is None)
         if applied is None:
             return self.snapshot, []

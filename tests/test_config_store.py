@@ -183,12 +183,12 @@ def test_get_config_is_a_plain_json_dict_equal_to_the_effective_config(tmp_path:
     assert store.get_config()["chat"]["websocket"]["port"] == 9001
 
 
-def test_empty_or_comment_only_runtime_file_means_no_overrides(tmp_path: Path) -> None:
-    for text in ("", "# nothing here yet\n\n"):
-        store = _store(tmp_path, text)
-        store.load()
-        assert store.overrides == {}
-        assert store.get_config() == _effective({})
+def test_an_empty_mapping_runtime_file_means_no_overrides(tmp_path: Path) -> None:
+    # A blank file is refused at start (see the partial-write tests below); "{}" says it.
+    store = _store(tmp_path, "{}\n# nothing here yet\n")
+    store.load()
+    assert store.overrides == {}
+    assert store.get_config() == _effective({})
 
 
 # -- validation messages -----------------------------------------------------------------------
@@ -1222,3 +1222,26 @@ def test_any_overrides_validate_or_are_config_invalid(overrides: dict[Any, Any])
         assert all(isinstance(p, str) for p in outcome.problems)
     else:
         assert isinstance(outcome, PlatformConfig)
+
+
+@pytest.mark.parametrize("text", ["", "\n  \n", "# MCP Platform header cut short\n#"])
+def test_a_blank_runtime_file_at_start_is_refused_not_read_as_the_defaults(
+    tmp_path: Path, text: str
+) -> None:
+    # What a save cut short leaves: starting on the defaults would drop the tokens.
+    store = _store(tmp_path, text)
+    with pytest.raises(ConfigInvalid) as excinfo:
+        store.load()
+    assert excinfo.value.source == str(store.runtime_path)
+    assert "empty" in str(excinfo.value)
+    assert "mcp-reset-config" in str(excinfo.value)
+    assert store.runtime_path.read_text(encoding="utf-8") == text  # never overwritten
+    # The way out the message names: a reset writes the defaults, and they load.
+    store.reset_runtime_config()
+    snapshot, _ = ConfigStore(tmp_path).load()
+    assert snapshot.config.chat.websocket.auth.tokens == []
+
+
+def test_an_explicit_empty_mapping_at_start_is_the_defaults(tmp_path: Path) -> None:
+    snapshot, _ = _store(tmp_path, "{}\n").load()
+    assert snapshot.config.chat.websocket.host == "localhost"

@@ -124,6 +124,26 @@ async def test_invalid_configuration_at_start_exits_2(platform_factory, tmp_path
     assert "nowhere" in rejected[0]["reason"]
 
 
+async def test_an_empty_runtime_file_at_start_exits_2_and_is_kept(
+    platform_factory, tmp_path: Path
+) -> None:
+    # A save cut short (a full disk) leaves an empty file: starting on the defaults in its
+    # place would drop the operator's tokens, so the platform refuses and says what to do.
+    config_dir = tmp_path / "emptied"
+    config_dir.mkdir()
+    runtime = config_dir / "runtime_config.yaml"
+    runtime.write_text("")
+    proc = platform_factory(config_dir=config_dir)
+    await proc.start()
+    assert await proc.wait_exit() == 2
+    rejected = proc.find("config.rejected")
+    assert len(rejected) == 1
+    assert "empty" in rejected[0]["reason"]
+    assert "mcp-reset-config" in rejected[0]["reason"]
+    assert not proc.find("gateway.listening")
+    assert runtime.read_text() == ""
+
+
 async def test_log_lines_are_json_and_never_contain_secrets(
     platform_factory, platform_env, tmp_path: Path
 ) -> None:
