@@ -8,10 +8,10 @@ import sys
 
 import orjson
 
-from actors.inspection import InspectError, inspect_server, resolve_target
-from actors.logs import configure_logging
+from actors.gateway.protocol import protocol_schema_text
 from actors.platform import CONFIG_DIR_ENV, EXIT_FORCED_STOP, resolve_config_dir, run_platform
-from actors.protocol import protocol_schema_text
+from actors.shared.logs import configure_logging
+from actors.tools.inspection import InspectError, inspect_server, resolve_target
 from config.errors import ConfigError
 from config.store import ConfigStore
 

@@ -21,15 +21,15 @@ from typing import Any
 
 import structlog
 
-from actors.auth import AuthConfigError, resolve_tokens
-from actors.config import ConfigActor
-from actors.gateway import GatewayActor, HealthSource
-from actors.llm import LLMActor
-from actors.logs import LogActor, collect_secrets, configure_logging, set_secrets
-from actors.orchestrator import OrchestratorActor
-from actors.origins import remote_bind_problem
-from actors.persistence import PersistenceActor
-from actors.servers import ChildControl, ServersActor
+from actors.config.actor import ConfigActor
+from actors.gateway.actor import GatewayActor, HealthSource
+from actors.gateway.auth import AuthConfigError, resolve_tokens
+from actors.gateway.origins import remote_bind_problem
+from actors.llm.actor import LLMActor
+from actors.orchestrator.actor import OrchestratorActor
+from actors.persistence.actor import PersistenceActor
+from actors.shared.logs import LogActor, collect_secrets, configure_logging, set_secrets
+from actors.tools.servers import ChildControl, ServersActor
 from bus.bus import Bus
 from bus.supervisor import ChildSpec, Supervisor
 from config.environment import load_dotenv_files

@@ -47,7 +47,7 @@ Measured in every run, the baseline right before the platform, with the same rep
    the log: writes per answer = 1 insert + flushes + 1 finish (the bound ``ceil(chars /
    min_chars) + 2`` counts these); the user message adds no write of its own, so a turn
    writes as much as its answer. The two non-flush commits are not logged one by one: they
-   are the fixed sequence of ``actors/orchestrator.py`` (the turn's ``turn.started`` /
+   are the fixed sequence of ``actors/orchestrator/actor.py`` (the turn's ``turn.started`` /
    ``turn.finished`` events are logged after the first and the last).
    Cross-check: commit frames appended to the database's WAL file during the turn (read
    from the file, not through SQLite) = every write transaction of the turn, exactly.

@@ -47,18 +47,18 @@ sys.path[:] = [str(_ROOT), *(p for p in sys.path if Path(p or ".").resolve() != 
 import yaml  # noqa: E402 - after the sys.path fix above
 from pydantic import BaseModel  # noqa: E402
 
-from actors.config import ConfigActor  # noqa: E402
-from actors.llm import LLMActor  # noqa: E402
-from actors.logs import configure_logging  # noqa: E402
-from bus.actor import Actor  # noqa: E402
-from bus.bus import Bus  # noqa: E402
-from bus.messages import (  # noqa: E402
+from actors.config.actor import ConfigActor  # noqa: E402
+from actors.llm.actor import LLMActor  # noqa: E402
+from actors.shared.logs import configure_logging  # noqa: E402
+from actors.shared.messages import (  # noqa: E402
     AssistantDelta,
     CompletionRequest,
     CompletionResult,
     Ping,
     SaveRuntimeConfig,
 )
+from bus.actor import Actor  # noqa: E402
+from bus.bus import Bus  # noqa: E402
 from config.store import ConfigStore  # noqa: E402
 from tests.scripted_llm import Content, Done, Finish, Pause, Reply, ScriptedLLM  # noqa: E402
 

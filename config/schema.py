@@ -156,7 +156,7 @@ class WebSocketConfig(_Section):
     platform's own page, which always may (same origin, and the loopback origins of the
     listening port). ``*`` admits every page: any site the user visits could then use the
     socket, so it is logged as a warning. A handshake without ``Origin`` (not a browser)
-    is not asked. Others get HTTP 403 (``actors/origins.py``)."""
+    is not asked. Others get HTTP 403 (``actors/gateway/origins.py``)."""
     allow_credentials: bool = True
     """Whether browsers may send cookies/credentials with the handshake."""
     max_message_size: int = Field(16_777_216, gt=0)
@@ -169,7 +169,7 @@ class WebSocketConfig(_Section):
     """permessage-deflate; off by default: 13 KiB vs 46 KiB per idle connection, and a
     compressed frame can expand far past ``max_message_size`` in memory."""
     auth: AuthConfig = AuthConfig()
-    """Who may connect, and as which owner (``actors/auth.py``)."""
+    """Who may connect, and as which owner (``actors/gateway/auth.py``)."""
     allow_unauthenticated_remote: bool = False
     """Let a ``host`` other than ``localhost``/a loopback address listen without
     ``auth.tokens``. Off: such a configuration refuses to start (exit code 2), and a
@@ -641,7 +641,7 @@ class ServerEntry(_Section):
     """Defaults to ``stdio`` with ``command``, ``streamable_http`` with ``url``."""
     inherit_env: bool = False
     """stdio: pass the platform's whole environment (API keys included) instead of the
-    minimal set plus locale, proxy and CA variables (``actors/mcp_client.py``)."""
+    minimal set plus locale, proxy and CA variables (``actors/tools/mcp_client.py``)."""
     include_tools: list[str] | None = None
     """Only these tools (exact names or shell-style globs such as ``get_*``)."""
     exclude_tools: list[str] = []

@@ -1,6 +1,6 @@
 """Loading, merging, validating and writing the configuration files.
 
-Design note: this module has no tasks and no bus; the ConfigActor (``actors/config.py``)
+Design note: this module has no tasks and no bus; the ConfigActor (``actors/config/actor.py``)
 is the thin shell that watches the files and publishes what this module computes. That
 keeps every rule testable with plain data:
 

@@ -1,6 +1,6 @@
-"""Tool approval's pure core (``actors/approval.py``): which calls are gated, the waiting
-calls and their decisions, the refusal texts. The whole flow through the real platform is
-in ``tests/integration/test_tool_approval.py``."""
+"""Tool approval's pure core (``actors/orchestrator/approval.py``): which calls are
+gated, the waiting calls and their decisions, the refusal texts. The whole flow through
+the real platform is in ``tests/integration/test_tool_approval.py``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from actors.approval import (
+from actors.orchestrator.approval import (
     DuplicateCallId,
     PendingApprovals,
     UnknownGatedTool,

@@ -1,4 +1,4 @@
-"""The pure core of WebSocket authentication (``actors/auth.py``) and its config section."""
+"""The pure core of WebSocket authentication (``actors/gateway/auth.py``) and its config section."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from actors.auth import (
+from actors.gateway.auth import (
     LOCAL_OWNER,
     AuthConfigError,
     FailureThrottle,
@@ -18,7 +18,7 @@ from actors.auth import (
     judge_credential,
     resolve_tokens,
 )
-from actors.logs import collect_secrets
+from actors.shared.logs import collect_secrets
 from config.schema import AuthConfig, AuthToken, WebSocketConfig
 from config.store import ConfigStore
 

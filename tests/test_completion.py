@@ -1,4 +1,4 @@
-"""Reading completions (actors/completion.py): content and reasoning deltas from every
+"""Reading completions (actors/llm/completion.py): content and reasoning deltas from every
 provider field, tool-call accumulation (split arguments, parallel calls, missing index),
 usage and cost, errors mid-stream, and a fuzz test: any JSON value is accepted or rejected
 with MalformedChunk / ProviderStreamError, never anything else."""
@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.completion import (
+from actors.llm.completion import (
     REASONING_FIELDS,
     CompletionAccumulator,
     MalformedChunk,
     ProviderStreamError,
 )
-from bus.messages import ToolCall, Usage
+from actors.shared.messages import ToolCall, Usage
 
 
 def _chunk(delta: dict | None = None, finish: str | None = None, **extra) -> dict:

@@ -1,4 +1,4 @@
-"""The ConfigActor (actors/config.py) on a real Bus, a real config directory and real
+"""The ConfigActor (actors/config/actor.py) on a real Bus, a real config directory and real
 watchfiles (no mocks): what an operator editing the files, and the program saving its
 own changes, actually observe.
 
@@ -32,17 +32,17 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from actors.config import ConfigActor
-from bus.actor import Actor
-from bus.bus import Bus
-from bus.errors import RequestFailed
-from bus.messages import (
+from actors.config.actor import ConfigActor
+from actors.shared.messages import (
     ConfigChanged,
     ConfigRejected,
     GetConfig,
     ReloadRuntimeConfig,
     SaveRuntimeConfig,
 )
+from bus.actor import Actor
+from bus.bus import Bus
+from bus.errors import RequestFailed
 from config.errors import ConfigInvalid
 from config.schema import ConfigSnapshot
 from config.store import METADATA_KEY, ConfigStore

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.elicitation import ElicitationContentInvalid, accepted_content
+from actors.tools.elicitation import ElicitationContentInvalid, accepted_content
 
 SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -1,4 +1,4 @@
-"""The LLMActor (actors/llm.py) against the scripted LLM server over real HTTP, with a real
+"""The LLMActor (actors/llm/actor.py) against the scripted LLM server over real HTTP, with a real
 Bus, a real ConfigActor over a temporary config directory and a probe actor collecting
 AssistantDelta events. No mocks: sockets, HTTP/1.1 and h2c, SSE, timeouts, retries and
 cancellation run as in production.
@@ -35,8 +35,16 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from actors.config import ConfigActor
-from actors.llm import RETRY_AFTER_CAP, LLMActor, parse_retry_after
+from actors.config.actor import ConfigActor
+from actors.llm.actor import RETRY_AFTER_CAP, LLMActor, parse_retry_after
+from actors.shared.messages import (
+    AssistantDelta,
+    CancelCompletion,
+    CompletionRequest,
+    CompletionResult,
+    Ping,
+    SaveRuntimeConfig,
+)
 from bus.actor import Actor
 from bus.bus import Bus
 from bus.envelope import Envelope
@@ -50,14 +58,6 @@ from bus.errors import (
     RequestFailed,
 )
 from bus.mailbox import Mailbox
-from bus.messages import (
-    AssistantDelta,
-    CancelCompletion,
-    CompletionRequest,
-    CompletionResult,
-    Ping,
-    SaveRuntimeConfig,
-)
 from config.store import ConfigStore
 from tests.conftest import LogCapture
 from tests.scripted_llm import (

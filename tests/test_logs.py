@@ -1,4 +1,4 @@
-"""The event log (actors/logs.py): JSON lines, live level/format, and secret redaction.
+"""The event log (actors/shared/logs.py): JSON lines, live level/format, and secret redaction.
 
 Redaction is tested where secrets could leak: values of secret-named keys at any depth,
 known secret values inside any string (tracebacks included), ``Bearer`` headers, tokens in
@@ -15,8 +15,8 @@ import logging
 import orjson
 import structlog
 
-from actors.config import ConfigActor
-from actors.logs import (
+from actors.config.actor import ConfigActor
+from actors.shared.logs import (
     REDACTED,
     LogActor,
     collect_secrets,
@@ -27,8 +27,8 @@ from actors.logs import (
     set_log_level,
     set_secrets,
 )
+from actors.shared.messages import Ping, Pong, SaveRuntimeConfig
 from bus.bus import Bus
-from bus.messages import Ping, Pong, SaveRuntimeConfig
 from config.store import ConfigStore
 
 SECRET = "sk-test-0123456789abcdef"

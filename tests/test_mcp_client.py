@@ -1,4 +1,4 @@
-"""``actors/mcp_client.py`` against real MCP servers: no mocks.
+"""``actors/tools/mcp_client.py`` against real MCP servers: no mocks.
 
 Servers: ``Servers/demo_server.py`` over stdio, Streamable HTTP and legacy SSE (the HTTP
 ones run as subprocesses on free loopback ports, started once per module), a tiny probe
@@ -37,7 +37,7 @@ import httpx2
 import pytest
 import pytest_asyncio
 
-from actors.mcp_client import (
+from actors.tools.mcp_client import (
     ServerConfigError,
     ServerConnectError,
     ServerConnection,

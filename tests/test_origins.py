@@ -1,11 +1,12 @@
-"""Which pages may open the socket, and which listeners need auth (``actors/origins.py``)."""
+"""Which pages may open the socket, and which listeners need auth
+(``actors/gateway/origins.py``)."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from actors.origins import OriginPolicy, parse_origin, remote_bind_problem
+from actors.gateway.origins import OriginPolicy, parse_origin, remote_bind_problem
 from config.schema import WebSocketConfig
 from config.security import is_loopback
 

@@ -1,4 +1,4 @@
-"""The PersistenceActor (actors/persistence.py) on a real Bus, a real ConfigActor over a
+"""The PersistenceActor (actors/persistence/actor.py) on a real Bus, a real ConfigActor over a
 real config directory, and a real SQLite file in ``tmp_path`` — no mocks.
 
 Proves: the schema is created with ``user_version`` set, WAL on, and a database from a
@@ -35,11 +35,9 @@ from typing import Any, Literal
 import pytest
 import yaml
 
-from actors.config import ConfigActor
-from actors.persistence import SCHEMA_VERSION, DatabaseUnusable, PersistenceActor
-from bus.bus import Bus
-from bus.errors import InvalidMessage, RequestFailed, SessionNotFound, StorageFull
-from bus.messages import (
+from actors.config.actor import ConfigActor
+from actors.persistence.actor import SCHEMA_VERSION, DatabaseUnusable, PersistenceActor
+from actors.shared.messages import (
     AppendMessage,
     AppendMessages,
     AssistantDelta,
@@ -59,6 +57,8 @@ from bus.messages import (
     ToolCall,
     Usage,
 )
+from bus.bus import Bus
+from bus.errors import InvalidMessage, RequestFailed, SessionNotFound, StorageFull
 from config.store import ConfigStore
 from tests.conftest import LogCapture
 

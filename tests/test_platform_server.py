@@ -1,4 +1,4 @@
-"""The built-in platform server's decisions (``actors/platform_server.py``) and the dotted
+"""The built-in platform server's decisions (``actors/tools/platform_server.py``) and the dotted
 key update of the runtime overrides (``config.store.set_keys``), on plain data."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.platform_server import (
+from actors.tools.platform_server import (
     REDACTED,
     key_allowed,
     lookup,

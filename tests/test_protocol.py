@@ -1,4 +1,4 @@
-"""The WebSocket protocol models (actors/protocol.py): parsing client frames with errors
+"""The WebSocket protocol models (actors/gateway/protocol.py): parsing client frames with errors
 that name the problem, the committed JSON Schema kept in sync, and a fuzz test: any
 input is a valid frame or a FrameError, never another exception."""
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.protocol import (
+from actors.gateway.protocol import (
     ERROR_CODES,
     CancelFrame,
     ErrorFrame,

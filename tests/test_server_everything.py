@@ -43,13 +43,13 @@ import orjson
 import pytest
 from mcp import types as mcp_types
 
-from actors.mcp_client import (
+from actors.tools.mcp_client import (
     ServerConnection,
     ServerRequestError,
     ToolCallTimeout,
     connect_server,
 )
-from actors.tool_schemas import build_tool_specs
+from actors.tools.schemas import build_tool_specs
 from config.schema import ServerEntry
 from tests.integration.chat import ChatClient, ChatPlatform
 from tests.integration.conftest import PlatformProcess

@@ -1,4 +1,4 @@
-"""The event-stream decoder (actors/sse.py): the lines LLM APIs stream, and a fuzz test
+"""The event-stream decoder (actors/llm/sse.py): the lines LLM APIs stream, and a fuzz test
 that any sequence of lines is decoded without an exception; the line splitter gives the
 same lines however the byte stream is cut into network reads."""
 
@@ -9,7 +9,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.sse import LineSplitter, SSEDecoder, SSEEvent
+from actors.llm.sse import LineSplitter, SSEDecoder, SSEEvent
 
 
 def _decode(lines: list[str]) -> tuple[list[SSEEvent], SSEDecoder]:

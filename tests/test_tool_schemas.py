@@ -1,4 +1,4 @@
-"""MCP tools → model tools (actors/tool_schemas.py): schema normalisation rule by rule,
+"""MCP tools → model tools (actors/tools/schemas.py): schema normalisation rule by rule,
 schemas as real generators write them, the naming scheme, filters, descriptions, the
 ToolSpec builder, and fuzz tests: any JSON value is either normalised into a valid,
 self-contained object schema or rejected with SchemaRejected; any set of (server, tool)
@@ -21,7 +21,8 @@ from jsonschema import Draft7Validator, Draft202012Validator
 from mcp_types import Tool, ToolAnnotations  # what mcp.types re-exports; 0.4 s faster
 from pydantic import BaseModel, Field
 
-from actors.tool_schemas import (
+from actors.shared.messages import ToolSpec
+from actors.tools.schemas import (
     MAX_DESCRIPTION_CHARS,
     MAX_SCHEMA_DEPTH,
     REMOVED_KEYWORDS,
@@ -35,7 +36,6 @@ from actors.tool_schemas import (
     tool_description,
     unique_model_names,
 )
-from bus.messages import ToolSpec
 
 NAME_RULE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
 """OpenAI's ``^[a-zA-Z0-9_-]{1,64}$`` and Gemini's "starts with a letter or underscore"."""

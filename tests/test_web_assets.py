@@ -1,4 +1,4 @@
-"""The page's file table (``actors/web_assets.py``): what is served, with which headers."""
+"""The page's file table (``actors/gateway/web_assets.py``): what is served, with which headers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.web_assets import (
+from actors.gateway.web_assets import (
     CONTENT_SECURITY_POLICY,
     ENDPOINT_PLACEHOLDER,
     WEB_DIR,

@@ -28,7 +28,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
-from actors.web_assets import WEB_DIR, WebAssets
+from actors.gateway.web_assets import WEB_DIR, WebAssets
 from tests.integration.chat import ChatPlatform
 from tests.integration.conftest import PlatformProcess
 from tests.scripted_llm import ScriptedLLM

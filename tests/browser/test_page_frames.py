@@ -22,7 +22,7 @@ import pytest
 from playwright.async_api import Page, expect
 from pydantic import BaseModel
 
-from actors.protocol import (
+from actors.gateway.protocol import (
     AssistantMessageFrame,
     ElicitationRequestFrame,
     ErrorFrame,

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from actors.protocol import ElicitationClosedFrame
+from actors.gateway.protocol import ElicitationClosedFrame
 from tests.integration.chat import ChatClient, ChatPlatform
 from tests.scripted_llm import Reply, ToolCall
 

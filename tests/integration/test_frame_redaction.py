@@ -53,7 +53,7 @@ async def chat(
 
 
 def _leaks(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # Deltas are exempt by design (see actors/gateway.py, _PendingDelta.render): the model
+    # Deltas are exempt by design (see actors/gateway/actor.py, _PendingDelta.render): the model
     # text streams a few characters per chunk; its assistant_message is checked instead.
     return [f for f in frames if f["type"] != "assistant_delta" and KEY in orjson.dumps(f).decode()]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from actors.protocol import UserMessageStoredFrame
+from actors.gateway.protocol import UserMessageStoredFrame
 from tests.scripted_llm import Reply, ScriptedLLM
 
 PROMPTS = {

@@ -87,8 +87,17 @@ import httpx
 import orjson
 from pydantic import BaseModel
 
-from actors.completion import CompletionAccumulator, MalformedChunk, ProviderStreamError
-from actors.sse import LineSplitter, SSEDecoder
+from actors.llm.completion import CompletionAccumulator, MalformedChunk, ProviderStreamError
+from actors.llm.sse import LineSplitter, SSEDecoder
+from actors.shared.messages import (
+    AssistantDelta,
+    CancelCompletion,
+    CompletionRequest,
+    CompletionResult,
+    ConfigChanged,
+    GetConfig,
+    Usage,
+)
 from bus.actor import Actor, Reply
 from bus.errors import (
     AnswerCutShort,
@@ -97,15 +106,6 @@ from bus.errors import (
     LLMNotConfigured,
     LLMUnavailable,
     RateLimited,
-)
-from bus.messages import (
-    AssistantDelta,
-    CancelCompletion,
-    CompletionRequest,
-    CompletionResult,
-    ConfigChanged,
-    GetConfig,
-    Usage,
 )
 from config.schema import ConfigSnapshot, ProviderConfig
 

@@ -8,7 +8,7 @@ an added or re-enabled entry starts a ToolActor, a removed or ``enabled: false``
 stops one (its tools leave the model's list at once), an edited entry restarts it (except
 for ``require_approval``, which the orchestrator reads at each call).
 Unchanged servers keep their connections. The built-in ``platform`` server
-(``actors/platform_server.py``) is always wanted: it has no entry in the file (its name
+(``actors/tools/platform_server.py``) is always wanted: it has no entry in the file (its name
 is reserved there) and is restarted only when what it is built from changes.
 
 The ToolActors are children of the platform's supervisor (transient: a ToolActor that
@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from actors.tool_schemas import tool_actor_name
-from actors.tools import PlatformToolActor, ToolActor
+from actors.shared.messages import ConfigChanged, GetConfig
+from actors.tools.actor import PlatformToolActor, ToolActor
+from actors.tools.schemas import tool_actor_name
 from bus.actor import Actor
-from bus.messages import ConfigChanged, GetConfig
 from bus.supervisor import ChildSpec
 from config.schema import PLATFORM_SERVER, ConfigSnapshot
 

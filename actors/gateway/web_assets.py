@@ -44,7 +44,7 @@ __all__ = [
     "WebAssets",
 ]
 
-WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 """Where the page lives: ``web/`` beside the ``actors`` package (in the project directory
 when run with ``uv run``; in site-packages when installed from the wheel)."""
 

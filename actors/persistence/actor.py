@@ -67,16 +67,7 @@ import aiosqlite
 import orjson
 from pydantic import BaseModel
 
-from bus.actor import Actor
-from bus.errors import (
-    InvalidMessage,
-    MailboxClosed,
-    MailboxFull,
-    NoSuchActor,
-    SessionNotFound,
-    StorageFull,
-)
-from bus.messages import (
+from actors.shared.messages import (
     AppendMessage,
     AppendMessages,
     AssistantDelta,
@@ -97,6 +88,15 @@ from bus.messages import (
     StoredMessage,
     ToolCall,
     Usage,
+)
+from bus.actor import Actor
+from bus.errors import (
+    InvalidMessage,
+    MailboxClosed,
+    MailboxFull,
+    NoSuchActor,
+    SessionNotFound,
+    StorageFull,
 )
 from config.schema import (
     ConfigSnapshot,
@@ -525,7 +525,7 @@ class PersistenceActor(Actor):
 
     Serves OpenConversation, CreateConversation, AppendMessage, FinishMessage,
     LoadHistory, SaveSession, ListSessions and DeleteSession (replies as documented in
-    ``bus/messages.py``); listens to AssistantDelta (buffered into streamed answers) and
+    ``actors/shared/messages.py``); listens to AssistantDelta (buffered into streamed answers) and
     ConfigChanged (retention and streaming settings apply live).
 
     Args:

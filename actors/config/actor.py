@@ -39,9 +39,7 @@ from typing import Any, ClassVar, Literal
 import watchfiles
 from pydantic import BaseModel
 
-from bus.actor import Actor
-from bus.errors import MailboxClosed
-from bus.messages import (
+from actors.shared.messages import (
     ConfigChanged,
     ConfigRejected,
     GetConfig,
@@ -50,6 +48,8 @@ from bus.messages import (
     SaveRuntimeConfig,
     UpdateRuntimeConfig,
 )
+from bus.actor import Actor
+from bus.errors import MailboxClosed
 from config.errors import ConfigInvalid
 from config.schema import ConfigSnapshot
 from config.store import Applied, Candidate, ConfigStore, set_keys

@@ -496,7 +496,7 @@ class ToolSpec(Message):
     """The tool's name on its server (what ``tools/call`` is sent with)."""
     model_name: str
     """The name the model sees: unique across servers, at most 64 characters, matching
-    ``^[a-zA-Z0-9_-]+$`` (see ``actors/tool_schemas.py`` for the scheme)."""
+    ``^[a-zA-Z0-9_-]+$`` (see ``actors/tools/schemas.py`` for the scheme)."""
     description: str | None = None
     parameters: dict[str, Any]
     """The normalised JSON Schema of the arguments (an object schema)."""

@@ -71,7 +71,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import unquote
 
-from bus.messages import ToolSpec
+from actors.shared.messages import ToolSpec
 
 if TYPE_CHECKING:
     from mcp.types import Tool

@@ -22,14 +22,14 @@ the servers published (unknown prompt, missing or unknown arguments: INVALID_MES
 before anything is stored); the turn then fetches the prompt's messages from its
 server and stores them before the user's text, so they are history like any other
 message. The resource catalogue of every ready server is rendered once per change
-(``actors/catalogue.py``) and appended to the system prompt when
+(``actors/shared/catalogue.py``) and appended to the system prompt when
 ``chat.service.resources.in_system_prompt`` is on.
 
 Tool approval: a call of a tool whose server's entry sets ``require_approval`` first waits
 for the user (``tool_approval_request`` to that conversation's clients) outside the
 parallel-call bound, so one waiting call never holds back the others; a deny, no answer
 within ``mcp.approval.timeout`` or a cancel refuses it without running it
-(``actors/approval.py`` owns the rules and the waiting calls).
+(``actors/orchestrator/approval.py`` owns the rules and the waiting calls).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import BaseModel
 
-from actors.approval import (
+from actors.orchestrator.approval import (
     ApprovalVerdict,
     DuplicateCallId,
     PendingApprovals,
@@ -54,21 +54,8 @@ from actors.approval import (
     refusal,
     unknown_gated_tools,
 )
-from actors.catalogue import check_prompt_arguments, render_catalogue
-from actors.tool_schemas import tool_actor_name, truncate_for_model, unique_model_names
-from bus.actor import Actor, Reply
-from bus.errors import (
-    AnswerCutShort,
-    BusError,
-    ChatError,
-    InternalError,
-    InvalidMessage,
-    RequestError,
-    RequestFailed,
-    SessionNotFound,
-    TurnInProgress,
-)
-from bus.messages import (
+from actors.shared.catalogue import check_prompt_arguments, render_catalogue
+from actors.shared.messages import (
     AnswerToolApproval,
     AppendMessage,
     AppendMessages,
@@ -100,6 +87,19 @@ from bus.messages import (
     TurnFinished,
     TurnStarted,
     Usage,
+)
+from actors.tools.schemas import tool_actor_name, truncate_for_model, unique_model_names
+from bus.actor import Actor, Reply
+from bus.errors import (
+    AnswerCutShort,
+    BusError,
+    ChatError,
+    InternalError,
+    InvalidMessage,
+    RequestError,
+    RequestFailed,
+    SessionNotFound,
+    TurnInProgress,
 )
 from config.schema import PLATFORM_SERVER, ApprovalSetting, ConfigSnapshot
 
@@ -244,7 +244,7 @@ class OrchestratorActor(Actor):
         self._system_prompt = ""
         """The system prompt with the resource catalogue, rebuilt when either changes."""
         self._approvals = PendingApprovals()
-        """Tool calls waiting for the user's approval (``actors/approval.py``)."""
+        """Tool calls waiting for the user's approval (``actors/orchestrator/approval.py``)."""
         self._approval_warned: dict[str, tuple[str, ...]] = {}
         """Per server, the unknown names of its ``require_approval`` list last warned about."""
 
@@ -808,7 +808,7 @@ class OrchestratorActor(Actor):
             outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
         return outcome
 
-    # -- tool approval (actors/approval.py) -------------------------------------------------
+    # -- tool approval (actors/orchestrator/approval.py) -------------------------------------------
 
     async def _approve(self, turn: _Turn, call: ToolCall) -> ToolSpec | ToolOutcome | None:
         """Ask the conversation's clients about a call whose server requires approval.

@@ -1,7 +1,7 @@
 """The ToolActor: one per configured MCP server, owner of its connection.
 
 Design note: the SDK's connection must be entered and left in one task
-(``actors/mcp_client.py``), so a child task — the *owner* — holds it for its whole life:
+(``actors/tools/mcp_client.py``), so a child task — the *owner* — holds it for its whole life:
 connect, list tools, publish ``ready`` with the tools, then wait until the server goes
 away; then reconnect with exponential backoff (``mcp.connection``: ``initial_reconnect_delay``
 doubling up to ``max_reconnect_delay``). After ``max_reconnect_attempts`` failed attempts
@@ -23,7 +23,7 @@ for the new connection and is sent again, once: the ones whose POST got the 404,
 in flight that were not sent yet (or only on the forgotten session id), and the ones that
 arrive while the session is renewed (``SessionExpired`` is raised only for those; the old
 connection first lets the POSTs on the wire get their answers, see
-``actors/mcp_client.py``). A call the server had accepted when the connection went (it may
+``actors/tools/mcp_client.py``). A call the server had accepted when the connection went (it may
 be running, or have run) fails with ``ServerGone`` and is never repeated, and so does a
 call refused again on the new session: a server that forgets every session is broken, and
 retrying once bounds what it costs.
@@ -68,33 +68,8 @@ import orjson
 from mcp.shared.dispatcher import ProgressFnT
 from pydantic import BaseModel
 
-from actors.catalogue import prompt_messages, prompt_specs, resource_specs, resource_text
-from actors.elicitation import ElicitationContentInvalid, accepted_content
-from actors.mcp_client import (
-    CallClock,
-    MCPClientError,
-    ServerConnectError,
-    ServerConnection,
-    ServerGone,
-    ServerRequestError,
-    ServerRequestTimeout,
-    SessionExpired,
-    ToolCallTimeout,
-    ToolResult,
-    connect_server,
-)
-from actors.platform_server import BusBackend, build_platform_server, secret_values
-from actors.tool_schemas import build_tool_specs, tool_actor_name, truncate_for_model
-from bus.actor import Actor, Reply
-from bus.errors import (
-    BusError,
-    ChatError,
-    InvalidMessage,
-    McpServerUnavailable,
-    RequestError,
-    RequestFailed,
-)
-from bus.messages import (
+from actors.shared.catalogue import prompt_messages, prompt_specs, resource_specs, resource_text
+from actors.shared.messages import (
     AnswerElicitation,
     CallTool,
     CancelToolCalls,
@@ -113,6 +88,31 @@ from bus.messages import (
     ToolOutcome,
     ToolProgress,
     ToolSpec,
+)
+from actors.tools.elicitation import ElicitationContentInvalid, accepted_content
+from actors.tools.mcp_client import (
+    CallClock,
+    MCPClientError,
+    ServerConnectError,
+    ServerConnection,
+    ServerGone,
+    ServerRequestError,
+    ServerRequestTimeout,
+    SessionExpired,
+    ToolCallTimeout,
+    ToolResult,
+    connect_server,
+)
+from actors.tools.platform_server import BusBackend, build_platform_server, secret_values
+from actors.tools.schemas import build_tool_specs, tool_actor_name, truncate_for_model
+from bus.actor import Actor, Reply
+from bus.errors import (
+    BusError,
+    ChatError,
+    InvalidMessage,
+    McpServerUnavailable,
+    RequestError,
+    RequestFailed,
 )
 from config.schema import PLATFORM_SERVER, ConnectionConfig, ServerEntry, ServerSettings
 
@@ -958,7 +958,7 @@ def _failed(text: str) -> ToolOutcome:
 
 
 class PlatformToolActor(ToolActor):
-    """The ToolActor of the built-in ``platform`` server (``actors/platform_server.py``),
+    """The ToolActor of the built-in ``platform`` server (``actors/tools/platform_server.py``),
     connected in-process; it also keeps the resource catalogue of every ready server, so
     its ``read_resource`` tool finds the server of a URI.
 

@@ -3,7 +3,7 @@
 Design note: a pure, incremental decoder with no I/O, fed one line at a time, so the
 LLMActor stays a thin shell and this is tested with plain strings. :class:`LineSplitter`
 turns the body's network reads into those lines: the LLMActor handles a whole read at once
-(every event that arrived together is published as one delta, ``actors/llm.py``), which
+(every event that arrived together is published as one delta, ``actors/llm/actor.py``), which
 costs a fraction of httpx's ``aiter_lines`` (one async step per line). It follows the
 WHATWG event-stream rules that matter for LLM APIs: ``data:`` lines (several are joined
 with newlines), an optional single space after the colon, ``event:`` and ``id:`` fields,

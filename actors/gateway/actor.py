@@ -31,7 +31,7 @@ while the call waits), and a ``tool_approval_response`` is accepted only from a 
 on that conversation; the orchestrator owns the wait and has the last word (a decision on
 a call that stopped waiting meanwhile is refused there).
 
-Authentication (``chat.websocket.auth``, core in ``actors/auth.py``): with tokens
+Authentication (``chat.websocket.auth``, core in ``actors/gateway/auth.py``): with tokens
 configured, a handshake on the endpoint without a known token is refused with HTTP 401
 before the upgrade (``/healthz`` and the page stay open: they hold no conversation data).
 Each connection's *owner* is its token's owner (``local`` without auth); every request to
@@ -43,14 +43,14 @@ whose token no longer gives them the same owner. Wrong tokens are throttled per 
 address (``X-Forwarded-For`` from ``chat.websocket.trusted_proxies`` only); a valid token
 always passes (:func:`~actors.auth.judge_credential`).
 
-Exposure (core in ``actors/origins.py``): before the credential, a browser page of another
+Exposure (core in ``actors/gateway/origins.py``): before the credential, a browser page of another
 origin gets HTTP 403 (the platform's own page and ``allow_origins`` pass); and no listener
 reachable from other machines runs without authentication unless
 ``allow_unauthenticated_remote`` says so: ``_listen`` refuses such a listener (at a
 restart too) and ``_apply_tokens`` refuses removing the tokens under one.
 
 Secrets: every frame but the model's text deltas is serialised by :func:`_wire_text`,
-which runs its strings through the log's redaction (``actors/logs.py``) before they leave
+which runs its strings through the log's redaction (``actors/shared/logs.py``) before they leave
 the process, so an MCP server's stderr tail, a provider's error or a tool's output that
 quotes a key reaches clients as ``[REDACTED]``, exactly as it reaches the log. It sits
 below every call site (``_Connection.send_frame`` and the two frames ``_serve`` writes
@@ -82,8 +82,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from actors.approval import not_waiting
-from actors.auth import (
+from actors.gateway.auth import (
     LOCAL_OWNER,
     AuthConfigError,
     FailureThrottle,
@@ -94,9 +93,8 @@ from actors.auth import (
     judge_credential,
     resolve_tokens,
 )
-from actors.logs import redact_known_secrets, redact_text
-from actors.origins import ANY_ORIGIN, OriginPolicy, RemoteBindRefused, remote_bind_problem
-from actors.protocol import (
+from actors.gateway.origins import ANY_ORIGIN, OriginPolicy, RemoteBindRefused, remote_bind_problem
+from actors.gateway.protocol import (
     AssistantDeltaFrame,
     AssistantMessageFrame,
     CancelFrame,
@@ -132,11 +130,10 @@ from actors.protocol import (
     dump_frame,
     parse_client_frame,
 )
-from actors.tool_schemas import unique_model_names
-from actors.web_assets import WEB_DIR, WebAssets
-from bus.actor import Actor
-from bus.errors import ChatError, InvalidMessage, RequestError, RequestFailed
-from bus.messages import (
+from actors.gateway.web_assets import WEB_DIR, WebAssets
+from actors.orchestrator.approval import not_waiting
+from actors.shared.logs import redact_known_secrets, redact_text
+from actors.shared.messages import (
     AnswerElicitation,
     AnswerToolApproval,
     AssistantDelta,
@@ -164,6 +161,9 @@ from bus.messages import (
     TurnFinished,
     TurnStarted,
 )
+from actors.tools.schemas import unique_model_names
+from bus.actor import Actor
+from bus.errors import ChatError, InvalidMessage, RequestError, RequestFailed
 from config.schema import ConfigSnapshot, WebSocketConfig
 
 __all__ = ["MAX_OUTBOX_BYTES", "MAX_OUTBOX_FRAMES", "OWNER", "GatewayActor", "HealthSource"]
@@ -788,7 +788,7 @@ class GatewayActor(Actor):
 
         Checked before the Upgrade header, so a plain ``GET`` with the token (the page's
         probe after a failed connection) learns whether the token is the problem. A valid
-        token is let through even from a throttled address (see ``actors/auth.py``); a
+        token is let through even from a throttled address (see ``actors/gateway/auth.py``); a
         missing one is answered 401 and never counted.
         """
         if not self._tokens.enabled:

@@ -38,9 +38,8 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from actors.catalogue import resource_owner
-from bus.errors import ChatError, RequestError, RequestFailed
-from bus.messages import (
+from actors.shared.catalogue import resource_owner
+from actors.shared.messages import (
     GetConfig,
     Message,
     ReadResource,
@@ -48,6 +47,7 @@ from bus.messages import (
     ResourceText,
     UpdateRuntimeConfig,
 )
+from bus.errors import ChatError, RequestError, RequestFailed
 from config.errors import ConfigInvalid
 from config.schema import PLATFORM_SERVER, SECRET_KEY_PATTERN, ConfigSnapshot
 from config.store import set_keys, validate_config

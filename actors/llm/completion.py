@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bus.messages import ToolCall, Usage
+from actors.shared.messages import ToolCall, Usage
 
 __all__ = [
     "REASONING_FIELDS",

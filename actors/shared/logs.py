@@ -28,8 +28,8 @@ import structlog
 from pydantic import BaseModel
 from structlog.typing import EventDict, WrappedLogger
 
+from actors.shared.messages import ConfigChanged, GetConfig
 from bus.actor import Actor
-from bus.messages import ConfigChanged, GetConfig
 from config.schema import SECRET_KEY_PATTERN, ConfigSnapshot
 
 __all__ = [

@@ -19,8 +19,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from actors.mcp_client import MCPClientError, ServerConnectError, connect_server
-from actors.tool_schemas import build_tool_specs
+from actors.tools.mcp_client import MCPClientError, ServerConnectError, connect_server
+from actors.tools.schemas import build_tool_specs
 from config.errors import ConfigInvalid
 from config.schema import ServerEntry
 from config.store import RUNTIME_FILE, ConfigStore, parse_servers

@@ -1,0 +1,7 @@
+"""The GatewayActor's room: the WebSocket and HTTP listener (``actor.py``), the
+WebSocket protocol's frames (``protocol.py``), authentication (``auth.py``), the origin
+and exposure rules (``origins.py``) and the bundled page's files (``web_assets.py``)."""
+
+from actors.gateway.actor import GatewayActor
+
+__all__ = ["GatewayActor"]
