@@ -39,9 +39,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 from pydantic import BaseModel  # noqa: E402 - after the sys.path fix above
 
 from actors.shared.logs import configure_logging  # noqa: E402
-from actors.shared.messages import Message  # noqa: E402
 from bus.actor import Actor  # noqa: E402
 from bus.bus import Bus  # noqa: E402
+from bus.messages import Message  # noqa: E402
 
 PUBLISH_GOAL = 200_000
 """Messages per second published and handled (one publisher, one subscriber)."""

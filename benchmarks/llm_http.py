@@ -54,11 +54,11 @@ from actors.shared.messages import (  # noqa: E402
     AssistantDelta,
     CompletionRequest,
     CompletionResult,
-    Ping,
     SaveRuntimeConfig,
 )
 from bus.actor import Actor  # noqa: E402
 from bus.bus import Bus  # noqa: E402
+from bus.messages import Ping  # noqa: E402
 from config.store import ConfigStore  # noqa: E402
 from tests.scripted_llm import Content, Done, Finish, Pause, Reply, ScriptedLLM  # noqa: E402
 

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import structlog
 from pydantic import BaseModel
 
-from actors.shared.messages import Ping, Pong
 from bus.envelope import Envelope
 from bus.errors import ActorCrashed, ActorStopped, RequestError, RequestFailed
 from bus.mailbox import Mailbox
+from bus.messages import Ping, Pong
 
 if TYPE_CHECKING:
     from bus.bus import Bus

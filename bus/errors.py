@@ -16,22 +16,8 @@ whole family in one place and the types say exactly what went wrong::
     └── EscalationError        a core actor exceeded its restart intensity: the platform
                                shuts down with a non-zero exit
 
-    ChatError                  an error a WebSocket client must see; ``error_code`` is the
-    │                          protocol's code, ``retryable`` tells the client whether to
-    │                          try again. Raised by actors while answering a request, it
-    │                          reaches the requester as ``RequestFailed.__cause__``.
-    ├── InvalidMessage         INVALID_MESSAGE: a frame or argument is wrong
-    ├── TurnInProgress         TURN_IN_PROGRESS
-    ├── SessionNotFound        SESSION_NOT_FOUND
-    ├── StorageFull            STORAGE_FULL: the disk is full or the database read-only
-    ├── LLMNotConfigured       LLM_NOT_CONFIGURED: no API key; names the variable to set
-    ├── RateLimited            RATE_LIMITED
-    ├── LLMUnavailable         LLM_UNAVAILABLE: provider error after retries
-    │   └── AnswerCutShort     the provider's stream ended cleanly mid-answer (no
-    │                          finish_reason, no [DONE]): the text shown is stored
-    │                          ``incomplete``
-    ├── McpServerUnavailable   MCP_SERVER_UNAVAILABLE: the tool's server is not ready
-    └── InternalError          INTERNAL_ERROR
+The chat's errors (``ChatError`` and its codes) are the actors' vocabulary:
+``actors/shared/errors.py``.
 
 Errors meant for the model (a tool failed, the model should read it and carry on) are
 not here: they are message data, not exceptions of the runtime.
@@ -39,30 +25,17 @@ not here: they are message data, not exceptions of the runtime.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 __all__ = [
     "ActorCrashed",
     "ActorStopped",
-    "AnswerCutShort",
     "BusError",
-    "ChatError",
     "EscalationError",
-    "InternalError",
-    "InvalidMessage",
-    "LLMNotConfigured",
-    "LLMUnavailable",
     "MailboxClosed",
     "MailboxFull",
-    "McpServerUnavailable",
     "NoSuchActor",
-    "RateLimited",
     "RequestError",
     "RequestFailed",
     "RequestTimeout",
-    "SessionNotFound",
-    "StorageFull",
-    "TurnInProgress",
     "Undeliverable",
 ]
 
@@ -109,110 +82,3 @@ class ActorStopped(RequestError):
 
 class EscalationError(BusError):
     """A core actor crashed more often than its restart intensity allows."""
-
-
-# -- errors meant for clients ------------------------------------------------------------------
-
-
-class ChatError(Exception):
-    """An error a WebSocket client must see, with the protocol's code.
-
-    ``retryable`` is the class's default; an instance may say otherwise (a provider that
-    refused the key fails with ``LLM_UNAVAILABLE`` like an overloaded one, but sending the
-    message again will not help until the operator fixes the key).
-
-    Args:
-        message: What went wrong, for the client (no secrets, no stack traces).
-        partial_content: Answer text that arrived before the failure (an LLM stream that
-            broke after its first token), so it can be stored and shown.
-        partial_thinking: Reasoning text that arrived before the failure.
-        retryable: Overrides the class's ``retryable`` for this error.
-    """
-
-    error_code: ClassVar[str] = "INTERNAL_ERROR"
-    retryable: bool = False
-    """Whether the client may send the same thing again and hope for success."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        partial_content: str = "",
-        partial_thinking: str = "",
-        retryable: bool | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.partial_content = partial_content
-        self.partial_thinking = partial_thinking
-        if retryable is not None:
-            self.retryable = retryable
-
-
-class InvalidMessage(ChatError):
-    """A frame or one of its arguments is wrong."""
-
-    error_code = "INVALID_MESSAGE"
-
-
-class TurnInProgress(ChatError):
-    """A turn is already running in this conversation."""
-
-    error_code = "TURN_IN_PROGRESS"
-    retryable = True
-
-
-class SessionNotFound(ChatError):
-    """No conversation with that id (for this owner)."""
-
-    error_code = "SESSION_NOT_FOUND"
-
-
-class StorageFull(ChatError):
-    """The database cannot be written (disk full, read-only); nothing stored was changed."""
-
-    error_code = "STORAGE_FULL"
-    retryable = True
-
-
-class LLMNotConfigured(ChatError):
-    """The active provider has no API key; the message names the variable to set."""
-
-    error_code = "LLM_NOT_CONFIGURED"
-
-
-class RateLimited(ChatError):
-    """The provider answered 429 after our retries."""
-
-    error_code = "RATE_LIMITED"
-    retryable = True
-
-
-class LLMUnavailable(ChatError):
-    """The provider failed (status and message included), after retries and fallbacks."""
-
-    error_code = "LLM_UNAVAILABLE"
-    retryable = True
-
-
-class AnswerCutShort(LLMUnavailable):
-    """The provider ended its stream cleanly in the middle of an answer: content arrived,
-    then the body ended with neither a ``finish_reason`` nor ``data: [DONE]``.
-
-    Not a finished answer (a proxy timing out, a provider dropping a long generation):
-    the text already shown is kept and stored ``incomplete``, and nothing that arrived is
-    acted upon (half-parsed tool calls are not run). Same code as any provider failure,
-    ``LLM_UNAVAILABLE``; retryable for the client (the next attempt may well finish).
-    """
-
-
-class McpServerUnavailable(ChatError):
-    """The MCP server of a tool is not connected (starting, reconnecting or given up)."""
-
-    error_code = "MCP_SERVER_UNAVAILABLE"
-    retryable = True
-
-
-class InternalError(ChatError):
-    """Something failed inside the platform; the log has the details."""
-
-    error_code = "INTERNAL_ERROR"

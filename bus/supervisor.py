@@ -29,9 +29,9 @@ from typing import Literal
 
 import structlog
 
-from actors.shared.messages import ActorStateChanged, ActorStatus
 from bus.actor import Actor
 from bus.bus import Bus
+from bus.messages import ActorStateChanged, ActorStatus
 
 __all__ = ["ChildSpec", "ChildState", "Supervisor"]
 

@@ -19,7 +19,7 @@ from actors.orchestrator.approval import (
     refusal,
     unknown_gated_tools,
 )
-from bus.errors import InvalidMessage
+from actors.shared.errors import InvalidMessage
 from config.schema import ServerEntry, ServersConfig
 
 

@@ -36,7 +36,6 @@ from typing import Any, Literal, TypeVar
 import pytest
 from pydantic import BaseModel
 
-from actors.shared.messages import Message, Ping, Pong
 from bus.actor import Actor, Reply
 from bus.bus import Bus
 from bus.envelope import Envelope
@@ -54,6 +53,7 @@ from bus.errors import (
     Undeliverable,
 )
 from bus.mailbox import Mailbox
+from bus.messages import Message, Ping, Pong
 
 # -- messages used only by these tests --------------------------------------------------------
 

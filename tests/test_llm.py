@@ -37,12 +37,18 @@ from pydantic import BaseModel
 
 from actors.config.actor import ConfigActor
 from actors.llm.actor import RETRY_AFTER_CAP, LLMActor, parse_retry_after
+from actors.shared.errors import (
+    AnswerCutShort,
+    ChatError,
+    LLMNotConfigured,
+    LLMUnavailable,
+    RateLimited,
+)
 from actors.shared.messages import (
     AssistantDelta,
     CancelCompletion,
     CompletionRequest,
     CompletionResult,
-    Ping,
     SaveRuntimeConfig,
 )
 from bus.actor import Actor
@@ -50,14 +56,10 @@ from bus.bus import Bus
 from bus.envelope import Envelope
 from bus.errors import (
     ActorStopped,
-    AnswerCutShort,
-    ChatError,
-    LLMNotConfigured,
-    LLMUnavailable,
-    RateLimited,
     RequestFailed,
 )
 from bus.mailbox import Mailbox
+from bus.messages import Ping
 from config.store import ConfigStore
 from tests.conftest import LogCapture
 from tests.scripted_llm import (

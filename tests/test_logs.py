@@ -27,8 +27,11 @@ from actors.shared.logs import (
     set_log_level,
     set_secrets,
 )
-from actors.shared.messages import Ping, Pong, SaveRuntimeConfig
+from actors.shared.messages import (
+    SaveRuntimeConfig,
+)
 from bus.bus import Bus
+from bus.messages import Ping, Pong
 from config.store import ConfigStore
 
 SECRET = "sk-test-0123456789abcdef"

@@ -37,6 +37,7 @@ import yaml
 
 from actors.config.actor import ConfigActor
 from actors.persistence.actor import SCHEMA_VERSION, DatabaseUnusable, PersistenceActor
+from actors.shared.errors import InvalidMessage, SessionNotFound, StorageFull
 from actors.shared.messages import (
     AppendMessage,
     AppendMessages,
@@ -48,7 +49,6 @@ from actors.shared.messages import (
     ListSessions,
     LoadHistory,
     OpenConversation,
-    Ping,
     SaveRuntimeConfig,
     SaveSession,
     SessionPage,
@@ -58,7 +58,10 @@ from actors.shared.messages import (
     Usage,
 )
 from bus.bus import Bus
-from bus.errors import InvalidMessage, RequestFailed, SessionNotFound, StorageFull
+from bus.errors import (
+    RequestFailed,
+)
+from bus.messages import Ping
 from config.store import ConfigStore
 from tests.conftest import LogCapture
 

@@ -28,10 +28,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from actors.shared.messages import ActorStateChanged, ActorStatus, Message
 from bus.actor import Actor
 from bus.bus import Bus
 from bus.errors import NoSuchActor
+from bus.messages import ActorStateChanged, ActorStatus, Message
 from bus.supervisor import ChildSpec, Supervisor
 
 # -- messages, actors and factories used only by these tests ---------------------------------

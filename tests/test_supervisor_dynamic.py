@@ -13,9 +13,9 @@ from typing import ClassVar
 import pytest
 from pydantic import BaseModel
 
-from actors.shared.messages import ActorStateChanged, Message, Ping, Pong
 from bus.actor import Actor
 from bus.bus import Bus
+from bus.messages import ActorStateChanged, Message, Ping, Pong
 from bus.supervisor import ChildSpec, Supervisor
 
 

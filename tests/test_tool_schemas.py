@@ -22,6 +22,7 @@ from mcp_types import Tool, ToolAnnotations  # what mcp.types re-exports; 0.4 s 
 from pydantic import BaseModel, Field
 
 from actors.shared.messages import ToolSpec
+from actors.shared.tool_names import model_tool_names, unique_model_names
 from actors.tools.schemas import (
     MAX_DESCRIPTION_CHARS,
     MAX_SCHEMA_DEPTH,
@@ -31,10 +32,8 @@ from actors.tools.schemas import (
     build_tool_specs,
     cap_description,
     filter_tools,
-    model_tool_names,
     normalise_schema,
     tool_description,
-    unique_model_names,
 )
 
 NAME_RULE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")

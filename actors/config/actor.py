@@ -43,13 +43,13 @@ from actors.shared.messages import (
     ConfigChanged,
     ConfigRejected,
     GetConfig,
-    Message,
     ReloadRuntimeConfig,
     SaveRuntimeConfig,
     UpdateRuntimeConfig,
 )
 from bus.actor import Actor
 from bus.errors import MailboxClosed
+from bus.messages import Message
 from config.errors import ConfigInvalid
 from config.schema import ConfigSnapshot
 from config.store import Applied, Candidate, ConfigStore, set_keys

@@ -131,7 +131,7 @@ from actors.gateway.protocol import (
     parse_client_frame,
 )
 from actors.gateway.web_assets import WEB_DIR, WebAssets
-from actors.orchestrator.approval import not_waiting
+from actors.shared.errors import ChatError, InvalidMessage, not_waiting
 from actors.shared.logs import redact_known_secrets, redact_text
 from actors.shared.messages import (
     AnswerElicitation,
@@ -161,9 +161,12 @@ from actors.shared.messages import (
     TurnFinished,
     TurnStarted,
 )
-from actors.tools.schemas import unique_model_names
+from actors.shared.tool_names import unique_model_names
 from bus.actor import Actor
-from bus.errors import ChatError, InvalidMessage, RequestError, RequestFailed
+from bus.errors import (
+    RequestError,
+    RequestFailed,
+)
 from config.schema import ConfigSnapshot, WebSocketConfig
 
 __all__ = ["MAX_OUTBOX_BYTES", "MAX_OUTBOX_FRAMES", "OWNER", "GatewayActor", "HealthSource"]

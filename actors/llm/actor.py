@@ -13,7 +13,7 @@ a child task through a deferred reply, so many conversations stream side by side
 cancels that task: httpx closes the response (HTTP/1.1: the connection; HTTP/2: the
 stream), and the task answers with what arrived so far and ``finish_reason="cancelled"``.
 A child task never raises (that would crash the actor and every other stream with it):
-each failure answers its own request with a :class:`~bus.errors.ChatError`. Every delta
+each failure answers its own request with a :class:`~actors.shared.errors.ChatError`. Every delta
 is published (awaited) before the reply is set, so a subscriber sees a request's deltas
 before anyone sees its answer.
 
@@ -30,7 +30,7 @@ refused key (401/403), a bad request or an HTML page where the API should be.
 (either is a proper end: providers send one, the other or both). A body that ends cleanly
 with neither after some chunks was cut short (a proxy timing out, a provider dropping a
 long generation): before anything was shown it is retried like a broken connection; after
-text was shown it fails with :class:`~bus.errors.AnswerCutShort` carrying that text (the
+text was shown it fails with :class:`~actors.shared.errors.AnswerCutShort` carrying that text (the
 orchestrator stores it ``incomplete``), and tool calls it carried are never run.
 
 *HTTP/1.1 by default, HTTP/2 on request.* Measured through this actor
@@ -89,6 +89,14 @@ from pydantic import BaseModel
 
 from actors.llm.completion import CompletionAccumulator, MalformedChunk, ProviderStreamError
 from actors.llm.sse import LineSplitter, SSEDecoder
+from actors.shared.errors import (
+    AnswerCutShort,
+    ChatError,
+    InternalError,
+    LLMNotConfigured,
+    LLMUnavailable,
+    RateLimited,
+)
 from actors.shared.messages import (
     AssistantDelta,
     CancelCompletion,
@@ -99,14 +107,6 @@ from actors.shared.messages import (
     Usage,
 )
 from bus.actor import Actor, Reply
-from bus.errors import (
-    AnswerCutShort,
-    ChatError,
-    InternalError,
-    LLMNotConfigured,
-    LLMUnavailable,
-    RateLimited,
-)
 from config.schema import ConfigSnapshot, ProviderConfig
 
 __all__ = [

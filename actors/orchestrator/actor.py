@@ -55,6 +55,14 @@ from actors.orchestrator.approval import (
     unknown_gated_tools,
 )
 from actors.shared.catalogue import check_prompt_arguments, render_catalogue
+from actors.shared.errors import (
+    AnswerCutShort,
+    ChatError,
+    InternalError,
+    InvalidMessage,
+    SessionNotFound,
+    TurnInProgress,
+)
 from actors.shared.messages import (
     AnswerToolApproval,
     AppendMessage,
@@ -88,18 +96,12 @@ from actors.shared.messages import (
     TurnStarted,
     Usage,
 )
-from actors.tools.schemas import tool_actor_name, truncate_for_model, unique_model_names
+from actors.shared.tool_names import tool_actor_name, truncate_for_model, unique_model_names
 from bus.actor import Actor, Reply
 from bus.errors import (
-    AnswerCutShort,
     BusError,
-    ChatError,
-    InternalError,
-    InvalidMessage,
     RequestError,
     RequestFailed,
-    SessionNotFound,
-    TurnInProgress,
 )
 from config.schema import PLATFORM_SERVER, ApprovalSetting, ConfigSnapshot
 

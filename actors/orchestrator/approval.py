@@ -32,8 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from actors.shared.errors import not_waiting
 from actors.shared.messages import ApprovalDecision
-from bus.errors import InvalidMessage
 from config.schema import ApprovalSetting, ServersConfig
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
     "approval_policy_changes",
     "approval_required",
     "closing",
-    "not_waiting",
     "refusal",
     "unknown_gated_tools",
 ]
@@ -164,16 +163,6 @@ def closing(
     if verdict == "cancelled":
         return "deny", "cancelled"
     return verdict, "answered"
-
-
-def not_waiting(call_id: str) -> InvalidMessage:
-    """The error for a decision on a call that does not wait for one in this conversation
-    (unknown, answered already, timed out, its turn ended, or another conversation's:
-    that one is answered exactly like an unknown id)."""
-    return InvalidMessage(
-        f"no tool call {call_id!r} is waiting for approval in this conversation (unknown, "
-        "already answered, timed out, or its turn ended)"
-    )
 
 
 class DuplicateCallId(ValueError):

@@ -11,7 +11,7 @@ instead of ~0.52 ms for four awaited calls). ``synchronous=NORMAL`` in WAL keeps
 committed transaction across a process crash, at ~4,400 commits/s instead of ~265 with
 FULL (an fsync costs ~3.8 ms here). A write that fails because the disk is full, the file
 read-only or the disk failing is rolled back as a whole and surfaces as
-:class:`~bus.errors.StorageFull`; reads keep working. Every committed write transaction is
+:class:`~actors.shared.errors.StorageFull`; reads keep working. Every committed write transaction is
 counted in :attr:`PersistenceActor.write_transactions` (the benchmark counts writes per
 answer).
 
@@ -67,6 +67,7 @@ import aiosqlite
 import orjson
 from pydantic import BaseModel
 
+from actors.shared.errors import InvalidMessage, SessionNotFound, StorageFull
 from actors.shared.messages import (
     AppendMessage,
     AppendMessages,
@@ -79,7 +80,6 @@ from actors.shared.messages import (
     GetConfig,
     ListSessions,
     LoadHistory,
-    Message,
     MessageStatus,
     OpenConversation,
     SaveSession,
@@ -91,13 +91,11 @@ from actors.shared.messages import (
 )
 from bus.actor import Actor
 from bus.errors import (
-    InvalidMessage,
     MailboxClosed,
     MailboxFull,
     NoSuchActor,
-    SessionNotFound,
-    StorageFull,
 )
+from bus.messages import Message
 from config.schema import (
     ConfigSnapshot,
     RetentionConfig,

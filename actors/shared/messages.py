@@ -3,20 +3,21 @@
 Read this file to see every conversation between actors in one place; no actor module
 imports another. Messages are frozen Pydantic models: events (published, any number of
 subscribers) and requests (exactly one subscriber, which answers with the documented
-reply). A message an actor sends only to itself stays private to its module.
+reply). A message an actor sends only to itself stays private to its module. The
+runtime's own messages (the :class:`~bus.messages.Message` base, ``Ping``/``Pong``, the
+supervisor's ``ActorStateChanged``) live in ``bus/messages.py``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from bus.messages import Message
 from config.schema import ConfigSnapshot
 
 __all__ = [
-    "ActorStateChanged",
-    "ActorStatus",
     "AnswerElicitation",
     "AnswerToolApproval",
     "AppendMessage",
@@ -42,12 +43,9 @@ __all__ = [
     "GetPrompt",
     "ListSessions",
     "LoadHistory",
-    "Message",
     "MessageRole",
     "MessageStatus",
     "OpenConversation",
-    "Ping",
-    "Pong",
     "PromptArgumentSpec",
     "PromptMessageText",
     "PromptRequest",
@@ -77,33 +75,6 @@ __all__ = [
     "Usage",
 ]
 
-ActorStatus = Literal["starting", "running", "restarting", "unavailable", "stopped"]
-"""Lifecycle state of a supervised actor, as ``/healthz`` reports it."""
-
-
-class Message(BaseModel):
-    """Base of all internal messages: immutable, no unknown fields."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-# -- every actor ------------------------------------------------------------------------------
-
-
-class Ping(Message):
-    """Request → :class:`Pong`, answered by every actor's base class (never by ``handle``).
-
-    Because a mailbox is FIFO, the answer also proves that every message sent to that actor
-    before the ping has been handled: a barrier for health probes and tests.
-    """
-
-
-class Pong(Message):
-    """Reply to :class:`Ping`."""
-
-    actor: str
-
-
 # -- LLM data shared by several actors -----------------------------------------------------------
 
 
@@ -126,19 +97,6 @@ class ToolCall(Message):
     """The function name as offered to the model."""
     arguments: str
     """The arguments as the model wrote them: a JSON text, not yet validated."""
-
-
-# -- supervision ------------------------------------------------------------------------------
-
-
-class ActorStateChanged(Message):
-    """Event (from the supervisor): a supervised actor changed state."""
-
-    actor: str
-    """The actor's name."""
-    status: ActorStatus
-    error: str | None = None
-    """The last crash's error, if any."""
 
 
 # -- configuration (ConfigActor) --------------------------------------------------------------
@@ -366,7 +324,7 @@ class PromptRequest(Message):
 
     server: str
     name: str
-    arguments: dict[str, str] = {}
+    arguments: dict[str, str] = Field(default_factory=dict)
 
 
 class StartTurn(Message):
@@ -453,7 +411,7 @@ class CompletionRequest(Message):
     """OpenAI-format messages, system prompt first."""
     tools: tuple[dict[str, Any], ...] = ()
     """OpenAI-format tool definitions (empty: no ``tools`` key is sent)."""
-    parameters: dict[str, Any] = {}
+    parameters: dict[str, Any] = Field(default_factory=dict)
     """Body keys of this request only (an MCP server's sampling ``max_tokens``,
     ``temperature``, ``stop``), set over the provider's pass-through keys, except that
     ``max_tokens`` never goes above a ``max_tokens`` the operator configured."""
@@ -645,7 +603,7 @@ class GetPrompt(Message):
     """
 
     name: str
-    arguments: dict[str, str] = {}
+    arguments: dict[str, str] = Field(default_factory=dict)
 
 
 class ReadResource(Message):

@@ -69,6 +69,7 @@ from mcp.shared.dispatcher import ProgressFnT
 from pydantic import BaseModel
 
 from actors.shared.catalogue import prompt_messages, prompt_specs, resource_specs, resource_text
+from actors.shared.errors import ChatError, InvalidMessage, McpServerUnavailable
 from actors.shared.messages import (
     AnswerElicitation,
     CallTool,
@@ -78,7 +79,6 @@ from actors.shared.messages import (
     ElicitationClosed,
     ElicitationRequested,
     GetPrompt,
-    Message,
     PromptSpec,
     ReadResource,
     ResourceSpec,
@@ -89,6 +89,7 @@ from actors.shared.messages import (
     ToolProgress,
     ToolSpec,
 )
+from actors.shared.tool_names import tool_actor_name, truncate_for_model
 from actors.tools.elicitation import ElicitationContentInvalid, accepted_content
 from actors.tools.mcp_client import (
     CallClock,
@@ -104,16 +105,14 @@ from actors.tools.mcp_client import (
     connect_server,
 )
 from actors.tools.platform_server import BusBackend, build_platform_server, secret_values
-from actors.tools.schemas import build_tool_specs, tool_actor_name, truncate_for_model
+from actors.tools.schemas import build_tool_specs
 from bus.actor import Actor, Reply
 from bus.errors import (
     BusError,
-    ChatError,
-    InvalidMessage,
-    McpServerUnavailable,
     RequestError,
     RequestFailed,
 )
+from bus.messages import Message
 from config.schema import PLATFORM_SERVER, ConnectionConfig, ServerEntry, ServerSettings
 
 __all__ = [

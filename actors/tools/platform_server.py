@@ -39,15 +39,19 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from actors.shared.catalogue import resource_owner
+from actors.shared.errors import ChatError
 from actors.shared.messages import (
     GetConfig,
-    Message,
     ReadResource,
     ResourceSpec,
     ResourceText,
     UpdateRuntimeConfig,
 )
-from bus.errors import ChatError, RequestError, RequestFailed
+from bus.errors import (
+    RequestError,
+    RequestFailed,
+)
+from bus.messages import Message
 from config.errors import ConfigInvalid
 from config.schema import PLATFORM_SERVER, SECRET_KEY_PATTERN, ConfigSnapshot
 from config.store import set_keys, validate_config

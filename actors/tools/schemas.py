@@ -34,44 +34,24 @@ A schema that cannot be repaired raises :class:`SchemaRejected`; every repair is
 in :attr:`NormalisedSchema.repairs` so the ToolActor can log it. Nothing here mutates
 its input.
 
-Model-facing tool names (for operators)
----------------------------------------
-The model sees each tool as ``<server>__<tool>`` (two underscores), e.g. the tool
-``read_file`` of the server ``files`` is offered as ``files__read_file``. Names follow
-OpenAI's rule ``^[a-zA-Z0-9_-]{1,64}$`` and Gemini's (first character a letter or
-``_``), so:
-
-* accented letters lose their accent (``café`` → ``cafe``), and any other character
-  outside ``a-z A-Z 0-9 _ -`` becomes ``_`` (``my.server`` → ``my_server``);
-* a name that would start with a digit or ``-`` gets a leading ``_``
-  (``1password__x`` → ``_1password__x``);
-* a name longer than 64 characters is cut to 55 and ends with ``_`` and 8 hex digits of
-  a hash of the server and tool names (``<first 55 chars>_3fa2b9c1``);
-* when two different tools would get the same name (``a.b`` and ``a_b`` both give
-  ``a_b``), *each* of them gets the hash suffix instead, so neither wins by the order in
-  which servers connected.
-
-The hash is the SHA-256 of the JSON array ``[server, tool]``, so a name never changes
-between restarts, and adding a server changes no other server's names unless they
-collide with it.
+Model-facing tool names are made in ``actors/shared/tool_names.py`` (its docstring has
+the scheme).
 """
 
 from __future__ import annotations
 
 import copy
 import fnmatch
-import hashlib
-import json
 import math
 import re
-import unicodedata
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import unquote
 
 from actors.shared.messages import ToolSpec
+from actors.shared.tool_names import MAX_TOOL_NAME_CHARS, model_tool_names
 
 if TYPE_CHECKING:
     from mcp.types import Tool
@@ -80,7 +60,6 @@ __all__ = [
     "MAX_DESCRIPTION_CHARS",
     "MAX_SCHEMA_CHARS",
     "MAX_SCHEMA_DEPTH",
-    "MAX_TOOL_NAME_CHARS",
     "REMOVED_KEYWORDS",
     "NormalisedSchema",
     "SchemaRejected",
@@ -89,12 +68,8 @@ __all__ = [
     "build_tool_specs",
     "cap_description",
     "filter_tools",
-    "model_tool_names",
     "normalise_schema",
-    "tool_actor_name",
     "tool_description",
-    "truncate_for_model",
-    "unique_model_names",
 ]
 
 # -- limits ---------------------------------------------------------------------------------
@@ -117,16 +92,12 @@ MAX_DESCRIPTION_CHARS: Final = 1024
 maximum length 1024", getsentry/sentry-mcp#106, OpenHands/OpenHands#4838). Counted in
 UTF-16 code units, which is never less than Python's count of code points."""
 
-MAX_TOOL_NAME_CHARS: Final = 64
-"""OpenAI's limit on function names (``^[a-zA-Z0-9_-]{1,64}$``); Gemini's is 64 or 128."""
-
 _MAX_HOISTED_REFS: Final = 64
 """Most distinct non-``$defs`` pointers (``#/properties/a``) one schema may reference;
 each costs a copy of its target."""
 
 _MAX_REPAIRS_LISTED: Final = 20
 """Longest repair list (the rest are counted): it becomes one log line."""
-_HASH_HEX_DIGITS: Final = 8
 _TRUNCATION_MARKER: Final = " … [truncated]"
 
 # -- keywords -------------------------------------------------------------------------------
@@ -238,7 +209,6 @@ _TYPE_KEYWORDS: Final[Mapping[str, frozenset[str]]] = {
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
 _INDEX = re.compile(r"0|[1-9][0-9]*")
-_NAME_INVALID = re.compile(r"[^A-Za-z0-9_-]")
 _DEF_NAME_INVALID = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -985,62 +955,6 @@ def _unique_strings(value: Any) -> list[str] | None:
     return list(dict.fromkeys(item for item in value if isinstance(item, str)))
 
 
-# -- names ----------------------------------------------------------------------------------
-
-
-def model_tool_names(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """Name each ``(server, tool)`` pair for the model (scheme in the module docstring).
-
-    Deterministic: the result depends only on the *set* of pairs, never on their order.
-    Every name is unique, at most :data:`MAX_TOOL_NAME_CHARS` characters, matches
-    ``^[a-zA-Z0-9_-]{1,64}$`` and starts with a letter or ``_``.
-
-    Args:
-        pairs: ``(server, tool)`` pairs; duplicates are named once.
-
-    Returns:
-        Each distinct pair → its model-facing name. Callers keep this mapping to route a
-        model's call back to its server; names are not parsed.
-    """
-    unique = sorted(set(pairs))
-    plain = {pair: _plain_name(*pair) for pair in unique}
-    counts = Counter(plain.values())
-    names = {
-        pair: name
-        for pair, name in plain.items()
-        if len(name) <= MAX_TOOL_NAME_CHARS and counts[name] == 1
-    }
-    taken = set(names.values())
-    for pair in unique:
-        if pair in names:
-            continue
-        attempt = 0
-        while (name := _hashed_name(plain[pair], pair, attempt)) in taken:
-            attempt += 1  # a 32-bit hash collision, or a tool named like a hashed name
-        names[pair] = name
-        taken.add(name)
-    return names
-
-
-def _sanitise(text: str) -> str:
-    """``text`` in the characters ``[A-Za-z0-9_-]``: accents dropped, the rest ``_``."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return _NAME_INVALID.sub("_", "".join(c for c in decomposed if not unicodedata.combining(c)))
-
-
-def _plain_name(server: str, tool: str) -> str:
-    name = f"{_sanitise(server)}__{_sanitise(tool)}"
-    if not (name[0].isascii() and (name[0].isalpha() or name[0] == "_")):
-        name = "_" + name  # Gemini: "Must start with a letter or an underscore"
-    return name
-
-
-def _hashed_name(plain: str, pair: tuple[str, str], attempt: int) -> str:
-    key = json.dumps([*pair, attempt] if attempt else list(pair))
-    digest = hashlib.sha256(key.encode("ascii")).hexdigest()[:_HASH_HEX_DIGITS]
-    return f"{plain[: MAX_TOOL_NAME_CHARS - _HASH_HEX_DIGITS - 1]}_{digest}"
-
-
 # -- filters --------------------------------------------------------------------------------
 
 
@@ -1203,45 +1117,3 @@ def build_tool_specs(
         for tool, schema in accepted
     )
     return ServerToolSpecs(server, specs, tuple(diagnostics))
-
-
-def unique_model_names(specs: Iterable[ToolSpec]) -> list[ToolSpec]:
-    """Make ``model_name`` unique across every server's specs (for the aggregator).
-
-    Renames with :func:`model_tool_names` over all ``(server, name)`` pairs, so a spec
-    keeps the name its ToolActor gave it unless it collides with another server's tool.
-    Specs are frozen: a renamed one is a copy.
-
-    Args:
-        specs: Every server's specs; a repeated ``(server, name)`` pair keeps its first.
-
-    Returns:
-        The specs in their order, names unique; map ``model_name`` back to
-        ``(server, name)`` to route the model's calls.
-    """
-    seen: dict[tuple[str, str], ToolSpec] = {}
-    for spec in specs:
-        seen.setdefault((spec.server, spec.name), spec)
-    names = model_tool_names(seen)
-    return [
-        spec
-        if spec.model_name == names[pair]
-        else spec.model_copy(update={"model_name": names[pair]})
-        for pair, spec in seen.items()
-    ]
-
-
-# -- shared by the orchestrator and the ToolActors (pure, so neither imports the other) ---
-
-
-def tool_actor_name(server: str) -> str:
-    """The bus address of a server's ToolActor."""
-    return f"tool:{server}"
-
-
-def truncate_for_model(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters with a marker saying how much is missing (a
-    large result would crowd the context window and cost tokens on every later hop)."""
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[… {len(text) - limit} more characters cut]"

@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from actors.shared.messages import ConfigChanged, GetConfig
+from actors.shared.tool_names import tool_actor_name
 from actors.tools.actor import PlatformToolActor, ToolActor
-from actors.tools.schemas import tool_actor_name
 from bus.actor import Actor
 from bus.supervisor import ChildSpec
 from config.schema import PLATFORM_SERVER, ConfigSnapshot
