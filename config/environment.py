@@ -3,9 +3,10 @@
 A ``.env`` file is read from the config directory and, when the program runs from a
 source checkout, from the project directory (the config directory's wins; see
 ``ConfigLocation.dotenv_dirs`` in ``config/locations.py``); a variable already set in the
-real environment always wins over both. Values are never written anywhere by the program. The parser takes the common
-subset of the format: ``KEY=value``, optional ``export``, ``#`` comments, single or
-double quotes (double quotes understand ``\\n``, ``\\t``, ``\\"`` and ``\\\\``).
+real environment always wins over both. Values are never written anywhere by the program.
+The parser takes the common subset of the format: ``KEY=value``, optional ``export``,
+``#`` comments, single or double quotes (double quotes understand ``\\n``, ``\\t``,
+``\\"`` and ``\\\\``).
 """
 
 from __future__ import annotations
