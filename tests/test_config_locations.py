@@ -95,7 +95,7 @@ def test_the_order_argument_environment_checkout_user(tmp_path: Path) -> None:
     assert chosen.dotenv_dirs == [chosen.path]  # no project directory when installed
 
 
-def test_a_relative_argument_is_made_absolute(tmp_path: Path) -> None:
+def test_a_relative_argument_is_made_absolute() -> None:
     chosen = resolve_config_dir("some/dir", {})
     assert chosen.path == Path.cwd() / "some" / "dir"
 
