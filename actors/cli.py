@@ -9,10 +9,11 @@ import sys
 import orjson
 
 from actors.gateway.protocol import protocol_schema_text
-from actors.platform import CONFIG_DIR_ENV, EXIT_FORCED_STOP, resolve_config_dir, run_platform
+from actors.platform import EXIT_FORCED_STOP, run_platform
 from actors.shared.logs import configure_logging
 from actors.tools.inspection import InspectError, inspect_server, resolve_target
 from config.errors import ConfigError
+from config.locations import CONFIG_DIR_ENV, prepare_config_dir, resolve_config_dir
 from config.store import ConfigStore
 
 __all__ = ["main", "reset_config_main"]
@@ -24,7 +25,8 @@ def _config_dir_argument(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help=(
             "directory holding runtime_config.yaml, servers_config.json and the database "
-            f"(default: ${CONFIG_DIR_ENV}, else the project's config/)"
+            f"(default: ${CONFIG_DIR_ENV}; else, from a source checkout, its config/; "
+            "else $XDG_CONFIG_HOME/mcp-platform or ~/.config/mcp-platform)"
         ),
     )
 
@@ -64,9 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "inspect":
         sys.exit(_inspect(args))
-    config_dir = resolve_config_dir(args.config_dir)
+    location = resolve_config_dir(args.config_dir)
     try:
-        code = asyncio.run(run_platform(config_dir))
+        code = asyncio.run(run_platform(location))
     except KeyboardInterrupt:  # Ctrl-C before the platform handles signals (at start)
         code = EXIT_FORCED_STOP
     except asyncio.CancelledError:  # forced stop by a second signal
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    config_dir = resolve_config_dir(args.config_dir)
+    config_dir = resolve_config_dir(args.config_dir).path
     try:
         name, entry = resolve_target(args.target, config_dir, sse=args.sse)
         arguments = orjson.loads(args.args)
@@ -103,7 +105,9 @@ def reset_config_main(argv: list[str] | None = None) -> None:
     """``mcp-reset-config [--config-dir DIR]``: reset runtime_config.yaml to the defaults.
 
     The write is atomic and bumps ``_runtime_config.version``; a running platform picks
-    it up like any edit.
+    it up like any edit. The config directory is chosen as ``mcp-platform`` chooses it,
+    and created the same way (a new user config directory gets its starter servers file),
+    so that resetting before the first start prepares what that start would.
     """
     parser = argparse.ArgumentParser(
         prog="mcp-reset-config",
@@ -111,14 +115,18 @@ def reset_config_main(argv: list[str] | None = None) -> None:
     )
     _config_dir_argument(parser)
     args = parser.parse_args(argv)
-    store = ConfigStore(resolve_config_dir(args.config_dir))
+    location = resolve_config_dir(args.config_dir)
     try:
+        created = prepare_config_dir(location)
+        store = ConfigStore(location.path)
         result = store.reset_runtime_config()
     except (ConfigError, OSError) as exc:
         print(f"mcp-reset-config: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         sys.exit(1)
     assert result is not None
     snapshot, _ = result
+    for path in created:
+        print(f"created {path}")  # noqa: T201 - CLI output
     print(  # noqa: T201 - CLI output
         f"{store.runtime_path} reset to the defaults of {store.defaults_path} "
         f"(version {snapshot.version})"

@@ -34,23 +34,18 @@ from bus.bus import Bus
 from bus.supervisor import ChildSpec, Supervisor
 from config.environment import load_dotenv_files
 from config.errors import ConfigInvalid
-from config.store import DEFAULT_CONFIG_DIR, ConfigStore
+from config.locations import ConfigLocation, prepare_config_dir
+from config.store import ConfigStore
 
 __all__ = [
-    "CONFIG_DIR_ENV",
     "EXIT_CONFIG_INVALID",
     "EXIT_FORCED_STOP",
-    "PROJECT_DIR",
     "build_children",
-    "resolve_config_dir",
     "run_platform",
 ]
 
 _log = structlog.get_logger("platform", actor="platform")
 
-PROJECT_DIR = DEFAULT_CONFIG_DIR.parent
-"""The checkout (or installed tree) holding ``config/``; its ``.env`` is read too."""
-CONFIG_DIR_ENV = "MCP_PLATFORM_CONFIG_DIR"
 EXIT_CONFIG_INVALID = 2
 """Exit code when the configuration is invalid at start (there is no last good one)."""
 SHUTDOWN_GRACE_SECONDS = 5.0
@@ -63,12 +58,6 @@ anyway (see :meth:`_StopSignals._force`)."""
 DUPLICATE_SIGNAL_WINDOW = 1.0
 """Seconds within which a repeated SIGINT/SIGTERM is the first one again (see
 :class:`_StopSignals`); a later one, while the shutdown still runs, forces the stop."""
-
-
-def resolve_config_dir(argument: str | None, environ: Mapping[str, str] = os.environ) -> Path:
-    """``--config-dir``, else ``$MCP_PLATFORM_CONFIG_DIR``, else the project's ``config/``."""
-    chosen = argument or environ.get(CONFIG_DIR_ENV) or str(DEFAULT_CONFIG_DIR)
-    return Path(chosen).expanduser().resolve()
 
 
 def build_children(
@@ -88,27 +77,41 @@ def build_children(
     ]
 
 
-async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | None = None) -> int:
+async def run_platform(
+    location: ConfigLocation, *, environ: MutableMapping[str, str] | None = None
+) -> int:
     """Run until SIGINT/SIGTERM (exit 0) or a core actor's escalation (exit 1).
+
+    Args:
+        location: The config directory (``config/locations.py`` chose it).
+        environ: The environment (``os.environ``); ``.env`` files fill in what it lacks.
 
     Returns:
         The process exit code.
     """
     started = time.perf_counter()
     env = os.environ if environ is None else environ
-    dotenv_files = load_dotenv_files([PROJECT_DIR, config_dir], env)
-    config_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any task
+    config_dir = location.path
+    # Once, before any task: the directory (a new user one with its starter servers file)
+    # must exist before its .env is read and the store creates the runtime file.
+    created = prepare_config_dir(location)
+    dotenv_files = load_dotenv_files(location.dotenv_dirs, env)
     store = ConfigStore(config_dir)
+    runtime_existed = store.runtime_path.exists()
     try:
         snapshot, _ = store.load()
     except ConfigInvalid as exc:
         configure_logging()
+        _log_location(location, created)
         _log.error("config.rejected", source=exc.source, reason=str(exc), problems=exc.problems)
         _log.error(
             "platform.stopped", exit_code=EXIT_CONFIG_INVALID, reason="invalid configuration"
         )
         return EXIT_CONFIG_INVALID
     configure_logging(snapshot.config.logging.level, snapshot.config.logging.format)
+    if not runtime_existed:
+        created.append(store.runtime_path)
+    _log_location(location, created)
     set_secrets(collect_secrets(env, snapshot))
     websocket = snapshot.config.chat.websocket
     try:
@@ -192,6 +195,24 @@ async def run_platform(config_dir: Path, *, environ: MutableMapping[str, str] | 
     )
     sys.stdout.flush()
     return supervisor.exit_code
+
+
+def _log_location(location: ConfigLocation, created: list[Path]) -> None:
+    """Say which config directory is in use and why (``platform.config_dir``), and which
+    files the program created in it (``config.created``): an installed tool keeps its
+    files out of sight, in the user's config directory."""
+    _log.info(
+        "platform.config_dir",
+        config_dir=str(location.path),
+        source=location.source,
+        checkout=str(location.checkout) if location.checkout is not None else None,
+    )
+    if created:
+        _log.info(
+            "config.created",
+            config_dir=str(location.path),
+            files=[str(path) for path in created],
+        )
 
 
 class _StopSignals:

@@ -1,10 +1,12 @@
 """API keys and other secrets come from the environment, or from ``.env`` files.
 
-A ``.env`` file is read from the project directory and from the config directory (the
-config directory's wins); a variable already set in the real environment always wins
-over both. Values are never written anywhere by the program. The parser takes the common
-subset of the format: ``KEY=value``, optional ``export``, ``#`` comments, single or
-double quotes (double quotes understand ``\\n``, ``\\t``, ``\\"`` and ``\\\\``).
+A ``.env`` file is read from the config directory and, when the program runs from a
+source checkout, from the project directory (the config directory's wins; see
+``ConfigLocation.dotenv_dirs`` in ``config/locations.py``); a variable already set in the
+real environment always wins over both. Values are never written anywhere by the program.
+The parser takes the common subset of the format: ``KEY=value``, optional ``export``,
+``#`` comments, single or double quotes (double quotes understand ``\\n``, ``\\t``,
+``\\"`` and ``\\\\``).
 """
 
 from __future__ import annotations

@@ -43,7 +43,6 @@ from config.security import keep_in_force, loosenings, stated
 
 __all__ = [
     "DEFAULTS_PATH",
-    "DEFAULT_CONFIG_DIR",
     "METADATA_KEY",
     "RUNTIME_FILE",
     "Applied",
@@ -58,9 +57,10 @@ __all__ = [
     "validate_config",
 ]
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent
-"""The project's ``config/`` directory: the default config directory."""
-DEFAULTS_PATH = DEFAULT_CONFIG_DIR / "config.yaml"
+DEFAULTS_PATH = Path(__file__).resolve().parent / "config.yaml"
+"""The reference defaults, shipped inside the ``config`` package: read, never written (an
+installed package may sit in a read-only site-packages). Which directory holds the
+operator's files is ``config/locations.py``'s business."""
 RUNTIME_FILE = "runtime_config.yaml"
 METADATA_KEY = "_runtime_config"
 

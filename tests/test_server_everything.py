@@ -7,7 +7,7 @@ exact version, with the committed ``package-lock.json``) and installed by ``.ci/
 a TypeScript server (TS SDK 1.x): another implementation than our Python demo server,
 which is the point.
 
-Everything goes through the platform's own code: :func:`actors.mcp_client.connect_server`
+Everything goes through the platform's own code: :func:`actors.tools.mcp_client.connect_server`
 over stdio and over Streamable HTTP (a ``node`` subprocess on a free loopback port, started
 once per module and killed afterwards), then the whole ``mcp-platform`` process with the
 server in ``servers_config.json``, a scripted LLM and a WebSocket client.

@@ -41,7 +41,7 @@ that changes the tokens is applied only whole: a bad auth section keeps the prev
 table (fail closed), a good one closes (1008, ``UNAUTHORIZED``) the open connections
 whose token no longer gives them the same owner. Wrong tokens are throttled per client
 address (``X-Forwarded-For`` from ``chat.websocket.trusted_proxies`` only); a valid token
-always passes (:func:`~actors.auth.judge_credential`).
+always passes (:func:`~actors.gateway.auth.judge_credential`).
 
 Exposure (core in ``actors/gateway/origins.py``): before the credential, a browser page of another
 origin gets HTTP 403 (the platform's own page and ``allow_origins`` pass); and no listener
@@ -331,7 +331,7 @@ def _wire_text(frame: BaseModel) -> str:
 
     Free text that the platform or an MCP server wrote (error messages, a server's
     stderr tail in ``server_status``/``session_info``, tool output and progress messages,
-    elicitation questions) gets the log's redaction (:func:`~actors.logs.redact_text`):
+    elicitation questions) gets the log's redaction (:func:`~actors.shared.logs.redact_text`):
     the known secret values, ``Bearer``/``Basic`` credentials, query-string secrets;
     conversation text (:data:`_CONVERSATION_TEXT`, and an ``assistant_message``'s
     ``message``) gets only the known values. Redacting the dumped data, before JSON

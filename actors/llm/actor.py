@@ -3,13 +3,13 @@
 Design note
 -----------
 *A thin shell around pure cores.* Bytes become lines (httpx ``aiter_lines``), lines become
-events (:class:`~actors.sse.SSEDecoder`), events become JSON (orjson) and JSON becomes
-deltas and a final answer (:class:`~actors.completion.CompletionAccumulator`). This module
+events (:class:`~actors.llm.sse.SSEDecoder`), events become JSON (orjson) and JSON becomes
+deltas and a final answer (:class:`~actors.llm.completion.CompletionAccumulator`). This module
 adds only I/O, retries, fallbacks and cancellation; every parsing rule lives in the cores.
 
-*One child task per request.* A :class:`~bus.messages.CompletionRequest` is answered from
+*One child task per request.* A :class:`~actors.shared.messages.CompletionRequest` is answered from
 a child task through a deferred reply, so many conversations stream side by side and a
-:class:`~bus.messages.CancelCompletion` gets through the mailbox at once. Cancelling
+:class:`~actors.shared.messages.CancelCompletion` gets through the mailbox at once. Cancelling
 cancels that task: httpx closes the response (HTTP/1.1: the connection; HTTP/2: the
 stream), and the task answers with what arrived so far and ``finish_reason="cancelled"``.
 A child task never raises (that would crash the actor and every other stream with it):
@@ -459,10 +459,12 @@ def _request_body(
 class LLMActor(Actor):
     """Answers CompletionRequest by calling the active LLM provider, streaming deltas.
 
-    Requests: :class:`~bus.messages.CompletionRequest` → :class:`~bus.messages.CompletionResult`
-    (fails with LLMNotConfigured, RateLimited, LLMUnavailable or InternalError). One-way:
-    :class:`~bus.messages.CancelCompletion`. Events in: :class:`~bus.messages.ConfigChanged`.
-    Events out: :class:`~bus.messages.AssistantDelta` (streaming only).
+    Requests: :class:`~actors.shared.messages.CompletionRequest` →
+    :class:`~actors.shared.messages.CompletionResult` (fails with LLMNotConfigured,
+    RateLimited, LLMUnavailable or InternalError). One-way:
+    :class:`~actors.shared.messages.CancelCompletion`. Events in:
+    :class:`~actors.shared.messages.ConfigChanged`.
+    Events out: :class:`~actors.shared.messages.AssistantDelta` (streaming only).
 
     Args:
         environ: Where API keys are read, at request time (default: ``os.environ``, which

@@ -41,7 +41,7 @@ calls in flight: when they all belong to one conversation the question goes to i
 connections); when there are none, or calls of several conversations run at once, it is
 answered ``cancel`` and logged (``tools.elicitation_unroutable``): never shown to a user
 it may not concern. While a question waits, the timeouts of that conversation's calls on
-this server are held (:class:`~actors.mcp_client.CallClock`); ``mcp.elicitation.timeout``
+this server are held (:class:`~actors.tools.mcp_client.CallClock`); ``mcp.elicitation.timeout``
 bounds the wait, then the server gets ``cancel``. URL-mode elicitation is declined.
 
 *Sampling.* ``sampling/createMessage`` is served by the active LLM provider (through the

@@ -1,8 +1,8 @@
 """``mcp-platform inspect``: look at an MCP server the way the platform sees it.
 
 Design note: operators use this to debug a server, so it must take the very code path a
-ToolActor takes — :func:`actors.mcp_client.connect_server` with the same environment
-policy and timeouts, and :func:`actors.tool_schemas.build_tool_specs` for the names and
+ToolActor takes — :func:`actors.tools.mcp_client.connect_server` with the same environment
+policy and timeouts, and :func:`actors.tools.schemas.build_tool_specs` for the names and
 schema diagnostics the model would get. It prints, and optionally calls one tool.
 
 Targets: a server name from ``servers_config.json`` in the config directory, an

@@ -45,6 +45,8 @@ class PlatformProcess:
         pass_config_dir: bool = True,
         launcher: Sequence[str] = (),
         new_session: bool = False,
+        program: Path | None = None,
+        cwd: Path | None = None,
     ) -> None:
         """Start the entry point (with ``--config-dir`` unless told not to).
 
@@ -55,12 +57,15 @@ class PlatformProcess:
                 script is then named by its name, as an operator types it.
             new_session: Start in a session (and process group) of its own, as a shell
                 does for a foreground job, so :meth:`signal_group` reaches it all.
+            program: Another ``mcp-platform`` script to run (e.g. an installed tool's).
+            cwd: The directory to start it in (default: the test's).
         """
         flags = ["--config-dir", str(self.config_dir)] if pass_config_dir else []
-        program = [*launcher, "mcp-platform"] if launcher else [str(ENTRY_POINT)]
+        script = str(program or ENTRY_POINT)
+        command = [*launcher, "mcp-platform"] if launcher else [script]
         self._own_group = new_session
         self.proc = await asyncio.create_subprocess_exec(
-            *program,
+            *command,
             *flags,
             *args,
             stdout=asyncio.subprocess.PIPE,
@@ -68,6 +73,7 @@ class PlatformProcess:
             stdin=asyncio.subprocess.DEVNULL,
             env=self.env,
             start_new_session=new_session,
+            cwd=cwd,
         )
         self._reader = asyncio.create_task(self._read())
 
