@@ -150,10 +150,12 @@ async def page(context: BrowserContext) -> AsyncIterator[Page]:
     tab.on("pageerror", lambda exc: errors.errors.append(f"uncaught: {exc}"))
     # Not errors of the page's code: a failed WebSocket, and what its token probe after a
     # failed connection gets (Chromium logs both): a 401 when auth is on and the page has
-    # no valid token, a refused connection while the platform is down.
+    # no valid token (429 once its address has sent too many wrong ones), a refused
+    # connection while the platform is down.
     expected = (
         "WebSocket connection",
         "responded with a status of 401",
+        "responded with a status of 429",
         "net::ERR_CONNECTION_REFUSED",
     )
     tab.on(

@@ -65,3 +65,22 @@ async def test_without_a_token_the_page_says_it_is_not_authorised(
     )
     assert (handshake["reason"], probe["reason"]) == ("missing", "missing")
     assert len(process.find("gateway.auth_refused")) == 2
+
+
+async def test_a_wrong_token_from_a_throttled_address_also_says_not_authorised(
+    page: Page, start_platform: StartPlatform
+) -> None:
+    # One wrong token is the limit here: the page's probe after its refused handshake is
+    # answered 429, which (a valid token always passes the throttle) means a wrong token.
+    throttled = {
+        "chat": {"websocket": {"auth": {**AUTH["chat"]["websocket"]["auth"], "max_failures": 1}}}
+    }
+    platform = await start_platform(throttled, env={"ALICE_TOKEN": TOKEN})
+    await page.goto(f"{platform.http_url}/?token=wrong-token-0123456789abcdef")
+    conn = page.locator("#conn")
+    await expect(conn).to_have_attribute("data-state", "unauthorized")
+    await expect(conn).to_have_text("Not authorised")
+    process = platform.process
+    await process.wait_for("gateway.auth_throttled")
+    assert process.find("gateway.auth_refused")[0]["reason"] == "invalid"
+    assert all("wrong-token-0123456789abcdef" not in line for line in process.raw_lines)

@@ -181,7 +181,9 @@ export function chatUrl(endpoint, conversationId, token = null) {
 
 /**
  * Whether the endpoint refuses this token (HTTP 401 to a plain GET, which the gateway
- * checks before the upgrade), asked without putting the token in a URL.
+ * checks before the upgrade), asked without putting the token in a URL. A 429 means the
+ * same: the gateway lets a valid token through even from a throttled address, so only
+ * a wrong one is told to wait, and waiting would not make it right.
  * @param {string} endpoint The configured endpoint path.
  * @param {string | null} token The page's token.
  * @returns {Promise<boolean>}
@@ -189,5 +191,5 @@ export function chatUrl(endpoint, conversationId, token = null) {
 export async function tokenRefused(endpoint, token) {
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
   const response = await fetch(new URL(endpoint, location.href), { headers, cache: "no-store" });
-  return response.status === 401;
+  return response.status === 401 || response.status === 429;
 }
