@@ -641,7 +641,7 @@ class ServerEntry(_Section):
     """Defaults to ``stdio`` with ``command``, ``streamable_http`` with ``url``."""
     inherit_env: bool = False
     """stdio: pass the platform's whole environment (API keys included) instead of the
-    minimal set plus locale, proxy and CA variables (``actors/tools/mcp_client.py``)."""
+    minimal set plus locale, proxy and CA variables (``actors/tools/mcp_client/environment.py``)."""
     include_tools: list[str] | None = None
     """Only these tools (exact names or shell-style globs such as ``get_*``)."""
     exclude_tools: list[str] = []

@@ -1,4 +1,4 @@
-"""``actors/tools/mcp_client.py`` against real MCP servers: no mocks.
+"""``actors/tools/mcp_client/`` against real MCP servers: no mocks.
 
 Servers: ``Servers/demo_server.py`` over stdio, Streamable HTTP and legacy SSE (the HTTP
 ones run as subprocesses on free loopback ports, started once per module), a tiny probe

@@ -1,7 +1,8 @@
 """The MCP room: a ToolActor per server (``actor.py``), the ServersActor that starts and
-stops them (``servers.py``), the MCP connection (``mcp_client.py``), tool schemas
-(``schemas.py``), elicitation answers (``elicitation.py``), the built-in platform server
-(``platform_server.py``) and ``mcp-platform inspect`` (``inspection.py``)."""
+stops them (``servers.py``), the MCP connection (the ``mcp_client/`` package: connecting,
+the connection, its errors, results, a stdio server's environment and stderr), tool
+schemas (``schemas.py``), elicitation answers (``elicitation.py``), the built-in platform
+server (``platform_server.py``) and ``mcp-platform inspect`` (``inspection.py``)."""
 
 from actors.tools.actor import PlatformToolActor, ToolActor
 from actors.tools.servers import ServersActor

@@ -1,0 +1,60 @@
+"""Connections to MCP servers: the one code path the ToolActor and ``mcp-platform inspect`` share.
+
+No bus and no actors here: :func:`connect_server` turns one ``servers_config.json`` entry
+into a live :class:`ServerConnection` over stdio, Streamable HTTP or legacy SSE, and every
+failure into one of the exception types of ``errors.py``. The MCP SDK (2.x) does the
+protocol; this package adds what a host needs around it. Its modules, by concern:
+
+* ``connect.py``: :func:`connect_server`: spawning or reaching the server, the handshake,
+  the owner task, and turning the SDK's exception groups into typed errors.
+* ``connection.py``: :class:`ServerConnection` (listings, reads, tool calls, liveness,
+  expired Streamable HTTP sessions) and :class:`CallClock` (a tool call's timer).
+* ``errors.py``: the exception tree and how each SDK failure maps onto it.
+* ``results.py``: :class:`ToolResult`, a ``tools/call`` result normalised.
+* ``environment.py``: what a stdio server's environment holds, ``${VAR}`` references.
+* ``stderr.py``: the pipe that captures a stdio server's stderr.
+
+Import from the package (``from actors.tools.mcp_client import connect_server``); names
+with a leading underscore are shared between these modules only.
+"""
+
+from actors.tools.mcp_client.connect import NegotiationMode, connect_server
+from actors.tools.mcp_client.connection import CallClock, ServerConnection
+from actors.tools.mcp_client.environment import expand_env_references, stdio_environment
+from actors.tools.mcp_client.errors import (
+    ConnectFailure,
+    MCPClientError,
+    ServerConfigError,
+    ServerConnectError,
+    ServerGone,
+    ServerRequestError,
+    ServerRequestTimeout,
+    SessionExpired,
+    ToolCallError,
+    ToolCallTimeout,
+)
+from actors.tools.mcp_client.results import BinaryContent, ResourceRef, ToolResult
+from actors.tools.mcp_client.stderr import STDERR_TAIL_LINES
+
+__all__ = [
+    "STDERR_TAIL_LINES",
+    "BinaryContent",
+    "CallClock",
+    "ConnectFailure",
+    "MCPClientError",
+    "NegotiationMode",
+    "ResourceRef",
+    "ServerConfigError",
+    "ServerConnectError",
+    "ServerConnection",
+    "ServerGone",
+    "ServerRequestError",
+    "ServerRequestTimeout",
+    "SessionExpired",
+    "ToolCallError",
+    "ToolCallTimeout",
+    "ToolResult",
+    "connect_server",
+    "expand_env_references",
+    "stdio_environment",
+]
