@@ -1,14 +1,15 @@
 """The ToolActor: one per configured MCP server, owner of its connection.
 
 Design note: the SDK's connection must be entered and left in one task
-(``actors/tools/mcp_client.py``), so a child task — the *owner* — holds it for its whole life:
-connect, list tools, publish ``ready`` with the tools, then wait until the server goes
-away; then reconnect with exponential backoff (``mcp.connection``: ``initial_reconnect_delay``
-doubling up to ``max_reconnect_delay``). After ``max_reconnect_attempts`` failed attempts
-in a row the server is ``unavailable`` (its tools leave the model's list, clients are
-told) and the owner keeps trying at the max delay: a server that comes back is used again
-without anyone restarting the platform. None of this is a crash: connection trouble is
-the normal life of an external server, so the supervisor's restarts are kept for bugs.
+(``actors/tools/mcp_client/connect.py``), so a child task — the *owner* — holds it for its
+whole life: connect, list tools, publish ``ready`` with the tools, then wait until the
+server goes away; then reconnect with exponential backoff (``mcp.connection``:
+``initial_reconnect_delay`` doubling up to ``max_reconnect_delay``). After
+``max_reconnect_attempts`` failed attempts in a row the server is ``unavailable`` (its
+tools leave the model's list, clients are told) and the owner keeps trying at the max
+delay: a server that comes back is used again without anyone restarting the platform. None
+of this is a crash: connection trouble is the normal life of an external server, so the
+supervisor's restarts are kept for bugs.
 
 Tool calls run in their own child tasks against the owner's connection, in parallel.
 A call never raises into the actor: a tool error, a timeout (``timeout`` without
@@ -23,10 +24,10 @@ for the new connection and is sent again, once: the ones whose POST got the 404,
 in flight that were not sent yet (or only on the forgotten session id), and the ones that
 arrive while the session is renewed (``SessionExpired`` is raised only for those; the old
 connection first lets the POSTs on the wire get their answers, see
-``actors/tools/mcp_client.py``). A call the server had accepted when the connection went (it may
-be running, or have run) fails with ``ServerGone`` and is never repeated, and so does a
-call refused again on the new session: a server that forgets every session is broken, and
-retrying once bounds what it costs.
+``actors/tools/mcp_client/connection.py``). A call the server had accepted when the
+connection went (it may be running, or have run) fails with ``ServerGone`` and is never
+repeated, and so does a call refused again on the new session: a server that forgets every
+session is broken, and retrying once bounds what it costs.
 
 Beyond tools: after connecting, the owner also lists the server's prompts and resources
 (with templates) when the server declares them, re-lists each on its ``list_changed``
