@@ -117,6 +117,21 @@ class PlatformProcess:
                     )
                 await self._changed.wait()
 
+    async def only(
+        self,
+        name: str,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        timeout: float = 15.0,
+    ) -> dict[str, Any]:
+        """The one event named ``name`` (and matching ``where``), awaited: a log line can
+        reach the test after the frame that followed it (the process writes both, on
+        different pipes and sockets), so reading the log at once flakes on a busy machine."""
+        await self.wait_for(name, where, timeout=timeout)
+        matches = self.find(name, where)
+        assert len(matches) == 1, matches
+        return matches[0]
+
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)

@@ -85,7 +85,7 @@ async def test_a_question_with_no_call_running_is_cancelled(chat) -> None:
     there is no conversation to ask, so the server is told ``cancel`` and still comes up."""
     platform, _ = chat
     await _start(chat, "--ask-while-listing")
-    [event] = platform.process.find("tools.elicitation_unroutable")
+    event = await platform.process.only("tools.elicitation_unroutable")
     assert (event["server"], event["calls_in_flight"], event["conversations"]) == (
         "asking",
         0,

@@ -281,7 +281,7 @@ async def test_elicitation_round_trip_accept_decline_timeout(chat, llm) -> None:
     assert _tool_results(llm.requests[-1].json)["timeout"] == (
         "The user cancelled: nothing was booked."
     )
-    [timed_out] = platform.process.find(
+    timed_out = await platform.process.only(
         "tools.elicitation", lambda e: e["request_id"] == question["request_id"]
     )
     assert (timed_out["action"], timed_out["reason"]) == ("cancel", "timeout")
@@ -362,7 +362,7 @@ async def test_sampling_refused_unless_allowed(chat, llm) -> None:
     )
     # The sampled text never reached the chat as an answer of its own.
     assert not [f for f in frames if f["type"] == "assistant_delta" and "short" in f["content"]]
-    [sampled] = platform.process.find("tools.sampling")
+    sampled = await platform.process.only("tools.sampling")
     assert sampled["server"] == "sampler"
 
 
@@ -420,7 +420,7 @@ async def test_config_tools_change_allowed_keys_live_and_never_reveal_secrets(ch
     assert runtime["llm"]["providers"]["scripted"]["temperature"] == 0.9
     assert runtime["chat"]["websocket"]["port"] == 0
     assert runtime["_runtime_config"]["version"] >= 2
-    [updated] = platform.process.find("config.updated")
+    updated = await platform.process.only("config.updated")
     assert updated["keys"] == ["llm.providers.scripted.temperature"]
     for line in platform.process.raw_lines:
         assert API_KEY not in line

@@ -176,7 +176,7 @@ async def test_a_clean_shutdown_mid_stream_logs_no_dead_letter_warning(
     assert code == 0
     warnings = platform.process.find("bus.dead_letter", lambda e: e["level"] != "debug")
     assert warnings == [], warnings[:5]
-    [stopped] = platform.process.find("platform.stopped")
+    stopped = await platform.process.only("platform.stopped")
     assert stopped["exit_code"] == 0
     assert stopped["dead_letters"] == 0
     assert stopped["expected_drops"] > 0  # counted all the same, at debug level

@@ -139,9 +139,9 @@ async def test_approve_runs_the_call_and_deny_refuses_it_without_running(chat, l
     assert _tool_results(llm.requests[1].json)["yes"] == secret_text
     [ran] = _ran(platform, "yes")
     assert ran["is_error"] is False
-    [asked] = platform.process.find("tools.approval_requested", lambda e: e["call_id"] == "yes")
+    asked = await platform.process.only("tools.approval_requested", lambda e: e["call_id"] == "yes")
     assert (asked["server"], asked["tool"], asked["timeout"]) == ("demo", "echo", APPROVAL_TIMEOUT)
-    [approved] = platform.process.find("tools.approval", lambda e: e["call_id"] == "yes")
+    approved = await platform.process.only("tools.approval", lambda e: e["call_id"] == "yes")
     assert (approved["decision"], approved["reason"]) == ("approve", "answered")
     assert approved["server"] == "demo"
     assert approved["tool"] == "echo"
@@ -168,7 +168,7 @@ async def test_approve_runs_the_call_and_deny_refuses_it_without_running(chat, l
     [failed] = [f for f in client.frames if f.get("call_id") == "no" and f.get("status")]
     assert failed["error_message"] == "denied by the user: not run"
     assert failed["arguments"] == {"text": "deny-me"}  # shown on the card (show_args)
-    [denied] = platform.process.find("tools.approval", lambda e: e["call_id"] == "no")
+    denied = await platform.process.only("tools.approval", lambda e: e["call_id"] == "no")
     assert (denied["decision"], denied["reason"]) == ("deny", "answered")
 
     # The call's own timeout (0.5 s) starts only once approved: the user may take longer.
@@ -210,7 +210,7 @@ async def test_no_answer_in_time_cancel_and_delete_refuse_the_call(chat, llm) ->
     [failed] = [f for f in client.frames if f.get("call_id") == "late" and f.get("status")]
     assert failed["status"] == "failed"
     assert failed["error_message"] == "no approval came within 2 s: not run"
-    [timed_out] = platform.process.find("tools.approval", lambda e: e["call_id"] == "late")
+    timed_out = await platform.process.only("tools.approval", lambda e: e["call_id"] == "late")
     assert (timed_out["decision"], timed_out["reason"]) == ("deny", "timeout")
     assert timed_out["waited_ms"] >= timeout * 1000
 
@@ -224,7 +224,7 @@ async def test_no_answer_in_time_cancel_and_delete_refuse_the_call(chat, llm) ->
     finished = await client.expect("assistant_message", timeout=timeout / 2)
     assert finished["finish_reason"] == "cancelled"
     assert _of_call(client.frames, "stop")[-1] == ("tool_execution", "failed")
-    [stopped] = platform.process.find("tools.approval", lambda e: e["call_id"] == "stop")
+    stopped = await platform.process.only("tools.approval", lambda e: e["call_id"] == "stop")
     assert (stopped["decision"], stopped["reason"]) == ("deny", "cancelled")
     assert _ran(platform, "stop") == []
     assert len(llm.requests) == 3
@@ -435,5 +435,7 @@ async def test_the_built_in_platform_servers_calls_can_need_approval(chat, llm) 
     assert orjson.loads(results["get"]) == {"chat.service.max_tool_hops": 8}  # unchanged
     assert not _ran(platform, "set")
     assert _ran(platform, "get")
-    [policy] = platform.process.find("tools.approval_policy", lambda e: e["server"] == "platform")
+    policy = await platform.process.only(
+        "tools.approval_policy", lambda e: e["server"] == "platform"
+    )
     assert policy["require_approval"] == ["set_config"]

@@ -459,7 +459,7 @@ async def test_servers_whose_names_collide_get_distinct_tool_names(
         ]
         assert completed["server"] == server
         assert llm.requests[-1].json["messages"][-1]["content"] == text
-        [call] = platform.process.find(
+        call = await platform.process.only(
             "tools.call", lambda e, c=completed["call_id"]: e["call_id"] == c
         )
         assert call["server"] == server  # the log of the ToolActor that ran it
