@@ -79,6 +79,7 @@ __all__ = [
     "AskApproval",
     "CompletionDone",
     "CompletionFailed",
+    "CompletionSkipped",
     "EndTurn",
     "FinishRow",
     "InputStored",
@@ -167,6 +168,12 @@ class CompletionDone:
 
 
 @dataclass(frozen=True, slots=True)
+class CompletionSkipped:
+    """Answer to RequestCompletion: the shell found the turn cancelled right before the
+    request would have left, and did not send it (nothing to stop at the LLM)."""
+
+
+@dataclass(frozen=True, slots=True)
 class CompletionFailed:
     """Answer to RequestCompletion: the LLM call failed, before or after the first token
     (``error.partial_content`` holds what arrived; AnswerCutShort: the stream ended
@@ -197,6 +204,7 @@ TurnEvent = (
     | MessagesStored
     | RowFinished
     | CompletionDone
+    | CompletionSkipped
     | CompletionFailed
     | ApprovalAnswered
     | ToolFinished
@@ -225,7 +233,8 @@ class FinishRow:
 
 @dataclass(frozen=True, slots=True)
 class RequestCompletion:
-    """Ask the model; answer with CompletionDone or CompletionFailed."""
+    """Ask the model; answer with CompletionDone or CompletionFailed, or CompletionSkipped
+    if the turn is cancelled by the time the request would leave."""
 
     request: CompletionRequest
 
@@ -518,6 +527,8 @@ class Turn:
                 return self._answered(result)
             case CompletionFailed(error=error) if self._phase == "completing":
                 return self._failed(error)
+            case CompletionSkipped() if self._phase == "completing" and self._row is not None:
+                return self._answer_into(self._row)
             case MessagesStored(stored=stored) if self._phase == "storing":
                 return self._answer_into(stored[-1])
             case RowFinished() | MessagesStored() if self._phase == "closing":
