@@ -17,7 +17,7 @@ A turn never crashes the actor: whatever goes wrong in it ends that turn with a
 TurnFinished(``finish_reason="error"``) the client sees, and is logged; the other turns and
 the actor carry on (a crash in one conversation must not take down another).
 
-The tool loop: the model may ask for tools; :meth:`_run_tools` sends each call to its
+The tool loop: the model may ask for tools; :meth:`_run_tool` sends each call to its
 server's ToolActor (in parallel, bounded by ``maxParallelCalls``), stores every outcome as
 a tool message whose status says how it ended, and the loop goes on, at most
 ``chat.service.max_tool_hops`` times. A cancel stops the turn's running calls at once
