@@ -16,6 +16,7 @@ from actors.orchestrator.turn import (
     AskApproval,
     CompletionDone,
     CompletionFailed,
+    CompletionSkipped,
     EndTurn,
     FinishRow,
     InputStored,
@@ -402,6 +403,15 @@ def test_cancel_while_the_model_answers_stores_the_partial_answer(reason: str) -
     assert finish.message.usage is not None
     assert (end.finished.finish_reason, end.finished.message) == ("cancelled", "Half an ans")
     assert end.finished.model == "m1"
+
+
+def test_a_request_the_shell_did_not_send_after_a_cancel_ends_the_turn_empty() -> None:
+    turn, commands = _turn()
+    _only(commands, RequestCompletion)
+    turn.cancel()  # before the request left: the shell answers CompletionSkipped
+    finish, end = _close_row(turn, turn.feed(CompletionSkipped()))
+    assert (finish.message.status, finish.message.usage) == ("cancelled", None)
+    assert (end.finished.finish_reason, end.finished.message) == ("cancelled", "")
 
 
 def test_cancel_during_tools_stops_them_and_stores_their_results_without_asking_again() -> None:
