@@ -158,10 +158,12 @@ from actors.shared.messages import (
     ToolApprovalRequested,
     ToolExecutionEvent,
     ToolProgress,
+    ToolsOffered,
+    ToolSpec,
     TurnFinished,
     TurnStarted,
+    TurnStateChanged,
 )
-from actors.shared.tool_names import unique_model_names
 from bus.actor import Actor
 from bus.errors import (
     RequestError,
@@ -413,6 +415,8 @@ class GatewayActor(Actor):
         ElicitationClosed,
         ToolApprovalRequested,
         ToolApprovalClosed,
+        TurnStateChanged,
+        ToolsOffered,
     )
 
     def __init__(self, health: HealthSource, environ: Mapping[str, str] = os.environ) -> None:
@@ -434,17 +438,23 @@ class GatewayActor(Actor):
         self._connections: set[_Connection] = set()
         self._by_conversation: dict[str, set[_Connection]] = {}
         self._running: dict[str, str] = {}
-        """Turn id running per conversation, as far as the gateway has seen."""
+        """Turn id running per conversation: a view of the orchestrator's
+        TurnStateChanged events (the orchestrator owns which turns run)."""
         self._ids = itertools.count(1)
         self._servers: dict[str, ServerStateChanged] = {}
         """The last state of each MCP server (for session_info)."""
+        self._tools: tuple[ToolSpec, ...] = ()
+        """The tools the model is offered, named as it sees them: the orchestrator's last
+        ToolsOffered (it makes the names unique across servers)."""
         self._web: WebAssets | None = None
         """The bundled page, read once at start (``None`` when ``chat.web.enabled`` is off)."""
         self._questions: dict[str, ElicitationRequested] = {}
         """Elicitations waiting for an answer, by request id."""
         self._approvals: dict[tuple[str, str], ToolApprovalRequested] = {}
         """Tool calls waiting for approval, by conversation id and call id (call ids are
-        the model's, unique only within a turn)."""
+        the model's, unique only within a turn): a view of the orchestrator's
+        ToolApprovalRequested/Closed events, kept to show a tab that attaches while a
+        call waits its card (the orchestrator owns the waits and the decisions)."""
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -574,12 +584,19 @@ class GatewayActor(Actor):
                     conn.send_frame(approval)
             case ToolApprovalClosed(conversation_id=cid, call_id=call_id):
                 self._approvals.pop((cid, call_id), None)
+            case TurnStateChanged(conversation_id=cid, turn_id=turn_id, running=running):
+                # Published before the turn's TurnFinished: a tab that sees its
+                # assistant_message and opens another never finds it running.
+                if running:
+                    self._running[cid] = turn_id
+                elif self._running.get(cid) == turn_id:
+                    del self._running[cid]
+            case ToolsOffered(tools=tools):
+                self._tools = tools
         return None
 
     def _turn_finished(self, message: TurnFinished) -> None:
         cid = message.conversation_id
-        # One turn per conversation: whatever was marked running here has ended.
-        self._running.pop(cid, None)
         frames: list[BaseModel] = []
         if message.error_code is not None:
             frames.append(
@@ -1022,13 +1039,9 @@ class GatewayActor(Actor):
             saved=state.saved,
             messages=[_history_message(m) for m in state.messages],
             tools=[
+                # The names the model is offered, as the orchestrator made them unique.
                 ToolInfo(name=spec.model_name, server=spec.server, description=spec.description)
-                # The names the model is offered (the orchestrator renames the same way):
-                # each ToolActor names its tools alone, so "my.server" and "my_server" both
-                # say "my_server__echo" until they are made unique across servers.
-                for spec in unique_model_names(
-                    spec for server in self._servers.values() for spec in server.tools
-                )
+                for spec in self._tools
             ],
             prompts=[
                 PromptInfo(
@@ -1171,26 +1184,15 @@ class GatewayActor(Actor):
                 arguments=dict(frame.prompt.arguments),
             )
         )
-        # Marked before the request: a turn that fails at once may finish (TurnFinished
-        # handled by this actor) before this handler resumes with the reply.
-        marker = f"starting-{next(self._ids)}"
-        self._running[conversation_id] = marker
-        try:
-            started: TurnStarted = await self.request(
-                StartTurn(
-                    owner=conn.owner,
-                    conversation_id=conversation_id,
-                    text=frame.message,
-                    request_id=frame.request_id,
-                    prompt=prompt,
-                )
+        started: TurnStarted = await self.request(
+            StartTurn(
+                owner=conn.owner,
+                conversation_id=conversation_id,
+                text=frame.message,
+                request_id=frame.request_id,
+                prompt=prompt,
             )
-        except BaseException:
-            if self._running.get(conversation_id) == marker:
-                del self._running[conversation_id]
-            raise
-        if self._running.get(conversation_id) == marker:
-            self._running[conversation_id] = started.turn_id
+        )
         self._announce_user_input(conn, conversation_id, started)
 
     def _announce_user_input(
@@ -1299,8 +1301,9 @@ class GatewayActor(Actor):
         # before anything of it (its running turn, its questions) is touched.
         await self._request_state(conn.owner, target, history_limit=0)
         await self._cancel_questions(target)
-        if target in self._running:
-            await self.request(CancelTurn(conversation_id=target))
+        # Asked whatever this actor's view says: the orchestrator knows whether a turn
+        # runs (one accepted a moment ago may not be in the view yet); False if none.
+        await self.request(CancelTurn(conversation_id=target))
         await self.request(DeleteSession(owner=conn.owner, conversation_id=target))
         # Every connection on the deleted conversation moves to a fresh one (they are all
         # the owner's: no one else can attach to it).

@@ -6,11 +6,18 @@ StartTurn request is answered from the turn task once the user message is durabl
 client's ``user_message`` is never acknowledged before it is stored. One turn per
 conversation at a time: a second StartTurn gets TurnInProgress at once.
 
+The turn's decisions live in its pure core (``actors/orchestrator/turn.py``): this actor
+feeds a :class:`~actors.orchestrator.turn.Turn` events (the input stored, the model's
+answer or failure, each call's outcome, each approval's verdict, a cancel) and carries
+out the commands it returns (:meth:`_drive`): bus requests, publishes, calls in
+parallel. It publishes the turn's state for the other actors: TurnStateChanged when a turn
+is accepted and when it ends, ToolsOffered when the model's tool list changes.
+
 A turn never crashes the actor: whatever goes wrong in it ends that turn with a
 TurnFinished(``finish_reason="error"``) the client sees, and is logged; the other turns and
 the actor carry on (a crash in one conversation must not take down another).
 
-The tool loop: the model may ask for tools; :meth:`_run_tools` sends each call to its
+The tool loop: the model may ask for tools; :meth:`_run_tool` sends each call to its
 server's ToolActor (in parallel, bounded by ``maxParallelCalls``), stores every outcome as
 a tool message whose status says how it ended, and the loop goes on, at most
 ``chat.service.max_tool_hops`` times. A cancel stops the turn's running calls at once
@@ -38,25 +45,46 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import orjson
 from pydantic import BaseModel
 
 from actors.orchestrator.approval import (
     ApprovalVerdict,
-    DuplicateCallId,
     PendingApprovals,
     approval_policy_changes,
-    approval_required,
     closing,
-    refusal,
     unknown_gated_tools,
+)
+from actors.orchestrator.turn import (
+    CANCELLED_BEFORE_CALL,
+    ApprovalAnswered,
+    AskApproval,
+    CompletionDone,
+    CompletionFailed,
+    CompletionSkipped,
+    EndTurn,
+    FinishRow,
+    InputStored,
+    Interrupt,
+    MessagesStored,
+    Publish,
+    RequestCompletion,
+    RowFinished,
+    RunTool,
+    StoreMessages,
+    Toolbox,
+    ToolFinished,
+    Turn,
+    TurnCommand,
+    TurnEvent,
+    TurnSettings,
+    finished_card,
+    history_to_openai,
 )
 from actors.shared.catalogue import check_prompt_arguments, render_catalogue
 from actors.shared.errors import (
-    AnswerCutShort,
     ChatError,
     InternalError,
     InvalidMessage,
@@ -67,19 +95,14 @@ from actors.shared.messages import (
     AnswerToolApproval,
     AppendMessage,
     AppendMessages,
-    CallTool,
     CancelCompletion,
     CancelToolCalls,
     CancelTurn,
-    CompletionRequest,
     CompletionResult,
     ConfigChanged,
-    FinishMessage,
-    FinishReason,
     GetConfig,
     GetPrompt,
     LoadHistory,
-    MessageStatus,
     PromptMessageText,
     PromptSpec,
     ResourceSpec,
@@ -88,21 +111,15 @@ from actors.shared.messages import (
     StoredMessage,
     ToolApprovalClosed,
     ToolApprovalRequested,
-    ToolCall,
-    ToolExecutionEvent,
     ToolOutcome,
+    ToolsOffered,
     ToolSpec,
-    TurnFinished,
     TurnStarted,
-    Usage,
+    TurnStateChanged,
 )
-from actors.shared.tool_names import tool_actor_name, truncate_for_model, unique_model_names
+from actors.shared.tool_names import tool_actor_name, unique_model_names
 from bus.actor import Actor, Reply
-from bus.errors import (
-    BusError,
-    RequestError,
-    RequestFailed,
-)
+from bus.errors import BusError, RequestError, RequestFailed
 from config.schema import PLATFORM_SERVER, ApprovalSetting, ConfigSnapshot
 
 __all__ = ["OrchestratorActor", "history_to_openai"]
@@ -117,103 +134,34 @@ STOP_GRACE = 2.0
 
 
 @dataclass(slots=True)
-class _Turn:
-    turn_id: str
-    conversation_id: str
-    request_id: str | None
-    cancelled: bool = False
+class _Running:
+    """A running turn: its pure core and the task that carries out its commands."""
+
+    turn: Turn
     task: asyncio.Task[None] | None = None
-    tool_servers: set[str] = field(default_factory=set)
-    """The servers this turn has sent calls to (a cancel stops its calls there)."""
 
 
-def history_to_openai(
-    history: tuple[StoredMessage, ...] | list[StoredMessage],
-    *,
-    max_result_chars: int | None = None,
-) -> list[dict[str, Any]]:
-    """Stored messages as OpenAI chat messages, repaired so a strict API accepts them.
-
-    A tool call without a stored result (the process died mid-call) is dropped from its
-    assistant message, a tool result whose call is gone is dropped, and an assistant
-    message that is left with neither text nor calls is skipped. Tool results are stored
-    whole and cut to ``max_result_chars`` here, as the model read them when they came.
-    """
-    answered = {m.tool_call_id for m in history if m.role == "tool" and m.tool_call_id}
-    offered: set[str] = set()
-    out: list[dict[str, Any]] = []
-    for message in history:
-        if message.role == "user":
-            out.append({"role": "user", "content": message.content})
-        elif message.role == "assistant":
-            calls = [c for c in message.tool_calls if c.id in answered]
-            if not message.content and not calls:
-                continue
-            entry: dict[str, Any] = {"role": "assistant", "content": message.content or None}
-            if calls:
-                entry["tool_calls"] = [
-                    {
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.name, "arguments": c.arguments or "{}"},
-                    }
-                    for c in calls
-                ]
-                offered.update(c.id for c in calls)
-            out.append(entry)
-        elif message.role == "tool":
-            if message.tool_call_id in offered:
-                out.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": message.tool_call_id,
-                        "content": message.content
-                        if max_result_chars is None
-                        else truncate_for_model(message.content, max_result_chars),
-                    }
-                )
-        elif message.role == "system":
-            out.append({"role": "system", "content": message.content})
-    return out
+def _answer_row(turn: Turn) -> AppendMessage:
+    """The row the turn's first answer streams into (``streaming`` until FinishMessage);
+    later rows are the core's (:class:`~actors.orchestrator.turn.StoreMessages`)."""
+    return AppendMessage(
+        conversation_id=turn.conversation_id,
+        role="assistant",
+        status="streaming",
+        turn_id=turn.turn_id,
+    )
 
 
-def _refused(reason: str) -> ToolOutcome:
-    """A call the platform refused before any server saw it (the model reads why)."""
-    return ToolOutcome(is_error=True, text=f"Error: {reason}", preview=reason[:160])
-
-
-_CANCELLED_BEFORE_CALL = ToolOutcome(
-    is_error=True,
-    text="Error: the call was not made: the user stopped the turn.",
-    preview="cancelled: the user stopped the turn",
-    cancelled=True,
-)
-
-
-def _outcome_status(outcome: ToolOutcome) -> MessageStatus:
-    """A tool message's stored status: ``cancelled``, ``error`` (the tool failed, the
-    platform refused the call) or ``complete``."""
-    if outcome.cancelled:
-        return "cancelled"
-    return "error" if outcome.is_error else "complete"
-
-
-def _conversation_gone(exc: Exception) -> bool:
+def _conversation_gone(exc: BaseException) -> bool:
     """The exception says the turn's conversation (or its row) no longer exists."""
     cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
     return isinstance(cause, SessionNotFound)
 
 
-def _add_usage(total: Usage, more: Usage) -> Usage:
-    cost = None
-    if total.cost is not None or more.cost is not None:
-        cost = (total.cost or 0.0) + (more.cost or 0.0)
-    return Usage(
-        prompt_tokens=total.prompt_tokens + more.prompt_tokens,
-        completion_tokens=total.completion_tokens + more.completion_tokens,
-        total_tokens=total.total_tokens + more.total_tokens,
-        cost=cost,
-    )
+def _chat_error(exc: BaseException) -> ChatError:
+    """A failed request's cause as the client reads it (unexpected ones: INTERNAL_ERROR)."""
+    cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
+    return cause if isinstance(cause, ChatError) else InternalError(str(cause))
 
 
 class OrchestratorActor(Actor):
@@ -231,7 +179,7 @@ class OrchestratorActor(Actor):
     def __init__(self) -> None:
         super().__init__()
         self._snapshot: ConfigSnapshot | None = None
-        self._turns: dict[str, _Turn] = {}
+        self._turns: dict[str, _Running] = {}
         """Running turns by conversation id."""
         self._history: OrderedDict[str, list[StoredMessage]] = OrderedDict()
         """Stored messages of recently active conversations (LRU)."""
@@ -261,10 +209,10 @@ class OrchestratorActor(Actor):
         self._log_approval_policy(None)
 
     async def on_stop(self) -> None:
-        turns = list(self._turns.values())
-        for turn in turns:
-            await self._cancel(turn)
-        tasks = [t.task for t in turns if t.task is not None]
+        running = list(self._turns.values())
+        for state in running:
+            await self._cancel(state.turn)
+        tasks = [state.task for state in running if state.task is not None]
         if tasks:
             # Let each turn store its partial answer as cancelled; the runtime cancels
             # whatever is still running after this.
@@ -273,17 +221,18 @@ class OrchestratorActor(Actor):
     async def handle(self, message: BaseModel) -> Any:
         match message:
             case StartTurn():
-                return self._start(message)
+                await self._start(message)
             case CancelTurn(conversation_id=conversation_id):
-                turn = self._turns.get(conversation_id)
-                if turn is None:
+                state = self._turns.get(conversation_id)
+                if state is None:
                     return False
-                await self._cancel(turn)
+                await self._cancel(state.turn)
                 return True
             case ConfigChanged(snapshot=snapshot):
                 previous, self._snapshot = self._snapshot, snapshot
                 self._rebuild_system_prompt()
                 self._log_approval_policy(previous)
+                self._inform_turns()
             case AnswerToolApproval():
                 self._approvals.answer(message.conversation_id, message.call_id, message.decision)
             case ServerStateChanged(server=server, tools=tools):
@@ -301,13 +250,17 @@ class OrchestratorActor(Actor):
                     else:
                         self._server_resources.pop(server, None)
                     self._rebuild_system_prompt()
-                self._offered = {
+                offered = {
                     spec.model_name: spec
                     for spec in unique_model_names(
                         s for specs in self._server_tools.values() for s in specs
                     )
                 }
                 self._check_approval_lists()
+                if offered != self._offered:
+                    self._offered = offered
+                    await self.publish(ToolsOffered(tools=tuple(offered.values())))
+                self._inform_turns()
         return None
 
     # -- starting and cancelling -----------------------------------------------------------
@@ -346,28 +299,42 @@ class OrchestratorActor(Actor):
         if problem is not None:
             raise InvalidMessage(problem)
 
-    def _start(self, message: StartTurn) -> None:
+    async def _start(self, message: StartTurn) -> None:
         running = self._turns.get(message.conversation_id)
         if running is not None:
             raise TurnInProgress(
-                f"a turn ({running.turn_id}) is already running in conversation "
+                f"a turn ({running.turn.turn_id}) is already running in conversation "
                 f"{message.conversation_id}; wait for its assistant_message or send cancel"
             )
         self._check_prompt(message)
-        turn = _Turn(
+        turn = Turn(
             turn_id=f"t-{uuid.uuid4().hex[:16]}",
             conversation_id=message.conversation_id,
             request_id=message.request_id,
+            settings=self._turn_settings(),
+            toolbox=self._toolbox(),
         )
-        self._turns[message.conversation_id] = turn
+        # Announced before the turn's task exists, so its end (announced from the task)
+        # always follows; no other message is handled meanwhile (the mailbox is serial).
+        await self.publish(
+            TurnStateChanged(
+                conversation_id=turn.conversation_id, turn_id=turn.turn_id, running=True
+            )
+        )
+        state = _Running(turn)
+        self._turns[message.conversation_id] = state
         reply = self.defer_reply()
-        turn.task = self.spawn(self._run_turn(turn, message, reply), name=f"turn:{turn.turn_id}")
+        state.task = self.spawn(self._run_turn(state, message, reply), name=f"turn:{turn.turn_id}")
 
-    async def _cancel(self, turn: _Turn) -> None:
-        if turn.cancelled:
-            return
-        turn.cancelled = True
-        self._approvals.cancel_turn(turn.turn_id)  # a call waiting for approval: not run
+    async def _cancel(self, turn: Turn) -> None:
+        """Cancel a running turn: its core records it, this carries out the Interrupt."""
+        for command in turn.cancel():
+            if isinstance(command, Interrupt):
+                await self._interrupt(turn, command)
+
+    async def _interrupt(self, turn: Turn, command: Interrupt) -> None:
+        # A call waiting for approval: not run.
+        self._approvals.cancel_turn(turn.turn_id)
         self.log.info(
             "turn.cancel_requested", turn_id=turn.turn_id, conversation_id=turn.conversation_id
         )
@@ -378,61 +345,75 @@ class OrchestratorActor(Actor):
         # Running tool calls stop too (DESIGN §4): each is answered "cancelled" at once.
         # A call sent after this cannot exist: _run_tool checks ``cancelled`` right
         # before its CallTool reaches the mailbox, which this message then follows.
-        for server in sorted(turn.tool_servers):
+        for server in command.servers:
             try:
                 await self.send(tool_actor_name(server), CancelToolCalls(turn_id=turn.turn_id))
             except RequestError:  # the server was removed: its calls already failed
                 self.log.info("turn.cancel_undelivered", turn_id=turn.turn_id, server=server)
 
-    # -- the turn --------------------------------------------------------------------------
+    def _turn_settings(self) -> TurnSettings:
+        """What a turn reads of the configuration, as it is now."""
+        config = self.snapshot.config
+        servers = self.snapshot.servers.settings
+        notes = config.chat.service.tool_notifications
+        return TurnSettings(
+            max_tool_hops=config.chat.service.max_tool_hops,
+            max_result_chars=servers.max_result_chars,
+            max_parallel_calls=servers.max_parallel_calls,
+            approval_timeout=config.mcp.approval.timeout,
+            show_args=notes.show_args,
+            notification_format=notes.format if notes.enabled else None,
+            notification_icon=notes.icon,
+        )
 
-    async def _run_turn(self, turn: _Turn, start: StartTurn, reply: Reply) -> None:
+    def _toolbox(self) -> Toolbox:
+        """The tools offered now and each of their servers' ``require_approval``."""
+        servers = {spec.server for spec in self._offered.values()}
+        return Toolbox(
+            offered=self._offered,
+            approval={server: self._approval_setting(server) for server in servers},
+        )
+
+    def _inform_turns(self) -> None:
+        """Running turns apply a reload or a tools change from their next decision on (a
+        call's approval and a step's bounds are read when the step starts)."""
+        if not self._turns:
+            return
+        settings, toolbox = self._turn_settings(), self._toolbox()
+        for state in self._turns.values():
+            state.turn.settings = settings
+            state.turn.toolbox = toolbox
+
+    # -- the turn: a thin shell around actors/orchestrator/turn.py ---------------------------
+
+    async def _run_turn(self, state: _Running, start: StartTurn, reply: Reply) -> None:
         """The whole turn; never raises (see the module note)."""
+        turn = state.turn
         started = time.perf_counter()
+        end: EndTurn | None = None
         try:
-            try:
-                user_input, row = await self._store_user_input(turn, start)
-            except RequestFailed as exc:
-                reply.fail(exc.__cause__ or exc)
-                return
-            except RequestError as exc:
-                reply.fail(exc)
-                return
-            reply.resolve(
-                TurnStarted(
-                    turn_id=turn.turn_id,
-                    user_message_id=user_input[-1].id,
-                    user_input=user_input,
-                )
-            )
-            self.log.info(
-                "turn.started",
-                turn_id=turn.turn_id,
-                conversation_id=turn.conversation_id,
-                request_id=turn.request_id,
-            )
-            finished = await self._converse(turn, row)
+            end = await self._begin_and_drive(turn, start, reply)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if turn.cancelled and _conversation_gone(exc):
-                # Deleted while its turn was stopping (delete_session cancels the turn
-                # first): there is nothing left to store the partial answer in.
-                self.log.info(
-                    "turn.conversation_deleted",
-                    turn_id=turn.turn_id,
-                    conversation_id=turn.conversation_id,
-                )
-                finished = self._finished(turn, "", None, Usage(), None, "cancelled")
-            else:
+            end = self._crashed(turn, exc)
+            if end.note == "crashed":
                 self.log.exception(
                     "turn.crashed", turn_id=turn.turn_id, conversation_id=turn.conversation_id
                 )
-                error = exc if isinstance(exc, ChatError) else InternalError(str(exc))
-                finished = self._finished(turn, "", None, Usage(), None, "error", error)
         finally:
-            if self._turns.get(turn.conversation_id) is turn:
+            if self._turns.get(turn.conversation_id) is state:
                 del self._turns[turn.conversation_id]
+        await self.publish(
+            TurnStateChanged(
+                conversation_id=turn.conversation_id, turn_id=turn.turn_id, running=False
+            )
+        )
+        if end is None:  # the user input was not stored: the StartTurn failed instead
+            return
+        finished = end.finished
+        if end.note == "tool_hops_exceeded":
+            self.log.warning("turn.tool_hops_exceeded", turn_id=turn.turn_id, hops=turn.hops)
         await self.publish(finished)
         self.log.info(
             "turn.finished",
@@ -443,8 +424,134 @@ class OrchestratorActor(Actor):
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
+    async def _begin_and_drive(self, turn: Turn, start: StartTurn, reply: Reply) -> EndTurn | None:
+        """Store the user input (answering the StartTurn), then run the turn's core."""
+        try:
+            user_input, row = await self._store_user_input(turn, start)
+        except RequestFailed as exc:
+            reply.fail(exc.__cause__ or exc)
+            return None
+        except RequestError as exc:
+            reply.fail(exc)
+            return None
+        reply.resolve(
+            TurnStarted(
+                turn_id=turn.turn_id,
+                user_message_id=user_input[-1].id,
+                user_input=user_input,
+            )
+        )
+        self.log.info(
+            "turn.started",
+            turn_id=turn.turn_id,
+            conversation_id=turn.conversation_id,
+            request_id=turn.request_id,
+        )
+        history = await self._history_of(turn.conversation_id)
+        stored = InputStored(first_row=row, history=history, system_prompt=self._system_prompt)
+        return await self._drive(turn, turn.feed(stored))
+
+    def _crashed(self, turn: Turn, exc: Exception) -> EndTurn:
+        """A command of the turn failed: its core says how the turn ends (the caller
+        logs a crash, with its traceback)."""
+        commands = turn.crash(_chat_error(exc), conversation_gone=_conversation_gone(exc))
+        end = commands[0]
+        assert isinstance(end, EndTurn)
+        if end.note == "conversation_deleted":
+            # Deleted while its turn was stopping (delete_session cancels the turn first):
+            # there is nothing left to store the partial answer in.
+            self.log.info(
+                "turn.conversation_deleted",
+                turn_id=turn.turn_id,
+                conversation_id=turn.conversation_id,
+            )
+        return end
+
+    async def _drive(self, turn: Turn, commands: list[TurnCommand]) -> EndTurn:
+        """Carry out the turn's commands and feed it their answers until it ends.
+
+        Commands that need an answer run as tasks owned here (a step's calls and its row's
+        write run side by side); the others (publish a card, interrupt) are done at once.
+        A command that fails lets the turn's other commands end first (as a tool call is
+        never abandoned half-way), then raises for :meth:`_crashed`.
+        """
+        pending: set[asyncio.Task[TurnEvent]] = set()
+        order: dict[asyncio.Task[TurnEvent], int] = {}
+        try:
+            while True:
+                for command in commands:
+                    match command:
+                        case EndTurn():
+                            return command
+                        case Publish(event=event):
+                            await self.publish(event)
+                        case Interrupt():
+                            await self._interrupt(turn, command)
+                        case _:
+                            task = asyncio.get_running_loop().create_task(
+                                self._carry_out(turn, command)
+                            )
+                            order[task] = len(order)
+                            pending.add(task)
+                if not pending:
+                    raise RuntimeError(f"turn {turn.turn_id} waits for nothing")
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                commands = []
+                failure: BaseException | None = None
+                # In the order the commands were given, so the same answers always give
+                # the same decisions.
+                for task in sorted(done, key=order.__getitem__):
+                    error = task.exception()
+                    if error is not None:
+                        failure = failure or error
+                    elif failure is None:
+                        commands += turn.feed(task.result())
+                if failure is not None:
+                    if pending:
+                        await asyncio.wait(pending)
+                    raise failure
+        finally:
+            # Only when this task itself is cancelled (the actor stops) are any left.
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    async def _carry_out(self, turn: Turn, command: TurnCommand) -> TurnEvent:
+        """One command that needs an answer, as the event that answers it."""
+        match command:
+            case StoreMessages(messages=messages):
+                stored: tuple[StoredMessage, ...] = await self.request(
+                    AppendMessages(messages=messages)
+                )
+                for message in stored:
+                    if message.status != "streaming":  # a row is cached once finished
+                        self._remember(message)
+                return MessagesStored(stored)
+            case FinishRow(message=finish):
+                self._remember(await self.request(finish))
+                return RowFinished()
+            case RequestCompletion(request=request):
+                if turn.cancelled:
+                    return CompletionSkipped()
+                try:
+                    # No await between the check above and the request reaching the
+                    # LLMActor's mailbox, so a CancelCompletion sent after the check is
+                    # handled after it.
+                    result: CompletionResult = await self.request(
+                        request, timeout=COMPLETION_TIMEOUT
+                    )
+                except (RequestFailed, RequestError) as exc:
+                    return CompletionFailed(_chat_error(exc))
+                return CompletionDone(result)
+            case AskApproval(index=index, request=request):
+                return ApprovalAnswered(index, await self._wait_for_approval(turn, request))
+            case RunTool(index=index):
+                return ToolFinished(index, await self._run_tool(turn, command))
+        raise TypeError(f"not a command with an answer: {command!r}")
+
     async def _store_user_input(
-        self, turn: _Turn, start: StartTurn
+        self, turn: Turn, start: StartTurn
     ) -> tuple[tuple[StoredMessage, ...], StoredMessage]:
         """Store the expanded prompt's messages (if any), the user's text and the first
         answer's row (``streaming``) in ONE transaction.
@@ -494,190 +601,12 @@ class OrchestratorActor(Actor):
                 )
             )
         stored: tuple[StoredMessage, ...] = await self.request(
-            AppendMessages(messages=(*inputs, self._answer_row(turn)))
+            AppendMessages(messages=(*inputs, _answer_row(turn)))
         )
         *user_side, row = stored
         for message in user_side:
             self._remember(message)
         return tuple(user_side), row
-
-    async def _converse(self, turn: _Turn, first_row: StoredMessage) -> TurnFinished:
-        """Context → LLM → (tools → LLM)… until an answer, a limit, a cancel or an error.
-
-        ``first_row`` is the first answer's row (``streaming``), stored with the user
-        message; each later one is stored with the tool results before it."""
-        config = self.snapshot.config
-        history = await self._history_of(turn.conversation_id)
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": self._system_prompt},
-            *history_to_openai(
-                history, max_result_chars=self.snapshot.servers.settings.max_result_chars
-            ),
-        ]
-        usage = Usage()
-        hops = 0
-        results: list[AppendMessage] = []  # the last step's tool results, not yet stored
-        next_row: StoredMessage | None = first_row
-        while True:
-            tools = self._tool_definitions()
-            if next_row is None:
-                if turn.cancelled:
-                    # Cancelled before the LLM had the request: nothing to stop there.
-                    await self._store_results(results)
-                    return self._finished(turn, "", None, usage, None, "cancelled")
-                # The tool results and the next answer's row in one transaction: one
-                # SQLite write before the next LLM request instead of one per message
-                # (~0.25 ms each, benchmarks/tools.py). Committed before the LLM is called.
-                *stored_results, next_row = await self.request(
-                    AppendMessages(messages=(*results, self._answer_row(turn)))
-                )
-                for stored in stored_results:
-                    self._remember(stored)
-                results = []
-            row, next_row = next_row, None
-            if turn.cancelled:
-                await self._finish_row(row, "", None, (), None, None, "cancelled", "cancelled")
-                return self._finished(turn, "", None, usage, None, "cancelled")
-            try:
-                # No await between the check above and the request reaching the LLMActor's
-                # mailbox, so a CancelCompletion sent after the check is handled after it.
-                result: CompletionResult = await self.request(
-                    CompletionRequest(
-                        conversation_id=turn.conversation_id,
-                        turn_id=turn.turn_id,
-                        messages=tuple(messages),
-                        tools=tuple(tools),
-                    ),
-                    timeout=COMPLETION_TIMEOUT,
-                )
-            except (RequestFailed, RequestError) as exc:
-                cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
-                error = cause if isinstance(cause, ChatError) else InternalError(str(cause))
-                partial, thinking = error.partial_content, error.partial_thinking or None
-                # A stream cut short is an interrupted answer, as one a crash interrupts
-                # (``incomplete``); any other failure after text arrived is an ``error``.
-                status: MessageStatus = (
-                    "incomplete" if isinstance(error, AnswerCutShort) else "error"
-                )
-                await self._finish_row(row, partial, thinking, (), None, None, status, "error")
-                return self._finished(turn, partial, thinking, usage, None, "error", error)
-            usage = _add_usage(usage, result.usage)
-            if turn.cancelled or result.finish_reason == "cancelled":
-                await self._finish_row(
-                    row,
-                    result.content,
-                    result.thinking,
-                    (),
-                    result.usage,
-                    result.model,
-                    "cancelled",
-                    "cancelled",
-                )
-                return self._finished(
-                    turn, result.content, result.thinking, usage, result.model, "cancelled"
-                )
-            calls = result.tool_calls
-            finish_row = self._finish_row(
-                row,
-                result.content,
-                result.thinking,
-                calls,
-                result.usage,
-                result.model,
-                "complete",
-                result.finish_reason,
-            )
-            will_run_tools = bool(calls) and hops < config.chat.service.max_tool_hops
-            if will_run_tools:
-                # The row's final write (~0.25 ms) runs while the tools run instead of
-                # before them: it is committed long before even a fast MCP call (~1.5 ms)
-                # answers, and always before the tool results are stored (awaited below).
-                finishing: asyncio.Future[None] | None = asyncio.ensure_future(finish_row)
-            else:
-                await finish_row
-                finishing = None
-            if not calls:
-                reason: FinishReason = "length" if result.finish_reason == "length" else "stop"
-                return self._finished(
-                    turn, result.content, result.thinking, usage, result.model, reason
-                )
-            hops += 1
-            if hops > config.chat.service.max_tool_hops:
-                self.log.warning("turn.tool_hops_exceeded", turn_id=turn.turn_id, hops=hops - 1)
-                return self._finished(
-                    turn,
-                    result.content,
-                    result.thinking,
-                    usage,
-                    result.model,
-                    "tool_hops_exceeded",
-                )
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": result.content or None,
-                    "tool_calls": [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.name, "arguments": c.arguments or "{}"},
-                        }
-                        for c in calls
-                    ],
-                }
-            )
-            try:
-                outputs = await self._run_tools(turn, calls)
-            finally:
-                if finishing is not None:
-                    await finishing
-            for call, output in zip(calls, outputs, strict=True):
-                results.append(
-                    AppendMessage(
-                        conversation_id=turn.conversation_id,
-                        role="tool",
-                        content=output.text,
-                        tool_call_id=call.id,
-                        name=call.name,
-                        # The outcome, for a history that shows it (the model reads the
-                        # text, which says it either way).
-                        status=_outcome_status(output),
-                        turn_id=turn.turn_id,
-                    )
-                )
-                limit = self.snapshot.servers.settings.max_result_chars
-                messages.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": call.id,
-                        "content": truncate_for_model(output.text, limit),
-                    }
-                )
-            if turn.cancelled:
-                await self._store_results(results)
-                return self._finished(
-                    turn, result.content, result.thinking, usage, result.model, "cancelled"
-                )
-
-    @staticmethod
-    def _answer_row(turn: _Turn) -> AppendMessage:
-        """The row an answer streams into (``streaming`` until FinishMessage)."""
-        return AppendMessage(
-            conversation_id=turn.conversation_id,
-            role="assistant",
-            status="streaming",
-            turn_id=turn.turn_id,
-        )
-
-    async def _store_results(self, results: list[AppendMessage]) -> None:
-        """Store tool results that no next row will carry (the turn ends here)."""
-        if results:
-            stored: tuple[StoredMessage, ...] = await self.request(
-                AppendMessages(messages=tuple(results))
-            )
-            for message in stored:
-                self._remember(message)
-            results.clear()
 
     # -- the history cache -----------------------------------------------------------------
 
@@ -710,197 +639,65 @@ class OrchestratorActor(Actor):
         if cached is not None:
             cached.append(message)
 
-    def _tool_definitions(self) -> list[dict[str, Any]]:
-        """The tools of every ready MCP server, in the OpenAI ``tools`` format."""
-        return [spec.openai_tool() for spec in self._offered.values()]
-
-    async def _run_tools(self, turn: _Turn, calls: tuple[ToolCall, ...]) -> list[ToolOutcome]:
-        """Run one step's calls in parallel (at most ``settings.maxParallelCalls`` of
-        ``servers_config.json`` at once); each outcome's text is the whole result, failures
-        included (it is stored whole; the model reads it cut to ``maxResultChars``)."""
-        limit = asyncio.Semaphore(self.snapshot.servers.settings.max_parallel_calls)
-
-        async def bounded(call: ToolCall) -> ToolOutcome:
-            # Approval is asked before a slot is taken: a call waiting for the user must
-            # not hold back the other calls (nor their approval requests).
-            approved = await self._approve(turn, call)
-            if isinstance(approved, ToolOutcome):
-                return approved
-            async with limit:
-                return await self._run_tool(turn, call, approved)
-
-        return list(await asyncio.gather(*(bounded(call) for call in calls)))
-
-    async def _run_tool(
-        self, turn: _Turn, call: ToolCall, approved: ToolSpec | None = None
-    ) -> ToolOutcome:
-        spec = approved or self._offered.get(call.name)
-        if spec is None:
-            return _refused(f"no tool named {call.name!r} is available; answer without it.")
-        try:
-            arguments = orjson.loads(call.arguments or "{}")
-        except orjson.JSONDecodeError as exc:
-            return _refused(f"the arguments are not valid JSON ({exc}); call the tool again.")
-        if not isinstance(arguments, dict):
-            return _refused("the arguments must be a JSON object; call the tool again.")
-        if turn.cancelled:
-            return _CANCELLED_BEFORE_CALL
-        notes = self.snapshot.config.chat.service.tool_notifications
-        event: dict[str, Any] = {
-            "conversation_id": turn.conversation_id,
-            "turn_id": turn.turn_id,
-            "call_id": call.id,
-            "tool_name": spec.name,
-            "server": spec.server,
-        }
-        notification = (
-            notes.format.format(icon=notes.icon, tool_name=spec.name, server=spec.server)
-            if notes.enabled
-            else None
-        )
-        await self.publish(
-            ToolExecutionEvent(
-                **event,
-                status="started",
-                notification=notification,
-                arguments=arguments if notes.show_args else None,
-            )
-        )
+    async def _run_tool(self, turn: Turn, command: RunTool) -> ToolOutcome:
+        """Publish ``started``, send the call to its server's ToolActor, publish how it
+        ended. A failure to deliver is an error outcome (the model reads it)."""
+        if turn.cancelled:  # cancelled after the core queued it
+            return CANCELLED_BEFORE_CALL
+        await self.publish(command.started)
         if turn.cancelled:  # while 'started' was published
-            outcome = _CANCELLED_BEFORE_CALL
+            outcome: ToolOutcome = CANCELLED_BEFORE_CALL
         else:
-            outcome = await self._call_tool(turn, spec, call, arguments)
-        await self.publish(
-            ToolExecutionEvent(
-                **event,
-                status="failed" if outcome.is_error else "completed",
-                notification=notification,
-                result_preview=None if outcome.is_error else outcome.preview,
-                error_message=outcome.preview if outcome.is_error else None,
-                images=outcome.images or None,
-            )
-        )
-        return outcome
-
-    async def _call_tool(
-        self, turn: _Turn, spec: ToolSpec, call: ToolCall, arguments: dict[str, Any]
-    ) -> ToolOutcome:
-        """CallTool to the server's ToolActor; a failure to deliver is an error outcome.
-
-        No await between the caller's ``turn.cancelled`` check and the request reaching
-        the ToolActor's mailbox, so a cancel after the check finds the call there (its
-        CancelToolCalls is queued behind it).
-        """
-        turn.tool_servers.add(spec.server)
-        try:
-            outcome: ToolOutcome = await self.request(
-                CallTool(
-                    conversation_id=turn.conversation_id,
-                    turn_id=turn.turn_id,
-                    call_id=call.id,
-                    tool=spec.name,
-                    arguments=arguments,
-                ),
-                to=tool_actor_name(spec.server),
-                timeout=COMPLETION_TIMEOUT,
-            )
-        except (RequestFailed, RequestError) as exc:
-            cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
-            text = f"the MCP server {spec.server!r} could not run the tool: {cause}"
-            outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
-        return outcome
-
-    # -- tool approval (actors/orchestrator/approval.py) -------------------------------------------
-
-    async def _approve(self, turn: _Turn, call: ToolCall) -> ToolSpec | ToolOutcome | None:
-        """Ask the conversation's clients about a call whose server requires approval.
-
-        Nothing is asked (``None``) when the call needs no approval, or cannot run anyway
-        (an unknown tool, bad arguments: :meth:`_run_tool` tells the model why). Frames: a
-        ``tool_approval_request`` while it waits (no ``tool_execution`` yet), then
-        ``started`` if approved, else one ``failed`` saying why: either way the call's
-        next ``tool_execution`` frame tells every tab that the wait is over.
-
-        Returns:
-            The spec approved (the call runs with it, whatever the model's list became
-            meanwhile), ``None`` (no approval needed), or the outcome of a refused call
-            (an error the model reads; ``cancelled`` when the turn's cancel ended it).
-        """
-        spec = self._offered.get(call.name)
-        if spec is None:
-            return None
-        if not approval_required(self._approval_setting(spec.server), spec.name):
-            return None
-        try:
-            arguments = orjson.loads(call.arguments or "{}")
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(arguments, dict):
-            return None
-        timeout = self.snapshot.config.mcp.approval.timeout
-        ids = {
-            "conversation_id": turn.conversation_id,
-            "turn_id": turn.turn_id,
-            "call_id": call.id,
-        }
-        verdict: ApprovalVerdict = "cancelled"  # a turn cancelled already asks nobody
-        if not turn.cancelled:
-            # No await between the check and open(): a cancel handled after the check
-            # finds this call waiting and ends its wait.
+            # No await between the check and the request reaching the ToolActor's
+            # mailbox, so a cancel after the check finds the call there (its
+            # CancelToolCalls is queued behind it).
             try:
-                decided = self._approvals.open(turn.conversation_id, turn.turn_id, call.id)
-            except DuplicateCallId as exc:
-                return _refused(f"{exc}; call the tool again with a distinct id.")
-            verdict = await self._wait_for_approval(spec, arguments, timeout, ids, decided)
-        if verdict == "approve":
-            return spec
-        model_text, card_text = refusal(verdict, spec.server, spec.name, timeout)
-        show = self.snapshot.config.chat.service.tool_notifications.show_args
-        await self.publish(
-            ToolExecutionEvent(
-                **ids,
-                server=spec.server,
-                tool_name=spec.name,
-                status="failed",
-                arguments=arguments if show else None,
-                error_message=card_text,
-            )
-        )
-        return ToolOutcome(
-            is_error=True, text=model_text, preview=card_text, cancelled=verdict == "cancelled"
-        )
+                outcome = await self.request(
+                    command.call, to=tool_actor_name(command.server), timeout=COMPLETION_TIMEOUT
+                )
+            except (RequestFailed, RequestError) as exc:
+                cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
+                text = f"the MCP server {command.server!r} could not run the tool: {cause}"
+                outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
+        await self.publish(finished_card(command.started, outcome))
+        return outcome
+
+    # -- tool approval (actors/orchestrator/approval.py) -------------------------------------
 
     async def _wait_for_approval(
-        self,
-        spec: ToolSpec,
-        arguments: dict[str, Any],
-        timeout: float,
-        ids: dict[str, str],
-        decided: asyncio.Future[ApprovalVerdict],
+        self, turn: Turn, request: ToolApprovalRequested
     ) -> ApprovalVerdict:
-        """Publish the request, wait for the decision, always publish that it closed."""
-        where = {**ids, "server": spec.server, "tool": spec.name}
-        self.log.info("tools.approval_requested", **where, timeout=timeout)
+        """Publish the request, wait for the decision, always publish that it closed.
+
+        Frames: a ``tool_approval_request`` while it waits (no ``tool_execution`` yet),
+        then the call's next ``tool_execution`` frame (``started`` if approved, else
+        ``failed``, from the turn's core) tells every tab that the wait is over.
+        """
+        if turn.cancelled:
+            return "cancelled"  # a turn cancelled already asks nobody
+        ids = {
+            "conversation_id": request.conversation_id,
+            "turn_id": request.turn_id,
+            "call_id": request.call_id,
+        }
+        # No await between the check and open(): a cancel handled after the check finds
+        # this call waiting and ends its wait. (The core refuses a call id that already
+        # waits, so DuplicateCallId cannot happen here.)
+        decided = self._approvals.open(turn.conversation_id, turn.turn_id, request.call_id)
+        where = {**ids, "server": request.server, "tool": request.tool_name}
+        self.log.info("tools.approval_requested", **where, timeout=request.timeout)
         started = time.perf_counter()
         verdict: ApprovalVerdict = "cancelled"
         try:
-            await self.publish(
-                ToolApprovalRequested(
-                    **ids,
-                    server=spec.server,
-                    tool_name=spec.name,
-                    arguments=arguments,
-                    timeout=timeout,
-                )
-            )
+            await self.publish(request)
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(request.timeout):
                     verdict = await decided
             except TimeoutError:
                 verdict = "timeout"
             return verdict
         finally:
-            self._approvals.close(ids["conversation_id"], ids["call_id"])
+            self._approvals.close(request.conversation_id, request.call_id)
             decision, reason = closing(verdict)
             # Never the arguments: they may hold secrets.
             self.log.info(
@@ -959,52 +756,3 @@ class OrchestratorActor(Actor):
                 self._approval_warned[server] = names
             else:
                 self._approval_warned.pop(server, None)
-
-    async def _finish_row(
-        self,
-        row: StoredMessage,
-        content: str,
-        thinking: str | None,
-        calls: tuple[ToolCall, ...],
-        usage: Usage | None,
-        model: str | None,
-        status: MessageStatus,
-        finish_reason: str | None,
-    ) -> None:
-        stored: StoredMessage = await self.request(
-            FinishMessage(
-                message_id=row.id,
-                content=content,
-                thinking=thinking or None,
-                tool_calls=calls,
-                usage=usage,
-                model=model,
-                status=status,
-                finish_reason=finish_reason,
-            )
-        )
-        self._remember(stored)
-
-    def _finished(
-        self,
-        turn: _Turn,
-        message: str,
-        thinking: str | None,
-        usage: Usage,
-        model: str | None,
-        reason: FinishReason,
-        error: ChatError | None = None,
-    ) -> TurnFinished:
-        return TurnFinished(
-            conversation_id=turn.conversation_id,
-            turn_id=turn.turn_id,
-            request_id=turn.request_id,
-            message=message,
-            thinking=thinking or None,
-            usage=usage,
-            model=model,
-            finish_reason=reason,
-            error_code=error.error_code if error is not None else None,
-            error_message=str(error) if error is not None else None,
-            retryable=error.retryable if error is not None else False,
-        )

@@ -69,8 +69,10 @@ __all__ = [
     "ToolOutcome",
     "ToolProgress",
     "ToolSpec",
+    "ToolsOffered",
     "TurnFinished",
     "TurnStarted",
+    "TurnStateChanged",
     "UpdateRuntimeConfig",
     "Usage",
 ]
@@ -395,6 +397,19 @@ class TurnFinished(Message):
     retryable: bool = False
 
 
+class TurnStateChanged(Message):
+    """Event (OrchestratorActor): a conversation's turn was accepted (``running``) or is
+    over. The orchestrator owns which turns run; others (the gateway's
+    ``turn_in_progress``, ``/healthz``) keep a view built from these events.
+
+    A turn that ends is announced here before its TurnFinished; one whose user input
+    could not be stored (its StartTurn failed) has no TurnFinished, only this."""
+
+    conversation_id: str
+    turn_id: str
+    running: bool
+
+
 # -- the LLM (LLMActor) --------------------------------------------------------------------------
 
 
@@ -582,6 +597,17 @@ class ToolExecutionEvent(Message):
     error_message: str | None = None
     images: tuple[dict[str, str], ...] | None = None
     """``{"mime_type", "data"}`` images of a completed call, for the frontend."""
+
+
+class ToolsOffered(Message):
+    """Event (OrchestratorActor): the tools the model is offered changed.
+
+    Each ToolActor names its tools alone; the orchestrator makes the names unique across
+    servers (``actors/shared/tool_names.py``), so this is the one list of the names the
+    model sees (the gateway shows it in ``session_info``)."""
+
+    tools: tuple[ToolSpec, ...]
+    """In the order the model is offered them, ``model_name`` unique."""
 
 
 # -- MCP prompts, resources, elicitation (ToolActors) -------------------------------------------
