@@ -61,46 +61,55 @@ from bus.messages import Message, Ping, Pong
 class Note(Message):
     """Event: a numbered note (ordering and fan-out)."""
 
+    type: Literal["test_bus.note"] = "test_bus.note"
     n: int
 
 
 class NoteVariant(Note):
     """Event: a subclass of Note, which routing by exact type must keep apart."""
 
+    type: Literal["test_bus.note_variant"] = "test_bus.note_variant"  # type: ignore[assignment]
+
 
 class Other(Message):
     """Event of another type: its subscribers never see a Note."""
 
+    type: Literal["test_bus.other"] = "test_bus.other"
     n: int
 
 
 class Echo(Message):
     """Request → ``"echo:<text>"``."""
 
+    type: Literal["test_bus.echo"] = "test_bus.echo"
     text: str
 
 
 class Fail(Message):
     """Request whose handler raises ``ValueError(error)``."""
 
+    type: Literal["test_bus.fail"] = "test_bus.fail"
     error: str
 
 
 class Crash(Message):
     """One-way message whose handler raises ``RuntimeError(error)``: crashes the actor."""
 
+    type: Literal["test_bus.crash"] = "test_bus.crash"
     error: str
 
 
 class Hold(Message):
     """Request answered ``"released:<tag>"`` once the actor's gate opens."""
 
+    type: Literal["test_bus.hold"] = "test_bus.hold"
     tag: str = ""
 
 
 class Defer(Message):
     """Request answered later by a child task: resolved, never, or the child raises."""
 
+    type: Literal["test_bus.defer"] = "test_bus.defer"
     mode: Literal["resolve", "never", "raise"]
 
 

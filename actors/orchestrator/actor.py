@@ -102,7 +102,9 @@ from bus.errors import (
     BusError,
     RequestError,
     RequestFailed,
+    cause_of,
 )
+from bus.messages import Message
 from config.schema import PLATFORM_SERVER, ApprovalSetting, ConfigSnapshot
 
 __all__ = ["OrchestratorActor", "history_to_openai"]
@@ -200,8 +202,7 @@ def _outcome_status(outcome: ToolOutcome) -> MessageStatus:
 
 def _conversation_gone(exc: Exception) -> bool:
     """The exception says the turn's conversation (or its row) no longer exists."""
-    cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
-    return isinstance(cause, SessionNotFound)
+    return isinstance(cause_of(exc), SessionNotFound)
 
 
 def _add_usage(total: Usage, more: Usage) -> Usage:
@@ -216,7 +217,7 @@ def _add_usage(total: Usage, more: Usage) -> Usage:
     )
 
 
-class OrchestratorActor(Actor):
+class OrchestratorActor(Actor[Message]):
     """Runs turns: user message stored → context → LLM (→ tools → LLM…) → answer stored."""
 
     default_name: ClassVar[str] = "orchestrator"
@@ -393,7 +394,7 @@ class OrchestratorActor(Actor):
             try:
                 user_input, row = await self._store_user_input(turn, start)
             except RequestFailed as exc:
-                reply.fail(exc.__cause__ or exc)
+                reply.fail(cause_of(exc))
                 return
             except RequestError as exc:
                 reply.fail(exc)
@@ -551,7 +552,7 @@ class OrchestratorActor(Actor):
                     timeout=COMPLETION_TIMEOUT,
                 )
             except (RequestFailed, RequestError) as exc:
-                cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
+                cause = cause_of(exc)
                 error = cause if isinstance(cause, ChatError) else InternalError(str(cause))
                 partial, thinking = error.partial_content, error.partial_thinking or None
                 # A stream cut short is an interrupted answer, as one a crash interrupts
@@ -805,7 +806,7 @@ class OrchestratorActor(Actor):
                 timeout=COMPLETION_TIMEOUT,
             )
         except (RequestFailed, RequestError) as exc:
-            cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
+            cause = cause_of(exc)
             text = f"the MCP server {spec.server!r} could not run the tool: {cause}"
             outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
         return outcome
