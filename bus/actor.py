@@ -329,12 +329,6 @@ class Actor(Generic[InboxT]):
         reply_to = envelope.reply_to
         if reply_to is None:
             return
-        # A request declares its reply type (bus.messages.Request): an answer of another
-        # type is a bug here, reported to the caller as such instead of reaching it.
-        check = getattr(type(envelope.message), "_reply_check", None)
-        if check is not None and not check(value):
-            self._wrong_reply(envelope, value)
-            return
         if reply_to.done():
             self.bus.dead_letter(
                 envelope.message,
@@ -343,6 +337,12 @@ class Actor(Generic[InboxT]):
                 to=self.name,
                 correlation_id=envelope.correlation_id,
             )
+            return
+        # A request declares its reply type (bus.messages.Request): an answer of another
+        # type is a bug here, reported to the caller as such instead of reaching it.
+        check = getattr(type(envelope.message), "_reply_check", None)
+        if check is not None and not check(value):
+            self._wrong_reply(envelope, value)
             return
         reply_to.set_result(value)
 

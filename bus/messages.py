@@ -155,9 +155,10 @@ class Request(Message, Generic[R]):
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        """Record the reply type named in ``Request[R]`` (once, at class creation)."""
-        super().__pydantic_init_subclass__(**kwargs)
+        """Record the reply type named in ``Request[R]`` (once, at class creation), then
+        check the tag (a refused class leaves no tag behind)."""
         if _is_abstract(cls):
+            super().__pydantic_init_subclass__(**kwargs)
             return
         for base in cls.__mro__:
             metadata = getattr(base, "__pydantic_generic_metadata__", None)
@@ -167,6 +168,7 @@ class Request(Message, Generic[R]):
         else:
             raise TypeError(f"request {cls.__qualname__} must name its reply: Request[R]")
         cls._reply_check = _reply_check(cls.reply_type)
+        super().__pydantic_init_subclass__(**kwargs)
 
     @classmethod
     def reply_matches(cls, value: object) -> bool:
