@@ -1,11 +1,15 @@
 """Every message that crosses between actors: the platform's internal protocol.
 
 Read this file to see every conversation between actors in one place; no actor module
-imports another. Messages are frozen Pydantic models: events (published, any number of
-subscribers) and requests (exactly one subscriber, which answers with the documented
-reply). A message an actor sends only to itself stays private to its module. The
-runtime's own messages (the :class:`~bus.messages.Message` base, ``Ping``/``Pong``, the
-supervisor's ``ActorStateChanged``) live in ``bus/messages.py``.
+imports another. Messages are frozen Pydantic models with a literal ``type`` tag: events
+(published, any number of subscribers), one-way messages, and requests (exactly one
+subscriber), each of which names its reply, ``class LoadHistory(Request[tuple[
+StoredMessage, ...]])``, so ``Bus.request`` returns that type. What messages carry and what
+answers a request are untagged :class:`~bus.messages.Payload` models. A message an actor
+sends only to itself stays private to its module. The runtime's bases and own messages
+(``Message``, ``Request``, ``Payload``, ``Ping``/``Pong``, the supervisor's
+``ActorStateChanged``) live in ``bus/messages.py``; ``tests/test_messages.py`` proves that
+every one of them round-trips through bytes.
 """
 
 from __future__ import annotations
