@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 # Run as a script, this file's folder comes first on sys.path, and this file (bus.py)
 # would shadow the ``bus`` package: take the folder off before importing the package.
@@ -41,7 +41,7 @@ from pydantic import BaseModel  # noqa: E402 - after the sys.path fix above
 from actors.shared.logs import configure_logging  # noqa: E402
 from bus.actor import Actor  # noqa: E402
 from bus.bus import Bus  # noqa: E402
-from bus.messages import Message  # noqa: E402
+from bus.messages import Message, Request  # noqa: E402
 
 PUBLISH_GOAL = 200_000
 """Messages per second published and handled (one publisher, one subscriber)."""
@@ -53,13 +53,15 @@ CONCURRENT_CALLERS = 8
 class Tick(Message):
     """Event: one benchmark message."""
 
+    type: Literal["bench.tick"] = "bench.tick"
     n: int
     """Sequence number (not read by the handler)."""
 
 
-class Question(Message):
+class Question(Request[int]):
     """Request → ``n + 1``."""
 
+    type: Literal["bench.question"] = "bench.question"
     n: int
 
 

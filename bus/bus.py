@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel
@@ -34,6 +34,7 @@ from bus.errors import (
     NoSuchActor,
     RequestTimeout,
 )
+from bus.messages import R, Request
 
 if TYPE_CHECKING:
     from bus.actor import Actor
@@ -45,8 +46,6 @@ _log = structlog.get_logger("bus")
 DEFAULT_REQUEST_TIMEOUT = 30.0
 """Seconds a request waits for its reply unless the caller says otherwise."""
 
-ReplyT = TypeVar("ReplyT")
-
 
 class Bus:
     """Routes messages between the actors registered on it.
@@ -57,8 +56,8 @@ class Bus:
 
     def __init__(self, *, request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         self.request_timeout = request_timeout
-        self._actors: dict[str, Actor] = {}
-        self._subscribers: dict[type[BaseModel], tuple[Actor, ...]] = {}
+        self._actors: dict[str, Actor[Any]] = {}
+        self._subscribers: dict[type[BaseModel], tuple[Actor[Any], ...]] = {}
         self._ids = itertools.count(1)
         self.dead_letters = 0
         """Dead letters logged as warnings since start: each one is a problem (for health,
@@ -70,7 +69,7 @@ class Bus:
 
     # -- registry ---------------------------------------------------------------------------
 
-    def register(self, actor: Actor) -> None:
+    def register(self, actor: Actor[Any]) -> None:
         """Make ``actor`` addressable by name and subscribe it to its message types.
 
         Raises:
@@ -85,7 +84,7 @@ class Bus:
             if actor not in subscribers:
                 self._subscribers[message_type] = (*subscribers, actor)
 
-    def unregister(self, actor: Actor) -> None:
+    def unregister(self, actor: Actor[Any]) -> None:
         """Remove ``actor`` (if it is the one registered under its name)."""
         if self._actors.get(actor.name) is actor:
             del self._actors[actor.name]
@@ -97,7 +96,7 @@ class Bus:
                 else:
                     del self._subscribers[message_type]
 
-    def actor(self, name: str) -> Actor | None:
+    def actor(self, name: str) -> Actor[Any] | None:
         """The live actor registered under ``name``, if any."""
         return self._actors.get(name)
 
@@ -193,13 +192,14 @@ class Bus:
 
     async def request(
         self,
-        message: BaseModel,
+        message: Request[R],
         *,
         to: str | None = None,
         timeout: float | None = None,
         sender: str | None = None,
-    ) -> Any:
-        """Send ``message`` to one actor and await its reply.
+    ) -> R:
+        """Send ``message`` to one actor and await its reply, of the type the request
+        declares (``class GetConfig(Request[ConfigSnapshot])`` answers a ConfigSnapshot).
 
         Args:
             message: The request.
@@ -209,19 +209,20 @@ class Bus:
             sender: The requesting actor's name, for logs.
 
         Returns:
-            Whatever the addressee's handler returned.
+            The addressee's answer (checked against the request's reply type).
 
         Raises:
             NoSuchActor: No addressee (or, with ``to=None``, not exactly one subscriber).
             RequestTimeout: No reply within ``timeout``.
             RequestFailed: The handler raised (its exception is ``__cause__``).
+            WrongReply: The handler answered with a value of another type.
             ActorCrashed: The addressee crashed before answering.
             ActorStopped: The addressee stopped before answering.
         """
         actor = self._addressee(message, to, sender)
         loop = asyncio.get_running_loop()
         seconds = self.request_timeout if timeout is None else timeout
-        reply: asyncio.Future[Any] = loop.create_future()
+        reply: asyncio.Future[R] = loop.create_future()
         envelope = Envelope(message, sender, next(self._ids), reply, loop.time() + seconds)
         try:
             async with asyncio.timeout(seconds):
@@ -242,7 +243,7 @@ class Bus:
                 f"(correlation id {envelope.correlation_id}) within {seconds:g} s"
             ) from exc
 
-    def _addressee(self, message: BaseModel, to: str | None, sender: str | None) -> Actor:
+    def _addressee(self, message: BaseModel, to: str | None, sender: str | None) -> Actor[Any]:
         if to is not None:
             actor = self._actors.get(to)
             if actor is None:

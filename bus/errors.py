@@ -11,6 +11,7 @@ whole family in one place and the types say exactly what went wrong::
     ├── RequestError           a request got no normal reply
     │   ├── RequestTimeout     no reply within the timeout (also a TimeoutError)
     │   ├── RequestFailed      the handler raised; ``__cause__`` is its exception
+    │   ├── WrongReply         the handler answered with another type than the request's
     │   ├── ActorCrashed       the addressee crashed before it answered
     │   └── ActorStopped       the addressee stopped before it answered
     └── EscalationError        a core actor exceeded its restart intensity: the platform
@@ -18,6 +19,9 @@ whole family in one place and the types say exactly what went wrong::
 
 The chat's errors (``ChatError`` and its codes) are the actors' vocabulary:
 ``actors/shared/errors.py``.
+
+A caller that wants the handler's own exception (a ``ChatError``, a ``ConfigInvalid``)
+whether or not it came wrapped in ``RequestFailed`` asks :func:`cause_of`.
 
 Errors meant for the model (a tool failed, the model should read it and carry on) are
 not here: they are message data, not exceptions of the runtime.
@@ -37,6 +41,8 @@ __all__ = [
     "RequestFailed",
     "RequestTimeout",
     "Undeliverable",
+    "WrongReply",
+    "cause_of",
 ]
 
 
@@ -72,6 +78,11 @@ class RequestFailed(RequestError):
     """The addressee's handler raised while answering; ``__cause__`` holds its exception."""
 
 
+class WrongReply(RequestError):
+    """The handler answered a request with a value that is not of the request's declared
+    reply type (a bug in the handler: the caller never sees the wrong value)."""
+
+
 class ActorCrashed(RequestError):
     """The addressee crashed (its task died) before answering the request."""
 
@@ -82,3 +93,13 @@ class ActorStopped(RequestError):
 
 class EscalationError(BusError):
     """A core actor crashed more often than its restart intensity allows."""
+
+
+def cause_of(error: BaseException) -> BaseException:
+    """The exception that failed a request: a :class:`RequestFailed`'s cause (the handler's
+    own exception), else ``error`` itself (a timeout, a crash, or an error raised without
+    the bus in between).
+    """
+    if isinstance(error, RequestFailed) and error.__cause__ is not None:
+        return error.__cause__
+    return error

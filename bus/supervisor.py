@@ -25,7 +25,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -53,7 +53,7 @@ class ChildSpec:
     """
 
     name: str
-    factory: Callable[[], Actor]
+    factory: Callable[[], Actor[Any]]
     kind: Literal["core", "transient"] = "core"
     max_restarts: int = 5
     within_seconds: float = 60.0
@@ -67,7 +67,7 @@ class ChildState:
 
     spec: ChildSpec
     status: ActorStatus = "starting"
-    actor: Actor | None = None
+    actor: Actor[Any] | None = None
     task: asyncio.Task[None] | None = None
     restarts: int = 0
     last_error: str | None = None
@@ -118,7 +118,7 @@ class Supervisor:
         """One child's status."""
         return self._children[name].status
 
-    def actor(self, name: str) -> Actor | None:
+    def actor(self, name: str) -> Actor[Any] | None:
         """The live actor of child ``name`` (for tests and wiring)."""
         return self._children[name].actor
 

@@ -51,9 +51,11 @@ from bus.errors import (
     RequestFailed,
     RequestTimeout,
     Undeliverable,
+    WrongReply,
+    cause_of,
 )
 from bus.mailbox import Mailbox
-from bus.messages import Message, Ping, Pong
+from bus.messages import Message, Ping, Pong, Request
 
 # -- messages used only by these tests --------------------------------------------------------
 
@@ -61,47 +63,63 @@ from bus.messages import Message, Ping, Pong
 class Note(Message):
     """Event: a numbered note (ordering and fan-out)."""
 
+    type: Literal["test_bus.note"] = "test_bus.note"
     n: int
 
 
 class NoteVariant(Note):
     """Event: a subclass of Note, which routing by exact type must keep apart."""
 
+    type: Literal["test_bus.note_variant"] = "test_bus.note_variant"  # type: ignore[assignment]
+
 
 class Other(Message):
     """Event of another type: its subscribers never see a Note."""
 
+    type: Literal["test_bus.other"] = "test_bus.other"
     n: int
 
 
-class Echo(Message):
+class Echo(Request[str]):
     """Request → ``"echo:<text>"``."""
 
+    type: Literal["test_bus.echo"] = "test_bus.echo"
     text: str
 
 
-class Fail(Message):
+class Fail(Request[str]):
     """Request whose handler raises ``ValueError(error)``."""
 
+    type: Literal["test_bus.fail"] = "test_bus.fail"
     error: str
 
 
 class Crash(Message):
     """One-way message whose handler raises ``RuntimeError(error)``: crashes the actor."""
 
+    type: Literal["test_bus.crash"] = "test_bus.crash"
     error: str
 
 
-class Hold(Message):
+class Hold(Request[str]):
     """Request answered ``"released:<tag>"`` once the actor's gate opens."""
 
+    type: Literal["test_bus.hold"] = "test_bus.hold"
     tag: str = ""
 
 
-class Defer(Message):
+class Defer(Request[str]):
     """Request answered later by a child task: resolved, never, or the child raises."""
 
+    type: Literal["test_bus.defer"] = "test_bus.defer"
     mode: Literal["resolve", "never", "raise"]
+
+
+class Mistyped(Request[int]):
+    """Request → int, which the Worker answers with a str (directly, or deferred)."""
+
+    type: Literal["test_bus.mistyped"] = "test_bus.mistyped"
+    deferred: bool = False
 
 
 # -- actors used only by these tests ----------------------------------------------------------
@@ -168,7 +186,7 @@ class GatedRecorder(Recorder):
 class Worker(Actor):
     """Serves the test requests (Echo, Fail, Hold, Defer) and crashes on Crash."""
 
-    subscriptions = (Echo, Fail, Crash, Hold, Defer)
+    subscriptions = (Echo, Fail, Crash, Hold, Defer, Mistyped)
 
     def __init__(self, name: str = "worker", *, mailbox_size: int | None = None) -> None:
         super().__init__(name, mailbox_size=mailbox_size)
@@ -199,6 +217,11 @@ class Worker(Actor):
                 self.deferred.append(reply)
                 self.spawn(self._answer_later(reply, mode), name=f"defer-{mode}")
                 return "the return value of a deferred request is ignored"
+            case Mistyped(deferred=deferred):
+                if deferred:
+                    self.defer_reply().resolve("not an int")
+                    return None
+                return "not an int"
         raise AssertionError(f"unexpected {message!r}")
 
     async def _answer_later(self, reply: Reply, mode: str) -> None:
@@ -396,7 +419,7 @@ def test_errors_form_the_documented_tree() -> None:
     assert issubclass(NoSuchActor, Undeliverable)
     assert issubclass(MailboxClosed, Undeliverable)
     assert issubclass(MailboxFull, Undeliverable)
-    for error in (RequestTimeout, RequestFailed, ActorCrashed, ActorStopped):
+    for error in (RequestTimeout, RequestFailed, WrongReply, ActorCrashed, ActorStopped):
         assert issubclass(error, RequestError)
     assert issubclass(RequestTimeout, TimeoutError)
     assert issubclass(Undeliverable, BusError)
@@ -561,6 +584,32 @@ async def test_deferred_reply_is_answered_once(stage: Stage, log_events) -> None
     reply.resolve("second answer")
     [letter] = log_events.events("bus.dead_letter", reason="late_reply")
     assert letter["message_type"] == "Defer"
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+async def test_a_reply_of_the_wrong_type_fails_the_request_naming_both_types(
+    stage: Stage, log_events, deferred: bool
+) -> None:
+    worker = await stage.start(Worker())
+    with pytest.raises(WrongReply, match=r"'worker' answered Mistyped with str, not int"):
+        await stage.bus.request(Mistyped(deferred=deferred))
+    [event] = log_events.events("actor.wrong_reply")
+    assert (event["expected"], event["got"]) == ("int", "str")
+    # Only that request failed: the actor carries on.
+    assert await stage.bus.request(Echo(text="still here")) == "echo:still here"
+    assert worker.running
+
+
+async def test_cause_of_unwraps_request_failed_only(stage: Stage) -> None:
+    await stage.start(Worker())
+    with pytest.raises(RequestFailed) as failed:
+        await stage.bus.request(Fail(error="boom"))
+    cause = cause_of(failed.value)
+    assert isinstance(cause, ValueError)
+    assert str(cause) == "boom"
+    timeout = RequestTimeout("no reply")
+    assert cause_of(timeout) is timeout
+    assert cause_of(RequestFailed("no cause attached")).args == ("no cause attached",)
 
 
 # -- timeouts ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel
@@ -40,18 +40,21 @@ from bus.supervisor import ChildSpec, Supervisor
 class Crash(Message):
     """One-way: the handler raises ``RuntimeError(error)``, crashing the child."""
 
+    type: Literal["test_supervisor.crash"] = "test_supervisor.crash"
     error: str
 
 
 class Work(Message):
     """Request → ``(name, serial, n)``: which instance of which child answered."""
 
+    type: Literal["test_supervisor.work"] = "test_supervisor.work"
     n: int
 
 
 class Record(Message):
     """One-way: the child waits for its gate (if any), then journals ``name:n``."""
 
+    type: Literal["test_supervisor.record"] = "test_supervisor.record"
     n: int
 
 

@@ -8,7 +8,7 @@ its name is free again, and the others are untouched.
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import pytest
 from pydantic import BaseModel
@@ -21,6 +21,8 @@ from bus.supervisor import ChildSpec, Supervisor
 
 class Boom(Message):
     """One-way: crash the receiver."""
+
+    type: Literal["test_supervisor_dynamic.boom"] = "test_supervisor_dynamic.boom"
 
 
 class Worker(Actor):

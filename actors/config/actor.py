@@ -34,10 +34,10 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, assert_never
 
 import watchfiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from actors.shared.messages import (
     ConfigChanged,
@@ -60,6 +60,7 @@ __all__ = ["SETTLE_SECONDS", "ConfigActor"]
 class _FilesChanged(Message):
     """From the watcher task to its actor: these files were touched."""
 
+    type: Literal["files_changed"] = "files_changed"
     paths: tuple[str, ...]
 
 
@@ -74,7 +75,14 @@ _MAX_SETTLE_ROUNDS = 8
 content is then treated as unsettled: no loosening is applied from it."""
 
 
-class ConfigActor(Actor):
+ConfigInbox = Annotated[
+    GetConfig | SaveRuntimeConfig | UpdateRuntimeConfig | ReloadRuntimeConfig | _FilesChanged,
+    Field(discriminator="type"),
+]
+"""What the ConfigActor handles: the configuration requests and its watcher's news."""
+
+
+class ConfigActor(Actor[ConfigInbox]):
     """Serves the configuration (GetConfig, SaveRuntimeConfig, ReloadRuntimeConfig) and
     publishes ConfigChanged / ConfigRejected when the files change.
 
@@ -119,7 +127,7 @@ class ConfigActor(Actor):
     async def on_stop(self) -> None:
         self._watcher_stop.set()
 
-    async def handle(self, message: BaseModel) -> Any:
+    async def handle(self, message: ConfigInbox) -> ConfigSnapshot | None:
         match message:
             case GetConfig():
                 return self.store.snapshot
@@ -147,7 +155,9 @@ class ConfigActor(Actor):
                     "runtime_file" if self.store.runtime_path in touched else "servers_file"
                 )
                 await self._reload(touched, source)
-        return None
+                return None
+            case _:
+                assert_never(message)
 
     # -- reloading ------------------------------------------------------------------------
 

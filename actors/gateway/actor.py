@@ -72,11 +72,11 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, assert_never
 from urllib.parse import parse_qs
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -150,7 +150,6 @@ from actors.shared.messages import (
     PromptRequest,
     SaveSession,
     ServerStateChanged,
-    SessionPage,
     SessionSummary,
     StartTurn,
     StoredMessage,
@@ -168,6 +167,7 @@ from bus.actor import Actor
 from bus.errors import (
     RequestError,
     RequestFailed,
+    cause_of,
 )
 from config.schema import ConfigSnapshot, WebSocketConfig
 
@@ -377,7 +377,7 @@ def _session_entry(summary: SessionSummary) -> SessionEntry:
 
 def _error_frame(error: BaseException, request_id: str | None = None) -> ErrorFrame:
     """The ``error`` frame for a failed request to another actor."""
-    cause = error.__cause__ if isinstance(error, RequestFailed) else error
+    cause = cause_of(error)
     if isinstance(cause, ChatError):
         return ErrorFrame(
             error_code=cause.error_code,
@@ -394,7 +394,26 @@ def _error_frame(error: BaseException, request_id: str | None = None) -> ErrorFr
     )
 
 
-class GatewayActor(Actor):
+GatewayInbox = Annotated[
+    ConfigChanged
+    | AssistantDelta
+    | TurnFinished
+    | ServerStateChanged
+    | ToolExecutionEvent
+    | ToolProgress
+    | ElicitationRequested
+    | ElicitationClosed
+    | ToolApprovalRequested
+    | ToolApprovalClosed
+    | TurnStateChanged
+    | ToolsOffered,
+    Field(discriminator="type"),
+]
+"""What the GatewayActor handles: the events its clients are shown, and the
+configuration."""
+
+
+class GatewayActor(Actor[GatewayInbox]):
     """Serves ``/ws/chat``, ``/healthz`` and ``/`` and relays turns to and from clients.
 
     Args:
@@ -533,7 +552,7 @@ class GatewayActor(Actor):
 
     # -- bus messages -----------------------------------------------------------------------
 
-    async def handle(self, message: BaseModel) -> Any:
+    async def handle(self, message: GatewayInbox) -> None:
         match message:
             case AssistantDelta(conversation_id=cid, turn_id=turn_id, kind=kind, text=text):
                 for conn in self._by_conversation.get(cid, ()):
@@ -541,8 +560,9 @@ class GatewayActor(Actor):
             case TurnFinished():
                 self._turn_finished(message)
             case ToolExecutionEvent():
+                # The bus message's own tag is not the frame's (``tool_execution``).
                 frame = ToolExecutionFrame(
-                    **message.model_dump(exclude={"conversation_id"}, exclude_none=True)
+                    **message.model_dump(exclude={"type", "conversation_id"}, exclude_none=True)
                 )
                 for conn in self._by_conversation.get(message.conversation_id, ()):
                     conn.send_frame(frame)
@@ -593,7 +613,8 @@ class GatewayActor(Actor):
                     del self._running[cid]
             case ToolsOffered(tools=tools):
                 self._tools = tools
-        return None
+            case _:
+                assert_never(message)
 
     def _turn_finished(self, message: TurnFinished) -> None:
         cid = message.conversation_id
@@ -1026,10 +1047,9 @@ class GatewayActor(Actor):
             if history_limit is None
             else history_limit
         )
-        state: ConversationState = await self.request(
+        return await self.request(
             OpenConversation(owner=owner, conversation_id=conversation_id, history_limit=limit)
         )
-        return state
 
     def _session_info(self, state: ConversationState) -> SessionInfoFrame:
         llm = self.snapshot.config.llm
@@ -1132,11 +1152,11 @@ class GatewayActor(Actor):
                 if not cancelled:
                     self.log.debug("gateway.cancel_without_turn", connection_id=conn.id)
             case ClearHistoryFrame():
-                state: ConversationState = await self.request(CreateConversation(owner=conn.owner))
+                state = await self.request(CreateConversation(owner=conn.owner))
                 self._attach(conn, state.conversation_id)
                 conn.send_frame(SessionClearedFrame(conversation_id=state.conversation_id))
             case SaveSessionFrame(name=name, conversation_id=target):
-                summary: SessionSummary = await self.request(
+                summary = await self.request(
                     SaveSession(
                         owner=conn.owner, conversation_id=target or conversation_id, name=name
                     )
@@ -1147,7 +1167,7 @@ class GatewayActor(Actor):
                     )
                 )
             case ListSessionsFrame(limit=limit, cursor=cursor):
-                page: SessionPage = await self.request(
+                page = await self.request(
                     ListSessions(owner=conn.owner, limit=limit, cursor=cursor)
                 )
                 conn.send_frame(
@@ -1309,7 +1329,7 @@ class GatewayActor(Actor):
         # the owner's: no one else can attach to it).
         for other in list(self._by_conversation.get(target, ())):
             other.send_frame(SessionDeletedFrame(conversation_id=target))
-            fresh: ConversationState = await self.request(CreateConversation(owner=other.owner))
+            fresh = await self.request(CreateConversation(owner=other.owner))
             self._attach(other, fresh.conversation_id)
             other.send_frame(self._session_info(fresh))
         if conn.conversation_id != target:

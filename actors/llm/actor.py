@@ -81,11 +81,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, assert_never
 
 import httpx
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from actors.llm.completion import CompletionAccumulator, MalformedChunk, ProviderStreamError
 from actors.llm.sse import LineSplitter, SSEDecoder
@@ -456,7 +456,13 @@ def _request_body(
 # -- the actor -----------------------------------------------------------------------------
 
 
-class LLMActor(Actor):
+LLMInbox = Annotated[
+    CompletionRequest | CancelCompletion | ConfigChanged, Field(discriminator="type")
+]
+"""What the LLMActor handles."""
+
+
+class LLMActor(Actor[LLMInbox]):
     """Answers CompletionRequest by calling the active LLM provider, streaming deltas.
 
     Requests: :class:`~actors.shared.messages.CompletionRequest` →
@@ -505,8 +511,7 @@ class LLMActor(Actor):
 
     async def on_start(self) -> None:
         """Fetch the configuration in force."""
-        snapshot: ConfigSnapshot = await self.request(GetConfig())
-        self._snapshot = snapshot
+        self._snapshot = await self.request(GetConfig())
 
     async def on_stop(self) -> None:
         """Stop the running streams (their requesters were already told), close clients."""
@@ -521,7 +526,7 @@ class LLMActor(Actor):
         for client in clients:
             await client.aclose()
 
-    async def handle(self, message: BaseModel) -> None:
+    async def handle(self, message: LLMInbox) -> None:
         """Start a completion, cancel one, or take a new configuration."""
         match message:
             case CompletionRequest():
@@ -531,6 +536,8 @@ class LLMActor(Actor):
             case ConfigChanged(snapshot=snapshot):
                 self._snapshot = snapshot
                 await self._retire_stale_clients()
+            case _:
+                assert_never(message)
 
     def _start(self, request: CompletionRequest) -> None:
         snapshot = self._snapshot

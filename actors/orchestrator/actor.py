@@ -46,9 +46,9 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, assert_never
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from actors.orchestrator.approval import (
     ApprovalVerdict,
@@ -119,7 +119,12 @@ from actors.shared.messages import (
 )
 from actors.shared.tool_names import tool_actor_name, unique_model_names
 from bus.actor import Actor, Reply
-from bus.errors import BusError, RequestError, RequestFailed
+from bus.errors import (
+    BusError,
+    RequestError,
+    RequestFailed,
+    cause_of,
+)
 from config.schema import PLATFORM_SERVER, ApprovalSetting, ConfigSnapshot
 
 __all__ = ["OrchestratorActor", "history_to_openai"]
@@ -154,17 +159,24 @@ def _answer_row(turn: Turn) -> AppendMessage:
 
 def _conversation_gone(exc: BaseException) -> bool:
     """The exception says the turn's conversation (or its row) no longer exists."""
-    cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
-    return isinstance(cause, SessionNotFound)
+    return isinstance(cause_of(exc), SessionNotFound)
 
 
 def _chat_error(exc: BaseException) -> ChatError:
     """A failed request's cause as the client reads it (unexpected ones: INTERNAL_ERROR)."""
-    cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
+    cause = cause_of(exc)
     return cause if isinstance(cause, ChatError) else InternalError(str(cause))
 
 
-class OrchestratorActor(Actor):
+OrchestratorInbox = Annotated[
+    StartTurn | CancelTurn | ConfigChanged | ServerStateChanged | AnswerToolApproval,
+    Field(discriminator="type"),
+]
+"""What the OrchestratorActor handles: turns to start and cancel, approval answers, and
+what the model is offered (configuration, servers)."""
+
+
+class OrchestratorActor(Actor[OrchestratorInbox]):
     """Runs turns: user message stored → context → LLM (→ tools → LLM…) → answer stored."""
 
     default_name: ClassVar[str] = "orchestrator"
@@ -218,7 +230,7 @@ class OrchestratorActor(Actor):
             # whatever is still running after this.
             await asyncio.wait(tasks, timeout=STOP_GRACE)
 
-    async def handle(self, message: BaseModel) -> Any:
+    async def handle(self, message: OrchestratorInbox) -> Any:
         match message:
             case StartTurn():
                 await self._start(message)
@@ -261,6 +273,8 @@ class OrchestratorActor(Actor):
                     self._offered = offered
                     await self.publish(ToolsOffered(tools=tuple(offered.values())))
                 self._inform_turns()
+            case _:
+                assert_never(message)
         return None
 
     # -- starting and cancelling -----------------------------------------------------------
@@ -429,7 +443,7 @@ class OrchestratorActor(Actor):
         try:
             user_input, row = await self._store_user_input(turn, start)
         except RequestFailed as exc:
-            reply.fail(exc.__cause__ or exc)
+            reply.fail(cause_of(exc))
             return None
         except RequestError as exc:
             reply.fail(exc)
@@ -656,7 +670,7 @@ class OrchestratorActor(Actor):
                     command.call, to=tool_actor_name(command.server), timeout=COMPLETION_TIMEOUT
                 )
             except (RequestFailed, RequestError) as exc:
-                cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
+                cause = cause_of(exc)
                 text = f"the MCP server {command.server!r} could not run the tool: {cause}"
                 outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
         await self.publish(finished_card(command.started, outcome))

@@ -61,11 +61,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, assert_never
 
 import aiosqlite
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from actors.shared.errors import InvalidMessage, SessionNotFound, StorageFull
 from actors.shared.messages import (
@@ -333,9 +333,13 @@ are unaffected, a 20 MB one costs ~70 size flushes instead of 20,000."""
 class _FlushDue(Message):
     """From the ticker to its actor: flush the streams whose ``interval_ms`` has passed."""
 
+    type: Literal["flush_due"] = "flush_due"
+
 
 class _RunRetention(Message):
     """From the retention timer to its actor: apply the retention rules now."""
+
+    type: Literal["run_retention"] = "run_retention"
 
 
 # -- the pure core: one streamed answer's buffer ------------------------------------------------
@@ -518,7 +522,27 @@ def _check_limit(limit: int) -> None:
 # -- the actor ------------------------------------------------------------------------------
 
 
-class PersistenceActor(Actor):
+PersistenceInbox = Annotated[
+    AssistantDelta
+    | ConfigChanged
+    | OpenConversation
+    | CreateConversation
+    | AppendMessage
+    | AppendMessages
+    | FinishMessage
+    | LoadHistory
+    | SaveSession
+    | ListSessions
+    | DeleteSession
+    | _FlushDue
+    | _RunRetention,
+    Field(discriminator="type"),
+]
+"""What the PersistenceActor handles: the conversation requests, the deltas it buffers,
+the configuration, and its own timers."""
+
+
+class PersistenceActor(Actor[PersistenceInbox]):
     """Stores conversations and messages in SQLite and applies the retention rules.
 
     Serves OpenConversation, CreateConversation, AppendMessage, FinishMessage,
@@ -698,7 +722,7 @@ class PersistenceActor(Actor):
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    async def handle(self, message: BaseModel) -> Any:
+    async def handle(self, message: PersistenceInbox) -> object:
         """Serve one request or event (see the class docstring)."""
         match message:
             case AssistantDelta():  # first: the hot path
@@ -737,7 +761,8 @@ class PersistenceActor(Actor):
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 self._apply_config(snapshot, keys)
                 return None
-        raise InvalidMessage(f"the persistence actor does not handle {type(message).__name__}")
+            case _:
+                assert_never(message)
 
     # -- transactions -----------------------------------------------------------------------
 

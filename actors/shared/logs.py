@@ -21,7 +21,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, TextIO, assert_never
 
 import orjson
 import structlog
@@ -331,7 +331,7 @@ def collect_secrets(environ: Mapping[str, str], snapshot: ConfigSnapshot | None)
     return {s for s in secrets if s}
 
 
-class LogActor(Actor):
+class LogActor(Actor[ConfigChanged]):
     """Owns the process's log configuration: applies ``logging.*`` changes live and keeps
     the redaction list in step with the configured providers' keys."""
 
@@ -343,10 +343,9 @@ class LogActor(Actor):
         self._environ = environ
 
     async def on_start(self) -> None:
-        snapshot: ConfigSnapshot = await self.request(GetConfig())
-        self._apply(snapshot)
+        self._apply(await self.request(GetConfig()))
 
-    async def handle(self, message: BaseModel) -> None:
+    async def handle(self, message: ConfigChanged) -> None:
         match message:
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 if any(
@@ -354,6 +353,8 @@ class LogActor(Actor):
                     for k in keys
                 ):
                     self._apply(snapshot)
+            case _:
+                assert_never(message)
 
     def _apply(self, snapshot: ConfigSnapshot) -> None:
         settings = snapshot.config.logging

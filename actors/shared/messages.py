@@ -1,11 +1,15 @@
 """Every message that crosses between actors: the platform's internal protocol.
 
 Read this file to see every conversation between actors in one place; no actor module
-imports another. Messages are frozen Pydantic models: events (published, any number of
-subscribers) and requests (exactly one subscriber, which answers with the documented
-reply). A message an actor sends only to itself stays private to its module. The
-runtime's own messages (the :class:`~bus.messages.Message` base, ``Ping``/``Pong``, the
-supervisor's ``ActorStateChanged``) live in ``bus/messages.py``.
+imports another. Messages are frozen Pydantic models with a literal ``type`` tag: events
+(published, any number of subscribers), one-way messages, and requests (exactly one
+subscriber), each of which names its reply, ``class LoadHistory(Request[tuple[
+StoredMessage, ...]])``, so ``Bus.request`` returns that type. What messages carry and what
+answers a request are untagged :class:`~bus.messages.Payload` models. A message an actor
+sends only to itself stays private to its module. The runtime's bases and own messages
+(``Message``, ``Request``, ``Payload``, ``Ping``/``Pong``, the supervisor's
+``ActorStateChanged``) live in ``bus/messages.py``; ``tests/test_messages.py`` proves that
+every one of them round-trips through bytes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from bus.messages import Message
+from bus.messages import Message, Payload, Request
 from config.schema import ConfigSnapshot
 
 __all__ = [
@@ -80,7 +84,7 @@ __all__ = [
 # -- LLM data shared by several actors -----------------------------------------------------------
 
 
-class Usage(Message):
+class Usage(Payload):
     """Token usage of one LLM answer (``cost`` when the provider reports it, as OpenRouter
     does)."""
 
@@ -90,7 +94,7 @@ class Usage(Message):
     cost: float | None = None
 
 
-class ToolCall(Message):
+class ToolCall(Payload):
     """One function call the model asked for."""
 
     id: str
@@ -110,6 +114,7 @@ class ConfigChanged(Message):
     Not published for the first load: actors ask :class:`GetConfig` in ``on_start``.
     """
 
+    type: Literal["config_changed"] = "config_changed"
     snapshot: ConfigSnapshot
     """The whole configuration now in force."""
     changed_keys: tuple[str, ...]
@@ -122,6 +127,7 @@ class ConfigChanged(Message):
 class ConfigRejected(Message):
     """Event: an edit was rejected; the previous configuration stays in force."""
 
+    type: Literal["config_rejected"] = "config_rejected"
     source: str
     """The rejected file (or ``save_runtime_config``)."""
     reason: str
@@ -129,26 +135,31 @@ class ConfigRejected(Message):
     problems: tuple[str, ...]
 
 
-class GetConfig(Message):
+class GetConfig(Request[ConfigSnapshot]):
     """Request → :class:`~config.schema.ConfigSnapshot`: the configuration in force."""
 
+    type: Literal["get_config"] = "get_config"
 
-class SaveRuntimeConfig(Message):
+
+class SaveRuntimeConfig(Request[ConfigSnapshot]):
     """Request → ConfigSnapshot: validate, atomically write and apply a runtime file.
 
     Fails with RequestFailed (cause: ``ConfigInvalid``) if the result would be invalid;
     nothing is written then.
     """
 
+    type: Literal["save_runtime_config"] = "save_runtime_config"
     overrides: dict[str, Any]
     """The whole runtime file's content (partial overrides of the defaults)."""
 
 
-class ReloadRuntimeConfig(Message):
+class ReloadRuntimeConfig(Request[ConfigSnapshot]):
     """Request → ConfigSnapshot: re-read both files now."""
 
+    type: Literal["reload_runtime_config"] = "reload_runtime_config"
 
-class UpdateRuntimeConfig(Message):
+
+class UpdateRuntimeConfig(Request[ConfigSnapshot]):
     """Request → ConfigSnapshot: set dotted keys in the runtime file's overrides, then
     validate, atomically write and apply it (like :class:`SaveRuntimeConfig`).
 
@@ -158,6 +169,7 @@ class UpdateRuntimeConfig(Message):
     ``platform`` server's allowlist); this message does not.
     """
 
+    type: Literal["update_runtime_config"] = "update_runtime_config"
     changes: dict[str, Any]
     """Dotted key path (``llm.providers.openrouter.temperature``) → new value."""
 
@@ -171,7 +183,7 @@ died while it streamed, or the provider ended its stream mid-answer); ``cancelle
 user stopped the turn; ``error``: the turn failed after text arrived."""
 
 
-class StoredMessage(Message):
+class StoredMessage(Payload):
     """One message of a conversation as stored."""
 
     id: int
@@ -195,7 +207,7 @@ class StoredMessage(Message):
     """Unix time, seconds."""
 
 
-class SessionSummary(Message):
+class SessionSummary(Payload):
     """A conversation as the ``sessions`` frame lists it."""
 
     conversation_id: str
@@ -208,7 +220,7 @@ class SessionSummary(Message):
     """Summed over the conversation's answers."""
 
 
-class ConversationState(Message):
+class ConversationState(Payload):
     """A conversation and its history (the newest ``history_limit`` messages)."""
 
     conversation_id: str
@@ -218,22 +230,24 @@ class ConversationState(Message):
     messages: tuple[StoredMessage, ...] = ()
 
 
-class OpenConversation(Message):
+class OpenConversation(Request[ConversationState]):
     """Request → ConversationState. ``conversation_id=None``: the owner's most recent
     unsaved conversation, or a new one. An unknown id fails with SessionNotFound."""
 
+    type: Literal["open_conversation"] = "open_conversation"
     owner: str
     conversation_id: str | None = None
     history_limit: int = 1000
 
 
-class CreateConversation(Message):
+class CreateConversation(Request[ConversationState]):
     """Request → ConversationState: a new, empty conversation (``clear_history``)."""
 
+    type: Literal["create_conversation"] = "create_conversation"
     owner: str
 
 
-class AppendMessage(Message):
+class AppendMessage(Request[StoredMessage]):
     """Request → StoredMessage: store a message; durable (committed) when answered.
 
     An assistant message with ``status="streaming"`` starts a streamed answer: the
@@ -241,6 +255,7 @@ class AppendMessage(Message):
     FinishMessage. Fails with StorageFull when the disk is full or read-only.
     """
 
+    type: Literal["append_message"] = "append_message"
     conversation_id: str
     role: MessageRole
     content: str = ""
@@ -255,18 +270,20 @@ class AppendMessage(Message):
     finish_reason: str | None = None
 
 
-class AppendMessages(Message):
+class AppendMessages(Request[tuple[StoredMessage, ...]]):
     """Request → tuple[StoredMessage, ...]: store several messages, in this order, in ONE
     transaction (durable together when answered, or none of them): e.g. a step's tool
     results with the next streamed answer's row, one SQLite write instead of several.
     Each message is checked as an AppendMessage would be."""
 
+    type: Literal["append_messages"] = "append_messages"
     messages: tuple[AppendMessage, ...]
 
 
-class FinishMessage(Message):
+class FinishMessage(Request[StoredMessage]):
     """Request → StoredMessage: the final state of a streamed message (committed)."""
 
+    type: Literal["finish_message"] = "finish_message"
     message_id: int
     content: str
     thinking: str | None = None
@@ -277,33 +294,24 @@ class FinishMessage(Message):
     finish_reason: str | None = None
 
 
-class LoadHistory(Message):
+class LoadHistory(Request[tuple[StoredMessage, ...]]):
     """Request → tuple[StoredMessage, ...]: the newest ``limit`` messages, oldest first."""
 
+    type: Literal["load_history"] = "load_history"
     conversation_id: str
     limit: int = 1000
 
 
-class SaveSession(Message):
+class SaveSession(Request[SessionSummary]):
     """Request → SessionSummary: mark a conversation saved (exempt from retention)."""
 
+    type: Literal["save_session"] = "save_session"
     owner: str
     conversation_id: str
     name: str
 
 
-class ListSessions(Message):
-    """Request → SessionPage: one page of the owner's conversations, the most recently
-    updated first (ties by id). An unreadable ``cursor`` fails with InvalidMessage."""
-
-    owner: str
-    limit: int = Field(100, ge=1)
-    """Conversations in the page at most."""
-    cursor: str | None = None
-    """A previous page's ``next_cursor`` (opaque); ``None``: the first page."""
-
-
-class SessionPage(Message):
+class SessionPage(Payload):
     """One page of ListSessions."""
 
     sessions: tuple[SessionSummary, ...]
@@ -311,9 +319,22 @@ class SessionPage(Message):
     """Asks ListSessions for the page after this one; ``None``: this is the last."""
 
 
-class DeleteSession(Message):
+class ListSessions(Request[SessionPage]):
+    """Request → SessionPage: one page of the owner's conversations, the most recently
+    updated first (ties by id). An unreadable ``cursor`` fails with InvalidMessage."""
+
+    type: Literal["list_sessions"] = "list_sessions"
+    owner: str
+    limit: int = Field(100, ge=1)
+    """Conversations in the page at most."""
+    cursor: str | None = None
+    """A previous page's ``next_cursor`` (opaque); ``None``: the first page."""
+
+
+class DeleteSession(Request[None]):
     """Request → None: delete a conversation and its messages (SessionNotFound if none)."""
 
+    type: Literal["delete_session"] = "delete_session"
     owner: str
     conversation_id: str
 
@@ -321,7 +342,7 @@ class DeleteSession(Message):
 # -- turns (OrchestratorActor) -------------------------------------------------------------------
 
 
-class PromptRequest(Message):
+class PromptRequest(Payload):
     """An MCP prompt to expand before the user's text (``user_message.prompt``)."""
 
     server: str
@@ -329,23 +350,7 @@ class PromptRequest(Message):
     arguments: dict[str, str] = Field(default_factory=dict)
 
 
-class StartTurn(Message):
-    """Request → TurnStarted: run a turn for a user message. TurnInProgress if one runs.
-
-    With ``prompt``, the prompt's messages are fetched from its server and stored before
-    the user's text; an unknown prompt, missing or unknown arguments fail with
-    InvalidMessage (naming them), a server that is not ready with McpServerUnavailable.
-    """
-
-    owner: str
-    conversation_id: str
-    text: str
-    request_id: str | None = None
-    """The client's id, echoed in the turn's final frame."""
-    prompt: PromptRequest | None = None
-
-
-class TurnStarted(Message):
+class TurnStarted(Payload):
     """Reply to StartTurn: the turn was accepted (the user message is stored)."""
 
     turn_id: str
@@ -355,9 +360,27 @@ class TurnStarted(Message):
     user's text (the gateway shows them to the conversation's other connections)."""
 
 
-class CancelTurn(Message):
+class StartTurn(Request[TurnStarted]):
+    """Request → TurnStarted: run a turn for a user message. TurnInProgress if one runs.
+
+    With ``prompt``, the prompt's messages are fetched from its server and stored before
+    the user's text; an unknown prompt, missing or unknown arguments fail with
+    InvalidMessage (naming them), a server that is not ready with McpServerUnavailable.
+    """
+
+    type: Literal["start_turn"] = "start_turn"
+    owner: str
+    conversation_id: str
+    text: str
+    request_id: str | None = None
+    """The client's id, echoed in the turn's final frame."""
+    prompt: PromptRequest | None = None
+
+
+class CancelTurn(Request[bool]):
     """Request → bool: stop the conversation's running turn (False if none ran)."""
 
+    type: Literal["cancel_turn"] = "cancel_turn"
     conversation_id: str
 
 
@@ -367,6 +390,7 @@ class AssistantDelta(Message):
     Hot path: built with ``model_construct`` (no validation) by the LLMActor.
     """
 
+    type: Literal["assistant_delta"] = "assistant_delta"
     conversation_id: str
     turn_id: str
     kind: Literal["content", "thinking"]
@@ -384,6 +408,7 @@ class TurnFinished(Message):
     an ``error`` frame, then the ``assistant_message`` with what arrived before).
     """
 
+    type: Literal["turn_finished"] = "turn_finished"
     conversation_id: str
     turn_id: str
     request_id: str | None = None
@@ -405,6 +430,7 @@ class TurnStateChanged(Message):
     A turn that ends is announced here before its TurnFinished; one whose user input
     could not be stored (its StartTurn failed) has no TurnFinished, only this."""
 
+    type: Literal["turn_state_changed"] = "turn_state_changed"
     conversation_id: str
     turn_id: str
     running: bool
@@ -413,26 +439,7 @@ class TurnStateChanged(Message):
 # -- the LLM (LLMActor) --------------------------------------------------------------------------
 
 
-class CompletionRequest(Message):
-    """Request → CompletionResult: one call of the active provider (with fallbacks).
-
-    With streaming on, AssistantDelta events for ``turn_id`` are published before the
-    reply. Fails with LLMNotConfigured, RateLimited or LLMUnavailable.
-    """
-
-    conversation_id: str
-    turn_id: str
-    messages: tuple[dict[str, Any], ...]
-    """OpenAI-format messages, system prompt first."""
-    tools: tuple[dict[str, Any], ...] = ()
-    """OpenAI-format tool definitions (empty: no ``tools`` key is sent)."""
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    """Body keys of this request only (an MCP server's sampling ``max_tokens``,
-    ``temperature``, ``stop``), set over the provider's pass-through keys, except that
-    ``max_tokens`` never goes above a ``max_tokens`` the operator configured."""
-
-
-class CompletionResult(Message):
+class CompletionResult(Payload):
     """Reply to CompletionRequest."""
 
     content: str
@@ -447,10 +454,31 @@ class CompletionResult(Message):
     provider: str
 
 
+class CompletionRequest(Request[CompletionResult]):
+    """Request → CompletionResult: one call of the active provider (with fallbacks).
+
+    With streaming on, AssistantDelta events for ``turn_id`` are published before the
+    reply. Fails with LLMNotConfigured, RateLimited or LLMUnavailable.
+    """
+
+    type: Literal["completion_request"] = "completion_request"
+    conversation_id: str
+    turn_id: str
+    messages: tuple[dict[str, Any], ...]
+    """OpenAI-format messages, system prompt first."""
+    tools: tuple[dict[str, Any], ...] = ()
+    """OpenAI-format tool definitions (empty: no ``tools`` key is sent)."""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    """Body keys of this request only (an MCP server's sampling ``max_tokens``,
+    ``temperature``, ``stop``), set over the provider's pass-through keys, except that
+    ``max_tokens`` never goes above a ``max_tokens`` the operator configured."""
+
+
 class CancelCompletion(Message):
     """One-way to the LLMActor: close the stream of ``turn_id`` at once; its request is
     answered with what arrived so far and ``finish_reason="cancelled"``."""
 
+    type: Literal["cancel_completion"] = "cancel_completion"
     turn_id: str
 
 
@@ -460,7 +488,7 @@ ServerStatus = Literal["starting", "ready", "unavailable", "auth_required", "sto
 """An MCP server's state, as ``server_status`` frames report it."""
 
 
-class ToolSpec(Message):
+class ToolSpec(Payload):
     """One MCP tool as offered to the model."""
 
     server: str
@@ -482,7 +510,7 @@ class ToolSpec(Message):
         return {"type": "function", "function": function}
 
 
-class PromptArgumentSpec(Message):
+class PromptArgumentSpec(Payload):
     """One argument of an MCP prompt."""
 
     name: str
@@ -490,7 +518,7 @@ class PromptArgumentSpec(Message):
     required: bool = False
 
 
-class PromptSpec(Message):
+class PromptSpec(Payload):
     """One MCP prompt a server offers (``prompts/list``)."""
 
     server: str
@@ -500,7 +528,7 @@ class PromptSpec(Message):
     arguments: tuple[PromptArgumentSpec, ...] = ()
 
 
-class ResourceSpec(Message):
+class ResourceSpec(Payload):
     """One MCP resource or resource template a server offers."""
 
     server: str
@@ -518,6 +546,7 @@ class ServerStateChanged(Message):
     it is ``ready`` (empty otherwise: its tools leave the model's list), and so are its
     prompts and resources (with templates)."""
 
+    type: Literal["server_state_changed"] = "server_state_changed"
     server: str
     status: ServerStatus
     error_message: str | None = None
@@ -526,7 +555,21 @@ class ServerStateChanged(Message):
     resources: tuple[ResourceSpec, ...] = ()
 
 
-class CallTool(Message):
+class ToolOutcome(Payload):
+    """Reply to CallTool."""
+
+    is_error: bool
+    text: str
+    """What the model reads (text parts, structured content, binary blocks described)."""
+    preview: str
+    """One line for the frontend's tool card."""
+    images: tuple[dict[str, str], ...] = ()
+    """``{"mime_type", "data"}`` (base64) image blocks, for the frontend."""
+    cancelled: bool = False
+    """The call was stopped by a turn's cancel before it answered (``is_error`` too)."""
+
+
+class CallTool(Request[ToolOutcome]):
     """Request → ToolOutcome, to ``tool:<server>``: run one tool call.
 
     A server that is not ready fails with McpServerUnavailable; a tool that fails (or
@@ -534,6 +577,7 @@ class CallTool(Message):
     the failure and the turn goes on.
     """
 
+    type: Literal["call_tool"] = "call_tool"
     conversation_id: str
     turn_id: str
     call_id: str
@@ -549,26 +593,14 @@ class CancelToolCalls(Message):
     (the user stopped the turn). The server is told (``notifications/cancelled``) and each
     call is answered ``ToolOutcome(cancelled=True)`` without waiting for the server."""
 
+    type: Literal["cancel_tool_calls"] = "cancel_tool_calls"
     turn_id: str
-
-
-class ToolOutcome(Message):
-    """Reply to CallTool."""
-
-    is_error: bool
-    text: str
-    """What the model reads (text parts, structured content, binary blocks described)."""
-    preview: str
-    """One line for the frontend's tool card."""
-    images: tuple[dict[str, str], ...] = ()
-    """``{"mime_type", "data"}`` (base64) image blocks, for the frontend."""
-    cancelled: bool = False
-    """The call was stopped by a turn's cancel before it answered (``is_error`` too)."""
 
 
 class ToolProgress(Message):
     """Event (a ToolActor): a progress notification of a running call."""
 
+    type: Literal["tool_progress"] = "tool_progress"
     conversation_id: str
     turn_id: str
     call_id: str
@@ -582,6 +614,7 @@ class ToolProgress(Message):
 class ToolExecutionEvent(Message):
     """Event (OrchestratorActor): a tool call's state, for ``tool_execution`` frames."""
 
+    type: Literal["tool_execution_event"] = "tool_execution_event"
     conversation_id: str
     turn_id: str
     call_id: str
@@ -606,6 +639,7 @@ class ToolsOffered(Message):
     servers (``actors/shared/tool_names.py``), so this is the one list of the names the
     model sees (the gateway shows it in ``session_info``)."""
 
+    type: Literal["tools_offered"] = "tools_offered"
     tools: tuple[ToolSpec, ...]
     """In the order the model is offered them, ``model_name`` unique."""
 
@@ -613,7 +647,7 @@ class ToolsOffered(Message):
 # -- MCP prompts, resources, elicitation (ToolActors) -------------------------------------------
 
 
-class PromptMessageText(Message):
+class PromptMessageText(Payload):
     """One message of an expanded prompt, as text for the model (images and binary
     resources are described, not dropped)."""
 
@@ -621,28 +655,19 @@ class PromptMessageText(Message):
     content: str
 
 
-class GetPrompt(Message):
+class GetPrompt(Request[tuple[PromptMessageText, ...]]):
     """Request → tuple[PromptMessageText, ...], to ``tool:<server>``: expand a prompt.
 
     Fails with McpServerUnavailable if the server is not ready, InvalidMessage if the
     server rejects the prompt or its arguments (its message is quoted).
     """
 
+    type: Literal["get_prompt"] = "get_prompt"
     name: str
     arguments: dict[str, str] = Field(default_factory=dict)
 
 
-class ReadResource(Message):
-    """Request → ResourceText, to ``tool:<server>``: read one resource by URI.
-
-    Fails with McpServerUnavailable if the server is not ready; a resource the server
-    cannot read answers ``is_error=True`` (for the model to read).
-    """
-
-    uri: str
-
-
-class ResourceText(Message):
+class ResourceText(Payload):
     """Reply to ReadResource: the resource as the model reads it (whole: the caller cuts)."""
 
     is_error: bool = False
@@ -650,10 +675,22 @@ class ResourceText(Message):
     mime_type: str | None = None
 
 
+class ReadResource(Request[ResourceText]):
+    """Request → ResourceText, to ``tool:<server>``: read one resource by URI.
+
+    Fails with McpServerUnavailable if the server is not ready; a resource the server
+    cannot read answers ``is_error=True`` (for the model to read).
+    """
+
+    type: Literal["read_resource"] = "read_resource"
+    uri: str
+
+
 class ElicitationRequested(Message):
     """Event (a ToolActor): a server asked the user a question during a tool call of
     ``conversation_id``'s turn; only that conversation's clients may see and answer it."""
 
+    type: Literal["elicitation_requested"] = "elicitation_requested"
     request_id: str
     """The platform's id of the question (the client answers with it)."""
     conversation_id: str
@@ -668,13 +705,14 @@ class ElicitationRequested(Message):
     """The bus address to send the :class:`AnswerElicitation` to (the ToolActor)."""
 
 
-class AnswerElicitation(Message):
+class AnswerElicitation(Request[None]):
     """Request → None, to ``tool:<server>``: the user's answer to an elicitation.
 
     Fails with InvalidMessage when no such question waits for this conversation, or when
     accepted content does not match the requested schema (the question keeps waiting).
     """
 
+    type: Literal["answer_elicitation"] = "answer_elicitation"
     request_id: str
     conversation_id: str
     action: Literal["accept", "decline", "cancel"]
@@ -684,6 +722,7 @@ class AnswerElicitation(Message):
 class ElicitationClosed(Message):
     """Event (a ToolActor): an elicitation is over (answered, timed out, or its call ended)."""
 
+    type: Literal["elicitation_closed"] = "elicitation_closed"
     request_id: str
     conversation_id: str
     server: str
@@ -702,6 +741,7 @@ class ToolApprovalRequested(Message):
     ``require_approval`` waits for the user before it runs; only ``conversation_id``'s
     clients may see and answer it."""
 
+    type: Literal["tool_approval_requested"] = "tool_approval_requested"
     conversation_id: str
     turn_id: str
     call_id: str
@@ -715,13 +755,14 @@ class ToolApprovalRequested(Message):
     """Seconds the call waits for a decision before it is refused."""
 
 
-class AnswerToolApproval(Message):
+class AnswerToolApproval(Request[None]):
     """Request → None, to the OrchestratorActor: the user's decision on a waiting call.
 
     Fails with InvalidMessage when no call with that id waits for approval in this
     conversation (unknown, already answered, timed out, or its turn ended).
     """
 
+    type: Literal["answer_tool_approval"] = "answer_tool_approval"
     conversation_id: str
     call_id: str
     decision: ApprovalDecision
@@ -731,6 +772,7 @@ class ToolApprovalClosed(Message):
     """Event (OrchestratorActor): a call no longer waits for approval; its final
     ``tool_execution`` event (``started`` if approved, else ``failed``) follows."""
 
+    type: Literal["tool_approval_closed"] = "tool_approval_closed"
     conversation_id: str
     turn_id: str
     call_id: str

@@ -61,13 +61,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, assert_never
 
 import anyio
 import mcp.types as mcp_types
 import orjson
 from mcp.shared.dispatcher import ProgressFnT
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from actors.shared.catalogue import prompt_messages, prompt_specs, resource_specs, resource_text
 from actors.shared.errors import ChatError, InvalidMessage, McpServerUnavailable
@@ -76,7 +76,6 @@ from actors.shared.messages import (
     CallTool,
     CancelToolCalls,
     CompletionRequest,
-    CompletionResult,
     ElicitationClosed,
     ElicitationRequested,
     GetPrompt,
@@ -112,8 +111,9 @@ from bus.errors import (
     BusError,
     RequestError,
     RequestFailed,
+    cause_of,
 )
-from bus.messages import Message
+from bus.messages import Message, R, Request
 from config.schema import PLATFORM_SERVER, ConnectionConfig, ServerEntry, ServerSettings
 
 __all__ = [
@@ -151,6 +151,7 @@ _LOG_LEVELS = {
 class _Relist(Message):
     """From the connection's notification handler to its actor: re-read a listing."""
 
+    type: Literal["relist"] = "relist"
     listing: _Listing
 
 
@@ -197,7 +198,17 @@ def outcome_text(result: ToolResult) -> str:
     return "\n".join(parts) or ("(the tool failed)" if result.is_error else "(no output)")
 
 
-class ToolActor(Actor):
+_ToolMessages = _Relist | CallTool | CancelToolCalls | GetPrompt | ReadResource | AnswerElicitation
+
+ToolInbox = Annotated[_ToolMessages, Field(discriminator="type")]
+"""What a ToolActor handles: its server's calls, prompts, resources and questions."""
+
+PlatformToolInbox = Annotated[_ToolMessages | ServerStateChanged, Field(discriminator="type")]
+"""What the built-in server's ToolActor handles: a ToolActor's inbox, and every server's
+state (for the resource catalogue)."""
+
+
+class ToolActor(Actor[ToolInbox]):
     """Connects to one MCP server, offers its tools, runs its tool calls.
 
     Args:
@@ -260,7 +271,7 @@ class ToolActor(Actor):
     async def on_stop(self) -> None:
         await self._publish_state("stopped", None)
 
-    async def handle(self, message: BaseModel) -> Any:
+    async def handle(self, message: ToolInbox) -> None:
         match message:
             case _Relist(listing=listing):
                 if self._conn is not None:
@@ -292,7 +303,8 @@ class ToolActor(Actor):
                 self.spawn(self._read_resource(conn, message, reply), name="read_resource")
             case AnswerElicitation():
                 self._answer_question(message)
-        return None
+            case _:
+                assert_never(message)
 
     def _usable_connection(self, what: str) -> ServerConnection | None:
         """The connection for a read, or ``None`` while an expired session is being
@@ -913,7 +925,7 @@ class ToolActor(Actor):
         started = time.perf_counter()
         try:
             # A conversation id no client watches: the deltas go nowhere, nothing is stored.
-            result: CompletionResult = await self.request(
+            result = await self.request(
                 CompletionRequest(
                     conversation_id=f"sampling:{self.server}",
                     turn_id=turn_id,
@@ -923,7 +935,7 @@ class ToolActor(Actor):
                 timeout=SAMPLING_TIMEOUT,
             )
         except (RequestFailed, RequestError) as exc:
-            cause = exc.__cause__ if isinstance(exc, RequestFailed) else exc
+            cause = cause_of(exc)
             detail = str(cause) if isinstance(cause, ChatError) else type(cause).__name__
             self.log.warning("tools.sampling_failed", server=self.server, error=detail)
             return mcp_types.ErrorData(
@@ -986,7 +998,7 @@ class PlatformToolActor(ToolActor):
         super().__init__(PLATFORM_SERVER, entry, settings, connection, platform_env, config_dir)
         self._catalogue: dict[str, tuple[ResourceSpec, ...]] = {}
 
-    async def handle(self, message: BaseModel) -> Any:
+    async def handle(self, message: PlatformToolInbox) -> None:
         if isinstance(message, ServerStateChanged):
             if message.resources:
                 self._catalogue[message.server] = message.resources
@@ -996,7 +1008,7 @@ class PlatformToolActor(ToolActor):
         return await super().handle(message)
 
     def _connect(self) -> AbstractAsyncContextManager[ServerConnection]:
-        async def request(message: Message, to: str | None) -> Any:
+        async def request(message: Request[R], to: str | None) -> R:
             return await self.request(message, to=to)
 
         backend = BusBackend(

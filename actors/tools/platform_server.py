@@ -50,8 +50,9 @@ from actors.shared.messages import (
 from bus.errors import (
     RequestError,
     RequestFailed,
+    cause_of,
 )
-from bus.messages import Message
+from bus.messages import R, Request
 from config.errors import ConfigInvalid
 from config.schema import PLATFORM_SERVER, SECRET_KEY_PATTERN, ConfigSnapshot
 from config.store import set_keys, validate_config
@@ -117,8 +118,11 @@ class PlatformBackend(Protocol):
         ...
 
 
-Request = Callable[[Message, str | None], Awaitable[Any]]
-"""``await request(message, to)``: a bus request from the platform server's ToolActor."""
+class BusRequest(Protocol):
+    """``await request(message, to)``: a bus request from the platform server's ToolActor,
+    answered with the request's reply type."""
+
+    def __call__(self, message: Request[R], to: str | None, /) -> Awaitable[R]: ...
 
 
 class BusBackend:
@@ -133,7 +137,7 @@ class BusBackend:
 
     def __init__(
         self,
-        request: Request,
+        request: BusRequest,
         catalogue: Callable[[], Sequence[ResourceSpec]],
         secrets: frozenset[str],
         tool_actor: Callable[[str], str],
@@ -148,16 +152,13 @@ class BusBackend:
         return self._secrets
 
     async def snapshot(self) -> ConfigSnapshot:
-        snapshot: ConfigSnapshot = await self._request(GetConfig(), None)
-        return snapshot
+        return await self._request(GetConfig(), None)
 
     async def update_config(self, changes: dict[str, Any]) -> ConfigSnapshot:
         try:
-            snapshot: ConfigSnapshot = await self._request(
-                UpdateRuntimeConfig(changes=changes), None
-            )
+            snapshot = await self._request(UpdateRuntimeConfig(changes=changes), None)
         except RequestFailed as exc:
-            cause = exc.__cause__
+            cause = cause_of(exc)
             if isinstance(cause, ConfigInvalid):
                 raise ConfigUpdateRefused(
                     "the configuration would be invalid: " + "; ".join(cause.problems)
@@ -179,11 +180,9 @@ class BusBackend:
         else:
             owner = server
         try:
-            contents: ResourceText = await self._request(
-                ReadResource(uri=uri), self._tool_actor(owner)
-            )
+            contents = await self._request(ReadResource(uri=uri), self._tool_actor(owner))
         except RequestFailed as exc:
-            cause = exc.__cause__
+            cause = cause_of(exc)
             detail = str(cause) if isinstance(cause, ChatError) else type(cause).__name__
             raise ToolError(f"{uri!r} could not be read: {detail}") from exc
         except RequestError as exc:

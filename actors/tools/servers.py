@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar, assert_never
 
 from pydantic import BaseModel
 
@@ -61,7 +61,7 @@ def _wanted(snapshot: ConfigSnapshot) -> dict[str, str]:
     return wanted
 
 
-class ServersActor(Actor):
+class ServersActor(Actor[ConfigChanged]):
     """Starts, stops and restarts ToolActors as ``servers_config.json`` changes.
 
     Args:
@@ -85,20 +85,20 @@ class ServersActor(Actor):
         for name in self._control.names():
             if name.startswith(tool_actor_name("")):
                 await self._control.remove(name)
-        snapshot: ConfigSnapshot = await self.request(GetConfig())
-        await self._reconcile(snapshot)
+        await self._reconcile(await self.request(GetConfig()))
 
     async def on_stop(self) -> None:
         # The ToolActors are children of the supervisor, which stops them at shutdown
         # (they were added after every child that existed at start, so they stop first).
         self._running.clear()
 
-    async def handle(self, message: BaseModel) -> Any:
+    async def handle(self, message: ConfigChanged) -> None:
         match message:
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 if any(k.startswith(("servers.", "mcp.")) for k in keys):
                     await self._reconcile(snapshot)
-        return None
+            case _:
+                assert_never(message)
 
     async def _reconcile(self, snapshot: ConfigSnapshot) -> None:
         wanted = _wanted(snapshot)
