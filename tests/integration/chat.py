@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import orjson
 import yaml
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 from tests.scripted_llm import ScriptedLLM
 
@@ -143,6 +144,21 @@ class ChatPlatform:
         headers = {"Authorization": f"Bearer {bearer}"} if bearer else None
         ws = await connect(url, compression=None, max_size=None, additional_headers=headers)
         return ChatClient(ws)
+
+    async def handshake_status(self, **connect_kwargs: Any) -> int:
+        """The HTTP status a real WebSocket handshake gets (``connect_kwargs`` go to
+        websockets' ``connect``: ``origin``, ``additional_headers``, ``local_addr``…): 101
+        when it connects, after its ``session_info`` arrived."""
+        try:
+            ws = await connect(self.ws_url, **connect_kwargs)
+        except InvalidStatus as refused:
+            return refused.response.status_code
+        client = ChatClient(ws)
+        try:
+            assert (await client.recv())["type"] == "session_info"
+        finally:
+            await client.close()
+        return 101
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
 from tests.integration.chat import ChatClient, ChatPlatform
@@ -34,16 +32,7 @@ WITH_AUTH: dict[str, Any] = {
 
 async def _status(platform: ChatPlatform, origin: str | None, **kwargs: Any) -> int:
     """101 when a real WebSocket handshake with ``origin`` is accepted, else its status."""
-    try:
-        ws = await connect(platform.ws_url, origin=Origin(origin) if origin else None, **kwargs)
-    except InvalidStatus as refused:
-        return refused.response.status_code
-    client = ChatClient(ws)
-    try:
-        assert (await client.recv())["type"] == "session_info"
-    finally:
-        await client.close()
-    return 101
+    return await platform.handshake_status(origin=Origin(origin) if origin else None, **kwargs)
 
 
 async def test_by_default_only_the_platforms_own_page_may_open_the_socket(
