@@ -38,7 +38,11 @@ from bus.messages import Message, Ping, Pong, R, Request
 if TYPE_CHECKING:
     from bus.bus import Bus
 
-__all__ = ["Actor", "InboxT", "Reply"]
+__all__ = ["RELEASE_SECONDS", "Actor", "InboxT", "Reply"]
+
+RELEASE_SECONDS = 5.0
+"""What :meth:`Actor.on_crash` gets to give its resources back before the actor is gone
+anyway (a WebSocket listener closing its connections waits up to 3 s for each handshake)."""
 
 InboxT = TypeVar("InboxT", bound=Message)
 """The messages an actor handles: a message type or a (discriminated) union of them."""
@@ -123,6 +127,12 @@ class Actor(Generic[InboxT]):
 
     async def on_stop(self) -> None:
         """Flush and release resources. Runs once, after the last message."""
+
+    async def on_crash(self) -> None:
+        """Release what the operating system holds (a listening socket, a file) after a
+        crash, so that the restarted actor can have it again. The actor's state may be
+        broken: do only that, nothing clever. Runs once, with a deadline of
+        :data:`RELEASE_SECONDS`; a failure is logged and never hides the crash."""
 
     # -- bus shortcuts ----------------------------------------------------------------------
 
@@ -298,12 +308,22 @@ class Actor(Generic[InboxT]):
         try:
             # on_stop runs only after a requested stop: not after a crash (state may be
             # broken) nor after a cancellation (we were cancelled for overrunning it).
+            # After a crash only on_crash runs, to give back what a restart needs.
             if crash is None and self._started.is_set():
                 await self.on_stop()
+            elif crashed:
+                await self._release_after_crash()
         finally:
             await self._cancel_children()
             if self._bus is not None:
                 self._bus.unregister(self)
+
+    async def _release_after_crash(self) -> None:
+        try:
+            async with asyncio.timeout(RELEASE_SECONDS):
+                await self.on_crash()
+        except Exception as exc:  # noqa: BLE001 - the crash, not this, is what counts
+            self.log.warning("actor.release_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _cancel_children(self) -> None:
         children = [t for t in self._children if not t.done()]

@@ -954,3 +954,45 @@ async def test_child_tasks_are_cancelled_when_the_actor_stops(stage: Stage) -> N
 async def test_ping_is_answered_by_every_actor(stage: Stage) -> None:
     await stage.start(Recorder("plain"))
     assert await stage.bus.request(Ping(), to="plain") == Pong(actor="plain")
+
+
+class Holder(Worker):
+    """A Worker that holds a resource: ``on_crash`` gives it back (or fails to)."""
+
+    def __init__(self, *, release_fails: bool = False) -> None:
+        super().__init__("holder")
+        self.journal: list[str] = []
+        self.release_fails = release_fails
+
+    async def on_stop(self) -> None:
+        self.journal.append("on_stop")
+
+    async def on_crash(self) -> None:
+        self.journal.append("on_crash")
+        if self.release_fails:
+            raise OSError("could not close")
+
+
+async def test_a_crash_runs_on_crash_not_on_stop(stage: Stage) -> None:
+    holder = await stage.start(Holder())
+    await stage.bus.send("holder", Crash(error="broken"))
+    with pytest.raises(RuntimeError, match="broken"):
+        await stage.task(holder)
+    assert holder.journal == ["on_crash"]
+
+
+async def test_a_requested_stop_runs_on_stop_not_on_crash(stage: Stage) -> None:
+    holder = await stage.start(Holder())
+    await stage.stop(holder)
+    assert holder.journal == ["on_stop"]
+
+
+async def test_a_failing_on_crash_is_logged_and_never_hides_the_crash(
+    stage: Stage, log_events
+) -> None:
+    holder = await stage.start(Holder(release_fails=True))
+    await stage.bus.send("holder", Crash(error="broken"))
+    with pytest.raises(RuntimeError, match="broken"):
+        await stage.task(holder)
+    [failed] = log_events.events("actor.release_failed")
+    assert failed["error"] == "OSError: could not close"

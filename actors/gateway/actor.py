@@ -504,6 +504,15 @@ class GatewayActor(Actor[GatewayInbox]):
             self._server.close(close_connections=True)
             await self._server.wait_closed()
 
+    async def on_crash(self) -> None:
+        # The port is what the restarted gateway needs back at once: a listener left open
+        # by the dead one would make every restart fail to bind (address in use) until
+        # the restart limit shut the platform down. Its connections go too: their
+        # handlers belong to the dead actor.
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+
     async def _listen(self, settings: WebSocketConfig, *, authenticated: bool) -> Server:
         """Start a listener for ``settings``.
 
