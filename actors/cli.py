@@ -9,8 +9,8 @@ import sys
 import orjson
 
 from actors.gateway.protocol import protocol_schema_text
+from actors.logs import configure_logging
 from actors.platform import EXIT_FORCED_STOP, run_platform
-from actors.shared.logs import configure_logging
 from actors.tools.inspection import InspectError, inspect_server, resolve_target
 from config.errors import ConfigError
 from config.locations import CONFIG_DIR_ENV, prepare_config_dir, resolve_config_dir

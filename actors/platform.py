@@ -26,9 +26,9 @@ from actors.gateway.actor import GatewayActor, HealthSource
 from actors.gateway.auth import AuthConfigError, resolve_tokens
 from actors.gateway.origins import remote_bind_problem
 from actors.llm.actor import LLMActor
+from actors.logs import LogActor, collect_secrets, configure_logging, set_secrets
 from actors.orchestrator.actor import OrchestratorActor
 from actors.persistence.actor import PersistenceActor
-from actors.shared.logs import LogActor, collect_secrets, configure_logging, set_secrets
 from actors.tools.servers import ChildControl, ServersActor
 from bus.bus import Bus
 from bus.supervisor import ChildSpec, Supervisor

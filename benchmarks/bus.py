@@ -38,7 +38,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from pydantic import BaseModel  # noqa: E402 - after the sys.path fix above
 
-from actors.shared.logs import configure_logging  # noqa: E402
+from actors.logs import configure_logging  # noqa: E402
 from bus.actor import Actor  # noqa: E402
 from bus.bus import Bus  # noqa: E402
 from bus.messages import Message, Request  # noqa: E402

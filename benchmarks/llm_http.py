@@ -49,8 +49,8 @@ from pydantic import BaseModel  # noqa: E402
 
 from actors.config.actor import ConfigActor  # noqa: E402
 from actors.llm.actor import LLMActor  # noqa: E402
-from actors.shared.logs import configure_logging  # noqa: E402
-from actors.shared.messages import (  # noqa: E402
+from actors.logs import configure_logging  # noqa: E402
+from actors.messages import (  # noqa: E402
     AssistantDelta,
     CompletionRequest,
     CompletionResult,

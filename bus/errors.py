@@ -18,7 +18,7 @@ whole family in one place and the types say exactly what went wrong::
                                shuts down with a non-zero exit
 
 The chat's errors (``ChatError`` and its codes) are the actors' vocabulary:
-``actors/shared/errors.py``.
+``actors/errors.py``.
 
 A caller that wants the handler's own exception (a ``ChatError``, a ``ConfigInvalid``)
 whether or not it came wrapped in ``RequestFailed`` asks :func:`cause_of`.

@@ -1,6 +1,6 @@
 """The runtime's own messages: the bases every message derives from, the ``Ping`` every
 actor answers, and the supervisor's state events. Nothing here knows of chat: the
-platform's vocabulary is ``actors/shared/messages.py``.
+platform's vocabulary is ``actors/messages.py``.
 
 Design note: three kinds of model cross the bus.
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from hypothesis import settings
 
-from actors.shared.logs import configure_logging, set_secrets
+from actors.logs import configure_logging, set_secrets
 
 # No per-example deadline anywhere: the suite runs two workers on a 2-core machine, where an
 # example that takes 1 ms alone once took 256 ms; timing is for benchmarks, not tests.

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from actors.errors import InvalidMessage
 from actors.orchestrator.approval import (
     DuplicateCallId,
     PendingApprovals,
@@ -19,7 +20,6 @@ from actors.orchestrator.approval import (
     refusal,
     unknown_gated_tools,
 )
-from actors.shared.errors import InvalidMessage
 from config.schema import ServerEntry, ServersConfig
 
 

@@ -18,7 +18,7 @@ from actors.gateway.auth import (
     judge_credential,
     resolve_tokens,
 )
-from actors.shared.logs import collect_secrets
+from actors.logs import collect_secrets
 from config.schema import AuthConfig, AuthToken, WebSocketConfig
 from config.store import ConfigStore
 

@@ -1,4 +1,4 @@
-"""The pure core of MCP prompts and resources (``actors/shared/catalogue.py``), on plain data."""
+"""The pure core of MCP prompts and resources (``actors/catalogue.py``), on plain data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mcp import types as mcp_types
 
-from actors.shared.catalogue import (
+from actors.catalogue import (
     CATALOGUE_HEADER,
     check_prompt_arguments,
     prompt_messages,
@@ -18,7 +18,7 @@ from actors.shared.catalogue import (
     resource_specs,
     resource_text,
 )
-from actors.shared.messages import PromptArgumentSpec, PromptSpec, ResourceSpec
+from actors.messages import PromptArgumentSpec, PromptSpec, ResourceSpec
 
 
 def _prompt() -> PromptSpec:

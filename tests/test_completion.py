@@ -15,7 +15,7 @@ from actors.llm.completion import (
     MalformedChunk,
     ProviderStreamError,
 )
-from actors.shared.messages import ToolCall, Usage
+from actors.messages import ToolCall, Usage
 
 
 def _chunk(delta: dict | None = None, finish: str | None = None, **extra) -> dict:

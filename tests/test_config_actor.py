@@ -33,7 +33,7 @@ import yaml
 from pydantic import BaseModel
 
 from actors.config.actor import ConfigActor
-from actors.shared.messages import (
+from actors.messages import (
     ConfigChanged,
     ConfigRejected,
     GetConfig,

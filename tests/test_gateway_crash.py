@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from actors.config import ConfigActor
 from actors.gateway import GatewayActor
-from actors.shared.messages import CancelTurn
+from actors.messages import CancelTurn
 from bus.actor import Actor
 from bus.bus import Bus
 from bus.messages import ActorStateChanged

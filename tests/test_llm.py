@@ -36,15 +36,15 @@ import yaml
 from pydantic import BaseModel
 
 from actors.config.actor import ConfigActor
-from actors.llm.actor import RETRY_AFTER_CAP, LLMActor, parse_retry_after
-from actors.shared.errors import (
+from actors.errors import (
     AnswerCutShort,
     ChatError,
     LLMNotConfigured,
     LLMUnavailable,
     RateLimited,
 )
-from actors.shared.messages import (
+from actors.llm.actor import RETRY_AFTER_CAP, LLMActor, parse_retry_after
+from actors.messages import (
     AssistantDelta,
     CancelCompletion,
     CompletionRequest,

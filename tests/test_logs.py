@@ -1,4 +1,4 @@
-"""The event log (actors/shared/logs.py): JSON lines, live level/format, and secret redaction.
+"""The event log (actors/logs.py): JSON lines, live level/format, and secret redaction.
 
 Redaction is tested where secrets could leak: values of secret-named keys at any depth,
 known secret values inside any string (tracebacks included), ``Bearer`` headers, tokens in
@@ -16,7 +16,7 @@ import orjson
 import structlog
 
 from actors.config.actor import ConfigActor
-from actors.shared.logs import (
+from actors.logs import (
     REDACTED,
     LogActor,
     collect_secrets,
@@ -27,7 +27,7 @@ from actors.shared.logs import (
     set_log_level,
     set_secrets,
 )
-from actors.shared.messages import (
+from actors.messages import (
     SaveRuntimeConfig,
 )
 from bus.bus import Bus

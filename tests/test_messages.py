@@ -1,4 +1,4 @@
-"""The internal protocol is wire-ready (bus/messages.py, actors/shared/messages.py).
+"""The internal protocol is wire-ready (bus/messages.py, actors/messages.py).
 
 These tests walk every message and payload class of the runtime and the actors, so a new
 one cannot be added without being covered:
@@ -31,9 +31,9 @@ from pydantic import BaseModel, TypeAdapter
 
 import actors
 import bus
+from actors import messages as m
 from actors.config.actor import _FilesChanged
 from actors.persistence.actor import _FlushDue, _RunRetention
-from actors.shared import messages as m
 from actors.tools.actor import _Relist
 from bus.actor import Actor
 from bus.messages import (

@@ -36,9 +36,8 @@ import pytest
 import yaml
 
 from actors.config.actor import ConfigActor
-from actors.persistence.actor import SCHEMA_VERSION, DatabaseUnusable, PersistenceActor
-from actors.shared.errors import InvalidMessage, SessionNotFound, StorageFull
-from actors.shared.messages import (
+from actors.errors import InvalidMessage, SessionNotFound, StorageFull
+from actors.messages import (
     AppendMessage,
     AppendMessages,
     AssistantDelta,
@@ -57,6 +56,7 @@ from actors.shared.messages import (
     ToolCall,
     Usage,
 )
+from actors.persistence.actor import SCHEMA_VERSION, DatabaseUnusable, PersistenceActor
 from bus.bus import Bus
 from bus.errors import (
     RequestFailed,

@@ -21,8 +21,8 @@ from jsonschema import Draft7Validator, Draft202012Validator
 from mcp_types import Tool, ToolAnnotations  # what mcp.types re-exports; 0.4 s faster
 from pydantic import BaseModel, Field
 
-from actors.shared.messages import ToolSpec
-from actors.shared.tool_names import model_tool_names, unique_model_names
+from actors.messages import ToolSpec
+from actors.tool_names import model_tool_names, unique_model_names
 from actors.tools.schemas import (
     MAX_DESCRIPTION_CHARS,
     MAX_SCHEMA_DEPTH,

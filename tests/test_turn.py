@@ -10,6 +10,18 @@ from typing import Any, TypeVar
 
 import pytest
 
+from actors.errors import AnswerCutShort, InternalError, LLMUnavailable, SessionNotFound
+from actors.messages import (
+    AppendMessage,
+    CompletionResult,
+    MessageRole,
+    MessageStatus,
+    StoredMessage,
+    ToolCall,
+    ToolOutcome,
+    ToolSpec,
+    Usage,
+)
 from actors.orchestrator.turn import (
     CANCELLED_BEFORE_CALL,
     ApprovalAnswered,
@@ -34,18 +46,6 @@ from actors.orchestrator.turn import (
     TurnSettings,
     finished_card,
     history_to_openai,
-)
-from actors.shared.errors import AnswerCutShort, InternalError, LLMUnavailable, SessionNotFound
-from actors.shared.messages import (
-    AppendMessage,
-    CompletionResult,
-    MessageRole,
-    MessageStatus,
-    StoredMessage,
-    ToolCall,
-    ToolOutcome,
-    ToolSpec,
-    Usage,
 )
 from config.schema import ApprovalSetting
 

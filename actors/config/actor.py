@@ -39,7 +39,7 @@ from typing import Annotated, ClassVar, Literal, assert_never
 import watchfiles
 from pydantic import BaseModel, Field
 
-from actors.shared.messages import (
+from actors.messages import (
     ConfigChanged,
     ConfigRejected,
     GetConfig,

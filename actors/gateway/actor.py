@@ -50,7 +50,7 @@ reachable from other machines runs without authentication unless
 restart too) and ``_apply_tokens`` refuses removing the tokens under one.
 
 Secrets: every frame but the model's text deltas is serialised by :func:`_wire_text`,
-which runs its strings through the log's redaction (``actors/shared/logs.py``) before they leave
+which runs its strings through the log's redaction (``actors/logs.py``) before they leave
 the process, so an MCP server's stderr tail, a provider's error or a tool's output that
 quotes a key reaches clients as ``[REDACTED]``, exactly as it reaches the log. It sits
 below every call site (``_Connection.send_frame`` and the two frames ``_serve`` writes
@@ -82,6 +82,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from actors.errors import ChatError, InvalidMessage, not_waiting
 from actors.gateway.auth import (
     LOCAL_OWNER,
     AuthConfigError,
@@ -131,9 +132,8 @@ from actors.gateway.protocol import (
     parse_client_frame,
 )
 from actors.gateway.web_assets import WEB_DIR, WebAssets
-from actors.shared.errors import ChatError, InvalidMessage, not_waiting
-from actors.shared.logs import redact_known_secrets, redact_text
-from actors.shared.messages import (
+from actors.logs import redact_known_secrets, redact_text
+from actors.messages import (
     AnswerElicitation,
     AnswerToolApproval,
     AssistantDelta,
@@ -333,7 +333,7 @@ def _wire_text(frame: BaseModel) -> str:
 
     Free text that the platform or an MCP server wrote (error messages, a server's
     stderr tail in ``server_status``/``session_info``, tool output and progress messages,
-    elicitation questions) gets the log's redaction (:func:`~actors.shared.logs.redact_text`):
+    elicitation questions) gets the log's redaction (:func:`~actors.logs.redact_text`):
     the known secret values, ``Bearer``/``Basic`` credentials, query-string secrets;
     conversation text (:data:`_CONVERSATION_TEXT`, and an ``assistant_message``'s
     ``message``) gets only the known values. Redacting the dumped data, before JSON

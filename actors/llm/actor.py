@@ -7,13 +7,13 @@ events (:class:`~actors.llm.sse.SSEDecoder`), events become JSON (orjson) and JS
 deltas and a final answer (:class:`~actors.llm.completion.CompletionAccumulator`). This module
 adds only I/O, retries, fallbacks and cancellation; every parsing rule lives in the cores.
 
-*One child task per request.* A :class:`~actors.shared.messages.CompletionRequest` is answered from
+*One child task per request.* A :class:`~actors.messages.CompletionRequest` is answered from
 a child task through a deferred reply, so many conversations stream side by side and a
-:class:`~actors.shared.messages.CancelCompletion` gets through the mailbox at once. Cancelling
+:class:`~actors.messages.CancelCompletion` gets through the mailbox at once. Cancelling
 cancels that task: httpx closes the response (HTTP/1.1: the connection; HTTP/2: the
 stream), and the task answers with what arrived so far and ``finish_reason="cancelled"``.
 A child task never raises (that would crash the actor and every other stream with it):
-each failure answers its own request with a :class:`~actors.shared.errors.ChatError`. Every delta
+each failure answers its own request with a :class:`~actors.errors.ChatError`. Every delta
 is published (awaited) before the reply is set, so a subscriber sees a request's deltas
 before anyone sees its answer.
 
@@ -30,7 +30,7 @@ refused key (401/403), a bad request or an HTML page where the API should be.
 (either is a proper end: providers send one, the other or both). A body that ends cleanly
 with neither after some chunks was cut short (a proxy timing out, a provider dropping a
 long generation): before anything was shown it is retried like a broken connection; after
-text was shown it fails with :class:`~actors.shared.errors.AnswerCutShort` carrying that text (the
+text was shown it fails with :class:`~actors.errors.AnswerCutShort` carrying that text (the
 orchestrator stores it ``incomplete``), and tool calls it carried are never run.
 
 *HTTP/1.1 by default, HTTP/2 on request.* Measured through this actor
@@ -87,9 +87,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, Field
 
-from actors.llm.completion import CompletionAccumulator, MalformedChunk, ProviderStreamError
-from actors.llm.sse import LineSplitter, SSEDecoder
-from actors.shared.errors import (
+from actors.errors import (
     AnswerCutShort,
     ChatError,
     InternalError,
@@ -97,7 +95,9 @@ from actors.shared.errors import (
     LLMUnavailable,
     RateLimited,
 )
-from actors.shared.messages import (
+from actors.llm.completion import CompletionAccumulator, MalformedChunk, ProviderStreamError
+from actors.llm.sse import LineSplitter, SSEDecoder
+from actors.messages import (
     AssistantDelta,
     CancelCompletion,
     CompletionRequest,
@@ -465,12 +465,12 @@ LLMInbox = Annotated[
 class LLMActor(Actor[LLMInbox]):
     """Answers CompletionRequest by calling the active LLM provider, streaming deltas.
 
-    Requests: :class:`~actors.shared.messages.CompletionRequest` →
-    :class:`~actors.shared.messages.CompletionResult` (fails with LLMNotConfigured,
+    Requests: :class:`~actors.messages.CompletionRequest` →
+    :class:`~actors.messages.CompletionResult` (fails with LLMNotConfigured,
     RateLimited, LLMUnavailable or InternalError). One-way:
-    :class:`~actors.shared.messages.CancelCompletion`. Events in:
-    :class:`~actors.shared.messages.ConfigChanged`.
-    Events out: :class:`~actors.shared.messages.AssistantDelta` (streaming only).
+    :class:`~actors.messages.CancelCompletion`. Events in:
+    :class:`~actors.messages.ConfigChanged`.
+    Events out: :class:`~actors.messages.AssistantDelta` (streaming only).
 
     Args:
         environ: Where API keys are read, at request time (default: ``os.environ``, which

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from actors.shared.messages import ToolCall, Usage
+from actors.messages import ToolCall, Usage
 
 __all__ = [
     "REASONING_FIELDS",

@@ -29,7 +29,7 @@ the servers published (unknown prompt, missing or unknown arguments: INVALID_MES
 before anything is stored); the turn then fetches the prompt's messages from its
 server and stores them before the user's text, so they are history like any other
 message. The resource catalogue of every ready server is rendered once per change
-(``actors/shared/catalogue.py``) and appended to the system prompt when
+(``actors/catalogue.py``) and appended to the system prompt when
 ``chat.service.resources.in_system_prompt`` is on.
 
 Tool approval: a call of a tool whose server's entry sets ``require_approval`` first waits
@@ -50,6 +50,40 @@ from typing import Annotated, Any, ClassVar, assert_never
 
 from pydantic import BaseModel, Field
 
+from actors.catalogue import check_prompt_arguments, render_catalogue
+from actors.errors import (
+    ChatError,
+    InternalError,
+    InvalidMessage,
+    SessionNotFound,
+    TurnInProgress,
+)
+from actors.messages import (
+    AnswerToolApproval,
+    AppendMessage,
+    AppendMessages,
+    CancelCompletion,
+    CancelToolCalls,
+    CancelTurn,
+    CompletionResult,
+    ConfigChanged,
+    GetConfig,
+    GetPrompt,
+    LoadHistory,
+    PromptMessageText,
+    PromptSpec,
+    ResourceSpec,
+    ServerStateChanged,
+    StartTurn,
+    StoredMessage,
+    ToolApprovalClosed,
+    ToolApprovalRequested,
+    ToolOutcome,
+    ToolsOffered,
+    ToolSpec,
+    TurnStarted,
+    TurnStateChanged,
+)
 from actors.orchestrator.approval import (
     ApprovalVerdict,
     PendingApprovals,
@@ -83,41 +117,7 @@ from actors.orchestrator.turn import (
     finished_card,
     history_to_openai,
 )
-from actors.shared.catalogue import check_prompt_arguments, render_catalogue
-from actors.shared.errors import (
-    ChatError,
-    InternalError,
-    InvalidMessage,
-    SessionNotFound,
-    TurnInProgress,
-)
-from actors.shared.messages import (
-    AnswerToolApproval,
-    AppendMessage,
-    AppendMessages,
-    CancelCompletion,
-    CancelToolCalls,
-    CancelTurn,
-    CompletionResult,
-    ConfigChanged,
-    GetConfig,
-    GetPrompt,
-    LoadHistory,
-    PromptMessageText,
-    PromptSpec,
-    ResourceSpec,
-    ServerStateChanged,
-    StartTurn,
-    StoredMessage,
-    ToolApprovalClosed,
-    ToolApprovalRequested,
-    ToolOutcome,
-    ToolsOffered,
-    ToolSpec,
-    TurnStarted,
-    TurnStateChanged,
-)
-from actors.shared.tool_names import tool_actor_name, unique_model_names
+from actors.tool_names import tool_actor_name, unique_model_names
 from bus.actor import Actor, Reply
 from bus.errors import (
     BusError,

@@ -32,8 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from actors.shared.errors import not_waiting
-from actors.shared.messages import ApprovalDecision
+from actors.errors import not_waiting
+from actors.messages import ApprovalDecision
 from config.schema import ApprovalSetting, ServersConfig
 
 __all__ = [

@@ -51,9 +51,8 @@ from typing import Any, Literal
 
 import orjson
 
-from actors.orchestrator.approval import ApprovalVerdict, approval_required, refusal
-from actors.shared.errors import AnswerCutShort, ChatError
-from actors.shared.messages import (
+from actors.errors import AnswerCutShort, ChatError
+from actors.messages import (
     AppendMessage,
     CallTool,
     CompletionRequest,
@@ -70,7 +69,8 @@ from actors.shared.messages import (
     TurnFinished,
     Usage,
 )
-from actors.shared.tool_names import truncate_for_model
+from actors.orchestrator.approval import ApprovalVerdict, approval_required, refusal
+from actors.tool_names import truncate_for_model
 from config.schema import ApprovalSetting
 
 __all__ = [

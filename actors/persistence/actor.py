@@ -11,7 +11,7 @@ instead of ~0.52 ms for four awaited calls). ``synchronous=NORMAL`` in WAL keeps
 committed transaction across a process crash, at ~4,400 commits/s instead of ~265 with
 FULL (an fsync costs ~3.8 ms here). A write that fails because the disk is full, the file
 read-only or the disk failing is rolled back as a whole and surfaces as
-:class:`~actors.shared.errors.StorageFull`; reads keep working. Every committed write transaction is
+:class:`~actors.errors.StorageFull`; reads keep working. Every committed write transaction is
 counted in :attr:`PersistenceActor.write_transactions` (the benchmark counts writes per
 answer).
 
@@ -67,8 +67,8 @@ import aiosqlite
 import orjson
 from pydantic import BaseModel, Field
 
-from actors.shared.errors import InvalidMessage, SessionNotFound, StorageFull
-from actors.shared.messages import (
+from actors.errors import InvalidMessage, SessionNotFound, StorageFull
+from actors.messages import (
     AppendMessage,
     AppendMessages,
     AssistantDelta,
@@ -547,7 +547,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
 
     Serves OpenConversation, CreateConversation, AppendMessage, FinishMessage,
     LoadHistory, SaveSession, ListSessions and DeleteSession (replies as documented in
-    ``actors/shared/messages.py``); listens to AssistantDelta (buffered into streamed answers) and
+    ``actors/messages.py``); listens to AssistantDelta (buffered into streamed answers) and
     ConfigChanged (retention and streaming settings apply live).
 
     Args:

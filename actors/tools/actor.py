@@ -69,9 +69,9 @@ import orjson
 from mcp.shared.dispatcher import ProgressFnT
 from pydantic import BaseModel, Field
 
-from actors.shared.catalogue import prompt_messages, prompt_specs, resource_specs, resource_text
-from actors.shared.errors import ChatError, InvalidMessage, McpServerUnavailable
-from actors.shared.messages import (
+from actors.catalogue import prompt_messages, prompt_specs, resource_specs, resource_text
+from actors.errors import ChatError, InvalidMessage, McpServerUnavailable
+from actors.messages import (
     AnswerElicitation,
     CallTool,
     CancelToolCalls,
@@ -89,7 +89,7 @@ from actors.shared.messages import (
     ToolProgress,
     ToolSpec,
 )
-from actors.shared.tool_names import tool_actor_name, truncate_for_model
+from actors.tool_names import tool_actor_name, truncate_for_model
 from actors.tools.elicitation import ElicitationContentInvalid, accepted_content
 from actors.tools.mcp_client import (
     CallClock,

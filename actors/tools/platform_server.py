@@ -38,9 +38,9 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from actors.shared.catalogue import resource_owner
-from actors.shared.errors import ChatError
-from actors.shared.messages import (
+from actors.catalogue import resource_owner
+from actors.errors import ChatError
+from actors.messages import (
     GetConfig,
     ReadResource,
     ResourceSpec,

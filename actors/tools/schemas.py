@@ -34,7 +34,7 @@ A schema that cannot be repaired raises :class:`SchemaRejected`; every repair is
 in :attr:`NormalisedSchema.repairs` so the ToolActor can log it. Nothing here mutates
 its input.
 
-Model-facing tool names are made in ``actors/shared/tool_names.py`` (its docstring has
+Model-facing tool names are made in ``actors/tool_names.py`` (its docstring has
 the scheme).
 """
 
@@ -50,8 +50,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import unquote
 
-from actors.shared.messages import ToolSpec
-from actors.shared.tool_names import MAX_TOOL_NAME_CHARS, model_tool_names
+from actors.messages import ToolSpec
+from actors.tool_names import MAX_TOOL_NAME_CHARS, model_tool_names
 
 if TYPE_CHECKING:
     from mcp.types import Tool

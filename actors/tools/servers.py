@@ -24,8 +24,8 @@ from typing import ClassVar, assert_never
 
 from pydantic import BaseModel
 
-from actors.shared.messages import ConfigChanged, GetConfig
-from actors.shared.tool_names import tool_actor_name
+from actors.messages import ConfigChanged, GetConfig
+from actors.tool_names import tool_actor_name
 from actors.tools.actor import PlatformToolActor, ToolActor
 from bus.actor import Actor
 from bus.supervisor import ChildSpec

@@ -28,7 +28,7 @@ import structlog
 from pydantic import BaseModel
 from structlog.typing import EventDict, WrappedLogger
 
-from actors.shared.messages import ConfigChanged, GetConfig
+from actors.messages import ConfigChanged, GetConfig
 from bus.actor import Actor
 from config.schema import SECRET_KEY_PATTERN, ConfigSnapshot
 

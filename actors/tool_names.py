@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Final
 
-from actors.shared.messages import ToolSpec
+from actors.messages import ToolSpec
 
 __all__ = [
     "MAX_TOOL_NAME_CHARS",

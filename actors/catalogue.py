@@ -25,7 +25,7 @@ from typing import Literal
 from mcp import types as mcp_types
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
-from actors.shared.messages import (
+from actors.messages import (
     PromptArgumentSpec,
     PromptMessageText,
     PromptSpec,

@@ -636,7 +636,7 @@ class ToolsOffered(Message):
     """Event (OrchestratorActor): the tools the model is offered changed.
 
     Each ToolActor names its tools alone; the orchestrator makes the names unique across
-    servers (``actors/shared/tool_names.py``), so this is the one list of the names the
+    servers (``actors/tool_names.py``), so this is the one list of the names the
     model sees (the gateway shows it in ``session_info``)."""
 
     type: Literal["tools_offered"] = "tools_offered"
