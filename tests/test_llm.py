@@ -293,6 +293,7 @@ async def test_content_deltas_are_published_in_order_before_the_reply(
     assert {d.conversation_id for d in harness.probe.deltas} == {"c-1"}
     assert result.content == "Hello, world! How are you?"
     assert result.thinking is None
+    assert result.streamed  # the subscribers hold the whole text
     assert result.tool_calls == ()
     assert result.finish_reason == "stop"
     assert (result.model, result.provider) == ("m-1", "test")
@@ -338,6 +339,7 @@ async def test_reasoning_from_every_field_becomes_thinking_deltas(start: Start) 
             ("content", "wer"),
         ], field
         assert (result.content, result.thinking) == ("Answer", "Let me think"), field
+        assert result.streamed, field
 
 
 @pytest.mark.parametrize(
@@ -782,6 +784,7 @@ async def test_cancel_closes_the_stream_and_answers_with_the_partial_text(
 
     assert result.finish_reason == "cancelled"
     assert (result.content, result.provider, result.model) == ("Hello", "test", "m-1")
+    assert result.streamed
     assert await server.wait_disconnects(1) == [0]
     assert gate.reached.is_set()
     [cancelled] = log_events.events("llm.cancelled")
@@ -833,6 +836,7 @@ async def test_streaming_off_sends_stream_false_and_publishes_nothing(
     result = await harness.complete()
 
     assert (result.content, result.thinking) == ("Whole answer", "thought")
+    assert not result.streamed  # nobody has the text but this reply
     assert result.usage.total_tokens == 4
     sent = body(server)
     assert sent["stream"] is False

@@ -146,6 +146,7 @@ from actors.messages import (
     ElicitationRequested,
     GetConfig,
     ListSessions,
+    LoadHistory,
     OpenConversation,
     PromptRequest,
     SaveSession,
@@ -153,6 +154,7 @@ from actors.messages import (
     SessionSummary,
     StartTurn,
     StoredMessage,
+    StreamedText,
     ToolApprovalClosed,
     ToolApprovalRequested,
     ToolExecutionEvent,
@@ -197,6 +199,10 @@ _EXPOSURE_KEYS = (
 )
 """Settings that decide who can reach the listener (with the auth section)."""
 
+_ANSWER_LOOKBACK = 64
+"""Newest messages searched for a turn's stored answer (a turn that just ended is among
+the newest, even with a new turn started behind it)."""
+
 HealthSource = Callable[[], dict[str, dict[str, object]]]
 
 
@@ -220,6 +226,42 @@ class _PendingDelta:
         # per-delta pass would catch almost nothing while costing on every frame. The
         # turn's assistant_message and the stored history do go through _wire_text.
         return dump_frame(frame_type(turn_id=self.turn_id, content="".join(self.parts)))
+
+
+MAX_ANSWERS_KEPT = 4096
+"""Running turns whose delta text the gateway keeps at most (a turn whose end never comes,
+its orchestrator having crashed, must not hold its text forever): the oldest goes first."""
+
+
+class _AnswerText:
+    """The text of one running turn's deltas, kept for its ``assistant_message``: a
+    streamed answer's TurnFinished does not carry the text again, only its length, and
+    the answer is the tail of the turn's deltas (earlier hops' text comes before it)."""
+
+    __slots__ = ("content", "thinking")
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.thinking: list[str] = []
+
+    def add(self, kind: str, text: str) -> None:
+        (self.content if kind == "content" else self.thinking).append(text)
+
+    def answer(self, streamed: StreamedText) -> tuple[str, str | None] | None:
+        """The answer's text and reasoning, or None when this gateway did not see all of
+        it (it started while the answer streamed)."""
+        content = _tail(self.content, streamed.content_chars)
+        thinking = _tail(self.thinking, streamed.thinking_chars)
+        if content is None or thinking is None:
+            return None
+        return content, thinking or None
+
+
+def _tail(parts: list[str], chars: int) -> str | None:
+    if not chars:
+        return ""
+    text = "".join(parts)
+    return text[len(text) - chars :] if len(text) >= chars else None
 
 
 class _Connection:
@@ -459,6 +501,8 @@ class GatewayActor(Actor[GatewayInbox]):
         self._running: dict[str, str] = {}
         """Turn id running per conversation: a view of the orchestrator's
         TurnStateChanged events (the orchestrator owns which turns run)."""
+        self._answers: dict[str, _AnswerText] = {}
+        """The delta text of running turns, by turn id (see :class:`_AnswerText`)."""
         self._ids = itertools.count(1)
         self._servers: dict[str, ServerStateChanged] = {}
         """The last state of each MCP server (for session_info)."""
@@ -564,10 +608,16 @@ class GatewayActor(Actor[GatewayInbox]):
     async def handle(self, message: GatewayInbox) -> None:
         match message:
             case AssistantDelta(conversation_id=cid, turn_id=turn_id, kind=kind, text=text):
+                answer = self._answers.get(turn_id)
+                if answer is None:
+                    answer = self._answers[turn_id] = _AnswerText()
+                    if len(self._answers) > MAX_ANSWERS_KEPT:
+                        del self._answers[next(iter(self._answers))]
+                answer.add(kind, text)
                 for conn in self._by_conversation.get(cid, ()):
                     conn.send_delta(turn_id, kind, text)
             case TurnFinished():
-                self._turn_finished(message)
+                await self._turn_finished(message)
             case ToolExecutionEvent():
                 # The bus message's own tag is not the frame's (``tool_execution``).
                 frame = ToolExecutionFrame(
@@ -625,8 +675,13 @@ class GatewayActor(Actor[GatewayInbox]):
             case _:
                 assert_never(message)
 
-    def _turn_finished(self, message: TurnFinished) -> None:
+    async def _turn_finished(self, message: TurnFinished) -> None:
         cid = message.conversation_id
+        answer = self._answers.pop(message.turn_id, None)
+        text, thinking = message.message, message.thinking
+        if message.streamed is not None:
+            seen = answer.answer(message.streamed) if answer is not None else None
+            text, thinking = seen if seen is not None else await self._stored_answer(message)
         frames: list[BaseModel] = []
         if message.error_code is not None:
             frames.append(
@@ -641,8 +696,8 @@ class GatewayActor(Actor[GatewayInbox]):
             AssistantMessageFrame(
                 turn_id=message.turn_id,
                 request_id=message.request_id,
-                message=message.message,
-                thinking=message.thinking,
+                message=text,
+                thinking=thinking,
                 usage=UsageInfo(**message.usage.model_dump()),
                 model=message.model,
                 finish_reason=message.finish_reason,
@@ -651,6 +706,32 @@ class GatewayActor(Actor[GatewayInbox]):
         for conn in self._by_conversation.get(cid, ()):
             for frame in frames:
                 conn.send_frame(frame)
+
+    async def _stored_answer(self, message: TurnFinished) -> tuple[str, str | None]:
+        """A streamed answer this gateway did not see whole (it restarted while the answer
+        streamed): its row, committed before the TurnFinished, has it."""
+        self.log.warning(
+            "gateway.answer_from_storage", turn_id=message.turn_id, reason="deltas missed"
+        )
+        try:
+            history = await self.request(
+                LoadHistory(conversation_id=message.conversation_id, limit=_ANSWER_LOOKBACK)
+            )
+        except (RequestFailed, RequestError) as exc:
+            problem = f"the stored answer could not be read: {cause_of(exc)}"
+        else:
+            for stored in reversed(history):
+                if stored.role == "assistant" and stored.turn_id == message.turn_id:
+                    return stored.content, stored.thinking
+            problem = f"no stored answer among the last {_ANSWER_LOOKBACK} messages"
+        # The tabs still learn that the turn ended; a reload shows what was stored.
+        self.log.error(
+            "gateway.answer_unavailable",
+            turn_id=message.turn_id,
+            conversation_id=message.conversation_id,
+            reason=problem,
+        )
+        return "", None
 
     async def _reconfigure(self, snapshot: ConfigSnapshot, keys: tuple[str, ...]) -> None:
         """Apply a new configuration: tokens, listener, page, origins.

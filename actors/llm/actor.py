@@ -104,6 +104,7 @@ from actors.messages import (
     CompletionResult,
     ConfigChanged,
     GetConfig,
+    ToolCall,
     Usage,
 )
 from bus.actor import Actor, Reply
@@ -349,6 +350,29 @@ class _Completion:
     published_chars: int = 0
     """Characters of content and reasoning published as deltas (0: retrying is safe)."""
     first_delta_at: float | None = None
+
+    def result(
+        self,
+        *,
+        finish_reason: str,
+        usage: Usage,
+        model: str,
+        provider: str,
+        tool_calls: tuple[ToolCall, ...] = (),
+    ) -> CompletionResult:
+        """The answer so far as the reply; ``streamed`` when its whole text went out as
+        deltas."""
+        content, thinking = self.accumulator.content, self.accumulator.thinking
+        return CompletionResult(
+            content=content,
+            thinking=thinking or None,
+            streamed=self.published_chars == len(content) + len(thinking),
+            tool_calls=tool_calls,
+            finish_reason=finish_reason,
+            usage=usage,
+            model=model,
+            provider=provider,
+        )
 
 
 class _AttemptFailed(Exception):
@@ -673,9 +697,7 @@ class LLMActor(Actor[LLMInbox]):
     @staticmethod
     def _cancelled_result(completion: _Completion) -> CompletionResult:
         accumulator = completion.accumulator
-        return CompletionResult(
-            content=accumulator.content,
-            thinking=accumulator.thinking or None,
+        return completion.result(
             finish_reason="cancelled",
             usage=accumulator.usage or Usage(),
             model=accumulator.model or completion.model,
@@ -899,9 +921,7 @@ class LLMActor(Actor[LLMInbox]):
             finish_reason=accumulator.finish_reason,
             usage=usage.model_dump(),
         )
-        return CompletionResult(
-            content=accumulator.content,
-            thinking=accumulator.thinking or None,
+        return completion.result(
             tool_calls=tuple(accumulator.tool_calls),
             finish_reason=accumulator.finish_reason or "stop",
             usage=usage,
