@@ -83,7 +83,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Annotated, Any, ClassVar, Literal, assert_never
 
-import httpx
+import httpx2
 import orjson
 from pydantic import BaseModel, Field
 
@@ -172,7 +172,7 @@ class _ProviderSettings:
     @property
     def loopback(self) -> bool:
         """Whether the API is on this machine (a local server needs no key)."""
-        return httpx.URL(self.base_url).host in _LOOPBACK_HOSTS
+        return httpx2.URL(self.base_url).host in _LOOPBACK_HOSTS
 
     @classmethod
     def of(cls, name: str, provider: ProviderConfig) -> _ProviderSettings:
@@ -258,11 +258,11 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 class _Lane:
-    """One ``httpx.AsyncClient`` and the number of requests using it."""
+    """One ``httpx2.AsyncClient`` and the number of requests using it."""
 
     __slots__ = ("active", "client")
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx2.AsyncClient) -> None:
         self.client = client
         self.active = 0
 
@@ -300,10 +300,10 @@ class _ProviderClient:
         """Give back a lane taken with :meth:`acquire`."""
         lane.active -= 1
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _new_client(self) -> httpx2.AsyncClient:
         settings = self.settings
-        timeout = httpx.Timeout(settings.timeout_read, connect=settings.timeout_connect)
-        limits = httpx.Limits(
+        timeout = httpx2.Timeout(settings.timeout_read, connect=settings.timeout_connect)
+        limits = httpx2.Limits(
             max_connections=None,  # HTTP/1.1 needs one per concurrent stream; turns bound them
             max_keepalive_connections=_KEEPALIVE_CONNECTIONS,
             keepalive_expiry=_KEEPALIVE_EXPIRY,
@@ -314,7 +314,7 @@ class _ProviderClient:
             # prior knowledge, i.e. no HTTP/1.1 at all. On https:// ALPN picks h2.
             plain = settings.base_url.startswith("http://")
             options = {"http1": not plain, "http2": True}
-        return httpx.AsyncClient(
+        return httpx2.AsyncClient(
             timeout=timeout,
             limits=limits,
             trust_env=False,  # no proxy or netrc picked up from the environment
@@ -871,7 +871,7 @@ class LLMActor(Actor[LLMInbox]):
         }
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        if httpx.URL(settings.base_url).host.endswith("openrouter.ai"):
+        if httpx2.URL(settings.base_url).host.endswith("openrouter.ai"):
             headers["X-Title"] = "MCP Platform"  # OpenRouter's optional app attribution
         body = orjson.dumps(_request_body(provider, completion.request, streaming))
         self.log.info(
@@ -932,7 +932,7 @@ class LLMActor(Actor[LLMInbox]):
     async def _exchange(
         self,
         completion: _Completion,
-        client: httpx.AsyncClient,
+        client: httpx2.AsyncClient,
         name: str,
         provider: ProviderConfig,
         api_key: str | None,
@@ -947,7 +947,7 @@ class LLMActor(Actor[LLMInbox]):
 
         Raises:
             _AttemptFailed: An error status.
-            httpx.HTTPError, MalformedChunk, ProviderStreamError: See :meth:`_classify`.
+            httpx2.HTTPError, MalformedChunk, ProviderStreamError: See :meth:`_classify`.
         """
         url = f"{provider.base_url}/chat/completions"
         async with client.stream("POST", url, content=body, headers=headers) as response:
@@ -978,15 +978,15 @@ class LLMActor(Actor[LLMInbox]):
     ) -> _AttemptFailed:
         """An exception raised while talking to the provider, as an attempt failure."""
         match exc:
-            case httpx.ReadTimeout():
+            case httpx2.ReadTimeout():
                 summary = f"no data for {settings.timeout_read:g} s (ReadTimeout)"
                 return _AttemptFailed(summary, retryable=True)
-            case httpx.ConnectTimeout():
+            case httpx2.ConnectTimeout():
                 summary = (
                     f"could not connect within {settings.timeout_connect:g} s (ConnectTimeout)"
                 )
                 return _AttemptFailed(summary, retryable=True)
-            case httpx.TransportError():
+            case httpx2.TransportError():
                 # Connect/read/write errors, protocol errors (a dropped stream), pool limits.
                 detail = _scrub(str(exc), api_key) or "connection failed"
                 return _AttemptFailed(f"{type(exc).__name__}: {detail}", retryable=True)
@@ -1005,7 +1005,7 @@ class LLMActor(Actor[LLMInbox]):
                     rate_limited=status == 429,
                     status=status,
                 )
-            case httpx.HTTPError():
+            case httpx2.HTTPError():
                 return _AttemptFailed(
                     f"{type(exc).__name__}: {_scrub(str(exc), api_key)}", retryable=False
                 )
@@ -1015,7 +1015,7 @@ class LLMActor(Actor[LLMInbox]):
         self,
         name: str,
         provider: ProviderConfig,
-        response: httpx.Response,
+        response: httpx2.Response,
         api_key: str | None,
     ) -> _AttemptFailed:
         """An error status as an attempt failure, with the provider's message."""
@@ -1049,7 +1049,7 @@ class LLMActor(Actor[LLMInbox]):
         )
 
     async def _read_stream(
-        self, completion: _Completion, response: httpx.Response, *, publish: bool
+        self, completion: _Completion, response: httpx2.Response, *, publish: bool
     ) -> None:
         """Read an SSE answer to its end, publishing deltas as they arrive.
 
@@ -1067,7 +1067,7 @@ class LLMActor(Actor[LLMInbox]):
         Raises:
             MalformedChunk: An event is not JSON or not a chunk.
             ProviderStreamError: The provider sent an error object.
-            httpx.HTTPError: The connection failed or stalled.
+            httpx2.HTTPError: The connection failed or stalled.
             _AttemptFailed: The stream was cut short (``cut_short``).
         """
         decoder = SSEDecoder()
@@ -1118,7 +1118,7 @@ class LLMActor(Actor[LLMInbox]):
                 async with asyncio.timeout(_DRAIN_AFTER_DONE):
                     async for _ in reads:
                         pass
-            except (TimeoutError, httpx.HTTPError):
+            except (TimeoutError, httpx2.HTTPError):
                 pass  # the answer is complete; this connection is just not reused
 
     @staticmethod
@@ -1172,7 +1172,7 @@ class LLMActor(Actor[LLMInbox]):
             await asyncio.sleep(0)
 
     async def _read_json(
-        self, completion: _Completion, response: httpx.Response, *, publish: bool
+        self, completion: _Completion, response: httpx2.Response, *, publish: bool
     ) -> None:
         """Read a whole ``chat.completion`` answer (streaming off, or a provider that
         ignored ``stream: true``: then its text is published as one delta each).
@@ -1180,7 +1180,7 @@ class LLMActor(Actor[LLMInbox]):
         Raises:
             MalformedChunk: The body is not a completion.
             ProviderStreamError: The body is an error object.
-            httpx.HTTPError: The connection failed or stalled.
+            httpx2.HTTPError: The connection failed or stalled.
         """
         raw = await response.aread()
         try:
