@@ -527,11 +527,11 @@ def _cut(entry: dict[str, str], room: int) -> dict[str, str]:
     content = entry["content"]
     overhead = len(orjson.dumps({**entry, "content": _TRUNCATED})) + 1
     keep = max(0, room - overhead)
-    # JSON escaping can grow a character to 6 bytes (\\uXXXX) and UTF-8 to 4: shrink until
-    # it fits (a few rounds at most).
+    # JSON escaping can grow a character to 6 bytes (\\uXXXX) and UTF-8 to 4: shrink in
+    # proportion until it fits (a few rounds at most).
     while True:
         cut = {**entry, "content": content[:keep] + _TRUNCATED}
         size = len(orjson.dumps(cut)) + 1
         if size <= room or keep == 0:
             return cut
-        keep = max(0, keep - (size - room) - 1)
+        keep = max(0, keep * (room - overhead) // (size - overhead + 1) - 1)
