@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.integration.chat import ChatClient, ChatPlatform
+from tests.integration.chat import API_KEY, ChatClient, ChatPlatform
 from tests.scripted_llm import Reply
 
 ORIGINAL = {"chat": {"websocket": {"protocol": "original"}}}
@@ -131,15 +131,17 @@ async def test_history_answers_errors_clear_and_reconnect_in_the_original_framin
     assert frames[-1] == {"request_id": request_id, "status": "completed", "chunk": {}}
     assert {f["request_id"] for f in frames} == {request_id}
 
-    # An LLM error: the error carries our code in its text, then the turn completes.
-    llm.script(*(Reply.error(500, "kaput") for _ in range(3)))  # max_retries: 2
+    # An LLM error: the error carries our code in its text, then the turn completes; the
+    # provider's text is redacted as in our frames (it quotes the key here).
+    llm.script(*(Reply.error(500, f"kaput for {API_KEY}") for _ in range(3)))  # max_retries 2
     failing = await client.chat("And now?")
     frames = await client.until_completed(failing)
     assert [f["status"] for f in frames] == ["processing", "error", "completed"]
     error = frames[1]
     assert error["request_id"] == failing
     assert error["chunk"]["error"].startswith("LLM_UNAVAILABLE: ")
-    assert "kaput" in error["chunk"]["error"]
+    assert "kaput for [REDACTED]" in error["chunk"]["error"]
+    assert API_KEY not in orjson.dumps(client.frames).decode()
 
     # A reconnect: the history shows the previous exchange.
     await client.close()
