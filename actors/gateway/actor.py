@@ -142,7 +142,6 @@ from actors.gateway.protocol import (
     UsageInfo,
     UserMessageFrame,
     UserMessageStoredFrame,
-    dump_frame,
     parse_client_frame,
 )
 from actors.gateway.web_assets import WEB_DIR, WebAssets
@@ -241,14 +240,28 @@ class _PendingDelta:
         if self.envelope is not None:
             # Unredacted for the same reason as ours below.
             return orjson.dumps(self.envelope.frame("".join(self.parts)).model_dump()).decode()
-        frame_type = AssistantDeltaFrame if self.kind == "content" else ThinkingDeltaFrame
         # Not redacted (the one frame that bypasses _wire_text), by decision: deltas are
         # the hot path and hold only model text, which can carry a secret of ours only if
         # the model echoes one it read (in a tool result). The LLM streams a few
         # characters per chunk, so a secret arrives split over several deltas and a
         # per-delta pass would catch almost nothing while costing on every frame. The
         # turn's assistant_message and the stored history do go through _wire_text.
-        return dump_frame(frame_type(turn_id=self.turn_id, content="".join(self.parts)))
+        # Built as a dict, not as the frame's model: one per frame on the hot path (the
+        # shape is AssistantDeltaFrame's / ThinkingDeltaFrame's, tests/test_gateway_frames.py).
+        return orjson.dumps(
+            {
+                "type": _DELTA_FRAME_TYPES[self.kind],
+                "turn_id": self.turn_id,
+                "content": "".join(self.parts),
+            }
+        ).decode()
+
+
+_DELTA_FRAME_TYPES = {
+    "content": AssistantDeltaFrame.model_fields["type"].default,
+    "thinking": ThinkingDeltaFrame.model_fields["type"].default,
+}
+"""The ``type`` of a delta frame by the delta's kind."""
 
 
 MAX_ANSWERS_KEPT = 4096

@@ -77,6 +77,7 @@ import email.utils
 import math
 import os
 import random
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ from config.schema import ConfigSnapshot, ProviderConfig
 
 __all__ = [
     "CONSUMED_PROVIDER_KEYS",
+    "H1_STREAMS_PER_LANE",
     "H2_STREAMS_PER_CONNECTION",
     "RETRY_AFTER_CAP",
     "LLMActor",
@@ -135,8 +137,13 @@ _DEFAULT_TIMEOUT_READ = 120.0
 for a minute before their first token, and OpenRouter's keep-alive comments reset it."""
 _DEFAULT_MAX_RETRIES = 2
 
-_KEEPALIVE_CONNECTIONS = 32
-"""Idle HTTP/1.1 connections kept per provider: a burst of 32 turns reuses warm ones."""
+H1_STREAMS_PER_LANE = 8
+"""Concurrent HTTP/1.1 streams per client (lane): httpcore2's pool looks at every idle
+connection of its pool, probing the socket, each time a request starts or ends, so one
+pool of 50 connections costs ~50 probes (~80 µs each) per request; lanes of 8 bound it
+(``benchmarks/chat_path.py``, burst of 50)."""
+_KEEPALIVE_CONNECTIONS = H1_STREAMS_PER_LANE
+"""Idle HTTP/1.1 connections kept per lane: a burst reuses warm ones."""
 _KEEPALIVE_EXPIRY = 30.0
 """Seconds an idle connection is kept (providers' load balancers drop them after ~60)."""
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -268,13 +275,16 @@ class _Lane:
 
 
 class _ProviderClient:
-    """The HTTP client(s) of one provider: one lane for HTTP/1.1 (its pool opens a
-    connection per concurrent stream), one lane per :data:`H2_STREAMS_PER_CONNECTION`
-    concurrent streams for HTTP/2 (each lane multiplexes over one connection)."""
+    """The HTTP client(s) of one provider: one lane per :data:`H1_STREAMS_PER_LANE`
+    concurrent HTTP/1.1 streams (its pool opens a connection per stream), one lane per
+    :data:`H2_STREAMS_PER_CONNECTION` concurrent streams for HTTP/2 (each lane multiplexes
+    over one connection). The lanes share one TLS context (building one reads the
+    system's certificates: ~10-80 ms)."""
 
     def __init__(self, settings: _ProviderSettings) -> None:
         self.settings = settings
         self.lanes: list[_Lane] = []
+        self._tls: ssl.SSLContext | None = None
         self.retired = False
         """Set when the configuration changed: close once the last stream ends."""
 
@@ -285,9 +295,9 @@ class _ProviderClient:
 
     def acquire(self) -> _Lane:
         """A lane with room for one more stream (a new one if all are full)."""
-        cap = H2_STREAMS_PER_CONNECTION if self.settings.http2 else None
+        cap = H2_STREAMS_PER_CONNECTION if self.settings.http2 else H1_STREAMS_PER_LANE
         for lane in self.lanes:
-            if cap is None or lane.active < cap:
+            if lane.active < cap:
                 lane.active += 1
                 return lane
         lane = _Lane(self._new_client())
@@ -314,7 +324,10 @@ class _ProviderClient:
             # prior knowledge, i.e. no HTTP/1.1 at all. On https:// ALPN picks h2.
             plain = settings.base_url.startswith("http://")
             options = {"http1": not plain, "http2": True}
+        if self._tls is None:
+            self._tls = httpx2.create_ssl_context(trust_env=False)
         return httpx2.AsyncClient(
+            verify=self._tls,
             timeout=timeout,
             limits=limits,
             trust_env=False,  # no proxy or netrc picked up from the environment
@@ -884,7 +897,10 @@ class LLMActor(Actor[LLMInbox]):
             attempt=attempt,
         )
         client = self._client_for(name, settings)
+        lanes = len(client.lanes)
         lane = client.acquire()
+        if len(client.lanes) > lanes:
+            self.log.debug("llm.lane_opened", provider=name, lanes=len(client.lanes))
         # TTFT and duration are both measured from here, this attempt's start, on one
         # clock: TTFT from the request's arrival included earlier attempts and their
         # backoff, so it could exceed the duration of the attempt that answered.
