@@ -303,6 +303,27 @@ def _tail(parts: list[str], chars: int) -> str | None:
 class _Connection:
     """One WebSocket client: its conversation and its bounded, coalescing outbox."""
 
+    __slots__ = (
+        "_bytes",
+        "_closing",
+        "_model_label",
+        "_outbox",
+        "connected_at",
+        "conversation_id",
+        "credential",
+        "deltas_merged",
+        "frames_sent",
+        "halted",
+        "handler",
+        "id",
+        "original",
+        "owner",
+        "send_error",
+        "undecided",
+        "writer",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: ServerConnection,
@@ -323,20 +344,30 @@ class _Connection:
         """Whose conversations this connection sees (its token's owner, or ``local``)."""
         self.credential = credential
         """The token it authenticated with (checked again when the tokens change)."""
-        self.revoked = asyncio.Event()
-        """Set when its token is no longer accepted: the connection must be closed."""
         self.conversation_id: str | None = None
         self.connected_at = time.monotonic()
         self.frames_sent = 0
         self.deltas_merged = 0
         self._outbox: deque[str | _PendingDelta] = deque()
         self._bytes = 0
-        self._wake = asyncio.Event()
         self._closing = False
-        self.overflowed = asyncio.Event()
-        """Set when the outbox overflowed: the connection must be closed as too slow."""
-        self.drained = asyncio.Event()
-        """Set while the writer has sent everything queued (cleared when a frame queues)."""
+        self.handler: asyncio.Task[None] | None = None
+        """The task serving this connection (reading its frames): :meth:`halt` cancels it."""
+        self.halted: Literal["too_slow", "unauthorized", "send_failed"] | None = None
+        """Why the connection must end now (set once, by :meth:`halt`)."""
+        self.send_error: BaseException | None = None
+        """What failed the writer (``halted == "send_failed"``)."""
+        self.writer: asyncio.Task[None] | None = None
+        """The task sending the outbox; there is none while it is empty (an idle
+        connection holds no task but its handler: memory, benchmarks/idle_connections.py)."""
+
+    def halt(self, reason: Literal["too_slow", "unauthorized", "send_failed"]) -> None:
+        """End the connection: its handler stops reading and closes it for ``reason``."""
+        if self.halted is not None:
+            return
+        self.halted = reason
+        if self.handler is not None:
+            self.handler.cancel()
 
     def close_outbox(self) -> None:
         """Queue nothing more: what is queued is still sent (then the connection closes)."""
@@ -392,8 +423,7 @@ class _Connection:
         pending = _PendingDelta(turn_id, kind, text, envelope)
         self._outbox.append(pending)
         self._bytes += pending.size
-        self.drained.clear()
-        self._wake.set()
+        self._kick()
         self._check_bounds()
 
     def _push(self, text: str) -> None:
@@ -401,9 +431,15 @@ class _Connection:
             return
         self._outbox.append(text)
         self._bytes += len(text)
-        self.drained.clear()
-        self._wake.set()
+        self._kick()
         self._check_bounds()
+
+    def _kick(self) -> None:
+        """Start the writer if it is not running (it ends when the outbox is empty)."""
+        if self.writer is None and self.halted is None:
+            self.writer = asyncio.get_running_loop().create_task(
+                self._write(), name=f"gateway:writer:{self.id}"
+            )
 
     def _check_bounds(self) -> None:
         if len(self._outbox) > MAX_OUTBOX_FRAMES or self._bytes > MAX_OUTBOX_BYTES:
@@ -412,24 +448,38 @@ class _Connection:
             self._closing = True
             self._outbox.clear()
             self._bytes = 0
-            self.overflowed.set()
+            self.halt("too_slow")
 
-    async def write_loop(self) -> None:
-        """Send queued frames in order until the connection ends (the writer task)."""
-        while True:
-            while not self._outbox:
-                self.drained.set()
-                self._wake.clear()
-                await self._wake.wait()
-            item = self._outbox.popleft()
-            if isinstance(item, _PendingDelta):
-                self._bytes -= item.size
-                text = item.render()
-            else:
-                self._bytes -= len(item)
-                text = item
-            await self.ws.send(text)
-            self.frames_sent += 1
+    async def _write(self) -> None:
+        """Send queued frames in order until the outbox is empty (the writer task)."""
+        try:
+            while self._outbox:
+                item = self._outbox.popleft()
+                if isinstance(item, _PendingDelta):
+                    self._bytes -= item.size
+                    text = item.render()
+                else:
+                    self._bytes -= len(item)
+                    text = item
+                await self.ws.send(text)
+                self.frames_sent += 1
+        except Exception as exc:  # noqa: BLE001 - the handler re-raises what is not a close
+            self.send_error = exc
+            self.halt("send_failed")
+        finally:
+            self.writer = None
+
+    async def stop_writer(self) -> None:
+        """Stop sending (what is queued stays unsent)."""
+        writer = self.writer
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Return once everything queued was sent (or the writer failed)."""
+        while self.writer is not None:
+            await asyncio.shield(self.writer)
 
 
 _CONVERSATION_TEXT = frozenset({"content", "thinking", "arguments", "requested_schema"})
@@ -928,7 +978,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 )
             )
             conn.close_outbox()  # nothing of its conversation after this frame
-            conn.revoked.set()
+            conn.halt("unauthorized")
 
     async def _rebind(self, *, authenticated: bool) -> None:
         settings = self.settings
@@ -1115,48 +1165,44 @@ class GatewayActor(Actor[GatewayInbox]):
             return
         conn = _Connection(ws, next(self._ids), owner, credential, self._model_label)
         conn.speak(self.settings.protocol)  # open connections keep theirs on a reload
+        task = asyncio.current_task()
+        assert task is not None
+        conn.handler = task
         self._connections.add(conn)
-        writer = asyncio.get_running_loop().create_task(
-            conn.write_loop(), name=f"gateway:writer:{conn.id}"
-        )
         query = parse_qs(path.partition("?")[2])
         values = query.get("conversation_id")
         requested = values[0] if values else None
         reason = "closed"
         try:
             try:
-                await self._open(conn, requested)
-            except (RequestError, ChatError) as exc:
-                # No conversation to attach to (storage failing, a core actor restarting):
-                # say why, then close; the client reconnects later.
-                reason = "open_failed"
-                for text in conn.render(_error_frame(exc)):
-                    await ws.send(text)
-                await ws.close(1011, "cannot open a conversation now; retry later")
-                return
-            self.log.info(
-                "gateway.connected",
-                connection_id=conn.id,
-                owner=conn.owner,
-                conversation_id=conn.conversation_id,
-                resumed=requested is not None,
-                protocol=self.settings.protocol,
-            )
-            reader = asyncio.ensure_future(self._read(conn))
-            overflow = asyncio.ensure_future(conn.overflowed.wait())
-            revoked = asyncio.ensure_future(conn.revoked.wait())
-            try:
-                done, _ = await asyncio.wait(
-                    {reader, writer, overflow, revoked}, return_when=asyncio.FIRST_COMPLETED
+                try:
+                    await self._open(conn, requested)
+                except (RequestError, ChatError) as exc:
+                    # No conversation to attach to (storage failing, a core actor
+                    # restarting): say why, then close; the client reconnects later.
+                    reason = "open_failed"
+                    for text in conn.render(_error_frame(exc)):
+                        await ws.send(text)
+                    await ws.close(1011, "cannot open a conversation now; retry later")
+                    return
+                self.log.info(
+                    "gateway.connected",
+                    connection_id=conn.id,
+                    owner=conn.owner,
+                    conversation_id=conn.conversation_id,
+                    resumed=requested is not None,
+                    protocol=self.settings.protocol,
                 )
-            finally:
-                for task in (reader, overflow, revoked):
-                    task.cancel()
-                await asyncio.gather(reader, overflow, revoked, return_exceptions=True)
-            if revoked in done and overflow not in done:
+                # Reading is this task's whole life; a halt (too slow, token revoked, a
+                # failed send) cancels it wherever it waits.
+                await self._read(conn)
+            except asyncio.CancelledError:
+                if conn.halted is None or task.uncancel() > 0:
+                    raise  # the gateway is stopping
+            if conn.halted == "unauthorized":
                 reason = "unauthorized"
-                await self._close_revoked(conn, writer)
-            if overflow in done:
+                await self._close_revoked(conn)
+            elif conn.halted == "too_slow":
                 reason = "too_slow"
                 self.log.warning(
                     "gateway.slow_client_closed",
@@ -1165,8 +1211,7 @@ class GatewayActor(Actor[GatewayInbox]):
                     max_bytes=MAX_OUTBOX_BYTES,
                     close_code=SLOW_CLIENT_CLOSE_CODE,
                 )
-                writer.cancel()
-                await asyncio.gather(writer, return_exceptions=True)
+                await conn.stop_writer()
                 # The close frame queues behind what the client has not read; a client that
                 # does not answer within CLOSE_TIMEOUT loses the TCP connection.
                 try:
@@ -1174,15 +1219,12 @@ class GatewayActor(Actor[GatewayInbox]):
                         await ws.close(SLOW_CLIENT_CLOSE_CODE, "client too slow: send queue full")
                 except TimeoutError:
                     ws.transport.abort()
-            if writer.done() and not writer.cancelled() and writer.exception() is not None:
-                failure = writer.exception()
-                if not isinstance(failure, ConnectionClosed):
-                    raise failure  # type: ignore[misc]
+            elif conn.halted == "send_failed" and not isinstance(conn.send_error, ConnectionClosed):
+                raise conn.send_error  # type: ignore[misc]
         except ConnectionClosed:
             pass
         finally:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            await conn.stop_writer()
             self._detach(conn)
             self._connections.discard(conn)
             self.log.info(
@@ -1196,12 +1238,12 @@ class GatewayActor(Actor[GatewayInbox]):
                 duration_ms=round((time.monotonic() - conn.connected_at) * 1000, 1),
             )
 
-    async def _close_revoked(self, conn: _Connection, writer: asyncio.Task[None]) -> None:
+    async def _close_revoked(self, conn: _Connection) -> None:
         """Let the writer send what is queued (the UNAUTHORIZED frame last), then close."""
         conn.close_outbox()
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                await conn.drained.wait()
+                await conn.drain()
                 await conn.ws.close(POLICY_CLOSE_CODE, "token no longer accepted")
         except TimeoutError:
             conn.ws.transport.abort()
