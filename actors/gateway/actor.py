@@ -1,10 +1,13 @@
 """The GatewayActor: the WebSocket endpoint, the page and ``/healthz`` on one port.
 
 Design note: the actor owns the listening socket (websockets' asyncio server) and every
-connection on it. Each connection has two tasks: the server's handler task, which reads
-client frames and turns them into bus requests, and a *writer* task that drains the
-connection's outbox. Frames are never written from the actor's mailbox loop, so one slow
-client cannot hold up the deltas of everyone else.
+connection on it. Each connection has the server's handler task, which reads client
+frames and turns them into bus requests, and, while its outbox holds frames, a *writer*
+task that drains it (an idle connection holds no writer: ~10 KiB each less,
+``benchmarks/idle_connections.py``). Frames are never written from the actor's mailbox
+loop, so one slow client cannot hold up the deltas of everyone else. What must end a
+connection at once (its outbox overflowed, its token revoked, a send failed) halts it:
+the handler task is cancelled wherever it waits, then closes the connection.
 
 The outbox is where backpressure meets the protocol:
 
