@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, assert_never
 
@@ -92,6 +91,7 @@ from actors.orchestrator.approval import (
     closing,
     unknown_gated_tools,
 )
+from actors.orchestrator.history import HistoryCache
 from actors.orchestrator.turn import (
     CANCELLED_BEFORE_CALL,
     ApprovalAnswered,
@@ -132,9 +132,9 @@ __all__ = ["OrchestratorActor", "history_to_openai"]
 
 COMPLETION_TIMEOUT = 600.0
 """Seconds a completion may take in all (the LLMActor's own timeouts end it sooner)."""
-HISTORY_CACHE_CONVERSATIONS = 256
-"""Conversations whose history stays in memory (LRU); 256 x 1000 short messages is tens
-of MiB at worst, and a conversation that falls out is simply read again."""
+HISTORY_CACHE_BYTES = 128 * 1024 * 1024
+"""The history cache's bound (LRU by estimated bytes, ``actors/orchestrator/history.py``):
+a conversation that falls out is simply read again."""
 STOP_GRACE = 2.0
 """Seconds running turns get at shutdown to store their partial answers as cancelled."""
 
@@ -194,7 +194,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         self._snapshot: ConfigSnapshot | None = None
         self._turns: dict[str, _Running] = {}
         """Running turns by conversation id."""
-        self._history: OrderedDict[str, list[StoredMessage]] = OrderedDict()
+        self._history = HistoryCache(HISTORY_CACHE_BYTES)
         """Stored messages of recently active conversations (LRU)."""
         self._server_tools: dict[str, tuple[ToolSpec, ...]] = {}
         """The tools of each ready MCP server."""
@@ -655,19 +655,13 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 LoadHistory(conversation_id=conversation_id, limit=limit)
             )
             cached = list(loaded)
-            self._history[conversation_id] = cached
-            while len(self._history) > HISTORY_CACHE_CONVERSATIONS:
-                self._history.popitem(last=False)
-        self._history.move_to_end(conversation_id)
-        if len(cached) > limit:
-            del cached[: len(cached) - limit]
+            self._history.put(conversation_id, cached)
+        self._history.trim(conversation_id, limit)
         return list(cached)
 
     def _remember(self, message: StoredMessage) -> None:
         """Append a message just stored to its conversation's cached history, if cached."""
-        cached = self._history.get(message.conversation_id)
-        if cached is not None:
-            cached.append(message)
+        self._history.append(message)
 
     async def _run_tool(self, turn: Turn, command: RunTool) -> ToolOutcome:
         """Publish ``started``, send the call to its server's ToolActor, publish how it

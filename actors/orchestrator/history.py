@@ -1,0 +1,106 @@
+"""The orchestrator's history cache: recently active conversations' stored messages, kept
+in memory so a turn costs no history read, bounded by an estimate of their memory.
+
+Pure: no awaits, no bus. Bounded by bytes, not by entries: 256 conversations of 1,000
+messages each would hold ~470 MB (a stored message costs ~1.8 KiB of Python objects before
+its text), while 256 short ones hold almost nothing. The least recently used conversations
+go first; the one in use always stays, however large (it is needed for the turn).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from actors.messages import StoredMessage
+
+__all__ = ["MESSAGE_OVERHEAD", "HistoryCache", "estimated_size"]
+
+MESSAGE_OVERHEAD = 1800
+"""Bytes a stored message costs in memory besides its text (a Pydantic model, its usage,
+ids and strings; measured with tracemalloc on CPython 3.11)."""
+
+
+def estimated_size(message: StoredMessage) -> int:
+    """Bytes ``message`` is estimated to hold (one byte per character of its text)."""
+    size = MESSAGE_OVERHEAD + len(message.content) + len(message.thinking or "")
+    for call in message.tool_calls:
+        size += len(call.arguments) + len(call.name) + len(call.id)
+    return size
+
+
+@dataclass(slots=True)
+class _Entry:
+    messages: list[StoredMessage]
+    size: int = field(default=0)
+
+
+class HistoryCache:
+    """Conversations' messages by conversation id, least recently used first out.
+
+    Args:
+        max_bytes: The estimate (:func:`estimated_size`) the cache keeps under, but for
+            the conversation used last.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        """The estimated bytes held."""
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, conversation_id: object) -> bool:
+        return conversation_id in self._entries
+
+    def get(self, conversation_id: str) -> list[StoredMessage] | None:
+        """The conversation's messages (now the most recently used), or None."""
+        entry = self._entries.get(conversation_id)
+        if entry is None:
+            return None
+        self._entries.move_to_end(conversation_id)
+        return entry.messages
+
+    def put(self, conversation_id: str, messages: list[StoredMessage]) -> None:
+        """Keep ``messages`` as the conversation's (the most recently used)."""
+        old = self._entries.pop(conversation_id, None)
+        if old is not None:
+            self._size -= old.size
+        entry = _Entry(messages, sum(estimated_size(m) for m in messages))
+        self._entries[conversation_id] = entry
+        self._size += entry.size
+        self._evict()
+
+    def append(self, message: StoredMessage) -> None:
+        """Add a message just stored to its conversation, if that one is cached."""
+        entry = self._entries.get(message.conversation_id)
+        if entry is None:
+            return
+        entry.messages.append(message)
+        size = estimated_size(message)
+        entry.size += size
+        self._size += size
+        self._entries.move_to_end(message.conversation_id)
+        self._evict()
+
+    def trim(self, conversation_id: str, keep: int) -> None:
+        """Keep only the newest ``keep`` messages of the conversation."""
+        entry = self._entries.get(conversation_id)
+        if entry is None or len(entry.messages) <= keep:
+            return
+        dropped = entry.messages[: len(entry.messages) - keep]
+        del entry.messages[: len(dropped)]
+        size = sum(estimated_size(m) for m in dropped)
+        entry.size -= size
+        self._size -= size
+
+    def _evict(self) -> None:
+        while self._size > self.max_bytes and len(self._entries) > 1:
+            _, entry = self._entries.popitem(last=False)
+            self._size -= entry.size
