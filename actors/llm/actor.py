@@ -104,6 +104,7 @@ from actors.messages import (
     CompletionResult,
     ConfigChanged,
     GetConfig,
+    LLMCallFinished,
     Usage,
 )
 from bus.actor import Actor, Reply
@@ -349,6 +350,10 @@ class _Completion:
     published_chars: int = 0
     """Characters of content and reasoning published as deltas (0: retrying is safe)."""
     first_delta_at: float | None = None
+    attempt_started: float | None = None
+    """``time.perf_counter()`` at the current attempt's start (TTFT is measured from it)."""
+    started_at: float = field(default_factory=time.time)
+    """Unix time of the request's arrival (for LLMCallFinished)."""
 
 
 class _AttemptFailed(Exception):
@@ -618,6 +623,9 @@ class LLMActor(Actor[LLMInbox]):
         except for a cancellation that is not ours: the actor is stopping)."""
         request = completion.request
         ids = {"conversation_id": request.conversation_id, "turn_id": request.turn_id}
+        outcome: Literal["ok", "error", "cancelled"] = "error"
+        error_code: str | None = None
+        usage = Usage()
         try:
             result = await self._complete(completion)
         except asyncio.CancelledError:
@@ -626,7 +634,9 @@ class LLMActor(Actor[LLMInbox]):
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()  # the cancellation was ours, and it is handled here
-            completion.reply.resolve(self._cancelled_result(completion))
+            cancelled = self._cancelled_result(completion)
+            outcome, usage = "cancelled", cancelled.usage
+            completion.reply.resolve(cancelled)
             self.log.info(
                 "llm.cancelled",
                 **ids,
@@ -635,6 +645,7 @@ class LLMActor(Actor[LLMInbox]):
                 duration_ms=_ms(completion.started),
             )
         except ChatError as exc:
+            error_code = exc.error_code
             self.log.warning(
                 "llm.failed",
                 **ids,
@@ -644,6 +655,7 @@ class LLMActor(Actor[LLMInbox]):
             )
             completion.reply.fail(exc)
         except Exception as exc:  # a child task must not crash the actor: answer instead
+            error_code = "INTERNAL_ERROR"
             self.log.exception(
                 "llm.request_failed",
                 **ids,
@@ -657,6 +669,7 @@ class LLMActor(Actor[LLMInbox]):
                 )
             )
         else:
+            outcome, usage = "ok", result.usage
             completion.reply.resolve(result)
             if completion.snapshot.config.chat.service.logging.llm_replies:
                 self.log.debug(
@@ -669,6 +682,35 @@ class LLMActor(Actor[LLMInbox]):
         finally:
             if self._completions.get(request.turn_id) is completion:
                 del self._completions[request.turn_id]
+        await self.publish(self._finished_event(completion, outcome, error_code, usage))
+
+    @staticmethod
+    def _finished_event(
+        completion: _Completion,
+        outcome: Literal["ok", "error", "cancelled"],
+        error_code: str | None,
+        usage: Usage,
+    ) -> LLMCallFinished:
+        """The operators' record of one request (metrics, the turn's LLM span)."""
+        first, attempt = completion.first_delta_at, completion.attempt_started
+        llm = completion.snapshot.config.llm
+        return LLMCallFinished(
+            conversation_id=completion.request.conversation_id,
+            turn_id=completion.request.turn_id,
+            provider=completion.provider or llm.active,
+            model=completion.accumulator.model or completion.model or "unknown",
+            outcome=outcome,
+            error_code=error_code,
+            started_at=completion.started_at,
+            duration_ms=_ms(completion.started),
+            ttft_ms=None
+            if first is None or attempt is None
+            else round((first - attempt) * 1000, 1),
+            first_token_at=None
+            if first is None
+            else completion.started_at + (first - completion.started),
+            usage=usage,
+        )
 
     @staticmethod
     def _cancelled_result(completion: _Completion) -> CompletionResult:
@@ -867,7 +909,7 @@ class LLMActor(Actor[LLMInbox]):
         # clock: TTFT from the request's arrival included earlier attempts and their
         # backoff, so it could exceed the duration of the attempt that answered.
         completion.first_delta_at = None
-        started = time.perf_counter()
+        started = completion.attempt_started = time.perf_counter()
         try:
             status = await self._exchange(
                 completion, lane.client, name, provider, api_key, body, headers, streaming

@@ -85,6 +85,7 @@ from actors.messages import (
     ResourceText,
     ServerStateChanged,
     ServerStatus,
+    ToolCallFinished,
     ToolOutcome,
     ToolProgress,
     ToolSpec,
@@ -106,6 +107,7 @@ from actors.tools.mcp_client import (
 )
 from actors.tools.platform_server import BusBackend, build_platform_server, secret_values
 from actors.tools.schemas import build_tool_specs
+from actors.trace_ids import tool_call_meta
 from bus.actor import Actor, Reply
 from bus.errors import (
     BusError,
@@ -628,6 +630,7 @@ class ToolActor(Actor[ToolInbox]):
         call = running.call
         timeout = call.timeout or self._entry.timeout or self._settings.default_timeout
         started = time.perf_counter()
+        started_at = time.time()
 
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             await self.publish(
@@ -658,17 +661,31 @@ class ToolActor(Actor[ToolInbox]):
                 preview="cancelled: the user stopped the turn",
                 cancelled=True,
             )
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
         self.log.info(
             "tools.call",
             server=self.server,
             tool=call.tool,
             call_id=call.call_id,
             turn_id=call.turn_id,
+            conversation_id=call.conversation_id,
             is_error=outcome.is_error,
             cancelled=outcome.cancelled,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            duration_ms=duration_ms,
         )
         reply.resolve(outcome)
+        await self.publish(
+            ToolCallFinished(
+                conversation_id=call.conversation_id,
+                turn_id=call.turn_id,
+                call_id=call.call_id,
+                server=self.server,
+                tool=call.tool,
+                outcome="cancelled" if outcome.cancelled else "error" if outcome.is_error else "ok",
+                started_at=started_at,
+                duration_ms=duration_ms,
+            )
+        )
 
     async def _run_call(
         self,
@@ -691,6 +708,7 @@ class ToolActor(Actor[ToolInbox]):
                     timeout=timeout,
                     progress_callback=progress,
                     clock=running.clock,
+                    meta=tool_call_meta(call.turn_id, call.call_id),
                 ),
                 lambda: self.log.info(
                     "tools.call_retried", server=self.server, call_id=call.call_id
