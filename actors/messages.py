@@ -33,6 +33,7 @@ __all__ = [
     "CancelCompletion",
     "CancelToolCalls",
     "CancelTurn",
+    "CheckProvider",
     "CheckStorage",
     "CompletionRequest",
     "CompletionResult",
@@ -57,6 +58,7 @@ __all__ = [
     "PromptMessageText",
     "PromptRequest",
     "PromptSpec",
+    "ProviderCheck",
     "ReadResource",
     "ReloadRuntimeConfig",
     "ResourceSpec",
@@ -525,6 +527,23 @@ class CancelCompletion(Message):
 
     type: Literal["cancel_completion"] = "cancel_completion"
     turn_id: str
+
+
+class ProviderCheck(Payload):
+    """Reply to CheckProvider."""
+
+    provider: str
+    """The active provider's name."""
+    configured: bool
+    detail: str
+    """Its model, or why it cannot be called (never the key)."""
+
+
+class CheckProvider(Request[ProviderCheck]):
+    """Request → ProviderCheck, to the LLMActor: could the active provider be called now
+    (it exists, its settings are valid, its key is set)? Nothing is sent to it."""
+
+    type: Literal["check_provider"] = "check_provider"
 
 
 class LLMCallFinished(Message):

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
-from typing import ClassVar, assert_never
+from typing import Annotated, ClassVar, assert_never
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from actors.messages import (
     ConfigChanged,
@@ -241,7 +241,7 @@ class PlatformMetrics:
         return generate_latest(self.registry)
 
 
-MetricsInbox = (
+MetricsInbox = Annotated[
     TurnStateChanged
     | TurnFinished
     | LLMCallFinished
@@ -249,8 +249,9 @@ MetricsInbox = (
     | ServerStateChanged
     | StorageWritten
     | ConfigChanged
-    | ConfigRejected
-)
+    | ConfigRejected,
+    Field(discriminator="type"),
+]
 
 
 class MetricsActor(Actor[MetricsInbox]):

@@ -100,11 +100,13 @@ from actors.llm.sse import LineSplitter, SSEDecoder
 from actors.messages import (
     AssistantDelta,
     CancelCompletion,
+    CheckProvider,
     CompletionRequest,
     CompletionResult,
     ConfigChanged,
     GetConfig,
     LLMCallFinished,
+    ProviderCheck,
     Usage,
 )
 from bus.actor import Actor, Reply
@@ -462,7 +464,8 @@ def _request_body(
 
 
 LLMInbox = Annotated[
-    CompletionRequest | CancelCompletion | ConfigChanged, Field(discriminator="type")
+    CompletionRequest | CancelCompletion | ConfigChanged | CheckProvider,
+    Field(discriminator="type"),
 ]
 """What the LLMActor handles."""
 
@@ -490,6 +493,7 @@ class LLMActor(Actor[LLMInbox]):
         CompletionRequest,
         CancelCompletion,
         ConfigChanged,
+        CheckProvider,
     )
 
     def __init__(
@@ -531,8 +535,9 @@ class LLMActor(Actor[LLMInbox]):
         for client in clients:
             await client.aclose()
 
-    async def handle(self, message: LLMInbox) -> None:
-        """Start a completion, cancel one, or take a new configuration."""
+    async def handle(self, message: LLMInbox) -> object:
+        """Start a completion, cancel one, take a new configuration, or check the active
+        provider (``/readyz``)."""
         match message:
             case CompletionRequest():
                 self._start(message)
@@ -541,8 +546,21 @@ class LLMActor(Actor[LLMInbox]):
             case ConfigChanged(snapshot=snapshot):
                 self._snapshot = snapshot
                 await self._retire_stale_clients()
+            case CheckProvider():
+                return self._check_provider()
             case _:
                 assert_never(message)
+        return None
+
+    def _check_provider(self) -> ProviderCheck:
+        """Whether a request to the active provider could be sent now (nothing is sent)."""
+        assert self._snapshot is not None
+        llm = self._snapshot.config.llm
+        try:
+            provider, _settings, _key = self._prepare(llm.active, llm.providers.get(llm.active))
+        except LLMNotConfigured as exc:
+            return ProviderCheck(provider=llm.active, configured=False, detail=str(exc))
+        return ProviderCheck(provider=llm.active, configured=True, detail=f"model {provider.model}")
 
     def _start(self, request: CompletionRequest) -> None:
         snapshot = self._snapshot
