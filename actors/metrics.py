@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import PurePath
 from typing import Annotated, ClassVar, assert_never
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-"""The ``Content-Type`` of ``/metrics`` (the Prometheus text format, version 0.0.4)."""
+"""The ``Content-Type`` of ``/metrics`` (the Prometheus text format)."""
 
 _SERVER_STATES: tuple[ServerStatus, ...] = (
     "starting",
@@ -227,7 +228,8 @@ class PlatformMetrics:
         )
         self.config_rejections = Counter(
             "mcp_platform_config_rejections",
-            "Configuration edits rejected (the previous one stayed in force), by source.",
+            "Configuration edits rejected (the previous one stayed in force), by source "
+            "(the file's name: runtime_config.yaml, servers_config.json).",
             ["source"],
             registry=r,
         )
@@ -307,7 +309,8 @@ class MetricsActor(Actor[MetricsInbox]):
             case ConfigChanged(source=source):
                 m.config_reloads.labels(source).inc()
             case ConfigRejected(source=source):
-                m.config_rejections.labels(source).inc()
+                # The file's name, not its path: a label names the kind of source.
+                m.config_rejections.labels(PurePath(source).name or source).inc()
             case _:
                 assert_never(message)
 

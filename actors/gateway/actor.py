@@ -65,6 +65,7 @@ appends to each outbox in order, so a turn's deltas always precede its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import ipaddress
 import itertools
@@ -169,10 +170,12 @@ from actors.metrics import PlatformMetrics, scrape_refusal
 from actors.readiness import check_readiness
 from bus.actor import Actor
 from bus.errors import (
+    BusError,
     RequestError,
     RequestFailed,
     cause_of,
 )
+from bus.messages import Ping
 from bus.messages import Request as BusRequest
 from config.schema import ConfigSnapshot, WebSocketConfig
 
@@ -785,7 +788,7 @@ class GatewayActor(Actor[GatewayInbox]):
         if path == "/readyz":
             return await self._readyz()
         if path == "/metrics":
-            return self._scrape(connection, request)
+            return await self._scrape(connection, request)
         return self._process_request(connection, request)
 
     async def _readyz(self) -> Response:
@@ -805,8 +808,13 @@ class GatewayActor(Actor[GatewayInbox]):
         text = redact_text(orjson.dumps(body).decode())
         return _response(status, "application/json", text.encode())
 
-    def _scrape(self, connection: ServerConnection, request: Request) -> Response:
-        """``/metrics`` for the allowed addresses or a WebSocket token, else 403."""
+    async def _scrape(self, connection: ServerConnection, request: Request) -> Response:
+        """``/metrics`` for the allowed addresses or a WebSocket token, else 403.
+
+        A ``Ping`` to the MetricsActor first: its mailbox is FIFO, so the answer proves
+        every event published before the scrape is counted (a scrape right after a turn
+        sees that turn). One bus round trip per scrape; if it fails, what is counted so
+        far is served."""
         settings = self.snapshot.config.observability.metrics
         if self._metrics is None or not settings.enabled:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
@@ -822,6 +830,8 @@ class GatewayActor(Actor[GatewayInbox]):
         if refusal is not None:
             self.log.info("gateway.metrics_refused", client=client, reason=refusal)
             return connection.respond(http.HTTPStatus.FORBIDDEN, f"{refusal}\n")
+        with contextlib.suppress(RequestError, BusError):
+            await self.request(Ping(), to="metrics", timeout=2.0)
         body = self._metrics.render(websocket_connections=len(self._connections))
         return _response(http.HTTPStatus.OK, METRICS_CONTENT_TYPE, body)
 
