@@ -86,6 +86,11 @@ class _ActorCollector(Collector):
         self._report = report
         self._dead_letters = dead_letters
 
+    def describe(self) -> Iterable[Metric]:
+        # Not collect(): the registry would call it at registration, before the
+        # supervisor it reads exists.
+        return []
+
     def collect(self) -> Iterable[Metric]:
         depth = GaugeMetricFamily(
             "mcp_platform_actor_mailbox_depth",
