@@ -317,6 +317,11 @@ class TracingActor(Actor[TracingInbox]):
         span.end(end_time=_ns(wall))
 
     def _mcp_request(self, call: ToolCallFinished) -> None:
+        running = self._tools.get((call.turn_id, call.call_id))
+        if running is not None and call.started_at < running[0]:
+            # The tool span's start is when its "started" event got here; the request
+            # inside it may have begun a moment earlier: the parent starts no later.
+            self._tools[(call.turn_id, call.call_id)] = (call.started_at, running[1])
         span = self._start(
             f"tools/call {call.tool}",
             parent=self._parent(call.turn_id, "tool", call.call_id),
