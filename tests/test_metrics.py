@@ -4,9 +4,11 @@ PersistenceActor's storage check and write events (a real SQLite file)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -231,3 +233,24 @@ async def test_storage_check_and_write_events(tmp_path: Path) -> None:
         assert "the last write failed" in check.detail
     finally:
         await supervisor.stop()
+
+
+def test_the_grafana_dashboard_and_the_docs_name_only_metrics_that_exist() -> None:
+    """docs/grafana-dashboard.json and docs/operating.md stay in step with the registry."""
+    metrics = PlatformMetrics(lambda: {"a": {"status": "running", "restarts": 0, "mailbox": 0}})
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    families = {family.name: family.type for family in metrics.registry.collect()}
+    exposed = {name + suffix for name, kind in families.items() for suffix in suffixes[kind]}
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    dashboard = orjson.loads((docs / "grafana-dashboard.json").read_bytes())
+    exprs = " ".join(
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    )
+    named = set(re.findall(r"mcp_platform_[a-z_]+", exprs))
+    assert named, "the dashboard queries no metric"
+    assert named - exposed == set()
+    documented = set(re.findall(r"`(mcp_platform_[a-z_]+)`", (docs / "operating.md").read_text()))
+    as_documented = {
+        name + ("_total" if kind == "counter" else "") for name, kind in families.items()
+    }
+    assert documented == as_documented

@@ -711,7 +711,11 @@ class ToolActor(Actor[ToolInbox]):
                     meta=tool_call_meta(call.turn_id, call.call_id),
                 ),
                 lambda: self.log.info(
-                    "tools.call_retried", server=self.server, call_id=call.call_id
+                    "tools.call_retried",
+                    server=self.server,
+                    call_id=call.call_id,
+                    turn_id=call.turn_id,
+                    conversation_id=call.conversation_id,
                 ),
             )
             outcome = ToolOutcome(
@@ -727,7 +731,13 @@ class ToolActor(Actor[ToolInbox]):
         except ToolCallTimeout:
             outcome = _failed(f"the tool did not answer within {timeout:g} s and was cancelled")
         except SessionExpired as exc:  # only from the retry: refused on the new session too
-            self.log.warning("tools.call_refused_again", server=self.server, call_id=call.call_id)
+            self.log.warning(
+                "tools.call_refused_again",
+                server=self.server,
+                call_id=call.call_id,
+                turn_id=call.turn_id,
+                conversation_id=call.conversation_id,
+            )
             outcome = _failed(
                 f"the MCP server {self.server!r} forgot the new session too; the call was "
                 f"refused twice and never ran: {exc}"
@@ -742,7 +752,14 @@ class ToolActor(Actor[ToolInbox]):
         except MCPClientError as exc:
             outcome = _failed(f"the call failed: {exc}")
         except Exception as exc:
-            self.log.exception("tools.call_crashed", server=self.server, tool=call.tool)
+            self.log.exception(
+                "tools.call_crashed",
+                server=self.server,
+                tool=call.tool,
+                call_id=call.call_id,
+                turn_id=call.turn_id,
+                conversation_id=call.conversation_id,
+            )
             outcome = _failed(f"the call failed inside the platform: {type(exc).__name__}")
         return outcome
 

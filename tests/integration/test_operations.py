@@ -23,7 +23,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.chat import ChatClient, ChatPlatform
+from tests.integration.chat import API_KEY, ChatClient, ChatPlatform
 from tests.integration.conftest import PlatformProcess
 from tests.scripted_llm import Reply, ScriptedLLM, ToolCall, Usage
 
@@ -277,3 +277,29 @@ async def test_readyz_can_require_the_mcp_servers(chat, llm) -> None:
     assert checks["mcp_servers"]["servers"]["demo"] == {"ok": True, "status": "ready"}
     assert checks["mcp_servers"]["servers"]["broken"]["ok"] is False
     assert checks["provider"]["ok"] is True
+
+
+@pytest.mark.parametrize("args", [("--log-format", "json"), ("run", "--log-format", "json")])
+async def test_log_format_switch_wins_over_the_configuration(
+    chat, llm, args: tuple[str, ...]
+) -> None:
+    """``logging.format: console`` in the file, ``--log-format json`` on the command line:
+    every line is JSON (the harness parses each one), also after a live config change."""
+    platform, clients = chat
+    platform.write_runtime_config({"logging": {"format": "console"}})
+    platform.process.env["SCRIPTED_API_KEY"] = API_KEY
+    await platform.process.start(*args)
+    listening = await platform.process.wait_for("gateway.listening")
+    platform.port = listening["port"]
+    await platform.process.wait_for("platform.ready")
+    mark = len(platform.process.events)
+    platform.write_runtime_config({"logging": {"format": "console", "level": "DEBUG"}})
+    await platform.process.wait_for("logging.level_changed", after=mark)
+    client = await platform.connect()
+    clients.append(client)
+    await client.expect("session_info")
+    llm.script(Reply.text("Fine."))
+    await client.turn("still JSON?")
+    finished = await platform.process.wait_for("turn.finished", after=mark)
+    assert finished["conversation_id"]
+    assert finished["turn_id"]
