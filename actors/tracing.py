@@ -62,6 +62,9 @@ from config.schema import TracingConfig
 __all__ = ["TracingActor", "TracingInbox", "build_tracer_provider", "tracing_wanted"]
 
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_PENDING_ENDS = 64
+"""Turns over whose TurnFinished has not arrived yet (it follows at once, but for a turn
+whose StartTurn failed: it never comes) kept open before the oldest is ended."""
 _RECENT_TURNS = 1024
 """Turns whose sampling decision is remembered for late events (an LLM request's event may
 arrive after its turn ended)."""
@@ -188,6 +191,7 @@ class TracingActor(Actor[TracingInbox]):
                 self._turn_started(message)
             case TurnStateChanged(turn_id=turn_id, at=at):
                 self._ended[turn_id] = at
+                self._end_unfinished()
             case TurnFinished():
                 self._turn_finished(message)
             case LLMCallFinished():
@@ -247,6 +251,18 @@ class TracingActor(Actor[TracingInbox]):
         self._flags[turn_id] = span.get_span_context().trace_flags
         while len(self._flags) > _RECENT_TURNS:
             self._flags.popitem(last=False)
+
+    def _end_unfinished(self) -> None:
+        """A turn whose user input could not be stored ends without a TurnFinished: past
+        :data:`_PENDING_ENDS` turns over and not finished, the oldest is ended as it is."""
+        while len(self._ended) > _PENDING_ENDS:
+            turn_id = next(iter(self._ended))
+            ended = self._ended.pop(turn_id)
+            span = self._turns.pop(turn_id, None)
+            if span is not None:
+                span.set_attribute("mcp_platform.finish_reason", "not_started")
+                span.set_status(Status(StatusCode.ERROR, "the turn's input was not stored"))
+                span.end(end_time=_ns(ended))
 
     def _turn_finished(self, message: TurnFinished) -> None:
         span = self._turns.pop(message.turn_id, None)

@@ -56,7 +56,10 @@ Measured in every run, the baseline right before the platform, with the same rep
    ``observability.metrics.enabled`` (off / on; at WARNING, persist_deltas off); in each
    run, alternately (off first in even runs), 3 x ``turns_1`` sequential short turns and
    ``rounds_50`` rounds of 50 simultaneous ones: the platform's CPU per turn (``/proc``),
-   on - off and on / off; and one ``GET /metrics`` (wall time, size) after the run.
+   on - off and on / off; one ``GET /metrics`` (wall time, size) after the run; and, in
+   this process on a bus of its own, the CPU per turn of publishing a turn's operator
+   events with and without a MetricsActor (``metrics_event_cost``: precise where /proc's
+   10 ms ticks on a shared machine are not).
 
 Each figure is the median of ``--runs`` runs (min and max beside it); within a run TTFT
 percentiles are over all its turns.
@@ -418,6 +421,7 @@ class Bench:
                 scrape_ms = _ms(time.perf_counter() - started)
                 if response.status_code != 200:
                     raise BenchError(f"/metrics answered {response.status_code}")
+                events_off, events_on = await metrics_event_cost(5000)
                 results.append(
                     MetricsCost(
                         off_1=_ms(per_turn[False, 1]),
@@ -426,6 +430,8 @@ class Bench:
                         on_50=_ms(per_turn[True, CONCURRENT]),
                         scrape_ms=scrape_ms,
                         scrape_bytes=len(response.content),
+                        events_off_us=events_off,
+                        events_on_us=events_on,
                     )
                 )
                 print(
@@ -471,6 +477,78 @@ class Bench:
         return counts
 
 
+async def metrics_event_cost(turns: int) -> tuple[float, float]:
+    """In this process, on a bus of its own: CPU µs per turn to publish one short turn's
+    operator-facing events (its two TurnStateChanged, TurnFinished, LLMCallFinished and
+    the two StorageWritten of an answer without delta flushes) with no subscriber (metrics
+    off: each a debug-level dead letter) and with a MetricsActor handling them (on).
+    Precise where the process's /proc CPU is not (10 ms ticks on a shared machine)."""
+    from actors.logs import configure_logging
+    from actors.messages import (
+        LLMCallFinished,
+        StorageWritten,
+        TurnFinished,
+        TurnStateChanged,
+        Usage,
+    )
+    from actors.metrics import MetricsActor, PlatformMetrics
+    from bus.bus import Bus
+    from bus.messages import Ping
+    from bus.supervisor import ChildSpec, Supervisor
+
+    async def one_turn(bus: Bus, n: int) -> None:
+        turn = f"t-{n}"
+        await bus.publish(TurnStateChanged(conversation_id="c", turn_id=turn, running=True))
+        await bus.publish(
+            StorageWritten(
+                action="store the messages", turn_id=turn, ok=True, started_at=0.0, duration_ms=0.3
+            )
+        )
+        await bus.publish(
+            LLMCallFinished(
+                conversation_id="c",
+                turn_id=turn,
+                provider="scripted",
+                model="scripted/bench-model",
+                outcome="ok",
+                started_at=0.0,
+                duration_ms=5.0,
+                ttft_ms=1.0,
+                usage=Usage(prompt_tokens=20, completion_tokens=8),
+            )
+        )
+        await bus.publish(
+            StorageWritten(
+                action="store the answer", turn_id=turn, ok=True, started_at=0.0, duration_ms=0.3
+            )
+        )
+        await bus.publish(TurnStateChanged(conversation_id="c", turn_id=turn, running=False))
+        await bus.publish(
+            TurnFinished(conversation_id="c", turn_id=turn, message="", finish_reason="stop")
+        )
+
+    # As the platform runs in the relay runs: WARNING, so a dead letter is one comparison.
+    configure_logging("WARNING", "json")
+    results = []
+    for enabled in (False, True):
+        bus = Bus()
+        children = [ChildSpec("metrics", lambda: MetricsActor(PlatformMetrics()))]
+        supervisor = Supervisor(bus, children if enabled else [])
+        await supervisor.start()
+        try:
+            for n in range(200):  # warm-up
+                await one_turn(bus, n)
+            started = time.process_time()
+            for n in range(turns):
+                await one_turn(bus, n)
+            if enabled:
+                await bus.request(Ping(), to="metrics")  # everything handled
+            results.append((time.process_time() - started) / turns * 1e6)
+        finally:
+            await supervisor.stop()
+    return results[0], results[1]
+
+
 @dataclass(frozen=True)
 class MetricsCost:
     """One run of part 5: platform CPU ms per turn with the metrics off and on."""
@@ -482,6 +560,10 @@ class MetricsCost:
     scrape_ms: float
     """Wall time of one ``GET /metrics`` after the run's turns."""
     scrape_bytes: int
+    events_off_us: float = 0.0
+    """In process: CPU µs per turn of its operator events with no subscriber."""
+    events_on_us: float = 0.0
+    """In process: the same with a MetricsActor handling them."""
 
 
 def report_metrics_cost(costs: list[MetricsCost]) -> None:
@@ -498,6 +580,17 @@ def report_metrics_cost(costs: list[MetricsCost]) -> None:
         (f"CPU ms per turn, {CONCURRENT} conv, metrics on", [c.on_50 for c in costs], 3),
         ("  on - off (us per turn)", [(c.on_50 - c.off_50) * 1000 for c in costs], 0),
         ("  on / off", [c.on_50 / c.off_50 for c in costs], 3),
+        (
+            "in process: a turn's events, no subscriber (us CPU)",
+            [c.events_off_us for c in costs],
+            1,
+        ),
+        ("in process: a turn's events, MetricsActor (us CPU)", [c.events_on_us for c in costs], 1),
+        (
+            "  MetricsActor's share (us CPU per turn)",
+            [c.events_on_us - c.events_off_us for c in costs],
+            1,
+        ),
         ("GET /metrics wall ms", [c.scrape_ms for c in costs], 2),
         ("GET /metrics bytes", [float(c.scrape_bytes) for c in costs], 0),
     ]

@@ -199,3 +199,19 @@ def test_turn_log_events_name_their_trace() -> None:
     assert "trace_id" not in first
     assert second["trace_id"] == trace_ids.trace_id_hex("t-7")
     assert "trace_id" not in third
+
+
+async def test_a_turn_that_never_finishes_is_ended_later(
+    traced: tuple[Bus, InMemorySpanExporter],
+) -> None:
+    """A turn whose StartTurn failed gets no TurnFinished: its span is not kept open forever
+    (ended once 64 more turns are over and unfinished)."""
+    bus, exporter = traced
+    for n in range(65):
+        await bus.publish(TurnStateChanged(conversation_id="c", turn_id=f"t-{n}", running=True))
+        await bus.publish(TurnStateChanged(conversation_id="c", turn_id=f"t-{n}", running=False))
+    await bus.request(Ping(), to="tracing")
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes is not None
+    assert span.attributes["mcp_platform.turn_id"] == "t-0"
+    assert span.attributes["mcp_platform.finish_reason"] == "not_started"

@@ -820,12 +820,25 @@ class GatewayActor(Actor[GatewayInbox]):
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         client = self._client(connection, request)
         forwarded = any(h in request.headers for h in ("X-Forwarded-For", "Forwarded"))
-        credential = credential_from_request(request.path, request.headers.get("Authorization"))
+        token_accepted = False
+        if self._tokens.enabled:
+            # Judged (and a wrong one counted) as at the WebSocket: guessing tokens here
+            # is throttled the same way.
+            credential = credential_from_request(request.path, request.headers.get("Authorization"))
+            verdict = judge_credential(self._tokens, self._throttle(), client, credential)
+            if verdict.retry_after is not None:
+                response = connection.respond(
+                    http.HTTPStatus.TOO_MANY_REQUESTS,
+                    "too many wrong tokens from this address: try again later\n",
+                )
+                response.headers["Retry-After"] = str(max(1, math.ceil(verdict.retry_after)))
+                return response
+            token_accepted = verdict.outcome == "accepted"
         refusal = scrape_refusal(
             client,
             forwarded_untrusted=forwarded and client == _normalised(_peer_host(connection)),
             allow_from=settings.allow_from,
-            token_accepted=self._tokens.enabled and self._tokens.owner_of(credential) is not None,
+            token_accepted=token_accepted,
         )
         if refusal is not None:
             self.log.info("gateway.metrics_refused", client=client, reason=refusal)

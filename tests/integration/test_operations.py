@@ -141,7 +141,12 @@ async def test_who_may_scrape(chat, llm) -> None:
         platform,
         {
             "chat": {
-                "websocket": {"auth": {"tokens": [{"owner": "ops", "token_env": "SCRAPER_TOKEN"}]}}
+                "websocket": {
+                    "auth": {
+                        "tokens": [{"owner": "ops", "token_env": "SCRAPER_TOKEN"}],
+                        "max_failures": 2,
+                    }
+                }
             },
             "observability": {"metrics": {"allow_from": ["127.0.0.1"]}},
         },
@@ -163,12 +168,14 @@ async def test_who_may_scrape(chat, llm) -> None:
             },
         )
         assert with_token.status_code == 200
-        wrong = await http.get(
-            url, headers={"X-Forwarded-For": "203.0.113.9", "Authorization": "Bearer nope"}
-        )
-        assert wrong.status_code == 403
+        # Wrong tokens are counted as at the WebSocket: 429 past auth.max_failures (2).
+        statuses = [
+            (await http.get(url, headers={"Authorization": f"Bearer nope-{n}"})).status_code
+            for n in range(3)
+        ]
+        assert statuses == [403, 403, 429]
     refused = platform.process.find("gateway.metrics_refused")
-    assert len(refused) == 2
+    assert len(refused) == 3
     assert all("scraper-secret-token-1" not in line for line in platform.process.raw_lines)
 
     # Nobody without a token once the allowlist is emptied (a tightening: applied live).
@@ -176,7 +183,12 @@ async def test_who_may_scrape(chat, llm) -> None:
     platform.write_runtime_config(
         {
             "chat": {
-                "websocket": {"auth": {"tokens": [{"owner": "ops", "token_env": "SCRAPER_TOKEN"}]}}
+                "websocket": {
+                    "auth": {
+                        "tokens": [{"owner": "ops", "token_env": "SCRAPER_TOKEN"}],
+                        "max_failures": 2,
+                    }
+                }
             },
             "observability": {"metrics": {"allow_from": []}},
         }
