@@ -820,10 +820,16 @@ class GatewayActor(Actor[GatewayInbox]):
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         client = self._client(connection, request)
         forwarded = any(h in request.headers for h in ("X-Forwarded-For", "Forwarded"))
-        token_accepted = False
-        if self._tokens.enabled:
-            # Judged (and a wrong one counted) as at the WebSocket: guessing tokens here
-            # is throttled the same way.
+        untrusted = forwarded and client == _normalised(_peer_host(connection))
+        refusal = scrape_refusal(
+            client,
+            forwarded_untrusted=untrusted,
+            allow_from=settings.allow_from,
+            token_accepted=False,
+        )
+        if refusal is not None and self._tokens.enabled:
+            # Not an allowed address: a token decides, judged (and a wrong one counted)
+            # as at the WebSocket, so guessing tokens here is throttled the same way.
             credential = credential_from_request(request.path, request.headers.get("Authorization"))
             verdict = judge_credential(self._tokens, self._throttle(), client, credential)
             if verdict.retry_after is not None:
@@ -833,13 +839,12 @@ class GatewayActor(Actor[GatewayInbox]):
                 )
                 response.headers["Retry-After"] = str(max(1, math.ceil(verdict.retry_after)))
                 return response
-            token_accepted = verdict.outcome == "accepted"
-        refusal = scrape_refusal(
-            client,
-            forwarded_untrusted=forwarded and client == _normalised(_peer_host(connection)),
-            allow_from=settings.allow_from,
-            token_accepted=token_accepted,
-        )
+            refusal = scrape_refusal(
+                client,
+                forwarded_untrusted=untrusted,
+                allow_from=settings.allow_from,
+                token_accepted=verdict.outcome == "accepted",
+            )
         if refusal is not None:
             self.log.info("gateway.metrics_refused", client=client, reason=refusal)
             return connection.respond(http.HTTPStatus.FORBIDDEN, f"{refusal}\n")
