@@ -18,6 +18,9 @@
     │                          ``incomplete``
     ├── McpServerUnavailable   MCP_SERVER_UNAVAILABLE: the tool's server is not ready
     └── InternalError          INTERNAL_ERROR
+        └── StreamedTextLost   a FinishMessage refers to streamed text the persistence
+                               actor does not hold whole (it restarted mid-answer): the
+                               sender sends the text itself
 
 Raised by an actor while it answers a request, such an error reaches the requester as the
 ``__cause__`` of the bus's :class:`~bus.errors.RequestFailed`. Errors meant for the model
@@ -40,6 +43,7 @@ __all__ = [
     "RateLimited",
     "SessionNotFound",
     "StorageFull",
+    "StreamedTextLost",
     "TurnInProgress",
     "not_waiting",
 ]
@@ -157,3 +161,9 @@ def not_waiting(call_id: str) -> InvalidMessage:
         f"no tool call {call_id!r} is waiting for approval in this conversation (unknown, "
         "already answered, timed out, or its turn ended)"
     )
+
+
+class StreamedTextLost(InternalError):
+    """A FinishMessage says "the text is what the deltas carried", but the
+    PersistenceActor does not hold that text whole (it restarted mid-answer). Internal:
+    the orchestrator answers it by sending the text itself; a client never sees it."""

@@ -259,7 +259,17 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # Third-party loggers: warnings and up unless we debug (httpx logs every request).
-    for noisy in ("httpx", "httpcore", "websockets", "watchfiles", "asyncio", "mcp", "aiosqlite"):
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "httpcore2",
+        "websockets",
+        "watchfiles",
+        "asyncio",
+        "mcp",
+        "aiosqlite",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sdk_http = logging.getLogger("mcp.client.streamable_http")
     if not any(isinstance(f, _GoneSessionDelete) for f in sdk_http.filters):

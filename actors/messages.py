@@ -73,6 +73,7 @@ __all__ = [
     "StorageCheck",
     "StorageWritten",
     "StoredMessage",
+    "StreamedText",
     "ToolApprovalClosed",
     "ToolApprovalRequested",
     "ToolCall",
@@ -288,13 +289,30 @@ class AppendMessages(Request[tuple[StoredMessage, ...]]):
     messages: tuple[AppendMessage, ...]
 
 
+class StreamedText(Payload):
+    """The lengths of an answer's text that reached its subscribers as AssistantDelta
+    events: a message that carries this instead of the text says "the text is what you
+    already received" (the answer's full text crosses each hop once)."""
+
+    content_chars: int = Field(ge=0)
+    thinking_chars: int = Field(ge=0)
+
+
 class FinishMessage(Request[StoredMessage]):
-    """Request → StoredMessage: the final state of a streamed message (committed)."""
+    """Request → StoredMessage: the final state of a streamed message (committed).
+
+    With ``streamed`` set, ``content`` and ``thinking`` are empty: the text is the one
+    the row's AssistantDelta events carried, which the PersistenceActor keeps; it fails
+    with :class:`~actors.errors.StreamedTextLost` when it does not hold that text whole
+    (it restarted mid-answer), and the sender then sends the text itself.
+    """
 
     type: Literal["finish_message"] = "finish_message"
     message_id: int
-    content: str
+    content: str = ""
     thinking: str | None = None
+    """None: the reasoning the row's deltas carried (if any)."""
+    streamed: StreamedText | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage | None = None
     model: str | None = None
@@ -456,8 +474,12 @@ class TurnFinished(Message):
     conversation_id: str
     turn_id: str
     request_id: str | None = None
-    message: str
+    message: str = ""
     thinking: str | None = None
+    streamed: StreamedText | None = None
+    """Set when the final answer was streamed whole: ``message`` and ``thinking`` are
+    then empty, and the answer is the last ``content_chars`` (``thinking_chars``) of the
+    turn's content (reasoning) deltas, which every subscriber of AssistantDelta has."""
     usage: Usage = Usage()
     model: str | None = None
     finish_reason: FinishReason
@@ -499,6 +521,9 @@ class CompletionResult(Payload):
     model: str
     """The model that served the answer (after fallbacks)."""
     provider: str
+    streamed: bool = False
+    """``content`` and ``thinking`` were published whole, as this request's AssistantDelta
+    events (their subscribers hold the text)."""
 
 
 class CompletionRequest(Request[CompletionResult]):

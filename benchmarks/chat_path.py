@@ -154,6 +154,8 @@ class RunFigures:
     direct_cpu_per_stream_ms_50: float = 0.0
     """This process's CPU per direct stream in the rounds of 50 (its 50 httpx clients)."""
     round_ms_50: list[float] = field(default_factory=list)
+    direct_round_ms_50: list[float] = field(default_factory=list)
+    """The same for the bare httpx clients (first request sent -> last answer's end)."""
     llm_connections_50: list[int] = field(default_factory=list)
     """Distinct HTTP connections the platform used for one round of 50 LLM requests."""
 
@@ -314,6 +316,10 @@ class Bench:
         for _ in range(plan.rounds_50):
             timings = await self.direct_batch(CONCURRENT, SHORT_REPLY)
             figures.direct_ttft_50 += [_ms(t.ttft) for t in timings]
+            t0 = min(t.sent for t in timings)
+            figures.direct_round_ms_50.append(
+                _ms(max(t.sent + t.ttft + t.relay for t in timings) - t0)
+            )
         figures.direct_cpu_per_stream_ms_50 = (
             (time.process_time() - direct_cpu) / (plan.rounds_50 * CONCURRENT) * 1000
         )
@@ -629,6 +635,11 @@ def _row(label: str, values: list[float], digits: int = 2, goal: str = "") -> No
     print(_ROW.format(label, f"{mid:.{digits}f}", f"{low:.{digits}f}", f"{high:.{digits}f}", goal))
 
 
+def _burst_ratio(figures: RunFigures) -> float:
+    """Turns/s of the platform over turns/s of bare clients, a burst of 50 (same run)."""
+    return statistics.median(figures.direct_round_ms_50) / statistics.median(figures.round_ms_50)
+
+
 def _status(ok: bool) -> str:
     return "MET" if ok else "MISSED"
 
@@ -678,6 +689,12 @@ def report(plan: Plan, results: list[RunFigures], writes: list[WriteCount]) -> N
     _row("  added p50 (ms)", added("direct_ttft_50", "platform_ttft_50", 50), 1)
     _row("  added p99 (ms)", add50_99, 1, goal=f"<= {GOAL_TTFT_P99_50:g} ms  {_status(ok_ttft50)}")
     _row("  round of 50 turns, wall (ms)", per_run(lambda r: statistics.median(r.round_ms_50)), 1)
+    _row(
+        "  direct round of 50, wall (ms)",
+        per_run(lambda r: statistics.median(r.direct_round_ms_50)),
+        1,
+    )
+    _row("  turns/s vs bare clients (x)", per_run(_burst_ratio), 2)
     _row("  platform CPU per turn (ms)", per_run(lambda r: r.cpu_per_turn_ms_50))
     _row(
         "  direct client CPU per stream (ms)",
@@ -763,6 +780,12 @@ def report(plan: Plan, results: list[RunFigures], writes: list[WriteCount]) -> N
     print("  WAL = commit frames the turn added to the WAL file")
 
     print()
+    ratio = statistics.median(_burst_ratio(r) for r in results)
+    burst = statistics.median(r.cpu_per_turn_ms_50 for r in results)
+    print(
+        f"turns/s vs bare clients: {ratio:.2f}x  "
+        f"(burst of {CONCURRENT}; platform CPU per turn {burst:.2f} ms)"
+    )
     print("Goals:")
     print(f"  [{_status(ok_ttft1)}] added TTFT p50 <= {GOAL_TTFT_P50_1:g} ms with 1 conversation")
     print(

@@ -178,6 +178,19 @@ class WebSocketConfig(_Section):
     ``auth.tokens``. Off: such a configuration refuses to start (exit code 2), and a
     reload to it is refused (the current listener stays), because everyone who can reach
     the port would share every conversation. Turn it on only for a trusted network."""
+    protocol: Literal["native", "original", "auto"] = "native"
+    """The framing spoken on the endpoint (``actors/gateway/original.py``): ``native`` (the
+    ``type`` frames of ``actors/gateway/protocol.py``), ``original`` (the original
+    backend's ``action``/``status`` frames, for the frontends written for it: history on
+    connect, no ``session_info``), or ``auto`` (each connection is sent ``session_info``
+    and speaks whichever framing its first frame uses). Read when a connection opens:
+    a reload applies to new connections, open ones keep theirs."""
+    original_clear: Literal["new_conversation", "keep_conversation"] = "new_conversation"
+    """What the original framing's ``clear_session`` does: ``new_conversation`` (as our
+    ``clear_history``: a new conversation starts, the old one stays until retention
+    removes it) or ``keep_conversation`` (the original backend's everyday clear: the
+    client empties its view, the conversation and the model's memory of it go on; a
+    reconnect shows it again). Read at each clear."""
     trusted_proxies: list[str] = []
     """Addresses (``10.0.0.5``) or networks (``10.0.0.0/8``) of reverse proxies whose
     ``X-Forwarded-For`` names the client. Only for those peers is the header read (the

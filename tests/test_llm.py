@@ -43,7 +43,7 @@ from actors.errors import (
     LLMUnavailable,
     RateLimited,
 )
-from actors.llm.actor import RETRY_AFTER_CAP, LLMActor, parse_retry_after
+from actors.llm.actor import H1_STREAMS_PER_LANE, RETRY_AFTER_CAP, LLMActor, parse_retry_after
 from actors.messages import (
     AssistantDelta,
     CancelCompletion,
@@ -293,6 +293,7 @@ async def test_content_deltas_are_published_in_order_before_the_reply(
     assert {d.conversation_id for d in harness.probe.deltas} == {"c-1"}
     assert result.content == "Hello, world! How are you?"
     assert result.thinking is None
+    assert result.streamed  # the subscribers hold the whole text
     assert result.tool_calls == ()
     assert result.finish_reason == "stop"
     assert (result.model, result.provider) == ("m-1", "test")
@@ -338,6 +339,7 @@ async def test_reasoning_from_every_field_becomes_thinking_deltas(start: Start) 
             ("content", "wer"),
         ], field
         assert (result.content, result.thinking) == ("Answer", "Let me think"), field
+        assert result.streamed, field
 
 
 @pytest.mark.parametrize(
@@ -782,6 +784,7 @@ async def test_cancel_closes_the_stream_and_answers_with_the_partial_text(
 
     assert result.finish_reason == "cancelled"
     assert (result.content, result.provider, result.model) == ("Hello", "test", "m-1")
+    assert result.streamed
     assert await server.wait_disconnects(1) == [0]
     assert gate.reached.is_set()
     [cancelled] = log_events.events("llm.cancelled")
@@ -833,6 +836,7 @@ async def test_streaming_off_sends_stream_false_and_publishes_nothing(
     result = await harness.complete()
 
     assert (result.content, result.thinking) == ("Whole answer", "thought")
+    assert not result.streamed  # nobody has the text but this reply
     assert result.usage.total_tokens == 4
     sent = body(server)
     assert sent["stream"] is False
@@ -906,6 +910,33 @@ async def test_120_concurrent_streams_over_http2_all_succeed(
     assert sorted(r.content for r in results) == sorted(f"r{i}" for i in range(count))
     assert {r.http_version for r in server.requests} == {"HTTP/2"}
     assert len({r.connection_id for r in server.requests}) >= 2  # more connections, not errors
+
+
+async def test_concurrent_http1_streams_spread_over_lanes_of_bounded_pools(
+    start: Start, server: ScriptedLLM, log_events: LogCapture
+) -> None:
+    """HTTP/1.1 streams beyond H1_STREAMS_PER_LANE open another client (lane), so no pool
+    holds more than that many connections; all run at once, and warm ones are reused."""
+    harness = await start()
+    count = 2 * H1_STREAMS_PER_LANE + 1
+    gates = [Gate() for _ in range(count)]
+    server.script(
+        *[Reply.stream(Content(f"r{i}"), g, Finish(), Done()) for i, g in enumerate(gates)]
+    )
+    pending = [asyncio.create_task(harness.complete(turn_id=f"t-{i}")) for i in range(count)]
+    async with asyncio.timeout(TIMEOUT):
+        await asyncio.gather(*(g.reached.wait() for g in gates))  # all open at once
+    for gate in gates:
+        gate.open()
+    results = await asyncio.gather(*pending)
+    assert sorted(r.content for r in results) == sorted(f"r{i}" for i in range(count))
+    assert len(log_events.events("llm.lane_opened")) == 3  # ceil(17 / 8) lanes
+    assert len({r.connection_id for r in server.requests}) == count
+
+    server.script(Reply.text("again"))
+    assert (await harness.complete(turn_id="t-again")).content == "again"
+    assert len(log_events.events("llm.lane_opened")) == 3  # no new lane
+    assert len({r.connection_id for r in server.requests}) == count  # a warm connection
 
 
 # -- fallback ------------------------------------------------------------------------------------

@@ -177,6 +177,23 @@ def test_stdlib_logging_goes_through_the_same_pipeline(log_events) -> None:
     assert event[0]["level"] == "warning"
 
 
+def test_http_client_request_records_stay_out_of_an_info_log() -> None:
+    """httpx2 (the LLM client and the MCP SDK's) logs every request at INFO: like the other
+    chatty libraries, it is held at WARNING (an INFO log would get a line per LLM call)."""
+    buffer = io.StringIO()
+    configure_logging("INFO", "json", stream=buffer)
+    try:
+        for name in ("httpx2", "httpcore2.connection", "httpx", "httpcore.http11"):
+            logging.getLogger(name).info("HTTP Request: POST http://127.0.0.1/v1")
+            logging.getLogger(name).warning("%s warns", name)
+        text = buffer.getvalue()
+        assert "HTTP Request" not in text
+        assert "httpx2 warns" in text
+        assert "httpcore2.connection warns" in text
+    finally:
+        configure_logging("INFO", "json", stream=None)
+
+
 def test_collect_secrets_from_environment_names_and_provider_variables(tmp_path) -> None:
     store = ConfigStore(tmp_path)
     store.save_runtime_config({"llm": {"providers": {"ollama": {"api_key_env": "MY_OLLAMA_VAR"}}}})

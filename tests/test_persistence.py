@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from actors.config.actor import ConfigActor
-from actors.errors import InvalidMessage, SessionNotFound, StorageFull
+from actors.errors import InvalidMessage, SessionNotFound, StorageFull, StreamedTextLost
 from actors.messages import (
     AppendMessage,
     AppendMessages,
@@ -53,6 +53,7 @@ from actors.messages import (
     SessionPage,
     SessionSummary,
     StoredMessage,
+    StreamedText,
     ToolCall,
     Usage,
 )
@@ -558,6 +559,64 @@ async def test_a_killed_actor_flushes_nothing_and_the_next_start_marks_incomplet
     await h.barrier()
     final = await h.ask(FinishMessage(message_id=row.id, content="0123456789abc", status="error"))
     assert (final.content, final.status) == ("0123456789abc", "error")
+
+
+async def test_a_streamed_answer_is_finished_from_its_deltas_without_its_text(
+    start: Starter,
+) -> None:
+    """The orchestrator does not send a streamed answer's text again: the FinishMessage
+    names its lengths and the row gets the text the deltas carried."""
+    h = await start(_streaming({"persist_deltas": False}))
+    cid = await _conversation(h)
+    row = await _start_answer(h, cid, "t1")
+    for chunk in ("Grüße, ", "world"):
+        await h.delta("t1", chunk)
+    await h.delta("t1", "hmm", kind="thinking")
+    final = await h.ask(
+        FinishMessage(
+            message_id=row.id,
+            streamed=StreamedText(content_chars=12, thinking_chars=3),
+            model="m",
+            finish_reason="stop",
+        )
+    )
+    assert (final.content, final.thinking, final.status) == ("Grüße, world", "hmm", "complete")
+    assert h.query("SELECT content, thinking, status FROM messages") == [
+        ("Grüße, world", "hmm", "complete")
+    ]
+
+
+async def test_a_streamed_finish_whose_text_is_not_here_fails_with_streamed_text_lost(
+    start: Starter,
+) -> None:
+    """After a restart mid-answer (or with lengths that do not match) the text is not
+    here whole: StreamedTextLost, the row untouched, and a finish with the text works."""
+    h = await start(_streaming({"persist_deltas": True, "min_chars": 4, "interval_ms": 60_000}))
+    cid = await _conversation(h)
+    row = await _start_answer(h, cid, "t1")
+    await h.delta("t1", "abcd")  # flushed
+    await h.barrier()
+    with pytest.raises(RequestFailed) as mismatch:
+        await h.ask(
+            FinishMessage(
+                message_id=row.id, streamed=StreamedText(content_chars=5, thinking_chars=0)
+            )
+        )
+    assert isinstance(_failure(mismatch), StreamedTextLost)
+    assert "4/5 characters of content" in str(_failure(mismatch))
+
+    await h.kill_persistence()
+    await h.start_persistence()
+    with pytest.raises(RequestFailed) as restarted:
+        await h.ask(
+            FinishMessage(
+                message_id=row.id, streamed=StreamedText(content_chars=4, thinking_chars=0)
+            )
+        )
+    assert isinstance(_failure(restarted), StreamedTextLost)
+    assert h.query("SELECT content, status FROM messages") == [("abcd", "incomplete")]
+    final = await h.ask(FinishMessage(message_id=row.id, content="abcdef"))
+    assert (final.content, final.status) == ("abcdef", "complete")
 
 
 async def test_a_requested_stop_flushes_open_streams(

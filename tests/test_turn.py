@@ -17,6 +17,7 @@ from actors.messages import (
     MessageRole,
     MessageStatus,
     StoredMessage,
+    StreamedText,
     ToolCall,
     ToolOutcome,
     ToolSpec,
@@ -88,10 +89,14 @@ def _answer(
     finish_reason: str = "stop",
     tokens: int = 10,
     model: str = "m1",
+    thinking: str | None = None,
+    streamed: bool = False,
 ) -> CompletionDone:
     return CompletionDone(
         CompletionResult(
             content=content,
+            thinking=thinking,
+            streamed=streamed,
             tool_calls=calls,
             finish_reason="tool_calls" if calls and finish_reason == "stop" else finish_reason,
             usage=Usage(prompt_tokens=tokens, completion_tokens=1, total_tokens=tokens + 1),
@@ -175,6 +180,60 @@ def test_an_answer_is_asked_with_the_context_and_stored_complete() -> None:
     assert finished.usage.total_tokens == 11
     assert finished.error_code is None
     assert end.note is None
+
+
+def test_a_streamed_answer_is_not_sent_again_only_its_lengths() -> None:
+    """The deltas brought the text to the PersistenceActor and the gateway: the row's
+    finish and the TurnFinished name its lengths; the finish keeps a copy with the text
+    for a PersistenceActor that lost the deltas."""
+    turn, _ = _turn()
+    finish, end = _close_row(
+        turn, turn.feed(_answer("Grüße!", thinking="hm", streamed=True, model="m2"))
+    )
+    lengths = StreamedText(content_chars=6, thinking_chars=2)
+    assert (finish.message.content, finish.message.thinking) == ("", None)
+    assert finish.message.streamed == lengths
+    assert (finish.message.model, finish.message.status) == ("m2", "complete")
+    assert finish.with_text is not None
+    assert (finish.with_text.content, finish.with_text.thinking) == ("Grüße!", "hm")
+    assert finish.with_text.streamed is None
+    assert finish.with_text.model_dump(exclude={"content", "thinking", "streamed"}) == (
+        finish.message.model_dump(exclude={"content", "thinking", "streamed"})
+    )
+    finished = end.finished
+    assert (finished.message, finished.thinking, finished.streamed) == ("", None, lengths)
+    assert (finished.finish_reason, finished.model) == ("stop", "m2")
+
+
+def test_a_text_that_was_not_streamed_is_sent() -> None:
+    turn, _ = _turn()
+    finish, end = _close_row(turn, turn.feed(_answer("Hi", thinking="t")))
+    assert (finish.message.content, finish.message.thinking) == ("Hi", "t")
+    assert (finish.message.streamed, finish.with_text) == (None, None)
+    assert (end.finished.message, end.finished.thinking, end.finished.streamed) == ("Hi", "t", None)
+
+
+def test_a_streamed_multi_hop_turn_ends_with_the_last_answers_lengths() -> None:
+    """Each hop's row is finished by reference; the TurnFinished names the last answer,
+    the tail of the turn's deltas (a cancel during tools: the answer that asked)."""
+    turn, _ = _turn()
+    finish, rest = _into_tools(turn, _call(), content="")
+    assert finish.message.streamed is None  # not streamed (the helper's default)
+    run = _only(rest, RunTool)
+    turn.feed(ToolFinished(run.index, _ok()))
+    turn.feed(RowFinished())
+    turn.feed(MessagesStored((_stored("tool"), _stored("assistant", status="streaming"))))
+    commands = turn.feed(_answer("checking", _call("call_2"), streamed=True))
+    second = commands[0]
+    assert isinstance(second, FinishRow)
+    assert second.message.streamed == StreamedText(content_chars=8, thinking_chars=0)
+    turn.cancel()
+    turn.feed(RowFinished())
+    [run2] = [c for c in commands if isinstance(c, RunTool)]
+    turn.feed(ToolFinished(run2.index, CANCELLED_BEFORE_CALL))
+    end = _ended(turn.feed(MessagesStored((_stored("tool"),))))
+    assert end.finished.finish_reason == "cancelled"
+    assert end.finished.streamed == StreamedText(content_chars=8, thinking_chars=0)
 
 
 def test_a_length_limited_answer_ends_with_length_and_other_reasons_with_stop() -> None:

@@ -56,6 +56,12 @@ quotes a key reaches clients as ``[REDACTED]``, exactly as it reaches the log. I
 below every call site (``_Connection.send_frame`` and the two frames ``_serve`` writes
 directly), so a new frame cannot forget it.
 
+The original backend's framing (``chat.websocket.protocol``, core in
+``actors/gateway/original.py``): a connection that speaks it has an ``OriginalFraming``;
+its frames are translated into ours where they are read (``_on_frame``) and ours into
+its where they are queued (``_Connection.render``, and the text envelope of a delta), so
+everything between is the same for both framings. With ``auto`` the first frame decides.
+
 Ordering: the bus delivers a turn's AssistantDelta events before its TurnFinished (the
 LLMActor publishes every delta before it answers), this actor handles them in order and
 appends to each outbox in order, so a turn's deltas always precede its
@@ -96,12 +102,20 @@ from actors.gateway.auth import (
     judge_credential,
     resolve_tokens,
 )
+from actors.gateway.original import (
+    ModelLabel,
+    OriginalFrame,
+    OriginalFraming,
+    TextEnvelope,
+    detect_framing,
+)
 from actors.gateway.origins import ANY_ORIGIN, OriginPolicy, RemoteBindRefused, remote_bind_problem
 from actors.gateway.protocol import (
     AssistantDeltaFrame,
     AssistantMessageFrame,
     CancelFrame,
     ClearHistoryFrame,
+    ClientFrame,
     DeleteSessionFrame,
     ElicitationClosedFrame,
     ElicitationRequestFrame,
@@ -130,7 +144,6 @@ from actors.gateway.protocol import (
     UsageInfo,
     UserMessageFrame,
     UserMessageStoredFrame,
-    dump_frame,
     parse_client_frame,
 )
 from actors.gateway.web_assets import WEB_DIR, WebAssets
@@ -148,6 +161,7 @@ from actors.messages import (
     ElicitationRequested,
     GetConfig,
     ListSessions,
+    LoadHistory,
     OpenConversation,
     PromptRequest,
     SaveSession,
@@ -155,6 +169,7 @@ from actors.messages import (
     SessionSummary,
     StartTurn,
     StoredMessage,
+    StreamedText,
     ToolApprovalClosed,
     ToolApprovalRequested,
     ToolExecutionEvent,
@@ -197,6 +212,8 @@ SLOW_CLIENT_CLOSE_CODE = 1013
 """"Try again later": the client could not keep up with its frames."""
 POLICY_CLOSE_CODE = 1008
 """"Policy violation": the connection's token is no longer accepted."""
+ORIGINAL_ENDPOINT = "/ws/chat"
+"""The path the original backend's frontends connect to (fixed in them)."""
 
 _EXPOSURE_KEYS = (
     "chat.websocket.host",
@@ -205,39 +222,111 @@ _EXPOSURE_KEYS = (
 )
 """Settings that decide who can reach the listener (with the auth section)."""
 
+_ANSWER_LOOKBACK = 64
+"""Newest messages searched for a turn's stored answer (a turn that just ended is among
+the newest, even with a new turn started behind it)."""
+
 HealthSource = Callable[[], dict[str, dict[str, object]]]
 
 
 class _PendingDelta:
     """Deltas of one turn and kind waiting in an outbox; more are merged in until sent."""
 
-    __slots__ = ("kind", "parts", "size", "turn_id")
+    __slots__ = ("envelope", "kind", "parts", "size", "turn_id")
 
-    def __init__(self, turn_id: str, kind: str, text: str) -> None:
+    def __init__(
+        self, turn_id: str, kind: str, text: str, envelope: TextEnvelope | None = None
+    ) -> None:
         self.turn_id = turn_id
         self.kind = kind
         self.parts = [text]
         self.size = len(text)
+        self.envelope = envelope
+        """The original framing's chunk (``None``: ours)."""
 
     def render(self) -> str:
-        frame_type = AssistantDeltaFrame if self.kind == "content" else ThinkingDeltaFrame
+        if self.envelope is not None:
+            # Unredacted for the same reason as ours below.
+            return orjson.dumps(self.envelope.frame("".join(self.parts)).model_dump()).decode()
         # Not redacted (the one frame that bypasses _wire_text), by decision: deltas are
         # the hot path and hold only model text, which can carry a secret of ours only if
         # the model echoes one it read (in a tool result). The LLM streams a few
         # characters per chunk, so a secret arrives split over several deltas and a
         # per-delta pass would catch almost nothing while costing on every frame. The
         # turn's assistant_message and the stored history do go through _wire_text.
-        return dump_frame(frame_type(turn_id=self.turn_id, content="".join(self.parts)))
+        # Built as a dict, not as the frame's model: one per frame on the hot path (the
+        # shape is AssistantDeltaFrame's / ThinkingDeltaFrame's, tests/test_gateway_frames.py).
+        return orjson.dumps(
+            {
+                "type": _DELTA_FRAME_TYPES[self.kind],
+                "turn_id": self.turn_id,
+                "content": "".join(self.parts),
+            }
+        ).decode()
+
+
+_DELTA_FRAME_TYPES = {
+    "content": AssistantDeltaFrame.model_fields["type"].default,
+    "thinking": ThinkingDeltaFrame.model_fields["type"].default,
+}
+"""The ``type`` of a delta frame by the delta's kind."""
+
+
+MAX_ANSWERS_KEPT = 4096
+"""Running turns whose delta text the gateway keeps at most (a turn whose end never comes,
+its orchestrator having crashed, must not hold its text forever): the oldest goes first."""
+
+
+class _AnswerText:
+    """The text of one running turn's deltas, kept for its ``assistant_message``: a
+    streamed answer's TurnFinished does not carry the text again, only its length, and
+    the answer is the tail of the turn's deltas (earlier hops' text comes before it)."""
+
+    __slots__ = ("content", "thinking")
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.thinking: list[str] = []
+
+    def add(self, kind: str, text: str) -> None:
+        (self.content if kind == "content" else self.thinking).append(text)
+
+    def answer(self, streamed: StreamedText) -> tuple[str, str | None] | None:
+        """The answer's text and reasoning, or None when this gateway did not see all of
+        it (it started while the answer streamed)."""
+        content = _tail(self.content, streamed.content_chars)
+        thinking = _tail(self.thinking, streamed.thinking_chars)
+        if content is None or thinking is None:
+            return None
+        return content, thinking or None
+
+
+def _tail(parts: list[str], chars: int) -> str | None:
+    if not chars:
+        return ""
+    text = "".join(parts)
+    return text[len(text) - chars :] if len(text) >= chars else None
 
 
 class _Connection:
     """One WebSocket client: its conversation and its bounded, coalescing outbox."""
 
     def __init__(
-        self, ws: ServerConnection, connection_id: int, owner: str, credential: str | None
+        self,
+        ws: ServerConnection,
+        connection_id: int,
+        owner: str,
+        credential: str | None,
+        model_label: Callable[[], ModelLabel] | None = None,
     ) -> None:
         self.ws = ws
         self.id = connection_id
+        self.original: OriginalFraming | None = None
+        """Set while the connection speaks the original backend's framing (else ours):
+        every frame in and out is translated (``actors/gateway/original.py``)."""
+        self.undecided = False
+        """``protocol: auto`` and no frame received yet: its first frame decides."""
+        self._model_label = model_label or (lambda: ModelLabel("", ""))
         self.owner = owner
         """Whose conversations this connection sees (its token's owner, or ``local``)."""
         self.credential = credential
@@ -261,20 +350,41 @@ class _Connection:
         """Queue nothing more: what is queued is still sent (then the connection closes)."""
         self._closing = True
 
+    def speak(self, framing: Literal["native", "original", "auto"]) -> None:
+        """Set the framing (``chat.websocket.protocol``; ``auto``: the first frame's)."""
+        self.undecided = framing == "auto"
+        self.original = OriginalFraming() if framing == "original" else None
+
+    def render(self, frame: BaseModel) -> list[str]:
+        """The texts a frame goes out as on this connection (none: dropped)."""
+        if self.original is None:
+            return [_wire_text(frame)]
+        return [_wire_original(f) for f in self.original.outgoing(frame, self._model_label())]
+
+    def send_original(self, frames: tuple[OriginalFrame, ...]) -> None:
+        """Queue frames of the original framing (the translation's own replies)."""
+        for frame in frames:
+            self._push(_wire_original(frame))
+
     def send_frame(self, frame: BaseModel) -> None:
         """Queue a frame (never waits; a client that is too far behind is closed)."""
-        self._push(_wire_text(frame))
+        for text in self.render(frame):
+            self._push(text)
 
     def send_delta(self, turn_id: str, kind: str, text: str) -> None:
         """Queue a delta, merged into the last queued one of the same turn and kind."""
         if self._closing:
             return
+        if self.original is not None and kind != "content":
+            return  # the original framing has no place for thinking
         last = self._outbox[-1] if self._outbox else None
         if (
             isinstance(last, _PendingDelta)
             and last.turn_id == turn_id
             and last.kind == kind
             and last.size + len(text) <= MAX_MERGED_DELTA
+            # Queued before an ``auto`` connection's first frame said it speaks the other.
+            and (last.envelope is None) == (self.original is None)
         ):
             last.parts.append(text)
             last.size += len(text)
@@ -282,7 +392,12 @@ class _Connection:
             self.deltas_merged += 1
             self._check_bounds()
             return
-        pending = _PendingDelta(turn_id, kind, text)
+        envelope = (
+            None
+            if self.original is None
+            else self.original.text_envelope(turn_id, self._model_label())
+        )
+        pending = _PendingDelta(turn_id, kind, text, envelope)
         self._outbox.append(pending)
         self._bytes += pending.size
         self.drained.clear()
@@ -355,6 +470,34 @@ def _wire_text(frame: BaseModel) -> str:
     for key, value in data.items():
         data[key] = _redacted(value, key in conversation or key in _CONVERSATION_TEXT)
     return orjson.dumps(data).decode()
+
+
+def _wire_original(frame: OriginalFrame) -> str:
+    """The JSON text of a frame of the original framing, redacted as :func:`_wire_text`
+    does ours: an ``error`` text gets the log's redaction, everything else (message text,
+    the history, tool notifications) only the known secret values."""
+    data = frame.model_dump()
+    chunk = data["chunk"]
+    data["chunk"] = {
+        key: redact_text(value)
+        if key == "error" and isinstance(value, str)
+        else _secret_values_redacted(value)
+        for key, value in chunk.items()
+    }
+    data["request_id"] = redact_known_secrets(data["request_id"])
+    return orjson.dumps(data).decode()
+
+
+def _secret_values_redacted(value: object) -> object:
+    """``value`` (JSON data) with the known secret values redacted from every string (its
+    ``data`` too: here it holds text, not an image)."""
+    if isinstance(value, str):
+        return redact_known_secrets(value)
+    if isinstance(value, dict):
+        return {key: _secret_values_redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_secret_values_redacted(item) for item in value]
+    return value
 
 
 def _redacted(value: object, conversation: bool) -> object:
@@ -474,6 +617,8 @@ class GatewayActor(Actor[GatewayInbox]):
         self._running: dict[str, str] = {}
         """Turn id running per conversation: a view of the orchestrator's
         TurnStateChanged events (the orchestrator owns which turns run)."""
+        self._answers: dict[str, _AnswerText] = {}
+        """The delta text of running turns, by turn id (see :class:`_AnswerText`)."""
         self._ids = itertools.count(1)
         self._servers: dict[str, ServerStateChanged] = {}
         """The last state of each MCP server (for session_info)."""
@@ -513,6 +658,7 @@ class GatewayActor(Actor[GatewayInbox]):
         self._server = await self._listen(self.settings, authenticated=self._tokens.enabled)
         if ANY_ORIGIN in self.settings.allow_origins:
             self._warn_any_origin()
+        self._warn_original_endpoint()
 
     async def on_stop(self) -> None:
         if self._server is not None:
@@ -579,10 +725,16 @@ class GatewayActor(Actor[GatewayInbox]):
     async def handle(self, message: GatewayInbox) -> None:
         match message:
             case AssistantDelta(conversation_id=cid, turn_id=turn_id, kind=kind, text=text):
+                answer = self._answers.get(turn_id)
+                if answer is None:
+                    answer = self._answers[turn_id] = _AnswerText()
+                    if len(self._answers) > MAX_ANSWERS_KEPT:
+                        del self._answers[next(iter(self._answers))]
+                answer.add(kind, text)
                 for conn in self._by_conversation.get(cid, ()):
                     conn.send_delta(turn_id, kind, text)
             case TurnFinished():
-                self._turn_finished(message)
+                await self._turn_finished(message)
             case ToolExecutionEvent():
                 # The bus message's own tag is not the frame's (``tool_execution``).
                 frame = ToolExecutionFrame(
@@ -640,8 +792,13 @@ class GatewayActor(Actor[GatewayInbox]):
             case _:
                 assert_never(message)
 
-    def _turn_finished(self, message: TurnFinished) -> None:
+    async def _turn_finished(self, message: TurnFinished) -> None:
         cid = message.conversation_id
+        answer = self._answers.pop(message.turn_id, None)
+        text, thinking = message.message, message.thinking
+        if message.streamed is not None:
+            seen = answer.answer(message.streamed) if answer is not None else None
+            text, thinking = seen if seen is not None else await self._stored_answer(message)
         frames: list[BaseModel] = []
         if message.error_code is not None:
             frames.append(
@@ -656,8 +813,8 @@ class GatewayActor(Actor[GatewayInbox]):
             AssistantMessageFrame(
                 turn_id=message.turn_id,
                 request_id=message.request_id,
-                message=message.message,
-                thinking=message.thinking,
+                message=text,
+                thinking=thinking,
                 usage=UsageInfo(**message.usage.model_dump()),
                 model=message.model,
                 finish_reason=message.finish_reason,
@@ -666,6 +823,32 @@ class GatewayActor(Actor[GatewayInbox]):
         for conn in self._by_conversation.get(cid, ()):
             for frame in frames:
                 conn.send_frame(frame)
+
+    async def _stored_answer(self, message: TurnFinished) -> tuple[str, str | None]:
+        """A streamed answer this gateway did not see whole (it restarted while the answer
+        streamed): its row, committed before the TurnFinished, has it."""
+        self.log.warning(
+            "gateway.answer_from_storage", turn_id=message.turn_id, reason="deltas missed"
+        )
+        try:
+            history = await self.request(
+                LoadHistory(conversation_id=message.conversation_id, limit=_ANSWER_LOOKBACK)
+            )
+        except (RequestFailed, RequestError) as exc:
+            problem = f"the stored answer could not be read: {cause_of(exc)}"
+        else:
+            for stored in reversed(history):
+                if stored.role == "assistant" and stored.turn_id == message.turn_id:
+                    return stored.content, stored.thinking
+            problem = f"no stored answer among the last {_ANSWER_LOOKBACK} messages"
+        # The tabs still learn that the turn ended; a reload shows what was stored.
+        self.log.error(
+            "gateway.answer_unavailable",
+            turn_id=message.turn_id,
+            conversation_id=message.conversation_id,
+            reason=problem,
+        )
+        return "", None
 
     async def _reconfigure(self, snapshot: ConfigSnapshot, keys: tuple[str, ...]) -> None:
         """Apply a new configuration: tokens, listener, page, origins.
@@ -690,6 +873,8 @@ class GatewayActor(Actor[GatewayInbox]):
             self._load_web()
         if ANY_ORIGIN in settings.allow_origins and ANY_ORIGIN not in before.allow_origins:
             self._warn_any_origin()
+        if any(k in ("chat.websocket.protocol", "chat.websocket.endpoint") for k in keys):
+            self._warn_original_endpoint()
         if "chat.websocket.allow_unauthenticated_remote" in keys and self._bound is not None:
             bound = settings.model_copy(update={"host": self._bound[0]})
             problem = remote_bind_problem(bound, authenticated=self._tokens.enabled)
@@ -708,6 +893,17 @@ class GatewayActor(Actor[GatewayInbox]):
             "authentication, read and delete every conversation): list the origins instead",
             authenticated=self._tokens.enabled,
         )
+
+    def _warn_original_endpoint(self) -> None:
+        settings = self.settings
+        if settings.protocol != "native" and settings.endpoint != ORIGINAL_ENDPOINT:
+            self.log.warning(
+                "gateway.original_endpoint_moved",
+                setting="chat.websocket.endpoint",
+                endpoint=settings.endpoint,
+                reason=f"frontends of the original backend connect to {ORIGINAL_ENDPOINT} "
+                "only (their path is fixed): they cannot reach this endpoint",
+            )
 
     def _resolve_new_tokens(self) -> TokenTable | None:
         """The tokens of a changed auth section; ``None`` (logged) when it cannot be
@@ -1005,7 +1201,8 @@ class GatewayActor(Actor[GatewayInbox]):
             await ws.send(_wire_text(_unauthorized()))
             await ws.close(POLICY_CLOSE_CODE, "token not accepted")
             return
-        conn = _Connection(ws, next(self._ids), owner, credential)
+        conn = _Connection(ws, next(self._ids), owner, credential, self._model_label)
+        conn.speak(self.settings.protocol)  # open connections keep theirs on a reload
         self._connections.add(conn)
         writer = asyncio.get_running_loop().create_task(
             conn.write_loop(), name=f"gateway:writer:{conn.id}"
@@ -1021,7 +1218,8 @@ class GatewayActor(Actor[GatewayInbox]):
                 # No conversation to attach to (storage failing, a core actor restarting):
                 # say why, then close; the client reconnects later.
                 reason = "open_failed"
-                await ws.send(_wire_text(_error_frame(exc)))
+                for text in conn.render(_error_frame(exc)):
+                    await ws.send(text)
                 await ws.close(1011, "cannot open a conversation now; retry later")
                 return
             self.log.info(
@@ -1030,6 +1228,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 owner=conn.owner,
                 conversation_id=conn.conversation_id,
                 resumed=requested is not None,
+                protocol=self.settings.protocol,
             )
             reader = asyncio.ensure_future(self._read(conn))
             overflow = asyncio.ensure_future(conn.overflowed.wait())
@@ -1186,6 +1385,20 @@ class GatewayActor(Actor[GatewayInbox]):
         conn.conversation_id = conversation_id
         self._by_conversation.setdefault(conversation_id, set()).add(conn)
 
+    def _decide_framing(self, conn: _Connection, raw: str | bytes) -> None:
+        """``protocol: auto``: the connection speaks the framing of its first frame."""
+        conn.undecided = False
+        if detect_framing(raw) == "original":
+            conn.speak("original")
+            self.log.info("gateway.framing_detected", connection_id=conn.id, protocol="original")
+
+    def _model_label(self) -> ModelLabel:
+        """The provider and model the original framing's text chunks name (the active
+        provider's: a fallback that served the answer is named in our
+        ``assistant_message`` only)."""
+        llm = self.snapshot.config.llm
+        return ModelLabel(provider=llm.active, model=llm.providers[llm.active].model)
+
     def _send_waiting_questions(self, conn: _Connection) -> None:
         """A connection that (re)attaches while its conversation's turn waits for the user
         gets the questions (after its ``session_info``)."""
@@ -1205,8 +1418,21 @@ class GatewayActor(Actor[GatewayInbox]):
     # -- client frames ----------------------------------------------------------------------
 
     async def _on_frame(self, conn: _Connection, raw: str | bytes) -> None:
+        if conn.undecided:
+            self._decide_framing(conn, raw)
+        original_id: str | None = None
+        frame: ClientFrame
         try:
-            frame = parse_client_frame(raw)
+            if conn.original is None:
+                frame = parse_client_frame(raw)
+            else:
+                incoming = conn.original.incoming(
+                    raw, conn.conversation_id, self.settings.original_clear
+                )
+                conn.send_original(incoming.replies)
+                if incoming.frame is None:
+                    return
+                frame, original_id = incoming.frame, incoming.request_id
         except FrameError as exc:
             conn.send_frame(
                 ErrorFrame(
@@ -1219,11 +1445,13 @@ class GatewayActor(Actor[GatewayInbox]):
         request_id = (
             frame.request_id
             if isinstance(frame, UserMessageFrame | ElicitationResponseFrame)
-            else None
+            else original_id
         )
         try:
             await self._dispatch(conn, frame)
         except (RequestError, ChatError) as exc:
+            if conn.original is not None and original_id is not None:
+                conn.original.refused(original_id)
             error = _error_frame(exc, request_id)
             if isinstance(frame, ToolApprovalResponseFrame):
                 error = error.model_copy(update={"call_id": frame.call_id})
@@ -1310,6 +1538,8 @@ class GatewayActor(Actor[GatewayInbox]):
                 prompt=prompt,
             )
         )
+        if conn.original is not None and frame.request_id is not None:
+            conn.original.turn_started(frame.request_id, started.turn_id)
         self._announce_user_input(conn, conversation_id, started)
 
     def _announce_user_input(

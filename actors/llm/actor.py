@@ -77,13 +77,14 @@ import email.utils
 import math
 import os
 import random
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Annotated, Any, ClassVar, Literal, assert_never
 
-import httpx
+import httpx2
 import orjson
 from pydantic import BaseModel, Field
 
@@ -107,6 +108,7 @@ from actors.messages import (
     GetConfig,
     LLMCallFinished,
     ProviderCheck,
+    ToolCall,
     Usage,
 )
 from bus.actor import Actor, Reply
@@ -114,6 +116,7 @@ from config.schema import ConfigSnapshot, ProviderConfig
 
 __all__ = [
     "CONSUMED_PROVIDER_KEYS",
+    "H1_STREAMS_PER_LANE",
     "H2_STREAMS_PER_CONNECTION",
     "RETRY_AFTER_CAP",
     "LLMActor",
@@ -137,8 +140,13 @@ _DEFAULT_TIMEOUT_READ = 120.0
 for a minute before their first token, and OpenRouter's keep-alive comments reset it."""
 _DEFAULT_MAX_RETRIES = 2
 
-_KEEPALIVE_CONNECTIONS = 32
-"""Idle HTTP/1.1 connections kept per provider: a burst of 32 turns reuses warm ones."""
+H1_STREAMS_PER_LANE = 8
+"""Concurrent HTTP/1.1 streams per client (lane): httpcore2's pool looks at every idle
+connection of its pool, probing the socket, each time a request starts or ends, so one
+pool of 50 connections costs ~50 probes (~80 µs each) per request; lanes of 8 bound it
+(``benchmarks/chat_path.py``, burst of 50)."""
+_KEEPALIVE_CONNECTIONS = H1_STREAMS_PER_LANE
+"""Idle HTTP/1.1 connections kept per lane: a burst reuses warm ones."""
 _KEEPALIVE_EXPIRY = 30.0
 """Seconds an idle connection is kept (providers' load balancers drop them after ~60)."""
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -174,7 +182,7 @@ class _ProviderSettings:
     @property
     def loopback(self) -> bool:
         """Whether the API is on this machine (a local server needs no key)."""
-        return httpx.URL(self.base_url).host in _LOOPBACK_HOSTS
+        return httpx2.URL(self.base_url).host in _LOOPBACK_HOSTS
 
     @classmethod
     def of(cls, name: str, provider: ProviderConfig) -> _ProviderSettings:
@@ -260,23 +268,26 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 class _Lane:
-    """One ``httpx.AsyncClient`` and the number of requests using it."""
+    """One ``httpx2.AsyncClient`` and the number of requests using it."""
 
     __slots__ = ("active", "client")
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx2.AsyncClient) -> None:
         self.client = client
         self.active = 0
 
 
 class _ProviderClient:
-    """The HTTP client(s) of one provider: one lane for HTTP/1.1 (its pool opens a
-    connection per concurrent stream), one lane per :data:`H2_STREAMS_PER_CONNECTION`
-    concurrent streams for HTTP/2 (each lane multiplexes over one connection)."""
+    """The HTTP client(s) of one provider: one lane per :data:`H1_STREAMS_PER_LANE`
+    concurrent HTTP/1.1 streams (its pool opens a connection per stream), one lane per
+    :data:`H2_STREAMS_PER_CONNECTION` concurrent streams for HTTP/2 (each lane multiplexes
+    over one connection). The lanes share one TLS context (building one reads the
+    system's certificates: ~10-80 ms)."""
 
     def __init__(self, settings: _ProviderSettings) -> None:
         self.settings = settings
         self.lanes: list[_Lane] = []
+        self._tls: ssl.SSLContext | None = None
         self.retired = False
         """Set when the configuration changed: close once the last stream ends."""
 
@@ -287,9 +298,9 @@ class _ProviderClient:
 
     def acquire(self) -> _Lane:
         """A lane with room for one more stream (a new one if all are full)."""
-        cap = H2_STREAMS_PER_CONNECTION if self.settings.http2 else None
+        cap = H2_STREAMS_PER_CONNECTION if self.settings.http2 else H1_STREAMS_PER_LANE
         for lane in self.lanes:
-            if cap is None or lane.active < cap:
+            if lane.active < cap:
                 lane.active += 1
                 return lane
         lane = _Lane(self._new_client())
@@ -302,10 +313,10 @@ class _ProviderClient:
         """Give back a lane taken with :meth:`acquire`."""
         lane.active -= 1
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _new_client(self) -> httpx2.AsyncClient:
         settings = self.settings
-        timeout = httpx.Timeout(settings.timeout_read, connect=settings.timeout_connect)
-        limits = httpx.Limits(
+        timeout = httpx2.Timeout(settings.timeout_read, connect=settings.timeout_connect)
+        limits = httpx2.Limits(
             max_connections=None,  # HTTP/1.1 needs one per concurrent stream; turns bound them
             max_keepalive_connections=_KEEPALIVE_CONNECTIONS,
             keepalive_expiry=_KEEPALIVE_EXPIRY,
@@ -316,7 +327,10 @@ class _ProviderClient:
             # prior knowledge, i.e. no HTTP/1.1 at all. On https:// ALPN picks h2.
             plain = settings.base_url.startswith("http://")
             options = {"http1": not plain, "http2": True}
-        return httpx.AsyncClient(
+        if self._tls is None:
+            self._tls = httpx2.create_ssl_context(trust_env=False)
+        return httpx2.AsyncClient(
+            verify=self._tls,
             timeout=timeout,
             limits=limits,
             trust_env=False,  # no proxy or netrc picked up from the environment
@@ -356,6 +370,29 @@ class _Completion:
     """``time.perf_counter()`` at the current attempt's start (TTFT is measured from it)."""
     started_at: float = field(default_factory=time.time)
     """Unix time of the request's arrival (for LLMCallFinished)."""
+
+    def result(
+        self,
+        *,
+        finish_reason: str,
+        usage: Usage,
+        model: str,
+        provider: str,
+        tool_calls: tuple[ToolCall, ...] = (),
+    ) -> CompletionResult:
+        """The answer so far as the reply; ``streamed`` when its whole text went out as
+        deltas."""
+        content, thinking = self.accumulator.content, self.accumulator.thinking
+        return CompletionResult(
+            content=content,
+            thinking=thinking or None,
+            streamed=self.published_chars == len(content) + len(thinking),
+            tool_calls=tool_calls,
+            finish_reason=finish_reason,
+            usage=usage,
+            model=model,
+            provider=provider,
+        )
 
 
 class _AttemptFailed(Exception):
@@ -733,9 +770,7 @@ class LLMActor(Actor[LLMInbox]):
     @staticmethod
     def _cancelled_result(completion: _Completion) -> CompletionResult:
         accumulator = completion.accumulator
-        return CompletionResult(
-            content=accumulator.content,
-            thinking=accumulator.thinking or None,
+        return completion.result(
             finish_reason="cancelled",
             usage=accumulator.usage or Usage(),
             model=accumulator.model or completion.model,
@@ -909,7 +944,7 @@ class LLMActor(Actor[LLMInbox]):
         }
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        if httpx.URL(settings.base_url).host.endswith("openrouter.ai"):
+        if httpx2.URL(settings.base_url).host.endswith("openrouter.ai"):
             headers["X-Title"] = "MCP Platform"  # OpenRouter's optional app attribution
         body = orjson.dumps(_request_body(provider, completion.request, streaming))
         self.log.info(
@@ -922,7 +957,10 @@ class LLMActor(Actor[LLMInbox]):
             attempt=attempt,
         )
         client = self._client_for(name, settings)
+        lanes = len(client.lanes)
         lane = client.acquire()
+        if len(client.lanes) > lanes:
+            self.log.debug("llm.lane_opened", provider=name, lanes=len(client.lanes))
         # TTFT and duration are both measured from here, this attempt's start, on one
         # clock: TTFT from the request's arrival included earlier attempts and their
         # backoff, so it could exceed the duration of the attempt that answered.
@@ -959,9 +997,7 @@ class LLMActor(Actor[LLMInbox]):
             finish_reason=accumulator.finish_reason,
             usage=usage.model_dump(),
         )
-        return CompletionResult(
-            content=accumulator.content,
-            thinking=accumulator.thinking or None,
+        return completion.result(
             tool_calls=tuple(accumulator.tool_calls),
             finish_reason=accumulator.finish_reason or "stop",
             usage=usage,
@@ -972,7 +1008,7 @@ class LLMActor(Actor[LLMInbox]):
     async def _exchange(
         self,
         completion: _Completion,
-        client: httpx.AsyncClient,
+        client: httpx2.AsyncClient,
         name: str,
         provider: ProviderConfig,
         api_key: str | None,
@@ -987,7 +1023,7 @@ class LLMActor(Actor[LLMInbox]):
 
         Raises:
             _AttemptFailed: An error status.
-            httpx.HTTPError, MalformedChunk, ProviderStreamError: See :meth:`_classify`.
+            httpx2.HTTPError, MalformedChunk, ProviderStreamError: See :meth:`_classify`.
         """
         url = f"{provider.base_url}/chat/completions"
         async with client.stream("POST", url, content=body, headers=headers) as response:
@@ -1018,15 +1054,15 @@ class LLMActor(Actor[LLMInbox]):
     ) -> _AttemptFailed:
         """An exception raised while talking to the provider, as an attempt failure."""
         match exc:
-            case httpx.ReadTimeout():
+            case httpx2.ReadTimeout():
                 summary = f"no data for {settings.timeout_read:g} s (ReadTimeout)"
                 return _AttemptFailed(summary, retryable=True)
-            case httpx.ConnectTimeout():
+            case httpx2.ConnectTimeout():
                 summary = (
                     f"could not connect within {settings.timeout_connect:g} s (ConnectTimeout)"
                 )
                 return _AttemptFailed(summary, retryable=True)
-            case httpx.TransportError():
+            case httpx2.TransportError():
                 # Connect/read/write errors, protocol errors (a dropped stream), pool limits.
                 detail = _scrub(str(exc), api_key) or "connection failed"
                 return _AttemptFailed(f"{type(exc).__name__}: {detail}", retryable=True)
@@ -1045,7 +1081,7 @@ class LLMActor(Actor[LLMInbox]):
                     rate_limited=status == 429,
                     status=status,
                 )
-            case httpx.HTTPError():
+            case httpx2.HTTPError():
                 return _AttemptFailed(
                     f"{type(exc).__name__}: {_scrub(str(exc), api_key)}", retryable=False
                 )
@@ -1055,7 +1091,7 @@ class LLMActor(Actor[LLMInbox]):
         self,
         name: str,
         provider: ProviderConfig,
-        response: httpx.Response,
+        response: httpx2.Response,
         api_key: str | None,
     ) -> _AttemptFailed:
         """An error status as an attempt failure, with the provider's message."""
@@ -1089,7 +1125,7 @@ class LLMActor(Actor[LLMInbox]):
         )
 
     async def _read_stream(
-        self, completion: _Completion, response: httpx.Response, *, publish: bool
+        self, completion: _Completion, response: httpx2.Response, *, publish: bool
     ) -> None:
         """Read an SSE answer to its end, publishing deltas as they arrive.
 
@@ -1107,7 +1143,7 @@ class LLMActor(Actor[LLMInbox]):
         Raises:
             MalformedChunk: An event is not JSON or not a chunk.
             ProviderStreamError: The provider sent an error object.
-            httpx.HTTPError: The connection failed or stalled.
+            httpx2.HTTPError: The connection failed or stalled.
             _AttemptFailed: The stream was cut short (``cut_short``).
         """
         decoder = SSEDecoder()
@@ -1158,7 +1194,7 @@ class LLMActor(Actor[LLMInbox]):
                 async with asyncio.timeout(_DRAIN_AFTER_DONE):
                     async for _ in reads:
                         pass
-            except (TimeoutError, httpx.HTTPError):
+            except (TimeoutError, httpx2.HTTPError):
                 pass  # the answer is complete; this connection is just not reused
 
     @staticmethod
@@ -1212,7 +1248,7 @@ class LLMActor(Actor[LLMInbox]):
             await asyncio.sleep(0)
 
     async def _read_json(
-        self, completion: _Completion, response: httpx.Response, *, publish: bool
+        self, completion: _Completion, response: httpx2.Response, *, publish: bool
     ) -> None:
         """Read a whole ``chat.completion`` answer (streaming off, or a provider that
         ignored ``stream: true``: then its text is published as one delta each).
@@ -1220,7 +1256,7 @@ class LLMActor(Actor[LLMInbox]):
         Raises:
             MalformedChunk: The body is not a completion.
             ProviderStreamError: The body is an error object.
-            httpx.HTTPError: The connection failed or stalled.
+            httpx2.HTTPError: The connection failed or stalled.
         """
         raw = await response.aread()
         try:

@@ -56,6 +56,7 @@ from actors.errors import (
     InternalError,
     InvalidMessage,
     SessionNotFound,
+    StreamedTextLost,
     TurnInProgress,
 )
 from actors.messages import (
@@ -556,8 +557,23 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     if message.status != "streaming":  # a row is cached once finished
                         self._remember(message)
                 return MessagesStored(stored)
-            case FinishRow(message=finish):
-                self._remember(await self.request(finish))
+            case FinishRow(message=finish, with_text=with_text):
+                try:
+                    row = await self.request(finish)
+                except RequestFailed as exc:
+                    lost = cause_of(exc)
+                    if with_text is None or not isinstance(lost, StreamedTextLost):
+                        raise
+                    # The PersistenceActor restarted while the answer streamed: it lost
+                    # the deltas' text, so this one write carries it.
+                    self.log.warning(
+                        "turn.streamed_text_lost",
+                        turn_id=turn.turn_id,
+                        message_id=finish.message_id,
+                        reason=str(lost),
+                    )
+                    row = await self.request(with_text)
+                self._remember(row)
                 return RowFinished()
             case RequestCompletion(request=request):
                 if turn.cancelled:

@@ -61,6 +61,7 @@ from actors.messages import (
     FinishReason,
     MessageStatus,
     StoredMessage,
+    StreamedText,
     ToolApprovalRequested,
     ToolCall,
     ToolExecutionEvent,
@@ -226,9 +227,14 @@ class StoreMessages:
 
 @dataclass(frozen=True, slots=True)
 class FinishRow:
-    """Write the answer's row's final state; answer with RowFinished."""
+    """Write the answer's row's final state; answer with RowFinished.
+
+    A streamed answer's ``message`` refers to the text its deltas carried instead of
+    carrying it; should the PersistenceActor not hold that text (StreamedTextLost),
+    ``with_text`` is the same write with the text."""
 
     message: FinishMessage
+    with_text: FinishMessage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +371,10 @@ def history_to_openai(
         elif message.role == "system":
             out.append({"role": "system", "content": message.content})
     return out
+
+
+def _lengths(content: str, thinking: str | None) -> StreamedText:
+    return StreamedText(content_chars=len(content), thinking_chars=len(thinking or ""))
 
 
 def _assistant_entry(content: str, calls: Sequence[ToolCall]) -> dict[str, Any]:
@@ -614,6 +624,7 @@ class Turn:
     def _answered(self, result: CompletionResult) -> list[TurnCommand]:
         self._usage = _add_usage(self._usage, result.usage)
         self._last = result
+        streamed = result.streamed
         if self._cancelled or result.finish_reason == "cancelled":
             return self._close(
                 self._finish_row(
@@ -623,8 +634,9 @@ class Turn:
                     model=result.model,
                     status="cancelled",
                     finish_reason="cancelled",
+                    streamed=streamed,
                 ),
-                self._finished(result.content, result.thinking, result.model, "cancelled"),
+                self._finished_with(result, "cancelled"),
             )
         calls = result.tool_calls
         finish = self._finish_row(
@@ -635,19 +647,16 @@ class Turn:
             model=result.model,
             status="complete",
             finish_reason=result.finish_reason,
+            streamed=streamed,
         )
         if not calls:
             reason: FinishReason = "length" if result.finish_reason == "length" else "stop"
-            return self._close(
-                finish, self._finished(result.content, result.thinking, result.model, reason)
-            )
+            return self._close(finish, self._finished_with(result, reason))
         if self._hops >= self.settings.max_tool_hops:
             # The calls stay unanswered in the stored row; the next turn's context drops
             # them (history_to_openai), so the model never sees a call without a result.
             return self._close(
-                finish,
-                self._finished(result.content, result.thinking, result.model, "tool_hops_exceeded"),
-                note="tool_hops_exceeded",
+                finish, self._finished_with(result, "tool_hops_exceeded"), note="tool_hops_exceeded"
             )
         self._hops += 1
         self._messages.append(_assistant_entry(result.content, calls))
@@ -814,7 +823,7 @@ class Turn:
             assert last is not None
             return self._close(
                 StoreMessages(tuple(results)),
-                self._finished(last.content, last.thinking, last.model, "cancelled"),
+                self._finished_with(last, "cancelled"),
             )
         # The results and the next answer's row in one transaction: one SQLite write
         # before the next LLM request instead of one per message (~0.25 ms each,
@@ -843,20 +852,26 @@ class Turn:
         calls: tuple[ToolCall, ...] = (),
         usage: Usage | None = None,
         model: str | None = None,
+        streamed: bool = False,
     ) -> FinishRow:
         assert self._row is not None
-        return FinishRow(
-            FinishMessage(
-                message_id=self._row.id,
-                content=content,
-                thinking=thinking or None,
-                tool_calls=calls,
-                usage=usage,
-                model=model,
-                status=status,
-                finish_reason=finish_reason,
-            )
+        finish = FinishMessage(
+            message_id=self._row.id,
+            content=content,
+            thinking=thinking or None,
+            tool_calls=calls,
+            usage=usage,
+            model=model,
+            status=status,
+            finish_reason=finish_reason,
         )
+        if not streamed:
+            return FinishRow(finish)
+        # The text went to the PersistenceActor as deltas: it is not sent again.
+        by_reference = finish.model_copy(
+            update={"content": "", "thinking": None, "streamed": _lengths(content, thinking)}
+        )
+        return FinishRow(by_reference, with_text=finish)
 
     def _finished(
         self,
@@ -867,19 +882,29 @@ class Turn:
         *,
         error: ChatError | None = None,
         usage: Usage | None = None,
+        streamed: bool = False,
     ) -> TurnFinished:
         return TurnFinished(
             conversation_id=self.conversation_id,
             turn_id=self.turn_id,
             request_id=self.request_id,
-            message=message,
-            thinking=thinking or None,
+            # A streamed answer reached the gateway as deltas: it is not sent again.
+            message="" if streamed else message,
+            thinking=None if streamed else thinking or None,
+            streamed=_lengths(message, thinking) if streamed else None,
             usage=self._usage if usage is None else usage,
             model=model,
             finish_reason=reason,
             error_code=error.error_code if error is not None else None,
             error_message=str(error) if error is not None else None,
             retryable=error.retryable if error is not None else False,
+        )
+
+    def _finished_with(self, result: CompletionResult, reason: FinishReason) -> TurnFinished:
+        """The end of a turn whose last answer is ``result`` (the text is the deltas' when
+        it was streamed whole: the answer is the tail of the turn's deltas)."""
+        return self._finished(
+            result.content, result.thinking, result.model, reason, streamed=result.streamed
         )
 
     def _close(

@@ -67,7 +67,7 @@ import aiosqlite
 import orjson
 from pydantic import BaseModel, Field
 
-from actors.errors import InvalidMessage, SessionNotFound, StorageFull
+from actors.errors import InvalidMessage, SessionNotFound, StorageFull, StreamedTextLost
 from actors.messages import (
     AppendMessage,
     AppendMessages,
@@ -89,6 +89,7 @@ from actors.messages import (
     StorageCheck,
     StorageWritten,
     StoredMessage,
+    StreamedText,
     ToolCall,
     Usage,
 )
@@ -1092,8 +1093,10 @@ class PersistenceActor(Actor[PersistenceInbox]):
         if message.status == "streaming":
             raise InvalidMessage("FinishMessage needs a final status, not 'streaming'")
         stream = self._streams_by_message.get(message.message_id)
-        thinking = message.thinking
-        if thinking is None and stream is not None:
+        content, thinking = message.content, message.thinking
+        if message.streamed is not None:
+            content, thinking = self._streamed_text(message.message_id, stream, message.streamed)
+        elif thinking is None and stream is not None:
             thinking = stream.thinking_text()
         now = self._clock()
         # One statement (the status trigger touches the conversation).
@@ -1106,7 +1109,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 await db.execute_fetchall(
                     _FINISH_MESSAGE,
                     (
-                        message.content,
+                        content,
                         thinking,
                         _tool_calls_json(message.tool_calls),
                         _usage_json(message.usage),
@@ -1125,6 +1128,30 @@ class PersistenceActor(Actor[PersistenceInbox]):
         if stream is not None:
             self._forget_streams([stream])
         return _stored_message(rows[0])
+
+    @staticmethod
+    def _streamed_text(
+        message_id: int, stream: _Stream | None, streamed: StreamedText
+    ) -> tuple[str, str | None]:
+        """The text a FinishMessage refers to instead of carrying it: the row's deltas.
+
+        Raises:
+            StreamedTextLost: This actor does not hold that text whole (it restarted
+                while the answer streamed, or the deltas went to another row).
+        """
+        content = stream.content_text() if stream is not None else ""
+        thinking = stream.thinking_text() if stream is not None else None
+        if (
+            stream is None
+            or len(content) != streamed.content_chars
+            or len(thinking or "") != streamed.thinking_chars
+        ):
+            raise StreamedTextLost(
+                f"message {message_id}: the streamed text is not here whole "
+                f"({len(content)}/{streamed.content_chars} characters of content, "
+                f"{len(thinking or '')}/{streamed.thinking_chars} of reasoning)"
+            )
+        return content, thinking
 
     # -- streamed answers -------------------------------------------------------------------
 
