@@ -502,15 +502,23 @@ async def metrics_event_cost(turns: int) -> tuple[float, float]:
     from bus.messages import Ping
     from bus.supervisor import ChildSpec, Supervisor
 
+    async def publish(bus: Bus, event: Any) -> None:
+        # Then yield, as a real publisher goes on to await something else: the subscriber
+        # wakes for each event (its task step is the cost), not once per full mailbox.
+        await bus.publish(event)
+        await asyncio.sleep(0)
+
     async def one_turn(bus: Bus, n: int) -> None:
         turn = f"t-{n}"
-        await bus.publish(TurnStateChanged(conversation_id="c", turn_id=turn, running=True))
-        await bus.publish(
+        await publish(bus, TurnStateChanged(conversation_id="c", turn_id=turn, running=True))
+        await publish(
+            bus,
             StorageWritten(
                 action="store the messages", turn_id=turn, ok=True, started_at=0.0, duration_ms=0.3
-            )
+            ),
         )
-        await bus.publish(
+        await publish(
+            bus,
             LLMCallFinished(
                 conversation_id="c",
                 turn_id=turn,
@@ -521,16 +529,17 @@ async def metrics_event_cost(turns: int) -> tuple[float, float]:
                 duration_ms=5.0,
                 ttft_ms=1.0,
                 usage=Usage(prompt_tokens=20, completion_tokens=8),
-            )
+            ),
         )
-        await bus.publish(
+        await publish(
+            bus,
             StorageWritten(
                 action="store the answer", turn_id=turn, ok=True, started_at=0.0, duration_ms=0.3
-            )
+            ),
         )
-        await bus.publish(TurnStateChanged(conversation_id="c", turn_id=turn, running=False))
-        await bus.publish(
-            TurnFinished(conversation_id="c", turn_id=turn, message="", finish_reason="stop")
+        await publish(bus, TurnStateChanged(conversation_id="c", turn_id=turn, running=False))
+        await publish(
+            bus, TurnFinished(conversation_id="c", turn_id=turn, message="", finish_reason="stop")
         )
 
     # As the platform runs in the relay runs: WARNING, so a dead letter is one comparison.
