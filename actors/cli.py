@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 import orjson
 
+from actors.backup import BackupError, PlatformRunning, backup_database, restore_database
 from actors.gateway.protocol import protocol_schema_text
 from actors.logs import configure_logging
 from actors.platform import EXIT_FORCED_STOP, run_platform
@@ -16,7 +18,10 @@ from config.errors import ConfigError
 from config.locations import CONFIG_DIR_ENV, prepare_config_dir, resolve_config_dir
 from config.store import ConfigStore
 
-__all__ = ["main", "reset_config_main"]
+__all__ = ["EXIT_PLATFORM_RUNNING", "main", "reset_config_main"]
+
+EXIT_PLATFORM_RUNNING = 3
+"""``mcp-platform restore``'s exit code when a running platform holds the database."""
 
 
 def _config_dir_argument(parser: argparse.ArgumentParser) -> None:
@@ -32,15 +37,34 @@ def _config_dir_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``mcp-platform [--config-dir DIR] [run]``: run the platform until Ctrl-C."""
+    """``mcp-platform [--config-dir DIR] [--log-format FMT] [run]``: run the platform until
+    Ctrl-C; also ``backup PATH``, ``restore PATH``, ``inspect``, ``protocol-schema``."""
     parser = argparse.ArgumentParser(
         prog="mcp-platform",
         description="Self-hosted chat backend connecting WebSocket clients, "
         "OpenAI-compatible LLMs and MCP servers.",
     )
     _config_dir_argument(parser)
+    _log_format_argument(parser, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("run", help="run the platform (the default)")
+    run = commands.add_parser("run", help="run the platform (the default)")
+    _log_format_argument(run, argparse.SUPPRESS)
+    backup = commands.add_parser(
+        "backup",
+        help="copy the chat database consistently, also while the platform runs",
+        description="SQLite's online backup API: the copy is the database as of one "
+        "commit, checked with PRAGMA integrity_check. PATH: a new file, or a directory "
+        "(the copy is named <database>-<UTC time>.db there).",
+    )
+    backup.add_argument("path", metavar="PATH")
+    restore = commands.add_parser(
+        "restore",
+        help="replace the chat database by a backup (refused while the platform runs)",
+        description="The backup is checked first; the current database is kept as "
+        "<database>.before-restore-<UTC time>. Refused while a platform uses the database "
+        "(it holds <database>.lock).",
+    )
+    restore.add_argument("path", metavar="PATH")
     commands.add_parser(
         "protocol-schema", help="print the JSON Schema of the WebSocket protocol and exit"
     )
@@ -66,14 +90,63 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "inspect":
         sys.exit(_inspect(args))
+    if args.command in ("backup", "restore"):
+        sys.exit(_backup_or_restore(args.command, Path(args.path), args.config_dir))
     location = resolve_config_dir(args.config_dir)
+    log_format: str | None = getattr(args, "log_format", None)
     try:
-        code = asyncio.run(run_platform(location))
+        code = asyncio.run(run_platform(location, log_format=log_format))
     except KeyboardInterrupt:  # Ctrl-C before the platform handles signals (at start)
         code = EXIT_FORCED_STOP
     except asyncio.CancelledError:  # forced stop by a second signal
         code = EXIT_FORCED_STOP
     sys.exit(code)
+
+
+def _log_format_argument(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "console", "auto"),
+        default=default,
+        help="event log format, over logging.format: json (one object per line, for "
+        "jq and log shippers), console (readable), auto (console on a terminal)",
+    )
+
+
+def _backup_or_restore(command: str, path: Path, config_dir: str | None) -> int:
+    """``mcp-platform backup PATH`` / ``mcp-platform restore PATH``: exit 0, 1 on failure,
+    3 when a restore is refused because a platform runs."""
+    location = resolve_config_dir(config_dir)
+    try:
+        snapshot, _ = ConfigStore(location.path).load()
+    except ConfigError as exc:
+        print(f"mcp-platform {command}: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 1
+    if snapshot.config.chat.storage.type == "memory":
+        print(  # noqa: T201 - CLI output
+            f"mcp-platform {command}: chat.storage.type is memory: there is no database file",
+            file=sys.stderr,
+        )
+        return 1
+    database = snapshot.db_path
+    try:
+        if command == "backup":
+            report = backup_database(database, path)
+        else:
+            report = restore_database(path, database)
+    except PlatformRunning as exc:
+        print(f"mcp-platform restore: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return EXIT_PLATFORM_RUNNING
+    except BackupError as exc:
+        print(f"mcp-platform {command}: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 1
+    print(  # noqa: T201 - CLI output
+        f"{command}: {report.source} -> {report.target} ({report.pages} pages, "
+        f"{report.bytes} bytes, integrity ok, {report.duration_ms} ms)"
+    )
+    if report.kept is not None:
+        print(f"the replaced database was kept as {report.kept}")  # noqa: T201 - CLI output
+    return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ import structlog
 from pydantic import BaseModel
 from structlog.typing import EventDict, WrappedLogger
 
+from actors import trace_ids
 from actors.messages import ConfigChanged, GetConfig
 from bus.actor import Actor
 from config.schema import SECRET_KEY_PATTERN, ConfigSnapshot
@@ -96,6 +97,16 @@ class _LineWriter:
 def _filter_level(_logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
     if _LEVEL_NUMBERS.get(method, logging.INFO) < _settings.level:
         raise structlog.DropEvent
+    return event
+
+
+def _add_trace_id(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """With tracing on, an event of a turn names the turn's trace (``trace_id``, as the
+    tracing backend writes it; derived from ``turn_id``: ``actors/trace_ids.py``)."""
+    if trace_ids.enabled():
+        turn_id = event.get("turn_id")
+        if isinstance(turn_id, str) and "trace_id" not in event:
+            event["trace_id"] = trace_ids.trace_id_hex(turn_id)
     return event
 
 
@@ -229,7 +240,7 @@ def configure_logging(
     if _configured:
         return
     structlog.configure(
-        processors=[_filter_level, *_SHARED_PROCESSORS, redact, _render],
+        processors=[_filter_level, _add_trace_id, *_SHARED_PROCESSORS, redact, _render],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=lambda *_args: _LineWriter(),
         cache_logger_on_first_use=True,
@@ -348,9 +359,11 @@ class LogActor(Actor[ConfigChanged]):
     default_name: ClassVar[str] = "logs"
     subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (ConfigChanged,)
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(self, environ: Mapping[str, str], *, log_format: str | None = None) -> None:
         super().__init__()
         self._environ = environ
+        self._format = log_format
+        """``mcp-platform --log-format``: wins over ``logging.format`` (``None``: none given)."""
 
     async def on_start(self) -> None:
         self._apply(await self.request(GetConfig()))
@@ -371,6 +384,6 @@ class LogActor(Actor[ConfigChanged]):
         before = logging.getLevelName(_settings.level)
         set_secrets(collect_secrets(self._environ, snapshot))
         set_log_level(settings.level)
-        set_log_format(settings.format)
+        set_log_format(self._format or settings.format)
         if before != settings.level:
             self.log.info("logging.level_changed", old=before, new=settings.level)

@@ -14,6 +14,7 @@ every one of them round-trips through bytes.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from pydantic import Field
@@ -32,6 +33,8 @@ __all__ = [
     "CancelCompletion",
     "CancelToolCalls",
     "CancelTurn",
+    "CheckProvider",
+    "CheckStorage",
     "CompletionRequest",
     "CompletionResult",
     "ConfigChanged",
@@ -45,6 +48,7 @@ __all__ = [
     "FinishReason",
     "GetConfig",
     "GetPrompt",
+    "LLMCallFinished",
     "ListSessions",
     "LoadHistory",
     "MessageRole",
@@ -54,6 +58,7 @@ __all__ = [
     "PromptMessageText",
     "PromptRequest",
     "PromptSpec",
+    "ProviderCheck",
     "ReadResource",
     "ReloadRuntimeConfig",
     "ResourceSpec",
@@ -65,11 +70,14 @@ __all__ = [
     "SessionPage",
     "SessionSummary",
     "StartTurn",
+    "StorageCheck",
+    "StorageWritten",
     "StoredMessage",
     "StreamedText",
     "ToolApprovalClosed",
     "ToolApprovalRequested",
     "ToolCall",
+    "ToolCallFinished",
     "ToolExecutionEvent",
     "ToolOutcome",
     "ToolProgress",
@@ -357,6 +365,42 @@ class DeleteSession(Request[None]):
     conversation_id: str
 
 
+class StorageWritten(Message):
+    """Event (PersistenceActor): a write transaction committed or failed.
+
+    For operators: the write latency metric and the persistence spans of a turn."""
+
+    type: Literal["storage_written"] = "storage_written"
+    action: str
+    """What was written ("store the message", "store the answer"…)."""
+    conversation_id: str | None = None
+    turn_id: str | None = None
+    """The turn the write belongs to, when there is one."""
+    ok: bool
+    started_at: float
+    """Unix time, seconds."""
+    duration_ms: float
+
+
+class StorageCheck(Payload):
+    """Reply to CheckStorage."""
+
+    writable: bool
+    detail: str
+    """What was checked, or what failed."""
+    duration_ms: float
+
+
+class CheckStorage(Request[StorageCheck]):
+    """Request → StorageCheck: can the database take a write now (``/readyz``)?
+
+    Takes the write lock with ``BEGIN IMMEDIATE`` and rolls it back (nothing is written),
+    and reports the last write's failure, if the last write failed (a full disk shows
+    there, since a rolled-back probe never reaches the disk)."""
+
+    type: Literal["check_storage"] = "check_storage"
+
+
 # -- turns (OrchestratorActor) -------------------------------------------------------------------
 
 
@@ -456,6 +500,9 @@ class TurnStateChanged(Message):
     conversation_id: str
     turn_id: str
     running: bool
+    at: float = Field(default_factory=time.time)
+    """When it happened (Unix time, seconds): the turn's span and duration are measured
+    from these, not from when a subscriber got round to them."""
 
 
 # -- the LLM (LLMActor) --------------------------------------------------------------------------
@@ -505,6 +552,50 @@ class CancelCompletion(Message):
 
     type: Literal["cancel_completion"] = "cancel_completion"
     turn_id: str
+
+
+class ProviderCheck(Payload):
+    """Reply to CheckProvider."""
+
+    provider: str
+    """The active provider's name."""
+    configured: bool
+    detail: str
+    """Its model, or why it cannot be called (never the key)."""
+
+
+class CheckProvider(Request[ProviderCheck]):
+    """Request → ProviderCheck, to the LLMActor: could the active provider be called now
+    (it exists, its settings are valid, its key is set)? Nothing is sent to it."""
+
+    type: Literal["check_provider"] = "check_provider"
+
+
+class LLMCallFinished(Message):
+    """Event (LLMActor): one CompletionRequest was answered (or failed, or was cancelled).
+
+    For operators, not for the chat: the metrics (tokens, cost, TTFT) and the turn's
+    trace (the LLM span, TTFT as its event) are built from it. One per request, after
+    its reply, so it costs nothing per delta.
+    """
+
+    type: Literal["llm_call_finished"] = "llm_call_finished"
+    conversation_id: str
+    turn_id: str
+    provider: str
+    """The provider that answered (after fallbacks); the active one if none did."""
+    model: str
+    outcome: Literal["ok", "error", "cancelled"]
+    error_code: str | None = None
+    """The ChatError's code when ``outcome="error"``."""
+    started_at: float
+    """When the request arrived (Unix time, seconds)."""
+    duration_ms: float
+    ttft_ms: float | None = None
+    """Time to the first delta of the attempt that answered (``None``: none arrived)."""
+    first_token_at: float | None = None
+    """When that first delta arrived (Unix time, seconds)."""
+    usage: Usage = Usage()
 
 
 # -- MCP tools (ToolActors) ---------------------------------------------------------------------
@@ -620,6 +711,26 @@ class CancelToolCalls(Message):
 
     type: Literal["cancel_tool_calls"] = "cancel_tool_calls"
     turn_id: str
+
+
+class ToolCallFinished(Message):
+    """Event (a ToolActor): one ``tools/call`` to its MCP server is over.
+
+    For operators: the MCP request's latency and outcome (metrics), and its span inside
+    the orchestrator's tool call (traces)."""
+
+    type: Literal["tool_call_finished"] = "tool_call_finished"
+    conversation_id: str
+    turn_id: str
+    call_id: str
+    server: str
+    tool: str
+    """The tool's name on its server."""
+    outcome: Literal["ok", "error", "cancelled"]
+    """``error``: the tool answered ``isError`` or the call failed (timeout, server gone)."""
+    started_at: float
+    """Unix time, seconds."""
+    duration_ms: float
 
 
 class ToolProgress(Message):

@@ -17,24 +17,30 @@ import time
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 import structlog
+from opentelemetry.sdk.trace import TracerProvider
 
+from actors import trace_ids
+from actors.backup import DatabaseLock
 from actors.config.actor import ConfigActor
 from actors.gateway.actor import GatewayActor, HealthSource
 from actors.gateway.auth import AuthConfigError, resolve_tokens
 from actors.gateway.origins import remote_bind_problem
 from actors.llm.actor import LLMActor
 from actors.logs import LogActor, collect_secrets, configure_logging, set_secrets
+from actors.metrics import MetricsActor, PlatformMetrics
 from actors.orchestrator.actor import OrchestratorActor
 from actors.persistence.actor import PersistenceActor
 from actors.tools.servers import ChildControl, ServersActor
+from actors.tracing import TracingActor, build_tracer_provider, tracing_wanted
 from bus.bus import Bus
 from bus.supervisor import ChildSpec, Supervisor
 from config.environment import load_dotenv_files
 from config.errors import ConfigInvalid
 from config.locations import ConfigLocation, prepare_config_dir
+from config.schema import ConfigSnapshot
 from config.store import ConfigStore
 
 __all__ = [
@@ -61,30 +67,51 @@ DUPLICATE_SIGNAL_WINDOW = 1.0
 
 
 def build_children(
-    store: ConfigStore, environ: Mapping[str, str], health: HealthSource, control: ChildControl
+    store: ConfigStore,
+    environ: Mapping[str, str],
+    health: HealthSource,
+    control: ChildControl,
+    *,
+    log_format: str | None = None,
+    metrics: PlatformMetrics | None = None,
+    tracer: TracerProvider | None = None,
 ) -> list[ChildSpec]:
     """The supervision tree, in start (dependency) order: each actor may ask those before
-    it during its ``on_start``; shutdown runs backwards (the gateway stops intake first)."""
+    it during its ``on_start``; shutdown runs backwards (the gateway stops intake first).
+
+    The operators' actors (``metrics``, ``tracing``) start right after the logs, before
+    any actor whose events they count, and stop after all of them."""
+    operators: list[ChildSpec] = []
+    if metrics is not None:
+        operators.append(ChildSpec("metrics", lambda: MetricsActor(metrics), kind="core"))
+    if tracer is not None:
+        operators.append(ChildSpec("tracing", lambda: TracingActor(tracer), kind="core"))
     return [
         ChildSpec("config", lambda: ConfigActor(store), kind="core"),
-        ChildSpec("logs", lambda: LogActor(environ), kind="core"),
+        ChildSpec("logs", lambda: LogActor(environ, log_format=log_format), kind="core"),
+        *operators,
         ChildSpec("persistence", PersistenceActor, kind="core"),
         ChildSpec("llm", lambda: LLMActor(environ=environ), kind="core"),
         ChildSpec("orchestrator", OrchestratorActor, kind="core"),
-        ChildSpec("gateway", lambda: GatewayActor(health, environ), kind="core"),
+        ChildSpec("gateway", lambda: GatewayActor(health, environ, metrics), kind="core"),
         # Last: the ToolActors it starts publish their states to the actors above.
         ChildSpec("servers", lambda: ServersActor(control, environ), kind="core"),
     ]
 
 
 async def run_platform(
-    location: ConfigLocation, *, environ: MutableMapping[str, str] | None = None
+    location: ConfigLocation,
+    *,
+    environ: MutableMapping[str, str] | None = None,
+    log_format: str | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (exit 0) or a core actor's escalation (exit 1).
 
     Args:
         location: The config directory (``config/locations.py`` chose it).
         environ: The environment (``os.environ``); ``.env`` files fill in what it lacks.
+        log_format: ``--log-format``: ``json``, ``console`` or ``auto``, over
+            ``logging.format`` (``None``: the configuration decides).
 
     Returns:
         The process exit code.
@@ -108,7 +135,7 @@ async def run_platform(
             "platform.stopped", exit_code=EXIT_CONFIG_INVALID, reason="invalid configuration"
         )
         return EXIT_CONFIG_INVALID
-    configure_logging(snapshot.config.logging.level, snapshot.config.logging.format)
+    configure_logging(snapshot.config.logging.level, log_format or snapshot.config.logging.format)
     if not runtime_existed:
         created.append(store.runtime_path)
     _log_location(location, created)
@@ -139,11 +166,23 @@ async def run_platform(
         )
         return EXIT_CONFIG_INVALID
 
+    database_lock = _lock_database(snapshot)
+    if database_lock is False:
+        return EXIT_CONFIG_INVALID
     bus = Bus()
     supervisor: Supervisor | None = None
 
     def health() -> dict[str, dict[str, object]]:
         return supervisor.health() if supervisor is not None else {}
+
+    def actor_report() -> dict[str, dict[str, object]]:
+        if supervisor is None:
+            return {}
+        depths = supervisor.mailbox_depths()
+        return {
+            name: {**state, "mailbox": depths.get(name, 0)}
+            for name, state in supervisor.health().items()
+        }
 
     async def add_child(spec: ChildSpec) -> bool:
         assert supervisor is not None
@@ -157,9 +196,28 @@ async def run_platform(
         return list(supervisor.health()) if supervisor is not None else []
 
     control = ChildControl(add=add_child, remove=remove_child, names=child_names)
-    supervisor = Supervisor(
-        bus, build_children(store, env, health, control), shutdown_grace=SHUTDOWN_GRACE_SECONDS
+    observability = snapshot.config.observability
+    metrics = (
+        PlatformMetrics(actor_report, lambda: bus.dead_letters)
+        if observability.metrics.enabled
+        else None
     )
+    tracer: TracerProvider | None = None
+    if tracing_wanted(observability.tracing, env):
+        tracer = build_tracer_provider(observability.tracing, env)
+        trace_ids.enable(on=True, propagate=observability.tracing.propagate_to_servers)
+        _log.info(
+            "platform.tracing",
+            endpoint=observability.tracing.endpoint
+            or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            or "http://localhost:4318/v1/traces",
+            propagate_to_servers=observability.tracing.propagate_to_servers,
+        )
+    children = build_children(
+        store, env, health, control, log_format=log_format, metrics=metrics, tracer=tracer
+    )
+    supervisor = Supervisor(bus, children, shutdown_grace=SHUTDOWN_GRACE_SECONDS)
     main_task = asyncio.current_task()
     assert main_task is not None
     stop_signals = _StopSignals(supervisor, main_task)
@@ -185,6 +243,9 @@ async def run_platform(
             # Also after a forced stop (the cancellation lands in stop()): from here on
             # the exit code is decided, whatever signal comes.
             stop_signals.ignore_until_exit()
+            trace_ids.enable(on=False)
+            if database_lock is not None:
+                database_lock.release()
     _log.info(
         "platform.stopped",
         exit_code=supervisor.exit_code,
@@ -195,6 +256,20 @@ async def run_platform(
     )
     sys.stdout.flush()
     return supervisor.exit_code
+
+
+def _lock_database(snapshot: ConfigSnapshot) -> DatabaseLock | Literal[False] | None:
+    """Hold the database's shared lock while the platform runs (``actors/backup.py``:
+    ``mcp-platform restore`` refuses to run under it). ``None``: no database file (storage
+    type ``memory``); ``False`` (logged): a restore holds it, the platform must not start."""
+    if snapshot.config.chat.storage.type == "memory":
+        return None
+    lock = DatabaseLock(snapshot.db_path, exclusive=False)
+    if lock.acquire():
+        return lock
+    reason = f"a restore of {snapshot.db_path} is running (it holds {lock.path})"
+    _log.error("platform.stopped", exit_code=EXIT_CONFIG_INVALID, reason=reason)
+    return False
 
 
 def _log_location(location: ConfigLocation, created: list[Path]) -> None:

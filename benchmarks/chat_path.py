@@ -52,6 +52,15 @@ Measured in every run, the baseline right before the platform, with the same rep
    Cross-check: commit frames appended to the database's WAL file during the turn (read
    from the file, not through SQLite) = every write transaction of the turn, exactly.
 
+5. **What the metrics cost**: two more platforms, identical but for
+   ``observability.metrics.enabled`` (off / on; at WARNING, persist_deltas off); in each
+   run, alternately (off first in even runs), 3 x ``turns_1`` sequential short turns and
+   ``rounds_50`` rounds of 50 simultaneous ones: the platform's CPU per turn (``/proc``),
+   on - off and on / off; one ``GET /metrics`` (wall time, size) after the run; and, in
+   this process on a bus of its own, the CPU per turn of publishing a turn's operator
+   events with and without a MetricsActor (``metrics_event_cost``: precise where /proc's
+   10 ms ticks on a shared machine are not).
+
 Each figure is the median of ``--runs`` runs (min and max beside it); within a run TTFT
 percentiles are over all its turns.
 """
@@ -371,6 +380,73 @@ class Bench:
             )
         return results
 
+    # -- part 5: what the metrics cost ----------------------------------------------------------
+
+    async def metrics_cost(self) -> list[MetricsCost]:
+        """CPU per turn of two platforms that differ only in ``observability.metrics.
+        enabled`` (both at WARNING, persist_deltas off), measured alternately in each run
+        so that drift in the machine's load hits both; plus one scrape's wall time."""
+        plan = self.plan
+        processes: dict[bool, PlatformProcess] = {}
+        clients: dict[bool, tuple[WsClient, list[WsClient]]] = {}
+        for enabled in (False, True):
+            process = await self.start_platform(
+                f"metrics-{'on' if enabled else 'off'}",
+                level="WARNING",
+                persist_deltas=False,
+                overrides={"observability": {"metrics": {"enabled": enabled}}},
+            )
+            one = (await self.open_clients(process, 1))[0]
+            many = await self.open_clients(process, CONCURRENT)
+            for client in [one, *many]:
+                await client.new_conversation()
+            for _ in range(3):  # warm-up
+                await self.platform_batch([one], SHORT_REPLY, len(SHORT_ANSWER))
+            await self.platform_batch(many, SHORT_REPLY, len(SHORT_ANSWER))
+            processes[enabled], clients[enabled] = process, (one, many)
+        scrape_url = f"http://127.0.0.1:{processes[True].port}"
+        results = []
+        async with httpx.AsyncClient(trust_env=False) as http:
+            for run in range(plan.runs):
+                per_turn: dict[tuple[bool, int], float] = {}
+                for enabled in (False, True) if run % 2 == 0 else (True, False):
+                    process, (one, many) = processes[enabled], clients[enabled]
+                    # 3x the relay runs' turns: /proc counts CPU in 10 ms ticks.
+                    turns_1 = 3 * plan.turns_1
+                    cpu = process.cpu_seconds()
+                    for _ in range(turns_1):
+                        await self.platform_batch([one], SHORT_REPLY, len(SHORT_ANSWER))
+                    per_turn[enabled, 1] = (process.cpu_seconds() - cpu) / turns_1
+                    cpu = process.cpu_seconds()
+                    for _ in range(plan.rounds_50):
+                        await self.platform_batch(many, SHORT_REPLY, len(SHORT_ANSWER))
+                    turns = plan.rounds_50 * CONCURRENT
+                    per_turn[enabled, CONCURRENT] = (process.cpu_seconds() - cpu) / turns
+                started = time.perf_counter()
+                response = await http.get(f"{scrape_url}/metrics")
+                scrape_ms = _ms(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise BenchError(f"/metrics answered {response.status_code}")
+                events_off, events_on = await metrics_event_cost(5000)
+                results.append(
+                    MetricsCost(
+                        off_1=_ms(per_turn[False, 1]),
+                        on_1=_ms(per_turn[True, 1]),
+                        off_50=_ms(per_turn[False, CONCURRENT]),
+                        on_50=_ms(per_turn[True, CONCURRENT]),
+                        scrape_ms=scrape_ms,
+                        scrape_bytes=len(response.content),
+                        events_off_us=events_off,
+                        events_on_us=events_on,
+                    )
+                )
+                print(
+                    f"  run {run + 1}/{plan.runs}: CPU per turn (1 conv) off "
+                    f"{results[-1].off_1:.3f} ms, on {results[-1].on_1:.3f} ms",
+                    flush=True,
+                )
+        return results
+
     # -- part 4 -------------------------------------------------------------------------------
 
     async def writes(self, persist_deltas: bool) -> list[WriteCount]:
@@ -405,6 +481,136 @@ class Bench:
                 )
             )
         return counts
+
+
+async def metrics_event_cost(turns: int) -> tuple[float, float]:
+    """In this process, on a bus of its own: CPU µs per turn to publish one short turn's
+    operator-facing events (its two TurnStateChanged, TurnFinished, LLMCallFinished and
+    the two StorageWritten of an answer without delta flushes) with no subscriber (metrics
+    off: each a debug-level dead letter) and with a MetricsActor handling them (on).
+    Precise where the process's /proc CPU is not (10 ms ticks on a shared machine)."""
+    from actors.logs import configure_logging
+    from actors.messages import (
+        LLMCallFinished,
+        StorageWritten,
+        TurnFinished,
+        TurnStateChanged,
+        Usage,
+    )
+    from actors.metrics import MetricsActor, PlatformMetrics
+    from bus.bus import Bus
+    from bus.messages import Ping
+    from bus.supervisor import ChildSpec, Supervisor
+
+    async def publish(bus: Bus, event: Any) -> None:
+        # Then yield, as a real publisher goes on to await something else: the subscriber
+        # wakes for each event (its task step is the cost), not once per full mailbox.
+        await bus.publish(event)
+        await asyncio.sleep(0)
+
+    async def one_turn(bus: Bus, n: int) -> None:
+        turn = f"t-{n}"
+        await publish(bus, TurnStateChanged(conversation_id="c", turn_id=turn, running=True))
+        await publish(
+            bus,
+            StorageWritten(
+                action="store the messages", turn_id=turn, ok=True, started_at=0.0, duration_ms=0.3
+            ),
+        )
+        await publish(
+            bus,
+            LLMCallFinished(
+                conversation_id="c",
+                turn_id=turn,
+                provider="scripted",
+                model="scripted/bench-model",
+                outcome="ok",
+                started_at=0.0,
+                duration_ms=5.0,
+                ttft_ms=1.0,
+                usage=Usage(prompt_tokens=20, completion_tokens=8),
+            ),
+        )
+        await publish(
+            bus,
+            StorageWritten(
+                action="store the answer", turn_id=turn, ok=True, started_at=0.0, duration_ms=0.3
+            ),
+        )
+        await publish(bus, TurnStateChanged(conversation_id="c", turn_id=turn, running=False))
+        await publish(
+            bus, TurnFinished(conversation_id="c", turn_id=turn, message="", finish_reason="stop")
+        )
+
+    # As the platform runs in the relay runs: WARNING, so a dead letter is one comparison.
+    configure_logging("WARNING", "json")
+    results = []
+    for enabled in (False, True):
+        bus = Bus()
+        children = [ChildSpec("metrics", lambda: MetricsActor(PlatformMetrics()))]
+        supervisor = Supervisor(bus, children if enabled else [])
+        await supervisor.start()
+        try:
+            for n in range(200):  # warm-up
+                await one_turn(bus, n)
+            started = time.process_time()
+            for n in range(turns):
+                await one_turn(bus, n)
+            if enabled:
+                await bus.request(Ping(), to="metrics")  # everything handled
+            results.append((time.process_time() - started) / turns * 1e6)
+        finally:
+            await supervisor.stop()
+    return results[0], results[1]
+
+
+@dataclass(frozen=True)
+class MetricsCost:
+    """One run of part 5: platform CPU ms per turn with the metrics off and on."""
+
+    off_1: float
+    on_1: float
+    off_50: float
+    on_50: float
+    scrape_ms: float
+    """Wall time of one ``GET /metrics`` after the run's turns."""
+    scrape_bytes: int
+    events_off_us: float = 0.0
+    """In process: CPU µs per turn of its operator events with no subscriber."""
+    events_on_us: float = 0.0
+    """In process: the same with a MetricsActor handling them."""
+
+
+def report_metrics_cost(costs: list[MetricsCost]) -> None:
+    """Part 5's table: medians (min, max) over the runs."""
+    print()
+    print(f"Metrics cost (platform CPU per turn, medians of {len(costs)} runs, off/on alternated):")
+    print(_ROW.format("", "median", "min", "max", ""))
+    rows: list[tuple[str, list[float], int]] = [
+        ("CPU ms per turn, 1 conv, metrics off", [c.off_1 for c in costs], 3),
+        ("CPU ms per turn, 1 conv, metrics on", [c.on_1 for c in costs], 3),
+        ("  on - off (us per turn)", [(c.on_1 - c.off_1) * 1000 for c in costs], 0),
+        ("  on / off", [c.on_1 / c.off_1 for c in costs], 3),
+        (f"CPU ms per turn, {CONCURRENT} conv, metrics off", [c.off_50 for c in costs], 3),
+        (f"CPU ms per turn, {CONCURRENT} conv, metrics on", [c.on_50 for c in costs], 3),
+        ("  on - off (us per turn)", [(c.on_50 - c.off_50) * 1000 for c in costs], 0),
+        ("  on / off", [c.on_50 / c.off_50 for c in costs], 3),
+        (
+            "in process: a turn's events, no subscriber (us CPU)",
+            [c.events_off_us for c in costs],
+            1,
+        ),
+        ("in process: a turn's events, MetricsActor (us CPU)", [c.events_on_us for c in costs], 1),
+        (
+            "  MetricsActor's share (us CPU per turn)",
+            [c.events_on_us - c.events_off_us for c in costs],
+            1,
+        ),
+        ("GET /metrics wall ms", [c.scrape_ms for c in costs], 2),
+        ("GET /metrics bytes", [float(c.scrape_bytes) for c in costs], 0),
+    ]
+    for label, values, digits in rows:
+        _row(label, values, digits)
 
 
 @dataclass(frozen=True)
@@ -630,12 +836,15 @@ async def bench(plan: Plan, profile: Path | None) -> None:
                 state = "on" if setting else "off"
                 print(f"Write counts (platform at DEBUG, persist_deltas {state})", flush=True)
                 writes += await runner.writes(setting)
+            print("Metrics cost (two platforms: metrics off and on)", flush=True)
+            costs = await runner.metrics_cost()
         finally:
             # Shielded, so a Ctrl-C (which cancels this task) still stops every process.
             await asyncio.shield(runner.cleanup(problems))
         if problems:
             print("Platform warnings/errors:", *problems[:20], sep="\n  ")
         report(plan, results, writes)
+        report_metrics_cost(costs)
     if profile is not None:
         print(f"\ncProfile of the relayed runs' platform process: {profile} (the figures above")
         print(f"are slowed by the profiler). Read it with: uv run python -m pstats {profile}")

@@ -114,6 +114,13 @@ class Supervisor:
         """Each child's status, kind, restart count and last error."""
         return {name: child.report() for name, child in self._children.items()}
 
+    def mailbox_depths(self) -> dict[str, int]:
+        """Messages waiting in each live child's mailbox (0 for a child not running)."""
+        return {
+            name: len(child.actor.mailbox) if child.actor is not None else 0
+            for name, child in self._children.items()
+        }
+
     def status(self, name: str) -> ActorStatus:
         """One child's status."""
         return self._children[name].status

@@ -37,6 +37,8 @@ __all__ = [
     "LLMConfig",
     "LoggingConfig",
     "MCPConfig",
+    "MetricsConfig",
+    "ObservabilityConfig",
     "PersistenceConfig",
     "PlatformConfig",
     "PlatformServerConfig",
@@ -54,6 +56,7 @@ __all__ = [
     "StreamingConfig",
     "StreamingPersistenceConfig",
     "ToolNotificationsConfig",
+    "TracingConfig",
     "WebConfig",
     "WebSocketConfig",
     "check_approval_setting",
@@ -587,6 +590,67 @@ class LoggingConfig(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+# -- observability ------------------------------------------------------------------------
+
+
+def _networks(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not an IP address or network (e.g. '10.0.0.5', '10.0.0.0/8')"
+            ) from exc
+    return values
+
+
+class MetricsConfig(_Section):
+    """``observability.metrics``: ``/metrics`` in the Prometheus text format, on the
+    platform's own port (``actors/metrics.py``)."""
+
+    enabled: bool = True
+    """Off: the metrics are not collected (nothing subscribes) and ``/metrics`` is 404."""
+    allow_from: list[str] = ["127.0.0.0/8", "::1/128"]
+    """Client addresses or networks that may scrape without a token. Anyone else needs a
+    WebSocket token (``Authorization: Bearer``, ``chat.websocket.auth``) and, without
+    auth, gets 403. The client is the peer, or what ``X-Forwarded-For`` says when the
+    peer is a ``trusted_proxies`` entry; a forwarded request through any other peer is
+    refused (the real client is unknown). ``[]``: tokens only."""
+
+    @field_validator("allow_from")
+    @classmethod
+    def _allow_from_networks(cls, values: list[str]) -> list[str]:
+        return _networks(values)
+
+
+class TracingConfig(_Section):
+    """``observability.tracing``: OpenTelemetry traces of turns, sent over OTLP/HTTP
+    (``actors/tracing.py``). Read at start only (a change applies at the next start)."""
+
+    enabled: bool = False
+    """On: also when off here, the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` environment variable turns tracing on
+    (``OTEL_SDK_DISABLED=true`` turns it off whatever this says)."""
+    endpoint: str | None = None
+    """The OTLP/HTTP traces URL (``http://collector:4318/v1/traces``); ``None``: the
+    ``OTEL_EXPORTER_OTLP_*`` variables, else the exporter's default (localhost:4318)."""
+    service_name: str = "mcp-platform"
+    """``service.name`` of the spans (``OTEL_SERVICE_NAME`` wins when set)."""
+    propagate_to_servers: bool = True
+    """Send each ``tools/call`` the trace context (``traceparent`` in ``params._meta``),
+    so an MCP server that traces can join the turn's trace."""
+
+
+class ObservabilityConfig(_Section):
+    """``observability``: what operators scrape and trace."""
+
+    metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig = TracingConfig()
+    readiness_requires_servers: bool = False
+    """``/readyz`` answers 503 while an enabled MCP server is not ``ready`` (off: the
+    servers' states are reported but do not decide)."""
+
+
 # -- the whole file ------------------------------------------------------------------------
 
 
@@ -597,6 +661,7 @@ class PlatformConfig(_Section):
     llm: LLMConfig
     mcp: MCPConfig = MCPConfig()
     logging: LoggingConfig = LoggingConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
 
 
 class RuntimeMetadata(BaseModel):

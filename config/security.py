@@ -34,6 +34,7 @@ SECURITY_KEYS = (
     "chat.websocket.allow_origins",
     "chat.websocket.allow_unauthenticated_remote",
     "chat.websocket.trusted_proxies",
+    "observability.metrics.allow_from",
 )
 """The keys whose loosening needs an explicit, settled file. A new access-guarding key
 (e.g. a switch that admits unauthenticated remote clients) belongs here and in
@@ -68,6 +69,8 @@ def loosenings(old: PlatformConfig, new: PlatformConfig) -> dict[str, str]:
     * ``chat.websocket.allow_unauthenticated_remote``: turned on;
     * ``chat.websocket.trusted_proxies``: a proxy is added (its ``X-Forwarded-For``
       would choose the address a client's wrong tokens are counted against).
+    * ``observability.metrics.allow_from``: an address or network may scrape ``/metrics``
+      without a token.
     """
     found: dict[str, str] = {}
     old_ws, new_ws = old.chat.websocket, new.chat.websocket
@@ -89,6 +92,9 @@ def loosenings(old: PlatformConfig, new: PlatformConfig) -> dict[str, str]:
         )
     if added := sorted(set(new_ws.trusted_proxies) - set(old_ws.trusted_proxies)):
         found["chat.websocket.trusted_proxies"] = "trusts X-Forwarded-For from " + ", ".join(added)
+    old_scrape = set(old.observability.metrics.allow_from)
+    if added := sorted(set(new.observability.metrics.allow_from) - old_scrape):
+        found["observability.metrics.allow_from"] = "lets " + ", ".join(added) + " scrape /metrics"
     return found
 
 

@@ -103,6 +103,19 @@ def test_trusting_another_proxy_is_a_loosening_trusting_fewer_is_not() -> None:
     assert loosenings(one, _config()) == {}
 
 
+def _scraping(allow_from: list[str]) -> PlatformConfig:
+    merged = deep_merge(_DEFAULTS, {"observability": {"metrics": {"allow_from": allow_from}}})
+    return PlatformConfig.model_validate(merged)
+
+
+def test_letting_another_network_scrape_metrics_is_a_loosening_fewer_is_not() -> None:
+    loopback = _scraping(["127.0.0.0/8"])
+    assert loosenings(loopback, _scraping(["127.0.0.0/8", "0.0.0.0/0"])) == {
+        "observability.metrics.allow_from": "lets 0.0.0.0/0 scrape /metrics"
+    }
+    assert loosenings(loopback, _scraping([])) == {}
+
+
 def test_a_wide_open_config_over_a_locked_down_one_loosens_every_security_key() -> None:
     locked = _config(host="0.0.0.0", auth={"tokens": [ALICE]}, allow_origins=["https://a.example"])
     opened = _config(
@@ -111,6 +124,7 @@ def test_a_wide_open_config_over_a_locked_down_one_loosens_every_security_key() 
         allow_unauthenticated_remote=True,
         trusted_proxies=["10.0.0.0/8"],
     )
+    opened = opened.model_copy(update={"observability": _scraping(["0.0.0.0/0"]).observability})
     assert sorted(loosenings(locked, opened)) == sorted(SECURITY_KEYS)
 
 

@@ -74,14 +74,16 @@ appends to each outbox in order, so a turn's deltas always precede its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
+import ipaddress
 import itertools
 import math
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Annotated, ClassVar, Literal, assert_never
+from typing import Annotated, Any, ClassVar, Literal, assert_never
 from urllib.parse import parse_qs
 
 import orjson
@@ -181,12 +183,18 @@ from actors.messages import (
     TurnStarted,
     TurnStateChanged,
 )
+from actors.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from actors.metrics import PlatformMetrics, scrape_refusal
+from actors.readiness import check_readiness
 from bus.actor import Actor
 from bus.errors import (
+    BusError,
     RequestError,
     RequestFailed,
     cause_of,
 )
+from bus.messages import Ping
+from bus.messages import Request as BusRequest
 from config.schema import ConfigSnapshot, WebSocketConfig
 
 __all__ = ["MAX_OUTBOX_BYTES", "MAX_OUTBOX_FRAMES", "OWNER", "GatewayActor", "HealthSource"]
@@ -634,9 +642,16 @@ class GatewayActor(Actor[GatewayInbox]):
         ToolsOffered,
     )
 
-    def __init__(self, health: HealthSource, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(
+        self,
+        health: HealthSource,
+        environ: Mapping[str, str] = os.environ,
+        metrics: PlatformMetrics | None = None,
+    ) -> None:
         super().__init__()
         self._health = health
+        self._metrics = metrics
+        """What ``/metrics`` renders (``None``: no metrics in this process, 404)."""
         self._environ = environ
         self._tokens = TokenTable()
         """The accepted tokens (empty: no authentication); replaced only whole."""
@@ -728,7 +743,7 @@ class GatewayActor(Actor[GatewayInbox]):
             self._serve,
             settings.host,
             settings.port,
-            process_request=self._process_request,
+            process_request=self._process_http,
             process_response=_close_after_plain_response,
             compression=settings.compression,
             # Frames up to twice the limit are read and answered with MESSAGE_TOO_LARGE
@@ -1013,6 +1028,79 @@ class GatewayActor(Actor[GatewayInbox]):
             old.close(close_connections=False)
 
     # -- HTTP -------------------------------------------------------------------------------
+
+    async def _process_http(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        """The operators' endpoints (``/readyz`` asks actors, so it awaits), then the rest."""
+        path = request.path.partition("?")[0]
+        if path == "/readyz":
+            return await self._readyz()
+        if path == "/metrics":
+            return await self._scrape(connection, request)
+        return self._process_request(connection, request)
+
+    async def _readyz(self) -> Response:
+        """200 or 503 with each check (``actors/readiness.py``); open like ``/healthz``: a
+        load balancer probes it, and it holds no conversation data."""
+
+        async def ask(message: BusRequest[Any], timeout: float) -> Any:
+            return await self.request(message, timeout=timeout)
+
+        ready, body = await check_readiness(ask, self.snapshot, self._servers)
+        if not ready:
+            self.log.warning(
+                "gateway.not_ready",
+                failing=[name for name, check in body["checks"].items() if not check["ok"]],
+            )
+        status = http.HTTPStatus.OK if ready else http.HTTPStatus.SERVICE_UNAVAILABLE
+        text = redact_text(orjson.dumps(body).decode())
+        return _response(status, "application/json", text.encode())
+
+    async def _scrape(self, connection: ServerConnection, request: Request) -> Response:
+        """``/metrics`` for the allowed addresses or a WebSocket token, else 403.
+
+        A ``Ping`` to the MetricsActor first: its mailbox is FIFO, so the answer proves
+        every event published before the scrape is counted (a scrape right after a turn
+        sees that turn). One bus round trip per scrape; if it fails, what is counted so
+        far is served."""
+        settings = self.snapshot.config.observability.metrics
+        if self._metrics is None or not settings.enabled:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        client = self._client(connection, request)
+        forwarded = any(h in request.headers for h in ("X-Forwarded-For", "Forwarded"))
+        untrusted = forwarded and client == _normalised(_peer_host(connection))
+        refusal = scrape_refusal(
+            client,
+            forwarded_untrusted=untrusted,
+            allow_from=settings.allow_from,
+            token_accepted=False,
+        )
+        if refusal is not None and self._tokens.enabled:
+            # Not an allowed address: a token decides, judged (and a wrong one counted)
+            # as at the WebSocket, so guessing tokens here is throttled the same way.
+            credential = credential_from_request(request.path, request.headers.get("Authorization"))
+            verdict = judge_credential(self._tokens, self._throttle(), client, credential)
+            if verdict.retry_after is not None:
+                response = connection.respond(
+                    http.HTTPStatus.TOO_MANY_REQUESTS,
+                    "too many wrong tokens from this address: try again later\n",
+                )
+                response.headers["Retry-After"] = str(max(1, math.ceil(verdict.retry_after)))
+                return response
+            refusal = scrape_refusal(
+                client,
+                forwarded_untrusted=untrusted,
+                allow_from=settings.allow_from,
+                token_accepted=verdict.outcome == "accepted",
+            )
+        if refusal is not None:
+            self.log.info("gateway.metrics_refused", client=client, reason=refusal)
+            return connection.respond(http.HTTPStatus.FORBIDDEN, f"{refusal}\n")
+        with contextlib.suppress(RequestError, BusError):
+            await self.request(Ping(), to="metrics", timeout=2.0)
+        body = self._metrics.render(websocket_connections=len(self._connections))
+        return _response(http.HTTPStatus.OK, METRICS_CONTENT_TYPE, body)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
@@ -1676,6 +1764,14 @@ def _remote(connection: ServerConnection) -> tuple[str, str | None]:
 def _peer_host(connection: ServerConnection) -> str:
     """The client's host (the throttle's key: a new source port is the same client)."""
     return _remote(connection)[0]
+
+
+def _normalised(host: str) -> str:
+    """An IP address as ``ipaddress`` writes it (how ``client_address`` returns it)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
 
 
 def _peer(connection: ServerConnection) -> str:

@@ -101,10 +101,13 @@ from actors.llm.sse import LineSplitter, SSEDecoder
 from actors.messages import (
     AssistantDelta,
     CancelCompletion,
+    CheckProvider,
     CompletionRequest,
     CompletionResult,
     ConfigChanged,
     GetConfig,
+    LLMCallFinished,
+    ProviderCheck,
     ToolCall,
     Usage,
 )
@@ -363,6 +366,10 @@ class _Completion:
     published_chars: int = 0
     """Characters of content and reasoning published as deltas (0: retrying is safe)."""
     first_delta_at: float | None = None
+    attempt_started: float | None = None
+    """``time.perf_counter()`` at the current attempt's start (TTFT is measured from it)."""
+    started_at: float = field(default_factory=time.time)
+    """Unix time of the request's arrival (for LLMCallFinished)."""
 
     def result(
         self,
@@ -494,7 +501,8 @@ def _request_body(
 
 
 LLMInbox = Annotated[
-    CompletionRequest | CancelCompletion | ConfigChanged, Field(discriminator="type")
+    CompletionRequest | CancelCompletion | ConfigChanged | CheckProvider,
+    Field(discriminator="type"),
 ]
 """What the LLMActor handles."""
 
@@ -522,6 +530,7 @@ class LLMActor(Actor[LLMInbox]):
         CompletionRequest,
         CancelCompletion,
         ConfigChanged,
+        CheckProvider,
     )
 
     def __init__(
@@ -563,8 +572,9 @@ class LLMActor(Actor[LLMInbox]):
         for client in clients:
             await client.aclose()
 
-    async def handle(self, message: LLMInbox) -> None:
-        """Start a completion, cancel one, or take a new configuration."""
+    async def handle(self, message: LLMInbox) -> object:
+        """Start a completion, cancel one, take a new configuration, or check the active
+        provider (``/readyz``)."""
         match message:
             case CompletionRequest():
                 self._start(message)
@@ -573,8 +583,21 @@ class LLMActor(Actor[LLMInbox]):
             case ConfigChanged(snapshot=snapshot):
                 self._snapshot = snapshot
                 await self._retire_stale_clients()
+            case CheckProvider():
+                return self._check_provider()
             case _:
                 assert_never(message)
+        return None
+
+    def _check_provider(self) -> ProviderCheck:
+        """Whether a request to the active provider could be sent now (nothing is sent)."""
+        assert self._snapshot is not None
+        llm = self._snapshot.config.llm
+        try:
+            provider, _settings, _key = self._prepare(llm.active, llm.providers.get(llm.active))
+        except LLMNotConfigured as exc:
+            return ProviderCheck(provider=llm.active, configured=False, detail=str(exc))
+        return ProviderCheck(provider=llm.active, configured=True, detail=f"model {provider.model}")
 
     def _start(self, request: CompletionRequest) -> None:
         snapshot = self._snapshot
@@ -655,6 +678,9 @@ class LLMActor(Actor[LLMInbox]):
         except for a cancellation that is not ours: the actor is stopping)."""
         request = completion.request
         ids = {"conversation_id": request.conversation_id, "turn_id": request.turn_id}
+        outcome: Literal["ok", "error", "cancelled"] = "error"
+        error_code: str | None = None
+        usage = Usage()
         try:
             result = await self._complete(completion)
         except asyncio.CancelledError:
@@ -663,7 +689,9 @@ class LLMActor(Actor[LLMInbox]):
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()  # the cancellation was ours, and it is handled here
-            completion.reply.resolve(self._cancelled_result(completion))
+            cancelled = self._cancelled_result(completion)
+            outcome, usage = "cancelled", cancelled.usage
+            completion.reply.resolve(cancelled)
             self.log.info(
                 "llm.cancelled",
                 **ids,
@@ -672,6 +700,7 @@ class LLMActor(Actor[LLMInbox]):
                 duration_ms=_ms(completion.started),
             )
         except ChatError as exc:
+            error_code = exc.error_code
             self.log.warning(
                 "llm.failed",
                 **ids,
@@ -681,6 +710,7 @@ class LLMActor(Actor[LLMInbox]):
             )
             completion.reply.fail(exc)
         except Exception as exc:  # a child task must not crash the actor: answer instead
+            error_code = "INTERNAL_ERROR"
             self.log.exception(
                 "llm.request_failed",
                 **ids,
@@ -694,6 +724,7 @@ class LLMActor(Actor[LLMInbox]):
                 )
             )
         else:
+            outcome, usage = "ok", result.usage
             completion.reply.resolve(result)
             if completion.snapshot.config.chat.service.logging.llm_replies:
                 self.log.debug(
@@ -706,6 +737,35 @@ class LLMActor(Actor[LLMInbox]):
         finally:
             if self._completions.get(request.turn_id) is completion:
                 del self._completions[request.turn_id]
+        await self.publish(self._finished_event(completion, outcome, error_code, usage))
+
+    @staticmethod
+    def _finished_event(
+        completion: _Completion,
+        outcome: Literal["ok", "error", "cancelled"],
+        error_code: str | None,
+        usage: Usage,
+    ) -> LLMCallFinished:
+        """The operators' record of one request (metrics, the turn's LLM span)."""
+        first, attempt = completion.first_delta_at, completion.attempt_started
+        llm = completion.snapshot.config.llm
+        return LLMCallFinished(
+            conversation_id=completion.request.conversation_id,
+            turn_id=completion.request.turn_id,
+            provider=completion.provider or llm.active,
+            model=completion.accumulator.model or completion.model or "unknown",
+            outcome=outcome,
+            error_code=error_code,
+            started_at=completion.started_at,
+            duration_ms=_ms(completion.started),
+            ttft_ms=None
+            if first is None or attempt is None
+            else round((first - attempt) * 1000, 1),
+            first_token_at=None
+            if first is None
+            else completion.started_at + (first - completion.started),
+            usage=usage,
+        )
 
     @staticmethod
     def _cancelled_result(completion: _Completion) -> CompletionResult:
@@ -905,7 +965,7 @@ class LLMActor(Actor[LLMInbox]):
         # clock: TTFT from the request's arrival included earlier attempts and their
         # backoff, so it could exceed the duration of the attempt that answered.
         completion.first_delta_at = None
-        started = time.perf_counter()
+        started = completion.attempt_started = time.perf_counter()
         try:
             status = await self._exchange(
                 completion, lane.client, name, provider, api_key, body, headers, streaming

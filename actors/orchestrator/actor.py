@@ -356,7 +356,11 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         try:
             await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
         except RequestError:  # pragma: no cover - only while the LLM actor restarts
-            self.log.warning("turn.cancel_undelivered", turn_id=turn.turn_id)
+            self.log.warning(
+                "turn.cancel_undelivered",
+                turn_id=turn.turn_id,
+                conversation_id=turn.conversation_id,
+            )
         # Running tool calls stop too (DESIGN §4): each is answered "cancelled" at once.
         # A call sent after this cannot exist: _run_tool checks ``cancelled`` right
         # before its CallTool reaches the mailbox, which this message then follows.
@@ -364,7 +368,12 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             try:
                 await self.send(tool_actor_name(server), CancelToolCalls(turn_id=turn.turn_id))
             except RequestError:  # the server was removed: its calls already failed
-                self.log.info("turn.cancel_undelivered", turn_id=turn.turn_id, server=server)
+                self.log.info(
+                    "turn.cancel_undelivered",
+                    turn_id=turn.turn_id,
+                    conversation_id=turn.conversation_id,
+                    server=server,
+                )
 
     def _turn_settings(self) -> TurnSettings:
         """What a turn reads of the configuration, as it is now."""
@@ -428,7 +437,12 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             return
         finished = end.finished
         if end.note == "tool_hops_exceeded":
-            self.log.warning("turn.tool_hops_exceeded", turn_id=turn.turn_id, hops=turn.hops)
+            self.log.warning(
+                "turn.tool_hops_exceeded",
+                turn_id=turn.turn_id,
+                conversation_id=turn.conversation_id,
+                hops=turn.hops,
+            )
         await self.publish(finished)
         self.log.info(
             "turn.finished",

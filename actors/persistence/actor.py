@@ -72,6 +72,7 @@ from actors.messages import (
     AppendMessage,
     AppendMessages,
     AssistantDelta,
+    CheckStorage,
     ConfigChanged,
     ConversationState,
     CreateConversation,
@@ -85,6 +86,8 @@ from actors.messages import (
     SaveSession,
     SessionPage,
     SessionSummary,
+    StorageCheck,
+    StorageWritten,
     StoredMessage,
     StreamedText,
     ToolCall,
@@ -535,6 +538,7 @@ PersistenceInbox = Annotated[
     | SaveSession
     | ListSessions
     | DeleteSession
+    | CheckStorage
     | _FlushDue
     | _RunRetention,
     Field(discriminator="type"),
@@ -575,6 +579,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         SaveSession,
         ListSessions,
         DeleteSession,
+        CheckStorage,
     )
 
     def __init__(
@@ -602,6 +607,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
         """Transactions never interleave on the connection, even when a test calls
         :meth:`run_retention` directly while the actor handles a message."""
         self._retention_timer: asyncio.Task[None] | None = None
+        self._last_write_error: str | None = None
+        """Why the last write transaction failed (``None``: it committed)."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -762,6 +769,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 self._apply_config(snapshot, keys)
                 return None
+            case CheckStorage():
+                return await self._check_storage()
             case _:
                 assert_never(message)
 
@@ -774,17 +783,22 @@ class PersistenceActor(Actor[PersistenceInbox]):
         return self._db
 
     @asynccontextmanager
-    async def _write(self, action: str) -> AsyncIterator[aiosqlite.Connection]:
+    async def _write(
+        self, action: str, *, conversation_id: str | None = None, turn_id: str | None = None
+    ) -> AsyncIterator[aiosqlite.Connection]:
         """A ``BEGIN IMMEDIATE … COMMIT`` write transaction, rolled back on any error.
 
         Args:
             action: What is being written, for the error message ("store the message").
+            conversation_id: The conversation written to, if one (for StorageWritten).
+            turn_id: The turn the write belongs to, if one (for StorageWritten).
 
         Raises:
             StorageFull: The disk is full, the database read-only or the disk failing;
                 nothing of the transaction was written.
         """
         db = self._connection
+        started_at, started = time.time(), time.perf_counter()
         async with self._write_lock:
             try:
                 await db.execute("BEGIN IMMEDIATE")
@@ -793,6 +807,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             except sqlite3.Error as exc:
                 await self._rollback(db)
                 full = self._storage_full(action, exc)
+                await self._written(action, conversation_id, turn_id, started_at, started, exc)
                 if full is None:
                     raise
                 raise full from exc
@@ -802,10 +817,57 @@ class PersistenceActor(Actor[PersistenceInbox]):
             # A cancellation (the actor is being killed) skips the rollback: closing the
             # connection in run() rolls the open transaction back.
         self.write_transactions += 1
+        await self._written(action, conversation_id, turn_id, started_at, started, None)
+
+    async def _written(
+        self,
+        action: str,
+        conversation_id: str | None,
+        turn_id: str | None,
+        started_at: float,
+        started: float,
+        error: sqlite3.Error | None,
+    ) -> None:
+        """Publish the operators' record of one write (metrics, the turn's spans) and keep
+        the last failure for CheckStorage (``/readyz``)."""
+        self._last_write_error = None if error is None else f"cannot {action}: {error}"
+        await self.publish(
+            StorageWritten(
+                action=action,
+                conversation_id=conversation_id,
+                turn_id=turn_id,
+                ok=error is None,
+                started_at=started_at,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+        )
+
+    async def _check_storage(self) -> StorageCheck:
+        """Take the write lock (``BEGIN IMMEDIATE``) and give it back: the database is
+        writable unless that fails or the last write failed."""
+        started = time.perf_counter()
+        target = str(self._db_path) if self._db_path is not None else "the in-memory database"
+
+        def result(*, writable: bool, detail: str) -> StorageCheck:
+            ms = round((time.perf_counter() - started) * 1000, 3)
+            return StorageCheck(writable=writable, detail=detail, duration_ms=ms)
+
+        db = self._connection
+        async with self._write_lock:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                return result(writable=False, detail=f"{target}: cannot take the write lock: {exc}")
+            await self._rollback(db)
+        if self._last_write_error is not None:
+            return result(
+                writable=False, detail=f"{target}: the last write failed: {self._last_write_error}"
+            )
+        return result(writable=True, detail=f"{target}: write lock taken and released")
 
     @asynccontextmanager
     async def _write_statement(
-        self, action: str, conversation_id: str | None
+        self, action: str, conversation_id: str | None, *, turn_id: str | None = None
     ) -> AsyncIterator[aiosqlite.Connection]:
         """A write of exactly ONE statement in autocommit mode: its own transaction,
         durable when it returns, in one thread hop (see migration 2).
@@ -819,6 +881,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             StorageFull: As for :meth:`_write`.
         """
         db = self._connection
+        started_at, started = time.time(), time.perf_counter()
         async with self._write_lock:
             try:
                 yield db
@@ -828,10 +891,12 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 raise
             except sqlite3.Error as exc:
                 full = self._storage_full(action, exc)
+                await self._written(action, conversation_id, turn_id, started_at, started, exc)
                 if full is None:
                     raise
                 raise full from exc
         self.write_transactions += 1
+        await self._written(action, conversation_id, turn_id, started_at, started, None)
 
     def _storage_full(self, action: str, exc: sqlite3.Error) -> StorageFull | None:
         """StorageFull if ``exc`` says the storage cannot be written, else None."""
@@ -967,7 +1032,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
         now = self._clock()
         # One statement, its own transaction (autocommit): the insert trigger touches the
         # conversation, the foreign key refuses an unknown one.
-        async with self._write_statement("store the message", message.conversation_id) as db:
+        async with self._write_statement(
+            "store the message", message.conversation_id, turn_id=message.turn_id
+        ) as db:
             inserted = await db.execute_insert(_INSERT_MESSAGE, _message_values(message, now))
         if inserted is None:  # pragma: no cover - SQLite always has a last rowid here
             raise RuntimeError("SQLite returned no row id for the inserted message")
@@ -987,7 +1054,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
         rows = ", ".join([_INSERT_VALUES] * len(messages))
         values = [value for message in messages for value in _message_values(message, now)]
         conversation = messages[0].conversation_id
-        async with self._write_statement("store the messages", conversation) as db:
+        turn_id = next((m.turn_id for m in messages if m.turn_id), None)
+        async with self._write_statement("store the messages", conversation, turn_id=turn_id) as db:
             returned = await db.execute_fetchall(
                 f"{_INSERT_MESSAGE_COLUMNS} VALUES {rows} RETURNING id", values
             )
@@ -1032,7 +1100,11 @@ class PersistenceActor(Actor[PersistenceInbox]):
             thinking = stream.thinking_text()
         now = self._clock()
         # One statement (the status trigger touches the conversation).
-        async with self._write_statement("store the answer", None) as db:
+        async with self._write_statement(
+            "store the answer",
+            None,
+            turn_id=stream.turn_id if stream is not None else None,
+        ) as db:
             rows = list(
                 await db.execute_fetchall(
                     _FINISH_MESSAGE,
@@ -1157,7 +1229,12 @@ class PersistenceActor(Actor[PersistenceInbox]):
         now = self._clock()
         rows = [(s.content_text(), s.thinking_text(), status, now, s.message_id) for s in streams]
         try:
-            async with self._write("store the partial answer") as db:
+            only = streams[0] if len(streams) == 1 else None
+            async with self._write(
+                "store the partial answer",
+                conversation_id=only.conversation_id if only is not None else None,
+                turn_id=only.turn_id if only is not None else None,
+            ) as db:
                 await db.executemany(_FLUSH_STREAM, rows)
         except StorageFull as exc:
             self.log.warning(

@@ -85,6 +85,7 @@ from actors.messages import (
     ResourceText,
     ServerStateChanged,
     ServerStatus,
+    ToolCallFinished,
     ToolOutcome,
     ToolProgress,
     ToolSpec,
@@ -106,6 +107,7 @@ from actors.tools.mcp_client import (
 )
 from actors.tools.platform_server import BusBackend, build_platform_server, secret_values
 from actors.tools.schemas import build_tool_specs
+from actors.trace_ids import tool_call_meta
 from bus.actor import Actor, Reply
 from bus.errors import (
     BusError,
@@ -628,6 +630,7 @@ class ToolActor(Actor[ToolInbox]):
         call = running.call
         timeout = call.timeout or self._entry.timeout or self._settings.default_timeout
         started = time.perf_counter()
+        started_at = time.time()
 
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             await self.publish(
@@ -658,17 +661,31 @@ class ToolActor(Actor[ToolInbox]):
                 preview="cancelled: the user stopped the turn",
                 cancelled=True,
             )
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
         self.log.info(
             "tools.call",
             server=self.server,
             tool=call.tool,
             call_id=call.call_id,
             turn_id=call.turn_id,
+            conversation_id=call.conversation_id,
             is_error=outcome.is_error,
             cancelled=outcome.cancelled,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            duration_ms=duration_ms,
         )
         reply.resolve(outcome)
+        await self.publish(
+            ToolCallFinished(
+                conversation_id=call.conversation_id,
+                turn_id=call.turn_id,
+                call_id=call.call_id,
+                server=self.server,
+                tool=call.tool,
+                outcome="cancelled" if outcome.cancelled else "error" if outcome.is_error else "ok",
+                started_at=started_at,
+                duration_ms=duration_ms,
+            )
+        )
 
     async def _run_call(
         self,
@@ -691,9 +708,14 @@ class ToolActor(Actor[ToolInbox]):
                     timeout=timeout,
                     progress_callback=progress,
                     clock=running.clock,
+                    meta=tool_call_meta(call.turn_id, call.call_id),
                 ),
                 lambda: self.log.info(
-                    "tools.call_retried", server=self.server, call_id=call.call_id
+                    "tools.call_retried",
+                    server=self.server,
+                    call_id=call.call_id,
+                    turn_id=call.turn_id,
+                    conversation_id=call.conversation_id,
                 ),
             )
             outcome = ToolOutcome(
@@ -709,7 +731,13 @@ class ToolActor(Actor[ToolInbox]):
         except ToolCallTimeout:
             outcome = _failed(f"the tool did not answer within {timeout:g} s and was cancelled")
         except SessionExpired as exc:  # only from the retry: refused on the new session too
-            self.log.warning("tools.call_refused_again", server=self.server, call_id=call.call_id)
+            self.log.warning(
+                "tools.call_refused_again",
+                server=self.server,
+                call_id=call.call_id,
+                turn_id=call.turn_id,
+                conversation_id=call.conversation_id,
+            )
             outcome = _failed(
                 f"the MCP server {self.server!r} forgot the new session too; the call was "
                 f"refused twice and never ran: {exc}"
@@ -724,7 +752,14 @@ class ToolActor(Actor[ToolInbox]):
         except MCPClientError as exc:
             outcome = _failed(f"the call failed: {exc}")
         except Exception as exc:
-            self.log.exception("tools.call_crashed", server=self.server, tool=call.tool)
+            self.log.exception(
+                "tools.call_crashed",
+                server=self.server,
+                tool=call.tool,
+                call_id=call.call_id,
+                turn_id=call.turn_id,
+                conversation_id=call.conversation_id,
+            )
             outcome = _failed(f"the call failed inside the platform: {type(exc).__name__}")
         return outcome
 

@@ -365,6 +365,7 @@ async def test_http_endpoints_on_the_same_port(chat: ChatPlatform) -> None:
         assert set(body["actors"]) == {
             "config",
             "logs",
+            "metrics",
             "persistence",
             "llm",
             "orchestrator",

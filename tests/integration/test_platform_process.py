@@ -17,7 +17,16 @@ from tests.integration.conftest import PlatformProcess
 SECRET = "sk-or-v1-THIS-IS-A-TEST-SECRET-0123456789"
 
 
-ALL_ACTORS = ["config", "logs", "persistence", "llm", "orchestrator", "gateway", "servers"]
+ALL_ACTORS = [
+    "config",
+    "logs",
+    "metrics",
+    "persistence",
+    "llm",
+    "orchestrator",
+    "gateway",
+    "servers",
+]
 BUILT_IN_SERVER = "tool:platform"
 """The built-in MCP server's ToolActor, started by the ServersActor after the core."""
 RUNTIME = "chat:\n  websocket:\n    host: 127.0.0.1\n    port: 0\nlogging:\n  level: INFO\n"

@@ -53,7 +53,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import anyio
 import httpx2
@@ -355,6 +355,7 @@ class ServerConnection:
         timeout: float | None,
         progress_callback: ProgressFnT | None = None,
         clock: CallClock | None = None,
+        meta: dict[str, str] | None = None,
     ) -> ToolResult:
         """Call a tool and normalise its result.
 
@@ -368,6 +369,7 @@ class ServerConnection:
             progress_callback: ``await progress_callback(progress, total, message)`` for
                 each progress notification, in the order they arrive.
             clock: Lets the caller hold the timeout while the call waits for the user.
+            meta: Entries for the request's ``params._meta`` (the trace context).
 
         Returns:
             The result; a tool that failed gives ``is_error=True`` (not an exception).
@@ -395,7 +397,10 @@ class ServerConnection:
         with scope:
             try:
                 result = await self._client.call_tool(
-                    name, arguments, progress_callback=on_progress
+                    name,
+                    arguments,
+                    progress_callback=on_progress,
+                    meta=cast("mcp_types.RequestParamsMeta", meta) if meta else None,
                 )
             except MCPError as exc:
                 raise self._request_failed(exc, "tools/call", attempt, tool=name) from exc
