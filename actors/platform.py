@@ -68,7 +68,7 @@ def build_children(
     return [
         ChildSpec("config", lambda: ConfigActor(store), kind="core"),
         ChildSpec("logs", lambda: LogActor(environ), kind="core"),
-        ChildSpec("persistence", PersistenceActor, kind="core"),
+        ChildSpec("persistence", lambda: PersistenceActor(environ=environ), kind="core"),
         ChildSpec("llm", lambda: LLMActor(environ=environ), kind="core"),
         ChildSpec("orchestrator", OrchestratorActor, kind="core"),
         ChildSpec("gateway", lambda: GatewayActor(health, environ), kind="core"),

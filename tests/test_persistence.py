@@ -1,5 +1,11 @@
 """The PersistenceActor (actors/persistence/actor.py) on a real Bus, a real ConfigActor over a
-real config directory, and a real SQLite file in ``tmp_path`` — no mocks.
+real config directory, and a real database — no mocks. Every test runs against each
+backend (the ``backend`` fixture): ``sqlite`` (a real SQLite file in ``tmp_path``),
+``memory`` (in-memory SQLite) and ``postgres`` (a fresh schema of this run's database on
+the real server, ``tests/postgres.py``), but where a test says why it cannot: SQLite's own
+machinery (``user_version``, WAL, a file that is not a database, a disk made full with
+``max_page_count``, the write-through ``sqlite`` type), and for ``memory`` a restart,
+which by design keeps nothing. PostgreSQL's equivalents close the file.
 
 Proves: the schema is created with ``user_version`` set, WAL on, and a database from a
 newer program is refused untouched; messages round-trip with tool calls and usage; a user
@@ -58,12 +64,14 @@ from actors.messages import (
     Usage,
 )
 from actors.persistence.actor import SCHEMA_VERSION, DatabaseUnusable, PersistenceActor
+from actors.persistence.sqlite import SqliteRepository
 from bus.bus import Bus
 from bus.errors import (
     RequestFailed,
 )
 from bus.messages import Ping
 from config.store import ConfigStore
+from tests import postgres as pg
 from tests.conftest import LogCapture
 
 TIMEOUT = 5.0
@@ -89,6 +97,9 @@ class Harness:
 
     bus: Bus
     config_dir: Path
+    backend: Backend
+    pg_dsn: str | None = None
+    """The ``postgres`` backend's DSN (its test schema)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     actors: list[Any] = field(default_factory=list)
     persistence: PersistenceActor | None = None
@@ -99,6 +110,8 @@ class Harness:
         return self.config_dir / "chat_history.db"
 
     async def start_persistence(self, **options: Any) -> PersistenceActor:
+        if self.pg_dsn is not None:
+            options.setdefault("environ", {PG_DSN_VARIABLE: self.pg_dsn})
         actor = PersistenceActor(**options)
         task = asyncio.create_task(actor.run(self.bus))
         self.actors.append(actor)
@@ -141,7 +154,18 @@ class Harness:
         await self.barrier()  # ConfigChanged was published before SaveRuntimeConfig answered
 
     def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Read with a second, independent connection (what another process would see)."""
+        """Read with a second, independent connection (what another process would see;
+        for ``memory``, another connection of this process to the running actor's
+        database)."""
+        if self.backend == "postgres":
+            assert self.pg_dsn is not None
+            return pg.query(self.pg_dsn, sql, parameters)
+        if self.backend == "memory":
+            assert self.persistence is not None
+            repository = self.persistence.repository
+            assert isinstance(repository, SqliteRepository)
+            with closing(sqlite3.connect(repository.uri, uri=True)) as db:
+                return db.execute(sql, parameters).fetchall()
         with closing(sqlite3.connect(self.db_path)) as db:
             return db.execute(sql, parameters).fetchall()
 
@@ -152,22 +176,73 @@ class Harness:
 
 
 Starter = Callable[..., Any]
+Backend = Literal["sqlite", "memory", "postgres"]
+PG_DSN_VARIABLE = "MCP_PLATFORM_TEST_STORE_DSN"
+"""The variable ``chat.storage.postgres.dsn_env`` names in these tests (the actor reads
+it from the ``environ`` it is given, not from the process environment)."""
+
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
+"""For a test of SQLite's own machinery (each such test says which)."""
+memory_only = pytest.mark.parametrize("backend", ["memory"])
+postgres_only = pytest.mark.parametrize("backend", ["postgres"])
+persistent = pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+"""For a test that restarts the actor and reads what the first one stored: ``memory``
+keeps nothing past its actor, by design."""
+
+
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The storage every test of this module runs against, one run each."""
+    value: Backend = request.param
+    return value
 
 
 @pytest.fixture
-async def start(tmp_path: Path, log_events: LogCapture) -> AsyncIterator[Starter]:
-    """``await start(overrides, **actor_options)``: write ``overrides`` as the runtime
-    config, start a ConfigActor and a PersistenceActor. Everything is stopped at the end;
-    an actor that crashed unnoticed fails the test there."""
+def backend_dsn(backend: Backend, request: pytest.FixtureRequest) -> str | None:
+    """The ``postgres`` backend's DSN (a fresh schema); None for the others."""
+    if backend != "postgres":
+        return None
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    return dsn
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _backend_config(backend: Backend) -> dict[str, Any]:
+    """The runtime settings that select ``backend`` (a test's own overrides win)."""
+    if backend == "memory":
+        return {"chat": {"storage": {"type": "memory"}}}
+    if backend == "postgres":
+        return {"chat": {"storage": {"type": "postgres", "postgres": {"dsn_env": PG_DSN_VARIABLE}}}}
+    return {}
+
+
+@pytest.fixture
+async def start(
+    tmp_path: Path, log_events: LogCapture, backend: Backend, backend_dsn: str | None
+) -> AsyncIterator[Starter]:
+    """``await start(overrides, **actor_options)``: write ``overrides`` (over the settings
+    that select the backend) as the runtime config, start a ConfigActor and a
+    PersistenceActor. Everything is stopped at the end; an actor that crashed unnoticed
+    fails the test there."""
     harnesses: list[Harness] = []
 
     async def start_(
         overrides: dict[str, Any] | None = None, *, persistence: bool = True, **options: Any
     ) -> Harness:
-        if overrides:
-            (tmp_path / "runtime_config.yaml").write_text(yaml.safe_dump(overrides))
+        settings = _merge(_backend_config(backend), overrides or {})
+        if settings:
+            (tmp_path / "runtime_config.yaml").write_text(yaml.safe_dump(settings))
         bus = Bus()
-        harness = Harness(bus, tmp_path)
+        harness = Harness(bus, tmp_path, backend, backend_dsn)
         harnesses.append(harness)
         config = ConfigActor(ConfigStore(tmp_path))
         harness.actors.append(config)
@@ -231,6 +306,7 @@ def _failure(excinfo: pytest.ExceptionInfo[RequestFailed]) -> BaseException:
 # -- schema ---------------------------------------------------------------------------------------
 
 
+@sqlite_only  # SQLite's user_version and journal mode
 async def test_schema_is_created_with_user_version_and_wal(
     start: Starter, log_events: LogCapture
 ) -> None:
@@ -252,6 +328,7 @@ async def test_schema_is_created_with_user_version_and_wal(
     assert log_events.events("persistence.opened")[-1]["migrated_from"] == SCHEMA_VERSION
 
 
+@sqlite_only  # a file with user_version set
 async def test_a_database_from_a_newer_program_is_refused_untouched(
     start: Starter, tmp_path: Path
 ) -> None:
@@ -267,6 +344,7 @@ async def test_a_database_from_a_newer_program_is_refused_untouched(
     assert h.query("SELECT name FROM sqlite_master") == []
 
 
+@sqlite_only  # a SQLite file
 async def test_a_file_that_is_not_a_database_is_refused(start: Starter, tmp_path: Path) -> None:
     (tmp_path / "chat_history.db").write_bytes(b"these are not the pages you are looking for" * 100)
     h = await start(persistence=False)
@@ -523,6 +601,7 @@ async def test_a_slow_stream_is_flushed_by_the_interval(start: Starter) -> None:
     await _eventually(lambda: h.query("SELECT content FROM messages") == [("a slow start",)])
 
 
+@sqlite_only  # the type `sqlite` itself
 async def test_storage_type_sqlite_writes_every_delta_through(start: Starter) -> None:
     h = await start({"chat": {"storage": {"type": "sqlite"}}})
     cid = await _conversation(h)
@@ -535,6 +614,7 @@ async def test_storage_type_sqlite_writes_every_delta_through(start: Starter) ->
     assert h.query("SELECT content FROM messages") == [("one two three",)]
 
 
+@persistent  # a restart
 async def test_a_killed_actor_flushes_nothing_and_the_next_start_marks_incomplete(
     start: Starter, log_events: LogCapture
 ) -> None:
@@ -586,6 +666,7 @@ async def test_a_streamed_answer_is_finished_from_its_deltas_without_its_text(
     ]
 
 
+@persistent  # a restart
 async def test_a_streamed_finish_whose_text_is_not_here_fails_with_streamed_text_lost(
     start: Starter,
 ) -> None:
@@ -619,6 +700,7 @@ async def test_a_streamed_finish_whose_text_is_not_here_fails_with_streamed_text
     assert (final.content, final.status) == ("abcdef", "complete")
 
 
+@persistent  # reads after the stop
 async def test_a_requested_stop_flushes_open_streams(
     start: Starter, log_events: LogCapture
 ) -> None:
@@ -876,6 +958,7 @@ async def test_delete_session_removes_it_and_its_messages(start: Starter) -> Non
 # -- failure and storage types --------------------------------------------------------------------
 
 
+@sqlite_only  # max_page_count
 async def test_a_full_disk_fails_the_write_with_storage_full_and_the_actor_keeps_serving(
     start: Starter,
 ) -> None:
@@ -897,6 +980,7 @@ async def test_a_full_disk_fails_the_write_with_storage_full_and_the_actor_keeps
     assert [m.id for m in await h.ask(LoadHistory(conversation_id=cid))] == [kept.id, after.id]
 
 
+@memory_only  # the type `memory` itself
 async def test_memory_storage_writes_no_file(start: Starter, tmp_path: Path) -> None:
     h = await start({"chat": {"storage": {"type": "memory"}}})
     cid = await _conversation(h)
@@ -935,6 +1019,7 @@ async def test_a_huge_answer_is_not_rewritten_every_min_chars(start: Starter) ->
     assert h.query("SELECT content, status FROM messages") == [(text, "complete")]
 
 
+@sqlite_only  # its second half changes the SQLite file
 async def test_settings_change_live(start: Starter, log_events: LogCapture) -> None:
     h = await start()  # defaults: persist_deltas on, min_chars 1024
     cid = await _conversation(h)

@@ -3,10 +3,13 @@
 Design note — storage. The actor holds what does not depend on the database engine
 (below: streamed answers' buffers and their flush policy, retention decisions, owners'
 access, cursors) and asks a :class:`~actors.persistence.repository.ChatRepository` for
-every read and write: SQLite (a file, or ``memory``; ``actors/persistence/sqlite.py``).
-A write the storage cannot take surfaces as :class:`~actors.errors.StorageFull`, rolled
-back as a whole; reads keep working. Every committed write transaction is counted in
-:attr:`PersistenceActor.write_transactions` (the benchmark counts writes per answer).
+every read and write: SQLite (a file, or ``memory``; ``actors/persistence/sqlite.py``) or
+PostgreSQL (``postgres``; ``actors/persistence/postgres.py``). A write the storage cannot
+take surfaces as :class:`~actors.errors.StorageFull`, one that cannot reach the database
+server as :class:`~actors.errors.StorageUnavailable`, rolled back as a whole either way;
+the actor keeps serving (reads keep working when the database can still be read). Every
+committed write transaction is counted in :attr:`PersistenceActor.write_transactions`
+(the benchmark counts writes per answer).
 
 Design note — buffering. A streamed answer starts with an ``AppendMessage`` (assistant,
 ``status="streaming"``, a ``turn_id``) that inserts the row; its :class:`AssistantDelta`
@@ -46,17 +49,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, assert_never
 
 import orjson
 from pydantic import BaseModel, Field
 
-from actors.errors import InvalidMessage, SessionNotFound, StorageFull, StreamedTextLost
+from actors.errors import (
+    InvalidMessage,
+    SessionNotFound,
+    StorageFull,
+    StorageUnavailable,
+    StreamedTextLost,
+)
 from actors.messages import (
     AppendMessage,
     AppendMessages,
@@ -77,6 +86,7 @@ from actors.messages import (
     StoredMessage,
     StreamedText,
 )
+from actors.persistence.postgres import PostgresRepository
 from actors.persistence.repository import (
     ChatRepository,
     ConversationRecord,
@@ -99,6 +109,7 @@ from config.schema import (
     ConfigSnapshot,
     RetentionConfig,
     SavedSessionsConfig,
+    StorageType,
     StreamingPersistenceConfig,
 )
 
@@ -199,6 +210,26 @@ class RetentionReport:
     duration_ms: float
 
 
+def _storage_location(snapshot: ConfigSnapshot) -> str:
+    """Where the configured storage keeps its data, as the restart warning names it: the
+    SQLite file, ``:memory:``, or the DSN's variable and pool (never the DSN itself)."""
+    storage = snapshot.config.chat.storage
+    match storage.type:
+        case "memory":
+            return ":memory:"
+        case "auto_persist" | "sqlite":
+            return str(snapshot.db_path)
+        case "postgres":
+            pool = storage.postgres
+            return (
+                f"PostgreSQL at ${pool.dsn_env} (pool {pool.min_connections}-"
+                f"{pool.max_connections}, timeouts {pool.connect_timeout_seconds} s / "
+                f"{pool.command_timeout_seconds} s)"
+            )
+        case _:
+            assert_never(storage.type)
+
+
 # -- requests ---------------------------------------------------------------------------------
 
 
@@ -271,9 +302,10 @@ class PersistenceActor(Actor[PersistenceInbox]):
     Args:
         name: Bus address (default ``"persistence"``).
         clock: Source of the stored timestamps (Unix seconds); tests pass a controlled one.
-        max_page_count: ``PRAGMA max_page_count`` applied on open: caps the database at
-            that many pages, so tests can make the "disk" full.
-
+        max_page_count: ``PRAGMA max_page_count`` applied on open (SQLite): caps the
+            database at that many pages, so tests can make the "disk" full.
+        environ: Where ``chat.storage.postgres.dsn_env`` is looked up (default:
+            ``os.environ``, read at start).
     """
 
     default_name: ClassVar[str] = "persistence"
@@ -297,15 +329,17 @@ class PersistenceActor(Actor[PersistenceInbox]):
         *,
         clock: Callable[[], float] = time.time,
         max_page_count: int | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(name)
         self._clock = clock
         self._max_page_count = max_page_count
+        self._environ = environ
         self._repository: ChatRepository | None = None
         self._config: ConfigSnapshot | None = None
-        self._storage_type: Literal["auto_persist", "sqlite", "memory"] = "auto_persist"
-        self._db_path: Path | None = None
-        """The file in use (None for ``memory``): fixed until restart."""
+        self._storage_type: StorageType = "auto_persist"
+        self._location = ""
+        """Where the data in use lives (:func:`_storage_location`): fixed until restart."""
         self._streams: dict[str, _Stream] = {}
         """Open streamed answers by turn id."""
         self._streams_by_message: dict[int, _Stream] = {}
@@ -330,6 +364,12 @@ class PersistenceActor(Actor[PersistenceInbox]):
             await self._close_database()
 
     @property
+    def repository(self) -> ChatRepository | None:
+        """The repository in use (None before start and after stop); tests and benchmarks
+        read through it, nothing else should."""
+        return self._repository
+
+    @property
     def write_transactions(self) -> int:
         """Write transactions committed since start (migrations and recovery included); a
         benchmark diffs it around an answer."""
@@ -341,10 +381,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
         snapshot: ConfigSnapshot = await self.request(GetConfig())
         self._config = snapshot
         self._storage_type = snapshot.config.chat.storage.type
+        self._location = _storage_location(snapshot)
         started = time.perf_counter()
-        if self._storage_type != "memory":
-            self._db_path = snapshot.db_path
-        repository = SqliteRepository(self._db_path, max_page_count=self._max_page_count)
+        repository = self._make_repository(snapshot)
         self._repository = repository
         report = await repository.open(self._clock())
         if report.recovered:
@@ -363,6 +402,38 @@ class PersistenceActor(Actor[PersistenceInbox]):
         )
         self.spawn(self._tick(), name="flush-ticker")
         self._restart_retention_timer()
+
+    def _make_repository(self, snapshot: ConfigSnapshot) -> ChatRepository:
+        """The repository of the configured storage type (not opened yet).
+
+        Raises:
+            DatabaseUnusable: ``postgres`` without its DSN variable set.
+        """
+        storage = snapshot.config.chat.storage
+        match storage.type:
+            case "memory":
+                return SqliteRepository(None, max_page_count=self._max_page_count)
+            case "auto_persist" | "sqlite":
+                return SqliteRepository(snapshot.db_path, max_page_count=self._max_page_count)
+            case "postgres":
+                settings = storage.postgres
+                environ = os.environ if self._environ is None else self._environ
+                dsn = environ.get(settings.dsn_env)
+                if not dsn:
+                    raise DatabaseUnusable(
+                        f"chat.storage.type is postgres but the environment variable "
+                        f"{settings.dsn_env} (chat.storage.postgres.dsn_env) is not set: "
+                        "set it to postgresql://user:password@host:5432/database"
+                    )
+                return PostgresRepository(
+                    dsn,
+                    min_connections=settings.min_connections,
+                    max_connections=settings.max_connections,
+                    connect_timeout=settings.connect_timeout_seconds,
+                    command_timeout=settings.command_timeout_seconds,
+                )
+            case _:
+                assert_never(storage.type)
 
     async def on_stop(self) -> None:
         """Flush every open stream (marked ``incomplete``: nobody will finish it), then
@@ -417,7 +488,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             case _RunRetention():
                 try:
                     await self.run_retention()
-                except StorageFull as exc:
+                except (StorageFull, StorageUnavailable) as exc:
                     self.log.warning("persistence.retention_failed", error=str(exc))
                 return None
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
@@ -702,7 +773,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         ]
         try:
             await self._store.flush_streams(flushes, now)
-        except StorageFull as exc:
+        except (StorageFull, StorageUnavailable) as exc:
             self.log.warning(
                 "persistence.flush_failed",
                 reason=reason,
@@ -835,15 +906,15 @@ class PersistenceActor(Actor[PersistenceInbox]):
         old = self._snapshot
         self._config = snapshot
         storage = snapshot.config.chat.storage
-        new_path = None if storage.type == "memory" else snapshot.db_path
-        if storage.type != self._storage_type or new_path != self._db_path:
+        location = _storage_location(snapshot)
+        if storage.type != self._storage_type or location != self._location:
             self.log.warning(
                 "persistence.restart_required",
                 changed_keys=[k for k in keys if k.startswith("chat.storage.")],
                 in_use_type=self._storage_type,
-                in_use_path=str(self._db_path) if self._db_path else ":memory:",
+                in_use_path=self._location,
                 configured_type=storage.type,
-                configured_path=str(new_path) if new_path else ":memory:",
+                configured_path=location,
                 message="the database file and storage type change only when the platform "
                 "restarts; the database in use stays in use until then",
             )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -255,7 +256,10 @@ class SqliteRepository:
     """Conversations and messages in a SQLite file (or ``:memory:``), over aiosqlite.
 
     Args:
-        path: The database file, or None for an in-memory database (nothing on disk).
+        path: The database file, or None for an in-memory database (nothing on disk:
+            SQLite's ``memdb`` VFS under a name unique to this repository, so that another
+            connection of this process can read it, as ``tests/test_persistence.py``
+            does for every backend; it vanishes with its last connection).
         max_page_count: ``PRAGMA max_page_count`` applied on open: caps the database at
             that many pages, so tests can make the "disk" full.
     """
@@ -263,6 +267,12 @@ class SqliteRepository:
     def __init__(self, path: Path | None, *, max_page_count: int | None = None) -> None:
         self.write_transactions = 0
         self._path = path
+        self.uri = (
+            f"file:/mcp-platform-{uuid.uuid4().hex}?vfs=memdb"
+            if path is None
+            else Path(path).absolute().as_uri()
+        )
+        """The database as an SQLite URI (``uri=True``), for another connection."""
         self._max_page_count = max_page_count
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -288,7 +298,9 @@ class SqliteRepository:
         target = self.description
         try:
             # Autocommit mode: _write() opens every transaction itself (BEGIN IMMEDIATE).
-            self._db = await aiosqlite.connect(target, isolation_level=None)
+            self._db = await aiosqlite.connect(
+                self.uri if self._path is None else target, isolation_level=None, uri=True
+            )
             self._db.row_factory = sqlite3.Row
             return await self._prepare(self._db, now)
         except sqlite3.DatabaseError as exc:  # includes "unable to open", "not a database"
