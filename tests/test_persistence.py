@@ -37,12 +37,20 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 import yaml
 
 from actors.config.actor import ConfigActor
-from actors.errors import InvalidMessage, SessionNotFound, StorageFull, StreamedTextLost
+from actors.errors import (
+    InvalidMessage,
+    SessionNotFound,
+    StorageFull,
+    StorageUnavailable,
+    StreamedTextLost,
+)
 from actors.messages import (
     AppendMessage,
     AppendMessages,
@@ -64,6 +72,7 @@ from actors.messages import (
     Usage,
 )
 from actors.persistence.actor import SCHEMA_VERSION, DatabaseUnusable, PersistenceActor
+from actors.persistence.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from actors.persistence.sqlite import SqliteRepository
 from bus.bus import Bus
 from bus.errors import (
@@ -351,6 +360,175 @@ async def test_a_file_that_is_not_a_database_is_refused(start: Starter, tmp_path
     with pytest.raises(DatabaseUnusable, match="not a database"):
         async with asyncio.timeout(TIMEOUT):
             await PersistenceActor().run(h.bus)
+
+
+# -- PostgreSQL's own machinery: the equivalents of the SQLite-only tests above -------------------
+
+
+@postgres_only
+async def test_postgres_schema_is_versioned_in_schema_migrations(
+    start: Starter, log_events: LogCapture
+) -> None:
+    h = await start()
+    assert h.query("SELECT version FROM schema_migrations") == [(PG_SCHEMA_VERSION,)]
+    tables = {
+        name
+        for (name,) in h.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+    }
+    assert {"conversations", "messages", "schema_migrations"} <= tables
+    [opened] = log_events.events("persistence.opened")
+    assert (opened["storage_type"], opened["migrated_from"]) == ("postgres", 0)
+    assert opened["schema_version"] == PG_SCHEMA_VERSION
+    assert opened["path"].startswith("postgresql://127.0.0.1:")
+    assert "@" not in opened["path"]  # no user, no password
+    # A second start finds the schema in place: nothing to migrate, nothing recorded twice.
+    await h.stop_persistence()
+    await h.start_persistence()
+    assert log_events.events("persistence.opened")[-1]["migrated_from"] == PG_SCHEMA_VERSION
+    assert h.query("SELECT COUNT(*) FROM schema_migrations") == [(PG_SCHEMA_VERSION,)]
+
+
+@postgres_only
+async def test_a_postgres_schema_from_a_newer_program_is_refused_untouched(
+    start: Starter, backend_dsn: str
+) -> None:
+    pg.execute(
+        backend_dsn,
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at "
+        f"DOUBLE PRECISION NOT NULL); INSERT INTO schema_migrations VALUES "
+        f"({PG_SCHEMA_VERSION + 1}, 0)",
+    )
+    h = await start(persistence=False)
+    actor = PersistenceActor(environ={PG_DSN_VARIABLE: backend_dsn})
+    with pytest.raises(DatabaseUnusable, match=rf"schema version {PG_SCHEMA_VERSION + 1}, newer"):
+        async with asyncio.timeout(TIMEOUT):
+            await actor.run(h.bus)
+    assert h.query("SELECT version FROM schema_migrations") == [(PG_SCHEMA_VERSION + 1,)]
+    assert h.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+    ) == [("schema_migrations",)]
+
+
+@postgres_only
+async def test_postgres_without_its_dsn_variable_is_refused_naming_it(start: Starter) -> None:
+    h = await start(persistence=False)
+    with pytest.raises(DatabaseUnusable, match=rf"variable {PG_DSN_VARIABLE} .* is not set"):
+        async with asyncio.timeout(TIMEOUT):
+            await PersistenceActor(environ={}).run(h.bus)
+
+
+@postgres_only
+async def test_an_unreachable_postgres_fails_the_start_with_storage_unavailable(
+    start: Starter, unused_tcp_port: int
+) -> None:
+    dsn = f"postgresql://postgres:hunter2secret@127.0.0.1:{unused_tcp_port}/nothing"
+    h = await start(persistence=False)
+    with pytest.raises(StorageUnavailable, match=rf"127.0.0.1:{unused_tcp_port}/nothing") as exc:
+        async with asyncio.timeout(TIMEOUT):
+            await PersistenceActor(environ={PG_DSN_VARIABLE: dsn}).run(h.bus)
+    assert "hunter2secret" not in str(exc.value)
+
+
+@postgres_only
+async def test_a_postgres_refusing_the_write_for_space_fails_it_with_storage_full(
+    start: Starter, backend_dsn: str
+) -> None:
+    """The disk-full test of SQLite (max_page_count) for PostgreSQL: a test trigger raises
+    SQLSTATE 53100 (disk_full), as the server does when its disk is full, for big rows."""
+    h = await start()
+    pg.execute(
+        backend_dsn,
+        """
+        CREATE FUNCTION refuse_big_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF length(NEW.content) > 1000 THEN
+                RAISE EXCEPTION 'could not extend file: No space left on device'
+                    USING ERRCODE = 'disk_full';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_big_rows BEFORE INSERT OR UPDATE ON messages
+        FOR EACH ROW EXECUTE FUNCTION refuse_big_rows();
+        """,
+    )
+    cid = await _conversation(h)
+    kept = await h.ask(AppendMessage(conversation_id=cid, role="user", content="kept"))
+    before = h.writes
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(AppendMessage(conversation_id=cid, role="user", content="x" * 200_000))
+    full = _failure(excinfo)
+    assert isinstance(full, StorageFull)
+    assert "full" in str(full)
+    assert isinstance(full.__cause__, asyncpg.DiskFullError)
+    assert h.writes == before
+    # Nothing half-written; reads and small writes still work.
+    assert await h.ask(LoadHistory(conversation_id=cid)) == (kept,)
+    after = await h.ask(AppendMessage(conversation_id=cid, role="user", content="small"))
+    assert [m.id for m in await h.ask(LoadHistory(conversation_id=cid))] == [kept.id, after.id]
+
+
+@postgres_only
+async def test_a_postgres_outage_fails_requests_with_storage_unavailable_and_service_resumes(
+    start: Starter, backend_dsn: str, log_events: LogCapture
+) -> None:
+    """The database closed to connections and every connection cut (what a server restart
+    does to the platform): requests fail with StorageUnavailable, a flush due meanwhile is
+    logged and kept pending, the actor keeps running; when the database is back, the same
+    actor serves again and the answer is finished whole."""
+    h = await start(_streaming({"persist_deltas": True, "min_chars": 4, "interval_ms": 60_000}))
+    cid = await _conversation(h)
+    row = await _start_answer(h, cid, "t1")
+    database = urlsplit(backend_dsn).path.lstrip("/")
+    admin = pg.admin_dsn()
+    pg.execute(admin, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+    try:
+        pg.execute(
+            admin,
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'",
+        )
+        for request in (
+            AppendMessage(conversation_id=cid, role="user", content="lost?"),
+            LoadHistory(conversation_id=cid),
+            CreateConversation(owner="alice"),
+        ):
+            with pytest.raises(RequestFailed) as excinfo:
+                await h.ask(request)
+            failure = _failure(excinfo)
+            assert isinstance(failure, StorageUnavailable), failure
+            assert "cannot be reached" in str(failure)
+        await h.delta("t1", "while down")  # min_chars reached: the flush fails, logged
+        await h.barrier()
+        [failed] = log_events.events("persistence.flush_failed")
+        assert failed["message_ids"] == [row.id]
+    finally:
+        pg.execute(admin, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    assert h.persistence_task is not None
+    assert not h.persistence_task.done()
+    stored = await h.ask(AppendMessage(conversation_id=cid, role="user", content="back"))
+    final = await h.ask(
+        FinishMessage(message_id=row.id, streamed=StreamedText(content_chars=10, thinking_chars=0))
+    )
+    assert final.content == "while down"
+    history = await h.ask(LoadHistory(conversation_id=cid))
+    assert [(m.id, m.content) for m in history] == [(row.id, "while down"), (stored.id, "back")]
+
+
+@postgres_only
+async def test_changing_the_postgres_settings_warns_that_a_restart_is_needed(
+    start: Starter, log_events: LogCapture, backend_dsn: str
+) -> None:
+    h = await start()
+    await h.save_config(
+        {"chat": {"storage": {"type": "postgres", "postgres": {"dsn_env": "ANOTHER_DSN"}}}}
+    )
+    [warning] = log_events.events("persistence.restart_required")
+    assert "$ANOTHER_DSN" in warning["configured_path"]
+    assert f"${PG_DSN_VARIABLE}" in warning["in_use_path"]
+    assert backend_dsn not in log_events.text
+    cid = await _conversation(h)  # the database in use stays in use
+    assert h.query("SELECT id FROM conversations") == [(cid,)]
 
 
 # -- messages -------------------------------------------------------------------------------------

@@ -447,9 +447,17 @@ class PostgresRepository:
         """
         if self._pool is None:
             raise RuntimeError("the database is not open")
+        pool = self._pool
         try:
-            async with self._pool.acquire(timeout=self._connect_timeout) as db:
-                yield db
+            # A connection the server closed is replaced here: acquiring it reconnects.
+            db = await pool.acquire(timeout=self._connect_timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Refused, timed out, or the server refuses connections for now (starting up,
+            # shutting down, a database closed to connections): whatever it says, the
+            # database is out of reach for this request.
+            raise self._unavailable(action, exc) from exc
+        try:
+            yield db
         except asyncpg.ForeignKeyViolationError as exc:
             if conversation_id is None:
                 raise
@@ -465,8 +473,10 @@ class PostgresRepository:
                 raise self._unavailable(action, exc) from exc
             raise
         except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
-            # Refused or reset connections, a timeout, a connection closed under us.
+            # A reset connection, a statement timeout, a connection closed under us.
             raise self._unavailable(action, exc) from exc
+        finally:
+            await pool.release(db)
 
     def _unavailable(self, action: str, exc: BaseException) -> StorageUnavailable:
         return StorageUnavailable(
