@@ -347,8 +347,14 @@ class PostgresRepository:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def open(self, now: float) -> OpenReport:
+    async def open(self, now: float, *, recover_streaming: bool = True) -> OpenReport:
         """Connect, create or migrate the schema, recover interrupted answers.
+
+        Args:
+            now: The time stored in recovered rows.
+            recover_streaming: Mark rows still ``streaming`` ``incomplete`` (False for a
+                tool that must not touch the answers a running platform is streaming,
+                ``mcp-platform migrate``).
 
         Raises:
             DatabaseUnusable: A newer program's schema, or the server refuses this DSN
@@ -396,7 +402,9 @@ class PostgresRepository:
                     for statement in step:
                         await db.execute(statement)
                     await db.execute(_RECORD_VERSION, number, now)
-                recovered = _rowcount(await db.execute(_RECOVER_STREAMING, now))
+                recovered = (
+                    _rowcount(await db.execute(_RECOVER_STREAMING, now)) if recover_streaming else 0
+                )
             self.write_transactions += 1
         return OpenReport(
             schema_version=SCHEMA_VERSION,
