@@ -280,6 +280,13 @@ class PostgresConfig(_Section):
     STORAGE_UNAVAILABLE."""
     command_timeout_seconds: float = Field(30, gt=0)
     """How long one statement may take before the request fails with STORAGE_UNAVAILABLE."""
+    synchronous_commit: Literal["on", "off", "local", "remote_write", "remote_apply"] | None = None
+    """PostgreSQL's ``synchronous_commit`` for the platform's connections (``null``: the
+    server's setting, ``on`` by default: every commit waits for its WAL flush, ~2-3 ms on
+    a disk like this project's). ``off`` commits in ~0.03 ms; a crash of the PostgreSQL
+    server or its machine may then lose the last ~0.6 s of commits (3 x
+    ``wal_writer_delay``; the database is never corrupted), a crash of the platform loses
+    nothing. Like SQLite's ``synchronous=NORMAL``, a trade of durability for latency."""
 
     @field_validator("dsn_env")
     @classmethod

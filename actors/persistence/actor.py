@@ -224,7 +224,8 @@ def _storage_location(snapshot: ConfigSnapshot) -> str:
             return (
                 f"PostgreSQL at ${pool.dsn_env} (pool {pool.min_connections}-"
                 f"{pool.max_connections}, timeouts {pool.connect_timeout_seconds} s / "
-                f"{pool.command_timeout_seconds} s)"
+                f"{pool.command_timeout_seconds} s, synchronous_commit "
+                f"{pool.synchronous_commit or 'of the server'})"
             )
         case _:
             assert_never(storage.type)
@@ -431,6 +432,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
                     max_connections=settings.max_connections,
                     connect_timeout=settings.connect_timeout_seconds,
                     command_timeout=settings.command_timeout_seconds,
+                    synchronous_commit=settings.synchronous_commit,
                 )
             case _:
                 assert_never(storage.type)

@@ -314,6 +314,8 @@ class PostgresRepository:
         max_connections: Connections the pool may open.
         connect_timeout: Seconds to open a connection.
         command_timeout: Seconds one statement may take.
+        synchronous_commit: PostgreSQL's ``synchronous_commit`` for these connections
+            (None: the server's).
     """
 
     def __init__(
@@ -324,6 +326,7 @@ class PostgresRepository:
         max_connections: int = 4,
         connect_timeout: float = 5.0,
         command_timeout: float = 30.0,
+        synchronous_commit: str | None = None,
     ) -> None:
         self.write_transactions = 0
         self._dsn = dsn
@@ -338,6 +341,9 @@ class PostgresRepository:
         self._max_connections = max_connections
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
+        self._server_settings = (
+            {} if synchronous_commit is None else {"synchronous_commit": synchronous_commit}
+        )
         self._pool: asyncpg.Pool[Record] | None = None  # generic in the stubs only
 
     @property
@@ -369,6 +375,7 @@ class PostgresRepository:
                 max_size=self._max_connections,
                 timeout=self._connect_timeout,
                 command_timeout=self._command_timeout,
+                server_settings=self._server_settings,
             )
         except (
             asyncpg.InvalidAuthorizationSpecificationError,
