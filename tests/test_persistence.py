@@ -173,8 +173,16 @@ class Harness:
             assert self.persistence is not None
             repository = self.persistence.repository
             assert isinstance(repository, SqliteRepository)
-            with closing(sqlite3.connect(repository.uri, uri=True)) as db:
-                return db.execute(sql, parameters).fetchall()
+            # In memory there is no WAL: a reader meets the writer's lock, and must not wait
+            # for it (timeout 0) — waiting here blocks the event loop the writer needs to
+            # commit. Only a poll can meet a transaction (the barrier ends every other).
+            with closing(sqlite3.connect(repository.uri, uri=True, timeout=0)) as db:
+                try:
+                    return db.execute(sql, parameters).fetchall()
+                except sqlite3.OperationalError as exc:
+                    if "locked" in str(exc):
+                        raise _WriterBusy from exc
+                    raise
         with closing(sqlite3.connect(self.db_path)) as db:
             return db.execute(sql, parameters).fetchall()
 
@@ -295,14 +303,26 @@ async def _start_answer(h: Harness, conversation_id: str, turn_id: str) -> Store
     return stored
 
 
+class _WriterBusy(Exception):
+    """The in-memory database is inside the actor's write transaction right now."""
+
+
 async def _eventually(check: Callable[[], bool]) -> None:
-    """Return once ``check()`` holds (polled every 20 ms, failing after TIMEOUT).
+    """Return once ``check()`` holds (polled every 20 ms, failing after TIMEOUT; a read
+    that met the writer's lock is polled again).
 
     Only for what a timer child task causes (an interval flush, a retention run): the
     actor publishes nothing a test could await instead.
     """
+
+    def holds() -> bool:
+        try:
+            return check()
+        except _WriterBusy:
+            return False
+
     async with asyncio.timeout(TIMEOUT):
-        while not check():  # noqa: ASYNC110 - no event exists to await (see docstring)
+        while not holds():  # noqa: ASYNC110 - no event exists to await (see docstring)
             await asyncio.sleep(0.02)
 
 
