@@ -368,6 +368,10 @@ class PostgresRepository:
     async def open(self, now: float, *, recover_streaming: bool = True) -> OpenReport:
         """Connect, create or migrate the schema, recover interrupted answers.
 
+        Recovery marks EVERY ``streaming`` row: right for one platform process per
+        database (the rows are a dead predecessor's), wrong for replicas sharing it,
+        which need a per-turn lease to tell a dead turn from a live one (issue 17).
+
         Args:
             now: The time stored in recovered rows.
             recover_streaming: Mark rows still ``streaming`` ``incomplete`` (False for a

@@ -92,3 +92,25 @@ def pg_description(dsn: str) -> str:
     """What the platform logs for the database (host, port, database only)."""
     parts = urlsplit(dsn)
     return f"postgresql://{parts.hostname}:{parts.port}{parts.path}"
+
+
+async def test_an_unreachable_postgres_stops_the_start_saying_where_never_the_password(
+    platform_factory: Callable[..., PlatformProcess],
+    llm: ScriptedLLM,
+    tmp_path: Path,
+    unused_tcp_port: int,
+) -> None:
+    process = platform_factory(tmp_path / "config")
+    process.env["CHAT_DB_DSN"] = f"postgresql://chat:{PASSWORD}@127.0.0.1:{unused_tcp_port}/chat"
+    platform = ChatPlatform(process, llm)
+    platform.write_runtime_config(
+        {"chat": {"storage": {"type": "postgres", "postgres": {"dsn_env": "CHAT_DB_DSN"}}}}
+    )
+    await process.start()
+    crashed = await process.wait_for("actor.crashed", lambda e: e["actor"] == "persistence")
+    assert crashed["error"].startswith("StorageUnavailable: cannot connect to PostgreSQL at ")
+    assert f"postgresql://127.0.0.1:{unused_tcp_port}/chat" in crashed["error"]
+    await process.wait_for("actor.gave_up", lambda e: e["actor"] == "persistence", timeout=30)
+    assert await process.wait_exit(timeout=30) == 1
+    written = "".join(process.raw_lines) + process.stderr.decode(errors="replace")
+    assert PASSWORD not in written
