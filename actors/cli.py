@@ -1,19 +1,27 @@
-"""Command-line entry points: ``mcp-platform`` and ``mcp-reset-config``."""
+"""Command-line entry points: ``mcp-platform`` (run, protocol-schema, inspect, migrate)
+and ``mcp-reset-config``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import time
 from pathlib import Path
 
 import orjson
 
 from actors.backup import BackupError, PlatformRunning, backup_database, restore_database
+from actors.errors import ChatError
 from actors.gateway.protocol import protocol_schema_text
 from actors.logs import configure_logging
+from actors.persistence.migrate import SourceUnusable, copy_sqlite_history
+from actors.persistence.postgres import PostgresRepository
+from actors.persistence.repository import DatabaseUnusable
 from actors.platform import EXIT_FORCED_STOP, run_platform
 from actors.tools.inspection import InspectError, inspect_server, resolve_target
+from config.environment import load_dotenv_files
 from config.errors import ConfigError
 from config.locations import CONFIG_DIR_ENV, prepare_config_dir, resolve_config_dir
 from config.store import ConfigStore
@@ -84,6 +92,27 @@ def main(argv: list[str] | None = None) -> None:
         "--timeout", type=float, default=30.0, help="seconds to connect / for the call"
     )
     inspect.add_argument("target", nargs=argparse.REMAINDER)
+    migrate = commands.add_parser(
+        "migrate",
+        help="copy a SQLite chat history into the configured PostgreSQL database",
+        description="Copies every conversation of the SQLite file that the PostgreSQL "
+        "database of chat.storage.postgres (its DSN in the variable dsn_env) does not have "
+        "yet, each in one transaction: run it again after an interruption to complete the "
+        "copy; a run after a complete one copies nothing. Stop the platform using the file "
+        "first.",
+    )
+    migrate.add_argument(
+        "--from", dest="source", metavar="PATH.db", required=True, help="the SQLite file"
+    )
+    migrate.add_argument(
+        "--to", dest="target", choices=["postgres"], required=True, help="the storage to fill"
+    )
+    migrate.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="copy at most N conversations this run (the next run goes on from there)",
+    )
     args = parser.parse_args(argv)
     if args.command == "protocol-schema":
         sys.stdout.write(protocol_schema_text())
@@ -92,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(_inspect(args))
     if args.command in ("backup", "restore"):
         sys.exit(_backup_or_restore(args.command, Path(args.path), args.config_dir))
+    if args.command == "migrate":
+        args.source = Path(args.source).expanduser()
+        sys.exit(asyncio.run(_migrate(args)))
     location = resolve_config_dir(args.config_dir)
     log_format: str | None = getattr(args, "log_format", None)
     try:
@@ -172,6 +204,59 @@ def _inspect(args: argparse.Namespace) -> int:
             as_json=args.json,
         )
     )
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    """``mcp-platform migrate --from PATH.db --to postgres``: see its ``--help``."""
+
+    def fail(message: str) -> int:
+        print(f"mcp-platform migrate: {message}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 1
+
+    location = resolve_config_dir(args.config_dir)
+    load_dotenv_files(location.dotenv_dirs, os.environ)
+    try:
+        snapshot, _ = ConfigStore(location.path).load()
+    except ConfigError as exc:
+        return fail(str(exc))
+    settings = snapshot.config.chat.storage.postgres
+    dsn = os.environ.get(settings.dsn_env)
+    if not dsn:
+        return fail(
+            f"the environment variable {settings.dsn_env} (chat.storage.postgres.dsn_env) "
+            "is not set: set it to postgresql://user:password@host:5432/database"
+        )
+    if args.limit is not None and args.limit < 1:
+        return fail(f"--limit must be 1 or more, got {args.limit}")
+    source = args.source
+    started = time.perf_counter()
+    try:
+        target = PostgresRepository(
+            dsn,
+            min_connections=1,
+            max_connections=1,
+            connect_timeout=settings.connect_timeout_seconds,
+            command_timeout=settings.command_timeout_seconds,
+        )
+        try:
+            await target.open(time.time(), recover_streaming=False)
+            report = await copy_sqlite_history(source, target, limit=args.limit)
+        finally:
+            await target.close()
+    except (DatabaseUnusable, SourceUnusable, ChatError) as exc:
+        return fail(f"{exc} (what was copied so far stays; run the command again to go on)")
+    seconds = time.perf_counter() - started
+    print(  # noqa: T201 - CLI output
+        f"copied {report.copied_conversations} conversations "
+        f"({report.copied_messages} messages) from {source} to {target.description} "
+        f"in {seconds:.1f} s; {report.skipped_conversations} were there already"
+        + (
+            f"; {report.remaining_conversations} left for the next run"
+            if report.remaining_conversations
+            else ""
+        )
+    )
+    return 0
 
 
 def reset_config_main(argv: list[str] | None = None) -> None:

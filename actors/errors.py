@@ -10,6 +10,7 @@
     ├── TurnInProgress         TURN_IN_PROGRESS
     ├── SessionNotFound        SESSION_NOT_FOUND
     ├── StorageFull            STORAGE_FULL: the disk is full or the database read-only
+    ├── StorageUnavailable     STORAGE_UNAVAILABLE: the database server cannot be reached
     ├── LLMNotConfigured       LLM_NOT_CONFIGURED: no API key; names the variable to set
     ├── RateLimited            RATE_LIMITED
     ├── LLMUnavailable         LLM_UNAVAILABLE: provider error after retries
@@ -43,6 +44,7 @@ __all__ = [
     "RateLimited",
     "SessionNotFound",
     "StorageFull",
+    "StorageUnavailable",
     "StreamedTextLost",
     "TurnInProgress",
     "not_waiting",
@@ -106,6 +108,14 @@ class StorageFull(ChatError):
     """The database cannot be written (disk full, read-only); nothing stored was changed."""
 
     error_code = "STORAGE_FULL"
+    retryable = True
+
+
+class StorageUnavailable(ChatError):
+    """The database server cannot be reached (PostgreSQL down, connection lost, refused);
+    nothing of the failed write was stored, and the platform keeps serving."""
+
+    error_code = "STORAGE_UNAVAILABLE"
     retryable = True
 
 

@@ -22,6 +22,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, TextIO, assert_never
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 import structlog
@@ -332,7 +333,8 @@ def set_secrets(values: Iterable[str]) -> None:
 
 def collect_secrets(environ: Mapping[str, str], snapshot: ConfigSnapshot | None) -> set[str]:
     """Secret values: every environment variable named like a key/token/secret, each
-    provider's ``api_key_env``, each WebSocket token's ``token_env`` and every variable
+    provider's ``api_key_env``, each WebSocket token's ``token_env``, the PostgreSQL DSN
+    of ``chat.storage.postgres.dsn_env`` and its password (when it has one), and every variable
     an MCP server's ``env`` or ``headers`` references as ``${VAR}`` (but the few
     well-known non-secret ones, :data:`_PLAIN_VARIABLES`)."""
     secrets = {value for name, value in environ.items() if _SECRET_ENV_PATTERN.search(name)}
@@ -349,7 +351,25 @@ def collect_secrets(environ: Mapping[str, str], snapshot: ConfigSnapshot | None)
         for entry in snapshot.config.chat.websocket.auth.tokens:
             if environ.get(entry.token_env):
                 secrets.add(environ[entry.token_env])
+        secrets |= _dsn_secrets(environ.get(snapshot.config.chat.storage.postgres.dsn_env))
     return {s for s in secrets if s}
+
+
+def _dsn_secrets(dsn: str | None) -> set[str]:
+    """The secrets of a PostgreSQL DSN: the DSN itself and its password, when it has one
+    (``postgresql://user:password@host/db``, or ``?password=`` in the query). A DSN with no
+    password (trust or peer authentication, a ``.pgpass`` file) is not a secret."""
+    if not dsn:
+        return set()
+    try:
+        parts = urlsplit(dsn)
+        passwords = [parts.password] if parts.password else []
+    except ValueError:  # not a URL (the persistence actor refuses it): redact it whole
+        return {dsn}
+    passwords += [value for key, value in parse_qsl(parts.query) if key == "password"]
+    if not any(passwords):
+        return set()
+    return {dsn, *(unquote(p) for p in passwords if p), *(p for p in passwords if p)}
 
 
 class LogActor(Actor[ConfigChanged]):
@@ -372,7 +392,15 @@ class LogActor(Actor[ConfigChanged]):
         match message:
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 if any(
-                    k.startswith(("logging.", "llm.providers.", "chat.websocket.auth", "servers."))
+                    k.startswith(
+                        (
+                            "logging.",
+                            "llm.providers.",
+                            "chat.websocket.auth",
+                            "chat.storage.postgres.",
+                            "servers.",
+                        )
+                    )
                     for k in keys
                 ):
                     self._apply(snapshot)

@@ -90,7 +90,7 @@ def build_children(
         ChildSpec("config", lambda: ConfigActor(store), kind="core"),
         ChildSpec("logs", lambda: LogActor(environ, log_format=log_format), kind="core"),
         *operators,
-        ChildSpec("persistence", PersistenceActor, kind="core"),
+        ChildSpec("persistence", lambda: PersistenceActor(environ=environ), kind="core"),
         ChildSpec("llm", lambda: LLMActor(environ=environ), kind="core"),
         ChildSpec("orchestrator", OrchestratorActor, kind="core"),
         ChildSpec("gateway", lambda: GatewayActor(health, environ, metrics), kind="core"),

@@ -42,6 +42,7 @@ __all__ = [
     "PersistenceConfig",
     "PlatformConfig",
     "PlatformServerConfig",
+    "PostgresConfig",
     "ProviderConfig",
     "ResourcesConfig",
     "RetentionConfig",
@@ -53,6 +54,7 @@ __all__ = [
     "ServiceConfig",
     "ServiceLoggingConfig",
     "StorageConfig",
+    "StorageType",
     "StreamingConfig",
     "StreamingPersistenceConfig",
     "ToolNotificationsConfig",
@@ -277,13 +279,65 @@ class SavedSessionsConfig(_Section):
     max_saved: int = Field(50, gt=0)
 
 
+class PostgresConfig(_Section):
+    """``chat.storage.postgres``: the PostgreSQL database of ``type: postgres``."""
+
+    dsn_env: str = "MCP_PLATFORM_PG_DSN"
+    """Environment variable (or ``.env`` entry) holding the DSN,
+    ``postgresql://user:password@host:5432/database``; the DSN itself is never in a
+    configuration file nor in a log."""
+    min_connections: int = Field(1, ge=0)
+    """Connections the pool keeps open."""
+    max_connections: int = Field(4, gt=0)
+    """Connections the pool may open (the actor runs one request at a time; a few more
+    let a reconnect overlap a slow query)."""
+    connect_timeout_seconds: float = Field(5, gt=0)
+    """How long opening a connection may take before the request fails with
+    STORAGE_UNAVAILABLE."""
+    command_timeout_seconds: float = Field(30, gt=0)
+    """How long one statement may take before the request fails with STORAGE_UNAVAILABLE."""
+    synchronous_commit: Literal["on", "off", "local", "remote_write", "remote_apply"] | None = None
+    """PostgreSQL's ``synchronous_commit`` for the platform's connections (``null``: the
+    server's setting, ``on`` by default: every commit waits for its WAL flush, ~2-3 ms on
+    a disk like this project's). ``off`` commits in ~0.03 ms; a crash of the PostgreSQL
+    server or its machine may then lose the last ~0.6 s of commits (3 x
+    ``wal_writer_delay``; the database is never corrupted), a crash of the platform loses
+    nothing. Like SQLite's ``synchronous=NORMAL``, a trade of durability for latency."""
+
+    @field_validator("dsn_env")
+    @classmethod
+    def _dsn_env_is_a_variable(cls, value: str) -> str:
+        if not _ENV_NAME.match(value):
+            raise ValueError(
+                "must be an environment variable name (letters, digits and '_', not "
+                f"starting with a digit), got {value!r}; the DSN itself goes in that "
+                "variable, never in a configuration file"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> PostgresConfig:
+        if self.min_connections > self.max_connections:
+            raise ValueError(
+                f"min_connections ({self.min_connections}) exceeds max_connections "
+                f"({self.max_connections})"
+            )
+        return self
+
+
+StorageType = Literal["auto_persist", "sqlite", "memory", "postgres"]
+"""``chat.storage.type``."""
+
+
 class StorageConfig(_Section):
     """``chat.storage``."""
 
-    type: Literal["auto_persist", "sqlite", "memory"] = "auto_persist"
+    type: StorageType = "auto_persist"
     """``auto_persist``: SQLite with buffered deltas; ``sqlite``: every delta written
-    through; ``memory``: in-memory SQLite, nothing on disk."""
+    through; ``memory``: in-memory SQLite, nothing on disk; ``postgres``: the PostgreSQL
+    database of ``postgres.dsn_env``, deltas buffered as with ``auto_persist``."""
     persistence: PersistenceConfig = PersistenceConfig()
+    postgres: PostgresConfig = PostgresConfig()
     saved_sessions: SavedSessionsConfig = SavedSessionsConfig()
 
 

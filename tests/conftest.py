@@ -3,11 +3,15 @@
 ``log_events`` captures the platform's structured log as parsed JSON events (the same
 pipeline production uses, written to a buffer instead of stdout), so tests assert on
 event names and fields exactly as an operator tailing the log would see them.
+
+``postgres_database`` (one per run) and ``postgres_dsn`` (an empty schema per test) are
+the tests' PostgreSQL (``tests/postgres.py``).
 """
 
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +20,8 @@ import pytest
 from hypothesis import settings
 
 from actors.logs import configure_logging, set_secrets
+from tests.postgres import create_database, drop_database, with_search_path
+from tests.postgres import execute as pg_execute
 
 # No per-example deadline anywhere: the suite runs two workers on a 2-core machine, where an
 # example that takes 1 ms alone once took 256 ms; timing is for benchmarks, not tests.
@@ -55,3 +61,26 @@ def log_events() -> Iterator[LogCapture]:
     finally:
         set_secrets(())
         configure_logging("INFO", "json", stream=None)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """This test run's own PostgreSQL database (see tests/postgres.py), dropped at the end;
+    its DSN. Fails, naming what to start, when the server is not reachable."""
+    dsn = create_database()
+    try:
+        yield dsn
+    finally:
+        drop_database(dsn)
+
+
+@pytest.fixture
+def postgres_dsn(postgres_database: str) -> Iterator[str]:
+    """A DSN whose connections work in a new, empty schema of this run's database (so each
+    test starts from an empty database, as with a new SQLite file); dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    pg_execute(postgres_database, f"CREATE SCHEMA {schema}")
+    try:
+        yield with_search_path(postgres_database, schema)
+    finally:
+        pg_execute(postgres_database, f"DROP SCHEMA {schema} CASCADE")

@@ -208,6 +208,31 @@ def test_unknown_key_typo_suggests_the_known_key(tmp_path: Path) -> None:
     assert exc.problems == ["chat.websocket.prot: unknown key (did you mean 'port'?)"]
 
 
+def test_postgres_settings_are_checked(tmp_path: Path) -> None:
+    for name in ("pool", "ok"):
+        (tmp_path / name).mkdir()
+    # The DSN goes in a variable: a DSN where the variable's name belongs is refused.
+    exc = _rejected(
+        tmp_path,
+        "chat:\n  storage:\n    postgres:\n      dsn_env: postgresql://u:pw@h/db\n",
+    )
+    [problem] = exc.problems
+    assert problem.startswith("chat.storage.postgres.dsn_env:")
+    assert "never in a configuration file" in problem
+    exc = _rejected(
+        tmp_path / "pool",
+        "chat:\n  storage:\n    postgres:\n      min_connections: 5\n      max_connections: 2\n",
+    )
+    [problem] = exc.problems
+    assert "min_connections (5) exceeds max_connections (2)" in problem
+    store = _store(
+        tmp_path / "ok", "chat:\n  storage:\n    type: postgres\n    postgres: {dsn_env: CHAT_DB}\n"
+    )
+    snapshot, _ = store.load()
+    assert snapshot.config.chat.storage.type == "postgres"
+    assert snapshot.config.chat.storage.postgres.dsn_env == "CHAT_DB"
+
+
 def test_unknown_top_level_section_is_rejected(tmp_path: Path) -> None:
     exc = _rejected(tmp_path, "chatt:\n  websocket: {}\nnonsense: 1\n")
     assert sorted(exc.problems) == [

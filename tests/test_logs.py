@@ -230,6 +230,24 @@ def test_collect_secrets_includes_variables_mcp_servers_reference(tmp_path) -> N
     assert collect_secrets(environ, store.snapshot) == {"up-0123456789", "hc-0123456789"}
 
 
+def test_collect_secrets_includes_the_postgres_dsn_when_it_holds_a_password(tmp_path) -> None:
+    store = ConfigStore(tmp_path)
+    store.save_runtime_config({"chat": {"storage": {"postgres": {"dsn_env": "CHAT_DB"}}}})
+    dsn = "postgresql://chat:p%40ss-w0rd-99@db.internal:5432/chat"
+    secrets = collect_secrets({"CHAT_DB": dsn}, store.snapshot)
+    assert secrets == {dsn, "p%40ss-w0rd-99", "p@ss-w0rd-99"}
+    set_secrets(secrets)
+    try:
+        line = redact_known_secrets(f"connecting to {dsn} failed; password p@ss-w0rd-99")
+    finally:
+        set_secrets(())
+    assert "w0rd" not in line
+    in_query = "postgresql://chat@db/chat?password=qu3ry-secret"
+    assert "qu3ry-secret" in collect_secrets({"CHAT_DB": in_query}, store.snapshot)
+    # Trust or .pgpass authentication: no password, nothing secret to redact.
+    assert collect_secrets({"CHAT_DB": "postgresql://chat@db/chat"}, store.snapshot) == set()
+
+
 def test_known_secrets_only_leaves_prose_alone() -> None:
     set_secrets([SECRET])
     try:

@@ -1,5 +1,11 @@
 """The PersistenceActor (actors/persistence/actor.py) on a real Bus, a real ConfigActor over a
-real config directory, and a real SQLite file in ``tmp_path`` — no mocks.
+real config directory, and a real database — no mocks. Every test runs against each
+backend (the ``backend`` fixture): ``sqlite`` (a real SQLite file in ``tmp_path``),
+``memory`` (in-memory SQLite) and ``postgres`` (a fresh schema of this run's database on
+the real server, ``tests/postgres.py``), but where a test says why it cannot: SQLite's own
+machinery (``user_version``, WAL, a file that is not a database, a disk made full with
+``max_page_count``, the write-through ``sqlite`` type), and for ``memory`` a restart,
+which by design keeps nothing. PostgreSQL's equivalents close the file.
 
 Proves: the schema is created with ``user_version`` set, WAL on, and a database from a
 newer program is refused untouched; messages round-trip with tool calls and usage; a user
@@ -31,16 +37,25 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 import yaml
 
 from actors.config.actor import ConfigActor
-from actors.errors import InvalidMessage, SessionNotFound, StorageFull, StreamedTextLost
+from actors.errors import (
+    InvalidMessage,
+    SessionNotFound,
+    StorageFull,
+    StorageUnavailable,
+    StreamedTextLost,
+)
 from actors.messages import (
     AppendMessage,
     AppendMessages,
     AssistantDelta,
+    CheckStorage,
     ConversationState,
     CreateConversation,
     DeleteSession,
@@ -52,18 +67,22 @@ from actors.messages import (
     SaveSession,
     SessionPage,
     SessionSummary,
+    StorageCheck,
     StoredMessage,
     StreamedText,
     ToolCall,
     Usage,
 )
 from actors.persistence.actor import SCHEMA_VERSION, DatabaseUnusable, PersistenceActor
+from actors.persistence.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from actors.persistence.sqlite import SqliteRepository
 from bus.bus import Bus
 from bus.errors import (
     RequestFailed,
 )
 from bus.messages import Ping
 from config.store import ConfigStore
+from tests import postgres as pg
 from tests.conftest import LogCapture
 
 TIMEOUT = 5.0
@@ -89,6 +108,9 @@ class Harness:
 
     bus: Bus
     config_dir: Path
+    backend: Backend
+    pg_dsn: str | None = None
+    """The ``postgres`` backend's DSN (its test schema)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     actors: list[Any] = field(default_factory=list)
     persistence: PersistenceActor | None = None
@@ -99,6 +121,8 @@ class Harness:
         return self.config_dir / "chat_history.db"
 
     async def start_persistence(self, **options: Any) -> PersistenceActor:
+        if self.pg_dsn is not None:
+            options.setdefault("environ", {PG_DSN_VARIABLE: self.pg_dsn})
         actor = PersistenceActor(**options)
         task = asyncio.create_task(actor.run(self.bus))
         self.actors.append(actor)
@@ -141,7 +165,26 @@ class Harness:
         await self.barrier()  # ConfigChanged was published before SaveRuntimeConfig answered
 
     def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Read with a second, independent connection (what another process would see)."""
+        """Read with a second, independent connection (what another process would see;
+        for ``memory``, another connection of this process to the running actor's
+        database)."""
+        if self.backend == "postgres":
+            assert self.pg_dsn is not None
+            return pg.query(self.pg_dsn, sql, parameters)
+        if self.backend == "memory":
+            assert self.persistence is not None
+            repository = self.persistence.repository
+            assert isinstance(repository, SqliteRepository)
+            # In memory there is no WAL: a reader meets the writer's lock, and must not wait
+            # for it (timeout 0) — waiting here blocks the event loop the writer needs to
+            # commit. Only a poll can meet a transaction (the barrier ends every other).
+            with closing(sqlite3.connect(repository.uri, uri=True, timeout=0)) as db:
+                try:
+                    return db.execute(sql, parameters).fetchall()
+                except sqlite3.OperationalError as exc:
+                    if "locked" in str(exc):
+                        raise _WriterBusy from exc
+                    raise
         with closing(sqlite3.connect(self.db_path)) as db:
             return db.execute(sql, parameters).fetchall()
 
@@ -152,22 +195,73 @@ class Harness:
 
 
 Starter = Callable[..., Any]
+Backend = Literal["sqlite", "memory", "postgres"]
+PG_DSN_VARIABLE = "MCP_PLATFORM_TEST_STORE_DSN"
+"""The variable ``chat.storage.postgres.dsn_env`` names in these tests (the actor reads
+it from the ``environ`` it is given, not from the process environment)."""
+
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
+"""For a test of SQLite's own machinery (each such test says which)."""
+memory_only = pytest.mark.parametrize("backend", ["memory"])
+postgres_only = pytest.mark.parametrize("backend", ["postgres"])
+persistent = pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+"""For a test that restarts the actor and reads what the first one stored: ``memory``
+keeps nothing past its actor, by design."""
+
+
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The storage every test of this module runs against, one run each."""
+    value: Backend = request.param
+    return value
 
 
 @pytest.fixture
-async def start(tmp_path: Path, log_events: LogCapture) -> AsyncIterator[Starter]:
-    """``await start(overrides, **actor_options)``: write ``overrides`` as the runtime
-    config, start a ConfigActor and a PersistenceActor. Everything is stopped at the end;
-    an actor that crashed unnoticed fails the test there."""
+def backend_dsn(backend: Backend, request: pytest.FixtureRequest) -> str | None:
+    """The ``postgres`` backend's DSN (a fresh schema); None for the others."""
+    if backend != "postgres":
+        return None
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    return dsn
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _backend_config(backend: Backend) -> dict[str, Any]:
+    """The runtime settings that select ``backend`` (a test's own overrides win)."""
+    if backend == "memory":
+        return {"chat": {"storage": {"type": "memory"}}}
+    if backend == "postgres":
+        return {"chat": {"storage": {"type": "postgres", "postgres": {"dsn_env": PG_DSN_VARIABLE}}}}
+    return {}
+
+
+@pytest.fixture
+async def start(
+    tmp_path: Path, log_events: LogCapture, backend: Backend, backend_dsn: str | None
+) -> AsyncIterator[Starter]:
+    """``await start(overrides, **actor_options)``: write ``overrides`` (over the settings
+    that select the backend) as the runtime config, start a ConfigActor and a
+    PersistenceActor. Everything is stopped at the end; an actor that crashed unnoticed
+    fails the test there."""
     harnesses: list[Harness] = []
 
     async def start_(
         overrides: dict[str, Any] | None = None, *, persistence: bool = True, **options: Any
     ) -> Harness:
-        if overrides:
-            (tmp_path / "runtime_config.yaml").write_text(yaml.safe_dump(overrides))
+        settings = _merge(_backend_config(backend), overrides or {})
+        if settings:
+            (tmp_path / "runtime_config.yaml").write_text(yaml.safe_dump(settings))
         bus = Bus()
-        harness = Harness(bus, tmp_path)
+        harness = Harness(bus, tmp_path, backend, backend_dsn)
         harnesses.append(harness)
         config = ConfigActor(ConfigStore(tmp_path))
         harness.actors.append(config)
@@ -211,14 +305,26 @@ async def _start_answer(h: Harness, conversation_id: str, turn_id: str) -> Store
     return stored
 
 
+class _WriterBusy(Exception):
+    """The in-memory database is inside the actor's write transaction right now."""
+
+
 async def _eventually(check: Callable[[], bool]) -> None:
-    """Return once ``check()`` holds (polled every 20 ms, failing after TIMEOUT).
+    """Return once ``check()`` holds (polled every 20 ms, failing after TIMEOUT; a read
+    that met the writer's lock is polled again).
 
     Only for what a timer child task causes (an interval flush, a retention run): the
     actor publishes nothing a test could await instead.
     """
+
+    def holds() -> bool:
+        try:
+            return check()
+        except _WriterBusy:
+            return False
+
     async with asyncio.timeout(TIMEOUT):
-        while not check():  # noqa: ASYNC110 - no event exists to await (see docstring)
+        while not holds():  # noqa: ASYNC110 - no event exists to await (see docstring)
             await asyncio.sleep(0.02)
 
 
@@ -231,6 +337,7 @@ def _failure(excinfo: pytest.ExceptionInfo[RequestFailed]) -> BaseException:
 # -- schema ---------------------------------------------------------------------------------------
 
 
+@sqlite_only  # SQLite's user_version and journal mode
 async def test_schema_is_created_with_user_version_and_wal(
     start: Starter, log_events: LogCapture
 ) -> None:
@@ -252,6 +359,7 @@ async def test_schema_is_created_with_user_version_and_wal(
     assert log_events.events("persistence.opened")[-1]["migrated_from"] == SCHEMA_VERSION
 
 
+@sqlite_only  # a file with user_version set
 async def test_a_database_from_a_newer_program_is_refused_untouched(
     start: Starter, tmp_path: Path
 ) -> None:
@@ -267,6 +375,7 @@ async def test_a_database_from_a_newer_program_is_refused_untouched(
     assert h.query("SELECT name FROM sqlite_master") == []
 
 
+@sqlite_only  # a SQLite file
 async def test_a_file_that_is_not_a_database_is_refused(start: Starter, tmp_path: Path) -> None:
     (tmp_path / "chat_history.db").write_bytes(b"these are not the pages you are looking for" * 100)
     h = await start(persistence=False)
@@ -275,7 +384,191 @@ async def test_a_file_that_is_not_a_database_is_refused(start: Starter, tmp_path
             await PersistenceActor().run(h.bus)
 
 
+# -- PostgreSQL's own machinery: the equivalents of the SQLite-only tests above -------------------
+
+
+@postgres_only
+async def test_postgres_schema_is_versioned_in_schema_migrations(
+    start: Starter, log_events: LogCapture
+) -> None:
+    h = await start()
+    assert h.query("SELECT version FROM schema_migrations") == [(PG_SCHEMA_VERSION,)]
+    tables = {
+        name
+        for (name,) in h.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+    }
+    assert {"conversations", "messages", "schema_migrations"} <= tables
+    [opened] = log_events.events("persistence.opened")
+    assert (opened["storage_type"], opened["migrated_from"]) == ("postgres", 0)
+    assert opened["schema_version"] == PG_SCHEMA_VERSION
+    assert opened["path"].startswith("postgresql://127.0.0.1:")
+    assert "@" not in opened["path"]  # no user, no password
+    # A second start finds the schema in place: nothing to migrate, nothing recorded twice.
+    await h.stop_persistence()
+    await h.start_persistence()
+    assert log_events.events("persistence.opened")[-1]["migrated_from"] == PG_SCHEMA_VERSION
+    assert h.query("SELECT COUNT(*) FROM schema_migrations") == [(PG_SCHEMA_VERSION,)]
+
+
+@postgres_only
+async def test_a_postgres_schema_from_a_newer_program_is_refused_untouched(
+    start: Starter, backend_dsn: str
+) -> None:
+    pg.execute(
+        backend_dsn,
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at "
+        f"DOUBLE PRECISION NOT NULL); INSERT INTO schema_migrations VALUES "
+        f"({PG_SCHEMA_VERSION + 1}, 0)",
+    )
+    h = await start(persistence=False)
+    actor = PersistenceActor(environ={PG_DSN_VARIABLE: backend_dsn})
+    with pytest.raises(DatabaseUnusable, match=rf"schema version {PG_SCHEMA_VERSION + 1}, newer"):
+        async with asyncio.timeout(TIMEOUT):
+            await actor.run(h.bus)
+    assert h.query("SELECT version FROM schema_migrations") == [(PG_SCHEMA_VERSION + 1,)]
+    assert h.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+    ) == [("schema_migrations",)]
+
+
+@postgres_only
+async def test_postgres_without_its_dsn_variable_is_refused_naming_it(start: Starter) -> None:
+    h = await start(persistence=False)
+    with pytest.raises(DatabaseUnusable, match=rf"variable {PG_DSN_VARIABLE} .* is not set"):
+        async with asyncio.timeout(TIMEOUT):
+            await PersistenceActor(environ={}).run(h.bus)
+
+
+@postgres_only
+async def test_an_unreachable_postgres_fails_the_start_with_storage_unavailable(
+    start: Starter, unused_tcp_port: int
+) -> None:
+    dsn = f"postgresql://postgres:hunter2secret@127.0.0.1:{unused_tcp_port}/nothing"
+    h = await start(persistence=False)
+    with pytest.raises(StorageUnavailable, match=rf"127.0.0.1:{unused_tcp_port}/nothing") as exc:
+        async with asyncio.timeout(TIMEOUT):
+            await PersistenceActor(environ={PG_DSN_VARIABLE: dsn}).run(h.bus)
+    assert "hunter2secret" not in str(exc.value)
+
+
+@postgres_only
+async def test_a_postgres_refusing_the_write_for_space_fails_it_with_storage_full(
+    start: Starter, backend_dsn: str
+) -> None:
+    """The disk-full test of SQLite (max_page_count) for PostgreSQL: a test trigger raises
+    SQLSTATE 53100 (disk_full), as the server does when its disk is full, for big rows."""
+    h = await start()
+    pg.execute(
+        backend_dsn,
+        """
+        CREATE FUNCTION refuse_big_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF length(NEW.content) > 1000 THEN
+                RAISE EXCEPTION 'could not extend file: No space left on device'
+                    USING ERRCODE = 'disk_full';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_big_rows BEFORE INSERT OR UPDATE ON messages
+        FOR EACH ROW EXECUTE FUNCTION refuse_big_rows();
+        """,
+    )
+    cid = await _conversation(h)
+    kept = await h.ask(AppendMessage(conversation_id=cid, role="user", content="kept"))
+    before = h.writes
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(AppendMessage(conversation_id=cid, role="user", content="x" * 200_000))
+    full = _failure(excinfo)
+    assert isinstance(full, StorageFull)
+    assert "full" in str(full)
+    assert isinstance(full.__cause__, asyncpg.DiskFullError)
+    assert h.writes == before
+    # Nothing half-written; reads and small writes still work.
+    assert await h.ask(LoadHistory(conversation_id=cid)) == (kept,)
+    after = await h.ask(AppendMessage(conversation_id=cid, role="user", content="small"))
+    assert [m.id for m in await h.ask(LoadHistory(conversation_id=cid))] == [kept.id, after.id]
+
+
+@postgres_only
+async def test_a_postgres_outage_fails_requests_with_storage_unavailable_and_service_resumes(
+    start: Starter, backend_dsn: str, log_events: LogCapture
+) -> None:
+    """The database closed to connections and every connection cut (what a server restart
+    does to the platform): requests fail with StorageUnavailable, a flush due meanwhile is
+    logged and kept pending, the actor keeps running; when the database is back, the same
+    actor serves again and the answer is finished whole."""
+    h = await start(_streaming({"persist_deltas": True, "min_chars": 4, "interval_ms": 60_000}))
+    cid = await _conversation(h)
+    row = await _start_answer(h, cid, "t1")
+    database = urlsplit(backend_dsn).path.lstrip("/")
+    admin = pg.admin_dsn()
+    pg.execute(admin, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+    try:
+        pg.execute(
+            admin,
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'",
+        )
+        for request in (
+            AppendMessage(conversation_id=cid, role="user", content="lost?"),
+            LoadHistory(conversation_id=cid),
+            CreateConversation(owner="alice"),
+        ):
+            with pytest.raises(RequestFailed) as excinfo:
+                await h.ask(request)
+            failure = _failure(excinfo)
+            assert isinstance(failure, StorageUnavailable), failure
+            assert "cannot be reached" in str(failure)
+        await h.delta("t1", "while down")  # min_chars reached: the flush fails, logged
+        await h.barrier()
+        [failed] = log_events.events("persistence.flush_failed")
+        assert failed["message_ids"] == [row.id]
+    finally:
+        pg.execute(admin, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    assert h.persistence_task is not None
+    assert not h.persistence_task.done()
+    stored = await h.ask(AppendMessage(conversation_id=cid, role="user", content="back"))
+    final = await h.ask(
+        FinishMessage(message_id=row.id, streamed=StreamedText(content_chars=10, thinking_chars=0))
+    )
+    assert final.content == "while down"
+    history = await h.ask(LoadHistory(conversation_id=cid))
+    assert [(m.id, m.content) for m in history] == [(row.id, "while down"), (stored.id, "back")]
+
+
+@postgres_only
+async def test_changing_the_postgres_settings_warns_that_a_restart_is_needed(
+    start: Starter, log_events: LogCapture, backend_dsn: str
+) -> None:
+    h = await start()
+    await h.save_config(
+        {"chat": {"storage": {"type": "postgres", "postgres": {"dsn_env": "ANOTHER_DSN"}}}}
+    )
+    [warning] = log_events.events("persistence.restart_required")
+    assert "$ANOTHER_DSN" in warning["configured_path"]
+    assert f"${PG_DSN_VARIABLE}" in warning["in_use_path"]
+    assert backend_dsn not in log_events.text
+    cid = await _conversation(h)  # the database in use stays in use
+    assert h.query("SELECT id FROM conversations") == [(cid,)]
+
+
 # -- messages -------------------------------------------------------------------------------------
+
+
+async def test_a_storage_check_opens_a_write_transaction_and_writes_nothing(
+    start: Starter,
+) -> None:
+    """CheckStorage (``/readyz``) on every engine: writable, and nothing was written."""
+    h = await start()
+    cid = await _conversation(h)
+    before = h.writes
+    check = await h.ask(CheckStorage())
+    assert isinstance(check, StorageCheck)
+    assert check.writable, check.detail
+    assert "rolled back" in check.detail
+    assert h.writes == before
+    assert await h.ask(LoadHistory(conversation_id=cid)) == ()
 
 
 async def test_messages_round_trip_with_tool_calls_and_usage(start: Starter) -> None:
@@ -523,6 +816,7 @@ async def test_a_slow_stream_is_flushed_by_the_interval(start: Starter) -> None:
     await _eventually(lambda: h.query("SELECT content FROM messages") == [("a slow start",)])
 
 
+@sqlite_only  # the type `sqlite` itself
 async def test_storage_type_sqlite_writes_every_delta_through(start: Starter) -> None:
     h = await start({"chat": {"storage": {"type": "sqlite"}}})
     cid = await _conversation(h)
@@ -535,6 +829,7 @@ async def test_storage_type_sqlite_writes_every_delta_through(start: Starter) ->
     assert h.query("SELECT content FROM messages") == [("one two three",)]
 
 
+@persistent  # a restart
 async def test_a_killed_actor_flushes_nothing_and_the_next_start_marks_incomplete(
     start: Starter, log_events: LogCapture
 ) -> None:
@@ -586,6 +881,7 @@ async def test_a_streamed_answer_is_finished_from_its_deltas_without_its_text(
     ]
 
 
+@persistent  # a restart
 async def test_a_streamed_finish_whose_text_is_not_here_fails_with_streamed_text_lost(
     start: Starter,
 ) -> None:
@@ -619,6 +915,7 @@ async def test_a_streamed_finish_whose_text_is_not_here_fails_with_streamed_text
     assert (final.content, final.status) == ("abcdef", "complete")
 
 
+@persistent  # reads after the stop
 async def test_a_requested_stop_flushes_open_streams(
     start: Starter, log_events: LogCapture
 ) -> None:
@@ -876,6 +1173,7 @@ async def test_delete_session_removes_it_and_its_messages(start: Starter) -> Non
 # -- failure and storage types --------------------------------------------------------------------
 
 
+@sqlite_only  # max_page_count
 async def test_a_full_disk_fails_the_write_with_storage_full_and_the_actor_keeps_serving(
     start: Starter,
 ) -> None:
@@ -897,6 +1195,7 @@ async def test_a_full_disk_fails_the_write_with_storage_full_and_the_actor_keeps
     assert [m.id for m in await h.ask(LoadHistory(conversation_id=cid))] == [kept.id, after.id]
 
 
+@memory_only  # the type `memory` itself
 async def test_memory_storage_writes_no_file(start: Starter, tmp_path: Path) -> None:
     h = await start({"chat": {"storage": {"type": "memory"}}})
     cid = await _conversation(h)
@@ -935,6 +1234,7 @@ async def test_a_huge_answer_is_not_rewritten_every_min_chars(start: Starter) ->
     assert h.query("SELECT content, status FROM messages") == [(text, "complete")]
 
 
+@sqlite_only  # its second half changes the SQLite file
 async def test_settings_change_live(start: Starter, log_events: LogCapture) -> None:
     h = await start()  # defaults: persist_deltas on, min_chars 1024
     cid = await _conversation(h)

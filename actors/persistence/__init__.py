@@ -1,4 +1,5 @@
-"""The PersistenceActor's room: conversations in SQLite (``actor.py``)."""
+"""The PersistenceActor's room: conversations and messages (``actor.py``), stored through a
+repository (``repository.py``): SQLite or memory (``sqlite.py``)."""
 
 from actors.persistence.actor import PersistenceActor
 

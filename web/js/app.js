@@ -19,6 +19,7 @@ const RESULT_PREVIEW_CHARS = 4000;
 // User-facing texts for error codes (the product documentation's wording, README "Errors").
 const ERROR_TEXTS = {
   STORAGE_FULL: "The database cannot be written (disk full or read-only). Nothing stored was changed; free some space and try again.",
+  STORAGE_UNAVAILABLE: "The database cannot be reached right now. Nothing stored was changed; try again in a moment.",
   SESSION_NOT_FOUND: "That conversation does not exist any more (it was deleted or removed by retention).",
   MCP_SERVER_UNAVAILABLE: "An MCP server is unavailable: its tools are not offered until it reconnects.",
   TURN_IN_PROGRESS: "An answer is still running in this conversation; wait for it or press Stop.",
@@ -29,6 +30,7 @@ const ERROR_TITLES = {
   LLM_UNAVAILABLE: "The LLM provider failed",
   RATE_LIMITED: "Rate limited by the LLM provider",
   STORAGE_FULL: "Storage full",
+  STORAGE_UNAVAILABLE: "Storage unavailable",
   SESSION_NOT_FOUND: "Session not found",
   MCP_SERVER_UNAVAILABLE: "MCP server unavailable",
   TOOL_FAILED: "Tool failed",
@@ -39,7 +41,7 @@ const ERROR_TITLES = {
 };
 
 // Codes with which the gateway refuses a user_message before it is stored.
-const REFUSED_CODES = new Set(["INVALID_MESSAGE", "MESSAGE_TOO_LARGE", "TURN_IN_PROGRESS", "STORAGE_FULL"]);
+const REFUSED_CODES = new Set(["INVALID_MESSAGE", "MESSAGE_TOO_LARGE", "TURN_IN_PROGRESS", "STORAGE_FULL", "STORAGE_UNAVAILABLE"]);
 
 const $ = (id) => document.getElementById(id);
 

@@ -1,0 +1,719 @@
+"""The PostgreSQL repository: conversations and messages in a PostgreSQL database (asyncpg).
+
+Design note — the same rows as SQLite. The tables, columns and statements mirror
+``sqlite.py`` one for one (timestamps are Unix seconds in ``double precision``, JSON
+columns are text, ``saved`` is 0/1), so the two backends answer every call alike and
+``mcp-platform migrate`` copies rows without converting them. Differences, each for a
+reason:
+
+* ``conversations.seq`` (an identity column) stands in for SQLite's ``rowid``: the
+  tie-break between conversations updated in the same instant is their creation order.
+* The schema version is the newest row of ``schema_migrations`` (one row per step, with
+  the time it was applied), not ``PRAGMA user_version``: PostgreSQL has none, and several
+  processes may share the database, so a migration takes a transaction-scoped advisory
+  lock (:data:`_MIGRATION_LOCK`) and re-reads the version under it.
+* Triggers touch the conversation when a message is stored or finished (as SQLite's
+  schema version 2 does), so the hot-path writes stay one statement each: one round trip
+  (~0.1-0.3 ms on loopback) instead of four.
+
+Design note — failures. A pool of connections (``chat.storage.postgres``); each call
+acquires one for its statement or transaction. What goes wrong is translated where it
+happens (:meth:`PostgresRepository._connection`):
+
+* the server cannot be reached, the connection breaks, a statement times out →
+  :class:`~actors.errors.StorageUnavailable` (the pool drops a broken connection and
+  opens a new one at the next call, so service resumes when the server is back);
+* disk full, read-only, out of resources → :class:`~actors.errors.StorageFull`;
+* a foreign key to a conversation that is gone → :class:`~actors.errors.SessionNotFound`.
+
+A transaction that fails is rolled back by the server, as a whole: nothing is
+half-written. The DSN holds a password: it is never logged nor put in an error message
+(:attr:`PostgresRepository.description` names only host, port and database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit
+
+import asyncpg
+from asyncpg import Record
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+from actors.errors import SessionNotFound, StorageFull, StorageUnavailable
+from actors.messages import AppendMessage, SessionSummary, StoredMessage
+from actors.persistence.repository import (
+    MESSAGE_COLUMNS,
+    ConversationRecord,
+    DatabaseUnusable,
+    FinishedAnswer,
+    OpenReport,
+    RetentionCounts,
+    RetentionPolicy,
+    SavedSessionsFull,
+    StreamFlush,
+    conversation_record,
+    message_values,
+    session_summary,
+    stored_message,
+    tool_calls_json,
+    usage_json,
+)
+
+_Connection: TypeAlias = "PoolConnectionProxy[Record]"
+"""A pooled connection, as ``Pool.acquire`` gives it (generic only in the stubs)."""
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresRepository", "describe_dsn"]
+
+# -- schema ---------------------------------------------------------------------------------
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # Version 1: conversations and their messages, and the triggers that touch a
+    # conversation when one of its messages is stored or finished (SQLite's versions 1+2).
+    (
+        """
+        CREATE TABLE conversations (
+            id         TEXT PRIMARY KEY,
+            seq        BIGINT GENERATED ALWAYS AS IDENTITY,
+            owner      TEXT NOT NULL,
+            name       TEXT,
+            saved      INTEGER NOT NULL DEFAULT 0 CHECK (saved IN (0, 1)),
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            saved_at   DOUBLE PRECISION
+        )
+        """,
+        # OpenConversation / ListSessions / max_sessions: one owner's conversations by recency.
+        "CREATE INDEX conversations_by_owner ON conversations (owner, saved, updated_at)",
+        # Retention by age.
+        "CREATE INDEX conversations_by_age ON conversations (saved, updated_at)",
+        """
+        CREATE TABLE messages (
+            id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            conversation_id TEXT NOT NULL
+                            REFERENCES conversations (id) ON DELETE CASCADE,
+            role            TEXT NOT NULL
+                            CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+            content         TEXT NOT NULL DEFAULT '',
+            thinking        TEXT,
+            tool_calls      TEXT,
+            tool_call_id    TEXT,
+            name            TEXT,
+            usage           TEXT,
+            model           TEXT,
+            status          TEXT NOT NULL DEFAULT 'complete' CHECK (status IN
+                            ('complete', 'streaming', 'incomplete', 'cancelled', 'error')),
+            turn_id         TEXT,
+            finish_reason   TEXT,
+            created_at      DOUBLE PRECISION NOT NULL,
+            updated_at      DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX messages_by_conversation ON messages (conversation_id, id)",
+        "CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming'",
+        """
+        CREATE FUNCTION touch_conversation() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE conversations SET updated_at = NEW.updated_at
+            WHERE id = NEW.conversation_id;
+            RETURN NULL;
+        END
+        $$
+        """,
+        """
+        CREATE TRIGGER messages_touch_on_insert AFTER INSERT ON messages
+        FOR EACH ROW EXECUTE FUNCTION touch_conversation()
+        """,
+        """
+        CREATE TRIGGER messages_touch_on_finish AFTER UPDATE OF status ON messages
+        FOR EACH ROW WHEN (NEW.status IS DISTINCT FROM OLD.status)
+        EXECUTE FUNCTION touch_conversation()
+        """,
+    ),
+)
+"""Migration steps in order: step ``i`` takes the database from version ``i`` to
+``i + 1`` and records ``i + 1`` in ``schema_migrations``. Append a step to change the
+schema; never edit one."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The schema version this program writes."""
+
+_MIGRATION_LOCK = 0x4D4350_5047  # "MCPPG": the advisory lock key of schema migrations
+"""Two processes starting on one database migrate one after the other."""
+
+_CLOSE_TIMEOUT = 5.0
+"""Seconds the pool gets to close before its connections are terminated."""
+
+# -- SQL ------------------------------------------------------------------------------------
+
+_CREATE_VERSION_TABLE = """
+    CREATE TABLE IF NOT EXISTS schema_migrations (
+        version    INTEGER PRIMARY KEY,
+        applied_at DOUBLE PRECISION NOT NULL
+    )
+"""
+_SELECT_VERSION = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+_VERSION_TABLE_EXISTS = "SELECT to_regclass('schema_migrations') IS NOT NULL"
+_RECORD_VERSION = "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)"
+_RECOVER_STREAMING = (
+    "UPDATE messages SET status = 'incomplete', updated_at = $1 WHERE status = 'streaming'"
+)
+_INSERT_CONVERSATION = (
+    "INSERT INTO conversations (id, owner, saved, created_at, updated_at) "
+    "VALUES ($1, $2, 0, $3, $3)"
+)
+_SELECT_CONVERSATION = "SELECT id, owner, name, saved FROM conversations WHERE id = $1"
+_SELECT_CONVERSATION_FOR_UPDATE = _SELECT_CONVERSATION + " FOR UPDATE"
+_SELECT_LATEST_UNSAVED = (
+    "SELECT id, owner, name, saved FROM conversations WHERE owner = $1 AND saved = 0 "
+    "ORDER BY updated_at DESC, seq DESC LIMIT 1"
+)
+_FLUSH_STREAM = (
+    "UPDATE messages SET content = $1, thinking = $2, status = $3, updated_at = $4 "
+    "WHERE id = $5 AND status = 'streaming'"
+)
+_FINISH_MESSAGE = (
+    "UPDATE messages SET content = $1, thinking = COALESCE($2, thinking), "
+    "tool_calls = COALESCE($3, tool_calls), usage = COALESCE($4, usage), "
+    "model = COALESCE($5, model), status = $6, finish_reason = COALESCE($7, finish_reason), "
+    "updated_at = $8 WHERE id = $9 RETURNING *"
+)
+_SELECT_HISTORY = (
+    "SELECT * FROM (SELECT * FROM messages WHERE conversation_id = $1 ORDER BY id DESC "
+    "LIMIT $2) AS newest ORDER BY id"
+)
+_COUNT_SAVED = "SELECT COUNT(*) FROM conversations WHERE owner = $1 AND saved = 1"
+_SAVE_CONVERSATION = "UPDATE conversations SET saved = 1, name = $1, saved_at = $2 WHERE id = $3"
+_DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = $1 AND owner = $2"
+# The usage sums: SQLite's json_extract() is PostgreSQL's (text::jsonb ->> key)::type;
+# SUM(bigint) is numeric in PostgreSQL, cast back so the driver returns an int.
+_SUMMARY_COLUMNS = """
+    SELECT c.id, c.name, c.saved, c.created_at, c.updated_at,
+           COUNT(m.id) AS message_count,
+           COALESCE(SUM(CASE WHEN m.role = 'assistant'
+                        THEN (m.usage::jsonb ->> 'prompt_tokens')::bigint END), 0)::bigint
+               AS prompt_tokens,
+           COALESCE(SUM(CASE WHEN m.role = 'assistant'
+                        THEN (m.usage::jsonb ->> 'completion_tokens')::bigint END), 0)::bigint
+               AS completion_tokens,
+           COALESCE(SUM(CASE WHEN m.role = 'assistant'
+                        THEN (m.usage::jsonb ->> 'total_tokens')::bigint END), 0)::bigint
+               AS total_tokens,
+           SUM(CASE WHEN m.role = 'assistant'
+               THEN (m.usage::jsonb ->> 'cost')::double precision END) AS cost
+    FROM chosen AS c LEFT JOIN messages AS m ON m.conversation_id = c.id
+    GROUP BY c.id, c.name, c.saved, c.created_at, c.updated_at
+    ORDER BY c.updated_at DESC, c.id DESC
+"""
+_ONE_CONVERSATION = "WITH chosen AS (SELECT * FROM conversations WHERE owner = $1 AND id = $2)"
+_SELECT_SUMMARY = _ONE_CONVERSATION + _SUMMARY_COLUMNS
+# Keyset pagination as in sqlite.py: the first page, and the page after a cursor's key.
+_FIRST_PAGE = """
+    WITH chosen AS (
+        SELECT * FROM conversations WHERE owner = $1
+        ORDER BY updated_at DESC, id DESC LIMIT $2
+    )"""
+_NEXT_PAGE = """
+    WITH chosen AS (
+        SELECT * FROM conversations
+        WHERE owner = $1 AND (updated_at, id) < ($2, $3)
+        ORDER BY updated_at DESC, id DESC LIMIT $4
+    )"""
+_SELECT_FIRST_PAGE = _FIRST_PAGE + _SUMMARY_COLUMNS
+_SELECT_NEXT_PAGE = _NEXT_PAGE + _SUMMARY_COLUMNS
+# Retention. ``$2``: the conversations with an answer streaming right now (spared).
+_EXPIRE_SAVED = """
+    DELETE FROM conversations
+    WHERE saved = 1 AND GREATEST(updated_at, COALESCE(saved_at, updated_at)) < $1
+      AND id <> ALL($2::text[])
+"""
+_EXPIRE_UNSAVED = """
+    DELETE FROM conversations
+    WHERE saved = 0 AND updated_at < $1 AND id <> ALL($2::text[])
+"""
+_DELETE_BEYOND_MAX_SESSIONS = """
+    DELETE FROM conversations
+    WHERE id IN (
+        SELECT id FROM (
+            SELECT id, ROW_NUMBER() OVER (
+                PARTITION BY owner ORDER BY updated_at DESC, seq DESC) AS recency
+            FROM conversations WHERE saved = 0) AS ranked
+        WHERE recency > $1)
+      AND id <> ALL($2::text[])
+"""
+_TRIM_MESSAGES = """
+    DELETE FROM messages
+    WHERE id IN (
+        SELECT id FROM (
+            SELECT m.id, ROW_NUMBER() OVER (
+                PARTITION BY m.conversation_id ORDER BY m.id DESC) AS recency
+            FROM messages AS m JOIN conversations AS c ON c.id = m.conversation_id
+            WHERE c.saved = 0) AS ranked
+        WHERE recency > $1)
+"""
+
+
+_INSERT_MESSAGE_COLUMNS = f"INSERT INTO messages ({MESSAGE_COLUMNS})"
+
+
+def _insert_messages_sql(count: int) -> str:
+    """A multi-row INSERT of ``count`` messages, returning their ids."""
+    width = len(MESSAGE_COLUMNS.split(","))
+    rows = ", ".join(
+        "(" + ", ".join(f"${row * width + column + 1}" for column in range(width)) + ")"
+        for row in range(count)
+    )
+    return f"{_INSERT_MESSAGE_COLUMNS} VALUES {rows} RETURNING id"
+
+
+def describe_dsn(dsn: str) -> str:
+    """Host, port and database of a DSN, without user, password or options (for logs).
+
+    Raises:
+        ValueError: Not a ``postgresql://`` (or ``postgres://``) URL.
+    """
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("the DSN must be a postgresql:// URL")
+    host = parts.hostname or "localhost"
+    port = parts.port or 5432
+    database = parts.path.lstrip("/") or "(the user's database)"
+    return f"postgresql://{host}:{port}/{database}"
+
+
+def _rowcount(status: str) -> int:
+    """The row count of a command status (``"DELETE 3"`` → 3)."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+# SQLSTATE classes and codes (PostgreSQL Appendix A) that mean "the storage cannot take
+# the write": StorageFull, as for SQLite's full or read-only file.
+_STORAGE_FULL_STATES = {
+    "53100": "full (disk full)",
+    "53200": "out of memory",
+    "53000": "out of resources",
+    "25006": "read-only",
+}
+_UNAVAILABLE_CLASSES = ("08", "57P")
+"""Connection exceptions (08xxx) and operator intervention (57P01 admin shutdown, 57P03
+cannot connect now): the server went away or is not ready."""
+
+
+async def _no_session_state(_db: asyncpg.Connection[Record]) -> None:
+    """The pool's reset of a released connection: nothing to do.
+
+    asyncpg's default runs ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` at every release: one more round trip per call (~0.1 ms, a third of a
+    write with ``synchronous_commit: off``). These statements leave no session state (no
+    ``SET``, cursor, ``LISTEN`` or session-level lock; the migration lock is transaction
+    scoped), and asyncpg itself still rolls back a transaction left open (a cancelled
+    call) before this runs.
+    """
+
+
+class PostgresRepository:
+    """Conversations and messages in PostgreSQL, through an asyncpg pool.
+
+    Args:
+        dsn: ``postgresql://user:password@host:port/database`` (never logged).
+        min_connections: Connections the pool keeps open.
+        max_connections: Connections the pool may open.
+        connect_timeout: Seconds to open a connection.
+        command_timeout: Seconds one statement may take.
+        synchronous_commit: PostgreSQL's ``synchronous_commit`` for these connections
+            (None: the server's).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 4,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 30.0,
+        synchronous_commit: str | None = None,
+    ) -> None:
+        self.write_transactions = 0
+        self._dsn = dsn
+        try:
+            self._description = describe_dsn(dsn)
+        except ValueError as exc:
+            raise DatabaseUnusable(
+                f"cannot use the PostgreSQL DSN: {exc} "
+                "(postgresql://user:password@host:5432/database)"
+            ) from None  # the DSN is a secret: not in the traceback either
+        self._min_connections = min_connections
+        self._max_connections = max_connections
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._server_settings = (
+            {} if synchronous_commit is None else {"synchronous_commit": synchronous_commit}
+        )
+        self._pool: asyncpg.Pool[Record] | None = None  # generic in the stubs only
+
+    @property
+    def description(self) -> str:
+        """``postgresql://host:port/database`` (no user, no password)."""
+        return self._description
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self, now: float, *, recover_streaming: bool = True) -> OpenReport:
+        """Connect, create or migrate the schema, recover interrupted answers.
+
+        Recovery marks EVERY ``streaming`` row: right for one platform process per
+        database (the rows are a dead predecessor's), wrong for replicas sharing it,
+        which need a per-turn lease to tell a dead turn from a live one (issue 17).
+
+        Args:
+            now: The time stored in recovered rows.
+            recover_streaming: Mark rows still ``streaming`` ``incomplete`` (False for a
+                tool that must not touch the answers a running platform is streaming,
+                ``mcp-platform migrate``).
+
+        Raises:
+            DatabaseUnusable: A newer program's schema, or the server refuses this DSN
+                (wrong password, unknown database or role).
+            StorageUnavailable: The server cannot be reached.
+            StorageFull: The schema could not be written.
+        """
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._min_connections,
+                max_size=self._max_connections,
+                timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
+                server_settings=self._server_settings,
+                reset=_no_session_state,
+            )
+        except (
+            asyncpg.InvalidAuthorizationSpecificationError,
+            asyncpg.InvalidCatalogNameError,
+        ) as exc:
+            raise DatabaseUnusable(
+                f"PostgreSQL at {self._description} refused the configured DSN: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageUnavailable(
+                f"cannot connect to PostgreSQL at {self._description}: {type(exc).__name__}: {exc}"
+            ) from None
+        async with self._connection("prepare the database") as db:
+            server_version = ".".join(str(n) for n in db.get_server_version()[:2])
+            found = await self._schema_version(db)
+            if found > SCHEMA_VERSION:
+                # Checked before anything else touches the database.
+                raise DatabaseUnusable(
+                    f"the chat database {self._description} has schema version {found}, "
+                    f"newer than this program's version {SCHEMA_VERSION}: it was written "
+                    "by a newer MCP Platform. Upgrade, or point chat.storage.postgres."
+                    "dsn_env at another database."
+                )
+            async with db.transaction():
+                await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                await db.execute(_CREATE_VERSION_TABLE)
+                # Read again under the lock: another process may have migrated meanwhile.
+                version = int(await db.fetchval(_SELECT_VERSION))
+                for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+                    for statement in step:
+                        await db.execute(statement)
+                    await db.execute(_RECORD_VERSION, number, now)
+                recovered = (
+                    _rowcount(await db.execute(_RECOVER_STREAMING, now)) if recover_streaming else 0
+                )
+            self.write_transactions += 1
+        return OpenReport(
+            schema_version=SCHEMA_VERSION,
+            migrated_from=found,
+            recovered=recovered,
+            details={"server_version": server_version},
+        )
+
+    @staticmethod
+    async def _schema_version(db: _Connection) -> int:
+        """The schema version, without creating anything (0: no schema yet)."""
+        if not await db.fetchval(_VERSION_TABLE_EXISTS):
+            return 0
+        return int(await db.fetchval(_SELECT_VERSION))
+
+    async def close(self) -> None:
+        """Close the pool (open transactions are rolled back by the server).
+
+        Raises:
+            TimeoutError: The pool did not close within the deadline (its connections
+                were terminated).
+        """
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(pool.close()), _CLOSE_TIMEOUT)
+        except TimeoutError:
+            pool.terminate()
+            raise
+
+    # -- connections and errors -------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _connection(
+        self, action: str, conversation_id: str | None = None
+    ) -> AsyncIterator[_Connection]:
+        """A pooled connection, with the failures of whatever runs on it translated.
+
+        Args:
+            action: What is being done, for the error message ("store the message").
+            conversation_id: The conversation a foreign-key failure is about.
+
+        Raises:
+            StorageUnavailable: The server cannot be reached or the connection broke.
+            StorageFull: The server cannot take the write.
+            SessionNotFound: A foreign key names a conversation that does not exist.
+        """
+        if self._pool is None:
+            raise RuntimeError("the database is not open")
+        pool = self._pool
+        try:
+            # A connection the server closed is replaced here: acquiring it reconnects.
+            db = await pool.acquire(timeout=self._connect_timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Refused, timed out, or the server refuses connections for now (starting up,
+            # shutting down, a database closed to connections): whatever it says, the
+            # database is out of reach for this request.
+            raise self._unavailable(action, exc) from exc
+        try:
+            yield db
+        except asyncpg.ForeignKeyViolationError as exc:
+            if conversation_id is None:
+                raise
+            raise SessionNotFound(f"no conversation {conversation_id!r}") from exc
+        except asyncpg.PostgresError as exc:
+            problem = _STORAGE_FULL_STATES.get(exc.sqlstate or "")
+            if problem is not None:
+                raise StorageFull(
+                    f"cannot {action}: the storage of {self._description} is {problem} "
+                    f"({exc}); nothing was written, stored messages are intact"
+                ) from exc
+            if (exc.sqlstate or "").startswith(_UNAVAILABLE_CLASSES):
+                raise self._unavailable(action, exc) from exc
+            raise
+        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+            # A reset connection, a statement timeout, a connection closed under us.
+            raise self._unavailable(action, exc) from exc
+        finally:
+            await pool.release(db)
+
+    def _unavailable(self, action: str, exc: BaseException) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"cannot {action}: PostgreSQL at {self._description} cannot be reached "
+            f"({type(exc).__name__}: {exc}); nothing was written, try again"
+        )
+
+    @asynccontextmanager
+    async def _write(
+        self, action: str, conversation_id: str | None = None
+    ) -> AsyncIterator[_Connection]:
+        """A write transaction on a pooled connection, counted when it commits."""
+        async with self._connection(action, conversation_id) as db, db.transaction():
+            yield db
+        self.write_transactions += 1
+
+    # -- conversations ----------------------------------------------------------------------
+
+    async def create_conversation(self, conversation_id: str, owner: str, now: float) -> None:
+        """Insert an unsaved conversation."""
+        async with self._connection("create a conversation") as db:
+            await db.execute(_INSERT_CONVERSATION, conversation_id, owner, now)
+        self.write_transactions += 1
+
+    async def conversation(self, conversation_id: str) -> ConversationRecord | None:
+        """The conversation with that id, if any."""
+        async with self._connection("read the conversation") as db:
+            row = await db.fetchrow(_SELECT_CONVERSATION, conversation_id)
+        return None if row is None else conversation_record(row)
+
+    async def latest_unsaved(self, owner: str) -> ConversationRecord | None:
+        """The owner's most recently updated unsaved conversation, if any."""
+        async with self._connection("read the conversations") as db:
+            row = await db.fetchrow(_SELECT_LATEST_UNSAVED, owner)
+        return None if row is None else conversation_record(row)
+
+    async def save_conversation(
+        self, owner: str, conversation_id: str, name: str, now: float, max_saved: int
+    ) -> SessionSummary:
+        """Save (or rename) the owner's conversation, checking the limit in the same
+        transaction (the row is locked, so two saves of one owner count one after the
+        other only for the same conversation; the limit is a soft cap across replicas)."""
+        async with self._write("save the session") as db:
+            row = await db.fetchrow(_SELECT_CONVERSATION_FOR_UPDATE, conversation_id)
+            if row is None or row["owner"] != owner:
+                raise SessionNotFound(f"no conversation {conversation_id!r}")
+            if not row["saved"]:
+                saved = int(await db.fetchval(_COUNT_SAVED, owner))
+                if saved >= max_saved:
+                    raise SavedSessionsFull(saved)
+            await db.execute(_SAVE_CONVERSATION, name, now, conversation_id)
+        async with self._connection("read the session") as db:
+            summary = await db.fetchrow(_SELECT_SUMMARY, owner, conversation_id)
+        if summary is None:  # deleted between the two statements (another process)
+            raise SessionNotFound(f"no conversation {conversation_id!r}")
+        return session_summary(summary)
+
+    async def session_page(
+        self, owner: str, after: tuple[float, str] | None, limit: int
+    ) -> list[SessionSummary]:
+        """One page of the owner's conversations by ``(updated_at, id)``, newest first."""
+        async with self._connection("list the sessions") as db:
+            if after is None:
+                rows = await db.fetch(_SELECT_FIRST_PAGE, owner, limit)
+            else:
+                rows = await db.fetch(_SELECT_NEXT_PAGE, owner, after[0], after[1], limit)
+        return [session_summary(row) for row in rows]
+
+    async def delete_conversation(self, owner: str, conversation_id: str) -> bool:
+        """Delete the owner's conversation (its messages cascade)."""
+        async with self._write("delete the session") as db:
+            deleted = _rowcount(await db.execute(_DELETE_CONVERSATION, conversation_id, owner))
+        return bool(deleted)
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def insert_message(self, message: AppendMessage, now: float) -> int:
+        """One statement (the insert trigger touches the conversation, the foreign key
+        refuses an unknown one)."""
+        async with self._connection("store the message", message.conversation_id) as db:
+            message_id = await db.fetchval(_insert_messages_sql(1), *message_values(message, now))
+        self.write_transactions += 1
+        return int(message_id)
+
+    async def insert_messages(self, messages: Sequence[AppendMessage], now: float) -> list[int]:
+        """Several messages in one multi-row INSERT (one statement, all or none)."""
+        if not messages:
+            return []
+        values = [value for message in messages for value in message_values(message, now)]
+        conversation = messages[0].conversation_id
+        async with self._connection("store the messages", conversation) as db:
+            rows = await db.fetch(_insert_messages_sql(len(messages)), *values)
+        self.write_transactions += 1
+        # Identity values are drawn in VALUES order: sorted ids follow the messages.
+        return sorted(int(row["id"]) for row in rows)
+
+    async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
+        """The streams' text in one transaction: one pipelined ``executemany``, which
+        asyncpg runs atomically by itself (an explicit ``BEGIN``/``COMMIT`` would add two
+        round trips to each flush)."""
+        rows = [(f.content, f.thinking, f.status, now, f.message_id) for f in flushes]
+        async with self._connection("store the partial answer") as db:
+            await db.executemany(_FLUSH_STREAM, rows)
+        self.write_transactions += 1
+
+    async def finish_message(self, answer: FinishedAnswer, now: float) -> StoredMessage | None:
+        """One statement (the status trigger touches the conversation)."""
+        async with self._connection("store the answer") as db:
+            row = await db.fetchrow(
+                _FINISH_MESSAGE,
+                answer.content,
+                answer.thinking,
+                tool_calls_json(answer.tool_calls),
+                usage_json(answer.usage),
+                answer.model,
+                answer.status,
+                answer.finish_reason,
+                now,
+                answer.message_id,
+            )
+        self.write_transactions += 1
+        return None if row is None else stored_message(row)
+
+    async def load_history(self, conversation_id: str, limit: int) -> list[StoredMessage]:
+        """The newest ``limit`` messages, oldest first."""
+        async with self._connection("read the history") as db:
+            rows = await db.fetch(_SELECT_HISTORY, conversation_id, limit)
+        return [stored_message(row) for row in rows]
+
+    # -- retention --------------------------------------------------------------------------
+
+    async def apply_retention(self, policy: RetentionPolicy) -> RetentionCounts:
+        """The rules in one transaction (see :class:`RetentionPolicy`)."""
+        in_use = sorted(policy.in_use)
+        expired_saved = 0
+        async with self._write("apply retention") as db:
+            if policy.saved_before is not None:
+                expired_saved = _rowcount(
+                    await db.execute(_EXPIRE_SAVED, policy.saved_before, in_use)
+                )
+            expired = _rowcount(await db.execute(_EXPIRE_UNSAVED, policy.unsaved_before, in_use))
+            beyond = _rowcount(
+                await db.execute(_DELETE_BEYOND_MAX_SESSIONS, policy.max_sessions, in_use)
+            )
+            trimmed = _rowcount(await db.execute(_TRIM_MESSAGES, policy.max_messages))
+        return RetentionCounts(
+            expired_saved=expired_saved,
+            expired_unsaved=expired,
+            over_max_sessions=beyond,
+            trimmed_messages=trimmed,
+        )
+
+    # -- readiness -------------------------------------------------------------------------
+
+    async def check_writable(self) -> None:
+        """Open a transaction and ask whether it may write (a standby or a read-only
+        database says no), then roll it back."""
+        async with self._connection("check the database") as db, db.transaction():
+            read_only = await db.fetchval("SHOW transaction_read_only")
+        if read_only == "on":
+            raise StorageFull(f"{self._description} is read-only (a standby, or set so)")
+
+    # -- stored OAuth tokens ---------------------------------------------------------------
+    # See ChatRepository: the token table's methods go here (a new MIGRATIONS step).
+
+    # -- copying a SQLite history in (mcp-platform migrate) ----------------------------------
+
+    async def import_conversation(
+        self, conversation: dict[str, Any], messages: Sequence[dict[str, Any]]
+    ) -> bool:
+        """Copy one conversation and its messages, in one transaction, unless a
+        conversation with its id is already here (then nothing: a rerun copies nothing
+        twice, and an interrupted run resumes at the first conversation not copied).
+
+        Messages get new ids in their original order; timestamps, status and every column
+        are kept, and the conversation's ``updated_at`` is restored after its messages'
+        insert triggers touched it.
+
+        Returns:
+            Whether it was copied (False: it was here already).
+        """
+        columns = [c.strip() for c in MESSAGE_COLUMNS.split(",")]
+        async with self._write("copy a conversation", conversation["id"]) as db:
+            inserted = await db.fetchval(
+                "INSERT INTO conversations (id, owner, name, saved, created_at, updated_at, "
+                "saved_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT (id) DO NOTHING RETURNING true",
+                conversation["id"],
+                conversation["owner"],
+                conversation["name"],
+                int(conversation["saved"]),
+                conversation["created_at"],
+                conversation["updated_at"],
+                conversation["saved_at"],
+            )
+            if not inserted:
+                return False
+            if messages:
+                await db.executemany(
+                    _insert_messages_sql(1).removesuffix(" RETURNING id"),
+                    [tuple(message[column] for column in columns) for message in messages],
+                )
+            await db.execute(
+                "UPDATE conversations SET updated_at = $1 WHERE id = $2",
+                conversation["updated_at"],
+                conversation["id"],
+            )
+        return True

@@ -1,0 +1,381 @@
+"""The storage interface of the persistence room: what the PersistenceActor asks a database.
+
+Design note — the split. The actor keeps every decision that does not depend on the
+engine: the delta buffers of streamed answers and when to flush them, which conversations
+retention must spare, owners' access to ids, cursors, the StreamedText bookkeeping, and
+which typed error a client sees. A :class:`ChatRepository` only stores and reads rows,
+each method one transaction (or one statement) of its engine, and translates the
+engine's failures into the shared typed errors:
+
+* :class:`~actors.errors.StorageFull`: the storage refuses writes (disk full, read-only);
+  nothing of the transaction was written, reads keep working.
+* :class:`~actors.errors.StorageUnavailable`: the database cannot be reached (connection
+  lost, server down); nothing of the transaction was written.
+* :class:`~actors.errors.SessionNotFound`: a row refers to a conversation that is gone.
+* :class:`DatabaseUnusable` (from :meth:`ChatRepository.open` only): this program must
+  not use the database at all (a schema from a newer program, not a database).
+
+Two implementations: :class:`~actors.persistence.sqlite.SqliteRepository` (a file, or
+``:memory:``) and :class:`~actors.persistence.postgres.PostgresRepository` (asyncpg).
+Both give the same answers to the same calls; ``tests/test_persistence.py`` runs against
+each of them.
+
+Calls are never concurrent on one repository in production (the actor handles one message
+at a time), but a test may run retention beside a request: implementations serialise
+their writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from actors.messages import (
+    AppendMessage,
+    MessageStatus,
+    SessionSummary,
+    StoredMessage,
+    ToolCall,
+    Usage,
+)
+
+__all__ = [
+    "ChatRepository",
+    "ConversationRecord",
+    "DatabaseUnusable",
+    "FinishedAnswer",
+    "OpenReport",
+    "RetentionCounts",
+    "RetentionPolicy",
+    "SavedSessionsFull",
+    "StreamFlush",
+]
+
+
+class DatabaseUnusable(RuntimeError):
+    """The database cannot be used by this program (raised by ``open``; the actor
+    crashes and, being a core actor, the platform stops with this message).
+
+    Raised for a database whose schema version is newer than this program's, a file that
+    is not a SQLite database, and a PostgreSQL DSN that is missing or refused.
+    """
+
+
+class SavedSessionsFull(Exception):
+    """:meth:`ChatRepository.save_conversation` refused a new saved session: the owner
+    already has ``count`` (the actor turns it into an InvalidMessage naming the limit)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} saved sessions")
+        self.count = count
+
+
+# -- what crosses the interface -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    """One ``conversations`` row, as the actor needs it for access checks and state."""
+
+    id: str
+    owner: str
+    name: str | None
+    saved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFlush:
+    """One streamed answer's text so far, rewritten whole into its row (only while the
+    row is still ``streaming``: a finished answer is never overwritten by a late flush)."""
+
+    message_id: int
+    content: str
+    thinking: str | None
+    status: MessageStatus
+    """``streaming`` while it streams; ``incomplete`` when flushed at a stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedAnswer:
+    """The final state of a message (FinishMessage): None fields keep the stored value,
+    but ``content``, which is always written."""
+
+    message_id: int
+    content: str
+    thinking: str | None
+    tool_calls: tuple[ToolCall, ...]
+    usage: Usage | None
+    model: str | None
+    status: MessageStatus
+    finish_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """What one retention run deletes (the actor derives it from the settings)."""
+
+    unsaved_before: float
+    """Unsaved conversations not updated since this Unix time are deleted."""
+    max_sessions: int
+    """Each owner keeps this many unsaved conversations, the most recently updated."""
+    max_messages: int
+    """Unsaved conversations keep their newest this many messages."""
+    saved_before: float | None
+    """Saved conversations neither used nor saved since this time are deleted (None:
+    saved conversations are kept forever)."""
+    in_use: frozenset[str]
+    """Conversations with an answer streaming right now: no rule deletes them."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionCounts:
+    """What one retention run deleted (see :class:`RetentionPolicy`)."""
+
+    expired_saved: int
+    expired_unsaved: int
+    over_max_sessions: int
+    trimmed_messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenReport:
+    """What :meth:`ChatRepository.open` found and did (logged as ``persistence.opened``)."""
+
+    schema_version: int
+    """The schema version the database has now (this program's)."""
+    migrated_from: int
+    """The schema version found (0: a new database)."""
+    recovered: int
+    """Rows still ``streaming`` from an earlier process, now marked ``incomplete``."""
+    details: dict[str, Any]
+    """Engine facts worth a log field (SQLite's journal mode, the PostgreSQL server
+    version); never a credential."""
+
+
+class ChatRepository(Protocol):
+    """The rows of conversations and messages in one database engine.
+
+    Every method is one transaction (or one statement) and raises the typed errors of the
+    module docstring. ``write_transactions`` counts the write transactions committed since
+    :meth:`open` (migrations and recovery included): ``benchmarks/chat_path.py`` and the
+    tests diff it around an answer.
+    """
+
+    write_transactions: int
+
+    @property
+    def description(self) -> str:
+        """Where the data lives, for logs and error messages (a path, ``:memory:``, or a
+        PostgreSQL host and database: never a password)."""
+        ...
+
+    async def open(self, now: float) -> OpenReport:
+        """Connect, create or migrate the schema, and mark rows still ``streaming`` from
+        an earlier process ``incomplete`` (with ``updated_at = now``).
+
+        Raises:
+            DatabaseUnusable: The database must not be used by this program.
+            StorageFull: The schema could not be written.
+            StorageUnavailable: The database cannot be reached.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Close the connection(s), within a deadline; an open transaction is rolled back."""
+        ...
+
+    # -- conversations --------------------------------------------------------------------
+
+    async def create_conversation(self, conversation_id: str, owner: str, now: float) -> None:
+        """Insert an unsaved, unnamed conversation."""
+        ...
+
+    async def conversation(self, conversation_id: str) -> ConversationRecord | None:
+        """The conversation, or None when there is none with that id."""
+        ...
+
+    async def latest_unsaved(self, owner: str) -> ConversationRecord | None:
+        """The owner's most recently updated unsaved conversation, if any."""
+        ...
+
+    async def save_conversation(
+        self, owner: str, conversation_id: str, name: str, now: float, max_saved: int
+    ) -> SessionSummary:
+        """Mark the owner's conversation saved under ``name`` (a rename when it already
+        is), in one transaction with the limit check.
+
+        Raises:
+            SessionNotFound: No such conversation, or another owner's.
+            SavedSessionsFull: It is not saved yet and the owner has ``max_saved``.
+        """
+        ...
+
+    async def session_page(
+        self, owner: str, after: tuple[float, str] | None, limit: int
+    ) -> list[SessionSummary]:
+        """Up to ``limit`` of the owner's conversations, newest ``(updated_at, id)``
+        first, strictly after the key ``after`` (None: from the start)."""
+        ...
+
+    async def delete_conversation(self, owner: str, conversation_id: str) -> bool:
+        """Delete the owner's conversation and its messages; False when there was none."""
+        ...
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def insert_message(self, message: AppendMessage, now: float) -> int:
+        """Insert one message (touching its conversation) in one statement; its id.
+
+        Raises:
+            SessionNotFound: Its conversation does not exist.
+        """
+        ...
+
+    async def insert_messages(self, messages: Sequence[AppendMessage], now: float) -> list[int]:
+        """Insert several messages (of one conversation) in one statement, all or none;
+        their ids in the order given.
+
+        Raises:
+            SessionNotFound: A conversation does not exist (nothing was written).
+        """
+        ...
+
+    async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
+        """Rewrite the text of several streaming rows in ONE transaction (one batched
+        statement)."""
+        ...
+
+    async def finish_message(self, answer: FinishedAnswer, now: float) -> StoredMessage | None:
+        """Write a message's final state (touching its conversation); the stored row, or
+        None when the message does not exist (its conversation was deleted)."""
+        ...
+
+    async def load_history(self, conversation_id: str, limit: int) -> list[StoredMessage]:
+        """The newest ``limit`` messages of a conversation, oldest first."""
+        ...
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def apply_retention(self, policy: RetentionPolicy) -> RetentionCounts:
+        """Apply the rules of ``policy`` in one transaction (all of it or nothing)."""
+        ...
+
+    # -- readiness -------------------------------------------------------------------------
+
+    async def check_writable(self) -> None:
+        """Open a write transaction and roll it back (nothing is written): ``/readyz``.
+
+        Raises:
+            StorageFull: The database takes no writes (read-only, disk failing).
+            StorageUnavailable: The database server cannot be reached.
+        """
+        ...
+
+    # -- stored OAuth tokens ---------------------------------------------------------------
+    # The stored OAuth tokens of MCP servers (issue 17, item 1: "and, when present, stored
+    # OAuth tokens") belong here, one method per operation, with their table in each
+    # implementation's migrations (a new step, never an edit of an old one).
+
+
+# -- row conversion, shared by the implementations ----------------------------------------------
+
+
+class Row(Protocol):
+    """A result row read by column name (``sqlite3.Row`` and ``asyncpg.Record`` both are)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def tool_calls_json(tool_calls: Sequence[ToolCall]) -> str | None:
+    """The ``tool_calls`` column: JSON, or NULL when there are none."""
+    if not tool_calls:
+        return None
+    return orjson.dumps([call.model_dump() for call in tool_calls]).decode()
+
+
+def usage_json(usage: Usage | None) -> str | None:
+    """The ``usage`` column: JSON without the fields the provider did not send."""
+    if usage is None:
+        return None
+    return orjson.dumps(usage.model_dump(exclude_none=True)).decode()
+
+
+def message_values(message: AppendMessage, now: float) -> tuple[Any, ...]:
+    """The values of one inserted message, in the column order both schemas share
+    (conversation_id … finish_reason, created_at, updated_at)."""
+    return (
+        message.conversation_id,
+        message.role,
+        message.content,
+        message.thinking,
+        tool_calls_json(message.tool_calls),
+        message.tool_call_id,
+        message.name,
+        usage_json(message.usage),
+        message.model,
+        message.status,
+        message.turn_id,
+        message.finish_reason,
+        now,
+        now,
+    )
+
+
+MESSAGE_COLUMNS = (
+    "conversation_id, role, content, thinking, tool_calls, tool_call_id, name, usage, "
+    "model, status, turn_id, finish_reason, created_at, updated_at"
+)
+"""The inserted columns, in the order of :func:`message_values`."""
+
+
+def stored_message(row: Row) -> StoredMessage:
+    """A ``messages`` row as the protocol's StoredMessage (validated: the database is an
+    edge)."""
+    tool_calls = row["tool_calls"]
+    usage = row["usage"]
+    return StoredMessage(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        thinking=row["thinking"],
+        tool_calls=tuple(ToolCall(**call) for call in orjson.loads(tool_calls))
+        if tool_calls
+        else (),
+        tool_call_id=row["tool_call_id"],
+        name=row["name"],
+        usage=Usage(**orjson.loads(usage)) if usage else None,
+        model=row["model"],
+        status=row["status"],
+        turn_id=row["turn_id"],
+        finish_reason=row["finish_reason"],
+        created_at=row["created_at"],
+    )
+
+
+def session_summary(row: Row) -> SessionSummary:
+    """A summary row (a conversation with its message count and summed usage)."""
+    return SessionSummary(
+        conversation_id=row["id"],
+        name=row["name"],
+        saved=bool(row["saved"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        message_count=row["message_count"],
+        usage=Usage(
+            prompt_tokens=row["prompt_tokens"],
+            completion_tokens=row["completion_tokens"],
+            total_tokens=row["total_tokens"],
+            cost=row["cost"],
+        ),
+    )
+
+
+def conversation_record(row: Row) -> ConversationRecord:
+    """A ``conversations`` row (id, owner, name, saved) as a record."""
+    return ConversationRecord(
+        id=row["id"], owner=row["owner"], name=row["name"], saved=bool(row["saved"])
+    )
