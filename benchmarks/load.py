@@ -16,8 +16,9 @@ What runs where (everything on 127.0.0.1; children stopped on exit):
   ``Servers/demo_server.py`` over stdio;
 * this process: the direct clients (the baseline: one ``httpx`` client per stream, the same
   paced answer, starting spread over 1 s as the conversations do) and then the platform's
-  WebSocket clients, one per conversation, starting spread over 1 s; each sends ``--turns`` messages one after the
-  other, every third with ``[tool]`` (a tool call, then the paced answer).
+  WebSocket clients, one per conversation, starting spread over 1 s; each sends
+  ``--turns`` messages one after the other, every third with ``[tool]`` (a tool call,
+  then the paced answer).
 
 Measured: the gaps between consecutive ``assistant_delta`` frames of an answer (the
 platform) and between consecutive content chunks (direct), p50 and p99 over all answers;
