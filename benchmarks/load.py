@@ -197,7 +197,7 @@ def stored_turns(db: Path) -> tuple[int, int]:
     return int(answers), int(tools)
 
 
-async def bench(n: int, turns: int, chunks: int, pace: float) -> int:
+async def bench(n: int, turns: int, chunks: int, pace: float, profile: Path | None) -> int:
     llm = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -221,6 +221,9 @@ async def bench(n: int, turns: int, chunks: int, pace: float) -> int:
             (config_dir / "servers_config.json").write_bytes(
                 orjson.dumps({"mcpServers": {"demo": entry}})
             )
+            command = (
+                () if profile is None else (sys.executable, "-m", "cProfile", "-o", str(profile))
+            )
             process = PlatformProcess(
                 config_dir,
                 platform_config(
@@ -228,6 +231,7 @@ async def bench(n: int, turns: int, chunks: int, pace: float) -> int:
                     level="WARNING",
                     persist_deltas=True,
                 ),
+                command=command,
             )
             await process.start()
             ours = Figures()
@@ -293,6 +297,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=40)
     parser.add_argument("--pace-ms", type=float, default=25.0)
     parser.add_argument("--quick", action="store_true", help="50 conversations")
+    parser.add_argument("--profile", type=Path, help="run the platform under cProfile into FILE")
     args = parser.parse_args()
     n = 50 if args.quick else args.conversations
     print(
@@ -300,7 +305,7 @@ def main() -> None:
         f"{n} conversations"
     )
     try:
-        sys.exit(asyncio.run(bench(n, args.turns, args.chunks, args.pace_ms / 1000)))
+        sys.exit(asyncio.run(bench(n, args.turns, args.chunks, args.pace_ms / 1000, args.profile)))
     except BenchError as exc:
         print(f"could not measure: {exc}", file=sys.stderr)
         sys.exit(2)
