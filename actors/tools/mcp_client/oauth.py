@@ -133,6 +133,10 @@ class _DueEarlyContext(OAuthContext):
         )
 
 
+_LONG_AGO = 1.0
+"""An expiry in the past that marks a token due (the SDK reads ``0`` as "never expires")."""
+
+
 def _usable_for(lifetime: float, margin: float) -> float:
     """Seconds of a ``lifetime``-second token before it is due: the margin, but never more
     than half the lifetime (a 60 s token with a 60 s margin would be refreshed forever)."""
@@ -341,7 +345,7 @@ class PlatformOAuth(httpx2.Auth):
             ):
                 # Refused a token we believed good (revoked, clock skew): refresh first,
                 # the SDK would go straight to a new authorization.
-                context.token_expiry_time = 0.0
+                context.token_expiry_time = _LONG_AGO
             del request.headers["Authorization"]
         flow = provider.async_auth_flow(request)
         try:
