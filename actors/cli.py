@@ -11,6 +11,7 @@ import orjson
 from actors.gateway.protocol import protocol_schema_text
 from actors.logs import configure_logging
 from actors.platform import EXIT_FORCED_STOP, run_platform
+from actors.tools.authorization import AuthCommandError, authorize_server, logout_server
 from actors.tools.inspection import InspectError, inspect_server, resolve_target
 from config.errors import ConfigError
 from config.locations import CONFIG_DIR_ENV, prepare_config_dir, resolve_config_dir
@@ -60,7 +61,19 @@ def main(argv: list[str] | None = None) -> None:
         "--timeout", type=float, default=30.0, help="seconds to connect / for the call"
     )
     inspect.add_argument("target", nargs=argparse.REMAINDER)
+    auth = commands.add_parser(
+        "auth",
+        help="authorize an OAuth-protected MCP server from this terminal",
+        description="Prints the address to open in a browser, then waits for the browser "
+        "to come back (or for you to paste the address it was sent back to). The tokens "
+        "are stored in the platform's database; a running platform uses them when it "
+        "next connects the server.",
+    )
+    auth.add_argument("--logout", action="store_true", help="forget the stored tokens")
+    auth.add_argument("server", help="the server's name in servers_config.json")
     args = parser.parse_args(argv)
+    if args.command == "auth":
+        sys.exit(_auth(args))
     if args.command == "protocol-schema":
         sys.stdout.write(protocol_schema_text())
         return
@@ -74,6 +87,24 @@ def main(argv: list[str] | None = None) -> None:
     except asyncio.CancelledError:  # forced stop by a second signal
         code = EXIT_FORCED_STOP
     sys.exit(code)
+
+
+def _auth(args: argparse.Namespace) -> int:
+    location = resolve_config_dir(args.config_dir)
+    try:
+        store = ConfigStore(location.path)
+        store.load()
+        snapshot = store.snapshot
+        configure_logging("WARNING", "console", stream=sys.stderr)
+        if args.logout:
+            return logout_server(snapshot, args.server, sys.stdout)
+        return asyncio.run(authorize_server(snapshot, args.server))
+    except (ConfigError, AuthCommandError) as exc:
+        print(f"mcp-platform auth: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 2
+    except KeyboardInterrupt:
+        print("mcp-platform auth: stopped", file=sys.stderr)  # noqa: T201 - CLI output
+        return 130
 
 
 def _inspect(args: argparse.Namespace) -> int:
