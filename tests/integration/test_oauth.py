@@ -172,7 +172,8 @@ async def test_connect_from_the_frame_then_refresh_once_for_ten_calls(
 
     page = await _sign_in(auth_url)
     assert page.status_code == 200
-    assert "data-ok=true" in page.text and "window.close" in page.text
+    assert "data-ok=true" in page.text
+    assert "window.close" in page.text
     await _status(client, "ready")
     assert await oauth_server.stats() == {
         "unauthorized": 1,
@@ -302,7 +303,8 @@ async def test_cli_auth_with_a_pasted_redirect_address(
         env=env,
     )
     try:
-        assert cli.stdout is not None and cli.stdin is not None
+        assert cli.stdout is not None
+        assert cli.stdin is not None
         auth_url = None
         async with asyncio.timeout(30):
             while auth_url is None:
