@@ -669,6 +669,8 @@ class ServerOAuth(_Section):
     from the environment (and ``.env``) when the server is connected.
     """
 
+    enabled: bool = True
+    """``false`` (what ``"oauth": false`` means): never use OAuth for this server."""
     grant: OAuthGrant = "authorization_code"
     """``authorization_code``: a person signs in (the page's Connect button, or
     ``mcp-platform auth``); ``client_credentials``: machine to machine, no person."""
@@ -786,10 +788,22 @@ class ServerEntry(_Section):
     allow_sampling: bool = False
     """Serve the server's ``sampling/createMessage`` requests with the active LLM provider
     (off by default: it spends the operator's credits); otherwise they are refused."""
-    oauth: ServerOAuth | bool | None = None
+    oauth: ServerOAuth | None = None
     """HTTP: OAuth 2.1 (see :class:`ServerOAuth`). ``false`` turns it off; absent, it is
     on for an HTTP entry without an ``Authorization`` header (a server that never
     answers 401 is not affected); ``true`` or ``{}`` uses every default."""
+
+    @field_validator("oauth", mode="before")
+    @classmethod
+    def _oauth_switch(cls, value: object) -> object:
+        # true/false are shorthands, so the section itself stays one model (its errors
+        # then name the key, not a union member).
+        if value is True:
+            return {}
+        if value is False:
+            return {"enabled": False}
+        return value
+
     require_approval: bool | list[str] = False
     """Calls that wait for the user's approval first (``tool_approval_request``):
     ``true`` every tool of this server, a list only the tools named (as the server names
@@ -809,18 +823,18 @@ class ServerEntry(_Section):
             raise ValueError("transport 'stdio' needs 'command', not 'url'")
         if self.command is not None and self.transport not in (None, "stdio"):
             raise ValueError(f"transport {self.transport!r} needs 'url', not 'command'")
-        if self.command is not None and isinstance(self.oauth, ServerOAuth):
+        if self.command is not None and self.oauth is not None and self.oauth.enabled:
             raise ValueError("'oauth' applies to HTTP servers ('url') only")
         return self
 
     @property
     def effective_oauth(self) -> ServerOAuth | None:
         """The OAuth settings in force, or ``None`` when this entry does not use OAuth."""
-        if self.url is None or self.oauth is False:
+        if self.url is None:
             return None
-        if isinstance(self.oauth, ServerOAuth):
-            return self.oauth
-        if self.oauth is None and any(key.lower() == "authorization" for key in self.headers):
+        if self.oauth is not None:
+            return self.oauth if self.oauth.enabled else None
+        if any(key.lower() == "authorization" for key in self.headers):
             return None  # a static token: the operator's choice
         return ServerOAuth()
 
