@@ -15,6 +15,9 @@ Control routes::
 
     POST /test/ttl?seconds=N   lifetime of the next access tokens issued (default 3600)
     POST /test/revoke          revoke every refresh token (and access token) issued so far
+    POST /test/lenient         from now on let ``initialize``, notifications and the GET
+                               stream through without a token (a token is needed from
+                               ``tools/list`` on, as some servers do)
     GET  /test/stats           the counters above
 
 Refresh tokens rotate: each refresh issues a new one and forgets the old, so a refresh
@@ -32,6 +35,7 @@ from collections import Counter
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.auth.provider import (
@@ -48,7 +52,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COUNTS: Counter[str] = Counter()
-SETTINGS: dict[str, Any] = {"ttl": 3600}
+SETTINGS: dict[str, Any] = {"ttl": 3600, "lenient": False}
+LENIENT_TOKEN = "lenient-" + secrets.token_urlsafe(16)
+"""What the middleware puts on the requests it lets through without a token."""
 SEEN_TOKENS: set[str] = set()
 
 
@@ -146,6 +152,8 @@ class AutoApprovingProvider:
         return self._issue(refresh_token.client_id, scopes or refresh_token.scopes, None)
 
     async def load_access_token(self, token: str) -> AccessToken | None:
+        if token == LENIENT_TOKEN:
+            return AccessToken(token=token, client_id="lenient", scopes=["mcp"])
         access = self.access_tokens.get(token)
         if access is None or (access.expires_at is not None and access.expires_at < time.time()):
             return None
@@ -195,6 +203,11 @@ def build(port: int) -> tuple[MCPServer, AutoApprovingProvider]:
         provider.revoke_all()
         return JSONResponse({})
 
+    @mcp.custom_route("/test/lenient", methods=["POST"])
+    async def lenient(request: Request) -> Response:
+        SETTINGS["lenient"] = True
+        return JSONResponse({})
+
     @mcp.custom_route("/test/stats", methods=["GET"])
     async def stats(request: Request) -> Response:
         return JSONResponse({**COUNTS, "distinct_tokens": len(SEEN_TOKENS)})
@@ -218,6 +231,38 @@ class _CountUnauthorized:
                 COUNTS["unauthorized"] += 1
             await send(message)
 
+        headers = dict(scope["headers"])
+        if SETTINGS["lenient"] and b"authorization" not in headers:
+            body = b""
+            if scope["method"] == "POST":
+                while True:
+                    message = await receive()
+                    body += message.get("body", b"")
+                    if not message.get("more_body"):
+                        break
+            try:
+                method = orjson.loads(body).get("method", "") if body else ""
+            except orjson.JSONDecodeError:
+                method = ""
+            if (
+                scope["method"] == "GET"
+                or method == "initialize"
+                or method.startswith("notifications/")
+            ):
+                scope = dict(scope)
+                token = f"Bearer {LENIENT_TOKEN}".encode()
+                scope["headers"] = [*scope["headers"], (b"authorization", token)]
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, counting_send)
+            return
         await self.app(scope, receive, counting_send)
 
 

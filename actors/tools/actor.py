@@ -30,8 +30,10 @@ repeated, and so does a call refused again on the new session: a server that for
 session is broken, and retrying once bounds what it costs.
 
 *OAuth.* An HTTP server behind OAuth 2.1 gets its ``httpx2.Auth`` from
-``mcp_client/oauth.py`` (tokens in the chat database). When a person must authorize, the
-connect waits for them: the server is ``auth_required`` with the authorization URL (the
+``mcp_client/oauth.py`` (tokens in the chat database). When a person must authorize
+during the connect or the first listings (a server may accept ``initialize`` without a
+token and ask for one from ``tools/list`` on, or step up the scope there), the owner
+waits for them: the server is ``auth_required`` with the authorization URL (the
 page's Connect button), calls are refused meanwhile (the chat goes on without its tools),
 and ``CompleteAuthorization`` (from the gateway's ``/oauth/callback``) hands the code to
 the waiting flow; once the tokens are stored the connect goes on and the server is
@@ -453,7 +455,9 @@ class ToolActor(Actor[ToolInbox]):
             elicitation_callback=self._elicit,
             sampling_callback=self._sample,
             auth=self._oauth(),
-            interactive="connect",
+            # Until the first listings are done (see _own): a server may let initialize
+            # through and want a token only from tools/list on.
+            interactive="always",
         )
 
     # -- OAuth -----------------------------------------------------------------------------
@@ -539,6 +543,10 @@ class ToolActor(Actor[ToolInbox]):
                     self._tools = tools
                     self._prompts = await self._list_prompts(conn)
                     self._resources = await self._list_resources(conn)
+                    if self._auth is not None:
+                        # From now on a request that needs a person fails (the call in
+                        # flight with it) and the reconnect asks: see the module note.
+                        self._auth.interactive = False
                     self._renewing = False
                     await self._set_connection(conn)
                     failures = 0

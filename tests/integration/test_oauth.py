@@ -69,6 +69,10 @@ class OAuthServer(HTTPServerProcess):
         """Revoke every token issued so far."""
         await self._control("POST", "/test/revoke")
 
+    async def lenient(self) -> None:
+        """Let ``initialize`` through without a token; ask for one from ``tools/list`` on."""
+        await self._control("POST", "/test/lenient")
+
     async def stats(self) -> dict[str, int]:
         return await self._control("GET", "/test/stats")
 
@@ -206,6 +210,34 @@ async def test_connect_from_the_frame_then_refresh_once_for_ten_calls(
     assert stats["token_authorization_code"] == 1
 
     _assert_secrets_absent(platform, clients, platform.config_dir / "chat_history.db")
+
+
+async def test_a_server_that_wants_a_token_only_from_tools_list_on(
+    chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer
+) -> None:
+    """``initialize`` passes without a token; the first listing gets the 401: the person is
+    asked then (the listing waits for them, past its own timeout), and the server is
+    ready once they signed in."""
+    platform, clients = chat
+    await oauth_server.lenient()
+    overrides = _overrides(free_port())
+    overrides["mcp"]["connection"]["connection_timeout"] = 2  # the person takes longer
+    _write_servers(platform, oauth_server)
+    await platform.start(overrides)
+    client, auth_url = await _auth_required(platform)
+    clients.append(client)
+    await asyncio.sleep(2.5)  # past the listing's timeout: it must still be waiting
+    assert (await _sign_in(auth_url)).status_code == 200
+    await _status(client, "ready")
+    llm.script(_echo_calls("listed"), Reply.text("Done."))
+    frames = await client.turn("echo")
+    assert [f["status"] for f in frames if f["type"] == "tool_execution"][-1] == "completed"
+    # The SDK's server binds a session to the principal that opened it, so the listing
+    # retried with the new token is refused once ("Session not found") and the owner
+    # reconnects on a new session, with the stored token: the person is asked once.
+    stats = await oauth_server.stats()
+    assert stats["authorizations"] == 1
+    assert stats["token_authorization_code"] == 1
 
 
 async def test_revoked_refresh_token_asks_again_and_the_chat_goes_on(

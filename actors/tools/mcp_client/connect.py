@@ -244,11 +244,14 @@ async def connect_server(
         auth: HTTP: the ``httpx2.Auth`` of every request (OAuth: :func:`oauth_auth`).
         interactive: OAuth (a :class:`PlatformOAuth` ``auth``): when a person may be
             asked to authorize: ``never`` (the connect fails with
-            :class:`AuthorizationRequired`), ``connect`` (only while connecting: the
-            ToolActor; later requests raise ``AuthorizationRequired`` and the connection
-            drops) or ``always`` (a standalone client that can wait during any request,
-            e.g. a scope step-up on a tool call). The connect deadline does not run while
-            the flow waits for the person.
+            :class:`AuthorizationRequired`), ``connect`` (only while connecting; later
+            requests raise ``AuthorizationRequired`` and the connection drops) or
+            ``always`` (any request may wait: a standalone client, e.g. a scope step-up
+            on a tool call; the ToolActor too, which ends the window itself by setting
+            ``auth.interactive = False`` once its first listings are done, since a
+            server may let ``initialize`` through and ask for a token only from
+            ``tools/list`` on). Neither the connect deadline nor a listing's timeout
+            runs while the flow waits for the person.
 
     Yields:
         The connected :class:`ServerConnection`.
@@ -332,8 +335,8 @@ async def connect_server(
                     stack.callback(_stop_asking, oauth)
                 async with client:
                     scope.deadline = math.inf  # connected: the deadline was for connecting
-                    if oauth is not None and interactive != "always":
-                        _stop_asking(oauth)
+                    if oauth is not None and interactive == "connect":
+                        oauth.interactive = False
                     connection = ServerConnection(
                         name,
                         transport,
@@ -343,6 +346,9 @@ async def connect_server(
                         task_group=task_group,
                     )
                     watch.on_session_gone = connection.session_forgotten
+                    if oauth is not None:
+                        # From now on a person's sign-in holds the request timeouts.
+                        oauth.on_waiting = connection.person_waiting
                     if stderr is not None:
                         stderr.close_writer()  # the child has its copy; ours would hide EOF
                         task_group.start_soon(connection._watch_stderr_eof, stderr)
