@@ -26,6 +26,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx2
 import orjson
@@ -210,6 +211,9 @@ async def test_connect_from_the_frame_then_refresh_once_for_ten_calls(
     assert stats["token_authorization_code"] == 1
 
     _assert_secrets_absent(platform, clients, platform.config_dir / "chat_history.db")
+    code = parse_qs(page.url.query.decode())["code"][0]  # the authorization code, too
+    assert code not in "".join(platform.process.raw_lines)
+    assert code not in orjson.dumps(client.frames).decode()
 
 
 async def test_a_server_that_wants_a_token_only_from_tools_list_on(
