@@ -161,6 +161,21 @@ async def test_a_refused_authorization_fails_the_waiting_flow() -> None:
         await waiting
 
 
+async def test_the_wait_ends_when_tokens_are_stored_elsewhere() -> None:
+    polls: list[bool] = []
+
+    async def stored_elsewhere() -> bool:
+        polls.append(True)
+        return len(polls) >= 2
+
+    gate = AuthorizationGate(stored_elsewhere=stored_elsewhere, poll_interval=0.01)
+    await gate.redirect_handler("https://as.example/authorize?state=s")
+    with pytest.raises(AuthorizationStateError, match="stored by another process"):
+        await gate.callback_handler()
+    assert len(polls) == 2
+    assert gate.pending_url is None
+
+
 def test_redirect_addresses() -> None:
     with pytest.raises(AuthorizationStateError, match="refused: access_denied \\(no\\)"):
         callback_result_from_url(f"{REDIRECT}?error=access_denied&error_description=no&state=s")

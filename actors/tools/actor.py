@@ -78,7 +78,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, assert_never
 import anyio
 import mcp.types as mcp_types
 import orjson
-from mcp.shared.auth import AuthorizationCodeResult
+from mcp.shared.auth import AuthorizationCodeResult, OAuthToken
 from mcp.shared.dispatcher import ProgressFnT
 from pydantic import BaseModel, Field
 
@@ -291,7 +291,11 @@ class ToolActor(Actor[ToolInbox]):
         self._oauth_setup = oauth
         self._auth: PlatformOAuth | None = None
         """Built at the first connect (a missing ``${VAR}`` is a connect failure)."""
-        self._gate = AuthorizationGate(on_url=self._authorization_needed)
+        self._gate = AuthorizationGate(
+            on_url=self._authorization_needed, stored_elsewhere=self._tokens_stored_elsewhere
+        )
+        self._storage: MemoryTokenStorage | SqliteTokenStorage | None = None
+        self._tokens_when_asked: OAuthToken | None = None
         self.server = server
         self._entry = entry
         self._settings = settings
@@ -423,11 +427,12 @@ class ToolActor(Actor[ToolInbox]):
         """
         setup = self._oauth_setup
         if self._auth is None and setup is not None:
-            storage = (
+            storage: MemoryTokenStorage | SqliteTokenStorage = (
                 MemoryTokenStorage()
                 if setup.token_db is None
                 else SqliteTokenStorage(setup.token_db, self.server)
             )
+            self._storage = storage
             self._auth = oauth_auth(
                 self.server,
                 self._entry,
@@ -462,8 +467,17 @@ class ToolActor(Actor[ToolInbox]):
 
     # -- OAuth -----------------------------------------------------------------------------
 
+    async def _tokens_stored_elsewhere(self) -> bool:
+        """While a person is waited for: did ``mcp-platform auth`` store tokens meanwhile?"""
+        if not isinstance(self._storage, SqliteTokenStorage):
+            return False
+        tokens = await self._storage.get_tokens()
+        return tokens is not None and tokens != self._tokens_when_asked
+
     async def _authorization_needed(self, url: str) -> None:
         """The connect waits for a person: tell everyone where to go."""
+        if self._storage is not None:
+            self._tokens_when_asked = await self._storage.get_tokens()
         reason = (
             self._auth.last_failure if self._auth is not None else None
         ) or f"sign in to connect {self.server!r}"

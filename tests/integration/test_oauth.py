@@ -13,9 +13,10 @@ the callback finishes the exchange (state checked, one use) and the tools appear
 restart; a token due soon is refreshed before it expires, once, while ten calls wait for
 it; a revoked refresh token sends the server back to ``auth_required`` with the
 provider's reason while the chat goes on, and a new sign-in brings it back; a restart
-uses the stored tokens without refreshing or asking; ``mcp-platform auth`` with a pasted
-redirect address stores tokens the platform then uses; no token, code or secret reaches
-the log or a frame.
+uses the stored tokens without refreshing or asking; ``mcp-platform auth`` (a pasted
+redirect address while the platform runs, or the redirect taken directly while it is
+down) stores tokens the platform then uses, a waiting server without a restart; no
+token, code or secret reaches the log or a frame.
 """
 
 from __future__ import annotations
@@ -316,17 +317,10 @@ async def test_restart_uses_stored_tokens_without_refreshing(
     assert [f["status"] for f in frames if f["type"] == "tool_execution"][-1] == "completed"
 
 
-async def test_cli_auth_with_a_pasted_redirect_address(
-    chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer
-) -> None:
-    platform, clients = chat
-    port = free_port()
-    _write_servers(platform, oauth_server)
-    platform.write_runtime_config(_overrides(port))
-    env = dict(platform.process.env, SCRIPTED_API_KEY="unused")
-    # Something else holds the redirect port (as a running platform would): the command
-    # cannot take the redirect itself, so the person pastes it.
-    blocker = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
+async def _cli_auth(platform: ChatPlatform, env: dict[str, str]) -> tuple[int, str, str]:
+    """Run ``mcp-platform auth remote``; "sign in" (open the URL it prints, without
+    following the redirect back) and paste the redirect address. Returns the exit code,
+    its output and the pasted address."""
     cli = await asyncio.create_subprocess_exec(
         str(ENTRY_POINT),
         "--config-dir",
@@ -342,39 +336,62 @@ async def test_cli_auth_with_a_pasted_redirect_address(
         assert cli.stdout is not None
         assert cli.stdin is not None
         auth_url = None
+        head: list[str] = []
         async with asyncio.timeout(30):
             while auth_url is None:
                 line = (await cli.stdout.readline()).decode()
                 assert line, (await cli.stderr.read()).decode() if cli.stderr else ""
+                head.append(line)
                 if line.strip().startswith("http"):
                     auth_url = line.strip()
         async with httpx2.AsyncClient(follow_redirects=False) as browser:
             redirect = (await browser.get(auth_url)).headers["location"]
-        assert redirect.startswith(f"http://127.0.0.1:{port}/oauth/callback?")
         cli.stdin.write(redirect.encode() + b"\n")
         await cli.stdin.drain()
         async with asyncio.timeout(30):
             rest = (await cli.stdout.read()).decode()
             code = await cli.wait()
-        assert code == 0, rest
-        assert "authorized 'remote': 1 tools" in rest
+        return code, "".join(head) + rest, redirect
     finally:
-        blocker.close()
-        await blocker.wait_closed()
         if cli.returncode is None:
             cli.kill()
             await cli.wait()
 
-    await platform.start(_overrides(port))
-    await platform.process.wait_for(
-        "tools.server_ready", lambda e: e["server"] == "remote", timeout=30
-    )
-    assert not platform.process.find("tools.authorization_required")
-    assert (await oauth_server.stats())["authorizations"] == 1
+
+async def test_cli_auth_while_the_platform_waits_then_logout(
+    chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer
+) -> None:
+    """The platform runs and waits for a person; the operator authorizes from a terminal
+    (the redirect port is the platform's, so the address is pasted): the waiting server
+    picks the stored tokens up and connects, without a restart. ``--logout`` forgets them."""
+    platform, clients = chat
+    port = free_port()
+    await _start(platform, oauth_server, port)
+    client, _ = await _auth_required(platform)
+    clients.append(client)
+    env = dict(platform.process.env)
+
+    code, output, redirect = await _cli_auth(platform, env)
+    assert code == 0, output
+    assert "authorized 'remote': 1 tools" in output
+    assert redirect.startswith(f"http://127.0.0.1:{port}/oauth/callback?")
+    assert f"port {port} is in use" in output  # the platform holds it: paste
+
+    await _status(client, "ready")  # the waiting ToolActor noticed the stored tokens
+    stats = await oauth_server.stats()
+    assert stats["authorizations"] == 1
+    assert stats["registrations"] == 1  # the command reused the platform's registration
+    llm.script(_echo_calls("via-cli"), Reply.text("Done."))
+    frames = await client.turn("echo")
+    assert [f["status"] for f in frames if f["type"] == "tool_execution"][-1] == "completed"
+    # The platform's own page for that redirect says where to paste it.
+    async with httpx2.AsyncClient() as browser:
+        page = await browser.get(redirect)
+    assert page.status_code == 400
+    assert "mcp-platform auth" in page.text
     db = platform.config_dir / "chat_history.db"
     _assert_secrets_absent(platform, clients, db)
 
-    # --logout forgets them: the next start asks again.
     logout = await asyncio.create_subprocess_exec(
         str(ENTRY_POINT),
         "--config-dir",
@@ -389,3 +406,51 @@ async def test_cli_auth_with_a_pasted_redirect_address(
     assert logout.returncode == 0
     assert b"forgot the tokens of 'remote'" in out
     assert _stored_secrets(db) == []
+
+
+async def test_cli_auth_takes_the_redirect_itself_when_the_platform_is_down(
+    chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer
+) -> None:
+    """Nothing listens on the redirect port: the command does, and the browser's redirect
+    reaches it directly (no paste); the platform then starts with the tokens."""
+    platform, _ = chat
+    port = free_port()
+    _write_servers(platform, oauth_server)
+    platform.write_runtime_config(_overrides(port))
+    cli = await asyncio.create_subprocess_exec(
+        str(ENTRY_POINT),
+        "--config-dir",
+        str(platform.config_dir),
+        "auth",
+        "remote",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=dict(platform.process.env),
+    )
+    try:
+        assert cli.stdout is not None
+        auth_url = None
+        async with asyncio.timeout(30):
+            while auth_url is None:
+                line = (await cli.stdout.readline()).decode()
+                assert line
+                if line.strip().startswith("http"):
+                    auth_url = line.strip()
+            async with httpx2.AsyncClient(follow_redirects=True) as browser:
+                landed = await browser.get(auth_url)
+            assert landed.status_code == 200
+            assert "go back to the terminal" in landed.text
+            rest = (await cli.stdout.read()).decode()
+            assert await cli.wait() == 0, rest
+    finally:
+        if cli.returncode is None:
+            cli.kill()
+            await cli.wait()
+    assert "authorized 'remote'" in rest
+
+    await platform.start(_overrides(port))
+    await platform.process.wait_for(
+        "tools.server_ready", lambda e: e["server"] == "remote", timeout=30
+    )
+    assert not platform.process.find("tools.authorization_required")
+    assert (await oauth_server.stats())["authorizations"] == 1

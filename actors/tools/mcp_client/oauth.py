@@ -58,7 +58,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import orjson
-from mcp.client.auth import OAuthClientProvider, OAuthTokenError, TokenStorage
+from mcp.client.auth import OAuthClientProvider, OAuthFlowError, OAuthTokenError, TokenStorage
 from mcp.client.auth.extensions.client_credentials import (
     ClientCredentialsOAuthProvider,
     PrivateKeyJWTOAuthProvider,
@@ -296,6 +296,12 @@ class PlatformOAuth(httpx2.Auth):
         assert self._callback is not None
         try:
             return await self._callback()
+        except BaseException:
+            # No code came: the next flow reloads the tokens from storage (another process,
+            # `mcp-platform auth`, may have stored some meanwhile).
+            if self._provider is not None:
+                self._provider._initialized = False
+            raise
         finally:
             self._waiting(person=False)
 
@@ -359,8 +365,9 @@ class PlatformOAuth(httpx2.Auth):
             await flow.aclose()
 
 
-class AuthorizationStateError(Exception):
-    """A redirect back whose ``state`` is not the one pending (unknown, or used)."""
+class AuthorizationStateError(OAuthFlowError):
+    """A redirect back whose ``state`` is not the one pending (unknown, or used), an error
+    redirect, or a wait for a person that ended otherwise (tokens stored elsewhere)."""
 
 
 class AuthorizationGate:
@@ -368,10 +375,23 @@ class AuthorizationGate:
 
     Args:
         on_url: Awaited with each authorization URL (publish it, print it).
+        stored_elsewhere: Polled every ``poll_interval`` seconds while a person is waited
+            for: ``True`` when tokens appeared in storage meanwhile (``mcp-platform auth``
+            ran in a terminal); the wait then ends with :class:`AuthorizationStateError`
+            and the next connect uses them.
+        poll_interval: Seconds between two polls.
     """
 
-    def __init__(self, on_url: Callable[[str], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        on_url: Callable[[str], Awaitable[None]] | None = None,
+        *,
+        stored_elsewhere: Callable[[], Awaitable[bool]] | None = None,
+        poll_interval: float = 2.0,
+    ) -> None:
         self._on_url = on_url
+        self._stored_elsewhere = stored_elsewhere
+        self._poll_interval = poll_interval
         self._state: str | None = None
         self._url: str | None = None
         self._answer: asyncio.Future[AuthorizationCodeResult] | None = None
@@ -391,9 +411,19 @@ class AuthorizationGate:
 
     async def callback_handler(self) -> AuthorizationCodeResult:
         """The flow's ``callback_handler``: wait for :meth:`complete`."""
-        assert self._answer is not None, "callback_handler before redirect_handler"
+        answer = self._answer
+        assert answer is not None, "callback_handler before redirect_handler"
         try:
-            return await self._answer
+            if self._stored_elsewhere is None:
+                return await answer
+            while True:
+                done, _ = await asyncio.wait({answer}, timeout=self._poll_interval)
+                if done:
+                    return answer.result()
+                if await self._stored_elsewhere():
+                    raise AuthorizationStateError(
+                        "tokens were stored by another process meanwhile (mcp-platform auth)"
+                    )
         finally:
             self._state = self._url = self._answer = None
 
