@@ -23,7 +23,8 @@ Control routes::
 Refresh tokens rotate: each refresh issues a new one and forgets the old, so a refresh
 token sent twice is refused (``invalid_grant``), as a strict provider does.
 
-Run it: ``python tests/oauth_server.py PORT``.
+Run it: ``python tests/oauth_server.py PORT`` (``PORT sse``: the legacy SSE transport
+at ``/sse`` instead of Streamable HTTP at ``/mcp``).
 """
 
 from __future__ import annotations
@@ -169,8 +170,9 @@ class AutoApprovingProvider:
         self.access_tokens.clear()
 
 
-def build(port: int) -> tuple[MCPServer, AutoApprovingProvider]:
-    """The server on ``http://127.0.0.1:PORT`` (issuer = that origin, resource = ``/mcp``)."""
+def build(port: int, endpoint: str = "/mcp") -> tuple[MCPServer, AutoApprovingProvider]:
+    """The server on ``http://127.0.0.1:PORT`` (issuer = that origin, resource = the
+    MCP endpoint)."""
     base = f"http://127.0.0.1:{port}"
     provider = AutoApprovingProvider()
     mcp = MCPServer(
@@ -178,7 +180,7 @@ def build(port: int) -> tuple[MCPServer, AutoApprovingProvider]:
         auth_server_provider=provider,
         auth=AuthSettings(
             issuer_url=base,
-            resource_server_url=f"{base}/mcp",
+            resource_server_url=f"{base}{endpoint}",
             client_registration_options=ClientRegistrationOptions(
                 enabled=True, valid_scopes=["mcp"], default_scopes=["mcp"]
             ),
@@ -222,7 +224,7 @@ class _CountUnauthorized:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/mcp":
+        if scope["type"] != "http" or scope["path"] not in ("/mcp", "/sse", "/messages/"):
             await self.app(scope, receive, send)
             return
 
@@ -269,8 +271,9 @@ class _CountUnauthorized:
 def main() -> None:
     """Serve on 127.0.0.1:PORT."""
     port = int(sys.argv[1])
-    mcp, _ = build(port)
-    app = _CountUnauthorized(mcp.streamable_http_app())
+    sse = sys.argv[2:] == ["sse"]
+    mcp, _ = build(port, "/sse" if sse else "/mcp")
+    app = _CountUnauthorized(mcp.sse_app() if sse else mcp.streamable_http_app())
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -266,6 +266,28 @@ async def _connect_and_echo(entry: ServerEntry, auth: Any, interactive: Any = "c
         return result.text
 
 
+async def test_the_legacy_sse_transport_authorizes_too(tmp_path: Path) -> None:
+    server = OAuthServer(tmp_path / "oauth_sse.log", sse=True)
+    try:
+        entry = ServerEntry(url=server.url, transport="sse")
+        gate = AuthorizationGate()
+        auth = oauth_auth(
+            "remote",
+            entry,
+            MemoryTokenStorage(),
+            platform_env={},
+            redirect_uri=REDIRECT,
+            redirect_handler=_headless(gate),
+            callback_handler=gate.callback_handler,
+        )
+        assert await _connect_and_echo(entry, auth) == "echo: hi"
+        stats = await server.stats()
+        assert stats["authorizations"] == 1
+        assert stats["unauthorized"] >= 1
+    finally:
+        server.stop()
+
+
 async def test_never_interactive_connect_needs_authorization(oauth_server: OAuthServer) -> None:
     entry = ServerEntry(url=oauth_server.url)
     gate = AuthorizationGate()

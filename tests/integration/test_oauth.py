@@ -44,9 +44,10 @@ OAUTH_SERVER = Path(__file__).resolve().parents[1] / "oauth_server.py"
 class OAuthServer(HTTPServerProcess):
     """``tests/oauth_server.py`` on a free port."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, *, sse: bool = False) -> None:
         port = free_port()
-        super().__init__([str(OAUTH_SERVER), str(port)], port, log)
+        self.sse = sse
+        super().__init__([str(OAUTH_SERVER), str(port), *(["sse"] if sse else [])], port, log)
 
     @property
     def base(self) -> str:
@@ -54,7 +55,7 @@ class OAuthServer(HTTPServerProcess):
 
     @property
     def url(self) -> str:
-        return f"{self.base}/mcp"
+        return f"{self.base}/sse" if self.sse else f"{self.base}/mcp"
 
     async def _control(self, method: str, path: str, **params: str) -> dict[str, Any]:
         async with httpx2.AsyncClient(base_url=self.base) as http:
