@@ -12,7 +12,8 @@ from actors.gateway.protocol import protocol_schema_text
 from actors.logs import configure_logging
 from actors.platform import EXIT_FORCED_STOP, run_platform
 from actors.tools.authorization import AuthCommandError, authorize_server, logout_server
-from actors.tools.inspection import InspectError, inspect_server, resolve_target
+from actors.tools.inspection import InspectError, inspect_server, resolve_target, stored_oauth
+from actors.tools.mcp_client import ServerConfigError
 from config.errors import ConfigError
 from config.locations import CONFIG_DIR_ENV, prepare_config_dir, resolve_config_dir
 from config.store import ConfigStore
@@ -112,7 +113,11 @@ def _inspect(args: argparse.Namespace) -> int:
     try:
         name, entry = resolve_target(args.target, config_dir, sse=args.sse)
         arguments = orjson.loads(args.args)
-    except (InspectError, orjson.JSONDecodeError) as exc:
+        configured = len(args.target) == 1 and not args.target[0].startswith(
+            ("http://", "https://", "--")
+        )
+        auth = stored_oauth(config_dir, name, entry) if configured else None
+    except (InspectError, ServerConfigError, orjson.JSONDecodeError) as exc:
         print(f"mcp-platform inspect: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 2
     if not isinstance(arguments, dict):
@@ -128,6 +133,7 @@ def _inspect(args: argparse.Namespace) -> int:
             call=args.call,
             arguments=arguments,
             as_json=args.json,
+            auth=auth,
         )
     )
 

@@ -359,6 +359,22 @@ async def _cli_auth(platform: ChatPlatform, env: dict[str, str]) -> tuple[int, s
             await cli.wait()
 
 
+async def _inspect(platform: ChatPlatform) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(ENTRY_POINT),
+        "--config-dir",
+        str(platform.config_dir),
+        "inspect",
+        "remote",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(platform.process.env),
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
 async def test_cli_auth_while_the_platform_waits_then_logout(
     chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer
 ) -> None:
@@ -413,11 +429,15 @@ async def test_cli_auth_takes_the_redirect_itself_when_the_platform_is_down(
     chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer
 ) -> None:
     """Nothing listens on the redirect port: the command does, and the browser's redirect
-    reaches it directly (no paste); the platform then starts with the tokens."""
+    reaches it directly (no paste); ``mcp-platform inspect`` and the platform then use the
+    stored tokens."""
     platform, _ = chat
     port = free_port()
     _write_servers(platform, oauth_server)
     platform.write_runtime_config(_overrides(port))
+    code, out = await _inspect(platform)
+    assert code == 1
+    assert "mcp-platform auth remote" in out
     cli = await asyncio.create_subprocess_exec(
         str(ENTRY_POINT),
         "--config-dir",
@@ -448,6 +468,9 @@ async def test_cli_auth_takes_the_redirect_itself_when_the_platform_is_down(
             cli.kill()
             await cli.wait()
     assert "authorized 'remote'" in rest
+    code, out = await _inspect(platform)
+    assert code == 0, out
+    assert "remote__echo(text)" in out
 
     await platform.start(_overrides(port))
     await platform.process.wait_for(
