@@ -31,12 +31,12 @@ overrides of the SDK's hooks (``_initialize``, ``_handle_token_response``,
    is due is refreshed on first use after a random delay of up to ``restart_jitter``
    seconds, so twenty servers do not refresh at the same instant.
 4. *A person only where one can answer.* The authorization-code flow needs someone to
-   open a URL. :class:`PlatformOAuth` lets that happen only while ``interactive`` (during a
-   connect whose owner can wait; the connect deadline is lifted meanwhile, see
-   ``on_waiting``); a request made later (a tool call whose refresh token was revoked)
-   fails with :class:`AuthorizationRequired` carrying the provider's reason, the
-   connection drops, and the reconnect asks the person. A refused refresh token is
-   forgotten at once, so it is never sent twice.
+   open a URL. :class:`PlatformOAuth` lets that happen only while ``interactive`` (for the
+   ToolActor: the connect and its first listings, whose owner can wait; deadlines and
+   timeouts are held meanwhile, see ``on_waiting``); a request made later (a tool call
+   whose refresh token was revoked) fails with :class:`AuthorizationRequired` carrying
+   the provider's reason, the connection drops, and the reconnect asks the person. A
+   refused refresh token is forgotten at once, so it is never sent twice.
 
 :class:`AuthorizationGate` is the rendezvous between the flow and whoever receives the
 redirect (the gateway's ``/oauth/callback``, the CLI): it checks ``state`` (one use) and
@@ -187,7 +187,6 @@ class _Hooks(OAuthClientProvider):
             storage = self.context.storage
             if isinstance(storage, ExpiringTokenStorage):
                 await storage.forget_tokens()  # never send a refused refresh token again
-            self._platform.refresh_failed(reason)
         ok = await super()._handle_refresh_response(response)
         if ok:
             self._platform.last_failure = None
@@ -240,9 +239,11 @@ class PlatformOAuth(httpx2.Auth):
 
     Built by :func:`oauth_auth`. Attributes the connection code sets:
 
-    * ``interactive``: a person may be asked now (only during a connect).
+    * ``interactive``: a person may be asked now (``connect_server``'s ``interactive``;
+      the ToolActor closes the window after its first listings).
     * ``on_waiting``: called with ``True`` when the flow starts waiting for a person and
-      ``False`` when it stops (the connect lifts its deadline meanwhile).
+      ``False`` when it stops (the connect lifts its deadline, a connection holds its
+      listing timeouts meanwhile).
 
     Counters and hooks for the owner: ``last_failure`` (why authorization is needed,
     e.g. the provider's reason for refusing a refresh), :meth:`exchange_waiter`.
@@ -308,9 +309,6 @@ class PlatformOAuth(httpx2.Auth):
     def _waiting(self, *, person: bool) -> None:
         if self.on_waiting is not None:
             self.on_waiting(person)
-
-    def refresh_failed(self, reason: str) -> None:
-        """A refresh was refused (``last_failure`` says why)."""
 
     def refreshed(self) -> None:
         """A refresh succeeded."""
