@@ -15,6 +15,7 @@ Control routes::
 
     POST /test/ttl?seconds=N   lifetime of the next access tokens issued (default 3600)
     POST /test/revoke          revoke every refresh token (and access token) issued so far
+    (tool ``admin_echo`` answers 403 insufficient_scope to a token without ``admin``)
     POST /test/lenient         from now on let ``initialize``, notifications and the GET
                                stream through without a token (a token is needed from
                                ``tools/list`` on, as some servers do)
@@ -53,6 +54,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COUNTS: Counter[str] = Counter()
+PROVIDERS: list[AutoApprovingProvider] = []
+"""The one provider this process serves (for the middleware's scope check)."""
 SETTINGS: dict[str, Any] = {"ttl": 3600, "lenient": False}
 LENIENT_TOKEN = "lenient-" + secrets.token_urlsafe(16)
 """What the middleware puts on the requests it lets through without a token."""
@@ -74,6 +77,8 @@ class AutoApprovingProvider:
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
         COUNTS["registrations"] += 1
         assert client_info.client_id is not None
+        # Every client may later ask for more (a scope step-up to "admin").
+        client_info.scope = "mcp admin"
         self.clients[client_info.client_id] = client_info
 
     async def authorize(
@@ -175,6 +180,7 @@ def build(port: int, endpoint: str = "/mcp") -> tuple[MCPServer, AutoApprovingPr
     MCP endpoint)."""
     base = f"http://127.0.0.1:{port}"
     provider = AutoApprovingProvider()
+    PROVIDERS.append(provider)
     mcp = MCPServer(
         "protected",
         auth_server_provider=provider,
@@ -182,7 +188,7 @@ def build(port: int, endpoint: str = "/mcp") -> tuple[MCPServer, AutoApprovingPr
             issuer_url=base,
             resource_server_url=f"{base}{endpoint}",
             client_registration_options=ClientRegistrationOptions(
-                enabled=True, valid_scopes=["mcp"], default_scopes=["mcp"]
+                enabled=True, valid_scopes=["mcp", "admin"], default_scopes=["mcp"]
             ),
             required_scopes=["mcp"],
             validate_token_resource=False,
@@ -194,6 +200,12 @@ def build(port: int, endpoint: str = "/mcp") -> tuple[MCPServer, AutoApprovingPr
         """Return ``text``."""
         COUNTS["echo"] += 1
         return f"echo: {text}"
+
+    @mcp.tool()
+    async def admin_echo(text: str) -> str:
+        """Return ``text``; needs the ``admin`` scope (a step-up)."""
+        COUNTS["admin_echo"] += 1
+        return f"admin echo: {text}"
 
     @mcp.custom_route("/test/ttl", methods=["POST"])
     async def set_ttl(request: Request) -> Response:
@@ -234,38 +246,56 @@ class _CountUnauthorized:
             await send(message)
 
         headers = dict(scope["headers"])
-        if SETTINGS["lenient"] and b"authorization" not in headers:
-            body = b""
-            if scope["method"] == "POST":
-                while True:
-                    message = await receive()
-                    body += message.get("body", b"")
-                    if not message.get("more_body"):
-                        break
-            try:
-                method = orjson.loads(body).get("method", "") if body else ""
-            except orjson.JSONDecodeError:
-                method = ""
-            if (
+        body = b""
+        if scope["method"] == "POST":
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+        try:
+            request = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            request = {}
+        method = request.get("method", "") if isinstance(request, dict) else ""
+        if (
+            SETTINGS["lenient"]
+            and b"authorization" not in headers
+            and (
                 scope["method"] == "GET"
                 or method == "initialize"
                 or method.startswith("notifications/")
-            ):
-                scope = dict(scope)
-                token = f"Bearer {LENIENT_TOKEN}".encode()
-                scope["headers"] = [*scope["headers"], (b"authorization", token)]
-            replayed = False
+            )
+        ):
+            scope = dict(scope)
+            token = f"Bearer {LENIENT_TOKEN}".encode()
+            scope["headers"] = [*scope["headers"], (b"authorization", token)]
+        if method == "tools/call" and request.get("params", {}).get("name") == "admin_echo":
+            bearer = headers.get(b"authorization", b"").decode().removeprefix("Bearer ")
+            access = PROVIDERS[0].access_tokens.get(bearer) if PROVIDERS else None
+            if access is not None and "admin" not in access.scopes:
+                COUNTS["step_up_challenges"] += 1
+                base = f"http://127.0.0.1:{scope['server'][1]}"
+                challenge = (
+                    'Bearer error="insufficient_scope", scope="mcp admin", '
+                    f'resource_metadata="{base}/.well-known/oauth-protected-resource/mcp"'
+                )
+                await JSONResponse(
+                    {"error": "insufficient_scope"},
+                    status_code=403,
+                    headers={"WWW-Authenticate": challenge},
+                )(scope, receive, send)
+                return
+        replayed = False
 
-            async def replay() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-            await self.app(scope, replay, counting_send)
-            return
-        await self.app(scope, receive, counting_send)
+        await self.app(scope, replay, counting_send)
 
 
 def main() -> None:

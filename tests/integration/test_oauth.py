@@ -282,6 +282,38 @@ async def test_revoked_refresh_token_asks_again_and_the_chat_goes_on(
     assert (await oauth_server.stats())["refresh_refused"] == 1
 
 
+async def test_a_scope_step_up_asks_the_person_on_the_reconnect(
+    chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer
+) -> None:
+    """A tool call gets 403 insufficient_scope: no person can be asked in the middle of a
+    turn, so the call fails (the turn goes on) and the server waits for a person with the
+    larger scope; once they signed in, the call works."""
+    platform, clients = chat
+    await _start(platform, oauth_server, free_port())
+    client, auth_url = await _auth_required(platform)
+    clients.append(client)
+    assert (await _sign_in(auth_url)).status_code == 200
+    await _status(client, "ready")
+
+    call = Reply.tool_calls([ToolCall("remote__admin_echo", '{"text": "root"}', id="adm")])
+    llm.script(call, Reply.text("That needs more permissions."))
+    frames = await client.turn("admin echo")
+    assert [f["status"] for f in frames if f["type"] == "tool_execution"][-1] == "failed"
+    assert frames[-1]["message"] == "That needs more permissions."
+
+    again = await _status(client, "auth_required")
+    assert "more permissions (scope mcp admin)" in again["error_message"]
+    assert "scope=mcp+admin" in again["auth_url"]
+    assert (await _sign_in(again["auth_url"])).status_code == 200
+    await _status(client, "ready")
+    llm.script(call, Reply.text("Done as admin."))
+    frames = await client.turn("admin echo again")
+    assert [f["status"] for f in frames if f["type"] == "tool_execution"][-1] == "completed"
+    stats = await oauth_server.stats()
+    assert stats["authorizations"] == 2
+    assert stats["admin_echo"] == 1
+
+
 async def test_restart_uses_stored_tokens_without_refreshing(
     chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer
 ) -> None:

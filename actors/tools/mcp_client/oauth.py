@@ -224,6 +224,12 @@ async def _provider_reason(response: httpx2.Response) -> str:
     return f"HTTP {response.status_code}"
 
 
+def _challenge_scope(www_authenticate: str) -> str | None:
+    """The ``scope`` of a ``WWW-Authenticate`` challenge (for the person's message)."""
+    response = httpx2.Response(403, headers={"WWW-Authenticate": www_authenticate})
+    return extract_field_from_www_auth(response, "scope")
+
+
 def _challenged(response: httpx2.Response) -> bool:
     """Whether the server asks for (more) authorization."""
     if response.status_code == 401:
@@ -267,6 +273,10 @@ class PlatformOAuth(httpx2.Auth):
         self._redirect = redirect_handler
         self._callback = callback_handler
         self._exchange_waiters: list[asyncio.Future[str | None]] = []
+        self._step_up: str | None = None
+        """The ``WWW-Authenticate`` of a 403 insufficient_scope the running flow got."""
+        self._pending_step_up: str | None = None
+        """One that could not be granted then (no person): replayed at the next connect."""
         self._provider: _Hooks | None = None
 
     def _attach(self, provider: _Hooks) -> None:
@@ -283,6 +293,13 @@ class PlatformOAuth(httpx2.Auth):
     async def redirect_handler(self, url: str) -> None:
         """The SDK wants a person to open ``url``."""
         if not self.interactive or self._redirect is None:
+            if self._step_up is not None:
+                # A scope step-up: asked for again on the next connect (see async_auth_flow).
+                self._pending_step_up = self._step_up
+                scope = _challenge_scope(self._step_up)
+                self.last_failure = "the server asks for more permissions" + (
+                    f" (scope {scope})" if scope else ""
+                )
             reason = self.last_failure or "the server asks for authorization"
             raise AuthorizationRequired(
                 f"server {self.server!r} needs authorization: {reason}",
@@ -337,16 +354,23 @@ class PlatformOAuth(httpx2.Auth):
         assert provider is not None
         context = provider.context
         tokens = context.current_tokens
-        if provider._initialized and tokens is not None and context.is_token_valid():
+        # A 403 insufficient_scope to hand to the SDK's flow as the answer to ``request``
+        # (it then steps up): the one just received, or one a call met when no person
+        # could be asked, replayed on the first request once one can (the reconnect).
+        replay: httpx2.Response | None = None
+        if self.interactive and self._pending_step_up is not None:
+            replay = httpx2.Response(
+                403, headers={"WWW-Authenticate": self._pending_step_up}, request=request
+            )
+            self._pending_step_up = None
+        elif provider._initialized and tokens is not None and context.is_token_valid():
             request.headers["Authorization"] = f"Bearer {tokens.access_token}"
             response = yield request
             if not _challenged(response):
                 return
-            if (
-                response.status_code == 401
-                and context.current_tokens is tokens
-                and context.can_refresh_token()
-            ):
+            if response.status_code == 403:
+                replay = response
+            elif context.current_tokens is tokens and context.can_refresh_token():
                 # Refused a token we believed good (revoked, clock skew): refresh first,
                 # the SDK would go straight to a new authorization.
                 context.token_expiry_time = _LONG_AGO
@@ -355,11 +379,18 @@ class PlatformOAuth(httpx2.Auth):
         try:
             outgoing = await flow.__anext__()
             while True:
-                response = yield outgoing
+                if replay is not None and outgoing is request:
+                    response, replay = replay, None
+                else:
+                    response = yield outgoing
+                if outgoing is request and response.status_code == 403 and _challenged(response):
+                    # Read by redirect_handler if no person can be asked now.
+                    self._step_up = response.headers.get("WWW-Authenticate")
                 outgoing = await flow.asend(response)
         except StopAsyncIteration:
             return
         finally:
+            self._step_up = None
             await flow.aclose()
 
 
