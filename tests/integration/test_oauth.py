@@ -422,7 +422,7 @@ async def test_cli_auth_while_the_platform_waits_then_logout(
 
     code, output, redirect = await _cli_auth(platform, env)
     assert code == 0, output
-    assert "authorized 'remote': 1 tools" in output
+    assert "authorized 'remote': 2 tools" in output
     assert redirect.startswith(f"http://127.0.0.1:{port}/oauth/callback?")
     assert f"port {port} is in use" in output  # the platform holds it: paste
 
