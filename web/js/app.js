@@ -488,13 +488,21 @@ function onSessionDeleted(frame) {
 
 function onServerStatus(frame) {
   const previous = state.servers.get(frame.server);
-  state.servers.set(frame.server, frame);
+  // Kept in session_info's shape ({name, status, error_message, auth_url}).
+  state.servers.set(frame.server, { name: frame.server, status: frame.status, error_message: frame.error_message ?? null, auth_url: frame.auth_url ?? null });
   renderHeader();
   if (frame.status === "unavailable" && previous?.status !== "unavailable") {
     toast("warning", `MCP server “${frame.server}” unavailable`, frame.error_message ?? ERROR_TEXTS.MCP_SERVER_UNAVAILABLE);
-  } else if (frame.status === "auth_required") {
-    toast("warning", `MCP server “${frame.server}” needs authorisation`, frame.auth_url ? `Open ${frame.auth_url} to sign in.` : frame.error_message);
+  } else if (frame.status === "auth_required" && previous?.auth_url !== frame.auth_url) {
+    toast("warning", `MCP server “${frame.server}” needs you to sign in`, `${frame.error_message ? `${frame.error_message}. ` : ""}Use Connect beside it.`);
+  } else if (frame.status === "ready" && previous?.status === "auth_required") {
+    toast("success", `MCP server “${frame.server}” connected`, null);
   }
+}
+
+/** An authorization URL the page may open: http(s) only (never javascript: or data:). */
+function safeAuthUrl(url) {
+  return typeof url === "string" && /^https?:\/\//i.test(url) ? url : null;
 }
 
 function onError(frame) {
@@ -838,9 +846,14 @@ function scrollToEnd(force = false) {
 
 function renderHeader() {
   ui.model.textContent = state.model;
-  const badges = [...state.servers.values()].map((s) =>
-    h("span", { class: `server-badge status-${s.status}`, title: s.error_message ? `${s.name}: ${s.status} — ${s.error_message}` : `${s.name}: ${s.status}`, "data-server": s.name },
-      h("span", { class: "dot", "aria-hidden": "true" }), s.name, h("span", { class: "sr-only" }, ` (${s.status})`)));
+  const badges = [...state.servers.values()].map((s) => {
+    // OAuth: "Connect" opens the authorization server's page in a new tab; it comes back
+    // to /oauth/callback, which closes itself, and a server_status "ready" follows.
+    const authUrl = s.status === "auth_required" ? safeAuthUrl(s.auth_url) : null;
+    return h("span", { class: `server-badge status-${s.status}`, title: s.error_message ? `${s.name}: ${s.status} — ${s.error_message}` : `${s.name}: ${s.status}`, "data-server": s.name },
+      h("span", { class: "dot", "aria-hidden": "true" }), s.name, h("span", { class: "sr-only" }, ` (${s.status})`),
+      authUrl ? h("a", { class: "connect-btn", href: authUrl, target: "_blank", rel: "noopener", "data-connect": s.name, title: `Sign in to ${s.name}` }, "Connect") : null);
+  });
   ui.servers.replaceChildren(...badges);
 }
 
