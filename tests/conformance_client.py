@@ -30,10 +30,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx2
 from mcp import types as mcp_types
+from mcp.shared.auth import AuthorizationCodeResult
 
 from actors.tools.elicitation import ElicitationContentInvalid, accepted_content
-from actors.tools.mcp_client import MCPClientError, ServerConnection, connect_server
+from actors.tools.mcp_client import (
+    MCPClientError,
+    MemoryTokenStorage,
+    ServerConnection,
+    callback_result_from_url,
+    connect_server,
+    oauth_auth,
+)
 from config.schema import ServerEntry
 
 __all__ = ["AUTH_TOOL", "SCENARIO_TOOLS", "main"]
@@ -83,7 +92,12 @@ async def _sample(
 
 
 def server_entry(scenario: str, url: str, context: dict[str, Any]) -> ServerEntry:
-    """The ``servers_config.json`` entry an operator would write for this scenario's server."""
+    """The ``servers_config.json`` entry an operator would write for this scenario's server.
+
+    Without an ``oauth`` section (the non-auth scenarios) the entry is what an operator
+    writes for any HTTP server: OAuth is then on by default and used only if the server
+    asks for it, as in the ToolActor.
+    """
     fields: dict[str, Any] = {"url": url}
     if scenario.startswith("auth/"):
         fields["oauth"] = oauth_settings(scenario, context)
@@ -91,44 +105,93 @@ def server_entry(scenario: str, url: str, context: dict[str, Any]) -> ServerEntr
 
 
 CIMD_URL = "https://conformance-test.local/client-metadata.json"
-"""The Client ID Metadata Document URL the suite's ``auth/basic-cimd`` expects as client id."""
+"""The Client ID Metadata Document URL the suite's ``auth/basic-cimd`` expects as client id
+(nothing fetches it); with it configured the SDK still registers dynamically where the
+authorization server does not support such documents."""
+
+PRIVATE_KEY_VARIABLE = "CONFORMANCE_PRIVATE_KEY"
+"""The environment variable the private key travels in (an operator writes ``${VAR}`` in
+``servers_config.json`` rather than the PEM itself)."""
 
 
 def oauth_settings(scenario: str, context: dict[str, Any]) -> dict[str, Any]:
     """The entry's ``oauth`` section for an ``auth/*`` scenario, from the suite's context."""
-    if scenario == "auth/pre-registration":
-        return {
-            "client_id": context["client_id"],
-            "client_secret": context["client_secret"],
-            "token_endpoint_auth_method": "client_secret_basic",
-        }
+    if scenario in ("auth/pre-registration", "auth/cross-app-access-complete-flow"):
+        # Cross-app access (SEP-990) has no settings of its own: the platform does not
+        # support it, and this is the closest an operator can come (a registered client).
+        return {"client_id": context["client_id"], "client_secret": context["client_secret"]}
     if scenario == "auth/client-credentials-basic":
         return {
-            "grant_type": "client_credentials",
+            "grant": "client_credentials",
             "client_id": context["client_id"],
             "client_secret": context["client_secret"],
         }
     if scenario == "auth/client-credentials-jwt":
         return {
-            "grant_type": "client_credentials",
+            "grant": "client_credentials",
             "client_id": context["client_id"],
-            "private_key": context["private_key_pem"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "private_key": "${" + PRIVATE_KEY_VARIABLE + "}",
             "signing_algorithm": context.get("signing_algorithm", "ES256"),
         }
     return {"client_metadata_url": CIMD_URL}
 
 
+REDIRECT_URI = "http://localhost:3000/callback"
+"""Where the mock authorization server redirects to (nothing listens: see :class:`_Browser`)."""
+
+
+class _Browser:
+    """A person who signs in at once: the suite's authorization endpoint redirects straight
+    back with a code, so "opening" the URL is one GET whose ``Location`` is the redirect
+    back, handed to the flow as the platform's callback page would."""
+
+    def __init__(self) -> None:
+        self._result: AuthorizationCodeResult | None = None
+
+    async def open(self, url: str) -> None:
+        async with httpx2.AsyncClient(follow_redirects=False, timeout=CONNECTION_TIMEOUT) as http:
+            response = await http.get(url)
+        location = response.headers.get("location")
+        if response.status_code not in (301, 302, 303, 307, 308) or location is None:
+            raise ScenarioError(
+                f"the authorization endpoint answered HTTP {response.status_code}, no redirect"
+            )
+        self._result = callback_result_from_url(location)
+
+    async def redirected(self) -> AuthorizationCodeResult:
+        result, self._result = self._result, None
+        if result is None:
+            raise ScenarioError("no redirect back from the authorization endpoint")
+        return result
+
+
 async def run(scenario: str, url: str, context: dict[str, Any]) -> None:
     """Connect to ``url`` as the platform does and do what ``scenario`` expects."""
     entry = server_entry(scenario, url, context)
+    platform_env = dict(os.environ)
+    if "private_key_pem" in context:
+        platform_env[PRIVATE_KEY_VARIABLE] = context["private_key_pem"]
+    browser = _Browser()
+    auth = oauth_auth(
+        "conformance",
+        entry,
+        MemoryTokenStorage(),
+        platform_env=platform_env,
+        redirect_uri=REDIRECT_URI,
+        redirect_handler=browser.open,
+        callback_handler=browser.redirected,
+    )
     async with connect_server(
         "conformance",
         entry,
-        platform_env=os.environ,
+        platform_env=platform_env,
         connection_timeout=CONNECTION_TIMEOUT,
         cwd_default=Path.cwd(),
         elicitation_callback=_elicit,
         sampling_callback=_sample,
+        auth=auth,
+        interactive=True,
     ) as conn:
         tools = {tool.name for tool in await conn.list_tools()}
         if scenario.startswith("auth/"):

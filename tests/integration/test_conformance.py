@@ -13,10 +13,10 @@ One scenario at a time, even under pytest-xdist (a file lock): each one starts N
 Python client, and some judge timing (``sse-retry`` wants the reconnection 450-700 ms after
 the stream closed), which two concurrent runs on a 2-core machine would disturb.
 
-Auth scenarios: they need the OAuth wiring (the ``oauth`` section of a server entry, built
-into an ``httpx2.Auth`` for the connection). Until that is in this branch they cannot pass:
-:data:`AUTH_SCENARIOS_AWAITING_OAUTH` names them, and they are not collected. Whoever merges
-the OAuth work empties it (and keeps :data:`AUTH_SCENARIOS_UNSUPPORTED` honest).
+Auth scenarios run through the platform's OAuth wiring (the entry's ``oauth`` section,
+:func:`actors.tools.mcp_client.oauth_auth`), the authorization endpoint "opened" by a
+headless browser (see the client). :data:`AUTH_SCENARIOS_UNSUPPORTED` says which cannot pass
+and why; :data:`AUTH_SCENARIOS_AWAITING_OAUTH` which wait for the rest of the OAuth work.
 """
 
 from __future__ import annotations
@@ -93,21 +93,45 @@ AUTH_SCENARIOS = [
 ]
 """Every ``auth/*`` client scenario of the pinned suite (draft and extension ones included)."""
 
-AUTH_SCENARIOS_UNSUPPORTED: dict[str, str] = {
-    "auth/2025-03-26-oauth-metadata-backcompat": (
-        "the suite's mock authorization server (0.1.16) serves metadata at the origin's "
-        "/.well-known/oauth-authorization-server naming the issuer <origin>/oauth, which "
-        "RFC 8414 section 3.3 forbids; the MCP SDK rejects it (issuer mismatch), as it must. "
-        "Fixed upstream in the suite (PR #359), released only in 0.2.0 prereleases."
+
+@dataclass(frozen=True)
+class Unsupported:
+    """Why an auth scenario cannot pass, and the line of the client's stderr that shows it."""
+
+    reason: str
+    evidence: str
+
+
+AUTH_SCENARIOS_UNSUPPORTED: dict[str, Unsupported] = {
+    "auth/2025-03-26-oauth-metadata-backcompat": Unsupported(
+        reason=(
+            "the suite's mock authorization server (0.1.16) serves its metadata at the "
+            "origin's /.well-known/oauth-authorization-server naming the issuer "
+            "<origin>/oauth, which RFC 8414 section 3.3 forbids; the MCP SDK rejects it, as "
+            "it must (fixed in the suite by PR #359, released only in 0.2.0 prereleases)"
+        ),
+        evidence="Authorization server metadata issuer mismatch",
+    ),
+    "auth/cross-app-access-complete-flow": Unsupported(
+        reason=(
+            "SEP-990 (enterprise-managed authorization: an RFC 8693 token exchange at the "
+            "identity provider, then a JWT-bearer grant) is an extension the platform does "
+            "not implement: the SDK leaves the exchange at the identity provider to the host"
+        ),
+        evidence="Auth server only supports jwt-bearer grant, got authorization_code",
     ),
 }
 """Auth scenarios that cannot pass with the pinned suite and SDK, and why (the README lists
 them). :func:`test_scenario` checks each fails for exactly that reason."""
 
-AUTH_SCENARIOS_AWAITING_OAUTH: list[str] = list(AUTH_SCENARIOS)
-"""Auth scenarios not collected yet because this branch has no OAuth wiring (branch ``oauth``
-brings it). Empty this list once it is merged: each scenario then must pass (or fail as
-:data:`AUTH_SCENARIOS_UNSUPPORTED` says)."""
+AUTH_SCENARIOS_AWAITING_OAUTH: list[str] = [
+    "auth/scope-step-up",
+    "auth/scope-retry-limit",
+]
+"""Auth scenarios not collected yet: they need a connection that may ask for authorization
+after connecting (a scope step-up on ``tools/call``), which the ``oauth`` branch's
+``connect_server(interactive=...)`` is about to offer. Empty this list once it has: each
+scenario then must pass (or fail as :data:`AUTH_SCENARIOS_UNSUPPORTED` says)."""
 
 
 @dataclass(frozen=True)
@@ -242,9 +266,8 @@ def test_scenario(suite: Path, one_at_a_time: None, tmp_path: Path, scenario: st
     """A client scenario passes (an unsupported one fails, for exactly the reason given)."""
     run = run_scenario(suite, scenario, tmp_path)
     if scenario in AUTH_SCENARIOS_UNSUPPORTED:
-        # The SDK's RFC 8414 issuer check stops the flow, not anything else.
         assert run.returncode != 0, run.explain()
-        assert "issuer mismatch" in run.client_stderr, run.explain()
+        assert AUTH_SCENARIOS_UNSUPPORTED[scenario].evidence in run.client_stderr, run.explain()
         return
     assert_passed(run)
     expected = EXPECTED_SUCCESS.get(scenario)
