@@ -883,3 +883,24 @@ class ConfigSnapshot(BaseModel):
     def db_path(self) -> Path:
         """The SQLite file."""
         return self.resolve(self.config.chat.storage.persistence.db_path)
+
+    @property
+    def token_db_path(self) -> Path | None:
+        """Where OAuth tokens are kept: the chat database (``None``: in memory, with
+        ``chat.storage.type: memory``)."""
+        return None if self.config.chat.storage.type == "memory" else self.db_path
+
+    @property
+    def oauth_redirect_uri(self) -> str:
+        """Where authorization servers send the browser back: ``/oauth/callback`` on
+        ``mcp.oauth.redirect_base_url``, or on the platform's own host and port."""
+        base = self.config.mcp.oauth.redirect_base_url
+        if base is None:
+            websocket = self.config.chat.websocket
+            host = websocket.host
+            if host in ("", "0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
+                host = "localhost"
+            elif ":" in host:
+                host = f"[{host}]"
+            base = f"http://{host}:{websocket.port}"
+        return base + "/oauth/callback"

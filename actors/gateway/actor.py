@@ -71,8 +71,8 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import Annotated, ClassVar, Literal, assert_never
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Annotated, Any, ClassVar, Literal, assert_never
 from urllib.parse import parse_qs
 
 import orjson
@@ -93,6 +93,12 @@ from actors.gateway.auth import (
     credential_from_request,
     judge_credential,
     resolve_tokens,
+)
+from actors.gateway.oauth_callback import (
+    CALLBACK_PATH,
+    CallbackQuery,
+    PendingAuthorizations,
+    callback_page,
 )
 from actors.gateway.origins import ANY_ORIGIN, OriginPolicy, RemoteBindRefused, remote_bind_problem
 from actors.gateway.protocol import (
@@ -137,7 +143,9 @@ from actors.messages import (
     AnswerElicitation,
     AnswerToolApproval,
     AssistantDelta,
+    AuthorizationResult,
     CancelTurn,
+    CompleteAuthorization,
     ConfigChanged,
     ConversationState,
     CreateConversation,
@@ -163,6 +171,7 @@ from actors.messages import (
     TurnStarted,
     TurnStateChanged,
 )
+from actors.tool_names import tool_actor_name
 from bus.actor import Actor
 from bus.errors import (
     RequestError,
@@ -198,6 +207,11 @@ _EXPOSURE_KEYS = (
 """Settings that decide who can reach the listener (with the auth section)."""
 
 HealthSource = Callable[[], dict[str, dict[str, object]]]
+
+
+AUTHORIZATION_PAGE_TIMEOUT = 45.0
+"""Seconds ``/oauth/callback`` waits for the ToolActor to exchange the code (it gives the
+authorization server 30 s)."""
 
 
 class _PendingDelta:
@@ -461,6 +475,8 @@ class GatewayActor(Actor[GatewayInbox]):
         TurnStateChanged events (the orchestrator owns which turns run)."""
         self._ids = itertools.count(1)
         self._servers: dict[str, ServerStateChanged] = {}
+        self._pending_auth = PendingAuthorizations()
+        """OAuth: which server each published authorization URL belongs to."""
         """The last state of each MCP server (for session_info)."""
         self._tools: tuple[ToolSpec, ...] = ()
         """The tools the model is offered, named as it sees them: the orchestrator's last
@@ -591,9 +607,14 @@ class GatewayActor(Actor[GatewayInbox]):
             case ServerStateChanged(server=server, status=status, error_message=error):
                 previous = self._servers.get(server)
                 self._servers[server] = message
-                if previous is None or previous.status != status:
+                self._pending_auth.update(server, message.auth_url)
+                if (
+                    previous is None
+                    or previous.status != status
+                    or previous.auth_url != message.auth_url
+                ):
                     status_frame = ServerStatusFrame(
-                        server=server, status=status, error_message=error
+                        server=server, status=status, error_message=error, auth_url=message.auth_url
                     )
                     for conn in self._connections:
                         conn.send_frame(status_frame)
@@ -765,9 +786,13 @@ class GatewayActor(Actor[GatewayInbox]):
 
     # -- HTTP -------------------------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Coroutine[Any, Any, Response] | None:
         path = request.path.partition("?")[0]
         settings = self.settings
+        if path == CALLBACK_PATH:
+            return self._oauth_callback(request)
         if path == settings.endpoint:
             origin = request.headers.get("Origin")
             if not self._origin_policy().allows(origin, request.headers.get("Host")):
@@ -802,6 +827,43 @@ class GatewayActor(Actor[GatewayInbox]):
                 f"MCP Platform is running. WebSocket endpoint: {settings.endpoint}\n".encode(),
             )
         return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+
+    async def _oauth_callback(self, request: Request) -> Response:
+        """An authorization server sent the browser back: the server whose URL carried
+        this ``state`` finishes its flow (once), and the page says how it went."""
+        query = CallbackQuery.parse(request.path)
+        server = self._pending_auth.take(query.state)
+        if server is None or query.state is None:
+            self.log.info("gateway.oauth_callback_unknown")
+            return _response(
+                http.HTTPStatus.BAD_REQUEST,
+                "text/html; charset=utf-8",
+                callback_page(
+                    ok=False,
+                    message="This sign-in is not pending here: it was used already, or "
+                    "it expired, or it was started by 'mcp-platform auth' (then paste this "
+                    "page's address into that terminal).",
+                ),
+            )
+        try:
+            result = await self.request(
+                CompleteAuthorization(
+                    state=query.state, code=query.code, iss=query.iss, error=query.error
+                ),
+                to=tool_actor_name(server),
+                timeout=AUTHORIZATION_PAGE_TIMEOUT,
+            )
+        except RequestError as exc:
+            self.log.warning("gateway.oauth_callback_failed", server=server, error=str(exc))
+            result = AuthorizationResult(
+                ok=False, message=f"{server!r} could not take the authorization right now."
+            )
+        self.log.info("gateway.oauth_callback", server=server, ok=result.ok)
+        return _response(
+            http.HTTPStatus.OK if result.ok else http.HTTPStatus.BAD_GATEWAY,
+            "text/html; charset=utf-8",
+            callback_page(ok=result.ok, message=result.message),
+        )
 
     def _throttle(self) -> FailureThrottle:
         """The refused-handshake counter, rebuilt when its settings change (its counts
@@ -1086,7 +1148,12 @@ class GatewayActor(Actor[GatewayInbox]):
                 for prompt in server.prompts
             ],
             servers=[
-                ServerInfo(name=s.server, status=s.status, error_message=s.error_message)
+                ServerInfo(
+                    name=s.server,
+                    status=s.status,
+                    error_message=s.error_message,
+                    auth_url=s.auth_url,
+                )
                 for s in self._servers.values()
             ],
             model=llm.providers[llm.active].model,

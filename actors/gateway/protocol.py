@@ -328,6 +328,8 @@ class ServerInfo(_ServerFrame):
     name: str
     status: ServerState
     error_message: str | None = None
+    auth_url: str | None = None
+    """For ``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
 
 
 class UsageInfo(_ServerFrame):
@@ -564,6 +566,8 @@ class ServerStatusFrame(_ServerFrame):
     status: ServerState
     error_message: str | None = None
     auth_url: str | None = None
+    """For ``auth_required`` (OAuth): the URL a person opens to authorize the platform
+    (the page's Connect button); the browser comes back to ``/oauth/callback``."""
 
 
 class ErrorFrame(_ServerFrame):

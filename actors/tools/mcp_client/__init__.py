@@ -21,7 +21,7 @@ Import from the package (``from actors.tools.mcp_client import connect_server``)
 with a leading underscore are shared between these modules only.
 """
 
-from actors.tools.mcp_client.connect import NegotiationMode, connect_server
+from actors.tools.mcp_client.connect import Interactive, NegotiationMode, connect_server
 from actors.tools.mcp_client.connection import CallClock, ServerConnection
 from actors.tools.mcp_client.environment import expand_env_references, stdio_environment
 from actors.tools.mcp_client.errors import (
@@ -61,6 +61,7 @@ __all__ = [
     "BinaryContent",
     "CallClock",
     "ConnectFailure",
+    "Interactive",
     "MCPClientError",
     "MemoryTokenStorage",
     "NegotiationMode",

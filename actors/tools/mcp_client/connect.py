@@ -90,13 +90,16 @@ from config.schema import ServerEntry
 if TYPE_CHECKING:  # only for the annotation (mcp.client imports mcp.server anyway)
     from mcp.server import MCPServer
 
-__all__ = ["NegotiationMode", "connect_server"]
+__all__ = ["Interactive", "NegotiationMode", "connect_server"]
 
 _T = TypeVar("_T")
 
 
 _GARBAGE_KEPT = 3
 """Non-JSON-RPC stdout lines remembered while connecting (to explain a failed connect)."""
+
+Interactive = Literal["never", "connect", "always"]
+"""When the OAuth flow may ask a person (see ``connect_server``)."""
 
 NegotiationMode = Literal["legacy", "auto"]
 """How the protocol version is negotiated (see the module's design note)."""
@@ -202,7 +205,7 @@ async def connect_server(
     list_roots_callback: ListRootsFnT | None = None,
     in_process: MCPServer | None = None,
     auth: httpx2.Auth | None = None,
-    interactive: bool = False,
+    interactive: Interactive = "never",
 ) -> AsyncIterator[ServerConnection]:
     """Connect to one configured MCP server; the connection lives for the ``async with``.
 
@@ -239,10 +242,13 @@ async def connect_server(
         in_process: An MCP server object in this process (the SDK's in-memory transport)
             to connect to instead of the entry's command or URL (which are then unused).
         auth: HTTP: the ``httpx2.Auth`` of every request (OAuth: :func:`oauth_auth`).
-        interactive: OAuth (a :class:`PlatformOAuth` ``auth``): a person may be asked
-            while connecting; the connect deadline does not run while the flow waits for
-            them. Once connected, the flow may no longer ask (it raises
-            :class:`AuthorizationRequired` instead, and the connection drops).
+        interactive: OAuth (a :class:`PlatformOAuth` ``auth``): when a person may be
+            asked to authorize: ``never`` (the connect fails with
+            :class:`AuthorizationRequired`), ``connect`` (only while connecting: the
+            ToolActor; later requests raise ``AuthorizationRequired`` and the connection
+            drops) or ``always`` (a standalone client that can wait during any request,
+            e.g. a scope step-up on a tool call). The connect deadline does not run while
+            the flow waits for the person.
 
     Yields:
         The connected :class:`ServerConnection`.
@@ -313,7 +319,7 @@ async def connect_server(
             with anyio.CancelScope(deadline=anyio.current_time() + connection_timeout) as scope:
                 oauth = auth if isinstance(auth, PlatformOAuth) else None
                 if oauth is not None:
-                    oauth.interactive = interactive
+                    oauth.interactive = interactive != "never"
 
                     def waiting(person: bool) -> None:
                         # A person takes their time: no deadline while the flow waits,
@@ -326,7 +332,7 @@ async def connect_server(
                     stack.callback(_stop_asking, oauth)
                 async with client:
                     scope.deadline = math.inf  # connected: the deadline was for connecting
-                    if oauth is not None:
+                    if oauth is not None and interactive != "always":
                         _stop_asking(oauth)
                     connection = ServerConnection(
                         name,

@@ -133,6 +133,10 @@ class _DueEarlyContext(OAuthContext):
         )
 
 
+_LONG_AGO = 1.0
+"""An expiry in the past that marks a token due (the SDK reads ``0`` as "never expires")."""
+
+
 def _usable_for(lifetime: float, margin: float) -> float:
     """Seconds of a ``lifetime``-second token before it is due: the margin, but never more
     than half the lifetime (a 60 s token with a 60 s margin would be refreshed forever)."""
@@ -241,7 +245,7 @@ class PlatformOAuth(httpx2.Auth):
       ``False`` when it stops (the connect lifts its deadline meanwhile).
 
     Counters and hooks for the owner: ``last_failure`` (why authorization is needed,
-    e.g. the provider's reason for refusing a refresh), :meth:`wait_exchange`.
+    e.g. the provider's reason for refusing a refresh), :meth:`exchange_waiter`.
     """
 
     requires_response_body = False
@@ -313,12 +317,12 @@ class PlatformOAuth(httpx2.Auth):
             if not waiter.done():
                 waiter.set_result(error)
 
-    async def wait_exchange(self) -> str | None:
-        """Wait for the next token exchange to end: ``None`` when tokens were stored, else
-        why it failed."""
+    def exchange_waiter(self) -> asyncio.Future[str | None]:
+        """A future of the next token exchange's end: ``None`` when tokens were stored,
+        else why it failed (take it before handing over the code)."""
         waiter: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._exchange_waiters.append(waiter)
-        return await waiter
+        return waiter
 
     # -- httpx2.Auth -------------------------------------------------------------------------
 
@@ -341,7 +345,7 @@ class PlatformOAuth(httpx2.Auth):
             ):
                 # Refused a token we believed good (revoked, clock skew): refresh first,
                 # the SDK would go straight to a new authorization.
-                context.token_expiry_time = 0.0
+                context.token_expiry_time = _LONG_AGO
             del request.headers["Authorization"]
         flow = provider.async_auth_flow(request)
         try:
@@ -406,6 +410,21 @@ class AuthorizationGate:
             raise AuthorizationStateError("the state does not match the pending authorization")
         self._state = None  # one use
         answer.set_result(result)
+
+    def refuse(self, state: str, reason: str) -> None:
+        """The authorization server sent the person back with an error: the waiting flow
+        fails with ``reason`` (a new connect asks again).
+
+        Raises:
+            AuthorizationStateError: Nothing is pending, or ``state`` is not its state.
+        """
+        expected, answer = self._state, self._answer
+        if expected is None or answer is None or answer.done():
+            raise AuthorizationStateError("no authorization is pending (or it was used)")
+        if not secrets.compare_digest(state, expected):
+            raise AuthorizationStateError("the state does not match the pending authorization")
+        self._state = None
+        answer.set_exception(AuthorizationStateError(reason))
 
     def complete_from_url(self, redirect_url: str) -> None:
         """:meth:`complete` with the parameters of the URL the browser was sent back to.
