@@ -191,7 +191,7 @@ async def run(scenario: str, url: str, context: dict[str, Any]) -> None:
         elicitation_callback=_elicit,
         sampling_callback=_sample,
         auth=auth,
-        interactive=True,
+        interactive="always",
     ) as conn:
         tools = {tool.name for tool in await conn.list_tools()}
         if scenario.startswith("auth/"):

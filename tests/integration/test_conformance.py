@@ -124,14 +124,9 @@ AUTH_SCENARIOS_UNSUPPORTED: dict[str, Unsupported] = {
 """Auth scenarios that cannot pass with the pinned suite and SDK, and why (the README lists
 them). :func:`test_scenario` checks each fails for exactly that reason."""
 
-AUTH_SCENARIOS_AWAITING_OAUTH: list[str] = [
-    "auth/scope-step-up",
-    "auth/scope-retry-limit",
-]
-"""Auth scenarios not collected yet: they need a connection that may ask for authorization
-after connecting (a scope step-up on ``tools/call``), which the ``oauth`` branch's
-``connect_server(interactive=...)`` is about to offer. Empty this list once it has: each
-scenario then must pass (or fail as :data:`AUTH_SCENARIOS_UNSUPPORTED` says)."""
+AUTH_SCENARIOS_AWAITING_OAUTH: list[str] = []
+"""Auth scenarios not collected because the OAuth work they need is not in yet (none now: a
+scenario listed here must come back as soon as the platform can run it)."""
 
 
 @dataclass(frozen=True)
