@@ -16,7 +16,7 @@ the stream closed), which two concurrent runs on a 2-core machine would disturb.
 Auth scenarios run through the platform's OAuth wiring (the entry's ``oauth`` section,
 :func:`actors.tools.mcp_client.oauth_auth`), the authorization endpoint "opened" by a
 headless browser (see the client). :data:`AUTH_SCENARIOS_UNSUPPORTED` says which cannot pass
-and why; :data:`AUTH_SCENARIOS_AWAITING_OAUTH` which wait for the rest of the OAuth work.
+and why.
 """
 
 from __future__ import annotations
@@ -123,10 +123,6 @@ AUTH_SCENARIOS_UNSUPPORTED: dict[str, Unsupported] = {
 }
 """Auth scenarios that cannot pass with the pinned suite and SDK, and why (the README lists
 them). :func:`test_scenario` checks each fails for exactly that reason."""
-
-AUTH_SCENARIOS_AWAITING_OAUTH: list[str] = []
-"""Auth scenarios not collected because the OAuth work they need is not in yet (none now: a
-scenario listed here must come back as soon as the platform can run it)."""
 
 
 @dataclass(frozen=True)
@@ -247,16 +243,10 @@ def test_scenario_inventory(suite: Path) -> None:
         if line.strip().startswith("- ")
     ]
     assert sorted(listed) == sorted(CORE_SCENARIOS + AUTH_SCENARIOS), done.stdout
-    assert set(AUTH_SCENARIOS_AWAITING_OAUTH) <= set(AUTH_SCENARIOS)
     assert set(AUTH_SCENARIOS_UNSUPPORTED) <= set(AUTH_SCENARIOS)
 
 
-ENABLED_SCENARIOS = CORE_SCENARIOS + [
-    s for s in AUTH_SCENARIOS if s not in AUTH_SCENARIOS_AWAITING_OAUTH
-]
-
-
-@pytest.mark.parametrize("scenario", ENABLED_SCENARIOS)
+@pytest.mark.parametrize("scenario", CORE_SCENARIOS + AUTH_SCENARIOS)
 def test_scenario(suite: Path, one_at_a_time: None, tmp_path: Path, scenario: str) -> None:
     """A client scenario passes (an unsupported one fails, for exactly the reason given)."""
     run = run_scenario(suite, scenario, tmp_path)
