@@ -77,7 +77,8 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal, assert_never
 from urllib.parse import parse_qs
 
@@ -178,6 +179,7 @@ from actors.messages import (
     TurnStarted,
     TurnStateChanged,
 )
+from actors.onboarding import StartupAnnouncer, missing_key_warning
 from bus.actor import Actor
 from bus.errors import (
     RequestError,
@@ -581,10 +583,21 @@ class GatewayActor(Actor[GatewayInbox]):
         ToolsOffered,
     )
 
-    def __init__(self, health: HealthSource, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(
+        self,
+        health: HealthSource,
+        environ: Mapping[str, str] = os.environ,
+        *,
+        startup: StartupAnnouncer | None = None,
+        dotenv_dirs: Sequence[Path] = (),
+    ) -> None:
         super().__init__()
         self._health = health
         self._environ = environ
+        self._startup = startup
+        """Told the page's URL and each server state (the start-up lines on stderr)."""
+        self._dotenv_dirs = tuple(dotenv_dirs)
+        """Where ``.env`` files are read (named by the missing-key notice)."""
         self._tokens = TokenTable()
         """The accepted tokens (empty: no authentication); replaced only whole."""
         self._failures: FailureThrottle | None = None
@@ -703,6 +716,8 @@ class GatewayActor(Actor[GatewayInbox]):
             url=f"http://{settings.host}:{port}/",
             auth_owners=len(self._tokens.entries),
         )
+        if self._startup is not None:
+            self._startup.listening(f"http://{settings.host}:{port}/" if self._web else None)
         return server
 
     # -- bus messages -----------------------------------------------------------------------
@@ -743,6 +758,8 @@ class GatewayActor(Actor[GatewayInbox]):
             case ServerStateChanged(server=server, status=status, error_message=error):
                 previous = self._servers.get(server)
                 self._servers[server] = message
+                if self._startup is not None:
+                    self._startup.server_state(server, status, error)
                 if previous is None or previous.status != status:
                     status_frame = ServerStatusFrame(
                         server=server, status=status, error_message=error
@@ -1290,6 +1307,7 @@ class GatewayActor(Actor[GatewayInbox]):
             ],
             model=llm.providers[llm.active].model,
             turn_in_progress=state.conversation_id in self._running,
+            notice=missing_key_warning(llm, self._environ, self._dotenv_dirs),
         )
 
     def _attach(self, conn: _Connection, conversation_id: str) -> None:

@@ -380,6 +380,9 @@ class SessionInfoFrame(_ServerFrame):
     """The active provider's model."""
     turn_in_progress: bool = False
     """A turn of this conversation is running (its frames follow)."""
+    notice: str | None = None
+    """A set-up problem to show before the first message (the page shows a banner), e.g.
+    no API key for the active LLM provider: the words of the start-up warning."""
 
 
 class AssistantDeltaFrame(_ServerFrame):

@@ -61,6 +61,7 @@ const ui = {
   prompts: $("prompts"),
   promptCount: $("prompt-count"),
   toasts: $("toasts"),
+  notice: $("notice"),
   dialog: $("dialog"),
   sidebar: $("sidebar"),
   scrim: $("scrim"),
@@ -139,6 +140,9 @@ function onSessionInfo(frame) {
   state.servers = new Map((frame.servers ?? []).map((s) => [s.name, s]));
   state.tools = frame.tools ?? [];
   state.prompts = frame.prompts ?? [];
+  // A set-up problem (no API key for the LLM): said before the first message, not after.
+  ui.notice.textContent = frame.notice ?? "";
+  ui.notice.hidden = !frame.notice;
   state.turn = null;
   state.pending = null;
   state.pendingBubble = null;
