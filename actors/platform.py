@@ -126,6 +126,8 @@ async def run_platform(
     if not runtime_existed:
         created.append(store.runtime_path)
     _log_location(location, created)
+    for path in created:
+        _human(f"Created {path}")
     set_secrets(collect_secrets(env, snapshot))
     websocket = snapshot.config.chat.websocket
     try:
@@ -165,6 +167,13 @@ async def run_platform(
         _log.error("platform.stopped", exit_code=EXIT_PORT_IN_USE, reason=reason)
         _human(f"mcp-platform: cannot start: {reason}")
         return EXIT_PORT_IN_USE
+    if not snapshot.servers_path.exists():
+        # Not silent: only the built-in server runs, which is easy to take for a bug.
+        _log.warning("config.servers_missing", path=str(snapshot.servers_path))
+        _human(
+            f"Note: no {snapshot.servers_path}: no MCP servers besides the built-in one "
+            "(write one, or start with an empty config directory to get the demo servers)"
+        )
     llm = snapshot.config.llm
     key_warning = missing_key_warning(llm, env, location.dotenv_dirs)
     if key_warning is not None:

@@ -60,9 +60,10 @@ async def test_signal_stops_cleanly_and_promptly(platform_factory, signum: int) 
     # Only the lines for the person at the terminal (no traceback, no crash records): the
     # default provider has no key here, then the ready line, perhaps the servers' outcome.
     lines = proc.stderr.decode().splitlines()
-    assert lines[0].startswith("Warning: No API key for the LLM provider 'openrouter'")
-    assert lines[1].startswith("MCP Platform ready. Open http://127.0.0.1:")
-    assert lines[2:] in ([], ["MCP servers: platform ready"])
+    assert lines[0].startswith(f"Note: no {proc.config_dir / 'servers_config.json'}: ")
+    assert lines[1].startswith("Warning: No API key for the LLM provider 'openrouter'")
+    assert lines[2].startswith("MCP Platform ready. Open http://127.0.0.1:")
+    assert lines[3:] in ([], ["MCP servers: platform ready"])
 
 
 async def test_valid_edit_is_applied_within_a_second(platform_factory) -> None:
