@@ -1278,6 +1278,9 @@ class GatewayActor(Actor[GatewayInbox]):
 
     def _session_info(self, state: ConversationState) -> SessionInfoFrame:
         llm = self.snapshot.config.llm
+        retention = self.snapshot.config.chat.storage.persistence.retention
+        keep = None if state.saved else retention.max_age_hours * 3600
+        last_change = state.messages[-1].created_at if state.messages else time.time()
         return SessionInfoFrame(
             conversation_id=state.conversation_id,
             name=state.name,
@@ -1307,6 +1310,8 @@ class GatewayActor(Actor[GatewayInbox]):
             ],
             model=llm.providers[llm.active].model,
             turn_in_progress=state.conversation_id in self._running,
+            expires_at=None if keep is None else last_change + keep,
+            expires_after=keep,
             notice=missing_key_warning(llm, self._environ, self._dotenv_dirs),
         )
 

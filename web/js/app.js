@@ -62,6 +62,7 @@ const ui = {
   promptCount: $("prompt-count"),
   toasts: $("toasts"),
   notice: $("notice"),
+  expiry: $("expiry"),
   dialog: $("dialog"),
   sidebar: $("sidebar"),
   scrim: $("scrim"),
@@ -73,6 +74,10 @@ const state = {
   name: null,
   saved: false,
   model: "",
+  /** When retention removes this unsaved conversation (Unix s; null: saved). */
+  expiresAt: null,
+  /** Seconds an unsaved conversation is kept after its last change (null: saved). */
+  expiresAfter: null,
   servers: new Map(),
   tools: [],
   prompts: [],
@@ -143,6 +148,8 @@ function onSessionInfo(frame) {
   // A set-up problem (no API key for the LLM): said before the first message, not after.
   ui.notice.textContent = frame.notice ?? "";
   ui.notice.hidden = !frame.notice;
+  state.expiresAt = frame.expires_at ?? null;
+  state.expiresAfter = frame.expires_after ?? null;
   state.turn = null;
   state.pending = null;
   state.pendingBubble = null;
@@ -244,6 +251,7 @@ function onAssistantMessage(frame) {
     frame.finish_reason === "cancelled" ? "cancelled (the answer was stopped)" : "no longer waiting");
   endApprovals((a) => a.turnId === null || a.turnId === frame.turn_id,
     frame.finish_reason === "cancelled" ? "cancelled (the answer was stopped)" : "no longer waiting");
+  touchExpiry();
   const usedPrompt = state.pendingPrompt && frame.request_id === state.pending;
   state.turn = null;
   state.pending = null;
@@ -428,6 +436,7 @@ function endApprovals(which, reason) {
 
 function onSessionCleared(frame) {
   setConversation(frame.conversation_id, null, false);
+  touchExpiry();
   endQuestions(() => true, "no longer waiting");
   endApprovals(() => true, "no longer waiting");
   state.turn = null;
@@ -438,7 +447,11 @@ function onSessionCleared(frame) {
 }
 
 function onSessionSaved(frame) {
-  if (frame.conversation_id === state.conversationId) setConversation(frame.conversation_id, frame.name, true);
+  if (frame.conversation_id === state.conversationId) {
+    state.expiresAt = null; // saved: exempt from retention
+    state.expiresAfter = null;
+    setConversation(frame.conversation_id, frame.name, true);
+  }
   toast("success", "Session saved", `Saved as “${frame.name}”.`);
   refreshSessions();
 }
@@ -549,6 +562,7 @@ function setConversation(conversationId, name, saved) {
   sessionStorage.setItem(STORAGE_KEY, conversationId);
   ui.title.textContent = name || "New conversation";
   ui.title.title = conversationId;
+  renderExpiry();
   renderSessions();
 }
 
@@ -840,10 +854,34 @@ function scrollToEnd(force = false) {
 
 function renderHeader() {
   ui.model.textContent = state.model;
+  renderExpiry();
   const badges = [...state.servers.values()].map((s) =>
     h("span", { class: `server-badge status-${s.status}`, title: s.error_message ? `${s.name}: ${s.status} — ${s.error_message}` : `${s.name}: ${s.status}`, "data-server": s.name },
       h("span", { class: "dot", "aria-hidden": "true" }), s.name, h("span", { class: "sr-only" }, ` (${s.status})`)));
   ui.servers.replaceChildren(...badges);
+}
+
+// An unsaved conversation says when retention will remove it (the server's expires_at,
+// moved on by each change here); a saved one says nothing (it is kept).
+function touchExpiry() {
+  if (state.expiresAfter !== null) state.expiresAt = Date.now() / 1000 + state.expiresAfter;
+  renderExpiry();
+}
+
+function renderExpiry() {
+  const at = state.saved ? null : state.expiresAt;
+  ui.expiry.hidden = at === null;
+  if (at === null) {
+    ui.expiry.textContent = "";
+    delete ui.expiry.dataset.expiresAt;
+    return;
+  }
+  const when = new Date(at * 1000).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" });
+  const hours = Math.round((state.expiresAfter ?? 0) / 3600);
+  const span = hours >= 48 ? `${Math.round(hours / 24)} days` : `${hours} hours`;
+  ui.expiry.textContent = `Unsaved · kept until ${when}`;
+  ui.expiry.title = `Unsaved conversations are removed ${span} after their last message; Save keeps this one.`;
+  ui.expiry.dataset.expiresAt = String(at);
 }
 
 function renderTools() {
