@@ -7,6 +7,7 @@ Real platform, real page in headless Chromium; the LLM is the scripted one.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -15,7 +16,7 @@ from playwright.async_api import Page, expect
 from tests.browser.conftest import StartPlatform
 from tests.browser.test_chat_page import open_page, send
 from tests.integration.chat import ChatPlatform
-from tests.scripted_llm import Reply, ScriptedLLM
+from tests.scripted_llm import Reply, ScriptedLLM, ToolCall
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -74,3 +75,55 @@ async def test_the_page_says_when_an_unsaved_conversation_expires(
     await page.locator("#save-name").press("Enter")
     await expect(page.locator("#conv-title")).to_have_text("Kept")
     await expect(expiry).to_be_hidden()
+
+
+SNAPSHOT = """() => [...document.querySelectorAll('#messages > .msg')].map((m) => ({
+  cls: m.className,
+  text: [...m.querySelectorAll('.md, .user-text')].map((e) => e.textContent).join(' | '),
+  cards: [...m.querySelectorAll('.tool-card')].map((c) => ({
+    call: c.dataset.callId, status: c.dataset.status,
+    error: c.querySelector('.tool-error')?.textContent ?? null,
+    result: c.querySelector('.result-text')?.textContent ?? null,
+  })),
+  badges: [...m.querySelectorAll('.badge')].map((b) => b.textContent),
+  errors: [...m.querySelectorAll('.turn-error')].map((e) => e.textContent),
+}))"""
+"""What a person sees of the conversation: each message's kind and text, its tool cards
+(status, error, result) and badges, and a failed turn's inline error."""
+
+LONG_ERROR = "Found nothing useful: " + "the lookup came back empty again. " * 12
+
+
+async def test_live_and_reloaded_views_are_the_same_after_the_hop_limit(
+    page: Page, start_platform: StartPlatform, llm: ScriptedLLM
+) -> None:
+    platform = await start_platform({"chat": {"service": {"max_tool_hops": 2}}})
+    calls = [
+        Reply.tool_calls([ToolCall("demo__fail", json.dumps({"message": LONG_ERROR}), id=f"c{n}")])
+        for n in (1, 2, 3)
+    ]
+    llm.script(*calls, Reply.text("I could not find it in two tries; the lookup keeps failing."))
+    await open_page(page, platform)
+    await send(page, "Find it")
+    last = page.locator(".msg.assistant").last
+    await expect(last.locator(".badge-tool_hops_exceeded")).to_have_text("too many tool rounds")
+    await expect(page.locator("#stop")).to_be_hidden()
+    live = await page.evaluate(SNAPSHOT)
+
+    await page.reload()
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+    await expect(page.locator(".msg.user")).to_have_text(["Find it"])
+    await expect(page.locator(".tool-card")).to_have_count(2)
+    reloaded = await page.evaluate(SNAPSHOT)
+
+    assert reloaded == live
+    cards = [card for message in live for card in message["cards"]]
+    assert [c["call"] for c in cards] == ["c1", "c2"]  # the third call never ran
+    assert all(c["status"] == "failed" for c in cards)
+    assert all(LONG_ERROR.strip() in (c["error"] or "") for c in cards)  # not cut
+    # The hop limit ends with the model's closing answer, asked for without tools.
+    assert "the lookup keeps failing" in live[-1]["text"]
+    assert len(llm.requests) == 4
+    closing = llm.requests[-1].json
+    assert closing is not None
+    assert closing["tool_choice"] == "none"
