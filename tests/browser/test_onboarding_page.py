@@ -127,3 +127,69 @@ async def test_live_and_reloaded_views_are_the_same_after_the_hop_limit(
     closing = llm.requests[-1].json
     assert closing is not None
     assert closing["tool_choice"] == "none"
+
+
+async def test_a_failed_turn_is_inline_said_once_and_notifications_never_cover_a_message(
+    page: Page, start_platform: StartPlatform, llm: ScriptedLLM
+) -> None:
+    platform = await start_platform(
+        {
+            "llm": {"providers": {"scripted": {"api_key_env": "NOBODY_SET_THIS_KEY"}}},
+            "chat": {"websocket": {"max_message_size": 2000}},
+        }
+    )
+    await open_page(page, platform)
+    await send(page, "hello")
+    failed = page.locator(".msg.assistant").last
+    inline = failed.locator('.turn-error[data-code="LLM_NOT_CONFIGURED"]')
+    await expect(inline).to_contain_text("The answer failed: The LLM is not configured")
+    await expect(failed.locator(".badge-error")).to_have_text("error")
+    await expect(page.locator(".toast")).to_have_count(0)  # said once, where it happened
+    text = await inline.locator(".turn-error-text").text_content() or ""
+    assert "NOBODY_SET_THIS_KEY" in text
+    sentences = [x.strip().lower() for x in re.split(r"[.;]\s", text) if x.strip()]
+    assert len(sentences) == len(set(sentences)), text
+    assert text.lower().count(".env") == 1, text
+    assert "restart the platform" in text
+
+    # After a reload the failed answer is still there, marked as failed.
+    await page.reload()
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+    reloaded = page.locator(".msg.assistant").last
+    await expect(reloaded.locator(".turn-error")).to_contain_text("The answer failed")
+    await expect(reloaded.locator(".badge-error")).to_have_text("error")
+
+    # Notifications take their room below the conversation: several of them, at a phone's
+    # size, cover no message and leave the last one in view.
+    await page.set_viewport_size({"width": 390, "height": 700})
+    for _ in range(3):
+        await send(page, "x" * 3000)  # over max_message_size: refused, a notification each
+    await expect(page.locator('.toast[data-code="MESSAGE_TOO_LARGE"]')).to_have_count(3)
+    await page.locator("#input").fill("")
+    layout = await page.evaluate(LAYOUT)
+    last = layout["messages"][-1]
+    view = layout["view"]
+    assert view["top"] <= last["top"], layout
+    assert last["bottom"] <= view["bottom"] + 1, layout
+    for toast in layout["toasts"]:
+        for message in layout["messages"]:
+            visible = message["bottom"] > view["top"] and message["top"] < view["bottom"]
+            overlap = not (
+                toast["bottom"] <= message["top"]
+                or message["bottom"] <= toast["top"]
+                or toast["right"] <= message["left"]
+                or message["right"] <= toast["left"]
+            )
+            assert not (visible and overlap), (toast, message)
+
+
+LAYOUT = """() => {
+  const box = (e) => { const r = e.getBoundingClientRect();
+    return { top: r.top, bottom: r.bottom, left: r.left, right: r.right }; };
+  return {
+    view: box(document.getElementById('messages')),
+    messages: [...document.querySelectorAll('#messages > .msg')].map(box),
+    toasts: [...document.querySelectorAll('.toast')].map(box),
+  };
+}"""
+"""Where the conversation's viewport, its messages and the notifications are on screen."""
