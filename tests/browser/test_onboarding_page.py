@@ -99,7 +99,11 @@ async def test_live_and_reloaded_views_are_the_same_after_the_hop_limit(
 ) -> None:
     platform = await start_platform({"chat": {"service": {"max_tool_hops": 2}}})
     calls = [
-        Reply.tool_calls([ToolCall("demo__fail", json.dumps({"message": LONG_ERROR}), id=f"c{n}")])
+        Reply.tool_calls(
+            [ToolCall("demo__fail", json.dumps({"message": LONG_ERROR}), id=f"c{n}")],
+            # The answer past the limit says something too: its own paragraph, as stored.
+            content="Let me try once more." if n == 3 else None,
+        )
         for n in (1, 2, 3)
     ]
     llm.script(*calls, Reply.text("I could not find it in two tries; the lookup keeps failing."))
@@ -122,7 +126,9 @@ async def test_live_and_reloaded_views_are_the_same_after_the_hop_limit(
     assert all(c["status"] == "failed" for c in cards)
     assert all(LONG_ERROR.strip() in (c["error"] or "") for c in cards)  # not cut
     # The hop limit ends with the model's closing answer, asked for without tools.
-    assert "the lookup keeps failing" in live[-1]["text"]
+    assert live[-1]["text"] == (
+        "Let me try once more. | I could not find it in two tries; the lookup keeps failing."
+    )
     assert len(llm.requests) == 4
     closing = llm.requests[-1].json
     assert closing is not None

@@ -243,6 +243,7 @@ function onAssistantMessage(frame) {
     turn.thinkingDirty = true;
   }
   turn.streaming = false;
+  splitClosingAnswer(turn, frame);
   flushRender(turn);
   if (frame.finish_reason === "error") {
     // The failure is part of the conversation (a reload shows the failed answer too):
@@ -560,6 +561,22 @@ function onError(frame) {
     state.pending = null;
     setRunning(false);
   }
+}
+
+// The hop limit's closing answer is stored as an answer of its own, after the one that
+// asked for more tools: a reload shows their texts as two paragraphs, and so does the live
+// view once the turn ends (its deltas arrived as one stream; the closing answer is the
+// tail, as assistant_message names it).
+function splitClosingAnswer(turn, frame) {
+  const segment = turn.segment;
+  const closing = frame.message;
+  if (frame.finish_reason !== "tool_hops_exceeded" || !closing || !segment) return;
+  if (segment.text.length <= closing.length || !segment.text.endsWith(closing)) return;
+  segment.text = segment.text.slice(0, -closing.length);
+  segment.dirty = true;
+  flushRender(turn);
+  turn.segment = { el: h("div", { class: "md" }), text: closing, dirty: true };
+  turn.parts.append(turn.segment.el);
 }
 
 // What an error frame says, once: the product's wording for a code, else the server's.
