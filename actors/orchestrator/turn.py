@@ -807,11 +807,12 @@ class Turn:
             step.queue.append(index)
             return self._advance()
         timeout = self.settings.approval_timeout
-        model_text, card_text = refusal(verdict, spec.server, spec.name, timeout)
+        model_text, preview = refusal(verdict, spec.server, spec.name, timeout)
         entry.outcome = ToolOutcome(
-            is_error=True, text=model_text, preview=card_text, cancelled=verdict == "cancelled"
+            is_error=True, text=model_text, preview=preview, cancelled=verdict == "cancelled"
         )
-        # The call's next tool_execution frame tells every tab that the wait is over.
+        # The call's next tool_execution frame tells every tab that the wait is over; it
+        # says what is stored (and shown after a reload).
         card = ToolExecutionEvent(
             conversation_id=self.conversation_id,
             turn_id=self.turn_id,
@@ -820,7 +821,7 @@ class Turn:
             tool_name=spec.name,
             status="failed",
             arguments=entry.arguments if self.settings.show_args else None,
-            error_message=card_text,
+            error_message=card_text(entry.outcome),
         )
         return [Publish(card), *self._advance()]
 
