@@ -306,7 +306,7 @@ def reset_config_main(argv: list[str] | None = None) -> None:
 
     The write is atomic and bumps ``_runtime_config.version``; a running platform picks
     it up like any edit. The config directory is chosen as ``mcp-platform`` chooses it,
-    and created the same way (a new user config directory gets its starter servers file),
+    and created the same way (a new config directory gets its starter servers file),
     so that resetting before the first start prepares what that start would.
     """
     parser = argparse.ArgumentParser(

@@ -708,7 +708,8 @@ class ToolOutcome(Payload):
     text: str
     """What the model reads (text parts, structured content, binary blocks described)."""
     preview: str
-    """One line for the frontend's tool card."""
+    """One line about the outcome (a tool card shows the stored ``text`` instead: see
+    ``card_text`` in ``actors/orchestrator/turn.py``)."""
     images: tuple[dict[str, str], ...] = ()
     """``{"mime_type", "data"}`` (base64) image blocks, for the frontend."""
     cancelled: bool = False

@@ -260,9 +260,11 @@ class WebConfig(_Section):
 class RetentionConfig(_Section):
     """``chat.storage.persistence.retention``: what cleanup removes (never saved sessions)."""
 
-    max_age_hours: float = Field(24, gt=0)
+    max_age_hours: float = Field(720, gt=0)
+    """Unsaved conversations not updated for this long are removed (720: 30 days)."""
     max_messages: int = Field(1000, gt=0)
-    max_sessions: int = Field(2, gt=0)
+    max_sessions: int = Field(200, gt=0)
+    """Each owner's unsaved conversations beyond the most recently updated ones."""
     cleanup_interval_minutes: float = Field(2, gt=0)
 
 

@@ -82,7 +82,8 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, assert_never
 from urllib.parse import parse_qs
 
@@ -193,6 +194,7 @@ from actors.messages import (
 )
 from actors.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from actors.metrics import PlatformMetrics, scrape_refusal
+from actors.onboarding import StartupAnnouncer, missing_key_warning
 from actors.readiness import check_readiness
 from actors.tool_names import tool_actor_name
 from bus.actor import Actor
@@ -661,12 +663,19 @@ class GatewayActor(Actor[GatewayInbox]):
         health: HealthSource,
         environ: Mapping[str, str] = os.environ,
         metrics: PlatformMetrics | None = None,
+        *,
+        startup: StartupAnnouncer | None = None,
+        dotenv_dirs: Sequence[Path] = (),
     ) -> None:
         super().__init__()
         self._health = health
         self._metrics = metrics
         """What ``/metrics`` renders (``None``: no metrics in this process, 404)."""
         self._environ = environ
+        self._startup = startup
+        """Told the page's URL and each server state (the start-up lines on stderr)."""
+        self._dotenv_dirs = tuple(dotenv_dirs)
+        """Where ``.env`` files are read (named by the missing-key notice)."""
         self._tokens = TokenTable()
         """The accepted tokens (empty: no authentication); replaced only whole."""
         self._failures: FailureThrottle | None = None
@@ -787,6 +796,8 @@ class GatewayActor(Actor[GatewayInbox]):
             url=f"http://{settings.host}:{port}/",
             auth_owners=len(self._tokens.entries),
         )
+        if self._startup is not None:
+            self._startup.listening(f"http://{settings.host}:{port}/" if self._web else None)
         return server
 
     # -- bus messages -----------------------------------------------------------------------
@@ -828,6 +839,8 @@ class GatewayActor(Actor[GatewayInbox]):
                 previous = self._servers.get(server)
                 self._servers[server] = message
                 self._pending_auth.update(server, message.auth_url)
+                if self._startup is not None:
+                    self._startup.server_state(server, status, error)
                 if (
                     previous is None
                     or previous.status != status
@@ -1454,6 +1467,9 @@ class GatewayActor(Actor[GatewayInbox]):
 
     def _session_info(self, state: ConversationState) -> SessionInfoFrame:
         llm = self.snapshot.config.llm
+        retention = self.snapshot.config.chat.storage.persistence.retention
+        keep = None if state.saved else retention.max_age_hours * 3600
+        last_change = state.messages[-1].created_at if state.messages else time.time()
         return SessionInfoFrame(
             conversation_id=state.conversation_id,
             name=state.name,
@@ -1488,6 +1504,9 @@ class GatewayActor(Actor[GatewayInbox]):
             ],
             model=llm.providers[llm.active].model,
             turn_in_progress=state.conversation_id in self._running,
+            expires_at=None if keep is None else last_change + keep,
+            expires_after=keep,
+            notice=missing_key_warning(llm, self._environ, self._dotenv_dirs),
         )
 
     def _attach(self, conn: _Connection, conversation_id: str) -> None:
