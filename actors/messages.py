@@ -223,6 +223,9 @@ class SessionSummary(Payload):
 
     conversation_id: str
     name: str | None = None
+    title: str | None = None
+    """What the conversation is called (the model's title, or the user's); a saved
+    conversation's is its ``name``."""
     saved: bool = False
     created_at: float
     updated_at: float
@@ -237,6 +240,7 @@ class ConversationState(Payload):
     conversation_id: str
     owner: str
     name: str | None = None
+    title: str | None = None
     saved: bool = False
     messages: tuple[StoredMessage, ...] = ()
 
@@ -337,6 +341,30 @@ class SaveSession(Request[SessionSummary]):
     owner: str
     conversation_id: str
     name: str
+
+
+class SetTitle(Request[SessionSummary]):
+    """Request → SessionSummary: give a conversation a title.
+
+    ``by_user``: the owner renames it (a saved conversation's ``name`` follows); else the
+    model's title after the first exchange, written only while the conversation has no
+    title (a rename made meanwhile wins). SessionNotFound: no such conversation of
+    ``owner``.
+    """
+
+    type: Literal["set_title"] = "set_title"
+    owner: str
+    conversation_id: str
+    title: str = Field(min_length=1, max_length=200)
+    by_user: bool = True
+
+
+class ConversationTitled(Message):
+    """Event: a conversation's title changed (the gateway tells its clients)."""
+
+    type: Literal["conversation_titled"] = "conversation_titled"
+    conversation_id: str
+    title: str
 
 
 class SessionPage(Payload):

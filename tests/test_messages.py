@@ -236,6 +236,9 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         ),
         m.LoadHistory(conversation_id="c-1", limit=20),
         m.SaveSession(owner="local", conversation_id="c-1", name="Sums"),
+        m.SetTitle(owner="local", conversation_id="c-1", title="Adding numbers"),
+        m.SetTitle(owner="local", conversation_id="c-1", title="Sums", by_user=False),
+        m.ConversationTitled(conversation_id="c-1", title="Adding numbers"),
         m.ListSessions(owner="local", limit=10, cursor="opaque=="),
         m.DeleteSession(owner="local", conversation_id="c-1"),
         # turns

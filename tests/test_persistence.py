@@ -65,6 +65,7 @@ from actors.messages import (
     OpenConversation,
     SaveRuntimeConfig,
     SaveSession,
+    SetTitle,
     SessionPage,
     SessionSummary,
     StorageCheck,
@@ -392,7 +393,9 @@ async def test_postgres_schema_is_versioned_in_schema_migrations(
     start: Starter, log_events: LogCapture
 ) -> None:
     h = await start()
-    assert h.query("SELECT version FROM schema_migrations") == [(PG_SCHEMA_VERSION,)]
+    assert h.query("SELECT version FROM schema_migrations ORDER BY version") == [
+        (version,) for version in range(1, PG_SCHEMA_VERSION + 1)
+    ]
     tables = {
         name
         for (name,) in h.query(
@@ -1153,6 +1156,43 @@ async def test_save_session_limits(start: Starter) -> None:
     assert isinstance(disabled, InvalidMessage)
     assert "disabled" in str(disabled)
     assert h.query("SELECT COUNT(*) FROM conversations WHERE saved = 1") == [(2,)]
+
+
+async def test_titles_model_once_user_always_saved_name_follows(start: Starter) -> None:
+    h = await start()
+    a = await _conversation(h)
+    before = h.query("SELECT updated_at FROM conversations WHERE id = ?", (a,))
+    # The model's title: written while there is none.
+    first = await h.ask(SetTitle(owner="alice", conversation_id=a, title=" Sums ", by_user=False))
+    assert (first.conversation_id, first.title, first.name) == (a, "Sums", None)
+    again = await h.ask(SetTitle(owner="alice", conversation_id=a, title="Other", by_user=False))
+    assert again.title == "Sums"  # a second model title never overwrites
+    # The user's: always; whitespace collapsed.
+    renamed = await h.ask(SetTitle(owner="alice", conversation_id=a, title="My  sums"))
+    assert renamed.title == "My sums"
+    late = await h.ask(SetTitle(owner="alice", conversation_id=a, title="Late", by_user=False))
+    assert late.title == "My sums"  # a model title arriving after a rename loses
+    # A title is not a use of the conversation: its order and retention stay.
+    assert h.query("SELECT updated_at FROM conversations WHERE id = ?", (a,)) == before
+    # Saved: the title is the name, a rename renames it.
+    saved = await h.ask(SaveSession(owner="alice", conversation_id=a, name="Kept"))
+    assert (saved.name, saved.title) == ("Kept", "Kept")
+    both = await h.ask(SetTitle(owner="alice", conversation_id=a, title="Kept sums"))
+    assert (both.name, both.title, both.saved) == ("Kept sums", "Kept sums", True)
+    # Read back by every way the platform reads a conversation.
+    state = await h.ask(OpenConversation(owner="alice", conversation_id=a))
+    assert (state.name, state.title) == ("Kept sums", "Kept sums")
+    page = await h.ask(ListSessions(owner="alice"))
+    assert [(s.conversation_id, s.title) for s in page.sessions] == [(a, "Kept sums")]
+    # Another owner's conversation, an unknown one, or an empty title: refused.
+    for owner, cid in (("bob", a), ("alice", "c-missing")):
+        with pytest.raises(RequestFailed) as excinfo:
+            await h.ask(SetTitle(owner=owner, conversation_id=cid, title="mine?"))
+        assert isinstance(_failure(excinfo), SessionNotFound)
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(SetTitle(owner="alice", conversation_id=a, title="   "))
+    assert isinstance(_failure(excinfo), InvalidMessage)
+    assert h.query("SELECT title FROM conversations WHERE id = ?", (a,)) == [("Kept sums",)]
 
 
 async def test_delete_session_removes_it_and_its_messages(start: Starter) -> None:

@@ -137,6 +137,7 @@ from actors.gateway.protocol import (
     LoadSessionFrame,
     PromptArgument,
     PromptInfo,
+    RenameSessionFrame,
     SaveSessionFrame,
     ServerInfo,
     ServerStatusFrame,
@@ -146,6 +147,7 @@ from actors.gateway.protocol import (
     SessionInfoFrame,
     SessionSavedFrame,
     SessionsFrame,
+    SessionTitleFrame,
     ThinkingDeltaFrame,
     ToolApprovalRequestFrame,
     ToolApprovalResponseFrame,
@@ -167,6 +169,7 @@ from actors.messages import (
     CompleteAuthorization,
     ConfigChanged,
     ConversationState,
+    ConversationTitled,
     CreateConversation,
     DeleteSession,
     ElicitationClosed,
@@ -179,6 +182,7 @@ from actors.messages import (
     SaveSession,
     ServerStateChanged,
     SessionSummary,
+    SetTitle,
     StartTurn,
     StoredMessage,
     StreamedText,
@@ -626,7 +630,8 @@ GatewayInbox = Annotated[
     | ToolApprovalRequested
     | ToolApprovalClosed
     | TurnStateChanged
-    | ToolsOffered,
+    | ToolsOffered
+    | ConversationTitled,
     Field(discriminator="type"),
 ]
 """What the GatewayActor handles: the events its clients are shown, and the
@@ -656,6 +661,7 @@ class GatewayActor(Actor[GatewayInbox]):
         ToolApprovalClosed,
         TurnStateChanged,
         ToolsOffered,
+        ConversationTitled,
     )
 
     def __init__(
@@ -876,6 +882,10 @@ class GatewayActor(Actor[GatewayInbox]):
                     del self._running[cid]
             case ToolsOffered(tools=tools):
                 self._tools = tools
+            case ConversationTitled(conversation_id=cid, title=title):
+                titled = SessionTitleFrame(conversation_id=cid, title=title)
+                for conn in self._by_conversation.get(cid, ()):
+                    conn.send_frame(titled)
             case _:
                 assert_never(message)
 
@@ -1473,6 +1483,7 @@ class GatewayActor(Actor[GatewayInbox]):
         return SessionInfoFrame(
             conversation_id=state.conversation_id,
             name=state.name,
+            title=state.title,
             saved=state.saved,
             messages=[_history_message(m) for m in state.messages],
             tools=[
@@ -1620,6 +1631,20 @@ class GatewayActor(Actor[GatewayInbox]):
                         conversation_id=summary.conversation_id, name=summary.name or name
                     )
                 )
+            case RenameSessionFrame(title=title, conversation_id=target):
+                summary = await self.request(
+                    SetTitle(
+                        owner=conn.owner, conversation_id=target or conversation_id, title=title
+                    )
+                )
+                # The clients showing it learn it from ConversationTitled; a sender
+                # showing another conversation (it renamed one from its list) from this.
+                if conn.conversation_id != summary.conversation_id:
+                    conn.send_frame(
+                        SessionTitleFrame(
+                            conversation_id=summary.conversation_id, title=summary.title or title
+                        )
+                    )
             case ListSessionsFrame(limit=limit, cursor=cursor):
                 page = await self.request(
                     ListSessions(owner=conn.owner, limit=limit, cursor=cursor)

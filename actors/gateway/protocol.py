@@ -169,6 +169,16 @@ class SaveSessionFrame(_ClientFrame):
     """Default: the connection's current conversation."""
 
 
+class RenameSessionFrame(_ClientFrame):
+    """Gives a conversation a title (→ ``session_title`` to every client showing it, and
+    to the sender). A saved conversation's name is its title, so this renames it too."""
+
+    type: Literal["rename_session"]
+    title: str = Field(min_length=1, max_length=200)
+    conversation_id: str | None = None
+    """Default: the connection's current conversation."""
+
+
 class ListSessionsFrame(_ClientFrame):
     """Asks for one page of the ``sessions`` list: the most recently updated first (ties
     by id), ``limit`` of them, after ``cursor``.
@@ -226,6 +236,7 @@ ClientFrame = Annotated[
     | CancelFrame
     | ClearHistoryFrame
     | SaveSessionFrame
+    | RenameSessionFrame
     | ListSessionsFrame
     | LoadSessionFrame
     | DeleteSessionFrame
@@ -375,6 +386,10 @@ class SessionInfoFrame(_ServerFrame):
     type: Literal["session_info"] = "session_info"
     conversation_id: str
     name: str | None = None
+    title: str | None = None
+    """What the conversation is called: the model's title after the first exchange (when
+    ``chat.service.titles.enabled``), or the user's (``rename_session``, ``save_session``);
+    absent until then."""
     saved: bool = False
     messages: list[HistoryMessage] = []
     tools: list[ToolInfo] = []
@@ -533,11 +548,21 @@ class SessionSavedFrame(_ServerFrame):
     name: str
 
 
+class SessionTitleFrame(_ServerFrame):
+    """A conversation's title changed: the model titled it after its first exchange, or
+    a client renamed it (the answer to ``rename_session``)."""
+
+    type: Literal["session_title"] = "session_title"
+    conversation_id: str
+    title: str
+
+
 class SessionEntry(_ServerFrame):
     """One conversation in ``sessions``."""
 
     conversation_id: str
     name: str | None = None
+    title: str | None = None
     saved: bool
     created_at: float
     updated_at: float
@@ -607,6 +632,7 @@ ServerFrame = Annotated[
     | AssistantMessageFrame
     | SessionClearedFrame
     | SessionSavedFrame
+    | SessionTitleFrame
     | SessionsFrame
     | SessionDeletedFrame
     | ServerStatusFrame

@@ -74,6 +74,7 @@ from actors.messages import (
     CheckStorage,
     ConfigChanged,
     ConversationState,
+    ConversationTitled,
     CreateConversation,
     DeleteSession,
     FinishMessage,
@@ -85,6 +86,7 @@ from actors.messages import (
     SaveSession,
     SessionPage,
     SessionSummary,
+    SetTitle,
     StorageCheck,
     StorageWritten,
     StoredMessage,
@@ -285,6 +287,7 @@ PersistenceInbox = Annotated[
     | FinishMessage
     | LoadHistory
     | SaveSession
+    | SetTitle
     | ListSessions
     | DeleteSession
     | CheckStorage
@@ -325,6 +328,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         FinishMessage,
         LoadHistory,
         SaveSession,
+        SetTitle,
         ListSessions,
         DeleteSession,
         CheckStorage,
@@ -487,6 +491,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 return await self._create_conversation(owner)
             case SaveSession():
                 return await self._save_session(message)
+            case SetTitle():
+                return await self._set_title(message)
             case ListSessions(owner=owner, limit=limit, cursor=cursor):
                 return await self._session_page(owner, limit, cursor)
             case DeleteSession(owner=owner, conversation_id=conversation_id):
@@ -584,6 +590,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             conversation_id=record.id,
             owner=record.owner,
             name=record.name,
+            title=record.title,
             saved=record.saved,
             messages=await self._load_history(record.id, history_limit),
         )
@@ -616,7 +623,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             raise InvalidMessage("a saved session needs a non-empty name")
         try:
             async with self._writing("save the session", message.conversation_id):
-                return await self._store.save_conversation(
+                summary = await self._store.save_conversation(
                     message.owner, message.conversation_id, name, self._clock(), settings.max_saved
                 )
         except SavedSessionsFull as exc:
@@ -625,6 +632,28 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 f"(chat.storage.saved_sessions.max_saved = {settings.max_saved}): "
                 "delete one before saving another"
             ) from exc
+        # A saved conversation's title is its name.
+        await self.publish(ConversationTitled(conversation_id=summary.conversation_id, title=name))
+        return summary
+
+    async def _set_title(self, message: SetTitle) -> SessionSummary:
+        """Title a conversation (see SetTitle); ConversationTitled when the title changed."""
+        title = " ".join(message.title.split())
+        if not title:
+            raise InvalidMessage("a title needs a non-empty text")
+        async with self._writing("title the conversation", message.conversation_id):
+            summary, changed = await self._store.set_title(
+                message.owner,
+                message.conversation_id,
+                title,
+                self._clock(),
+                only_if_untitled=not message.by_user,
+            )
+        if changed and summary.title is not None:
+            await self.publish(
+                ConversationTitled(conversation_id=summary.conversation_id, title=summary.title)
+            )
+        return summary
 
     async def _session_page(self, owner: str, limit: int, cursor: str | None) -> SessionPage:
         """One page of the owner's conversations (see ListSessions)."""
