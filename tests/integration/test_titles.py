@@ -45,7 +45,8 @@ async def test_the_model_titles_the_first_exchange_after_the_answer(chat, llm: S
     assert body["max_tokens"] == 12
     assert "tools" not in body
     exchange = body["messages"][-1]["content"]
-    assert "What is 2+2?" in exchange and "Two plus two is four." in exchange
+    assert "What is 2+2?" in exchange
+    assert "Two plus two is four." in exchange
 
     # The list and a reconnect show it.
     await tab.send({"type": "list_sessions"})
