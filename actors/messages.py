@@ -367,6 +367,48 @@ class ConversationTitled(Message):
     title: str
 
 
+class ExportedMessage(Payload):
+    """One message of an exported conversation (the JSON export; what an import reads)."""
+
+    role: MessageRole
+    content: str = ""
+    thinking: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    status: MessageStatus = "complete"
+    finish_reason: str | None = None
+    created_at: float | None = None
+    """Unix time, seconds (kept in the export; an import stores the import's time)."""
+
+
+EXPORT_FORMAT = "mcp-platform/conversation"
+"""The ``format`` of a JSON export (with ``version``: the import checks both)."""
+
+
+class ExportedConversation(Payload):
+    """A conversation as the JSON export writes it and an import reads it."""
+
+    format: Literal["mcp-platform/conversation"] = "mcp-platform/conversation"
+    version: Literal[1] = 1
+    title: str | None = Field(None, max_length=200)
+    exported_at: float | None = None
+    messages: tuple[ExportedMessage, ...]
+
+
+class ImportConversation(Request[ConversationState]):
+    """Request → ConversationState: a new conversation of ``owner`` holding ``messages``
+    (in order, all or none), titled ``title``. InvalidMessage: more messages than the
+    history keeps (``retention.max_messages``), or one stored as ``streaming``."""
+
+    type: Literal["import_conversation"] = "import_conversation"
+    owner: str
+    title: str | None = Field(None, max_length=200)
+    messages: tuple[ExportedMessage, ...]
+
+
 class SessionPage(Payload):
     """One page of ListSessions."""
 

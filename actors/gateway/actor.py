@@ -106,6 +106,7 @@ from actors.gateway.auth import (
     judge_credential,
     resolve_tokens,
 )
+from actors.gateway.export import export_filename, export_json, export_markdown, parse_export
 from actors.gateway.oauth_callback import (
     CALLBACK_PATH,
     CallbackQuery,
@@ -131,8 +132,10 @@ from actors.gateway.protocol import (
     ElicitationRequestFrame,
     ElicitationResponseFrame,
     ErrorFrame,
+    ExportSessionFrame,
     FrameError,
     HistoryMessage,
+    ImportSessionFrame,
     ListSessionsFrame,
     LoadSessionFrame,
     PromptArgument,
@@ -144,6 +147,8 @@ from actors.gateway.protocol import (
     SessionClearedFrame,
     SessionDeletedFrame,
     SessionEntry,
+    SessionExportFrame,
+    SessionImportedFrame,
     SessionInfoFrame,
     SessionSavedFrame,
     SessionsFrame,
@@ -175,6 +180,7 @@ from actors.messages import (
     ElicitationClosed,
     ElicitationRequested,
     GetConfig,
+    ImportConversation,
     ListSessions,
     LoadHistory,
     OpenConversation,
@@ -1645,6 +1651,36 @@ class GatewayActor(Actor[GatewayInbox]):
                             conversation_id=summary.conversation_id, title=summary.title or title
                         )
                     )
+            case ExportSessionFrame(format=file_format, conversation_id=target):
+                state = await self._request_state(conn.owner, target or conversation_id)
+                markdown = file_format == "markdown"
+                conn.send_frame(
+                    SessionExportFrame(
+                        conversation_id=state.conversation_id,
+                        format=file_format,
+                        filename=export_filename(state, "md" if markdown else "json"),
+                        content=export_markdown(state) if markdown else export_json(state),
+                    )
+                )
+            case ImportSessionFrame(conversation=document):
+                export = parse_export(document)
+                imported = await self.request(
+                    ImportConversation(
+                        owner=conn.owner, title=export.title, messages=export.messages
+                    )
+                )
+                self.log.info(
+                    "gateway.session_imported",
+                    conversation_id=imported.conversation_id,
+                    messages=len(imported.messages),
+                )
+                conn.send_frame(
+                    SessionImportedFrame(
+                        conversation_id=imported.conversation_id,
+                        title=imported.title,
+                        message_count=len(imported.messages),
+                    )
+                )
             case ListSessionsFrame(limit=limit, cursor=cursor):
                 page = await self.request(
                     ListSessions(owner=conn.owner, limit=limit, cursor=cursor)

@@ -179,6 +179,26 @@ class RenameSessionFrame(_ClientFrame):
     """Default: the connection's current conversation."""
 
 
+class ExportSessionFrame(_ClientFrame):
+    """Asks for a conversation as a file (→ ``session_export``): ``markdown`` to read,
+    ``json`` to keep and import again (``import_session``)."""
+
+    type: Literal["export_session"]
+    format: Literal["markdown", "json"]
+    conversation_id: str | None = None
+    """Default: the connection's current conversation."""
+
+
+class ImportSessionFrame(_ClientFrame):
+    """Imports a JSON export (→ ``session_imported``): a new conversation of the sender,
+    with the export's title and messages (stored now; the export's times are not kept)."""
+
+    type: Literal["import_session"]
+    conversation: dict[str, Any]
+    """The JSON export's object (``format: "mcp-platform/conversation"``, ``version: 1``,
+    ``title``, ``messages``)."""
+
+
 class ListSessionsFrame(_ClientFrame):
     """Asks for one page of the ``sessions`` list: the most recently updated first (ties
     by id), ``limit`` of them, after ``cursor``.
@@ -237,6 +257,8 @@ ClientFrame = Annotated[
     | ClearHistoryFrame
     | SaveSessionFrame
     | RenameSessionFrame
+    | ExportSessionFrame
+    | ImportSessionFrame
     | ListSessionsFrame
     | LoadSessionFrame
     | DeleteSessionFrame
@@ -557,6 +579,27 @@ class SessionTitleFrame(_ServerFrame):
     title: str
 
 
+class SessionExportFrame(_ServerFrame):
+    """The answer to ``export_session``: the file's name and text."""
+
+    type: Literal["session_export"] = "session_export"
+    conversation_id: str
+    format: Literal["markdown", "json"]
+    filename: str
+    content: str
+    """The file's text (Markdown, or the JSON document ``import_session`` reads)."""
+
+
+class SessionImportedFrame(_ServerFrame):
+    """The answer to ``import_session``: the new conversation (load it with
+    ``load_session``)."""
+
+    type: Literal["session_imported"] = "session_imported"
+    conversation_id: str
+    title: str | None = None
+    message_count: int
+
+
 class SessionEntry(_ServerFrame):
     """One conversation in ``sessions``."""
 
@@ -633,6 +676,8 @@ ServerFrame = Annotated[
     | SessionClearedFrame
     | SessionSavedFrame
     | SessionTitleFrame
+    | SessionExportFrame
+    | SessionImportedFrame
     | SessionsFrame
     | SessionDeletedFrame
     | ServerStatusFrame

@@ -79,6 +79,7 @@ from actors.messages import (
     DeleteSession,
     FinishMessage,
     GetConfig,
+    ImportConversation,
     ListSessions,
     LoadHistory,
     MessageStatus,
@@ -288,6 +289,7 @@ PersistenceInbox = Annotated[
     | LoadHistory
     | SaveSession
     | SetTitle
+    | ImportConversation
     | ListSessions
     | DeleteSession
     | CheckStorage
@@ -329,6 +331,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         LoadHistory,
         SaveSession,
         SetTitle,
+        ImportConversation,
         ListSessions,
         DeleteSession,
         CheckStorage,
@@ -493,6 +496,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 return await self._save_session(message)
             case SetTitle():
                 return await self._set_title(message)
+            case ImportConversation():
+                return await self._import_conversation(message)
             case ListSessions(owner=owner, limit=limit, cursor=cursor):
                 return await self._session_page(owner, limit, cursor)
             case DeleteSession(owner=owner, conversation_id=conversation_id):
@@ -635,6 +640,47 @@ class PersistenceActor(Actor[PersistenceInbox]):
         # A saved conversation's title is its name.
         await self.publish(ConversationTitled(conversation_id=summary.conversation_id, title=name))
         return summary
+
+    async def _import_conversation(self, message: ImportConversation) -> ConversationState:
+        """A new conversation of the importing owner with the messages given (in one
+        transaction): what a JSON export held, as new rows of this database."""
+        limit = self._retention_settings.max_messages
+        if len(message.messages) > limit:
+            raise InvalidMessage(
+                f"the conversation has {len(message.messages)} messages, more than this "
+                f"server keeps in one (chat.storage.persistence.retention.max_messages = {limit})"
+            )
+        title = " ".join((message.title or "").split()) or None
+        conversation_id = f"c-{uuid.uuid4().hex}"
+        rows = [
+            AppendMessage(
+                conversation_id=conversation_id,
+                # An answer exported while it streamed is, here, one that stopped.
+                **(
+                    imported.model_dump(exclude={"created_at", "status"})
+                    | {
+                        "status": "incomplete"
+                        if imported.status == "streaming"
+                        else imported.status
+                    }
+                ),
+            )
+            for imported in message.messages
+        ]
+        now = self._clock()
+        async with self._writing("import the conversation", conversation_id):
+            ids = await self._store.insert_conversation(
+                conversation_id, message.owner, title, rows, now
+            )
+        return ConversationState(
+            conversation_id=conversation_id,
+            owner=message.owner,
+            title=title,
+            messages=tuple(
+                self._appended(row, message_id, now)
+                for row, message_id in zip(rows, ids, strict=True)
+            ),
+        )
 
     async def _set_title(self, message: SetTitle) -> SessionSummary:
         """Title a conversation (see SetTitle); ConversationTitled when the title changed."""

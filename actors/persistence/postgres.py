@@ -170,6 +170,10 @@ _INSERT_CONVERSATION = (
     "INSERT INTO conversations (id, owner, saved, created_at, updated_at) "
     "VALUES ($1, $2, 0, $3, $3)"
 )
+_INSERT_TITLED_CONVERSATION = (
+    "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at) "
+    "VALUES ($1, $2, $3, 0, $4, $4)"
+)
 _SELECT_CONVERSATION = "SELECT id, owner, name, saved, title FROM conversations WHERE id = $1"
 _SELECT_CONVERSATION_FOR_UPDATE = _SELECT_CONVERSATION + " FOR UPDATE"
 _SELECT_LATEST_UNSAVED = (
@@ -596,6 +600,23 @@ class PostgresRepository:
         if summary is None:
             raise SessionNotFound(f"no conversation {conversation_id!r}")
         return session_summary(summary), bool(changed)
+
+    async def insert_conversation(
+        self,
+        conversation_id: str,
+        owner: str,
+        title: str | None,
+        messages: Sequence[AppendMessage],
+        now: float,
+    ) -> list[int]:
+        """The conversation row and one multi-row INSERT, in one transaction."""
+        async with self._write("import the conversation", conversation_id) as db:
+            await db.execute(_INSERT_TITLED_CONVERSATION, conversation_id, owner, title, now)
+            if not messages:
+                return []
+            values = [value for message in messages for value in message_values(message, now)]
+            rows = await db.fetch(_insert_messages_sql(len(messages)), *values)
+        return sorted(int(row["id"]) for row in rows)
 
     async def session_page(
         self, owner: str, after: tuple[float, str] | None, limit: int

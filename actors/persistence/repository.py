@@ -233,6 +233,18 @@ class ChatRepository(Protocol):
         """
         ...
 
+    async def insert_conversation(
+        self,
+        conversation_id: str,
+        owner: str,
+        title: str | None,
+        messages: Sequence[AppendMessage],
+        now: float,
+    ) -> list[int]:
+        """Insert an unsaved conversation with its title and messages in ONE transaction
+        (all or nothing); the messages' ids in order."""
+        ...
+
     async def session_page(
         self, owner: str, after: tuple[float, str] | None, limit: int
     ) -> list[SessionSummary]:

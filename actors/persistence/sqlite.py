@@ -142,6 +142,10 @@ _RECOVER_STREAMING = (
 _INSERT_CONVERSATION = (
     "INSERT INTO conversations (id, owner, saved, created_at, updated_at) VALUES (?, ?, 0, ?, ?)"
 )
+_INSERT_TITLED_CONVERSATION = (
+    "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at) "
+    "VALUES (?, ?, ?, 0, ?, ?)"
+)
 _SELECT_CONVERSATION = "SELECT id, owner, name, saved, title FROM conversations WHERE id = ?"
 _SELECT_LATEST_UNSAVED = (
     "SELECT id, owner, name, saved, title FROM conversations WHERE owner = ? AND saved = 0 "
@@ -528,6 +532,26 @@ class SqliteRepository:
         if not rows:
             raise SessionNotFound(f"no conversation {conversation_id!r}")
         return session_summary(rows[0]), bool(changed)
+
+    async def insert_conversation(
+        self,
+        conversation_id: str,
+        owner: str,
+        title: str | None,
+        messages: Sequence[AppendMessage],
+        now: float,
+    ) -> list[int]:
+        """The conversation row and one multi-row INSERT, in one transaction."""
+        async with self._write("import the conversation") as db:
+            await db.execute(_INSERT_TITLED_CONVERSATION, (conversation_id, owner, title, now, now))
+            if not messages:
+                return []
+            rows = ", ".join([_INSERT_VALUES] * len(messages))
+            values = [value for message in messages for value in message_values(message, now)]
+            returned = await db.execute_fetchall(
+                f"{_INSERT_MESSAGE_COLUMNS} VALUES {rows} RETURNING id", values
+            )
+        return sorted(int(row[0]) for row in returned)
 
     async def session_page(
         self, owner: str, after: tuple[float, str] | None, limit: int
