@@ -59,7 +59,9 @@ from actors.messages import (
     ConversationState,
     CreateConversation,
     DeleteSession,
+    ExportedMessage,
     FinishMessage,
+    ImportConversation,
     ListSessions,
     LoadHistory,
     OpenConversation,
@@ -1193,6 +1195,51 @@ async def test_titles_model_once_user_always_saved_name_follows(start: Starter) 
         await h.ask(SetTitle(owner="alice", conversation_id=a, title="   "))
     assert isinstance(_failure(excinfo), InvalidMessage)
     assert h.query("SELECT title FROM conversations WHERE id = ?", (a,)) == [("Kept sums",)]
+
+
+async def test_import_stores_a_new_conversation_whole_or_nothing(start: Starter) -> None:
+    h = await start({"chat": {"storage": {"persistence": {"retention": {"max_messages": 3}}}}})
+    call = ToolCall(id="call-1", name="demo__add", arguments='{"a": 2}')
+    messages = (
+        ExportedMessage(role="user", content="2+2?", created_at=1.0),
+        ExportedMessage(
+            role="assistant", tool_calls=(call,), model="m/1", usage=Usage(total_tokens=5)
+        ),
+        ExportedMessage(role="tool", content="4", tool_call_id="call-1", name="add"),
+    )
+    state = await h.ask(ImportConversation(owner="alice", title=" Sums ", messages=messages))
+    assert (state.owner, state.title, state.saved) == ("alice", "Sums", False)
+    loaded = await h.ask(OpenConversation(owner="alice", conversation_id=state.conversation_id))
+    assert loaded.title == "Sums"
+    assert [
+        (m.role, m.content, m.tool_calls, m.tool_call_id, m.name, m.model, m.usage)
+        for m in loaded.messages
+    ] == [
+        ("user", "2+2?", (), None, None, None, None),
+        ("assistant", "", (call,), None, None, "m/1", Usage(total_tokens=5)),
+        ("tool", "4", (), "call-1", "add", None, None),
+    ]
+    assert loaded.messages == state.messages
+    # Another owner does not see it.
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(OpenConversation(owner="bob", conversation_id=state.conversation_id))
+    assert isinstance(_failure(excinfo), SessionNotFound)
+    # A streaming answer in an export is stored as stopped.
+    streaming = await h.ask(
+        ImportConversation(
+            owner="alice",
+            messages=(ExportedMessage(role="assistant", content="Par", status="streaming"),),
+        )
+    )
+    assert [m.status for m in streaming.messages] == ["incomplete"]
+    # More messages than the history keeps: refused, nothing stored.
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(ImportConversation(owner="alice", messages=messages + messages[:1]))
+    refused = _failure(excinfo)
+    assert isinstance(refused, InvalidMessage)
+    assert "max_messages = 3" in str(refused)
+    assert h.query("SELECT COUNT(*) FROM conversations") == [(2,)]
+    assert h.query("SELECT COUNT(*) FROM messages") == [(4,)]
 
 
 async def test_delete_session_removes_it_and_its_messages(start: Starter) -> None:
