@@ -141,6 +141,8 @@ function handleFrame(frame) {
     case "session_cleared": return onSessionCleared(frame);
     case "session_saved": return onSessionSaved(frame);
     case "session_title": return onSessionTitle(frame);
+    case "session_export": return onSessionExport(frame);
+    case "session_imported": return onSessionImported(frame);
     case "sessions": return onSessions(frame);
     case "session_deleted": return onSessionDeleted(frame);
     case "server_status": return onServerStatus(frame);
@@ -481,6 +483,47 @@ function onSessionTitle(frame) {
     if (entry.saved) entry.name = frame.title;
     renderSessions();
   }
+}
+
+// Export: the server writes the file (Markdown to read, JSON to import again); the page
+// hands it to the browser as a download. Import: a JSON export becomes a new conversation.
+function onSessionExport(frame) {
+  const type = frame.format === "json" ? "application/json" : "text/markdown";
+  const url = URL.createObjectURL(new Blob([frame.content], { type }));
+  const link = h("a", { href: url, download: frame.filename, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 0);
+}
+
+function onSessionImported(frame) {
+  toast("success", "Conversation imported", `“${frame.title || "Untitled"}”, ${frame.message_count} message${frame.message_count === 1 ? "" : "s"}.`);
+  send({ type: "load_session", conversation_id: frame.conversation_id });
+}
+
+async function exportDialog() {
+  const result = await openDialog({
+    title: "Export this conversation",
+    body: h("p", null, "Markdown is for reading; JSON keeps everything and can be imported again."),
+    actions: [{ label: "Cancel", value: null }, { label: "JSON", value: "json" }, { label: "Markdown", value: "markdown", primary: true }],
+  });
+  if (result) send({ type: "export_session", format: result });
+}
+
+async function importFile(file) {
+  let conversation;
+  try {
+    conversation = JSON.parse(await file.text());
+  } catch (error) {
+    toast("error", "Import failed", `${file.name} is not JSON: ${error.message}`);
+    return;
+  }
+  if (conversation === null || typeof conversation !== "object" || Array.isArray(conversation)) {
+    toast("error", "Import failed", `${file.name} is not a conversation export (a JSON object).`);
+    return;
+  }
+  send({ type: "import_session", conversation });
 }
 
 async function renameDialog(conversationId, current) {
@@ -1147,6 +1190,13 @@ $("save").addEventListener("click", async () => {
 });
 
 $("rename").addEventListener("click", () => renameDialog(state.conversationId, state.title));
+$("export").addEventListener("click", exportDialog);
+$("import").addEventListener("click", () => $("import-file").click());
+$("import-file").addEventListener("change", (event) => {
+  const [file] = event.target.files;
+  event.target.value = "";
+  if (file) importFile(file);
+});
 
 ui.conn.addEventListener("click", () => connection.retryNow());
 
