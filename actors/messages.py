@@ -223,6 +223,9 @@ class SessionSummary(Payload):
 
     conversation_id: str
     name: str | None = None
+    title: str | None = None
+    """What the conversation is called (the model's title, or the user's); a saved
+    conversation's is its ``name``."""
     saved: bool = False
     created_at: float
     updated_at: float
@@ -237,6 +240,7 @@ class ConversationState(Payload):
     conversation_id: str
     owner: str
     name: str | None = None
+    title: str | None = None
     saved: bool = False
     messages: tuple[StoredMessage, ...] = ()
 
@@ -337,6 +341,72 @@ class SaveSession(Request[SessionSummary]):
     owner: str
     conversation_id: str
     name: str
+
+
+class SetTitle(Request[SessionSummary]):
+    """Request → SessionSummary: give a conversation a title.
+
+    ``by_user``: the owner renames it (a saved conversation's ``name`` follows); else the
+    model's title after the first exchange, written only while the conversation has no
+    title (a rename made meanwhile wins). SessionNotFound: no such conversation of
+    ``owner``.
+    """
+
+    type: Literal["set_title"] = "set_title"
+    owner: str
+    conversation_id: str
+    title: str = Field(min_length=1, max_length=200)
+    by_user: bool = True
+
+
+class ConversationTitled(Message):
+    """Event: a conversation's title changed (the gateway tells its clients)."""
+
+    type: Literal["conversation_titled"] = "conversation_titled"
+    conversation_id: str
+    title: str
+
+
+class ExportedMessage(Payload):
+    """One message of an exported conversation (the JSON export; what an import reads)."""
+
+    role: MessageRole
+    content: str = ""
+    thinking: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    status: MessageStatus = "complete"
+    finish_reason: str | None = None
+    created_at: float | None = None
+    """Unix time, seconds (kept in the export; an import stores the import's time)."""
+
+
+EXPORT_FORMAT = "mcp-platform/conversation"
+"""The ``format`` of a JSON export (with ``version``: the import checks both)."""
+
+
+class ExportedConversation(Payload):
+    """A conversation as the JSON export writes it and an import reads it."""
+
+    format: Literal["mcp-platform/conversation"] = "mcp-platform/conversation"
+    version: Literal[1] = 1
+    title: str | None = Field(None, max_length=200)
+    exported_at: float | None = None
+    messages: tuple[ExportedMessage, ...]
+
+
+class ImportConversation(Request[ConversationState]):
+    """Request → ConversationState: a new conversation of ``owner`` holding ``messages``
+    (in order, all or none), titled ``title``. InvalidMessage: more messages than the
+    history keeps (``retention.max_messages``), or one stored as ``streaming``."""
+
+    type: Literal["import_conversation"] = "import_conversation"
+    owner: str
+    title: str | None = Field(None, max_length=200)
+    messages: tuple[ExportedMessage, ...]
 
 
 class SessionPage(Payload):

@@ -388,6 +388,21 @@ class ToolNotificationsConfig(_Section):
         return value
 
 
+class TitlesConfig(_Section):
+    """``chat.service.titles``: a conversation's title, written by the model after the
+    first exchange (one short completion of the active provider, after the turn ended: it
+    never delays an answer)."""
+
+    enabled: bool = True
+    max_tokens: int = Field(24, ge=1, le=200)
+    """The title request's ``max_tokens``: the bound on what a title costs."""
+    prompt: str = (
+        "Write a title of at most six words for the conversation below. "
+        "Answer with the title only, no quotes, no final period."
+    )
+    """The title request's system prompt."""
+
+
 class ServiceLoggingConfig(_Section):
     """``chat.service.logging``: extra content in the logs (off by default: privacy)."""
 
@@ -425,6 +440,7 @@ class ServiceConfig(_Section):
     tool_notifications: ToolNotificationsConfig = ToolNotificationsConfig()
     logging: ServiceLoggingConfig = ServiceLoggingConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    titles: TitlesConfig = TitlesConfig()
 
 
 class ChatConfig(_Section):

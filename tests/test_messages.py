@@ -236,6 +236,30 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         ),
         m.LoadHistory(conversation_id="c-1", limit=20),
         m.SaveSession(owner="local", conversation_id="c-1", name="Sums"),
+        m.SetTitle(owner="local", conversation_id="c-1", title="Adding numbers"),
+        m.SetTitle(owner="local", conversation_id="c-1", title="Sums", by_user=False),
+        m.ConversationTitled(conversation_id="c-1", title="Adding numbers"),
+        m.ExportedMessage(role="assistant", content="4", model="x/y", status="incomplete"),
+        m.ExportedConversation(
+            title="Sums",
+            exported_at=2.5,
+            messages=(m.ExportedMessage(role="user", content="hi"),),
+        ),
+        m.ImportConversation(
+            owner="local",
+            title="Sums",
+            messages=(
+                m.ExportedMessage(role="user", content="2+2?", created_at=1.5),
+                m.ExportedMessage(
+                    role="assistant",
+                    content="",
+                    tool_calls=(m.ToolCall(id="call-1", name="demo__add", arguments="{}"),),
+                    model="x/y",
+                    usage=m.Usage(prompt_tokens=3),
+                ),
+                m.ExportedMessage(role="tool", content="4", tool_call_id="call-1", name="add"),
+            ),
+        ),
         m.ListSessions(owner="local", limit=10, cursor="opaque=="),
         m.DeleteSession(owner="local", conversation_id="c-1"),
         # turns

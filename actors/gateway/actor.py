@@ -106,6 +106,7 @@ from actors.gateway.auth import (
     judge_credential,
     resolve_tokens,
 )
+from actors.gateway.export import export_filename, export_json, export_markdown, parse_export
 from actors.gateway.oauth_callback import (
     CALLBACK_PATH,
     CallbackQuery,
@@ -131,21 +132,27 @@ from actors.gateway.protocol import (
     ElicitationRequestFrame,
     ElicitationResponseFrame,
     ErrorFrame,
+    ExportSessionFrame,
     FrameError,
     HistoryMessage,
+    ImportSessionFrame,
     ListSessionsFrame,
     LoadSessionFrame,
     PromptArgument,
     PromptInfo,
+    RenameSessionFrame,
     SaveSessionFrame,
     ServerInfo,
     ServerStatusFrame,
     SessionClearedFrame,
     SessionDeletedFrame,
     SessionEntry,
+    SessionExportFrame,
+    SessionImportedFrame,
     SessionInfoFrame,
     SessionSavedFrame,
     SessionsFrame,
+    SessionTitleFrame,
     ThinkingDeltaFrame,
     ToolApprovalRequestFrame,
     ToolApprovalResponseFrame,
@@ -167,11 +174,13 @@ from actors.messages import (
     CompleteAuthorization,
     ConfigChanged,
     ConversationState,
+    ConversationTitled,
     CreateConversation,
     DeleteSession,
     ElicitationClosed,
     ElicitationRequested,
     GetConfig,
+    ImportConversation,
     ListSessions,
     LoadHistory,
     OpenConversation,
@@ -179,6 +188,7 @@ from actors.messages import (
     SaveSession,
     ServerStateChanged,
     SessionSummary,
+    SetTitle,
     StartTurn,
     StoredMessage,
     StreamedText,
@@ -626,7 +636,8 @@ GatewayInbox = Annotated[
     | ToolApprovalRequested
     | ToolApprovalClosed
     | TurnStateChanged
-    | ToolsOffered,
+    | ToolsOffered
+    | ConversationTitled,
     Field(discriminator="type"),
 ]
 """What the GatewayActor handles: the events its clients are shown, and the
@@ -656,6 +667,7 @@ class GatewayActor(Actor[GatewayInbox]):
         ToolApprovalClosed,
         TurnStateChanged,
         ToolsOffered,
+        ConversationTitled,
     )
 
     def __init__(
@@ -876,6 +888,10 @@ class GatewayActor(Actor[GatewayInbox]):
                     del self._running[cid]
             case ToolsOffered(tools=tools):
                 self._tools = tools
+            case ConversationTitled(conversation_id=cid, title=title):
+                titled = SessionTitleFrame(conversation_id=cid, title=title)
+                for conn in self._by_conversation.get(cid, ()):
+                    conn.send_frame(titled)
             case _:
                 assert_never(message)
 
@@ -1473,6 +1489,7 @@ class GatewayActor(Actor[GatewayInbox]):
         return SessionInfoFrame(
             conversation_id=state.conversation_id,
             name=state.name,
+            title=state.title,
             saved=state.saved,
             messages=[_history_message(m) for m in state.messages],
             tools=[
@@ -1618,6 +1635,50 @@ class GatewayActor(Actor[GatewayInbox]):
                 conn.send_frame(
                     SessionSavedFrame(
                         conversation_id=summary.conversation_id, name=summary.name or name
+                    )
+                )
+            case RenameSessionFrame(title=title, conversation_id=target):
+                summary = await self.request(
+                    SetTitle(
+                        owner=conn.owner, conversation_id=target or conversation_id, title=title
+                    )
+                )
+                # The clients showing it learn it from ConversationTitled; a sender
+                # showing another conversation (it renamed one from its list) from this.
+                if conn.conversation_id != summary.conversation_id:
+                    conn.send_frame(
+                        SessionTitleFrame(
+                            conversation_id=summary.conversation_id, title=summary.title or title
+                        )
+                    )
+            case ExportSessionFrame(format=file_format, conversation_id=target):
+                state = await self._request_state(conn.owner, target or conversation_id)
+                markdown = file_format == "markdown"
+                conn.send_frame(
+                    SessionExportFrame(
+                        conversation_id=state.conversation_id,
+                        format=file_format,
+                        filename=export_filename(state, "md" if markdown else "json"),
+                        content=export_markdown(state) if markdown else export_json(state),
+                    )
+                )
+            case ImportSessionFrame(conversation=document):
+                export = parse_export(document)
+                imported = await self.request(
+                    ImportConversation(
+                        owner=conn.owner, title=export.title, messages=export.messages
+                    )
+                )
+                self.log.info(
+                    "gateway.session_imported",
+                    conversation_id=imported.conversation_id,
+                    messages=len(imported.messages),
+                )
+                conn.send_frame(
+                    SessionImportedFrame(
+                        conversation_id=imported.conversation_id,
+                        title=imported.title,
+                        message_count=len(imported.messages),
                     )
                 )
             case ListSessionsFrame(limit=limit, cursor=cursor):

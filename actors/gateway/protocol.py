@@ -169,6 +169,36 @@ class SaveSessionFrame(_ClientFrame):
     """Default: the connection's current conversation."""
 
 
+class RenameSessionFrame(_ClientFrame):
+    """Gives a conversation a title (→ ``session_title`` to every client showing it, and
+    to the sender). A saved conversation's name is its title, so this renames it too."""
+
+    type: Literal["rename_session"]
+    title: str = Field(min_length=1, max_length=200)
+    conversation_id: str | None = None
+    """Default: the connection's current conversation."""
+
+
+class ExportSessionFrame(_ClientFrame):
+    """Asks for a conversation as a file (→ ``session_export``): ``markdown`` to read,
+    ``json`` to keep and import again (``import_session``)."""
+
+    type: Literal["export_session"]
+    format: Literal["markdown", "json"]
+    conversation_id: str | None = None
+    """Default: the connection's current conversation."""
+
+
+class ImportSessionFrame(_ClientFrame):
+    """Imports a JSON export (→ ``session_imported``): a new conversation of the sender,
+    with the export's title and messages (stored now; the export's times are not kept)."""
+
+    type: Literal["import_session"]
+    conversation: dict[str, Any]
+    """The JSON export's object (``format: "mcp-platform/conversation"``, ``version: 1``,
+    ``title``, ``messages``)."""
+
+
 class ListSessionsFrame(_ClientFrame):
     """Asks for one page of the ``sessions`` list: the most recently updated first (ties
     by id), ``limit`` of them, after ``cursor``.
@@ -226,6 +256,9 @@ ClientFrame = Annotated[
     | CancelFrame
     | ClearHistoryFrame
     | SaveSessionFrame
+    | RenameSessionFrame
+    | ExportSessionFrame
+    | ImportSessionFrame
     | ListSessionsFrame
     | LoadSessionFrame
     | DeleteSessionFrame
@@ -375,6 +408,10 @@ class SessionInfoFrame(_ServerFrame):
     type: Literal["session_info"] = "session_info"
     conversation_id: str
     name: str | None = None
+    title: str | None = None
+    """What the conversation is called: the model's title after the first exchange (when
+    ``chat.service.titles.enabled``), or the user's (``rename_session``, ``save_session``);
+    absent until then."""
     saved: bool = False
     messages: list[HistoryMessage] = []
     tools: list[ToolInfo] = []
@@ -533,11 +570,42 @@ class SessionSavedFrame(_ServerFrame):
     name: str
 
 
+class SessionTitleFrame(_ServerFrame):
+    """A conversation's title changed: the model titled it after its first exchange, or
+    a client renamed it (the answer to ``rename_session``)."""
+
+    type: Literal["session_title"] = "session_title"
+    conversation_id: str
+    title: str
+
+
+class SessionExportFrame(_ServerFrame):
+    """The answer to ``export_session``: the file's name and text."""
+
+    type: Literal["session_export"] = "session_export"
+    conversation_id: str
+    format: Literal["markdown", "json"]
+    filename: str
+    content: str
+    """The file's text (Markdown, or the JSON document ``import_session`` reads)."""
+
+
+class SessionImportedFrame(_ServerFrame):
+    """The answer to ``import_session``: the new conversation (load it with
+    ``load_session``)."""
+
+    type: Literal["session_imported"] = "session_imported"
+    conversation_id: str
+    title: str | None = None
+    message_count: int
+
+
 class SessionEntry(_ServerFrame):
     """One conversation in ``sessions``."""
 
     conversation_id: str
     name: str | None = None
+    title: str | None = None
     saved: bool
     created_at: float
     updated_at: float
@@ -607,6 +675,9 @@ ServerFrame = Annotated[
     | AssistantMessageFrame
     | SessionClearedFrame
     | SessionSavedFrame
+    | SessionTitleFrame
+    | SessionExportFrame
+    | SessionImportedFrame
     | SessionsFrame
     | SessionDeletedFrame
     | ServerStatusFrame

@@ -65,6 +65,7 @@ from actors.messages import (
     CancelCompletion,
     CancelToolCalls,
     CancelTurn,
+    CompletionRequest,
     CompletionResult,
     ConfigChanged,
     GetConfig,
@@ -74,6 +75,7 @@ from actors.messages import (
     PromptSpec,
     ResourceSpec,
     ServerStateChanged,
+    SetTitle,
     StartTurn,
     StoredMessage,
     ToolApprovalClosed,
@@ -137,6 +139,28 @@ HISTORY_CACHE_BYTES = 128 * 1024 * 1024
 a conversation that falls out is simply read again."""
 STOP_GRACE = 2.0
 """Seconds running turns get at shutdown to store their partial answers as cancelled."""
+
+
+TITLE_TIMEOUT = 60.0
+"""Seconds a title's completion may take."""
+TITLE_INPUT_CHARS = 2000
+"""Characters of the first question and of its answer the title request sends."""
+TITLE_MAX_CHARS = 80
+"""A title longer than this is cut (a model that ignored the prompt)."""
+
+
+def clean_title(text: str) -> str | None:
+    """The model's answer as a title: its first non-empty line, without surrounding
+    quotes, a ``Title:`` label, Markdown emphasis or a final period, at most
+    :data:`TITLE_MAX_CHARS` characters; None when nothing is left."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if line.lower().startswith("title:"):
+        line = line[len("title:") :].strip()
+    line = line.strip("\"'`*#_ ").rstrip(".").strip()
+    line = " ".join(line.split())
+    if len(line) > TITLE_MAX_CHARS:
+        line = line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+    return line or None
 
 
 @dataclass(slots=True)
@@ -444,6 +468,9 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 hops=turn.hops,
             )
         await self.publish(finished)
+        if finished.finish_reason == "stop" and self.snapshot.config.chat.service.titles.enabled:
+            # After the turn's end: the title never delays an answer.
+            self.spawn(self._title(start.owner, turn.conversation_id), name=f"title:{turn.turn_id}")
         self.log.info(
             "turn.finished",
             turn_id=turn.turn_id,
@@ -651,6 +678,56 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         for message in user_side:
             self._remember(message)
         return tuple(user_side), row
+
+    # -- titles ------------------------------------------------------------------------------
+
+    async def _title(self, owner: str, conversation_id: str) -> None:
+        """After a conversation's first exchange, ask the model for a title (one short
+        completion, ``chat.service.titles.max_tokens`` at most) and store it unless the
+        conversation has one meanwhile. Never raises: a title is not worth a crash."""
+        try:
+            history = await self._history_of(conversation_id)
+            users = [m for m in history if m.role == "user"]
+            answers = [m for m in history if m.role == "assistant" and m.content.strip()]
+            if len(users) != 1 or not answers:
+                return  # not the first exchange (or no text to title)
+            settings = self.snapshot.config.chat.service.titles
+            exchange = (
+                f"User: {users[0].content[:TITLE_INPUT_CHARS]}\n\n"
+                f"Assistant: {answers[-1].content[:TITLE_INPUT_CHARS]}"
+            )
+            result: CompletionResult = await self.request(
+                CompletionRequest(
+                    # A conversation id no client watches: the deltas go nowhere.
+                    conversation_id=f"title:{conversation_id}",
+                    turn_id=f"title-{uuid.uuid4().hex[:16]}",
+                    messages=(
+                        {"role": "system", "content": settings.prompt},
+                        {"role": "user", "content": exchange},
+                    ),
+                    parameters={"max_tokens": settings.max_tokens},
+                ),
+                timeout=TITLE_TIMEOUT,
+            )
+            title = clean_title(result.content)
+            if title is None:
+                self.log.warning("title.empty", conversation_id=conversation_id, model=result.model)
+                return
+            await self.request(
+                SetTitle(owner=owner, conversation_id=conversation_id, title=title, by_user=False)
+            )
+            self.log.info(
+                "title.set",
+                conversation_id=conversation_id,
+                model=result.model,
+                completion_tokens=result.usage.completion_tokens,
+            )
+        except asyncio.CancelledError:
+            raise
+        except (BusError, RequestFailed, RequestError) as exc:
+            cause = cause_of(exc)
+            detail = str(cause) if isinstance(cause, ChatError) else type(cause).__name__
+            self.log.warning("title.failed", conversation_id=conversation_id, error=detail)
 
     # -- the history cache -----------------------------------------------------------------
 

@@ -77,6 +77,8 @@ const ui = {
 const state = {
   conversationId: sessionStorage.getItem(STORAGE_KEY),
   name: null,
+  /** The conversation's title (the model's or the user's; a saved one's is its name). */
+  title: null,
   saved: false,
   model: "",
   /** When retention removes this unsaved conversation (Unix s; null: saved). */
@@ -138,6 +140,9 @@ function handleFrame(frame) {
     case "tool_approval_request": return onToolApproval(frame);
     case "session_cleared": return onSessionCleared(frame);
     case "session_saved": return onSessionSaved(frame);
+    case "session_title": return onSessionTitle(frame);
+    case "session_export": return onSessionExport(frame);
+    case "session_imported": return onSessionImported(frame);
     case "sessions": return onSessions(frame);
     case "session_deleted": return onSessionDeleted(frame);
     case "server_status": return onServerStatus(frame);
@@ -147,7 +152,7 @@ function handleFrame(frame) {
 }
 
 function onSessionInfo(frame) {
-  setConversation(frame.conversation_id, frame.name ?? null, Boolean(frame.saved));
+  setConversation(frame.conversation_id, frame.name ?? null, Boolean(frame.saved), frame.title ?? null);
   state.model = frame.model ?? "";
   state.servers = new Map((frame.servers ?? []).map((s) => [s.name, s]));
   state.tools = frame.tools ?? [];
@@ -460,10 +465,78 @@ function onSessionSaved(frame) {
   if (frame.conversation_id === state.conversationId) {
     state.expiresAt = null; // saved: exempt from retention
     state.expiresAfter = null;
-    setConversation(frame.conversation_id, frame.name, true);
+    setConversation(frame.conversation_id, frame.name, true, frame.name);
   }
   toast("success", "Session saved", `Saved as “${frame.name}”.`);
   refreshSessions();
+}
+
+// A conversation's title: the model's after the first exchange, or a rename (here or in
+// another tab); a saved session's name is its title.
+function onSessionTitle(frame) {
+  if (frame.conversation_id === state.conversationId) {
+    setConversation(state.conversationId, state.saved ? frame.title : state.name, state.saved, frame.title);
+  }
+  const entry = state.sessions.find((s) => s.conversation_id === frame.conversation_id);
+  if (entry) {
+    entry.title = frame.title;
+    if (entry.saved) entry.name = frame.title;
+    renderSessions();
+  }
+}
+
+// Export: the server writes the file (Markdown to read, JSON to import again); the page
+// hands it to the browser as a download. Import: a JSON export becomes a new conversation.
+function onSessionExport(frame) {
+  const type = frame.format === "json" ? "application/json" : "text/markdown";
+  const url = URL.createObjectURL(new Blob([frame.content], { type }));
+  const link = h("a", { href: url, download: frame.filename, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 0);
+}
+
+function onSessionImported(frame) {
+  toast("success", "Conversation imported", `“${frame.title || "Untitled"}”, ${frame.message_count} message${frame.message_count === 1 ? "" : "s"}.`);
+  send({ type: "load_session", conversation_id: frame.conversation_id });
+}
+
+async function exportDialog() {
+  const result = await openDialog({
+    title: "Export this conversation",
+    body: h("p", null, "Markdown is for reading; JSON keeps everything and can be imported again."),
+    actions: [{ label: "Cancel", value: null }, { label: "JSON", value: "json" }, { label: "Markdown", value: "markdown", primary: true }],
+  });
+  if (result) send({ type: "export_session", format: result });
+}
+
+async function importFile(file) {
+  let conversation;
+  try {
+    conversation = JSON.parse(await file.text());
+  } catch (error) {
+    toast("error", "Import failed", `${file.name} is not JSON: ${error.message}`);
+    return;
+  }
+  if (conversation === null || typeof conversation !== "object" || Array.isArray(conversation)) {
+    toast("error", "Import failed", `${file.name} is not a conversation export (a JSON object).`);
+    return;
+  }
+  send({ type: "import_session", conversation });
+}
+
+async function renameDialog(conversationId, current) {
+  const input = h("input", { id: "rename-title", type: "text", maxlength: "200", required: true, placeholder: "e.g. Trip plans" });
+  input.value = current ?? "";
+  const body = h("div", { class: "field" }, h("label", { for: "rename-title" }, "Title"), input);
+  const result = await openDialog({
+    title: "Rename this conversation",
+    body,
+    actions: [{ label: "Cancel", value: null }, { label: "Rename", value: "rename", primary: true, validate: () => input.reportValidity() && input.value.trim() !== "" }],
+    focus: input,
+  });
+  if (result === "rename") send({ type: "rename_session", conversation_id: conversationId, title: input.value.trim() });
 }
 
 // The list comes in pages (list_sessions: limit, cursor → sessions: next_cursor), the most
@@ -611,12 +684,13 @@ function turnErrorView(error) {
 
 // -- the conversation view ---------------------------------------------------------------
 
-function setConversation(conversationId, name, saved) {
+function setConversation(conversationId, name, saved, title = null) {
   state.conversationId = conversationId;
   state.name = name;
   state.saved = saved;
+  state.title = title ?? name;
   sessionStorage.setItem(STORAGE_KEY, conversationId);
-  ui.title.textContent = name || "New conversation";
+  ui.title.textContent = state.title || "New conversation";
   ui.title.title = conversationId;
   renderExpiry();
   renderSessions();
@@ -970,7 +1044,7 @@ function renderPrompts() {
 function renderSessions() {
   const items = state.sessions.map((s) => {
     const current = s.conversation_id === state.conversationId;
-    const label = s.name || (current ? "Current conversation" : "Unsaved conversation");
+    const label = s.title || s.name || (current ? "Current conversation" : "Unsaved conversation");
     const open = h("button", { class: "session-open", type: "button", title: s.conversation_id },
       h("span", { class: "session-name" }, s.saved ? "★ " : "", label),
       h("span", { class: "session-meta" }, `${s.message_count} message${s.message_count === 1 ? "" : "s"} · ${relativeTime(s.updated_at)}`));
@@ -978,12 +1052,14 @@ function renderSessions() {
       closeSidebar();
       if (!current) send({ type: "load_session", conversation_id: s.conversation_id });
     });
+    const rename = h("button", { class: "icon-btn session-rename", type: "button", "aria-label": `Rename ${label}`, title: "Rename" }, "✎");
+    rename.addEventListener("click", () => renameDialog(s.conversation_id, s.title || s.name));
     const remove = h("button", { class: "icon-btn session-delete", type: "button", "aria-label": `Delete ${label}`, title: "Delete" }, "×");
     remove.addEventListener("click", async () => {
       const ok = await confirmDialog("Delete this session?", `“${label}” and its messages are deleted for good.`, "Delete", true);
       if (ok) send({ type: "delete_session", conversation_id: s.conversation_id });
     });
-    return h("li", { class: `session${current ? " current" : ""}`, "data-conversation-id": s.conversation_id, "aria-current": current ? "true" : null }, open, remove);
+    return h("li", { class: `session${current ? " current" : ""}`, "data-conversation-id": s.conversation_id, "aria-current": current ? "true" : null }, open, rename, remove);
   });
   if (!items.length) items.push(h("li", { class: "muted" }, "No sessions yet."));
   if (state.sessionsCursor) {
@@ -1102,7 +1178,7 @@ $("new-chat").addEventListener("click", async () => {
 
 $("save").addEventListener("click", async () => {
   const input = h("input", { id: "save-name", type: "text", maxlength: "200", required: true, placeholder: "e.g. Trip plans" });
-  input.value = state.name ?? "";
+  input.value = state.name ?? state.title ?? "";
   const body = h("div", { class: "field" }, h("label", { for: "save-name" }, "Name"), input);
   const result = await openDialog({
     title: "Save this session",
@@ -1111,6 +1187,15 @@ $("save").addEventListener("click", async () => {
     focus: input,
   });
   if (result === "save") send({ type: "save_session", name: input.value.trim() });
+});
+
+$("rename").addEventListener("click", () => renameDialog(state.conversationId, state.title));
+$("export").addEventListener("click", exportDialog);
+$("import").addEventListener("click", () => $("import-file").click());
+$("import-file").addEventListener("change", (event) => {
+  const [file] = event.target.files;
+  event.target.value = "";
+  if (file) importFile(file);
 });
 
 ui.conn.addEventListener("click", () => connection.retryNow());
