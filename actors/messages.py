@@ -58,6 +58,7 @@ __all__ = [
     "PromptSpec",
     "ReadResource",
     "ReloadRuntimeConfig",
+    "ResourceLinkInfo",
     "ResourceSpec",
     "ResourceText",
     "SaveRuntimeConfig",
@@ -585,6 +586,18 @@ class CompleteAuthorization(Request[AuthorizationResult]):
     refused."""
 
 
+class ResourceLinkInfo(Payload):
+    """A ``resource_link`` in a tool result: a resource of ``server`` the model may read
+    (``platform__read_resource``) and the user may open (``read_resource`` frame)."""
+
+    server: str
+    uri: str
+    name: str
+    title: str | None = None
+    mime_type: str | None = None
+    description: str | None = None
+
+
 class ToolOutcome(Payload):
     """Reply to CallTool."""
 
@@ -595,6 +608,8 @@ class ToolOutcome(Payload):
     """One line for the frontend's tool card."""
     images: tuple[dict[str, str], ...] = ()
     """``{"mime_type", "data"}`` (base64) image blocks, for the frontend."""
+    links: tuple[ResourceLinkInfo, ...] = ()
+    """The result's resource links (the model's text names them too)."""
     cancelled: bool = False
     """The call was stopped by a turn's cancel before it answered (``is_error`` too)."""
 
@@ -660,6 +675,8 @@ class ToolExecutionEvent(Message):
     error_message: str | None = None
     images: tuple[dict[str, str], ...] | None = None
     """``{"mime_type", "data"}`` images of a completed call, for the frontend."""
+    links: tuple[ResourceLinkInfo, ...] | None = None
+    """The resource links of a completed call, for the frontend."""
 
 
 class ToolsOffered(Message):

@@ -164,6 +164,9 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         finish_reason=None,
     )
     image = {"mime_type": "image/png", "data": "iVBORw0KGgo="}
+    link = m.ResourceLinkInfo(
+        server="demo", uri="demo://notes/1", name="note 1", mime_type="text/plain"
+    )
     values: list[BaseModel] = [
         # bus
         Ping(),
@@ -198,7 +201,15 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         prompt_argument,
         prompt,
         resource,
-        m.ToolOutcome(is_error=False, text="5.0", preview="5.0", images=(image,), cancelled=False),
+        m.ToolOutcome(
+            is_error=False,
+            text="5.0",
+            preview="5.0",
+            images=(image,),
+            links=(link,),
+            cancelled=False,
+        ),
+        link,
         m.PromptMessageText(role="assistant", content="Hello"),
         m.ResourceText(is_error=False, text="note 1", mime_type="text/plain"),
         # configuration
@@ -323,6 +334,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             result_preview="5.0",
             error_message=None,
             images=(image,),
+            links=(link,),
         ),
         m.GetPrompt(name="summary", arguments={"topic": "sums"}),
         m.ReadResource(uri="demo://notes/1"),

@@ -699,3 +699,55 @@ async def test_resources_prompts_and_elicitation_through_the_whole_platform(
     assert "Ada" in result
     assert "It was a dark and stormy night." in result  # a default the user left out
     assert '"integer": 42' in result
+
+
+async def test_resource_links_reach_the_model_and_the_page_reads_them_through_the_platform(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """``get-resource-links``: each link's URI, name and MIME type reach the model with how
+    to read it; the tool card gets the links; a ``read_resource`` frame reads one through
+    the server's ToolActor (``resource_content``), and an unknown server is refused."""
+    client, _ = await _ready_client(platform)
+    try:
+        llm.script(
+            Reply.tool_calls(
+                [ToolCall("everything__get-resource-links", '{"count": 2}', id="links")]
+            ),
+            Reply.text("Two links."),
+        )
+        frames = await client.turn("give me links")
+        _, completed = _tool_frames(frames, "links")
+        await client.send(
+            {
+                "type": "read_resource",
+                "request_id": "r-1",
+                "server": "everything",
+                "uri": "demo://resource/dynamic/text/2",
+            }
+        )
+        content = await client.expect("resource_content")
+        await client.send(
+            {"type": "read_resource", "request_id": "r-2", "server": "nobody", "uri": "x://y"}
+        )
+        refused = await client.expect("error")
+    finally:
+        await client.close()
+
+    result = next(
+        m["content"] for m in llm.requests[1].json["messages"] if m.get("tool_call_id") == "links"
+    )
+    assert 'uri: "demo://resource/dynamic/blob/1"' in result
+    assert 'uri: "demo://resource/dynamic/text/2"' in result
+    assert "name: Text Resource 2" in result
+    assert "type: text/plain" in result
+    assert 'platform__read_resource (uri as given, server: "everything")' in result
+    assert [(link["server"], link["uri"], link["name"]) for link in completed["links"]] == [
+        ("everything", "demo://resource/dynamic/blob/1", "Blob Resource 1"),
+        ("everything", "demo://resource/dynamic/text/2", "Text Resource 2"),
+    ]
+    assert completed["links"][1]["mime_type"] == "text/plain"
+    assert content["request_id"] == "r-1"
+    assert (content["server"], content["uri"]) == ("everything", "demo://resource/dynamic/text/2")
+    assert content["text"].startswith("Resource 2: This is a plaintext resource")
+    assert content["is_error"] is False
+    assert (refused["request_id"], refused["error_code"]) == ("r-2", "INVALID_MESSAGE")

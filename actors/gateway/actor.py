@@ -117,6 +117,8 @@ from actors.gateway.protocol import (
     LoadSessionFrame,
     PromptArgument,
     PromptInfo,
+    ReadResourceFrame,
+    ResourceContentFrame,
     SaveSessionFrame,
     ServerInfo,
     ServerStatusFrame,
@@ -156,6 +158,7 @@ from actors.messages import (
     ListSessions,
     OpenConversation,
     PromptRequest,
+    ReadResource,
     SaveSession,
     ServerStateChanged,
     SessionSummary,
@@ -387,6 +390,10 @@ def _history_message(message: StoredMessage) -> HistoryMessage:
 
 def _session_entry(summary: SessionSummary) -> SessionEntry:
     return SessionEntry.model_validate(summary.model_dump())
+
+
+RESOURCE_FRAME_CHARS = 200_000
+"""Characters of a resource a ``resource_content`` frame carries at most."""
 
 
 def _error_frame(error: BaseException, request_id: str | None = None) -> ErrorFrame:
@@ -1197,7 +1204,7 @@ class GatewayActor(Actor[GatewayInbox]):
         # request an elicitation_response was for (the client may have several open).
         request_id = (
             frame.request_id
-            if isinstance(frame, UserMessageFrame | ElicitationResponseFrame)
+            if isinstance(frame, UserMessageFrame | ElicitationResponseFrame | ReadResourceFrame)
             else None
         )
         try:
@@ -1265,6 +1272,8 @@ class GatewayActor(Actor[GatewayInbox]):
                 await self._elicitation_response(conn, conversation_id, frame)
             case ToolApprovalResponseFrame():
                 await self._approval_response(conversation_id, frame)
+            case ReadResourceFrame():
+                await self._read_resource(conn, frame)
 
     async def _user_message(
         self, conn: _Connection, conversation_id: str, frame: UserMessageFrame
@@ -1310,6 +1319,27 @@ class GatewayActor(Actor[GatewayInbox]):
         )
         for other in others:
             other.send_frame(frame)
+
+    async def _read_resource(self, conn: _Connection, frame: ReadResourceFrame) -> None:
+        """A resource the page opens (a tool card's link): read by the server's ToolActor,
+        never fetched by the browser."""
+        state = self._servers.get(frame.server)
+        if state is None or state.status != "ready":
+            raise _invalid(f"no ready MCP server named {frame.server!r} to read {frame.uri!r}")
+        contents = await self.request(ReadResource(uri=frame.uri), to=tool_actor_name(frame.server))
+        text = contents.text
+        truncated = len(text) > RESOURCE_FRAME_CHARS
+        conn.send_frame(
+            ResourceContentFrame(
+                request_id=frame.request_id,
+                server=frame.server,
+                uri=frame.uri,
+                text=text[:RESOURCE_FRAME_CHARS] if truncated else text,
+                mime_type=contents.mime_type,
+                is_error=contents.is_error,
+                truncated=truncated,
+            )
+        )
 
     async def _elicitation_response(
         self, conn: _Connection, conversation_id: str, frame: ElicitationResponseFrame

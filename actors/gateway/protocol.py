@@ -49,6 +49,9 @@ __all__ = [
     "PromptArgument",
     "PromptInfo",
     "PromptRef",
+    "ReadResourceFrame",
+    "ResourceContentFrame",
+    "ResourceLinkBlock",
     "SaveSessionFrame",
     "ServerFrame",
     "ServerInfo",
@@ -211,6 +214,16 @@ class ElicitationResponseFrame(_ClientFrame):
     content: dict[str, Any] | None = None
 
 
+class ReadResourceFrame(_ClientFrame):
+    """Read a resource of a ready server through the platform (a tool card's resource
+    link): answered by ``resource_content``, or ``error`` naming ``request_id``."""
+
+    type: Literal["read_resource"]
+    request_id: str = Field(max_length=MAX_REQUEST_ID_LENGTH)
+    server: str
+    uri: str = Field(max_length=4096)
+
+
 class ToolApprovalResponseFrame(_ClientFrame):
     """Answers a ``tool_approval_request``."""
 
@@ -228,7 +241,8 @@ ClientFrame = Annotated[
     | LoadSessionFrame
     | DeleteSessionFrame
     | ElicitationResponseFrame
-    | ToolApprovalResponseFrame,
+    | ToolApprovalResponseFrame
+    | ReadResourceFrame,
     Field(discriminator="type"),
 ]
 """Any frame a client may send."""
@@ -409,6 +423,18 @@ class ImageBlock(_ServerFrame):
     """Base64."""
 
 
+class ResourceLinkBlock(_ServerFrame):
+    """A resource link from a tool result: the page shows it and opens it with a
+    ``read_resource`` frame (the browser never fetches the URI itself)."""
+
+    server: str
+    uri: str
+    name: str
+    title: str | None = None
+    mime_type: str | None = None
+    description: str | None = None
+
+
 class ToolExecutionFrame(_ServerFrame):
     """A tool call's progress."""
 
@@ -427,6 +453,8 @@ class ToolExecutionFrame(_ServerFrame):
     error_message: str | None = None
     images: list[ImageBlock] | None = None
     """For ``completed``: images the tool returned (the model gets a description)."""
+    links: list[ResourceLinkBlock] | None = None
+    """For ``completed``: resource links the tool returned (the model gets them too)."""
 
 
 class UserMessageStoredFrame(_ServerFrame):
@@ -570,6 +598,21 @@ class ServerStatusFrame(_ServerFrame):
     (the page's Connect button); the browser comes back to ``/oauth/callback``."""
 
 
+class ResourceContentFrame(_ServerFrame):
+    """Answer to ``read_resource``: the resource as text (binary parts described), cut to
+    ``truncated`` characters when longer."""
+
+    type: Literal["resource_content"] = "resource_content"
+    request_id: str
+    server: str
+    uri: str
+    text: str
+    mime_type: str | None = None
+    is_error: bool = False
+    """The server could not read it (``text`` says why)."""
+    truncated: bool = False
+
+
 class ErrorFrame(_ServerFrame):
     """Something the client asked for failed; the connection stays open."""
 
@@ -597,6 +640,7 @@ ServerFrame = Annotated[
     | SessionsFrame
     | SessionDeletedFrame
     | ServerStatusFrame
+    | ResourceContentFrame
     | ErrorFrame,
     Field(discriminator="type"),
 ]

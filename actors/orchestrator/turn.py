@@ -325,6 +325,7 @@ def finished_card(started: ToolExecutionEvent, outcome: ToolOutcome) -> ToolExec
         result_preview=None if outcome.is_error else outcome.preview,
         error_message=outcome.preview if outcome.is_error else None,
         images=outcome.images or None,
+        links=outcome.links or None,
     )
 
 

@@ -96,6 +96,7 @@ from actors.messages import (
     GetPrompt,
     PromptSpec,
     ReadResource,
+    ResourceLinkInfo,
     ResourceSpec,
     ResourceText,
     ServerStateChanged,
@@ -114,6 +115,7 @@ from actors.tools.mcp_client import (
     MemoryTokenStorage,
     OAuthTiming,
     PlatformOAuth,
+    ResourceRef,
     ServerConnectError,
     ServerConnection,
     ServerGone,
@@ -207,9 +209,14 @@ class _PendingQuestion:
     )
 
 
-def outcome_text(result: ToolResult) -> str:
-    """What the model reads of a result: text, structured content, and a description of
-    every binary block (an image is described, not dropped)."""
+_LINK_DESCRIPTION_CHARS = 300
+"""A resource link's description is cut to this many characters in the model's text."""
+
+
+def outcome_text(result: ToolResult, server: str) -> str:
+    """What the model reads of a result: text, structured content, a description of
+    every binary block (an image is described, not dropped) and every resource link
+    (URI, name, MIME type, description, and how to read it)."""
     parts = list(result.text_parts)
     if result.structured is not None and not parts:
         parts.append(orjson.dumps(result.structured).decode())
@@ -218,7 +225,38 @@ def outcome_text(result: ToolResult) -> str:
         f"{block.size} bytes: shown to the user]"
         for block in result.binary
     )
+    parts.extend(_link_text(link, server) for link in result.links)
     return "\n".join(parts) or ("(the tool failed)" if result.is_error else "(no output)")
+
+
+def _link_text(link: ResourceRef, server: str) -> str:
+    details = [f"uri: {orjson.dumps(link.uri).decode()}", f"name: {link.title or link.name}"]
+    if link.mime_type:
+        details.append(f"type: {link.mime_type}")
+    if link.description:
+        description = " ".join(link.description.split())
+        if len(description) > _LINK_DESCRIPTION_CHARS:
+            description = description[: _LINK_DESCRIPTION_CHARS - 1] + "…"
+        details.append(f"description: {description}")
+    return (
+        f"[resource link; {'; '.join(details)}. Read it with platform__read_resource "
+        f'(uri as given, server: "{server}")]'
+    )
+
+
+def outcome_links(result: ToolResult, server: str) -> tuple[ResourceLinkInfo, ...]:
+    """The result's resource links as bus data (the tool card shows them)."""
+    return tuple(
+        ResourceLinkInfo(
+            server=server,
+            uri=link.uri,
+            name=link.name,
+            title=link.title,
+            mime_type=link.mime_type,
+            description=link.description,
+        )
+        for link in result.links
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -855,13 +893,14 @@ class ToolActor(Actor[ToolInbox]):
             )
             outcome = ToolOutcome(
                 is_error=result.is_error,
-                text=outcome_text(result),
+                text=outcome_text(result, self.server),
                 preview=result.preview,
                 images=tuple(
                     {"mime_type": b.mime_type or "image/png", "data": b.data}
                     for b in result.binary
                     if b.kind == "image"
                 ),
+                links=outcome_links(result, self.server),
             )
         except ToolCallTimeout:
             outcome = _failed(f"the tool did not answer within {timeout:g} s and was cancelled")

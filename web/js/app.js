@@ -93,6 +93,8 @@ const state = {
   questions: new Map(),
   /** Approval cards still waiting for a decision, by call id (see onToolApproval). */
   approvals: new Map(),
+  /** read_resource requests on their way: request id → URI. */
+  reads: new Map(),
   /** The pending user_message used an MCP prompt (its expansion is shown once stored). */
   pendingPrompt: false,
 };
@@ -128,6 +130,7 @@ function handleFrame(frame) {
     case "sessions": return onSessions(frame);
     case "session_deleted": return onSessionDeleted(frame);
     case "server_status": return onServerStatus(frame);
+    case "resource_content": return onResourceContent(frame);
     case "error": return onError(frame);
     default: console.warn("unknown frame type", frame.type);
   }
@@ -210,7 +213,7 @@ function onToolExecution(frame) {
   switch (frame.status) {
     case "started": card.setStatus("running"); break;
     case "progress": card.setProgress(frame.progress, frame.total, frame.message); break;
-    case "completed": card.setResult(frame.result_preview ?? "", frame.images ?? []); break;
+    case "completed": card.setResult(frame.result_preview ?? "", frame.images ?? [], frame.links ?? []); break;
     case "failed": card.setError(frame.error_message ?? "the tool failed"); break;
     default: break;
   }
@@ -505,6 +508,7 @@ function safeAuthUrl(url) {
 
 function onError(frame) {
   const code = frame.error_code;
+  if (frame.request_id) state.reads.delete(frame.request_id);
   if (code === "INVALID_MESSAGE" && frame.call_id) {
     // A refused decision ("no tool call … is waiting for approval"): answered in another
     // tab, or timed out, just before ours. The call's tool card shows how it went.
@@ -812,7 +816,7 @@ function toolCard({ name, server, callId }) {
       const counts = typeof total === "number" ? `${value} / ${total}` : `${value ?? ""}`;
       progressText.textContent = message || counts;
     },
-    setResult(text, images) {
+    setResult(text, images, links = []) {
       this.setStatus("done");
       if (!progress.hidden && bar.max) bar.value = bar.max;
       result.hidden = false;
@@ -824,6 +828,12 @@ function toolCard({ name, server, callId }) {
         const img = h("img", { class: "tool-image", alt: `image returned by ${name}`, src: `data:${image.mime_type};base64,${image.data.replace(/\s/g, "")}` });
         children.push(img);
       }
+      if (links.length) {
+        children.push(h("div", { class: "result-label" }, "Resource links"));
+        const list = h("ul", { class: "resource-links" });
+        for (const link of links) list.append(resourceLinkItem(link));
+        children.push(list);
+      }
       result.replaceChildren(...children);
     },
     setError(message) {
@@ -832,6 +842,36 @@ function toolCard({ name, server, callId }) {
       result.replaceChildren(h("div", { class: "result-label" }, "Error"), h("pre", { class: "tool-error" }, message));
     },
   };
+}
+
+/**
+ * One resource link of a tool result: a button that reads it through the platform
+ * (read_resource frame). The browser never fetches the URI itself.
+ */
+function resourceLinkItem(link) {
+  const open = h("button", { type: "button", class: "link-btn", "data-uri": link.uri, title: link.uri }, link.title || link.name);
+  open.addEventListener("click", () => readResource(link.server, link.uri));
+  return h("li", { class: "resource-link" }, open,
+    link.mime_type ? h("span", { class: "muted" }, ` ${link.mime_type}`) : null,
+    link.description ? h("div", { class: "help" }, link.description) : null);
+}
+
+function readResource(server, uri) {
+  const requestId = `res-${++state.requestSeq}`;
+  state.reads.set(requestId, uri);
+  if (!send({ type: "read_resource", request_id: requestId, server, uri })) {
+    state.reads.delete(requestId);
+    toast("error", "Not connected", "The resource could not be read; try again once reconnected.");
+  }
+}
+
+function onResourceContent(frame) {
+  if (!state.reads.delete(frame.request_id)) return; // asked by another page
+  const body = h("div", { class: "resource-view" },
+    h("p", { class: "muted" }, `${frame.server} · ${frame.uri}${frame.mime_type ? ` · ${frame.mime_type}` : ""}`),
+    h("pre", { class: frame.is_error ? "tool-error" : "result-text" }, frame.text),
+    frame.truncated ? h("p", { class: "muted" }, "(cut: the resource is longer)") : null);
+  openDialog({ title: "Resource", body, actions: [{ label: "Close", value: null, primary: true }] });
 }
 
 function scrollToEnd(force = false) {
