@@ -19,7 +19,7 @@ so they are tested without a server:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from mcp import types as mcp_types
@@ -39,6 +39,7 @@ __all__ = [
     "prompt_messages",
     "prompt_specs",
     "render_catalogue",
+    "render_instructions",
     "resource_owner",
     "resource_specs",
     "resource_text",
@@ -206,6 +207,19 @@ def render_catalogue(resources: Sequence[ResourceSpec], limit: int) -> str:
         lines.append(line)
         size += 1 + len(line)
     return "\n".join(lines)
+
+
+INSTRUCTIONS_HEADER = "Instructions from the MCP server {server!r} (about its own tools):"
+"""The line above each server's instructions in the system prompt."""
+
+
+def render_instructions(instructions: Mapping[str, str]) -> str:
+    """Each server's instructions (already bounded by its ToolActor) for the system
+    prompt, by server name ("" when none gave any)."""
+    return "\n\n".join(
+        INSTRUCTIONS_HEADER.format(server=server) + "\n" + instructions[server]
+        for server in sorted(instructions)
+    )
 
 
 def resource_owner(uri: str, resources: Sequence[ResourceSpec]) -> str | None:

@@ -558,6 +558,9 @@ class ServerStateChanged(Message):
     resources: tuple[ResourceSpec, ...] = ()
     auth_url: str | None = None
     """``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
+    instructions: str | None = None
+    """``ready``: the server's instructions for the model (cut to its bound; ``None``
+    when it gave none or its entry sets ``use_instructions: false``)."""
 
 
 class AuthorizationResult(Payload):

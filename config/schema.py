@@ -651,6 +651,9 @@ class ServerSettings(_Section):
     whole result is stored)."""
     max_parallel_calls: int = Field(8, gt=0, alias="maxParallelCalls")
     """Tool calls of one model step that run at once."""
+    max_instructions_chars: int = Field(4000, gt=0, alias="maxInstructionsChars")
+    """Characters of one server's ``instructions`` (from ``initialize``) the system
+    prompt takes at most; longer ones are cut with a marker."""
 
 
 OAuthGrant = Literal["authorization_code", "client_credentials"]
@@ -785,6 +788,9 @@ class ServerEntry(_Section):
     """Never these tools (applied after ``include_tools``)."""
     timeout: float | None = Field(None, gt=0)
     """Seconds a tool call may run without progress (default ``settings.defaultTimeout``)."""
+    use_instructions: bool = True
+    """Put the server's ``instructions`` (from ``initialize``) into the system prompt
+    (cut to ``settings.maxInstructionsChars``)."""
     allow_sampling: bool = False
     """Serve the server's ``sampling/createMessage`` requests with the active LLM provider
     (off by default: it spends the operator's credits); otherwise they are refused."""

@@ -157,3 +157,14 @@ def test_resource_text_describes_binary_contents() -> None:
     assert (
         resource_text(mcp_types.ReadResourceResult(contents=[])).text == "(the resource is empty)"
     )
+
+
+def test_instructions_are_rendered_per_server_in_name_order() -> None:
+    from actors.catalogue import render_instructions
+
+    assert render_instructions({}) == ""
+    text = render_instructions({"zeta": "Use z.", "alpha": "Use a.\nThen b."})
+    assert text == (
+        "Instructions from the MCP server 'alpha' (about its own tools):\nUse a.\nThen b.\n\n"
+        "Instructions from the MCP server 'zeta' (about its own tools):\nUse z."
+    )

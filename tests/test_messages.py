@@ -291,6 +291,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             tools=(spec,),
             prompts=(prompt,),
             resources=(resource,),
+            instructions="Call add for sums.",
         ),
         m.ServerStateChanged(
             server="remote",

@@ -751,3 +751,50 @@ async def test_resource_links_reach_the_model_and_the_page_reads_them_through_th
     assert content["text"].startswith("Resource 2: This is a plaintext resource")
     assert content["is_error"] is False
     assert (refused["request_id"], refused["error_code"]) == ("r-2", "INVALID_MESSAGE")
+
+
+INSTRUCTIONS = (DOCS / "instructions.md").read_text().strip()
+"""What server-everything sends as ``instructions`` in its ``initialize`` result."""
+
+
+async def _edit_servers(platform: ChatPlatform, client: ChatClient, entry: dict[str, Any]) -> None:
+    """Rewrite the everything entry (``settings`` too if given) and wait until it is ready
+    again (an edited entry restarts its server)."""
+    settings = entry.pop("settings", None)
+    servers: dict[str, Any] = {
+        "mcpServers": {"everything": {"command": "node", "args": [str(ENTRY_JS), "stdio"], **entry}}
+    }
+    if settings is not None:
+        servers["settings"] = settings
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    while True:
+        frame = await client.expect("server_status", timeout=30)
+        if frame["server"] == "everything" and frame["status"] == "ready":
+            return
+
+
+async def test_server_instructions_go_into_the_system_prompt_bounded_and_switchable(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    client, _ = await _ready_client(platform)
+    try:
+        llm.script(Reply.text("One."))
+        await client.turn("first")
+        await _edit_servers(platform, client, {"use_instructions": False})
+        llm.script(Reply.text("Two."))
+        await client.turn("second")
+        await _edit_servers(platform, client, {"settings": {"maxInstructionsChars": 100}})
+        llm.script(Reply.text("Three."))
+        await client.turn("third")
+    finally:
+        await client.close()
+    first, second, third = (request.json["messages"][0]["content"] for request in llm.requests)
+    header = "Instructions from the MCP server 'everything' (about its own tools):"
+    assert f"{header}\n{INSTRUCTIONS}" in first
+    assert header not in second
+    assert INSTRUCTIONS[:50] not in second
+    assert (
+        f"{header}\n{INSTRUCTIONS[:100]}\n[… cut: {len(INSTRUCTIONS) - 100} more characters]"
+        in (third)
+    )
+    assert INSTRUCTIONS[:101] not in third

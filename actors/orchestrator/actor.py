@@ -50,7 +50,7 @@ from typing import Annotated, Any, ClassVar, assert_never
 
 from pydantic import BaseModel, Field
 
-from actors.catalogue import check_prompt_arguments, render_catalogue
+from actors.catalogue import check_prompt_arguments, render_catalogue, render_instructions
 from actors.errors import (
     ChatError,
     InternalError,
@@ -203,6 +203,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         """The prompts of each ready MCP server, by name."""
         self._server_resources: dict[str, tuple[ResourceSpec, ...]] = {}
         """The resources and templates of each ready MCP server."""
+        self._server_instructions: dict[str, str] = {}
+        """Each ready server's instructions for the model (``use_instructions``)."""
         self._system_prompt = ""
         """The system prompt with the resource catalogue, rebuilt when either changes."""
         self._approvals = PendingApprovals()
@@ -256,6 +258,12 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     self._server_prompts[server] = {p.name: p for p in message.prompts}
                 else:
                     self._server_prompts.pop(server, None)
+                if message.instructions != self._server_instructions.get(server):
+                    if message.instructions:
+                        self._server_instructions[server] = message.instructions
+                    else:
+                        self._server_instructions.pop(server, None)
+                    self._rebuild_system_prompt()
                 if message.resources != self._server_resources.get(server, ()):
                     if message.resources:
                         self._server_resources[server] = message.resources
@@ -282,6 +290,9 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
     def _rebuild_system_prompt(self) -> None:
         service = self.snapshot.config.chat.service
         prompt = service.system_prompt
+        instructions = render_instructions(self._server_instructions)
+        if instructions:
+            prompt = prompt.rstrip("\n") + "\n\n" + instructions
         if service.resources.in_system_prompt:
             catalogue = render_catalogue(
                 [spec for specs in self._server_resources.values() for spec in specs],

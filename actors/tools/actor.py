@@ -345,6 +345,7 @@ class ToolActor(Actor[ToolInbox]):
         self._tools: dict[str, ToolSpec] = {}
         self._prompts: tuple[PromptSpec, ...] = ()
         self._resources: tuple[ResourceSpec, ...] = ()
+        self._instructions: str | None = None
         self._status: ServerStatus = "starting"
         self._running: dict[str, _RunningCall] = {}
         """Tool calls in flight by ``turn_id/call_id`` (to attribute an elicitation)."""
@@ -595,6 +596,7 @@ class ToolActor(Actor[ToolInbox]):
                     self._tools = tools
                     self._prompts = await self._list_prompts(conn)
                     self._resources = await self._list_resources(conn)
+                    self._instructions = self._bounded_instructions(conn.instructions)
                     if self._auth is not None:
                         # From now on a request that needs a person fails (the call in
                         # flight with it) and the reconnect asks: see the module note.
@@ -794,6 +796,19 @@ class ToolActor(Actor[ToolInbox]):
             self.log.info("tools.resources_changed", server=self.server, resources=len(resources))
         await self._publish_state("ready", None)
 
+    def _bounded_instructions(self, text: str | None) -> str | None:
+        """The server's instructions as the system prompt takes them (see ``use_instructions``)."""
+        if not text or not text.strip() or not self._entry.use_instructions:
+            return None
+        text = text.strip()
+        limit = self._settings.max_instructions_chars
+        if len(text) > limit:
+            self.log.warning(
+                "tools.instructions_cut", server=self.server, chars=len(text), limit=limit
+            )
+            text = text[:limit] + f"\n[… cut: {len(text) - limit} more characters]"
+        return text
+
     def _stderr_line(self, line: str) -> None:
         self.log.info("tools.server_stderr", server=self.server, line=line[:2000])
 
@@ -809,6 +824,7 @@ class ToolActor(Actor[ToolInbox]):
                 tools=tuple(self._tools.values()) if ready else (),
                 prompts=self._prompts if ready else (),
                 resources=self._resources if ready else (),
+                instructions=self._instructions if ready else None,
             )
         )
 
