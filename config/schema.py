@@ -763,6 +763,22 @@ class ServerOAuth(_Section):
         return "client_secret_basic" if self.client_secret is not None else "none"
 
 
+class RootEntry(_Section):
+    """One root a server may work in (``roots/list``): a ``file://`` URI and a name."""
+
+    uri: str
+    """A ``file://`` URI (the only scheme the 2025-11-25 specification allows)."""
+    name: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _file_uri(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "file" or not parts.path.startswith("/"):
+            raise ValueError(f"a root must be a file:// URI with an absolute path, got {value!r}")
+        return value
+
+
 class ServerEntry(_Section):
     """One entry of ``mcpServers``: a stdio command or an HTTP URL."""
 
@@ -788,6 +804,9 @@ class ServerEntry(_Section):
     """Never these tools (applied after ``include_tools``)."""
     timeout: float | None = Field(None, gt=0)
     """Seconds a tool call may run without progress (default ``settings.defaultTimeout``)."""
+    roots: list[RootEntry] = []
+    """What the platform answers to the server's ``roots/list`` (none by default). Read
+    live: an edit sends ``notifications/roots/list_changed`` without a restart."""
     use_instructions: bool = True
     """Put the server's ``instructions`` (from ``initialize``) into the system prompt
     (cut to ``settings.maxInstructionsChars``)."""

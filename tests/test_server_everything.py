@@ -798,3 +798,53 @@ async def test_server_instructions_go_into_the_system_prompt_bounded_and_switcha
         in (third)
     )
     assert INSTRUCTIONS[:101] not in third
+
+
+async def test_roots_are_answered_from_the_entry_and_a_live_edit_tells_the_server(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """The platform declares ``roots`` (so server-everything registers ``get-roots-list``),
+    answers ``roots/list`` from the entry's ``roots``, and a live edit of them sends
+    ``notifications/roots/list_changed`` on the same connection (no restart): the server
+    asks again and its tool sees the new roots."""
+    entry = {"roots": [{"uri": "file:///srv/alpha", "name": "alpha"}]}
+    servers = {"mcpServers": {"everything": {"command": "node", "args": [str(ENTRY_JS)], **entry}}}
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    client, _ = await _ready_client(platform)
+    try:
+        llm.script(
+            Reply.tool_calls([ToolCall("everything__get-roots-list", "{}", id="first")]),
+            Reply.text("Alpha."),
+        )
+        await client.turn("which roots?")
+        mark = len(platform.process.events)
+        servers["mcpServers"]["everything"]["roots"] = [
+            {"uri": "file:///srv/beta", "name": "beta"},
+            {"uri": "file:///srv/gamma"},
+        ]
+        (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+        await platform.process.wait_for(
+            "tools.roots_listed", lambda e: e["roots"] == 2, after=mark, timeout=20
+        )
+        llm.script(
+            Reply.tool_calls([ToolCall("everything__get-roots-list", "{}", id="second")]),
+            Reply.text("Beta."),
+        )
+        await client.turn("and now?")
+    finally:
+        await client.close()
+    first = _tool_results(llm.requests[1].json)["first"]
+    second = _tool_results(llm.requests[3].json)["second"]
+    assert "file:///srv/alpha" in first
+    assert "alpha" in first
+    assert "file:///srv/beta" in second
+    assert "file:///srv/gamma" in second
+    assert "file:///srv/alpha" not in second
+    ready = platform.process.find("tools.server_ready", lambda e: e["server"] == "everything")
+    assert len(ready) == 1  # the same connection: no restart
+
+
+def _tool_results(request_json: dict[str, Any]) -> dict[str, str]:
+    return {
+        m["tool_call_id"]: m["content"] for m in request_json["messages"] if m["role"] == "tool"
+    }

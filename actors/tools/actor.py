@@ -60,8 +60,14 @@ bounds the wait, then the server gets ``cancel``. URL-mode elicitation is declin
 *Sampling.* ``sampling/createMessage`` is served by the active LLM provider (through the
 LLMActor, on a conversation id of its own that no client watches) only when the server's
 entry sets ``allow_sampling: true``; otherwise it is refused with a message naming that
-setting. Roots are not offered (the platform has no file roots to share), so the
-capability is not declared.
+setting.
+
+*Roots and log level, live.* ``roots/list`` is answered from the entry's ``roots`` (none by
+default; the capability is declared with ``listChanged``), and ``settings.logLevel`` is
+sent as ``logging/setLevel`` after connecting to a server that declares ``logging``. Both
+are read from every ``ConfigChanged``: an edit sends ``notifications/roots/list_changed``
+or a new ``logging/setLevel`` on the live connection, without a restart (the ServersActor
+leaves them out of what restarts a server).
 """
 
 from __future__ import annotations
@@ -91,6 +97,7 @@ from actors.messages import (
     CancelToolCalls,
     CompleteAuthorization,
     CompletionRequest,
+    ConfigChanged,
     ElicitationClosed,
     ElicitationRequested,
     GetPrompt,
@@ -138,7 +145,14 @@ from bus.errors import (
     cause_of,
 )
 from bus.messages import Message, R, Request
-from config.schema import PLATFORM_SERVER, ConnectionConfig, ServerEntry, ServerSettings
+from config.schema import (
+    PLATFORM_SERVER,
+    ConfigSnapshot,
+    ConnectionConfig,
+    RootEntry,
+    ServerEntry,
+    ServerSettings,
+)
 
 __all__ = [
     "OAuthSetup",
@@ -275,6 +289,7 @@ AUTHORIZATION_EXCHANGE_TIMEOUT = 30.0
 
 _ToolMessages = (
     _Relist
+    | ConfigChanged
     | CallTool
     | CancelToolCalls
     | GetPrompt
@@ -310,6 +325,7 @@ class ToolActor(Actor[ToolInbox]):
         ReadResource,
         AnswerElicitation,
         CompleteAuthorization,
+        ConfigChanged,
         _Relist,
     )
 
@@ -346,6 +362,10 @@ class ToolActor(Actor[ToolInbox]):
         self._prompts: tuple[PromptSpec, ...] = ()
         self._resources: tuple[ResourceSpec, ...] = ()
         self._instructions: str | None = None
+        self._roots: tuple[RootEntry, ...] = tuple(entry.roots)
+        """What ``roots/list`` answers (the entry's ``roots``, updated live)."""
+        self._log_level = settings.log_level
+        """What ``logging/setLevel`` asked for (``settings.logLevel``, updated live)."""
         self._status: ServerStatus = "starting"
         self._running: dict[str, _RunningCall] = {}
         """Tool calls in flight by ``turn_id/call_id`` (to attribute an elicitation)."""
@@ -370,6 +390,8 @@ class ToolActor(Actor[ToolInbox]):
             case _Relist(listing=listing):
                 if self._conn is not None:
                     self.spawn(self._relist(self._conn, listing), name=f"relist:{listing}")
+            case ConfigChanged(snapshot=snapshot):
+                self._config_changed(snapshot.servers.mcp_servers.get(self.server), snapshot)
             case CallTool():
                 if (self._conn is None and not self._renewing) or self._status != "ready":
                     raise McpServerUnavailable(
@@ -402,6 +424,50 @@ class ToolActor(Actor[ToolInbox]):
                 self.spawn(self._complete_authorization(message, reply), name="authorization")
             case _:
                 assert_never(message)
+
+    def _config_changed(self, entry: ServerEntry | None, snapshot: ConfigSnapshot) -> None:
+        """What applies to the live connection without a restart: the entry's ``roots``
+        (the server is told ``roots/list_changed``) and ``settings.logLevel``
+        (``logging/setLevel``). Any other edit of the entry restarts this actor."""
+        if entry is not None and tuple(entry.roots) != self._roots:
+            self._roots = tuple(entry.roots)
+            self.log.info("tools.roots_changed", server=self.server, roots=len(self._roots))
+            if self._conn is not None:
+                self.spawn(self._roots_changed(self._conn), name="roots_changed")
+        level = snapshot.servers.settings.log_level
+        if level != self._log_level:
+            self._log_level = level
+            if self._conn is not None:
+                self.spawn(self._apply_log_level(self._conn), name="log_level")
+
+    async def _roots_changed(self, conn: ServerConnection) -> None:
+        try:
+            await conn.send_roots_list_changed()
+        except MCPClientError as exc:
+            self.log.warning("tools.roots_notify_failed", server=self.server, error=str(exc))
+
+    async def _list_roots(self, context: Any) -> mcp_types.ListRootsResult:
+        """A server's ``roots/list``: the entry's ``roots`` (none by default)."""
+        self.log.info("tools.roots_listed", server=self.server, roots=len(self._roots))
+        return mcp_types.ListRootsResult(
+            roots=[
+                mcp_types.Root.model_validate({"uri": root.uri, "name": root.name})
+                for root in self._roots
+            ]
+        )
+
+    async def _apply_log_level(self, conn: ServerConnection) -> None:
+        """``settings.logLevel`` as ``logging/setLevel``, to a server that declares
+        ``logging`` (a refusal is logged: the server's logs are not worth its tools)."""
+        if conn.capabilities.logging is None:
+            return
+        level = self._log_level
+        try:
+            await conn.set_logging_level(level)
+        except MCPClientError as exc:  # a server gone is noticed by the owner's watch
+            self.log.warning("tools.log_level_failed", server=self.server, error=str(exc))
+            return
+        self.log.info("tools.log_level", server=self.server, log_level=level)
 
     def _usable_connection(self, what: str) -> ServerConnection | None:
         """The connection for a read, or ``None`` while an expired session is being
@@ -498,6 +564,7 @@ class ToolActor(Actor[ToolInbox]):
             logging_callback=self._server_log,
             elicitation_callback=self._elicit,
             sampling_callback=self._sample,
+            list_roots_callback=self._list_roots,
             auth=self._oauth(),
             # Until the first listings are done (see _own): a server may let initialize
             # through and want a token only from tools/list on.
@@ -597,6 +664,7 @@ class ToolActor(Actor[ToolInbox]):
                     self._prompts = await self._list_prompts(conn)
                     self._resources = await self._list_resources(conn)
                     self._instructions = self._bounded_instructions(conn.instructions)
+                    await self._apply_log_level(conn)
                     if self._auth is not None:
                         # From now on a request that needs a person fails (the call in
                         # flight with it) and the reconnect asks: see the module note.

@@ -348,6 +348,27 @@ class ServerConnection:
             timeout=self.request_timeout,
         )
 
+    async def set_logging_level(self, level: mcp_types.LoggingLevel) -> None:
+        """``logging/setLevel``: the least severe log level the server should send (check
+        ``capabilities.logging`` first)."""
+        session = self._client.session
+        await self._request(
+            "logging/setLevel",
+            lambda: session.send_request(
+                mcp_types.SetLevelRequest(params=mcp_types.SetLevelRequestParams(level=level)),
+                mcp_types.EmptyResult,
+            ),
+            timeout=self.request_timeout,
+        )
+
+    async def send_roots_list_changed(self) -> None:
+        """``notifications/roots/list_changed``: the server should ask ``roots/list`` again."""
+        self._check_open("notifications/roots/list_changed")
+        try:
+            await self._client.session.send_notification(mcp_types.RootsListChangedNotification())
+        except MCPError as exc:
+            raise self._request_failed(exc, "notifications/roots/list_changed", _Attempt()) from exc
+
     # -- tools --
 
     async def call_tool(
