@@ -42,6 +42,7 @@ __all__ = [
     "CreateConversation",
     "DeleteSession",
     "ElicitationClosed",
+    "ElicitationCompleted",
     "ElicitationRequested",
     "FinishMessage",
     "FinishReason",
@@ -749,8 +750,13 @@ class ElicitationRequested(Message):
     server: str
     message: str
     requested_schema: dict[str, Any]
+    """Form mode: the flat object schema of the answer (``{}`` in URL mode)."""
     timeout: float
     """Seconds the server waits for an answer before it is told ``cancel``."""
+    mode: Literal["form", "url"] = "form"
+    """``url``: the user is asked to open :attr:`url` (an http(s) URL) in their browser;
+    ``accept`` means they consented to open it, and carries no content."""
+    url: str | None = None
     reply_to: str
     """The bus address to send the :class:`AnswerElicitation` to (the ToolActor)."""
 
@@ -767,6 +773,16 @@ class AnswerElicitation(Request[None]):
     conversation_id: str
     action: Literal["accept", "decline", "cancel"]
     content: dict[str, Any] | None = None
+
+
+class ElicitationCompleted(Message):
+    """Event (a ToolActor): the server said a URL-mode elicitation the user accepted is
+    complete (``notifications/elicitation/complete``): the page closes its card."""
+
+    type: Literal["elicitation_completed"] = "elicitation_completed"
+    request_id: str
+    conversation_id: str
+    server: str
 
 
 class ElicitationClosed(Message):

@@ -350,6 +350,20 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             timeout=120.0,
             reply_to="tool:demo",
         ),
+        m.ElicitationRequested(
+            request_id="q-2",
+            conversation_id="c-1",
+            turn_id="t-1",
+            call_id="call-1",
+            server="demo",
+            message="Sign in",
+            requested_schema={},
+            timeout=120.0,
+            mode="url",
+            url="https://auth.example.com/start",
+            reply_to="tool:demo",
+        ),
+        m.ElicitationCompleted(request_id="q-2", conversation_id="c-1", server="demo"),
         m.AnswerElicitation(
             request_id="q-1", conversation_id="c-1", action="accept", content={"n": 4}
         ),

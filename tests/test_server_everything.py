@@ -492,10 +492,12 @@ async def platform(tmp_path: Path, llm: ScriptedLLM) -> AsyncIterator[ChatPlatfo
         await process.stop()
 
 
-async def _ready_client(platform: ChatPlatform) -> tuple[ChatClient, dict[str, Any]]:
+async def _ready_client(
+    platform: ChatPlatform, overrides: dict[str, Any] | None = None
+) -> tuple[ChatClient, dict[str, Any]]:
     """Start the platform, wait for server-everything, connect: the client and its
     ``session_info``."""
-    await platform.start()
+    await platform.start(overrides)
     ready = await platform.process.wait_for(
         "tools.server_ready", lambda e: e["server"] == "everything", timeout=30
     )
@@ -848,3 +850,78 @@ def _tool_results(request_json: dict[str, Any]) -> dict[str, str]:
     return {
         m["tool_call_id"]: m["content"] for m in request_json["messages"] if m["role"] == "tool"
     }
+
+
+async def test_url_elicitation_asks_for_consent_and_reports_the_answer(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """``trigger-url-elicitation`` (request path): an ``elicitation_request`` with ``mode:
+    url`` and the URL; accept and decline reach the server."""
+    client, _ = await _ready_client(platform)
+    try:
+        results = {}
+        for action in ("accept", "decline"):
+            arguments = orjson.dumps({"url": f"https://pay.example.com/{action}"}).decode()
+            llm.script(
+                Reply.tool_calls(
+                    [ToolCall("everything__trigger-url-elicitation", arguments, id=action)]
+                ),
+                Reply.text("Done."),
+            )
+            await client.send({"type": "user_message", "message": f"{action} it"})
+            question = await client.expect("elicitation_request")
+            assert question["mode"] == "url"
+            assert question["url"] == f"https://pay.example.com/{action}"
+            assert question["requested_schema"] == {}
+            assert question["message"] == "Please open the link to complete this action."
+            await client.send(
+                {
+                    "type": "elicitation_response",
+                    "request_id": question["request_id"],
+                    "action": action,
+                }
+            )
+            closed = await client.expect("elicitation_closed")
+            assert (closed["request_id"], closed["action"]) == (question["request_id"], action)
+            await client.expect("assistant_message", timeout=20)
+            results[action] = _tool_results(llm.requests[-1].json)[action]
+    finally:
+        await client.close()
+    assert results["accept"].startswith("✅ User completed the URL elicitation flow.")
+    assert "URL: https://pay.example.com/accept" in results["accept"]
+    assert results["decline"].startswith("❌ User declined to open the URL")
+
+
+async def test_url_elicitation_required_error_asks_then_retries_the_call_once(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """``trigger-url-elicitation`` with ``errorPath``: the call is refused with -32042; the
+    user is asked to open the prerequisite URL; server-everything sends no completion
+    notification, so the platform waits ``mcp.elicitation.timeout`` for it, then sends the
+    call once more (which, on this server, asks again through the request path)."""
+    client, _ = await _ready_client(platform, {"mcp": {"elicitation": {"timeout": 1.0}}})
+    try:
+        arguments = orjson.dumps({"url": "https://shop.example.com/", "errorPath": True}).decode()
+        llm.script(
+            Reply.tool_calls([ToolCall("everything__trigger-url-elicitation", arguments, id="e")]),
+            Reply.text("Done."),
+        )
+        await client.send({"type": "user_message", "message": "go"})
+        prerequisite = await client.expect("elicitation_request")
+        assert (prerequisite["mode"], prerequisite["url"]) == (
+            "url",
+            "https://modelcontextprotocol.io",
+        )
+        answer = {"type": "elicitation_response", "action": "accept"}
+        await client.send({**answer, "request_id": prerequisite["request_id"]})
+        retried = await client.expect("elicitation_request", timeout=10)
+        assert retried["url"] == "https://shop.example.com/"
+        await client.send({**answer, "request_id": retried["request_id"]})
+        await client.expect("assistant_message", timeout=20)
+    finally:
+        await client.close()
+    result = _tool_results(llm.requests[-1].json)["e"]
+    assert result.startswith("✅ User completed the URL elicitation flow.")
+    [done] = platform.process.find("tools.url_elicitation_done", lambda e: True)
+    assert done["completed"] is False  # no notification from this server: waited, then retried
+    assert platform.process.find("tools.call_retried", lambda e: e.get("after") == "url")

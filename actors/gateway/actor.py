@@ -108,6 +108,7 @@ from actors.gateway.protocol import (
     ClearHistoryFrame,
     DeleteSessionFrame,
     ElicitationClosedFrame,
+    ElicitationCompleteFrame,
     ElicitationRequestFrame,
     ElicitationResponseFrame,
     ErrorFrame,
@@ -153,6 +154,7 @@ from actors.messages import (
     CreateConversation,
     DeleteSession,
     ElicitationClosed,
+    ElicitationCompleted,
     ElicitationRequested,
     GetConfig,
     ListSessions,
@@ -424,6 +426,7 @@ GatewayInbox = Annotated[
     | ToolProgress
     | ElicitationRequested
     | ElicitationClosed
+    | ElicitationCompleted
     | ToolApprovalRequested
     | ToolApprovalClosed
     | TurnStateChanged
@@ -453,6 +456,7 @@ class GatewayActor(Actor[GatewayInbox]):
         ToolProgress,
         ElicitationRequested,
         ElicitationClosed,
+        ElicitationCompleted,
         ToolApprovalRequested,
         ToolApprovalClosed,
         TurnStateChanged,
@@ -634,6 +638,10 @@ class GatewayActor(Actor[GatewayInbox]):
                     conn.send_frame(question)
             case ElicitationClosed(request_id=request_id, action=action, reason=reason):
                 self._close_question(request_id, action, _closed_reason(reason, action))
+            case ElicitationCompleted(request_id=request_id, conversation_id=cid):
+                complete = ElicitationCompleteFrame(request_id=request_id)
+                for conn in self._by_conversation.get(cid, ()):
+                    conn.send_frame(complete)
             case ToolApprovalRequested(conversation_id=cid, call_id=call_id):
                 self._approvals[(cid, call_id)] = message
                 approval = _approval_frame(message)
@@ -1462,6 +1470,8 @@ def _question_frame(question: ElicitationRequested) -> ElicitationRequestFrame:
         requested_schema=question.requested_schema,
         turn_id=question.turn_id,
         timeout=question.timeout,
+        mode=question.mode,
+        url=question.url,
     )
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "ClientFrame",
     "DeleteSessionFrame",
     "ElicitationClosedFrame",
+    "ElicitationCompleteFrame",
     "ElicitationRequestFrame",
     "ElicitationResponseFrame",
     "ErrorFrame",
@@ -480,7 +481,12 @@ class ElicitationRequestFrame(_ServerFrame):
     message: str
     requested_schema: dict[str, Any]
     """A flat JSON object schema (primitive properties); accepted content is checked
-    against it (defaults filled in) before the server gets it."""
+    against it (defaults filled in) before the server gets it. ``{}`` in URL mode."""
+    mode: Literal["form", "url"] = "form"
+    """``url``: ask the user's consent to open :attr:`url` (show its host); ``accept``
+    (no content) means they opened it. Never open it without the user's click."""
+    url: str | None = None
+    """URL mode: the http(s) URL the server wants the user to open."""
     turn_id: str | None = None
     """The turn whose tool call asked."""
     timeout: float | None = None
@@ -500,6 +506,14 @@ class ElicitationClosedFrame(_ServerFrame):
     """A short text for the user: ``answered`` (to the connection whose answer it was),
     ``answered in another window``, ``timed out`` or ``cancelled`` (a ``cancel`` frame,
     the conversation deleted, the tool call ended)."""
+
+
+class ElicitationCompleteFrame(_ServerFrame):
+    """The server says the URL-mode elicitation ``request_id`` (accepted) is complete:
+    the client closes its card."""
+
+    type: Literal["elicitation_complete"] = "elicitation_complete"
+    request_id: str
 
 
 class ToolApprovalRequestFrame(_ServerFrame):
@@ -633,6 +647,7 @@ ServerFrame = Annotated[
     | UserMessageStoredFrame
     | ElicitationRequestFrame
     | ElicitationClosedFrame
+    | ElicitationCompleteFrame
     | ToolApprovalRequestFrame
     | AssistantMessageFrame
     | SessionClearedFrame

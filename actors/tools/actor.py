@@ -55,7 +55,15 @@ connections); when there are none, or calls of several conversations run at once
 answered ``cancel`` and logged (``tools.elicitation_unroutable``): never shown to a user
 it may not concern. While a question waits, the timeouts of that conversation's calls on
 this server are held (:class:`~actors.tools.mcp_client.CallClock`); ``mcp.elicitation.timeout``
-bounds the wait, then the server gets ``cancel``. URL-mode elicitation is declined.
+bounds the wait, then the server gets ``cancel``.
+
+*URL-mode elicitation.* A URL request (http(s) only; anything else is declined) goes the
+same way with ``mode: url``: the page shows the host and asks before it opens anything;
+``accept`` means the user opened it. The server's ``notifications/elicitation/complete``
+for an accepted one publishes ``ElicitationCompleted`` (the page closes the card). A tool
+call refused with ``URLElicitationRequiredError`` (-32042) asks the user for each URL the
+error names, then waits for each to complete (at most ``mcp.elicitation.timeout``: a
+completion notification is not guaranteed) and is sent once more.
 
 *Sampling.* ``sampling/createMessage`` is served by the active LLM provider (through the
 LLMActor, on a conversation id of its own that no client watches) only when the server's
@@ -80,13 +88,14 @@ from contextlib import AbstractAsyncContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, assert_never
+from urllib.parse import urlsplit
 
 import anyio
 import mcp.types as mcp_types
 import orjson
 from mcp.shared.auth import AuthorizationCodeResult, OAuthToken
 from mcp.shared.dispatcher import ProgressFnT
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from actors.catalogue import prompt_messages, prompt_specs, resource_specs, resource_text
 from actors.errors import ChatError, InvalidMessage, McpServerUnavailable
@@ -99,6 +108,7 @@ from actors.messages import (
     CompletionRequest,
     ConfigChanged,
     ElicitationClosed,
+    ElicitationCompleted,
     ElicitationRequested,
     GetPrompt,
     PromptSpec,
@@ -130,6 +140,7 @@ from actors.tools.mcp_client import (
     ServerRequestTimeout,
     SessionExpired,
     SqliteTokenStorage,
+    ToolCallError,
     ToolCallTimeout,
     ToolResult,
     connect_server,
@@ -217,7 +228,8 @@ class _PendingQuestion:
     """An elicitation waiting for the user's answer."""
 
     conversation_id: str
-    schema: dict[str, Any]
+    schema: dict[str, Any] | None
+    """Form mode: the requested schema; ``None`` in URL mode (no content)."""
     answer: asyncio.Future[mcp_types.ElicitResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -371,6 +383,13 @@ class ToolActor(Actor[ToolInbox]):
         """Tool calls in flight by ``turn_id/call_id`` (to attribute an elicitation)."""
         self._questions: dict[str, _PendingQuestion] = {}
         """Elicitations waiting for an answer, by the platform's request id."""
+        self._url_cards: dict[str, tuple[str, str]] = {}
+        """Accepted URL elicitations not complete yet: elicitation id → (request id,
+        conversation id), to close the card on ``notifications/elicitation/complete``."""
+        self._completed: dict[str, None] = {}
+        """Elicitation ids the server said are complete (the latest, in order)."""
+        self._completion_waiters: dict[str, asyncio.Event] = {}
+        """Calls refused with -32042 waiting for an elicitation to complete."""
         self._renewing = False
         """Reconnecting after an expired session: calls wait for the new connection."""
         self._connection_changed = asyncio.Condition()
@@ -775,6 +794,9 @@ class ToolActor(Actor[ToolInbox]):
 
     async def _notification(self, message: object) -> None:
         """From the SDK's task: a list change is handled by the actor itself."""
+        if isinstance(message, mcp_types.ElicitCompleteNotification):
+            self._elicitation_complete(message.params.elicitation_id)
+            return
         listing = _LIST_CHANGED.get(type(message))
         if listing is not None:
             try:
@@ -949,6 +971,42 @@ class ToolActor(Actor[ToolInbox]):
         )
         reply.resolve(outcome)
 
+    async def _send_call(
+        self,
+        conn: ServerConnection | None,
+        running: _RunningCall,
+        timeout: float,
+        progress: ProgressFnT,
+    ) -> ToolOutcome:
+        """Send the call (across an expired session) and turn its result into an outcome."""
+        call = running.call
+        # Safe to send again after SessionExpired: the server provably did not run it
+        # (its POST got HTTP 404 for our session id, or was never sent, or only on the
+        # forgotten id); a call the server accepted is ServerGone and is never resent.
+        result = await self._across_renewal(
+            conn,
+            timeout,
+            lambda c: c.call_tool(
+                call.tool,
+                call.arguments,
+                timeout=timeout,
+                progress_callback=progress,
+                clock=running.clock,
+            ),
+            lambda: self.log.info("tools.call_retried", server=self.server, call_id=call.call_id),
+        )
+        return ToolOutcome(
+            is_error=result.is_error,
+            text=outcome_text(result, self.server),
+            preview=result.preview,
+            images=tuple(
+                {"mime_type": b.mime_type or "image/png", "data": b.data}
+                for b in result.binary
+                if b.kind == "image"
+            ),
+            links=outcome_links(result, self.server),
+        )
+
     async def _run_call(
         self,
         conn: ServerConnection | None,
@@ -958,34 +1016,18 @@ class ToolActor(Actor[ToolInbox]):
     ) -> ToolOutcome:
         call = running.call
         try:
-            # Safe to send again after SessionExpired: the server provably did not run it
-            # (its POST got HTTP 404 for our session id, or was never sent, or only on the
-            # forgotten id); a call the server accepted is ServerGone and is never resent.
-            result = await self._across_renewal(
-                conn,
-                timeout,
-                lambda c: c.call_tool(
-                    call.tool,
-                    call.arguments,
-                    timeout=timeout,
-                    progress_callback=progress,
-                    clock=running.clock,
-                ),
-                lambda: self.log.info(
-                    "tools.call_retried", server=self.server, call_id=call.call_id
-                ),
-            )
-            outcome = ToolOutcome(
-                is_error=result.is_error,
-                text=outcome_text(result, self.server),
-                preview=result.preview,
-                images=tuple(
-                    {"mime_type": b.mime_type or "image/png", "data": b.data}
-                    for b in result.binary
-                    if b.kind == "image"
-                ),
-                links=outcome_links(result, self.server),
-            )
+            try:
+                return await self._send_call(conn, running, timeout, progress)
+            except ToolCallError as exc:
+                if exc.code != mcp_types.URL_ELICITATION_REQUIRED:
+                    raise
+                refused = await self._url_prerequisites(running, exc)
+                if refused is not None:
+                    return refused
+                self.log.info(
+                    "tools.call_retried", server=self.server, call_id=call.call_id, after="url"
+                )
+                return await self._send_call(self._conn, running, timeout, progress)
         except ToolCallTimeout:
             outcome = _failed(f"the tool did not answer within {timeout:g} s and was cancelled")
         except SessionExpired as exc:  # only from the retry: refused on the new session too
@@ -1075,8 +1117,8 @@ class ToolActor(Actor[ToolInbox]):
         self, context: Any, params: mcp_types.ElicitRequestParams
     ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
         """A server's ``elicitation/create`` (from the SDK's task; see the module note)."""
-        if isinstance(params, mcp_types.ElicitRequestURLParams):
-            self.log.warning("tools.elicitation_declined", server=self.server, reason="url_mode")
+        if isinstance(params, mcp_types.ElicitRequestURLParams) and not _openable(params.url):
+            self.log.warning("tools.elicitation_declined", server=self.server, reason="bad_url")
             return mcp_types.ElicitResult(action="decline")
         conversations = {r.call.conversation_id for r in self._running.values()}
         if len(conversations) != 1:
@@ -1089,9 +1131,23 @@ class ToolActor(Actor[ToolInbox]):
             return mcp_types.ElicitResult(action="cancel")
         [conversation_id] = conversations
         calls = [r for r in self._running.values() if r.call.conversation_id == conversation_id]
+        return await self._ask(calls, params)
+
+    async def _ask(
+        self, calls: list[_RunningCall], params: mcp_types.ElicitRequestParams
+    ) -> mcp_types.ElicitResult:
+        """Ask the user (form or URL mode) on behalf of ``calls`` (their clocks held), wait
+        for the answer or the timeout (``cancel``)."""
         first = calls[0].call
+        conversation_id = first.conversation_id
         request_id = f"el-{uuid.uuid4().hex[:16]}"
-        question = _PendingQuestion(conversation_id, dict(params.requested_schema))
+        url_params = params if isinstance(params, mcp_types.ElicitRequestURLParams) else None
+        schema = (
+            None
+            if isinstance(params, mcp_types.ElicitRequestURLParams)
+            else dict(params.requested_schema)
+        )
+        question = _PendingQuestion(conversation_id, schema)
         self._questions[request_id] = question
         timeout = self._elicitation_timeout
         action: Literal["accept", "decline", "cancel"] = "cancel"
@@ -1109,8 +1165,10 @@ class ToolActor(Actor[ToolInbox]):
                         call_id=first.call_id,
                         server=self.server,
                         message=params.message,
-                        requested_schema=question.schema,
+                        requested_schema=schema or {},
                         timeout=timeout,
+                        mode="url" if url_params is not None else "form",
+                        url=url_params.url if url_params is not None else None,
                         reply_to=self.name,
                     )
                 )
@@ -1121,6 +1179,10 @@ class ToolActor(Actor[ToolInbox]):
                     reason = "timeout"
                     return mcp_types.ElicitResult(action="cancel")
                 action, reason = result.action, "answered"
+                if action == "accept" and url_params is not None and url_params.elicitation_id:
+                    self._url_cards[url_params.elicitation_id] = (request_id, conversation_id)
+                    while len(self._url_cards) > _URL_ELICITATIONS_KEPT:
+                        self._url_cards.pop(next(iter(self._url_cards)))
                 return result
         finally:
             self._questions.pop(request_id, None)
@@ -1131,6 +1193,7 @@ class ToolActor(Actor[ToolInbox]):
                 conversation_id=conversation_id,
                 turn_id=first.turn_id,
                 call_id=first.call_id,
+                mode="url" if url_params is not None else "form",
                 action=action,
                 reason=reason,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
@@ -1143,11 +1206,89 @@ class ToolActor(Actor[ToolInbox]):
                 reason=reason,
             )
             # Offered, not awaited: this may run while the call is being cancelled.
-            for subscriber in self.bus.subscribers(ElicitationClosed):
-                try:
-                    self.bus.offer(subscriber, closed)
-                except BusError:
-                    self.log.warning("tools.elicitation_closed_dropped", to=subscriber)
+            self._offer_to_subscribers(closed)
+
+    def _offer_to_subscribers(self, event: ElicitationClosed | ElicitationCompleted) -> None:
+        for subscriber in self.bus.subscribers(type(event)):
+            try:
+                self.bus.offer(subscriber, event)
+            except BusError:
+                self.log.warning("tools.elicitation_event_dropped", to=subscriber)
+
+    def _elicitation_complete(self, elicitation_id: str) -> None:
+        """``notifications/elicitation/complete``: wake a call waiting to be retried, close
+        the user's card."""
+        self._completed[elicitation_id] = None
+        while len(self._completed) > _URL_ELICITATIONS_KEPT:
+            self._completed.pop(next(iter(self._completed)))
+        waiter = self._completion_waiters.pop(elicitation_id, None)
+        if waiter is not None:
+            waiter.set()
+        card = self._url_cards.pop(elicitation_id, None)
+        self.log.info(
+            "tools.elicitation_complete",
+            server=self.server,
+            elicitation_id=elicitation_id[:100],
+            request_id=card[0] if card else None,
+        )
+        if card is not None:
+            request_id, conversation_id = card
+            self._offer_to_subscribers(
+                ElicitationCompleted(
+                    request_id=request_id, conversation_id=conversation_id, server=self.server
+                )
+            )
+
+    async def _wait_completion(self, elicitation_id: str, timeout: float) -> bool:
+        """Whether the server said ``elicitation_id`` is complete within ``timeout``."""
+        if elicitation_id in self._completed:
+            return True
+        waiter = self._completion_waiters.setdefault(elicitation_id, asyncio.Event())
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._completion_waiters.pop(elicitation_id, None)
+        return True
+
+    async def _url_prerequisites(
+        self, running: _RunningCall, error: ToolCallError
+    ) -> ToolOutcome | None:
+        """A call refused with -32042 (URL elicitation required): ask the user for each
+        URL, wait for each to complete. ``None``: retry the call; else the outcome."""
+        try:
+            elicitations = mcp_types.ElicitationRequiredErrorData.model_validate(
+                error.data
+            ).elicitations
+        except ValidationError:
+            return _failed(f"the tool needs the user to open a URL, but said none: {error}")
+        for params in elicitations:
+            if not _openable(params.url):
+                return _failed(
+                    f"the tool asked the user to open a URL that is not http(s): {error}"
+                )
+            result = await self._ask([running], params)
+            if result.action != "accept":
+                host = urlsplit(params.url).netloc
+                verb = "declined" if result.action == "decline" else "did not answer or cancelled"
+                return _failed(
+                    f"the tool needs the user to open a page on {host} first ({params.message}); "
+                    f"the user {verb}"
+                )
+            completed = (
+                await self._wait_completion(params.elicitation_id, self._elicitation_timeout)
+                if params.elicitation_id
+                else False
+            )
+            self.log.info(
+                "tools.url_elicitation_done",
+                server=self.server,
+                call_id=running.call.call_id,
+                completed=completed,
+            )
+        return None
 
     def _answer_question(self, answer: AnswerElicitation) -> None:
         """The user's answer; refused (the question keeps waiting) if it does not fit."""
@@ -1161,7 +1302,7 @@ class ToolActor(Actor[ToolInbox]):
                 f"no elicitation request {answer.request_id!r} is waiting for an answer in "
                 "this conversation"
             )
-        if answer.action != "accept":
+        if answer.action != "accept" or question.schema is None:  # URL mode: no content
             question.answer.set_result(mcp_types.ElicitResult(action=answer.action))
             return
         try:
@@ -1238,6 +1379,16 @@ class ToolActor(Actor[ToolInbox]):
 
 class _RenewalFailed(ServerGone):
     """No new session came after an expired one: whatever waited for it was not sent."""
+
+
+_URL_ELICITATIONS_KEPT = 100
+"""URL elicitations remembered (accepted and not complete; completed ids)."""
+
+
+def _openable(url: str) -> bool:
+    """Whether the page may offer to open ``url``: http(s) with a host, nothing else."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _call_key(call: CallTool) -> str:

@@ -93,6 +93,8 @@ const state = {
   questions: new Map(),
   /** Approval cards still waiting for a decision, by call id (see onToolApproval). */
   approvals: new Map(),
+  /** Accepted URL elicitations waiting for elicitation_complete, by request id. */
+  urlCards: new Map(),
   /** read_resource requests on their way: request id → URI. */
   reads: new Map(),
   /** The pending user_message used an MCP prompt (its expansion is shown once stored). */
@@ -124,6 +126,7 @@ function handleFrame(frame) {
     case "assistant_message": return onAssistantMessage(frame);
     case "elicitation_request": return onElicitation(frame);
     case "elicitation_closed": return onElicitationClosed(frame);
+    case "elicitation_complete": return onElicitationComplete(frame);
     case "tool_approval_request": return onToolApproval(frame);
     case "session_cleared": return onSessionCleared(frame);
     case "session_saved": return onSessionSaved(frame);
@@ -259,8 +262,87 @@ function onAssistantMessage(frame) {
   scrollToEnd();
 }
 
+/** An http(s) URL a server asks the user to open, parsed; null for anything else. */
+function openableUrl(text) {
+  try {
+    const url = new URL(text);
+    return (url.protocol === "https:" || url.protocol === "http:") && url.host ? url : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A URL-mode elicitation: the server wants the user to open a page (sign in, pay…). The
+ * card shows the host and the whole URL and asks first; only the user's click on "Open"
+ * opens it (in a new tab, no opener) and answers accept. The card then waits for the
+ * server's completion (elicitation_complete).
+ */
+function onUrlElicitation(frame) {
+  const url = openableUrl(frame.url ?? "");
+  const status = h("div", { class: "inline-status", role: "status" });
+  const open = h("button", { class: "btn btn-primary", type: "button", disabled: url ? null : true }, url ? `Open ${url.host}` : "Cannot open this link");
+  const decline = h("button", { class: "btn", type: "button" }, "Decline");
+  const cancel = h("button", { class: "btn btn-ghost", type: "button" }, "Cancel");
+  const actions = h("div", { class: "actions" }, open, decline, cancel);
+  const card = h("div", { class: "request-card elicitation url-elicitation", "data-request-id": frame.request_id, "data-state": "waiting" },
+    h("div", { class: "request-head" }, h("span", { class: "request-kind" }, "Link"), " from ", h("strong", null, frame.server)),
+    h("p", { class: "request-message" }, frame.message),
+    h("p", { class: "url-host" }, "Opens a page on ", h("strong", null, url ? url.host : "(not an http(s) link)")),
+    h("code", { class: "url-full" }, frame.url ?? ""),
+    actions, status);
+  const question = {
+    card,
+    turnId: frame.turn_id ?? null,
+    reopen(message) {
+      status.className = "inline-status error";
+      status.textContent = message;
+    },
+    end(reason) {
+      state.questions.delete(frame.request_id);
+      if (card.dataset.answered) return;
+      actions.remove();
+      card.dataset.state = "ended";
+      status.className = "inline-status";
+      status.textContent = `Request ended: ${reason}.`;
+    },
+  };
+  state.questions.set(frame.request_id, question);
+  const answer = (action) => {
+    if (!send({ type: "elicitation_response", request_id: frame.request_id, action })) {
+      toast("error", "Not connected", "The answer could not be sent; try again once reconnected.");
+      return false;
+    }
+    actions.remove();
+    card.dataset.answered = action;
+    card.dataset.state = "answered";
+    status.className = "inline-status";
+    status.textContent = action === "accept" ? `Opened ${url.host} in a new tab; waiting for it to finish…` : action === "decline" ? "Declined" : "Cancelled";
+    if (action === "accept") state.urlCards.set(frame.request_id, { card, status });
+    return true;
+  };
+  open.addEventListener("click", () => {
+    if (!url) return;
+    if (answer("accept")) window.open(url.href, "_blank", "noopener,noreferrer");
+  });
+  decline.addEventListener("click", () => answer("decline"));
+  cancel.addEventListener("click", () => answer("cancel"));
+  placeCard(card, frame.turn_id);
+}
+
+/** The server says an accepted URL elicitation is complete: its card closes. */
+function onElicitationComplete(frame) {
+  const waiting = state.urlCards.get(frame.request_id);
+  if (!waiting) return;
+  state.urlCards.delete(frame.request_id);
+  waiting.card.dataset.state = "completed";
+  waiting.status.className = "inline-status";
+  waiting.status.textContent = "✓ Completed";
+}
+
 function onElicitation(frame) {
   if (state.questions.has(frame.request_id)) return; // already on screen
+  if (frame.mode === "url") return onUrlElicitation(frame);
   const id = `elicit-${frame.request_id.replace(/[^\w-]/g, "_")}`;
   const form = schemaForm(frame.requested_schema ?? {}, id);
   const status = h("div", { class: "inline-status", role: "status" });
