@@ -26,11 +26,13 @@ from mcp import types as mcp_types
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from actors.messages import (
+    IconSpec,
     PromptArgumentSpec,
     PromptMessageText,
     PromptSpec,
     ResourceSpec,
     ResourceText,
+    ToolHints,
 )
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "resource_owner",
     "resource_specs",
     "resource_text",
+    "safe_icons",
+    "tool_hints",
 ]
 
 CATALOGUE_HEADER = (
@@ -53,6 +57,64 @@ CATALOGUE_HEADER = (
 
 _DESCRIPTION_CHARS = 120
 """A description is cut to this many characters in the catalogue (one line per entry)."""
+
+
+ICONS_KEPT = 3
+"""Icons kept per server, tool, prompt or resource."""
+
+ICON_DATA_MAX = 64 * 1024
+"""Characters a ``data:`` icon may take (a bigger one is left out)."""
+
+_ICON_DATA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml")
+"""What a ``data:`` icon may be. The page shows icons with ``<img>`` only, where an SVG
+never runs script."""
+
+
+def safe_icons(icons: Iterable[mcp_types.Icon] | None) -> tuple[IconSpec, ...]:
+    """The icons the page may show: ``https:`` URLs, and ``data:`` images of the types
+    above (base64, at most :data:`ICON_DATA_MAX` characters); the first
+    :data:`ICONS_KEPT`. Anything else (``http:``, ``javascript:``, ``file:``…) is left out."""
+    kept: list[IconSpec] = []
+    for icon in icons or ():
+        src = icon.src.strip()
+        lowered = src[:64].lower()
+        if lowered.startswith("https://"):
+            ok = len(src) <= 2048 and not any(c.isspace() or c in "\"'<>" for c in src)
+        elif lowered.startswith("data:"):
+            header = lowered[5:].split(",", 1)[0]
+            ok = (
+                len(src) <= ICON_DATA_MAX
+                and header.endswith(";base64")
+                and header.removesuffix(";base64") in _ICON_DATA_TYPES
+            )
+        else:
+            ok = False
+        if ok:
+            kept.append(
+                IconSpec(
+                    src=src,
+                    mime_type=icon.mime_type,
+                    sizes=tuple(icon.sizes or ()),
+                    theme=icon.theme,
+                )
+            )
+        if len(kept) == ICONS_KEPT:
+            break
+    return tuple(kept)
+
+
+def tool_hints(tool: mcp_types.Tool) -> ToolHints | None:
+    """A tool's ``annotations`` as bus data (``None`` when it has none)."""
+    annotations = tool.annotations
+    if annotations is None:
+        return None
+    return ToolHints(
+        title=annotations.title,
+        read_only=annotations.read_only_hint,
+        destructive=annotations.destructive_hint,
+        idempotent=annotations.idempotent_hint,
+        open_world=annotations.open_world_hint,
+    )
 
 
 def prompt_specs(server: str, prompts: Iterable[mcp_types.Prompt]) -> tuple[PromptSpec, ...]:
@@ -71,6 +133,7 @@ def prompt_specs(server: str, prompts: Iterable[mcp_types.Prompt]) -> tuple[Prom
                 )
                 for argument in prompt.arguments or ()
             ),
+            icons=safe_icons(prompt.icons),
         )
         for prompt in prompts
     )
@@ -90,6 +153,7 @@ def resource_specs(
             title=resource.title,
             description=resource.description,
             mime_type=resource.mime_type,
+            icons=safe_icons(resource.icons),
         )
         for resource in resources
     ]
@@ -102,6 +166,7 @@ def resource_specs(
             title=template.title,
             description=template.description,
             mime_type=template.mime_type,
+            icons=safe_icons(template.icons),
         )
         for template in templates
     ]

@@ -48,6 +48,7 @@ __all__ = [
     "FinishReason",
     "GetConfig",
     "GetPrompt",
+    "IconSpec",
     "ListSessions",
     "LoadHistory",
     "MessageRole",
@@ -74,6 +75,7 @@ __all__ = [
     "ToolApprovalRequested",
     "ToolCall",
     "ToolExecutionEvent",
+    "ToolHints",
     "ToolOutcome",
     "ToolProgress",
     "ToolSpec",
@@ -492,6 +494,32 @@ ServerStatus = Literal["starting", "ready", "unavailable", "auth_required", "sto
 """An MCP server's state, as ``server_status`` frames report it."""
 
 
+class IconSpec(Payload):
+    """An icon a server gave for itself, a tool, a prompt or a resource, as the page may
+    show it: ``data:`` images and ``https:`` URLs only (see ``actors/catalogue.py``)."""
+
+    src: str
+    mime_type: str | None = None
+    sizes: tuple[str, ...] = ()
+    theme: Literal["light", "dark"] | None = None
+
+
+class ToolHints(Payload):
+    """A tool's ``annotations`` (hints from the server, not guarantees)."""
+
+    title: str | None = None
+    read_only: bool | None = None
+    destructive: bool | None = None
+    idempotent: bool | None = None
+    open_world: bool | None = None
+
+    @property
+    def may_destroy(self) -> bool:
+        """The specification's reading: a tool that is not read-only is destructive
+        unless it says ``destructiveHint: false``."""
+        return not self.read_only and self.destructive is not False
+
+
 class ToolSpec(Payload):
     """One MCP tool as offered to the model."""
 
@@ -505,6 +533,9 @@ class ToolSpec(Payload):
     description: str | None = None
     parameters: dict[str, Any]
     """The normalised JSON Schema of the arguments (an object schema)."""
+    hints: ToolHints | None = None
+    """Its ``annotations`` (``None``: the server gave none)."""
+    icons: tuple[IconSpec, ...] = ()
 
     def openai_tool(self) -> dict[str, Any]:
         """The entry for the ``tools`` list of a chat completion request."""
@@ -530,6 +561,7 @@ class PromptSpec(Payload):
     title: str | None = None
     description: str | None = None
     arguments: tuple[PromptArgumentSpec, ...] = ()
+    icons: tuple[IconSpec, ...] = ()
 
 
 class ResourceSpec(Payload):
@@ -543,6 +575,7 @@ class ResourceSpec(Payload):
     title: str | None = None
     description: str | None = None
     mime_type: str | None = None
+    icons: tuple[IconSpec, ...] = ()
 
 
 class ServerStateChanged(Message):
@@ -559,6 +592,8 @@ class ServerStateChanged(Message):
     resources: tuple[ResourceSpec, ...] = ()
     auth_url: str | None = None
     """``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
+    icons: tuple[IconSpec, ...] = ()
+    """The server's own icons (``serverInfo.icons``), once connected."""
     instructions: str | None = None
     """``ready``: the server's instructions for the model (cut to its bound; ``None``
     when it gave none or its entry sets ``use_instructions: false``)."""

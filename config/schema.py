@@ -511,18 +511,21 @@ DEFAULT_SETTABLE_KEYS = (
 )
 
 
-ApprovalSetting = bool | list[str]
-"""A ``require_approval`` value: every tool, none, or the tools named."""
+ApprovalSetting = bool | list[str] | Literal["destructive"]
+"""A ``require_approval`` value: every tool, none, the tools named, or ``"destructive"``:
+the tools whose annotations do not say they are harmless (not ``readOnlyHint: true`` and
+not ``destructiveHint: false``; the specification's defaults)."""
 
 
 def check_approval_setting(value: object) -> object:
     """Validate a ``require_approval`` value before Pydantic's union, so that neither
     ``"yes"`` nor ``1`` is quietly read as true: the setting gates what a model may run,
     so it must say exactly what it means."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or value == "destructive":
         return value
     expected = (
-        "must be true (every tool of the server), false (none) or a list of tool names "
+        'must be true (every tool of the server), false (none), "destructive" (the tools '
+        "its annotations do not mark read-only or non-destructive) or a list of tool names "
         'as the server names them, e.g. ["delete_file"]'
     )
     if not isinstance(value, list):
@@ -540,7 +543,7 @@ class PlatformServerConfig(_Section):
     settable_keys: list[str] = list(DEFAULT_SETTABLE_KEYS)
     """Dotted keys its ``set_config`` tool may change; ``*`` matches one key segment (a
     provider name). Secret-named keys and ``mcp.platform.*`` are refused even if listed."""
-    require_approval: bool | list[str] = False
+    require_approval: ApprovalSetting = False
     """Its calls that wait for the user's approval first, as a server entry's
     ``require_approval`` (e.g. ``["set_config"]``). ``set_config`` cannot change it."""
 
@@ -829,11 +832,13 @@ class ServerEntry(_Section):
             return {"enabled": False}
         return value
 
-    require_approval: bool | list[str] = False
+    require_approval: ApprovalSetting = False
     """Calls that wait for the user's approval first (``tool_approval_request``):
     ``true`` every tool of this server, a list only the tools named (as the server names
-    them, exact names), ``false`` none. Read at each call, so an edit applies to the next
-    one without restarting the server."""
+    them, exact names), ``"destructive"`` the tools whose annotations do not say they are
+    harmless (``readOnlyHint: true`` or ``destructiveHint: false``), ``false`` none.
+    Read at each call, so an edit applies to the next one without restarting the
+    server."""
 
     @field_validator("require_approval", mode="before")
     @classmethod

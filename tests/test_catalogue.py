@@ -168,3 +168,31 @@ def test_instructions_are_rendered_per_server_in_name_order() -> None:
         "Instructions from the MCP server 'alpha' (about its own tools):\nUse a.\nThen b.\n\n"
         "Instructions from the MCP server 'zeta' (about its own tools):\nUse z."
     )
+
+
+def test_safe_icons_keep_https_and_base64_images_only() -> None:
+    from mcp import types as t
+
+    from actors.catalogue import ICON_DATA_MAX, safe_icons
+
+    png = "data:image/png;base64,iVBORw0KGgo="
+    icons = [
+        t.Icon(src="javascript:alert(1)"),
+        t.Icon(src="http://plain.example/x.png"),
+        t.Icon(src="data:text/html;base64,PGI+"),
+        t.Icon(src="data:image/svg+xml,<svg onload=alert(1)>"),  # not base64
+        t.Icon(src="data:image/png;base64," + "A" * ICON_DATA_MAX),
+        t.Icon(src='https://x.example/a.png" onerror="x'),
+        t.Icon(src=png, sizes=["16x16"], theme="dark"),
+        t.Icon(src="https://x.example/a.png"),
+        t.Icon(src="data:image/webp;base64,UklGRg=="),
+        t.Icon(src="https://x.example/fourth.png"),
+    ]
+    kept = safe_icons(icons)
+    assert [icon.src for icon in kept] == [
+        png,
+        "https://x.example/a.png",
+        "data:image/webp;base64,UklGRg==",
+    ]  # at most three
+    assert (kept[0].sizes, kept[0].theme) == (("16x16",), "dark")
+    assert safe_icons(None) == ()

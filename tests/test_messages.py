@@ -125,12 +125,15 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         message_count=2,
         usage=usage,
     )
+    icon = m.IconSpec(src="https://icons.example.com/a.png", sizes=("16x16",), theme="dark")
     spec = m.ToolSpec(
         server="demo",
         name="add",
         model_name="demo__add",
         description="Add two numbers.",
         parameters={"type": "object", "properties": {"a": {"type": "number"}}},
+        hints=m.ToolHints(title="Add", read_only=True, open_world=False),
+        icons=(icon,),
     )
     prompt_argument = m.PromptArgumentSpec(name="topic", description="What about", required=True)
     prompt = m.PromptSpec(
@@ -210,6 +213,8 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             cancelled=False,
         ),
         link,
+        icon,
+        spec.hints,
         m.PromptMessageText(role="assistant", content="Hello"),
         m.ResourceText(is_error=False, text="note 1", mime_type="text/plain"),
         # configuration

@@ -114,6 +114,7 @@ from actors.gateway.protocol import (
     ErrorFrame,
     FrameError,
     HistoryMessage,
+    IconInfo,
     ListSessionsFrame,
     LoadSessionFrame,
     PromptArgument,
@@ -130,6 +131,7 @@ from actors.gateway.protocol import (
     SessionSavedFrame,
     SessionsFrame,
     ThinkingDeltaFrame,
+    ToolAnnotationsInfo,
     ToolApprovalRequestFrame,
     ToolApprovalResponseFrame,
     ToolExecutionFrame,
@@ -157,6 +159,7 @@ from actors.messages import (
     ElicitationCompleted,
     ElicitationRequested,
     GetConfig,
+    IconSpec,
     ListSessions,
     OpenConversation,
     PromptRequest,
@@ -625,7 +628,11 @@ class GatewayActor(Actor[GatewayInbox]):
                     or previous.auth_url != message.auth_url
                 ):
                     status_frame = ServerStatusFrame(
-                        server=server, status=status, error_message=error, auth_url=message.auth_url
+                        server=server,
+                        status=status,
+                        error_message=error,
+                        auth_url=message.auth_url,
+                        icons=[_icon_info(icon) for icon in message.icons],
                     )
                     for conn in self._connections:
                         conn.send_frame(status_frame)
@@ -1146,7 +1153,18 @@ class GatewayActor(Actor[GatewayInbox]):
             messages=[_history_message(m) for m in state.messages],
             tools=[
                 # The names the model is offered, as the orchestrator made them unique.
-                ToolInfo(name=spec.model_name, server=spec.server, description=spec.description)
+                ToolInfo(
+                    name=spec.model_name,
+                    server=spec.server,
+                    description=spec.description,
+                    tool=spec.name,
+                    annotations=(
+                        None
+                        if spec.hints is None
+                        else ToolAnnotationsInfo(**spec.hints.model_dump())
+                    ),
+                    icons=[_icon_info(icon) for icon in spec.icons],
+                )
                 for spec in self._tools
             ],
             prompts=[
@@ -1158,6 +1176,7 @@ class GatewayActor(Actor[GatewayInbox]):
                         PromptArgument(name=a.name, description=a.description, required=a.required)
                         for a in prompt.arguments
                     ],
+                    icons=[_icon_info(icon) for icon in prompt.icons],
                 )
                 for server in self._servers.values()
                 for prompt in server.prompts
@@ -1168,6 +1187,7 @@ class GatewayActor(Actor[GatewayInbox]):
                     status=s.status,
                     error_message=s.error_message,
                     auth_url=s.auth_url,
+                    icons=[_icon_info(icon) for icon in s.icons],
                 )
                 for s in self._servers.values()
             ],
@@ -1460,6 +1480,12 @@ def _closed_reason(
     if reason == "call_ended" or action == "cancel":
         return "cancelled"
     return "answered in another window"
+
+
+def _icon_info(icon: IconSpec) -> IconInfo:
+    return IconInfo(
+        src=icon.src, mime_type=icon.mime_type, sizes=list(icon.sizes) or None, theme=icon.theme
+    )
 
 
 def _question_frame(question: ElicitationRequested) -> ElicitationRequestFrame:

@@ -44,6 +44,7 @@ __all__ = [
     "ErrorFrame",
     "FrameError",
     "HistoryMessage",
+    "IconInfo",
     "ImageBlock",
     "ListSessionsFrame",
     "LoadSessionFrame",
@@ -64,6 +65,7 @@ __all__ = [
     "SessionSavedFrame",
     "SessionsFrame",
     "ThinkingDeltaFrame",
+    "ToolAnnotationsInfo",
     "ToolApprovalRequestFrame",
     "ToolApprovalResponseFrame",
     "ToolCallInfo",
@@ -309,12 +311,35 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
 # -- server → client -------------------------------------------------------------------------
 
 
+class IconInfo(_ServerFrame):
+    """An icon (``data:`` image or ``https:`` URL only); show it with ``<img>``, sized."""
+
+    src: str
+    mime_type: str | None = None
+    sizes: list[str] | None = None
+    theme: Literal["light", "dark"] | None = None
+
+
+class ToolAnnotationsInfo(_ServerFrame):
+    """A tool's annotations: hints from its server, not guarantees."""
+
+    title: str | None = None
+    read_only: bool | None = None
+    destructive: bool | None = None
+    idempotent: bool | None = None
+    open_world: bool | None = None
+
+
 class ToolInfo(_ServerFrame):
     """A tool the model can use."""
 
     name: str
     server: str
     description: str | None = None
+    tool: str | None = None
+    """Its name on its server (``name`` is the model's)."""
+    annotations: ToolAnnotationsInfo | None = None
+    icons: list[IconInfo] = []
 
 
 class PromptArgument(_ServerFrame):
@@ -332,6 +357,7 @@ class PromptInfo(_ServerFrame):
     server: str
     description: str | None = None
     arguments: list[PromptArgument] = []
+    icons: list[IconInfo] = []
 
 
 ServerState = Literal["starting", "ready", "unavailable", "auth_required", "stopped"]
@@ -345,6 +371,7 @@ class ServerInfo(_ServerFrame):
     error_message: str | None = None
     auth_url: str | None = None
     """For ``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
+    icons: list[IconInfo] = []
 
 
 class UsageInfo(_ServerFrame):
@@ -610,6 +637,8 @@ class ServerStatusFrame(_ServerFrame):
     auth_url: str | None = None
     """For ``auth_required`` (OAuth): the URL a person opens to authorize the platform
     (the page's Connect button); the browser comes back to ``/oauth/callback``."""
+    icons: list[IconInfo] = []
+    """The server's own icons (once it connected)."""
 
 
 class ResourceContentFrame(_ServerFrame):

@@ -682,7 +682,7 @@ class Turn:
             entry.outcome = _refused("the arguments must be a JSON object; call the tool again.")
             return []
         entry.spec, entry.arguments = spec, arguments
-        if not approval_required(self.toolbox.approval.get(spec.server), spec.name):
+        if not approval_required(self.toolbox.approval.get(spec.server), spec.name, spec.hints):
             step.queue.append(index)
             return []
         # A call waits under its conversation and its id: a model that reuses an id in

@@ -97,7 +97,13 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthToken
 from mcp.shared.dispatcher import ProgressFnT
 from pydantic import BaseModel, Field, ValidationError
 
-from actors.catalogue import prompt_messages, prompt_specs, resource_specs, resource_text
+from actors.catalogue import (
+    prompt_messages,
+    prompt_specs,
+    resource_specs,
+    resource_text,
+    safe_icons,
+)
 from actors.errors import ChatError, InvalidMessage, McpServerUnavailable
 from actors.messages import (
     AnswerElicitation,
@@ -111,6 +117,7 @@ from actors.messages import (
     ElicitationCompleted,
     ElicitationRequested,
     GetPrompt,
+    IconSpec,
     PromptSpec,
     ReadResource,
     ResourceLinkInfo,
@@ -374,6 +381,7 @@ class ToolActor(Actor[ToolInbox]):
         self._prompts: tuple[PromptSpec, ...] = ()
         self._resources: tuple[ResourceSpec, ...] = ()
         self._instructions: str | None = None
+        self._icons: tuple[IconSpec, ...] = ()
         self._roots: tuple[RootEntry, ...] = tuple(entry.roots)
         """What ``roots/list`` answers (the entry's ``roots``, updated live)."""
         self._log_level = settings.log_level
@@ -683,6 +691,8 @@ class ToolActor(Actor[ToolInbox]):
                     self._prompts = await self._list_prompts(conn)
                     self._resources = await self._list_resources(conn)
                     self._instructions = self._bounded_instructions(conn.instructions)
+                    info = conn.server_info
+                    self._icons = safe_icons(info.icons if info is not None else None)
                     await self._apply_log_level(conn)
                     if self._auth is not None:
                         # From now on a request that needs a person fails (the call in
@@ -915,6 +925,7 @@ class ToolActor(Actor[ToolInbox]):
                 prompts=self._prompts if ready else (),
                 resources=self._resources if ready else (),
                 instructions=self._instructions if ready else None,
+                icons=self._icons,
             )
         )
 

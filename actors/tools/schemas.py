@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import unquote
 
+from actors.catalogue import safe_icons, tool_hints
 from actors.messages import ToolSpec
 from actors.tool_names import MAX_TOOL_NAME_CHARS, model_tool_names
 
@@ -1113,6 +1114,8 @@ def build_tool_specs(
             model_name=names[(server, tool.name)],
             description=tool_description(tool),
             parameters=schema.parameters,
+            hints=tool_hints(tool),
+            icons=safe_icons(tool.icons),
         )
         for tool, schema in accepted
     )

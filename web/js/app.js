@@ -572,7 +572,7 @@ function onSessionDeleted(frame) {
 function onServerStatus(frame) {
   const previous = state.servers.get(frame.server);
   // Kept in session_info's shape ({name, status, error_message, auth_url}).
-  state.servers.set(frame.server, { name: frame.server, status: frame.status, error_message: frame.error_message ?? null, auth_url: frame.auth_url ?? null });
+  state.servers.set(frame.server, { name: frame.server, status: frame.status, error_message: frame.error_message ?? null, auth_url: frame.auth_url ?? null, icons: frame.icons?.length ? frame.icons : previous?.icons ?? [] });
   renderHeader();
   if (frame.status === "unavailable" && previous?.status !== "unavailable") {
     toast("warning", `MCP server “${frame.server}” unavailable`, frame.error_message ?? ERROR_TEXTS.MCP_SERVER_UNAVAILABLE);
@@ -868,11 +868,13 @@ function toolCard({ name, server, callId }) {
   const progressText = h("span", { class: "progress-text" });
   const progress = h("div", { class: "tool-progress", hidden: true }, bar, progressText);
   const result = h("div", { class: "tool-result", hidden: true });
+  const info = state.tools.find((t) => t.server === server && (t.tool ?? t.name) === name);
   const root = h("div", { class: "tool-card", "data-call-id": callId, "data-status": "running", "data-tool": name },
     h("div", { class: "tool-head" },
-      h("span", { class: "tool-icon", "aria-hidden": "true" }, "fn"),
+      iconImg(info?.icons) ?? h("span", { class: "tool-icon", "aria-hidden": "true" }, "fn"),
       h("span", { class: "tool-name" }, name),
       server ? h("span", { class: "tool-server" }, server) : null,
+      hintBadges(info?.annotations),
       status),
     argsBlock, progress, result);
   return {
@@ -971,16 +973,42 @@ function renderHeader() {
     // to /oauth/callback, which closes itself, and a server_status "ready" follows.
     const authUrl = s.status === "auth_required" ? safeAuthUrl(s.auth_url) : null;
     return h("span", { class: `server-badge status-${s.status}`, title: s.error_message ? `${s.name}: ${s.status} — ${s.error_message}` : `${s.name}: ${s.status}`, "data-server": s.name },
-      h("span", { class: "dot", "aria-hidden": "true" }), s.name, h("span", { class: "sr-only" }, ` (${s.status})`),
+      h("span", { class: "dot", "aria-hidden": "true" }), iconImg(s.icons), s.name, h("span", { class: "sr-only" }, ` (${s.status})`),
       authUrl ? h("a", { class: "connect-btn", href: authUrl, target: "_blank", rel: "noopener", "data-connect": s.name, title: `Sign in to ${s.name}` }, "Connect") : null);
   });
   ui.servers.replaceChildren(...badges);
 }
 
+const ICON_SRC = /^(https:\/\/[^\s"'<>]+|data:image\/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/=]+)$/i;
+
+/**
+ * An MCP icon (server, tool, prompt) as a 16 px <img>: data: images and https: URLs only
+ * (the platform filters them too); an <img> never runs an SVG's script. Null when none fits.
+ */
+function iconImg(icons) {
+  const dark = window.matchMedia?.("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+  const usable = (icons ?? []).filter((icon) => typeof icon.src === "string" && ICON_SRC.test(icon.src));
+  const icon = usable.find((i) => i.theme === dark) ?? usable.find((i) => !i.theme) ?? usable[0];
+  if (!icon) return null;
+  return h("img", { class: "mcp-icon", src: icon.src, alt: "", width: "16", height: "16", referrerpolicy: "no-referrer", decoding: "async" });
+}
+
+/** A tool's annotations as small badges (hints from its server, not guarantees). */
+function hintBadges(annotations) {
+  if (!annotations) return null;
+  const badges = [];
+  if (annotations.read_only) badges.push(["read-only", "hint-read-only", "Does not change anything (says its server)"]);
+  else if (annotations.destructive === true) badges.push(["destructive", "hint-destructive", "May delete or overwrite (says its server)"]);
+  if (annotations.open_world) badges.push(["open-world", "hint-open-world", "Reaches outside systems (says its server)"]);
+  if (!badges.length) return null;
+  return h("span", { class: "tool-hints" }, ...badges.map(([text, cls, title]) => h("span", { class: `hint ${cls}`, title }, text)));
+}
+
 function renderTools() {
   ui.toolCount.textContent = String(state.tools.length);
   const items = state.tools.map((t) =>
-    h("li", { class: "cap", title: t.description ?? "" }, h("span", { class: "cap-name" }, t.name), h("span", { class: "cap-server" }, t.server),
+    h("li", { class: "cap", title: t.description ?? "", "data-tool": t.name }, iconImg(t.icons), h("span", { class: "cap-name" }, t.name), h("span", { class: "cap-server" }, t.server),
+      hintBadges(t.annotations),
       t.description ? h("span", { class: "cap-desc" }, t.description) : null));
   ui.tools.replaceChildren(...(items.length ? items : [h("li", { class: "muted" }, "No tools offered.")]));
 }
@@ -989,7 +1017,7 @@ function renderPrompts() {
   ui.promptCount.textContent = String(state.prompts.length);
   const items = state.prompts.map((p) => {
     const button = h("button", { class: "cap cap-button", type: "button", title: p.description ?? "" },
-      h("span", { class: "cap-name" }, p.name), h("span", { class: "cap-server" }, p.server),
+      iconImg(p.icons), h("span", { class: "cap-name" }, p.name), h("span", { class: "cap-server" }, p.server),
       p.description ? h("span", { class: "cap-desc" }, p.description) : null);
     button.addEventListener("click", () => openPrompt(p));
     return h("li", null, button);
