@@ -12,7 +12,13 @@ from actors.gateway.protocol import protocol_schema_text
 from actors.logs import configure_logging
 from actors.platform import EXIT_FORCED_STOP, run_platform
 from actors.tools.authorization import AuthCommandError, authorize_server, logout_server
-from actors.tools.inspection import InspectError, inspect_server, resolve_target, stored_oauth
+from actors.tools.inspection import (
+    InspectError,
+    configured_log_level,
+    inspect_server,
+    resolve_target,
+    stored_oauth,
+)
 from actors.tools.mcp_client import ServerConfigError
 from config.errors import ConfigError
 from config.locations import CONFIG_DIR_ENV, prepare_config_dir, resolve_config_dir
@@ -117,6 +123,7 @@ def _inspect(args: argparse.Namespace) -> int:
             ("http://", "https://", "--")
         )
         auth = stored_oauth(config_dir, name, entry) if configured else None
+        log_level = configured_log_level(config_dir) if configured else "info"
     except (InspectError, ServerConfigError, orjson.JSONDecodeError) as exc:
         print(f"mcp-platform inspect: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 2
@@ -134,6 +141,7 @@ def _inspect(args: argparse.Namespace) -> int:
             arguments=arguments,
             as_json=args.json,
             auth=auth,
+            log_level=log_level,
         )
     )
 

@@ -24,6 +24,7 @@ error.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -32,6 +33,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -925,3 +927,44 @@ async def test_url_elicitation_required_error_asks_then_retries_the_call_once(
     [done] = platform.process.find("tools.url_elicitation_done", lambda e: True)
     assert done["completed"] is False  # no notification from this server: waited, then retried
     assert platform.process.find("tools.call_retried", lambda e: e.get("after") == "url")
+
+
+async def test_inspect_connects_as_the_platform_does(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """``mcp-platform inspect`` declares the same client capabilities (so the server offers
+    the same tools as to the platform), answers roots from the entry, declines a question
+    (it asks nobody, and says so), and prints annotations and task support."""
+    entry = {"roots": [{"uri": "file:///srv/inspected", "name": "inspected"}]}
+    servers = {"mcpServers": {"everything": {"command": "node", "args": [str(ENTRY_JS)], **entry}}}
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    client, _ = await _ready_client(platform)
+    await client.close()
+    [ready] = platform.process.find("tools.server_ready", lambda e: e["server"] == "everything")
+
+    def inspect(*args: str) -> subprocess.CompletedProcess[str]:
+        entry_point = Path(sys.executable).with_name("mcp-platform")
+        command = [str(entry_point), "--config-dir", str(platform.config_dir), "inspect"]
+        return subprocess.run(
+            [*command, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    listing, roots, question = await asyncio.gather(
+        asyncio.to_thread(inspect, "--json", "everything"),
+        asyncio.to_thread(inspect, "--json", "--call", "get-roots-list", "everything"),
+        asyncio.to_thread(inspect, "--json", "--call", "trigger-elicitation-request", "everything"),
+    )
+    assert listing.returncode == 0, listing.stderr
+    report = orjson.loads(listing.stdout)
+    assert {tool["name"] for tool in report["tools"]} == set(ready["tools"])
+    assert {"trigger-elicitation-request", "trigger-url-elicitation", "get-roots-list"} <= set(
+        ready["tools"]
+    )
+    assert report["task_support"]["simulate-research-query"] == "required"
+    tools = {tool["name"]: tool for tool in report["tools"]}
+    assert tools["echo"]["annotations"]["read_only"] is True
+    assert report["instructions"].startswith("# Everything Server")
+    assert "file:///srv/inspected" in orjson.loads(roots.stdout)["call"]["text"]
+    asked = orjson.loads(question.stdout)["call"]["text"]
+    assert "declined" in asked
+    assert "declined (inspect asks nobody)" in question.stderr
