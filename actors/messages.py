@@ -536,6 +536,8 @@ class ToolSpec(Payload):
     hints: ToolHints | None = None
     """Its ``annotations`` (``None``: the server gave none)."""
     icons: tuple[IconSpec, ...] = ()
+    task_support: Literal["optional", "required"] | None = None
+    """MCP Tasks (server declares them): ``required`` tools are called as tasks."""
 
     def openai_tool(self) -> dict[str, Any]:
         """The entry for the ``tools`` list of a chat completion request."""
@@ -693,6 +695,10 @@ class ToolProgress(Message):
     progress: float
     total: float | None = None
     message: str | None = None
+    task_status: Literal["working", "input_required", "completed", "failed", "cancelled"] | None = (
+        None
+    )
+    """A call run as an MCP task: the task's status (``message`` its status message)."""
 
 
 class ToolExecutionEvent(Message):

@@ -324,6 +324,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             progress=2.0,
             total=5.0,
             message="counting",
+            task_status="working",
         ),
         m.ToolExecutionEvent(
             conversation_id="c-1",

@@ -41,6 +41,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 from mcp import types as mcp_types
@@ -444,21 +445,69 @@ async def test_tool_errors_are_error_results(entry: ServerEntry) -> None:
 
 
 # Tools that require MCP Tasks cannot be called with a plain tools/call: not offered.
-async def test_tools_that_require_mcp_tasks_are_not_offered() -> None:
+async def test_tools_that_require_mcp_tasks_are_offered_only_with_task_support() -> None:
     async with connect(ServerEntry(command=_node(), args=[str(ENTRY_JS), "stdio"])) as conn:
         tools = await conn.list_tools()
-        specs = build_tool_specs("everything", tools)
-        offered = {spec.name for spec in specs.specs}
-        required = {
-            tool.name
-            for tool in tools
-            if tool.execution is not None and tool.execution.task_support == "required"
-        }
-        assert required == {"simulate-research-query"}
-        assert not required & offered
-        assert any(
-            d.tool == "simulate-research-query" and d.kind == "skipped" for d in specs.diagnostics
+        plain = build_tool_specs("everything", tools)
+        with_tasks = build_tool_specs("everything", tools, tasks=True)
+        assert conn.capabilities.tasks is not None  # tasks.requests.tools.call declared
+    required = {
+        tool.name
+        for tool in tools
+        if tool.execution is not None and tool.execution.task_support == "required"
+    }
+    assert required == {"simulate-research-query"}
+    assert not required & {spec.name for spec in plain.specs}
+    assert any(
+        d.tool == "simulate-research-query" and d.kind == "skipped" for d in plain.diagnostics
+    )
+    supports = {spec.name: spec.task_support for spec in with_tasks.specs}
+    assert supports["simulate-research-query"] == "required"
+    assert supports["echo"] is None
+
+
+async def test_a_task_tool_is_created_polled_and_its_result_fetched() -> None:
+    statuses: list[tuple[str, str | None]] = []
+
+    async def on_status(status: str, message: str | None) -> None:
+        statuses.append((status, message))
+
+    async with connect(ServerEntry(command=_node(), args=[str(ENTRY_JS), "stdio"])) as conn:
+        result = await conn.call_tool_as_task(
+            "simulate-research-query", {"topic": "tides"}, timeout=30, on_status=on_status
         )
+    assert not result.is_error
+    assert result.text.startswith("# Research Report: tides")
+    assert statuses[0][0] == "working"
+    messages = [message for _, message in statuses]
+    assert "Gathering sources..." in messages
+    assert "Generating report..." in messages
+
+
+async def test_a_cancelled_task_is_cancelled_on_the_server() -> None:
+    first = anyio.Event()
+    task_ids: list[str] = []
+
+    async def on_status(status: str, message: str | None) -> None:
+        first.set()
+
+    async with connect(ServerEntry(command=_node(), args=[str(ENTRY_JS), "stdio"])) as conn:
+        session = conn.sdk_client.session
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                await conn.call_tool_as_task(
+                    "simulate-research-query", {"topic": "x"}, timeout=30, on_status=on_status
+                )
+
+            tg.start_soon(run)
+            await first.wait()
+            tg.cancel_scope.cancel()
+        listed = await session.send_request(mcp_types.ListTasksRequest(), mcp_types.ListTasksResult)
+        task_ids = [task.task_id for task in listed.tasks]
+        states = {task.task_id: task.status for task in listed.tasks}
+    assert len(task_ids) == 1
+    assert states[task_ids[0]] == "cancelled"
 
 
 # -- the whole platform: servers_config.json, a scripted LLM, a WebSocket client --------------
@@ -968,3 +1017,47 @@ async def test_inspect_connects_as_the_platform_does(
     asked = orjson.loads(question.stdout)["call"]["text"]
     assert "declined" in asked
     assert "declined (inspect asks nobody)" in question.stderr
+
+
+async def test_a_task_tool_through_the_whole_platform_with_its_question(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """``simulate-research-query`` (``taskSupport: required``) is offered and called as a
+    task: its statuses stream to the tool card as progress frames, its question (the task
+    is ``input_required``) reaches the user, and its result reaches the model."""
+    client, info = await _ready_client(platform)
+    try:
+        assert "everything__simulate-research-query" in {tool["name"] for tool in info["tools"]}
+        arguments = orjson.dumps({"topic": "python", "ambiguous": True}).decode()
+        llm.script(
+            Reply.tool_calls(
+                [ToolCall("everything__simulate-research-query", arguments, id="research")]
+            ),
+            Reply.text("Researched."),
+        )
+        await client.send({"type": "user_message", "message": "research python"})
+        frames: list[dict[str, Any]] = []
+        while True:
+            frame = await client.recv(timeout=20)
+            frames.append(frame)
+            if frame["type"] == "elicitation_request":
+                schema = frame["requested_schema"]
+                choice = schema["properties"]["interpretation"]["oneOf"][0]["const"]
+                await client.send(
+                    {
+                        "type": "elicitation_response",
+                        "request_id": frame["request_id"],
+                        "action": "accept",
+                        "content": {"interpretation": choice},
+                    }
+                )
+            if frame["type"] == "assistant_message":
+                break
+    finally:
+        await client.close()
+    progress = [f for f in _tool_frames(frames, "research") if f["status"] == "progress"]
+    assert progress[0]["task_status"] == "working"
+    assert "working: Gathering sources..." in [f["message"] for f in progress]
+    assert any(f["task_status"] == "input_required" for f in progress)
+    result = _tool_results(llm.requests[-1].json)["research"]
+    assert result.startswith(f"# Research Report: python ({choice})")

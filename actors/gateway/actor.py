@@ -615,6 +615,7 @@ class GatewayActor(Actor[GatewayInbox]):
                     progress=message.progress,
                     total=message.total,
                     message=message.message,
+                    task_status=message.task_status,
                 )
                 for conn in self._by_conversation.get(message.conversation_id, ()):
                     conn.send_frame(progress)

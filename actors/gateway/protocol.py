@@ -483,6 +483,11 @@ class ToolExecutionFrame(_ServerFrame):
     """For ``completed``: images the tool returned (the model gets a description)."""
     links: list[ResourceLinkBlock] | None = None
     """For ``completed``: resource links the tool returned (the model gets them too)."""
+    task_status: Literal["working", "input_required", "completed", "failed", "cancelled"] | None = (
+        None
+    )
+    """For ``progress`` of a call run as an MCP task: the task's status (``message``:
+    its status message)."""
 
 
 class UserMessageStoredFrame(_ServerFrame):

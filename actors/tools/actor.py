@@ -678,6 +678,7 @@ class ToolActor(Actor[ToolInbox]):
                         await conn.list_tools(),
                         include=self._entry.include_tools,
                         exclude=self._entry.exclude_tools,
+                        tasks=_task_calls(conn),
                     )
                     for diagnostic in specs.diagnostics:
                         # A repair is routine; a skipped tool or a dead filter is news.
@@ -871,6 +872,7 @@ class ToolActor(Actor[ToolInbox]):
                     await conn.list_tools(),
                     include=self._entry.include_tools,
                     exclude=self._entry.exclude_tools,
+                    tasks=_task_calls(conn),
                 )
             elif listing == "prompts":
                 prompts = await self._list_prompts(conn)
@@ -991,19 +993,50 @@ class ToolActor(Actor[ToolInbox]):
     ) -> ToolOutcome:
         """Send the call (across an expired session) and turn its result into an outcome."""
         call = running.call
+        spec = self._tools.get(call.tool)
+        as_task = spec is not None and spec.task_support == "required"
+        statuses = 0
+
+        async def on_status(status: mcp_types.TaskStatus, message: str | None) -> None:
+            nonlocal statuses
+            statuses += 1
+            await self.publish(
+                ToolProgress(
+                    conversation_id=call.conversation_id,
+                    turn_id=call.turn_id,
+                    call_id=call.call_id,
+                    server=self.server,
+                    tool=call.tool,
+                    progress=statuses,
+                    message=f"{status}: {message}" if message else status,
+                    task_status=status,
+                )
+            )
+
+        def send(c: ServerConnection) -> Awaitable[ToolResult]:
+            if as_task:  # MCP Tasks: a required-task tool cannot be called plainly
+                return c.call_tool_as_task(
+                    call.tool,
+                    call.arguments,
+                    timeout=timeout,
+                    on_status=on_status,
+                    clock=running.clock,
+                )
+            return c.call_tool(
+                call.tool,
+                call.arguments,
+                timeout=timeout,
+                progress_callback=progress,
+                clock=running.clock,
+            )
+
         # Safe to send again after SessionExpired: the server provably did not run it
         # (its POST got HTTP 404 for our session id, or was never sent, or only on the
         # forgotten id); a call the server accepted is ServerGone and is never resent.
         result = await self._across_renewal(
             conn,
             timeout,
-            lambda c: c.call_tool(
-                call.tool,
-                call.arguments,
-                timeout=timeout,
-                progress_callback=progress,
-                clock=running.clock,
-            ),
+            send,
             lambda: self.log.info("tools.call_retried", server=self.server, call_id=call.call_id),
         )
         return ToolOutcome(
@@ -1390,6 +1423,17 @@ class ToolActor(Actor[ToolInbox]):
 
 class _RenewalFailed(ServerGone):
     """No new session came after an expired one: whatever waited for it was not sent."""
+
+
+def _task_calls(conn: ServerConnection) -> bool:
+    """Whether the server declares task-augmented ``tools/call`` (MCP Tasks)."""
+    tasks = conn.capabilities.tasks
+    return (
+        tasks is not None
+        and tasks.requests is not None
+        and tasks.requests.tools is not None
+        and tasks.requests.tools.call is not None
+    )
 
 
 _URL_ELICITATIONS_KEPT = 100
