@@ -96,7 +96,7 @@ _TASK_CANCEL_LIMIT = 5.0
 
 def _poll_interval(suggested_ms: int | None) -> float:
     """Seconds between ``tasks/get`` polls: the server's suggestion, kept within
-    0.1–10 s (1 s when it suggests none)."""
+    0.1 to 10 s (1 s when it suggests none)."""
     if suggested_ms is None:
         return 1.0
     return min(max(suggested_ms / 1000, 0.1), 10.0)
@@ -577,14 +577,17 @@ class ServerConnection:
 
     async def _cancel_task(self, task_id: str) -> None:
         """``tasks/cancel``, shielded and bounded: the call was stopped, the server is told."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_TASK_CANCEL_LIMIT):
-            with suppress(MCPError, ValidationError):
-                await self._client.session.send_request(
-                    mcp_types.CancelTaskRequest(
-                        params=mcp_types.CancelTaskRequestParams(task_id=task_id)
-                    ),
-                    mcp_types.CancelTaskResult,
-                )
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(_TASK_CANCEL_LIMIT),
+            suppress(MCPError, ValidationError),
+        ):
+            await self._client.session.send_request(
+                mcp_types.CancelTaskRequest(
+                    params=mcp_types.CancelTaskRequestParams(task_id=task_id)
+                ),
+                mcp_types.CancelTaskResult,
+            )
 
     # -- internals --
 
