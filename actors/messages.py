@@ -27,12 +27,14 @@ __all__ = [
     "AppendMessage",
     "AppendMessages",
     "ApprovalDecision",
+    "ArgumentCompletions",
     "AssistantDelta",
     "AuthorizationResult",
     "CallTool",
     "CancelCompletion",
     "CancelToolCalls",
     "CancelTurn",
+    "CompleteArgument",
     "CompleteAuthorization",
     "CompletionRequest",
     "CompletionResult",
@@ -596,6 +598,8 @@ class ServerStateChanged(Message):
     """``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
     icons: tuple[IconSpec, ...] = ()
     """The server's own icons (``serverInfo.icons``), once connected."""
+    completions: bool = False
+    """``ready``: the server declares ``completions`` (argument autocompletion)."""
     instructions: str | None = None
     """``ready``: the server's instructions for the model (cut to its bound; ``None``
     when it gave none or its entry sets ``use_instructions: false``)."""
@@ -776,6 +780,32 @@ class ReadResource(Request[ResourceText]):
 
     type: Literal["read_resource"] = "read_resource"
     uri: str
+
+
+class ArgumentCompletions(Payload):
+    """Reply to CompleteArgument: values the server suggests (at most 100)."""
+
+    values: tuple[str, ...]
+    total: int | None = None
+    has_more: bool = False
+
+
+class CompleteArgument(Request[ArgumentCompletions]):
+    """Request → ArgumentCompletions, to ``tool:<server>``: ``completion/complete`` for an
+    argument of a prompt (``ref_type="prompt"``, ``ref`` its name) or of a resource
+    template (``ref_type="resource"``, ``ref`` its URI template).
+
+    Fails with InvalidMessage when the server does not declare ``completions`` or refuses
+    the request, McpServerUnavailable when it is not ready.
+    """
+
+    type: Literal["complete_argument"] = "complete_argument"
+    ref_type: Literal["prompt", "resource"]
+    ref: str
+    argument: str
+    value: str
+    context: dict[str, str] = Field(default_factory=dict)
+    """Arguments already filled in (the server may narrow its suggestions by them)."""
 
 
 class ElicitationRequested(Message):

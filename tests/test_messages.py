@@ -345,6 +345,14 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         ),
         m.GetPrompt(name="summary", arguments={"topic": "sums"}),
         m.ReadResource(uri="demo://notes/1"),
+        m.CompleteArgument(
+            ref_type="prompt",
+            ref="team",
+            argument="name",
+            value="A",
+            context={"department": "Engineering"},
+        ),
+        m.ArgumentCompletions(values=("Alice",), total=1, has_more=False),
         m.ElicitationRequested(
             request_id="q-1",
             conversation_id="c-1",

@@ -1061,3 +1061,56 @@ async def test_a_task_tool_through_the_whole_platform_with_its_question(
     assert any(f["task_status"] == "input_required" for f in progress)
     result = _tool_results(llm.requests[-1].json)["research"]
     assert result.startswith(f"# Research Report: python ({choice})")
+
+
+async def test_prompt_arguments_are_completed_through_the_platform(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """server-everything declares ``completions``: ``session_info`` says so, and ``complete``
+    frames reach its ``completion/complete`` (the context narrows the second argument); a
+    server without the capability is refused."""
+    client, info = await _ready_client(platform)
+    base = {"type": "complete", "server": "everything", "ref_type": "prompt"}
+    try:
+        servers = {s["name"]: s for s in info["servers"]}
+        assert servers["everything"]["completions"] is True
+        assert servers["platform"].get("completions", False) is False
+        await client.send(
+            {
+                **base,
+                "request_id": "c-1",
+                "ref": "completable-prompt",
+                "argument": "department",
+                "value": "S",
+            }
+        )
+        first = await client.expect("completion")
+        await client.send(
+            {
+                **base,
+                "request_id": "c-2",
+                "ref": "completable-prompt",
+                "argument": "name",
+                "value": "",
+                "context": {"department": "Sales"},
+            }
+        )
+        second = await client.expect("completion")
+        await client.send(
+            {
+                **base,
+                "request_id": "c-3",
+                "server": "platform",
+                "ref": "x",
+                "argument": "y",
+                "value": "",
+            }
+        )
+        refused = await client.expect("error")
+    finally:
+        await client.close()
+    assert first["request_id"] == "c-1"
+    assert first["values"] == ["Sales", "Support"]
+    assert (second["request_id"], second["values"]) == ("c-2", ["David", "Eve", "Frank"])
+    assert (refused["request_id"], refused["error_code"]) == ("c-3", "INVALID_MESSAGE")
+    assert "does not offer argument completion" in refused["error_message"]

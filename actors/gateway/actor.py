@@ -106,6 +106,8 @@ from actors.gateway.protocol import (
     AssistantMessageFrame,
     CancelFrame,
     ClearHistoryFrame,
+    CompleteFrame,
+    CompletionFrame,
     DeleteSessionFrame,
     ElicitationClosedFrame,
     ElicitationCompleteFrame,
@@ -150,6 +152,7 @@ from actors.messages import (
     AssistantDelta,
     AuthorizationResult,
     CancelTurn,
+    CompleteArgument,
     CompleteAuthorization,
     ConfigChanged,
     ConversationState,
@@ -634,6 +637,7 @@ class GatewayActor(Actor[GatewayInbox]):
                         error_message=error,
                         auth_url=message.auth_url,
                         icons=[_icon_info(icon) for icon in message.icons],
+                        completions=message.completions,
                     )
                     for conn in self._connections:
                         conn.send_frame(status_frame)
@@ -1189,6 +1193,7 @@ class GatewayActor(Actor[GatewayInbox]):
                     error_message=s.error_message,
                     auth_url=s.auth_url,
                     icons=[_icon_info(icon) for icon in s.icons],
+                    completions=s.completions,
                 )
                 for s in self._servers.values()
             ],
@@ -1233,7 +1238,10 @@ class GatewayActor(Actor[GatewayInbox]):
         # request an elicitation_response was for (the client may have several open).
         request_id = (
             frame.request_id
-            if isinstance(frame, UserMessageFrame | ElicitationResponseFrame | ReadResourceFrame)
+            if isinstance(
+                frame,
+                UserMessageFrame | ElicitationResponseFrame | ReadResourceFrame | CompleteFrame,
+            )
             else None
         )
         try:
@@ -1303,6 +1311,8 @@ class GatewayActor(Actor[GatewayInbox]):
                 await self._approval_response(conversation_id, frame)
             case ReadResourceFrame():
                 await self._read_resource(conn, frame)
+            case CompleteFrame():
+                await self._complete(conn, frame)
 
     async def _user_message(
         self, conn: _Connection, conversation_id: str, frame: UserMessageFrame
@@ -1348,6 +1358,30 @@ class GatewayActor(Actor[GatewayInbox]):
         )
         for other in others:
             other.send_frame(frame)
+
+    async def _complete(self, conn: _Connection, frame: CompleteFrame) -> None:
+        """A prompt argument the page autocompletes: the server's ToolActor asks."""
+        state = self._servers.get(frame.server)
+        if state is None or state.status != "ready":
+            raise _invalid(f"no ready MCP server named {frame.server!r}")
+        completions = await self.request(
+            CompleteArgument(
+                ref_type=frame.ref_type,
+                ref=frame.ref,
+                argument=frame.argument,
+                value=frame.value,
+                context=dict(frame.context),
+            ),
+            to=tool_actor_name(frame.server),
+        )
+        conn.send_frame(
+            CompletionFrame(
+                request_id=frame.request_id,
+                values=list(completions.values),
+                total=completions.total,
+                has_more=completions.has_more,
+            )
+        )
 
     async def _read_resource(self, conn: _Connection, frame: ReadResourceFrame) -> None:
         """A resource the page opens (a tool card's link): read by the server's ToolActor,

@@ -36,6 +36,8 @@ __all__ = [
     "CancelFrame",
     "ClearHistoryFrame",
     "ClientFrame",
+    "CompleteFrame",
+    "CompletionFrame",
     "DeleteSessionFrame",
     "ElicitationClosedFrame",
     "ElicitationCompleteFrame",
@@ -227,6 +229,23 @@ class ReadResourceFrame(_ClientFrame):
     uri: str = Field(max_length=4096)
 
 
+class CompleteFrame(_ClientFrame):
+    """Ask a server (one whose ``servers[].completions`` is true) for values of a prompt's
+    argument (``ref_type: "prompt"``, ``ref``: its name) or a resource template's
+    (``"resource"``, its URI template): answered by ``completion``, or ``error`` naming
+    ``request_id``."""
+
+    type: Literal["complete"]
+    request_id: str = Field(max_length=MAX_REQUEST_ID_LENGTH)
+    server: str
+    ref_type: Literal["prompt", "resource"]
+    ref: str
+    argument: str
+    value: str = Field(max_length=1000)
+    context: dict[str, str] = {}
+    """Arguments already filled in."""
+
+
 class ToolApprovalResponseFrame(_ClientFrame):
     """Answers a ``tool_approval_request``."""
 
@@ -245,7 +264,8 @@ ClientFrame = Annotated[
     | DeleteSessionFrame
     | ElicitationResponseFrame
     | ToolApprovalResponseFrame
-    | ReadResourceFrame,
+    | ReadResourceFrame
+    | CompleteFrame,
     Field(discriminator="type"),
 ]
 """Any frame a client may send."""
@@ -372,6 +392,8 @@ class ServerInfo(_ServerFrame):
     auth_url: str | None = None
     """For ``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
     icons: list[IconInfo] = []
+    completions: bool = False
+    """It autocompletes prompt arguments (``complete`` frames)."""
 
 
 class UsageInfo(_ServerFrame):
@@ -644,6 +666,8 @@ class ServerStatusFrame(_ServerFrame):
     (the page's Connect button); the browser comes back to ``/oauth/callback``."""
     icons: list[IconInfo] = []
     """The server's own icons (once it connected)."""
+    completions: bool = False
+    """It autocompletes prompt arguments (``complete`` frames)."""
 
 
 class ResourceContentFrame(_ServerFrame):
@@ -659,6 +683,16 @@ class ResourceContentFrame(_ServerFrame):
     is_error: bool = False
     """The server could not read it (``text`` says why)."""
     truncated: bool = False
+
+
+class CompletionFrame(_ServerFrame):
+    """Answer to ``complete``: the server's suggestions (at most 100)."""
+
+    type: Literal["completion"] = "completion"
+    request_id: str
+    values: list[str]
+    total: int | None = None
+    has_more: bool = False
 
 
 class ErrorFrame(_ServerFrame):
@@ -690,6 +724,7 @@ ServerFrame = Annotated[
     | SessionDeletedFrame
     | ServerStatusFrame
     | ResourceContentFrame
+    | CompletionFrame
     | ErrorFrame,
     Field(discriminator="type"),
 ]

@@ -107,9 +107,11 @@ from actors.catalogue import (
 from actors.errors import ChatError, InvalidMessage, McpServerUnavailable
 from actors.messages import (
     AnswerElicitation,
+    ArgumentCompletions,
     AuthorizationResult,
     CallTool,
     CancelToolCalls,
+    CompleteArgument,
     CompleteAuthorization,
     CompletionRequest,
     ConfigChanged,
@@ -309,6 +311,7 @@ AUTHORIZATION_EXCHANGE_TIMEOUT = 30.0
 _ToolMessages = (
     _Relist
     | ConfigChanged
+    | CompleteArgument
     | CallTool
     | CancelToolCalls
     | GetPrompt
@@ -344,6 +347,7 @@ class ToolActor(Actor[ToolInbox]):
         ReadResource,
         AnswerElicitation,
         CompleteAuthorization,
+        CompleteArgument,
         ConfigChanged,
         _Relist,
     )
@@ -419,6 +423,14 @@ class ToolActor(Actor[ToolInbox]):
                     self.spawn(self._relist(self._conn, listing), name=f"relist:{listing}")
             case ConfigChanged(snapshot=snapshot):
                 self._config_changed(snapshot.servers.mcp_servers.get(self.server), snapshot)
+            case CompleteArgument():
+                conn = self._usable_connection("its arguments cannot be completed")
+                if conn is not None and conn.capabilities.completions is None:
+                    raise InvalidMessage(
+                        f"MCP server {self.server!r} does not offer argument completion"
+                    )
+                reply = self.defer_reply()
+                self.spawn(self._complete(conn, message, reply), name="complete")
             case CallTool():
                 if (self._conn is None and not self._renewing) or self._status != "ready":
                     raise McpServerUnavailable(
@@ -928,6 +940,9 @@ class ToolActor(Actor[ToolInbox]):
                 resources=self._resources if ready else (),
                 instructions=self._instructions if ready else None,
                 icons=self._icons,
+                completions=ready
+                and self._conn is not None
+                and self._conn.capabilities.completions is not None,
             )
         )
 
@@ -1095,6 +1110,42 @@ class ToolActor(Actor[ToolInbox]):
         return outcome
 
     # -- prompts and resources ---------------------------------------------------------------
+
+    async def _complete(
+        self, conn: ServerConnection | None, request: CompleteArgument, reply: Reply
+    ) -> None:
+        """``completion/complete``; a refusal is the client's error (INVALID_MESSAGE)."""
+        ref: mcp_types.PromptReference | mcp_types.ResourceTemplateReference = (
+            mcp_types.PromptReference(type="ref/prompt", name=request.ref)
+            if request.ref_type == "prompt"
+            else mcp_types.ResourceTemplateReference(type="ref/resource", uri=request.ref)
+        )
+        try:
+            completion = await self._reading(
+                conn,
+                "completion/complete",
+                lambda c: c.complete(
+                    ref, request.argument, request.value, dict(request.context) or None
+                ),
+            )
+        except ServerRequestError as exc:
+            reply.fail(
+                InvalidMessage(
+                    f"MCP server {self.server!r} refused to complete {request.argument!r}: "
+                    f"{exc.error_message}"
+                )
+            )
+            return
+        except (ServerGone, ServerRequestTimeout) as exc:
+            reply.fail(McpServerUnavailable(f"completion failed: {exc}"))
+            return
+        reply.resolve(
+            ArgumentCompletions(
+                values=tuple(completion.values[:100]),
+                total=completion.total,
+                has_more=bool(completion.has_more),
+            )
+        )
 
     async def _get_prompt(
         self, conn: ServerConnection | None, request: GetPrompt, reply: Reply

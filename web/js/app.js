@@ -93,6 +93,8 @@ const state = {
   questions: new Map(),
   /** Approval cards still waiting for a decision, by call id (see onToolApproval). */
   approvals: new Map(),
+  /** complete requests on their way: request id → what to do with the answer. */
+  completions: new Map(),
   /** Accepted URL elicitations waiting for elicitation_complete, by request id. */
   urlCards: new Map(),
   /** read_resource requests on their way: request id → URI. */
@@ -134,6 +136,7 @@ function handleFrame(frame) {
     case "session_deleted": return onSessionDeleted(frame);
     case "server_status": return onServerStatus(frame);
     case "resource_content": return onResourceContent(frame);
+    case "completion": return onCompletion(frame);
     case "error": return onError(frame);
     default: console.warn("unknown frame type", frame.type);
   }
@@ -572,7 +575,7 @@ function onSessionDeleted(frame) {
 function onServerStatus(frame) {
   const previous = state.servers.get(frame.server);
   // Kept in session_info's shape ({name, status, error_message, auth_url}).
-  state.servers.set(frame.server, { name: frame.server, status: frame.status, error_message: frame.error_message ?? null, auth_url: frame.auth_url ?? null, icons: frame.icons?.length ? frame.icons : previous?.icons ?? [] });
+  state.servers.set(frame.server, { name: frame.server, status: frame.status, error_message: frame.error_message ?? null, auth_url: frame.auth_url ?? null, icons: frame.icons?.length ? frame.icons : previous?.icons ?? [], completions: Boolean(frame.completions) });
   renderHeader();
   if (frame.status === "unavailable" && previous?.status !== "unavailable") {
     toast("warning", `MCP server “${frame.server}” unavailable`, frame.error_message ?? ERROR_TEXTS.MCP_SERVER_UNAVAILABLE);
@@ -591,6 +594,7 @@ function safeAuthUrl(url) {
 function onError(frame) {
   const code = frame.error_code;
   if (frame.request_id) state.reads.delete(frame.request_id);
+  if (frame.request_id && state.completions.delete(frame.request_id)) return; // a suggestion failed: nothing to tell
   if (code === "INVALID_MESSAGE" && frame.call_id) {
     // A refused decision ("no tool call … is waiting for approval"): answered in another
     // tab, or timed out, just before ours. The call's tool card shows how it went.
@@ -1188,18 +1192,52 @@ function closeSidebar() {
 ui.menu.addEventListener("click", () => (document.body.classList.contains("sidebar-open") ? closeSidebar() : openSidebar()));
 ui.scrim.addEventListener("click", closeSidebar);
 
+const COMPLETION_DELAY_MS = 250;
+
+/**
+ * Autocomplete a prompt argument through its server (`complete` frames, debounced): the
+ * suggestions fill the field's <datalist>. Only the latest answer is used.
+ */
+function autocomplete(input, list, prompt, argument, context) {
+  let timer = 0;
+  let latest = null;
+  const ask = () => {
+    const requestId = `cmp-${++state.requestSeq}`;
+    latest = requestId;
+    state.completions.set(requestId, (frame) => {
+      if (latest !== requestId) return;
+      list.replaceChildren(...frame.values.map((value) => h("option", { value })));
+    });
+    send({ type: "complete", request_id: requestId, server: prompt.server, ref_type: "prompt", ref: prompt.name, argument, value: input.value, context: context() });
+  };
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(ask, COMPLETION_DELAY_MS);
+  });
+  input.addEventListener("focus", () => { if (!list.children.length) ask(); });
+}
+
+function onCompletion(frame) {
+  const done = state.completions.get(frame.request_id);
+  state.completions.delete(frame.request_id);
+  done?.(frame);
+}
+
 async function openPrompt(prompt) {
   closeSidebar();
   const fields = [];
   const body = h("div", { class: "schema-form" });
   if (prompt.description) body.append(h("p", { class: "muted" }, prompt.description));
+  const completes = Boolean(state.servers.get(prompt.server)?.completions);
   for (const arg of prompt.arguments ?? []) {
     const id = `prompt-arg-${arg.name.replace(/[^\w-]/g, "_")}`;
-    const input = h("input", { id, type: "text", required: arg.required ? true : null, "data-arg": arg.name });
+    const list = completes ? h("datalist", { id: `${id}-values` }) : null;
+    const input = h("input", { id, type: "text", required: arg.required ? true : null, "data-arg": arg.name, list: list ? list.id : null, autocomplete: "off" });
     body.append(h("div", { class: "field" },
       h("label", { for: id }, arg.name, arg.required ? h("span", { class: "required" }, " *") : null),
-      input, arg.description ? h("div", { class: "help" }, arg.description) : null));
+      input, list, arg.description ? h("div", { class: "help" }, arg.description) : null));
     fields.push([arg.name, input]);
+    if (list) autocomplete(input, list, prompt, arg.name, () => Object.fromEntries(fields.filter(([n, i]) => n !== arg.name && i.value !== "").map(([n, i]) => [n, i.value])));
   }
   const message = h("textarea", { id: "prompt-message", rows: "2", placeholder: "Optional message sent after the prompt" });
   body.append(h("div", { class: "field" }, h("label", { for: "prompt-message" }, "Message"), message));

@@ -360,6 +360,21 @@ class ServerConnection:
             timeout=self.request_timeout,
         )
 
+    async def complete(
+        self,
+        ref: mcp_types.PromptReference | mcp_types.ResourceTemplateReference,
+        argument: str,
+        value: str,
+        context: dict[str, str] | None = None,
+    ) -> mcp_types.Completion:
+        """``completion/complete`` (check ``capabilities.completions`` first)."""
+        result = await self._request(
+            "completion/complete",
+            lambda: self._client.complete(ref, {"name": argument, "value": value}, context),
+            timeout=self.request_timeout,
+        )
+        return result.completion
+
     async def set_logging_level(self, level: mcp_types.LoggingLevel) -> None:
         """``logging/setLevel``: the least severe log level the server should send (check
         ``capabilities.logging`` first)."""
