@@ -42,6 +42,7 @@ __all__ = [
     "prompt_specs",
     "render_catalogue",
     "render_instructions",
+    "render_stale_resources",
     "resource_owner",
     "resource_specs",
     "resource_text",
@@ -285,6 +286,28 @@ def render_instructions(instructions: Mapping[str, str]) -> str:
         INSTRUCTIONS_HEADER.format(server=server) + "\n" + instructions[server]
         for server in sorted(instructions)
     )
+
+
+STALE_HEADER = (
+    "MCP resources that changed since they were read (read them again with "
+    "platform__read_resource, naming the server, for their current content):"
+)
+"""The line above the changed resources in the system prompt."""
+
+STALE_LISTED = 20
+"""Changed resources listed at most (the most recent ones)."""
+
+
+def render_stale_resources(stale: Sequence[tuple[str, str]]) -> str:
+    """The resources (server, URI) that changed since they were read, oldest first, for
+    the system prompt ("" when none did); the latest :data:`STALE_LISTED`."""
+    if not stale:
+        return ""
+    shown = stale[-STALE_LISTED:]
+    lines = [STALE_HEADER] + [f"- {uri} (server: {server})" for server, uri in shown]
+    if len(stale) > len(shown):
+        lines.append(f"[… and {len(stale) - len(shown)} more]")
+    return "\n".join(lines)
 
 
 def resource_owner(uri: str, resources: Sequence[ResourceSpec]) -> str | None:

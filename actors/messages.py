@@ -62,6 +62,7 @@ __all__ = [
     "PromptSpec",
     "ReadResource",
     "ReloadRuntimeConfig",
+    "ResourceChanged",
     "ResourceLinkInfo",
     "ResourceSpec",
     "ResourceText",
@@ -806,6 +807,17 @@ class CompleteArgument(Request[ArgumentCompletions]):
     value: str
     context: dict[str, str] = Field(default_factory=dict)
     """Arguments already filled in (the server may narrow its suggestions by them)."""
+
+
+class ResourceChanged(Message):
+    """Event (a ToolActor): a resource of its server was read (``read``: it is subscribed
+    now, if the server supports ``subscribe``) or changed since it was last read
+    (``updated``: ``notifications/resources/updated``, once per change after a read)."""
+
+    type: Literal["resource_changed"] = "resource_changed"
+    server: str
+    uri: str
+    change: Literal["read", "updated"]
 
 
 class ElicitationRequested(Message):

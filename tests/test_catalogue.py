@@ -196,3 +196,15 @@ def test_safe_icons_keep_https_and_base64_images_only() -> None:
     ]  # at most three
     assert (kept[0].sizes, kept[0].theme) == (("16x16",), "dark")
     assert safe_icons(None) == ()
+
+
+def test_changed_resources_are_listed_latest_twenty() -> None:
+    from actors.catalogue import STALE_HEADER, render_stale_resources
+
+    assert render_stale_resources([]) == ""
+    stale = [("s", f"x://{n}") for n in range(25)]
+    lines = render_stale_resources(stale).split("\n")
+    assert lines[0] == STALE_HEADER
+    assert lines[1] == "- x://5 (server: s)"
+    assert lines[20] == "- x://24 (server: s)"
+    assert lines[21] == "[… and 5 more]"

@@ -345,6 +345,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         ),
         m.GetPrompt(name="summary", arguments={"topic": "sums"}),
         m.ReadResource(uri="demo://notes/1"),
+        m.ResourceChanged(server="demo", uri="demo://notes/1", change="updated"),
         m.CompleteArgument(
             ref_type="prompt",
             ref="team",

@@ -1114,3 +1114,42 @@ async def test_prompt_arguments_are_completed_through_the_platform(
     assert (second["request_id"], second["values"]) == ("c-2", ["David", "Eve", "Frank"])
     assert (refused["request_id"], refused["error_code"]) == ("c-3", "INVALID_MESSAGE")
     assert "does not offer argument completion" in refused["error_message"]
+
+
+async def test_a_read_resource_is_subscribed_and_its_updates_reach_the_page_and_the_model(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """A resource read through the platform is subscribed (server-everything supports
+    ``subscribe``); once its ``toggle-subscriber-updates`` tool starts the simulated
+    updates, the page gets ``resource_updated`` and the model's next system prompt names
+    the changed resource."""
+    uri = "demo://resource/static/document/features.md"
+    client, _ = await _ready_client(platform)
+    try:
+        llm.script(
+            Reply.tool_calls(
+                [ToolCall("platform__read_resource", orjson.dumps({"uri": uri}).decode(), id="r")]
+            ),
+            Reply.text("Read."),
+        )
+        await client.turn("read the features")
+        await platform.process.wait_for(
+            "tools.resource_subscribed", lambda e: e["server"] == "everything" and e["uri"] == uri
+        )
+        llm.script(
+            Reply.tool_calls([ToolCall("everything__toggle-subscriber-updates", "{}", id="t")]),
+            Reply.text("Updates on."),
+        )
+        await client.send({"type": "user_message", "message": "turn on updates"})
+        updated = await client.expect("resource_updated", timeout=20)
+        await client.expect("assistant_message", timeout=20)
+        llm.script(Reply.text("Noted."))
+        await client.turn("anything new?")
+    finally:
+        await client.close()
+    assert updated == {"type": "resource_updated", "server": "everything", "uri": uri}
+    before = llm.requests[0].json["messages"][0]["content"]
+    after = llm.requests[-1].json["messages"][0]["content"]
+    assert "changed since they were read" not in before
+    assert "MCP resources that changed since they were read" in after
+    assert f"- {uri} (server: everything)" in after

@@ -123,6 +123,7 @@ from actors.gateway.protocol import (
     PromptInfo,
     ReadResourceFrame,
     ResourceContentFrame,
+    ResourceUpdatedFrame,
     SaveSessionFrame,
     ServerInfo,
     ServerStatusFrame,
@@ -167,6 +168,7 @@ from actors.messages import (
     OpenConversation,
     PromptRequest,
     ReadResource,
+    ResourceChanged,
     SaveSession,
     ServerStateChanged,
     SessionSummary,
@@ -433,6 +435,7 @@ GatewayInbox = Annotated[
     | ElicitationRequested
     | ElicitationClosed
     | ElicitationCompleted
+    | ResourceChanged
     | ToolApprovalRequested
     | ToolApprovalClosed
     | TurnStateChanged
@@ -463,6 +466,7 @@ class GatewayActor(Actor[GatewayInbox]):
         ElicitationRequested,
         ElicitationClosed,
         ElicitationCompleted,
+        ResourceChanged,
         ToolApprovalRequested,
         ToolApprovalClosed,
         TurnStateChanged,
@@ -650,6 +654,12 @@ class GatewayActor(Actor[GatewayInbox]):
                     conn.send_frame(question)
             case ElicitationClosed(request_id=request_id, action=action, reason=reason):
                 self._close_question(request_id, action, _closed_reason(reason, action))
+            case ResourceChanged(server=server, uri=uri, change="updated"):
+                updated = ResourceUpdatedFrame(server=server, uri=uri)
+                for conn in self._connections:
+                    conn.send_frame(updated)
+            case ResourceChanged():
+                pass  # a read: nothing to show
             case ElicitationCompleted(request_id=request_id, conversation_id=cid):
                 complete = ElicitationCompleteFrame(request_id=request_id)
                 for conn in self._by_conversation.get(cid, ()):

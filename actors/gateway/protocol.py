@@ -56,6 +56,7 @@ __all__ = [
     "ReadResourceFrame",
     "ResourceContentFrame",
     "ResourceLinkBlock",
+    "ResourceUpdatedFrame",
     "SaveSessionFrame",
     "ServerFrame",
     "ServerInfo",
@@ -685,6 +686,15 @@ class ResourceContentFrame(_ServerFrame):
     truncated: bool = False
 
 
+class ResourceUpdatedFrame(_ServerFrame):
+    """A resource read in a conversation changed on its server (it is subscribed since
+    it was read); the model is told too, from its next turn on."""
+
+    type: Literal["resource_updated"] = "resource_updated"
+    server: str
+    uri: str
+
+
 class CompletionFrame(_ServerFrame):
     """Answer to ``complete``: the server's suggestions (at most 100)."""
 
@@ -725,6 +735,7 @@ ServerFrame = Annotated[
     | ServerStatusFrame
     | ResourceContentFrame
     | CompletionFrame
+    | ResourceUpdatedFrame
     | ErrorFrame,
     Field(discriminator="type"),
 ]

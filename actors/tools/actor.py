@@ -122,6 +122,7 @@ from actors.messages import (
     IconSpec,
     PromptSpec,
     ReadResource,
+    ResourceChanged,
     ResourceLinkInfo,
     ResourceSpec,
     ResourceText,
@@ -400,6 +401,11 @@ class ToolActor(Actor[ToolInbox]):
         conversation id), to close the card on ``notifications/elicitation/complete``."""
         self._completed: dict[str, None] = {}
         """Elicitation ids the server said are complete (the latest, in order)."""
+        self._subscribed: set[str] = set()
+        """URIs read through this actor (subscribed when the server supports it; again
+        after a reconnect), at most :data:`_SUBSCRIPTIONS_KEPT`."""
+        self._stale: set[str] = set()
+        """Subscribed URIs the server said changed since they were last read."""
         self._completion_waiters: dict[str, asyncio.Event] = {}
         """Calls refused with -32042 waiting for an elicitation to complete."""
         self._renewing = False
@@ -707,6 +713,7 @@ class ToolActor(Actor[ToolInbox]):
                     info = conn.server_info
                     self._icons = safe_icons(info.icons if info is not None else None)
                     await self._apply_log_level(conn)
+                    await self._resubscribe(conn)
                     if self._auth is not None:
                         # From now on a request that needs a person fails (the call in
                         # flight with it) and the reconnect asks: see the module note.
@@ -819,6 +826,9 @@ class ToolActor(Actor[ToolInbox]):
         """From the SDK's task: a list change is handled by the actor itself."""
         if isinstance(message, mcp_types.ElicitCompleteNotification):
             self._elicitation_complete(message.params.elicitation_id)
+            return
+        if isinstance(message, mcp_types.ResourceUpdatedNotification):
+            self._resource_updated(str(message.params.uri))
             return
         listing = _LIST_CHANGED.get(type(message))
         if listing is not None:
@@ -1196,6 +1206,11 @@ class ToolActor(Actor[ToolInbox]):
         except (ServerGone, ServerRequestTimeout) as exc:
             reply.fail(McpServerUnavailable(f"{request.uri!r} could not be read: {exc}"))
             return
+        if not contents.is_error:
+            await self._subscribe(self._conn, request.uri)
+            self._offer_to_subscribers(
+                ResourceChanged(server=self.server, uri=request.uri, change="read")
+            )
         self.log.info(
             "tools.resource_read",
             server=self.server,
@@ -1303,7 +1318,43 @@ class ToolActor(Actor[ToolInbox]):
             # Offered, not awaited: this may run while the call is being cancelled.
             self._offer_to_subscribers(closed)
 
-    def _offer_to_subscribers(self, event: ElicitationClosed | ElicitationCompleted) -> None:
+    def _resource_updated(self, uri: str) -> None:
+        """``notifications/resources/updated``: published once per change after a read."""
+        if uri not in self._subscribed or uri in self._stale:
+            self.log.debug("tools.resource_updated_again", server=self.server, uri=uri[:500])
+            return
+        self._stale.add(uri)
+        self.log.info("tools.resource_updated", server=self.server, uri=uri[:500])
+        self._offer_to_subscribers(ResourceChanged(server=self.server, uri=uri, change="updated"))
+
+    async def _subscribe(self, conn: ServerConnection | None, uri: str) -> None:
+        """After a read: subscribe to the resource if the server supports it (once)."""
+        self._stale.discard(uri)
+        resources = conn.capabilities.resources if conn is not None else None
+        if conn is None or resources is None or not resources.subscribe:
+            return
+        if uri in self._subscribed or len(self._subscribed) >= _SUBSCRIPTIONS_KEPT:
+            return
+        try:
+            await conn.subscribe_resource(uri)
+        except MCPClientError as exc:
+            self.log.warning(
+                "tools.resource_subscribe_failed", server=self.server, uri=uri[:500], error=str(exc)
+            )
+            return
+        self._subscribed.add(uri)
+        self.log.info("tools.resource_subscribed", server=self.server, uri=uri[:500])
+
+    async def _resubscribe(self, conn: ServerConnection) -> None:
+        """A new connection: the subscriptions of the old one are gone; renew them."""
+        uris, self._subscribed = sorted(self._subscribed), set()
+        self._stale.clear()
+        for uri in uris:
+            await self._subscribe(conn, uri)
+
+    def _offer_to_subscribers(
+        self, event: ElicitationClosed | ElicitationCompleted | ResourceChanged
+    ) -> None:
         for subscriber in self.bus.subscribers(type(event)):
             try:
                 self.bus.offer(subscriber, event)
@@ -1486,6 +1537,9 @@ def _task_calls(conn: ServerConnection) -> bool:
         and tasks.requests.tools.call is not None
     )
 
+
+_SUBSCRIPTIONS_KEPT = 100
+"""Resources one server's ToolActor keeps subscribed at most."""
 
 _URL_ELICITATIONS_KEPT = 100
 """URL elicitations remembered (accepted and not complete; completed ids)."""

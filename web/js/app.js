@@ -137,6 +137,7 @@ function handleFrame(frame) {
     case "server_status": return onServerStatus(frame);
     case "resource_content": return onResourceContent(frame);
     case "completion": return onCompletion(frame);
+    case "resource_updated": return toast("info", "Resource updated", `${frame.uri} (${frame.server}) changed since it was read; the model is told on its next turn.`);
     case "error": return onError(frame);
     default: console.warn("unknown frame type", frame.type);
   }

@@ -375,6 +375,19 @@ class ServerConnection:
         )
         return result.completion
 
+    async def subscribe_resource(self, uri: str) -> None:
+        """``resources/subscribe`` (check ``capabilities.resources.subscribe`` first): the
+        server sends ``notifications/resources/updated`` when it changes."""
+        session = self._client.session
+        await self._request(
+            "resources/subscribe",
+            lambda: session.send_request(
+                mcp_types.SubscribeRequest(params=mcp_types.SubscribeRequestParams(uri=uri)),
+                mcp_types.EmptyResult,
+            ),
+            timeout=self.request_timeout,
+        )
+
     async def set_logging_level(self, level: mcp_types.LoggingLevel) -> None:
         """``logging/setLevel``: the least severe log level the server should send (check
         ``capabilities.logging`` first)."""
