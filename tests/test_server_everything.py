@@ -567,7 +567,7 @@ def _tool_frames(frames: list[dict[str, Any]], call_id: str) -> list[dict[str, A
 async def test_echo_through_the_whole_platform(platform: ChatPlatform, llm: ScriptedLLM) -> None:
     client, info = await _ready_client(platform)
     try:
-        assert {"name": "everything", "status": "ready"} in info["servers"]
+        assert {"name": "everything", "status": "ready", "completions": True} in info["servers"]
         assert "everything__echo" in {tool["name"] for tool in info["tools"]}
 
         llm.script(

@@ -640,8 +640,8 @@ class GatewayActor(Actor[GatewayInbox]):
                         status=status,
                         error_message=error,
                         auth_url=message.auth_url,
-                        icons=[_icon_info(icon) for icon in message.icons],
-                        completions=message.completions,
+                        icons=_icon_infos(message.icons),
+                        completions=message.completions or None,
                     )
                     for conn in self._connections:
                         conn.send_frame(status_frame)
@@ -1178,7 +1178,7 @@ class GatewayActor(Actor[GatewayInbox]):
                         if spec.hints is None
                         else ToolAnnotationsInfo(**spec.hints.model_dump())
                     ),
-                    icons=[_icon_info(icon) for icon in spec.icons],
+                    icons=_icon_infos(spec.icons),
                 )
                 for spec in self._tools
             ],
@@ -1191,7 +1191,7 @@ class GatewayActor(Actor[GatewayInbox]):
                         PromptArgument(name=a.name, description=a.description, required=a.required)
                         for a in prompt.arguments
                     ],
-                    icons=[_icon_info(icon) for icon in prompt.icons],
+                    icons=_icon_infos(prompt.icons),
                 )
                 for server in self._servers.values()
                 for prompt in server.prompts
@@ -1202,8 +1202,8 @@ class GatewayActor(Actor[GatewayInbox]):
                     status=s.status,
                     error_message=s.error_message,
                     auth_url=s.auth_url,
-                    icons=[_icon_info(icon) for icon in s.icons],
-                    completions=s.completions,
+                    icons=_icon_infos(s.icons),
+                    completions=s.completions or None,
                 )
                 for s in self._servers.values()
             ],
@@ -1525,6 +1525,10 @@ def _closed_reason(
     if reason == "call_ended" or action == "cancel":
         return "cancelled"
     return "answered in another window"
+
+
+def _icon_infos(icons: tuple[IconSpec, ...]) -> list[IconInfo] | None:
+    return [_icon_info(icon) for icon in icons] or None
 
 
 def _icon_info(icon: IconSpec) -> IconInfo:

@@ -360,7 +360,7 @@ class ToolInfo(_ServerFrame):
     tool: str | None = None
     """Its name on its server (``name`` is the model's)."""
     annotations: ToolAnnotationsInfo | None = None
-    icons: list[IconInfo] = []
+    icons: list[IconInfo] | None = None
 
 
 class PromptArgument(_ServerFrame):
@@ -378,7 +378,7 @@ class PromptInfo(_ServerFrame):
     server: str
     description: str | None = None
     arguments: list[PromptArgument] = []
-    icons: list[IconInfo] = []
+    icons: list[IconInfo] | None = None
 
 
 ServerState = Literal["starting", "ready", "unavailable", "auth_required", "stopped"]
@@ -392,9 +392,9 @@ class ServerInfo(_ServerFrame):
     error_message: str | None = None
     auth_url: str | None = None
     """For ``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
-    icons: list[IconInfo] = []
-    completions: bool = False
-    """It autocompletes prompt arguments (``complete`` frames)."""
+    icons: list[IconInfo] | None = None
+    completions: bool | None = None
+    """``true``: it autocompletes prompt arguments (``complete`` frames)."""
 
 
 class UsageInfo(_ServerFrame):
@@ -665,10 +665,10 @@ class ServerStatusFrame(_ServerFrame):
     auth_url: str | None = None
     """For ``auth_required`` (OAuth): the URL a person opens to authorize the platform
     (the page's Connect button); the browser comes back to ``/oauth/callback``."""
-    icons: list[IconInfo] = []
+    icons: list[IconInfo] | None = None
     """The server's own icons (once it connected)."""
-    completions: bool = False
-    """It autocompletes prompt arguments (``complete`` frames)."""
+    completions: bool | None = None
+    """``true``: it autocompletes prompt arguments (``complete`` frames)."""
 
 
 class ResourceContentFrame(_ServerFrame):

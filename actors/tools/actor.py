@@ -696,7 +696,7 @@ class ToolActor(Actor[ToolInbox]):
                         await conn.list_tools(),
                         include=self._entry.include_tools,
                         exclude=self._entry.exclude_tools,
-                        tasks=_task_calls(conn),
+                        tasks=conn.task_calls,
                     )
                     for diagnostic in specs.diagnostics:
                         # A repair is routine; a skipped tool or a dead filter is news.
@@ -894,7 +894,7 @@ class ToolActor(Actor[ToolInbox]):
                     await conn.list_tools(),
                     include=self._entry.include_tools,
                     exclude=self._entry.exclude_tools,
-                    tasks=_task_calls(conn),
+                    tasks=conn.task_calls,
                 )
             elif listing == "prompts":
                 prompts = await self._list_prompts(conn)
@@ -1525,17 +1525,6 @@ class ToolActor(Actor[ToolInbox]):
 
 class _RenewalFailed(ServerGone):
     """No new session came after an expired one: whatever waited for it was not sent."""
-
-
-def _task_calls(conn: ServerConnection) -> bool:
-    """Whether the server declares task-augmented ``tools/call`` (MCP Tasks)."""
-    tasks = conn.capabilities.tasks
-    return (
-        tasks is not None
-        and tasks.requests is not None
-        and tasks.requests.tools is not None
-        and tasks.requests.tools.call is not None
-    )
 
 
 _SUBSCRIPTIONS_KEPT = 100

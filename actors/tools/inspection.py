@@ -216,7 +216,11 @@ async def inspect_server(
             report["instructions"] = conn.instructions
             tools = await conn.list_tools()
             specs = build_tool_specs(
-                name, tools, include=entry.include_tools, exclude=entry.exclude_tools
+                name,
+                tools,
+                include=entry.include_tools,
+                exclude=entry.exclude_tools,
+                tasks=conn.task_calls,
             )
             report["tools"] = [
                 {

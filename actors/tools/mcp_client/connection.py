@@ -254,6 +254,17 @@ class ServerConnection:
         return self._client.protocol_version
 
     @property
+    def task_calls(self) -> bool:
+        """Whether the server declares task-augmented ``tools/call`` (MCP Tasks)."""
+        tasks = self.capabilities.tasks
+        return (
+            tasks is not None
+            and tasks.requests is not None
+            and tasks.requests.tools is not None
+            and tasks.requests.tools.call is not None
+        )
+
+    @property
     def instructions(self) -> str | None:
         """The server's instructions for the model, if it gave any."""
         return self._client.instructions
