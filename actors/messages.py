@@ -28,6 +28,7 @@ __all__ = [
     "AppendMessage",
     "AppendMessages",
     "ApprovalDecision",
+    "ArgumentCompletions",
     "AssistantDelta",
     "AuthorizationResult",
     "CallTool",
@@ -36,6 +37,7 @@ __all__ = [
     "CancelTurn",
     "CheckProvider",
     "CheckStorage",
+    "CompleteArgument",
     "CompleteAuthorization",
     "CompletionRequest",
     "CompletionResult",
@@ -45,11 +47,13 @@ __all__ = [
     "CreateConversation",
     "DeleteSession",
     "ElicitationClosed",
+    "ElicitationCompleted",
     "ElicitationRequested",
     "FinishMessage",
     "FinishReason",
     "GetConfig",
     "GetPrompt",
+    "IconSpec",
     "LLMCallFinished",
     "ListSessions",
     "LoadHistory",
@@ -63,6 +67,8 @@ __all__ = [
     "ProviderCheck",
     "ReadResource",
     "ReloadRuntimeConfig",
+    "ResourceChanged",
+    "ResourceLinkInfo",
     "ResourceSpec",
     "ResourceText",
     "SaveRuntimeConfig",
@@ -81,6 +87,7 @@ __all__ = [
     "ToolCall",
     "ToolCallFinished",
     "ToolExecutionEvent",
+    "ToolHints",
     "ToolOutcome",
     "ToolProgress",
     "ToolSpec",
@@ -676,6 +683,32 @@ ServerStatus = Literal["starting", "ready", "unavailable", "auth_required", "sto
 """An MCP server's state, as ``server_status`` frames report it."""
 
 
+class IconSpec(Payload):
+    """An icon a server gave for itself, a tool, a prompt or a resource, as the page may
+    show it: ``data:`` images and ``https:`` URLs only (see ``actors/catalogue.py``)."""
+
+    src: str
+    mime_type: str | None = None
+    sizes: tuple[str, ...] = ()
+    theme: Literal["light", "dark"] | None = None
+
+
+class ToolHints(Payload):
+    """A tool's ``annotations`` (hints from the server, not guarantees)."""
+
+    title: str | None = None
+    read_only: bool | None = None
+    destructive: bool | None = None
+    idempotent: bool | None = None
+    open_world: bool | None = None
+
+    @property
+    def may_destroy(self) -> bool:
+        """The specification's reading: a tool that is not read-only is destructive
+        unless it says ``destructiveHint: false``."""
+        return not self.read_only and self.destructive is not False
+
+
 class ToolSpec(Payload):
     """One MCP tool as offered to the model."""
 
@@ -689,6 +722,11 @@ class ToolSpec(Payload):
     description: str | None = None
     parameters: dict[str, Any]
     """The normalised JSON Schema of the arguments (an object schema)."""
+    hints: ToolHints | None = None
+    """Its ``annotations`` (``None``: the server gave none)."""
+    icons: tuple[IconSpec, ...] = ()
+    task_support: Literal["optional", "required"] | None = None
+    """MCP Tasks (server declares them): ``required`` tools are called as tasks."""
 
     def openai_tool(self) -> dict[str, Any]:
         """The entry for the ``tools`` list of a chat completion request."""
@@ -714,6 +752,7 @@ class PromptSpec(Payload):
     title: str | None = None
     description: str | None = None
     arguments: tuple[PromptArgumentSpec, ...] = ()
+    icons: tuple[IconSpec, ...] = ()
 
 
 class ResourceSpec(Payload):
@@ -727,6 +766,7 @@ class ResourceSpec(Payload):
     title: str | None = None
     description: str | None = None
     mime_type: str | None = None
+    icons: tuple[IconSpec, ...] = ()
 
 
 class ServerStateChanged(Message):
@@ -743,6 +783,13 @@ class ServerStateChanged(Message):
     resources: tuple[ResourceSpec, ...] = ()
     auth_url: str | None = None
     """``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
+    icons: tuple[IconSpec, ...] = ()
+    """The server's own icons (``serverInfo.icons``), once connected."""
+    completions: bool = False
+    """``ready``: the server declares ``completions`` (argument autocompletion)."""
+    instructions: str | None = None
+    """``ready``: the server's instructions for the model (cut to its bound; ``None``
+    when it gave none or its entry sets ``use_instructions: false``)."""
 
 
 class AuthorizationResult(Payload):
@@ -771,6 +818,18 @@ class CompleteAuthorization(Request[AuthorizationResult]):
     refused."""
 
 
+class ResourceLinkInfo(Payload):
+    """A ``resource_link`` in a tool result: a resource of ``server`` the model may read
+    (``platform__read_resource``) and the user may open (``read_resource`` frame)."""
+
+    server: str
+    uri: str
+    name: str
+    title: str | None = None
+    mime_type: str | None = None
+    description: str | None = None
+
+
 class ToolOutcome(Payload):
     """Reply to CallTool."""
 
@@ -782,6 +841,8 @@ class ToolOutcome(Payload):
     ``card_text`` in ``actors/orchestrator/turn.py``)."""
     images: tuple[dict[str, str], ...] = ()
     """``{"mime_type", "data"}`` (base64) image blocks, for the frontend."""
+    links: tuple[ResourceLinkInfo, ...] = ()
+    """The result's resource links (the model's text names them too)."""
     cancelled: bool = False
     """The call was stopped by a turn's cancel before it answered (``is_error`` too)."""
 
@@ -846,6 +907,10 @@ class ToolProgress(Message):
     progress: float
     total: float | None = None
     message: str | None = None
+    task_status: Literal["working", "input_required", "completed", "failed", "cancelled"] | None = (
+        None
+    )
+    """A call run as an MCP task: the task's status (``message`` its status message)."""
 
 
 class ToolExecutionEvent(Message):
@@ -867,6 +932,8 @@ class ToolExecutionEvent(Message):
     error_message: str | None = None
     images: tuple[dict[str, str], ...] | None = None
     """``{"mime_type", "data"}`` images of a completed call, for the frontend."""
+    links: tuple[ResourceLinkInfo, ...] | None = None
+    """The resource links of a completed call, for the frontend."""
 
 
 class ToolsOffered(Message):
@@ -923,6 +990,43 @@ class ReadResource(Request[ResourceText]):
     uri: str
 
 
+class ArgumentCompletions(Payload):
+    """Reply to CompleteArgument: values the server suggests (at most 100)."""
+
+    values: tuple[str, ...]
+    total: int | None = None
+    has_more: bool = False
+
+
+class CompleteArgument(Request[ArgumentCompletions]):
+    """Request → ArgumentCompletions, to ``tool:<server>``: ``completion/complete`` for an
+    argument of a prompt (``ref_type="prompt"``, ``ref`` its name) or of a resource
+    template (``ref_type="resource"``, ``ref`` its URI template).
+
+    Fails with InvalidMessage when the server does not declare ``completions`` or refuses
+    the request, McpServerUnavailable when it is not ready.
+    """
+
+    type: Literal["complete_argument"] = "complete_argument"
+    ref_type: Literal["prompt", "resource"]
+    ref: str
+    argument: str
+    value: str
+    context: dict[str, str] = Field(default_factory=dict)
+    """Arguments already filled in (the server may narrow its suggestions by them)."""
+
+
+class ResourceChanged(Message):
+    """Event (a ToolActor): a resource of its server was read (``read``: it is subscribed
+    now, if the server supports ``subscribe``) or changed since it was last read
+    (``updated``: ``notifications/resources/updated``, once per change after a read)."""
+
+    type: Literal["resource_changed"] = "resource_changed"
+    server: str
+    uri: str
+    change: Literal["read", "updated"]
+
+
 class ElicitationRequested(Message):
     """Event (a ToolActor): a server asked the user a question during a tool call of
     ``conversation_id``'s turn; only that conversation's clients may see and answer it."""
@@ -936,8 +1040,13 @@ class ElicitationRequested(Message):
     server: str
     message: str
     requested_schema: dict[str, Any]
+    """Form mode: the flat object schema of the answer (``{}`` in URL mode)."""
     timeout: float
     """Seconds the server waits for an answer before it is told ``cancel``."""
+    mode: Literal["form", "url"] = "form"
+    """``url``: the user is asked to open :attr:`url` (an http(s) URL) in their browser;
+    ``accept`` means they consented to open it, and carries no content."""
+    url: str | None = None
     reply_to: str
     """The bus address to send the :class:`AnswerElicitation` to (the ToolActor)."""
 
@@ -954,6 +1063,16 @@ class AnswerElicitation(Request[None]):
     conversation_id: str
     action: Literal["accept", "decline", "cancel"]
     content: dict[str, Any] | None = None
+
+
+class ElicitationCompleted(Message):
+    """Event (a ToolActor): the server said a URL-mode elicitation the user accepted is
+    complete (``notifications/elicitation/complete``): the page closes its card."""
+
+    type: Literal["elicitation_completed"] = "elicitation_completed"
+    request_id: str
+    conversation_id: str
+    server: str
 
 
 class ElicitationClosed(Message):

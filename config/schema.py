@@ -599,18 +599,21 @@ DEFAULT_SETTABLE_KEYS = (
 )
 
 
-ApprovalSetting = bool | list[str]
-"""A ``require_approval`` value: every tool, none, or the tools named."""
+ApprovalSetting = bool | list[str] | Literal["destructive"]
+"""A ``require_approval`` value: every tool, none, the tools named, or ``"destructive"``:
+the tools whose annotations do not say they are harmless (not ``readOnlyHint: true`` and
+not ``destructiveHint: false``; the specification's defaults)."""
 
 
 def check_approval_setting(value: object) -> object:
     """Validate a ``require_approval`` value before Pydantic's union, so that neither
     ``"yes"`` nor ``1`` is quietly read as true: the setting gates what a model may run,
     so it must say exactly what it means."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or value == "destructive":
         return value
     expected = (
-        "must be true (every tool of the server), false (none) or a list of tool names "
+        'must be true (every tool of the server), false (none), "destructive" (the tools '
+        "its annotations do not mark read-only or non-destructive) or a list of tool names "
         'as the server names them, e.g. ["delete_file"]'
     )
     if not isinstance(value, list):
@@ -628,7 +631,7 @@ class PlatformServerConfig(_Section):
     settable_keys: list[str] = list(DEFAULT_SETTABLE_KEYS)
     """Dotted keys its ``set_config`` tool may change; ``*`` matches one key segment (a
     provider name). Secret-named keys and ``mcp.platform.*`` are refused even if listed."""
-    require_approval: bool | list[str] = False
+    require_approval: ApprovalSetting = False
     """Its calls that wait for the user's approval first, as a server entry's
     ``require_approval`` (e.g. ``["set_config"]``). ``set_config`` cannot change it."""
 
@@ -801,6 +804,9 @@ class ServerSettings(_Section):
     whole result is stored)."""
     max_parallel_calls: int = Field(8, gt=0, alias="maxParallelCalls")
     """Tool calls of one model step that run at once."""
+    max_instructions_chars: int = Field(4000, gt=0, alias="maxInstructionsChars")
+    """Characters of one server's ``instructions`` (from ``initialize``) the system
+    prompt takes at most; longer ones are cut with a marker."""
 
 
 OAuthGrant = Literal["authorization_code", "client_credentials"]
@@ -910,6 +916,22 @@ class ServerOAuth(_Section):
         return "client_secret_basic" if self.client_secret is not None else "none"
 
 
+class RootEntry(_Section):
+    """One root a server may work in (``roots/list``): a ``file://`` URI and a name."""
+
+    uri: str
+    """A ``file://`` URI (the only scheme the 2025-11-25 specification allows)."""
+    name: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _file_uri(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "file" or not parts.path.startswith("/"):
+            raise ValueError(f"a root must be a file:// URI with an absolute path, got {value!r}")
+        return value
+
+
 class ServerEntry(_Section):
     """One entry of ``mcpServers``: a stdio command or an HTTP URL."""
 
@@ -935,6 +957,12 @@ class ServerEntry(_Section):
     """Never these tools (applied after ``include_tools``)."""
     timeout: float | None = Field(None, gt=0)
     """Seconds a tool call may run without progress (default ``settings.defaultTimeout``)."""
+    roots: list[RootEntry] = []
+    """What the platform answers to the server's ``roots/list`` (none by default). Read
+    live: an edit sends ``notifications/roots/list_changed`` without a restart."""
+    use_instructions: bool = True
+    """Put the server's ``instructions`` (from ``initialize``) into the system prompt
+    (cut to ``settings.maxInstructionsChars``)."""
     allow_sampling: bool = False
     """Serve the server's ``sampling/createMessage`` requests with the active LLM provider
     (off by default: it spends the operator's credits); otherwise they are refused."""
@@ -954,11 +982,13 @@ class ServerEntry(_Section):
             return {"enabled": False}
         return value
 
-    require_approval: bool | list[str] = False
+    require_approval: ApprovalSetting = False
     """Calls that wait for the user's approval first (``tool_approval_request``):
     ``true`` every tool of this server, a list only the tools named (as the server names
-    them, exact names), ``false`` none. Read at each call, so an edit applies to the next
-    one without restarting the server."""
+    them, exact names), ``"destructive"`` the tools whose annotations do not say they are
+    harmless (``readOnlyHint: true`` or ``destructiveHint: false``), ``false`` none.
+    Read at each call, so an edit applies to the next one without restarting the
+    server."""
 
     @field_validator("require_approval", mode="before")
     @classmethod

@@ -127,20 +127,27 @@ from actors.gateway.protocol import (
     CancelFrame,
     ClearHistoryFrame,
     ClientFrame,
+    CompleteFrame,
+    CompletionFrame,
     DeleteSessionFrame,
     ElicitationClosedFrame,
+    ElicitationCompleteFrame,
     ElicitationRequestFrame,
     ElicitationResponseFrame,
     ErrorFrame,
     ExportSessionFrame,
     FrameError,
     HistoryMessage,
+    IconInfo,
     ImportSessionFrame,
     ListSessionsFrame,
     LoadSessionFrame,
     PromptArgument,
     PromptInfo,
+    ReadResourceFrame,
     RenameSessionFrame,
+    ResourceContentFrame,
+    ResourceUpdatedFrame,
     SaveSessionFrame,
     ServerInfo,
     ServerStatusFrame,
@@ -154,6 +161,7 @@ from actors.gateway.protocol import (
     SessionsFrame,
     SessionTitleFrame,
     ThinkingDeltaFrame,
+    ToolAnnotationsInfo,
     ToolApprovalRequestFrame,
     ToolApprovalResponseFrame,
     ToolExecutionFrame,
@@ -171,6 +179,7 @@ from actors.messages import (
     AssistantDelta,
     AuthorizationResult,
     CancelTurn,
+    CompleteArgument,
     CompleteAuthorization,
     ConfigChanged,
     ConversationState,
@@ -178,13 +187,17 @@ from actors.messages import (
     CreateConversation,
     DeleteSession,
     ElicitationClosed,
+    ElicitationCompleted,
     ElicitationRequested,
     GetConfig,
+    IconSpec,
     ImportConversation,
     ListSessions,
     LoadHistory,
     OpenConversation,
     PromptRequest,
+    ReadResource,
+    ResourceChanged,
     SaveSession,
     ServerStateChanged,
     SessionSummary,
@@ -605,6 +618,10 @@ def _session_entry(summary: SessionSummary) -> SessionEntry:
     return SessionEntry.model_validate(summary.model_dump())
 
 
+RESOURCE_FRAME_CHARS = 200_000
+"""Characters of a resource a ``resource_content`` frame carries at most."""
+
+
 def _error_frame(error: BaseException, request_id: str | None = None) -> ErrorFrame:
     """The ``error`` frame for a failed request to another actor."""
     cause = cause_of(error)
@@ -633,6 +650,8 @@ GatewayInbox = Annotated[
     | ToolProgress
     | ElicitationRequested
     | ElicitationClosed
+    | ElicitationCompleted
+    | ResourceChanged
     | ToolApprovalRequested
     | ToolApprovalClosed
     | TurnStateChanged
@@ -663,6 +682,8 @@ class GatewayActor(Actor[GatewayInbox]):
         ToolProgress,
         ElicitationRequested,
         ElicitationClosed,
+        ElicitationCompleted,
+        ResourceChanged,
         ToolApprovalRequested,
         ToolApprovalClosed,
         TurnStateChanged,
@@ -844,6 +865,7 @@ class GatewayActor(Actor[GatewayInbox]):
                     progress=message.progress,
                     total=message.total,
                     message=message.message,
+                    task_status=message.task_status,
                 )
                 for conn in self._by_conversation.get(message.conversation_id, ()):
                     conn.send_frame(progress)
@@ -859,7 +881,12 @@ class GatewayActor(Actor[GatewayInbox]):
                     or previous.auth_url != message.auth_url
                 ):
                     status_frame = ServerStatusFrame(
-                        server=server, status=status, error_message=error, auth_url=message.auth_url
+                        server=server,
+                        status=status,
+                        error_message=error,
+                        auth_url=message.auth_url,
+                        icons=_icon_infos(message.icons),
+                        completions=message.completions or None,
                     )
                     for conn in self._connections:
                         conn.send_frame(status_frame)
@@ -872,6 +899,16 @@ class GatewayActor(Actor[GatewayInbox]):
                     conn.send_frame(question)
             case ElicitationClosed(request_id=request_id, action=action, reason=reason):
                 self._close_question(request_id, action, _closed_reason(reason, action))
+            case ResourceChanged(server=server, uri=uri, change="updated"):
+                updated = ResourceUpdatedFrame(server=server, uri=uri)
+                for conn in self._connections:
+                    conn.send_frame(updated)
+            case ResourceChanged():
+                pass  # a read: nothing to show
+            case ElicitationCompleted(request_id=request_id, conversation_id=cid):
+                complete = ElicitationCompleteFrame(request_id=request_id)
+                for conn in self._by_conversation.get(cid, ()):
+                    conn.send_frame(complete)
             case ToolApprovalRequested(conversation_id=cid, call_id=call_id):
                 self._approvals[(cid, call_id)] = message
                 approval = _approval_frame(message)
@@ -1494,7 +1531,18 @@ class GatewayActor(Actor[GatewayInbox]):
             messages=[_history_message(m) for m in state.messages],
             tools=[
                 # The names the model is offered, as the orchestrator made them unique.
-                ToolInfo(name=spec.model_name, server=spec.server, description=spec.description)
+                ToolInfo(
+                    name=spec.model_name,
+                    server=spec.server,
+                    description=spec.description,
+                    tool=spec.name,
+                    annotations=(
+                        None
+                        if spec.hints is None
+                        else ToolAnnotationsInfo(**spec.hints.model_dump())
+                    ),
+                    icons=_icon_infos(spec.icons),
+                )
                 for spec in self._tools
             ],
             prompts=[
@@ -1506,6 +1554,7 @@ class GatewayActor(Actor[GatewayInbox]):
                         PromptArgument(name=a.name, description=a.description, required=a.required)
                         for a in prompt.arguments
                     ],
+                    icons=_icon_infos(prompt.icons),
                 )
                 for server in self._servers.values()
                 for prompt in server.prompts
@@ -1516,6 +1565,8 @@ class GatewayActor(Actor[GatewayInbox]):
                     status=s.status,
                     error_message=s.error_message,
                     auth_url=s.auth_url,
+                    icons=_icon_infos(s.icons),
+                    completions=s.completions or None,
                 )
                 for s in self._servers.values()
             ],
@@ -1590,7 +1641,10 @@ class GatewayActor(Actor[GatewayInbox]):
         # request an elicitation_response was for (the client may have several open).
         request_id = (
             frame.request_id
-            if isinstance(frame, UserMessageFrame | ElicitationResponseFrame)
+            if isinstance(
+                frame,
+                UserMessageFrame | ElicitationResponseFrame | ReadResourceFrame | CompleteFrame,
+            )
             else original_id
         )
         try:
@@ -1704,6 +1758,10 @@ class GatewayActor(Actor[GatewayInbox]):
                 await self._elicitation_response(conn, conversation_id, frame)
             case ToolApprovalResponseFrame():
                 await self._approval_response(conversation_id, frame)
+            case ReadResourceFrame():
+                await self._read_resource(conn, frame)
+            case CompleteFrame():
+                await self._complete(conn, frame)
 
     async def _user_message(
         self, conn: _Connection, conversation_id: str, frame: UserMessageFrame
@@ -1751,6 +1809,51 @@ class GatewayActor(Actor[GatewayInbox]):
         )
         for other in others:
             other.send_frame(frame)
+
+    async def _complete(self, conn: _Connection, frame: CompleteFrame) -> None:
+        """A prompt argument the page autocompletes: the server's ToolActor asks."""
+        state = self._servers.get(frame.server)
+        if state is None or state.status != "ready":
+            raise _invalid(f"no ready MCP server named {frame.server!r}")
+        completions = await self.request(
+            CompleteArgument(
+                ref_type=frame.ref_type,
+                ref=frame.ref,
+                argument=frame.argument,
+                value=frame.value,
+                context=dict(frame.context),
+            ),
+            to=tool_actor_name(frame.server),
+        )
+        conn.send_frame(
+            CompletionFrame(
+                request_id=frame.request_id,
+                values=list(completions.values),
+                total=completions.total,
+                has_more=completions.has_more,
+            )
+        )
+
+    async def _read_resource(self, conn: _Connection, frame: ReadResourceFrame) -> None:
+        """A resource the page opens (a tool card's link): read by the server's ToolActor,
+        never fetched by the browser."""
+        state = self._servers.get(frame.server)
+        if state is None or state.status != "ready":
+            raise _invalid(f"no ready MCP server named {frame.server!r} to read {frame.uri!r}")
+        contents = await self.request(ReadResource(uri=frame.uri), to=tool_actor_name(frame.server))
+        text = contents.text
+        truncated = len(text) > RESOURCE_FRAME_CHARS
+        conn.send_frame(
+            ResourceContentFrame(
+                request_id=frame.request_id,
+                server=frame.server,
+                uri=frame.uri,
+                text=text[:RESOURCE_FRAME_CHARS] if truncated else text,
+                mime_type=contents.mime_type,
+                is_error=contents.is_error,
+                truncated=truncated,
+            )
+        )
 
     async def _elicitation_response(
         self, conn: _Connection, conversation_id: str, frame: ElicitationResponseFrame
@@ -1865,6 +1968,16 @@ def _closed_reason(
     return "answered in another window"
 
 
+def _icon_infos(icons: tuple[IconSpec, ...]) -> list[IconInfo] | None:
+    return [_icon_info(icon) for icon in icons] or None
+
+
+def _icon_info(icon: IconSpec) -> IconInfo:
+    return IconInfo(
+        src=icon.src, mime_type=icon.mime_type, sizes=list(icon.sizes) or None, theme=icon.theme
+    )
+
+
 def _question_frame(question: ElicitationRequested) -> ElicitationRequestFrame:
     return ElicitationRequestFrame(
         request_id=question.request_id,
@@ -1873,6 +1986,8 @@ def _question_frame(question: ElicitationRequested) -> ElicitationRequestFrame:
         requested_schema=question.requested_schema,
         turn_id=question.turn_id,
         timeout=question.timeout,
+        mode=question.mode,
+        url=question.url,
     )
 
 

@@ -49,7 +49,12 @@ from typing import Annotated, Any, ClassVar, assert_never
 
 from pydantic import BaseModel, Field
 
-from actors.catalogue import check_prompt_arguments, render_catalogue
+from actors.catalogue import (
+    check_prompt_arguments,
+    render_catalogue,
+    render_instructions,
+    render_stale_resources,
+)
 from actors.errors import (
     ChatError,
     InternalError,
@@ -73,6 +78,7 @@ from actors.messages import (
     LoadHistory,
     PromptMessageText,
     PromptSpec,
+    ResourceChanged,
     ResourceSpec,
     ServerStateChanged,
     SetTitle,
@@ -194,7 +200,12 @@ def _chat_error(exc: BaseException) -> ChatError:
 
 
 OrchestratorInbox = Annotated[
-    StartTurn | CancelTurn | ConfigChanged | ServerStateChanged | AnswerToolApproval,
+    StartTurn
+    | CancelTurn
+    | ConfigChanged
+    | ServerStateChanged
+    | AnswerToolApproval
+    | ResourceChanged,
     Field(discriminator="type"),
 ]
 """What the OrchestratorActor handles: turns to start and cancel, approval answers, and
@@ -211,6 +222,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         ConfigChanged,
         ServerStateChanged,
         AnswerToolApproval,
+        ResourceChanged,
     )
 
     def __init__(self) -> None:
@@ -228,6 +240,10 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         """The prompts of each ready MCP server, by name."""
         self._server_resources: dict[str, tuple[ResourceSpec, ...]] = {}
         """The resources and templates of each ready MCP server."""
+        self._stale_resources: dict[tuple[str, str], None] = {}
+        """Resources (server, URI) that changed since they were last read, in order."""
+        self._server_instructions: dict[str, str] = {}
+        """Each ready server's instructions for the model (``use_instructions``)."""
         self._system_prompt = ""
         """The system prompt with the resource catalogue, rebuilt when either changes."""
         self._approvals = PendingApprovals()
@@ -272,6 +288,14 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 self._inform_turns()
             case AnswerToolApproval():
                 self._approvals.answer(message.conversation_id, message.call_id, message.decision)
+            case ResourceChanged(server=server, uri=uri, change=change):
+                key = (server, uri)
+                if change == "updated" and key not in self._stale_resources:
+                    self._stale_resources[key] = None
+                    self._rebuild_system_prompt()
+                elif change == "read" and key in self._stale_resources:
+                    del self._stale_resources[key]
+                    self._rebuild_system_prompt()
             case ServerStateChanged(server=server, tools=tools):
                 if tools:
                     self._server_tools[server] = tools
@@ -281,6 +305,12 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     self._server_prompts[server] = {p.name: p for p in message.prompts}
                 else:
                     self._server_prompts.pop(server, None)
+                if message.instructions != self._server_instructions.get(server):
+                    if message.instructions:
+                        self._server_instructions[server] = message.instructions
+                    else:
+                        self._server_instructions.pop(server, None)
+                    self._rebuild_system_prompt()
                 if message.resources != self._server_resources.get(server, ()):
                     if message.resources:
                         self._server_resources[server] = message.resources
@@ -307,6 +337,12 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
     def _rebuild_system_prompt(self) -> None:
         service = self.snapshot.config.chat.service
         prompt = service.system_prompt
+        instructions = render_instructions(self._server_instructions)
+        if instructions:
+            prompt = prompt.rstrip("\n") + "\n\n" + instructions
+        stale = render_stale_resources(list(self._stale_resources))
+        if stale:
+            prompt = prompt.rstrip("\n") + "\n\n" + stale
         if service.resources.in_system_prompt:
             catalogue = render_catalogue(
                 [spec for specs in self._server_resources.values() for spec in specs],
