@@ -35,6 +35,7 @@ __all__ = [
     "CancelTurn",
     "CheckProvider",
     "CheckStorage",
+    "ClaimTurn",
     "CompletionRequest",
     "CompletionResult",
     "ConfigChanged",
@@ -60,6 +61,7 @@ __all__ = [
     "PromptSpec",
     "ProviderCheck",
     "ReadResource",
+    "ReleaseTurn",
     "ReloadRuntimeConfig",
     "ResourceSpec",
     "ResourceText",
@@ -444,6 +446,25 @@ class CancelTurn(Request[bool]):
 
     type: Literal["cancel_turn"] = "cancel_turn"
     conversation_id: str
+
+
+class ClaimTurn(Request[None]):
+    """Request → None, to the PersistenceActor (with ``cluster`` configured): take the
+    conversation's turn lease in the shared database for ``turn_id``, held by this replica
+    and renewed by the persistence actor until :class:`ReleaseTurn`. TurnInProgress when
+    another turn (on any replica) holds an unexpired lease."""
+
+    type: Literal["claim_turn"] = "claim_turn"
+    conversation_id: str
+    turn_id: str
+
+
+class ReleaseTurn(Request[None]):
+    """Request → None, to the PersistenceActor: the turn is over, its lease is given up."""
+
+    type: Literal["release_turn"] = "release_turn"
+    conversation_id: str
+    turn_id: str
 
 
 class AssistantDelta(Message):

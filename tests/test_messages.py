@@ -246,6 +246,8 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             prompt=m.PromptRequest(server="demo", name="summary", arguments={"topic": "x"}),
         ),
         m.CancelTurn(conversation_id="c-1"),
+        m.ClaimTurn(conversation_id="c-1", turn_id="t-1"),
+        m.ReleaseTurn(conversation_id="c-1", turn_id="t-1"),
         m.AssistantDelta(conversation_id="c-1", turn_id="t-1", kind="thinking", text="hm"),
         m.TurnFinished(
             conversation_id="c-1",

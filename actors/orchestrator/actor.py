@@ -65,6 +65,7 @@ from actors.messages import (
     CancelCompletion,
     CancelToolCalls,
     CancelTurn,
+    ClaimTurn,
     CompletionResult,
     ConfigChanged,
     GetConfig,
@@ -72,6 +73,7 @@ from actors.messages import (
     LoadHistory,
     PromptMessageText,
     PromptSpec,
+    ReleaseTurn,
     ResourceSpec,
     ServerStateChanged,
     StartTurn,
@@ -322,8 +324,13 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 f"{message.conversation_id}; wait for its assistant_message or send cancel"
             )
         self._check_prompt(message)
+        turn_id = f"t-{uuid.uuid4().hex[:16]}"
+        if self.snapshot.config.cluster is not None:
+            # One turn per conversation across the replicas: the lease in the shared
+            # database decides (TurnInProgress when another replica's turn holds it).
+            await self._claim(message.conversation_id, turn_id)
         turn = Turn(
-            turn_id=f"t-{uuid.uuid4().hex[:16]}",
+            turn_id=turn_id,
             conversation_id=message.conversation_id,
             request_id=message.request_id,
             settings=self._turn_settings(),
@@ -340,6 +347,31 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         self._turns[message.conversation_id] = state
         reply = self.defer_reply()
         state.task = self.spawn(self._run_turn(state, message, reply), name=f"turn:{turn.turn_id}")
+
+    async def _claim(self, conversation_id: str, turn_id: str) -> None:
+        try:
+            await self.request(ClaimTurn(conversation_id=conversation_id, turn_id=turn_id))
+        except RequestFailed as exc:
+            cause = cause_of(exc)
+            if isinstance(cause, ChatError):  # TurnInProgress, SessionNotFound, storage
+                raise cause from None
+            raise
+
+    async def _release(self, turn: Turn) -> None:
+        """The turn's lease is given up before its end is announced: a send that follows
+        the announcement, from any replica, finds the conversation free."""
+        try:
+            await self.request(
+                ReleaseTurn(conversation_id=turn.conversation_id, turn_id=turn.turn_id)
+            )
+        except (RequestError, ChatError) as exc:
+            # It expires by itself (nobody renews it any more).
+            self.log.warning(
+                "turn.lease_release_failed",
+                turn_id=turn.turn_id,
+                conversation_id=turn.conversation_id,
+                error=str(cause_of(exc)),
+            )
 
     async def _cancel(self, turn: Turn) -> None:
         """Cancel a running turn: its core records it, this carries out the Interrupt."""
@@ -428,6 +460,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         finally:
             if self._turns.get(turn.conversation_id) is state:
                 del self._turns[turn.conversation_id]
+        if self.snapshot.config.cluster is not None:
+            await self._release(turn)
         await self.publish(
             TurnStateChanged(
                 conversation_id=turn.conversation_id, turn_id=turn.turn_id, running=False

@@ -61,17 +61,20 @@ import orjson
 from pydantic import BaseModel, Field
 
 from actors.errors import (
+    InternalError,
     InvalidMessage,
     SessionNotFound,
     StorageFull,
     StorageUnavailable,
     StreamedTextLost,
+    TurnInProgress,
 )
 from actors.messages import (
     AppendMessage,
     AppendMessages,
     AssistantDelta,
     CheckStorage,
+    ClaimTurn,
     ConfigChanged,
     ConversationState,
     CreateConversation,
@@ -82,6 +85,7 @@ from actors.messages import (
     LoadHistory,
     MessageStatus,
     OpenConversation,
+    ReleaseTurn,
     SaveSession,
     SessionPage,
     SessionSummary,
@@ -139,6 +143,12 @@ class _FlushDue(Message):
     """From the ticker to its actor: flush the streams whose ``interval_ms`` has passed."""
 
     type: Literal["flush_due"] = "flush_due"
+
+
+class _RenewLeases(Message):
+    """From the lease timer to its actor: extend the leases of the turns running here."""
+
+    type: Literal["renew_leases"] = "renew_leases"
 
 
 class _RunRetention(Message):
@@ -288,7 +298,10 @@ PersistenceInbox = Annotated[
     | ListSessions
     | DeleteSession
     | CheckStorage
+    | ClaimTurn
+    | ReleaseTurn
     | _FlushDue
+    | _RenewLeases
     | _RunRetention,
     Field(discriminator="type"),
 ]
@@ -328,6 +341,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
         ListSessions,
         DeleteSession,
         CheckStorage,
+        ClaimTurn,
+        ReleaseTurn,
     )
 
     def __init__(
@@ -337,8 +352,12 @@ class PersistenceActor(Actor[PersistenceInbox]):
         clock: Callable[[], float] = time.time,
         max_page_count: int | None = None,
         environ: Mapping[str, str] | None = None,
+        replica_id: str | None = None,
     ) -> None:
         super().__init__(name)
+        self._replica_id = replica_id
+        self._leases: dict[str, str] = {}
+        """Turn leases this replica holds (``cluster``): turn id by conversation id."""
         self._clock = clock
         self._max_page_count = max_page_count
         self._environ = environ
@@ -411,6 +430,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
         )
         self.spawn(self._tick(), name="flush-ticker")
         self._restart_retention_timer()
+        cluster = snapshot.config.cluster
+        if cluster is not None:
+            self.spawn(self._lease_loop(cluster.lease_seconds / 3), name="lease-renewal")
 
     def _make_repository(self, snapshot: ConfigSnapshot) -> ChatRepository:
         """The repository of the configured storage type (not opened yet).
@@ -436,6 +458,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
                     )
                 return PostgresRepository(
                     dsn,
+                    lease_holder=self._replica_id if snapshot.config.cluster else None,
                     min_connections=settings.min_connections,
                     max_connections=settings.max_connections,
                     connect_timeout=settings.connect_timeout_seconds,
@@ -494,6 +517,17 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 return None
             case CheckStorage():
                 return await self._check_storage()
+            case ClaimTurn(conversation_id=conversation_id, turn_id=turn_id):
+                await self._claim_turn(conversation_id, turn_id)
+                return None
+            case ReleaseTurn(conversation_id=conversation_id, turn_id=turn_id):
+                if self._leases.get(conversation_id) == turn_id:
+                    del self._leases[conversation_id]
+                await self._lease_store.release_turn(conversation_id, turn_id)
+                return None
+            case _RenewLeases():
+                await self._renew_leases()
+                return None
             case _FlushDue():
                 await self._flush_due()
                 return None
@@ -897,6 +931,54 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 continue
             except (MailboxClosed, NoSuchActor):
                 return  # we are stopping
+
+    # -- turn leases (cluster) --------------------------------------------------------------
+
+    @property
+    def _lease_store(self) -> PostgresRepository:
+        store = self._store
+        if not isinstance(store, PostgresRepository) or store.lease_holder is None:
+            raise InternalError(
+                "turn leases need the cluster section and chat.storage.type postgres"
+            )
+        return store
+
+    @property
+    def _lease_seconds(self) -> float:
+        cluster = self._snapshot.config.cluster
+        assert cluster is not None  # _lease_store checked it
+        return cluster.lease_seconds
+
+    async def _claim_turn(self, conversation_id: str, turn_id: str) -> None:
+        store = self._lease_store
+        holding = await store.claim_turn(conversation_id, turn_id, self._lease_seconds)
+        if holding is not None:
+            raise TurnInProgress(
+                f"a turn ({holding}) is already running in conversation {conversation_id} "
+                "(on another replica); wait for its assistant_message or send cancel"
+            )
+        self._leases[conversation_id] = turn_id
+
+    async def _renew_leases(self) -> None:
+        if not self._leases:
+            return
+        turns = list(self._leases.values())
+        try:
+            held = await self._lease_store.renew_turns(turns, self._lease_seconds)
+        except (StorageFull, StorageUnavailable) as exc:
+            self.log.warning("persistence.lease_renewal_failed", turns=len(turns), error=str(exc))
+            return
+        if held < len(turns):
+            self.log.warning("persistence.leases_lost", turns=len(turns), held=held)
+
+    async def _lease_loop(self, seconds: float) -> None:
+        """Child task: ask the actor to renew its turns' leases every ``seconds``."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.send(self.name, _RenewLeases())
+            except (MailboxClosed, NoSuchActor):
+                return
 
     # -- retention --------------------------------------------------------------------------
 

@@ -135,6 +135,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         EXECUTE FUNCTION touch_conversation()
         """,
     ),
+    # Version 2: the turn leases of replicas sharing the database (``cluster``): one row
+    # per conversation whose turn runs, held by a replica until it expires.
+    (
+        """
+        CREATE TABLE turn_leases (
+            conversation_id TEXT PRIMARY KEY
+                            REFERENCES conversations (id) ON DELETE CASCADE,
+            turn_id         TEXT NOT NULL,
+            holder          TEXT NOT NULL,
+            expires_at      DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX turn_leases_by_holder ON turn_leases (holder)",
+    ),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` and records ``i + 1`` in ``schema_migrations``. Append a step to change the
@@ -160,9 +174,27 @@ _CREATE_VERSION_TABLE = """
 _SELECT_VERSION = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
 _VERSION_TABLE_EXISTS = "SELECT to_regclass('schema_migrations') IS NOT NULL"
 _RECORD_VERSION = "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)"
+# Leases are timed by the database server's clock, ``extract(epoch from
+# clock_timestamp())``: one clock for all replicas, whatever their machines' say.
 _RECOVER_STREAMING = (
-    "UPDATE messages SET status = 'incomplete', updated_at = $1 WHERE status = 'streaming'"
+    "UPDATE messages SET status = 'incomplete', updated_at = $1 WHERE status = 'streaming' "
+    "AND NOT EXISTS (SELECT 1 FROM turn_leases l WHERE l.conversation_id = "
+    "messages.conversation_id AND l.expires_at >= extract(epoch from clock_timestamp()))"
 )
+_DROP_OWN_LEASES = "DELETE FROM turn_leases WHERE holder = $1"
+_CLAIM_TURN = (
+    "INSERT INTO turn_leases (conversation_id, turn_id, holder, expires_at) "
+    "VALUES ($1, $2, $3, extract(epoch from clock_timestamp()) + $4) "
+    "ON CONFLICT (conversation_id) DO UPDATE SET turn_id = EXCLUDED.turn_id, "
+    "holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at "
+    "WHERE turn_leases.expires_at < extract(epoch from clock_timestamp()) RETURNING turn_id"
+)
+_LEASE_HOLDER = "SELECT turn_id, holder FROM turn_leases WHERE conversation_id = $1"
+_RENEW_LEASES = (
+    "UPDATE turn_leases SET expires_at = extract(epoch from clock_timestamp()) + $3 "
+    "WHERE holder = $1 AND turn_id = ANY($2::text[])"
+)
+_RELEASE_TURN = "DELETE FROM turn_leases WHERE conversation_id = $1 AND turn_id = $2"
 _INSERT_CONVERSATION = (
     "INSERT INTO conversations (id, owner, saved, created_at, updated_at) "
     "VALUES ($1, $2, 0, $3, $3)"
@@ -339,8 +371,12 @@ class PostgresRepository:
         connect_timeout: float = 5.0,
         command_timeout: float = 30.0,
         synchronous_commit: str | None = None,
+        lease_holder: str | None = None,
     ) -> None:
         self.write_transactions = 0
+        self.lease_holder = lease_holder
+        """This replica's id in ``turn_leases`` (``cluster``): its leases left by a previous
+        run are dropped at :meth:`open`."""
         self._dsn = dsn
         try:
             self._description = describe_dsn(dsn)
@@ -368,9 +404,10 @@ class PostgresRepository:
     async def open(self, now: float, *, recover_streaming: bool = True) -> OpenReport:
         """Connect, create or migrate the schema, recover interrupted answers.
 
-        Recovery marks EVERY ``streaming`` row: right for one platform process per
-        database (the rows are a dead predecessor's), wrong for replicas sharing it,
-        which need a per-turn lease to tell a dead turn from a live one (issue 17).
+        Recovery marks the ``streaming`` rows of conversations without a live turn lease
+        (``turn_leases``): the answers of a dead predecessor, never those another replica
+        is streaming right now. This replica's own leases (by :attr:`lease_holder`) are a
+        previous run's: they are dropped first.
 
         Args:
             now: The time stored in recovered rows.
@@ -426,6 +463,8 @@ class PostgresRepository:
                     for statement in step:
                         await db.execute(statement)
                     await db.execute(_RECORD_VERSION, number, now)
+                if self.lease_holder is not None:
+                    await db.execute(_DROP_OWN_LEASES, self.lease_holder)
                 recovered = (
                     _rowcount(await db.execute(_RECOVER_STREAMING, now)) if recover_streaming else 0
                 )
@@ -582,6 +621,42 @@ class PostgresRepository:
         async with self._write("delete the session") as db:
             deleted = _rowcount(await db.execute(_DELETE_CONVERSATION, conversation_id, owner))
         return bool(deleted)
+
+    # -- turn leases (cluster) --------------------------------------------------------------
+
+    async def claim_turn(self, conversation_id: str, turn_id: str, seconds: float) -> str | None:
+        """Take the conversation's turn lease for ``seconds`` (database clock).
+
+        Returns:
+            ``None`` when taken; else the turn id holding an unexpired lease.
+
+        Raises:
+            SessionNotFound: No such conversation.
+        """
+        holder = self._holder()
+        async with self._connection("claim the turn", conversation_id) as db:
+            taken = await db.fetchval(_CLAIM_TURN, conversation_id, turn_id, holder, seconds)
+            if taken is not None:
+                return None
+            row = await db.fetchrow(_LEASE_HOLDER, conversation_id)
+        return "unknown" if row is None else str(row["turn_id"])
+
+    async def renew_turns(self, turn_ids: Sequence[str], seconds: float) -> int:
+        """Extend this replica's leases of ``turn_ids``; how many it still held."""
+        async with self._connection("renew the turn leases") as db:
+            return _rowcount(
+                await db.execute(_RENEW_LEASES, self._holder(), list(turn_ids), seconds)
+            )
+
+    async def release_turn(self, conversation_id: str, turn_id: str) -> None:
+        """Give the turn's lease up (nothing if it is gone)."""
+        async with self._connection("release the turn", conversation_id) as db:
+            await db.execute(_RELEASE_TURN, conversation_id, turn_id)
+
+    def _holder(self) -> str:
+        if self.lease_holder is None:
+            raise RuntimeError("turn leases need a lease_holder (the cluster's replica id)")
+        return self.lease_holder
 
     # -- messages ---------------------------------------------------------------------------
 
