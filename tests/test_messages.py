@@ -33,7 +33,7 @@ import actors
 import bus
 from actors import messages as m
 from actors.config.actor import _FilesChanged
-from actors.persistence.actor import _FlushDue, _RunRetention
+from actors.persistence.actor import _FlushDue, _RenewLeases, _RunRetention
 from actors.tools.actor import _Relist
 from bus.actor import Actor
 from bus.messages import (
@@ -401,6 +401,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         _FilesChanged(paths=("/etc/mcp/runtime_config.yaml",)),
         _FlushDue(),
         _RunRetention(),
+        _RenewLeases(),
         _Relist(listing="prompts"),
     ]
     return {type(value): value for value in values}
