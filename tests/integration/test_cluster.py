@@ -1,0 +1,306 @@
+"""Several real replicas of the platform (``cluster``) on one PostgreSQL database (this
+test's schema) and one NATS subject prefix (this test's own): any replica serves any
+connection.
+
+Real processes everywhere: two or three ``mcp-platform`` processes, the tests' PostgreSQL
+and NATS servers, WebSocket clients, the demo MCP server (each replica runs its own); the
+LLM is the scripted one, shared by the replicas (whichever replica asks gets the next
+scripted reply). Proved here:
+
+- a conversation started on one replica continues on another, and a tab on a third sees
+  the turn live (thinking, deltas, the final answer);
+- a tab on replica B stops a turn running on replica A, and approves its tool call (the
+  call runs on A, B and A see the cards);
+- two replicas racing to send into one conversation: exactly one turn runs, the other
+  send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests import postgres as pg
+from tests.integration.chat import ChatClient, ChatPlatform
+from tests.integration.conftest import PlatformProcess
+from tests.scripted_llm import Content, Finish, Gate, Reasoning, Reply, ScriptedLLM, ToolCall
+
+DEMO = {
+    "command": sys.executable,
+    "args": [str(Path(__file__).resolve().parents[2] / "Servers" / "demo_server.py")],
+}
+
+StartReplicas = Callable[..., Awaitable[list[ChatPlatform]]]
+
+
+@pytest.fixture
+async def cluster(
+    platform_factory: Callable[..., PlatformProcess],
+    llm: ScriptedLLM,
+    postgres_dsn: str,
+    nats_server: str,
+    nats_prefix: str,
+    tmp_path: Path,
+) -> AsyncIterator[tuple[StartReplicas, list[ChatClient]]]:
+    """Start ``n`` replicas (ids r0, r1, ...) on this test's database and subject prefix;
+    the clients a test opens go in the list and are closed at the end."""
+    clients: list[ChatClient] = []
+
+    async def start(n: int, servers: dict[str, Any] | None = None) -> list[ChatPlatform]:
+        replicas = []
+        for i in range(n):
+            process = platform_factory(tmp_path / f"r{i}")
+            process.env["CHAT_DB_DSN"] = postgres_dsn
+            platform = ChatPlatform(process, llm)
+            if servers is not None:
+                (platform.config_dir / "servers_config.json").write_bytes(
+                    orjson.dumps({"mcpServers": servers})
+                )
+            replicas.append(platform)
+        # Started together: the first migrations race on the database (an advisory lock
+        # orders them).
+        await asyncio.gather(
+            *(
+                platform.start(
+                    {
+                        "chat": {
+                            "storage": {
+                                "type": "postgres",
+                                "postgres": {"dsn_env": "CHAT_DB_DSN"},
+                            }
+                        },
+                        "cluster": {
+                            "url": nats_server,
+                            "subject_prefix": nats_prefix,
+                            "replica_id": f"r{i}",
+                        },
+                        "mcp": {"approval": {"timeout": 20}},
+                    }
+                )
+                for i, platform in enumerate(replicas)
+            )
+        )
+        for platform in replicas:
+            for name in servers or {}:
+                await platform.process.wait_for(
+                    "tools.server_ready", lambda e, n=name: e["server"] == n, timeout=30
+                )
+        return replicas
+
+    yield start, clients
+    for client in clients:
+        await client.close()
+
+
+async def _connect(
+    platform: ChatPlatform, clients: list[ChatClient], conversation_id: str | None = None
+) -> tuple[ChatClient, dict[str, Any]]:
+    client = await platform.connect(conversation_id)
+    clients.append(client)
+    info = await client.expect("session_info")
+    return client, info
+
+
+def _deltas(frames: list[dict[str, Any]], kind: str = "assistant_delta") -> str:
+    return "".join(f["content"] for f in frames if f["type"] == kind)
+
+
+async def test_a_conversation_continues_on_another_replica_and_a_third_sees_it_live(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, postgres_dsn: str
+) -> None:
+    start, clients = cluster
+    r0, r1, r2 = await start(3)
+    first, info = await _connect(r0, clients)
+    conversation_id = info["conversation_id"]
+    llm.script(Reply.text("Hello from one replica.", chunks=3))
+    frames = await first.turn("Where am I?")
+    final_first = frames[-1]
+
+    # A tab on r1 attaches: the history is the shared database's.
+    watcher, attached = await _connect(r1, clients, conversation_id)
+    assert [(m["role"], m["content"]) for m in attached["messages"]] == [
+        ("user", "Where am I?"),
+        ("assistant", "Hello from one replica."),
+    ]
+
+    # The conversation continues on r2; r1's tab sees that turn live: its thinking and
+    # deltas arrive while the answer is held mid-stream, before any assistant_message.
+    gate = Gate()
+    llm.script(
+        Reply.stream(
+            Reasoning("Thinking it "),
+            Reasoning("over."),
+            Content("Still the same "),
+            Content("conversation"),
+            gate,
+            Content("."),
+            Finish("stop"),
+        )
+    )
+    third, _ = await _connect(r2, clients, conversation_id)
+    await third.send({"type": "user_message", "message": "And now?", "request_id": "r2-1"})
+    seen = ""
+    while seen != "Still the same conversation":
+        seen += (await watcher.expect("assistant_delta"))["content"]
+    assert _deltas(watcher.frames, "thinking_delta") == "Thinking it over."
+    assert not [f for f in watcher.frames if f["type"] == "assistant_message"]
+    gate.open()
+    final = await watcher.expect("assistant_message", timeout=20)
+    assert final["message"] == "Still the same conversation."
+    assert final["thinking"] == "Thinking it over."
+    own = await third.expect("assistant_message", timeout=20)
+    assert own["request_id"] == "r2-1"
+    assert (own["message"], own["turn_id"]) == (final["message"], final["turn_id"])
+    # r0's tab, still attached, saw it too.
+    assert (await first.expect("assistant_message", timeout=20))["turn_id"] == own["turn_id"]
+
+    # r2's LLM request carried the history written by r0.
+    history = [(m["role"], m["content"]) for m in llm.requests[-1].json["messages"][1:]]
+    assert history == [
+        ("user", "Where am I?"),
+        ("assistant", "Hello from one replica."),
+        ("user", "And now?"),
+    ]
+    # The turn ran on r2 only, and its lease is gone.
+    ran_on = [[e["turn_id"] for e in r.process.find("turn.started")] for r in (r0, r1, r2)]
+    assert ran_on == [[final_first["turn_id"]], [], [own["turn_id"]]]
+    assert pg.query(postgres_dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+    statuses = pg.query(
+        postgres_dsn,
+        "SELECT role, status FROM messages WHERE conversation_id = ? ORDER BY id",
+        (conversation_id,),
+    )
+    assert statuses == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
+
+
+async def test_a_tab_on_another_replica_stops_the_turn(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, postgres_dsn: str
+) -> None:
+    start, clients = cluster
+    r0, r1 = await start(2)
+    sender, info = await _connect(r0, clients)
+    conversation_id = info["conversation_id"]
+    stopper, _ = await _connect(r1, clients, conversation_id)
+    llm.script(Reply.stream(Content("partial "), Content("answer"), Gate(), Content(" never")))
+    await sender.send({"type": "user_message", "message": "go on and on"})
+    seen = ""
+    while seen != "partial answer":
+        seen += (await stopper.expect("assistant_delta"))["content"]
+
+    await stopper.send({"type": "cancel"})
+    stopped = await sender.expect("assistant_message", timeout=20)
+    assert (stopped["finish_reason"], stopped["message"]) == ("cancelled", "partial answer")
+    seen_there = await stopper.expect("assistant_message", timeout=20)
+    assert (seen_there["finish_reason"], seen_there["turn_id"]) == ("cancelled", stopped["turn_id"])
+    assert not [f for f in stopper.frames if f["type"] == "error"]
+    # The turn ran (and was cancelled) on r0.
+    await r0.process.wait_for("turn.cancel_requested", timeout=10)
+    assert not r1.process.find("turn.cancel_requested")
+    rows = pg.query(
+        postgres_dsn,
+        "SELECT content, status FROM messages WHERE conversation_id = ? AND role = 'assistant'",
+        (conversation_id,),
+    )
+    assert rows == [("partial answer", "cancelled")]
+    assert pg.query(postgres_dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+
+    # The conversation is free again, from either replica.
+    llm.script(Reply.text("Fresh start."))
+    frames = await stopper.turn("again")
+    assert [f["message"] for f in frames if f["type"] == "assistant_message"] == ["Fresh start."]
+
+
+async def test_a_tab_on_another_replica_approves_the_tool_call(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    start, clients = cluster
+    r0, r1 = await start(2, {"demo": {**DEMO, "require_approval": True}})
+    sender, info = await _connect(r0, clients)
+    approver, _ = await _connect(r1, clients, info["conversation_id"])
+    call = ToolCall("demo__echo", orjson.dumps({"text": "cross-replica"}).decode(), id="c1")
+    llm.script(Reply.tool_calls([call]), Reply.text("Echoed across."))
+    await sender.send({"type": "user_message", "message": "echo it"})
+
+    request = await approver.expect("tool_approval_request", timeout=20)
+    assert (request["call_id"], request["arguments"]) == ("c1", {"text": "cross-replica"})
+    await approver.send({"type": "tool_approval_response", "call_id": "c1", "decision": "approve"})
+
+    for client in (sender, approver):
+        finished = await client.expect("assistant_message", timeout=20)
+        assert finished["message"] == "Echoed across."
+        cards = [
+            f["status"]
+            for f in client.frames
+            if f["type"] == "tool_execution" and f["call_id"] == "c1"
+        ]
+        assert cards == ["started", "completed"]
+    assert not [f for f in approver.frames if f["type"] == "error"]
+    # The call ran on r0 (the turn's replica), through r0's own demo server.
+    [ran] = r0.process.find("tools.call", lambda e: e["call_id"] == "c1")
+    assert ran["is_error"] is False
+    assert not r1.process.find("tools.call", lambda e: e["call_id"] == "c1")
+    tool_result = [m for m in llm.requests[1].json["messages"] if m["role"] == "tool"]
+    assert tool_result[0]["content"] == "cross-replica"
+
+
+async def test_two_replicas_racing_into_one_conversation_run_one_turn(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, postgres_dsn: str
+) -> None:
+    start, clients = cluster
+    r0, r1 = await start(2)
+    a, info = await _connect(r0, clients)
+    conversation_id = info["conversation_id"]
+    b, _ = await _connect(r1, clients, conversation_id)
+
+    for round_ in range(5):
+        gate = Gate()
+        llm.script(Reply.stream(Content(f"winner {round_}"), gate, Finish("stop")))
+        await asyncio.gather(
+            a.send({"type": "user_message", "message": f"a{round_}", "request_id": f"a{round_}"}),
+            b.send({"type": "user_message", "message": f"b{round_}", "request_id": f"b{round_}"}),
+        )
+        outcomes: dict[str, str] = {}
+        lost = asyncio.Event()
+
+        async def outcome(client: ChatClient, name: str) -> None:
+            while True:
+                frame = await client.recv(timeout=20)
+                if frame["type"] == "error" and frame.get("request_id") == f"{name}{round_}":
+                    assert frame["error_code"] == "TURN_IN_PROGRESS"
+                    outcomes[name] = "busy"
+                    lost.set()
+                    return
+                if frame["type"] == "assistant_delta":
+                    outcomes.setdefault(name, "streaming")
+                if (
+                    frame["type"] == "assistant_message"
+                    and frame.get("request_id") == f"{name}{round_}"
+                ):
+                    outcomes[name] = "answered"
+                    return
+
+        busy_first = asyncio.gather(outcome(a, "a"), outcome(b, "b"))
+        # The loser's error comes while the winner's turn is held at the gate.
+        await asyncio.wait_for(lost.wait(), 20)
+        gate.open()
+        await busy_first
+        assert sorted(outcomes.values()) == ["answered", "busy"], outcomes
+    users = pg.query(
+        postgres_dsn,
+        "SELECT count(*) FROM messages WHERE conversation_id = ? AND role = 'user'",
+        (conversation_id,),
+    )
+    assert users == [(5,)]
+    assert len(llm.requests) == 5
+    assert pg.query(postgres_dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
