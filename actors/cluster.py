@@ -40,6 +40,7 @@ from actors.messages import (
     ToolProgress,
     TurnFinished,
     TurnStateChanged,
+    UserInputStored,
 )
 from bus.messages import Request
 from config.schema import ClusterConfig
@@ -58,6 +59,7 @@ SHARED_EVENTS: dict[type[BaseModel], tuple[str, ...]] = {
     ElicitationClosed: _GATEWAY,
     ToolApprovalRequested: _GATEWAY,
     ToolApprovalClosed: _GATEWAY,
+    UserInputStored: _GATEWAY,
 }
 """Shared event type -> the local actors that receive other replicas' copies."""
 

@@ -90,6 +90,7 @@ __all__ = [
     "TurnStateChanged",
     "UpdateRuntimeConfig",
     "Usage",
+    "UserInputStored",
 ]
 
 # -- LLM data shared by several actors -----------------------------------------------------------
@@ -465,6 +466,18 @@ class ReleaseTurn(Request[None]):
     type: Literal["release_turn"] = "release_turn"
     conversation_id: str
     turn_id: str
+
+
+class UserInputStored(Message):
+    """Event (GatewayActor, with ``cluster``): a turn's user input was stored, for the
+    gateways of the other replicas (their connections of the conversation show it as
+    ``user_message_stored``). Nobody subscribes to it in the replica that publishes it:
+    its gateway told its own other connections already (from the TurnStarted)."""
+
+    type: Literal["user_input_stored"] = "user_input_stored"
+    conversation_id: str
+    turn_id: str
+    messages: tuple[StoredMessage, ...]
 
 
 class AssistantDelta(Message):

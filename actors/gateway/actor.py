@@ -182,6 +182,7 @@ from actors.messages import (
     TurnFinished,
     TurnStarted,
     TurnStateChanged,
+    UserInputStored,
 )
 from actors.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from actors.metrics import PlatformMetrics, scrape_refusal
@@ -610,7 +611,8 @@ GatewayInbox = Annotated[
     | ToolApprovalRequested
     | ToolApprovalClosed
     | TurnStateChanged
-    | ToolsOffered,
+    | ToolsOffered
+    | UserInputStored,
     Field(discriminator="type"),
 ]
 """What the GatewayActor handles: the events its clients are shown, and the
@@ -842,6 +844,15 @@ class GatewayActor(Actor[GatewayInbox]):
                     del self._running[cid]
             case ToolsOffered(tools=tools):
                 self._tools = tools
+            case UserInputStored(conversation_id=cid, turn_id=turn_id, messages=stored):
+                # Another replica's turn (not subscribed: see the message's note).
+                stored_frame = UserMessageStoredFrame(
+                    conversation_id=cid,
+                    turn_id=turn_id,
+                    messages=[_history_message(m) for m in stored],
+                )
+                for conn in self._by_conversation.get(cid, ()):
+                    conn.send_frame(stored_frame)
             case _:
                 assert_never(message)
 
@@ -1586,6 +1597,14 @@ class GatewayActor(Actor[GatewayInbox]):
         if conn.original is not None and frame.request_id is not None:
             conn.original.turn_started(frame.request_id, started.turn_id)
         self._announce_user_input(conn, conversation_id, started)
+        if self.snapshot.config.cluster is not None and started.user_input:
+            await self.publish(
+                UserInputStored(
+                    conversation_id=conversation_id,
+                    turn_id=started.turn_id,
+                    messages=started.user_input,
+                )
+            )
 
     def _announce_user_input(
         self, conn: _Connection, conversation_id: str, started: TurnStarted

@@ -9,8 +9,9 @@ scripted reply). Proved here:
 
 - a conversation started on one replica continues on another, and a tab on a third sees
   the turn live (thinking, deltas, the final answer);
-- a tab on replica B stops a turn running on replica A, and approves its tool call (the
-  call runs on A, B and A see the cards);
+- a tab on replica B stops a turn running on replica A, approves its tool call (the
+  call runs on A, B and A see the cards) and answers its elicitation; B's tab is shown
+  the user input A's tab sent (``user_message_stored``);
 - two replicas racing to send into one conversation: exactly one turn runs, the other
   send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
 """
@@ -254,6 +255,61 @@ async def test_a_tab_on_another_replica_approves_the_tool_call(
     assert tool_result[0]["content"] == "cross-replica"
 
 
+async def test_a_tab_on_another_replica_answers_the_elicitation_and_sees_the_user_input(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    start, clients = cluster
+    r0, r1 = await start(2, {"demo": DEMO})
+    asker, info = await _connect(r0, clients)
+    answerer, _ = await _connect(r1, clients, info["conversation_id"])
+    book = ToolCall("demo__book_table", '{"day": "Friday"}', id="book")
+    llm.script(Reply.tool_calls([book]), Reply.text("Booked."))
+    await asker.send({"type": "user_message", "message": "book a table"})
+
+    stored = await answerer.expect("user_message_stored", timeout=20)
+    assert [(m["role"], m["content"]) for m in stored["messages"]] == [("user", "book a table")]
+    request_id = (await answerer.expect("elicitation_request", timeout=20))["request_id"]
+    assert (await asker.expect("elicitation_request"))["request_id"] == request_id
+    await answerer.send(
+        {
+            "type": "elicitation_response",
+            "request_id": request_id,
+            "action": "accept",
+            "content": {"name": "Ada"},
+        }
+    )
+    closed = await asker.expect("elicitation_closed", timeout=20)
+    assert (closed["action"], closed["reason"]) == ("accept", "answered in another window")
+    assert (await answerer.expect("elicitation_closed"))["reason"] == "answered"
+    for tab in (asker, answerer):
+        assert (await tab.expect("assistant_message", timeout=20))["message"] == "Booked."
+    assert not [f for f in answerer.frames if f["type"] == "error"]
+    tool = [m for m in llm.requests[-1].json["messages"] if m["role"] == "tool"]
+    assert tool[-1]["content"] == "Booked a table for 2 on Friday under Ada."
+    # The sender is not shown its own input again.
+    assert not [f for f in asker.frames if f["type"] == "user_message_stored"]
+    assert r0.process.find("tools.call", lambda e: e["call_id"] == "book")
+    assert not r1.process.find("tools.call", lambda e: e["call_id"] == "book")
+
+
+async def _outcome(
+    client: ChatClient, request_id: str, outcomes: dict[str, str], lost: asyncio.Event
+) -> None:
+    """Read ``client`` until its send ``request_id`` was answered or refused."""
+    while True:
+        frame = await client.recv(timeout=20)
+        if frame.get("request_id") != request_id:
+            continue
+        if frame["type"] == "error":
+            assert frame["error_code"] == "TURN_IN_PROGRESS"
+            outcomes[request_id] = "busy"
+            lost.set()
+            return
+        if frame["type"] == "assistant_message":
+            outcomes[request_id] = "answered"
+            return
+
+
 async def test_two_replicas_racing_into_one_conversation_run_one_turn(
     cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, postgres_dsn: str
 ) -> None:
@@ -272,29 +328,13 @@ async def test_two_replicas_racing_into_one_conversation_run_one_turn(
         )
         outcomes: dict[str, str] = {}
         lost = asyncio.Event()
-
-        async def outcome(client: ChatClient, name: str) -> None:
-            while True:
-                frame = await client.recv(timeout=20)
-                if frame["type"] == "error" and frame.get("request_id") == f"{name}{round_}":
-                    assert frame["error_code"] == "TURN_IN_PROGRESS"
-                    outcomes[name] = "busy"
-                    lost.set()
-                    return
-                if frame["type"] == "assistant_delta":
-                    outcomes.setdefault(name, "streaming")
-                if (
-                    frame["type"] == "assistant_message"
-                    and frame.get("request_id") == f"{name}{round_}"
-                ):
-                    outcomes[name] = "answered"
-                    return
-
-        busy_first = asyncio.gather(outcome(a, "a"), outcome(b, "b"))
+        both = asyncio.gather(
+            _outcome(a, f"a{round_}", outcomes, lost), _outcome(b, f"b{round_}", outcomes, lost)
+        )
         # The loser's error comes while the winner's turn is held at the gate.
         await asyncio.wait_for(lost.wait(), 20)
         gate.open()
-        await busy_first
+        await both
         assert sorted(outcomes.values()) == ["answered", "busy"], outcomes
     users = pg.query(
         postgres_dsn,
