@@ -1,0 +1,138 @@
+"""Turn leases in PostgreSQL (``actors/persistence/postgres.py``, ``cluster``): one turn
+per conversation across replicas sharing the database, timed by the database's clock.
+
+Against the tests' real PostgreSQL (a fresh schema per test), with two repositories as
+two replicas ("a", "b") would hold them. Proved here:
+
+- a claim holds the conversation: another replica's claim is refused (naming the turn
+  holding it) until the lease is released or expires; a renewed lease does not expire;
+  concurrent claims from both replicas: exactly one wins;
+- a start (``open``) marks ``streaming`` answers ``incomplete`` only where no live lease
+  is held (another replica streams those right now), and drops the starting replica's
+  own leases of a previous run first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from actors.errors import SessionNotFound
+from actors.messages import AppendMessage
+from actors.persistence.postgres import PostgresRepository
+from tests import postgres as pg
+
+
+async def _repository(dsn: str, holder: str) -> PostgresRepository:
+    repository = PostgresRepository(dsn, lease_holder=holder)
+    await repository.open(time.time())
+    return repository
+
+
+@pytest.fixture
+async def replicas(
+    postgres_dsn: str,
+) -> AsyncIterator[tuple[PostgresRepository, PostgresRepository]]:
+    a = await _repository(postgres_dsn, "a")
+    b = await _repository(postgres_dsn, "b")
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _conversation(repository: PostgresRepository, cid: str) -> None:
+    await repository.create_conversation(cid, "local", time.time())
+
+
+async def test_a_claim_holds_the_conversation_until_released_or_expired(
+    replicas: tuple[PostgresRepository, PostgresRepository],
+) -> None:
+    a, b = replicas
+    await _conversation(a, "c-1")
+    assert await a.claim_turn("c-1", "t-a1", 30) is None
+    assert await b.claim_turn("c-1", "t-b1", 30) == "t-a1"
+    assert await a.claim_turn("c-1", "t-a2", 30) == "t-a1"  # also a second turn of a's
+    await a.release_turn("c-1", "t-a1")
+    assert await b.claim_turn("c-1", "t-b1", 30) is None
+    # A release of a turn that no longer holds it changes nothing.
+    await a.release_turn("c-1", "t-a1")
+    assert await a.claim_turn("c-1", "t-a3", 30) == "t-b1"
+
+    # Expiry: a lease of 0.3 s (database clock) is taken over after it passed ...
+    await _conversation(a, "c-2")
+    assert await a.claim_turn("c-2", "t-short", 0.3) is None
+    assert await b.claim_turn("c-2", "t-b2", 30) == "t-short"
+    await asyncio.sleep(0.4)  # the lease's own duration is the subject here
+    assert await b.claim_turn("c-2", "t-b2", 30) is None
+    # ... unless renewed by its holder (only its holder's turns are renewed).
+    await _conversation(a, "c-3")
+    assert await a.claim_turn("c-3", "t-renewed", 0.3) is None
+    assert await b.renew_turns(["t-renewed"], 30) == 0
+    assert await a.renew_turns(["t-renewed", "t-gone"], 30) == 1
+    await asyncio.sleep(0.4)
+    assert await b.claim_turn("c-3", "t-b3", 30) == "t-renewed"
+
+    with pytest.raises(SessionNotFound):
+        await a.claim_turn("no-such-conversation", "t-x", 30)
+
+
+async def test_concurrent_claims_let_exactly_one_win(
+    replicas: tuple[PostgresRepository, PostgresRepository],
+) -> None:
+    a, b = replicas
+    for n in range(20):
+        cid = f"race-{n}"
+        await _conversation(a, cid)
+        results = await asyncio.gather(
+            a.claim_turn(cid, f"a-{n}", 30), b.claim_turn(cid, f"b-{n}", 30)
+        )
+        assert sorted(r is None for r in results) == [False, True], results
+        winner = f"a-{n}" if results[0] is None else f"b-{n}"
+        assert [r for r in results if r is not None] == [winner]
+
+
+async def test_a_start_spares_the_answers_other_replicas_stream(postgres_dsn: str) -> None:
+    a = await _repository(postgres_dsn, "a")
+    b = await _repository(postgres_dsn, "b")
+    try:
+        now = time.time()
+        for cid in ("live-b", "dead", "old-a"):
+            await _conversation(a, cid)
+            await a.insert_message(
+                AppendMessage(conversation_id=cid, role="user", content="q"), now
+            )
+            await a.insert_message(
+                AppendMessage(
+                    conversation_id=cid,
+                    role="assistant",
+                    content="partial",
+                    status="streaming",
+                    turn_id=f"t-{cid}",
+                ),
+                now,
+            )
+        assert await b.claim_turn("live-b", "t-live-b", 30) is None  # b streams it now
+        assert await a.claim_turn("old-a", "t-old-a", 30) is None  # a's previous run's
+    finally:
+        await a.close()
+    # "a" starts again: its own old lease goes, and with it the answer; b's stays live.
+    again = await _repository(postgres_dsn, "a")
+    try:
+        statuses = dict(
+            pg.query(
+                postgres_dsn,
+                "SELECT conversation_id, status FROM messages WHERE role = 'assistant'",
+            )
+        )
+        assert statuses == {"live-b": "streaming", "dead": "incomplete", "old-a": "incomplete"}
+        assert pg.query(postgres_dsn, "SELECT conversation_id, holder FROM turn_leases") == [
+            ("live-b", "b")
+        ]
+    finally:
+        await again.close()
+        await b.close()
