@@ -154,10 +154,15 @@ def _backup_or_restore(command: str, path: Path, config_dir: str | None) -> int:
     except ConfigError as exc:
         print(f"mcp-platform {command}: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 1
-    if snapshot.config.chat.storage.type == "memory":
+    storage = snapshot.config.chat.storage.type
+    if storage in ("memory", "postgres"):
+        why = (
+            "there is no database file"
+            if storage == "memory"
+            else "back PostgreSQL up with its own tools (pg_dump, or the server's backups)"
+        )
         print(  # noqa: T201 - CLI output
-            f"mcp-platform {command}: chat.storage.type is memory: there is no database file",
-            file=sys.stderr,
+            f"mcp-platform {command}: chat.storage.type is {storage}: {why}", file=sys.stderr
         )
         return 1
     database = snapshot.db_path

@@ -299,9 +299,10 @@ async def run_platform(
 
 def _lock_database(snapshot: ConfigSnapshot) -> DatabaseLock | Literal[False] | None:
     """Hold the database's shared lock while the platform runs (``actors/backup.py``:
-    ``mcp-platform restore`` refuses to run under it). ``None``: no database file (storage
-    type ``memory``); ``False`` (logged): a restore holds it, the platform must not start."""
-    if snapshot.config.chat.storage.type == "memory":
+    ``mcp-platform restore`` refuses to run under it). ``None``: no SQLite file (storage
+    type ``memory`` or ``postgres``: backup and restore are SQLite's); ``False`` (logged):
+    a restore holds it, the platform must not start."""
+    if snapshot.config.chat.storage.type in ("memory", "postgres"):
         return None
     lock = DatabaseLock(snapshot.db_path, exclusive=False)
     if lock.acquire():

@@ -145,3 +145,18 @@ async def test_missing_files_are_clear_errors(tmp_path: Path, command: str) -> N
     code, _, err = await _cli(config_dir, command, str(tmp_path / "nothing.db"))
     assert code == 1
     assert f"mcp-platform {command}: no " in err
+
+
+@pytest.mark.parametrize("storage", ["memory", "postgres"])
+async def test_a_backup_of_storage_without_a_sqlite_file_is_refused_saying_why(
+    tmp_path: Path, storage: str
+) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "servers_config.json").write_text('{"mcpServers": {}}')
+    (config_dir / "runtime_config.yaml").write_text(f"chat:\n  storage:\n    type: {storage}\n")
+    code, _, err = await _cli(config_dir, "backup", str(tmp_path / "copy.db"))
+    assert code == 1
+    assert f"chat.storage.type is {storage}" in err
+    assert ("pg_dump" in err) == (storage == "postgres")
+    assert not (tmp_path / "copy.db").exists()
