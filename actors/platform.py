@@ -34,6 +34,7 @@ from actors.logs import LogActor, collect_secrets, configure_logging, set_secret
 from actors.metrics import MetricsActor, PlatformMetrics
 from actors.orchestrator.actor import OrchestratorActor
 from actors.persistence.actor import PersistenceActor
+from actors.readiness import BrokerSource
 from actors.tools.servers import ChildControl, ServersActor
 from actors.tracing import TracingActor, build_tracer_provider, tracing_wanted
 from bus.bus import Bus
@@ -78,6 +79,7 @@ def build_children(
     metrics: PlatformMetrics | None = None,
     tracer: TracerProvider | None = None,
     replica: str | None = None,
+    broker: BrokerSource | None = None,
 ) -> list[ChildSpec]:
     """The supervision tree, in start (dependency) order: each actor may ask those before
     it during its ``on_start``; shutdown runs backwards (the gateway stops intake first).
@@ -85,7 +87,8 @@ def build_children(
     The operators' actors (``metrics``, ``tracing``) start right after the logs, before
     any actor whose events they count, and stop after all of them.
 
-    ``replica``: this replica's id (``cluster``), the holder of its turns' leases."""
+    ``replica``: this replica's id (``cluster``), the holder of its turns' leases;
+    ``broker``: the broker's state for ``/readyz``."""
     operators: list[ChildSpec] = []
     if metrics is not None:
         operators.append(ChildSpec("metrics", lambda: MetricsActor(metrics), kind="core"))
@@ -102,7 +105,7 @@ def build_children(
         ),
         ChildSpec("llm", lambda: LLMActor(environ=environ), kind="core"),
         ChildSpec("orchestrator", OrchestratorActor, kind="core"),
-        ChildSpec("gateway", lambda: GatewayActor(health, environ, metrics), kind="core"),
+        ChildSpec("gateway", lambda: GatewayActor(health, environ, metrics, broker), kind="core"),
         # Last: the ToolActors it starts publish their states to the actors above.
         ChildSpec("servers", lambda: ServersActor(control, environ), kind="core"),
     ]
@@ -253,6 +256,7 @@ async def run_platform(
         metrics=metrics,
         tracer=tracer,
         replica=replica,
+        broker=None if bridge is None else bridge.state,
     )
     supervisor = Supervisor(bus, children, shutdown_grace=SHUTDOWN_GRACE_SECONDS)
     main_task = asyncio.current_task()

@@ -216,6 +216,16 @@ class NatsBridge:
         self.connected = False
         self._on_state("closed")
 
+    def state(self) -> dict[str, object]:
+        """For ``/readyz``: connected now, where, as which replica."""
+        return {
+            "ok": self.connected,
+            "configured": True,
+            "url": self.description,
+            "prefix": self.prefix,
+            "replica": self.replica,
+        }
+
     # -- events -----------------------------------------------------------------------------
 
     async def forward(self, message: BaseModel) -> None:

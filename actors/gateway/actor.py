@@ -186,7 +186,7 @@ from actors.messages import (
 )
 from actors.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from actors.metrics import PlatformMetrics, scrape_refusal
-from actors.readiness import check_readiness
+from actors.readiness import BrokerSource, check_readiness
 from bus.actor import Actor
 from bus.errors import (
     BusError,
@@ -649,9 +649,11 @@ class GatewayActor(Actor[GatewayInbox]):
         health: HealthSource,
         environ: Mapping[str, str] = os.environ,
         metrics: PlatformMetrics | None = None,
+        broker: BrokerSource | None = None,
     ) -> None:
         super().__init__()
         self._health = health
+        self._broker = broker
         self._metrics = metrics
         """What ``/metrics`` renders (``None``: no metrics in this process, 404)."""
         self._environ = environ
@@ -1058,7 +1060,7 @@ class GatewayActor(Actor[GatewayInbox]):
         async def ask(message: BusRequest[Any], timeout: float) -> Any:
             return await self.request(message, timeout=timeout)
 
-        ready, body = await check_readiness(ask, self.snapshot, self._servers)
+        ready, body = await check_readiness(ask, self.snapshot, self._servers, self._broker)
         if not ready:
             self.log.warning(
                 "gateway.not_ready",

@@ -7,6 +7,7 @@ and NATS servers, WebSocket clients, the demo MCP server (each replica runs its 
 LLM is the scripted one, shared by the replicas (whichever replica asks gets the next
 scripted reply). Proved here:
 
+- each replica's ``/readyz`` reports its broker connection;
 - a conversation started on one replica continues on another, and a tab on a third sees
   the turn live (thinking, deltas, the final answer);
 - a tab on replica B stops a turn running on replica A, approves its tool call (the
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -113,10 +115,25 @@ def _deltas(frames: list[dict[str, Any]], kind: str = "assistant_delta") -> str:
 
 
 async def test_a_conversation_continues_on_another_replica_and_a_third_sees_it_live(
-    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, postgres_dsn: str
+    cluster: tuple[StartReplicas, list[ChatClient]],
+    llm: ScriptedLLM,
+    postgres_dsn: str,
+    nats_server: str,
+    nats_prefix: str,
 ) -> None:
     start, clients = cluster
     r0, r1, r2 = await start(3)
+    async with httpx.AsyncClient() as http:
+        for i, replica in enumerate((r0, r1, r2)):
+            ready = await http.get(f"{replica.http_url}/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"]["broker"] == {
+                "ok": True,
+                "configured": True,
+                "url": nats_server,
+                "prefix": nats_prefix,
+                "replica": f"r{i}",
+            }
     first, info = await _connect(r0, clients)
     conversation_id = info["conversation_id"]
     llm.script(Reply.text("Hello from one replica.", chunks=3))
