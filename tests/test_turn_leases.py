@@ -7,6 +7,9 @@ two replicas ("a", "b") would hold them. Proved here:
 - a claim holds the conversation: another replica's claim is refused (naming the turn
   holding it) until the lease is released or expires; a renewed lease does not expire;
   concurrent claims from both replicas: exactly one wins;
+- a dead replica's turn: once its lease expired, the answer it left ``streaming`` is
+  stored ``incomplete`` with its text, by the next claim of the conversation or by any
+  replica's periodic sweep (``expire_leases``);
 - a start (``open``) marks ``streaming`` answers ``incomplete`` only where no live lease
   is held (another replica streams those right now), and drops the starting replica's
   own leases of a previous run first.
@@ -96,6 +99,54 @@ async def test_concurrent_claims_let_exactly_one_win(
         assert [r for r in results if r is not None] == [winner]
 
 
+async def _streaming_answer(repository: PostgresRepository, cid: str, text: str) -> None:
+    await repository.insert_message(
+        AppendMessage(
+            conversation_id=cid,
+            role="assistant",
+            content=text,
+            status="streaming",
+            turn_id=f"t-{cid}",
+        ),
+        time.time(),
+    )
+
+
+async def test_a_dead_replicas_answer_ends_incomplete_when_its_lease_expired(
+    replicas: tuple[PostgresRepository, PostgresRepository], postgres_dsn: str
+) -> None:
+    a, b = replicas
+    for cid in ("claimed-again", "swept", "alive"):
+        await _conversation(a, cid)
+    # "a" runs three turns and dies: two leases of 0.3 s run out, one of 30 s does not.
+    assert await a.claim_turn("claimed-again", "t-1", 0.3) is None
+    assert await a.claim_turn("swept", "t-2", 0.3) is None
+    assert await a.claim_turn("alive", "t-3", 30) is None
+    for cid in ("claimed-again", "swept", "alive"):
+        await _streaming_answer(a, cid, f"text of {cid}")
+    await asyncio.sleep(0.4)  # the leases' own duration is the subject here
+
+    # b claims one of them: the dead answer is ended in the same transaction.
+    assert await b.claim_turn("claimed-again", "t-b", 30) is None
+    # b's sweep ends the other expired one, and leaves the live one (and b's own) alone.
+    expired, marked = await b.expire_leases(time.time())
+    assert (expired, marked) == (["swept"], 1)
+    assert await b.expire_leases(time.time()) == ([], 0)
+    rows = {
+        cid: (content, status)
+        for cid, content, status in pg.query(
+            postgres_dsn, "SELECT conversation_id, content, status FROM messages"
+        )
+    }
+    assert rows == {
+        "claimed-again": ("text of claimed-again", "incomplete"),
+        "swept": ("text of swept", "incomplete"),
+        "alive": ("text of alive", "streaming"),
+    }
+    leases = pg.query(postgres_dsn, "SELECT conversation_id, holder FROM turn_leases ORDER BY 1")
+    assert leases == [("alive", "a"), ("claimed-again", "b")]
+
+
 async def test_a_start_spares_the_answers_other_replicas_stream(postgres_dsn: str) -> None:
     a = await _repository(postgres_dsn, "a")
     b = await _repository(postgres_dsn, "b")
@@ -103,6 +154,10 @@ async def test_a_start_spares_the_answers_other_replicas_stream(postgres_dsn: st
         now = time.time()
         for cid in ("live-b", "dead", "old-a"):
             await _conversation(a, cid)
+        # Claimed first, as a turn does before it stores anything.
+        assert await b.claim_turn("live-b", "t-live-b", 30) is None  # b streams it now
+        assert await a.claim_turn("old-a", "t-old-a", 30) is None  # a's previous run's
+        for cid in ("live-b", "dead", "old-a"):
             await a.insert_message(
                 AppendMessage(conversation_id=cid, role="user", content="q"), now
             )
@@ -116,8 +171,6 @@ async def test_a_start_spares_the_answers_other_replicas_stream(postgres_dsn: st
                 ),
                 now,
             )
-        assert await b.claim_turn("live-b", "t-live-b", 30) is None  # b streams it now
-        assert await a.claim_turn("old-a", "t-old-a", 30) is None  # a's previous run's
     finally:
         await a.close()
     # "a" starts again: its own old lease goes, and with it the answer; b's stays live.

@@ -951,7 +951,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
 
     async def _claim_turn(self, conversation_id: str, turn_id: str) -> None:
         store = self._lease_store
-        holding = await store.claim_turn(conversation_id, turn_id, self._lease_seconds)
+        holding = await store.claim_turn(
+            conversation_id, turn_id, self._lease_seconds, self._clock()
+        )
         if holding is not None:
             raise TurnInProgress(
                 f"a turn ({holding}) is already running in conversation {conversation_id} "
@@ -960,16 +962,23 @@ class PersistenceActor(Actor[PersistenceInbox]):
         self._leases[conversation_id] = turn_id
 
     async def _renew_leases(self) -> None:
-        if not self._leases:
-            return
-        turns = list(self._leases.values())
+        """Extend this replica's leases, then end the turns whose lease expired (any
+        replica's: one that died): their answers are stored ``incomplete``."""
+        store = self._lease_store
         try:
-            held = await self._lease_store.renew_turns(turns, self._lease_seconds)
+            if self._leases:
+                turns = list(self._leases.values())
+                held = await store.renew_turns(turns, self._lease_seconds)
+                if held < len(turns):
+                    self.log.warning("persistence.leases_lost", turns=len(turns), held=held)
+            expired, marked = await store.expire_leases(self._clock())
         except (StorageFull, StorageUnavailable) as exc:
-            self.log.warning("persistence.lease_renewal_failed", turns=len(turns), error=str(exc))
+            self.log.warning("persistence.lease_renewal_failed", error=str(exc))
             return
-        if held < len(turns):
-            self.log.warning("persistence.leases_lost", turns=len(turns), held=held)
+        if expired:
+            self.log.warning(
+                "persistence.leases_expired", conversations=expired, answers_ended=marked
+            )
 
     async def _lease_loop(self, seconds: float) -> None:
         """Child task: ask the actor to renew its turns' leases every ``seconds``."""

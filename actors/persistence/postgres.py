@@ -34,6 +34,7 @@ half-written. The DSN holds a password: it is never logged nor put in an error m
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -195,6 +196,14 @@ _RENEW_LEASES = (
     "WHERE holder = $1 AND turn_id = ANY($2::text[])"
 )
 _RELEASE_TURN = "DELETE FROM turn_leases WHERE conversation_id = $1 AND turn_id = $2"
+_END_DEAD_ANSWERS = (
+    "UPDATE messages SET status = 'incomplete', updated_at = $2 "
+    "WHERE conversation_id = ANY($1::text[]) AND status = 'streaming'"
+)
+_EXPIRE_LEASES = (
+    "DELETE FROM turn_leases WHERE expires_at < extract(epoch from clock_timestamp()) "
+    "RETURNING conversation_id"
+)
 _INSERT_CONVERSATION = (
     "INSERT INTO conversations (id, owner, saved, created_at, updated_at) "
     "VALUES ($1, $2, 0, $3, $3)"
@@ -624,8 +633,12 @@ class PostgresRepository:
 
     # -- turn leases (cluster) --------------------------------------------------------------
 
-    async def claim_turn(self, conversation_id: str, turn_id: str, seconds: float) -> str | None:
-        """Take the conversation's turn lease for ``seconds`` (database clock).
+    async def claim_turn(
+        self, conversation_id: str, turn_id: str, seconds: float, now: float | None = None
+    ) -> str | None:
+        """Take the conversation's turn lease for ``seconds`` (database clock); an answer
+        still ``streaming`` in the conversation is then a dead turn's: it becomes
+        ``incomplete`` (``updated_at`` = ``now``, default the current time).
 
         Returns:
             ``None`` when taken; else the turn id holding an unexpired lease.
@@ -634,9 +647,13 @@ class PostgresRepository:
             SessionNotFound: No such conversation.
         """
         holder = self._holder()
-        async with self._connection("claim the turn", conversation_id) as db:
+        now = time.time() if now is None else now
+        async with self._write("claim the turn", conversation_id) as db:
             taken = await db.fetchval(_CLAIM_TURN, conversation_id, turn_id, holder, seconds)
             if taken is not None:
+                # No live turn runs here now: an answer left streaming is a dead one's
+                # (a replica that died mid-answer), stored with the text it reached.
+                await db.execute(_END_DEAD_ANSWERS, [conversation_id], now)
                 return None
             row = await db.fetchrow(_LEASE_HOLDER, conversation_id)
         return "unknown" if row is None else str(row["turn_id"])
@@ -647,6 +664,23 @@ class PostgresRepository:
             return _rowcount(
                 await db.execute(_RENEW_LEASES, self._holder(), list(turn_ids), seconds)
             )
+
+    async def expire_leases(self, now: float) -> tuple[list[str], int]:
+        """Drop every expired lease (any holder's: a replica that died) and mark its
+        conversation's ``streaming`` answers ``incomplete``.
+
+        Returns:
+            The conversations whose lease expired, and how many answers were marked.
+        """
+        async with self._write("expire the turn leases") as db:
+            rows = await db.fetch(_EXPIRE_LEASES)
+            conversations = [str(row["conversation_id"]) for row in rows]
+            marked = (
+                _rowcount(await db.execute(_END_DEAD_ANSWERS, conversations, now))
+                if conversations
+                else 0
+            )
+        return conversations, marked
 
     async def release_turn(self, conversation_id: str, turn_id: str) -> None:
         """Give the turn's lease up (nothing if it is gone)."""
