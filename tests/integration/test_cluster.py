@@ -13,6 +13,9 @@ scripted reply). Proved here:
 - a tab on replica B stops a turn running on replica A, approves its tool call (the
   call runs on A, B and A see the cards) and answers its elicitation; B's tab is shown
   the user input A's tab sent (``user_message_stored``);
+- a replica killed (SIGKILL) mid-answer: once its lease expired, another replica stores
+  the answer ``incomplete`` with the text persisted so far, and the conversation goes on
+  from there;
 - two replicas racing to send into one conversation: exactly one turn runs, the other
   send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
 """
@@ -20,6 +23,7 @@ scripted reply). Proved here:
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -30,7 +34,7 @@ import orjson
 import pytest
 
 from tests import postgres as pg
-from tests.integration.chat import ChatClient, ChatPlatform
+from tests.integration.chat import ChatClient, ChatPlatform, _merge
 from tests.integration.conftest import PlatformProcess
 from tests.scripted_llm import Content, Finish, Gate, Reasoning, Reply, ScriptedLLM, ToolCall
 
@@ -55,7 +59,9 @@ async def cluster(
     the clients a test opens go in the list and are closed at the end."""
     clients: list[ChatClient] = []
 
-    async def start(n: int, servers: dict[str, Any] | None = None) -> list[ChatPlatform]:
+    async def start(
+        n: int, servers: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+    ) -> list[ChatPlatform]:
         replicas = []
         for i in range(n):
             process = platform_factory(tmp_path / f"r{i}")
@@ -71,20 +77,23 @@ async def cluster(
         await asyncio.gather(
             *(
                 platform.start(
-                    {
-                        "chat": {
-                            "storage": {
-                                "type": "postgres",
-                                "postgres": {"dsn_env": "CHAT_DB_DSN"},
-                            }
+                    _merge(
+                        {
+                            "chat": {
+                                "storage": {
+                                    "type": "postgres",
+                                    "postgres": {"dsn_env": "CHAT_DB_DSN"},
+                                }
+                            },
+                            "cluster": {
+                                "url": nats_server,
+                                "subject_prefix": nats_prefix,
+                                "replica_id": f"r{i}",
+                            },
+                            "mcp": {"approval": {"timeout": 20}},
                         },
-                        "cluster": {
-                            "url": nats_server,
-                            "subject_prefix": nats_prefix,
-                            "replica_id": f"r{i}",
-                        },
-                        "mcp": {"approval": {"timeout": 20}},
-                    }
+                        extra or {},
+                    )
                 )
                 for i, platform in enumerate(replicas)
             )
@@ -361,3 +370,49 @@ async def test_two_replicas_racing_into_one_conversation_run_one_turn(
     assert users == [(5,)]
     assert len(llm.requests) == 5
     assert pg.query(postgres_dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+
+
+async def test_a_killed_replicas_answer_ends_incomplete_and_the_conversation_goes_on(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, postgres_dsn: str
+) -> None:
+    start, clients = cluster
+    r0, r1 = await start(
+        2,
+        extra={
+            "cluster": {"lease_seconds": 2},
+            "logging": {"level": "DEBUG"},  # persistence.flushed
+            "chat": {"service": {"streaming": {"persistence": {"interval_ms": 50}}}},
+        },
+    )
+    sender, info = await _connect(r0, clients)
+    conversation_id = info["conversation_id"]
+    watcher, _ = await _connect(r1, clients, conversation_id)
+    llm.script(Reply.stream(Content("half an "), Content("answer"), Gate(), Finish("stop")))
+    await sender.send({"type": "user_message", "message": "tell me"})
+    seen = ""
+    while seen != "half an answer":
+        seen += (await watcher.expect("assistant_delta"))["content"]
+    await r0.process.wait_for(
+        "persistence.flushed", lambda e: e["total_chars"] == len("half an answer"), timeout=10
+    )
+    r0.process.signal(signal.SIGKILL)
+    assert await r0.process.wait_exit() == -signal.SIGKILL
+
+    expired = await r1.process.wait_for("persistence.leases_expired", timeout=15)
+    assert (expired["conversations"], expired["answers_ended"]) == ([conversation_id], 1)
+    rows = pg.query(
+        postgres_dsn,
+        "SELECT role, content, status FROM messages WHERE conversation_id = ? ORDER BY id",
+        (conversation_id,),
+    )
+    assert rows == [("user", "tell me", "complete"), ("assistant", "half an answer", "incomplete")]
+
+    llm.script(Reply.text("Carrying on."))
+    frames = await watcher.turn("still there?")
+    assert [f["message"] for f in frames if f["type"] == "assistant_message"] == ["Carrying on."]
+    history = [(m["role"], m["content"]) for m in llm.requests[-1].json["messages"][1:]]
+    assert history == [
+        ("user", "tell me"),
+        ("assistant", "half an answer"),
+        ("user", "still there?"),
+    ]
