@@ -4,7 +4,8 @@ Design note: the bus's bridge (``bus/bridge.py``, ``bus/nats_bridge.py``) is dom
 this module is the platform's side of it, used by the wiring (``actors/platform.py``):
 
 * :data:`SHARED_EVENTS`: the events that concern a conversation's turn, and which local
-  actors receive the copies other replicas publish: the gateway only. Its tabs see a turn
+  actors receive the copies other replicas publish: the gateway only (and the config
+  actor for ``RuntimeConfigUpdated``). Its tabs see a turn
   of another replica as they see one started by another tab of their own replica. The
   persistence actor (deltas), the metrics and tracing actors see their own replica's
   turns only: each turn is stored, counted and traced once, where it runs.
@@ -14,7 +15,9 @@ this module is the platform's side of it, used by the wiring (``actors/platform.
 * :class:`ChatErrorCodec`: a handler's :class:`~actors.errors.ChatError` crosses as its
   class name, message and ``retryable``, so the requester's client gets the same code.
 
-The configuration stays per replica (files, ``ConfigChanged``): not shared here.
+The configuration files stay per replica; a change made through the platform (the
+``set_config`` tool: ``RuntimeConfigUpdated``) is applied by every replica's ConfigActor
+to its own runtime file.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from actors.messages import (
     CancelTurn,
     ElicitationClosed,
     ElicitationRequested,
+    RuntimeConfigUpdated,
     ToolApprovalClosed,
     ToolApprovalRequested,
     ToolExecutionEvent,
@@ -60,6 +64,7 @@ SHARED_EVENTS: dict[type[BaseModel], tuple[str, ...]] = {
     ToolApprovalRequested: _GATEWAY,
     ToolApprovalClosed: _GATEWAY,
     UserInputStored: _GATEWAY,
+    RuntimeConfigUpdated: ("config",),
 }
 """Shared event type -> the local actors that receive other replicas' copies."""
 

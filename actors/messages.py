@@ -65,6 +65,7 @@ __all__ = [
     "ReloadRuntimeConfig",
     "ResourceSpec",
     "ResourceText",
+    "RuntimeConfigUpdated",
     "SaveRuntimeConfig",
     "SaveSession",
     "ServerStateChanged",
@@ -184,6 +185,18 @@ class UpdateRuntimeConfig(Request[ConfigSnapshot]):
     type: Literal["update_runtime_config"] = "update_runtime_config"
     changes: dict[str, Any]
     """Dotted key path (``llm.providers.openrouter.temperature``) → new value."""
+
+
+class RuntimeConfigUpdated(Message):
+    """Event (ConfigActor): an :class:`UpdateRuntimeConfig` (the ``set_config`` tool) was
+    applied. With ``cluster``, the other replicas' ConfigActors apply the same changes to
+    their own runtime file, so a change made through the platform reaches every replica
+    (edits of the files themselves stay per replica). Nobody subscribes to it in the
+    replica that publishes it."""
+
+    type: Literal["runtime_config_updated"] = "runtime_config_updated"
+    changes: dict[str, Any]
+    """Dotted key path → new value, as in the UpdateRuntimeConfig."""
 
 
 # -- conversations (PersistenceActor) ------------------------------------------------------------

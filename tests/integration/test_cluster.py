@@ -16,6 +16,8 @@ scripted reply). Proved here:
 - a replica killed (SIGKILL) mid-answer: once its lease expired, another replica stores
   the answer ``incomplete`` with the text persisted so far, and the conversation goes on
   from there;
+- a change made through the platform (``set_config`` on one replica) reaches the others'
+  runtime files and configurations;
 - two replicas racing to send into one conversation: exactly one turn runs, the other
   send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
 """
@@ -32,6 +34,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import yaml
 
 from tests import postgres as pg
 from tests.integration.chat import ChatClient, ChatPlatform, _merge
@@ -416,3 +419,33 @@ async def test_a_killed_replicas_answer_ends_incomplete_and_the_conversation_goe
         ("assistant", "half an answer"),
         ("user", "still there?"),
     ]
+
+
+async def test_set_config_on_one_replica_reaches_the_others(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    start, clients = cluster
+    replicas = await start(3)
+    client, _ = await _connect(replicas[0], clients)
+    change = ToolCall(
+        "platform__set_config",
+        orjson.dumps({"key": "chat.service.max_tool_hops", "value": 3}).decode(),
+        id="set",
+    )
+    llm.script(Reply.tool_calls([change]), Reply.text("Set."))
+    await client.turn("fewer tool hops, please")
+    tool = [m for m in llm.requests[1].json["messages"] if m["role"] == "tool"]
+    assert "error" not in tool[0]["content"].lower(), tool[0]["content"]
+    for replica in replicas:
+        updated = await replica.process.wait_for(
+            "config.updated", lambda e: e["keys"] == ["chat.service.max_tool_hops"], timeout=10
+        )
+        assert updated.get("shared", False) is (replica is not replicas[0])
+        written = yaml.safe_load((replica.config_dir / "runtime_config.yaml").read_text())
+        assert written["chat"]["service"]["max_tool_hops"] == 3
+        # Applied, not only written: the replica's actors got the new configuration.
+        await replica.process.wait_for(
+            "config.reloaded",
+            lambda e: "chat.service.max_tool_hops" in e.get("changed_keys", []),
+            timeout=10,
+        )
