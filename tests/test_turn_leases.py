@@ -25,7 +25,7 @@ import pytest
 
 from actors.errors import SessionNotFound
 from actors.messages import AppendMessage
-from actors.persistence.postgres import PostgresRepository
+from actors.persistence.postgres import ExpiredTurn, PostgresRepository
 from tests import postgres as pg
 
 
@@ -129,9 +129,16 @@ async def test_a_dead_replicas_answer_ends_incomplete_when_its_lease_expired(
     # b claims one of them: the dead answer is ended in the same transaction.
     assert await b.claim_turn("claimed-again", "t-b", 30) is None
     # b's sweep ends the other expired one, and leaves the live one (and b's own) alone.
-    expired, marked = await b.expire_leases(time.time())
-    assert (expired, marked) == (["swept"], 1)
-    assert await b.expire_leases(time.time()) == ([], 0)
+    assert await b.expire_leases(time.time()) == [
+        ExpiredTurn(
+            conversation_id="swept",
+            turn_id="t-2",
+            content="text of swept",
+            thinking=None,
+            answer_ended=True,
+        )
+    ]
+    assert await b.expire_leases(time.time()) == []
     rows = {
         cid: (content, status)
         for cid, content, status in pg.query(

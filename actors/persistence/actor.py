@@ -93,6 +93,8 @@ from actors.messages import (
     StorageWritten,
     StoredMessage,
     StreamedText,
+    TurnFinished,
+    TurnStateChanged,
 )
 from actors.persistence.postgres import PostgresRepository
 from actors.persistence.repository import (
@@ -971,13 +973,40 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 held = await store.renew_turns(turns, self._lease_seconds)
                 if held < len(turns):
                     self.log.warning("persistence.leases_lost", turns=len(turns), held=held)
-            expired, marked = await store.expire_leases(self._clock())
+            expired = await store.expire_leases(self._clock())
         except (StorageFull, StorageUnavailable) as exc:
             self.log.warning("persistence.lease_renewal_failed", error=str(exc))
             return
-        if expired:
-            self.log.warning(
-                "persistence.leases_expired", conversations=expired, answers_ended=marked
+        if not expired:
+            return
+        self.log.warning(
+            "persistence.leases_expired",
+            conversations=[turn.conversation_id for turn in expired],
+            turns=[turn.turn_id for turn in expired],
+            answers_ended=sum(turn.answer_ended for turn in expired),
+        )
+        for turn in expired:
+            # The turn's end, as its orchestrator would have announced it: every tab of
+            # the conversation (on any replica) gets its answer as far as it was stored.
+            await self.publish(
+                TurnStateChanged(
+                    conversation_id=turn.conversation_id, turn_id=turn.turn_id, running=False
+                )
+            )
+            await self.publish(
+                TurnFinished(
+                    conversation_id=turn.conversation_id,
+                    turn_id=turn.turn_id,
+                    message=turn.content,
+                    thinking=turn.thinking,
+                    finish_reason="error",
+                    error_code=InternalError.error_code,
+                    error_message=(
+                        "the replica running this turn stopped answering; the answer is "
+                        "stored as far as it got (incomplete)"
+                    ),
+                    retryable=True,
+                )
             )
 
     async def _lease_loop(self, seconds: float) -> None:

@@ -37,6 +37,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
@@ -66,10 +67,23 @@ from actors.persistence.repository import (
     usage_json,
 )
 
+
+@dataclass(frozen=True, slots=True)
+class ExpiredTurn:
+    """A turn whose lease expired (its replica died): what its answer reached."""
+
+    conversation_id: str
+    turn_id: str
+    content: str
+    thinking: str | None
+    answer_ended: bool
+    """An answer row was ``streaming`` (now ``incomplete``); False: none was stored yet."""
+
+
 _Connection: TypeAlias = "PoolConnectionProxy[Record]"
 """A pooled connection, as ``Pool.acquire`` gives it (generic only in the stubs)."""
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresRepository", "describe_dsn"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "ExpiredTurn", "PostgresRepository", "describe_dsn"]
 
 # -- schema ---------------------------------------------------------------------------------
 
@@ -198,11 +212,12 @@ _RENEW_LEASES = (
 _RELEASE_TURN = "DELETE FROM turn_leases WHERE conversation_id = $1 AND turn_id = $2"
 _END_DEAD_ANSWERS = (
     "UPDATE messages SET status = 'incomplete', updated_at = $2 "
-    "WHERE conversation_id = ANY($1::text[]) AND status = 'streaming'"
+    "WHERE conversation_id = ANY($1::text[]) AND status = 'streaming' "
+    "RETURNING conversation_id, content, thinking"
 )
 _EXPIRE_LEASES = (
     "DELETE FROM turn_leases WHERE expires_at < extract(epoch from clock_timestamp()) "
-    "RETURNING conversation_id"
+    "RETURNING conversation_id, turn_id"
 )
 _INSERT_CONVERSATION = (
     "INSERT INTO conversations (id, owner, saved, created_at, updated_at) "
@@ -665,22 +680,35 @@ class PostgresRepository:
                 await db.execute(_RENEW_LEASES, self._holder(), list(turn_ids), seconds)
             )
 
-    async def expire_leases(self, now: float) -> tuple[list[str], int]:
+    async def expire_leases(self, now: float) -> list[ExpiredTurn]:
         """Drop every expired lease (any holder's: a replica that died) and mark its
-        conversation's ``streaming`` answers ``incomplete``.
+        conversation's ``streaming`` answer ``incomplete``.
 
         Returns:
-            The conversations whose lease expired, and how many answers were marked.
+            The turns whose lease expired, with the text their answer reached.
         """
         async with self._write("expire the turn leases") as db:
-            rows = await db.fetch(_EXPIRE_LEASES)
-            conversations = [str(row["conversation_id"]) for row in rows]
-            marked = (
-                _rowcount(await db.execute(_END_DEAD_ANSWERS, conversations, now))
-                if conversations
-                else 0
+            leases = await db.fetch(_EXPIRE_LEASES)
+            if not leases:
+                return []
+            conversations = [str(row["conversation_id"]) for row in leases]
+            answers = {
+                str(row["conversation_id"]): row
+                for row in await db.fetch(_END_DEAD_ANSWERS, conversations, now)
+            }
+        expired = []
+        for lease in leases:
+            answer = answers.get(str(lease["conversation_id"]))
+            expired.append(
+                ExpiredTurn(
+                    conversation_id=str(lease["conversation_id"]),
+                    turn_id=str(lease["turn_id"]),
+                    content=str(answer["content"]) if answer is not None else "",
+                    thinking=answer["thinking"] if answer is not None else None,
+                    answer_ended=answer is not None,
+                )
             )
-        return conversations, marked
+        return expired
 
     async def release_turn(self, conversation_id: str, turn_id: str) -> None:
         """Give the turn's lease up (nothing if it is gone)."""

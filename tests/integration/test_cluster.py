@@ -403,6 +403,12 @@ async def test_a_killed_replicas_answer_ends_incomplete_and_the_conversation_goe
 
     expired = await r1.process.wait_for("persistence.leases_expired", timeout=15)
     assert (expired["conversations"], expired["answers_ended"]) == ([conversation_id], 1)
+    # The tab on r1 is told the turn ended, with the answer as far as it was stored.
+    error = await watcher.expect("error", timeout=10)
+    assert (error["error_code"], error["retryable"]) == ("INTERNAL_ERROR", True)
+    assert "stopped answering" in error["error_message"]
+    ended = await watcher.expect("assistant_message")
+    assert (ended["message"], ended["finish_reason"]) == ("half an answer", "error")
     rows = pg.query(
         postgres_dsn,
         "SELECT role, content, status FROM messages WHERE conversation_id = ? ORDER BY id",
