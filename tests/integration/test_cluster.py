@@ -18,6 +18,8 @@ scripted reply). Proved here:
   from there;
 - a change made through the platform (``set_config`` on one replica) reaches the others'
   runtime files and configurations;
+- a NATS restart while a turn streams: the replicas reconnect, ``/readyz`` says the
+  broker is down meanwhile, and the tab on the other replica gets the rest of the turn;
 - two replicas racing to send into one conversation: exactly one turn runs, the other
   send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
 """
@@ -37,6 +39,7 @@ import pytest
 import yaml
 
 from tests import postgres as pg
+from tests.broker import ThrowawayNats
 from tests.integration.chat import ChatClient, ChatPlatform, _merge
 from tests.integration.conftest import PlatformProcess
 from tests.scripted_llm import Content, Finish, Gate, Reasoning, Reply, ScriptedLLM, ToolCall
@@ -63,7 +66,10 @@ async def cluster(
     clients: list[ChatClient] = []
 
     async def start(
-        n: int, servers: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+        n: int,
+        servers: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        url: str | None = None,
     ) -> list[ChatPlatform]:
         replicas = []
         for i in range(n):
@@ -89,7 +95,7 @@ async def cluster(
                                 }
                             },
                             "cluster": {
-                                "url": nats_server,
+                                "url": url or nats_server,
                                 "subject_prefix": nats_prefix,
                                 "replica_id": f"r{i}",
                             },
@@ -455,3 +461,47 @@ async def test_set_config_on_one_replica_reaches_the_others(
             lambda e: "chat.service.max_tool_hops" in e.get("changed_keys", []),
             timeout=10,
         )
+
+
+async def test_a_broker_restart_mid_answer_the_replicas_reconnect_and_carry_on(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, unused_tcp_port: int
+) -> None:
+    start, clients = cluster
+    broker = ThrowawayNats(unused_tcp_port)
+    await broker.start()
+    try:
+        r0, r1 = await start(2, url=broker.url)
+        sender, info = await _connect(r0, clients)
+        watcher, _ = await _connect(r1, clients, info["conversation_id"])
+        gate = Gate()
+        llm.script(Reply.stream(Content("before "), gate, Content("after"), Finish("stop")))
+        await sender.send({"type": "user_message", "message": "through a restart"})
+        assert (await watcher.expect("assistant_delta"))["content"] == "before "
+
+        await broker.stop()
+        for replica in (r0, r1):
+            await replica.process.wait_for("bus.bridge_disconnected", timeout=10)
+        async with httpx.AsyncClient() as http:
+            down = await http.get(f"{r1.http_url}/readyz")
+        assert down.status_code == 503
+        assert down.json()["checks"]["broker"]["ok"] is False
+
+        await broker.start()
+        for replica in (r0, r1):
+            await replica.process.wait_for("bus.bridge_reconnected", timeout=20)
+        gate.open()
+        for client in (sender, watcher):
+            finished = await client.expect("assistant_message", timeout=20)
+            assert (finished["message"], finished["finish_reason"]) == ("before after", "stop")
+
+        # Requests cross again: a stop from r1 of the next turn, running on r0.
+        llm.script(Reply.stream(Content("second "), Gate(), Content("never")))
+        await sender.send({"type": "user_message", "message": "and again"})
+        seen = ""
+        while seen != "second ":
+            seen += (await watcher.expect("assistant_delta"))["content"]
+        await watcher.send({"type": "cancel"})
+        stopped = await sender.expect("assistant_message", timeout=20)
+        assert stopped["finish_reason"] == "cancelled"
+    finally:
+        await broker.stop()
