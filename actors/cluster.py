@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from typing import Any
 
 from pydantic import BaseModel
@@ -49,7 +50,7 @@ from actors.messages import (
 from bus.messages import Request
 from config.schema import ClusterConfig
 
-__all__ = ["SHARED_EVENTS", "ChatErrorCodec", "TurnRoutes", "replica_id"]
+__all__ = ["SHARED_EVENTS", "ChatErrorCodec", "TurnRoutes", "lease_holder", "replica_id"]
 
 _GATEWAY = ("gateway",)
 
@@ -75,6 +76,15 @@ _ROUTED = (CancelTurn, AnswerToolApproval, AnswerElicitation)
 def replica_id(settings: ClusterConfig) -> str:
     """The configured replica id, else ``<hostname>-<pid>``."""
     return settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+_PROCESS = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def lease_holder(replica: str) -> str:
+    """The holder of this process's turn leases: the replica id and this process, so a
+    restarted replica never takes its predecessor's (dead) leases for its own."""
+    return f"{replica}/{_PROCESS}"
 
 
 class TurnRoutes:

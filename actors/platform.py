@@ -24,7 +24,13 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from actors import trace_ids
 from actors.backup import DatabaseLock
-from actors.cluster import SHARED_EVENTS, ChatErrorCodec, TurnRoutes, replica_id
+from actors.cluster import (
+    SHARED_EVENTS,
+    ChatErrorCodec,
+    TurnRoutes,
+    lease_holder,
+    replica_id,
+)
 from actors.config.actor import ConfigActor
 from actors.gateway.actor import GatewayActor, HealthSource
 from actors.gateway.auth import AuthConfigError, resolve_tokens
@@ -100,7 +106,9 @@ def build_children(
         *operators,
         ChildSpec(
             "persistence",
-            lambda: PersistenceActor(environ=environ, replica_id=replica),
+            lambda: PersistenceActor(
+                environ=environ, lease_holder=None if replica is None else lease_holder(replica)
+            ),
             kind="core",
         ),
         ChildSpec("llm", lambda: LLMActor(environ=environ), kind="core"),

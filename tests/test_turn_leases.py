@@ -11,8 +11,8 @@ two replicas ("a", "b") would hold them. Proved here:
   stored ``incomplete`` with its text, by the next claim of the conversation or by any
   replica's periodic sweep (``expire_leases``);
 - a start (``open``) marks ``streaming`` answers ``incomplete`` only where no live lease
-  is held (another replica streams those right now), and drops the starting replica's
-  own leases of a previous run first.
+  is held (another replica streams those right now); a holder finds its own leases again
+  (a persistence actor restarted within its process).
 """
 
 from __future__ import annotations
@@ -154,34 +154,26 @@ async def test_a_dead_replicas_answer_ends_incomplete_when_its_lease_expired(
     assert leases == [("alive", "a"), ("claimed-again", "b")]
 
 
-async def test_a_start_spares_the_answers_other_replicas_stream(postgres_dsn: str) -> None:
-    a = await _repository(postgres_dsn, "a")
-    b = await _repository(postgres_dsn, "b")
+async def test_a_start_spares_the_answers_of_live_leases(postgres_dsn: str) -> None:
+    a = await _repository(postgres_dsn, "a/run-1")
+    b = await _repository(postgres_dsn, "b/run-1")
     try:
         now = time.time()
-        for cid in ("live-b", "dead", "old-a"):
+        for cid in ("live-b", "dead", "a-before"):
             await _conversation(a, cid)
         # Claimed first, as a turn does before it stores anything.
         assert await b.claim_turn("live-b", "t-live-b", 30) is None  # b streams it now
-        assert await a.claim_turn("old-a", "t-old-a", 30) is None  # a's previous run's
-        for cid in ("live-b", "dead", "old-a"):
+        assert await a.claim_turn("a-before", "t-a-before", 30) is None
+        for cid in ("live-b", "dead", "a-before"):
             await a.insert_message(
                 AppendMessage(conversation_id=cid, role="user", content="q"), now
             )
-            await a.insert_message(
-                AppendMessage(
-                    conversation_id=cid,
-                    role="assistant",
-                    content="partial",
-                    status="streaming",
-                    turn_id=f"t-{cid}",
-                ),
-                now,
-            )
+            await _streaming_answer(a, cid, "partial")
     finally:
         await a.close()
-    # "a" starts again: its own old lease goes, and with it the answer; b's stays live.
-    again = await _repository(postgres_dsn, "a")
+    # The replica "a" restarts (a process of its own: another holder). Only the answer
+    # without a lease is ended now; the previous process's lease is swept once expired.
+    again = await _repository(postgres_dsn, "a/run-2")
     try:
         statuses = dict(
             pg.query(
@@ -189,10 +181,15 @@ async def test_a_start_spares_the_answers_other_replicas_stream(postgres_dsn: st
                 "SELECT conversation_id, status FROM messages WHERE role = 'assistant'",
             )
         )
-        assert statuses == {"live-b": "streaming", "dead": "incomplete", "old-a": "incomplete"}
-        assert pg.query(postgres_dsn, "SELECT conversation_id, holder FROM turn_leases") == [
-            ("live-b", "b")
-        ]
+        assert statuses == {"live-b": "streaming", "dead": "incomplete", "a-before": "streaming"}
+        assert await again.held_leases() == {}
     finally:
         await again.close()
+    # The persistence actor restarting inside the same process (the same holder) finds
+    # its running turns' leases, to renew them on.
+    same = await _repository(postgres_dsn, "a/run-1")
+    try:
+        assert await same.held_leases() == {"a-before": "t-a-before"}
+    finally:
+        await same.close()
         await b.close()

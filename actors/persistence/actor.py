@@ -354,10 +354,10 @@ class PersistenceActor(Actor[PersistenceInbox]):
         clock: Callable[[], float] = time.time,
         max_page_count: int | None = None,
         environ: Mapping[str, str] | None = None,
-        replica_id: str | None = None,
+        lease_holder: str | None = None,
     ) -> None:
         super().__init__(name)
-        self._replica_id = replica_id
+        self._lease_holder = lease_holder
         self._leases: dict[str, str] = {}
         """Turn leases this replica holds (``cluster``): turn id by conversation id."""
         self._clock = clock
@@ -434,6 +434,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
         self._restart_retention_timer()
         cluster = snapshot.config.cluster
         if cluster is not None:
+            # A restart of this actor (not of the process): the turns still running keep
+            # their leases, renewed from now on.
+            self._leases = await self._lease_store.held_leases()
             self.spawn(self._lease_loop(cluster.lease_seconds / 3), name="lease-renewal")
 
     def _make_repository(self, snapshot: ConfigSnapshot) -> ChatRepository:
@@ -460,7 +463,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
                     )
                 return PostgresRepository(
                     dsn,
-                    lease_holder=self._replica_id if snapshot.config.cluster else None,
+                    lease_holder=self._lease_holder if snapshot.config.cluster else None,
                     min_connections=settings.min_connections,
                     max_connections=settings.max_connections,
                     connect_timeout=settings.connect_timeout_seconds,

@@ -196,7 +196,7 @@ _RECOVER_STREAMING = (
     "AND NOT EXISTS (SELECT 1 FROM turn_leases l WHERE l.conversation_id = "
     "messages.conversation_id AND l.expires_at >= extract(epoch from clock_timestamp()))"
 )
-_DROP_OWN_LEASES = "DELETE FROM turn_leases WHERE holder = $1"
+_HELD_LEASES = "SELECT conversation_id, turn_id FROM turn_leases WHERE holder = $1"
 _CLAIM_TURN = (
     "INSERT INTO turn_leases (conversation_id, turn_id, holder, expires_at) "
     "VALUES ($1, $2, $3, extract(epoch from clock_timestamp()) + $4) "
@@ -399,8 +399,9 @@ class PostgresRepository:
     ) -> None:
         self.write_transactions = 0
         self.lease_holder = lease_holder
-        """This replica's id in ``turn_leases`` (``cluster``): its leases left by a previous
-        run are dropped at :meth:`open`."""
+        """Who holds this process's leases in ``turn_leases`` (``cluster``): the replica id
+        and a per-process suffix, so that a restarted process never mistakes its
+        predecessor's leases for its own (those expire and are swept)."""
         self._dsn = dsn
         try:
             self._description = describe_dsn(dsn)
@@ -430,8 +431,8 @@ class PostgresRepository:
 
         Recovery marks the ``streaming`` rows of conversations without a live turn lease
         (``turn_leases``): the answers of a dead predecessor, never those another replica
-        is streaming right now. This replica's own leases (by :attr:`lease_holder`) are a
-        previous run's: they are dropped first.
+        is streaming right now (a dead replica's leases expire, and its answers are ended
+        then: :meth:`expire_leases`).
 
         Args:
             now: The time stored in recovered rows.
@@ -487,8 +488,6 @@ class PostgresRepository:
                     for statement in step:
                         await db.execute(statement)
                     await db.execute(_RECORD_VERSION, number, now)
-                if self.lease_holder is not None:
-                    await db.execute(_DROP_OWN_LEASES, self.lease_holder)
                 recovered = (
                     _rowcount(await db.execute(_RECOVER_STREAMING, now)) if recover_streaming else 0
                 )
@@ -709,6 +708,13 @@ class PostgresRepository:
                 )
             )
         return expired
+
+    async def held_leases(self) -> dict[str, str]:
+        """This holder's leases (turn id by conversation id): after a restart of the
+        persistence actor within the same process, the turns still running."""
+        async with self._connection("read the turn leases") as db:
+            rows = await db.fetch(_HELD_LEASES, self._holder())
+        return {str(row["conversation_id"]): str(row["turn_id"]) for row in rows}
 
     async def release_turn(self, conversation_id: str, turn_id: str) -> None:
         """Give the turn's lease up (nothing if it is gone)."""
