@@ -135,6 +135,7 @@ class NatsBridge:
         self._answers: set[asyncio.Task[None]] = set()
         self.connected = False
         self.forward_failures = 0
+        self._closing = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -186,6 +187,7 @@ class NatsBridge:
     async def close(self) -> None:
         """Detach from the bus, let pending answers finish, and close the connection."""
         self._bus.attach_bridge(None)
+        self._closing = True
         nc, self._nc = self._nc, None
         if nc is None:
             return
@@ -205,7 +207,8 @@ class NatsBridge:
     async def _disconnected(self) -> None:
         self.connected = False
         self._on_state("disconnected")
-        _log.warning("bus.bridge_disconnected", url=self.description)
+        if not self._closing:  # our own close (at shutdown) is no problem
+            _log.warning("bus.bridge_disconnected", url=self.description)
 
     async def _reconnected(self) -> None:
         self.connected = True
