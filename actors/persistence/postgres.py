@@ -196,6 +196,11 @@ _RECOVER_STREAMING = (
     "AND NOT EXISTS (SELECT 1 FROM turn_leases l WHERE l.conversation_id = "
     "messages.conversation_id AND l.expires_at >= extract(epoch from clock_timestamp()))"
 )
+_LEASE_COMMIT = "SET LOCAL synchronous_commit TO off"
+"""A lease's claim and release do not wait for their WAL flush (~2-3 ms each, two per
+turn, on the persistence actor's serial path): a crash of the PostgreSQL server may forget
+the last ~0.6 s of them, which at worst lets a turn start beside one that was claimed just
+before the crash; a crash of a replica loses nothing (the row is the server's)."""
 _HELD_LEASES = "SELECT conversation_id, turn_id FROM turn_leases WHERE holder = $1"
 _CLAIM_TURN = (
     "INSERT INTO turn_leases (conversation_id, turn_id, holder, expires_at) "
@@ -663,6 +668,7 @@ class PostgresRepository:
         holder = self._holder()
         now = time.time() if now is None else now
         async with self._write("claim the turn", conversation_id) as db:
+            await db.execute(_LEASE_COMMIT)
             taken = await db.fetchval(_CLAIM_TURN, conversation_id, turn_id, holder, seconds)
             if taken is not None:
                 # No live turn runs here now: an answer left streaming is a dead one's
@@ -718,7 +724,8 @@ class PostgresRepository:
 
     async def release_turn(self, conversation_id: str, turn_id: str) -> None:
         """Give the turn's lease up (nothing if it is gone)."""
-        async with self._connection("release the turn", conversation_id) as db:
+        async with self._write("release the turn", conversation_id) as db:
+            await db.execute(_LEASE_COMMIT)
             await db.execute(_RELEASE_TURN, conversation_id, turn_id)
 
     def _holder(self) -> str:
