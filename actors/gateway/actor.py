@@ -654,6 +654,8 @@ class GatewayActor(Actor[GatewayInbox]):
         super().__init__()
         self._health = health
         self._broker = broker
+        self._clustered = False
+        """``cluster`` at start: other replicas' gateways are told of user input."""
         self._metrics = metrics
         """What ``/metrics`` renders (``None``: no metrics in this process, 404)."""
         self._environ = environ
@@ -705,6 +707,7 @@ class GatewayActor(Actor[GatewayInbox]):
 
     async def on_start(self) -> None:
         self._snapshot = await self.request(GetConfig())
+        self._clustered = self._snapshot.config.cluster is not None  # read at start
         # Fails the start (closed) if a variable is missing: the platform checked it
         # before starting anyone, so this only happens to a restarted gateway.
         self._tokens = resolve_tokens(self.settings.auth, self._environ)
@@ -1599,7 +1602,7 @@ class GatewayActor(Actor[GatewayInbox]):
         if conn.original is not None and frame.request_id is not None:
             conn.original.turn_started(frame.request_id, started.turn_id)
         self._announce_user_input(conn, conversation_id, started)
-        if self.snapshot.config.cluster is not None and started.user_input:
+        if self._clustered and started.user_input:
             await self.publish(
                 UserInputStored(
                     conversation_id=conversation_id,

@@ -196,6 +196,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         self._snapshot: ConfigSnapshot | None = None
         self._turns: dict[str, _Running] = {}
         """Running turns by conversation id."""
+        self._clustered = False
+        """``cluster`` at start: turns claim a lease in the shared database."""
         self._history = HistoryCache(HISTORY_CACHE_BYTES)
         """Stored messages of recently active conversations (LRU)."""
         self._server_tools: dict[str, tuple[ToolSpec, ...]] = {}
@@ -220,6 +222,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
 
     async def on_start(self) -> None:
         self._snapshot = await self.request(GetConfig())
+        # Read at start, like the bridge and the leases' holder (a change needs a restart).
+        self._clustered = self._snapshot.config.cluster is not None
         self._rebuild_system_prompt()
         self._log_approval_policy(None)
 
@@ -245,6 +249,12 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 return True
             case ConfigChanged(snapshot=snapshot):
                 previous, self._snapshot = self._snapshot, snapshot
+                if previous is not None and previous.config.cluster != snapshot.config.cluster:
+                    self.log.warning(
+                        "cluster.restart_required",
+                        message="the cluster section is read at start: the change applies "
+                        "when the platform restarts",
+                    )
                 self._rebuild_system_prompt()
                 self._log_approval_policy(previous)
                 self._inform_turns()
@@ -325,7 +335,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             )
         self._check_prompt(message)
         turn_id = f"t-{uuid.uuid4().hex[:16]}"
-        if self.snapshot.config.cluster is not None:
+        if self._clustered:
             # One turn per conversation across the replicas: the lease in the shared
             # database decides (TurnInProgress when another replica's turn holds it).
             await self._claim(message.conversation_id, turn_id)
@@ -460,7 +470,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         finally:
             if self._turns.get(turn.conversation_id) is state:
                 del self._turns[turn.conversation_id]
-        if self.snapshot.config.cluster is not None:
+        if self._clustered:
             await self._release(turn)
         await self.publish(
             TurnStateChanged(

@@ -358,6 +358,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
     ) -> None:
         super().__init__(name)
         self._lease_holder = lease_holder
+        self._lease_seconds = 15.0
         self._leases: dict[str, str] = {}
         """Turn leases this replica holds (``cluster``): turn id by conversation id."""
         self._clock = clock
@@ -434,6 +435,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         self._restart_retention_timer()
         cluster = snapshot.config.cluster
         if cluster is not None:
+            self._lease_seconds = cluster.lease_seconds  # read at start, as the holder
             # A restart of this actor (not of the process): the turns still running keep
             # their leases, renewed from now on.
             self._leases = await self._lease_store.held_leases()
@@ -947,12 +949,6 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 "turn leases need the cluster section and chat.storage.type postgres"
             )
         return store
-
-    @property
-    def _lease_seconds(self) -> float:
-        cluster = self._snapshot.config.cluster
-        assert cluster is not None  # _lease_store checked it
-        return cluster.lease_seconds
 
     async def _claim_turn(self, conversation_id: str, turn_id: str) -> None:
         store = self._lease_store

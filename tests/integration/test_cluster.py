@@ -20,6 +20,8 @@ scripted reply). Proved here:
   runtime files and configurations;
 - a NATS restart while a turn streams: the replicas reconnect, ``/readyz`` says the
   broker is down meanwhile, and the tab on the other replica gets the rest of the turn;
+- the ``cluster`` section is read at start: added to a running platform's file, it
+  changes nothing until a restart (said in the log), turns go on;
 - two replicas racing to send into one conversation: exactly one turn runs, the other
   send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
 """
@@ -505,3 +507,34 @@ async def test_a_broker_restart_mid_answer_the_replicas_reconnect_and_carry_on(
         assert stopped["finish_reason"] == "cancelled"
     finally:
         await broker.stop()
+
+
+async def test_a_cluster_section_added_live_waits_for_a_restart(
+    platform_factory: Callable[..., PlatformProcess],
+    llm: ScriptedLLM,
+    postgres_dsn: str,
+    nats_server: str,
+    nats_prefix: str,
+    tmp_path: Path,
+) -> None:
+    process = platform_factory(tmp_path / "single")
+    process.env["CHAT_DB_DSN"] = postgres_dsn
+    platform = ChatPlatform(process, llm)
+    storage = {"chat": {"storage": {"type": "postgres", "postgres": {"dsn_env": "CHAT_DB_DSN"}}}}
+    await platform.start(storage)
+    client = await platform.connect()
+    try:
+        await client.expect("session_info")
+        mark = len(process.events)
+        platform.write_runtime_config(
+            _merge(storage, {"cluster": {"url": nats_server, "subject_prefix": nats_prefix}})
+        )
+        await process.wait_for("cluster.restart_required", after=mark, timeout=10)
+        llm.script(Reply.text("Still one process."))
+        frames = await client.turn("and now?")
+        assert not [f for f in frames if f["type"] == "error"]
+        assert frames[-1]["message"] == "Still one process."
+        assert not process.find("bus.bridge_connected")
+        assert pg.query(postgres_dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+    finally:
+        await client.close()
