@@ -37,6 +37,7 @@ __all__ = [
     "CancelTurn",
     "CheckProvider",
     "CheckStorage",
+    "ClaimTurn",
     "CompleteArgument",
     "CompleteAuthorization",
     "CompletionRequest",
@@ -66,11 +67,13 @@ __all__ = [
     "PromptSpec",
     "ProviderCheck",
     "ReadResource",
+    "ReleaseTurn",
     "ReloadRuntimeConfig",
     "ResourceChanged",
     "ResourceLinkInfo",
     "ResourceSpec",
     "ResourceText",
+    "RuntimeConfigUpdated",
     "SaveRuntimeConfig",
     "SaveSession",
     "ServerStateChanged",
@@ -97,6 +100,7 @@ __all__ = [
     "TurnStateChanged",
     "UpdateRuntimeConfig",
     "Usage",
+    "UserInputStored",
 ]
 
 # -- LLM data shared by several actors -----------------------------------------------------------
@@ -190,6 +194,18 @@ class UpdateRuntimeConfig(Request[ConfigSnapshot]):
     type: Literal["update_runtime_config"] = "update_runtime_config"
     changes: dict[str, Any]
     """Dotted key path (``llm.providers.openrouter.temperature``) → new value."""
+
+
+class RuntimeConfigUpdated(Message):
+    """Event (ConfigActor): an :class:`UpdateRuntimeConfig` (the ``set_config`` tool) was
+    applied. With ``cluster``, the other replicas' ConfigActors apply the same changes to
+    their own runtime file, so a change made through the platform reaches every replica
+    (edits of the files themselves stay per replica). Nobody subscribes to it in the
+    replica that publishes it."""
+
+    type: Literal["runtime_config_updated"] = "runtime_config_updated"
+    changes: dict[str, Any]
+    """Dotted key path → new value, as in the UpdateRuntimeConfig."""
 
 
 # -- conversations (PersistenceActor) ------------------------------------------------------------
@@ -523,6 +539,37 @@ class CancelTurn(Request[bool]):
 
     type: Literal["cancel_turn"] = "cancel_turn"
     conversation_id: str
+
+
+class ClaimTurn(Request[None]):
+    """Request → None, to the PersistenceActor (with ``cluster`` configured): take the
+    conversation's turn lease in the shared database for ``turn_id``, held by this replica
+    and renewed by the persistence actor until :class:`ReleaseTurn`. TurnInProgress when
+    another turn (on any replica) holds an unexpired lease."""
+
+    type: Literal["claim_turn"] = "claim_turn"
+    conversation_id: str
+    turn_id: str
+
+
+class ReleaseTurn(Request[None]):
+    """Request → None, to the PersistenceActor: the turn is over, its lease is given up."""
+
+    type: Literal["release_turn"] = "release_turn"
+    conversation_id: str
+    turn_id: str
+
+
+class UserInputStored(Message):
+    """Event (GatewayActor, with ``cluster``): a turn's user input was stored, for the
+    gateways of the other replicas (their connections of the conversation show it as
+    ``user_message_stored``). Nobody subscribes to it in the replica that publishes it:
+    its gateway told its own other connections already (from the TurnStarted)."""
+
+    type: Literal["user_input_stored"] = "user_input_stored"
+    conversation_id: str
+    turn_id: str
+    messages: tuple[StoredMessage, ...]
 
 
 class AssistantDelta(Message):

@@ -24,6 +24,13 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from actors import trace_ids
 from actors.backup import DatabaseLock
+from actors.cluster import (
+    SHARED_EVENTS,
+    ChatErrorCodec,
+    TurnRoutes,
+    lease_holder,
+    replica_id,
+)
 from actors.config.actor import ConfigActor
 from actors.gateway.actor import GatewayActor, HealthSource
 from actors.gateway.auth import AuthConfigError, resolve_tokens
@@ -34,9 +41,11 @@ from actors.metrics import MetricsActor, PlatformMetrics
 from actors.onboarding import StartupAnnouncer, key_variable, missing_key_warning, port_in_use
 from actors.orchestrator.actor import OrchestratorActor
 from actors.persistence.actor import PersistenceActor
+from actors.readiness import BrokerSource
 from actors.tools.servers import ChildControl, ServersActor
 from actors.tracing import TracingActor, build_tracer_provider, tracing_wanted
 from bus.bus import Bus
+from bus.nats_bridge import BrokerUnavailable, NatsBridge
 from bus.supervisor import ChildSpec, Supervisor
 from config.environment import load_dotenv_files
 from config.errors import ConfigInvalid
@@ -81,12 +90,17 @@ def build_children(
     tracer: TracerProvider | None = None,
     startup: StartupAnnouncer | None = None,
     dotenv_dirs: Sequence[Path] = (),
+    replica: str | None = None,
+    broker: BrokerSource | None = None,
 ) -> list[ChildSpec]:
     """The supervision tree, in start (dependency) order: each actor may ask those before
     it during its ``on_start``; shutdown runs backwards (the gateway stops intake first).
 
     The operators' actors (``metrics``, ``tracing``) start right after the logs, before
-    any actor whose events they count, and stop after all of them."""
+    any actor whose events they count, and stop after all of them.
+
+    ``replica``: this replica's id (``cluster``), the holder of its turns' leases;
+    ``broker``: the broker's state for ``/readyz``."""
     operators: list[ChildSpec] = []
     if metrics is not None:
         operators.append(ChildSpec("metrics", lambda: MetricsActor(metrics), kind="core"))
@@ -94,13 +108,21 @@ def build_children(
         operators.append(ChildSpec("tracing", lambda: TracingActor(tracer), kind="core"))
 
     def gateway() -> GatewayActor:
-        return GatewayActor(health, environ, metrics, startup=startup, dotenv_dirs=dotenv_dirs)
+        return GatewayActor(
+            health, environ, metrics, startup=startup, dotenv_dirs=dotenv_dirs, broker=broker
+        )
 
     return [
         ChildSpec("config", lambda: ConfigActor(store), kind="core"),
         ChildSpec("logs", lambda: LogActor(environ, log_format=log_format), kind="core"),
         *operators,
-        ChildSpec("persistence", lambda: PersistenceActor(environ=environ), kind="core"),
+        ChildSpec(
+            "persistence",
+            lambda: PersistenceActor(
+                environ=environ, lease_holder=None if replica is None else lease_holder(replica)
+            ),
+            kind="core",
+        ),
         ChildSpec("llm", lambda: LLMActor(environ=environ), kind="core"),
         ChildSpec("orchestrator", OrchestratorActor, kind="core"),
         ChildSpec("gateway", gateway, kind="core"),
@@ -262,6 +284,27 @@ async def run_platform(
             or "http://localhost:4318/v1/traces",
             propagate_to_servers=observability.tracing.propagate_to_servers,
         )
+    cluster = snapshot.config.cluster
+    replica = replica_id(cluster) if cluster is not None else None
+    bridge: NatsBridge | None = None
+    if cluster is not None:
+        assert replica is not None
+        bridge = NatsBridge(
+            bus,
+            url=cluster.url,
+            prefix=cluster.subject_prefix,
+            replica=replica,
+            deliveries=SHARED_EVENTS,
+            router=TurnRoutes(),
+            causes=ChatErrorCodec(),
+        )
+        try:
+            await bridge.start()
+        except BrokerUnavailable as exc:
+            _log.error("platform.stopped", exit_code=1, reason=str(exc))
+            if database_lock is not None:
+                database_lock.release()
+            return 1
     children = build_children(
         store,
         env,
@@ -272,6 +315,8 @@ async def run_platform(
         tracer=tracer,
         startup=startup,
         dotenv_dirs=location.dotenv_dirs,
+        replica=replica,
+        broker=None if bridge is None else bridge.state,
     )
     supervisor = Supervisor(bus, children, shutdown_grace=SHUTDOWN_GRACE_SECONDS)
     main_task = asyncio.current_task()
@@ -305,6 +350,8 @@ async def run_platform(
             # the exit code is decided, whatever signal comes.
             stop_signals.ignore_until_exit()
             trace_ids.enable(on=False)
+            if bridge is not None:
+                await bridge.close()
             if database_lock is not None:
                 database_lock.release()
     _log.info(

@@ -9,8 +9,8 @@ answers with the configuration in force (a valid one, by construction: a rejecte
 never replaces it). An actor that is down or stuck fails its check by the deadline. The
 MCP servers' states come from the gateway's view of ``ServerStateChanged``; they decide
 only when ``observability.readiness_requires_servers`` is on (a chat without tools still
-works). A message broker (DESIGN §6, not built yet) would add a check here: see
-:data:`BROKER_CHECK`.
+works). With ``cluster``, the NATS connection is reported under :data:`BROKER_CHECK`
+(the wiring's :data:`BrokerSource` says whether the bridge is connected right now).
 
 The body never holds a secret: details are the actors' own one-line statements, which
 name variables, never their values, and pass the log's redaction on the way out.
@@ -32,21 +32,26 @@ from bus.errors import BusError, RequestError
 from bus.messages import Request
 from config.schema import ConfigSnapshot
 
-__all__ = ["BROKER_CHECK", "CHECK_TIMEOUT", "Ask", "check_readiness"]
+__all__ = ["BROKER_CHECK", "CHECK_TIMEOUT", "Ask", "BrokerSource", "check_readiness"]
 
 CHECK_TIMEOUT = 2.0
 """Seconds each actor gets to answer its check (load balancers probe every few seconds)."""
 
 BROKER_CHECK = "broker"
-"""The key a broker's check will take in the body; reported ``not configured`` until the
-platform has a broker (DESIGN §6: NATS between replicas)."""
+"""The key of the broker's check in the body (``configured: false`` without ``cluster``)."""
+
+BrokerSource = Callable[[], Mapping[str, Any]]
+"""The broker's state as the check reports it: ``{"ok", "configured", "url", ...}``."""
 
 Ask = Callable[[Request[Any], float], Awaitable[Any]]
 """Sends a request with a timeout and returns its reply (the gateway's ``request``)."""
 
 
 async def check_readiness(
-    ask: Ask, snapshot: ConfigSnapshot, servers: Mapping[str, ServerStateChanged]
+    ask: Ask,
+    snapshot: ConfigSnapshot,
+    servers: Mapping[str, ServerStateChanged],
+    broker: BrokerSource | None = None,
 ) -> tuple[bool, dict[str, Any]]:
     """Every check, run at once.
 
@@ -54,6 +59,7 @@ async def check_readiness(
         ask: Sends one request (with its timeout) as the caller.
         snapshot: The configuration the caller holds (for the list of MCP servers).
         servers: The last ``ServerStateChanged`` of each MCP server.
+        broker: The broker's state (``None``: no broker, one process).
 
     Returns:
         Whether the instance is ready, and the JSON-ready body.
@@ -97,7 +103,7 @@ async def check_readiness(
         "required": required,
         "servers": states,
     }
-    checks[BROKER_CHECK] = {"ok": True, "configured": False}
+    checks[BROKER_CHECK] = {"ok": True, "configured": False} if broker is None else dict(broker())
     ready = all(check["ok"] for check in checks.values())
     return ready, {"status": "ready" if ready else "not_ready", "checks": checks}
 

@@ -38,6 +38,7 @@ from bus.messages import R, Request
 
 if TYPE_CHECKING:
     from bus.actor import Actor
+    from bus.bridge import Bridge
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT", "Bus"]
 
@@ -66,6 +67,39 @@ class Bus:
         """Undeliverable messages logged at debug level since start: normal, see the
         module note."""
         self._stopping = False
+        self._bridge: Bridge | None = None
+
+    # -- other replicas ---------------------------------------------------------------------
+
+    def attach_bridge(self, bridge: Bridge | None) -> None:
+        """Carry shared events to other replicas and route their requests there
+        (``bus/bridge.py``); ``None`` detaches (one process again)."""
+        self._bridge = bridge
+
+    async def deliver(self, message: BaseModel, to: tuple[str, ...]) -> int:
+        """Deliver an event that arrived from another replica to the actors named ``to``
+        (as :meth:`publish` would, waiting on full mailboxes; never forwarded again).
+
+        Returns:
+            The number of mailboxes the message was put into.
+        """
+        envelope = Envelope(message, None)
+        delivered = 0
+        for name in to:
+            actor = self._actors.get(name)
+            if actor is None:
+                self.dead_letter(message, "no_such_actor", to=name, level="debug")
+                continue
+            try:
+                try:
+                    actor.mailbox.put_nowait(envelope)
+                except MailboxFull:
+                    await actor.mailbox.put(envelope)
+            except MailboxClosed:
+                self.dead_letter(message, "mailbox_closed", to=name)
+            else:
+                delivered += 1
+        return delivered
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -124,6 +158,9 @@ class Bus:
         Returns:
             The number of mailboxes the message was put into.
         """
+        bridge = self._bridge
+        if bridge is not None and type(message) in bridge.shared:
+            await bridge.forward(message)
         subscribers = self._subscribers.get(type(message))
         if not subscribers:
             # An event nobody listens to is normal in pub/sub (debug level); a request or
@@ -218,10 +255,18 @@ class Bus:
             WrongReply: The handler answered with a value of another type.
             ActorCrashed: The addressee crashed before answering.
             ActorStopped: The addressee stopped before answering.
+
+        With a bridge attached, a request it routes to another replica is answered there
+        (the same reply, the same errors).
         """
+        seconds = self.request_timeout if timeout is None else timeout
+        bridge = self._bridge
+        if bridge is not None:
+            replica = bridge.route(message)
+            if replica is not None:
+                return await bridge.request(replica, message, to=to, timeout=seconds)  # type: ignore[no-any-return]
         actor = self._addressee(message, to, sender)
         loop = asyncio.get_running_loop()
-        seconds = self.request_timeout if timeout is None else timeout
         reply: asyncio.Future[R] = loop.create_future()
         envelope = Envelope(message, sender, next(self._ids), reply, loop.time() + seconds)
         try:

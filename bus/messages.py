@@ -37,6 +37,7 @@ __all__ = [
     "Pong",
     "R",
     "Request",
+    "message_class",
     "message_tag",
 ]
 
@@ -74,6 +75,11 @@ def message_tag(cls: type[BaseModel]) -> str | None:
     if not isinstance(tag, str) or field.default != tag:
         return None
     return tag
+
+
+def message_class(tag: str) -> type[Message] | None:
+    """The message class that owns ``tag`` (for a message read off the wire), if any."""
+    return _TAGS.get(tag)
 
 
 def _is_abstract(cls: type[BaseModel]) -> bool:

@@ -31,6 +31,7 @@ __all__ = [
     "AuthConfig",
     "AuthToken",
     "ChatConfig",
+    "ClusterConfig",
     "ConfigSnapshot",
     "ConnectionConfig",
     "ElicitationConfig",
@@ -756,6 +757,61 @@ class ObservabilityConfig(_Section):
     servers' states are reported but do not decide)."""
 
 
+# -- several replicas ----------------------------------------------------------------------
+
+_SUBJECT_TOKENS = re.compile(r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$")
+_REPLICA_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class ClusterConfig(_Section):
+    """``cluster``: this process is one replica of a platform whose replicas share a
+    PostgreSQL database (``chat.storage.type: postgres``) and a NATS server. Read at
+    start (a change applies at the next start)."""
+
+    broker: Literal["nats"] = "nats"
+    url: str = "nats://127.0.0.1:4222"
+    """The NATS server (no credentials in it: they would be in a file and the logs)."""
+    subject_prefix: str = "mcp-platform"
+    """The subjects' prefix, the same on every replica of one platform (another platform
+    on the same NATS server uses another)."""
+    replica_id: str | None = None
+    """This replica's id, unique among the replicas (``null``: ``<hostname>-<pid>``)."""
+    lease_seconds: float = Field(15, ge=2)
+    """A running turn's lease in the database: renewed every third of this while the turn
+    runs; a replica that dies loses its turns' leases after at most this long."""
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_plain(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise ValueError(f"must be nats://host:port (or tls://host:port), got {value!r}")
+        if parts.username or parts.password:
+            raise ValueError(
+                "must not hold credentials (they would be written to the configuration "
+                "file and the logs): use a NATS server without authentication on a "
+                "private network"
+            )
+        return value
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _prefix_is_subject(cls, value: str) -> str:
+        if not _SUBJECT_TOKENS.match(value):
+            raise ValueError(
+                "must be NATS subject tokens (letters, digits, '_' and '-', separated "
+                f"by '.'), got {value!r}"
+            )
+        return value
+
+    @field_validator("replica_id")
+    @classmethod
+    def _replica_id_is_token(cls, value: str | None) -> str | None:
+        if value is not None and not _REPLICA_ID.match(value):
+            raise ValueError(f"must be letters, digits, '_' and '-', got {value!r}")
+        return value
+
+
 # -- the whole file ------------------------------------------------------------------------
 
 
@@ -767,6 +823,17 @@ class PlatformConfig(_Section):
     mcp: MCPConfig = MCPConfig()
     logging: LoggingConfig = LoggingConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    cluster: ClusterConfig | None = None
+    """Several replicas (absent: one process, nothing else to start)."""
+
+    @model_validator(mode="after")
+    def _cluster_needs_shared_storage(self) -> PlatformConfig:
+        if self.cluster is not None and self.chat.storage.type != "postgres":
+            raise ValueError(
+                "cluster needs chat.storage.type postgres (the replicas share the "
+                f"database), got {self.chat.storage.type!r}"
+            )
+        return self
 
 
 class RuntimeMetadata(BaseModel):

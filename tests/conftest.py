@@ -20,6 +20,7 @@ import pytest
 from hypothesis import settings
 
 from actors.logs import configure_logging, set_secrets
+from tests import broker
 from tests.postgres import create_database, drop_database, with_search_path
 from tests.postgres import execute as pg_execute
 
@@ -61,6 +62,19 @@ def log_events() -> Iterator[LogCapture]:
     finally:
         set_secrets(())
         configure_logging("INFO", "json", stream=None)
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> str:
+    """The tests' NATS server's URL (see tests/broker.py); fails, naming what to start,
+    when it is not reachable."""
+    return broker.nats_url()
+
+
+@pytest.fixture
+def nats_prefix(nats_server: str) -> str:
+    """A subject prefix of this test's own."""
+    return broker.unique_prefix()
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ import actors
 import bus
 from actors import messages as m
 from actors.config.actor import _FilesChanged
-from actors.persistence.actor import _FlushDue, _RunRetention
+from actors.persistence.actor import _FlushDue, _RenewLeases, _RunRetention
 from actors.tools.actor import _Relist
 from bus.actor import Actor
 from bus.messages import (
@@ -287,6 +287,10 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             prompt=m.PromptRequest(server="demo", name="summary", arguments={"topic": "x"}),
         ),
         m.CancelTurn(conversation_id="c-1"),
+        m.ClaimTurn(conversation_id="c-1", turn_id="t-1"),
+        m.ReleaseTurn(conversation_id="c-1", turn_id="t-1"),
+        m.RuntimeConfigUpdated(changes={"llm.active": "openai", "chat.service.max_tool_hops": 3}),
+        m.UserInputStored(conversation_id="c-1", turn_id="t-1", messages=(stored,)),
         m.AssistantDelta(conversation_id="c-1", turn_id="t-1", kind="thinking", text="hm"),
         m.TurnFinished(
             conversation_id="c-1",
@@ -474,6 +478,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         _FilesChanged(paths=("/etc/mcp/runtime_config.yaml",)),
         _FlushDue(),
         _RunRetention(),
+        _RenewLeases(),
         _Relist(listing="prompts"),
     ]
     return {type(value): value for value in values}

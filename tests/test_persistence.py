@@ -395,8 +395,9 @@ async def test_postgres_schema_is_versioned_in_schema_migrations(
     start: Starter, log_events: LogCapture
 ) -> None:
     h = await start()
+    # One row per step, each recorded once.
     assert h.query("SELECT version FROM schema_migrations ORDER BY version") == [
-        (version,) for version in range(1, PG_SCHEMA_VERSION + 1)
+        (v,) for v in range(1, PG_SCHEMA_VERSION + 1)
     ]
     tables = {
         name
@@ -404,7 +405,7 @@ async def test_postgres_schema_is_versioned_in_schema_migrations(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
         )
     }
-    assert {"conversations", "messages", "schema_migrations"} <= tables
+    assert {"conversations", "messages", "schema_migrations", "turn_leases"} <= tables
     [opened] = log_events.events("persistence.opened")
     assert (opened["storage_type"], opened["migrated_from"]) == ("postgres", 0)
     assert opened["schema_version"] == PG_SCHEMA_VERSION

@@ -34,7 +34,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, assert_never
+from typing import Annotated, Any, ClassVar, Literal, assert_never
 
 import watchfiles
 from pydantic import BaseModel, Field
@@ -44,6 +44,7 @@ from actors.messages import (
     ConfigRejected,
     GetConfig,
     ReloadRuntimeConfig,
+    RuntimeConfigUpdated,
     SaveRuntimeConfig,
     UpdateRuntimeConfig,
 )
@@ -76,7 +77,12 @@ content is then treated as unsettled: no loosening is applied from it."""
 
 
 ConfigInbox = Annotated[
-    GetConfig | SaveRuntimeConfig | UpdateRuntimeConfig | ReloadRuntimeConfig | _FilesChanged,
+    GetConfig
+    | SaveRuntimeConfig
+    | UpdateRuntimeConfig
+    | ReloadRuntimeConfig
+    | RuntimeConfigUpdated
+    | _FilesChanged,
     Field(discriminator="type"),
 ]
 """What the ConfigActor handles: the configuration requests and its watcher's news."""
@@ -143,7 +149,12 @@ class ConfigActor(Actor[ConfigInbox]):
                     "api", lambda: self.store.save_runtime_config(overrides)
                 )
                 self.log.info("config.updated", keys=sorted(changes), version=snapshot.version)
+                await self.publish(RuntimeConfigUpdated(changes=changes))
                 return snapshot
+            case RuntimeConfigUpdated(changes=changes):
+                # Another replica's set_config (not subscribed: see the message's note).
+                await self._apply_shared(changes)
+                return None
             case ReloadRuntimeConfig():
                 # The files as they are, under the same partial-write rule as an edit;
                 # an invalid file fails the request (and is published as rejected).
@@ -158,6 +169,19 @@ class ConfigActor(Actor[ConfigInbox]):
                 return None
             case _:
                 assert_never(message)
+
+    async def _apply_shared(self, changes: dict[str, Any]) -> None:
+        """Apply another replica's update to this replica's runtime file; one this
+        replica's configuration refuses is rejected here (published, logged) only."""
+        overrides = set_keys(self.store.overrides, changes)
+        try:
+            snapshot = await self._apply_call(
+                "api", lambda: self.store.save_runtime_config(overrides)
+            )
+        except ConfigInvalid as exc:
+            self.log.warning("config.shared_update_refused", keys=sorted(changes), reason=str(exc))
+            return
+        self.log.info("config.updated", keys=sorted(changes), version=snapshot.version, shared=True)
 
     # -- reloading ------------------------------------------------------------------------
 

@@ -214,11 +214,12 @@ from actors.messages import (
     TurnFinished,
     TurnStarted,
     TurnStateChanged,
+    UserInputStored,
 )
 from actors.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from actors.metrics import PlatformMetrics, scrape_refusal
 from actors.onboarding import StartupAnnouncer, missing_key_warning
-from actors.readiness import check_readiness
+from actors.readiness import BrokerSource, check_readiness
 from actors.tool_names import tool_actor_name
 from bus.actor import Actor
 from bus.errors import (
@@ -656,7 +657,8 @@ GatewayInbox = Annotated[
     | ToolApprovalClosed
     | TurnStateChanged
     | ToolsOffered
-    | ConversationTitled,
+    | ConversationTitled
+    | UserInputStored,
     Field(discriminator="type"),
 ]
 """What the GatewayActor handles: the events its clients are shown, and the
@@ -699,9 +701,13 @@ class GatewayActor(Actor[GatewayInbox]):
         *,
         startup: StartupAnnouncer | None = None,
         dotenv_dirs: Sequence[Path] = (),
+        broker: BrokerSource | None = None,
     ) -> None:
         super().__init__()
         self._health = health
+        self._broker = broker
+        self._clustered = False
+        """``cluster`` at start: other replicas' gateways are told of user input."""
         self._metrics = metrics
         """What ``/metrics`` renders (``None``: no metrics in this process, 404)."""
         self._environ = environ
@@ -759,6 +765,7 @@ class GatewayActor(Actor[GatewayInbox]):
 
     async def on_start(self) -> None:
         self._snapshot = await self.request(GetConfig())
+        self._clustered = self._snapshot.config.cluster is not None  # read at start
         # Fails the start (closed) if a variable is missing: the platform checked it
         # before starting anyone, so this only happens to a restarted gateway.
         self._tokens = resolve_tokens(self.settings.auth, self._environ)
@@ -929,6 +936,15 @@ class GatewayActor(Actor[GatewayInbox]):
                 titled = SessionTitleFrame(conversation_id=cid, title=title)
                 for conn in self._by_conversation.get(cid, ()):
                     conn.send_frame(titled)
+            case UserInputStored(conversation_id=cid, turn_id=turn_id, messages=stored):
+                # Another replica's turn (not subscribed: see the message's note).
+                stored_frame = UserMessageStoredFrame(
+                    conversation_id=cid,
+                    turn_id=turn_id,
+                    messages=[_history_message(m) for m in stored],
+                )
+                for conn in self._by_conversation.get(cid, ()):
+                    conn.send_frame(stored_frame)
             case _:
                 assert_never(message)
 
@@ -1136,7 +1152,7 @@ class GatewayActor(Actor[GatewayInbox]):
         async def ask(message: BusRequest[Any], timeout: float) -> Any:
             return await self.request(message, timeout=timeout)
 
-        ready, body = await check_readiness(ask, self.snapshot, self._servers)
+        ready, body = await check_readiness(ask, self.snapshot, self._servers, self._broker)
         if not ready:
             self.log.warning(
                 "gateway.not_ready",
@@ -1789,6 +1805,14 @@ class GatewayActor(Actor[GatewayInbox]):
         if conn.original is not None and frame.request_id is not None:
             conn.original.turn_started(frame.request_id, started.turn_id)
         self._announce_user_input(conn, conversation_id, started)
+        if self._clustered and started.user_input:
+            await self.publish(
+                UserInputStored(
+                    conversation_id=conversation_id,
+                    turn_id=started.turn_id,
+                    messages=started.user_input,
+                )
+            )
 
     def _announce_user_input(
         self, conn: _Connection, conversation_id: str, started: TurnStarted

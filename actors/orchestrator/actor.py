@@ -70,6 +70,7 @@ from actors.messages import (
     CancelCompletion,
     CancelToolCalls,
     CancelTurn,
+    ClaimTurn,
     CompletionRequest,
     CompletionResult,
     ConfigChanged,
@@ -78,6 +79,7 @@ from actors.messages import (
     LoadHistory,
     PromptMessageText,
     PromptSpec,
+    ReleaseTurn,
     ResourceChanged,
     ResourceSpec,
     ServerStateChanged,
@@ -230,6 +232,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         self._snapshot: ConfigSnapshot | None = None
         self._turns: dict[str, _Running] = {}
         """Running turns by conversation id."""
+        self._clustered = False
+        """``cluster`` at start: turns claim a lease in the shared database."""
         self._history = HistoryCache(HISTORY_CACHE_BYTES)
         """Stored messages of recently active conversations (LRU)."""
         self._server_tools: dict[str, tuple[ToolSpec, ...]] = {}
@@ -258,6 +262,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
 
     async def on_start(self) -> None:
         self._snapshot = await self.request(GetConfig())
+        # Read at start, like the bridge and the leases' holder (a change needs a restart).
+        self._clustered = self._snapshot.config.cluster is not None
         self._rebuild_system_prompt()
         self._log_approval_policy(None)
 
@@ -283,6 +289,12 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 return True
             case ConfigChanged(snapshot=snapshot):
                 previous, self._snapshot = self._snapshot, snapshot
+                if previous is not None and previous.config.cluster != snapshot.config.cluster:
+                    self.log.warning(
+                        "cluster.restart_required",
+                        message="the cluster section is read at start: the change applies "
+                        "when the platform restarts",
+                    )
                 self._rebuild_system_prompt()
                 self._log_approval_policy(previous)
                 self._inform_turns()
@@ -382,8 +394,13 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 f"{message.conversation_id}; wait for its assistant_message or send cancel"
             )
         self._check_prompt(message)
+        turn_id = f"t-{uuid.uuid4().hex[:16]}"
+        if self._clustered:
+            # One turn per conversation across the replicas: the lease in the shared
+            # database decides (TurnInProgress when another replica's turn holds it).
+            await self._claim(message.conversation_id, turn_id)
         turn = Turn(
-            turn_id=f"t-{uuid.uuid4().hex[:16]}",
+            turn_id=turn_id,
             conversation_id=message.conversation_id,
             request_id=message.request_id,
             settings=self._turn_settings(),
@@ -400,6 +417,31 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         self._turns[message.conversation_id] = state
         reply = self.defer_reply()
         state.task = self.spawn(self._run_turn(state, message, reply), name=f"turn:{turn.turn_id}")
+
+    async def _claim(self, conversation_id: str, turn_id: str) -> None:
+        try:
+            await self.request(ClaimTurn(conversation_id=conversation_id, turn_id=turn_id))
+        except RequestFailed as exc:
+            cause = cause_of(exc)
+            if isinstance(cause, ChatError):  # TurnInProgress, SessionNotFound, storage
+                raise cause from None
+            raise
+
+    async def _release(self, turn: Turn) -> None:
+        """The turn's lease is given up before its end is announced: a send that follows
+        the announcement, from any replica, finds the conversation free."""
+        try:
+            await self.request(
+                ReleaseTurn(conversation_id=turn.conversation_id, turn_id=turn.turn_id)
+            )
+        except (RequestError, ChatError) as exc:
+            # It expires by itself (nobody renews it any more).
+            self.log.warning(
+                "turn.lease_release_failed",
+                turn_id=turn.turn_id,
+                conversation_id=turn.conversation_id,
+                error=str(cause_of(exc)),
+            )
 
     async def _cancel(self, turn: Turn) -> None:
         """Cancel a running turn: its core records it, this carries out the Interrupt."""
@@ -488,6 +530,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         finally:
             if self._turns.get(turn.conversation_id) is state:
                 del self._turns[turn.conversation_id]
+        if self._clustered:
+            await self._release(turn)
         await self.publish(
             TurnStateChanged(
                 conversation_id=turn.conversation_id, turn_id=turn.turn_id, running=False

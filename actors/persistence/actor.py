@@ -61,17 +61,20 @@ import orjson
 from pydantic import BaseModel, Field
 
 from actors.errors import (
+    InternalError,
     InvalidMessage,
     SessionNotFound,
     StorageFull,
     StorageUnavailable,
     StreamedTextLost,
+    TurnInProgress,
 )
 from actors.messages import (
     AppendMessage,
     AppendMessages,
     AssistantDelta,
     CheckStorage,
+    ClaimTurn,
     ConfigChanged,
     ConversationState,
     ConversationTitled,
@@ -84,6 +87,7 @@ from actors.messages import (
     LoadHistory,
     MessageStatus,
     OpenConversation,
+    ReleaseTurn,
     SaveSession,
     SessionPage,
     SessionSummary,
@@ -92,6 +96,8 @@ from actors.messages import (
     StorageWritten,
     StoredMessage,
     StreamedText,
+    TurnFinished,
+    TurnStateChanged,
 )
 from actors.persistence.postgres import PostgresRepository
 from actors.persistence.repository import (
@@ -142,6 +148,12 @@ class _FlushDue(Message):
     """From the ticker to its actor: flush the streams whose ``interval_ms`` has passed."""
 
     type: Literal["flush_due"] = "flush_due"
+
+
+class _RenewLeases(Message):
+    """From the lease timer to its actor: extend the leases of the turns running here."""
+
+    type: Literal["renew_leases"] = "renew_leases"
 
 
 class _RunRetention(Message):
@@ -293,7 +305,10 @@ PersistenceInbox = Annotated[
     | ListSessions
     | DeleteSession
     | CheckStorage
+    | ClaimTurn
+    | ReleaseTurn
     | _FlushDue
+    | _RenewLeases
     | _RunRetention,
     Field(discriminator="type"),
 ]
@@ -335,6 +350,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
         ListSessions,
         DeleteSession,
         CheckStorage,
+        ClaimTurn,
+        ReleaseTurn,
     )
 
     def __init__(
@@ -344,8 +361,13 @@ class PersistenceActor(Actor[PersistenceInbox]):
         clock: Callable[[], float] = time.time,
         max_page_count: int | None = None,
         environ: Mapping[str, str] | None = None,
+        lease_holder: str | None = None,
     ) -> None:
         super().__init__(name)
+        self._lease_holder = lease_holder
+        self._lease_seconds = 15.0
+        self._leases: dict[str, str] = {}
+        """Turn leases this replica holds (``cluster``): turn id by conversation id."""
         self._clock = clock
         self._max_page_count = max_page_count
         self._environ = environ
@@ -418,6 +440,13 @@ class PersistenceActor(Actor[PersistenceInbox]):
         )
         self.spawn(self._tick(), name="flush-ticker")
         self._restart_retention_timer()
+        cluster = snapshot.config.cluster
+        if cluster is not None:
+            self._lease_seconds = cluster.lease_seconds  # read at start, as the holder
+            # A restart of this actor (not of the process): the turns still running keep
+            # their leases, renewed from now on.
+            self._leases = await self._lease_store.held_leases()
+            self.spawn(self._lease_loop(cluster.lease_seconds / 3), name="lease-renewal")
 
     def _make_repository(self, snapshot: ConfigSnapshot) -> ChatRepository:
         """The repository of the configured storage type (not opened yet).
@@ -443,6 +472,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
                     )
                 return PostgresRepository(
                     dsn,
+                    lease_holder=self._lease_holder if snapshot.config.cluster else None,
                     min_connections=settings.min_connections,
                     max_connections=settings.max_connections,
                     connect_timeout=settings.connect_timeout_seconds,
@@ -505,6 +535,17 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 return None
             case CheckStorage():
                 return await self._check_storage()
+            case ClaimTurn(conversation_id=conversation_id, turn_id=turn_id):
+                await self._claim_turn(conversation_id, turn_id)
+                return None
+            case ReleaseTurn(conversation_id=conversation_id, turn_id=turn_id):
+                if self._leases.get(conversation_id) == turn_id:
+                    del self._leases[conversation_id]
+                await self._lease_store.release_turn(conversation_id, turn_id)
+                return None
+            case _RenewLeases():
+                await self._renew_leases()
+                return None
             case _FlushDue():
                 await self._flush_due()
                 return None
@@ -972,6 +1013,84 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 continue
             except (MailboxClosed, NoSuchActor):
                 return  # we are stopping
+
+    # -- turn leases (cluster) --------------------------------------------------------------
+
+    @property
+    def _lease_store(self) -> PostgresRepository:
+        store = self._store
+        if not isinstance(store, PostgresRepository) or store.lease_holder is None:
+            raise InternalError(
+                "turn leases need the cluster section and chat.storage.type postgres"
+            )
+        return store
+
+    async def _claim_turn(self, conversation_id: str, turn_id: str) -> None:
+        store = self._lease_store
+        holding = await store.claim_turn(
+            conversation_id, turn_id, self._lease_seconds, self._clock()
+        )
+        if holding is not None:
+            raise TurnInProgress(
+                f"a turn ({holding}) is already running in conversation {conversation_id} "
+                "(on another replica); wait for its assistant_message or send cancel"
+            )
+        self._leases[conversation_id] = turn_id
+
+    async def _renew_leases(self) -> None:
+        """Extend this replica's leases, then end the turns whose lease expired (any
+        replica's: one that died): their answers are stored ``incomplete``."""
+        store = self._lease_store
+        try:
+            if self._leases:
+                turns = list(self._leases.values())
+                held = await store.renew_turns(turns, self._lease_seconds)
+                if held < len(turns):
+                    self.log.warning("persistence.leases_lost", turns=len(turns), held=held)
+            expired = await store.expire_leases(self._clock())
+        except (StorageFull, StorageUnavailable) as exc:
+            self.log.warning("persistence.lease_renewal_failed", error=str(exc))
+            return
+        if not expired:
+            return
+        self.log.warning(
+            "persistence.leases_expired",
+            conversations=[turn.conversation_id for turn in expired],
+            turns=[turn.turn_id for turn in expired],
+            answers_ended=sum(turn.answer_ended for turn in expired),
+        )
+        for turn in expired:
+            # The turn's end, as its orchestrator would have announced it: every tab of
+            # the conversation (on any replica) gets its answer as far as it was stored.
+            await self.publish(
+                TurnStateChanged(
+                    conversation_id=turn.conversation_id, turn_id=turn.turn_id, running=False
+                )
+            )
+            await self.publish(
+                TurnFinished(
+                    conversation_id=turn.conversation_id,
+                    turn_id=turn.turn_id,
+                    message=turn.content,
+                    thinking=turn.thinking,
+                    finish_reason="error",
+                    error_code=InternalError.error_code,
+                    error_message=(
+                        "the replica running this turn stopped answering; the answer is "
+                        "stored as far as it got (incomplete)"
+                    ),
+                    retryable=True,
+                )
+            )
+
+    async def _lease_loop(self, seconds: float) -> None:
+        """Child task: ask the actor to renew its turns' leases every ``seconds``."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.send(self.name, _RenewLeases())
+            except (MailboxClosed, NoSuchActor):
+                return
 
     # -- retention --------------------------------------------------------------------------
 

@@ -34,8 +34,10 @@ half-written. The DSN holds a password: it is never logged nor put in an error m
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
@@ -65,10 +67,23 @@ from actors.persistence.repository import (
     usage_json,
 )
 
+
+@dataclass(frozen=True, slots=True)
+class ExpiredTurn:
+    """A turn whose lease expired (its replica died): what its answer reached."""
+
+    conversation_id: str
+    turn_id: str
+    content: str
+    thinking: str | None
+    answer_ended: bool
+    """An answer row was ``streaming`` (now ``incomplete``); False: none was stored yet."""
+
+
 _Connection: TypeAlias = "PoolConnectionProxy[Record]"
 """A pooled connection, as ``Pool.acquire`` gives it (generic only in the stubs)."""
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresRepository", "describe_dsn"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "ExpiredTurn", "PostgresRepository", "describe_dsn"]
 
 # -- schema ---------------------------------------------------------------------------------
 
@@ -138,6 +153,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Version 2: a conversation's title (the model's after the first exchange, or the
     # user's; a saved conversation's is its name).
     ("ALTER TABLE conversations ADD COLUMN title TEXT",),
+    # Version 3: the turn leases of replicas sharing the database (``cluster``): one row
+    # per conversation whose turn runs, held by a replica until it expires.
+    (
+        """
+        CREATE TABLE turn_leases (
+            conversation_id TEXT PRIMARY KEY
+                            REFERENCES conversations (id) ON DELETE CASCADE,
+            turn_id         TEXT NOT NULL,
+            holder          TEXT NOT NULL,
+            expires_at      DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX turn_leases_by_holder ON turn_leases (holder)",
+    ),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` and records ``i + 1`` in ``schema_migrations``. Append a step to change the
@@ -163,8 +192,40 @@ _CREATE_VERSION_TABLE = """
 _SELECT_VERSION = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
 _VERSION_TABLE_EXISTS = "SELECT to_regclass('schema_migrations') IS NOT NULL"
 _RECORD_VERSION = "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)"
+# Leases are timed by the database server's clock, ``extract(epoch from
+# clock_timestamp())``: one clock for all replicas, whatever their machines' say.
 _RECOVER_STREAMING = (
-    "UPDATE messages SET status = 'incomplete', updated_at = $1 WHERE status = 'streaming'"
+    "UPDATE messages SET status = 'incomplete', updated_at = $1 WHERE status = 'streaming' "
+    "AND NOT EXISTS (SELECT 1 FROM turn_leases l WHERE l.conversation_id = "
+    "messages.conversation_id AND l.expires_at >= extract(epoch from clock_timestamp()))"
+)
+_LEASE_COMMIT = "SET LOCAL synchronous_commit TO off"
+"""A lease's claim and release do not wait for their WAL flush (~2-3 ms each, two per
+turn, on the persistence actor's serial path): a crash of the PostgreSQL server may forget
+the last ~0.6 s of them, which at worst lets a turn start beside one that was claimed just
+before the crash; a crash of a replica loses nothing (the row is the server's)."""
+_HELD_LEASES = "SELECT conversation_id, turn_id FROM turn_leases WHERE holder = $1"
+_CLAIM_TURN = (
+    "INSERT INTO turn_leases (conversation_id, turn_id, holder, expires_at) "
+    "VALUES ($1, $2, $3, extract(epoch from clock_timestamp()) + $4) "
+    "ON CONFLICT (conversation_id) DO UPDATE SET turn_id = EXCLUDED.turn_id, "
+    "holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at "
+    "WHERE turn_leases.expires_at < extract(epoch from clock_timestamp()) RETURNING turn_id"
+)
+_LEASE_HOLDER = "SELECT turn_id, holder FROM turn_leases WHERE conversation_id = $1"
+_RENEW_LEASES = (
+    "UPDATE turn_leases SET expires_at = extract(epoch from clock_timestamp()) + $3 "
+    "WHERE holder = $1 AND turn_id = ANY($2::text[])"
+)
+_RELEASE_TURN = "DELETE FROM turn_leases WHERE conversation_id = $1 AND turn_id = $2"
+_END_DEAD_ANSWERS = (
+    "UPDATE messages SET status = 'incomplete', updated_at = $2 "
+    "WHERE conversation_id = ANY($1::text[]) AND status = 'streaming' "
+    "RETURNING conversation_id, content, thinking"
+)
+_EXPIRE_LEASES = (
+    "DELETE FROM turn_leases WHERE expires_at < extract(epoch from clock_timestamp()) "
+    "RETURNING conversation_id, turn_id"
 )
 _INSERT_CONVERSATION = (
     "INSERT INTO conversations (id, owner, saved, created_at, updated_at) "
@@ -354,8 +415,13 @@ class PostgresRepository:
         connect_timeout: float = 5.0,
         command_timeout: float = 30.0,
         synchronous_commit: str | None = None,
+        lease_holder: str | None = None,
     ) -> None:
         self.write_transactions = 0
+        self.lease_holder = lease_holder
+        """Who holds this process's leases in ``turn_leases`` (``cluster``): the replica id
+        and a per-process suffix, so that a restarted process never mistakes its
+        predecessor's leases for its own (those expire and are swept)."""
         self._dsn = dsn
         try:
             self._description = describe_dsn(dsn)
@@ -383,9 +449,10 @@ class PostgresRepository:
     async def open(self, now: float, *, recover_streaming: bool = True) -> OpenReport:
         """Connect, create or migrate the schema, recover interrupted answers.
 
-        Recovery marks EVERY ``streaming`` row: right for one platform process per
-        database (the rows are a dead predecessor's), wrong for replicas sharing it,
-        which need a per-turn lease to tell a dead turn from a live one (issue 17).
+        Recovery marks the ``streaming`` rows of conversations without a live turn lease
+        (``turn_leases``): the answers of a dead predecessor, never those another replica
+        is streaming right now (a dead replica's leases expire, and its answers are ended
+        then: :meth:`expire_leases`).
 
         Args:
             now: The time stored in recovered rows.
@@ -634,6 +701,89 @@ class PostgresRepository:
         async with self._write("delete the session") as db:
             deleted = _rowcount(await db.execute(_DELETE_CONVERSATION, conversation_id, owner))
         return bool(deleted)
+
+    # -- turn leases (cluster) --------------------------------------------------------------
+
+    async def claim_turn(
+        self, conversation_id: str, turn_id: str, seconds: float, now: float | None = None
+    ) -> str | None:
+        """Take the conversation's turn lease for ``seconds`` (database clock); an answer
+        still ``streaming`` in the conversation is then a dead turn's: it becomes
+        ``incomplete`` (``updated_at`` = ``now``, default the current time).
+
+        Returns:
+            ``None`` when taken; else the turn id holding an unexpired lease.
+
+        Raises:
+            SessionNotFound: No such conversation.
+        """
+        holder = self._holder()
+        now = time.time() if now is None else now
+        async with self._write("claim the turn", conversation_id) as db:
+            await db.execute(_LEASE_COMMIT)
+            taken = await db.fetchval(_CLAIM_TURN, conversation_id, turn_id, holder, seconds)
+            if taken is not None:
+                # No live turn runs here now: an answer left streaming is a dead one's
+                # (a replica that died mid-answer), stored with the text it reached.
+                await db.execute(_END_DEAD_ANSWERS, [conversation_id], now)
+                return None
+            row = await db.fetchrow(_LEASE_HOLDER, conversation_id)
+        return "unknown" if row is None else str(row["turn_id"])
+
+    async def renew_turns(self, turn_ids: Sequence[str], seconds: float) -> int:
+        """Extend this replica's leases of ``turn_ids``; how many it still held."""
+        async with self._connection("renew the turn leases") as db:
+            return _rowcount(
+                await db.execute(_RENEW_LEASES, self._holder(), list(turn_ids), seconds)
+            )
+
+    async def expire_leases(self, now: float) -> list[ExpiredTurn]:
+        """Drop every expired lease (any holder's: a replica that died) and mark its
+        conversation's ``streaming`` answer ``incomplete``.
+
+        Returns:
+            The turns whose lease expired, with the text their answer reached.
+        """
+        async with self._write("expire the turn leases") as db:
+            leases = await db.fetch(_EXPIRE_LEASES)
+            if not leases:
+                return []
+            conversations = [str(row["conversation_id"]) for row in leases]
+            answers = {
+                str(row["conversation_id"]): row
+                for row in await db.fetch(_END_DEAD_ANSWERS, conversations, now)
+            }
+        expired = []
+        for lease in leases:
+            answer = answers.get(str(lease["conversation_id"]))
+            expired.append(
+                ExpiredTurn(
+                    conversation_id=str(lease["conversation_id"]),
+                    turn_id=str(lease["turn_id"]),
+                    content=str(answer["content"]) if answer is not None else "",
+                    thinking=answer["thinking"] if answer is not None else None,
+                    answer_ended=answer is not None,
+                )
+            )
+        return expired
+
+    async def held_leases(self) -> dict[str, str]:
+        """This holder's leases (turn id by conversation id): after a restart of the
+        persistence actor within the same process, the turns still running."""
+        async with self._connection("read the turn leases") as db:
+            rows = await db.fetch(_HELD_LEASES, self._holder())
+        return {str(row["conversation_id"]): str(row["turn_id"]) for row in rows}
+
+    async def release_turn(self, conversation_id: str, turn_id: str) -> None:
+        """Give the turn's lease up (nothing if it is gone)."""
+        async with self._write("release the turn", conversation_id) as db:
+            await db.execute(_LEASE_COMMIT)
+            await db.execute(_RELEASE_TURN, conversation_id, turn_id)
+
+    def _holder(self) -> str:
+        if self.lease_holder is None:
+            raise RuntimeError("turn leases need a lease_holder (the cluster's replica id)")
+        return self.lease_holder
 
     # -- messages ---------------------------------------------------------------------------
 

@@ -1,0 +1,128 @@
+"""Several replicas (``cluster``): what crosses between them, and where a request goes.
+
+Design note: the bus's bridge (``bus/bridge.py``, ``bus/nats_bridge.py``) is domain-free;
+this module is the platform's side of it, used by the wiring (``actors/platform.py``):
+
+* :data:`SHARED_EVENTS`: the events that concern a conversation's turn, and which local
+  actors receive the copies other replicas publish: the gateway only (and the config
+  actor for ``RuntimeConfigUpdated``). Its tabs see a turn
+  of another replica as they see one started by another tab of their own replica. The
+  persistence actor (deltas), the metrics and tracing actors see their own replica's
+  turns only: each turn is stored, counted and traced once, where it runs.
+* :class:`TurnRoutes`: a request about a conversation's running turn (stop it, approve a
+  call, answer an elicitation) goes to the replica running it, learnt from the
+  ``TurnStateChanged`` events every replica sees; anything else is answered locally.
+* :class:`ChatErrorCodec`: a handler's :class:`~actors.errors.ChatError` crosses as its
+  class name, message and ``retryable``, so the requester's client gets the same code.
+
+The configuration files stay per replica; a change made through the platform (the
+``set_config`` tool: ``RuntimeConfigUpdated``) is applied by every replica's ConfigActor
+to its own runtime file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Any
+
+from pydantic import BaseModel
+
+from actors import errors as chat_errors
+from actors.errors import ChatError
+from actors.messages import (
+    AnswerElicitation,
+    AnswerToolApproval,
+    AssistantDelta,
+    CancelTurn,
+    ElicitationClosed,
+    ElicitationRequested,
+    RuntimeConfigUpdated,
+    ToolApprovalClosed,
+    ToolApprovalRequested,
+    ToolExecutionEvent,
+    ToolProgress,
+    TurnFinished,
+    TurnStateChanged,
+    UserInputStored,
+)
+from bus.messages import Request
+from config.schema import ClusterConfig
+
+__all__ = ["SHARED_EVENTS", "ChatErrorCodec", "TurnRoutes", "lease_holder", "replica_id"]
+
+_GATEWAY = ("gateway",)
+
+SHARED_EVENTS: dict[type[BaseModel], tuple[str, ...]] = {
+    TurnStateChanged: _GATEWAY,
+    AssistantDelta: _GATEWAY,
+    TurnFinished: _GATEWAY,
+    ToolExecutionEvent: _GATEWAY,
+    ToolProgress: _GATEWAY,
+    ElicitationRequested: _GATEWAY,
+    ElicitationClosed: _GATEWAY,
+    ToolApprovalRequested: _GATEWAY,
+    ToolApprovalClosed: _GATEWAY,
+    UserInputStored: _GATEWAY,
+    RuntimeConfigUpdated: ("config",),
+}
+"""Shared event type -> the local actors that receive other replicas' copies."""
+
+_ROUTED = (CancelTurn, AnswerToolApproval, AnswerElicitation)
+"""Requests answered by the replica running the conversation's turn."""
+
+
+def replica_id(settings: ClusterConfig) -> str:
+    """The configured replica id, else ``<hostname>-<pid>``."""
+    return settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+_PROCESS = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def lease_holder(replica: str) -> str:
+    """The holder of this process's turn leases: the replica id and this process, so a
+    restarted replica never takes its predecessor's (dead) leases for its own."""
+    return f"{replica}/{_PROCESS}"
+
+
+class TurnRoutes:
+    """Which replica runs each conversation's turn, from the ``TurnStateChanged`` events
+    (this replica's and the others'), and so where its requests go."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, tuple[str, str]] = {}
+        """Conversation id -> (turn id, replica)."""
+
+    def observe(self, message: BaseModel, origin: str) -> None:
+        if isinstance(message, TurnStateChanged):
+            if message.running:
+                self._running[message.conversation_id] = (message.turn_id, origin)
+            elif self._running.get(message.conversation_id, ("", ""))[0] == message.turn_id:
+                del self._running[message.conversation_id]
+
+    def route(self, message: Request[Any]) -> str | None:
+        if isinstance(message, _ROUTED):
+            running = self._running.get(message.conversation_id)
+            if running is not None:
+                return running[1]
+        return None
+
+
+class ChatErrorCodec:
+    """A handler's exception across replicas: a :class:`ChatError` keeps its class (and
+    so its code) and ``retryable``; anything else arrives as an ``InternalError``."""
+
+    def encode(self, error: BaseException) -> dict[str, Any]:
+        data: dict[str, Any] = {"class": type(error).__name__, "message": str(error)}
+        if isinstance(error, ChatError):
+            data["retryable"] = error.retryable
+        return data
+
+    def decode(self, data: dict[str, Any]) -> BaseException:
+        cls = getattr(chat_errors, str(data.get("class")), None)
+        message = str(data.get("message", ""))
+        if isinstance(cls, type) and issubclass(cls, ChatError):
+            return cls(message, retryable=bool(data.get("retryable", cls.retryable)))
+        return chat_errors.InternalError(f"{data.get('class')}: {message}")

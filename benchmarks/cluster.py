@@ -1,0 +1,176 @@
+"""Several replicas (``cluster``): a burst of turns served by 1, 2 and 3 replicas, and one
+replica on SQLite against one on PostgreSQL, in one run.
+
+Run with ``uv run python benchmarks/cluster.py`` (``--burst 50``, ``--rounds 3``,
+``--chunks 40``). Needs the PostgreSQL (127.0.0.1:5432, trust; ``MCP_PLATFORM_TEST_PG_DSN``)
+and NATS (127.0.0.1:4222; ``MCP_PLATFORM_TEST_NATS_URL``) servers the tests use; it makes
+its own database and subject prefix and removes the database at the end. Not a test:
+pytest does not collect ``benchmarks/``.
+
+What runs where (everything on 127.0.0.1, the same 2-core machine): the scripted LLM in a
+process of its own (``benchmarks/_harness.py``; each answer ``--chunks`` fast chunks of
+4 characters); the platform processes of each setup; this process, with one WebSocket
+client per conversation. A burst: ``--burst`` clients, spread round-robin over the
+setup's replicas, each in a conversation of its own, send one user message at the same
+instant. Measured per setup, over ``--rounds`` bursts: turns/s (the burst's turns over
+the time from the sends to the last ``assistant_message``, median of the rounds) and the
+time to first token (send -> first ``assistant_delta``) p50/p99 over every turn, minus
+the same of the scripted server streamed directly by as many concurrent clients (the
+"added" TTFT, the platform's part). Setups: ``sqlite-1`` (the default storage, no
+cluster), ``postgres-1`` (PostgreSQL, no cluster), ``cluster-1`` / ``-2`` / ``-3``
+(PostgreSQL and NATS, 1 to 3 replicas). Ratios are against ``cluster-1`` (replicas) and
+``sqlite-1`` (storage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._harness import (
+    BenchError,
+    LLMServerProcess,
+    PlatformProcess,
+    WsClient,
+    direct_client,
+    direct_stream,
+    pct,
+    platform_config,
+)
+from tests import broker
+from tests import postgres as pg
+
+CHUNK_TEXT = "abcd"
+
+
+def _setups(dsn: str, nats_url: str, prefix: str) -> dict[str, tuple[int, dict[str, Any]]]:
+    postgres = {"chat": {"storage": {"type": "postgres"}}}
+
+    def cluster(name: str) -> dict[str, Any]:
+        return {
+            **postgres,
+            "cluster": {"url": nats_url, "subject_prefix": f"{prefix}.{name}"},
+        }
+
+    return {
+        "sqlite-1": (1, {}),
+        "postgres-1": (1, postgres),
+        "cluster-1": (1, cluster("c1")),
+        "cluster-2": (2, cluster("c2")),
+        "cluster-3": (3, cluster("c3")),
+    }
+
+
+async def _start(
+    root: Path, name: str, count: int, overrides: dict[str, Any], llm_url: str, dsn: str
+) -> list[PlatformProcess]:
+    replicas = []
+    for i in range(count):
+        config_dir = root / name / f"r{i}"
+        config_dir.mkdir(parents=True)
+        (config_dir / ".env").write_text(f"MCP_PLATFORM_PG_DSN={dsn}\n")
+        config = platform_config(llm_url, level="WARNING", persist_deltas=True, overrides=overrides)
+        if "cluster" in config:
+            config["cluster"] = {**config["cluster"], "replica_id": f"r{i}"}
+        replicas.append(PlatformProcess(config_dir, config))
+    await asyncio.gather(*(replica.start() for replica in replicas))
+    return replicas
+
+
+async def _burst(
+    llm: LLMServerProcess, replicas: list[PlatformProcess], burst: int, chunks: int
+) -> tuple[float, list[float]]:
+    clients = await asyncio.gather(
+        *(WsClient.open(replicas[i % len(replicas)].ws_url) for i in range(burst))
+    )
+    try:
+        # One conversation each (a new connection opens its owner's latest one).
+        for client in clients:
+            await client.new_conversation()
+        await llm.script({"fast": chunks, "text": CHUNK_TEXT}, burst)
+        started = time.perf_counter()
+        timings = await asyncio.gather(
+            *(client.turn("go", chunks * len(CHUNK_TEXT)) for client in clients)
+        )
+        elapsed = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(client.close() for client in clients))
+    return burst / elapsed, [t.ttft for t in timings]
+
+
+async def _direct(llm: LLMServerProcess, burst: int, chunks: int, rounds: int) -> list[float]:
+    ttfts: list[float] = []
+    clients = [direct_client() for _ in range(burst)]
+    try:
+        for _ in range(rounds):
+            await llm.script({"fast": chunks, "text": CHUNK_TEXT}, burst)
+            timings = await asyncio.gather(
+                *(direct_stream(http, llm.completions_url, "go") for http in clients)
+            )
+            ttfts += [t.ttft for t in timings]
+    finally:
+        await asyncio.gather(*(http.aclose() for http in clients))
+    return ttfts
+
+
+async def main(burst: int, rounds: int, chunks: int) -> int:
+    nats_url = broker.nats_url()
+    prefix = broker.unique_prefix()
+    dsn = pg.create_database()
+    llm = LLMServerProcess()
+    results: dict[str, tuple[float, list[float]]] = {}
+    try:
+        await llm.start()
+        direct = await _direct(llm, burst, chunks, rounds)
+        with tempfile.TemporaryDirectory(prefix="mcp-cluster-bench-") as tmp:
+            for name, (count, overrides) in _setups(dsn, nats_url, prefix).items():
+                pg.execute(dsn, "DROP SCHEMA public CASCADE")
+                pg.execute(dsn, "CREATE SCHEMA public")
+                replicas = await _start(Path(tmp), name, count, overrides, llm.base_url, dsn)
+                try:
+                    rates: list[float] = []
+                    ttfts: list[float] = []
+                    await _burst(llm, replicas, min(burst, 10), chunks)  # warm-up
+                    for _ in range(rounds):
+                        rate, ttft = await _burst(llm, replicas, burst, chunks)
+                        rates.append(rate)
+                        ttfts += ttft
+                    results[name] = (statistics.median(rates), ttfts)
+                finally:
+                    for replica in replicas:
+                        await replica.stop()
+                    problems = [p for r in replicas for p in r.problems()]
+                    if problems:
+                        raise BenchError(f"{name}: the platform logged problems: {problems[:3]}")
+    finally:
+        await llm.aclose()
+        pg.drop_database(dsn)
+    d50, d99 = pct(direct, 50) * 1000, pct(direct, 99) * 1000
+    print(
+        f"burst {burst} x {rounds} rounds, {chunks} chunks per answer; direct TTFT "
+        f"p50 {d50:.1f} ms, p99 {d99:.1f} ms"
+    )
+    print(f"{'setup':<11} {'turns/s':>8} {'x':>6} {'+TTFT p50 ms':>13} {'+TTFT p99 ms':>13}")
+    for name, (rate, ttfts) in results.items():
+        base = results["sqlite-1" if not name.startswith("cluster") else "cluster-1"][0]
+        added50 = pct(ttfts, 50) * 1000 - d50
+        added99 = pct(ttfts, 99) * 1000 - d99
+        print(f"{name:<11} {rate:>8.1f} {rate / base:>6.2f} {added50:>13.1f} {added99:>13.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--chunks", type=int, default=40)
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.burst, args.rounds, args.chunks)))

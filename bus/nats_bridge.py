@@ -1,0 +1,349 @@
+"""A :class:`~bus.bridge.Bridge` over NATS (nats-py): the replicas of one platform share
+events and answer each other's requests through one NATS server (or cluster).
+
+Subjects, under the configured prefix ``P`` (one prefix per platform; every replica of it
+uses the same one):
+
+* ``P.ev.<tag>``: a shared event (its JSON; the ``origin`` header names the replica that
+  published it). Every replica subscribes to ``P.ev.>`` with one subscription, so the
+  events of one replica arrive in the order it published them; the connection is made
+  with ``no_echo``, so a replica never receives its own.
+* ``P.rq.<replica>``: requests for that replica (NATS request/reply). The body is
+  ``{"to", "timeout", "message"}``; the reply is ``{"ok": <reply>}`` or ``{"error":
+  <bus error class>, "message", "cause"}``, turned back into the same typed error
+  (:mod:`bus.errors`) the in-process bus raises. A handler's own exception (the
+  ``RequestFailed`` cause) crosses through the ``errors`` codec the wiring gives.
+
+What a remote event is delivered to, and where a request goes, is the wiring's
+:class:`Router` and ``deliveries`` (``bus/bridge.py`` says why). The broker carries live
+events only: a replica that is away while one is published misses it (the database is the
+record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import nats
+import nats.errors
+import orjson
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import BaseModel
+
+from bus import errors as bus_errors
+from bus.bridge import UnknownMessage, decode_reply, encode_reply, message_from
+from bus.bus import Bus
+from bus.errors import (
+    BusError,
+    NoSuchActor,
+    RequestFailed,
+    RequestTimeout,
+)
+from bus.messages import Request
+
+__all__ = ["BrokerUnavailable", "CauseCodec", "NatsBridge", "Router"]
+
+_log = structlog.get_logger("bus.bridge", actor="bus")
+
+_MARGIN = 1.0
+"""Seconds a requester waits beyond the request's timeout: the answering replica's own
+``RequestTimeout`` (with its message) arrives before NATS gives up."""
+_CONNECT_TIMEOUT = 5.0
+
+_answering: contextvars.ContextVar[bool] = contextvars.ContextVar("answering", default=False)
+"""Set while this replica answers another's request: it is answered here, never routed on."""
+
+
+class BrokerUnavailable(BusError):
+    """The NATS server cannot be reached at start (names the URL without credentials)."""
+
+
+class Router(Protocol):
+    """The wiring's knowledge of which replica answers what."""
+
+    def observe(self, message: BaseModel, origin: str) -> None:
+        """A shared event was published by replica ``origin`` (this one's too)."""
+        ...
+
+    def route(self, message: Request[Any]) -> str | None:
+        """The replica that answers ``message`` (``None``: this one)."""
+        ...
+
+
+class CauseCodec(Protocol):
+    """How a handler's exception (a ``RequestFailed`` cause) crosses the wire."""
+
+    def encode(self, error: BaseException) -> dict[str, Any]: ...
+
+    def decode(self, data: dict[str, Any]) -> BaseException: ...
+
+
+def describe_url(url: str) -> str:
+    """``nats://host:port`` without user, password or token."""
+    parts = urlsplit(url)
+    return f"{parts.scheme or 'nats'}://{parts.hostname}:{parts.port or 4222}"
+
+
+class NatsBridge:
+    """The bus of this replica, joined to the others' through NATS.
+
+    Args:
+        bus: This replica's bus (the bridge attaches itself in :meth:`start`).
+        url: The NATS server, ``nats://host:4222``.
+        prefix: The subject prefix shared by the replicas of one platform.
+        replica: This replica's id (unique among them).
+        deliveries: Shared event type -> the local actors that receive copies published
+            by other replicas (its keys are :attr:`shared`).
+        router: Where requests go (see :class:`Router`).
+        causes: How handler exceptions cross (see :class:`CauseCodec`).
+        on_state: Called with ``"connected"``, ``"disconnected"``, ``"reconnected"`` or
+            ``"closed"`` (for ``/readyz``).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        url: str,
+        prefix: str,
+        replica: str,
+        deliveries: Mapping[type[BaseModel], tuple[str, ...]],
+        router: Router,
+        causes: CauseCodec,
+        on_state: Callable[[str], None] | None = None,
+    ) -> None:
+        self._bus = bus
+        self._url = url
+        self.description = describe_url(url)
+        self.prefix = prefix
+        self.replica = replica
+        self._deliveries = dict(deliveries)
+        self.shared: frozenset[type[BaseModel]] = frozenset(self._deliveries)
+        self._router = router
+        self._causes = causes
+        self._on_state = on_state or (lambda _state: None)
+        self._nc: Client | None = None
+        self._subscriptions: list[Subscription] = []
+        self._answers: set[asyncio.Task[None]] = set()
+        self.connected = False
+        self.forward_failures = 0
+        self._closing = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, subscribe, and attach to the bus.
+
+        Raises:
+            BrokerUnavailable: The server does not accept a connection within 5 s.
+        """
+        parts = urlsplit(self._url)
+        try:
+            # One plain attempt first: nats-py's own first connect either gives up for
+            # good (no reconnects later) or retries forever; we want a clear failure at
+            # start and reconnects forever afterwards.
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222),
+                _CONNECT_TIMEOUT,
+            )
+            writer.close()
+        except (OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(
+                f"cannot connect to NATS at {self.description}: {type(exc).__name__}: {exc}"
+            ) from None
+        self._nc = await nats.connect(
+            self._url,
+            name=f"mcp-platform {self.replica}",
+            no_echo=True,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=int(_CONNECT_TIMEOUT),
+            error_cb=self._error,
+            disconnected_cb=self._disconnected,
+            reconnected_cb=self._reconnected,
+            closed_cb=self._closed,
+        )
+        self._subscriptions = [
+            await self._nc.subscribe(f"{self.prefix}.ev.>", cb=self._on_event),
+            await self._nc.subscribe(f"{self.prefix}.rq.{self.replica}", cb=self._on_request),
+        ]
+        await self._nc.flush()
+        self.connected = True
+        self._on_state("connected")
+        self._bus.attach_bridge(self)
+        _log.info(
+            "bus.bridge_connected", url=self.description, prefix=self.prefix, replica=self.replica
+        )
+
+    async def close(self) -> None:
+        """Detach from the bus, let pending answers finish, and close the connection."""
+        self._bus.attach_bridge(None)
+        self._closing = True
+        nc, self._nc = self._nc, None
+        if nc is None:
+            return
+        for subscription in self._subscriptions:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+        if self._answers:
+            await asyncio.wait(self._answers, timeout=_CONNECT_TIMEOUT)
+        try:
+            await nc.drain()
+        except (nats.errors.Error, TimeoutError):
+            await nc.close()
+
+    async def _error(self, error: Exception) -> None:
+        _log.warning("bus.bridge_error", url=self.description, error=f"{type(error).__name__}")
+
+    async def _disconnected(self) -> None:
+        self.connected = False
+        self._on_state("disconnected")
+        if not self._closing:  # our own close (at shutdown) is no problem
+            _log.warning("bus.bridge_disconnected", url=self.description)
+
+    async def _reconnected(self) -> None:
+        self.connected = True
+        self._on_state("reconnected")
+        _log.info("bus.bridge_reconnected", url=self.description)
+
+    async def _closed(self) -> None:
+        self.connected = False
+        self._on_state("closed")
+
+    def state(self) -> dict[str, object]:
+        """For ``/readyz``: connected now, where, as which replica."""
+        return {
+            "ok": self.connected,
+            "configured": True,
+            "url": self.description,
+            "prefix": self.prefix,
+            "replica": self.replica,
+        }
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def forward(self, message: BaseModel) -> None:
+        """Publish a local shared event to the other replicas (see the module note)."""
+        self._router.observe(message, self.replica)
+        nc = self._nc
+        if nc is None:
+            return
+        tag = message.type  # type: ignore[attr-defined]  # every Message has its tag
+        try:
+            await nc.publish(
+                f"{self.prefix}.ev.{tag}",
+                orjson.dumps(message.model_dump(mode="json")),
+                headers={"origin": self.replica},
+            )
+        except nats.errors.Error as exc:
+            # The broker carries live events only; losing one must not fail the sender.
+            self.forward_failures += 1
+            _log.warning("bus.bridge_forward_failed", message_type=tag, error=type(exc).__name__)
+
+    async def _on_event(self, msg: Msg) -> None:
+        origin = (msg.headers or {}).get("origin", "")
+        try:
+            message = message_from(orjson.loads(msg.data))
+        except (UnknownMessage, orjson.JSONDecodeError) as exc:
+            _log.warning(
+                "bus.bridge_unknown_event", subject=msg.subject, origin=origin, error=str(exc)
+            )
+            return
+        self._router.observe(message, origin)
+        recipients = self._deliveries.get(type(message))
+        if recipients:
+            await self._bus.deliver(message, recipients)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def route(self, message: Request[Any]) -> str | None:
+        if _answering.get():
+            return None
+        replica = self._router.route(message)
+        return None if replica == self.replica else replica
+
+    async def request(
+        self, replica: str, message: Request[Any], *, to: str | None, timeout: float
+    ) -> Any:
+        nc = self._nc
+        kind = type(message).__name__
+        if nc is None:
+            raise NoSuchActor(f"{kind} is for replica {replica!r}, and the broker is closed")
+        subject = f"{self.prefix}.rq.{replica}"
+        body = orjson.dumps(
+            {"to": to, "timeout": timeout, "message": message.model_dump(mode="json")}
+        )
+        try:
+            answer = await nc.request(subject, body, timeout=timeout + _MARGIN)
+        except nats.errors.NoRespondersError as exc:
+            raise NoSuchActor(
+                f"{kind} is for replica {replica!r}, which does not answer on {subject}"
+            ) from exc
+        except nats.errors.TimeoutError as exc:
+            raise RequestTimeout(
+                f"replica {replica!r} did not answer {kind} within {timeout:g} s"
+            ) from exc
+        except nats.errors.Error as exc:
+            raise NoSuchActor(
+                f"{kind} is for replica {replica!r}, and the broker at {self.description} "
+                f"cannot carry it: {type(exc).__name__}"
+            ) from exc
+        reply = orjson.loads(answer.data)
+        if "ok" in reply:
+            return decode_reply(type(message), reply["ok"])
+        error_class = getattr(bus_errors, str(reply.get("error")), None)
+        if not (isinstance(error_class, type) and issubclass(error_class, BusError)):
+            error_class = RequestFailed
+        error = error_class(f"replica {replica!r}: {reply.get('message', '')}")
+        cause = reply.get("cause")
+        if cause is not None:
+            raise error from self._causes.decode(cause)
+        raise error
+
+    async def _on_request(self, msg: Msg) -> None:
+        # Answered in a task of its own: a slow handler must not hold up the others.
+        task = asyncio.get_running_loop().create_task(self._answer(msg))
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        _answering.set(True)
+        try:
+            fields = orjson.loads(msg.data)
+            message = _request_from(fields["message"])
+            timeout = float(fields["timeout"])
+            to = fields.get("to")
+        except (UnknownMessage, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            await self._respond(msg, {"error": "RequestFailed", "message": f"bad request: {exc}"})
+            return
+        try:
+            value = await self._bus.request(message, to=to, timeout=timeout)
+        except BusError as exc:
+            answer: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
+            if isinstance(exc, RequestFailed) and exc.__cause__ is not None:
+                answer["cause"] = self._causes.encode(exc.__cause__)
+            await self._respond(msg, answer)
+            return
+        await self._respond(msg, {"ok": encode_reply(type(message), value)})
+
+    async def _respond(self, msg: Msg, answer: dict[str, Any]) -> None:
+        try:
+            await msg.respond(orjson.dumps(answer))
+        except nats.errors.Error as exc:
+            _log.warning("bus.bridge_reply_lost", subject=msg.subject, error=type(exc).__name__)
+
+
+def _request_from(fields: Any) -> Request[Any]:
+    message = message_from(fields)
+    if not isinstance(message, Request):
+        raise UnknownMessage(f"{type(message).__name__} is not a request")
+    return message

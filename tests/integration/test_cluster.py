@@ -1,0 +1,540 @@
+"""Several real replicas of the platform (``cluster``) on one PostgreSQL database (this
+test's schema) and one NATS subject prefix (this test's own): any replica serves any
+connection.
+
+Real processes everywhere: two or three ``mcp-platform`` processes, the tests' PostgreSQL
+and NATS servers, WebSocket clients, the demo MCP server (each replica runs its own); the
+LLM is the scripted one, shared by the replicas (whichever replica asks gets the next
+scripted reply). Proved here:
+
+- each replica's ``/readyz`` reports its broker connection;
+- a conversation started on one replica continues on another, and a tab on a third sees
+  the turn live (thinking, deltas, the final answer);
+- a tab on replica B stops a turn running on replica A, approves its tool call (the
+  call runs on A, B and A see the cards) and answers its elicitation; B's tab is shown
+  the user input A's tab sent (``user_message_stored``);
+- a replica killed (SIGKILL) mid-answer: once its lease expired, another replica stores
+  the answer ``incomplete`` with the text persisted so far, and the conversation goes on
+  from there;
+- a change made through the platform (``set_config`` on one replica) reaches the others'
+  runtime files and configurations;
+- a NATS restart while a turn streams: the replicas reconnect, ``/readyz`` says the
+  broker is down meanwhile, and the tab on the other replica gets the rest of the turn;
+- the ``cluster`` section is read at start: added to a running platform's file, it
+  changes nothing until a restart (said in the log), turns go on;
+- two replicas racing to send into one conversation: exactly one turn runs, the other
+  send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+from tests import postgres as pg
+from tests.broker import ThrowawayNats
+from tests.integration.chat import ChatClient, ChatPlatform, _merge
+from tests.integration.conftest import PlatformProcess
+from tests.scripted_llm import Content, Finish, Gate, Reasoning, Reply, ScriptedLLM, ToolCall
+
+DEMO = {
+    "command": sys.executable,
+    "args": [str(Path(__file__).resolve().parents[2] / "Servers" / "demo_server.py")],
+}
+
+StartReplicas = Callable[..., Awaitable[list[ChatPlatform]]]
+
+
+@pytest.fixture
+async def cluster(
+    platform_factory: Callable[..., PlatformProcess],
+    llm: ScriptedLLM,
+    postgres_dsn: str,
+    nats_server: str,
+    nats_prefix: str,
+    tmp_path: Path,
+) -> AsyncIterator[tuple[StartReplicas, list[ChatClient]]]:
+    """Start ``n`` replicas (ids r0, r1, ...) on this test's database and subject prefix;
+    the clients a test opens go in the list and are closed at the end."""
+    clients: list[ChatClient] = []
+
+    async def start(
+        n: int,
+        servers: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        url: str | None = None,
+    ) -> list[ChatPlatform]:
+        replicas = []
+        for i in range(n):
+            process = platform_factory(tmp_path / f"r{i}")
+            process.env["CHAT_DB_DSN"] = postgres_dsn
+            platform = ChatPlatform(process, llm)
+            if servers is not None:
+                (platform.config_dir / "servers_config.json").write_bytes(
+                    orjson.dumps({"mcpServers": servers})
+                )
+            replicas.append(platform)
+        # Started together: the first migrations race on the database (an advisory lock
+        # orders them).
+        await asyncio.gather(
+            *(
+                platform.start(
+                    _merge(
+                        {
+                            "chat": {
+                                "storage": {
+                                    "type": "postgres",
+                                    "postgres": {"dsn_env": "CHAT_DB_DSN"},
+                                }
+                            },
+                            "cluster": {
+                                "url": url or nats_server,
+                                "subject_prefix": nats_prefix,
+                                "replica_id": f"r{i}",
+                            },
+                            "mcp": {"approval": {"timeout": 20}},
+                        },
+                        extra or {},
+                    )
+                )
+                for i, platform in enumerate(replicas)
+            )
+        )
+        for platform in replicas:
+            for name in servers or {}:
+                await platform.process.wait_for(
+                    "tools.server_ready", lambda e, n=name: e["server"] == n, timeout=30
+                )
+        return replicas
+
+    yield start, clients
+    for client in clients:
+        await client.close()
+
+
+async def _connect(
+    platform: ChatPlatform, clients: list[ChatClient], conversation_id: str | None = None
+) -> tuple[ChatClient, dict[str, Any]]:
+    client = await platform.connect(conversation_id)
+    clients.append(client)
+    info = await client.expect("session_info")
+    return client, info
+
+
+def _deltas(frames: list[dict[str, Any]], kind: str = "assistant_delta") -> str:
+    return "".join(f["content"] for f in frames if f["type"] == kind)
+
+
+async def test_a_conversation_continues_on_another_replica_and_a_third_sees_it_live(
+    cluster: tuple[StartReplicas, list[ChatClient]],
+    llm: ScriptedLLM,
+    postgres_dsn: str,
+    nats_server: str,
+    nats_prefix: str,
+) -> None:
+    start, clients = cluster
+    r0, r1, r2 = await start(3)
+    async with httpx.AsyncClient() as http:
+        for i, replica in enumerate((r0, r1, r2)):
+            ready = await http.get(f"{replica.http_url}/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"]["broker"] == {
+                "ok": True,
+                "configured": True,
+                "url": nats_server,
+                "prefix": nats_prefix,
+                "replica": f"r{i}",
+            }
+    first, info = await _connect(r0, clients)
+    conversation_id = info["conversation_id"]
+    llm.script(Reply.text("Hello from one replica.", chunks=3))
+    frames = await first.turn("Where am I?")
+    final_first = frames[-1]
+
+    # A tab on r1 attaches: the history is the shared database's.
+    watcher, attached = await _connect(r1, clients, conversation_id)
+    assert [(m["role"], m["content"]) for m in attached["messages"]] == [
+        ("user", "Where am I?"),
+        ("assistant", "Hello from one replica."),
+    ]
+
+    # The conversation continues on r2; r1's tab sees that turn live: its thinking and
+    # deltas arrive while the answer is held mid-stream, before any assistant_message.
+    gate = Gate()
+    llm.script(
+        Reply.stream(
+            Reasoning("Thinking it "),
+            Reasoning("over."),
+            Content("Still the same "),
+            Content("conversation"),
+            gate,
+            Content("."),
+            Finish("stop"),
+        )
+    )
+    third, _ = await _connect(r2, clients, conversation_id)
+    await third.send({"type": "user_message", "message": "And now?", "request_id": "r2-1"})
+    seen = ""
+    while seen != "Still the same conversation":
+        seen += (await watcher.expect("assistant_delta"))["content"]
+    assert _deltas(watcher.frames, "thinking_delta") == "Thinking it over."
+    assert not [f for f in watcher.frames if f["type"] == "assistant_message"]
+    gate.open()
+    final = await watcher.expect("assistant_message", timeout=20)
+    assert final["message"] == "Still the same conversation."
+    assert final["thinking"] == "Thinking it over."
+    own = await third.expect("assistant_message", timeout=20)
+    assert own["request_id"] == "r2-1"
+    assert (own["message"], own["turn_id"]) == (final["message"], final["turn_id"])
+    # r0's tab, still attached, saw it too.
+    assert (await first.expect("assistant_message", timeout=20))["turn_id"] == own["turn_id"]
+
+    # r2's LLM request carried the history written by r0.
+    history = [(m["role"], m["content"]) for m in llm.requests[-1].json["messages"][1:]]
+    assert history == [
+        ("user", "Where am I?"),
+        ("assistant", "Hello from one replica."),
+        ("user", "And now?"),
+    ]
+    # The turn ran on r2 only, and its lease is gone.
+    ran_on = [[e["turn_id"] for e in r.process.find("turn.started")] for r in (r0, r1, r2)]
+    assert ran_on == [[final_first["turn_id"]], [], [own["turn_id"]]]
+    assert pg.query(postgres_dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+    statuses = pg.query(
+        postgres_dsn,
+        "SELECT role, status FROM messages WHERE conversation_id = ? ORDER BY id",
+        (conversation_id,),
+    )
+    assert statuses == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
+
+
+async def test_a_tab_on_another_replica_stops_the_turn(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, postgres_dsn: str
+) -> None:
+    start, clients = cluster
+    r0, r1 = await start(2)
+    sender, info = await _connect(r0, clients)
+    conversation_id = info["conversation_id"]
+    stopper, _ = await _connect(r1, clients, conversation_id)
+    llm.script(Reply.stream(Content("partial "), Content("answer"), Gate(), Content(" never")))
+    await sender.send({"type": "user_message", "message": "go on and on"})
+    seen = ""
+    while seen != "partial answer":
+        seen += (await stopper.expect("assistant_delta"))["content"]
+
+    await stopper.send({"type": "cancel"})
+    stopped = await sender.expect("assistant_message", timeout=20)
+    assert (stopped["finish_reason"], stopped["message"]) == ("cancelled", "partial answer")
+    seen_there = await stopper.expect("assistant_message", timeout=20)
+    assert (seen_there["finish_reason"], seen_there["turn_id"]) == ("cancelled", stopped["turn_id"])
+    assert not [f for f in stopper.frames if f["type"] == "error"]
+    # The turn ran (and was cancelled) on r0.
+    await r0.process.wait_for("turn.cancel_requested", timeout=10)
+    assert not r1.process.find("turn.cancel_requested")
+    rows = pg.query(
+        postgres_dsn,
+        "SELECT content, status FROM messages WHERE conversation_id = ? AND role = 'assistant'",
+        (conversation_id,),
+    )
+    assert rows == [("partial answer", "cancelled")]
+    assert pg.query(postgres_dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+
+    # The conversation is free again, from either replica.
+    llm.script(Reply.text("Fresh start."))
+    frames = await stopper.turn("again")
+    assert [f["message"] for f in frames if f["type"] == "assistant_message"] == ["Fresh start."]
+
+
+async def test_a_tab_on_another_replica_approves_the_tool_call(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    start, clients = cluster
+    r0, r1 = await start(2, {"demo": {**DEMO, "require_approval": True}})
+    sender, info = await _connect(r0, clients)
+    approver, _ = await _connect(r1, clients, info["conversation_id"])
+    call = ToolCall("demo__echo", orjson.dumps({"text": "cross-replica"}).decode(), id="c1")
+    llm.script(Reply.tool_calls([call]), Reply.text("Echoed across."))
+    await sender.send({"type": "user_message", "message": "echo it"})
+
+    request = await approver.expect("tool_approval_request", timeout=20)
+    assert (request["call_id"], request["arguments"]) == ("c1", {"text": "cross-replica"})
+    await approver.send({"type": "tool_approval_response", "call_id": "c1", "decision": "approve"})
+
+    for client in (sender, approver):
+        finished = await client.expect("assistant_message", timeout=20)
+        assert finished["message"] == "Echoed across."
+        cards = [
+            f["status"]
+            for f in client.frames
+            if f["type"] == "tool_execution" and f["call_id"] == "c1"
+        ]
+        assert cards == ["started", "completed"]
+    assert not [f for f in approver.frames if f["type"] == "error"]
+    # The call ran on r0 (the turn's replica), through r0's own demo server.
+    [ran] = r0.process.find("tools.call", lambda e: e["call_id"] == "c1")
+    assert ran["is_error"] is False
+    assert not r1.process.find("tools.call", lambda e: e["call_id"] == "c1")
+    tool_result = [m for m in llm.requests[1].json["messages"] if m["role"] == "tool"]
+    assert tool_result[0]["content"] == "cross-replica"
+
+
+async def test_a_tab_on_another_replica_answers_the_elicitation_and_sees_the_user_input(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    start, clients = cluster
+    r0, r1 = await start(2, {"demo": DEMO})
+    asker, info = await _connect(r0, clients)
+    answerer, _ = await _connect(r1, clients, info["conversation_id"])
+    book = ToolCall("demo__book_table", '{"day": "Friday"}', id="book")
+    llm.script(Reply.tool_calls([book]), Reply.text("Booked."))
+    await asker.send({"type": "user_message", "message": "book a table"})
+
+    stored = await answerer.expect("user_message_stored", timeout=20)
+    assert [(m["role"], m["content"]) for m in stored["messages"]] == [("user", "book a table")]
+    request_id = (await answerer.expect("elicitation_request", timeout=20))["request_id"]
+    assert (await asker.expect("elicitation_request"))["request_id"] == request_id
+    await answerer.send(
+        {
+            "type": "elicitation_response",
+            "request_id": request_id,
+            "action": "accept",
+            "content": {"name": "Ada"},
+        }
+    )
+    closed = await asker.expect("elicitation_closed", timeout=20)
+    assert (closed["action"], closed["reason"]) == ("accept", "answered in another window")
+    assert (await answerer.expect("elicitation_closed"))["reason"] == "answered"
+    for tab in (asker, answerer):
+        assert (await tab.expect("assistant_message", timeout=20))["message"] == "Booked."
+    assert not [f for f in answerer.frames if f["type"] == "error"]
+    tool = [m for m in llm.requests[-1].json["messages"] if m["role"] == "tool"]
+    assert tool[-1]["content"] == "Booked a table for 2 on Friday under Ada."
+    # The sender is not shown its own input again.
+    assert not [f for f in asker.frames if f["type"] == "user_message_stored"]
+    assert r0.process.find("tools.call", lambda e: e["call_id"] == "book")
+    assert not r1.process.find("tools.call", lambda e: e["call_id"] == "book")
+
+
+async def _outcome(
+    client: ChatClient, request_id: str, outcomes: dict[str, str], lost: asyncio.Event
+) -> None:
+    """Read ``client`` until its send ``request_id`` was answered or refused."""
+    while True:
+        frame = await client.recv(timeout=20)
+        if frame.get("request_id") != request_id:
+            continue
+        if frame["type"] == "error":
+            assert frame["error_code"] == "TURN_IN_PROGRESS"
+            outcomes[request_id] = "busy"
+            lost.set()
+            return
+        if frame["type"] == "assistant_message":
+            outcomes[request_id] = "answered"
+            return
+
+
+async def test_two_replicas_racing_into_one_conversation_run_one_turn(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, postgres_dsn: str
+) -> None:
+    start, clients = cluster
+    r0, r1 = await start(2)
+    a, info = await _connect(r0, clients)
+    conversation_id = info["conversation_id"]
+    b, _ = await _connect(r1, clients, conversation_id)
+
+    for round_ in range(5):
+        gate = Gate()
+        llm.script(Reply.stream(Content(f"winner {round_}"), gate, Finish("stop")))
+        await asyncio.gather(
+            a.send({"type": "user_message", "message": f"a{round_}", "request_id": f"a{round_}"}),
+            b.send({"type": "user_message", "message": f"b{round_}", "request_id": f"b{round_}"}),
+        )
+        outcomes: dict[str, str] = {}
+        lost = asyncio.Event()
+        both = asyncio.gather(
+            _outcome(a, f"a{round_}", outcomes, lost), _outcome(b, f"b{round_}", outcomes, lost)
+        )
+        # The loser's error comes while the winner's turn is held at the gate.
+        await asyncio.wait_for(lost.wait(), 20)
+        gate.open()
+        await both
+        assert sorted(outcomes.values()) == ["answered", "busy"], outcomes
+    users = pg.query(
+        postgres_dsn,
+        "SELECT count(*) FROM messages WHERE conversation_id = ? AND role = 'user'",
+        (conversation_id,),
+    )
+    assert users == [(5,)]
+    assert len(llm.requests) == 5
+    assert pg.query(postgres_dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+
+
+async def test_a_killed_replicas_answer_ends_incomplete_and_the_conversation_goes_on(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, postgres_dsn: str
+) -> None:
+    start, clients = cluster
+    r0, r1 = await start(
+        2,
+        extra={
+            "cluster": {"lease_seconds": 2},
+            "logging": {"level": "DEBUG"},  # persistence.flushed
+            "chat": {"service": {"streaming": {"persistence": {"interval_ms": 50}}}},
+        },
+    )
+    sender, info = await _connect(r0, clients)
+    conversation_id = info["conversation_id"]
+    watcher, _ = await _connect(r1, clients, conversation_id)
+    llm.script(Reply.stream(Content("half an "), Content("answer"), Gate(), Finish("stop")))
+    await sender.send({"type": "user_message", "message": "tell me"})
+    seen = ""
+    while seen != "half an answer":
+        seen += (await watcher.expect("assistant_delta"))["content"]
+    await r0.process.wait_for(
+        "persistence.flushed", lambda e: e["total_chars"] == len("half an answer"), timeout=10
+    )
+    r0.process.signal(signal.SIGKILL)
+    assert await r0.process.wait_exit() == -signal.SIGKILL
+
+    expired = await r1.process.wait_for("persistence.leases_expired", timeout=15)
+    assert (expired["conversations"], expired["answers_ended"]) == ([conversation_id], 1)
+    # The tab on r1 is told the turn ended, with the answer as far as it was stored.
+    error = await watcher.expect("error", timeout=10)
+    assert (error["error_code"], error["retryable"]) == ("INTERNAL_ERROR", True)
+    assert "stopped answering" in error["error_message"]
+    ended = await watcher.expect("assistant_message")
+    assert (ended["message"], ended["finish_reason"]) == ("half an answer", "error")
+    rows = pg.query(
+        postgres_dsn,
+        "SELECT role, content, status FROM messages WHERE conversation_id = ? ORDER BY id",
+        (conversation_id,),
+    )
+    assert rows == [("user", "tell me", "complete"), ("assistant", "half an answer", "incomplete")]
+
+    llm.script(Reply.text("Carrying on."))
+    frames = await watcher.turn("still there?")
+    assert [f["message"] for f in frames if f["type"] == "assistant_message"] == ["Carrying on."]
+    history = [(m["role"], m["content"]) for m in llm.requests[-1].json["messages"][1:]]
+    assert history == [
+        ("user", "tell me"),
+        ("assistant", "half an answer"),
+        ("user", "still there?"),
+    ]
+
+
+async def test_set_config_on_one_replica_reaches_the_others(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    start, clients = cluster
+    replicas = await start(3)
+    client, _ = await _connect(replicas[0], clients)
+    change = ToolCall(
+        "platform__set_config",
+        orjson.dumps({"key": "chat.service.max_tool_hops", "value": 3}).decode(),
+        id="set",
+    )
+    llm.script(Reply.tool_calls([change]), Reply.text("Set."))
+    await client.turn("fewer tool hops, please")
+    tool = [m for m in llm.requests[1].json["messages"] if m["role"] == "tool"]
+    assert "error" not in tool[0]["content"].lower(), tool[0]["content"]
+    for replica in replicas:
+        updated = await replica.process.wait_for(
+            "config.updated", lambda e: e["keys"] == ["chat.service.max_tool_hops"], timeout=10
+        )
+        assert updated.get("shared", False) is (replica is not replicas[0])
+        written = yaml.safe_load((replica.config_dir / "runtime_config.yaml").read_text())
+        assert written["chat"]["service"]["max_tool_hops"] == 3
+        # Applied, not only written: the replica's actors got the new configuration.
+        await replica.process.wait_for(
+            "config.reloaded",
+            lambda e: "chat.service.max_tool_hops" in e.get("changed_keys", []),
+            timeout=10,
+        )
+
+
+async def test_a_broker_restart_mid_answer_the_replicas_reconnect_and_carry_on(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, unused_tcp_port: int
+) -> None:
+    start, clients = cluster
+    broker = ThrowawayNats(unused_tcp_port)
+    await broker.start()
+    try:
+        r0, r1 = await start(2, url=broker.url)
+        sender, info = await _connect(r0, clients)
+        watcher, _ = await _connect(r1, clients, info["conversation_id"])
+        gate = Gate()
+        llm.script(Reply.stream(Content("before "), gate, Content("after"), Finish("stop")))
+        await sender.send({"type": "user_message", "message": "through a restart"})
+        assert (await watcher.expect("assistant_delta"))["content"] == "before "
+
+        await broker.stop()
+        for replica in (r0, r1):
+            await replica.process.wait_for("bus.bridge_disconnected", timeout=10)
+        async with httpx.AsyncClient() as http:
+            down = await http.get(f"{r1.http_url}/readyz")
+        assert down.status_code == 503
+        assert down.json()["checks"]["broker"]["ok"] is False
+
+        await broker.start()
+        for replica in (r0, r1):
+            await replica.process.wait_for("bus.bridge_reconnected", timeout=20)
+        gate.open()
+        for client in (sender, watcher):
+            finished = await client.expect("assistant_message", timeout=20)
+            assert (finished["message"], finished["finish_reason"]) == ("before after", "stop")
+
+        # Requests cross again: a stop from r1 of the next turn, running on r0.
+        llm.script(Reply.stream(Content("second "), Gate(), Content("never")))
+        await sender.send({"type": "user_message", "message": "and again"})
+        seen = ""
+        while seen != "second ":
+            seen += (await watcher.expect("assistant_delta"))["content"]
+        await watcher.send({"type": "cancel"})
+        stopped = await sender.expect("assistant_message", timeout=20)
+        assert stopped["finish_reason"] == "cancelled"
+    finally:
+        await broker.stop()
+
+
+async def test_a_cluster_section_added_live_waits_for_a_restart(
+    platform_factory: Callable[..., PlatformProcess],
+    llm: ScriptedLLM,
+    postgres_dsn: str,
+    nats_server: str,
+    nats_prefix: str,
+    tmp_path: Path,
+) -> None:
+    process = platform_factory(tmp_path / "single")
+    process.env["CHAT_DB_DSN"] = postgres_dsn
+    platform = ChatPlatform(process, llm)
+    storage = {"chat": {"storage": {"type": "postgres", "postgres": {"dsn_env": "CHAT_DB_DSN"}}}}
+    await platform.start(storage)
+    client = await platform.connect()
+    try:
+        await client.expect("session_info")
+        mark = len(process.events)
+        platform.write_runtime_config(
+            _merge(storage, {"cluster": {"url": nats_server, "subject_prefix": nats_prefix}})
+        )
+        await process.wait_for("cluster.restart_required", after=mark, timeout=10)
+        llm.script(Reply.text("Still one process."))
+        frames = await client.turn("and now?")
+        assert not [f for f in frames if f["type"] == "error"]
+        assert frames[-1]["message"] == "Still one process."
+        assert not process.find("bus.bridge_connected")
+        assert pg.query(postgres_dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+    finally:
+        await client.close()

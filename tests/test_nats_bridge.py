@@ -1,0 +1,257 @@
+"""The bus's bridge over a real NATS server (bus/bridge.py, bus/nats_bridge.py).
+
+Two buses ("replicas" a and b), each with real actors and a :class:`NatsBridge` on the
+tests' NATS server under this test's own subject prefix. Proved here:
+
+- a shared event published on a reaches b's named recipients, in the order published,
+  exactly once, and a's own subscribers get it once (no echo); an event type that is
+  not shared never leaves a;
+- a request the router sends to b is answered by b's actor: the reply is the declared
+  type (a Payload, a tuple), and the actor never knows it came from elsewhere;
+- failures are the in-process bus's typed errors: the handler's exception arrives as
+  ``RequestFailed`` with the cause the codec rebuilds, an unanswered request is a
+  ``RequestTimeout``, a replica nobody runs is ``NoSuchActor``;
+- a broker that is not there stops the start with ``BrokerUnavailable`` naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import pytest
+from pydantic import BaseModel
+
+from bus.actor import Actor
+from bus.bus import Bus
+from bus.errors import NoSuchActor, RequestFailed, RequestTimeout
+from bus.messages import Message, Payload, Request
+from bus.nats_bridge import BrokerUnavailable, NatsBridge
+
+
+class Shout(Message):
+    """Shared event."""
+
+    type: Literal["test_bridge.shout"] = "test_bridge.shout"
+    n: int
+
+
+class Whisper(Message):
+    """Event that is not shared."""
+
+    type: Literal["test_bridge.whisper"] = "test_bridge.whisper"
+    n: int
+
+
+class Answer(Payload):
+    text: str
+    by: str
+
+
+class Ask(Request[Answer]):
+    """Request for the replica named ``replica``."""
+
+    type: Literal["test_bridge.ask"] = "test_bridge.ask"
+    replica: str
+    text: str
+
+
+class AskMany(Request[tuple[Answer, ...]]):
+    type: Literal["test_bridge.ask_many"] = "test_bridge.ask_many"
+    replica: str
+    count: int
+
+
+class Refuse(Request[str]):
+    type: Literal["test_bridge.refuse"] = "test_bridge.refuse"
+    replica: str
+
+
+class Stall(Request[str]):
+    type: Literal["test_bridge.stall"] = "test_bridge.stall"
+    replica: str
+
+
+class Refused(Exception):
+    """The handler's own error type (what the codec carries across)."""
+
+
+class Codec:
+    def encode(self, error: BaseException) -> dict[str, Any]:
+        return {"class": type(error).__name__, "message": str(error)}
+
+    def decode(self, data: dict[str, Any]) -> BaseException:
+        assert data["class"] == "Refused"
+        return Refused(data["message"])
+
+
+class ByField:
+    """Routes every test request to the replica its ``replica`` field names."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def observe(self, message: BaseModel, origin: str) -> None:
+        if isinstance(message, Shout):
+            self.seen.append((origin, message.n))
+
+    def route(self, message: Request[Any]) -> str | None:
+        return getattr(message, "replica", None)
+
+
+class Listener(Actor):
+    subscriptions = (Shout, Whisper)
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.shouts: list[int] = []
+        self.whispers: list[int] = []
+        self.got = asyncio.Event()
+
+    async def handle(self, message: BaseModel) -> None:
+        match message:
+            case Shout(n=n):
+                self.shouts.append(n)
+                self.got.set()
+            case Whisper(n=n):
+                self.whispers.append(n)
+
+
+class Server(Actor):
+    subscriptions = (Ask, AskMany, Refuse, Stall)
+
+    def __init__(self, name: str, replica: str) -> None:
+        super().__init__(name)
+        self.replica = replica
+        self.asked: list[str] = []
+
+    async def handle(self, message: BaseModel) -> Any:
+        match message:
+            case Ask(text=text):
+                self.asked.append(text)
+                return Answer(text=text.upper(), by=self.replica)
+            case AskMany(count=count):
+                return tuple(Answer(text=str(i), by=self.replica) for i in range(count))
+            case Refuse():
+                raise Refused(f"{self.replica} refuses")
+            case Stall():
+                await asyncio.sleep(3600)
+        return None
+
+
+class Replica:
+    def __init__(self, name: str, url: str, prefix: str) -> None:
+        self.name = name
+        self.bus = Bus()
+        self.router = ByField()
+        self.bridge = NatsBridge(
+            self.bus,
+            url=url,
+            prefix=prefix,
+            replica=name,
+            deliveries={Shout: ("listener",)},
+            router=self.router,
+            causes=Codec(),
+        )
+        self.listener = Listener("listener")
+        self.server = Server("server", name)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for actor in (self.listener, self.server):
+            self.tasks.append(asyncio.create_task(actor.run(self.bus)))
+            await actor.wait_started()
+        await self.bridge.start()
+
+    async def close(self) -> None:
+        await self.bridge.close()
+        for actor in (self.listener, self.server):
+            actor.request_stop()
+        _, pending = await asyncio.wait(self.tasks, timeout=2)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def replicas(nats_server: str, nats_prefix: str) -> AsyncIterator[tuple[Replica, Replica]]:
+    a, b = Replica("a", nats_server, nats_prefix), Replica("b", nats_server, nats_prefix)
+    await a.start()
+    await b.start()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_shared_events_reach_the_other_replica_in_order_once(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    for n in range(200):
+        await a.bus.publish(Shout(n=n))
+        await a.bus.publish(Whisper(n=n))
+    async with asyncio.timeout(10):
+        while len(b.listener.shouts) < 200:
+            b.listener.got.clear()
+            await b.listener.got.wait()
+    assert b.listener.shouts == list(range(200))
+    assert a.listener.shouts == list(range(200))  # its own, once: no echo
+    # A barrier through b's broker subscription: a later shout arrived, no whisper did.
+    await a.bus.publish(Shout(n=999))
+    async with asyncio.timeout(10):
+        while b.listener.shouts[-1] != 999:
+            b.listener.got.clear()
+            await b.listener.got.wait()
+    assert b.listener.whispers == []
+    assert a.listener.whispers == list(range(200))
+    # Both routers saw every shout with its origin.
+    assert a.router.seen[:200] == [("a", n) for n in range(200)]
+    assert b.router.seen[:200] == [("a", n) for n in range(200)]
+
+
+async def test_a_routed_request_is_answered_by_the_other_replica(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    answer = await a.bus.request(Ask(replica="b", text="hello"))
+    assert answer == Answer(text="HELLO", by="b")
+    assert b.server.asked == ["hello"]
+    assert a.server.asked == []
+    many = await a.bus.request(AskMany(replica="b", count=3))
+    assert many == tuple(Answer(text=str(i), by="b") for i in range(3))
+    # Routed to itself: answered locally.
+    assert await b.bus.request(Ask(replica="b", text="x")) == Answer(text="X", by="b")
+
+
+async def test_remote_failures_are_the_bus_typed_errors(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, _ = replicas
+    with pytest.raises(RequestFailed) as failed:
+        await a.bus.request(Refuse(replica="b"))
+    assert isinstance(failed.value.__cause__, Refused)
+    assert str(failed.value.__cause__) == "b refuses"
+    with pytest.raises(RequestTimeout) as timed_out:
+        await a.bus.request(Stall(replica="b"), timeout=0.5)
+    assert "0.5 s" in str(timed_out.value)
+    with pytest.raises(NoSuchActor) as nobody:
+        await a.bus.request(Ask(replica="c", text="anyone?"), timeout=2)
+    assert "'c'" in str(nobody.value)
+
+
+async def test_an_unreachable_broker_stops_the_start(unused_tcp_port: int) -> None:
+    bridge = NatsBridge(
+        Bus(),
+        url=f"nats://127.0.0.1:{unused_tcp_port}",
+        prefix="never",
+        replica="a",
+        deliveries={},
+        router=ByField(),
+        causes=Codec(),
+    )
+    with pytest.raises(BrokerUnavailable) as failed:
+        await bridge.start()
+    assert f"nats://127.0.0.1:{unused_tcp_port}" in str(failed.value)
