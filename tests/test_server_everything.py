@@ -1089,8 +1089,9 @@ async def test_a_read_resource_is_subscribed_and_its_updates_reach_the_page_and_
 ) -> None:
     """A resource read through the platform is subscribed (server-everything supports
     ``subscribe``); once its ``toggle-subscriber-updates`` tool starts the simulated
-    updates, the page gets ``resource_updated`` and the model's next system prompt names
-    the changed resource."""
+    updates, the page gets ``resource_updated`` and the next system prompt of the
+    conversation that read it names the changed resource (another conversation's does
+    not)."""
     uri = "demo://resource/static/document/features.md"
     client, _ = await _ready_client(platform)
     try:
@@ -1113,11 +1114,17 @@ async def test_a_read_resource_is_subscribed_and_its_updates_reach_the_page_and_
         await client.expect("assistant_message", timeout=20)
         llm.script(Reply.text("Noted."))
         await client.turn("anything new?")
+        await client.send({"type": "clear_history"})  # a new conversation, which read nothing
+        await client.expect("session_cleared")
+        llm.script(Reply.text("Fresh."))
+        await client.turn("hello")
     finally:
         await client.close()
     assert updated == {"type": "resource_updated", "server": "everything", "uri": uri}
     before = llm.requests[0].json["messages"][0]["content"]
-    after = llm.requests[-1].json["messages"][0]["content"]
+    after = llm.requests[-2].json["messages"][0]["content"]
+    other = llm.requests[-1].json["messages"][0]["content"]
     assert "changed since they were read" not in before
     assert "MCP resources that changed since they were read" in after
     assert f"- {uri} (server: everything)" in after
+    assert "changed since they were read" not in other

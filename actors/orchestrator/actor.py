@@ -44,9 +44,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, assert_never
 
+import orjson
 from pydantic import BaseModel, Field
 
 from actors.catalogue import (
@@ -301,13 +303,11 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             case AnswerToolApproval():
                 self._approvals.answer(message.conversation_id, message.call_id, message.decision)
             case ResourceChanged(server=server, uri=uri, change=change):
-                key = (server, uri)
-                if change == "updated" and key not in self._stale_resources:
-                    self._stale_resources[key] = None
-                    self._rebuild_system_prompt()
-                elif change == "read" and key in self._stale_resources:
-                    del self._stale_resources[key]
-                    self._rebuild_system_prompt()
+                # Applied at each turn's start, for the conversations that read it.
+                if change == "updated":
+                    self._stale_resources[(server, uri)] = None
+                else:
+                    self._stale_resources.pop((server, uri), None)
             case ServerStateChanged(server=server, tools=tools):
                 if tools:
                     self._server_tools[server] = tools
@@ -352,9 +352,6 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         instructions = render_instructions(self._server_instructions)
         if instructions:
             prompt = prompt.rstrip("\n") + "\n\n" + instructions
-        stale = render_stale_resources(list(self._stale_resources))
-        if stale:
-            prompt = prompt.rstrip("\n") + "\n\n" + stale
         if service.resources.in_system_prompt:
             catalogue = render_catalogue(
                 [spec for specs in self._server_resources.values() for spec in specs],
@@ -584,8 +581,43 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             request_id=turn.request_id,
         )
         history = await self._history_of(turn.conversation_id)
-        stored = InputStored(first_row=row, history=history, system_prompt=self._system_prompt)
+        prompt = self._system_prompt
+        stale = render_stale_resources(self._stale_read_in(history))
+        if stale:
+            prompt = prompt.rstrip("\n") + "\n\n" + stale
+        stored = InputStored(first_row=row, history=history, system_prompt=prompt)
         return await self._drive(turn, turn.feed(stored))
+
+    def _stale_read_in(self, history: Sequence[StoredMessage]) -> list[tuple[str, str]]:
+        """The changed resources (server, URI) this conversation's model read with the
+        platform's ``read_resource`` tool (its stored calls say which)."""
+        if not self._stale_resources:
+            return []
+        reader = next(
+            (
+                spec.model_name
+                for spec in self._offered.values()
+                if spec.server == PLATFORM_SERVER and spec.name == "read_resource"
+            ),
+            f"{PLATFORM_SERVER}__read_resource",
+        )
+        read: set[tuple[str | None, str]] = set()
+        for message in history:
+            for call in message.tool_calls:
+                if call.name != reader:
+                    continue
+                try:
+                    arguments = orjson.loads(call.arguments or "{}")
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(arguments, dict) and isinstance(arguments.get("uri"), str):
+                    server = arguments.get("server")
+                    read.add((server if isinstance(server, str) else None, arguments["uri"]))
+        return [
+            (server, uri)
+            for server, uri in self._stale_resources
+            if (server, uri) in read or (None, uri) in read
+        ]
 
     def _crashed(self, turn: Turn, exc: Exception) -> EndTurn:
         """A command of the turn failed: its core says how the turn ends (the caller

@@ -76,6 +76,14 @@ sent as ``logging/setLevel`` after connecting to a server that declares ``loggin
 are read from every ``ConfigChanged``: an edit sends ``notifications/roots/list_changed``
 or a new ``logging/setLevel`` on the live connection, without a restart (the ServersActor
 leaves them out of what restarts a server).
+
+*Tasks, completion, subscriptions.* With a server that declares task-augmented
+``tools/call``, its ``taskSupport: required`` tools are offered and called as tasks
+(``ServerConnection.call_tool_as_task``; statuses go out as ``ToolProgress`` with
+``task_status``). ``CompleteArgument`` asks ``completion/complete`` of a server that
+declares ``completions``. A resource read through this actor is subscribed when the
+server supports ``subscribe``; an update after the last read is published once
+(``ResourceChanged``), and a read publishes ``ResourceChanged(change="read")``.
 """
 
 from __future__ import annotations
