@@ -409,6 +409,31 @@ class ImportConversation(Request[ConversationState]):
     messages: tuple[ExportedMessage, ...]
 
 
+class SearchHit(Payload):
+    """One conversation that matches a search: its best matching message, or its title."""
+
+    conversation_id: str
+    title: str | None = None
+    saved: bool = False
+    updated_at: float
+    message_id: int | None = None
+    """The best matching message (None: only the title matched)."""
+    role: MessageRole | None = None
+    snippet: str
+    """Text around the match (the message's, or the title)."""
+
+
+class SearchSessions(Request[tuple[SearchHit, ...]]):
+    """Request → SearchHit per matching conversation of ``owner``, best first: every word
+    of ``query`` (a prefix of a word) in one of its user or assistant messages, or in its
+    title. InvalidMessage: a query with no word."""
+
+    type: Literal["search_sessions"] = "search_sessions"
+    owner: str
+    query: str = Field(min_length=1, max_length=200)
+    limit: int = Field(20, ge=1, le=100)
+
+
 class SessionPage(Payload):
     """One page of ListSessions."""
 

@@ -142,6 +142,9 @@ from actors.gateway.protocol import (
     PromptInfo,
     RenameSessionFrame,
     SaveSessionFrame,
+    SearchHitInfo,
+    SearchResultsFrame,
+    SearchSessionsFrame,
     ServerInfo,
     ServerStatusFrame,
     SessionClearedFrame,
@@ -186,6 +189,7 @@ from actors.messages import (
     OpenConversation,
     PromptRequest,
     SaveSession,
+    SearchSessions,
     ServerStateChanged,
     SessionSummary,
     SetTitle,
@@ -1679,6 +1683,16 @@ class GatewayActor(Actor[GatewayInbox]):
                         conversation_id=imported.conversation_id,
                         title=imported.title,
                         message_count=len(imported.messages),
+                    )
+                )
+            case SearchSessionsFrame(query=query, limit=limit):
+                hits = await self.request(
+                    SearchSessions(owner=conn.owner, query=query, limit=limit)
+                )
+                conn.send_frame(
+                    SearchResultsFrame(
+                        query=query,
+                        hits=[SearchHitInfo.model_validate(hit.model_dump()) for hit in hits],
                     )
                 )
             case ListSessionsFrame(limit=limit, cursor=cursor):

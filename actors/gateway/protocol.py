@@ -199,6 +199,16 @@ class ImportSessionFrame(_ClientFrame):
     ``title``, ``messages``)."""
 
 
+class SearchSessionsFrame(_ClientFrame):
+    """Searches the sender's conversations (→ ``search_results``): every word of
+    ``query``, as the start of a word, case-insensitive, in one user or assistant message
+    or in the title."""
+
+    type: Literal["search_sessions"]
+    query: str = Field(min_length=1, max_length=200)
+    limit: int = Field(20, ge=1, le=100)
+
+
 class ListSessionsFrame(_ClientFrame):
     """Asks for one page of the ``sessions`` list: the most recently updated first (ties
     by id), ``limit`` of them, after ``cursor``.
@@ -259,6 +269,7 @@ ClientFrame = Annotated[
     | RenameSessionFrame
     | ExportSessionFrame
     | ImportSessionFrame
+    | SearchSessionsFrame
     | ListSessionsFrame
     | LoadSessionFrame
     | DeleteSessionFrame
@@ -600,6 +611,29 @@ class SessionImportedFrame(_ServerFrame):
     message_count: int
 
 
+class SearchHitInfo(_ServerFrame):
+    """One conversation in ``search_results``."""
+
+    conversation_id: str
+    title: str | None = None
+    saved: bool = False
+    updated_at: float
+    message_id: int | None = None
+    """The best matching message (absent: the title matched)."""
+    role: Literal["user", "assistant"] | None = None
+    snippet: str
+    """The text around the match (or the title)."""
+
+
+class SearchResultsFrame(_ServerFrame):
+    """The answer to ``search_sessions``: one hit per conversation, title matches first,
+    then the best matching messages."""
+
+    type: Literal["search_results"] = "search_results"
+    query: str
+    hits: list[SearchHitInfo]
+
+
 class SessionEntry(_ServerFrame):
     """One conversation in ``sessions``."""
 
@@ -678,6 +712,7 @@ ServerFrame = Annotated[
     | SessionTitleFrame
     | SessionExportFrame
     | SessionImportedFrame
+    | SearchResultsFrame
     | SessionsFrame
     | SessionDeletedFrame
     | ServerStatusFrame

@@ -85,6 +85,8 @@ from actors.messages import (
     MessageStatus,
     OpenConversation,
     SaveSession,
+    SearchHit,
+    SearchSessions,
     SessionPage,
     SessionSummary,
     SetTitle,
@@ -102,6 +104,7 @@ from actors.persistence.repository import (
     RetentionPolicy,
     SavedSessionsFull,
     StreamFlush,
+    search_words,
 )
 from actors.persistence.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from actors.persistence.sqlite import SqliteRepository
@@ -290,6 +293,7 @@ PersistenceInbox = Annotated[
     | SaveSession
     | SetTitle
     | ImportConversation
+    | SearchSessions
     | ListSessions
     | DeleteSession
     | CheckStorage
@@ -332,6 +336,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         SaveSession,
         SetTitle,
         ImportConversation,
+        SearchSessions,
         ListSessions,
         DeleteSession,
         CheckStorage,
@@ -498,6 +503,12 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 return await self._set_title(message)
             case ImportConversation():
                 return await self._import_conversation(message)
+            case SearchSessions(owner=owner, query=query, limit=limit):
+                words = search_words(query)
+                if not words:
+                    raise InvalidMessage(f"the search {query!r} has no word to look for")
+                hits: tuple[SearchHit, ...] = tuple(await self._store.search(owner, words, limit))
+                return hits
             case ListSessions(owner=owner, limit=limit, cursor=cursor):
                 return await self._session_page(owner, limit, cursor)
             case DeleteSession(owner=owner, conversation_id=conversation_id):

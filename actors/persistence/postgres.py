@@ -46,9 +46,10 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
 from actors.errors import SessionNotFound, StorageFull, StorageUnavailable
-from actors.messages import AppendMessage, SessionSummary, StoredMessage
+from actors.messages import AppendMessage, SearchHit, SessionSummary, StoredMessage
 from actors.persistence.repository import (
     MESSAGE_COLUMNS,
+    SEARCH_SNIPPET_WORDS,
     ConversationRecord,
     DatabaseUnusable,
     FinishedAnswer,
@@ -58,6 +59,7 @@ from actors.persistence.repository import (
     SavedSessionsFull,
     StreamFlush,
     conversation_record,
+    merge_hits,
     message_values,
     session_summary,
     stored_message,
@@ -138,6 +140,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Version 2: a conversation's title (the model's after the first exchange, or the
     # user's; a saved conversation's is its name).
     ("ALTER TABLE conversations ADD COLUMN title TEXT",),
+    # Version 3: search (SearchSessions): a GIN index of the finished user and assistant
+    # messages' words (the 'simple' configuration: lower-cased, no stemming, as SQLite's
+    # FTS5 table); partial, so a streaming answer's flushes cost no index writes.
+    (
+        """
+        CREATE INDEX messages_search ON messages
+        USING GIN (to_tsvector('simple', content))
+        WHERE status <> 'streaming' AND role IN ('user', 'assistant')
+        """,
+    ),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` and records ``i + 1`` in ``schema_migrations``. Append a step to change the
@@ -174,6 +186,37 @@ _INSERT_TITLED_CONVERSATION = (
     "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at) "
     "VALUES ($1, $2, $3, 0, $4, $4)"
 )
+# Search: every word a prefix (word:* & …); the best ts_rank per conversation. $1 the
+# tsquery text, $2 the owner, $3 the limit. The WHERE repeats the index's predicate.
+_SEARCH_MESSAGES = f"""
+    SELECT conversation_id, title, saved, updated_at, message_id, role, snippet
+    FROM (
+        SELECT m.conversation_id, c.title, c.saved, c.updated_at, m.id AS message_id, m.role,
+               ts_headline('simple', m.content, q,
+                           'StartSel="",StopSel="",MaxWords={SEARCH_SNIPPET_WORDS},MinWords=4')
+                   AS snippet,
+               ROW_NUMBER() OVER (
+                   PARTITION BY m.conversation_id
+                   ORDER BY ts_rank(to_tsvector('simple', m.content), q) DESC, m.id
+               ) AS best,
+               MAX(ts_rank(to_tsvector('simple', m.content), q))
+                   OVER (PARTITION BY m.conversation_id) AS score
+        FROM messages AS m
+        JOIN conversations AS c ON c.id = m.conversation_id,
+             to_tsquery('simple', $1) AS q
+        WHERE to_tsvector('simple', m.content) @@ q
+          AND m.status <> 'streaming' AND m.role IN ('user', 'assistant')
+          AND c.owner = $2
+    ) AS ranked
+    WHERE best = 1
+    ORDER BY score DESC, updated_at DESC
+    LIMIT $3
+"""  # noqa: S608 - a constant only
+_SEARCH_TITLES = """
+    SELECT id, title, saved, updated_at FROM conversations
+    WHERE owner = $1 AND title ILIKE ALL ($2::text[])
+    ORDER BY updated_at DESC LIMIT $3
+"""
 _SELECT_CONVERSATION = "SELECT id, owner, name, saved, title FROM conversations WHERE id = $1"
 _SELECT_CONVERSATION_FOR_UPDATE = _SELECT_CONVERSATION + " FOR UPDATE"
 _SELECT_LATEST_UNSAVED = (
@@ -617,6 +660,43 @@ class PostgresRepository:
             values = [value for message in messages for value in message_values(message, now)]
             rows = await db.fetch(_insert_messages_sql(len(messages)), *values)
         return sorted(int(row["id"]) for row in rows)
+
+    async def search(self, owner: str, words: Sequence[str], limit: int) -> list[SearchHit]:
+        """A GIN-indexed full-text query over the messages, ILIKE over the titles (see
+        ChatRepository.search)."""
+        if not words:
+            return []
+        patterns = [f"%{word}%" for word in words]  # \w+ words: no LIKE metacharacter but _
+        patterns = [pattern.replace("_", "\\_") for pattern in patterns]
+        query = " & ".join(f"{word}:*" for word in words)
+        async with self._connection("search the conversations") as db:
+            title_rows = await db.fetch(_SEARCH_TITLES, owner, patterns, limit)
+            message_rows = await db.fetch(_SEARCH_MESSAGES, query, owner, limit)
+        return merge_hits(
+            [
+                SearchHit(
+                    conversation_id=row["id"],
+                    title=row["title"],
+                    saved=bool(row["saved"]),
+                    updated_at=row["updated_at"],
+                    snippet=row["title"],
+                )
+                for row in title_rows
+            ],
+            [
+                SearchHit(
+                    conversation_id=row["conversation_id"],
+                    title=row["title"],
+                    saved=bool(row["saved"]),
+                    updated_at=row["updated_at"],
+                    message_id=row["message_id"],
+                    role=row["role"],
+                    snippet=row["snippet"],
+                )
+                for row in message_rows
+            ],
+            limit,
+        )
 
     async def session_page(
         self, owner: str, after: tuple[float, str] | None, limit: int
