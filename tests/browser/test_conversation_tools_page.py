@@ -1,7 +1,7 @@
 """The page's conversation features, driven as a person would in headless Chromium:
 titles (the model's after the first exchange, in the header and the list; renamed from the
 header and from the list; kept on reload); export as Markdown and JSON (downloads) and
-import of the JSON (a file chosen in the sidebar).
+import of the JSON (a file chosen in the sidebar); search from the sidebar.
 """
 
 from __future__ import annotations
@@ -115,3 +115,38 @@ async def test_export_markdown_and_json_then_import_the_json(
     await (await chooser.value).set_files(bad)
     await expect(page.locator(".toast-error")).to_contain_text("not a conversation export")
     await expect(page.locator(".session", has_text="Trip plans")).to_have_count(2)
+
+
+async def test_search_the_conversations_from_the_sidebar(
+    page: Page, platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    llm.script(Reply.text("Lisbon is lovely in May."), Reply.text("Try pastéis de nata."))
+    await open_page(page, platform)
+    await send(page, "Where should I go in May?")
+    await expect(page.locator(".msg.assistant .md")).to_have_text("Lisbon is lovely in May.")
+    await page.locator("#new-chat").click()
+    await page.locator("#dialog").get_by_role("button", name="New chat").click()
+    await expect(page.locator(".msg")).to_have_count(0)
+    await send(page, "Which pastry should I try?")
+    await expect(page.locator(".msg.assistant .md")).to_have_text("Try pastéis de nata.")
+    await expect(page.locator(".session")).to_have_count(2)
+
+    search = page.locator("#session-search")
+    await search.fill("lisb")
+    hit = page.locator(".session.search-hit")
+    await expect(hit).to_have_count(1)
+    await expect(hit.locator(".session-snippet")).to_have_text(
+        "Assistant: Lisbon is lovely in May."
+    )
+    await search.fill("nothing like this")
+    await expect(page.locator(".session-list .muted")).to_have_text(
+        "Nothing matches “nothing like this”."
+    )
+    await search.fill("may")
+    await expect(hit).to_have_count(1)
+    await hit.locator(".session-open").click()
+    await expect(page.locator(".msg.user")).to_have_text("Where should I go in May?")
+    # Clearing the box shows the sessions again.
+    await search.fill("")
+    await expect(page.locator(".session.search-hit")).to_have_count(0)
+    await expect(page.locator(".session")).to_have_count(2)

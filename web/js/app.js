@@ -79,6 +79,8 @@ const state = {
   name: null,
   /** The conversation's title (the model's or the user's; a saved one's is its name). */
   title: null,
+  /** The search_results shown instead of the sessions while the search box has text. */
+  search: null,
   saved: false,
   model: "",
   /** When retention removes this unsaved conversation (Unix s; null: saved). */
@@ -142,6 +144,7 @@ function handleFrame(frame) {
     case "session_saved": return onSessionSaved(frame);
     case "session_title": return onSessionTitle(frame);
     case "session_export": return onSessionExport(frame);
+    case "search_results": return onSearchResults(frame);
     case "session_imported": return onSessionImported(frame);
     case "sessions": return onSessions(frame);
     case "session_deleted": return onSessionDeleted(frame);
@@ -1041,7 +1044,49 @@ function renderPrompts() {
   ui.prompts.replaceChildren(...(items.length ? items : [h("li", { class: "muted" }, "No prompts offered.")]));
 }
 
+// Search: while the box has text, the list shows the matching conversations (one each,
+// with the text around the match) instead of the sessions; clearing it shows them again.
+function searchQuery() {
+  return $("session-search").value.trim();
+}
+
+function onSearchInput() {
+  clearTimeout(onSearchInput.timer);
+  onSearchInput.timer = setTimeout(() => {
+    const query = searchQuery();
+    if (!/[\p{L}\p{N}]/u.test(query)) {
+      state.search = null;
+      renderSessions();
+      return;
+    }
+    send({ type: "search_sessions", query });
+  }, 200);
+}
+
+function onSearchResults(frame) {
+  if (frame.query !== searchQuery()) return; // an older query's answer
+  state.search = frame;
+  renderSessions();
+}
+
+function renderSearch() {
+  const items = state.search.hits.map((hit) => {
+    const label = hit.title || "Untitled conversation";
+    const open = h("button", { class: "session-open", type: "button", title: hit.conversation_id },
+      h("span", { class: "session-name" }, hit.saved ? "★ " : "", label),
+      h("span", { class: "session-snippet" }, hit.message_id ? `${hit.role === "user" ? "You" : "Assistant"}: ${hit.snippet}` : "Title"));
+    open.addEventListener("click", () => {
+      closeSidebar();
+      if (hit.conversation_id !== state.conversationId) send({ type: "load_session", conversation_id: hit.conversation_id });
+    });
+    return h("li", { class: "session search-hit", "data-conversation-id": hit.conversation_id }, open);
+  });
+  if (!items.length) items.push(h("li", { class: "muted" }, `Nothing matches “${state.search.query}”.`));
+  ui.sessions.replaceChildren(...items);
+}
+
 function renderSessions() {
+  if (state.search && searchQuery()) return renderSearch();
   const items = state.sessions.map((s) => {
     const current = s.conversation_id === state.conversationId;
     const label = s.title || s.name || (current ? "Current conversation" : "Unsaved conversation");
@@ -1191,6 +1236,7 @@ $("save").addEventListener("click", async () => {
 
 $("rename").addEventListener("click", () => renameDialog(state.conversationId, state.title));
 $("export").addEventListener("click", exportDialog);
+$("session-search").addEventListener("input", onSearchInput);
 $("import").addEventListener("click", () => $("import-file").click());
 $("import-file").addEventListener("change", (event) => {
   const [file] = event.target.files;

@@ -1,4 +1,4 @@
-"""Export a conversation as Markdown and JSON and import the JSON, through the real
+"""Export a conversation as Markdown and JSON, import the JSON, and search, through the real
 platform process, a real WebSocket client, the demo MCP server (a stdio subprocess), the
 scripted LLM and a SQLite file: the JSON import is a new conversation of the importer
 with the same messages (a reload shows them), the Markdown has the exchange and the tool
@@ -112,3 +112,27 @@ async def test_export_markdown_and_json_and_import_the_json(chat, llm: ScriptedL
     assert "messages.0.role" in error["error_message"]
     await tab.send({"type": "list_sessions"})
     assert len((await tab.expect("sessions"))["sessions"]) == before
+
+
+async def test_search_sessions_answers_the_owners_matching_conversations(
+    chat, llm: ScriptedLLM
+) -> None:
+    platform, clients = chat
+    await platform.start()
+    tab = await platform.connect()
+    clients.append(tab)
+    conversation_id = (await tab.expect("session_info"))["conversation_id"]
+    llm.script(Reply.text("Fjords are long, narrow inlets."))
+    await tab.turn("What is a fjord?")
+    await tab.send({"type": "search_sessions", "query": "FJORD narrow"})
+    results = await tab.expect("search_results")
+    [hit] = results["hits"]
+    assert results["query"] == "FJORD narrow"
+    assert (hit["conversation_id"], hit["role"]) == (conversation_id, "assistant")
+    assert hit["snippet"] == "Fjords are long, narrow inlets."
+    await tab.send({"type": "search_sessions", "query": "glacier"})
+    assert (await tab.expect("search_results"))["hits"] == []
+    await tab.send({"type": "search_sessions", "query": "!!"})
+    error = await tab.expect("error")
+    assert error["error_code"] == "INVALID_MESSAGE"
+    assert "no word" in error["error_message"]
