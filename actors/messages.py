@@ -434,6 +434,16 @@ class SearchSessions(Request[tuple[SearchHit, ...]]):
     limit: int = Field(20, ge=1, le=100)
 
 
+class ReplaceAnswer(Request[StoredMessage]):
+    """Request → StoredMessage: delete the conversation's messages after
+    ``after_message_id`` and store ``row`` (a new answer's ``streaming`` row) in ONE
+    transaction (a regenerated answer)."""
+
+    type: Literal["replace_answer"] = "replace_answer"
+    after_message_id: int
+    row: AppendMessage
+
+
 class SessionPage(Payload):
     """One page of ListSessions."""
 
@@ -534,6 +544,10 @@ class StartTurn(Request[TurnStarted]):
     request_id: str | None = None
     """The client's id, echoed in the turn's final frame."""
     prompt: PromptRequest | None = None
+    regenerate: bool = False
+    """Answer the conversation's last user message again: what followed it (the last
+    answer, its tool calls and results) is deleted and the new answer takes its place
+    (``text`` and ``prompt`` are then unused). InvalidMessage: no user message yet."""
 
 
 class CancelTurn(Request[bool]):

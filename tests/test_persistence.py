@@ -65,6 +65,7 @@ from actors.messages import (
     ListSessions,
     LoadHistory,
     OpenConversation,
+    ReplaceAnswer,
     SaveRuntimeConfig,
     SaveSession,
     SearchSessions,
@@ -1334,6 +1335,51 @@ async def test_search_finds_finished_messages_and_titles_of_the_owner(start: Sta
     with pytest.raises(RequestFailed) as excinfo:
         await h.ask(SearchSessions(owner="alice", query="?!"))
     assert isinstance(_failure(excinfo), InvalidMessage)
+
+
+async def test_replace_answer_deletes_what_followed_and_stores_the_row(start: Starter) -> None:
+    h = await start()
+    cid = await _conversation(h)
+    kept = [
+        await h.ask(AppendMessage(conversation_id=cid, role=role, content=text))
+        for role, text in (("user", "Q1"), ("assistant", "A1"), ("user", "Q2"))
+    ]
+    for role, text in (("assistant", ""), ("tool", "5"), ("assistant", "old")):
+        await h.ask(AppendMessage(conversation_id=cid, role=role, content=text))
+    row = await h.ask(
+        ReplaceAnswer(
+            after_message_id=kept[-1].id,
+            row=AppendMessage(
+                conversation_id=cid, role="assistant", status="streaming", turn_id="t-new"
+            ),
+        )
+    )
+    assert (row.status, row.turn_id) == ("streaming", "t-new")
+    await h.delta("t-new", "new answer")
+    await h.ask(
+        FinishMessage(message_id=row.id, streamed=StreamedText(content_chars=10, thinking_chars=0))
+    )
+    history = await h.ask(LoadHistory(conversation_id=cid))
+    assert [(m.role, m.content) for m in history] == [
+        ("user", "Q1"),
+        ("assistant", "A1"),
+        ("user", "Q2"),
+        ("assistant", "new answer"),
+    ]
+    # The search index followed: the old answer is not found, the new one is.
+    assert await h.ask(SearchSessions(owner="alice", query="old")) == ()
+    [hit] = await h.ask(SearchSessions(owner="alice", query="new answer"))
+    assert hit.message_id == row.id
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(
+            ReplaceAnswer(
+                after_message_id=0,
+                row=AppendMessage(
+                    conversation_id="c-gone", role="assistant", status="streaming", turn_id="t"
+                ),
+            )
+        )
+    assert isinstance(_failure(excinfo), SessionNotFound)
 
 
 async def test_delete_session_removes_it_and_its_messages(start: Starter) -> None:

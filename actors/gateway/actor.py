@@ -140,6 +140,8 @@ from actors.gateway.protocol import (
     LoadSessionFrame,
     PromptArgument,
     PromptInfo,
+    RegenerateFrame,
+    RegeneratingFrame,
     RenameSessionFrame,
     SaveSessionFrame,
     SearchHitInfo,
@@ -1594,7 +1596,7 @@ class GatewayActor(Actor[GatewayInbox]):
         # request an elicitation_response was for (the client may have several open).
         request_id = (
             frame.request_id
-            if isinstance(frame, UserMessageFrame | ElicitationResponseFrame)
+            if isinstance(frame, UserMessageFrame | RegenerateFrame | ElicitationResponseFrame)
             else original_id
         )
         try:
@@ -1619,6 +1621,22 @@ class GatewayActor(Actor[GatewayInbox]):
         match frame:
             case UserMessageFrame():
                 await self._user_message(conn, conversation_id, frame)
+            case RegenerateFrame(request_id=request_id):
+                started: TurnStarted = await self.request(
+                    StartTurn(
+                        owner=conn.owner,
+                        conversation_id=conversation_id,
+                        text="",
+                        request_id=request_id,
+                        regenerate=True,
+                    )
+                )
+                regenerating = RegeneratingFrame(
+                    conversation_id=conversation_id, turn_id=started.turn_id
+                )
+                for other in self._by_conversation.get(conversation_id, ()):
+                    if other is not conn:
+                        other.send_frame(regenerating)
             case CancelFrame():
                 # A turn whose tool waits for the user would otherwise wait for the
                 # question's timeout: the questions are answered "cancel" first.

@@ -148,6 +148,18 @@ class UserMessageFrame(_ClientFrame):
     prompt: PromptRef | None = None
 
 
+class RegenerateFrame(_ClientFrame):
+    """Answers the conversation's last user message again: the last answer (with its tool
+    calls and results) is deleted and a new turn streams its replacement (its frames as
+    for ``user_message``). ``TURN_IN_PROGRESS`` while a turn runs; ``INVALID_MESSAGE``
+    when there is no user message yet. The conversation's other clients get
+    ``regenerating``."""
+
+    type: Literal["regenerate"]
+    request_id: str | None = Field(None, max_length=MAX_REQUEST_ID_LENGTH)
+    """Echoed in the turn's ``assistant_message`` and in errors about this request."""
+
+
 class CancelFrame(_ClientFrame):
     """Stops the running turn; the partial answer is stored as cancelled."""
 
@@ -263,6 +275,7 @@ class ToolApprovalResponseFrame(_ClientFrame):
 
 ClientFrame = Annotated[
     UserMessageFrame
+    | RegenerateFrame
     | CancelFrame
     | ClearHistoryFrame
     | SaveSessionFrame
@@ -503,6 +516,16 @@ class UserMessageStoredFrame(_ServerFrame):
     when it was empty)."""
 
 
+class RegeneratingFrame(_ServerFrame):
+    """Another client regenerates this conversation's last answer: everything after the
+    last user message is gone; turn ``turn_id`` answers that message again (its frames
+    follow)."""
+
+    type: Literal["regenerating"] = "regenerating"
+    conversation_id: str
+    turn_id: str
+
+
 class ElicitationRequestFrame(_ServerFrame):
     """An MCP server asks the user a question."""
 
@@ -703,6 +726,7 @@ ServerFrame = Annotated[
     | ThinkingDeltaFrame
     | ToolExecutionFrame
     | UserMessageStoredFrame
+    | RegeneratingFrame
     | ElicitationRequestFrame
     | ElicitationClosedFrame
     | ToolApprovalRequestFrame

@@ -84,6 +84,7 @@ from actors.messages import (
     LoadHistory,
     MessageStatus,
     OpenConversation,
+    ReplaceAnswer,
     SaveSession,
     SearchHit,
     SearchSessions,
@@ -294,6 +295,7 @@ PersistenceInbox = Annotated[
     | SetTitle
     | ImportConversation
     | SearchSessions
+    | ReplaceAnswer
     | ListSessions
     | DeleteSession
     | CheckStorage
@@ -337,6 +339,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         SetTitle,
         ImportConversation,
         SearchSessions,
+        ReplaceAnswer,
         ListSessions,
         DeleteSession,
         CheckStorage,
@@ -501,6 +504,12 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 return await self._save_session(message)
             case SetTitle():
                 return await self._set_title(message)
+            case ReplaceAnswer(after_message_id=after, row=row):
+                _check_append(row)
+                now = self._clock()
+                async with self._writing("replace the answer", row.conversation_id, row.turn_id):
+                    new_id = await self._store.replace_after(row.conversation_id, after, row, now)
+                return self._appended(row, new_id, now)
             case ImportConversation():
                 return await self._import_conversation(message)
             case SearchSessions(owner=owner, query=query, limit=limit):

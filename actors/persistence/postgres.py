@@ -247,6 +247,7 @@ _SET_TITLE = """
     SET title = $1, name = CASE WHEN saved = 1 THEN $1 ELSE name END
     WHERE id = $2 AND owner = $3 AND (NOT $4::boolean OR title IS NULL)
 """
+_DELETE_AFTER = "DELETE FROM messages WHERE conversation_id = $1 AND id > $2"
 _DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = $1 AND owner = $2"
 # The usage sums: SQLite's json_extract() is PostgreSQL's (text::jsonb ->> key)::type;
 # SUM(bigint) is numeric in PostgreSQL, cast back so the driver returns an int.
@@ -736,6 +737,15 @@ class PostgresRepository:
         self.write_transactions += 1
         # Identity values are drawn in VALUES order: sorted ids follow the messages.
         return sorted(int(row["id"]) for row in rows)
+
+    async def replace_after(
+        self, conversation_id: str, after_message_id: int, row: AppendMessage, now: float
+    ) -> int:
+        """A DELETE and an INSERT in one transaction."""
+        async with self._write("replace the answer", conversation_id) as db:
+            await db.execute(_DELETE_AFTER, conversation_id, after_message_id)
+            new_id = await db.fetchval(_insert_messages_sql(1), *message_values(row, now))
+        return int(new_id)
 
     async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
         """The streams' text in one transaction: one pipelined ``executemany``, which

@@ -285,6 +285,17 @@ class ChatRepository(Protocol):
         """
         ...
 
+    async def replace_after(
+        self, conversation_id: str, after_message_id: int, row: AppendMessage, now: float
+    ) -> int:
+        """Delete the conversation's messages after ``after_message_id`` and insert
+        ``row``, in one transaction; the new row's id.
+
+        Raises:
+            SessionNotFound: The conversation does not exist (nothing was written).
+        """
+        ...
+
     async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
         """Rewrite the text of several streaming rows in ONE transaction (one batched
         statement)."""

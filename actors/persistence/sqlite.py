@@ -248,6 +248,7 @@ _SET_TITLE = """
     SET title = ?1, name = CASE WHEN saved = 1 THEN ?1 ELSE name END
     WHERE id = ?2 AND owner = ?3 AND (?4 = 0 OR title IS NULL)
 """
+_DELETE_AFTER = "DELETE FROM messages WHERE conversation_id = ? AND id > ?"
 _DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = ? AND owner = ?"
 _SUMMARY_COLUMNS = """
     SELECT c.id, c.name, c.title, c.saved, c.created_at, c.updated_at,
@@ -709,6 +710,19 @@ class SqliteRepository:
         # RETURNING's row order is unspecified, but each new rowid is above every earlier
         # one and the rows are inserted in VALUES order: sorted ids follow the messages.
         return sorted(int(row[0]) for row in returned)
+
+    async def replace_after(
+        self, conversation_id: str, after_message_id: int, row: AppendMessage, now: float
+    ) -> int:
+        """A DELETE and an INSERT in one transaction."""
+        async with self._write("replace the answer") as db:
+            await db.execute(_DELETE_AFTER, (conversation_id, after_message_id))
+            try:
+                inserted = await db.execute_insert(_INSERT_MESSAGE, message_values(row, now))
+            except sqlite3.IntegrityError as exc:
+                raise SessionNotFound(f"no conversation {conversation_id!r}") from exc
+        assert inserted is not None
+        return int(inserted[0])
 
     async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
         """The streams' text in one transaction (one ``executemany``)."""

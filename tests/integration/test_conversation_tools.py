@@ -136,3 +136,77 @@ async def test_search_sessions_answers_the_owners_matching_conversations(
     error = await tab.expect("error")
     assert error["error_code"] == "INVALID_MESSAGE"
     assert "no word" in error["error_message"]
+
+
+async def test_regenerate_replaces_the_last_answer_in_every_view(chat, llm: ScriptedLLM) -> None:
+    platform, clients = chat
+    (platform.config_dir / "servers_config.json").write_bytes(
+        orjson.dumps({"mcpServers": {"demo": DEMO}})
+    )
+    await platform.start()
+    await platform.process.wait_for(
+        "tools.server_ready", lambda e: e["server"] == "demo", timeout=30
+    )
+    tab = await platform.connect()
+    clients.append(tab)
+    conversation_id = (await tab.expect("session_info"))["conversation_id"]
+    other = await platform.connect(conversation_id)
+    clients.append(other)
+    await other.expect("session_info")
+
+    # Nothing to regenerate yet.
+    await tab.send({"type": "regenerate", "request_id": "r-0"})
+    error = await tab.expect("error")
+    assert (error["error_code"], error["request_id"]) == ("INVALID_MESSAGE", "r-0")
+    assert "no message of yours" in error["error_message"]
+
+    llm.script(Reply.text("Paris."))
+    await tab.turn("Capital of France?")
+    llm.script(
+        Reply.tool_calls([ToolCall("demo__add", '{"a": 2, "b": 3}', id="call-1")]),
+        Reply.text("It is 5."),
+    )
+    await tab.turn("Add 2 and 3")
+    await other.expect("assistant_message")
+    await other.expect("assistant_message")
+
+    llm.script(Reply.text("2 + 3 makes 5.", chunks=2))
+    start = len(tab.frames)
+    await tab.send({"type": "regenerate", "request_id": "r-9"})
+    answer = await tab.expect("assistant_message", timeout=20)
+    assert (answer["request_id"], answer["message"]) == ("r-9", "2 + 3 makes 5.")
+    assert "user_message_stored" not in [f["type"] for f in tab.frames[start:]]
+    regenerating = await other.expect("regenerating")
+    assert regenerating == {
+        "type": "regenerating",
+        "conversation_id": conversation_id,
+        "turn_id": answer["turn_id"],
+    }
+    assert (await other.expect("assistant_message"))["message"] == "2 + 3 makes 5."
+    # The model was asked the same question, without the discarded answer.
+    sent = llm.requests[-1].json["messages"]
+    assert [(m["role"], m.get("content")) for m in sent[1:]] == [
+        ("user", "Capital of France?"),
+        ("assistant", "Paris."),
+        ("user", "Add 2 and 3"),
+    ]
+    # A reload shows the question once and only the new answer.
+    again = await platform.connect(conversation_id)
+    clients.append(again)
+    history = (await again.expect("session_info"))["messages"]
+    assert [(m["role"], m["content"]) for m in history] == [
+        ("user", "Capital of France?"),
+        ("assistant", "Paris."),
+        ("user", "Add 2 and 3"),
+        ("assistant", "2 + 3 makes 5."),
+    ]
+    # And the conversation goes on from there.
+    llm.script(Reply.text("Yes."))
+    await tab.turn("Sure?")
+    assert [m["role"] for m in llm.requests[-1].json["messages"][1:]] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
