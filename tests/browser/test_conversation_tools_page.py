@@ -1,7 +1,8 @@
 """The page's conversation features, driven as a person would in headless Chromium:
 titles (the model's after the first exchange, in the header and the list; renamed from the
 header and from the list; kept on reload); export as Markdown and JSON (downloads) and
-import of the JSON (a file chosen in the sidebar); search from the sidebar.
+import of the JSON (a file chosen in the sidebar); search from the sidebar; copy an
+answer and regenerate the last one (in every tab; a reload shows the same).
 """
 
 from __future__ import annotations
@@ -150,3 +151,50 @@ async def test_search_the_conversations_from_the_sidebar(
     await search.fill("")
     await expect(page.locator(".session.search-hit")).to_have_count(0)
     await expect(page.locator(".session")).to_have_count(2)
+
+
+async def test_copy_an_answer_and_regenerate_the_last_one(
+    page: Page, platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    llm.script(Reply.text("Paris is the **capital**."), Reply.text("It is 5."))
+    await open_page(page, platform)
+    await send(page, "Capital of France?")
+    first = page.locator(".msg.assistant").nth(0)
+    await expect(first.locator(".md")).to_have_text("Paris is the capital.")
+    await send(page, "Add 2 and 3")
+    await expect(page.locator(".msg.assistant").nth(1).locator(".md")).to_have_text("It is 5.")
+
+    # Copy gives the answer's Markdown.
+    await first.locator(".copy-btn").click()
+    await expect(first.locator(".copy-btn")).to_have_text("Copied")
+    assert await page.evaluate("navigator.clipboard.readText()") == "Paris is the **capital**."
+
+    # Only the last answer offers Regenerate; it replaces that answer.
+    await expect(first.locator(".regenerate-btn")).to_be_hidden()
+    # A second tab on the conversation sees the replacement too.
+    other = await page.context.new_page()
+    await open_page(other, platform)
+    await expect(other.locator(".msg.assistant .md")).to_have_text(
+        ["Paris is the capital.", "It is 5."]
+    )
+    last = page.locator(".msg.assistant").nth(1)
+    llm.script(Reply.text("2 + 3 makes 5."))
+    await last.locator(".regenerate-btn").click()
+    await expect(page.locator(".msg.assistant")).to_have_count(2)
+    await expect(page.locator(".msg.assistant").nth(1).locator(".md")).to_have_text(
+        "2 + 3 makes 5."
+    )
+    await expect(page.locator(".msg.user")).to_have_count(2)
+    await expect(page.locator("#input")).to_be_enabled()
+    await expect(other.locator(".msg.assistant .md")).to_have_text(
+        ["Paris is the capital.", "2 + 3 makes 5."]
+    )
+    await expect(other.locator(".msg.user")).to_have_count(2)
+    await other.close()
+    # A reload shows the same conversation.
+    await page.reload()
+    await expect(page.locator(".msg.assistant .md")).to_have_text(
+        ["Paris is the capital.", "2 + 3 makes 5."]
+    )
+    await expect(page.locator(".msg.user")).to_have_text(["Capital of France?", "Add 2 and 3"])

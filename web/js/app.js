@@ -136,6 +136,7 @@ function handleFrame(frame) {
     case "thinking_delta": return onDelta(frame, "thinking");
     case "tool_execution": return onToolExecution(frame);
     case "user_message_stored": return onUserMessageStored(frame);
+    case "regenerating": return onRegenerating(frame);
     case "assistant_message": return onAssistantMessage(frame);
     case "elicitation_request": return onElicitation(frame);
     case "elicitation_closed": return onElicitationClosed(frame);
@@ -218,6 +219,46 @@ function onUserMessageStored(frame) {
   scrollToEnd(true);
 }
 
+// Regenerate: the last answer (everything after the last user message) goes away and a
+// new turn answers that message again; a reload shows the same.
+function dropLastAnswer() {
+  const users = ui.messages.querySelectorAll(".msg.user");
+  const last = users[users.length - 1];
+  if (!last) return;
+  while (last.nextSibling) last.nextSibling.remove();
+}
+
+function regenerate() {
+  if (state.running || !state.connected) return;
+  const requestId = `r${Date.now().toString(36)}-${++state.requestSeq}`;
+  if (!send({ type: "regenerate", request_id: requestId })) return;
+  dropLastAnswer();
+  state.pending = requestId;
+  state.pendingRegenerate = true;
+  state.turn = newTurnView(null);
+  addMessage(state.turn.root);
+  setRunning(true);
+}
+
+function onRegenerating(frame) {
+  // Another tab regenerates the last answer here.
+  if (frame.conversation_id !== state.conversationId) return;
+  dropLastAnswer();
+  state.turn = null;
+  turnFor(frame.turn_id);
+}
+
+async function copyText(button, text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch (error) {
+    toast("error", "Copy failed", `The browser refused the clipboard: ${error.message}`);
+    return;
+  }
+  setTimeout(() => { button.textContent = "Copy"; }, 1500);
+}
+
 function onToolExecution(frame) {
   const turn = turnFor(frame.turn_id);
   let card = turn.tools.get(frame.call_id);
@@ -275,6 +316,7 @@ function onAssistantMessage(frame) {
   state.pending = null;
   state.pendingBubble = null;
   state.pendingPrompt = false;
+  state.pendingRegenerate = false;
   setRunning(false);
   if (usedPrompt && state.conversationId) {
     // The prompt's messages were stored before the turn ran but never sent to us: the
@@ -636,6 +678,9 @@ function onError(frame) {
   const ours = frame.request_id ? frame.request_id === state.pending : REFUSED_CODES.has(code) && state.pending !== null;
   if (ours && !turnStarted) {
     state.turn?.root.remove();
+    // A refused regenerate: the answer it took off the screen is still stored.
+    if (state.pendingRegenerate && state.conversationId) send({ type: "load_session", conversation_id: state.conversationId });
+    state.pendingRegenerate = false;
     // Refused before it was stored (TURN_IN_PROGRESS, INVALID_MESSAGE, STORAGE_FULL…): the
     // message is not in the conversation, so it leaves the view and goes back to the input.
     if (REFUSED_CODES.has(code) && state.pendingBubble) {
@@ -798,6 +843,11 @@ function finishTurnView(turn, frame) {
   const reason = frame.finish_reason ?? frame.status;
   const labels = { cancelled: "stopped", length: "cut off (length)", tool_hops_exceeded: "too many tool rounds", error: "error", incomplete: "incomplete" };
   if (labels[reason]) pieces.push(h("span", { class: `badge badge-${reason}` }, labels[reason]));
+  const copy = h("button", { class: "msg-action copy-btn", type: "button", title: "Copy the answer (Markdown)" }, "Copy");
+  copy.addEventListener("click", () => copyText(copy, turn.text));
+  const again = h("button", { class: "msg-action regenerate-btn", type: "button", title: "Answer the last message again (this answer is replaced)" }, "Regenerate");
+  again.addEventListener("click", regenerate);
+  pieces.push(h("span", { class: "msg-actions" }, copy, again));
   turn.meta.replaceChildren(...pieces);
 }
 
