@@ -243,6 +243,8 @@ class ConversationState(Payload):
     title: str | None = None
     saved: bool = False
     messages: tuple[StoredMessage, ...] = ()
+    branched_from: str | None = None
+    """The conversation this one was branched from (an edited message), if any."""
 
 
 class OpenConversation(Request[ConversationState]):
@@ -442,6 +444,18 @@ class ReplaceAnswer(Request[StoredMessage]):
     type: Literal["replace_answer"] = "replace_answer"
     after_message_id: int
     row: AppendMessage
+
+
+class BranchConversation(Request[ConversationState]):
+    """Request → ConversationState: a new conversation of ``owner`` holding copies of
+    ``conversation_id``'s messages before ``before_message_id`` (a user message being
+    edited), recording where it branched from; the original is unchanged. Its title is
+    the original's with `` (edited)``. SessionNotFound: not the owner's conversation."""
+
+    type: Literal["branch_conversation"] = "branch_conversation"
+    owner: str
+    conversation_id: str
+    before_message_id: int
 
 
 class SessionPage(Payload):

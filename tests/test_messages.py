@@ -239,6 +239,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         m.SetTitle(owner="local", conversation_id="c-1", title="Adding numbers"),
         m.SetTitle(owner="local", conversation_id="c-1", title="Sums", by_user=False),
         m.ConversationTitled(conversation_id="c-1", title="Adding numbers"),
+        m.BranchConversation(owner="local", conversation_id="c-1", before_message_id=4),
         m.ReplaceAnswer(
             after_message_id=3,
             row=m.AppendMessage(

@@ -128,6 +128,7 @@ from actors.gateway.protocol import (
     ClearHistoryFrame,
     ClientFrame,
     DeleteSessionFrame,
+    EditMessageFrame,
     ElicitationClosedFrame,
     ElicitationRequestFrame,
     ElicitationResponseFrame,
@@ -175,6 +176,7 @@ from actors.messages import (
     AnswerToolApproval,
     AssistantDelta,
     AuthorizationResult,
+    BranchConversation,
     CancelTurn,
     CompleteAuthorization,
     ConfigChanged,
@@ -1496,6 +1498,7 @@ class GatewayActor(Actor[GatewayInbox]):
             conversation_id=state.conversation_id,
             name=state.name,
             title=state.title,
+            branched_from=state.branched_from,
             saved=state.saved,
             messages=[_history_message(m) for m in state.messages],
             tools=[
@@ -1596,7 +1599,10 @@ class GatewayActor(Actor[GatewayInbox]):
         # request an elicitation_response was for (the client may have several open).
         request_id = (
             frame.request_id
-            if isinstance(frame, UserMessageFrame | RegenerateFrame | ElicitationResponseFrame)
+            if isinstance(
+                frame,
+                UserMessageFrame | RegenerateFrame | EditMessageFrame | ElicitationResponseFrame,
+            )
             else original_id
         )
         try:
@@ -1621,6 +1627,8 @@ class GatewayActor(Actor[GatewayInbox]):
         match frame:
             case UserMessageFrame():
                 await self._user_message(conn, conversation_id, frame)
+            case EditMessageFrame():
+                await self._edit_message(conn, conversation_id, frame)
             case RegenerateFrame(request_id=request_id):
                 started: TurnStarted = await self.request(
                     StartTurn(
@@ -1763,6 +1771,47 @@ class GatewayActor(Actor[GatewayInbox]):
         if conn.original is not None and frame.request_id is not None:
             conn.original.turn_started(frame.request_id, started.turn_id)
         self._announce_user_input(conn, conversation_id, started)
+
+    async def _edit_message(
+        self, conn: _Connection, conversation_id: str, frame: EditMessageFrame
+    ) -> None:
+        """Branch at one of the owner's messages and send the edited text there."""
+        if not frame.message.strip():
+            raise _invalid("'message' must not be empty")
+        limit = self.snapshot.config.chat.storage.persistence.retention.max_messages
+        history = await self.request(LoadHistory(conversation_id=conversation_id, limit=limit))
+        asked = [message for message in history if message.role == "user"]
+        if frame.user_index >= len(asked):
+            raise _invalid(
+                f"there is no message {frame.user_index + 1} of yours in this conversation "
+                f"(it has {len(asked)})"
+            )
+        target = asked[frame.user_index]
+        if target.content != frame.original:
+            raise _invalid(
+                f"message {frame.user_index + 1} of this conversation is not the one shown "
+                "(the view is out of date): reload the conversation and edit again"
+            )
+        state = await self.request(
+            BranchConversation(
+                owner=conn.owner, conversation_id=conversation_id, before_message_id=target.id
+            )
+        )
+        self.log.info(
+            "gateway.branched",
+            conversation_id=state.conversation_id,
+            branched_from=conversation_id,
+            messages=len(state.messages),
+        )
+        self._attach(conn, state.conversation_id)
+        conn.send_frame(self._session_info(state))
+        await self._user_message(
+            conn,
+            state.conversation_id,
+            UserMessageFrame(
+                type="user_message", message=frame.message, request_id=frame.request_id
+            ),
+        )
 
     def _announce_user_input(
         self, conn: _Connection, conversation_id: str, started: TurnStarted

@@ -160,6 +160,24 @@ class RegenerateFrame(_ClientFrame):
     """Echoed in the turn's ``assistant_message`` and in errors about this request."""
 
 
+class EditMessageFrame(_ClientFrame):
+    """Edits one of the sender's messages in this conversation and branches from it: a new
+    conversation holds the messages before it (the original stays as it was), the
+    connection moves to it (``session_info``, with ``branched_from``), and the edited text
+    starts a turn there (frames as for ``user_message``)."""
+
+    type: Literal["edit_message"]
+    user_index: int = Field(ge=0)
+    """Which user message: 0 is the conversation's first (as ``session_info`` lists them,
+    followed by those sent since)."""
+    original: str
+    """Its text as shown: if the stored message differs (the view is stale), the edit is
+    refused with ``INVALID_MESSAGE`` instead of branching at another message."""
+    message: str = Field(min_length=1)
+    """The edited text."""
+    request_id: str | None = Field(None, max_length=MAX_REQUEST_ID_LENGTH)
+
+
 class CancelFrame(_ClientFrame):
     """Stops the running turn; the partial answer is stored as cancelled."""
 
@@ -276,6 +294,7 @@ class ToolApprovalResponseFrame(_ClientFrame):
 ClientFrame = Annotated[
     UserMessageFrame
     | RegenerateFrame
+    | EditMessageFrame
     | CancelFrame
     | ClearHistoryFrame
     | SaveSessionFrame
@@ -453,6 +472,8 @@ class SessionInfoFrame(_ServerFrame):
     expires_after: float | None = None
     """Seconds an unsaved conversation is kept after its last change (``max_age_hours``):
     a client moves ``expires_at`` on with each new message. ``None``: saved."""
+    branched_from: str | None = None
+    """The conversation this one was branched from by ``edit_message``."""
     notice: str | None = None
     """A set-up problem to show before the first message (the page shows a banner), e.g.
     no API key for the active LLM provider: the words of the start-up warning."""

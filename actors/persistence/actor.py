@@ -71,6 +71,7 @@ from actors.messages import (
     AppendMessage,
     AppendMessages,
     AssistantDelta,
+    BranchConversation,
     CheckStorage,
     ConfigChanged,
     ConversationState,
@@ -296,6 +297,7 @@ PersistenceInbox = Annotated[
     | ImportConversation
     | SearchSessions
     | ReplaceAnswer
+    | BranchConversation
     | ListSessions
     | DeleteSession
     | CheckStorage
@@ -340,6 +342,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         ImportConversation,
         SearchSessions,
         ReplaceAnswer,
+        BranchConversation,
         ListSessions,
         DeleteSession,
         CheckStorage,
@@ -510,6 +513,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 async with self._writing("replace the answer", row.conversation_id, row.turn_id):
                     new_id = await self._store.replace_after(row.conversation_id, after, row, now)
                 return self._appended(row, new_id, now)
+            case BranchConversation():
+                return await self._branch(message)
             case ImportConversation():
                 return await self._import_conversation(message)
             case SearchSessions(owner=owner, query=query, limit=limit):
@@ -618,6 +623,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             title=record.title,
             saved=record.saved,
             messages=await self._load_history(record.id, history_limit),
+            branched_from=record.branched_from,
         )
 
     async def _open_conversation(self, message: OpenConversation) -> ConversationState:
@@ -660,6 +666,24 @@ class PersistenceActor(Actor[PersistenceInbox]):
         # A saved conversation's title is its name.
         await self.publish(ConversationTitled(conversation_id=summary.conversation_id, title=name))
         return summary
+
+    async def _branch(self, message: BranchConversation) -> ConversationState:
+        """A new conversation from an earlier part of one (an edited message)."""
+        source = await self._conversation(message.conversation_id, owner=message.owner)
+        label = source.title or source.name
+        title = f"{label} (edited)"[:200] if label else None
+        conversation_id = f"c-{uuid.uuid4().hex}"
+        async with self._writing("branch the conversation", conversation_id):
+            await self._store.branch_conversation(
+                conversation_id,
+                message.owner,
+                source.id,
+                message.before_message_id,
+                title,
+                self._clock(),
+            )
+        record = await self._conversation(conversation_id, owner=message.owner)
+        return await self._state(record, self._retention_settings.max_messages)
 
     async def _import_conversation(self, message: ImportConversation) -> ConversationState:
         """A new conversation of the importing owner with the messages given (in one

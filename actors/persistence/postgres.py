@@ -150,6 +150,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         WHERE status <> 'streaming' AND role IN ('user', 'assistant')
         """,
     ),
+    # Version 4: branches (as SQLite's version 5).
+    (
+        "ALTER TABLE conversations ADD COLUMN branched_from TEXT",
+        "ALTER TABLE conversations ADD COLUMN branched_at_message BIGINT",
+    ),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` and records ``i + 1`` in ``schema_migrations``. Append a step to change the
@@ -217,10 +222,13 @@ _SEARCH_TITLES = """
     WHERE owner = $1 AND title ILIKE ALL ($2::text[])
     ORDER BY updated_at DESC LIMIT $3
 """
-_SELECT_CONVERSATION = "SELECT id, owner, name, saved, title FROM conversations WHERE id = $1"
+_SELECT_CONVERSATION = (
+    "SELECT id, owner, name, saved, title, branched_from FROM conversations WHERE id = $1"
+)
 _SELECT_CONVERSATION_FOR_UPDATE = _SELECT_CONVERSATION + " FOR UPDATE"
 _SELECT_LATEST_UNSAVED = (
-    "SELECT id, owner, name, saved, title FROM conversations WHERE owner = $1 AND saved = 0 "
+    "SELECT id, owner, name, saved, title, branched_from FROM conversations "
+    "WHERE owner = $1 AND saved = 0 "
     "ORDER BY updated_at DESC, seq DESC LIMIT 1"
 )
 _FLUSH_STREAM = (
@@ -247,6 +255,16 @@ _SET_TITLE = """
     SET title = $1, name = CASE WHEN saved = 1 THEN $1 ELSE name END
     WHERE id = $2 AND owner = $3 AND (NOT $4::boolean OR title IS NULL)
 """
+_INSERT_BRANCH = (
+    "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at, "
+    "branched_from, branched_at_message) VALUES ($1, $2, $3, 0, $4, $4, $5, $6)"
+)
+_COPY_MESSAGES_BEFORE = (
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}) "  # noqa: S608 - constants only
+    f"SELECT $1 AS conversation_id, {MESSAGE_COLUMNS.split(', ', 1)[1]} FROM messages "
+    "WHERE conversation_id = $2 AND id < $3 ORDER BY id"
+)
+_TOUCH_CONVERSATION = "UPDATE conversations SET updated_at = $1 WHERE id = $2"
 _DELETE_AFTER = "DELETE FROM messages WHERE conversation_id = $1 AND id > $2"
 _DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = $1 AND owner = $2"
 # The usage sums: SQLite's json_extract() is PostgreSQL's (text::jsonb ->> key)::type;
@@ -738,6 +756,24 @@ class PostgresRepository:
         # Identity values are drawn in VALUES order: sorted ids follow the messages.
         return sorted(int(row["id"]) for row in rows)
 
+    async def branch_conversation(
+        self,
+        conversation_id: str,
+        owner: str,
+        source_id: str,
+        before_message_id: int,
+        title: str | None,
+        now: float,
+    ) -> None:
+        """The conversation row, an INSERT … SELECT of the messages, and the row touched
+        again (the copies' insert trigger set it to their old times), in one transaction."""
+        async with self._write("branch the conversation", conversation_id) as db:
+            await db.execute(
+                _INSERT_BRANCH, conversation_id, owner, title, now, source_id, before_message_id
+            )
+            await db.execute(_COPY_MESSAGES_BEFORE, conversation_id, source_id, before_message_id)
+            await db.execute(_TOUCH_CONVERSATION, now, conversation_id)
+
     async def replace_after(
         self, conversation_id: str, after_message_id: int, row: AppendMessage, now: float
     ) -> int:
@@ -836,7 +872,8 @@ class PostgresRepository:
         async with self._write("copy a conversation", conversation["id"]) as db:
             inserted = await db.fetchval(
                 "INSERT INTO conversations (id, owner, name, saved, created_at, updated_at, "
-                "saved_at, title) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                "saved_at, title, branched_from, branched_at_message) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
                 "ON CONFLICT (id) DO NOTHING RETURNING true",
                 conversation["id"],
                 conversation["owner"],
@@ -846,6 +883,8 @@ class PostgresRepository:
                 conversation["updated_at"],
                 conversation["saved_at"],
                 conversation["title"],
+                conversation["branched_from"],
+                conversation["branched_at_message"],
             )
             if not inserted:
                 return False

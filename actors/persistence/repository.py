@@ -87,6 +87,7 @@ class ConversationRecord:
     name: str | None
     saved: bool
     title: str | None = None
+    branched_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +297,20 @@ class ChatRepository(Protocol):
         """
         ...
 
+    async def branch_conversation(
+        self,
+        conversation_id: str,
+        owner: str,
+        source_id: str,
+        before_message_id: int,
+        title: str | None,
+        now: float,
+    ) -> None:
+        """Insert an unsaved conversation ``conversation_id`` (branched from
+        ``source_id`` at ``before_message_id``) with copies of the source's messages
+        before that id (their times kept), in one transaction."""
+        ...
+
     async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
         """Rewrite the text of several streaming rows in ONE transaction (one batched
         statement)."""
@@ -465,4 +480,5 @@ def conversation_record(row: Row) -> ConversationRecord:
         name=row["name"],
         saved=bool(row["saved"]),
         title=row["title"],
+        branched_from=row["branched_from"],
     )

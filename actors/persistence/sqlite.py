@@ -167,6 +167,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         END
         """,
     ),
+    # Version 5: branches. A conversation made by editing a message of another records
+    # that one and the message it branched at (the copies before it are its history).
+    (
+        "ALTER TABLE conversations ADD COLUMN branched_from TEXT",
+        "ALTER TABLE conversations ADD COLUMN branched_at_message INTEGER",
+    ),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` (``PRAGMA user_version``). Append a step to change the schema; never edit one."""
@@ -216,9 +222,12 @@ _SEARCH_MESSAGES = """
     LIMIT ?3
 """
 _SEARCH_TITLES_PREFIX = "SELECT id, title, saved, updated_at FROM conversations WHERE owner = ?"
-_SELECT_CONVERSATION = "SELECT id, owner, name, saved, title FROM conversations WHERE id = ?"
+_SELECT_CONVERSATION = (
+    "SELECT id, owner, name, saved, title, branched_from FROM conversations WHERE id = ?"
+)
 _SELECT_LATEST_UNSAVED = (
-    "SELECT id, owner, name, saved, title FROM conversations WHERE owner = ? AND saved = 0 "
+    "SELECT id, owner, name, saved, title, branched_from FROM conversations "
+    "WHERE owner = ? AND saved = 0 "
     "ORDER BY updated_at DESC, rowid DESC LIMIT 1"
 )
 _INSERT_MESSAGE_COLUMNS = f"INSERT INTO messages ({MESSAGE_COLUMNS})"
@@ -248,6 +257,16 @@ _SET_TITLE = """
     SET title = ?1, name = CASE WHEN saved = 1 THEN ?1 ELSE name END
     WHERE id = ?2 AND owner = ?3 AND (?4 = 0 OR title IS NULL)
 """
+_INSERT_BRANCH = (
+    "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at, "
+    "branched_from, branched_at_message) VALUES (?, ?, ?, 0, ?, ?, ?, ?)"
+)
+_COPY_MESSAGES_BEFORE = (
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}) "  # noqa: S608 - constants only
+    f"SELECT ? AS conversation_id, {MESSAGE_COLUMNS.split(', ', 1)[1]} FROM messages "
+    "WHERE conversation_id = ? AND id < ? ORDER BY id"
+)
+_TOUCH_CONVERSATION = "UPDATE conversations SET updated_at = ? WHERE id = ?"
 _DELETE_AFTER = "DELETE FROM messages WHERE conversation_id = ? AND id > ?"
 _DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = ? AND owner = ?"
 _SUMMARY_COLUMNS = """
@@ -710,6 +729,25 @@ class SqliteRepository:
         # RETURNING's row order is unspecified, but each new rowid is above every earlier
         # one and the rows are inserted in VALUES order: sorted ids follow the messages.
         return sorted(int(row[0]) for row in returned)
+
+    async def branch_conversation(
+        self,
+        conversation_id: str,
+        owner: str,
+        source_id: str,
+        before_message_id: int,
+        title: str | None,
+        now: float,
+    ) -> None:
+        """The conversation row, an INSERT … SELECT of the messages, and the row touched
+        again (the copies' insert trigger set it to their old times), in one transaction."""
+        async with self._write("branch the conversation") as db:
+            await db.execute(
+                _INSERT_BRANCH,
+                (conversation_id, owner, title, now, now, source_id, before_message_id),
+            )
+            await db.execute(_COPY_MESSAGES_BEFORE, (conversation_id, source_id, before_message_id))
+            await db.execute(_TOUCH_CONVERSATION, (now, conversation_id))
 
     async def replace_after(
         self, conversation_id: str, after_message_id: int, row: AppendMessage, now: float

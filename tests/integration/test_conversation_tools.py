@@ -210,3 +210,81 @@ async def test_regenerate_replaces_the_last_answer_in_every_view(chat, llm: Scri
         "assistant",
         "user",
     ]
+
+
+async def test_edit_a_message_branches_into_a_new_conversation(chat, llm: ScriptedLLM) -> None:
+    platform, clients = chat
+    await platform.start()
+    tab = await platform.connect()
+    clients.append(tab)
+    original_id = (await tab.expect("session_info"))["conversation_id"]
+    llm.script(Reply.text("Paris."), Reply.text("Berlin."))
+    await tab.turn("Capital of France?")
+    await tab.turn("Capital of Germany?")
+    await tab.send({"type": "rename_session", "title": "Capitals"})
+    await tab.expect("session_title")
+
+    # A stale view (the text differs) or a message that is not there: refused, no branch.
+    await tab.send(
+        {"type": "edit_message", "user_index": 1, "original": "Capital of Spain?", "message": "x"}
+    )
+    assert "out of date" in (await tab.expect("error"))["error_message"]
+    await tab.send(
+        {
+            "type": "edit_message",
+            "user_index": 5,
+            "original": "?",
+            "message": "x",
+            "request_id": "e0",
+        }
+    )
+    error = await tab.expect("error")
+    assert (error["error_code"], error["request_id"]) == ("INVALID_MESSAGE", "e0")
+
+    llm.script(Reply.text("Rome."))
+    await tab.send(
+        {
+            "type": "edit_message",
+            "user_index": 1,
+            "original": "Capital of Germany?",
+            "message": "Capital of Italy?",
+            "request_id": "e1",
+        }
+    )
+    branch = await tab.expect("session_info")
+    assert branch["conversation_id"] != original_id
+    assert (branch["branched_from"], branch["title"]) == (original_id, "Capitals (edited)")
+    assert [(m["role"], m["content"]) for m in branch["messages"]] == [
+        ("user", "Capital of France?"),
+        ("assistant", "Paris."),
+    ]
+    answer = await tab.expect("assistant_message")
+    assert (answer["request_id"], answer["message"]) == ("e1", "Rome.")
+    # The model saw the branch's history, not the original's later messages.
+    assert [m.get("content") for m in llm.requests[-1].json["messages"][1:]] == [
+        "Capital of France?",
+        "Paris.",
+        "Capital of Italy?",
+    ]
+    # Reloads show each conversation as it is: the original unchanged, the branch with
+    # the edited message.
+    again = await platform.connect(branch["conversation_id"])
+    clients.append(again)
+    reloaded = await again.expect("session_info")
+    assert reloaded["branched_from"] == original_id
+    assert [m["content"] for m in reloaded["messages"]] == [
+        "Capital of France?",
+        "Paris.",
+        "Capital of Italy?",
+        "Rome.",
+    ]
+    first = await platform.connect(original_id)
+    clients.append(first)
+    untouched = await first.expect("session_info")
+    assert "branched_from" not in untouched
+    assert [m["content"] for m in untouched["messages"]] == [
+        "Capital of France?",
+        "Paris.",
+        "Capital of Germany?",
+        "Berlin.",
+    ]
