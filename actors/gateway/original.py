@@ -47,12 +47,17 @@ from actors.gateway.protocol import (
     ErrorFrame,
     FrameError,
     HistoryMessage,
+    RegeneratingFrame,
+    SearchResultsFrame,
     ServerStatusFrame,
     SessionClearedFrame,
     SessionDeletedFrame,
+    SessionExportFrame,
+    SessionImportedFrame,
     SessionInfoFrame,
     SessionSavedFrame,
     SessionsFrame,
+    SessionTitleFrame,
     ThinkingDeltaFrame,
     ToolApprovalRequestFrame,
     ToolExecutionFrame,
@@ -392,6 +397,16 @@ class OriginalFraming:
                         chunk={"metadata": {"user_message": text}},
                     )
                 ]
+            case RegeneratingFrame(turn_id=turn_id):
+                # Another window answers the last message again: a turn of its own here.
+                self._bind(turn_id, self._turns.get(turn_id, turn_id))
+                return [
+                    OriginalFrame(
+                        request_id=self._turns[turn_id],
+                        status="processing",
+                        chunk={"metadata": {"regenerating": True}},
+                    )
+                ]
             case AssistantMessageFrame():
                 return self._turn_end(frame, label)
             case ErrorFrame():
@@ -406,6 +421,10 @@ class OriginalFraming:
                 | ElicitationClosedFrame()
                 | ToolApprovalRequestFrame()
                 | SessionSavedFrame()
+                | SessionTitleFrame()
+                | SessionExportFrame()
+                | SessionImportedFrame()
+                | SearchResultsFrame()
                 | SessionsFrame()
                 | SessionDeletedFrame()
                 | ServerStatusFrame()
