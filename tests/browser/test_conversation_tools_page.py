@@ -2,7 +2,8 @@
 titles (the model's after the first exchange, in the header and the list; renamed from the
 header and from the list; kept on reload); export as Markdown and JSON (downloads) and
 import of the JSON (a file chosen in the sidebar); search from the sidebar; copy an
-answer and regenerate the last one (in every tab; a reload shows the same).
+answer and regenerate the last one (in every tab; a reload shows the same); edit a sent
+message and continue in a branch (the original unchanged).
 """
 
 from __future__ import annotations
@@ -198,3 +199,45 @@ async def test_copy_an_answer_and_regenerate_the_last_one(
         ["Paris is the capital.", "2 + 3 makes 5."]
     )
     await expect(page.locator(".msg.user")).to_have_text(["Capital of France?", "Add 2 and 3"])
+
+
+async def test_edit_a_sent_message_and_continue_in_a_branch(
+    page: Page, platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    llm.script(Reply.text("Paris."), Reply.text("Berlin."))
+    await open_page(page, platform)
+    await send(page, "Capital of France?")
+    await expect(page.locator(".msg.assistant .md")).to_have_text("Paris.")
+    await send(page, "Capital of Germany?")
+    await expect(page.locator(".msg.assistant .md")).to_have_text(["Paris.", "Berlin."])
+    original_id = await page.locator("#conv-title").get_attribute("title")
+
+    llm.script(Reply.text("Rome."))
+    second = page.locator(".msg.user").nth(1)
+    await second.hover()
+    await second.get_by_role("button", name="Edit").click()
+    await expect(page.locator("#edit-text")).to_have_value("Capital of Germany?")
+    await page.locator("#edit-text").fill("Capital of Italy?")
+    await page.locator("#dialog").get_by_role("button", name="Send in a new branch").click()
+    # The branch: the messages before the edited one, then the edited one and its answer.
+    await expect(page.locator(".msg.assistant .md")).to_have_text(["Paris.", "Rome."])
+    await expect(page.locator(".msg.user")).to_have_text(
+        ["Capital of France?", "Capital of Italy?"]
+    )
+    await expect(page.locator("#conv-title")).not_to_have_attribute("title", original_id or "")
+    await expect(page.locator("#branch")).to_be_visible()
+    await expect(page.locator("#input")).to_be_enabled()
+    # A reload shows the branch the same way.
+    await page.reload()
+    await expect(page.locator(".msg.user")).to_have_text(
+        ["Capital of France?", "Capital of Italy?"]
+    )
+    await expect(page.locator(".msg.assistant .md")).to_have_text(["Paris.", "Rome."])
+    # The original is unchanged, one click away.
+    await page.locator("#branch").click()
+    await expect(page.locator("#conv-title")).to_have_attribute("title", original_id or "")
+    await expect(page.locator(".msg.user")).to_have_text(
+        ["Capital of France?", "Capital of Germany?"]
+    )
+    await expect(page.locator(".msg.assistant .md")).to_have_text(["Paris.", "Berlin."])
+    await expect(page.locator("#branch")).to_be_hidden()

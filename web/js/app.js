@@ -180,6 +180,14 @@ function onSessionInfo(frame) {
   // A turn still running (another tab started it, or we reconnected mid-turn): its frames
   // follow, and Stop must be available.
   setRunning(Boolean(frame.turn_in_progress));
+  state.branchedFrom = frame.branched_from ?? null;
+  $("branch").hidden = !state.branchedFrom;
+  const edited = state.pendingEdit;
+  state.pendingEdit = null;
+  if (edited && frame.branched_from) {
+    // Our edit made this branch: its turn (the edited message) follows.
+    showPendingTurn(edited.requestId, edited.text, null);
+  }
   refreshSessions();
 }
 
@@ -681,6 +689,7 @@ function onError(frame) {
     // A refused regenerate: the answer it took off the screen is still stored.
     if (state.pendingRegenerate && state.conversationId) send({ type: "load_session", conversation_id: state.conversationId });
     state.pendingRegenerate = false;
+    state.pendingEdit = null;
     // Refused before it was stored (TURN_IN_PROGRESS, INVALID_MESSAGE, STORAGE_FULL…): the
     // message is not in the conversation, so it leaves the view and goes back to the input.
     if (REFUSED_CODES.has(code) && state.pendingBubble) {
@@ -747,8 +756,49 @@ function setConversation(conversationId, name, saved, title = null) {
 function userBubble(text, prompt) {
   const bubble = h("div", { class: "msg user" });
   if (prompt) bubble.append(h("div", { class: "prompt-chip" }, `Prompt · ${prompt.server}/${prompt.name}`));
-  if (text) bubble.append(h("div", { class: "user-text" }, text));
+  if (text) {
+    bubble.append(h("div", { class: "user-text" }, text));
+    // Its label comes from the stylesheet, so the bubble's text stays the message's.
+    const edit = h("button", { class: "msg-action edit-btn", type: "button", "aria-label": "Edit", title: "Edit this message: a new conversation branches from here" });
+    edit.addEventListener("click", () => editMessage(bubble, text));
+    bubble.append(h("div", { class: "user-actions" }, edit));
+  }
   return bubble;
+}
+
+// Edit a sent message: the conversation up to it is copied into a new one (a branch; the
+// original stays as it was) and the edited text is sent there.
+async function editMessage(bubble, text) {
+  if (state.running || !state.connected) return;
+  const userIndex = [...ui.messages.querySelectorAll(".msg.user")].indexOf(bubble);
+  const input = h("textarea", { id: "edit-text", rows: "4", required: true });
+  input.value = text;
+  const body = h("div", { class: "field" }, h("label", { for: "edit-text" }, "Message"), input,
+    h("p", { class: "muted" }, "The conversation continues in a new branch from this message; this one stays as it is."));
+  const result = await openDialog({
+    title: "Edit and branch",
+    body,
+    actions: [{ label: "Cancel", value: null }, { label: "Send in a new branch", value: "send", primary: true, validate: () => input.value.trim() !== "" }],
+    focus: input,
+  });
+  if (result !== "send" || userIndex < 0 || state.running) return;
+  const requestId = `r${Date.now().toString(36)}-${++state.requestSeq}`;
+  const message = input.value;
+  if (!send({ type: "edit_message", user_index: userIndex, original: text, message, request_id: requestId })) return;
+  state.pendingEdit = { requestId, text: message };
+  state.pending = requestId;
+  setRunning(true);
+}
+
+function showPendingTurn(requestId, text, prompt) {
+  state.pending = requestId;
+  state.pendingPrompt = Boolean(prompt);
+  state.pendingBubble = userBubble(text, prompt);
+  state.pendingBubble.dataset.text = text;
+  addMessage(state.pendingBubble);
+  state.turn = newTurnView(null);
+  addMessage(state.turn.root);
+  setRunning(true);
 }
 
 function newTurnView(turnId) {
@@ -1229,14 +1279,7 @@ function sendMessage(text, prompt) {
   const frame = { type: "user_message", message: text, request_id: requestId };
   if (prompt) frame.prompt = prompt;
   if (!send(frame)) return false;
-  state.pending = requestId;
-  state.pendingPrompt = Boolean(prompt);
-  state.pendingBubble = userBubble(text, prompt);
-  state.pendingBubble.dataset.text = text;
-  addMessage(state.pendingBubble);
-  state.turn = newTurnView(null);
-  addMessage(state.turn.root);
-  setRunning(true);
+  showPendingTurn(requestId, text, prompt);
   return true;
 }
 
@@ -1286,6 +1329,9 @@ $("save").addEventListener("click", async () => {
 
 $("rename").addEventListener("click", () => renameDialog(state.conversationId, state.title));
 $("export").addEventListener("click", exportDialog);
+$("branch").addEventListener("click", () => {
+  if (state.branchedFrom) send({ type: "load_session", conversation_id: state.branchedFrom });
+});
 $("session-search").addEventListener("input", onSearchInput);
 $("import").addEventListener("click", () => $("import-file").click());
 $("import-file").addEventListener("change", (event) => {
