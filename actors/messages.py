@@ -558,6 +558,9 @@ class StartTurn(Request[TurnStarted]):
     request_id: str | None = None
     """The client's id, echoed in the turn's final frame."""
     prompt: PromptRequest | None = None
+    provider: str | None = None
+    """The configured LLM provider to ask (the conversation's choice on the page); None:
+    ``llm.active``. Its fallbacks follow as for the active one."""
     regenerate: bool = False
     """Answer the conversation's last user message again: what followed it (the last
     answer, its tool calls and results) is deleted and the new answer takes its place
@@ -665,6 +668,9 @@ class CompletionRequest(Request[CompletionResult]):
     """OpenAI-format messages, system prompt first."""
     tools: tuple[dict[str, Any], ...] = ()
     """OpenAI-format tool definitions (empty: no ``tools`` key is sent)."""
+    provider: str | None = None
+    """The provider to ask first (then ``llm.fallback``); None: ``llm.active``. An
+    unknown one fails with LLMNotConfigured."""
     parameters: dict[str, Any] = Field(default_factory=dict)
     """Body keys of this request only (an MCP server's sampling ``max_tokens``,
     ``temperature``, ``stop``), set over the provider's pass-through keys, except that

@@ -141,6 +141,7 @@ from actors.gateway.protocol import (
     LoadSessionFrame,
     PromptArgument,
     PromptInfo,
+    ProviderInfo,
     RegenerateFrame,
     RegeneratingFrame,
     RenameSessionFrame,
@@ -1529,6 +1530,11 @@ class GatewayActor(Actor[GatewayInbox]):
                 for s in self._servers.values()
             ],
             model=llm.providers[llm.active].model,
+            provider=llm.active,
+            providers=[
+                ProviderInfo(name=name, model=provider.model)
+                for name, provider in llm.providers.items()
+            ],
             turn_in_progress=state.conversation_id in self._running,
             expires_at=None if keep is None else last_change + keep,
             expires_after=keep,
@@ -1629,7 +1635,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 await self._user_message(conn, conversation_id, frame)
             case EditMessageFrame():
                 await self._edit_message(conn, conversation_id, frame)
-            case RegenerateFrame(request_id=request_id):
+            case RegenerateFrame(request_id=request_id, provider=provider):
                 started: TurnStarted = await self.request(
                     StartTurn(
                         owner=conn.owner,
@@ -1637,6 +1643,7 @@ class GatewayActor(Actor[GatewayInbox]):
                         text="",
                         request_id=request_id,
                         regenerate=True,
+                        provider=self._provider(provider),
                     )
                 )
                 regenerating = RegeneratingFrame(
@@ -1766,6 +1773,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 text=frame.message,
                 request_id=frame.request_id,
                 prompt=prompt,
+                provider=self._provider(frame.provider),
             )
         )
         if conn.original is not None and frame.request_id is not None:
@@ -1778,6 +1786,7 @@ class GatewayActor(Actor[GatewayInbox]):
         """Branch at one of the owner's messages and send the edited text there."""
         if not frame.message.strip():
             raise _invalid("'message' must not be empty")
+        self._provider(frame.provider)  # refused before anything is branched
         limit = self.snapshot.config.chat.storage.persistence.retention.max_messages
         history = await self.request(LoadHistory(conversation_id=conversation_id, limit=limit))
         asked = [message for message in history if message.role == "user"]
@@ -1809,9 +1818,22 @@ class GatewayActor(Actor[GatewayInbox]):
             conn,
             state.conversation_id,
             UserMessageFrame(
-                type="user_message", message=frame.message, request_id=frame.request_id
+                type="user_message",
+                message=frame.message,
+                request_id=frame.request_id,
+                provider=frame.provider,
             ),
         )
+
+    def _provider(self, name: str | None) -> str | None:
+        """A provider a client named, checked against the configuration."""
+        providers = self.snapshot.config.llm.providers
+        if name is not None and name not in providers:
+            raise _invalid(
+                f"no LLM provider {name!r} is configured; choose one of "
+                f"{', '.join(sorted(providers))}"
+            )
+        return name
 
     def _announce_user_input(
         self, conn: _Connection, conversation_id: str, started: TurnStarted

@@ -146,6 +146,9 @@ class UserMessageFrame(_ClientFrame):
     """Echoed in the turn's ``assistant_message`` and in errors about this message (at
     most :data:`MAX_REQUEST_ID_LENGTH` characters)."""
     prompt: PromptRef | None = None
+    provider: str | None = Field(None, max_length=200)
+    """A configured LLM provider (``session_info.providers``) to answer this message; absent:
+    the active one. An unknown name → ``INVALID_MESSAGE``."""
 
 
 class RegenerateFrame(_ClientFrame):
@@ -158,6 +161,8 @@ class RegenerateFrame(_ClientFrame):
     type: Literal["regenerate"]
     request_id: str | None = Field(None, max_length=MAX_REQUEST_ID_LENGTH)
     """Echoed in the turn's ``assistant_message`` and in errors about this request."""
+    provider: str | None = Field(None, max_length=200)
+    """As for ``user_message``."""
 
 
 class EditMessageFrame(_ClientFrame):
@@ -176,6 +181,8 @@ class EditMessageFrame(_ClientFrame):
     message: str = Field(min_length=1)
     """The edited text."""
     request_id: str | None = Field(None, max_length=MAX_REQUEST_ID_LENGTH)
+    provider: str | None = Field(None, max_length=200)
+    """As for ``user_message``."""
 
 
 class CancelFrame(_ClientFrame):
@@ -445,6 +452,13 @@ class HistoryMessage(_ServerFrame):
     """Unix time, seconds."""
 
 
+class ProviderInfo(_ServerFrame):
+    """A configured LLM provider, as ``session_info`` lists it (the page's model picker)."""
+
+    name: str
+    model: str
+
+
 class SessionInfoFrame(_ServerFrame):
     """First frame on every connection, and the answer to ``load_session``."""
 
@@ -462,6 +476,11 @@ class SessionInfoFrame(_ServerFrame):
     servers: list[ServerInfo] = []
     model: str
     """The active provider's model."""
+    provider: str | None = None
+    """The active provider's name."""
+    providers: list[ProviderInfo] = []
+    """Every configured provider and its model: a ``user_message`` (or ``regenerate``,
+    ``edit_message``) may name one as ``provider``."""
     turn_in_progress: bool = False
     """A turn of this conversation is running (its frames follow)."""
     expires_at: float | None = None

@@ -353,6 +353,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             request_id=message.request_id,
             settings=self._turn_settings(),
             toolbox=self._toolbox(),
+            provider=message.provider,
         )
         # Announced before the turn's task exists, so its end (announced from the task)
         # always follows; no other message is handled meanwhile (the mailbox is serial).

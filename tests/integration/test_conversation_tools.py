@@ -288,3 +288,45 @@ async def test_edit_a_message_branches_into_a_new_conversation(chat, llm: Script
         "Capital of Germany?",
         "Berlin.",
     ]
+
+
+async def test_a_message_names_the_provider_that_answers_it(chat, llm: ScriptedLLM) -> None:
+    platform, clients = chat
+    second = {
+        "base_url": llm.base_url,
+        "model": "scripted/model-2",
+        "api_key_env": "SCRIPTED_API_KEY",
+    }
+    await platform.start({"llm": {"providers": {"second": second}}})
+    tab = await platform.connect()
+    clients.append(tab)
+    info = await tab.expect("session_info")
+    assert info["provider"] == "scripted"
+    assert {(p["name"], p["model"]) for p in info["providers"]} >= {
+        ("scripted", "scripted/model-1"),
+        ("second", "scripted/model-2"),
+    }
+    llm.script(Reply.text("From two."), Reply.text("From one."), Reply.text("Two again."))
+    answer = (await tab.turn("Hi", provider="second"))[-1]
+    assert answer["model"] == "scripted/model-2"
+    assert llm.requests[-1].json["model"] == "scripted/model-2"
+    answer = (await tab.turn("And you?"))[-1]  # no provider: the active one
+    assert llm.requests[-1].json["model"] == "scripted/model-1"
+    assert answer["model"] == "scripted/model-1"
+    await tab.send({"type": "regenerate", "provider": "second"})
+    assert (await tab.expect("assistant_message"))["model"] == "scripted/model-2"
+    # The model each answer came from is stored with it (a reload shows it).
+    again = await platform.connect(info["conversation_id"])
+    clients.append(again)
+    history = (await again.expect("session_info"))["messages"]
+    assert [m.get("model") for m in history if m["role"] == "assistant"] == [
+        "scripted/model-2",
+        "scripted/model-2",
+    ]
+    # An unknown provider: refused before anything is stored.
+    await tab.send({"type": "user_message", "message": "x", "provider": "nope", "request_id": "r"})
+    error = await tab.expect("error")
+    assert (error["error_code"], error["request_id"]) == ("INVALID_MESSAGE", "r")
+    assert "no LLM provider 'nope'" in error["error_message"]
+    assert "second" in error["error_message"]
+    assert len(llm.requests) == 3
