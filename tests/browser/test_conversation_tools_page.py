@@ -3,7 +3,8 @@ titles (the model's after the first exchange, in the header and the list; rename
 header and from the list; kept on reload); export as Markdown and JSON (downloads) and
 import of the JSON (a file chosen in the sidebar); search from the sidebar; copy an
 answer and regenerate the last one (in every tab; a reload shows the same); edit a sent
-message and continue in a branch (the original unchanged).
+message and continue in a branch (the original unchanged); pick the model of the next
+message (each answer keeps its model; the choice stays with the conversation).
 """
 
 from __future__ import annotations
@@ -241,3 +242,41 @@ async def test_edit_a_sent_message_and_continue_in_a_branch(
     )
     await expect(page.locator(".msg.assistant .md")).to_have_text(["Paris.", "Berlin."])
     await expect(page.locator("#branch")).to_be_hidden()
+
+
+async def test_pick_the_model_for_the_next_message(
+    page: Page, start_platform: StartPlatform, llm: ScriptedLLM
+) -> None:
+    second = {
+        "base_url": llm.base_url,
+        "model": "scripted/model-2",
+        "api_key_env": "SCRIPTED_API_KEY",
+    }
+    platform = await start_platform({"llm": {"providers": {"second": second}}})
+    llm.script(Reply.text("From the default."), Reply.text("From the second."))
+    await open_page(page, platform)
+    picker = page.locator("#provider-picker")
+    await expect(picker).to_have_value("scripted")
+    await send(page, "Hello")
+    first = page.locator(".msg.assistant").nth(0)
+    await expect(first.locator(".meta-model")).to_have_text("scripted/model-1")
+
+    await picker.select_option("second")
+    await send(page, "Hello again")
+    answer = page.locator(".msg.assistant").nth(1)
+    await expect(answer.locator(".md")).to_have_text("From the second.")
+    # Each answer keeps the model it came from.
+    await expect(answer.locator(".meta-model")).to_have_text("scripted/model-2")
+    await expect(first.locator(".meta-model")).to_have_text("scripted/model-1")
+    assert llm.requests[-1].json["model"] == "scripted/model-2"
+    # The choice stays with the conversation on reload; a new conversation starts on the
+    # default.
+    await page.reload()
+    await expect(picker).to_have_value("second")
+    await expect(page.locator(".msg.assistant .meta-model")).to_have_text(
+        ["scripted/model-1", "scripted/model-2"]
+    )
+    await page.locator("#new-chat").click()
+    await page.locator("#dialog").get_by_role("button", name="New chat").click()
+    await expect(page.locator(".msg")).to_have_count(0)
+    await expect(picker).to_have_value("scripted")

@@ -79,6 +79,9 @@ const state = {
   name: null,
   /** The conversation's title (the model's or the user's; a saved one's is its name). */
   title: null,
+  /** The configured LLM providers ({name, model}) and the active one's name. */
+  providers: [],
+  activeProvider: null,
   /** The search_results shown instead of the sessions while the search box has text. */
   search: null,
   saved: false,
@@ -158,6 +161,9 @@ function handleFrame(frame) {
 function onSessionInfo(frame) {
   setConversation(frame.conversation_id, frame.name ?? null, Boolean(frame.saved), frame.title ?? null);
   state.model = frame.model ?? "";
+  state.activeProvider = frame.provider ?? null;
+  state.providers = frame.providers ?? [];
+  renderPicker();
   state.servers = new Map((frame.servers ?? []).map((s) => [s.name, s]));
   state.tools = frame.tools ?? [];
   state.prompts = frame.prompts ?? [];
@@ -239,7 +245,8 @@ function dropLastAnswer() {
 function regenerate() {
   if (state.running || !state.connected) return;
   const requestId = `r${Date.now().toString(36)}-${++state.requestSeq}`;
-  if (!send({ type: "regenerate", request_id: requestId })) return;
+  const provider = chosenProvider();
+  if (!send({ type: "regenerate", request_id: requestId, ...(provider ? { provider } : {}) })) return;
   dropLastAnswer();
   state.pending = requestId;
   state.pendingRegenerate = true;
@@ -749,6 +756,7 @@ function setConversation(conversationId, name, saved, title = null) {
   sessionStorage.setItem(STORAGE_KEY, conversationId);
   ui.title.textContent = state.title || "New conversation";
   ui.title.title = conversationId;
+  renderPicker();
   renderExpiry();
   renderSessions();
 }
@@ -784,7 +792,8 @@ async function editMessage(bubble, text) {
   if (result !== "send" || userIndex < 0 || state.running) return;
   const requestId = `r${Date.now().toString(36)}-${++state.requestSeq}`;
   const message = input.value;
-  if (!send({ type: "edit_message", user_index: userIndex, original: text, message, request_id: requestId })) return;
+  const provider = chosenProvider();
+  if (!send({ type: "edit_message", user_index: userIndex, original: text, message, request_id: requestId, ...(provider ? { provider } : {}) })) return;
   state.pendingEdit = { requestId, text: message };
   state.pending = requestId;
   setRunning(true);
@@ -1087,6 +1096,28 @@ function scrollToEnd(force = false) {
 
 // -- header, sidebar ----------------------------------------------------------------------
 
+// The model picker: the configured providers (each with its model); the choice is kept
+// per conversation in this browser and applies to the next message (or regenerate, edit).
+// Each answer still says under it which model wrote it.
+const PROVIDER_KEY = "mcp-platform.provider.";
+
+function renderPicker() {
+  const picker = $("provider-picker");
+  const chosen = state.conversationId ? localStorage.getItem(PROVIDER_KEY + state.conversationId) : null;
+  const known = state.providers.some((p) => p.name === chosen);
+  const current = known ? chosen : state.activeProvider;
+  picker.replaceChildren(...state.providers.map((p) =>
+    h("option", { value: p.name, selected: p.name === current ? "" : null },
+      `${p.model} · ${p.name}${p.name === state.activeProvider ? " (default)" : ""}`)));
+  picker.value = current ?? "";
+  picker.closest(".picker").hidden = state.providers.length < 2;
+}
+
+function chosenProvider() {
+  const value = $("provider-picker").value;
+  return value && value !== state.activeProvider ? value : null;
+}
+
 function renderHeader() {
   ui.model.textContent = state.model;
   renderExpiry();
@@ -1278,6 +1309,8 @@ function sendMessage(text, prompt) {
   const requestId = `r${Date.now().toString(36)}-${++state.requestSeq}`;
   const frame = { type: "user_message", message: text, request_id: requestId };
   if (prompt) frame.prompt = prompt;
+  const provider = chosenProvider();
+  if (provider) frame.provider = provider;
   if (!send(frame)) return false;
   showPendingTurn(requestId, text, prompt);
   return true;
@@ -1333,6 +1366,12 @@ $("branch").addEventListener("click", () => {
   if (state.branchedFrom) send({ type: "load_session", conversation_id: state.branchedFrom });
 });
 $("session-search").addEventListener("input", onSearchInput);
+$("provider-picker").addEventListener("change", (event) => {
+  if (!state.conversationId) return;
+  const key = PROVIDER_KEY + state.conversationId;
+  if (event.target.value === state.activeProvider) localStorage.removeItem(key);
+  else localStorage.setItem(key, event.target.value);
+});
 $("import").addEventListener("click", () => $("import-file").click());
 $("import-file").addEventListener("change", (event) => {
   const [file] = event.target.files;
