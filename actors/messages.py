@@ -266,6 +266,8 @@ class ConversationState(Payload):
     title: str | None = None
     saved: bool = False
     messages: tuple[StoredMessage, ...] = ()
+    branched_from: str | None = None
+    """The conversation this one was branched from (an edited message), if any."""
 
 
 class OpenConversation(Request[ConversationState]):
@@ -432,6 +434,53 @@ class ImportConversation(Request[ConversationState]):
     messages: tuple[ExportedMessage, ...]
 
 
+class SearchHit(Payload):
+    """One conversation that matches a search: its best matching message, or its title."""
+
+    conversation_id: str
+    title: str | None = None
+    saved: bool = False
+    updated_at: float
+    message_id: int | None = None
+    """The best matching message (None: only the title matched)."""
+    role: MessageRole | None = None
+    snippet: str
+    """Text around the match (the message's, or the title)."""
+
+
+class SearchSessions(Request[tuple[SearchHit, ...]]):
+    """Request → SearchHit per matching conversation of ``owner``, best first: every word
+    of ``query`` (a prefix of a word) in one of its user or assistant messages, or in its
+    title. InvalidMessage: a query with no word."""
+
+    type: Literal["search_sessions"] = "search_sessions"
+    owner: str
+    query: str = Field(min_length=1, max_length=200)
+    limit: int = Field(20, ge=1, le=100)
+
+
+class ReplaceAnswer(Request[StoredMessage]):
+    """Request → StoredMessage: delete the conversation's messages after
+    ``after_message_id`` and store ``row`` (a new answer's ``streaming`` row) in ONE
+    transaction (a regenerated answer)."""
+
+    type: Literal["replace_answer"] = "replace_answer"
+    after_message_id: int
+    row: AppendMessage
+
+
+class BranchConversation(Request[ConversationState]):
+    """Request → ConversationState: a new conversation of ``owner`` holding copies of
+    ``conversation_id``'s messages before ``before_message_id`` (a user message being
+    edited), recording where it branched from; the original is unchanged. Its title is
+    the original's with `` (edited)``. SessionNotFound: not the owner's conversation."""
+
+    type: Literal["branch_conversation"] = "branch_conversation"
+    owner: str
+    conversation_id: str
+    before_message_id: int
+
+
 class SessionPage(Payload):
     """One page of ListSessions."""
 
@@ -532,6 +581,13 @@ class StartTurn(Request[TurnStarted]):
     request_id: str | None = None
     """The client's id, echoed in the turn's final frame."""
     prompt: PromptRequest | None = None
+    provider: str | None = None
+    """The configured LLM provider to ask (the conversation's choice on the page); None:
+    ``llm.active``. Its fallbacks follow as for the active one."""
+    regenerate: bool = False
+    """Answer the conversation's last user message again: what followed it (the last
+    answer, its tool calls and results) is deleted and the new answer takes its place
+    (``text`` and ``prompt`` are then unused). InvalidMessage: no user message yet."""
 
 
 class CancelTurn(Request[bool]):
@@ -666,6 +722,9 @@ class CompletionRequest(Request[CompletionResult]):
     """OpenAI-format messages, system prompt first."""
     tools: tuple[dict[str, Any], ...] = ()
     """OpenAI-format tool definitions (empty: no ``tools`` key is sent)."""
+    provider: str | None = None
+    """The provider to ask first (then ``llm.fallback``); None: ``llm.active``. An
+    unknown one fails with LLMNotConfigured."""
     parameters: dict[str, Any] = Field(default_factory=dict)
     """Body keys of this request only (an MCP server's sampling ``max_tokens``,
     ``temperature``, ``stop``), set over the provider's pass-through keys, except that

@@ -119,6 +119,9 @@ def platform_config(
             "service": {
                 "system_prompt": SYSTEM_PROMPT,
                 "streaming": {"persistence": {"persist_deltas": persist_deltas}},
+                # A title is one more LLM request after a first answer: the scripted
+                # replies are one per measured request.
+                "titles": {"enabled": False},
             },
         },
         "llm": {

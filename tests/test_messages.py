@@ -255,6 +255,22 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         m.SetTitle(owner="local", conversation_id="c-1", title="Adding numbers"),
         m.SetTitle(owner="local", conversation_id="c-1", title="Sums", by_user=False),
         m.ConversationTitled(conversation_id="c-1", title="Adding numbers"),
+        m.BranchConversation(owner="local", conversation_id="c-1", before_message_id=4),
+        m.ReplaceAnswer(
+            after_message_id=3,
+            row=m.AppendMessage(
+                conversation_id="c-1", role="assistant", status="streaming", turn_id="t-2"
+            ),
+        ),
+        m.SearchSessions(owner="local", query="lisbon may", limit=5),
+        m.SearchHit(
+            conversation_id="c-1",
+            title="Trip",
+            updated_at=3.5,
+            message_id=7,
+            role="assistant",
+            snippet="…Lisbon in May…",
+        ),
         m.ExportedMessage(role="assistant", content="4", model="x/y", status="incomplete"),
         m.ExportedConversation(
             title="Sums",

@@ -65,8 +65,10 @@ from actors.messages import (
     ListSessions,
     LoadHistory,
     OpenConversation,
+    ReplaceAnswer,
     SaveRuntimeConfig,
     SaveSession,
+    SearchSessions,
     SessionPage,
     SessionSummary,
     SetTitle,
@@ -78,6 +80,7 @@ from actors.messages import (
 )
 from actors.persistence.actor import SCHEMA_VERSION, DatabaseUnusable, PersistenceActor
 from actors.persistence.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from actors.persistence.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from actors.persistence.sqlite import SqliteRepository
 from bus.bus import Bus
 from bus.errors import (
@@ -376,6 +379,42 @@ async def test_a_database_from_a_newer_program_is_refused_untouched(
             await actor.run(h.bus)
     assert h.query("PRAGMA user_version") == [(SCHEMA_VERSION + 1,)]
     assert h.query("SELECT name FROM sqlite_master") == []
+
+
+@sqlite_only  # a SQLite file at an older user_version
+async def test_a_version_2_database_gains_titles_and_search_of_its_history(
+    start: Starter, tmp_path: Path, log_events: LogCapture
+) -> None:
+    path = tmp_path / "chat_history.db"
+    with closing(sqlite3.connect(path)) as db:
+        for step in SQLITE_MIGRATIONS[:2]:
+            for statement in step:
+                db.execute(statement)
+        db.execute(
+            "INSERT INTO conversations (id, owner, name, saved, created_at, updated_at) "
+            "VALUES ('c-old', 'alice', NULL, 0, 1, 1)"
+        )
+        db.executemany(
+            "INSERT INTO messages (conversation_id, role, content, status, created_at, "
+            "updated_at) VALUES ('c-old', ?, ?, ?, 1, 1)",
+            [
+                ("user", "Tell me about fjords", "complete"),
+                ("tool", "fjords everywhere", "complete"),
+                ("assistant", "Fjords are long inlets", "incomplete"),
+            ],
+        )
+        db.execute("PRAGMA user_version = 2")
+        db.commit()
+    h = await start()
+    assert log_events.events("persistence.opened")[-1]["migrated_from"] == 2
+    assert h.query("PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    hits = await h.ask(SearchSessions(owner="alice", query="fjords"))
+    assert [(hit.conversation_id, hit.role) for hit in hits] == [("c-old", "user")]
+    # The index stays in step with the rows: the tool message was never in it, and a
+    # deleted conversation leaves nothing behind (FTS5's integrity check compares them).
+    await h.ask(DeleteSession(owner="alice", conversation_id="c-old"))
+    h.query("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
+    assert await h.ask(SearchSessions(owner="alice", query="fjords")) == ()
 
 
 @sqlite_only  # a SQLite file
@@ -1241,6 +1280,107 @@ async def test_import_stores_a_new_conversation_whole_or_nothing(start: Starter)
     assert "max_messages = 3" in str(refused)
     assert h.query("SELECT COUNT(*) FROM conversations") == [(2,)]
     assert h.query("SELECT COUNT(*) FROM messages") == [(4,)]
+
+
+async def test_search_finds_finished_messages_and_titles_of_the_owner(start: Starter) -> None:
+    h = await start()
+
+    async def said(owner: str, *texts: str) -> str:
+        cid = await _conversation(h, owner)
+        for n, text in enumerate(texts):
+            role = "user" if n % 2 == 0 else "assistant"
+            await h.ask(AppendMessage(conversation_id=cid, role=role, content=text))
+        return cid
+
+    trip = await said("alice", "Plan a trip to Lisbon in May", "Lisbon in May is sunny.")
+    food = await said("alice", "Which pastries are typical?", "Pastéis de nata, mostly.")
+    tool = await _conversation(h)
+    await h.ask(AppendMessage(conversation_id=tool, role="tool", content="lisbon", name="t"))
+    others = await said("bob", "Lisbon for bob")
+
+    async def search(query: str, owner: str = "alice") -> list[tuple[str, int | None]]:
+        hits = await h.ask(SearchSessions(owner=owner, query=query))
+        return [(hit.conversation_id, hit.message_id) for hit in hits]
+
+    # Every word, as a prefix, case-insensitive; one hit per conversation; the owner's only
+    # (tool results are not searched).
+    hits = await h.ask(SearchSessions(owner="alice", query="LISB may"))
+    assert [hit.conversation_id for hit in hits] == [trip]
+    assert hits[0].role in ("user", "assistant")
+    assert "Lisbon" in hits[0].snippet
+    [both] = await h.ask(SearchSessions(owner="alice", query="lisbon trip"))
+    assert (both.conversation_id, both.role) == (trip, "user")  # the one message with both
+    assert "trip" in both.snippet
+    assert [cid for cid, _ in await search("lisbon", owner="bob")] == [others]
+    assert await search("pastries lisbon") == []
+    assert [cid for cid, _ in await search("nata")] == [food]
+    # Punctuation and operators are plain text, not syntax.
+    assert [cid for cid, _ in await search('"nata" OR* (')] == []
+    assert [cid for cid, _ in await search("nata,")] == [food]
+    # A streaming answer is found once finished, with its final text.
+    row = await _start_answer(h, food, "t-1")
+    await h.delta("t-1", "Also bolo de arroz.")
+    assert await search("arroz") == []
+    await h.ask(FinishMessage(message_id=row.id, content="Also bolo de arroz."))
+    assert await search("arroz") == [(food, row.id)]
+    # A title matches (first), its conversation once.
+    await h.ask(SetTitle(owner="alice", conversation_id=food, title="Portuguese sweets"))
+    found = await h.ask(SearchSessions(owner="alice", query="sweets"))
+    assert [(f.conversation_id, f.message_id, f.snippet) for f in found] == [
+        (food, None, "Portuguese sweets")
+    ]
+    # Deleted conversations are gone from the index.
+    await h.ask(DeleteSession(owner="alice", conversation_id=trip))
+    assert await search("lisbon") == []
+    # A query without a word: refused.
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(SearchSessions(owner="alice", query="?!"))
+    assert isinstance(_failure(excinfo), InvalidMessage)
+
+
+async def test_replace_answer_deletes_what_followed_and_stores_the_row(start: Starter) -> None:
+    h = await start()
+    cid = await _conversation(h)
+    kept = [
+        await h.ask(AppendMessage(conversation_id=cid, role=role, content=text))
+        for role, text in (("user", "Q1"), ("assistant", "A1"), ("user", "Q2"))
+    ]
+    for role, text in (("assistant", ""), ("tool", "5"), ("assistant", "old")):
+        await h.ask(AppendMessage(conversation_id=cid, role=role, content=text))
+    row = await h.ask(
+        ReplaceAnswer(
+            after_message_id=kept[-1].id,
+            row=AppendMessage(
+                conversation_id=cid, role="assistant", status="streaming", turn_id="t-new"
+            ),
+        )
+    )
+    assert (row.status, row.turn_id) == ("streaming", "t-new")
+    await h.delta("t-new", "new answer")
+    await h.ask(
+        FinishMessage(message_id=row.id, streamed=StreamedText(content_chars=10, thinking_chars=0))
+    )
+    history = await h.ask(LoadHistory(conversation_id=cid))
+    assert [(m.role, m.content) for m in history] == [
+        ("user", "Q1"),
+        ("assistant", "A1"),
+        ("user", "Q2"),
+        ("assistant", "new answer"),
+    ]
+    # The search index followed: the old answer is not found, the new one is.
+    assert await h.ask(SearchSessions(owner="alice", query="old")) == ()
+    [hit] = await h.ask(SearchSessions(owner="alice", query="new answer"))
+    assert hit.message_id == row.id
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(
+            ReplaceAnswer(
+                after_message_id=0,
+                row=AppendMessage(
+                    conversation_id="c-gone", role="assistant", status="streaming", turn_id="t"
+                ),
+            )
+        )
+    assert isinstance(_failure(excinfo), SessionNotFound)
 
 
 async def test_delete_session_removes_it_and_its_messages(start: Starter) -> None:

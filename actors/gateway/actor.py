@@ -130,6 +130,7 @@ from actors.gateway.protocol import (
     CompleteFrame,
     CompletionFrame,
     DeleteSessionFrame,
+    EditMessageFrame,
     ElicitationClosedFrame,
     ElicitationCompleteFrame,
     ElicitationRequestFrame,
@@ -144,11 +145,17 @@ from actors.gateway.protocol import (
     LoadSessionFrame,
     PromptArgument,
     PromptInfo,
+    ProviderInfo,
     ReadResourceFrame,
+    RegenerateFrame,
+    RegeneratingFrame,
     RenameSessionFrame,
     ResourceContentFrame,
     ResourceUpdatedFrame,
     SaveSessionFrame,
+    SearchHitInfo,
+    SearchResultsFrame,
+    SearchSessionsFrame,
     ServerInfo,
     ServerStatusFrame,
     SessionClearedFrame,
@@ -178,6 +185,7 @@ from actors.messages import (
     AnswerToolApproval,
     AssistantDelta,
     AuthorizationResult,
+    BranchConversation,
     CancelTurn,
     CompleteArgument,
     CompleteAuthorization,
@@ -199,6 +207,7 @@ from actors.messages import (
     ReadResource,
     ResourceChanged,
     SaveSession,
+    SearchSessions,
     ServerStateChanged,
     SessionSummary,
     SetTitle,
@@ -1543,6 +1552,7 @@ class GatewayActor(Actor[GatewayInbox]):
             conversation_id=state.conversation_id,
             name=state.name,
             title=state.title,
+            branched_from=state.branched_from,
             saved=state.saved,
             messages=[_history_message(m) for m in state.messages],
             tools=[
@@ -1587,6 +1597,11 @@ class GatewayActor(Actor[GatewayInbox]):
                 for s in self._servers.values()
             ],
             model=llm.providers[llm.active].model,
+            provider=llm.active,
+            providers=[
+                ProviderInfo(name=name, model=provider.model)
+                for name, provider in llm.providers.items()
+            ],
             turn_in_progress=state.conversation_id in self._running,
             expires_at=None if keep is None else last_change + keep,
             expires_after=keep,
@@ -1659,7 +1674,12 @@ class GatewayActor(Actor[GatewayInbox]):
             frame.request_id
             if isinstance(
                 frame,
-                UserMessageFrame | ElicitationResponseFrame | ReadResourceFrame | CompleteFrame,
+                UserMessageFrame
+                | RegenerateFrame
+                | EditMessageFrame
+                | ElicitationResponseFrame
+                | ReadResourceFrame
+                | CompleteFrame,
             )
             else original_id
         )
@@ -1685,6 +1705,25 @@ class GatewayActor(Actor[GatewayInbox]):
         match frame:
             case UserMessageFrame():
                 await self._user_message(conn, conversation_id, frame)
+            case EditMessageFrame():
+                await self._edit_message(conn, conversation_id, frame)
+            case RegenerateFrame(request_id=request_id, provider=provider):
+                started: TurnStarted = await self.request(
+                    StartTurn(
+                        owner=conn.owner,
+                        conversation_id=conversation_id,
+                        text="",
+                        request_id=request_id,
+                        regenerate=True,
+                        provider=self._provider(provider),
+                    )
+                )
+                regenerating = RegeneratingFrame(
+                    conversation_id=conversation_id, turn_id=started.turn_id
+                )
+                for other in self._by_conversation.get(conversation_id, ()):
+                    if other is not conn:
+                        other.send_frame(regenerating)
             case CancelFrame():
                 # A turn whose tool waits for the user would otherwise wait for the
                 # question's timeout: the questions are answered "cancel" first.
@@ -1751,6 +1790,16 @@ class GatewayActor(Actor[GatewayInbox]):
                         message_count=len(imported.messages),
                     )
                 )
+            case SearchSessionsFrame(query=query, limit=limit):
+                hits = await self.request(
+                    SearchSessions(owner=conn.owner, query=query, limit=limit)
+                )
+                conn.send_frame(
+                    SearchResultsFrame(
+                        query=query,
+                        hits=[SearchHitInfo.model_validate(hit.model_dump()) for hit in hits],
+                    )
+                )
             case ListSessionsFrame(limit=limit, cursor=cursor):
                 page = await self.request(
                     ListSessions(owner=conn.owner, limit=limit, cursor=cursor)
@@ -1800,6 +1849,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 text=frame.message,
                 request_id=frame.request_id,
                 prompt=prompt,
+                provider=self._provider(frame.provider),
             )
         )
         if conn.original is not None and frame.request_id is not None:
@@ -1813,6 +1863,61 @@ class GatewayActor(Actor[GatewayInbox]):
                     messages=started.user_input,
                 )
             )
+
+    async def _edit_message(
+        self, conn: _Connection, conversation_id: str, frame: EditMessageFrame
+    ) -> None:
+        """Branch at one of the owner's messages and send the edited text there."""
+        if not frame.message.strip():
+            raise _invalid("'message' must not be empty")
+        self._provider(frame.provider)  # refused before anything is branched
+        limit = self.snapshot.config.chat.storage.persistence.retention.max_messages
+        history = await self.request(LoadHistory(conversation_id=conversation_id, limit=limit))
+        asked = [message for message in history if message.role == "user"]
+        if frame.user_index >= len(asked):
+            raise _invalid(
+                f"there is no message {frame.user_index + 1} of yours in this conversation "
+                f"(it has {len(asked)})"
+            )
+        target = asked[frame.user_index]
+        if target.content != frame.original:
+            raise _invalid(
+                f"message {frame.user_index + 1} of this conversation is not the one shown "
+                "(the view is out of date): reload the conversation and edit again"
+            )
+        state = await self.request(
+            BranchConversation(
+                owner=conn.owner, conversation_id=conversation_id, before_message_id=target.id
+            )
+        )
+        self.log.info(
+            "gateway.branched",
+            conversation_id=state.conversation_id,
+            branched_from=conversation_id,
+            messages=len(state.messages),
+        )
+        self._attach(conn, state.conversation_id)
+        conn.send_frame(self._session_info(state))
+        await self._user_message(
+            conn,
+            state.conversation_id,
+            UserMessageFrame(
+                type="user_message",
+                message=frame.message,
+                request_id=frame.request_id,
+                provider=frame.provider,
+            ),
+        )
+
+    def _provider(self, name: str | None) -> str | None:
+        """A provider a client named, checked against the configuration."""
+        providers = self.snapshot.config.llm.providers
+        if name is not None and name not in providers:
+            raise _invalid(
+                f"no LLM provider {name!r} is configured; choose one of "
+                f"{', '.join(sorted(providers))}"
+            )
+        return name
 
     def _announce_user_input(
         self, conn: _Connection, conversation_id: str, started: TurnStarted

@@ -49,8 +49,10 @@ from actors.gateway.protocol import (
     ErrorFrame,
     FrameError,
     HistoryMessage,
+    RegeneratingFrame,
     ResourceContentFrame,
     ResourceUpdatedFrame,
+    SearchResultsFrame,
     ServerStatusFrame,
     SessionClearedFrame,
     SessionDeletedFrame,
@@ -399,6 +401,16 @@ class OriginalFraming:
                         chunk={"metadata": {"user_message": text}},
                     )
                 ]
+            case RegeneratingFrame(turn_id=turn_id):
+                # Another window answers the last message again: a turn of its own here.
+                self._bind(turn_id, self._turns.get(turn_id, turn_id))
+                return [
+                    OriginalFrame(
+                        request_id=self._turns[turn_id],
+                        status="processing",
+                        chunk={"metadata": {"regenerating": True}},
+                    )
+                ]
             case AssistantMessageFrame():
                 return self._turn_end(frame, label)
             case ErrorFrame():
@@ -413,13 +425,14 @@ class OriginalFraming:
                 | ElicitationClosedFrame()
                 | ToolApprovalRequestFrame()
                 | SessionSavedFrame()
+                | SessionTitleFrame()
+                | SessionExportFrame()
+                | SessionImportedFrame()
+                | SearchResultsFrame()
                 | SessionsFrame()
                 | SessionDeletedFrame()
                 | ServerStatusFrame()
                 | ElicitationCompleteFrame()
-                | SessionTitleFrame()
-                | SessionExportFrame()
-                | SessionImportedFrame()
                 | ResourceContentFrame()
                 | ResourceUpdatedFrame()
                 | CompletionFrame()

@@ -155,6 +155,43 @@ class UserMessageFrame(_ClientFrame):
     """Echoed in the turn's ``assistant_message`` and in errors about this message (at
     most :data:`MAX_REQUEST_ID_LENGTH` characters)."""
     prompt: PromptRef | None = None
+    provider: str | None = Field(None, max_length=200)
+    """A configured LLM provider (``session_info.providers``) to answer this message; absent:
+    the active one. An unknown name → ``INVALID_MESSAGE``."""
+
+
+class RegenerateFrame(_ClientFrame):
+    """Answers the conversation's last user message again: the last answer (with its tool
+    calls and results) is deleted and a new turn streams its replacement (its frames as
+    for ``user_message``). ``TURN_IN_PROGRESS`` while a turn runs; ``INVALID_MESSAGE``
+    when there is no user message yet. The conversation's other clients get
+    ``regenerating``."""
+
+    type: Literal["regenerate"]
+    request_id: str | None = Field(None, max_length=MAX_REQUEST_ID_LENGTH)
+    """Echoed in the turn's ``assistant_message`` and in errors about this request."""
+    provider: str | None = Field(None, max_length=200)
+    """As for ``user_message``."""
+
+
+class EditMessageFrame(_ClientFrame):
+    """Edits one of the sender's messages in this conversation and branches from it: a new
+    conversation holds the messages before it (the original stays as it was), the
+    connection moves to it (``session_info``, with ``branched_from``), and the edited text
+    starts a turn there (frames as for ``user_message``)."""
+
+    type: Literal["edit_message"]
+    user_index: int = Field(ge=0)
+    """Which user message: 0 is the conversation's first (as ``session_info`` lists them,
+    followed by those sent since)."""
+    original: str
+    """Its text as shown: if the stored message differs (the view is stale), the edit is
+    refused with ``INVALID_MESSAGE`` instead of branching at another message."""
+    message: str = Field(min_length=1)
+    """The edited text."""
+    request_id: str | None = Field(None, max_length=MAX_REQUEST_ID_LENGTH)
+    provider: str | None = Field(None, max_length=200)
+    """As for ``user_message``."""
 
 
 class CancelFrame(_ClientFrame):
@@ -206,6 +243,16 @@ class ImportSessionFrame(_ClientFrame):
     conversation: dict[str, Any]
     """The JSON export's object (``format: "mcp-platform/conversation"``, ``version: 1``,
     ``title``, ``messages``)."""
+
+
+class SearchSessionsFrame(_ClientFrame):
+    """Searches the sender's conversations (→ ``search_results``): every word of
+    ``query``, as the start of a word, case-insensitive, in one user or assistant message
+    or in the title."""
+
+    type: Literal["search_sessions"]
+    query: str = Field(min_length=1, max_length=200)
+    limit: int = Field(20, ge=1, le=100)
 
 
 class ListSessionsFrame(_ClientFrame):
@@ -289,12 +336,15 @@ class ToolApprovalResponseFrame(_ClientFrame):
 
 ClientFrame = Annotated[
     UserMessageFrame
+    | RegenerateFrame
+    | EditMessageFrame
     | CancelFrame
     | ClearHistoryFrame
     | SaveSessionFrame
     | RenameSessionFrame
     | ExportSessionFrame
     | ImportSessionFrame
+    | SearchSessionsFrame
     | ListSessionsFrame
     | LoadSessionFrame
     | DeleteSessionFrame
@@ -467,6 +517,13 @@ class HistoryMessage(_ServerFrame):
     """Unix time, seconds."""
 
 
+class ProviderInfo(_ServerFrame):
+    """A configured LLM provider, as ``session_info`` lists it (the page's model picker)."""
+
+    name: str
+    model: str
+
+
 class SessionInfoFrame(_ServerFrame):
     """First frame on every connection, and the answer to ``load_session``."""
 
@@ -484,6 +541,11 @@ class SessionInfoFrame(_ServerFrame):
     servers: list[ServerInfo] = []
     model: str
     """The active provider's model."""
+    provider: str | None = None
+    """The active provider's name."""
+    providers: list[ProviderInfo] = []
+    """Every configured provider and its model: a ``user_message`` (or ``regenerate``,
+    ``edit_message``) may name one as ``provider``."""
     turn_in_progress: bool = False
     """A turn of this conversation is running (its frames follow)."""
     expires_at: float | None = None
@@ -494,6 +556,8 @@ class SessionInfoFrame(_ServerFrame):
     expires_after: float | None = None
     """Seconds an unsaved conversation is kept after its last change (``max_age_hours``):
     a client moves ``expires_at`` on with each new message. ``None``: saved."""
+    branched_from: str | None = None
+    """The conversation this one was branched from by ``edit_message``."""
     notice: str | None = None
     """A set-up problem to show before the first message (the page shows a banner), e.g.
     no API key for the active LLM provider: the words of the start-up warning."""
@@ -574,6 +638,16 @@ class UserMessageStoredFrame(_ServerFrame):
     messages: list[HistoryMessage]
     """In order: an MCP prompt's messages (if one was used), then the user's text (absent
     when it was empty)."""
+
+
+class RegeneratingFrame(_ServerFrame):
+    """Another client regenerates this conversation's last answer: everything after the
+    last user message is gone; turn ``turn_id`` answers that message again (its frames
+    follow)."""
+
+    type: Literal["regenerating"] = "regenerating"
+    conversation_id: str
+    turn_id: str
 
 
 class ElicitationRequestFrame(_ServerFrame):
@@ -697,6 +771,29 @@ class SessionImportedFrame(_ServerFrame):
     message_count: int
 
 
+class SearchHitInfo(_ServerFrame):
+    """One conversation in ``search_results``."""
+
+    conversation_id: str
+    title: str | None = None
+    saved: bool = False
+    updated_at: float
+    message_id: int | None = None
+    """The best matching message (absent: the title matched)."""
+    role: Literal["user", "assistant"] | None = None
+    snippet: str
+    """The text around the match (or the title)."""
+
+
+class SearchResultsFrame(_ServerFrame):
+    """The answer to ``search_sessions``: one hit per conversation, title matches first,
+    then the best matching messages."""
+
+    type: Literal["search_results"] = "search_results"
+    query: str
+    hits: list[SearchHitInfo]
+
+
 class SessionEntry(_ServerFrame):
     """One conversation in ``sessions``."""
 
@@ -804,6 +901,7 @@ ServerFrame = Annotated[
     | ThinkingDeltaFrame
     | ToolExecutionFrame
     | UserMessageStoredFrame
+    | RegeneratingFrame
     | ElicitationRequestFrame
     | ElicitationClosedFrame
     | ElicitationCompleteFrame
@@ -814,6 +912,7 @@ ServerFrame = Annotated[
     | SessionTitleFrame
     | SessionExportFrame
     | SessionImportedFrame
+    | SearchResultsFrame
     | SessionsFrame
     | SessionDeletedFrame
     | ServerStatusFrame

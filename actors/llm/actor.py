@@ -772,7 +772,13 @@ class LLMActor(Actor[LLMInbox]):
             RateLimited, LLMUnavailable: Every provider failed.
         """
         llm = completion.snapshot.config.llm
-        chain = [llm.active, *dict.fromkeys(p for p in llm.fallback if p != llm.active)]
+        first = completion.request.provider or llm.active
+        if first not in llm.providers:
+            raise LLMNotConfigured(
+                f"no LLM provider {first!r} is configured (llm.providers has "
+                f"{', '.join(sorted(llm.providers))})"
+            )
+        chain = [first, *dict.fromkeys(p for p in llm.fallback if p != first)]
         failures: list[_ProviderFailed] = []
         for position, name in enumerate(chain):
             try:

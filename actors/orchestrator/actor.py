@@ -82,6 +82,7 @@ from actors.messages import (
     PromptMessageText,
     PromptSpec,
     ReleaseTurn,
+    ReplaceAnswer,
     ResourceChanged,
     ResourceSpec,
     ServerStateChanged,
@@ -402,6 +403,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             request_id=message.request_id,
             settings=self._turn_settings(),
             toolbox=self._toolbox(),
+            provider=message.provider,
         )
         # Announced before the turn's task exists, so its end (announced from the task)
         # always follows; no other message is handled meanwhile (the mailbox is serial).
@@ -545,7 +547,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 hops=turn.hops,
             )
         await self.publish(finished)
-        if finished.finish_reason == "stop" and self.snapshot.config.chat.service.titles.enabled:
+        titles = self.snapshot.config.chat.service.titles.enabled
+        if finished.finish_reason == "stop" and titles and not start.regenerate:
             # After the turn's end: the title never delays an answer.
             self.spawn(self._title(start.owner, turn.conversation_id), name=f"title:{turn.turn_id}")
         self.log.info(
@@ -564,7 +567,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         except RequestFailed as exc:
             reply.fail(cause_of(exc))
             return None
-        except RequestError as exc:
+        except (RequestError, ChatError) as exc:  # ChatError: nothing to regenerate
             reply.fail(exc)
             return None
         reply.resolve(
@@ -749,7 +752,9 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         """
         # The history is cached (or loaded) before anything is stored, so the cache takes
         # the new messages once, and never the streaming row.
-        await self._history_of(turn.conversation_id)
+        history = await self._history_of(turn.conversation_id)
+        if start.regenerate:
+            return await self._replace_last_answer(turn, history)
         inputs: list[AppendMessage] = []
         if start.prompt is not None:
             prompt = start.prompt
@@ -790,6 +795,32 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         for message in user_side:
             self._remember(message)
         return tuple(user_side), row
+
+    async def _replace_last_answer(
+        self, turn: Turn, history: list[StoredMessage]
+    ) -> tuple[tuple[StoredMessage, ...], StoredMessage]:
+        """A regenerated answer: what followed the last user message is deleted and the
+        new answer's row stored, in one transaction (a reload shows only the new answer).
+
+        Returns:
+            The user message answered again, and the answer's row.
+        """
+        question = next((m for m in reversed(history) if m.role == "user"), None)
+        if question is None:
+            raise InvalidMessage(
+                "there is no answer to regenerate: the conversation has no message of yours"
+            )
+        row: StoredMessage = await self.request(
+            ReplaceAnswer(after_message_id=question.id, row=_answer_row(turn))
+        )
+        self._history.put(turn.conversation_id, [m for m in history if m.id <= question.id])
+        self.log.info(
+            "turn.regenerating",
+            turn_id=turn.turn_id,
+            conversation_id=turn.conversation_id,
+            replaced=sum(1 for m in history if m.id > question.id),
+        )
+        return (question,), row
 
     # -- titles ------------------------------------------------------------------------------
 

@@ -497,8 +497,11 @@ class Turn:
         request_id: str | None = None,
         settings: TurnSettings | None = None,
         toolbox: Toolbox | None = None,
+        provider: str | None = None,
     ) -> None:
         self.turn_id = turn_id
+        self.provider = provider
+        """The LLM provider this turn asks (None: the active one)."""
         self.conversation_id = conversation_id
         self.request_id = request_id
         self.settings = settings or TurnSettings()
@@ -640,6 +643,7 @@ class Turn:
             turn_id=self.turn_id,
             messages=tuple(self._messages),
             tools=tools,
+            provider=self.provider,
             # The closing answer: the tools stay described (the history has their calls,
             # which some APIs refuse without them), but none may be called.
             parameters={"tool_choice": "none"} if self._wrapping_up and tools else {},

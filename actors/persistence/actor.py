@@ -73,6 +73,7 @@ from actors.messages import (
     AppendMessage,
     AppendMessages,
     AssistantDelta,
+    BranchConversation,
     CheckStorage,
     ClaimTurn,
     ConfigChanged,
@@ -88,7 +89,10 @@ from actors.messages import (
     MessageStatus,
     OpenConversation,
     ReleaseTurn,
+    ReplaceAnswer,
     SaveSession,
+    SearchHit,
+    SearchSessions,
     SessionPage,
     SessionSummary,
     SetTitle,
@@ -108,6 +112,7 @@ from actors.persistence.repository import (
     RetentionPolicy,
     SavedSessionsFull,
     StreamFlush,
+    search_words,
 )
 from actors.persistence.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from actors.persistence.sqlite import SqliteRepository
@@ -302,6 +307,9 @@ PersistenceInbox = Annotated[
     | SaveSession
     | SetTitle
     | ImportConversation
+    | SearchSessions
+    | ReplaceAnswer
+    | BranchConversation
     | ListSessions
     | DeleteSession
     | CheckStorage
@@ -347,6 +355,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
         SaveSession,
         SetTitle,
         ImportConversation,
+        SearchSessions,
+        ReplaceAnswer,
+        BranchConversation,
         ListSessions,
         DeleteSession,
         CheckStorage,
@@ -526,8 +537,22 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 return await self._save_session(message)
             case SetTitle():
                 return await self._set_title(message)
+            case ReplaceAnswer(after_message_id=after, row=row):
+                _check_append(row)
+                now = self._clock()
+                async with self._writing("replace the answer", row.conversation_id, row.turn_id):
+                    new_id = await self._store.replace_after(row.conversation_id, after, row, now)
+                return self._appended(row, new_id, now)
+            case BranchConversation():
+                return await self._branch(message)
             case ImportConversation():
                 return await self._import_conversation(message)
+            case SearchSessions(owner=owner, query=query, limit=limit):
+                words = search_words(query)
+                if not words:
+                    raise InvalidMessage(f"the search {query!r} has no word to look for")
+                hits: tuple[SearchHit, ...] = tuple(await self._store.search(owner, words, limit))
+                return hits
             case ListSessions(owner=owner, limit=limit, cursor=cursor):
                 return await self._session_page(owner, limit, cursor)
             case DeleteSession(owner=owner, conversation_id=conversation_id):
@@ -639,6 +664,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             title=record.title,
             saved=record.saved,
             messages=await self._load_history(record.id, history_limit),
+            branched_from=record.branched_from,
         )
 
     async def _open_conversation(self, message: OpenConversation) -> ConversationState:
@@ -681,6 +707,24 @@ class PersistenceActor(Actor[PersistenceInbox]):
         # A saved conversation's title is its name.
         await self.publish(ConversationTitled(conversation_id=summary.conversation_id, title=name))
         return summary
+
+    async def _branch(self, message: BranchConversation) -> ConversationState:
+        """A new conversation from an earlier part of one (an edited message)."""
+        source = await self._conversation(message.conversation_id, owner=message.owner)
+        label = source.title or source.name
+        title = f"{label} (edited)"[:200] if label else None
+        conversation_id = f"c-{uuid.uuid4().hex}"
+        async with self._writing("branch the conversation", conversation_id):
+            await self._store.branch_conversation(
+                conversation_id,
+                message.owner,
+                source.id,
+                message.before_message_id,
+                title,
+                self._clock(),
+            )
+        record = await self._conversation(conversation_id, owner=message.owner)
+        return await self._state(record, self._retention_settings.max_messages)
 
     async def _import_conversation(self, message: ImportConversation) -> ConversationState:
         """A new conversation of the importing owner with the messages given (in one

@@ -48,9 +48,10 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
 from actors.errors import SessionNotFound, StorageFull, StorageUnavailable
-from actors.messages import AppendMessage, SessionSummary, StoredMessage
+from actors.messages import AppendMessage, SearchHit, SessionSummary, StoredMessage
 from actors.persistence.repository import (
     MESSAGE_COLUMNS,
+    SEARCH_SNIPPET_WORDS,
     ConversationRecord,
     DatabaseUnusable,
     FinishedAnswer,
@@ -60,6 +61,7 @@ from actors.persistence.repository import (
     SavedSessionsFull,
     StreamFlush,
     conversation_record,
+    merge_hits,
     message_values,
     session_summary,
     stored_message,
@@ -153,7 +155,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Version 2: a conversation's title (the model's after the first exchange, or the
     # user's; a saved conversation's is its name).
     ("ALTER TABLE conversations ADD COLUMN title TEXT",),
-    # Version 3: the turn leases of replicas sharing the database (``cluster``): one row
+    # Version 3: search (SearchSessions): a GIN index of the finished user and assistant
+    # messages' words (the 'simple' configuration: lower-cased, no stemming, as SQLite's
+    # FTS5 table); partial, so a streaming answer's flushes cost no index writes.
+    (
+        """
+        CREATE INDEX messages_search ON messages
+        USING GIN (to_tsvector('simple', content))
+        WHERE status <> 'streaming' AND role IN ('user', 'assistant')
+        """,
+    ),
+    # Version 4: branches (as SQLite's version 5).
+    (
+        "ALTER TABLE conversations ADD COLUMN branched_from TEXT",
+        "ALTER TABLE conversations ADD COLUMN branched_at_message BIGINT",
+    ),
+    # Version 5: the turn leases of replicas sharing the database (``cluster``): one row
     # per conversation whose turn runs, held by a replica until it expires.
     (
         """
@@ -235,10 +252,44 @@ _INSERT_TITLED_CONVERSATION = (
     "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at) "
     "VALUES ($1, $2, $3, 0, $4, $4)"
 )
-_SELECT_CONVERSATION = "SELECT id, owner, name, saved, title FROM conversations WHERE id = $1"
+# Search: every word a prefix (word:* & …); the best ts_rank per conversation. $1 the
+# tsquery text, $2 the owner, $3 the limit. The WHERE repeats the index's predicate.
+_SEARCH_MESSAGES = f"""
+    SELECT conversation_id, title, saved, updated_at, message_id, role, snippet
+    FROM (
+        SELECT m.conversation_id, c.title, c.saved, c.updated_at, m.id AS message_id, m.role,
+               ts_headline('simple', m.content, q,
+                           'StartSel="",StopSel="",MaxWords={SEARCH_SNIPPET_WORDS},MinWords=4')
+                   AS snippet,
+               ROW_NUMBER() OVER (
+                   PARTITION BY m.conversation_id
+                   ORDER BY ts_rank(to_tsvector('simple', m.content), q) DESC, m.id
+               ) AS best,
+               MAX(ts_rank(to_tsvector('simple', m.content), q))
+                   OVER (PARTITION BY m.conversation_id) AS score
+        FROM messages AS m
+        JOIN conversations AS c ON c.id = m.conversation_id,
+             to_tsquery('simple', $1) AS q
+        WHERE to_tsvector('simple', m.content) @@ q
+          AND m.status <> 'streaming' AND m.role IN ('user', 'assistant')
+          AND c.owner = $2
+    ) AS ranked
+    WHERE best = 1
+    ORDER BY score DESC, updated_at DESC
+    LIMIT $3
+"""  # noqa: S608 - a constant only
+_SEARCH_TITLES = """
+    SELECT id, title, saved, updated_at FROM conversations
+    WHERE owner = $1 AND title ILIKE ALL ($2::text[])
+    ORDER BY updated_at DESC LIMIT $3
+"""
+_SELECT_CONVERSATION = (
+    "SELECT id, owner, name, saved, title, branched_from FROM conversations WHERE id = $1"
+)
 _SELECT_CONVERSATION_FOR_UPDATE = _SELECT_CONVERSATION + " FOR UPDATE"
 _SELECT_LATEST_UNSAVED = (
-    "SELECT id, owner, name, saved, title FROM conversations WHERE owner = $1 AND saved = 0 "
+    "SELECT id, owner, name, saved, title, branched_from FROM conversations "
+    "WHERE owner = $1 AND saved = 0 "
     "ORDER BY updated_at DESC, seq DESC LIMIT 1"
 )
 _FLUSH_STREAM = (
@@ -265,6 +316,17 @@ _SET_TITLE = """
     SET title = $1, name = CASE WHEN saved = 1 THEN $1 ELSE name END
     WHERE id = $2 AND owner = $3 AND (NOT $4::boolean OR title IS NULL)
 """
+_INSERT_BRANCH = (
+    "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at, "
+    "branched_from, branched_at_message) VALUES ($1, $2, $3, 0, $4, $4, $5, $6)"
+)
+_COPY_MESSAGES_BEFORE = (
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}) "  # noqa: S608 - constants only
+    f"SELECT $1 AS conversation_id, {MESSAGE_COLUMNS.split(', ', 1)[1]} FROM messages "
+    "WHERE conversation_id = $2 AND id < $3 ORDER BY id"
+)
+_TOUCH_CONVERSATION = "UPDATE conversations SET updated_at = $1 WHERE id = $2"
+_DELETE_AFTER = "DELETE FROM messages WHERE conversation_id = $1 AND id > $2"
 _DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = $1 AND owner = $2"
 # The usage sums: SQLite's json_extract() is PostgreSQL's (text::jsonb ->> key)::type;
 # SUM(bigint) is numeric in PostgreSQL, cast back so the driver returns an int.
@@ -685,6 +747,43 @@ class PostgresRepository:
             rows = await db.fetch(_insert_messages_sql(len(messages)), *values)
         return sorted(int(row["id"]) for row in rows)
 
+    async def search(self, owner: str, words: Sequence[str], limit: int) -> list[SearchHit]:
+        """A GIN-indexed full-text query over the messages, ILIKE over the titles (see
+        ChatRepository.search)."""
+        if not words:
+            return []
+        patterns = [f"%{word}%" for word in words]  # \w+ words: no LIKE metacharacter but _
+        patterns = [pattern.replace("_", "\\_") for pattern in patterns]
+        query = " & ".join(f"{word}:*" for word in words)
+        async with self._connection("search the conversations") as db:
+            title_rows = await db.fetch(_SEARCH_TITLES, owner, patterns, limit)
+            message_rows = await db.fetch(_SEARCH_MESSAGES, query, owner, limit)
+        return merge_hits(
+            [
+                SearchHit(
+                    conversation_id=row["id"],
+                    title=row["title"],
+                    saved=bool(row["saved"]),
+                    updated_at=row["updated_at"],
+                    snippet=row["title"],
+                )
+                for row in title_rows
+            ],
+            [
+                SearchHit(
+                    conversation_id=row["conversation_id"],
+                    title=row["title"],
+                    saved=bool(row["saved"]),
+                    updated_at=row["updated_at"],
+                    message_id=row["message_id"],
+                    role=row["role"],
+                    snippet=row["snippet"],
+                )
+                for row in message_rows
+            ],
+            limit,
+        )
+
     async def session_page(
         self, owner: str, after: tuple[float, str] | None, limit: int
     ) -> list[SessionSummary]:
@@ -807,6 +906,33 @@ class PostgresRepository:
         # Identity values are drawn in VALUES order: sorted ids follow the messages.
         return sorted(int(row["id"]) for row in rows)
 
+    async def branch_conversation(
+        self,
+        conversation_id: str,
+        owner: str,
+        source_id: str,
+        before_message_id: int,
+        title: str | None,
+        now: float,
+    ) -> None:
+        """The conversation row, an INSERT … SELECT of the messages, and the row touched
+        again (the copies' insert trigger set it to their old times), in one transaction."""
+        async with self._write("branch the conversation", conversation_id) as db:
+            await db.execute(
+                _INSERT_BRANCH, conversation_id, owner, title, now, source_id, before_message_id
+            )
+            await db.execute(_COPY_MESSAGES_BEFORE, conversation_id, source_id, before_message_id)
+            await db.execute(_TOUCH_CONVERSATION, now, conversation_id)
+
+    async def replace_after(
+        self, conversation_id: str, after_message_id: int, row: AppendMessage, now: float
+    ) -> int:
+        """A DELETE and an INSERT in one transaction."""
+        async with self._write("replace the answer", conversation_id) as db:
+            await db.execute(_DELETE_AFTER, conversation_id, after_message_id)
+            new_id = await db.fetchval(_insert_messages_sql(1), *message_values(row, now))
+        return int(new_id)
+
     async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
         """The streams' text in one transaction: one pipelined ``executemany``, which
         asyncpg runs atomically by itself (an explicit ``BEGIN``/``COMMIT`` would add two
@@ -896,7 +1022,8 @@ class PostgresRepository:
         async with self._write("copy a conversation", conversation["id"]) as db:
             inserted = await db.fetchval(
                 "INSERT INTO conversations (id, owner, name, saved, created_at, updated_at, "
-                "saved_at, title) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                "saved_at, title, branched_from, branched_at_message) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
                 "ON CONFLICT (id) DO NOTHING RETURNING true",
                 conversation["id"],
                 conversation["owner"],
@@ -906,6 +1033,8 @@ class PostgresRepository:
                 conversation["updated_at"],
                 conversation["saved_at"],
                 conversation["title"],
+                conversation["branched_from"],
+                conversation["branched_at_message"],
             )
             if not inserted:
                 return False

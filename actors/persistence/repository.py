@@ -27,6 +27,7 @@ their writes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ import orjson
 from actors.messages import (
     AppendMessage,
     MessageStatus,
+    SearchHit,
     SessionSummary,
     StoredMessage,
     ToolCall,
@@ -85,6 +87,7 @@ class ConversationRecord:
     name: str | None
     saved: bool
     title: str | None = None
+    branched_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +248,14 @@ class ChatRepository(Protocol):
         (all or nothing); the messages' ids in order."""
         ...
 
+    async def search(self, owner: str, words: Sequence[str], limit: int) -> list[SearchHit]:
+        """The owner's conversations where every one of ``words`` (each a prefix of a word,
+        case-insensitive) is in one finished user or assistant message, or in the title:
+        one hit per conversation (its best message; title matches first), best first, at
+        most ``limit``. SQLite: the FTS5 table ``messages_fts``; PostgreSQL: a GIN index
+        on ``to_tsvector('simple', content)``."""
+        ...
+
     async def session_page(
         self, owner: str, after: tuple[float, str] | None, limit: int
     ) -> list[SessionSummary]:
@@ -273,6 +284,31 @@ class ChatRepository(Protocol):
         Raises:
             SessionNotFound: A conversation does not exist (nothing was written).
         """
+        ...
+
+    async def replace_after(
+        self, conversation_id: str, after_message_id: int, row: AppendMessage, now: float
+    ) -> int:
+        """Delete the conversation's messages after ``after_message_id`` and insert
+        ``row``, in one transaction; the new row's id.
+
+        Raises:
+            SessionNotFound: The conversation does not exist (nothing was written).
+        """
+        ...
+
+    async def branch_conversation(
+        self,
+        conversation_id: str,
+        owner: str,
+        source_id: str,
+        before_message_id: int,
+        title: str | None,
+        now: float,
+    ) -> None:
+        """Insert an unsaved conversation ``conversation_id`` (branched from
+        ``source_id`` at ``before_message_id``) with copies of the source's messages
+        before that id (their times kept), in one transaction."""
         ...
 
     async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
@@ -407,6 +443,35 @@ def session_summary(row: Row) -> SessionSummary:
     )
 
 
+SEARCH_SNIPPET_WORDS = 16
+"""Words of context a search hit's snippet shows around the match."""
+
+
+def search_words(query: str) -> list[str]:
+    """The words of a search query: runs of letters and digits, lower-cased (at most 8;
+    punctuation and operators are not syntax, so any text is a safe query)."""
+    return [word.lower() for word in _WORD.findall(query)][:8]
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def merge_hits(
+    title_hits: Sequence[SearchHit], message_hits: Sequence[SearchHit], limit: int
+) -> list[SearchHit]:
+    """Title matches first, then message matches, one hit per conversation."""
+    seen: set[str] = set()
+    merged: list[SearchHit] = []
+    for hit in (*title_hits, *message_hits):
+        if hit.conversation_id in seen:
+            continue
+        seen.add(hit.conversation_id)
+        merged.append(hit)
+        if len(merged) == limit:
+            break
+    return merged
+
+
 def conversation_record(row: Row) -> ConversationRecord:
     """A ``conversations`` row (id, owner, name, saved, title) as a record."""
     return ConversationRecord(
@@ -415,4 +480,5 @@ def conversation_record(row: Row) -> ConversationRecord:
         name=row["name"],
         saved=bool(row["saved"]),
         title=row["title"],
+        branched_from=row["branched_from"],
     )

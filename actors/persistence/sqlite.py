@@ -31,9 +31,10 @@ import aiosqlite
 import orjson
 
 from actors.errors import SessionNotFound, StorageFull
-from actors.messages import AppendMessage, SessionSummary, StoredMessage
+from actors.messages import AppendMessage, SearchHit, SessionSummary, StoredMessage
 from actors.persistence.repository import (
     MESSAGE_COLUMNS,
+    SEARCH_SNIPPET_WORDS,
     ConversationRecord,
     DatabaseUnusable,
     FinishedAnswer,
@@ -43,6 +44,7 @@ from actors.persistence.repository import (
     SavedSessionsFull,
     StreamFlush,
     conversation_record,
+    merge_hits,
     message_values,
     session_summary,
     stored_message,
@@ -122,6 +124,55 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Version 3: a conversation's title (the model's after the first exchange, or the
     # user's; a saved conversation's is its name).
     ("ALTER TABLE conversations ADD COLUMN title TEXT",),
+    # Version 4: search (SearchSessions). An FTS5 index of the finished user and
+    # assistant messages' text, kept by triggers: a row is indexed once it is no longer
+    # streaming (so the flushes of a streaming answer cost no index writes) and removed
+    # with its message (a deleted conversation's messages cascade through the trigger).
+    (
+        """
+        CREATE VIRTUAL TABLE messages_fts USING fts5(
+            content, content = 'messages', content_rowid = 'id',
+            tokenize = 'unicode61 remove_diacritics 2'
+        )
+        """,
+        """
+        INSERT INTO messages_fts (rowid, content)
+        SELECT id, content FROM messages
+        WHERE status <> 'streaming' AND role IN ('user', 'assistant')
+        """,
+        """
+        CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages
+        WHEN NEW.status <> 'streaming' AND NEW.role IN ('user', 'assistant') BEGIN
+            INSERT INTO messages_fts (rowid, content) VALUES (NEW.id, NEW.content);
+        END
+        """,
+        """
+        CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+        WHEN OLD.status <> 'streaming' AND OLD.role IN ('user', 'assistant') BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content)
+            VALUES ('delete', OLD.id, OLD.content);
+        END
+        """,
+        """
+        CREATE TRIGGER messages_fts_unindex AFTER UPDATE OF content, status ON messages
+        WHEN OLD.status <> 'streaming' AND OLD.role IN ('user', 'assistant') BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content)
+            VALUES ('delete', OLD.id, OLD.content);
+        END
+        """,
+        """
+        CREATE TRIGGER messages_fts_index AFTER UPDATE OF content, status ON messages
+        WHEN NEW.status <> 'streaming' AND NEW.role IN ('user', 'assistant') BEGIN
+            INSERT INTO messages_fts (rowid, content) VALUES (NEW.id, NEW.content);
+        END
+        """,
+    ),
+    # Version 5: branches. A conversation made by editing a message of another records
+    # that one and the message it branched at (the copies before it are its history).
+    (
+        "ALTER TABLE conversations ADD COLUMN branched_from TEXT",
+        "ALTER TABLE conversations ADD COLUMN branched_at_message INTEGER",
+    ),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` (``PRAGMA user_version``). Append a step to change the schema; never edit one."""
@@ -146,9 +197,37 @@ _INSERT_TITLED_CONVERSATION = (
     "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at) "
     "VALUES (?, ?, ?, 0, ?, ?)"
 )
-_SELECT_CONVERSATION = "SELECT id, owner, name, saved, title FROM conversations WHERE id = ?"
+# Search: each word a prefix query ("word"*), all of them (FTS5's implicit AND); the best
+# rank (bm25, lower is better) per conversation. ?1 the FTS5 query, ?2 the owner, ?3 the
+# limit, ?4 the snippet's words.
+_SEARCH_MESSAGES = """
+    SELECT conversation_id, title, saved, updated_at, message_id, role, snippet
+    FROM (
+        SELECT *,
+               ROW_NUMBER() OVER (PARTITION BY conversation_id ORDER BY rank, message_id)
+                   AS best,
+               MIN(rank) OVER (PARTITION BY conversation_id) AS score
+        FROM (
+            SELECT m.conversation_id, c.title, c.saved, c.updated_at, m.id AS message_id,
+                   m.role, snippet(messages_fts, 0, '', '', '…', ?4) AS snippet,
+                   bm25(messages_fts) AS rank
+            FROM messages_fts
+            JOIN messages AS m ON m.id = messages_fts.rowid
+            JOIN conversations AS c ON c.id = m.conversation_id
+            WHERE messages_fts MATCH ?1 AND c.owner = ?2
+        )
+    )
+    WHERE best = 1
+    ORDER BY score, updated_at DESC
+    LIMIT ?3
+"""
+_SEARCH_TITLES_PREFIX = "SELECT id, title, saved, updated_at FROM conversations WHERE owner = ?"
+_SELECT_CONVERSATION = (
+    "SELECT id, owner, name, saved, title, branched_from FROM conversations WHERE id = ?"
+)
 _SELECT_LATEST_UNSAVED = (
-    "SELECT id, owner, name, saved, title FROM conversations WHERE owner = ? AND saved = 0 "
+    "SELECT id, owner, name, saved, title, branched_from FROM conversations "
+    "WHERE owner = ? AND saved = 0 "
     "ORDER BY updated_at DESC, rowid DESC LIMIT 1"
 )
 _INSERT_MESSAGE_COLUMNS = f"INSERT INTO messages ({MESSAGE_COLUMNS})"
@@ -178,6 +257,17 @@ _SET_TITLE = """
     SET title = ?1, name = CASE WHEN saved = 1 THEN ?1 ELSE name END
     WHERE id = ?2 AND owner = ?3 AND (?4 = 0 OR title IS NULL)
 """
+_INSERT_BRANCH = (
+    "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at, "
+    "branched_from, branched_at_message) VALUES (?, ?, ?, 0, ?, ?, ?, ?)"
+)
+_COPY_MESSAGES_BEFORE = (
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}) "  # noqa: S608 - constants only
+    f"SELECT ? AS conversation_id, {MESSAGE_COLUMNS.split(', ', 1)[1]} FROM messages "
+    "WHERE conversation_id = ? AND id < ? ORDER BY id"
+)
+_TOUCH_CONVERSATION = "UPDATE conversations SET updated_at = ? WHERE id = ?"
+_DELETE_AFTER = "DELETE FROM messages WHERE conversation_id = ? AND id > ?"
 _DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = ? AND owner = ?"
 _SUMMARY_COLUMNS = """
     SELECT c.id, c.name, c.title, c.saved, c.created_at, c.updated_at,
@@ -250,6 +340,11 @@ _STORAGE_FAILURES = {
     _SQLITE_READONLY: "read-only",
     _SQLITE_IOERR: "failing (disk I/O error)",
 }
+
+
+def _like_escaped(word: str) -> str:
+    """``word`` for a LIKE pattern: ``%`` and ``_`` literal (``\\`` escapes)."""
+    return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _storage_failure(exc: sqlite3.Error) -> str | None:
@@ -553,6 +648,46 @@ class SqliteRepository:
             )
         return sorted(int(row[0]) for row in returned)
 
+    async def search(self, owner: str, words: Sequence[str], limit: int) -> list[SearchHit]:
+        """FTS5 over the messages, LIKE over the titles (see ChatRepository.search)."""
+        if not words:
+            return []
+        like = " AND ".join(["title LIKE ? ESCAPE '\\'"] * len(words))
+        patterns = [f"%{_like_escaped(word)}%" for word in words]
+        title_rows = await self._connection.execute_fetchall(
+            f"{_SEARCH_TITLES_PREFIX} AND {like} ORDER BY updated_at DESC LIMIT ?",
+            (owner, *patterns, limit),
+        )
+        fts_query = " ".join('"' + word.replace('"', '""') + '"*' for word in words)
+        message_rows = await self._connection.execute_fetchall(
+            _SEARCH_MESSAGES, (fts_query, owner, limit, SEARCH_SNIPPET_WORDS)
+        )
+        return merge_hits(
+            [
+                SearchHit(
+                    conversation_id=row["id"],
+                    title=row["title"],
+                    saved=bool(row["saved"]),
+                    updated_at=row["updated_at"],
+                    snippet=row["title"],
+                )
+                for row in title_rows
+            ],
+            [
+                SearchHit(
+                    conversation_id=row["conversation_id"],
+                    title=row["title"],
+                    saved=bool(row["saved"]),
+                    updated_at=row["updated_at"],
+                    message_id=row["message_id"],
+                    role=row["role"],
+                    snippet=row["snippet"],
+                )
+                for row in message_rows
+            ],
+            limit,
+        )
+
     async def session_page(
         self, owner: str, after: tuple[float, str] | None, limit: int
     ) -> list[SessionSummary]:
@@ -594,6 +729,38 @@ class SqliteRepository:
         # RETURNING's row order is unspecified, but each new rowid is above every earlier
         # one and the rows are inserted in VALUES order: sorted ids follow the messages.
         return sorted(int(row[0]) for row in returned)
+
+    async def branch_conversation(
+        self,
+        conversation_id: str,
+        owner: str,
+        source_id: str,
+        before_message_id: int,
+        title: str | None,
+        now: float,
+    ) -> None:
+        """The conversation row, an INSERT … SELECT of the messages, and the row touched
+        again (the copies' insert trigger set it to their old times), in one transaction."""
+        async with self._write("branch the conversation") as db:
+            await db.execute(
+                _INSERT_BRANCH,
+                (conversation_id, owner, title, now, now, source_id, before_message_id),
+            )
+            await db.execute(_COPY_MESSAGES_BEFORE, (conversation_id, source_id, before_message_id))
+            await db.execute(_TOUCH_CONVERSATION, (now, conversation_id))
+
+    async def replace_after(
+        self, conversation_id: str, after_message_id: int, row: AppendMessage, now: float
+    ) -> int:
+        """A DELETE and an INSERT in one transaction."""
+        async with self._write("replace the answer") as db:
+            await db.execute(_DELETE_AFTER, (conversation_id, after_message_id))
+            try:
+                inserted = await db.execute_insert(_INSERT_MESSAGE, message_values(row, now))
+            except sqlite3.IntegrityError as exc:
+                raise SessionNotFound(f"no conversation {conversation_id!r}") from exc
+        assert inserted is not None
+        return int(inserted[0])
 
     async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
         """The streams' text in one transaction (one ``executemany``)."""

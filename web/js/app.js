@@ -79,6 +79,11 @@ const state = {
   name: null,
   /** The conversation's title (the model's or the user's; a saved one's is its name). */
   title: null,
+  /** The configured LLM providers ({name, model}) and the active one's name. */
+  providers: [],
+  activeProvider: null,
+  /** The search_results shown instead of the sessions while the search box has text. */
+  search: null,
   saved: false,
   model: "",
   /** When retention removes this unsaved conversation (Unix s; null: saved). */
@@ -140,6 +145,7 @@ function handleFrame(frame) {
     case "thinking_delta": return onDelta(frame, "thinking");
     case "tool_execution": return onToolExecution(frame);
     case "user_message_stored": return onUserMessageStored(frame);
+    case "regenerating": return onRegenerating(frame);
     case "assistant_message": return onAssistantMessage(frame);
     case "elicitation_request": return onElicitation(frame);
     case "elicitation_closed": return onElicitationClosed(frame);
@@ -149,6 +155,7 @@ function handleFrame(frame) {
     case "session_saved": return onSessionSaved(frame);
     case "session_title": return onSessionTitle(frame);
     case "session_export": return onSessionExport(frame);
+    case "search_results": return onSearchResults(frame);
     case "session_imported": return onSessionImported(frame);
     case "sessions": return onSessions(frame);
     case "session_deleted": return onSessionDeleted(frame);
@@ -164,6 +171,9 @@ function handleFrame(frame) {
 function onSessionInfo(frame) {
   setConversation(frame.conversation_id, frame.name ?? null, Boolean(frame.saved), frame.title ?? null);
   state.model = frame.model ?? "";
+  state.activeProvider = frame.provider ?? null;
+  state.providers = frame.providers ?? [];
+  renderPicker();
   state.servers = new Map((frame.servers ?? []).map((s) => [s.name, s]));
   state.tools = frame.tools ?? [];
   state.prompts = frame.prompts ?? [];
@@ -186,6 +196,14 @@ function onSessionInfo(frame) {
   // A turn still running (another tab started it, or we reconnected mid-turn): its frames
   // follow, and Stop must be available.
   setRunning(Boolean(frame.turn_in_progress));
+  state.branchedFrom = frame.branched_from ?? null;
+  $("branch").hidden = !state.branchedFrom;
+  const edited = state.pendingEdit;
+  state.pendingEdit = null;
+  if (edited && frame.branched_from) {
+    // Our edit made this branch: its turn (the edited message) follows.
+    showPendingTurn(edited.requestId, edited.text, null);
+  }
   refreshSessions();
 }
 
@@ -223,6 +241,47 @@ function onUserMessageStored(frame) {
   for (const node of nodes) ui.messages.insertBefore(node, turn ? turn.root : null);
   if (!state.turn) turnFor(frame.turn_id); // the turn's answer goes below, Stop is offered
   scrollToEnd(true);
+}
+
+// Regenerate: the last answer (everything after the last user message) goes away and a
+// new turn answers that message again; a reload shows the same.
+function dropLastAnswer() {
+  const users = ui.messages.querySelectorAll(".msg.user");
+  const last = users[users.length - 1];
+  if (!last) return;
+  while (last.nextSibling) last.nextSibling.remove();
+}
+
+function regenerate() {
+  if (state.running || !state.connected) return;
+  const requestId = `r${Date.now().toString(36)}-${++state.requestSeq}`;
+  const provider = chosenProvider();
+  if (!send({ type: "regenerate", request_id: requestId, ...(provider ? { provider } : {}) })) return;
+  dropLastAnswer();
+  state.pending = requestId;
+  state.pendingRegenerate = true;
+  state.turn = newTurnView(null);
+  addMessage(state.turn.root);
+  setRunning(true);
+}
+
+function onRegenerating(frame) {
+  // Another tab regenerates the last answer here.
+  if (frame.conversation_id !== state.conversationId) return;
+  dropLastAnswer();
+  state.turn = null;
+  turnFor(frame.turn_id);
+}
+
+async function copyText(button, text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch (error) {
+    toast("error", "Copy failed", `The browser refused the clipboard: ${error.message}`);
+    return;
+  }
+  setTimeout(() => { button.textContent = "Copy"; }, 1500);
 }
 
 function onToolExecution(frame) {
@@ -282,6 +341,7 @@ function onAssistantMessage(frame) {
   state.pending = null;
   state.pendingBubble = null;
   state.pendingPrompt = false;
+  state.pendingRegenerate = false;
   setRunning(false);
   if (usedPrompt && state.conversationId) {
     // The prompt's messages were stored before the turn ran but never sent to us: the
@@ -724,6 +784,10 @@ function onError(frame) {
   const ours = frame.request_id ? frame.request_id === state.pending : REFUSED_CODES.has(code) && state.pending !== null;
   if (ours && !turnStarted) {
     state.turn?.root.remove();
+    // A refused regenerate: the answer it took off the screen is still stored.
+    if (state.pendingRegenerate && state.conversationId) send({ type: "load_session", conversation_id: state.conversationId });
+    state.pendingRegenerate = false;
+    state.pendingEdit = null;
     // Refused before it was stored (TURN_IN_PROGRESS, INVALID_MESSAGE, STORAGE_FULL…): the
     // message is not in the conversation, so it leaves the view and goes back to the input.
     if (REFUSED_CODES.has(code) && state.pendingBubble) {
@@ -783,6 +847,7 @@ function setConversation(conversationId, name, saved, title = null) {
   sessionStorage.setItem(STORAGE_KEY, conversationId);
   ui.title.textContent = state.title || "New conversation";
   ui.title.title = conversationId;
+  renderPicker();
   renderExpiry();
   renderSessions();
 }
@@ -790,8 +855,50 @@ function setConversation(conversationId, name, saved, title = null) {
 function userBubble(text, prompt) {
   const bubble = h("div", { class: "msg user" });
   if (prompt) bubble.append(h("div", { class: "prompt-chip" }, `Prompt · ${prompt.server}/${prompt.name}`));
-  if (text) bubble.append(h("div", { class: "user-text" }, text));
+  if (text) {
+    bubble.append(h("div", { class: "user-text" }, text));
+    // Its label comes from the stylesheet, so the bubble's text stays the message's.
+    const edit = h("button", { class: "msg-action edit-btn", type: "button", "aria-label": "Edit", title: "Edit this message: a new conversation branches from here" });
+    edit.addEventListener("click", () => editMessage(bubble, text));
+    bubble.append(h("div", { class: "user-actions" }, edit));
+  }
   return bubble;
+}
+
+// Edit a sent message: the conversation up to it is copied into a new one (a branch; the
+// original stays as it was) and the edited text is sent there.
+async function editMessage(bubble, text) {
+  if (state.running || !state.connected) return;
+  const userIndex = [...ui.messages.querySelectorAll(".msg.user")].indexOf(bubble);
+  const input = h("textarea", { id: "edit-text", rows: "4", required: true });
+  input.value = text;
+  const body = h("div", { class: "field" }, h("label", { for: "edit-text" }, "Message"), input,
+    h("p", { class: "muted" }, "The conversation continues in a new branch from this message; this one stays as it is."));
+  const result = await openDialog({
+    title: "Edit and branch",
+    body,
+    actions: [{ label: "Cancel", value: null }, { label: "Send in a new branch", value: "send", primary: true, validate: () => input.value.trim() !== "" }],
+    focus: input,
+  });
+  if (result !== "send" || userIndex < 0 || state.running) return;
+  const requestId = `r${Date.now().toString(36)}-${++state.requestSeq}`;
+  const message = input.value;
+  const provider = chosenProvider();
+  if (!send({ type: "edit_message", user_index: userIndex, original: text, message, request_id: requestId, ...(provider ? { provider } : {}) })) return;
+  state.pendingEdit = { requestId, text: message };
+  state.pending = requestId;
+  setRunning(true);
+}
+
+function showPendingTurn(requestId, text, prompt) {
+  state.pending = requestId;
+  state.pendingPrompt = Boolean(prompt);
+  state.pendingBubble = userBubble(text, prompt);
+  state.pendingBubble.dataset.text = text;
+  addMessage(state.pendingBubble);
+  state.turn = newTurnView(null);
+  addMessage(state.turn.root);
+  setRunning(true);
 }
 
 function newTurnView(turnId) {
@@ -886,6 +993,11 @@ function finishTurnView(turn, frame) {
   const reason = frame.finish_reason ?? frame.status;
   const labels = { cancelled: "stopped", length: "cut off (length)", tool_hops_exceeded: "too many tool rounds", error: "error", incomplete: "incomplete" };
   if (labels[reason]) pieces.push(h("span", { class: `badge badge-${reason}` }, labels[reason]));
+  const copy = h("button", { class: "msg-action copy-btn", type: "button", title: "Copy the answer (Markdown)" }, "Copy");
+  copy.addEventListener("click", () => copyText(copy, turn.text));
+  const again = h("button", { class: "msg-action regenerate-btn", type: "button", title: "Answer the last message again (this answer is replaced)" }, "Regenerate");
+  again.addEventListener("click", regenerate);
+  pieces.push(h("span", { class: "msg-actions" }, copy, again));
   turn.meta.replaceChildren(...pieces);
 }
 
@@ -1113,6 +1225,28 @@ function scrollToEnd(force = false) {
 
 // -- header, sidebar ----------------------------------------------------------------------
 
+// The model picker: the configured providers (each with its model); the choice is kept
+// per conversation in this browser and applies to the next message (or regenerate, edit).
+// Each answer still says under it which model wrote it.
+const PROVIDER_KEY = "mcp-platform.provider.";
+
+function renderPicker() {
+  const picker = $("provider-picker");
+  const chosen = state.conversationId ? localStorage.getItem(PROVIDER_KEY + state.conversationId) : null;
+  const known = state.providers.some((p) => p.name === chosen);
+  const current = known ? chosen : state.activeProvider;
+  picker.replaceChildren(...state.providers.map((p) =>
+    h("option", { value: p.name, selected: p.name === current ? "" : null },
+      `${p.model} · ${p.name}${p.name === state.activeProvider ? " (default)" : ""}`)));
+  picker.value = current ?? "";
+  picker.closest(".picker").hidden = state.providers.length < 2;
+}
+
+function chosenProvider() {
+  const value = $("provider-picker").value;
+  return value && value !== state.activeProvider ? value : null;
+}
+
 function renderHeader() {
   ui.model.textContent = state.model;
   renderExpiry();
@@ -1196,7 +1330,49 @@ function renderPrompts() {
   ui.prompts.replaceChildren(...(items.length ? items : [h("li", { class: "muted" }, "No prompts offered.")]));
 }
 
+// Search: while the box has text, the list shows the matching conversations (one each,
+// with the text around the match) instead of the sessions; clearing it shows them again.
+function searchQuery() {
+  return $("session-search").value.trim();
+}
+
+function onSearchInput() {
+  clearTimeout(onSearchInput.timer);
+  onSearchInput.timer = setTimeout(() => {
+    const query = searchQuery();
+    if (!/[\p{L}\p{N}]/u.test(query)) {
+      state.search = null;
+      renderSessions();
+      return;
+    }
+    send({ type: "search_sessions", query });
+  }, 200);
+}
+
+function onSearchResults(frame) {
+  if (frame.query !== searchQuery()) return; // an older query's answer
+  state.search = frame;
+  renderSessions();
+}
+
+function renderSearch() {
+  const items = state.search.hits.map((hit) => {
+    const label = hit.title || "Untitled conversation";
+    const open = h("button", { class: "session-open", type: "button", title: hit.conversation_id },
+      h("span", { class: "session-name" }, hit.saved ? "★ " : "", label),
+      h("span", { class: "session-snippet" }, hit.message_id ? `${hit.role === "user" ? "You" : "Assistant"}: ${hit.snippet}` : "Title"));
+    open.addEventListener("click", () => {
+      closeSidebar();
+      if (hit.conversation_id !== state.conversationId) send({ type: "load_session", conversation_id: hit.conversation_id });
+    });
+    return h("li", { class: "session search-hit", "data-conversation-id": hit.conversation_id }, open);
+  });
+  if (!items.length) items.push(h("li", { class: "muted" }, `Nothing matches “${state.search.query}”.`));
+  ui.sessions.replaceChildren(...items);
+}
+
 function renderSessions() {
+  if (state.search && searchQuery()) return renderSearch();
   const items = state.sessions.map((s) => {
     const current = s.conversation_id === state.conversationId;
     const label = s.title || s.name || (current ? "Current conversation" : "Unsaved conversation");
@@ -1288,15 +1464,10 @@ function sendMessage(text, prompt) {
   const requestId = `r${Date.now().toString(36)}-${++state.requestSeq}`;
   const frame = { type: "user_message", message: text, request_id: requestId };
   if (prompt) frame.prompt = prompt;
+  const provider = chosenProvider();
+  if (provider) frame.provider = provider;
   if (!send(frame)) return false;
-  state.pending = requestId;
-  state.pendingPrompt = Boolean(prompt);
-  state.pendingBubble = userBubble(text, prompt);
-  state.pendingBubble.dataset.text = text;
-  addMessage(state.pendingBubble);
-  state.turn = newTurnView(null);
-  addMessage(state.turn.root);
-  setRunning(true);
+  showPendingTurn(requestId, text, prompt);
   return true;
 }
 
@@ -1346,6 +1517,16 @@ $("save").addEventListener("click", async () => {
 
 $("rename").addEventListener("click", () => renameDialog(state.conversationId, state.title));
 $("export").addEventListener("click", exportDialog);
+$("branch").addEventListener("click", () => {
+  if (state.branchedFrom) send({ type: "load_session", conversation_id: state.branchedFrom });
+});
+$("session-search").addEventListener("input", onSearchInput);
+$("provider-picker").addEventListener("change", (event) => {
+  if (!state.conversationId) return;
+  const key = PROVIDER_KEY + state.conversationId;
+  if (event.target.value === state.activeProvider) localStorage.removeItem(key);
+  else localStorage.setItem(key, event.target.value);
+});
 $("import").addEventListener("click", () => $("import-file").click());
 $("import-file").addEventListener("change", (event) => {
   const [file] = event.target.files;
