@@ -729,6 +729,10 @@ class CompletionRequest(Request[CompletionResult]):
     """Body keys of this request only (an MCP server's sampling ``max_tokens``,
     ``temperature``, ``stop``), set over the provider's pass-through keys, except that
     ``max_tokens`` never goes above a ``max_tokens`` the operator configured."""
+    deltas: bool = True
+    """Publish the answer's text as AssistantDelta events while it streams. False for a
+    request no client watches (a title, an MCP server's sampling): only the reply has it,
+    and no subscriber keeps text for a turn that never ends."""
 
 
 class CancelCompletion(Message):

@@ -144,12 +144,14 @@ class Harness:
         *,
         tools: tuple[dict[str, Any], ...] = (),
         parameters: dict[str, Any] | None = None,
+        deltas: bool = True,
     ) -> CompletionResult:
         """One CompletionRequest; also checks every delta was published before the reply."""
         result = await self.bus.request(
             CompletionRequest(
                 conversation_id="c-1",
                 turn_id=turn_id,
+                deltas=deltas,
                 messages=MESSAGES,
                 tools=tools,
                 parameters=parameters or {},
@@ -314,6 +316,20 @@ async def test_content_deltas_are_published_in_order_before_the_reply(
     [reply] = log_events.events("llm.reply")  # chat.service.logging.llm_replies: true
     assert reply["level"] == "debug"
     assert reply["text"] == "Hello, world! How are you?"
+
+
+async def test_a_request_without_deltas_publishes_nothing_and_answers_the_text(
+    start: Start, server: ScriptedLLM
+) -> None:
+    """A title or an MCP server's sampling: no client watches, so no delta is published
+    (no subscriber keeps text for a turn that never ends); the reply has it all."""
+    harness = await start()
+    server.script(Reply.text("Sums and more", chunks=4))
+    result = await harness.complete(deltas=False)
+    assert result.content == "Sums and more"
+    assert not result.streamed
+    assert harness.probe.of("t-1") == []
+    assert body(server)["stream"] is True  # still streamed from the provider
 
 
 async def test_reply_text_is_not_logged_by_default(start: Start, log_events: LogCapture) -> None:

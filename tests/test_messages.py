@@ -370,6 +370,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             ),
             tools=(spec.openai_tool(),),
             parameters={"max_tokens": 64, "stop": ["\n"]},
+            deltas=False,
         ),
         m.CancelCompletion(turn_id="t-1"),
         # tools

@@ -1036,9 +1036,13 @@ class LLMActor(Actor[LLMInbox]):
                     status=status,
                 )
             if "event-stream" in content_type or (streaming and "json" not in content_type):
-                await self._read_stream(completion, response, publish=streaming)
+                await self._read_stream(
+                    completion, response, publish=streaming and completion.request.deltas
+                )
             else:
-                await self._read_json(completion, response, publish=streaming)
+                await self._read_json(
+                    completion, response, publish=streaming and completion.request.deltas
+                )
         return status
 
     @staticmethod

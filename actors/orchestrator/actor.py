@@ -841,8 +841,9 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             )
             result: CompletionResult = await self.request(
                 CompletionRequest(
-                    # A conversation id no client watches: the deltas go nowhere.
+                    # No client watches it: no deltas (only the reply has the text).
                     conversation_id=f"title:{conversation_id}",
+                    deltas=False,
                     turn_id=f"title-{uuid.uuid4().hex[:16]}",
                     messages=(
                         {"role": "system", "content": settings.prompt},

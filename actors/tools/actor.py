@@ -1536,10 +1536,11 @@ class ToolActor(Actor[ToolInbox]):
         turn_id = f"s-{uuid.uuid4().hex[:16]}"
         started = time.perf_counter()
         try:
-            # A conversation id no client watches: the deltas go nowhere, nothing is stored.
+            # No client watches it: no deltas, nothing is stored (only the reply counts).
             result = await self.request(
                 CompletionRequest(
                     conversation_id=f"sampling:{self.server}",
+                    deltas=False,
                     turn_id=turn_id,
                     messages=tuple(messages),
                     parameters=parameters,
