@@ -10,6 +10,8 @@ scripted reply). Proved here:
 - each replica's ``/readyz`` reports its broker connection;
 - a conversation started on one replica continues on another, and a tab on a third sees
   the turn live (thinking, deltas, the final answer);
+- a tab that attaches on replica B in the middle of a turn running on A is told the turn
+  runs, reads the text so far from the database and gets the whole answer at the end;
 - a tab on replica B stops a turn running on replica A, approves its tool call (the
   call runs on A, B and A see the cards) and answers its elicitation; B's tab is shown
   the user input A's tab sent (``user_message_stored``);
@@ -538,3 +540,29 @@ async def test_a_cluster_section_added_live_waits_for_a_restart(
         assert pg.query(postgres_dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
     finally:
         await client.close()
+
+
+async def test_a_tab_attaching_mid_turn_on_another_replica_gets_the_whole_answer(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    start, clients = cluster
+    r0, r1 = await start(2, extra={"logging": {"level": "DEBUG"}})  # persistence.flushed
+    sender, info = await _connect(r0, clients)
+    conversation_id = info["conversation_id"]
+    gate = Gate()
+    llm.script(
+        Reply.stream(Content("the first half, "), gate, Content("the second"), Finish("stop"))
+    )
+    await sender.send({"type": "user_message", "message": "long answer"})
+    assert (await sender.expect("assistant_delta"))["content"] == "the first half, "
+    await r0.process.wait_for(
+        "persistence.flushed", lambda e: e["total_chars"] == len("the first half, "), timeout=10
+    )
+
+    late, attached = await _connect(r1, clients, conversation_id)
+    assert attached["turn_in_progress"] is True
+    assert [m["content"] for m in attached["messages"]][-1] == "the first half, "
+    gate.open()
+    ended = await late.expect("assistant_message", timeout=20)
+    assert (ended["message"], ended["finish_reason"]) == ("the first half, the second", "stop")
+    assert _deltas(late.frames) == "the second"
