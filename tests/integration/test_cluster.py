@@ -24,6 +24,9 @@ scripted reply). Proved here:
   broker is down meanwhile, and the tab on the other replica gets the rest of the turn;
 - the ``cluster`` section is read at start: added to a running platform's file, it
   changes nothing until a restart (said in the log), turns go on;
+- a PostgreSQL restart (a throwaway server): while it is down a send gets
+  STORAGE_UNAVAILABLE (retryable) and nothing is half-written; once it is back the
+  replicas serve again;
 - two replicas racing to send into one conversation: exactly one turn runs, the other
   send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
 """
@@ -74,11 +77,12 @@ async def cluster(
         servers: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
         url: str | None = None,
+        dsn: str | None = None,
     ) -> list[ChatPlatform]:
         replicas = []
         for i in range(n):
             process = platform_factory(tmp_path / f"r{i}")
-            process.env["CHAT_DB_DSN"] = postgres_dsn
+            process.env["CHAT_DB_DSN"] = dsn or postgres_dsn
             platform = ChatPlatform(process, llm)
             if servers is not None:
                 (platform.config_dir / "servers_config.json").write_bytes(
@@ -566,3 +570,53 @@ async def test_a_tab_attaching_mid_turn_on_another_replica_gets_the_whole_answer
     ended = await late.expect("assistant_message", timeout=20)
     assert (ended["message"], ended["finish_reason"]) == ("the first half, the second", "stop")
     assert _deltas(late.frames) == "the second"
+
+
+async def test_a_postgres_restart_typed_errors_meanwhile_then_service_again(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, unused_tcp_port: int
+) -> None:
+    start, clients = cluster
+    server = pg.ThrowawayPostgres(unused_tcp_port)
+    try:
+        server.init()
+        server.start()
+        r0, r1 = await start(
+            2,
+            dsn=server.dsn,
+            extra={"chat": {"storage": {"postgres": {"connect_timeout_seconds": 1}}}},
+        )
+        first, info = await _connect(r0, clients)
+        conversation_id = info["conversation_id"]
+        second, _ = await _connect(r1, clients, conversation_id)
+        llm.script(Reply.text("Before the restart."))
+        await first.turn("one")
+
+        server.stop()
+        await second.send({"type": "user_message", "message": "two", "request_id": "two"})
+        refused = await second.expect("error", timeout=20)
+        assert (refused["error_code"], refused["retryable"]) == ("STORAGE_UNAVAILABLE", True)
+        assert refused["request_id"] == "two"
+        assert len(llm.requests) == 1  # no turn ran
+
+        server.start()
+        llm.script(Reply.text("After the restart."))
+        frames = await second.turn("three")
+        assert [f["message"] for f in frames if f["type"] == "assistant_message"] == [
+            "After the restart."
+        ]
+        seen = await first.expect("assistant_message", timeout=20)
+        assert seen["message"] == "After the restart."
+        rows = pg.query(
+            server.dsn,
+            "SELECT role, content, status FROM messages WHERE conversation_id = ? ORDER BY id",
+            (conversation_id,),
+        )
+        assert rows == [
+            ("user", "one", "complete"),
+            ("assistant", "Before the restart.", "complete"),
+            ("user", "three", "complete"),
+            ("assistant", "After the restart.", "complete"),
+        ]
+        assert pg.query(server.dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+    finally:
+        server.remove()
