@@ -20,7 +20,9 @@ from actors.persistence.migrate import SourceUnusable, copy_sqlite_history
 from actors.persistence.postgres import PostgresRepository
 from actors.persistence.repository import DatabaseUnusable
 from actors.platform import EXIT_FORCED_STOP, run_platform
-from actors.tools.inspection import InspectError, inspect_server, resolve_target
+from actors.tools.authorization import AuthCommandError, authorize_server, logout_server
+from actors.tools.inspection import InspectError, inspect_server, resolve_target, stored_oauth
+from actors.tools.mcp_client import ServerConfigError
 from config.environment import load_dotenv_files
 from config.errors import ConfigError
 from config.locations import CONFIG_DIR_ENV, prepare_config_dir, resolve_config_dir
@@ -113,7 +115,19 @@ def main(argv: list[str] | None = None) -> None:
         metavar="N",
         help="copy at most N conversations this run (the next run goes on from there)",
     )
+    auth = commands.add_parser(
+        "auth",
+        help="authorize an OAuth-protected MCP server from this terminal",
+        description="Prints the address to open in a browser, then waits for the browser "
+        "to come back (or for you to paste the address it was sent back to). The tokens "
+        "are stored in the platform's database; a running platform uses them when it "
+        "next connects the server.",
+    )
+    auth.add_argument("--logout", action="store_true", help="forget the stored tokens")
+    auth.add_argument("server", help="the server's name in servers_config.json")
     args = parser.parse_args(argv)
+    if args.command == "auth":
+        sys.exit(_auth(args))
     if args.command == "protocol-schema":
         sys.stdout.write(protocol_schema_text())
         return
@@ -186,12 +200,34 @@ def _backup_or_restore(command: str, path: Path, config_dir: str | None) -> int:
     return 0
 
 
+def _auth(args: argparse.Namespace) -> int:
+    location = resolve_config_dir(args.config_dir)
+    try:
+        store = ConfigStore(location.path)
+        store.load()
+        snapshot = store.snapshot
+        configure_logging("WARNING", "console", stream=sys.stderr)
+        if args.logout:
+            return logout_server(snapshot, args.server, sys.stdout)
+        return asyncio.run(authorize_server(snapshot, args.server))
+    except (ConfigError, AuthCommandError) as exc:
+        print(f"mcp-platform auth: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 2
+    except KeyboardInterrupt:
+        print("mcp-platform auth: stopped", file=sys.stderr)  # noqa: T201 - CLI output
+        return 130
+
+
 def _inspect(args: argparse.Namespace) -> int:
     config_dir = resolve_config_dir(args.config_dir).path
     try:
         name, entry = resolve_target(args.target, config_dir, sse=args.sse)
         arguments = orjson.loads(args.args)
-    except (InspectError, orjson.JSONDecodeError) as exc:
+        configured = len(args.target) == 1 and not args.target[0].startswith(
+            ("http://", "https://", "--")
+        )
+        auth = stored_oauth(config_dir, name, entry) if configured else None
+    except (InspectError, ServerConfigError, orjson.JSONDecodeError) as exc:
         print(f"mcp-platform inspect: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 2
     if not isinstance(arguments, dict):
@@ -207,6 +243,7 @@ def _inspect(args: argparse.Namespace) -> int:
             call=args.call,
             arguments=arguments,
             as_json=args.json,
+            auth=auth,
         )
     )
 
@@ -269,7 +306,7 @@ def reset_config_main(argv: list[str] | None = None) -> None:
 
     The write is atomic and bumps ``_runtime_config.version``; a running platform picks
     it up like any edit. The config directory is chosen as ``mcp-platform`` chooses it,
-    and created the same way (a new user config directory gets its starter servers file),
+    and created the same way (a new config directory gets its starter servers file),
     so that resetting before the first start prepares what that start would.
     """
     parser = argparse.ArgumentParser(

@@ -29,6 +29,7 @@ __all__ = [
     "AppendMessages",
     "ApprovalDecision",
     "AssistantDelta",
+    "AuthorizationResult",
     "CallTool",
     "CancelCompletion",
     "CancelToolCalls",
@@ -36,6 +37,7 @@ __all__ = [
     "CheckProvider",
     "CheckStorage",
     "ClaimTurn",
+    "CompleteAuthorization",
     "CompletionRequest",
     "CompletionResult",
     "ConfigChanged",
@@ -716,6 +718,34 @@ class ServerStateChanged(Message):
     tools: tuple[ToolSpec, ...] = ()
     prompts: tuple[PromptSpec, ...] = ()
     resources: tuple[ResourceSpec, ...] = ()
+    auth_url: str | None = None
+    """``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
+
+
+class AuthorizationResult(Payload):
+    """Reply to CompleteAuthorization: what the ``/oauth/callback`` page says."""
+
+    ok: bool
+    """Tokens were obtained and stored: the server connects now."""
+    message: str
+    """One sentence for the person (no secrets)."""
+
+
+class CompleteAuthorization(Request[AuthorizationResult]):
+    """Request → AuthorizationResult, to ``tool:<server>``: the browser came back to
+    ``/oauth/callback`` with the authorization server's answer to the server's pending
+    authorization. ``state`` must be the pending one (it is used once); the reply comes
+    once the code was exchanged for tokens (or that failed)."""
+
+    type: Literal["complete_authorization"] = "complete_authorization"
+    state: str
+    code: str | None = None
+    """The authorization code (absent when the authorization server sent ``error``)."""
+    iss: str | None = None
+    """RFC 9207 issuer of the response, when the authorization server sends it."""
+    error: str | None = None
+    """The authorization server's ``error`` (and ``error_description``), e.g. the person
+    refused."""
 
 
 class ToolOutcome(Payload):
@@ -725,7 +755,8 @@ class ToolOutcome(Payload):
     text: str
     """What the model reads (text parts, structured content, binary blocks described)."""
     preview: str
-    """One line for the frontend's tool card."""
+    """One line about the outcome (a tool card shows the stored ``text`` instead: see
+    ``card_text`` in ``actors/orchestrator/turn.py``)."""
     images: tuple[dict[str, str], ...] = ()
     """``{"mime_type", "data"}`` (base64) image blocks, for the frontend."""
     cancelled: bool = False

@@ -14,7 +14,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
@@ -39,6 +39,7 @@ from actors.gateway.origins import remote_bind_problem
 from actors.llm.actor import LLMActor
 from actors.logs import LogActor, collect_secrets, configure_logging, set_secrets
 from actors.metrics import MetricsActor, PlatformMetrics
+from actors.onboarding import StartupAnnouncer, key_variable, missing_key_warning, port_in_use
 from actors.orchestrator.actor import OrchestratorActor
 from actors.persistence.actor import PersistenceActor
 from actors.readiness import BrokerSource
@@ -56,6 +57,7 @@ from config.store import ConfigStore
 __all__ = [
     "EXIT_CONFIG_INVALID",
     "EXIT_FORCED_STOP",
+    "EXIT_PORT_IN_USE",
     "build_children",
     "run_platform",
 ]
@@ -66,6 +68,8 @@ EXIT_CONFIG_INVALID = 2
 """Exit code when the configuration is invalid at start (there is no last good one)."""
 SHUTDOWN_GRACE_SECONDS = 5.0
 """What all actors together get to finish at shutdown before they are cancelled."""
+EXIT_PORT_IN_USE = 3
+"""Exit code when the configured port is taken (another process listens on it)."""
 EXIT_FORCED_STOP = 130
 """Exit code when a second signal forced the stop (128 + SIGINT, as a shell reports it)."""
 FORCED_STOP_SECONDS = 1.0
@@ -85,6 +89,8 @@ def build_children(
     log_format: str | None = None,
     metrics: PlatformMetrics | None = None,
     tracer: TracerProvider | None = None,
+    startup: StartupAnnouncer | None = None,
+    dotenv_dirs: Sequence[Path] = (),
     replica: str | None = None,
     broker: BrokerSource | None = None,
 ) -> list[ChildSpec]:
@@ -101,6 +107,12 @@ def build_children(
         operators.append(ChildSpec("metrics", lambda: MetricsActor(metrics), kind="core"))
     if tracer is not None:
         operators.append(ChildSpec("tracing", lambda: TracingActor(tracer), kind="core"))
+
+    def gateway() -> GatewayActor:
+        return GatewayActor(
+            health, environ, metrics, startup=startup, dotenv_dirs=dotenv_dirs, broker=broker
+        )
+
     return [
         ChildSpec("config", lambda: ConfigActor(store), kind="core"),
         ChildSpec("logs", lambda: LogActor(environ, log_format=log_format), kind="core"),
@@ -114,7 +126,7 @@ def build_children(
         ),
         ChildSpec("llm", lambda: LLMActor(environ=environ), kind="core"),
         ChildSpec("orchestrator", OrchestratorActor, kind="core"),
-        ChildSpec("gateway", lambda: GatewayActor(health, environ, metrics, broker), kind="core"),
+        ChildSpec("gateway", gateway, kind="core"),
         # Last: the ToolActors it starts publish their states to the actors above.
         ChildSpec("servers", lambda: ServersActor(control, environ), kind="core"),
     ]
@@ -160,6 +172,8 @@ async def run_platform(
     if not runtime_existed:
         created.append(store.runtime_path)
     _log_location(location, created)
+    for path in created:
+        _human(f"Created {path}")
     set_secrets(collect_secrets(env, snapshot))
     websocket = snapshot.config.chat.websocket
     try:
@@ -186,6 +200,42 @@ async def run_platform(
             "platform.stopped", exit_code=EXIT_CONFIG_INVALID, reason="invalid configuration"
         )
         return EXIT_CONFIG_INVALID
+
+    # Before anyone starts: a taken port is one clear line, not a gateway crashing at
+    # each restart until the platform gives up.
+    if port_in_use(websocket.host, websocket.port):
+        reason = (
+            f"port {websocket.port} on {websocket.host} is in use (another mcp-platform "
+            "running?): stop that program, or set chat.websocket.port in "
+            f"{store.runtime_path}"
+        )
+        _log.error("platform.port_in_use", host=websocket.host, port=websocket.port)
+        _log.error("platform.stopped", exit_code=EXIT_PORT_IN_USE, reason=reason)
+        _human(f"mcp-platform: cannot start: {reason}")
+        return EXIT_PORT_IN_USE
+    if not snapshot.servers_path.exists():
+        # Not silent: only the built-in server runs, which is easy to take for a bug.
+        _log.warning("config.servers_missing", path=str(snapshot.servers_path))
+        _human(
+            f"Note: no {snapshot.servers_path}: no MCP servers besides the built-in one "
+            "(write one, or start with an empty config directory to get the demo servers)"
+        )
+    llm = snapshot.config.llm
+    key_warning = missing_key_warning(llm, env, location.dotenv_dirs)
+    if key_warning is not None:
+        provider = llm.providers[llm.active]
+        _log.warning(
+            "llm.key_missing",
+            provider=llm.active,
+            variable=key_variable(llm.active, provider),
+            dotenv=[str(d / ".env") for d in location.dotenv_dirs],
+        )
+        _human(f"Warning: {key_warning}")
+    startup = StartupAnnouncer(
+        f"{llm.active} ({llm.providers[llm.active].model})",
+        write=_human,
+        log=_log.info,
+    )
 
     database_lock = _lock_database(snapshot)
     if database_lock is False:
@@ -278,6 +328,8 @@ async def run_platform(
         log_format=log_format,
         metrics=metrics,
         tracer=tracer,
+        startup=startup,
+        dotenv_dirs=location.dotenv_dirs,
         replica=replica,
         broker=None if bridge is None else bridge.state,
     )
@@ -297,7 +349,12 @@ async def run_platform(
                 dotenv_files=[str(p) for p in dotenv_files],
                 actors=list(supervisor.health()),
                 pid=os.getpid(),
+                url=startup.url,
+                provider=llm.active,
+                model=llm.providers[llm.active].model,
+                servers={name: status for name, (status, _) in startup.states.items()},
             )
+            startup.ready()
         await supervisor.wait_for_shutdown_request()
     finally:
         stop_started = time.perf_counter()
@@ -337,6 +394,13 @@ def _lock_database(snapshot: ConfigSnapshot) -> DatabaseLock | Literal[False] | 
     reason = f"a restore of {snapshot.db_path} is running (it holds {lock.path})"
     _log.error("platform.stopped", exit_code=EXIT_CONFIG_INVALID, reason=reason)
     return False
+
+
+def _human(line: str) -> None:
+    """One line for the person at the terminal, on stderr (stdout is the log)."""
+    with contextlib.suppress(OSError, ValueError):  # a closed or broken stderr
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 def _log_location(location: ConfigLocation, created: list[Path]) -> None:

@@ -13,9 +13,10 @@ Design note: two places that used to be one are kept apart here.
 The config directory is, in order: ``--config-dir``; ``$MCP_PLATFORM_CONFIG_DIR``; the
 checkout's ``config/`` when the program runs from a source checkout (so ``uv run
 mcp-platform`` and the test suite behave as they always did); otherwise the user's config
-directory, ``$XDG_CONFIG_HOME/mcp-platform`` or ``~/.config/mcp-platform``. A user config
-directory seen for the first time is created with a starter ``servers_config.json`` whose
-demo servers run from wherever the package is installed (:func:`prepare_config_dir`); the
+directory, ``$XDG_CONFIG_HOME/mcp-platform`` or ``~/.config/mcp-platform``. A config
+directory seen for the first time (the user's, or one named by ``--config-dir`` or the
+environment) is created with a starter ``servers_config.json`` whose demo servers run
+from wherever the package is installed or checked out (:func:`prepare_config_dir`); the
 runtime file is created from the defaults by the store, as for any config directory.
 
 No dependency on ``platformdirs``: the XDG rule is the few lines of :func:`user_config_dir`.
@@ -192,20 +193,19 @@ def starter_servers(shipped: Mapping[str, Any], python: str) -> dict[str, Any]:
 
 
 def prepare_config_dir(location: ConfigLocation) -> list[Path]:
-    """Create the config directory if needed; a new user config directory gets a starter
-    servers file (see :func:`starter_servers`).
+    """Create the config directory if needed; a new one gets a starter servers file (see
+    :func:`starter_servers`), so that a first start anywhere has the demo servers.
 
-    Only the user's config directory gets one: a directory named by ``--config-dir`` or
-    the environment starts with no servers, as it always has (the tests rely on it), and
-    the checkout has its own file. "New" means neither the runtime file nor the servers
-    file is there, so an operator who deleted only the servers file to run without
-    servers is not overruled.
+    The checkout's ``config/`` never gets one (it has its own file). "New" means neither
+    the runtime file nor the servers file is there, so an operator who deleted only the
+    servers file to run without servers is not overruled (the start logs that it is
+    missing: ``config.servers_missing``).
 
     Returns:
         The files written (for the caller's log).
     """
     location.path.mkdir(parents=True, exist_ok=True)
-    if location.source != "user":
+    if location.source == "checkout":
         return []
     servers = location.path / SERVERS_FILE
     if servers.exists() or (location.path / RUNTIME_FILE).exists():

@@ -39,6 +39,8 @@ __all__ = [
     "LoggingConfig",
     "MCPConfig",
     "MetricsConfig",
+    "OAuthConfig",
+    "OAuthGrant",
     "ObservabilityConfig",
     "PersistenceConfig",
     "PlatformConfig",
@@ -50,6 +52,7 @@ __all__ = [
     "RuntimeMetadata",
     "SavedSessionsConfig",
     "ServerEntry",
+    "ServerOAuth",
     "ServerSettings",
     "ServersConfig",
     "ServiceConfig",
@@ -58,6 +61,7 @@ __all__ = [
     "StorageType",
     "StreamingConfig",
     "StreamingPersistenceConfig",
+    "TokenEndpointAuthMethod",
     "ToolNotificationsConfig",
     "TracingConfig",
     "WebConfig",
@@ -257,9 +261,11 @@ class WebConfig(_Section):
 class RetentionConfig(_Section):
     """``chat.storage.persistence.retention``: what cleanup removes (never saved sessions)."""
 
-    max_age_hours: float = Field(24, gt=0)
+    max_age_hours: float = Field(720, gt=0)
+    """Unsaved conversations not updated for this long are removed (720: 30 days)."""
     max_messages: int = Field(1000, gt=0)
-    max_sessions: int = Field(2, gt=0)
+    max_sessions: int = Field(200, gt=0)
+    """Each owner's unsaved conversations beyond the most recently updated ones."""
     cleanup_interval_minutes: float = Field(2, gt=0)
 
 
@@ -617,6 +623,31 @@ class PlatformServerConfig(_Section):
         return check_approval_setting(value)
 
 
+class OAuthConfig(_Section):
+    """``mcp.oauth``: OAuth 2.1 for HTTP MCP servers, platform-wide settings."""
+
+    redirect_base_url: str | None = None
+    """The address browsers reach the platform at (e.g. ``https://chat.example.com``
+    behind a proxy); the redirect URI is this plus ``/oauth/callback``. Default:
+    ``http://<chat.websocket.host>:<port>`` (``localhost`` for a wildcard host)."""
+    refresh_margin: float = Field(60.0, ge=0)
+    """Seconds before an access token expires at which it is refreshed (on its next
+    use); each server adds up to 10 % at random so servers do not refresh together."""
+    restart_jitter: float = Field(5.0, ge=0)
+    """After a restart, a stored token that must be refreshed first waits a random
+    0..this many seconds, so many servers do not refresh at once."""
+
+    @field_validator("redirect_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ValueError(f"redirect_base_url must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+
 class MCPConfig(_Section):
     """``mcp``."""
 
@@ -626,6 +657,7 @@ class MCPConfig(_Section):
     elicitation: ElicitationConfig = ElicitationConfig()
     approval: ApprovalConfig = ApprovalConfig()
     platform: PlatformServerConfig = PlatformServerConfig()
+    oauth: OAuthConfig = OAuthConfig()
 
 
 # -- logging ------------------------------------------------------------------------------
@@ -834,6 +866,113 @@ class ServerSettings(_Section):
     """Tool calls of one model step that run at once."""
 
 
+OAuthGrant = Literal["authorization_code", "client_credentials"]
+TokenEndpointAuthMethod = Literal[
+    "client_secret_basic", "client_secret_post", "none", "private_key_jwt"
+]
+
+
+class ServerOAuth(_Section):
+    """``oauth`` in a server entry: how the platform gets an access token for an HTTP
+    server protected by OAuth 2.1 (the MCP authorization specification).
+
+    Every key is optional: an empty ``{}`` (or no ``oauth`` at all, for an HTTP entry
+    without an ``Authorization`` header) discovers everything from the server and
+    registers the platform dynamically. Secrets may be ``${VAR}`` references, resolved
+    from the environment (and ``.env``) when the server is connected.
+    """
+
+    enabled: bool = True
+    """``false`` (what ``"oauth": false`` means): never use OAuth for this server."""
+    grant: OAuthGrant = "authorization_code"
+    """``authorization_code``: a person signs in (the page's Connect button, or
+    ``mcp-platform auth``); ``client_credentials``: machine to machine, no person."""
+    client_id: str | None = None
+    """A client registered with the authorization server beforehand (preferred over a
+    Client ID Metadata Document and dynamic registration)."""
+    client_secret: str | None = None
+    """The pre-registered client's secret (``${VAR}`` recommended)."""
+    token_endpoint_auth_method: TokenEndpointAuthMethod | None = None
+    """How the client authenticates at the token endpoint (default:
+    ``client_secret_basic`` with a secret, ``private_key_jwt`` with a private key,
+    ``none`` otherwise)."""
+    client_metadata_url: str | None = None
+    """An HTTPS URL (with a path) of this platform's Client ID Metadata Document, used as
+    the client id when the authorization server supports it."""
+    scopes: list[str] | None = None
+    """Scopes to ask for (default: those the server's challenge or metadata names)."""
+    issuer: str | None = None
+    """``client_credentials``: the issuer URL of the authorization server the
+    credentials belong to (they are sent nowhere else)."""
+    private_key: str | None = None
+    """``private_key_jwt``: the PEM private key that signs the client assertion
+    (``${VAR}`` recommended)."""
+    signing_algorithm: str = "RS256"
+    """``private_key_jwt``: the JWS algorithm of the assertion."""
+    client_name: str = "MCP Platform"
+    """The name shown on the authorization server's consent page (dynamic registration)."""
+    redirect_uri: str | None = None
+    """Where the authorization server sends the browser back (default: ``/oauth/callback``
+    on the platform's own port, see ``mcp.oauth.redirect_base_url``)."""
+
+    @field_validator("client_metadata_url")
+    @classmethod
+    def _metadata_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.netloc or parts.path in ("", "/"):
+            raise ValueError(f"client_metadata_url must be an https URL with a path, got {value!r}")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: list[str] | None) -> list[str] | None:
+        for scope in value or ():
+            if not scope or any(c.isspace() for c in scope):
+                raise ValueError(f"each scope must be one non-empty word, got {scope!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServerOAuth:
+        method = self.effective_auth_method
+        if self.client_secret is not None and self.client_id is None:
+            raise ValueError("client_secret needs client_id")
+        if (
+            method in ("client_secret_basic", "client_secret_post")
+            and self.client_secret is None
+            and self.client_id is not None
+        ):
+            raise ValueError(f"token_endpoint_auth_method {method!r} needs client_secret")
+        if method == "private_key_jwt":
+            if self.private_key is None:
+                raise ValueError("token_endpoint_auth_method 'private_key_jwt' needs private_key")
+            if self.grant != "client_credentials":
+                raise ValueError(
+                    "private_key_jwt is supported with grant 'client_credentials' only"
+                )
+        elif self.private_key is not None:
+            raise ValueError("private_key is used only with 'private_key_jwt'")
+        if self.grant == "client_credentials":
+            if self.client_id is None:
+                raise ValueError("grant 'client_credentials' needs client_id")
+            if method not in ("client_secret_basic", "client_secret_post", "private_key_jwt"):
+                raise ValueError(
+                    "grant 'client_credentials' needs client_secret (client_secret_basic or "
+                    "client_secret_post) or private_key (private_key_jwt)"
+                )
+        return self
+
+    @property
+    def effective_auth_method(self) -> TokenEndpointAuthMethod:
+        """``token_endpoint_auth_method`` with its default applied."""
+        if self.token_endpoint_auth_method is not None:
+            return self.token_endpoint_auth_method
+        if self.private_key is not None:
+            return "private_key_jwt"
+        return "client_secret_basic" if self.client_secret is not None else "none"
+
+
 class ServerEntry(_Section):
     """One entry of ``mcpServers``: a stdio command or an HTTP URL."""
 
@@ -862,6 +1001,22 @@ class ServerEntry(_Section):
     allow_sampling: bool = False
     """Serve the server's ``sampling/createMessage`` requests with the active LLM provider
     (off by default: it spends the operator's credits); otherwise they are refused."""
+    oauth: ServerOAuth | None = None
+    """HTTP: OAuth 2.1 (see :class:`ServerOAuth`). ``false`` turns it off; absent, it is
+    on for an HTTP entry without an ``Authorization`` header (a server that never
+    answers 401 is not affected); ``true`` or ``{}`` uses every default."""
+
+    @field_validator("oauth", mode="before")
+    @classmethod
+    def _oauth_switch(cls, value: object) -> object:
+        # true/false are shorthands, so the section itself stays one model (its errors
+        # then name the key, not a union member).
+        if value is True:
+            return {}
+        if value is False:
+            return {"enabled": False}
+        return value
+
     require_approval: bool | list[str] = False
     """Calls that wait for the user's approval first (``tool_approval_request``):
     ``true`` every tool of this server, a list only the tools named (as the server names
@@ -881,7 +1036,20 @@ class ServerEntry(_Section):
             raise ValueError("transport 'stdio' needs 'command', not 'url'")
         if self.command is not None and self.transport not in (None, "stdio"):
             raise ValueError(f"transport {self.transport!r} needs 'url', not 'command'")
+        if self.command is not None and self.oauth is not None and self.oauth.enabled:
+            raise ValueError("'oauth' applies to HTTP servers ('url') only")
         return self
+
+    @property
+    def effective_oauth(self) -> ServerOAuth | None:
+        """The OAuth settings in force, or ``None`` when this entry does not use OAuth."""
+        if self.url is None:
+            return None
+        if self.oauth is not None:
+            return self.oauth if self.oauth.enabled else None
+        if any(key.lower() == "authorization" for key in self.headers):
+            return None  # a static token: the operator's choice
+        return ServerOAuth()
 
     @property
     def effective_transport(self) -> Literal["stdio", "streamable_http", "sse"]:
@@ -942,3 +1110,24 @@ class ConfigSnapshot(BaseModel):
     def db_path(self) -> Path:
         """The SQLite file."""
         return self.resolve(self.config.chat.storage.persistence.db_path)
+
+    @property
+    def token_db_path(self) -> Path | None:
+        """Where OAuth tokens are kept: the chat database (``None``: in memory, with
+        ``chat.storage.type: memory``)."""
+        return None if self.config.chat.storage.type == "memory" else self.db_path
+
+    @property
+    def oauth_redirect_uri(self) -> str:
+        """Where authorization servers send the browser back: ``/oauth/callback`` on
+        ``mcp.oauth.redirect_base_url``, or on the platform's own host and port."""
+        base = self.config.mcp.oauth.redirect_base_url
+        if base is None:
+            websocket = self.config.chat.websocket
+            host = websocket.host
+            if host in ("", "0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
+                host = "localhost"
+            elif ":" in host:
+                host = f"[{host}]"
+            base = f"http://{host}:{websocket.port}"
+        return base + "/oauth/callback"

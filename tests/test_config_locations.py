@@ -157,8 +157,26 @@ def test_an_operator_without_a_servers_file_is_not_overruled(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("source", ["argument", "environment"])
-def test_a_named_directory_is_created_without_servers(tmp_path: Path, source: ConfigSource) -> None:
-    location = ConfigLocation(tmp_path / "new" / "dir", source, None)
+def test_a_new_named_directory_gets_the_starter_too(tmp_path: Path, source: ConfigSource) -> None:
+    location = ConfigLocation(tmp_path / "new" / "dir", source, tmp_path)
+    servers = location.path / "servers_config.json"
+    assert prepare_config_dir(location) == [servers]
+    starter = orjson.loads(servers.read_bytes())
+    assert set(starter["mcpServers"]) == {"demo", "demo_prompt"}
+    assert starter["mcpServers"]["demo"]["args"] == ["-m", "Servers.demo_server"]
+
+
+@pytest.mark.parametrize("source", ["argument", "environment"])
+def test_a_named_directory_in_use_gets_no_servers_file(
+    tmp_path: Path, source: ConfigSource
+) -> None:
+    location = ConfigLocation(tmp_path, source, None)
+    (tmp_path / RUNTIME_FILE).write_text("{}\n", encoding="utf-8")
     assert prepare_config_dir(location) == []
-    assert location.path.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RUNTIME_FILE]
+
+
+def test_the_checkout_config_dir_gets_no_starter(tmp_path: Path) -> None:
+    location = ConfigLocation(tmp_path / "config", "checkout", tmp_path)
+    assert prepare_config_dir(location) == []
     assert list(location.path.iterdir()) == []

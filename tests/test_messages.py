@@ -171,6 +171,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         ActorStateChanged(actor="tool:demo", status="restarting", error="RuntimeError: boom"),
         # payloads
         usage,
+        m.AuthorizationResult(ok=True, message="Connected “remote”: its tools are ready."),
         call,
         stored,
         summary,
@@ -324,6 +325,14 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             prompts=(prompt,),
             resources=(resource,),
         ),
+        m.ServerStateChanged(
+            server="remote",
+            status="auth_required",
+            error_message="the token refresh was refused (HTTP 400, invalid_grant)",
+            auth_url="https://auth.example.com/authorize?client_id=c&state=s",
+        ),
+        m.CompleteAuthorization(state="s-1", code="c-1", iss="https://auth.example.com"),
+        m.CompleteAuthorization(state="s-2", error="access_denied: the person refused"),
         m.CallTool(
             conversation_id="c-1",
             turn_id="t-1",

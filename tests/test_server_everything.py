@@ -53,19 +53,17 @@ from actors.tools.schemas import build_tool_specs
 from config.schema import ServerEntry
 from tests.integration.chat import ChatClient, ChatPlatform
 from tests.integration.conftest import PlatformProcess
+from tests.npm_tree import NODE_MODULES, NPM_DIR, ensure_npm_tree
 from tests.scripted_llm import Reply, ScriptedLLM, ToolCall
 
-ROOT = Path(__file__).resolve().parents[1]
-NPM_DIR = ROOT / "tests" / "npm"
 PACKAGE = "@modelcontextprotocol/server-everything"
-PACKAGE_DIR = NPM_DIR / "node_modules" / PACKAGE
+PACKAGE_DIR = NODE_MODULES / PACKAGE
 ENTRY_JS = PACKAGE_DIR / "dist" / "index.js"
 """The package's ``bin`` (``mcp-server-everything``); first argument ``stdio`` (the
 default), ``sse`` or ``streamableHttp`` (which listens on ``$PORT``, default 3001)."""
 DOCS = PACKAGE_DIR / "dist" / "docs"
 """The files it serves as its static resources."""
 
-PINNED = json.loads((NPM_DIR / "package.json").read_text())["dependencies"][PACKAGE]
 
 EXPECTED_TOOLS = {
     "echo",
@@ -92,39 +90,9 @@ def _node() -> str:
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not on PATH: these tests run the npm package " + PACKAGE)
-    if not ENTRY_JS.is_file() or _installed_version() != PINNED:
-        # `uv run pytest` alone must work on a fresh checkout: install the pinned lock from
-        # the npm registry once (.ci/run already did it in CI).
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail(f"npm is not on PATH: these tests need {PACKAGE} from npm")
-        done = subprocess.run(
-            [
-                npm,
-                "ci",
-                "--prefix",
-                str(NPM_DIR),
-                "--ignore-scripts",
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=error",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0 or _installed_version() != PINNED:
-            pytest.fail(f"`npm ci --prefix tests/npm` failed: {done.stderr[-2000:]}")
+    # `uv run pytest` alone must work on a fresh checkout (.ci/run already installed it).
+    ensure_npm_tree()
     return node
-
-
-def _installed_version() -> str | None:
-    manifest = PACKAGE_DIR / "package.json"
-    if not manifest.is_file():
-        return None
-    version: str = json.loads(manifest.read_text())["version"]
-    return version
 
 
 def _free_port() -> int:

@@ -25,6 +25,8 @@ from actors.messages import (
 )
 from actors.orchestrator.turn import (
     CANCELLED_BEFORE_CALL,
+    CARD_TEXT_CHARS,
+    HOP_LIMIT_TEXT,
     ApprovalAnswered,
     AskApproval,
     CompletionDone,
@@ -288,34 +290,97 @@ def test_a_multi_hop_turn_runs_tools_stores_results_and_asks_again() -> None:
     assert turn.hops == 1
 
 
-def test_the_hop_limit_ends_the_turn_with_the_last_calls_unanswered() -> None:
+def _wrap_up(turn: Turn, commands: list[TurnCommand]) -> tuple[FinishRow, RequestCompletion]:
+    """The hop limit: the answer's row is finished (without its calls), then the closing
+    answer's row is stored and the model asked for it."""
+    finish = _only(commands, FinishRow)
+    store = _only(turn.feed(RowFinished()), StoreMessages)
+    assert [(m.role, m.status) for m in store.messages] == [("assistant", "streaming")]
+    request = _only(
+        turn.feed(MessagesStored((_stored("assistant", status="streaming"),))), RequestCompletion
+    )
+    return finish, request
+
+
+def test_the_hop_limit_ends_the_turn_with_a_closing_answer_asked_without_tools() -> None:
     turn, _ = _turn(TurnSettings(max_tool_hops=1))
     _, rest = _into_tools(turn, _call())
     run = _only(rest, RunTool)
     turn.feed(ToolFinished(run.index, _ok()))
     turn.feed(RowFinished())
     turn.feed(MessagesStored((_stored("tool"), _stored("assistant", status="streaming"))))
-    finish, end = _close_row(turn, turn.feed(_answer("again", _call("call_2"))))
-    # The row keeps its calls (complete); nothing runs them.
-    assert finish.message.tool_calls == (_call("call_2"),)
-    assert finish.message.status == "complete"
+    finish, closing = _wrap_up(turn, turn.feed(_answer("again", _call("call_2"))))
+    # The calls past the limit are never run, nor stored: no card without a result.
+    assert finish.message.tool_calls == ()
+    assert (finish.message.content, finish.message.status) == ("again", "complete")
+    assert finish.message.finish_reason == "tool_hops_exceeded"
+    # The model is told, and may not call a tool (the tools stay described).
+    request = closing.request
+    assert request.parameters == {"tool_choice": "none"}
+    assert request.tools
+    assert request.messages[-2] == {"role": "assistant", "content": "again"}
+    assert request.messages[-1]["role"] == "system"
+    assert "limit of 1 tool rounds" in request.messages[-1]["content"]
+    last, end = _close_row(turn, turn.feed(_answer("Here is what I found.", _call("call_3"))))
+    assert last.message.content == "Here is what I found."
+    assert last.message.tool_calls == ()  # asked for anyway: dropped
+    assert last.message.finish_reason == "tool_hops_exceeded"
     assert end.finished.finish_reason == "tool_hops_exceeded"
-    assert end.finished.message == "again"
+    assert end.finished.message == "Here is what I found."
     assert end.note == "tool_hops_exceeded"
+    assert end.finished.usage.total_tokens == 33  # three answers
     assert turn.hops == 1
+
+
+def test_a_closing_answer_without_text_becomes_a_clear_message() -> None:
+    turn, _ = _turn(TurnSettings(max_tool_hops=0))
+    _wrap_up(turn, turn.feed(_answer("", _call())))
+    last, end = _close_row(turn, turn.feed(_answer("  ", streamed=True)))
+    text = HOP_LIMIT_TEXT.format(hops=0)
+    assert "chat.service.max_tool_hops" in text
+    # Not streamed (nothing was): the text goes with the row and the turn's end.
+    assert (last.message.content, last.with_text) == (text, None)
+    assert (end.finished.message, end.finished.streamed) == (text, None)
 
 
 def test_a_hop_limit_of_zero_runs_no_tool() -> None:
     turn, _ = _turn(TurnSettings(max_tool_hops=0))
-    _, end = _close_row(turn, turn.feed(_answer("", _call())))
+    _, closing = _wrap_up(turn, turn.feed(_answer("", _call())))
+    assert closing.request.parameters == {"tool_choice": "none"}
+    _, end = _close_row(turn, turn.feed(_answer("No tools, then: 4.")))
     assert end.finished.finish_reason == "tool_hops_exceeded"
+
+
+def test_a_cancel_while_wrapping_up_ends_the_turn_cancelled() -> None:
+    turn, _ = _turn(TurnSettings(max_tool_hops=0))
+    _only(turn.feed(_answer("", _call())), FinishRow)
+    _only(turn.cancel(), Interrupt)
+    _only(turn.feed(RowFinished()), StoreMessages)
+    finish, end = _close_row(
+        turn, turn.feed(MessagesStored((_stored("assistant", status="streaming"),)))
+    )
+    assert finish.message.status == "cancelled"
+    assert end.finished.finish_reason == "cancelled"
 
 
 def test_a_live_settings_change_applies_to_the_next_decision() -> None:
     turn, _ = _turn(TurnSettings(max_tool_hops=5))
     turn.settings = TurnSettings(max_tool_hops=0)
-    _, end = _close_row(turn, turn.feed(_answer("", _call())))
+    _wrap_up(turn, turn.feed(_answer("", _call())))
+    _, end = _close_row(turn, turn.feed(_answer("done")))
     assert end.finished.finish_reason == "tool_hops_exceeded"
+
+
+def test_a_card_shows_the_stored_text_of_a_result_or_failure() -> None:
+    turn, _ = _turn()
+    _, rest = _into_tools(turn, _call())
+    run = _only(rest, RunTool)
+    long = "Found nothing: " + "x" * 5000
+    failed = ToolOutcome(is_error=True, text=f"Error: {long}", preview=long[:160])
+    card = finished_card(run.started, failed)
+    # What a reloaded page shows (the stored text, without "Error: ", cut at 4000).
+    assert card.error_message == long[:CARD_TEXT_CHARS] + "…"
+    assert finished_card(run.started, _ok("fine")).result_preview == "fine"
 
 
 @pytest.mark.parametrize(
@@ -345,7 +410,12 @@ def test_a_failed_tool_is_stored_as_an_error_and_the_turn_goes_on() -> None:
     store = _only(turn.feed(ToolFinished(run.index, failed)), StoreMessages)
     assert [m.status for m in store.messages] == ["error", "streaming"]
     card = finished_card(run.started, failed)
-    assert (card.status, card.error_message, card.result_preview) == ("failed", "timed out", None)
+    # The card says what is stored (and shown after a reload), not the one-line preview.
+    assert (card.status, card.error_message, card.result_preview) == (
+        "failed",
+        "timed out after 30 s",
+        None,
+    )
     assert card.notification == run.started.notification
     assert finished_card(run.started, _ok("fine")).result_preview == "fine"
 
@@ -397,8 +467,8 @@ def test_an_approved_call_runs() -> None:
 @pytest.mark.parametrize(
     ("verdict", "card", "model", "status"),
     [
-        ("deny", "denied by the user: not run", "the user denied", "error"),
-        ("timeout", "no approval came within 5 s: not run", "no answer came within 5 s", "error"),
+        ("deny", "the user denied this call of 'echo'", "the user denied", "error"),
+        ("timeout", "no answer came within 5 s; it was not run", "no answer came", "error"),
     ],
 )
 def test_a_denied_or_unanswered_call_is_refused_without_running(
@@ -409,9 +479,12 @@ def test_a_denied_or_unanswered_call_is_refused_without_running(
     assert rest == []
     assert isinstance(publish, Publish)
     event = publish.event
-    assert (event.status, event.error_message, event.arguments) == ("failed", card, {"text": "x"})
+    assert (event.status, event.arguments) == ("failed", {"text": "x"})
+    assert card in (event.error_message or "")
     store = _only(turn.feed(RowFinished()), StoreMessages)
     assert model in store.messages[0].content
+    # The card says what is stored, as a reloaded page shows it.
+    assert event.error_message == store.messages[0].content.removeprefix("Error: ")
     assert store.messages[0].status == status
 
 
@@ -492,8 +565,9 @@ def test_cancel_during_an_approval_wait_refuses_the_call() -> None:
     assert turn.cancel() == [Interrupt(servers=())]  # the waits end in the shell
     publish, *_ = turn.feed(ApprovalAnswered(ask.index, "cancelled"))
     assert isinstance(publish, Publish)
-    assert publish.event.error_message == "cancelled while waiting for approval: not run"
     store = _only(turn.feed(RowFinished()), StoreMessages)
+    assert publish.event.error_message == store.messages[0].content.removeprefix("Error: ")
+    assert "cancelled while" in (publish.event.error_message or "")
     assert store.messages[0].status == "cancelled"
     end = _ended(turn.feed(MessagesStored((_stored("tool"),))))
     assert end.finished.finish_reason == "cancelled"

@@ -82,7 +82,8 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, assert_never
 from urllib.parse import parse_qs
 
@@ -104,6 +105,12 @@ from actors.gateway.auth import (
     credential_from_request,
     judge_credential,
     resolve_tokens,
+)
+from actors.gateway.oauth_callback import (
+    CALLBACK_PATH,
+    CallbackQuery,
+    PendingAuthorizations,
+    callback_page,
 )
 from actors.gateway.original import (
     ModelLabel,
@@ -155,7 +162,9 @@ from actors.messages import (
     AnswerElicitation,
     AnswerToolApproval,
     AssistantDelta,
+    AuthorizationResult,
     CancelTurn,
+    CompleteAuthorization,
     ConfigChanged,
     ConversationState,
     CreateConversation,
@@ -186,7 +195,9 @@ from actors.messages import (
 )
 from actors.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from actors.metrics import PlatformMetrics, scrape_refusal
+from actors.onboarding import StartupAnnouncer, missing_key_warning
 from actors.readiness import BrokerSource, check_readiness
+from actors.tool_names import tool_actor_name
 from bus.actor import Actor
 from bus.errors import (
     BusError,
@@ -231,6 +242,11 @@ _ANSWER_LOOKBACK = 64
 the newest, even with a new turn started behind it)."""
 
 HealthSource = Callable[[], dict[str, dict[str, object]]]
+
+
+AUTHORIZATION_PAGE_TIMEOUT = 45.0
+"""Seconds ``/oauth/callback`` waits for the ToolActor to exchange the code (it gives the
+authorization server 30 s)."""
 
 
 class _PendingDelta:
@@ -649,6 +665,9 @@ class GatewayActor(Actor[GatewayInbox]):
         health: HealthSource,
         environ: Mapping[str, str] = os.environ,
         metrics: PlatformMetrics | None = None,
+        *,
+        startup: StartupAnnouncer | None = None,
+        dotenv_dirs: Sequence[Path] = (),
         broker: BrokerSource | None = None,
     ) -> None:
         super().__init__()
@@ -659,6 +678,10 @@ class GatewayActor(Actor[GatewayInbox]):
         self._metrics = metrics
         """What ``/metrics`` renders (``None``: no metrics in this process, 404)."""
         self._environ = environ
+        self._startup = startup
+        """Told the page's URL and each server state (the start-up lines on stderr)."""
+        self._dotenv_dirs = tuple(dotenv_dirs)
+        """Where ``.env`` files are read (named by the missing-key notice)."""
         self._tokens = TokenTable()
         """The accepted tokens (empty: no authentication); replaced only whole."""
         self._failures: FailureThrottle | None = None
@@ -680,6 +703,8 @@ class GatewayActor(Actor[GatewayInbox]):
         """The delta text of running turns, by turn id (see :class:`_AnswerText`)."""
         self._ids = itertools.count(1)
         self._servers: dict[str, ServerStateChanged] = {}
+        self._pending_auth = PendingAuthorizations()
+        """OAuth: which server each published authorization URL belongs to."""
         """The last state of each MCP server (for session_info)."""
         self._tools: tuple[ToolSpec, ...] = ()
         """The tools the model is offered, named as it sees them: the orchestrator's last
@@ -778,6 +803,8 @@ class GatewayActor(Actor[GatewayInbox]):
             url=f"http://{settings.host}:{port}/",
             auth_owners=len(self._tokens.entries),
         )
+        if self._startup is not None:
+            self._startup.listening(f"http://{settings.host}:{port}/" if self._web else None)
         return server
 
     # -- bus messages -----------------------------------------------------------------------
@@ -818,9 +845,16 @@ class GatewayActor(Actor[GatewayInbox]):
             case ServerStateChanged(server=server, status=status, error_message=error):
                 previous = self._servers.get(server)
                 self._servers[server] = message
-                if previous is None or previous.status != status:
+                self._pending_auth.update(server, message.auth_url)
+                if self._startup is not None:
+                    self._startup.server_state(server, status, error)
+                if (
+                    previous is None
+                    or previous.status != status
+                    or previous.auth_url != message.auth_url
+                ):
                     status_frame = ServerStatusFrame(
-                        server=server, status=status, error_message=error
+                        server=server, status=status, error_message=error, auth_url=message.auth_url
                     )
                     for conn in self._connections:
                         conn.send_frame(status_frame)
@@ -1050,6 +1084,8 @@ class GatewayActor(Actor[GatewayInbox]):
     ) -> Response | None:
         """The operators' endpoints (``/readyz`` asks actors, so it awaits), then the rest."""
         path = request.path.partition("?")[0]
+        if path == CALLBACK_PATH:
+            return await self._oauth_callback(request)
         if path == "/readyz":
             return await self._readyz()
         if path == "/metrics":
@@ -1155,6 +1191,43 @@ class GatewayActor(Actor[GatewayInbox]):
                 f"MCP Platform is running. WebSocket endpoint: {settings.endpoint}\n".encode(),
             )
         return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+
+    async def _oauth_callback(self, request: Request) -> Response:
+        """An authorization server sent the browser back: the server whose URL carried
+        this ``state`` finishes its flow (once), and the page says how it went."""
+        query = CallbackQuery.parse(request.path)
+        server = self._pending_auth.take(query.state)
+        if server is None or query.state is None:
+            self.log.info("gateway.oauth_callback_unknown")
+            return _response(
+                http.HTTPStatus.BAD_REQUEST,
+                "text/html; charset=utf-8",
+                callback_page(
+                    ok=False,
+                    message="This sign-in is not pending here: it was used already, or "
+                    "it expired, or it was started by 'mcp-platform auth' (then paste this "
+                    "page's address into that terminal).",
+                ),
+            )
+        try:
+            result = await self.request(
+                CompleteAuthorization(
+                    state=query.state, code=query.code, iss=query.iss, error=query.error
+                ),
+                to=tool_actor_name(server),
+                timeout=AUTHORIZATION_PAGE_TIMEOUT,
+            )
+        except RequestError as exc:
+            self.log.warning("gateway.oauth_callback_failed", server=server, error=str(exc))
+            result = AuthorizationResult(
+                ok=False, message=f"{server!r} could not take the authorization right now."
+            )
+        self.log.info("gateway.oauth_callback", server=server, ok=result.ok)
+        return _response(
+            http.HTTPStatus.OK if result.ok else http.HTTPStatus.BAD_GATEWAY,
+            "text/html; charset=utf-8",
+            callback_page(ok=result.ok, message=result.message),
+        )
 
     def _throttle(self) -> FailureThrottle:
         """The refused-handshake counter, rebuilt when its settings change (its counts
@@ -1410,6 +1483,9 @@ class GatewayActor(Actor[GatewayInbox]):
 
     def _session_info(self, state: ConversationState) -> SessionInfoFrame:
         llm = self.snapshot.config.llm
+        retention = self.snapshot.config.chat.storage.persistence.retention
+        keep = None if state.saved else retention.max_age_hours * 3600
+        last_change = state.messages[-1].created_at if state.messages else time.time()
         return SessionInfoFrame(
             conversation_id=state.conversation_id,
             name=state.name,
@@ -1434,11 +1510,19 @@ class GatewayActor(Actor[GatewayInbox]):
                 for prompt in server.prompts
             ],
             servers=[
-                ServerInfo(name=s.server, status=s.status, error_message=s.error_message)
+                ServerInfo(
+                    name=s.server,
+                    status=s.status,
+                    error_message=s.error_message,
+                    auth_url=s.auth_url,
+                )
                 for s in self._servers.values()
             ],
             model=llm.providers[llm.active].model,
             turn_in_progress=state.conversation_id in self._running,
+            expires_at=None if keep is None else last_change + keep,
+            expires_after=keep,
+            notice=missing_key_warning(llm, self._environ, self._dotenv_dirs),
         )
 
     def _attach(self, conn: _Connection, conversation_id: str) -> None:

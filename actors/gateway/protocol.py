@@ -330,6 +330,8 @@ class ServerInfo(_ServerFrame):
     name: str
     status: ServerState
     error_message: str | None = None
+    auth_url: str | None = None
+    """For ``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
 
 
 class UsageInfo(_ServerFrame):
@@ -382,6 +384,17 @@ class SessionInfoFrame(_ServerFrame):
     """The active provider's model."""
     turn_in_progress: bool = False
     """A turn of this conversation is running (its frames follow)."""
+    expires_at: float | None = None
+    """An unsaved conversation: when retention removes it if nothing is added to it (its
+    newest message's time plus ``max_age_hours``; Unix time, seconds). ``None``: saved
+    (exempt from retention). Cleanup also removes unsaved conversations beyond each
+    owner's ``max_sessions`` most recent, sooner."""
+    expires_after: float | None = None
+    """Seconds an unsaved conversation is kept after its last change (``max_age_hours``):
+    a client moves ``expires_at`` on with each new message. ``None``: saved."""
+    notice: str | None = None
+    """A set-up problem to show before the first message (the page shows a banner), e.g.
+    no API key for the active LLM provider: the words of the start-up warning."""
 
 
 class AssistantDeltaFrame(_ServerFrame):
@@ -566,6 +579,8 @@ class ServerStatusFrame(_ServerFrame):
     status: ServerState
     error_message: str | None = None
     auth_url: str | None = None
+    """For ``auth_required`` (OAuth): the URL a person opens to authorize the platform
+    (the page's Connect button); the browser comes back to ``/oauth/callback``."""
 
 
 class ErrorFrame(_ServerFrame):

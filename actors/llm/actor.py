@@ -111,6 +111,7 @@ from actors.messages import (
     ToolCall,
     Usage,
 )
+from actors.onboarding import key_variable, needs_key
 from bus.actor import Actor, Reply
 from config.schema import ConfigSnapshot, ProviderConfig
 
@@ -153,7 +154,6 @@ _ERROR_BODY_LIMIT = 64 * 1024
 """Bytes of an error response read for its message (a proxy's HTML page can be large)."""
 _DRAIN_AFTER_DONE = 1.0
 """Seconds to read what follows ``[DONE]`` (the body's end), so the connection is reused."""
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 """Content types of a web page: what a captive portal or a wrong ``base_url`` answers."""
 _RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
@@ -178,11 +178,6 @@ class _ProviderSettings:
     def transport_key(self) -> tuple[str, bool, float, float]:
         """The settings baked into an HTTP client: a change rebuilds the client."""
         return (self.base_url, self.http2, self.timeout_connect, self.timeout_read)
-
-    @property
-    def loopback(self) -> bool:
-        """Whether the API is on this machine (a local server needs no key)."""
-        return httpx2.URL(self.base_url).host in _LOOPBACK_HOSTS
 
     @classmethod
     def of(cls, name: str, provider: ProviderConfig) -> _ProviderSettings:
@@ -224,14 +219,6 @@ class _ProviderSettings:
             timeout_read=number("timeout_read", _DEFAULT_TIMEOUT_READ),
             max_retries=retries,
         )
-
-
-def _key_variable(name: str, provider: ProviderConfig) -> str:
-    """The environment variable holding the provider's key (``<NAME>_API_KEY`` by default;
-    characters not allowed in a variable name become ``_``)."""
-    if provider.api_key_env:
-        return provider.api_key_env
-    return "".join(c if c.isalnum() else "_" for c in name.upper()) + "_API_KEY"
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -838,9 +825,9 @@ class LLMActor(Actor[LLMInbox]):
         if provider is None:
             raise LLMNotConfigured(f"llm.fallback names {name!r}, which is not a provider")
         settings = _ProviderSettings.of(name, provider)
-        variable = _key_variable(name, provider)
+        variable = key_variable(name, provider)
         key = self._environ.get(variable) or None
-        if key is None and (provider.api_key_env or not settings.loopback):
+        if key is None and needs_key(provider):
             raise LLMNotConfigured(
                 f"no API key for the LLM provider {name!r}: set the environment variable "
                 f"{variable} (in the environment, or in a .env file in the project or config "
@@ -1103,7 +1090,7 @@ class LLMActor(Actor[LLMInbox]):
         status = response.status_code
         message = _scrub(_provider_message(bytes(raw[:_ERROR_BODY_LIMIT])), api_key)
         summary = f"HTTP {status} {_status_phrase(status)}: {message}"
-        variable = _key_variable(name, provider)
+        variable = key_variable(name, provider)
         if status in (401, 403):
             if api_key:
                 summary += f" (the key in {variable} was refused: check it)"

@@ -131,7 +131,7 @@ def refusal(verdict: ApprovalVerdict, server: str, tool: str, timeout: float) ->
 
     Returns:
         What the model reads as the call's result (it starts with ``Error:``, as every
-        failed call's result does) and the tool card's ``error_message``.
+        failed call's result does; the tool card shows it too) and a one-line summary.
     """
     call = f"this call of {tool!r} (MCP server {server!r})"
     if verdict == "deny":

@@ -309,6 +309,30 @@ TurnCommand = (
 # -- pure pieces the shell shares ----------------------------------------------------------
 
 
+HOP_LIMIT_PROMPT = (
+    "The limit of {hops} tool rounds for one answer is reached: no more tools can be "
+    "called now. Answer the user briefly from what you have so far, and say what is "
+    "still missing."
+)
+"""What the model is told when it asks for tools past ``max_tool_hops``."""
+HOP_LIMIT_TEXT = (
+    "I stopped after {hops} tool rounds, the limit for one answer "
+    "(chat.service.max_tool_hops), without a final answer. Ask me to go on from here."
+)
+"""The closing answer when the model gave none (the turn never ends on an empty one)."""
+CARD_TEXT_CHARS = 4000
+"""Characters of a tool's result or error that its card shows (the page cuts a stored
+result the same way after a reload)."""
+
+
+def card_text(outcome: ToolOutcome) -> str:
+    """What a tool card shows of a call's outcome: the text stored as its result (what a
+    reloaded page shows), without the ``Error:`` prefix of a failure, cut at
+    :data:`CARD_TEXT_CHARS` (with ``…``)."""
+    text = outcome.text.removeprefix("Error: ") if outcome.is_error else outcome.text
+    return text if len(text) <= CARD_TEXT_CHARS else text[:CARD_TEXT_CHARS] + "…"
+
+
 CANCELLED_BEFORE_CALL = ToolOutcome(
     is_error=True,
     text="Error: the call was not made: the user stopped the turn.",
@@ -328,8 +352,8 @@ def finished_card(started: ToolExecutionEvent, outcome: ToolOutcome) -> ToolExec
         server=started.server,
         status="failed" if outcome.is_error else "completed",
         notification=started.notification,
-        result_preview=None if outcome.is_error else outcome.preview,
-        error_message=outcome.preview if outcome.is_error else None,
+        result_preview=None if outcome.is_error else card_text(outcome),
+        error_message=card_text(outcome) if outcome.is_error else None,
         images=outcome.images or None,
     )
 
@@ -419,10 +443,12 @@ def _add_usage(total: Usage, more: Usage) -> Usage:
 # -- the state machine ------------------------------------------------------------------
 
 
-Phase = Literal["accepted", "completing", "tools", "storing", "closing", "finished"]
+Phase = Literal["accepted", "completing", "tools", "storing", "wrapping_up", "closing", "finished"]
 """``accepted``: the user input is being stored; ``completing``: the model answers;
 ``tools``: a step's calls run (and the answer's row is finished); ``storing``: the step's
-results and the next row are stored; ``closing``: the last write before EndTurn."""
+results and the next row are stored; ``wrapping_up``: the hop limit is reached, the
+answer's row (without its calls) is finished before the closing answer's row is stored;
+``closing``: the last write before EndTurn."""
 
 
 @dataclass(slots=True)
@@ -492,6 +518,9 @@ class Turn:
         """The servers this turn has sent calls to (a cancel stops its calls there)."""
         self._ending: EndTurn | None = None
         """The EndTurn that follows the last write (phase ``closing``)."""
+        self._wrapping_up = False
+        """The hop limit was reached: the model is asked once more, for a closing answer
+        without tool calls (``tool_choice: none``)."""
 
     # -- what the shell reads ------------------------------------------------------------
 
@@ -541,6 +570,9 @@ class Turn:
                 return self._answer_into(self._row)
             case MessagesStored(stored=stored) if self._phase == "storing":
                 return self._answer_into(stored[-1])
+            case RowFinished() if self._phase == "wrapping_up":
+                self._phase = "storing"
+                return [StoreMessages((self._answer_row(),))]
             case RowFinished() | MessagesStored() if self._phase == "closing":
                 return self._end()
             case RowFinished() if self._phase == "tools" and self._step is not None:
@@ -601,11 +633,15 @@ class Turn:
                 self._finished("", None, None, "cancelled"),
             )
         self._phase = "completing"
+        tools = tuple(spec.openai_tool() for spec in self.toolbox.offered.values())
         request = CompletionRequest(
             conversation_id=self.conversation_id,
             turn_id=self.turn_id,
             messages=tuple(self._messages),
-            tools=tuple(spec.openai_tool() for spec in self.toolbox.offered.values()),
+            tools=tools,
+            # The closing answer: the tools stay described (the history has their calls,
+            # which some APIs refuse without them), but none may be called.
+            parameters={"tool_choice": "none"} if self._wrapping_up and tools else {},
         )
         return [RequestCompletion(request)]
 
@@ -638,6 +674,8 @@ class Turn:
                 ),
                 self._finished_with(result, "cancelled"),
             )
+        if self._wrapping_up or (result.tool_calls and self._hops >= self.settings.max_tool_hops):
+            return self._hop_limit(result)
         calls = result.tool_calls
         finish = self._finish_row(
             content=result.content,
@@ -652,12 +690,6 @@ class Turn:
         if not calls:
             reason: FinishReason = "length" if result.finish_reason == "length" else "stop"
             return self._close(finish, self._finished_with(result, reason))
-        if self._hops >= self.settings.max_tool_hops:
-            # The calls stay unanswered in the stored row; the next turn's context drops
-            # them (history_to_openai), so the model never sees a call without a result.
-            return self._close(
-                finish, self._finished_with(result, "tool_hops_exceeded"), note="tool_hops_exceeded"
-            )
         self._hops += 1
         self._messages.append(_assistant_entry(result.content, calls))
         self._phase = "tools"
@@ -669,6 +701,56 @@ class Turn:
             commands += self._prepare(step, index, entry)
         commands += self._advance()
         return commands
+
+    def _hop_limit(self, result: CompletionResult) -> list[TurnCommand]:
+        """The model asked for tools after the last step it may run, or answered the
+        closing request: the turn ends with a closing answer, not an empty one.
+
+        The first time, the answer's row is stored without its calls (they are never run:
+        a stored call without a result would show as a card "no result" after a reload,
+        which the live view never showed), and the model is asked once more, told that
+        the limit is reached, with ``tool_choice: none``. Its answer is the turn's last
+        row, ``finish_reason: tool_hops_exceeded``; calls it asks for anyway are dropped,
+        and an answer without text gets :data:`HOP_LIMIT_TEXT` so that the turn never
+        ends on an empty answer.
+        """
+        if not self._wrapping_up:
+            self._wrapping_up = True
+            finish = self._finish_row(
+                content=result.content,
+                thinking=result.thinking,
+                usage=result.usage,
+                model=result.model,
+                status="complete",
+                finish_reason="tool_hops_exceeded",
+                streamed=result.streamed,
+            )
+            if result.content:
+                self._messages.append({"role": "assistant", "content": result.content})
+            self._messages.append(
+                {"role": "system", "content": HOP_LIMIT_PROMPT.format(hops=self._hops)}
+            )
+            # The closing answer's row once this one is final (the answers' deltas go
+            # to the turn's newest row).
+            self._phase = "wrapping_up"
+            return [finish]
+        content, streamed = result.content, result.streamed
+        if not content.strip():
+            content, streamed = HOP_LIMIT_TEXT.format(hops=self._hops), False
+        closing = result.model_copy(update={"content": content, "streamed": streamed})
+        return self._close(
+            self._finish_row(
+                content=content,
+                thinking=result.thinking,
+                usage=result.usage,
+                model=result.model,
+                status="complete",
+                finish_reason="tool_hops_exceeded",
+                streamed=streamed,
+            ),
+            self._finished_with(closing, "tool_hops_exceeded"),
+            note="tool_hops_exceeded",
+        )
 
     def _prepare(self, step: _Step, index: int, entry: _Call) -> list[TurnCommand]:
         """Check one call: refuse it, ask the user about it, or queue it for a slot."""
@@ -725,11 +807,12 @@ class Turn:
             step.queue.append(index)
             return self._advance()
         timeout = self.settings.approval_timeout
-        model_text, card_text = refusal(verdict, spec.server, spec.name, timeout)
+        model_text, preview = refusal(verdict, spec.server, spec.name, timeout)
         entry.outcome = ToolOutcome(
-            is_error=True, text=model_text, preview=card_text, cancelled=verdict == "cancelled"
+            is_error=True, text=model_text, preview=preview, cancelled=verdict == "cancelled"
         )
-        # The call's next tool_execution frame tells every tab that the wait is over.
+        # The call's next tool_execution frame tells every tab that the wait is over; it
+        # says what is stored (and shown after a reload).
         card = ToolExecutionEvent(
             conversation_id=self.conversation_id,
             turn_id=self.turn_id,
@@ -738,7 +821,7 @@ class Turn:
             tool_name=spec.name,
             status="failed",
             arguments=entry.arguments if self.settings.show_args else None,
-            error_message=card_text,
+            error_message=card_text(entry.outcome),
         )
         return [Publish(card), *self._advance()]
 

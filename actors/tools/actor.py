@@ -29,6 +29,18 @@ connection went (it may be running, or have run) fails with ``ServerGone`` and i
 repeated, and so does a call refused again on the new session: a server that forgets every
 session is broken, and retrying once bounds what it costs.
 
+*OAuth.* An HTTP server behind OAuth 2.1 gets its ``httpx2.Auth`` from
+``mcp_client/oauth.py`` (tokens in the chat database). When a person must authorize
+during the connect or the first listings (a server may accept ``initialize`` without a
+token and ask for one from ``tools/list`` on, or step up the scope there), the owner
+waits for them: the server is ``auth_required`` with the authorization URL (the
+page's Connect button), calls are refused meanwhile (the chat goes on without its tools),
+and ``CompleteAuthorization`` (from the gateway's ``/oauth/callback``) hands the code to
+the waiting flow; once the tokens are stored the connect goes on and the server is
+``ready``, without a restart. A refresh refused in the middle of a session (a revoked
+refresh token) fails the call in flight, drops the connection, and the reconnect asks the
+person again, with the provider's reason as the state's ``error_message``.
+
 Beyond tools: after connecting, the owner also lists the server's prompts and resources
 (with templates) when the server declares them, re-lists each on its ``list_changed``
 notification, and publishes all of it with the state. ``GetPrompt`` and ``ReadResource``
@@ -66,6 +78,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, assert_never
 import anyio
 import mcp.types as mcp_types
 import orjson
+from mcp.shared.auth import AuthorizationCodeResult, OAuthToken
 from mcp.shared.dispatcher import ProgressFnT
 from pydantic import BaseModel, Field
 
@@ -73,8 +86,10 @@ from actors.catalogue import prompt_messages, prompt_specs, resource_specs, reso
 from actors.errors import ChatError, InvalidMessage, McpServerUnavailable
 from actors.messages import (
     AnswerElicitation,
+    AuthorizationResult,
     CallTool,
     CancelToolCalls,
+    CompleteAuthorization,
     CompletionRequest,
     ElicitationClosed,
     ElicitationRequested,
@@ -93,17 +108,24 @@ from actors.messages import (
 from actors.tool_names import tool_actor_name, truncate_for_model
 from actors.tools.elicitation import ElicitationContentInvalid, accepted_content
 from actors.tools.mcp_client import (
+    AuthorizationGate,
+    AuthorizationStateError,
     CallClock,
     MCPClientError,
+    MemoryTokenStorage,
+    OAuthTiming,
+    PlatformOAuth,
     ServerConnectError,
     ServerConnection,
     ServerGone,
     ServerRequestError,
     ServerRequestTimeout,
     SessionExpired,
+    SqliteTokenStorage,
     ToolCallTimeout,
     ToolResult,
     connect_server,
+    oauth_auth,
 )
 from actors.tools.platform_server import BusBackend, build_platform_server, secret_values
 from actors.tools.schemas import build_tool_specs
@@ -119,6 +141,7 @@ from bus.messages import Message, R, Request
 from config.schema import PLATFORM_SERVER, ConnectionConfig, ServerEntry, ServerSettings
 
 __all__ = [
+    "OAuthSetup",
     "PlatformToolActor",
     "ToolActor",
     "outcome_text",
@@ -200,7 +223,29 @@ def outcome_text(result: ToolResult) -> str:
     return "\n".join(parts) or ("(the tool failed)" if result.is_error else "(no output)")
 
 
-_ToolMessages = _Relist | CallTool | CancelToolCalls | GetPrompt | ReadResource | AnswerElicitation
+@dataclass(frozen=True, slots=True)
+class OAuthSetup:
+    """What the ToolActor of an OAuth server needs besides its entry (``mcp.oauth``)."""
+
+    token_db: Path | None
+    """The chat database, where tokens are kept (``None``: in memory)."""
+    redirect_uri: str
+    """``/oauth/callback`` on the platform's address."""
+    timing: OAuthTiming = field(default_factory=OAuthTiming)
+
+
+AUTHORIZATION_EXCHANGE_TIMEOUT = 30.0
+"""Seconds the callback page waits for the code to be exchanged for tokens."""
+
+_ToolMessages = (
+    _Relist
+    | CallTool
+    | CancelToolCalls
+    | GetPrompt
+    | ReadResource
+    | AnswerElicitation
+    | CompleteAuthorization
+)
 
 ToolInbox = Annotated[_ToolMessages, Field(discriminator="type")]
 """What a ToolActor handles: its server's calls, prompts, resources and questions."""
@@ -228,6 +273,7 @@ class ToolActor(Actor[ToolInbox]):
         GetPrompt,
         ReadResource,
         AnswerElicitation,
+        CompleteAuthorization,
         _Relist,
     )
 
@@ -241,8 +287,17 @@ class ToolActor(Actor[ToolInbox]):
         config_dir: Path,
         *,
         elicitation_timeout: float = 120.0,
+        oauth: OAuthSetup | None = None,
     ) -> None:
         super().__init__(tool_actor_name(server), mailbox_size=1000)
+        self._oauth_setup = oauth
+        self._auth: PlatformOAuth | None = None
+        """Built at the first connect (a missing ``${VAR}`` is a connect failure)."""
+        self._gate = AuthorizationGate(
+            on_url=self._authorization_needed, stored_elsewhere=self._tokens_stored_elsewhere
+        )
+        self._storage: MemoryTokenStorage | SqliteTokenStorage | None = None
+        self._tokens_when_asked: OAuthToken | None = None
         self.server = server
         self._entry = entry
         self._settings = settings
@@ -305,6 +360,9 @@ class ToolActor(Actor[ToolInbox]):
                 self.spawn(self._read_resource(conn, message, reply), name="read_resource")
             case AnswerElicitation():
                 self._answer_question(message)
+            case CompleteAuthorization():
+                reply = self.defer_reply()
+                self.spawn(self._complete_authorization(message, reply), name="authorization")
             case _:
                 assert_never(message)
 
@@ -362,6 +420,33 @@ class ToolActor(Actor[ToolInbox]):
             lambda: self.log.info("tools.read_retried", server=self.server, method=method),
         )
 
+    def _oauth(self) -> PlatformOAuth | None:
+        """The server's OAuth (built once, kept across reconnects: it holds the metadata
+        and the tokens in memory), or ``None`` if it does not use OAuth.
+
+        Raises:
+            ServerConfigError: A ``${VAR}`` the ``oauth`` settings reference is not set.
+        """
+        setup = self._oauth_setup
+        if self._auth is None and setup is not None:
+            storage: MemoryTokenStorage | SqliteTokenStorage = (
+                MemoryTokenStorage()
+                if setup.token_db is None
+                else SqliteTokenStorage(setup.token_db, self.server)
+            )
+            self._storage = storage
+            self._auth = oauth_auth(
+                self.server,
+                self._entry,
+                storage,
+                platform_env=self._env,
+                redirect_uri=setup.redirect_uri,
+                redirect_handler=self._gate.redirect_handler,
+                callback_handler=self._gate.callback_handler,
+                timing=setup.timing,
+            )
+        return self._auth
+
     def _connect(self) -> AbstractAsyncContextManager[ServerConnection]:
         """The connection to (re)open; the built-in server's actor connects in-process."""
         return connect_server(
@@ -376,7 +461,74 @@ class ToolActor(Actor[ToolInbox]):
             logging_callback=self._server_log,
             elicitation_callback=self._elicit,
             sampling_callback=self._sample,
+            auth=self._oauth(),
+            # Until the first listings are done (see _own): a server may let initialize
+            # through and want a token only from tools/list on.
+            interactive="always",
         )
+
+    # -- OAuth -----------------------------------------------------------------------------
+
+    async def _tokens_stored_elsewhere(self) -> bool:
+        """While a person is waited for: did ``mcp-platform auth`` store tokens meanwhile?"""
+        if not isinstance(self._storage, SqliteTokenStorage):
+            return False
+        tokens = await self._storage.get_tokens()
+        return tokens is not None and tokens != self._tokens_when_asked
+
+    async def _authorization_needed(self, url: str) -> None:
+        """The connect waits for a person: tell everyone where to go."""
+        if self._storage is not None:
+            self._tokens_when_asked = await self._storage.get_tokens()
+        reason = (
+            self._auth.last_failure if self._auth is not None else None
+        ) or f"sign in to connect {self.server!r}"
+        self.log.warning("tools.authorization_required", server=self.server, reason=reason)
+        await self._publish_state("auth_required", reason)
+
+    async def _complete_authorization(self, message: CompleteAuthorization, reply: Reply) -> None:
+        """The browser came back: hand the code to the waiting flow, answer once the tokens
+        are stored (or that failed)."""
+        auth = self._auth
+        if auth is None:
+            reply.resolve(
+                AuthorizationResult(ok=False, message=f"{self.server!r} does not use OAuth.")
+            )
+            return
+        waiter = auth.exchange_waiter()
+        try:
+            if message.code is None:
+                self._gate.refuse(message.state, message.error or "no authorization code")
+                waiter.cancel()
+                reply.resolve(
+                    AuthorizationResult(
+                        ok=False,
+                        message=f"The authorization of {self.server!r} was refused "
+                        f"({message.error or 'no code'}). Use Connect to try again.",
+                    )
+                )
+                return
+            self._gate.complete(
+                AuthorizationCodeResult(code=message.code, state=message.state, iss=message.iss)
+            )
+        except AuthorizationStateError as exc:
+            waiter.cancel()
+            reply.resolve(AuthorizationResult(ok=False, message=f"{self.server!r}: {exc}."))
+            return
+        try:
+            async with asyncio.timeout(AUTHORIZATION_EXCHANGE_TIMEOUT):
+                error = await waiter
+        except TimeoutError:
+            error = "the authorization server did not answer in time"
+        self.log.info("tools.authorization_completed", server=self.server, ok=error is None)
+        if error is None:
+            reply.resolve(AuthorizationResult(ok=True, message=f"{self.server!r} is connected."))
+        else:
+            reply.resolve(
+                AuthorizationResult(
+                    ok=False, message=f"The token exchange for {self.server!r} failed: {error}"
+                )
+            )
 
     # -- the connection's owner -----------------------------------------------------------
 
@@ -407,6 +559,10 @@ class ToolActor(Actor[ToolInbox]):
                     self._tools = tools
                     self._prompts = await self._list_prompts(conn)
                     self._resources = await self._list_resources(conn)
+                    if self._auth is not None:
+                        # From now on a request that needs a person fails (the call in
+                        # flight with it) and the reconnect asks: see the module note.
+                        self._auth.interactive = False
                     self._renewing = False
                     await self._set_connection(conn)
                     failures = 0
@@ -613,6 +769,7 @@ class ToolActor(Actor[ToolInbox]):
                 server=self.server,
                 status=status,
                 error_message=error,
+                auth_url=self._gate.pending_url if status == "auth_required" else None,
                 tools=tuple(self._tools.values()) if ready else (),
                 prompts=self._prompts if ready else (),
                 resources=self._resources if ready else (),

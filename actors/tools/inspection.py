@@ -17,15 +17,24 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx2
 import orjson
 
-from actors.tools.mcp_client import MCPClientError, ServerConnectError, connect_server
+from actors.tools.mcp_client import (
+    MCPClientError,
+    MemoryTokenStorage,
+    OAuthTiming,
+    ServerConnectError,
+    SqliteTokenStorage,
+    connect_server,
+    oauth_auth,
+)
 from actors.tools.schemas import build_tool_specs
 from config.errors import ConfigInvalid
 from config.schema import ServerEntry
 from config.store import RUNTIME_FILE, ConfigStore, parse_servers
 
-__all__ = ["InspectError", "inspect_server", "resolve_target"]
+__all__ = ["InspectError", "inspect_server", "resolve_target", "stored_oauth"]
 
 
 class InspectError(Exception):
@@ -61,6 +70,30 @@ def resolve_target(
     return word, entry
 
 
+def stored_oauth(config_dir: Path, name: str, entry: ServerEntry) -> httpx2.Auth | None:
+    """The OAuth of a configured server, with the tokens the platform stored for it
+    (``None``: it does not use OAuth, or the config directory has no runtime file yet)."""
+    if entry.effective_oauth is None or not (config_dir / RUNTIME_FILE).exists():
+        return None
+    store = ConfigStore(config_dir)
+    try:
+        store.load()
+    except ConfigInvalid as exc:
+        raise InspectError(str(exc)) from exc
+    snapshot = store.snapshot
+    db = snapshot.token_db_path
+    return oauth_auth(
+        name,
+        entry,
+        MemoryTokenStorage() if db is None else SqliteTokenStorage(db, name),
+        platform_env=os.environ,
+        redirect_uri=snapshot.oauth_redirect_uri,
+        timing=OAuthTiming(
+            refresh_margin=snapshot.config.mcp.oauth.refresh_margin, restart_jitter=0.0
+        ),
+    )
+
+
 def _configured_servers(config_dir: Path) -> dict[str, ServerEntry]:
     try:
         if (config_dir / RUNTIME_FILE).exists():
@@ -85,8 +118,12 @@ async def inspect_server(
     arguments: dict[str, Any] | None = None,
     as_json: bool = False,
     out: TextIO = sys.stdout,
+    auth: httpx2.Auth | None = None,
 ) -> int:
     """Connect, print what the server offers (and a call's result); the exit code.
+
+    ``auth``: an OAuth server's stored tokens (:func:`stored_oauth`); nobody is asked to
+    sign in here (``mcp-platform auth`` does that).
 
     Returns:
         0 on success, 1 if the server could not be reached or the call failed.
@@ -100,6 +137,8 @@ async def inspect_server(
             connection_timeout=timeout,
             cwd_default=config_dir,
             inherit_env=entry.inherit_env,
+            auth=auth,
+            interactive="never",
         ) as conn:
             info = conn.server_info
             report["server_info"] = info.model_dump(mode="json") if info else None
@@ -152,7 +191,10 @@ async def inspect_server(
                     ],
                 }
     except ServerConnectError as exc:
-        _print(out, as_json, {"server": name, "error": str(exc), "failure": exc.failure})
+        error = str(exc)
+        if exc.failure == "auth_required" and entry.effective_oauth is not None:
+            error += f" (authorize it with `mcp-platform auth {name}`)"
+        _print(out, as_json, {"server": name, "error": error, "failure": exc.failure})
         return 1
     except MCPClientError as exc:
         report["error"] = str(exc)

@@ -26,7 +26,8 @@ from pydantic import BaseModel
 
 from actors.messages import ConfigChanged, GetConfig
 from actors.tool_names import tool_actor_name
-from actors.tools.actor import PlatformToolActor, ToolActor
+from actors.tools.actor import OAuthSetup, PlatformToolActor, ToolActor
+from actors.tools.mcp_client import OAuthTiming
 from bus.actor import Actor
 from bus.supervisor import ChildSpec
 from config.schema import PLATFORM_SERVER, ConfigSnapshot
@@ -50,7 +51,8 @@ def _wanted(snapshot: ConfigSnapshot) -> dict[str, str]:
     mcp = snapshot.config.mcp
     shared = servers.settings.model_dump_json() + mcp.connection.model_dump_json()
     wanted = {PLATFORM_SERVER: "built in" + shared}
-    shared += mcp.elicitation.model_dump_json()
+    shared += mcp.elicitation.model_dump_json() + mcp.oauth.model_dump_json()
+    shared += f"{snapshot.oauth_redirect_uri} {snapshot.token_db_path}"
     # require_approval is read by the orchestrator at each call: editing it must not
     # restart the server (and drop its connection) under a running turn.
     wanted.update(
@@ -130,6 +132,14 @@ class ServersActor(Actor[ConfigChanged]):
             return ChildSpec(tool_actor_name(server), builtin, kind="transient")
         entry = snapshot.servers.mcp_servers[server]
         timeout = snapshot.config.mcp.elicitation.timeout
+        oauth = OAuthSetup(
+            token_db=snapshot.token_db_path,
+            redirect_uri=snapshot.oauth_redirect_uri,
+            timing=OAuthTiming(
+                refresh_margin=snapshot.config.mcp.oauth.refresh_margin,
+                restart_jitter=snapshot.config.mcp.oauth.restart_jitter,
+            ),
+        )
 
         def factory() -> ToolActor:
             return ToolActor(
@@ -140,6 +150,7 @@ class ServersActor(Actor[ConfigChanged]):
                 environ,
                 config_dir,
                 elicitation_timeout=timeout,
+                oauth=oauth,
             )
 
         return ChildSpec(tool_actor_name(server), factory, kind="transient")

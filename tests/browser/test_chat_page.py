@@ -294,9 +294,10 @@ async def test_error_notifications(page: Page, start_platform: StartPlatform) ->
     await missing.locator(".toast-close").click()
     await expect(missing).to_have_count(0)
 
-    # No API key for the active provider: the notification says which variable to set.
+    # No API key for the active provider: the failed answer says, inline, which variable
+    # to set (a turn's failure is part of the conversation, not a notification).
     await send(page, "hello")
-    error = page.locator('.toast[data-code="LLM_NOT_CONFIGURED"]')
+    error = page.locator('.msg.assistant .turn-error[data-code="LLM_NOT_CONFIGURED"]')
     await expect(error).to_contain_text("The LLM is not configured")
     await expect(error).to_contain_text("NOBODY_SET_THIS_KEY")
     await expect(error).to_contain_text(".env")

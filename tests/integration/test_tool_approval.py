@@ -166,7 +166,7 @@ async def test_approve_runs_the_call_and_deny_refuses_it_without_running(chat, l
         ("tool_execution", "failed"),
     ]
     [failed] = [f for f in client.frames if f.get("call_id") == "no" and f.get("status")]
-    assert failed["error_message"] == "denied by the user: not run"
+    assert failed["error_message"] == refusal.removeprefix("Error: ")  # as stored
     assert failed["arguments"] == {"text": "deny-me"}  # shown on the card (show_args)
     denied = await platform.process.only("tools.approval", lambda e: e["call_id"] == "no")
     assert (denied["decision"], denied["reason"]) == ("deny", "answered")
@@ -209,7 +209,7 @@ async def test_no_answer_in_time_cancel_and_delete_refuse_the_call(chat, llm) ->
     assert _ran(platform, "late") == []
     [failed] = [f for f in client.frames if f.get("call_id") == "late" and f.get("status")]
     assert failed["status"] == "failed"
-    assert failed["error_message"] == "no approval came within 2 s: not run"
+    assert failed["error_message"] == refusal.removeprefix("Error: ")  # as stored
     timed_out = await platform.process.only("tools.approval", lambda e: e["call_id"] == "late")
     assert (timed_out["decision"], timed_out["reason"]) == ("deny", "timeout")
     assert timed_out["waited_ms"] >= timeout * 1000

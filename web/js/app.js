@@ -40,6 +40,9 @@ const ERROR_TITLES = {
   INTERNAL_ERROR: "Platform error",
 };
 
+// Codes that only a turn's end carries (its assistant_message follows the error frame).
+const TURN_CODES = new Set(["LLM_NOT_CONFIGURED", "LLM_UNAVAILABLE", "RATE_LIMITED"]);
+
 // Codes with which the gateway refuses a user_message before it is stored.
 const REFUSED_CODES = new Set(["INVALID_MESSAGE", "MESSAGE_TOO_LARGE", "TURN_IN_PROGRESS", "STORAGE_FULL", "STORAGE_UNAVAILABLE"]);
 
@@ -63,6 +66,8 @@ const ui = {
   prompts: $("prompts"),
   promptCount: $("prompt-count"),
   toasts: $("toasts"),
+  notice: $("notice"),
+  expiry: $("expiry"),
   dialog: $("dialog"),
   sidebar: $("sidebar"),
   scrim: $("scrim"),
@@ -74,6 +79,10 @@ const state = {
   name: null,
   saved: false,
   model: "",
+  /** When retention removes this unsaved conversation (Unix s; null: saved). */
+  expiresAt: null,
+  /** Seconds an unsaved conversation is kept after its last change (null: saved). */
+  expiresAfter: null,
   servers: new Map(),
   tools: [],
   prompts: [],
@@ -97,6 +106,8 @@ const state = {
   approvals: new Map(),
   /** The pending user_message used an MCP prompt (its expansion is shown once stored). */
   pendingPrompt: false,
+  /** The error frame of a turn that failed, shown inline by its assistant_message. */
+  turnError: null,
 };
 
 const endpointMeta = document.querySelector('meta[name="mcp-ws-endpoint"]')?.content;
@@ -141,10 +152,16 @@ function onSessionInfo(frame) {
   state.servers = new Map((frame.servers ?? []).map((s) => [s.name, s]));
   state.tools = frame.tools ?? [];
   state.prompts = frame.prompts ?? [];
+  // A set-up problem (no API key for the LLM): said before the first message, not after.
+  ui.notice.textContent = frame.notice ?? "";
+  ui.notice.hidden = !frame.notice;
+  state.expiresAt = frame.expires_at ?? null;
+  state.expiresAfter = frame.expires_after ?? null;
   state.turn = null;
   state.pending = null;
   state.pendingBubble = null;
   state.pendingPrompt = false;
+  state.turnError = null;
   endQuestions(() => true, "no longer waiting");
   endApprovals(() => true, "no longer waiting");
   renderHistory(frame.messages ?? []);
@@ -221,27 +238,30 @@ function onToolExecution(frame) {
 
 function onAssistantMessage(frame) {
   let turn = state.turn && (state.turn.turnId === frame.turn_id || state.turn.turnId === null) ? state.turn : null;
-  const nothingShown = !turn || (turn.text === "" && turn.tools.size === 0 && turn.thinking === "");
-  if (nothingShown && !frame.message && !frame.thinking && frame.finish_reason === "error") {
-    // A turn that failed before any output: the error notification says it all.
-    turn?.root.remove();
-  } else {
-    turn = turn ?? turnFor(frame.turn_id);
-    if (turn.text === "" && frame.message) appendText(turn, frame.message); // not streamed
-    if (turn.thinking === "" && frame.thinking) {
-      turn.thinking = frame.thinking;
-      turn.thinkingDirty = true;
-    }
-    turn.streaming = false;
-    flushRender(turn);
-    finishTurnView(turn, frame);
+  turn = turn ?? turnFor(frame.turn_id);
+  if (turn.text === "" && frame.message) appendText(turn, frame.message); // not streamed
+  if (turn.thinking === "" && frame.thinking) {
+    turn.thinking = frame.thinking;
+    turn.thinkingDirty = true;
   }
+  turn.streaming = false;
+  splitClosingAnswer(turn, frame);
+  flushRender(turn);
+  if (frame.finish_reason === "error") {
+    // The failure is part of the conversation (a reload shows the failed answer too):
+    // said where the answer would be, not in a notification.
+    const error = state.turnError && (!state.turnError.request_id || state.turnError.request_id === frame.request_id) ? state.turnError : null;
+    turn.parts.append(turnErrorView(error));
+  }
+  state.turnError = null;
+  finishTurnView(turn, frame);
   // Questions of the turn that nobody answered here ended with it (answered in another
   // tab, timed out, or cancelled by Stop).
   endQuestions((q) => q.turnId === null || q.turnId === frame.turn_id,
     frame.finish_reason === "cancelled" ? "cancelled (the answer was stopped)" : "no longer waiting");
   endApprovals((a) => a.turnId === null || a.turnId === frame.turn_id,
     frame.finish_reason === "cancelled" ? "cancelled (the answer was stopped)" : "no longer waiting");
+  touchExpiry();
   const usedPrompt = state.pendingPrompt && frame.request_id === state.pending;
   state.turn = null;
   state.pending = null;
@@ -426,6 +446,7 @@ function endApprovals(which, reason) {
 
 function onSessionCleared(frame) {
   setConversation(frame.conversation_id, null, false);
+  touchExpiry();
   endQuestions(() => true, "no longer waiting");
   endApprovals(() => true, "no longer waiting");
   state.turn = null;
@@ -436,7 +457,11 @@ function onSessionCleared(frame) {
 }
 
 function onSessionSaved(frame) {
-  if (frame.conversation_id === state.conversationId) setConversation(frame.conversation_id, frame.name, true);
+  if (frame.conversation_id === state.conversationId) {
+    state.expiresAt = null; // saved: exempt from retention
+    state.expiresAfter = null;
+    setConversation(frame.conversation_id, frame.name, true);
+  }
   toast("success", "Session saved", `Saved as “${frame.name}”.`);
   refreshSessions();
 }
@@ -488,13 +513,21 @@ function onSessionDeleted(frame) {
 
 function onServerStatus(frame) {
   const previous = state.servers.get(frame.server);
-  state.servers.set(frame.server, frame);
+  // Kept in session_info's shape ({name, status, error_message, auth_url}).
+  state.servers.set(frame.server, { name: frame.server, status: frame.status, error_message: frame.error_message ?? null, auth_url: frame.auth_url ?? null });
   renderHeader();
   if (frame.status === "unavailable" && previous?.status !== "unavailable") {
     toast("warning", `MCP server “${frame.server}” unavailable`, frame.error_message ?? ERROR_TEXTS.MCP_SERVER_UNAVAILABLE);
-  } else if (frame.status === "auth_required") {
-    toast("warning", `MCP server “${frame.server}” needs authorisation`, frame.auth_url ? `Open ${frame.auth_url} to sign in.` : frame.error_message);
+  } else if (frame.status === "auth_required" && previous?.auth_url !== frame.auth_url) {
+    toast("warning", `MCP server “${frame.server}” needs you to sign in`, `${frame.error_message ? `${frame.error_message}. ` : ""}Use Connect beside it.`);
+  } else if (frame.status === "ready" && previous?.status === "auth_required") {
+    toast("success", `MCP server “${frame.server}” connected`, null);
   }
+}
+
+/** An authorization URL the page may open: http(s) only (never javascript: or data:). */
+function safeAuthUrl(url) {
+  return typeof url === "string" && /^https?:\/\//i.test(url) ? url : null;
 }
 
 function onError(frame) {
@@ -513,14 +546,16 @@ function onError(frame) {
     const detail = frame.error_message.replace(`elicitation '${requestId}': `, "");
     return question.reopen(detail);
   }
-  let text = ERROR_TEXTS[code] ?? frame.error_message;
-  if (code === "MCP_SERVER_UNAVAILABLE" && frame.error_message) text = `${ERROR_TEXTS[code]} (${frame.error_message})`;
-  if (code === "LLM_NOT_CONFIGURED") {
-    text = `${frame.error_message} Set the API key in the environment of the platform or in a .env file (KEY=value) in the project or config directory, then send the message again.`;
+  const text = errorText(frame);
+  // A running turn's failure (its assistant_message follows): shown inline in the turn.
+  const turnStarted = state.turn && state.turn.turnId !== null;
+  const waiting = frame.request_id && frame.request_id === state.pending;
+  if (!REFUSED_CODES.has(code) && (turnStarted || (waiting && TURN_CODES.has(code)))) {
+    state.turnError = { ...frame, title: ERROR_TITLES[code] ?? "Error", text };
+    return;
   }
   toast("error", ERROR_TITLES[code] ?? "Error", text, code);
   // A message refused before its turn started gets no assistant_message: end the wait.
-  const turnStarted = state.turn && state.turn.turnId !== null;
   // MESSAGE_TOO_LARGE (and JSON the server could not read) come without a request id.
   const ours = frame.request_id ? frame.request_id === state.pending : REFUSED_CODES.has(code) && state.pending !== null;
   if (ours && !turnStarted) {
@@ -538,6 +573,42 @@ function onError(frame) {
   }
 }
 
+// The hop limit's closing answer is stored as an answer of its own, after the one that
+// asked for more tools: a reload shows their texts as two paragraphs, and so does the live
+// view once the turn ends (its deltas arrived as one stream; the closing answer is the
+// tail, as assistant_message names it).
+function splitClosingAnswer(turn, frame) {
+  const segment = turn.segment;
+  const closing = frame.message;
+  if (frame.finish_reason !== "tool_hops_exceeded" || !closing || !segment) return;
+  if (segment.text.length <= closing.length || !segment.text.endsWith(closing)) return;
+  segment.text = segment.text.slice(0, -closing.length);
+  segment.dirty = true;
+  flushRender(turn);
+  turn.segment = { el: h("div", { class: "md" }), text: closing, dirty: true };
+  turn.parts.append(turn.segment.el);
+}
+
+// What an error frame says, once: the product's wording for a code, else the server's.
+function errorText(frame) {
+  const code = frame.error_code;
+  if (code === "MCP_SERVER_UNAVAILABLE" && frame.error_message) return `${ERROR_TEXTS[code]} (${frame.error_message})`;
+  if (code === "LLM_NOT_CONFIGURED") {
+    // The server's message names the variable and where it may be set; only the step
+    // after that is added.
+    return `${frame.error_message}. Then restart the platform and send the message again.`.replace(/\.\. Then/, ". Then");
+  }
+  return ERROR_TEXTS[code] ?? frame.error_message;
+}
+
+// A failed answer's inline notice: the error as it came (live), or the stored fact that
+// it failed (a reload: the error's text is not stored).
+function turnErrorView(error) {
+  return h("div", { class: "turn-error", role: "alert", "data-code": error?.error_code ?? null },
+    h("div", { class: "turn-error-title" }, error ? `The answer failed: ${error.title}` : "The answer failed"),
+    error?.text ? h("div", { class: "turn-error-text" }, error.text) : null);
+}
+
 // -- the conversation view ---------------------------------------------------------------
 
 function setConversation(conversationId, name, saved) {
@@ -547,6 +618,7 @@ function setConversation(conversationId, name, saved) {
   sessionStorage.setItem(STORAGE_KEY, conversationId);
   ui.title.textContent = name || "New conversation";
   ui.title.title = conversationId;
+  renderExpiry();
   renderSessions();
 }
 
@@ -697,6 +769,7 @@ function renderHistory(messages) {
     if (!turn) return;
     turn.streaming = false;
     flushRender(turn);
+    if (turn.last?.failed) turn.parts.append(turnErrorView(null));
     finishTurnView(turn, turn.last ?? {});
     turn = null;
   };
@@ -731,7 +804,8 @@ function renderHistory(messages) {
       }
       // One stored row per LLM call; the turn's usage (as assistant_message gave it) is their sum.
       const usage = sumUsage(turn.last?.usage, message.usage);
-      turn.last = { ...message, usage, finish_reason: message.status === "complete" ? message.finish_reason : message.status };
+      turn.last = { ...message, usage, finish_reason: message.status === "complete" ? message.finish_reason : message.status,
+        failed: message.status === "error" || message.finish_reason === "error" };
     } else if (message.role === "tool") {
       const card = toolByCall.get(message.tool_call_id);
       // The stored status says how the call ended: failed or stopped, as its live
@@ -838,10 +912,39 @@ function scrollToEnd(force = false) {
 
 function renderHeader() {
   ui.model.textContent = state.model;
-  const badges = [...state.servers.values()].map((s) =>
-    h("span", { class: `server-badge status-${s.status}`, title: s.error_message ? `${s.name}: ${s.status} — ${s.error_message}` : `${s.name}: ${s.status}`, "data-server": s.name },
-      h("span", { class: "dot", "aria-hidden": "true" }), s.name, h("span", { class: "sr-only" }, ` (${s.status})`)));
+  renderExpiry();
+  const badges = [...state.servers.values()].map((s) => {
+    // OAuth: "Connect" opens the authorization server's page in a new tab; it comes back
+    // to /oauth/callback, which closes itself, and a server_status "ready" follows.
+    const authUrl = s.status === "auth_required" ? safeAuthUrl(s.auth_url) : null;
+    return h("span", { class: `server-badge status-${s.status}`, title: s.error_message ? `${s.name}: ${s.status} — ${s.error_message}` : `${s.name}: ${s.status}`, "data-server": s.name },
+      h("span", { class: "dot", "aria-hidden": "true" }), s.name, h("span", { class: "sr-only" }, ` (${s.status})`),
+      authUrl ? h("a", { class: "connect-btn", href: authUrl, target: "_blank", rel: "noopener", "data-connect": s.name, title: `Sign in to ${s.name}` }, "Connect") : null);
+  });
   ui.servers.replaceChildren(...badges);
+}
+
+// An unsaved conversation says when retention will remove it (the server's expires_at,
+// moved on by each change here); a saved one says nothing (it is kept).
+function touchExpiry() {
+  if (state.expiresAfter !== null) state.expiresAt = Date.now() / 1000 + state.expiresAfter;
+  renderExpiry();
+}
+
+function renderExpiry() {
+  const at = state.saved ? null : state.expiresAt;
+  ui.expiry.hidden = at === null;
+  if (at === null) {
+    ui.expiry.textContent = "";
+    delete ui.expiry.dataset.expiresAt;
+    return;
+  }
+  const when = new Date(at * 1000).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" });
+  const hours = Math.round((state.expiresAfter ?? 0) / 3600);
+  const span = hours >= 48 ? `${Math.round(hours / 24)} days` : `${hours} hours`;
+  ui.expiry.textContent = `Unsaved · kept until ${when}`;
+  ui.expiry.title = `Unsaved conversations are removed ${span} after their last message; Save keeps this one.`;
+  ui.expiry.dataset.expiresAt = String(at);
 }
 
 function renderTools() {
@@ -1109,12 +1212,25 @@ function toast(kind, title, text, code) {
     h("div", { class: "toast-body" }, h("div", { class: "toast-title" }, title), text ? h("div", { class: "toast-text" }, text) : null,
       code ? h("div", { class: "toast-code" }, code) : null),
     close);
-  const remove = () => node.remove();
+  // The notifications take room from the conversation (never cover it): one that was
+  // scrolled to its end stays so.
+  const keepingEnd = () => {
+    const box = ui.messages;
+    const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 160;
+    return () => { if (atEnd) box.scrollTop = box.scrollHeight; };
+  };
+  const remove = () => {
+    const restore = keepingEnd();
+    node.remove();
+    restore();
+  };
   close.addEventListener("click", remove);
+  const restore = keepingEnd();
   ui.toasts.append(node);
   // Errors stay until dismissed (they may say what to fix); the rest fade after 6 s.
   if (kind !== "error") setTimeout(remove, 6000);
   while (ui.toasts.children.length > 5) ui.toasts.firstElementChild.remove();
+  restore();
 }
 
 renderHeader();

@@ -13,15 +13,19 @@ protocol; this package adds what a host needs around it. Its modules, by concern
 * ``results.py``: :class:`ToolResult`, a ``tools/call`` result normalised.
 * ``environment.py``: what a stdio server's environment holds, ``${VAR}`` references.
 * ``stderr.py``: the pipe that captures a stdio server's stderr.
+* ``oauth.py``: :func:`oauth_auth`: OAuth 2.1 for HTTP servers (the SDK's provider, with
+  refresh before expiry, one refresh in flight, a person asked only while connecting).
+* ``token_store.py``: where tokens are kept (the chat database, or memory).
 
 Import from the package (``from actors.tools.mcp_client import connect_server``); names
 with a leading underscore are shared between these modules only.
 """
 
-from actors.tools.mcp_client.connect import NegotiationMode, connect_server
+from actors.tools.mcp_client.connect import Interactive, NegotiationMode, connect_server
 from actors.tools.mcp_client.connection import CallClock, ServerConnection
 from actors.tools.mcp_client.environment import expand_env_references, stdio_environment
 from actors.tools.mcp_client.errors import (
+    AuthorizationRequired,
     ConnectFailure,
     MCPClientError,
     ServerConfigError,
@@ -33,16 +37,36 @@ from actors.tools.mcp_client.errors import (
     ToolCallError,
     ToolCallTimeout,
 )
+from actors.tools.mcp_client.oauth import (
+    AuthorizationGate,
+    AuthorizationStateError,
+    OAuthTiming,
+    PlatformOAuth,
+    callback_result_from_url,
+    oauth_auth,
+)
 from actors.tools.mcp_client.results import BinaryContent, ResourceRef, ToolResult
 from actors.tools.mcp_client.stderr import STDERR_TAIL_LINES
+from actors.tools.mcp_client.token_store import (
+    MemoryTokenStorage,
+    SqliteTokenStorage,
+    forget_server_tokens,
+)
 
 __all__ = [
     "STDERR_TAIL_LINES",
+    "AuthorizationGate",
+    "AuthorizationRequired",
+    "AuthorizationStateError",
     "BinaryContent",
     "CallClock",
     "ConnectFailure",
+    "Interactive",
     "MCPClientError",
+    "MemoryTokenStorage",
     "NegotiationMode",
+    "OAuthTiming",
+    "PlatformOAuth",
     "ResourceRef",
     "ServerConfigError",
     "ServerConnectError",
@@ -51,10 +75,14 @@ __all__ = [
     "ServerRequestError",
     "ServerRequestTimeout",
     "SessionExpired",
+    "SqliteTokenStorage",
     "ToolCallError",
     "ToolCallTimeout",
     "ToolResult",
+    "callback_result_from_url",
     "connect_server",
     "expand_env_references",
+    "forget_server_tokens",
+    "oauth_auth",
     "stdio_environment",
 ]

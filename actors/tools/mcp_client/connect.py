@@ -62,6 +62,7 @@ import httpx2
 from mcp import Client, StdioServerParameters
 from mcp import types as mcp_types
 from mcp.client import Transport
+from mcp.client.auth import OAuthFlowError
 from mcp.client.session import ElicitationFnT, ListRootsFnT, LoggingFnT, SamplingFnT
 from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
@@ -82,19 +83,23 @@ from actors.tools.mcp_client.errors import (
     ServerConnectError,
     ServerGone,
 )
+from actors.tools.mcp_client.oauth import PlatformOAuth
 from actors.tools.mcp_client.stderr import _quote_stderr, _StderrCapture
 from config.schema import ServerEntry
 
 if TYPE_CHECKING:  # only for the annotation (mcp.client imports mcp.server anyway)
     from mcp.server import MCPServer
 
-__all__ = ["NegotiationMode", "connect_server"]
+__all__ = ["Interactive", "NegotiationMode", "connect_server"]
 
 _T = TypeVar("_T")
 
 
 _GARBAGE_KEPT = 3
 """Non-JSON-RPC stdout lines remembered while connecting (to explain a failed connect)."""
+
+Interactive = Literal["never", "connect", "always"]
+"""When the OAuth flow may ask a person (see ``connect_server``)."""
 
 NegotiationMode = Literal["legacy", "auto"]
 """How the protocol version is negotiated (see the module's design note)."""
@@ -199,6 +204,8 @@ async def connect_server(
     elicitation_callback: ElicitationFnT | None = None,
     list_roots_callback: ListRootsFnT | None = None,
     in_process: MCPServer | None = None,
+    auth: httpx2.Auth | None = None,
+    interactive: Interactive = "never",
 ) -> AsyncIterator[ServerConnection]:
     """Connect to one configured MCP server; the connection lives for the ``async with``.
 
@@ -234,6 +241,17 @@ async def connect_server(
         list_roots_callback: Answers ``roots/list``; declares ``roots``.
         in_process: An MCP server object in this process (the SDK's in-memory transport)
             to connect to instead of the entry's command or URL (which are then unused).
+        auth: HTTP: the ``httpx2.Auth`` of every request (OAuth: :func:`oauth_auth`).
+        interactive: OAuth (a :class:`PlatformOAuth` ``auth``): when a person may be
+            asked to authorize: ``never`` (the connect fails with
+            :class:`AuthorizationRequired`), ``connect`` (only while connecting; later
+            requests raise ``AuthorizationRequired`` and the connection drops) or
+            ``always`` (any request may wait: a standalone client, e.g. a scope step-up
+            on a tool call; the ToolActor too, which ends the window itself by setting
+            ``auth.interactive = False`` once its first listings are done, since a
+            server may let ``initialize`` through and ask for a token only from
+            ``tools/list`` on). Neither the connect deadline nor a listing's timeout
+            runs while the flow waits for the person.
 
     Yields:
         The connected :class:`ServerConnection`.
@@ -278,7 +296,7 @@ async def connect_server(
                 headers = _named(name, lambda: _expand_headers(entry, platform_env))
                 assert transport != "memory"
                 target = await _http_target(
-                    stack, transport, entry.url, headers, connection_timeout, watch
+                    stack, transport, entry.url, headers, connection_timeout, watch, auth
                 )
 
             async def on_message(message: mcp_types.ServerNotification | Exception) -> None:
@@ -302,8 +320,23 @@ async def connect_server(
                 list_roots_callback=list_roots_callback,
             )
             with anyio.CancelScope(deadline=anyio.current_time() + connection_timeout) as scope:
+                oauth = auth if isinstance(auth, PlatformOAuth) else None
+                if oauth is not None:
+                    oauth.interactive = interactive != "never"
+
+                    def waiting(person: bool) -> None:
+                        # A person takes their time: no deadline while the flow waits,
+                        # a fresh one for the rest of the connect once they answered.
+                        scope.deadline = (
+                            math.inf if person else anyio.current_time() + connection_timeout
+                        )
+
+                    oauth.on_waiting = waiting
+                    stack.callback(_stop_asking, oauth)
                 async with client:
                     scope.deadline = math.inf  # connected: the deadline was for connecting
+                    if oauth is not None and interactive == "connect":
+                        oauth.interactive = False
                     connection = ServerConnection(
                         name,
                         transport,
@@ -313,6 +346,9 @@ async def connect_server(
                         task_group=task_group,
                     )
                     watch.on_session_gone = connection.session_forgotten
+                    if oauth is not None:
+                        # From now on a person's sign-in holds the request timeouts.
+                        oauth.on_waiting = connection.person_waiting
                     if stderr is not None:
                         stderr.close_writer()  # the child has its copy; ours would hide EOF
                         task_group.start_soon(connection._watch_stderr_eof, stderr)
@@ -341,6 +377,11 @@ async def connect_server(
     raise replacement
 
 
+def _stop_asking(oauth: PlatformOAuth) -> None:
+    oauth.interactive = False
+    oauth.on_waiting = None
+
+
 def _named(name: str, build: Callable[[], _T]) -> _T:
     """Call ``build``; a ServerConfigError it raises gets the server's name."""
     try:
@@ -358,6 +399,7 @@ async def _http_target(
     headers: dict[str, str],
     connection_timeout: float,
     watch: _ConnectWatch,
+    auth: httpx2.Auth | None,
 ) -> Transport:
     # No read timeout: with the SDK it would tear down the whole connection, not one call.
     timeout = httpx2.Timeout(connection_timeout, read=None)
@@ -367,7 +409,7 @@ async def _http_target(
     }
     if transport == "streamable_http":
         http = await stack.enter_async_context(
-            httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks)
+            httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks, auth=auth)
         )
         return streamable_http_client(url, http_client=http)
 
@@ -386,7 +428,11 @@ async def _http_target(
         )
 
     target: Transport = sse_client(
-        url, headers=headers, timeout=connection_timeout, httpx_client_factory=make_client
+        url,
+        headers=headers,
+        timeout=connection_timeout,
+        httpx_client_factory=make_client,
+        auth=auth,
     )
     return target
 
@@ -491,6 +537,8 @@ def _connect_failure(
         return "command_not_found", f"command not found: {exc.filename or exc}"
     if transport == "stdio" and isinstance(exc, OSError):
         return "spawn_failed", f"could not start the command: {_describe(exc)}"
+    if isinstance(exc, OAuthFlowError):
+        return "oauth", f"OAuth: {exc}"
     if watch.http_status in (401, 403):
         return "auth_required", f"the server refused us with HTTP {watch.http_status}"
     if isinstance(exc, httpx2.HTTPStatusError):

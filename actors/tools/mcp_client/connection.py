@@ -216,6 +216,9 @@ class ServerConnection:
         self._gone = anyio.Event()
         self._gone_reason = ""
         self._closed = False
+        self._request_scopes: dict[anyio.CancelScope, float] = {}
+        """Listing/read requests in flight and their timeouts (held while a person signs in)."""
+        self._person_waiting = False
         self._probing = False
         self._session_expired = False
         self._attempts: set[_Attempt] = set()
@@ -466,7 +469,12 @@ class ServerConnection:
         self._check_open(method)
         attempt = self._begin_attempt()
         token = _REQUEST_ATTEMPT.set(attempt)
-        with anyio.move_on_after(timeout):
+        deadline = (
+            math.inf if timeout is None or self._person_waiting else anyio.current_time() + timeout
+        )
+        with anyio.CancelScope(deadline=deadline) as scope:
+            if timeout is not None:
+                self._request_scopes[scope] = timeout
             try:
                 return await send()
             except MCPError as exc:
@@ -480,12 +488,25 @@ class ServerConnection:
                     error_message=str(exc),
                 ) from exc
             finally:
+                self._request_scopes.pop(scope, None)
                 _REQUEST_ATTEMPT.reset(token)
                 self._end_attempt(attempt)
+        assert timeout is not None  # only a deadline ends the scope without a return
         raise ServerRequestTimeout(
             f"server {self.name!r}: no answer to {method} within {timeout:g} s",
             server=self.name,
         )
+
+    def person_waiting(self, waiting: bool) -> None:
+        """OAuth: a request waits for a person to sign in (``True``) or no longer does.
+
+        The listing and read requests in flight (and those sent meanwhile) do not time out
+        while a person takes their time; each gets its whole timeout again afterwards.
+        Tool calls keep their own clocks (they are never the ones that ask: see
+        ``oauth.py``)."""
+        self._person_waiting = waiting
+        for scope, timeout in self._request_scopes.items():
+            scope.deadline = math.inf if waiting else anyio.current_time() + timeout
 
     def _check_open(self, method: str) -> None:
         if self._gone.is_set() or self._closed:

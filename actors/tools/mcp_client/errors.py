@@ -8,8 +8,10 @@ cancellation and an exception the caller's own code raised (see the design note 
     MCPClientError                 .server: the configured name
     ├── ServerConnectError         could not start, reach or initialize the server;
     │   │                          .failure says why, .stderr_tail what the server said
-    │   └── ServerConfigError      the entry cannot become a connection (unset ${VAR},
-    │                              missing cwd): fix the configuration, retrying won't help
+    │   ├── ServerConfigError      the entry cannot become a connection (unset ${VAR},
+    │   │                          missing cwd): fix the configuration, retrying won't help
+    │   └── AuthorizationRequired  OAuth: a person must authorize (again) and none can be
+    │                              asked now (.reason: e.g. the provider refused a refresh)
     ├── ServerGone                 the connection closed (the process died, the HTTP
     │   │                          stream broke); the connection is dead for good
     │   └── SessionExpired         a Streamable HTTP server answered 404 to our session
@@ -33,6 +35,9 @@ no answer before ``connection_timeout``             ServerConnectError ``timeout
                                                     (``http_error``)
 HTTP 401/403 (other >= 400) while connecting        ServerConnectError ``auth_required``
                                                     (``http_status``)
+``OAuthFlowError`` (discovery, registration, token) ServerConnectError ``oauth``
+an authorization a person must give, outside a      AuthorizationRequired (``auth_required``)
+connect (a revoked refresh token mid-session)       from the connect; ServerGone from a call
 JSON-RPC error / bad result to ``initialize``       ServerConnectError ``protocol``
 ``MCPError(-32000 CONNECTION_CLOSED)`` from a call  ServerGone (and ``wait_gone`` wakes)
 HTTP 404 to a request's POST with a session id      SessionExpired (and ``wait_gone`` wakes)
@@ -58,6 +63,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 __all__ = [
+    "AuthorizationRequired",
     "ConnectFailure",
     "MCPClientError",
     "ServerConfigError",
@@ -81,13 +87,15 @@ ConnectFailure = Literal[
     "http_status",
     "http_error",
     "auth_required",
+    "oauth",
 ]
 """Why a connection could not be made: ``config`` (the entry is unusable), ``command_not_found``,
 ``spawn_failed`` (exec failed otherwise), ``exited`` (the server quit while connecting),
 ``timeout`` (no answer within ``connection_timeout``), ``protocol`` (it answered, but not
 MCP: garbage on stdout, an error or a bad result to ``initialize``), ``http_connect``
 (unreachable URL), ``http_status`` (an HTTP error status), ``http_error`` (another HTTP
-transport failure), ``auth_required`` (HTTP 401/403)."""
+transport failure), ``auth_required`` (HTTP 401/403, or an OAuth authorization a person
+must give), ``oauth`` (the OAuth flow failed: discovery, registration, a token request)."""
 
 _NOT_RETRYABLE: frozenset[ConnectFailure] = frozenset(
     {"config", "command_not_found", "spawn_failed", "auth_required"}
@@ -138,6 +146,22 @@ class ServerConfigError(ServerConnectError):
     def __init__(self, message: str, *, server: str = "", variable: str | None = None) -> None:
         super().__init__(message, server=server, failure="config")
         self.variable = variable
+
+
+class AuthorizationRequired(ServerConnectError):
+    """OAuth: a person must authorize this server (again), and none can be asked now.
+
+    Raised by the OAuth wiring (``oauth.py``) for a request made outside a connect (a tool
+    call whose refresh token was just refused): the connection drops, and the reconnect
+    asks the person. Out of ``connect_server`` when it was not ``interactive``.
+
+    Attributes:
+        reason: Why (the provider's reason for refusing a refresh, or the challenge).
+    """
+
+    def __init__(self, message: str, *, server: str = "", reason: str) -> None:
+        super().__init__(message, server=server, failure="auth_required")
+        self.reason = reason
 
 
 class ServerGone(MCPClientError):
