@@ -19,18 +19,20 @@ so they are tested without a server:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from mcp import types as mcp_types
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from actors.messages import (
+    IconSpec,
     PromptArgumentSpec,
     PromptMessageText,
     PromptSpec,
     ResourceSpec,
     ResourceText,
+    ToolHints,
 )
 
 __all__ = [
@@ -39,9 +41,13 @@ __all__ = [
     "prompt_messages",
     "prompt_specs",
     "render_catalogue",
+    "render_instructions",
+    "render_stale_resources",
     "resource_owner",
     "resource_specs",
     "resource_text",
+    "safe_icons",
+    "tool_hints",
 ]
 
 CATALOGUE_HEADER = (
@@ -52,6 +58,64 @@ CATALOGUE_HEADER = (
 
 _DESCRIPTION_CHARS = 120
 """A description is cut to this many characters in the catalogue (one line per entry)."""
+
+
+ICONS_KEPT = 3
+"""Icons kept per server, tool, prompt or resource."""
+
+ICON_DATA_MAX = 64 * 1024
+"""Characters a ``data:`` icon may take (a bigger one is left out)."""
+
+_ICON_DATA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml")
+"""What a ``data:`` icon may be. The page shows icons with ``<img>`` only, where an SVG
+never runs script."""
+
+
+def safe_icons(icons: Iterable[mcp_types.Icon] | None) -> tuple[IconSpec, ...]:
+    """The icons the page may show: ``https:`` URLs, and ``data:`` images of the types
+    above (base64, at most :data:`ICON_DATA_MAX` characters); the first
+    :data:`ICONS_KEPT`. Anything else (``http:``, ``javascript:``, ``file:``…) is left out."""
+    kept: list[IconSpec] = []
+    for icon in icons or ():
+        src = icon.src.strip()
+        lowered = src[:64].lower()
+        if lowered.startswith("https://"):
+            ok = len(src) <= 2048 and not any(c.isspace() or c in "\"'<>" for c in src)
+        elif lowered.startswith("data:"):
+            header = lowered[5:].split(",", 1)[0]
+            ok = (
+                len(src) <= ICON_DATA_MAX
+                and header.endswith(";base64")
+                and header.removesuffix(";base64") in _ICON_DATA_TYPES
+            )
+        else:
+            ok = False
+        if ok:
+            kept.append(
+                IconSpec(
+                    src=src,
+                    mime_type=icon.mime_type,
+                    sizes=tuple(icon.sizes or ()),
+                    theme=icon.theme,
+                )
+            )
+        if len(kept) == ICONS_KEPT:
+            break
+    return tuple(kept)
+
+
+def tool_hints(tool: mcp_types.Tool) -> ToolHints | None:
+    """A tool's ``annotations`` as bus data (``None`` when it has none)."""
+    annotations = tool.annotations
+    if annotations is None:
+        return None
+    return ToolHints(
+        title=annotations.title,
+        read_only=annotations.read_only_hint,
+        destructive=annotations.destructive_hint,
+        idempotent=annotations.idempotent_hint,
+        open_world=annotations.open_world_hint,
+    )
 
 
 def prompt_specs(server: str, prompts: Iterable[mcp_types.Prompt]) -> tuple[PromptSpec, ...]:
@@ -70,6 +134,7 @@ def prompt_specs(server: str, prompts: Iterable[mcp_types.Prompt]) -> tuple[Prom
                 )
                 for argument in prompt.arguments or ()
             ),
+            icons=safe_icons(prompt.icons),
         )
         for prompt in prompts
     )
@@ -89,6 +154,7 @@ def resource_specs(
             title=resource.title,
             description=resource.description,
             mime_type=resource.mime_type,
+            icons=safe_icons(resource.icons),
         )
         for resource in resources
     ]
@@ -101,6 +167,7 @@ def resource_specs(
             title=template.title,
             description=template.description,
             mime_type=template.mime_type,
+            icons=safe_icons(template.icons),
         )
         for template in templates
     ]
@@ -205,6 +272,41 @@ def render_catalogue(resources: Sequence[ResourceSpec], limit: int) -> str:
             break
         lines.append(line)
         size += 1 + len(line)
+    return "\n".join(lines)
+
+
+INSTRUCTIONS_HEADER = "Instructions from the MCP server {server!r} (about its own tools):"
+"""The line above each server's instructions in the system prompt."""
+
+
+def render_instructions(instructions: Mapping[str, str]) -> str:
+    """Each server's instructions (already bounded by its ToolActor) for the system
+    prompt, by server name ("" when none gave any)."""
+    return "\n\n".join(
+        INSTRUCTIONS_HEADER.format(server=server) + "\n" + instructions[server]
+        for server in sorted(instructions)
+    )
+
+
+STALE_HEADER = (
+    "MCP resources that changed since they were read (read them again with "
+    "platform__read_resource, naming the server, for their current content):"
+)
+"""The line above the changed resources in the system prompt."""
+
+STALE_LISTED = 20
+"""Changed resources listed at most (the most recent ones)."""
+
+
+def render_stale_resources(stale: Sequence[tuple[str, str]]) -> str:
+    """The resources (server, URI) that changed since they were read, oldest first, for
+    the system prompt ("" when none did); the latest :data:`STALE_LISTED`."""
+    if not stale:
+        return ""
+    shown = stale[-STALE_LISTED:]
+    lines = [STALE_HEADER] + [f"- {uri} (server: {server})" for server, uri in shown]
+    if len(stale) > len(shown):
+        lines.append(f"[… and {len(stale) - len(shown)} more]")
     return "\n".join(lines)
 
 

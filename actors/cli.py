@@ -21,7 +21,13 @@ from actors.persistence.postgres import PostgresRepository
 from actors.persistence.repository import DatabaseUnusable
 from actors.platform import EXIT_FORCED_STOP, run_platform
 from actors.tools.authorization import AuthCommandError, authorize_server, logout_server
-from actors.tools.inspection import InspectError, inspect_server, resolve_target, stored_oauth
+from actors.tools.inspection import (
+    InspectError,
+    configured_log_level,
+    inspect_server,
+    resolve_target,
+    stored_oauth,
+)
 from actors.tools.mcp_client import ServerConfigError
 from config.environment import load_dotenv_files
 from config.errors import ConfigError
@@ -227,6 +233,7 @@ def _inspect(args: argparse.Namespace) -> int:
             ("http://", "https://", "--")
         )
         auth = stored_oauth(config_dir, name, entry) if configured else None
+        log_level = configured_log_level(config_dir) if configured else "info"
     except (InspectError, ServerConfigError, orjson.JSONDecodeError) as exc:
         print(f"mcp-platform inspect: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 2
@@ -244,6 +251,7 @@ def _inspect(args: argparse.Namespace) -> int:
             arguments=arguments,
             as_json=args.json,
             auth=auth,
+            log_level=log_level,
         )
     )
 

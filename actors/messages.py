@@ -28,6 +28,7 @@ __all__ = [
     "AppendMessage",
     "AppendMessages",
     "ApprovalDecision",
+    "ArgumentCompletions",
     "AssistantDelta",
     "AuthorizationResult",
     "CallTool",
@@ -37,6 +38,7 @@ __all__ = [
     "CheckProvider",
     "CheckStorage",
     "ClaimTurn",
+    "CompleteArgument",
     "CompleteAuthorization",
     "CompletionRequest",
     "CompletionResult",
@@ -46,11 +48,13 @@ __all__ = [
     "CreateConversation",
     "DeleteSession",
     "ElicitationClosed",
+    "ElicitationCompleted",
     "ElicitationRequested",
     "FinishMessage",
     "FinishReason",
     "GetConfig",
     "GetPrompt",
+    "IconSpec",
     "LLMCallFinished",
     "ListSessions",
     "LoadHistory",
@@ -65,6 +69,8 @@ __all__ = [
     "ReadResource",
     "ReleaseTurn",
     "ReloadRuntimeConfig",
+    "ResourceChanged",
+    "ResourceLinkInfo",
     "ResourceSpec",
     "ResourceText",
     "RuntimeConfigUpdated",
@@ -84,6 +90,7 @@ __all__ = [
     "ToolCall",
     "ToolCallFinished",
     "ToolExecutionEvent",
+    "ToolHints",
     "ToolOutcome",
     "ToolProgress",
     "ToolSpec",
@@ -239,6 +246,9 @@ class SessionSummary(Payload):
 
     conversation_id: str
     name: str | None = None
+    title: str | None = None
+    """What the conversation is called (the model's title, or the user's); a saved
+    conversation's is its ``name``."""
     saved: bool = False
     created_at: float
     updated_at: float
@@ -253,6 +263,7 @@ class ConversationState(Payload):
     conversation_id: str
     owner: str
     name: str | None = None
+    title: str | None = None
     saved: bool = False
     messages: tuple[StoredMessage, ...] = ()
 
@@ -353,6 +364,72 @@ class SaveSession(Request[SessionSummary]):
     owner: str
     conversation_id: str
     name: str
+
+
+class SetTitle(Request[SessionSummary]):
+    """Request → SessionSummary: give a conversation a title.
+
+    ``by_user``: the owner renames it (a saved conversation's ``name`` follows); else the
+    model's title after the first exchange, written only while the conversation has no
+    title (a rename made meanwhile wins). SessionNotFound: no such conversation of
+    ``owner``.
+    """
+
+    type: Literal["set_title"] = "set_title"
+    owner: str
+    conversation_id: str
+    title: str = Field(min_length=1, max_length=200)
+    by_user: bool = True
+
+
+class ConversationTitled(Message):
+    """Event: a conversation's title changed (the gateway tells its clients)."""
+
+    type: Literal["conversation_titled"] = "conversation_titled"
+    conversation_id: str
+    title: str
+
+
+class ExportedMessage(Payload):
+    """One message of an exported conversation (the JSON export; what an import reads)."""
+
+    role: MessageRole
+    content: str = ""
+    thinking: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    status: MessageStatus = "complete"
+    finish_reason: str | None = None
+    created_at: float | None = None
+    """Unix time, seconds (kept in the export; an import stores the import's time)."""
+
+
+EXPORT_FORMAT = "mcp-platform/conversation"
+"""The ``format`` of a JSON export (with ``version``: the import checks both)."""
+
+
+class ExportedConversation(Payload):
+    """A conversation as the JSON export writes it and an import reads it."""
+
+    format: Literal["mcp-platform/conversation"] = "mcp-platform/conversation"
+    version: Literal[1] = 1
+    title: str | None = Field(None, max_length=200)
+    exported_at: float | None = None
+    messages: tuple[ExportedMessage, ...]
+
+
+class ImportConversation(Request[ConversationState]):
+    """Request → ConversationState: a new conversation of ``owner`` holding ``messages``
+    (in order, all or none), titled ``title``. InvalidMessage: more messages than the
+    history keeps (``retention.max_messages``), or one stored as ``streaming``."""
+
+    type: Literal["import_conversation"] = "import_conversation"
+    owner: str
+    title: str | None = Field(None, max_length=200)
+    messages: tuple[ExportedMessage, ...]
 
 
 class SessionPage(Payload):
@@ -653,6 +730,32 @@ ServerStatus = Literal["starting", "ready", "unavailable", "auth_required", "sto
 """An MCP server's state, as ``server_status`` frames report it."""
 
 
+class IconSpec(Payload):
+    """An icon a server gave for itself, a tool, a prompt or a resource, as the page may
+    show it: ``data:`` images and ``https:`` URLs only (see ``actors/catalogue.py``)."""
+
+    src: str
+    mime_type: str | None = None
+    sizes: tuple[str, ...] = ()
+    theme: Literal["light", "dark"] | None = None
+
+
+class ToolHints(Payload):
+    """A tool's ``annotations`` (hints from the server, not guarantees)."""
+
+    title: str | None = None
+    read_only: bool | None = None
+    destructive: bool | None = None
+    idempotent: bool | None = None
+    open_world: bool | None = None
+
+    @property
+    def may_destroy(self) -> bool:
+        """The specification's reading: a tool that is not read-only is destructive
+        unless it says ``destructiveHint: false``."""
+        return not self.read_only and self.destructive is not False
+
+
 class ToolSpec(Payload):
     """One MCP tool as offered to the model."""
 
@@ -666,6 +769,11 @@ class ToolSpec(Payload):
     description: str | None = None
     parameters: dict[str, Any]
     """The normalised JSON Schema of the arguments (an object schema)."""
+    hints: ToolHints | None = None
+    """Its ``annotations`` (``None``: the server gave none)."""
+    icons: tuple[IconSpec, ...] = ()
+    task_support: Literal["optional", "required"] | None = None
+    """MCP Tasks (server declares them): ``required`` tools are called as tasks."""
 
     def openai_tool(self) -> dict[str, Any]:
         """The entry for the ``tools`` list of a chat completion request."""
@@ -691,6 +799,7 @@ class PromptSpec(Payload):
     title: str | None = None
     description: str | None = None
     arguments: tuple[PromptArgumentSpec, ...] = ()
+    icons: tuple[IconSpec, ...] = ()
 
 
 class ResourceSpec(Payload):
@@ -704,6 +813,7 @@ class ResourceSpec(Payload):
     title: str | None = None
     description: str | None = None
     mime_type: str | None = None
+    icons: tuple[IconSpec, ...] = ()
 
 
 class ServerStateChanged(Message):
@@ -720,6 +830,13 @@ class ServerStateChanged(Message):
     resources: tuple[ResourceSpec, ...] = ()
     auth_url: str | None = None
     """``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
+    icons: tuple[IconSpec, ...] = ()
+    """The server's own icons (``serverInfo.icons``), once connected."""
+    completions: bool = False
+    """``ready``: the server declares ``completions`` (argument autocompletion)."""
+    instructions: str | None = None
+    """``ready``: the server's instructions for the model (cut to its bound; ``None``
+    when it gave none or its entry sets ``use_instructions: false``)."""
 
 
 class AuthorizationResult(Payload):
@@ -748,6 +865,18 @@ class CompleteAuthorization(Request[AuthorizationResult]):
     refused."""
 
 
+class ResourceLinkInfo(Payload):
+    """A ``resource_link`` in a tool result: a resource of ``server`` the model may read
+    (``platform__read_resource``) and the user may open (``read_resource`` frame)."""
+
+    server: str
+    uri: str
+    name: str
+    title: str | None = None
+    mime_type: str | None = None
+    description: str | None = None
+
+
 class ToolOutcome(Payload):
     """Reply to CallTool."""
 
@@ -759,6 +888,8 @@ class ToolOutcome(Payload):
     ``card_text`` in ``actors/orchestrator/turn.py``)."""
     images: tuple[dict[str, str], ...] = ()
     """``{"mime_type", "data"}`` (base64) image blocks, for the frontend."""
+    links: tuple[ResourceLinkInfo, ...] = ()
+    """The result's resource links (the model's text names them too)."""
     cancelled: bool = False
     """The call was stopped by a turn's cancel before it answered (``is_error`` too)."""
 
@@ -823,6 +954,10 @@ class ToolProgress(Message):
     progress: float
     total: float | None = None
     message: str | None = None
+    task_status: Literal["working", "input_required", "completed", "failed", "cancelled"] | None = (
+        None
+    )
+    """A call run as an MCP task: the task's status (``message`` its status message)."""
 
 
 class ToolExecutionEvent(Message):
@@ -844,6 +979,8 @@ class ToolExecutionEvent(Message):
     error_message: str | None = None
     images: tuple[dict[str, str], ...] | None = None
     """``{"mime_type", "data"}`` images of a completed call, for the frontend."""
+    links: tuple[ResourceLinkInfo, ...] | None = None
+    """The resource links of a completed call, for the frontend."""
 
 
 class ToolsOffered(Message):
@@ -900,6 +1037,43 @@ class ReadResource(Request[ResourceText]):
     uri: str
 
 
+class ArgumentCompletions(Payload):
+    """Reply to CompleteArgument: values the server suggests (at most 100)."""
+
+    values: tuple[str, ...]
+    total: int | None = None
+    has_more: bool = False
+
+
+class CompleteArgument(Request[ArgumentCompletions]):
+    """Request → ArgumentCompletions, to ``tool:<server>``: ``completion/complete`` for an
+    argument of a prompt (``ref_type="prompt"``, ``ref`` its name) or of a resource
+    template (``ref_type="resource"``, ``ref`` its URI template).
+
+    Fails with InvalidMessage when the server does not declare ``completions`` or refuses
+    the request, McpServerUnavailable when it is not ready.
+    """
+
+    type: Literal["complete_argument"] = "complete_argument"
+    ref_type: Literal["prompt", "resource"]
+    ref: str
+    argument: str
+    value: str
+    context: dict[str, str] = Field(default_factory=dict)
+    """Arguments already filled in (the server may narrow its suggestions by them)."""
+
+
+class ResourceChanged(Message):
+    """Event (a ToolActor): a resource of its server was read (``read``: it is subscribed
+    now, if the server supports ``subscribe``) or changed since it was last read
+    (``updated``: ``notifications/resources/updated``, once per change after a read)."""
+
+    type: Literal["resource_changed"] = "resource_changed"
+    server: str
+    uri: str
+    change: Literal["read", "updated"]
+
+
 class ElicitationRequested(Message):
     """Event (a ToolActor): a server asked the user a question during a tool call of
     ``conversation_id``'s turn; only that conversation's clients may see and answer it."""
@@ -913,8 +1087,13 @@ class ElicitationRequested(Message):
     server: str
     message: str
     requested_schema: dict[str, Any]
+    """Form mode: the flat object schema of the answer (``{}`` in URL mode)."""
     timeout: float
     """Seconds the server waits for an answer before it is told ``cancel``."""
+    mode: Literal["form", "url"] = "form"
+    """``url``: the user is asked to open :attr:`url` (an http(s) URL) in their browser;
+    ``accept`` means they consented to open it, and carries no content."""
+    url: str | None = None
     reply_to: str
     """The bus address to send the :class:`AnswerElicitation` to (the ToolActor)."""
 
@@ -931,6 +1110,16 @@ class AnswerElicitation(Request[None]):
     conversation_id: str
     action: Literal["accept", "decline", "cancel"]
     content: dict[str, Any] | None = None
+
+
+class ElicitationCompleted(Message):
+    """Event (a ToolActor): the server said a URL-mode elicitation the user accepted is
+    complete (``notifications/elicitation/complete``): the page closes its card."""
+
+    type: Literal["elicitation_completed"] = "elicitation_completed"
+    request_id: str
+    conversation_id: str
+    server: str
 
 
 class ElicitationClosed(Message):

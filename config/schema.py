@@ -389,6 +389,21 @@ class ToolNotificationsConfig(_Section):
         return value
 
 
+class TitlesConfig(_Section):
+    """``chat.service.titles``: a conversation's title, written by the model after the
+    first exchange (one short completion of the active provider, after the turn ended: it
+    never delays an answer)."""
+
+    enabled: bool = True
+    max_tokens: int = Field(24, ge=1, le=200)
+    """The title request's ``max_tokens``: the bound on what a title costs."""
+    prompt: str = (
+        "Write a title of at most six words for the conversation below. "
+        "Answer with the title only, no quotes, no final period."
+    )
+    """The title request's system prompt."""
+
+
 class ServiceLoggingConfig(_Section):
     """``chat.service.logging``: extra content in the logs (off by default: privacy)."""
 
@@ -426,6 +441,7 @@ class ServiceConfig(_Section):
     tool_notifications: ToolNotificationsConfig = ToolNotificationsConfig()
     logging: ServiceLoggingConfig = ServiceLoggingConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    titles: TitlesConfig = TitlesConfig()
 
 
 class ChatConfig(_Section):
@@ -584,18 +600,21 @@ DEFAULT_SETTABLE_KEYS = (
 )
 
 
-ApprovalSetting = bool | list[str]
-"""A ``require_approval`` value: every tool, none, or the tools named."""
+ApprovalSetting = bool | list[str] | Literal["destructive"]
+"""A ``require_approval`` value: every tool, none, the tools named, or ``"destructive"``:
+the tools whose annotations do not say they are harmless (not ``readOnlyHint: true`` and
+not ``destructiveHint: false``; the specification's defaults)."""
 
 
 def check_approval_setting(value: object) -> object:
     """Validate a ``require_approval`` value before Pydantic's union, so that neither
     ``"yes"`` nor ``1`` is quietly read as true: the setting gates what a model may run,
     so it must say exactly what it means."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or value == "destructive":
         return value
     expected = (
-        "must be true (every tool of the server), false (none) or a list of tool names "
+        'must be true (every tool of the server), false (none), "destructive" (the tools '
+        "its annotations do not mark read-only or non-destructive) or a list of tool names "
         'as the server names them, e.g. ["delete_file"]'
     )
     if not isinstance(value, list):
@@ -613,7 +632,7 @@ class PlatformServerConfig(_Section):
     settable_keys: list[str] = list(DEFAULT_SETTABLE_KEYS)
     """Dotted keys its ``set_config`` tool may change; ``*`` matches one key segment (a
     provider name). Secret-named keys and ``mcp.platform.*`` are refused even if listed."""
-    require_approval: bool | list[str] = False
+    require_approval: ApprovalSetting = False
     """Its calls that wait for the user's approval first, as a server entry's
     ``require_approval`` (e.g. ``["set_config"]``). ``set_config`` cannot change it."""
 
@@ -864,6 +883,9 @@ class ServerSettings(_Section):
     whole result is stored)."""
     max_parallel_calls: int = Field(8, gt=0, alias="maxParallelCalls")
     """Tool calls of one model step that run at once."""
+    max_instructions_chars: int = Field(4000, gt=0, alias="maxInstructionsChars")
+    """Characters of one server's ``instructions`` (from ``initialize``) the system
+    prompt takes at most; longer ones are cut with a marker."""
 
 
 OAuthGrant = Literal["authorization_code", "client_credentials"]
@@ -973,6 +995,22 @@ class ServerOAuth(_Section):
         return "client_secret_basic" if self.client_secret is not None else "none"
 
 
+class RootEntry(_Section):
+    """One root a server may work in (``roots/list``): a ``file://`` URI and a name."""
+
+    uri: str
+    """A ``file://`` URI (the only scheme the 2025-11-25 specification allows)."""
+    name: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _file_uri(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "file" or not parts.path.startswith("/"):
+            raise ValueError(f"a root must be a file:// URI with an absolute path, got {value!r}")
+        return value
+
+
 class ServerEntry(_Section):
     """One entry of ``mcpServers``: a stdio command or an HTTP URL."""
 
@@ -998,6 +1036,12 @@ class ServerEntry(_Section):
     """Never these tools (applied after ``include_tools``)."""
     timeout: float | None = Field(None, gt=0)
     """Seconds a tool call may run without progress (default ``settings.defaultTimeout``)."""
+    roots: list[RootEntry] = []
+    """What the platform answers to the server's ``roots/list`` (none by default). Read
+    live: an edit sends ``notifications/roots/list_changed`` without a restart."""
+    use_instructions: bool = True
+    """Put the server's ``instructions`` (from ``initialize``) into the system prompt
+    (cut to ``settings.maxInstructionsChars``)."""
     allow_sampling: bool = False
     """Serve the server's ``sampling/createMessage`` requests with the active LLM provider
     (off by default: it spends the operator's credits); otherwise they are refused."""
@@ -1017,11 +1061,13 @@ class ServerEntry(_Section):
             return {"enabled": False}
         return value
 
-    require_approval: bool | list[str] = False
+    require_approval: ApprovalSetting = False
     """Calls that wait for the user's approval first (``tool_approval_request``):
     ``true`` every tool of this server, a list only the tools named (as the server names
-    them, exact names), ``false`` none. Read at each call, so an edit applies to the next
-    one without restarting the server."""
+    them, exact names), ``"destructive"`` the tools whose annotations do not say they are
+    harmless (``readOnlyHint: true`` or ``destructiveHint: false``), ``false`` none.
+    Read at each call, so an edit applies to the next one without restarting the
+    server."""
 
     @field_validator("require_approval", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from actors.errors import InvalidMessage
+from actors.messages import ToolHints
 from actors.orchestrator.approval import (
     DuplicateCallId,
     PendingApprovals,
@@ -44,6 +45,29 @@ def _entry(require_approval: Any) -> ServerEntry:
 )
 def test_approval_required_follows_the_setting(setting: Any, tool: str, gated: bool) -> None:
     assert approval_required(_entry(setting).require_approval, tool) is gated
+
+
+@pytest.mark.parametrize(
+    ("hints", "gated"),
+    [
+        (None, True),  # no annotations: the specification's defaults say destructive
+        (ToolHints(), True),
+        (ToolHints(destructive=True), True),
+        (ToolHints(read_only=False), True),
+        (ToolHints(destructive=False), False),
+        (ToolHints(read_only=True), False),
+        (ToolHints(read_only=True, destructive=True), False),  # read-only wins (spec)
+    ],
+)
+def test_destructive_gates_by_the_tools_annotations(hints: ToolHints | None, gated: bool) -> None:
+    setting = _entry("destructive").require_approval
+    assert approval_required(setting, "any", hints) is gated
+
+
+@pytest.mark.parametrize("value", ["yes", "Destructive", "true", 1])
+def test_other_strings_are_not_an_approval_setting(value: Any) -> None:
+    with pytest.raises(ValueError, match='"destructive"'):
+        _entry(value)
 
 
 def test_no_entry_is_never_gated() -> None:

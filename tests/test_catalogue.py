@@ -157,3 +157,54 @@ def test_resource_text_describes_binary_contents() -> None:
     assert (
         resource_text(mcp_types.ReadResourceResult(contents=[])).text == "(the resource is empty)"
     )
+
+
+def test_instructions_are_rendered_per_server_in_name_order() -> None:
+    from actors.catalogue import render_instructions
+
+    assert render_instructions({}) == ""
+    text = render_instructions({"zeta": "Use z.", "alpha": "Use a.\nThen b."})
+    assert text == (
+        "Instructions from the MCP server 'alpha' (about its own tools):\nUse a.\nThen b.\n\n"
+        "Instructions from the MCP server 'zeta' (about its own tools):\nUse z."
+    )
+
+
+def test_safe_icons_keep_https_and_base64_images_only() -> None:
+    from mcp import types as t
+
+    from actors.catalogue import ICON_DATA_MAX, safe_icons
+
+    png = "data:image/png;base64,iVBORw0KGgo="
+    icons = [
+        t.Icon(src="javascript:alert(1)"),
+        t.Icon(src="http://plain.example/x.png"),
+        t.Icon(src="data:text/html;base64,PGI+"),
+        t.Icon(src="data:image/svg+xml,<svg onload=alert(1)>"),  # not base64
+        t.Icon(src="data:image/png;base64," + "A" * ICON_DATA_MAX),
+        t.Icon(src='https://x.example/a.png" onerror="x'),
+        t.Icon(src=png, sizes=["16x16"], theme="dark"),
+        t.Icon(src="https://x.example/a.png"),
+        t.Icon(src="data:image/webp;base64,UklGRg=="),
+        t.Icon(src="https://x.example/fourth.png"),
+    ]
+    kept = safe_icons(icons)
+    assert [icon.src for icon in kept] == [
+        png,
+        "https://x.example/a.png",
+        "data:image/webp;base64,UklGRg==",
+    ]  # at most three
+    assert (kept[0].sizes, kept[0].theme) == (("16x16",), "dark")
+    assert safe_icons(None) == ()
+
+
+def test_changed_resources_are_listed_latest_twenty() -> None:
+    from actors.catalogue import STALE_HEADER, render_stale_resources
+
+    assert render_stale_resources([]) == ""
+    stale = [("s", f"x://{n}") for n in range(25)]
+    lines = render_stale_resources(stale).split("\n")
+    assert lines[0] == STALE_HEADER
+    assert lines[1] == "- x://5 (server: s)"
+    assert lines[20] == "- x://24 (server: s)"
+    assert lines[21] == "[… and 5 more]"

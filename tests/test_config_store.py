@@ -878,6 +878,19 @@ def test_server_entry_needs_exactly_one_of_command_or_url(
     assert fragment in excinfo.value.problems[0]
 
 
+@pytest.mark.parametrize("uri", ["http://x/y", "file://relative", "/srv/data", "file:"])
+def test_a_root_must_be_an_absolute_file_uri(uri: str) -> None:
+    entry = {"command": "python", "roots": [{"uri": uri}]}
+    with pytest.raises(ConfigInvalid) as excinfo:
+        parse_servers(_servers_json({"demo": entry}), "servers_config.json")
+    [problem] = excinfo.value.problems
+    assert problem.startswith("mcpServers.demo.roots.0.uri:")
+    assert "file:// URI with an absolute path" in problem
+    good = {"command": "python", "roots": [{"uri": "file:///srv/data", "name": "data"}]}
+    parsed = parse_servers(_servers_json({"demo": good}), "servers_config.json")
+    assert parsed.mcp_servers["demo"].roots[0].name == "data"
+
+
 def test_bad_servers_json_is_config_invalid_with_line_and_column() -> None:
     text = '{\n  "mcpServers": {\n    "demo": {"command": "x",}\n  }\n}'
     with pytest.raises(ConfigInvalid) as excinfo:

@@ -72,3 +72,28 @@ def test_any_content_is_accepted_or_refused_with_the_documented_error(
     except ElicitationContentInvalid:
         return
     assert result["name"] == content["name"]
+
+
+def test_multi_select_enums_take_arrays_of_listed_values_within_their_bounds() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "fish": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 2,
+                "items": {"anyOf": [{"const": "f1", "title": "Tuna"}, {"const": "f2"}]},
+                "default": ["f1"],
+            },
+            "tools": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}},
+        },
+    }
+    assert accepted_content(schema, {"tools": ["b"]}) == {"tools": ["b"], "fish": ["f1"]}
+    for bad, where in (
+        ({"fish": []}, "fish"),
+        ({"fish": ["f1", "f2", "f1"]}, "fish"),
+        ({"tools": ["c"]}, "tools.0"),
+        ({"tools": "a"}, "tools"),
+    ):
+        with pytest.raises(ElicitationContentInvalid, match=f"{where}: "):
+            accepted_content(schema, bad)

@@ -125,12 +125,15 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         message_count=2,
         usage=usage,
     )
+    icon = m.IconSpec(src="https://icons.example.com/a.png", sizes=("16x16",), theme="dark")
     spec = m.ToolSpec(
         server="demo",
         name="add",
         model_name="demo__add",
         description="Add two numbers.",
         parameters={"type": "object", "properties": {"a": {"type": "number"}}},
+        hints=m.ToolHints(title="Add", read_only=True, open_world=False),
+        icons=(icon,),
     )
     prompt_argument = m.PromptArgumentSpec(name="topic", description="What about", required=True)
     prompt = m.PromptSpec(
@@ -164,6 +167,9 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         finish_reason=None,
     )
     image = {"mime_type": "image/png", "data": "iVBORw0KGgo="}
+    link = m.ResourceLinkInfo(
+        server="demo", uri="demo://notes/1", name="note 1", mime_type="text/plain"
+    )
     values: list[BaseModel] = [
         # bus
         Ping(),
@@ -200,7 +206,17 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         prompt_argument,
         prompt,
         resource,
-        m.ToolOutcome(is_error=False, text="5.0", preview="5.0", images=(image,), cancelled=False),
+        m.ToolOutcome(
+            is_error=False,
+            text="5.0",
+            preview="5.0",
+            images=(image,),
+            links=(link,),
+            cancelled=False,
+        ),
+        link,
+        icon,
+        spec.hints,
         m.PromptMessageText(role="assistant", content="Hello"),
         m.ResourceText(is_error=False, text="note 1", mime_type="text/plain"),
         # configuration
@@ -236,6 +252,30 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         ),
         m.LoadHistory(conversation_id="c-1", limit=20),
         m.SaveSession(owner="local", conversation_id="c-1", name="Sums"),
+        m.SetTitle(owner="local", conversation_id="c-1", title="Adding numbers"),
+        m.SetTitle(owner="local", conversation_id="c-1", title="Sums", by_user=False),
+        m.ConversationTitled(conversation_id="c-1", title="Adding numbers"),
+        m.ExportedMessage(role="assistant", content="4", model="x/y", status="incomplete"),
+        m.ExportedConversation(
+            title="Sums",
+            exported_at=2.5,
+            messages=(m.ExportedMessage(role="user", content="hi"),),
+        ),
+        m.ImportConversation(
+            owner="local",
+            title="Sums",
+            messages=(
+                m.ExportedMessage(role="user", content="2+2?", created_at=1.5),
+                m.ExportedMessage(
+                    role="assistant",
+                    content="",
+                    tool_calls=(m.ToolCall(id="call-1", name="demo__add", arguments="{}"),),
+                    model="x/y",
+                    usage=m.Usage(prompt_tokens=3),
+                ),
+                m.ExportedMessage(role="tool", content="4", tool_call_id="call-1", name="add"),
+            ),
+        ),
         m.ListSessions(owner="local", limit=10, cursor="opaque=="),
         m.DeleteSession(owner="local", conversation_id="c-1"),
         # turns
@@ -324,6 +364,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             tools=(spec,),
             prompts=(prompt,),
             resources=(resource,),
+            instructions="Call add for sums.",
         ),
         m.ServerStateChanged(
             server="remote",
@@ -351,6 +392,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             progress=2.0,
             total=5.0,
             message="counting",
+            task_status="working",
         ),
         m.ToolExecutionEvent(
             conversation_id="c-1",
@@ -367,9 +409,19 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             result_preview="5.0",
             error_message=None,
             images=(image,),
+            links=(link,),
         ),
         m.GetPrompt(name="summary", arguments={"topic": "sums"}),
         m.ReadResource(uri="demo://notes/1"),
+        m.ResourceChanged(server="demo", uri="demo://notes/1", change="updated"),
+        m.CompleteArgument(
+            ref_type="prompt",
+            ref="team",
+            argument="name",
+            value="A",
+            context={"department": "Engineering"},
+        ),
+        m.ArgumentCompletions(values=("Alice",), total=1, has_more=False),
         m.ElicitationRequested(
             request_id="q-1",
             conversation_id="c-1",
@@ -381,6 +433,20 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             timeout=120.0,
             reply_to="tool:demo",
         ),
+        m.ElicitationRequested(
+            request_id="q-2",
+            conversation_id="c-1",
+            turn_id="t-1",
+            call_id="call-1",
+            server="demo",
+            message="Sign in",
+            requested_schema={},
+            timeout=120.0,
+            mode="url",
+            url="https://auth.example.com/start",
+            reply_to="tool:demo",
+        ),
+        m.ElicitationCompleted(request_id="q-2", conversation_id="c-1", server="demo"),
         m.AnswerElicitation(
             request_id="q-1", conversation_id="c-1", action="accept", content={"n": 4}
         ),

@@ -59,7 +59,9 @@ from actors.messages import (
     ConversationState,
     CreateConversation,
     DeleteSession,
+    ExportedMessage,
     FinishMessage,
+    ImportConversation,
     ListSessions,
     LoadHistory,
     OpenConversation,
@@ -67,6 +69,7 @@ from actors.messages import (
     SaveSession,
     SessionPage,
     SessionSummary,
+    SetTitle,
     StorageCheck,
     StoredMessage,
     StreamedText,
@@ -1156,6 +1159,88 @@ async def test_save_session_limits(start: Starter) -> None:
     assert isinstance(disabled, InvalidMessage)
     assert "disabled" in str(disabled)
     assert h.query("SELECT COUNT(*) FROM conversations WHERE saved = 1") == [(2,)]
+
+
+async def test_titles_model_once_user_always_saved_name_follows(start: Starter) -> None:
+    h = await start()
+    a = await _conversation(h)
+    before = h.query("SELECT updated_at FROM conversations WHERE id = ?", (a,))
+    # The model's title: written while there is none.
+    first = await h.ask(SetTitle(owner="alice", conversation_id=a, title=" Sums ", by_user=False))
+    assert (first.conversation_id, first.title, first.name) == (a, "Sums", None)
+    again = await h.ask(SetTitle(owner="alice", conversation_id=a, title="Other", by_user=False))
+    assert again.title == "Sums"  # a second model title never overwrites
+    # The user's: always; whitespace collapsed.
+    renamed = await h.ask(SetTitle(owner="alice", conversation_id=a, title="My  sums"))
+    assert renamed.title == "My sums"
+    late = await h.ask(SetTitle(owner="alice", conversation_id=a, title="Late", by_user=False))
+    assert late.title == "My sums"  # a model title arriving after a rename loses
+    # A title is not a use of the conversation: its order and retention stay.
+    assert h.query("SELECT updated_at FROM conversations WHERE id = ?", (a,)) == before
+    # Saved: the title is the name, a rename renames it.
+    saved = await h.ask(SaveSession(owner="alice", conversation_id=a, name="Kept"))
+    assert (saved.name, saved.title) == ("Kept", "Kept")
+    both = await h.ask(SetTitle(owner="alice", conversation_id=a, title="Kept sums"))
+    assert (both.name, both.title, both.saved) == ("Kept sums", "Kept sums", True)
+    # Read back by every way the platform reads a conversation.
+    state = await h.ask(OpenConversation(owner="alice", conversation_id=a))
+    assert (state.name, state.title) == ("Kept sums", "Kept sums")
+    page = await h.ask(ListSessions(owner="alice"))
+    assert [(s.conversation_id, s.title) for s in page.sessions] == [(a, "Kept sums")]
+    # Another owner's conversation, an unknown one, or an empty title: refused.
+    for owner, cid in (("bob", a), ("alice", "c-missing")):
+        with pytest.raises(RequestFailed) as excinfo:
+            await h.ask(SetTitle(owner=owner, conversation_id=cid, title="mine?"))
+        assert isinstance(_failure(excinfo), SessionNotFound)
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(SetTitle(owner="alice", conversation_id=a, title="   "))
+    assert isinstance(_failure(excinfo), InvalidMessage)
+    assert h.query("SELECT title FROM conversations WHERE id = ?", (a,)) == [("Kept sums",)]
+
+
+async def test_import_stores_a_new_conversation_whole_or_nothing(start: Starter) -> None:
+    h = await start({"chat": {"storage": {"persistence": {"retention": {"max_messages": 3}}}}})
+    call = ToolCall(id="call-1", name="demo__add", arguments='{"a": 2}')
+    messages = (
+        ExportedMessage(role="user", content="2+2?", created_at=1.0),
+        ExportedMessage(
+            role="assistant", tool_calls=(call,), model="m/1", usage=Usage(total_tokens=5)
+        ),
+        ExportedMessage(role="tool", content="4", tool_call_id="call-1", name="add"),
+    )
+    state = await h.ask(ImportConversation(owner="alice", title=" Sums ", messages=messages))
+    assert (state.owner, state.title, state.saved) == ("alice", "Sums", False)
+    loaded = await h.ask(OpenConversation(owner="alice", conversation_id=state.conversation_id))
+    assert loaded.title == "Sums"
+    assert [
+        (m.role, m.content, m.tool_calls, m.tool_call_id, m.name, m.model, m.usage)
+        for m in loaded.messages
+    ] == [
+        ("user", "2+2?", (), None, None, None, None),
+        ("assistant", "", (call,), None, None, "m/1", Usage(total_tokens=5)),
+        ("tool", "4", (), "call-1", "add", None, None),
+    ]
+    assert loaded.messages == state.messages
+    # Another owner does not see it.
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(OpenConversation(owner="bob", conversation_id=state.conversation_id))
+    assert isinstance(_failure(excinfo), SessionNotFound)
+    # A streaming answer in an export is stored as stopped.
+    streaming = await h.ask(
+        ImportConversation(
+            owner="alice",
+            messages=(ExportedMessage(role="assistant", content="Par", status="streaming"),),
+        )
+    )
+    assert [m.status for m in streaming.messages] == ["incomplete"]
+    # More messages than the history keeps: refused, nothing stored.
+    with pytest.raises(RequestFailed) as excinfo:
+        await h.ask(ImportConversation(owner="alice", messages=messages + messages[:1]))
+    refused = _failure(excinfo)
+    assert isinstance(refused, InvalidMessage)
+    assert "max_messages = 3" in str(refused)
+    assert h.query("SELECT COUNT(*) FROM conversations") == [(2,)]
+    assert h.query("SELECT COUNT(*) FROM messages") == [(4,)]
 
 
 async def test_delete_session_removes_it_and_its_messages(start: Starter) -> None:

@@ -24,6 +24,7 @@ error.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -32,6 +33,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -39,6 +41,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 from mcp import types as mcp_types
@@ -410,21 +413,69 @@ async def test_tool_errors_are_error_results(entry: ServerEntry) -> None:
 
 
 # Tools that require MCP Tasks cannot be called with a plain tools/call: not offered.
-async def test_tools_that_require_mcp_tasks_are_not_offered() -> None:
+async def test_tools_that_require_mcp_tasks_are_offered_only_with_task_support() -> None:
     async with connect(ServerEntry(command=_node(), args=[str(ENTRY_JS), "stdio"])) as conn:
         tools = await conn.list_tools()
-        specs = build_tool_specs("everything", tools)
-        offered = {spec.name for spec in specs.specs}
-        required = {
-            tool.name
-            for tool in tools
-            if tool.execution is not None and tool.execution.task_support == "required"
-        }
-        assert required == {"simulate-research-query"}
-        assert not required & offered
-        assert any(
-            d.tool == "simulate-research-query" and d.kind == "skipped" for d in specs.diagnostics
+        plain = build_tool_specs("everything", tools)
+        with_tasks = build_tool_specs("everything", tools, tasks=True)
+        assert conn.capabilities.tasks is not None  # tasks.requests.tools.call declared
+    required = {
+        tool.name
+        for tool in tools
+        if tool.execution is not None and tool.execution.task_support == "required"
+    }
+    assert required == {"simulate-research-query"}
+    assert not required & {spec.name for spec in plain.specs}
+    assert any(
+        d.tool == "simulate-research-query" and d.kind == "skipped" for d in plain.diagnostics
+    )
+    supports = {spec.name: spec.task_support for spec in with_tasks.specs}
+    assert supports["simulate-research-query"] == "required"
+    assert supports["echo"] is None
+
+
+async def test_a_task_tool_is_created_polled_and_its_result_fetched() -> None:
+    statuses: list[tuple[str, str | None]] = []
+
+    async def on_status(status: str, message: str | None) -> None:
+        statuses.append((status, message))
+
+    async with connect(ServerEntry(command=_node(), args=[str(ENTRY_JS), "stdio"])) as conn:
+        result = await conn.call_tool_as_task(
+            "simulate-research-query", {"topic": "tides"}, timeout=30, on_status=on_status
         )
+    assert not result.is_error
+    assert result.text.startswith("# Research Report: tides")
+    assert statuses[0][0] == "working"
+    messages = [message for _, message in statuses]
+    assert "Gathering sources..." in messages
+    assert "Generating report..." in messages
+
+
+async def test_a_cancelled_task_is_cancelled_on_the_server() -> None:
+    first = anyio.Event()
+    task_ids: list[str] = []
+
+    async def on_status(status: str, message: str | None) -> None:
+        first.set()
+
+    async with connect(ServerEntry(command=_node(), args=[str(ENTRY_JS), "stdio"])) as conn:
+        session = conn.sdk_client.session
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                await conn.call_tool_as_task(
+                    "simulate-research-query", {"topic": "x"}, timeout=30, on_status=on_status
+                )
+
+            tg.start_soon(run)
+            await first.wait()
+            tg.cancel_scope.cancel()
+        listed = await session.send_request(mcp_types.ListTasksRequest(), mcp_types.ListTasksResult)
+        task_ids = [task.task_id for task in listed.tasks]
+        states = {task.task_id: task.status for task in listed.tasks}
+    assert len(task_ids) == 1
+    assert states[task_ids[0]] == "cancelled"
 
 
 # -- the whole platform: servers_config.json, a scripted LLM, a WebSocket client --------------
@@ -460,10 +511,12 @@ async def platform(tmp_path: Path, llm: ScriptedLLM) -> AsyncIterator[ChatPlatfo
         await process.stop()
 
 
-async def _ready_client(platform: ChatPlatform) -> tuple[ChatClient, dict[str, Any]]:
+async def _ready_client(
+    platform: ChatPlatform, overrides: dict[str, Any] | None = None
+) -> tuple[ChatClient, dict[str, Any]]:
     """Start the platform, wait for server-everything, connect: the client and its
     ``session_info``."""
-    await platform.start()
+    await platform.start(overrides)
     ready = await platform.process.wait_for(
         "tools.server_ready", lambda e: e["server"] == "everything", timeout=30
     )
@@ -482,7 +535,7 @@ def _tool_frames(frames: list[dict[str, Any]], call_id: str) -> list[dict[str, A
 async def test_echo_through_the_whole_platform(platform: ChatPlatform, llm: ScriptedLLM) -> None:
     client, info = await _ready_client(platform)
     try:
-        assert {"name": "everything", "status": "ready"} in info["servers"]
+        assert {"name": "everything", "status": "ready", "completions": True} in info["servers"]
         assert "everything__echo" in {tool["name"] for tool in info["tools"]}
 
         llm.script(
@@ -667,3 +720,404 @@ async def test_resources_prompts_and_elicitation_through_the_whole_platform(
     assert "Ada" in result
     assert "It was a dark and stormy night." in result  # a default the user left out
     assert '"integer": 42' in result
+
+
+async def test_resource_links_reach_the_model_and_the_page_reads_them_through_the_platform(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """``get-resource-links``: each link's URI, name and MIME type reach the model with how
+    to read it; the tool card gets the links; a ``read_resource`` frame reads one through
+    the server's ToolActor (``resource_content``), and an unknown server is refused."""
+    client, _ = await _ready_client(platform)
+    try:
+        llm.script(
+            Reply.tool_calls(
+                [ToolCall("everything__get-resource-links", '{"count": 2}', id="links")]
+            ),
+            Reply.text("Two links."),
+        )
+        frames = await client.turn("give me links")
+        _, completed = _tool_frames(frames, "links")
+        await client.send(
+            {
+                "type": "read_resource",
+                "request_id": "r-1",
+                "server": "everything",
+                "uri": "demo://resource/dynamic/text/2",
+            }
+        )
+        content = await client.expect("resource_content")
+        await client.send(
+            {"type": "read_resource", "request_id": "r-2", "server": "nobody", "uri": "x://y"}
+        )
+        refused = await client.expect("error")
+    finally:
+        await client.close()
+
+    result = next(
+        m["content"] for m in llm.requests[1].json["messages"] if m.get("tool_call_id") == "links"
+    )
+    assert 'uri: "demo://resource/dynamic/blob/1"' in result
+    assert 'uri: "demo://resource/dynamic/text/2"' in result
+    assert "name: Text Resource 2" in result
+    assert "type: text/plain" in result
+    assert 'platform__read_resource (uri as given, server: "everything")' in result
+    assert [(link["server"], link["uri"], link["name"]) for link in completed["links"]] == [
+        ("everything", "demo://resource/dynamic/blob/1", "Blob Resource 1"),
+        ("everything", "demo://resource/dynamic/text/2", "Text Resource 2"),
+    ]
+    assert completed["links"][1]["mime_type"] == "text/plain"
+    assert content["request_id"] == "r-1"
+    assert (content["server"], content["uri"]) == ("everything", "demo://resource/dynamic/text/2")
+    assert content["text"].startswith("Resource 2: This is a plaintext resource")
+    assert content["is_error"] is False
+    assert (refused["request_id"], refused["error_code"]) == ("r-2", "INVALID_MESSAGE")
+
+
+INSTRUCTIONS = (DOCS / "instructions.md").read_text().strip()
+"""What server-everything sends as ``instructions`` in its ``initialize`` result."""
+
+
+async def _edit_servers(platform: ChatPlatform, client: ChatClient, entry: dict[str, Any]) -> None:
+    """Rewrite the everything entry (``settings`` too if given) and wait until it is ready
+    again (an edited entry restarts its server)."""
+    settings = entry.pop("settings", None)
+    servers: dict[str, Any] = {
+        "mcpServers": {"everything": {"command": "node", "args": [str(ENTRY_JS), "stdio"], **entry}}
+    }
+    if settings is not None:
+        servers["settings"] = settings
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    while True:
+        frame = await client.expect("server_status", timeout=30)
+        if frame["server"] == "everything" and frame["status"] == "ready":
+            return
+
+
+async def test_server_instructions_go_into_the_system_prompt_bounded_and_switchable(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    client, _ = await _ready_client(platform)
+    try:
+        llm.script(Reply.text("One."))
+        await client.turn("first")
+        await _edit_servers(platform, client, {"use_instructions": False})
+        llm.script(Reply.text("Two."))
+        await client.turn("second")
+        await _edit_servers(platform, client, {"settings": {"maxInstructionsChars": 100}})
+        llm.script(Reply.text("Three."))
+        await client.turn("third")
+    finally:
+        await client.close()
+    first, second, third = (request.json["messages"][0]["content"] for request in llm.requests)
+    header = "Instructions from the MCP server 'everything' (about its own tools):"
+    assert f"{header}\n{INSTRUCTIONS}" in first
+    assert header not in second
+    assert INSTRUCTIONS[:50] not in second
+    assert (
+        f"{header}\n{INSTRUCTIONS[:100]}\n[… cut: {len(INSTRUCTIONS) - 100} more characters]"
+        in (third)
+    )
+    assert INSTRUCTIONS[:101] not in third
+
+
+async def test_roots_are_answered_from_the_entry_and_a_live_edit_tells_the_server(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """The platform declares ``roots`` (so server-everything registers ``get-roots-list``),
+    answers ``roots/list`` from the entry's ``roots``, and a live edit of them sends
+    ``notifications/roots/list_changed`` on the same connection (no restart): the server
+    asks again and its tool sees the new roots."""
+    entry = {"roots": [{"uri": "file:///srv/alpha", "name": "alpha"}]}
+    servers = {"mcpServers": {"everything": {"command": "node", "args": [str(ENTRY_JS)], **entry}}}
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    client, _ = await _ready_client(platform)
+    try:
+        llm.script(
+            Reply.tool_calls([ToolCall("everything__get-roots-list", "{}", id="first")]),
+            Reply.text("Alpha."),
+        )
+        await client.turn("which roots?")
+        mark = len(platform.process.events)
+        servers["mcpServers"]["everything"]["roots"] = [
+            {"uri": "file:///srv/beta", "name": "beta"},
+            {"uri": "file:///srv/gamma"},
+        ]
+        (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+        await platform.process.wait_for(
+            "tools.roots_listed", lambda e: e["roots"] == 2, after=mark, timeout=20
+        )
+        llm.script(
+            Reply.tool_calls([ToolCall("everything__get-roots-list", "{}", id="second")]),
+            Reply.text("Beta."),
+        )
+        await client.turn("and now?")
+    finally:
+        await client.close()
+    first = _tool_results(llm.requests[1].json)["first"]
+    second = _tool_results(llm.requests[3].json)["second"]
+    assert "file:///srv/alpha" in first
+    assert "alpha" in first
+    assert "file:///srv/beta" in second
+    assert "file:///srv/gamma" in second
+    assert "file:///srv/alpha" not in second
+    ready = platform.process.find("tools.server_ready", lambda e: e["server"] == "everything")
+    assert len(ready) == 1  # the same connection: no restart
+
+
+def _tool_results(request_json: dict[str, Any]) -> dict[str, str]:
+    return {
+        m["tool_call_id"]: m["content"] for m in request_json["messages"] if m["role"] == "tool"
+    }
+
+
+async def test_url_elicitation_asks_for_consent_and_reports_the_answer(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """``trigger-url-elicitation`` (request path): an ``elicitation_request`` with ``mode:
+    url`` and the URL; accept and decline reach the server."""
+    client, _ = await _ready_client(platform)
+    try:
+        results = {}
+        for action in ("accept", "decline"):
+            arguments = orjson.dumps({"url": f"https://pay.example.com/{action}"}).decode()
+            llm.script(
+                Reply.tool_calls(
+                    [ToolCall("everything__trigger-url-elicitation", arguments, id=action)]
+                ),
+                Reply.text("Done."),
+            )
+            await client.send({"type": "user_message", "message": f"{action} it"})
+            question = await client.expect("elicitation_request")
+            assert question["mode"] == "url"
+            assert question["url"] == f"https://pay.example.com/{action}"
+            assert question["requested_schema"] == {}
+            assert question["message"] == "Please open the link to complete this action."
+            await client.send(
+                {
+                    "type": "elicitation_response",
+                    "request_id": question["request_id"],
+                    "action": action,
+                }
+            )
+            closed = await client.expect("elicitation_closed")
+            assert (closed["request_id"], closed["action"]) == (question["request_id"], action)
+            await client.expect("assistant_message", timeout=20)
+            results[action] = _tool_results(llm.requests[-1].json)[action]
+    finally:
+        await client.close()
+    assert results["accept"].startswith("✅ User completed the URL elicitation flow.")
+    assert "URL: https://pay.example.com/accept" in results["accept"]
+    assert results["decline"].startswith("❌ User declined to open the URL")
+
+
+async def test_url_elicitation_required_error_asks_then_retries_the_call_once(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """``trigger-url-elicitation`` with ``errorPath``: the call is refused with -32042; the
+    user is asked to open the prerequisite URL; server-everything sends no completion
+    notification, so the platform waits ``mcp.elicitation.timeout`` for it, then sends the
+    call once more (which, on this server, asks again through the request path)."""
+    client, _ = await _ready_client(platform, {"mcp": {"elicitation": {"timeout": 1.0}}})
+    try:
+        arguments = orjson.dumps({"url": "https://shop.example.com/", "errorPath": True}).decode()
+        llm.script(
+            Reply.tool_calls([ToolCall("everything__trigger-url-elicitation", arguments, id="e")]),
+            Reply.text("Done."),
+        )
+        await client.send({"type": "user_message", "message": "go"})
+        prerequisite = await client.expect("elicitation_request")
+        assert (prerequisite["mode"], prerequisite["url"]) == (
+            "url",
+            "https://modelcontextprotocol.io",
+        )
+        answer = {"type": "elicitation_response", "action": "accept"}
+        await client.send({**answer, "request_id": prerequisite["request_id"]})
+        retried = await client.expect("elicitation_request", timeout=10)
+        assert retried["url"] == "https://shop.example.com/"
+        await client.send({**answer, "request_id": retried["request_id"]})
+        await client.expect("assistant_message", timeout=20)
+    finally:
+        await client.close()
+    result = _tool_results(llm.requests[-1].json)["e"]
+    assert result.startswith("✅ User completed the URL elicitation flow.")
+    [done] = platform.process.find("tools.url_elicitation_done", lambda e: True)
+    assert done["completed"] is False  # no notification from this server: waited, then retried
+    assert platform.process.find("tools.call_retried", lambda e: e.get("after") == "url")
+
+
+async def test_inspect_connects_as_the_platform_does(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """``mcp-platform inspect`` declares the same client capabilities (so the server offers
+    the same tools as to the platform), answers roots from the entry, declines a question
+    (it asks nobody, and says so), and prints annotations and task support."""
+    entry = {"roots": [{"uri": "file:///srv/inspected", "name": "inspected"}]}
+    servers = {"mcpServers": {"everything": {"command": "node", "args": [str(ENTRY_JS)], **entry}}}
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    client, _ = await _ready_client(platform)
+    await client.close()
+    [ready] = platform.process.find("tools.server_ready", lambda e: e["server"] == "everything")
+
+    def inspect(*args: str) -> subprocess.CompletedProcess[str]:
+        entry_point = Path(sys.executable).with_name("mcp-platform")
+        command = [str(entry_point), "--config-dir", str(platform.config_dir), "inspect"]
+        return subprocess.run(
+            [*command, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    listing, roots, question = await asyncio.gather(
+        asyncio.to_thread(inspect, "--json", "everything"),
+        asyncio.to_thread(inspect, "--json", "--call", "get-roots-list", "everything"),
+        asyncio.to_thread(inspect, "--json", "--call", "trigger-elicitation-request", "everything"),
+    )
+    assert listing.returncode == 0, listing.stderr
+    report = orjson.loads(listing.stdout)
+    assert {tool["name"] for tool in report["tools"]} == set(ready["tools"])
+    assert {"trigger-elicitation-request", "trigger-url-elicitation", "get-roots-list"} <= set(
+        ready["tools"]
+    )
+    assert report["task_support"]["simulate-research-query"] == "required"
+    tools = {tool["name"]: tool for tool in report["tools"]}
+    assert tools["echo"]["annotations"]["read_only"] is True
+    assert report["instructions"].startswith("# Everything Server")
+    assert "file:///srv/inspected" in orjson.loads(roots.stdout)["call"]["text"]
+    asked = orjson.loads(question.stdout)["call"]["text"]
+    assert "declined" in asked
+    assert "declined (inspect asks nobody)" in question.stderr
+
+
+async def test_a_task_tool_through_the_whole_platform_with_its_question(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """``simulate-research-query`` (``taskSupport: required``) is offered and called as a
+    task: its statuses stream to the tool card as progress frames, its question (the task
+    is ``input_required``) reaches the user, and its result reaches the model."""
+    client, info = await _ready_client(platform)
+    try:
+        assert "everything__simulate-research-query" in {tool["name"] for tool in info["tools"]}
+        arguments = orjson.dumps({"topic": "python", "ambiguous": True}).decode()
+        llm.script(
+            Reply.tool_calls(
+                [ToolCall("everything__simulate-research-query", arguments, id="research")]
+            ),
+            Reply.text("Researched."),
+        )
+        await client.send({"type": "user_message", "message": "research python"})
+        frames: list[dict[str, Any]] = []
+        while True:
+            frame = await client.recv(timeout=20)
+            frames.append(frame)
+            if frame["type"] == "elicitation_request":
+                schema = frame["requested_schema"]
+                choice = schema["properties"]["interpretation"]["oneOf"][0]["const"]
+                await client.send(
+                    {
+                        "type": "elicitation_response",
+                        "request_id": frame["request_id"],
+                        "action": "accept",
+                        "content": {"interpretation": choice},
+                    }
+                )
+            if frame["type"] == "assistant_message":
+                break
+    finally:
+        await client.close()
+    progress = [f for f in _tool_frames(frames, "research") if f["status"] == "progress"]
+    assert progress[0]["task_status"] == "working"
+    assert "working: Gathering sources..." in [f["message"] for f in progress]
+    assert any(f["task_status"] == "input_required" for f in progress)
+    result = _tool_results(llm.requests[-1].json)["research"]
+    assert result.startswith(f"# Research Report: python ({choice})")
+
+
+async def test_prompt_arguments_are_completed_through_the_platform(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """server-everything declares ``completions``: ``session_info`` says so, and ``complete``
+    frames reach its ``completion/complete`` (the context narrows the second argument); a
+    server without the capability is refused."""
+    client, info = await _ready_client(platform)
+    base = {"type": "complete", "server": "everything", "ref_type": "prompt"}
+    try:
+        servers = {s["name"]: s for s in info["servers"]}
+        assert servers["everything"]["completions"] is True
+        assert servers["platform"].get("completions", False) is False
+        await client.send(
+            {
+                **base,
+                "request_id": "c-1",
+                "ref": "completable-prompt",
+                "argument": "department",
+                "value": "S",
+            }
+        )
+        first = await client.expect("completion")
+        await client.send(
+            {
+                **base,
+                "request_id": "c-2",
+                "ref": "completable-prompt",
+                "argument": "name",
+                "value": "",
+                "context": {"department": "Sales"},
+            }
+        )
+        second = await client.expect("completion")
+        await client.send(
+            {
+                **base,
+                "request_id": "c-3",
+                "server": "platform",
+                "ref": "x",
+                "argument": "y",
+                "value": "",
+            }
+        )
+        refused = await client.expect("error")
+    finally:
+        await client.close()
+    assert first["request_id"] == "c-1"
+    assert first["values"] == ["Sales", "Support"]
+    assert (second["request_id"], second["values"]) == ("c-2", ["David", "Eve", "Frank"])
+    assert (refused["request_id"], refused["error_code"]) == ("c-3", "INVALID_MESSAGE")
+    assert "does not offer argument completion" in refused["error_message"]
+
+
+async def test_a_read_resource_is_subscribed_and_its_updates_reach_the_page_and_the_model(
+    platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    """A resource read through the platform is subscribed (server-everything supports
+    ``subscribe``); once its ``toggle-subscriber-updates`` tool starts the simulated
+    updates, the page gets ``resource_updated`` and the model's next system prompt names
+    the changed resource."""
+    uri = "demo://resource/static/document/features.md"
+    client, _ = await _ready_client(platform)
+    try:
+        llm.script(
+            Reply.tool_calls(
+                [ToolCall("platform__read_resource", orjson.dumps({"uri": uri}).decode(), id="r")]
+            ),
+            Reply.text("Read."),
+        )
+        await client.turn("read the features")
+        await platform.process.wait_for(
+            "tools.resource_subscribed", lambda e: e["server"] == "everything" and e["uri"] == uri
+        )
+        llm.script(
+            Reply.tool_calls([ToolCall("everything__toggle-subscriber-updates", "{}", id="t")]),
+            Reply.text("Updates on."),
+        )
+        await client.send({"type": "user_message", "message": "turn on updates"})
+        updated = await client.expect("resource_updated", timeout=20)
+        await client.expect("assistant_message", timeout=20)
+        llm.script(Reply.text("Noted."))
+        await client.turn("anything new?")
+    finally:
+        await client.close()
+    assert updated == {"type": "resource_updated", "server": "everything", "uri": uri}
+    before = llm.requests[0].json["messages"][0]["content"]
+    after = llm.requests[-1].json["messages"][0]["content"]
+    assert "changed since they were read" not in before
+    assert "MCP resources that changed since they were read" in after
+    assert f"- {uri} (server: everything)" in after

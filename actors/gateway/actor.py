@@ -106,6 +106,7 @@ from actors.gateway.auth import (
     judge_credential,
     resolve_tokens,
 )
+from actors.gateway.export import export_filename, export_json, export_markdown, parse_export
 from actors.gateway.oauth_callback import (
     CALLBACK_PATH,
     CallbackQuery,
@@ -126,27 +127,41 @@ from actors.gateway.protocol import (
     CancelFrame,
     ClearHistoryFrame,
     ClientFrame,
+    CompleteFrame,
+    CompletionFrame,
     DeleteSessionFrame,
     ElicitationClosedFrame,
+    ElicitationCompleteFrame,
     ElicitationRequestFrame,
     ElicitationResponseFrame,
     ErrorFrame,
+    ExportSessionFrame,
     FrameError,
     HistoryMessage,
+    IconInfo,
+    ImportSessionFrame,
     ListSessionsFrame,
     LoadSessionFrame,
     PromptArgument,
     PromptInfo,
+    ReadResourceFrame,
+    RenameSessionFrame,
+    ResourceContentFrame,
+    ResourceUpdatedFrame,
     SaveSessionFrame,
     ServerInfo,
     ServerStatusFrame,
     SessionClearedFrame,
     SessionDeletedFrame,
     SessionEntry,
+    SessionExportFrame,
+    SessionImportedFrame,
     SessionInfoFrame,
     SessionSavedFrame,
     SessionsFrame,
+    SessionTitleFrame,
     ThinkingDeltaFrame,
+    ToolAnnotationsInfo,
     ToolApprovalRequestFrame,
     ToolApprovalResponseFrame,
     ToolExecutionFrame,
@@ -164,21 +179,29 @@ from actors.messages import (
     AssistantDelta,
     AuthorizationResult,
     CancelTurn,
+    CompleteArgument,
     CompleteAuthorization,
     ConfigChanged,
     ConversationState,
+    ConversationTitled,
     CreateConversation,
     DeleteSession,
     ElicitationClosed,
+    ElicitationCompleted,
     ElicitationRequested,
     GetConfig,
+    IconSpec,
+    ImportConversation,
     ListSessions,
     LoadHistory,
     OpenConversation,
     PromptRequest,
+    ReadResource,
+    ResourceChanged,
     SaveSession,
     ServerStateChanged,
     SessionSummary,
+    SetTitle,
     StartTurn,
     StoredMessage,
     StreamedText,
@@ -596,6 +619,10 @@ def _session_entry(summary: SessionSummary) -> SessionEntry:
     return SessionEntry.model_validate(summary.model_dump())
 
 
+RESOURCE_FRAME_CHARS = 200_000
+"""Characters of a resource a ``resource_content`` frame carries at most."""
+
+
 def _error_frame(error: BaseException, request_id: str | None = None) -> ErrorFrame:
     """The ``error`` frame for a failed request to another actor."""
     cause = cause_of(error)
@@ -624,10 +651,13 @@ GatewayInbox = Annotated[
     | ToolProgress
     | ElicitationRequested
     | ElicitationClosed
+    | ElicitationCompleted
+    | ResourceChanged
     | ToolApprovalRequested
     | ToolApprovalClosed
     | TurnStateChanged
     | ToolsOffered
+    | ConversationTitled
     | UserInputStored,
     Field(discriminator="type"),
 ]
@@ -654,10 +684,13 @@ class GatewayActor(Actor[GatewayInbox]):
         ToolProgress,
         ElicitationRequested,
         ElicitationClosed,
+        ElicitationCompleted,
+        ResourceChanged,
         ToolApprovalRequested,
         ToolApprovalClosed,
         TurnStateChanged,
         ToolsOffered,
+        ConversationTitled,
     )
 
     def __init__(
@@ -839,6 +872,7 @@ class GatewayActor(Actor[GatewayInbox]):
                     progress=message.progress,
                     total=message.total,
                     message=message.message,
+                    task_status=message.task_status,
                 )
                 for conn in self._by_conversation.get(message.conversation_id, ()):
                     conn.send_frame(progress)
@@ -854,7 +888,12 @@ class GatewayActor(Actor[GatewayInbox]):
                     or previous.auth_url != message.auth_url
                 ):
                     status_frame = ServerStatusFrame(
-                        server=server, status=status, error_message=error, auth_url=message.auth_url
+                        server=server,
+                        status=status,
+                        error_message=error,
+                        auth_url=message.auth_url,
+                        icons=_icon_infos(message.icons),
+                        completions=message.completions or None,
                     )
                     for conn in self._connections:
                         conn.send_frame(status_frame)
@@ -867,6 +906,16 @@ class GatewayActor(Actor[GatewayInbox]):
                     conn.send_frame(question)
             case ElicitationClosed(request_id=request_id, action=action, reason=reason):
                 self._close_question(request_id, action, _closed_reason(reason, action))
+            case ResourceChanged(server=server, uri=uri, change="updated"):
+                updated = ResourceUpdatedFrame(server=server, uri=uri)
+                for conn in self._connections:
+                    conn.send_frame(updated)
+            case ResourceChanged():
+                pass  # a read: nothing to show
+            case ElicitationCompleted(request_id=request_id, conversation_id=cid):
+                complete = ElicitationCompleteFrame(request_id=request_id)
+                for conn in self._by_conversation.get(cid, ()):
+                    conn.send_frame(complete)
             case ToolApprovalRequested(conversation_id=cid, call_id=call_id):
                 self._approvals[(cid, call_id)] = message
                 approval = _approval_frame(message)
@@ -883,6 +932,10 @@ class GatewayActor(Actor[GatewayInbox]):
                     del self._running[cid]
             case ToolsOffered(tools=tools):
                 self._tools = tools
+            case ConversationTitled(conversation_id=cid, title=title):
+                titled = SessionTitleFrame(conversation_id=cid, title=title)
+                for conn in self._by_conversation.get(cid, ()):
+                    conn.send_frame(titled)
             case UserInputStored(conversation_id=cid, turn_id=turn_id, messages=stored):
                 # Another replica's turn (not subscribed: see the message's note).
                 stored_frame = UserMessageStoredFrame(
@@ -1489,11 +1542,23 @@ class GatewayActor(Actor[GatewayInbox]):
         return SessionInfoFrame(
             conversation_id=state.conversation_id,
             name=state.name,
+            title=state.title,
             saved=state.saved,
             messages=[_history_message(m) for m in state.messages],
             tools=[
                 # The names the model is offered, as the orchestrator made them unique.
-                ToolInfo(name=spec.model_name, server=spec.server, description=spec.description)
+                ToolInfo(
+                    name=spec.model_name,
+                    server=spec.server,
+                    description=spec.description,
+                    tool=spec.name,
+                    annotations=(
+                        None
+                        if spec.hints is None
+                        else ToolAnnotationsInfo(**spec.hints.model_dump())
+                    ),
+                    icons=_icon_infos(spec.icons),
+                )
                 for spec in self._tools
             ],
             prompts=[
@@ -1505,6 +1570,7 @@ class GatewayActor(Actor[GatewayInbox]):
                         PromptArgument(name=a.name, description=a.description, required=a.required)
                         for a in prompt.arguments
                     ],
+                    icons=_icon_infos(prompt.icons),
                 )
                 for server in self._servers.values()
                 for prompt in server.prompts
@@ -1515,6 +1581,8 @@ class GatewayActor(Actor[GatewayInbox]):
                     status=s.status,
                     error_message=s.error_message,
                     auth_url=s.auth_url,
+                    icons=_icon_infos(s.icons),
+                    completions=s.completions or None,
                 )
                 for s in self._servers.values()
             ],
@@ -1589,7 +1657,10 @@ class GatewayActor(Actor[GatewayInbox]):
         # request an elicitation_response was for (the client may have several open).
         request_id = (
             frame.request_id
-            if isinstance(frame, UserMessageFrame | ElicitationResponseFrame)
+            if isinstance(
+                frame,
+                UserMessageFrame | ElicitationResponseFrame | ReadResourceFrame | CompleteFrame,
+            )
             else original_id
         )
         try:
@@ -1636,6 +1707,50 @@ class GatewayActor(Actor[GatewayInbox]):
                         conversation_id=summary.conversation_id, name=summary.name or name
                     )
                 )
+            case RenameSessionFrame(title=title, conversation_id=target):
+                summary = await self.request(
+                    SetTitle(
+                        owner=conn.owner, conversation_id=target or conversation_id, title=title
+                    )
+                )
+                # The clients showing it learn it from ConversationTitled; a sender
+                # showing another conversation (it renamed one from its list) from this.
+                if conn.conversation_id != summary.conversation_id:
+                    conn.send_frame(
+                        SessionTitleFrame(
+                            conversation_id=summary.conversation_id, title=summary.title or title
+                        )
+                    )
+            case ExportSessionFrame(format=file_format, conversation_id=target):
+                state = await self._request_state(conn.owner, target or conversation_id)
+                markdown = file_format == "markdown"
+                conn.send_frame(
+                    SessionExportFrame(
+                        conversation_id=state.conversation_id,
+                        format=file_format,
+                        filename=export_filename(state, "md" if markdown else "json"),
+                        content=export_markdown(state) if markdown else export_json(state),
+                    )
+                )
+            case ImportSessionFrame(conversation=document):
+                export = parse_export(document)
+                imported = await self.request(
+                    ImportConversation(
+                        owner=conn.owner, title=export.title, messages=export.messages
+                    )
+                )
+                self.log.info(
+                    "gateway.session_imported",
+                    conversation_id=imported.conversation_id,
+                    messages=len(imported.messages),
+                )
+                conn.send_frame(
+                    SessionImportedFrame(
+                        conversation_id=imported.conversation_id,
+                        title=imported.title,
+                        message_count=len(imported.messages),
+                    )
+                )
             case ListSessionsFrame(limit=limit, cursor=cursor):
                 page = await self.request(
                     ListSessions(owner=conn.owner, limit=limit, cursor=cursor)
@@ -1659,6 +1774,10 @@ class GatewayActor(Actor[GatewayInbox]):
                 await self._elicitation_response(conn, conversation_id, frame)
             case ToolApprovalResponseFrame():
                 await self._approval_response(conversation_id, frame)
+            case ReadResourceFrame():
+                await self._read_resource(conn, frame)
+            case CompleteFrame():
+                await self._complete(conn, frame)
 
     async def _user_message(
         self, conn: _Connection, conversation_id: str, frame: UserMessageFrame
@@ -1714,6 +1833,51 @@ class GatewayActor(Actor[GatewayInbox]):
         )
         for other in others:
             other.send_frame(frame)
+
+    async def _complete(self, conn: _Connection, frame: CompleteFrame) -> None:
+        """A prompt argument the page autocompletes: the server's ToolActor asks."""
+        state = self._servers.get(frame.server)
+        if state is None or state.status != "ready":
+            raise _invalid(f"no ready MCP server named {frame.server!r}")
+        completions = await self.request(
+            CompleteArgument(
+                ref_type=frame.ref_type,
+                ref=frame.ref,
+                argument=frame.argument,
+                value=frame.value,
+                context=dict(frame.context),
+            ),
+            to=tool_actor_name(frame.server),
+        )
+        conn.send_frame(
+            CompletionFrame(
+                request_id=frame.request_id,
+                values=list(completions.values),
+                total=completions.total,
+                has_more=completions.has_more,
+            )
+        )
+
+    async def _read_resource(self, conn: _Connection, frame: ReadResourceFrame) -> None:
+        """A resource the page opens (a tool card's link): read by the server's ToolActor,
+        never fetched by the browser."""
+        state = self._servers.get(frame.server)
+        if state is None or state.status != "ready":
+            raise _invalid(f"no ready MCP server named {frame.server!r} to read {frame.uri!r}")
+        contents = await self.request(ReadResource(uri=frame.uri), to=tool_actor_name(frame.server))
+        text = contents.text
+        truncated = len(text) > RESOURCE_FRAME_CHARS
+        conn.send_frame(
+            ResourceContentFrame(
+                request_id=frame.request_id,
+                server=frame.server,
+                uri=frame.uri,
+                text=text[:RESOURCE_FRAME_CHARS] if truncated else text,
+                mime_type=contents.mime_type,
+                is_error=contents.is_error,
+                truncated=truncated,
+            )
+        )
 
     async def _elicitation_response(
         self, conn: _Connection, conversation_id: str, frame: ElicitationResponseFrame
@@ -1828,6 +1992,16 @@ def _closed_reason(
     return "answered in another window"
 
 
+def _icon_infos(icons: tuple[IconSpec, ...]) -> list[IconInfo] | None:
+    return [_icon_info(icon) for icon in icons] or None
+
+
+def _icon_info(icon: IconSpec) -> IconInfo:
+    return IconInfo(
+        src=icon.src, mime_type=icon.mime_type, sizes=list(icon.sizes) or None, theme=icon.theme
+    )
+
+
 def _question_frame(question: ElicitationRequested) -> ElicitationRequestFrame:
     return ElicitationRequestFrame(
         request_id=question.request_id,
@@ -1836,6 +2010,8 @@ def _question_frame(question: ElicitationRequested) -> ElicitationRequestFrame:
         requested_schema=question.requested_schema,
         turn_id=question.turn_id,
         timeout=question.timeout,
+        mode=question.mode,
+        url=question.url,
     )
 
 

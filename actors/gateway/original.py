@@ -42,17 +42,24 @@ from actors.gateway.protocol import (
     AssistantDeltaFrame,
     AssistantMessageFrame,
     ClearHistoryFrame,
+    CompletionFrame,
     ElicitationClosedFrame,
+    ElicitationCompleteFrame,
     ElicitationRequestFrame,
     ErrorFrame,
     FrameError,
     HistoryMessage,
+    ResourceContentFrame,
+    ResourceUpdatedFrame,
     ServerStatusFrame,
     SessionClearedFrame,
     SessionDeletedFrame,
+    SessionExportFrame,
+    SessionImportedFrame,
     SessionInfoFrame,
     SessionSavedFrame,
     SessionsFrame,
+    SessionTitleFrame,
     ThinkingDeltaFrame,
     ToolApprovalRequestFrame,
     ToolExecutionFrame,
@@ -409,6 +416,13 @@ class OriginalFraming:
                 | SessionsFrame()
                 | SessionDeletedFrame()
                 | ServerStatusFrame()
+                | ElicitationCompleteFrame()
+                | SessionTitleFrame()
+                | SessionExportFrame()
+                | SessionImportedFrame()
+                | ResourceContentFrame()
+                | ResourceUpdatedFrame()
+                | CompletionFrame()
             ):
                 return []  # no place for it in the original framing
             case _:

@@ -36,19 +36,27 @@ __all__ = [
     "CancelFrame",
     "ClearHistoryFrame",
     "ClientFrame",
+    "CompleteFrame",
+    "CompletionFrame",
     "DeleteSessionFrame",
     "ElicitationClosedFrame",
+    "ElicitationCompleteFrame",
     "ElicitationRequestFrame",
     "ElicitationResponseFrame",
     "ErrorFrame",
     "FrameError",
     "HistoryMessage",
+    "IconInfo",
     "ImageBlock",
     "ListSessionsFrame",
     "LoadSessionFrame",
     "PromptArgument",
     "PromptInfo",
     "PromptRef",
+    "ReadResourceFrame",
+    "ResourceContentFrame",
+    "ResourceLinkBlock",
+    "ResourceUpdatedFrame",
     "SaveSessionFrame",
     "ServerFrame",
     "ServerInfo",
@@ -60,6 +68,7 @@ __all__ = [
     "SessionSavedFrame",
     "SessionsFrame",
     "ThinkingDeltaFrame",
+    "ToolAnnotationsInfo",
     "ToolApprovalRequestFrame",
     "ToolApprovalResponseFrame",
     "ToolCallInfo",
@@ -169,6 +178,36 @@ class SaveSessionFrame(_ClientFrame):
     """Default: the connection's current conversation."""
 
 
+class RenameSessionFrame(_ClientFrame):
+    """Gives a conversation a title (→ ``session_title`` to every client showing it, and
+    to the sender). A saved conversation's name is its title, so this renames it too."""
+
+    type: Literal["rename_session"]
+    title: str = Field(min_length=1, max_length=200)
+    conversation_id: str | None = None
+    """Default: the connection's current conversation."""
+
+
+class ExportSessionFrame(_ClientFrame):
+    """Asks for a conversation as a file (→ ``session_export``): ``markdown`` to read,
+    ``json`` to keep and import again (``import_session``)."""
+
+    type: Literal["export_session"]
+    format: Literal["markdown", "json"]
+    conversation_id: str | None = None
+    """Default: the connection's current conversation."""
+
+
+class ImportSessionFrame(_ClientFrame):
+    """Imports a JSON export (→ ``session_imported``): a new conversation of the sender,
+    with the export's title and messages (stored now; the export's times are not kept)."""
+
+    type: Literal["import_session"]
+    conversation: dict[str, Any]
+    """The JSON export's object (``format: "mcp-platform/conversation"``, ``version: 1``,
+    ``title``, ``messages``)."""
+
+
 class ListSessionsFrame(_ClientFrame):
     """Asks for one page of the ``sessions`` list: the most recently updated first (ties
     by id), ``limit`` of them, after ``cursor``.
@@ -213,6 +252,33 @@ class ElicitationResponseFrame(_ClientFrame):
     content: dict[str, Any] | None = None
 
 
+class ReadResourceFrame(_ClientFrame):
+    """Read a resource of a ready server through the platform (a tool card's resource
+    link): answered by ``resource_content``, or ``error`` naming ``request_id``."""
+
+    type: Literal["read_resource"]
+    request_id: str = Field(max_length=MAX_REQUEST_ID_LENGTH)
+    server: str
+    uri: str = Field(max_length=4096)
+
+
+class CompleteFrame(_ClientFrame):
+    """Ask a server (one whose ``servers[].completions`` is true) for values of a prompt's
+    argument (``ref_type: "prompt"``, ``ref``: its name) or a resource template's
+    (``"resource"``, its URI template): answered by ``completion``, or ``error`` naming
+    ``request_id``."""
+
+    type: Literal["complete"]
+    request_id: str = Field(max_length=MAX_REQUEST_ID_LENGTH)
+    server: str
+    ref_type: Literal["prompt", "resource"]
+    ref: str
+    argument: str
+    value: str = Field(max_length=1000)
+    context: dict[str, str] = {}
+    """Arguments already filled in."""
+
+
 class ToolApprovalResponseFrame(_ClientFrame):
     """Answers a ``tool_approval_request``."""
 
@@ -226,11 +292,16 @@ ClientFrame = Annotated[
     | CancelFrame
     | ClearHistoryFrame
     | SaveSessionFrame
+    | RenameSessionFrame
+    | ExportSessionFrame
+    | ImportSessionFrame
     | ListSessionsFrame
     | LoadSessionFrame
     | DeleteSessionFrame
     | ElicitationResponseFrame
-    | ToolApprovalResponseFrame,
+    | ToolApprovalResponseFrame
+    | ReadResourceFrame
+    | CompleteFrame,
     Field(discriminator="type"),
 ]
 """Any frame a client may send."""
@@ -296,12 +367,35 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
 # -- server → client -------------------------------------------------------------------------
 
 
+class IconInfo(_ServerFrame):
+    """An icon (``data:`` image or ``https:`` URL only); show it with ``<img>``, sized."""
+
+    src: str
+    mime_type: str | None = None
+    sizes: list[str] | None = None
+    theme: Literal["light", "dark"] | None = None
+
+
+class ToolAnnotationsInfo(_ServerFrame):
+    """A tool's annotations: hints from its server, not guarantees."""
+
+    title: str | None = None
+    read_only: bool | None = None
+    destructive: bool | None = None
+    idempotent: bool | None = None
+    open_world: bool | None = None
+
+
 class ToolInfo(_ServerFrame):
     """A tool the model can use."""
 
     name: str
     server: str
     description: str | None = None
+    tool: str | None = None
+    """Its name on its server (``name`` is the model's)."""
+    annotations: ToolAnnotationsInfo | None = None
+    icons: list[IconInfo] | None = None
 
 
 class PromptArgument(_ServerFrame):
@@ -319,6 +413,7 @@ class PromptInfo(_ServerFrame):
     server: str
     description: str | None = None
     arguments: list[PromptArgument] = []
+    icons: list[IconInfo] | None = None
 
 
 ServerState = Literal["starting", "ready", "unavailable", "auth_required", "stopped"]
@@ -332,6 +427,9 @@ class ServerInfo(_ServerFrame):
     error_message: str | None = None
     auth_url: str | None = None
     """For ``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
+    icons: list[IconInfo] | None = None
+    completions: bool | None = None
+    """``true``: it autocompletes prompt arguments (``complete`` frames)."""
 
 
 class UsageInfo(_ServerFrame):
@@ -375,6 +473,10 @@ class SessionInfoFrame(_ServerFrame):
     type: Literal["session_info"] = "session_info"
     conversation_id: str
     name: str | None = None
+    title: str | None = None
+    """What the conversation is called: the model's title after the first exchange (when
+    ``chat.service.titles.enabled``), or the user's (``rename_session``, ``save_session``);
+    absent until then."""
     saved: bool = False
     messages: list[HistoryMessage] = []
     tools: list[ToolInfo] = []
@@ -422,6 +524,18 @@ class ImageBlock(_ServerFrame):
     """Base64."""
 
 
+class ResourceLinkBlock(_ServerFrame):
+    """A resource link from a tool result: the page shows it and opens it with a
+    ``read_resource`` frame (the browser never fetches the URI itself)."""
+
+    server: str
+    uri: str
+    name: str
+    title: str | None = None
+    mime_type: str | None = None
+    description: str | None = None
+
+
 class ToolExecutionFrame(_ServerFrame):
     """A tool call's progress."""
 
@@ -440,6 +554,13 @@ class ToolExecutionFrame(_ServerFrame):
     error_message: str | None = None
     images: list[ImageBlock] | None = None
     """For ``completed``: images the tool returned (the model gets a description)."""
+    links: list[ResourceLinkBlock] | None = None
+    """For ``completed``: resource links the tool returned (the model gets them too)."""
+    task_status: Literal["working", "input_required", "completed", "failed", "cancelled"] | None = (
+        None
+    )
+    """For ``progress`` of a call run as an MCP task: the task's status (``message``:
+    its status message)."""
 
 
 class UserMessageStoredFrame(_ServerFrame):
@@ -465,7 +586,12 @@ class ElicitationRequestFrame(_ServerFrame):
     message: str
     requested_schema: dict[str, Any]
     """A flat JSON object schema (primitive properties); accepted content is checked
-    against it (defaults filled in) before the server gets it."""
+    against it (defaults filled in) before the server gets it. ``{}`` in URL mode."""
+    mode: Literal["form", "url"] = "form"
+    """``url``: ask the user's consent to open :attr:`url` (show its host); ``accept``
+    (no content) means they opened it. Never open it without the user's click."""
+    url: str | None = None
+    """URL mode: the http(s) URL the server wants the user to open."""
     turn_id: str | None = None
     """The turn whose tool call asked."""
     timeout: float | None = None
@@ -485,6 +611,14 @@ class ElicitationClosedFrame(_ServerFrame):
     """A short text for the user: ``answered`` (to the connection whose answer it was),
     ``answered in another window``, ``timed out`` or ``cancelled`` (a ``cancel`` frame,
     the conversation deleted, the tool call ended)."""
+
+
+class ElicitationCompleteFrame(_ServerFrame):
+    """The server says the URL-mode elicitation ``request_id`` (accepted) is complete:
+    the client closes its card."""
+
+    type: Literal["elicitation_complete"] = "elicitation_complete"
+    request_id: str
 
 
 class ToolApprovalRequestFrame(_ServerFrame):
@@ -533,11 +667,42 @@ class SessionSavedFrame(_ServerFrame):
     name: str
 
 
+class SessionTitleFrame(_ServerFrame):
+    """A conversation's title changed: the model titled it after its first exchange, or
+    a client renamed it (the answer to ``rename_session``)."""
+
+    type: Literal["session_title"] = "session_title"
+    conversation_id: str
+    title: str
+
+
+class SessionExportFrame(_ServerFrame):
+    """The answer to ``export_session``: the file's name and text."""
+
+    type: Literal["session_export"] = "session_export"
+    conversation_id: str
+    format: Literal["markdown", "json"]
+    filename: str
+    content: str
+    """The file's text (Markdown, or the JSON document ``import_session`` reads)."""
+
+
+class SessionImportedFrame(_ServerFrame):
+    """The answer to ``import_session``: the new conversation (load it with
+    ``load_session``)."""
+
+    type: Literal["session_imported"] = "session_imported"
+    conversation_id: str
+    title: str | None = None
+    message_count: int
+
+
 class SessionEntry(_ServerFrame):
     """One conversation in ``sessions``."""
 
     conversation_id: str
     name: str | None = None
+    title: str | None = None
     saved: bool
     created_at: float
     updated_at: float
@@ -581,6 +746,44 @@ class ServerStatusFrame(_ServerFrame):
     auth_url: str | None = None
     """For ``auth_required`` (OAuth): the URL a person opens to authorize the platform
     (the page's Connect button); the browser comes back to ``/oauth/callback``."""
+    icons: list[IconInfo] | None = None
+    """The server's own icons (once it connected)."""
+    completions: bool | None = None
+    """``true``: it autocompletes prompt arguments (``complete`` frames)."""
+
+
+class ResourceContentFrame(_ServerFrame):
+    """Answer to ``read_resource``: the resource as text (binary parts described), cut to
+    ``truncated`` characters when longer."""
+
+    type: Literal["resource_content"] = "resource_content"
+    request_id: str
+    server: str
+    uri: str
+    text: str
+    mime_type: str | None = None
+    is_error: bool = False
+    """The server could not read it (``text`` says why)."""
+    truncated: bool = False
+
+
+class ResourceUpdatedFrame(_ServerFrame):
+    """A resource read in a conversation changed on its server (it is subscribed since
+    it was read); the model is told too, from its next turn on."""
+
+    type: Literal["resource_updated"] = "resource_updated"
+    server: str
+    uri: str
+
+
+class CompletionFrame(_ServerFrame):
+    """Answer to ``complete``: the server's suggestions (at most 100)."""
+
+    type: Literal["completion"] = "completion"
+    request_id: str
+    values: list[str]
+    total: int | None = None
+    has_more: bool = False
 
 
 class ErrorFrame(_ServerFrame):
@@ -603,13 +806,20 @@ ServerFrame = Annotated[
     | UserMessageStoredFrame
     | ElicitationRequestFrame
     | ElicitationClosedFrame
+    | ElicitationCompleteFrame
     | ToolApprovalRequestFrame
     | AssistantMessageFrame
     | SessionClearedFrame
     | SessionSavedFrame
+    | SessionTitleFrame
+    | SessionExportFrame
+    | SessionImportedFrame
     | SessionsFrame
     | SessionDeletedFrame
     | ServerStatusFrame
+    | ResourceContentFrame
+    | CompletionFrame
+    | ResourceUpdatedFrame
     | ErrorFrame,
     Field(discriminator="type"),
 ]

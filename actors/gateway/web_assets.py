@@ -20,8 +20,9 @@ up a new release at once, without a build step that fingerprints file names.
 to the endpoint the operator chose on the host and port it was loaded from.
 
 *Security headers.* The page gets a strict Content-Security-Policy (scripts, styles and
-connections only from this origin, images also from ``data:`` URIs for tool results, no
-inline script): a second wall behind the page's rule of never inserting model text as HTML.
+connections only from this origin, images also from ``data:`` URIs for tool results and
+``https:`` for MCP icons, no inline script): a second wall behind the page's rule of
+never inserting model text as HTML.
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ CONTENT_TYPES: dict[str, str] = {
 (a stray editor backup or a README must not become public by accident)."""
 
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
     "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'"
 )
-"""The page's policy: same-origin code only, ``data:`` images (tool results), no framing."""
+"""The page's policy: same-origin code only, ``data:`` images (tool results, icons) and
+``https:`` images (MCP icons: an ``<img>`` runs no script, even an SVG one), no framing."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,12 @@ from typing import Annotated, Any, ClassVar, assert_never
 
 from pydantic import BaseModel, Field
 
-from actors.catalogue import check_prompt_arguments, render_catalogue
+from actors.catalogue import (
+    check_prompt_arguments,
+    render_catalogue,
+    render_instructions,
+    render_stale_resources,
+)
 from actors.errors import (
     ChatError,
     InternalError,
@@ -66,6 +71,7 @@ from actors.messages import (
     CancelToolCalls,
     CancelTurn,
     ClaimTurn,
+    CompletionRequest,
     CompletionResult,
     ConfigChanged,
     GetConfig,
@@ -74,8 +80,10 @@ from actors.messages import (
     PromptMessageText,
     PromptSpec,
     ReleaseTurn,
+    ResourceChanged,
     ResourceSpec,
     ServerStateChanged,
+    SetTitle,
     StartTurn,
     StoredMessage,
     ToolApprovalClosed,
@@ -141,6 +149,28 @@ STOP_GRACE = 2.0
 """Seconds running turns get at shutdown to store their partial answers as cancelled."""
 
 
+TITLE_TIMEOUT = 60.0
+"""Seconds a title's completion may take."""
+TITLE_INPUT_CHARS = 2000
+"""Characters of the first question and of its answer the title request sends."""
+TITLE_MAX_CHARS = 80
+"""A title longer than this is cut (a model that ignored the prompt)."""
+
+
+def clean_title(text: str) -> str | None:
+    """The model's answer as a title: its first non-empty line, without surrounding
+    quotes, a ``Title:`` label, Markdown emphasis or a final period, at most
+    :data:`TITLE_MAX_CHARS` characters; None when nothing is left."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if line.lower().startswith("title:"):
+        line = line[len("title:") :].strip()
+    line = line.strip("\"'`*#_ ").rstrip(".").strip()
+    line = " ".join(line.split())
+    if len(line) > TITLE_MAX_CHARS:
+        line = line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+    return line or None
+
+
 @dataclass(slots=True)
 class _Running:
     """A running turn: its pure core and the task that carries out its commands."""
@@ -172,7 +202,12 @@ def _chat_error(exc: BaseException) -> ChatError:
 
 
 OrchestratorInbox = Annotated[
-    StartTurn | CancelTurn | ConfigChanged | ServerStateChanged | AnswerToolApproval,
+    StartTurn
+    | CancelTurn
+    | ConfigChanged
+    | ServerStateChanged
+    | AnswerToolApproval
+    | ResourceChanged,
     Field(discriminator="type"),
 ]
 """What the OrchestratorActor handles: turns to start and cancel, approval answers, and
@@ -189,6 +224,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         ConfigChanged,
         ServerStateChanged,
         AnswerToolApproval,
+        ResourceChanged,
     )
 
     def __init__(self) -> None:
@@ -208,6 +244,10 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         """The prompts of each ready MCP server, by name."""
         self._server_resources: dict[str, tuple[ResourceSpec, ...]] = {}
         """The resources and templates of each ready MCP server."""
+        self._stale_resources: dict[tuple[str, str], None] = {}
+        """Resources (server, URI) that changed since they were last read, in order."""
+        self._server_instructions: dict[str, str] = {}
+        """Each ready server's instructions for the model (``use_instructions``)."""
         self._system_prompt = ""
         """The system prompt with the resource catalogue, rebuilt when either changes."""
         self._approvals = PendingApprovals()
@@ -260,6 +300,14 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 self._inform_turns()
             case AnswerToolApproval():
                 self._approvals.answer(message.conversation_id, message.call_id, message.decision)
+            case ResourceChanged(server=server, uri=uri, change=change):
+                key = (server, uri)
+                if change == "updated" and key not in self._stale_resources:
+                    self._stale_resources[key] = None
+                    self._rebuild_system_prompt()
+                elif change == "read" and key in self._stale_resources:
+                    del self._stale_resources[key]
+                    self._rebuild_system_prompt()
             case ServerStateChanged(server=server, tools=tools):
                 if tools:
                     self._server_tools[server] = tools
@@ -269,6 +317,12 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     self._server_prompts[server] = {p.name: p for p in message.prompts}
                 else:
                     self._server_prompts.pop(server, None)
+                if message.instructions != self._server_instructions.get(server):
+                    if message.instructions:
+                        self._server_instructions[server] = message.instructions
+                    else:
+                        self._server_instructions.pop(server, None)
+                    self._rebuild_system_prompt()
                 if message.resources != self._server_resources.get(server, ()):
                     if message.resources:
                         self._server_resources[server] = message.resources
@@ -295,6 +349,12 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
     def _rebuild_system_prompt(self) -> None:
         service = self.snapshot.config.chat.service
         prompt = service.system_prompt
+        instructions = render_instructions(self._server_instructions)
+        if instructions:
+            prompt = prompt.rstrip("\n") + "\n\n" + instructions
+        stale = render_stale_resources(list(self._stale_resources))
+        if stale:
+            prompt = prompt.rstrip("\n") + "\n\n" + stale
         if service.resources.in_system_prompt:
             catalogue = render_catalogue(
                 [spec for specs in self._server_resources.values() for spec in specs],
@@ -488,6 +548,9 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 hops=turn.hops,
             )
         await self.publish(finished)
+        if finished.finish_reason == "stop" and self.snapshot.config.chat.service.titles.enabled:
+            # After the turn's end: the title never delays an answer.
+            self.spawn(self._title(start.owner, turn.conversation_id), name=f"title:{turn.turn_id}")
         self.log.info(
             "turn.finished",
             turn_id=turn.turn_id,
@@ -695,6 +758,56 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         for message in user_side:
             self._remember(message)
         return tuple(user_side), row
+
+    # -- titles ------------------------------------------------------------------------------
+
+    async def _title(self, owner: str, conversation_id: str) -> None:
+        """After a conversation's first exchange, ask the model for a title (one short
+        completion, ``chat.service.titles.max_tokens`` at most) and store it unless the
+        conversation has one meanwhile. Never raises: a title is not worth a crash."""
+        try:
+            history = await self._history_of(conversation_id)
+            users = [m for m in history if m.role == "user"]
+            answers = [m for m in history if m.role == "assistant" and m.content.strip()]
+            if len(users) != 1 or not answers:
+                return  # not the first exchange (or no text to title)
+            settings = self.snapshot.config.chat.service.titles
+            exchange = (
+                f"User: {users[0].content[:TITLE_INPUT_CHARS]}\n\n"
+                f"Assistant: {answers[-1].content[:TITLE_INPUT_CHARS]}"
+            )
+            result: CompletionResult = await self.request(
+                CompletionRequest(
+                    # A conversation id no client watches: the deltas go nowhere.
+                    conversation_id=f"title:{conversation_id}",
+                    turn_id=f"title-{uuid.uuid4().hex[:16]}",
+                    messages=(
+                        {"role": "system", "content": settings.prompt},
+                        {"role": "user", "content": exchange},
+                    ),
+                    parameters={"max_tokens": settings.max_tokens},
+                ),
+                timeout=TITLE_TIMEOUT,
+            )
+            title = clean_title(result.content)
+            if title is None:
+                self.log.warning("title.empty", conversation_id=conversation_id, model=result.model)
+                return
+            await self.request(
+                SetTitle(owner=owner, conversation_id=conversation_id, title=title, by_user=False)
+            )
+            self.log.info(
+                "title.set",
+                conversation_id=conversation_id,
+                model=result.model,
+                completion_tokens=result.usage.completion_tokens,
+            )
+        except asyncio.CancelledError:
+            raise
+        except (BusError, RequestFailed, RequestError) as exc:
+            cause = cause_of(exc)
+            detail = str(cause) if isinstance(cause, ChatError) else type(cause).__name__
+            self.log.warning("title.failed", conversation_id=conversation_id, error=detail)
 
     # -- the history cache -----------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """Tool approval: which calls wait for the user first, and the calls waiting now.
 
 Design note: an operator marks a server's tools as needing approval in its
-``servers_config.json`` entry (``require_approval``: ``true``, ``false`` or a list of the
-server's tool names; ``mcp.platform.require_approval`` in the runtime configuration for the
-built-in ``platform`` server, which has no entry). The OrchestratorActor reads that
+``servers_config.json`` entry (``require_approval``: ``true``, ``false``, ``"destructive"``
+(by the tools' annotations) or a list of the server's tool names;
+``mcp.platform.require_approval`` in the runtime configuration for the built-in
+``platform`` server, which has no entry). The OrchestratorActor reads that
 setting at each call (so a live edit applies to the next call) and, for a gated call, asks
 the conversation's clients with a ``tool_approval_request`` before anything is sent to the
 MCP server; the call's own tool timeout therefore starts only once it is approved.
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from actors.errors import not_waiting
-from actors.messages import ApprovalDecision
+from actors.messages import ApprovalDecision, ToolHints
 from config.schema import ApprovalSetting, ServersConfig
 
 __all__ = [
@@ -53,7 +54,9 @@ ApprovalVerdict = Literal["approve", "deny", "timeout", "cancelled"]
 the turn cancelled (or its conversation deleted) meanwhile."""
 
 
-def approval_required(setting: ApprovalSetting | None, tool: str) -> bool:
+def approval_required(
+    setting: ApprovalSetting | None, tool: str, hints: ToolHints | None = None
+) -> bool:
     """Whether a call of ``tool`` (its name on the server) waits for the user first.
 
     Args:
@@ -61,11 +64,14 @@ def approval_required(setting: ApprovalSetting | None, tool: str) -> bool:
             ``mcp.platform.require_approval`` for the built-in server); ``None``: a server
             no longer configured, never gated.
         tool: The tool's name as the server names it.
+        hints: The tool's annotations (``"destructive"``: a tool without any is gated).
     """
     if setting is None:
         return False
     if isinstance(setting, bool):
         return setting
+    if setting == "destructive":
+        return hints is None or hints.may_destroy
     return tool in setting
 
 
@@ -91,7 +97,7 @@ def unknown_gated_tools(
         setting: The server's ``require_approval``.
         offered: The server's tool names as it lists them now.
     """
-    if setting is None or isinstance(setting, bool):
+    if setting is None or isinstance(setting, bool) or setting == "destructive":
         return ()
     known = set(offered)
     return tuple(
@@ -106,13 +112,13 @@ def unknown_gated_tools(
 
 def approval_policy_changes(
     old: ServersConfig | None, new: ServersConfig
-) -> dict[str, bool | list[str]]:
+) -> dict[str, ApprovalSetting]:
     """The servers whose ``require_approval`` setting differs between ``old`` and ``new``
     (all gated servers when ``old`` is ``None``), with the new setting (``false`` for a
     server no longer configured)."""
     before = {} if old is None else {n: e.require_approval for n, e in old.mcp_servers.items()}
     after = {n: e.require_approval for n, e in new.mcp_servers.items()}
-    changes: dict[str, bool | list[str]] = {}
+    changes: dict[str, ApprovalSetting] = {}
     for name in sorted(before.keys() | after.keys()):
         setting = after.get(name, False)
         if setting != before.get(name, False):

@@ -355,6 +355,7 @@ def finished_card(started: ToolExecutionEvent, outcome: ToolOutcome) -> ToolExec
         result_preview=None if outcome.is_error else card_text(outcome),
         error_message=card_text(outcome) if outcome.is_error else None,
         images=outcome.images or None,
+        links=outcome.links or None,
     )
 
 
@@ -772,7 +773,7 @@ class Turn:
             entry.outcome = _refused("the arguments must be a JSON object; call the tool again.")
             return []
         entry.spec, entry.arguments = spec, arguments
-        if not approval_required(self.toolbox.approval.get(spec.server), spec.name):
+        if not approval_required(self.toolbox.approval.get(spec.server), spec.name, spec.hints):
             step.queue.append(index)
             return []
         # A call waits under its conversation and its id: a model that reuses an id in

@@ -77,10 +77,12 @@ from actors.messages import (
     ClaimTurn,
     ConfigChanged,
     ConversationState,
+    ConversationTitled,
     CreateConversation,
     DeleteSession,
     FinishMessage,
     GetConfig,
+    ImportConversation,
     ListSessions,
     LoadHistory,
     MessageStatus,
@@ -89,6 +91,7 @@ from actors.messages import (
     SaveSession,
     SessionPage,
     SessionSummary,
+    SetTitle,
     StorageCheck,
     StorageWritten,
     StoredMessage,
@@ -297,6 +300,8 @@ PersistenceInbox = Annotated[
     | FinishMessage
     | LoadHistory
     | SaveSession
+    | SetTitle
+    | ImportConversation
     | ListSessions
     | DeleteSession
     | CheckStorage
@@ -340,6 +345,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
         FinishMessage,
         LoadHistory,
         SaveSession,
+        SetTitle,
+        ImportConversation,
         ListSessions,
         DeleteSession,
         CheckStorage,
@@ -517,6 +524,10 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 return await self._create_conversation(owner)
             case SaveSession():
                 return await self._save_session(message)
+            case SetTitle():
+                return await self._set_title(message)
+            case ImportConversation():
+                return await self._import_conversation(message)
             case ListSessions(owner=owner, limit=limit, cursor=cursor):
                 return await self._session_page(owner, limit, cursor)
             case DeleteSession(owner=owner, conversation_id=conversation_id):
@@ -625,6 +636,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             conversation_id=record.id,
             owner=record.owner,
             name=record.name,
+            title=record.title,
             saved=record.saved,
             messages=await self._load_history(record.id, history_limit),
         )
@@ -657,7 +669,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             raise InvalidMessage("a saved session needs a non-empty name")
         try:
             async with self._writing("save the session", message.conversation_id):
-                return await self._store.save_conversation(
+                summary = await self._store.save_conversation(
                     message.owner, message.conversation_id, name, self._clock(), settings.max_saved
                 )
         except SavedSessionsFull as exc:
@@ -666,6 +678,69 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 f"(chat.storage.saved_sessions.max_saved = {settings.max_saved}): "
                 "delete one before saving another"
             ) from exc
+        # A saved conversation's title is its name.
+        await self.publish(ConversationTitled(conversation_id=summary.conversation_id, title=name))
+        return summary
+
+    async def _import_conversation(self, message: ImportConversation) -> ConversationState:
+        """A new conversation of the importing owner with the messages given (in one
+        transaction): what a JSON export held, as new rows of this database."""
+        limit = self._retention_settings.max_messages
+        if len(message.messages) > limit:
+            raise InvalidMessage(
+                f"the conversation has {len(message.messages)} messages, more than this "
+                f"server keeps in one (chat.storage.persistence.retention.max_messages = {limit})"
+            )
+        title = " ".join((message.title or "").split()) or None
+        conversation_id = f"c-{uuid.uuid4().hex}"
+        rows = [
+            AppendMessage(
+                conversation_id=conversation_id,
+                # An answer exported while it streamed is, here, one that stopped.
+                **(
+                    imported.model_dump(exclude={"created_at", "status"})
+                    | {
+                        "status": "incomplete"
+                        if imported.status == "streaming"
+                        else imported.status
+                    }
+                ),
+            )
+            for imported in message.messages
+        ]
+        now = self._clock()
+        async with self._writing("import the conversation", conversation_id):
+            ids = await self._store.insert_conversation(
+                conversation_id, message.owner, title, rows, now
+            )
+        return ConversationState(
+            conversation_id=conversation_id,
+            owner=message.owner,
+            title=title,
+            messages=tuple(
+                self._appended(row, message_id, now)
+                for row, message_id in zip(rows, ids, strict=True)
+            ),
+        )
+
+    async def _set_title(self, message: SetTitle) -> SessionSummary:
+        """Title a conversation (see SetTitle); ConversationTitled when the title changed."""
+        title = " ".join(message.title.split())
+        if not title:
+            raise InvalidMessage("a title needs a non-empty text")
+        async with self._writing("title the conversation", message.conversation_id):
+            summary, changed = await self._store.set_title(
+                message.owner,
+                message.conversation_id,
+                title,
+                self._clock(),
+                only_if_untitled=not message.by_user,
+            )
+        if changed and summary.title is not None:
+            await self.publish(
+                ConversationTitled(conversation_id=summary.conversation_id, title=summary.title)
+            )
+        return summary
 
     async def _session_page(self, owner: str, limit: int, cursor: str | None) -> SessionPage:
         """One page of the owner's conversations (see ListSessions)."""

@@ -52,7 +52,7 @@ class CopyReport:
 
 
 _CONVERSATIONS = (
-    "SELECT id, owner, name, saved, created_at, updated_at, saved_at "
+    "SELECT id, owner, name, saved, created_at, updated_at, saved_at, title "
     "FROM conversations ORDER BY rowid"
 )
 _MESSAGES = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY id"  # noqa: S608 - constants only

@@ -150,7 +150,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         EXECUTE FUNCTION touch_conversation()
         """,
     ),
-    # Version 2: the turn leases of replicas sharing the database (``cluster``): one row
+    # Version 2: a conversation's title (the model's after the first exchange, or the
+    # user's; a saved conversation's is its name).
+    ("ALTER TABLE conversations ADD COLUMN title TEXT",),
+    # Version 3: the turn leases of replicas sharing the database (``cluster``): one row
     # per conversation whose turn runs, held by a replica until it expires.
     (
         """
@@ -228,10 +231,14 @@ _INSERT_CONVERSATION = (
     "INSERT INTO conversations (id, owner, saved, created_at, updated_at) "
     "VALUES ($1, $2, 0, $3, $3)"
 )
-_SELECT_CONVERSATION = "SELECT id, owner, name, saved FROM conversations WHERE id = $1"
+_INSERT_TITLED_CONVERSATION = (
+    "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at) "
+    "VALUES ($1, $2, $3, 0, $4, $4)"
+)
+_SELECT_CONVERSATION = "SELECT id, owner, name, saved, title FROM conversations WHERE id = $1"
 _SELECT_CONVERSATION_FOR_UPDATE = _SELECT_CONVERSATION + " FOR UPDATE"
 _SELECT_LATEST_UNSAVED = (
-    "SELECT id, owner, name, saved FROM conversations WHERE owner = $1 AND saved = 0 "
+    "SELECT id, owner, name, saved, title FROM conversations WHERE owner = $1 AND saved = 0 "
     "ORDER BY updated_at DESC, seq DESC LIMIT 1"
 )
 _FLUSH_STREAM = (
@@ -249,12 +256,20 @@ _SELECT_HISTORY = (
     "LIMIT $2) AS newest ORDER BY id"
 )
 _COUNT_SAVED = "SELECT COUNT(*) FROM conversations WHERE owner = $1 AND saved = 1"
-_SAVE_CONVERSATION = "UPDATE conversations SET saved = 1, name = $1, saved_at = $2 WHERE id = $3"
+_SAVE_CONVERSATION = (
+    "UPDATE conversations SET saved = 1, name = $1, title = $1, saved_at = $2 WHERE id = $3"
+)
+# $4: only an untitled conversation (the model's title never overwrites the user's).
+_SET_TITLE = """
+    UPDATE conversations
+    SET title = $1, name = CASE WHEN saved = 1 THEN $1 ELSE name END
+    WHERE id = $2 AND owner = $3 AND (NOT $4::boolean OR title IS NULL)
+"""
 _DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = $1 AND owner = $2"
 # The usage sums: SQLite's json_extract() is PostgreSQL's (text::jsonb ->> key)::type;
 # SUM(bigint) is numeric in PostgreSQL, cast back so the driver returns an int.
 _SUMMARY_COLUMNS = """
-    SELECT c.id, c.name, c.saved, c.created_at, c.updated_at,
+    SELECT c.id, c.name, c.title, c.saved, c.created_at, c.updated_at,
            COUNT(m.id) AS message_count,
            COALESCE(SUM(CASE WHEN m.role = 'assistant'
                         THEN (m.usage::jsonb ->> 'prompt_tokens')::bigint END), 0)::bigint
@@ -268,7 +283,7 @@ _SUMMARY_COLUMNS = """
            SUM(CASE WHEN m.role = 'assistant'
                THEN (m.usage::jsonb ->> 'cost')::double precision END) AS cost
     FROM chosen AS c LEFT JOIN messages AS m ON m.conversation_id = c.id
-    GROUP BY c.id, c.name, c.saved, c.created_at, c.updated_at
+    GROUP BY c.id, c.name, c.title, c.saved, c.created_at, c.updated_at
     ORDER BY c.updated_at DESC, c.id DESC
 """
 _ONE_CONVERSATION = "WITH chosen AS (SELECT * FROM conversations WHERE owner = $1 AND id = $2)"
@@ -633,6 +648,43 @@ class PostgresRepository:
             raise SessionNotFound(f"no conversation {conversation_id!r}")
         return session_summary(summary)
 
+    async def set_title(
+        self,
+        owner: str,
+        conversation_id: str,
+        title: str,
+        now: float,
+        *,
+        only_if_untitled: bool,
+    ) -> tuple[SessionSummary, bool]:
+        """One UPDATE (conditional on the owner, and on no title for the model's)."""
+        async with self._write("title the conversation") as db:
+            changed = _rowcount(
+                await db.execute(_SET_TITLE, title, conversation_id, owner, only_if_untitled)
+            )
+        async with self._connection("read the session") as db:
+            summary = await db.fetchrow(_SELECT_SUMMARY, owner, conversation_id)
+        if summary is None:
+            raise SessionNotFound(f"no conversation {conversation_id!r}")
+        return session_summary(summary), bool(changed)
+
+    async def insert_conversation(
+        self,
+        conversation_id: str,
+        owner: str,
+        title: str | None,
+        messages: Sequence[AppendMessage],
+        now: float,
+    ) -> list[int]:
+        """The conversation row and one multi-row INSERT, in one transaction."""
+        async with self._write("import the conversation", conversation_id) as db:
+            await db.execute(_INSERT_TITLED_CONVERSATION, conversation_id, owner, title, now)
+            if not messages:
+                return []
+            values = [value for message in messages for value in message_values(message, now)]
+            rows = await db.fetch(_insert_messages_sql(len(messages)), *values)
+        return sorted(int(row["id"]) for row in rows)
+
     async def session_page(
         self, owner: str, after: tuple[float, str] | None, limit: int
     ) -> list[SessionSummary]:
@@ -844,7 +896,7 @@ class PostgresRepository:
         async with self._write("copy a conversation", conversation["id"]) as db:
             inserted = await db.fetchval(
                 "INSERT INTO conversations (id, owner, name, saved, created_at, updated_at, "
-                "saved_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "saved_at, title) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
                 "ON CONFLICT (id) DO NOTHING RETURNING true",
                 conversation["id"],
                 conversation["owner"],
@@ -853,6 +905,7 @@ class PostgresRepository:
                 conversation["created_at"],
                 conversation["updated_at"],
                 conversation["saved_at"],
+                conversation["title"],
             )
             if not inserted:
                 return False

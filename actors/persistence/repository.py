@@ -84,6 +84,7 @@ class ConversationRecord:
     owner: str
     name: str | None
     saved: bool
+    title: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,12 +206,43 @@ class ChatRepository(Protocol):
         self, owner: str, conversation_id: str, name: str, now: float, max_saved: int
     ) -> SessionSummary:
         """Mark the owner's conversation saved under ``name`` (a rename when it already
-        is), in one transaction with the limit check.
+        is), in one transaction with the limit check; its title becomes ``name``.
 
         Raises:
             SessionNotFound: No such conversation, or another owner's.
             SavedSessionsFull: It is not saved yet and the owner has ``max_saved``.
         """
+        ...
+
+    async def set_title(
+        self,
+        owner: str,
+        conversation_id: str,
+        title: str,
+        now: float,
+        *,
+        only_if_untitled: bool,
+    ) -> tuple[SessionSummary, bool]:
+        """Title the owner's conversation (a saved one's ``name`` follows); with
+        ``only_if_untitled``, only when it has no title yet. The summary after, and
+        whether the title was written. Does not touch ``updated_at`` (a title is not a
+        use of the conversation: retention and the list's order stay as they were).
+
+        Raises:
+            SessionNotFound: No such conversation, or another owner's.
+        """
+        ...
+
+    async def insert_conversation(
+        self,
+        conversation_id: str,
+        owner: str,
+        title: str | None,
+        messages: Sequence[AppendMessage],
+        now: float,
+    ) -> list[int]:
+        """Insert an unsaved conversation with its title and messages in ONE transaction
+        (all or nothing); the messages' ids in order."""
         ...
 
     async def session_page(
@@ -361,6 +393,7 @@ def session_summary(row: Row) -> SessionSummary:
     return SessionSummary(
         conversation_id=row["id"],
         name=row["name"],
+        title=row["title"],
         saved=bool(row["saved"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -375,7 +408,11 @@ def session_summary(row: Row) -> SessionSummary:
 
 
 def conversation_record(row: Row) -> ConversationRecord:
-    """A ``conversations`` row (id, owner, name, saved) as a record."""
+    """A ``conversations`` row (id, owner, name, saved, title) as a record."""
     return ConversationRecord(
-        id=row["id"], owner=row["owner"], name=row["name"], saved=bool(row["saved"])
+        id=row["id"],
+        owner=row["owner"],
+        name=row["name"],
+        saved=bool(row["saved"]),
+        title=row["title"],
     )

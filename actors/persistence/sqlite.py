@@ -119,6 +119,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         END
         """,
     ),
+    # Version 3: a conversation's title (the model's after the first exchange, or the
+    # user's; a saved conversation's is its name).
+    ("ALTER TABLE conversations ADD COLUMN title TEXT",),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` (``PRAGMA user_version``). Append a step to change the schema; never edit one."""
@@ -139,9 +142,13 @@ _RECOVER_STREAMING = (
 _INSERT_CONVERSATION = (
     "INSERT INTO conversations (id, owner, saved, created_at, updated_at) VALUES (?, ?, 0, ?, ?)"
 )
-_SELECT_CONVERSATION = "SELECT id, owner, name, saved FROM conversations WHERE id = ?"
+_INSERT_TITLED_CONVERSATION = (
+    "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at) "
+    "VALUES (?, ?, ?, 0, ?, ?)"
+)
+_SELECT_CONVERSATION = "SELECT id, owner, name, saved, title FROM conversations WHERE id = ?"
 _SELECT_LATEST_UNSAVED = (
-    "SELECT id, owner, name, saved FROM conversations WHERE owner = ? AND saved = 0 "
+    "SELECT id, owner, name, saved, title FROM conversations WHERE owner = ? AND saved = 0 "
     "ORDER BY updated_at DESC, rowid DESC LIMIT 1"
 )
 _INSERT_MESSAGE_COLUMNS = f"INSERT INTO messages ({MESSAGE_COLUMNS})"
@@ -162,10 +169,18 @@ _SELECT_HISTORY = (
     "LIMIT ?) ORDER BY id"
 )
 _COUNT_SAVED = "SELECT COUNT(*) FROM conversations WHERE owner = ? AND saved = 1"
-_SAVE_CONVERSATION = "UPDATE conversations SET saved = 1, name = ?, saved_at = ? WHERE id = ?"
+_SAVE_CONVERSATION = (
+    "UPDATE conversations SET saved = 1, name = ?1, title = ?1, saved_at = ?2 WHERE id = ?3"
+)
+# ?4: only an untitled conversation (the model's title never overwrites the user's).
+_SET_TITLE = """
+    UPDATE conversations
+    SET title = ?1, name = CASE WHEN saved = 1 THEN ?1 ELSE name END
+    WHERE id = ?2 AND owner = ?3 AND (?4 = 0 OR title IS NULL)
+"""
 _DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = ? AND owner = ?"
 _SUMMARY_COLUMNS = """
-    SELECT c.id, c.name, c.saved, c.created_at, c.updated_at,
+    SELECT c.id, c.name, c.title, c.saved, c.created_at, c.updated_at,
            COUNT(m.id) AS message_count,
            COALESCE(SUM(CASE WHEN m.role = 'assistant'
                         THEN json_extract(m.usage, '$.prompt_tokens') END), 0) AS prompt_tokens,
@@ -496,6 +511,47 @@ class SqliteRepository:
             await db.execute(_SAVE_CONVERSATION, (name, now, conversation_id))
         [row] = await self._connection.execute_fetchall(_SELECT_SUMMARY, (owner, conversation_id))
         return session_summary(row)
+
+    async def set_title(
+        self,
+        owner: str,
+        conversation_id: str,
+        title: str,
+        now: float,
+        *,
+        only_if_untitled: bool,
+    ) -> tuple[SessionSummary, bool]:
+        """One UPDATE (conditional on the owner, and on no title for the model's)."""
+        async with self._write("title the conversation") as db:
+            changed = await self._rowcount(
+                db, _SET_TITLE, (title, conversation_id, owner, int(only_if_untitled))
+            )
+        rows = list(
+            await self._connection.execute_fetchall(_SELECT_SUMMARY, (owner, conversation_id))
+        )
+        if not rows:
+            raise SessionNotFound(f"no conversation {conversation_id!r}")
+        return session_summary(rows[0]), bool(changed)
+
+    async def insert_conversation(
+        self,
+        conversation_id: str,
+        owner: str,
+        title: str | None,
+        messages: Sequence[AppendMessage],
+        now: float,
+    ) -> list[int]:
+        """The conversation row and one multi-row INSERT, in one transaction."""
+        async with self._write("import the conversation") as db:
+            await db.execute(_INSERT_TITLED_CONVERSATION, (conversation_id, owner, title, now, now))
+            if not messages:
+                return []
+            rows = ", ".join([_INSERT_VALUES] * len(messages))
+            values = [value for message in messages for value in message_values(message, now)]
+            returned = await db.execute_fetchall(
+                f"{_INSERT_MESSAGE_COLUMNS} VALUES {rows} RETURNING id", values
+            )
+        return sorted(int(row[0]) for row in returned)
 
     async def session_page(
         self, owner: str, after: tuple[float, str] | None, limit: int

@@ -55,13 +55,27 @@ connections); when there are none, or calls of several conversations run at once
 answered ``cancel`` and logged (``tools.elicitation_unroutable``): never shown to a user
 it may not concern. While a question waits, the timeouts of that conversation's calls on
 this server are held (:class:`~actors.tools.mcp_client.CallClock`); ``mcp.elicitation.timeout``
-bounds the wait, then the server gets ``cancel``. URL-mode elicitation is declined.
+bounds the wait, then the server gets ``cancel``.
+
+*URL-mode elicitation.* A URL request (http(s) only; anything else is declined) goes the
+same way with ``mode: url``: the page shows the host and asks before it opens anything;
+``accept`` means the user opened it. The server's ``notifications/elicitation/complete``
+for an accepted one publishes ``ElicitationCompleted`` (the page closes the card). A tool
+call refused with ``URLElicitationRequiredError`` (-32042) asks the user for each URL the
+error names, then waits for each to complete (at most ``mcp.elicitation.timeout``: a
+completion notification is not guaranteed) and is sent once more.
 
 *Sampling.* ``sampling/createMessage`` is served by the active LLM provider (through the
 LLMActor, on a conversation id of its own that no client watches) only when the server's
 entry sets ``allow_sampling: true``; otherwise it is refused with a message naming that
-setting. Roots are not offered (the platform has no file roots to share), so the
-capability is not declared.
+setting.
+
+*Roots and log level, live.* ``roots/list`` is answered from the entry's ``roots`` (none by
+default; the capability is declared with ``listChanged``), and ``settings.logLevel`` is
+sent as ``logging/setLevel`` after connecting to a server that declares ``logging``. Both
+are read from every ``ConfigChanged``: an edit sends ``notifications/roots/list_changed``
+or a new ``logging/setLevel`` on the live connection, without a restart (the ServersActor
+leaves them out of what restarts a server).
 """
 
 from __future__ import annotations
@@ -74,28 +88,42 @@ from contextlib import AbstractAsyncContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, assert_never
+from urllib.parse import urlsplit
 
 import anyio
 import mcp.types as mcp_types
 import orjson
 from mcp.shared.auth import AuthorizationCodeResult, OAuthToken
 from mcp.shared.dispatcher import ProgressFnT
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from actors.catalogue import prompt_messages, prompt_specs, resource_specs, resource_text
+from actors.catalogue import (
+    prompt_messages,
+    prompt_specs,
+    resource_specs,
+    resource_text,
+    safe_icons,
+)
 from actors.errors import ChatError, InvalidMessage, McpServerUnavailable
 from actors.messages import (
     AnswerElicitation,
+    ArgumentCompletions,
     AuthorizationResult,
     CallTool,
     CancelToolCalls,
+    CompleteArgument,
     CompleteAuthorization,
     CompletionRequest,
+    ConfigChanged,
     ElicitationClosed,
+    ElicitationCompleted,
     ElicitationRequested,
     GetPrompt,
+    IconSpec,
     PromptSpec,
     ReadResource,
+    ResourceChanged,
+    ResourceLinkInfo,
     ResourceSpec,
     ResourceText,
     ServerStateChanged,
@@ -115,6 +143,7 @@ from actors.tools.mcp_client import (
     MemoryTokenStorage,
     OAuthTiming,
     PlatformOAuth,
+    ResourceRef,
     ServerConnectError,
     ServerConnection,
     ServerGone,
@@ -122,6 +151,7 @@ from actors.tools.mcp_client import (
     ServerRequestTimeout,
     SessionExpired,
     SqliteTokenStorage,
+    ToolCallError,
     ToolCallTimeout,
     ToolResult,
     connect_server,
@@ -138,7 +168,14 @@ from bus.errors import (
     cause_of,
 )
 from bus.messages import Message, R, Request
-from config.schema import PLATFORM_SERVER, ConnectionConfig, ServerEntry, ServerSettings
+from config.schema import (
+    PLATFORM_SERVER,
+    ConfigSnapshot,
+    ConnectionConfig,
+    RootEntry,
+    ServerEntry,
+    ServerSettings,
+)
 
 __all__ = [
     "OAuthSetup",
@@ -203,15 +240,21 @@ class _PendingQuestion:
     """An elicitation waiting for the user's answer."""
 
     conversation_id: str
-    schema: dict[str, Any]
+    schema: dict[str, Any] | None
+    """Form mode: the requested schema; ``None`` in URL mode (no content)."""
     answer: asyncio.Future[mcp_types.ElicitResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
-def outcome_text(result: ToolResult) -> str:
-    """What the model reads of a result: text, structured content, and a description of
-    every binary block (an image is described, not dropped)."""
+_LINK_DESCRIPTION_CHARS = 300
+"""A resource link's description is cut to this many characters in the model's text."""
+
+
+def outcome_text(result: ToolResult, server: str) -> str:
+    """What the model reads of a result: text, structured content, a description of
+    every binary block (an image is described, not dropped) and every resource link
+    (URI, name, MIME type, description, and how to read it)."""
     parts = list(result.text_parts)
     if result.structured is not None and not parts:
         parts.append(orjson.dumps(result.structured).decode())
@@ -220,7 +263,38 @@ def outcome_text(result: ToolResult) -> str:
         f"{block.size} bytes: shown to the user]"
         for block in result.binary
     )
+    parts.extend(_link_text(link, server) for link in result.links)
     return "\n".join(parts) or ("(the tool failed)" if result.is_error else "(no output)")
+
+
+def _link_text(link: ResourceRef, server: str) -> str:
+    details = [f"uri: {orjson.dumps(link.uri).decode()}", f"name: {link.title or link.name}"]
+    if link.mime_type:
+        details.append(f"type: {link.mime_type}")
+    if link.description:
+        description = " ".join(link.description.split())
+        if len(description) > _LINK_DESCRIPTION_CHARS:
+            description = description[: _LINK_DESCRIPTION_CHARS - 1] + "…"
+        details.append(f"description: {description}")
+    return (
+        f"[resource link; {'; '.join(details)}. Read it with platform__read_resource "
+        f'(uri as given, server: "{server}")]'
+    )
+
+
+def outcome_links(result: ToolResult, server: str) -> tuple[ResourceLinkInfo, ...]:
+    """The result's resource links as bus data (the tool card shows them)."""
+    return tuple(
+        ResourceLinkInfo(
+            server=server,
+            uri=link.uri,
+            name=link.name,
+            title=link.title,
+            mime_type=link.mime_type,
+            description=link.description,
+        )
+        for link in result.links
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +313,8 @@ AUTHORIZATION_EXCHANGE_TIMEOUT = 30.0
 
 _ToolMessages = (
     _Relist
+    | ConfigChanged
+    | CompleteArgument
     | CallTool
     | CancelToolCalls
     | GetPrompt
@@ -274,6 +350,8 @@ class ToolActor(Actor[ToolInbox]):
         ReadResource,
         AnswerElicitation,
         CompleteAuthorization,
+        CompleteArgument,
+        ConfigChanged,
         _Relist,
     )
 
@@ -309,11 +387,29 @@ class ToolActor(Actor[ToolInbox]):
         self._tools: dict[str, ToolSpec] = {}
         self._prompts: tuple[PromptSpec, ...] = ()
         self._resources: tuple[ResourceSpec, ...] = ()
+        self._instructions: str | None = None
+        self._icons: tuple[IconSpec, ...] = ()
+        self._roots: tuple[RootEntry, ...] = tuple(entry.roots)
+        """What ``roots/list`` answers (the entry's ``roots``, updated live)."""
+        self._log_level = settings.log_level
+        """What ``logging/setLevel`` asked for (``settings.logLevel``, updated live)."""
         self._status: ServerStatus = "starting"
         self._running: dict[str, _RunningCall] = {}
         """Tool calls in flight by ``turn_id/call_id`` (to attribute an elicitation)."""
         self._questions: dict[str, _PendingQuestion] = {}
         """Elicitations waiting for an answer, by the platform's request id."""
+        self._url_cards: dict[str, tuple[str, str]] = {}
+        """Accepted URL elicitations not complete yet: elicitation id → (request id,
+        conversation id), to close the card on ``notifications/elicitation/complete``."""
+        self._completed: dict[str, None] = {}
+        """Elicitation ids the server said are complete (the latest, in order)."""
+        self._subscribed: set[str] = set()
+        """URIs read through this actor (subscribed when the server supports it; again
+        after a reconnect), at most :data:`_SUBSCRIPTIONS_KEPT`."""
+        self._stale: set[str] = set()
+        """Subscribed URIs the server said changed since they were last read."""
+        self._completion_waiters: dict[str, asyncio.Event] = {}
+        """Calls refused with -32042 waiting for an elicitation to complete."""
         self._renewing = False
         """Reconnecting after an expired session: calls wait for the new connection."""
         self._connection_changed = asyncio.Condition()
@@ -333,6 +429,16 @@ class ToolActor(Actor[ToolInbox]):
             case _Relist(listing=listing):
                 if self._conn is not None:
                     self.spawn(self._relist(self._conn, listing), name=f"relist:{listing}")
+            case ConfigChanged(snapshot=snapshot):
+                self._config_changed(snapshot.servers.mcp_servers.get(self.server), snapshot)
+            case CompleteArgument():
+                conn = self._usable_connection("its arguments cannot be completed")
+                if conn is not None and conn.capabilities.completions is None:
+                    raise InvalidMessage(
+                        f"MCP server {self.server!r} does not offer argument completion"
+                    )
+                reply = self.defer_reply()
+                self.spawn(self._complete(conn, message, reply), name="complete")
             case CallTool():
                 if (self._conn is None and not self._renewing) or self._status != "ready":
                     raise McpServerUnavailable(
@@ -365,6 +471,50 @@ class ToolActor(Actor[ToolInbox]):
                 self.spawn(self._complete_authorization(message, reply), name="authorization")
             case _:
                 assert_never(message)
+
+    def _config_changed(self, entry: ServerEntry | None, snapshot: ConfigSnapshot) -> None:
+        """What applies to the live connection without a restart: the entry's ``roots``
+        (the server is told ``roots/list_changed``) and ``settings.logLevel``
+        (``logging/setLevel``). Any other edit of the entry restarts this actor."""
+        if entry is not None and tuple(entry.roots) != self._roots:
+            self._roots = tuple(entry.roots)
+            self.log.info("tools.roots_changed", server=self.server, roots=len(self._roots))
+            if self._conn is not None:
+                self.spawn(self._roots_changed(self._conn), name="roots_changed")
+        level = snapshot.servers.settings.log_level
+        if level != self._log_level:
+            self._log_level = level
+            if self._conn is not None:
+                self.spawn(self._apply_log_level(self._conn), name="log_level")
+
+    async def _roots_changed(self, conn: ServerConnection) -> None:
+        try:
+            await conn.send_roots_list_changed()
+        except MCPClientError as exc:
+            self.log.warning("tools.roots_notify_failed", server=self.server, error=str(exc))
+
+    async def _list_roots(self, context: Any) -> mcp_types.ListRootsResult:
+        """A server's ``roots/list``: the entry's ``roots`` (none by default)."""
+        self.log.info("tools.roots_listed", server=self.server, roots=len(self._roots))
+        return mcp_types.ListRootsResult(
+            roots=[
+                mcp_types.Root.model_validate({"uri": root.uri, "name": root.name})
+                for root in self._roots
+            ]
+        )
+
+    async def _apply_log_level(self, conn: ServerConnection) -> None:
+        """``settings.logLevel`` as ``logging/setLevel``, to a server that declares
+        ``logging`` (a refusal is logged: the server's logs are not worth its tools)."""
+        if conn.capabilities.logging is None:
+            return
+        level = self._log_level
+        try:
+            await conn.set_logging_level(level)
+        except MCPClientError as exc:  # a server gone is noticed by the owner's watch
+            self.log.warning("tools.log_level_failed", server=self.server, error=str(exc))
+            return
+        self.log.info("tools.log_level", server=self.server, log_level=level)
 
     def _usable_connection(self, what: str) -> ServerConnection | None:
         """The connection for a read, or ``None`` while an expired session is being
@@ -461,6 +611,7 @@ class ToolActor(Actor[ToolInbox]):
             logging_callback=self._server_log,
             elicitation_callback=self._elicit,
             sampling_callback=self._sample,
+            list_roots_callback=self._list_roots,
             auth=self._oauth(),
             # Until the first listings are done (see _own): a server may let initialize
             # through and want a token only from tools/list on.
@@ -547,6 +698,7 @@ class ToolActor(Actor[ToolInbox]):
                         await conn.list_tools(),
                         include=self._entry.include_tools,
                         exclude=self._entry.exclude_tools,
+                        tasks=conn.task_calls,
                     )
                     for diagnostic in specs.diagnostics:
                         # A repair is routine; a skipped tool or a dead filter is news.
@@ -559,6 +711,11 @@ class ToolActor(Actor[ToolInbox]):
                     self._tools = tools
                     self._prompts = await self._list_prompts(conn)
                     self._resources = await self._list_resources(conn)
+                    self._instructions = self._bounded_instructions(conn.instructions)
+                    info = conn.server_info
+                    self._icons = safe_icons(info.icons if info is not None else None)
+                    await self._apply_log_level(conn)
+                    await self._resubscribe(conn)
                     if self._auth is not None:
                         # From now on a request that needs a person fails (the call in
                         # flight with it) and the reconnect asks: see the module note.
@@ -669,6 +826,12 @@ class ToolActor(Actor[ToolInbox]):
 
     async def _notification(self, message: object) -> None:
         """From the SDK's task: a list change is handled by the actor itself."""
+        if isinstance(message, mcp_types.ElicitCompleteNotification):
+            self._elicitation_complete(message.params.elicitation_id)
+            return
+        if isinstance(message, mcp_types.ResourceUpdatedNotification):
+            self._resource_updated(str(message.params.uri))
+            return
         listing = _LIST_CHANGED.get(type(message))
         if listing is not None:
             try:
@@ -733,6 +896,7 @@ class ToolActor(Actor[ToolInbox]):
                     await conn.list_tools(),
                     include=self._entry.include_tools,
                     exclude=self._entry.exclude_tools,
+                    tasks=conn.task_calls,
                 )
             elif listing == "prompts":
                 prompts = await self._list_prompts(conn)
@@ -758,6 +922,19 @@ class ToolActor(Actor[ToolInbox]):
             self.log.info("tools.resources_changed", server=self.server, resources=len(resources))
         await self._publish_state("ready", None)
 
+    def _bounded_instructions(self, text: str | None) -> str | None:
+        """The server's instructions as the system prompt takes them (see ``use_instructions``)."""
+        if not text or not text.strip() or not self._entry.use_instructions:
+            return None
+        text = text.strip()
+        limit = self._settings.max_instructions_chars
+        if len(text) > limit:
+            self.log.warning(
+                "tools.instructions_cut", server=self.server, chars=len(text), limit=limit
+            )
+            text = text[:limit] + f"\n[… cut: {len(text) - limit} more characters]"
+        return text
+
     def _stderr_line(self, line: str) -> None:
         self.log.info("tools.server_stderr", server=self.server, line=line[:2000])
 
@@ -773,6 +950,11 @@ class ToolActor(Actor[ToolInbox]):
                 tools=tuple(self._tools.values()) if ready else (),
                 prompts=self._prompts if ready else (),
                 resources=self._resources if ready else (),
+                instructions=self._instructions if ready else None,
+                icons=self._icons,
+                completions=ready
+                and self._conn is not None
+                and self._conn.capabilities.completions is not None,
             )
         )
 
@@ -844,6 +1026,80 @@ class ToolActor(Actor[ToolInbox]):
             )
         )
 
+    async def _send_call(
+        self,
+        conn: ServerConnection | None,
+        running: _RunningCall,
+        timeout: float,
+        progress: ProgressFnT,
+    ) -> ToolOutcome:
+        """Send the call (across an expired session) and turn its result into an outcome."""
+        call = running.call
+        spec = self._tools.get(call.tool)
+        as_task = spec is not None and spec.task_support == "required"
+        statuses = 0
+
+        async def on_status(status: mcp_types.TaskStatus, message: str | None) -> None:
+            nonlocal statuses
+            statuses += 1
+            await self.publish(
+                ToolProgress(
+                    conversation_id=call.conversation_id,
+                    turn_id=call.turn_id,
+                    call_id=call.call_id,
+                    server=self.server,
+                    tool=call.tool,
+                    progress=statuses,
+                    message=f"{status}: {message}" if message else status,
+                    task_status=status,
+                )
+            )
+
+        def send(c: ServerConnection) -> Awaitable[ToolResult]:
+            if as_task:  # MCP Tasks: a required-task tool cannot be called plainly
+                return c.call_tool_as_task(
+                    call.tool,
+                    call.arguments,
+                    timeout=timeout,
+                    on_status=on_status,
+                    clock=running.clock,
+                )
+            return c.call_tool(
+                call.tool,
+                call.arguments,
+                timeout=timeout,
+                progress_callback=progress,
+                clock=running.clock,
+                meta=tool_call_meta(call.turn_id, call.call_id),
+            )
+
+        # Safe to send again after SessionExpired: the server provably did not run it
+        # (its POST got HTTP 404 for our session id, or was never sent, or only on the
+        # forgotten id); a call the server accepted is ServerGone and is never resent.
+        result = await self._across_renewal(
+            conn,
+            timeout,
+            send,
+            lambda: self.log.info(
+                "tools.call_retried",
+                server=self.server,
+                call_id=call.call_id,
+                turn_id=call.turn_id,
+                conversation_id=call.conversation_id,
+            ),
+        )
+        return ToolOutcome(
+            is_error=result.is_error,
+            text=outcome_text(result, self.server),
+            preview=result.preview,
+            images=tuple(
+                {"mime_type": b.mime_type or "image/png", "data": b.data}
+                for b in result.binary
+                if b.kind == "image"
+            ),
+            links=outcome_links(result, self.server),
+        )
+
     async def _run_call(
         self,
         conn: ServerConnection | None,
@@ -853,38 +1109,18 @@ class ToolActor(Actor[ToolInbox]):
     ) -> ToolOutcome:
         call = running.call
         try:
-            # Safe to send again after SessionExpired: the server provably did not run it
-            # (its POST got HTTP 404 for our session id, or was never sent, or only on the
-            # forgotten id); a call the server accepted is ServerGone and is never resent.
-            result = await self._across_renewal(
-                conn,
-                timeout,
-                lambda c: c.call_tool(
-                    call.tool,
-                    call.arguments,
-                    timeout=timeout,
-                    progress_callback=progress,
-                    clock=running.clock,
-                    meta=tool_call_meta(call.turn_id, call.call_id),
-                ),
-                lambda: self.log.info(
-                    "tools.call_retried",
-                    server=self.server,
-                    call_id=call.call_id,
-                    turn_id=call.turn_id,
-                    conversation_id=call.conversation_id,
-                ),
-            )
-            outcome = ToolOutcome(
-                is_error=result.is_error,
-                text=outcome_text(result),
-                preview=result.preview,
-                images=tuple(
-                    {"mime_type": b.mime_type or "image/png", "data": b.data}
-                    for b in result.binary
-                    if b.kind == "image"
-                ),
-            )
+            try:
+                return await self._send_call(conn, running, timeout, progress)
+            except ToolCallError as exc:
+                if exc.code != mcp_types.URL_ELICITATION_REQUIRED:
+                    raise
+                refused = await self._url_prerequisites(running, exc)
+                if refused is not None:
+                    return refused
+                self.log.info(
+                    "tools.call_retried", server=self.server, call_id=call.call_id, after="url"
+                )
+                return await self._send_call(self._conn, running, timeout, progress)
         except ToolCallTimeout:
             outcome = _failed(f"the tool did not answer within {timeout:g} s and was cancelled")
         except SessionExpired as exc:  # only from the retry: refused on the new session too
@@ -921,6 +1157,42 @@ class ToolActor(Actor[ToolInbox]):
         return outcome
 
     # -- prompts and resources ---------------------------------------------------------------
+
+    async def _complete(
+        self, conn: ServerConnection | None, request: CompleteArgument, reply: Reply
+    ) -> None:
+        """``completion/complete``; a refusal is the client's error (INVALID_MESSAGE)."""
+        ref: mcp_types.PromptReference | mcp_types.ResourceTemplateReference = (
+            mcp_types.PromptReference(type="ref/prompt", name=request.ref)
+            if request.ref_type == "prompt"
+            else mcp_types.ResourceTemplateReference(type="ref/resource", uri=request.ref)
+        )
+        try:
+            completion = await self._reading(
+                conn,
+                "completion/complete",
+                lambda c: c.complete(
+                    ref, request.argument, request.value, dict(request.context) or None
+                ),
+            )
+        except ServerRequestError as exc:
+            reply.fail(
+                InvalidMessage(
+                    f"MCP server {self.server!r} refused to complete {request.argument!r}: "
+                    f"{exc.error_message}"
+                )
+            )
+            return
+        except (ServerGone, ServerRequestTimeout) as exc:
+            reply.fail(McpServerUnavailable(f"completion failed: {exc}"))
+            return
+        reply.resolve(
+            ArgumentCompletions(
+                values=tuple(completion.values[:100]),
+                total=completion.total,
+                has_more=bool(completion.has_more),
+            )
+        )
 
     async def _get_prompt(
         self, conn: ServerConnection | None, request: GetPrompt, reply: Reply
@@ -971,6 +1243,11 @@ class ToolActor(Actor[ToolInbox]):
         except (ServerGone, ServerRequestTimeout) as exc:
             reply.fail(McpServerUnavailable(f"{request.uri!r} could not be read: {exc}"))
             return
+        if not contents.is_error:
+            await self._subscribe(self._conn, request.uri)
+            self._offer_to_subscribers(
+                ResourceChanged(server=self.server, uri=request.uri, change="read")
+            )
         self.log.info(
             "tools.resource_read",
             server=self.server,
@@ -987,8 +1264,8 @@ class ToolActor(Actor[ToolInbox]):
         self, context: Any, params: mcp_types.ElicitRequestParams
     ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
         """A server's ``elicitation/create`` (from the SDK's task; see the module note)."""
-        if isinstance(params, mcp_types.ElicitRequestURLParams):
-            self.log.warning("tools.elicitation_declined", server=self.server, reason="url_mode")
+        if isinstance(params, mcp_types.ElicitRequestURLParams) and not _openable(params.url):
+            self.log.warning("tools.elicitation_declined", server=self.server, reason="bad_url")
             return mcp_types.ElicitResult(action="decline")
         conversations = {r.call.conversation_id for r in self._running.values()}
         if len(conversations) != 1:
@@ -1001,9 +1278,23 @@ class ToolActor(Actor[ToolInbox]):
             return mcp_types.ElicitResult(action="cancel")
         [conversation_id] = conversations
         calls = [r for r in self._running.values() if r.call.conversation_id == conversation_id]
+        return await self._ask(calls, params)
+
+    async def _ask(
+        self, calls: list[_RunningCall], params: mcp_types.ElicitRequestParams
+    ) -> mcp_types.ElicitResult:
+        """Ask the user (form or URL mode) on behalf of ``calls`` (their clocks held), wait
+        for the answer or the timeout (``cancel``)."""
         first = calls[0].call
+        conversation_id = first.conversation_id
         request_id = f"el-{uuid.uuid4().hex[:16]}"
-        question = _PendingQuestion(conversation_id, dict(params.requested_schema))
+        url_params = params if isinstance(params, mcp_types.ElicitRequestURLParams) else None
+        schema = (
+            None
+            if isinstance(params, mcp_types.ElicitRequestURLParams)
+            else dict(params.requested_schema)
+        )
+        question = _PendingQuestion(conversation_id, schema)
         self._questions[request_id] = question
         timeout = self._elicitation_timeout
         action: Literal["accept", "decline", "cancel"] = "cancel"
@@ -1021,8 +1312,10 @@ class ToolActor(Actor[ToolInbox]):
                         call_id=first.call_id,
                         server=self.server,
                         message=params.message,
-                        requested_schema=question.schema,
+                        requested_schema=schema or {},
                         timeout=timeout,
+                        mode="url" if url_params is not None else "form",
+                        url=url_params.url if url_params is not None else None,
                         reply_to=self.name,
                     )
                 )
@@ -1033,6 +1326,10 @@ class ToolActor(Actor[ToolInbox]):
                     reason = "timeout"
                     return mcp_types.ElicitResult(action="cancel")
                 action, reason = result.action, "answered"
+                if action == "accept" and url_params is not None and url_params.elicitation_id:
+                    self._url_cards[url_params.elicitation_id] = (request_id, conversation_id)
+                    while len(self._url_cards) > _URL_ELICITATIONS_KEPT:
+                        self._url_cards.pop(next(iter(self._url_cards)))
                 return result
         finally:
             self._questions.pop(request_id, None)
@@ -1043,6 +1340,7 @@ class ToolActor(Actor[ToolInbox]):
                 conversation_id=conversation_id,
                 turn_id=first.turn_id,
                 call_id=first.call_id,
+                mode="url" if url_params is not None else "form",
                 action=action,
                 reason=reason,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
@@ -1055,11 +1353,125 @@ class ToolActor(Actor[ToolInbox]):
                 reason=reason,
             )
             # Offered, not awaited: this may run while the call is being cancelled.
-            for subscriber in self.bus.subscribers(ElicitationClosed):
-                try:
-                    self.bus.offer(subscriber, closed)
-                except BusError:
-                    self.log.warning("tools.elicitation_closed_dropped", to=subscriber)
+            self._offer_to_subscribers(closed)
+
+    def _resource_updated(self, uri: str) -> None:
+        """``notifications/resources/updated``: published once per change after a read."""
+        if uri not in self._subscribed or uri in self._stale:
+            self.log.debug("tools.resource_updated_again", server=self.server, uri=uri[:500])
+            return
+        self._stale.add(uri)
+        self.log.info("tools.resource_updated", server=self.server, uri=uri[:500])
+        self._offer_to_subscribers(ResourceChanged(server=self.server, uri=uri, change="updated"))
+
+    async def _subscribe(self, conn: ServerConnection | None, uri: str) -> None:
+        """After a read: subscribe to the resource if the server supports it (once)."""
+        self._stale.discard(uri)
+        resources = conn.capabilities.resources if conn is not None else None
+        if conn is None or resources is None or not resources.subscribe:
+            return
+        if uri in self._subscribed or len(self._subscribed) >= _SUBSCRIPTIONS_KEPT:
+            return
+        try:
+            await conn.subscribe_resource(uri)
+        except MCPClientError as exc:
+            self.log.warning(
+                "tools.resource_subscribe_failed", server=self.server, uri=uri[:500], error=str(exc)
+            )
+            return
+        self._subscribed.add(uri)
+        self.log.info("tools.resource_subscribed", server=self.server, uri=uri[:500])
+
+    async def _resubscribe(self, conn: ServerConnection) -> None:
+        """A new connection: the subscriptions of the old one are gone; renew them."""
+        uris, self._subscribed = sorted(self._subscribed), set()
+        self._stale.clear()
+        for uri in uris:
+            await self._subscribe(conn, uri)
+
+    def _offer_to_subscribers(
+        self, event: ElicitationClosed | ElicitationCompleted | ResourceChanged
+    ) -> None:
+        for subscriber in self.bus.subscribers(type(event)):
+            try:
+                self.bus.offer(subscriber, event)
+            except BusError:
+                self.log.warning("tools.elicitation_event_dropped", to=subscriber)
+
+    def _elicitation_complete(self, elicitation_id: str) -> None:
+        """``notifications/elicitation/complete``: wake a call waiting to be retried, close
+        the user's card."""
+        self._completed[elicitation_id] = None
+        while len(self._completed) > _URL_ELICITATIONS_KEPT:
+            self._completed.pop(next(iter(self._completed)))
+        waiter = self._completion_waiters.pop(elicitation_id, None)
+        if waiter is not None:
+            waiter.set()
+        card = self._url_cards.pop(elicitation_id, None)
+        self.log.info(
+            "tools.elicitation_complete",
+            server=self.server,
+            elicitation_id=elicitation_id[:100],
+            request_id=card[0] if card else None,
+        )
+        if card is not None:
+            request_id, conversation_id = card
+            self._offer_to_subscribers(
+                ElicitationCompleted(
+                    request_id=request_id, conversation_id=conversation_id, server=self.server
+                )
+            )
+
+    async def _wait_completion(self, elicitation_id: str, timeout: float) -> bool:
+        """Whether the server said ``elicitation_id`` is complete within ``timeout``."""
+        if elicitation_id in self._completed:
+            return True
+        waiter = self._completion_waiters.setdefault(elicitation_id, asyncio.Event())
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._completion_waiters.pop(elicitation_id, None)
+        return True
+
+    async def _url_prerequisites(
+        self, running: _RunningCall, error: ToolCallError
+    ) -> ToolOutcome | None:
+        """A call refused with -32042 (URL elicitation required): ask the user for each
+        URL, wait for each to complete. ``None``: retry the call; else the outcome."""
+        try:
+            elicitations = mcp_types.ElicitationRequiredErrorData.model_validate(
+                error.data
+            ).elicitations
+        except ValidationError:
+            return _failed(f"the tool needs the user to open a URL, but said none: {error}")
+        for params in elicitations:
+            if not _openable(params.url):
+                return _failed(
+                    f"the tool asked the user to open a URL that is not http(s): {error}"
+                )
+            result = await self._ask([running], params)
+            if result.action != "accept":
+                host = urlsplit(params.url).netloc
+                verb = "declined" if result.action == "decline" else "did not answer or cancelled"
+                return _failed(
+                    f"the tool needs the user to open a page on {host} first ({params.message}); "
+                    f"the user {verb}"
+                )
+            completed = (
+                await self._wait_completion(params.elicitation_id, self._elicitation_timeout)
+                if params.elicitation_id
+                else False
+            )
+            self.log.info(
+                "tools.url_elicitation_done",
+                server=self.server,
+                call_id=running.call.call_id,
+                completed=completed,
+            )
+        return None
 
     def _answer_question(self, answer: AnswerElicitation) -> None:
         """The user's answer; refused (the question keeps waiting) if it does not fit."""
@@ -1073,7 +1485,7 @@ class ToolActor(Actor[ToolInbox]):
                 f"no elicitation request {answer.request_id!r} is waiting for an answer in "
                 "this conversation"
             )
-        if answer.action != "accept":
+        if answer.action != "accept" or question.schema is None:  # URL mode: no content
             question.answer.set_result(mcp_types.ElicitResult(action=answer.action))
             return
         try:
@@ -1150,6 +1562,19 @@ class ToolActor(Actor[ToolInbox]):
 
 class _RenewalFailed(ServerGone):
     """No new session came after an expired one: whatever waited for it was not sent."""
+
+
+_SUBSCRIPTIONS_KEPT = 100
+"""Resources one server's ToolActor keeps subscribed at most."""
+
+_URL_ELICITATIONS_KEPT = 100
+"""URL elicitations remembered (accepted and not complete; completed ids)."""
+
+
+def _openable(url: str) -> bool:
+    """Whether the page may offer to open ``url``: http(s) with a host, nothing else."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _call_key(call: CallTool) -> str:

@@ -2,12 +2,12 @@
 
 Design note: a server's ``elicitation/create`` (form mode) carries a ``requestedSchema``:
 a flat JSON object schema whose properties are primitives (string, number, integer,
-boolean, enums). The user's ``accept`` comes from a frontend we do not control, so it is
-validated here, at the edge, before the server sees it: a property the user left out
-that has a ``default`` gets the default, then the whole object is checked with
-``jsonschema`` (the schema's own draft, 2020-12 when it names none). An answer that does
-not fit is refused with a message naming each problem; the question keeps waiting, so
-the user can correct it.
+boolean, enums) or multi-select enums (arrays of enum values, SEP-1330). The user's
+``accept`` comes from a frontend we do not control, so it is validated here, at the
+edge, before the server sees it: a property the user left out that has a ``default``
+gets the default, then the whole object is checked with ``jsonschema`` (the schema's own
+draft, 2020-12 when it names none). An answer that does not fit is refused with a
+message naming each problem; the question keeps waiting, so the user can correct it.
 
 Pure functions only: the ToolActor owns the waiting and the timeout.
 """

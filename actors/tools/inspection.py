@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import httpx2
 import orjson
+from mcp import types as mcp_types
 
 from actors.tools.mcp_client import (
     MCPClientError,
@@ -31,10 +32,18 @@ from actors.tools.mcp_client import (
 )
 from actors.tools.schemas import build_tool_specs
 from config.errors import ConfigInvalid
-from config.schema import ServerEntry
+from config.schema import ServerEntry, ServersConfig
 from config.store import RUNTIME_FILE, ConfigStore, parse_servers
 
-__all__ = ["InspectError", "inspect_server", "resolve_target", "stored_oauth"]
+__all__ = [
+    "InspectError",
+    "configured_log_level",
+    "inspect_server",
+    "resolve_target",
+    "stored_oauth",
+]
+
+LogLevel = Literal["debug", "info", "notice", "warning", "error", "critical"]
 
 
 class InspectError(Exception):
@@ -94,18 +103,67 @@ def stored_oauth(config_dir: Path, name: str, entry: ServerEntry) -> httpx2.Auth
     )
 
 
-def _configured_servers(config_dir: Path) -> dict[str, ServerEntry]:
+def _servers_config(config_dir: Path) -> ServersConfig:
     try:
         if (config_dir / RUNTIME_FILE).exists():
             store = ConfigStore(config_dir)
             store.load()
-            return dict(store.snapshot.servers.mcp_servers)
+            return store.snapshot.servers
         path = config_dir / "servers_config.json"
         if not path.exists():
-            return {}  # no servers file: no servers (an empty one is invalid JSON)
-        return dict(parse_servers(path.read_text(encoding="utf-8"), path).mcp_servers)
+            return ServersConfig()  # no servers file: no servers (an empty one is invalid)
+        return parse_servers(path.read_text(encoding="utf-8"), path)
     except ConfigInvalid as exc:
         raise InspectError(str(exc)) from exc
+
+
+def _configured_servers(config_dir: Path) -> dict[str, ServerEntry]:
+    return dict(_servers_config(config_dir).mcp_servers)
+
+
+def configured_log_level(config_dir: Path) -> LogLevel:
+    """``settings.logLevel`` of the servers file (what the platform sends as
+    ``logging/setLevel``)."""
+    return _servers_config(config_dir).settings.log_level
+
+
+class _Callbacks:
+    """What the platform's ToolActor answers, for a client that asks nobody: the same
+    capabilities are declared (``sampling``, ``elicitation`` form and url, ``roots``), so
+    the server offers the same tools, and each request gets an honest answer: sampling
+    is refused (inspect runs no LLM), elicitation declined (nobody is asked: the question
+    is printed on stderr), ``roots/list`` answered from the entry's ``roots``."""
+
+    def __init__(self, name: str, entry: ServerEntry, err: TextIO) -> None:
+        self.name, self.entry, self.err = name, entry, err
+
+    async def sample(
+        self, context: Any, params: mcp_types.CreateMessageRequestParams
+    ) -> mcp_types.CreateMessageResult | mcp_types.ErrorData:
+        self.err.write(f"inspect: {self.name!r} asked to sample the LLM: refused\n")
+        return mcp_types.ErrorData(
+            code=mcp_types.INVALID_REQUEST,
+            message="mcp-platform inspect runs no LLM (the platform serves sampling for a "
+            'server whose entry sets "allow_sampling": true)',
+        )
+
+    async def elicit(
+        self, context: Any, params: mcp_types.ElicitRequestParams
+    ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
+        where = f" ({params.url})" if isinstance(params, mcp_types.ElicitRequestURLParams) else ""
+        self.err.write(
+            f"inspect: {self.name!r} asked the user: {params.message!r}{where}: declined "
+            "(inspect asks nobody)\n"
+        )
+        return mcp_types.ElicitResult(action="decline")
+
+    async def roots(self, context: Any) -> mcp_types.ListRootsResult | mcp_types.ErrorData:
+        return mcp_types.ListRootsResult(
+            roots=[
+                mcp_types.Root.model_validate({"uri": root.uri, "name": root.name})
+                for root in self.entry.roots
+            ]
+        )
 
 
 async def inspect_server(
@@ -118,7 +176,9 @@ async def inspect_server(
     arguments: dict[str, Any] | None = None,
     as_json: bool = False,
     out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
     auth: httpx2.Auth | None = None,
+    log_level: LogLevel = "info",
 ) -> int:
     """Connect, print what the server offers (and a call's result); the exit code.
 
@@ -129,6 +189,7 @@ async def inspect_server(
         0 on success, 1 if the server could not be reached or the call failed.
     """
     report: dict[str, Any] = {"server": name}
+    callbacks = _Callbacks(name, entry, err)
     try:
         async with connect_server(
             name,
@@ -139,7 +200,15 @@ async def inspect_server(
             inherit_env=entry.inherit_env,
             auth=auth,
             interactive="never",
+            sampling_callback=callbacks.sample,
+            elicitation_callback=callbacks.elicit,
+            list_roots_callback=callbacks.roots,
         ) as conn:
+            if conn.capabilities.logging is not None:
+                try:
+                    await conn.set_logging_level(log_level)
+                except MCPClientError as exc:  # as the platform: logged, not fatal
+                    err.write(f"inspect: logging/setLevel failed: {exc}\n")
             info = conn.server_info
             report["server_info"] = info.model_dump(mode="json") if info else None
             report["protocol_version"] = conn.protocol_version
@@ -147,7 +216,11 @@ async def inspect_server(
             report["instructions"] = conn.instructions
             tools = await conn.list_tools()
             specs = build_tool_specs(
-                name, tools, include=entry.include_tools, exclude=entry.exclude_tools
+                name,
+                tools,
+                include=entry.include_tools,
+                exclude=entry.exclude_tools,
+                tasks=conn.task_calls,
             )
             report["tools"] = [
                 {
@@ -155,9 +228,18 @@ async def inspect_server(
                     "model_name": spec.model_name,
                     "description": spec.description,
                     "parameters": spec.parameters,
+                    "annotations": (
+                        spec.hints.model_dump(exclude_none=True) if spec.hints else None
+                    ),
+                    "icons": [icon.src for icon in spec.icons],
                 }
                 for spec in specs.specs
             ]
+            report["task_support"] = {
+                tool.name: tool.execution.task_support
+                for tool in tools
+                if tool.execution is not None and tool.execution.task_support is not None
+            }
             report["diagnostics"] = [str(d) for d in specs.diagnostics]
             caps = conn.capabilities
             report["resources"] = (
@@ -220,12 +302,21 @@ def _print(out: TextIO, as_json: bool, report: dict[str, Any]) -> None:
         f" (protocol {report.get('protocol_version')})"
     )
     lines.append(f"capabilities: {', '.join(sorted(report.get('capabilities', {}))) or 'none'}")
+    if info.get("icons"):
+        lines.append(f"icons: {len(info['icons'])}")
     if report.get("instructions"):
         lines.append(f"instructions: {report['instructions']}")
     lines.append(f"tools ({len(report.get('tools', []))}):")
     for tool in report.get("tools", []):
         params = ", ".join(tool["parameters"].get("properties", {}))
         lines.append(f"  {tool['model_name']}({params}) — {tool['description'] or ''}".rstrip())
+        hints = [key for key, value in (tool.get("annotations") or {}).items() if value is True]
+        extras = [f"[{', '.join(hints)}]"] if hints else []
+        extras += [f"{len(tool['icons'])} icon(s)"] if tool.get("icons") else []
+        if extras:
+            lines.append(f"    {' '.join(extras)}")
+    for tool_name, support in sorted(report.get("task_support", {}).items()):
+        lines.append(f"  task support of {tool_name}: {support}")
     lines.extend(f"  ! {diagnostic}" for diagnostic in report.get("diagnostics", []))
     lines.append(f"resources ({len(report.get('resources', []))}):")
     lines.extend(f"  {r['uri']} — {r.get('name', '')}" for r in report.get("resources", []))

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import unquote
 
+from actors.catalogue import safe_icons, tool_hints
 from actors.messages import ToolSpec
 from actors.tool_names import MAX_TOOL_NAME_CHARS, model_tool_names
 
@@ -1045,12 +1046,20 @@ def tool_description(tool: Tool) -> str | None:
 # -- tool specs -----------------------------------------------------------------------------
 
 
+def _task_support(tool: Tool) -> Literal["optional", "required"] | None:
+    """A tool's ``execution.taskSupport`` (``None``: forbidden, the default)."""
+    execution = getattr(tool, "execution", None)
+    support = getattr(execution, "task_support", None)
+    return support if support in ("optional", "required") else None
+
+
 def build_tool_specs(
     server: str,
     tools: Sequence[Tool],
     *,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
+    tasks: bool = False,
 ) -> ServerToolSpecs:
     """Turn one server's ``tools/list`` into the specs its ToolActor publishes.
 
@@ -1064,6 +1073,9 @@ def build_tool_specs(
         tools: The server's tools, in its order.
         include: The server's ``include_tools`` patterns (``None``: all tools).
         exclude: The server's ``exclude_tools`` patterns.
+        tasks: The server declares ``tasks.requests.tools.call`` (MCP Tasks): a tool that
+            requires task-augmented execution is offered (and called as a task);
+            otherwise it is skipped.
 
     Returns:
         The specs and the diagnostics to log.
@@ -1086,13 +1098,16 @@ def build_tool_specs(
     accepted: list[tuple[Tool, NormalisedSchema]] = []
     for name in filter_tools(by_name, include, exclude):
         tool = by_name[name]
-        execution = getattr(tool, "execution", None)
-        if execution is not None and getattr(execution, "task_support", None) == "required":
+        if _task_support(tool) == "required" and not tasks:
             # MCP Tasks: a plain tools/call is refused (-32601), so the model must not
             # be offered a tool every call of which would fail.
             diagnostics.append(
                 ToolDiagnostic(
-                    server, name, "skipped", "requires task-augmented execution (MCP Tasks)"
+                    server,
+                    name,
+                    "skipped",
+                    "requires task-augmented execution (MCP Tasks), which the server does "
+                    "not declare",
                 )
             )
             continue
@@ -1113,6 +1128,9 @@ def build_tool_specs(
             model_name=names[(server, tool.name)],
             description=tool_description(tool),
             parameters=schema.parameters,
+            hints=tool_hints(tool),
+            icons=safe_icons(tool.icons),
+            task_support=_task_support(tool) if tasks else None,
         )
         for tool, schema in accepted
     )

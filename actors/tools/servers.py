@@ -6,7 +6,8 @@ touches the servers file (or ``mcp.connection``), it compares what each server n
 with what runs, and starts, stops or restarts exactly the servers whose entries changed:
 an added or re-enabled entry starts a ToolActor, a removed or ``enabled: false`` entry
 stops one (its tools leave the model's list at once), an edited entry restarts it (except
-for ``require_approval``, which the orchestrator reads at each call).
+for ``require_approval``, which the orchestrator reads at each call, and ``roots`` and
+``settings.logLevel``, which the ToolActor applies to its live connection).
 Unchanged servers keep their connections. The built-in ``platform`` server
 (``actors/tools/platform_server.py``) is always wanted: it has no entry in the file (its name
 is reserved there) and is restarted only when what it is built from changes.
@@ -49,14 +50,16 @@ def _wanted(snapshot: ConfigSnapshot) -> dict[str, str]:
     """Each enabled server and a fingerprint of everything its ToolActor is built from."""
     servers = snapshot.servers
     mcp = snapshot.config.mcp
-    shared = servers.settings.model_dump_json() + mcp.connection.model_dump_json()
+    # logLevel is applied live by the ToolActors (logging/setLevel), like an entry's roots.
+    shared = servers.settings.model_dump_json(exclude={"log_level"})
+    shared += mcp.connection.model_dump_json()
     wanted = {PLATFORM_SERVER: "built in" + shared}
     shared += mcp.elicitation.model_dump_json() + mcp.oauth.model_dump_json()
     shared += f"{snapshot.oauth_redirect_uri} {snapshot.token_db_path}"
     # require_approval is read by the orchestrator at each call: editing it must not
     # restart the server (and drop its connection) under a running turn.
     wanted.update(
-        (name, entry.model_dump_json(exclude={"require_approval"}) + shared)
+        (name, entry.model_dump_json(exclude={"require_approval", "roots"}) + shared)
         for name, entry in servers.mcp_servers.items()
         if entry.enabled
     )

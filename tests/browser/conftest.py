@@ -88,6 +88,7 @@ async def start_platform(tmp_path: Path, llm: ScriptedLLM) -> AsyncIterator[Star
         name: str = "config",
         with_prompts: bool = False,
         env: dict[str, str] | None = None,
+        extra_servers: dict[str, Any] | None = None,
     ) -> ChatPlatform:
         keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
         child_env = {k: v for k, v in os.environ.items() if k in keep}
@@ -98,6 +99,7 @@ async def start_platform(tmp_path: Path, llm: ScriptedLLM) -> AsyncIterator[Star
         servers = {"demo": {"command": sys.executable, "args": [str(DEMO_SERVER)]}}
         if with_prompts:
             servers["demo_prompt"] = {"command": sys.executable, "args": [str(PROMPT_SERVER)]}
+        servers.update(extra_servers or {})
         (config_dir / "servers_config.json").write_bytes(orjson.dumps({"mcpServers": servers}))
         process = PlatformProcess(config_dir, child_env)
         started.append(process)

@@ -93,7 +93,11 @@ class ChatPlatform:
     def write_runtime_config(self, overrides: dict[str, Any] | None = None) -> None:
         """Write runtime_config.yaml: scripted provider, port 0, plus ``overrides``."""
         base: dict[str, Any] = {
-            "chat": {"websocket": {"host": "127.0.0.1", "port": 0}},
+            # No model titles unless a test asks: they would take a scripted reply.
+            "chat": {
+                "websocket": {"host": "127.0.0.1", "port": 0},
+                "service": {"titles": {"enabled": False}},
+            },
             "llm": {
                 "active": "scripted",
                 "providers": {

@@ -64,7 +64,7 @@ def _edited(original: str, **service: Any) -> dict[str, Any]:
     """The runtime file as the test started it, with ``chat.service`` keys changed (so
     that each finished write is a real change, logged as ``config.reloaded``)."""
     data: dict[str, Any] = yaml.safe_load(original)
-    data["chat"]["service"] = service
+    data["chat"]["service"] = {**data["chat"].get("service", {}), **service}
     return data
 
 

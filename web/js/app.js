@@ -77,6 +77,8 @@ const ui = {
 const state = {
   conversationId: sessionStorage.getItem(STORAGE_KEY),
   name: null,
+  /** The conversation's title (the model's or the user's; a saved one's is its name). */
+  title: null,
   saved: false,
   model: "",
   /** When retention removes this unsaved conversation (Unix s; null: saved). */
@@ -104,6 +106,12 @@ const state = {
   questions: new Map(),
   /** Approval cards still waiting for a decision, by call id (see onToolApproval). */
   approvals: new Map(),
+  /** complete requests on their way: request id → what to do with the answer. */
+  completions: new Map(),
+  /** Accepted URL elicitations waiting for elicitation_complete, by request id. */
+  urlCards: new Map(),
+  /** read_resource requests on their way: request id → URI. */
+  reads: new Map(),
   /** The pending user_message used an MCP prompt (its expansion is shown once stored). */
   pendingPrompt: false,
   /** The error frame of a turn that failed, shown inline by its assistant_message. */
@@ -135,19 +143,26 @@ function handleFrame(frame) {
     case "assistant_message": return onAssistantMessage(frame);
     case "elicitation_request": return onElicitation(frame);
     case "elicitation_closed": return onElicitationClosed(frame);
+    case "elicitation_complete": return onElicitationComplete(frame);
     case "tool_approval_request": return onToolApproval(frame);
     case "session_cleared": return onSessionCleared(frame);
     case "session_saved": return onSessionSaved(frame);
+    case "session_title": return onSessionTitle(frame);
+    case "session_export": return onSessionExport(frame);
+    case "session_imported": return onSessionImported(frame);
     case "sessions": return onSessions(frame);
     case "session_deleted": return onSessionDeleted(frame);
     case "server_status": return onServerStatus(frame);
+    case "resource_content": return onResourceContent(frame);
+    case "completion": return onCompletion(frame);
+    case "resource_updated": return toast("info", "Resource updated", `${frame.uri} (${frame.server}) changed since it was read; the model is told on its next turn.`);
     case "error": return onError(frame);
     default: console.warn("unknown frame type", frame.type);
   }
 }
 
 function onSessionInfo(frame) {
-  setConversation(frame.conversation_id, frame.name ?? null, Boolean(frame.saved));
+  setConversation(frame.conversation_id, frame.name ?? null, Boolean(frame.saved), frame.title ?? null);
   state.model = frame.model ?? "";
   state.servers = new Map((frame.servers ?? []).map((s) => [s.name, s]));
   state.tools = frame.tools ?? [];
@@ -229,7 +244,7 @@ function onToolExecution(frame) {
   switch (frame.status) {
     case "started": card.setStatus("running"); break;
     case "progress": card.setProgress(frame.progress, frame.total, frame.message); break;
-    case "completed": card.setResult(frame.result_preview ?? "", frame.images ?? []); break;
+    case "completed": card.setResult(frame.result_preview ?? "", frame.images ?? [], frame.links ?? []); break;
     case "failed": card.setError(frame.error_message ?? "the tool failed"); break;
     default: break;
   }
@@ -278,8 +293,87 @@ function onAssistantMessage(frame) {
   scrollToEnd();
 }
 
+/** An http(s) URL a server asks the user to open, parsed; null for anything else. */
+function openableUrl(text) {
+  try {
+    const url = new URL(text);
+    return (url.protocol === "https:" || url.protocol === "http:") && url.host ? url : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A URL-mode elicitation: the server wants the user to open a page (sign in, pay…). The
+ * card shows the host and the whole URL and asks first; only the user's click on "Open"
+ * opens it (in a new tab, no opener) and answers accept. The card then waits for the
+ * server's completion (elicitation_complete).
+ */
+function onUrlElicitation(frame) {
+  const url = openableUrl(frame.url ?? "");
+  const status = h("div", { class: "inline-status", role: "status" });
+  const open = h("button", { class: "btn btn-primary", type: "button", disabled: url ? null : true }, url ? `Open ${url.host}` : "Cannot open this link");
+  const decline = h("button", { class: "btn", type: "button" }, "Decline");
+  const cancel = h("button", { class: "btn btn-ghost", type: "button" }, "Cancel");
+  const actions = h("div", { class: "actions" }, open, decline, cancel);
+  const card = h("div", { class: "request-card elicitation url-elicitation", "data-request-id": frame.request_id, "data-state": "waiting" },
+    h("div", { class: "request-head" }, h("span", { class: "request-kind" }, "Link"), " from ", h("strong", null, frame.server)),
+    h("p", { class: "request-message" }, frame.message),
+    h("p", { class: "url-host" }, "Opens a page on ", h("strong", null, url ? url.host : "(not an http(s) link)")),
+    h("code", { class: "url-full" }, frame.url ?? ""),
+    actions, status);
+  const question = {
+    card,
+    turnId: frame.turn_id ?? null,
+    reopen(message) {
+      status.className = "inline-status error";
+      status.textContent = message;
+    },
+    end(reason) {
+      state.questions.delete(frame.request_id);
+      if (card.dataset.answered) return;
+      actions.remove();
+      card.dataset.state = "ended";
+      status.className = "inline-status";
+      status.textContent = `Request ended: ${reason}.`;
+    },
+  };
+  state.questions.set(frame.request_id, question);
+  const answer = (action) => {
+    if (!send({ type: "elicitation_response", request_id: frame.request_id, action })) {
+      toast("error", "Not connected", "The answer could not be sent; try again once reconnected.");
+      return false;
+    }
+    actions.remove();
+    card.dataset.answered = action;
+    card.dataset.state = "answered";
+    status.className = "inline-status";
+    status.textContent = action === "accept" ? `Opened ${url.host} in a new tab; waiting for it to finish…` : action === "decline" ? "Declined" : "Cancelled";
+    if (action === "accept") state.urlCards.set(frame.request_id, { card, status });
+    return true;
+  };
+  open.addEventListener("click", () => {
+    if (!url) return;
+    if (answer("accept")) window.open(url.href, "_blank", "noopener,noreferrer");
+  });
+  decline.addEventListener("click", () => answer("decline"));
+  cancel.addEventListener("click", () => answer("cancel"));
+  placeCard(card, frame.turn_id);
+}
+
+/** The server says an accepted URL elicitation is complete: its card closes. */
+function onElicitationComplete(frame) {
+  const waiting = state.urlCards.get(frame.request_id);
+  if (!waiting) return;
+  state.urlCards.delete(frame.request_id);
+  waiting.card.dataset.state = "completed";
+  waiting.status.className = "inline-status";
+  waiting.status.textContent = "✓ Completed";
+}
+
 function onElicitation(frame) {
   if (state.questions.has(frame.request_id)) return; // already on screen
+  if (frame.mode === "url") return onUrlElicitation(frame);
   const id = `elicit-${frame.request_id.replace(/[^\w-]/g, "_")}`;
   const form = schemaForm(frame.requested_schema ?? {}, id);
   const status = h("div", { class: "inline-status", role: "status" });
@@ -460,10 +554,78 @@ function onSessionSaved(frame) {
   if (frame.conversation_id === state.conversationId) {
     state.expiresAt = null; // saved: exempt from retention
     state.expiresAfter = null;
-    setConversation(frame.conversation_id, frame.name, true);
+    setConversation(frame.conversation_id, frame.name, true, frame.name);
   }
   toast("success", "Session saved", `Saved as “${frame.name}”.`);
   refreshSessions();
+}
+
+// A conversation's title: the model's after the first exchange, or a rename (here or in
+// another tab); a saved session's name is its title.
+function onSessionTitle(frame) {
+  if (frame.conversation_id === state.conversationId) {
+    setConversation(state.conversationId, state.saved ? frame.title : state.name, state.saved, frame.title);
+  }
+  const entry = state.sessions.find((s) => s.conversation_id === frame.conversation_id);
+  if (entry) {
+    entry.title = frame.title;
+    if (entry.saved) entry.name = frame.title;
+    renderSessions();
+  }
+}
+
+// Export: the server writes the file (Markdown to read, JSON to import again); the page
+// hands it to the browser as a download. Import: a JSON export becomes a new conversation.
+function onSessionExport(frame) {
+  const type = frame.format === "json" ? "application/json" : "text/markdown";
+  const url = URL.createObjectURL(new Blob([frame.content], { type }));
+  const link = h("a", { href: url, download: frame.filename, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 0);
+}
+
+function onSessionImported(frame) {
+  toast("success", "Conversation imported", `“${frame.title || "Untitled"}”, ${frame.message_count} message${frame.message_count === 1 ? "" : "s"}.`);
+  send({ type: "load_session", conversation_id: frame.conversation_id });
+}
+
+async function exportDialog() {
+  const result = await openDialog({
+    title: "Export this conversation",
+    body: h("p", null, "Markdown is for reading; JSON keeps everything and can be imported again."),
+    actions: [{ label: "Cancel", value: null }, { label: "JSON", value: "json" }, { label: "Markdown", value: "markdown", primary: true }],
+  });
+  if (result) send({ type: "export_session", format: result });
+}
+
+async function importFile(file) {
+  let conversation;
+  try {
+    conversation = JSON.parse(await file.text());
+  } catch (error) {
+    toast("error", "Import failed", `${file.name} is not JSON: ${error.message}`);
+    return;
+  }
+  if (conversation === null || typeof conversation !== "object" || Array.isArray(conversation)) {
+    toast("error", "Import failed", `${file.name} is not a conversation export (a JSON object).`);
+    return;
+  }
+  send({ type: "import_session", conversation });
+}
+
+async function renameDialog(conversationId, current) {
+  const input = h("input", { id: "rename-title", type: "text", maxlength: "200", required: true, placeholder: "e.g. Trip plans" });
+  input.value = current ?? "";
+  const body = h("div", { class: "field" }, h("label", { for: "rename-title" }, "Title"), input);
+  const result = await openDialog({
+    title: "Rename this conversation",
+    body,
+    actions: [{ label: "Cancel", value: null }, { label: "Rename", value: "rename", primary: true, validate: () => input.reportValidity() && input.value.trim() !== "" }],
+    focus: input,
+  });
+  if (result === "rename") send({ type: "rename_session", conversation_id: conversationId, title: input.value.trim() });
 }
 
 // The list comes in pages (list_sessions: limit, cursor → sessions: next_cursor), the most
@@ -514,7 +676,7 @@ function onSessionDeleted(frame) {
 function onServerStatus(frame) {
   const previous = state.servers.get(frame.server);
   // Kept in session_info's shape ({name, status, error_message, auth_url}).
-  state.servers.set(frame.server, { name: frame.server, status: frame.status, error_message: frame.error_message ?? null, auth_url: frame.auth_url ?? null });
+  state.servers.set(frame.server, { name: frame.server, status: frame.status, error_message: frame.error_message ?? null, auth_url: frame.auth_url ?? null, icons: frame.icons?.length ? frame.icons : previous?.icons ?? [], completions: Boolean(frame.completions) });
   renderHeader();
   if (frame.status === "unavailable" && previous?.status !== "unavailable") {
     toast("warning", `MCP server “${frame.server}” unavailable`, frame.error_message ?? ERROR_TEXTS.MCP_SERVER_UNAVAILABLE);
@@ -532,6 +694,8 @@ function safeAuthUrl(url) {
 
 function onError(frame) {
   const code = frame.error_code;
+  if (frame.request_id) state.reads.delete(frame.request_id);
+  if (frame.request_id && state.completions.delete(frame.request_id)) return; // a suggestion failed: nothing to tell
   if (code === "INVALID_MESSAGE" && frame.call_id) {
     // A refused decision ("no tool call … is waiting for approval"): answered in another
     // tab, or timed out, just before ours. The call's tool card shows how it went.
@@ -611,12 +775,13 @@ function turnErrorView(error) {
 
 // -- the conversation view ---------------------------------------------------------------
 
-function setConversation(conversationId, name, saved) {
+function setConversation(conversationId, name, saved, title = null) {
   state.conversationId = conversationId;
   state.name = name;
   state.saved = saved;
+  state.title = title ?? name;
   sessionStorage.setItem(STORAGE_KEY, conversationId);
-  ui.title.textContent = name || "New conversation";
+  ui.title.textContent = state.title || "New conversation";
   ui.title.title = conversationId;
   renderExpiry();
   renderSessions();
@@ -850,11 +1015,13 @@ function toolCard({ name, server, callId }) {
   const progressText = h("span", { class: "progress-text" });
   const progress = h("div", { class: "tool-progress", hidden: true }, bar, progressText);
   const result = h("div", { class: "tool-result", hidden: true });
+  const info = state.tools.find((t) => t.server === server && (t.tool ?? t.name) === name);
   const root = h("div", { class: "tool-card", "data-call-id": callId, "data-status": "running", "data-tool": name },
     h("div", { class: "tool-head" },
-      h("span", { class: "tool-icon", "aria-hidden": "true" }, "fn"),
+      iconImg(info?.icons) ?? h("span", { class: "tool-icon", "aria-hidden": "true" }, "fn"),
       h("span", { class: "tool-name" }, name),
       server ? h("span", { class: "tool-server" }, server) : null,
+      hintBadges(info?.annotations),
       status),
     argsBlock, progress, result);
   return {
@@ -880,7 +1047,7 @@ function toolCard({ name, server, callId }) {
       const counts = typeof total === "number" ? `${value} / ${total}` : `${value ?? ""}`;
       progressText.textContent = message || counts;
     },
-    setResult(text, images) {
+    setResult(text, images, links = []) {
       this.setStatus("done");
       if (!progress.hidden && bar.max) bar.value = bar.max;
       result.hidden = false;
@@ -892,6 +1059,12 @@ function toolCard({ name, server, callId }) {
         const img = h("img", { class: "tool-image", alt: `image returned by ${name}`, src: `data:${image.mime_type};base64,${image.data.replace(/\s/g, "")}` });
         children.push(img);
       }
+      if (links.length) {
+        children.push(h("div", { class: "result-label" }, "Resource links"));
+        const list = h("ul", { class: "resource-links" });
+        for (const link of links) list.append(resourceLinkItem(link));
+        children.push(list);
+      }
       result.replaceChildren(...children);
     },
     setError(message) {
@@ -900,6 +1073,36 @@ function toolCard({ name, server, callId }) {
       result.replaceChildren(h("div", { class: "result-label" }, "Error"), h("pre", { class: "tool-error" }, message));
     },
   };
+}
+
+/**
+ * One resource link of a tool result: a button that reads it through the platform
+ * (read_resource frame). The browser never fetches the URI itself.
+ */
+function resourceLinkItem(link) {
+  const open = h("button", { type: "button", class: "link-btn", "data-uri": link.uri, title: link.uri }, link.title || link.name);
+  open.addEventListener("click", () => readResource(link.server, link.uri));
+  return h("li", { class: "resource-link" }, open,
+    link.mime_type ? h("span", { class: "muted" }, ` ${link.mime_type}`) : null,
+    link.description ? h("div", { class: "help" }, link.description) : null);
+}
+
+function readResource(server, uri) {
+  const requestId = `res-${++state.requestSeq}`;
+  state.reads.set(requestId, uri);
+  if (!send({ type: "read_resource", request_id: requestId, server, uri })) {
+    state.reads.delete(requestId);
+    toast("error", "Not connected", "The resource could not be read; try again once reconnected.");
+  }
+}
+
+function onResourceContent(frame) {
+  if (!state.reads.delete(frame.request_id)) return; // asked by another page
+  const body = h("div", { class: "resource-view" },
+    h("p", { class: "muted" }, `${frame.server} · ${frame.uri}${frame.mime_type ? ` · ${frame.mime_type}` : ""}`),
+    h("pre", { class: frame.is_error ? "tool-error" : "result-text" }, frame.text),
+    frame.truncated ? h("p", { class: "muted" }, "(cut: the resource is longer)") : null);
+  openDialog({ title: "Resource", body, actions: [{ label: "Close", value: null, primary: true }] });
 }
 
 function scrollToEnd(force = false) {
@@ -918,7 +1121,7 @@ function renderHeader() {
     // to /oauth/callback, which closes itself, and a server_status "ready" follows.
     const authUrl = s.status === "auth_required" ? safeAuthUrl(s.auth_url) : null;
     return h("span", { class: `server-badge status-${s.status}`, title: s.error_message ? `${s.name}: ${s.status} — ${s.error_message}` : `${s.name}: ${s.status}`, "data-server": s.name },
-      h("span", { class: "dot", "aria-hidden": "true" }), s.name, h("span", { class: "sr-only" }, ` (${s.status})`),
+      h("span", { class: "dot", "aria-hidden": "true" }), iconImg(s.icons), s.name, h("span", { class: "sr-only" }, ` (${s.status})`),
       authUrl ? h("a", { class: "connect-btn", href: authUrl, target: "_blank", rel: "noopener", "data-connect": s.name, title: `Sign in to ${s.name}` }, "Connect") : null);
   });
   ui.servers.replaceChildren(...badges);
@@ -947,10 +1150,36 @@ function renderExpiry() {
   ui.expiry.dataset.expiresAt = String(at);
 }
 
+const ICON_SRC = /^(https:\/\/[^\s"'<>]+|data:image\/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/=]+)$/i;
+
+/**
+ * An MCP icon (server, tool, prompt) as a 16 px <img>: data: images and https: URLs only
+ * (the platform filters them too); an <img> never runs an SVG's script. Null when none fits.
+ */
+function iconImg(icons) {
+  const dark = window.matchMedia?.("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+  const usable = (icons ?? []).filter((icon) => typeof icon.src === "string" && ICON_SRC.test(icon.src));
+  const icon = usable.find((i) => i.theme === dark) ?? usable.find((i) => !i.theme) ?? usable[0];
+  if (!icon) return null;
+  return h("img", { class: "mcp-icon", src: icon.src, alt: "", width: "16", height: "16", referrerpolicy: "no-referrer", decoding: "async" });
+}
+
+/** A tool's annotations as small badges (hints from its server, not guarantees). */
+function hintBadges(annotations) {
+  if (!annotations) return null;
+  const badges = [];
+  if (annotations.read_only) badges.push(["read-only", "hint-read-only", "Does not change anything (says its server)"]);
+  else if (annotations.destructive === true) badges.push(["destructive", "hint-destructive", "May delete or overwrite (says its server)"]);
+  if (annotations.open_world) badges.push(["open-world", "hint-open-world", "Reaches outside systems (says its server)"]);
+  if (!badges.length) return null;
+  return h("span", { class: "tool-hints" }, ...badges.map(([text, cls, title]) => h("span", { class: `hint ${cls}`, title }, text)));
+}
+
 function renderTools() {
   ui.toolCount.textContent = String(state.tools.length);
   const items = state.tools.map((t) =>
-    h("li", { class: "cap", title: t.description ?? "" }, h("span", { class: "cap-name" }, t.name), h("span", { class: "cap-server" }, t.server),
+    h("li", { class: "cap", title: t.description ?? "", "data-tool": t.name }, iconImg(t.icons), h("span", { class: "cap-name" }, t.name), h("span", { class: "cap-server" }, t.server),
+      hintBadges(t.annotations),
       t.description ? h("span", { class: "cap-desc" }, t.description) : null));
   ui.tools.replaceChildren(...(items.length ? items : [h("li", { class: "muted" }, "No tools offered.")]));
 }
@@ -959,7 +1188,7 @@ function renderPrompts() {
   ui.promptCount.textContent = String(state.prompts.length);
   const items = state.prompts.map((p) => {
     const button = h("button", { class: "cap cap-button", type: "button", title: p.description ?? "" },
-      h("span", { class: "cap-name" }, p.name), h("span", { class: "cap-server" }, p.server),
+      iconImg(p.icons), h("span", { class: "cap-name" }, p.name), h("span", { class: "cap-server" }, p.server),
       p.description ? h("span", { class: "cap-desc" }, p.description) : null);
     button.addEventListener("click", () => openPrompt(p));
     return h("li", null, button);
@@ -970,7 +1199,7 @@ function renderPrompts() {
 function renderSessions() {
   const items = state.sessions.map((s) => {
     const current = s.conversation_id === state.conversationId;
-    const label = s.name || (current ? "Current conversation" : "Unsaved conversation");
+    const label = s.title || s.name || (current ? "Current conversation" : "Unsaved conversation");
     const open = h("button", { class: "session-open", type: "button", title: s.conversation_id },
       h("span", { class: "session-name" }, s.saved ? "★ " : "", label),
       h("span", { class: "session-meta" }, `${s.message_count} message${s.message_count === 1 ? "" : "s"} · ${relativeTime(s.updated_at)}`));
@@ -978,12 +1207,14 @@ function renderSessions() {
       closeSidebar();
       if (!current) send({ type: "load_session", conversation_id: s.conversation_id });
     });
+    const rename = h("button", { class: "icon-btn session-rename", type: "button", "aria-label": `Rename ${label}`, title: "Rename" }, "✎");
+    rename.addEventListener("click", () => renameDialog(s.conversation_id, s.title || s.name));
     const remove = h("button", { class: "icon-btn session-delete", type: "button", "aria-label": `Delete ${label}`, title: "Delete" }, "×");
     remove.addEventListener("click", async () => {
       const ok = await confirmDialog("Delete this session?", `“${label}” and its messages are deleted for good.`, "Delete", true);
       if (ok) send({ type: "delete_session", conversation_id: s.conversation_id });
     });
-    return h("li", { class: `session${current ? " current" : ""}`, "data-conversation-id": s.conversation_id, "aria-current": current ? "true" : null }, open, remove);
+    return h("li", { class: `session${current ? " current" : ""}`, "data-conversation-id": s.conversation_id, "aria-current": current ? "true" : null }, open, rename, remove);
   });
   if (!items.length) items.push(h("li", { class: "muted" }, "No sessions yet."));
   if (state.sessionsCursor) {
@@ -1102,7 +1333,7 @@ $("new-chat").addEventListener("click", async () => {
 
 $("save").addEventListener("click", async () => {
   const input = h("input", { id: "save-name", type: "text", maxlength: "200", required: true, placeholder: "e.g. Trip plans" });
-  input.value = state.name ?? "";
+  input.value = state.name ?? state.title ?? "";
   const body = h("div", { class: "field" }, h("label", { for: "save-name" }, "Name"), input);
   const result = await openDialog({
     title: "Save this session",
@@ -1111,6 +1342,15 @@ $("save").addEventListener("click", async () => {
     focus: input,
   });
   if (result === "save") send({ type: "save_session", name: input.value.trim() });
+});
+
+$("rename").addEventListener("click", () => renameDialog(state.conversationId, state.title));
+$("export").addEventListener("click", exportDialog);
+$("import").addEventListener("click", () => $("import-file").click());
+$("import-file").addEventListener("change", (event) => {
+  const [file] = event.target.files;
+  event.target.value = "";
+  if (file) importFile(file);
 });
 
 ui.conn.addEventListener("click", () => connection.retryNow());
@@ -1130,18 +1370,52 @@ function closeSidebar() {
 ui.menu.addEventListener("click", () => (document.body.classList.contains("sidebar-open") ? closeSidebar() : openSidebar()));
 ui.scrim.addEventListener("click", closeSidebar);
 
+const COMPLETION_DELAY_MS = 250;
+
+/**
+ * Autocomplete a prompt argument through its server (`complete` frames, debounced): the
+ * suggestions fill the field's <datalist>. Only the latest answer is used.
+ */
+function autocomplete(input, list, prompt, argument, context) {
+  let timer = 0;
+  let latest = null;
+  const ask = () => {
+    const requestId = `cmp-${++state.requestSeq}`;
+    latest = requestId;
+    state.completions.set(requestId, (frame) => {
+      if (latest !== requestId) return;
+      list.replaceChildren(...frame.values.map((value) => h("option", { value })));
+    });
+    send({ type: "complete", request_id: requestId, server: prompt.server, ref_type: "prompt", ref: prompt.name, argument, value: input.value, context: context() });
+  };
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(ask, COMPLETION_DELAY_MS);
+  });
+  input.addEventListener("focus", () => { if (!list.children.length) ask(); });
+}
+
+function onCompletion(frame) {
+  const done = state.completions.get(frame.request_id);
+  state.completions.delete(frame.request_id);
+  done?.(frame);
+}
+
 async function openPrompt(prompt) {
   closeSidebar();
   const fields = [];
   const body = h("div", { class: "schema-form" });
   if (prompt.description) body.append(h("p", { class: "muted" }, prompt.description));
+  const completes = Boolean(state.servers.get(prompt.server)?.completions);
   for (const arg of prompt.arguments ?? []) {
     const id = `prompt-arg-${arg.name.replace(/[^\w-]/g, "_")}`;
-    const input = h("input", { id, type: "text", required: arg.required ? true : null, "data-arg": arg.name });
+    const list = completes ? h("datalist", { id: `${id}-values` }) : null;
+    const input = h("input", { id, type: "text", required: arg.required ? true : null, "data-arg": arg.name, list: list ? list.id : null, autocomplete: "off" });
     body.append(h("div", { class: "field" },
       h("label", { for: id }, arg.name, arg.required ? h("span", { class: "required" }, " *") : null),
-      input, arg.description ? h("div", { class: "help" }, arg.description) : null));
+      input, list, arg.description ? h("div", { class: "help" }, arg.description) : null));
     fields.push([arg.name, input]);
+    if (list) autocomplete(input, list, prompt, arg.name, () => Object.fromEntries(fields.filter(([n, i]) => n !== arg.name && i.value !== "").map(([n, i]) => [n, i.value])));
   }
   const message = h("textarea", { id: "prompt-message", rows: "2", placeholder: "Optional message sent after the prompt" });
   body.append(h("div", { class: "field" }, h("label", { for: "prompt-message" }, "Message"), message));

@@ -3,7 +3,9 @@
 // MCP restricts `requestedSchema` to a flat object of primitive properties: string (with
 // `format` email / uri / date / date-time, `minLength` / `maxLength`, or an `enum` with
 // optional `enumNames`, or `oneOf` of `{const, title}`), number / integer (`minimum` /
-// `maximum`) and boolean. Each becomes a labelled control; the browser's own constraint
+// `maximum`), boolean, and multi-select enums (SEP-1330: an array whose `items` are an
+// `enum` or `anyOf` of `{const, title}`, with `minItems` / `maxItems`), shown as
+// checkboxes. Each becomes a labelled control; the browser's own constraint
 // validation (required, min, max, type=email…) checks the input before it is sent, and
 // `read()` converts the values to the schema's types.
 
@@ -32,6 +34,7 @@ export function schemaForm(schema, idPrefix) {
   const read = () => {
     const content = {};
     for (const field of fields) {
+      field.check?.();
       if (!field.control.checkValidity()) {
         field.control.reportValidity();
         return { ok: false };
@@ -47,6 +50,8 @@ export function schemaForm(schema, idPrefix) {
 function buildField(name, spec, id, isRequired) {
   const label = h("label", { for: id }, spec.title || name, isRequired ? h("span", { class: "required", "aria-hidden": "true" }, " *") : null);
   const help = spec.description ? h("div", { class: "help" }, spec.description) : null;
+  const choices = multiOptions(spec);
+  if (choices) return multiSelectField(name, spec, id, isRequired, choices, help);
   const options = enumOptions(spec);
   let control;
   let value;
@@ -94,8 +99,44 @@ function enumOptions(spec) {
   if (Array.isArray(choices) && choices.every((c) => c && "const" in c)) {
     return choices.map((c) => ({ value: c.const, label: String(c.title ?? c.const) }));
   }
-  if (spec.type === "array" && spec.items && Array.isArray(spec.items.enum)) {
-    return null; // multi-select enums are not in MCP's elicitation subset; shown as text
-  }
   return null;
+}
+
+/** The options of a multi-select enum (an array of enum values), or null. */
+function multiOptions(spec) {
+  if (spec.type !== "array" || !spec.items || typeof spec.items !== "object") return null;
+  const options = enumOptions(spec.items);
+  return options && options.length ? options : null;
+}
+
+/**
+ * A multi-select enum: one checkbox per option in a fieldset; its value is the array of
+ * the checked options' values (in the schema's order). `minItems` / `maxItems` (and
+ * `required`: at least one) are checked before the answer is sent.
+ */
+function multiSelectField(name, spec, id, isRequired, options, help) {
+  const defaults = Array.isArray(spec.default) ? spec.default.map(String) : [];
+  const boxes = options.map((option, n) => {
+    const box = h("input", { id: `${id}-${n}`, type: "checkbox", "data-value": String(option.value) });
+    box.checked = defaults.includes(String(option.value));
+    return [option, box];
+  });
+  const min = Number.isInteger(spec.minItems) ? spec.minItems : isRequired ? 1 : 0;
+  const max = Number.isInteger(spec.maxItems) ? spec.maxItems : null;
+  const legend = h("legend", null, spec.title || name, isRequired ? h("span", { class: "required", "aria-hidden": "true" }, " *") : null);
+  const row = h("fieldset", { class: "field field-multi", id },
+    legend,
+    ...boxes.map(([option, box]) => h("div", { class: "field-check" }, box, h("label", { for: box.id }, option.label))),
+    help);
+  const control = boxes[0][1];
+  const checked = () => boxes.filter(([, box]) => box.checked).map(([option]) => option.value);
+  const check = () => {
+    const count = checked().length;
+    let problem = "";
+    if (count < min) problem = `Choose at least ${min}.`;
+    else if (max !== null && count > max) problem = `Choose at most ${max}.`;
+    control.setCustomValidity(problem);
+  };
+  for (const [, box] of boxes) box.addEventListener("change", () => control.setCustomValidity(""));
+  return { name, control, value: checked, row, check };
 }

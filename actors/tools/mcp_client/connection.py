@@ -61,7 +61,7 @@ from anyio.abc import TaskGroup
 from mcp import Client
 from mcp import types as mcp_types
 from mcp.client import InputRequiredRoundsExceededError
-from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
@@ -89,6 +89,18 @@ _MAX_PAGES = 1000
 
 
 _SESSION_HEADER = "mcp-session-id"
+
+_TASK_CANCEL_LIMIT = 5.0
+"""Seconds a stopped task's ``tasks/cancel`` may take."""
+
+
+def _poll_interval(suggested_ms: int | None) -> float:
+    """Seconds between ``tasks/get`` polls: the server's suggestion, kept within
+    0.1 to 10 s (1 s when it suggests none)."""
+    if suggested_ms is None:
+        return 1.0
+    return min(max(suggested_ms / 1000, 0.1), 10.0)
+
 
 _SETTLE_LIMIT = 10.0
 """Seconds an expired connection with no ``request_timeout`` waits for its requests in
@@ -242,6 +254,17 @@ class ServerConnection:
         return self._client.protocol_version
 
     @property
+    def task_calls(self) -> bool:
+        """Whether the server declares task-augmented ``tools/call`` (MCP Tasks)."""
+        tasks = self.capabilities.tasks
+        return (
+            tasks is not None
+            and tasks.requests is not None
+            and tasks.requests.tools is not None
+            and tasks.requests.tools.call is not None
+        )
+
+    @property
     def instructions(self) -> str | None:
         """The server's instructions for the model, if it gave any."""
         return self._client.instructions
@@ -348,6 +371,55 @@ class ServerConnection:
             timeout=self.request_timeout,
         )
 
+    async def complete(
+        self,
+        ref: mcp_types.PromptReference | mcp_types.ResourceTemplateReference,
+        argument: str,
+        value: str,
+        context: dict[str, str] | None = None,
+    ) -> mcp_types.Completion:
+        """``completion/complete`` (check ``capabilities.completions`` first)."""
+        result = await self._request(
+            "completion/complete",
+            lambda: self._client.complete(ref, {"name": argument, "value": value}, context),
+            timeout=self.request_timeout,
+        )
+        return result.completion
+
+    async def subscribe_resource(self, uri: str) -> None:
+        """``resources/subscribe`` (check ``capabilities.resources.subscribe`` first): the
+        server sends ``notifications/resources/updated`` when it changes."""
+        session = self._client.session
+        await self._request(
+            "resources/subscribe",
+            lambda: session.send_request(
+                mcp_types.SubscribeRequest(params=mcp_types.SubscribeRequestParams(uri=uri)),
+                mcp_types.EmptyResult,
+            ),
+            timeout=self.request_timeout,
+        )
+
+    async def set_logging_level(self, level: mcp_types.LoggingLevel) -> None:
+        """``logging/setLevel``: the least severe log level the server should send (check
+        ``capabilities.logging`` first)."""
+        session = self._client.session
+        await self._request(
+            "logging/setLevel",
+            lambda: session.send_request(
+                mcp_types.SetLevelRequest(params=mcp_types.SetLevelRequestParams(level=level)),
+                mcp_types.EmptyResult,
+            ),
+            timeout=self.request_timeout,
+        )
+
+    async def send_roots_list_changed(self) -> None:
+        """``notifications/roots/list_changed``: the server should ask ``roots/list`` again."""
+        self._check_open("notifications/roots/list_changed")
+        try:
+            await self._client.session.send_notification(mcp_types.RootsListChangedNotification())
+        except MCPError as exc:
+            raise self._request_failed(exc, "notifications/roots/list_changed", _Attempt()) from exc
+
     # -- tools --
 
     async def call_tool(
@@ -433,6 +505,133 @@ class ServerConnection:
             tool=name,
             timeout=timeout,
         )
+
+    async def call_tool_as_task(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        timeout: float | None,
+        on_status: Callable[[mcp_types.TaskStatus, str | None], Awaitable[None]] | None = None,
+        clock: CallClock | None = None,
+    ) -> ToolResult:
+        """Call a tool as an MCP task (SEP-1686): ``tools/call`` with ``task``, then
+        ``tasks/get`` at the server's suggested interval until the task needs input or
+        ends, then ``tasks/result`` (input requests arrive meanwhile, through the usual
+        callbacks). Cancelled (or timed out), it sends ``tasks/cancel`` before raising.
+
+        Args:
+            timeout: Seconds the task may go without a change of status or status message
+                (each change restarts the clock); ``None``: no limit.
+            on_status: ``await on_status(status, message)`` for the first status and
+                each change.
+            clock: Lets the caller hold the timeout while the task waits for the user.
+
+        Raises:
+            ToolCallTimeout, ToolCallError, ServerGone: as :meth:`call_tool`.
+        """
+        self._check_open("tools/call")
+        session = self._client.session
+        scope = anyio.CancelScope(
+            deadline=math.inf if timeout is None else anyio.current_time() + timeout
+        )
+        clock = clock if clock is not None else CallClock()
+        clock._bind(scope, timeout)
+        task_id: str | None = None
+        ended = False
+        attempt = self._begin_attempt()
+        token = _REQUEST_ATTEMPT.set(attempt)
+        with scope:
+            try:
+                created = await self._create_task(name, arguments)
+                task: mcp_types.Task = created.task
+                task_id = task.task_id
+                seen = (task.status, task.status_message)
+                if on_status is not None:
+                    await on_status(task.status, task.status_message)
+                while task.status == "working":
+                    await anyio.sleep(_poll_interval(task.poll_interval))
+                    task = await session.send_request(
+                        mcp_types.GetTaskRequest(
+                            params=mcp_types.GetTaskRequestParams(task_id=task_id)
+                        ),
+                        mcp_types.GetTaskResult,
+                    )
+                    if (task.status, task.status_message) != seen:
+                        seen = (task.status, task.status_message)
+                        clock._restart()
+                        if on_status is not None:
+                            await on_status(task.status, task.status_message)
+                # input_required (the server's questions come while tasks/result waits),
+                # or over: tasks/result gives the tool's result (or its error).
+                result = await session.send_request(
+                    mcp_types.GetTaskPayloadRequest(
+                        params=mcp_types.GetTaskPayloadRequestParams(task_id=task_id)
+                    ),
+                    mcp_types.CallToolResult,
+                )
+                ended = True
+                return _tool_result(result)
+            except MCPError as exc:
+                ended = True
+                raise self._request_failed(exc, "tools/call", attempt, tool=name) from exc
+            except ValidationError as exc:
+                ended = True
+                raise ToolCallError(
+                    f"server {self.name!r}: tool {name!r} returned an invalid task result: {exc}",
+                    server=self.name,
+                    tool=name,
+                    code=None,
+                    error_message=str(exc),
+                ) from exc
+            finally:
+                _REQUEST_ATTEMPT.reset(token)
+                self._end_attempt(attempt)
+                if task_id is not None and not ended and not self._gone.is_set():
+                    await self._cancel_task(task_id)
+        assert timeout is not None  # only our own deadline gets here
+        raise ToolCallTimeout(
+            f"server {self.name!r}: task of tool {name!r} did not change for {timeout:g} s "
+            "(it was cancelled)",
+            server=self.name,
+            tool=name,
+            timeout=timeout,
+        )
+
+    async def _create_task(
+        self, name: str, arguments: dict[str, Any] | None
+    ) -> mcp_types.CreateTaskResult:
+        """``tools/call`` with ``task``. Below ``send_request``, which validates every
+        ``tools/call`` answer as a ``CallToolResult`` (SDK 2.3), so a ``CreateTaskResult``
+        could not come through it: the request is stamped and sent the same way, and its
+        answer validated as what a task-augmented call returns."""
+        session = self._client.session
+        request = mcp_types.CallToolRequest(
+            params=mcp_types.CallToolRequestParams(
+                name=name, arguments=arguments, task=mcp_types.TaskMetadata()
+            )
+        )
+        data = request.model_dump(by_alias=True, mode="json", exclude_none=True)
+        options: CallOptions = {}
+        session._stamp(data, options)
+        raw = await session._dispatcher.send_raw_request(
+            data["method"], data.get("params"), options
+        )
+        return mcp_types.CreateTaskResult.model_validate(raw, by_name=False)
+
+    async def _cancel_task(self, task_id: str) -> None:
+        """``tasks/cancel``, shielded and bounded: the call was stopped, the server is told."""
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(_TASK_CANCEL_LIMIT),
+            suppress(MCPError, ValidationError),
+        ):
+            await self._client.session.send_request(
+                mcp_types.CancelTaskRequest(
+                    params=mcp_types.CancelTaskRequestParams(task_id=task_id)
+                ),
+                mcp_types.CancelTaskResult,
+            )
 
     # -- internals --
 

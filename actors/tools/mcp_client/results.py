@@ -47,6 +47,7 @@ class ResourceRef(_Frozen):
 
     uri: str
     name: str
+    title: str | None = None
     mime_type: str | None = None
     description: str | None = None
 
@@ -96,6 +97,7 @@ def _tool_result(result: mcp_types.CallToolResult) -> ToolResult:
                     ResourceRef(
                         uri=block.uri,
                         name=block.name,
+                        title=block.title,
                         mime_type=block.mime_type,
                         description=block.description,
                     )
