@@ -50,7 +50,14 @@ from actors.messages import (
 from bus.messages import Request
 from config.schema import ClusterConfig
 
-__all__ = ["SHARED_EVENTS", "ChatErrorCodec", "TurnRoutes", "lease_holder", "replica_id"]
+__all__ = [
+    "ANSWERABLE",
+    "SHARED_EVENTS",
+    "ChatErrorCodec",
+    "TurnRoutes",
+    "lease_holder",
+    "replica_id",
+]
 
 _GATEWAY = ("gateway",)
 
@@ -71,6 +78,10 @@ SHARED_EVENTS: dict[type[BaseModel], tuple[str, ...]] = {
 
 _ROUTED = (CancelTurn, AnswerToolApproval, AnswerElicitation)
 """Requests answered by the replica running the conversation's turn."""
+
+ANSWERABLE: frozenset[type[Request[Any]]] = frozenset(_ROUTED)
+"""The only requests a replica answers for another (anything else that arrives over the
+broker is refused before it reaches an actor)."""
 
 
 def replica_id(settings: ClusterConfig) -> str:

@@ -333,7 +333,8 @@ def set_secrets(values: Iterable[str]) -> None:
 
 def collect_secrets(environ: Mapping[str, str], snapshot: ConfigSnapshot | None) -> set[str]:
     """Secret values: every environment variable named like a key/token/secret, each
-    provider's ``api_key_env``, each WebSocket token's ``token_env``, the PostgreSQL DSN
+    provider's ``api_key_env``, each WebSocket token's ``token_env``, the NATS token of
+    ``cluster.token_env``, the PostgreSQL DSN
     of ``chat.storage.postgres.dsn_env`` and its password (when it has one), and every variable
     an MCP server's ``env`` or ``headers`` references as ``${VAR}`` (but the few
     well-known non-secret ones, :data:`_PLAIN_VARIABLES`)."""
@@ -352,6 +353,9 @@ def collect_secrets(environ: Mapping[str, str], snapshot: ConfigSnapshot | None)
             if environ.get(entry.token_env):
                 secrets.add(environ[entry.token_env])
         secrets |= _dsn_secrets(environ.get(snapshot.config.chat.storage.postgres.dsn_env))
+        cluster = snapshot.config.cluster
+        if cluster is not None and cluster.token_env and environ.get(cluster.token_env):
+            secrets.add(environ[cluster.token_env])
     return {s for s in secrets if s}
 
 

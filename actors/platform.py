@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from actors import trace_ids
 from actors.backup import DatabaseLock
 from actors.cluster import (
+    ANSWERABLE,
     SHARED_EVENTS,
     ChatErrorCodec,
     TurnRoutes,
@@ -287,6 +288,18 @@ async def run_platform(
     cluster = snapshot.config.cluster
     replica = replica_id(cluster) if cluster is not None else None
     bridge: NatsBridge | None = None
+    if cluster is not None and cluster.token_env and not env.get(cluster.token_env):
+        problem = (
+            f"cluster.token_env names {cluster.token_env}, which is not set: set it to the "
+            "NATS server's token (or remove token_env)"
+        )
+        _log.error("config.rejected", source="environment", reason=problem, problems=[problem])
+        _log.error(
+            "platform.stopped", exit_code=EXIT_CONFIG_INVALID, reason="invalid configuration"
+        )
+        if database_lock is not None:
+            database_lock.release()
+        return EXIT_CONFIG_INVALID
     if cluster is not None:
         assert replica is not None
         bridge = NatsBridge(
@@ -297,6 +310,8 @@ async def run_platform(
             deliveries=SHARED_EVENTS,
             router=TurnRoutes(),
             causes=ChatErrorCodec(),
+            answerable=ANSWERABLE,
+            token=env.get(cluster.token_env) if cluster.token_env else None,
         )
         try:
             await bridge.start()

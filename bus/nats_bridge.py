@@ -86,6 +86,10 @@ class CauseCodec(Protocol):
     def decode(self, data: dict[str, Any]) -> BaseException: ...
 
 
+async def _quiet(_error: Exception) -> None:
+    """nats-py's error callback for the start's probe (its failure is raised instead)."""
+
+
 def describe_url(url: str) -> str:
     """``nats://host:port`` without user, password or token."""
     parts = urlsplit(url)
@@ -104,6 +108,9 @@ class NatsBridge:
             by other replicas (its keys are :attr:`shared`).
         router: Where requests go (see :class:`Router`).
         causes: How handler exceptions cross (see :class:`CauseCodec`).
+        answerable: The request types this replica answers for others; any other
+            request that arrives is refused (``NoSuchActor``) without reaching an actor.
+        token: The NATS server's authentication token, if it requires one (never logged).
         on_state: Called with ``"connected"``, ``"disconnected"``, ``"reconnected"`` or
             ``"closed"`` (for ``/readyz``).
     """
@@ -118,6 +125,8 @@ class NatsBridge:
         deliveries: Mapping[type[BaseModel], tuple[str, ...]],
         router: Router,
         causes: CauseCodec,
+        answerable: frozenset[type[Request[Any]]] = frozenset(),
+        token: str | None = None,
         on_state: Callable[[str], None] | None = None,
     ) -> None:
         self._bus = bus
@@ -129,6 +138,8 @@ class NatsBridge:
         self.shared: frozenset[type[BaseModel]] = frozenset(self._deliveries)
         self._router = router
         self._causes = causes
+        self._answerable = answerable
+        self._token = token
         self._on_state = on_state or (lambda _state: None)
         self._nc: Client | None = None
         self._subscriptions: list[Subscription] = []
@@ -145,24 +156,34 @@ class NatsBridge:
         Raises:
             BrokerUnavailable: The server does not accept a connection within 5 s.
         """
-        parts = urlsplit(self._url)
+        probe = Client()
         try:
-            # One plain attempt first: nats-py's own first connect either gives up for
-            # good (no reconnects later) or retries forever; we want a clear failure at
-            # start and reconnects forever afterwards.
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222),
-                _CONNECT_TIMEOUT,
+            # One attempt without reconnects first: nats-py's own first connect either
+            # gives up for good (no reconnects later) or retries forever (a wrong token
+            # would hang the start); we want a clear failure at start, and reconnects
+            # forever afterwards.
+            await probe.connect(
+                self._url,
+                token=self._token,
+                allow_reconnect=False,
+                # Its server selection retries a refused connection by itself: twice,
+                # at once, then NoServersError.
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
+                connect_timeout=int(_CONNECT_TIMEOUT),
+                error_cb=_quiet,
             )
-            writer.close()
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            await probe.close()  # what a failed connect left open
             raise BrokerUnavailable(
                 f"cannot connect to NATS at {self.description}: {type(exc).__name__}: {exc}"
             ) from None
+        await probe.close()
         self._nc = await nats.connect(
             self._url,
             name=f"mcp-platform {self.replica}",
             no_echo=True,
+            token=self._token,
             allow_reconnect=True,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
@@ -324,6 +345,20 @@ class NatsBridge:
             to = fields.get("to")
         except (UnknownMessage, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             await self._respond(msg, {"error": "RequestFailed", "message": f"bad request: {exc}"})
+            return
+        if type(message) not in self._answerable:
+            _log.warning(
+                "bus.bridge_request_refused",
+                message_type=type(message).__name__,
+                reason="not a request this replica answers for others",
+            )
+            await self._respond(
+                msg,
+                {
+                    "error": "NoSuchActor",
+                    "message": f"{type(message).__name__} is not answered across replicas",
+                },
+            )
             return
         try:
             value = await self._bus.request(message, to=to, timeout=timeout)

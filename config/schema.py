@@ -776,6 +776,9 @@ class ClusterConfig(_Section):
     on the same NATS server uses another)."""
     replica_id: str | None = None
     """This replica's id, unique among the replicas (``null``: ``<hostname>-<pid>``)."""
+    token_env: str | None = None
+    """Environment variable (or ``.env`` entry) holding the NATS server's authentication
+    token, when it requires one (``null``: none); the token is never in a file or a log."""
     lease_seconds: float = Field(15, ge=2)
     """A running turn's lease in the database: renewed every third of this while the turn
     runs; a replica that dies loses its turns' leases after at most this long."""
@@ -789,8 +792,17 @@ class ClusterConfig(_Section):
         if parts.username or parts.password:
             raise ValueError(
                 "must not hold credentials (they would be written to the configuration "
-                "file and the logs): use a NATS server without authentication on a "
-                "private network"
+                "file and the logs): put a token in the variable named by token_env"
+            )
+        return value
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env_is_a_variable(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(
+                f"must be an environment variable name, got {value!r}; the token itself "
+                "goes in that variable, never in a configuration file"
             )
         return value
 

@@ -54,8 +54,9 @@ class ThrowawayNats:
     """A ``nats-server`` of this test's own on a free port, to stop and start again
     (the shared one is never restarted)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, token: str | None = None) -> None:
         self.port = port
+        self.token = token
         self.url = f"nats://127.0.0.1:{port}"
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -66,6 +67,7 @@ class ThrowawayNats:
             "127.0.0.1",
             "-p",
             str(self.port),
+            *(("--auth", self.token) if self.token else ()),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )

@@ -15,9 +15,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,6 +31,7 @@ import pytest
 __all__ = [
     "DEFAULT_ADMIN_DSN",
     "DSN_ENV",
+    "ThrowawayPostgres",
     "admin_dsn",
     "create_database",
     "drop_database",
@@ -146,3 +151,85 @@ def execute(dsn: str, sql: str) -> None:
             await db.close()
 
     run_sync(run)
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL server of this test's own (``initdb`` in ``directory``, trust
+    authentication, user ``postgres``, 127.0.0.1:``port``), to stop and start again: the
+    shared server is never restarted. Run as the ``postgres`` user when the tests run as
+    root (``initdb`` refuses root)."""
+
+    def __init__(self, port: int) -> None:
+        # Not under pytest's tmp_path: its root-only parents would keep ``postgres`` out.
+        self.directory = Path(tempfile.mkdtemp(prefix="mcp-test-pg-"))
+        self.port = port
+        self.dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self._bin = _pg_bin()
+
+    def _command(self, *args: str) -> list[str]:
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *args]
+        return list(args)
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run(self._command(*args), capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(args)} failed: {done.stderr or done.stdout}", pytrace=False)
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        self._run(
+            str(self._bin / "initdb"),
+            "-D",
+            str(self.directory / "data"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        )
+
+    def start(self) -> None:
+        self._run(
+            str(self._bin / "pg_ctl"),
+            "-D",
+            str(self.directory / "data"),
+            "-w",
+            "-l",
+            str(self.directory / "log"),
+            "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(
+            str(self._bin / "pg_ctl"),
+            "-D",
+            str(self.directory / "data"),
+            "-w",
+            "-m",
+            "fast",
+            "stop",
+        )
+
+    def remove(self) -> None:
+        """Stop the server if it runs, and delete its files."""
+        if (self.directory / "data" / "postmaster.pid").exists():
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _pg_bin() -> Path:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not versions:
+        pytest.fail(
+            "initdb/pg_ctl not found: install the PostgreSQL server binaries "
+            "(`apt-get install postgresql`) to run the PostgreSQL restart tests",
+            pytrace=False,
+        )
+    return versions[-1].parent

@@ -11,7 +11,9 @@ tests' NATS server under this test's own subject prefix. Proved here:
 - failures are the in-process bus's typed errors: the handler's exception arrives as
   ``RequestFailed`` with the cause the codec rebuilds, an unanswered request is a
   ``RequestTimeout``, a replica nobody runs is ``NoSuchActor``;
-- a broker that is not there stops the start with ``BrokerUnavailable`` naming it.
+- only the request types the wiring lets through are answered for another replica;
+- a broker that is not there, or refuses the token, stops the start with
+  ``BrokerUnavailable`` naming it; with the right token the replicas talk.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bus.bus import Bus
 from bus.errors import NoSuchActor, RequestFailed, RequestTimeout
 from bus.messages import Message, Payload, Request
 from bus.nats_bridge import BrokerUnavailable, NatsBridge
+from tests.broker import ThrowawayNats
 
 
 class Shout(Message):
@@ -70,6 +73,13 @@ class Refuse(Request[str]):
 
 class Stall(Request[str]):
     type: Literal["test_bridge.stall"] = "test_bridge.stall"
+    replica: str
+
+
+class Forbidden(Request[str]):
+    """Served by the Server, but not answerable for other replicas."""
+
+    type: Literal["test_bridge.forbidden"] = "test_bridge.forbidden"
     replica: str
 
 
@@ -119,7 +129,7 @@ class Listener(Actor):
 
 
 class Server(Actor):
-    subscriptions = (Ask, AskMany, Refuse, Stall)
+    subscriptions = (Ask, AskMany, Refuse, Stall, Forbidden)
 
     def __init__(self, name: str, replica: str) -> None:
         super().__init__(name)
@@ -137,11 +147,14 @@ class Server(Actor):
                 raise Refused(f"{self.replica} refuses")
             case Stall():
                 await asyncio.sleep(3600)
+            case Forbidden():
+                self.asked.append("forbidden")
+                return "should never be answered for another replica"
         return None
 
 
 class Replica:
-    def __init__(self, name: str, url: str, prefix: str) -> None:
+    def __init__(self, name: str, url: str, prefix: str, token: str | None = None) -> None:
         self.name = name
         self.bus = Bus()
         self.router = ByField()
@@ -153,6 +166,8 @@ class Replica:
             deliveries={Shout: ("listener",)},
             router=self.router,
             causes=Codec(),
+            answerable=frozenset({Ask, AskMany, Refuse, Stall}),
+            token=token,
         )
         self.listener = Listener("listener")
         self.server = Server("server", name)
@@ -240,6 +255,41 @@ async def test_remote_failures_are_the_bus_typed_errors(
     with pytest.raises(NoSuchActor) as nobody:
         await a.bus.request(Ask(replica="c", text="anyone?"), timeout=2)
     assert "'c'" in str(nobody.value)
+
+
+async def test_only_answerable_requests_reach_an_actor_for_another_replica(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    with pytest.raises(NoSuchActor) as refused:
+        await a.bus.request(Forbidden(replica="b"))
+    assert "Forbidden is not answered across replicas" in str(refused.value)
+    assert b.server.asked == []
+    # Locally it is served as ever.
+    assert await b.bus.request(Forbidden(replica="b")) == (
+        "should never be answered for another replica"
+    )
+
+
+async def test_a_broker_that_wants_a_token(unused_tcp_port: int, nats_prefix: str) -> None:
+    server = ThrowawayNats(unused_tcp_port, token="s3cret-nats-token")
+    await server.start()
+    try:
+        wrong = Replica("a", server.url, nats_prefix, token="wrong")
+        with pytest.raises(BrokerUnavailable) as failed:
+            await wrong.bridge.start()
+        assert "Authorization" in str(failed.value) or "authorization" in str(failed.value)
+        a = Replica("a", server.url, nats_prefix, token="s3cret-nats-token")
+        b = Replica("b", server.url, nats_prefix, token="s3cret-nats-token")
+        await a.start()
+        await b.start()
+        try:
+            assert await a.bus.request(Ask(replica="b", text="t")) == Answer(text="T", by="b")
+        finally:
+            await a.close()
+            await b.close()
+    finally:
+        await server.stop()
 
 
 async def test_an_unreachable_broker_stops_the_start(unused_tcp_port: int) -> None:

@@ -10,6 +10,8 @@ scripted reply). Proved here:
 - each replica's ``/readyz`` reports its broker connection;
 - a conversation started on one replica continues on another, and a tab on a third sees
   the turn live (thinking, deltas, the final answer);
+- a tab that attaches on replica B in the middle of a turn running on A is told the turn
+  runs, reads the text so far from the database and gets the whole answer at the end;
 - a tab on replica B stops a turn running on replica A, approves its tool call (the
   call runs on A, B and A see the cards) and answers its elicitation; B's tab is shown
   the user input A's tab sent (``user_message_stored``);
@@ -22,6 +24,9 @@ scripted reply). Proved here:
   broker is down meanwhile, and the tab on the other replica gets the rest of the turn;
 - the ``cluster`` section is read at start: added to a running platform's file, it
   changes nothing until a restart (said in the log), turns go on;
+- a PostgreSQL restart (a throwaway server): while it is down a send gets
+  STORAGE_UNAVAILABLE (retryable) and nothing is half-written; once it is back the
+  replicas serve again;
 - two replicas racing to send into one conversation: exactly one turn runs, the other
   send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
 """
@@ -72,11 +77,12 @@ async def cluster(
         servers: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
         url: str | None = None,
+        dsn: str | None = None,
     ) -> list[ChatPlatform]:
         replicas = []
         for i in range(n):
             process = platform_factory(tmp_path / f"r{i}")
-            process.env["CHAT_DB_DSN"] = postgres_dsn
+            process.env["CHAT_DB_DSN"] = dsn or postgres_dsn
             platform = ChatPlatform(process, llm)
             if servers is not None:
                 (platform.config_dir / "servers_config.json").write_bytes(
@@ -538,3 +544,79 @@ async def test_a_cluster_section_added_live_waits_for_a_restart(
         assert pg.query(postgres_dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
     finally:
         await client.close()
+
+
+async def test_a_tab_attaching_mid_turn_on_another_replica_gets_the_whole_answer(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    start, clients = cluster
+    r0, r1 = await start(2, extra={"logging": {"level": "DEBUG"}})  # persistence.flushed
+    sender, info = await _connect(r0, clients)
+    conversation_id = info["conversation_id"]
+    gate = Gate()
+    llm.script(
+        Reply.stream(Content("the first half, "), gate, Content("the second"), Finish("stop"))
+    )
+    await sender.send({"type": "user_message", "message": "long answer"})
+    assert (await sender.expect("assistant_delta"))["content"] == "the first half, "
+    await r0.process.wait_for(
+        "persistence.flushed", lambda e: e["total_chars"] == len("the first half, "), timeout=10
+    )
+
+    late, attached = await _connect(r1, clients, conversation_id)
+    assert attached["turn_in_progress"] is True
+    assert [m["content"] for m in attached["messages"]][-1] == "the first half, "
+    gate.open()
+    ended = await late.expect("assistant_message", timeout=20)
+    assert (ended["message"], ended["finish_reason"]) == ("the first half, the second", "stop")
+    assert _deltas(late.frames) == "the second"
+
+
+async def test_a_postgres_restart_typed_errors_meanwhile_then_service_again(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, unused_tcp_port: int
+) -> None:
+    start, clients = cluster
+    server = pg.ThrowawayPostgres(unused_tcp_port)
+    try:
+        server.init()
+        server.start()
+        r0, r1 = await start(
+            2,
+            dsn=server.dsn,
+            extra={"chat": {"storage": {"postgres": {"connect_timeout_seconds": 1}}}},
+        )
+        first, info = await _connect(r0, clients)
+        conversation_id = info["conversation_id"]
+        second, _ = await _connect(r1, clients, conversation_id)
+        llm.script(Reply.text("Before the restart."))
+        await first.turn("one")
+
+        server.stop()
+        await second.send({"type": "user_message", "message": "two", "request_id": "two"})
+        refused = await second.expect("error", timeout=20)
+        assert (refused["error_code"], refused["retryable"]) == ("STORAGE_UNAVAILABLE", True)
+        assert refused["request_id"] == "two"
+        assert len(llm.requests) == 1  # no turn ran
+
+        server.start()
+        llm.script(Reply.text("After the restart."))
+        frames = await second.turn("three")
+        assert [f["message"] for f in frames if f["type"] == "assistant_message"] == [
+            "After the restart."
+        ]
+        seen = await first.expect("assistant_message", timeout=20)
+        assert seen["message"] == "After the restart."
+        rows = pg.query(
+            server.dsn,
+            "SELECT role, content, status FROM messages WHERE conversation_id = ? ORDER BY id",
+            (conversation_id,),
+        )
+        assert rows == [
+            ("user", "one", "complete"),
+            ("assistant", "Before the restart.", "complete"),
+            ("user", "three", "complete"),
+            ("assistant", "After the restart.", "complete"),
+        ]
+        assert pg.query(server.dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+    finally:
+        server.remove()
