@@ -95,6 +95,12 @@ def main(argv: list[str] | None = None) -> None:
         "--args", metavar="JSON", default="{}", help="the tool's arguments (a JSON object)"
     )
     inspect.add_argument("--sse", action="store_true", help="a URL is a legacy SSE endpoint")
+    inspect.add_argument(
+        "--accept-defaults",
+        action="store_true",
+        help="answer a server's form questions with the form's defaults, as a person who "
+        "presses Accept without typing (default: decline them; nobody is asked)",
+    )
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to connect / for the call"
@@ -252,6 +258,7 @@ def _inspect(args: argparse.Namespace) -> int:
             as_json=args.json,
             auth=auth,
             log_level=log_level,
+            accept_defaults=args.accept_defaults,
         )
     )
 

