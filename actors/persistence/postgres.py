@@ -758,31 +758,7 @@ class PostgresRepository:
         async with self._connection("search the conversations") as db:
             title_rows = await db.fetch(_SEARCH_TITLES, owner, patterns, limit)
             message_rows = await db.fetch(_SEARCH_MESSAGES, query, owner, limit)
-        return merge_hits(
-            [
-                SearchHit(
-                    conversation_id=row["id"],
-                    title=row["title"],
-                    saved=bool(row["saved"]),
-                    updated_at=row["updated_at"],
-                    snippet=row["title"],
-                )
-                for row in title_rows
-            ],
-            [
-                SearchHit(
-                    conversation_id=row["conversation_id"],
-                    title=row["title"],
-                    saved=bool(row["saved"]),
-                    updated_at=row["updated_at"],
-                    message_id=row["message_id"],
-                    role=row["role"],
-                    snippet=row["snippet"],
-                )
-                for row in message_rows
-            ],
-            limit,
-        )
+        return merge_hits(title_rows, message_rows, limit)
 
     async def session_page(
         self, owner: str, after: tuple[float, str] | None, limit: int

@@ -28,7 +28,7 @@ their writes.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -457,9 +457,32 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def merge_hits(
-    title_hits: Sequence[SearchHit], message_hits: Sequence[SearchHit], limit: int
+    title_rows: Iterable[Row], message_rows: Iterable[Row], limit: int
 ) -> list[SearchHit]:
-    """Title matches first, then message matches, one hit per conversation."""
+    """Title matches first, then message matches, one hit per conversation (the rows of
+    each engine's two search queries: the same columns in both)."""
+    title_hits = [
+        SearchHit(
+            conversation_id=row["id"],
+            title=row["title"],
+            saved=bool(row["saved"]),
+            updated_at=row["updated_at"],
+            snippet=row["title"],
+        )
+        for row in title_rows
+    ]
+    message_hits = [
+        SearchHit(
+            conversation_id=row["conversation_id"],
+            title=row["title"],
+            saved=bool(row["saved"]),
+            updated_at=row["updated_at"],
+            message_id=row["message_id"],
+            role=row["role"],
+            snippet=row["snippet"],
+        )
+        for row in message_rows
+    ]
     seen: set[str] = set()
     merged: list[SearchHit] = []
     for hit in (*title_hits, *message_hits):

@@ -662,31 +662,7 @@ class SqliteRepository:
         message_rows = await self._connection.execute_fetchall(
             _SEARCH_MESSAGES, (fts_query, owner, limit, SEARCH_SNIPPET_WORDS)
         )
-        return merge_hits(
-            [
-                SearchHit(
-                    conversation_id=row["id"],
-                    title=row["title"],
-                    saved=bool(row["saved"]),
-                    updated_at=row["updated_at"],
-                    snippet=row["title"],
-                )
-                for row in title_rows
-            ],
-            [
-                SearchHit(
-                    conversation_id=row["conversation_id"],
-                    title=row["title"],
-                    saved=bool(row["saved"]),
-                    updated_at=row["updated_at"],
-                    message_id=row["message_id"],
-                    role=row["role"],
-                    snippet=row["snippet"],
-                )
-                for row in message_rows
-            ],
-            limit,
-        )
+        return merge_hits(title_rows, message_rows, limit)
 
     async def session_page(
         self, owner: str, after: tuple[float, str] | None, limit: int
