@@ -292,6 +292,14 @@ class PlatformProcess:
         return code
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of process ``pid`` (``VmRSS`` of ``/proc/PID/status``), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmRSS for process {pid}")
+
+
 def _listening_port(pid: int) -> int | None:
     """The port of the process's listening IPv4 TCP socket, if it has one yet."""
     inodes = set()

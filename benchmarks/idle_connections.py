@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._harness import (
     PlatformProcess,
     platform_config,
+    rss_kib,
 )
 
 BASELINE_SERVER = """
@@ -58,13 +59,6 @@ asyncio.run(main())
 
 BATCH = 50
 """Connections opened at once."""
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 async def open_idle(url: str, count: int) -> list[ClientConnection]:

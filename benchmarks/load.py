@@ -56,6 +56,7 @@ from benchmarks._harness import (
     openai_body,
     pct,
     platform_config,
+    rss_kib,
 )
 from tests.scripted_llm import Reply, ScriptedLLM, ToolCall, Usage
 
@@ -171,17 +172,10 @@ async def conversation(url: str, turns: int, chars: int, delay: float, figures: 
             figures.turns += 1
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 async def sample_rss(pid: int, peak: list[int], stop: asyncio.Event) -> None:
     while not stop.is_set():
         with suppress(OSError):
-            peak[0] = max(peak[0], _rss_kib(pid))
+            peak[0] = max(peak[0], rss_kib(pid))
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.1)
 
