@@ -424,7 +424,7 @@ def _log_location(location: ConfigLocation, created: list[Path]) -> None:
 class _StopSignals:
     """SIGINT and SIGTERM, from the first one to the process's exit.
 
-    The rule (the README's exit codes paragraph says the same):
+    The rule (docs/running.md, Exit codes and signals, says the same):
 
     1. The first SIGINT/SIGTERM asks for a clean shutdown (exit 0).
     2. Another within :data:`DUPLICATE_SIGNAL_WINDOW` (1 s) of the first is the same

@@ -129,7 +129,7 @@ class OriginalFrame(BaseModel):
     """The ``chat`` or ``clear_session`` it answers (a fresh id for an ``init`` frame)."""
     status: Status
     chunk: dict[str, Any]
-    """What the frame carries; its shape depends on ``status`` (see README)."""
+    """What the frame carries; its shape depends on ``status`` (see docs/protocol.md)."""
 
 
 @dataclass(frozen=True, slots=True)

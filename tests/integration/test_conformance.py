@@ -136,7 +136,7 @@ AUTH_SCENARIOS_UNSUPPORTED: dict[str, Unsupported] = {
         evidence="Auth server only supports jwt-bearer grant, got authorization_code",
     ),
 }
-"""Auth scenarios that cannot pass with the pinned suite and SDK, and why (the README lists
+"""Auth scenarios that cannot pass with the pinned suite and SDK, and why (docs/servers.md lists
 them). :func:`test_scenario` checks each fails for exactly that reason."""
 
 

@@ -1,6 +1,6 @@
 """Stopping the real ``mcp-platform`` process: repeated signals, ``uv run``, a quiet log.
 
-The rule under test (README, exit codes): the first SIGINT/SIGTERM stops cleanly (exit 0);
+The rule under test (docs/running.md, exit codes): the first SIGINT/SIGTERM stops cleanly (exit 0);
 a repeat within a second of it is the same request; a later one while the shutdown still
 runs forces the stop (exit 130); once the shutdown is complete, further signals are
 ignored until the process exits. Ctrl-C under ``uv run`` is the case that matters: the

@@ -631,8 +631,8 @@ def oauth_auth(
 @contextmanager
 def _issuer_optional(issuer: str | None) -> Iterator[None]:
     """Without ``oauth.issuer`` the SDK warns (it will require one in 3.0); here that is a
-    documented choice (README: the authorization server the MCP server names is used), so
-    the warning is not repeated at every connect."""
+    documented choice (docs/servers.md, OAuth servers: the authorization server the MCP
+    server names is used), so the warning is not repeated at every connect."""
     with warnings.catch_warnings():
         if issuer is None:
             warnings.simplefilter("ignore", MCPDeprecationWarning)
