@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     _config_dir_argument(parser)
     _log_format_argument(parser, argparse.SUPPRESS)
+    _demo_argument(parser, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", help="run the platform (the default)")
     _log_format_argument(run, argparse.SUPPRESS)
+    _demo_argument(run, argparse.SUPPRESS)
     backup = commands.add_parser(
         "backup",
         help="copy the chat database consistently, also while the platform runs",
@@ -153,12 +155,24 @@ def main(argv: list[str] | None = None) -> None:
     location = resolve_config_dir(args.config_dir)
     log_format: str | None = getattr(args, "log_format", None)
     try:
-        code = asyncio.run(run_platform(location, log_format=log_format))
+        code = asyncio.run(
+            run_platform(location, log_format=log_format, demo=getattr(args, "demo", False))
+        )
     except KeyboardInterrupt:  # Ctrl-C before the platform handles signals (at start)
         code = EXIT_FORCED_STOP
     except asyncio.CancelledError:  # forced stop by a second signal
         code = EXIT_FORCED_STOP
     sys.exit(code)
+
+
+def _demo_argument(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        default=default,
+        help="answer with the bundled scripted demo model (no API key, no network; "
+        "not an LLM): try the page and the demo MCP tools on a fresh clone",
+    )
 
 
 def _log_format_argument(parser: argparse.ArgumentParser, default: object) -> None:

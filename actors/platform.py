@@ -33,6 +33,7 @@ from actors.cluster import (
     replica_id,
 )
 from actors.config.actor import ConfigActor
+from actors.demo_model import DEMO_MODEL, DEMO_PROVIDER, DemoModelServer, demo_overlay
 from actors.gateway.actor import GatewayActor, HealthSource
 from actors.gateway.auth import AuthConfigError, resolve_tokens
 from actors.gateway.origins import remote_bind_problem
@@ -137,6 +138,7 @@ async def run_platform(
     *,
     environ: MutableMapping[str, str] | None = None,
     log_format: str | None = None,
+    demo: bool = False,
 ) -> int:
     """Run until SIGINT/SIGTERM (exit 0) or a core actor's escalation (exit 1).
 
@@ -145,10 +147,33 @@ async def run_platform(
         environ: The environment (``os.environ``); ``.env`` files fill in what it lacks.
         log_format: ``--log-format``: ``json``, ``console`` or ``auto``, over
             ``logging.format`` (``None``: the configuration decides).
+        demo: ``--demo``: answer with the bundled scripted demo model
+            (``actors/demo_model.py``), served on a loopback port for as long as the
+            platform runs and laid over the configuration in memory (no file changes).
 
     Returns:
         The process exit code.
     """
+    if not demo:
+        return await _run_platform(location, environ=environ, log_format=log_format)
+    model = DemoModelServer()
+    await model.start()
+    try:
+        return await _run_platform(
+            location, environ=environ, log_format=log_format, demo_url=model.base_url
+        )
+    finally:
+        await model.close()
+
+
+async def _run_platform(
+    location: ConfigLocation,
+    *,
+    environ: MutableMapping[str, str] | None,
+    log_format: str | None,
+    demo_url: str | None = None,
+) -> int:
+    """:func:`run_platform`'s body; ``demo_url``: the demo model's API, when it runs."""
     started = time.perf_counter()
     env = os.environ if environ is None else environ
     config_dir = location.path
@@ -156,7 +181,9 @@ async def run_platform(
     # must exist before its .env is read and the store creates the runtime file.
     created = prepare_config_dir(location)
     dotenv_files = load_dotenv_files(location.dotenv_dirs, env)
-    store = ConfigStore(config_dir)
+    store = ConfigStore(
+        config_dir, overlay=demo_overlay(demo_url) if demo_url is not None else None
+    )
     runtime_existed = store.runtime_path.exists()
     try:
         snapshot, _ = store.load()
@@ -221,6 +248,12 @@ async def run_platform(
             "(write one, or start with an empty config directory to get the demo servers)"
         )
     llm = snapshot.config.llm
+    if demo_url is not None:
+        _log.info("platform.demo_model", provider=DEMO_PROVIDER, model=DEMO_MODEL, url=demo_url)
+        _human(
+            "Demo mode: the answers come from the bundled scripted demo model, not an LLM "
+            "(no API key, no network). Ask it to add 2 and 3."
+        )
     key_warning = missing_key_warning(llm, env, location.dotenv_dirs)
     if key_warning is not None:
         provider = llm.providers[llm.active]

@@ -419,11 +419,20 @@ class ConfigStore:
         config_dir: Holds ``runtime_config.yaml``, the servers file and, by default, the
             SQLite file.
         defaults_path: The reference defaults (``config/config.yaml``).
+        overlay: Keys laid over the runtime file, in memory only and never written
+            (``mcp-platform --demo``'s provider): they win over both files, at every load.
     """
 
-    def __init__(self, config_dir: Path, defaults_path: Path = DEFAULTS_PATH) -> None:
+    def __init__(
+        self,
+        config_dir: Path,
+        defaults_path: Path = DEFAULTS_PATH,
+        *,
+        overlay: Mapping[str, Any] | None = None,
+    ) -> None:
         self.config_dir = config_dir.expanduser().resolve()
         self.defaults_path = defaults_path.resolve()
+        self._overlay: dict[str, Any] = dict(overlay or {})
         self.runtime_path = self.config_dir / RUNTIME_FILE
         self._defaults: dict[str, Any] | None = None
         self._overrides: dict[str, Any] = {}
@@ -727,7 +736,7 @@ class ConfigStore:
     def _effective(
         self, overrides: Mapping[str, Any], source: Path | str
     ) -> tuple[PlatformConfig, dict[str, Any]]:
-        merged = deep_merge(self.defaults(), overrides)
+        merged = deep_merge(deep_merge(self.defaults(), overrides), self._overlay)
         config = validate_config(merged, source)
         return config, config.model_dump(mode="json")
 
