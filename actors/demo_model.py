@@ -43,7 +43,7 @@ __all__ = [
 
 DEMO_PROVIDER = "demo"
 """The provider name the demo model is configured under (``llm.active``)."""
-DEMO_MODEL = "mcp-platform-demo (scripted, not an LLM)"
+DEMO_MODEL = "demo-model (scripted, not an LLM)"
 """The model name the ready line, the page and every answer show."""
 
 _ADD_TOOL_SUFFIX = "__add"

@@ -9,7 +9,6 @@ never sleeps.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 from pathlib import Path
@@ -33,8 +32,6 @@ from tests.scripted_llm import (
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 async def open_page(page: Page, platform: ChatPlatform) -> None:
@@ -415,11 +412,10 @@ result = await session.call_tool("add", {"a": 2, "b": 3})
 async def test_markdown_and_the_readme_screenshot(
     page: Page, mcp_platform: ChatPlatform, llm: ScriptedLLM, tmp_path: Path
 ) -> None:
-    """The README's screenshots are taken here: into ``docs/`` when
-    ``MCP_PLATFORM_SCREENSHOTS=1`` (``MCP_PLATFORM_SCREENSHOTS=1 uv run pytest -k
-    readme_screenshot``), else into a temporary folder, so a test run leaves the working
-    tree as it was (the PNG bytes differ from run to run)."""
-    shots = DOCS if os.environ.get("MCP_PLATFORM_SCREENSHOTS") == "1" else tmp_path
+    """A rich turn (thinking, two tool cards, a Markdown table, code and a list) in light,
+    dark and narrow screenshots, into a temporary folder. The README's own screenshots are
+    made against the demo model by ``uv run python -m tests.screenshots``."""
+    shots = tmp_path
     platform = mcp_platform  # the demo prompt server too: its prompts show in the sidebar
     llm.script(
         Reply.tool_calls(
