@@ -37,6 +37,7 @@ from actors.messages import (
 
 __all__ = [
     "CATALOGUE_HEADER",
+    "PAGE_IMAGE_TYPES",
     "check_prompt_arguments",
     "prompt_messages",
     "prompt_specs",
@@ -55,6 +56,9 @@ CATALOGUE_HEADER = (
     "Templates need their {placeholders} filled in."
 )
 """First line of the catalogue in the system prompt."""
+
+PAGE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+"""Blob types a page shows as an image (raster only: as the tool cards do)."""
 
 _DESCRIPTION_CHARS = 120
 """A description is cut to this many characters in the catalogue (one line per entry)."""
@@ -328,8 +332,10 @@ def resource_owner(uri: str, resources: Sequence[ResourceSpec]) -> str | None:
 
 
 def resource_text(result: mcp_types.ReadResourceResult) -> ResourceText:
-    """What the model reads of a resource: its text parts, binary parts described."""
+    """What the model reads of a resource: its text parts, binary parts described; its
+    ``image/*`` blobs are also kept whole for the page (:data:`PAGE_IMAGE_TYPES`)."""
     parts: list[str] = []
+    images: list[dict[str, str]] = []
     mime_type: str | None = None
     for contents in result.contents:
         mime_type = mime_type or contents.mime_type
@@ -338,9 +344,15 @@ def resource_text(result: mcp_types.ReadResourceResult) -> ResourceText:
                 parts.append(text)
             case mcp_types.BlobResourceContents(blob=blob):
                 size = len(blob.rstrip("=")) * 3 // 4
+                if contents.mime_type in PAGE_IMAGE_TYPES:
+                    images.append({"mime_type": contents.mime_type, "data": blob})
                 parts.append(
                     f"[binary content {contents.uri} "
                     f"({contents.mime_type or 'application/octet-stream'}, {size} bytes): "
                     "not readable as text]"
                 )
-    return ResourceText(text="\n".join(parts) or "(the resource is empty)", mime_type=mime_type)
+    return ResourceText(
+        text="\n".join(parts) or "(the resource is empty)",
+        mime_type=mime_type,
+        images=tuple(images),
+    )

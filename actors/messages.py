@@ -1087,6 +1087,9 @@ class ResourceText(Payload):
     is_error: bool = False
     text: str
     mime_type: str | None = None
+    images: tuple[dict[str, str], ...] = ()
+    """``{"mime_type", "data"}`` (base64) of its ``image/*`` blobs, for the page to show
+    (the model reads them described in ``text``)."""
 
 
 class ReadResource(Request[ResourceText]):
@@ -1098,6 +1101,9 @@ class ReadResource(Request[ResourceText]):
 
     type: Literal["read_resource"] = "read_resource"
     uri: str
+    conversation_id: str | None = None
+    """The conversation that reads it (a page's tab, or its model through
+    ``platform__read_resource``): its updates are routed to that conversation."""
 
 
 class ArgumentCompletions(Payload):
@@ -1135,6 +1141,10 @@ class ResourceChanged(Message):
     server: str
     uri: str
     change: Literal["read", "updated"]
+    conversation_ids: tuple[str, ...] = ()
+    """``read``: the conversation that read it (none: read outside one); ``updated``: every
+    conversation that read it since the platform connected to its server (the most
+    recent ones, bounded), the only ones told of the change."""
 
 
 class ElicitationRequested(Message):

@@ -4,7 +4,9 @@ Icons: the server's own (a PNG ``data:`` image), each tool's and its prompt's, i
 ones the platform must leave out (``javascript:``, ``http:``) and an SVG whose script must
 never run. Tools: ``wipe`` (``destructiveHint: true``), ``peek`` (``readOnlyHint: true``,
 ``openWorldHint: true``), ``tidy`` (``destructiveHint: false``), ``touch`` (no annotations).
-Each answers ``<name> done``.
+Each answers ``<name> done``. Resources (each with an icon): ``icons://readme`` (text),
+``icons://logo.png`` (a PNG blob) and the template ``icons://notes/{name}``, whose
+``name`` completes from :data:`NOTES` (``completion/complete``).
 
 Run it: ``python tests/icons_server.py``.
 """
@@ -71,6 +73,33 @@ PROMPT = types.Prompt(
     icons=[types.Icon(src="https://icons.example.test/hello.png")],
 )
 
+README = "The icons server's readme."
+NOTES = {"alpha": "First note.", "alpine": "A mountain note.", "beta": "Second note."}
+RESOURCES = [
+    types.Resource(
+        uri="icons://readme",
+        name="readme",
+        title="Readme",
+        description="What this server is.",
+        mime_type="text/plain",
+        icons=[types.Icon(src=PNG)],
+    ),
+    types.Resource(
+        uri="icons://logo.png",
+        name="logo",
+        description="A one-pixel logo.",
+        mime_type="image/png",
+        icons=[types.Icon(src="javascript:alert(3)"), types.Icon(src=SVG_WITH_SCRIPT)],
+    ),
+]
+TEMPLATE = types.ResourceTemplate(
+    uri_template="icons://notes/{name}",
+    name="note",
+    description="A note by name.",
+    mime_type="text/plain",
+    icons=[types.Icon(src="https://icons.example.test/note.png")],
+)
+
 
 def build() -> Server[Any]:
     async def list_tools(
@@ -97,6 +126,40 @@ def build() -> Server[Any]:
         )
         return types.GetPromptResult(messages=[message])
 
+    async def list_resources(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=RESOURCES)
+
+    async def list_templates(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=[TEMPLATE])
+
+    async def read_resource(
+        ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        uri = str(params.uri)
+        contents: types.TextResourceContents | types.BlobResourceContents
+        if uri == "icons://readme":
+            contents = types.TextResourceContents(uri=uri, mime_type="text/plain", text=README)
+        elif uri == "icons://logo.png":
+            blob = PNG.split(",", 1)[1]
+            contents = types.BlobResourceContents(uri=uri, mime_type="image/png", blob=blob)
+        elif uri.startswith("icons://notes/") and uri.removeprefix("icons://notes/") in NOTES:
+            text = NOTES[uri.removeprefix("icons://notes/")]
+            contents = types.TextResourceContents(uri=uri, mime_type="text/plain", text=text)
+        else:
+            raise ValueError(f"no resource {uri}")
+        return types.ReadResourceResult(contents=[contents])
+
+    async def complete(
+        ctx: ServerRequestContext[Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        prefix = params.argument.value
+        values = [name for name in NOTES if name.startswith(prefix)]
+        return types.CompleteResult(completion=types.Completion(values=values, total=len(values)))
+
     return Server(
         "icons",
         icons=[types.Icon(src=PNG), types.Icon(src="javascript:alert(2)")],
@@ -104,6 +167,10 @@ def build() -> Server[Any]:
         on_call_tool=call_tool,
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+        on_completion=complete,
     )
 
 

@@ -159,6 +159,24 @@ def test_resource_text_describes_binary_contents() -> None:
     )
 
 
+def test_resource_text_keeps_raster_image_blobs_for_the_page() -> None:
+    """``image/png``/``jpeg``/``gif``/``webp`` blobs are kept for the page (the model still
+    reads them described); an SVG or any other blob is only described."""
+    blob = base64.b64encode(b"12345").decode()
+    result = mcp_types.ReadResourceResult(
+        contents=[
+            mcp_types.BlobResourceContents(uri=f"a://{kind}", blob=blob, mime_type=kind)
+            for kind in ("image/png", "image/svg+xml", "image/webp", "application/pdf")
+        ]
+    )
+    text = resource_text(result)
+    assert text.images == (
+        {"mime_type": "image/png", "data": blob},
+        {"mime_type": "image/webp", "data": blob},
+    )
+    assert text.text.count("[binary content") == 4
+
+
 def test_instructions_are_rendered_per_server_in_name_order() -> None:
     from actors.catalogue import render_instructions
 

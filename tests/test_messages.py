@@ -219,6 +219,11 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         spec.hints,
         m.PromptMessageText(role="assistant", content="Hello"),
         m.ResourceText(is_error=False, text="note 1", mime_type="text/plain"),
+        m.ResourceText(
+            text="[binary content demo://logo.png (image/png, 68 bytes): not readable as text]",
+            mime_type="image/png",
+            images=({"mime_type": "image/png", "data": "iVBORw0KGgo="},),
+        ),
         # configuration
         m.ConfigChanged(
             snapshot=_snapshot(),
@@ -430,7 +435,11 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         ),
         m.GetPrompt(name="summary", arguments={"topic": "sums"}),
         m.ReadResource(uri="demo://notes/1"),
+        m.ReadResource(uri="demo://notes/1", conversation_id="c-1"),
         m.ResourceChanged(server="demo", uri="demo://notes/1", change="updated"),
+        m.ResourceChanged(
+            server="demo", uri="demo://notes/1", change="updated", conversation_ids=("c-1", "c-2")
+        ),
         m.CompleteArgument(
             ref_type="prompt",
             ref="team",

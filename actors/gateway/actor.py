@@ -140,6 +140,7 @@ from actors.gateway.protocol import (
     FrameError,
     HistoryMessage,
     IconInfo,
+    ImageBlock,
     ImportSessionFrame,
     ListSessionsFrame,
     LoadSessionFrame,
@@ -151,6 +152,7 @@ from actors.gateway.protocol import (
     RegeneratingFrame,
     RenameSessionFrame,
     ResourceContentFrame,
+    ResourceInfo,
     ResourceUpdatedFrame,
     SaveSessionFrame,
     SearchHitInfo,
@@ -629,7 +631,15 @@ def _session_entry(summary: SessionSummary) -> SessionEntry:
 
 
 RESOURCE_FRAME_CHARS = 200_000
-"""Characters of a resource a ``resource_content`` frame carries at most."""
+"""Characters of a resource's text a ``resource_content`` frame carries at most."""
+
+RESOURCE_IMAGE_CHARS = 2_000_000
+"""Base64 characters of a resource's images a ``resource_content`` frame carries at most
+(about 1.5 MB of images); images past it are only described in its text."""
+
+RESOURCES_LISTED = 500
+"""Resources (and, apart, templates) a ``session_info`` lists at most: the panel is for
+picking one by hand, and the frame stays far below its size budget."""
 
 
 def _error_frame(error: BaseException, request_id: str | None = None) -> ErrorFrame:
@@ -916,9 +926,11 @@ class GatewayActor(Actor[GatewayInbox]):
             case ElicitationClosed(request_id=request_id, action=action, reason=reason):
                 self._close_question(request_id, action, _closed_reason(reason, action))
             case ResourceChanged(server=server, uri=uri, change="updated"):
+                # Only the tabs of the conversations that read it (its ToolActor knows).
                 updated = ResourceUpdatedFrame(server=server, uri=uri)
-                for conn in self._connections:
-                    conn.send_frame(updated)
+                for cid in message.conversation_ids:
+                    for conn in self._by_conversation.get(cid, ()):
+                        conn.send_frame(updated)
             case ResourceChanged():
                 pass  # a read: nothing to show
             case ElicitationCompleted(request_id=request_id, conversation_id=cid):
@@ -1548,6 +1560,21 @@ class GatewayActor(Actor[GatewayInbox]):
         retention = self.snapshot.config.chat.storage.persistence.retention
         keep = None if state.saved else retention.max_age_hours * 3600
         last_change = state.messages[-1].created_at if state.messages else time.time()
+        resources: list[ResourceInfo] = []
+        templates: list[ResourceInfo] = []
+        for server in self._servers.values():
+            for spec in server.resources:
+                (templates if spec.template else resources).append(
+                    ResourceInfo(
+                        server=spec.server,
+                        uri=spec.uri,
+                        name=spec.name,
+                        title=spec.title,
+                        description=spec.description,
+                        mime_type=spec.mime_type,
+                        icons=_icon_infos(spec.icons),
+                    )
+                )
         return SessionInfoFrame(
             conversation_id=state.conversation_id,
             name=state.name,
@@ -1585,6 +1612,8 @@ class GatewayActor(Actor[GatewayInbox]):
                 for server in self._servers.values()
                 for prompt in server.prompts
             ],
+            resources=resources[:RESOURCES_LISTED],
+            resource_templates=templates[:RESOURCES_LISTED],
             servers=[
                 ServerInfo(
                     name=s.server,
@@ -1964,13 +1993,24 @@ class GatewayActor(Actor[GatewayInbox]):
         )
 
     async def _read_resource(self, conn: _Connection, frame: ReadResourceFrame) -> None:
-        """A resource the page opens (a tool card's link): read by the server's ToolActor,
-        never fetched by the browser."""
+        """A resource the page opens (a tool card's link, the resources panel): read by
+        the server's ToolActor for this tab's conversation (told of its updates from
+        now on), never fetched by the browser."""
         state = self._servers.get(frame.server)
         if state is None or state.status != "ready":
             raise _invalid(f"no ready MCP server named {frame.server!r} to read {frame.uri!r}")
-        contents = await self.request(ReadResource(uri=frame.uri), to=tool_actor_name(frame.server))
+        contents = await self.request(
+            ReadResource(uri=frame.uri, conversation_id=conn.conversation_id),
+            to=tool_actor_name(frame.server),
+        )
         text = contents.text
+        images: list[ImageBlock] = []
+        budget = RESOURCE_IMAGE_CHARS
+        for image in contents.images:
+            budget -= len(image["data"])
+            if budget < 0:
+                break  # the rest stays described in the text
+            images.append(ImageBlock(mime_type=image["mime_type"], data=image["data"]))
         truncated = len(text) > RESOURCE_FRAME_CHARS
         conn.send_frame(
             ResourceContentFrame(
@@ -1981,6 +2021,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 mime_type=contents.mime_type,
                 is_error=contents.is_error,
                 truncated=truncated,
+                images=images or None,
             )
         )
 

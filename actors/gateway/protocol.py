@@ -55,6 +55,7 @@ __all__ = [
     "PromptRef",
     "ReadResourceFrame",
     "ResourceContentFrame",
+    "ResourceInfo",
     "ResourceLinkBlock",
     "ResourceUpdatedFrame",
     "SaveSessionFrame",
@@ -301,7 +302,10 @@ class ElicitationResponseFrame(_ClientFrame):
 
 class ReadResourceFrame(_ClientFrame):
     """Read a resource of a ready server through the platform (a tool card's resource
-    link): answered by ``resource_content``, or ``error`` naming ``request_id``."""
+    link, a ``resources`` entry, a filled-in ``resource_templates`` URI): answered by
+    ``resource_content``, or ``error`` naming ``request_id``. The connection's
+    conversation has read it: its ``resource_updated`` frames go to that conversation's
+    tabs (and its model is told of the change on its next turn)."""
 
     type: Literal["read_resource"]
     request_id: str = Field(max_length=MAX_REQUEST_ID_LENGTH)
@@ -466,6 +470,21 @@ class PromptInfo(_ServerFrame):
     icons: list[IconInfo] | None = None
 
 
+class ResourceInfo(_ServerFrame):
+    """An MCP resource a ready server offers (``resources``), or a resource template
+    (``resource_templates``: ``uri`` is its RFC 6570 URI template, whose variables the
+    page fills in, autocompleted with ``complete`` frames, ``ref_type: "resource"``).
+    Either is read with ``read_resource`` (the browser never fetches it)."""
+
+    server: str
+    uri: str
+    name: str
+    title: str | None = None
+    description: str | None = None
+    mime_type: str | None = None
+    icons: list[IconInfo] | None = None
+
+
 ServerState = Literal["starting", "ready", "unavailable", "auth_required", "stopped"]
 
 
@@ -479,7 +498,8 @@ class ServerInfo(_ServerFrame):
     """For ``auth_required`` (OAuth): the URL a person opens to authorize the platform."""
     icons: list[IconInfo] | None = None
     completions: bool | None = None
-    """``true``: it autocompletes prompt arguments (``complete`` frames)."""
+    """``true``: it autocompletes prompt arguments and resource template variables
+    (``complete`` frames)."""
 
 
 class UsageInfo(_ServerFrame):
@@ -538,6 +558,10 @@ class SessionInfoFrame(_ServerFrame):
     messages: list[HistoryMessage] = []
     tools: list[ToolInfo] = []
     prompts: list[PromptInfo] = []
+    resources: list[ResourceInfo] = []
+    """The resources of the ready servers (as each lists them, bounded)."""
+    resource_templates: list[ResourceInfo] = []
+    """Their resource templates."""
     servers: list[ServerInfo] = []
     model: str
     """The active provider's model."""
@@ -581,7 +605,7 @@ class ThinkingDeltaFrame(_ServerFrame):
 
 
 class ImageBlock(_ServerFrame):
-    """An image from a tool result."""
+    """An image from a tool result or a resource."""
 
     mime_type: str
     data: str
@@ -846,7 +870,8 @@ class ServerStatusFrame(_ServerFrame):
     icons: list[IconInfo] | None = None
     """The server's own icons (once it connected)."""
     completions: bool | None = None
-    """``true``: it autocompletes prompt arguments (``complete`` frames)."""
+    """``true``: it autocompletes prompt arguments and resource template variables
+    (``complete`` frames)."""
 
 
 class ResourceContentFrame(_ServerFrame):
@@ -862,11 +887,15 @@ class ResourceContentFrame(_ServerFrame):
     is_error: bool = False
     """The server could not read it (``text`` says why)."""
     truncated: bool = False
+    images: list[ImageBlock] | None = None
+    """Its ``image/png``/``jpeg``/``gif``/``webp`` blobs, to show as images (``text``
+    describes them too)."""
 
 
 class ResourceUpdatedFrame(_ServerFrame):
-    """A resource read in a conversation changed on its server (it is subscribed since
-    it was read); the model is told too, from its next turn on."""
+    """A resource read in this conversation (by its model or a page's ``read_resource``)
+    changed on its server (it is subscribed since it was read); sent only to the tabs of
+    the conversations that read it; the model is told too, from its next turn on."""
 
     type: Literal["resource_updated"] = "resource_updated"
     server: str

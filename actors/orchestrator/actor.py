@@ -247,8 +247,9 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         """The prompts of each ready MCP server, by name."""
         self._server_resources: dict[str, tuple[ResourceSpec, ...]] = {}
         """The resources and templates of each ready MCP server."""
-        self._stale_resources: dict[tuple[str, str], None] = {}
-        """Resources (server, URI) that changed since they were last read, in order."""
+        self._stale_resources: dict[tuple[str, str], frozenset[str]] = {}
+        """Resources (server, URI) that changed since they were last read, in order, with
+        the conversations that read them (their ToolActor's word: a page's reads too)."""
         self._server_instructions: dict[str, str] = {}
         """Each ready server's instructions for the model (``use_instructions``)."""
         self._system_prompt = ""
@@ -306,7 +307,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             case ResourceChanged(server=server, uri=uri, change=change):
                 # Applied at each turn's start, for the conversations that read it.
                 if change == "updated":
-                    self._stale_resources[(server, uri)] = None
+                    self._stale_resources[(server, uri)] = frozenset(message.conversation_ids)
                 else:
                     self._stale_resources.pop((server, uri), None)
             case ServerStateChanged(server=server, tools=tools):
@@ -585,15 +586,18 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         )
         history = await self._history_of(turn.conversation_id)
         prompt = self._system_prompt
-        stale = render_stale_resources(self._stale_read_in(history))
+        stale = render_stale_resources(self._stale_read_in(turn.conversation_id, history))
         if stale:
             prompt = prompt.rstrip("\n") + "\n\n" + stale
         stored = InputStored(first_row=row, history=history, system_prompt=prompt)
         return await self._drive(turn, turn.feed(stored))
 
-    def _stale_read_in(self, history: Sequence[StoredMessage]) -> list[tuple[str, str]]:
-        """The changed resources (server, URI) this conversation's model read with the
-        platform's ``read_resource`` tool (its stored calls say which)."""
+    def _stale_read_in(
+        self, conversation_id: str, history: Sequence[StoredMessage]
+    ) -> list[tuple[str, str]]:
+        """The changed resources (server, URI) this conversation read: its model with the
+        platform's ``read_resource`` tool (its stored calls say which, across restarts),
+        or its page (the update names the conversation)."""
         if not self._stale_resources:
             return []
         reader = next(
@@ -618,8 +622,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     read.add((server if isinstance(server, str) else None, arguments["uri"]))
         return [
             (server, uri)
-            for server, uri in self._stale_resources
-            if (server, uri) in read or (None, uri) in read
+            for (server, uri), readers in self._stale_resources.items()
+            if conversation_id in readers or (server, uri) in read or (None, uri) in read
         ]
 
     def _crashed(self, turn: Turn, exc: Exception) -> EndTurn:

@@ -165,7 +165,12 @@ from actors.tools.mcp_client import (
     connect_server,
     oauth_auth,
 )
-from actors.tools.platform_server import BusBackend, build_platform_server, secret_values
+from actors.tools.platform_server import (
+    CONVERSATION_META_KEY,
+    BusBackend,
+    build_platform_server,
+    secret_values,
+)
 from actors.tools.schemas import build_tool_specs
 from actors.trace_ids import tool_call_meta
 from bus.actor import Actor, Reply
@@ -416,6 +421,9 @@ class ToolActor(Actor[ToolInbox]):
         after a reconnect), at most :data:`_SUBSCRIPTIONS_KEPT`."""
         self._stale: set[str] = set()
         """Subscribed URIs the server said changed since they were last read."""
+        self._readers: dict[str, dict[str, None]] = {}
+        """URI → the conversations that read it (the latest :data:`_READERS_KEPT`, in
+        order), for at most :data:`_SUBSCRIPTIONS_KEPT` URIs: an update is routed to them."""
         self._completion_waiters: dict[str, asyncio.Event] = {}
         """Calls refused with -32042 waiting for an elicitation to complete."""
         self._renewing = False
@@ -1034,6 +1042,10 @@ class ToolActor(Actor[ToolInbox]):
             )
         )
 
+    def _call_meta(self, call: CallTool) -> dict[str, str] | None:
+        """``params._meta`` of a ``tools/call``: the trace context (if propagated)."""
+        return tool_call_meta(call.turn_id, call.call_id)
+
     async def _send_call(
         self,
         conn: ServerConnection | None,
@@ -1078,7 +1090,7 @@ class ToolActor(Actor[ToolInbox]):
                 timeout=timeout,
                 progress_callback=progress,
                 clock=running.clock,
-                meta=tool_call_meta(call.turn_id, call.call_id),
+                meta=self._call_meta(call),
             )
 
         # Safe to send again after SessionExpired: the server provably did not run it
@@ -1253,8 +1265,16 @@ class ToolActor(Actor[ToolInbox]):
             return
         if not contents.is_error:
             await self._subscribe(self._conn, request.uri)
+            self._remember_reader(request.uri, request.conversation_id)
             self._offer_to_subscribers(
-                ResourceChanged(server=self.server, uri=request.uri, change="read")
+                ResourceChanged(
+                    server=self.server,
+                    uri=request.uri,
+                    change="read",
+                    conversation_ids=(
+                        () if request.conversation_id is None else (request.conversation_id,)
+                    ),
+                )
             )
         self.log.info(
             "tools.resource_read",
@@ -1369,8 +1389,27 @@ class ToolActor(Actor[ToolInbox]):
             self.log.debug("tools.resource_updated_again", server=self.server, uri=uri[:500])
             return
         self._stale.add(uri)
-        self.log.info("tools.resource_updated", server=self.server, uri=uri[:500])
-        self._offer_to_subscribers(ResourceChanged(server=self.server, uri=uri, change="updated"))
+        readers = tuple(self._readers.get(uri, ()))
+        self.log.info(
+            "tools.resource_updated", server=self.server, uri=uri[:500], conversations=len(readers)
+        )
+        self._offer_to_subscribers(
+            ResourceChanged(server=self.server, uri=uri, change="updated", conversation_ids=readers)
+        )
+
+    def _remember_reader(self, uri: str, conversation_id: str | None) -> None:
+        """A conversation read ``uri``: it is told of the resource's updates (bounded:
+        the latest readers of the latest URIs)."""
+        if conversation_id is None:
+            return
+        readers = self._readers.pop(uri, {})
+        readers.pop(conversation_id, None)
+        readers[conversation_id] = None
+        while len(readers) > _READERS_KEPT:
+            del readers[next(iter(readers))]
+        self._readers[uri] = readers  # most recently read last
+        while len(self._readers) > _SUBSCRIPTIONS_KEPT:
+            del self._readers[next(iter(self._readers))]
 
     async def _subscribe(self, conn: ServerConnection | None, uri: str) -> None:
         """After a read: subscribe to the resource if the server supports it (once)."""
@@ -1576,6 +1615,9 @@ class _RenewalFailed(ServerGone):
 _SUBSCRIPTIONS_KEPT = 100
 """Resources one server's ToolActor keeps subscribed at most."""
 
+_READERS_KEPT = 50
+"""Conversations told of one resource's updates at most (the latest readers)."""
+
 _URL_ELICITATIONS_KEPT = 100
 """URL elicitations remembered (accepted and not complete; completed ids)."""
 
@@ -1632,6 +1674,11 @@ class PlatformToolActor(ToolActor):
                 self._catalogue.pop(message.server, None)
             return None
         return await super().handle(message)
+
+    def _call_meta(self, call: CallTool) -> dict[str, str] | None:
+        """The built-in server also learns the calling conversation (its
+        ``read_resource`` names it as the reader); never sent to a third-party server."""
+        return {**(super()._call_meta(call) or {}), CONVERSATION_META_KEY: call.conversation_id}
 
     def _connect(self) -> AbstractAsyncContextManager[ServerConnection]:
         async def request(message: Request[R], to: str | None) -> R:

@@ -35,6 +35,7 @@ from typing import Annotated, Any, Protocol
 
 import orjson
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
@@ -58,6 +59,7 @@ from config.schema import PLATFORM_SERVER, SECRET_KEY_PATTERN, ConfigSnapshot
 from config.store import set_keys, validate_config
 
 __all__ = [
+    "CONVERSATION_META_KEY",
     "REDACTED",
     "BusBackend",
     "ConfigUpdateRefused",
@@ -71,6 +73,9 @@ __all__ = [
 ]
 
 REDACTED = "[REDACTED]"
+CONVERSATION_META_KEY = "io.mcp-platform/conversation_id"
+"""``params._meta`` key of a ``tools/call`` to this server naming the calling conversation
+(set by its ToolActor): ``read_resource`` makes it the resource's reader."""
 _MIN_SECRET_LENGTH = 6
 """Shorter environment values are not treated as secrets (they would redact noise)."""
 _NEVER_SETTABLE = ("mcp.platform",)
@@ -104,8 +109,11 @@ class PlatformBackend(Protocol):
         """
         ...
 
-    async def read_resource(self, uri: str, server: str | None) -> tuple[str, ResourceText]:
-        """Read a resource from its server; returns the server's name and the contents.
+    async def read_resource(
+        self, uri: str, server: str | None, conversation_id: str | None = None
+    ) -> tuple[str, ResourceText]:
+        """Read a resource from its server for ``conversation_id`` (told of its updates);
+        returns the server's name and the contents.
 
         Raises:
             ToolError: No server offers it, or its server is not ready.
@@ -166,7 +174,9 @@ class BusBackend:
             raise
         return snapshot
 
-    async def read_resource(self, uri: str, server: str | None) -> tuple[str, ResourceText]:
+    async def read_resource(
+        self, uri: str, server: str | None, conversation_id: str | None = None
+    ) -> tuple[str, ResourceText]:
         catalogue = self._catalogue()
         servers = sorted({spec.server for spec in catalogue})
         if server is None:
@@ -180,7 +190,9 @@ class BusBackend:
         else:
             owner = server
         try:
-            contents = await self._request(ReadResource(uri=uri), self._tool_actor(owner))
+            contents = await self._request(
+                ReadResource(uri=uri, conversation_id=conversation_id), self._tool_actor(owner)
+            )
         except RequestFailed as exc:
             cause = cause_of(exc)
             detail = str(cause) if isinstance(cause, ChatError) else type(cause).__name__
@@ -388,10 +400,16 @@ def build_platform_server(backend: PlatformBackend) -> MCPServer:
             str | None,
             Field(description="The MCP server that has it (default: found from the URI)."),
         ] = None,
+        *,
+        ctx: Context,
     ) -> str:
         """Read an MCP resource (a document, a file, a record) by its URI from the server
         that offers it; templates in the catalogue show which URIs can be built."""
-        _owner, contents = await backend.read_resource(uri, server)
+        meta = ctx.request_context.meta or {}
+        conversation = meta.get(CONVERSATION_META_KEY)
+        _owner, contents = await backend.read_resource(
+            uri, server, conversation if isinstance(conversation, str) else None
+        )
         if contents.is_error:
             raise ToolError(contents.text)
         snapshot = await backend.snapshot()

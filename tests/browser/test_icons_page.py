@@ -60,4 +60,8 @@ async def test_icons_and_annotation_badges_are_shown_and_svg_script_never_runs(
     )
     assert size == [True, 16, 16]  # the SVG loaded, as an image, at 16 px
     assert await page.evaluate("window.__pwned") is None
-    assert icon_requests == ["https://icons.example.test/hello.png"]
+    # The prompt's https icon, and the resource template's (tests/browser/test_resources_page.py).
+    assert sorted(icon_requests) == [
+        "https://icons.example.test/hello.png",
+        "https://icons.example.test/note.png",
+    ]

@@ -10,7 +10,9 @@
 
 import { ChatConnection, State, chatUrl, pageToken, tokenRefused } from "./connection.js";
 import { clear, h } from "./dom.js";
+import { iconImg } from "./icons.js";
 import { renderMarkdown } from "./markdown.js";
+import { expandTemplate, markUpdated, renderResources, templateVariables } from "./resources.js";
 import { schemaForm } from "./schema_form.js";
 
 const STORAGE_KEY = "mcp-platform.conversation";
@@ -65,6 +67,8 @@ const ui = {
   toolCount: $("tool-count"),
   prompts: $("prompts"),
   promptCount: $("prompt-count"),
+  resources: $("resources"),
+  resourceCount: $("resource-count"),
   toasts: $("toasts"),
   notice: $("notice"),
   expiry: $("expiry"),
@@ -93,6 +97,9 @@ const state = {
   servers: new Map(),
   tools: [],
   prompts: [],
+  /** The ready servers' resources and resource templates (session_info). */
+  resources: [],
+  templates: [],
   sessions: [],
   /** The sessions frame's next_cursor: more conversations to list (null: none). */
   sessionsCursor: null,
@@ -162,7 +169,7 @@ function handleFrame(frame) {
     case "server_status": return onServerStatus(frame);
     case "resource_content": return onResourceContent(frame);
     case "completion": return onCompletion(frame);
-    case "resource_updated": return toast("info", "Resource updated", `${frame.uri} (${frame.server}) changed since it was read; the model is told on its next turn.`);
+    case "resource_updated": return onResourceUpdated(frame);
     case "error": return onError(frame);
     default: console.warn("unknown frame type", frame.type);
   }
@@ -177,6 +184,8 @@ function onSessionInfo(frame) {
   state.servers = new Map((frame.servers ?? []).map((s) => [s.name, s]));
   state.tools = frame.tools ?? [];
   state.prompts = frame.prompts ?? [];
+  state.resources = frame.resources ?? [];
+  state.templates = frame.resource_templates ?? [];
   // A set-up problem (no API key for the LLM): said before the first message, not after.
   ui.notice.textContent = frame.notice ?? "";
   ui.notice.hidden = !frame.notice;
@@ -193,6 +202,7 @@ function onSessionInfo(frame) {
   renderHeader();
   renderTools();
   renderPrompts();
+  renderResourcePanel();
   // A turn still running (another tab started it, or we reconnected mid-turn): its frames
   // follow, and Stop must be available.
   setRunning(Boolean(frame.turn_in_progress));
@@ -1210,11 +1220,35 @@ function readResource(server, uri) {
 
 function onResourceContent(frame) {
   if (!state.reads.delete(frame.request_id)) return; // asked by another page
+  if (!frame.is_error) {
+    for (const item of ui.resources.querySelectorAll(".resource-item[data-updated]")) {
+      if (item.dataset.server === frame.server && item.dataset.uri === frame.uri) delete item.dataset.updated;
+    }
+  }
+  // Images: raster types only, as data: URLs of the base64 the platform sent (never a URL).
+  const images = (frame.images ?? [])
+    .filter((image) => /^image\/(png|jpeg|gif|webp)$/.test(image.mime_type) && /^[A-Za-z0-9+/=\s]+$/.test(image.data))
+    .map((image) => h("img", { class: "resource-image", alt: `image of ${frame.uri}`, src: `data:${image.mime_type};base64,${image.data.replace(/\s/g, "")}` }));
   const body = h("div", { class: "resource-view" },
     h("p", { class: "muted" }, `${frame.server} · ${frame.uri}${frame.mime_type ? ` · ${frame.mime_type}` : ""}`),
-    h("pre", { class: frame.is_error ? "tool-error" : "result-text" }, frame.text),
+    ...images,
+    // An image's text is only its description: the image says it better.
+    images.length && !frame.is_error ? null : h("pre", { class: frame.is_error ? "tool-error" : "result-text" }, frame.text),
     frame.truncated ? h("p", { class: "muted" }, "(cut: the resource is longer)") : null);
   openDialog({ title: "Resource", body, actions: [{ label: "Close", value: null, primary: true }] });
+}
+
+/** A resource this conversation read changed on its server (only its tabs are told). */
+function onResourceUpdated(frame) {
+  markUpdated(ui.resources, frame.server, frame.uri);
+  toast("info", "Resource updated", `${frame.uri} (${frame.server}) changed since it was read; the model is told on its next turn.`);
+}
+
+function renderResourcePanel() {
+  renderResources({ list: ui.resources, count: ui.resourceCount }, { resources: state.resources, templates: state.templates }, {
+    onRead: (resource) => { closeSidebar(); readResource(resource.server, resource.uri); },
+    onTemplate: (template) => openTemplate(template),
+  });
 }
 
 function scrollToEnd(force = false) {
@@ -1282,20 +1316,6 @@ function renderExpiry() {
   ui.expiry.textContent = `Unsaved · kept until ${when}`;
   ui.expiry.title = `Unsaved conversations are removed ${span} after their last message; Save keeps this one.`;
   ui.expiry.dataset.expiresAt = String(at);
-}
-
-const ICON_SRC = /^(https:\/\/[^\s"'<>]+|data:image\/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/=]+)$/i;
-
-/**
- * An MCP icon (server, tool, prompt) as a 16 px <img>: data: images and https: URLs only
- * (the platform filters them too); an <img> never runs an SVG's script. Null when none fits.
- */
-function iconImg(icons) {
-  const dark = window.matchMedia?.("(prefers-color-scheme: dark)").matches ? "dark" : "light";
-  const usable = (icons ?? []).filter((icon) => typeof icon.src === "string" && ICON_SRC.test(icon.src));
-  const icon = usable.find((i) => i.theme === dark) ?? usable.find((i) => !i.theme) ?? usable[0];
-  if (!icon) return null;
-  return h("img", { class: "mcp-icon", src: icon.src, alt: "", width: "16", height: "16", referrerpolicy: "no-referrer", decoding: "async" });
 }
 
 /** A tool's annotations as small badges (hints from its server, not guarantees). */
@@ -1554,10 +1574,11 @@ ui.scrim.addEventListener("click", closeSidebar);
 const COMPLETION_DELAY_MS = 250;
 
 /**
- * Autocomplete a prompt argument through its server (`complete` frames, debounced): the
- * suggestions fill the field's <datalist>. Only the latest answer is used.
+ * Autocomplete a prompt argument or a resource template variable through its server
+ * (`complete` frames, debounced): the suggestions fill the field's <datalist>. Only the
+ * latest answer is used. `target`: {server, ref_type: "prompt" | "resource", ref}.
  */
-function autocomplete(input, list, prompt, argument, context) {
+function autocomplete(input, list, target, argument, context) {
   let timer = 0;
   let latest = null;
   const ask = () => {
@@ -1567,7 +1588,7 @@ function autocomplete(input, list, prompt, argument, context) {
       if (latest !== requestId) return;
       list.replaceChildren(...frame.values.map((value) => h("option", { value })));
     });
-    send({ type: "complete", request_id: requestId, server: prompt.server, ref_type: "prompt", ref: prompt.name, argument, value: input.value, context: context() });
+    send({ type: "complete", request_id: requestId, ...target, argument, value: input.value, context: context() });
   };
   input.addEventListener("input", () => {
     clearTimeout(timer);
@@ -1596,7 +1617,7 @@ async function openPrompt(prompt) {
       h("label", { for: id }, arg.name, arg.required ? h("span", { class: "required" }, " *") : null),
       input, list, arg.description ? h("div", { class: "help" }, arg.description) : null));
     fields.push([arg.name, input]);
-    if (list) autocomplete(input, list, prompt, arg.name, () => Object.fromEntries(fields.filter(([n, i]) => n !== arg.name && i.value !== "").map(([n, i]) => [n, i.value])));
+    if (list) autocomplete(input, list, { server: prompt.server, ref_type: "prompt", ref: prompt.name }, arg.name, () => Object.fromEntries(fields.filter(([n, i]) => n !== arg.name && i.value !== "").map(([n, i]) => [n, i.value])));
   }
   const message = h("textarea", { id: "prompt-message", rows: "2", placeholder: "Optional message sent after the prompt" });
   body.append(h("div", { class: "field" }, h("label", { for: "prompt-message" }, "Message"), message));
@@ -1613,6 +1634,40 @@ async function openPrompt(prompt) {
   if (!sendMessage(message.value, { server: prompt.server, name: prompt.name, arguments: args })) {
     toast("warning", "Not sent", state.running ? "Wait for the running answer to finish." : "Not connected.");
   }
+}
+
+/**
+ * A resource template's form: one field per variable (autocompleted when its server
+ * declares completions), the URI it expands to shown as it is typed; Read reads that URI
+ * through the platform.
+ */
+async function openTemplate(template) {
+  closeSidebar();
+  const fields = [];
+  const body = h("div", { class: "schema-form template-form" });
+  if (template.description) body.append(h("p", { class: "muted" }, template.description));
+  const completes = Boolean(state.servers.get(template.server)?.completions);
+  const uri = h("code", { id: "template-uri", class: "template-uri" });
+  const values = () => Object.fromEntries(fields.filter(([, i]) => i.value !== "").map(([n, i]) => [n, i.value]));
+  const showUri = () => { uri.textContent = expandTemplate(template.uri, values()); };
+  for (const name of templateVariables(template.uri)) {
+    const id = `template-var-${name.replace(/[^\w-]/g, "_")}`;
+    const list = completes ? h("datalist", { id: `${id}-values` }) : null;
+    const input = h("input", { id, type: "text", required: true, "data-var": name, list: list ? list.id : null, autocomplete: "off" });
+    input.addEventListener("input", showUri);
+    body.append(h("div", { class: "field" }, h("label", { for: id }, name, h("span", { class: "required" }, " *")), input, list));
+    fields.push([name, input]);
+    if (list) autocomplete(input, list, { server: template.server, ref_type: "resource", ref: template.uri }, name, () => Object.fromEntries(Object.entries(values()).filter(([n]) => n !== name)));
+  }
+  body.append(h("div", { class: "field" }, h("span", { class: "help" }, "Reads "), uri));
+  showUri();
+  const result = await openDialog({
+    title: `Resource · ${template.title || template.name}`,
+    body,
+    actions: [{ label: "Cancel", value: null }, { label: "Read", value: "read", primary: true, validate: () => fields.every(([, input]) => input.reportValidity()) }],
+    focus: fields[0]?.[1],
+  });
+  if (result === "read") readResource(template.server, expandTemplate(template.uri, values()));
 }
 
 // -- dialogs and notifications ------------------------------------------------------------
