@@ -125,6 +125,7 @@ from actors.gateway.origins import ANY_ORIGIN, OriginPolicy, RemoteBindRefused, 
 from actors.gateway.protocol import (
     AssistantDeltaFrame,
     AssistantMessageFrame,
+    AttachmentLimits,
     AttachmentUpload,
     CancelFrame,
     ClearHistoryFrame,
@@ -242,7 +243,7 @@ from bus.errors import (
 )
 from bus.messages import Ping
 from bus.messages import Request as BusRequest
-from config.schema import ConfigSnapshot, WebSocketConfig
+from config.schema import AttachmentsConfig, ConfigSnapshot, WebSocketConfig
 
 __all__ = ["MAX_OUTBOX_BYTES", "MAX_OUTBOX_FRAMES", "OWNER", "GatewayActor", "HealthSource"]
 
@@ -625,6 +626,19 @@ def _redacted(value: object, conversation: bool) -> object:
 def _history_message(message: StoredMessage) -> HistoryMessage:
     # The frame is the stored message minus what only the platform needs.
     return HistoryMessage.model_validate(message.model_dump(exclude={"conversation_id", "turn_id"}))
+
+
+def _attachment_limits(config: AttachmentsConfig) -> AttachmentLimits | None:
+    return (
+        AttachmentLimits(
+            max_bytes=config.max_bytes,
+            max_total_bytes=config.max_total_bytes,
+            max_count=config.max_count,
+            allowed_types=list(config.allowed_types),
+        )
+        if config.enabled
+        else None
+    )
 
 
 def _session_entry(summary: SessionSummary) -> SessionEntry:
@@ -1602,9 +1616,10 @@ class GatewayActor(Actor[GatewayInbox]):
             model=llm.providers[llm.active].model,
             provider=llm.active,
             providers=[
-                ProviderInfo(name=name, model=provider.model)
+                ProviderInfo(name=name, model=provider.model, vision=provider.accepts_images())
                 for name, provider in llm.providers.items()
             ],
+            attachments=_attachment_limits(self.snapshot.config.chat.attachments),
             turn_in_progress=state.conversation_id in self._running,
             expires_at=None if keep is None else last_change + keep,
             expires_after=keep,

@@ -34,6 +34,7 @@ __all__ = [
     "AssistantDeltaFrame",
     "AssistantMessageFrame",
     "AttachmentInfo",
+    "AttachmentLimits",
     "AttachmentUpload",
     "CancelFrame",
     "ClearHistoryFrame",
@@ -566,6 +567,22 @@ class ProviderInfo(_ServerFrame):
 
     name: str
     model: str
+    vision: bool = False
+    """Its model reads images (``llm.providers.<name>.vision``): a message with an image for
+    one that does not is refused."""
+
+
+class AttachmentLimits(_ServerFrame):
+    """``chat.attachments`` as it is now: what a ``user_message`` may carry (a client checks
+    before sending; the server checks again)."""
+
+    max_bytes: int
+    """Bytes of one file."""
+    max_total_bytes: int
+    """Bytes of all files of one message."""
+    max_count: int
+    allowed_types: list[str]
+    """MIME types (``type/*``: a family)."""
 
 
 class SessionInfoFrame(_ServerFrame):
@@ -590,6 +607,8 @@ class SessionInfoFrame(_ServerFrame):
     providers: list[ProviderInfo] = []
     """Every configured provider and its model: a ``user_message`` (or ``regenerate``,
     ``edit_message``) may name one as ``provider``."""
+    attachments: AttachmentLimits | None = None
+    """What a ``user_message``'s ``attachments`` may be; absent: attachments are off."""
     turn_in_progress: bool = False
     """A turn of this conversation is running (its frames follow)."""
     expires_at: float | None = None
