@@ -481,7 +481,8 @@ class AttachmentsConfig(_Section):
     """Bytes one file may have (decoded; 5 MiB). More: ``ATTACHMENT_TOO_LARGE``."""
     max_total_bytes: int = Field(10_485_760, gt=0)
     """Bytes all files of one message may have together (10 MiB). Their base64 (4/3 of
-    it) must fit in a frame: ``chat.websocket.max_message_size`` is checked against it."""
+    it) travels in one frame: a smaller ``chat.websocket.max_message_size`` lowers this
+    bound to what fits (:meth:`total_bytes_within`)."""
     max_count: int = Field(8, ge=1, le=100)
     """Files one message may carry. More: ``TOO_MANY_ATTACHMENTS``."""
     allowed_types: list[str] = list(DEFAULT_ATTACHMENT_TYPES)
@@ -508,10 +509,13 @@ class AttachmentsConfig(_Section):
             )
         return self
 
-    def frame_bytes(self) -> int:
-        """The largest ``user_message`` frame these limits allow: the files' base64 plus
-        the margin for the rest of the frame."""
-        return -(-self.max_total_bytes // 3) * 4 + _FRAME_OVERHEAD
+    def total_bytes_within(self, max_message_size: int) -> int:
+        """The bytes a message's files may have together when its frame may have at most
+        ``max_message_size`` bytes (``chat.websocket.max_message_size``): the files travel
+        as base64 (4/3 of them) beside the rest of the frame, so the smaller of
+        :attr:`max_total_bytes` and what fits (the defaults: 10 MiB, in 16 MiB frames)."""
+        margin = min(_FRAME_OVERHEAD, max_message_size // 4)
+        return min(self.max_total_bytes, (max_message_size - margin) // 4 * 3)
 
 
 class ChatConfig(_Section):
@@ -522,19 +526,6 @@ class ChatConfig(_Section):
     storage: StorageConfig = StorageConfig()
     service: ServiceConfig
     attachments: AttachmentsConfig = AttachmentsConfig()
-
-    @model_validator(mode="after")
-    def _attachments_fit_in_a_frame(self) -> ChatConfig:
-        needed = self.attachments.frame_bytes()
-        if self.attachments.enabled and needed > self.websocket.max_message_size:
-            raise ValueError(
-                f"chat.attachments.max_total_bytes ({self.attachments.max_total_bytes}) "
-                f"needs frames of {needed} bytes (base64 is 4/3 of the files, plus 1 MiB "
-                f"for the rest), more than chat.websocket.max_message_size "
-                f"({self.websocket.max_message_size}): raise max_message_size or lower "
-                "max_total_bytes"
-            )
-        return self
 
 
 # -- llm ----------------------------------------------------------------------------------

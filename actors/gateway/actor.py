@@ -628,11 +628,12 @@ def _history_message(message: StoredMessage) -> HistoryMessage:
     return HistoryMessage.model_validate(message.model_dump(exclude={"conversation_id", "turn_id"}))
 
 
-def _attachment_limits(config: AttachmentsConfig) -> AttachmentLimits | None:
+def _attachment_limits(config: AttachmentsConfig, frame_size: int) -> AttachmentLimits | None:
+    total = config.total_bytes_within(frame_size)
     return (
         AttachmentLimits(
-            max_bytes=config.max_bytes,
-            max_total_bytes=config.max_total_bytes,
+            max_bytes=min(config.max_bytes, total),
+            max_total_bytes=total,
             max_count=config.max_count,
             allowed_types=list(config.allowed_types),
         )
@@ -1619,7 +1620,10 @@ class GatewayActor(Actor[GatewayInbox]):
                 ProviderInfo(name=name, model=provider.model, vision=provider.accepts_images())
                 for name, provider in llm.providers.items()
             ],
-            attachments=_attachment_limits(self.snapshot.config.chat.attachments),
+            attachments=_attachment_limits(
+                self.snapshot.config.chat.attachments,
+                self.snapshot.config.chat.websocket.max_message_size,
+            ),
             turn_in_progress=state.conversation_id in self._running,
             expires_at=None if keep is None else last_change + keep,
             expires_after=keep,
