@@ -18,6 +18,14 @@
     │                          finish_reason, no [DONE]): the text shown is stored
     │                          ``incomplete``
     ├── McpServerUnavailable   MCP_SERVER_UNAVAILABLE: the tool's server is not ready
+    ├── AttachmentTooLarge     ATTACHMENT_TOO_LARGE: a file (or all of a message's) over
+    │                          ``chat.attachments``' limit, which the message names
+    ├── TooManyAttachments     TOO_MANY_ATTACHMENTS: more files than ``max_count``
+    ├── AttachmentTypeNotSupported
+    │   │                      ATTACHMENT_TYPE_NOT_SUPPORTED: a MIME type not in
+    │   │                      ``allowed_types`` (or attachments are off)
+    │   └── ImagesNotSupported an image for a model that does not read images (its
+    │                          provider's ``vision``): refused before any request
     └── InternalError          INTERNAL_ERROR
         └── StreamedTextLost   a FinishMessage refers to streamed text the persistence
                                actor does not hold whole (it restarted mid-answer): the
@@ -35,7 +43,10 @@ from typing import ClassVar
 
 __all__ = [
     "AnswerCutShort",
+    "AttachmentTooLarge",
+    "AttachmentTypeNotSupported",
     "ChatError",
+    "ImagesNotSupported",
     "InternalError",
     "InvalidMessage",
     "LLMNotConfigured",
@@ -46,6 +57,7 @@ __all__ = [
     "StorageFull",
     "StorageUnavailable",
     "StreamedTextLost",
+    "TooManyAttachments",
     "TurnInProgress",
     "not_waiting",
 ]
@@ -155,6 +167,30 @@ class McpServerUnavailable(ChatError):
 
     error_code = "MCP_SERVER_UNAVAILABLE"
     retryable = True
+
+
+class AttachmentTooLarge(ChatError):
+    """A file, or all the files of one message, over ``chat.attachments``' byte limit."""
+
+    error_code = "ATTACHMENT_TOO_LARGE"
+
+
+class TooManyAttachments(ChatError):
+    """More files in one message than ``chat.attachments.max_count``."""
+
+    error_code = "TOO_MANY_ATTACHMENTS"
+
+
+class AttachmentTypeNotSupported(ChatError):
+    """A file whose MIME type ``chat.attachments.allowed_types`` does not admit (or
+    attachments are switched off)."""
+
+    error_code = "ATTACHMENT_TYPE_NOT_SUPPORTED"
+
+
+class ImagesNotSupported(AttachmentTypeNotSupported):
+    """An image for a model that does not read images (its provider's ``vision``): refused
+    before anything is stored or sent, never dropped silently."""
 
 
 class InternalError(ChatError):

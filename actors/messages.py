@@ -30,6 +30,7 @@ __all__ = [
     "ApprovalDecision",
     "ArgumentCompletions",
     "AssistantDelta",
+    "Attachment",
     "AuthorizationResult",
     "CallTool",
     "CancelCompletion",
@@ -217,6 +218,25 @@ died while it streamed, or the provider ended its stream mid-answer); ``cancelle
 user stopped the turn; ``error``: the turn failed after text arrived."""
 
 
+class Attachment(Payload):
+    """A file sent with a user message (``user_message.attachments``), stored with it.
+
+    An image carries its bytes as base64 (:attr:`data`); any other file is text
+    (:attr:`text`). Neither: the content was left out on the way (an event crossing to
+    another replica carries names and sizes only: NATS takes 1 MB per message).
+    """
+
+    name: str = Field(min_length=1, max_length=255)
+    """The file's name as the user's system gave it."""
+    mime_type: str = Field(min_length=1, max_length=255)
+    size: int = Field(ge=0)
+    """Bytes of the file (decoded)."""
+    data: str | None = None
+    """An image's bytes, base64."""
+    text: str | None = None
+    """A text file's content."""
+
+
 class StoredMessage(Payload):
     """One message of a conversation as stored."""
 
@@ -239,6 +259,8 @@ class StoredMessage(Payload):
     finish_reason: str | None = None
     created_at: float
     """Unix time, seconds."""
+    attachments: tuple[Attachment, ...] = ()
+    """For a user message: the files sent with it."""
 
 
 class SessionSummary(Payload):
@@ -308,6 +330,8 @@ class AppendMessage(Request[StoredMessage]):
     status: MessageStatus = "complete"
     turn_id: str | None = None
     finish_reason: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    """For a user message: the files sent with it (checked by the gateway)."""
 
 
 class AppendMessages(Request[tuple[StoredMessage, ...]]):
@@ -407,6 +431,9 @@ class ExportedMessage(Payload):
     finish_reason: str | None = None
     created_at: float | None = None
     """Unix time, seconds (kept in the export; an import stores the import's time)."""
+    attachments: tuple[Attachment, ...] = ()
+    """A user message's files, whole (an import checks them against
+    ``chat.attachments`` as a new message's are)."""
 
 
 EXPORT_FORMAT = "mcp-platform/conversation"
@@ -584,6 +611,10 @@ class StartTurn(Request[TurnStarted]):
     provider: str | None = None
     """The configured LLM provider to ask (the conversation's choice on the page); None:
     ``llm.active``. Its fallbacks follow as for the active one."""
+    attachments: tuple[Attachment, ...] = ()
+    """Files sent with the text (checked against ``chat.attachments`` by the gateway),
+    stored with the user message. An image for a model that does not read images:
+    ImagesNotSupported, before anything is stored."""
     regenerate: bool = False
     """Answer the conversation's last user message again: what followed it (the last
     answer, its tool calls and results) is deleted and the new answer takes its place

@@ -3,14 +3,15 @@
 
 Every section forbids unknown keys, so a typo such as ``chat.websocket.prot`` is an error
 that names its full key path instead of a setting silently ignored. The one free-form
-place is ``llm.providers.<name>``: every key there except ``base_url``, ``model`` and
-``api_key_env`` is passed through to the LLM API's request body unchanged, so a new
+place is ``llm.providers.<name>``: every key there except ``base_url``, ``model``,
+``api_key_env`` and ``vision`` is passed through to the LLM API's request body unchanged, so a new
 provider parameter works by configuration alone. All models are frozen: a configuration
 snapshot is shared between actors and must not change under them.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import re
 from pathlib import Path
@@ -21,13 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "DEFAULT_ATTACHMENT_TYPES",
     "DEFAULT_SETTABLE_KEYS",
+    "DEFAULT_VISION_MODELS",
     "MAX_TOOL_HOPS",
     "PLATFORM_SERVER",
     "PROVIDER_BOUNDS",
     "SECRET_KEY_PATTERN",
     "ApprovalConfig",
     "ApprovalSetting",
+    "AttachmentsConfig",
     "AuthConfig",
     "AuthToken",
     "ChatConfig",
@@ -444,6 +448,76 @@ class ServiceConfig(_Section):
     titles: TitlesConfig = TitlesConfig()
 
 
+DEFAULT_ATTACHMENT_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "text/*",
+    "application/json",
+    "application/xml",
+    "application/x-yaml",
+    "application/yaml",
+    "application/toml",
+    "application/javascript",
+    "application/x-sh",
+)
+"""What ``chat.attachments.allowed_types`` admits by default: the images OpenAI-style
+vision APIs read, and text the model can read as text."""
+
+_MIME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/(?:\*|[a-z0-9][a-z0-9!#$&^_.+-]*)$")
+_FRAME_OVERHEAD = 1_048_576
+"""Bytes of a ``user_message`` frame besides its attachments' base64 (the text, names,
+JSON): the margin kept below ``chat.websocket.max_message_size``."""
+
+
+class AttachmentsConfig(_Section):
+    """``chat.attachments``: files sent with a ``user_message`` (images go to models that
+    accept them as ``image_url`` parts, text files as text). Read at each message: a
+    reload applies to the next one."""
+
+    enabled: bool = True
+    max_bytes: int = Field(5_242_880, gt=0)
+    """Bytes one file may have (decoded; 5 MiB). More: ``ATTACHMENT_TOO_LARGE``."""
+    max_total_bytes: int = Field(10_485_760, gt=0)
+    """Bytes all files of one message may have together (10 MiB). Their base64 (4/3 of
+    it) travels in one frame: a smaller ``chat.websocket.max_message_size`` lowers this
+    bound to what fits (:meth:`total_bytes_within`)."""
+    max_count: int = Field(8, ge=1, le=100)
+    """Files one message may carry. More: ``TOO_MANY_ATTACHMENTS``."""
+    allowed_types: list[str] = list(DEFAULT_ATTACHMENT_TYPES)
+    """MIME types accepted (``type/*`` admits a whole family, ``text/*``). Others:
+    ``ATTACHMENT_TYPE_NOT_SUPPORTED``."""
+
+    @field_validator("allowed_types")
+    @classmethod
+    def _types_are_mime_types(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _MIME_PATTERN.match(value):
+                raise ValueError(
+                    f"{value!r} is not a MIME type: write type/subtype in lower case, "
+                    "e.g. 'image/png', or type/* for a family, e.g. 'text/*'"
+                )
+        return values
+
+    @model_validator(mode="after")
+    def _total_holds_one_file(self) -> AttachmentsConfig:
+        if self.max_total_bytes < self.max_bytes:
+            raise ValueError(
+                f"max_total_bytes ({self.max_total_bytes}) is smaller than max_bytes "
+                f"({self.max_bytes}): one file of the allowed size could never be sent"
+            )
+        return self
+
+    def total_bytes_within(self, max_message_size: int) -> int:
+        """The bytes a message's files may have together when its frame may have at most
+        ``max_message_size`` bytes (``chat.websocket.max_message_size``): the files travel
+        as base64 (4/3 of them) beside the rest of the frame, so the smaller of
+        :attr:`max_total_bytes` and what fits (the defaults: 10 MiB, in 16 MiB frames)."""
+        margin = min(_FRAME_OVERHEAD, max_message_size // 4)
+        return min(self.max_total_bytes, (max_message_size - margin) // 4 * 3)
+
+
 class ChatConfig(_Section):
     """``chat``."""
 
@@ -451,6 +525,7 @@ class ChatConfig(_Section):
     web: WebConfig = WebConfig()
     storage: StorageConfig = StorageConfig()
     service: ServiceConfig
+    attachments: AttachmentsConfig = AttachmentsConfig()
 
 
 # -- llm ----------------------------------------------------------------------------------
@@ -467,11 +542,51 @@ output limit is near a million tokens, so a larger ``max_tokens`` is a mistake (
 ``set_config`` can set these)."""
 
 
+DEFAULT_VISION_MODELS = (
+    "gpt-4o*",
+    "gpt-4.1*",
+    "gpt-4-turbo*",
+    "gpt-4-vision*",
+    "gpt-5*",
+    "o1",
+    "o1-2*",
+    "o3*",
+    "o4*",
+    "chatgpt-4o*",
+    "claude-3*",
+    "claude-*-4*",
+    "claude-sonnet-4*",
+    "claude-opus-4*",
+    "claude-haiku-4*",
+    "gemini*",
+    "gemma-3*",
+    "llava*",
+    "bakllava*",
+    "llama3.2-vision*",
+    "llama-3.2-*vision*",
+    "llama-4*",
+    "qwen*vl*",
+    "qwen2.5vl*",
+    "pixtral*",
+    "mistral-small-3*",
+    "mistral-medium*",
+    "minicpm-v*",
+    "moondream*",
+    "grok-*vision*",
+    "grok-4*",
+)
+"""Models that read images (fnmatch patterns, case-insensitive, matched against the
+model id after its last ``/``: ``openai/gpt-4o-mini`` is ``gpt-4o-mini``), for providers
+whose ``vision`` is ``auto``. A model not listed is taken as text-only; set ``vision:
+true`` on its provider when it does read images."""
+
+
 class ProviderConfig(BaseModel):
     """``llm.providers.<name>``: one OpenAI-compatible API.
 
-    Keys other than ``base_url``, ``model`` and ``api_key_env`` are free: they are passed
-    through to the request body unchanged (``temperature``, ``max_tokens``, ``transforms``…).
+    Keys other than ``base_url``, ``model``, ``api_key_env`` and ``vision`` are free: they
+    are passed through to the request body unchanged (``temperature``, ``max_tokens``,
+    ``transforms``…).
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -482,6 +597,10 @@ class ProviderConfig(BaseModel):
     """Model id as the provider names it."""
     api_key_env: str | None = None
     """Environment variable holding the key (default ``<PROVIDER>_API_KEY``)."""
+    vision: bool | Literal["auto"] = "auto"
+    """Whether the model reads images (``image_url`` parts of a user message): ``true``,
+    ``false``, or ``auto``: when the model matches :data:`DEFAULT_VISION_MODELS`. A message
+    with an image for a model that does not is refused before any request."""
 
     @field_validator("base_url")
     @classmethod
@@ -532,6 +651,13 @@ class ProviderConfig(BaseModel):
     def passthrough(self) -> dict[str, Any]:
         """The free keys, as they go into the request body."""
         return dict(self.model_extra or {})
+
+    def accepts_images(self) -> bool:
+        """Whether :attr:`model` reads images, as :attr:`vision` says."""
+        if self.vision != "auto":
+            return self.vision
+        model = self.model.rsplit("/", 1)[-1].lower()
+        return any(fnmatch.fnmatchcase(model, pattern) for pattern in DEFAULT_VISION_MODELS)
 
 
 class LLMConfig(_Section):

@@ -93,6 +93,8 @@ def samples() -> dict[type[BaseModel], BaseModel]:
     has one (nested payloads, optional fields set, non-ASCII text, floats)."""
     usage = m.Usage(prompt_tokens=12, completion_tokens=5, total_tokens=17, cost=0.000_42)
     call = m.ToolCall(id="call-1", name="demo__add", arguments='{"a": 2, "b": 3}')
+    picture = m.Attachment(name="dot.png", mime_type="image/png", size=67, data="iVBORw0KGgo=")
+    notes_file = m.Attachment(name="notes.md", mime_type="text/markdown", size=9, text="# Grüße\n")
     stored = m.StoredMessage(
         id=7,
         conversation_id="c-1",
@@ -306,12 +308,28 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             text="What is 2 + 3?",
             request_id="r-1",
             prompt=m.PromptRequest(server="demo", name="summary", arguments={"topic": "x"}),
+            attachments=(picture, notes_file),
         ),
+        picture,
         m.CancelTurn(conversation_id="c-1"),
         m.ClaimTurn(conversation_id="c-1", turn_id="t-1"),
         m.ReleaseTurn(conversation_id="c-1", turn_id="t-1"),
         m.RuntimeConfigUpdated(changes={"llm.active": "openai", "chat.service.max_tool_hops": 3}),
-        m.UserInputStored(conversation_id="c-1", turn_id="t-1", messages=(stored,)),
+        m.UserInputStored(
+            conversation_id="c-1",
+            turn_id="t-1",
+            messages=(
+                stored,
+                m.StoredMessage(
+                    id=9,
+                    conversation_id="c-1",
+                    role="user",
+                    content="see",
+                    attachments=(picture, notes_file),
+                    created_at=2.0,
+                ),
+            ),
+        ),
         m.AssistantDelta(conversation_id="c-1", turn_id="t-1", kind="thinking", text="hm"),
         m.TurnFinished(
             conversation_id="c-1",

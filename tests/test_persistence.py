@@ -55,6 +55,8 @@ from actors.messages import (
     AppendMessage,
     AppendMessages,
     AssistantDelta,
+    Attachment,
+    BranchConversation,
     CheckStorage,
     ConversationState,
     CreateConversation,
@@ -1493,3 +1495,46 @@ async def test_settings_change_live(start: Starter, log_events: LogCapture) -> N
     await h.ask(AppendMessage(conversation_id=cid, role="user", content="same file"))
     assert h.query("SELECT COUNT(*) FROM messages") == [(2,)]
     assert not (h.config_dir / "other.db").exists()
+
+
+async def test_attachments_round_trip_are_copied_by_branches_and_imports_and_never_searched(
+    start: Starter,
+) -> None:
+    h = await start()
+    cid = await _conversation(h)
+    image = Attachment(name="dot.png", mime_type="image/png", size=8, data="iVBORw0KGgo=")
+    notes = Attachment(name="notes.md", mime_type="text/markdown", size=13, text="zebra crossing")
+    [question, answer] = await h.ask(
+        AppendMessages(
+            messages=(
+                AppendMessage(
+                    conversation_id=cid, role="user", content="see", attachments=(image, notes)
+                ),
+                AppendMessage(conversation_id=cid, role="assistant", content="seen"),
+            )
+        )
+    )
+    assert question.attachments == (image, notes)
+    assert answer.attachments == ()
+    history = await h.ask(LoadHistory(conversation_id=cid))
+    assert history == (question, answer)
+    # Search reads the text, not the files.
+    assert await h.ask(SearchSessions(owner="alice", query="zebra")) == ()
+    assert await h.ask(SearchSessions(owner="alice", query="iVBORw0KGgo")) == ()
+    # A branch at the answer copies the question with its files.
+    branch = await h.ask(
+        BranchConversation(owner="alice", conversation_id=cid, before_message_id=answer.id)
+    )
+    assert [m.attachments for m in branch.messages] == [(image, notes)]
+    # An import keeps them.
+    imported = await h.ask(
+        ImportConversation(
+            owner="alice",
+            title="Files",
+            messages=(ExportedMessage(role="user", content="see", attachments=(image,)),),
+        )
+    )
+    reloaded = await h.ask(
+        OpenConversation(owner="alice", conversation_id=imported.conversation_id)
+    )
+    assert reloaded.messages[0].attachments == (image,)

@@ -94,6 +94,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from actors.attachments import check_attachments, check_count, read_attachment, without_content
 from actors.errors import ChatError, InvalidMessage, not_waiting
 from actors.gateway.auth import (
     LOCAL_OWNER,
@@ -124,6 +125,8 @@ from actors.gateway.origins import ANY_ORIGIN, OriginPolicy, RemoteBindRefused, 
 from actors.gateway.protocol import (
     AssistantDeltaFrame,
     AssistantMessageFrame,
+    AttachmentLimits,
+    AttachmentUpload,
     CancelFrame,
     ClearHistoryFrame,
     ClientFrame,
@@ -186,6 +189,7 @@ from actors.messages import (
     AnswerElicitation,
     AnswerToolApproval,
     AssistantDelta,
+    Attachment,
     AuthorizationResult,
     BranchConversation,
     CancelTurn,
@@ -241,7 +245,7 @@ from bus.errors import (
 )
 from bus.messages import Ping
 from bus.messages import Request as BusRequest
-from config.schema import ConfigSnapshot, WebSocketConfig
+from config.schema import AttachmentsConfig, ConfigSnapshot, WebSocketConfig
 
 __all__ = ["MAX_OUTBOX_BYTES", "MAX_OUTBOX_FRAMES", "OWNER", "GatewayActor", "HealthSource"]
 
@@ -624,6 +628,20 @@ def _redacted(value: object, conversation: bool) -> object:
 def _history_message(message: StoredMessage) -> HistoryMessage:
     # The frame is the stored message minus what only the platform needs.
     return HistoryMessage.model_validate(message.model_dump(exclude={"conversation_id", "turn_id"}))
+
+
+def _attachment_limits(config: AttachmentsConfig, frame_size: int) -> AttachmentLimits | None:
+    total = config.total_bytes_within(frame_size)
+    return (
+        AttachmentLimits(
+            max_bytes=min(config.max_bytes, total),
+            max_total_bytes=total,
+            max_count=config.max_count,
+            allowed_types=list(config.allowed_types),
+        )
+        if config.enabled
+        else None
+    )
 
 
 def _session_entry(summary: SessionSummary) -> SessionEntry:
@@ -1628,9 +1646,13 @@ class GatewayActor(Actor[GatewayInbox]):
             model=llm.providers[llm.active].model,
             provider=llm.active,
             providers=[
-                ProviderInfo(name=name, model=provider.model)
+                ProviderInfo(name=name, model=provider.model, vision=provider.accepts_images())
                 for name, provider in llm.providers.items()
             ],
+            attachments=_attachment_limits(
+                self.snapshot.config.chat.attachments,
+                self.snapshot.config.chat.websocket.max_message_size,
+            ),
             turn_in_progress=state.conversation_id in self._running,
             expires_at=None if keep is None else last_change + keep,
             expires_after=keep,
@@ -1802,6 +1824,14 @@ class GatewayActor(Actor[GatewayInbox]):
                 )
             case ImportSessionFrame(conversation=document):
                 export = parse_export(document)
+                for exported_message in export.messages:
+                    # An export's files are taken as a new message's would be.
+                    self._attachments(
+                        [
+                            AttachmentUpload.model_validate(a.model_dump(exclude={"size"}))
+                            for a in exported_message.attachments
+                        ]
+                    )
                 imported = await self.request(
                     ImportConversation(
                         owner=conn.owner, title=export.title, messages=export.messages
@@ -1858,9 +1888,17 @@ class GatewayActor(Actor[GatewayInbox]):
                 await self._complete(conn, frame)
 
     async def _user_message(
-        self, conn: _Connection, conversation_id: str, frame: UserMessageFrame
+        self,
+        conn: _Connection,
+        conversation_id: str,
+        frame: UserMessageFrame,
+        attachments: tuple[Attachment, ...] | None = None,
     ) -> None:
-        if frame.prompt is None and not frame.message.strip():
+        """Start a turn with the frame's text, prompt and files (``attachments``: files
+        checked already, an edited message's, instead of the frame's)."""
+        if attachments is None:
+            attachments = self._attachments(frame.attachments)
+        if frame.prompt is None and not frame.message.strip() and not attachments:
             raise _invalid("'message' must not be empty")
         prompt = (
             None
@@ -1879,6 +1917,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 request_id=frame.request_id,
                 prompt=prompt,
                 provider=self._provider(frame.provider),
+                attachments=attachments,
             )
         )
         if conn.original is not None and frame.request_id is not None:
@@ -1889,7 +1928,12 @@ class GatewayActor(Actor[GatewayInbox]):
                 UserInputStored(
                     conversation_id=conversation_id,
                     turn_id=started.turn_id,
-                    messages=started.user_input,
+                    # NATS takes 1 MB per message: the files cross as names and sizes
+                    # (the other replicas' views show them whole after a reload).
+                    messages=tuple(
+                        m.model_copy(update={"attachments": without_content(m.attachments)})
+                        for m in started.user_input
+                    ),
                 )
             )
 
@@ -1936,7 +1980,25 @@ class GatewayActor(Actor[GatewayInbox]):
                 request_id=frame.request_id,
                 provider=frame.provider,
             ),
+            attachments=target.attachments,
         )
+
+    def _attachments(self, uploads: Sequence[AttachmentUpload]) -> tuple[Attachment, ...]:
+        """A frame's files, checked against ``chat.attachments`` as it is now.
+
+        Raises:
+            ChatError: ATTACHMENT_TOO_LARGE, TOO_MANY_ATTACHMENTS,
+                ATTACHMENT_TYPE_NOT_SUPPORTED or INVALID_MESSAGE, naming the file and limit.
+        """
+        if not uploads:
+            return ()
+        config = self.snapshot.config.chat.attachments
+        check_count(len(uploads), config)  # before decoding any of them
+        read = [
+            read_attachment(u.name, u.mime_type, data=u.data, text=u.text, config=config)
+            for u in uploads
+        ]
+        return check_attachments(read, config)
 
     def _provider(self, name: str | None) -> str | None:
         """A provider a client named, checked against the configuration."""

@@ -2,8 +2,10 @@
 
 The JSON document is :class:`~actors.messages.ExportedConversation` (``format``
 ``mcp-platform/conversation``, ``version`` 1): every stored message with its role, text,
-reasoning, tool calls and results, model, usage, status and time. An import reads the
-same document (:func:`parse_export`), so an export of this version always imports.
+reasoning, tool calls and results, model, usage, status, time and a user message's
+attached files (whole: images as base64; the Markdown lists their names and sizes). An
+import reads the same document (:func:`parse_export`), so an export of this version always
+imports.
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ def export_markdown(state: ConversationState) -> str:
             lines.append("")
         if message.content:
             lines += [message.content, ""]
+        if message.attachments:
+            lines += [
+                *(f"- 📎 {a.name} ({a.mime_type}, {a.size} bytes)" for a in message.attachments),
+                "",
+            ]
         for call in message.tool_calls:
             lines += [f"**Tool call** `{call.name}`", ""]
             lines += [*_fenced(_pretty_arguments(call.arguments), "json"), ""]

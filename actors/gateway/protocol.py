@@ -33,6 +33,9 @@ __all__ = [
     "MAX_SESSIONS_PAGE",
     "AssistantDeltaFrame",
     "AssistantMessageFrame",
+    "AttachmentInfo",
+    "AttachmentLimits",
+    "AttachmentUpload",
     "CancelFrame",
     "ClearHistoryFrame",
     "ClientFrame",
@@ -97,6 +100,9 @@ ERROR_CODES = (
     "LLM_UNAVAILABLE",
     "RATE_LIMITED",
     "UNAUTHORIZED",
+    "ATTACHMENT_TOO_LARGE",
+    "TOO_MANY_ATTACHMENTS",
+    "ATTACHMENT_TYPE_NOT_SUPPORTED",
     "INTERNAL_ERROR",
 )
 """Every ``error_code`` an ``error`` frame may carry."""
@@ -114,6 +120,9 @@ ErrorCode = Literal[
     "LLM_UNAVAILABLE",
     "RATE_LIMITED",
     "UNAUTHORIZED",
+    "ATTACHMENT_TOO_LARGE",
+    "TOO_MANY_ATTACHMENTS",
+    "ATTACHMENT_TYPE_NOT_SUPPORTED",
     "INTERNAL_ERROR",
 ]
 
@@ -146,12 +155,32 @@ class PromptRef(_ClientFrame):
     arguments: dict[str, str] = {}
 
 
+class AttachmentUpload(_ClientFrame):
+    """A file sent with a ``user_message``: an image as base64 ``data``, a text file as
+    ``text`` (or as base64 of UTF-8 text). Checked against ``chat.attachments``:
+    ``ATTACHMENT_TOO_LARGE``, ``TOO_MANY_ATTACHMENTS``, ``ATTACHMENT_TYPE_NOT_SUPPORTED``
+    (each naming the limit), nothing stored."""
+
+    name: str = Field(min_length=1, max_length=255)
+    mime_type: str = Field(min_length=1, max_length=255)
+    """e.g. ``image/png``, ``text/plain``."""
+    data: str | None = None
+    """The file's bytes, base64 (standard alphabet, padded)."""
+    text: str | None = None
+    """A text file's content."""
+
+
 class UserMessageFrame(_ClientFrame):
     """Starts a turn. ``TURN_IN_PROGRESS`` while a turn runs in this conversation."""
 
     type: Literal["user_message"]
     message: str
-    """The user's text (may be empty when ``prompt`` is given)."""
+    """The user's text (may be empty when ``prompt`` or ``attachments`` are given)."""
+    attachments: list[AttachmentUpload] = []
+    """Files sent with the text, stored with it: images go to the model as ``image_url``
+    parts when its provider's ``vision`` says it reads images (else the message is refused
+    with ``ATTACHMENT_TYPE_NOT_SUPPORTED``), text files as text. All of them, as base64,
+    must fit in one frame (``chat.websocket.max_message_size``)."""
     request_id: str | None = Field(None, max_length=MAX_REQUEST_ID_LENGTH)
     """Echoed in the turn's ``assistant_message`` and in errors about this message (at
     most :data:`MAX_REQUEST_ID_LENGTH` characters)."""
@@ -519,6 +548,20 @@ class ToolCallInfo(_ServerFrame):
     arguments: str
 
 
+class AttachmentInfo(_ServerFrame):
+    """A file stored with a user message."""
+
+    name: str
+    mime_type: str
+    size: int
+    """Bytes."""
+    data: str | None = None
+    """An image's bytes, base64 (absent: a text file, or a view from another replica,
+    which carries names and sizes only)."""
+    text: str | None = None
+    """A text file's content."""
+
+
 class HistoryMessage(_ServerFrame):
     """A stored message, as ``session_info`` lists it."""
 
@@ -535,6 +578,8 @@ class HistoryMessage(_ServerFrame):
     finish_reason: str | None = None
     created_at: float
     """Unix time, seconds."""
+    attachments: list[AttachmentInfo] = []
+    """For a user message: the files sent with it."""
 
 
 class ProviderInfo(_ServerFrame):
@@ -542,6 +587,22 @@ class ProviderInfo(_ServerFrame):
 
     name: str
     model: str
+    vision: bool = False
+    """Its model reads images (``llm.providers.<name>.vision``): a message with an image for
+    one that does not is refused."""
+
+
+class AttachmentLimits(_ServerFrame):
+    """``chat.attachments`` as it is now: what a ``user_message`` may carry (a client checks
+    before sending; the server checks again)."""
+
+    max_bytes: int
+    """Bytes of one file."""
+    max_total_bytes: int
+    """Bytes of all files of one message."""
+    max_count: int
+    allowed_types: list[str]
+    """MIME types (``type/*``: a family)."""
 
 
 class SessionInfoFrame(_ServerFrame):
@@ -570,6 +631,8 @@ class SessionInfoFrame(_ServerFrame):
     providers: list[ProviderInfo] = []
     """Every configured provider and its model: a ``user_message`` (or ``regenerate``,
     ``edit_message``) may name one as ``provider``."""
+    attachments: AttachmentLimits | None = None
+    """What a ``user_message``'s ``attachments`` may be; absent: attachments are off."""
     turn_in_progress: bool = False
     """A turn of this conversation is running (its frames follow)."""
     expires_at: float | None = None

@@ -88,6 +88,7 @@ import httpx2
 import orjson
 from pydantic import BaseModel, Field
 
+from actors.attachments import without_images
 from actors.errors import (
     AnswerCutShort,
     ChatError,
@@ -469,7 +470,11 @@ def _request_body(
             value = min(value, limit)  # the operator's cap on spending wins
         body[key] = value
     body["model"] = provider.model
-    body["messages"] = request.messages
+    # A fallback provider may not read images the turn's model reads: each image part
+    # becomes a note saying so (the turn checked only the provider it asked first).
+    body["messages"] = (
+        request.messages if provider.accepts_images() else without_images(request.messages)
+    )
     body["stream"] = streaming
     if request.tools:
         body["tools"] = request.tools

@@ -51,6 +51,7 @@ from typing import Annotated, Any, ClassVar, assert_never
 import orjson
 from pydantic import BaseModel, Field
 
+from actors.attachments import check_images_accepted
 from actors.catalogue import (
     check_prompt_arguments,
     render_catalogue,
@@ -385,6 +386,21 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         if problem is not None:
             raise InvalidMessage(problem)
 
+    def _check_images(self, message: StartTurn) -> bool:
+        """Whether the turn's model reads images; refuses the message's images if not.
+
+        Raises:
+            ImagesNotSupported: The message has an image and the model does not read
+                images (nothing is stored).
+        """
+        llm = self.snapshot.config.llm
+        name = message.provider or llm.active
+        provider = llm.providers.get(name)
+        if provider is None:  # the LLM actor names the unknown provider
+            return True
+        check_images_accepted(message.attachments, name, provider)
+        return provider.accepts_images()
+
     async def _start(self, message: StartTurn) -> None:
         running = self._turns.get(message.conversation_id)
         if running is not None:
@@ -393,6 +409,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 f"{message.conversation_id}; wait for its assistant_message or send cancel"
             )
         self._check_prompt(message)
+        accepts_images = self._check_images(message)
         turn_id = f"t-{uuid.uuid4().hex[:16]}"
         if self._clustered:
             # One turn per conversation across the replicas: the lease in the shared
@@ -405,6 +422,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             settings=self._turn_settings(),
             toolbox=self._toolbox(),
             provider=message.provider,
+            accepts_images=accepts_images,
         )
         # Announced before the turn's task exists, so its end (announced from the task)
         # always follows; no other message is handled meanwhile (the mailbox is serial).
@@ -783,13 +801,14 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 )
                 for message in expanded
             ]
-        if start.text or not inputs:
+        if start.text or start.attachments or not inputs:
             inputs.append(
                 AppendMessage(
                     conversation_id=turn.conversation_id,
                     role="user",
                     content=start.text,
                     turn_id=turn.turn_id,
+                    attachments=start.attachments,
                 )
             )
         stored: tuple[StoredMessage, ...] = await self.request(

@@ -51,6 +51,7 @@ from typing import Any, Literal
 
 import orjson
 
+from actors.attachments import user_content
 from actors.errors import AnswerCutShort, ChatError
 from actors.messages import (
     AppendMessage,
@@ -360,7 +361,10 @@ def finished_card(started: ToolExecutionEvent, outcome: ToolOutcome) -> ToolExec
 
 
 def history_to_openai(
-    history: Sequence[StoredMessage], *, max_result_chars: int | None = None
+    history: Sequence[StoredMessage],
+    *,
+    max_result_chars: int | None = None,
+    images: bool = True,
 ) -> list[dict[str, Any]]:
     """Stored messages as OpenAI chat messages, repaired so a strict API accepts them.
 
@@ -368,14 +372,20 @@ def history_to_openai(
     the turn) is dropped from its assistant message, a tool result whose call is gone is
     dropped, and an assistant message that is left with neither text nor calls is
     skipped. Tool results are stored whole and cut to ``max_result_chars`` here, as the
-    model read them when they came.
+    model read them when they came. A user message's attachments become content parts
+    (:func:`~actors.attachments.user_content`; ``images``: the model reads images).
     """
     answered = {m.tool_call_id for m in history if m.role == "tool" and m.tool_call_id}
     offered: set[str] = set()
     out: list[dict[str, Any]] = []
     for message in history:
         if message.role == "user":
-            out.append({"role": "user", "content": message.content})
+            out.append(
+                {
+                    "role": "user",
+                    "content": user_content(message.content, message.attachments, images=images),
+                }
+            )
         elif message.role == "assistant":
             calls = [c for c in message.tool_calls if c.id in answered]
             if not message.content and not calls:
@@ -498,10 +508,14 @@ class Turn:
         settings: TurnSettings | None = None,
         toolbox: Toolbox | None = None,
         provider: str | None = None,
+        accepts_images: bool = True,
     ) -> None:
         self.turn_id = turn_id
         self.provider = provider
         """The LLM provider this turn asks (None: the active one)."""
+        self.accepts_images = accepts_images
+        """Its model reads images: stored images go to it as ``image_url`` parts (else as
+        a note saying they were not shown)."""
         self.conversation_id = conversation_id
         self.request_id = request_id
         self.settings = settings or TurnSettings()
@@ -562,7 +576,9 @@ class Turn:
                 self._messages = [
                     {"role": "system", "content": event.system_prompt},
                     *history_to_openai(
-                        event.history, max_result_chars=self.settings.max_result_chars
+                        event.history,
+                        max_result_chars=self.settings.max_result_chars,
+                        images=self.accepts_images,
                     ),
                 ]
                 return self._answer_into(event.first_row)

@@ -866,6 +866,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             turn_id=message.turn_id,
             finish_reason=message.finish_reason,
             created_at=now,
+            attachments=message.attachments,
         )
         if message.status == "streaming" and message.turn_id:
             self._open_stream(stored, message.turn_id)

@@ -184,6 +184,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX turn_leases_by_holder ON turn_leases (holder)",
     ),
+    # Version 6: the files sent with a user message (as SQLite's version 6): JSON text,
+    # apart from ``content``, so the search index never holds them.
+    ("ALTER TABLE messages ADD COLUMN attachments TEXT",),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` and records ``i + 1`` in ``schema_migrations``. Append a step to change the

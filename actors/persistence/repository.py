@@ -36,6 +36,7 @@ import orjson
 
 from actors.messages import (
     AppendMessage,
+    Attachment,
     MessageStatus,
     SearchHit,
     SessionSummary,
@@ -371,9 +372,18 @@ def usage_json(usage: Usage | None) -> str | None:
     return orjson.dumps(usage.model_dump(exclude_none=True)).decode()
 
 
+def attachments_json(attachments: Sequence[Attachment]) -> str | None:
+    """The ``attachments`` column: JSON (the files whole: images as base64), or NULL when
+    there are none. A column of its own, so search (the ``content`` column) never reads a
+    file's bytes."""
+    if not attachments:
+        return None
+    return orjson.dumps([a.model_dump(exclude_none=True) for a in attachments]).decode()
+
+
 def message_values(message: AppendMessage, now: float) -> tuple[Any, ...]:
     """The values of one inserted message, in the column order both schemas share
-    (conversation_id … finish_reason, created_at, updated_at)."""
+    (conversation_id … finish_reason, created_at, updated_at, attachments)."""
     return (
         message.conversation_id,
         message.role,
@@ -389,12 +399,13 @@ def message_values(message: AppendMessage, now: float) -> tuple[Any, ...]:
         message.finish_reason,
         now,
         now,
+        attachments_json(message.attachments),
     )
 
 
 MESSAGE_COLUMNS = (
     "conversation_id, role, content, thinking, tool_calls, tool_call_id, name, usage, "
-    "model, status, turn_id, finish_reason, created_at, updated_at"
+    "model, status, turn_id, finish_reason, created_at, updated_at, attachments"
 )
 """The inserted columns, in the order of :func:`message_values`."""
 
@@ -404,6 +415,7 @@ def stored_message(row: Row) -> StoredMessage:
     edge)."""
     tool_calls = row["tool_calls"]
     usage = row["usage"]
+    attachments = row["attachments"]
     return StoredMessage(
         id=row["id"],
         conversation_id=row["conversation_id"],
@@ -421,6 +433,9 @@ def stored_message(row: Row) -> StoredMessage:
         turn_id=row["turn_id"],
         finish_reason=row["finish_reason"],
         created_at=row["created_at"],
+        attachments=tuple(Attachment(**a) for a in orjson.loads(attachments))
+        if attachments
+        else (),
     )
 
 

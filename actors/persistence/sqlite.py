@@ -173,6 +173,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE conversations ADD COLUMN branched_from TEXT",
         "ALTER TABLE conversations ADD COLUMN branched_at_message INTEGER",
     ),
+    # Version 6: the files sent with a user message (``chat.attachments``), as JSON (images
+    # as base64). A column apart from ``content``, so the FTS5 index never holds them.
+    ("ALTER TABLE messages ADD COLUMN attachments TEXT",),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` (``PRAGMA user_version``). Append a step to change the schema; never edit one."""
@@ -231,7 +234,7 @@ _SELECT_LATEST_UNSAVED = (
     "ORDER BY updated_at DESC, rowid DESC LIMIT 1"
 )
 _INSERT_MESSAGE_COLUMNS = f"INSERT INTO messages ({MESSAGE_COLUMNS})"
-_INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_MESSAGE = f"{_INSERT_MESSAGE_COLUMNS} VALUES {_INSERT_VALUES}"
 _FLUSH_STREAM = (
     "UPDATE messages SET content = ?, thinking = ?, status = ?, updated_at = ? "

@@ -34,6 +34,7 @@ scripted reply). Proved here:
 from __future__ import annotations
 
 import asyncio
+import base64
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -620,3 +621,33 @@ async def test_a_postgres_restart_typed_errors_meanwhile_then_service_again(
         assert pg.query(server.dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
     finally:
         server.remove()
+
+
+async def test_attachments_over_the_nats_limit_reach_another_replicas_tab_by_name(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    # 3 MiB of files: three times NATS's default 1 MB payload limit. They cross as names
+    # and sizes (the event stays small); a reload on the other replica reads them whole
+    # from the shared database.
+    start, clients = cluster
+    r0, r1 = await start(2, extra={"llm": {"providers": {"scripted": {"vision": True}}}})
+    sender, info = await _connect(r0, clients)
+    watcher, _ = await _connect(r1, clients, info["conversation_id"])
+    image = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * (3 * 1024 * 1024)).decode()
+    llm.script(Reply.text("A big image."))
+    await sender.send(
+        {
+            "type": "user_message",
+            "message": "look",
+            "attachments": [{"name": "big.png", "mime_type": "image/png", "data": image}],
+        }
+    )
+    stored = await watcher.expect("user_message_stored", timeout=20)
+    [message] = stored["messages"]
+    assert message["attachments"] == [
+        {"name": "big.png", "mime_type": "image/png", "size": 3 * 1024 * 1024 + 8}
+    ]
+    assert (await watcher.expect("assistant_message", timeout=20))["message"] == "A big image."
+    assert not r0.process.find("bus.bridge_forward_failed")
+    _, reloaded = await _connect(r1, clients, info["conversation_id"])
+    assert reloaded["messages"][0]["attachments"][0]["data"] == image

@@ -38,6 +38,9 @@ const ERROR_TITLES = {
   TOOL_FAILED: "Tool failed",
   INVALID_MESSAGE: "Message refused",
   MESSAGE_TOO_LARGE: "Message too large",
+  ATTACHMENT_TOO_LARGE: "Attachment too large",
+  TOO_MANY_ATTACHMENTS: "Too many attachments",
+  ATTACHMENT_TYPE_NOT_SUPPORTED: "Attachment not supported",
   UNAUTHORIZED: "Not authorised",
   INTERNAL_ERROR: "Platform error",
 };
@@ -46,7 +49,8 @@ const ERROR_TITLES = {
 const TURN_CODES = new Set(["LLM_NOT_CONFIGURED", "LLM_UNAVAILABLE", "RATE_LIMITED"]);
 
 // Codes with which the gateway refuses a user_message before it is stored.
-const REFUSED_CODES = new Set(["INVALID_MESSAGE", "MESSAGE_TOO_LARGE", "TURN_IN_PROGRESS", "STORAGE_FULL", "STORAGE_UNAVAILABLE"]);
+const REFUSED_CODES = new Set(["INVALID_MESSAGE", "MESSAGE_TOO_LARGE", "TURN_IN_PROGRESS", "STORAGE_FULL", "STORAGE_UNAVAILABLE",
+  "ATTACHMENT_TOO_LARGE", "TOO_MANY_ATTACHMENTS", "ATTACHMENT_TYPE_NOT_SUPPORTED"]);
 
 const $ = (id) => document.getElementById(id);
 
@@ -76,6 +80,9 @@ const ui = {
   sidebar: $("sidebar"),
   scrim: $("scrim"),
   menu: $("menu"),
+  attach: $("attach"),
+  attachFile: $("attach-file"),
+  attachments: $("attachments"),
 };
 
 const state = {
@@ -128,6 +135,12 @@ const state = {
   pendingPrompt: false,
   /** The error frame of a turn that failed, shown inline by its assistant_message. */
   turnError: null,
+  /** Files attached to the next message: {name, mime_type, size, data} (data: base64). */
+  attachments: [],
+  /** The files of the message awaiting its turn (back to the chips if it is refused). */
+  pendingAttachments: [],
+  /** session_info.attachments: the limits (null: attachments are off). */
+  attachmentLimits: null,
 };
 
 const endpointMeta = document.querySelector('meta[name="mcp-ws-endpoint"]')?.content;
@@ -180,6 +193,8 @@ function onSessionInfo(frame) {
   state.model = frame.model ?? "";
   state.activeProvider = frame.provider ?? null;
   state.providers = frame.providers ?? [];
+  state.attachmentLimits = frame.attachments ?? null;
+  ui.attach.hidden = !state.attachmentLimits;
   renderPicker();
   state.servers = new Map((frame.servers ?? []).map((s) => [s.name, s]));
   state.tools = frame.tools ?? [];
@@ -236,7 +251,7 @@ function onUserMessageStored(frame) {
   const nodes = [];
   for (const message of frame.messages ?? []) {
     if (message.role === "user") {
-      nodes.push(userBubble(message.content));
+      nodes.push(userBubble(message.content, null, message.attachments));
     } else if (message.role === "assistant") {
       // An assistant message of an MCP prompt: shown as history shows it.
       const view = newTurnView(null);
@@ -803,7 +818,10 @@ function onError(frame) {
     if (REFUSED_CODES.has(code) && state.pendingBubble) {
       state.pendingBubble.remove();
       if (!ui.input.value) ui.input.value = state.pendingBubble.dataset.text ?? "";
+      if (!state.attachments.length) state.attachments = state.pendingAttachments;
+      renderAttachments();
     }
+    state.pendingAttachments = [];
     state.pendingBubble = null;
     state.turn = null;
     state.pending = null;
@@ -862,9 +880,10 @@ function setConversation(conversationId, name, saved, title = null) {
   renderSessions();
 }
 
-function userBubble(text, prompt) {
+function userBubble(text, prompt, attachments) {
   const bubble = h("div", { class: "msg user" });
   if (prompt) bubble.append(h("div", { class: "prompt-chip" }, `Prompt · ${prompt.server}/${prompt.name}`));
+  if (attachments?.length) bubble.append(sentAttachments(attachments));
   if (text) {
     bubble.append(h("div", { class: "user-text" }, text));
     // Its label comes from the stylesheet, so the bubble's text stays the message's.
@@ -900,10 +919,10 @@ async function editMessage(bubble, text) {
   setRunning(true);
 }
 
-function showPendingTurn(requestId, text, prompt) {
+function showPendingTurn(requestId, text, prompt, attachments) {
   state.pending = requestId;
   state.pendingPrompt = Boolean(prompt);
-  state.pendingBubble = userBubble(text, prompt);
+  state.pendingBubble = userBubble(text, prompt, attachments);
   state.pendingBubble.dataset.text = text;
   addMessage(state.pendingBubble);
   state.turn = newTurnView(null);
@@ -1063,7 +1082,7 @@ function renderHistory(messages) {
   for (const message of messages) {
     if (message.role === "user") {
       closeTurn();
-      ui.messages.append(userBubble(message.content));
+      ui.messages.append(userBubble(message.content, null, message.attachments));
     } else if (message.role === "assistant") {
       if (!turn) {
         turn = newTurnView(null);
@@ -1480,16 +1499,164 @@ function updateComposer() {
 
 function sendMessage(text, prompt) {
   if (state.running || !state.connected) return false;
-  if (!text.trim() && !prompt) return false;
+  const attachments = state.attachments;
+  if (!text.trim() && !prompt && !attachments.length) return false;
   const requestId = `r${Date.now().toString(36)}-${++state.requestSeq}`;
   const frame = { type: "user_message", message: text, request_id: requestId };
   if (prompt) frame.prompt = prompt;
+  if (attachments.length) frame.attachments = attachments.map(({ name, mime_type, data }) => ({ name, mime_type, data }));
   const provider = chosenProvider();
   if (provider) frame.provider = provider;
   if (!send(frame)) return false;
-  showPendingTurn(requestId, text, prompt);
+  state.pendingAttachments = attachments;
+  state.attachments = [];
+  renderAttachments();
+  showPendingTurn(requestId, text, prompt, attachments);
   return true;
 }
+
+// -- attachments: the paperclip, paste and drop; chips under the input --------------------
+
+// What a file is when the browser does not say (it leaves `type` empty for .md, .yaml…).
+const TYPES_BY_EXTENSION = {
+  md: "text/markdown", markdown: "text/markdown", txt: "text/plain", log: "text/plain", csv: "text/csv",
+  tsv: "text/tab-separated-values", py: "text/x-python", rs: "text/x-rust", go: "text/x-go", java: "text/x-java",
+  c: "text/x-c", h: "text/x-c", cpp: "text/x-c++", ts: "text/x-typescript", html: "text/html", css: "text/css",
+  json: "application/json", yaml: "application/x-yaml", yml: "application/x-yaml", toml: "application/toml",
+  xml: "application/xml", js: "application/javascript", mjs: "application/javascript", sh: "application/x-sh",
+  png: "image/png", jpg: "image/jpeg", jpeg: "image/jpeg", gif: "image/gif", webp: "image/webp",
+};
+const THUMBNAIL_TYPES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
+
+function fileType(file) {
+  const extension = /\.([A-Za-z0-9]+)$/.exec(file.name)?.[1]?.toLowerCase();
+  return (file.type || TYPES_BY_EXTENSION[extension] || "application/octet-stream").toLowerCase();
+}
+
+function sizeText(bytes) {
+  if (bytes >= 1048576) return `${(bytes / 1048576).toFixed(1)} MiB`;
+  if (bytes >= 1024) return `${Math.round(bytes / 1024)} KiB`;
+  return `${bytes} bytes`;
+}
+
+function typeAllowed(type, allowed) {
+  return allowed.some((pattern) => pattern === type || (pattern.endsWith("/*") && type.startsWith(pattern.slice(0, -1))));
+}
+
+function readBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).replace(/^data:[^,]*,/, ""));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+// Files picked, pasted or dropped: each checked against session_info.attachments (the
+// server checks again), read as base64, and shown as a chip until the message is sent.
+async function addFiles(files) {
+  const limits = state.attachmentLimits;
+  if (!limits) return toast("error", "Attachments are off", "This platform does not take files (chat.attachments.enabled).", "ATTACHMENT_TYPE_NOT_SUPPORTED");
+  for (const file of files) {
+    const type = fileType(file);
+    if (state.attachments.length >= limits.max_count) {
+      toast("error", ERROR_TITLES.TOO_MANY_ATTACHMENTS, `At most ${limits.max_count} files per message; ${file.name} was not added.`, "TOO_MANY_ATTACHMENTS");
+      break;
+    }
+    if (!typeAllowed(type, limits.allowed_types)) {
+      toast("error", ERROR_TITLES.ATTACHMENT_TYPE_NOT_SUPPORTED, `${file.name} is ${type}; images and text files are taken (${limits.allowed_types.join(", ")}).`, "ATTACHMENT_TYPE_NOT_SUPPORTED");
+      continue;
+    }
+    if (file.size > limits.max_bytes) {
+      toast("error", ERROR_TITLES.ATTACHMENT_TOO_LARGE, `${file.name} has ${sizeText(file.size)}; the limit is ${sizeText(limits.max_bytes)} per file.`, "ATTACHMENT_TOO_LARGE");
+      continue;
+    }
+    const total = state.attachments.reduce((sum, a) => sum + a.size, 0) + file.size;
+    if (total > limits.max_total_bytes) {
+      toast("error", ERROR_TITLES.ATTACHMENT_TOO_LARGE, `With ${file.name} the files would have ${sizeText(total)}; the limit is ${sizeText(limits.max_total_bytes)} per message.`, "ATTACHMENT_TOO_LARGE");
+      continue;
+    }
+    let data;
+    try {
+      data = await readBase64(file);
+    } catch (error) {
+      toast("error", "Attachment not read", `${file.name}: ${error?.message ?? error}`);
+      continue;
+    }
+    state.attachments.push({ name: file.name || "pasted", mime_type: type, size: file.size, data });
+  }
+  renderAttachments();
+}
+
+function attachmentIcon(attachment) {
+  if (attachment.data && THUMBNAIL_TYPES.has(attachment.mime_type)) {
+    return h("img", { class: "attachment-thumb", alt: "", src: `data:${attachment.mime_type};base64,${attachment.data}` });
+  }
+  return h("span", { class: "attachment-icon", "aria-hidden": "true" }, "📄");
+}
+
+function renderAttachments() {
+  clear(ui.attachments);
+  state.attachments.forEach((attachment, index) => {
+    const remove = h("button", { class: "icon-btn attachment-remove", type: "button", "aria-label": `Remove ${attachment.name}`, title: "Remove" }, "×");
+    remove.addEventListener("click", () => {
+      state.attachments.splice(index, 1);
+      renderAttachments();
+    });
+    ui.attachments.append(h("li", { class: "attachment-chip", "data-name": attachment.name },
+      attachmentIcon(attachment),
+      h("span", { class: "attachment-name", title: attachment.name }, attachment.name),
+      h("span", { class: "attachment-size" }, sizeText(attachment.size)),
+      remove));
+  });
+  ui.attachments.hidden = state.attachments.length === 0;
+}
+
+// The files of a sent message, in its bubble: images shown, other files as chips (a view
+// from another replica has names and sizes only).
+function sentAttachments(attachments) {
+  return h("div", { class: "msg-attachments" }, ...attachments.map((attachment) => {
+    if (attachment.data && THUMBNAIL_TYPES.has(attachment.mime_type)) {
+      return h("figure", { class: "attachment-sent", "data-name": attachment.name },
+        h("img", { class: "attachment-image", alt: attachment.name, src: `data:${attachment.mime_type};base64,${attachment.data}` }),
+        h("figcaption", null, `${attachment.name} · ${sizeText(attachment.size)}`));
+    }
+    return h("span", { class: "attachment-chip attachment-sent", "data-name": attachment.name },
+      h("span", { class: "attachment-icon", "aria-hidden": "true" }, "📄"),
+      h("span", { class: "attachment-name", title: attachment.name }, attachment.name),
+      h("span", { class: "attachment-size" }, sizeText(attachment.size)));
+  }));
+}
+
+ui.attach.addEventListener("click", () => ui.attachFile.click());
+ui.attachFile.addEventListener("change", () => {
+  const files = [...ui.attachFile.files];
+  ui.attachFile.value = "";
+  addFiles(files);
+});
+ui.input.addEventListener("paste", (event) => {
+  const files = [...(event.clipboardData?.files ?? [])];
+  if (!files.length) return; // text pastes as text
+  event.preventDefault();
+  addFiles(files);
+});
+// Files dropped anywhere on the page are attached (a browser would otherwise open the
+// file in place of the page); the composer shows where they go.
+document.addEventListener("dragover", (event) => {
+  if (![...(event.dataTransfer?.types ?? [])].includes("Files")) return;
+  event.preventDefault();
+  ui.composer.classList.add("dragging");
+});
+document.addEventListener("dragleave", (event) => {
+  if (!event.relatedTarget) ui.composer.classList.remove("dragging");
+});
+document.addEventListener("drop", (event) => {
+  ui.composer.classList.remove("dragging");
+  const files = [...(event.dataTransfer?.files ?? [])];
+  if (!files.length) return;
+  event.preventDefault();
+  addFiles(files);
+});
 
 function autosize() {
   ui.input.style.height = "auto";
