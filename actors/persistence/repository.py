@@ -45,6 +45,7 @@ from actors.messages import (
 )
 
 __all__ = [
+    "COPIED_MESSAGE_COLUMNS",
     "ChatRepository",
     "ConversationRecord",
     "DatabaseUnusable",
@@ -88,6 +89,8 @@ class ConversationRecord:
     saved: bool
     title: str | None = None
     branched_from: str | None = None
+    provider: str | None = None
+    """The LLM provider chosen for its turns (None: the active one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,10 @@ class FinishedAnswer:
     model: str | None
     status: MessageStatus
     finish_reason: str | None
+    error_code: str | None = None
+    """A failed turn's error code (None keeps the stored value, as the fields above)."""
+    error_message: str | None = None
+    """With ``error_code``: its text, redacted by the sender."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +243,15 @@ class ChatRepository(Protocol):
         """
         ...
 
+    async def set_provider(self, owner: str, conversation_id: str, provider: str | None) -> None:
+        """Store the provider chosen for the owner's conversation (None: the active one).
+        Does not touch ``updated_at`` (choosing a model is not a use of the conversation).
+
+        Raises:
+            SessionNotFound: No such conversation, or another owner's.
+        """
+        ...
+
     async def insert_conversation(
         self,
         conversation_id: str,
@@ -307,8 +323,9 @@ class ChatRepository(Protocol):
         now: float,
     ) -> None:
         """Insert an unsaved conversation ``conversation_id`` (branched from
-        ``source_id`` at ``before_message_id``) with copies of the source's messages
-        before that id (their times kept), in one transaction."""
+        ``source_id`` at ``before_message_id``, with its chosen provider) with copies of
+        the source's messages before that id (their times and errors kept), in one
+        transaction."""
         ...
 
     async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
@@ -398,6 +415,10 @@ MESSAGE_COLUMNS = (
 )
 """The inserted columns, in the order of :func:`message_values`."""
 
+COPIED_MESSAGE_COLUMNS = f"{MESSAGE_COLUMNS}, error_code, error_message"
+"""The columns a branch copies of each message: the inserted ones and a failed turn's
+error (schema version 7), which only FinishMessage writes."""
+
 
 def stored_message(row: Row) -> StoredMessage:
     """A ``messages`` row as the protocol's StoredMessage (validated: the database is an
@@ -420,6 +441,8 @@ def stored_message(row: Row) -> StoredMessage:
         status=row["status"],
         turn_id=row["turn_id"],
         finish_reason=row["finish_reason"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
         created_at=row["created_at"],
     )
 
@@ -504,4 +527,5 @@ def conversation_record(row: Row) -> ConversationRecord:
         saved=bool(row["saved"]),
         title=row["title"],
         branched_from=row["branched_from"],
+        provider=row["provider"],
     )
