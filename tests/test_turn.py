@@ -646,7 +646,8 @@ def test_a_stored_error_is_redacted_as_the_error_frame_is() -> None:
     finish, _ = _close_row(turn, turn.feed(CompletionFailed(error)))
     stored = finish.message.error_message
     assert stored is not None
-    assert "sk-abcdef123456" not in stored and "xyz123456" not in stored
+    assert "sk-abcdef123456" not in stored
+    assert "xyz123456" not in stored
     assert stored.startswith("401 from https://llm.example/v1?api_key=")
 
 

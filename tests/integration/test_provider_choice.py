@@ -17,7 +17,11 @@ from tests.scripted_llm import Reply, ScriptedLLM
 
 
 def _second(llm: ScriptedLLM) -> dict[str, Any]:
-    return {"base_url": llm.base_url, "model": "scripted/model-2", "api_key_env": "SCRIPTED_API_KEY"}
+    return {
+        "base_url": llm.base_url,
+        "model": "scripted/model-2",
+        "api_key_env": "SCRIPTED_API_KEY",
+    }
 
 
 async def test_the_chosen_provider_is_kept_per_conversation(chat, llm: ScriptedLLM) -> None:
@@ -91,9 +95,7 @@ async def test_the_chosen_provider_is_kept_per_conversation(chat, llm: ScriptedL
     assert fresh_id != conversation_id
 
 
-async def test_a_failed_turn_shows_the_same_error_after_a_reconnect(
-    chat, llm: ScriptedLLM
-) -> None:
+async def test_a_failed_turn_shows_the_same_error_after_a_reconnect(chat, llm: ScriptedLLM) -> None:
     platform, clients = chat
     await platform.start()
     tab: ChatClient = await platform.connect()
