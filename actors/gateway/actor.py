@@ -1984,6 +1984,10 @@ class GatewayActor(Actor[GatewayInbox]):
         target = frame.conversation_id or conversation_id
         await self.request(SetProvider(owner=conn.owner, conversation_id=target, provider=provider))
         self.log.info("gateway.provider_chosen", conversation_id=target, provider=provider)
+        if target in self._by_conversation:
+            # The client's next frame may start a turn before the event reaches this
+            # actor's mailbox: the choice holds from now on.
+            self._chosen[target] = provider
         if conn.conversation_id != target:
             # The sender shows another conversation: the event does not reach it.
             conn.send_frame(self._provider_set_frame(target, provider))
