@@ -36,6 +36,7 @@ from actors.messages import (
     AnswerToolApproval,
     AssistantDelta,
     CancelTurn,
+    ConversationProviderChosen,
     ElicitationClosed,
     ElicitationRequested,
     RuntimeConfigUpdated,
@@ -72,6 +73,9 @@ SHARED_EVENTS: dict[type[BaseModel], tuple[str, ...]] = {
     ToolApprovalRequested: _GATEWAY,
     ToolApprovalClosed: _GATEWAY,
     UserInputStored: _GATEWAY,
+    # A tab on any replica may choose a conversation's provider: every gateway showing it
+    # must ask that provider for its next turn.
+    ConversationProviderChosen: _GATEWAY,
     RuntimeConfigUpdated: ("config",),
 }
 """Shared event type -> the local actors that receive other replicas' copies."""

@@ -45,6 +45,7 @@ __all__ = [
     "CompletionResult",
     "ConfigChanged",
     "ConfigRejected",
+    "ConversationProviderChosen",
     "ConversationState",
     "CreateConversation",
     "DeleteSession",
@@ -81,6 +82,7 @@ __all__ = [
     "ServerStatus",
     "SessionPage",
     "SessionSummary",
+    "SetProvider",
     "StartTurn",
     "StorageCheck",
     "StorageWritten",
@@ -257,6 +259,11 @@ class StoredMessage(Payload):
     status: MessageStatus = "complete"
     turn_id: str | None = None
     finish_reason: str | None = None
+    error_code: str | None = None
+    """For an answer whose turn failed (``error``/``incomplete``): the ``error`` frame's
+    ``error_code`` the turn's clients got."""
+    error_message: str | None = None
+    """With ``error_code``: the error's text, redacted as the ``error`` frame was."""
     created_at: float
     """Unix time, seconds."""
     attachments: tuple[Attachment, ...] = ()
@@ -290,6 +297,9 @@ class ConversationState(Payload):
     messages: tuple[StoredMessage, ...] = ()
     branched_from: str | None = None
     """The conversation this one was branched from (an edited message), if any."""
+    provider: str | None = None
+    """The LLM provider chosen for this conversation's turns (SetProvider); None: the
+    active one. A name, as stored: it may no longer be configured."""
 
 
 class OpenConversation(Request[ConversationState]):
@@ -373,6 +383,10 @@ class FinishMessage(Request[StoredMessage]):
     model: str | None = None
     status: MessageStatus = "complete"
     finish_reason: str | None = None
+    error_code: str | None = None
+    """The turn failed: the code its clients were shown (stored with the row)."""
+    error_message: str | None = None
+    """With ``error_code``: the error's text, already redacted."""
 
 
 class LoadHistory(Request[tuple[StoredMessage, ...]]):
@@ -414,6 +428,29 @@ class ConversationTitled(Message):
     type: Literal["conversation_titled"] = "conversation_titled"
     conversation_id: str
     title: str
+
+
+class SetProvider(Request[None]):
+    """Request → None: store the LLM provider a conversation's next turns use (the page's
+    model picker), then publish ConversationProviderChosen. The name is checked against
+    the configuration by the sender (the gateway). SessionNotFound: no such conversation
+    of ``owner``."""
+
+    type: Literal["set_provider"] = "set_provider"
+    owner: str
+    conversation_id: str
+    provider: str | None = Field(None, max_length=200)
+    """A configured provider's name; None: back to the active one (``llm.active``)."""
+
+
+class ConversationProviderChosen(Message):
+    """Event (PersistenceActor): a conversation's chosen provider was stored (the gateway
+    tells every client showing it, and asks that provider for its next turns)."""
+
+    type: Literal["conversation_provider_chosen"] = "conversation_provider_chosen"
+    conversation_id: str
+    provider: str | None
+    """None: the active provider."""
 
 
 class ExportedMessage(Payload):

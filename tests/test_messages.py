@@ -107,6 +107,8 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         status="incomplete",
         turn_id="t-1",
         finish_reason="length",
+        error_code="LLM_UNAVAILABLE",
+        error_message="the provider ended its stream mid-answer",
         created_at=1_700_000_000.25,
     )
     tool_message = m.StoredMessage(
@@ -189,6 +191,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             name="Sums",
             saved=True,
             messages=(stored, tool_message),
+            provider="ollama",
         ),
         m.SessionPage(sessions=(summary,), next_cursor="opaque=="),
         m.PromptRequest(server="demo", name="summary", arguments={"topic": "sums"}),
@@ -256,12 +259,16 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             status="cancelled",
             finish_reason="cancelled",
             streamed=m.StreamedText(content_chars=1, thinking_chars=1),
+            error_code="RATE_LIMITED",
+            error_message="rate limited (429): try again in 20 s",
         ),
         m.LoadHistory(conversation_id="c-1", limit=20),
         m.SaveSession(owner="local", conversation_id="c-1", name="Sums"),
         m.SetTitle(owner="local", conversation_id="c-1", title="Adding numbers"),
         m.SetTitle(owner="local", conversation_id="c-1", title="Sums", by_user=False),
         m.ConversationTitled(conversation_id="c-1", title="Adding numbers"),
+        m.SetProvider(owner="local", conversation_id="c-1", provider="ollama"),
+        m.ConversationProviderChosen(conversation_id="c-1", provider=None),
         m.BranchConversation(owner="local", conversation_id="c-1", before_message_id=4),
         m.ReplaceAnswer(
             after_message_id=3,

@@ -73,6 +73,7 @@ from actors.messages import (
     SearchSessions,
     SessionPage,
     SessionSummary,
+    SetProvider,
     SetTitle,
     StorageCheck,
     StoredMessage,
@@ -1237,6 +1238,113 @@ async def test_titles_model_once_user_always_saved_name_follows(start: Starter) 
         await h.ask(SetTitle(owner="alice", conversation_id=a, title="   "))
     assert isinstance(_failure(excinfo), InvalidMessage)
     assert h.query("SELECT title FROM conversations WHERE id = ?", (a,)) == [("Kept sums",)]
+
+
+async def test_a_chosen_provider_is_stored_per_conversation_and_branches_keep_it(
+    start: Starter,
+) -> None:
+    h = await start()
+    a, b = await _conversation(h), await _conversation(h)
+    before = h.query("SELECT updated_at FROM conversations WHERE id = ?", (a,))
+    assert (await h.ask(OpenConversation(owner="alice", conversation_id=a))).provider is None
+    assert await h.ask(SetProvider(owner="alice", conversation_id=a, provider="local")) is None
+    state = await h.ask(OpenConversation(owner="alice", conversation_id=a))
+    assert state.provider == "local"
+    # Per conversation; choosing is not a use of it (its order and retention stay).
+    assert (await h.ask(OpenConversation(owner="alice", conversation_id=b))).provider is None
+    assert h.query("SELECT updated_at FROM conversations WHERE id = ?", (a,)) == before
+    # The owner's most recent unsaved conversation carries it too.
+    latest = await h.ask(OpenConversation(owner="alice"))
+    assert (latest.conversation_id, latest.provider) == (b, None)
+    # A branch (an edited message) keeps the choice of the conversation it came from.
+    user = await h.ask(AppendMessage(conversation_id=a, role="user", content="hi"))
+    branch = await h.ask(
+        BranchConversation(owner="alice", conversation_id=a, before_message_id=user.id)
+    )
+    assert branch.provider == "local"
+    # Back to the active one.
+    await h.ask(SetProvider(owner="alice", conversation_id=a, provider=None))
+    assert (await h.ask(OpenConversation(owner="alice", conversation_id=a))).provider is None
+    # Another owner's conversation or an unknown one: refused, nothing written.
+    for owner, cid in (("bob", b), ("alice", "c-missing")):
+        with pytest.raises(RequestFailed) as excinfo:
+            await h.ask(SetProvider(owner=owner, conversation_id=cid, provider="x"))
+        assert isinstance(_failure(excinfo), SessionNotFound)
+    assert h.query("SELECT provider FROM conversations WHERE id = ?", (b,)) == [(None,)]
+
+
+async def test_a_failed_answer_keeps_its_error_through_reload_and_branch(start: Starter) -> None:
+    h = await start()
+    cid = await _conversation(h)
+    user = await h.ask(AppendMessage(conversation_id=cid, role="user", content="hello"))
+    row = await _start_answer(h, cid, "t1")
+    error = "LLM provider 'scripted' failed: 503 Service Unavailable — " + "x" * 3000
+    finished = await h.ask(
+        FinishMessage(
+            message_id=row.id,
+            content="Partial",
+            status="error",
+            finish_reason="error",
+            error_code="LLM_UNAVAILABLE",
+            error_message=error,
+        )
+    )
+    assert (finished.error_code, finished.error_message) == ("LLM_UNAVAILABLE", error)
+    [_, stored] = await h.ask(LoadHistory(conversation_id=cid))
+    assert (stored.status, stored.content, stored.error_code) == (
+        "error",
+        "Partial",
+        "LLM_UNAVAILABLE",
+    )
+    assert stored.error_message == error  # whole: 3,000+ characters, not cut
+    # A finished answer without an error has none.
+    ok = await _start_answer(h, cid, "t2")
+    done = await h.ask(FinishMessage(message_id=ok.id, content="Fine"))
+    assert (done.error_code, done.error_message) == (None, None)
+    # A branch made after the failed answer copies its error with it.
+    later = await h.ask(AppendMessage(conversation_id=cid, role="user", content="again"))
+    branch = await h.ask(
+        BranchConversation(owner="alice", conversation_id=cid, before_message_id=later.id)
+    )
+    copied = [m for m in branch.messages if m.role == "assistant"]
+    assert [(m.error_code, m.error_message) for m in copied] == [
+        ("LLM_UNAVAILABLE", error),
+        (None, None),
+    ]
+    assert user.error_code is None
+
+
+@sqlite_only  # a SQLite file at an older user_version
+async def test_a_version_5_database_gains_providers_and_errors_keeping_its_rows(
+    start: Starter, tmp_path: Path, log_events: LogCapture
+) -> None:
+    path = tmp_path / "chat_history.db"
+    with closing(sqlite3.connect(path)) as db:
+        for step in SQLITE_MIGRATIONS[:5]:
+            for statement in step:
+                db.execute(statement)
+        db.execute(
+            "INSERT INTO conversations (id, owner, saved, created_at, updated_at) "
+            "VALUES ('c-old', 'alice', 0, 1, 1)"
+        )
+        db.execute(
+            "INSERT INTO messages (conversation_id, role, content, status, created_at, "
+            "updated_at) VALUES ('c-old', 'assistant', 'cut', 'error', 1, 1)"
+        )
+        db.execute("PRAGMA user_version = 5")
+        db.commit()
+    h = await start()
+    assert log_events.events("persistence.opened")[-1]["migrated_from"] == 5
+    assert h.query("PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    state = await h.ask(OpenConversation(owner="alice", conversation_id="c-old"))
+    assert state.provider is None
+    [old] = state.messages
+    assert (old.content, old.status, old.error_code, old.error_message) == (
+        "cut",
+        "error",
+        None,
+        None,
+    )
 
 
 async def test_import_stores_a_new_conversation_whole_or_nothing(start: Starter) -> None:

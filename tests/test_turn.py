@@ -612,6 +612,11 @@ def test_an_llm_failure_before_the_first_token_stores_an_empty_error_row() -> No
     finished = end.finished
     assert (finished.finish_reason, finished.error_code) == ("error", "LLM_UNAVAILABLE")
     assert (finished.error_message, finished.retryable) == ("503 from x", True)
+    # The row keeps the error as the client was shown it (a reload shows it again).
+    assert (finish.message.error_code, finish.message.error_message) == (
+        "LLM_UNAVAILABLE",
+        "503 from x",
+    )
 
 
 def test_an_llm_failure_after_the_first_token_keeps_the_partial_answer() -> None:
@@ -629,6 +634,21 @@ def test_a_stream_cut_short_is_stored_incomplete() -> None:
     finish, end = _close_row(turn, turn.feed(CompletionFailed(error)))
     assert (finish.message.status, finish.message.content) == ("incomplete", "Half")
     assert end.finished.finish_reason == "error"
+    assert finish.message.error_message == "the stream ended mid-answer"
+    assert finish.message.error_code == end.finished.error_code
+
+
+def test_a_stored_error_is_redacted_as_the_error_frame_is() -> None:
+    turn, _ = _turn()
+    error = LLMUnavailable(
+        "401 from https://llm.example/v1?api_key=sk-abcdef123456 (Bearer xyz123456)"
+    )
+    finish, _ = _close_row(turn, turn.feed(CompletionFailed(error)))
+    stored = finish.message.error_message
+    assert stored is not None
+    assert "sk-abcdef123456" not in stored
+    assert "xyz123456" not in stored
+    assert stored.startswith("401 from https://llm.example/v1?api_key=")
 
 
 def test_a_failure_on_a_later_hop_keeps_the_usage_so_far() -> None:

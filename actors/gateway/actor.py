@@ -150,6 +150,7 @@ from actors.gateway.protocol import (
     PromptArgument,
     PromptInfo,
     ProviderInfo,
+    ProviderSetFrame,
     ReadResourceFrame,
     RegenerateFrame,
     RegeneratingFrame,
@@ -172,6 +173,7 @@ from actors.gateway.protocol import (
     SessionSavedFrame,
     SessionsFrame,
     SessionTitleFrame,
+    SetProviderFrame,
     ThinkingDeltaFrame,
     ToolAnnotationsInfo,
     ToolApprovalRequestFrame,
@@ -196,6 +198,7 @@ from actors.messages import (
     CompleteArgument,
     CompleteAuthorization,
     ConfigChanged,
+    ConversationProviderChosen,
     ConversationState,
     ConversationTitled,
     CreateConversation,
@@ -216,6 +219,7 @@ from actors.messages import (
     SearchSessions,
     ServerStateChanged,
     SessionSummary,
+    SetProvider,
     SetTitle,
     StartTurn,
     StoredMessage,
@@ -695,6 +699,7 @@ GatewayInbox = Annotated[
     | TurnStateChanged
     | ToolsOffered
     | ConversationTitled
+    | ConversationProviderChosen
     | UserInputStored,
     Field(discriminator="type"),
 ]
@@ -728,6 +733,7 @@ class GatewayActor(Actor[GatewayInbox]):
         TurnStateChanged,
         ToolsOffered,
         ConversationTitled,
+        ConversationProviderChosen,
     )
 
     def __init__(
@@ -769,6 +775,11 @@ class GatewayActor(Actor[GatewayInbox]):
         self._running: dict[str, str] = {}
         """Turn id running per conversation: a view of the orchestrator's
         TurnStateChanged events (the orchestrator owns which turns run)."""
+        self._chosen: dict[str, str | None] = {}
+        """The provider chosen for each conversation a connection shows (None: the active
+        one): read with the conversation when a connection attaches, kept by the
+        ConversationProviderChosen events (every replica's), dropped with the last
+        connection. A turn asked for without a provider uses it."""
         self._answers: dict[str, _AnswerText] = {}
         """The delta text of running turns, by turn id (see :class:`_AnswerText`)."""
         self._ids = itertools.count(1)
@@ -975,6 +986,13 @@ class GatewayActor(Actor[GatewayInbox]):
                 titled = SessionTitleFrame(conversation_id=cid, title=title)
                 for conn in self._by_conversation.get(cid, ()):
                     conn.send_frame(titled)
+            case ConversationProviderChosen(conversation_id=cid, provider=provider):
+                watchers = self._by_conversation.get(cid)
+                if watchers:
+                    self._chosen[cid] = provider
+                    chosen = self._provider_set_frame(cid, provider)
+                    for conn in watchers:
+                        conn.send_frame(chosen)
             case UserInputStored(conversation_id=cid, turn_id=turn_id, messages=stored):
                 # Another replica's turn (not subscribed: see the message's note).
                 stored_frame = UserMessageStoredFrame(
@@ -1556,7 +1574,7 @@ class GatewayActor(Actor[GatewayInbox]):
             # start the owner's usual conversation.
             conn.send_frame(_error_frame(exc))
             state = await self._request_state(conn.owner, None)
-        self._attach(conn, state.conversation_id)
+        self._attach(conn, state)
         conn.send_frame(self._session_info(state))
         self._send_waiting_questions(conn)
         self._send_waiting_approvals(conn)
@@ -1575,6 +1593,7 @@ class GatewayActor(Actor[GatewayInbox]):
 
     def _session_info(self, state: ConversationState) -> SessionInfoFrame:
         llm = self.snapshot.config.llm
+        chosen = state.provider if state.provider in llm.providers else None
         retention = self.snapshot.config.chat.storage.persistence.retention
         keep = None if state.saved else retention.max_age_hours * 3600
         last_change = state.messages[-1].created_at if state.messages else time.time()
@@ -1653,16 +1672,33 @@ class GatewayActor(Actor[GatewayInbox]):
                 self.snapshot.config.chat.attachments,
                 self.snapshot.config.chat.websocket.max_message_size,
             ),
+            chosen_provider=chosen,
+            chosen_model=None if chosen is None else llm.providers[chosen].model,
             turn_in_progress=state.conversation_id in self._running,
             expires_at=None if keep is None else last_change + keep,
             expires_after=keep,
             notice=missing_key_warning(llm, self._environ, self._dotenv_dirs),
         )
 
-    def _attach(self, conn: _Connection, conversation_id: str) -> None:
+    def _attach(self, conn: _Connection, state: ConversationState) -> None:
+        """Show ``state``'s conversation on ``conn`` (its frames go there from now on)."""
         self._detach(conn)
+        conversation_id = state.conversation_id
         conn.conversation_id = conversation_id
         self._by_conversation.setdefault(conversation_id, set()).add(conn)
+        # As stored now: fresher than what an earlier attachment read.
+        self._chosen[conversation_id] = state.provider
+
+    def _provider_set_frame(self, conversation_id: str, provider: str | None) -> ProviderSetFrame:
+        """The ``provider_set`` frame of a choice (a provider no longer configured: the
+        active one, as the next turn will use)."""
+        providers = self.snapshot.config.llm.providers
+        known = provider if provider in providers else None
+        return ProviderSetFrame(
+            conversation_id=conversation_id,
+            provider=known,
+            model=None if known is None else providers[known].model,
+        )
 
     def _decide_framing(self, conn: _Connection, raw: str | bytes) -> None:
         """``protocol: auto``: the connection speaks the framing of its first frame."""
@@ -1693,6 +1729,7 @@ class GatewayActor(Actor[GatewayInbox]):
             watchers.discard(conn)
             if not watchers:
                 del self._by_conversation[conn.conversation_id]
+                self._chosen.pop(conn.conversation_id, None)
 
     # -- client frames ----------------------------------------------------------------------
 
@@ -1766,7 +1803,7 @@ class GatewayActor(Actor[GatewayInbox]):
                         text="",
                         request_id=request_id,
                         regenerate=True,
-                        provider=self._provider(provider),
+                        provider=self._turn_provider(conversation_id, provider),
                     )
                 )
                 regenerating = RegeneratingFrame(
@@ -1775,6 +1812,8 @@ class GatewayActor(Actor[GatewayInbox]):
                 for other in self._by_conversation.get(conversation_id, ()):
                     if other is not conn:
                         other.send_frame(regenerating)
+            case SetProviderFrame():
+                await self._set_provider(conn, conversation_id, frame)
             case CancelFrame():
                 # A turn whose tool waits for the user would otherwise wait for the
                 # question's timeout: the questions are answered "cancel" first.
@@ -1784,7 +1823,7 @@ class GatewayActor(Actor[GatewayInbox]):
                     self.log.debug("gateway.cancel_without_turn", connection_id=conn.id)
             case ClearHistoryFrame():
                 state = await self.request(CreateConversation(owner=conn.owner))
-                self._attach(conn, state.conversation_id)
+                self._attach(conn, state)
                 conn.send_frame(SessionClearedFrame(conversation_id=state.conversation_id))
             case SaveSessionFrame(name=name, conversation_id=target):
                 summary = await self.request(
@@ -1872,7 +1911,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 )
             case LoadSessionFrame(conversation_id=target):
                 loaded = await self._request_state(conn.owner, target)
-                self._attach(conn, loaded.conversation_id)
+                self._attach(conn, loaded)
                 conn.send_frame(self._session_info(loaded))
                 self._send_waiting_questions(conn)
                 self._send_waiting_approvals(conn)
@@ -1916,7 +1955,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 text=frame.message,
                 request_id=frame.request_id,
                 prompt=prompt,
-                provider=self._provider(frame.provider),
+                provider=self._turn_provider(conversation_id, frame.provider),
                 attachments=attachments,
             )
         )
@@ -1969,7 +2008,7 @@ class GatewayActor(Actor[GatewayInbox]):
             branched_from=conversation_id,
             messages=len(state.messages),
         )
-        self._attach(conn, state.conversation_id)
+        self._attach(conn, state)
         conn.send_frame(self._session_info(state))
         await self._user_message(
             conn,
@@ -2009,6 +2048,40 @@ class GatewayActor(Actor[GatewayInbox]):
                 f"{', '.join(sorted(providers))}"
             )
         return name
+
+    def _turn_provider(self, conversation_id: str, named: str | None) -> str | None:
+        """The provider a turn asks: the one its frame names, else the conversation's
+        choice (while it is configured), else None (the active one)."""
+        if named is not None:
+            return self._provider(named)
+        chosen = self._chosen.get(conversation_id)
+        return chosen if chosen in self.snapshot.config.llm.providers else None
+
+    async def _set_provider(
+        self, conn: _Connection, conversation_id: str, frame: SetProviderFrame
+    ) -> None:
+        """Store a conversation's provider (``set_provider``); every connection showing it
+        is told by the ConversationProviderChosen that follows."""
+        provider = self._provider(frame.provider)
+        if provider is not None and frame.model is not None:
+            model = self.snapshot.config.llm.providers[provider].model
+            if frame.model != model:
+                raise _invalid(
+                    f"the LLM provider {provider!r} answers with the model {model!r}, not "
+                    f"{frame.model!r} (the list shown is out of date: reload it)"
+                )
+        elif provider is None and frame.model is not None:
+            raise _invalid("'model' names the model of 'provider': give both, or neither")
+        target = frame.conversation_id or conversation_id
+        await self.request(SetProvider(owner=conn.owner, conversation_id=target, provider=provider))
+        self.log.info("gateway.provider_chosen", conversation_id=target, provider=provider)
+        if target in self._by_conversation:
+            # The client's next frame may start a turn before the event reaches this
+            # actor's mailbox: the choice holds from now on.
+            self._chosen[target] = provider
+        if conn.conversation_id != target:
+            # The sender shows another conversation: the event does not reach it.
+            conn.send_frame(self._provider_set_frame(target, provider))
 
     def _announce_user_input(
         self, conn: _Connection, conversation_id: str, started: TurnStarted
@@ -2182,7 +2255,7 @@ class GatewayActor(Actor[GatewayInbox]):
         for other in list(self._by_conversation.get(target, ())):
             other.send_frame(SessionDeletedFrame(conversation_id=target))
             fresh = await self.request(CreateConversation(owner=other.owner))
-            self._attach(other, fresh.conversation_id)
+            self._attach(other, fresh)
             other.send_frame(self._session_info(fresh))
         if conn.conversation_id != target:
             conn.send_frame(SessionDeletedFrame(conversation_id=target))

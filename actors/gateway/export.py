@@ -33,7 +33,11 @@ def exported(state: ConversationState) -> ExportedConversation:
         exported_at=time.time(),
         messages=tuple(
             ExportedMessage.model_validate(
-                message.model_dump(exclude={"id", "conversation_id", "turn_id"})
+                # A failed turn's stored error is the platform's words, not the
+                # conversation's: an export (and so an import) leaves it out.
+                message.model_dump(
+                    exclude={"id", "conversation_id", "turn_id", "error_code", "error_message"}
+                )
             )
             for message in state.messages
         ),

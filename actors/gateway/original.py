@@ -12,7 +12,11 @@ logic (turns, clears, attachment, errors) is the same for both framings.
 
 What the other framing has no place for is dropped: thinking, ``session_info`` (its
 history becomes the ``init`` frame), server states, sessions, questions and approvals (a
-tool that asks the user waits for another client or its timeout). A tool call shows at
+tool that asks the user waits for another client or its timeout), a chosen provider.
+Nor can such a client ask for more than a turn or a clear: its only actions are ``chat``
+(text, and a ``metadata`` object the original backend ignored) and ``clear_session``, so
+regenerating, editing a message or choosing a model are not offered to it (a turn another
+window regenerates is shown as a turn of its own). A tool call shows at
 most one message: its ``started`` notification as a ``processing`` frame, as the
 original backend did (none when ``tool_notifications`` are off).
 
@@ -49,6 +53,7 @@ from actors.gateway.protocol import (
     ErrorFrame,
     FrameError,
     HistoryMessage,
+    ProviderSetFrame,
     RegeneratingFrame,
     ResourceContentFrame,
     ResourceUpdatedFrame,
@@ -426,6 +431,7 @@ class OriginalFraming:
                 | ToolApprovalRequestFrame()
                 | SessionSavedFrame()
                 | SessionTitleFrame()
+                | ProviderSetFrame()
                 | SessionExportFrame()
                 | SessionImportedFrame()
                 | SearchResultsFrame()

@@ -56,6 +56,7 @@ __all__ = [
     "PromptArgument",
     "PromptInfo",
     "PromptRef",
+    "ProviderSetFrame",
     "ReadResourceFrame",
     "ResourceContentFrame",
     "ResourceInfo",
@@ -71,6 +72,7 @@ __all__ = [
     "SessionInfoFrame",
     "SessionSavedFrame",
     "SessionsFrame",
+    "SetProviderFrame",
     "ThinkingDeltaFrame",
     "ToolAnnotationsInfo",
     "ToolApprovalRequestFrame",
@@ -224,6 +226,24 @@ class EditMessageFrame(_ClientFrame):
     """As for ``user_message``."""
 
 
+class SetProviderFrame(_ClientFrame):
+    """Chooses the LLM provider (and so the model) of this conversation's next turns: stored
+    with the conversation, confirmed by ``provider_set`` to every client showing it, and
+    given in ``session_info`` (``chosen_provider``) after a reload or on another device.
+    A ``user_message`` (``regenerate``, ``edit_message``) naming a ``provider`` still uses
+    that one for its turn."""
+
+    type: Literal["set_provider"]
+    provider: str | None = Field(max_length=200)
+    """A configured provider (``session_info.providers``); ``null``: the active one again.
+    An unknown name → ``INVALID_MESSAGE``."""
+    model: str | None = Field(None, max_length=200)
+    """The model the client shows for it: when given, it must be that provider's
+    configured model (a stale list → ``INVALID_MESSAGE``)."""
+    conversation_id: str | None = None
+    """Default: the connection's current conversation."""
+
+
 class CancelFrame(_ClientFrame):
     """Stops the running turn; the partial answer is stored as cancelled."""
 
@@ -371,6 +391,7 @@ ClientFrame = Annotated[
     UserMessageFrame
     | RegenerateFrame
     | EditMessageFrame
+    | SetProviderFrame
     | CancelFrame
     | ClearHistoryFrame
     | SaveSessionFrame
@@ -576,6 +597,11 @@ class HistoryMessage(_ServerFrame):
     model: str | None = None
     usage: UsageInfo | None = None
     finish_reason: str | None = None
+    error_code: str | None = None
+    """An answer whose turn failed: the ``error`` frame's code its clients got then (one
+    of the ``error`` frame's codes)."""
+    error_message: str | None = None
+    """With ``error_code``: that frame's ``error_message`` (redacted as it was)."""
     created_at: float
     """Unix time, seconds."""
     attachments: list[AttachmentInfo] = []
@@ -633,6 +659,11 @@ class SessionInfoFrame(_ServerFrame):
     ``edit_message``) may name one as ``provider``."""
     attachments: AttachmentLimits | None = None
     """What a ``user_message``'s ``attachments`` may be; absent: attachments are off."""
+    chosen_provider: str | None = None
+    """The provider chosen for this conversation (``set_provider``): its next turns use
+    it. Absent: the active one (also when the chosen one is no longer configured)."""
+    chosen_model: str | None = None
+    """With ``chosen_provider``: its model."""
     turn_in_progress: bool = False
     """A turn of this conversation is running (its frames follow)."""
     expires_at: float | None = None
@@ -811,6 +842,18 @@ class AssistantMessageFrame(_ServerFrame):
     usage: UsageInfo = UsageInfo()
     model: str | None = None
     finish_reason: Literal["stop", "length", "tool_hops_exceeded", "cancelled", "error"]
+
+
+class ProviderSetFrame(_ServerFrame):
+    """A conversation's provider was chosen (``set_provider``): sent to every client
+    showing it (the sender included), so every picker shows the choice."""
+
+    type: Literal["provider_set"] = "provider_set"
+    conversation_id: str
+    provider: str | None = None
+    """The chosen provider; absent: the active one."""
+    model: str | None = None
+    """Its model."""
 
 
 class SessionClearedFrame(_ServerFrame):
@@ -999,6 +1042,7 @@ ServerFrame = Annotated[
     | ElicitationCompleteFrame
     | ToolApprovalRequestFrame
     | AssistantMessageFrame
+    | ProviderSetFrame
     | SessionClearedFrame
     | SessionSavedFrame
     | SessionTitleFrame

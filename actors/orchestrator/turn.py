@@ -53,6 +53,7 @@ import orjson
 
 from actors.attachments import user_content
 from actors.errors import AnswerCutShort, ChatError
+from actors.logs import redact_text
 from actors.messages import (
     AppendMessage,
     CallTool,
@@ -673,7 +674,11 @@ class Turn:
         status: MessageStatus = "incomplete" if isinstance(error, AnswerCutShort) else "error"
         return self._close(
             self._finish_row(
-                content=partial, thinking=thinking, status=status, finish_reason="error"
+                content=partial,
+                thinking=thinking,
+                status=status,
+                finish_reason="error",
+                error=error,
             ),
             self._finished(partial, thinking, None, "error", error=error),
         )
@@ -957,6 +962,7 @@ class Turn:
         usage: Usage | None = None,
         model: str | None = None,
         streamed: bool = False,
+        error: ChatError | None = None,
     ) -> FinishRow:
         assert self._row is not None
         finish = FinishMessage(
@@ -968,6 +974,10 @@ class Turn:
             model=model,
             status=status,
             finish_reason=finish_reason,
+            # Stored as the ``error`` frame shows it (the gateway gives error texts the
+            # log's redaction), so a reload shows what the live view showed.
+            error_code=None if error is None else error.error_code,
+            error_message=None if error is None else redact_text(str(error)),
         )
         if not streamed:
             return FinishRow(finish)

@@ -77,6 +77,7 @@ from actors.messages import (
     CheckStorage,
     ClaimTurn,
     ConfigChanged,
+    ConversationProviderChosen,
     ConversationState,
     ConversationTitled,
     CreateConversation,
@@ -95,6 +96,7 @@ from actors.messages import (
     SearchSessions,
     SessionPage,
     SessionSummary,
+    SetProvider,
     SetTitle,
     StorageCheck,
     StorageWritten,
@@ -306,6 +308,7 @@ PersistenceInbox = Annotated[
     | LoadHistory
     | SaveSession
     | SetTitle
+    | SetProvider
     | ImportConversation
     | SearchSessions
     | ReplaceAnswer
@@ -354,6 +357,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         LoadHistory,
         SaveSession,
         SetTitle,
+        SetProvider,
         ImportConversation,
         SearchSessions,
         ReplaceAnswer,
@@ -537,6 +541,13 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 return await self._save_session(message)
             case SetTitle():
                 return await self._set_title(message)
+            case SetProvider(owner=owner, conversation_id=conversation_id, provider=provider):
+                async with self._writing("choose the provider", conversation_id):
+                    await self._store.set_provider(owner, conversation_id, provider)
+                await self.publish(
+                    ConversationProviderChosen(conversation_id=conversation_id, provider=provider)
+                )
+                return None
             case ReplaceAnswer(after_message_id=after, row=row):
                 _check_append(row)
                 now = self._clock()
@@ -665,6 +676,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             saved=record.saved,
             messages=await self._load_history(record.id, history_limit),
             branched_from=record.branched_from,
+            provider=record.provider,
         )
 
     async def _open_conversation(self, message: OpenConversation) -> ConversationState:
@@ -896,6 +908,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
                     model=message.model,
                     status=message.status,
                     finish_reason=message.finish_reason,
+                    error_code=message.error_code,
+                    error_message=message.error_message,
                 ),
                 self._clock(),
             )

@@ -28,7 +28,7 @@ from typing import Any
 import aiosqlite
 
 from actors.persistence.postgres import PostgresRepository
-from actors.persistence.repository import MESSAGE_COLUMNS
+from actors.persistence.repository import COPIED_MESSAGE_COLUMNS
 from actors.persistence.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 
 __all__ = ["CopyReport", "SourceUnusable", "copy_sqlite_history"]
@@ -53,10 +53,10 @@ class CopyReport:
 
 _CONVERSATIONS = (
     "SELECT id, owner, name, saved, created_at, updated_at, saved_at, title, branched_from, "
-    "branched_at_message "
+    "branched_at_message, provider "
     "FROM conversations ORDER BY rowid"
 )
-_MESSAGES = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY id"  # noqa: S608 - constants only
+_MESSAGES = f"SELECT {COPIED_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY id"  # noqa: S608 - constants only
 
 
 async def copy_sqlite_history(

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 from actors.errors import SessionNotFound, StorageFull, StorageUnavailable
 from actors.messages import AppendMessage, SearchHit, SessionSummary, StoredMessage
 from actors.persistence.repository import (
+    COPIED_MESSAGE_COLUMNS,
     MESSAGE_COLUMNS,
     SEARCH_SNIPPET_WORDS,
     ConversationRecord,
@@ -187,6 +188,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Version 6: the files sent with a user message (as SQLite's version 6): JSON text,
     # apart from ``content``, so the search index never holds them.
     ("ALTER TABLE messages ADD COLUMN attachments TEXT",),
+    # Version 7: a conversation's chosen LLM provider and a failed turn's error (as
+    # SQLite's version 7).
+    (
+        "ALTER TABLE conversations ADD COLUMN provider TEXT",
+        "ALTER TABLE messages ADD COLUMN error_code TEXT",
+        "ALTER TABLE messages ADD COLUMN error_message TEXT",
+    ),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` and records ``i + 1`` in ``schema_migrations``. Append a step to change the
@@ -287,11 +295,11 @@ _SEARCH_TITLES = """
     ORDER BY updated_at DESC LIMIT $3
 """
 _SELECT_CONVERSATION = (
-    "SELECT id, owner, name, saved, title, branched_from FROM conversations WHERE id = $1"
+    "SELECT id, owner, name, saved, title, branched_from, provider FROM conversations WHERE id = $1"
 )
 _SELECT_CONVERSATION_FOR_UPDATE = _SELECT_CONVERSATION + " FOR UPDATE"
 _SELECT_LATEST_UNSAVED = (
-    "SELECT id, owner, name, saved, title, branched_from FROM conversations "
+    "SELECT id, owner, name, saved, title, branched_from, provider FROM conversations "
     "WHERE owner = $1 AND saved = 0 "
     "ORDER BY updated_at DESC, seq DESC LIMIT 1"
 )
@@ -303,6 +311,7 @@ _FINISH_MESSAGE = (
     "UPDATE messages SET content = $1, thinking = COALESCE($2, thinking), "
     "tool_calls = COALESCE($3, tool_calls), usage = COALESCE($4, usage), "
     "model = COALESCE($5, model), status = $6, finish_reason = COALESCE($7, finish_reason), "
+    "error_code = COALESCE($10, error_code), error_message = COALESCE($11, error_message), "
     "updated_at = $8 WHERE id = $9 RETURNING *"
 )
 _SELECT_HISTORY = (
@@ -321,14 +330,22 @@ _SET_TITLE = """
 """
 _INSERT_BRANCH = (
     "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at, "
-    "branched_from, branched_at_message) VALUES ($1, $2, $3, 0, $4, $4, $5, $6)"
+    "branched_from, branched_at_message, provider) "
+    "SELECT $1, $2, $3, 0, $4, $4, $5, $6, provider FROM conversations WHERE id = $5"
 )
+_SET_PROVIDER = "UPDATE conversations SET provider = $1 WHERE id = $2 AND owner = $3"
 _COPY_MESSAGES_BEFORE = (
-    f"INSERT INTO messages ({MESSAGE_COLUMNS}) "  # noqa: S608 - constants only
-    f"SELECT $1 AS conversation_id, {MESSAGE_COLUMNS.split(', ', 1)[1]} FROM messages "
+    f"INSERT INTO messages ({COPIED_MESSAGE_COLUMNS}) "  # noqa: S608 - constants only
+    f"SELECT $1 AS conversation_id, {COPIED_MESSAGE_COLUMNS.split(', ', 1)[1]} FROM messages "
     "WHERE conversation_id = $2 AND id < $3 ORDER BY id"
 )
 _TOUCH_CONVERSATION = "UPDATE conversations SET updated_at = $1 WHERE id = $2"
+_COPY_MESSAGE = (
+    f"INSERT INTO messages ({COPIED_MESSAGE_COLUMNS}) VALUES ("  # noqa: S608 - constants only
+    + ", ".join(f"${n}" for n in range(1, len(COPIED_MESSAGE_COLUMNS.split(",")) + 1))
+    + ")"
+)
+"""One message copied by ``mcp-platform migrate``, every column kept."""
 _DELETE_AFTER = "DELETE FROM messages WHERE conversation_id = $1 AND id > $2"
 _DELETE_CONVERSATION = "DELETE FROM conversations WHERE id = $1 AND owner = $2"
 # The usage sums: SQLite's json_extract() is PostgreSQL's (text::jsonb ->> key)::type;
@@ -733,6 +750,13 @@ class PostgresRepository:
             raise SessionNotFound(f"no conversation {conversation_id!r}")
         return session_summary(summary), bool(changed)
 
+    async def set_provider(self, owner: str, conversation_id: str, provider: str | None) -> None:
+        """One UPDATE, conditional on the owner."""
+        async with self._write("choose the provider") as db:
+            changed = _rowcount(await db.execute(_SET_PROVIDER, provider, conversation_id, owner))
+        if not changed:
+            raise SessionNotFound(f"no conversation {conversation_id!r}")
+
     async def insert_conversation(
         self,
         conversation_id: str,
@@ -935,6 +959,8 @@ class PostgresRepository:
                 answer.finish_reason,
                 now,
                 answer.message_id,
+                answer.error_code,
+                answer.error_message,
             )
         self.write_transactions += 1
         return None if row is None else stored_message(row)
@@ -997,12 +1023,12 @@ class PostgresRepository:
         Returns:
             Whether it was copied (False: it was here already).
         """
-        columns = [c.strip() for c in MESSAGE_COLUMNS.split(",")]
+        columns = [c.strip() for c in COPIED_MESSAGE_COLUMNS.split(",")]
         async with self._write("copy a conversation", conversation["id"]) as db:
             inserted = await db.fetchval(
                 "INSERT INTO conversations (id, owner, name, saved, created_at, updated_at, "
-                "saved_at, title, branched_from, branched_at_message) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+                "saved_at, title, branched_from, branched_at_message, provider) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
                 "ON CONFLICT (id) DO NOTHING RETURNING true",
                 conversation["id"],
                 conversation["owner"],
@@ -1014,12 +1040,13 @@ class PostgresRepository:
                 conversation["title"],
                 conversation["branched_from"],
                 conversation["branched_at_message"],
+                conversation["provider"],
             )
             if not inserted:
                 return False
             if messages:
                 await db.executemany(
-                    _insert_messages_sql(1).removesuffix(" RETURNING id"),
+                    _COPY_MESSAGE,
                     [tuple(message[column] for column in columns) for message in messages],
                 )
             await db.execute(

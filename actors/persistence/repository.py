@@ -46,6 +46,7 @@ from actors.messages import (
 )
 
 __all__ = [
+    "COPIED_MESSAGE_COLUMNS",
     "ChatRepository",
     "ConversationRecord",
     "DatabaseUnusable",
@@ -89,6 +90,8 @@ class ConversationRecord:
     saved: bool
     title: str | None = None
     branched_from: str | None = None
+    provider: str | None = None
+    """The LLM provider chosen for its turns (None: the active one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,10 @@ class FinishedAnswer:
     model: str | None
     status: MessageStatus
     finish_reason: str | None
+    error_code: str | None = None
+    """A failed turn's error code (None keeps the stored value, as the fields above)."""
+    error_message: str | None = None
+    """With ``error_code``: its text, redacted by the sender."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +244,15 @@ class ChatRepository(Protocol):
         """
         ...
 
+    async def set_provider(self, owner: str, conversation_id: str, provider: str | None) -> None:
+        """Store the provider chosen for the owner's conversation (None: the active one).
+        Does not touch ``updated_at`` (choosing a model is not a use of the conversation).
+
+        Raises:
+            SessionNotFound: No such conversation, or another owner's.
+        """
+        ...
+
     async def insert_conversation(
         self,
         conversation_id: str,
@@ -308,8 +324,9 @@ class ChatRepository(Protocol):
         now: float,
     ) -> None:
         """Insert an unsaved conversation ``conversation_id`` (branched from
-        ``source_id`` at ``before_message_id``) with copies of the source's messages
-        before that id (their times kept), in one transaction."""
+        ``source_id`` at ``before_message_id``, with its chosen provider) with copies of
+        the source's messages before that id (their times and errors kept), in one
+        transaction."""
         ...
 
     async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
@@ -409,6 +426,10 @@ MESSAGE_COLUMNS = (
 )
 """The inserted columns, in the order of :func:`message_values`."""
 
+COPIED_MESSAGE_COLUMNS = f"{MESSAGE_COLUMNS}, error_code, error_message"
+"""The columns a branch copies of each message: the inserted ones and a failed turn's
+error (schema version 7), which only FinishMessage writes."""
+
 
 def stored_message(row: Row) -> StoredMessage:
     """A ``messages`` row as the protocol's StoredMessage (validated: the database is an
@@ -432,6 +453,8 @@ def stored_message(row: Row) -> StoredMessage:
         status=row["status"],
         turn_id=row["turn_id"],
         finish_reason=row["finish_reason"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
         created_at=row["created_at"],
         attachments=tuple(Attachment(**a) for a in orjson.loads(attachments))
         if attachments
@@ -519,4 +542,5 @@ def conversation_record(row: Row) -> ConversationRecord:
         saved=bool(row["saved"]),
         title=row["title"],
         branched_from=row["branched_from"],
+        provider=row["provider"],
     )

@@ -33,6 +33,7 @@ import orjson
 from actors.errors import SessionNotFound, StorageFull
 from actors.messages import AppendMessage, SearchHit, SessionSummary, StoredMessage
 from actors.persistence.repository import (
+    COPIED_MESSAGE_COLUMNS,
     MESSAGE_COLUMNS,
     SEARCH_SNIPPET_WORDS,
     ConversationRecord,
@@ -176,6 +177,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Version 6: the files sent with a user message (``chat.attachments``), as JSON (images
     # as base64). A column apart from ``content``, so the FTS5 index never holds them.
     ("ALTER TABLE messages ADD COLUMN attachments TEXT",),
+    # Version 7: the LLM provider chosen for a conversation's turns (the page's model
+    # picker; NULL: the active one), and a failed turn's error with its answer's row, so
+    # a reload shows the error the live view showed.
+    (
+        "ALTER TABLE conversations ADD COLUMN provider TEXT",
+        "ALTER TABLE messages ADD COLUMN error_code TEXT",
+        "ALTER TABLE messages ADD COLUMN error_message TEXT",
+    ),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` (``PRAGMA user_version``). Append a step to change the schema; never edit one."""
@@ -226,10 +235,10 @@ _SEARCH_MESSAGES = """
 """
 _SEARCH_TITLES_PREFIX = "SELECT id, title, saved, updated_at FROM conversations WHERE owner = ?"
 _SELECT_CONVERSATION = (
-    "SELECT id, owner, name, saved, title, branched_from FROM conversations WHERE id = ?"
+    "SELECT id, owner, name, saved, title, branched_from, provider FROM conversations WHERE id = ?"
 )
 _SELECT_LATEST_UNSAVED = (
-    "SELECT id, owner, name, saved, title, branched_from FROM conversations "
+    "SELECT id, owner, name, saved, title, branched_from, provider FROM conversations "
     "WHERE owner = ? AND saved = 0 "
     "ORDER BY updated_at DESC, rowid DESC LIMIT 1"
 )
@@ -244,6 +253,7 @@ _FINISH_MESSAGE = (
     "UPDATE messages SET content = ?, thinking = COALESCE(?, thinking), "
     "tool_calls = COALESCE(?, tool_calls), usage = COALESCE(?, usage), "
     "model = COALESCE(?, model), status = ?, finish_reason = COALESCE(?, finish_reason), "
+    "error_code = COALESCE(?, error_code), error_message = COALESCE(?, error_message), "
     "updated_at = ? WHERE id = ? RETURNING *"
 )
 _SELECT_HISTORY = (
@@ -262,11 +272,13 @@ _SET_TITLE = """
 """
 _INSERT_BRANCH = (
     "INSERT INTO conversations (id, owner, title, saved, created_at, updated_at, "
-    "branched_from, branched_at_message) VALUES (?, ?, ?, 0, ?, ?, ?, ?)"
+    "branched_from, branched_at_message, provider) "
+    "SELECT ?, ?, ?, 0, ?, ?, ?, ?, provider FROM conversations WHERE id = ?"
 )
+_SET_PROVIDER = "UPDATE conversations SET provider = ? WHERE id = ? AND owner = ?"
 _COPY_MESSAGES_BEFORE = (
-    f"INSERT INTO messages ({MESSAGE_COLUMNS}) "  # noqa: S608 - constants only
-    f"SELECT ? AS conversation_id, {MESSAGE_COLUMNS.split(', ', 1)[1]} FROM messages "
+    f"INSERT INTO messages ({COPIED_MESSAGE_COLUMNS}) "  # noqa: S608 - constants only
+    f"SELECT ? AS conversation_id, {COPIED_MESSAGE_COLUMNS.split(', ', 1)[1]} FROM messages "
     "WHERE conversation_id = ? AND id < ? ORDER BY id"
 )
 _TOUCH_CONVERSATION = "UPDATE conversations SET updated_at = ? WHERE id = ?"
@@ -631,6 +643,13 @@ class SqliteRepository:
             raise SessionNotFound(f"no conversation {conversation_id!r}")
         return session_summary(rows[0]), bool(changed)
 
+    async def set_provider(self, owner: str, conversation_id: str, provider: str | None) -> None:
+        """One UPDATE, conditional on the owner."""
+        async with self._write("choose the provider") as db:
+            changed = await self._rowcount(db, _SET_PROVIDER, (provider, conversation_id, owner))
+        if not changed:
+            raise SessionNotFound(f"no conversation {conversation_id!r}")
+
     async def insert_conversation(
         self,
         conversation_id: str,
@@ -723,7 +742,7 @@ class SqliteRepository:
         async with self._write("branch the conversation") as db:
             await db.execute(
                 _INSERT_BRANCH,
-                (conversation_id, owner, title, now, now, source_id, before_message_id),
+                (conversation_id, owner, title, now, now, source_id, before_message_id, source_id),
             )
             await db.execute(_COPY_MESSAGES_BEFORE, (conversation_id, source_id, before_message_id))
             await db.execute(_TOUCH_CONVERSATION, (now, conversation_id))
@@ -761,6 +780,8 @@ class SqliteRepository:
                         answer.model,
                         answer.status,
                         answer.finish_reason,
+                        answer.error_code,
+                        answer.error_message,
                         now,
                         answer.message_id,
                     ),

@@ -276,6 +276,15 @@ async def test_pick_the_model_for_the_next_message(
     await expect(page.locator(".msg.assistant .meta-model")).to_have_text(
         ["scripted/model-1", "scripted/model-2"]
     )
+    # The server holds the choice (not this browser's storage): the next message, sent
+    # without naming a provider, is asked of the chosen model.
+    assert await page.evaluate("() => Object.keys(localStorage)") == []
+    llm.script(Reply.text("Still the second."))
+    await send(page, "And after the reload?")
+    await expect(page.locator(".msg.assistant").nth(2).locator(".meta-model")).to_have_text(
+        "scripted/model-2"
+    )
+    assert llm.requests[-1].json["model"] == "scripted/model-2"
     await page.locator("#new-chat").click()
     await page.locator("#dialog").get_by_role("button", name="New chat").click()
     await expect(page.locator(".msg")).to_have_count(0)

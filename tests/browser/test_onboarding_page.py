@@ -135,6 +135,38 @@ async def test_live_and_reloaded_views_are_the_same_after_the_hop_limit(
     assert closing["tool_choice"] == "none"
 
 
+PROVIDER_ERROR = (
+    "This model's maximum context length is 8192 tokens, however you requested 9120 "
+    "tokens. " + "Please reduce the length of the messages or the completion. " * 20
+).strip()
+
+
+async def test_live_and_reloaded_views_are_the_same_after_a_failed_turn(
+    page: Page, platform: ChatPlatform, llm: ScriptedLLM
+) -> None:
+    llm.script(Reply.text("The first answer."), Reply.error(400, PROVIDER_ERROR))
+    await open_page(page, platform)
+    await send(page, "A first question")
+    await expect(page.locator(".msg.assistant .md")).to_have_text("The first answer.")
+    await send(page, "A question too long")
+    failed = page.locator(".msg.assistant").last
+    await expect(failed.locator('.turn-error[data-code="LLM_UNAVAILABLE"]')).to_be_visible()
+    await expect(page.locator("#stop")).to_be_hidden()
+    live = await page.evaluate(SNAPSHOT)
+
+    await page.reload()
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+    await expect(page.locator(".msg.assistant").last.locator(".turn-error")).to_be_visible()
+    reloaded = await page.evaluate(SNAPSHOT)
+
+    assert reloaded == live
+    [error] = live[-1]["errors"]
+    assert error.startswith("The answer failed: The LLM provider failed")
+    assert PROVIDER_ERROR in error  # whole, in both views
+    assert live[-1]["badges"] == ["error"]
+    await expect(page.locator(".toast")).to_have_count(0)
+
+
 async def test_a_failed_turn_is_inline_said_once_and_notifications_never_cover_a_message(
     page: Page, start_platform: StartPlatform, llm: ScriptedLLM
 ) -> None:
@@ -158,11 +190,12 @@ async def test_a_failed_turn_is_inline_said_once_and_notifications_never_cover_a
     assert text.lower().count(".env") == 1, text
     assert "restart the platform" in text
 
-    # After a reload the failed answer is still there, marked as failed.
+    # After a reload the failed answer is still there, marked as failed, with its error.
+    said = await failed.locator(".turn-error").text_content()
     await page.reload()
     await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
     reloaded = page.locator(".msg.assistant").last
-    await expect(reloaded.locator(".turn-error")).to_contain_text("The answer failed")
+    await expect(reloaded.locator(".turn-error")).to_have_text(said or "")
     await expect(reloaded.locator(".badge-error")).to_have_text("error")
 
     # Notifications take their room below the conversation: several of them, at a phone's
@@ -175,7 +208,11 @@ async def test_a_failed_turn_is_inline_said_once_and_notifications_never_cover_a
     layout = await page.evaluate(LAYOUT)
     last = layout["messages"][-1]
     view = layout["view"]
-    assert view["top"] <= last["top"], layout
+    # The conversation's end is in view: the whole last message, or, when it is taller
+    # than the room the notifications leave (the reloaded failed turn shows its whole
+    # error), its end.
+    taller = last["bottom"] - last["top"] > view["bottom"] - view["top"]
+    assert taller or view["top"] <= last["top"], layout
     assert last["bottom"] <= view["bottom"] + 1, layout
     for toast in layout["toasts"]:
         for message in layout["messages"]:

@@ -93,6 +93,8 @@ const state = {
   /** The configured LLM providers ({name, model}) and the active one's name. */
   providers: [],
   activeProvider: null,
+  /** The provider chosen for this conversation (stored by the server; null: the active one). */
+  chosenProvider: null,
   /** The search_results shown instead of the sessions while the search box has text. */
   search: null,
   saved: false,
@@ -171,6 +173,7 @@ function handleFrame(frame) {
     case "elicitation_closed": return onElicitationClosed(frame);
     case "elicitation_complete": return onElicitationComplete(frame);
     case "tool_approval_request": return onToolApproval(frame);
+    case "provider_set": return onProviderSet(frame);
     case "session_cleared": return onSessionCleared(frame);
     case "session_saved": return onSessionSaved(frame);
     case "session_title": return onSessionTitle(frame);
@@ -195,6 +198,7 @@ function onSessionInfo(frame) {
   state.providers = frame.providers ?? [];
   state.attachmentLimits = frame.attachments ?? null;
   ui.attach.hidden = !state.attachmentLimits;
+  state.chosenProvider = frame.chosen_provider ?? null;
   renderPicker();
   state.servers = new Map((frame.servers ?? []).map((s) => [s.name, s]));
   state.tools = frame.tools ?? [];
@@ -280,8 +284,8 @@ function dropLastAnswer() {
 function regenerate() {
   if (state.running || !state.connected) return;
   const requestId = `r${Date.now().toString(36)}-${++state.requestSeq}`;
-  const provider = chosenProvider();
-  if (!send({ type: "regenerate", request_id: requestId, ...(provider ? { provider } : {}) })) return;
+  // No provider named: the server asks the conversation's chosen one.
+  if (!send({ type: "regenerate", request_id: requestId })) return;
   dropLastAnswer();
   state.pending = requestId;
   state.pendingRegenerate = true;
@@ -624,6 +628,7 @@ function endApprovals(which, reason) {
 }
 
 function onSessionCleared(frame) {
+  state.chosenProvider = null; // a new conversation starts on the active provider
   setConversation(frame.conversation_id, null, false);
   touchExpiry();
   endQuestions(() => true, "no longer waiting");
@@ -857,8 +862,17 @@ function errorText(frame) {
   return ERROR_TEXTS[code] ?? frame.error_message;
 }
 
-// A failed answer's inline notice: the error as it came (live), or the stored fact that
-// it failed (a reload: the error's text is not stored).
+// A failed answer's stored error (error_code, error_message), as the live error frame
+// gave them: shown the same way after a reload. null when the row has none (stored by an
+// older version, or the platform stopped mid-answer).
+function storedError(message) {
+  if (!message.error_code) return null;
+  const frame = { error_code: message.error_code, error_message: message.error_message ?? "" };
+  return { ...frame, title: ERROR_TITLES[frame.error_code] ?? "Error", text: errorText(frame) };
+}
+
+// A failed answer's inline notice: the error as it came (live) or as it was stored (a
+// reload), or only the fact that it failed when no error was stored.
 function turnErrorView(error) {
   return h("div", { class: "turn-error", role: "alert", "data-code": error?.error_code ?? null },
     h("div", { class: "turn-error-title" }, error ? `The answer failed: ${error.title}` : "The answer failed"),
@@ -912,8 +926,8 @@ async function editMessage(bubble, text) {
   if (result !== "send" || userIndex < 0 || state.running) return;
   const requestId = `r${Date.now().toString(36)}-${++state.requestSeq}`;
   const message = input.value;
-  const provider = chosenProvider();
-  if (!send({ type: "edit_message", user_index: userIndex, original: text, message, request_id: requestId, ...(provider ? { provider } : {}) })) return;
+  // The branch keeps the conversation's chosen provider (the server copies it).
+  if (!send({ type: "edit_message", user_index: userIndex, original: text, message, request_id: requestId })) return;
   state.pendingEdit = { requestId, text: message };
   state.pending = requestId;
   setRunning(true);
@@ -1075,7 +1089,7 @@ function renderHistory(messages) {
     if (!turn) return;
     turn.streaming = false;
     flushRender(turn);
-    if (turn.last?.failed) turn.parts.append(turnErrorView(null));
+    if (turn.last?.failed) turn.parts.append(turnErrorView(storedError(turn.last)));
     finishTurnView(turn, turn.last ?? {});
     turn = null;
   };
@@ -1278,14 +1292,13 @@ function scrollToEnd(force = false) {
 
 // -- header, sidebar ----------------------------------------------------------------------
 
-// The model picker: the configured providers (each with its model); the choice is kept
-// per conversation in this browser and applies to the next message (or regenerate, edit).
-// Each answer still says under it which model wrote it.
-const PROVIDER_KEY = "mcp-platform.provider.";
-
+// The model picker: the configured providers (each with its model). The choice is the
+// conversation's, stored by the server (set_provider; every tab of the conversation is told
+// with provider_set, a reload gets it in session_info) and applies to its next message (or
+// regenerate, edit). Each answer still says under it which model wrote it.
 function renderPicker() {
   const picker = $("provider-picker");
-  const chosen = state.conversationId ? localStorage.getItem(PROVIDER_KEY + state.conversationId) : null;
+  const chosen = state.chosenProvider;
   const known = state.providers.some((p) => p.name === chosen);
   const current = known ? chosen : state.activeProvider;
   picker.replaceChildren(...state.providers.map((p) =>
@@ -1295,9 +1308,10 @@ function renderPicker() {
   picker.closest(".picker").hidden = state.providers.length < 2;
 }
 
-function chosenProvider() {
-  const value = $("provider-picker").value;
-  return value && value !== state.activeProvider ? value : null;
+function onProviderSet(frame) {
+  if (frame.conversation_id !== state.conversationId) return;
+  state.chosenProvider = frame.provider ?? null;
+  renderPicker();
 }
 
 function renderHeader() {
@@ -1505,8 +1519,6 @@ function sendMessage(text, prompt) {
   const frame = { type: "user_message", message: text, request_id: requestId };
   if (prompt) frame.prompt = prompt;
   if (attachments.length) frame.attachments = attachments.map(({ name, mime_type, data }) => ({ name, mime_type, data }));
-  const provider = chosenProvider();
-  if (provider) frame.provider = provider;
   if (!send(frame)) return false;
   state.pendingAttachments = attachments;
   state.attachments = [];
@@ -1709,10 +1721,13 @@ $("branch").addEventListener("click", () => {
 });
 $("session-search").addEventListener("input", onSearchInput);
 $("provider-picker").addEventListener("change", (event) => {
-  if (!state.conversationId) return;
-  const key = PROVIDER_KEY + state.conversationId;
-  if (event.target.value === state.activeProvider) localStorage.removeItem(key);
-  else localStorage.setItem(key, event.target.value);
+  const chosen = state.providers.find((p) => p.name === event.target.value);
+  // The default entry means "the active provider", whatever it becomes later.
+  const frame = !chosen || chosen.name === state.activeProvider
+    ? { type: "set_provider", provider: null }
+    : { type: "set_provider", provider: chosen.name, model: chosen.model };
+  // Not sent (no connection): the picker goes back to what the server has.
+  if (!send(frame)) renderPicker();
 });
 $("import").addEventListener("click", () => $("import-file").click());
 $("import-file").addEventListener("change", (event) => {
