@@ -11,8 +11,8 @@ is turned into theirs where it leaves (:meth:`OriginalFraming.outgoing`). The ga
 logic (turns, clears, attachment, errors) is the same for both framings.
 
 What the other framing has no place for is dropped: thinking, ``session_info`` (its
-history becomes the ``init`` frame), server states, sessions, questions and approvals (a
-tool that asks the user waits for another client or its timeout). A tool call shows at
+history becomes the ``init`` frame), server states, tool lists, sessions, questions and
+approvals (a tool that asks the user waits for another client or its timeout). A tool call shows at
 most one message: its ``started`` notification as a ``processing`` frame, as the
 original backend did (none when ``tool_notifications`` are off).
 
@@ -65,6 +65,7 @@ from actors.gateway.protocol import (
     ThinkingDeltaFrame,
     ToolApprovalRequestFrame,
     ToolExecutionFrame,
+    ToolsChangedFrame,
     UserMessageFrame,
     UserMessageStoredFrame,
 )
@@ -432,6 +433,7 @@ class OriginalFraming:
                 | SessionsFrame()
                 | SessionDeletedFrame()
                 | ServerStatusFrame()
+                | ToolsChangedFrame()
                 | ElicitationCompleteFrame()
                 | ResourceContentFrame()
                 | ResourceUpdatedFrame()
