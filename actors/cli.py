@@ -8,23 +8,34 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx2
 import orjson
 
 from actors.backup import BackupError, PlatformRunning, backup_database, restore_database
 from actors.errors import ChatError
 from actors.gateway.protocol import protocol_schema_text
 from actors.logs import configure_logging
+from actors.messages import OAuthRecord
 from actors.persistence.migrate import SourceUnusable, copy_sqlite_history
 from actors.persistence.postgres import PostgresRepository
-from actors.persistence.repository import DatabaseUnusable
+from actors.persistence.repository import ChatRepository, DatabaseUnusable
+from actors.persistence.sqlite import SqliteRepository
 from actors.platform import EXIT_FORCED_STOP, run_platform
-from actors.tools.authorization import AuthCommandError, authorize_server, logout_server
+from actors.tools.authorization import (
+    AuthCommandError,
+    authorize_server,
+    check_oauth_server,
+    logout_server,
+)
 from actors.tools.inspection import (
     InspectError,
     configured_log_level,
     inspect_server,
+    oauth_snapshot,
     resolve_target,
     stored_oauth,
 )
@@ -32,6 +43,7 @@ from actors.tools.mcp_client import ServerConfigError
 from config.environment import load_dotenv_files
 from config.errors import ConfigError
 from config.locations import CONFIG_DIR_ENV, prepare_config_dir, resolve_config_dir
+from config.schema import ConfigSnapshot
 from config.store import ConfigStore
 
 __all__ = ["EXIT_PLATFORM_RUNNING", "main", "reset_config_main"]
@@ -138,6 +150,12 @@ def main(argv: list[str] | None = None) -> None:
         "next connects the server.",
     )
     auth.add_argument("--logout", action="store_true", help="forget the stored tokens")
+    auth.add_argument(
+        "--owner",
+        metavar="NAME",
+        help="whose tokens (an owner of chat.websocket.auth.tokens); default: the "
+        "platform's own, shared by every user (--logout without it: every owner's)",
+    )
     auth.add_argument("server", help="the server's name in servers_config.json")
     args = parser.parse_args(argv)
     if args.command == "auth":
@@ -226,17 +244,88 @@ def _backup_or_restore(command: str, path: Path, config_dir: str | None) -> int:
     return 0
 
 
+class _RepositoryOAuthRecords:
+    """The OAuth rows of a repository a command opened (``mcp-platform auth``,
+    ``inspect``): the platform's persistence room does the same through the bus."""
+
+    def __init__(self, repository: ChatRepository) -> None:
+        self._repository = repository
+
+    @property
+    def description(self) -> str:
+        return self._repository.description
+
+    async def load_oauth(self, server: str, owner: str) -> OAuthRecord:
+        return await self._repository.load_oauth(server, owner)
+
+    async def store_oauth_tokens(
+        self, server: str, owner: str, tokens: str | None, expires_at: float | None
+    ) -> None:
+        await self._repository.store_oauth_tokens(server, owner, tokens, expires_at, time.time())
+
+    async def store_oauth_client(self, server: str, owner: str, client_info: str) -> None:
+        await self._repository.store_oauth_client(server, owner, client_info, time.time())
+
+    async def forget_oauth(self, server: str, owner: str | None) -> int:
+        return await self._repository.forget_oauth(server, owner)
+
+
+@asynccontextmanager
+async def _oauth_records(snapshot: ConfigSnapshot) -> AsyncIterator[_RepositoryOAuthRecords]:
+    """The configured chat backend's repository, opened for a command beside (or without)
+    the platform: migrated if needed, but the answers a running platform is streaming are
+    left alone (``recover_streaming=False``).
+
+    Raises:
+        AuthCommandError: The storage is ``memory``, or PostgreSQL's DSN variable is unset.
+        DatabaseUnusable, StorageUnavailable, StorageFull: The database cannot be used.
+    """
+    storage = snapshot.config.chat.storage
+    repository: ChatRepository
+    if storage.type == "memory":
+        raise AuthCommandError("chat.storage.type is 'memory': no stored tokens to use")
+    if storage.type == "postgres":
+        settings = storage.postgres
+        dsn = os.environ.get(settings.dsn_env)
+        if not dsn:
+            raise AuthCommandError(
+                f"the environment variable {settings.dsn_env} (chat.storage.postgres.dsn_env) "
+                "is not set: set it to postgresql://user:password@host:5432/database"
+            )
+        repository = PostgresRepository(
+            dsn,
+            min_connections=1,
+            max_connections=1,
+            connect_timeout=settings.connect_timeout_seconds,
+            command_timeout=settings.command_timeout_seconds,
+        )
+    else:
+        repository = SqliteRepository(snapshot.db_path)
+    await repository.open(time.time(), recover_streaming=False)
+    try:
+        yield _RepositoryOAuthRecords(repository)
+    finally:
+        await repository.close()
+
+
+async def _auth_with_records(snapshot: ConfigSnapshot, args: argparse.Namespace) -> int:
+    check_oauth_server(snapshot, args.server)
+    async with _oauth_records(snapshot) as records:
+        if args.logout:
+            return await logout_server(snapshot, args.server, records, sys.stdout, owner=args.owner)
+        return await authorize_server(snapshot, args.server, records, owner=args.owner or "")
+
+
 def _auth(args: argparse.Namespace) -> int:
     location = resolve_config_dir(args.config_dir)
+    load_dotenv_files(location.dotenv_dirs, os.environ)
     try:
         store = ConfigStore(location.path)
         store.load()
         snapshot = store.snapshot
         configure_logging("WARNING", "console", stream=sys.stderr)
-        if args.logout:
-            return logout_server(snapshot, args.server, sys.stdout)
-        return asyncio.run(authorize_server(snapshot, args.server))
-    except (ConfigError, AuthCommandError) as exc:
+        return asyncio.run(_auth_with_records(snapshot, args))
+    except (ConfigError, AuthCommandError, DatabaseUnusable, ChatError) as exc:
         print(f"mcp-platform auth: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 2
     except KeyboardInterrupt:
@@ -252,7 +341,7 @@ def _inspect(args: argparse.Namespace) -> int:
         configured = len(args.target) == 1 and not args.target[0].startswith(
             ("http://", "https://", "--")
         )
-        auth = stored_oauth(config_dir, name, entry) if configured else None
+        snapshot = oauth_snapshot(config_dir, entry) if configured else None
         log_level = configured_log_level(config_dir) if configured else "info"
     except (InspectError, ServerConfigError, orjson.JSONDecodeError) as exc:
         print(f"mcp-platform inspect: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
@@ -261,8 +350,9 @@ def _inspect(args: argparse.Namespace) -> int:
         print("mcp-platform inspect: --args must be a JSON object", file=sys.stderr)  # noqa: T201
         return 2
     configure_logging("WARNING", "console", stream=sys.stderr)
-    return asyncio.run(
-        inspect_server(
+
+    async def inspect(auth: httpx2.Auth | None) -> int:
+        return await inspect_server(
             name,
             entry,
             config_dir=config_dir,
@@ -274,7 +364,20 @@ def _inspect(args: argparse.Namespace) -> int:
             log_level=log_level,
             accept_defaults=args.accept_defaults,
         )
-    )
+
+    async def with_stored_tokens(snapshot: ConfigSnapshot) -> int:
+        if snapshot.config.chat.storage.type == "memory":
+            return await inspect(stored_oauth(snapshot, name, entry, None))
+        async with _oauth_records(snapshot) as records:
+            return await inspect(stored_oauth(snapshot, name, entry, records))
+
+    if snapshot is None:
+        return asyncio.run(inspect(None))
+    try:
+        return asyncio.run(with_stored_tokens(snapshot))
+    except (AuthCommandError, DatabaseUnusable, ChatError, ServerConfigError) as exc:
+        print(f"mcp-platform inspect: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 2
 
 
 async def _migrate(args: argparse.Namespace) -> int:

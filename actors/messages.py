@@ -54,14 +54,18 @@ __all__ = [
     "ElicitationRequested",
     "FinishMessage",
     "FinishReason",
+    "ForgetOAuth",
     "GetConfig",
     "GetPrompt",
     "IconSpec",
     "LLMCallFinished",
     "ListSessions",
     "LoadHistory",
+    "LoadOAuth",
     "MessageRole",
     "MessageStatus",
+    "OAuthForgotten",
+    "OAuthRecord",
     "OpenConversation",
     "PromptArgumentSpec",
     "PromptMessageText",
@@ -86,6 +90,8 @@ __all__ = [
     "StartTurn",
     "StorageCheck",
     "StorageWritten",
+    "StoreOAuthClient",
+    "StoreOAuthTokens",
     "StoredMessage",
     "StreamedText",
     "ToolApprovalClosed",
@@ -571,6 +577,73 @@ class DeleteSession(Request[None]):
     type: Literal["delete_session"] = "delete_session"
     owner: str
     conversation_id: str
+
+
+# -- stored OAuth tokens (PersistenceActor) -----------------------------------------------------
+# What the ToolActors' token storage (``actors/tools/mcp_client/token_store.py``) asks the
+# persistence room, so tokens live in the configured chat backend (SQLite, memory or
+# PostgreSQL). The token and registration JSON never appear in a ``repr`` (``repr=False``):
+# a logged message shows its server and owner, not its secrets.
+
+
+class OAuthRecord(Payload):
+    """Reply to LoadOAuth: what is stored for one server and owner (all ``None``: nothing)."""
+
+    tokens: str | None = Field(default=None, repr=False)
+    """The SDK's ``OAuthToken`` as JSON (access and refresh token)."""
+    expires_at: float | None = None
+    """Wall-clock expiry of the access token (Unix time, seconds), computed when it
+    arrived; ``None``: unknown or no token."""
+    client_info: str | None = Field(default=None, repr=False)
+    """The SDK's ``OAuthClientInformationFull`` as JSON (a registered client's secret)."""
+
+
+class LoadOAuth(Request[OAuthRecord]):
+    """Request → OAuthRecord: the stored tokens and client registration of a server."""
+
+    type: Literal["load_oauth"] = "load_oauth"
+    server: str
+    owner: str = ""
+    """Whose tokens (``""``: the platform's own, shared by every user)."""
+
+
+class StoreOAuthTokens(Request[None]):
+    """Request → None: keep new tokens of a server (replacing the old ones: a rotated
+    refresh token is gone for good); ``tokens=None`` forgets them, the registration stays."""
+
+    type: Literal["store_oauth_tokens"] = "store_oauth_tokens"
+    server: str
+    owner: str = ""
+    tokens: str | None = Field(repr=False)
+    """The SDK's ``OAuthToken`` as JSON, or ``None`` to drop the tokens."""
+    expires_at: float | None = None
+    """Wall-clock expiry of the access token (Unix time, seconds)."""
+
+
+class StoreOAuthClient(Request[None]):
+    """Request → None: keep a server's client registration (the tokens stay)."""
+
+    type: Literal["store_oauth_client"] = "store_oauth_client"
+    server: str
+    owner: str = ""
+    client_info: str = Field(repr=False)
+    """The SDK's ``OAuthClientInformationFull`` as JSON."""
+
+
+class OAuthForgotten(Payload):
+    """Reply to ForgetOAuth."""
+
+    removed: int
+    """How many (server, owner) rows were deleted."""
+
+
+class ForgetOAuth(Request[OAuthForgotten]):
+    """Request → OAuthForgotten: delete everything stored for a server (tokens and
+    registration), of one owner or of every owner (``owner=None``)."""
+
+    type: Literal["forget_oauth"] = "forget_oauth"
+    server: str
+    owner: str | None = None
 
 
 class StorageWritten(Message):

@@ -19,6 +19,7 @@ import pytest
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthToken
 
 from actors.gateway.oauth_callback import CallbackQuery, PendingAuthorizations, callback_page
+from actors.messages import OAuthRecord
 from actors.tools.mcp_client import (
     AuthorizationGate,
     AuthorizationRequired,
@@ -26,10 +27,9 @@ from actors.tools.mcp_client import (
     MemoryTokenStorage,
     OAuthTiming,
     ServerConfigError,
-    SqliteTokenStorage,
+    StoredTokenStorage,
     callback_result_from_url,
     connect_server,
-    forget_server_tokens,
     oauth_auth,
 )
 from actors.tools.mcp_client import oauth as oauth_module
@@ -204,9 +204,33 @@ def test_redirect_addresses() -> None:
 # -- storage --------------------------------------------------------------------------------
 
 
-async def test_sqlite_storage_round_trip_and_logout(tmp_path: Path) -> None:
-    db = tmp_path / "chat.db"
-    one, other = SqliteTokenStorage(db, "one"), SqliteTokenStorage(db, "other")
+class Records:
+    """The rows, as plain data (the repositories themselves are tested in
+    ``tests/test_persistence.py`` on every backend)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], OAuthRecord] = {}
+
+    async def load_oauth(self, server: str, owner: str) -> OAuthRecord:
+        return self.rows.get((server, owner), OAuthRecord())
+
+    async def store_oauth_tokens(
+        self, server: str, owner: str, tokens: str | None, expires_at: float | None
+    ) -> None:
+        old = self.rows.get((server, owner), OAuthRecord())
+        self.rows[(server, owner)] = old.model_copy(
+            update={"tokens": tokens, "expires_at": expires_at}
+        )
+
+    async def store_oauth_client(self, server: str, owner: str, client_info: str) -> None:
+        old = self.rows.get((server, owner), OAuthRecord())
+        self.rows[(server, owner)] = old.model_copy(update={"client_info": client_info})
+
+
+async def test_stored_storage_round_trip_per_server_and_owner() -> None:
+    records = Records()
+    one, other = StoredTokenStorage(records, "one"), StoredTokenStorage(records, "other")
+    bobs = StoredTokenStorage(records, "one", owner="bob")
     assert await one.get_tokens() is None
     before = time.time()
     await one.set_tokens(OAuthToken(access_token="a", expires_in=100, refresh_token="r"))
@@ -219,15 +243,13 @@ async def test_sqlite_storage_round_trip_and_logout(tmp_path: Path) -> None:
     assert expires is not None
     assert before + 100 <= expires <= time.time() + 100
     assert await other.expires_at() is None
+    assert await bobs.get_tokens() is None  # another owner's row
     await one.forget_tokens()
     assert await one.get_tokens() is None
     info = await one.get_client_info()
     assert info is not None
     assert info.client_id == "cid"  # the registration stays
-    assert forget_server_tokens(db, "one") == 1
-    assert await one.get_client_info() is None
     assert await other.get_tokens() is not None
-    assert forget_server_tokens(tmp_path / "missing.db", "one") == 0
 
 
 # -- against the real authorization server -----------------------------------------------------
@@ -313,14 +335,14 @@ async def test_stored_tokens_are_used_and_a_due_one_refreshed_once_after_jitter(
     without asking; a third, loaded when the stored token is due, refreshes once, after a
     random delay drawn from [0, restart_jitter]."""
     entry = ServerEntry(url=oauth_server.url)
-    db = tmp_path / "chat.db"
+    records = Records()
 
     def client(jitter: float = 0.0) -> Any:
         gate = AuthorizationGate()
         return oauth_auth(
             "remote",
             entry,
-            SqliteTokenStorage(db, "remote"),
+            StoredTokenStorage(records, "remote"),
             platform_env={},
             redirect_uri=REDIRECT,
             redirect_handler=_headless(gate),
@@ -336,10 +358,8 @@ async def test_stored_tokens_are_used_and_a_due_one_refreshed_once_after_jitter(
     assert stats.get("refresh_requests", 0) == 0
 
     # The stored token's expiry moves into the margin: the next load finds it due.
-    import sqlite3
-
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE oauth_tokens SET expires_at = ?", (time.time() + 10,))
+    row = records.rows[("remote", "")]
+    records.rows[("remote", "")] = row.model_copy(update={"expires_at": time.time() + 10})
     draws: list[tuple[float, float]] = []
 
     def uniform(low: float, high: float) -> float:

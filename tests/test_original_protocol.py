@@ -53,6 +53,8 @@ from actors.gateway.protocol import (
     ThinkingDeltaFrame,
     ToolApprovalRequestFrame,
     ToolExecutionFrame,
+    ToolInfo,
+    ToolsChangedFrame,
     UserMessageFrame,
     UserMessageStoredFrame,
 )
@@ -549,6 +551,7 @@ SAMPLES: list[BaseModel] = [
     SearchResultsFrame(query="q", hits=[]),
     RegeneratingFrame(conversation_id="c-1", turn_id="t3"),
     ServerStatusFrame(server="s", status="ready"),
+    ToolsChangedFrame(tools=[ToolInfo(name="s__t", server="s")]),
     ErrorFrame(error_code="INTERNAL_ERROR", error_message="x"),
     ElicitationCompleteFrame(request_id="el-1"),
     ResourceContentFrame(request_id="r", server="s", uri="file:///a", text="a"),

@@ -63,9 +63,13 @@ from actors.messages import (
     DeleteSession,
     ExportedMessage,
     FinishMessage,
+    ForgetOAuth,
     ImportConversation,
     ListSessions,
     LoadHistory,
+    LoadOAuth,
+    OAuthForgotten,
+    OAuthRecord,
     OpenConversation,
     ReplaceAnswer,
     SaveRuntimeConfig,
@@ -77,6 +81,8 @@ from actors.messages import (
     SetTitle,
     StorageCheck,
     StoredMessage,
+    StoreOAuthClient,
+    StoreOAuthTokens,
     StreamedText,
     ToolCall,
     Usage,
@@ -418,6 +424,37 @@ async def test_a_version_2_database_gains_titles_and_search_of_its_history(
     await h.ask(DeleteSession(owner="alice", conversation_id="c-old"))
     h.query("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
     assert await h.ask(SearchSessions(owner="alice", query="fjords")) == ()
+
+
+@sqlite_only  # a SQLite file written before migration step 8
+async def test_an_oauth_tokens_table_of_an_older_file_keeps_its_tokens(
+    start: Starter, tmp_path: Path, log_events: LogCapture
+) -> None:
+    """Files of the previous program already hold ``oauth_tokens`` (``token_store.py``
+    created it on its own connection): step 8 leaves it and its rows as they were."""
+    path = tmp_path / "chat_history.db"
+    with closing(sqlite3.connect(path)) as db:
+        for step in SQLITE_MIGRATIONS[:5]:
+            for statement in step:
+                db.execute(statement)
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS oauth_tokens (server TEXT NOT NULL, owner TEXT NOT "
+            "NULL DEFAULT '', tokens TEXT, expires_at REAL, client_info TEXT, updated_at REAL "
+            "NOT NULL, PRIMARY KEY (server, owner))"
+        )
+        db.execute(
+            "INSERT INTO oauth_tokens VALUES ('remote', '', '{\"access_token\": \"old\"}', "
+            '123.0, \'{"client_id": "cid"}\', 1)'
+        )
+        db.execute("PRAGMA user_version = 5")
+        db.commit()
+    h = await start()
+    assert log_events.events("persistence.opened")[-1]["migrated_from"] == 5
+    assert h.query("PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    record = await h.ask(LoadOAuth(server="remote"))
+    assert record == OAuthRecord(
+        tokens='{"access_token": "old"}', expires_at=123.0, client_info='{"client_id": "cid"}'
+    )
 
 
 @sqlite_only  # a SQLite file
@@ -1646,3 +1683,52 @@ async def test_attachments_round_trip_are_copied_by_branches_and_imports_and_nev
         OpenConversation(owner="alice", conversation_id=imported.conversation_id)
     )
     assert reloaded.messages[0].attachments == (image,)
+
+
+# -- stored OAuth tokens ------------------------------------------------------------------------
+
+
+async def test_oauth_tokens_are_kept_per_server_and_owner(start: Starter) -> None:
+    """LoadOAuth / StoreOAuthTokens / StoreOAuthClient / ForgetOAuth on every backend: rows
+    per (server, owner), tokens and registration replaced independently, forgetting one
+    owner's or every owner's; the secrets never show in a message's repr."""
+    h = await start()
+    assert await h.ask(LoadOAuth(server="remote")) == OAuthRecord()
+    await h.ask(StoreOAuthTokens(server="remote", tokens='{"access_token": "a"}', expires_at=9.5))
+    await h.ask(StoreOAuthClient(server="remote", client_info='{"client_id": "cid"}'))
+    await h.ask(StoreOAuthTokens(server="remote", owner="bob", tokens='{"access_token": "b"}'))
+    await h.ask(StoreOAuthTokens(server="other", tokens='{"access_token": "o"}'))
+    shared = await h.ask(LoadOAuth(server="remote"))
+    assert shared == OAuthRecord(
+        tokens='{"access_token": "a"}', expires_at=9.5, client_info='{"client_id": "cid"}'
+    )
+    assert "access_token" not in repr(shared)
+    bob = await h.ask(LoadOAuth(server="remote", owner="bob"))
+    assert bob == OAuthRecord(tokens='{"access_token": "b"}')
+
+    # New tokens replace the old (the registration stays); None forgets them.
+    await h.ask(StoreOAuthTokens(server="remote", tokens='{"access_token": "a2"}', expires_at=1.0))
+    assert (await h.ask(LoadOAuth(server="remote"))).tokens == '{"access_token": "a2"}'
+    await h.ask(StoreOAuthTokens(server="remote", tokens=None))
+    assert await h.ask(LoadOAuth(server="remote")) == OAuthRecord(
+        client_info='{"client_id": "cid"}'
+    )
+
+    assert await h.ask(ForgetOAuth(server="remote", owner="bob")) == OAuthForgotten(removed=1)
+    assert await h.ask(LoadOAuth(server="remote", owner="bob")) == OAuthRecord()
+    assert (await h.ask(LoadOAuth(server="remote"))).client_info is not None
+    await h.ask(StoreOAuthTokens(server="remote", owner="carol", tokens="{}"))
+    assert await h.ask(ForgetOAuth(server="remote")) == OAuthForgotten(removed=2)
+    assert await h.ask(LoadOAuth(server="remote")) == OAuthRecord()
+    assert (await h.ask(LoadOAuth(server="other"))).tokens == '{"access_token": "o"}'
+    assert await h.ask(ForgetOAuth(server="nothing")) == OAuthForgotten(removed=0)
+
+
+@persistent  # a restart: memory keeps nothing past its actor
+async def test_oauth_tokens_survive_a_restart(start: Starter) -> None:
+    h = await start()
+    await h.ask(StoreOAuthTokens(server="remote", tokens='{"access_token": "a"}', expires_at=2.0))
+    await h.stop_persistence()
+    await h.start_persistence()
+    record = await h.ask(LoadOAuth(server="remote"))
+    assert record == OAuthRecord(tokens='{"access_token": "a"}', expires_at=2.0)

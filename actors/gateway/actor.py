@@ -180,6 +180,7 @@ from actors.gateway.protocol import (
     ToolApprovalResponseFrame,
     ToolExecutionFrame,
     ToolInfo,
+    ToolsChangedFrame,
     UsageInfo,
     UserMessageFrame,
     UserMessageStoredFrame,
@@ -945,6 +946,8 @@ class GatewayActor(Actor[GatewayInbox]):
                     )
                     for conn in self._connections:
                         conn.send_frame(status_frame)
+                if message.prompts != (() if previous is None else previous.prompts):
+                    self._send_tools_changed()
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 await self._reconfigure(snapshot, keys)
             case ElicitationRequested():
@@ -981,7 +984,9 @@ class GatewayActor(Actor[GatewayInbox]):
                 elif self._running.get(cid) == turn_id:
                     del self._running[cid]
             case ToolsOffered(tools=tools):
-                self._tools = tools
+                if tools != self._tools:
+                    self._tools = tools
+                    self._send_tools_changed()
             case ConversationTitled(conversation_id=cid, title=title):
                 titled = SessionTitleFrame(conversation_id=cid, title=title)
                 for conn in self._by_conversation.get(cid, ()):
@@ -1591,6 +1596,46 @@ class GatewayActor(Actor[GatewayInbox]):
             OpenConversation(owner=owner, conversation_id=conversation_id, history_limit=limit)
         )
 
+    def _tool_infos(self) -> list[ToolInfo]:
+        """The tools the model is offered, as ``session_info`` and ``tools_changed`` list
+        them (the names as the orchestrator made them unique)."""
+        return [
+            ToolInfo(
+                name=spec.model_name,
+                server=spec.server,
+                description=spec.description,
+                tool=spec.name,
+                annotations=(
+                    None if spec.hints is None else ToolAnnotationsInfo(**spec.hints.model_dump())
+                ),
+                icons=_icon_infos(spec.icons),
+            )
+            for spec in self._tools
+        ]
+
+    def _prompt_infos(self) -> list[PromptInfo]:
+        """The prompts of every server, as ``session_info`` and ``tools_changed`` list them."""
+        return [
+            PromptInfo(
+                name=prompt.name,
+                server=prompt.server,
+                description=prompt.description,
+                arguments=[
+                    PromptArgument(name=a.name, description=a.description, required=a.required)
+                    for a in prompt.arguments
+                ],
+                icons=_icon_infos(prompt.icons),
+            )
+            for server in self._servers.values()
+            for prompt in server.prompts
+        ]
+
+    def _send_tools_changed(self) -> None:
+        """Tell every connection the offered tools and prompts (after either changed)."""
+        frame = ToolsChangedFrame(tools=self._tool_infos(), prompts=self._prompt_infos())
+        for conn in self._connections:
+            conn.send_frame(frame)
+
     def _session_info(self, state: ConversationState) -> SessionInfoFrame:
         llm = self.snapshot.config.llm
         chosen = state.provider if state.provider in llm.providers else None
@@ -1619,36 +1664,8 @@ class GatewayActor(Actor[GatewayInbox]):
             branched_from=state.branched_from,
             saved=state.saved,
             messages=[_history_message(m) for m in state.messages],
-            tools=[
-                # The names the model is offered, as the orchestrator made them unique.
-                ToolInfo(
-                    name=spec.model_name,
-                    server=spec.server,
-                    description=spec.description,
-                    tool=spec.name,
-                    annotations=(
-                        None
-                        if spec.hints is None
-                        else ToolAnnotationsInfo(**spec.hints.model_dump())
-                    ),
-                    icons=_icon_infos(spec.icons),
-                )
-                for spec in self._tools
-            ],
-            prompts=[
-                PromptInfo(
-                    name=prompt.name,
-                    server=prompt.server,
-                    description=prompt.description,
-                    arguments=[
-                        PromptArgument(name=a.name, description=a.description, required=a.required)
-                        for a in prompt.arguments
-                    ],
-                    icons=_icon_infos(prompt.icons),
-                )
-                for server in self._servers.values()
-                for prompt in server.prompts
-            ],
+            tools=self._tool_infos(),
+            prompts=self._prompt_infos(),
             resources=resources[:RESOURCES_LISTED],
             resource_templates=templates[:RESOURCES_LISTED],
             servers=[

@@ -11,7 +11,7 @@ is turned into theirs where it leaves (:meth:`OriginalFraming.outgoing`). The ga
 logic (turns, clears, attachment, errors) is the same for both framings.
 
 What the other framing has no place for is dropped: thinking, ``session_info`` (its
-history becomes the ``init`` frame), server states, sessions, questions and approvals (a
+history becomes the ``init`` frame), server states, tool lists, sessions, questions and approvals (a
 tool that asks the user waits for another client or its timeout), a chosen provider.
 Nor can such a client ask for more than a turn or a clear: its only actions are ``chat``
 (text, and a ``metadata`` object the original backend ignored) and ``clear_session``, so
@@ -70,6 +70,7 @@ from actors.gateway.protocol import (
     ThinkingDeltaFrame,
     ToolApprovalRequestFrame,
     ToolExecutionFrame,
+    ToolsChangedFrame,
     UserMessageFrame,
     UserMessageStoredFrame,
 )
@@ -438,6 +439,7 @@ class OriginalFraming:
                 | SessionsFrame()
                 | SessionDeletedFrame()
                 | ServerStatusFrame()
+                | ToolsChangedFrame()
                 | ElicitationCompleteFrame()
                 | ResourceContentFrame()
                 | ResourceUpdatedFrame()

@@ -80,6 +80,7 @@ __all__ = [
     "ToolCallInfo",
     "ToolExecutionFrame",
     "ToolInfo",
+    "ToolsChangedFrame",
     "UsageInfo",
     "UserMessageFrame",
     "UserMessageStoredFrame",
@@ -980,6 +981,16 @@ class ServerStatusFrame(_ServerFrame):
     (``complete`` frames)."""
 
 
+class ToolsChangedFrame(_ServerFrame):
+    """The tools the model is offered, or the prompts the user can pick, changed (a server
+    connected, for instance after its OAuth Connect, or went away): the whole lists, as
+    ``session_info`` has them, so a page updates without a reload."""
+
+    type: Literal["tools_changed"] = "tools_changed"
+    tools: list[ToolInfo] = []
+    prompts: list[PromptInfo] = []
+
+
 class ResourceContentFrame(_ServerFrame):
     """Answer to ``read_resource``: the resource as text (binary parts described), cut to
     ``truncated`` characters when longer."""
@@ -1052,6 +1063,7 @@ ServerFrame = Annotated[
     | SessionsFrame
     | SessionDeletedFrame
     | ServerStatusFrame
+    | ToolsChangedFrame
     | ResourceContentFrame
     | CompletionFrame
     | ResourceUpdatedFrame

@@ -83,11 +83,14 @@ from actors.messages import (
     CreateConversation,
     DeleteSession,
     FinishMessage,
+    ForgetOAuth,
     GetConfig,
     ImportConversation,
     ListSessions,
     LoadHistory,
+    LoadOAuth,
     MessageStatus,
+    OAuthForgotten,
     OpenConversation,
     ReleaseTurn,
     ReplaceAnswer,
@@ -101,6 +104,8 @@ from actors.messages import (
     StorageCheck,
     StorageWritten,
     StoredMessage,
+    StoreOAuthClient,
+    StoreOAuthTokens,
     StreamedText,
     TurnFinished,
     TurnStateChanged,
@@ -318,13 +323,17 @@ PersistenceInbox = Annotated[
     | CheckStorage
     | ClaimTurn
     | ReleaseTurn
+    | LoadOAuth
+    | StoreOAuthTokens
+    | StoreOAuthClient
+    | ForgetOAuth
     | _FlushDue
     | _RenewLeases
     | _RunRetention,
     Field(discriminator="type"),
 ]
 """What the PersistenceActor handles: the conversation requests, the deltas it buffers,
-the configuration, and its own timers."""
+the stored OAuth tokens of the ToolActors, the configuration, and its own timers."""
 
 
 class PersistenceActor(Actor[PersistenceInbox]):
@@ -367,6 +376,10 @@ class PersistenceActor(Actor[PersistenceInbox]):
         CheckStorage,
         ClaimTurn,
         ReleaseTurn,
+        LoadOAuth,
+        StoreOAuthTokens,
+        StoreOAuthClient,
+        ForgetOAuth,
     )
 
     def __init__(
@@ -579,6 +592,22 @@ class PersistenceActor(Actor[PersistenceInbox]):
                     del self._leases[conversation_id]
                 await self._lease_store.release_turn(conversation_id, turn_id)
                 return None
+            case LoadOAuth(server=server, owner=owner):
+                return await self._store.load_oauth(server, owner)
+            case StoreOAuthTokens(server=server, owner=owner):
+                async with self._writing("store the OAuth tokens"):
+                    await self._store.store_oauth_tokens(
+                        server, owner, message.tokens, message.expires_at, self._clock()
+                    )
+                return None
+            case StoreOAuthClient(server=server, owner=owner, client_info=client_info):
+                async with self._writing("store the OAuth client"):
+                    await self._store.store_oauth_client(server, owner, client_info, self._clock())
+                return None
+            case ForgetOAuth(server=server, owner=owner):
+                async with self._writing("forget the OAuth tokens"):
+                    removed = await self._store.forget_oauth(server, owner)
+                return OAuthForgotten(removed=removed)
             case _RenewLeases():
                 await self._renew_leases()
                 return None

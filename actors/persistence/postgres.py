@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
 from actors.errors import SessionNotFound, StorageFull, StorageUnavailable
-from actors.messages import AppendMessage, SearchHit, SessionSummary, StoredMessage
+from actors.messages import AppendMessage, OAuthRecord, SearchHit, SessionSummary, StoredMessage
 from actors.persistence.repository import (
     COPIED_MESSAGE_COLUMNS,
     MESSAGE_COLUMNS,
@@ -194,6 +194,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE conversations ADD COLUMN provider TEXT",
         "ALTER TABLE messages ADD COLUMN error_code TEXT",
         "ALTER TABLE messages ADD COLUMN error_message TEXT",
+    ),
+    # Version 8 (idempotent): the OAuth tokens and client registrations of MCP servers, per server
+    # and owner (as SQLite's version 8).
+    (
+        """
+        CREATE TABLE IF NOT EXISTS oauth_tokens (
+            server      TEXT NOT NULL,
+            owner       TEXT NOT NULL DEFAULT '',
+            tokens      TEXT,
+            expires_at  DOUBLE PRECISION,
+            client_info TEXT,
+            updated_at  DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (server, owner)
+        )
+        """,
     ),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
@@ -1005,7 +1020,64 @@ class PostgresRepository:
             raise StorageFull(f"{self._description} is read-only (a standby, or set so)")
 
     # -- stored OAuth tokens ---------------------------------------------------------------
-    # See ChatRepository: the token table's methods go here (a new MIGRATIONS step).
+
+    async def load_oauth(self, server: str, owner: str) -> OAuthRecord:
+        """What is stored for ``server`` and ``owner`` (an empty record: nothing)."""
+        async with self._connection("read the OAuth tokens") as db:
+            row = await db.fetchrow(
+                "SELECT tokens, expires_at, client_info FROM oauth_tokens "
+                "WHERE server = $1 AND owner = $2",
+                server,
+                owner,
+            )
+        if row is None:
+            return OAuthRecord()
+        return OAuthRecord(
+            tokens=row["tokens"], expires_at=row["expires_at"], client_info=row["client_info"]
+        )
+
+    async def store_oauth_tokens(
+        self, server: str, owner: str, tokens: str | None, expires_at: float | None, now: float
+    ) -> None:
+        """One upsert: the tokens and their expiry replaced, the registration kept."""
+        async with self._write("store the OAuth tokens") as db:
+            await db.execute(
+                "INSERT INTO oauth_tokens (server, owner, tokens, expires_at, updated_at) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (server, owner) DO UPDATE SET "
+                "tokens = excluded.tokens, expires_at = excluded.expires_at, "
+                "updated_at = excluded.updated_at",
+                server,
+                owner,
+                tokens,
+                expires_at,
+                now,
+            )
+
+    async def store_oauth_client(
+        self, server: str, owner: str, client_info: str, now: float
+    ) -> None:
+        """One upsert: the registration replaced, the tokens kept."""
+        async with self._write("store the OAuth client") as db:
+            await db.execute(
+                "INSERT INTO oauth_tokens (server, owner, client_info, updated_at) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (server, owner) DO UPDATE SET "
+                "client_info = excluded.client_info, updated_at = excluded.updated_at",
+                server,
+                owner,
+                client_info,
+                now,
+            )
+
+    async def forget_oauth(self, server: str, owner: str | None) -> int:
+        """Delete one owner's row of ``server``, or every owner's."""
+        async with self._write("forget the OAuth tokens") as db:
+            if owner is None:
+                status = await db.execute("DELETE FROM oauth_tokens WHERE server = $1", server)
+            else:
+                status = await db.execute(
+                    "DELETE FROM oauth_tokens WHERE server = $1 AND owner = $2", server, owner
+                )
+        return _rowcount(status)
 
     # -- copying a SQLite history in (mcp-platform migrate) ----------------------------------
 

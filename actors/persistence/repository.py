@@ -38,6 +38,7 @@ from actors.messages import (
     AppendMessage,
     Attachment,
     MessageStatus,
+    OAuthRecord,
     SearchHit,
     SessionSummary,
     StoredMessage,
@@ -184,9 +185,10 @@ class ChatRepository(Protocol):
         PostgreSQL host and database: never a password)."""
         ...
 
-    async def open(self, now: float) -> OpenReport:
+    async def open(self, now: float, *, recover_streaming: bool = True) -> OpenReport:
         """Connect, create or migrate the schema, and mark rows still ``streaming`` from
-        an earlier process ``incomplete`` (with ``updated_at = now``).
+        an earlier process ``incomplete`` (with ``updated_at = now``; not with
+        ``recover_streaming=False``: a command beside a running platform).
 
         Raises:
             DatabaseUnusable: The database must not be used by this program.
@@ -361,9 +363,31 @@ class ChatRepository(Protocol):
         ...
 
     # -- stored OAuth tokens ---------------------------------------------------------------
-    # The stored OAuth tokens of MCP servers (issue 17, item 1: "and, when present, stored
-    # OAuth tokens") belong here, one method per operation, with their table in each
-    # implementation's migrations (a new step, never an edit of an old one).
+    # The OAuth tokens and client registrations of MCP servers, one row per (server,
+    # owner) in ``oauth_tokens`` (migration step 8 of both engines). The values are JSON
+    # text the repository does not read; they are secrets: never in an error message.
+
+    async def load_oauth(self, server: str, owner: str) -> OAuthRecord:
+        """What is stored for ``server`` and ``owner`` (an empty record: nothing)."""
+        ...
+
+    async def store_oauth_tokens(
+        self, server: str, owner: str, tokens: str | None, expires_at: float | None, now: float
+    ) -> None:
+        """Replace the tokens (``None``: drop them) and their expiry; the registration
+        stays. One statement (an upsert)."""
+        ...
+
+    async def store_oauth_client(
+        self, server: str, owner: str, client_info: str, now: float
+    ) -> None:
+        """Replace the client registration; the tokens stay. One statement (an upsert)."""
+        ...
+
+    async def forget_oauth(self, server: str, owner: str | None) -> int:
+        """Delete the rows of ``server`` (one owner's, or every owner's with ``None``);
+        how many were deleted."""
+        ...
 
 
 # -- row conversion, shared by the implementations ----------------------------------------------

@@ -31,7 +31,7 @@ import aiosqlite
 import orjson
 
 from actors.errors import SessionNotFound, StorageFull
-from actors.messages import AppendMessage, SearchHit, SessionSummary, StoredMessage
+from actors.messages import AppendMessage, OAuthRecord, SearchHit, SessionSummary, StoredMessage
 from actors.persistence.repository import (
     COPIED_MESSAGE_COLUMNS,
     MESSAGE_COLUMNS,
@@ -185,11 +185,43 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE messages ADD COLUMN error_code TEXT",
         "ALTER TABLE messages ADD COLUMN error_message TEXT",
     ),
+    # Version 8 (idempotent): the OAuth tokens and client
+    # registrations of MCP servers, per server and owner. ``IF NOT EXISTS``: files written
+    # before this step may already hold the table (token_store.py created it on its own
+    # connection, with these columns); their tokens are kept.
+    (
+        """
+        CREATE TABLE IF NOT EXISTS oauth_tokens (
+            server      TEXT NOT NULL,
+            owner       TEXT NOT NULL DEFAULT '',
+            tokens      TEXT,
+            expires_at  REAL,
+            client_info TEXT,
+            updated_at  REAL NOT NULL,
+            PRIMARY KEY (server, owner)
+        )
+        """,
+    ),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` (``PRAGMA user_version``). Append a step to change the schema; never edit one."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+_SELECT_OAUTH = (
+    "SELECT tokens, expires_at, client_info FROM oauth_tokens WHERE server = ? AND owner = ?"
+)
+_UPSERT_OAUTH_TOKENS = (
+    "INSERT INTO oauth_tokens (server, owner, tokens, expires_at, updated_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (server, owner) DO UPDATE SET "
+    "tokens = excluded.tokens, expires_at = excluded.expires_at, "
+    "updated_at = excluded.updated_at"
+)
+_UPSERT_OAUTH_CLIENT = (
+    "INSERT INTO oauth_tokens (server, owner, client_info, updated_at) "
+    "VALUES (?, ?, ?, ?) ON CONFLICT (server, owner) DO UPDATE SET "
+    "client_info = excluded.client_info, updated_at = excluded.updated_at"
+)
 """The schema version this program writes."""
 
 _BUSY_TIMEOUT_MS = 5000
@@ -411,8 +443,14 @@ class SqliteRepository:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def open(self, now: float) -> OpenReport:
+    async def open(self, now: float, *, recover_streaming: bool = True) -> OpenReport:
         """Open (creating or migrating) the database and recover interrupted answers.
+
+        Args:
+            now: The time stored in recovered rows.
+            recover_streaming: Mark rows still ``streaming`` ``incomplete`` (False for a
+                command that must not touch the answers a running platform is streaming,
+                ``mcp-platform auth``).
 
         Raises:
             DatabaseUnusable: Not a SQLite database, or a newer program's schema.
@@ -427,13 +465,15 @@ class SqliteRepository:
                 self.uri if self._path is None else target, isolation_level=None, uri=True
             )
             self._db.row_factory = sqlite3.Row
-            return await self._prepare(self._db, now)
+            return await self._prepare(self._db, now, recover_streaming=recover_streaming)
         except sqlite3.DatabaseError as exc:  # includes "unable to open", "not a database"
             if _storage_failure(exc) is not None:
                 raise StorageFull(f"cannot prepare the database {target}: {exc}") from exc
             raise DatabaseUnusable(f"cannot use {target} as the chat database: {exc}") from exc
 
-    async def _prepare(self, db: aiosqlite.Connection, now: float) -> OpenReport:
+    async def _prepare(
+        self, db: aiosqlite.Connection, now: float, *, recover_streaming: bool
+    ) -> OpenReport:
         """PRAGMAs, migrations and crash recovery.
 
         Raises:
@@ -464,8 +504,10 @@ class SqliteRepository:
                     await tx.execute(statement)
             if version < SCHEMA_VERSION:
                 await tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            async with tx.execute(_RECOVER_STREAMING, (now,)) as cursor:
-                recovered = cursor.rowcount
+            recovered = 0
+            if recover_streaming:
+                async with tx.execute(_RECOVER_STREAMING, (now,)) as cursor:
+                    recovered = cursor.rowcount
         return OpenReport(
             schema_version=SCHEMA_VERSION,
             migrated_from=found,
@@ -832,4 +874,37 @@ class SqliteRepository:
             await self._rollback(db)
 
     # -- stored OAuth tokens ---------------------------------------------------------------
-    # See ChatRepository: the token table's methods go here (a new MIGRATIONS step).
+
+    async def load_oauth(self, server: str, owner: str) -> OAuthRecord:
+        """What is stored for ``server`` and ``owner`` (an empty record: nothing)."""
+        rows = await self._connection.execute_fetchall(_SELECT_OAUTH, (server, owner))
+        for row in rows:
+            return OAuthRecord(
+                tokens=row["tokens"], expires_at=row["expires_at"], client_info=row["client_info"]
+            )
+        return OAuthRecord()
+
+    async def store_oauth_tokens(
+        self, server: str, owner: str, tokens: str | None, expires_at: float | None, now: float
+    ) -> None:
+        """One upsert: the tokens and their expiry replaced, the registration kept."""
+        async with self._write_statement("store the OAuth tokens", None) as db:
+            await db.execute(_UPSERT_OAUTH_TOKENS, (server, owner, tokens, expires_at, now))
+
+    async def store_oauth_client(
+        self, server: str, owner: str, client_info: str, now: float
+    ) -> None:
+        """One upsert: the registration replaced, the tokens kept."""
+        async with self._write_statement("store the OAuth client", None) as db:
+            await db.execute(_UPSERT_OAUTH_CLIENT, (server, owner, client_info, now))
+
+    async def forget_oauth(self, server: str, owner: str | None) -> int:
+        """Delete one owner's row of ``server``, or every owner's."""
+        async with self._write_statement("forget the OAuth tokens", None) as db:
+            if owner is None:
+                cursor = await db.execute("DELETE FROM oauth_tokens WHERE server = ?", (server,))
+            else:
+                cursor = await db.execute(
+                    "DELETE FROM oauth_tokens WHERE server = ? AND owner = ?", (server, owner)
+                )
+            return cursor.rowcount

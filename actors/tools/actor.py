@@ -146,9 +146,9 @@ from actors.tools.elicitation import ElicitationContentInvalid, accepted_content
 from actors.tools.mcp_client import (
     AuthorizationGate,
     AuthorizationStateError,
+    BusOAuthRecords,
     CallClock,
     MCPClientError,
-    MemoryTokenStorage,
     OAuthTiming,
     PlatformOAuth,
     ResourceRef,
@@ -158,7 +158,7 @@ from actors.tools.mcp_client import (
     ServerRequestError,
     ServerRequestTimeout,
     SessionExpired,
-    SqliteTokenStorage,
+    StoredTokenStorage,
     ToolCallError,
     ToolCallTimeout,
     ToolResult,
@@ -312,10 +312,9 @@ def outcome_links(result: ToolResult, server: str) -> tuple[ResourceLinkInfo, ..
 
 @dataclass(frozen=True, slots=True)
 class OAuthSetup:
-    """What the ToolActor of an OAuth server needs besides its entry (``mcp.oauth``)."""
+    """What the ToolActor of an OAuth server needs besides its entry (``mcp.oauth``); its
+    tokens are kept in the chat backend, through the persistence room."""
 
-    token_db: Path | None
-    """The chat database, where tokens are kept (``None``: in memory)."""
     redirect_uri: str
     """``/oauth/callback`` on the platform's address."""
     timing: OAuthTiming = field(default_factory=OAuthTiming)
@@ -387,7 +386,7 @@ class ToolActor(Actor[ToolInbox]):
         self._gate = AuthorizationGate(
             on_url=self._authorization_needed, stored_elsewhere=self._tokens_stored_elsewhere
         )
-        self._storage: MemoryTokenStorage | SqliteTokenStorage | None = None
+        self._storage: StoredTokenStorage | None = None
         self._tokens_when_asked: OAuthToken | None = None
         self.server = server
         self._entry = entry
@@ -595,11 +594,7 @@ class ToolActor(Actor[ToolInbox]):
         """
         setup = self._oauth_setup
         if self._auth is None and setup is not None:
-            storage: MemoryTokenStorage | SqliteTokenStorage = (
-                MemoryTokenStorage()
-                if setup.token_db is None
-                else SqliteTokenStorage(setup.token_db, self.server)
-            )
+            storage = StoredTokenStorage(BusOAuthRecords(self.request), self.server)
             self._storage = storage
             self._auth = oauth_auth(
                 self.server,
@@ -638,7 +633,7 @@ class ToolActor(Actor[ToolInbox]):
 
     async def _tokens_stored_elsewhere(self) -> bool:
         """While a person is waited for: did ``mcp-platform auth`` store tokens meanwhile?"""
-        if not isinstance(self._storage, SqliteTokenStorage):
+        if self._storage is None:
             return False
         tokens = await self._storage.get_tokens()
         return tokens is not None and tokens != self._tokens_when_asked

@@ -3,7 +3,9 @@
 Design note: for headless operators (no browser on the platform's machine), this runs the
 very flow a ToolActor runs — :func:`actors.tools.mcp_client.oauth_auth` and
 :func:`actors.tools.mcp_client.connect_server` with the entry from ``servers_config.json``
-— and stores the tokens where the platform reads them (the chat database). The person
+— and stores the tokens where the platform reads them: the configured chat backend
+(SQLite file or PostgreSQL), whose repository the command opens and hands in as
+:class:`OAuthCommandRecords` (``actors/cli.py``). The person
 opens the printed URL anywhere; the authorization server sends their browser back to the
 platform's redirect URI. Two ways back in, whichever comes first:
 
@@ -25,23 +27,28 @@ import ipaddress
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 from urllib.parse import urlsplit
 
 from actors.tools.mcp_client import (
     AuthorizationGate,
     AuthorizationStateError,
     MCPClientError,
+    OAuthRecords,
     OAuthTiming,
-    SqliteTokenStorage,
+    StoredTokenStorage,
     connect_server,
-    forget_server_tokens,
     oauth_auth,
 )
 from config.schema import ConfigSnapshot
 
-__all__ = ["AuthCommandError", "authorize_server", "logout_server"]
+__all__ = [
+    "AuthCommandError",
+    "OAuthCommandRecords",
+    "authorize_server",
+    "check_oauth_server",
+    "logout_server",
+]
 
 _PAGE = (
     b"<!doctype html><meta charset=utf-8><title>MCP Platform</title>"
@@ -53,7 +60,27 @@ class AuthCommandError(Exception):
     """The server cannot be authorized from here (unknown, no OAuth, memory storage)."""
 
 
-def _oauth_entry(snapshot: ConfigSnapshot, name: str) -> Path:
+class OAuthCommandRecords(OAuthRecords, Protocol):
+    """The rows of the configured backend, as a command opened them: stored and read
+    like the platform's, and deleted by ``--logout``."""
+
+    @property
+    def description(self) -> str:
+        """Where they live (a path, or a PostgreSQL host and database)."""
+        ...
+
+    async def forget_oauth(self, server: str, owner: str | None) -> int:
+        """Delete the rows of ``server`` (one owner's, or every owner's); how many."""
+        ...
+
+
+def check_oauth_server(snapshot: ConfigSnapshot, name: str) -> None:
+    """Refuse a server that cannot be authorized from a terminal.
+
+    Raises:
+        AuthCommandError: No such server, it does not use OAuth, or the storage is
+            ``memory`` (nothing this process stores would reach the platform).
+    """
     entry = snapshot.servers.mcp_servers.get(name)
     if entry is None:
         known = ", ".join(sorted(snapshot.servers.mcp_servers)) or "none"
@@ -63,20 +90,30 @@ def _oauth_entry(snapshot: ConfigSnapshot, name: str) -> Path:
             f"server {name!r} does not use OAuth (a stdio server, 'oauth': false, or a "
             "static Authorization header)"
         )
-    db = snapshot.token_db_path
-    if db is None:
+    if snapshot.config.chat.storage.type == "memory":
         raise AuthCommandError(
-            "chat.storage.type is 'memory': tokens would not be kept; use auto_persist or sqlite"
+            "chat.storage.type is 'memory': tokens would not be kept; use auto_persist, "
+            "sqlite or postgres"
         )
-    return db
 
 
-def logout_server(snapshot: ConfigSnapshot, name: str, out: TextIO) -> int:
-    """Forget the stored tokens and registration of ``name``; the exit code."""
-    db = _oauth_entry(snapshot, name)
-    removed = forget_server_tokens(db, name)
+async def logout_server(
+    snapshot: ConfigSnapshot,
+    name: str,
+    records: OAuthCommandRecords,
+    out: TextIO,
+    *,
+    owner: str | None = None,
+) -> int:
+    """Forget the stored tokens and registration of ``name`` (of ``owner``, or of every
+    owner); the exit code."""
+    check_oauth_server(snapshot, name)
+    removed = await records.forget_oauth(name, owner)
+    whose = "" if owner is None else f" for owner {owner!r}"
     out.write(
-        f"forgot the tokens of {name!r}\n" if removed else f"nothing was stored for {name!r}\n"
+        f"forgot the tokens of {name!r}{whose}\n"
+        if removed
+        else f"nothing was stored for {name!r}{whose}\n"
     )
     return 0
 
@@ -84,7 +121,9 @@ def logout_server(snapshot: ConfigSnapshot, name: str, out: TextIO) -> int:
 async def authorize_server(
     snapshot: ConfigSnapshot,
     name: str,
+    records: OAuthCommandRecords,
     *,
+    owner: str = "",
     out: TextIO = sys.stdout,
     pasted: AsyncIterator[str] | None = None,
     connection_timeout: float = 30.0,
@@ -92,8 +131,10 @@ async def authorize_server(
     """Run the authorization of ``name``, store its tokens; the exit code.
 
     Args:
-        snapshot: The configuration (the entry, the database, the redirect URI).
+        snapshot: The configuration (the entry, the redirect URI).
         name: The server.
+        records: Where the tokens are stored (the configured backend).
+        owner: Whose tokens (``""``: the platform's own, shared by every user).
         out: Where the instructions go.
         pasted: Lines the person pastes (default: standard input).
         connection_timeout: Seconds to reach the server (the person has no deadline:
@@ -102,7 +143,7 @@ async def authorize_server(
     Raises:
         AuthCommandError: See :class:`AuthCommandError`.
     """
-    db = _oauth_entry(snapshot, name)
+    check_oauth_server(snapshot, name)
     entry = snapshot.servers.mcp_servers[name]
     redirect_uri = snapshot.oauth_redirect_uri
     settings = entry.effective_oauth
@@ -123,7 +164,7 @@ async def authorize_server(
     auth = oauth_auth(
         name,
         entry,
-        SqliteTokenStorage(db, name),
+        StoredTokenStorage(records, name, owner),
         platform_env=os.environ,
         redirect_uri=redirect_uri,
         redirect_handler=gate.redirect_handler,
@@ -150,7 +191,11 @@ async def authorize_server(
         except MCPClientError as exc:
             out.write(f"could not authorize {name!r}: {exc}\n")
             return 1
-    out.write(f"authorized {name!r}: {len(tools)} tools; the tokens are stored in {db}\n")
+    whose = "" if not owner else f" for owner {owner!r}"
+    out.write(
+        f"authorized {name!r}{whose}: {len(tools)} tools; the tokens are stored in "
+        f"{records.description}\n"
+    )
     return 0
 
 

@@ -25,21 +25,23 @@ from actors.tools.elicitation import ElicitationContentInvalid, accepted_content
 from actors.tools.mcp_client import (
     MCPClientError,
     MemoryTokenStorage,
+    OAuthRecords,
     OAuthTiming,
     ServerConnectError,
-    SqliteTokenStorage,
+    StoredTokenStorage,
     connect_server,
     oauth_auth,
 )
 from actors.tools.schemas import build_tool_specs
 from config.errors import ConfigInvalid
-from config.schema import ServerEntry, ServersConfig
+from config.schema import ConfigSnapshot, ServerEntry, ServersConfig
 from config.store import RUNTIME_FILE, ConfigStore, parse_servers
 
 __all__ = [
     "InspectError",
     "configured_log_level",
     "inspect_server",
+    "oauth_snapshot",
     "resolve_target",
     "stored_oauth",
 ]
@@ -80,9 +82,9 @@ def resolve_target(
     return word, entry
 
 
-def stored_oauth(config_dir: Path, name: str, entry: ServerEntry) -> httpx2.Auth | None:
-    """The OAuth of a configured server, with the tokens the platform stored for it
-    (``None``: it does not use OAuth, or the config directory has no runtime file yet)."""
+def oauth_snapshot(config_dir: Path, entry: ServerEntry) -> ConfigSnapshot | None:
+    """The configuration whose stored tokens an OAuth server's inspection uses (``None``:
+    it does not use OAuth, or the config directory has no runtime file yet)."""
     if entry.effective_oauth is None or not (config_dir / RUNTIME_FILE).exists():
         return None
     store = ConfigStore(config_dir)
@@ -90,12 +92,18 @@ def stored_oauth(config_dir: Path, name: str, entry: ServerEntry) -> httpx2.Auth
         store.load()
     except ConfigInvalid as exc:
         raise InspectError(str(exc)) from exc
-    snapshot = store.snapshot
-    db = snapshot.token_db_path
+    return store.snapshot
+
+
+def stored_oauth(
+    snapshot: ConfigSnapshot, name: str, entry: ServerEntry, records: OAuthRecords | None
+) -> httpx2.Auth | None:
+    """The OAuth of a configured server, with the tokens the platform stored for it in
+    ``records`` (the configured backend; ``None``: ``memory`` storage, nothing stored)."""
     return oauth_auth(
         name,
         entry,
-        MemoryTokenStorage() if db is None else SqliteTokenStorage(db, name),
+        MemoryTokenStorage() if records is None else StoredTokenStorage(records, name),
         platform_env=os.environ,
         redirect_uri=snapshot.oauth_redirect_uri,
         timing=OAuthTiming(

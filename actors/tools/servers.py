@@ -55,7 +55,7 @@ def _wanted(snapshot: ConfigSnapshot) -> dict[str, str]:
     shared += mcp.connection.model_dump_json()
     wanted = {PLATFORM_SERVER: "built in" + shared}
     shared += mcp.elicitation.model_dump_json() + mcp.oauth.model_dump_json()
-    shared += f"{snapshot.oauth_redirect_uri} {snapshot.token_db_path}"
+    shared += snapshot.oauth_redirect_uri
     # require_approval is read by the orchestrator at each call: editing it must not
     # restart the server (and drop its connection) under a running turn.
     wanted.update(
@@ -136,7 +136,6 @@ class ServersActor(Actor[ConfigChanged]):
         entry = snapshot.servers.mcp_servers[server]
         timeout = snapshot.config.mcp.elicitation.timeout
         oauth = OAuthSetup(
-            token_db=snapshot.token_db_path,
             redirect_uri=snapshot.oauth_redirect_uri,
             timing=OAuthTiming(
                 refresh_margin=snapshot.config.mcp.oauth.refresh_margin,

@@ -5,7 +5,8 @@ authorization server that approves at once, as if the person signed in and allow
 The page shows "Connect" beside the server that waits for authorization; the click opens
 the authorization server in a new tab, which is sent back to the platform's
 ``/oauth/callback``: that page says it worked and closes itself, and the server's badge
-turns ready and its tool is listed, without a reload or a restart.
+turns ready and its tool is listed (a ``tools_changed`` frame), without a reload or a
+restart.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ async def test_connect_button_authorizes_and_the_tools_appear(
 
     await expect(badge).to_have_class("server-badge status-ready")
     await expect(badge.locator("a.connect-btn")).to_have_count(0)
+    # The sidebar lists its tool at once (a tools_changed frame, no reload).
+    await expect(page.locator("#tools .cap-name", has_text="remote__echo")).to_have_count(1)
 
     # Without a restart the model is offered the server's tool at once...
     llm.script(Reply.text("I can echo now."))
@@ -87,6 +90,6 @@ async def test_connect_button_authorizes_and_the_tools_appear(
     await expect(page.locator(".msg.assistant").last).to_contain_text("I can echo now.")
     offered = [t["function"]["name"] for t in llm.requests[-1].json.get("tools", [])]
     assert "remote__echo" in offered
-    # ...and the sidebar lists it (the tool list arrives with session_info: reload).
+    # ...and a reload (session_info) lists it too.
     await open_page(page, oauth_platform)
     await expect(page.locator("#tools .cap-name", has_text="remote__echo")).to_have_count(1)

@@ -33,6 +33,7 @@ import httpx2
 import orjson
 import pytest
 
+from tests import postgres as pg
 from tests.integration.chat import ChatClient, ChatPlatform
 from tests.integration.conftest import ENTRY_POINT
 from tests.scripted_llm import Reply, ToolCall
@@ -510,3 +511,56 @@ async def test_cli_auth_takes_the_redirect_itself_when_the_platform_is_down(
     )
     assert not platform.process.find("tools.authorization_required")
     assert (await oauth_server.stats())["authorizations"] == 1
+
+
+async def test_tokens_live_in_postgres_with_postgres_storage(
+    chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer, postgres_dsn: str
+) -> None:
+    """With ``chat.storage.type: postgres`` the tokens are rows of PostgreSQL's
+    ``oauth_tokens`` (no SQLite file anywhere): the Connect flow stores them through the
+    persistence room, ``mcp-platform auth --logout`` deletes them there, and
+    ``mcp-platform auth`` stores new ones there that the waiting platform picks up."""
+    platform, clients = chat
+    port = free_port()
+    platform.process.env["CHAT_DB_DSN"] = postgres_dsn
+    _write_servers(platform, oauth_server)
+    storage = {"chat": {"storage": {"type": "postgres", "postgres": {"dsn_env": "CHAT_DB_DSN"}}}}
+    await platform.start(
+        {**_overrides(port), "chat": {**_overrides(port)["chat"], **storage["chat"]}}
+    )
+    client, auth_url = await _auth_required(platform)
+    clients.append(client)
+    assert (await _sign_in(auth_url)).status_code == 200
+    await _status(client, "ready")
+    [(owner, tokens)] = pg.query(postgres_dsn, "SELECT owner, tokens FROM oauth_tokens", ())
+    assert owner == ""
+    assert orjson.loads(tokens)["access_token"]
+    assert not list(platform.config_dir.glob("*.db*"))
+
+    env = dict(platform.process.env)
+    logout = await asyncio.create_subprocess_exec(
+        str(ENTRY_POINT),
+        "--config-dir",
+        str(platform.config_dir),
+        "auth",
+        "--logout",
+        "remote",
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, _ = await logout.communicate()
+    assert logout.returncode == 0, out
+    assert b"forgot the tokens of 'remote'" in out
+    assert pg.query(postgres_dsn, "SELECT COUNT(*) FROM oauth_tokens", ()) == [(0,)]
+
+    # The next connect asks again (the platform's tokens are gone from the database).
+    await oauth_server.revoke()
+    await _status(client, "auth_required", timeout=30)
+    code, output, _ = await _cli_auth(platform, env)
+    assert code == 0, output
+    assert "the tokens are stored in" in output
+    await _status(client, "ready", timeout=30)
+    assert pg.query(
+        postgres_dsn, "SELECT COUNT(*) FROM oauth_tokens WHERE tokens IS NOT NULL", ()
+    ) == [(1,)]
+    assert not list(platform.config_dir.glob("*.db*"))

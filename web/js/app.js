@@ -183,6 +183,7 @@ function handleFrame(frame) {
     case "sessions": return onSessions(frame);
     case "session_deleted": return onSessionDeleted(frame);
     case "server_status": return onServerStatus(frame);
+    case "tools_changed": return onToolsChanged(frame);
     case "resource_content": return onResourceContent(frame);
     case "completion": return onCompletion(frame);
     case "resource_updated": return onResourceUpdated(frame);
@@ -775,6 +776,14 @@ function onServerStatus(frame) {
   } else if (frame.status === "ready" && previous?.status === "auth_required") {
     toast("success", `MCP server “${frame.server}” connected`, null);
   }
+}
+
+function onToolsChanged(frame) {
+  // A server connected (after Connect, for instance) or went away: the lists are whole.
+  state.tools = frame.tools ?? [];
+  state.prompts = frame.prompts ?? [];
+  renderTools();
+  renderPrompts();
 }
 
 /** An authorization URL the page may open: http(s) only (never javascript: or data:). */

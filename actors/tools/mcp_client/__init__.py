@@ -15,7 +15,8 @@ protocol; this package adds what a host needs around it. Its modules, by concern
 * ``stderr.py``: the pipe that captures a stdio server's stderr.
 * ``oauth.py``: :func:`oauth_auth`: OAuth 2.1 for HTTP servers (the SDK's provider, with
   refresh before expiry, one refresh in flight, a person asked only while connecting).
-* ``token_store.py``: where tokens are kept (the chat database, or memory).
+* ``token_store.py``: where tokens are kept (the configured chat backend, through the
+  persistence room or a command's repository; or memory).
 
 Import from the package (``from actors.tools.mcp_client import connect_server``); names
 with a leading underscore are shared between these modules only.
@@ -48,9 +49,10 @@ from actors.tools.mcp_client.oauth import (
 from actors.tools.mcp_client.results import BinaryContent, ResourceRef, ToolResult
 from actors.tools.mcp_client.stderr import STDERR_TAIL_LINES
 from actors.tools.mcp_client.token_store import (
+    BusOAuthRecords,
     MemoryTokenStorage,
-    SqliteTokenStorage,
-    forget_server_tokens,
+    OAuthRecords,
+    StoredTokenStorage,
 )
 
 __all__ = [
@@ -59,12 +61,14 @@ __all__ = [
     "AuthorizationRequired",
     "AuthorizationStateError",
     "BinaryContent",
+    "BusOAuthRecords",
     "CallClock",
     "ConnectFailure",
     "Interactive",
     "MCPClientError",
     "MemoryTokenStorage",
     "NegotiationMode",
+    "OAuthRecords",
     "OAuthTiming",
     "PlatformOAuth",
     "ResourceRef",
@@ -75,14 +79,13 @@ __all__ = [
     "ServerRequestError",
     "ServerRequestTimeout",
     "SessionExpired",
-    "SqliteTokenStorage",
+    "StoredTokenStorage",
     "ToolCallError",
     "ToolCallTimeout",
     "ToolResult",
     "callback_result_from_url",
     "connect_server",
     "expand_env_references",
-    "forget_server_tokens",
     "oauth_auth",
     "stdio_environment",
 ]
