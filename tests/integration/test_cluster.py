@@ -10,6 +10,10 @@ scripted reply). Proved here:
 - each replica's ``/readyz`` reports its broker connection;
 - a conversation started on one replica continues on another, and a tab on a third sees
   the turn live (thinking, deltas, the final answer);
+- interest routing: a turn's live events reach only the replicas with a tab on its
+  conversation (a replica whose tabs show other conversations receives its
+  ``turn_state_changed`` events only); ``/healthz`` counts the turns this replica runs
+  (``turns_running``) apart from the cluster's (``cluster.turns_running``);
 - a tab that attaches on replica B in the middle of a turn running on A is told the turn
   runs, reads the text so far from the database and gets the whole answer at the end;
 - a tab on replica B stops a turn running on replica A, approves its tool call (the
@@ -226,6 +230,63 @@ async def test_a_conversation_continues_on_another_replica_and_a_third_sees_it_l
         ("user", "complete"),
         ("assistant", "complete"),
     ]
+
+
+async def test_live_events_go_only_to_replicas_with_a_tab_on_the_conversation(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    start, clients = cluster
+    r0, r1, r2 = await start(3)
+    sender, info = await _connect(r0, clients)
+    conversation_id = info["conversation_id"]
+    watcher, _ = await _connect(r1, clients, conversation_id)
+    elsewhere, _ = await _connect(r2, clients, conversation_id)
+    await elsewhere.send({"type": "clear_history"})  # now a tab on another conversation
+    cleared = await elsewhere.expect("session_cleared")
+    assert cleared["conversation_id"] != conversation_id
+    gate = Gate()
+    llm.script(
+        Reply.stream(Content("one "), Content("two "), gate, Content("three"), Finish("stop"))
+    )
+    await sender.send({"type": "user_message", "message": "count"})
+    seen = ""
+    while seen != "one two ":
+        seen += (await watcher.expect("assistant_delta"))["content"]
+
+    async with httpx.AsyncClient() as http:
+
+        async def health(replica: ChatPlatform) -> dict[str, Any]:
+            response = await http.get(f"{replica.http_url}/healthz")
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            return body
+
+        # Mid-turn: the turn runs on r0 only; each replica knows the cluster runs one.
+        for replica, here in ((r0, 1), (r1, 0), (r2, 0)):
+            body = await health(replica)
+            assert body["turns_running"] == here, (replica.http_url, body)
+            assert body["cluster"]["turns_running"] == 1
+        gate.open()
+        for client in (sender, watcher):
+            ended = await client.expect("assistant_message", timeout=20)
+            assert ended["message"] == "one two three"
+        # A turn on r2 meanwhile: by its end, r0's turn is long over everywhere.
+        llm.script(Reply.text("Elsewhere."))
+        await elsewhere.turn("and here?")
+        received = {}
+        for i, replica in enumerate((r0, r1, r2)):
+            body = await health(replica)
+            assert body["turns_running"] == 0
+            assert body["cluster"]["replica"] == f"r{i}"
+            received[i] = body["cluster"]["events_received"]
+    # r1 (a tab on the conversation) got the turn live; r2 (a tab elsewhere) got its
+    # turn states only, and so did r0 of r2's turn.
+    assert received[1]["assistant_delta"] >= 2
+    assert received[1]["turn_finished"] == 1
+    assert received[1]["user_input_stored"] == 1
+    assert set(received[2]) == {"turn_state_changed"}, received[2]
+    assert set(received[0]) <= {"turn_state_changed"}, received[0]
+    assert not [f for f in elsewhere.frames if f.get("turn_id") == ended["turn_id"]]
 
 
 async def test_a_tab_on_another_replica_stops_the_turn(
