@@ -5,7 +5,7 @@ this module is the platform's side of it, used by the wiring (``actors/platform.
 
 * :data:`SHARED_EVENTS`: the events that concern a conversation's turn, and which local
   actors receive the copies other replicas publish: the gateway only (and the config
-  actor for ``RuntimeConfigUpdated``). Its tabs see a turn
+  actor for ``RuntimeConfigUpdated``, ``RuntimeConfigReset``). Its tabs see a turn
   of another replica as they see one started by another tab of their own replica. The
   persistence actor (deltas), the metrics and tracing actors see their own replica's
   turns only: each turn is stored, counted and traced once, where it runs.
@@ -26,8 +26,9 @@ this module is the platform's side of it, used by the wiring (``actors/platform.
   class name, message and ``retryable``, so the requester's client gets the same code.
 
 The configuration files stay per replica; a change made through the platform (the
-``set_config`` tool: ``RuntimeConfigUpdated``) is applied by every replica's ConfigActor
-to its own runtime file.
+``set_config`` tool: ``RuntimeConfigUpdated``; ``mcp-reset-config`` on one replica's
+config directory: ``RuntimeConfigReset``) is applied by every replica's ConfigActor to
+its own runtime file.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from actors.messages import (
     CancelTurn,
     ElicitationClosed,
     ElicitationRequested,
+    RuntimeConfigReset,
     RuntimeConfigUpdated,
     ToolApprovalClosed,
     ToolApprovalRequested,
@@ -87,6 +89,7 @@ SHARED_EVENTS: dict[type[BaseModel], tuple[str, ...]] = {
     ToolApprovalClosed: _GATEWAY,
     UserInputStored: _GATEWAY,
     RuntimeConfigUpdated: ("config",),
+    RuntimeConfigReset: ("config",),
 }
 """Shared event type -> the local actors that receive other replicas' copies."""
 
