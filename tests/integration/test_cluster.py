@@ -31,6 +31,11 @@ scripted reply). Proved here:
 - a PostgreSQL restart (a throwaway server): while it is down a send gets
   STORAGE_UNAVAILABLE (retryable) and nothing is half-written; once it is back the
   replicas serve again;
+- a PostgreSQL restart in the middle of an answer: both tabs are told
+  STORAGE_UNAVAILABLE (retryable) and the turn ends; once the database is back, the
+  lease the turn's replica could not release expires, the answer is stored
+  ``incomplete`` with the text it reached (no row left ``streaming``), and the
+  conversation goes on;
 - two replicas racing to send into one conversation: exactly one turn runs, the other
   send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
 """
@@ -678,6 +683,77 @@ async def test_a_postgres_restart_typed_errors_meanwhile_then_service_again(
             ("user", "three", "complete"),
             ("assistant", "After the restart.", "complete"),
         ]
+        assert pg.query(server.dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+    finally:
+        server.remove()
+
+
+async def test_a_postgres_restart_mid_answer_ends_the_turn_typed_and_half_writes_nothing(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, unused_tcp_port: int
+) -> None:
+    start, clients = cluster
+    server = pg.ThrowawayPostgres(unused_tcp_port)
+    try:
+        server.init()
+        server.start()
+        r0, r1 = await start(
+            2,
+            dsn=server.dsn,
+            extra={
+                "chat": {"storage": {"postgres": {"connect_timeout_seconds": 1}}},
+                "cluster": {"lease_seconds": 3},
+                "logging": {"level": "DEBUG"},  # persistence.flushed
+            },
+        )
+        sender, info = await _connect(r0, clients)
+        conversation_id = info["conversation_id"]
+        watcher, _ = await _connect(r1, clients, conversation_id)
+        gate = Gate()
+        llm.script(
+            Reply.stream(Content("written before, "), gate, Content("after"), Finish("stop"))
+        )
+        await sender.send({"type": "user_message", "message": "one", "request_id": "one"})
+        assert (await watcher.expect("assistant_delta"))["content"] == "written before, "
+        await r0.process.wait_for(
+            "persistence.flushed",
+            lambda e: e["total_chars"] == len("written before, "),
+            timeout=10,
+        )
+
+        server.stop()
+        gate.open()
+        for client in (sender, watcher):
+            ended = await client.expect("assistant_message", timeout=30)
+            assert ended["finish_reason"] == "error"
+            refused = [f for f in client.frames if f["type"] == "error"]
+            assert [(f["error_code"], f["retryable"], f["request_id"]) for f in refused] == [
+                ("STORAGE_UNAVAILABLE", True, "one")
+            ]
+
+        server.start()
+        # r0 could not release the turn's lease while the database was down: it expires
+        # (lease_seconds), and the turn's answer is ended as far as it was stored.
+        expired = await watcher.expect("assistant_message", timeout=30)
+        assert expired["turn_id"] == ended["turn_id"]
+        llm.script(Reply.text("After the restart."))
+        frames = await watcher.turn("two")
+        assert [f["message"] for f in frames if f["type"] == "assistant_message"] == [
+            "After the restart."
+        ]
+        rows = pg.query(
+            server.dsn,
+            "SELECT role, content, status FROM messages WHERE conversation_id = ? ORDER BY id",
+            (conversation_id,),
+        )
+        # Nothing half-written: no row left streaming; the interrupted answer is stored
+        # incomplete with the text it reached.
+        assert [(role, status) for role, _, status in rows] == [
+            ("user", "complete"),
+            ("assistant", "incomplete"),
+            ("user", "complete"),
+            ("assistant", "complete"),
+        ]
+        assert rows[1][1].startswith("written before, ")
         assert pg.query(server.dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
     finally:
         server.remove()
