@@ -26,6 +26,9 @@ scripted reply). Proved here:
   runtime files and configurations;
 - a NATS restart while a turn streams: the replicas reconnect, ``/readyz`` says the
   broker is down meanwhile, and the tab on the other replica gets the rest of the turn;
+- a NATS outage spanning a whole turn: the replica serving the sending tab runs and
+  stores it alone; after the reconnect, live events cross again and the history holds
+  the turn the other replica's tab missed;
 - the ``cluster`` section is read at start: added to a running platform's file, it
   changes nothing until a restart (said in the log), turns go on;
 - a PostgreSQL restart (a throwaway server): while it is down a send gets
@@ -757,3 +760,49 @@ async def test_a_postgres_restart_mid_answer_ends_the_turn_typed_and_half_writes
         assert pg.query(server.dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
     finally:
         server.remove()
+
+
+async def test_a_broker_outage_spanning_a_whole_turn(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, unused_tcp_port: int
+) -> None:
+    start, clients = cluster
+    broker = ThrowawayNats(unused_tcp_port)
+    await broker.start()
+    try:
+        r0, r1 = await start(2, url=broker.url)
+        sender, info = await _connect(r0, clients)
+        conversation_id = info["conversation_id"]
+        watcher, _ = await _connect(r1, clients, conversation_id)
+
+        await broker.stop()
+        for replica in (r0, r1):
+            await replica.process.wait_for("bus.bridge_disconnected", timeout=10)
+        # The replica serving the tab runs the whole turn on its own: the database is
+        # the record, the broker only carries live events.
+        llm.script(Reply.text("Answered while the broker was away."))
+        frames = await sender.turn("during the outage")
+        assert not [f for f in frames if f["type"] == "error"]
+
+        await broker.start()
+        for replica in (r0, r1):
+            await replica.process.wait_for("bus.bridge_reconnected", timeout=20)
+        # Live events cross again (r1's subscriptions were renewed at reconnect).
+        llm.script(Reply.text("And after it."))
+        await sender.send({"type": "user_message", "message": "after the outage"})
+        # (nats-py keeps what r0 published while disconnected and sends it at the
+        # reconnect, so r1's tab may get the outage turn late, before this one.)
+        seen = [(await watcher.expect("assistant_message", timeout=20))["message"]]
+        while seen[-1] != "And after it.":
+            seen.append((await watcher.expect("assistant_message", timeout=20))["message"])
+        assert seen[:-1] in ([], ["Answered while the broker was away."])
+        # The turn r1's tab missed live is in the history a reload reads.
+        reloaded, state = await _connect(r1, clients, conversation_id)
+        assert [m["content"] for m in state["messages"]] == [
+            "during the outage",
+            "Answered while the broker was away.",
+            "after the outage",
+            "And after it.",
+        ]
+        assert reloaded is not None
+    finally:
+        await broker.stop()
