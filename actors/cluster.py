@@ -5,10 +5,20 @@ this module is the platform's side of it, used by the wiring (``actors/platform.
 
 * :data:`SHARED_EVENTS`: the events that concern a conversation's turn, and which local
   actors receive the copies other replicas publish: the gateway only (and the config
-  actor for ``RuntimeConfigUpdated``). Its tabs see a turn
+  actor for ``RuntimeConfigUpdated``, ``RuntimeConfigReset``). Its tabs see a turn
   of another replica as they see one started by another tab of their own replica. The
   persistence actor (deltas), the metrics and tracing actors see their own replica's
   turns only: each turn is stored, counted and traced once, where it runs.
+* :data:`CONVERSATION_EVENTS` and :func:`conversation_topic`: interest routing. A turn's
+  live events (deltas, tool cards and progress, the user input, the end) travel on their
+  conversation's topic, so only the replicas with a tab on that conversation receive
+  them (the gateway watches a conversation while a tab shows it). The events every
+  replica needs whether or not a tab shows the conversation stay broadcast: which turns
+  run (``TurnStateChanged``: routes, ``turn_in_progress`` for a tab that attaches
+  mid-turn) and the questions waiting for the user (elicitations, approvals: shown to a
+  tab that attaches while they wait, answered from any replica). A tab that attaches
+  mid-turn reads the text so far from the database, gets the deltas from then on, and
+  its gateway takes the whole answer from the stored row at the end.
 * :class:`TurnRoutes`: a request about a conversation's running turn (stop it, approve a
   call, answer an elicitation) goes to the replica running it, learnt from the
   ``TurnStateChanged`` events every replica sees; anything else is answered locally.
@@ -16,8 +26,9 @@ this module is the platform's side of it, used by the wiring (``actors/platform.
   class name, message and ``retryable``, so the requester's client gets the same code.
 
 The configuration files stay per replica; a change made through the platform (the
-``set_config`` tool: ``RuntimeConfigUpdated``) is applied by every replica's ConfigActor
-to its own runtime file.
+``set_config`` tool: ``RuntimeConfigUpdated``; ``mcp-reset-config`` on one replica's
+config directory: ``RuntimeConfigReset``) is applied by every replica's ConfigActor to
+its own runtime file.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -39,6 +51,7 @@ from actors.messages import (
     ConversationProviderChosen,
     ElicitationClosed,
     ElicitationRequested,
+    RuntimeConfigReset,
     RuntimeConfigUpdated,
     ToolApprovalClosed,
     ToolApprovalRequested,
@@ -53,9 +66,12 @@ from config.schema import ClusterConfig
 
 __all__ = [
     "ANSWERABLE",
+    "CONVERSATION_EVENTS",
     "SHARED_EVENTS",
     "ChatErrorCodec",
+    "ClusterView",
     "TurnRoutes",
+    "conversation_topic",
     "lease_holder",
     "replica_id",
 ]
@@ -77,8 +93,24 @@ SHARED_EVENTS: dict[type[BaseModel], tuple[str, ...]] = {
     # must ask that provider for its next turn.
     ConversationProviderChosen: _GATEWAY,
     RuntimeConfigUpdated: ("config",),
+    RuntimeConfigReset: ("config",),
 }
 """Shared event type -> the local actors that receive other replicas' copies."""
+
+CONVERSATION_EVENTS: frozenset[type[BaseModel]] = frozenset(
+    {AssistantDelta, TurnFinished, ToolExecutionEvent, ToolProgress, UserInputStored}
+)
+"""Shared events sent only to the replicas watching their conversation (one topic per
+conversation, so they keep their order among themselves: the deltas before the end)."""
+
+
+def conversation_topic(message: BaseModel) -> str | None:
+    """The topic of a shared event: its conversation's id for :data:`CONVERSATION_EVENTS`,
+    else ``None`` (every replica)."""
+    if type(message) in CONVERSATION_EVENTS:
+        return message.conversation_id  # type: ignore[attr-defined, no-any-return]  # all have it
+    return None
+
 
 _ROUTED = (CancelTurn, AnswerToolApproval, AnswerElicitation)
 """Requests answered by the replica running the conversation's turn."""
@@ -117,6 +149,12 @@ class TurnRoutes:
             elif self._running.get(message.conversation_id, ("", ""))[0] == message.turn_id:
                 del self._running[message.conversation_id]
 
+    def running(self, replica: str | None = None) -> int:
+        """The turns running on ``replica`` (``None``: on every replica)."""
+        if replica is None:
+            return len(self._running)
+        return sum(1 for _turn, origin in self._running.values() if origin == replica)
+
     def route(self, message: Request[Any]) -> str | None:
         if isinstance(message, _ROUTED):
             running = self._running.get(message.conversation_id)
@@ -141,3 +179,29 @@ class ChatErrorCodec:
         if isinstance(cls, type) and issubclass(cls, ChatError):
             return cls(message, retryable=bool(data.get("retryable", cls.retryable)))
         return chat_errors.InternalError(f"{data.get('class')}: {message}")
+
+
+class ClusterView:
+    """What ``/healthz`` says about this replica in its cluster (built by the wiring).
+
+    Args:
+        replica: This replica's id.
+        routes: The running turns, by replica.
+        traffic: The bridge's counters (``NatsBridge.traffic``).
+    """
+
+    def __init__(
+        self, replica: str, routes: TurnRoutes, traffic: Callable[[], Mapping[str, object]]
+    ) -> None:
+        self.replica = replica
+        self._routes = routes
+        self._traffic = traffic
+
+    def turns_running_here(self) -> int:
+        """The turns this replica runs now (the gateway's own view counts every replica's)."""
+        return self._routes.running(self.replica)
+
+    def health(self) -> dict[str, object]:
+        """``/healthz``'s ``cluster`` part: the replica, the turns running on all of them,
+        and what crossed the broker."""
+        return {"replica": self.replica, "turns_running": self._routes.running(), **self._traffic()}

@@ -79,6 +79,7 @@ __all__ = [
     "ResourceLinkInfo",
     "ResourceSpec",
     "ResourceText",
+    "RuntimeConfigReset",
     "RuntimeConfigUpdated",
     "SaveRuntimeConfig",
     "SaveSession",
@@ -215,6 +216,19 @@ class RuntimeConfigUpdated(Message):
     type: Literal["runtime_config_updated"] = "runtime_config_updated"
     changes: dict[str, Any]
     """Dotted key path → new value, as in the UpdateRuntimeConfig."""
+
+
+class RuntimeConfigReset(Message):
+    """Event (ConfigActor): the runtime file was reset to the defaults (``mcp-reset-config``
+    on this replica's config directory, seen by its watcher). With ``cluster``, the other
+    replicas' ConfigActors reset their own runtime files the same way, so a reset reaches
+    every replica as a ``set_config`` does. Nobody subscribes to it in the replica that
+    publishes it."""
+
+    type: Literal["runtime_config_reset"] = "runtime_config_reset"
+    version: int
+    """The reset file's ``_runtime_config.version`` on the publishing replica (for the
+    log: each replica numbers its own file's versions)."""
 
 
 # -- conversations (PersistenceActor) ------------------------------------------------------------

@@ -28,7 +28,9 @@ from actors.cluster import (
     ANSWERABLE,
     SHARED_EVENTS,
     ChatErrorCodec,
+    ClusterView,
     TurnRoutes,
+    conversation_topic,
     lease_holder,
     replica_id,
 )
@@ -94,6 +96,7 @@ def build_children(
     dotenv_dirs: Sequence[Path] = (),
     replica: str | None = None,
     broker: BrokerSource | None = None,
+    cluster: ClusterView | None = None,
 ) -> list[ChildSpec]:
     """The supervision tree, in start (dependency) order: each actor may ask those before
     it during its ``on_start``; shutdown runs backwards (the gateway stops intake first).
@@ -102,7 +105,8 @@ def build_children(
     any actor whose events they count, and stop after all of them.
 
     ``replica``: this replica's id (``cluster``), the holder of its turns' leases;
-    ``broker``: the broker's state for ``/readyz``."""
+    ``broker``: the broker's state for ``/readyz``; ``cluster``: the replica's part in
+    its cluster for ``/healthz``."""
     operators: list[ChildSpec] = []
     if metrics is not None:
         operators.append(ChildSpec("metrics", lambda: MetricsActor(metrics), kind="core"))
@@ -111,7 +115,13 @@ def build_children(
 
     def gateway() -> GatewayActor:
         return GatewayActor(
-            health, environ, metrics, startup=startup, dotenv_dirs=dotenv_dirs, broker=broker
+            health,
+            environ,
+            metrics,
+            startup=startup,
+            dotenv_dirs=dotenv_dirs,
+            broker=broker,
+            cluster=cluster,
         )
 
     return [
@@ -335,14 +345,16 @@ async def _run_platform(
         return EXIT_CONFIG_INVALID
     if cluster is not None:
         assert replica is not None
+        routes = TurnRoutes()
         bridge = NatsBridge(
             bus,
             url=cluster.url,
             prefix=cluster.subject_prefix,
             replica=replica,
             deliveries=SHARED_EVENTS,
-            router=TurnRoutes(),
+            router=routes,
             causes=ChatErrorCodec(),
+            topics=conversation_topic,
             answerable=ANSWERABLE,
             token=env.get(cluster.token_env) if cluster.token_env else None,
         )
@@ -365,6 +377,7 @@ async def _run_platform(
         dotenv_dirs=location.dotenv_dirs,
         replica=replica,
         broker=None if bridge is None else bridge.state,
+        cluster=None if bridge is None else ClusterView(bridge.replica, routes, bridge.traffic),
     )
     supervisor = Supervisor(bus, children, shutdown_grace=SHUTDOWN_GRACE_SECONDS)
     main_task = asyncio.current_task()

@@ -6,7 +6,10 @@ else: *is this event type shared* (:attr:`Bridge.shared`: it is also forwarded t
 other replicas), and *does another replica answer this request* (:meth:`Bridge.route`:
 the replica's id, or ``None`` for this process). Which types are shared, who receives
 the copies that arrive from elsewhere, and how a request finds its replica are decided
-by whoever builds the bridge (the platform's wiring), not here. An actor never knows
+by whoever builds the bridge (the platform's wiring), not here. A shared event may have
+a *topic* (the wiring says which, e.g. a conversation id): it then goes only to the
+replicas that said they watch that topic (:meth:`Bus.watch <bus.bus.Bus.watch>`), not
+to every replica. An actor never knows
 whether a message came from another replica: a remote event lands in its mailbox as a
 local one does, and a remote request's reply (or typed error) is what a local one's
 would be.
@@ -46,6 +49,16 @@ class Bridge(Protocol):
     async def forward(self, message: BaseModel) -> None:
         """Carry a locally published shared event to the other replicas (never raises:
         a broker that is down loses live events, not the process)."""
+        ...
+
+    async def watch(self, topic: str) -> None:
+        """This process wants the other replicas' events on ``topic`` (counted: as many
+        :meth:`unwatch` calls end it). Returns once the broker knows, so an event
+        published after it is received (a broker that is down: at once)."""
+        ...
+
+    async def unwatch(self, topic: str) -> None:
+        """One :meth:`watch` of ``topic`` ends."""
         ...
 
     def route(self, message: Request[Any]) -> str | None:

@@ -76,6 +76,21 @@ class Bus:
         (``bus/bridge.py``); ``None`` detaches (one process again)."""
         self._bridge = bridge
 
+    async def watch(self, topic: str) -> None:
+        """Receive the other replicas' events on ``topic`` (``bus/bridge.py``: shared
+        events with a topic go only to the replicas watching it). Counted: each call is
+        ended by one :meth:`unwatch`. Without a bridge there is nothing to do: every
+        event is local."""
+        bridge = self._bridge
+        if bridge is not None:
+            await bridge.watch(topic)
+
+    async def unwatch(self, topic: str) -> None:
+        """End one :meth:`watch` of ``topic``."""
+        bridge = self._bridge
+        if bridge is not None:
+            await bridge.unwatch(topic)
+
     async def deliver(self, message: BaseModel, to: tuple[str, ...]) -> int:
         """Deliver an event that arrived from another replica to the actors named ``to``
         (as :meth:`publish` would, waiting on full mailboxes; never forwarded again).

@@ -4,10 +4,18 @@ events and answer each other's requests through one NATS server (or cluster).
 Subjects, under the configured prefix ``P`` (one prefix per platform; every replica of it
 uses the same one):
 
-* ``P.ev.<tag>``: a shared event (its JSON; the ``origin`` header names the replica that
-  published it). Every replica subscribes to ``P.ev.>`` with one subscription, so the
-  events of one replica arrive in the order it published them; the connection is made
-  with ``no_echo``, so a replica never receives its own.
+* ``P.ev.<tag>``: a shared event without a topic (its JSON; the ``origin`` header names
+  the replica that published it). Every replica subscribes to ``P.ev.>`` with one
+  subscription, so the events of one replica arrive in the order it published them; the
+  connection is made with ``no_echo``, so a replica never receives its own.
+* ``P.tp.<topic>.<tag>``: a shared event with a topic (the wiring's ``topics`` function
+  names it: a conversation's live events). Only the replicas watching the topic
+  subscribe (``P.tp.<topic>.>``, one subscription per topic while watched, counted), so
+  a turn's deltas reach the replicas with a tab on its conversation and no others. One
+  topic's events from one replica arrive in order; between a topic's subscription and
+  ``P.ev.>`` there is no order (NATS dispatches each subscription on its own), so an
+  event whose order against a topic's matters belongs on the topic too. A topic that is
+  not a subject token (``[A-Za-z0-9_-]``, up to 64 characters) travels as its hash.
 * ``P.rq.<replica>``: requests for that replica (NATS request/reply). The body is
   ``{"to", "timeout", "message"}``; the reply is ``{"ok": <reply>}`` or ``{"error":
   <bus error class>, "message", "cause"}``, turned back into the same typed error
@@ -25,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import hashlib
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -57,6 +67,10 @@ _MARGIN = 1.0
 """Seconds a requester waits beyond the request's timeout: the answering replica's own
 ``RequestTimeout`` (with its message) arrives before NATS gives up."""
 _CONNECT_TIMEOUT = 5.0
+_WATCH_FLUSH_TIMEOUT = 2
+"""Seconds :meth:`NatsBridge.watch` waits for the server to confirm a new subscription
+(a round trip: well under a millisecond on a LAN)."""
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _answering: contextvars.ContextVar[bool] = contextvars.ContextVar("answering", default=False)
 """Set while this replica answers another's request: it is answered here, never routed on."""
@@ -108,6 +122,8 @@ class NatsBridge:
             by other replicas (its keys are :attr:`shared`).
         router: Where requests go (see :class:`Router`).
         causes: How handler exceptions cross (see :class:`CauseCodec`).
+        topics: A shared event's topic (``None``: every replica receives it); see the
+            module note.
         answerable: The request types this replica answers for others; any other
             request that arrives is refused (``NoSuchActor``) without reaching an actor.
         token: The NATS server's authentication token, if it requires one (never logged).
@@ -125,6 +141,7 @@ class NatsBridge:
         deliveries: Mapping[type[BaseModel], tuple[str, ...]],
         router: Router,
         causes: CauseCodec,
+        topics: Callable[[BaseModel], str | None] = lambda _message: None,
         answerable: frozenset[type[Request[Any]]] = frozenset(),
         token: str | None = None,
         on_state: Callable[[str], None] | None = None,
@@ -138,6 +155,14 @@ class NatsBridge:
         self.shared: frozenset[type[BaseModel]] = frozenset(self._deliveries)
         self._router = router
         self._causes = causes
+        self._topics = topics
+        self._interest: dict[str, int] = {}
+        """Topic -> how many :meth:`watch` calls hold it."""
+        self._topic_subscriptions: dict[str, Subscription] = {}
+        self._watch_lock = asyncio.Lock()
+        """Orders the (un)subscriptions of topics, so a watch that returns is in place."""
+        self.received: dict[str, int] = {}
+        """Events received from other replicas since start, by type tag (``/healthz``)."""
         self._answerable = answerable
         self._token = token
         self._on_state = on_state or (lambda _state: None)
@@ -212,7 +237,8 @@ class NatsBridge:
         nc, self._nc = self._nc, None
         if nc is None:
             return
-        for subscription in self._subscriptions:
+        topics, self._topic_subscriptions = self._topic_subscriptions, {}
+        for subscription in [*self._subscriptions, *topics.values()]:
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()
         if self._answers:
@@ -250,6 +276,62 @@ class NatsBridge:
             "replica": self.replica,
         }
 
+    def traffic(self) -> dict[str, object]:
+        """For ``/healthz``: the events received from other replicas by type, the topics
+        watched now, and the events that could not be forwarded."""
+        return {
+            "events_received": dict(sorted(self.received.items())),
+            "topics_watched": len(self._topic_subscriptions),
+            "forward_failures": self.forward_failures,
+        }
+
+    # -- topics -----------------------------------------------------------------------------
+
+    def _topic_subject(self, topic: str) -> str:
+        if _TOKEN.fullmatch(topic) is None:
+            topic = "h" + hashlib.blake2b(topic.encode(), digest_size=16).hexdigest()
+        return f"{self.prefix}.tp.{topic}"
+
+    async def watch(self, topic: str) -> None:
+        """Receive the other replicas' events on ``topic`` (see :class:`bus.bridge.Bridge`)."""
+        self._interest[topic] = self._interest.get(topic, 0) + 1
+        await self._subscribe_as_wanted(topic)
+
+    async def unwatch(self, topic: str) -> None:
+        """End one :meth:`watch` of ``topic``; the last one unsubscribes."""
+        count = self._interest.get(topic, 0) - 1
+        if count > 0:
+            self._interest[topic] = count
+            return
+        self._interest.pop(topic, None)
+        await self._subscribe_as_wanted(topic)
+
+    async def _subscribe_as_wanted(self, topic: str) -> None:
+        """Make the topic's subscription match its count (the count is changed before
+        the lock, so a watch and an unwatch that cross end in the later one's state)."""
+        async with self._watch_lock:
+            nc = self._nc
+            if nc is None:
+                return
+            wanted = topic in self._interest
+            subscription = self._topic_subscriptions.get(topic)
+            if wanted and subscription is None:
+                subject = f"{self._topic_subject(topic)}.>"
+                self._topic_subscriptions[topic] = await nc.subscribe(subject, cb=self._on_event)
+                if nc.is_connected:
+                    # A broker that is down gets the subscription at reconnect (nats-py
+                    # resubscribes); until then there are no events to miss anyway.
+                    try:
+                        await nc.flush(timeout=_WATCH_FLUSH_TIMEOUT)
+                    except (nats.errors.Error, TimeoutError) as exc:
+                        _log.warning(
+                            "bus.bridge_watch_unconfirmed", topic=topic, error=type(exc).__name__
+                        )
+            elif not wanted and subscription is not None:
+                del self._topic_subscriptions[topic]
+                with contextlib.suppress(nats.errors.Error):
+                    await subscription.unsubscribe()
+
     # -- events -----------------------------------------------------------------------------
 
     async def forward(self, message: BaseModel) -> None:
@@ -259,9 +341,13 @@ class NatsBridge:
         if nc is None:
             return
         tag = message.type  # type: ignore[attr-defined]  # every Message has its tag
+        topic = self._topics(message)
+        subject = (
+            f"{self.prefix}.ev.{tag}" if topic is None else f"{self._topic_subject(topic)}.{tag}"
+        )
         try:
             await nc.publish(
-                f"{self.prefix}.ev.{tag}",
+                subject,
                 orjson.dumps(message.model_dump(mode="json")),
                 headers={"origin": self.replica},
             )
@@ -279,6 +365,8 @@ class NatsBridge:
                 "bus.bridge_unknown_event", subject=msg.subject, origin=origin, error=str(exc)
             )
             return
+        tag = message.type  # type: ignore[attr-defined]  # every Message has its tag
+        self.received[tag] = self.received.get(tag, 0) + 1
         self._router.observe(message, origin)
         recipients = self._deliveries.get(type(message))
         if recipients:

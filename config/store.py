@@ -391,6 +391,9 @@ class Candidate:
     """``config`` as a plain dict."""
     servers: ServersConfig
     servers_path: Path
+    from_defaults: bool = False
+    """``_runtime_config.created_from_defaults``: the file is the program's copy of the
+    defaults (a reset, or the first start), not a save or an edit of one."""
 
     @property
     def blank(self) -> bool:
@@ -562,11 +565,12 @@ class ConfigStore:
         """
         runtime_text = self._runtime_text()
         self._seen[self.runtime_path] = _digest(runtime_text)
+        from_defaults = False
         if runtime_text is None:
             overrides: dict[str, Any] = {}
             version = self._snapshot.version if self._snapshot is not None else 0
         else:
-            overrides, version = self._parse_runtime(runtime_text)
+            overrides, version, from_defaults = self._parse_runtime(runtime_text)
         config, effective = self._effective(overrides, self.runtime_path)
         servers_path = self._servers_path_for(config)
         servers_text = self._read_servers_text(servers_path)
@@ -579,6 +583,7 @@ class ConfigStore:
             effective=effective,
             servers=_servers_from(servers_text, servers_path),
             servers_path=servers_path,
+            from_defaults=from_defaults,
         )
 
     def loosenings(self, candidate: Candidate) -> dict[str, str]:
@@ -723,7 +728,7 @@ class ConfigStore:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _parse_runtime(self, text: str) -> tuple[dict[str, Any], int]:
+    def _parse_runtime(self, text: str) -> tuple[dict[str, Any], int, bool]:
         data = parse_yaml_mapping(text, self.runtime_path)
         raw_meta = data.pop(METADATA_KEY, None) or {}
         try:
@@ -731,7 +736,7 @@ class ConfigStore:
         except ValidationError as exc:
             problems = [f"{METADATA_KEY}.{p}" for p in _describe(exc, RuntimeMetadata)]
             raise ConfigInvalid(self.runtime_path, problems) from exc
-        return data, meta.version
+        return data, meta.version, meta.created_from_defaults
 
     def _effective(
         self, overrides: Mapping[str, Any], source: Path | str

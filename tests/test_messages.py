@@ -322,6 +322,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         m.ClaimTurn(conversation_id="c-1", turn_id="t-1"),
         m.ReleaseTurn(conversation_id="c-1", turn_id="t-1"),
         m.RuntimeConfigUpdated(changes={"llm.active": "openai", "chat.service.max_tool_hops": 3}),
+        m.RuntimeConfigReset(version=7),
         m.UserInputStored(
             conversation_id="c-1",
             turn_id="t-1",

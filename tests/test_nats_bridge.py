@@ -12,6 +12,8 @@ tests' NATS server under this test's own subject prefix. Proved here:
   ``RequestFailed`` with the cause the codec rebuilds, an unanswered request is a
   ``RequestTimeout``, a replica nobody runs is ``NoSuchActor``;
 - only the request types the wiring lets through are answered for another replica;
+- an event with a topic reaches only the replicas watching that topic (counted: each
+  watch is ended by one unwatch), in order; a topic that is no subject token works too;
 - a broker that is not there, or refuses the token, stops the start with
   ``BrokerUnavailable`` naming it; with the right token the replicas talk.
 """
@@ -45,6 +47,18 @@ class Whisper(Message):
 
     type: Literal["test_bridge.whisper"] = "test_bridge.whisper"
     n: int
+
+
+class Topical(Message):
+    """Shared event with a topic (its room): only the replicas watching the room get it."""
+
+    type: Literal["test_bridge.topical"] = "test_bridge.topical"
+    room: str
+    n: int
+
+
+def room_of(message: BaseModel) -> str | None:
+    return message.room if isinstance(message, Topical) else None
 
 
 class Answer(Payload):
@@ -111,18 +125,34 @@ class ByField:
 
 
 class Listener(Actor):
-    subscriptions = (Shout, Whisper)
+    subscriptions = (Shout, Whisper, Topical)
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.shouts: list[int] = []
         self.whispers: list[int] = []
+        self.topical: list[tuple[str, int]] = []
         self.got = asyncio.Event()
+
+    async def wait_for_shout(self, n: int) -> None:
+        async with asyncio.timeout(10):
+            while n not in self.shouts:
+                self.got.clear()
+                await self.got.wait()
+
+    async def wait_for_topical(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.topical) < count:
+                self.got.clear()
+                await self.got.wait()
 
     async def handle(self, message: BaseModel) -> None:
         match message:
             case Shout(n=n):
                 self.shouts.append(n)
+                self.got.set()
+            case Topical(room=room, n=n):
+                self.topical.append((room, n))
                 self.got.set()
             case Whisper(n=n):
                 self.whispers.append(n)
@@ -163,9 +193,10 @@ class Replica:
             url=url,
             prefix=prefix,
             replica=name,
-            deliveries={Shout: ("listener",)},
+            deliveries={Shout: ("listener",), Topical: ("listener",)},
             router=self.router,
             causes=Codec(),
+            topics=room_of,
             answerable=frozenset({Ask, AskMany, Refuse, Stall}),
             token=token,
         )
@@ -225,6 +256,54 @@ async def test_shared_events_reach_the_other_replica_in_order_once(
     # Both routers saw every shout with its origin.
     assert a.router.seen[:200] == [("a", n) for n in range(200)]
     assert b.router.seen[:200] == [("a", n) for n in range(200)]
+
+
+async def test_an_event_with_a_topic_reaches_only_the_replicas_watching_it(
+    replicas: tuple[Replica, Replica], nats_server: str, nats_prefix: str
+) -> None:
+    a, b = replicas
+    c = Replica("c", nats_server, nats_prefix)
+    await c.start()
+    try:
+        odd = "a room with spaces.and dots > *"
+        await b.bus.watch("r1")
+        await b.bus.watch("r1")  # a second tab on the same room
+        await b.bus.watch(odd)
+        await c.bus.watch("r2")
+        assert b.bridge.traffic()["topics_watched"] == 2
+        for n in range(50):
+            await a.bus.publish(Topical(room="r1", n=n))
+        await a.bus.publish(Topical(room=odd, n=50))
+        await b.listener.wait_for_topical(51)
+        assert b.listener.topical == [("r1", n) for n in range(50)] + [(odd, 50)]
+        assert a.listener.topical[-1] == (odd, 50)  # its own subscribers: always
+        # c watches another room: after a later broadcast arrived, it has none of them.
+        await a.bus.publish(Shout(n=1))
+        await c.listener.wait_for_shout(1)
+        assert c.listener.topical == []
+        assert "test_bridge.topical" not in c.bridge.traffic()["events_received"]  # type: ignore[operator]
+        assert b.bridge.traffic()["events_received"] == {
+            "test_bridge.shout": 1,
+            "test_bridge.topical": 51,
+        }
+
+        # One unwatch of two: still watched. The second ends it.
+        await b.bus.unwatch("r1")
+        await a.bus.publish(Topical(room="r1", n=100))
+        await b.listener.wait_for_topical(52)
+        await b.bus.unwatch("r1")
+        assert b.bridge.traffic()["topics_watched"] == 1
+        await a.bus.publish(Topical(room="r1", n=101))
+        await a.bus.publish(Topical(room=odd, n=102))  # same connection, later: a barrier
+        await b.listener.wait_for_topical(53)
+        assert b.listener.topical[-2:] == [("r1", 100), (odd, 102)]
+        # Watched again: received again.
+        await b.bus.watch("r1")
+        await a.bus.publish(Topical(room="r1", n=103))
+        await b.listener.wait_for_topical(54)
+        assert b.listener.topical[-1] == ("r1", 103)
+    finally:
+        await c.close()
 
 
 async def test_a_routed_request_is_answered_by_the_other_replica(

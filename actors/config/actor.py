@@ -44,6 +44,7 @@ from actors.messages import (
     ConfigRejected,
     GetConfig,
     ReloadRuntimeConfig,
+    RuntimeConfigReset,
     RuntimeConfigUpdated,
     SaveRuntimeConfig,
     UpdateRuntimeConfig,
@@ -82,6 +83,7 @@ ConfigInbox = Annotated[
     | UpdateRuntimeConfig
     | ReloadRuntimeConfig
     | RuntimeConfigUpdated
+    | RuntimeConfigReset
     | _FilesChanged,
     Field(discriminator="type"),
 ]
@@ -155,6 +157,10 @@ class ConfigActor(Actor[ConfigInbox]):
                 # Another replica's set_config (not subscribed: see the message's note).
                 await self._apply_shared(changes)
                 return None
+            case RuntimeConfigReset(version=version):
+                # Another replica's mcp-reset-config (not subscribed, as above).
+                await self._apply_shared_reset(version)
+                return None
             case ReloadRuntimeConfig():
                 # The files as they are, under the same partial-write rule as an edit;
                 # an invalid file fails the request (and is published as rejected).
@@ -183,6 +189,33 @@ class ConfigActor(Actor[ConfigInbox]):
             return
         self.log.info("config.updated", keys=sorted(changes), version=snapshot.version, shared=True)
 
+    async def _apply_shared_reset(self, origin_version: int) -> None:
+        """Reset this replica's runtime file to its defaults, as another replica's was.
+        Written and read here (the watcher's later look finds nothing new), so the reset
+        is not seen as this replica's own and published again."""
+
+        def reset() -> Applied:
+            self.store.reset_runtime_config(apply=False)
+            applied = self.store.commit(self.store.prepare(), settled=True)
+            assert applied is not None  # the copy of config.yaml is never blank
+            return applied
+
+        started = time.perf_counter()
+        try:
+            applied = reset()
+        except (ConfigInvalid, OSError) as exc:
+            self.log.warning("config.shared_reset_refused", reason=str(exc))
+            if isinstance(exc, ConfigInvalid):
+                await self._reject(exc)
+            return
+        self.log.info(
+            "config.reset",
+            version=applied.snapshot.version,
+            origin_version=origin_version,
+            shared=True,
+        )
+        await self._changed(applied, "api", started)
+
     # -- reloading ------------------------------------------------------------------------
 
     async def _apply_call(self, source: Source, call: Callable[[], Applied]) -> ConfigSnapshot:
@@ -208,6 +241,7 @@ class ConfigActor(Actor[ConfigInbox]):
                 (it has been rejected and published as such first).
         """
         started = time.perf_counter()
+        version_before = self.store.snapshot.version
         try:
             candidate: Candidate | None = self.store.prepare()
         except ConfigInvalid:
@@ -244,6 +278,15 @@ class ConfigActor(Actor[ConfigInbox]):
             )
             return
         await self._changed(applied, source, started)
+        if (
+            source == "runtime_file"
+            and candidate.from_defaults
+            and candidate.version != version_before
+        ):
+            # A new copy of the defaults that this actor did not write: mcp-reset-config
+            # (the program's own writes are seen by the store and never reach here).
+            self.log.info("config.reset", version=candidate.version, shared=False)
+            await self.publish(RuntimeConfigReset(version=candidate.version))
 
     def _suspect(self, candidate: Candidate) -> bool:
         """Whether ``candidate`` may be a file caught in transit, to be judged only once

@@ -82,7 +82,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, assert_never
 from urllib.parse import parse_qs
@@ -95,6 +95,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from actors.attachments import check_attachments, check_count, read_attachment, without_content
+from actors.cluster import ClusterView
 from actors.errors import ChatError, InvalidMessage, not_waiting
 from actors.gateway.auth import (
     LOCAL_OWNER,
@@ -746,10 +747,13 @@ class GatewayActor(Actor[GatewayInbox]):
         startup: StartupAnnouncer | None = None,
         dotenv_dirs: Sequence[Path] = (),
         broker: BrokerSource | None = None,
+        cluster: ClusterView | None = None,
     ) -> None:
         super().__init__()
         self._health = health
         self._broker = broker
+        self._cluster = cluster
+        """This replica in its cluster (``/healthz``); ``None``: one process."""
         self._clustered = False
         """``cluster`` at start: other replicas' gateways are told of user input."""
         self._metrics = metrics
@@ -1437,7 +1441,13 @@ class GatewayActor(Actor[GatewayInbox]):
                 "status": "ok" if healthy else "degraded",
                 "actors": actors,
                 "connections": len(self._connections),
-                "turns_running": len(self._running),
+                # This process's turns: ``_running`` also holds other replicas'.
+                "turns_running": (
+                    len(self._running)
+                    if self._cluster is None
+                    else self._cluster.turns_running_here()
+                ),
+                **({} if self._cluster is None else {"cluster": self._cluster.health()}),
             }
         )
         status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
@@ -1520,8 +1530,8 @@ class GatewayActor(Actor[GatewayInbox]):
             pass
         finally:
             await conn.stop_writer()
-            self._detach(conn)
             self._connections.discard(conn)
+            await self._detach(conn)
             self.log.info(
                 "gateway.disconnected",
                 connection_id=conn.id,
@@ -1570,16 +1580,17 @@ class GatewayActor(Actor[GatewayInbox]):
 
     async def _open(self, conn: _Connection, conversation_id: str | None) -> None:
         """Attach the connection to a conversation and send ``session_info``."""
-        try:
-            state = await self._request_state(conn.owner, conversation_id)
-        except RequestFailed as exc:
-            if conversation_id is None:
-                raise
-            # An unknown id to resume (or another owner's: the same answer): say so, then
-            # start the owner's usual conversation.
-            conn.send_frame(_error_frame(exc))
-            state = await self._request_state(conn.owner, None)
-        self._attach(conn, state)
+        async with self._watching(conversation_id):
+            try:
+                state = await self._request_state(conn.owner, conversation_id)
+            except RequestFailed as exc:
+                if conversation_id is None:
+                    raise
+                # An unknown id to resume (or another owner's: the same answer): say so,
+                # then start the owner's usual conversation.
+                conn.send_frame(_error_frame(exc))
+                state = await self._request_state(conn.owner, None)
+            await self._attach(conn, state)
         conn.send_frame(self._session_info(state))
         self._send_waiting_questions(conn)
         self._send_waiting_approvals(conn)
@@ -1697,10 +1708,26 @@ class GatewayActor(Actor[GatewayInbox]):
             notice=missing_key_warning(llm, self._environ, self._dotenv_dirs),
         )
 
-    def _attach(self, conn: _Connection, state: ConversationState) -> None:
-        """Show ``state``'s conversation on ``conn`` (its frames go there from now on)."""
-        self._detach(conn)
+    @contextlib.asynccontextmanager
+    async def _watching(self, conversation_id: str | None) -> AsyncIterator[None]:
+        """Receive the other replicas' live events of ``conversation_id`` while the body
+        reads it, so none published after the read began is missed (``None``: nothing to
+        watch yet)."""
+        if conversation_id is None:
+            yield
+            return
+        await self.bus.watch(conversation_id)
+        try:
+            yield
+        finally:
+            await self.bus.unwatch(conversation_id)
+
+    async def _attach(self, conn: _Connection, state: ConversationState) -> None:
+        """Show ``state``'s conversation on ``conn`` (instead of the one it showed): its
+        events go to the connection, and, with replicas, this replica watches it."""
         conversation_id = state.conversation_id
+        await self.bus.watch(conversation_id)  # before the old one's unwatch: counted
+        await self._detach(conn)
         conn.conversation_id = conversation_id
         self._by_conversation.setdefault(conversation_id, set()).add(conn)
         # As stored now: fresher than what an earlier attachment read.
@@ -1738,15 +1765,18 @@ class GatewayActor(Actor[GatewayInbox]):
             if question.conversation_id == conn.conversation_id:
                 conn.send_frame(_question_frame(question))
 
-    def _detach(self, conn: _Connection) -> None:
+    async def _detach(self, conn: _Connection) -> None:
+        """The connection no longer shows its conversation (it keeps the id, for the
+        disconnect's log line); each :meth:`_attach` is ended by one call."""
         if conn.conversation_id is None:
             return
         watchers = self._by_conversation.get(conn.conversation_id)
-        if watchers is not None:
+        if watchers is not None and conn in watchers:
             watchers.discard(conn)
             if not watchers:
                 del self._by_conversation[conn.conversation_id]
                 self._chosen.pop(conn.conversation_id, None)
+            await self.bus.unwatch(conn.conversation_id)
 
     # -- client frames ----------------------------------------------------------------------
 
@@ -1840,7 +1870,7 @@ class GatewayActor(Actor[GatewayInbox]):
                     self.log.debug("gateway.cancel_without_turn", connection_id=conn.id)
             case ClearHistoryFrame():
                 state = await self.request(CreateConversation(owner=conn.owner))
-                self._attach(conn, state)
+                await self._attach(conn, state)
                 conn.send_frame(SessionClearedFrame(conversation_id=state.conversation_id))
             case SaveSessionFrame(name=name, conversation_id=target):
                 summary = await self.request(
@@ -1927,8 +1957,9 @@ class GatewayActor(Actor[GatewayInbox]):
                     )
                 )
             case LoadSessionFrame(conversation_id=target):
-                loaded = await self._request_state(conn.owner, target)
-                self._attach(conn, loaded)
+                async with self._watching(target):
+                    loaded = await self._request_state(conn.owner, target)
+                    await self._attach(conn, loaded)
                 conn.send_frame(self._session_info(loaded))
                 self._send_waiting_questions(conn)
                 self._send_waiting_approvals(conn)
@@ -2025,7 +2056,7 @@ class GatewayActor(Actor[GatewayInbox]):
             branched_from=conversation_id,
             messages=len(state.messages),
         )
-        self._attach(conn, state)
+        await self._attach(conn, state)
         conn.send_frame(self._session_info(state))
         await self._user_message(
             conn,
@@ -2272,7 +2303,7 @@ class GatewayActor(Actor[GatewayInbox]):
         for other in list(self._by_conversation.get(target, ())):
             other.send_frame(SessionDeletedFrame(conversation_id=target))
             fresh = await self.request(CreateConversation(owner=other.owner))
-            self._attach(other, fresh)
+            await self._attach(other, fresh)
             other.send_frame(self._session_info(fresh))
         if conn.conversation_id != target:
             conn.send_frame(SessionDeletedFrame(conversation_id=target))

@@ -10,6 +10,10 @@ scripted reply). Proved here:
 - each replica's ``/readyz`` reports its broker connection;
 - a conversation started on one replica continues on another, and a tab on a third sees
   the turn live (thinking, deltas, the final answer);
+- interest routing: a turn's live events reach only the replicas with a tab on its
+  conversation (a replica whose tabs show other conversations receives its
+  ``turn_state_changed`` events only); ``/healthz`` counts the turns this replica runs
+  (``turns_running``) apart from the cluster's (``cluster.turns_running``);
 - a tab that attaches on replica B in the middle of a turn running on A is told the turn
   runs, reads the text so far from the database and gets the whole answer at the end;
 - a tab on replica B stops a turn running on replica A, approves its tool call (the
@@ -22,11 +26,19 @@ scripted reply). Proved here:
   runtime files and configurations;
 - a NATS restart while a turn streams: the replicas reconnect, ``/readyz`` says the
   broker is down meanwhile, and the tab on the other replica gets the rest of the turn;
+- a NATS outage spanning a whole turn: the replica serving the sending tab runs and
+  stores it alone; after the reconnect, live events cross again and the history holds
+  the turn the other replica's tab missed;
 - the ``cluster`` section is read at start: added to a running platform's file, it
   changes nothing until a restart (said in the log), turns go on;
 - a PostgreSQL restart (a throwaway server): while it is down a send gets
   STORAGE_UNAVAILABLE (retryable) and nothing is half-written; once it is back the
   replicas serve again;
+- a PostgreSQL restart in the middle of an answer: both tabs are told
+  STORAGE_UNAVAILABLE (retryable) and the turn ends; once the database is back, the
+  lease the turn's replica could not release expires, the answer is stored
+  ``incomplete`` with the text it reached (no row left ``streaming``), and the
+  conversation goes on;
 - two replicas racing to send into one conversation: exactly one turn runs, the other
   send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
 """
@@ -227,6 +239,63 @@ async def test_a_conversation_continues_on_another_replica_and_a_third_sees_it_l
         ("user", "complete"),
         ("assistant", "complete"),
     ]
+
+
+async def test_live_events_go_only_to_replicas_with_a_tab_on_the_conversation(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    start, clients = cluster
+    r0, r1, r2 = await start(3)
+    sender, info = await _connect(r0, clients)
+    conversation_id = info["conversation_id"]
+    watcher, _ = await _connect(r1, clients, conversation_id)
+    elsewhere, _ = await _connect(r2, clients, conversation_id)
+    await elsewhere.send({"type": "clear_history"})  # now a tab on another conversation
+    cleared = await elsewhere.expect("session_cleared")
+    assert cleared["conversation_id"] != conversation_id
+    gate = Gate()
+    llm.script(
+        Reply.stream(Content("one "), Content("two "), gate, Content("three"), Finish("stop"))
+    )
+    await sender.send({"type": "user_message", "message": "count"})
+    seen = ""
+    while seen != "one two ":
+        seen += (await watcher.expect("assistant_delta"))["content"]
+
+    async with httpx.AsyncClient() as http:
+
+        async def health(replica: ChatPlatform) -> dict[str, Any]:
+            response = await http.get(f"{replica.http_url}/healthz")
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            return body
+
+        # Mid-turn: the turn runs on r0 only; each replica knows the cluster runs one.
+        for replica, here in ((r0, 1), (r1, 0), (r2, 0)):
+            body = await health(replica)
+            assert body["turns_running"] == here, (replica.http_url, body)
+            assert body["cluster"]["turns_running"] == 1
+        gate.open()
+        for client in (sender, watcher):
+            ended = await client.expect("assistant_message", timeout=20)
+            assert ended["message"] == "one two three"
+        # A turn on r2 meanwhile: by its end, r0's turn is long over everywhere.
+        llm.script(Reply.text("Elsewhere."))
+        await elsewhere.turn("and here?")
+        received = {}
+        for i, replica in enumerate((r0, r1, r2)):
+            body = await health(replica)
+            assert body["turns_running"] == 0
+            assert body["cluster"]["replica"] == f"r{i}"
+            received[i] = body["cluster"]["events_received"]
+    # r1 (a tab on the conversation) got the turn live; r2 (a tab elsewhere) got its
+    # turn states only, and so did r0 of r2's turn.
+    assert received[1]["assistant_delta"] >= 2
+    assert received[1]["turn_finished"] == 1
+    assert received[1]["user_input_stored"] == 1
+    assert set(received[2]) == {"turn_state_changed"}, received[2]
+    assert set(received[0]) <= {"turn_state_changed"}, received[0]
+    assert not [f for f in elsewhere.frames if f.get("turn_id") == ended["turn_id"]]
 
 
 async def test_a_tab_on_another_replica_stops_the_turn(
@@ -651,3 +720,120 @@ async def test_attachments_over_the_nats_limit_reach_another_replicas_tab_by_nam
     assert not r0.process.find("bus.bridge_forward_failed")
     _, reloaded = await _connect(r1, clients, info["conversation_id"])
     assert reloaded["messages"][0]["attachments"][0]["data"] == image
+
+
+async def test_a_postgres_restart_mid_answer_ends_the_turn_typed_and_half_writes_nothing(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, unused_tcp_port: int
+) -> None:
+    start, clients = cluster
+    server = pg.ThrowawayPostgres(unused_tcp_port)
+    try:
+        server.init()
+        server.start()
+        r0, r1 = await start(
+            2,
+            dsn=server.dsn,
+            extra={
+                "chat": {"storage": {"postgres": {"connect_timeout_seconds": 1}}},
+                "cluster": {"lease_seconds": 3},
+                "logging": {"level": "DEBUG"},  # persistence.flushed
+            },
+        )
+        sender, info = await _connect(r0, clients)
+        conversation_id = info["conversation_id"]
+        watcher, _ = await _connect(r1, clients, conversation_id)
+        gate = Gate()
+        llm.script(
+            Reply.stream(Content("written before, "), gate, Content("after"), Finish("stop"))
+        )
+        await sender.send({"type": "user_message", "message": "one", "request_id": "one"})
+        assert (await watcher.expect("assistant_delta"))["content"] == "written before, "
+        await r0.process.wait_for(
+            "persistence.flushed",
+            lambda e: e["total_chars"] == len("written before, "),
+            timeout=10,
+        )
+
+        server.stop()
+        gate.open()
+        for client in (sender, watcher):
+            ended = await client.expect("assistant_message", timeout=30)
+            assert ended["finish_reason"] == "error"
+            refused = [f for f in client.frames if f["type"] == "error"]
+            assert [(f["error_code"], f["retryable"], f["request_id"]) for f in refused] == [
+                ("STORAGE_UNAVAILABLE", True, "one")
+            ]
+
+        server.start()
+        # r0 could not release the turn's lease while the database was down: it expires
+        # (lease_seconds), and the turn's answer is ended as far as it was stored.
+        expired = await watcher.expect("assistant_message", timeout=30)
+        assert expired["turn_id"] == ended["turn_id"]
+        llm.script(Reply.text("After the restart."))
+        frames = await watcher.turn("two")
+        assert [f["message"] for f in frames if f["type"] == "assistant_message"] == [
+            "After the restart."
+        ]
+        rows = pg.query(
+            server.dsn,
+            "SELECT role, content, status FROM messages WHERE conversation_id = ? ORDER BY id",
+            (conversation_id,),
+        )
+        # Nothing half-written: no row left streaming; the interrupted answer is stored
+        # incomplete with the text it reached.
+        assert [(role, status) for role, _, status in rows] == [
+            ("user", "complete"),
+            ("assistant", "incomplete"),
+            ("user", "complete"),
+            ("assistant", "complete"),
+        ]
+        assert rows[1][1].startswith("written before, ")
+        assert pg.query(server.dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+    finally:
+        server.remove()
+
+
+async def test_a_broker_outage_spanning_a_whole_turn(
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, unused_tcp_port: int
+) -> None:
+    start, clients = cluster
+    broker = ThrowawayNats(unused_tcp_port)
+    await broker.start()
+    try:
+        r0, r1 = await start(2, url=broker.url)
+        sender, info = await _connect(r0, clients)
+        conversation_id = info["conversation_id"]
+        watcher, _ = await _connect(r1, clients, conversation_id)
+
+        await broker.stop()
+        for replica in (r0, r1):
+            await replica.process.wait_for("bus.bridge_disconnected", timeout=10)
+        # The replica serving the tab runs the whole turn on its own: the database is
+        # the record, the broker only carries live events.
+        llm.script(Reply.text("Answered while the broker was away."))
+        frames = await sender.turn("during the outage")
+        assert not [f for f in frames if f["type"] == "error"]
+
+        await broker.start()
+        for replica in (r0, r1):
+            await replica.process.wait_for("bus.bridge_reconnected", timeout=20)
+        # Live events cross again (r1's subscriptions were renewed at reconnect).
+        llm.script(Reply.text("And after it."))
+        await sender.send({"type": "user_message", "message": "after the outage"})
+        # (nats-py keeps what r0 published while disconnected and sends it at the
+        # reconnect, so r1's tab may get the outage turn late, before this one.)
+        seen = [(await watcher.expect("assistant_message", timeout=20))["message"]]
+        while seen[-1] != "And after it.":
+            seen.append((await watcher.expect("assistant_message", timeout=20))["message"])
+        assert seen[:-1] in ([], ["Answered while the broker was away."])
+        # The turn r1's tab missed live is in the history a reload reads.
+        reloaded, state = await _connect(r1, clients, conversation_id)
+        assert [m["content"] for m in state["messages"]] == [
+            "during the outage",
+            "Answered while the broker was away.",
+            "after the outage",
+            "And after it.",
+        ]
+        assert reloaded is not None
+    finally:
+        await broker.stop()
