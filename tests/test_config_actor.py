@@ -2,7 +2,8 @@
 watchfiles (no mocks): what an operator editing the files, and the program saving its
 own changes, actually observe.
 
-Proves: the missing runtime file is created at start and GetConfig answers; an edit
+Proves: the missing runtime file is created at start and GetConfig answers; commits of
+the SQLite history in the same directory do not wake the actor; an edit
 (in-place or atomic replace) is published as ConfigChanged with its changed keys within a
 second and logged as ``config.reloaded``; an invalid edit is published as ConfigRejected
 naming the key path and logged as ``config.rejected``, the file is left byte for byte as
@@ -21,8 +22,10 @@ Waiting: every expected event is awaited with a deadline. The only fixed waits p
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -482,3 +485,40 @@ async def test_switching_the_servers_file_by_an_edit_follows_the_new_file(
     event = await running.expect(ConfigChanged)
     assert event.source == "servers_file"
     assert "servers.mcpServers.new.command" in event.changed_keys
+
+
+async def test_history_database_writes_do_not_wake_the_actor_but_a_config_edit_does(
+    start_config_actor: Starter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQLite history lives in the config directory: its commits (the file, -wal,
+    -shm) are filtered out by the watcher, an edit of the runtime file still arrives."""
+    running = await start_config_actor()
+    handled: list[str] = []
+    handle = running.actor.handle
+
+    async def counting(message: Any) -> Any:
+        handled.append(message.type)
+        return await handle(message)
+
+    monkeypatch.setattr(running.actor, "handle", counting)
+    db_path = running.store.snapshot.db_path
+    assert db_path.parent == running.store.config_dir
+    with closing(sqlite3.connect(db_path)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t (x TEXT)")
+        for n in range(20):
+            db.execute("INSERT INTO t VALUES (?)", (f"row {n}",))
+            db.commit()
+        # (while the connection is open: the last one to close removes -wal and -shm)
+        assert {p.name for p in running.store.config_dir.iterdir()} >= {
+            db_path.name,
+            f"{db_path.name}-wal",
+            f"{db_path.name}-shm",
+        }
+    await running.assert_quiet()
+    assert handled == []
+
+    _write_in_place(running.runtime_path, "logging:\n  level: DEBUG\n")
+    event = await running.expect(ConfigChanged)
+    assert event.changed_keys == ("logging.level",)
+    assert set(handled) == {"files_changed"}

@@ -901,6 +901,62 @@ async def test_a_slow_stream_is_flushed_by_the_interval(start: Starter) -> None:
     await _eventually(lambda: h.query("SELECT content FROM messages") == [("a slow start",)])
 
 
+async def test_streams_due_at_the_same_tick_are_flushed_in_one_write(
+    start: Starter, log_events: LogCapture
+) -> None:
+    """Paced streams' interval flushes wait for the ticker, which writes every due stream
+    in one statement: one write per tick, not one per stream and interval."""
+    interval_ms = 400
+    h = await start(
+        _streaming({"persist_deltas": True, "min_chars": 10_000, "interval_ms": interval_ms})
+    )
+    cids = [await _conversation(h) for _ in range(3)]
+    started = time.monotonic()
+    rows = [await _start_answer(h, cid, f"t{n}") for n, cid in enumerate(cids)]
+    before = h.writes
+    for n in range(3):
+        await h.delta(f"t{n}", f"text {n}")
+    await h.barrier()
+    # The streams opened within half an interval are due at the same tick (unless this
+    # machine stalled: then they may be split over two ticks).
+    together = time.monotonic() - started < interval_ms / 2000
+    expected = [("text 0",), ("text 1",), ("text 2",)]
+    await _eventually(lambda: h.query("SELECT content FROM messages ORDER BY id") == expected)
+    await h.barrier()  # the flush is logged after its commit
+    flushed = [
+        e for row in rows for e in log_events.events("persistence.flushed", message_id=row.id)
+    ]
+    assert {e["reason"] for e in flushed} == {"interval"}
+    if together:
+        assert h.writes == before + 1
+        assert [e["streams"] for e in flushed] == [3, 3, 3]
+
+
+@persistent  # read after the stop: memory keeps nothing past its actor
+async def test_a_stop_flushes_many_streams_in_one_transaction(
+    start: Starter, log_events: LogCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More streams than one SQLite statement takes (2 here) are still one transaction;
+    content, reasoning (or none) and the status reach each row."""
+    monkeypatch.setattr("actors.persistence.sqlite._FLUSH_ROWS_PER_STATEMENT", 2)
+    h = await start(_streaming({"persist_deltas": False}))
+    cids = [await _conversation(h) for _ in range(5)]
+    for n, cid in enumerate(cids):
+        await _start_answer(h, cid, f"t{n}")
+        await h.delta(f"t{n}", f"answer {n}")
+        if n % 2:
+            await h.delta(f"t{n}", f"thought {n}", kind="thinking")
+    await h.barrier()
+    await h.stop_persistence()
+    assert h.query("SELECT content, thinking, status FROM messages ORDER BY id") == [
+        (f"answer {n}", f"thought {n}" if n % 2 else None, "incomplete") for n in range(5)
+    ]
+    # One flush of the 5 streams (one flush_streams call: one transaction).
+    flushed = log_events.events("persistence.flushed")
+    assert [(e["reason"], e["streams"]) for e in flushed] == [("stop", 5)] * 5
+    assert len({e["ms"] for e in flushed}) == 1
+
+
 @sqlite_only  # the type `sqlite` itself
 async def test_storage_type_sqlite_writes_every_delta_through(start: Starter) -> None:
     h = await start({"chat": {"storage": {"type": "sqlite"}}})

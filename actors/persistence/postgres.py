@@ -322,6 +322,12 @@ _FLUSH_STREAM = (
     "UPDATE messages SET content = $1, thinking = $2, status = $3, updated_at = $4 "
     "WHERE id = $5 AND status = 'streaming'"
 )
+_FLUSH_STREAMS = (
+    "UPDATE messages AS m SET content = v.content, thinking = v.thinking, status = v.status, "
+    "updated_at = $1 FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[]) "
+    "AS v (id, content, thinking, status) WHERE m.id = v.id AND m.status = 'streaming'"
+)
+"""Every stream of a flush tick in one statement: one round trip, whatever their number."""
 _FINISH_MESSAGE = (
     "UPDATE messages SET content = $1, thinking = COALESCE($2, thinking), "
     "tool_calls = COALESCE($3, tool_calls), usage = COALESCE($4, usage), "
@@ -952,12 +958,21 @@ class PostgresRepository:
         return int(new_id)
 
     async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
-        """The streams' text in one transaction: one pipelined ``executemany``, which
-        asyncpg runs atomically by itself (an explicit ``BEGIN``/``COMMIT`` would add two
-        round trips to each flush)."""
-        rows = [(f.content, f.thinking, f.status, now, f.message_id) for f in flushes]
+        """The streams' text in one transaction: one statement, so one round trip (an
+        ``executemany`` pipelines a statement per stream)."""
         async with self._connection("store the partial answer") as db:
-            await db.executemany(_FLUSH_STREAM, rows)
+            if len(flushes) == 1:
+                [f] = flushes
+                await db.execute(_FLUSH_STREAM, f.content, f.thinking, f.status, now, f.message_id)
+            else:
+                await db.execute(
+                    _FLUSH_STREAMS,
+                    now,
+                    [f.message_id for f in flushes],
+                    [f.content for f in flushes],
+                    [f.thinking for f in flushes],
+                    [f.status for f in flushes],
+                )
         self.write_transactions += 1
 
     async def finish_message(self, answer: FinishedAnswer, now: float) -> StoredMessage | None:

@@ -281,6 +281,26 @@ _FLUSH_STREAM = (
     "UPDATE messages SET content = ?, thinking = ?, status = ?, updated_at = ? "
     "WHERE id = ? AND status = 'streaming'"
 )
+_FLUSH_ROWS_PER_STATEMENT = 500
+"""Streams per batched flush statement: 4 parameters each, far under SQLite's limit of
+32,766 (a flush tick of more streams runs several statements in one transaction)."""
+
+
+def _flush_streams_statement(rows: int) -> str:
+    """One ``UPDATE ... FROM (VALUES ...)`` for ``rows`` streams (SQLite >= 3.33).
+
+    Parameters: ``updated_at``, then ``(id, content, thinking, status)`` per stream. One
+    statement is one thread hop to aiosqlite's thread and one autocommit transaction,
+    where an ``executemany`` in ``BEGIN ... COMMIT`` costs three hops.
+    """
+    values = ", ".join(["(?, ?, ?, ?)"] * rows)
+    return (
+        "UPDATE messages SET content = v.column2, thinking = v.column3, status = v.column4, "  # noqa: S608 - placeholders only
+        f"updated_at = ? FROM (VALUES {values}) AS v "
+        "WHERE messages.id = v.column1 AND messages.status = 'streaming'"
+    )
+
+
 _FINISH_MESSAGE = (
     "UPDATE messages SET content = ?, thinking = COALESCE(?, thinking), "
     "tool_calls = COALESCE(?, tool_calls), usage = COALESCE(?, usage), "
@@ -803,10 +823,33 @@ class SqliteRepository:
         return int(inserted[0])
 
     async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
-        """The streams' text in one transaction (one ``executemany``)."""
-        rows = [(f.content, f.thinking, f.status, now, f.message_id) for f in flushes]
+        """The streams' text in one transaction: one statement (one thread hop) for up
+        to :data:`_FLUSH_ROWS_PER_STATEMENT` streams."""
+        if len(flushes) == 1:
+            [f] = flushes
+            async with self._write_statement("store the partial answer", None) as db:
+                await db.execute(
+                    _FLUSH_STREAM, (f.content, f.thinking, f.status, now, f.message_id)
+                )
+            return
+        batches = [
+            flushes[i : i + _FLUSH_ROWS_PER_STATEMENT]
+            for i in range(0, len(flushes), _FLUSH_ROWS_PER_STATEMENT)
+        ]
+        statements = [
+            (
+                _flush_streams_statement(len(batch)),
+                [now, *(v for f in batch for v in (f.message_id, f.content, f.thinking, f.status))],
+            )
+            for batch in batches
+        ]
+        if len(statements) == 1:
+            async with self._write_statement("store the partial answer", None) as db:
+                await db.execute(*statements[0])
+            return
         async with self._write("store the partial answer") as db:
-            await db.executemany(_FLUSH_STREAM, rows)
+            for statement in statements:
+                await db.execute(*statement)
 
     async def finish_message(self, answer: FinishedAnswer, now: float) -> StoredMessage | None:
         """One statement (the status trigger touches the conversation)."""
