@@ -18,7 +18,7 @@ import { schemaForm } from "./schema_form.js";
 const STORAGE_KEY = "mcp-platform.conversation";
 const RESULT_PREVIEW_CHARS = 4000;
 
-// User-facing texts for error codes (the product documentation's wording, README "Errors").
+// User-facing texts for error codes (the product documentation's wording, docs/protocol.md#errors).
 const ERROR_TEXTS = {
   STORAGE_FULL: "The database cannot be written (disk full or read-only). Nothing stored was changed; free some space and try again.",
   STORAGE_UNAVAILABLE: "The database cannot be reached right now. Nothing stored was changed; try again in a moment.",
