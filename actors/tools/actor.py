@@ -91,8 +91,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, ExitStack
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, assert_never
@@ -128,6 +128,7 @@ from actors.messages import (
     ElicitationRequested,
     GetPrompt,
     IconSpec,
+    OwnersPresent,
     PromptSpec,
     ReadResource,
     ResourceChanged,
@@ -318,10 +319,25 @@ class OAuthSetup:
     redirect_uri: str
     """``/oauth/callback`` on the platform's address."""
     timing: OAuthTiming = field(default_factory=OAuthTiming)
+    per_owner: bool = False
+    """Each owner signs in for themselves (``ConfigSnapshot.oauth_per_owner``): the
+    server's ToolActor serves each owner on a connection of their own."""
+    owner_idle_timeout: float = 900.0
+    """Seconds an owner's own connection may stay unused before it is closed
+    (``mcp.oauth.owner_idle_timeout``)."""
 
 
 AUTHORIZATION_EXCHANGE_TIMEOUT = 30.0
 """Seconds the callback page waits for the code to be exchanged for tokens."""
+
+FORWARD_TIMEOUT = 3600.0
+"""Bound of a request handed to an owner's connection (its own timeouts end it sooner:
+a call's, a read's, the callback's)."""
+
+PER_OWNER_MESSAGE = "each user signs in for themselves: use Connect"
+"""The shared state's message of a per-owner server (each owner's own state follows)."""
+
+_OwnedRequest = CallTool | GetPrompt | ReadResource | CompleteArgument | CompleteAuthorization
 
 _ToolMessages = (
     _Relist
@@ -333,6 +349,7 @@ _ToolMessages = (
     | ReadResource
     | AnswerElicitation
     | CompleteAuthorization
+    | OwnersPresent
 )
 
 ToolInbox = Annotated[_ToolMessages, Field(discriminator="type")]
@@ -364,6 +381,7 @@ class ToolActor(Actor[ToolInbox]):
         CompleteAuthorization,
         CompleteArgument,
         ConfigChanged,
+        OwnersPresent,
         _Relist,
     )
 
@@ -378,9 +396,28 @@ class ToolActor(Actor[ToolInbox]):
         *,
         elicitation_timeout: float = 120.0,
         oauth: OAuthSetup | None = None,
+        owner: str = "",
     ) -> None:
-        super().__init__(tool_actor_name(server), mailbox_size=1000)
+        name = tool_actor_name(server) + (f"@{owner}" if owner else "")
+        super().__init__(name, mailbox_size=1000)
         self._oauth_setup = oauth
+        self._owner = owner
+        """``""``: the platform's own connection; else the owner this one serves alone
+        (a child of the server's ToolActor, see the module note)."""
+        self._per_owner = oauth is not None and oauth.per_owner and not owner
+        """This is the server's ToolActor, and each owner may get a connection of their
+        own once the server asks for authorization."""
+        self._lanes: dict[str, ToolActor] | None = None
+        """Each owner's own connection's actor, once the server asked for authorization
+        (``None`` before: the shared connection is tried first, without credentials)."""
+        self._owners_seen: set[str] = set()
+        """Owners with tabs open (``OwnersPresent``) before ``_lanes`` existed."""
+        self._in_use = 0
+        """Calls and reads running (an owner's connection is not idle meanwhile)."""
+        self._touched = asyncio.Event()
+        """Set whenever a call or read starts or ends (the idle clock starts over)."""
+        self._wake = asyncio.Event()
+        """Set by every request: an idle-closed owner's connection reopens."""
         self._auth: PlatformOAuth | None = None
         """Built at the first connect (a missing ``${VAR}`` is a connect failure)."""
         self._gate = AuthorizationGate(
@@ -440,7 +477,13 @@ class ToolActor(Actor[ToolInbox]):
         await self._publish_state("stopped", None)
 
     async def handle(self, message: ToolInbox) -> None:
+        if self._lanes is not None and self._route(message, self._lanes):
+            return
+        if isinstance(message, _OwnedRequest):
+            self._wake.set()  # an owner's idle-closed connection reopens (see _own)
         match message:
+            case OwnersPresent(owners=owners):
+                self._owners_present(owners)
             case _Relist(listing=listing):
                 if self._conn is not None:
                     self.spawn(self._relist(self._conn, listing), name=f"relist:{listing}")
@@ -453,20 +496,22 @@ class ToolActor(Actor[ToolInbox]):
                         f"MCP server {self.server!r} does not offer argument completion"
                     )
                 reply = self.defer_reply()
-                self.spawn(self._complete(conn, message, reply), name="complete")
+                self.spawn(self._used(self._complete(conn, message, reply)), name="complete")
             case CallTool():
                 if (self._conn is None and not self._renewing) or self._status != "ready":
                     raise McpServerUnavailable(
                         f"MCP server {self.server!r} is {self._status}; its tools cannot be "
                         "called right now"
                     )
-                conn = self._conn  # None while an expired session is renewed: the call waits
+                # None while an expired session is renewed (or an idle-closed owner's
+                # connection reopens): the call waits.
+                conn = self._conn
                 reply = self.defer_reply()
                 # Registered now, not when its task first runs: a CancelToolCalls handled
                 # right after this message must find it.
                 running = _RunningCall(message, CallClock())
                 self._running[_call_key(message)] = running
-                self.spawn(self._call(conn, running, reply), name=message.call_id)
+                self.spawn(self._used(self._call(conn, running, reply)), name=message.call_id)
             case CancelToolCalls(turn_id=turn_id):
                 for running in list(self._running.values()):
                     if running.call.turn_id == turn_id:
@@ -474,11 +519,16 @@ class ToolActor(Actor[ToolInbox]):
             case GetPrompt():
                 conn = self._usable_connection("its prompts cannot be used")
                 reply = self.defer_reply()
-                self.spawn(self._get_prompt(conn, message, reply), name=f"prompt:{message.name}")
+                self.spawn(
+                    self._used(self._get_prompt(conn, message, reply)),
+                    name=f"prompt:{message.name}",
+                )
             case ReadResource():
                 conn = self._usable_connection("its resources cannot be read")
                 reply = self.defer_reply()
-                self.spawn(self._read_resource(conn, message, reply), name="read_resource")
+                self.spawn(
+                    self._used(self._read_resource(conn, message, reply)), name="read_resource"
+                )
             case AnswerElicitation():
                 self._answer_question(message)
             case CompleteAuthorization():
@@ -486,6 +536,143 @@ class ToolActor(Actor[ToolInbox]):
                 self.spawn(self._complete_authorization(message, reply), name="authorization")
             case _:
                 assert_never(message)
+
+    # -- owners' own connections (per-owner OAuth) ----------------------------------------
+
+    def _route(self, message: ToolInbox, lanes: dict[str, ToolActor]) -> bool:
+        """Serving owners: hand an owner's request to their own connection's actor (made
+        on first use), and a turn's cancel to every one. ``False``: handled here."""
+        if isinstance(message, _OwnedRequest) and message.owner:
+            lane = self._lane(message.owner)
+            reply = self.defer_reply()
+            self.spawn(self._forward(lane, message, reply), name=f"forward:{message.owner}")
+            return True
+        if isinstance(message, CancelToolCalls):
+            for lane in lanes.values():
+                self.spawn(self._pass_on(lane, message), name=f"cancel:{lane.name}")
+            return True
+        return False
+
+    def _owners_present(self, owners: tuple[str, ...]) -> None:
+        """Owners with tabs open: each gets their own connection (and so their own state:
+        sign in, or ready) once this server is known to want authorization."""
+        if not self._per_owner:
+            return
+        if self._lanes is None:
+            self._owners_seen.update(owners)
+            return
+        for owner in owners:
+            self._lane(owner)
+
+    def _lane(self, owner: str) -> ToolActor:
+        """The actor of ``owner``'s own connection (started on first use; a child task of
+        this actor, stopped with it)."""
+        assert self._lanes is not None
+        lane = self._lanes.get(owner)
+        if lane is None:
+            lane = self._lanes[owner] = ToolActor(
+                self.server,
+                self._entry,
+                self._settings,
+                self._connection_config,
+                self._env,
+                self._config_dir,
+                elicitation_timeout=self._elicitation_timeout,
+                oauth=self._oauth_setup,
+                owner=owner,
+            )
+            self.log.info("tools.owner_connection", server=self.server, owner=owner)
+            self.spawn(lane.run(self.bus), name=f"owner:{owner}")
+        return lane
+
+    async def _forward(self, lane: ToolActor, message: _OwnedRequest, reply: Reply) -> None:
+        """One request, answered by the owner's connection (its errors as they are)."""
+        # No suspension once the lane runs: this reaches its mailbox before a cancel
+        # handled after it (see _pass_on).
+        await lane.wait_started()
+        try:
+            forwarded: Request[Any] = message
+            result = await self.request(forwarded, to=lane.name, timeout=FORWARD_TIMEOUT)
+        except RequestFailed as exc:
+            reply.fail(cause_of(exc))
+            return
+        except RequestError as exc:
+            reply.fail(
+                McpServerUnavailable(
+                    f"MCP server {self.server!r}: the connection of {message.owner!r} did "
+                    f"not answer ({type(exc).__name__})"
+                )
+            )
+            return
+        reply.resolve(result)
+
+    async def _pass_on(self, lane: ToolActor, message: CancelToolCalls) -> None:
+        await lane.wait_started()
+        try:
+            self.bus.offer(lane.name, message, sender=self.name)
+        except BusError:
+            self.log.warning("tools.cancel_dropped", server=self.server, to=lane.name)
+
+    async def _serve_owners(self, error: str) -> None:
+        """The shared connection, tried without credentials, was asked for them: from now
+        on each owner has their own connection (and tokens)."""
+        self._lanes = {}
+        self.log.info(
+            "tools.per_owner", server=self.server, owners=len(self._owners_seen), reason=error
+        )
+        await self._set_connection(None, failed=True)
+        await self._publish_state("auth_required", PER_OWNER_MESSAGE)
+        for owner in sorted(self._owners_seen):
+            self._lane(owner)
+        self._owners_seen.clear()
+
+    @contextmanager
+    def _use(self) -> Iterator[None]:
+        """A call or read runs: an owner's connection is not idle meanwhile."""
+        self._in_use += 1
+        self._touched.set()
+        try:
+            yield
+        finally:
+            self._in_use -= 1
+            self._touched.set()
+
+    async def _used(self, work: Awaitable[None]) -> None:
+        with self._use():
+            await work
+
+    async def _idle_out(self) -> None:
+        """Return once nothing used the connection for ``owner_idle_timeout`` seconds."""
+        assert self._oauth_setup is not None
+        idle = self._oauth_setup.owner_idle_timeout
+        while True:
+            self._touched.clear()
+            try:
+                async with asyncio.timeout(idle):
+                    await self._touched.wait()
+            except TimeoutError:
+                if not self._in_use and not self._questions:
+                    return
+
+    async def _watch_or_idle(self, conn: ServerConnection) -> str | None:
+        """:meth:`_watch`; an owner's connection also ends after being idle (``None``):
+        from then on requests wait for the connection it reopens."""
+        if not self._owner or self._oauth_setup is None:
+            return await self._watch(conn)
+        watch = asyncio.ensure_future(self._watch(conn))
+        idle = asyncio.ensure_future(self._idle_out())
+        try:
+            done, _ = await asyncio.wait({watch, idle}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watch, idle):
+                task.cancel()
+            await asyncio.gather(watch, idle, return_exceptions=True)
+        if watch in done:
+            return watch.result()
+        self._renewing = True
+        self._wake.clear()
+        await self._set_connection(None)
+        return None
 
     def _config_changed(self, entry: ServerEntry | None, snapshot: ConfigSnapshot) -> None:
         """What applies to the live connection without a restart: the entry's ``roots``
@@ -593,8 +780,13 @@ class ToolActor(Actor[ToolInbox]):
             ServerConfigError: A ``${VAR}`` the ``oauth`` settings reference is not set.
         """
         setup = self._oauth_setup
+        if self._per_owner:
+            # Tried without credentials first: a server that asks for them is served on
+            # each owner's own connection (see _serve_owners); the platform's own tokens
+            # are never used for it.
+            return None
         if self._auth is None and setup is not None:
-            storage = StoredTokenStorage(BusOAuthRecords(self.request), self.server)
+            storage = StoredTokenStorage(BusOAuthRecords(self.request), self.server, self._owner)
             self._storage = storage
             self._auth = oauth_auth(
                 self.server,
@@ -645,7 +837,11 @@ class ToolActor(Actor[ToolInbox]):
         reason = (
             self._auth.last_failure if self._auth is not None else None
         ) or f"sign in to connect {self.server!r}"
-        self.log.warning("tools.authorization_required", server=self.server, reason=reason)
+        self.log.warning(
+            "tools.authorization_required", server=self.server, owner=self._owner, reason=reason
+        )
+        # Requests waiting for this connection (an idle one reopening) are not sent.
+        await self._set_connection(None, failed=True)
         await self._publish_state("auth_required", reason)
 
     async def _complete_authorization(self, message: CompleteAuthorization, reply: Reply) -> None:
@@ -700,7 +896,7 @@ class ToolActor(Actor[ToolInbox]):
         failures = 0
         while True:
             error: str | None = None
-            renew = False
+            renew = idle = False
             try:
                 started = time.perf_counter()
                 async with self._connect() as conn:
@@ -737,6 +933,7 @@ class ToolActor(Actor[ToolInbox]):
                     self.log.info(
                         "tools.server_ready",
                         server=self.server,
+                        owner=self._owner,
                         tools=sorted(self._tools),
                         prompts=[p.name for p in self._prompts],
                         resources=len(self._resources),
@@ -745,15 +942,35 @@ class ToolActor(Actor[ToolInbox]):
                     )
                     if not unchanged:  # a renewed session with the same tools is no news
                         await self._publish_state("ready", None)
-                    reason = await self._watch(conn)
-                    renew = conn.session_expired
-                    error = f"the server went away: {reason}"
+                    reason = await self._watch_or_idle(conn)
+                    if reason is None:
+                        idle = True
+                    else:
+                        renew = conn.session_expired
+                        error = f"the server went away: {reason}"
             except asyncio.CancelledError:
                 raise
             except ServerConnectError as exc:
+                if self._per_owner and exc.failure == "auth_required":
+                    await self._serve_owners(str(exc))
+                    return
                 error = str(exc)
             except Exception as exc:  # noqa: BLE001 - any failure of an external server
                 error = f"{type(exc).__name__}: {exc}"
+            if idle:
+                # Nothing used the owner's connection for a while: closed now, reopened
+                # (with the stored tokens) by the next request, which waits for it.
+                self.log.info(
+                    "tools.owner_idle_closed",
+                    server=self.server,
+                    owner=self._owner,
+                    idle_timeout=self._oauth_setup.owner_idle_timeout
+                    if self._oauth_setup
+                    else None,
+                )
+                await self._wake.wait()
+                self.log.info("tools.owner_reopening", server=self.server, owner=self._owner)
+                continue
             if renew:
                 # The server is up and forgot us (what leaving the dead session raised, if
                 # anything, is moot): a new session, now, quietly (see the module note).
@@ -966,6 +1183,8 @@ class ToolActor(Actor[ToolInbox]):
                 completions=ready
                 and self._conn is not None
                 and self._conn.capabilities.completions is not None,
+                owner=self._owner,
+                per_owner=self._lanes is not None,
             )
         )
 
@@ -1663,6 +1882,8 @@ class PlatformToolActor(ToolActor):
 
     async def handle(self, message: PlatformToolInbox) -> None:
         if isinstance(message, ServerStateChanged):
+            if message.owner:
+                return None  # an owner's own connection: not in the shared catalogue
             if message.resources:
                 self._catalogue[message.server] = message.resources
             else:
