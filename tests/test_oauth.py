@@ -192,10 +192,17 @@ def test_redirect_addresses() -> None:
     pending.update("b", "https://as/authorize?state=two")
     pending.update("a", "https://as/authorize?state=three")  # a new URL replaces the old
     assert pending.take("one") is None
-    assert pending.take("three") == "a"
+    assert pending.take("three") == ("a", "")
     assert pending.take("three") is None  # once
     pending.update("b", None)
     assert pending.take("two") is None
+    # Each owner's own connection has its own pending URL: one does not replace another.
+    pending.update("a", "https://as/authorize?state=alice1", owner="alice")
+    pending.update("a", "https://as/authorize?state=bob1", owner="bob")
+    pending.update("a", "https://as/authorize?state=shared")
+    assert pending.take("bob1") == ("a", "bob")
+    assert pending.take("alice1") == ("a", "alice")
+    assert pending.take("shared") == ("a", "")
     page = callback_page(ok=False, message="<script>x</script>")
     assert b"<script>x" not in page
     assert b"window.close" not in page

@@ -99,6 +99,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, assert_never
 from urllib.parse import urlsplit
 
 import anyio
+import httpx2
 import mcp.types as mcp_types
 import orjson
 from mcp.shared.auth import AuthorizationCodeResult, OAuthToken
@@ -956,6 +957,10 @@ class ToolActor(Actor[ToolInbox]):
                     return
                 error = str(exc)
             except Exception as exc:  # noqa: BLE001 - any failure of an external server
+                if self._per_owner and _asks_authorization(exc):
+                    # initialize went through, a listing was refused (HTTP 401/403)
+                    await self._serve_owners(str(exc))
+                    return
                 error = f"{type(exc).__name__}: {exc}"
             if idle:
                 # Nothing used the owner's connection for a while: closed now, reopened
@@ -1834,6 +1839,18 @@ _READERS_KEPT = 50
 
 _URL_ELICITATIONS_KEPT = 100
 """URL elicitations remembered (accepted and not complete; completed ids)."""
+
+
+def _asks_authorization(exc: BaseException) -> bool:
+    """Whether a failure was caused by HTTP 401 or 403 (the server wants credentials)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, httpx2.HTTPStatusError) and seen.response.status_code in (401, 403):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _openable(url: str) -> bool:
