@@ -596,12 +596,12 @@ async def _own_auth_url(client: ChatClient) -> str:
     """The authorization URL of this tab's owner's own connection to ``remote``."""
     info = await client.expect("session_info")
     [remote] = [s for s in info["servers"] if s["name"] == "remote"]
-    if remote["status"] == "auth_required" and remote["auth_url"]:
+    if remote["status"] == "auth_required" and remote.get("auth_url"):
         return str(remote["auth_url"])
     async with asyncio.timeout(30):
         while True:
             frame = await _status(client, "auth_required")
-            if frame["auth_url"]:
+            if frame.get("auth_url"):
                 return str(frame["auth_url"])
 
 
