@@ -91,8 +91,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, ExitStack, contextmanager
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from contextlib import AbstractAsyncContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, assert_never
@@ -627,23 +627,25 @@ class ToolActor(Actor[ToolInbox]):
             self._lane(owner)
         self._owners_seen.clear()
 
-    @contextmanager
-    def _use(self) -> Iterator[None]:
-        """A call or read runs: an owner's connection is not idle meanwhile."""
+    def _used(self, work: Awaitable[None]) -> Coroutine[Any, Any, None]:
+        """``work`` (a call or read, spawned right away) counts as a use of the connection
+        from now on: an owner's connection is not closed as idle under it."""
         self._in_use += 1
         self._touched.set()
+        return self._using(work)
+
+    async def _using(self, work: Awaitable[None]) -> None:
         try:
-            yield
+            await work
         finally:
             self._in_use -= 1
             self._touched.set()
 
-    async def _used(self, work: Awaitable[None]) -> None:
-        with self._use():
-            await work
-
     async def _idle_out(self) -> None:
-        """Return once nothing used the connection for ``owner_idle_timeout`` seconds."""
+        """Return once nothing used the connection for ``owner_idle_timeout`` seconds,
+        with the connection already withdrawn: a request handled from then on waits for
+        the one :meth:`_own` reopens (decided without a suspension in between, so none
+        takes the connection being closed)."""
         assert self._oauth_setup is not None
         idle = self._oauth_setup.owner_idle_timeout
         while True:
@@ -653,6 +655,9 @@ class ToolActor(Actor[ToolInbox]):
                     await self._touched.wait()
             except TimeoutError:
                 if not self._in_use and not self._questions:
+                    self._renewing = True
+                    self._wake.clear()
+                    self._conn = None  # the waiters are told by _watch_or_idle
                     return
 
     async def _watch_or_idle(self, conn: ServerConnection) -> str | None:
@@ -663,15 +668,13 @@ class ToolActor(Actor[ToolInbox]):
         watch = asyncio.ensure_future(self._watch(conn))
         idle = asyncio.ensure_future(self._idle_out())
         try:
-            done, _ = await asyncio.wait({watch, idle}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({watch, idle}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (watch, idle):
                 task.cancel()
             await asyncio.gather(watch, idle, return_exceptions=True)
-        if watch in done:
+        if idle.cancelled():
             return watch.result()
-        self._renewing = True
-        self._wake.clear()
         await self._set_connection(None)
         return None
 
