@@ -41,6 +41,20 @@ the waiting flow; once the tokens are stored the connect goes on and the server 
 refresh token) fails the call in flight, drops the connection, and the reconnect asks the
 person again, with the provider's reason as the state's ``error_message``.
 
+*Owners (per-owner OAuth).* With WebSocket authentication on, an authorization-code
+server's ToolActor (``OAuthSetup.per_owner``) first connects without credentials: a
+server that answers is shared by everyone. One that asks for authorization (HTTP 401/403)
+is served per owner from then on: each owner (named by ``OwnersPresent`` when their tab
+opens, or by the ``owner`` of a ``CallTool``, ``GetPrompt``, ``ReadResource``,
+``CompleteArgument`` or ``CompleteAuthorization``) gets a ToolActor of their own,
+``tool:<server>@<owner>``, run as a child task of this one, with that owner's stored tokens
+and its own states (``ServerStateChanged.owner``); this actor hands each owner's requests
+to it and keeps the shared state ``auth_required`` ("each user signs in for themselves").
+An owner's connection unused for ``owner_idle_timeout`` seconds is closed and reopened by
+the next request, which waits for it (like a renewed session), with the stored tokens;
+its tools stay offered meanwhile. (In this file "the owner" otherwise means the child task
+that holds a connection, below.)
+
 Beyond tools: after connecting, the owner also lists the server's prompts and resources
 (with templates) when the server declares them, re-lists each on its ``list_changed``
 notification, and publishes all of it with the state. ``GetPrompt`` and ``ReadResource``

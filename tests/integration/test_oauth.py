@@ -16,7 +16,11 @@ provider's reason while the chat goes on, and a new sign-in brings it back; a re
 uses the stored tokens without refreshing or asking; ``mcp-platform auth`` (a pasted
 redirect address while the platform runs, or the redirect taken directly while it is
 down) stores tokens the platform then uses, a waiting server without a restart; no
-token, code or secret reaches the log or a frame.
+token, code or secret reaches the log or a frame. With WebSocket authentication on, two
+owners sign in for themselves: each one's calls reach the server with their own token
+(the authorization server counts them by subject), each one's tabs see their own state,
+the rows are per owner, a logout forgets one owner's, and an idle owner's connection
+closes and reopens with the stored tokens.
 """
 
 from __future__ import annotations
