@@ -915,9 +915,11 @@ class ToolActor(Actor[ToolInbox]):
         while True:
             error: str | None = None
             renew = idle = False
+            probe: ServerConnection | None = None
             try:
                 started = time.perf_counter()
                 async with self._connect() as conn:
+                    probe = conn
                     specs = build_tool_specs(
                         self.server,
                         await conn.list_tools(),
@@ -974,7 +976,10 @@ class ToolActor(Actor[ToolInbox]):
                     return
                 error = str(exc)
             except Exception as exc:  # noqa: BLE001 - any failure of an external server
-                if self._per_owner and _asks_authorization(exc):
+                if self._per_owner and (
+                    _asks_authorization(exc)
+                    or (probe is not None and probe.http_error_status() in (401, 403))
+                ):
                     # initialize went through, a listing was refused (HTTP 401/403)
                     await self._serve_owners(str(exc))
                     return

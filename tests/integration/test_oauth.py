@@ -720,3 +720,25 @@ async def test_each_owner_signs_in_for_themselves_and_idle_connections_close(
     assert logout.returncode == 0
     assert b"forgot the tokens of 'remote' for owner 'alice'" in out
     assert set(_rows(db)) == {"bob"}
+
+
+async def test_a_server_asking_from_tools_list_on_is_per_owner_too(
+    chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer
+) -> None:
+    """``initialize`` passes without a token and the 401 comes with ``tools/list`` (its
+    JSON-RPC error no longer says 401): the server is still served per owner, and an
+    owner's sign-in makes it ready for them."""
+    platform, clients = chat
+    await oauth_server.lenient()
+    platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN, BOB_TOKEN=BOB_TOKEN)
+    _write_servers(platform, oauth_server)
+    await platform.start(_owners_overrides(free_port(), idle=900.0))
+    await platform.process.wait_for(
+        "tools.per_owner", lambda e: e["server"] == "remote", timeout=30
+    )
+    alice = await platform.connect(token=ALICE_TOKEN)
+    clients.append(alice)
+    assert (await _sign_in(await _own_auth_url(alice))).status_code == 200
+    await _status(alice, "ready")
+    # The shared connection was never retried as "down": its refusal meant "per owner".
+    assert not platform.process.find("tools.server_down", lambda e: e["actor"] == "tool:remote")
