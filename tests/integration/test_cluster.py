@@ -35,10 +35,11 @@ scripted reply). Proved here:
   STORAGE_UNAVAILABLE (retryable) and nothing is half-written; once it is back the
   replicas serve again;
 - a PostgreSQL restart in the middle of an answer: both tabs are told
-  STORAGE_UNAVAILABLE (retryable) and the turn ends; once the database is back, the
-  lease the turn's replica could not release expires, the answer is stored
-  ``incomplete`` with the text it reached (no row left ``streaming``), and the
-  conversation goes on;
+  STORAGE_UNAVAILABLE (retryable) and the turn ends with the text they saw; the turn's
+  replica keeps the answer's end and the lease (renewed) and stores them once the
+  database is back: the row says what the tabs were told (the whole text, ``error``,
+  STORAGE_UNAVAILABLE; no row left ``streaming``), no replica ends the turn as a dead
+  one's, and the conversation takes the next turn at once;
 - two replicas racing to send into one conversation: exactly one turn runs, the other
   send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
 """
@@ -758,37 +759,50 @@ async def test_a_postgres_restart_mid_answer_ends_the_turn_typed_and_half_writes
         gate.open()
         for client in (sender, watcher):
             ended = await client.expect("assistant_message", timeout=30)
-            assert ended["finish_reason"] == "error"
+            assert (ended["message"], ended["finish_reason"]) == ("written before, after", "error")
             refused = [f for f in client.frames if f["type"] == "error"]
             assert [(f["error_code"], f["retryable"], f["request_id"]) for f in refused] == [
                 ("STORAGE_UNAVAILABLE", True, "one")
             ]
+        await r0.process.wait_for("persistence.answer_deferred", timeout=10)
 
         server.start()
-        # r0 could not release the turn's lease while the database was down: it expires
-        # (lease_seconds), and the turn's answer is ended as far as it was stored.
-        expired = await watcher.expect("assistant_message", timeout=30)
-        assert expired["turn_id"] == ended["turn_id"]
+        # r0 kept the answer's end and the turn's lease (renewed meanwhile) and stores
+        # them as soon as the database is back: the conversation is free at once, and no
+        # replica ends the turn as a dead one's.
+        await r0.process.wait_for(
+            "persistence.deferred_stored", lambda e: e["kind"] == "lease_release", timeout=30
+        )
         llm.script(Reply.text("After the restart."))
         frames = await watcher.turn("two")
         assert [f["message"] for f in frames if f["type"] == "assistant_message"] == [
             "After the restart."
         ]
+        assert not [f for f in frames if f["type"] == "error"]
+        seen = await sender.expect("assistant_message", timeout=20)
+        assert seen["turn_id"] == frames[-1]["turn_id"]
         rows = pg.query(
             server.dsn,
-            "SELECT role, content, status FROM messages WHERE conversation_id = ? ORDER BY id",
+            "SELECT role, content, status, finish_reason, error_code FROM messages "
+            "WHERE conversation_id = ? ORDER BY id",
             (conversation_id,),
         )
-        # Nothing half-written: no row left streaming; the interrupted answer is stored
-        # incomplete with the text it reached.
-        assert [(role, status) for role, _, status in rows] == [
-            ("user", "complete"),
-            ("assistant", "incomplete"),
-            ("user", "complete"),
-            ("assistant", "complete"),
+        # Nothing half-written: the interrupted answer is stored as its clients were told
+        # it ended (its whole text, the error), no row is left streaming.
+        assert rows == [
+            ("user", "one", "complete", None, None),
+            ("assistant", "written before, after", "error", "error", "STORAGE_UNAVAILABLE"),
+            ("user", "two", "complete", None, None),
+            ("assistant", "After the restart.", "complete", "stop", None),
         ]
-        assert rows[1][1].startswith("written before, ")
         assert pg.query(server.dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+        for client in (sender, watcher):
+            assert [f["turn_id"] for f in client.frames if f["type"] == "assistant_message"] == [
+                ended["turn_id"],
+                frames[-1]["turn_id"],
+            ]
+        for replica in (r0, r1):
+            assert not replica.process.find("persistence.leases_expired")
     finally:
         server.remove()
 
