@@ -33,11 +33,12 @@ its own runtime file.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -47,6 +48,7 @@ from actors.messages import (
     AnswerElicitation,
     AnswerToolApproval,
     AssistantDelta,
+    BrokerStateChanged,
     CancelTurn,
     ConversationProviderChosen,
     ElicitationClosed,
@@ -64,10 +66,14 @@ from actors.messages import (
 from bus.messages import Request
 from config.schema import ClusterConfig
 
+if TYPE_CHECKING:
+    from bus.bus import Bus
+
 __all__ = [
     "ANSWERABLE",
     "CONVERSATION_EVENTS",
     "SHARED_EVENTS",
+    "BrokerAnnouncer",
     "ChatErrorCodec",
     "ClusterView",
     "TurnRoutes",
@@ -205,3 +211,34 @@ class ClusterView:
         """``/healthz``'s ``cluster`` part: the replica, the turns running on all of them,
         and what crossed the broker."""
         return {"replica": self.replica, "turns_running": self._routes.running(), **self._traffic()}
+
+
+class BrokerAnnouncer:
+    """The bridge's ``on_state``: tells this replica's actors that the broker connection
+    was lost or is back (:class:`BrokerStateChanged`; the gateway tells its tabs).
+
+    nats-py calls the bridge from its own tasks; each announcement is published from a
+    task of its own, after the previous one, so they arrive in the order they happened.
+
+    Args:
+        bus: This replica's bus.
+        broker: The broker's address without credentials.
+    """
+
+    def __init__(self, bus: Bus, broker: str) -> None:
+        self._bus = bus
+        self._broker = broker
+        self._last: asyncio.Task[None] | None = None
+
+    def __call__(self, state: str) -> None:
+        if state not in ("disconnected", "reconnected"):
+            return  # "connected" precedes the actors, "closed" follows them
+        previous = self._last
+        message = BrokerStateChanged(connected=state == "reconnected", broker=self._broker)
+
+        async def announce() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await self._bus.publish(message)
+
+        self._last = asyncio.get_running_loop().create_task(announce())

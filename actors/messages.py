@@ -32,6 +32,7 @@ __all__ = [
     "AssistantDelta",
     "Attachment",
     "AuthorizationResult",
+    "BrokerStateChanged",
     "CallTool",
     "CancelCompletion",
     "CancelToolCalls",
@@ -79,6 +80,7 @@ __all__ = [
     "ResourceLinkInfo",
     "ResourceSpec",
     "ResourceText",
+    "RunningTurns",
     "RuntimeConfigReset",
     "RuntimeConfigUpdated",
     "SaveRuntimeConfig",
@@ -108,6 +110,7 @@ __all__ = [
     "TurnFinished",
     "TurnStarted",
     "TurnStateChanged",
+    "TurnsRunning",
     "UpdateRuntimeConfig",
     "Usage",
     "UserInputStored",
@@ -769,6 +772,34 @@ class ReleaseTurn(Request[None]):
     type: Literal["release_turn"] = "release_turn"
     conversation_id: str
     turn_id: str
+
+
+class TurnsRunning(Payload):
+    """Answer to :class:`RunningTurns`."""
+
+    turns: dict[str, str]
+    """Turn id by conversation id."""
+
+
+class RunningTurns(Request[TurnsRunning]):
+    """Request → TurnsRunning, to the PersistenceActor (with
+    ``cluster``): the turns running on every replica, as the turn leases in the shared
+    database say (the record, where the broadcast ``TurnStateChanged`` events may have
+    been missed: the gateway asks after a broker outage)."""
+
+    type: Literal["running_turns"] = "running_turns"
+
+
+class BrokerStateChanged(Message):
+    """Event (the wiring, with ``cluster``): this replica lost (``connected=False``) or
+    regained its connection to the broker. Never crosses replicas. The gateway tells its
+    tabs (``broker_status``) and, once connected again, sends the conversations without a
+    running turn their state again (what they missed live is in the database)."""
+
+    type: Literal["broker_state_changed"] = "broker_state_changed"
+    connected: bool
+    broker: str
+    """The broker's address, without credentials (``nats://host:port``)."""
 
 
 class UserInputStored(Message):

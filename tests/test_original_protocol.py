@@ -26,6 +26,7 @@ from actors.gateway.original import (
 from actors.gateway.protocol import (
     AssistantDeltaFrame,
     AssistantMessageFrame,
+    BrokerStatusFrame,
     ClearHistoryFrame,
     CompletionFrame,
     ElicitationClosedFrame,
@@ -552,6 +553,7 @@ SAMPLES: list[BaseModel] = [
     RegeneratingFrame(conversation_id="c-1", turn_id="t3"),
     ServerStatusFrame(server="s", status="ready"),
     ToolsChangedFrame(tools=[ToolInfo(name="s__t", server="s")]),
+    BrokerStatusFrame(connected=False, message="lost"),
     ErrorFrame(error_code="INTERNAL_ERROR", error_message="x"),
     ElicitationCompleteFrame(request_id="el-1"),
     ResourceContentFrame(request_id="r", server="s", uri="file:///a", text="a"),

@@ -128,6 +128,7 @@ from actors.gateway.protocol import (
     AssistantMessageFrame,
     AttachmentLimits,
     AttachmentUpload,
+    BrokerStatusFrame,
     CancelFrame,
     ClearHistoryFrame,
     ClientFrame,
@@ -196,6 +197,7 @@ from actors.messages import (
     Attachment,
     AuthorizationResult,
     BranchConversation,
+    BrokerStateChanged,
     CancelTurn,
     CompleteArgument,
     CompleteAuthorization,
@@ -217,6 +219,7 @@ from actors.messages import (
     PromptRequest,
     ReadResource,
     ResourceChanged,
+    RunningTurns,
     SaveSession,
     SearchSessions,
     ServerStateChanged,
@@ -233,6 +236,7 @@ from actors.messages import (
     ToolsOffered,
     ToolSpec,
     TurnFinished,
+    TurnsRunning,
     TurnStarted,
     TurnStateChanged,
     UserInputStored,
@@ -702,7 +706,8 @@ GatewayInbox = Annotated[
     | ToolsOffered
     | ConversationTitled
     | ConversationProviderChosen
-    | UserInputStored,
+    | UserInputStored
+    | BrokerStateChanged,
     Field(discriminator="type"),
 ]
 """What the GatewayActor handles: the events its clients are shown, and the
@@ -736,6 +741,7 @@ class GatewayActor(Actor[GatewayInbox]):
         ToolsOffered,
         ConversationTitled,
         ConversationProviderChosen,
+        BrokerStateChanged,
     )
 
     def __init__(
@@ -1011,6 +1017,8 @@ class GatewayActor(Actor[GatewayInbox]):
                 )
                 for conn in self._by_conversation.get(cid, ()):
                     conn.send_frame(stored_frame)
+            case BrokerStateChanged(connected=connected, broker=broker):
+                await self._broker_changed(connected=connected, broker=broker)
             case _:
                 assert_never(message)
 
@@ -1045,6 +1053,68 @@ class GatewayActor(Actor[GatewayInbox]):
         for conn in self._by_conversation.get(cid, ()):
             for frame in frames:
                 conn.send_frame(frame)
+
+    async def _broker_changed(self, *, connected: bool, broker: str) -> None:
+        """The broker connection was lost or is back: tell every tab; once back, read
+        which turns run from the database (the broadcast events of the outage are lost)
+        and send each conversation without a running turn its state again.
+
+        A conversation whose turn runs is left as it is: the turn's end reaches the tab
+        (an answer whose deltas it missed is read from the database at the end)."""
+        if not connected:
+            lost = BrokerStatusFrame(
+                connected=False,
+                message=f"the connection to the other replicas (the broker at {broker}) is "
+                "lost: turns running on other replicas may not be shown live until it is "
+                "back; the turns of this replica go on",
+            )
+            self.log.warning(
+                "gateway.broker_lost", broker=broker, connections=len(self._connections)
+            )
+            for conn in self._connections:
+                conn.send_frame(lost)
+            return
+        back = BrokerStatusFrame(
+            connected=True,
+            message=f"the connection to the other replicas (the broker at {broker}) is back",
+        )
+        for conn in self._connections:
+            conn.send_frame(back)
+        try:
+            answer: TurnsRunning = await self.request(RunningTurns())
+        except (RequestFailed, RequestError) as exc:
+            self.log.warning("gateway.catch_up_failed", broker=broker, error=str(cause_of(exc)))
+            return
+        running = answer.turns
+        self._running = dict(running)
+        # Questions of turns that ended meanwhile (their closing events were lost).
+        for request_id, question in list(self._questions.items()):
+            if question.conversation_id not in running:
+                del self._questions[request_id]
+        for key in [key for key in self._approvals if key[0] not in running]:
+            del self._approvals[key]
+        resent = 0
+        for cid, watchers in list(self._by_conversation.items()):
+            tabs = [conn for conn in watchers if conn.original is None]
+            if cid in running or not tabs:
+                continue
+            try:
+                state = await self._request_state(tabs[0].owner, cid)
+            except (RequestFailed, RequestError) as exc:
+                self.log.warning(
+                    "gateway.catch_up_failed", conversation_id=cid, error=str(cause_of(exc))
+                )
+                continue
+            info = self._session_info(state)
+            for conn in tabs:
+                if conn.conversation_id == cid:  # not switched meanwhile
+                    conn.send_frame(info)
+                    self._send_waiting_questions(conn)
+                    self._send_waiting_approvals(conn)
+                    resent += 1
+        self.log.info(
+            "gateway.broker_back", broker=broker, turns_running=len(running), resent=resent
+        )
 
     async def _stored_answer(self, message: TurnFinished) -> tuple[str, str | None]:
         """A streamed answer this gateway did not see whole (it restarted while the answer

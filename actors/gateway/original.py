@@ -45,6 +45,7 @@ from actors.gateway.protocol import (
     MAX_REQUEST_ID_LENGTH,
     AssistantDeltaFrame,
     AssistantMessageFrame,
+    BrokerStatusFrame,
     ClearHistoryFrame,
     CompletionFrame,
     ElicitationClosedFrame,
@@ -440,6 +441,7 @@ class OriginalFraming:
                 | SessionDeletedFrame()
                 | ServerStatusFrame()
                 | ToolsChangedFrame()
+                | BrokerStatusFrame()
                 | ElicitationCompleteFrame()
                 | ResourceContentFrame()
                 | ResourceUpdatedFrame()

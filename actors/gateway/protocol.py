@@ -36,6 +36,7 @@ __all__ = [
     "AttachmentInfo",
     "AttachmentLimits",
     "AttachmentUpload",
+    "BrokerStatusFrame",
     "CancelFrame",
     "ClearHistoryFrame",
     "ClientFrame",
@@ -881,6 +882,18 @@ class SessionTitleFrame(_ServerFrame):
     title: str
 
 
+class BrokerStatusFrame(_ServerFrame):
+    """With ``cluster`` only: this replica lost (``connected: false``) or regained its
+    connection to the broker that carries the other replicas' live events. While it is
+    lost, turns running on other replicas may not be shown live (this replica's own turns
+    go on); once it is back, a ``session_info`` follows for a conversation without a
+    running turn (read again from the database, the record)."""
+
+    type: Literal["broker_status"] = "broker_status"
+    connected: bool
+    message: str
+
+
 class SessionExportFrame(_ServerFrame):
     """The answer to ``export_session``: the file's name and text."""
 
@@ -1064,6 +1077,7 @@ ServerFrame = Annotated[
     | SessionDeletedFrame
     | ServerStatusFrame
     | ToolsChangedFrame
+    | BrokerStatusFrame
     | ResourceContentFrame
     | CompletionFrame
     | ResourceUpdatedFrame

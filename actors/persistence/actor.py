@@ -98,6 +98,7 @@ from actors.messages import (
     OpenConversation,
     ReleaseTurn,
     ReplaceAnswer,
+    RunningTurns,
     SaveSession,
     SearchHit,
     SearchSessions,
@@ -112,6 +113,7 @@ from actors.messages import (
     StoreOAuthTokens,
     StreamedText,
     TurnFinished,
+    TurnsRunning,
     TurnStateChanged,
 )
 from actors.persistence.postgres import PostgresRepository
@@ -370,6 +372,7 @@ PersistenceInbox = Annotated[
     | CheckStorage
     | ClaimTurn
     | ReleaseTurn
+    | RunningTurns
     | LoadOAuth
     | StoreOAuthTokens
     | StoreOAuthClient
@@ -424,6 +427,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         CheckStorage,
         ClaimTurn,
         ReleaseTurn,
+        RunningTurns,
         LoadOAuth,
         StoreOAuthTokens,
         StoreOAuthClient,
@@ -661,6 +665,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
             case ReleaseTurn(conversation_id=conversation_id, turn_id=turn_id):
                 await self._release_turn(conversation_id, turn_id)
                 return None
+            case RunningTurns():
+                return TurnsRunning(turns=await self._lease_store.running_turns())
             case LoadOAuth(server=server, owner=owner):
                 return await self._store.load_oauth(server, owner)
             case StoreOAuthTokens(server=server, owner=owner):

@@ -26,9 +26,11 @@ scripted reply). Proved here:
   runtime files and configurations;
 - a NATS restart while a turn streams: the replicas reconnect, ``/readyz`` says the
   broker is down meanwhile, and the tab on the other replica gets the rest of the turn;
-- a NATS outage spanning a whole turn: the replica serving the sending tab runs and
-  stores it alone; after the reconnect, live events cross again and the history holds
-  the turn the other replica's tab missed;
+- a NATS outage spanning a whole turn: every tab is told (``broker_status``); the
+  replica serving the sending tab runs and stores the turn alone; after the reconnect the
+  tabs are told it is back, the other replica's tab gets ``session_info`` again with the
+  turn it missed, ``/readyz`` is 200 again, live events cross again and nothing of the
+  outage arrives late;
 - the ``cluster`` section is read at start: added to a running platform's file, it
   changes nothing until a restart (said in the log), turns go on;
 - a PostgreSQL restart (a throwaway server): while it is down a send gets
@@ -572,6 +574,13 @@ async def test_a_broker_restart_mid_answer_the_replicas_reconnect_and_carry_on(
         for client in (sender, watcher):
             finished = await client.expect("assistant_message", timeout=20)
             assert (finished["message"], finished["finish_reason"]) == ("before after", "stop")
+            # Told of the outage and of the end of it; the turn ran on, so its tabs were
+            # not sent the conversation again (its end came live).
+            assert [f["connected"] for f in client.frames if f["type"] == "broker_status"] == [
+                False,
+                True,
+            ]
+            assert [f["type"] for f in client.frames].count("session_info") == 1
 
         # Requests cross again: a stop from r1 of the next turn, running on r0.
         llm.script(Reply.stream(Content("second "), Gate(), Content("never")))
@@ -822,8 +831,13 @@ async def test_a_broker_outage_spanning_a_whole_turn(
         await broker.stop()
         for replica in (r0, r1):
             await replica.process.wait_for("bus.bridge_disconnected", timeout=10)
+        # Every tab is told that other replicas' live events may be missed.
+        for client in (sender, watcher):
+            lost = await client.expect("broker_status", timeout=10)
+            assert lost["connected"] is False
+            assert "may not be shown live" in lost["message"]
         # The replica serving the tab runs the whole turn on its own: the database is
-        # the record, the broker only carries live events.
+        # the record, the broker only carries live events (dropped, not kept for later).
         llm.script(Reply.text("Answered while the broker was away."))
         frames = await sender.turn("during the outage")
         assert not [f for f in frames if f["type"] == "error"]
@@ -831,15 +845,28 @@ async def test_a_broker_outage_spanning_a_whole_turn(
         await broker.start()
         for replica in (r0, r1):
             await replica.process.wait_for("bus.bridge_reconnected", timeout=20)
-        # Live events cross again (r1's subscriptions were renewed at reconnect).
+        # Told it is back, r1's tab gets the conversation again from the database,
+        # with the turn it missed live.
+        back = await watcher.expect("broker_status", timeout=20)
+        assert back["connected"] is True
+        caught_up = await watcher.expect("session_info", timeout=20)
+        assert [m["content"] for m in caught_up["messages"]] == [
+            "during the outage",
+            "Answered while the broker was away.",
+        ]
+        assert caught_up["turn_in_progress"] is False
+        async with httpx.AsyncClient() as http:
+            ready = await http.get(f"{r1.http_url}/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"]["broker"]["ok"] is True
+        # Live events cross again (r1's subscriptions were renewed at reconnect); nothing
+        # of the outage arrives late (nats-py's reconnect buffer is off).
         llm.script(Reply.text("And after it."))
         await sender.send({"type": "user_message", "message": "after the outage"})
-        # (nats-py keeps what r0 published while disconnected and sends it at the
-        # reconnect, so r1's tab may get the outage turn late, before this one.)
-        seen = [(await watcher.expect("assistant_message", timeout=20))["message"]]
-        while seen[-1] != "And after it.":
-            seen.append((await watcher.expect("assistant_message", timeout=20))["message"])
-        assert seen[:-1] in ([], ["Answered while the broker was away."])
+        seen = await watcher.expect("assistant_message", timeout=20)
+        assert seen["message"] == "And after it."
+        assert [f["type"] for f in watcher.frames].count("assistant_message") == 1
+        assert r0.process.find("bus.bridge_forward_failed")
         # The turn r1's tab missed live is in the history a reload reads.
         reloaded, state = await _connect(r1, clients, conversation_id)
         assert [m["content"] for m in state["messages"]] == [

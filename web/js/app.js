@@ -187,6 +187,7 @@ function handleFrame(frame) {
     case "resource_content": return onResourceContent(frame);
     case "completion": return onCompletion(frame);
     case "resource_updated": return onResourceUpdated(frame);
+    case "broker_status": return onBrokerStatus(frame);
     case "error": return onError(frame);
     default: console.warn("unknown frame type", frame.type);
   }
@@ -789,6 +790,13 @@ function onToolsChanged(frame) {
 /** An authorization URL the page may open: http(s) only (never javascript: or data:). */
 function safeAuthUrl(url) {
   return typeof url === "string" && /^https?:\/\//i.test(url) ? url : null;
+}
+
+// Several replicas: this one lost (or got back) the broker that brings the other replicas'
+// live events. Once it is back, a session_info follows when the conversation has no turn
+// running (its state as stored).
+function onBrokerStatus(frame) {
+  toast(frame.connected ? "info" : "warning", frame.connected ? "Live updates are back" : "Live updates interrupted", frame.message);
 }
 
 function onError(frame) {
