@@ -51,6 +51,7 @@ from actors.messages import (
     BrokerStateChanged,
     CancelTurn,
     ConversationProviderChosen,
+    ConversationTitled,
     ElicitationClosed,
     ElicitationRequested,
     RuntimeConfigReset,
@@ -98,13 +99,23 @@ SHARED_EVENTS: dict[type[BaseModel], tuple[str, ...]] = {
     # A tab on any replica may choose a conversation's provider: every gateway showing it
     # must ask that provider for its next turn.
     ConversationProviderChosen: _GATEWAY,
+    # A title made on any replica (the model's after the first exchange, a rename, a
+    # save): the tabs showing the conversation on every replica show it.
+    ConversationTitled: _GATEWAY,
     RuntimeConfigUpdated: ("config",),
     RuntimeConfigReset: ("config",),
 }
 """Shared event type -> the local actors that receive other replicas' copies."""
 
 CONVERSATION_EVENTS: frozenset[type[BaseModel]] = frozenset(
-    {AssistantDelta, TurnFinished, ToolExecutionEvent, ToolProgress, UserInputStored}
+    {
+        AssistantDelta,
+        TurnFinished,
+        ToolExecutionEvent,
+        ToolProgress,
+        UserInputStored,
+        ConversationTitled,
+    }
 )
 """Shared events sent only to the replicas watching their conversation (one topic per
 conversation, so they keep their order among themselves: the deltas before the end)."""

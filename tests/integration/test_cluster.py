@@ -9,7 +9,8 @@ scripted reply). Proved here:
 
 - each replica's ``/readyz`` reports its broker connection;
 - a conversation started on one replica continues on another, and a tab on a third sees
-  the turn live (thinking, deltas, the final answer);
+  the turn live (thinking, deltas, the final answer); a title given on one replica
+  reaches the conversation's tabs on the others (``session_title``);
 - interest routing: a turn's live events reach only the replicas with a tab on its
   conversation (a replica whose tabs show other conversations receives its
   ``turn_state_changed`` events only); ``/healthz`` counts the turns this replica runs
@@ -242,6 +243,14 @@ async def test_a_conversation_continues_on_another_replica_and_a_third_sees_it_l
         ("user", "complete"),
         ("assistant", "complete"),
     ]
+
+    # A title given on r1 reaches the conversation's tabs on every replica.
+    await watcher.send(
+        {"type": "rename_session", "conversation_id": conversation_id, "title": "Across"}
+    )
+    for client in (first, watcher, third):
+        titled = await client.expect("session_title", timeout=20)
+        assert (titled["conversation_id"], titled["title"]) == (conversation_id, "Across")
 
 
 async def test_live_events_go_only_to_replicas_with_a_tab_on_the_conversation(
