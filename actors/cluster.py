@@ -19,6 +19,18 @@ this module is the platform's side of it, used by the wiring (``actors/platform.
   tab that attaches while they wait, answered from any replica). A tab that attaches
   mid-turn reads the text so far from the database, gets the deltas from then on, and
   its gateway takes the whole answer from the stored row at the end.
+* Order. One replica's events on one subject arrive in the order it published them, and
+  so do its events on one conversation's topic (one subscription); between the broadcast
+  subscription and a topic's there is no order, so a turn's ``TurnStateChanged`` (ended)
+  may reach another replica before the turn's last deltas. No tab can see that: tabs are
+  never shown ``TurnStateChanged``; what ends a turn for a tab is its ``assistant_message``,
+  made from ``TurnFinished``, which travels on the topic after the deltas (the
+  orchestrator publishes it once the LLM actor's deltas are published, and the bridge
+  forwards in publish order on one connection). ``TurnStateChanged`` only sets the
+  ``turn_in_progress`` of a tab that attaches later and where a stop, approval or answer
+  goes; the turn's row is stored before either is published, so a tab that attaches in
+  that gap reads the whole answer and gets the late ``assistant_message`` of a turn it
+  already shows (as a tab attaching between the two on one replica does).
 * :class:`TurnRoutes`: a request about a conversation's running turn (stop it, approve a
   call, answer an elicitation) goes to the replica running it, learnt from the
   ``TurnStateChanged`` events every replica sees; anything else is answered locally.

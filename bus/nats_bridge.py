@@ -13,9 +13,11 @@ uses the same one):
   subscribe (``P.tp.<topic>.>``, one subscription per topic while watched, counted), so
   a turn's deltas reach the replicas with a tab on its conversation and no others. One
   topic's events from one replica arrive in order; between a topic's subscription and
-  ``P.ev.>`` there is no order (NATS dispatches each subscription on its own), so an
-  event whose order against a topic's matters belongs on the topic too. A topic that is
-  not a subject token (``[A-Za-z0-9_-]``, up to 64 characters) travels as its hash.
+  ``P.ev.>`` there is no order (nats-py dispatches each subscription from its own
+  queue), so an event whose order against a topic's matters belongs on the topic too.
+  A topic that is not a subject token (``[A-Za-z0-9_-]``, up to 64 characters) travels
+  as its hash. (The platform's wiring, ``actors/cluster.py``, says why a turn's
+  broadcast ``TurnStateChanged`` may overtake its last deltas and why no tab can see it.)
 * ``P.rq.<replica>``: requests for that replica (NATS request/reply). The body is
   ``{"to", "timeout", "message"}``; the reply is ``{"ok": <reply>}`` or ``{"error":
   <bus error class>, "message", "cause"}``, turned back into the same typed error
