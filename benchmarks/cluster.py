@@ -239,7 +239,10 @@ async def main(burst: int, rounds: int, chunks: int, profile: str | None, lease_
         base = results["sqlite-1" if not name.startswith("cluster") else "cluster-1"][0]
         added50 = pct(ttfts, 50) * 1000 - d50
         added99 = pct(ttfts, 99) * 1000 - d99
-        print(f"{name:<11} {rate:>8.1f} {rate / base:>6.2f} {added50:>13.1f} {added99:>13.1f}")
+        label = f"{name}*" if name == profile else name
+        print(f"{label:<11} {rate:>8.1f} {rate / base:>6.2f} {added50:>13.1f} {added99:>13.1f}")
+    if profile is not None:
+        print(f"* {profile} ran under cProfile (slowed): its figures and ratios are not its own")
     off, on = leases["off"], leases["on"]
     print(
         f"lease claim + release, median of {lease_cycles} each: synchronous_commit off "
