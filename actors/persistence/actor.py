@@ -1354,7 +1354,10 @@ class PersistenceActor(Actor[PersistenceInbox]):
         store = self._lease_store
         try:
             if self._has_deferred():
-                await self._store_deferred()
+                try:
+                    await self._store_deferred()
+                except StorageFull as exc:  # the leases are still renewed below
+                    self.log.warning("persistence.deferred_still_unstored", error=str(exc))
             if self._leases:
                 turns = list(self._leases.values())
                 held = await store.renew_turns(turns, self._lease_seconds)
