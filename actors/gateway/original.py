@@ -56,6 +56,7 @@ from actors.gateway.protocol import (
     ProviderSetFrame,
     RegeneratingFrame,
     ResourceContentFrame,
+    ResourcesChangedFrame,
     ResourceUpdatedFrame,
     SearchResultsFrame,
     ServerStatusFrame,
@@ -440,6 +441,7 @@ class OriginalFraming:
                 | SessionDeletedFrame()
                 | ServerStatusFrame()
                 | ToolsChangedFrame()
+                | ResourcesChangedFrame()
                 | ElicitationCompleteFrame()
                 | ResourceContentFrame()
                 | ResourceUpdatedFrame()

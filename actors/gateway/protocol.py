@@ -62,6 +62,7 @@ __all__ = [
     "ResourceInfo",
     "ResourceLinkBlock",
     "ResourceUpdatedFrame",
+    "ResourcesChangedFrame",
     "SaveSessionFrame",
     "ServerFrame",
     "ServerInfo",
@@ -991,6 +992,17 @@ class ToolsChangedFrame(_ServerFrame):
     prompts: list[PromptInfo] = []
 
 
+class ResourcesChangedFrame(_ServerFrame):
+    """The resources or resource templates of the ready servers changed (a server's
+    ``notifications/resources/list_changed``, or a server connected or went away): the
+    whole lists, as ``session_info`` has them, so a page updates its panel without a
+    reload."""
+
+    type: Literal["resources_changed"] = "resources_changed"
+    resources: list[ResourceInfo] = []
+    resource_templates: list[ResourceInfo] = []
+
+
 class ResourceContentFrame(_ServerFrame):
     """Answer to ``read_resource``: the resource as text (binary parts described), cut to
     ``truncated`` characters when longer."""
@@ -1064,6 +1076,7 @@ ServerFrame = Annotated[
     | SessionDeletedFrame
     | ServerStatusFrame
     | ToolsChangedFrame
+    | ResourcesChangedFrame
     | ResourceContentFrame
     | CompletionFrame
     | ResourceUpdatedFrame

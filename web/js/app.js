@@ -184,6 +184,7 @@ function handleFrame(frame) {
     case "session_deleted": return onSessionDeleted(frame);
     case "server_status": return onServerStatus(frame);
     case "tools_changed": return onToolsChanged(frame);
+    case "resources_changed": return onResourcesChanged(frame);
     case "resource_content": return onResourceContent(frame);
     case "completion": return onCompletion(frame);
     case "resource_updated": return onResourceUpdated(frame);
@@ -784,6 +785,16 @@ function onToolsChanged(frame) {
   state.prompts = frame.prompts ?? [];
   renderTools();
   renderPrompts();
+}
+
+function onResourcesChanged(frame) {
+  // A server's resources or templates changed (its list_changed, or it connected or went
+  // away): the lists are whole. The entries marked as updated stay marked.
+  const updated = [...ui.resources.querySelectorAll(".resource-item[data-updated]")].map((item) => [item.dataset.server, item.dataset.uri]);
+  state.resources = frame.resources ?? [];
+  state.templates = frame.resource_templates ?? [];
+  renderResourcePanel();
+  for (const [server, uri] of updated) markUpdated(ui.resources, server, uri);
 }
 
 /** An authorization URL the page may open: http(s) only (never javascript: or data:). */
