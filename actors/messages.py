@@ -365,6 +365,10 @@ class AppendMessage(Request[StoredMessage]):
     finish_reason: str | None = None
     attachments: tuple[Attachment, ...] = ()
     """For a user message: the files sent with it (checked by the gateway)."""
+    error_code: str | None = None
+    """For an imported answer whose turn failed: its stored error (see StoredMessage; a
+    live turn's is written by FinishMessage)."""
+    error_message: str | None = None
 
 
 class AppendMessages(Request[tuple[StoredMessage, ...]]):
@@ -494,6 +498,11 @@ class ExportedMessage(Payload):
     attachments: tuple[Attachment, ...] = ()
     """A user message's files, whole (an import checks them against
     ``chat.attachments`` as a new message's are)."""
+    error_code: str | None = Field(None, max_length=100)
+    """An answer whose turn failed: the error's code, as the turn's clients got it (a
+    reload, and an import, show the failure with it)."""
+    error_message: str | None = Field(None, max_length=10_000)
+    """With ``error_code``: the error's text, as stored (redacted when it was sent)."""
 
 
 EXPORT_FORMAT = "mcp-platform/conversation"

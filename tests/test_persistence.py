@@ -1485,6 +1485,29 @@ async def test_import_stores_a_new_conversation_whole_or_nothing(start: Starter)
     assert h.query("SELECT COUNT(*) FROM messages") == [(4,)]
 
 
+async def test_import_keeps_a_failed_answers_error(start: Starter) -> None:
+    """An exported failed answer carries its stored error: the import stores it, as a
+    finished turn's FinishMessage does, so the copy shows the same failure."""
+    h = await start()
+    messages = (
+        ExportedMessage(role="user", content="hi"),
+        ExportedMessage(
+            role="assistant",
+            status="error",
+            finish_reason="error",
+            error_code="LLM_UNAVAILABLE",
+            error_message="the provider answered 500: kaput",
+        ),
+    )
+    state = await h.ask(ImportConversation(owner="alice", messages=messages))
+    loaded = await h.ask(OpenConversation(owner="alice", conversation_id=state.conversation_id))
+    assert [(m.status, m.error_code, m.error_message) for m in loaded.messages] == [
+        ("complete", None, None),
+        ("error", "LLM_UNAVAILABLE", "the provider answered 500: kaput"),
+    ]
+    assert loaded.messages == state.messages
+
+
 async def test_search_finds_finished_messages_and_titles_of_the_owner(start: Starter) -> None:
     h = await start()
 

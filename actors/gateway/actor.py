@@ -159,6 +159,7 @@ from actors.gateway.protocol import (
     RenameSessionFrame,
     ResourceContentFrame,
     ResourceInfo,
+    ResourcesChangedFrame,
     ResourceUpdatedFrame,
     SaveSessionFrame,
     SearchHitInfo,
@@ -958,6 +959,8 @@ class GatewayActor(Actor[GatewayInbox]):
                         conn.send_frame(status_frame)
                 if message.prompts != (() if previous is None else previous.prompts):
                     self._send_tools_changed()
+                if message.resources != (() if previous is None else previous.resources):
+                    self._send_resources_changed()
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 await self._reconfigure(snapshot, keys)
             case ElicitationRequested():
@@ -1717,12 +1720,9 @@ class GatewayActor(Actor[GatewayInbox]):
         for conn in self._connections:
             conn.send_frame(frame)
 
-    def _session_info(self, state: ConversationState) -> SessionInfoFrame:
-        llm = self.snapshot.config.llm
-        chosen = state.provider if state.provider in llm.providers else None
-        retention = self.snapshot.config.chat.storage.persistence.retention
-        keep = None if state.saved else retention.max_age_hours * 3600
-        last_change = state.messages[-1].created_at if state.messages else time.time()
+    def _resource_infos(self) -> tuple[list[ResourceInfo], list[ResourceInfo]]:
+        """The ready servers' resources and resource templates, as ``session_info`` and
+        ``resources_changed`` list them (``RESOURCES_LISTED`` of each at most)."""
         resources: list[ResourceInfo] = []
         templates: list[ResourceInfo] = []
         for server in self._servers.values():
@@ -1738,6 +1738,22 @@ class GatewayActor(Actor[GatewayInbox]):
                         icons=_icon_infos(spec.icons),
                     )
                 )
+        return resources[:RESOURCES_LISTED], templates[:RESOURCES_LISTED]
+
+    def _send_resources_changed(self) -> None:
+        """Tell every connection the servers' resources and templates (after they changed)."""
+        resources, templates = self._resource_infos()
+        frame = ResourcesChangedFrame(resources=resources, resource_templates=templates)
+        for conn in self._connections:
+            conn.send_frame(frame)
+
+    def _session_info(self, state: ConversationState) -> SessionInfoFrame:
+        llm = self.snapshot.config.llm
+        chosen = state.provider if state.provider in llm.providers else None
+        retention = self.snapshot.config.chat.storage.persistence.retention
+        keep = None if state.saved else retention.max_age_hours * 3600
+        last_change = state.messages[-1].created_at if state.messages else time.time()
+        resources, templates = self._resource_infos()
         return SessionInfoFrame(
             conversation_id=state.conversation_id,
             name=state.name,
@@ -1747,8 +1763,8 @@ class GatewayActor(Actor[GatewayInbox]):
             messages=[_history_message(m) for m in state.messages],
             tools=self._tool_infos(),
             prompts=self._prompt_infos(),
-            resources=resources[:RESOURCES_LISTED],
-            resource_templates=templates[:RESOURCES_LISTED],
+            resources=resources,
+            resource_templates=templates,
             servers=[
                 ServerInfo(
                     name=s.server,

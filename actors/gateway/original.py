@@ -57,6 +57,7 @@ from actors.gateway.protocol import (
     ProviderSetFrame,
     RegeneratingFrame,
     ResourceContentFrame,
+    ResourcesChangedFrame,
     ResourceUpdatedFrame,
     SearchResultsFrame,
     ServerStatusFrame,
@@ -442,6 +443,7 @@ class OriginalFraming:
                 | ServerStatusFrame()
                 | ToolsChangedFrame()
                 | BrokerStatusFrame()
+                | ResourcesChangedFrame()
                 | ElicitationCompleteFrame()
                 | ResourceContentFrame()
                 | ResourceUpdatedFrame()

@@ -63,6 +63,7 @@ __all__ = [
     "ResourceInfo",
     "ResourceLinkBlock",
     "ResourceUpdatedFrame",
+    "ResourcesChangedFrame",
     "SaveSessionFrame",
     "ServerFrame",
     "ServerInfo",
@@ -1004,6 +1005,17 @@ class ToolsChangedFrame(_ServerFrame):
     prompts: list[PromptInfo] = []
 
 
+class ResourcesChangedFrame(_ServerFrame):
+    """The resources or resource templates of the ready servers changed (a server's
+    ``notifications/resources/list_changed``, or a server connected or went away): the
+    whole lists, as ``session_info`` has them, so a page updates its panel without a
+    reload."""
+
+    type: Literal["resources_changed"] = "resources_changed"
+    resources: list[ResourceInfo] = []
+    resource_templates: list[ResourceInfo] = []
+
+
 class ResourceContentFrame(_ServerFrame):
     """Answer to ``read_resource``: the resource as text (binary parts described), cut to
     ``truncated`` characters when longer."""
@@ -1078,6 +1090,7 @@ ServerFrame = Annotated[
     | ServerStatusFrame
     | ToolsChangedFrame
     | BrokerStatusFrame
+    | ResourcesChangedFrame
     | ResourceContentFrame
     | CompletionFrame
     | ResourceUpdatedFrame

@@ -995,6 +995,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
             status=message.status,
             turn_id=message.turn_id,
             finish_reason=message.finish_reason,
+            error_code=message.error_code,
+            error_message=message.error_message,
             created_at=now,
             attachments=message.attachments,
         )
