@@ -52,6 +52,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from pydantic import BaseModel
 
 from actors import errors as chat_errors
@@ -66,6 +67,7 @@ from actors.messages import (
     ConversationTitled,
     ElicitationClosed,
     ElicitationRequested,
+    RunningTurns,
     RuntimeConfigReset,
     RuntimeConfigUpdated,
     ToolApprovalClosed,
@@ -73,9 +75,11 @@ from actors.messages import (
     ToolExecutionEvent,
     ToolProgress,
     TurnFinished,
+    TurnsRunning,
     TurnStateChanged,
     UserInputStored,
 )
+from bus.errors import BusError
 from bus.messages import Request
 from config.schema import ClusterConfig
 
@@ -94,6 +98,8 @@ __all__ = [
     "lease_holder",
     "replica_id",
 ]
+
+_log = structlog.get_logger("cluster", actor="platform")
 
 _GATEWAY = ("gateway",)
 
@@ -178,6 +184,24 @@ class TurnRoutes:
             elif self._running.get(message.conversation_id, ("", ""))[0] == message.turn_id:
                 del self._running[message.conversation_id]
 
+    def heal(
+        self, before: Mapping[str, tuple[str, str]], leases: Mapping[str, tuple[str, str]]
+    ) -> None:
+        """After a broker outage: the running turns as the leases say (turn and replica
+        by conversation), read while :meth:`snapshot` was ``before`` (the events that
+        started or ended turns during the outage were lost). What changed since the
+        snapshot came from newer events and stays."""
+        for conversation_id, (turn_id, replica) in leases.items():
+            if self._running.get(conversation_id) == before.get(conversation_id):
+                self._running[conversation_id] = (turn_id, replica)
+        for conversation_id in [c for c in self._running if c not in leases]:
+            if self._running[conversation_id] == before.get(conversation_id):
+                del self._running[conversation_id]
+
+    def snapshot(self) -> dict[str, tuple[str, str]]:
+        """The running turns now (turn and replica by conversation), for :meth:`heal`."""
+        return dict(self._running)
+
     def running(self, replica: str | None = None) -> int:
         """The turns running on ``replica`` (``None``: on every replica)."""
         if replica is None:
@@ -243,14 +267,20 @@ class BrokerAnnouncer:
     nats-py calls the bridge from its own tasks; each announcement is published from a
     task of its own, after the previous one, so they arrive in the order they happened.
 
+    Once the broker is back, and before saying so, the routes of stop / approve / answer
+    requests are set from the turn leases (:class:`RunningTurns`): the events that started
+    or ended turns during the outage were lost.
+
     Args:
         bus: This replica's bus.
         broker: The broker's address without credentials.
+        routes: Where requests about running turns go.
     """
 
-    def __init__(self, bus: Bus, broker: str) -> None:
+    def __init__(self, bus: Bus, broker: str, routes: TurnRoutes) -> None:
         self._bus = bus
         self._broker = broker
+        self._routes = routes
         self._last: asyncio.Task[None] | None = None
 
     def __call__(self, state: str) -> None:
@@ -262,6 +292,24 @@ class BrokerAnnouncer:
         async def announce() -> None:
             if previous is not None:
                 await asyncio.wait([previous])
+            if message.connected:
+                await self._heal_routes()
             await self._bus.publish(message)
 
         self._last = asyncio.get_running_loop().create_task(announce())
+
+    async def _heal_routes(self) -> None:
+        before = self._routes.snapshot()
+        try:
+            running: TurnsRunning = await self._bus.request(RunningTurns())
+        except (BusError, ChatError) as exc:
+            _log.warning("cluster.routes_not_healed", error=str(exc))
+            return
+        self._routes.heal(
+            before,
+            {
+                cid: (turn, running.replicas.get(cid, ""))
+                for cid, turn in running.turns.items()
+                if cid in running.replicas
+            },
+        )

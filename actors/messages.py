@@ -788,6 +788,8 @@ class TurnsRunning(Payload):
 
     turns: dict[str, str]
     """Turn id by conversation id."""
+    replicas: dict[str, str]
+    """The replica running each one (its id), by conversation id."""
 
 
 class RunningTurns(Request[TurnsRunning]):

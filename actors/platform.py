@@ -358,7 +358,7 @@ async def _run_platform(
             topics=conversation_topic,
             answerable=ANSWERABLE,
             token=env.get(cluster.token_env) if cluster.token_env else None,
-            on_state=BrokerAnnouncer(bus, describe_url(cluster.url)),
+            on_state=BrokerAnnouncer(bus, describe_url(cluster.url), routes),
         )
         try:
             await bridge.start()

@@ -34,7 +34,14 @@ from actors.cluster import (
     conversation_topic,
 )
 from actors.config.actor import ConfigActor
-from actors.messages import ConfigChanged, ConfigRejected, GetConfig, UpdateRuntimeConfig
+from actors.messages import (
+    CancelTurn,
+    ConfigChanged,
+    ConfigRejected,
+    GetConfig,
+    TurnStateChanged,
+    UpdateRuntimeConfig,
+)
 from bus.actor import Actor
 from bus.bus import Bus
 from bus.nats_bridge import NatsBridge
@@ -188,3 +195,20 @@ async def test_set_config_and_mcp_reset_config_reach_the_other_replica(
     assert (edited.source, KEY in edited.changed_keys) == ("runtime_file", True)
     await a.probe.assert_quiet()
     assert await a.setting() == default
+
+
+def test_turn_routes_are_healed_from_the_leases_after_a_broker_outage() -> None:
+    """What the broker lost during an outage (turns that started or ended) is taken from
+    the leases; what newer events changed while the leases were read stays."""
+    routes = TurnRoutes()
+    for cid, turn, origin in (("c-ended", "t-1", "r1"), ("c-kept", "t-2", "r1")):
+        routes.observe(TurnStateChanged(conversation_id=cid, turn_id=turn, running=True), origin)
+    before = routes.snapshot()
+    # While the leases are read, a new turn starts (an event that arrived after the read).
+    routes.observe(TurnStateChanged(conversation_id="c-new", turn_id="t-9", running=True), "r0")
+    routes.heal(before, {"c-kept": ("t-2", "r1"), "c-started": ("t-3", "r2")})
+    assert routes.route(CancelTurn(conversation_id="c-ended")) is None
+    assert routes.route(CancelTurn(conversation_id="c-kept")) == "r1"
+    assert routes.route(CancelTurn(conversation_id="c-started")) == "r2"
+    assert routes.route(CancelTurn(conversation_id="c-new")) == "r0"
+    assert routes.running() == 3

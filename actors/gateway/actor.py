@@ -1060,10 +1060,10 @@ class GatewayActor(Actor[GatewayInbox]):
     async def _broker_changed(self, *, connected: bool, broker: str) -> None:
         """The broker connection was lost or is back: tell every tab; once back, read
         which turns run from the database (the broadcast events of the outage are lost)
-        and send each conversation without a running turn its state again.
-
-        A conversation whose turn runs is left as it is: the turn's end reaches the tab
-        (an answer whose deltas it missed is read from the database at the end)."""
+        and send each conversation its state again, but one whose running turn its tabs
+        already show: that turn's end reaches them (an answer whose deltas were missed is
+        read from the database at the end). A turn that started during the outage is
+        shown as to a tab attaching mid-turn (``turn_in_progress``, the text so far)."""
         if not connected:
             lost = BrokerStatusFrame(
                 connected=False,
@@ -1089,6 +1089,7 @@ class GatewayActor(Actor[GatewayInbox]):
             self.log.warning("gateway.catch_up_failed", broker=broker, error=str(cause_of(exc)))
             return
         running = answer.turns
+        shown = self._running
         self._running = dict(running)
         # Questions of turns that ended meanwhile (their closing events were lost).
         for request_id, question in list(self._questions.items()):
@@ -1099,7 +1100,7 @@ class GatewayActor(Actor[GatewayInbox]):
         resent = 0
         for cid, watchers in list(self._by_conversation.items()):
             tabs = [conn for conn in watchers if conn.original is None]
-            if cid in running or not tabs:
+            if not tabs or (cid in running and shown.get(cid) == running[cid]):
                 continue
             try:
                 state = await self._request_state(tabs[0].owner, cid)

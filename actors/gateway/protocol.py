@@ -887,8 +887,8 @@ class BrokerStatusFrame(_ServerFrame):
     """With ``cluster`` only: this replica lost (``connected: false``) or regained its
     connection to the broker that carries the other replicas' live events. While it is
     lost, turns running on other replicas may not be shown live (this replica's own turns
-    go on); once it is back, a ``session_info`` follows for a conversation without a
-    running turn (read again from the database, the record)."""
+    go on); once it is back, a ``session_info`` of the conversation follows (read again
+    from the database, the record), unless the tab already showed its running turn."""
 
     type: Literal["broker_status"] = "broker_status"
     connected: bool

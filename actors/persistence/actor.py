@@ -666,7 +666,14 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 await self._release_turn(conversation_id, turn_id)
                 return None
             case RunningTurns():
-                return TurnsRunning(turns=await self._lease_store.running_turns())
+                running = await self._lease_store.running_turns()
+                return TurnsRunning(
+                    turns={cid: turn for cid, (turn, _holder) in running.items()},
+                    # The holder is "<replica id>/<process>" (actors/cluster.py).
+                    replicas={
+                        cid: holder.rsplit("/", 1)[0] for cid, (_, holder) in running.items()
+                    },
+                )
             case LoadOAuth(server=server, owner=owner):
                 return await self._store.load_oauth(server, owner)
             case StoreOAuthTokens(server=server, owner=owner):

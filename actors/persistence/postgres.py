@@ -249,7 +249,7 @@ the last ~0.6 s of them, which at worst lets a turn start beside one that was cl
 before the crash; a crash of a replica loses nothing (the row is the server's)."""
 _HELD_LEASES = "SELECT conversation_id, turn_id FROM turn_leases WHERE holder = $1"
 _LIVE_LEASES = (
-    "SELECT conversation_id, turn_id FROM turn_leases "
+    "SELECT conversation_id, turn_id, holder FROM turn_leases "
     "WHERE expires_at >= extract(epoch from clock_timestamp())"
 )
 _CLAIM_TURN = (
@@ -901,12 +901,14 @@ class PostgresRepository:
             rows = await db.fetch(_HELD_LEASES, self._holder())
         return {str(row["conversation_id"]): str(row["turn_id"]) for row in rows}
 
-    async def running_turns(self) -> dict[str, str]:
-        """Every unexpired lease, any holder's (turn id by conversation id): the turns
-        running on all replicas."""
+    async def running_turns(self) -> dict[str, tuple[str, str]]:
+        """Every unexpired lease, any holder's: the turns running on all replicas (turn
+        id and holder by conversation id)."""
         async with self._connection("read the turn leases") as db:
             rows = await db.fetch(_LIVE_LEASES)
-        return {str(row["conversation_id"]): str(row["turn_id"]) for row in rows}
+        return {
+            str(row["conversation_id"]): (str(row["turn_id"]), str(row["holder"])) for row in rows
+        }
 
     async def release_turn(self, conversation_id: str, turn_id: str) -> None:
         """Give the turn's lease up (nothing if it is gone)."""

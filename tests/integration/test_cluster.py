@@ -28,10 +28,12 @@ scripted reply). Proved here:
 - a NATS restart while a turn streams: the replicas reconnect, ``/readyz`` says the
   broker is down meanwhile, and the tab on the other replica gets the rest of the turn;
 - a NATS outage spanning a whole turn: every tab is told (``broker_status``); the
-  replica serving the sending tab runs and stores the turn alone; after the reconnect the
-  tabs are told it is back, the other replica's tab gets ``session_info`` again with the
-  turn it missed, ``/readyz`` is 200 again, live events cross again and nothing of the
-  outage arrives late;
+  replica serving the sending tab runs and stores the turn alone, and starts another;
+  after the reconnect the tabs are told it is back, the other replica's tab gets
+  ``session_info`` again with the turn it missed and the one running (read from the
+  database and its leases), its stop reaches the turn's replica (routes healed from the
+  leases), ``/readyz`` is 200 again, live events cross again and nothing of the outage
+  arrives late;
 - the ``cluster`` section is read at start: added to a running platform's file, it
   changes nothing until a restart (said in the log), turns go on;
 - a PostgreSQL restart (a throwaway server): while it is down a send gets
@@ -850,39 +852,55 @@ async def test_a_broker_outage_spanning_a_whole_turn(
         llm.script(Reply.text("Answered while the broker was away."))
         frames = await sender.turn("during the outage")
         assert not [f for f in frames if f["type"] == "error"]
+        # And starts the next one, still running when the broker is back.
+        llm.script(Reply.stream(Content("half "), Gate(), Content("never")))
+        await sender.send({"type": "user_message", "message": "still running"})
+        assert (await sender.expect("assistant_delta"))["content"] == "half "
 
         await broker.start()
         for replica in (r0, r1):
             await replica.process.wait_for("bus.bridge_reconnected", timeout=20)
-        # Told it is back, r1's tab gets the conversation again from the database,
-        # with the turn it missed live.
+        # Told it is back, r1's tab gets the conversation again from the database: the
+        # turn it missed, and the one running (as to a tab attaching mid-turn).
         back = await watcher.expect("broker_status", timeout=20)
         assert back["connected"] is True
         caught_up = await watcher.expect("session_info", timeout=20)
-        assert [m["content"] for m in caught_up["messages"]] == [
-            "during the outage",
-            "Answered while the broker was away.",
+        assert [(m["role"], m["content"]) for m in caught_up["messages"][:3]] == [
+            ("user", "during the outage"),
+            ("assistant", "Answered while the broker was away."),
+            ("user", "still running"),
         ]
-        assert caught_up["turn_in_progress"] is False
+        assert caught_up["messages"][3]["status"] == "streaming"
+        assert caught_up["turn_in_progress"] is True
         async with httpx.AsyncClient() as http:
             ready = await http.get(f"{r1.http_url}/readyz")
         assert ready.status_code == 200
         assert ready.json()["checks"]["broker"]["ok"] is True
+        # r1 learnt from the leases where that turn runs: its tab's stop reaches r0.
+        await watcher.send({"type": "cancel"})
+        for client in (sender, watcher):
+            stopped = await client.expect("assistant_message", timeout=20)
+            assert (stopped["message"], stopped["finish_reason"]) == ("half ", "cancelled")
         # Live events cross again (r1's subscriptions were renewed at reconnect); nothing
         # of the outage arrives late (nats-py's reconnect buffer is off).
         llm.script(Reply.text("And after it."))
         await sender.send({"type": "user_message", "message": "after the outage"})
         seen = await watcher.expect("assistant_message", timeout=20)
         assert seen["message"] == "And after it."
-        assert [f["type"] for f in watcher.frames].count("assistant_message") == 1
-        assert r0.process.find("bus.bridge_forward_failed")
-        # The turn r1's tab missed live is in the history a reload reads.
-        reloaded, state = await _connect(r1, clients, conversation_id)
-        assert [m["content"] for m in state["messages"]] == [
-            "during the outage",
-            "Answered while the broker was away.",
-            "after the outage",
+        assert [f["message"] for f in watcher.frames if f["type"] == "assistant_message"] == [
+            "half ",
             "And after it.",
+        ]
+        assert r0.process.find("bus.bridge_forward_failed")
+        # The turns r1's tab missed live are in the history a reload reads.
+        reloaded, state = await _connect(r1, clients, conversation_id)
+        assert [(m["content"], m["status"]) for m in state["messages"]] == [
+            ("during the outage", "complete"),
+            ("Answered while the broker was away.", "complete"),
+            ("still running", "complete"),
+            ("half ", "cancelled"),
+            ("after the outage", "complete"),
+            ("And after it.", "complete"),
         ]
         assert reloaded is not None
     finally:
