@@ -804,8 +804,8 @@ function safeAuthUrl(url) {
 }
 
 // Several replicas: this one lost (or got back) the broker that brings the other replicas'
-// live events. Once it is back, a session_info follows when the conversation has no turn
-// running (its state as stored).
+// live events. Once it is back, a session_info follows (the conversation as stored), unless
+// this tab already shows the conversation's running turn.
 function onBrokerStatus(frame) {
   toast(frame.connected ? "info" : "warning", frame.connected ? "Live updates are back" : "Live updates interrupted", frame.message);
 }
