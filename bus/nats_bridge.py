@@ -110,6 +110,19 @@ async def _quiet(_error: Exception) -> None:
     """nats-py's error callback for the start's probe (its failure is raised instead)."""
 
 
+async def _confirm(nc: Client, timeout: float = _CONNECT_TIMEOUT) -> None:
+    """Return once the server has every command written so far (subscriptions included).
+
+    nats-py's ``flush`` writes its PING straight to the socket, while ``subscribe`` only
+    queues its SUB for the client's flusher task, which runs later: the first PONG can
+    come back before the server has seen the SUB (a request from another replica then
+    finds no responder; seen under load). The flusher runs before that PONG is read, so
+    the second PING follows the SUB on the wire and its PONG confirms it.
+    """
+    await nc.flush(timeout=int(timeout))
+    await nc.flush(timeout=int(timeout))
+
+
 def describe_url(url: str) -> str:
     """``nats://host:port`` without user, password or token."""
     parts = urlsplit(url)
@@ -235,7 +248,7 @@ class NatsBridge:
             await self._nc.subscribe(f"{self.prefix}.ev.>", cb=self._on_event),
             await self._nc.subscribe(f"{self.prefix}.rq.{self.replica}", cb=self._on_request),
         ]
-        await self._nc.flush()
+        await _confirm(self._nc)
         self.connected = True
         self._on_state("connected")
         self._bus.attach_bridge(self)
@@ -336,7 +349,7 @@ class NatsBridge:
                     # A broker that is down gets the subscription at reconnect (nats-py
                     # resubscribes); until then there are no events to miss anyway.
                     try:
-                        await nc.flush(timeout=_WATCH_FLUSH_TIMEOUT)
+                        await _confirm(nc, _WATCH_FLUSH_TIMEOUT)
                     except (nats.errors.Error, TimeoutError) as exc:
                         _log.warning(
                             "bus.bridge_watch_unconfirmed", topic=topic, error=type(exc).__name__
