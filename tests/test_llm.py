@@ -84,6 +84,11 @@ KEY = "sk-test-3f9c2a7b1e5d48c6"
 """The test API key: must reach the server, and never a log line or an error message."""
 TIMEOUT = 10.0
 """Seconds any single awaited step may take (they take milliseconds)."""
+RAMP_TIMEOUT = 45.0
+"""Seconds the tests that open many streams at once allow for all of them to open and
+finish (a hang guard, not a speed claim): each request's clock starts before the last
+stream opens, and 120 HTTP/2 streams took about 10 s to open on a loaded 2-core machine
+(two xdist workers, asyncio debug mode)."""
 MESSAGES = ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"})
 
 
@@ -145,6 +150,7 @@ class Harness:
         tools: tuple[dict[str, Any], ...] = (),
         parameters: dict[str, Any] | None = None,
         deltas: bool = True,
+        timeout: float = TIMEOUT,
     ) -> CompletionResult:
         """One CompletionRequest; also checks every delta was published before the reply."""
         result = await self.bus.request(
@@ -156,7 +162,7 @@ class Harness:
                 tools=tools,
                 parameters=parameters or {},
             ),
-            timeout=TIMEOUT,
+            timeout=timeout,
         )
         # Read at once, before anything else runs: every delta of the turn was already
         # delivered to the probe's mailbox when the reply arrived.
@@ -908,15 +914,22 @@ async def test_switching_http_version_rebuilds_the_client(
 async def test_120_concurrent_streams_over_http2_all_succeed(
     start: Start, server: ScriptedLLM
 ) -> None:
-    harness = await start(runtime({"test": provider(server, http2=True)}))
+    # A stream waits at its gate, silent, until the last one opened: its read timeout
+    # must cover the ramp.
+    harness = await start(
+        runtime({"test": provider(server, http2=True, timeout_read=RAMP_TIMEOUT)})
+    )
     count = 120  # past httpx's 100-open-streams limit per HTTP/2 connection
     gates = [Gate() for _ in range(count)]
     server.script(
         *[Reply.stream(Content(f"r{i}"), g, Finish(), Done()) for i, g in enumerate(gates)]
     )
 
-    pending = [asyncio.create_task(harness.complete(turn_id=f"t-{i}")) for i in range(count)]
-    async with asyncio.timeout(TIMEOUT):
+    pending = [
+        asyncio.create_task(harness.complete(turn_id=f"t-{i}", timeout=RAMP_TIMEOUT))
+        for i in range(count)
+    ]
+    async with asyncio.timeout(RAMP_TIMEOUT):
         # Every stream is open at once: none queued behind the others, none refused.
         await asyncio.gather(*(g.reached.wait() for g in gates))
     for gate in gates:
@@ -933,14 +946,17 @@ async def test_concurrent_http1_streams_spread_over_lanes_of_bounded_pools(
 ) -> None:
     """HTTP/1.1 streams beyond H1_STREAMS_PER_LANE open another client (lane), so no pool
     holds more than that many connections; all run at once, and warm ones are reused."""
-    harness = await start()
+    harness = await start(runtime({"test": provider(server, timeout_read=RAMP_TIMEOUT)}))
     count = 2 * H1_STREAMS_PER_LANE + 1
     gates = [Gate() for _ in range(count)]
     server.script(
         *[Reply.stream(Content(f"r{i}"), g, Finish(), Done()) for i, g in enumerate(gates)]
     )
-    pending = [asyncio.create_task(harness.complete(turn_id=f"t-{i}")) for i in range(count)]
-    async with asyncio.timeout(TIMEOUT):
+    pending = [
+        asyncio.create_task(harness.complete(turn_id=f"t-{i}", timeout=RAMP_TIMEOUT))
+        for i in range(count)
+    ]
+    async with asyncio.timeout(RAMP_TIMEOUT):
         await asyncio.gather(*(g.reached.wait() for g in gates))  # all open at once
     for gate in gates:
         gate.open()

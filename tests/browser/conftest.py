@@ -29,7 +29,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
 from actors.gateway.web_assets import WEB_DIR, WebAssets
-from tests.integration.chat import ChatPlatform
+from tests.integration.chat import START_TIMEOUT, ChatPlatform
 from tests.integration.conftest import PlatformProcess
 from tests.scripted_llm import ScriptedLLM
 
@@ -107,7 +107,7 @@ async def start_platform(tmp_path: Path, llm: ScriptedLLM) -> AsyncIterator[Star
         await platform.start({**FAST_RECONNECT, **(overrides or {})})
         for server in servers:
             await process.wait_for(
-                "tools.server_ready", lambda e, s=server: e["server"] == s, timeout=30
+                "tools.server_ready", lambda e, s=server: e["server"] == s, timeout=START_TIMEOUT
             )
         return platform
 

@@ -21,6 +21,14 @@ from websockets.exceptions import InvalidStatus
 
 from tests.scripted_llm import ScriptedLLM
 
+START_TIMEOUT = 45.0
+"""Seconds a started process may take to log a start-up event (``gateway.listening``,
+``platform.ready``; an MCP server's ``tools.server_ready``). A guard against a process
+that hangs at start, not a speed claim: the interpreter and the platform's imports take
+about 2 s of CPU, and on a loaded 2-core machine (two xdist workers, three replicas
+starting together) a start took over 20 s. It stays below the tests' 60 s pytest-timeout,
+so a hung start fails with the process's log rather than a timeout dump."""
+
 if TYPE_CHECKING:  # the conftest imports this module for its ``chat`` fixture
     from tests.integration.conftest import PlatformProcess
 
@@ -121,14 +129,20 @@ class ChatPlatform:
         self.process.env["SCRIPTED_API_KEY"] = API_KEY
         mark = len(self.process.events)
         await self.process.start()
-        listening = await self.process.wait_for("gateway.listening", after=mark, timeout=20)
-        self.port = listening["port"]
-        await self.process.wait_for("platform.ready", after=mark, timeout=20)
-        # The built-in platform server connects in-process right after: wait for it, so its
-        # server_status frame does not land in the middle of a test's first turn.
-        await self.process.wait_for(
-            "tools.server_ready", lambda e: e["server"] == "platform", after=mark, timeout=20
-        )
+        # One budget for the whole start (see START_TIMEOUT): the events follow each other
+        # within milliseconds once the imports are done.
+        async with asyncio.timeout(START_TIMEOUT):
+            listening = await self.process.wait_for("gateway.listening", after=mark)
+            self.port = listening["port"]
+            await self.process.wait_for("platform.ready", after=mark)
+            # The built-in platform server connects in-process right after: wait for it, so
+            # its server_status frame does not land in the middle of a test's first turn.
+            await self.process.wait_for(
+                "tools.server_ready",
+                lambda e: e["server"] == "platform",
+                after=mark,
+                timeout=START_TIMEOUT,
+            )
 
     async def connect(
         self,

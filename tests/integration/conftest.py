@@ -19,10 +19,16 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.chat import ChatClient, ChatPlatform
+from tests.integration.chat import START_TIMEOUT, ChatClient, ChatPlatform
 from tests.scripted_llm import ScriptedLLM
 
 ENTRY_POINT = Path(sys.executable).with_name("mcp-platform")
+
+STARTUP_EVENTS = frozenset({"gateway.listening", "platform.ready"})
+"""Events that :meth:`PlatformProcess.wait_for` awaits with :data:`START_TIMEOUT` unless
+told otherwise."""
+WAIT_TIMEOUT = 15.0
+"""Seconds :meth:`PlatformProcess.wait_for` waits for any other event by default."""
 
 
 class PlatformProcess:
@@ -102,9 +108,13 @@ class PlatformProcess:
         where: Callable[[dict[str, Any]], bool] | None = None,
         *,
         after: int = 0,
-        timeout: float = 15.0,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """The first event named ``name`` at index >= ``after``; fails if the process exits."""
+        """The first event named ``name`` at index >= ``after``; fails if the process exits.
+        ``timeout`` defaults to :data:`START_TIMEOUT` for the start-up events, else to
+        :data:`WAIT_TIMEOUT`."""
+        if timeout is None:
+            timeout = START_TIMEOUT if name in STARTUP_EVENTS else WAIT_TIMEOUT
         async with asyncio.timeout(timeout), self._changed:
             while True:
                 for event in self.events[after:]:
@@ -122,7 +132,7 @@ class PlatformProcess:
         name: str,
         where: Callable[[dict[str, Any]], bool] | None = None,
         *,
-        timeout: float = 15.0,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """The one event named ``name`` (and matching ``where``), awaited: a log line can
         reach the test after the frame that followed it (the process writes both, on

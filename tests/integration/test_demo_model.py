@@ -39,8 +39,8 @@ async def test_demo_streams_an_answer_and_calls_a_demo_tool_without_a_key(
     runtime = _fresh_config_dir(process.config_dir)
     assert not any(key.endswith("_API_KEY") for key in process.env)
     await process.start("--demo")
-    port = (await process.wait_for("gateway.listening", timeout=20))["port"]
-    ready = await process.wait_for("platform.ready", timeout=20)
+    port = (await process.wait_for("gateway.listening"))["port"]
+    ready = await process.wait_for("platform.ready")
     assert (ready["provider"], ready["model"]) == (DEMO_PROVIDER, DEMO_MODEL)
     await process.wait_for("tools.server_ready", lambda e: e["server"] == "demo", timeout=30)
     await process.wait_for("tools.server_ready", lambda e: e["server"] == "platform")

@@ -39,7 +39,7 @@ RUNTIME = "chat:\n  websocket:\n    host: 127.0.0.1\n    port: 0\nlogging:\n  le
 async def _ready(proc: PlatformProcess, **start: Any) -> PlatformProcess:
     (proc.config_dir / "runtime_config.yaml").write_text(RUNTIME)
     await proc.start(**start)
-    await proc.wait_for("platform.ready", timeout=30)
+    await proc.wait_for("platform.ready")
     return proc
 
 
