@@ -720,6 +720,22 @@ async def test_each_owner_signs_in_for_themselves_and_idle_connections_close(
     assert logout.returncode == 0
     assert b"forgot the tokens of 'remote' for owner 'alice'" in out
     assert set(_rows(db)) == {"bob"}
+    # Bob's row still serves him, from a terminal too.
+    inspect = await asyncio.create_subprocess_exec(
+        str(ENTRY_POINT),
+        "--config-dir",
+        str(platform.config_dir),
+        "inspect",
+        "--owner",
+        "bob",
+        "remote",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(platform.process.env),
+    )
+    out, _ = await inspect.communicate()
+    assert inspect.returncode == 0, out.decode()
+    assert b"echo" in out
 
 
 async def test_a_server_asking_from_tools_list_on_is_per_owner_too(
