@@ -222,6 +222,12 @@ def build(port: int, endpoint: str = "/mcp") -> tuple[MCPServer, AutoApprovingPr
         COUNTS["admin_echo"] += 1
         return f"admin echo: {text}"
 
+    @mcp.resource("memo://whoami")
+    async def whoami() -> str:
+        """Who the token that reads it belongs to."""
+        access = get_access_token()
+        return f"you are {(access.subject if access else None) or 'nobody'}"
+
     @mcp.custom_route("/test/ttl", methods=["POST"])
     async def set_ttl(request: Request) -> Response:
         SETTINGS["ttl"] = int(request.query_params["seconds"])

@@ -183,6 +183,7 @@ from actors.tools.mcp_client import (
 )
 from actors.tools.platform_server import (
     CONVERSATION_META_KEY,
+    USER_META_KEY,
     BusBackend,
     build_platform_server,
     secret_values,
@@ -1932,8 +1933,12 @@ class PlatformToolActor(ToolActor):
 
     def _call_meta(self, call: CallTool) -> dict[str, str] | None:
         """The built-in server also learns the calling conversation (its
-        ``read_resource`` names it as the reader); never sent to a third-party server."""
-        return {**(super()._call_meta(call) or {}), CONVERSATION_META_KEY: call.conversation_id}
+        ``read_resource`` names it as the reader) and its owner (whose own connection to a
+        per-owner server reads); never sent to a third-party server."""
+        meta = {**(super()._call_meta(call) or {}), CONVERSATION_META_KEY: call.conversation_id}
+        if call.owner:
+            meta[USER_META_KEY] = call.owner
+        return meta
 
     def _connect(self) -> AbstractAsyncContextManager[ServerConnection]:
         async def request(message: Request[R], to: str | None) -> R:

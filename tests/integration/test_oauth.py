@@ -676,6 +676,14 @@ async def test_each_owner_signs_in_for_themselves_and_idle_connections_close(
     llm.script(_echo_calls("bob-again"), Reply.text("Echoed for bob."))
     frames = await bob.turn("echo as bob again")
     assert [f["status"] for f in frames if f["type"] == "tool_execution"][-1] == "completed"
+    # The built-in read_resource tool reads on the caller's own connection too.
+    read = ToolCall(
+        "platform__read_resource", '{"uri": "memo://whoami", "server": "remote"}', id="who"
+    )
+    for client, name in ((alice, "alice"), (bob, "bob")):
+        llm.script(Reply.tool_calls([read]), Reply.text("Read."))
+        await client.turn("who am I there?")
+        assert f"you are {name}" in orjson.dumps(llm.requests[-1].json).decode()
     subjects = await oauth_server.subjects()
     assert subjects["echo"] == {"alice": 1, "bob": 1}
     assert subjects["refresh_tokens"] == {"alice": 1, "bob": 1}
