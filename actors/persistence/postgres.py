@@ -696,6 +696,14 @@ class PostgresRepository:
         except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
             # A reset connection, a statement timeout, a connection closed under us.
             raise self._unavailable(action, exc) from exc
+        except asyncpg.InternalClientError as exc:
+            # The connection's protocol is left mid-operation (a statement cut by the
+            # server as it went away, under a timeout): this connection is done for; the
+            # pool opens fresh ones for the next requests (its other connections were
+            # likely cut by the same outage).
+            db.terminate()
+            await pool.expire_connections()
+            raise self._unavailable(action, exc) from exc
         finally:
             await pool.release(db)
 
