@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import math
 import os
 import random
@@ -996,7 +997,7 @@ class LLMActor(Actor[LLMInbox]):
         }
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        if httpx2.URL(settings.base_url).host.endswith("openrouter.ai"):
+        if _is_openrouter(settings.base_url):
             headers["X-Title"] = "MCP Platform"  # OpenRouter's optional app attribution
         body = orjson.dumps(_request_body(provider, completion.request, streaming))
         self.log.info(
@@ -1328,6 +1329,12 @@ class LLMActor(Actor[LLMInbox]):
         pieces = [(kind, text) for kind, text in both if text]
         if publish and pieces:
             await self._publish_pieces(completion, pieces)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_openrouter(base_url: str) -> bool:
+    """Whether ``base_url`` is OpenRouter's (parsing a URL costs ~15 µs: once per URL)."""
+    return httpx2.URL(base_url).host.endswith("openrouter.ai")
 
 
 def _ms(start: float) -> float:
