@@ -354,7 +354,9 @@ class _ProviderClient:
             # prior knowledge, i.e. no HTTP/1.1 at all. On https:// ALPN picks h2.
             plain = settings.base_url.startswith("http://")
             options = {"http1": not plain, "http2": True}
-        if self._tls is None:
+        if self._tls is None and settings.base_url.startswith("https://"):
+            # Only for HTTPS: building one reads the system's certificates (~10-80 ms,
+            # on the first request's way: its time to first token).
             self._tls = self._tls_context()
         return httpx2.AsyncClient(
             transport=AsyncioTransport(ssl_context=self._tls, limits=limits, **options),

@@ -363,20 +363,22 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
 
 
 class AsyncioTransport(httpx2.AsyncHTTPTransport):
-    """``httpx2.AsyncHTTPTransport`` (no proxy, no environment) on :class:`AsyncioBackend`."""
+    """``httpx2.AsyncHTTPTransport`` (no proxy, no environment) on :class:`AsyncioBackend`.
 
-    def __init__(
+    httpx2's transport takes no network backend: this one builds the pool httpx2 would
+    (its ``__init__`` does nothing else without a proxy, and every other method uses only
+    that pool), with this backend, and without a TLS context for a plain ``http://`` API
+    (``ssl_context=None``; httpcore2 would build a default one only for ``https://``).
+    """
+
+    def __init__(  # no super().__init__(): it would build a second pool
         self,
         *,
-        ssl_context: ssl.SSLContext,
+        ssl_context: ssl.SSLContext | None,
         limits: httpx2.Limits,
         http1: bool = True,
         http2: bool = False,
     ) -> None:
-        super().__init__(
-            verify=ssl_context, trust_env=False, limits=limits, http1=http1, http2=http2
-        )
-        # The same pool httpx2 builds, with this backend (httpx2 takes no backend).
         self._pool = httpcore2.AsyncConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
