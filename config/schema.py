@@ -12,6 +12,7 @@ snapshot is shared between actors and must not change under them.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import re
 from pathlib import Path
@@ -656,8 +657,15 @@ class ProviderConfig(BaseModel):
         """Whether :attr:`model` reads images, as :attr:`vision` says."""
         if self.vision != "auto":
             return self.vision
-        model = self.model.rsplit("/", 1)[-1].lower()
-        return any(fnmatch.fnmatchcase(model, pattern) for pattern in DEFAULT_VISION_MODELS)
+        return _reads_images(self.model)
+
+
+@functools.lru_cache(maxsize=256)
+def _reads_images(model: str) -> bool:
+    """Whether a model name matches :data:`DEFAULT_VISION_MODELS` (asked for every provider
+    on every connection's ``session_info``: matched once per name)."""
+    name = model.rsplit("/", 1)[-1].lower()
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in DEFAULT_VISION_MODELS)
 
 
 class LLMConfig(_Section):
