@@ -6,6 +6,10 @@ event names and fields exactly as an operator tailing the log would see them.
 
 ``postgres_database`` (one per run) and ``postgres_dsn`` (an empty schema per test) are
 the tests' PostgreSQL (``tests/postgres.py``).
+
+The suite runs on two pytest-xdist workers with ``--dist loadgroup`` (pyproject.toml):
+tests are handed out one by one, except that the modules of :data:`XDIST_GROUPS` each run
+whole on one worker (first, being the largest units), see docs/running.md#tests.
 """
 
 from __future__ import annotations
@@ -23,6 +27,36 @@ from actors.logs import configure_logging, set_secrets
 from tests import broker
 from tests.postgres import create_database, drop_database, with_search_path
 from tests.postgres import execute as pg_execute
+
+XDIST_GROUPS: dict[str, str] = {
+    # One scenario at a time anyway (a file lock): on two workers, one would wait.
+    "tests/integration/test_conformance.py": "conformance",
+    # Two or three platform processes starting at once per test: on both workers at the
+    # same time they starve each other (and everything else) of the two cores.
+    "tests/integration/test_cluster.py": "cluster",
+}
+"""Test modules whose tests run on one xdist worker, one after another (group name; see
+:func:`pytest_xdist_make_scheduler`)."""
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` grouped by :data:`XDIST_GROUPS` (xdist's own groups come from
+    ``xdist_group`` marks, which pytest-xdist 3.8 adds to the test ids through an attribute
+    pytest 9 no longer has: the marks are silently ignored). Other ``--dist`` modes are
+    xdist's."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # only the controller needs it
+
+    class ModuleGroups(LoadScopeScheduling):
+        """One work unit per test, except one per group (largest units first: xdist's
+        ``--loadscope-reorder``, on by default)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return XDIST_GROUPS.get(nodeid.partition("::")[0], nodeid)
+
+    return ModuleGroups(config, log)
+
 
 # No per-example deadline anywhere: the suite runs two workers on a 2-core machine, where an
 # example that takes 1 ms alone once took 256 ms; timing is for benchmarks, not tests.
