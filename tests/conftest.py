@@ -55,6 +55,31 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         def _split_scope(self, nodeid: str) -> str:
             return XDIST_GROUPS.get(nodeid.partition("::")[0], nodeid)
 
+        def remove_node(self, node: Any) -> str | None:
+            """xdist's, except that the test a crashed worker was running (e.g. one past
+            its timeout: pytest-timeout ends the worker) is reported and not run again; the
+            rest of its work goes back in the queue. (LoadScopeScheduling queues the crashed
+            test again: a hanging test then ends worker after worker until the run stalls.)"""
+            workload = self.assigned_work.pop(node)
+            crashitem = next(
+                (
+                    nodeid
+                    for unit in workload.values()
+                    for nodeid, completed in unit.items()
+                    if not completed
+                ),
+                None,
+            )
+            if crashitem is None:
+                return None
+            workload[self._split_scope(crashitem)][crashitem] = True
+            self.workqueue.update(
+                (scope, unit) for scope, unit in workload.items() if not all(unit.values())
+            )
+            for other in self.assigned_work:
+                self._reschedule(other)
+            return crashitem
+
     return ModuleGroups(config, log)
 
 
