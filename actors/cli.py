@@ -43,7 +43,7 @@ from actors.tools.mcp_client import ServerConfigError
 from config.environment import load_dotenv_files
 from config.errors import ConfigError
 from config.locations import CONFIG_DIR_ENV, prepare_config_dir, resolve_config_dir
-from config.schema import ConfigSnapshot
+from config.schema import ConfigSnapshot, PostgresConfig
 from config.store import ConfigStore
 
 __all__ = ["EXIT_PLATFORM_RUNNING", "main", "reset_config_main"]
@@ -270,6 +270,33 @@ class _RepositoryOAuthRecords:
         return await self._repository.forget_oauth(server, owner)
 
 
+class _DsnUnset(Exception):
+    """PostgreSQL's DSN variable is not set (the message names it and the DSN's form)."""
+
+
+def _command_postgres(settings: PostgresConfig) -> PostgresRepository:
+    """The configured PostgreSQL database for a command run beside (or without) the
+    platform (``auth``, ``migrate``): one connection, the configured timeouts; not opened.
+
+    Raises:
+        _DsnUnset: ``chat.storage.postgres.dsn_env`` names an unset variable.
+        DatabaseUnusable: The DSN cannot be read (the message leaves the DSN out).
+    """
+    dsn = os.environ.get(settings.dsn_env)
+    if not dsn:
+        raise _DsnUnset(
+            f"the environment variable {settings.dsn_env} (chat.storage.postgres.dsn_env) "
+            "is not set: set it to postgresql://user:password@host:5432/database"
+        )
+    return PostgresRepository(
+        dsn,
+        min_connections=1,
+        max_connections=1,
+        connect_timeout=settings.connect_timeout_seconds,
+        command_timeout=settings.command_timeout_seconds,
+    )
+
+
 @asynccontextmanager
 async def _oauth_records(snapshot: ConfigSnapshot) -> AsyncIterator[_RepositoryOAuthRecords]:
     """The configured chat backend's repository, opened for a command beside (or without)
@@ -285,20 +312,10 @@ async def _oauth_records(snapshot: ConfigSnapshot) -> AsyncIterator[_RepositoryO
     if storage.type == "memory":
         raise AuthCommandError("chat.storage.type is 'memory': no stored tokens to use")
     if storage.type == "postgres":
-        settings = storage.postgres
-        dsn = os.environ.get(settings.dsn_env)
-        if not dsn:
-            raise AuthCommandError(
-                f"the environment variable {settings.dsn_env} (chat.storage.postgres.dsn_env) "
-                "is not set: set it to postgresql://user:password@host:5432/database"
-            )
-        repository = PostgresRepository(
-            dsn,
-            min_connections=1,
-            max_connections=1,
-            connect_timeout=settings.connect_timeout_seconds,
-            command_timeout=settings.command_timeout_seconds,
-        )
+        try:
+            repository = _command_postgres(storage.postgres)
+        except _DsnUnset as exc:
+            raise AuthCommandError(str(exc)) from exc
     else:
         repository = SqliteRepository(snapshot.db_path)
     await repository.open(time.time(), recover_streaming=False)
@@ -393,25 +410,15 @@ async def _migrate(args: argparse.Namespace) -> int:
         snapshot, _ = ConfigStore(location.path).load()
     except ConfigError as exc:
         return fail(str(exc))
-    settings = snapshot.config.chat.storage.postgres
-    dsn = os.environ.get(settings.dsn_env)
-    if not dsn:
-        return fail(
-            f"the environment variable {settings.dsn_env} (chat.storage.postgres.dsn_env) "
-            "is not set: set it to postgresql://user:password@host:5432/database"
-        )
+    try:
+        target = _command_postgres(snapshot.config.chat.storage.postgres)
+    except (_DsnUnset, DatabaseUnusable) as exc:
+        return fail(str(exc))
     if args.limit is not None and args.limit < 1:
         return fail(f"--limit must be 1 or more, got {args.limit}")
     source = args.source
     started = time.perf_counter()
     try:
-        target = PostgresRepository(
-            dsn,
-            min_connections=1,
-            max_connections=1,
-            connect_timeout=settings.connect_timeout_seconds,
-            command_timeout=settings.command_timeout_seconds,
-        )
         try:
             await target.open(time.time(), recover_streaming=False)
             report = await copy_sqlite_history(source, target, limit=args.limit)

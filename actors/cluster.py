@@ -19,6 +19,18 @@ this module is the platform's side of it, used by the wiring (``actors/platform.
   tab that attaches while they wait, answered from any replica). A tab that attaches
   mid-turn reads the text so far from the database, gets the deltas from then on, and
   its gateway takes the whole answer from the stored row at the end.
+* Order. One replica's events on one subject arrive in the order it published them, and
+  so do its events on one conversation's topic (one subscription); between the broadcast
+  subscription and a topic's there is no order, so a turn's ``TurnStateChanged`` (ended)
+  may reach another replica before the turn's last deltas. No tab can see that: tabs are
+  never shown ``TurnStateChanged``; what ends a turn for a tab is its ``assistant_message``,
+  made from ``TurnFinished``, which travels on the topic after the deltas (the
+  orchestrator publishes it once the LLM actor's deltas are published, and the bridge
+  forwards in publish order on one connection). ``TurnStateChanged`` only sets the
+  ``turn_in_progress`` of a tab that attaches later and where a stop, approval or answer
+  goes; the turn's row is stored before either is published, so a tab that attaches in
+  that gap reads the whole answer and gets the late ``assistant_message`` of a turn it
+  already shows (as a tab attaching between the two on one replica does).
 * :class:`TurnRoutes`: a request about a conversation's running turn (stop it, approve a
   call, answer an elicitation) goes to the replica running it, learnt from the
   ``TurnStateChanged`` events every replica sees; anything else is answered locally.
@@ -33,12 +45,14 @@ its own runtime file.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import structlog
 from pydantic import BaseModel
 
 from actors import errors as chat_errors
@@ -47,10 +61,13 @@ from actors.messages import (
     AnswerElicitation,
     AnswerToolApproval,
     AssistantDelta,
+    BrokerStateChanged,
     CancelTurn,
     ConversationProviderChosen,
+    ConversationTitled,
     ElicitationClosed,
     ElicitationRequested,
+    RunningTurns,
     RuntimeConfigReset,
     RuntimeConfigUpdated,
     ToolApprovalClosed,
@@ -58,16 +75,22 @@ from actors.messages import (
     ToolExecutionEvent,
     ToolProgress,
     TurnFinished,
+    TurnsRunning,
     TurnStateChanged,
     UserInputStored,
 )
+from bus.errors import BusError
 from bus.messages import Request
 from config.schema import ClusterConfig
+
+if TYPE_CHECKING:
+    from bus.bus import Bus
 
 __all__ = [
     "ANSWERABLE",
     "CONVERSATION_EVENTS",
     "SHARED_EVENTS",
+    "BrokerAnnouncer",
     "ChatErrorCodec",
     "ClusterView",
     "TurnRoutes",
@@ -75,6 +98,8 @@ __all__ = [
     "lease_holder",
     "replica_id",
 ]
+
+_log = structlog.get_logger("cluster", actor="platform")
 
 _GATEWAY = ("gateway",)
 
@@ -92,13 +117,23 @@ SHARED_EVENTS: dict[type[BaseModel], tuple[str, ...]] = {
     # A tab on any replica may choose a conversation's provider: every gateway showing it
     # must ask that provider for its next turn.
     ConversationProviderChosen: _GATEWAY,
+    # A title made on any replica (the model's after the first exchange, a rename, a
+    # save): the tabs showing the conversation on every replica show it.
+    ConversationTitled: _GATEWAY,
     RuntimeConfigUpdated: ("config",),
     RuntimeConfigReset: ("config",),
 }
 """Shared event type -> the local actors that receive other replicas' copies."""
 
 CONVERSATION_EVENTS: frozenset[type[BaseModel]] = frozenset(
-    {AssistantDelta, TurnFinished, ToolExecutionEvent, ToolProgress, UserInputStored}
+    {
+        AssistantDelta,
+        TurnFinished,
+        ToolExecutionEvent,
+        ToolProgress,
+        UserInputStored,
+        ConversationTitled,
+    }
 )
 """Shared events sent only to the replicas watching their conversation (one topic per
 conversation, so they keep their order among themselves: the deltas before the end)."""
@@ -148,6 +183,24 @@ class TurnRoutes:
                 self._running[message.conversation_id] = (message.turn_id, origin)
             elif self._running.get(message.conversation_id, ("", ""))[0] == message.turn_id:
                 del self._running[message.conversation_id]
+
+    def heal(
+        self, before: Mapping[str, tuple[str, str]], leases: Mapping[str, tuple[str, str]]
+    ) -> None:
+        """After a broker outage: the running turns as the leases say (turn and replica
+        by conversation), read while :meth:`snapshot` was ``before`` (the events that
+        started or ended turns during the outage were lost). What changed since the
+        snapshot came from newer events and stays."""
+        for conversation_id, (turn_id, replica) in leases.items():
+            if self._running.get(conversation_id) == before.get(conversation_id):
+                self._running[conversation_id] = (turn_id, replica)
+        for conversation_id in [c for c in self._running if c not in leases]:
+            if self._running[conversation_id] == before.get(conversation_id):
+                del self._running[conversation_id]
+
+    def snapshot(self) -> dict[str, tuple[str, str]]:
+        """The running turns now (turn and replica by conversation), for :meth:`heal`."""
+        return dict(self._running)
 
     def running(self, replica: str | None = None) -> int:
         """The turns running on ``replica`` (``None``: on every replica)."""
@@ -205,3 +258,58 @@ class ClusterView:
         """``/healthz``'s ``cluster`` part: the replica, the turns running on all of them,
         and what crossed the broker."""
         return {"replica": self.replica, "turns_running": self._routes.running(), **self._traffic()}
+
+
+class BrokerAnnouncer:
+    """The bridge's ``on_state``: tells this replica's actors that the broker connection
+    was lost or is back (:class:`BrokerStateChanged`; the gateway tells its tabs).
+
+    nats-py calls the bridge from its own tasks; each announcement is published from a
+    task of its own, after the previous one, so they arrive in the order they happened.
+
+    Once the broker is back, and before saying so, the routes of stop / approve / answer
+    requests are set from the turn leases (:class:`RunningTurns`): the events that started
+    or ended turns during the outage were lost.
+
+    Args:
+        bus: This replica's bus.
+        broker: The broker's address without credentials.
+        routes: Where requests about running turns go.
+    """
+
+    def __init__(self, bus: Bus, broker: str, routes: TurnRoutes) -> None:
+        self._bus = bus
+        self._broker = broker
+        self._routes = routes
+        self._last: asyncio.Task[None] | None = None
+
+    def __call__(self, state: str) -> None:
+        if state not in ("disconnected", "reconnected"):
+            return  # "connected" precedes the actors, "closed" follows them
+        previous = self._last
+        message = BrokerStateChanged(connected=state == "reconnected", broker=self._broker)
+
+        async def announce() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            if message.connected:
+                await self._heal_routes()
+            await self._bus.publish(message)
+
+        self._last = asyncio.get_running_loop().create_task(announce())
+
+    async def _heal_routes(self) -> None:
+        before = self._routes.snapshot()
+        try:
+            running: TurnsRunning = await self._bus.request(RunningTurns())
+        except (BusError, ChatError) as exc:
+            _log.warning("cluster.routes_not_healed", error=str(exc))
+            return
+        self._routes.heal(
+            before,
+            {
+                cid: (turn, running.replicas.get(cid, ""))
+                for cid, turn in running.turns.items()
+                if cid in running.replicas
+            },
+        )

@@ -32,6 +32,7 @@ __all__ = [
     "AssistantDelta",
     "Attachment",
     "AuthorizationResult",
+    "BrokerStateChanged",
     "CallTool",
     "CancelCompletion",
     "CancelToolCalls",
@@ -79,6 +80,7 @@ __all__ = [
     "ResourceLinkInfo",
     "ResourceSpec",
     "ResourceText",
+    "RunningTurns",
     "RuntimeConfigReset",
     "RuntimeConfigUpdated",
     "SaveRuntimeConfig",
@@ -108,6 +110,7 @@ __all__ = [
     "TurnFinished",
     "TurnStarted",
     "TurnStateChanged",
+    "TurnsRunning",
     "UpdateRuntimeConfig",
     "Usage",
     "UserInputStored",
@@ -362,6 +365,10 @@ class AppendMessage(Request[StoredMessage]):
     finish_reason: str | None = None
     attachments: tuple[Attachment, ...] = ()
     """For a user message: the files sent with it (checked by the gateway)."""
+    error_code: str | None = None
+    """For an imported answer whose turn failed: its stored error (see StoredMessage; a
+    live turn's is written by FinishMessage)."""
+    error_message: str | None = None
 
 
 class AppendMessages(Request[tuple[StoredMessage, ...]]):
@@ -491,6 +498,11 @@ class ExportedMessage(Payload):
     attachments: tuple[Attachment, ...] = ()
     """A user message's files, whole (an import checks them against
     ``chat.attachments`` as a new message's are)."""
+    error_code: str | None = Field(None, max_length=100)
+    """An answer whose turn failed: the error's code, as the turn's clients got it (a
+    reload, and an import, show the failure with it)."""
+    error_message: str | None = Field(None, max_length=10_000)
+    """With ``error_code``: the error's text, as stored (redacted when it was sent)."""
 
 
 EXPORT_FORMAT = "mcp-platform/conversation"
@@ -769,6 +781,36 @@ class ReleaseTurn(Request[None]):
     type: Literal["release_turn"] = "release_turn"
     conversation_id: str
     turn_id: str
+
+
+class TurnsRunning(Payload):
+    """Answer to :class:`RunningTurns`."""
+
+    turns: dict[str, str]
+    """Turn id by conversation id."""
+    replicas: dict[str, str]
+    """The replica running each one (its id), by conversation id."""
+
+
+class RunningTurns(Request[TurnsRunning]):
+    """Request → TurnsRunning, to the PersistenceActor (with
+    ``cluster``): the turns running on every replica, as the turn leases in the shared
+    database say (the record, where the broadcast ``TurnStateChanged`` events may have
+    been missed: the gateway asks after a broker outage)."""
+
+    type: Literal["running_turns"] = "running_turns"
+
+
+class BrokerStateChanged(Message):
+    """Event (the wiring, with ``cluster``): this replica lost (``connected=False``) or
+    regained its connection to the broker. Never crosses replicas. The gateway tells its
+    tabs (``broker_status``) and, once connected again, sends the conversations without a
+    running turn their state again (what they missed live is in the database)."""
+
+    type: Literal["broker_state_changed"] = "broker_state_changed"
+    connected: bool
+    broker: str
+    """The broker's address, without credentials (``nats://host:port``)."""
 
 
 class UserInputStored(Message):

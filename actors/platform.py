@@ -27,6 +27,7 @@ from actors.backup import DatabaseLock
 from actors.cluster import (
     ANSWERABLE,
     SHARED_EVENTS,
+    BrokerAnnouncer,
     ChatErrorCodec,
     ClusterView,
     TurnRoutes,
@@ -49,7 +50,7 @@ from actors.readiness import BrokerSource
 from actors.tools.servers import ChildControl, ServersActor
 from actors.tracing import TracingActor, build_tracer_provider, tracing_wanted
 from bus.bus import Bus
-from bus.nats_bridge import BrokerUnavailable, NatsBridge
+from bus.nats_bridge import BrokerUnavailable, NatsBridge, describe_url
 from bus.supervisor import ChildSpec, Supervisor
 from config.environment import load_dotenv_files
 from config.errors import ConfigInvalid
@@ -357,6 +358,7 @@ async def _run_platform(
             topics=conversation_topic,
             answerable=ANSWERABLE,
             token=env.get(cluster.token_env) if cluster.token_env else None,
+            on_state=BrokerAnnouncer(bus, describe_url(cluster.url), routes),
         )
         try:
             await bridge.start()

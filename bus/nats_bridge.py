@@ -13,9 +13,11 @@ uses the same one):
   subscribe (``P.tp.<topic>.>``, one subscription per topic while watched, counted), so
   a turn's deltas reach the replicas with a tab on its conversation and no others. One
   topic's events from one replica arrive in order; between a topic's subscription and
-  ``P.ev.>`` there is no order (NATS dispatches each subscription on its own), so an
-  event whose order against a topic's matters belongs on the topic too. A topic that is
-  not a subject token (``[A-Za-z0-9_-]``, up to 64 characters) travels as its hash.
+  ``P.ev.>`` there is no order (nats-py dispatches each subscription from its own
+  queue), so an event whose order against a topic's matters belongs on the topic too.
+  A topic that is not a subject token (``[A-Za-z0-9_-]``, up to 64 characters) travels
+  as its hash. (The platform's wiring, ``actors/cluster.py``, says why a turn's
+  broadcast ``TurnStateChanged`` may overtake its last deltas and why no tab can see it.)
 * ``P.rq.<replica>``: requests for that replica (NATS request/reply). The body is
   ``{"to", "timeout", "message"}``; the reply is ``{"ok": <reply>}`` or ``{"error":
   <bus error class>, "message", "cause"}``, turned back into the same typed error
@@ -25,7 +27,11 @@ uses the same one):
 What a remote event is delivered to, and where a request goes, is the wiring's
 :class:`Router` and ``deliveries`` (``bus/bridge.py`` says why). The broker carries live
 events only: a replica that is away while one is published misses it (the database is the
-record).
+record). nats-py's reconnect buffer is off (``pending_size=0``): what a replica publishes
+while its connection is down fails at once (counted in ``forward_failures``, logged once
+per outage) rather than being sent at the reconnect, late and after the other replicas
+have told their tabs to read the state again from the database (``on_state``); a
+request fails at once as well (``NoSuchActor``) instead of running into its timeout.
 """
 
 from __future__ import annotations
@@ -184,6 +190,8 @@ class NatsBridge:
         self._answers: set[asyncio.Task[None]] = set()
         self.connected = False
         self.forward_failures = 0
+        self._failure_logged = False
+        """A forward failure was logged since the last (re)connect (one per outage)."""
         self._closing = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -226,6 +234,11 @@ class NatsBridge:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             connect_timeout=int(_CONNECT_TIMEOUT),
+            # No reconnect buffer: what is published while the broker is away fails at
+            # once (counted, see forward) instead of reaching the others late, after
+            # their tabs have read the state again from the database (see the module
+            # note); a request fails at once too (NoSuchActor) instead of timing out.
+            pending_size=0,
             error_cb=self._error,
             disconnected_cb=self._disconnected,
             reconnected_cb=self._reconnected,
@@ -272,6 +285,7 @@ class NatsBridge:
 
     async def _reconnected(self) -> None:
         self.connected = True
+        self._failure_logged = False
         self._on_state("reconnected")
         _log.info("bus.bridge_reconnected", url=self.description)
 
@@ -366,8 +380,16 @@ class NatsBridge:
             )
         except nats.errors.Error as exc:
             # The broker carries live events only; losing one must not fail the sender.
+            # While it is away every event fails: logged once per outage, all counted.
             self.forward_failures += 1
-            _log.warning("bus.bridge_forward_failed", message_type=tag, error=type(exc).__name__)
+            if not self._failure_logged:
+                self._failure_logged = not self.connected
+                _log.warning(
+                    "bus.bridge_forward_failed",
+                    message_type=tag,
+                    error=type(exc).__name__,
+                    connected=self.connected,
+                )
 
     async def _on_event(self, msg: Msg) -> None:
         origin = (msg.headers or {}).get("origin", "")

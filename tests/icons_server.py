@@ -6,7 +6,8 @@ never run. Tools: ``wipe`` (``destructiveHint: true``), ``peek`` (``readOnlyHint
 ``openWorldHint: true``), ``tidy`` (``destructiveHint: false``), ``touch`` (no annotations).
 Each answers ``<name> done``. Resources (each with an icon): ``icons://readme`` (text),
 ``icons://logo.png`` (a PNG blob) and the template ``icons://notes/{name}``, whose
-``name`` completes from :data:`NOTES` (``completion/complete``).
+``name`` completes from :data:`NOTES` (``completion/complete``). ``touch`` also adds the
+resource :data:`TOUCHED` (once) and sends ``notifications/resources/list_changed``.
 
 Run it: ``python tests/icons_server.py``.
 """
@@ -19,7 +20,7 @@ from typing import Any
 import anyio
 from mcp import types
 from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel import Server
+from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.stdio import stdio_server
 
 PNG = (
@@ -92,6 +93,14 @@ RESOURCES = [
         icons=[types.Icon(src="javascript:alert(3)"), types.Icon(src=SVG_WITH_SCRIPT)],
     ),
 ]
+TOUCHED = types.Resource(
+    uri="icons://touched",
+    name="touched",
+    title="Touched",
+    description="Added by the touch tool.",
+    mime_type="text/plain",
+)
+TOUCHED_TEXT = "Touched."
 TEMPLATE = types.ResourceTemplate(
     uri_template="icons://notes/{name}",
     name="note",
@@ -102,6 +111,8 @@ TEMPLATE = types.ResourceTemplate(
 
 
 def build() -> Server[Any]:
+    resources = list(RESOURCES)
+
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -111,6 +122,10 @@ def build() -> Server[Any]:
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         text = f"{params.name} done"
+        if params.name == "touch":
+            if TOUCHED not in resources:
+                resources.append(TOUCHED)
+            await ctx.session.send_resource_list_changed()
         return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
     async def list_prompts(
@@ -129,7 +144,7 @@ def build() -> Server[Any]:
     async def list_resources(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=RESOURCES)
+        return types.ListResourcesResult(resources=resources)
 
     async def list_templates(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -146,6 +161,10 @@ def build() -> Server[Any]:
         elif uri == "icons://logo.png":
             blob = PNG.split(",", 1)[1]
             contents = types.BlobResourceContents(uri=uri, mime_type="image/png", blob=blob)
+        elif uri == TOUCHED.uri and TOUCHED in resources:
+            contents = types.TextResourceContents(
+                uri=uri, mime_type="text/plain", text=TOUCHED_TEXT
+            )
         elif uri.startswith("icons://notes/") and uri.removeprefix("icons://notes/") in NOTES:
             text = NOTES[uri.removeprefix("icons://notes/")]
             contents = types.TextResourceContents(uri=uri, mime_type="text/plain", text=text)
@@ -177,7 +196,8 @@ def build() -> Server[Any]:
 async def _serve() -> None:
     server = build()
     async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+        options = server.create_initialization_options(NotificationOptions(resources_changed=True))
+        await server.run(read_stream, write_stream, options)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ Proves: a ``set_config`` change (``UpdateRuntimeConfig``) on one replica is appl
 the other's runtime file; ``mcp-reset-config`` (the real command) run on one replica's
 config directory resets the other replica's runtime file too (``RuntimeConfigReset``),
 and the reset is not echoed back (each replica logs one ``config.reset``); an edit of a
-file by hand stays with its replica.
+file by hand stays with its replica. Also, without a broker: the routes of requests are
+healed from the turn leases after a broker outage; a turn's end shares its deltas'
+subject.
 
 Waiting: every expected event is awaited with a deadline; the only fixed waits prove the
 *absence* of an event and are short (0.5 s), as in tests/test_config_actor.py.
@@ -34,7 +36,16 @@ from actors.cluster import (
     conversation_topic,
 )
 from actors.config.actor import ConfigActor
-from actors.messages import ConfigChanged, ConfigRejected, GetConfig, UpdateRuntimeConfig
+from actors.messages import (
+    AssistantDelta,
+    CancelTurn,
+    ConfigChanged,
+    ConfigRejected,
+    GetConfig,
+    TurnFinished,
+    TurnStateChanged,
+    UpdateRuntimeConfig,
+)
 from bus.actor import Actor
 from bus.bus import Bus
 from bus.nats_bridge import NatsBridge
@@ -188,3 +199,34 @@ async def test_set_config_and_mcp_reset_config_reach_the_other_replica(
     assert (edited.source, KEY in edited.changed_keys) == ("runtime_file", True)
     await a.probe.assert_quiet()
     assert await a.setting() == default
+
+
+def test_turn_routes_are_healed_from_the_leases_after_a_broker_outage() -> None:
+    """What the broker lost during an outage (turns that started or ended) is taken from
+    the leases; what newer events changed while the leases were read stays."""
+    routes = TurnRoutes()
+    for cid, turn, origin in (("c-ended", "t-1", "r1"), ("c-kept", "t-2", "r1")):
+        routes.observe(TurnStateChanged(conversation_id=cid, turn_id=turn, running=True), origin)
+    before = routes.snapshot()
+    # While the leases are read, a new turn starts (an event that arrived after the read).
+    routes.observe(TurnStateChanged(conversation_id="c-new", turn_id="t-9", running=True), "r0")
+    routes.heal(before, {"c-kept": ("t-2", "r1"), "c-started": ("t-3", "r2")})
+    assert routes.route(CancelTurn(conversation_id="c-ended")) is None
+    assert routes.route(CancelTurn(conversation_id="c-kept")) == "r1"
+    assert routes.route(CancelTurn(conversation_id="c-started")) == "r2"
+    assert routes.route(CancelTurn(conversation_id="c-new")) == "r0"
+    assert routes.running() == 3
+
+
+def test_a_turns_end_travels_with_its_deltas_and_its_state_is_never_a_tabs_frame() -> None:
+    """Why no tab sees a turn end before its last delta across replicas (actors/cluster.py,
+    *Order*): the end a tab is shown (``TurnFinished``) and the deltas share their
+    conversation's topic, one subscription, in publish order; ``TurnStateChanged``, which
+    is broadcast (no order against the topic), is only ever delivered to the gateway,
+    which shows it to no tab."""
+    delta = AssistantDelta(conversation_id="c-1", turn_id="t-1", kind="content", text="x")
+    finished = TurnFinished(conversation_id="c-1", turn_id="t-1", finish_reason="stop")
+    state = TurnStateChanged(conversation_id="c-1", turn_id="t-1", running=False)
+    assert conversation_topic(delta) == conversation_topic(finished) == "c-1"
+    assert conversation_topic(state) is None
+    assert SHARED_EVENTS[TurnStateChanged] == ("gateway",)

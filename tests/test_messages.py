@@ -33,7 +33,7 @@ import actors
 import bus
 from actors import messages as m
 from actors.config.actor import _FilesChanged
-from actors.persistence.actor import _FlushDue, _RenewLeases, _RunRetention
+from actors.persistence.actor import _FlushDue, _RenewLeases, _RunRetention, _StoreDeferred
 from actors.tools.actor import _Relist
 from bus.actor import Actor
 from bus.messages import (
@@ -321,6 +321,9 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         m.CancelTurn(conversation_id="c-1"),
         m.ClaimTurn(conversation_id="c-1", turn_id="t-1"),
         m.ReleaseTurn(conversation_id="c-1", turn_id="t-1"),
+        m.RunningTurns(),
+        m.TurnsRunning(turns={"c-1": "t-1"}, replicas={"c-1": "r0"}),
+        m.BrokerStateChanged(connected=False, broker="nats://127.0.0.1:4222"),
         m.RuntimeConfigUpdated(changes={"llm.active": "openai", "chat.service.max_tool_hops": 3}),
         m.RuntimeConfigReset(version=7),
         m.UserInputStored(
@@ -537,6 +540,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         _FlushDue(),
         _RunRetention(),
         _RenewLeases(),
+        _StoreDeferred(),
         _Relist(listing="prompts"),
     ]
     return {type(value): value for value in values}

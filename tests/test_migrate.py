@@ -269,6 +269,12 @@ async def test_migrate_fails_clearly_without_its_dsn_or_its_source(
     code, out, err = await migration.run(dsn="")
     assert (code, out) == (1, "")
     assert f"the environment variable {DSN_VARIABLE}" in err
+    # A DSN that is not one: said without the DSN (a secret), before anything is copied.
+    code, out, err = await migration.run(dsn="postgresql://u:hunter2@h:port/db")
+    assert (code, out) == (1, "")
+    assert "cannot use the PostgreSQL DSN" in err
+    assert "hunter2" not in err
+    assert "copied so far" not in err
     migration.source = migration.source.with_name("missing.db")
     code, out, err = await migration.run()
     assert (code, out) == (1, "")

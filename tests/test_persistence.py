@@ -29,10 +29,11 @@ deadline, never waited for with a fixed sleep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ from actors.messages import (
     Attachment,
     BranchConversation,
     CheckStorage,
+    ClaimTurn,
     ConversationState,
     CreateConversation,
     DeleteSession,
@@ -71,6 +73,7 @@ from actors.messages import (
     OAuthForgotten,
     OAuthRecord,
     OpenConversation,
+    ReleaseTurn,
     ReplaceAnswer,
     SaveRuntimeConfig,
     SaveSession,
@@ -587,14 +590,7 @@ async def test_a_postgres_outage_fails_requests_with_storage_unavailable_and_ser
     h = await start(_streaming({"persist_deltas": True, "min_chars": 4, "interval_ms": 60_000}))
     cid = await _conversation(h)
     row = await _start_answer(h, cid, "t1")
-    database = urlsplit(backend_dsn).path.lstrip("/")
-    admin = pg.admin_dsn()
-    pg.execute(admin, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-    try:
-        pg.execute(
-            admin,
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'",
-        )
+    with _outage(backend_dsn):
         for request in (
             AppendMessage(conversation_id=cid, role="user", content="lost?"),
             LoadHistory(conversation_id=cid),
@@ -609,8 +605,6 @@ async def test_a_postgres_outage_fails_requests_with_storage_unavailable_and_ser
         await h.barrier()
         [failed] = log_events.events("persistence.flush_failed")
         assert failed["message_ids"] == [row.id]
-    finally:
-        pg.execute(admin, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
     assert h.persistence_task is not None
     assert not h.persistence_task.done()
     stored = await h.ask(AppendMessage(conversation_id=cid, role="user", content="back"))
@@ -620,6 +614,83 @@ async def test_a_postgres_outage_fails_requests_with_storage_unavailable_and_ser
     assert final.content == "while down"
     history = await h.ask(LoadHistory(conversation_id=cid))
     assert [(m.id, m.content) for m in history] == [(row.id, "while down"), (stored.id, "back")]
+
+
+@contextlib.contextmanager
+def _outage(dsn: str) -> Iterator[None]:
+    """The database closed to connections and every connection cut (a server restart, as
+    the platform sees it), until the block ends."""
+    database = urlsplit(dsn).path.lstrip("/")
+    admin = pg.admin_dsn()
+    pg.execute(admin, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+    try:
+        pg.execute(
+            admin,
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'",
+        )
+        yield
+    finally:
+        pg.execute(admin, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+
+
+@postgres_only
+async def test_an_answer_and_a_lease_the_database_could_not_take_are_stored_once_it_is_back(
+    start: Starter, backend_dsn: str, log_events: LogCapture
+) -> None:
+    """Cluster: the answer's end fails with StorageUnavailable (the turn ends with that
+    error for its clients); the actor keeps it as the clients were told (the text, status
+    ``error``, the code) and keeps the turn's lease, then writes both as soon as the
+    database is back, the answer first; at a requested stop too."""
+    h = await start(
+        _merge(
+            _streaming({"persist_deltas": True, "min_chars": 1000, "interval_ms": 60_000}),
+            {"cluster": {"url": "nats://127.0.0.1:4222", "lease_seconds": 30}},
+        ),
+        lease_holder="r0/test",
+    )
+
+    def stored(cid: str) -> list[tuple[Any, ...]]:
+        return h.query(
+            "SELECT content, status, finish_reason, error_code FROM messages "
+            "WHERE conversation_id = $1 AND role = 'assistant'",
+            (cid,),
+        )
+
+    def leases() -> list[tuple[Any, ...]]:
+        return h.query("SELECT conversation_id FROM turn_leases")
+
+    for turn, stop_at_once in (("t1", False), ("t2", True)):
+        cid = await _conversation(h)
+        await h.ask(ClaimTurn(conversation_id=cid, turn_id=turn))
+        row = await _start_answer(h, cid, turn)
+        await h.delta(turn, "streamed whole")
+        with _outage(backend_dsn):
+            with pytest.raises(RequestFailed) as excinfo:
+                await h.ask(
+                    FinishMessage(
+                        message_id=row.id,
+                        streamed=StreamedText(content_chars=14, thinking_chars=0),
+                        finish_reason="stop",
+                    )
+                )
+            assert isinstance(_failure(excinfo), StorageUnavailable)
+            # The release is kept too (no error: the lease stays held, and renewed).
+            assert await h.ask(ReleaseTurn(conversation_id=cid, turn_id=turn)) is None
+        assert log_events.events("persistence.answer_deferred", turn_id=turn)
+        expected = [("streamed whole", "error", "error", "STORAGE_UNAVAILABLE")]
+        if stop_at_once:
+            await h.stop_persistence()  # on_stop writes what was kept
+            assert stored(cid) == expected
+            assert leases() == []
+            break
+        # A claim in the conversation writes them first (or the retry timer did).
+        await h.ask(ClaimTurn(conversation_id=cid, turn_id="t-next"))
+        assert stored(cid) == expected
+        assert leases() == [(cid,)]
+        await h.ask(ReleaseTurn(conversation_id=cid, turn_id="t-next"))
+        assert leases() == []
+    kinds = [e["kind"] for e in log_events.events("persistence.deferred_stored")]
+    assert kinds == ["answer", "lease_release", "answer", "lease_release"]
 
 
 @postgres_only
@@ -1483,6 +1554,29 @@ async def test_import_stores_a_new_conversation_whole_or_nothing(start: Starter)
     assert "max_messages = 3" in str(refused)
     assert h.query("SELECT COUNT(*) FROM conversations") == [(2,)]
     assert h.query("SELECT COUNT(*) FROM messages") == [(4,)]
+
+
+async def test_import_keeps_a_failed_answers_error(start: Starter) -> None:
+    """An exported failed answer carries its stored error: the import stores it, as a
+    finished turn's FinishMessage does, so the copy shows the same failure."""
+    h = await start()
+    messages = (
+        ExportedMessage(role="user", content="hi"),
+        ExportedMessage(
+            role="assistant",
+            status="error",
+            finish_reason="error",
+            error_code="LLM_UNAVAILABLE",
+            error_message="the provider answered 500: kaput",
+        ),
+    )
+    state = await h.ask(ImportConversation(owner="alice", messages=messages))
+    loaded = await h.ask(OpenConversation(owner="alice", conversation_id=state.conversation_id))
+    assert [(m.status, m.error_code, m.error_message) for m in loaded.messages] == [
+        ("complete", None, None),
+        ("error", "LLM_UNAVAILABLE", "the provider answered 500: kaput"),
+    ]
+    assert loaded.messages == state.messages
 
 
 async def test_search_finds_finished_messages_and_titles_of_the_owner(start: Starter) -> None:

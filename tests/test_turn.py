@@ -667,6 +667,8 @@ def test_a_crash_ends_the_turn_with_an_error_and_no_usage() -> None:
     end = _ended(turn.crash(InternalError("disk"), conversation_gone=False))
     assert (end.finished.finish_reason, end.finished.error_code) == ("error", "INTERNAL_ERROR")
     assert end.finished.usage == Usage()
+    # The answer's last write failed: the clients had its text, the end keeps it.
+    assert (end.finished.message, end.finished.streamed) == ("x", None)
     assert end.note == "crashed"
     assert turn.finished
     assert turn.crash(InternalError("again"), conversation_gone=False) == []

@@ -128,6 +128,7 @@ from actors.gateway.protocol import (
     AssistantMessageFrame,
     AttachmentLimits,
     AttachmentUpload,
+    BrokerStatusFrame,
     CancelFrame,
     ClearHistoryFrame,
     ClientFrame,
@@ -158,6 +159,7 @@ from actors.gateway.protocol import (
     RenameSessionFrame,
     ResourceContentFrame,
     ResourceInfo,
+    ResourcesChangedFrame,
     ResourceUpdatedFrame,
     SaveSessionFrame,
     SearchHitInfo,
@@ -196,6 +198,7 @@ from actors.messages import (
     Attachment,
     AuthorizationResult,
     BranchConversation,
+    BrokerStateChanged,
     CancelTurn,
     CompleteArgument,
     CompleteAuthorization,
@@ -217,6 +220,7 @@ from actors.messages import (
     PromptRequest,
     ReadResource,
     ResourceChanged,
+    RunningTurns,
     SaveSession,
     SearchSessions,
     ServerStateChanged,
@@ -233,6 +237,7 @@ from actors.messages import (
     ToolsOffered,
     ToolSpec,
     TurnFinished,
+    TurnsRunning,
     TurnStarted,
     TurnStateChanged,
     UserInputStored,
@@ -702,7 +707,8 @@ GatewayInbox = Annotated[
     | ToolsOffered
     | ConversationTitled
     | ConversationProviderChosen
-    | UserInputStored,
+    | UserInputStored
+    | BrokerStateChanged,
     Field(discriminator="type"),
 ]
 """What the GatewayActor handles: the events its clients are shown, and the
@@ -736,6 +742,7 @@ class GatewayActor(Actor[GatewayInbox]):
         ToolsOffered,
         ConversationTitled,
         ConversationProviderChosen,
+        BrokerStateChanged,
     )
 
     def __init__(
@@ -952,6 +959,8 @@ class GatewayActor(Actor[GatewayInbox]):
                         conn.send_frame(status_frame)
                 if message.prompts != (() if previous is None else previous.prompts):
                     self._send_tools_changed()
+                if message.resources != (() if previous is None else previous.resources):
+                    self._send_resources_changed()
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 await self._reconfigure(snapshot, keys)
             case ElicitationRequested():
@@ -1011,6 +1020,8 @@ class GatewayActor(Actor[GatewayInbox]):
                 )
                 for conn in self._by_conversation.get(cid, ()):
                     conn.send_frame(stored_frame)
+            case BrokerStateChanged(connected=connected, broker=broker):
+                await self._broker_changed(connected=connected, broker=broker)
             case _:
                 assert_never(message)
 
@@ -1045,6 +1056,69 @@ class GatewayActor(Actor[GatewayInbox]):
         for conn in self._by_conversation.get(cid, ()):
             for frame in frames:
                 conn.send_frame(frame)
+
+    async def _broker_changed(self, *, connected: bool, broker: str) -> None:
+        """The broker connection was lost or is back: tell every tab; once back, read
+        which turns run from the database (the broadcast events of the outage are lost)
+        and send each conversation its state again, but one whose running turn its tabs
+        already show: that turn's end reaches them (an answer whose deltas were missed is
+        read from the database at the end). A turn that started during the outage is
+        shown as to a tab attaching mid-turn (``turn_in_progress``, the text so far)."""
+        if not connected:
+            lost = BrokerStatusFrame(
+                connected=False,
+                message=f"the connection to the other replicas (the broker at {broker}) is "
+                "lost: turns running on other replicas may not be shown live until it is "
+                "back; the turns of this replica go on",
+            )
+            self.log.warning(
+                "gateway.broker_lost", broker=broker, connections=len(self._connections)
+            )
+            for conn in self._connections:
+                conn.send_frame(lost)
+            return
+        back = BrokerStatusFrame(
+            connected=True,
+            message=f"the connection to the other replicas (the broker at {broker}) is back",
+        )
+        for conn in self._connections:
+            conn.send_frame(back)
+        try:
+            answer: TurnsRunning = await self.request(RunningTurns())
+        except (RequestFailed, RequestError) as exc:
+            self.log.warning("gateway.catch_up_failed", broker=broker, error=str(cause_of(exc)))
+            return
+        running = answer.turns
+        shown = self._running
+        self._running = dict(running)
+        # Questions of turns that ended meanwhile (their closing events were lost).
+        for request_id, question in list(self._questions.items()):
+            if question.conversation_id not in running:
+                del self._questions[request_id]
+        for key in [key for key in self._approvals if key[0] not in running]:
+            del self._approvals[key]
+        resent = 0
+        for cid, watchers in list(self._by_conversation.items()):
+            tabs = [conn for conn in watchers if conn.original is None]
+            if not tabs or (cid in running and shown.get(cid) == running[cid]):
+                continue
+            try:
+                state = await self._request_state(tabs[0].owner, cid)
+            except (RequestFailed, RequestError) as exc:
+                self.log.warning(
+                    "gateway.catch_up_failed", conversation_id=cid, error=str(cause_of(exc))
+                )
+                continue
+            info = self._session_info(state)
+            for conn in tabs:
+                if conn.conversation_id == cid:  # not switched meanwhile
+                    conn.send_frame(info)
+                    self._send_waiting_questions(conn)
+                    self._send_waiting_approvals(conn)
+                    resent += 1
+        self.log.info(
+            "gateway.broker_back", broker=broker, turns_running=len(running), resent=resent
+        )
 
     async def _stored_answer(self, message: TurnFinished) -> tuple[str, str | None]:
         """A streamed answer this gateway did not see whole (it restarted while the answer
@@ -1647,12 +1721,9 @@ class GatewayActor(Actor[GatewayInbox]):
         for conn in self._connections:
             conn.send_frame(frame)
 
-    def _session_info(self, state: ConversationState) -> SessionInfoFrame:
-        llm = self.snapshot.config.llm
-        chosen = state.provider if state.provider in llm.providers else None
-        retention = self.snapshot.config.chat.storage.persistence.retention
-        keep = None if state.saved else retention.max_age_hours * 3600
-        last_change = state.messages[-1].created_at if state.messages else time.time()
+    def _resource_infos(self) -> tuple[list[ResourceInfo], list[ResourceInfo]]:
+        """The ready servers' resources and resource templates, as ``session_info`` and
+        ``resources_changed`` list them (``RESOURCES_LISTED`` of each at most)."""
         resources: list[ResourceInfo] = []
         templates: list[ResourceInfo] = []
         for server in self._servers.values():
@@ -1668,6 +1739,22 @@ class GatewayActor(Actor[GatewayInbox]):
                         icons=_icon_infos(spec.icons),
                     )
                 )
+        return resources[:RESOURCES_LISTED], templates[:RESOURCES_LISTED]
+
+    def _send_resources_changed(self) -> None:
+        """Tell every connection the servers' resources and templates (after they changed)."""
+        resources, templates = self._resource_infos()
+        frame = ResourcesChangedFrame(resources=resources, resource_templates=templates)
+        for conn in self._connections:
+            conn.send_frame(frame)
+
+    def _session_info(self, state: ConversationState) -> SessionInfoFrame:
+        llm = self.snapshot.config.llm
+        chosen = state.provider if state.provider in llm.providers else None
+        retention = self.snapshot.config.chat.storage.persistence.retention
+        keep = None if state.saved else retention.max_age_hours * 3600
+        last_change = state.messages[-1].created_at if state.messages else time.time()
+        resources, templates = self._resource_infos()
         return SessionInfoFrame(
             conversation_id=state.conversation_id,
             name=state.name,
@@ -1677,8 +1764,8 @@ class GatewayActor(Actor[GatewayInbox]):
             messages=[_history_message(m) for m in state.messages],
             tools=self._tool_infos(),
             prompts=self._prompt_infos(),
-            resources=resources[:RESOURCES_LISTED],
-            resource_templates=templates[:RESOURCES_LISTED],
+            resources=resources,
+            resource_templates=templates,
             servers=[
                 ServerInfo(
                     name=s.server,

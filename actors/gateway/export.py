@@ -2,8 +2,9 @@
 
 The JSON document is :class:`~actors.messages.ExportedConversation` (``format``
 ``mcp-platform/conversation``, ``version`` 1): every stored message with its role, text,
-reasoning, tool calls and results, model, usage, status, time and a user message's
-attached files (whole: images as base64; the Markdown lists their names and sizes). An
+reasoning, tool calls and results, model, usage, status, time, a failed answer's error
+(code and text; the Markdown quotes it under the answer) and a user message's attached
+files (whole: images as base64; the Markdown lists their names and sizes). An
 import reads the same document (:func:`parse_export`), so an export of this version always
 imports.
 """
@@ -32,12 +33,10 @@ def exported(state: ConversationState) -> ExportedConversation:
         title=state.title or state.name,
         exported_at=time.time(),
         messages=tuple(
+            # A failed turn's stored error goes too: the import shows the failure as a
+            # reload of the original does.
             ExportedMessage.model_validate(
-                # A failed turn's stored error is the platform's words, not the
-                # conversation's: an export (and so an import) leaves it out.
-                message.model_dump(
-                    exclude={"id", "conversation_id", "turn_id", "error_code", "error_message"}
-                )
+                message.model_dump(exclude={"id", "conversation_id", "turn_id"})
             )
             for message in state.messages
         ),
@@ -81,6 +80,14 @@ def export_markdown(state: ConversationState) -> str:
         for call in message.tool_calls:
             lines += [f"**Tool call** `{call.name}`", ""]
             lines += [*_fenced(_pretty_arguments(call.arguments), "json"), ""]
+        if message.error_code:
+            failure = f"**The answer failed** (`{message.error_code}`)"
+            text = (message.error_message or "").splitlines() or [""]
+            lines += [
+                f"> {failure}: {text[0]}".rstrip(),
+                *(f"> {line}".rstrip() for line in text[1:]),
+                "",
+            ]
         notes = [f"*{message.model}*"] if message.role == "assistant" and message.model else []
         if message.status != "complete":
             notes.append(f"*{message.status}*")

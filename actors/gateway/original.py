@@ -45,6 +45,7 @@ from actors.gateway.protocol import (
     MAX_REQUEST_ID_LENGTH,
     AssistantDeltaFrame,
     AssistantMessageFrame,
+    BrokerStatusFrame,
     ClearHistoryFrame,
     CompletionFrame,
     ElicitationClosedFrame,
@@ -56,6 +57,7 @@ from actors.gateway.protocol import (
     ProviderSetFrame,
     RegeneratingFrame,
     ResourceContentFrame,
+    ResourcesChangedFrame,
     ResourceUpdatedFrame,
     SearchResultsFrame,
     ServerStatusFrame,
@@ -440,6 +442,8 @@ class OriginalFraming:
                 | SessionDeletedFrame()
                 | ServerStatusFrame()
                 | ToolsChangedFrame()
+                | BrokerStatusFrame()
+                | ResourcesChangedFrame()
                 | ElicitationCompleteFrame()
                 | ResourceContentFrame()
                 | ResourceUpdatedFrame()

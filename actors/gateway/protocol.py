@@ -36,6 +36,7 @@ __all__ = [
     "AttachmentInfo",
     "AttachmentLimits",
     "AttachmentUpload",
+    "BrokerStatusFrame",
     "CancelFrame",
     "ClearHistoryFrame",
     "ClientFrame",
@@ -62,6 +63,7 @@ __all__ = [
     "ResourceInfo",
     "ResourceLinkBlock",
     "ResourceUpdatedFrame",
+    "ResourcesChangedFrame",
     "SaveSessionFrame",
     "ServerFrame",
     "ServerInfo",
@@ -881,6 +883,18 @@ class SessionTitleFrame(_ServerFrame):
     title: str
 
 
+class BrokerStatusFrame(_ServerFrame):
+    """With ``cluster`` only: this replica lost (``connected: false``) or regained its
+    connection to the broker that carries the other replicas' live events. While it is
+    lost, turns running on other replicas may not be shown live (this replica's own turns
+    go on); once it is back, a ``session_info`` of the conversation follows (read again
+    from the database, the record), unless the tab already showed its running turn."""
+
+    type: Literal["broker_status"] = "broker_status"
+    connected: bool
+    message: str
+
+
 class SessionExportFrame(_ServerFrame):
     """The answer to ``export_session``: the file's name and text."""
 
@@ -991,6 +1005,17 @@ class ToolsChangedFrame(_ServerFrame):
     prompts: list[PromptInfo] = []
 
 
+class ResourcesChangedFrame(_ServerFrame):
+    """The resources or resource templates of the ready servers changed (a server's
+    ``notifications/resources/list_changed``, or a server connected or went away): the
+    whole lists, as ``session_info`` has them, so a page updates its panel without a
+    reload."""
+
+    type: Literal["resources_changed"] = "resources_changed"
+    resources: list[ResourceInfo] = []
+    resource_templates: list[ResourceInfo] = []
+
+
 class ResourceContentFrame(_ServerFrame):
     """Answer to ``read_resource``: the resource as text (binary parts described), cut to
     ``truncated`` characters when longer."""
@@ -1064,6 +1089,8 @@ ServerFrame = Annotated[
     | SessionDeletedFrame
     | ServerStatusFrame
     | ToolsChangedFrame
+    | BrokerStatusFrame
+    | ResourcesChangedFrame
     | ResourceContentFrame
     | CompletionFrame
     | ResourceUpdatedFrame

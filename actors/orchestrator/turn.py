@@ -630,7 +630,8 @@ class Turn:
         Returns:
             The EndTurn: ``cancelled`` when the conversation was deleted while its turn
             was stopping (``delete_session`` cancels the turn first: there is nothing
-            left to store the partial answer in), else ``error``; no usage either way.
+            left to store the partial answer in), else ``error``; no usage either way (and
+            no text, but when the answer's last write failed: its clients had the text).
         """
         if self._phase == "finished":
             return []
@@ -639,6 +640,19 @@ class Turn:
             self._phase = "finished"
             return [EndTurn(finished, note="conversation_deleted")]
         finished = self._finished("", None, None, "error", error=error, usage=Usage())
+        if self._phase == "closing" and self._ending is not None:
+            # The answer's last write failed (the database went away): the clients got
+            # its text already; the end keeps it, with the error (the PersistenceActor
+            # stores the row so once the database is back).
+            finished = self._ending.finished.model_copy(
+                update={
+                    "finish_reason": "error",
+                    "error_code": error.error_code,
+                    "error_message": str(error),
+                    "retryable": error.retryable,
+                    "usage": Usage(),
+                }
+            )
         self._phase = "finished"
         return [EndTurn(finished, note="crashed")]
 

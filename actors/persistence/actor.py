@@ -57,7 +57,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, assert_never
 
 import orjson
@@ -72,6 +72,7 @@ from actors.errors import (
     StreamedTextLost,
     TurnInProgress,
 )
+from actors.logs import redact_text
 from actors.messages import (
     AppendMessage,
     AppendMessages,
@@ -97,6 +98,7 @@ from actors.messages import (
     OpenConversation,
     ReleaseTurn,
     ReplaceAnswer,
+    RunningTurns,
     SaveSession,
     SearchHit,
     SearchSessions,
@@ -111,6 +113,7 @@ from actors.messages import (
     StoreOAuthTokens,
     StreamedText,
     TurnFinished,
+    TurnsRunning,
     TurnStateChanged,
 )
 from actors.persistence.postgres import PostgresRepository
@@ -150,6 +153,11 @@ SCHEMA_VERSION = SQLITE_SCHEMA_VERSION
 """The SQLite schema version this program writes."""
 
 
+_RETRY_FIRST = 0.25
+_RETRY_MAX = 4.0
+"""Seconds between two tries of the deferred writes: from the first, doubling up to the
+last (while the database stays out of reach)."""
+
 _FLUSH_GROWTH = 8
 """A stream with more than this many ``min_chars`` on disk flushes by size only once
 1/8 more is pending (not every ``min_chars``): answers up to 8 KiB at the default 1024
@@ -169,6 +177,13 @@ class _RenewLeases(Message):
     """From the lease timer to its actor: extend the leases of the turns running here."""
 
     type: Literal["renew_leases"] = "renew_leases"
+
+
+class _StoreDeferred(Message):
+    """From the retry timer to its actor: try the deferred writes again (the database
+    was out of reach when they were asked for)."""
+
+    type: Literal["store_deferred"] = "store_deferred"
 
 
 class _RunRetention(Message):
@@ -239,6 +254,16 @@ class _Stream:
 
 
 @dataclass(frozen=True, slots=True)
+class _DeferredAnswer:
+    """An answer's final state that could not be stored (the database was out of reach):
+    kept and written when it is back, as its turn's clients were told it ended."""
+
+    answer: FinishedAnswer
+    conversation_id: str | None
+    turn_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class RetentionReport:
     """What one retention run deleted."""
 
@@ -305,6 +330,18 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
     raise InvalidMessage(f"invalid session list cursor {cursor[:40]!r}")
 
 
+def _as_finished(stored: StoredMessage, answer: FinishedAnswer) -> StoredMessage:
+    """A stored row as ``answer`` will leave it (None fields keep the stored value)."""
+    update: dict[str, object] = {"content": answer.content, "status": answer.status}
+    for name in ("thinking", "usage", "model", "finish_reason", "error_code", "error_message"):
+        value = getattr(answer, name)
+        if value is not None:
+            update[name] = value
+    if answer.tool_calls:
+        update["tool_calls"] = answer.tool_calls
+    return stored.model_copy(update=update)
+
+
 def _check_limit(limit: int) -> None:
     # SQLite reads a negative LIMIT as "no limit": refuse it instead.
     if limit < 0:
@@ -335,12 +372,14 @@ PersistenceInbox = Annotated[
     | CheckStorage
     | ClaimTurn
     | ReleaseTurn
+    | RunningTurns
     | LoadOAuth
     | StoreOAuthTokens
     | StoreOAuthClient
     | ForgetOAuth
     | _FlushDue
     | _RenewLeases
+    | _StoreDeferred
     | _RunRetention,
     Field(discriminator="type"),
 ]
@@ -388,6 +427,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         CheckStorage,
         ClaimTurn,
         ReleaseTurn,
+        RunningTurns,
         LoadOAuth,
         StoreOAuthTokens,
         StoreOAuthClient,
@@ -408,6 +448,17 @@ class PersistenceActor(Actor[PersistenceInbox]):
         self._lease_seconds = 15.0
         self._leases: dict[str, str] = {}
         """Turn leases this replica holds (``cluster``): turn id by conversation id."""
+        self._deferred_answers: dict[int, _DeferredAnswer] = {}
+        """Answers whose final state could not be stored (database out of reach), by
+        message id: written when the database is back (:meth:`_store_deferred`)."""
+        self._deferred_releases: dict[str, str] = {}
+        """Turn leases whose release could not be stored (turn id by conversation id):
+        still held and renewed, released when the database is back, after the answer."""
+        self._retrying: asyncio.Task[None] | None = None
+        self._unreachable_at: float | None = None
+        """``time.monotonic()`` when the database was last found out of reach: for a lease
+        period after it, this replica ends no other replica's turn (they could not renew
+        their leases either)."""
         self._clock = clock
         self._max_page_count = max_page_count
         self._environ = environ
@@ -523,8 +574,20 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 assert_never(storage.type)
 
     async def on_stop(self) -> None:
-        """Flush every open stream (marked ``incomplete``: nobody will finish it), then
-        close the database."""
+        """Store the deferred writes (one last try), flush every open stream (marked
+        ``incomplete``: nobody will finish it), then close the database."""
+        if self._repository is not None and self._has_deferred():
+            try:
+                await self._store_deferred()
+            except (StorageFull, StorageUnavailable) as exc:
+                # The next start (of any replica) ends the answers left streaming once
+                # their leases expire: stored incomplete, as far as they were flushed.
+                self.log.warning(
+                    "persistence.deferred_lost",
+                    answers=sorted(self._deferred_answers),
+                    releases=sorted(self._deferred_releases),
+                    error=str(exc),
+                )
         if self._repository is not None and self._streams:
             streams = list(self._streams.values())
             await self._flush(streams, reason="stop", status="incomplete")
@@ -600,10 +663,17 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 await self._claim_turn(conversation_id, turn_id)
                 return None
             case ReleaseTurn(conversation_id=conversation_id, turn_id=turn_id):
-                if self._leases.get(conversation_id) == turn_id:
-                    del self._leases[conversation_id]
-                await self._lease_store.release_turn(conversation_id, turn_id)
+                await self._release_turn(conversation_id, turn_id)
                 return None
+            case RunningTurns():
+                running = await self._lease_store.running_turns()
+                return TurnsRunning(
+                    turns={cid: turn for cid, (turn, _holder) in running.items()},
+                    # The holder is "<replica id>/<process>" (actors/cluster.py).
+                    replicas={
+                        cid: holder.rsplit("/", 1)[0] for cid, (_, holder) in running.items()
+                    },
+                )
             case LoadOAuth(server=server, owner=owner):
                 return await self._store.load_oauth(server, owner)
             case StoreOAuthTokens(server=server, owner=owner):
@@ -622,6 +692,12 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 return OAuthForgotten(removed=removed)
             case _RenewLeases():
                 await self._renew_leases()
+                return None
+            case _StoreDeferred():
+                try:
+                    await self._store_deferred()
+                except (StorageFull, StorageUnavailable) as exc:
+                    self.log.debug("persistence.deferred_still_unstored", error=str(exc))
                 return None
             case _FlushDue():
                 await self._flush_due()
@@ -657,6 +733,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
 
         async def record(error: Exception | None) -> None:
             self._last_write_error = None if error is None else f"cannot {action}: {error}"
+            if isinstance(error, StorageUnavailable):
+                self._unreachable_at = time.monotonic()
             await self.publish(
                 StorageWritten(
                     action=action,
@@ -864,6 +942,12 @@ class PersistenceActor(Actor[PersistenceInbox]):
 
     async def _load_history(self, conversation_id: str, limit: int) -> tuple[StoredMessage, ...]:
         messages = await self._store.load_history(conversation_id, limit)
+        if self._deferred_answers:
+            # An answer whose end is not stored yet reads as its turn's clients saw it.
+            for index, stored in enumerate(messages):
+                deferred = self._deferred_answers.get(stored.id)
+                if deferred is not None:
+                    messages[index] = _as_finished(stored, deferred.answer)
         if self._streams_by_message:
             # An answer still streaming shows what has arrived, flushed to disk or not.
             for index, stored in enumerate(messages):
@@ -918,6 +1002,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
             status=message.status,
             turn_id=message.turn_id,
             finish_reason=message.finish_reason,
+            error_code=message.error_code,
+            error_message=message.error_message,
             created_at=now,
             attachments=message.attachments,
         )
@@ -934,26 +1020,28 @@ class PersistenceActor(Actor[PersistenceInbox]):
             content, thinking = self._streamed_text(message.message_id, stream, message.streamed)
         elif thinking is None and stream is not None:
             thinking = stream.thinking_text()
-        async with self._writing(
-            "store the answer",
-            stream.conversation_id if stream is not None else None,
-            stream.turn_id if stream is not None else None,
-        ):
-            stored = await self._store.finish_message(
-                FinishedAnswer(
-                    message_id=message.message_id,
-                    content=content,
-                    thinking=thinking,
-                    tool_calls=message.tool_calls,
-                    usage=message.usage,
-                    model=message.model,
-                    status=message.status,
-                    finish_reason=message.finish_reason,
-                    error_code=message.error_code,
-                    error_message=message.error_message,
-                ),
-                self._clock(),
-            )
+        conversation_id = stream.conversation_id if stream is not None else None
+        turn_id = stream.turn_id if stream is not None else None
+        answer = FinishedAnswer(
+            message_id=message.message_id,
+            content=content,
+            thinking=thinking,
+            tool_calls=message.tool_calls,
+            usage=message.usage,
+            model=message.model,
+            status=message.status,
+            finish_reason=message.finish_reason,
+            error_code=message.error_code,
+            error_message=message.error_message,
+        )
+        try:
+            async with self._writing("store the answer", conversation_id, turn_id):
+                stored = await self._store.finish_message(answer, self._clock())
+        except StorageUnavailable as exc:
+            self._defer_answer(answer, conversation_id, turn_id, exc)
+            if stream is not None:
+                self._forget_streams([stream])  # its text is in the deferred answer
+            raise
         if stored is None:
             raise SessionNotFound(
                 f"no message {message.message_id} (its conversation was deleted?)"
@@ -1138,6 +1226,12 @@ class PersistenceActor(Actor[PersistenceInbox]):
 
     async def _claim_turn(self, conversation_id: str, turn_id: str) -> None:
         store = self._lease_store
+        if conversation_id in self._deferred_releases or any(
+            d.conversation_id == conversation_id for d in self._deferred_answers.values()
+        ):
+            # The previous turn's end is still to be stored: now, or this claim fails
+            # as it did (StorageUnavailable) rather than TurnInProgress.
+            await self._store_deferred()
         holding = await store.claim_turn(
             conversation_id, turn_id, self._lease_seconds, self._clock()
         )
@@ -1148,18 +1242,145 @@ class PersistenceActor(Actor[PersistenceInbox]):
             )
         self._leases[conversation_id] = turn_id
 
+    async def _release_turn(self, conversation_id: str, turn_id: str) -> None:
+        """Give the turn's lease up; when its answer's end or the release itself cannot be
+        stored now, keep holding (and renewing) it and release it once they are."""
+        waiting = any(d.conversation_id == conversation_id for d in self._deferred_answers.values())
+        if not waiting:
+            try:
+                await self._lease_store.release_turn(conversation_id, turn_id)
+            except StorageUnavailable as exc:
+                self._unreachable_at = time.monotonic()
+                self.log.warning(
+                    "persistence.release_deferred",
+                    conversation_id=conversation_id,
+                    turn_id=turn_id,
+                    error=str(exc),
+                )
+            else:
+                if self._leases.get(conversation_id) == turn_id:
+                    del self._leases[conversation_id]
+                return
+        # Still held and renewed: no other replica takes the conversation (or ends this
+        # turn as a dead one's) before the turn's end is stored.
+        self._deferred_releases[conversation_id] = turn_id
+        self._retry_deferred()
+
+    def _defer_answer(
+        self,
+        answer: FinishedAnswer,
+        conversation_id: str | None,
+        turn_id: str | None,
+        error: StorageUnavailable,
+    ) -> None:
+        """Keep an answer's end that the database could not take. Its turn ends with this
+        error (the orchestrator's crash path: ``error`` frame, ``finish_reason`` error), so
+        that is what is stored: the text as it reached the clients, status ``error``, the
+        error's code and text; no tool calls (their results will never be stored)."""
+        self._deferred_answers[answer.message_id] = _DeferredAnswer(
+            answer=replace(
+                answer,
+                tool_calls=(),
+                status="error",
+                finish_reason="error",
+                error_code=error.error_code,
+                error_message=redact_text(str(error)),
+            ),
+            conversation_id=conversation_id,
+            turn_id=turn_id,
+        )
+        self.log.warning(
+            "persistence.answer_deferred",
+            message_id=answer.message_id,
+            conversation_id=conversation_id,
+            turn_id=turn_id,
+            error=str(error),
+        )
+        self._retry_deferred()
+
+    def _has_deferred(self) -> bool:
+        return bool(self._deferred_answers or self._deferred_releases)
+
+    async def _store_deferred(self) -> None:
+        """Write the deferred answers' ends, then release the deferred leases (a lease
+        goes only once its conversation's answer is stored).
+
+        Raises:
+            StorageUnavailable: The database is still out of reach (what was not written
+                stays deferred).
+            StorageFull: It cannot take the write.
+        """
+        for message_id, deferred in list(self._deferred_answers.items()):
+            async with self._writing(
+                "store the answer", deferred.conversation_id, deferred.turn_id
+            ):
+                await self._store.finish_message(deferred.answer, self._clock())
+            del self._deferred_answers[message_id]
+            self.log.info(
+                "persistence.deferred_stored",
+                kind="answer",
+                message_id=message_id,
+                conversation_id=deferred.conversation_id,
+                turn_id=deferred.turn_id,
+                status=deferred.answer.status,
+            )
+        for conversation_id, turn_id in list(self._deferred_releases.items()):
+            await self._lease_store.release_turn(conversation_id, turn_id)
+            del self._deferred_releases[conversation_id]
+            if self._leases.get(conversation_id) == turn_id:
+                del self._leases[conversation_id]
+            self.log.info(
+                "persistence.deferred_stored",
+                kind="lease_release",
+                conversation_id=conversation_id,
+                turn_id=turn_id,
+            )
+
+    def _retry_deferred(self) -> None:
+        """Start the retry timer unless it runs."""
+        if self._retrying is None or self._retrying.done():
+            self._retrying = self.spawn(self._retry_loop(), name="deferred-writes")
+
+    async def _retry_loop(self) -> None:
+        """Child task: while writes are deferred, ask the actor to try them again, from
+        :data:`_RETRY_FIRST` seconds apart doubling up to :data:`_RETRY_MAX`."""
+        delay = _RETRY_FIRST
+        while self._has_deferred():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
+            try:
+                await self.send(self.name, _StoreDeferred())
+            except (MailboxClosed, NoSuchActor):
+                return
+
     async def _renew_leases(self) -> None:
         """Extend this replica's leases, then end the turns whose lease expired (any
-        replica's: one that died): their answers are stored ``incomplete``."""
+        replica's: one that died): their answers are stored ``incomplete``.
+
+        For a lease period after the database was found out of reach, no lease is ended:
+        the other replicas could not renew theirs during the outage either, and renew
+        them now (a turn that went on through the outage is not a dead one)."""
         store = self._lease_store
         try:
+            if self._has_deferred():
+                try:
+                    await self._store_deferred()
+                except StorageFull as exc:  # the leases are still renewed below
+                    self.log.warning("persistence.deferred_still_unstored", error=str(exc))
             if self._leases:
                 turns = list(self._leases.values())
                 held = await store.renew_turns(turns, self._lease_seconds)
                 if held < len(turns):
                     self.log.warning("persistence.leases_lost", turns=len(turns), held=held)
+            unreachable_at = self._unreachable_at
+            if (
+                unreachable_at is not None
+                and time.monotonic() - unreachable_at < self._lease_seconds
+            ):
+                return
             expired = await store.expire_leases(self._clock())
         except (StorageFull, StorageUnavailable) as exc:
+            self._unreachable_at = time.monotonic()
             self.log.warning("persistence.lease_renewal_failed", error=str(exc))
             return
         if not expired:

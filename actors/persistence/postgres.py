@@ -248,6 +248,10 @@ turn, on the persistence actor's serial path): a crash of the PostgreSQL server 
 the last ~0.6 s of them, which at worst lets a turn start beside one that was claimed just
 before the crash; a crash of a replica loses nothing (the row is the server's)."""
 _HELD_LEASES = "SELECT conversation_id, turn_id FROM turn_leases WHERE holder = $1"
+_LIVE_LEASES = (
+    "SELECT conversation_id, turn_id, holder FROM turn_leases "
+    "WHERE expires_at >= extract(epoch from clock_timestamp())"
+)
 _CLAIM_TURN = (
     "INSERT INTO turn_leases (conversation_id, turn_id, holder, expires_at) "
     "VALUES ($1, $2, $3, extract(epoch from clock_timestamp()) + $4) "
@@ -692,6 +696,14 @@ class PostgresRepository:
         except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
             # A reset connection, a statement timeout, a connection closed under us.
             raise self._unavailable(action, exc) from exc
+        except asyncpg.InternalClientError as exc:
+            # The connection's protocol is left mid-operation (a statement cut by the
+            # server as it went away, under a timeout): this connection is done for; the
+            # pool opens fresh ones for the next requests (its other connections were
+            # likely cut by the same outage).
+            db.terminate()
+            await pool.expire_connections()
+            raise self._unavailable(action, exc) from exc
         finally:
             await pool.release(db)
 
@@ -896,6 +908,15 @@ class PostgresRepository:
         async with self._connection("read the turn leases") as db:
             rows = await db.fetch(_HELD_LEASES, self._holder())
         return {str(row["conversation_id"]): str(row["turn_id"]) for row in rows}
+
+    async def running_turns(self) -> dict[str, tuple[str, str]]:
+        """Every unexpired lease, any holder's: the turns running on all replicas (turn
+        id and holder by conversation id)."""
+        async with self._connection("read the turn leases") as db:
+            rows = await db.fetch(_LIVE_LEASES)
+        return {
+            str(row["conversation_id"]): (str(row["turn_id"]), str(row["holder"])) for row in rows
+        }
 
     async def release_turn(self, conversation_id: str, turn_id: str) -> None:
         """Give the turn's lease up (nothing if it is gone)."""

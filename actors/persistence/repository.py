@@ -424,7 +424,8 @@ def attachments_json(attachments: Sequence[Attachment]) -> str | None:
 
 def message_values(message: AppendMessage, now: float) -> tuple[Any, ...]:
     """The values of one inserted message, in the column order both schemas share
-    (conversation_id … finish_reason, created_at, updated_at, attachments)."""
+    (conversation_id … finish_reason, created_at, updated_at, attachments, error_code,
+    error_message)."""
     return (
         message.conversation_id,
         message.role,
@@ -441,18 +442,21 @@ def message_values(message: AppendMessage, now: float) -> tuple[Any, ...]:
         now,
         now,
         attachments_json(message.attachments),
+        message.error_code,
+        message.error_message,
     )
 
 
 MESSAGE_COLUMNS = (
     "conversation_id, role, content, thinking, tool_calls, tool_call_id, name, usage, "
-    "model, status, turn_id, finish_reason, created_at, updated_at, attachments"
+    "model, status, turn_id, finish_reason, created_at, updated_at, attachments, "
+    "error_code, error_message"
 )
-"""The inserted columns, in the order of :func:`message_values`."""
+"""The inserted columns, in the order of :func:`message_values` (a failed turn's error,
+schema version 7, is written by FinishMessage, or inserted by an import)."""
 
-COPIED_MESSAGE_COLUMNS = f"{MESSAGE_COLUMNS}, error_code, error_message"
-"""The columns a branch copies of each message: the inserted ones and a failed turn's
-error (schema version 7), which only FinishMessage writes."""
+COPIED_MESSAGE_COLUMNS = MESSAGE_COLUMNS
+"""The columns a branch (and a migration) copies of each message: all of them."""
 
 
 def stored_message(row: Row) -> StoredMessage:

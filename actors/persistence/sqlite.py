@@ -275,7 +275,7 @@ _SELECT_LATEST_UNSAVED = (
     "ORDER BY updated_at DESC, rowid DESC LIMIT 1"
 )
 _INSERT_MESSAGE_COLUMNS = f"INSERT INTO messages ({MESSAGE_COLUMNS})"
-_INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_VALUES = "(" + ", ".join("?" * len(MESSAGE_COLUMNS.split(","))) + ")"
 _INSERT_MESSAGE = f"{_INSERT_MESSAGE_COLUMNS} VALUES {_INSERT_VALUES}"
 _FLUSH_STREAM = (
     "UPDATE messages SET content = ?, thinking = ?, status = ?, updated_at = ? "

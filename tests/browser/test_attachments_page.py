@@ -4,7 +4,8 @@ into the message box and a text file dropped on the page become chips under the 
 message's bubble, reach the model as content parts, and a reload shows them again. A file
 over the limit, picked with the paperclip, is refused with a clear toast; an image for a
 model that does not read images is refused by the server and the files go back to the
-chips.
+chips. An edited message keeps its files: the branch's bubble shows them at once, as a
+reload does.
 """
 
 from __future__ import annotations
@@ -132,3 +133,50 @@ async def test_an_image_for_a_model_that_does_not_read_images_goes_back_to_the_c
     await expect(page.locator("#input")).to_have_value("Look")
     await expect(page.locator("#attachments .attachment-chip")).to_have_count(1)
     assert llm.requests == []
+
+
+SENT_FILES = """bubble => [...bubble.querySelectorAll(".attachment-sent")].map((f) => ({
+  name: f.dataset.name,
+  text: f.textContent,
+  image: f.querySelector("img")?.getAttribute("src") ?? null,
+}))"""
+
+
+async def test_an_edited_message_shows_its_files_live_as_after_a_reload(
+    page: Page, start_platform: StartPlatform, llm: ScriptedLLM
+) -> None:
+    """Edit a message sent with an image and a text file: the branch's new bubble shows
+    both files at once (the server sends them again with the edited text), exactly as a
+    reload of the branch shows them, and the model gets them again."""
+    platform = await start_platform({"chat": LIMITS, **_providers(llm)})
+    llm.script(Reply.text("A screenshot and your notes."), Reply.text("Still the same files."))
+    await open_page(page, platform)
+    await page.evaluate(PASTE_IMAGE, list(PNG))
+    await page.evaluate(DROP_TEXT, "# Plan\n- buy milk\n")
+    await expect(page.locator("#attachments .attachment-chip")).to_have_count(2)
+    await page.locator("#input").fill("What are these?")
+    await page.locator("#input").press("Enter")
+    await expect(page.locator(".msg.assistant .md")).to_have_text("A screenshot and your notes.")
+    sent = await page.locator(".msg.user").evaluate(SENT_FILES)
+
+    bubble = page.locator(".msg.user")
+    await bubble.hover()
+    await bubble.get_by_role("button", name="Edit").click()
+    dialog = page.locator("#dialog")
+    await expect(dialog).to_contain_text("Its files go with it: screenshot.png, notes.md.")
+    await page.locator("#edit-text").fill("And now?")
+    await dialog.get_by_role("button", name="Send in a new branch").click()
+    await expect(page.locator(".msg.assistant .md")).to_have_text("Still the same files.")
+    await expect(page.locator("#branch")).to_be_visible()
+    edited = page.locator(".msg.user")
+    await expect(edited.locator(".user-text")).to_have_text("And now?")
+    live = await edited.evaluate(SENT_FILES)
+    await page.reload()
+    await expect(page.locator(".msg.assistant .md")).to_have_text("Still the same files.")
+    reloaded = await page.locator(".msg.user").evaluate(SENT_FILES)
+
+    assert [f["name"] for f in live] == ["screenshot.png", "notes.md"]
+    assert live[0]["image"] == "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert live == reloaded == sent
+    parts = llm.requests[-1].json["messages"][-1]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url", "text"]

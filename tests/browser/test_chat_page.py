@@ -158,7 +158,7 @@ async def test_new_chat_asks_then_starts_an_empty_conversation(
     await open_page(page, platform)
     await send(page, "First question")
     await expect(page.locator(".msg.assistant .md")).to_have_text("First answer.")
-    first_id = await page.locator("#conv-title").get_attribute("title")
+    first_id = await page.locator("#conv-title").get_attribute("data-conversation-id")
 
     await page.locator("#new-chat").click()
     dialog = page.locator("#dialog")
@@ -171,7 +171,9 @@ async def test_new_chat_asks_then_starts_an_empty_conversation(
     await dialog.get_by_role("button", name="New chat").click()
     await expect(page.locator(".msg")).to_have_count(0)
     await expect(page.locator("#empty")).to_be_visible()
-    await expect(page.locator("#conv-title")).not_to_have_attribute("title", first_id or "")
+    await expect(page.locator("#conv-title")).not_to_have_attribute(
+        "data-conversation-id", first_id or ""
+    )
     # The old conversation is in the sidebar, and one click brings it back.
     old = page.locator(f'.session[data-conversation-id="{first_id}"]')
     await expect(old).to_contain_text("2 messages")
@@ -250,7 +252,7 @@ async def test_reconnects_after_the_platform_restarts_and_resumes_the_conversati
     await open_page(page, platform)
     await send(page, "Are you there?")
     await expect(page.locator(".msg.assistant .md")).to_have_text("Before the restart.")
-    conversation_id = await page.locator("#conv-title").get_attribute("title")
+    conversation_id = await page.locator("#conv-title").get_attribute("data-conversation-id")
 
     platform.process.signal(signal.SIGTERM)
     assert await platform.process.wait_exit() == 0
@@ -264,7 +266,9 @@ async def test_reconnects_after_the_platform_restarts_and_resumes_the_conversati
     await platform.start({"chat": {"websocket": {"port": port}}})
     assert platform.port == port
     await expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=20_000)
-    await expect(page.locator("#conv-title")).to_have_attribute("title", conversation_id or "")
+    await expect(page.locator("#conv-title")).to_have_attribute(
+        "data-conversation-id", conversation_id or ""
+    )
     await expect(page.locator(".msg.user")).to_have_text("Are you there?")
     await expect(page.locator(".msg.assistant .md")).to_have_text("Before the restart.")
     await platform.process.wait_for("tools.server_ready", after=0, timeout=30)
@@ -318,7 +322,7 @@ async def test_a_second_tab_on_the_conversation_sees_the_turn_started_in_the_fir
     gate = Gate()
     llm.script(Reply.stream(Content("Hello "), gate, Content("to both tabs."), Finish(), Done()))
     await open_page(page, platform)
-    conversation_id = await page.locator("#conv-title").get_attribute("title")
+    conversation_id = await page.locator("#conv-title").get_attribute("data-conversation-id")
     other = await context.new_page()
     other_errors: list[str] = []
     other.on("pageerror", lambda exc: other_errors.append(str(exc)))
@@ -326,7 +330,9 @@ async def test_a_second_tab_on_the_conversation_sees_the_turn_started_in_the_fir
         f"sessionStorage.setItem('mcp-platform.conversation', {json.dumps(conversation_id)})"
     )
     await open_page(other, platform)
-    await expect(other.locator("#conv-title")).to_have_attribute("title", conversation_id or "")
+    await expect(other.locator("#conv-title")).to_have_attribute(
+        "data-conversation-id", conversation_id or ""
+    )
 
     await send(page, "Hello from tab one")
     # The other tab shows the message above the answer streaming in, and offers Stop.

@@ -65,6 +65,42 @@ async def test_the_model_titles_a_conversation_and_the_user_renames_it(
     assert len(llm.requests) == 2  # one answer, one title
 
 
+async def test_a_long_title_in_a_narrow_header_shows_as_much_as_fits(
+    page: Page, start_platform: StartPlatform, llm: ScriptedLLM
+) -> None:
+    """At 390 px (a phone) the header gives the title its first row beside ☰ and the
+    connection: a long title is cut with an ellipsis after as many characters as fit (not
+    after one), and its tooltip holds it whole."""
+    title = "Planning a two-week rail journey through Portugal and Spain in May"
+    platform = await start_platform(TITLES_ON)
+    llm.script(Reply.text("Start in Lisbon."), Reply.text(f"Title: {title}"))
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await open_page(page, platform)
+    await send(page, "Where should I start?")
+    heading = page.locator("#conv-title")
+    await expect(heading).to_have_text(title)
+    await expect(heading).to_have_attribute("title", title)
+    box = await heading.evaluate(
+        """h => {
+          const r = h.getBoundingClientRect();
+          return { left: r.left, right: r.right, width: r.width, client: h.clientWidth,
+                   scroll: h.scrollWidth, overflow: getComputedStyle(h).textOverflow };
+        }"""
+    )
+    # Characters shown: the visible width over the average width of one character.
+    shown = box["client"] / (box["scroll"] / len(title))
+    assert box["overflow"] == "ellipsis"
+    assert box["scroll"] > box["client"]  # cut, with an ellipsis ...
+    assert shown > 15, box  # ... after a good part of the title
+    # On the first row, between ☰ and the connection.
+    menu = await page.locator("#menu").bounding_box()
+    conn = await page.locator("#conn").bounding_box()
+    assert menu is not None
+    assert conn is not None
+    assert menu["x"] + menu["width"] <= box["left"]
+    assert box["right"] <= conn["x"] <= 390
+
+
 async def test_export_markdown_and_json_then_import_the_json(
     page: Page, platform: ChatPlatform, llm: ScriptedLLM, tmp_path: Path
 ) -> None:
@@ -98,13 +134,15 @@ async def test_export_markdown_and_json_then_import_the_json(
     assert exported.suggested_filename == "trip-plans.json"
     json_path = tmp_path / "trip-plans.json"
     await exported.save_as(json_path)
-    original_id = await page.locator("#conv-title").get_attribute("title")
+    original_id = await page.locator("#conv-title").get_attribute("data-conversation-id")
     async with page.expect_file_chooser() as chooser:
         await page.locator("#import").click()
     await (await chooser.value).set_files(json_path)
     await expect(page.locator(".toast-success")).to_contain_text("Conversation imported")
     # The page shows the imported copy: another id, the same title and messages.
-    await expect(page.locator("#conv-title")).not_to_have_attribute("title", original_id or "")
+    await expect(page.locator("#conv-title")).not_to_have_attribute(
+        "data-conversation-id", original_id or ""
+    )
     await expect(page.locator("#conv-title")).to_have_text("Trip plans")
     await expect(page.locator(".msg.user")).to_have_text("Where should I go in May?")
     await expect(page.locator(".msg.assistant .md")).to_have_text("Lisbon is lovely in May.")
@@ -211,7 +249,7 @@ async def test_edit_a_sent_message_and_continue_in_a_branch(
     await expect(page.locator(".msg.assistant .md")).to_have_text("Paris.")
     await send(page, "Capital of Germany?")
     await expect(page.locator(".msg.assistant .md")).to_have_text(["Paris.", "Berlin."])
-    original_id = await page.locator("#conv-title").get_attribute("title")
+    original_id = await page.locator("#conv-title").get_attribute("data-conversation-id")
 
     llm.script(Reply.text("Rome."))
     second = page.locator(".msg.user").nth(1)
@@ -225,7 +263,9 @@ async def test_edit_a_sent_message_and_continue_in_a_branch(
     await expect(page.locator(".msg.user")).to_have_text(
         ["Capital of France?", "Capital of Italy?"]
     )
-    await expect(page.locator("#conv-title")).not_to_have_attribute("title", original_id or "")
+    await expect(page.locator("#conv-title")).not_to_have_attribute(
+        "data-conversation-id", original_id or ""
+    )
     await expect(page.locator("#branch")).to_be_visible()
     await expect(page.locator("#input")).to_be_enabled()
     # A reload shows the branch the same way.
@@ -236,7 +276,9 @@ async def test_edit_a_sent_message_and_continue_in_a_branch(
     await expect(page.locator(".msg.assistant .md")).to_have_text(["Paris.", "Rome."])
     # The original is unchanged, one click away.
     await page.locator("#branch").click()
-    await expect(page.locator("#conv-title")).to_have_attribute("title", original_id or "")
+    await expect(page.locator("#conv-title")).to_have_attribute(
+        "data-conversation-id", original_id or ""
+    )
     await expect(page.locator(".msg.user")).to_have_text(
         ["Capital of France?", "Capital of Germany?"]
     )

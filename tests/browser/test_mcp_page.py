@@ -231,7 +231,7 @@ async def test_a_question_answered_in_one_tab_closes_in_the_other(
         Reply.stream(Content("Booked "), gate, Content("for Ada."), Finish(), Done()),
     )
     await open_page(page, platform)
-    conversation_id = await page.locator("#conv-title").get_attribute("title")
+    conversation_id = await page.locator("#conv-title").get_attribute("data-conversation-id")
     other = await context.new_page()
     other_errors: list[str] = []
     other.on("pageerror", lambda exc: other_errors.append(str(exc)))
@@ -239,7 +239,9 @@ async def test_a_question_answered_in_one_tab_closes_in_the_other(
         f"sessionStorage.setItem('mcp-platform.conversation', {json.dumps(conversation_id)})"
     )
     await open_page(other, platform)
-    await expect(other.locator("#conv-title")).to_have_attribute("title", conversation_id or "")
+    await expect(other.locator("#conv-title")).to_have_attribute(
+        "data-conversation-id", conversation_id or ""
+    )
 
     await send(page, "Book a table for Friday")
     card = page.locator(".request-card.elicitation")

@@ -2,8 +2,9 @@
 ``tests/icons_server.py`` and server-everything: each server's resources and templates are
 listed with their icons (an SVG icon's script never runs), a click reads a resource through
 the platform (text, and an image blob as an image), a template's form autocompletes its
-variable from the server and reads the URI it expands to, and a resource the conversation
-read is marked when it changes on its server.
+variable from the server and reads the URI it expands to, a resource the conversation
+read is marked when it changes on its server, and a resource a server adds (its
+``notifications/resources/list_changed``) appears without a reload.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from playwright.async_api import Page, Route, expect
 
 from tests.browser.conftest import StartPlatform
 from tests.browser.test_chat_page import open_page, send
-from tests.icons_server import NOTES, PNG, README, SVG_WITH_SCRIPT
+from tests.icons_server import NOTES, PNG, README, SVG_WITH_SCRIPT, TOUCHED_TEXT
 from tests.integration.test_icons_annotations import SERVER
 from tests.scripted_llm import Reply, ScriptedLLM, ToolCall
 from tests.test_server_everything import ENTRY_JS, _node
@@ -191,3 +192,49 @@ async def test_a_read_resource_is_marked_when_it_changes(
     await send(page, "turn on updates")
     await expect(features).to_have_attribute("data-updated", "", timeout=20_000)
     await expect(page.locator(".toast", has_text="Resource updated")).to_have_count(1)
+
+
+async def test_a_resource_a_server_adds_appears_without_a_reload(
+    page: Page, start_platform: StartPlatform, llm: ScriptedLLM
+) -> None:
+    """The icons server's ``touch`` adds ``icons://touched`` and says its list changed: the
+    open panel lists it (``resources_changed``), its count follows, a click reads it, and
+    the entry marked as updated before stays marked."""
+    await serve_icons(page)
+    platform = await start_platform(extra_servers={"icons": ICONS, "everything": everything()})
+    await open_page(page, platform)
+    await page.locator("#resources-panel summary").click()
+    panel = page.locator("#resources")
+    count = page.locator("#resource-count")
+    before = int(await count.inner_text())
+    touched = panel.locator('.resource-item[data-server="icons"][data-uri="icons://touched"]')
+    await expect(touched).to_have_count(0)
+    # A resource read here and changed since is marked (as in the test above) ...
+    features = panel.locator(f'.resource-item[data-uri="{FEATURES}"]')
+    await features.click()
+    dialog = page.locator("#dialog")
+    await expect(dialog.locator(".resource-view pre")).to_contain_text("Features")
+    await dialog.get_by_role("button", name="Close").click()
+    await platform.process.wait_for(
+        "tools.resource_subscribed",
+        lambda e: e["server"] == "everything" and e["uri"] == FEATURES,
+    )
+    llm.script(
+        Reply.tool_calls([ToolCall("everything__toggle-subscriber-updates", "{}", id="u")]),
+        Reply.text("Updates on."),
+        Reply.tool_calls([ToolCall("icons__touch", "{}", id="t")]),
+        Reply.text("Touched."),
+    )
+    await send(page, "turn on updates")
+    await expect(features).to_have_attribute("data-updated", "", timeout=20_000)
+    await expect(page.locator(".msg.assistant .md").last).to_have_text("Updates on.")
+    await expect(page.locator("#input")).to_be_enabled()
+
+    # ... and stays marked when a server's list change replaces the lists.
+    await send(page, "touch it")
+    await expect(touched.locator(".cap-name")).to_have_text("Touched", timeout=20_000)
+    await expect(touched.locator(".cap-desc")).to_have_text("Added by the touch tool.")
+    await expect(count).to_have_text(str(before + 1))
+    await expect(features).to_have_attribute("data-updated", "")
+    await touched.click()
+    await expect(dialog.locator(".resource-view pre")).to_have_text(TOUCHED_TEXT)

@@ -9,7 +9,8 @@ scripted reply). Proved here:
 
 - each replica's ``/readyz`` reports its broker connection;
 - a conversation started on one replica continues on another, and a tab on a third sees
-  the turn live (thinking, deltas, the final answer);
+  the turn live (thinking, deltas, the final answer); a title given on one replica
+  reaches the conversation's tabs on the others (``session_title``);
 - interest routing: a turn's live events reach only the replicas with a tab on its
   conversation (a replica whose tabs show other conversations receives its
   ``turn_state_changed`` events only); ``/healthz`` counts the turns this replica runs
@@ -26,19 +27,24 @@ scripted reply). Proved here:
   runtime files and configurations;
 - a NATS restart while a turn streams: the replicas reconnect, ``/readyz`` says the
   broker is down meanwhile, and the tab on the other replica gets the rest of the turn;
-- a NATS outage spanning a whole turn: the replica serving the sending tab runs and
-  stores it alone; after the reconnect, live events cross again and the history holds
-  the turn the other replica's tab missed;
+- a NATS outage spanning a whole turn: every tab is told (``broker_status``); the
+  replica serving the sending tab runs and stores the turn alone, and starts another;
+  after the reconnect the tabs are told it is back, the other replica's tab gets
+  ``session_info`` again with the turn it missed and the one running (read from the
+  database and its leases), its stop reaches the turn's replica (routes healed from the
+  leases), ``/readyz`` is 200 again, live events cross again and nothing of the outage
+  arrives late;
 - the ``cluster`` section is read at start: added to a running platform's file, it
   changes nothing until a restart (said in the log), turns go on;
 - a PostgreSQL restart (a throwaway server): while it is down a send gets
   STORAGE_UNAVAILABLE (retryable) and nothing is half-written; once it is back the
   replicas serve again;
 - a PostgreSQL restart in the middle of an answer: both tabs are told
-  STORAGE_UNAVAILABLE (retryable) and the turn ends; once the database is back, the
-  lease the turn's replica could not release expires, the answer is stored
-  ``incomplete`` with the text it reached (no row left ``streaming``), and the
-  conversation goes on;
+  STORAGE_UNAVAILABLE (retryable) and the turn ends with the text they saw; the turn's
+  replica keeps the answer's end and the lease (renewed) and stores them once the
+  database is back: the row says what the tabs were told (the whole text, ``error``,
+  STORAGE_UNAVAILABLE; no row left ``streaming``), no replica ends the turn as a dead
+  one's, and the conversation takes the next turn at once;
 - two replicas racing to send into one conversation: exactly one turn runs, the other
   send gets TURN_IN_PROGRESS; the turn lease is released when the turn ends.
 """
@@ -239,6 +245,14 @@ async def test_a_conversation_continues_on_another_replica_and_a_third_sees_it_l
         ("user", "complete"),
         ("assistant", "complete"),
     ]
+
+    # A title given on r1 reaches the conversation's tabs on every replica.
+    await watcher.send(
+        {"type": "rename_session", "conversation_id": conversation_id, "title": "Across"}
+    )
+    for client in (first, watcher, third):
+        titled = await client.expect("session_title", timeout=20)
+        assert (titled["conversation_id"], titled["title"]) == (conversation_id, "Across")
 
 
 async def test_live_events_go_only_to_replicas_with_a_tab_on_the_conversation(
@@ -571,6 +585,13 @@ async def test_a_broker_restart_mid_answer_the_replicas_reconnect_and_carry_on(
         for client in (sender, watcher):
             finished = await client.expect("assistant_message", timeout=20)
             assert (finished["message"], finished["finish_reason"]) == ("before after", "stop")
+            # Told of the outage and of the end of it; the turn ran on, so its tabs were
+            # not sent the conversation again (its end came live).
+            assert [f["connected"] for f in client.frames if f["type"] == "broker_status"] == [
+                False,
+                True,
+            ]
+            assert [f["type"] for f in client.frames].count("session_info") == 1
 
         # Requests cross again: a stop from r1 of the next turn, running on r0.
         llm.script(Reply.stream(Content("second "), Gate(), Content("never")))
@@ -758,37 +779,50 @@ async def test_a_postgres_restart_mid_answer_ends_the_turn_typed_and_half_writes
         gate.open()
         for client in (sender, watcher):
             ended = await client.expect("assistant_message", timeout=30)
-            assert ended["finish_reason"] == "error"
+            assert (ended["message"], ended["finish_reason"]) == ("written before, after", "error")
             refused = [f for f in client.frames if f["type"] == "error"]
             assert [(f["error_code"], f["retryable"], f["request_id"]) for f in refused] == [
                 ("STORAGE_UNAVAILABLE", True, "one")
             ]
+        await r0.process.wait_for("persistence.answer_deferred", timeout=10)
 
         server.start()
-        # r0 could not release the turn's lease while the database was down: it expires
-        # (lease_seconds), and the turn's answer is ended as far as it was stored.
-        expired = await watcher.expect("assistant_message", timeout=30)
-        assert expired["turn_id"] == ended["turn_id"]
+        # r0 kept the answer's end and the turn's lease (renewed meanwhile) and stores
+        # them as soon as the database is back: the conversation is free at once, and no
+        # replica ends the turn as a dead one's.
+        await r0.process.wait_for(
+            "persistence.deferred_stored", lambda e: e["kind"] == "lease_release", timeout=30
+        )
         llm.script(Reply.text("After the restart."))
         frames = await watcher.turn("two")
         assert [f["message"] for f in frames if f["type"] == "assistant_message"] == [
             "After the restart."
         ]
+        assert not [f for f in frames if f["type"] == "error"]
+        seen = await sender.expect("assistant_message", timeout=20)
+        assert seen["turn_id"] == frames[-1]["turn_id"]
         rows = pg.query(
             server.dsn,
-            "SELECT role, content, status FROM messages WHERE conversation_id = ? ORDER BY id",
+            "SELECT role, content, status, finish_reason, error_code FROM messages "
+            "WHERE conversation_id = ? ORDER BY id",
             (conversation_id,),
         )
-        # Nothing half-written: no row left streaming; the interrupted answer is stored
-        # incomplete with the text it reached.
-        assert [(role, status) for role, _, status in rows] == [
-            ("user", "complete"),
-            ("assistant", "incomplete"),
-            ("user", "complete"),
-            ("assistant", "complete"),
+        # Nothing half-written: the interrupted answer is stored as its clients were told
+        # it ended (its whole text, the error), no row is left streaming.
+        assert rows == [
+            ("user", "one", "complete", None, None),
+            ("assistant", "written before, after", "error", "error", "STORAGE_UNAVAILABLE"),
+            ("user", "two", "complete", None, None),
+            ("assistant", "After the restart.", "complete", "stop", None),
         ]
-        assert rows[1][1].startswith("written before, ")
         assert pg.query(server.dsn, "SELECT count(*) FROM turn_leases") == [(0,)]
+        for client in (sender, watcher):
+            assert [f["turn_id"] for f in client.frames if f["type"] == "assistant_message"] == [
+                ended["turn_id"],
+                frames[-1]["turn_id"],
+            ]
+        for replica in (r0, r1):
+            assert not replica.process.find("persistence.leases_expired")
     finally:
         server.remove()
 
@@ -808,31 +842,65 @@ async def test_a_broker_outage_spanning_a_whole_turn(
         await broker.stop()
         for replica in (r0, r1):
             await replica.process.wait_for("bus.bridge_disconnected", timeout=10)
+        # Every tab is told that other replicas' live events may be missed.
+        for client in (sender, watcher):
+            lost = await client.expect("broker_status", timeout=10)
+            assert lost["connected"] is False
+            assert "may not be shown live" in lost["message"]
         # The replica serving the tab runs the whole turn on its own: the database is
-        # the record, the broker only carries live events.
+        # the record, the broker only carries live events (dropped, not kept for later).
         llm.script(Reply.text("Answered while the broker was away."))
         frames = await sender.turn("during the outage")
         assert not [f for f in frames if f["type"] == "error"]
+        # And starts the next one, still running when the broker is back.
+        llm.script(Reply.stream(Content("half "), Gate(), Content("never")))
+        await sender.send({"type": "user_message", "message": "still running"})
+        assert (await sender.expect("assistant_delta"))["content"] == "half "
 
         await broker.start()
         for replica in (r0, r1):
             await replica.process.wait_for("bus.bridge_reconnected", timeout=20)
-        # Live events cross again (r1's subscriptions were renewed at reconnect).
+        # Told it is back, r1's tab gets the conversation again from the database: the
+        # turn it missed, and the one running (as to a tab attaching mid-turn).
+        back = await watcher.expect("broker_status", timeout=20)
+        assert back["connected"] is True
+        caught_up = await watcher.expect("session_info", timeout=20)
+        assert [(m["role"], m["content"]) for m in caught_up["messages"][:3]] == [
+            ("user", "during the outage"),
+            ("assistant", "Answered while the broker was away."),
+            ("user", "still running"),
+        ]
+        assert caught_up["messages"][3]["status"] == "streaming"
+        assert caught_up["turn_in_progress"] is True
+        async with httpx.AsyncClient() as http:
+            ready = await http.get(f"{r1.http_url}/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"]["broker"]["ok"] is True
+        # r1 learnt from the leases where that turn runs: its tab's stop reaches r0.
+        await watcher.send({"type": "cancel"})
+        for client in (sender, watcher):
+            stopped = await client.expect("assistant_message", timeout=20)
+            assert (stopped["message"], stopped["finish_reason"]) == ("half ", "cancelled")
+        # Live events cross again (r1's subscriptions were renewed at reconnect); nothing
+        # of the outage arrives late (nats-py's reconnect buffer is off).
         llm.script(Reply.text("And after it."))
         await sender.send({"type": "user_message", "message": "after the outage"})
-        # (nats-py keeps what r0 published while disconnected and sends it at the
-        # reconnect, so r1's tab may get the outage turn late, before this one.)
-        seen = [(await watcher.expect("assistant_message", timeout=20))["message"]]
-        while seen[-1] != "And after it.":
-            seen.append((await watcher.expect("assistant_message", timeout=20))["message"])
-        assert seen[:-1] in ([], ["Answered while the broker was away."])
-        # The turn r1's tab missed live is in the history a reload reads.
-        reloaded, state = await _connect(r1, clients, conversation_id)
-        assert [m["content"] for m in state["messages"]] == [
-            "during the outage",
-            "Answered while the broker was away.",
-            "after the outage",
+        seen = await watcher.expect("assistant_message", timeout=20)
+        assert seen["message"] == "And after it."
+        assert [f["message"] for f in watcher.frames if f["type"] == "assistant_message"] == [
+            "half ",
             "And after it.",
+        ]
+        assert r0.process.find("bus.bridge_forward_failed")
+        # The turns r1's tab missed live are in the history a reload reads.
+        reloaded, state = await _connect(r1, clients, conversation_id)
+        assert [(m["content"], m["status"]) for m in state["messages"]] == [
+            ("during the outage", "complete"),
+            ("Answered while the broker was away.", "complete"),
+            ("still running", "complete"),
+            ("half ", "cancelled"),
+            ("after the outage", "complete"),
+            ("And after it.", "complete"),
         ]
         assert reloaded is not None
     finally:

@@ -2,7 +2,8 @@
 platform process, a real WebSocket client, the demo MCP server (a stdio subprocess), the
 scripted LLM and a SQLite file: the JSON import is a new conversation of the importer
 with the same messages (a reload shows them), the Markdown has the exchange and the tool
-call, and a document that is not an export is refused naming what is wrong.
+call, and a document that is not an export is refused naming what is wrong; a failed
+answer's stored error is in both exports and an import keeps it.
 """
 
 from __future__ import annotations
@@ -112,6 +113,55 @@ async def test_export_markdown_and_json_and_import_the_json(chat, llm: ScriptedL
     assert "messages.0.role" in error["error_message"]
     await tab.send({"type": "list_sessions"})
     assert len((await tab.expect("sessions"))["sessions"]) == before
+
+
+async def test_a_failed_answers_error_is_exported_and_an_import_keeps_it(
+    chat, llm: ScriptedLLM
+) -> None:
+    """The provider refuses the key: the turn fails with ``LLM_UNAVAILABLE``, stored with
+    the answer. The JSON export carries the code and text on that message, the Markdown
+    quotes them under it, and the imported copy lists the same failure a reload of the
+    original does."""
+    platform, clients = chat
+    await platform.start()
+    tab = await platform.connect()
+    clients.append(tab)
+    conversation_id = (await tab.expect("session_info"))["conversation_id"]
+    llm.script(Reply.error(401, "Incorrect API key provided"))
+    frames = await tab.turn("hello")
+    [error] = [f for f in frames if f["type"] == "error"]
+
+    await tab.send({"type": "export_session", "format": "json"})
+    document = orjson.loads((await tab.expect("session_export"))["content"])
+    await tab.send({"type": "export_session", "format": "markdown"})
+    markdown = (await tab.expect("session_export"))["content"]
+    await tab.send({"type": "import_session", "conversation": document})
+    imported = SessionImportedFrame.model_validate(await tab.expect("session_imported"))
+    await tab.send({"type": "load_session", "conversation_id": imported.conversation_id})
+    copy = await tab.expect("session_info")
+    original = await platform.connect(conversation_id)
+    clients.append(original)
+    reloaded = await original.expect("session_info")
+
+    failed = document["messages"][-1]
+    assert error["error_code"] == "LLM_UNAVAILABLE"
+    assert (failed["role"], failed["error_code"], failed["error_message"]) == (
+        "assistant",
+        "LLM_UNAVAILABLE",
+        error["error_message"],
+    )
+    assert "error_code" not in document["messages"][0]
+    quoted = f"> **The answer failed** (`LLM_UNAVAILABLE`): {error['error_message']}\n"
+    assert quoted in markdown
+
+    def failures(info: dict) -> list[tuple]:
+        return [
+            (m["role"], m.get("status"), m.get("error_code"), m.get("error_message"))
+            for m in info["messages"]
+        ]
+
+    assert failures(copy) == failures(reloaded)
+    assert failures(copy)[-1][2:] == ("LLM_UNAVAILABLE", error["error_message"])
 
 
 async def test_search_sessions_answers_the_owners_matching_conversations(

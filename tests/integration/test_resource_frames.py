@@ -5,7 +5,8 @@ WebSocket clients; the LLM is scripted. ``session_info`` lists each ready server
 resources and resource templates (icons filtered); ``read_resource`` answers with the text
 and the images; a template's variable autocompletes (``complete``, ``ref_type:
 "resource"``); ``resource_updated`` reaches only the tabs of the conversations that read
-the resource, and the model of that conversation is told on its next turn.
+the resource, and the model of that conversation is told on its next turn; a server's
+``notifications/resources/list_changed`` reaches every tab as ``resources_changed``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from tests.icons_server import NOTES, PNG, README, SVG_WITH_SCRIPT
+from tests.icons_server import NOTES, PNG, README, SVG_WITH_SCRIPT, TOUCHED_TEXT
 from tests.integration.chat import ChatClient, ChatPlatform
 from tests.integration.test_icons_annotations import SERVER
 from tests.scripted_llm import Reply, ScriptedLLM, ToolCall
@@ -160,3 +161,56 @@ async def test_resource_updated_reaches_only_the_conversations_that_read_it(
     untold = llm.requests[-1].json["messages"][0]["content"]
     assert f"- {FEATURES} (server: everything)" in told
     assert "changed since they were read" not in untold
+
+
+async def test_a_servers_resource_list_change_reaches_every_tab(
+    chat: tuple[ChatPlatform, list[ChatClient]], llm: ScriptedLLM
+) -> None:
+    """The icons server's ``touch`` adds a resource and sends
+    ``notifications/resources/list_changed``: the platform re-lists, and every connection
+    (the one whose turn called it, and one on another conversation) gets
+    ``resources_changed`` with the whole lists, as a later ``session_info`` has them."""
+    platform, clients = chat
+    await start(platform, {"icons": {"command": sys.executable, "args": [str(SERVER)]}}, "icons")
+    caller = await platform.connect()
+    other = await platform.connect()
+    clients += [caller, other]
+    info = await caller.expect("session_info")
+    await other.expect("session_info")
+    await other.send({"type": "clear_history"})  # a conversation of its own
+    await other.expect("session_cleared")
+    assert "icons://touched" not in {r["uri"] for r in info["resources"]}
+
+    llm.script(Reply.tool_calls([ToolCall("icons__touch", "{}", id="t")]), Reply.text("Touched."))
+    await caller.send({"type": "user_message", "message": "touch it"})
+    changed = await caller.expect("resources_changed", timeout=20)
+    seen_by_other = await other.expect("resources_changed", timeout=20)
+    fresh = await platform.connect()
+    clients.append(fresh)
+    later = await fresh.expect("session_info")
+    await fresh.send(
+        {"type": "read_resource", "request_id": "t", "server": "icons", "uri": "icons://touched"}
+    )
+    touched = await fresh.expect("resource_content")
+
+    assert set(changed) == {"type", "resources", "resource_templates"}
+    assert seen_by_other == changed
+    assert [r["uri"] for r in changed["resources"] if r["server"] == "icons"] == [
+        "icons://readme",
+        "icons://logo.png",
+        "icons://touched",
+    ]
+    assert changed["resources"][-1] == {
+        "server": "icons",
+        "uri": "icons://touched",
+        "name": "touched",
+        "title": "Touched",
+        "description": "Added by the touch tool.",
+        "mime_type": "text/plain",
+    }
+    assert changed["resource_templates"] == info["resource_templates"]
+    assert (changed["resources"], changed["resource_templates"]) == (
+        later["resources"],
+        later["resource_templates"],
+    )
+    assert (touched["request_id"], touched["text"]) == ("t", TOUCHED_TEXT)

@@ -184,9 +184,11 @@ function handleFrame(frame) {
     case "session_deleted": return onSessionDeleted(frame);
     case "server_status": return onServerStatus(frame);
     case "tools_changed": return onToolsChanged(frame);
+    case "resources_changed": return onResourcesChanged(frame);
     case "resource_content": return onResourceContent(frame);
     case "completion": return onCompletion(frame);
     case "resource_updated": return onResourceUpdated(frame);
+    case "broker_status": return onBrokerStatus(frame);
     case "error": return onError(frame);
     default: console.warn("unknown frame type", frame.type);
   }
@@ -232,7 +234,7 @@ function onSessionInfo(frame) {
   state.pendingEdit = null;
   if (edited && frame.branched_from) {
     // Our edit made this branch: its turn (the edited message) follows.
-    showPendingTurn(edited.requestId, edited.text, null);
+    showPendingTurn(edited.requestId, edited.text, null, edited.attachments);
   }
   refreshSessions();
 }
@@ -786,9 +788,26 @@ function onToolsChanged(frame) {
   renderPrompts();
 }
 
+function onResourcesChanged(frame) {
+  // A server's resources or templates changed (its list_changed, or it connected or went
+  // away): the lists are whole. The entries marked as updated stay marked.
+  const updated = [...ui.resources.querySelectorAll(".resource-item[data-updated]")].map((item) => [item.dataset.server, item.dataset.uri]);
+  state.resources = frame.resources ?? [];
+  state.templates = frame.resource_templates ?? [];
+  renderResourcePanel();
+  for (const [server, uri] of updated) markUpdated(ui.resources, server, uri);
+}
+
 /** An authorization URL the page may open: http(s) only (never javascript: or data:). */
 function safeAuthUrl(url) {
   return typeof url === "string" && /^https?:\/\//i.test(url) ? url : null;
+}
+
+// Several replicas: this one lost (or got back) the broker that brings the other replicas'
+// live events. Once it is back, a session_info follows (the conversation as stored), unless
+// this tab already shows the conversation's running turn.
+function onBrokerStatus(frame) {
+  toast(frame.connected ? "info" : "warning", frame.connected ? "Live updates are back" : "Live updates interrupted", frame.message);
 }
 
 function onError(frame) {
@@ -897,7 +916,9 @@ function setConversation(conversationId, name, saved, title = null) {
   state.title = title ?? name;
   sessionStorage.setItem(STORAGE_KEY, conversationId);
   ui.title.textContent = state.title || "New conversation";
-  ui.title.title = conversationId;
+  // The whole title as a tooltip: a narrow header shows as much of it as fits.
+  ui.title.title = state.title || "New conversation";
+  ui.title.dataset.conversationId = conversationId;
   renderPicker();
   renderExpiry();
   renderSessions();
@@ -911,21 +932,23 @@ function userBubble(text, prompt, attachments) {
     bubble.append(h("div", { class: "user-text" }, text));
     // Its label comes from the stylesheet, so the bubble's text stays the message's.
     const edit = h("button", { class: "msg-action edit-btn", type: "button", "aria-label": "Edit", title: "Edit this message: a new conversation branches from here" });
-    edit.addEventListener("click", () => editMessage(bubble, text));
+    edit.addEventListener("click", () => editMessage(bubble, text, attachments ?? []));
     bubble.append(h("div", { class: "user-actions" }, edit));
   }
   return bubble;
 }
 
 // Edit a sent message: the conversation up to it is copied into a new one (a branch; the
-// original stays as it was) and the edited text is sent there.
-async function editMessage(bubble, text) {
+// original stays as it was) and the edited text is sent there, with the message's files
+// (the server takes them from the stored message; the new bubble shows them at once).
+async function editMessage(bubble, text, attachments) {
   if (state.running || !state.connected) return;
   const userIndex = [...ui.messages.querySelectorAll(".msg.user")].indexOf(bubble);
   const input = h("textarea", { id: "edit-text", rows: "4", required: true });
   input.value = text;
   const body = h("div", { class: "field" }, h("label", { for: "edit-text" }, "Message"), input,
-    h("p", { class: "muted" }, "The conversation continues in a new branch from this message; this one stays as it is."));
+    h("p", { class: "muted" }, "The conversation continues in a new branch from this message; this one stays as it is."),
+    attachments.length ? h("p", { class: "muted" }, `Its files go with it: ${attachments.map((a) => a.name).join(", ")}.`) : null);
   const result = await openDialog({
     title: "Edit and branch",
     body,
@@ -937,7 +960,7 @@ async function editMessage(bubble, text) {
   const message = input.value;
   // The branch keeps the conversation's chosen provider (the server copies it).
   if (!send({ type: "edit_message", user_index: userIndex, original: text, message, request_id: requestId })) return;
-  state.pendingEdit = { requestId, text: message };
+  state.pendingEdit = { requestId, text: message, attachments };
   state.pending = requestId;
   setRunning(true);
 }

@@ -1,7 +1,7 @@
 // The resources panel: each ready server's MCP resources and resource templates.
 //
 // Design note: the list comes from `session_info` (`resources`, `resource_templates`), like
-// the tools and prompts panels. Nothing here fetches a resource: a click asks the page to
+// the tools and prompts panels, and is replaced whole by each `resources_changed`. Nothing here fetches a resource: a click asks the page to
 // send `read_resource` (the platform reads it from its server, and the tab's conversation
 // is then told of its updates); a template's variables are filled in a form (app.js, with
 // autocompletion through `complete`) and expanded here into the URI to read. The RFC 6570
@@ -103,7 +103,7 @@ function entry(item, attrs, onClick) {
 /**
  * Fill the resources panel.
  * @param {{list: HTMLElement, count: HTMLElement}} ui The panel's list and its count.
- * @param {{resources: object[], templates: object[]}} data From `session_info`.
+ * @param {{resources: object[], templates: object[]}} data From `session_info` or `resources_changed`.
  * @param {{onRead: (resource: object) => void, onTemplate: (template: object) => void}} actions
  */
 export function renderResources(ui, { resources, templates }, { onRead, onTemplate }) {
