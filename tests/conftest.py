@@ -34,6 +34,11 @@ XDIST_GROUPS: dict[str, str] = {
     # Two or three platform processes starting at once per test: on both workers at the
     # same time they starve each other (and everything else) of the two cores.
     "tests/integration/test_cluster.py": "cluster",
+    # Module-scoped servers (node, Python MCP servers over three transports, a built and
+    # installed wheel): started once on one worker, not once on each.
+    "tests/test_server_everything.py": "server-everything",
+    "tests/test_mcp_client.py": "mcp-client",
+    "tests/integration/test_installed_tool.py": "installed-tool",
 }
 """Test modules whose tests run on one xdist worker, one after another (group name; see
 :func:`pytest_xdist_make_scheduler`)."""
@@ -81,6 +86,26 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return crashitem
 
     return ModuleGroups(config, log)
+
+
+STARTS_PROCESSES = frozenset({"platform_factory", "start_platform", "browser"})
+"""Fixtures that start a platform process or Chromium: their tests run first."""
+FIRST_MODULES = frozenset({"tests/test_inspection.py", "tests/test_migrate.py"})
+"""Modules whose tests run first along with those using :data:`STARTS_PROCESSES`: unit-test
+modules that start servers through fixtures of their own (the groups of
+:data:`XDIST_GROUPS` are handed out first anyway)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start processes first (a stable sort, the same on every worker), so that
+    the end of a run is short tests filling both workers rather than one long test."""
+
+    def light(item: pytest.Item) -> bool:
+        if item.nodeid.partition("::")[0] in FIRST_MODULES:
+            return False
+        return STARTS_PROCESSES.isdisjoint(getattr(item, "fixturenames", ()))
+
+    items.sort(key=light)
 
 
 # No per-example deadline anywhere: the suite runs two workers on a 2-core machine, where an
