@@ -348,7 +348,11 @@ async def _run_platform(
         return EXIT_CONFIG_INVALID
     if cluster is not None:
         assert replica is not None
-        from bus.nats_bridge import BrokerUnavailable, NatsBridge, describe_url  # only with a cluster
+        from bus.nats_bridge import (  # only with a cluster
+            BrokerUnavailable,
+            NatsBridge,
+            describe_url,
+        )
 
         routes = TurnRoutes()
         bridge = NatsBridge(
