@@ -751,7 +751,8 @@ async def test_a_server_asking_from_tools_list_on_is_per_owner_too(
 ) -> None:
     """``initialize`` passes without a token and the 401 comes with ``tools/list`` (its
     JSON-RPC error no longer says 401): the server is still served per owner, and an
-    owner's sign-in makes it ready for them."""
+    owner's sign-in makes it ready for them; once the server is turned off, their tab
+    no longer lists their own connection's resources."""
     platform, clients = chat
     await oauth_server.lenient()
     platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN, BOB_TOKEN=BOB_TOKEN)
@@ -766,3 +767,17 @@ async def test_a_server_asking_from_tools_list_on_is_per_owner_too(
     await _status(alice, "ready")
     # The shared connection was never retried as "down": its refusal meant "per owner".
     assert not platform.process.find("tools.server_down", lambda e: e["actor"] == "tool:remote")
+
+    # Her own connection's resources reach her tab, and leave it with the server: turned
+    # off, its ToolActor stops with her connection (the shared state was resource-less
+    # throughout, so only her own tab is told).
+    async with asyncio.timeout(20):
+        while not _uris(await alice.expect("resources_changed")):
+            pass
+    servers = {"mcpServers": {"remote": {"url": oauth_server.url, "enabled": False}}}
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    assert _uris(await alice.expect("resources_changed", timeout=20)) == set()
+
+
+def _uris(frame: dict[str, Any]) -> set[str]:
+    return {str(r["uri"]) for r in frame["resources"]}
