@@ -321,7 +321,7 @@ class BrokerAnnouncer:
         self._routes.heal(
             before,
             {
-                cid: (turn, running.replicas.get(cid, ""))
+                cid: (turn, running.replicas[cid])
                 for cid, turn in running.turns.items()
                 if cid in running.replicas
             },

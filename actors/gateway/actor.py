@@ -999,14 +999,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 self._pending_auth.update(server, message.auth_url)
                 if self._startup is not None:
                     self._startup.server_state(server, status, error)
-                status_frame = ServerStatusFrame(
-                    server=server,
-                    status=status,
-                    error_message=error,
-                    auth_url=message.auth_url,
-                    icons=_icon_infos(message.icons),
-                    completions=message.completions or None,
-                )
+                status_frame = _status_frame(message)
                 for conn in self._connections:
                     if (server, conn.owner) in self._owner_servers:
                         continue
@@ -1779,14 +1772,7 @@ class GatewayActor(Actor[GatewayInbox]):
         self._pending_auth.update(message.server, message.auth_url, owner=message.owner)
         frame = None
         if previous.status != message.status or previous.auth_url != message.auth_url:
-            frame = ServerStatusFrame(
-                server=message.server,
-                status=message.status,
-                error_message=message.error_message,
-                auth_url=message.auth_url,
-                icons=_icon_infos(message.icons),
-                completions=message.completions or None,
-            )
+            frame = _status_frame(message)
         for conn in self._connections:
             if conn.owner == message.owner and frame is not None:
                 conn.send_frame(frame)
@@ -2551,6 +2537,18 @@ def _closed_reason(
     if reason == "call_ended" or action == "cancel":
         return "cancelled"
     return "answered in another window"
+
+
+def _status_frame(state: ServerStateChanged) -> ServerStatusFrame:
+    """A server's state (the shared one, or an owner's own connection's) as its tabs get it."""
+    return ServerStatusFrame(
+        server=state.server,
+        status=state.status,
+        error_message=state.error_message,
+        auth_url=state.auth_url,
+        icons=_icon_infos(state.icons),
+        completions=state.completions or None,
+    )
 
 
 def _icon_infos(icons: tuple[IconSpec, ...]) -> list[IconInfo] | None:

@@ -596,6 +596,16 @@ def _owners_overrides(port: int, *, idle: float) -> dict[str, Any]:
     return overrides
 
 
+async def _start_owners(platform: ChatPlatform, server: OAuthServer, *, idle: float) -> None:
+    """Start with alice's and bob's tokens; return once ``remote`` is served per owner."""
+    platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN, BOB_TOKEN=BOB_TOKEN)
+    _write_servers(platform, server)
+    await platform.start(_owners_overrides(free_port(), idle=idle))
+    await platform.process.wait_for(
+        "tools.per_owner", lambda e: e["server"] == "remote", timeout=30
+    )
+
+
 async def _own_auth_url(client: ChatClient) -> str:
     """The authorization URL of this tab's owner's own connection to ``remote``."""
     info = await client.expect("session_info")
@@ -635,12 +645,7 @@ async def test_each_owner_signs_in_for_themselves_and_idle_connections_close(
     per owner, ``mcp-platform auth --logout remote --owner alice`` forgets only alice's,
     and an owner's idle connection closes and reopens with the stored tokens."""
     platform, clients = chat
-    platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN, BOB_TOKEN=BOB_TOKEN)
-    _write_servers(platform, oauth_server)
-    await platform.start(_owners_overrides(free_port(), idle=1.0))
-    await platform.process.wait_for(
-        "tools.per_owner", lambda e: e["server"] == "remote", timeout=30
-    )
+    await _start_owners(platform, oauth_server, idle=1.0)
     alice = await platform.connect(token=ALICE_TOKEN)
     bob = await platform.connect(token=BOB_TOKEN)
     clients += [alice, bob]
@@ -755,12 +760,7 @@ async def test_a_server_asking_from_tools_list_on_is_per_owner_too(
     no longer lists their own connection's resources."""
     platform, clients = chat
     await oauth_server.lenient()
-    platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN, BOB_TOKEN=BOB_TOKEN)
-    _write_servers(platform, oauth_server)
-    await platform.start(_owners_overrides(free_port(), idle=900.0))
-    await platform.process.wait_for(
-        "tools.per_owner", lambda e: e["server"] == "remote", timeout=30
-    )
+    await _start_owners(platform, oauth_server, idle=900.0)
     alice = await platform.connect(token=ALICE_TOKEN)
     clients.append(alice)
     assert (await _sign_in(await _own_auth_url(alice))).status_code == 200
