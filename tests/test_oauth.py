@@ -19,8 +19,11 @@ import pytest
 import yaml
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthToken
 
+from actors.errors import McpServerUnavailable
 from actors.gateway.oauth_callback import CallbackQuery, PendingAuthorizations, callback_page
-from actors.messages import OAuthRecord
+from actors.messages import CallTool, OAuthRecord
+from actors.tools import actor as tool_actor_module
+from actors.tools.actor import OAuthSetup, ToolActor
 from actors.tools.authorization import AuthCommandError, check_owner
 from actors.tools.mcp_client import (
     AuthorizationGate,
@@ -35,16 +38,23 @@ from actors.tools.mcp_client import (
     oauth_auth,
 )
 from actors.tools.mcp_client import oauth as oauth_module
+from bus.actor import Reply
+from bus.bus import Bus
+from bus.envelope import Envelope
+from bus.errors import RequestFailed
 from config.errors import ConfigInvalid
 from config.schema import (
     ConfigSnapshot,
+    ConnectionConfig,
     PlatformConfig,
     ServerEntry,
     ServerOAuth,
     ServersConfig,
+    ServerSettings,
 )
 from config.store import parse_servers
 from tests.integration.test_oauth import OAuthServer
+from tests.test_mcp_client import free_port
 
 REDIRECT = "http://localhost:8000/oauth/callback"
 
@@ -449,3 +459,105 @@ async def test_stored_tokens_are_used_and_a_due_one_refreshed_once_after_jitter(
     assert stats["refresh_requests"] == 1
     assert stats["refreshes"] == 1
     assert stats["authorizations"] == 1
+
+
+# -- owners' own connections (the ToolActor's routing) ---------------------------------------
+
+
+def _status_error(status: int) -> httpx2.HTTPStatusError:
+    request = httpx2.Request("POST", "http://127.0.0.1:9/mcp")
+    return httpx2.HTTPStatusError(
+        f"HTTP {status}", request=request, response=httpx2.Response(status, request=request)
+    )
+
+
+def _raised_from(error: BaseException, wrapper: BaseException) -> BaseException:
+    """``wrapper`` raised while ``error`` was handled (``error`` is its ``__context__``)."""
+    try:
+        try:
+            raise error
+        except type(error):
+            raise wrapper  # noqa: B904 - an implicit context is what is tested
+    except type(wrapper) as raised:
+        return raised
+
+
+def test_a_401_is_found_through_contexts_and_exception_groups() -> None:
+    """``_asks_authorization`` follows causes, contexts and exception-group members, and
+    ends on a cycle."""
+    wrapped = _raised_from(_status_error(401), RuntimeError("tools/list failed"))
+    assert wrapped.__cause__ is None  # reached through __context__ only
+    group = ExceptionGroup("unhandled errors in a TaskGroup", [ValueError("other"), wrapped])
+    assert tool_actor_module._asks_authorization(group)
+    outer = RuntimeError("connect failed")
+    outer.__cause__ = BaseExceptionGroup("nested", [ExceptionGroup("inner", [group])])
+    assert tool_actor_module._asks_authorization(outer)
+    assert tool_actor_module._asks_authorization(_status_error(403))
+    assert not tool_actor_module._asks_authorization(
+        ExceptionGroup("g", [_raised_from(_status_error(500), RuntimeError("x"))])
+    )
+    first, second = RuntimeError("a"), RuntimeError("b")
+    first.__cause__, second.__context__ = second, first  # a cycle ends the walk
+    assert not tool_actor_module._asks_authorization(first)
+
+
+def _tool_actor(owner: str = "", oauth: OAuthSetup | None = None) -> ToolActor:
+    return ToolActor(
+        "remote",
+        ServerEntry(url=f"http://127.0.0.1:{free_port()}/mcp"),
+        ServerSettings(),
+        ConnectionConfig(),
+        {},
+        Path.cwd(),
+        oauth=oauth,
+        owner=owner,
+    )
+
+
+async def test_a_watch_failing_as_the_idle_timer_fires_is_not_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An owner's connection whose watch fails in the same moment it is found idle: the
+    failure reaches the reconnect loop (it is not taken for an idle close)."""
+    actor = _tool_actor("alice", OAuthSetup(redirect_uri=REDIRECT))
+
+    async def watch_fails(conn: object) -> str:
+        raise RuntimeError("the stream broke")
+
+    async def idle_now() -> None:
+        return None
+
+    monkeypatch.setattr(actor, "_watch", watch_fails)
+    monkeypatch.setattr(actor, "_idle_out", idle_now)
+    with pytest.raises(RuntimeError, match="the stream broke"):
+        await actor._watch_or_idle(object())  # type: ignore[arg-type]
+
+
+async def test_forwarding_to_a_stopped_owner_connection_fails_the_request_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request handed to an owner's connection whose actor stopped (its mailbox gone,
+    ``NoSuchActor``: not a ``RequestError``) fails with a typed error; the server's
+    ToolActor goes on."""
+    bus = Bus()
+    parent, lane = _tool_actor(), _tool_actor("alice")
+    for actor in (parent, lane):  # the routing is tested: no connection is needed
+        monkeypatch.setattr(actor, "_own", asyncio.Event().wait)
+    parent_task = asyncio.create_task(parent.run(bus))
+    lane_task = asyncio.create_task(lane.run(bus))
+    await parent.wait_started()
+    await lane.wait_started()
+    lane.request_stop()
+    await lane_task
+    call = CallTool(
+        conversation_id="c", turn_id="t", call_id="1", tool="echo", arguments={}, owner="alice"
+    )
+    answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    await parent._forward(lane, call, Reply(parent, Envelope(call, reply_to=answer)))
+    with pytest.raises(RequestFailed) as failed:
+        await answer
+    assert isinstance(failed.value.__cause__, McpServerUnavailable)
+    assert "the connection of 'alice' did not answer (NoSuchActor)" in str(failed.value)
+    assert parent.running
+    parent.request_stop()
+    await parent_task

@@ -52,8 +52,11 @@ and its own states (``ServerStateChanged.owner``); this actor hands each owner's
 to it and keeps the shared state ``auth_required`` ("each user signs in for themselves").
 An owner's connection unused for ``owner_idle_timeout`` seconds is closed and reopened by
 the next request, which waits for it (like a renewed session), with the stored tokens;
-its tools stay offered meanwhile. (In this file "the owner" otherwise means the child task
-that holds a connection, below.)
+its tools stay offered meanwhile. Only the owners ``chat.websocket.auth.tokens`` lists
+now are served: an owner removed from it (a live change) has their connection's actor
+stopped at once (its calls in flight fail, its tokens leave memory) and their requests
+are refused from then on. (In this file "the owner" otherwise means the child task that
+holds a connection, below.)
 
 Beyond tools: after connecting, the owner also lists the server's prompts and resources
 (with templates) when the server declares them, re-lists each on its ``list_changed``
@@ -141,6 +144,7 @@ from actors.messages import (
     ElicitationClosed,
     ElicitationCompleted,
     ElicitationRequested,
+    GetConfig,
     GetPrompt,
     IconSpec,
     OwnersPresent,
@@ -350,6 +354,9 @@ FORWARD_TIMEOUT = 3600.0
 """Bound of a request handed to an owner's connection (its own timeouts end it sooner:
 a call's, a read's, the callback's)."""
 
+LANE_STOP_TIMEOUT = 10.0
+"""Seconds a removed owner's connection's actor may take to stop before it is cancelled."""
+
 PER_OWNER_MESSAGE = "each user signs in for themselves: use Connect"
 """The shared state's message of a per-owner server (each owner's own state follows)."""
 
@@ -426,6 +433,11 @@ class ToolActor(Actor[ToolInbox]):
         self._lanes: dict[str, ToolActor] | None = None
         """Each owner's own connection's actor, once the server asked for authorization
         (``None`` before: the shared connection is tried first, without credentials)."""
+        self._lane_tasks: dict[str, asyncio.Task[Any]] = {}
+        """The task running each owner's connection's actor (awaited when it is stopped)."""
+        self._owners: frozenset[str] = frozenset()
+        """The owners ``chat.websocket.auth.tokens`` lists now (read at start, updated
+        live): nobody else is served a connection of their own."""
         self._owners_seen: set[str] = set()
         """Owners with tabs open (``OwnersPresent``) before ``_lanes`` existed."""
         self._in_use = 0
@@ -487,6 +499,9 @@ class ToolActor(Actor[ToolInbox]):
 
     async def on_start(self) -> None:
         await self._publish_state("starting", None)
+        if self._per_owner:
+            # Read after this actor registered: every later change reaches its mailbox.
+            self._owners = _owners_of(await self.request(GetConfig()))
         self.spawn(self._own(), name="owner")
 
     async def on_stop(self) -> None:
@@ -505,6 +520,10 @@ class ToolActor(Actor[ToolInbox]):
                     self.spawn(self._relist(self._conn, listing), name=f"relist:{listing}")
             case ConfigChanged(snapshot=snapshot):
                 self._config_changed(snapshot.servers.mcp_servers.get(self.server), snapshot)
+                if self._per_owner:
+                    # Awaited here: no request handled after this change reaches a removed
+                    # owner's connection.
+                    await self._owners_changed(_owners_of(snapshot))
             case CompleteArgument():
                 conn = self._usable_connection("its arguments cannot be completed")
                 if conn is not None and conn.capabilities.completions is None:
@@ -559,6 +578,11 @@ class ToolActor(Actor[ToolInbox]):
         """Serving owners: hand an owner's request to their own connection's actor (made
         on first use), and a turn's cancel to every one. ``False``: handled here."""
         if isinstance(message, _OwnedRequest) and message.owner:
+            if message.owner not in self._owners:
+                raise McpServerUnavailable(
+                    f"MCP server {self.server!r}: {message.owner!r} is no longer a user of "
+                    "this platform (chat.websocket.auth.tokens)"
+                )
             lane = self._lane(message.owner)
             reply = self.defer_reply()
             self.spawn(self._forward(lane, message, reply), name=f"forward:{message.owner}")
@@ -574,11 +598,38 @@ class ToolActor(Actor[ToolInbox]):
         sign in, or ready) once this server is known to want authorization."""
         if not self._per_owner:
             return
+        known = [owner for owner in owners if owner in self._owners]
         if self._lanes is None:
-            self._owners_seen.update(owners)
+            self._owners_seen.update(known)
             return
-        for owner in owners:
+        for owner in known:
             self._lane(owner)
+
+    async def _owners_changed(self, owners: frozenset[str]) -> None:
+        """``chat.websocket.auth.tokens`` changed: the connections of owners no longer
+        listed are stopped (the gateway closes their tabs; a turn of theirs still running
+        is refused the server from now on)."""
+        gone = self._owners - owners
+        self._owners = owners
+        self._owners_seen &= owners
+        for owner in sorted(gone & (self._lanes or {}).keys()):
+            await self._retire(owner)
+
+    async def _retire(self, owner: str) -> None:
+        """Stop ``owner``'s connection's actor and wait for it: its queued requests are
+        handled, its calls in flight fail (``ActorStopped``, see :meth:`_forward`), its
+        connection closes, and its tokens leave memory with it."""
+        assert self._lanes is not None
+        lane = self._lanes.pop(owner)
+        task = self._lane_tasks.pop(owner)
+        lane.request_stop()
+        _, running = await asyncio.wait({task}, timeout=LANE_STOP_TIMEOUT)
+        if running:
+            task.cancel()  # stuck closing its connection: cut short
+            await asyncio.wait({task})
+        self.log.info(
+            "tools.owner_removed", server=self.server, owner=owner, stop_cut_short=bool(running)
+        )
 
     def _lane(self, owner: str) -> ToolActor:
         """The actor of ``owner``'s own connection (started on first use; a child task of
@@ -598,7 +649,7 @@ class ToolActor(Actor[ToolInbox]):
                 owner=owner,
             )
             self.log.info("tools.owner_connection", server=self.server, owner=owner)
-            self.spawn(lane.run(self.bus), name=f"owner:{owner}")
+            self._lane_tasks[owner] = self.spawn(lane.run(self.bus), name=f"owner:{owner}")
         return lane
 
     async def _forward(self, lane: ToolActor, message: _OwnedRequest, reply: Reply) -> None:
@@ -612,7 +663,9 @@ class ToolActor(Actor[ToolInbox]):
         except RequestFailed as exc:
             reply.fail(cause_of(exc))
             return
-        except RequestError as exc:
+        except BusError as exc:
+            # Not answered (stopped, crashed, timed out) or not even delivered (its mailbox
+            # closed: the owner was removed meanwhile): this request fails, not this actor.
             reply.fail(
                 McpServerUnavailable(
                     f"MCP server {self.server!r}: the connection of {message.owner!r} did "
@@ -688,7 +741,9 @@ class ToolActor(Actor[ToolInbox]):
             for task in (watch, idle):
                 task.cancel()
             await asyncio.gather(watch, idle, return_exceptions=True)
-        if idle.cancelled():
+        if not watch.cancelled():
+            # The watch ended (maybe as the idle timer fired): its reason or failure wins,
+            # so a server that went away is not taken for an idle close.
             return watch.result()
         await self._set_connection(None)
         return None
@@ -1871,16 +1926,32 @@ _URL_ELICITATIONS_KEPT = 100
 """URL elicitations remembered (accepted and not complete; completed ids)."""
 
 
+_CAUSES_WALKED = 50
+"""Exceptions :func:`_asks_authorization` looks at, at most (chains and groups nest)."""
+
+
 def _asks_authorization(exc: BaseException) -> bool:
-    """Whether a failure was caused by HTTP 401 or 403 (the server wants credentials)."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, httpx2.HTTPStatusError) and seen.response.status_code in (401, 403):
+    """Whether a failure was caused by HTTP 401 or 403 (the server wants credentials):
+    ``exc``, its causes and contexts, and the members of exception groups (the SDK's task
+    groups wrap what failed), each looked at once, at most :data:`_CAUSES_WALKED`."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending and len(seen) < _CAUSES_WALKED:
+        error = pending.pop(0)
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, httpx2.HTTPStatusError) and error.response.status_code in (401, 403):
             return True
-        seen = seen.__cause__
+        if isinstance(error, BaseExceptionGroup):
+            pending += error.exceptions
+        pending += [e for e in (error.__cause__, error.__context__) if e is not None]
     return False
+
+
+def _owners_of(snapshot: ConfigSnapshot) -> frozenset[str]:
+    """The owners ``chat.websocket.auth.tokens`` lists."""
+    return frozenset(token.owner for token in snapshot.config.chat.websocket.auth.tokens)
 
 
 def _openable(url: str) -> bool:
