@@ -561,3 +561,21 @@ async def test_forwarding_to_a_stopped_owner_connection_fails_the_request_only(
     assert parent.running
     parent.request_stop()
     await parent_task
+
+
+async def test_an_owner_not_listed_is_refused_a_connection_of_their_own() -> None:
+    """Serving owners, the server's ToolActor refuses the requests of an owner that
+    ``chat.websocket.auth.tokens`` no longer lists (no connection is made for them), and
+    opens none for their tabs."""
+    actor = _tool_actor(oauth=OAuthSetup(redirect_uri=REDIRECT, per_owner=True))
+    lanes: dict[str, ToolActor] = {}
+    actor._lanes, actor._owners = lanes, frozenset({"bob"})
+    call = CallTool(
+        conversation_id="c", turn_id="t", call_id="1", tool="echo", arguments={}, owner="alice"
+    )
+    with pytest.raises(McpServerUnavailable, match="'alice' is no longer a user"):
+        actor._route(call, lanes)
+    actor._lanes = None
+    actor._owners_present(("alice", "bob"))
+    assert actor._owners_seen == {"bob"}
+    assert lanes == {}

@@ -9,7 +9,9 @@ stops one (its tools leave the model's list at once), an edited entry restarts i
 for ``require_approval``, which the orchestrator reads at each call, and ``roots`` and
 ``settings.logLevel``, which the ToolActor applies to its live connection). Turning
 WebSocket authentication (``chat.websocket.auth``) on or off restarts the OAuth servers
-whose owners sign in for themselves (``oauth.per_owner``).
+whose owners sign in for themselves (``oauth.per_owner``); a change of the owners only
+(one added or removed) restarts nothing: each such server's ToolActor stops a removed
+owner's connection itself.
 Unchanged servers keep their connections. The built-in ``platform`` server
 (``actors/tools/platform_server.py``) is always wanted: it has no entry in the file (its name
 is reserved there) and is restarted only when what it is built from changes.

@@ -40,7 +40,7 @@ import pytest
 from tests import postgres as pg
 from tests.integration.chat import ChatClient, ChatPlatform
 from tests.integration.conftest import ENTRY_POINT
-from tests.scripted_llm import Reply, ToolCall
+from tests.scripted_llm import Done, Finish, Gate, Reply, ToolCall, ToolCallDelta
 from tests.test_mcp_client import HTTPServerProcess, free_port
 
 OAUTH_SERVER = Path(__file__).resolve().parents[1] / "oauth_server.py"
@@ -781,3 +781,52 @@ async def test_a_server_asking_from_tools_list_on_is_per_owner_too(
 
 def _uris(frame: dict[str, Any]) -> set[str]:
     return {str(r["uri"]) for r in frame["resources"]}
+
+
+async def test_a_removed_owner_loses_their_connection_at_once(
+    chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer
+) -> None:
+    """Alice removed from ``chat.websocket.auth.tokens`` (a live change): her connection's
+    actor stops at once (``tools.owner_removed``), and her turn still running cannot use
+    it: its tool call fails and never reaches the server with her token."""
+    platform, clients = chat
+    await _start_owners(platform, oauth_server, idle=900.0)
+    alice = await platform.connect(token=ALICE_TOKEN)
+    clients.append(alice)
+    await oauth_server.subject("alice")
+    assert (await _sign_in(await _own_auth_url(alice))).status_code == 200
+    await _status(alice, "ready")
+
+    # Alice's turn is held just before its tool call: the model's stream waits at a gate.
+    gate = Gate()
+    llm.script(
+        Reply.stream(
+            ToolCallDelta(0, "late", "remote__echo", ""),
+            ToolCallDelta(0, arguments='{"text": "late"}'),
+            gate,
+            Finish("tool_calls"),
+            Done(),
+        ),
+        Reply.text("Could not echo."),
+    )
+    mark = len(platform.process.events)
+    await alice.send({"type": "user_message", "message": "echo, slowly"})
+    await gate.reached.wait()
+
+    overrides = _owners_overrides(platform.port, idle=900.0)
+    overrides["chat"]["websocket"]["auth"] = {
+        "tokens": [{"owner": "bob", "token_env": "BOB_TOKEN"}]
+    }
+    platform.write_runtime_config(overrides)
+    removed = await platform.process.wait_for(
+        "tools.owner_removed", lambda e: e["server"] == "remote", after=mark, timeout=30
+    )
+    assert removed["owner"] == "alice"
+    assert not removed["stop_cut_short"]
+
+    gate.open()
+    await platform.process.wait_for("turn.finished", after=mark, timeout=30)
+    # Her tools left with her connection: the call is refused before any server.
+    [result] = [m for m in llm.requests[-1].json["messages"] if m["role"] == "tool"]
+    assert result["content"].startswith("Error:")
+    assert "alice" not in (await oauth_server.subjects()).get("echo", {})
