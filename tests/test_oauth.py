@@ -38,6 +38,7 @@ from actors.tools.mcp_client import (
     oauth_auth,
 )
 from actors.tools.mcp_client import oauth as oauth_module
+from actors.tools.owners import OwnerConnections
 from bus.actor import Reply
 from bus.bus import Bus
 from bus.envelope import Envelope
@@ -553,7 +554,7 @@ async def test_forwarding_to_a_stopped_owner_connection_fails_the_request_only(
         conversation_id="c", turn_id="t", call_id="1", tool="echo", arguments={}, owner="alice"
     )
     answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    await parent._forward(lane, call, Reply(parent, Envelope(call, reply_to=answer)))
+    await parent._owners._forward(lane, call, Reply(parent, Envelope(call, reply_to=answer)))
     with pytest.raises(RequestFailed) as failed:
         await answer
     assert isinstance(failed.value.__cause__, McpServerUnavailable)
@@ -564,18 +565,22 @@ async def test_forwarding_to_a_stopped_owner_connection_fails_the_request_only(
 
 
 async def test_an_owner_not_listed_is_refused_a_connection_of_their_own() -> None:
-    """Serving owners, the server's ToolActor refuses the requests of an owner that
+    """Serving owners, a server's ToolActor refuses the requests of an owner that
     ``chat.websocket.auth.tokens`` no longer lists (no connection is made for them), and
     opens none for their tabs."""
-    actor = _tool_actor(oauth=OAuthSetup(redirect_uri=REDIRECT, per_owner=True))
-    lanes: dict[str, ToolActor] = {}
-    actor._lanes, actor._owners = lanes, frozenset({"bob"})
+    made: list[str] = []
+
+    def make_lane(owner: str) -> ToolActor:
+        made.append(owner)
+        return _tool_actor(owner)
+
+    owners = OwnerConnections(_tool_actor(), "remote", make_lane)
+    owners.owners = frozenset({"bob"})
+    owners.present(("alice", "bob"))  # before the server asked: remembered, bob only
+    assert owners.serve() == 1
     call = CallTool(
         conversation_id="c", turn_id="t", call_id="1", tool="echo", arguments={}, owner="alice"
     )
     with pytest.raises(McpServerUnavailable, match="'alice' is no longer a user"):
-        actor._route(call, lanes)
-    actor._lanes = None
-    actor._owners_present(("alice", "bob"))
-    assert actor._owners_seen == {"bob"}
-    assert lanes == {}
+        owners.route(call)
+    assert made == []

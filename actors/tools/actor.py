@@ -55,8 +55,8 @@ the next request, which waits for it (like a renewed session), with the stored t
 its tools stay offered meanwhile. Only the owners ``chat.websocket.auth.tokens`` lists
 now are served: an owner removed from it (a live change) has their connection's actor
 stopped at once (its calls in flight fail, its tokens leave memory) and their requests
-are refused from then on. (In this file "the owner" otherwise means the child task that
-holds a connection, below.)
+are refused from then on. The routing and the idle clock are in ``owners.py``. (In this
+file "the owner" otherwise means the child task that holds a connection, below.)
 
 Beyond tools: after connecting, the owner also lists the server's prompts and resources
 (with templates) when the server declares them, re-lists each on its ``list_changed``
@@ -108,7 +108,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +185,7 @@ from actors.tools.mcp_client import (
     connect_server,
     oauth_auth,
 )
+from actors.tools.owners import IdleClock, OwnedRequest, OwnerConnections, owners_of
 from actors.tools.platform_server import (
     CONVERSATION_META_KEY,
     USER_META_KEY,
@@ -350,17 +351,8 @@ class OAuthSetup:
 AUTHORIZATION_EXCHANGE_TIMEOUT = 30.0
 """Seconds the callback page waits for the code to be exchanged for tokens."""
 
-FORWARD_TIMEOUT = 3600.0
-"""Bound of a request handed to an owner's connection (its own timeouts end it sooner:
-a call's, a read's, the callback's)."""
-
-LANE_STOP_TIMEOUT = 10.0
-"""Seconds a removed owner's connection's actor may take to stop before it is cancelled."""
-
 PER_OWNER_MESSAGE = "each user signs in for themselves: use Connect"
 """The shared state's message of a per-owner server (each owner's own state follows)."""
-
-_OwnedRequest = CallTool | GetPrompt | ReadResource | CompleteArgument | CompleteAuthorization
 
 _ToolMessages = (
     _Relist
@@ -430,22 +422,11 @@ class ToolActor(Actor[ToolInbox]):
         self._per_owner = oauth is not None and oauth.per_owner and not owner
         """This is the server's ToolActor, and each owner may get a connection of their
         own once the server asks for authorization."""
-        self._lanes: dict[str, ToolActor] | None = None
-        """Each owner's own connection's actor, once the server asked for authorization
-        (``None`` before: the shared connection is tried first, without credentials)."""
-        self._lane_tasks: dict[str, asyncio.Task[Any]] = {}
-        """The task running each owner's connection's actor (awaited when it is stopped)."""
-        self._owners: frozenset[str] = frozenset()
-        """The owners ``chat.websocket.auth.tokens`` lists now (read at start, updated
-        live): nobody else is served a connection of their own."""
-        self._owners_seen: set[str] = set()
-        """Owners with tabs open (``OwnersPresent``) before ``_lanes`` existed."""
-        self._in_use = 0
-        """Calls and reads running (an owner's connection is not idle meanwhile)."""
-        self._touched = asyncio.Event()
-        """Set whenever a call or read starts or ends (the idle clock starts over)."""
-        self._wake = asyncio.Event()
-        """Set by every request: an idle-closed owner's connection reopens."""
+        self._owners = OwnerConnections(self, server, self._owner_lane)
+        """Each owner's own connection, once the server asked for authorization (a
+        per-owner server's ToolActor only; see ``owners.py``)."""
+        self._clock = IdleClock()
+        """The uses of this connection (an owner's own closes when idle)."""
         self._auth: PlatformOAuth | None = None
         """Built at the first connect (a missing ``${VAR}`` is a connect failure)."""
         self._gate = AuthorizationGate(
@@ -501,20 +482,21 @@ class ToolActor(Actor[ToolInbox]):
         await self._publish_state("starting", None)
         if self._per_owner:
             # Read after this actor registered: every later change reaches its mailbox.
-            self._owners = _owners_of(await self.request(GetConfig()))
+            self._owners.owners = owners_of(await self.request(GetConfig()))
         self.spawn(self._own(), name="owner")
 
     async def on_stop(self) -> None:
         await self._publish_state("stopped", None)
 
     async def handle(self, message: ToolInbox) -> None:
-        if self._lanes is not None and self._route(message, self._lanes):
+        if self._owners.route(message):
             return
-        if isinstance(message, _OwnedRequest):
-            self._wake.set()  # an owner's idle-closed connection reopens (see _own)
+        if isinstance(message, OwnedRequest):
+            self._clock.wake.set()  # an owner's idle-closed connection reopens (see _own)
         match message:
             case OwnersPresent(owners=owners):
-                self._owners_present(owners)
+                if self._per_owner:
+                    self._owners.present(owners)
             case _Relist(listing=listing):
                 if self._conn is not None:
                     self.spawn(self._relist(self._conn, listing), name=f"relist:{listing}")
@@ -523,7 +505,7 @@ class ToolActor(Actor[ToolInbox]):
                 if self._per_owner:
                     # Awaited here: no request handled after this change reaches a removed
                     # owner's connection.
-                    await self._owners_changed(_owners_of(snapshot))
+                    await self._owners.owners_changed(owners_of(snapshot))
             case CompleteArgument():
                 conn = self._usable_connection("its arguments cannot be completed")
                 if conn is not None and conn.capabilities.completions is None:
@@ -531,7 +513,7 @@ class ToolActor(Actor[ToolInbox]):
                         f"MCP server {self.server!r} does not offer argument completion"
                     )
                 reply = self.defer_reply()
-                self.spawn(self._used(self._complete(conn, message, reply)), name="complete")
+                self.spawn(self._clock.used(self._complete(conn, message, reply)), name="complete")
             case CallTool():
                 if (self._conn is None and not self._renewing) or self._status != "ready":
                     raise McpServerUnavailable(
@@ -546,7 +528,7 @@ class ToolActor(Actor[ToolInbox]):
                 # right after this message must find it.
                 running = _RunningCall(message, CallClock())
                 self._running[_call_key(message)] = running
-                self.spawn(self._used(self._call(conn, running, reply)), name=message.call_id)
+                self.spawn(self._clock.used(self._call(conn, running, reply)), name=message.call_id)
             case CancelToolCalls(turn_id=turn_id):
                 for running in list(self._running.values()):
                     if running.call.turn_id == turn_id:
@@ -555,14 +537,15 @@ class ToolActor(Actor[ToolInbox]):
                 conn = self._usable_connection("its prompts cannot be used")
                 reply = self.defer_reply()
                 self.spawn(
-                    self._used(self._get_prompt(conn, message, reply)),
+                    self._clock.used(self._get_prompt(conn, message, reply)),
                     name=f"prompt:{message.name}",
                 )
             case ReadResource():
                 conn = self._usable_connection("its resources cannot be read")
                 reply = self.defer_reply()
                 self.spawn(
-                    self._used(self._read_resource(conn, message, reply)), name="read_resource"
+                    self._clock.used(self._read_resource(conn, message, reply)),
+                    name="read_resource",
                 )
             case AnswerElicitation():
                 self._answer_question(message)
@@ -574,140 +557,28 @@ class ToolActor(Actor[ToolInbox]):
 
     # -- owners' own connections (per-owner OAuth) ----------------------------------------
 
-    def _route(self, message: ToolInbox, lanes: dict[str, ToolActor]) -> bool:
-        """Serving owners: hand an owner's request to their own connection's actor (made
-        on first use), and a turn's cancel to every one. ``False``: handled here."""
-        if isinstance(message, _OwnedRequest) and message.owner:
-            if message.owner not in self._owners:
-                raise McpServerUnavailable(
-                    f"MCP server {self.server!r}: {message.owner!r} is no longer a user of "
-                    "this platform (chat.websocket.auth.tokens)"
-                )
-            lane = self._lane(message.owner)
-            reply = self.defer_reply()
-            self.spawn(self._forward(lane, message, reply), name=f"forward:{message.owner}")
-            return True
-        if isinstance(message, CancelToolCalls):
-            for lane in lanes.values():
-                self.spawn(self._pass_on(lane, message), name=f"cancel:{lane.name}")
-            return True
-        return False
-
-    def _owners_present(self, owners: tuple[str, ...]) -> None:
-        """Owners with tabs open: each gets their own connection (and so their own state:
-        sign in, or ready) once this server is known to want authorization."""
-        if not self._per_owner:
-            return
-        known = [owner for owner in owners if owner in self._owners]
-        if self._lanes is None:
-            self._owners_seen.update(known)
-            return
-        for owner in known:
-            self._lane(owner)
-
-    async def _owners_changed(self, owners: frozenset[str]) -> None:
-        """``chat.websocket.auth.tokens`` changed: the connections of owners no longer
-        listed are stopped (the gateway closes their tabs; a turn of theirs still running
-        is refused the server from now on)."""
-        gone = self._owners - owners
-        self._owners = owners
-        self._owners_seen &= owners
-        for owner in sorted(gone & (self._lanes or {}).keys()):
-            await self._retire(owner)
-
-    async def _retire(self, owner: str) -> None:
-        """Stop ``owner``'s connection's actor and wait for it: its queued requests are
-        handled, its calls in flight fail (``ActorStopped``, see :meth:`_forward`), its
-        connection closes, and its tokens leave memory with it."""
-        assert self._lanes is not None
-        lane = self._lanes.pop(owner)
-        task = self._lane_tasks.pop(owner)
-        lane.request_stop()
-        _, running = await asyncio.wait({task}, timeout=LANE_STOP_TIMEOUT)
-        if running:
-            task.cancel()  # stuck closing its connection: cut short
-            await asyncio.wait({task})
-        self.log.info(
-            "tools.owner_removed", server=self.server, owner=owner, stop_cut_short=bool(running)
-        )
-
-    def _lane(self, owner: str) -> ToolActor:
-        """The actor of ``owner``'s own connection (started on first use; a child task of
-        this actor, stopped with it)."""
-        assert self._lanes is not None
-        lane = self._lanes.get(owner)
-        if lane is None:
-            lane = self._lanes[owner] = ToolActor(
-                self.server,
-                self._entry,
-                self._settings,
-                self._connection_config,
-                self._env,
-                self._config_dir,
-                elicitation_timeout=self._elicitation_timeout,
-                oauth=self._oauth_setup,
-                owner=owner,
-            )
-            self.log.info("tools.owner_connection", server=self.server, owner=owner)
-            self._lane_tasks[owner] = self.spawn(lane.run(self.bus), name=f"owner:{owner}")
-        return lane
-
-    async def _forward(self, lane: ToolActor, message: _OwnedRequest, reply: Reply) -> None:
-        """One request, answered by the owner's connection (its errors as they are)."""
-        # No suspension once the lane runs: this reaches its mailbox before a cancel
-        # handled after it (see _pass_on).
-        await lane.wait_started()
-        try:
-            forwarded: Request[Any] = message
-            result = await self.request(forwarded, to=lane.name, timeout=FORWARD_TIMEOUT)
-        except RequestFailed as exc:
-            reply.fail(cause_of(exc))
-            return
-        except BusError as exc:
-            # Not answered (stopped, crashed, timed out) or not even delivered (its mailbox
-            # closed: the owner was removed meanwhile): this request fails, not this actor.
-            reply.fail(
-                McpServerUnavailable(
-                    f"MCP server {self.server!r}: the connection of {message.owner!r} did "
-                    f"not answer ({type(exc).__name__})"
-                )
-            )
-            return
-        reply.resolve(result)
-
-    async def _pass_on(self, lane: ToolActor, message: CancelToolCalls) -> None:
-        await lane.wait_started()
-        try:
-            self.bus.offer(lane.name, message, sender=self.name)
-        except BusError:
-            self.log.warning("tools.cancel_dropped", server=self.server, to=lane.name)
-
     async def _serve_owners(self, error: str) -> None:
         """The shared connection, tried without credentials, was asked for them: from now
         on each owner has their own connection (and tokens)."""
-        self._lanes = {}
-        self.log.info(
-            "tools.per_owner", server=self.server, owners=len(self._owners_seen), reason=error
-        )
+        seen = self._owners.serve()
+        self.log.info("tools.per_owner", server=self.server, owners=seen, reason=error)
         await self._set_connection(None, failed=True)
         await self._publish_state("auth_required", PER_OWNER_MESSAGE)
-        for owner in sorted(self._owners_seen):
-            self._lane(owner)
-        self._owners_seen.clear()
+        self._owners.open_seen()
 
-    def _used(self, work: Awaitable[None]) -> Coroutine[Any, Any, None]:
-        """``work`` (a call or read, spawned right away) counts as a use of the connection
-        from now on: an owner's connection is not closed as idle under it."""
-        self._in_use += 1
-        self._touched.set()
-        return self._using(work)
-
-    async def _using(self, work: Awaitable[None]) -> None:
-        try:
-            await work
-        finally:
-            self._in_use -= 1
-            self._touched.set()
+    def _owner_lane(self, owner: str) -> ToolActor:
+        """The actor of ``owner``'s own connection (run by :class:`OwnerConnections`)."""
+        return ToolActor(
+            self.server,
+            self._entry,
+            self._settings,
+            self._connection_config,
+            self._env,
+            self._config_dir,
+            elicitation_timeout=self._elicitation_timeout,
+            oauth=self._oauth_setup,
+            owner=owner,
+        )
 
     async def _idle_out(self) -> None:
         """Return once nothing used the connection for ``owner_idle_timeout`` seconds,
@@ -715,18 +586,9 @@ class ToolActor(Actor[ToolInbox]):
         the one :meth:`_own` reopens (decided without a suspension in between, so none
         takes the connection being closed)."""
         assert self._oauth_setup is not None
-        idle = self._oauth_setup.owner_idle_timeout
-        while True:
-            self._touched.clear()
-            try:
-                async with asyncio.timeout(idle):
-                    await self._touched.wait()
-            except TimeoutError:
-                if not self._in_use and not self._questions:
-                    self._renewing = True
-                    self._wake.clear()
-                    self._conn = None  # the waiters are told by _watch_or_idle
-                    return
+        await self._clock.idle(self._oauth_setup.owner_idle_timeout, lambda: bool(self._questions))
+        self._renewing = True
+        self._conn = None  # the waiters are told by _watch_or_idle
 
     async def _watch_or_idle(self, conn: ServerConnection) -> str | None:
         """:meth:`_watch`; an owner's connection also ends after being idle (``None``):
@@ -1051,7 +913,7 @@ class ToolActor(Actor[ToolInbox]):
                     if self._oauth_setup
                     else None,
                 )
-                await self._wake.wait()
+                await self._clock.wake.wait()
                 self.log.info("tools.owner_reopening", server=self.server, owner=self._owner)
                 continue
             if renew:
@@ -1267,7 +1129,7 @@ class ToolActor(Actor[ToolInbox]):
                 and self._conn is not None
                 and self._conn.capabilities.completions is not None,
                 owner=self._owner,
-                per_owner=self._lanes is not None,
+                per_owner=self._owners.serving,
             )
         )
 
@@ -1947,11 +1809,6 @@ def _asks_authorization(exc: BaseException) -> bool:
             pending += error.exceptions
         pending += [e for e in (error.__cause__, error.__context__) if e is not None]
     return False
-
-
-def _owners_of(snapshot: ConfigSnapshot) -> frozenset[str]:
-    """The owners ``chat.websocket.auth.tokens`` lists."""
-    return frozenset(token.owner for token in snapshot.config.chat.websocket.auth.tokens)
 
 
 def _openable(url: str) -> bool:
