@@ -455,6 +455,9 @@ class ConversationTitled(Message):
     type: Literal["conversation_titled"] = "conversation_titled"
     conversation_id: str
     title: str
+    saved: bool = False
+    """The conversation was saved under this title (its name): it is exempt from retention
+    from now on (the tabs showing it, on every replica, show it saved)."""
 
 
 class SetProvider(Request[None]):

@@ -1000,8 +1000,10 @@ class GatewayActor(Actor[GatewayInbox]):
                 if tools != self._tools:
                     self._tools = tools
                     self._send_tools_changed()
-            case ConversationTitled(conversation_id=cid, title=title):
-                titled = SessionTitleFrame(conversation_id=cid, title=title)
+            case ConversationTitled(conversation_id=cid, title=title, saved=saved):
+                titled = SessionTitleFrame(
+                    conversation_id=cid, title=title, saved=True if saved else None
+                )
                 for conn in self._by_conversation.get(cid, ()):
                     conn.send_frame(titled)
             case ConversationProviderChosen(conversation_id=cid, provider=provider):

@@ -10,7 +10,8 @@ scripted reply). Proved here:
 - each replica's ``/readyz`` reports its broker connection;
 - a conversation started on one replica continues on another, and a tab on a third sees
   the turn live (thinking, deltas, the final answer); a title given on one replica
-  reaches the conversation's tabs on the others (``session_title``);
+  reaches the conversation's tabs on the others (``session_title``), and so does a
+  save (``saved: true``);
 - interest routing: a turn's live events reach only the replicas with a tab on its
   conversation (a replica whose tabs show other conversations receives its
   ``turn_state_changed`` events only); ``/healthz`` counts the turns this replica runs
@@ -253,6 +254,18 @@ async def test_a_conversation_continues_on_another_replica_and_a_third_sees_it_l
     for client in (first, watcher, third):
         titled = await client.expect("session_title", timeout=20)
         assert (titled["conversation_id"], titled["title"]) == (conversation_id, "Across")
+    # Saved on r2: the tabs on every replica show it saved, under its name.
+    await third.send({"type": "save_session", "name": "Kept across"})
+    for client in (first, watcher, third):
+        titled = await client.expect("session_title", timeout=20)
+        assert titled == {
+            "type": "session_title",
+            "conversation_id": conversation_id,
+            "title": "Kept across",
+            "saved": True,
+        }
+    if not [f for f in third.frames if f["type"] == "session_saved"]:
+        await third.expect("session_saved", timeout=20)
 
 
 async def test_live_events_go_only_to_replicas_with_a_tab_on_the_conversation(
