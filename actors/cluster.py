@@ -95,6 +95,7 @@ __all__ = [
     "BrokerAnnouncer",
     "ChatErrorCodec",
     "ClusterView",
+    "DeltaOffsets",
     "TurnRoutes",
     "conversation_topic",
     "lease_holder",
@@ -166,8 +167,47 @@ def merge_events(previous: BaseModel, message: BaseModel) -> BaseModel | None:
             turn_id=previous.turn_id,
             kind=previous.kind,
             text=previous.text + message.text,
+            offset=previous.offset,
         )
     return None
+
+
+_OFFSETS_KEPT = 4096
+"""Turns whose delta offsets :class:`DeltaOffsets` keeps at most (a turn whose end never
+comes must not hold its counters forever): the oldest goes first."""
+
+
+class DeltaOffsets:
+    """The bridge's ``prepare``: stamps each delta this replica sends to the others with
+    its ``offset`` in the turn's text of its kind (every delta of a turn running here is
+    forwarded, in order, whether or not another replica listens), and forgets the turn
+    at its ``TurnFinished``. The receiving gateway places a tab attaching mid-turn by it:
+    after the text read from the database, each character once."""
+
+    def __init__(self) -> None:
+        self._chars: dict[str, list[int]] = {}
+        """Turn id -> the characters sent so far: [content, thinking]."""
+
+    def __call__(self, message: BaseModel) -> BaseModel:
+        if type(message) is AssistantDelta:
+            chars = self._chars.get(message.turn_id)
+            if chars is None:
+                chars = self._chars[message.turn_id] = [0, 0]
+                if len(self._chars) > _OFFSETS_KEPT:
+                    del self._chars[next(iter(self._chars))]
+            index = 0 if message.kind == "content" else 1
+            offset = chars[index]
+            chars[index] = offset + len(message.text)
+            return AssistantDelta.model_construct(
+                conversation_id=message.conversation_id,
+                turn_id=message.turn_id,
+                kind=message.kind,
+                text=message.text,
+                offset=offset,
+            )
+        if type(message) is TurnFinished:
+            self._chars.pop(message.turn_id, None)
+        return message
 
 
 _ROUTED = (CancelTurn, AnswerToolApproval, AnswerElicitation)

@@ -839,6 +839,11 @@ class AssistantDelta(Message):
     turn_id: str
     kind: Literal["content", "thinking"]
     text: str
+    offset: int | None = None
+    """The characters of this kind the turn's deltas had before this one: set by the
+    replica running the turn when it sends the delta to the others (``cluster``), so a
+    tab attaching mid-turn there gets each character once after the text it read from
+    the database (``None``: a delta of this replica)."""
 
 
 FinishReason = Literal["stop", "length", "tool_hops_exceeded", "cancelled", "error"]

@@ -160,6 +160,8 @@ class NatsBridge:
             ``"closed"`` (for ``/readyz``).
         merge: Two neighbouring events of one topic's batch as one (``None``: kept
             apart); see the module note.
+        prepare: What a local shared event is sent as (e.g. stamped with what only
+            its replica knows); ``None``: as it is.
         batch_seconds: How long a topic's events wait to be published together.
     """
 
@@ -178,6 +180,7 @@ class NatsBridge:
         token: str | None = None,
         on_state: Callable[[str], None] | None = None,
         merge: Callable[[BaseModel, BaseModel], BaseModel | None] | None = None,
+        prepare: Callable[[BaseModel], BaseModel] | None = None,
         batch_seconds: float = _BATCH_SECONDS,
     ) -> None:
         self._bus = bus
@@ -209,6 +212,7 @@ class NatsBridge:
         """A forward failure was logged since the last (re)connect (one per outage)."""
         self._closing = False
         self._merge = merge
+        self._prepare = prepare
         self._batch_seconds = batch_seconds
         self._batches: dict[str, list[BaseModel]] = {}
         """Topic subject -> the events forwarded on it and not published yet, in order."""
@@ -394,6 +398,8 @@ class NatsBridge:
     async def forward(self, message: BaseModel) -> None:
         """Publish a local shared event to the other replicas (see the module note)."""
         self._router.observe(message, self.replica)
+        if self._prepare is not None:
+            message = self._prepare(message)
         nc = self._nc
         if nc is None:
             return

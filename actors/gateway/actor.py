@@ -349,16 +349,47 @@ its orchestrator having crashed, must not hold its text forever): the oldest goe
 class _AnswerText:
     """The text of one running turn's deltas, kept for its ``assistant_message``: a
     streamed answer's TurnFinished does not carry the text again, only its length, and
-    the answer is the tail of the turn's deltas (earlier hops' text comes before it)."""
+    the answer is the tail of the turn's deltas (earlier hops' text comes before it).
 
-    __slots__ = ("content", "thinking")
+    Another replica's deltas carry their ``offset`` in the turn's text: the parts kept
+    are then where it says (``start``: the offset of the first), so a tab attaching
+    mid-turn gets what follows the text it read (:class:`_Resume`), and a gap (the
+    conversation unwatched for a while) restarts the parts there rather than joining
+    text that is not contiguous."""
+
+    __slots__ = ("chars", "content", "start", "thinking")
 
     def __init__(self) -> None:
         self.content: list[str] = []
         self.thinking: list[str] = []
+        self.start: dict[str, int] = {}
+        """Kind -> the offset of its first part (another replica's deltas only)."""
+        self.chars: dict[str, int] = {"content": 0, "thinking": 0}
 
-    def add(self, kind: str, text: str) -> None:
-        (self.content if kind == "content" else self.thinking).append(text)
+    def add(self, kind: str, text: str, offset: int | None = None) -> None:
+        parts = self.content if kind == "content" else self.thinking
+        if offset is not None:
+            start = self.start.get(kind)
+            if start is None or offset != start + self.chars[kind]:
+                parts.clear()
+                self.start[kind] = offset
+                self.chars[kind] = 0
+        parts.append(text)
+        self.chars[kind] += len(text)
+
+    def after(self, kind: str, chars: int) -> str:
+        """The text kept past the turn's first ``chars`` characters of ``kind`` (all of
+        it when it starts later: the characters between were missed)."""
+        start = self.start.get(kind)
+        if start is None:
+            return ""
+        text = "".join(self.content if kind == "content" else self.thinking)
+        return text[max(chars - start, 0) :]
+
+    def end(self, kind: str) -> int | None:
+        """Where the kept text of ``kind`` ends in the turn's (``None``: not known)."""
+        start = self.start.get(kind)
+        return None if start is None else start + self.chars[kind]
 
     def answer(self, streamed: StreamedText) -> tuple[str, str | None] | None:
         """The answer's text and reasoning, or None when this gateway did not see all of
@@ -368,6 +399,26 @@ class _AnswerText:
         if content is None or thinking is None:
             return None
         return content, thinking or None
+
+
+class _Resume:
+    """A tab that attached in the middle of another replica's turn: it has the turn's
+    text up to ``seen`` (by kind), read from the database or sent since; a delta is cut
+    to what lies past it (an offset before it was in the text read)."""
+
+    __slots__ = ("seen", "turn_id")
+
+    def __init__(self, turn_id: str, seen: dict[str, int]) -> None:
+        self.turn_id = turn_id
+        self.seen = seen
+
+    def cut(self, kind: str, offset: int, text: str) -> str:
+        seen = self.seen.get(kind, 0)
+        end = offset + len(text)
+        if end <= seen:
+            return ""
+        self.seen[kind] = end
+        return text[max(seen - offset, 0) :]
 
 
 def _tail(parts: list[str], chars: int) -> str | None:
@@ -385,6 +436,7 @@ class _Connection:
         "_closing",
         "_model_label",
         "_outbox",
+        "catch_up",
         "connected_at",
         "conversation_id",
         "credential",
@@ -395,6 +447,7 @@ class _Connection:
         "id",
         "original",
         "owner",
+        "resume",
         "send_error",
         "undecided",
         "writer",
@@ -422,6 +475,10 @@ class _Connection:
         self.credential = credential
         """The token it authenticated with (checked again when the tokens change)."""
         self.conversation_id: str | None = None
+        self.resume: _Resume | None = None
+        """Set while it shows, from the middle, a turn running on another replica."""
+        self.catch_up: list[tuple[str, str, str]] = []
+        """Deltas (turn id, kind, text) to send after its next ``session_info``."""
         self.connected_at = time.monotonic()
         self.frames_sent = 0
         self.deltas_merged = 0
@@ -904,15 +961,21 @@ class GatewayActor(Actor[GatewayInbox]):
 
     async def handle(self, message: GatewayInbox) -> None:
         match message:
-            case AssistantDelta(conversation_id=cid, turn_id=turn_id, kind=kind, text=text):
+            case AssistantDelta(
+                conversation_id=cid, turn_id=turn_id, kind=kind, text=text, offset=offset
+            ):
                 answer = self._answers.get(turn_id)
                 if answer is None:
                     answer = self._answers[turn_id] = _AnswerText()
                     if len(self._answers) > MAX_ANSWERS_KEPT:
                         del self._answers[next(iter(self._answers))]
-                answer.add(kind, text)
+                answer.add(kind, text, offset)
                 for conn in self._by_conversation.get(cid, ()):
-                    conn.send_delta(turn_id, kind, text)
+                    resume = conn.resume
+                    if resume is None or offset is None or resume.turn_id != turn_id:
+                        conn.send_delta(turn_id, kind, text)
+                    elif rest := resume.cut(kind, offset, text):
+                        conn.send_delta(turn_id, kind, rest)
             case TurnFinished():
                 await self._turn_finished(message)
             case ToolExecutionEvent():
@@ -1056,6 +1119,8 @@ class GatewayActor(Actor[GatewayInbox]):
             )
         )
         for conn in self._by_conversation.get(cid, ()):
+            if conn.resume is not None and conn.resume.turn_id == message.turn_id:
+                conn.resume = None
             for frame in frames:
                 conn.send_frame(frame)
 
@@ -1668,6 +1733,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 state = await self._request_state(conn.owner, None)
             await self._attach(conn, state)
         conn.send_frame(self._session_info(state))
+        self._send_catch_up(conn)
         self._send_waiting_questions(conn)
         self._send_waiting_approvals(conn)
 
@@ -1821,6 +1887,45 @@ class GatewayActor(Actor[GatewayInbox]):
         self._by_conversation.setdefault(conversation_id, set()).add(conn)
         # As stored now: fresher than what an earlier attachment read.
         self._chosen[conversation_id] = state.provider
+        # No await since the connection joined: the deltas handled before are in
+        # _answers, those handled after are cut by its _Resume.
+        self._resume(conn, state)
+
+    def _resume(self, conn: _Connection, state: ConversationState) -> None:
+        """A tab attaching while another replica runs the conversation's turn: what it
+        read from the database is the turn's text up to the last flush there; the deltas
+        received since this replica watches the conversation say what follows
+        (``offset``): the text past what it read is queued for after its
+        ``session_info`` (:meth:`_send_catch_up`), and a later delta is cut to what it
+        has not got (:class:`_Resume`). Text published before this replica watched the
+        conversation and not flushed at the read is missed live; the turn's
+        ``assistant_message`` has it (read from the database)."""
+        conn.resume, conn.catch_up = None, []
+        turn_id = self._running.get(state.conversation_id)
+        if turn_id is None:
+            return
+        answer = self._answers.get(turn_id)
+        if answer is not None and not answer.start:
+            return  # a turn of this replica: its deltas all reach this gateway
+        read = {"content": 0, "thinking": 0}
+        for stored in state.messages:
+            if stored.role == "assistant" and stored.turn_id == turn_id:
+                read["content"] += len(stored.content)
+                read["thinking"] += len(stored.thinking or "")
+        seen = dict(read)
+        if answer is not None:
+            for kind, chars in read.items():
+                end = answer.end(kind)
+                if end is not None and end > chars:
+                    conn.catch_up.append((turn_id, kind, answer.after(kind, chars)))
+                    seen[kind] = end
+        conn.resume = _Resume(turn_id, seen)
+
+    def _send_catch_up(self, conn: _Connection) -> None:
+        """Send what :meth:`_resume` queued (after the ``session_info``)."""
+        catch_up, conn.catch_up = conn.catch_up, []
+        for turn_id, kind, text in catch_up:
+            conn.send_delta(turn_id, kind, text)
 
     def _provider_set_frame(self, conversation_id: str, provider: str | None) -> ProviderSetFrame:
         """The ``provider_set`` frame of a choice (a provider no longer configured: the
@@ -1857,6 +1962,7 @@ class GatewayActor(Actor[GatewayInbox]):
     async def _detach(self, conn: _Connection) -> None:
         """The connection no longer shows its conversation (it keeps the id, for the
         disconnect's log line); each :meth:`_attach` is ended by one call."""
+        conn.resume, conn.catch_up = None, []
         if conn.conversation_id is None:
             return
         watchers = self._by_conversation.get(conn.conversation_id)
@@ -2050,6 +2156,7 @@ class GatewayActor(Actor[GatewayInbox]):
                     loaded = await self._request_state(conn.owner, target)
                     await self._attach(conn, loaded)
                 conn.send_frame(self._session_info(loaded))
+                self._send_catch_up(conn)
                 self._send_waiting_questions(conn)
                 self._send_waiting_approvals(conn)
             case DeleteSessionFrame(conversation_id=target):

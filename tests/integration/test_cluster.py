@@ -18,6 +18,8 @@ scripted reply). Proved here:
   (``turns_running``) apart from the cluster's (``cluster.turns_running``);
 - a tab that attaches on replica B in the middle of a turn running on A is told the turn
   runs, reads the text so far from the database and gets the whole answer at the end;
+  a delta that B handles while such a tab's read is under way (the read held by a lock)
+  still reaches the tab, after the text it read, once (the deltas' ``offset``);
 - a tab on replica B stops a turn running on replica A, approves its tool call (the
   call runs on A, B and A see the cards) and answers its elicitation; B's tab is shown
   the user input A's tab sent (``user_message_stored``);
@@ -60,6 +62,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -651,7 +654,7 @@ async def test_a_cluster_section_added_live_waits_for_a_restart(
 
 
 async def test_a_tab_attaching_mid_turn_on_another_replica_gets_the_whole_answer(
-    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM
+    cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, postgres_dsn: str
 ) -> None:
     start, clients = cluster
     r0, r1 = await start(2, extra={"logging": {"level": "DEBUG"}})  # persistence.flushed
@@ -670,10 +673,36 @@ async def test_a_tab_attaching_mid_turn_on_another_replica_gets_the_whole_answer
     late, attached = await _connect(r1, clients, conversation_id)
     assert attached["turn_in_progress"] is True
     assert [m["content"] for m in attached["messages"]][-1] == "the first half, "
-    gate.open()
+
+    # A second tab on r1 whose read of the database waits (the messages locked) while the
+    # rest of the answer reaches r1: r1 handles that delta before the tab is attached,
+    # and the tab must still get it, after the text it read, once.
+    lock = await asyncpg.connect(postgres_dsn)
+    try:
+        holding = lock.transaction()
+        await holding.start()
+        await lock.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        opening = asyncio.create_task(_connect(r1, clients, conversation_id))
+        # Its read waits for the lock (queued before r0's next write of the answer).
+        async with asyncio.timeout(20):
+            while not await lock.fetchval(  # noqa: ASYNC110 - no event: the server's lock table
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
+                "'messages'::regclass"
+            ):
+                await asyncio.sleep(0.02)
+        gate.open()
+        assert (await late.expect("assistant_delta", timeout=20))["content"] == "the second"
+        await holding.rollback()
+    finally:
+        await lock.close()
+    later, reread = await opening
+    assert reread["turn_in_progress"] is True
     ended = await late.expect("assistant_message", timeout=20)
     assert (ended["message"], ended["finish_reason"]) == ("the first half, the second", "stop")
     assert _deltas(late.frames) == "the second"
+    assert (await later.expect("assistant_message", timeout=20))["message"] == ended["message"]
+    read = [m["content"] for m in reread["messages"]][-1]
+    assert read + _deltas(later.frames) == "the first half, the second", read
 
 
 async def test_a_postgres_restart_typed_errors_meanwhile_then_service_again(
