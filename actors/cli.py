@@ -117,6 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.add_argument(
+        "--owner",
+        default="",
+        help="an OAuth server's stored tokens of this owner (of chat.websocket.auth.tokens: "
+        "each owner signs in for themselves); default: the platform's own",
+    )
+    inspect.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to connect / for the call"
     )
     inspect.add_argument("target", nargs=argparse.REMAINDER)
@@ -384,9 +390,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
     async def with_stored_tokens(snapshot: ConfigSnapshot) -> int:
         if snapshot.config.chat.storage.type == "memory":
-            return await inspect(stored_oauth(snapshot, name, entry, None))
+            return await inspect(stored_oauth(snapshot, name, entry, None, owner=args.owner))
         async with _oauth_records(snapshot) as records:
-            return await inspect(stored_oauth(snapshot, name, entry, records))
+            return await inspect(stored_oauth(snapshot, name, entry, records, owner=args.owner))
 
     if snapshot is None:
         return asyncio.run(inspect(None))

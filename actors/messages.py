@@ -68,6 +68,7 @@ __all__ = [
     "OAuthForgotten",
     "OAuthRecord",
     "OpenConversation",
+    "OwnersPresent",
     "PromptArgumentSpec",
     "PromptMessageText",
     "PromptRequest",
@@ -1105,6 +1106,23 @@ class ServerStateChanged(Message):
     instructions: str | None = None
     """``ready``: the server's instructions for the model (cut to its bound; ``None``
     when it gave none or its entry sets ``use_instructions: false``)."""
+    owner: str = ""
+    """Whose connection this is: ``""`` for the platform's own (shared by every user);
+    an owner's name for that owner's own connection to a per-owner OAuth server (only
+    that owner's tabs and turns see it: its tools, its ``auth_url``)."""
+    per_owner: bool = False
+    """The shared state of a server every owner signs in to for themselves: each owner's
+    own state follows (after an :class:`OwnersPresent` naming them)."""
+
+
+class OwnersPresent(Message):
+    """Event (GatewayActor), or one-way to ``tool:<server>``: these owners have tabs open
+    (published when an authenticated connection opens; sent to a per-owner server's
+    ToolActor when it starts serving owners). A per-owner OAuth server opens each one's
+    own connection, so their tabs see their own state (sign in, or ready)."""
+
+    type: Literal["owners_present"] = "owners_present"
+    owners: tuple[str, ...]
 
 
 class AuthorizationResult(Payload):
@@ -1131,6 +1149,8 @@ class CompleteAuthorization(Request[AuthorizationResult]):
     error: str | None = None
     """The authorization server's ``error`` (and ``error_description``), e.g. the person
     refused."""
+    owner: str = ""
+    """Whose authorization it is (the owner whose ``auth_url`` carried ``state``)."""
 
 
 class ResourceLinkInfo(Payload):
@@ -1179,6 +1199,8 @@ class CallTool(Request[ToolOutcome]):
     arguments: dict[str, Any]
     timeout: float | None = None
     """Seconds without progress before the call is abandoned (default: the server's)."""
+    owner: str = ""
+    """Whose turn it is: a per-owner OAuth server runs it on that owner's connection."""
 
 
 class CancelToolCalls(Message):
@@ -1261,6 +1283,10 @@ class ToolsOffered(Message):
     type: Literal["tools_offered"] = "tools_offered"
     tools: tuple[ToolSpec, ...]
     """In the order the model is offered them, ``model_name`` unique."""
+    owner: str = ""
+    """``""``: the list of every owner without connections of their own; an owner's name:
+    that owner's list (with the tools of their own connections to per-owner servers),
+    kept current from their first own connection on."""
 
 
 # -- MCP prompts, resources, elicitation (ToolActors) -------------------------------------------
@@ -1284,6 +1310,8 @@ class GetPrompt(Request[tuple[PromptMessageText, ...]]):
     type: Literal["get_prompt"] = "get_prompt"
     name: str
     arguments: dict[str, str] = Field(default_factory=dict)
+    owner: str = ""
+    """Whose turn expands it (a per-owner server uses that owner's connection)."""
 
 
 class ResourceText(Payload):
@@ -1309,6 +1337,8 @@ class ReadResource(Request[ResourceText]):
     conversation_id: str | None = None
     """The conversation that reads it (a page's tab, or its model through
     ``platform__read_resource``): its updates are routed to that conversation."""
+    owner: str = ""
+    """Whose tab reads it (a per-owner server uses that owner's connection)."""
 
 
 class ArgumentCompletions(Payload):
@@ -1335,6 +1365,8 @@ class CompleteArgument(Request[ArgumentCompletions]):
     value: str
     context: dict[str, str] = Field(default_factory=dict)
     """Arguments already filled in (the server may narrow its suggestions by them)."""
+    owner: str = ""
+    """Whose tab asks (a per-owner server uses that owner's connection)."""
 
 
 class ResourceChanged(Message):

@@ -305,6 +305,8 @@ class MetricsActor(Actor[MetricsInbox]):
             case ToolCallFinished(server=server, tool=tool, outcome=outcome, duration_ms=ms):
                 m.tool_calls.labels(server, tool, outcome).inc()
                 m.tool_duration.labels(server, tool).observe(ms / 1000)
+            case ServerStateChanged(owner=owner) if owner:
+                pass  # an owner's own connection: the gauge is the server's shared state
             case ServerStateChanged(server=server, status=status):
                 for state in _SERVER_STATES:
                     m.server_state.labels(server, state).set(1.0 if state == status else 0.0)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
@@ -52,13 +52,15 @@ from actors.readiness import BrokerSource
 from actors.tools.servers import ChildControl, ServersActor
 from actors.tracing import TracingActor, build_tracer_provider, tracing_wanted
 from bus.bus import Bus
-from bus.nats_bridge import BrokerUnavailable, NatsBridge, describe_url
 from bus.supervisor import ChildSpec, Supervisor
 from config.environment import load_dotenv_files
 from config.errors import ConfigInvalid
 from config.locations import ConfigLocation, prepare_config_dir
 from config.schema import ConfigSnapshot
 from config.store import ConfigStore
+
+if TYPE_CHECKING:  # nats (~5 % of the start's imports) only with a cluster: see run_platform
+    from bus.nats_bridge import NatsBridge
 
 __all__ = [
     "EXIT_CONFIG_INVALID",
@@ -353,6 +355,12 @@ async def _run_platform(
         return EXIT_CONFIG_INVALID
     if cluster is not None:
         assert replica is not None
+        from bus.nats_bridge import (  # only with a cluster
+            BrokerUnavailable,
+            NatsBridge,
+            describe_url,
+        )
+
         routes = TurnRoutes()
         bridge = NatsBridge(
             bus,

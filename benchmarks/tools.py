@@ -62,7 +62,11 @@ SIGTERM):
    ``platform.ready`` ``startup_ms`` (from ``run_platform``, so the rest is interpreter start
    and imports), the servers' own ``connect_ms`` (spawn → ``initialize`` → ``tools/list``
    inside the platform) and a bare SDK client connecting 1 and 5 demo servers at once
-   from this (already warm) process. Goal: under 1.5 s with 5 servers. Also shown: the CPU
+   from this (already warm) process, and a bare SDK *program* (a fresh interpreter that
+   imports the SDK and connects the same 5 servers at once: what the platform's own process
+   has to do too). Only the demo servers' ``tools.server_ready`` lines are counted (the
+   built-in ``platform`` server logs one as well). Goals: under 1.5 s with 5 servers, and
+   at most 1.1x the bare SDK (the line ``start to ready vs bare SDK``). Also shown: the CPU
    (user + system, from ``/proc`` when the last was ready) the 5 servers of the bare
    connect had spent; over the machine's cores it is a floor no host can beat here.
 
@@ -426,6 +430,62 @@ async def bare_connect(n: int, devnull: TextIO, cpu: list[float] | None = None) 
             raise BenchError(f"a bare SDK connection failed: {failed[0]!r}") from failed[0]
 
 
+_BARE_PROGRAM = """
+import asyncio, sys
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+async def main(n: int, demo: str) -> None:
+    params = StdioServerParameters(command=sys.executable, args=[demo])
+    done, release = asyncio.Event(), asyncio.Event()
+    ready = []
+
+    async def one() -> None:
+        async with Client(stdio_client(params, errlog=sys.stderr), mode="legacy", cache=None) as c:
+            await c.list_tools(cache_mode="bypass")
+            ready.append(1)
+            if len(ready) == n:
+                done.set()
+            await release.wait()
+
+    tasks = [asyncio.create_task(one()) for _ in range(n)]
+    await done.wait()
+    print("ready", flush=True)
+    release.set()
+    await asyncio.gather(*tasks)
+
+asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
+"""
+"""A bare SDK program: a fresh interpreter imports the SDK and connects ``n`` demo servers
+at once, as the platform's process must (part 2's second baseline)."""
+
+
+async def bare_program(n: int) -> float:
+    """Seconds from spawning :data:`_BARE_PROGRAM` to its ``ready`` line (interpreter start,
+    ``import mcp``, ``n`` servers spawned, initialised and listed); its exit is not timed."""
+    started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _BARE_PROGRAM,
+        str(n),
+        str(DEMO),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            line = await process.stdout.readline()
+        if line.strip() != b"ready":
+            raise BenchError(f"the bare SDK program did not get ready: {line!r}")
+        return time.perf_counter() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            if process.returncode is None:
+                await asyncio.wait_for(process.wait(), 10)
+
+
 # -- the platform's WebSocket client (part 1) ------------------------------------------------
 
 
@@ -588,6 +648,8 @@ class Bench:
         self.server_cpu: list[float] = []
         """CPU seconds (user + system) the 5 demo servers of one bare connect had spent when
         the last answered ``tools/list``, once per start run."""
+        self.bare_program: list[float] = []
+        """Part 2: seconds a fresh bare SDK program took to connect 5 servers, per run."""
         self.llm = LLMServer()
         self.processes: list[TimedPlatform] = []
         self.clients: list[ToolClient] = []
@@ -769,19 +831,22 @@ class Bench:
 
     @staticmethod
     async def _wait_servers(
-        process: TimedPlatform, n: int
+        process: TimedPlatform, names: Sequence[str]
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """``platform.ready`` and the ``tools.server_ready`` event of each of ``n`` servers."""
+        """``platform.ready`` and the ``tools.server_ready`` event of each server of ``names``
+        (the built-in ``platform`` server logs one too: it is not counted)."""
         ready = await process.wait_for(lambda e: e.get("event") == "platform.ready", timeout=30)
         found: dict[str, dict[str, Any]] = {}
         after = 0
-        while len(found) < n:
+        while len(found) < len(names):
             event = await process.wait_for(
                 lambda e: e.get("event") in ("tools.server_ready", "tools.server_down"),
                 after=after,
                 timeout=30,
             )
             after = next(i for i, e in enumerate(process.events) if e is event) + 1
+            if event.get("server") not in names:
+                continue
             if event["event"] == "tools.server_down":
                 raise BenchError(f"a demo server failed to start: {event}")
             found[event["server"]] = event
@@ -794,7 +859,7 @@ class Bench:
         problems: list[str] = []
         try:
             await process.spawn()
-            ready, found = await self._wait_servers(process, n)
+            ready, found = await self._wait_servers(process, names)
         except BaseException:
             await self._stop(process, problems)  # interrupted or failed: no report
             raise
@@ -818,6 +883,7 @@ class Bench:
         for run in range(self.plan.start_runs):
             row = [await self.start_once(n, run) for n in (0, *START_SIZES)]
             runs.append(row)
+            self.bare_program.append(await bare_program(max(START_SIZES)))
             for n in START_SIZES:
                 cpu: list[float] = []
                 bare[n].append(await bare_connect(n, self.devnull, cpu))
@@ -829,7 +895,8 @@ class Bench:
                 f"  run {run + 1}/{self.plan.start_runs}: "
                 + ", ".join(f"{r.servers} servers {r.ready:.3f} s" for r in row)
                 + ", bare SDK "
-                + ", ".join(f"{n}: {bare[n][-1]:.3f} s" for n in START_SIZES),
+                + ", ".join(f"{n}: {bare[n][-1]:.3f} s" for n in START_SIZES)
+                + f", bare SDK program {max(START_SIZES)}: {self.bare_program[-1]:.3f} s",
                 flush=True,
             )
         return runs, bare
@@ -856,6 +923,7 @@ def report(
     starts: list[list[StartRun]],
     bare: dict[int, list[float]],
     server_cpus: list[float],
+    bare_programs: list[float],
 ) -> None:
     def per_run(fn: Callable[[ToolRun], float]) -> list[float]:
         return [fn(r) for r in tools]
@@ -945,6 +1013,19 @@ def report(
             3,
         )
 
+    _row(
+        "  bare SDK program, 5 servers: spawn -> connected+listed (s)",
+        bare_programs,
+        3,
+        "(a fresh interpreter: start, import mcp, connect)",
+    )
+    ready5_mid = statistics.median(ready5)
+    vs_client = ready5_mid / statistics.median(bare[5])
+    vs_program = ready5_mid / statistics.median(bare_programs)
+    print(
+        f"  start to ready vs bare SDK, 5 servers: {vs_client:.2f}x a warm in-process client, "
+        f"{vs_program:.2f}x a fresh bare SDK program (goal 1.1x)"
+    )
     cores = os.cpu_count() or 1
     server_cpu = statistics.median(server_cpus)
     _row("    CPU the 5 servers spent in it, user+sys (s)", server_cpus, 3)
@@ -993,7 +1074,7 @@ async def bench(plan: Plan, profile: Path | None) -> None:
             await asyncio.shield(runner.cleanup(problems))
         if problems:
             print("Platform warnings/errors:", *problems[:20], sep="\n  ")
-        report(plan, tools, breakdown, starts, bare, runner.server_cpu)
+        report(plan, tools, breakdown, starts, bare, runner.server_cpu, runner.bare_program)
     if profile is not None:
         print(f"\ncProfile of part 1's platform process: {profile} (the figures above are")
         print(f"slowed by the profiler). Read it with: uv run python -m pstats {profile}")

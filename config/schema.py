@@ -12,6 +12,7 @@ snapshot is shared between actors and must not change under them.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import re
 from pathlib import Path
@@ -656,8 +657,15 @@ class ProviderConfig(BaseModel):
         """Whether :attr:`model` reads images, as :attr:`vision` says."""
         if self.vision != "auto":
             return self.vision
-        model = self.model.rsplit("/", 1)[-1].lower()
-        return any(fnmatch.fnmatchcase(model, pattern) for pattern in DEFAULT_VISION_MODELS)
+        return _reads_images(self.model)
+
+
+@functools.lru_cache(maxsize=256)
+def _reads_images(model: str) -> bool:
+    """Whether a model name matches :data:`DEFAULT_VISION_MODELS` (asked for every provider
+    on every connection's ``session_info``: matched once per name)."""
+    name = model.rsplit("/", 1)[-1].lower()
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in DEFAULT_VISION_MODELS)
 
 
 class LLMConfig(_Section):
@@ -781,6 +789,11 @@ class OAuthConfig(_Section):
     restart_jitter: float = Field(5.0, ge=0)
     """After a restart, a stored token that must be refreshed first waits a random
     0..this many seconds, so many servers do not refresh at once."""
+    owner_idle_timeout: float = Field(900.0, gt=0)
+    """Seconds an owner's own connection to a server (per-owner sign-in: see a server
+    entry's ``oauth.per_owner``) may stay unused before it is closed; it reopens with the
+    owner's stored tokens at their next use. The platform's shared connections never
+    close for being idle."""
 
     @field_validator("redirect_base_url")
     @classmethod
@@ -1062,6 +1075,12 @@ class ServerOAuth(_Section):
     redirect_uri: str | None = None
     """Where the authorization server sends the browser back (default: ``/oauth/callback``
     on the platform's own port, see ``mcp.oauth.redirect_base_url``)."""
+    per_owner: bool = True
+    """``authorization_code`` with WebSocket authentication on (``chat.websocket.auth``):
+    each owner signs in for themselves and gets their own connection, with their own
+    tokens (``true``, the default); ``false``: one sign-in, stored as the platform's own,
+    serves every user (a team account). Without WebSocket authentication, and with
+    ``client_credentials``, there is always one shared connection."""
 
     @field_validator("client_metadata_url")
     @classmethod
@@ -1288,6 +1307,19 @@ class ConfigSnapshot(BaseModel):
         """Where OAuth tokens are kept: the chat database (``None``: in memory, with
         ``chat.storage.type: memory``)."""
         return None if self.config.chat.storage.type == "memory" else self.db_path
+
+    def oauth_per_owner(self, server: str) -> bool:
+        """Whether each owner signs in to ``server`` for themselves (their own tokens and
+        connection): an ``authorization_code`` OAuth entry with ``oauth.per_owner`` (the
+        default) while WebSocket authentication is on (``chat.websocket.auth.tokens``)."""
+        entry = self.servers.mcp_servers.get(server)
+        oauth = None if entry is None else entry.effective_oauth
+        return (
+            oauth is not None
+            and oauth.grant == "authorization_code"
+            and oauth.per_owner
+            and bool(self.config.chat.websocket.auth.tokens)
+        )
 
     @property
     def oauth_redirect_uri(self) -> str:

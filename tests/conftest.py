@@ -6,6 +6,10 @@ event names and fields exactly as an operator tailing the log would see them.
 
 ``postgres_database`` (one per run) and ``postgres_dsn`` (an empty schema per test) are
 the tests' PostgreSQL (``tests/postgres.py``).
+
+The suite runs on two pytest-xdist workers with ``--dist loadgroup`` (pyproject.toml):
+tests are handed out one by one, except that the modules of :data:`XDIST_GROUPS` each run
+whole on one worker (first, being the largest units), see docs/running.md#tests.
 """
 
 from __future__ import annotations
@@ -23,6 +27,86 @@ from actors.logs import configure_logging, set_secrets
 from tests import broker
 from tests.postgres import create_database, drop_database, with_search_path
 from tests.postgres import execute as pg_execute
+
+XDIST_GROUPS: dict[str, str] = {
+    # One scenario at a time anyway (a file lock): on two workers, one would wait.
+    "tests/integration/test_conformance.py": "conformance",
+    # Two or three platform processes starting at once per test: on both workers at the
+    # same time they starve each other (and everything else) of the two cores.
+    "tests/integration/test_cluster.py": "cluster",
+    # Module-scoped servers (node, Python MCP servers over three transports, a built and
+    # installed wheel): started once on one worker, not once on each.
+    "tests/test_server_everything.py": "server-everything",
+    "tests/test_mcp_client.py": "mcp-client",
+    "tests/integration/test_installed_tool.py": "installed-tool",
+}
+"""Test modules whose tests run on one xdist worker, one after another (group name; see
+:func:`pytest_xdist_make_scheduler`)."""
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` grouped by :data:`XDIST_GROUPS` (xdist's own groups come from
+    ``xdist_group`` marks, which pytest-xdist 3.8 adds to the test ids through an attribute
+    pytest 9 no longer has: the marks are silently ignored). Other ``--dist`` modes are
+    xdist's."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # only the controller needs it
+
+    class ModuleGroups(LoadScopeScheduling):
+        """One work unit per test, except one per group (largest units first: xdist's
+        ``--loadscope-reorder``, on by default)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return XDIST_GROUPS.get(nodeid.partition("::")[0], nodeid)
+
+        def remove_node(self, node: Any) -> str | None:
+            """xdist's, except that the test a crashed worker was running (e.g. one past
+            its timeout: pytest-timeout ends the worker) is reported and not run again; the
+            rest of its work goes back in the queue. (LoadScopeScheduling queues the crashed
+            test again: a hanging test then ends worker after worker until the run stalls.)"""
+            workload = self.assigned_work.pop(node)
+            crashitem = next(
+                (
+                    nodeid
+                    for unit in workload.values()
+                    for nodeid, completed in unit.items()
+                    if not completed
+                ),
+                None,
+            )
+            if crashitem is None:
+                return None
+            workload[self._split_scope(crashitem)][crashitem] = True
+            self.workqueue.update(
+                (scope, unit) for scope, unit in workload.items() if not all(unit.values())
+            )
+            for other in self.assigned_work:
+                self._reschedule(other)
+            return crashitem
+
+    return ModuleGroups(config, log)
+
+
+STARTS_PROCESSES = frozenset({"platform_factory", "start_platform", "browser"})
+"""Fixtures that start a platform process or Chromium: their tests run first."""
+FIRST_MODULES = frozenset({"tests/test_inspection.py", "tests/test_migrate.py"})
+"""Modules whose tests run first along with those using :data:`STARTS_PROCESSES`: unit-test
+modules that start servers through fixtures of their own (the groups of
+:data:`XDIST_GROUPS` are handed out first anyway)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start processes first (a stable sort, the same on every worker), so that
+    the end of a run is short tests filling both workers rather than one long test."""
+
+    def light(item: pytest.Item) -> bool:
+        if item.nodeid.partition("::")[0] in FIRST_MODULES:
+            return False
+        return STARTS_PROCESSES.isdisjoint(getattr(item, "fixturenames", ()))
+
+    items.sort(key=light)
+
 
 # No per-example deadline anywhere: the suite runs two workers on a 2-core machine, where an
 # example that takes 1 ms alone once took 256 ms; timing is for benchmarks, not tests.

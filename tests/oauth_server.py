@@ -5,7 +5,8 @@ A real server: the SDK's ``MCPServer`` with the SDK's server-side auth
 ``/token``, ``/register``, its metadata, and the protected-resource metadata of ``/mcp``),
 served by uvicorn on 127.0.0.1. The authorization server approves at once: ``/authorize``
 redirects straight back to the client's ``redirect_uri`` with a code, as if a person had
-signed in as ``alice`` and clicked "Allow" (a browser test follows that redirect for real).
+signed in as ``alice`` (or whoever ``/test/subject`` names) and clicked "Allow" (a
+browser test follows that redirect for real).
 
 It counts what a test needs to prove (``GET /test/stats``): token requests by grant type,
 refreshes, authorizations, registrations, ``/mcp`` requests answered 401, tool runs, and
@@ -16,6 +17,9 @@ Control routes::
     POST /test/ttl?seconds=N   lifetime of the next access tokens issued (default 3600)
     POST /test/revoke          revoke every refresh token (and access token) issued so far
     (tool ``admin_echo`` answers 403 insufficient_scope to a token without ``admin``)
+    POST /test/subject?name=S  the person who signs in from now on (default ``alice``)
+    GET  /test/subjects        ``echo`` runs by the subject of the token that called it,
+                               and the subject of each live refresh token's count
     POST /test/lenient         from now on let ``initialize``, notifications and the GET
                                stream through without a token (a token is needed from
                                ``tools/list`` on, as some servers do)
@@ -40,6 +44,7 @@ from urllib.parse import urlencode
 import orjson
 import uvicorn
 from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import (
     AccessToken,
     AuthorizationCode,
@@ -56,7 +61,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 COUNTS: Counter[str] = Counter()
 PROVIDERS: list[AutoApprovingProvider] = []
 """The one provider this process serves (for the middleware's scope check)."""
-SETTINGS: dict[str, Any] = {"ttl": 3600, "lenient": False}
+SETTINGS: dict[str, Any] = {"ttl": 3600, "lenient": False, "subject": "alice"}
+ECHO_BY_SUBJECT: Counter[str] = Counter()
 LENIENT_TOKEN = "lenient-" + secrets.token_urlsafe(16)
 """What the middleware puts on the requests it lets through without a token."""
 SEEN_TOKENS: set[str] = set()
@@ -96,7 +102,7 @@ class AutoApprovingProvider:
             redirect_uri=params.redirect_uri,
             redirect_uri_provided_explicitly=params.redirect_uri_provided_explicitly,
             resource=params.resource,
-            subject="alice",
+            subject=SETTINGS["subject"],
         )
         query = {"code": code}
         if params.state is not None:
@@ -108,7 +114,9 @@ class AutoApprovingProvider:
     ) -> AuthorizationCode | None:
         return self.codes.get(authorization_code)
 
-    def _issue(self, client_id: str, scopes: list[str], resource: str | None) -> OAuthToken:
+    def _issue(
+        self, client_id: str, scopes: list[str], resource: str | None, subject: str | None
+    ) -> OAuthToken:
         ttl = int(SETTINGS["ttl"])
         access = "at-" + secrets.token_urlsafe(24)
         refresh = "rt-" + secrets.token_urlsafe(24)
@@ -118,10 +126,10 @@ class AutoApprovingProvider:
             scopes=scopes,
             expires_at=int(time.time()) + ttl,
             resource=resource,
-            subject="alice",
+            subject=subject,
         )
         self.refresh_tokens[refresh] = RefreshToken(
-            token=refresh, client_id=client_id, scopes=scopes, resource=resource, subject="alice"
+            token=refresh, client_id=client_id, scopes=scopes, resource=resource, subject=subject
         )
         return OAuthToken(
             access_token=access,
@@ -136,7 +144,10 @@ class AutoApprovingProvider:
         COUNTS["token_authorization_code"] += 1
         self.codes.pop(authorization_code.code, None)
         return self._issue(
-            authorization_code.client_id, authorization_code.scopes, authorization_code.resource
+            authorization_code.client_id,
+            authorization_code.scopes,
+            authorization_code.resource,
+            authorization_code.subject,
         )
 
     async def load_refresh_token(
@@ -155,7 +166,9 @@ class AutoApprovingProvider:
             COUNTS["refresh_refused"] += 1
             raise TokenError("invalid_grant", "refresh token already used")
         COUNTS["refreshes"] += 1
-        return self._issue(refresh_token.client_id, scopes or refresh_token.scopes, None)
+        return self._issue(
+            refresh_token.client_id, scopes or refresh_token.scopes, None, refresh_token.subject
+        )
 
     async def load_access_token(self, token: str) -> AccessToken | None:
         if token == LENIENT_TOKEN:
@@ -199,6 +212,8 @@ def build(port: int, endpoint: str = "/mcp") -> tuple[MCPServer, AutoApprovingPr
     async def echo(text: str) -> str:
         """Return ``text``."""
         COUNTS["echo"] += 1
+        access = get_access_token()
+        ECHO_BY_SUBJECT[(access.subject if access else None) or "?"] += 1
         return f"echo: {text}"
 
     @mcp.tool()
@@ -206,6 +221,12 @@ def build(port: int, endpoint: str = "/mcp") -> tuple[MCPServer, AutoApprovingPr
         """Return ``text``; needs the ``admin`` scope (a step-up)."""
         COUNTS["admin_echo"] += 1
         return f"admin echo: {text}"
+
+    @mcp.resource("memo://whoami")
+    async def whoami() -> str:
+        """Who the token that reads it belongs to."""
+        access = get_access_token()
+        return f"you are {(access.subject if access else None) or 'nobody'}"
 
     @mcp.custom_route("/test/ttl", methods=["POST"])
     async def set_ttl(request: Request) -> Response:
@@ -216,6 +237,16 @@ def build(port: int, endpoint: str = "/mcp") -> tuple[MCPServer, AutoApprovingPr
     async def revoke(request: Request) -> Response:
         provider.revoke_all()
         return JSONResponse({})
+
+    @mcp.custom_route("/test/subject", methods=["POST"])
+    async def set_subject(request: Request) -> Response:
+        SETTINGS["subject"] = request.query_params["name"]
+        return JSONResponse({})
+
+    @mcp.custom_route("/test/subjects", methods=["GET"])
+    async def subjects(request: Request) -> Response:
+        live = Counter(t.subject or "?" for t in provider.refresh_tokens.values())
+        return JSONResponse({"echo": dict(ECHO_BY_SUBJECT), "refresh_tokens": dict(live)})
 
     @mcp.custom_route("/test/lenient", methods=["POST"])
     async def lenient(request: Request) -> Response:

@@ -45,6 +45,7 @@ import contextlib
 import enum
 import itertools
 import socket
+import ssl
 import struct
 import typing
 from collections import deque
@@ -809,18 +810,27 @@ class ScriptedLLM:
         errors: Unexpected exceptions inside the server.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", base_path: str = "/v1") -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        base_path: str = "/v1",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         """Prepare a server; it listens from :meth:`start` (or ``async with``).
 
         Args:
             host: The address to listen on (tests use loopback only).
             base_path: The API prefix; requests go to ``{base_path}/chat/completions``.
+            tls: A server-side TLS context: HTTPS (``base_url`` is ``https://``); HTTP/2
+                when the context offers ``h2`` by ALPN and the client picks it.
         """
         self.requests: list[RecordedRequest] = []
         self.disconnects: list[int] = []
         self.unscripted: list[int] = []
         self.errors: list[Exception] = []
         self._host = host
+        self._tls = tls
         self._base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
         self._script: deque[ScriptedReply] = deque()
         self._scripted_total = 0
@@ -849,7 +859,7 @@ class ScriptedLLM:
         """Listen on a free port of ``host``."""
         if self._server is not None:
             raise RuntimeError("ScriptedLLM is already started")
-        self._server = await asyncio.start_server(self._accept, self._host, 0)
+        self._server = await asyncio.start_server(self._accept, self._host, 0, ssl=self._tls)
         self._port = self._server.sockets[0].getsockname()[1]
 
     async def aclose(self) -> None:
@@ -873,8 +883,9 @@ class ScriptedLLM:
 
     @property
     def base_url(self) -> str:
-        """The API base URL, e.g. ``http://127.0.0.1:PORT/v1``."""
-        return f"http://{self._host}:{self.port}{self._base_path}"
+        """The API base URL, e.g. ``http://127.0.0.1:PORT/v1`` (``https://`` with TLS)."""
+        scheme = "http" if self._tls is None else "https"
+        return f"{scheme}://{self._host}:{self.port}{self._base_path}"
 
     @property
     def completions_url(self) -> str:

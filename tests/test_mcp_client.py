@@ -49,6 +49,7 @@ from actors.tools.mcp_client import (
     stdio_environment,
 )
 from config.schema import ServerEntry
+from tests.integration.chat import START_TIMEOUT
 
 on_module_loop = pytest.mark.asyncio(loop_scope="module")
 """For tests of the module-scoped ``demo`` connections, which live on the module's loop."""
@@ -171,7 +172,9 @@ class HTTPServerProcess:
             self.process = subprocess.Popen(
                 [sys.executable, *args], stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT
             )
-        deadline = time.monotonic() + 20
+        # A hang guard, not a speed claim: a Python MCP server's imports take about a second
+        # of CPU, many more on a loaded 2-core machine (see START_TIMEOUT).
+        deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()

@@ -400,6 +400,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         m.ProviderCheck(provider="openrouter", configured=False, detail="no API key"),
         m.CheckProvider(),
         m.ToolsOffered(tools=(spec,)),
+        m.ToolsOffered(tools=(spec,), owner="alice"),
         # the LLM
         m.CompletionRequest(
             conversation_id="c-1",
@@ -429,8 +430,16 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             error_message="the token refresh was refused (HTTP 400, invalid_grant)",
             auth_url="https://auth.example.com/authorize?client_id=c&state=s",
         ),
+        m.ServerStateChanged(
+            server="remote",
+            status="auth_required",
+            auth_url="https://auth.example.com/authorize?client_id=c&state=alices",
+            owner="alice",
+        ),
+        m.OwnersPresent(owners=("alice", "bob")),
         m.CompleteAuthorization(state="s-1", code="c-1", iss="https://auth.example.com"),
         m.CompleteAuthorization(state="s-2", error="access_denied: the person refused"),
+        m.CompleteAuthorization(state="s-3", code="c-3", owner="alice"),
         m.CallTool(
             conversation_id="c-1",
             turn_id="t-1",

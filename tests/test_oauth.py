@@ -16,10 +16,12 @@ from typing import Any
 
 import httpx2
 import pytest
+import yaml
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthToken
 
 from actors.gateway.oauth_callback import CallbackQuery, PendingAuthorizations, callback_page
 from actors.messages import OAuthRecord
+from actors.tools.authorization import AuthCommandError, check_owner
 from actors.tools.mcp_client import (
     AuthorizationGate,
     AuthorizationRequired,
@@ -34,7 +36,13 @@ from actors.tools.mcp_client import (
 )
 from actors.tools.mcp_client import oauth as oauth_module
 from config.errors import ConfigInvalid
-from config.schema import ServerEntry, ServerOAuth
+from config.schema import (
+    ConfigSnapshot,
+    PlatformConfig,
+    ServerEntry,
+    ServerOAuth,
+    ServersConfig,
+)
 from config.store import parse_servers
 from tests.integration.test_oauth import OAuthServer
 
@@ -192,13 +200,81 @@ def test_redirect_addresses() -> None:
     pending.update("b", "https://as/authorize?state=two")
     pending.update("a", "https://as/authorize?state=three")  # a new URL replaces the old
     assert pending.take("one") is None
-    assert pending.take("three") == "a"
+    assert pending.take("three") == ("a", "")
     assert pending.take("three") is None  # once
     pending.update("b", None)
     assert pending.take("two") is None
+    # Each owner's own connection has its own pending URL: one does not replace another.
+    pending.update("a", "https://as/authorize?state=alice1", owner="alice")
+    pending.update("a", "https://as/authorize?state=bob1", owner="bob")
+    pending.update("a", "https://as/authorize?state=shared")
+    assert pending.take("bob1") == ("a", "bob")
+    assert pending.take("alice1") == ("a", "alice")
+    assert pending.take("shared") == ("a", "")
     page = callback_page(ok=False, message="<script>x</script>")
     assert b"<script>x" not in page
     assert b"window.close" not in page
+
+
+def _snapshot(*owners: str) -> ConfigSnapshot:
+    defaults = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    defaults["chat"]["websocket"]["auth"]["tokens"] = [
+        {"owner": owner, "token_env": f"{owner.upper()}_TOKEN"} for owner in owners
+    ]
+    servers = ServersConfig.model_validate(
+        {
+            "mcpServers": {
+                "remote": {"url": "http://127.0.0.1:1/mcp"},
+                "team": {"url": "http://127.0.0.1:2/mcp", "oauth": {"per_owner": False}},
+                "m2m": {
+                    "url": "http://127.0.0.1:3/mcp",
+                    "oauth": {
+                        "grant": "client_credentials",
+                        "client_id": "c",
+                        "client_secret": "s",
+                    },
+                },
+                "static": {
+                    "url": "http://127.0.0.1:4/mcp",
+                    "headers": {"Authorization": "Bearer x"},
+                },
+            }
+        }
+    )
+    here = Path("/nonexistent")
+    return ConfigSnapshot(
+        config=PlatformConfig.model_validate(defaults),
+        servers=servers,
+        version=1,
+        revision=1,
+        config_dir=here,
+        defaults_path=here,
+        runtime_path=here,
+        servers_path=here,
+    )
+
+
+def test_who_signs_in_per_owner_and_which_rows_the_command_may_store() -> None:
+    """Per owner: an authorization-code entry (``per_owner`` by default) while WebSocket
+    authentication is on; a team account (``per_owner: false``), client credentials and
+    a static header are shared. ``mcp-platform auth`` refuses rows nobody would use."""
+    owners = _snapshot("alice", "bob")
+    assert [owners.oauth_per_owner(s) for s in ("remote", "team", "m2m", "static")] == [
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert not _snapshot().oauth_per_owner("remote")  # no authentication: one connection
+    check_owner(owners, "remote", "alice")
+    check_owner(owners, "team", "")
+    check_owner(_snapshot(), "remote", "")
+    with pytest.raises(AuthCommandError, match="--owner \\(alice, bob\\)"):
+        check_owner(owners, "remote", "")
+    with pytest.raises(AuthCommandError, match="'carol' is not an owner"):
+        check_owner(owners, "remote", "carol")
+    with pytest.raises(AuthCommandError, match="run without --owner"):
+        check_owner(owners, "team", "alice")
 
 
 # -- storage --------------------------------------------------------------------------------

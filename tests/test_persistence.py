@@ -595,14 +595,7 @@ async def test_a_postgres_outage_fails_requests_with_storage_unavailable_and_ser
     h = await start(_streaming({"persist_deltas": True, "min_chars": 4, "interval_ms": 60_000}))
     cid = await _conversation(h)
     row = await _start_answer(h, cid, "t1")
-    database = urlsplit(backend_dsn).path.lstrip("/")
-    admin = pg.admin_dsn()
-    pg.execute(admin, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-    try:
-        pg.execute(
-            admin,
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'",
-        )
+    with _outage(backend_dsn):
         for request in (
             AppendMessage(conversation_id=cid, role="user", content="lost?"),
             LoadHistory(conversation_id=cid),
@@ -617,8 +610,6 @@ async def test_a_postgres_outage_fails_requests_with_storage_unavailable_and_ser
         await h.barrier()
         [failed] = log_events.events("persistence.flush_failed")
         assert failed["message_ids"] == [row.id]
-    finally:
-        pg.execute(admin, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
     assert h.persistence_task is not None
     assert not h.persistence_task.done()
     stored = await h.ask(AppendMessage(conversation_id=cid, role="user", content="back"))

@@ -217,6 +217,7 @@ from actors.messages import (
     ListSessions,
     LoadHistory,
     OpenConversation,
+    OwnersPresent,
     PromptRequest,
     ReadResource,
     ResourceChanged,
@@ -270,6 +271,14 @@ MAX_OUTBOX_BYTES = 8 * 1024 * 1024
 MAX_MERGED_DELTA = 256 * 1024
 """Characters merged into one delta frame at most: a frame being sent sits in the
 transport's buffer, outside the outbox's count, so it must stay small."""
+DELTA_FRAME_INTERVAL = 0.01
+"""Seconds between two delta frames of one connection at least (100 frames/s): a delta
+that arrives sooner waits that long, merging what follows, unless another frame is sent
+first (which takes it along). The first delta after a pause or after any other frame goes
+at once (a turn's first token is never delayed), and so does every delta of a stream
+slower than this (a model's tokens, paced at 20-50 ms, are relayed one by one): only
+fast streams are merged, which saves a WebSocket frame and a socket write each
+(``benchmarks/chat_path.py``)."""
 CLOSE_TIMEOUT = 3.0
 """Seconds a closing handshake may take before the TCP connection is aborted."""
 SLOW_CLIENT_CLOSE_CODE = 1013
@@ -434,6 +443,8 @@ class _Connection:
     __slots__ = (
         "_bytes",
         "_closing",
+        "_delta_sent_at",
+        "_hold",
         "_model_label",
         "_outbox",
         "catch_up",
@@ -485,6 +496,11 @@ class _Connection:
         self._outbox: deque[str | _PendingDelta] = deque()
         self._bytes = 0
         self._closing = False
+        self._delta_sent_at = 0.0
+        """``time.monotonic()`` when the last delta frame was sent."""
+        self._hold: asyncio.TimerHandle | None = None
+        """Starts the writer when :data:`DELTA_FRAME_INTERVAL` has passed (only deltas
+        are queued meanwhile)."""
         self.handler: asyncio.Task[None] | None = None
         """The task serving this connection (reading its frames): :meth:`halt` cancels it."""
         self.halted: Literal["too_slow", "unauthorized", "send_failed"] | None = None
@@ -557,16 +573,32 @@ class _Connection:
         pending = _PendingDelta(turn_id, kind, text, envelope)
         self._outbox.append(pending)
         self._bytes += pending.size
-        self._kick()
+        if self.writer is None and self._hold is None:
+            wait = self._delta_sent_at + DELTA_FRAME_INTERVAL - time.monotonic()
+            if wait > 0:
+                self._hold = asyncio.get_running_loop().call_later(wait, self._release)
+            else:
+                self._kick()
         self._check_bounds()
+
+    def _release(self) -> None:
+        """The hold's end: send what is queued."""
+        self._hold = None
+        self._kick()
 
     def _push(self, text: str) -> None:
         if self._closing:
             return
         self._outbox.append(text)
         self._bytes += len(text)
+        self._cancel_hold()  # the held deltas go first, with this frame
         self._kick()
         self._check_bounds()
+
+    def _cancel_hold(self) -> None:
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
 
     def _kick(self) -> None:
         """Start the writer if it is not running (it ends when the outbox is empty)."""
@@ -582,6 +614,7 @@ class _Connection:
             self._closing = True
             self._outbox.clear()
             self._bytes = 0
+            self._cancel_hold()
             self.halt("too_slow")
 
     async def _write(self) -> None:
@@ -591,11 +624,14 @@ class _Connection:
                 item = self._outbox.popleft()
                 if isinstance(item, _PendingDelta):
                     self._bytes -= item.size
-                    text = item.render()
+                    await self.ws.send(item.render())
+                    self._delta_sent_at = time.monotonic()
                 else:
                     self._bytes -= len(item)
-                    text = item
-                await self.ws.send(text)
+                    await self.ws.send(item)
+                    # Any other frame (a turn's end, a tool step) ends a run of deltas:
+                    # the next one, the next turn's first token above all, goes at once.
+                    self._delta_sent_at = 0.0
                 self.frames_sent += 1
         except Exception as exc:  # noqa: BLE001 - the handler re-raises what is not a close
             self.send_error = exc
@@ -605,6 +641,7 @@ class _Connection:
 
     async def stop_writer(self) -> None:
         """Stop sending (what is queued stays unsent)."""
+        self._cancel_hold()
         writer = self.writer
         if writer is not None:
             writer.cancel()
@@ -612,6 +649,9 @@ class _Connection:
 
     async def drain(self) -> None:
         """Return once everything queued was sent (or the writer failed)."""
+        if self._hold is not None:
+            self._cancel_hold()
+            self._kick()
         while self.writer is not None:
             await asyncio.shield(self.writer)
 
@@ -853,6 +893,11 @@ class GatewayActor(Actor[GatewayInbox]):
         """The delta text of running turns, by turn id (see :class:`_AnswerText`)."""
         self._ids = itertools.count(1)
         self._servers: dict[str, ServerStateChanged] = {}
+        self._owner_servers: dict[tuple[str, str], ServerStateChanged] = {}
+        """(server, owner) → the state of that owner's own connection to a per-owner OAuth
+        server: shown to that owner's tabs in place of the shared one."""
+        self._owner_tools: dict[str, tuple[ToolSpec, ...]] = {}
+        """Each owner's own tool list (ToolsOffered with an owner), once they have one."""
         self._pending_auth = PendingAuthorizations()
         """OAuth: which server each published authorization URL belongs to."""
         """The last state of each MCP server (for session_info)."""
@@ -999,8 +1044,17 @@ class GatewayActor(Actor[GatewayInbox]):
                 )
                 for conn in self._by_conversation.get(message.conversation_id, ()):
                     conn.send_frame(progress)
+            case ServerStateChanged(owner=owner) if owner:
+                self._owner_server_state(message)
             case ServerStateChanged(server=server, status=status, error_message=error):
                 previous = self._servers.get(server)
+                if status in ("starting", "stopped"):
+                    # Its ToolActor (re)starts: the owners' own connections went with it.
+                    for key in [k for k in self._owner_servers if k[0] == server]:
+                        del self._owner_servers[key]
+                        self._pending_auth.update(server, None, owner=key[1])
+                if message.per_owner and (previous is None or not previous.per_owner):
+                    await self._owners_to(server)
                 self._servers[server] = message
                 self._pending_auth.update(server, message.auth_url)
                 if self._startup is not None:
@@ -1019,7 +1073,8 @@ class GatewayActor(Actor[GatewayInbox]):
                         completions=message.completions or None,
                     )
                     for conn in self._connections:
-                        conn.send_frame(status_frame)
+                        if (server, conn.owner) not in self._owner_servers:
+                            conn.send_frame(status_frame)
                 if message.prompts != (() if previous is None else previous.prompts):
                     self._send_tools_changed()
                 if message.resources != (() if previous is None else previous.resources):
@@ -1059,6 +1114,10 @@ class GatewayActor(Actor[GatewayInbox]):
                     self._running[cid] = turn_id
                 elif self._running.get(cid) == turn_id:
                     del self._running[cid]
+            case ToolsOffered(owner=owner, tools=tools) if owner:
+                if tools != self._owner_tools.get(owner):
+                    self._owner_tools[owner] = tools
+                    self._send_tools_changed(owner)
             case ToolsOffered(tools=tools):
                 if tools != self._tools:
                     self._tools = tools
@@ -1456,8 +1515,8 @@ class GatewayActor(Actor[GatewayInbox]):
         """An authorization server sent the browser back: the server whose URL carried
         this ``state`` finishes its flow (once), and the page says how it went."""
         query = CallbackQuery.parse(request.path)
-        server = self._pending_auth.take(query.state)
-        if server is None or query.state is None:
+        pending = self._pending_auth.take(query.state)
+        if pending is None or query.state is None:
             self.log.info("gateway.oauth_callback_unknown")
             return _response(
                 http.HTTPStatus.BAD_REQUEST,
@@ -1469,10 +1528,15 @@ class GatewayActor(Actor[GatewayInbox]):
                     "page's address into that terminal).",
                 ),
             )
+        server, owner = pending
         try:
             result = await self.request(
                 CompleteAuthorization(
-                    state=query.state, code=query.code, iss=query.iss, error=query.error
+                    state=query.state,
+                    code=query.code,
+                    iss=query.iss,
+                    error=query.error,
+                    owner=owner,
                 ),
                 to=tool_actor_name(server),
                 timeout=AUTHORIZATION_PAGE_TIMEOUT,
@@ -1482,7 +1546,7 @@ class GatewayActor(Actor[GatewayInbox]):
             result = AuthorizationResult(
                 ok=False, message=f"{server!r} could not take the authorization right now."
             )
-        self.log.info("gateway.oauth_callback", server=server, ok=result.ok)
+        self.log.info("gateway.oauth_callback", server=server, owner=owner, ok=result.ok)
         return _response(
             http.HTTPStatus.OK if result.ok else http.HTTPStatus.BAD_GATEWAY,
             "text/html; charset=utf-8",
@@ -1639,6 +1703,10 @@ class GatewayActor(Actor[GatewayInbox]):
                     resumed=requested is not None,
                     protocol=self.settings.protocol,
                 )
+                if self._tokens.enabled:
+                    # Per-owner OAuth servers open this owner's own connection (its
+                    # state follows this tab's session_info).
+                    await self.publish(OwnersPresent(owners=(conn.owner,)))
                 # Reading is this task's whole life; a halt (too slow, token revoked, a
                 # failed send) cancels it wherever it waits.
                 await self._read(conn)
@@ -1749,9 +1817,57 @@ class GatewayActor(Actor[GatewayInbox]):
             OpenConversation(owner=owner, conversation_id=conversation_id, history_limit=limit)
         )
 
-    def _tool_infos(self) -> list[ToolInfo]:
-        """The tools the model is offered, as ``session_info`` and ``tools_changed`` list
-        them (the names as the orchestrator made them unique)."""
+    def _states_for(self, owner: str) -> list[ServerStateChanged]:
+        """Every server's state as ``owner``'s tabs see it (their own connection's, for a
+        per-owner OAuth server they have one to)."""
+        return [
+            self._owner_servers.get((server, owner), shared)
+            for server, shared in self._servers.items()
+        ]
+
+    def _state_for(self, server: str, owner: str) -> ServerStateChanged | None:
+        return self._owner_servers.get((server, owner)) or self._servers.get(server)
+
+    def _owner_server_state(self, message: ServerStateChanged) -> None:
+        """An owner's own connection changed state: only their tabs are told."""
+        key = (message.server, message.owner)
+        if message.server not in self._servers:
+            return  # its ToolActor stopped meanwhile
+        previous = self._owner_servers.get(key, self._servers[message.server])
+        self._owner_servers[key] = message
+        self._pending_auth.update(message.server, message.auth_url, owner=message.owner)
+        frame = None
+        if previous.status != message.status or previous.auth_url != message.auth_url:
+            frame = ServerStatusFrame(
+                server=message.server,
+                status=message.status,
+                error_message=message.error_message,
+                auth_url=message.auth_url,
+                icons=_icon_infos(message.icons),
+                completions=message.completions or None,
+            )
+        for conn in self._connections:
+            if conn.owner == message.owner and frame is not None:
+                conn.send_frame(frame)
+        if message.prompts != previous.prompts:
+            self._send_tools_changed(message.owner)
+        if message.resources != previous.resources:
+            self._send_resources_changed(message.owner)
+
+    async def _owners_to(self, server: str) -> None:
+        """A server whose owners sign in for themselves: name the owners with tabs open,
+        so each gets their own connection (and state) now."""
+        owners = tuple(sorted({conn.owner for conn in self._connections}))
+        if not owners:
+            return
+        try:
+            self.bus.offer(tool_actor_name(server), OwnersPresent(owners=owners), sender=self.name)
+        except BusError:
+            self.log.warning("gateway.owners_dropped", server=server)
+
+    def _tool_infos(self, owner: str) -> list[ToolInfo]:
+        """The tools ``owner``'s model is offered, as ``session_info`` and
+        ``tools_changed`` list them (the names as the orchestrator made them unique)."""
         return [
             ToolInfo(
                 name=spec.model_name,
@@ -1763,11 +1879,12 @@ class GatewayActor(Actor[GatewayInbox]):
                 ),
                 icons=_icon_infos(spec.icons),
             )
-            for spec in self._tools
+            for spec in self._owner_tools.get(owner, self._tools)
         ]
 
-    def _prompt_infos(self) -> list[PromptInfo]:
-        """The prompts of every server, as ``session_info`` and ``tools_changed`` list them."""
+    def _prompt_infos(self, owner: str) -> list[PromptInfo]:
+        """The prompts of every server (as ``owner`` sees them), as ``session_info`` and
+        ``tools_changed`` list them."""
         return [
             PromptInfo(
                 name=prompt.name,
@@ -1779,22 +1896,31 @@ class GatewayActor(Actor[GatewayInbox]):
                 ],
                 icons=_icon_infos(prompt.icons),
             )
-            for server in self._servers.values()
+            for server in self._states_for(owner)
             for prompt in server.prompts
         ]
 
-    def _send_tools_changed(self) -> None:
-        """Tell every connection the offered tools and prompts (after either changed)."""
-        frame = ToolsChangedFrame(tools=self._tool_infos(), prompts=self._prompt_infos())
+    def _send_tools_changed(self, owner: str | None = None) -> None:
+        """Tell every connection (of ``owner``) the tools and prompts it is offered (after
+        either changed); each owner has their own list (per-owner OAuth servers)."""
+        frames: dict[str, ToolsChangedFrame] = {}
         for conn in self._connections:
+            if owner is not None and conn.owner != owner:
+                continue
+            frame = frames.get(conn.owner)
+            if frame is None:
+                frame = frames[conn.owner] = ToolsChangedFrame(
+                    tools=self._tool_infos(conn.owner), prompts=self._prompt_infos(conn.owner)
+                )
             conn.send_frame(frame)
 
-    def _resource_infos(self) -> tuple[list[ResourceInfo], list[ResourceInfo]]:
-        """The ready servers' resources and resource templates, as ``session_info`` and
-        ``resources_changed`` list them (``RESOURCES_LISTED`` of each at most)."""
+    def _resource_infos(self, owner: str) -> tuple[list[ResourceInfo], list[ResourceInfo]]:
+        """The ready servers' resources and resource templates (as ``owner`` sees them),
+        as ``session_info`` and ``resources_changed`` list them (``RESOURCES_LISTED`` of
+        each at most)."""
         resources: list[ResourceInfo] = []
         templates: list[ResourceInfo] = []
-        for server in self._servers.values():
+        for server in self._states_for(owner):
             for spec in server.resources:
                 (templates if spec.template else resources).append(
                     ResourceInfo(
@@ -1809,11 +1935,19 @@ class GatewayActor(Actor[GatewayInbox]):
                 )
         return resources[:RESOURCES_LISTED], templates[:RESOURCES_LISTED]
 
-    def _send_resources_changed(self) -> None:
-        """Tell every connection the servers' resources and templates (after they changed)."""
-        resources, templates = self._resource_infos()
-        frame = ResourcesChangedFrame(resources=resources, resource_templates=templates)
+    def _send_resources_changed(self, owner: str | None = None) -> None:
+        """Tell every connection (of ``owner``) the servers' resources and templates it
+        sees (after they changed)."""
+        frames: dict[str, ResourcesChangedFrame] = {}
         for conn in self._connections:
+            if owner is not None and conn.owner != owner:
+                continue
+            frame = frames.get(conn.owner)
+            if frame is None:
+                resources, templates = self._resource_infos(conn.owner)
+                frame = frames[conn.owner] = ResourcesChangedFrame(
+                    resources=resources, resource_templates=templates
+                )
             conn.send_frame(frame)
 
     def _session_info(self, state: ConversationState) -> SessionInfoFrame:
@@ -1822,7 +1956,8 @@ class GatewayActor(Actor[GatewayInbox]):
         retention = self.snapshot.config.chat.storage.persistence.retention
         keep = None if state.saved else retention.max_age_hours * 3600
         last_change = state.messages[-1].created_at if state.messages else time.time()
-        resources, templates = self._resource_infos()
+        resources, templates = self._resource_infos(state.owner)
+        states = self._states_for(state.owner)
         return SessionInfoFrame(
             conversation_id=state.conversation_id,
             name=state.name,
@@ -1830,8 +1965,8 @@ class GatewayActor(Actor[GatewayInbox]):
             branched_from=state.branched_from,
             saved=state.saved,
             messages=[_history_message(m) for m in state.messages],
-            tools=self._tool_infos(),
-            prompts=self._prompt_infos(),
+            tools=self._tool_infos(state.owner),
+            prompts=self._prompt_infos(state.owner),
             resources=resources,
             resource_templates=templates,
             servers=[
@@ -1843,7 +1978,7 @@ class GatewayActor(Actor[GatewayInbox]):
                     icons=_icon_infos(s.icons),
                     completions=s.completions or None,
                 )
-                for s in self._servers.values()
+                for s in states
             ],
             model=llm.providers[llm.active].model,
             provider=llm.active,
@@ -2349,7 +2484,7 @@ class GatewayActor(Actor[GatewayInbox]):
 
     async def _complete(self, conn: _Connection, frame: CompleteFrame) -> None:
         """A prompt argument the page autocompletes: the server's ToolActor asks."""
-        state = self._servers.get(frame.server)
+        state = self._state_for(frame.server, conn.owner)
         if state is None or state.status != "ready":
             raise _invalid(f"no ready MCP server named {frame.server!r}")
         completions = await self.request(
@@ -2359,6 +2494,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 argument=frame.argument,
                 value=frame.value,
                 context=dict(frame.context),
+                owner=conn.owner,
             ),
             to=tool_actor_name(frame.server),
         )
@@ -2375,11 +2511,11 @@ class GatewayActor(Actor[GatewayInbox]):
         """A resource the page opens (a tool card's link, the resources panel): read by
         the server's ToolActor for this tab's conversation (told of its updates from
         now on), never fetched by the browser."""
-        state = self._servers.get(frame.server)
+        state = self._state_for(frame.server, conn.owner)
         if state is None or state.status != "ready":
             raise _invalid(f"no ready MCP server named {frame.server!r} to read {frame.uri!r}")
         contents = await self.request(
-            ReadResource(uri=frame.uri, conversation_id=conn.conversation_id),
+            ReadResource(uri=frame.uri, conversation_id=conn.conversation_id, owner=conn.owner),
             to=tool_actor_name(frame.server),
         )
         text = contents.text

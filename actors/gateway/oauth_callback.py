@@ -2,7 +2,8 @@
 
 The gateway learns which server each pending authorization belongs to from the
 ``state`` parameter of the ``auth_url`` a ToolActor publishes with ``auth_required``
-(:class:`PendingAuthorizations`); the callback's ``state`` picks the server, once. The
+(:class:`PendingAuthorizations`); the callback's ``state`` picks the server, once, and
+the owner whose own connection asked (a per-owner OAuth server: the tokens are theirs). The
 ToolActor checks the state again (its flow's own, compared in constant time) and
 exchanges the code; this module only parses the query and renders the small page that
 says how it went and closes itself. Nothing here is logged: the query holds the code.
@@ -40,23 +41,27 @@ class CallbackQuery:
 
 
 class PendingAuthorizations:
-    """Which server each published authorization URL's ``state`` belongs to."""
+    """Which server (and whose connection to it) each published authorization URL's
+    ``state`` belongs to."""
 
     def __init__(self) -> None:
-        self._by_state: dict[str, str] = {}
+        self._by_state: dict[str, tuple[str, str]] = {}
 
-    def update(self, server: str, auth_url: str | None) -> None:
-        """A server's state changed: forget its old URL, remember the new one (if any)."""
-        for state in [s for s, owner in self._by_state.items() if owner == server]:
+    def update(self, server: str, auth_url: str | None, *, owner: str = "") -> None:
+        """A server's state (``owner``'s own connection's, for a per-owner OAuth server)
+        changed: forget its old URL, remember the new one (if any)."""
+        key = (server, owner)
+        for state in [s for s, pending in self._by_state.items() if pending == key]:
             del self._by_state[state]
         if auth_url is None:
             return
         states = parse_qs(urlsplit(auth_url).query).get("state")
         if states:
-            self._by_state[states[0]] = server
+            self._by_state[states[0]] = key
 
-    def take(self, state: str | None) -> str | None:
-        """The server ``state`` belongs to, forgotten at once (one use), or ``None``."""
+    def take(self, state: str | None) -> tuple[str, str] | None:
+        """The server and owner ``state`` belongs to (``""``: the platform's own
+        connection), forgotten at once (one use), or ``None``."""
         return None if state is None else self._by_state.pop(state, None)
 
 

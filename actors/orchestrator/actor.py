@@ -244,6 +244,14 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         """The tools of each ready MCP server."""
         self._offered: dict[str, ToolSpec] = {}
         """What the model is offered, by the (unique) name it sees."""
+        self._owner_tools: dict[str, dict[str, tuple[ToolSpec, ...]]] = {}
+        """Owner → server → the tools of that owner's own ready connection (a per-owner
+        OAuth server): they replace the server's shared tools in that owner's turns."""
+        self._owner_prompts: dict[str, dict[str, dict[str, PromptSpec]]] = {}
+        """Owner → server → the prompts of that owner's own ready connection."""
+        self._owner_offered: dict[str, dict[str, ToolSpec]] = {}
+        """What each owner's model is offered, for the owners that ever had a connection
+        of their own (kept current: the gateway shows each its own list)."""
         self._server_prompts: dict[str, dict[str, PromptSpec]] = {}
         """The prompts of each ready MCP server, by name."""
         self._server_resources: dict[str, tuple[ResourceSpec, ...]] = {}
@@ -311,7 +319,16 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     self._stale_resources[(server, uri)] = frozenset(message.conversation_ids)
                 else:
                     self._stale_resources.pop((server, uri), None)
+            case ServerStateChanged(owner=owner) if owner:
+                await self._owner_state(message)
             case ServerStateChanged(server=server, tools=tools):
+                if message.status in ("starting", "stopped"):
+                    # Its ToolActor (re)starts or stops: the owners' own connections of it
+                    # are gone with the one that held them.
+                    for servers in self._owner_tools.values():
+                        servers.pop(server, None)
+                    for prompts in self._owner_prompts.values():
+                        prompts.pop(server, None)
                 if tools:
                     self._server_tools[server] = tools
                 else:
@@ -342,10 +359,47 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 if offered != self._offered:
                     self._offered = offered
                     await self.publish(ToolsOffered(tools=tuple(offered.values())))
+                for owner in self._owner_offered:
+                    await self._offer_to(owner)
                 self._inform_turns()
             case _:
                 assert_never(message)
         return None
+
+    async def _owner_state(self, message: ServerStateChanged) -> None:
+        """One owner's own connection to a per-owner server changed state: their turns
+        (and their tabs, through ToolsOffered) get its tools instead of the shared ones."""
+        owner, server = message.owner, message.server
+        if message.tools:
+            self._owner_tools.setdefault(owner, {})[server] = message.tools
+        else:
+            self._owner_tools.get(owner, {}).pop(server, None)
+        if message.prompts:
+            self._owner_prompts.setdefault(owner, {})[server] = {p.name: p for p in message.prompts}
+        else:
+            self._owner_prompts.get(owner, {}).pop(server, None)
+        await self._offer_to(owner)
+        self._inform_turns()
+
+    def _server_tools_of(self, owner: str) -> dict[str, tuple[ToolSpec, ...]]:
+        """Each server's tools as ``owner``'s turns see them."""
+        own = self._owner_tools.get(owner)
+        return {**self._server_tools, **own} if own else self._server_tools
+
+    async def _offer_to(self, owner: str) -> None:
+        """Recompute ``owner``'s list (from their first own connection on); publish it
+        if it changed."""
+        if owner not in self._owner_offered and not self._owner_tools.get(owner):
+            return
+        offered = {
+            spec.model_name: spec
+            for spec in unique_model_names(
+                s for specs in self._server_tools_of(owner).values() for s in specs
+            )
+        }
+        if self._owner_offered.get(owner) != offered:
+            self._owner_offered[owner] = offered
+            await self.publish(ToolsOffered(tools=tuple(offered.values()), owner=owner))
 
     # -- starting and cancelling -----------------------------------------------------------
 
@@ -369,9 +423,10 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         prompt = message.prompt
         if prompt is None:
             return
-        prompts = self._server_prompts.get(prompt.server)
+        available = {**self._server_prompts, **self._owner_prompts.get(message.owner, {})}
+        prompts = available.get(prompt.server)
         if prompts is None:
-            offering = ", ".join(sorted(self._server_prompts)) or "none"
+            offering = ", ".join(sorted(available)) or "none"
             raise InvalidMessage(
                 f"no ready MCP server named {prompt.server!r} offers prompts "
                 f"(servers with prompts: {offering})"
@@ -419,8 +474,9 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             turn_id=turn_id,
             conversation_id=message.conversation_id,
             request_id=message.request_id,
+            owner=message.owner,
             settings=self._turn_settings(),
-            toolbox=self._toolbox(),
+            toolbox=self._toolbox(message.owner),
             provider=message.provider,
             accepts_images=accepts_images,
         )
@@ -510,11 +566,13 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             notification_icon=notes.icon,
         )
 
-    def _toolbox(self) -> Toolbox:
-        """The tools offered now and each of their servers' ``require_approval``."""
-        servers = {spec.server for spec in self._offered.values()}
+    def _toolbox(self, owner: str = "") -> Toolbox:
+        """The tools offered now to ``owner``'s model (their own connections' tools in
+        place of the shared ones) and each of their servers' ``require_approval``."""
+        offered = self._owner_offered.get(owner, self._offered)
+        servers = {spec.server for spec in offered.values()}
         return Toolbox(
-            offered=self._offered,
+            offered=offered,
             approval={server: self._approval_setting(server) for server in servers},
         )
 
@@ -523,10 +581,14 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         call's approval and a step's bounds are read when the step starts)."""
         if not self._turns:
             return
-        settings, toolbox = self._turn_settings(), self._toolbox()
+        settings = self._turn_settings()
+        toolboxes: dict[str, Toolbox] = {}
         for state in self._turns.values():
+            owner = state.turn.owner
+            if owner not in toolboxes:
+                toolboxes[owner] = self._toolbox(owner)
             state.turn.settings = settings
-            state.turn.toolbox = toolbox
+            state.turn.toolbox = toolboxes[owner]
 
     # -- the turn: a thin shell around actors/orchestrator/turn.py ---------------------------
 
@@ -781,7 +843,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         if start.prompt is not None:
             prompt = start.prompt
             expanded: tuple[PromptMessageText, ...] = await self.request(
-                GetPrompt(name=prompt.name, arguments=dict(prompt.arguments)),
+                GetPrompt(name=prompt.name, arguments=dict(prompt.arguments), owner=start.owner),
                 to=tool_actor_name(prompt.server),
             )
             self.log.info(

@@ -496,6 +496,7 @@ class Turn:
         turn_id: The turn's id (in every message of the turn).
         conversation_id: The conversation it runs in.
         request_id: The client's id of the ``user_message``, echoed at the end.
+        owner: Whose conversation it is (its calls carry it).
         settings: The configuration as it is now (:attr:`settings` may be replaced).
         toolbox: The tools offered now (:attr:`toolbox` may be replaced).
     """
@@ -506,6 +507,7 @@ class Turn:
         turn_id: str,
         conversation_id: str,
         request_id: str | None = None,
+        owner: str = "",
         settings: TurnSettings | None = None,
         toolbox: Toolbox | None = None,
         provider: str | None = None,
@@ -519,6 +521,9 @@ class Turn:
         a note saying they were not shown)."""
         self.conversation_id = conversation_id
         self.request_id = request_id
+        self.owner = owner
+        """Whose conversation it is (a per-owner server runs its calls on their own
+        connection)."""
         self.settings = settings or TurnSettings()
         self.toolbox = toolbox or Toolbox()
         self._phase: Phase = "accepted"
@@ -910,6 +915,7 @@ class Turn:
             call_id=entry.call.id,
             tool=spec.name,
             arguments=entry.arguments,
+            owner=self.owner,
         )
         return RunTool(index=index, server=spec.server, call=call, started=started)
 

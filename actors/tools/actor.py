@@ -41,6 +41,20 @@ the waiting flow; once the tokens are stored the connect goes on and the server 
 refresh token) fails the call in flight, drops the connection, and the reconnect asks the
 person again, with the provider's reason as the state's ``error_message``.
 
+*Owners (per-owner OAuth).* With WebSocket authentication on, an authorization-code
+server's ToolActor (``OAuthSetup.per_owner``) first connects without credentials: a
+server that answers is shared by everyone. One that asks for authorization (HTTP 401/403)
+is served per owner from then on: each owner (named by ``OwnersPresent`` when their tab
+opens, or by the ``owner`` of a ``CallTool``, ``GetPrompt``, ``ReadResource``,
+``CompleteArgument`` or ``CompleteAuthorization``) gets a ToolActor of their own,
+``tool:<server>@<owner>``, run as a child task of this one, with that owner's stored tokens
+and its own states (``ServerStateChanged.owner``); this actor hands each owner's requests
+to it and keeps the shared state ``auth_required`` ("each user signs in for themselves").
+An owner's connection unused for ``owner_idle_timeout`` seconds is closed and reopened by
+the next request, which waits for it (like a renewed session), with the stored tokens;
+its tools stay offered meanwhile. (In this file "the owner" otherwise means the child task
+that holds a connection, below.)
+
 Beyond tools: after connecting, the owner also lists the server's prompts and resources
 (with templates) when the server declares them, re-lists each on its ``list_changed``
 notification, and publishes all of it with the state. ``GetPrompt`` and ``ReadResource``
@@ -91,7 +105,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +113,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, assert_never
 from urllib.parse import urlsplit
 
 import anyio
+import httpx2
 import mcp.types as mcp_types
 import orjson
 from mcp.shared.auth import AuthorizationCodeResult, OAuthToken
@@ -128,6 +143,7 @@ from actors.messages import (
     ElicitationRequested,
     GetPrompt,
     IconSpec,
+    OwnersPresent,
     PromptSpec,
     ReadResource,
     ResourceChanged,
@@ -167,6 +183,7 @@ from actors.tools.mcp_client import (
 )
 from actors.tools.platform_server import (
     CONVERSATION_META_KEY,
+    USER_META_KEY,
     BusBackend,
     build_platform_server,
     secret_values,
@@ -318,10 +335,25 @@ class OAuthSetup:
     redirect_uri: str
     """``/oauth/callback`` on the platform's address."""
     timing: OAuthTiming = field(default_factory=OAuthTiming)
+    per_owner: bool = False
+    """Each owner signs in for themselves (``ConfigSnapshot.oauth_per_owner``): the
+    server's ToolActor serves each owner on a connection of their own."""
+    owner_idle_timeout: float = 900.0
+    """Seconds an owner's own connection may stay unused before it is closed
+    (``mcp.oauth.owner_idle_timeout``)."""
 
 
 AUTHORIZATION_EXCHANGE_TIMEOUT = 30.0
 """Seconds the callback page waits for the code to be exchanged for tokens."""
+
+FORWARD_TIMEOUT = 3600.0
+"""Bound of a request handed to an owner's connection (its own timeouts end it sooner:
+a call's, a read's, the callback's)."""
+
+PER_OWNER_MESSAGE = "each user signs in for themselves: use Connect"
+"""The shared state's message of a per-owner server (each owner's own state follows)."""
+
+_OwnedRequest = CallTool | GetPrompt | ReadResource | CompleteArgument | CompleteAuthorization
 
 _ToolMessages = (
     _Relist
@@ -333,6 +365,7 @@ _ToolMessages = (
     | ReadResource
     | AnswerElicitation
     | CompleteAuthorization
+    | OwnersPresent
 )
 
 ToolInbox = Annotated[_ToolMessages, Field(discriminator="type")]
@@ -364,6 +397,7 @@ class ToolActor(Actor[ToolInbox]):
         CompleteAuthorization,
         CompleteArgument,
         ConfigChanged,
+        OwnersPresent,
         _Relist,
     )
 
@@ -378,9 +412,28 @@ class ToolActor(Actor[ToolInbox]):
         *,
         elicitation_timeout: float = 120.0,
         oauth: OAuthSetup | None = None,
+        owner: str = "",
     ) -> None:
-        super().__init__(tool_actor_name(server), mailbox_size=1000)
+        name = tool_actor_name(server) + (f"@{owner}" if owner else "")
+        super().__init__(name, mailbox_size=1000)
         self._oauth_setup = oauth
+        self._owner = owner
+        """``""``: the platform's own connection; else the owner this one serves alone
+        (a child of the server's ToolActor, see the module note)."""
+        self._per_owner = oauth is not None and oauth.per_owner and not owner
+        """This is the server's ToolActor, and each owner may get a connection of their
+        own once the server asks for authorization."""
+        self._lanes: dict[str, ToolActor] | None = None
+        """Each owner's own connection's actor, once the server asked for authorization
+        (``None`` before: the shared connection is tried first, without credentials)."""
+        self._owners_seen: set[str] = set()
+        """Owners with tabs open (``OwnersPresent``) before ``_lanes`` existed."""
+        self._in_use = 0
+        """Calls and reads running (an owner's connection is not idle meanwhile)."""
+        self._touched = asyncio.Event()
+        """Set whenever a call or read starts or ends (the idle clock starts over)."""
+        self._wake = asyncio.Event()
+        """Set by every request: an idle-closed owner's connection reopens."""
         self._auth: PlatformOAuth | None = None
         """Built at the first connect (a missing ``${VAR}`` is a connect failure)."""
         self._gate = AuthorizationGate(
@@ -440,7 +493,13 @@ class ToolActor(Actor[ToolInbox]):
         await self._publish_state("stopped", None)
 
     async def handle(self, message: ToolInbox) -> None:
+        if self._lanes is not None and self._route(message, self._lanes):
+            return
+        if isinstance(message, _OwnedRequest):
+            self._wake.set()  # an owner's idle-closed connection reopens (see _own)
         match message:
+            case OwnersPresent(owners=owners):
+                self._owners_present(owners)
             case _Relist(listing=listing):
                 if self._conn is not None:
                     self.spawn(self._relist(self._conn, listing), name=f"relist:{listing}")
@@ -453,20 +512,22 @@ class ToolActor(Actor[ToolInbox]):
                         f"MCP server {self.server!r} does not offer argument completion"
                     )
                 reply = self.defer_reply()
-                self.spawn(self._complete(conn, message, reply), name="complete")
+                self.spawn(self._used(self._complete(conn, message, reply)), name="complete")
             case CallTool():
                 if (self._conn is None and not self._renewing) or self._status != "ready":
                     raise McpServerUnavailable(
                         f"MCP server {self.server!r} is {self._status}; its tools cannot be "
                         "called right now"
                     )
-                conn = self._conn  # None while an expired session is renewed: the call waits
+                # None while an expired session is renewed (or an idle-closed owner's
+                # connection reopens): the call waits.
+                conn = self._conn
                 reply = self.defer_reply()
                 # Registered now, not when its task first runs: a CancelToolCalls handled
                 # right after this message must find it.
                 running = _RunningCall(message, CallClock())
                 self._running[_call_key(message)] = running
-                self.spawn(self._call(conn, running, reply), name=message.call_id)
+                self.spawn(self._used(self._call(conn, running, reply)), name=message.call_id)
             case CancelToolCalls(turn_id=turn_id):
                 for running in list(self._running.values()):
                     if running.call.turn_id == turn_id:
@@ -474,11 +535,16 @@ class ToolActor(Actor[ToolInbox]):
             case GetPrompt():
                 conn = self._usable_connection("its prompts cannot be used")
                 reply = self.defer_reply()
-                self.spawn(self._get_prompt(conn, message, reply), name=f"prompt:{message.name}")
+                self.spawn(
+                    self._used(self._get_prompt(conn, message, reply)),
+                    name=f"prompt:{message.name}",
+                )
             case ReadResource():
                 conn = self._usable_connection("its resources cannot be read")
                 reply = self.defer_reply()
-                self.spawn(self._read_resource(conn, message, reply), name="read_resource")
+                self.spawn(
+                    self._used(self._read_resource(conn, message, reply)), name="read_resource"
+                )
             case AnswerElicitation():
                 self._answer_question(message)
             case CompleteAuthorization():
@@ -486,6 +552,146 @@ class ToolActor(Actor[ToolInbox]):
                 self.spawn(self._complete_authorization(message, reply), name="authorization")
             case _:
                 assert_never(message)
+
+    # -- owners' own connections (per-owner OAuth) ----------------------------------------
+
+    def _route(self, message: ToolInbox, lanes: dict[str, ToolActor]) -> bool:
+        """Serving owners: hand an owner's request to their own connection's actor (made
+        on first use), and a turn's cancel to every one. ``False``: handled here."""
+        if isinstance(message, _OwnedRequest) and message.owner:
+            lane = self._lane(message.owner)
+            reply = self.defer_reply()
+            self.spawn(self._forward(lane, message, reply), name=f"forward:{message.owner}")
+            return True
+        if isinstance(message, CancelToolCalls):
+            for lane in lanes.values():
+                self.spawn(self._pass_on(lane, message), name=f"cancel:{lane.name}")
+            return True
+        return False
+
+    def _owners_present(self, owners: tuple[str, ...]) -> None:
+        """Owners with tabs open: each gets their own connection (and so their own state:
+        sign in, or ready) once this server is known to want authorization."""
+        if not self._per_owner:
+            return
+        if self._lanes is None:
+            self._owners_seen.update(owners)
+            return
+        for owner in owners:
+            self._lane(owner)
+
+    def _lane(self, owner: str) -> ToolActor:
+        """The actor of ``owner``'s own connection (started on first use; a child task of
+        this actor, stopped with it)."""
+        assert self._lanes is not None
+        lane = self._lanes.get(owner)
+        if lane is None:
+            lane = self._lanes[owner] = ToolActor(
+                self.server,
+                self._entry,
+                self._settings,
+                self._connection_config,
+                self._env,
+                self._config_dir,
+                elicitation_timeout=self._elicitation_timeout,
+                oauth=self._oauth_setup,
+                owner=owner,
+            )
+            self.log.info("tools.owner_connection", server=self.server, owner=owner)
+            self.spawn(lane.run(self.bus), name=f"owner:{owner}")
+        return lane
+
+    async def _forward(self, lane: ToolActor, message: _OwnedRequest, reply: Reply) -> None:
+        """One request, answered by the owner's connection (its errors as they are)."""
+        # No suspension once the lane runs: this reaches its mailbox before a cancel
+        # handled after it (see _pass_on).
+        await lane.wait_started()
+        try:
+            forwarded: Request[Any] = message
+            result = await self.request(forwarded, to=lane.name, timeout=FORWARD_TIMEOUT)
+        except RequestFailed as exc:
+            reply.fail(cause_of(exc))
+            return
+        except RequestError as exc:
+            reply.fail(
+                McpServerUnavailable(
+                    f"MCP server {self.server!r}: the connection of {message.owner!r} did "
+                    f"not answer ({type(exc).__name__})"
+                )
+            )
+            return
+        reply.resolve(result)
+
+    async def _pass_on(self, lane: ToolActor, message: CancelToolCalls) -> None:
+        await lane.wait_started()
+        try:
+            self.bus.offer(lane.name, message, sender=self.name)
+        except BusError:
+            self.log.warning("tools.cancel_dropped", server=self.server, to=lane.name)
+
+    async def _serve_owners(self, error: str) -> None:
+        """The shared connection, tried without credentials, was asked for them: from now
+        on each owner has their own connection (and tokens)."""
+        self._lanes = {}
+        self.log.info(
+            "tools.per_owner", server=self.server, owners=len(self._owners_seen), reason=error
+        )
+        await self._set_connection(None, failed=True)
+        await self._publish_state("auth_required", PER_OWNER_MESSAGE)
+        for owner in sorted(self._owners_seen):
+            self._lane(owner)
+        self._owners_seen.clear()
+
+    def _used(self, work: Awaitable[None]) -> Coroutine[Any, Any, None]:
+        """``work`` (a call or read, spawned right away) counts as a use of the connection
+        from now on: an owner's connection is not closed as idle under it."""
+        self._in_use += 1
+        self._touched.set()
+        return self._using(work)
+
+    async def _using(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        finally:
+            self._in_use -= 1
+            self._touched.set()
+
+    async def _idle_out(self) -> None:
+        """Return once nothing used the connection for ``owner_idle_timeout`` seconds,
+        with the connection already withdrawn: a request handled from then on waits for
+        the one :meth:`_own` reopens (decided without a suspension in between, so none
+        takes the connection being closed)."""
+        assert self._oauth_setup is not None
+        idle = self._oauth_setup.owner_idle_timeout
+        while True:
+            self._touched.clear()
+            try:
+                async with asyncio.timeout(idle):
+                    await self._touched.wait()
+            except TimeoutError:
+                if not self._in_use and not self._questions:
+                    self._renewing = True
+                    self._wake.clear()
+                    self._conn = None  # the waiters are told by _watch_or_idle
+                    return
+
+    async def _watch_or_idle(self, conn: ServerConnection) -> str | None:
+        """:meth:`_watch`; an owner's connection also ends after being idle (``None``):
+        from then on requests wait for the connection it reopens."""
+        if not self._owner or self._oauth_setup is None:
+            return await self._watch(conn)
+        watch = asyncio.ensure_future(self._watch(conn))
+        idle = asyncio.ensure_future(self._idle_out())
+        try:
+            await asyncio.wait({watch, idle}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watch, idle):
+                task.cancel()
+            await asyncio.gather(watch, idle, return_exceptions=True)
+        if idle.cancelled():
+            return watch.result()
+        await self._set_connection(None)
+        return None
 
     def _config_changed(self, entry: ServerEntry | None, snapshot: ConfigSnapshot) -> None:
         """What applies to the live connection without a restart: the entry's ``roots``
@@ -593,8 +799,13 @@ class ToolActor(Actor[ToolInbox]):
             ServerConfigError: A ``${VAR}`` the ``oauth`` settings reference is not set.
         """
         setup = self._oauth_setup
+        if self._per_owner:
+            # Tried without credentials first: a server that asks for them is served on
+            # each owner's own connection (see _serve_owners); the platform's own tokens
+            # are never used for it.
+            return None
         if self._auth is None and setup is not None:
-            storage = StoredTokenStorage(BusOAuthRecords(self.request), self.server)
+            storage = StoredTokenStorage(BusOAuthRecords(self.request), self.server, self._owner)
             self._storage = storage
             self._auth = oauth_auth(
                 self.server,
@@ -645,7 +856,11 @@ class ToolActor(Actor[ToolInbox]):
         reason = (
             self._auth.last_failure if self._auth is not None else None
         ) or f"sign in to connect {self.server!r}"
-        self.log.warning("tools.authorization_required", server=self.server, reason=reason)
+        self.log.warning(
+            "tools.authorization_required", server=self.server, owner=self._owner, reason=reason
+        )
+        # Requests waiting for this connection (an idle one reopening) are not sent.
+        await self._set_connection(None, failed=True)
         await self._publish_state("auth_required", reason)
 
     async def _complete_authorization(self, message: CompleteAuthorization, reply: Reply) -> None:
@@ -700,10 +915,12 @@ class ToolActor(Actor[ToolInbox]):
         failures = 0
         while True:
             error: str | None = None
-            renew = False
+            renew = idle = False
+            probe: ServerConnection | None = None
             try:
                 started = time.perf_counter()
                 async with self._connect() as conn:
+                    probe = conn
                     specs = build_tool_specs(
                         self.server,
                         await conn.list_tools(),
@@ -737,6 +954,7 @@ class ToolActor(Actor[ToolInbox]):
                     self.log.info(
                         "tools.server_ready",
                         server=self.server,
+                        owner=self._owner,
                         tools=sorted(self._tools),
                         prompts=[p.name for p in self._prompts],
                         resources=len(self._resources),
@@ -745,15 +963,42 @@ class ToolActor(Actor[ToolInbox]):
                     )
                     if not unchanged:  # a renewed session with the same tools is no news
                         await self._publish_state("ready", None)
-                    reason = await self._watch(conn)
-                    renew = conn.session_expired
-                    error = f"the server went away: {reason}"
+                    reason = await self._watch_or_idle(conn)
+                    if reason is None:
+                        idle = True
+                    else:
+                        renew = conn.session_expired
+                        error = f"the server went away: {reason}"
             except asyncio.CancelledError:
                 raise
             except ServerConnectError as exc:
+                if self._per_owner and exc.failure == "auth_required":
+                    await self._serve_owners(str(exc))
+                    return
                 error = str(exc)
             except Exception as exc:  # noqa: BLE001 - any failure of an external server
+                if self._per_owner and (
+                    _asks_authorization(exc)
+                    or (probe is not None and probe.http_error_status() in (401, 403))
+                ):
+                    # initialize went through, a listing was refused (HTTP 401/403)
+                    await self._serve_owners(str(exc))
+                    return
                 error = f"{type(exc).__name__}: {exc}"
+            if idle:
+                # Nothing used the owner's connection for a while: closed now, reopened
+                # (with the stored tokens) by the next request, which waits for it.
+                self.log.info(
+                    "tools.owner_idle_closed",
+                    server=self.server,
+                    owner=self._owner,
+                    idle_timeout=self._oauth_setup.owner_idle_timeout
+                    if self._oauth_setup
+                    else None,
+                )
+                await self._wake.wait()
+                self.log.info("tools.owner_reopening", server=self.server, owner=self._owner)
+                continue
             if renew:
                 # The server is up and forgot us (what leaving the dead session raised, if
                 # anything, is moot): a new session, now, quietly (see the module note).
@@ -966,6 +1211,8 @@ class ToolActor(Actor[ToolInbox]):
                 completions=ready
                 and self._conn is not None
                 and self._conn.capabilities.completions is not None,
+                owner=self._owner,
+                per_owner=self._lanes is not None,
             )
         )
 
@@ -1617,6 +1864,18 @@ _URL_ELICITATIONS_KEPT = 100
 """URL elicitations remembered (accepted and not complete; completed ids)."""
 
 
+def _asks_authorization(exc: BaseException) -> bool:
+    """Whether a failure was caused by HTTP 401 or 403 (the server wants credentials)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, httpx2.HTTPStatusError) and seen.response.status_code in (401, 403):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def _openable(url: str) -> bool:
     """Whether the page may offer to open ``url``: http(s) with a host, nothing else."""
     parts = urlsplit(url)
@@ -1663,6 +1922,8 @@ class PlatformToolActor(ToolActor):
 
     async def handle(self, message: PlatformToolInbox) -> None:
         if isinstance(message, ServerStateChanged):
+            if message.owner:
+                return None  # an owner's own connection: not in the shared catalogue
             if message.resources:
                 self._catalogue[message.server] = message.resources
             else:
@@ -1672,8 +1933,12 @@ class PlatformToolActor(ToolActor):
 
     def _call_meta(self, call: CallTool) -> dict[str, str] | None:
         """The built-in server also learns the calling conversation (its
-        ``read_resource`` names it as the reader); never sent to a third-party server."""
-        return {**(super()._call_meta(call) or {}), CONVERSATION_META_KEY: call.conversation_id}
+        ``read_resource`` names it as the reader) and its owner (whose own connection to a
+        per-owner server reads); never sent to a third-party server."""
+        meta = {**(super()._call_meta(call) or {}), CONVERSATION_META_KEY: call.conversation_id}
+        if call.owner:
+            meta[USER_META_KEY] = call.owner
+        return meta
 
     def _connect(self) -> AbstractAsyncContextManager[ServerConnection]:
         async def request(message: Request[R], to: str | None) -> R:

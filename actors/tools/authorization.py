@@ -15,8 +15,11 @@ platform's redirect URI. Two ways back in, whichever comes first:
   failed to load because the browser runs on another machine, or showed the running
   platform's "not pending here" page).
 
-``--logout`` deletes what is stored for the server. Neither path prints a token, a code
-or a secret.
+``--logout`` deletes what is stored for the server (``--owner``: only that owner's).
+With WebSocket authentication on, each owner signs in to a server for themselves
+(``oauth.per_owner``): ``--owner NAME`` names whose tokens the command stores; it is
+refused where the platform would not use them. Neither path prints a token, a code or a
+secret.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "OAuthCommandRecords",
     "authorize_server",
     "check_oauth_server",
+    "check_owner",
     "logout_server",
 ]
 
@@ -97,6 +101,32 @@ def check_oauth_server(snapshot: ConfigSnapshot, name: str) -> None:
         )
 
 
+def check_owner(snapshot: ConfigSnapshot, name: str, owner: str) -> None:
+    """Refuse tokens the platform would never use: an owner's for a server every user
+    shares, or the platform's own for a server each owner signs in to for themselves.
+
+    Raises:
+        AuthCommandError: Says which ``--owner`` to give (or to leave out).
+    """
+    owners = [token.owner for token in snapshot.config.chat.websocket.auth.tokens]
+    if snapshot.oauth_per_owner(name):
+        if not owner:
+            raise AuthCommandError(
+                f"each user signs in to {name!r} for themselves (chat.websocket.auth is on "
+                f"and its oauth.per_owner is true): name whose tokens with --owner "
+                f"({', '.join(owners)})"
+            )
+        if owner not in owners:
+            raise AuthCommandError(
+                f"{owner!r} is not an owner of chat.websocket.auth.tokens ({', '.join(owners)})"
+            )
+    elif owner:
+        raise AuthCommandError(
+            f"{name!r} has one sign-in shared by every user (no chat.websocket.auth, or "
+            "its oauth.per_owner is false): run without --owner"
+        )
+
+
 async def logout_server(
     snapshot: ConfigSnapshot,
     name: str,
@@ -144,6 +174,7 @@ async def authorize_server(
         AuthCommandError: See :class:`AuthCommandError`.
     """
     check_oauth_server(snapshot, name)
+    check_owner(snapshot, name, owner)
     entry = snapshot.servers.mcp_servers[name]
     redirect_uri = snapshot.oauth_redirect_uri
     settings = entry.effective_oauth

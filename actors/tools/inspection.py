@@ -96,14 +96,20 @@ def oauth_snapshot(config_dir: Path, entry: ServerEntry) -> ConfigSnapshot | Non
 
 
 def stored_oauth(
-    snapshot: ConfigSnapshot, name: str, entry: ServerEntry, records: OAuthRecords | None
+    snapshot: ConfigSnapshot,
+    name: str,
+    entry: ServerEntry,
+    records: OAuthRecords | None,
+    *,
+    owner: str = "",
 ) -> httpx2.Auth | None:
-    """The OAuth of a configured server, with the tokens the platform stored for it in
-    ``records`` (the configured backend; ``None``: ``memory`` storage, nothing stored)."""
+    """The OAuth of a configured server, with the tokens the platform stored for it (for
+    ``owner``, ``""``: its own) in ``records`` (the configured backend; ``None``:
+    ``memory`` storage, nothing stored)."""
     return oauth_auth(
         name,
         entry,
-        MemoryTokenStorage() if records is None else StoredTokenStorage(records, name),
+        MemoryTokenStorage() if records is None else StoredTokenStorage(records, name, owner),
         platform_env=os.environ,
         redirect_uri=snapshot.oauth_redirect_uri,
         timing=OAuthTiming(
@@ -305,7 +311,8 @@ async def inspect_server(
     except ServerConnectError as exc:
         error = str(exc)
         if exc.failure == "auth_required" and entry.effective_oauth is not None:
-            error += f" (authorize it with `mcp-platform auth {name}`)"
+            error += f" (authorize it with `mcp-platform auth {name}`; with WebSocket auth on, "
+            "`--owner NAME` on both commands names whose sign-in)"
         _print(out, as_json, {"server": name, "error": error, "failure": exc.failure})
         return 1
     except MCPClientError as exc:

@@ -61,6 +61,7 @@ from config.store import set_keys, validate_config
 __all__ = [
     "CONVERSATION_META_KEY",
     "REDACTED",
+    "USER_META_KEY",
     "BusBackend",
     "ConfigUpdateRefused",
     "PlatformBackend",
@@ -76,6 +77,10 @@ REDACTED = "[REDACTED]"
 CONVERSATION_META_KEY = "io.mcp-platform/conversation_id"
 """``params._meta`` key of a ``tools/call`` to this server naming the calling conversation
 (set by its ToolActor): ``read_resource`` makes it the resource's reader."""
+USER_META_KEY = "io.mcp-platform/owner"
+"""``params._meta`` key naming the calling conversation's owner (set by its ToolActor with
+WebSocket authentication on): ``read_resource`` reads on their own connection to a
+per-owner OAuth server."""
 _MIN_SECRET_LENGTH = 6
 """Shorter environment values are not treated as secrets (they would redact noise)."""
 _NEVER_SETTABLE = ("mcp.platform",)
@@ -110,10 +115,11 @@ class PlatformBackend(Protocol):
         ...
 
     async def read_resource(
-        self, uri: str, server: str | None, conversation_id: str | None = None
+        self, uri: str, server: str | None, conversation_id: str | None = None, user: str = ""
     ) -> tuple[str, ResourceText]:
-        """Read a resource from its server for ``conversation_id`` (told of its updates);
-        returns the server's name and the contents.
+        """Read a resource from its server for ``conversation_id`` (told of its updates),
+        on ``user``'s own connection to a per-owner OAuth server; returns the server's
+        name and the contents.
 
         Raises:
             ToolError: No server offers it, or its server is not ready.
@@ -175,7 +181,7 @@ class BusBackend:
         return snapshot
 
     async def read_resource(
-        self, uri: str, server: str | None, conversation_id: str | None = None
+        self, uri: str, server: str | None, conversation_id: str | None = None, user: str = ""
     ) -> tuple[str, ResourceText]:
         catalogue = self._catalogue()
         servers = sorted({spec.server for spec in catalogue})
@@ -191,7 +197,8 @@ class BusBackend:
             owner = server
         try:
             contents = await self._request(
-                ReadResource(uri=uri, conversation_id=conversation_id), self._tool_actor(owner)
+                ReadResource(uri=uri, conversation_id=conversation_id, owner=user),
+                self._tool_actor(owner),
             )
         except RequestFailed as exc:
             cause = cause_of(exc)
@@ -407,8 +414,12 @@ def build_platform_server(backend: PlatformBackend) -> MCPServer:
         that offers it; templates in the catalogue show which URIs can be built."""
         meta = ctx.request_context.meta or {}
         conversation = meta.get(CONVERSATION_META_KEY)
+        user = meta.get(USER_META_KEY)
         _owner, contents = await backend.read_resource(
-            uri, server, conversation if isinstance(conversation, str) else None
+            uri,
+            server,
+            conversation if isinstance(conversation, str) else None,
+            user if isinstance(user, str) else "",
         )
         if contents.is_error:
             raise ToolError(contents.text)

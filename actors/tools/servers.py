@@ -7,7 +7,9 @@ with what runs, and starts, stops or restarts exactly the servers whose entries 
 an added or re-enabled entry starts a ToolActor, a removed or ``enabled: false`` entry
 stops one (its tools leave the model's list at once), an edited entry restarts it (except
 for ``require_approval``, which the orchestrator reads at each call, and ``roots`` and
-``settings.logLevel``, which the ToolActor applies to its live connection).
+``settings.logLevel``, which the ToolActor applies to its live connection). Turning
+WebSocket authentication (``chat.websocket.auth``) on or off restarts the OAuth servers
+whose owners sign in for themselves (``oauth.per_owner``).
 Unchanged servers keep their connections. The built-in ``platform`` server
 (``actors/tools/platform_server.py``) is always wanted: it has no entry in the file (its name
 is reserved there) and is restarted only when what it is built from changes.
@@ -58,8 +60,15 @@ def _wanted(snapshot: ConfigSnapshot) -> dict[str, str]:
     shared += snapshot.oauth_redirect_uri
     # require_approval is read by the orchestrator at each call: editing it must not
     # restart the server (and drop its connection) under a running turn.
+    # Whether each owner signs in for themselves follows chat.websocket.auth too: turning
+    # authentication on or off restarts exactly the servers it changes.
     wanted.update(
-        (name, entry.model_dump_json(exclude={"require_approval", "roots"}) + shared)
+        (
+            name,
+            entry.model_dump_json(exclude={"require_approval", "roots"})
+            + shared
+            + f"per_owner={snapshot.oauth_per_owner(name)}",
+        )
         for name, entry in servers.mcp_servers.items()
         if entry.enabled
     )
@@ -100,7 +109,7 @@ class ServersActor(Actor[ConfigChanged]):
     async def handle(self, message: ConfigChanged) -> None:
         match message:
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
-                if any(k.startswith(("servers.", "mcp.")) for k in keys):
+                if any(k.startswith(("servers.", "mcp.", "chat.websocket.auth")) for k in keys):
                     await self._reconcile(snapshot)
             case _:
                 assert_never(message)
@@ -141,6 +150,8 @@ class ServersActor(Actor[ConfigChanged]):
                 refresh_margin=snapshot.config.mcp.oauth.refresh_margin,
                 restart_jitter=snapshot.config.mcp.oauth.restart_jitter,
             ),
+            per_owner=snapshot.oauth_per_owner(server),
+            owner_idle_timeout=snapshot.config.mcp.oauth.owner_idle_timeout,
         )
 
         def factory() -> ToolActor:

@@ -152,7 +152,9 @@ class PlatformProcess:
         assert self.proc is not None
         os.killpg(self.proc.pid, signum)
 
-    async def wait_exit(self, timeout: float = 10.0) -> int:
+    async def wait_exit(self, timeout: float = START_TIMEOUT) -> int:
+        """The exit code, once the process ended (a hang guard: a process that exits at
+        start, e.g. on a bad config, takes its whole start-up first)."""
         assert self.proc is not None
         async with asyncio.timeout(timeout):
             code = await self.proc.wait()

@@ -16,7 +16,11 @@ provider's reason while the chat goes on, and a new sign-in brings it back; a re
 uses the stored tokens without refreshing or asking; ``mcp-platform auth`` (a pasted
 redirect address while the platform runs, or the redirect taken directly while it is
 down) stores tokens the platform then uses, a waiting server without a restart; no
-token, code or secret reaches the log or a frame.
+token, code or secret reaches the log or a frame. With WebSocket authentication on, two
+owners sign in for themselves: each one's calls reach the server with their own token
+(the authorization server counts them by subject), each one's tabs see their own state,
+the rows are per owner, a logout forgets one owner's, and an idle owner's connection
+closes and reopens with the stored tokens.
 """
 
 from __future__ import annotations
@@ -79,6 +83,14 @@ class OAuthServer(HTTPServerProcess):
 
     async def stats(self) -> dict[str, int]:
         return await self._control("GET", "/test/stats")
+
+    async def subject(self, name: str) -> None:
+        """Who signs in at the authorization server from now on."""
+        await self._control("POST", "/test/subject", name=name)
+
+    async def subjects(self) -> dict[str, dict[str, int]]:
+        """``echo`` runs and live refresh tokens, by the subject of their token."""
+        return await self._control("GET", "/test/subjects")
 
 
 @pytest.fixture
@@ -564,3 +576,193 @@ async def test_tokens_live_in_postgres_with_postgres_storage(
         postgres_dsn, "SELECT COUNT(*) FROM oauth_tokens WHERE tokens IS NOT NULL", ()
     ) == [(1,)]
     assert not list(platform.config_dir.glob("*.db*"))
+
+
+# -- owners: each signs in for themselves (chat.websocket.auth on) ----------------------------
+
+ALICE_TOKEN = "alice-owner-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+BOB_TOKEN = "bob-owner-0a1b2c3d4e5f60718293a4b5c6d7e8f9a"
+
+
+def _owners_overrides(port: int, *, idle: float) -> dict[str, Any]:
+    overrides = _overrides(port)
+    overrides["mcp"]["oauth"]["owner_idle_timeout"] = idle
+    overrides["chat"]["websocket"]["auth"] = {
+        "tokens": [
+            {"owner": "alice", "token_env": "ALICE_TOKEN"},
+            {"owner": "bob", "token_env": "BOB_TOKEN"},
+        ]
+    }
+    return overrides
+
+
+async def _own_auth_url(client: ChatClient) -> str:
+    """The authorization URL of this tab's owner's own connection to ``remote``."""
+    info = await client.expect("session_info")
+    [remote] = [s for s in info["servers"] if s["name"] == "remote"]
+    if remote["status"] == "auth_required" and remote.get("auth_url"):
+        return str(remote["auth_url"])
+    async with asyncio.timeout(30):
+        while True:
+            frame = await _status(client, "auth_required")
+            if frame.get("auth_url"):
+                return str(frame["auth_url"])
+
+
+def _rows(db: Path) -> dict[str, tuple[str, str | None]]:
+    """Owner → (access token, subject-free refresh token) of ``remote``'s stored rows."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT owner, tokens FROM oauth_tokens WHERE server = 'remote' AND tokens IS NOT NULL"
+        ).fetchall()
+    return {
+        owner: (orjson.loads(tokens)["access_token"], orjson.loads(tokens).get("refresh_token"))
+        for owner, tokens in rows
+    }
+
+
+def _offered(request_json: dict[str, Any] | None) -> set[str]:
+    assert request_json is not None
+    return {tool["function"]["name"] for tool in request_json.get("tools", [])}
+
+
+async def test_each_owner_signs_in_for_themselves_and_idle_connections_close(
+    chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer
+) -> None:
+    """With WebSocket authentication on, alice and bob each sign in to ``remote`` on a
+    connection of their own: alice's tokens never serve bob (the authorization server
+    sees each one's own subject), each tab sees its owner's state and tools, the rows are
+    per owner, ``mcp-platform auth --logout remote --owner alice`` forgets only alice's,
+    and an owner's idle connection closes and reopens with the stored tokens."""
+    platform, clients = chat
+    platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN, BOB_TOKEN=BOB_TOKEN)
+    _write_servers(platform, oauth_server)
+    await platform.start(_owners_overrides(free_port(), idle=1.0))
+    await platform.process.wait_for(
+        "tools.per_owner", lambda e: e["server"] == "remote", timeout=30
+    )
+    alice = await platform.connect(token=ALICE_TOKEN)
+    bob = await platform.connect(token=BOB_TOKEN)
+    clients += [alice, bob]
+    alice_url, bob_url = await _own_auth_url(alice), await _own_auth_url(bob)
+    assert alice_url != bob_url
+
+    await oauth_server.subject("alice")
+    page = await _sign_in(alice_url)
+    assert page.status_code == 200, page.text
+    await _status(alice, "ready")
+    mark = len(platform.process.events)
+
+    # Alice's turn offers her tools and runs on her connection, with her token.
+    llm.script(_echo_calls("from-alice"), Reply.text("Echoed for alice."))
+    frames = await alice.turn("echo as alice")
+    assert [f["status"] for f in frames if f["type"] == "tool_execution"][-1] == "completed"
+    assert "remote__echo" in _offered(llm.requests[-1].json)
+
+    # Bob is still asked to sign in: his model is not offered alice's tools, and a call
+    # to them never reaches the server with her token.
+    llm.script(_echo_calls("from-bob"), Reply.text("No tool for bob."))
+    frames = await bob.turn("echo as bob")
+    assert not [f for f in frames if f["type"] == "tool_execution"]
+    assert "remote__echo" not in _offered(llm.requests[-1].json)
+    assert "no tool named 'remote__echo'" in orjson.dumps(llm.requests[-1].json).decode()
+    assert not [f for f in bob.frames if f["type"] == "server_status" and f["status"] == "ready"]
+    assert (await oauth_server.subjects())["echo"] == {"alice": 1}
+
+    # Bob signs in as himself (another person at the authorization server).
+    await oauth_server.subject("bob")
+    assert (await _sign_in(bob_url)).status_code == 200
+    await _status(bob, "ready")
+    llm.script(_echo_calls("bob-again"), Reply.text("Echoed for bob."))
+    frames = await bob.turn("echo as bob again")
+    assert [f["status"] for f in frames if f["type"] == "tool_execution"][-1] == "completed"
+    # The built-in read_resource tool reads on the caller's own connection too.
+    read = ToolCall(
+        "platform__read_resource", '{"uri": "memo://whoami", "server": "remote"}', id="who"
+    )
+    for client, name in ((alice, "alice"), (bob, "bob")):
+        llm.script(Reply.tool_calls([read]), Reply.text("Read."))
+        await client.turn("who am I there?")
+        assert f"you are {name}" in orjson.dumps(llm.requests[-1].json).decode()
+    subjects = await oauth_server.subjects()
+    assert subjects["echo"] == {"alice": 1, "bob": 1}
+    assert subjects["refresh_tokens"] == {"alice": 1, "bob": 1}
+    stats = await oauth_server.stats()
+    assert stats["authorizations"] == 2
+    assert stats["distinct_tokens"] == 2
+
+    db = platform.config_dir / "chat_history.db"
+    rows = _rows(db)
+    assert set(rows) == {"alice", "bob"}  # nothing stored as the platform's own ("")
+    assert rows["alice"] != rows["bob"]
+    _assert_secrets_absent(platform, clients, db)
+
+    # Alice's connection, unused, closes after the idle timeout; her next call reopens it
+    # with her stored tokens (nobody is asked again).
+    await platform.process.wait_for(
+        "tools.owner_idle_closed", lambda e: e["owner"] == "alice", after=mark, timeout=30
+    )
+    llm.script(_echo_calls("after-idle"), Reply.text("Echoed again."))
+    frames = await alice.turn("echo after a pause")
+    assert [f["status"] for f in frames if f["type"] == "tool_execution"][-1] == "completed"
+    await platform.process.wait_for(
+        "tools.owner_reopening", lambda e: e["owner"] == "alice", after=mark, timeout=5
+    )
+    assert (await oauth_server.subjects())["echo"] == {"alice": 2, "bob": 1}
+    assert (await oauth_server.stats())["authorizations"] == 2
+
+    # The operator forgets alice's tokens only.
+    logout = await asyncio.create_subprocess_exec(
+        str(ENTRY_POINT),
+        "--config-dir",
+        str(platform.config_dir),
+        "auth",
+        "--logout",
+        "remote",
+        "--owner",
+        "alice",
+        stdout=asyncio.subprocess.PIPE,
+        env=dict(platform.process.env),
+    )
+    out, _ = await logout.communicate()
+    assert logout.returncode == 0
+    assert b"forgot the tokens of 'remote' for owner 'alice'" in out
+    assert set(_rows(db)) == {"bob"}
+    # Bob's row still serves him, from a terminal too.
+    inspect = await asyncio.create_subprocess_exec(
+        str(ENTRY_POINT),
+        "--config-dir",
+        str(platform.config_dir),
+        "inspect",
+        "--owner",
+        "bob",
+        "remote",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(platform.process.env),
+    )
+    out, _ = await inspect.communicate()
+    assert inspect.returncode == 0, out.decode()
+    assert b"echo" in out
+
+
+async def test_a_server_asking_from_tools_list_on_is_per_owner_too(
+    chat: tuple[ChatPlatform, list[ChatClient]], llm, oauth_server: OAuthServer
+) -> None:
+    """``initialize`` passes without a token and the 401 comes with ``tools/list`` (its
+    JSON-RPC error no longer says 401): the server is still served per owner, and an
+    owner's sign-in makes it ready for them."""
+    platform, clients = chat
+    await oauth_server.lenient()
+    platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN, BOB_TOKEN=BOB_TOKEN)
+    _write_servers(platform, oauth_server)
+    await platform.start(_owners_overrides(free_port(), idle=900.0))
+    await platform.process.wait_for(
+        "tools.per_owner", lambda e: e["server"] == "remote", timeout=30
+    )
+    alice = await platform.connect(token=ALICE_TOKEN)
+    clients.append(alice)
+    assert (await _sign_in(await _own_auth_url(alice))).status_code == 200
+    await _status(alice, "ready")
+    # The shared connection was never retried as "down": its refusal meant "per owner".
+    assert not platform.process.find("tools.server_down", lambda e: e["actor"] == "tool:remote")

@@ -346,6 +346,7 @@ async def connect_server(
                         task_group=task_group,
                     )
                     watch.on_session_gone = connection.session_forgotten
+                    connection.http_error_status = lambda: watch.http_status
                     if oauth is not None:
                         # From now on a person's sign-in holds the request timeouts.
                         oauth.on_waiting = connection.person_waiting

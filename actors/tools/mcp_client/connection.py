@@ -235,6 +235,10 @@ class ServerConnection:
         self._session_expired = False
         self._attempts: set[_Attempt] = set()
         """Requests in flight (their POSTs, as the HTTP hooks saw them)."""
+        self.http_error_status: Callable[[], int | None] = lambda: None
+        """The last HTTP error status (>= 400) the server answered (HTTP transports: set
+        by ``connect_server``): a request refused with 401 arrives as a JSON-RPC error
+        that no longer says so."""
 
     # -- what the server said about itself --
 
