@@ -379,10 +379,15 @@ class _AnswerText:
         parts = self.content if kind == "content" else self.thinking
         if offset is not None:
             start = self.start.get(kind)
-            if start is None or offset != start + self.chars[kind]:
+            end = None if start is None else start + self.chars[kind]
+            if end is None or offset > end:  # the first, or after a gap
                 parts.clear()
                 self.start[kind] = offset
                 self.chars[kind] = 0
+            elif offset < end:  # text kept already
+                text = text[end - offset :]
+                if not text:
+                    return
         parts.append(text)
         self.chars[kind] += len(text)
 
