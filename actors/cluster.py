@@ -18,12 +18,13 @@ this module is the platform's side of it, used by the wiring (``actors/platform.
   mid-turn) and the questions waiting for the user (elicitations, approvals: shown to a
   tab that attaches while they wait, answered from any replica). A tab that attaches
   mid-turn reads the text so far from the database, gets the deltas from then on, and
-  its gateway takes the whole answer from the stored row at the end. The deltas leave
-  stamped with their place in the turn's text (:class:`DeltaOffsets`): the gateway
-  sends such a tab each character past what it read once, those it received while the
-  tab's read was under way included (the watch is confirmed before the read, so none
-  published after the read began is missed); what was streamed before the watch and not
-  yet flushed to the database at the read reaches the tab in the final answer only.
+  its gateway takes the whole answer from the stored row at the end. Once the watch is
+  confirmed, and before the history is read, the gateway asks the turn's replica for the
+  answer as far as it has streamed (``ReadStreamingAnswer``, routed like a stop: its
+  persistence actor holds what it has not yet written), so nothing published before the
+  watch is missed; the deltas leave stamped with their place in the turn's text
+  (:class:`DeltaOffsets`), so the tab gets each character past what it read once, those
+  its replica received while the tab's read was under way included.
 * Order. One replica's events on one subject arrive in the order it published them, and
   so do its events on one conversation's topic (one subscription; published in batches
   of 2 ms, neighbouring deltas of one answer joined: :func:`merge_events`, so a turn's
@@ -74,6 +75,7 @@ from actors.messages import (
     ConversationTitled,
     ElicitationClosed,
     ElicitationRequested,
+    ReadStreamingAnswer,
     RunningTurns,
     RuntimeConfigReset,
     RuntimeConfigUpdated,
@@ -203,7 +205,7 @@ class DeltaOffsets:
         return message
 
 
-_ROUTED = (CancelTurn, AnswerToolApproval, AnswerElicitation)
+_ROUTED = (CancelTurn, AnswerToolApproval, AnswerElicitation, ReadStreamingAnswer)
 """Requests answered by the replica running the conversation's turn."""
 
 ANSWERABLE: frozenset[type[Request[Any]]] = frozenset(_ROUTED)

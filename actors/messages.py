@@ -787,6 +787,27 @@ class ReleaseTurn(Request[None]):
     turn_id: str
 
 
+class StreamingAnswer(Payload):
+    """Answer to :class:`ReadStreamingAnswer`: the turn's answer streaming now, as far as
+    its deltas have arrived (``message_id`` None: none streams there)."""
+
+    message_id: int | None = None
+    content: str = ""
+    thinking: str | None = None
+
+
+class ReadStreamingAnswer(Request[StreamingAnswer]):
+    """Request → StreamingAnswer, to the PersistenceActor of the replica running the turn
+    (``cluster``: routed there, like a stop): the text of the answer streaming now,
+    written to the database or not. The gateway of a tab attaching mid-turn asks once its
+    replica watches the conversation and before it reads the history: with the deltas
+    received from then on, nothing of the answer is missed."""
+
+    type: Literal["read_streaming_answer"] = "read_streaming_answer"
+    conversation_id: str
+    turn_id: str
+
+
 class TurnsRunning(Payload):
     """Answer to :class:`RunningTurns`."""
 

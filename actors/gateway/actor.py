@@ -220,6 +220,7 @@ from actors.messages import (
     OwnersPresent,
     PromptRequest,
     ReadResource,
+    ReadStreamingAnswer,
     ResourceChanged,
     RunningTurns,
     SaveSession,
@@ -231,6 +232,7 @@ from actors.messages import (
     StartTurn,
     StoredMessage,
     StreamedText,
+    StreamingAnswer,
     ToolApprovalClosed,
     ToolApprovalRequested,
     ToolExecutionEvent,
@@ -433,6 +435,33 @@ class _Resume:
             return ""
         self.seen[kind] = end
         return text[max(seen - offset, 0) :]
+
+
+STREAMING_ANSWER_TIMEOUT = 5.0
+"""Seconds a tab's open waits for the turn's replica to say its streaming answer."""
+
+
+def _with_streaming(
+    state: ConversationState, streaming: StreamingAnswer | None
+) -> ConversationState:
+    """``state`` with its streaming answer as far as the turn's replica had it when asked
+    (before the history was read): the longer text of the two (each is the answer's
+    beginning; the database may have caught up since the question, or the answer ended)."""
+    if streaming is None or streaming.message_id is None:
+        return state
+    messages = list(state.messages)
+    for index, stored in enumerate(messages):
+        if stored.id == streaming.message_id and stored.status == "streaming":
+            longer: dict[str, str | None] = {}
+            if len(streaming.content) > len(stored.content):
+                longer["content"] = streaming.content
+            if len(streaming.thinking or "") > len(stored.thinking or ""):
+                longer["thinking"] = streaming.thinking
+            if not longer:
+                return state
+            messages[index] = stored.model_copy(update=longer)
+            return state.model_copy(update={"messages": tuple(messages)})
+    return state
 
 
 def _tail(parts: list[str], chars: int) -> str | None:
@@ -1795,6 +1824,7 @@ class GatewayActor(Actor[GatewayInbox]):
     async def _open(self, conn: _Connection, conversation_id: str | None) -> None:
         """Attach the connection to a conversation and send ``session_info``."""
         async with self._watching(conversation_id):
+            streaming = await self._streaming_answer(conversation_id)
             try:
                 state = await self._request_state(conn.owner, conversation_id)
             except RequestFailed as exc:
@@ -1804,6 +1834,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 # then start the owner's usual conversation.
                 conn.send_frame(_error_frame(exc))
                 state = await self._request_state(conn.owner, None)
+            state = _with_streaming(state, streaming)
             await self._attach(conn, state)
         conn.send_frame(self._session_info(state))
         self._send_catch_up(conn)
@@ -2033,13 +2064,12 @@ class GatewayActor(Actor[GatewayInbox]):
 
     def _resume(self, conn: _Connection, state: ConversationState) -> None:
         """A tab attaching while another replica runs the conversation's turn: what it
-        read from the database is the turn's text up to the last flush there; the deltas
+        read (the history, with the turn's replica's streaming answer: see
+        :meth:`_streaming_answer`) is the turn's text up to some point; the deltas
         received since this replica watches the conversation say what follows
         (``offset``): the text past what it read is queued for after its
         ``session_info`` (:meth:`_send_catch_up`), and a later delta is cut to what it
-        has not got (:class:`_Resume`). Text published before this replica watched the
-        conversation and not flushed at the read is missed live; the turn's
-        ``assistant_message`` has it (read from the database)."""
+        has not got (:class:`_Resume`)."""
         conn.resume, conn.catch_up = None, []
         turn_id = self._running.get(state.conversation_id)
         if turn_id is None:
@@ -2060,6 +2090,30 @@ class GatewayActor(Actor[GatewayInbox]):
                     conn.catch_up.append((turn_id, kind, answer.after(kind, chars)))
                     seen[kind] = end
         conn.resume = _Resume(turn_id, seen)
+
+    async def _streaming_answer(self, conversation_id: str | None) -> StreamingAnswer | None:
+        """The text of the conversation's answer streaming now, from the persistence actor
+        of the replica running the turn (routed there; this one's for a turn of its own),
+        asked once this replica watches the conversation and before the history is read:
+        the text it had not yet written to the database is not missed (see
+        :func:`_with_streaming`). ``None``: no turn runs, or it could not be asked (the
+        history read alone is used, as before)."""
+        turn_id = None if conversation_id is None else self._running.get(conversation_id)
+        if conversation_id is None or turn_id is None:
+            return None
+        try:
+            answer: StreamingAnswer = await self.request(
+                ReadStreamingAnswer(conversation_id=conversation_id, turn_id=turn_id),
+                timeout=STREAMING_ANSWER_TIMEOUT,
+            )
+        except (RequestFailed, RequestError) as exc:
+            self.log.debug(
+                "gateway.streaming_answer_unread",
+                conversation_id=conversation_id,
+                error=str(cause_of(exc)),
+            )
+            return None
+        return answer
 
     def _send_catch_up(self, conn: _Connection) -> None:
         """Send what :meth:`_resume` queued (after the ``session_info``)."""
@@ -2293,7 +2347,10 @@ class GatewayActor(Actor[GatewayInbox]):
                 )
             case LoadSessionFrame(conversation_id=target):
                 async with self._watching(target):
-                    loaded = await self._request_state(conn.owner, target)
+                    streaming = await self._streaming_answer(target)
+                    loaded = _with_streaming(
+                        await self._request_state(conn.owner, target), streaming
+                    )
                     await self._attach(conn, loaded)
                 conn.send_frame(self._session_info(loaded))
                 self._send_catch_up(conn)

@@ -96,6 +96,7 @@ from actors.messages import (
     MessageStatus,
     OAuthForgotten,
     OpenConversation,
+    ReadStreamingAnswer,
     ReleaseTurn,
     ReplaceAnswer,
     RunningTurns,
@@ -112,6 +113,7 @@ from actors.messages import (
     StoreOAuthClient,
     StoreOAuthTokens,
     StreamedText,
+    StreamingAnswer,
     TurnFinished,
     TurnsRunning,
     TurnStateChanged,
@@ -409,6 +411,7 @@ PersistenceInbox = Annotated[
     | CheckStorage
     | ClaimTurn
     | ReleaseTurn
+    | ReadStreamingAnswer
     | RunningTurns
     | LoadOAuth
     | StoreOAuthTokens
@@ -464,6 +467,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         CheckStorage,
         ClaimTurn,
         ReleaseTurn,
+        ReadStreamingAnswer,
         RunningTurns,
         LoadOAuth,
         StoreOAuthTokens,
@@ -703,6 +707,15 @@ class PersistenceActor(Actor[PersistenceInbox]):
             case ReleaseTurn(conversation_id=conversation_id, turn_id=turn_id):
                 await self._release_turn(conversation_id, turn_id)
                 return None
+            case ReadStreamingAnswer(conversation_id=conversation_id, turn_id=turn_id):
+                stream = self._streams.get(turn_id)
+                if stream is None or stream.conversation_id != conversation_id:
+                    return StreamingAnswer()
+                return StreamingAnswer(
+                    message_id=stream.message_id,
+                    content=stream.content_text(),
+                    thinking=stream.thinking_text(),
+                )
             case RunningTurns():
                 running = await self._lease_store.running_turns()
                 return TurnsRunning(

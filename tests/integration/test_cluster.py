@@ -17,9 +17,10 @@ scripted reply). Proved here:
   ``turn_state_changed`` events only); ``/healthz`` counts the turns this replica runs
   (``turns_running``) apart from the cluster's (``cluster.turns_running``);
 - a tab that attaches on replica B in the middle of a turn running on A is told the turn
-  runs, reads the text so far from the database and gets the whole answer at the end;
-  a delta that B handles while such a tab's read is under way (the read held by a lock)
-  still reaches the tab, after the text it read, once (the deltas' ``offset``);
+  runs, gets the text so far (A's, not yet in the database) and the rest live, and the
+  whole answer at the end; a delta that B handles while such a tab's read is under way
+  (the read held by a lock) still reaches the tab, after the text it read, once (the
+  deltas' ``offset``);
 - a tab on replica B stops a turn running on replica A, approves its tool call (the
   call runs on A, B and A see the cards) and answers its elicitation; B's tab is shown
   the user input A's tab sent (``user_message_stored``);
@@ -663,7 +664,15 @@ async def test_a_tab_attaching_mid_turn_on_another_replica_gets_the_whole_answer
     cluster: tuple[StartReplicas, list[ChatClient]], llm: ScriptedLLM, postgres_dsn: str
 ) -> None:
     start, clients = cluster
-    r0, r1 = await start(2, extra={"logging": {"level": "DEBUG"}})  # persistence.flushed
+    # The answer's text is not written to the database before its end: r1 learns it from
+    # r0 (ReadStreamingAnswer, asked once r1 watches the conversation).
+    unflushed = {"persist_deltas": True, "min_chars": 1_000_000, "interval_ms": 3_600_000}
+    r0, r1 = await start(
+        2,
+        extra={
+            "chat": {"service": {"streaming": {"persistence": unflushed}}},
+        },
+    )
     sender, info = await _connect(r0, clients)
     conversation_id = info["conversation_id"]
     gate = Gate()
@@ -672,9 +681,12 @@ async def test_a_tab_attaching_mid_turn_on_another_replica_gets_the_whole_answer
     )
     await sender.send({"type": "user_message", "message": "long answer"})
     assert (await sender.expect("assistant_delta"))["content"] == "the first half, "
-    await r0.process.wait_for(
-        "persistence.flushed", lambda e: e["total_chars"] == len("the first half, "), timeout=10
+    stored = pg.query(
+        postgres_dsn,
+        "SELECT content, status FROM messages WHERE conversation_id = ? AND role = 'assistant'",
+        (conversation_id,),
     )
+    assert stored == [("", "streaming")]
 
     late, attached = await _connect(r1, clients, conversation_id)
     assert attached["turn_in_progress"] is True
