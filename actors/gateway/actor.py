@@ -271,14 +271,6 @@ MAX_OUTBOX_BYTES = 8 * 1024 * 1024
 MAX_MERGED_DELTA = 256 * 1024
 """Characters merged into one delta frame at most: a frame being sent sits in the
 transport's buffer, outside the outbox's count, so it must stay small."""
-DELTA_FRAME_INTERVAL = 0.01
-"""Seconds between two delta frames of one connection at least (100 frames/s): a delta
-that arrives sooner waits that long, merging what follows, unless another frame is sent
-first (which takes it along). The first delta after a pause or after any other frame goes
-at once (a turn's first token is never delayed), and so does every delta of a stream
-slower than this (a model's tokens, paced at 20-50 ms, are relayed one by one): only
-fast streams are merged, which saves a WebSocket frame and a socket write each
-(``benchmarks/chat_path.py``)."""
 CLOSE_TIMEOUT = 3.0
 """Seconds a closing handshake may take before the TCP connection is aborted."""
 SLOW_CLIENT_CLOSE_CODE = 1013
@@ -392,8 +384,6 @@ class _Connection:
     __slots__ = (
         "_bytes",
         "_closing",
-        "_delta_sent_at",
-        "_hold",
         "_model_label",
         "_outbox",
         "connected_at",
@@ -439,11 +429,6 @@ class _Connection:
         self._outbox: deque[str | _PendingDelta] = deque()
         self._bytes = 0
         self._closing = False
-        self._delta_sent_at = 0.0
-        """``time.monotonic()`` when the last delta frame was sent."""
-        self._hold: asyncio.TimerHandle | None = None
-        """Starts the writer when :data:`DELTA_FRAME_INTERVAL` has passed (only deltas
-        are queued meanwhile)."""
         self.handler: asyncio.Task[None] | None = None
         """The task serving this connection (reading its frames): :meth:`halt` cancels it."""
         self.halted: Literal["too_slow", "unauthorized", "send_failed"] | None = None
@@ -516,32 +501,16 @@ class _Connection:
         pending = _PendingDelta(turn_id, kind, text, envelope)
         self._outbox.append(pending)
         self._bytes += pending.size
-        if self.writer is None and self._hold is None:
-            wait = self._delta_sent_at + DELTA_FRAME_INTERVAL - time.monotonic()
-            if wait > 0:
-                self._hold = asyncio.get_running_loop().call_later(wait, self._release)
-            else:
-                self._kick()
-        self._check_bounds()
-
-    def _release(self) -> None:
-        """The hold's end: send what is queued."""
-        self._hold = None
         self._kick()
+        self._check_bounds()
 
     def _push(self, text: str) -> None:
         if self._closing:
             return
         self._outbox.append(text)
         self._bytes += len(text)
-        self._cancel_hold()  # the held deltas go first, with this frame
         self._kick()
         self._check_bounds()
-
-    def _cancel_hold(self) -> None:
-        if self._hold is not None:
-            self._hold.cancel()
-            self._hold = None
 
     def _kick(self) -> None:
         """Start the writer if it is not running (it ends when the outbox is empty)."""
@@ -557,7 +526,6 @@ class _Connection:
             self._closing = True
             self._outbox.clear()
             self._bytes = 0
-            self._cancel_hold()
             self.halt("too_slow")
 
     async def _write(self) -> None:
@@ -567,14 +535,11 @@ class _Connection:
                 item = self._outbox.popleft()
                 if isinstance(item, _PendingDelta):
                     self._bytes -= item.size
-                    await self.ws.send(item.render())
-                    self._delta_sent_at = time.monotonic()
+                    text = item.render()
                 else:
                     self._bytes -= len(item)
-                    await self.ws.send(item)
-                    # Any other frame (a turn's end, a tool step) ends a run of deltas:
-                    # the next one, the next turn's first token above all, goes at once.
-                    self._delta_sent_at = 0.0
+                    text = item
+                await self.ws.send(text)
                 self.frames_sent += 1
         except Exception as exc:  # noqa: BLE001 - the handler re-raises what is not a close
             self.send_error = exc
@@ -584,7 +549,6 @@ class _Connection:
 
     async def stop_writer(self) -> None:
         """Stop sending (what is queued stays unsent)."""
-        self._cancel_hold()
         writer = self.writer
         if writer is not None:
             writer.cancel()
@@ -592,9 +556,6 @@ class _Connection:
 
     async def drain(self) -> None:
         """Return once everything queued was sent (or the writer failed)."""
-        if self._hold is not None:
-            self._cancel_hold()
-            self._kick()
         while self.writer is not None:
             await asyncio.shield(self.writer)
 
