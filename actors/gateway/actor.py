@@ -946,10 +946,13 @@ class GatewayActor(Actor[GatewayInbox]):
                 self._owner_server_state(message)
             case ServerStateChanged(server=server, status=status, error_message=error):
                 previous = self._servers.get(server)
+                # Owner → the state of their own connection, gone now: their tabs see
+                # the shared state again (its status, prompts and resources).
+                dropped: dict[str, ServerStateChanged] = {}
                 if status in ("starting", "stopped"):
                     # Its ToolActor (re)starts: the owners' own connections went with it.
                     for key in [k for k in self._owner_servers if k[0] == server]:
-                        del self._owner_servers[key]
+                        dropped[key[1]] = self._owner_servers.pop(key)
                         self._pending_auth.update(server, None, owner=key[1])
                 if message.per_owner and (previous is None or not previous.per_owner):
                     await self._owners_to(server)
@@ -957,26 +960,25 @@ class GatewayActor(Actor[GatewayInbox]):
                 self._pending_auth.update(server, message.auth_url)
                 if self._startup is not None:
                     self._startup.server_state(server, status, error)
-                if (
-                    previous is None
-                    or previous.status != status
-                    or previous.auth_url != message.auth_url
-                ):
-                    status_frame = ServerStatusFrame(
-                        server=server,
-                        status=status,
-                        error_message=error,
-                        auth_url=message.auth_url,
-                        icons=_icon_infos(message.icons),
-                        completions=message.completions or None,
-                    )
-                    for conn in self._connections:
-                        if (server, conn.owner) not in self._owner_servers:
-                            conn.send_frame(status_frame)
+                status_frame = _status_frame(message)
+                for conn in self._connections:
+                    if (server, conn.owner) in self._owner_servers:
+                        continue
+                    seen = dropped.get(conn.owner, previous)
+                    if seen is None or seen.status != status or seen.auth_url != message.auth_url:
+                        conn.send_frame(status_frame)
                 if message.prompts != (() if previous is None else previous.prompts):
                     self._send_tools_changed()
+                else:
+                    for owner, seen in dropped.items():
+                        if seen.prompts != message.prompts:
+                            self._send_tools_changed(owner)
                 if message.resources != (() if previous is None else previous.resources):
                     self._send_resources_changed()
+                else:
+                    for owner, seen in dropped.items():
+                        if seen.resources != message.resources:
+                            self._send_resources_changed(owner)
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 await self._reconfigure(snapshot, keys)
             case ElicitationRequested():
@@ -1105,7 +1107,7 @@ class GatewayActor(Actor[GatewayInbox]):
             conn.send_frame(back)
         try:
             answer: TurnsRunning = await self.request(RunningTurns())
-        except (RequestFailed, RequestError) as exc:
+        except BusError as exc:  # a failure, or no PersistenceActor now (it restarts)
             self.log.warning("gateway.catch_up_failed", broker=broker, error=str(cause_of(exc)))
             return
         running = answer.turns
@@ -1124,7 +1126,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 continue
             try:
                 state = await self._request_state(tabs[0].owner, cid)
-            except (RequestFailed, RequestError) as exc:
+            except BusError as exc:
                 self.log.warning(
                     "gateway.catch_up_failed", conversation_id=cid, error=str(cause_of(exc))
                 )
@@ -1731,14 +1733,7 @@ class GatewayActor(Actor[GatewayInbox]):
         self._pending_auth.update(message.server, message.auth_url, owner=message.owner)
         frame = None
         if previous.status != message.status or previous.auth_url != message.auth_url:
-            frame = ServerStatusFrame(
-                server=message.server,
-                status=message.status,
-                error_message=message.error_message,
-                auth_url=message.auth_url,
-                icons=_icon_infos(message.icons),
-                completions=message.completions or None,
-            )
+            frame = _status_frame(message)
         for conn in self._connections:
             if conn.owner == message.owner and frame is not None:
                 conn.send_frame(frame)
@@ -2503,6 +2498,18 @@ def _closed_reason(
     if reason == "call_ended" or action == "cancel":
         return "cancelled"
     return "answered in another window"
+
+
+def _status_frame(state: ServerStateChanged) -> ServerStatusFrame:
+    """A server's state (the shared one, or an owner's own connection's) as its tabs get it."""
+    return ServerStatusFrame(
+        server=state.server,
+        status=state.status,
+        error_message=state.error_message,
+        auth_url=state.auth_url,
+        icons=_icon_infos(state.icons),
+        completions=state.completions or None,
+    )
 
 
 def _icon_infos(icons: tuple[IconSpec, ...]) -> list[IconInfo] | None:
