@@ -340,10 +340,14 @@ class BrokerAnnouncer:
         self._broker = broker
         self._routes = routes
         self._last: asyncio.Task[None] | None = None
+        """The latest announcement (each awaits the one before it)."""
+        self._closed = False
 
     def __call__(self, state: str) -> None:
-        if state not in ("disconnected", "reconnected"):
-            return  # "connected" precedes the actors, "closed" follows them
+        if self._closed or state not in ("disconnected", "reconnected"):
+            # "connected" precedes the actors; "closed" and our own close's
+            # "disconnected" follow them (see aclose).
+            return
         previous = self._last
         message = BrokerStateChanged(connected=state == "reconnected", broker=self._broker)
 
@@ -356,6 +360,15 @@ class BrokerAnnouncer:
 
         self._last = asyncio.get_running_loop().create_task(announce())
 
+    async def aclose(self) -> None:
+        """Announce nothing more (the actors are stopped; the bridge's own close is no
+        outage) and end the announcement in flight: cancelled, awaited."""
+        self._closed = True
+        last, self._last = self._last, None
+        if last is not None:
+            last.cancel()
+            await asyncio.gather(last, return_exceptions=True)
+
     async def _heal_routes(self) -> None:
         before = self._routes.snapshot()
         try:
@@ -366,7 +379,7 @@ class BrokerAnnouncer:
         self._routes.heal(
             before,
             {
-                cid: (turn, running.replicas.get(cid, ""))
+                cid: (turn, running.replicas[cid])
                 for cid, turn in running.turns.items()
                 if cid in running.replicas
             },

@@ -1403,6 +1403,9 @@ class ResourceChanged(Message):
     """``read``: the conversation that read it (none: read outside one); ``updated``: every
     conversation that read it since the platform connected to its server (the most
     recent ones, bounded), the only ones told of the change."""
+    owner: str = ""
+    """Whose connection read it: ``""`` for the shared one; an owner's name for their own
+    connection to a per-owner OAuth server (only that owner's conversations are told)."""
 
 
 class ElicitationRequested(Message):

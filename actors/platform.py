@@ -341,6 +341,7 @@ async def _run_platform(
     cluster = snapshot.config.cluster
     replica = replica_id(cluster) if cluster is not None else None
     bridge: NatsBridge | None = None
+    announcer: BrokerAnnouncer | None = None
     if cluster is not None and cluster.token_env and not env.get(cluster.token_env):
         problem = (
             f"cluster.token_env names {cluster.token_env}, which is not set: set it to the "
@@ -362,6 +363,7 @@ async def _run_platform(
         )
 
         routes = TurnRoutes()
+        announcer = BrokerAnnouncer(bus, describe_url(cluster.url), routes)
         bridge = NatsBridge(
             bus,
             url=cluster.url,
@@ -375,7 +377,7 @@ async def _run_platform(
             prepare=DeltaOffsets(),
             answerable=ANSWERABLE,
             token=env.get(cluster.token_env) if cluster.token_env else None,
-            on_state=BrokerAnnouncer(bus, describe_url(cluster.url), routes),
+            on_state=announcer,
         )
         try:
             await bridge.start()
@@ -430,6 +432,8 @@ async def _run_platform(
             # the exit code is decided, whatever signal comes.
             stop_signals.ignore_until_exit()
             trace_ids.enable(on=False)
+            if announcer is not None:
+                await announcer.aclose()
             if bridge is not None:
                 await bridge.close()
             if database_lock is not None:

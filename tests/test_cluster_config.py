@@ -9,8 +9,9 @@ the other's runtime file; ``mcp-reset-config`` (the real command) run on one rep
 config directory resets the other replica's runtime file too (``RuntimeConfigReset``),
 and the reset is not echoed back (each replica logs one ``config.reset``); an edit of a
 file by hand stays with its replica. Also, without a broker: the routes of requests are
-healed from the turn leases after a broker outage; a turn's end shares its deltas'
-subject; deltas leave with their offset in the turn and join in a batch.
+healed from the turn leases after a broker outage; the broker announcer is closed with its
+announcement in flight; a turn's end shares its deltas' subject; deltas leave with their
+offset in the turn and join in a batch.
 
 Waiting: every expected event is awaited with a deadline; the only fixed waits prove the
 *absence* of an event and are short (0.5 s), as in tests/test_config_actor.py.
@@ -31,6 +32,7 @@ from pydantic import BaseModel
 from actors.cluster import (
     ANSWERABLE,
     SHARED_EVENTS,
+    BrokerAnnouncer,
     ChatErrorCodec,
     DeltaOffsets,
     TurnRoutes,
@@ -44,6 +46,7 @@ from actors.messages import (
     ConfigChanged,
     ConfigRejected,
     GetConfig,
+    RunningTurns,
     TurnFinished,
     TurnStateChanged,
     UpdateRuntimeConfig,
@@ -218,6 +221,48 @@ def test_turn_routes_are_healed_from_the_leases_after_a_broker_outage() -> None:
     assert routes.route(CancelTurn(conversation_id="c-started")) == "r2"
     assert routes.route(CancelTurn(conversation_id="c-new")) == "r0"
     assert routes.running() == 3
+
+
+class StuckLeases(Actor):
+    """Answers RunningTurns never (a database that hangs): the announcement waits."""
+
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (RunningTurns,)
+
+    def __init__(self) -> None:
+        super().__init__("persistence")
+        self.asked = asyncio.Event()
+
+    async def handle(self, message: BaseModel) -> None:
+        assert isinstance(message, RunningTurns)
+        self.asked.set()
+        self.defer_reply()  # never resolved: failed when the actor stops
+
+
+async def test_the_broker_announcer_is_closed_with_its_announcement_in_flight() -> None:
+    """BrokerAnnouncer's task has an owner: ``aclose`` cancels and awaits the one in
+    flight, and the bridge's own close (its "disconnected") announces nothing."""
+    bus = Bus()
+    leases = StuckLeases()
+    task = asyncio.create_task(leases.run(bus))
+    await leases.wait_started()
+    announcer = BrokerAnnouncer(bus, "nats://127.0.0.1:4222", TurnRoutes())
+    try:
+        announcer("reconnected")  # heals the routes first: asks the stuck leases
+        async with asyncio.timeout(EVENT_TIMEOUT):
+            await leases.asked.wait()
+        (announcing,) = [
+            t
+            for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "").endswith(".announce")
+        ]
+        await announcer.aclose()
+        assert announcing.cancelled()
+        before = asyncio.all_tasks()
+        announcer("disconnected")
+        assert asyncio.all_tasks() == before
+    finally:
+        leases.request_stop()
+        await task
 
 
 def test_a_turns_end_travels_with_its_deltas_and_its_state_is_never_a_tabs_frame() -> None:

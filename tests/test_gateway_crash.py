@@ -3,7 +3,8 @@
 In process, on a real bus under a real supervisor, with the real ConfigActor and
 GatewayActor on a fixed port: a crash skips ``on_stop`` (the actor's state may be broken),
 so without ``on_crash`` the dead gateway's listener stays open and every restart fails to
-bind ("address in use") until the restart limit shuts the platform down.
+bind ("address in use") until the restart limit shuts the platform down. Also: the broker
+coming back while no PersistenceActor runs (it restarts) does not crash the gateway.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from pydantic import BaseModel
 
 from actors.config import ConfigActor
 from actors.gateway import GatewayActor
-from actors.messages import CancelTurn
+from actors.messages import BrokerStateChanged, CancelTurn
 from bus.actor import Actor
 from bus.bus import Bus
-from bus.messages import ActorStateChanged
+from bus.messages import ActorStateChanged, Ping
 from bus.supervisor import ChildSpec, Supervisor
 from config.store import ConfigStore
 
@@ -98,3 +99,17 @@ async def test_a_crashed_gateway_releases_its_port_and_listens_again(
         assert supervisor.health()["gateway"]["restarts"] == 1
         assert supervisor.status("gateway") == "running"
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_the_broker_back_without_a_persistence_actor_does_not_crash_the_gateway(
+    running: tuple[Supervisor, _States, int],
+) -> None:
+    """The catch-up after a broker outage asks the PersistenceActor which turns run; with
+    none registered (here: never; live: while it restarts) it is skipped, logged."""
+    supervisor, _states, _port = running
+    await supervisor.bus.send(
+        "gateway", BrokerStateChanged(connected=True, broker="nats://127.0.0.1:4222")
+    )
+    # A mailbox is FIFO: the Pong proves the event was handled, by the same gateway.
+    await supervisor.bus.request(Ping(), to="gateway", timeout=10)
+    assert supervisor.health()["gateway"]["restarts"] == 0

@@ -3,18 +3,22 @@
 (``actors/llm/transport.py``).
 
 The certificates are generated in the test (a CA and a server certificate for 127.0.0.1,
-with ``cryptography``), written to ``tmp_path``; nothing leaves loopback.
+with ``cryptography``), written to ``tmp_path``; nothing leaves loopback. Also: a socket
+option the system refuses fails the connect typed, and closes the connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpcore2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from actors.errors import LLMNotConfigured, LLMUnavailable
+from actors.llm.transport import AsyncioBackend
 from tests.scripted_llm import Reply, ScriptedLLM
 from tests.test_llm import Start, provider, runtime
 
@@ -182,3 +187,30 @@ async def test_a_missing_or_unreadable_ca_bundle_names_the_setting(
     assert "llm.providers.test.ca_bundle" in str(error)
     assert "not a readable PEM file" in str(error)
     assert server.requests == []
+
+
+async def test_a_refused_socket_option_closes_the_connection_with_a_connect_error() -> None:
+    """A ``setsockopt`` the system refuses fails the connect as httpcore2's ConnectError
+    (what the LLMActor classifies), and the connection just opened is closed, not leaked:
+    the peer reads its end."""
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+    accepted = asyncio.Queue(maxsize=1)
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.put_nowait((reader, writer))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(httpcore2.ConnectError, match="socket option refused"):
+            await AsyncioBackend().connect_tcp(
+                "127.0.0.1", port, timeout=5, socket_options=[(socket.SOL_SOCKET, 0x7FFF, 1)]
+            )
+        async with asyncio.timeout(5):
+            reader, writer = await accepted.get()
+            assert await reader.read() == b""
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()

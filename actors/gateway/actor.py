@@ -273,14 +273,6 @@ MAX_OUTBOX_BYTES = 8 * 1024 * 1024
 MAX_MERGED_DELTA = 256 * 1024
 """Characters merged into one delta frame at most: a frame being sent sits in the
 transport's buffer, outside the outbox's count, so it must stay small."""
-DELTA_FRAME_INTERVAL = 0.01
-"""Seconds between two delta frames of one connection at least (100 frames/s): a delta
-that arrives sooner waits that long, merging what follows, unless another frame is sent
-first (which takes it along). The first delta after a pause or after any other frame goes
-at once (a turn's first token is never delayed), and so does every delta of a stream
-slower than this (a model's tokens, paced at 20-50 ms, are relayed one by one): only
-fast streams are merged, which saves a WebSocket frame and a socket write each
-(``benchmarks/chat_path.py``)."""
 CLOSE_TIMEOUT = 3.0
 """Seconds a closing handshake may take before the TCP connection is aborted."""
 SLOW_CLIENT_CLOSE_CODE = 1013
@@ -477,8 +469,6 @@ class _Connection:
     __slots__ = (
         "_bytes",
         "_closing",
-        "_delta_sent_at",
-        "_hold",
         "_model_label",
         "_outbox",
         "catch_up",
@@ -530,11 +520,6 @@ class _Connection:
         self._outbox: deque[str | _PendingDelta] = deque()
         self._bytes = 0
         self._closing = False
-        self._delta_sent_at = 0.0
-        """``time.monotonic()`` when the last delta frame was sent."""
-        self._hold: asyncio.TimerHandle | None = None
-        """Starts the writer when :data:`DELTA_FRAME_INTERVAL` has passed (only deltas
-        are queued meanwhile)."""
         self.handler: asyncio.Task[None] | None = None
         """The task serving this connection (reading its frames): :meth:`halt` cancels it."""
         self.halted: Literal["too_slow", "unauthorized", "send_failed"] | None = None
@@ -607,32 +592,16 @@ class _Connection:
         pending = _PendingDelta(turn_id, kind, text, envelope)
         self._outbox.append(pending)
         self._bytes += pending.size
-        if self.writer is None and self._hold is None:
-            wait = self._delta_sent_at + DELTA_FRAME_INTERVAL - time.monotonic()
-            if wait > 0:
-                self._hold = asyncio.get_running_loop().call_later(wait, self._release)
-            else:
-                self._kick()
-        self._check_bounds()
-
-    def _release(self) -> None:
-        """The hold's end: send what is queued."""
-        self._hold = None
         self._kick()
+        self._check_bounds()
 
     def _push(self, text: str) -> None:
         if self._closing:
             return
         self._outbox.append(text)
         self._bytes += len(text)
-        self._cancel_hold()  # the held deltas go first, with this frame
         self._kick()
         self._check_bounds()
-
-    def _cancel_hold(self) -> None:
-        if self._hold is not None:
-            self._hold.cancel()
-            self._hold = None
 
     def _kick(self) -> None:
         """Start the writer if it is not running (it ends when the outbox is empty)."""
@@ -648,7 +617,6 @@ class _Connection:
             self._closing = True
             self._outbox.clear()
             self._bytes = 0
-            self._cancel_hold()
             self.halt("too_slow")
 
     async def _write(self) -> None:
@@ -658,14 +626,11 @@ class _Connection:
                 item = self._outbox.popleft()
                 if isinstance(item, _PendingDelta):
                     self._bytes -= item.size
-                    await self.ws.send(item.render())
-                    self._delta_sent_at = time.monotonic()
+                    text = item.render()
                 else:
                     self._bytes -= len(item)
-                    await self.ws.send(item)
-                    # Any other frame (a turn's end, a tool step) ends a run of deltas:
-                    # the next one, the next turn's first token above all, goes at once.
-                    self._delta_sent_at = 0.0
+                    text = item
+                await self.ws.send(text)
                 self.frames_sent += 1
         except Exception as exc:  # noqa: BLE001 - the handler re-raises what is not a close
             self.send_error = exc
@@ -675,7 +640,6 @@ class _Connection:
 
     async def stop_writer(self) -> None:
         """Stop sending (what is queued stays unsent)."""
-        self._cancel_hold()
         writer = self.writer
         if writer is not None:
             writer.cancel()
@@ -683,9 +647,6 @@ class _Connection:
 
     async def drain(self) -> None:
         """Return once everything queued was sent (or the writer failed)."""
-        if self._hold is not None:
-            self._cancel_hold()
-            self._kick()
         while self.writer is not None:
             await asyncio.shield(self.writer)
 
@@ -1082,10 +1043,13 @@ class GatewayActor(Actor[GatewayInbox]):
                 self._owner_server_state(message)
             case ServerStateChanged(server=server, status=status, error_message=error):
                 previous = self._servers.get(server)
+                # Owner → the state of their own connection, gone now: their tabs see
+                # the shared state again (its status, prompts and resources).
+                dropped: dict[str, ServerStateChanged] = {}
                 if status in ("starting", "stopped"):
                     # Its ToolActor (re)starts: the owners' own connections went with it.
                     for key in [k for k in self._owner_servers if k[0] == server]:
-                        del self._owner_servers[key]
+                        dropped[key[1]] = self._owner_servers.pop(key)
                         self._pending_auth.update(server, None, owner=key[1])
                 if message.per_owner and (previous is None or not previous.per_owner):
                     await self._owners_to(server)
@@ -1093,26 +1057,25 @@ class GatewayActor(Actor[GatewayInbox]):
                 self._pending_auth.update(server, message.auth_url)
                 if self._startup is not None:
                     self._startup.server_state(server, status, error)
-                if (
-                    previous is None
-                    or previous.status != status
-                    or previous.auth_url != message.auth_url
-                ):
-                    status_frame = ServerStatusFrame(
-                        server=server,
-                        status=status,
-                        error_message=error,
-                        auth_url=message.auth_url,
-                        icons=_icon_infos(message.icons),
-                        completions=message.completions or None,
-                    )
-                    for conn in self._connections:
-                        if (server, conn.owner) not in self._owner_servers:
-                            conn.send_frame(status_frame)
+                status_frame = _status_frame(message)
+                for conn in self._connections:
+                    if (server, conn.owner) in self._owner_servers:
+                        continue
+                    seen = dropped.get(conn.owner, previous)
+                    if seen is None or seen.status != status or seen.auth_url != message.auth_url:
+                        conn.send_frame(status_frame)
                 if message.prompts != (() if previous is None else previous.prompts):
                     self._send_tools_changed()
+                else:
+                    for owner, seen in dropped.items():
+                        if seen.prompts != message.prompts:
+                            self._send_tools_changed(owner)
                 if message.resources != (() if previous is None else previous.resources):
                     self._send_resources_changed()
+                else:
+                    for owner, seen in dropped.items():
+                        if seen.resources != message.resources:
+                            self._send_resources_changed(owner)
             case ConfigChanged(snapshot=snapshot, changed_keys=keys):
                 await self._reconfigure(snapshot, keys)
             case ElicitationRequested():
@@ -1245,7 +1208,7 @@ class GatewayActor(Actor[GatewayInbox]):
             conn.send_frame(back)
         try:
             answer: TurnsRunning = await self.request(RunningTurns())
-        except (RequestFailed, RequestError) as exc:
+        except BusError as exc:  # a failure, or no PersistenceActor now (it restarts)
             self.log.warning("gateway.catch_up_failed", broker=broker, error=str(cause_of(exc)))
             return
         running = answer.turns
@@ -1264,7 +1227,7 @@ class GatewayActor(Actor[GatewayInbox]):
                 continue
             try:
                 state = await self._request_state(tabs[0].owner, cid)
-            except (RequestFailed, RequestError) as exc:
+            except BusError as exc:
                 self.log.warning(
                     "gateway.catch_up_failed", conversation_id=cid, error=str(cause_of(exc))
                 )
@@ -1874,14 +1837,7 @@ class GatewayActor(Actor[GatewayInbox]):
         self._pending_auth.update(message.server, message.auth_url, owner=message.owner)
         frame = None
         if previous.status != message.status or previous.auth_url != message.auth_url:
-            frame = ServerStatusFrame(
-                server=message.server,
-                status=message.status,
-                error_message=message.error_message,
-                auth_url=message.auth_url,
-                icons=_icon_infos(message.icons),
-                completions=message.completions or None,
-            )
+            frame = _status_frame(message)
         for conn in self._connections:
             if conn.owner == message.owner and frame is not None:
                 conn.send_frame(frame)
@@ -2713,6 +2669,18 @@ def _closed_reason(
     if reason == "call_ended" or action == "cancel":
         return "cancelled"
     return "answered in another window"
+
+
+def _status_frame(state: ServerStateChanged) -> ServerStatusFrame:
+    """A server's state (the shared one, or an owner's own connection's) as its tabs get it."""
+    return ServerStatusFrame(
+        server=state.server,
+        status=state.status,
+        error_message=state.error_message,
+        auth_url=state.auth_url,
+        icons=_icon_infos(state.icons),
+        completions=state.completions or None,
+    )
 
 
 def _icon_infos(icons: tuple[IconSpec, ...]) -> list[IconInfo] | None:

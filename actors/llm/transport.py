@@ -337,8 +337,12 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
         assert transport is not None
         sock = transport.get_extra_info("socket")
         if sock is not None:  # asyncio already sets TCP_NODELAY
-            for option in socket_options or ():
-                sock.setsockopt(*option)
+            try:
+                for option in socket_options or ():
+                    sock.setsockopt(*option)
+            except OSError as exc:  # the connection is ours until it is returned
+                transport.abort()
+                raise httpcore2.ConnectError(f"socket option refused: {exc}") from exc
         return AsyncioStream(protocol)
 
     async def connect_unix_socket(

@@ -256,9 +256,11 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         """The prompts of each ready MCP server, by name."""
         self._server_resources: dict[str, tuple[ResourceSpec, ...]] = {}
         """The resources and templates of each ready MCP server."""
-        self._stale_resources: dict[tuple[str, str], frozenset[str]] = {}
-        """Resources (server, URI) that changed since they were last read, in order, with
-        the conversations that read them (their ToolActor's word: a page's reads too)."""
+        self._stale_resources: dict[tuple[str, str, str], frozenset[str]] = {}
+        """Resources (server, URI, owner: ``""`` for a shared connection's) that changed
+        since they were last read, in order, with the conversations that read them (their
+        ToolActor's word: a page's reads too). An owner's own connection's resource is
+        only that owner's: another owner's read neither sees nor clears it."""
         self._server_instructions: dict[str, str] = {}
         """Each ready server's instructions for the model (``use_instructions``)."""
         self._system_prompt = ""
@@ -315,10 +317,11 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 self._approvals.answer(message.conversation_id, message.call_id, message.decision)
             case ResourceChanged(server=server, uri=uri, change=change):
                 # Applied at each turn's start, for the conversations that read it.
+                key = (server, uri, message.owner)
                 if change == "updated":
-                    self._stale_resources[(server, uri)] = frozenset(message.conversation_ids)
+                    self._stale_resources[key] = frozenset(message.conversation_ids)
                 else:
-                    self._stale_resources.pop((server, uri), None)
+                    self._stale_resources.pop(key, None)
             case ServerStateChanged(owner=owner) if owner:
                 await self._owner_state(message)
             case ServerStateChanged(server=server, tools=tools):
@@ -666,18 +669,21 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         )
         history = await self._history_of(turn.conversation_id)
         prompt = self._system_prompt
-        stale = render_stale_resources(self._stale_read_in(turn.conversation_id, history))
+        stale = render_stale_resources(
+            self._stale_read_in(turn.conversation_id, history, turn.owner)
+        )
         if stale:
             prompt = prompt.rstrip("\n") + "\n\n" + stale
         stored = InputStored(first_row=row, history=history, system_prompt=prompt)
         return await self._drive(turn, turn.feed(stored))
 
     def _stale_read_in(
-        self, conversation_id: str, history: Sequence[StoredMessage]
+        self, conversation_id: str, history: Sequence[StoredMessage], owner: str
     ) -> list[tuple[str, str]]:
-        """The changed resources (server, URI) this conversation read: its model with the
-        platform's ``read_resource`` tool (its stored calls say which, across restarts),
-        or its page (the update names the conversation)."""
+        """The changed resources (server, URI) this conversation of ``owner`` read: its
+        model with the platform's ``read_resource`` tool (its stored calls say which,
+        across restarts), or its page (the update names the conversation); of an owner's
+        own connection, only theirs."""
         if not self._stale_resources:
             return []
         reader = next(
@@ -700,11 +706,13 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 if isinstance(arguments, dict) and isinstance(arguments.get("uri"), str):
                     server = arguments.get("server")
                     read.add((server if isinstance(server, str) else None, arguments["uri"]))
-        return [
+        stale = (
             (server, uri)
-            for (server, uri), readers in self._stale_resources.items()
-            if conversation_id in readers or (server, uri) in read or (None, uri) in read
-        ]
+            for (server, uri, reader_owner), readers in self._stale_resources.items()
+            if reader_owner in ("", owner)
+            and (conversation_id in readers or (server, uri) in read or (None, uri) in read)
+        )
+        return list(dict.fromkeys(stale))  # once, if read shared and on their own
 
     def _crashed(self, turn: Turn, exc: Exception) -> EndTurn:
         """A command of the turn failed: its core says how the turn ends (the caller

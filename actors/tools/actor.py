@@ -1516,6 +1516,7 @@ class ToolActor(Actor[ToolInbox]):
                     conversation_ids=(
                         () if request.conversation_id is None else (request.conversation_id,)
                     ),
+                    owner=self._owner,
                 )
             )
         self.log.info(
@@ -1636,7 +1637,13 @@ class ToolActor(Actor[ToolInbox]):
             "tools.resource_updated", server=self.server, uri=uri[:500], conversations=len(readers)
         )
         self._offer_to_subscribers(
-            ResourceChanged(server=self.server, uri=uri, change="updated", conversation_ids=readers)
+            ResourceChanged(
+                server=self.server,
+                uri=uri,
+                change="updated",
+                conversation_ids=readers,
+                owner=self._owner,
+            )
         )
 
     def _remember_reader(self, uri: str, conversation_id: str | None) -> None:

@@ -596,6 +596,16 @@ def _owners_overrides(port: int, *, idle: float) -> dict[str, Any]:
     return overrides
 
 
+async def _start_owners(platform: ChatPlatform, server: OAuthServer, *, idle: float) -> None:
+    """Start with alice's and bob's tokens; return once ``remote`` is served per owner."""
+    platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN, BOB_TOKEN=BOB_TOKEN)
+    _write_servers(platform, server)
+    await platform.start(_owners_overrides(free_port(), idle=idle))
+    await platform.process.wait_for(
+        "tools.per_owner", lambda e: e["server"] == "remote", timeout=30
+    )
+
+
 async def _own_auth_url(client: ChatClient) -> str:
     """The authorization URL of this tab's owner's own connection to ``remote``."""
     info = await client.expect("session_info")
@@ -635,12 +645,7 @@ async def test_each_owner_signs_in_for_themselves_and_idle_connections_close(
     per owner, ``mcp-platform auth --logout remote --owner alice`` forgets only alice's,
     and an owner's idle connection closes and reopens with the stored tokens."""
     platform, clients = chat
-    platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN, BOB_TOKEN=BOB_TOKEN)
-    _write_servers(platform, oauth_server)
-    await platform.start(_owners_overrides(free_port(), idle=1.0))
-    await platform.process.wait_for(
-        "tools.per_owner", lambda e: e["server"] == "remote", timeout=30
-    )
+    await _start_owners(platform, oauth_server, idle=1.0)
     alice = await platform.connect(token=ALICE_TOKEN)
     bob = await platform.connect(token=BOB_TOKEN)
     clients += [alice, bob]
@@ -751,18 +756,28 @@ async def test_a_server_asking_from_tools_list_on_is_per_owner_too(
 ) -> None:
     """``initialize`` passes without a token and the 401 comes with ``tools/list`` (its
     JSON-RPC error no longer says 401): the server is still served per owner, and an
-    owner's sign-in makes it ready for them."""
+    owner's sign-in makes it ready for them; once the server is turned off, their tab
+    no longer lists their own connection's resources."""
     platform, clients = chat
     await oauth_server.lenient()
-    platform.process.env.update(ALICE_TOKEN=ALICE_TOKEN, BOB_TOKEN=BOB_TOKEN)
-    _write_servers(platform, oauth_server)
-    await platform.start(_owners_overrides(free_port(), idle=900.0))
-    await platform.process.wait_for(
-        "tools.per_owner", lambda e: e["server"] == "remote", timeout=30
-    )
+    await _start_owners(platform, oauth_server, idle=900.0)
     alice = await platform.connect(token=ALICE_TOKEN)
     clients.append(alice)
     assert (await _sign_in(await _own_auth_url(alice))).status_code == 200
     await _status(alice, "ready")
     # The shared connection was never retried as "down": its refusal meant "per owner".
     assert not platform.process.find("tools.server_down", lambda e: e["actor"] == "tool:remote")
+
+    # Her own connection's resources reach her tab, and leave it with the server: turned
+    # off, its ToolActor stops with her connection (the shared state was resource-less
+    # throughout, so only her own tab is told).
+    async with asyncio.timeout(20):
+        while not _uris(await alice.expect("resources_changed")):
+            pass
+    servers = {"mcpServers": {"remote": {"url": oauth_server.url, "enabled": False}}}
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    assert _uris(await alice.expect("resources_changed", timeout=20)) == set()
+
+
+def _uris(frame: dict[str, Any]) -> set[str]:
+    return {str(r["uri"]) for r in frame["resources"]}
