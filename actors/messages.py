@@ -456,6 +456,9 @@ class ConversationTitled(Message):
     type: Literal["conversation_titled"] = "conversation_titled"
     conversation_id: str
     title: str
+    saved: bool = False
+    """The conversation was saved under this title (its name): it is exempt from retention
+    from now on (the tabs showing it, on every replica, show it saved)."""
 
 
 class SetProvider(Request[None]):
@@ -784,6 +787,27 @@ class ReleaseTurn(Request[None]):
     turn_id: str
 
 
+class StreamingAnswer(Payload):
+    """Answer to :class:`ReadStreamingAnswer`: the turn's answer streaming now, as far as
+    its deltas have arrived (``message_id`` None: none streams there)."""
+
+    message_id: int | None = None
+    content: str = ""
+    thinking: str | None = None
+
+
+class ReadStreamingAnswer(Request[StreamingAnswer]):
+    """Request → StreamingAnswer, to the PersistenceActor of the replica running the turn
+    (``cluster``: routed there, like a stop): the text of the answer streaming now,
+    written to the database or not. The gateway of a tab attaching mid-turn asks once its
+    replica watches the conversation and before it reads the history: with the deltas
+    received from then on, nothing of the answer is missed."""
+
+    type: Literal["read_streaming_answer"] = "read_streaming_answer"
+    conversation_id: str
+    turn_id: str
+
+
 class TurnsRunning(Payload):
     """Answer to :class:`RunningTurns`."""
 
@@ -837,6 +861,11 @@ class AssistantDelta(Message):
     turn_id: str
     kind: Literal["content", "thinking"]
     text: str
+    offset: int | None = None
+    """The characters of this kind the turn's deltas had before this one: set by the
+    replica running the turn when it sends the delta to the others (``cluster``), so a
+    tab attaching mid-turn there gets each character once after the text it read from
+    the database (``None``: a delta of this replica)."""
 
 
 FinishReason = Literal["stop", "length", "tool_hops_exceeded", "cancelled", "error"]

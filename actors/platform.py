@@ -30,9 +30,11 @@ from actors.cluster import (
     BrokerAnnouncer,
     ChatErrorCodec,
     ClusterView,
+    DeltaOffsets,
     TurnRoutes,
     conversation_topic,
     lease_holder,
+    merge_events,
     replica_id,
 )
 from actors.config.actor import ConfigActor
@@ -45,7 +47,7 @@ from actors.logs import LogActor, collect_secrets, configure_logging, set_secret
 from actors.metrics import MetricsActor, PlatformMetrics
 from actors.onboarding import StartupAnnouncer, key_variable, missing_key_warning, port_in_use
 from actors.orchestrator.actor import OrchestratorActor
-from actors.persistence.actor import PersistenceActor
+from actors.persistence.actor import PersistenceActor, TurnLeases
 from actors.readiness import BrokerSource
 from actors.tools.servers import ChildControl, ServersActor
 from actors.tracing import TracingActor, build_tracer_provider, tracing_wanted
@@ -127,6 +129,9 @@ def build_children(
             cluster=cluster,
         )
 
+    # The turn leases and the writes they wait for outlive a restart of the persistence
+    # actor (TurnLeases says why).
+    leases = TurnLeases()
     return [
         ChildSpec("config", lambda: ConfigActor(store), kind="core"),
         ChildSpec("logs", lambda: LogActor(environ, log_format=log_format), kind="core"),
@@ -134,7 +139,9 @@ def build_children(
         ChildSpec(
             "persistence",
             lambda: PersistenceActor(
-                environ=environ, lease_holder=None if replica is None else lease_holder(replica)
+                environ=environ,
+                lease_holder=None if replica is None else lease_holder(replica),
+                leases=leases,
             ),
             kind="core",
         ),
@@ -366,6 +373,8 @@ async def _run_platform(
             router=routes,
             causes=ChatErrorCodec(),
             topics=conversation_topic,
+            merge=merge_events,
+            prepare=DeltaOffsets(),
             answerable=ANSWERABLE,
             token=env.get(cluster.token_env) if cluster.token_env else None,
             on_state=announcer,

@@ -8,7 +8,7 @@ uses the same one):
   the replica that published it). Every replica subscribes to ``P.ev.>`` with one
   subscription, so the events of one replica arrive in the order it published them; the
   connection is made with ``no_echo``, so a replica never receives its own.
-* ``P.tp.<topic>.<tag>``: a shared event with a topic (the wiring's ``topics`` function
+* ``P.tp.<topic>.batch``: shared events with a topic (the wiring's ``topics`` function
   names it: a conversation's live events). Only the replicas watching the topic
   subscribe (``P.tp.<topic>.>``, one subscription per topic while watched, counted), so
   a turn's deltas reach the replicas with a tab on its conversation and no others. One
@@ -16,8 +16,15 @@ uses the same one):
   ``P.ev.>`` there is no order (nats-py dispatches each subscription from its own
   queue), so an event whose order against a topic's matters belongs on the topic too.
   A topic that is not a subject token (``[A-Za-z0-9_-]``, up to 64 characters) travels
-  as its hash. (The platform's wiring, ``actors/cluster.py``, says why a turn's
-  broadcast ``TurnStateChanged`` may overtake its last deltas and why no tab can see it.)
+  as its hash. A topic's events are published in batches: what one replica forwards on
+  a topic within ``batch_seconds`` (2 ms) goes as one message, ``P.tp.<topic>.batch``,
+  a JSON array in publish order (the wiring's ``merge`` may join neighbours, e.g. two
+  deltas of one answer), so a replica pays one NATS message per topic and window
+  instead of one per event (a turn's ~40 deltas, published whether or not another
+  replica listens). Being late, never early, a batch keeps the watch's guarantee: what
+  is forwarded after a :meth:`NatsBridge.watch` returned on another replica reaches it.
+  (The platform's wiring, ``actors/cluster.py``, says why a turn's broadcast
+  ``TurnStateChanged`` may overtake its last deltas and why no tab can see it.)
 * ``P.rq.<replica>``: requests for that replica (NATS request/reply). The body is
   ``{"to", "timeout", "message"}``; the reply is ``{"ok": <reply>}`` or ``{"error":
   <bus error class>, "message", "cause"}``, turned back into the same typed error
@@ -77,6 +84,9 @@ _WATCH_FLUSH_TIMEOUT = 2
 """Seconds :meth:`NatsBridge.watch` waits for the server to confirm a new subscription
 (a round trip: well under a millisecond on a LAN)."""
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_BATCH_SECONDS = 0.002
+"""How long a topic's events wait to be published together (see the module note)."""
+_BATCH_TAG = "batch"
 
 _answering: contextvars.ContextVar[bool] = contextvars.ContextVar("answering", default=False)
 """Set while this replica answers another's request: it is answered here, never routed on."""
@@ -148,6 +158,11 @@ class NatsBridge:
         token: The NATS server's authentication token, if it requires one (never logged).
         on_state: Called with ``"connected"``, ``"disconnected"``, ``"reconnected"`` or
             ``"closed"`` (for ``/readyz``).
+        merge: Two neighbouring events of one topic's batch as one (``None``: kept
+            apart); see the module note.
+        prepare: What a local shared event is sent as (e.g. stamped with what only
+            its replica knows); ``None``: as it is.
+        batch_seconds: How long a topic's events wait to be published together.
     """
 
     def __init__(
@@ -164,6 +179,9 @@ class NatsBridge:
         answerable: frozenset[type[Request[Any]]] = frozenset(),
         token: str | None = None,
         on_state: Callable[[str], None] | None = None,
+        merge: Callable[[BaseModel, BaseModel], BaseModel | None] | None = None,
+        prepare: Callable[[BaseModel], BaseModel] | None = None,
+        batch_seconds: float = _BATCH_SECONDS,
     ) -> None:
         self._bus = bus
         self._url = url
@@ -193,6 +211,13 @@ class NatsBridge:
         self._failure_logged = False
         """A forward failure was logged since the last (re)connect (one per outage)."""
         self._closing = False
+        self._merge = merge
+        self._prepare = prepare
+        self._batch_seconds = batch_seconds
+        self._batches: dict[str, list[BaseModel]] = {}
+        """Topic subject -> the events forwarded on it and not published yet, in order."""
+        self._batch_due = asyncio.Event()
+        self._batcher: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -249,6 +274,9 @@ class NatsBridge:
             await self._nc.subscribe(f"{self.prefix}.rq.{self.replica}", cb=self._on_request),
         ]
         await _confirm(self._nc)
+        self._batcher = asyncio.get_running_loop().create_task(
+            self._publish_batches(), name="bus:bridge-batches"
+        )
         self.connected = True
         self._on_state("connected")
         self._bus.attach_bridge(self)
@@ -260,6 +288,12 @@ class NatsBridge:
         """Detach from the bus, let pending answers finish, and close the connection."""
         self._bus.attach_bridge(None)
         self._closing = True
+        if self._batcher is not None:
+            self._batcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._batcher
+            self._batcher = None
+        await self._publish_due()  # what was forwarded before the close
         nc, self._nc = self._nc, None
         if nc is None:
             return
@@ -364,24 +398,37 @@ class NatsBridge:
     async def forward(self, message: BaseModel) -> None:
         """Publish a local shared event to the other replicas (see the module note)."""
         self._router.observe(message, self.replica)
+        if self._prepare is not None:
+            message = self._prepare(message)
         nc = self._nc
         if nc is None:
             return
-        tag = message.type  # type: ignore[attr-defined]  # every Message has its tag
         topic = self._topics(message)
-        subject = (
-            f"{self.prefix}.ev.{tag}" if topic is None else f"{self._topic_subject(topic)}.{tag}"
+        if topic is not None:
+            subject = self._topic_subject(topic)
+            batch = self._batches.get(subject)
+            if batch is None:
+                self._batches[subject] = [message]
+                self._batch_due.set()
+                return
+            merged = None if self._merge is None else self._merge(batch[-1], message)
+            if merged is None:
+                batch.append(message)
+            else:
+                batch[-1] = merged
+            return
+        tag = message.type  # type: ignore[attr-defined]  # every Message has its tag
+        await self._publish(
+            nc, f"{self.prefix}.ev.{tag}", orjson.dumps(message.model_dump(mode="json")), tag, 1
         )
+
+    async def _publish(self, nc: Client, subject: str, body: bytes, tag: str, count: int) -> None:
         try:
-            await nc.publish(
-                subject,
-                orjson.dumps(message.model_dump(mode="json")),
-                headers={"origin": self.replica},
-            )
+            await nc.publish(subject, body, headers={"origin": self.replica})
         except nats.errors.Error as exc:
             # The broker carries live events only; losing one must not fail the sender.
             # While it is away every event fails: logged once per outage, all counted.
-            self.forward_failures += 1
+            self.forward_failures += count
             if not self._failure_logged:
                 self._failure_logged = not self.connected
                 _log.warning(
@@ -391,21 +438,66 @@ class NatsBridge:
                     connected=self.connected,
                 )
 
+    async def _publish_batches(self) -> None:
+        """Task: once a batch is begun, wait ``batch_seconds`` and publish every batch."""
+        while True:
+            await self._batch_due.wait()
+            await asyncio.sleep(self._batch_seconds)
+            try:
+                await self._publish_due()
+            except Exception:  # noqa: BLE001 - the events lost are logged; later ones go on
+                _log.exception("bus.bridge_batch_failed")
+
+    async def _publish_due(self) -> None:
+        """Publish the pending batches, each topic's as one message (several when they
+        exceed the server's payload limit), in the order the batches were begun."""
+        self._batch_due.clear()
+        batches, self._batches = self._batches, {}
+        nc = self._nc
+        if nc is None:
+            return
+        limit = max(nc.max_payload - 1024, 1)  # room for the headers
+        for subject, messages in batches.items():
+            parts = [orjson.dumps(message.model_dump(mode="json")) for message in messages]
+            start, size = 0, 2
+            for end, part in enumerate(parts):
+                if end > start and size + len(part) + 1 > limit:
+                    await self._send_batch(nc, subject, parts[start:end], messages[start])
+                    start, size = end, 2
+                size += len(part) + 1
+            await self._send_batch(nc, subject, parts[start:], messages[start])
+
+    async def _send_batch(
+        self, nc: Client, subject: str, parts: list[bytes], first: BaseModel
+    ) -> None:
+        body = b"[" + b",".join(parts) + b"]"
+        tag = first.type  # type: ignore[attr-defined]  # every Message has its tag
+        await self._publish(nc, f"{subject}.{_BATCH_TAG}", body, tag, len(parts))
+
     async def _on_event(self, msg: Msg) -> None:
         origin = (msg.headers or {}).get("origin", "")
         try:
-            message = message_from(orjson.loads(msg.data))
-        except (UnknownMessage, orjson.JSONDecodeError) as exc:
+            data = orjson.loads(msg.data)
+        except orjson.JSONDecodeError as exc:
             _log.warning(
                 "bus.bridge_unknown_event", subject=msg.subject, origin=origin, error=str(exc)
             )
             return
-        tag = message.type  # type: ignore[attr-defined]  # every Message has its tag
-        self.received[tag] = self.received.get(tag, 0) + 1
-        self._router.observe(message, origin)
-        recipients = self._deliveries.get(type(message))
-        if recipients:
-            await self._bus.deliver(message, recipients)
+        # A topic's batch is an array of events, in the order they were published.
+        for fields in data if isinstance(data, list) else (data,):
+            try:
+                message = message_from(fields)
+            except UnknownMessage as exc:
+                _log.warning(
+                    "bus.bridge_unknown_event", subject=msg.subject, origin=origin, error=str(exc)
+                )
+                continue
+            tag = message.type  # type: ignore[attr-defined]  # every Message has its tag
+            self.received[tag] = self.received.get(tag, 0) + 1
+            self._router.observe(message, origin)
+            recipients = self._deliveries.get(type(message))
+            if recipients:
+                await self._bus.deliver(message, recipients)
 
     # -- requests ---------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ config directory resets the other replica's runtime file too (``RuntimeConfigRes
 and the reset is not echoed back (each replica logs one ``config.reset``); an edit of a
 file by hand stays with its replica. Also, without a broker: the routes of requests are
 healed from the turn leases after a broker outage; the broker announcer is closed with its
-announcement in flight; a turn's end shares its deltas' subject.
+announcement in flight; a turn's end shares its deltas' subject; deltas leave with their
+offset in the turn and join in a batch.
 
 Waiting: every expected event is awaited with a deadline; the only fixed waits prove the
 *absence* of an event and are short (0.5 s), as in tests/test_config_actor.py.
@@ -22,7 +23,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import pytest
 import yaml
@@ -33,8 +34,10 @@ from actors.cluster import (
     SHARED_EVENTS,
     BrokerAnnouncer,
     ChatErrorCodec,
+    DeltaOffsets,
     TurnRoutes,
     conversation_topic,
+    merge_events,
 )
 from actors.config.actor import ConfigActor
 from actors.messages import (
@@ -274,3 +277,31 @@ def test_a_turns_end_travels_with_its_deltas_and_its_state_is_never_a_tabs_frame
     assert conversation_topic(delta) == conversation_topic(finished) == "c-1"
     assert conversation_topic(state) is None
     assert SHARED_EVENTS[TurnStateChanged] == ("gateway",)
+
+
+def test_deltas_leave_with_their_offset_in_the_turn_and_join_in_a_batch() -> None:
+    """What the turn's replica sends (``DeltaOffsets``, ``merge_events``): each delta with
+    the characters of its kind the turn had before it, across the turn's hops, forgotten
+    at its end; neighbouring deltas of one answer and kind join, keeping the first's
+    offset; anything else stays apart."""
+    stamp = DeltaOffsets()
+
+    def delta(text: str, kind: Literal["content", "thinking"] = "content") -> AssistantDelta:
+        sent = stamp(AssistantDelta(conversation_id="c-1", turn_id="t-1", kind=kind, text=text))
+        assert isinstance(sent, AssistantDelta)
+        return sent
+
+    first, thought, second = delta("abc"), delta("hmm", "thinking"), delta("de")
+    assert [(d.kind, d.offset) for d in (first, thought, second)] == [
+        ("content", 0),
+        ("thinking", 0),
+        ("content", 3),
+    ]
+    joined = merge_events(first, second)
+    assert isinstance(joined, AssistantDelta)
+    assert (joined.text, joined.offset) == ("abcde", 0)
+    assert merge_events(first, thought) is None
+    finished = TurnFinished(conversation_id="c-1", turn_id="t-1", finish_reason="stop")
+    assert merge_events(second, finished) is None
+    assert stamp(finished) is finished
+    assert delta("again").offset == 0  # the turn was forgotten at its end

@@ -1,6 +1,7 @@
 """The gateway's ``assistant_message`` for a streamed answer: built from the deltas it
 relayed (the TurnFinished names only the answer's lengths), from storage when it missed
-them, and never by crashing when neither has it.
+them, and never by crashing when neither has it; a tab attaching during another
+replica's turn gets each character once past the text it read (the deltas' offsets).
 
 In process, on a real bus: the real ConfigActor over a config directory in ``tmp_path``,
 the real PersistenceActor (in-memory SQLite) and the real GatewayActor on a free port,
@@ -30,6 +31,7 @@ from actors.messages import (
     FinishMessage,
     StreamedText,
     TurnFinished,
+    TurnStateChanged,
 )
 from actors.persistence.actor import PersistenceActor
 from bus.actor import Actor
@@ -169,3 +171,44 @@ async def test_an_answer_nobody_has_ends_the_turn_empty_and_says_so(
     await running.finished(cid, "t4", content=2)
     assert (await _expect(ws, "assistant_message"))["message"] == "ok"
     await ws.close()
+
+
+async def test_a_tab_attaching_during_another_replicas_turn_gets_each_character_once(
+    running: Running,
+) -> None:
+    """Another replica's deltas carry their offset in the turn's text: a tab that attached
+    after reading the first 5 characters gets only what lies past them, whatever arrives
+    late or twice; the answer is still the turn's whole text."""
+    first, cid = await running.tab()
+    await running.bus.publish(TurnStateChanged(conversation_id=cid, turn_id="t4", running=True))
+    await running.bus.request(
+        AppendMessage(conversation_id=cid, role="assistant", status="streaming", turn_id="t4")
+    )
+
+    async def delta(text: str, offset: int) -> None:
+        await running.bus.publish(
+            AssistantDelta(
+                conversation_id=cid, turn_id="t4", kind="content", text=text, offset=offset
+            )
+        )
+
+    await delta("abc", 0)
+    await delta("de", 3)
+    late = await connect(f"ws://127.0.0.1:{running.port}/ws/chat?conversation_id={cid}")
+    info = await _expect(late, "session_info")
+    assert info["turn_in_progress"] is True
+    assert info["messages"][-1]["content"] == "abcde"  # read: the answer's first 5
+    await delta("de", 3)  # already read
+    await delta("efg", 4)  # half of it read
+    await delta("h", 7)
+    await running.finished(cid, "t4", content=len("abcdefgh"))
+    seen = ""
+    async with asyncio.timeout(TIMEOUT):
+        while (frame := orjson.loads(await late.recv()))["type"] != "assistant_message":
+            if frame["type"] == "assistant_delta":
+                seen += frame["content"]
+    assert seen == "fgh"
+    assert frame["message"] == "abcdefgh"
+    assert (await _expect(first, "assistant_message"))["message"] == "abcdefgh"
+    await first.close()
+    await late.close()

@@ -14,6 +14,8 @@ tests' NATS server under this test's own subject prefix. Proved here:
 - only the request types the wiring lets through are answered for another replica;
 - an event with a topic reaches only the replicas watching that topic (counted: each
   watch is ended by one unwatch), in order; a topic that is no subject token works too;
+  a topic's events cross in batches (one NATS message per window, split past the
+  payload limit), in order, neighbours joined by the wiring's ``merge``;
 - a broker that is not there, or refuses the token, stops the start with
   ``BrokerUnavailable`` naming it; with the right token the replicas talk.
 """
@@ -55,6 +57,21 @@ class Topical(Message):
     type: Literal["test_bridge.topical"] = "test_bridge.topical"
     room: str
     n: int
+    text: str = ""
+
+
+def join_texts(previous: BaseModel, message: BaseModel) -> BaseModel | None:
+    """The bridge's ``merge``: neighbouring Topical events with a text join (up to 1,000
+    characters), as the platform joins an answer's deltas."""
+    if (
+        isinstance(previous, Topical)
+        and isinstance(message, Topical)
+        and previous.text
+        and message.text
+        and len(previous.text) + len(message.text) <= 1000
+    ):
+        return Topical(room=previous.room, n=message.n, text=previous.text + message.text)
+    return None
 
 
 def room_of(message: BaseModel) -> str | None:
@@ -132,6 +149,7 @@ class Listener(Actor):
         self.shouts: list[int] = []
         self.whispers: list[int] = []
         self.topical: list[tuple[str, int]] = []
+        self.texts: list[str] = []
         self.got = asyncio.Event()
 
     async def wait_for_shout(self, n: int) -> None:
@@ -151,8 +169,9 @@ class Listener(Actor):
             case Shout(n=n):
                 self.shouts.append(n)
                 self.got.set()
-            case Topical(room=room, n=n):
+            case Topical(room=room, n=n, text=text):
                 self.topical.append((room, n))
+                self.texts.append(text)
                 self.got.set()
             case Whisper(n=n):
                 self.whispers.append(n)
@@ -199,6 +218,7 @@ class Replica:
             topics=room_of,
             answerable=frozenset({Ask, AskMany, Refuse, Stall}),
             token=token,
+            merge=join_texts,
         )
         self.listener = Listener("listener")
         self.server = Server("server", name)
@@ -304,6 +324,39 @@ async def test_an_event_with_a_topic_reaches_only_the_replicas_watching_it(
         assert b.listener.topical[-1] == ("r1", 103)
     finally:
         await c.close()
+
+
+async def test_a_topics_events_cross_in_batches_in_order_neighbours_joined(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """What a replica forwards on a topic within the batch window goes as one NATS
+    message (several past the server's payload limit), in publish order; the wiring's
+    ``merge`` joins neighbours (an answer's deltas), not what it keeps apart."""
+    a, b = replicas
+    await b.bus.watch("chat")
+    for n in range(100):  # one event-loop tick: one batch
+        await a.bus.publish(Topical(room="chat", n=n, text=f"{n},"))
+    await a.bus.publish(Topical(room="chat", n=100))  # no text: kept apart
+    for n in range(101, 201):
+        await a.bus.publish(Topical(room="chat", n=n, text=f"{n},"))
+    await b.listener.wait_for_topical(3)
+    assert b.listener.topical == [("chat", 99), ("chat", 100), ("chat", 200)]
+    assert b.listener.texts == [
+        "".join(f"{n}," for n in range(100)),
+        "",
+        "".join(f"{n}," for n in range(101, 201)),
+    ]
+    assert a.listener.topical == [("chat", n) for n in range(201)]  # locally: each one
+    assert b.bridge.traffic()["events_received"] == {"test_bridge.topical": 3}
+
+    # Three events of 400 kB (too big to join) in one window: past NATS's 1 MB payload
+    # limit together, they cross as several messages, still in order.
+    big = ["x" * 400_000, "y" * 400_000, "z" * 400_000]
+    for n, text in enumerate(big, start=300):
+        await a.bus.publish(Topical(room="chat", n=n, text=text))
+    await b.listener.wait_for_topical(6)
+    assert b.listener.texts[3:] == big
+    assert a.bridge.traffic()["forward_failures"] == 0
 
 
 async def test_a_routed_request_is_answered_by_the_other_replica(

@@ -90,7 +90,12 @@ from actors.messages import (
     ToolCall,
     Usage,
 )
-from actors.persistence.actor import SCHEMA_VERSION, DatabaseUnusable, PersistenceActor
+from actors.persistence.actor import (
+    SCHEMA_VERSION,
+    DatabaseUnusable,
+    PersistenceActor,
+    TurnLeases,
+)
 from actors.persistence.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from actors.persistence.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from actors.persistence.sqlite import SqliteRepository
@@ -691,6 +696,70 @@ async def test_an_answer_and_a_lease_the_database_could_not_take_are_stored_once
         assert leases() == []
     kinds = [e["kind"] for e in log_events.events("persistence.deferred_stored")]
     assert kinds == ["answer", "lease_release", "answer", "lease_release"]
+
+
+@postgres_only
+async def test_a_restarted_persistence_actor_stores_the_deferred_writes_and_keeps_no_released_lease(
+    start: Starter, backend_dsn: str, log_events: LogCapture
+) -> None:
+    """Cluster: the persistence actor crashes while a turn's answer end and lease release
+    wait for the database, and its supervisor starts a fresh one (given the process's
+    TurnLeases, as the wiring does): once it can open the database it stores the answer
+    and releases that lease, and renews only the lease of the turn still running (read
+    back from the database, the released turn's lease would be renewed for ever:
+    TURN_IN_PROGRESS until the process restarts). Then, with writes deferred again, the
+    first write that succeeds once the database is back stores them at once."""
+    leases = TurnLeases()
+    options = {"lease_holder": "r0/test", "leases": leases}
+    h = await start(
+        _merge(
+            _streaming({"persist_deltas": True, "min_chars": 1000, "interval_ms": 60_000}),
+            {"cluster": {"url": "nats://127.0.0.1:4222", "lease_seconds": 30}},
+        ),
+        **options,
+    )
+
+    def stored(cid: str) -> list[tuple[Any, ...]]:
+        return h.query(
+            "SELECT content, status, error_code FROM messages "
+            "WHERE conversation_id = $1 AND role = 'assistant'",
+            (cid,),
+        )
+
+    def leases_held() -> list[tuple[Any, ...]]:
+        return h.query("SELECT conversation_id FROM turn_leases ORDER BY 1")
+
+    running = await _conversation(h)
+    await h.ask(ClaimTurn(conversation_id=running, turn_id="t-running"))
+    ended: list[str] = []
+    for turn, then in (("t1", "crash"), ("t2", "write")):
+        cid = await _conversation(h)
+        ended.append(cid)
+        await h.ask(ClaimTurn(conversation_id=cid, turn_id=turn))
+        row = await _start_answer(h, cid, turn)
+        await h.delta(turn, "streamed whole")
+        with _outage(backend_dsn):
+            with pytest.raises(RequestFailed):
+                await h.ask(
+                    FinishMessage(
+                        message_id=row.id,
+                        streamed=StreamedText(content_chars=14, thinking_chars=0),
+                        finish_reason="stop",
+                    )
+                )
+            await h.ask(ReleaseTurn(conversation_id=cid, turn_id=turn))
+            if then == "crash":
+                await h.kill_persistence()  # no on_stop: what a crash leaves
+        if then == "crash":
+            await h.start_persistence(**options)  # its on_start stored them
+        else:
+            await h.ask(AppendMessage(conversation_id=running, role="user", content="a write"))
+        assert stored(cid) == [("streamed whole", "error", "STORAGE_UNAVAILABLE")]
+        assert leases_held() == [(running,)]
+    kinds = [e["kind"] for e in log_events.events("persistence.deferred_stored")]
+    assert kinds == ["answer", "lease_release"] * 2
+    # The running turn's lease is still this process's, renewed by the new actor.
+    assert h.query("SELECT holder FROM turn_leases") == [("r0/test",)]
 
 
 @postgres_only

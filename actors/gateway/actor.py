@@ -220,6 +220,7 @@ from actors.messages import (
     OwnersPresent,
     PromptRequest,
     ReadResource,
+    ReadStreamingAnswer,
     ResourceChanged,
     RunningTurns,
     SaveSession,
@@ -231,6 +232,7 @@ from actors.messages import (
     StartTurn,
     StoredMessage,
     StreamedText,
+    StreamingAnswer,
     ToolApprovalClosed,
     ToolApprovalRequested,
     ToolExecutionEvent,
@@ -271,14 +273,6 @@ MAX_OUTBOX_BYTES = 8 * 1024 * 1024
 MAX_MERGED_DELTA = 256 * 1024
 """Characters merged into one delta frame at most: a frame being sent sits in the
 transport's buffer, outside the outbox's count, so it must stay small."""
-DELTA_FRAME_INTERVAL = 0.01
-"""Seconds between two delta frames of one connection at least (100 frames/s): a delta
-that arrives sooner waits that long, merging what follows, unless another frame is sent
-first (which takes it along). The first delta after a pause or after any other frame goes
-at once (a turn's first token is never delayed), and so does every delta of a stream
-slower than this (a model's tokens, paced at 20-50 ms, are relayed one by one): only
-fast streams are merged, which saves a WebSocket frame and a socket write each
-(``benchmarks/chat_path.py``)."""
 CLOSE_TIMEOUT = 3.0
 """Seconds a closing handshake may take before the TCP connection is aborted."""
 SLOW_CLIENT_CLOSE_CODE = 1013
@@ -358,16 +352,52 @@ its orchestrator having crashed, must not hold its text forever): the oldest goe
 class _AnswerText:
     """The text of one running turn's deltas, kept for its ``assistant_message``: a
     streamed answer's TurnFinished does not carry the text again, only its length, and
-    the answer is the tail of the turn's deltas (earlier hops' text comes before it)."""
+    the answer is the tail of the turn's deltas (earlier hops' text comes before it).
 
-    __slots__ = ("content", "thinking")
+    Another replica's deltas carry their ``offset`` in the turn's text: the parts kept
+    are then where it says (``start``: the offset of the first), so a tab attaching
+    mid-turn gets what follows the text it read (:class:`_Resume`), and a gap (the
+    conversation unwatched for a while) restarts the parts there rather than joining
+    text that is not contiguous."""
+
+    __slots__ = ("chars", "content", "start", "thinking")
 
     def __init__(self) -> None:
         self.content: list[str] = []
         self.thinking: list[str] = []
+        self.start: dict[str, int] = {}
+        """Kind -> the offset of its first part (another replica's deltas only)."""
+        self.chars: dict[str, int] = {"content": 0, "thinking": 0}
 
-    def add(self, kind: str, text: str) -> None:
-        (self.content if kind == "content" else self.thinking).append(text)
+    def add(self, kind: str, text: str, offset: int | None = None) -> None:
+        parts = self.content if kind == "content" else self.thinking
+        if offset is not None:
+            start = self.start.get(kind)
+            end = None if start is None else start + self.chars[kind]
+            if end is None or offset > end:  # the first, or after a gap
+                parts.clear()
+                self.start[kind] = offset
+                self.chars[kind] = 0
+            elif offset < end:  # text kept already
+                text = text[end - offset :]
+                if not text:
+                    return
+        parts.append(text)
+        self.chars[kind] += len(text)
+
+    def after(self, kind: str, chars: int) -> str:
+        """The text kept past the turn's first ``chars`` characters of ``kind`` (all of
+        it when it starts later: the characters between were missed)."""
+        start = self.start.get(kind)
+        if start is None:
+            return ""
+        text = "".join(self.content if kind == "content" else self.thinking)
+        return text[max(chars - start, 0) :]
+
+    def end(self, kind: str) -> int | None:
+        """Where the kept text of ``kind`` ends in the turn's (``None``: not known)."""
+        start = self.start.get(kind)
+        return None if start is None else start + self.chars[kind]
 
     def answer(self, streamed: StreamedText) -> tuple[str, str | None] | None:
         """The answer's text and reasoning, or None when this gateway did not see all of
@@ -377,6 +407,53 @@ class _AnswerText:
         if content is None or thinking is None:
             return None
         return content, thinking or None
+
+
+class _Resume:
+    """A tab that attached in the middle of another replica's turn: it has the turn's
+    text up to ``seen`` (by kind), read from the database or sent since; a delta is cut
+    to what lies past it (an offset before it was in the text read)."""
+
+    __slots__ = ("seen", "turn_id")
+
+    def __init__(self, turn_id: str, seen: dict[str, int]) -> None:
+        self.turn_id = turn_id
+        self.seen = seen
+
+    def cut(self, kind: str, offset: int, text: str) -> str:
+        seen = self.seen.get(kind, 0)
+        end = offset + len(text)
+        if end <= seen:
+            return ""
+        self.seen[kind] = end
+        return text[max(seen - offset, 0) :]
+
+
+STREAMING_ANSWER_TIMEOUT = 5.0
+"""Seconds a tab's open waits for the turn's replica to say its streaming answer."""
+
+
+def _with_streaming(
+    state: ConversationState, streaming: StreamingAnswer | None
+) -> ConversationState:
+    """``state`` with its streaming answer as far as the turn's replica had it when asked
+    (before the history was read): the longer text of the two (each is the answer's
+    beginning; the database may have caught up since the question, or the answer ended)."""
+    if streaming is None or streaming.message_id is None:
+        return state
+    messages = list(state.messages)
+    for index, stored in enumerate(messages):
+        if stored.id == streaming.message_id and stored.status == "streaming":
+            longer: dict[str, str | None] = {}
+            if len(streaming.content) > len(stored.content):
+                longer["content"] = streaming.content
+            if len(streaming.thinking or "") > len(stored.thinking or ""):
+                longer["thinking"] = streaming.thinking
+            if not longer:
+                return state
+            messages[index] = stored.model_copy(update=longer)
+            return state.model_copy(update={"messages": tuple(messages)})
+    return state
 
 
 def _tail(parts: list[str], chars: int) -> str | None:
@@ -392,10 +469,9 @@ class _Connection:
     __slots__ = (
         "_bytes",
         "_closing",
-        "_delta_sent_at",
-        "_hold",
         "_model_label",
         "_outbox",
+        "catch_up",
         "connected_at",
         "conversation_id",
         "credential",
@@ -406,6 +482,7 @@ class _Connection:
         "id",
         "original",
         "owner",
+        "resume",
         "send_error",
         "undecided",
         "writer",
@@ -433,17 +510,16 @@ class _Connection:
         self.credential = credential
         """The token it authenticated with (checked again when the tokens change)."""
         self.conversation_id: str | None = None
+        self.resume: _Resume | None = None
+        """Set while it shows, from the middle, a turn running on another replica."""
+        self.catch_up: list[tuple[str, str, str]] = []
+        """Deltas (turn id, kind, text) to send after its next ``session_info``."""
         self.connected_at = time.monotonic()
         self.frames_sent = 0
         self.deltas_merged = 0
         self._outbox: deque[str | _PendingDelta] = deque()
         self._bytes = 0
         self._closing = False
-        self._delta_sent_at = 0.0
-        """``time.monotonic()`` when the last delta frame was sent."""
-        self._hold: asyncio.TimerHandle | None = None
-        """Starts the writer when :data:`DELTA_FRAME_INTERVAL` has passed (only deltas
-        are queued meanwhile)."""
         self.handler: asyncio.Task[None] | None = None
         """The task serving this connection (reading its frames): :meth:`halt` cancels it."""
         self.halted: Literal["too_slow", "unauthorized", "send_failed"] | None = None
@@ -516,32 +592,16 @@ class _Connection:
         pending = _PendingDelta(turn_id, kind, text, envelope)
         self._outbox.append(pending)
         self._bytes += pending.size
-        if self.writer is None and self._hold is None:
-            wait = self._delta_sent_at + DELTA_FRAME_INTERVAL - time.monotonic()
-            if wait > 0:
-                self._hold = asyncio.get_running_loop().call_later(wait, self._release)
-            else:
-                self._kick()
-        self._check_bounds()
-
-    def _release(self) -> None:
-        """The hold's end: send what is queued."""
-        self._hold = None
         self._kick()
+        self._check_bounds()
 
     def _push(self, text: str) -> None:
         if self._closing:
             return
         self._outbox.append(text)
         self._bytes += len(text)
-        self._cancel_hold()  # the held deltas go first, with this frame
         self._kick()
         self._check_bounds()
-
-    def _cancel_hold(self) -> None:
-        if self._hold is not None:
-            self._hold.cancel()
-            self._hold = None
 
     def _kick(self) -> None:
         """Start the writer if it is not running (it ends when the outbox is empty)."""
@@ -557,7 +617,6 @@ class _Connection:
             self._closing = True
             self._outbox.clear()
             self._bytes = 0
-            self._cancel_hold()
             self.halt("too_slow")
 
     async def _write(self) -> None:
@@ -567,14 +626,11 @@ class _Connection:
                 item = self._outbox.popleft()
                 if isinstance(item, _PendingDelta):
                     self._bytes -= item.size
-                    await self.ws.send(item.render())
-                    self._delta_sent_at = time.monotonic()
+                    text = item.render()
                 else:
                     self._bytes -= len(item)
-                    await self.ws.send(item)
-                    # Any other frame (a turn's end, a tool step) ends a run of deltas:
-                    # the next one, the next turn's first token above all, goes at once.
-                    self._delta_sent_at = 0.0
+                    text = item
+                await self.ws.send(text)
                 self.frames_sent += 1
         except Exception as exc:  # noqa: BLE001 - the handler re-raises what is not a close
             self.send_error = exc
@@ -584,7 +640,6 @@ class _Connection:
 
     async def stop_writer(self) -> None:
         """Stop sending (what is queued stays unsent)."""
-        self._cancel_hold()
         writer = self.writer
         if writer is not None:
             writer.cancel()
@@ -592,9 +647,6 @@ class _Connection:
 
     async def drain(self) -> None:
         """Return once everything queued was sent (or the writer failed)."""
-        if self._hold is not None:
-            self._cancel_hold()
-            self._kick()
         while self.writer is not None:
             await asyncio.shield(self.writer)
 
@@ -949,15 +1001,21 @@ class GatewayActor(Actor[GatewayInbox]):
 
     async def handle(self, message: GatewayInbox) -> None:
         match message:
-            case AssistantDelta(conversation_id=cid, turn_id=turn_id, kind=kind, text=text):
+            case AssistantDelta(
+                conversation_id=cid, turn_id=turn_id, kind=kind, text=text, offset=offset
+            ):
                 answer = self._answers.get(turn_id)
                 if answer is None:
                     answer = self._answers[turn_id] = _AnswerText()
                     if len(self._answers) > MAX_ANSWERS_KEPT:
                         del self._answers[next(iter(self._answers))]
-                answer.add(kind, text)
+                answer.add(kind, text, offset)
                 for conn in self._by_conversation.get(cid, ()):
-                    conn.send_delta(turn_id, kind, text)
+                    resume = conn.resume
+                    if resume is None or offset is None or resume.turn_id != turn_id:
+                        conn.send_delta(turn_id, kind, text)
+                    elif rest := resume.cut(kind, offset, text):
+                        conn.send_delta(turn_id, kind, rest)
             case TurnFinished():
                 await self._turn_finished(message)
             case ToolExecutionEvent():
@@ -1061,8 +1119,10 @@ class GatewayActor(Actor[GatewayInbox]):
                 if tools != self._tools:
                     self._tools = tools
                     self._send_tools_changed()
-            case ConversationTitled(conversation_id=cid, title=title):
-                titled = SessionTitleFrame(conversation_id=cid, title=title)
+            case ConversationTitled(conversation_id=cid, title=title, saved=saved):
+                titled = SessionTitleFrame(
+                    conversation_id=cid, title=title, saved=True if saved else None
+                )
                 for conn in self._by_conversation.get(cid, ()):
                     conn.send_frame(titled)
             case ConversationProviderChosen(conversation_id=cid, provider=provider):
@@ -1115,6 +1175,8 @@ class GatewayActor(Actor[GatewayInbox]):
             )
         )
         for conn in self._by_conversation.get(cid, ()):
+            if conn.resume is not None and conn.resume.turn_id == message.turn_id:
+                conn.resume = None
             for frame in frames:
                 conn.send_frame(frame)
 
@@ -1725,6 +1787,7 @@ class GatewayActor(Actor[GatewayInbox]):
     async def _open(self, conn: _Connection, conversation_id: str | None) -> None:
         """Attach the connection to a conversation and send ``session_info``."""
         async with self._watching(conversation_id):
+            streaming = await self._streaming_answer(conversation_id)
             try:
                 state = await self._request_state(conn.owner, conversation_id)
             except RequestFailed as exc:
@@ -1734,8 +1797,10 @@ class GatewayActor(Actor[GatewayInbox]):
                 # then start the owner's usual conversation.
                 conn.send_frame(_error_frame(exc))
                 state = await self._request_state(conn.owner, None)
+            state = _with_streaming(state, streaming)
             await self._attach(conn, state)
         conn.send_frame(self._session_info(state))
+        self._send_catch_up(conn)
         self._send_waiting_questions(conn)
         self._send_waiting_approvals(conn)
 
@@ -1949,6 +2014,68 @@ class GatewayActor(Actor[GatewayInbox]):
         self._by_conversation.setdefault(conversation_id, set()).add(conn)
         # As stored now: fresher than what an earlier attachment read.
         self._chosen[conversation_id] = state.provider
+        # No await since the connection joined: the deltas handled before are in
+        # _answers, those handled after are cut by its _Resume.
+        self._resume(conn, state)
+
+    def _resume(self, conn: _Connection, state: ConversationState) -> None:
+        """A tab attaching while another replica runs the conversation's turn: what it
+        read (the history, with the turn's replica's streaming answer: see
+        :meth:`_streaming_answer`) is the turn's text up to some point; the deltas
+        received since this replica watches the conversation say what follows
+        (``offset``): the text past what it read is queued for after its
+        ``session_info`` (:meth:`_send_catch_up`), and a later delta is cut to what it
+        has not got (:class:`_Resume`)."""
+        conn.resume, conn.catch_up = None, []
+        turn_id = self._running.get(state.conversation_id)
+        if turn_id is None:
+            return
+        answer = self._answers.get(turn_id)
+        if answer is not None and not answer.start:
+            return  # a turn of this replica: its deltas all reach this gateway
+        read = {"content": 0, "thinking": 0}
+        for stored in state.messages:
+            if stored.role == "assistant" and stored.turn_id == turn_id:
+                read["content"] += len(stored.content)
+                read["thinking"] += len(stored.thinking or "")
+        seen = dict(read)
+        if answer is not None:
+            for kind, chars in read.items():
+                end = answer.end(kind)
+                if end is not None and end > chars:
+                    conn.catch_up.append((turn_id, kind, answer.after(kind, chars)))
+                    seen[kind] = end
+        conn.resume = _Resume(turn_id, seen)
+
+    async def _streaming_answer(self, conversation_id: str | None) -> StreamingAnswer | None:
+        """The text of the conversation's answer streaming now, from the persistence actor
+        of the replica running the turn (routed there; this one's for a turn of its own),
+        asked once this replica watches the conversation and before the history is read:
+        the text it had not yet written to the database is not missed (see
+        :func:`_with_streaming`). ``None``: no turn runs, or it could not be asked (the
+        history read alone is used, as before)."""
+        turn_id = None if conversation_id is None else self._running.get(conversation_id)
+        if conversation_id is None or turn_id is None:
+            return None
+        try:
+            answer: StreamingAnswer = await self.request(
+                ReadStreamingAnswer(conversation_id=conversation_id, turn_id=turn_id),
+                timeout=STREAMING_ANSWER_TIMEOUT,
+            )
+        except (RequestFailed, RequestError) as exc:
+            self.log.debug(
+                "gateway.streaming_answer_unread",
+                conversation_id=conversation_id,
+                error=str(cause_of(exc)),
+            )
+            return None
+        return answer
+
+    def _send_catch_up(self, conn: _Connection) -> None:
+        """Send what :meth:`_resume` queued (after the ``session_info``)."""
+        catch_up, conn.catch_up = conn.catch_up, []
+        for turn_id, kind, text in catch_up:
+            conn.send_delta(turn_id, kind, text)
 
     def _provider_set_frame(self, conversation_id: str, provider: str | None) -> ProviderSetFrame:
         """The ``provider_set`` frame of a choice (a provider no longer configured: the
@@ -1985,6 +2112,7 @@ class GatewayActor(Actor[GatewayInbox]):
     async def _detach(self, conn: _Connection) -> None:
         """The connection no longer shows its conversation (it keeps the id, for the
         disconnect's log line); each :meth:`_attach` is ended by one call."""
+        conn.resume, conn.catch_up = None, []
         if conn.conversation_id is None:
             return
         watchers = self._by_conversation.get(conn.conversation_id)
@@ -2175,9 +2303,13 @@ class GatewayActor(Actor[GatewayInbox]):
                 )
             case LoadSessionFrame(conversation_id=target):
                 async with self._watching(target):
-                    loaded = await self._request_state(conn.owner, target)
+                    streaming = await self._streaming_answer(target)
+                    loaded = _with_streaming(
+                        await self._request_state(conn.owner, target), streaming
+                    )
                     await self._attach(conn, loaded)
                 conn.send_frame(self._session_info(loaded))
+                self._send_catch_up(conn)
                 self._send_waiting_questions(conn)
                 self._send_waiting_approvals(conn)
             case DeleteSessionFrame(conversation_id=target):

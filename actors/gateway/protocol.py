@@ -875,12 +875,15 @@ class SessionSavedFrame(_ServerFrame):
 
 
 class SessionTitleFrame(_ServerFrame):
-    """A conversation's title changed: the model titled it after its first exchange, or
-    a client renamed it (the answer to ``rename_session``)."""
+    """A conversation's title changed: the model titled it after its first exchange, a
+    client renamed it (the answer to ``rename_session``), or a client saved it under
+    that name (``saved``: it is exempt from retention now; sent to every tab showing it,
+    on any replica, as titles are)."""
 
     type: Literal["session_title"] = "session_title"
     conversation_id: str
     title: str
+    saved: Literal[True] | None = None
 
 
 class BrokerStatusFrame(_ServerFrame):

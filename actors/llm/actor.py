@@ -2,7 +2,8 @@
 
 Design note
 -----------
-*A thin shell around pure cores.* Bytes become lines (httpx ``aiter_lines``), lines become
+*A thin shell around pure cores.* Network reads become lines
+(:class:`~actors.llm.sse.LineSplitter`, a whole read at a time), lines become
 events (:class:`~actors.llm.sse.SSEDecoder`), events become JSON (orjson) and JSON becomes
 deltas and a final answer (:class:`~actors.llm.completion.CompletionAccumulator`). This module
 adds only I/O, retries, fallbacks and cancellation; every parsing rule lives in the cores.

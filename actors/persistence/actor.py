@@ -96,6 +96,7 @@ from actors.messages import (
     MessageStatus,
     OAuthForgotten,
     OpenConversation,
+    ReadStreamingAnswer,
     ReleaseTurn,
     ReplaceAnswer,
     RunningTurns,
@@ -112,6 +113,7 @@ from actors.messages import (
     StoreOAuthClient,
     StoreOAuthTokens,
     StreamedText,
+    StreamingAnswer,
     TurnFinished,
     TurnsRunning,
     TurnStateChanged,
@@ -147,16 +149,25 @@ from config.schema import (
 if TYPE_CHECKING:
     from bus.bus import Bus
 
-__all__ = ["SCHEMA_VERSION", "DatabaseUnusable", "PersistenceActor", "RetentionReport"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "DatabaseUnusable",
+    "PersistenceActor",
+    "RetentionReport",
+    "TurnLeases",
+]
 
 SCHEMA_VERSION = SQLITE_SCHEMA_VERSION
 """The SQLite schema version this program writes."""
 
 
 _RETRY_FIRST = 0.25
-_RETRY_MAX = 4.0
+_RETRY_MAX = 1.0
 """Seconds between two tries of the deferred writes: from the first, doubling up to the
-last (while the database stays out of reach)."""
+last (while the database stays out of reach). A deferred lease release keeps another
+replica's sends out of the conversation (``TURN_IN_PROGRESS``) until it is stored, so the
+last is short: a try while the database is away costs one refused connection. Any write
+that succeeds meanwhile stores them at once (:meth:`PersistenceActor._writing`)."""
 
 _FLUSH_GROWTH = 8
 """A stream with more than this many ``min_chars`` on disk flushes by size only once
@@ -261,6 +272,34 @@ class _DeferredAnswer:
     answer: FinishedAnswer
     conversation_id: str | None
     turn_id: str | None
+
+
+@dataclass(slots=True)
+class TurnLeases:
+    """This process's turn leases and the writes they wait for (``cluster``): kept by the
+    wiring across the persistence actor's restarts (the supervisor builds a fresh actor,
+    as it does every actor; what must outlive one is given to its factory, as the
+    metrics are). A restarted actor renews only the leases of turns that still hold them
+    and stores the deferred writes it inherits; reading the leases back from the
+    database instead would take back a lease whose release was deferred, with no turn
+    left to release it (``TURN_IN_PROGRESS`` until the process restarts)."""
+
+    held: dict[str, str] = field(default_factory=dict)
+    """Turn leases held (``cluster``): turn id by conversation id."""
+    deferred_answers: dict[int, _DeferredAnswer] = field(default_factory=dict)
+    """Answers whose final state could not be stored (database out of reach), by
+    message id: written when the database is back."""
+    deferred_releases: dict[str, str] = field(default_factory=dict)
+    """Turn leases whose release could not be stored (turn id by conversation id):
+    still held and renewed, released when the database is back, after the answer."""
+    unreachable_at: float | None = None
+    """``time.monotonic()`` when the database was last found out of reach: for a lease
+    period after it, this replica ends no other replica's turn (they could not renew
+    their leases either)."""
+
+    def deferred(self) -> bool:
+        """Writes wait for the database."""
+        return bool(self.deferred_answers or self.deferred_releases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +411,7 @@ PersistenceInbox = Annotated[
     | CheckStorage
     | ClaimTurn
     | ReleaseTurn
+    | ReadStreamingAnswer
     | RunningTurns
     | LoadOAuth
     | StoreOAuthTokens
@@ -427,6 +467,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         CheckStorage,
         ClaimTurn,
         ReleaseTurn,
+        ReadStreamingAnswer,
         RunningTurns,
         LoadOAuth,
         StoreOAuthTokens,
@@ -442,23 +483,18 @@ class PersistenceActor(Actor[PersistenceInbox]):
         max_page_count: int | None = None,
         environ: Mapping[str, str] | None = None,
         lease_holder: str | None = None,
+        leases: TurnLeases | None = None,
     ) -> None:
         super().__init__(name)
         self._lease_holder = lease_holder
         self._lease_seconds = 15.0
-        self._leases: dict[str, str] = {}
-        """Turn leases this replica holds (``cluster``): turn id by conversation id."""
-        self._deferred_answers: dict[int, _DeferredAnswer] = {}
-        """Answers whose final state could not be stored (database out of reach), by
-        message id: written when the database is back (:meth:`_store_deferred`)."""
-        self._deferred_releases: dict[str, str] = {}
-        """Turn leases whose release could not be stored (turn id by conversation id):
-        still held and renewed, released when the database is back, after the answer."""
+        self._book = TurnLeases() if leases is None else leases
+        self._leases = self._book.held
+        self._deferred_answers = self._book.deferred_answers
+        self._deferred_releases = self._book.deferred_releases
         self._retrying: asyncio.Task[None] | None = None
-        self._unreachable_at: float | None = None
-        """``time.monotonic()`` when the database was last found out of reach: for a lease
-        period after it, this replica ends no other replica's turn (they could not renew
-        their leases either)."""
+        self._storing_deferred = False
+        """:meth:`_store_deferred` runs (its own writes do not start it again)."""
         self._clock = clock
         self._max_page_count = max_page_count
         self._environ = environ
@@ -534,9 +570,15 @@ class PersistenceActor(Actor[PersistenceInbox]):
         cluster = snapshot.config.cluster
         if cluster is not None:
             self._lease_seconds = cluster.lease_seconds  # read at start, as the holder
-            # A restart of this actor (not of the process): the turns still running keep
-            # their leases, renewed from now on.
-            self._leases = await self._lease_store.held_leases()
+            # A restart of this actor (not of the process) renews the leases its
+            # predecessor held (the turns still running) and stores the writes it
+            # deferred, a deferred lease release among them (see TurnLeases).
+            if self._has_deferred():
+                try:
+                    await self._store_deferred()
+                except (StorageFull, StorageUnavailable) as exc:
+                    self.log.warning("persistence.deferred_still_unstored", error=str(exc))
+                    self._retry_deferred()
             self.spawn(self._lease_loop(cluster.lease_seconds / 3), name="lease-renewal")
 
     def _make_repository(self, snapshot: ConfigSnapshot) -> ChatRepository:
@@ -665,6 +707,15 @@ class PersistenceActor(Actor[PersistenceInbox]):
             case ReleaseTurn(conversation_id=conversation_id, turn_id=turn_id):
                 await self._release_turn(conversation_id, turn_id)
                 return None
+            case ReadStreamingAnswer(conversation_id=conversation_id, turn_id=turn_id):
+                stream = self._streams.get(turn_id)
+                if stream is None or stream.conversation_id != conversation_id:
+                    return StreamingAnswer()
+                return StreamingAnswer(
+                    message_id=stream.message_id,
+                    content=stream.content_text(),
+                    thinking=stream.thinking_text(),
+                )
             case RunningTurns():
                 running = await self._lease_store.running_turns()
                 return TurnsRunning(
@@ -734,7 +785,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         async def record(error: Exception | None) -> None:
             self._last_write_error = None if error is None else f"cannot {action}: {error}"
             if isinstance(error, StorageUnavailable):
-                self._unreachable_at = time.monotonic()
+                self._book.unreachable_at = time.monotonic()
             await self.publish(
                 StorageWritten(
                     action=action,
@@ -754,6 +805,14 @@ class PersistenceActor(Actor[PersistenceInbox]):
         # Other errors (no such conversation, too many saved sessions) are answers, not
         # failures of the storage: no record.
         await record(None)
+        if self._has_deferred() and not self._storing_deferred:
+            # The database takes writes again: what waited for it (a lease another
+            # replica's send would meet as TURN_IN_PROGRESS) is stored now, not at the
+            # retry timer's next try.
+            try:
+                await self._store_deferred()
+            except (StorageFull, StorageUnavailable) as exc:
+                self.log.debug("persistence.deferred_still_unstored", error=str(exc))
 
     async def _check_storage(self) -> StorageCheck:
         """Can the database take a write now: the repository takes its write lock (or
@@ -836,7 +895,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 "delete one before saving another"
             ) from exc
         # A saved conversation's title is its name.
-        await self.publish(ConversationTitled(conversation_id=summary.conversation_id, title=name))
+        await self.publish(
+            ConversationTitled(conversation_id=summary.conversation_id, title=name, saved=True)
+        )
         return summary
 
     async def _branch(self, message: BranchConversation) -> ConversationState:
@@ -1250,7 +1311,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             try:
                 await self._lease_store.release_turn(conversation_id, turn_id)
             except StorageUnavailable as exc:
-                self._unreachable_at = time.monotonic()
+                self._book.unreachable_at = time.monotonic()
                 self.log.warning(
                     "persistence.release_deferred",
                     conversation_id=conversation_id,
@@ -1299,7 +1360,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
         self._retry_deferred()
 
     def _has_deferred(self) -> bool:
-        return bool(self._deferred_answers or self._deferred_releases)
+        return self._book.deferred()
 
     async def _store_deferred(self) -> None:
         """Write the deferred answers' ends, then release the deferred leases (a lease
@@ -1310,6 +1371,13 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 stays deferred).
             StorageFull: It cannot take the write.
         """
+        self._storing_deferred = True
+        try:
+            await self._store_deferred_writes()
+        finally:
+            self._storing_deferred = False
+
+    async def _store_deferred_writes(self) -> None:
         for message_id, deferred in list(self._deferred_answers.items()):
             async with self._writing(
                 "store the answer", deferred.conversation_id, deferred.turn_id
@@ -1372,7 +1440,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 held = await store.renew_turns(turns, self._lease_seconds)
                 if held < len(turns):
                     self.log.warning("persistence.leases_lost", turns=len(turns), held=held)
-            unreachable_at = self._unreachable_at
+            unreachable_at = self._book.unreachable_at
             if (
                 unreachable_at is not None
                 and time.monotonic() - unreachable_at < self._lease_seconds
@@ -1380,7 +1448,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 return
             expired = await store.expire_leases(self._clock())
         except (StorageFull, StorageUnavailable) as exc:
-            self._unreachable_at = time.monotonic()
+            self._book.unreachable_at = time.monotonic()
             self.log.warning("persistence.lease_renewal_failed", error=str(exc))
             return
         if not expired:

@@ -655,13 +655,20 @@ function onSessionSaved(frame) {
 
 // A conversation's title: the model's after the first exchange, or a rename (here or in
 // another tab); a saved session's name is its title.
+// `saved`: saved under that name (by this tab or another one, on any replica).
 function onSessionTitle(frame) {
   if (frame.conversation_id === state.conversationId) {
-    setConversation(state.conversationId, state.saved ? frame.title : state.name, state.saved, frame.title);
+    if (frame.saved) {
+      state.expiresAt = null; // saved: exempt from retention
+      state.expiresAfter = null;
+    }
+    const saved = state.saved || frame.saved === true;
+    setConversation(state.conversationId, saved ? frame.title : state.name, saved, frame.title);
   }
   const entry = state.sessions.find((s) => s.conversation_id === frame.conversation_id);
   if (entry) {
     entry.title = frame.title;
+    if (frame.saved) entry.saved = true;
     if (entry.saved) entry.name = frame.title;
     renderSessions();
   }
