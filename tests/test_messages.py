@@ -322,6 +322,8 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         m.ClaimTurn(conversation_id="c-1", turn_id="t-1"),
         m.ReleaseTurn(conversation_id="c-1", turn_id="t-1"),
         m.RunningTurns(),
+        m.ReadStreamingAnswer(conversation_id="c-1", turn_id="t-1"),
+        m.StreamingAnswer(message_id=7, content="so far", thinking="hm"),
         m.TurnsRunning(turns={"c-1": "t-1"}, replicas={"c-1": "r0"}),
         m.BrokerStateChanged(connected=False, broker="nats://127.0.0.1:4222"),
         m.RuntimeConfigUpdated(changes={"llm.active": "openai", "chat.service.max_tool_hops": 3}),

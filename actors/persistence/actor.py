@@ -616,11 +616,15 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 assert_never(storage.type)
 
     async def on_stop(self) -> None:
-        """Store the deferred writes (one last try), flush every open stream (marked
+        """Store the deferred writes (a last try, and one more on fresh connections when
+        the first found a connection the outage had cut), flush every open stream (marked
         ``incomplete``: nobody will finish it), then close the database."""
         if self._repository is not None and self._has_deferred():
             try:
-                await self._store_deferred()
+                try:
+                    await self._store_deferred()
+                except StorageUnavailable:
+                    await self._store_deferred()
             except (StorageFull, StorageUnavailable) as exc:
                 # The next start (of any replica) ends the answers left streaming once
                 # their leases expire: stored incomplete, as far as they were flushed.

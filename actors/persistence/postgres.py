@@ -693,8 +693,13 @@ class PostgresRepository:
             if (exc.sqlstate or "").startswith(_UNAVAILABLE_CLASSES):
                 raise self._unavailable(action, exc) from exc
             raise
-        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
-            # A reset connection, a statement timeout, a connection closed under us.
+        except (OSError, asyncpg.InterfaceError) as exc:
+            # A reset connection, a connection closed under us: the server went away, so
+            # the pool's idle connections are likely cut too; the next requests get fresh
+            # ones instead of finding that out one failed request at a time.
+            await pool.expire_connections()
+            raise self._unavailable(action, exc) from exc
+        except TimeoutError as exc:  # a statement timeout
             raise self._unavailable(action, exc) from exc
         except asyncpg.InternalClientError as exc:
             # The connection's protocol is left mid-operation (a statement cut by the
