@@ -517,7 +517,9 @@ class _Connection:
         self.connected_at = time.monotonic()
         self.frames_sent = 0
         self.deltas_merged = 0
-        self._outbox: deque[str | _PendingDelta] = deque()
+        self._outbox: deque[str | _PendingDelta] | None = None
+        """Frames not sent yet; ``None`` while there are none (an idle connection holds no
+        deque: memory, benchmarks/idle_connections.py)."""
         self._bytes = 0
         self._closing = False
         self.handler: asyncio.Task[None] | None = None
@@ -590,7 +592,7 @@ class _Connection:
             else self.original.text_envelope(turn_id, self._model_label())
         )
         pending = _PendingDelta(turn_id, kind, text, envelope)
-        self._outbox.append(pending)
+        self._queue(pending)
         self._bytes += pending.size
         self._kick()
         self._check_bounds()
@@ -598,10 +600,15 @@ class _Connection:
     def _push(self, text: str) -> None:
         if self._closing:
             return
-        self._outbox.append(text)
+        self._queue(text)
         self._bytes += len(text)
         self._kick()
         self._check_bounds()
+
+    def _queue(self, item: str | _PendingDelta) -> None:
+        if self._outbox is None:
+            self._outbox = deque()
+        self._outbox.append(item)
 
     def _kick(self) -> None:
         """Start the writer if it is not running (it ends when the outbox is empty)."""
@@ -611,11 +618,12 @@ class _Connection:
             )
 
     def _check_bounds(self) -> None:
-        if len(self._outbox) > MAX_OUTBOX_FRAMES or self._bytes > MAX_OUTBOX_BYTES:
+        queued = len(self._outbox) if self._outbox else 0
+        if queued > MAX_OUTBOX_FRAMES or self._bytes > MAX_OUTBOX_BYTES:
             # Drop what is queued at once (that is the memory bound); the handler closes
             # the connection even while the writer is blocked in a send.
             self._closing = True
-            self._outbox.clear()
+            self._outbox = None
             self._bytes = 0
             self.halt("too_slow")
 
@@ -623,7 +631,7 @@ class _Connection:
         """Send queued frames in order until the outbox is empty (the writer task)."""
         try:
             while self._outbox:
-                item = self._outbox.popleft()
+                item = self._outbox.popleft()  # a send may replace or drop the deque
                 if isinstance(item, _PendingDelta):
                     self._bytes -= item.size
                     text = item.render()
@@ -637,6 +645,8 @@ class _Connection:
             self.halt("send_failed")
         finally:
             self.writer = None
+            if not self._outbox:
+                self._outbox = None  # drained: the idle connection holds no deque
 
     async def stop_writer(self) -> None:
         """Stop sending (what is queued stays unsent)."""
