@@ -1,7 +1,8 @@
 """Memory per idle WebSocket connection: the platform against a bare websockets server.
 
 Run with ``uv run python benchmarks/idle_connections.py`` (``--connections 1000``,
-``--runs 3``, ``--quick``: 300 connections, 2 runs).
+``--runs 3``, ``--quick``: 300 connections, 2 runs; ``--tracemalloc``: once, where the
+platform's Python heap per connection goes, by line).
 
 What runs where (everything on 127.0.0.1; children stopped on exit):
 
@@ -23,11 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import resource
+import signal
 import statistics
 import sys
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -56,6 +60,21 @@ async def main():
 
 asyncio.run(main())
 """
+
+TRACED_PLATFORM = """
+import os, runpy, signal, sys, tracemalloc
+taken = []
+def snapshot(*_):
+    if not taken:
+        tracemalloc.start(1)
+    taken.append(1)
+    tracemalloc.take_snapshot().dump(f"{DIR}/part")
+    os.replace(f"{DIR}/part", f"{DIR}/{len(taken)}.pickle")
+signal.signal(signal.SIGUSR1, snapshot)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+"""Runs the platform; each SIGUSR1 dumps a tracemalloc snapshot (the first starts tracing)."""
 
 BATCH = 50
 """Connections opened at once."""
@@ -108,6 +127,46 @@ async def platform_run(count: int) -> float:
             await process.stop()
 
 
+async def traced(count: int, top: int = 25) -> None:
+    """Print the platform's tracemalloc growth per connection, by line."""
+    with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp:
+        code = TRACED_PLATFORM.replace("{DIR}", tmp)
+        config = platform_config("http://127.0.0.1:9/v1", level="WARNING", persist_deltas=False)
+        process = PlatformProcess(
+            Path(tmp) / "config", config, command=(sys.executable, "-c", code)
+        )
+        await process.start()
+        try:
+            warm = await open_idle(process.ws_url, BATCH)  # first-use caches, not per connection
+            await asyncio.gather(*(ws.close() for ws in warm))
+            await asyncio.sleep(1.0)
+            os.kill(process.pid, signal.SIGUSR1)
+            await asyncio.sleep(2.0)
+            clients = await open_idle(process.ws_url, count)
+            await asyncio.sleep(1.0)
+            os.kill(process.pid, signal.SIGUSR1)
+            snaps = [Path(tmp) / "1.pickle", Path(tmp) / "2.pickle"]
+            for _ in range(600):  # the platform writes them (renamed once complete)
+                if all(p.exists() for p in snaps):
+                    break
+                await asyncio.sleep(0.5)
+            else:
+                raise TimeoutError("the platform wrote no tracemalloc snapshots")
+            await asyncio.gather(*(ws.close() for ws in clients))
+        finally:
+            await process.stop()
+        ignore = [tracemalloc.Filter(inclusive=False, filename_pattern=tracemalloc.__file__)]
+        before, after = (tracemalloc.Snapshot.load(str(p)).filter_traces(ignore) for p in snaps)
+    stats = after.compare_to(before, "lineno")
+    total = sum(s.size_diff for s in stats)
+    print(f"platform Python heap growth (tracemalloc): {total / count:.0f} B per connection")
+    for stat in stats[:top]:
+        print(
+            f"  {stat.size_diff / count:7.0f} B {stat.count_diff / count:6.2f} blocks  "
+            f"{stat.traceback[0]}"
+        )
+
+
 async def bench(count: int, runs: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * count + 200
@@ -135,8 +194,14 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="300 connections, 2 runs")
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="where the platform's heap per connection goes"
+    )
     args = parser.parse_args()
     count, runs = (300, 2) if args.quick else (args.connections, args.runs)
+    if args.tracemalloc:
+        asyncio.run(traced(count))
+        return
     print(
         f"idle connections benchmark: Python {platform.python_version()}, "
         f"{platform.machine()}, {count} connections, {runs} runs"
