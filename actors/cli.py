@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx2
 import orjson
@@ -21,7 +22,6 @@ from actors.gateway.protocol import protocol_schema_text
 from actors.logs import configure_logging
 from actors.messages import OAuthRecord
 from actors.persistence.migrate import SourceUnusable, copy_sqlite_history
-from actors.persistence.postgres import PostgresRepository
 from actors.persistence.repository import ChatRepository, DatabaseUnusable
 from actors.persistence.sqlite import SqliteRepository
 from actors.platform import EXIT_FORCED_STOP, run_platform
@@ -45,6 +45,9 @@ from config.errors import ConfigError
 from config.locations import CONFIG_DIR_ENV, prepare_config_dir, resolve_config_dir
 from config.schema import ConfigSnapshot, PostgresConfig
 from config.store import ConfigStore
+
+if TYPE_CHECKING:
+    from actors.persistence.postgres import PostgresRepository
 
 __all__ = ["EXIT_PLATFORM_RUNNING", "main", "reset_config_main"]
 
@@ -294,6 +297,8 @@ def _command_postgres(settings: PostgresConfig) -> PostgresRepository:
             f"the environment variable {settings.dsn_env} (chat.storage.postgres.dsn_env) "
             "is not set: set it to postgresql://user:password@host:5432/database"
         )
+    from actors.persistence.postgres import PostgresRepository  # asyncpg only when needed
+
     return PostgresRepository(
         dsn,
         min_connections=1,

@@ -52,7 +52,7 @@ class Payload(BaseModel):
     """Base of the data messages carry and of request replies: immutable, no unknown
     fields, no tag (see the module note)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 _TAGS: dict[str, type[Message]] = {}
@@ -96,7 +96,7 @@ class Message(BaseModel):
     malformed or duplicate tag raises ``TypeError`` when the class is created.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

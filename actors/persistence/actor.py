@@ -118,7 +118,6 @@ from actors.messages import (
     TurnsRunning,
     TurnStateChanged,
 )
-from actors.persistence.postgres import PostgresRepository
 from actors.persistence.repository import (
     ChatRepository,
     ConversationRecord,
@@ -147,6 +146,7 @@ from config.schema import (
 )
 
 if TYPE_CHECKING:
+    from actors.persistence.postgres import PostgresRepository
     from bus.bus import Bus
 
 __all__ = [
@@ -603,6 +603,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
                         f"{settings.dsn_env} (chat.storage.postgres.dsn_env) is not set: "
                         "set it to postgresql://user:password@host:5432/database"
                     )
+                # asyncpg only when PostgreSQL is configured: a SQLite platform starts without it
+                from actors.persistence.postgres import PostgresRepository
+
                 return PostgresRepository(
                     dsn,
                     lease_holder=self._lease_holder if snapshot.config.cluster else None,
@@ -1282,6 +1285,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
 
     @property
     def _lease_store(self) -> PostgresRepository:
+        from actors.persistence.postgres import PostgresRepository
+
         store = self._store
         if not isinstance(store, PostgresRepository) or store.lease_holder is None:
             raise InternalError(

@@ -23,13 +23,15 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
-from actors.persistence.postgres import PostgresRepository
 from actors.persistence.repository import COPIED_MESSAGE_COLUMNS
 from actors.persistence.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from actors.persistence.postgres import PostgresRepository
 
 __all__ = ["CopyReport", "SourceUnusable", "copy_sqlite_history"]
 

@@ -7,6 +7,7 @@ its stdout as JSON log events, as an operator's log shipper would.
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -73,6 +74,32 @@ async def test_signal_stops_cleanly_and_promptly(platform_factory, signum: int) 
     assert lines[1].startswith("Warning: No API key for the LLM provider 'openrouter'")
     assert lines[2].startswith("MCP Platform ready. Open http://127.0.0.1:")
     assert lines[3:] in ([], ["MCP servers: platform ready"])
+
+
+async def test_a_sqlite_platform_never_imports_asyncpg(platform_factory, tmp_path: Path) -> None:
+    """asyncpg (and the PostgreSQL repository) load only when PostgreSQL storage is
+    configured: the platform on its default SQLite storage runs, and stops, without them."""
+    modules = tmp_path / "modules.txt"
+    # The console entry point run by a launcher that writes sys.modules at the clean exit.
+    program = (
+        "import atexit, sys\n"
+        "from pathlib import Path\n"
+        f"atexit.register(lambda: Path({str(modules)!r}).write_text('\\n'.join(sys.modules)))\n"
+        "from actors.cli import main\n"
+        "sys.argv = sys.argv[1:]\n"
+        "sys.exit(main())\n"
+    )
+    proc: PlatformProcess = platform_factory()
+    (proc.config_dir / "runtime_config.yaml").write_text(RUNTIME)
+    await proc.start(launcher=[sys.executable, "-c", program])
+    await proc.wait_for("platform.ready")
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait_exit() == 0
+
+    loaded = set(modules.read_text().splitlines())
+    assert "actors.platform" in loaded  # the launcher ran the platform
+    assert "asyncpg" not in loaded
+    assert "actors.persistence.postgres" not in loaded
 
 
 async def test_valid_edit_is_applied_within_a_second(platform_factory) -> None:
