@@ -88,6 +88,7 @@ __all__ = [
     "InputStored",
     "Interrupt",
     "MessagesStored",
+    "OpenRequest",
     "Publish",
     "RequestCompletion",
     "RowFinished",
@@ -248,6 +249,12 @@ class RequestCompletion:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenRequest:
+    """The write a gated RequestCompletion waited for is committed: let its deltas and its
+    answer out (one-way, done at once: ``OpenCompletion`` to the LLMActor)."""
+
+
+@dataclass(frozen=True, slots=True)
 class AskApproval:
     """Publish the request, wait for the user (at most ``request.timeout`` s), always say
     that the wait closed; answer with ApprovalAnswered. Ask nobody (verdict
@@ -299,6 +306,7 @@ TurnCommand = (
     StoreMessages
     | FinishRow
     | RequestCompletion
+    | OpenRequest
     | AskApproval
     | RunTool
     | Publish
@@ -542,6 +550,11 @@ class Turn:
         """The servers this turn has sent calls to (a cancel stops its calls there)."""
         self._ending: EndTurn | None = None
         """The EndTurn that follows the last write (phase ``closing``)."""
+        self._held: list[TurnEvent] = []
+        """The answer to a gated request that came before its row was stored (phase
+        ``storing``): fed once the row is stored."""
+        self._gated = False
+        """A gated request is out and not opened yet (its row's write is in flight)."""
         self._wrapping_up = False
         """The hop limit was reached: the model is asked once more, for a closing answer
         without tool calls (``tool_choice: none``)."""
@@ -562,6 +575,12 @@ class Turn:
     def hops(self) -> int:
         """Tool steps run so far."""
         return self._hops
+
+    @property
+    def gated(self) -> bool:
+        """A request to the model is out while the write it waits for is in flight (if
+        that write fails, the shell cancels the request before it ends the turn)."""
+        return self._gated
 
     @property
     def finished(self) -> bool:
@@ -594,6 +613,24 @@ class Turn:
                 return self._failed(error)
             case CompletionSkipped() if self._phase == "completing" and self._row is not None:
                 return self._answer_into(self._row)
+            case MessagesStored(stored=stored) if self._phase == "storing" and self._gated:
+                # The next answer's row is committed: its request, out since the store
+                # was sent, may show its deltas now.
+                self._gated = False
+                self._row = stored[-1]
+                self._phase = "completing"
+                commands: list[TurnCommand] = [OpenRequest()]
+                for held in self._held:
+                    commands += self.feed(held)
+                self._held.clear()
+                return commands
+            case CompletionDone() | CompletionFailed() | CompletionSkipped() if (
+                self._phase == "storing" and self._gated
+            ):
+                # Its answer came before its row's commit (no text was shown: a gated
+                # request publishes nothing before it is opened).
+                self._held.append(event)
+                return []
             case MessagesStored(stored=stored) if self._phase == "storing":
                 return self._answer_into(stored[-1])
             case RowFinished() if self._phase == "wrapping_up":
@@ -673,6 +710,10 @@ class Turn:
                 self._finished("", None, None, "cancelled"),
             )
         self._phase = "completing"
+        return [self._request()]
+
+    def _request(self, *, gated: bool = False) -> RequestCompletion:
+        """The model's next request (``gated``: sent before its row is committed)."""
         tools = tuple(spec.openai_tool() for spec in self.toolbox.offered.values())
         request = CompletionRequest(
             conversation_id=self.conversation_id,
@@ -683,8 +724,9 @@ class Turn:
             # The closing answer: the tools stay described (the history has their calls,
             # which some APIs refuse without them), but none may be called.
             parameters={"tool_choice": "none"} if self._wrapping_up and tools else {},
+            gated=gated,
         )
-        return [RequestCompletion(request)]
+        return RequestCompletion(request)
 
     def _failed(self, error: ChatError) -> list[TurnCommand]:
         partial, thinking = error.partial_content, error.partial_thinking or None
@@ -954,11 +996,14 @@ class Turn:
                 StoreMessages(tuple(results)),
                 self._finished_with(last, "cancelled"),
             )
-        # The results and the next answer's row in one transaction: one SQLite write
-        # before the next LLM request instead of one per message (~0.25 ms each,
-        # benchmarks/tools.py). Committed before the LLM is called.
+        # The results and the next answer's row in one transaction (one SQLite write
+        # instead of one per message, ~0.25 ms each, benchmarks/tools.py), and the next
+        # request at once, gated: the PersistenceActor commits while the request goes
+        # out, and no delta of the answer is shown (or stored) before the commit succeeded
+        # (MessagesStored opens it; a failed commit cancels it, see :attr:`gated`).
         self._phase = "storing"
-        return [StoreMessages((*results, self._answer_row()))]
+        self._gated = True
+        return [StoreMessages((*results, self._answer_row())), self._request(gated=True)]
 
     # -- building blocks -------------------------------------------------------------------
 
