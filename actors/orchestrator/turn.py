@@ -94,7 +94,6 @@ __all__ = [
     "CompletionSkipped",
     "EndTurn",
     "FinishRow",
-    "InputSent",
     "InputStored",
     "Interrupt",
     "MessagesStored",
@@ -163,19 +162,6 @@ class InputStored:
 
 
 @dataclass(frozen=True, slots=True)
-class InputSent:
-    """The user's input and the first answer's row are being stored (their write is in
-    flight): the model may be asked at once, gated. InputStored follows (its history and
-    prompt are then not read again), or the shell ends the turn if the write failed."""
-
-    history: Sequence[StoredMessage]
-    """The conversation before the input."""
-    inputs: Sequence[AppendMessage]
-    """The input as it is being stored (the user's message last)."""
-    system_prompt: str
-
-
-@dataclass(frozen=True, slots=True)
 class MessagesStored:
     """Answer to StoreMessages: the messages as stored, in order."""
 
@@ -228,7 +214,6 @@ class ToolFinished:
 
 TurnEvent = (
     InputStored
-    | InputSent
     | MessagesStored
     | RowFinished
     | CompletionDone
@@ -394,7 +379,7 @@ def finished_card(started: ToolExecutionEvent, outcome: ToolOutcome) -> ToolExec
 
 
 def history_to_openai(
-    history: Sequence[StoredMessage | AppendMessage],
+    history: Sequence[StoredMessage],
     *,
     max_result_chars: int | None = None,
     images: bool = True,
@@ -622,21 +607,15 @@ class Turn:
                 shell, never a user's doing).
         """
         match event:
-            case InputSent() if self._phase == "accepted" and not self._gated:
-                self._messages = self._context(event.system_prompt, [*event.history, *event.inputs])
-                self._gated = True
-                return [self._request(gated=True)]
-            case InputStored() if self._phase == "accepted" and self._gated:
-                # The input is committed: the request, out since its write was sent, may
-                # show its deltas now (its reply, if it came already, is taken now).
-                return self._opened(event.first_row)
-            case CompletionDone() | CompletionFailed() | CompletionSkipped() if (
-                self._phase == "accepted" and self._gated
-            ):
-                self._held.append(event)
-                return []
             case InputStored() if self._phase == "accepted":
-                self._messages = self._context(event.system_prompt, event.history)
+                self._messages = [
+                    {"role": "system", "content": event.system_prompt},
+                    *history_to_openai(
+                        event.history,
+                        max_result_chars=self.settings.max_result_chars,
+                        images=self.accepts_images,
+                    ),
+                ]
                 return self._answer_into(event.first_row)
             case CompletionDone(result=result) if self._phase == "completing":
                 return self._answered(result)
@@ -647,7 +626,14 @@ class Turn:
             case MessagesStored(stored=stored) if self._phase == "storing" and self._gated:
                 # The next answer's row is committed: its request, out since the store
                 # was sent, may show its deltas now.
-                return self._opened(stored[-1])
+                self._gated = False
+                self._row = stored[-1]
+                self._phase = "completing"
+                commands: list[TurnCommand] = [OpenRequest()]
+                for held in self._held:
+                    commands += self.feed(held)
+                self._held.clear()
+                return commands
             case CompletionDone() | CompletionFailed() | CompletionSkipped() if (
                 self._phase == "storing" and self._gated
             ):
@@ -672,30 +658,6 @@ class Turn:
                 self._step.calls[event.index].outcome = event.outcome
                 return self._advance()
         raise ValueError(f"turn {self.turn_id} in phase {self._phase!r} got {event!r}")
-
-    def _opened(self, row: StoredMessage) -> list[TurnCommand]:
-        """The row a gated request waited for is committed: open it, then take its
-        answer if it came before."""
-        self._gated = False
-        self._row = row
-        self._phase = "completing"
-        commands: list[TurnCommand] = [OpenRequest()]
-        held, self._held = self._held, []
-        for event in held:
-            commands += self.feed(event)
-        return commands
-
-    def _context(
-        self, system_prompt: str, history: Sequence[StoredMessage | AppendMessage]
-    ) -> list[dict[str, Any]]:
-        return [
-            {"role": "system", "content": system_prompt},
-            *history_to_openai(
-                history,
-                max_result_chars=self.settings.max_result_chars,
-                images=self.accepts_images,
-            ),
-        ]
 
     def cancel(self) -> list[TurnCommand]:
         """The user stopped the turn: record it and interrupt what runs (once)."""
