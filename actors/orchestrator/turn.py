@@ -27,23 +27,14 @@ The shape of a turn (``max_tool_hops`` = H)::
   :meth:`Turn.crash`; the shell first lets the turn's other commands end.
 * The turn ends with exactly one EndTurn, and only when none of its commands is still
   running, so the shell's loop ends with it.
-* The model is asked while the write its answer needs is in flight (the user's input
-  and the first row: InputSent, then InputStored; a step's results and the next row:
-  StoreMessages with a RequestCompletion beside it), so neither the first token nor a
-  tool round trip waits for a commit. Such a request is *gated*: the LLMActor publishes
-  no delta and gives no answer before the OpenRequest that the write's answer brings (an
-  answer that still comes first waits in the turn for its row). If the write fails, the
-  shell cancels the request (:attr:`Turn.gated`), which has shown nothing, and the turn
-  fails as it did when the request waited for the commit. So no client sees text of an
-  answer whose row, and the input before it, are not durable.
-* A step's calls run in parallel, at most ``max_parallel_calls`` at once; a call that
-  waits for the user's approval holds no slot (a waiting call must not hold back the
-  others). The answer's row is finished while the step's calls run: its write (~0.25 ms)
-  is committed long before even a fast MCP call (~1.5 ms) answers, and always before the
-  step's results are stored (the next step waits for both).
-* A cancel is recorded at once and answered by an Interrupt (stop the stream, the running
-  calls, the approval waits); every later decision reads it: the partial answer is stored
-  ``cancelled``, a call not yet sent is not sent.
+* A step's results and the next answer's row are stored (StoreMessages) with the next
+  RequestCompletion beside it, so a tool round trip does not wait for that commit. That
+  request is *gated*: the LLMActor publishes no delta and gives no answer before the
+  OpenRequest that the store's answer brings (an answer that still comes first waits in
+  the turn for its row). If the store fails, the shell cancels the request
+  (:attr:`Turn.gated`), which has shown nothing, and the turn fails as it did when the
+  request waited for the commit. So no client sees text of an answer whose row, and the
+  results before it, are not durable.
 
 The few facts the shell must still check itself are ordering ones: :attr:`Turn.cancelled`
 right before a CallTool or an approval request leaves, with no await in between, so a
@@ -473,11 +464,11 @@ def _add_usage(total: Usage, more: Usage) -> Usage:
 
 
 Phase = Literal["accepted", "completing", "tools", "storing", "wrapping_up", "closing", "finished"]
-"""``accepted``: the user input is being stored (the first request may be out, gated);
-``completing``: the model answers; ``tools``: a step's calls run (and the answer's row is
-finished); ``storing``: the step's results and the next row are stored (the next request
-is out, gated); ``wrapping_up``: the hop limit is reached, the answer's row (without its
-calls) is finished before the closing answer's row is stored;
+"""``accepted``: the user input is being stored; ``completing``: the model answers;
+``tools``: a step's calls run (and the answer's row is finished); ``storing``: the step's
+results and the next row are stored (the next request is out, gated); ``wrapping_up``:
+the hop limit is reached, the answer's row (without its calls) is finished before the
+closing answer's row is stored;
 ``closing``: the last write before EndTurn."""
 
 
