@@ -604,6 +604,9 @@ async def test_a_broker_restart_mid_answer_the_replicas_reconnect_and_carry_on(
         await broker.start()
         for replica in (r0, r1):
             await replica.process.wait_for("bus.bridge_reconnected", timeout=20)
+        for client in (sender, watcher):  # each tab is told the broker is back
+            while not (await client.expect("broker_status", timeout=20))["connected"]:
+                pass
         gate.open()
         for client in (sender, watcher):
             finished = await client.expect("assistant_message", timeout=20)
