@@ -140,7 +140,9 @@ class _StreamProtocol(asyncio.Protocol):
         buffer = self._buffer
         if not buffer:
             if self._error is not None:
-                raise httpcore2.ReadError(str(self._error) or type(self._error).__name__)
+                raise httpcore2.ReadError(
+                    str(self._error) or type(self._error).__name__
+                ) from self._error
             return b""
         first = buffer[0]
         if len(first) >= max_bytes:
@@ -177,17 +179,11 @@ class _StreamProtocol(asyncio.Protocol):
         Raises:
             httpcore2.ReadTimeout: Nothing arrived within ``timeout`` seconds.
         """
-        loop = asyncio.get_running_loop()
-        waiter = self._reader = loop.create_future()
-        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+        waiter = self._reader = asyncio.get_running_loop().create_future()
         try:
-            await waiter
-        except _Expired:
-            raise httpcore2.ReadTimeout(f"no data for {timeout:g} s") from None
+            await _wait(waiter, timeout, httpcore2.ReadTimeout, "no data")
         finally:
             self._reader = None
-            if timer is not None:
-                timer.cancel()
 
     async def wait_drained(self, timeout: float | None) -> None:
         """Wait until the transport takes writes again (or the connection is gone).
@@ -195,17 +191,11 @@ class _StreamProtocol(asyncio.Protocol):
         Raises:
             httpcore2.WriteTimeout: The transport's buffer did not drain in time.
         """
-        loop = asyncio.get_running_loop()
-        waiter = self._drain = loop.create_future()
-        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+        waiter = self._drain = asyncio.get_running_loop().create_future()
         try:
-            await waiter
-        except _Expired:
-            raise httpcore2.WriteTimeout(f"could not write for {timeout:g} s") from None
+            await _wait(waiter, timeout, httpcore2.WriteTimeout, "could not write")
         finally:
             self._drain = None
-            if timer is not None:
-                timer.cancel()
 
 
 class _Expired(Exception):
@@ -215,6 +205,29 @@ class _Expired(Exception):
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(_Expired())
+
+
+async def _wait(
+    waiter: asyncio.Future[None],
+    timeout: float | None,
+    error: type[httpcore2.TimeoutException],
+    what: str,
+) -> None:
+    """Wait for ``waiter``, a timer handle (not a task) bounding it.
+
+    Raises:
+        httpcore2.TimeoutException: ``error``, when ``timeout`` seconds passed first.
+    """
+    timer = (
+        None if timeout is None else asyncio.get_running_loop().call_later(timeout, _expire, waiter)
+    )
+    try:
+        await waiter
+    except _Expired:
+        raise error(f"{what} for {timeout:g} s") from None
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 class AsyncioStream(httpcore2.AsyncNetworkStream):
