@@ -110,6 +110,13 @@ from actors.errors import (
     RateLimited,
 )
 from actors.llm.completion import CompletionAccumulator, MalformedChunk, ProviderStreamError
+from actors.llm.http1 import (
+    HTTP1Client,
+    HTTP1Response,
+    LLMConnectTimeout,
+    LLMReadTimeout,
+    LLMTransportError,
+)
 from actors.llm.sse import LineSplitter, SSEDecoder
 from actors.llm.transport import AsyncioTransport
 from actors.messages import (
@@ -294,12 +301,18 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 # -- HTTP clients --------------------------------------------------------------------------
 
 
+_Client = HTTP1Client | httpx2.AsyncClient
+"""A lane's client: our own HTTP/1.1 pool, or httpx2 (HTTP/2, or asked for)."""
+_Response = HTTP1Response | httpx2.Response
+
+
 class _Lane:
-    """One ``httpx2.AsyncClient`` and the number of requests using it."""
+    """One client (:class:`~actors.llm.http1.HTTP1Client`, or ``httpx2.AsyncClient`` for
+    HTTP/2) and the number of requests using it."""
 
     __slots__ = ("active", "client")
 
-    def __init__(self, client: httpx2.AsyncClient) -> None:
+    def __init__(self, client: _Client) -> None:
         self.client = client
         self.active = 0
 
@@ -311,9 +324,11 @@ class _ProviderClient:
     over one connection). The lanes share one TLS context (building one reads the
     system's certificates: ~10-80 ms)."""
 
-    def __init__(self, name: str, settings: _ProviderSettings) -> None:
+    def __init__(self, name: str, settings: _ProviderSettings, *, use_httpx2: bool = False) -> None:
         self.name = name
         self.settings = settings
+        self.httpx2 = use_httpx2 or settings.http2
+        """Lanes are httpx2 clients (HTTP/2, or asked for), not our own HTTP/1.1."""
         self.lanes: list[_Lane] = []
         self._tls: ssl.SSLContext | None = None
         self.retired = False
@@ -341,8 +356,20 @@ class _ProviderClient:
         """Give back a lane taken with :meth:`acquire`."""
         lane.active -= 1
 
-    def _new_client(self) -> httpx2.AsyncClient:
+    def _new_client(self) -> _Client:
         settings = self.settings
+        if self._tls is None and settings.base_url.startswith("https://"):
+            # Only for HTTPS: building one reads the system's certificates (~10-80 ms,
+            # on the first request's way: its time to first token).
+            self._tls = self._tls_context()
+        if not self.httpx2:
+            return HTTP1Client(
+                ssl_context=self._tls,
+                timeout_connect=settings.timeout_connect,
+                timeout_read=settings.timeout_read,
+                max_keepalive=_KEEPALIVE_CONNECTIONS,
+                keepalive_expiry=_KEEPALIVE_EXPIRY,
+            )
         timeout = httpx2.Timeout(settings.timeout_read, connect=settings.timeout_connect)
         limits = httpx2.Limits(
             max_connections=None,  # HTTP/1.1 needs one per concurrent stream; turns bound them
@@ -355,10 +382,6 @@ class _ProviderClient:
             # prior knowledge, i.e. no HTTP/1.1 at all. On https:// ALPN picks h2.
             plain = settings.base_url.startswith("http://")
             options = {"http1": not plain, "http2": True}
-        if self._tls is None and settings.base_url.startswith("https://"):
-            # Only for HTTPS: building one reads the system's certificates (~10-80 ms,
-            # on the first request's way: its time to first token).
-            self._tls = self._tls_context()
         return httpx2.AsyncClient(
             transport=AsyncioTransport(ssl_context=self._tls, limits=limits, **options),
             timeout=timeout,
@@ -573,6 +596,8 @@ class LLMActor(Actor[LLMInbox]):
         retry_base_delay: Seconds before the first retry; doubled for each next one.
         retry_max_delay: Longest computed backoff (``Retry-After`` has its own cap).
         name: The actor's address (default ``llm``).
+        httpx2_providers: Providers served by httpx2 even over HTTP/1.1 (by default only
+            ``http2: true`` ones are): ``benchmarks/llm_http.py`` compares the two clients.
     """
 
     default_name: ClassVar[str] = "llm"
@@ -590,9 +615,11 @@ class LLMActor(Actor[LLMInbox]):
         retry_base_delay: float = 0.5,
         retry_max_delay: float = 8.0,
         name: str | None = None,
+        httpx2_providers: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(name)
         self._environ = environ
+        self._httpx2_providers = httpx2_providers
         self._retry_base_delay = retry_base_delay
         self._retry_max_delay = retry_max_delay
         self._snapshot: ConfigSnapshot | None = None
@@ -700,7 +727,7 @@ class LLMActor(Actor[LLMInbox]):
         key = (name, settings.transport_key)
         client = self._clients.get(key)
         if client is None:
-            client = _ProviderClient(name, settings)
+            client = _ProviderClient(name, settings, use_httpx2=name in self._httpx2_providers)
             current = self._current_settings(name)
             if current is not None and current.transport_key == settings.transport_key:
                 self._clients[key] = client
@@ -1064,7 +1091,7 @@ class LLMActor(Actor[LLMInbox]):
     async def _exchange(
         self,
         completion: _Completion,
-        client: httpx2.AsyncClient,
+        client: _Client,
         name: str,
         provider: ProviderConfig,
         api_key: str | None,
@@ -1079,7 +1106,8 @@ class LLMActor(Actor[LLMInbox]):
 
         Raises:
             _AttemptFailed: An error status.
-            httpx2.HTTPError, MalformedChunk, ProviderStreamError: See :meth:`_classify`.
+            LLMTransportError, httpx2.HTTPError, MalformedChunk, ProviderStreamError: See
+                :meth:`_classify`.
         """
         url = f"{provider.base_url}/chat/completions"
         async with client.stream("POST", url, content=body, headers=headers) as response:
@@ -1114,14 +1142,19 @@ class LLMActor(Actor[LLMInbox]):
     ) -> _AttemptFailed:
         """An exception raised while talking to the provider, as an attempt failure."""
         match exc:
-            case httpx2.ReadTimeout():
+            case LLMReadTimeout() | httpx2.ReadTimeout():
                 summary = f"no data for {settings.timeout_read:g} s (ReadTimeout)"
                 return _AttemptFailed(summary, retryable=True)
-            case httpx2.ConnectTimeout():
+            case LLMConnectTimeout() | httpx2.ConnectTimeout():
                 summary = (
                     f"could not connect within {settings.timeout_connect:g} s (ConnectTimeout)"
                 )
                 return _AttemptFailed(summary, retryable=True)
+            case LLMTransportError():
+                # Connect/read/write errors, protocol errors (a body cut, a malformed head):
+                # named as httpx names them (ReadError, RemoteProtocolError...).
+                detail = _scrub(str(exc), api_key) or "connection failed"
+                return _AttemptFailed(f"{exc.label}: {detail}", retryable=True)
             case httpx2.TransportError():
                 # Connect/read/write errors, protocol errors (a dropped stream), pool limits.
                 detail = _scrub(str(exc), api_key) or "connection failed"
@@ -1151,7 +1184,7 @@ class LLMActor(Actor[LLMInbox]):
         self,
         name: str,
         provider: ProviderConfig,
-        response: httpx2.Response,
+        response: _Response,
         api_key: str | None,
     ) -> _AttemptFailed:
         """An error status as an attempt failure, with the provider's message."""
@@ -1185,7 +1218,7 @@ class LLMActor(Actor[LLMInbox]):
         )
 
     async def _read_stream(
-        self, completion: _Completion, response: httpx2.Response, *, publish: bool
+        self, completion: _Completion, response: _Response, *, publish: bool
     ) -> None:
         """Read an SSE answer to its end, publishing deltas as they arrive.
 
@@ -1203,7 +1236,7 @@ class LLMActor(Actor[LLMInbox]):
         Raises:
             MalformedChunk: An event is not JSON or not a chunk.
             ProviderStreamError: The provider sent an error object.
-            httpx2.HTTPError: The connection failed or stalled.
+            LLMTransportError, httpx2.HTTPError: The connection failed or stalled.
             _AttemptFailed: The stream was cut short (``cut_short``).
         """
         decoder = SSEDecoder()
@@ -1254,7 +1287,7 @@ class LLMActor(Actor[LLMInbox]):
                 async with asyncio.timeout(_DRAIN_AFTER_DONE):
                     async for _ in reads:
                         pass
-            except (TimeoutError, httpx2.HTTPError):
+            except (TimeoutError, LLMTransportError, httpx2.HTTPError):
                 pass  # the answer is complete; this connection is just not reused
 
     @staticmethod
@@ -1308,7 +1341,7 @@ class LLMActor(Actor[LLMInbox]):
             await asyncio.sleep(0)
 
     async def _read_json(
-        self, completion: _Completion, response: httpx2.Response, *, publish: bool
+        self, completion: _Completion, response: _Response, *, publish: bool
     ) -> None:
         """Read a whole ``chat.completion`` answer (streaming off, or a provider that
         ignored ``stream: true``: then its text is published as one delta each).
@@ -1316,7 +1349,7 @@ class LLMActor(Actor[LLMInbox]):
         Raises:
             MalformedChunk: The body is not a completion.
             ProviderStreamError: The body is an error object.
-            httpx2.HTTPError: The connection failed or stalled.
+            LLMTransportError, httpx2.HTTPError: The connection failed or stalled.
         """
         raw = await response.aread()
         try:

@@ -1,0 +1,826 @@
+"""The LLM client's own HTTP/1.1: a keep-alive pool of asyncio connections, nothing else.
+
+Design note
+-----------
+The LLMActor POSTs one JSON body and reads one answer (an event stream or a JSON
+document) per request; it needs no redirects, cookies, proxies, auth flows, multipart or
+HTTP/2 (an ``http2: true`` provider keeps httpx2). Through httpx2 + httpcore2 + h11 that
+cost ~20 % of the platform's main-thread CPU in a burst of 50 turns (~0.45 ms of ~2.5 ms
+per turn, py-spy): a request passes five layers of objects, and every network read of a
+streamed answer goes through h11's event machine and httpcore2's and httpx2's iterators.
+Here a read is: the loop appends to the connection's buffer, the body iterator decodes
+every whole chunk in it at once (:class:`ChunkedDecoder`) and returns them joined.
+
+* **Connections** are :class:`asyncio.Protocol` objects (as :mod:`actors.llm.transport`):
+  ``data_received`` appends to a ``bytearray``; a reader that finds nothing waits on one
+  future, bounded by a timer handle (the read timeout), not a task or a cancel scope.
+  Past :data:`_HIGH_WATER` buffered bytes the transport stops reading until the reader
+  drains them (TCP throttles the server).
+* **The pool** (:class:`HTTP1Client`) keeps up to ``max_keepalive`` idle connections for
+  ``keepalive_expiry`` seconds, and reuses the most recent one first. A connection goes
+  back only when its response was read to its end, the server did not say
+  ``Connection: close`` (nor spoke HTTP/1.0 without keep-alive) and sent nothing more. An
+  idle connection the server has closed (its end is already in the protocol's state: the
+  loop reads every socket it watches) is dropped, not used. A request on a reused
+  connection that fails before any byte of the response came back (the server closed it
+  while our request was on its way) is sent once more on a new connection, as httpcore
+  does; a timeout is not retried here (the caller's retries decide).
+* **Bodies**: ``Transfer-Encoding: chunked`` (extensions ignored, trailers read and
+  dropped), ``Content-Length``, or read to the connection's end; none for 1xx, 204, 304.
+  Informational (1xx) responses before the real one are skipped.
+* **TLS** is ``loop.create_connection(ssl=...)`` with the provider's context, ALPN
+  ``http/1.1``.
+* **Errors** are this module's (:class:`LLMTransportError` and its subclasses); each has
+  a ``label`` that names the failure the way the LLMActor reports it (``ReadTimeout``,
+  ``ConnectError``, ``RemoteProtocolError``...). No message carries a request header (the
+  ``Authorization`` header holds the API key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+from collections import deque
+from types import TracebackType
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+__all__ = [
+    "ChunkedDecoder",
+    "HTTP1Client",
+    "HTTP1Response",
+    "LLMConnectError",
+    "LLMConnectTimeout",
+    "LLMProtocolError",
+    "LLMReadError",
+    "LLMReadTimeout",
+    "LLMTransportError",
+    "LLMWriteError",
+    "ResponseHead",
+    "parse_head",
+]
+
+_HIGH_WATER = 256 * 1024
+"""Buffered bytes past which the transport stops reading until the reader drains them."""
+_MAX_HEAD = 64 * 1024
+"""Longest status line and header block accepted (h11's default limit is 16 KiB)."""
+_MAX_LINE = 4 * 1024
+"""Longest chunk-size line or trailer field accepted."""
+_HAPPY_EYEBALLS_DELAY = 0.25
+"""Seconds before the next address of a host is tried (RFC 8305), as anyio does."""
+_HEX = b"0123456789abcdefABCDEF"
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class LLMTransportError(Exception):
+    """The connection to the provider failed or it broke the protocol.
+
+    Hierarchy::
+
+        LLMTransportError
+        ├── LLMConnectError         could not open the connection (refused, DNS, TLS)
+        │   └── LLMConnectTimeout   not open within timeout_connect
+        ├── LLMWriteError           the request could not be sent
+        ├── LLMReadError            the connection broke while reading (reset...)
+        │   └── LLMReadTimeout      no byte for timeout_read
+        └── LLMProtocolError        not HTTP/1.1 as it should be, or closed mid-answer
+
+    Attributes:
+        label: The failure's name as the LLMActor reports it (``"ReadError: ..."``).
+        before_response: No byte of the response arrived (the request may be resent).
+    """
+
+    label: ClassVar[str] = "TransportError"
+
+    def __init__(self, message: str, *, before_response: bool = False) -> None:
+        super().__init__(message)
+        self.before_response = before_response
+
+
+class LLMConnectError(LLMTransportError):
+    """Could not open the connection: refused, unknown host, TLS handshake refused."""
+
+    label = "ConnectError"
+
+
+class LLMConnectTimeout(LLMConnectError):
+    """The connection (TCP and TLS) was not open within ``timeout_connect``."""
+
+    label = "ConnectTimeout"
+
+
+class LLMWriteError(LLMTransportError):
+    """The request could not be written (the connection is closed, or did not drain)."""
+
+    label = "WriteError"
+
+
+class LLMReadError(LLMTransportError):
+    """The connection broke while the response was read (a reset, a TLS error)."""
+
+    label = "ReadError"
+
+
+class LLMReadTimeout(LLMReadError):
+    """No byte arrived for ``timeout_read`` seconds."""
+
+    label = "ReadTimeout"
+
+
+class LLMProtocolError(LLMTransportError):
+    """The server broke HTTP/1.1 (a malformed head or chunk) or closed mid-answer."""
+
+    label = "RemoteProtocolError"
+
+
+# -- the pure parsers ------------------------------------------------------------------------
+
+
+class ResponseHead:
+    """A response's status line and headers.
+
+    Attributes:
+        http_version: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
+        status_code: The status.
+        reason: The reason phrase (may be empty).
+        headers: Field names in lower case; repeated fields joined with ``", "``.
+    """
+
+    __slots__ = ("headers", "http_version", "reason", "status_code")
+
+    def __init__(
+        self, http_version: str, status_code: int, reason: str, headers: dict[str, str]
+    ) -> None:
+        self.http_version = http_version
+        self.status_code = status_code
+        self.reason = reason
+        self.headers = headers
+
+
+def parse_head(raw: bytes | bytearray) -> ResponseHead:
+    """Parse a status line and header fields (without the blank line that ends them).
+
+    Raises:
+        LLMProtocolError: Not an HTTP/1.x status line, or a malformed header field; the
+            message says which and quotes (at most 60 bytes of) the line.
+    """
+    lines = bytes(raw).split(b"\r\n")
+    status_line = lines[0]
+    parts = status_line.split(b" ", 2)
+    if (
+        len(parts) < 2
+        or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0")
+        or len(parts[1]) != 3
+        or not parts[1].isdigit()
+    ):
+        raise LLMProtocolError(f"malformed status line {status_line[:60]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or b" " in name or b"\t" in name:
+            # No colon, an empty name, whitespace in or around the name, or a folded
+            # continuation line (obsolete since RFC 7230, refused by h11 too).
+            raise LLMProtocolError(f"malformed header line {line[:60]!r}")
+        key = name.decode("latin-1").lower()
+        text = value.strip(b" \t").decode("latin-1")
+        previous = headers.get(key)
+        headers[key] = text if previous is None else f"{previous}, {text}"
+    return ResponseHead(
+        parts[0].decode(),
+        int(parts[1]),
+        parts[2].decode("latin-1") if len(parts) > 2 else "",
+        headers,
+    )
+
+
+class ChunkedDecoder:
+    """Decodes a ``Transfer-Encoding: chunked`` body from a buffer, as much as it holds.
+
+    :meth:`decode` consumes everything the buffer holds and returns the data of each
+    chunk it passed (or the part of one that arrived), one piece per chunk, as h11 does:
+    a provider's chunk is one SSE event, and the LLMActor publishes one delta per piece
+    (the tests and clients see the provider's own pacing). Chunk extensions are ignored;
+    trailer fields are read and dropped.
+    """
+
+    __slots__ = ("_left", "_state", "done")
+
+    _SIZE, _DATA, _CRLF, _TRAILER = 0, 1, 2, 3
+
+    def __init__(self) -> None:
+        self._state = self._SIZE
+        self._left = 0
+        self.done = False
+        """The last chunk and the trailer's end were read."""
+
+    def decode(self, buffer: bytearray) -> list[bytes]:
+        """The body data in ``buffer``, a piece per chunk; consumes what it decoded.
+
+        Raises:
+            LLMProtocolError: A malformed chunk-size line, a chunk not followed by CRLF,
+                or an over-long line.
+        """
+        parts: list[bytes] = []
+        pos = 0
+        end = len(buffer)
+        state = self._state
+        while not self.done:
+            if state == self._DATA:
+                take = min(self._left, end - pos)
+                if not take:
+                    break
+                parts.append(bytes(buffer[pos : pos + take]))
+                pos += take
+                self._left -= take
+                if self._left:
+                    break
+                state = self._CRLF
+            elif state == self._CRLF:
+                if end - pos < 2:
+                    break
+                if buffer[pos : pos + 2] != b"\r\n":
+                    raise LLMProtocolError("a chunk is not followed by CRLF (chunked body)")
+                pos += 2
+                state = self._SIZE
+            else:
+                eol = buffer.find(b"\r\n", pos)
+                if eol < 0:
+                    if end - pos > _MAX_LINE:
+                        raise LLMProtocolError("a chunk-size line is too long (chunked body)")
+                    break
+                line = bytes(buffer[pos:eol])
+                pos = eol + 2
+                if state == self._TRAILER:
+                    if not line:
+                        self.done = True
+                    continue
+                size = line.split(b";", 1)[0].strip(b" \t")
+                if not size or len(size) > 15 or size.strip(_HEX):
+                    raise LLMProtocolError(f"malformed chunk size {line[:40]!r} (chunked body)")
+                self._left = int(size, 16)
+                state = self._DATA if self._left else self._TRAILER
+        self._state = state
+        if pos:
+            del buffer[:pos]
+        return parts
+
+
+# -- one connection ------------------------------------------------------------------------------
+
+
+class _Expired(Exception):
+    """Set on a waiter by its timer (never escapes this module)."""
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_Expired())
+
+
+class _Connection(asyncio.Protocol):
+    """One connection: buffers what the loop delivers, wakes the one reader that waits."""
+
+    __slots__ = (
+        "_drain",
+        "_paused_reading",
+        "_paused_writing",
+        "_reader",
+        "buffer",
+        "eof",
+        "error",
+        "idle_since",
+        "transport",
+    )
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        """The server closed its side (or the connection is gone)."""
+        self.error: BaseException | None = None
+        """Why the connection was lost, if it broke."""
+        self.idle_since = 0.0
+        """Loop time when it went back to the pool."""
+        self._reader: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._paused_reading = False
+        self._paused_writing = False
+
+    # -- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > _HIGH_WATER and not self._paused_reading and self.transport:
+            self._paused_reading = True
+            self.transport.pause_reading()
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+        return None  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        if exc is not None and self.error is None:
+            self.error = exc
+        for waiter in (self._reader, self._drain):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- what the client uses -------------------------------------------------------------
+
+    @property
+    def reusable(self) -> bool:
+        """Idle and sound: not closed by the server, nothing unasked in the buffer."""
+        transport = self.transport
+        return (
+            not self.eof
+            and not self.buffer
+            and transport is not None
+            and not transport.is_closing()
+        )
+
+    def consumed(self) -> None:
+        """The reader took bytes: read again once below a quarter of the high water."""
+        if self._paused_reading and len(self.buffer) <= _HIGH_WATER // 4 and self.transport:
+            self._paused_reading = False
+            self.transport.resume_reading()
+
+    async def wait_readable(self, timeout: float) -> None:
+        """Wait for more data or the connection's end.
+
+        Raises:
+            LLMReadTimeout: Nothing arrived within ``timeout`` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        waiter = self._reader = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        except _Expired:
+            raise LLMReadTimeout(f"no data for {timeout:g} s") from None
+        finally:
+            timer.cancel()
+            self._reader = None
+
+    def read_failure(self, what: str, *, before_response: bool = False) -> LLMTransportError:
+        """The error for a connection that ended while ``what`` was being read."""
+        error = self.error
+        if error is not None:
+            failure: LLMTransportError = LLMReadError(
+                str(error) or type(error).__name__, before_response=before_response
+            )
+            failure.__cause__ = error
+            return failure
+        return LLMProtocolError(
+            f"the server closed the connection {what}", before_response=before_response
+        )
+
+    async def write(self, data: bytes, timeout: float) -> None:
+        """Send ``data``; wait (up to ``timeout``) if the transport's buffer is full.
+
+        Raises:
+            LLMWriteError: The connection is closed, or did not drain in time.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.eof:
+            raise LLMWriteError("the connection is closed", before_response=True)
+        try:
+            transport.write(data)
+        except (OSError, RuntimeError) as exc:
+            raise LLMWriteError(str(exc), before_response=True) from exc
+        if self._paused_writing:
+            loop = asyncio.get_running_loop()
+            waiter = self._drain = loop.create_future()
+            timer = loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            except _Expired:
+                raise LLMWriteError(f"could not write for {timeout:g} s") from None
+            finally:
+                timer.cancel()
+                self._drain = None
+            if transport.is_closing():
+                raise LLMWriteError("the connection closed while writing", before_response=True)
+
+    def close(self) -> None:
+        """Close an idle connection (a FIN, or TLS close_notify then FIN)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    def abort(self) -> None:
+        """Drop a connection mid-exchange at once (no graceful TLS close to wait for)."""
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
+
+
+# -- a response ----------------------------------------------------------------------------------
+
+
+class HTTP1Response:
+    """A response whose body is read from its connection as it arrives.
+
+    Offers what the LLMActor uses of ``httpx2.Response``: ``status_code``, ``headers``
+    (``.get`` by lower-case name), :meth:`aiter_bytes` and :meth:`aread`.
+    """
+
+    __slots__ = (
+        "_chunked",
+        "_conn",
+        "_left",
+        "_pending",
+        "_timeout",
+        "complete",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "status_code",
+    )
+
+    def __init__(self, conn: _Connection, head: ResponseHead, timeout: float) -> None:
+        self._conn = conn
+        self._timeout = timeout
+        self.status_code = head.status_code
+        self.http_version = head.http_version
+        self.headers = head.headers
+        headers = head.headers
+        connection = headers.get("connection", "").lower()
+        if head.http_version == "HTTP/1.1":
+            self.keep_alive = "close" not in connection
+        else:
+            self.keep_alive = "keep-alive" in connection
+        self._chunked: ChunkedDecoder | None = None
+        self._pending: deque[bytes] = deque()
+        """Body pieces decoded and not yet returned (several chunks came in one read)."""
+        self._left = -1
+        """Body bytes still to come by ``Content-Length`` (-1: chunked or to the end)."""
+        self.complete = False
+        """The body was read to its end (the connection may serve another request)."""
+        status = head.status_code
+        encoding = headers.get("transfer-encoding")
+        length = headers.get("content-length")
+        if status in (204, 304):
+            self._left = 0
+        elif encoding is not None:
+            if encoding.lower().rsplit(",", 1)[-1].strip() == "chunked":
+                self._chunked = ChunkedDecoder()
+            else:
+                self.keep_alive = False  # another coding last: the body ends with the connection
+        elif length is not None:
+            values = {v.strip() for v in length.split(",")}
+            value = values.pop() if len(values) == 1 else ""
+            if not value.isdigit() or not value.isascii():
+                raise LLMProtocolError(f"malformed Content-Length {length[:40]!r}")
+            self._left = int(value)
+        else:
+            self.keep_alive = False  # delimited by the connection's end
+        if self._left == 0:
+            self.complete = True
+
+    def aiter_bytes(self) -> _BodyIterator:
+        """The body: a piece per chunk (chunked), else per network read."""
+        return _BodyIterator(self)
+
+    async def aread(self) -> bytes:
+        """The whole body."""
+        return b"".join([piece async for piece in _BodyIterator(self)])
+
+    def _take_buffered(self) -> None:
+        """Move the body data buffered now to ``_pending`` (a piece per chunk, or one).
+
+        Raises:
+            LLMProtocolError: A malformed chunk.
+        """
+        conn = self._conn
+        buffer = conn.buffer
+        decoder = self._chunked
+        if decoder is not None:
+            self._pending.extend(decoder.decode(buffer))
+            if decoder.done:
+                self.complete = True
+        elif self._left >= 0:
+            if len(buffer) <= self._left:
+                data = bytes(buffer)
+                buffer.clear()
+            else:
+                data = bytes(buffer[: self._left])
+                del buffer[: self._left]
+            self._left -= len(data)
+            if not self._left:
+                self.complete = True
+            self._pending.append(data)
+        else:
+            self._pending.append(bytes(buffer))
+            buffer.clear()
+        conn.consumed()
+
+    async def read_some(self) -> bytes:
+        """The next piece of body, waiting for it if none is buffered; ``b""`` at the end.
+
+        Raises:
+            LLMReadTimeout: No byte for the read timeout.
+            LLMReadError, LLMProtocolError: The connection broke, or the body is malformed
+                or ended early.
+        """
+        pending = self._pending
+        if pending:
+            return pending.popleft()
+        conn = self._conn
+        while True:
+            if conn.buffer and not self.complete:
+                self._take_buffered()
+                if pending:
+                    return pending.popleft()
+            if self.complete:
+                return b""
+            if conn.eof:
+                if self._chunked is None and self._left < 0 and conn.error is None:
+                    self.complete = True  # a body delimited by the connection's end
+                    return b""
+                if self._chunked is not None:
+                    raise conn.read_failure("mid-body (incomplete chunked read)")
+                raise conn.read_failure("mid-body (fewer bytes than its Content-Length)")
+            await conn.wait_readable(self._timeout)
+
+
+class _BodyIterator:
+    """``async for`` over a response's body (a class: no async generator to finalise)."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: HTTP1Response) -> None:
+        self._response = response
+
+    def __aiter__(self) -> _BodyIterator:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data = await self._response.read_some()
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+
+# -- the pool ----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _target(url: str) -> tuple[str, str, int, bool, str]:
+    """``(host, Host header, port, tls, request target)`` of an ``http(s)://`` URL."""
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LLMConnectError(f"not an http:// or https:// URL: {url!r}")
+    host = parts.hostname
+    port = parts.port or (443 if tls else 80)
+    authority = f"[{host}]" if ":" in host else host
+    if parts.port is not None and port != (443 if tls else 80):
+        authority = f"{authority}:{port}"
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    return host, authority, port, tls, target
+
+
+class HTTP1Client:
+    """A pool of keep-alive HTTP/1.1 connections to one provider.
+
+    Args:
+        ssl_context: For ``https://`` URLs (its ALPN is set to ``http/1.1``).
+        timeout_connect: Seconds to open a connection (TCP and TLS).
+        timeout_read: Seconds of silence allowed while waiting for the response (its
+            head, then each piece of body); also bounds a write that does not drain.
+        max_keepalive: Idle connections kept (the oldest is closed past it).
+        keepalive_expiry: Seconds an idle connection is kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        timeout_connect: float,
+        timeout_read: float,
+        max_keepalive: int,
+        keepalive_expiry: float,
+    ) -> None:
+        if ssl_context is not None:
+            ssl_context.set_alpn_protocols(["http/1.1"])
+        self._ssl = ssl_context
+        self._timeout_connect = timeout_connect
+        self._timeout_read = timeout_read
+        self._max_keepalive = max_keepalive
+        self._expiry = keepalive_expiry
+        self._idle: list[_Connection] = []
+        """Idle connections, oldest first."""
+        self._closed = False
+
+    @property
+    def idle_connections(self) -> int:
+        """Connections kept for the next request."""
+        return len(self._idle)
+
+    def stream(
+        self, method: str, url: str, *, content: bytes, headers: dict[str, str]
+    ) -> _Exchange:
+        """``async with client.stream(...) as response``: send, then read the body inside.
+
+        Leaving the block gives the connection back if the body was read to its end and
+        the server keeps it alive; otherwise (an error, a cancellation, a body left
+        unread) the connection is closed.
+        """
+        host, authority, port, tls, target = _target(url)
+        lines = [f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n"]
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                raise LLMProtocolError(f"the request header {name.strip()!r} has a line break")
+            lines.append(f"{name}: {value}\r\n")
+        lines.append(f"Content-Length: {len(content)}\r\nConnection: keep-alive\r\n\r\n")
+        try:
+            head = "".join(lines).encode("latin-1")
+        except UnicodeEncodeError:
+            raise LLMProtocolError("a request header is not Latin-1 text") from None
+        return _Exchange(self, host, port, tls, head + content)
+
+    def _take(self) -> _Connection | None:
+        """The most recent sound idle connection; drops closed and expired ones."""
+        idle = self._idle
+        if not idle:
+            return None
+        now = asyncio.get_running_loop().time()
+        while idle and now - idle[0].idle_since > self._expiry:
+            idle.pop(0).close()
+        while idle:
+            conn = idle.pop()
+            if conn.reusable:
+                return conn
+            conn.abort()  # closed by the server while idle, or it sent something unasked
+        return None
+
+    def _put(self, conn: _Connection) -> None:
+        """Keep a connection whose exchange ended cleanly (or close it)."""
+        if self._closed or not conn.reusable:
+            conn.close()
+            return
+        idle = self._idle
+        conn.idle_since = asyncio.get_running_loop().time()
+        idle.append(conn)
+        if len(idle) > self._max_keepalive:
+            idle.pop(0).close()
+
+    async def _connect(self, host: str, port: int, tls: bool) -> _Connection:
+        """A new connection (TCP, then TLS for ``https://``).
+
+        Raises:
+            LLMConnectTimeout: Not open within the connect timeout.
+            LLMConnectError: Refused, unreachable, or the TLS handshake failed.
+        """
+        if self._closed:
+            raise LLMConnectError("the client is closed")
+        loop = asyncio.get_running_loop()
+        conn = _Connection()
+        timeout = self._timeout_connect
+        context = self._ssl if tls else None
+        if tls and context is None:
+            raise LLMConnectError("an https:// URL needs a TLS context")
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.create_connection(
+                    lambda: conn,
+                    host,
+                    port,
+                    ssl=context,
+                    server_hostname=host if context is not None else None,
+                    ssl_handshake_timeout=timeout if context is not None else None,
+                    happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY,
+                )
+        except TimeoutError as exc:
+            conn.abort()
+            raise LLMConnectTimeout(
+                f"could not connect to {host}:{port} within {timeout:g} s"
+            ) from exc
+        except (OSError, ssl.SSLError) as exc:
+            conn.abort()
+            raise LLMConnectError(str(exc) or type(exc).__name__) from exc
+        return conn
+
+    async def aclose(self) -> None:
+        """Close the idle connections; those in use close when their exchange ends."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class _Exchange:
+    """One request and its response: the ``async with`` of :meth:`HTTP1Client.stream`."""
+
+    __slots__ = ("_client", "_conn", "_host", "_port", "_request", "_response", "_tls")
+
+    def __init__(
+        self, client: HTTP1Client, host: str, port: int, tls: bool, request: bytes
+    ) -> None:
+        self._client = client
+        self._host = host
+        self._port = port
+        self._tls = tls
+        self._request = request
+        self._conn: _Connection | None = None
+        self._response: HTTP1Response | None = None
+
+    async def __aenter__(self) -> HTTP1Response:
+        client = self._client
+        conn = client._take()
+        if conn is not None:
+            self._conn = conn
+            try:
+                return await self._send(conn)
+            except LLMTransportError as exc:
+                conn.abort()
+                self._conn = None
+                # Closed by the server as our request went out: once more, on a new one.
+                if not exc.before_response or isinstance(exc, LLMReadTimeout):
+                    raise
+            except BaseException:
+                conn.abort()
+                self._conn = None
+                raise
+        conn = self._conn = await client._connect(self._host, self._port, self._tls)
+        try:
+            return await self._send(conn)
+        except BaseException:
+            conn.abort()
+            self._conn = None
+            raise
+
+    async def _send(self, conn: _Connection) -> HTTP1Response:
+        """Write the request, read the response's head (skipping 1xx ones)."""
+        timeout = self._client._timeout_read
+        await conn.write(self._request, timeout)
+        buffer = conn.buffer
+        searched = 0
+        got_any = False
+        while True:
+            end = buffer.find(b"\r\n\r\n", searched)
+            if end < 0:
+                if len(buffer) > _MAX_HEAD:
+                    raise LLMProtocolError(f"the response head exceeds {_MAX_HEAD // 1024} KiB")
+                searched = max(0, len(buffer) - 3)
+                got_any = got_any or bool(buffer)
+                if conn.eof:
+                    raise conn.read_failure(
+                        "before the response's end of head" if got_any else "without answering",
+                        before_response=not got_any,
+                    )
+                await conn.wait_readable(timeout)
+                continue
+            head = parse_head(buffer[:end])
+            del buffer[: end + 4]
+            searched = 0
+            got_any = True
+            if 100 <= head.status_code < 200 and head.status_code != 101:
+                continue  # an interim response (100 Continue, 103 Early Hints)
+            if head.status_code == 101:
+                raise LLMProtocolError("the server switched protocols (101), unasked")
+            response = self._response = HTTP1Response(conn, head, timeout)
+            return response
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, response = self._conn, self._response
+        self._conn = self._response = None
+        if conn is None:
+            return
+        if exc_type is None and response is not None and response.complete:
+            if response.keep_alive:
+                self._client._put(conn)
+            else:
+                conn.close()
+        else:
+            conn.abort()  # mid-body (an error, a cancellation, a body left unread)
