@@ -1,14 +1,17 @@
-"""LLM stream consumption through the real LLMActor: HTTP/1.1 against HTTP/2 (h2c).
+"""LLM stream consumption through the real LLMActor: our HTTP/1.1 client, httpx2's, h2c.
 
-Run with ``uv run python benchmarks/llm_http.py`` (``--runs``, ``--events``, ``--quick``).
+Run with ``uv run python benchmarks/llm_http.py`` (``--runs``, ``--events``, ``--quick``,
+``--only``).
 
 The scripted LLM server (``tests/scripted_llm.py``) runs in a **separate process**, so the
 CPU time measured here (``time.process_time()`` of this process) is the client's alone:
 httpx + SSE decoding + orjson + the completion accumulator + one AssistantDelta published
 per event on a real Bus to a subscriber that only counts. A real ConfigActor serves the
-configuration; two providers point at the same server, one with ``http2: true``.
+configuration; three providers point at the same server: ``http1`` (the platform's own
+HTTP/1.1 client, ``actors/llm/http1.py``), ``httpx2`` (the same over httpx2 + httpcore2 +
+h11, what served HTTP/1.1 before) and ``h2c`` (``http2: true``, httpx2).
 
-Scenarios, for each protocol (see :func:`shapes`):
+Scenarios, for each client (see :func:`shapes`):
 
 - **fast**, 1 and 20 streams: ``Reply.fast_stream``, one SSE event per write, back to back
   (N events in total, default 20,000, split over the streams): the per-event cost when the
@@ -20,7 +23,8 @@ Scenarios, for each protocol (see :func:`shapes`):
 
 Paced streams start staggered over one period, so their events do not all leave the
 server in the same instant (which would let HTTP/2 read many streams' events at once).
-Each scenario runs once untimed to warm up, then ``--runs`` times (default 5); the table
+Each scenario runs once untimed per client to warm up, then ``--runs`` times (default 5)
+with the clients alternated run by run (so a noisy neighbour hits them alike); the table
 shows medians: events/s (wall clock, first request to last reply) and CPU µs per event
 (this process's CPU time over the run: the idle event loop's share included).
 """
@@ -62,7 +66,8 @@ from bus.messages import Ping  # noqa: E402
 from config.store import ConfigStore  # noqa: E402
 from tests.scripted_llm import Content, Done, Finish, Pause, Reply, ScriptedLLM  # noqa: E402
 
-PROTOCOLS = ("http1", "h2c")
+PROTOCOLS = ("http1", "httpx2", "h2c")
+"""The providers compared: our HTTP/1.1 client, httpx2 over HTTP/1.1, httpx2 over h2c."""
 MESSAGES = ({"role": "user", "content": "benchmark"},)
 
 
@@ -178,7 +183,11 @@ def _runtime(base_url: str, active: str) -> dict[str, Any]:
         "logging": {"level": "WARNING"},
         "llm": {
             "active": active,
-            "providers": {"http1": provider, "h2c": {**provider, "http2": True}},
+            "providers": {
+                "http1": provider,
+                "httpx2": provider,
+                "h2c": {**provider, "http2": True},
+            },
         },
     }
 
@@ -208,9 +217,15 @@ async def _run_once(
 
 
 async def _bench(
-    scenarios: list[Scenario], runs: int
+    protocols: tuple[str, ...], scenario_shapes: list[Shape], runs: int
 ) -> list[tuple[Scenario, list[float], list[float]]]:
-    plan = [spec for s in scenarios for _ in range(runs + 1) for spec in s.reply_specs()]
+    """Every shape: a warm-up per client, then ``runs`` rounds alternating the clients."""
+    plan = [
+        spec
+        for shape in scenario_shapes
+        for _ in range((runs + 1) * len(protocols))
+        for spec in Scenario(protocols[0], shape).reply_specs()
+    ]
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -227,12 +242,13 @@ async def _bench(
     with tempfile.TemporaryDirectory() as config_dir:
         directory = Path(config_dir)
         (directory / "runtime_config.yaml").write_text(
-            yaml.safe_dump(_runtime(base_url, "http1")), "utf-8"
+            yaml.safe_dump(_runtime(base_url, protocols[0])), "utf-8"
         )
         bus = Bus()
         actors: list[Actor] = [
             ConfigActor(ConfigStore(directory)),
-            LLMActor(environ={}),
+            # "httpx2" is an HTTP/1.1 provider served by httpx2, as before our own client.
+            LLMActor(environ={}, httpx2_providers=frozenset({"httpx2"})),
             DeltaCounter(),
         ]
         tasks = []
@@ -241,20 +257,29 @@ async def _bench(
             await actor.wait_started()
         counter = actors[2]
         assert isinstance(counter, DeltaCounter)
+
+        async def activate(protocol: str) -> None:
+            await bus.request(SaveRuntimeConfig(overrides=_runtime(base_url, protocol)))
+            await bus.request(Ping(), to="llm")
+
         try:
-            for scenario in scenarios:
-                await bus.request(
-                    SaveRuntimeConfig(overrides=_runtime(base_url, scenario.protocol))
-                )
-                await bus.request(Ping(), to="llm")
-                await _run_once(bus, counter, scenario, "warmup")
-                rates, costs = [], []
+            for shape in scenario_shapes:
+                scenarios = [Scenario(protocol, shape) for protocol in protocols]
+                rates: dict[str, list[float]] = {p: [] for p in protocols}
+                costs: dict[str, list[float]] = {p: [] for p in protocols}
+                for scenario in scenarios:
+                    await activate(scenario.protocol)
+                    await _run_once(bus, counter, scenario, "warmup")
                 for run in range(runs):
-                    rate, cost = await _run_once(bus, counter, scenario, f"run{run}")
-                    rates.append(rate)
-                    costs.append(cost)
-                rows.append((scenario, rates, costs))
-                _print_row(scenario, rates, costs)
+                    for scenario in scenarios if run % 2 == 0 else scenarios[::-1]:
+                        await activate(scenario.protocol)
+                        rate, cost = await _run_once(bus, counter, scenario, f"run{run}")
+                        rates[scenario.protocol].append(rate)
+                        costs[scenario.protocol].append(cost)
+                for scenario in scenarios:
+                    p = scenario.protocol
+                    rows.append((scenario, rates[p], costs[p]))
+                    _print_row(scenario, rates[p], costs[p])
         finally:
             for actor in reversed(actors):
                 actor.request_stop()
@@ -266,7 +291,7 @@ async def _bench(
 
 def _print_header() -> None:
     print(
-        f"{'protocol':<9}{'streams':>8}  {'kind':<7}{'events':>7}{'events/s':>10}"
+        f"{'client':<9}{'streams':>8}  {'kind':<7}{'events':>7}{'events/s':>10}"
         f"{'CPU µs/event':>14}  (min-max events/s)"
     )
 
@@ -286,6 +311,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed runs per scenario")
     parser.add_argument("--events", type=int, default=20_000, help="events per fast run")
     parser.add_argument("--quick", action="store_true", help="fewer events and runs (smoke test)")
+    parser.add_argument(
+        "--only",
+        default=",".join(PROTOCOLS),
+        help=f"comma-separated clients to compare (default {','.join(PROTOCOLS)})",
+    )
+    parser.add_argument(
+        "--kinds", default="fast,paced,tokens", help="scenario kinds to run (default: all)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -295,24 +328,35 @@ def main() -> None:
     if args.quick:
         args.runs, args.events, scale = 2, 2_000, 0.1
     configure_logging("WARNING", "console")
-    scenarios = [Scenario(p, shape) for p in PROTOCOLS for shape in shapes(args.events, scale)]
+    protocols = tuple(p for p in args.only.split(",") if p)
+    unknown = set(protocols) - set(PROTOCOLS)
+    if unknown or not protocols:
+        parser.error(f"--only takes {', '.join(PROTOCOLS)}; got {args.only!r}")
+    kinds = set(args.kinds.split(","))
+    scenario_shapes = [s for s in shapes(args.events, scale) if s.kind in kinds]
     print(
         f"LLMActor stream consumption — Python {platform.python_version()}, "
-        f"{platform.machine()}, median of {args.runs} runs (server in another process)\n"
+        f"{platform.machine()}, median of {args.runs} runs, clients alternated "
+        "(server in another process)\n"
     )
     _print_header()
-    rows = asyncio.run(_bench(scenarios, args.runs))
+    rows = asyncio.run(_bench(protocols, scenario_shapes, args.runs))
     print()
     cost = {(s.protocol, s.shape): statistics.median(c) for s, _, c in rows}
-    h1_cheaper = 0
-    for shape in shapes(args.events, scale):
-        ratio = cost[("h2c", shape)] / cost[("http1", shape)]
-        h1_cheaper += ratio > 1
+    base = protocols[0]
+    for other in protocols[1:]:
+        cheaper = 0
+        for shape in scenario_shapes:
+            ratio = cost[(other, shape)] / cost[(base, shape)]
+            cheaper += ratio > 1
+            print(
+                f"{other} / {base} CPU per event, {shape.streams:>2} stream(s), "
+                f"{shape.kind:<6}: {ratio:.2f}x"
+            )
         print(
-            f"h2c / HTTP/1.1 CPU per event, {shape.streams:>2} stream(s), "
-            f"{shape.kind:<6}: {ratio:.2f}x"
+            f"{base} costs less CPU per event than {other} in {cheaper} of "
+            f"{len(scenario_shapes)} scenarios."
         )
-    print(f"HTTP/1.1 costs less CPU per event in {h1_cheaper} of {len(rows) // 2} scenarios.")
 
 
 if __name__ == "__main__":
