@@ -11,8 +11,8 @@ adds only I/O, retries, fallbacks and cancellation; every parsing rule lives in 
 *One child task per request.* A :class:`~actors.messages.CompletionRequest` is answered from
 a child task through a deferred reply, so many conversations stream side by side and a
 :class:`~actors.messages.CancelCompletion` gets through the mailbox at once. Cancelling
-cancels that task: httpx closes the response (HTTP/1.1: the connection; HTTP/2: the
-stream), and the task answers with what arrived so far and ``finish_reason="cancelled"``.
+cancels that task: the client closes the response (HTTP/1.1: the connection; HTTP/2:
+the stream), and the task answers with what arrived so far and ``finish_reason="cancelled"``.
 A child task never raises (that would crash the actor and every other stream with it):
 each failure answers its own request with a :class:`~actors.errors.ChatError`. Every delta
 is published (awaited) before the reply is set, so a subscriber sees a request's deltas
@@ -46,11 +46,17 @@ provider setting, off by default, and an HTTP/2 provider gets one client per
 :data:`H2_STREAMS_PER_CONNECTION` concurrent streams ("lanes"): the 91st concurrent stream
 opens a second connection instead of failing, or waiting behind minute-long answers.
 
-*Sockets.* The clients run on :mod:`actors.llm.transport`, an asyncio network backend
-for httpcore2 (its default goes through anyio: a cancel scope per read and a socket
-probe per idle connection per request); ``benchmarks/llm_http.py`` measured ~20-25 % less
-CPU per paced event with it. TLS trusts the system's certificates and the provider's
-``ca_bundle`` if set.
+*Sockets.* HTTP/1.1 (the default) is the platform's own client,
+:mod:`actors.llm.http1`: a keep-alive pool of :class:`asyncio.Protocol` connections that
+POSTs one body and reads one answer, without httpx2's, httpcore2's and h11's layers
+(they were ~20 % of the main thread's CPU in a burst of 50 turns; ``benchmarks/llm_http.py``
+measures the two clients side by side). HTTP/2 (``http2: true``) stays on httpx2, over
+:mod:`actors.llm.transport`, an asyncio network backend for httpcore2 (its default goes
+through anyio: a cancel scope per read and a socket probe per idle connection per
+request). Both classify the same way: ``ReadTimeout``, ``ConnectTimeout``, ``ReadError``,
+``RemoteProtocolError``... name a failure whichever client met it. No proxy is read from
+the environment and redirects are not followed (a 3xx is an error saying so). TLS trusts
+the system's certificates and the provider's ``ca_bundle`` if set.
 
 *Keys.* Read from the environment mapping at request time (a key added to the
 environment is used without a restart), from ``api_key_env`` or ``<NAME>_API_KEY``. A
@@ -165,10 +171,11 @@ for a minute before their first token, and OpenRouter's keep-alive comments rese
 _DEFAULT_MAX_RETRIES = 2
 
 H1_STREAMS_PER_LANE = 8
-"""Concurrent HTTP/1.1 streams per client (lane): httpcore2's pool looks at every idle
-connection of its pool, probing the socket, each time a request starts or ends, so one
-pool of 50 connections costs ~50 probes (~80 µs each) per request; lanes of 8 bound it
-(``benchmarks/chat_path.py``, burst of 50)."""
+"""Concurrent HTTP/1.1 streams per client (lane). Introduced for httpcore2's pool, which
+looked at every idle connection, probing the socket, each time a request started or
+ended (a pool of 50 connections: ~50 probes of ~80 µs per request); the own client's pool
+looks at none, but lanes still bound the idle connections a burst leaves behind (8 per
+lane) as before."""
 _KEEPALIVE_CONNECTIONS = H1_STREAMS_PER_LANE
 """Idle HTTP/1.1 connections kept per lane: a burst reuses warm ones."""
 _KEEPALIVE_EXPIRY = 30.0
