@@ -30,7 +30,8 @@ every whole chunk in it at once (:class:`ChunkedDecoder`) and returns them joine
   Informational (1xx) responses before the real one are skipped.
 * **TLS** is ``loop.create_connection(ssl=...)`` with the provider's context, ALPN
   ``http/1.1``.
-* **Errors** are this module's (:class:`LLMTransportError` and its subclasses); each has
+* **Errors** are :mod:`actors.llm.http1_parse`'s (:class:`LLMTransportError` and its
+  subclasses, re-exported here), with the parsers (the pure half); each has
   a ``label`` that names the failure the way the LLMActor reports it (``ReadTimeout``,
   ``ConnectError``, ``RemoteProtocolError``...). No message carries a request header (the
   ``Authorization`` header holds the API key).
@@ -43,8 +44,20 @@ import functools
 import ssl
 from collections import deque
 from types import TracebackType
-from typing import ClassVar
 from urllib.parse import urlsplit
+
+from actors.llm.http1_parse import (
+    ChunkedDecoder,
+    LLMConnectError,
+    LLMConnectTimeout,
+    LLMProtocolError,
+    LLMReadError,
+    LLMReadTimeout,
+    LLMTransportError,
+    LLMWriteError,
+    ResponseHead,
+    parse_head,
+)
 
 __all__ = [
     "ChunkedDecoder",
@@ -65,207 +78,8 @@ _HIGH_WATER = 256 * 1024
 """Buffered bytes past which the transport stops reading until the reader drains them."""
 _MAX_HEAD = 64 * 1024
 """Longest status line and header block accepted (h11's default limit is 16 KiB)."""
-_MAX_LINE = 4 * 1024
-"""Longest chunk-size line or trailer field accepted."""
 _HAPPY_EYEBALLS_DELAY = 0.25
 """Seconds before the next address of a host is tried (RFC 8305), as anyio does."""
-_HEX = b"0123456789abcdefABCDEF"
-
-
-# -- errors ------------------------------------------------------------------------------------
-
-
-class LLMTransportError(Exception):
-    """The connection to the provider failed or it broke the protocol.
-
-    Hierarchy::
-
-        LLMTransportError
-        ├── LLMConnectError         could not open the connection (refused, DNS, TLS)
-        │   └── LLMConnectTimeout   not open within timeout_connect
-        ├── LLMWriteError           the request could not be sent
-        ├── LLMReadError            the connection broke while reading (reset...)
-        │   └── LLMReadTimeout      no byte for timeout_read
-        └── LLMProtocolError        not HTTP/1.1 as it should be, or closed mid-answer
-
-    Attributes:
-        label: The failure's name as the LLMActor reports it (``"ReadError: ..."``).
-        before_response: No byte of the response arrived (the request may be resent).
-    """
-
-    label: ClassVar[str] = "TransportError"
-
-    def __init__(self, message: str, *, before_response: bool = False) -> None:
-        super().__init__(message)
-        self.before_response = before_response
-
-
-class LLMConnectError(LLMTransportError):
-    """Could not open the connection: refused, unknown host, TLS handshake refused."""
-
-    label = "ConnectError"
-
-
-class LLMConnectTimeout(LLMConnectError):
-    """The connection (TCP and TLS) was not open within ``timeout_connect``."""
-
-    label = "ConnectTimeout"
-
-
-class LLMWriteError(LLMTransportError):
-    """The request could not be written (the connection is closed, or did not drain)."""
-
-    label = "WriteError"
-
-
-class LLMReadError(LLMTransportError):
-    """The connection broke while the response was read (a reset, a TLS error)."""
-
-    label = "ReadError"
-
-
-class LLMReadTimeout(LLMReadError):
-    """No byte arrived for ``timeout_read`` seconds."""
-
-    label = "ReadTimeout"
-
-
-class LLMProtocolError(LLMTransportError):
-    """The server broke HTTP/1.1 (a malformed head or chunk) or closed mid-answer."""
-
-    label = "RemoteProtocolError"
-
-
-# -- the pure parsers ------------------------------------------------------------------------
-
-
-class ResponseHead:
-    """A response's status line and headers.
-
-    Attributes:
-        http_version: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
-        status_code: The status.
-        reason: The reason phrase (may be empty).
-        headers: Field names in lower case; repeated fields joined with ``", "``.
-    """
-
-    __slots__ = ("headers", "http_version", "reason", "status_code")
-
-    def __init__(
-        self, http_version: str, status_code: int, reason: str, headers: dict[str, str]
-    ) -> None:
-        self.http_version = http_version
-        self.status_code = status_code
-        self.reason = reason
-        self.headers = headers
-
-
-def parse_head(raw: bytes | bytearray) -> ResponseHead:
-    """Parse a status line and header fields (without the blank line that ends them).
-
-    Raises:
-        LLMProtocolError: Not an HTTP/1.x status line, or a malformed header field; the
-            message says which and quotes (at most 60 bytes of) the line.
-    """
-    lines = bytes(raw).split(b"\r\n")
-    status_line = lines[0]
-    parts = status_line.split(b" ", 2)
-    if (
-        len(parts) < 2
-        or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0")
-        or len(parts[1]) != 3
-        or not parts[1].isdigit()
-    ):
-        raise LLMProtocolError(f"malformed status line {status_line[:60]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or b" " in name or b"\t" in name:
-            # No colon, an empty name, whitespace in or around the name, or a folded
-            # continuation line (obsolete since RFC 7230, refused by h11 too).
-            raise LLMProtocolError(f"malformed header line {line[:60]!r}")
-        key = name.decode("latin-1").lower()
-        text = value.strip(b" \t").decode("latin-1")
-        previous = headers.get(key)
-        headers[key] = text if previous is None else f"{previous}, {text}"
-    return ResponseHead(
-        parts[0].decode(),
-        int(parts[1]),
-        parts[2].decode("latin-1") if len(parts) > 2 else "",
-        headers,
-    )
-
-
-class ChunkedDecoder:
-    """Decodes a ``Transfer-Encoding: chunked`` body from a buffer, as much as it holds.
-
-    :meth:`decode` consumes everything the buffer holds and returns the data of each
-    chunk it passed (or the part of one that arrived), one piece per chunk, as h11 does:
-    a provider's chunk is one SSE event, and the LLMActor publishes one delta per piece
-    (the tests and clients see the provider's own pacing). Chunk extensions are ignored;
-    trailer fields are read and dropped.
-    """
-
-    __slots__ = ("_left", "_state", "done")
-
-    _SIZE, _DATA, _CRLF, _TRAILER = 0, 1, 2, 3
-
-    def __init__(self) -> None:
-        self._state = self._SIZE
-        self._left = 0
-        self.done = False
-        """The last chunk and the trailer's end were read."""
-
-    def decode(self, buffer: bytearray) -> list[bytes]:
-        """The body data in ``buffer``, a piece per chunk; consumes what it decoded.
-
-        Raises:
-            LLMProtocolError: A malformed chunk-size line, a chunk not followed by CRLF,
-                or an over-long line.
-        """
-        parts: list[bytes] = []
-        pos = 0
-        end = len(buffer)
-        state = self._state
-        while not self.done:
-            if state == self._DATA:
-                take = min(self._left, end - pos)
-                if not take:
-                    break
-                parts.append(bytes(buffer[pos : pos + take]))
-                pos += take
-                self._left -= take
-                if self._left:
-                    break
-                state = self._CRLF
-            elif state == self._CRLF:
-                if end - pos < 2:
-                    break
-                if buffer[pos : pos + 2] != b"\r\n":
-                    raise LLMProtocolError("a chunk is not followed by CRLF (chunked body)")
-                pos += 2
-                state = self._SIZE
-            else:
-                eol = buffer.find(b"\r\n", pos)
-                if eol < 0:
-                    if end - pos > _MAX_LINE:
-                        raise LLMProtocolError("a chunk-size line is too long (chunked body)")
-                    break
-                line = bytes(buffer[pos:eol])
-                pos = eol + 2
-                if state == self._TRAILER:
-                    if not line:
-                        self.done = True
-                    continue
-                size = line.split(b";", 1)[0].strip(b" \t")
-                if not size or len(size) > 15 or size.strip(_HEX):
-                    raise LLMProtocolError(f"malformed chunk size {line[:40]!r} (chunked body)")
-                self._left = int(size, 16)
-                state = self._DATA if self._left else self._TRAILER
-        self._state = state
-        if pos:
-            del buffer[:pos]
-        return parts
 
 
 # -- one connection ------------------------------------------------------------------------------
