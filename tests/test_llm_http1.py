@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from actors.errors import LLMUnavailable
 from actors.llm.http1 import (
     ChunkedDecoder,
     HTTP1Client,
@@ -29,6 +30,11 @@ from actors.llm.http1 import (
     parse_head,
 )
 from tests.scripted_llm import Content, Disconnect, Done, Gate, Reply, ScriptedLLM
+from tests.test_llm import KEY, Start, provider, runtime
+
+# The `start` fixture of tests/test_llm.py drives the actors over its scripted `server`.
+from tests.test_llm import server as server
+from tests.test_llm import start as start
 from tests.test_llm_tls import make_certificates
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -594,3 +600,34 @@ async def test_cancelling_mid_stream_closes_the_connection(client: HTTP1Client) 
         assert await server.wait_disconnects(1) == [0]
         assert client.idle_connections == 0
         gate.open()
+
+
+# -- through the LLMActor ----------------------------------------------------------------------
+
+
+async def test_the_actor_reports_a_refused_connection_by_its_name(
+    start: Start, server: ScriptedLLM
+) -> None:
+    async with RawServer(answering()) as closed:
+        base_url = closed.url.removesuffix("/chat/completions")
+    harness = await start(runtime({"test": provider(server, base_url=base_url, max_retries=0)}))
+    error = await harness.fail()
+    assert isinstance(error, LLMUnavailable)
+    assert "test failed (1 attempt): ConnectError: " in str(error)
+    assert KEY not in str(error)
+    assert error.retryable
+
+
+async def test_the_actor_reports_a_malformed_response_and_retries_it(
+    start: Start, server: ScriptedLLM
+) -> None:
+    async with RawServer(answering(b"HTTP/1.1 2OO OK\r\n\r\n", close=True)) as broken:
+        base_url = broken.url.removesuffix("/chat/completions")
+        harness = await start(runtime({"test": provider(server, base_url=base_url, max_retries=1)}))
+        error = await harness.fail()
+    assert isinstance(error, LLMUnavailable)
+    assert "(2 attempts): RemoteProtocolError: malformed status line b'HTTP/1.1 2OO OK'" in str(
+        error
+    )
+    assert broken.connections == 2  # retried on a new connection
+    assert KEY not in str(error)

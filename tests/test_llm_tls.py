@@ -1,5 +1,6 @@
 """The LLMActor over HTTPS: the scripted LLM behind a certificate made here, trusted through
-``llm.providers.<name>.ca_bundle``, over the platform's own asyncio network backend
+``llm.providers.<name>.ca_bundle``: HTTP/1.1 over the platform's own client
+(``actors/llm/http1.py``), HTTP/2 over httpx2 on its asyncio network backend
 (``actors/llm/transport.py``).
 
 The certificates are generated in the test (a CA and a server certificate for 127.0.0.1,
