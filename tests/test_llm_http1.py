@@ -334,6 +334,30 @@ async def test_a_body_left_unread_closes_the_connection(client: HTTP1Client) -> 
     assert server.connections == 2
 
 
+async def test_an_answer_before_the_whole_body_was_read_is_heard(client: HTTP1Client) -> None:
+    """A server refusing a large body (413) answers after the head and closes: the client
+    reads that answer instead of failing on a write the server will never read."""
+    answered = asyncio.Event()
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n"
+            b"Content-Length: 13\r\n\r\nbody too big."
+        )
+        await writer.drain()
+        answered.set()
+        await reader.read()  # drain what still comes, until the client closes
+
+    big = b"x" * (16 * 1024 * 1024)  # more than the sockets' buffers hold
+    async with RawServer(refuse) as server:
+        async with client.stream("POST", server.url, content=big, headers={}) as response:
+            assert response.status_code == 413
+            assert await response.aread() == b"body too big."
+        assert answered.is_set()
+        assert client.idle_connections == 0
+
+
 # -- keep-alive ------------------------------------------------------------------------------------
 
 

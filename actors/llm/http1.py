@@ -98,9 +98,7 @@ class _Connection(asyncio.Protocol):
     """One connection: buffers what the loop delivers, wakes the one reader that waits."""
 
     __slots__ = (
-        "_drain",
         "_paused_reading",
-        "_paused_writing",
         "_reader",
         "buffer",
         "eof",
@@ -119,9 +117,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         """Loop time when it went back to the pool."""
         self._reader: asyncio.Future[None] | None = None
-        self._drain: asyncio.Future[None] | None = None
         self._paused_reading = False
-        self._paused_writing = False
 
     # -- asyncio callbacks -------------------------------------------------------------
 
@@ -149,30 +145,23 @@ class _Connection(asyncio.Protocol):
         self.eof = True
         if exc is not None and self.error is None:
             self.error = exc
-        for waiter in (self._reader, self._drain):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._paused_writing = True
-
-    def resume_writing(self) -> None:
-        self._paused_writing = False
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
 
     # -- what the client uses -------------------------------------------------------------
 
     @property
     def reusable(self) -> bool:
-        """Idle and sound: not closed by the server, nothing unasked in the buffer."""
+        """Idle and sound: not closed by the server, nothing unasked in the buffer, and
+        all of our request sent (a server may answer before it has read it all)."""
         transport = self.transport
         return (
             not self.eof
             and not self.buffer
             and transport is not None
             and not transport.is_closing()
+            and not transport.get_write_buffer_size()
         )
 
     def consumed(self) -> None:
@@ -211,11 +200,17 @@ class _Connection(asyncio.Protocol):
             f"the server closed the connection {what}", before_response=before_response
         )
 
-    async def write(self, data: bytes, timeout: float) -> None:
-        """Send ``data``; wait (up to ``timeout``) if the transport's buffer is full.
+    def send(self, data: bytes) -> None:
+        """Hand ``data`` to the transport, which writes it as the socket takes it.
+
+        Nothing waits for it to drain: the response is read meanwhile, so a server that
+        answers before it has read the whole body (a 413, a 401) is heard, not turned
+        into a write error, and a server that neither reads nor answers meets the read
+        timeout. (The body is in memory already; the transport keeps what the socket
+        has not taken yet.)
 
         Raises:
-            LLMWriteError: The connection is closed, or did not drain in time.
+            LLMWriteError: The connection is closed.
         """
         transport = self.transport
         if transport is None or transport.is_closing() or self.eof:
@@ -224,25 +219,17 @@ class _Connection(asyncio.Protocol):
             transport.write(data)
         except (OSError, RuntimeError) as exc:
             raise LLMWriteError(str(exc), before_response=True) from exc
-        if self._paused_writing:
-            loop = asyncio.get_running_loop()
-            waiter = self._drain = loop.create_future()
-            timer = loop.call_later(timeout, _expire, waiter)
-            try:
-                await waiter
-            except _Expired:
-                raise LLMWriteError(f"could not write for {timeout:g} s") from None
-            finally:
-                timer.cancel()
-                self._drain = None
-            if transport.is_closing():
-                raise LLMWriteError("the connection closed while writing", before_response=True)
 
     def close(self) -> None:
         """Close an idle connection (a FIN, or TLS close_notify then FIN)."""
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.close()
+            if transport.get_write_buffer_size():
+                # The rest of a request the server answered without reading: a close
+                # would send it first, to a peer that may never read it.
+                transport.abort()
+            else:
+                transport.close()
 
     def abort(self) -> None:
         """Drop a connection mid-exchange at once (no graceful TLS close to wait for)."""
@@ -426,7 +413,8 @@ class HTTP1Client:
         ssl_context: For ``https://`` URLs (its ALPN is set to ``http/1.1``).
         timeout_connect: Seconds to open a connection (TCP and TLS).
         timeout_read: Seconds of silence allowed while waiting for the response (its
-            head, then each piece of body); also bounds a write that does not drain.
+            head, then each piece of body). It starts when the request is handed to the
+            transport, so it also bounds a server that does not read the request.
         max_keepalive: Idle connections kept (the oldest is closed past it).
         keepalive_expiry: Seconds an idle connection is kept.
     """
@@ -592,7 +580,7 @@ class _Exchange:
     async def _send(self, conn: _Connection) -> HTTP1Response:
         """Write the request, read the response's head (skipping 1xx ones)."""
         timeout = self._client._timeout_read
-        await conn.write(self._request, timeout)
+        conn.send(self._request)
         buffer = conn.buffer
         searched = 0
         got_any = False

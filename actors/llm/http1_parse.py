@@ -43,7 +43,7 @@ class LLMTransportError(Exception):
         LLMTransportError
         ├── LLMConnectError         could not open the connection (refused, DNS, TLS)
         │   └── LLMConnectTimeout   not open within timeout_connect
-        ├── LLMWriteError           the request could not be sent
+        ├── LLMWriteError           the connection was closed when the request went out
         ├── LLMReadError            the connection broke while reading (reset...)
         │   └── LLMReadTimeout      no byte for timeout_read
         └── LLMProtocolError        not HTTP/1.1 as it should be, or closed mid-answer
@@ -73,7 +73,7 @@ class LLMConnectTimeout(LLMConnectError):
 
 
 class LLMWriteError(LLMTransportError):
-    """The request could not be written (the connection is closed, or did not drain)."""
+    """The request could not be handed to the connection (it is closed)."""
 
     label = "WriteError"
 
