@@ -2,18 +2,22 @@
 
 Design note: the actor owns the listening socket (websockets' asyncio server) and every
 connection on it. Each connection has the server's handler task, which reads client
-frames and turns them into bus requests, and, while its outbox holds frames, a *writer*
-task that drains it (an idle connection holds no writer: ~10 KiB each less,
-``benchmarks/idle_connections.py``). Frames are never written from the actor's mailbox
-loop, so one slow client cannot hold up the deltas of everyone else. What must end a
-connection at once (its outbox overflowed, its token revoked, a send failed) halts it:
-the handler task is cancelled wherever it waits, then closes the connection.
+frames and turns them into bus requests. Frames are never written from the actor's
+mailbox loop, so one slow client cannot hold up the deltas of everyone else: a queued
+frame schedules one *flush* of the connection's outbox after the loop's current pass,
+which writes everything the pass queued in one socket write (``_Connection._flush``);
+only a connection that cannot take it at once (the client reads slower than we write,
+or it is closing) gets a *writer* task that sends frame by frame and waits (an idle
+connection holds neither: ~10 KiB each less, ``benchmarks/idle_connections.py``). What
+must end a connection at once (its outbox overflowed, its token revoked, a send failed)
+halts it: the handler task is cancelled wherever it waits, then closes the connection.
 
 The outbox is where backpressure meets the protocol:
 
-* a delta is sent at once when the writer is idle; while a send is pending, further
-  deltas of the same turn and kind are merged into the one waiting in the outbox (the
-  per-frame cost dominates: ~30k frames/s per process, ``shared/notes/performance.md``);
+* a delta goes out with the pass's flush; until then, and while the writer waits on a
+  slow client, further deltas of the same turn and kind are merged into the one waiting
+  in the outbox (the per-frame cost dominates: ~30k frames/s per process,
+  ``shared/notes/performance.md``);
 * the outbox is bounded (:data:`MAX_OUTBOX_FRAMES`, :data:`MAX_OUTBOX_BYTES`); a client
   that falls that far behind is closed with code 1013 and a reason, instead of growing
   the server's memory.
