@@ -20,7 +20,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
-from opentelemetry.sdk.trace import TracerProvider
 
 from actors import trace_ids
 from actors.backup import DatabaseLock
@@ -51,7 +50,7 @@ from actors.persistence.actor import PersistenceActor, TurnLeases
 from actors.readiness import BrokerSource
 from actors.tools.mcp_client.prestart import StdioPrestart
 from actors.tools.servers import ChildControl, ServersActor
-from actors.tracing import TracingActor, build_tracer_provider, tracing_wanted
+from actors.trace_ids import tracing_wanted
 from bus.bus import Bus
 from bus.supervisor import ChildSpec, Supervisor
 from config.environment import load_dotenv_files
@@ -61,6 +60,8 @@ from config.schema import ConfigSnapshot
 from config.store import ConfigStore
 
 if TYPE_CHECKING:  # nats (~5 % of the start's imports) only with a cluster: see run_platform
+    from opentelemetry.sdk.trace import TracerProvider  # only with tracing (~50 ms)
+
     from bus.nats_bridge import NatsBridge
 
 __all__ = [
@@ -119,6 +120,8 @@ def build_children(
     if metrics is not None:
         operators.append(ChildSpec("metrics", lambda: MetricsActor(metrics), kind="core"))
     if tracer is not None:
+        from actors.tracing import TracingActor  # OpenTelemetry only when tracing is on
+
         operators.append(ChildSpec("tracing", lambda: TracingActor(tracer), kind="core"))
 
     def gateway() -> GatewayActor:
@@ -342,6 +345,8 @@ async def _run_platform(
     )
     tracer: TracerProvider | None = None
     if tracing_wanted(observability.tracing, env):
+        from actors.tracing import build_tracer_provider  # OpenTelemetry only when tracing is on
+
         tracer = build_tracer_provider(observability.tracing, env)
         trace_ids.enable(on=True, propagate=observability.tracing.propagate_to_servers)
         _log.info(
