@@ -80,7 +80,8 @@ async def test_signal_stops_cleanly_and_promptly(platform_factory, signum: int) 
 
 async def test_a_sqlite_platform_never_imports_asyncpg(platform_factory, tmp_path: Path) -> None:
     """asyncpg (and the PostgreSQL repository) load only when PostgreSQL storage is
-    configured: the platform on its default SQLite storage runs, and stops, without them."""
+    configured: the platform on its default SQLite storage runs, and stops, without them
+    (nor without the other optional features' modules)."""
     modules = tmp_path / "modules.txt"
     # The console entry point run by a launcher that writes sys.modules at the clean exit.
     program = (
@@ -102,6 +103,13 @@ async def test_a_sqlite_platform_never_imports_asyncpg(platform_factory, tmp_pat
     assert "actors.platform" in loaded  # the launcher ran the platform
     assert "asyncpg" not in loaded
     assert "actors.persistence.postgres" not in loaded
+    # Nor what only an optional feature needs (each ~20-50 ms of the start's CPU):
+    # OpenTelemetry's SDK without tracing, jsonschema before a server's question is
+    # answered, PyJWT without a client-credentials OAuth server.
+    assert "opentelemetry.sdk.trace" not in loaded
+    assert "actors.tracing" not in loaded
+    assert "jsonschema" not in loaded
+    assert "jwt" not in loaded
 
 
 async def test_stdio_servers_are_spawned_before_the_platform_is_built(
