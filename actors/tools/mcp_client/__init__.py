@@ -13,8 +13,11 @@ protocol; this package adds what a host needs around it. Its modules, by concern
 * ``results.py``: :class:`ToolResult`, a ``tools/call`` result normalised.
 * ``environment.py``: what a stdio server's environment holds, ``${VAR}`` references.
 * ``stderr.py``: the pipe that captures a stdio server's stderr.
+* ``prestart.py``: stdio servers spawned by the CLI before the platform is imported, taken
+  over by their ToolActor's first connect; ``stdio.py``: the SDK's transport over them.
 * ``oauth.py``: :func:`oauth_auth`: OAuth 2.1 for HTTP servers (the SDK's provider, with
-  refresh before expiry, one refresh in flight, a person asked only while connecting).
+  refresh before expiry, one refresh in flight, a person asked only while connecting);
+  ``oauth_grants.py``: the client-credentials providers, imported only for that grant.
 * ``token_store.py``: where tokens are kept (the configured chat backend, through the
   persistence room or a command's repository; or memory).
 
