@@ -182,7 +182,9 @@ class StdioPrestart:
 
     def _discard(self, server: PrestartedServer) -> None:
         # Never sent a message: nothing to lose. The whole group, as a server may be a
-        # launcher (uvx, npx) with the real server as its child.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(server.process.pid, signal.SIGKILL)
+        # launcher (uvx, npx) with the real server as its child; not once it was reaped
+        # (its id, the group's, may belong to another process by then).
+        if server.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(server.process.pid, signal.SIGKILL)
         self._discarded.append(server)
