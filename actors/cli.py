@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -186,16 +187,37 @@ def main(argv: list[str] | None = None) -> None:
 async def _run(location: ConfigLocation, log_format: str | None, *, demo: bool) -> int:
     """``mcp-platform run``: spawn the configured stdio servers, then import and run the
     platform (the servers start while it is imported and built)."""
-    from actors.tools.mcp_client.prestart import StdioPrestart
-
-    prestart = StdioPrestart()
+    prestart: StdioPrestart | None = None
     try:
-        await _spawn_stdio_servers(location, prestart)
-        from actors.platform import run_platform
+        with _imports_kept_from_the_collector():
+            from actors.tools.mcp_client.prestart import StdioPrestart
 
+            prestart = StdioPrestart()
+            await _spawn_stdio_servers(location, prestart)
+            from actors.platform import run_platform
         return await run_platform(location, log_format=log_format, demo=demo, prestart=prestart)
     finally:
-        await prestart.aclose()
+        if prestart is not None:
+            await prestart.aclose()
+
+
+@contextmanager
+def _imports_kept_from_the_collector() -> Iterator[None]:
+    """No cyclic garbage collection while the platform's modules load, then
+    :func:`gc.freeze`: the imports create ~110,000 container objects (the SDK's and our
+    pydantic models, functions, classes) that live as long as the process, and the
+    collector would scan them again and again as they pile up, and at every later full
+    collection (~15 % of the imports' CPU, ~100 ms; a full collection ~50 ms). Frozen,
+    they are never scanned. The price: the ~1,000 objects of cyclic garbage the imports
+    leave (a few hundred KB) are never freed."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 async def _spawn_stdio_servers(location: ConfigLocation, prestart: StdioPrestart) -> None:

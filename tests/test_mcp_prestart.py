@@ -144,19 +144,6 @@ async def test_unclaimed_servers_are_killed(tmp_path: Path) -> None:
     assert (a.returncode, b.returncode) == (-9, -9)
 
 
-def test_import_actors_cli_loads_neither_the_sdk_nor_the_platform() -> None:
-    """The CLI spawns the stdio servers before these imports (~0.8 s of CPU)."""
-    program = (
-        "import sys, actors.cli\n"
-        "print(sorted(m for m in ('mcp', 'actors.platform', 'actors.tools.actor', 'bus.bus',"
-        " 'pydantic') if m in sys.modules))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == "['pydantic']"
-
-
 @pytest.mark.parametrize("module", ["actors.tools.mcp_client.prestart"])
 def test_the_prestart_module_loads_neither_the_sdk_nor_the_bus(module: str) -> None:
     program = f"import sys, {module}\nprint([m for m in ('mcp', 'bus') if m in sys.modules])"
