@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from actors.tools.mcp_client import connect_server
+from actors.tools.mcp_client import ServerConnectError, connect_server
 from actors.tools.mcp_client.prestart import StdioPrestart, stdio_spawn
 from config.schema import ConfigSnapshot
 from config.store import ConfigStore
@@ -106,6 +106,32 @@ async def test_a_server_spawned_otherwise_is_killed_and_spawned_again(tmp_path: 
             assert {t.name for t in await connection.list_tools()} >= {"echo"}
         with anyio.fail_after(5):
             assert await old.wait() == -9  # killed, never talked to
+    finally:
+        await prestart.aclose()
+
+
+async def test_a_claimed_server_is_stopped_when_the_connect_fails(tmp_path: Path) -> None:
+    """A connect that times out (here at once, before the handshake could start) leaves no
+    prestarted server running, entered by its transport or not."""
+    snapshot = _snapshot(tmp_path / "config", {"demo": _demo()})
+    env = dict(os.environ)
+    prestart = StdioPrestart()
+    try:
+        await prestart.spawn_configured(snapshot, env)
+        process = prestart._waiting["demo"].process
+        with pytest.raises(ServerConnectError):
+            async with connect_server(
+                "demo",
+                snapshot.servers.mcp_servers["demo"],
+                platform_env=env,
+                connection_timeout=0,
+                cwd_default=snapshot.config_dir,
+                prestart=prestart,
+            ):
+                pytest.fail("connected without time to")
+        assert prestart.waiting == []
+        with anyio.fail_after(10):
+            await process.wait()
     finally:
         await prestart.aclose()
 

@@ -292,6 +292,10 @@ async def connect_server(
                 task_group.start_soon(stderr.pump)
                 if prestarted is not None:
                     target = adopted_stdio_client(prestarted.process)
+                    # Unwinding: after the client (whose transport stops the server), so
+                    # this only kills one whose transport was never entered (a deadline
+                    # or a cancellation before it).
+                    stack.callback(prestarted.kill)
                 else:
                     params = StdioServerParameters(
                         command=entry.command, args=list(entry.args), env=environment, cwd=cwd

@@ -94,6 +94,14 @@ class PrestartedServer:
     stderr: _StderrCapture
     """Its stderr pipe (our write end already closed); the connection pumps it."""
 
+    def kill(self) -> None:
+        """SIGKILL its process group, unless it has exited: the whole group, as a server
+        may be a launcher (uvx, npx) with the real server as its child; not once it was
+        reaped (its id, the group's, may belong to another process by then)."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
 
 class StdioPrestart:
     """The stdio servers spawned at start, until each is claimed or discarded.
@@ -181,10 +189,5 @@ class StdioPrestart:
             server.stderr.close()
 
     def _discard(self, server: PrestartedServer) -> None:
-        # Never sent a message: nothing to lose. The whole group, as a server may be a
-        # launcher (uvx, npx) with the real server as its child; not once it was reaped
-        # (its id, the group's, may belong to another process by then).
-        if server.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(server.process.pid, signal.SIGKILL)
+        server.kill()  # never sent a message: nothing to lose
         self._discarded.append(server)
