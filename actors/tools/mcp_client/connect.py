@@ -40,7 +40,8 @@ progress notification restarts the clock, as ``settings.defaultTimeout`` promise
 HTTP client has no read timeout (``httpx2.Timeout(connection_timeout, read=None)``): with
 the SDK a read timeout tears down the whole connection instead of failing one call, so
 calls are bounded here instead. Closing a stdio server that does not exit when its stdin
-closes takes up to 2 s more (the SDK's grace period before SIGTERM).
+closes takes up to 2 s more (the grace period before SIGTERM; ``stdio.py`` for a
+prestarted server).
 
 *Expired sessions.* The HTTP client's hooks (:class:`_ConnectWatch`) see every POST go out
 and every status come back, and record them on the request in flight; what that
@@ -291,7 +292,7 @@ async def connect_server(
                 stack.callback(stderr.close)
                 task_group.start_soon(stderr.pump)
                 if prestarted is not None:
-                    target = adopted_stdio_client(prestarted.process)
+                    target = adopted_stdio_client(prestarted.process, name=name)
                     # Unwinding: after the client (whose transport stops the server), so
                     # this only kills one whose transport was never entered (a deadline
                     # or a cancellation before it).
