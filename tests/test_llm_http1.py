@@ -78,10 +78,10 @@ def test_parse_head_names_what_is_malformed(raw: bytes, what: str) -> None:
 CHUNKED = b"5;ext=1\r\nHello\r\n7\r\n, world\r\n0\r\nTrailer: yes\r\n\r\n"
 
 
-def test_chunked_body_in_one_buffer_is_a_piece_per_chunk() -> None:
+def test_chunked_body_in_one_buffer_is_one_piece() -> None:
     decoder = ChunkedDecoder()
     buffer = bytearray(CHUNKED + b"next")
-    assert decoder.decode(buffer) == [b"Hello", b", world"]
+    assert decoder.decode(buffer) == b"Hello, world"
     assert decoder.done
     assert buffer == b"next"  # what follows the body is left for the connection
 
@@ -90,9 +90,9 @@ def test_chunked_body_split_at_every_byte_decodes_the_same() -> None:
     for cut in range(len(CHUNKED) + 1):
         decoder = ChunkedDecoder()
         buffer = bytearray(CHUNKED[:cut])
-        data = b"".join(decoder.decode(buffer))
+        data = decoder.decode(buffer)
         buffer += CHUNKED[cut:]
-        data += b"".join(decoder.decode(buffer))
+        data += decoder.decode(buffer)
         assert data == b"Hello, world", cut
         assert decoder.done, cut
         assert not buffer, cut
@@ -281,13 +281,56 @@ async def test_a_delimited_body_is_read_and_the_connection_reused(
     assert server.connections == 1
 
 
-async def test_chunks_are_pieces_even_when_they_arrive_together(client: HTTP1Client) -> None:
+async def test_chunks_that_arrive_together_are_one_piece(client: HTTP1Client) -> None:
+    """One network read, one piece: the LLMActor publishes one delta per piece."""
     async with (
         RawServer(answering(OK_CHUNKED)) as server,
         client.stream("POST", server.url, content=b"", headers={}) as response,
     ):
         pieces = [piece async for piece in response.aiter_bytes()]
-    assert pieces == [b"hel", b"lo"]
+    assert pieces == [b"hello"]
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length", "close"])
+async def test_data_that_arrives_apart_are_pieces_as_it_arrives(
+    client: HTTP1Client, framing: str
+) -> None:
+    """Each piece is returned as soon as it is read, before the next was sent."""
+    taken = asyncio.Event()
+    parts = [b"one ", b"two ", b"three"]
+    body = b"".join(parts)
+    heads = {
+        "chunked": b"Transfer-Encoding: chunked\r\n",
+        "length": f"Content-Length: {len(body)}\r\n".encode(),
+        "close": b"Connection: close\r\n",
+    }
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + heads[framing] + b"\r\n")
+        for part in parts:
+            writer.write(
+                f"{len(part):x}\r\n".encode() + part + b"\r\n" if framing == "chunked" else part
+            )
+            await writer.drain()
+            await taken.wait()  # the client has read this part
+            taken.clear()
+        if framing == "chunked":
+            writer.write(b"0\r\n\r\n")
+        if framing == "close":
+            writer.close()
+            return
+        await reader.read()
+
+    pieces: list[bytes] = []
+    async with (
+        RawServer(handle) as server,
+        client.stream("POST", server.url, content=b"", headers={}) as response,
+    ):
+        async for piece in response.aiter_bytes():
+            pieces.append(piece)
+            taken.set()
+    assert pieces == parts
 
 
 async def test_a_body_delimited_by_the_close_is_read_and_not_reused(client: HTTP1Client) -> None:

@@ -159,11 +159,12 @@ def parse_head(raw: bytes | bytearray) -> ResponseHead:
 class ChunkedDecoder:
     """Decodes a ``Transfer-Encoding: chunked`` body from a buffer, as much as it holds.
 
-    :meth:`decode` consumes everything the buffer holds and returns the data of each
-    chunk it passed (or the part of one that arrived), one piece per chunk, as h11 does:
-    a provider's chunk is one SSE event, and the LLMActor publishes one delta per piece
-    (the tests and clients see the provider's own pacing). Chunk extensions are ignored;
-    trailer fields are read and dropped.
+    :meth:`decode` consumes everything the buffer holds and returns the data of every
+    chunk it passed (and the part of one that arrived) joined, not a piece per chunk as
+    h11 does: a provider's chunk is one SSE event, and the LLMActor publishes one delta
+    per piece of body, so the 8 events of one network read cost one bus message, not 8
+    (a paced stream still gives a piece per read: the client sees the provider's
+    pacing). Chunk extensions are ignored; trailer fields are read and dropped.
     """
 
     __slots__ = ("_left", "_state", "done")
@@ -176,8 +177,8 @@ class ChunkedDecoder:
         self.done = False
         """The last chunk and the trailer's end were read."""
 
-    def decode(self, buffer: bytearray) -> list[bytes]:
-        """The body data in ``buffer``, a piece per chunk; consumes what it decoded.
+    def decode(self, buffer: bytearray) -> bytes:
+        """The body data in ``buffer``, all its chunks' joined; consumes what it decoded.
 
         Raises:
             LLMProtocolError: A malformed chunk-size line, a chunk not followed by CRLF,
@@ -225,4 +226,5 @@ class ChunkedDecoder:
         self._state = state
         if pos:
             del buffer[:pos]
-        return parts
+        # (One part: join returns it as is, no copy.)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
