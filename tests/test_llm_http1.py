@@ -10,6 +10,7 @@ closed while idle).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -109,8 +110,23 @@ def test_chunked_body_split_at_every_byte_decodes_the_same() -> None:
     ],
 )
 def test_a_malformed_chunked_body_is_refused(raw: bytes, what: str) -> None:
+    decoder = ChunkedDecoder()
+    buffer = bytearray(raw)
+    with contextlib.suppress(LLMProtocolError):
+        decoder.decode(buffer)  # the data before a malformed part comes first
     with pytest.raises(LLMProtocolError, match=what):
-        ChunkedDecoder().decode(bytearray(raw))
+        decoder.decode(buffer)  # (a refusal leaves the buffer as it was: refused again)
+
+
+def test_chunks_before_a_malformed_one_are_returned_then_it_is_refused() -> None:
+    decoder = ChunkedDecoder()
+    buffer = bytearray(b"3\r\nabc\r\n2\r\nde\r\nzz\r\n")
+    assert decoder.decode(buffer) == b"abcde"  # the good chunks of the read first
+    assert buffer == b"zz\r\n"
+    with pytest.raises(LLMProtocolError, match="malformed chunk size"):
+        decoder.decode(buffer)
+    with pytest.raises(LLMProtocolError, match="malformed chunk size"):
+        decoder.decode(buffer)  # and again: the body stays broken
 
 
 @given(st.binary(max_size=200), st.integers(min_value=0, max_value=200))
@@ -683,6 +699,29 @@ async def test_the_actor_reports_a_refused_connection_by_its_name(
     assert "test failed (1 attempt): ConnectError: " in str(error)
     assert KEY not in str(error)
     assert error.retryable
+
+
+async def test_the_actor_shows_the_text_read_before_a_malformed_chunk(
+    start: Start, server: ScriptedLLM
+) -> None:
+    """Good chunks and a malformed one in one read: the good ones' text is published and
+    kept in the error (the client saw it), then the stream fails without a retry."""
+    event = b'data: {"choices": [{"index": 0, "delta": {"content": "Hello"}}]}\n\n'
+    response = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        + f"{len(event):x}\r\n".encode()
+        + event
+        + b"\r\nnot-hex\r\n"
+    )
+    async with RawServer(answering(response, close=True)) as broken:
+        base_url = broken.url.removesuffix("/chat/completions")
+        harness = await start(runtime({"test": provider(server, base_url=base_url, max_retries=1)}))
+        error = await harness.fail()
+    assert isinstance(error, LLMUnavailable)
+    assert "broke after 5 chars: RemoteProtocolError: malformed chunk size b'not-hex'" in str(error)
+    assert harness.probe.of("t-1") == [("content", "Hello")]
+    assert broken.connections == 1  # text was shown: not asked again
 
 
 async def test_the_actor_reports_a_malformed_response_and_retries_it(
