@@ -853,7 +853,9 @@ class UserInputStored(Message):
 class AssistantDelta(Message):
     """Event (LLMActor): a chunk of an answer, published as soon as it arrives.
 
-    Hot path: built with ``model_construct`` (no validation) by the LLMActor.
+    Hot path: the LLMActor builds one per network read. Validated, not ``model_construct``:
+    for a model this small pydantic's validation (~1.8 µs) is cheaper than
+    ``model_construct``'s Python loop (~5.9 µs, pydantic 2.14).
     """
 
     type: Literal["assistant_delta"] = "assistant_delta"

@@ -20,7 +20,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
-from opentelemetry.sdk.trace import TracerProvider
 
 from actors import trace_ids
 from actors.backup import DatabaseLock
@@ -49,8 +48,9 @@ from actors.onboarding import StartupAnnouncer, key_variable, missing_key_warnin
 from actors.orchestrator.actor import OrchestratorActor
 from actors.persistence.actor import PersistenceActor, TurnLeases
 from actors.readiness import BrokerSource
+from actors.tools.mcp_client.prestart import StdioPrestart
 from actors.tools.servers import ChildControl, ServersActor
-from actors.tracing import TracingActor, build_tracer_provider, tracing_wanted
+from actors.trace_ids import tracing_wanted
 from bus.bus import Bus
 from bus.supervisor import ChildSpec, Supervisor
 from config.environment import load_dotenv_files
@@ -60,6 +60,8 @@ from config.schema import ConfigSnapshot
 from config.store import ConfigStore
 
 if TYPE_CHECKING:  # nats (~5 % of the start's imports) only with a cluster: see run_platform
+    from opentelemetry.sdk.trace import TracerProvider  # only with tracing (~50 ms)
+
     from bus.nats_bridge import NatsBridge
 
 __all__ = [
@@ -102,6 +104,7 @@ def build_children(
     replica: str | None = None,
     broker: BrokerSource | None = None,
     cluster: ClusterView | None = None,
+    prestart: StdioPrestart | None = None,
 ) -> list[ChildSpec]:
     """The supervision tree, in start (dependency) order: each actor may ask those before
     it during its ``on_start``; shutdown runs backwards (the gateway stops intake first).
@@ -111,11 +114,14 @@ def build_children(
 
     ``replica``: this replica's id (``cluster``), the holder of its turns' leases;
     ``broker``: the broker's state for ``/readyz``; ``cluster``: the replica's part in
-    its cluster for ``/healthz``."""
+    its cluster for ``/healthz``; ``prestart``: the stdio servers the CLI spawned before
+    the platform was built (``actors/tools/mcp_client/prestart.py``)."""
     operators: list[ChildSpec] = []
     if metrics is not None:
         operators.append(ChildSpec("metrics", lambda: MetricsActor(metrics), kind="core"))
     if tracer is not None:
+        from actors.tracing import TracingActor  # OpenTelemetry only when tracing is on
+
         operators.append(ChildSpec("tracing", lambda: TracingActor(tracer), kind="core"))
 
     def gateway() -> GatewayActor:
@@ -149,7 +155,7 @@ def build_children(
         ChildSpec("orchestrator", OrchestratorActor, kind="core"),
         ChildSpec("gateway", gateway, kind="core"),
         # Last: the ToolActors it starts publish their states to the actors above.
-        ChildSpec("servers", lambda: ServersActor(control, environ), kind="core"),
+        ChildSpec("servers", lambda: ServersActor(control, environ, prestart), kind="core"),
     ]
 
 
@@ -159,6 +165,7 @@ async def run_platform(
     environ: MutableMapping[str, str] | None = None,
     log_format: str | None = None,
     demo: bool = False,
+    prestart: StdioPrestart | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (exit 0) or a core actor's escalation (exit 1).
 
@@ -170,17 +177,26 @@ async def run_platform(
         demo: ``--demo``: answer with the bundled scripted demo model
             (``actors/demo_model.py``), served on a loopback port for as long as the
             platform runs and laid over the configuration in memory (no file changes).
+        prestart: The stdio servers the CLI spawned before importing the platform (each
+            ToolActor takes its own if it was spawned as it would spawn it now); the
+            caller closes it after this returns.
 
     Returns:
         The process exit code.
     """
     if not demo:
-        return await _run_platform(location, environ=environ, log_format=log_format)
+        return await _run_platform(
+            location, environ=environ, log_format=log_format, prestart=prestart
+        )
     model = DemoModelServer()
     await model.start()
     try:
         return await _run_platform(
-            location, environ=environ, log_format=log_format, demo_url=model.base_url
+            location,
+            environ=environ,
+            log_format=log_format,
+            demo_url=model.base_url,
+            prestart=prestart,
         )
     finally:
         await model.close()
@@ -192,6 +208,7 @@ async def _run_platform(
     environ: MutableMapping[str, str] | None,
     log_format: str | None,
     demo_url: str | None = None,
+    prestart: StdioPrestart | None = None,
 ) -> int:
     """:func:`run_platform`'s body; ``demo_url``: the demo model's API, when it runs."""
     started = time.perf_counter()
@@ -328,6 +345,8 @@ async def _run_platform(
     )
     tracer: TracerProvider | None = None
     if tracing_wanted(observability.tracing, env):
+        from actors.tracing import build_tracer_provider  # OpenTelemetry only when tracing is on
+
         tracer = build_tracer_provider(observability.tracing, env)
         trace_ids.enable(on=True, propagate=observability.tracing.propagate_to_servers)
         _log.info(
@@ -399,6 +418,7 @@ async def _run_platform(
         replica=replica,
         broker=None if bridge is None else bridge.state,
         cluster=None if bridge is None else ClusterView(bridge.replica, routes, bridge.traffic),
+        prestart=prestart,
     )
     supervisor = Supervisor(bus, children, shutdown_grace=SHUTDOWN_GRACE_SECONDS)
     main_task = asyncio.current_task()

@@ -55,27 +55,18 @@ from actors.messages import (
     TurnFinished,
     TurnStateChanged,
 )
-from actors.trace_ids import span_id_of, trace_id_of
+from actors.trace_ids import span_id_of, trace_id_of, tracing_wanted
 from bus.actor import Actor
 from config.schema import TracingConfig
 
 __all__ = ["TracingActor", "TracingInbox", "build_tracer_provider", "tracing_wanted"]
 
-_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _PENDING_ENDS = 64
 """Turns over whose TurnFinished has not arrived yet (it follows at once, but for a turn
 whose StartTurn failed: it never comes) kept open before the oldest is ended."""
 _RECENT_TURNS = 1024
 """Turns whose sampling decision is remembered for late events (an LLM request's event may
 arrive after its turn ended)."""
-
-
-def tracing_wanted(settings: TracingConfig, environ: Mapping[str, str]) -> bool:
-    """Whether tracing is on: the config section or an OTLP endpoint variable, unless
-    ``OTEL_SDK_DISABLED`` is true."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    return settings.enabled or any(environ.get(v) for v in _ENDPOINT_VARIABLES)
 
 
 class _TurnIds(IdGenerator):

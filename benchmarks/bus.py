@@ -2,14 +2,17 @@
 
 Run with ``uv run python benchmarks/bus.py`` (``--runs``, ``--n``, ``--n-requests``).
 
-Four scenarios, each a fresh :class:`~bus.bus.Bus` with one real actor:
+Five scenarios, each a fresh :class:`~bus.bus.Bus` with one real actor:
 
 - **publish, reused message**: one publisher awaits ``bus.publish(msg)`` N times to one
   subscriber whose ``handle`` only counts; timed from the first publish until the handler
   has seen all N. One pre-built frozen message is reused, so this measures delivery, not
   Pydantic construction.
 - **publish, model_construct**: the same, building each message with
-  ``Model.model_construct(...)`` (how hot-path stream deltas are built inside the process).
+  ``Model.model_construct(...)``.
+- **publish, validated**: the same, building each message with ``Model(...)``: how the
+  hot path's stream deltas are built, since for a model this small pydantic's validation
+  is cheaper than ``model_construct``'s Python loop (``docs/performance.md``).
 - **request/reply, 1 caller**: one caller awaits ``bus.request(msg, to=name)`` N times.
 - **request/reply, 8 callers**: the same N round trips split over 8 concurrent callers.
 
@@ -137,6 +140,21 @@ async def publish_constructed(n: int) -> float:
     return elapsed
 
 
+async def publish_validated(n: int) -> float:
+    """Seconds to publish and handle ``n`` messages built (and validated) by ``Tick(...)``."""
+    bus = Bus()
+    counter = Counter(n)
+    task = await _running(bus, counter)
+    publish = bus.publish
+    started = time.perf_counter()
+    for i in range(n):
+        await publish(Tick(n=i))
+    await counter.done.wait()
+    elapsed = time.perf_counter() - started
+    await _stop(counter, task)
+    return elapsed
+
+
 async def _ask(bus: Bus, count: int) -> None:
     question = Question(n=1)
     request = bus.request
@@ -187,6 +205,7 @@ SCENARIOS = [
     Scenario(
         "publish, model_construct", "msg/s", PUBLISH_GOAL, publish_constructed, requests=False
     ),
+    Scenario("publish, validated", "msg/s", PUBLISH_GOAL, publish_validated, requests=False),
     Scenario("request/reply, 1 caller", "rt/s", REQUEST_GOAL, request_sequential, requests=True),
     Scenario(
         f"request/reply, {CONCURRENT_CALLERS} callers",

@@ -235,7 +235,7 @@ class Actor(Generic[InboxT]):
     async def _loop(self) -> None:
         mailbox = self.mailbox
         while True:
-            envelope = await mailbox.get()
+            envelope = mailbox.get_nowait() or await mailbox.get()
             message = envelope.message
             if message is _STOP:
                 return

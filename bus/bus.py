@@ -283,25 +283,52 @@ class Bus:
         actor = self._addressee(message, to, sender)
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[R] = loop.create_future()
-        envelope = Envelope(message, sender, next(self._ids), reply, loop.time() + seconds)
+        deadline = loop.time() + seconds
+        envelope = Envelope(message, sender, next(self._ids), reply, deadline)
+        try:
+            actor.mailbox.put_nowait(envelope)
+        except MailboxFull:
+            # Rare: wait for room and for the answer within the one deadline.
+            return await self._request_when_full(actor, envelope, reply, seconds)
+        except MailboxClosed as exc:
+            raise self._stopped(actor, envelope) from exc
+        # One timer handle instead of ``asyncio.timeout`` (~2.5 µs less per request: no
+        # context manager, no task bookkeeping): on the deadline it fails the reply with a
+        # TimeoutError, which the answering side then finds done (a late reply).
+        timer = loop.call_at(deadline, _expire, reply)
+        try:
+            return await reply
+        except TimeoutError as exc:
+            raise self._timed_out(actor, envelope, seconds) from exc
+        finally:
+            timer.cancel()
+
+    async def _request_when_full(
+        self, actor: Actor[Any], envelope: Envelope, reply: asyncio.Future[R], seconds: float
+    ) -> R:
         try:
             async with asyncio.timeout(seconds):
-                try:
-                    actor.mailbox.put_nowait(envelope)
-                except MailboxFull:
-                    await actor.mailbox.put(envelope)
+                await actor.mailbox.put(envelope)
                 return await reply
         except MailboxClosed as exc:
-            self.dead_letter(message, "mailbox_closed", sender=sender, to=actor.name)
-            raise ActorStopped(
-                f"{actor.name!r} is stopping and cannot answer {type(message).__name__}"
-            ) from exc
+            raise self._stopped(actor, envelope) from exc
         except TimeoutError as exc:
             reply.cancel()
-            raise RequestTimeout(
-                f"{actor.name!r} did not answer {type(message).__name__} "
-                f"(correlation id {envelope.correlation_id}) within {seconds:g} s"
-            ) from exc
+            raise self._timed_out(actor, envelope, seconds) from exc
+
+    def _stopped(self, actor: Actor[Any], envelope: Envelope) -> ActorStopped:
+        message = envelope.message
+        self.dead_letter(message, "mailbox_closed", sender=envelope.sender, to=actor.name)
+        return ActorStopped(
+            f"{actor.name!r} is stopping and cannot answer {type(message).__name__}"
+        )
+
+    @staticmethod
+    def _timed_out(actor: Actor[Any], envelope: Envelope, seconds: float) -> RequestTimeout:
+        return RequestTimeout(
+            f"{actor.name!r} did not answer {type(envelope.message).__name__} "
+            f"(correlation id {envelope.correlation_id}) within {seconds:g} s"
+        )
 
     def _addressee(self, message: BaseModel, to: str | None, sender: str | None) -> Actor[Any]:
         if to is not None:
@@ -359,6 +386,12 @@ class Bus:
             correlation_id=correlation_id,
             **({"during": "shutdown"} if during_shutdown else {}),
         )
+
+
+def _expire(reply: asyncio.Future[Any]) -> None:
+    """A request's deadline passed: its caller stops waiting (see :meth:`Bus.request`)."""
+    if not reply.done():
+        reply.set_exception(TimeoutError())
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}

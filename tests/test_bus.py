@@ -56,6 +56,7 @@ from bus.errors import (
 )
 from bus.mailbox import Mailbox
 from bus.messages import Message, Ping, Pong, Request
+from tests.conftest import LogCapture
 
 # -- messages used only by these tests --------------------------------------------------------
 
@@ -415,6 +416,24 @@ async def test_mailbox_close_fails_waiting_putters_and_refuses_new_messages() ->
     assert len(mailbox) == 0
 
 
+async def test_mailbox_get_nowait_takes_in_order_and_wakes_a_waiting_putter() -> None:
+    mailbox = Mailbox(1)
+    assert mailbox.get_nowait() is None
+    mailbox.put_nowait(_note(0))
+    waiting = asyncio.create_task(mailbox.put(_note(1)))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    taken = mailbox.get_nowait()
+    assert taken is not None
+    assert taken.message == Note(n=0)
+    async with asyncio.timeout(1):
+        await waiting
+    taken = mailbox.get_nowait()
+    assert taken is not None
+    assert taken.message == Note(n=1)
+    assert mailbox.get_nowait() is None
+
+
 def test_errors_form_the_documented_tree() -> None:
     assert issubclass(NoSuchActor, Undeliverable)
     assert issubclass(MailboxClosed, Undeliverable)
@@ -662,6 +681,42 @@ async def test_request_that_expired_in_the_mailbox_is_a_dead_letter(
     [letter] = log_events.events("bus.dead_letter", reason="request_expired")
     assert letter["message_type"] == "Echo"
     assert letter["to"] == "worker"
+
+
+async def test_a_request_waiting_for_room_times_out_within_its_timeout(stage: Stage) -> None:
+    slow = await stage.start(GatedRecorder("slow", mailbox_size=1))
+    bus = stage.bus
+    await bus.publish(Note(n=0))
+    await slow.entered.wait()
+    await bus.publish(Note(n=1))  # the mailbox is full now
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(RequestTimeout, match=r"within 0\.05 s") as caught:
+        # Any message can be sent as a request; the typed API wants a Request.
+        await bus.request(Note(n=2), to="slow", timeout=0.05, sender="caller")  # type: ignore[arg-type]
+    assert 0.05 <= loop.time() - started < 1.0
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    slow.gate.set()
+    await barrier(bus, slow)
+    assert slow.seen == [0, 1]  # never delivered: it waited for room until its deadline
+
+
+async def test_a_cancelled_requester_leaves_its_answer_a_dead_letter(
+    stage: Stage, log_events: LogCapture
+) -> None:
+    worker = await stage.start(Worker())
+    requesting = asyncio.create_task(
+        stage.bus.request(Hold(tag="gone"), timeout=5, sender="caller")
+    )
+    await worker.holding.wait()
+    requesting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await requesting
+    worker.gate.set()
+    await barrier(stage.bus, worker)
+    [letter] = log_events.events("bus.dead_letter", reason="late_reply")
+    assert letter["message_type"] == "Hold"
+    assert letter["sender"] == "caller"
 
 
 # -- fast failure -----------------------------------------------------------------------------

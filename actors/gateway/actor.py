@@ -2,18 +2,22 @@
 
 Design note: the actor owns the listening socket (websockets' asyncio server) and every
 connection on it. Each connection has the server's handler task, which reads client
-frames and turns them into bus requests, and, while its outbox holds frames, a *writer*
-task that drains it (an idle connection holds no writer: ~10 KiB each less,
-``benchmarks/idle_connections.py``). Frames are never written from the actor's mailbox
-loop, so one slow client cannot hold up the deltas of everyone else. What must end a
-connection at once (its outbox overflowed, its token revoked, a send failed) halts it:
-the handler task is cancelled wherever it waits, then closes the connection.
+frames and turns them into bus requests. Frames are never written from the actor's
+mailbox loop, so one slow client cannot hold up the deltas of everyone else: a queued
+frame schedules one *flush* of the connection's outbox after the loop's current pass,
+which writes everything the pass queued in one socket write (``_Connection._flush``);
+only a connection that cannot take it at once (the client reads slower than we write,
+or it is closing) gets a *writer* task that sends frame by frame and waits (an idle
+connection holds neither: ~10 KiB each less, ``benchmarks/idle_connections.py``). What
+must end a connection at once (its outbox overflowed, its token revoked, a send failed)
+halts it: the handler task is cancelled wherever it waits, then closes the connection.
 
 The outbox is where backpressure meets the protocol:
 
-* a delta is sent at once when the writer is idle; while a send is pending, further
-  deltas of the same turn and kind are merged into the one waiting in the outbox (the
-  per-frame cost dominates: ~30k frames/s per process, ``shared/notes/performance.md``);
+* a delta goes out with the pass's flush; until then, and while the writer waits on a
+  slow client, further deltas of the same turn and kind are merged into the one waiting
+  in the outbox (the per-frame cost dominates: ~30k frames/s per process,
+  ``shared/notes/performance.md``);
 * the outbox is bounded (:data:`MAX_OUTBOX_FRAMES`, :data:`MAX_OUTBOX_BYTES`); a client
   that falls that far behind is closed with code 1013 and a reason, instead of growing
   the server's memory.
@@ -93,6 +97,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from actors.attachments import check_attachments, check_count, read_attachment, without_content
 from actors.cluster import ClusterView
@@ -273,6 +278,9 @@ MAX_OUTBOX_BYTES = 8 * 1024 * 1024
 MAX_MERGED_DELTA = 256 * 1024
 """Characters merged into one delta frame at most: a frame being sent sits in the
 transport's buffer, outside the outbox's count, so it must stay small."""
+FLUSH_BATCH_BYTES = 64 * 1024
+"""Bytes of frames joined into one socket write at most (asyncio's default high-water
+mark): a batch past it waits for the client, as a single frame would."""
 CLOSE_TIMEOUT = 3.0
 """Seconds a closing handshake may take before the TCP connection is aborted."""
 SLOW_CLIENT_CLOSE_CODE = 1013
@@ -316,10 +324,11 @@ class _PendingDelta:
         self.envelope = envelope
         """The original framing's chunk (``None``: ours)."""
 
-    def render(self) -> str:
+    def render(self) -> bytes:
+        """The frame's UTF-8 JSON (what goes into the WebSocket text frame)."""
         if self.envelope is not None:
             # Unredacted for the same reason as ours below.
-            return orjson.dumps(self.envelope.frame("".join(self.parts)).model_dump()).decode()
+            return orjson.dumps(self.envelope.frame("".join(self.parts)).model_dump())
         # Not redacted (the one frame that bypasses _wire_text), by decision: deltas are
         # the hot path and hold only model text, which can carry a secret of ours only if
         # the model echoes one it read (in a tool result). The LLM streams a few
@@ -332,9 +341,9 @@ class _PendingDelta:
             {
                 "type": _DELTA_FRAME_TYPES[self.kind],
                 "turn_id": self.turn_id,
-                "content": "".join(self.parts),
+                "content": self.parts[0] if len(self.parts) == 1 else "".join(self.parts),
             }
-        ).decode()
+        )
 
 
 _DELTA_FRAME_TYPES = {
@@ -469,6 +478,7 @@ class _Connection:
     __slots__ = (
         "_bytes",
         "_closing",
+        "_flush_handle",
         "_model_label",
         "_outbox",
         "catch_up",
@@ -517,7 +527,7 @@ class _Connection:
         self.connected_at = time.monotonic()
         self.frames_sent = 0
         self.deltas_merged = 0
-        self._outbox: deque[str | _PendingDelta] | None = None
+        self._outbox: deque[bytes | _PendingDelta] | None = None
         """Frames not sent yet; ``None`` while there are none (an idle connection holds no
         deque: memory, benchmarks/idle_connections.py)."""
         self._bytes = 0
@@ -528,8 +538,11 @@ class _Connection:
         """Why the connection must end now (set once, by :meth:`halt`)."""
         self.send_error: BaseException | None = None
         """What failed the writer (``halted == "send_failed"``)."""
+        self._flush_handle: asyncio.Handle | None = None
+        """The pending :meth:`_flush` of what the loop's current pass queued."""
         self.writer: asyncio.Task[None] | None = None
-        """The task sending the outbox; there is none while it is empty (an idle
+        """The task sending the outbox while the connection cannot take it at once (closing,
+        or the client reads slower than we write); there is none otherwise (an idle
         connection holds no task but its handler: memory, benchmarks/idle_connections.py)."""
 
     def halt(self, reason: Literal["too_slow", "unauthorized", "send_failed"]) -> None:
@@ -558,12 +571,16 @@ class _Connection:
     def send_original(self, frames: tuple[OriginalFrame, ...]) -> None:
         """Queue frames of the original framing (the translation's own replies)."""
         for frame in frames:
-            self._push(_wire_original(frame))
+            self._push(_wire_original(frame).encode())
 
     def send_frame(self, frame: BaseModel) -> None:
         """Queue a frame (never waits; a client that is too far behind is closed)."""
         for text in self.render(frame):
-            self._push(text)
+            self._push(text.encode())
+
+    def send_wire(self, data: bytes) -> None:
+        """Queue a frame already rendered for this connection's framing (UTF-8 JSON)."""
+        self._push(data)
 
     def send_delta(self, turn_id: str, kind: str, text: str) -> None:
         """Queue a delta, merged into the last queued one of the same turn and kind."""
@@ -597,25 +614,24 @@ class _Connection:
         self._kick()
         self._check_bounds()
 
-    def _push(self, text: str) -> None:
+    def _push(self, data: bytes) -> None:
         if self._closing:
             return
-        self._queue(text)
-        self._bytes += len(text)
+        self._queue(data)
+        self._bytes += len(data)
         self._kick()
         self._check_bounds()
 
-    def _queue(self, item: str | _PendingDelta) -> None:
+    def _queue(self, item: bytes | _PendingDelta) -> None:
         if self._outbox is None:
             self._outbox = deque()
         self._outbox.append(item)
 
     def _kick(self) -> None:
-        """Start the writer if it is not running (it ends when the outbox is empty)."""
-        if self.writer is None and self.halted is None:
-            self.writer = asyncio.get_running_loop().create_task(
-                self._write(), name=f"gateway:writer:{self.id}"
-            )
+        """Have the outbox flushed once the loop's current pass is over (a callback, not a
+        task: what the pass queues for this connection goes out in one write)."""
+        if self._flush_handle is None and self.writer is None and self.halted is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     def _check_bounds(self) -> None:
         queued = len(self._outbox) if self._outbox else 0
@@ -627,18 +643,66 @@ class _Connection:
             self._bytes = 0
             self.halt("too_slow")
 
+    def _take(self) -> bytes:
+        """The next queued frame's bytes (the outbox is not empty)."""
+        assert self._outbox is not None
+        item = self._outbox.popleft()
+        if isinstance(item, _PendingDelta):
+            self._bytes -= item.size
+            return item.render()
+        self._bytes -= len(item)
+        return item
+
+    def _flush(self) -> None:
+        """Write the queued frames now, in as few socket writes as the transport allows.
+
+        Frames are encoded by the connection's Sans-I/O protocol (``send_text``, which
+        applies the negotiated extensions) and their bytes joined into one
+        ``transport.write``: one ``send`` system call for what a loop pass queued, where
+        ``ServerConnection.send`` writes (and enters an async context) per frame. On
+        loopback that call was ~14 % of the event loop's busy time in a burst of 50
+        turns (py-spy, ``docs/performance.md``), once per frame.
+
+        Whatever this cannot do at once goes to the writer task, which sends through
+        ``ServerConnection.send`` as before: a connection that is not open (its send
+        raises ConnectionClosed, as the handler expects), or a transport above its
+        high-water mark (the send waits for the client to read: backpressure; at most
+        :data:`FLUSH_BATCH_BYTES` past the mark, as one frame could before).
+        """
+        self._flush_handle = None
+        outbox = self._outbox
+        if not outbox or self.writer is not None:
+            return
+        ws = self.ws
+        protocol = ws.protocol
+        try:
+            while outbox:
+                if protocol.state is not State.OPEN or ws.paused:
+                    self.writer = asyncio.get_running_loop().create_task(
+                        self._write(), name=f"gateway:writer:{self.id}"
+                    )
+                    return
+                size = frames = 0
+                while outbox and size < FLUSH_BATCH_BYTES:
+                    data = self._take()
+                    protocol.send_text(data)
+                    size += len(data)
+                    frames += 1
+                ws.transport.write(b"".join(protocol.data_to_send()))
+                self.frames_sent += frames
+        except Exception as exc:  # noqa: BLE001 - the handler re-raises what is not a close
+            self.send_error = exc
+            self.halt("send_failed")
+        if not self._outbox:
+            self._outbox = None  # drained: the idle connection holds no deque
+
     async def _write(self) -> None:
-        """Send queued frames in order until the outbox is empty (the writer task)."""
+        """Send queued frames in order until the outbox is empty (the writer task: only
+        while the connection cannot take them at once, see :meth:`_flush`)."""
         try:
             while self._outbox:
-                item = self._outbox.popleft()  # a send may replace or drop the deque
-                if isinstance(item, _PendingDelta):
-                    self._bytes -= item.size
-                    text = item.render()
-                else:
-                    self._bytes -= len(item)
-                    text = item
-                await self.ws.send(text)
+                data = self._take()  # a send may replace or drop the deque
+                await self.ws.send(data, text=True)
                 self.frames_sent += 1
         except Exception as exc:  # noqa: BLE001 - the handler re-raises what is not a close
             self.send_error = exc
@@ -650,6 +714,10 @@ class _Connection:
 
     async def stop_writer(self) -> None:
         """Stop sending (what is queued stays unsent)."""
+        handle = self._flush_handle
+        if handle is not None:
+            handle.cancel()
+            self._flush_handle = None
         writer = self.writer
         if writer is not None:
             writer.cancel()
@@ -657,6 +725,10 @@ class _Connection:
 
     async def drain(self) -> None:
         """Return once everything queued was sent (or the writer failed)."""
+        handle = self._flush_handle
+        if handle is not None:
+            handle.cancel()
+            self._flush()
         while self.writer is not None:
             await asyncio.shield(self.writer)
 
@@ -690,6 +762,58 @@ def _wire_text(frame: BaseModel) -> str:
     conversation = ("message",) if data.get("type") == "assistant_message" else ()
     for key, value in data.items():
         data[key] = _redacted(value, key in conversation or key in _CONVERSATION_TEXT)
+    return orjson.dumps(data).decode()
+
+
+def _assistant_message_frame(
+    message: TurnFinished, text: str, thinking: str | None
+) -> AssistantMessageFrame:
+    """A turn's ``assistant_message`` from its TurnFinished, as a model (the original
+    framing translates models). Validated: for models this small pydantic's validation
+    (~3 µs here) costs less than ``model_construct``'s Python loop (~9 µs, pydantic 2.14)."""
+    usage = message.usage
+    return AssistantMessageFrame(
+        turn_id=message.turn_id,
+        request_id=message.request_id,
+        message=text,
+        thinking=thinking,
+        usage=UsageInfo(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            cost=usage.cost,
+        ),
+        model=message.model,
+        finish_reason=message.finish_reason,
+    )
+
+
+def _assistant_message_wire(message: TurnFinished, text: str, thinking: str | None) -> str:
+    """The JSON text of a turn's ``assistant_message``, exactly as :func:`_wire_text`
+    writes :func:`_assistant_message_frame` (same keys, order and redaction:
+    ``tests/test_gateway_frames.py``), from a dict: once per turn on the hot path, where
+    the model, its dump and the generic redaction walk took ~9 µs, this ~1.5."""
+    data: dict[str, object] = {
+        "type": "assistant_message",
+        "turn_id": redact_text(message.turn_id),
+    }
+    if message.request_id is not None:
+        data["request_id"] = redact_text(message.request_id)
+    data["message"] = redact_known_secrets(text)
+    if thinking is not None:
+        data["thinking"] = redact_known_secrets(thinking)
+    usage = message.usage
+    counts: dict[str, object] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if usage.cost is not None:
+        counts["cost"] = usage.cost
+    data["usage"] = counts
+    if message.model is not None:
+        data["model"] = redact_text(message.model)
+    data["finish_reason"] = redact_text(message.finish_reason)
     return orjson.dumps(data).decode()
 
 
@@ -1163,32 +1287,34 @@ class GatewayActor(Actor[GatewayInbox]):
         if message.streamed is not None:
             seen = answer.answer(message.streamed) if answer is not None else None
             text, thinking = seen if seen is not None else await self._stored_answer(message)
-        frames: list[BaseModel] = []
-        if message.error_code is not None:
-            frames.append(
-                ErrorFrame(
-                    error_code=message.error_code,
-                    error_message=message.error_message or message.error_code,
-                    request_id=message.request_id,
-                    retryable=message.retryable,
-                )
-            )
-        frames.append(
-            AssistantMessageFrame(
-                turn_id=message.turn_id,
+        watchers = self._by_conversation.get(cid)
+        if not watchers:
+            return
+        error = (
+            None
+            if message.error_code is None
+            else ErrorFrame(
+                error_code=message.error_code,
+                error_message=message.error_message or message.error_code,
                 request_id=message.request_id,
-                message=text,
-                thinking=thinking,
-                usage=UsageInfo(**message.usage.model_dump()),
-                model=message.model,
-                finish_reason=message.finish_reason,
+                retryable=message.retryable,
             )
         )
-        for conn in self._by_conversation.get(cid, ()):
+        # Once per turn and tab: written from our own message as a dict (1.5 µs, where the
+        # frame model and _wire_text took ~9), once for every tab of ours (the original
+        # framing translates the frame's model).
+        native: bytes | None = None
+        for conn in watchers:
             if conn.resume is not None and conn.resume.turn_id == message.turn_id:
                 conn.resume = None
-            for frame in frames:
-                conn.send_frame(frame)
+            if error is not None:
+                conn.send_frame(error)
+            if conn.original is None:
+                if native is None:
+                    native = _assistant_message_wire(message, text, thinking).encode()
+                conn.send_wire(native)
+            else:
+                conn.send_frame(_assistant_message_frame(message, text, thinking))
 
     async def _broker_changed(self, *, connected: bool, broker: str) -> None:
         """The broker connection was lost or is back: tell every tab; once back, read

@@ -185,6 +185,7 @@ from actors.tools.mcp_client import (
     connect_server,
     oauth_auth,
 )
+from actors.tools.mcp_client.prestart import StdioPrestart
 from actors.tools.owners import IdleClock, OwnedRequest, OwnerConnections, owners_of
 from actors.tools.platform_server import (
     CONVERSATION_META_KEY,
@@ -385,6 +386,7 @@ class ToolActor(Actor[ToolInbox]):
         connection: ``mcp.connection`` (reconnect policy, connection timeout).
         platform_env: The platform's environment (``${VAR}`` references, the stdio policy).
         config_dir: The default working directory of a stdio server.
+        prestart: Stdio: the servers the CLI spawned before the platform was built.
     """
 
     subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
@@ -412,6 +414,7 @@ class ToolActor(Actor[ToolInbox]):
         elicitation_timeout: float = 120.0,
         oauth: OAuthSetup | None = None,
         owner: str = "",
+        prestart: StdioPrestart | None = None,
     ) -> None:
         name = tool_actor_name(server) + (f"@{owner}" if owner else "")
         super().__init__(name, mailbox_size=1000)
@@ -477,6 +480,9 @@ class ToolActor(Actor[ToolInbox]):
         """Notified whenever ``_conn`` changes or a connect attempt fails."""
         self._connect_failures = 0
         """Failed connect attempts so far (a call waiting for a renewal gives up on one)."""
+        self._prestart = prestart
+        """Stdio: the servers the CLI spawned before the platform was built (the first
+        connect takes this server's, see ``mcp_client/prestart.py``)."""
 
     async def on_start(self) -> None:
         await self._publish_state("starting", None)
@@ -755,6 +761,7 @@ class ToolActor(Actor[ToolInbox]):
             # Until the first listings are done (see _own): a server may let initialize
             # through and want a token only from tools/list on.
             interactive="always",
+            prestart=self._prestart,
         )
 
     # -- OAuth -----------------------------------------------------------------------------

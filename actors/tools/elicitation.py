@@ -17,9 +17,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]  # no stubs in the chosen set
-from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
-
 __all__ = ["ElicitationContentInvalid", "accepted_content"]
 
 _MAX_PROBLEMS = 10
@@ -44,6 +41,11 @@ def accepted_content(schema: dict[str, Any], content: dict[str, Any] | None) -> 
         ElicitationContentInvalid: It does not match the schema (or the server's schema
             is itself not a valid JSON Schema, which no answer can fix).
     """
+    # Imported at the first answer, not at start: jsonschema (with attrs and referencing)
+    # is ~40 ms of CPU that a platform whose servers never ask a question never needs.
+    import jsonschema  # type: ignore[import-untyped]  # no stubs in the chosen set
+    from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
+
     result = dict(copy.deepcopy(content or {}))
     properties = schema.get("properties")
     if isinstance(properties, dict):

@@ -33,6 +33,7 @@ from actors.messages import ConfigChanged, GetConfig
 from actors.tool_names import tool_actor_name
 from actors.tools.actor import OAuthSetup, PlatformToolActor, ToolActor
 from actors.tools.mcp_client import OAuthTiming
+from actors.tools.mcp_client.prestart import StdioPrestart
 from bus.actor import Actor
 from bus.supervisor import ChildSpec
 from config.schema import PLATFORM_SERVER, ConfigSnapshot
@@ -83,15 +84,23 @@ class ServersActor(Actor[ConfigChanged]):
     Args:
         control: Adds and removes supervised children.
         environ: The platform's environment, for the ToolActors.
+        prestart: The stdio servers the CLI spawned before the platform was built: the
+            ToolActors take theirs; the rest are killed once this actor knows what runs.
     """
 
     default_name: ClassVar[str] = "servers"
     subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (ConfigChanged,)
 
-    def __init__(self, control: ChildControl, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        control: ChildControl,
+        environ: Mapping[str, str],
+        prestart: StdioPrestart | None = None,
+    ) -> None:
         super().__init__()
         self._control = control
         self._environ = environ
+        self._prestart = prestart
         self._running: dict[str, str] = {}
         """Server name → the fingerprint its running ToolActor was built from."""
 
@@ -118,6 +127,8 @@ class ServersActor(Actor[ConfigChanged]):
 
     async def _reconcile(self, snapshot: ConfigSnapshot) -> None:
         wanted = _wanted(snapshot)
+        if self._prestart is not None:
+            self._prestart.keep_only(wanted)
         stop = [n for n in self._running if wanted.get(n) != self._running[n]]
         start = [n for n in wanted if self._running.get(n) != wanted[n]]
         for name in stop:
@@ -166,6 +177,7 @@ class ServersActor(Actor[ConfigChanged]):
                 config_dir,
                 elicitation_timeout=timeout,
                 oauth=oauth,
+                prestart=self._prestart,
             )
 
         return ChildSpec(tool_actor_name(server), factory, kind="transient")

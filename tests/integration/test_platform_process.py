@@ -6,6 +6,7 @@ its stdout as JSON log events, as an operator's log shipper would.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from tests.integration.conftest import PlatformProcess
 
+DEMO_SERVER = Path(__file__).resolve().parents[2] / "Servers" / "demo_server.py"
 SECRET = "sk-or-v1-THIS-IS-A-TEST-SECRET-0123456789"
 
 
@@ -78,7 +80,8 @@ async def test_signal_stops_cleanly_and_promptly(platform_factory, signum: int) 
 
 async def test_a_sqlite_platform_never_imports_asyncpg(platform_factory, tmp_path: Path) -> None:
     """asyncpg (and the PostgreSQL repository) load only when PostgreSQL storage is
-    configured: the platform on its default SQLite storage runs, and stops, without them."""
+    configured: the platform on its default SQLite storage runs, and stops, without them
+    (nor without the other optional features' modules)."""
     modules = tmp_path / "modules.txt"
     # The console entry point run by a launcher that writes sys.modules at the clean exit.
     program = (
@@ -100,6 +103,34 @@ async def test_a_sqlite_platform_never_imports_asyncpg(platform_factory, tmp_pat
     assert "actors.platform" in loaded  # the launcher ran the platform
     assert "asyncpg" not in loaded
     assert "actors.persistence.postgres" not in loaded
+    # Nor what only an optional feature needs (each ~20-50 ms of the start's CPU):
+    # OpenTelemetry's SDK without tracing, jsonschema before a server's question is
+    # answered, PyJWT without a client-credentials OAuth server.
+    assert "opentelemetry.sdk.trace" not in loaded
+    assert "actors.tracing" not in loaded
+    assert "jsonschema" not in loaded
+    assert "jwt" not in loaded
+
+
+async def test_stdio_servers_are_spawned_before_the_platform_is_built(
+    platform_factory, tmp_path: Path
+) -> None:
+    """``mcp-platform`` spawns the configured stdio servers before it imports the platform
+    (their start overlaps its own); each ToolActor then takes its server's process."""
+    proc: PlatformProcess = platform_factory()
+    (proc.config_dir / "runtime_config.yaml").write_text(RUNTIME)
+    demo = {"command": sys.executable, "args": [str(DEMO_SERVER)]}
+    servers = {"mcpServers": {"one": demo, "two": demo, "off": {**demo, "enabled": False}}}
+    (proc.config_dir / "servers_config.json").write_text(json.dumps(servers))
+    await proc.start()
+    used = []
+    for name in ("one", "two"):
+        used.append(await proc.wait_for("mcp.prestart_used", lambda e, n=name: e["server"] == n))
+        await proc.wait_for("tools.server_ready", lambda e, n=name: e.get("server") == n)
+    assert all(isinstance(event["pid"], int) for event in used)
+    assert not [e for e in proc.events if e.get("event") == "mcp.prestart_discarded"]
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait_exit() == 0
 
 
 async def test_valid_edit_is_applied_within_a_second(platform_factory) -> None:

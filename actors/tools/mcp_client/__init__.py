@@ -13,8 +13,11 @@ protocol; this package adds what a host needs around it. Its modules, by concern
 * ``results.py``: :class:`ToolResult`, a ``tools/call`` result normalised.
 * ``environment.py``: what a stdio server's environment holds, ``${VAR}`` references.
 * ``stderr.py``: the pipe that captures a stdio server's stderr.
+* ``prestart.py``: stdio servers spawned by the CLI before the platform is imported, taken
+  over by their ToolActor's first connect; ``stdio.py``: the SDK's transport over them.
 * ``oauth.py``: :func:`oauth_auth`: OAuth 2.1 for HTTP servers (the SDK's provider, with
-  refresh before expiry, one refresh in flight, a person asked only while connecting).
+  refresh before expiry, one refresh in flight, a person asked only while connecting);
+  ``oauth_grants.py``: the client-credentials providers, imported only for that grant.
 * ``token_store.py``: where tokens are kept (the configured chat backend, through the
   persistence room or a command's repository; or memory).
 
@@ -22,38 +25,90 @@ Import from the package (``from actors.tools.mcp_client import connect_server``)
 with a leading underscore are shared between these modules only.
 """
 
-from actors.tools.mcp_client.connect import Interactive, NegotiationMode, connect_server
-from actors.tools.mcp_client.connection import CallClock, ServerConnection
-from actors.tools.mcp_client.environment import expand_env_references, stdio_environment
-from actors.tools.mcp_client.errors import (
-    AuthorizationRequired,
-    ConnectFailure,
-    MCPClientError,
-    ServerConfigError,
-    ServerConnectError,
-    ServerGone,
-    ServerRequestError,
-    ServerRequestTimeout,
-    SessionExpired,
-    ToolCallError,
-    ToolCallTimeout,
-)
-from actors.tools.mcp_client.oauth import (
-    AuthorizationGate,
-    AuthorizationStateError,
-    OAuthTiming,
-    PlatformOAuth,
-    callback_result_from_url,
-    oauth_auth,
-)
-from actors.tools.mcp_client.results import BinaryContent, ResourceRef, ToolResult
-from actors.tools.mcp_client.stderr import STDERR_TAIL_LINES
-from actors.tools.mcp_client.token_store import (
-    BusOAuthRecords,
-    MemoryTokenStorage,
-    OAuthRecords,
-    StoredTokenStorage,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from actors.tools.mcp_client.connect import Interactive, NegotiationMode, connect_server
+    from actors.tools.mcp_client.connection import CallClock, ServerConnection
+    from actors.tools.mcp_client.environment import expand_env_references, stdio_environment
+    from actors.tools.mcp_client.errors import (
+        AuthorizationRequired,
+        ConnectFailure,
+        MCPClientError,
+        ServerConfigError,
+        ServerConnectError,
+        ServerGone,
+        ServerRequestError,
+        ServerRequestTimeout,
+        SessionExpired,
+        ToolCallError,
+        ToolCallTimeout,
+    )
+    from actors.tools.mcp_client.oauth import (
+        AuthorizationGate,
+        AuthorizationStateError,
+        OAuthTiming,
+        PlatformOAuth,
+        callback_result_from_url,
+        oauth_auth,
+    )
+    from actors.tools.mcp_client.results import BinaryContent, ResourceRef, ToolResult
+    from actors.tools.mcp_client.stderr import STDERR_TAIL_LINES
+    from actors.tools.mcp_client.token_store import (
+        BusOAuthRecords,
+        MemoryTokenStorage,
+        OAuthRecords,
+        StoredTokenStorage,
+    )
+
+_WHERE: dict[str, str] = {
+    "AuthorizationGate": "oauth",
+    "AuthorizationRequired": "errors",
+    "AuthorizationStateError": "oauth",
+    "BinaryContent": "results",
+    "BusOAuthRecords": "token_store",
+    "CallClock": "connection",
+    "ConnectFailure": "errors",
+    "Interactive": "connect",
+    "MCPClientError": "errors",
+    "MemoryTokenStorage": "token_store",
+    "NegotiationMode": "connect",
+    "OAuthRecords": "token_store",
+    "OAuthTiming": "oauth",
+    "PlatformOAuth": "oauth",
+    "ResourceRef": "results",
+    "STDERR_TAIL_LINES": "stderr",
+    "ServerConfigError": "errors",
+    "ServerConnectError": "errors",
+    "ServerConnection": "connection",
+    "ServerGone": "errors",
+    "ServerRequestError": "errors",
+    "ServerRequestTimeout": "errors",
+    "SessionExpired": "errors",
+    "StoredTokenStorage": "token_store",
+    "ToolCallError": "errors",
+    "ToolCallTimeout": "errors",
+    "ToolResult": "results",
+    "callback_result_from_url": "oauth",
+    "connect_server": "connect",
+    "expand_env_references": "environment",
+    "oauth_auth": "oauth",
+    "stdio_environment": "environment",
+}
+"""Each exported name's module. Imported on first use (PEP 562): ``environment`` and
+``stderr`` need neither the MCP SDK nor the bus, so the CLI can spawn the configured stdio
+servers (``prestart.py``) before the SDK and the rest of the platform are imported."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # once: later look-ups find it without this function
+    return value
+
 
 __all__ = [
     "STDERR_TAIL_LINES",

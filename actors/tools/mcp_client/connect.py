@@ -75,7 +75,7 @@ from actors.tools.mcp_client.connection import (
     _SESSION_HEADER,
     ServerConnection,
 )
-from actors.tools.mcp_client.environment import expand_env_references, stdio_environment
+from actors.tools.mcp_client.environment import expand_env_references, stdio_cwd, stdio_environment
 from actors.tools.mcp_client.errors import (
     ConnectFailure,
     MCPClientError,
@@ -84,7 +84,9 @@ from actors.tools.mcp_client.errors import (
     ServerGone,
 )
 from actors.tools.mcp_client.oauth import PlatformOAuth
+from actors.tools.mcp_client.prestart import StdioPrestart, StdioSpawn
 from actors.tools.mcp_client.stderr import _quote_stderr, _StderrCapture
+from actors.tools.mcp_client.stdio import adopted_stdio_client
 from config.schema import ServerEntry
 
 if TYPE_CHECKING:  # only for the annotation (mcp.client imports mcp.server anyway)
@@ -168,15 +170,6 @@ def _is_request(request: httpx2.Request) -> bool:
     return isinstance(body, dict) and "method" in body and "id" in body
 
 
-def _resolve_cwd(name: str, entry: ServerEntry, cwd_default: Path) -> Path:
-    cwd = cwd_default if entry.cwd is None else cwd_default / Path(entry.cwd).expanduser()
-    if not cwd.is_dir():
-        raise ServerConfigError(
-            f"server {name!r}: cwd {str(cwd)!r} is not a directory", server=name
-        )
-    return cwd
-
-
 def _expand_headers(entry: ServerEntry, platform_env: Mapping[str, str]) -> dict[str, str]:
     return {
         key: expand_env_references(value, platform_env, field=f"headers.{key}")
@@ -206,6 +199,7 @@ async def connect_server(
     in_process: MCPServer | None = None,
     auth: httpx2.Auth | None = None,
     interactive: Interactive = "never",
+    prestart: StdioPrestart | None = None,
 ) -> AsyncIterator[ServerConnection]:
     """Connect to one configured MCP server; the connection lives for the ``async with``.
 
@@ -252,6 +246,9 @@ async def connect_server(
             server may let ``initialize`` through and ask for a token only from
             ``tools/list`` on). Neither the connect deadline nor a listing's timeout
             runs while the flow waits for the person.
+        prestart: stdio: the servers the CLI spawned before the platform was built; the
+            one of ``name`` is used if it was spawned exactly as this connect would
+            spawn it (``prestart.py``), else the server is spawned here.
 
     Yields:
         The connected :class:`ServerConnection`.
@@ -282,15 +279,28 @@ async def connect_server(
                 environment = _named(
                     name, lambda: stdio_environment(entry, platform_env, inherit_env=inherit_env)
                 )
-                cwd = _resolve_cwd(name, entry, cwd_default)
-                stderr = _StderrCapture(on_stderr_line)
+                cwd = stdio_cwd(name, entry, cwd_default)
+                assert entry.command is not None  # the schema guarantees it for stdio
+                spawn = StdioSpawn(entry.command, tuple(entry.args), environment, cwd)
+                prestarted = None if prestart is None else prestart.claim(name, spawn)
+                if prestarted is not None:
+                    stderr = prestarted.stderr
+                    stderr.attach(on_stderr_line)
+                else:
+                    stderr = _StderrCapture(on_stderr_line)
                 stack.callback(stderr.close)
                 task_group.start_soon(stderr.pump)
-                assert entry.command is not None  # the schema guarantees it for stdio
-                params = StdioServerParameters(
-                    command=entry.command, args=list(entry.args), env=environment, cwd=cwd
-                )
-                target = stdio_client(params, errlog=stderr.writer)
+                if prestarted is not None:
+                    target = adopted_stdio_client(prestarted.process)
+                    # Unwinding: after the client (whose transport stops the server), so
+                    # this only kills one whose transport was never entered (a deadline
+                    # or a cancellation before it).
+                    stack.callback(prestarted.kill)
+                else:
+                    params = StdioServerParameters(
+                        command=entry.command, args=list(entry.args), env=environment, cwd=cwd
+                    )
+                    target = stdio_client(params, errlog=stderr.writer)
             else:
                 assert entry.url is not None  # the schema guarantees it for HTTP
                 headers = _named(name, lambda: _expand_headers(entry, platform_env))

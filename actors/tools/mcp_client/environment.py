@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 from actors.tools.mcp_client.errors import ServerConfigError
 from config.schema import ServerEntry
 
-__all__ = ["expand_env_references", "stdio_environment"]
+__all__ = ["expand_env_references", "stdio_cwd", "stdio_environment"]
 
 _SDK_DEFAULT_VARIABLES = frozenset({"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER"})
 """What the SDK's ``get_default_environment()`` passes on POSIX."""
@@ -133,3 +134,18 @@ def stdio_environment(
     for name, value in entry.env.items():
         environment[name] = expand_env_references(value, platform_env, field=f"env.{name}")
     return environment
+
+
+def stdio_cwd(name: str, entry: ServerEntry, cwd_default: Path) -> Path:
+    """The directory a stdio server runs in: the entry's ``cwd`` taken against
+    ``cwd_default`` (the config directory), or ``cwd_default`` itself when unset.
+
+    Raises:
+        ServerConfigError: That directory does not exist.
+    """
+    cwd = cwd_default if entry.cwd is None else cwd_default / Path(entry.cwd).expanduser()
+    if not cwd.is_dir():
+        raise ServerConfigError(
+            f"server {name!r}: cwd {str(cwd)!r} is not a directory", server=name
+        )
+    return cwd

@@ -59,11 +59,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx2
 import orjson
 from mcp.client.auth import OAuthClientProvider, OAuthFlowError, OAuthTokenError, TokenStorage
-from mcp.client.auth.extensions.client_credentials import (
-    ClientCredentialsOAuthProvider,
-    PrivateKeyJWTOAuthProvider,
-    SignedJWTParameters,
-)
 from mcp.client.auth.oauth2 import OAuthContext
 from mcp.client.auth.utils import extract_field_from_www_auth
 from mcp.shared.auth import (
@@ -201,14 +196,6 @@ class _Hooks(OAuthClientProvider):
             raise
         self._platform.last_failure = None
         self._platform.exchange_done(None)
-
-
-class _ClientCredentials(_Hooks, ClientCredentialsOAuthProvider):
-    """Client credentials with a secret, with the platform's hooks."""
-
-
-class _PrivateKeyJWT(_Hooks, PrivateKeyJWTOAuthProvider):
-    """Client credentials with a private-key JWT assertion, with the platform's hooks."""
 
 
 async def _provider_reason(response: httpx2.Response) -> str:
@@ -565,6 +552,13 @@ def oauth_auth(
     margin = timing.refresh_margin * (1 + random.uniform(0, 0.1))  # noqa: S311 - jitter
     provider: _Hooks
     if settings.grant == "client_credentials":
+        # Only for this grant: the SDK's client-credentials module brings PyJWT (~30 ms).
+        from actors.tools.mcp_client.oauth_grants import (
+            ClientCredentials,
+            PrivateKeyJWT,
+            SignedJWTParameters,
+        )
+
         assert settings.client_id is not None  # the schema guarantees it
         if method == "private_key_jwt":
             key = secret(settings.private_key, "private_key")
@@ -576,7 +570,7 @@ def oauth_auth(
                 signing_algorithm=settings.signing_algorithm,
             ).create_assertion_provider()
             with _issuer_optional(settings.issuer):
-                provider = _PrivateKeyJWT(
+                provider = PrivateKeyJWT(
                     entry.url,
                     storage,
                     settings.client_id,
@@ -588,7 +582,7 @@ def oauth_auth(
             assert client_secret is not None
             assert method in ("client_secret_basic", "client_secret_post")
             with _issuer_optional(settings.issuer):
-                provider = _ClientCredentials(
+                provider = ClientCredentials(
                     entry.url,
                     storage,
                     settings.client_id,

@@ -62,6 +62,11 @@ class _StderrCapture:
             kept.append(self._partial.decode("utf-8", "replace")[:_STDERR_LINE_CHARS])
         return "\n".join(kept[-lines:])
 
+    def attach(self, on_line: Callable[[str], None] | None) -> None:
+        """Send each line from now on to ``on_line`` (a prestarted server's capture is
+        made before its connection exists; lines it wrote meanwhile wait in the pipe)."""
+        self._on_line = on_line
+
     def close_writer(self) -> None:
         """Drop our copy of the write end (after the spawn), so EOF can arrive."""
         self.writer.close()
