@@ -5,8 +5,9 @@ Run with ``uv run python benchmarks/llm_http.py`` (``--runs``, ``--events``, ``-
 
 The scripted LLM server (``tests/scripted_llm.py``) runs in a **separate process**, so the
 CPU time measured here (``time.process_time()`` of this process) is the client's alone:
-httpx + SSE decoding + orjson + the completion accumulator + one AssistantDelta published
-per event on a real Bus to a subscriber that only counts. A real ConfigActor serves the
+httpx + SSE decoding + orjson + the completion accumulator + the AssistantDeltas published
+on a real Bus to a subscriber that only counts (our client publishes one per network read,
+httpx2 one per HTTP chunk: the ``deltas`` column, per 100 events). A real ConfigActor serves the
 configuration; three providers point at the same server: ``http1`` (the platform's own
 HTTP/1.1 client, ``actors/llm/http1.py``), ``httpx2`` (the same over httpx2 + httpcore2 +
 h11, what served HTTP/1.1 before) and ``h2c`` (``http2: true``, httpx2).
@@ -165,16 +166,19 @@ async def _serve(plan: list[list[Any]]) -> None:
 
 
 class DeltaCounter(Actor):
-    """Counts AssistantDelta events: the cheapest possible consumer."""
+    """Counts AssistantDelta events and their characters: the cheapest possible consumer."""
 
     subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (AssistantDelta,)
 
     def __init__(self) -> None:
         super().__init__("delta-counter", mailbox_size=10_000)
         self.count = 0
+        self.chars = 0
 
     async def handle(self, message: BaseModel) -> None:
+        assert isinstance(message, AssistantDelta)
         self.count += 1
+        self.chars += len(message.text)
 
 
 def _runtime(base_url: str, active: str) -> dict[str, Any]:
@@ -194,9 +198,10 @@ def _runtime(base_url: str, active: str) -> dict[str, Any]:
 
 async def _run_once(
     bus: Bus, counter: DeltaCounter, scenario: Scenario, tag: str
-) -> tuple[float, float]:
-    """One run: ``streams`` concurrent requests; returns (events/s, CPU µs per event)."""
-    before = counter.count
+) -> tuple[float, float, float]:
+    """One run: ``streams`` concurrent requests; returns (events/s, CPU µs per event,
+    deltas per 100 events)."""
+    before, chars_before = counter.count, counter.chars
     wall0, cpu0 = time.perf_counter(), time.process_time()
     results = await asyncio.gather(
         *(
@@ -212,13 +217,14 @@ async def _run_once(
     for result in results:
         assert isinstance(result, CompletionResult)
         assert len(result.content) == scenario.events_per_stream, len(result.content)
-    assert counter.count - before == scenario.events
-    return scenario.events / wall, cpu / scenario.events * 1e6
+    assert counter.chars - chars_before == scenario.events  # an "x" per event, each once
+    deltas = counter.count - before
+    return scenario.events / wall, cpu / scenario.events * 1e6, deltas / scenario.events * 100
 
 
 async def _bench(
     protocols: tuple[str, ...], scenario_shapes: list[Shape], runs: int
-) -> list[tuple[Scenario, list[float], list[float]]]:
+) -> list[tuple[Scenario, list[float], list[float], list[float]]]:
     """Every shape: a warm-up per client, then ``runs`` rounds alternating the clients."""
     plan = [
         spec
@@ -267,19 +273,21 @@ async def _bench(
                 scenarios = [Scenario(protocol, shape) for protocol in protocols]
                 rates: dict[str, list[float]] = {p: [] for p in protocols}
                 costs: dict[str, list[float]] = {p: [] for p in protocols}
+                deltas: dict[str, list[float]] = {p: [] for p in protocols}
                 for scenario in scenarios:
                     await activate(scenario.protocol)
                     await _run_once(bus, counter, scenario, "warmup")
                 for run in range(runs):
                     for scenario in scenarios if run % 2 == 0 else scenarios[::-1]:
                         await activate(scenario.protocol)
-                        rate, cost = await _run_once(bus, counter, scenario, f"run{run}")
+                        rate, cost, share = await _run_once(bus, counter, scenario, f"run{run}")
                         rates[scenario.protocol].append(rate)
                         costs[scenario.protocol].append(cost)
+                        deltas[scenario.protocol].append(share)
                 for scenario in scenarios:
                     p = scenario.protocol
-                    rows.append((scenario, rates[p], costs[p]))
-                    _print_row(scenario, rates[p], costs[p])
+                    rows.append((scenario, rates[p], costs[p], deltas[p]))
+                    _print_row(scenario, rates[p], costs[p], deltas[p])
         finally:
             for actor in reversed(actors):
                 actor.request_stop()
@@ -292,15 +300,18 @@ async def _bench(
 def _print_header() -> None:
     print(
         f"{'client':<9}{'streams':>8}  {'kind':<7}{'events':>7}{'events/s':>10}"
-        f"{'CPU µs/event':>14}  (min-max events/s)"
+        f"{'CPU µs/event':>14}{'deltas':>8}  (min-max events/s)"
     )
 
 
-def _print_row(scenario: Scenario, rates: list[float], costs: list[float]) -> None:
+def _print_row(
+    scenario: Scenario, rates: list[float], costs: list[float], deltas: list[float]
+) -> None:
     print(
         f"{scenario.protocol:<9}{scenario.streams:>8}  {scenario.shape.kind:<7}"
         f"{scenario.events:>7}{statistics.median(rates):>10,.0f}"
-        f"{statistics.median(costs):>14.1f}  ({min(rates):,.0f}-{max(rates):,.0f})",
+        f"{statistics.median(costs):>14.1f}{statistics.median(deltas):>8.1f}"
+        f"  ({min(rates):,.0f}-{max(rates):,.0f})",
         flush=True,
     )
 
@@ -342,7 +353,7 @@ def main() -> None:
     _print_header()
     rows = asyncio.run(_bench(protocols, scenario_shapes, args.runs))
     print()
-    cost = {(s.protocol, s.shape): statistics.median(c) for s, _, c in rows}
+    cost = {(s.protocol, s.shape): statistics.median(c) for s, _, c, _ in rows}
     base = protocols[0]
     for other in protocols[1:]:
         cheaper = 0

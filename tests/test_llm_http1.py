@@ -10,6 +10,7 @@ closed while idle).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -78,10 +79,10 @@ def test_parse_head_names_what_is_malformed(raw: bytes, what: str) -> None:
 CHUNKED = b"5;ext=1\r\nHello\r\n7\r\n, world\r\n0\r\nTrailer: yes\r\n\r\n"
 
 
-def test_chunked_body_in_one_buffer_is_a_piece_per_chunk() -> None:
+def test_chunked_body_in_one_buffer_is_one_piece() -> None:
     decoder = ChunkedDecoder()
     buffer = bytearray(CHUNKED + b"next")
-    assert decoder.decode(buffer) == [b"Hello", b", world"]
+    assert decoder.decode(buffer) == b"Hello, world"
     assert decoder.done
     assert buffer == b"next"  # what follows the body is left for the connection
 
@@ -90,9 +91,9 @@ def test_chunked_body_split_at_every_byte_decodes_the_same() -> None:
     for cut in range(len(CHUNKED) + 1):
         decoder = ChunkedDecoder()
         buffer = bytearray(CHUNKED[:cut])
-        data = b"".join(decoder.decode(buffer))
+        data = decoder.decode(buffer)
         buffer += CHUNKED[cut:]
-        data += b"".join(decoder.decode(buffer))
+        data += decoder.decode(buffer)
         assert data == b"Hello, world", cut
         assert decoder.done, cut
         assert not buffer, cut
@@ -109,8 +110,23 @@ def test_chunked_body_split_at_every_byte_decodes_the_same() -> None:
     ],
 )
 def test_a_malformed_chunked_body_is_refused(raw: bytes, what: str) -> None:
+    decoder = ChunkedDecoder()
+    buffer = bytearray(raw)
+    with contextlib.suppress(LLMProtocolError):
+        decoder.decode(buffer)  # the data before a malformed part comes first
     with pytest.raises(LLMProtocolError, match=what):
-        ChunkedDecoder().decode(bytearray(raw))
+        decoder.decode(buffer)  # (a refusal leaves the buffer as it was: refused again)
+
+
+def test_chunks_before_a_malformed_one_are_returned_then_it_is_refused() -> None:
+    decoder = ChunkedDecoder()
+    buffer = bytearray(b"3\r\nabc\r\n2\r\nde\r\nzz\r\n")
+    assert decoder.decode(buffer) == b"abcde"  # the good chunks of the read first
+    assert buffer == b"zz\r\n"
+    with pytest.raises(LLMProtocolError, match="malformed chunk size"):
+        decoder.decode(buffer)
+    with pytest.raises(LLMProtocolError, match="malformed chunk size"):
+        decoder.decode(buffer)  # and again: the body stays broken
 
 
 @given(st.binary(max_size=200), st.integers(min_value=0, max_value=200))
@@ -281,13 +297,56 @@ async def test_a_delimited_body_is_read_and_the_connection_reused(
     assert server.connections == 1
 
 
-async def test_chunks_are_pieces_even_when_they_arrive_together(client: HTTP1Client) -> None:
+async def test_chunks_that_arrive_together_are_one_piece(client: HTTP1Client) -> None:
+    """One network read, one piece: the LLMActor publishes one delta per piece."""
     async with (
         RawServer(answering(OK_CHUNKED)) as server,
         client.stream("POST", server.url, content=b"", headers={}) as response,
     ):
         pieces = [piece async for piece in response.aiter_bytes()]
-    assert pieces == [b"hel", b"lo"]
+    assert pieces == [b"hello"]
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length", "close"])
+async def test_data_that_arrives_apart_are_pieces_as_it_arrives(
+    client: HTTP1Client, framing: str
+) -> None:
+    """Each piece is returned as soon as it is read, before the next was sent."""
+    taken = asyncio.Event()
+    parts = [b"one ", b"two ", b"three"]
+    body = b"".join(parts)
+    heads = {
+        "chunked": b"Transfer-Encoding: chunked\r\n",
+        "length": f"Content-Length: {len(body)}\r\n".encode(),
+        "close": b"Connection: close\r\n",
+    }
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + heads[framing] + b"\r\n")
+        for part in parts:
+            writer.write(
+                f"{len(part):x}\r\n".encode() + part + b"\r\n" if framing == "chunked" else part
+            )
+            await writer.drain()
+            await taken.wait()  # the client has read this part
+            taken.clear()
+        if framing == "chunked":
+            writer.write(b"0\r\n\r\n")
+        if framing == "close":
+            writer.close()
+            return
+        await reader.read()
+
+    pieces: list[bytes] = []
+    async with (
+        RawServer(handle) as server,
+        client.stream("POST", server.url, content=b"", headers={}) as response,
+    ):
+        async for piece in response.aiter_bytes():
+            pieces.append(piece)
+            taken.set()
+    assert pieces == parts
 
 
 async def test_a_body_delimited_by_the_close_is_read_and_not_reused(client: HTTP1Client) -> None:
@@ -640,6 +699,29 @@ async def test_the_actor_reports_a_refused_connection_by_its_name(
     assert "test failed (1 attempt): ConnectError: " in str(error)
     assert KEY not in str(error)
     assert error.retryable
+
+
+async def test_the_actor_shows_the_text_read_before_a_malformed_chunk(
+    start: Start, server: ScriptedLLM
+) -> None:
+    """Good chunks and a malformed one in one read: the good ones' text is published and
+    kept in the error (the client saw it), then the stream fails without a retry."""
+    event = b'data: {"choices": [{"index": 0, "delta": {"content": "Hello"}}]}\n\n'
+    response = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        + f"{len(event):x}\r\n".encode()
+        + event
+        + b"\r\nnot-hex\r\n"
+    )
+    async with RawServer(answering(response, close=True)) as broken:
+        base_url = broken.url.removesuffix("/chat/completions")
+        harness = await start(runtime({"test": provider(server, base_url=base_url, max_retries=1)}))
+        error = await harness.fail()
+    assert isinstance(error, LLMUnavailable)
+    assert "broke after 5 chars: RemoteProtocolError: malformed chunk size b'not-hex'" in str(error)
+    assert harness.probe.of("t-1") == [("content", "Hello")]
+    assert broken.connections == 1  # text was shown: not asked again
 
 
 async def test_the_actor_reports_a_malformed_response_and_retries_it(

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-from collections import deque
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -252,7 +251,6 @@ class HTTP1Response:
         "_chunked",
         "_conn",
         "_left",
-        "_pending",
         "_timeout",
         "complete",
         "headers",
@@ -274,8 +272,6 @@ class HTTP1Response:
         else:
             self.keep_alive = "keep-alive" in connection
         self._chunked: ChunkedDecoder | None = None
-        self._pending: deque[bytes] = deque()
-        """Body pieces decoded and not yet returned (several chunks came in one read)."""
         self._left = -1
         """Body bytes still to come by ``Content-Length`` (-1: chunked or to the end)."""
         self.complete = False
@@ -302,15 +298,16 @@ class HTTP1Response:
             self.complete = True
 
     def aiter_bytes(self) -> _BodyIterator:
-        """The body: a piece per chunk (chunked), else per network read."""
+        """The body, a piece per network read: all that arrived since the last piece
+        (every whole chunk's data joined, for a chunked body)."""
         return _BodyIterator(self)
 
     async def aread(self) -> bytes:
         """The whole body."""
         return b"".join([piece async for piece in _BodyIterator(self)])
 
-    def _take_buffered(self) -> None:
-        """Move the body data buffered now to ``_pending`` (a piece per chunk, or one).
+    def _take_buffered(self) -> bytes:
+        """The body data buffered now, in one piece (``b""``: no whole chunk yet).
 
         Raises:
             LLMProtocolError: A malformed chunk.
@@ -319,7 +316,7 @@ class HTTP1Response:
         buffer = conn.buffer
         decoder = self._chunked
         if decoder is not None:
-            self._pending.extend(decoder.decode(buffer))
+            data = decoder.decode(buffer)
             if decoder.done:
                 self.complete = True
         elif self._left >= 0:
@@ -332,29 +329,26 @@ class HTTP1Response:
             self._left -= len(data)
             if not self._left:
                 self.complete = True
-            self._pending.append(data)
         else:
-            self._pending.append(bytes(buffer))
+            data = bytes(buffer)
             buffer.clear()
         conn.consumed()
+        return data
 
     async def read_some(self) -> bytes:
-        """The next piece of body, waiting for it if none is buffered; ``b""`` at the end.
+        """The body data buffered now, or the next to arrive; ``b""`` at the end.
 
         Raises:
             LLMReadTimeout: No byte for the read timeout.
             LLMReadError, LLMProtocolError: The connection broke, or the body is malformed
                 or ended early.
         """
-        pending = self._pending
-        if pending:
-            return pending.popleft()
         conn = self._conn
         while True:
             if conn.buffer and not self.complete:
-                self._take_buffered()
-                if pending:
-                    return pending.popleft()
+                data = self._take_buffered()
+                if data:
+                    return data
             if self.complete:
                 return b""
             if conn.eof:

@@ -159,14 +159,15 @@ def parse_head(raw: bytes | bytearray) -> ResponseHead:
 class ChunkedDecoder:
     """Decodes a ``Transfer-Encoding: chunked`` body from a buffer, as much as it holds.
 
-    :meth:`decode` consumes everything the buffer holds and returns the data of each
-    chunk it passed (or the part of one that arrived), one piece per chunk, as h11 does:
-    a provider's chunk is one SSE event, and the LLMActor publishes one delta per piece
-    (the tests and clients see the provider's own pacing). Chunk extensions are ignored;
-    trailer fields are read and dropped.
+    :meth:`decode` consumes everything the buffer holds and returns the data of every
+    chunk it passed (and the part of one that arrived) joined, not a piece per chunk as
+    h11 does: a provider's chunk is one SSE event, and the LLMActor publishes one delta
+    per piece of body, so the 8 events of one network read cost one bus message, not 8
+    (a paced stream still gives a piece per read: the client sees the provider's
+    pacing). Chunk extensions are ignored; trailer fields are read and dropped.
     """
 
-    __slots__ = ("_left", "_state", "done")
+    __slots__ = ("_error", "_left", "_state", "done")
 
     _SIZE, _DATA, _CRLF, _TRAILER = 0, 1, 2, 3
 
@@ -175,19 +176,29 @@ class ChunkedDecoder:
         self._left = 0
         self.done = False
         """The last chunk and the trailer's end were read."""
+        self._error: LLMProtocolError | None = None
+        """A malformed chunk met after good ones in the same buffer: raised next call."""
 
-    def decode(self, buffer: bytearray) -> list[bytes]:
-        """The body data in ``buffer``, a piece per chunk; consumes what it decoded.
+    def decode(self, buffer: bytearray) -> bytes:
+        """The body data in ``buffer``, all its chunks' joined; consumes what it decoded.
+
+        A malformed chunk after good ones in the same buffer is raised by the next call
+        (the malformed bytes stay in the buffer): the good ones' data is returned first,
+        as the text a client saw before the stream broke.
 
         Raises:
             LLMProtocolError: A malformed chunk-size line, a chunk not followed by CRLF,
                 or an over-long line.
         """
+        if self._error is not None:
+            raise self._error
         parts: list[bytes] = []
-        pos = 0
+        pos = start = 0
         end = len(buffer)
         state = self._state
+        error: LLMProtocolError | None = None
         while not self.done:
+            start = pos
             if state == self._DATA:
                 take = min(self._left, end - pos)
                 if not take:
@@ -202,14 +213,15 @@ class ChunkedDecoder:
                 if end - pos < 2:
                     break
                 if buffer[pos : pos + 2] != b"\r\n":
-                    raise LLMProtocolError("a chunk is not followed by CRLF (chunked body)")
+                    error = LLMProtocolError("a chunk is not followed by CRLF (chunked body)")
+                    break
                 pos += 2
                 state = self._SIZE
             else:
                 eol = buffer.find(b"\r\n", pos)
                 if eol < 0:
                     if end - pos > _MAX_LINE:
-                        raise LLMProtocolError("a chunk-size line is too long (chunked body)")
+                        error = LLMProtocolError("a chunk-size line is too long (chunked body)")
                     break
                 line = bytes(buffer[pos:eol])
                 pos = eol + 2
@@ -219,10 +231,17 @@ class ChunkedDecoder:
                     continue
                 size = line.split(b";", 1)[0].strip(b" \t")
                 if not size or len(size) > 15 or size.strip(_HEX):
-                    raise LLMProtocolError(f"malformed chunk size {line[:40]!r} (chunked body)")
+                    error = LLMProtocolError(f"malformed chunk size {line[:40]!r} (chunked body)")
+                    break
                 self._left = int(size, 16)
                 state = self._DATA if self._left else self._TRAILER
+        if error is not None:
+            if not parts:
+                raise error
+            self._error = error
+            pos = start  # the malformed bytes stay: the next call raises
         self._state = state
         if pos:
             del buffer[:pos]
-        return parts
+        # (One part: join returns it as is, no copy.)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
