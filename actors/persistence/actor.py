@@ -44,8 +44,20 @@ requested stop; after a crash or a cancellation nothing is flushed — exactly w
 process would lose — and the next start marks ``streaming`` rows ``incomplete``.
 
 Timers (the delta ticker, retention every ``cleanup_interval_minutes``) are child tasks
-that only *send this actor a private message*: all database work runs in :meth:`handle`,
-one message at a time, so transactions never interleave on the connection.
+that only *send this actor a private message*: all database work starts in
+:meth:`handle`, one message at a time, so transactions never interleave on the connection.
+
+Design note — queued writes (SQLite). The hot path's writes, AppendMessage(s) and
+FinishMessage, are queued to the SQLite thread without waiting for them
+(:meth:`PersistenceActor._append_soon`): the request is answered (``defer_reply``) when its
+transaction committed, and meanwhile the actor handles the next message, so the writes of
+a burst of turns reach the thread together and commit in one transaction (group commit,
+``actors/persistence/sqlite_worker.py``). Nothing is acknowledged before it is durable, and
+the thread runs everything in the order queued, so a later read or write sees them.
+What the actor does after a write (the stream of a streaming row opened, a finished one
+forgotten) happens when it is answered, before the reply; retention and a requested stop
+first wait for the writes in flight. PostgreSQL's writes are awaited one by one (a pool,
+and the deferred writes of an outage, see below).
 """
 
 from __future__ import annotations
@@ -550,8 +562,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
         ``on_stop`` flushes and closes after a requested stop; after a crash or a
         cancellation it does not run, so the connection is closed here without flushing
         (what a dead process would lose; the next start marks the answer ``incomplete``).
-        aiosqlite's worker thread is not a daemon: a connection left open would keep the
-        process alive.
+        The SQLite thread is not a daemon: a connection left open would keep the process
+        alive.
         """
         try:
             await super().run(bus)
@@ -654,7 +666,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
     def request_stop(self) -> None:
         """Stop as every actor does, once the queued writes are answered (a marker
         before the stop marker waits for them)."""
-        self.mailbox.put_final(Envelope(_SettleWrites()))
+        if not self.mailbox.closed:  # the first request only (a later one changes nothing)
+            self.mailbox.put_final(Envelope(_SettleWrites()))
         super().request_stop()
 
     async def on_stop(self) -> None:
@@ -1227,8 +1240,12 @@ class PersistenceActor(Actor[PersistenceInbox]):
             )
             reply.resolve(stored[0] if single else stored)
 
+        try:
+            store.write_insert_messages(messages, now, done, action)
+        except RuntimeError as exc:  # the database is closed: a bug, answered as one
+            self._fail_queued(reply, request, exc)
+            return
         self._queued()
-        store.write_insert_messages(messages, now, done, action)
 
     async def _finish_soon(self, message: FinishMessage) -> None:
         """Queue an answer's end and answer once it committed (see :meth:`_append_soon`);
@@ -1262,10 +1279,16 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 self._forget_streams([stream])
             reply.resolve(stored)
 
+        try:
+            store.write_finish_message(answer, self._clock(), done)
+        except RuntimeError as exc:  # the database is closed: a bug, answered as one
+            self._fail_queued(reply, message, exc)
+            return
         self._queued()
-        store.write_finish_message(answer, self._clock(), done)
 
     def _queued(self) -> None:
+        # After the write was queued: its answer comes in a later loop callback, never
+        # from within write_soon.
         self._in_flight += 1
         self._writes_settled.clear()
 

@@ -1,17 +1,27 @@
 """The SQLite repository: conversations and messages in one SQLite file, or in memory.
 
-Design note — transactions. One aiosqlite connection in autocommit mode
-(``isolation_level=None``): a write of several statements is an explicit ``BEGIN IMMEDIATE
-… COMMIT`` opened by :meth:`SqliteRepository._write`, because in WAL mode a deferred
-transaction that upgrades to a writer can fail with SQLITE_BUSY whatever ``busy_timeout``
-says (notes/performance.md). The writes on the hot path — a message stored, an answer
-finished — are ONE statement each (:meth:`SqliteRepository._write_statement`; schema
-version 2's triggers touch the conversation), so each is its own transaction in one thread
-hop (~0.24 ms instead of ~0.52 ms for four awaited calls). ``synchronous=NORMAL`` in WAL
-keeps every committed transaction across a process crash, at ~4,400 commits/s instead of
-~265 with FULL (an fsync costs ~3.8 ms here). A write that fails because the disk is full,
-the file read-only or the disk failing is rolled back as a whole and surfaces as
-:class:`~actors.errors.StorageFull`; reads keep working.
+Design note — one thread, one hop per operation, group commit. The connection belongs to
+a thread of its own (:class:`~actors.persistence.sqlite_worker.SqliteWorker`, not
+aiosqlite, which hands over every statement): each method here builds one *operation*, a
+function that runs all of its statements in that thread, so a read or a write costs one
+hand-off however many statements it has. Every write is a request of a write batch: the
+requests queued while the thread was busy run in one ``BEGIN IMMEDIATE … COMMIT``, each
+in its own ``SAVEPOINT`` (a request that fails is undone alone and gets its own typed
+error). ``BEGIN IMMEDIATE``: in WAL mode a deferred transaction that upgrades to a writer
+can fail with SQLITE_BUSY whatever ``busy_timeout`` says (notes/performance.md). A request
+is answered once its transaction committed; ``synchronous=NORMAL`` in WAL keeps every
+committed transaction across a process crash (an OS crash or power loss may lose the last
+ones, never corrupting the file), at ~4,400 commits/s instead of ~265 with FULL (an fsync
+costs ~3.8 ms here). One commit of a 25-row batch costs ~4.5 µs of CPU per row against
+~20 µs for a transaction per row (``docs/performance.md``). A write that fails because the
+disk is full, the file read-only or the disk failing surfaces as
+:class:`~actors.errors.StorageFull` with nothing of it written; reads keep working.
+
+The hot path's two writes, the user message with the answer's streaming row and the
+answer's end, are ONE statement each (schema version 2's triggers touch the
+conversation), and the actor queues them without waiting
+(:meth:`SqliteRepository.write_insert_messages`, :meth:`~SqliteRepository.write_finish_message`),
+so a burst of turns commits in a few transactions.
 
 The schema version is ``PRAGMA user_version``; :data:`MIGRATIONS` holds the steps.
 """
