@@ -13,8 +13,8 @@ is answered once its transaction committed; ``synchronous=NORMAL`` in WAL keeps 
 committed transaction across a process crash (an OS crash or power loss may lose the last
 ones, never corrupting the file), at ~4,400 commits/s instead of ~265 with FULL (an fsync
 costs ~3.8 ms here). In transactions of 25 rows a row costs ~4 µs of CPU, against
-~16–19 µs in a transaction of its own (``benchmarks/sqlite_commits.py``). A write that fails because the
-disk is full, the file read-only or the disk failing surfaces as
+16-19 µs in a transaction of its own (``benchmarks/sqlite_commits.py``). A write that
+fails because the disk is full, the file read-only or the disk failing surfaces as
 :class:`~actors.errors.StorageFull` with nothing of it written; reads keep working.
 
 The hot path's two writes, the user message with the answer's streaming row and the
