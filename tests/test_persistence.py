@@ -922,7 +922,9 @@ async def test_writes_asked_at_once_each_get_their_own_answer_in_order(start: St
     *answers, gone = finished
     assert isinstance(gone, RequestFailed)
     assert isinstance(gone.__cause__, SessionNotFound)
-    assert [a.content for a in answers] == [f"a{row.id}" for _, row in turns]
+    assert [a.content for a in answers if isinstance(a, StoredMessage)] == [
+        f"a{row.id}" for _, row in turns
+    ]
     assert h.writes - before <= 7  # PostgreSQL commits the UPDATE that found no row
     for i, (cid, (user, row)) in enumerate(zip(cids, turns, strict=True)):
         history = await h.ask(LoadHistory(conversation_id=cid))
