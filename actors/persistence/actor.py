@@ -188,6 +188,23 @@ _MAX_RECORDS = 1000
 traces' mailboxes are full): past this, the actor waits before queuing another write, so
 backpressure reaches the requesters as when every write was awaited."""
 
+_WriteRecord = tuple[str, str | None, str | None, bool, float, float]
+"""A queued write's StorageWritten fields: action, conversation_id, turn_id, ok,
+started_at, duration_ms."""
+
+
+def _storage_written(record: _WriteRecord) -> StorageWritten:
+    action, conversation_id, turn_id, ok, started_at, duration_ms = record
+    return StorageWritten(
+        action=action,
+        conversation_id=conversation_id,
+        turn_id=turn_id,
+        ok=ok,
+        started_at=started_at,
+        duration_ms=duration_ms,
+    )
+
+
 _FLUSH_GROWTH = 8
 """A stream with more than this many ``min_chars`` on disk flushes by size only once
 1/8 more is pending (not every ``min_chars``): answers up to 8 KiB at the default 1024
@@ -547,8 +564,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
         self._writes_settled = asyncio.Event()
         """Set while no queued write is in flight."""
         self._writes_settled.set()
-        self._records: deque[StorageWritten] = deque()
-        """The queued writes' StorageWritten, published in order by a child task."""
+        self._records: deque[_WriteRecord] = deque()
+        """The queued writes' StorageWritten, published in order by a child task (which
+        builds the models: no validation on the way to the replies)."""
         self._records_ready = asyncio.Event()
         self._records_room = asyncio.Event()
         """Set while fewer than :data:`_MAX_RECORDS` records wait."""
@@ -695,7 +713,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             await self._flush(streams, reason="stop", status="incomplete")
             self._forget_streams(streams)
         while self._records:  # what the child task had not published yet
-            await self.publish(self._records.popleft())
+            await self.publish(_storage_written(self._records.popleft()))
         await self._close_database()
 
     async def _close_database(self) -> None:
@@ -1313,15 +1331,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
             self._last_write_error = f"cannot {action}: {error}"
         else:
             return  # an answer (no such conversation), not a failure of the storage
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
         self._records.append(
-            StorageWritten(
-                action=action,
-                conversation_id=conversation_id,
-                turn_id=turn_id,
-                ok=error is None,
-                started_at=started_at,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
+            (action, conversation_id, turn_id, error is None, started_at, duration_ms)
         )
         self._records_ready.set()
         if len(self._records) >= _MAX_RECORDS:
@@ -1344,7 +1356,7 @@ class PersistenceActor(Actor[PersistenceInbox]):
             await self._records_ready.wait()
             self._records_ready.clear()
             while records:
-                await self.publish(records.popleft())
+                await self.publish(_storage_written(records.popleft()))
             self._records_room.set()
 
     @staticmethod
