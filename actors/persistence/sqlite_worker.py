@@ -18,13 +18,14 @@ others commit. When SQLite rolls the whole transaction back on an error (it may,
 SQLITE_FULL or SQLITE_IOERR), the requests that had succeeded are run again in a new
 transaction without the failed one. So an operation may run more than once before its
 transaction commits: it must depend only on its arguments and the database (every
-operation of the repository is a function of the values it was built with). A failure of the COMMIT itself fails every request
-of the batch (nothing of it was written). Each request is answered only after the
-COMMIT returned, so nothing is acknowledged before it is as durable as a transaction of
-its own was (WAL with ``synchronous=NORMAL``: a committed transaction survives a process
-crash; an OS crash or power loss may lose the last ones). A batch of one runs without a
-savepoint (its transaction is its savepoint). Reads and other jobs run between batches,
-in the order they were queued, so a read sees every write queued before it.
+operation of the repository is a function of the values it was built with). A failure
+of the COMMIT itself fails every request of the batch (nothing of it was written). Each
+request is answered only after the COMMIT returned, so nothing is acknowledged before it
+is as durable as a transaction of its own was (WAL with ``synchronous=NORMAL``: a
+committed transaction survives a process crash; an OS crash or power loss may lose the
+last ones). A batch of one runs without a savepoint (its transaction is its savepoint).
+Reads and other jobs run between batches, in the order they were queued, so a read sees
+every write queued before it.
 """
 
 from __future__ import annotations
