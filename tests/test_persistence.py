@@ -875,6 +875,84 @@ async def test_several_messages_are_stored_in_one_transaction(start: Starter) ->
     assert isinstance(_failure(excinfo), InvalidMessage)
 
 
+async def test_writes_asked_at_once_each_get_their_own_answer_in_order(start: Starter) -> None:
+    """A burst of turns: their AppendMessages and FinishMessages asked at once, one of
+    each for a conversation or message that does not exist. Every request gets its own
+    answer (the bad ones SessionNotFound, the others stored, each turn's rows in order);
+    on SQLite the writes queued meanwhile share transactions (group commit), so never
+    more transactions than writes."""
+    h = await start()
+    cids = [await _conversation(h) for _ in range(6)]
+    before = h.writes
+
+    def turn(i: int, cid: str) -> AppendMessages:
+        return AppendMessages(
+            messages=(
+                AppendMessage(conversation_id=cid, role="user", content=f"q{i}", turn_id=f"t{i}"),
+                AppendMessage(
+                    conversation_id=cid, role="assistant", status="streaming", turn_id=f"t{i}"
+                ),
+            )
+        )
+
+    unknown = AppendMessage(conversation_id="c-unknown", role="user", content="x")
+    started = await asyncio.gather(
+        *(h.ask(turn(i, cid)) for i, cid in enumerate(cids[:3])),
+        h.ask(unknown),
+        *(h.ask(turn(i, cid)) for i, cid in enumerate(cids[3:], start=3)),
+        return_exceptions=True,
+    )
+    assert isinstance(started[3], RequestFailed)
+    turns = [r for r in started if not isinstance(r, BaseException)]
+    [failed] = [r for r in started if isinstance(r, BaseException)]
+    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed.__cause__, SessionNotFound)
+    assert len(turns) == 6
+    assert h.writes - before <= 6
+    for i, (user, row) in enumerate(turns):
+        assert (user.content, row.status) == (f"q{i}", "streaming")
+        assert user.id < row.id
+
+    before = h.writes
+    finished = await asyncio.gather(
+        *(h.ask(FinishMessage(message_id=row.id, content=f"a{row.id}")) for _, row in turns),
+        h.ask(FinishMessage(message_id=10**9, content="gone")),
+        return_exceptions=True,
+    )
+    *answers, gone = finished
+    assert isinstance(gone, RequestFailed)
+    assert isinstance(gone.__cause__, SessionNotFound)
+    assert [a.content for a in answers if isinstance(a, StoredMessage)] == [
+        f"a{row.id}" for _, row in turns
+    ]
+    assert h.writes - before <= 7  # PostgreSQL commits the UPDATE that found no row
+    for i, (cid, (user, row)) in enumerate(zip(cids, turns, strict=True)):
+        history = await h.ask(LoadHistory(conversation_id=cid))
+        assert [(m.id, m.content, m.status) for m in history] == [
+            (user.id, f"q{i}", "complete"),
+            (row.id, f"a{row.id}", "complete"),
+        ]
+
+
+async def test_writes_asked_before_a_stop_are_answered(start: Starter) -> None:
+    """A requested stop answers the writes queued before it (it does not fail them as
+    ActorStopped), and they are stored."""
+    h = await start()
+    cid = await _conversation(h)
+    asks = [
+        asyncio.create_task(h.ask(AppendMessage(conversation_id=cid, role="user", content=f"m{i}")))
+        for i in range(5)
+    ]
+    await asyncio.sleep(0)  # the requests are in the mailbox (tasks run in order)
+    await h.stop_persistence()
+    stored = await asyncio.gather(*asks)
+    assert [m.content for m in stored] == [f"m{i}" for i in range(5)]
+    if h.backend != "memory":  # memory keeps nothing past its actor, by design
+        assert [row[0] for row in h.query("SELECT content FROM messages ORDER BY id")] == [
+            f"m{i}" for i in range(5)
+        ]
+
+
 async def test_user_message_is_durable_when_answered(start: Starter) -> None:
     h = await start()
     cid = await _conversation(h)

@@ -44,8 +44,20 @@ requested stop; after a crash or a cancellation nothing is flushed — exactly w
 process would lose — and the next start marks ``streaming`` rows ``incomplete``.
 
 Timers (the delta ticker, retention every ``cleanup_interval_minutes``) are child tasks
-that only *send this actor a private message*: all database work runs in :meth:`handle`,
-one message at a time, so transactions never interleave on the connection.
+that only *send this actor a private message*: all database work starts in
+:meth:`handle`, one message at a time, so transactions never interleave on the connection.
+
+Design note — queued writes (SQLite). The hot path's writes, AppendMessage(s) and
+FinishMessage, are queued to the SQLite thread without waiting for them
+(:meth:`PersistenceActor._append_soon`): the request is answered (``defer_reply``) when its
+transaction committed, and meanwhile the actor handles the next message, so the writes of
+a burst of turns reach the thread together and commit in one transaction (group commit,
+``actors/persistence/sqlite_worker.py``). Nothing is acknowledged before it is durable, and
+the thread runs everything in the order queued, so a later read or write sees them.
+What the actor does after a write (the stream of a streaming row opened, a finished one
+forgotten) happens when it is answered, before the reply; retention and a requested stop
+first wait for the writes in flight. PostgreSQL's writes are awaited one by one (a pool,
+and the deferred writes of an outage, see below).
 """
 
 from __future__ import annotations
@@ -55,6 +67,7 @@ import base64
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -130,7 +143,8 @@ from actors.persistence.repository import (
 )
 from actors.persistence.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from actors.persistence.sqlite import SqliteRepository
-from bus.actor import Actor
+from bus.actor import Actor, Reply
+from bus.envelope import Envelope
 from bus.errors import (
     MailboxClosed,
     MailboxFull,
@@ -169,6 +183,28 @@ replica's sends out of the conversation (``TURN_IN_PROGRESS``) until it is store
 last is short: a try while the database is away costs one refused connection. Any write
 that succeeds meanwhile stores them at once (:meth:`PersistenceActor._writing`)."""
 
+_MAX_RECORDS = 1000
+"""StorageWritten records of queued writes waiting to be published (the metrics' and the
+traces' mailboxes are full): past this, the actor waits before queuing another write, so
+backpressure reaches the requesters as when every write was awaited."""
+
+_WriteRecord = tuple[str, str | None, str | None, bool, float, float]
+"""A queued write's StorageWritten fields: action, conversation_id, turn_id, ok,
+started_at, duration_ms."""
+
+
+def _storage_written(record: _WriteRecord) -> StorageWritten:
+    action, conversation_id, turn_id, ok, started_at, duration_ms = record
+    return StorageWritten(
+        action=action,
+        conversation_id=conversation_id,
+        turn_id=turn_id,
+        ok=ok,
+        started_at=started_at,
+        duration_ms=duration_ms,
+    )
+
+
 _FLUSH_GROWTH = 8
 """A stream with more than this many ``min_chars`` on disk flushes by size only once
 1/8 more is pending (not every ``min_chars``): answers up to 8 KiB at the default 1024
@@ -201,6 +237,13 @@ class _RunRetention(Message):
     """From the retention timer to its actor: apply the retention rules now."""
 
     type: Literal["run_retention"] = "run_retention"
+
+
+class _SettleWrites(Message):
+    """Queued by :meth:`PersistenceActor.request_stop` before the stop marker: the
+    queued writes are answered before the actor stops (not failed as ActorStopped)."""
+
+    type: Literal["settle_writes"] = "settle_writes"
 
 
 # -- the pure core: one streamed answer's buffer ------------------------------------------------
@@ -420,7 +463,8 @@ PersistenceInbox = Annotated[
     | _FlushDue
     | _RenewLeases
     | _StoreDeferred
-    | _RunRetention,
+    | _RunRetention
+    | _SettleWrites,
     Field(discriminator="type"),
 ]
 """What the PersistenceActor handles: the conversation requests, the deltas it buffers,
@@ -511,6 +555,22 @@ class PersistenceActor(Actor[PersistenceInbox]):
         self._retention_timer: asyncio.Task[None] | None = None
         self._last_write_error: str | None = None
         """Why the last write failed (``None``: it committed)."""
+        self._queued_writes: SqliteRepository | None = None
+        """The repository when the hot path's writes are queued without waiting (SQLite:
+        its thread commits the writes queued meanwhile together, see
+        :meth:`_append_soon`); None: every write is awaited (PostgreSQL)."""
+        self._in_flight = 0
+        """Queued writes not answered yet."""
+        self._writes_settled = asyncio.Event()
+        """Set while no queued write is in flight."""
+        self._writes_settled.set()
+        self._records: deque[_WriteRecord] = deque()
+        """The queued writes' StorageWritten, published in order by a child task (which
+        builds the models: no validation on the way to the replies)."""
+        self._records_ready = asyncio.Event()
+        self._records_room = asyncio.Event()
+        """Set while fewer than :data:`_MAX_RECORDS` records wait."""
+        self._records_room.set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -520,8 +580,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
         ``on_stop`` flushes and closes after a requested stop; after a crash or a
         cancellation it does not run, so the connection is closed here without flushing
         (what a dead process would lose; the next start marks the answer ``incomplete``).
-        aiosqlite's worker thread is not a daemon: a connection left open would keep the
-        process alive.
+        The SQLite thread is not a daemon: a connection left open would keep the process
+        alive.
         """
         try:
             await super().run(bus)
@@ -566,6 +626,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         self.spawn(self._tick(), name="flush-ticker")
+        if isinstance(repository, SqliteRepository):
+            self._queued_writes = repository
+            self.spawn(self._publish_records(), name="write-records")
         self._restart_retention_timer()
         cluster = snapshot.config.cluster
         if cluster is not None:
@@ -618,6 +681,13 @@ class PersistenceActor(Actor[PersistenceInbox]):
             case _:
                 assert_never(storage.type)
 
+    def request_stop(self) -> None:
+        """Stop as every actor does, once the queued writes are answered (a marker
+        before the stop marker waits for them)."""
+        if not self.mailbox.closed:  # the first request only (a later one changes nothing)
+            self.mailbox.put_final(Envelope(_SettleWrites()))
+        super().request_stop()
+
     async def on_stop(self) -> None:
         """Store the deferred writes (a last try, and one more on fresh connections when
         the first found a connection the outage had cut), flush every open stream (marked
@@ -637,10 +707,13 @@ class PersistenceActor(Actor[PersistenceInbox]):
                     releases=sorted(self._deferred_releases),
                     error=str(exc),
                 )
+        await self._writes_settled.wait()
         if self._repository is not None and self._streams:
             streams = list(self._streams.values())
             await self._flush(streams, reason="stop", status="incomplete")
             self._forget_streams(streams)
+        while self._records:  # what the child task had not published yet
+            await self.publish(_storage_written(self._records.popleft()))
         await self._close_database()
 
     async def _close_database(self) -> None:
@@ -661,10 +734,19 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 await self._on_delta(message)
                 return None
             case AppendMessage():
+                if self._queued_writes is not None:
+                    await self._append_soon(message, (message,), "store the message")
+                    return None
                 return await self._append_message(message)
             case AppendMessages(messages=messages):
+                if self._queued_writes is not None and messages:
+                    await self._append_soon(message, messages, "store the messages")
+                    return None
                 return await self._append_messages(messages)
             case FinishMessage():
+                if self._queued_writes is not None:
+                    await self._finish_soon(message)
+                    return None
                 return await self._finish_message(message)
             case LoadHistory(conversation_id=conversation_id, limit=limit):
                 _check_limit(limit)
@@ -759,6 +841,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
                 return None
             case _FlushDue():
                 await self._flush_due()
+                return None
+            case _SettleWrites():
+                await self._writes_settled.wait()
                 return None
             case _RunRetention():
                 try:
@@ -1080,28 +1165,9 @@ class PersistenceActor(Actor[PersistenceInbox]):
         return stored
 
     async def _finish_message(self, message: FinishMessage) -> StoredMessage:
-        if message.status == "streaming":
-            raise InvalidMessage("FinishMessage needs a final status, not 'streaming'")
-        stream = self._streams_by_message.get(message.message_id)
-        content, thinking = message.content, message.thinking
-        if message.streamed is not None:
-            content, thinking = self._streamed_text(message.message_id, stream, message.streamed)
-        elif thinking is None and stream is not None:
-            thinking = stream.thinking_text()
+        answer, stream = self._finished_answer(message)
         conversation_id = stream.conversation_id if stream is not None else None
         turn_id = stream.turn_id if stream is not None else None
-        answer = FinishedAnswer(
-            message_id=message.message_id,
-            content=content,
-            thinking=thinking,
-            tool_calls=message.tool_calls,
-            usage=message.usage,
-            model=message.model,
-            status=message.status,
-            finish_reason=message.finish_reason,
-            error_code=message.error_code,
-            error_message=message.error_message,
-        )
         try:
             async with self._writing("store the answer", conversation_id, turn_id):
                 stored = await self._store.finish_message(answer, self._clock())
@@ -1117,6 +1183,181 @@ class PersistenceActor(Actor[PersistenceInbox]):
         if stream is not None:
             self._forget_streams([stream])
         return stored
+
+    def _finished_answer(self, message: FinishMessage) -> tuple[FinishedAnswer, _Stream | None]:
+        """What a FinishMessage stores, and the stream it ends (if this actor holds it).
+
+        Raises:
+            InvalidMessage: The status is still ``streaming``.
+            StreamedTextLost: See :meth:`_streamed_text`.
+        """
+        if message.status == "streaming":
+            raise InvalidMessage("FinishMessage needs a final status, not 'streaming'")
+        stream = self._streams_by_message.get(message.message_id)
+        content, thinking = message.content, message.thinking
+        if message.streamed is not None:
+            content, thinking = self._streamed_text(message.message_id, stream, message.streamed)
+        elif thinking is None and stream is not None:
+            thinking = stream.thinking_text()
+        answer = FinishedAnswer(
+            message_id=message.message_id,
+            content=content,
+            thinking=thinking,
+            tool_calls=message.tool_calls,
+            usage=message.usage,
+            model=message.model,
+            status=message.status,
+            finish_reason=message.finish_reason,
+            error_code=message.error_code,
+            error_message=message.error_message,
+        )
+        return answer, stream
+
+    # -- queued writes (SQLite) ---------------------------------------------------------------
+
+    async def _append_soon(
+        self,
+        request: AppendMessage | AppendMessages,
+        messages: tuple[AppendMessage, ...],
+        action: str,
+    ) -> None:
+        """Queue the messages' insert and answer ``request`` once it committed, without
+        waiting: the next message is handled meanwhile, so the writes of a burst (every
+        turn's messages, every answer's end) commit together in the repository's thread,
+        each answered only after its transaction committed (as durable as when awaited).
+
+        The stream of a streaming row opens when its insert committed, before the reply:
+        its deltas can only follow the reply (the turn waits for the row's id).
+
+        Raises:
+            InvalidMessage: A message is not valid to store (nothing was queued).
+        """
+        for message in messages:
+            _check_append(message)
+        store = self._queued_writes
+        assert store is not None
+        if not self._records_room.is_set():
+            await self._records_room.wait()
+        now = self._clock()
+        first = messages[0]
+        reply = self.defer_reply()
+        single = isinstance(request, AppendMessage)
+        started_at, started = time.time(), time.perf_counter()
+
+        def done(ids: list[int] | None, error: BaseException | None) -> None:
+            self._write_done(
+                action, first.conversation_id, first.turn_id, started, started_at, error
+            )
+            if error is not None:
+                self._fail_queued(reply, request, error)
+                return
+            assert ids is not None
+            stored = tuple(
+                self._appended(message, message_id, now)
+                for message, message_id in zip(messages, ids, strict=True)
+            )
+            reply.resolve(stored[0] if single else stored)
+
+        try:
+            store.write_insert_messages(messages, now, done, action)
+        except RuntimeError as exc:  # the database is closed: a bug, answered as one
+            self._fail_queued(reply, request, exc)
+            return
+        self._queued()
+
+    async def _finish_soon(self, message: FinishMessage) -> None:
+        """Queue an answer's end and answer once it committed (see :meth:`_append_soon`);
+        its stream is forgotten then.
+
+        Raises:
+            InvalidMessage: See :meth:`_finished_answer` (nothing was queued).
+            StreamedTextLost: Likewise.
+        """
+        answer, stream = self._finished_answer(message)
+        store = self._queued_writes
+        assert store is not None
+        if not self._records_room.is_set():
+            await self._records_room.wait()
+        conversation_id = stream.conversation_id if stream is not None else None
+        turn_id = stream.turn_id if stream is not None else None
+        reply = self.defer_reply()
+        started_at, started = time.time(), time.perf_counter()
+
+        def done(stored: StoredMessage | None, error: BaseException | None) -> None:
+            action = "store the answer"
+            self._write_done(action, conversation_id, turn_id, started, started_at, error)
+            if error is None and stored is None:
+                error = SessionNotFound(
+                    f"no message {message.message_id} (its conversation was deleted?)"
+                )
+            if error is not None:
+                self._fail_queued(reply, message, error)
+                return
+            if stream is not None:
+                self._forget_streams([stream])
+            reply.resolve(stored)
+
+        try:
+            store.write_finish_message(answer, self._clock(), done)
+        except RuntimeError as exc:  # the database is closed: a bug, answered as one
+            self._fail_queued(reply, message, exc)
+            return
+        self._queued()
+
+    def _queued(self) -> None:
+        # After the write was queued: its answer comes in a later loop callback, never
+        # from within write_soon.
+        self._in_flight += 1
+        self._writes_settled.clear()
+
+    def _write_done(
+        self,
+        action: str,
+        conversation_id: str | None,
+        turn_id: str | None,
+        started: float,
+        started_at: float,
+        error: BaseException | None,
+    ) -> None:
+        """A queued write was answered: what :meth:`_writing` does for an awaited one
+        (the StorageWritten record, published by the ``write-records`` child task; the
+        last write's failure for CheckStorage)."""
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._writes_settled.set()
+        if error is None:
+            self._last_write_error = None
+        elif isinstance(error, StorageFull | StorageUnavailable):
+            self._last_write_error = f"cannot {action}: {error}"
+        else:
+            return  # an answer (no such conversation), not a failure of the storage
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        self._records.append(
+            (action, conversation_id, turn_id, error is None, started_at, duration_ms)
+        )
+        self._records_ready.set()
+        if len(self._records) >= _MAX_RECORDS:
+            self._records_room.clear()
+
+    def _fail_queued(self, reply: Reply, request: Message, error: BaseException) -> None:
+        """Answer a queued write's request with its error (as the actor loop answers a
+        request whose handler raised)."""
+        self.log.warning(
+            "actor.request_failed",
+            message_type=type(request).__name__,
+            error=f"{type(error).__name__}: {error}",
+        )
+        reply.fail(error)
+
+    async def _publish_records(self) -> None:
+        """Child task: publish the queued writes' StorageWritten records, in order."""
+        records = self._records
+        while True:
+            await self._records_ready.wait()
+            self._records_ready.clear()
+            while records:
+                await self.publish(_storage_written(records.popleft()))
+            self._records_room.set()
 
     @staticmethod
     def _streamed_text(
@@ -1536,6 +1777,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
             StorageFull: The deletions could not be written (nothing was deleted).
         """
         started = time.perf_counter()
+        # The streams of queued writes are open once they are answered: they are in use.
+        await self._writes_settled.wait()
         now = self._clock() if now is None else now
         retention = self._retention_settings
         retention_days = self._saved_settings.retention_days

@@ -21,8 +21,8 @@ Both give the same answers to the same calls; ``tests/test_persistence.py`` runs
 each of them.
 
 Calls are never concurrent on one repository in production (the actor handles one message
-at a time), but a test may run retention beside a request: implementations serialise
-their writes.
+at a time; the SQLite writes it queues without waiting run in order on SQLite's thread),
+but a test may run retention beside a request: implementations serialise their writes.
 """
 
 from __future__ import annotations
@@ -174,7 +174,8 @@ class ChatRepository(Protocol):
     Every method is one transaction (or one statement) and raises the typed errors of the
     module docstring. ``write_transactions`` counts the write transactions committed since
     :meth:`open` (migrations and recovery included): ``benchmarks/chat_path.py`` and the
-    tests diff it around an answer.
+    tests diff it around an answer. SQLite commits the writes queued together in one
+    transaction (group commit), so there it is at most one per write.
     """
 
     write_transactions: int

@@ -1,17 +1,27 @@
 """The SQLite repository: conversations and messages in one SQLite file, or in memory.
 
-Design note — transactions. One aiosqlite connection in autocommit mode
-(``isolation_level=None``): a write of several statements is an explicit ``BEGIN IMMEDIATE
-… COMMIT`` opened by :meth:`SqliteRepository._write`, because in WAL mode a deferred
-transaction that upgrades to a writer can fail with SQLITE_BUSY whatever ``busy_timeout``
-says (notes/performance.md). The writes on the hot path — a message stored, an answer
-finished — are ONE statement each (:meth:`SqliteRepository._write_statement`; schema
-version 2's triggers touch the conversation), so each is its own transaction in one thread
-hop (~0.24 ms instead of ~0.52 ms for four awaited calls). ``synchronous=NORMAL`` in WAL
-keeps every committed transaction across a process crash, at ~4,400 commits/s instead of
-~265 with FULL (an fsync costs ~3.8 ms here). A write that fails because the disk is full,
-the file read-only or the disk failing is rolled back as a whole and surfaces as
-:class:`~actors.errors.StorageFull`; reads keep working.
+Design note — one thread, one hop per operation, group commit. The connection belongs to
+a thread of its own (:class:`~actors.persistence.sqlite_worker.SqliteWorker`, not
+aiosqlite, which hands over every statement): each method here builds one *operation*, a
+function that runs all of its statements in that thread, so a read or a write costs one
+hand-off however many statements it has. Every write is a request of a write batch: the
+requests queued while the thread was busy run in one ``BEGIN IMMEDIATE … COMMIT``, each
+in its own ``SAVEPOINT`` (a request that fails is undone alone and gets its own typed
+error). ``BEGIN IMMEDIATE``: in WAL mode a deferred transaction that upgrades to a writer
+can fail with SQLITE_BUSY whatever ``busy_timeout`` says (notes/performance.md). A request
+is answered once its transaction committed; ``synchronous=NORMAL`` in WAL keeps every
+committed transaction across a process crash (an OS crash or power loss may lose the last
+ones, never corrupting the file), at ~4,400 commits/s instead of ~265 with FULL (an fsync
+costs ~3.8 ms here). In transactions of 25 rows a row costs ~4 µs of CPU, against
+16-19 µs in a transaction of its own (``benchmarks/sqlite_commits.py``). A write that
+fails because the disk is full, the file read-only or the disk failing surfaces as
+:class:`~actors.errors.StorageFull` with nothing of it written; reads keep working.
+
+The hot path's two writes, the user message with the answer's streaming row and the
+answer's end, are ONE statement each (schema version 2's triggers touch the
+conversation), and the actor queues them without waiting
+(:meth:`SqliteRepository.write_insert_messages`, :meth:`~SqliteRepository.write_finish_message`),
+so a burst of turns commits in a few transactions.
 
 The schema version is ``PRAGMA user_version``; :data:`MIGRATIONS` holds the steps.
 """
@@ -22,12 +32,10 @@ import asyncio
 import contextlib
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import orjson
 
 from actors.errors import SessionNotFound, StorageFull
@@ -52,6 +60,7 @@ from actors.persistence.repository import (
     tool_calls_json,
     usage_json,
 )
+from actors.persistence.sqlite_worker import SqliteWorker
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteRepository"]
 
@@ -430,7 +439,8 @@ def _storage_failure(exc: sqlite3.Error) -> str | None:
 
 
 class SqliteRepository:
-    """Conversations and messages in a SQLite file (or ``:memory:``), over aiosqlite.
+    """Conversations and messages in a SQLite file (or ``:memory:``), on a thread of its
+    own (:class:`~actors.persistence.sqlite_worker.SqliteWorker`).
 
     Args:
         path: The database file, or None for an in-memory database (nothing on disk:
@@ -451,15 +461,18 @@ class SqliteRepository:
         )
         """The database as an SQLite URI (``uri=True``), for another connection."""
         self._max_page_count = max_page_count
-        self._db: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
-        """Transactions never interleave on the connection, even when a test runs
-        retention directly while the actor handles a message."""
+        self._worker: SqliteWorker | None = None
 
     @property
     def description(self) -> str:
         """The file's path, or ``:memory:``."""
         return ":memory:" if self._path is None else str(self._path)
+
+    @property
+    def group_commits(self) -> int:
+        """Transactions that committed more than one write request (see
+        :mod:`actors.persistence.sqlite_worker`)."""
+        return 0 if self._worker is None else self._worker.batches
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -479,28 +492,48 @@ class SqliteRepository:
         if self._path is not None:
             await asyncio.to_thread(self._path.parent.mkdir, parents=True, exist_ok=True)
         target = self.description
+        worker = SqliteWorker(self._connect, self._translate, on_commit=self._committed)
         try:
-            # Autocommit mode: _write() opens every transaction itself (BEGIN IMMEDIATE).
-            self._db = await aiosqlite.connect(
-                self.uri if self._path is None else target, isolation_level=None, uri=True
-            )
-            self._db.row_factory = sqlite3.Row
-            return await self._prepare(self._db, now, recover_streaming=recover_streaming)
-        except sqlite3.DatabaseError as exc:  # includes "unable to open", "not a database"
+            await worker.start()
+        except sqlite3.DatabaseError as exc:  # "unable to open"
             if _storage_failure(exc) is not None:
                 raise StorageFull(f"cannot prepare the database {target}: {exc}") from exc
             raise DatabaseUnusable(f"cannot use {target} as the chat database: {exc}") from exc
+        self._worker = worker
+        try:
+            report = await worker.call(
+                lambda db: self._prepare(db, now, recover_streaming=recover_streaming)
+            )
+        except sqlite3.DatabaseError as exc:  # includes "not a database"
+            if _storage_failure(exc) is not None:
+                raise StorageFull(f"cannot prepare the database {target}: {exc}") from exc
+            raise DatabaseUnusable(f"cannot use {target} as the chat database: {exc}") from exc
+        self.write_transactions += 1  # the preparing transaction
+        return report
 
-    async def _prepare(
-        self, db: aiosqlite.Connection, now: float, *, recover_streaming: bool
+    def _connect(self) -> sqlite3.Connection:
+        """The connection, in autocommit mode: the worker opens every write transaction
+        itself (``BEGIN IMMEDIATE``), because in WAL mode a deferred transaction that
+        upgrades to a writer can fail with SQLITE_BUSY whatever ``busy_timeout`` says."""
+        db = sqlite3.connect(
+            self.uri if self._path is None else self.description,
+            isolation_level=None,
+            uri=True,
+            check_same_thread=False,
+        )
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _prepare(
+        self, db: sqlite3.Connection, now: float, *, recover_streaming: bool
     ) -> OpenReport:
-        """PRAGMAs, migrations and crash recovery.
+        """PRAGMAs, migrations and crash recovery (in the worker's thread).
 
         Raises:
             DatabaseUnusable: The schema is newer than this program's.
         """
-        await db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        found = await self._user_version(db)
+        db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        found = _user_version(db)
         if found > SCHEMA_VERSION:
             # Checked before anything else touches the file.
             raise DatabaseUnusable(
@@ -509,25 +542,29 @@ class SqliteRepository:
                 "newer MCP Platform. Upgrade, or set chat.storage.persistence.db_path to "
                 "another file."
             )
-        async with db.execute("PRAGMA journal_mode = WAL") as cursor:
-            row = await cursor.fetchone()
+        row = db.execute("PRAGMA journal_mode = WAL").fetchone()
         journal_mode = str(row[0]) if row is not None else "unknown"
-        await db.execute("PRAGMA synchronous = NORMAL")
-        await db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
         if self._max_page_count is not None:
-            await db.execute(f"PRAGMA max_page_count = {int(self._max_page_count)}")
-        async with self._write("prepare the database") as tx:
+            db.execute(f"PRAGMA max_page_count = {int(self._max_page_count)}")
+        try:
+            db.execute("BEGIN IMMEDIATE")
             # Read again inside the write lock: another process may have migrated meanwhile.
-            version = await self._user_version(tx)
+            version = _user_version(db)
             for step in MIGRATIONS[version:]:
                 for statement in step:
-                    await tx.execute(statement)
+                    db.execute(statement)
             if version < SCHEMA_VERSION:
-                await tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             recovered = 0
             if recover_streaming:
-                async with tx.execute(_RECOVER_STREAMING, (now,)) as cursor:
-                    recovered = cursor.rowcount
+                recovered = db.execute(_RECOVER_STREAMING, (now,)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
         return OpenReport(
             schema_version=SCHEMA_VERSION,
             migrated_from=found,
@@ -535,14 +572,9 @@ class SqliteRepository:
             details={"journal_mode": journal_mode},
         )
 
-    @staticmethod
-    async def _user_version(db: aiosqlite.Connection) -> int:
-        async with db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row is not None else 0
-
     async def close(self) -> None:
-        """Close the connection (an open transaction is rolled back).
+        """Run what is queued, then close the connection (an open transaction is rolled
+        back) and end its thread.
 
         Shielded, with a deadline: a second cancellation must not leave the worker thread
         running (it is not a daemon: it would keep the process alive), and a stuck query
@@ -551,78 +583,42 @@ class SqliteRepository:
         Raises:
             TimeoutError: The connection did not close within the deadline.
         """
-        db, self._db = self._db, None
-        if db is None:
+        worker, self._worker = self._worker, None
+        if worker is None:
             return
-        await asyncio.wait_for(asyncio.shield(db.close()), _CLOSE_TIMEOUT)
+        await worker.close(_CLOSE_TIMEOUT)
 
     # -- transactions -----------------------------------------------------------------------
 
     @property
-    def _connection(self) -> aiosqlite.Connection:
-        if self._db is None:
+    def _db(self) -> SqliteWorker:
+        if self._worker is None:
             raise RuntimeError("the database is not open")
-        return self._db
+        return self._worker
 
-    @asynccontextmanager
-    async def _write(self, action: str) -> AsyncIterator[aiosqlite.Connection]:
-        """A ``BEGIN IMMEDIATE … COMMIT`` write transaction, rolled back on any error.
-
-        Args:
-            action: What is being written, for the error message ("store the message").
-
-        Raises:
-            StorageFull: The disk is full, the database read-only or the disk failing;
-                nothing of the transaction was written.
-        """
-        db = self._connection
-        async with self._write_lock:
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                yield db
-                await db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback(db)
-                full = self._storage_full(action, exc)
-                if full is None:
-                    raise
-                raise full from exc
-            except Exception:
-                await self._rollback(db)
-                raise
-            # A cancellation (the actor is being killed) skips the rollback: closing the
-            # connection rolls the open transaction back.
+    def _committed(self) -> None:
         self.write_transactions += 1
 
-    @asynccontextmanager
-    async def _write_statement(
-        self, action: str, conversation_id: str | None
-    ) -> AsyncIterator[aiosqlite.Connection]:
-        """A write of exactly ONE statement in autocommit mode: its own transaction,
-        durable when it returns, in one thread hop (see migration 2).
+    def _translate(self, action: str, conversation_id: str | None, exc: Exception) -> BaseException:
+        """The error a write request gets for the engine's ``exc`` (chained to it).
 
-        Args:
-            action: What is being written, for the error message.
-            conversation_id: The conversation a foreign-key failure is about.
-
-        Raises:
-            SessionNotFound: The statement's conversation does not exist.
-            StorageFull: As for :meth:`_write`.
+        A foreign-key failure about ``conversation_id`` is SessionNotFound; a storage that
+        cannot take the write (full, read-only, failing) is StorageFull; anything else is
+        the engine's own error.
         """
-        db = self._connection
-        async with self._write_lock:
-            try:
-                yield db
-            except sqlite3.IntegrityError as exc:
-                if conversation_id is not None and "FOREIGN KEY" in str(exc).upper():
-                    raise SessionNotFound(f"no conversation {conversation_id!r}") from exc
-                raise
-            except sqlite3.Error as exc:
-                full = self._storage_full(action, exc)
-                if full is None:
-                    raise
-                raise full from exc
-        self.write_transactions += 1
+        error: BaseException | None = None
+        if (
+            conversation_id is not None
+            and isinstance(exc, sqlite3.IntegrityError)
+            and "FOREIGN KEY" in str(exc).upper()
+        ):
+            error = SessionNotFound(f"no conversation {conversation_id!r}")
+        elif isinstance(exc, sqlite3.Error):
+            error = self._storage_full(action, exc)
+        if error is None:
+            return exc
+        error.__cause__ = exc
+        return error
 
     def _storage_full(self, action: str, exc: sqlite3.Error) -> StorageFull | None:
         """StorageFull if ``exc`` says the storage cannot be written, else None."""
@@ -635,53 +631,75 @@ class SqliteRepository:
             "nothing was written, stored messages are intact"
         )
 
-    @staticmethod
-    async def _rollback(db: aiosqlite.Connection) -> None:
-        # SQLite may have rolled back already (it does for SQLITE_FULL), or BEGIN failed.
-        with contextlib.suppress(sqlite3.OperationalError):
-            await db.execute("ROLLBACK")
+    # -- write operations (each runs in the worker's thread, inside a transaction) --------
 
-    @staticmethod
-    async def _rowcount(db: aiosqlite.Connection, sql: str, parameters: Sequence[Any]) -> int:
-        async with db.execute(sql, parameters) as cursor:
-            return max(cursor.rowcount, 0)
+    def write_insert_messages(
+        self,
+        messages: Sequence[AppendMessage],
+        now: float,
+        done: Callable[[list[int] | None, BaseException | None], None],
+        action: str = "store the messages",
+    ) -> None:
+        """Queue the messages' insert (see :meth:`insert_messages`) without waiting:
+        ``done`` gets their ids, in order, once committed (or the error). The actor's hot
+        path, so writes of a burst commit together."""
+        conversation = messages[0].conversation_id
+        self._db.write_soon(action, _insert_messages_operation(messages, now), done, conversation)
+
+    def write_finish_message(
+        self,
+        answer: FinishedAnswer,
+        now: float,
+        done: Callable[[StoredMessage | None, BaseException | None], None],
+    ) -> None:
+        """Queue the answer's final state (see :meth:`finish_message`) without waiting:
+        ``done`` gets the stored message (None: no such row) once committed."""
+        self._db.write_soon("store the answer", _finish_operation(answer, now), done)
 
     # -- conversations ----------------------------------------------------------------------
 
     async def create_conversation(self, conversation_id: str, owner: str, now: float) -> None:
         """Insert an unsaved conversation."""
-        async with self._write("create a conversation") as db:
-            await db.execute(_INSERT_CONVERSATION, (conversation_id, owner, now, now))
+        await self._db.write(
+            "create a conversation",
+            lambda db: db.execute(_INSERT_CONVERSATION, (conversation_id, owner, now, now)),
+        )
 
     async def conversation(self, conversation_id: str) -> ConversationRecord | None:
         """The conversation with that id, if any."""
-        rows = list(
-            await self._connection.execute_fetchall(_SELECT_CONVERSATION, (conversation_id,))
+        row = await self._db.call(
+            lambda db: db.execute(_SELECT_CONVERSATION, (conversation_id,)).fetchone()
         )
-        return conversation_record(rows[0]) if rows else None
+        return conversation_record(row) if row is not None else None
 
     async def latest_unsaved(self, owner: str) -> ConversationRecord | None:
         """The owner's most recently updated unsaved conversation, if any."""
-        rows = list(await self._connection.execute_fetchall(_SELECT_LATEST_UNSAVED, (owner,)))
-        return conversation_record(rows[0]) if rows else None
+        row = await self._db.call(
+            lambda db: db.execute(_SELECT_LATEST_UNSAVED, (owner,)).fetchone()
+        )
+        return conversation_record(row) if row is not None else None
 
     async def save_conversation(
         self, owner: str, conversation_id: str, name: str, now: float, max_saved: int
     ) -> SessionSummary:
         """Save (or rename) the owner's conversation, checking the limit in the same
         transaction."""
-        async with self._write("save the session") as db:
-            rows = list(await db.execute_fetchall(_SELECT_CONVERSATION, (conversation_id,)))
-            if not rows or rows[0]["owner"] != owner:
+
+        def save(db: sqlite3.Connection) -> None:
+            row = db.execute(_SELECT_CONVERSATION, (conversation_id,)).fetchone()
+            if row is None or row["owner"] != owner:
                 raise SessionNotFound(f"no conversation {conversation_id!r}")
-            if not rows[0]["saved"]:
-                async with db.execute(_COUNT_SAVED, (owner,)) as cursor:
-                    count_row = await cursor.fetchone()
+            if not row["saved"]:
+                count_row = db.execute(_COUNT_SAVED, (owner,)).fetchone()
                 saved = int(count_row[0]) if count_row is not None else 0
                 if saved >= max_saved:
                     raise SavedSessionsFull(saved)
-            await db.execute(_SAVE_CONVERSATION, (name, now, conversation_id))
-        [row] = await self._connection.execute_fetchall(_SELECT_SUMMARY, (owner, conversation_id))
+            db.execute(_SAVE_CONVERSATION, (name, now, conversation_id))
+
+        await self._db.write("save the session", save)
+        row = await self._db.call(
+            lambda db: db.execute(_SELECT_SUMMARY, (owner, conversation_id)).fetchone()
+        )
         return session_summary(row)
 
     async def set_title(
@@ -694,21 +712,25 @@ class SqliteRepository:
         only_if_untitled: bool,
     ) -> tuple[SessionSummary, bool]:
         """One UPDATE (conditional on the owner, and on no title for the model's)."""
-        async with self._write("title the conversation") as db:
-            changed = await self._rowcount(
+        changed = await self._db.write(
+            "title the conversation",
+            lambda db: _rowcount(
                 db, _SET_TITLE, (title, conversation_id, owner, int(only_if_untitled))
-            )
-        rows = list(
-            await self._connection.execute_fetchall(_SELECT_SUMMARY, (owner, conversation_id))
+            ),
         )
-        if not rows:
+        row = await self._db.call(
+            lambda db: db.execute(_SELECT_SUMMARY, (owner, conversation_id)).fetchone()
+        )
+        if row is None:
             raise SessionNotFound(f"no conversation {conversation_id!r}")
-        return session_summary(rows[0]), bool(changed)
+        return session_summary(row), bool(changed)
 
     async def set_provider(self, owner: str, conversation_id: str, provider: str | None) -> None:
         """One UPDATE, conditional on the owner."""
-        async with self._write("choose the provider") as db:
-            changed = await self._rowcount(db, _SET_PROVIDER, (provider, conversation_id, owner))
+        changed = await self._db.write(
+            "choose the provider",
+            lambda db: _rowcount(db, _SET_PROVIDER, (provider, conversation_id, owner)),
+        )
         if not changed:
             raise SessionNotFound(f"no conversation {conversation_id!r}")
 
@@ -721,16 +743,13 @@ class SqliteRepository:
         now: float,
     ) -> list[int]:
         """The conversation row and one multi-row INSERT, in one transaction."""
-        async with self._write("import the conversation") as db:
-            await db.execute(_INSERT_TITLED_CONVERSATION, (conversation_id, owner, title, now, now))
-            if not messages:
-                return []
-            rows = ", ".join([_INSERT_VALUES] * len(messages))
-            values = [value for message in messages for value in message_values(message, now)]
-            returned = await db.execute_fetchall(
-                f"{_INSERT_MESSAGE_COLUMNS} VALUES {rows} RETURNING id", values
-            )
-        return sorted(int(row[0]) for row in returned)
+        insert = _insert_messages_operation(messages, now) if messages else None
+
+        def store(db: sqlite3.Connection) -> list[int]:
+            db.execute(_INSERT_TITLED_CONVERSATION, (conversation_id, owner, title, now, now))
+            return [] if insert is None else insert(db)
+
+        return await self._db.write("import the conversation", store)
 
     async def search(self, owner: str, words: Sequence[str], limit: int) -> list[SearchHit]:
         """FTS5 over the messages, LIKE over the titles (see ChatRepository.search)."""
@@ -738,14 +757,19 @@ class SqliteRepository:
             return []
         like = " AND ".join(["title LIKE ? ESCAPE '\\'"] * len(words))
         patterns = [f"%{_like_escaped(word)}%" for word in words]
-        title_rows = await self._connection.execute_fetchall(
-            f"{_SEARCH_TITLES_PREFIX} AND {like} ORDER BY updated_at DESC LIMIT ?",
-            (owner, *patterns, limit),
-        )
         fts_query = " ".join('"' + word.replace('"', '""') + '"*' for word in words)
-        message_rows = await self._connection.execute_fetchall(
-            _SEARCH_MESSAGES, (fts_query, owner, limit, SEARCH_SNIPPET_WORDS)
-        )
+
+        def search(db: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+            title_rows = db.execute(
+                f"{_SEARCH_TITLES_PREFIX} AND {like} ORDER BY updated_at DESC LIMIT ?",
+                (owner, *patterns, limit),
+            ).fetchall()
+            message_rows = db.execute(
+                _SEARCH_MESSAGES, (fts_query, owner, limit, SEARCH_SNIPPET_WORDS)
+            ).fetchall()
+            return title_rows, message_rows
+
+        title_rows, message_rows = await self._db.call(search)
         return merge_hits(title_rows, message_rows, limit)
 
     async def session_page(
@@ -753,42 +777,44 @@ class SqliteRepository:
     ) -> list[SessionSummary]:
         """One page of the owner's conversations by ``(updated_at, id)``, newest first."""
         key = (None, None) if after is None else after
-        rows = await self._connection.execute_fetchall(_SELECT_SESSION_PAGE, (owner, *key, limit))
+        rows = await self._db.call(
+            lambda db: db.execute(_SELECT_SESSION_PAGE, (owner, *key, limit)).fetchall()
+        )
         return [session_summary(row) for row in rows]
 
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool:
         """Delete the owner's conversation (its messages cascade)."""
-        async with self._write("delete the session") as db:
-            deleted = await self._rowcount(db, _DELETE_CONVERSATION, (conversation_id, owner))
+        deleted = await self._db.write(
+            "delete the session",
+            lambda db: _rowcount(db, _DELETE_CONVERSATION, (conversation_id, owner)),
+        )
         return bool(deleted)
 
     # -- messages ---------------------------------------------------------------------------
 
     async def insert_message(self, message: AppendMessage, now: float) -> int:
-        """One statement, its own transaction (autocommit): the insert trigger touches the
-        conversation, the foreign key refuses an unknown one."""
-        async with self._write_statement("store the message", message.conversation_id) as db:
-            inserted = await db.execute_insert(_INSERT_MESSAGE, message_values(message, now))
-        if inserted is None:  # pragma: no cover - SQLite always has a last rowid here
-            raise RuntimeError("SQLite returned no row id for the inserted message")
-        return int(inserted[0])
+        """One statement: the insert trigger touches the conversation, the foreign key
+        refuses an unknown one."""
+        values = message_values(message, now)
+
+        def insert(db: sqlite3.Connection) -> int:
+            inserted = db.execute(_INSERT_MESSAGE, values).lastrowid
+            if inserted is None:  # pragma: no cover - SQLite always has a last rowid here
+                raise RuntimeError("SQLite returned no row id for the inserted message")
+            return inserted
+
+        return await self._db.write("store the message", insert, message.conversation_id)
 
     async def insert_messages(self, messages: Sequence[AppendMessage], now: float) -> list[int]:
-        """Several messages in one multi-row INSERT: one statement, so one transaction
-        and one thread hop (a tool step's result plus the next row: one ~0.25 ms write
-        instead of two, ``benchmarks/tools.py``)."""
+        """Several messages in one multi-row INSERT: one statement (a tool step's result
+        plus the next row: one write instead of two, ``benchmarks/tools.py``)."""
         if not messages:
             return []
-        rows = ", ".join([_INSERT_VALUES] * len(messages))
-        values = [value for message in messages for value in message_values(message, now)]
-        conversation = messages[0].conversation_id
-        async with self._write_statement("store the messages", conversation) as db:
-            returned = await db.execute_fetchall(
-                f"{_INSERT_MESSAGE_COLUMNS} VALUES {rows} RETURNING id", values
-            )
-        # RETURNING's row order is unspecified, but each new rowid is above every earlier
-        # one and the rows are inserted in VALUES order: sorted ids follow the messages.
-        return sorted(int(row[0]) for row in returned)
+        return await self._db.write(
+            "store the messages",
+            _insert_messages_operation(messages, now),
+            messages[0].conversation_id,
+        )
 
     async def branch_conversation(
         self,
@@ -801,82 +827,69 @@ class SqliteRepository:
     ) -> None:
         """The conversation row, an INSERT … SELECT of the messages, and the row touched
         again (the copies' insert trigger set it to their old times), in one transaction."""
-        async with self._write("branch the conversation") as db:
-            await db.execute(
+
+        def branch(db: sqlite3.Connection) -> None:
+            db.execute(
                 _INSERT_BRANCH,
                 (conversation_id, owner, title, now, now, source_id, before_message_id, source_id),
             )
-            await db.execute(_COPY_MESSAGES_BEFORE, (conversation_id, source_id, before_message_id))
-            await db.execute(_TOUCH_CONVERSATION, (now, conversation_id))
+            db.execute(_COPY_MESSAGES_BEFORE, (conversation_id, source_id, before_message_id))
+            db.execute(_TOUCH_CONVERSATION, (now, conversation_id))
+
+        await self._db.write("branch the conversation", branch)
 
     async def replace_after(
         self, conversation_id: str, after_message_id: int, row: AppendMessage, now: float
     ) -> int:
         """A DELETE and an INSERT in one transaction."""
-        async with self._write("replace the answer") as db:
-            await db.execute(_DELETE_AFTER, (conversation_id, after_message_id))
-            try:
-                inserted = await db.execute_insert(_INSERT_MESSAGE, message_values(row, now))
-            except sqlite3.IntegrityError as exc:
-                raise SessionNotFound(f"no conversation {conversation_id!r}") from exc
-        assert inserted is not None
-        return int(inserted[0])
+        values = message_values(row, now)
+
+        def replace(db: sqlite3.Connection) -> int:
+            db.execute(_DELETE_AFTER, (conversation_id, after_message_id))
+            inserted = db.execute(_INSERT_MESSAGE, values).lastrowid
+            assert inserted is not None
+            return inserted
+
+        # Any integrity failure here is the conversation's (the only foreign key).
+        try:
+            return await self._db.write("replace the answer", replace, conversation_id)
+        except sqlite3.IntegrityError as exc:
+            raise SessionNotFound(f"no conversation {conversation_id!r}") from exc
 
     async def flush_streams(self, flushes: Sequence[StreamFlush], now: float) -> None:
-        """The streams' text in one transaction: one statement (one thread hop) for up
-        to :data:`_FLUSH_ROWS_PER_STATEMENT` streams."""
+        """The streams' text in one transaction: one statement for up to
+        :data:`_FLUSH_ROWS_PER_STATEMENT` streams."""
         if len(flushes) == 1:
             [f] = flushes
-            async with self._write_statement("store the partial answer", None) as db:
-                await db.execute(
-                    _FLUSH_STREAM, (f.content, f.thinking, f.status, now, f.message_id)
+            statements = [(_FLUSH_STREAM, [f.content, f.thinking, f.status, now, f.message_id])]
+        else:
+            batches = [
+                flushes[i : i + _FLUSH_ROWS_PER_STATEMENT]
+                for i in range(0, len(flushes), _FLUSH_ROWS_PER_STATEMENT)
+            ]
+            statements = [
+                (
+                    _flush_streams_statement(len(batch)),
+                    [now, *(v for f in batch for v in _flush_values(f))],
                 )
-            return
-        batches = [
-            flushes[i : i + _FLUSH_ROWS_PER_STATEMENT]
-            for i in range(0, len(flushes), _FLUSH_ROWS_PER_STATEMENT)
-        ]
-        statements = [
-            (
-                _flush_streams_statement(len(batch)),
-                [now, *(v for f in batch for v in (f.message_id, f.content, f.thinking, f.status))],
-            )
-            for batch in batches
-        ]
-        if len(statements) == 1:
-            async with self._write_statement("store the partial answer", None) as db:
-                await db.execute(*statements[0])
-            return
-        async with self._write("store the partial answer") as db:
-            for statement in statements:
-                await db.execute(*statement)
+                for batch in batches
+            ]
+
+        def flush(db: sqlite3.Connection) -> None:
+            for statement, parameters in statements:
+                db.execute(statement, parameters)
+
+        await self._db.write("store the partial answer", flush)
 
     async def finish_message(self, answer: FinishedAnswer, now: float) -> StoredMessage | None:
         """One statement (the status trigger touches the conversation)."""
-        async with self._write_statement("store the answer", None) as db:
-            rows = list(
-                await db.execute_fetchall(
-                    _FINISH_MESSAGE,
-                    (
-                        answer.content,
-                        answer.thinking,
-                        tool_calls_json(answer.tool_calls),
-                        usage_json(answer.usage),
-                        answer.model,
-                        answer.status,
-                        answer.finish_reason,
-                        answer.error_code,
-                        answer.error_message,
-                        now,
-                        answer.message_id,
-                    ),
-                )
-            )
-        return stored_message(rows[0]) if rows else None
+        return await self._db.write("store the answer", _finish_operation(answer, now))
 
     async def load_history(self, conversation_id: str, limit: int) -> list[StoredMessage]:
         """The newest ``limit`` messages, oldest first."""
-        rows = await self._connection.execute_fetchall(_SELECT_HISTORY, (conversation_id, limit))
+        rows = await self._db.call(
+            lambda db: db.execute(_SELECT_HISTORY, (conversation_id, limit)).fetchall()
+        )
         return [stored_message(row) for row in rows]
 
     # -- retention --------------------------------------------------------------------------
@@ -884,70 +897,146 @@ class SqliteRepository:
     async def apply_retention(self, policy: RetentionPolicy) -> RetentionCounts:
         """The rules in one transaction (see :class:`RetentionPolicy`)."""
         active_json = orjson.dumps(sorted(policy.in_use)).decode()
-        expired_saved = 0
-        async with self._write("apply retention") as db:
+
+        def apply(db: sqlite3.Connection) -> RetentionCounts:
+            expired_saved = 0
             if policy.saved_before is not None:
-                expired_saved = await self._rowcount(
-                    db, _EXPIRE_SAVED, (policy.saved_before, active_json)
-                )
-            expired = await self._rowcount(
-                db, _EXPIRE_UNSAVED, (policy.unsaved_before, active_json)
+                expired_saved = _rowcount(db, _EXPIRE_SAVED, (policy.saved_before, active_json))
+            expired = _rowcount(db, _EXPIRE_UNSAVED, (policy.unsaved_before, active_json))
+            beyond = _rowcount(db, _DELETE_BEYOND_MAX_SESSIONS, (policy.max_sessions, active_json))
+            trimmed = _rowcount(db, _TRIM_MESSAGES, (policy.max_messages,))
+            return RetentionCounts(
+                expired_saved=expired_saved,
+                expired_unsaved=expired,
+                over_max_sessions=beyond,
+                trimmed_messages=trimmed,
             )
-            beyond = await self._rowcount(
-                db, _DELETE_BEYOND_MAX_SESSIONS, (policy.max_sessions, active_json)
-            )
-            trimmed = await self._rowcount(db, _TRIM_MESSAGES, (policy.max_messages,))
-        return RetentionCounts(
-            expired_saved=expired_saved,
-            expired_unsaved=expired,
-            over_max_sessions=beyond,
-            trimmed_messages=trimmed,
-        )
+
+        return await self._db.write("apply retention", apply)
 
     # -- readiness -------------------------------------------------------------------------
 
     async def check_writable(self) -> None:
         """Take the write lock (``BEGIN IMMEDIATE``) and give it back."""
-        db = self._connection
-        async with self._write_lock:
+
+        def check(db: sqlite3.Connection) -> None:
             try:
-                await db.execute("BEGIN IMMEDIATE")
+                db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StorageFull(f"cannot take the write lock: {exc}") from exc
-            await self._rollback(db)
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+
+        await self._db.call(check)
 
     # -- stored OAuth tokens ---------------------------------------------------------------
 
     async def load_oauth(self, server: str, owner: str) -> OAuthRecord:
         """What is stored for ``server`` and ``owner`` (an empty record: nothing)."""
-        rows = await self._connection.execute_fetchall(_SELECT_OAUTH, (server, owner))
-        for row in rows:
-            return OAuthRecord(
-                tokens=row["tokens"], expires_at=row["expires_at"], client_info=row["client_info"]
-            )
-        return OAuthRecord()
+        row = await self._db.call(lambda db: db.execute(_SELECT_OAUTH, (server, owner)).fetchone())
+        if row is None:
+            return OAuthRecord()
+        return OAuthRecord(
+            tokens=row["tokens"], expires_at=row["expires_at"], client_info=row["client_info"]
+        )
 
     async def store_oauth_tokens(
         self, server: str, owner: str, tokens: str | None, expires_at: float | None, now: float
     ) -> None:
         """One upsert: the tokens and their expiry replaced, the registration kept."""
-        async with self._write_statement("store the OAuth tokens", None) as db:
-            await db.execute(_UPSERT_OAUTH_TOKENS, (server, owner, tokens, expires_at, now))
+        await self._db.write(
+            "store the OAuth tokens",
+            lambda db: db.execute(_UPSERT_OAUTH_TOKENS, (server, owner, tokens, expires_at, now)),
+        )
 
     async def store_oauth_client(
         self, server: str, owner: str, client_info: str, now: float
     ) -> None:
         """One upsert: the registration replaced, the tokens kept."""
-        async with self._write_statement("store the OAuth client", None) as db:
-            await db.execute(_UPSERT_OAUTH_CLIENT, (server, owner, client_info, now))
+        await self._db.write(
+            "store the OAuth client",
+            lambda db: db.execute(_UPSERT_OAUTH_CLIENT, (server, owner, client_info, now)),
+        )
 
     async def forget_oauth(self, server: str, owner: str | None) -> int:
         """Delete one owner's row of ``server``, or every owner's."""
-        async with self._write_statement("forget the OAuth tokens", None) as db:
-            if owner is None:
-                cursor = await db.execute("DELETE FROM oauth_tokens WHERE server = ?", (server,))
-            else:
-                cursor = await db.execute(
-                    "DELETE FROM oauth_tokens WHERE server = ? AND owner = ?", (server, owner)
-                )
-            return cursor.rowcount
+        if owner is None:
+            return await self._db.write(
+                "forget the OAuth tokens",
+                lambda db: _rowcount(db, "DELETE FROM oauth_tokens WHERE server = ?", (server,)),
+            )
+        return await self._db.write(
+            "forget the OAuth tokens",
+            lambda db: _rowcount(
+                db, "DELETE FROM oauth_tokens WHERE server = ? AND owner = ?", (server, owner)
+            ),
+        )
+
+
+# -- operations (run in the worker's thread) --------------------------------------------------
+
+
+def _user_version(db: sqlite3.Connection) -> int:
+    row = db.execute("PRAGMA user_version").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def _rowcount(db: sqlite3.Connection, sql: str, parameters: Sequence[Any]) -> int:
+    return max(db.execute(sql, parameters).rowcount, 0)
+
+
+def _flush_values(flush: StreamFlush) -> tuple[Any, ...]:
+    """One stream's ``(id, content, thinking, status)`` in a batched flush statement."""
+    return (flush.message_id, flush.content, flush.thinking, flush.status)
+
+
+def _insert_messages_operation(
+    messages: Sequence[AppendMessage], now: float
+) -> Callable[[sqlite3.Connection], list[int]]:
+    """One multi-row INSERT of ``messages``, returning their ids in order."""
+    if len(messages) == 1:
+        values = message_values(messages[0], now)
+
+        def insert_one(db: sqlite3.Connection) -> list[int]:
+            inserted = db.execute(_INSERT_MESSAGE, values).lastrowid
+            assert inserted is not None
+            return [inserted]
+
+        return insert_one
+    rows = ", ".join([_INSERT_VALUES] * len(messages))
+    statement = f"{_INSERT_MESSAGE_COLUMNS} VALUES {rows} RETURNING id"
+    parameters = [value for message in messages for value in message_values(message, now)]
+
+    def insert(db: sqlite3.Connection) -> list[int]:
+        # RETURNING's row order is unspecified, but each new rowid is above every earlier
+        # one and the rows are inserted in VALUES order: sorted ids follow the messages.
+        return sorted(int(row[0]) for row in db.execute(statement, parameters).fetchall())
+
+    return insert
+
+
+def _finish_operation(
+    answer: FinishedAnswer, now: float
+) -> Callable[[sqlite3.Connection], StoredMessage | None]:
+    """The answer's final state in one UPDATE … RETURNING (None: no such row)."""
+    parameters = (
+        answer.content,
+        answer.thinking,
+        tool_calls_json(answer.tool_calls),
+        usage_json(answer.usage),
+        answer.model,
+        answer.status,
+        answer.finish_reason,
+        answer.error_code,
+        answer.error_message,
+        now,
+        answer.message_id,
+    )
+
+    def finish(db: sqlite3.Connection) -> StoredMessage | None:
+        # fetchall: the statement runs to its end (a pending RETURNING row would keep it
+        # active, and COMMIT refuses while a write statement is active).
+        rows = db.execute(_FINISH_MESSAGE, parameters).fetchall()
+        return stored_message(rows[0]) if rows else None
+
+    return finish
