@@ -49,6 +49,7 @@ from actors.messages import (
     CancelCompletion,
     CompletionRequest,
     CompletionResult,
+    OpenCompletion,
     SaveRuntimeConfig,
 )
 from bus.actor import Actor
@@ -811,6 +812,51 @@ async def test_cancel_closes_the_stream_and_answers_with_the_partial_text(
     assert gate.reached.is_set()
     [cancelled] = log_events.events("llm.cancelled")
     assert cancelled["turn_id"] == "t-1"
+
+
+def _gated(turn_id: str = "t-1") -> CompletionRequest:
+    return CompletionRequest(conversation_id="c-1", turn_id=turn_id, messages=MESSAGES, gated=True)
+
+
+async def test_a_gated_request_shows_nothing_and_answers_only_once_opened(
+    start: Start, server: ScriptedLLM
+) -> None:
+    """A gated request goes out at once; its deltas and its reply wait for OpenCompletion
+    (the caller's write is committed), then all of it goes out, deltas first."""
+    harness = await start()
+    server.script(Reply.stream(Content("Hel"), Content("lo"), Done()))
+    pending = asyncio.create_task(harness.bus.request(_gated(), timeout=TIMEOUT))
+    await server.wait_requests(1)
+    await harness.bus.request(Ping(), to="llm", timeout=TIMEOUT)
+    await harness.bus.request(Ping(), to=harness.probe.name, timeout=TIMEOUT)
+    assert harness.probe.of("t-1") == []
+    assert not pending.done()
+    await harness.bus.send("llm", OpenCompletion(turn_id="t-1"))
+    result = await pending
+    assert isinstance(result, CompletionResult)
+    assert (result.content, result.finish_reason, result.streamed) == ("Hello", "stop", True)
+    assert "".join(text for _, text in harness.probe.of("t-1")) == "Hello"
+
+
+async def test_a_gated_request_cancelled_before_it_is_opened_has_shown_nothing(
+    start: Start, server: ScriptedLLM, log_events: LogCapture
+) -> None:
+    """The caller's write failed: CancelCompletion ends the gated request; no delta was
+    published, and an OpenCompletion for a turn that no longer runs is ignored."""
+    harness = await start()
+    server.script(Reply.stream(Content("never"), Done()))
+    pending = asyncio.create_task(harness.bus.request(_gated(), timeout=TIMEOUT))
+    await server.wait_requests(1)
+    await harness.bus.send("llm", CancelCompletion(turn_id="t-1"))
+    result = await pending
+    assert isinstance(result, CompletionResult)
+    assert result.finish_reason == "cancelled"
+    await harness.bus.send("llm", OpenCompletion(turn_id="t-1"))
+    await harness.bus.request(Ping(), to="llm", timeout=TIMEOUT)
+    await harness.bus.request(Ping(), to=harness.probe.name, timeout=TIMEOUT)
+    assert harness.probe.of("t-1") == []
+    [cancelled] = log_events.events("llm.cancelled")
+    assert cancelled["chars"] == 0
 
 
 async def test_cancel_of_an_unknown_turn_is_a_no_op(

@@ -121,6 +121,7 @@ from actors.messages import (
     ConfigChanged,
     GetConfig,
     LLMCallFinished,
+    OpenCompletion,
     ProviderCheck,
     ToolCall,
     Usage,
@@ -416,6 +417,13 @@ class _Completion:
     """``time.perf_counter()`` at the current attempt's start (TTFT is measured from it)."""
     started_at: float = field(default_factory=time.time)
     """Unix time of the request's arrival (for LLMCallFinished)."""
+    gate: asyncio.Event | None = None
+    """A ``gated`` request's: set by OpenCompletion; no delta and no reply before."""
+
+    async def opened(self) -> None:
+        """Wait until a gated request is opened (at once otherwise)."""
+        if self.gate is not None and not self.gate.is_set():
+            await self.gate.wait()
 
     def result(
         self,
@@ -551,7 +559,7 @@ def _request_body(
 
 
 LLMInbox = Annotated[
-    CompletionRequest | CancelCompletion | ConfigChanged | CheckProvider,
+    CompletionRequest | CancelCompletion | OpenCompletion | ConfigChanged | CheckProvider,
     Field(discriminator="type"),
 ]
 """What the LLMActor handles."""
@@ -563,7 +571,8 @@ class LLMActor(Actor[LLMInbox]):
     Requests: :class:`~actors.messages.CompletionRequest` →
     :class:`~actors.messages.CompletionResult` (fails with LLMNotConfigured,
     RateLimited, LLMUnavailable or InternalError). One-way:
-    :class:`~actors.messages.CancelCompletion`. Events in:
+    :class:`~actors.messages.CancelCompletion`, :class:`~actors.messages.OpenCompletion`
+    (a ``gated`` request's deltas and reply wait for it). Events in:
     :class:`~actors.messages.ConfigChanged`.
     Events out: :class:`~actors.messages.AssistantDelta` (streaming only).
 
@@ -579,6 +588,7 @@ class LLMActor(Actor[LLMInbox]):
     subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
         CompletionRequest,
         CancelCompletion,
+        OpenCompletion,
         ConfigChanged,
         CheckProvider,
     )
@@ -630,6 +640,10 @@ class LLMActor(Actor[LLMInbox]):
                 self._start(message)
             case CancelCompletion(turn_id=turn_id):
                 self._cancel(turn_id)
+            case OpenCompletion(turn_id=turn_id):
+                completion = self._completions.get(turn_id)
+                if completion is not None and completion.gate is not None:
+                    completion.gate.set()
             case ConfigChanged(snapshot=snapshot):
                 self._snapshot = snapshot
                 await self._retire_stale_clients()
@@ -658,6 +672,7 @@ class LLMActor(Actor[LLMInbox]):
             reply=self.defer_reply(),
             snapshot=snapshot,
             started=time.perf_counter(),
+            gate=asyncio.Event() if request.gated else None,
         )
         self._completions[request.turn_id] = completion
         completion.task = self.spawn(self._run(completion), name=f"completion:{request.turn_id}")
@@ -732,7 +747,14 @@ class LLMActor(Actor[LLMInbox]):
         error_code: str | None = None
         usage = Usage()
         try:
-            result = await self._complete(completion)
+            try:
+                result = await self._complete(completion)
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:
+                await completion.opened()  # a failure is told once the request is opened
+                raise
+            await completion.opened()
         except asyncio.CancelledError:
             if not completion.cancel_requested:
                 raise
@@ -1288,6 +1310,7 @@ class LLMActor(Actor[LLMInbox]):
     ) -> None:
         """Publish (and clear) the text read so far, in order, one delta per piece."""
         request = completion.request
+        await completion.opened()  # nothing is shown before the caller's write is committed
         first = completion.first_delta_at is None
         if first:
             completion.first_delta_at = time.perf_counter()

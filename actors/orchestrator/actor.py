@@ -80,6 +80,7 @@ from actors.messages import (
     GetConfig,
     GetPrompt,
     LoadHistory,
+    OpenCompletion,
     PromptMessageText,
     PromptSpec,
     ReleaseTurn,
@@ -118,6 +119,7 @@ from actors.orchestrator.turn import (
     InputStored,
     Interrupt,
     MessagesStored,
+    OpenRequest,
     Publish,
     RequestCompletion,
     RowFinished,
@@ -750,6 +752,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                             await self.publish(event)
                         case Interrupt():
                             await self._interrupt(turn, command)
+                        case OpenRequest():
+                            await self.send("llm", OpenCompletion(turn_id=turn.turn_id))
                         case _:
                             task = asyncio.get_running_loop().create_task(
                                 self._carry_out(turn, command)
@@ -770,6 +774,10 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     elif failure is None:
                         commands += turn.feed(task.result())
                 if failure is not None:
+                    if turn.gated:
+                        # The write a gated request waited for failed: the request ends
+                        # (cancelled) without having shown anything.
+                        await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
                     if pending:
                         await asyncio.wait(pending)
                     raise failure

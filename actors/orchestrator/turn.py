@@ -27,14 +27,14 @@ The shape of a turn (``max_tool_hops`` = H)::
   :meth:`Turn.crash`; the shell first lets the turn's other commands end.
 * The turn ends with exactly one EndTurn, and only when none of its commands is still
   running, so the shell's loop ends with it.
-* A step's calls run in parallel, at most ``max_parallel_calls`` at once; a call that
-  waits for the user's approval holds no slot (a waiting call must not hold back the
-  others). The answer's row is finished while the step's calls run: its write (~0.25 ms)
-  is committed long before even a fast MCP call (~1.5 ms) answers, and always before the
-  step's results are stored (the next step waits for both).
-* A cancel is recorded at once and answered by an Interrupt (stop the stream, the running
-  calls, the approval waits); every later decision reads it: the partial answer is stored
-  ``cancelled``, a call not yet sent is not sent.
+* A step's results and the next answer's row are stored (StoreMessages) with the next
+  RequestCompletion beside it, so a tool round trip does not wait for that commit. That
+  request is *gated*: the LLMActor publishes no delta and gives no answer before the
+  OpenRequest that the store's answer brings (an answer that still comes first waits in
+  the turn for its row). If the store fails, the shell cancels the request
+  (:attr:`Turn.gated`), which has shown nothing, and the turn fails as it did when the
+  request waited for the commit. So no client sees text of an answer whose row, and the
+  results before it, are not durable.
 
 The few facts the shell must still check itself are ordering ones: :attr:`Turn.cancelled`
 right before a CallTool or an approval request leaves, with no await in between, so a
@@ -88,6 +88,7 @@ __all__ = [
     "InputStored",
     "Interrupt",
     "MessagesStored",
+    "OpenRequest",
     "Publish",
     "RequestCompletion",
     "RowFinished",
@@ -248,6 +249,12 @@ class RequestCompletion:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenRequest:
+    """The write a gated RequestCompletion waited for is committed: let its deltas and its
+    answer out (one-way, done at once: ``OpenCompletion`` to the LLMActor)."""
+
+
+@dataclass(frozen=True, slots=True)
 class AskApproval:
     """Publish the request, wait for the user (at most ``request.timeout`` s), always say
     that the wait closed; answer with ApprovalAnswered. Ask nobody (verdict
@@ -299,6 +306,7 @@ TurnCommand = (
     StoreMessages
     | FinishRow
     | RequestCompletion
+    | OpenRequest
     | AskApproval
     | RunTool
     | Publish
@@ -458,8 +466,9 @@ def _add_usage(total: Usage, more: Usage) -> Usage:
 Phase = Literal["accepted", "completing", "tools", "storing", "wrapping_up", "closing", "finished"]
 """``accepted``: the user input is being stored; ``completing``: the model answers;
 ``tools``: a step's calls run (and the answer's row is finished); ``storing``: the step's
-results and the next row are stored; ``wrapping_up``: the hop limit is reached, the
-answer's row (without its calls) is finished before the closing answer's row is stored;
+results and the next row are stored (the next request is out, gated); ``wrapping_up``:
+the hop limit is reached, the answer's row (without its calls) is finished before the
+closing answer's row is stored;
 ``closing``: the last write before EndTurn."""
 
 
@@ -542,6 +551,11 @@ class Turn:
         """The servers this turn has sent calls to (a cancel stops its calls there)."""
         self._ending: EndTurn | None = None
         """The EndTurn that follows the last write (phase ``closing``)."""
+        self._held: list[TurnEvent] = []
+        """The answer to a gated request that came before its row was stored (phase
+        ``storing``): fed once the row is stored."""
+        self._gated = False
+        """A gated request is out and not opened yet (its row's write is in flight)."""
         self._wrapping_up = False
         """The hop limit was reached: the model is asked once more, for a closing answer
         without tool calls (``tool_choice: none``)."""
@@ -562,6 +576,12 @@ class Turn:
     def hops(self) -> int:
         """Tool steps run so far."""
         return self._hops
+
+    @property
+    def gated(self) -> bool:
+        """A request to the model is out while the write it waits for is in flight (if
+        that write fails, the shell cancels the request before it ends the turn)."""
+        return self._gated
 
     @property
     def finished(self) -> bool:
@@ -594,6 +614,24 @@ class Turn:
                 return self._failed(error)
             case CompletionSkipped() if self._phase == "completing" and self._row is not None:
                 return self._answer_into(self._row)
+            case MessagesStored(stored=stored) if self._phase == "storing" and self._gated:
+                # The next answer's row is committed: its request, out since the store
+                # was sent, may show its deltas now.
+                self._gated = False
+                self._row = stored[-1]
+                self._phase = "completing"
+                commands: list[TurnCommand] = [OpenRequest()]
+                for held in self._held:
+                    commands += self.feed(held)
+                self._held.clear()
+                return commands
+            case CompletionDone() | CompletionFailed() | CompletionSkipped() if (
+                self._phase == "storing" and self._gated
+            ):
+                # Its answer came before its row's commit (no text was shown: a gated
+                # request publishes nothing before it is opened).
+                self._held.append(event)
+                return []
             case MessagesStored(stored=stored) if self._phase == "storing":
                 return self._answer_into(stored[-1])
             case RowFinished() if self._phase == "wrapping_up":
@@ -673,6 +711,10 @@ class Turn:
                 self._finished("", None, None, "cancelled"),
             )
         self._phase = "completing"
+        return [self._request()]
+
+    def _request(self, *, gated: bool = False) -> RequestCompletion:
+        """The model's next request (``gated``: sent before its row is committed)."""
         tools = tuple(spec.openai_tool() for spec in self.toolbox.offered.values())
         request = CompletionRequest(
             conversation_id=self.conversation_id,
@@ -683,8 +725,9 @@ class Turn:
             # The closing answer: the tools stay described (the history has their calls,
             # which some APIs refuse without them), but none may be called.
             parameters={"tool_choice": "none"} if self._wrapping_up and tools else {},
+            gated=gated,
         )
-        return [RequestCompletion(request)]
+        return RequestCompletion(request)
 
     def _failed(self, error: ChatError) -> list[TurnCommand]:
         partial, thinking = error.partial_content, error.partial_thinking or None
@@ -954,11 +997,14 @@ class Turn:
                 StoreMessages(tuple(results)),
                 self._finished_with(last, "cancelled"),
             )
-        # The results and the next answer's row in one transaction: one SQLite write
-        # before the next LLM request instead of one per message (~0.25 ms each,
-        # benchmarks/tools.py). Committed before the LLM is called.
+        # The results and the next answer's row in one transaction (one SQLite write
+        # instead of one per message, ~0.25 ms each, benchmarks/tools.py), and the next
+        # request at once, gated: the PersistenceActor commits while the request goes
+        # out, and no delta of the answer is shown (or stored) before the commit succeeded
+        # (MessagesStored opens it; a failed commit cancels it, see :attr:`gated`).
         self._phase = "storing"
-        return [StoreMessages((*results, self._answer_row()))]
+        self._gated = True
+        return [StoreMessages((*results, self._answer_row())), self._request(gated=True)]
 
     # -- building blocks -------------------------------------------------------------------
 
