@@ -406,6 +406,9 @@ class _Completion:
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False
     """Set by CancelCompletion: the task's cancellation is ours, answer with the partial text."""
+    running: bool = False
+    """The child task has begun :meth:`LLMActor._run` (a task cancelled before its first
+    step never enters the function, so its ``try`` could not answer the request)."""
     accumulator: CompletionAccumulator = field(default_factory=CompletionAccumulator)
     """The current attempt's answer so far."""
     provider: str = ""
@@ -418,12 +421,28 @@ class _Completion:
     started_at: float = field(default_factory=time.time)
     """Unix time of the request's arrival (for LLMCallFinished)."""
     gate: asyncio.Event | None = None
-    """A ``gated`` request's: set by OpenCompletion; no delta and no reply before."""
+    """A ``gated`` request's: set by OpenCompletion, or by CancelCompletion to wake its
+    waiters (:attr:`open` says which); no delta and no reply before."""
+    open: bool = False
+    """OpenCompletion came: the gate is open, not merely woken by a cancel."""
 
     async def opened(self) -> None:
-        """Wait until a gated request is opened (at once otherwise)."""
-        if self.gate is not None and not self.gate.is_set():
-            await self.gate.wait()
+        """Wait until a gated request is opened (at once otherwise).
+
+        Raises:
+            asyncio.CancelledError: CancelCompletion came first: nothing of the request
+                may be shown. The wait must end on the cancel itself, not only on the
+                task's cancellation: a cancellation that lands while the stream is read
+                runs the reader's ``finally`` (publish what was read), which waits here
+                again, and a gate nobody opens would hold the request unanswered.
+        """
+        gate = self.gate
+        if gate is None:
+            return
+        if not gate.is_set():
+            await gate.wait()
+        if not self.open:
+            raise asyncio.CancelledError
 
     def result(
         self,
@@ -642,7 +661,12 @@ class LLMActor(Actor[LLMInbox]):
                 self._cancel(turn_id)
             case OpenCompletion(turn_id=turn_id):
                 completion = self._completions.get(turn_id)
-                if completion is not None and completion.gate is not None:
+                if (
+                    completion is not None
+                    and completion.gate is not None
+                    and not completion.cancel_requested
+                ):
+                    completion.open = True
                     completion.gate.set()
             case ConfigChanged(snapshot=snapshot):
                 self._snapshot = snapshot
@@ -684,7 +708,14 @@ class LLMActor(Actor[LLMInbox]):
             return
         if not completion.cancel_requested:
             completion.cancel_requested = True
-            completion.task.cancel()
+            if completion.gate is not None:
+                completion.gate.set()  # wakes opened(), which raises unless it was opened
+            # A task not yet started is not cancelled: it would die before its first line,
+            # leaving the request unanswered (the cancel came right behind the request, in
+            # one pass of the mailbox). _complete sees the flag first and _run answers
+            # cancelled.
+            if completion.running:
+                completion.task.cancel()
 
     def _current_settings(self, name: str) -> _ProviderSettings | None:
         """The transport settings of ``name`` in the configuration in force, if valid."""
@@ -746,6 +777,7 @@ class LLMActor(Actor[LLMInbox]):
         outcome: Literal["ok", "error", "cancelled"] = "error"
         error_code: str | None = None
         usage = Usage()
+        completion.running = True
         try:
             try:
                 result = await self._complete(completion)
@@ -856,6 +888,8 @@ class LLMActor(Actor[LLMInbox]):
             LLMNotConfigured: The active provider has no key (or a wrong setting).
             RateLimited, LLMUnavailable: Every provider failed.
         """
+        if completion.cancel_requested:
+            raise asyncio.CancelledError  # cancelled before the task first ran: see _cancel
         llm = completion.snapshot.config.llm
         first = completion.request.provider or llm.active
         if first not in llm.providers:
