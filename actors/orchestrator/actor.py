@@ -676,7 +676,12 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         )
         if stale:
             prompt = prompt.rstrip("\n") + "\n\n" + stale
-        stored = InputStored(first_row=row, history=history, system_prompt=prompt)
+        stored = InputStored(
+            first_row=row,
+            history=history,
+            system_prompt=prompt,
+            openai=self._history.openai(turn.conversation_id),
+        )
         return await self._drive(turn, turn.feed(stored))
 
     def _stale_read_in(

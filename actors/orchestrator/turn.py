@@ -51,7 +51,6 @@ from typing import Any, Literal
 
 import orjson
 
-from actors.attachments import user_content
 from actors.errors import AnswerCutShort, ChatError
 from actors.logs import redact_text
 from actors.messages import (
@@ -73,6 +72,7 @@ from actors.messages import (
     Usage,
 )
 from actors.orchestrator.approval import ApprovalVerdict, approval_required, refusal
+from actors.orchestrator.conversion import OpenAIHistory, assistant_entry, history_to_openai
 from actors.tool_names import truncate_for_model
 from config.schema import ApprovalSetting
 
@@ -150,6 +150,9 @@ class InputStored:
     history: Sequence[StoredMessage]
     """The conversation as the model reads it, the user's input last (not the row)."""
     system_prompt: str
+    openai: OpenAIHistory | None = None
+    """The conversation's conversion kept from its last turn (the shell's, one per cached
+    conversation): only what was stored since is converted. None: convert it all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,70 +372,8 @@ def finished_card(started: ToolExecutionEvent, outcome: ToolOutcome) -> ToolExec
     )
 
 
-def history_to_openai(
-    history: Sequence[StoredMessage],
-    *,
-    max_result_chars: int | None = None,
-    images: bool = True,
-) -> list[dict[str, Any]]:
-    """Stored messages as OpenAI chat messages, repaired so a strict API accepts them.
-
-    A tool call without a stored result (the process died mid-call, the hop limit ended
-    the turn) is dropped from its assistant message, a tool result whose call is gone is
-    dropped, and an assistant message that is left with neither text nor calls is
-    skipped. Tool results are stored whole and cut to ``max_result_chars`` here, as the
-    model read them when they came. A user message's attachments become content parts
-    (:func:`~actors.attachments.user_content`; ``images``: the model reads images).
-    """
-    answered = {m.tool_call_id for m in history if m.role == "tool" and m.tool_call_id}
-    offered: set[str] = set()
-    out: list[dict[str, Any]] = []
-    for message in history:
-        if message.role == "user":
-            out.append(
-                {
-                    "role": "user",
-                    "content": user_content(message.content, message.attachments, images=images),
-                }
-            )
-        elif message.role == "assistant":
-            calls = [c for c in message.tool_calls if c.id in answered]
-            if not message.content and not calls:
-                continue
-            out.append(_assistant_entry(message.content, calls))
-            offered.update(c.id for c in calls)
-        elif message.role == "tool":
-            if message.tool_call_id in offered:
-                out.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": message.tool_call_id,
-                        "content": message.content
-                        if max_result_chars is None
-                        else truncate_for_model(message.content, max_result_chars),
-                    }
-                )
-        elif message.role == "system":
-            out.append({"role": "system", "content": message.content})
-    return out
-
-
 def _lengths(content: str, thinking: str | None) -> StreamedText:
     return StreamedText(content_chars=len(content), thinking_chars=len(thinking or ""))
-
-
-def _assistant_entry(content: str, calls: Sequence[ToolCall]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"role": "assistant", "content": content or None}
-    if calls:
-        entry["tool_calls"] = [
-            {
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments or "{}"},
-            }
-            for c in calls
-        ]
-    return entry
 
 
 def _refused(reason: str) -> ToolOutcome:
@@ -599,9 +540,10 @@ class Turn:
         """
         match event:
             case InputStored() if self._phase == "accepted":
+                convert = history_to_openai if event.openai is None else event.openai.convert
                 self._messages = [
                     {"role": "system", "content": event.system_prompt},
-                    *history_to_openai(
+                    *convert(
                         event.history,
                         max_result_chars=self.settings.max_result_chars,
                         images=self.accepts_images,
@@ -779,7 +721,7 @@ class Turn:
             reason: FinishReason = "length" if result.finish_reason == "length" else "stop"
             return self._close(finish, self._finished_with(result, reason))
         self._hops += 1
-        self._messages.append(_assistant_entry(result.content, calls))
+        self._messages.append(assistant_entry(result.content, calls))
         self._phase = "tools"
         step = _Step(calls=[_Call(call) for call in calls], row_pending=True)
         self._step = step
