@@ -254,6 +254,9 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         self._owner_offered: dict[str, dict[str, ToolSpec]] = {}
         """What each owner's model is offered, for the owners that ever had a connection
         of their own (kept current: the gateway shows each its own list)."""
+        self._shared_toolbox: tuple[dict[str, ToolSpec], ConfigSnapshot, Toolbox] | None = None
+        """The toolbox of the shared offer, with the offer and the snapshot it was built
+        from (see :meth:`_toolbox`)."""
         self._server_prompts: dict[str, dict[str, PromptSpec]] = {}
         """The prompts of each ready MCP server, by name."""
         self._server_resources: dict[str, tuple[ResourceSpec, ...]] = {}
@@ -574,12 +577,23 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
     def _toolbox(self, owner: str = "") -> Toolbox:
         """The tools offered now to ``owner``'s model (their own connections' tools in
         place of the shared ones) and each of their servers' ``require_approval``."""
-        offered = self._owner_offered.get(owner, self._offered)
+        own = self._owner_offered.get(owner)
+        offered = self._offered if own is None else own
+        snapshot = self.snapshot
+        kept = self._shared_toolbox
+        # A new offer is a new dict and a reload a new snapshot: the same two objects
+        # give the same toolbox (its ``tools`` list is built once, not per turn). Only
+        # the shared one is kept: an owner's own list is rare, and owners are many.
+        if own is None and kept is not None and kept[0] is offered and kept[1] is snapshot:
+            return kept[2]
         servers = {spec.server for spec in offered.values()}
-        return Toolbox(
+        toolbox = Toolbox(
             offered=offered,
             approval={server: self._approval_setting(server) for server in servers},
         )
+        if own is None:
+            self._shared_toolbox = (offered, snapshot, toolbox)
+        return toolbox
 
     def _inform_turns(self) -> None:
         """Running turns apply a reload or a tools change from their next decision on (a
