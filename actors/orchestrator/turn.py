@@ -402,7 +402,7 @@ def _add_usage(total: Usage, more: Usage) -> Usage:
     cost = None
     if total.cost is not None or more.cost is not None:
         cost = (total.cost or 0.0) + (more.cost or 0.0)
-    return Usage(
+    return Usage.model_construct(  # sums of validated counts: no validation needed
         prompt_tokens=total.prompt_tokens + more.prompt_tokens,
         completion_tokens=total.completion_tokens + more.completion_tokens,
         total_tokens=total.total_tokens + more.total_tokens,
@@ -963,7 +963,7 @@ class Turn:
 
     def _answer_row(self) -> AppendMessage:
         """The row an answer streams into (``streaming`` until FinishMessage)."""
-        return AppendMessage(
+        return AppendMessage.model_construct(  # ours, of its types: not validated
             conversation_id=self.conversation_id,
             role="assistant",
             status="streaming",
