@@ -17,9 +17,11 @@ from actors.orchestrator.conversion import OpenAIHistory
 
 __all__ = ["MESSAGE_OVERHEAD", "HistoryCache", "estimated_size"]
 
-MESSAGE_OVERHEAD = 1800
+MESSAGE_OVERHEAD = 2000
 """Bytes a stored message costs in memory besides its text (a Pydantic model, its usage,
-ids and strings; measured with tracemalloc on CPython 3.11)."""
+ids and strings: ~1,800; its conversion for the model, kept once the conversation ran a
+turn, :class:`~actors.orchestrator.conversion.OpenAIHistory`: ~200, which shares the
+text; measured with tracemalloc on CPython 3.11)."""
 
 
 def estimated_size(message: StoredMessage) -> int:
