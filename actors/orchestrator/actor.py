@@ -188,7 +188,7 @@ class _Running:
 def _answer_row(turn: Turn) -> AppendMessage:
     """The row the turn's first answer streams into (``streaming`` until FinishMessage);
     later rows are the core's (:class:`~actors.orchestrator.turn.StoreMessages`)."""
-    return AppendMessage.model_construct(  # ours, of its types: not validated
+    return AppendMessage(
         conversation_id=turn.conversation_id,
         role="assistant",
         status="streaming",
