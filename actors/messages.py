@@ -67,6 +67,7 @@ __all__ = [
     "MessageStatus",
     "OAuthForgotten",
     "OAuthRecord",
+    "OpenCompletion",
     "OpenConversation",
     "OwnersPresent",
     "PromptArgumentSpec",
@@ -962,6 +963,19 @@ class CompletionRequest(Request[CompletionResult]):
     """Publish the answer's text as AssistantDelta events while it streams. False for a
     request no client watches (a title, an MCP server's sampling): only the reply has it,
     and no subscriber keeps text for a turn that never ends."""
+    gated: bool = False
+    """Sent before the write it depends on is committed (the answer's row): the request
+    goes out at once, but no delta is published and no reply is given until
+    :class:`OpenCompletion` for ``turn_id`` arrives. The caller opens it once its write
+    is committed, or sends CancelCompletion if the write failed (nothing was published)."""
+
+
+class OpenCompletion(Message):
+    """One-way to the LLMActor: the write a ``gated`` request of ``turn_id`` waited for is
+    committed; its deltas and its reply may go out. Ignored when no such request runs."""
+
+    type: Literal["open_completion"] = "open_completion"
+    turn_id: str
 
 
 class CancelCompletion(Message):

@@ -26,11 +26,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePath
-from typing import Annotated, ClassVar, assert_never
+from typing import Annotated, ClassVar, Generic, TypeVar, assert_never
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
@@ -248,6 +249,33 @@ class PlatformMetrics:
         return generate_latest(self.registry)
 
 
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class _Children(Generic[M]):
+    """A labelled metric's children, by their label values, from a dict.
+
+    ``labels()`` checks the values, turns each into ``str`` and takes the metric's lock on
+    every call: ~2 % of the main thread in a burst of turns, for a few events per turn.
+    The same values always give the same child (prometheus_client keeps them until
+    ``remove``, which the platform never calls), so the first one is kept here. Bounded
+    as the label values are (see the module note).
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        """The child for ``values`` (created on first use)."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 MetricsInbox = Annotated[
     TurnStateChanged
     | TurnFinished
@@ -285,6 +313,18 @@ class MetricsActor(Actor[MetricsInbox]):
         self.metrics = metrics
         self._turn_starts: dict[str, float] = {}
         """Start time of each running turn, by turn id."""
+        m = metrics
+        self._turns_finished = _Children(m.turns_finished)
+        self._tool_calls = _Children(m.tool_calls)
+        self._tool_duration = _Children(m.tool_duration)
+        self._server_state = _Children(m.server_state)
+        self._storage_writes = _Children(m.storage_writes)
+        self._storage_write_duration = _Children(m.storage_write_duration)
+        self._llm_requests = _Children(m.llm_requests)
+        self._llm_duration = _Children(m.llm_duration)
+        self._llm_ttft = _Children(m.llm_ttft)
+        self._llm_tokens = _Children(m.llm_tokens)
+        self._llm_cost = _Children(m.llm_cost)
 
     async def handle(self, message: MetricsInbox) -> None:
         m = self.metrics
@@ -299,20 +339,20 @@ class MetricsActor(Actor[MetricsInbox]):
                     m.turn_duration.observe(max(0.0, at - started))
                 m.turns_running.set(len(self._turn_starts))
             case TurnFinished(finish_reason=reason):
-                m.turns_finished.labels(reason).inc()
+                self._turns_finished(reason).inc()
             case LLMCallFinished():
                 self._llm_call(message)
             case ToolCallFinished(server=server, tool=tool, outcome=outcome, duration_ms=ms):
-                m.tool_calls.labels(server, tool, outcome).inc()
-                m.tool_duration.labels(server, tool).observe(ms / 1000)
+                self._tool_calls(server, tool, outcome).inc()
+                self._tool_duration(server, tool).observe(ms / 1000)
             case ServerStateChanged(owner=owner) if owner:
                 pass  # an owner's own connection: the gauge is the server's shared state
             case ServerStateChanged(server=server, status=status):
                 for state in _SERVER_STATES:
-                    m.server_state.labels(server, state).set(1.0 if state == status else 0.0)
+                    self._server_state(server, state).set(1.0 if state == status else 0.0)
             case StorageWritten(action=action, ok=ok, duration_ms=ms):
-                m.storage_writes.labels(action, "ok" if ok else "error").inc()
-                m.storage_write_duration.labels(action).observe(ms / 1000)
+                self._storage_writes(action, "ok" if ok else "error").inc()
+                self._storage_write_duration(action).observe(ms / 1000)
             case ConfigChanged(source=source):
                 m.config_reloads.labels(source).inc()
             case ConfigRejected(source=source):
@@ -322,18 +362,17 @@ class MetricsActor(Actor[MetricsInbox]):
                 assert_never(message)
 
     def _llm_call(self, call: LLMCallFinished) -> None:
-        m = self.metrics
         labels = (call.provider, call.model)
-        m.llm_requests.labels(*labels, call.outcome).inc()
-        m.llm_duration.labels(*labels).observe(call.duration_ms / 1000)
+        self._llm_requests(*labels, call.outcome).inc()
+        self._llm_duration(*labels).observe(call.duration_ms / 1000)
         if call.ttft_ms is not None:
-            m.llm_ttft.labels(*labels).observe(call.ttft_ms / 1000)
+            self._llm_ttft(*labels).observe(call.ttft_ms / 1000)
         usage = call.usage
         if usage.prompt_tokens:
-            m.llm_tokens.labels(*labels, "prompt").inc(usage.prompt_tokens)
+            self._llm_tokens(*labels, "prompt").inc(usage.prompt_tokens)
         if usage.completion_tokens:
-            m.llm_tokens.labels(*labels, "completion").inc(usage.completion_tokens)
-        m.llm_cost.labels(*labels).inc(usage.cost or 0.0)
+            self._llm_tokens(*labels, "completion").inc(usage.completion_tokens)
+        self._llm_cost(*labels).inc(usage.cost or 0.0)
 
 
 # -- who may scrape ---------------------------------------------------------------------------

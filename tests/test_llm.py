@@ -49,6 +49,7 @@ from actors.messages import (
     CancelCompletion,
     CompletionRequest,
     CompletionResult,
+    OpenCompletion,
     SaveRuntimeConfig,
 )
 from bus.actor import Actor
@@ -854,6 +855,51 @@ async def test_cancel_closes_the_stream_and_answers_with_the_partial_text(
     assert cancelled["turn_id"] == "t-1"
 
 
+def _gated(turn_id: str = "t-1") -> CompletionRequest:
+    return CompletionRequest(conversation_id="c-1", turn_id=turn_id, messages=MESSAGES, gated=True)
+
+
+async def test_a_gated_request_shows_nothing_and_answers_only_once_opened(
+    start: Start, server: ScriptedLLM
+) -> None:
+    """A gated request goes out at once; its deltas and its reply wait for OpenCompletion
+    (the caller's write is committed), then all of it goes out, deltas first."""
+    harness = await start()
+    server.script(Reply.stream(Content("Hel"), Content("lo"), Done()))
+    pending = asyncio.create_task(harness.bus.request(_gated(), timeout=TIMEOUT))
+    await server.wait_requests(1)
+    await harness.bus.request(Ping(), to="llm", timeout=TIMEOUT)
+    await harness.bus.request(Ping(), to=harness.probe.name, timeout=TIMEOUT)
+    assert harness.probe.of("t-1") == []
+    assert not pending.done()
+    await harness.bus.send("llm", OpenCompletion(turn_id="t-1"))
+    result = await pending
+    assert isinstance(result, CompletionResult)
+    assert (result.content, result.finish_reason, result.streamed) == ("Hello", "stop", True)
+    assert "".join(text for _, text in harness.probe.of("t-1")) == "Hello"
+
+
+async def test_a_gated_request_cancelled_before_it_is_opened_has_shown_nothing(
+    start: Start, server: ScriptedLLM, log_events: LogCapture
+) -> None:
+    """The caller's write failed: CancelCompletion ends the gated request; no delta was
+    published, and an OpenCompletion for a turn that no longer runs is ignored."""
+    harness = await start()
+    server.script(Reply.stream(Content("never"), Done()))
+    pending = asyncio.create_task(harness.bus.request(_gated(), timeout=TIMEOUT))
+    await server.wait_requests(1)
+    await harness.bus.send("llm", CancelCompletion(turn_id="t-1"))
+    result = await pending
+    assert isinstance(result, CompletionResult)
+    assert result.finish_reason == "cancelled"
+    await harness.bus.send("llm", OpenCompletion(turn_id="t-1"))
+    await harness.bus.request(Ping(), to="llm", timeout=TIMEOUT)
+    await harness.bus.request(Ping(), to=harness.probe.name, timeout=TIMEOUT)
+    assert harness.probe.of("t-1") == []
+    [cancelled] = log_events.events("llm.cancelled")
+    assert cancelled["chars"] == 0
+
+
 async def test_cancel_of_an_unknown_turn_is_a_no_op(
     start: Start, server: ScriptedLLM, log_events: LogCapture
 ) -> None:
@@ -1090,3 +1136,58 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("nan") is None
     assert parse_retry_after(email.utils.formatdate(now + 5, usegmt=True), now=now) == 5.0
     assert parse_retry_after(email.utils.formatdate(now - 5, usegmt=True), now=now) == 0.0
+
+
+def _has_read(harness: Harness, turn_id: str, content: str) -> bool:
+    """The running request of ``turn_id`` has read ``content`` from its stream."""
+    completion = harness.llm._completions.get(turn_id)
+    return completion is not None and completion.accumulator.content == content
+
+
+async def test_a_gated_request_cancelled_while_its_text_waits_at_the_gate_is_answered(
+    start: Start, server: ScriptedLLM, log_events: LogCapture
+) -> None:
+    """Text of a gated request was read and waits for OpenCompletion when the cancel
+    comes: the cancellation runs the stream reader's ``finally`` (publish what was read),
+    which waits at the gate again; the cancel wakes it, so the request still answers
+    (cancelled), with nothing shown. (The gate used to wait on forever: the turn whose
+    commit had failed never ended.)"""
+    harness = await start()
+    gate = Gate()
+    server.script(Reply.stream(Content("never"), gate, Done()))
+    pending = asyncio.create_task(harness.bus.request(_gated(), timeout=TIMEOUT))
+    await gate.reached.wait()
+    # No event says the reader has parsed the chunk (a gated request publishes nothing):
+    # look at its state until it has.
+    async with asyncio.timeout(TIMEOUT):
+        while not _has_read(harness, "t-1", "never"):  # noqa: ASYNC110 - no event says it
+            await asyncio.sleep(0.001)
+    await harness.bus.send("llm", CancelCompletion(turn_id="t-1"))
+    result = await pending
+    assert isinstance(result, CompletionResult)
+    assert result.finish_reason == "cancelled"
+    gate.open()
+    await harness.bus.request(Ping(), to=harness.probe.name, timeout=TIMEOUT)
+    assert harness.probe.of("t-1") == []
+    [cancelled] = log_events.events("llm.cancelled")
+    assert cancelled["chars"] == 0
+
+
+async def test_a_gated_request_cancelled_before_its_task_ran_is_answered_cancelled(
+    start: Start, server: ScriptedLLM, log_events: LogCapture
+) -> None:
+    """The caller's write failed so fast that CancelCompletion is in the LLMActor's
+    mailbox right behind the gated request: the request still answers (cancelled), never
+    asks the model, and shows nothing."""
+    harness = await start()
+    server.script(Reply.stream(Content("never"), Done()))
+    pending = asyncio.create_task(harness.bus.request(_gated(), timeout=TIMEOUT))
+    await asyncio.sleep(0)  # one loop pass: the request is in the mailbox, not yet handled
+    harness.bus.offer("llm", CancelCompletion(turn_id="t-1"))
+    result = await pending
+    assert isinstance(result, CompletionResult)
+    assert result.finish_reason == "cancelled"
+    await harness.bus.request(Ping(), to=harness.probe.name, timeout=TIMEOUT)
+    assert harness.probe.of("t-1") == []
+    [cancelled] = log_events.events("llm.cancelled")
+    assert cancelled["chars"] == 0

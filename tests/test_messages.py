@@ -416,6 +416,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
             deltas=False,
         ),
         m.CancelCompletion(turn_id="t-1"),
+        m.OpenCompletion(turn_id="t-1"),
         # tools
         m.ServerStateChanged(
             server="demo",

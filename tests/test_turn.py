@@ -37,6 +37,7 @@ from actors.orchestrator.turn import (
     InputStored,
     Interrupt,
     MessagesStored,
+    OpenRequest,
     Publish,
     RequestCompletion,
     RowFinished,
@@ -138,6 +139,18 @@ def _only(commands: list[TurnCommand], kind: type[_C]) -> _C:
     command = commands[0]
     assert isinstance(command, kind), command
     return command
+
+
+def _store(commands: list[TurnCommand]) -> StoreMessages:
+    """A store; when it holds the next answer's row, the gated request that goes out with
+    it (opened once the row is stored)."""
+    store, *rest = commands
+    assert isinstance(store, StoreMessages), commands
+    if rest:
+        request = _only(rest, RequestCompletion)
+        assert request.request.gated
+        assert store.messages[-1].status == "streaming"
+    return store
 
 
 def _ended(commands: list[TurnCommand]) -> EndTurn:
@@ -273,15 +286,22 @@ def test_a_multi_hop_turn_runs_tools_stores_results_and_asks_again() -> None:
     assert run.started.arguments == {"text": "x"}
     # The call ends before the row's write: the step waits for both.
     assert turn.feed(ToolFinished(run.index, _ok("a long result"))) == []
-    store = _only(turn.feed(RowFinished()), StoreMessages)
+    # The results and the next row are stored, and the next request goes out at once,
+    # gated: its deltas and answer wait until the row is committed.
+    store, asked = turn.feed(RowFinished())
+    assert isinstance(store, StoreMessages)
+    assert isinstance(asked, RequestCompletion)
     result, row = store.messages
     assert (result.role, result.tool_call_id, result.content) == ("tool", "call_1", "a long result")
     assert result.status == "complete"  # stored whole; the model reads it cut
     assert (row.role, row.status) == ("assistant", "streaming")
-    request = _only(
-        turn.feed(MessagesStored((_stored("tool"), _stored("assistant", status="streaming")))),
-        RequestCompletion,
-    ).request
+    request = asked.request
+    assert request.gated
+    assert turn.gated
+    assert turn.feed(
+        MessagesStored((_stored("tool"), _stored("assistant", status="streaming")))
+    ) == [OpenRequest()]
+    assert not turn.gated
     assert request.messages[-2]["tool_calls"][0]["id"] == "call_1"
     assert request.messages[-1]["content"].startswith("a lon\n[… 8 more characters cut]")
     _, end = _close_row(turn, turn.feed(_answer("It says x.")))
@@ -294,7 +314,7 @@ def _wrap_up(turn: Turn, commands: list[TurnCommand]) -> tuple[FinishRow, Reques
     """The hop limit: the answer's row is finished (without its calls), then the closing
     answer's row is stored and the model asked for it."""
     finish = _only(commands, FinishRow)
-    store = _only(turn.feed(RowFinished()), StoreMessages)
+    store = _store(turn.feed(RowFinished()))
     assert [(m.role, m.status) for m in store.messages] == [("assistant", "streaming")]
     request = _only(
         turn.feed(MessagesStored((_stored("assistant", status="streaming"),))), RequestCompletion
@@ -355,7 +375,7 @@ def test_a_cancel_while_wrapping_up_ends_the_turn_cancelled() -> None:
     turn, _ = _turn(TurnSettings(max_tool_hops=0))
     _only(turn.feed(_answer("", _call())), FinishRow)
     _only(turn.cancel(), Interrupt)
-    _only(turn.feed(RowFinished()), StoreMessages)
+    _store(turn.feed(RowFinished()))
     finish, end = _close_row(
         turn, turn.feed(MessagesStored((_stored("assistant", status="streaming"),)))
     )
@@ -395,7 +415,7 @@ def test_a_call_that_cannot_run_is_refused_for_the_model_to_read(call: ToolCall,
     turn, _ = _turn()
     _, rest = _into_tools(turn, call)
     assert rest == []  # nothing runs, no card
-    store = _only(turn.feed(RowFinished()), StoreMessages)
+    store = _store(turn.feed(RowFinished()))
     result = store.messages[0]
     assert result.content.startswith(f"Error: {says}")
     assert result.status == "error"
@@ -407,7 +427,7 @@ def test_a_failed_tool_is_stored_as_an_error_and_the_turn_goes_on() -> None:
     run = _only(rest, RunTool)
     failed = ToolOutcome(is_error=True, text="Error: timed out after 30 s", preview="timed out")
     turn.feed(RowFinished())
-    store = _only(turn.feed(ToolFinished(run.index, failed)), StoreMessages)
+    store = _store(turn.feed(ToolFinished(run.index, failed)))
     assert [m.status for m in store.messages] == ["error", "streaming"]
     card = finished_card(run.started, failed)
     # The card says what is stored (and shown after a reload), not the one-line preview.
@@ -429,7 +449,7 @@ def test_calls_run_in_parallel_within_the_bound_and_results_keep_the_call_order(
     assert third.index == 2
     assert turn.feed(ToolFinished(2, _ok("two"))) == []
     assert turn.feed(RowFinished()) == []
-    store = _only(turn.feed(ToolFinished(0, _ok("zero"))), StoreMessages)
+    store = _store(turn.feed(ToolFinished(0, _ok("zero"))))
     assert [m.content for m in store.messages[:3]] == ["zero", "one", "two"]
 
 
@@ -481,7 +501,7 @@ def test_a_denied_or_unanswered_call_is_refused_without_running(
     event = publish.event
     assert (event.status, event.arguments) == ("failed", {"text": "x"})
     assert card in (event.error_message or "")
-    store = _only(turn.feed(RowFinished()), StoreMessages)
+    store = _store(turn.feed(RowFinished()))
     assert model in store.messages[0].content
     # The card says what is stored, as a reloaded page shows it.
     assert event.error_message == store.messages[0].content.removeprefix("Error: ")
@@ -504,7 +524,7 @@ def test_a_reused_call_id_waiting_for_approval_is_refused() -> None:
     _, rest = _into_tools(turn, _call("same"), _call("same"))
     assert [c.index for c in rest if isinstance(c, AskApproval)] == [0]
     turn.feed(ApprovalAnswered(0, "deny"))
-    store = _only(turn.feed(RowFinished()), StoreMessages)
+    store = _store(turn.feed(RowFinished()))
     assert "already waits for approval" in store.messages[1].content
 
 
@@ -553,7 +573,7 @@ def test_cancel_during_tools_stops_them_and_stores_their_results_without_asking_
     assert turn.cancel() == [Interrupt(servers=("demo",))]
     turn.feed(RowFinished())
     # The running call answers cancelled; the queued one is never sent.
-    store = _only(turn.feed(ToolFinished(run.index, CANCELLED_BEFORE_CALL)), StoreMessages)
+    store = _store(turn.feed(ToolFinished(run.index, CANCELLED_BEFORE_CALL)))
     assert [m.status for m in store.messages] == ["cancelled", "cancelled"]
     assert all(m.role == "tool" for m in store.messages)  # no next row
     end = _ended(turn.feed(MessagesStored((_stored("tool"), _stored("tool")))))
@@ -565,7 +585,7 @@ def test_cancel_during_an_approval_wait_refuses_the_call() -> None:
     assert turn.cancel() == [Interrupt(servers=())]  # the waits end in the shell
     publish, *_ = turn.feed(ApprovalAnswered(ask.index, "cancelled"))
     assert isinstance(publish, Publish)
-    store = _only(turn.feed(RowFinished()), StoreMessages)
+    store = _store(turn.feed(RowFinished()))
     assert publish.event.error_message == store.messages[0].content.removeprefix("Error: ")
     assert "cancelled while" in (publish.event.error_message or "")
     assert store.messages[0].status == "cancelled"
@@ -577,7 +597,7 @@ def test_an_approval_that_arrives_after_the_cancel_does_not_run_the_call() -> No
     turn, ask = _gated_turn()
     turn.cancel()
     assert turn.feed(ApprovalAnswered(ask.index, "approve")) == []
-    store = _only(turn.feed(RowFinished()), StoreMessages)
+    store = _store(turn.feed(RowFinished()))
     assert store.messages[0].content == CANCELLED_BEFORE_CALL.text
 
 
@@ -585,14 +605,60 @@ def test_cancel_while_the_next_row_is_stored_finishes_it_cancelled_and_empty() -
     turn, _ = _turn()
     _, rest = _into_tools(turn, _call())
     turn.feed(ToolFinished(_only(rest, RunTool).index, _ok()))
-    _only(turn.feed(RowFinished()), StoreMessages)
-    turn.cancel()
-    finish, end = _close_row(
-        turn, turn.feed(MessagesStored((_stored("tool"), _stored("assistant", status="streaming"))))
+    _store(turn.feed(RowFinished()))
+    assert turn.cancel() == [Interrupt(servers=("demo",))]  # stops the gated request
+    # The shell skipped the request (cancelled before it left): held until the row is in.
+    assert turn.feed(CompletionSkipped()) == []
+    opened, finish = turn.feed(
+        MessagesStored((_stored("tool"), _stored("assistant", status="streaming")))
     )
+    assert opened == OpenRequest()
+    assert isinstance(finish, FinishRow)
     assert (finish.message.status, finish.message.content) == ("cancelled", "")
+    end = _ended(turn.feed(RowFinished()))
     assert (end.finished.finish_reason, end.finished.message) == ("cancelled", "")
     assert end.finished.usage.total_tokens == 11  # the first answer's
+
+
+def test_a_gated_answer_that_comes_before_its_row_is_stored_waits_for_it() -> None:
+    """The next request goes out with the store of the step's results; an answer (or a
+    failure) that comes before the store's answer is taken once the row is known (a gated
+    request shows no text before it is opened)."""
+    turn, _ = _turn()
+    _, rest = _into_tools(turn, _call())
+    turn.feed(ToolFinished(_only(rest, RunTool).index, _ok()))
+    _store(turn.feed(RowFinished()))
+    assert turn.feed(_answer("", _call("call_2"))) == []
+    assert turn.gated
+    assert turn.phase == "storing"
+    row = _stored("assistant", status="streaming")
+    opened, finish, *calls = turn.feed(MessagesStored((_stored("tool"), row)))
+    assert opened == OpenRequest()
+    assert isinstance(finish, FinishRow)
+    assert finish.message.message_id == row.id
+    assert [type(c) for c in calls] == [RunTool]
+    # A failure before the row is in: the row is finished with the error.
+    turn, _ = _turn()
+    _, rest = _into_tools(turn, _call())
+    turn.feed(ToolFinished(_only(rest, RunTool).index, _ok()))
+    _store(turn.feed(RowFinished()))
+    assert turn.feed(CompletionFailed(LLMUnavailable("down"))) == []
+    opened, finish = turn.feed(MessagesStored((_stored("tool"), row)))
+    assert isinstance(finish, FinishRow)
+    assert finish.message.status == "error"
+    assert _ended(turn.feed(RowFinished())).finished.error_code == "LLM_UNAVAILABLE"
+
+
+def test_a_failed_store_while_a_gated_request_is_out_ends_the_turn_with_the_error() -> None:
+    """The store of the results and the next row fails: the turn is gated (the shell
+    cancels the request, which showed nothing) and ends with the storage's error."""
+    turn, _ = _turn()
+    _, rest = _into_tools(turn, _call())
+    turn.feed(ToolFinished(_only(rest, RunTool).index, _ok()))
+    _store(turn.feed(RowFinished()))
+    assert turn.gated
+    end = _ended(turn.crash(InternalError("disk full"), conversation_gone=False))
+    assert (end.finished.finish_reason, end.finished.error_code) == ("error", "INTERNAL_ERROR")
 
 
 def test_cancel_after_the_turn_ended_does_nothing() -> None:
@@ -716,5 +782,5 @@ def test_append_message_rows_carry_the_turn() -> None:
     turn, _ = _turn()
     _, rest = _into_tools(turn, _call())
     turn.feed(ToolFinished(_only(rest, RunTool).index, _ok()))
-    store = _only(turn.feed(RowFinished()), StoreMessages)
+    store = _store(turn.feed(RowFinished()))
     assert all(isinstance(m, AppendMessage) and m.turn_id == "t1" for m in store.messages)

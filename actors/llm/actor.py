@@ -134,6 +134,7 @@ from actors.messages import (
     ConfigChanged,
     GetConfig,
     LLMCallFinished,
+    OpenCompletion,
     ProviderCheck,
     ToolCall,
     Usage,
@@ -435,6 +436,9 @@ class _Completion:
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False
     """Set by CancelCompletion: the task's cancellation is ours, answer with the partial text."""
+    running: bool = False
+    """The child task has begun :meth:`LLMActor._run` (a task cancelled before its first
+    step never enters the function, so its ``try`` could not answer the request)."""
     accumulator: CompletionAccumulator = field(default_factory=CompletionAccumulator)
     """The current attempt's answer so far."""
     provider: str = ""
@@ -446,6 +450,29 @@ class _Completion:
     """``time.perf_counter()`` at the current attempt's start (TTFT is measured from it)."""
     started_at: float = field(default_factory=time.time)
     """Unix time of the request's arrival (for LLMCallFinished)."""
+    gate: asyncio.Event | None = None
+    """A ``gated`` request's: set by OpenCompletion, or by CancelCompletion to wake its
+    waiters (:attr:`open` says which); no delta and no reply before."""
+    open: bool = False
+    """OpenCompletion came: the gate is open, not merely woken by a cancel."""
+
+    async def opened(self) -> None:
+        """Wait until a gated request is opened (at once otherwise).
+
+        Raises:
+            asyncio.CancelledError: CancelCompletion came first: nothing of the request
+                may be shown. The wait must end on the cancel itself, not only on the
+                task's cancellation: a cancellation that lands while the stream is read
+                runs the reader's ``finally`` (publish what was read), which waits here
+                again, and a gate nobody opens would hold the request unanswered.
+        """
+        gate = self.gate
+        if gate is None:
+            return
+        if not gate.is_set():
+            await gate.wait()
+        if not self.open:
+            raise asyncio.CancelledError
 
     def result(
         self,
@@ -581,7 +608,7 @@ def _request_body(
 
 
 LLMInbox = Annotated[
-    CompletionRequest | CancelCompletion | ConfigChanged | CheckProvider,
+    CompletionRequest | CancelCompletion | OpenCompletion | ConfigChanged | CheckProvider,
     Field(discriminator="type"),
 ]
 """What the LLMActor handles."""
@@ -593,7 +620,8 @@ class LLMActor(Actor[LLMInbox]):
     Requests: :class:`~actors.messages.CompletionRequest` →
     :class:`~actors.messages.CompletionResult` (fails with LLMNotConfigured,
     RateLimited, LLMUnavailable or InternalError). One-way:
-    :class:`~actors.messages.CancelCompletion`. Events in:
+    :class:`~actors.messages.CancelCompletion`, :class:`~actors.messages.OpenCompletion`
+    (a ``gated`` request's deltas and reply wait for it). Events in:
     :class:`~actors.messages.ConfigChanged`.
     Events out: :class:`~actors.messages.AssistantDelta` (streaming only).
 
@@ -611,6 +639,7 @@ class LLMActor(Actor[LLMInbox]):
     subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
         CompletionRequest,
         CancelCompletion,
+        OpenCompletion,
         ConfigChanged,
         CheckProvider,
     )
@@ -664,6 +693,15 @@ class LLMActor(Actor[LLMInbox]):
                 self._start(message)
             case CancelCompletion(turn_id=turn_id):
                 self._cancel(turn_id)
+            case OpenCompletion(turn_id=turn_id):
+                completion = self._completions.get(turn_id)
+                if (
+                    completion is not None
+                    and completion.gate is not None
+                    and not completion.cancel_requested
+                ):
+                    completion.open = True
+                    completion.gate.set()
             case ConfigChanged(snapshot=snapshot):
                 self._snapshot = snapshot
                 await self._retire_stale_clients()
@@ -692,6 +730,7 @@ class LLMActor(Actor[LLMInbox]):
             reply=self.defer_reply(),
             snapshot=snapshot,
             started=time.perf_counter(),
+            gate=asyncio.Event() if request.gated else None,
         )
         self._completions[request.turn_id] = completion
         completion.task = self.spawn(self._run(completion), name=f"completion:{request.turn_id}")
@@ -703,7 +742,14 @@ class LLMActor(Actor[LLMInbox]):
             return
         if not completion.cancel_requested:
             completion.cancel_requested = True
-            completion.task.cancel()
+            if completion.gate is not None:
+                completion.gate.set()  # wakes opened(), which raises unless it was opened
+            # A task not yet started is not cancelled: it would die before its first line,
+            # leaving the request unanswered (the cancel came right behind the request, in
+            # one pass of the mailbox). _complete sees the flag first and _run answers
+            # cancelled.
+            if completion.running:
+                completion.task.cancel()
 
     def _current_settings(self, name: str) -> _ProviderSettings | None:
         """The transport settings of ``name`` in the configuration in force, if valid."""
@@ -765,8 +811,16 @@ class LLMActor(Actor[LLMInbox]):
         outcome: Literal["ok", "error", "cancelled"] = "error"
         error_code: str | None = None
         usage = Usage()
+        completion.running = True
         try:
-            result = await self._complete(completion)
+            try:
+                result = await self._complete(completion)
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:
+                await completion.opened()  # a failure is told once the request is opened
+                raise
+            await completion.opened()
         except asyncio.CancelledError:
             if not completion.cancel_requested:
                 raise
@@ -868,6 +922,8 @@ class LLMActor(Actor[LLMInbox]):
             LLMNotConfigured: The active provider has no key (or a wrong setting).
             RateLimited, LLMUnavailable: Every provider failed.
         """
+        if completion.cancel_requested:
+            raise asyncio.CancelledError  # cancelled before the task first ran: see _cancel
         llm = completion.snapshot.config.llm
         first = completion.request.provider or llm.active
         if first not in llm.providers:
@@ -1331,6 +1387,7 @@ class LLMActor(Actor[LLMInbox]):
     ) -> None:
         """Publish (and clear) the text read so far, in order, one delta per piece."""
         request = completion.request
+        await completion.opened()  # nothing is shown before the caller's write is committed
         first = completion.first_delta_at is None
         if first:
             completion.first_delta_at = time.perf_counter()

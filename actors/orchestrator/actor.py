@@ -80,6 +80,7 @@ from actors.messages import (
     GetConfig,
     GetPrompt,
     LoadHistory,
+    OpenCompletion,
     PromptMessageText,
     PromptSpec,
     ReleaseTurn,
@@ -118,6 +119,7 @@ from actors.orchestrator.turn import (
     InputStored,
     Interrupt,
     MessagesStored,
+    OpenRequest,
     Publish,
     RequestCompletion,
     RowFinished,
@@ -252,6 +254,9 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         self._owner_offered: dict[str, dict[str, ToolSpec]] = {}
         """What each owner's model is offered, for the owners that ever had a connection
         of their own (kept current: the gateway shows each its own list)."""
+        self._shared_toolbox: tuple[dict[str, ToolSpec], ConfigSnapshot, Toolbox] | None = None
+        """The toolbox of the shared offer, with the offer and the snapshot it was built
+        from (see :meth:`_toolbox`)."""
         self._server_prompts: dict[str, dict[str, PromptSpec]] = {}
         """The prompts of each ready MCP server, by name."""
         self._server_resources: dict[str, tuple[ResourceSpec, ...]] = {}
@@ -572,12 +577,23 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
     def _toolbox(self, owner: str = "") -> Toolbox:
         """The tools offered now to ``owner``'s model (their own connections' tools in
         place of the shared ones) and each of their servers' ``require_approval``."""
-        offered = self._owner_offered.get(owner, self._offered)
+        own = self._owner_offered.get(owner)
+        offered = self._offered if own is None else own
+        snapshot = self.snapshot
+        kept = self._shared_toolbox
+        # A new offer is a new dict and a reload a new snapshot: the same two objects
+        # give the same toolbox (its ``tools`` list is built once, not per turn). Only
+        # the shared one is kept: an owner's own list is rare, and owners are many.
+        if own is None and kept is not None and kept[0] is offered and kept[1] is snapshot:
+            return kept[2]
         servers = {spec.server for spec in offered.values()}
-        return Toolbox(
+        toolbox = Toolbox(
             offered=offered,
             approval={server: self._approval_setting(server) for server in servers},
         )
+        if own is None:
+            self._shared_toolbox = (offered, snapshot, toolbox)
+        return toolbox
 
     def _inform_turns(self) -> None:
         """Running turns apply a reload or a tools change from their next decision on (a
@@ -674,7 +690,12 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         )
         if stale:
             prompt = prompt.rstrip("\n") + "\n\n" + stale
-        stored = InputStored(first_row=row, history=history, system_prompt=prompt)
+        stored = InputStored(
+            first_row=row,
+            history=history,
+            system_prompt=prompt,
+            openai=self._history.openai(turn.conversation_id),
+        )
         return await self._drive(turn, turn.feed(stored))
 
     def _stale_read_in(
@@ -750,6 +771,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                             await self.publish(event)
                         case Interrupt():
                             await self._interrupt(turn, command)
+                        case OpenRequest():
+                            await self.send("llm", OpenCompletion(turn_id=turn.turn_id))
                         case _:
                             task = asyncio.get_running_loop().create_task(
                                 self._carry_out(turn, command)
@@ -770,6 +793,10 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     elif failure is None:
                         commands += turn.feed(task.result())
                 if failure is not None:
+                    if turn.gated:
+                        # The write a gated request waited for failed: the request ends
+                        # (cancelled) without having shown anything.
+                        await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
                     if pending:
                         await asyncio.wait(pending)
                     raise failure

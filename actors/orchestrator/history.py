@@ -13,12 +13,15 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from actors.messages import StoredMessage
+from actors.orchestrator.conversion import OpenAIHistory
 
 __all__ = ["MESSAGE_OVERHEAD", "HistoryCache", "estimated_size"]
 
-MESSAGE_OVERHEAD = 1800
+MESSAGE_OVERHEAD = 2000
 """Bytes a stored message costs in memory besides its text (a Pydantic model, its usage,
-ids and strings; measured with tracemalloc on CPython 3.11)."""
+ids and strings: ~1,800; its conversion for the model, kept once the conversation ran a
+turn, :class:`~actors.orchestrator.conversion.OpenAIHistory`: ~200, which shares the
+text; measured with tracemalloc on CPython 3.11)."""
 
 
 def estimated_size(message: StoredMessage) -> int:
@@ -33,6 +36,9 @@ def estimated_size(message: StoredMessage) -> int:
 class _Entry:
     messages: list[StoredMessage]
     size: int = field(default=0)
+    openai: OpenAIHistory | None = None
+    """The messages as the model reads them, kept from the last turn (dropped with the
+    entry; it checks itself that the messages it converted are still these)."""
 
 
 class HistoryCache:
@@ -67,6 +73,16 @@ class HistoryCache:
         self._entries.move_to_end(conversation_id)
         return entry.messages
 
+    def openai(self, conversation_id: str) -> OpenAIHistory | None:
+        """The cached conversation's incremental conversion for the model (created on
+        first use), or None when the conversation is not cached."""
+        entry = self._entries.get(conversation_id)
+        if entry is None:
+            return None
+        if entry.openai is None:
+            entry.openai = OpenAIHistory()
+        return entry.openai
+
     def put(self, conversation_id: str, messages: list[StoredMessage]) -> None:
         """Keep ``messages`` as the conversation's (the most recently used)."""
         old = self._entries.pop(conversation_id, None)
@@ -96,6 +112,7 @@ class HistoryCache:
             return
         dropped = entry.messages[: len(entry.messages) - keep]
         del entry.messages[: len(dropped)]
+        entry.openai = None  # it would convert all again anyway: free its prefix now
         size = sum(estimated_size(m) for m in dropped)
         entry.size -= size
         self._size -= size

@@ -27,14 +27,14 @@ The shape of a turn (``max_tool_hops`` = H)::
   :meth:`Turn.crash`; the shell first lets the turn's other commands end.
 * The turn ends with exactly one EndTurn, and only when none of its commands is still
   running, so the shell's loop ends with it.
-* A step's calls run in parallel, at most ``max_parallel_calls`` at once; a call that
-  waits for the user's approval holds no slot (a waiting call must not hold back the
-  others). The answer's row is finished while the step's calls run: its write (~0.25 ms)
-  is committed long before even a fast MCP call (~1.5 ms) answers, and always before the
-  step's results are stored (the next step waits for both).
-* A cancel is recorded at once and answered by an Interrupt (stop the stream, the running
-  calls, the approval waits); every later decision reads it: the partial answer is stored
-  ``cancelled``, a call not yet sent is not sent.
+* A step's results and the next answer's row are stored (StoreMessages) with the next
+  RequestCompletion beside it, so a tool round trip does not wait for that commit. That
+  request is *gated*: the LLMActor publishes no delta and gives no answer before the
+  OpenRequest that the store's answer brings (an answer that still comes first waits in
+  the turn for its row). If the store fails, the shell cancels the request
+  (:attr:`Turn.gated`), which has shown nothing, and the turn fails as it did when the
+  request waited for the commit. So no client sees text of an answer whose row, and the
+  results before it, are not durable.
 
 The few facts the shell must still check itself are ordering ones: :attr:`Turn.cancelled`
 right before a CallTool or an approval request leaves, with no await in between, so a
@@ -51,7 +51,6 @@ from typing import Any, Literal
 
 import orjson
 
-from actors.attachments import user_content
 from actors.errors import AnswerCutShort, ChatError
 from actors.logs import redact_text
 from actors.messages import (
@@ -73,6 +72,7 @@ from actors.messages import (
     Usage,
 )
 from actors.orchestrator.approval import ApprovalVerdict, approval_required, refusal
+from actors.orchestrator.conversion import OpenAIHistory, assistant_entry, history_to_openai
 from actors.tool_names import truncate_for_model
 from config.schema import ApprovalSetting
 
@@ -88,6 +88,7 @@ __all__ = [
     "InputStored",
     "Interrupt",
     "MessagesStored",
+    "OpenRequest",
     "Publish",
     "RequestCompletion",
     "RowFinished",
@@ -136,6 +137,13 @@ class Toolbox:
     """By the (unique) name the model sees."""
     approval: Mapping[str, ApprovalSetting | None] = field(default_factory=dict)
     """Each server's ``require_approval`` (a server missing here: never gated)."""
+    tools: tuple[dict[str, Any], ...] = field(init=False, default=())
+    """``offered`` as the ``tools`` of a completion request, built once per toolbox (the
+    shell keeps a toolbox until the offer or the configuration changes): rebuilding it
+    for every request was ~3 % of the main thread in a burst of turns."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tools", tuple(s.openai_tool() for s in self.offered.values()))
 
 
 # -- events: what happened ---------------------------------------------------------------
@@ -149,6 +157,9 @@ class InputStored:
     history: Sequence[StoredMessage]
     """The conversation as the model reads it, the user's input last (not the row)."""
     system_prompt: str
+    openai: OpenAIHistory | None = None
+    """The conversation's conversion kept from its last turn (the shell's, one per cached
+    conversation): only what was stored since is converted. None: convert it all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +259,12 @@ class RequestCompletion:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenRequest:
+    """The write a gated RequestCompletion waited for is committed: let its deltas and its
+    answer out (one-way, done at once: ``OpenCompletion`` to the LLMActor)."""
+
+
+@dataclass(frozen=True, slots=True)
 class AskApproval:
     """Publish the request, wait for the user (at most ``request.timeout`` s), always say
     that the wait closed; answer with ApprovalAnswered. Ask nobody (verdict
@@ -299,6 +316,7 @@ TurnCommand = (
     StoreMessages
     | FinishRow
     | RequestCompletion
+    | OpenRequest
     | AskApproval
     | RunTool
     | Publish
@@ -361,70 +379,8 @@ def finished_card(started: ToolExecutionEvent, outcome: ToolOutcome) -> ToolExec
     )
 
 
-def history_to_openai(
-    history: Sequence[StoredMessage],
-    *,
-    max_result_chars: int | None = None,
-    images: bool = True,
-) -> list[dict[str, Any]]:
-    """Stored messages as OpenAI chat messages, repaired so a strict API accepts them.
-
-    A tool call without a stored result (the process died mid-call, the hop limit ended
-    the turn) is dropped from its assistant message, a tool result whose call is gone is
-    dropped, and an assistant message that is left with neither text nor calls is
-    skipped. Tool results are stored whole and cut to ``max_result_chars`` here, as the
-    model read them when they came. A user message's attachments become content parts
-    (:func:`~actors.attachments.user_content`; ``images``: the model reads images).
-    """
-    answered = {m.tool_call_id for m in history if m.role == "tool" and m.tool_call_id}
-    offered: set[str] = set()
-    out: list[dict[str, Any]] = []
-    for message in history:
-        if message.role == "user":
-            out.append(
-                {
-                    "role": "user",
-                    "content": user_content(message.content, message.attachments, images=images),
-                }
-            )
-        elif message.role == "assistant":
-            calls = [c for c in message.tool_calls if c.id in answered]
-            if not message.content and not calls:
-                continue
-            out.append(_assistant_entry(message.content, calls))
-            offered.update(c.id for c in calls)
-        elif message.role == "tool":
-            if message.tool_call_id in offered:
-                out.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": message.tool_call_id,
-                        "content": message.content
-                        if max_result_chars is None
-                        else truncate_for_model(message.content, max_result_chars),
-                    }
-                )
-        elif message.role == "system":
-            out.append({"role": "system", "content": message.content})
-    return out
-
-
 def _lengths(content: str, thinking: str | None) -> StreamedText:
     return StreamedText(content_chars=len(content), thinking_chars=len(thinking or ""))
-
-
-def _assistant_entry(content: str, calls: Sequence[ToolCall]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"role": "assistant", "content": content or None}
-    if calls:
-        entry["tool_calls"] = [
-            {
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments or "{}"},
-            }
-            for c in calls
-        ]
-    return entry
 
 
 def _refused(reason: str) -> ToolOutcome:
@@ -458,8 +414,9 @@ def _add_usage(total: Usage, more: Usage) -> Usage:
 Phase = Literal["accepted", "completing", "tools", "storing", "wrapping_up", "closing", "finished"]
 """``accepted``: the user input is being stored; ``completing``: the model answers;
 ``tools``: a step's calls run (and the answer's row is finished); ``storing``: the step's
-results and the next row are stored; ``wrapping_up``: the hop limit is reached, the
-answer's row (without its calls) is finished before the closing answer's row is stored;
+results and the next row are stored (the next request is out, gated); ``wrapping_up``:
+the hop limit is reached, the answer's row (without its calls) is finished before the
+closing answer's row is stored;
 ``closing``: the last write before EndTurn."""
 
 
@@ -542,6 +499,11 @@ class Turn:
         """The servers this turn has sent calls to (a cancel stops its calls there)."""
         self._ending: EndTurn | None = None
         """The EndTurn that follows the last write (phase ``closing``)."""
+        self._held: list[TurnEvent] = []
+        """The answer to a gated request that came before its row was stored (phase
+        ``storing``): fed once the row is stored."""
+        self._gated = False
+        """A gated request is out and not opened yet (its row's write is in flight)."""
         self._wrapping_up = False
         """The hop limit was reached: the model is asked once more, for a closing answer
         without tool calls (``tool_choice: none``)."""
@@ -564,6 +526,12 @@ class Turn:
         return self._hops
 
     @property
+    def gated(self) -> bool:
+        """A request to the model is out while the write it waits for is in flight (if
+        that write fails, the shell cancels the request before it ends the turn)."""
+        return self._gated
+
+    @property
     def finished(self) -> bool:
         """EndTurn was returned: the turn takes no more events."""
         return self._phase == "finished"
@@ -579,9 +547,10 @@ class Turn:
         """
         match event:
             case InputStored() if self._phase == "accepted":
+                convert = history_to_openai if event.openai is None else event.openai.convert
                 self._messages = [
                     {"role": "system", "content": event.system_prompt},
-                    *history_to_openai(
+                    *convert(
                         event.history,
                         max_result_chars=self.settings.max_result_chars,
                         images=self.accepts_images,
@@ -594,6 +563,24 @@ class Turn:
                 return self._failed(error)
             case CompletionSkipped() if self._phase == "completing" and self._row is not None:
                 return self._answer_into(self._row)
+            case MessagesStored(stored=stored) if self._phase == "storing" and self._gated:
+                # The next answer's row is committed: its request, out since the store
+                # was sent, may show its deltas now.
+                self._gated = False
+                self._row = stored[-1]
+                self._phase = "completing"
+                commands: list[TurnCommand] = [OpenRequest()]
+                for held in self._held:
+                    commands += self.feed(held)
+                self._held.clear()
+                return commands
+            case CompletionDone() | CompletionFailed() | CompletionSkipped() if (
+                self._phase == "storing" and self._gated
+            ):
+                # Its answer came before its row's commit (no text was shown: a gated
+                # request publishes nothing before it is opened).
+                self._held.append(event)
+                return []
             case MessagesStored(stored=stored) if self._phase == "storing":
                 return self._answer_into(stored[-1])
             case RowFinished() if self._phase == "wrapping_up":
@@ -673,8 +660,18 @@ class Turn:
                 self._finished("", None, None, "cancelled"),
             )
         self._phase = "completing"
-        tools = tuple(spec.openai_tool() for spec in self.toolbox.offered.values())
-        request = CompletionRequest(
+        return [self._request()]
+
+    def _request(self, *, gated: bool = False) -> RequestCompletion:
+        """The model's next request (``gated``: sent before its row is committed)."""
+        tools = self.toolbox.tools
+        # Built, not validated: every field is ours and of its type. Validating copied each
+        # of the history's message dicts (~4.5 % of the main thread in a burst of turns,
+        # 35-90 µs for 90 messages against 12-22 µs). Only here: pydantic's
+        # model_construct sets each field in Python (~1 µs a field), so for the turn's
+        # small messages (rows, cards, calls, ends) validation in pydantic-core is the
+        # cheaper of the two (e.g. a FinishMessage 5-8 µs validated, 13-18 µs constructed).
+        request = CompletionRequest.model_construct(
             conversation_id=self.conversation_id,
             turn_id=self.turn_id,
             messages=tuple(self._messages),
@@ -683,8 +680,9 @@ class Turn:
             # The closing answer: the tools stay described (the history has their calls,
             # which some APIs refuse without them), but none may be called.
             parameters={"tool_choice": "none"} if self._wrapping_up and tools else {},
+            gated=gated,
         )
-        return [RequestCompletion(request)]
+        return RequestCompletion(request)
 
     def _failed(self, error: ChatError) -> list[TurnCommand]:
         partial, thinking = error.partial_content, error.partial_thinking or None
@@ -736,7 +734,7 @@ class Turn:
             reason: FinishReason = "length" if result.finish_reason == "length" else "stop"
             return self._close(finish, self._finished_with(result, reason))
         self._hops += 1
-        self._messages.append(_assistant_entry(result.content, calls))
+        self._messages.append(assistant_entry(result.content, calls))
         self._phase = "tools"
         step = _Step(calls=[_Call(call) for call in calls], row_pending=True)
         self._step = step
@@ -954,11 +952,14 @@ class Turn:
                 StoreMessages(tuple(results)),
                 self._finished_with(last, "cancelled"),
             )
-        # The results and the next answer's row in one transaction: one SQLite write
-        # before the next LLM request instead of one per message (~0.25 ms each,
-        # benchmarks/tools.py). Committed before the LLM is called.
+        # The results and the next answer's row in one transaction (one SQLite write
+        # instead of one per message, ~0.25 ms each, benchmarks/tools.py), and the next
+        # request at once, gated: the PersistenceActor commits while the request goes
+        # out, and no delta of the answer is shown (or stored) before the commit succeeded
+        # (MessagesStored opens it; a failed commit cancels it, see :attr:`gated`).
         self._phase = "storing"
-        return [StoreMessages((*results, self._answer_row()))]
+        self._gated = True
+        return [StoreMessages((*results, self._answer_row())), self._request(gated=True)]
 
     # -- building blocks -------------------------------------------------------------------
 

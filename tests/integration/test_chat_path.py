@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 
 import httpx
 import pytest
@@ -576,3 +578,34 @@ async def test_text_shown_survives_sigkill_with_default_settings(chat: ChatPlatf
         ("assistant", "incomplete"),
     ]
     assert messages[-1]["content"] == shown
+
+
+async def test_a_failed_commit_of_the_user_message_refuses_it_and_asks_no_model(
+    chat: ChatPlatform, llm
+) -> None:
+    """The user message's commit fails: it is refused (an ``error`` frame, no turn), the
+    model is not asked, and nothing of the failed write is in the database."""
+    await chat.start()
+    client = await chat.connect()
+    await client.expect("session_info")
+    db = chat.config_dir / "chat_history.db"
+    with closing(sqlite3.connect(db)) as conn:
+        # A write of a user message fails as a storage failure would (rolled back whole).
+        conn.execute(
+            "CREATE TRIGGER refuse_user BEFORE INSERT ON messages WHEN NEW.role = 'user' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        conn.commit()
+    llm.script(Reply.text("never shown"))
+    await client.send({"type": "user_message", "message": "hello", "request_id": "r1"})
+    error = await client.expect("error")
+    assert (error["error_code"], error["request_id"]) == ("INTERNAL_ERROR", "r1")
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+        conn.execute("DROP TRIGGER refuse_user")
+        conn.commit()
+    assert llm.requests == []
+    # The next message is answered.
+    llm.script(Reply.text("Hi!"))
+    frames = await client.turn("again")
+    assert frames[-1]["finish_reason"] == "stop"

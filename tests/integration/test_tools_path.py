@@ -11,8 +11,10 @@ the dead server is reconnected and its tools come back.
 from __future__ import annotations
 
 import base64
+import sqlite3
 import sys
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import orjson
@@ -574,3 +576,41 @@ async def test_deleting_the_conversation_during_a_tool_call_stops_its_turn_clean
     llm.script(Reply.text("Still here."))
     frames = await client.turn("hello")
     assert frames[-1]["message"] == "Still here."
+
+
+async def test_a_failed_store_of_the_results_ends_the_turn_and_shows_nothing_of_the_next_answer(
+    chat, llm
+) -> None:
+    """The next LLM request goes out while the step's results and the next answer's row
+    are being committed (gated). When that commit fails, the request is cancelled: not a
+    delta of its answer reaches the client, the turn ends with the storage's error, and
+    nothing of the failed write is in the database (the first answer's row stays)."""
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    await client.expect("session_info")
+    db = platform.config_dir / "chat_history.db"
+    with closing(sqlite3.connect(db)) as conn:
+        # A write of a tool result fails as a storage failure would (rolled back whole).
+        conn.execute(
+            "CREATE TRIGGER refuse_tool BEFORE INSERT ON messages WHEN NEW.role = 'tool' "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+    llm.script(
+        Reply.tool_calls([ToolCall("demo__echo", '{"text": "back"}', id="c1")]),
+        Reply.text("never shown"),
+    )
+    frames = await client.turn("echo please")
+    assert [f["status"] for f in frames if f["type"] == "tool_execution"] == [
+        "started",
+        "completed",
+    ]
+    assert [f for f in frames if f["type"] == "assistant_delta"] == []
+    [error] = [f for f in frames if f["type"] == "error"]
+    assert error["error_code"] == "INTERNAL_ERROR"  # the trigger's refusal is no known failure
+    assert frames[-1]["finish_reason"] == "error"
+    # The request was out (its write in flight): cancelled, its answer never shown.
+    await platform.process.wait_for("llm.cancelled", lambda e: True, timeout=10)
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT role, status FROM messages ORDER BY id").fetchall()
+    assert rows == [("user", "complete"), ("assistant", "complete")]
