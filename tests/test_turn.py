@@ -34,6 +34,7 @@ from actors.orchestrator.turn import (
     CompletionSkipped,
     EndTurn,
     FinishRow,
+    InputSent,
     InputStored,
     Interrupt,
     MessagesStored,
@@ -269,6 +270,51 @@ def test_no_tools_offered_sends_no_tool_definitions() -> None:
         )
     )
     assert _only(commands, RequestCompletion).request.tools == ()
+
+
+def test_the_first_request_goes_out_gated_while_the_input_is_stored() -> None:
+    """InputSent: the model is asked at once with the input as it is being stored, gated;
+    InputStored opens it (an answer that came before is taken then, into the row)."""
+    turn = Turn(turn_id="t1", conversation_id="c1", toolbox=_toolbox())
+    user = AppendMessage(conversation_id="c1", role="user", content="hello")
+    sent = turn.feed(
+        InputSent(history=[_stored("user", "before")], inputs=[user], system_prompt="s")
+    )
+    request = _only(sent, RequestCompletion).request
+    assert request.gated
+    assert turn.gated
+    assert request.messages == (
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "before"},
+        {"role": "user", "content": "hello"},
+    )
+    assert turn.feed(_answer("Hi!")) == []  # before the commit: held
+    row = _stored("assistant", status="streaming")
+    opened, finish = turn.feed(InputStored(first_row=row, history=(), system_prompt=""))
+    assert opened == OpenRequest()
+    assert isinstance(finish, FinishRow)
+    assert (finish.message.message_id, finish.message.content) == (row.id, "Hi!")
+    assert not turn.gated
+    assert _ended(turn.feed(RowFinished())).finished.finish_reason == "stop"
+    # Opened before the answer: the answer follows as usual.
+    turn = Turn(turn_id="t2", conversation_id="c1")
+    turn.feed(InputSent(history=[], inputs=[user], system_prompt=""))
+    assert turn.feed(InputStored(first_row=row, history=(), system_prompt="")) == [OpenRequest()]
+    _close_row(turn, turn.feed(_answer("Hi!")))
+
+
+def test_a_cancel_while_the_input_is_stored_stops_the_gated_request() -> None:
+    turn = Turn(turn_id="t1", conversation_id="c1")
+    user = AppendMessage(conversation_id="c1", role="user", content="hello")
+    turn.feed(InputSent(history=[], inputs=[user], system_prompt=""))
+    assert turn.cancel() == [Interrupt(servers=())]
+    assert turn.feed(_answer("", finish_reason="cancelled")) == []
+    row = _stored("assistant", status="streaming")
+    opened, finish = turn.feed(InputStored(first_row=row, history=(), system_prompt=""))
+    assert opened == OpenRequest()
+    assert isinstance(finish, FinishRow)
+    assert finish.message.status == "cancelled"
+    assert _ended(turn.feed(RowFinished())).finished.finish_reason == "cancelled"
 
 
 # -- tool steps ---------------------------------------------------------------------------

@@ -116,6 +116,7 @@ from actors.orchestrator.turn import (
     CompletionSkipped,
     EndTurn,
     FinishRow,
+    InputSent,
     InputStored,
     Interrupt,
     MessagesStored,
@@ -661,9 +662,22 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         )
 
     async def _begin_and_drive(self, turn: Turn, start: StartTurn, reply: Reply) -> EndTurn | None:
-        """Store the user input (answering the StartTurn), then run the turn's core."""
+        """Store the user input (answering the StartTurn), then run the turn's core.
+
+        The model is asked while the input's write is in flight (gated: no delta and no
+        answer before :class:`OpenCompletion`), so the first token does not wait for the
+        commit; the StartTurn is answered, and the request opened, only once it is
+        committed. A failed write cancels the request (nothing was shown) and fails the
+        StartTurn as before.
+        """
+        asked: list[asyncio.Task[TurnEvent]] = []
         try:
-            user_input, row = await self._store_user_input(turn, start)
+            if start.regenerate:
+                user_input, row = await self._replace_last_answer(
+                    turn, await self._history_of(turn.conversation_id)
+                )
+            else:
+                user_input, row = await self._store_user_input(turn, start, asked)
         except RequestFailed as exc:
             reply.fail(cause_of(exc))
             return None
@@ -683,20 +697,28 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             conversation_id=turn.conversation_id,
             request_id=turn.request_id,
         )
+        if asked:
+            # The history and prompt were read by InputSent.
+            stored = InputStored(first_row=row, history=(), system_prompt="")
+            return await self._drive(turn, turn.feed(stored), asked)
         history = await self._history_of(turn.conversation_id)
+        stored = InputStored(
+            first_row=row,
+            history=history,
+            system_prompt=self._prompt_for(turn, history),
+            openai=self._history.openai(turn.conversation_id),
+        )
+        return await self._drive(turn, turn.feed(stored))
+
+    def _prompt_for(self, turn: Turn, history: Sequence[StoredMessage]) -> str:
+        """The system prompt, with the changed resources this conversation read."""
         prompt = self._system_prompt
         stale = render_stale_resources(
             self._stale_read_in(turn.conversation_id, history, turn.owner)
         )
         if stale:
             prompt = prompt.rstrip("\n") + "\n\n" + stale
-        stored = InputStored(
-            first_row=row,
-            history=history,
-            system_prompt=prompt,
-            openai=self._history.openai(turn.conversation_id),
-        )
-        return await self._drive(turn, turn.feed(stored))
+        return prompt
 
     def _stale_read_in(
         self, conversation_id: str, history: Sequence[StoredMessage], owner: str
@@ -751,7 +773,12 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             )
         return end
 
-    async def _drive(self, turn: Turn, commands: list[TurnCommand]) -> EndTurn:
+    async def _drive(
+        self,
+        turn: Turn,
+        commands: list[TurnCommand],
+        running: Sequence[asyncio.Task[TurnEvent]] = (),
+    ) -> EndTurn:
         """Carry out the turn's commands and feed it their answers until it ends.
 
         Commands that need an answer run as tasks owned here (a step's calls and its row's
@@ -759,8 +786,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         A command that fails lets the turn's other commands end first (as a tool call is
         never abandoned half-way), then raises for :meth:`_crashed`.
         """
-        pending: set[asyncio.Task[TurnEvent]] = set()
-        order: dict[asyncio.Task[TurnEvent], int] = {}
+        pending: set[asyncio.Task[TurnEvent]] = set(running)
+        order: dict[asyncio.Task[TurnEvent], int] = {task: i for i, task in enumerate(running)}
         try:
             while True:
                 for command in commands:
@@ -856,14 +883,16 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         raise TypeError(f"not a command with an answer: {command!r}")
 
     async def _store_user_input(
-        self, turn: Turn, start: StartTurn
+        self, turn: Turn, start: StartTurn, asked: list[asyncio.Task[TurnEvent]]
     ) -> tuple[tuple[StoredMessage, ...], StoredMessage]:
         """Store the expanded prompt's messages (if any), the user's text and the first
-        answer's row (``streaming``) in ONE transaction.
+        answer's row (``streaming``) in ONE transaction, asking the model meanwhile.
 
-        One commit instead of two before the first token (~0.25 ms each,
-        ``benchmarks/chat_path.py``); the user's input is still durable before the turn is
-        acknowledged and before the LLM is called.
+        One commit instead of two (~0.25 ms each, ``benchmarks/chat_path.py``), and the
+        first request leaves while it is in flight (its task is put in ``asked``), gated:
+        the user's input is durable before the turn is acknowledged and before anything
+        of the answer is shown or stored. If the write fails, the request is cancelled
+        (and awaited) before this raises.
 
         Returns:
             The input messages stored (the last is the user's, unless the text is empty)
@@ -872,8 +901,6 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         # The history is cached (or loaded) before anything is stored, so the cache takes
         # the new messages once, and never the streaming row.
         history = await self._history_of(turn.conversation_id)
-        if start.regenerate:
-            return await self._replace_last_answer(turn, history)
         inputs: list[AppendMessage] = []
         if start.prompt is not None:
             prompt = start.prompt
@@ -908,9 +935,28 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     attachments=start.attachments,
                 )
             )
-        stored: tuple[StoredMessage, ...] = await self.request(
-            AppendMessages(messages=(*inputs, _answer_row(turn)))
+        loop = asyncio.get_running_loop()
+        write = loop.create_task(
+            self.request(AppendMessages(messages=(*inputs, _answer_row(turn))))
         )
+        sent = InputSent(
+            history=history,
+            inputs=tuple(inputs),
+            system_prompt=self._prompt_for(turn, history),
+            openai=self._history.openai(turn.conversation_id),
+        )
+        asked += [loop.create_task(self._carry_out(turn, c)) for c in turn.feed(sent)]
+        try:
+            stored: tuple[StoredMessage, ...] = await write
+        except asyncio.CancelledError:
+            for task in asked:  # the actor stops
+                task.cancel()
+            raise
+        except Exception:
+            # Nothing was shown of the answer: it ends here, with the write's failure.
+            await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
+            await asyncio.wait(asked)
+            raise
         *user_side, row = stored
         for message in user_side:
             self._remember(message)

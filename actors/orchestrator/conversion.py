@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from actors.attachments import user_content
-from actors.messages import StoredMessage, ToolCall
+from actors.messages import AppendMessage, StoredMessage, ToolCall
 from actors.tool_names import truncate_for_model
 
 __all__ = ["OpenAIHistory", "assistant_entry", "history_to_openai"]
@@ -50,14 +50,14 @@ def assistant_entry(content: str, calls: Sequence[ToolCall]) -> dict[str, Any]:
     return entry
 
 
-def _answered_in(history: Sequence[StoredMessage]) -> set[str]:
+def _answered_in(history: Sequence[StoredMessage | AppendMessage]) -> set[str]:
     """The call ids the tool results of ``history`` answer."""
     return {m.tool_call_id for m in history if m.role == "tool" and m.tool_call_id}
 
 
 def _convert_into(
     out: list[dict[str, Any]],
-    history: Sequence[StoredMessage],
+    history: Sequence[StoredMessage | AppendMessage],
     *,
     answered: set[str],
     offered: set[str],
@@ -106,7 +106,7 @@ def _convert_into(
 
 
 def history_to_openai(
-    history: Sequence[StoredMessage],
+    history: Sequence[StoredMessage | AppendMessage],
     *,
     max_result_chars: int | None = None,
     images: bool = True,

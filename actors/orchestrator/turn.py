@@ -85,6 +85,7 @@ __all__ = [
     "CompletionSkipped",
     "EndTurn",
     "FinishRow",
+    "InputSent",
     "InputStored",
     "Interrupt",
     "MessagesStored",
@@ -163,6 +164,21 @@ class InputStored:
 
 
 @dataclass(frozen=True, slots=True)
+class InputSent:
+    """The user's input and the first answer's row are being stored (their write is in
+    flight): the model may be asked at once, gated. InputStored follows (its history and
+    prompt are then not read again), or the shell ends the turn if the write failed."""
+
+    history: Sequence[StoredMessage]
+    """The conversation before the input."""
+    inputs: Sequence[AppendMessage]
+    """The input as it is being stored (the user's message last)."""
+    system_prompt: str
+    openai: OpenAIHistory | None = None
+    """As :attr:`InputStored.openai` (for ``history``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class MessagesStored:
     """Answer to StoreMessages: the messages as stored, in order."""
 
@@ -215,6 +231,7 @@ class ToolFinished:
 
 TurnEvent = (
     InputStored
+    | InputSent
     | MessagesStored
     | RowFinished
     | CompletionDone
@@ -546,16 +563,23 @@ class Turn:
                 shell, never a user's doing).
         """
         match event:
+            case InputSent() if self._phase == "accepted" and not self._gated:
+                self._messages = self._context(
+                    event.system_prompt, event.history, event.openai, event.inputs
+                )
+                self._gated = True
+                return [self._request(gated=True)]
+            case InputStored() if self._phase == "accepted" and self._gated:
+                # The input is committed: the request, out since its write was sent, may
+                # show its deltas now (its reply, if it came already, is taken now).
+                return self._opened(event.first_row)
+            case CompletionDone() | CompletionFailed() | CompletionSkipped() if (
+                self._phase == "accepted" and self._gated
+            ):
+                self._held.append(event)
+                return []
             case InputStored() if self._phase == "accepted":
-                convert = history_to_openai if event.openai is None else event.openai.convert
-                self._messages = [
-                    {"role": "system", "content": event.system_prompt},
-                    *convert(
-                        event.history,
-                        max_result_chars=self.settings.max_result_chars,
-                        images=self.accepts_images,
-                    ),
-                ]
+                self._messages = self._context(event.system_prompt, event.history, event.openai)
                 return self._answer_into(event.first_row)
             case CompletionDone(result=result) if self._phase == "completing":
                 return self._answered(result)
@@ -566,14 +590,7 @@ class Turn:
             case MessagesStored(stored=stored) if self._phase == "storing" and self._gated:
                 # The next answer's row is committed: its request, out since the store
                 # was sent, may show its deltas now.
-                self._gated = False
-                self._row = stored[-1]
-                self._phase = "completing"
-                commands: list[TurnCommand] = [OpenRequest()]
-                for held in self._held:
-                    commands += self.feed(held)
-                self._held.clear()
-                return commands
+                return self._opened(stored[-1])
             case CompletionDone() | CompletionFailed() | CompletionSkipped() if (
                 self._phase == "storing" and self._gated
             ):
@@ -598,6 +615,39 @@ class Turn:
                 self._step.calls[event.index].outcome = event.outcome
                 return self._advance()
         raise ValueError(f"turn {self.turn_id} in phase {self._phase!r} got {event!r}")
+
+    def _opened(self, row: StoredMessage) -> list[TurnCommand]:
+        """The row a gated request waited for is committed: open it, then take its
+        answer if it came before."""
+        self._gated = False
+        self._row = row
+        self._phase = "completing"
+        commands: list[TurnCommand] = [OpenRequest()]
+        held, self._held = self._held, []
+        for event in held:
+            commands += self.feed(event)
+        return commands
+
+    def _context(
+        self,
+        system_prompt: str,
+        history: Sequence[StoredMessage],
+        openai: OpenAIHistory | None,
+        inputs: Sequence[AppendMessage] = (),
+    ) -> list[dict[str, Any]]:
+        """The request's messages: the system prompt, ``history`` (converted by ``openai``
+        when given) and the ``inputs`` being stored (a user's text, a prompt's messages:
+        never tool calls or results, so converting them apart gives the same)."""
+        convert = history_to_openai if openai is None else openai.convert
+        options = {
+            "max_result_chars": self.settings.max_result_chars,
+            "images": self.accepts_images,
+        }
+        return [
+            {"role": "system", "content": system_prompt},
+            *convert(history, **options),
+            *(history_to_openai(inputs, **options) if inputs else ()),
+        ]
 
     def cancel(self) -> list[TurnCommand]:
         """The user stopped the turn: record it and interrupt what runs (once)."""

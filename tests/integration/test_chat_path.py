@@ -580,11 +580,13 @@ async def test_text_shown_survives_sigkill_with_default_settings(chat: ChatPlatf
     assert messages[-1]["content"] == shown
 
 
-async def test_a_failed_commit_of_the_user_message_refuses_it_and_asks_no_model(
+async def test_a_failed_commit_of_the_user_message_cancels_the_request_already_out(
     chat: ChatPlatform, llm
 ) -> None:
-    """The user message's commit fails: it is refused (an ``error`` frame, no turn), the
-    model is not asked, and nothing of the failed write is in the database."""
+    """The first LLM request leaves while the user message's commit is in flight (gated).
+    When the commit fails, the request is cancelled: the user message is refused as
+    before (an ``error`` frame, no turn), no delta of the answer reaches the client, and
+    nothing of the failed write is in the database."""
     await chat.start()
     client = await chat.connect()
     await client.expect("session_info")
@@ -600,12 +602,15 @@ async def test_a_failed_commit_of_the_user_message_refuses_it_and_asks_no_model(
     await client.send({"type": "user_message", "message": "hello", "request_id": "r1"})
     error = await client.expect("error")
     assert (error["error_code"], error["request_id"]) == ("INTERNAL_ERROR", "r1")
+    await chat.process.wait_for("llm.cancelled", lambda e: True, timeout=10)
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT count(*) FROM messages").fetchone() == (0,)
         conn.execute("DROP TRIGGER refuse_user")
         conn.commit()
-    assert llm.requests == []
-    # The next message is answered.
+    # The next message is answered; nothing of the cancelled answer came before it.
     llm.script(Reply.text("Hi!"))
     frames = await client.turn("again")
+    assert [f["type"] for f in client.frames].count("assistant_delta") == sum(
+        1 for f in frames if f["type"] == "assistant_delta"
+    )
     assert frames[-1]["finish_reason"] == "stop"
