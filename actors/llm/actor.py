@@ -1405,7 +1405,11 @@ class LLMActor(Actor[LLMInbox]):
             )
             completion.published_chars += len(text)
         if first:
-            # Let the gateway send the first delta now, before this task reads on.
+            # Let the gateway send the first delta now, before this task reads on: one
+            # pass for the subscribers to take the delta (the gateway queues its frame and
+            # schedules the write), one for that write. With a single yield, an answer that
+            # arrived whole was read, finished and answered before its first frame left.
+            await asyncio.sleep(0)
             await asyncio.sleep(0)
 
     async def _read_json(

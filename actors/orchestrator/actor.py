@@ -936,16 +936,18 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 )
             )
         loop = asyncio.get_running_loop()
-        write = loop.create_task(
-            self.request(AppendMessages(messages=(*inputs, _answer_row(turn))))
-        )
         sent = InputSent(
             history=history,
             inputs=tuple(inputs),
             system_prompt=self._prompt_for(turn, history),
             openai=self._history.openai(turn.conversation_id),
         )
+        # The request first: the model's answer (~1 ms) takes longer than the commit
+        # (~0.3 ms), so its request reaches the LLMActor's mailbox first.
         asked += [loop.create_task(self._carry_out(turn, c)) for c in turn.feed(sent)]
+        write = loop.create_task(
+            self.request(AppendMessages(messages=(*inputs, _answer_row(turn))))
+        )
         try:
             stored: tuple[StoredMessage, ...] = await write
         except asyncio.CancelledError:
