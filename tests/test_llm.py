@@ -49,6 +49,7 @@ from actors.messages import (
     CancelCompletion,
     CompletionRequest,
     CompletionResult,
+    LLMCallFinished,
     OpenCompletion,
     SaveRuntimeConfig,
 )
@@ -1191,3 +1192,57 @@ async def test_a_gated_request_cancelled_before_its_task_ran_is_answered_cancell
     assert harness.probe.of("t-1") == []
     [cancelled] = log_events.events("llm.cancelled")
     assert cancelled["chars"] == 0
+
+
+class FlushProbe(Actor):
+    """A stand-in for the gateway's outbox: a delta's frame is written in a callback the
+    handler schedules (``loop.call_soon``); ``order`` says when that write ran and when
+    the request's LLMCallFinished was published (put in this mailbox)."""
+
+    subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (AssistantDelta, LLMCallFinished)
+
+    def __init__(self) -> None:
+        super().__init__("flush-probe")
+        self.order: list[str] = []
+        probe = self
+
+        class _Mailbox(Mailbox):
+            def put_nowait(self, envelope: Envelope) -> None:
+                super().put_nowait(envelope)
+                if isinstance(envelope.message, LLMCallFinished):
+                    probe.order.append("finished")
+
+        self.mailbox = _Mailbox(self.mailbox_size)
+
+    async def handle(self, message: BaseModel) -> None:
+        if isinstance(message, AssistantDelta):
+            asyncio.get_running_loop().call_soon(self.order.append, "written")
+
+
+async def test_the_first_delta_is_written_before_the_request_reads_on(
+    start: Start, server: ScriptedLLM
+) -> None:
+    """An answer read whole (here: all of it waited at the gate) is not finished, answered
+    and recorded before its first delta's frame leaves: the subscribers get a loop pass to
+    take the delta and one for the write they scheduled (TTFT, ``docs/performance.md``)."""
+    harness = await start()
+    probe = FlushProbe()
+    task = asyncio.create_task(probe.run(harness.bus))
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await probe.wait_started()
+        server.script(Reply.stream(Content("Hello"), Done()))
+        pending = asyncio.create_task(harness.bus.request(_gated(), timeout=TIMEOUT))
+        async with asyncio.timeout(TIMEOUT):
+            while not _has_read(harness, "t-1", "Hello"):  # noqa: ASYNC110 - no event says it
+                await asyncio.sleep(0.001)
+        await harness.bus.request(Ping(), to="llm", timeout=TIMEOUT)
+        await harness.bus.send("llm", OpenCompletion(turn_id="t-1"))
+        result = await pending
+        assert isinstance(result, CompletionResult)
+        assert result.content == "Hello"
+        await harness.bus.request(Ping(), to=probe.name, timeout=TIMEOUT)
+        assert probe.order == ["written", "finished"]
+    finally:
+        probe.request_stop()
+        await task
