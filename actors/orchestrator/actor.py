@@ -886,13 +886,15 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         self, turn: Turn, start: StartTurn, asked: list[asyncio.Task[TurnEvent]]
     ) -> tuple[tuple[StoredMessage, ...], StoredMessage]:
         """Store the expanded prompt's messages (if any), the user's text and the first
-        answer's row (``streaming``) in ONE transaction, asking the model meanwhile.
+        answer's row (``streaming``) in ONE transaction, asking the model meanwhile when
+        no other turn runs.
 
         One commit instead of two (~0.25 ms each, ``benchmarks/chat_path.py``), and the
         first request leaves while it is in flight (its task is put in ``asked``), gated:
         the user's input is durable before the turn is acknowledged and before anything
         of the answer is shown or stored. If the write fails, the request is cancelled
-        (and awaited) before this raises.
+        (and awaited) before this raises. With other turns running, the model is asked
+        after the commit (``asked`` stays empty).
 
         Returns:
             The input messages stored (the last is the user's, unless the text is empty)
@@ -935,6 +937,37 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     attachments=start.attachments,
                 )
             )
+        store = AppendMessages(messages=(*inputs, _answer_row(turn)))
+        if len(self._turns) > 1:
+            # Other turns run (a burst): the loop, not the wait, is the bottleneck, and the
+            # commit is shared with their writes (group commit). Asking the model beside
+            # it did not measure better there (the burst's TTFT p50 was higher in 6 of 8
+            # alternations, within a loaded machine's noise: docs/performance.md), so the
+            # model is asked after it, as before.
+            stored: tuple[StoredMessage, ...] = await self.request(store)
+        else:
+            stored = await self._store_while_asking(turn, history, inputs, store, asked)
+        *user_side, row = stored
+        for message in user_side:
+            self._remember(message)
+        return tuple(user_side), row
+
+    async def _store_while_asking(
+        self,
+        turn: Turn,
+        history: list[StoredMessage],
+        inputs: list[AppendMessage],
+        store: AppendMessages,
+        asked: list[asyncio.Task[TurnEvent]],
+    ) -> tuple[StoredMessage, ...]:
+        """Send the input's write with the first request beside it, gated (its task is
+        put in ``asked``); the write's answer. The request reaches the LLMActor's mailbox
+        first: the model's answer (~1 ms) takes longer than the commit (~0.3 ms).
+
+        Raises:
+            Exception: The write's failure, once the request was cancelled and answered
+                (it has shown nothing).
+        """
         loop = asyncio.get_running_loop()
         sent = InputSent(
             history=history,
@@ -942,14 +975,10 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             system_prompt=self._prompt_for(turn, history),
             openai=self._history.openai(turn.conversation_id),
         )
-        # The request first: the model's answer (~1 ms) takes longer than the commit
-        # (~0.3 ms), so its request reaches the LLMActor's mailbox first.
         asked += [loop.create_task(self._carry_out(turn, c)) for c in turn.feed(sent)]
-        write = loop.create_task(
-            self.request(AppendMessages(messages=(*inputs, _answer_row(turn))))
-        )
+        write = loop.create_task(self.request(store))
         try:
-            stored: tuple[StoredMessage, ...] = await write
+            return await write
         except asyncio.CancelledError:
             for task in asked:  # the actor stops
                 task.cancel()
@@ -959,10 +988,6 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
             await asyncio.wait(asked)
             raise
-        *user_side, row = stored
-        for message in user_side:
-            self._remember(message)
-        return tuple(user_side), row
 
     async def _replace_last_answer(
         self, turn: Turn, history: list[StoredMessage]
