@@ -614,3 +614,38 @@ async def test_a_failed_commit_of_the_user_message_cancels_the_request_already_o
         1 for f in frames if f["type"] == "assistant_delta"
     )
     assert frames[-1]["finish_reason"] == "stop"
+
+
+async def test_with_another_turn_running_a_failed_commit_asks_no_model(
+    chat: ChatPlatform, llm
+) -> None:
+    """While another conversation's turn runs (a burst), the model is asked only after
+    the user message's commit: when that commit fails, the message is refused (an
+    ``error`` frame) and no request for it reaches the model."""
+    await chat.start()
+    busy = await chat.connect()
+    await busy.expect("session_info")
+    gate = Gate()
+    llm.script(Reply.stream(Content("held"), gate, Finish("stop")))
+    await busy.send({"type": "user_message", "message": "go", "request_id": "a"})
+    assert (await busy.expect("assistant_delta"))["content"] == "held"
+    db = chat.config_dir / "chat_history.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse_hello BEFORE INSERT ON messages "
+            "WHEN NEW.role = 'user' AND NEW.content = 'hello' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        conn.commit()
+    client = await chat.connect()
+    await client.expect("session_info")
+    await client.send({"type": "clear_history"})  # a conversation of its own
+    await client.expect("session_cleared")
+    await client.send({"type": "user_message", "message": "hello", "request_id": "r1"})
+    error = await client.expect("error")
+    assert (error["error_code"], error["request_id"]) == ("INTERNAL_ERROR", "r1")
+    assert len(llm.requests) == 1  # the running turn's only
+    gate.open()
+    final = await busy.expect("assistant_message")
+    assert (final["finish_reason"], final["message"]) == ("stop", "held")
+    assert len(llm.requests) == 1
