@@ -649,3 +649,7 @@ async def test_with_another_turn_running_a_failed_commit_asks_no_model(
     final = await busy.expect("assistant_message")
     assert (final["finish_reason"], final["message"]) == ("stop", "held")
     assert len(llm.requests) == 1
+    # Logged after anything of the refused turn: the LLMActor never had a request of it
+    # (a gated one would have been cancelled: ``llm.cancelled``).
+    await chat.process.wait_for("turn.finished", lambda e: True, timeout=10)
+    assert chat.process.find("llm.cancelled") == []
