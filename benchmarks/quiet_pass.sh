@@ -16,6 +16,6 @@ run() { # tree benchmark args...
 for _ in 1 2; do run "$OLD" chat_path --quick; run "$NEW" chat_path --quick; done
 for _ in 1 2; do run "$OLD" tools --quick; run "$NEW" tools --quick; done
 for _ in 1 2; do run "$OLD" load; run "$NEW" load; done
-run "$OLD" idle_connections --quick; run "$NEW" idle_connections --quick
+run "$OLD" idle_connections; run "$NEW" idle_connections
 run "$NEW" history_cache
 echo "### done $(date +%T)" >> "$OUT/all.txt"
