@@ -763,6 +763,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         order: dict[asyncio.Task[TurnEvent], int] = {}
         try:
             while True:
+                answered: list[tuple[int, TurnCommand]] = []
                 for command in commands:
                     match command:
                         case EndTurn():
@@ -774,11 +775,16 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                         case OpenRequest():
                             await self.send("llm", OpenCompletion(turn_id=turn.turn_id))
                         case _:
-                            task = asyncio.get_running_loop().create_task(
-                                self._carry_out(turn, command)
-                            )
-                            order[task] = len(order)
-                            pending.add(task)
+                            answered.append((len(order) + len(answered), command))
+                # A step's calls start first: a task runs in the order it was created, so
+                # the CallTool reaches its ToolActor (and the server) before the row's
+                # write is handed to the persistence actor, which the call need not wait
+                # for. Their answers are still fed in the order the commands were given.
+                answered.sort(key=lambda item: not isinstance(item[1], RunTool))
+                for position, command in answered:
+                    task = asyncio.get_running_loop().create_task(self._carry_out(turn, command))
+                    order[task] = position
+                    pending.add(task)
                 if not pending:
                     raise RuntimeError(f"turn {turn.turn_id} waits for nothing")
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
