@@ -33,7 +33,13 @@ import actors
 import bus
 from actors import messages as m
 from actors.config.actor import _FilesChanged
-from actors.persistence.actor import _FlushDue, _RenewLeases, _RunRetention, _StoreDeferred
+from actors.persistence.actor import (
+    _FlushDue,
+    _RenewLeases,
+    _RunRetention,
+    _SettleWrites,
+    _StoreDeferred,
+)
 from actors.tools.actor import _Relist
 from bus.actor import Actor
 from bus.messages import (
@@ -553,6 +559,7 @@ def samples() -> dict[type[BaseModel], BaseModel]:
         _RunRetention(),
         _RenewLeases(),
         _StoreDeferred(),
+        _SettleWrites(),
         _Relist(listing="prompts"),
     ]
     return {type(value): value for value in values}

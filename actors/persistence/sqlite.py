@@ -426,8 +426,10 @@ def _like_escaped(word: str) -> str:
 def _storage_failure(exc: sqlite3.Error) -> str | None:
     """What is wrong with the storage if ``exc`` says it cannot be written, else None."""
     code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int) and (code & 0xFF) in _STORAGE_FAILURES:
-        return _STORAGE_FAILURES[code & 0xFF]
+    if isinstance(code, int):
+        # The engine said what failed: its code decides (a trigger's RAISE whose text
+        # reads like a full disk is a refused request, SQLITE_CONSTRAINT, not storage).
+        return _STORAGE_FAILURES.get(code & 0xFF)
     text = str(exc).lower()
     if "database or disk is full" in text:
         return "full"
