@@ -136,6 +136,53 @@ async def test_each_message_is_one_line_on_stdin() -> None:
     assert echoed.message == request  # the embedded newline travelled escaped
 
 
+async def test_messages_sent_at_once_from_many_tasks_stay_whole_behind_a_full_pipe() -> None:
+    # Each sender writes its own message (no writer task): 40 messages of ~100 KB sent at
+    # once overflow the pipe (64 KiB), so the senders wait in drain together.
+    script = """
+import json, sys, time
+time.sleep(0.2)  # let the pipe fill
+for line in sys.stdin:
+    message = json.loads(line)
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {}}) + "\\n")
+    sys.stdout.flush()
+"""
+    process = await _spawn(script)
+    payload = "x" * 100_000
+    async with adopted_stdio_client(process, name="flood") as (receive, send):
+        async with anyio.create_task_group() as tg:
+            for n in range(40):
+                request = JSONRPCRequest(jsonrpc="2.0", id=n, method="ping", params={"p": payload})
+                tg.start_soon(send.send, SessionMessage(request))
+        with anyio.fail_after(10):
+            answers = [await receive.receive() for _ in range(40)]
+    ids = [a.message.id for a in answers if isinstance(a, SessionMessage)]
+    assert sorted(ids) == list(range(40))  # every line arrived whole and valid
+
+
+async def test_a_failed_write_ends_the_session_and_breaks_the_stream(
+    short_grace: None,
+) -> None:
+    # The server closes its stdin at once but keeps stdout open: a write gets EPIPE.
+    script = f"import os, sys, time; os.close(0); sys.stdout.write({NOTE_LINE!r})\n"
+    script += "sys.stdout.flush(); time.sleep(60)"
+    process = await _spawn(script)
+    request = JSONRPCRequest(jsonrpc="2.0", id=1, method="ping")
+    with capture_logs() as logs:
+        async with adopted_stdio_client(process, name="deaf") as (receive, send):
+            with anyio.fail_after(10):
+                assert isinstance(await receive.receive(), SessionMessage)  # stdin is closed
+                await send.send(SessionMessage(request))  # not the sender's error
+                with pytest.raises(anyio.EndOfStream):
+                    await receive.receive()  # a request waiting for an answer sees the end
+            with pytest.raises(anyio.BrokenResourceError):
+                await send.send(SessionMessage(request))
+        with pytest.raises(anyio.ClosedResourceError):
+            await send.send(SessionMessage(request))
+    failed = [e for e in logs if e["event"] == "mcp.stdio_write_failed"]
+    assert [e["server"] for e in failed] == ["deaf"]
+
+
 async def test_an_over_long_line_is_an_error_naming_the_server_and_is_dropped() -> None:
     script = f"""
 import sys

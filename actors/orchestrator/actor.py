@@ -790,6 +790,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         order: dict[asyncio.Task[TurnEvent], int] = {task: i for i, task in enumerate(running)}
         try:
             while True:
+                answered: list[tuple[int, TurnCommand]] = []
                 for command in commands:
                     match command:
                         case EndTurn():
@@ -801,11 +802,16 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                         case OpenRequest():
                             await self.send("llm", OpenCompletion(turn_id=turn.turn_id))
                         case _:
-                            task = asyncio.get_running_loop().create_task(
-                                self._carry_out(turn, command)
-                            )
-                            order[task] = len(order)
-                            pending.add(task)
+                            answered.append((len(order) + len(answered), command))
+                # A step's calls start first: a task runs in the order it was created, so
+                # the CallTool reaches its ToolActor (and the server) before the row's
+                # write is handed to the persistence actor, which the call need not wait
+                # for. Their answers are still fed in the order the commands were given.
+                answered.sort(key=lambda item: not isinstance(item[1], RunTool))
+                for position, command in answered:
+                    task = asyncio.get_running_loop().create_task(self._carry_out(turn, command))
+                    order[task] = position
+                    pending.add(task)
                 if not pending:
                     raise RuntimeError(f"turn {turn.turn_id} waits for nothing")
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -1092,26 +1098,45 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         self._history.append(message)
 
     async def _run_tool(self, turn: Turn, command: RunTool) -> ToolOutcome:
-        """Publish ``started``, send the call to its server's ToolActor, publish how it
-        ended. A failure to deliver is an error outcome (the model reads it)."""
+        """Send the call to its server's ToolActor, publish ``started``, then how it
+        ended. A failure to deliver is an error outcome (the model reads it).
+
+        The CallTool is in the ToolActor's mailbox before ``started`` is in the
+        gateway's: the ToolActor's call task (whose line goes to the server at once) then
+        runs before the gateway's WebSocket write of the card, instead of one pass behind
+        it (issue #16's tool round trip). The card still precedes every frame of the call:
+        the ToolActor publishes its progress only after the server answered, and the
+        outcome's card is published here, after ``started``.
+        """
         if turn.cancelled:  # cancelled after the core queued it
             return CANCELLED_BEFORE_CALL
-        await self.publish(command.started)
-        if turn.cancelled:  # while 'started' was published
-            outcome: ToolOutcome = CANCELLED_BEFORE_CALL
-        else:
-            # No await between the check and the request reaching the ToolActor's
-            # mailbox, so a cancel after the check finds the call there (its
-            # CancelToolCalls is queued behind it).
-            try:
-                outcome = await self.request(
-                    command.call, to=tool_actor_name(command.server), timeout=COMPLETION_TIMEOUT
-                )
-            except (RequestFailed, RequestError) as exc:
-                cause = cause_of(exc)
-                text = f"the MCP server {command.server!r} could not run the tool: {cause}"
-                outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
+        call = asyncio.get_running_loop().create_task(self._call_tool(turn, command))
+        try:
+            await asyncio.sleep(0)  # one pass: the call's task puts the CallTool first
+            await self.publish(command.started)
+        except BaseException:
+            call.cancel()
+            await asyncio.wait([call])
+            raise
+        outcome = await call
         await self.publish(finished_card(command.started, outcome))
+        return outcome
+
+    async def _call_tool(self, turn: Turn, command: RunTool) -> ToolOutcome:
+        """The CallTool's request and its answer (see :meth:`_run_tool`)."""
+        if turn.cancelled:  # since the core queued it
+            return CANCELLED_BEFORE_CALL
+        # No await between the check and the request reaching the ToolActor's mailbox, so
+        # a cancel after the check finds the call there (its CancelToolCalls is queued
+        # behind it).
+        try:
+            outcome: ToolOutcome = await self.request(
+                command.call, to=tool_actor_name(command.server), timeout=COMPLETION_TIMEOUT
+            )
+        except (RequestFailed, RequestError) as exc:
+            cause = cause_of(exc)
+            text = f"the MCP server {command.server!r} could not run the tool: {cause}"
+            outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
         return outcome
 
     # -- tool approval (actors/orchestrator/approval.py) -------------------------------------
