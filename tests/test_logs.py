@@ -138,11 +138,15 @@ def test_level_change_applies_live_to_loggers_bound_before(log_events) -> None:
     set_log_level("WARNING")
     log.info("hidden.event")
     log.warning("shown.event")
+    log.debug("hidden.debug")
     set_log_level("DEBUG")
     log.debug("debug.event")
+    log.info("info.event", n=2)
     assert log_events.events("hidden.event") == []
+    assert log_events.events("hidden.debug") == []
     assert log_events.events("shown.event", extra=1)
-    assert log_events.events("debug.event")
+    assert log_events.events("debug.event", extra=1)
+    assert log_events.events("info.event", extra=1, n=2)
 
 
 def test_console_format_is_readable_text(log_events) -> None:

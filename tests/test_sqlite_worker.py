@@ -229,3 +229,73 @@ async def test_close_runs_what_was_queued(tmp_path: Path, worker: SqliteWorker) 
         assert _texts(db) == ["last"]
     with pytest.raises(RuntimeError, match="not open"):
         await worker.call(_texts)
+
+
+async def test_a_lone_one_statement_write_commits_without_begin(
+    tmp_path: Path, worker: SqliteWorker
+) -> None:
+    """A lone one-statement request runs in autocommit mode: committed by the time it is
+    answered (another connection sees it), its failures (a duplicate, a foreign key
+    deferred to the end of the statement's own transaction) store nothing."""
+    commits = worker.commits
+    row_id = await worker.write("write", _insert("a", 1), one_statement=True)
+    assert isinstance(row_id, int)
+    assert worker.commits == commits + 1
+    with sqlite3.connect(tmp_path / "t.db") as other:
+        assert _texts(other) == ["a"]  # committed before it was answered
+    with pytest.raises(Refused) as duplicate:
+        await worker.write("write", _insert("a"), one_statement=True)
+    assert isinstance(duplicate.value.__cause__, sqlite3.IntegrityError)
+    with pytest.raises(Refused) as orphan:
+        await worker.write("write", _insert("b", 99), one_statement=True)
+    assert isinstance(orphan.value.__cause__, sqlite3.IntegrityError)
+    assert worker.commits == commits + 1
+    assert await worker.call(lambda db: db.in_transaction) is False
+    assert await worker.call(_texts) == ["a"]
+    # The connection serves on, with and without the flag.
+    assert isinstance(await worker.write("write", _insert("c"), one_statement=True), int)
+    assert isinstance(await worker.write("write", _insert("d")), int)
+    assert await worker.call(_texts) == ["a", "c", "d"]
+
+
+async def test_a_one_statement_write_that_opens_a_transaction_is_committed(
+    worker: SqliteWorker,
+) -> None:
+    """Flagged wrongly (two statements in its own BEGIN): the transaction it left open is
+    committed as a batch of one's would be."""
+
+    def two(db: sqlite3.Connection) -> int:
+        db.execute("BEGIN IMMEDIATE")
+        _insert("x")(db)
+        return _insert("y")(db)
+
+    commits = worker.commits
+    assert isinstance(await worker.write("write", two, one_statement=True), int)
+    assert worker.commits == commits + 1
+    assert await worker.call(lambda db: db.in_transaction) is False
+    assert await worker.call(_texts) == ["x", "y"]
+
+
+async def test_one_statement_requests_queued_together_still_share_a_transaction(
+    worker: SqliteWorker,
+) -> None:
+    gate = _Gate()
+    held = await gate.hold(worker)
+    loop = asyncio.get_running_loop()
+    commits, batches = worker.commits, worker.batches
+    requests: list[asyncio.Future[int]] = []
+    for i, operation in enumerate((_insert("a"), _insert("a"), _insert("b"))):
+        future: asyncio.Future[int] = loop.create_future()
+        worker.write_soon(f"write {i}", operation, partial(_settle, future), one_statement=True)
+        requests.append(future)
+    gate.opened.set()
+    assert await held == "gate"
+    async with asyncio.timeout(TIMEOUT):
+        first, duplicate, last = await asyncio.gather(*requests, return_exceptions=True)
+    assert isinstance(first, int)
+    assert isinstance(last, int)
+    assert isinstance(duplicate, Refused)
+    assert duplicate.action == "write 1"
+    assert worker.commits == commits + 2  # the gate's, then the three's
+    assert worker.batches == batches + 1
+    assert await worker.call(_texts) == ["gate", "a", "b"]

@@ -646,7 +646,13 @@ class SqliteRepository:
         ``done`` gets their ids, in order, once committed (or the error). The actor's hot
         path, so writes of a burst commit together."""
         conversation = messages[0].conversation_id
-        self._db.write_soon(action, _insert_messages_operation(messages, now), done, conversation)
+        self._db.write_soon(
+            action,
+            _insert_messages_operation(messages, now),
+            done,
+            conversation,
+            one_statement=True,
+        )
 
     def write_finish_message(
         self,
@@ -656,7 +662,9 @@ class SqliteRepository:
     ) -> None:
         """Queue the answer's final state (see :meth:`finish_message`) without waiting:
         ``done`` gets the stored message (None: no such row) once committed."""
-        self._db.write_soon("store the answer", _finish_operation(answer, now), done)
+        self._db.write_soon(
+            "store the answer", _finish_operation(answer, now), done, one_statement=True
+        )
 
     # -- conversations ----------------------------------------------------------------------
 
@@ -805,7 +813,9 @@ class SqliteRepository:
                 raise RuntimeError("SQLite returned no row id for the inserted message")
             return inserted
 
-        return await self._db.write("store the message", insert, message.conversation_id)
+        return await self._db.write(
+            "store the message", insert, message.conversation_id, one_statement=True
+        )
 
     async def insert_messages(self, messages: Sequence[AppendMessage], now: float) -> list[int]:
         """Several messages in one multi-row INSERT: one statement (a tool step's result
@@ -816,6 +826,7 @@ class SqliteRepository:
             "store the messages",
             _insert_messages_operation(messages, now),
             messages[0].conversation_id,
+            one_statement=True,
         )
 
     async def branch_conversation(
@@ -885,7 +896,9 @@ class SqliteRepository:
 
     async def finish_message(self, answer: FinishedAnswer, now: float) -> StoredMessage | None:
         """One statement (the status trigger touches the conversation)."""
-        return await self._db.write("store the answer", _finish_operation(answer, now))
+        return await self._db.write(
+            "store the answer", _finish_operation(answer, now), one_statement=True
+        )
 
     async def load_history(self, conversation_id: str, limit: int) -> list[StoredMessage]:
         """The newest ``limit`` messages, oldest first."""

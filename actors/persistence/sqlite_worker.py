@@ -23,7 +23,13 @@ of the COMMIT itself fails every request of the batch (nothing of it was written
 request is answered only after the COMMIT returned, so nothing is acknowledged before it
 is as durable as a transaction of its own was (WAL with ``synchronous=NORMAL``: a
 committed transaction survives a process crash; an OS crash or power loss may lose the
-last ones). A batch of one runs without a savepoint (its transaction is its savepoint).
+last ones). A batch of one runs without a savepoint (its transaction is its savepoint);
+a batch of one whose operation is ONE statement (``one_statement``: the hot path's insert
+and finish) runs without ``BEGIN``/``COMMIT`` at all: in autocommit mode SQLite makes the
+statement its own transaction (its triggers included), committed before the statement's
+last step returns, so before the operation returns and long before it is answered. Two
+statements fewer per lone write, each a GIL hand-off between this thread and the loop's
+(a lone turn pays two commits; a burst shares them).
 Reads and other jobs run between batches, in the order they were queued, so a read sees
 every write queued before it.
 """
@@ -58,7 +64,7 @@ class _Job:
     """One operation for the thread: a read (outside any transaction) or a write request
     (inside a batch's transaction)."""
 
-    __slots__ = ("action", "conversation_id", "done", "operation", "write")
+    __slots__ = ("action", "conversation_id", "done", "one_statement", "operation", "write")
 
     def __init__(
         self,
@@ -68,6 +74,7 @@ class _Job:
         write: bool,
         action: str = "",
         conversation_id: str | None = None,
+        one_statement: bool = False,
     ) -> None:
         self.operation = operation
         self.done = done
@@ -76,6 +83,9 @@ class _Job:
         """What the write stores, for its error message ("store the message")."""
         self.conversation_id = conversation_id
         """The conversation a foreign-key failure is about (None: not mapped)."""
+        self.one_statement = one_statement
+        """The operation runs exactly one statement, to its end: alone in its batch, it
+        needs no ``BEGIN``/``COMMIT`` (autocommit makes the statement a transaction)."""
 
 
 _CLOSE: Final = object()
@@ -176,10 +186,14 @@ class SqliteWorker:
         action: str,
         operation: Callable[[sqlite3.Connection], T],
         conversation_id: str | None = None,
+        *,
+        one_statement: bool = False,
     ) -> T:
         """Run ``operation`` as one write request (see the module docstring) and return
         its result once its transaction committed. ``operation`` may run more than once
         (a batch retried after another request's failure): only its last run commits.
+        ``one_statement``: it runs exactly one statement, to its end (see the module
+        docstring).
 
         Raises:
             BaseException: What ``translate`` made of the engine's error, or what
@@ -187,7 +201,11 @@ class SqliteWorker:
         """
         future: asyncio.Future[T] = self._running_loop().create_future()
         self.write_soon(
-            action, operation, lambda v, e: _resolve_future(future, v, e), conversation_id
+            action,
+            operation,
+            lambda v, e: _resolve_future(future, v, e),
+            conversation_id,
+            one_statement=one_statement,
         )
         return await future
 
@@ -197,14 +215,23 @@ class SqliteWorker:
         operation: Callable[[sqlite3.Connection], Any],
         done: Done,
         conversation_id: str | None = None,
+        *,
+        one_statement: bool = False,
     ) -> None:
         """Queue ``operation`` as a write request without waiting: ``done`` is called on
         the event loop once its transaction committed (or with its error). Requests are
-        answered in the order they were queued."""
+        answered in the order they were queued. ``one_statement``: see :meth:`write`."""
         if self._closed is None or self._closed.done():
             raise RuntimeError("the database is not open")
         self._queue.put(
-            _Job(operation, done, write=True, action=action, conversation_id=conversation_id)
+            _Job(
+                operation,
+                done,
+                write=True,
+                action=action,
+                conversation_id=conversation_id,
+                one_statement=one_statement,
+            )
         )
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
@@ -260,6 +287,8 @@ class SqliteWorker:
     def _commit(self, db: sqlite3.Connection, batch: list[_Job]) -> tuple[list[_Outcome], bool]:
         """Run ``batch`` in one transaction; each request's outcome, and whether it
         committed."""
+        if len(batch) == 1 and batch[0].one_statement:
+            return self._commit_statement(db, batch[0])
         if len(batch) > 1:
             done = self._commit_optimistically(db, batch)
             if done is not None:
@@ -296,6 +325,25 @@ class SqliteWorker:
                     outcomes[i] = (None, self._failure(batch[i], exc))
             return self._done(outcomes), False
         return self._done(outcomes), True
+
+    def _commit_statement(self, db: sqlite3.Connection, job: _Job) -> tuple[list[_Outcome], bool]:
+        """A lone one-statement request, in autocommit mode: the statement is its own
+        transaction, committed (or rolled back, its error raised) by its last step."""
+        try:
+            value = job.operation(db)
+        except Exception as exc:  # noqa: BLE001 - the request's own error
+            if db.in_transaction:  # not expected: an autocommit statement rolls back
+                self._rollback(db)
+            return [(None, self._failure(job, exc))], False
+        if db.in_transaction:
+            # Not one statement run to its end after all (one still pending, or a BEGIN):
+            # end the transaction it left open, as a batch of one would.
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(db)
+                return [(None, self._failure(job, exc))], False
+        return [(value, None)], True
 
     def _commit_optimistically(
         self, db: sqlite3.Connection, batch: list[_Job]
