@@ -252,10 +252,20 @@ async def test_a_lone_one_statement_write_commits_without_begin(
     assert worker.commits == commits + 1
     assert await worker.call(lambda db: db.in_transaction) is False
     assert await worker.call(_texts) == ["a"]
+    # A statement with RETURNING, its rows read to the end: committed by then too.
+
+    def returning(db: sqlite3.Connection) -> list[int]:
+        rows = db.execute("INSERT INTO items (text) VALUES ('r1'), ('r2') RETURNING id")
+        return sorted(row[0] for row in rows.fetchall())
+
+    assert len(await worker.write("write", returning, one_statement=True)) == 2
+    with sqlite3.connect(tmp_path / "t.db") as other:
+        assert _texts(other) == ["a", "r1", "r2"]
+    assert worker.commits == commits + 2
     # The connection serves on, with and without the flag.
     assert isinstance(await worker.write("write", _insert("c"), one_statement=True), int)
     assert isinstance(await worker.write("write", _insert("d")), int)
-    assert await worker.call(_texts) == ["a", "c", "d"]
+    assert await worker.call(_texts) == ["a", "r1", "r2", "c", "d"]
 
 
 async def test_a_one_statement_write_that_opens_a_transaction_is_committed(
