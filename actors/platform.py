@@ -540,7 +540,7 @@ class _StopSignals:
     The Python-level handler runs in the main thread between two of its bytecodes,
     wherever it was, so it only hands the signal to the loop (``call_soon_threadsafe``,
     as ``asyncio.Runner`` does in its own SIGINT handler). A signal can also land in
-    another thread (aiosqlite's, a watcher's): then nothing interrupts the loop's
+    another thread (SQLite's, a watcher's): then nothing interrupts the loop's
     ``epoll_wait`` and the handler would wait for the loop's next wake-up, so a
     wake-up fd (what ``add_signal_handler`` uses too) makes the C-level handler poke
     the loop from any thread. We own the process's wake-up fd while installed: nothing

@@ -114,8 +114,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # Version 2: a message stored or finished touches its conversation in the same
     # statement, so the two writes on the path to the first token (the user message, the
-    # streaming row) and the final one are each ONE statement: one thread hop of
-    # aiosqlite (~0.2 ms) instead of BEGIN + UPDATE + INSERT + COMMIT (~0.9 ms).
+    # streaming row) and the final one are each ONE statement: one statement on
+    # the SQLite thread (one operation, one commit) instead of BEGIN + UPDATE + INSERT + COMMIT.
     (
         """
         CREATE TRIGGER messages_touch_on_insert AFTER INSERT ON messages BEGIN
@@ -299,8 +299,8 @@ def _flush_streams_statement(rows: int) -> str:
     """One ``UPDATE ... FROM (VALUES ...)`` for ``rows`` streams (SQLite >= 3.33).
 
     Parameters: ``updated_at``, then ``(id, content, thinking, status)`` per stream. One
-    statement is one thread hop to aiosqlite's thread and one autocommit transaction,
-    where an ``executemany`` in ``BEGIN ... COMMIT`` costs three hops.
+    statement is one autocommit transaction in the SQLite thread's operation,
+    where an ``executemany`` in ``BEGIN ... COMMIT`` costs three statements.
     """
     values = ", ".join(["(?, ?, ?, ?)"] * rows)
     return (
