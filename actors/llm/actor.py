@@ -1213,15 +1213,13 @@ class LLMActor(Actor[LLMInbox]):
                     f"could not connect within {settings.timeout_connect:g} s (ConnectTimeout)"
                 )
                 return _AttemptFailed(summary, retryable=True)
-            case LLMTransportError():
-                # Connect/read/write errors, protocol errors (a body cut, a malformed head):
-                # named as httpx names them (ReadError, RemoteProtocolError...).
+            case LLMTransportError() | httpx2.TransportError():
+                # Connect/read/write errors, protocol errors (a body cut, a malformed head, a
+                # dropped stream), pool limits: named as httpx names them (our errors carry
+                # that name as their label: ReadError, RemoteProtocolError...).
+                label = exc.label if isinstance(exc, LLMTransportError) else type(exc).__name__
                 detail = _scrub(str(exc), api_key) or "connection failed"
-                return _AttemptFailed(f"{exc.label}: {detail}", retryable=True)
-            case httpx2.TransportError():
-                # Connect/read/write errors, protocol errors (a dropped stream), pool limits.
-                detail = _scrub(str(exc), api_key) or "connection failed"
-                return _AttemptFailed(f"{type(exc).__name__}: {detail}", retryable=True)
+                return _AttemptFailed(f"{label}: {detail}", retryable=True)
             case MalformedChunk():
                 return _AttemptFailed(
                     f"malformed response: {_scrub(str(exc), api_key)}", retryable=True
