@@ -238,23 +238,30 @@ def user_content(
 def without_images(messages: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
     """The messages with each ``image_url`` part replaced by a text note (a fallback
     provider whose model does not read images); the same objects when there are none."""
+    for message in messages:  # every request to such a provider: a scan, no copies
+        if isinstance(message.get("content"), list) and _has_image(message):
+            break
+    else:
+        return tuple(messages)
     out: list[dict[str, Any]] = []
-    changed = False
     for message in messages:
-        content = message.get("content")
-        if isinstance(content, list) and any(
-            isinstance(p, dict) and p.get("type") == "image_url" for p in content
-        ):
-            changed = True
+        if _has_image(message):
             parts = [
                 {"type": "text", "text": "[an image not shown: this model does not read images]"}
                 if isinstance(p, dict) and p.get("type") == "image_url"
                 else p
-                for p in content
+                for p in message["content"]
             ]
             message = {**message, "content": parts}
         out.append(message)
-    return tuple(out) if changed else tuple(messages)
+    return tuple(out)
+
+
+def _has_image(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    return isinstance(content, list) and any(
+        isinstance(p, dict) and p.get("type") == "image_url" for p in content
+    )
 
 
 def without_content(attachments: Sequence[Attachment]) -> tuple[Attachment, ...]:

@@ -139,7 +139,9 @@ def test_the_history_cache_keeps_one_conversion_per_conversation_and_drops_it() 
     assert cache.openai("c") is openai
     _check(openai, list(cache.get("c") or []))
     cache.trim("c", 2)
-    assert cache.openai("c") is not openai  # a trim frees the prefix
+    assert cache.openai("c") is openai  # a trim drops the oldest's conversion
+    assert len(openai) == 2
+    _check(openai, list(cache.get("c") or []))
     cache.put("c", [])
     assert len(cache.openai("c") or []) == 0
 
@@ -148,11 +150,38 @@ _STEP = st.one_of(
     st.tuples(st.just("text")),
     st.tuples(st.just("tools"), st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3)),
     st.tuples(st.just("orphan"), st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=2)),
-    st.tuples(st.just("trim"), st.integers(min_value=1, max_value=4)),
+    st.tuples(st.just("trim"), st.integers(min_value=1, max_value=4), st.booleans()),
     st.tuples(st.just("cut"), st.integers(min_value=1, max_value=3)),
     st.tuples(st.just("images"), st.booleans()),
     st.tuples(st.just("chars"), st.sampled_from([None, 5, 20])),
 )
+
+
+def test_a_trim_at_every_turn_converts_only_the_new_messages() -> None:
+    """A conversation at retention's limit loses its oldest messages at every turn, at
+    any point of a tool step (a cut between a call and its results leaves the results
+    without their call at the front): the conversion of the rest is kept, not redone."""
+    ids = _Ids()
+    openai = OpenAIHistory()
+    history: list[StoredMessage] = []
+    for turn in range(40):
+        history += (
+            _tool_turn(ids, [f"call{turn}a", f"call{turn}b"])
+            if turn % 2
+            else [
+                _message(ids, "user", "hi"),
+                _message(ids, "assistant", "hello"),
+            ]
+        )
+        before = _check(openai, history)
+        trim = 3 if turn % 3 else 1  # the cut moves through every kind of message
+        if len(history) > 12:
+            openai.drop(history[:trim])
+            history = history[trim:]
+            after = _check(openai, history)
+            # The entries of the messages kept are the very objects converted before:
+            # nothing was converted again.
+            assert all(any(entry is old for old in before) for entry in after)
 
 
 @given(st.lists(_STEP, max_size=25))
@@ -173,7 +202,9 @@ def test_any_sequence_of_changes_converts_as_a_whole_conversion(steps: list[Any]
                 history += _tool_turn(ids, call_ids, answered=False)
                 # A result stored alone, for a call of another turn.
                 history.append(_message(ids, "tool", "late", tool_call_id=call_ids[0]))
-            case ("trim", n):
+            case ("trim", n, told):
+                if told:  # as the history cache does: the conversion drops them too
+                    openai.drop(history[:n])
                 history = history[n:]
             case ("cut", n):
                 history = history[: max(0, len(history) - n)]

@@ -25,6 +25,7 @@ gives exactly what :func:`history_to_openai` gives for the same history, which
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,25 +51,29 @@ def assistant_entry(content: str, calls: Sequence[ToolCall]) -> dict[str, Any]:
     return entry
 
 
-def _answered_in(history: Sequence[StoredMessage | AppendMessage]) -> set[str]:
-    """The call ids the tool results of ``history`` answer."""
-    return {m.tool_call_id for m in history if m.role == "tool" and m.tool_call_id}
+def _answered_in(history: Sequence[StoredMessage | AppendMessage]) -> Counter[str]:
+    """The call ids the tool results of ``history`` answer, each with how many answer it."""
+    return Counter(m.tool_call_id for m in history if m.role == "tool" and m.tool_call_id)
 
 
 def _convert_into(
     out: list[dict[str, Any]],
     history: Sequence[StoredMessage | AppendMessage],
     *,
-    answered: set[str],
-    offered: set[str],
-    dropped: set[str],
+    answered: Counter[str],
+    offered: Counter[str],
+    dropped: Counter[str],
     max_result_chars: int | None,
     images: bool,
+    ends: list[int] | None = None,
+    base: int = 0,
 ) -> None:
     """Append ``history``'s messages to ``out`` as the model reads them.
 
     ``answered`` holds every call id a tool result of the whole history answers;
-    ``offered`` (the kept calls so far) and ``dropped`` (the calls left out so far) grow.
+    ``offered`` (the kept calls so far) and ``dropped`` (the calls left out so far) grow,
+    counted (a call id may be reused). ``ends``, when given, gets for each message
+    ``base`` plus ``out``'s length after it.
     """
     for message in history:
         role = message.role
@@ -86,10 +91,9 @@ def _convert_into(
                 if len(kept) < len(calls):
                     dropped.update(c.id for c in calls if c.id not in answered)
                 calls = kept
-            if not message.content and not calls:
-                continue
-            out.append(assistant_entry(message.content, calls))
-            offered.update(c.id for c in calls)
+            if message.content or calls:
+                out.append(assistant_entry(message.content, calls))
+                offered.update(c.id for c in calls)
         elif role == "tool":
             if message.tool_call_id in offered:
                 out.append(
@@ -103,6 +107,8 @@ def _convert_into(
                 )
         elif role == "system":
             out.append({"role": "system", "content": message.content})
+        if ends is not None:
+            ends.append(base + len(out))
 
 
 def history_to_openai(
@@ -125,8 +131,8 @@ def history_to_openai(
         out,
         history,
         answered=_answered_in(history),
-        offered=set(),
-        dropped=set(),
+        offered=Counter(),
+        dropped=Counter(),
         max_result_chars=max_result_chars,
         images=images,
     )
@@ -140,17 +146,33 @@ class OpenAIHistory:
     (a copy) but must not change its dicts.
     """
 
-    __slots__ = ("_answered", "_dropped", "_offered", "_options", "_out", "_source")
+    __slots__ = (
+        "_answered",
+        "_base",
+        "_dropped",
+        "_ends",
+        "_offered",
+        "_options",
+        "_out",
+        "_result_at",
+        "_source",
+    )
 
     def __init__(self) -> None:
         self._source: list[StoredMessage] = []
         """The stored messages converted so far (the prefix a history must start with)."""
         self._out: list[dict[str, Any]] = []
         """Their conversion."""
-        self._answered: set[str] = set()
-        self._offered: set[str] = set()
-        self._dropped: set[str] = set()
+        self._ends: list[int] = []
+        """For each message of ``_source``, ``_base`` plus the length of ``_out`` after it."""
+        self._base = 0
+        """Entries of ``_out`` dropped with the oldest messages (``_ends`` stays valid)."""
+        self._answered: Counter[str] = Counter()
+        self._offered: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
         """Call ids left out of the prefix: a result for one changes the prefix."""
+        self._result_at: dict[str, int] = {}
+        """For each call id, the ``_ends`` index of the last result kept for it."""
         self._options: tuple[int | None, bool] | None = None
 
     def __len__(self) -> int:
@@ -178,11 +200,12 @@ class OpenAIHistory:
         if not tail:
             return list(self._out)
         answered = _answered_in(tail)
-        if done and not self._dropped.isdisjoint(answered):
+        if done and not self._dropped.keys().isdisjoint(answered):
             self._reset(options)
             tail = history
             answered = _answered_in(tail)
-        self._answered |= answered
+        self._answered.update(answered)
+        first = len(self._ends)
         _convert_into(
             self._out,
             tail,
@@ -191,14 +214,81 @@ class OpenAIHistory:
             dropped=self._dropped,
             max_result_chars=max_result_chars,
             images=images,
+            ends=self._ends,
+            base=self._base,
         )
+        for index, message in enumerate(tail, first):
+            if message.role == "tool" and self._kept(index):
+                self._result_at[message.tool_call_id or ""] = index
         self._source.extend(tail)
         return list(self._out)
 
-    def _reset(self, options: tuple[int | None, bool]) -> None:
+    def drop(self, oldest: Sequence[StoredMessage]) -> None:
+        """The history lost its ``oldest`` messages (retention's trim): forget their
+        conversion, so that the next :meth:`convert` of the rest converts only what was
+        appended. Results left at the new front without their call are dropped too.
+
+        Converts all again at the next :meth:`convert` when that cannot be done exactly:
+        the messages converted do not start with ``oldest``, a result kept beyond the
+        new front's results answers a call dropped, or a call kept after the cut was
+        answered only before it (both need a call id reused or a result stored far from
+        its call).
+        """
+        count = len(oldest)
+        if not count:
+            return
+        if count >= len(self._source) or not all(map(operator.is_, self._source, oldest)):
+            self._reset(self._options)
+            return
+        source, out, ends = self._source, self._out, self._ends
+        cut = ends[count - 1] - self._base
+        # What the oldest messages counted: the calls they kept (their entries in ``out``)
+        # and left out, the results they hold.
+        kept: Counter[str] = Counter(
+            call["id"]
+            for entry in out[:cut]
+            if entry["role"] == "assistant"
+            for call in entry.get("tool_calls", ())
+        )
+        calls: Counter[str] = Counter(c.id for m in oldest for c in m.tool_calls)
+        results = _answered_in(oldest)
+        # The results at the new front, up to the next other message: any kept answers a
+        # call of the oldest messages (nothing before them offers one any more).
+        front = count
+        while front < len(source) and source[front].role == "tool":
+            front += 1
+        offered = self._offered - kept
+        answered = self._answered - results
+        if any(self._result_at.get(call, -1) >= front for call in kept) or any(
+            call in offered and call not in answered for call in results
+        ):
+            self._reset(self._options)
+            return
+        del out[: ends[front - 1] - self._base]
+        self._base = ends[front - 1]
+        for index in range(count, front):
+            ends[index] = self._base  # their entries are gone with the others
+        del source[:count]
+        del ends[:count]
+        self._offered = offered
+        self._answered = answered
+        self._dropped = self._dropped - (calls - kept)
+        self._result_at = {
+            call: index - count for call, index in self._result_at.items() if index >= front
+        }
+
+    def _kept(self, index: int) -> bool:
+        """Whether the message at ``_ends``' ``index`` has an entry in ``_out``."""
+        before = self._ends[index - 1] if index else self._base
+        return self._ends[index] > before
+
+    def _reset(self, options: tuple[int | None, bool] | None) -> None:
         self._source = []
         self._out = []
-        self._answered = set()
-        self._offered = set()
-        self._dropped = set()
+        self._ends = []
+        self._base = 0
+        self._answered = Counter()
+        self._offered = Counter()
+        self._dropped = Counter()
+        self._result_at = {}
         self._options = options

@@ -112,7 +112,8 @@ class HistoryCache:
             return
         dropped = entry.messages[: len(entry.messages) - keep]
         del entry.messages[: len(dropped)]
-        entry.openai = None  # it would convert all again anyway: free its prefix now
+        if entry.openai is not None:
+            entry.openai.drop(dropped)  # their conversion goes with them
         size = sum(estimated_size(m) for m in dropped)
         entry.size -= size
         self._size -= size
