@@ -14,6 +14,7 @@ run() { # tree benchmark args...
   (cd "$tree" && timeout 600 uv run python "benchmarks/$name.py" "$@") >> "$OUT/all.txt" 2>&1
 }
 for _ in 1 2; do run "$OLD" chat_path --quick; run "$NEW" chat_path --quick; done
+for _ in 1 2; do run "$OLD" turn_cpu --conversations 1 --rounds 200; run "$NEW" turn_cpu --conversations 1 --rounds 200; done
 for _ in 1 2; do run "$OLD" tools --quick; run "$NEW" tools --quick; done
 for _ in 1 2; do run "$OLD" load; run "$NEW" load; done
 run "$OLD" idle_connections; run "$NEW" idle_connections
