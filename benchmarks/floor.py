@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import gc
 import os
 import queue
@@ -135,25 +134,16 @@ def _settle(batch: list[tuple[Op, asyncio.Future[Any]]], results: list[Any] | Ex
             future.set_result(results[i])
 
 
-def _insert_turn(cid: str, text: str, turn_id: str, now: float, db: sqlite3.Connection) -> int:
-    """The user row and the answer's streaming row in one statement; the latter's id."""
-    cursor = db.execute(
-        "INSERT INTO messages (conversation_id, role, content, status, turn_id, created_at, "
-        "updated_at) VALUES (?, 'user', ?, 'complete', ?, ?, ?), "
-        "(?, 'assistant', '', 'streaming', ?, ?, ?)",
-        (cid, text, turn_id, now, now, cid, turn_id, now, now),
-    )
-    return cursor.lastrowid or 0
-
-
-def _finish(
-    row: int, text: str, usage: Any, model: str, finish: str, db: sqlite3.Connection
-) -> None:
-    db.execute(
-        "UPDATE messages SET content = ?, status = 'complete', usage = ?, model = ?, "
-        "finish_reason = ?, updated_at = ? WHERE id = ?",
-        (text, orjson.dumps(usage).decode(), model, finish, time.time(), row),
-    )
+_INSERT = (  # the user row and the answer's streaming row, one statement (one commit)
+    "INSERT INTO messages (conversation_id, role, content, status, turn_id, created_at, "
+    "updated_at) VALUES (?, 'user', ?, 'complete', ?, ?, ?), (?, 'assistant', '', 'streaming', "
+    "?, ?, ?)"
+)
+_FINISH = (
+    "UPDATE messages SET content = ?, status = 'complete', usage = ?, model = ?, "
+    "finish_reason = ?, updated_at = ? WHERE id = ?"
+)
+_CONVERSATION = "INSERT INTO conversations (id, owner, created_at, updated_at) VALUES (?, ?, ?, ?)"
 
 
 class LLMClient:
@@ -220,8 +210,7 @@ async def send(ws: ServerConnection, frame: dict[str, Any]) -> None:
 async def _new_conversation(store: Store | None) -> tuple[str, list[dict[str, Any]]]:
     cid, now = f"c-{uuid.uuid4().hex}", time.time()
     if store is not None:
-        sql = "INSERT INTO conversations (id, owner, created_at, updated_at) VALUES (?, ?, ?, ?)"
-        await store.run(lambda db: db.execute(sql, (cid, "local", now, now)))
+        await store.run(lambda db: db.execute(_CONVERSATION, (cid, "local", now, now)))
     return cid, []
 
 
@@ -230,8 +219,8 @@ async def turn(
     cid: str, history: list[dict[str, Any]], text: str,
 ) -> None:  # fmt: skip
     turn_id, now = f"t-{uuid.uuid4().hex[:16]}", time.time()
-    insert = functools.partial(_insert_turn, cid, text, turn_id, now)
-    row = 0 if store is None else await store.run(insert)
+    values = (cid, text, turn_id, now, now, cid, turn_id, now, now)
+    row = 0 if store is None else await store.run(lambda db: db.execute(_INSERT, values).lastrowid)
     history.append({"role": "user", "content": text})
     body = orjson.dumps({
         "model": model, "messages": [{"role": "system", "content": _SYSTEM}, *history],
@@ -255,7 +244,8 @@ async def turn(
     answer = "".join(parts)
     history.append({"role": "assistant", "content": answer})
     if store is not None:
-        await store.run(functools.partial(_finish, row, answer, usage, model, finish))
+        done = (answer, orjson.dumps(usage).decode(), model, finish, time.time(), row)
+        await store.run(lambda db: db.execute(_FINISH, done))
     await send(ws, {"type": "assistant_message", "turn_id": turn_id, "message": answer,
                     "usage": usage, "model": model, "finish_reason": finish})  # fmt: skip
 
