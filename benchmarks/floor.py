@@ -383,12 +383,12 @@ def report(scenario: str, results: dict[str, list[Figures]]) -> None:
         print(f"{VARIANTS[variant][0]:38s} {med['loop']:8.3f} {med['others']:7.3f} "
               f"{med['whole']:6.3f} {med['user']:6.2f} {med['system']:6.2f} {med['frames']:6.2f}"
               f"  {per_run}")  # fmt: skip
-    if "platform" in results and "floor" in results:
-        ratios = [
-            p.whole / f.whole for p, f in zip(results["platform"], results["floor"], strict=True)
-        ]
-        print(f"platform / floor (whole process, per run): {statistics.median(ratios):.2f}x"
-              f" ({' '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
+    for floor in ("floor", "schema"):
+        if "platform" in results and floor in results:
+            pairs = zip(results["platform"], results[floor], strict=True)
+            ratios = [p.whole / f.whole for p, f in pairs]
+            print(f"platform / {floor} (whole process, per run): {statistics.median(ratios):.2f}x"
+                  f" ({' '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
 
 
 async def bench(
