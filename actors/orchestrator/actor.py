@@ -137,6 +137,7 @@ from actors.orchestrator.turn import (
 )
 from actors.tool_names import tool_actor_name, unique_model_names
 from bus.actor import Actor, Reply
+from bus.bus import PendingRequest
 from bus.errors import (
     BusError,
     RequestError,
@@ -1098,45 +1099,39 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         self._history.append(message)
 
     async def _run_tool(self, turn: Turn, command: RunTool) -> ToolOutcome:
-        """Send the call to its server's ToolActor, publish ``started``, then how it
+        """Deliver the call to its server's ToolActor, publish ``started``, then how it
         ended. A failure to deliver is an error outcome (the model reads it).
 
-        The CallTool is in the ToolActor's mailbox before ``started`` is in the
-        gateway's: the ToolActor's call task (whose line goes to the server at once) then
-        runs before the gateway's WebSocket write of the card, instead of one pass behind
-        it (issue #16's tool round trip). The card still precedes every frame of the call:
-        the ToolActor publishes its progress only after the server answered, and the
-        outcome's card is published here, after ``started``.
+        The CallTool is delivered before ``started`` is in the gateway's mailbox, with
+        no pass of the event loop in between (``Bus.start_request``; an idle ToolActor
+        starts the call's task at once, ``ToolActor.take_now``): the call's task (whose
+        line goes to the server at once) then runs before the gateway's WebSocket write
+        of the card (issue #16's tool round trip). The card still precedes every frame of
+        the call: the ToolActor publishes its progress only after the server answered,
+        and the outcome's card is published here, after ``started``.
         """
         if turn.cancelled:  # cancelled after the core queued it
             return CANCELLED_BEFORE_CALL
-        call = asyncio.get_running_loop().create_task(self._call_tool(turn, command))
+        # No await between the check and the delivery, so a cancel after the check finds
+        # the call in its ToolActor (or its CancelToolCalls is queued behind it).
+        pending: PendingRequest[ToolOutcome] = self.bus.start_request(
+            command.call,
+            to=tool_actor_name(command.server),
+            timeout=COMPLETION_TIMEOUT,
+            sender=self.name,
+        )
         try:
-            await asyncio.sleep(0)  # one pass: the call's task puts the CallTool first
             await self.publish(command.started)
         except BaseException:
-            call.cancel()
-            await asyncio.wait([call])
+            pending.abandon()
             raise
-        outcome = await call
-        await self.publish(finished_card(command.started, outcome))
-        return outcome
-
-    async def _call_tool(self, turn: Turn, command: RunTool) -> ToolOutcome:
-        """The CallTool's request and its answer (see :meth:`_run_tool`)."""
-        if turn.cancelled:  # since the core queued it
-            return CANCELLED_BEFORE_CALL
-        # No await between the check and the request reaching the ToolActor's mailbox, so
-        # a cancel after the check finds the call there (its CancelToolCalls is queued
-        # behind it).
         try:
-            outcome: ToolOutcome = await self.request(
-                command.call, to=tool_actor_name(command.server), timeout=COMPLETION_TIMEOUT
-            )
+            outcome = await pending.reply()
         except (RequestFailed, RequestError) as exc:
             cause = cause_of(exc)
             text = f"the MCP server {command.server!r} could not run the tool: {cause}"
             outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
+        await self.publish(finished_card(command.started, outcome))
         return outcome
 
     # -- tool approval (actors/orchestrator/approval.py) -------------------------------------
