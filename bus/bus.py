@@ -483,8 +483,13 @@ class PendingRequest(Generic[R]):
         assert self._error is not None
         raise self._error
 
+    def abandon_when_done(self, _task: object) -> None:
+        """:meth:`abandon`, as a done callback of the task meant to await the reply (a
+        task cancelled before its first step never did; after the reply, a no-op)."""
+        self.abandon()
+
     def abandon(self) -> None:
-        """Stop waiting without having awaited :meth:`reply`."""
+        """Stop waiting without having awaited :meth:`reply` (after it: nothing to do)."""
         if self._waiting is not None:
             reply, timer, _ = self._waiting
             timer.cancel()
