@@ -312,6 +312,7 @@ class Bus:
         to: str | None = None,
         timeout: float | None = None,
         sender: str | None = None,
+        on_answer: Callable[[], object] | None = None,
     ) -> PendingRequest[R]:
         """Deliver a request now, without awaiting, and return its pending reply: for a
         requester with something to do between the delivery and the wait (the
@@ -324,6 +325,13 @@ class Bus:
         cancelled :meth:`request`). The deadline runs from now. A request the bridge
         routes to another replica, or one meeting a full mailbox, is delivered when the
         reply is awaited.
+
+        ``on_answer`` is called as the answer (or the timeout) is set, in the answering
+        task's step: a requester waiting on several things can wake up in the very pass
+        in which the task awaiting :meth:`PendingRequest.reply` gets it (the task, woken
+        first, is done by then if it awaits nothing else), instead of one pass later from
+        the task's done callback (issue #16's tool round trip). Not called for a request
+        the bridge routes to another replica.
         """
         seconds = self.request_timeout if timeout is None else timeout
         bridge = self._bridge
@@ -336,7 +344,9 @@ class Bus:
         except NoSuchActor as exc:
             return PendingRequest(error=exc)
         loop = asyncio.get_running_loop()
-        reply: asyncio.Future[R] = loop.create_future()
+        reply: asyncio.Future[R] = (
+            loop.create_future() if on_answer is None else _AnswerFuture(loop, on_answer)
+        )
         deadline = loop.time() + seconds
         envelope = Envelope(message, sender, next(self._ids), reply, deadline)
         try:
@@ -448,6 +458,23 @@ def _put_request(actor: Actor[Any], envelope: Envelope) -> None:
     if type(envelope.message) in actor.taken_now and mailbox.idle and actor.take_now(envelope):
         return
     mailbox.put_nowait(envelope)
+
+
+class _AnswerFuture(asyncio.Future[Any]):
+    """A reply future that calls ``on_answer`` once its result or exception is set (see
+    :meth:`Bus.start_request`)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_answer: Callable[[], object]) -> None:
+        super().__init__(loop=loop)
+        self._on_answer = on_answer
+
+    def set_result(self, result: Any) -> None:
+        super().set_result(result)
+        self._on_answer()
+
+    def set_exception(self, exception: type | BaseException) -> None:
+        super().set_exception(exception)
+        self._on_answer()
 
 
 class PendingRequest(Generic[R]):

@@ -1215,3 +1215,35 @@ async def test_start_request_on_a_full_mailbox_delivers_when_awaited(stage: Stag
     slow.gate.set()
     await barrier(bus, slow)
     assert slow.seen == [0, 1, 2, 3]
+
+
+async def test_on_answer_is_called_as_the_answer_is_set_before_any_other_pass(
+    stage: Stage,
+) -> None:
+    """``start_request``'s ``on_answer`` runs in the answering step; a task awaiting the
+    reply, woken first, is done when a callback scheduled by ``on_answer`` runs (the
+    orchestrator's ``_drive`` wakes up in that same pass)."""
+    taker = await stage.start(Taker())
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[str, bool]] = []
+    answered: list[str] = []
+    task: asyncio.Task[str] | None = None
+
+    def on_answer() -> None:
+        answered.append("now")
+        loop.call_soon(lambda: seen.append(("next pass", task is not None and task.done())))
+
+    pending = stage.bus.start_request(Defer(mode="never"), on_answer=on_answer)
+    task = asyncio.create_task(pending.reply())
+    await loop_turns(lambda: len(taker.deferred) == 1 and not task.done())
+    assert answered == []
+    taker.deferred[0].resolve("by hand")
+    assert answered == ["now"]  # in the resolving step
+    assert await task == "by hand"
+    assert seen == [("next pass", True)]
+
+    timing_out = stage.bus.start_request(Hold(), timeout=0.01, on_answer=on_answer)
+    with pytest.raises(RequestTimeout):
+        await timing_out.reply()
+    assert answered == ["now", "now"]
+    taker.gate.set()

@@ -230,7 +230,10 @@ class _Waker:
     (:meth:`ringing`): the loop then runs one pass of the event loop later, where
     ``asyncio.wait`` takes two (a task's done callbacks run a pass after it ended, and
     the waiter they resolve wakes its task a pass after that): issue #16's tool round
-    trip. Tasks started elsewhere ring from a done callback.
+    trip. A task awaiting a request's reply (a call's, the model's) rings even sooner,
+    as the answer is set (``Bus.start_request``'s ``on_answer``): the task, woken first,
+    is done when the loop runs in the same pass. Tasks started elsewhere ring from a
+    done callback, and so does every task, in case.
     """
 
     __slots__ = ("_future",)
@@ -963,7 +966,11 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 # frame of the call: the ToolActor publishes its progress only after the
                 # server answered, and the outcome's card is published by _drive.
                 pending = self.bus.start_request(
-                    call, to=tool_actor_name(server), timeout=COMPLETION_TIMEOUT, sender=self.name
+                    call,
+                    to=tool_actor_name(server),
+                    timeout=COMPLETION_TIMEOUT,
+                    sender=self.name,
+                    on_answer=waker.ring,
                 )
                 try:
                     await self.publish(command.started)
@@ -975,12 +982,13 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 # No await between the check and the request reaching the LLMActor, so a
                 # CancelCompletion sent after the check is handled after it.
                 pending = self.bus.start_request(
-                    request, timeout=COMPLETION_TIMEOUT, sender=self.name
+                    request, timeout=COMPLETION_TIMEOUT, sender=self.name, on_answer=waker.ring
                 )
                 answer = _completion_answered(pending)
             case _:
                 answer = self._carry_out(turn, command)
         task = asyncio.get_running_loop().create_task(waker.ringing(answer))
+        task.add_done_callback(waker.ring)
         if pending is not None:
             # A task cancelled before its first step never awaits the reply: drop it.
             task.add_done_callback(pending.abandon_when_done)
