@@ -17,7 +17,7 @@ A turn never crashes the actor: whatever goes wrong in it ends that turn with a
 TurnFinished(``finish_reason="error"``) the client sees, and is logged; the other turns and
 the actor carry on (a crash in one conversation must not take down another).
 
-The tool loop: the model may ask for tools; :meth:`_run_tool` sends each call to its
+The tool loop: the model may ask for tools; :meth:`_start_command` sends each call to its
 server's ToolActor (in parallel, bounded by ``maxParallelCalls``), stores every outcome as
 a tool message whose status says how it ended, and the loop goes on, at most
 ``chat.service.max_tool_hops`` times. A cancel stops the turn's running calls at once
@@ -618,8 +618,9 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 conversation_id=turn.conversation_id,
             )
         # Running tool calls stop too (DESIGN §4): each is answered "cancelled" at once.
-        # A call sent after this cannot exist: _run_tool checks ``cancelled`` right
-        # before its CallTool reaches the mailbox, which this message then follows.
+        # A call sent after this cannot exist: _start_command checks ``cancelled`` right
+        # before its CallTool is delivered (taken at once by an idle ToolActor, else
+        # queued), which this message then follows.
         for server in command.servers:
             try:
                 await self.send(tool_actor_name(server), CancelToolCalls(turn_id=turn.turn_id))
