@@ -278,6 +278,12 @@ def _start_order(item: tuple[int, TurnCommand]) -> int:
     return 2
 
 
+def _hold_card(cards: list[ToolExecutionEvent], call: RunTool | None, event: TurnEvent) -> None:
+    """Keep the outcome card of ``call`` (if ``event`` answers one) for ``_flush_cards``."""
+    if call is not None and isinstance(event, ToolFinished):
+        cards.append(finished_card(call.started, event.outcome))
+
+
 _CARDS_AFTER = (RequestCompletion, StoreMessages, FinishRow)
 """Commands started before the ``completed`` cards still held back (no frame of theirs
 can precede the cards': a request's deltas are shown only once its row is stored)."""
@@ -922,19 +928,21 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                         failure = failure or error
                         continue
                     event = task.result()
-                    call = calls.pop(task, None)
-                    if call is not None and isinstance(event, ToolFinished):
-                        cards.append(finished_card(call.started, event.outcome))
+                    _hold_card(cards, calls.pop(task, None), event)
                     if failure is None:
                         commands += turn.feed(event)
                 if failure is not None:
-                    await self._flush_cards(cards)
                     if turn.gated:
                         # The write a gated request waited for failed: the request ends
                         # (cancelled) without having shown anything.
                         await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
                     if pending:
                         await asyncio.wait(pending)
+                        # The calls still running end first, and show how they ended.
+                        for task in sorted(pending, key=order.__getitem__):
+                            if not task.cancelled() and task.exception() is None:
+                                _hold_card(cards, calls.pop(task, None), task.result())
+                    await self._flush_cards(cards)
                     raise failure
         finally:
             # Only when this task itself is cancelled (the actor stops) are any left.
