@@ -665,3 +665,43 @@ async def test_a_failed_store_of_the_results_ends_the_turn_and_shows_nothing_of_
     with closing(sqlite3.connect(db)) as conn:
         rows = conn.execute("SELECT role, status FROM messages ORDER BY id").fetchall()
     assert rows == [("user", "complete"), ("assistant", "complete")]
+
+
+async def test_a_failed_write_of_the_calls_row_still_shows_how_the_running_call_ended(
+    chat, llm
+) -> None:
+    """The row's write (the assistant's tool calls) fails while its call runs: the call
+    ends first (never abandoned half-way) and its outcome card, held back by the
+    orchestrator until the commands its outcome leads to are started, is still shown,
+    before the turn ends with the storage's error."""
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    await client.expect("session_info")
+    db = platform.config_dir / "chat_history.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse_calls BEFORE UPDATE ON messages "
+            "WHEN NEW.tool_calls IS NOT NULL "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+    llm.script(
+        Reply.tool_calls([ToolCall("demo__slow_count", '{"n": 2, "delay": 0.1}', id="c1")]),
+        Reply.text("never asked"),
+    )
+    frames = await client.turn("count slowly")
+    shown = [
+        (f["type"], f.get("status"))
+        for f in frames
+        if f["type"] in ("tool_execution", "error", "assistant_message")
+    ]
+    assert shown == [
+        ("tool_execution", "started"),
+        ("tool_execution", "progress"),
+        ("tool_execution", "progress"),
+        ("tool_execution", "completed"),
+        ("error", None),
+        ("assistant_message", None),
+    ]
+    assert frames[-1]["finish_reason"] == "error"
+    assert len(llm.requests) == 1
