@@ -23,6 +23,7 @@ request's declared reply type before it reaches the caller (one ``isinstance``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -118,6 +119,8 @@ class Actor(Generic[InboxT]):
         self._crash: BaseException | None = None
         self._started = asyncio.Event()
         self._stopping = False
+        self._context: contextvars.Context | None = None
+        """The context of the actor's task, as :meth:`run` began (see :meth:`taking_now`)."""
 
     # -- for subclasses ---------------------------------------------------------------------
 
@@ -146,6 +149,16 @@ class Actor(Generic[InboxT]):
         refuses it as usual.
         """
         return False
+
+    def taking_now(self, envelope: Envelope) -> bool:
+        """:meth:`take_now`, as the bus calls it: in a copy of the context the actor's
+        task began with, not the requester's, so what it spawns sees the actor's context
+        variables, as a child spawned from :meth:`handle` does (a replica's bridge marks
+        the requests it answers for another replica in a context variable, for one)."""
+        context = self._context
+        if context is None:  # not running yet: nothing can be idle
+            return False
+        return context.copy().run(self.take_now, envelope)
 
     def reply_later(self, envelope: Envelope) -> Reply:
         """The deferred reply of a request taken by :meth:`take_now` (as
@@ -235,6 +248,7 @@ class Actor(Generic[InboxT]):
         """
         self._bus = bus
         self._main = asyncio.current_task()
+        self._context = contextvars.copy_context()
         bus.register(self)
         started_at = time.perf_counter()
         crash: BaseException | None = None

@@ -455,7 +455,7 @@ def _put_request(actor: Actor[Any], envelope: Envelope) -> None:
         MailboxFull, MailboxClosed: As :meth:`Mailbox.put_nowait`.
     """
     mailbox = actor.mailbox
-    if type(envelope.message) in actor.taken_now and mailbox.idle and actor.take_now(envelope):
+    if type(envelope.message) in actor.taken_now and mailbox.idle and actor.taking_now(envelope):
         return
     mailbox.put_nowait(envelope)
 

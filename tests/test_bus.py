@@ -30,6 +30,7 @@ wall-clock time appears only where the timeout itself is the subject.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, TypeVar
 
@@ -1247,3 +1248,33 @@ async def test_on_answer_is_called_as_the_answer_is_set_before_any_other_pass(
         await timing_out.reply()
     assert answered == ["now", "now"]
     taker.gate.set()
+
+
+_WHOSE: contextvars.ContextVar[str] = contextvars.ContextVar("whose", default="nobody's")
+
+
+class ContextTaker(Taker):
+    """A Taker whose calls record the context variable their task sees."""
+
+    def __init__(self) -> None:
+        super().__init__("context_taker")
+        self.seen_in_child: list[str] = []
+
+    async def _answer_later(self, reply: Reply, mode: str) -> None:
+        self.seen_in_child.append(_WHOSE.get())
+        reply.resolve("deferred answer")
+
+
+async def test_what_a_request_taken_at_once_spawns_sees_the_actors_context(
+    stage: Stage,
+) -> None:
+    """As a child spawned from ``handle`` would: not the requester's context variables
+    (the NATS bridge marks the requests it answers for another replica in one)."""
+    _WHOSE.set("the actor's")
+    taker = await stage.start(ContextTaker())
+    _WHOSE.set("the requester's")
+    assert await stage.bus.request(Defer(mode="resolve"), to="context_taker") == "deferred answer"
+    taker.refuse = True  # through the mailbox, for comparison
+    assert await stage.bus.request(Defer(mode="resolve"), to="context_taker") == "deferred answer"
+    assert taker.taken == ["resolve"]
+    assert taker.seen_in_child == ["the actor's", "the actor's"]
