@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, assert_never
 
@@ -908,11 +908,13 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 for position, command in answered:
                     if not isinstance(command, _CARDS_AFTER):
                         await self._flush_cards(cards)
+                    # A call cancelled before it started shows no card (nor is run).
+                    shown = command if isinstance(command, RunTool) and not turn.cancelled else None
                     task = await self._start_command(turn, command, waker)
                     order[task] = position
                     pending.add(task)
-                    if isinstance(command, RunTool):
-                        calls[task] = command
+                    if shown is not None:
+                        calls[task] = shown
                 await self._flush_cards(cards)
                 if not pending:
                     raise RuntimeError(f"turn {turn.turn_id} waits for nothing")
@@ -966,26 +968,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         pending: PendingRequest[Any] | None = None
         answer: Coroutine[Any, Any, TurnEvent]
         match command:
-            case RunTool(call=call, server=server) if not turn.cancelled:
-                # No await between the check and the delivery, so a cancel after the
-                # check finds the call in its ToolActor (or its CancelToolCalls is queued
-                # behind it). The CallTool goes first: an idle ToolActor starts the call's
-                # task at once (``ToolActor.take_now``), which then runs before the
-                # gateway's WebSocket write of the card. The card still precedes every
-                # frame of the call: the ToolActor publishes its progress only after the
-                # server answered, and the outcome's card is published by _drive.
-                pending = self.bus.start_request(
-                    call,
-                    to=tool_actor_name(server),
-                    timeout=COMPLETION_TIMEOUT,
-                    sender=self.name,
-                    on_answer=waker.ring,
-                )
-                try:
-                    await self.publish(command.started)
-                except BaseException:
-                    pending.abandon()
-                    raise
+            case RunTool() if not turn.cancelled:
+                pending = await self._deliver_call(command, waker.ring)
                 answer = self._tool_finished(command, pending)
             case RequestCompletion(request=request) if not turn.cancelled:
                 # No await between the check and the request reaching the LLMActor, so a
@@ -1002,6 +986,33 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             # A task cancelled before its first step never awaits the reply: drop it.
             task.add_done_callback(pending.abandon_when_done)
         return task
+
+    async def _deliver_call(
+        self, command: RunTool, on_answer: Callable[[], object] | None = None
+    ) -> PendingRequest[ToolOutcome]:
+        """Deliver a call's CallTool, then publish its ``started`` card; its pending reply.
+
+        Call right after checking ``turn.cancelled``: no await between the check and the
+        delivery, so a cancel after the check finds the call in its ToolActor (or its
+        CancelToolCalls is queued behind it). The CallTool goes first: an idle ToolActor
+        starts the call's task at once (``ToolActor.take_now``), which then runs before
+        the gateway's WebSocket write of the card. The card still precedes every frame of
+        the call: the ToolActor publishes its progress only after the server answered,
+        and the outcome's card is published after the answer (by ``_drive``).
+        """
+        pending: PendingRequest[ToolOutcome] = self.bus.start_request(
+            command.call,
+            to=tool_actor_name(command.server),
+            timeout=COMPLETION_TIMEOUT,
+            sender=self.name,
+            on_answer=on_answer,
+        )
+        try:
+            await self.publish(command.started)
+        except BaseException:
+            pending.abandon()
+            raise
+        return pending
 
     async def _tool_finished(
         self, command: RunTool, pending: PendingRequest[ToolOutcome]
@@ -1045,14 +1056,24 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     row = await self.request(with_text)
                 self._remember(row)
                 return RowFinished()
-            case RequestCompletion():
-                # Only a turn cancelled before it started gets here (see _start_command).
-                return CompletionSkipped()
+            case RequestCompletion(request=request):
+                # _drive delivers its requests itself (_start_command); the first request
+                # of a turn, beside the input's write, comes here.
+                if turn.cancelled:
+                    return CompletionSkipped()
+                # No await between the check above and the request reaching the
+                # LLMActor, so a CancelCompletion sent after the check is handled after it.
+                return await _completion_answered(
+                    self.bus.start_request(request, timeout=COMPLETION_TIMEOUT, sender=self.name)
+                )
             case AskApproval(index=index, request=request):
                 return ApprovalAnswered(index, await self._wait_for_approval(turn, request))
             case RunTool(index=index):
-                # Only a turn cancelled before it started gets here (see _start_command).
-                return ToolFinished(index, CANCELLED_BEFORE_CALL)
+                if turn.cancelled:  # cancelled after the core queued it
+                    return ToolFinished(index, CANCELLED_BEFORE_CALL)
+                # (_drive delivers its calls itself, _start_command; and publishes the
+                # outcome's card, as it does for those.)
+                return await self._tool_finished(command, await self._deliver_call(command))
         raise TypeError(f"not a command with an answer: {command!r}")
 
     async def _store_user_input(
