@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic
 
 import structlog
 from pydantic import BaseModel
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from bus.actor import Actor
     from bus.bridge import Bridge
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT", "Bus"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "Bus", "PendingRequest"]
 
 _log = structlog.get_logger("bus")
 
@@ -286,7 +288,7 @@ class Bus:
         deadline = loop.time() + seconds
         envelope = Envelope(message, sender, next(self._ids), reply, deadline)
         try:
-            actor.mailbox.put_nowait(envelope)
+            _put_request(actor, envelope)
         except MailboxFull:
             # Rare: wait for room and for the answer within the one deadline.
             return await self._request_when_full(actor, envelope, reply, seconds)
@@ -302,6 +304,63 @@ class Bus:
             raise self._timed_out(actor, envelope, seconds) from exc
         finally:
             timer.cancel()
+
+    def start_request(
+        self,
+        message: Request[R],
+        *,
+        to: str | None = None,
+        timeout: float | None = None,
+        sender: str | None = None,
+        on_answer: Callable[[], object] | None = None,
+    ) -> PendingRequest[R]:
+        """Deliver a request now, without awaiting, and return its pending reply: for a
+        requester with something to do between the delivery and the wait (the
+        orchestrator publishes a tool call's ``started`` card once its CallTool was
+        delivered, with no pass of the event loop in between).
+
+        ``await pending.reply()`` returns what :meth:`request` would, or raises what it
+        would (a failure to deliver included: nothing raises here); ``pending.abandon()``
+        gives up instead (the addressee's answer, if any, is then a late reply, as for a
+        cancelled :meth:`request`). The deadline runs from now. A request the bridge
+        routes to another replica, or one meeting a full mailbox, is delivered when the
+        reply is awaited.
+
+        ``on_answer`` is called as the answer (or the timeout) is set, in the answering
+        task's step: a requester waiting on several things can wake up in the very pass
+        in which the task awaiting :meth:`PendingRequest.reply` gets it (the task, woken
+        first, is done by then if it awaits nothing else), instead of one pass later from
+        the task's done callback (issue #16's tool round trip). Not called for a request
+        the bridge routes to another replica.
+        """
+        seconds = self.request_timeout if timeout is None else timeout
+        bridge = self._bridge
+        if bridge is not None and bridge.route(message) is not None:
+            return PendingRequest(
+                later=self.request(message, to=to, timeout=seconds, sender=sender)
+            )
+        try:
+            actor = self._addressee(message, to, sender)
+        except NoSuchActor as exc:
+            return PendingRequest(error=exc)
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[R] = (
+            loop.create_future() if on_answer is None else _AnswerFuture(loop, on_answer)
+        )
+        deadline = loop.time() + seconds
+        envelope = Envelope(message, sender, next(self._ids), reply, deadline)
+        try:
+            _put_request(actor, envelope)
+        except MailboxFull:
+            return PendingRequest(later=self._request_when_full(actor, envelope, reply, seconds))
+        except MailboxClosed as exc:
+            stopped = self._stopped(actor, envelope)
+            stopped.__cause__ = exc
+            return PendingRequest(error=stopped)
+        timer = loop.call_at(deadline, _expire, reply)
+        return PendingRequest(
+            waiting=(reply, timer, partial(self._timed_out, actor, envelope, seconds))
+        )
 
     async def _request_when_full(
         self, actor: Actor[Any], envelope: Envelope, reply: asyncio.Future[R], seconds: float
@@ -386,6 +445,84 @@ class Bus:
             correlation_id=correlation_id,
             **({"during": "shutdown"} if during_shutdown else {}),
         )
+
+
+def _put_request(actor: Actor[Any], envelope: Envelope) -> None:
+    """Queue a request, or have its addressee take it at once (``Actor.take_now``: only
+    a type it names, only while it handles nothing, so nothing is overtaken).
+
+    Raises:
+        MailboxFull, MailboxClosed: As :meth:`Mailbox.put_nowait`.
+    """
+    mailbox = actor.mailbox
+    if type(envelope.message) in actor.taken_now and mailbox.idle and actor.taking_now(envelope):
+        return
+    mailbox.put_nowait(envelope)
+
+
+class _AnswerFuture(asyncio.Future[Any]):
+    """A reply future that calls ``on_answer`` once its result or exception is set (see
+    :meth:`Bus.start_request`)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_answer: Callable[[], object]) -> None:
+        super().__init__(loop=loop)
+        self._on_answer = on_answer
+
+    def set_result(self, result: Any) -> None:
+        super().set_result(result)
+        self._on_answer()
+
+    def set_exception(self, exception: type | BaseException) -> None:
+        super().set_exception(exception)
+        self._on_answer()
+
+
+class PendingRequest(Generic[R]):
+    """A request delivered by :meth:`Bus.start_request`, its reply not awaited yet."""
+
+    __slots__ = ("_error", "_later", "_waiting")
+
+    def __init__(
+        self,
+        *,
+        waiting: tuple[asyncio.Future[R], asyncio.TimerHandle, Callable[[], RequestTimeout]]
+        | None = None,
+        later: Coroutine[Any, Any, R] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self._waiting = waiting
+        self._later = later
+        self._error = error
+
+    async def reply(self) -> R:
+        """The addressee's answer (raises as :meth:`Bus.request`); await it once."""
+        waiting = self._waiting
+        if waiting is not None:
+            reply, timer, timed_out = waiting
+            try:
+                return await reply
+            except TimeoutError as exc:
+                raise timed_out() from exc
+            finally:
+                timer.cancel()
+        if self._later is not None:
+            return await self._later
+        assert self._error is not None
+        raise self._error
+
+    def abandon_when_done(self, _task: object) -> None:
+        """:meth:`abandon`, as a done callback of the task meant to await the reply (a
+        task cancelled before its first step never did; after the reply, a no-op)."""
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Stop waiting without having awaited :meth:`reply` (after it: nothing to do)."""
+        if self._waiting is not None:
+            reply, timer, _ = self._waiting
+            timer.cancel()
+            reply.cancel()
+        if self._later is not None:
+            self._later.close()
 
 
 def _expire(reply: asyncio.Future[Any]) -> None:

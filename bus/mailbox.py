@@ -51,6 +51,14 @@ class Mailbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def idle(self) -> bool:
+        """True while the reader waits on an empty, open mailbox: its actor handles
+        nothing now, so a message handled at once cannot overtake a queued one nor run
+        beside a handler (see ``Actor.take_now``)."""
+        getter = self._getter
+        return getter is not None and not getter.done() and not self._items and not self._closed
+
     def put_nowait(self, envelope: Envelope) -> None:
         """Append without waiting.
 

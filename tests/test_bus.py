@@ -30,6 +30,7 @@ wall-clock time appears only where the timeout itself is the subject.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, TypeVar
 
@@ -1051,3 +1052,229 @@ async def test_a_failing_on_crash_is_logged_and_never_hides_the_crash(
         await stage.task(holder)
     [failed] = log_events.events("actor.release_failed")
     assert failed["error"] == "OSError: could not close"
+
+
+# -- requests taken at once (Actor.take_now) and delivered before the wait (start_request) ----
+
+
+class Taker(Worker):
+    """A Worker that takes a Defer at once while idle (``take_now``), unless ``refuse``."""
+
+    taken_now = frozenset({Defer})
+
+    def __init__(self, name: str = "worker") -> None:
+        super().__init__(name)
+        self.refuse = False
+        self.taken: list[str] = []
+
+    def take_now(self, envelope: Envelope) -> bool:
+        message = envelope.message
+        assert isinstance(message, Defer)
+        if self.refuse:
+            return False
+        self.taken.append(message.mode)
+        reply = self.reply_later(envelope)
+        self.deferred.append(reply)
+        self.spawn(self._answer_later(reply, message.mode), name=f"defer-{message.mode}")
+        return True
+
+
+async def test_an_idle_actor_takes_a_request_at_once_in_the_requesters_step(
+    stage: Stage,
+) -> None:
+    taker = await stage.start(Taker())
+    pending = stage.bus.start_request(Defer(mode="resolve"), sender="caller")
+    # Taken before the requester's task gave the loop a single pass: the actor's own
+    # task never woke up for it, and its mailbox never held it.
+    assert taker.taken == ["resolve"]
+    assert len(taker.mailbox) == 0
+    assert await pending.reply() == "deferred answer"
+    assert await stage.bus.request(Defer(mode="resolve")) == "deferred answer"
+    assert taker.taken == ["resolve", "resolve"]
+    assert taker.handled == []
+    # A type the actor does not name is queued as usual.
+    assert await stage.bus.request(Echo(text="queued")) == "echo:queued"
+    assert taker.handled == ["echo:queued"]
+
+
+async def test_a_busy_actor_gets_the_request_through_its_mailbox_in_order(stage: Stage) -> None:
+    taker = await stage.start(Taker())
+    bus = stage.bus
+    holding = asyncio.create_task(bus.request(Hold(tag="first")))
+    await taker.holding.wait()
+    # Handling a request: a Defer must not run beside that handler, nor overtake the
+    # Echo queued before it.
+    echoing = asyncio.create_task(bus.request(Echo(text="before")))
+    await loop_turns(lambda: len(taker.mailbox) == 1)
+    pending = bus.start_request(Defer(mode="resolve"))
+    assert taker.taken == []
+    assert len(taker.mailbox) == 2
+    taker.gate.set()
+    assert await holding == "released:first"
+    assert await echoing == "echo:before"
+    assert await pending.reply() == "deferred answer"
+    assert taker.taken == []  # handle() took it, from the mailbox
+    assert taker.handled == ["hold:first", "echo:before"]
+
+
+async def test_a_refused_take_is_queued_and_handled_as_usual(stage: Stage) -> None:
+    taker = await stage.start(Taker())
+    taker.refuse = True
+    assert await stage.bus.request(Defer(mode="resolve")) == "deferred answer"
+    assert taker.taken == []
+    assert len(taker.deferred) == 1
+
+
+async def test_a_request_taken_at_once_fails_fast_when_its_actor_stops_or_crashes(
+    stage: Stage,
+) -> None:
+    taker = await stage.start(Taker())
+    pending = stage.bus.start_request(Defer(mode="never"), timeout=30)
+    await taker.child_started.wait()
+    taker.request_stop()
+    async with asyncio.timeout(2):
+        with pytest.raises(ActorStopped, match="stopped before answering Defer"):
+            await pending.reply()
+        await stage.task(taker)
+    assert taker.child_cancelled
+
+    crashing = await stage.start(Taker("crashing"))
+    async with asyncio.timeout(2):
+        with pytest.raises(ActorCrashed) as caught:
+            await stage.bus.request(Defer(mode="raise"), to="crashing", timeout=30)
+        with pytest.raises(RuntimeError, match="child task failed"):
+            await stage.task(crashing)
+    assert crashing.taken == ["raise"]
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+async def test_a_stopping_actor_takes_nothing_at_once(stage: Stage) -> None:
+    taker = await stage.start(Taker())
+    holding = asyncio.create_task(stage.bus.request(Hold()))
+    await taker.holding.wait()
+    taker.request_stop()
+    with pytest.raises(ActorStopped, match="is stopping"):
+        await stage.bus.start_request(Defer(mode="resolve")).reply()
+    assert taker.taken == []
+    taker.gate.set()
+    assert await holding == "released:"
+
+
+async def test_start_request_raises_what_request_would_when_awaited(
+    stage: Stage, log_events: LogCapture
+) -> None:
+    bus = stage.bus
+    unknown = bus.start_request(Echo(text="x"), to="nobody")  # nothing raises here
+    with pytest.raises(NoSuchActor, match="nobody"):
+        await unknown.reply()
+    worker = await stage.start(Worker())
+    slow = bus.start_request(Hold(tag="slow"), timeout=0.05, sender="caller")
+    with pytest.raises(RequestTimeout, match=r"within 0\.05 s") as caught:
+        await slow.reply()
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    worker.gate.set()
+    failing = bus.start_request(Fail(error="on purpose"))
+    with pytest.raises(RequestFailed, match="on purpose"):
+        await failing.reply()
+    await barrier(bus, worker)
+    assert log_events.events("bus.dead_letter", reason="late_reply")
+
+
+async def test_an_abandoned_start_request_leaves_its_answer_a_dead_letter(
+    stage: Stage, log_events: LogCapture
+) -> None:
+    worker = await stage.start(Worker())
+    bus = stage.bus
+    pending = bus.start_request(Hold(tag="gone"), timeout=5, sender="caller")
+    await worker.holding.wait()
+    pending.abandon()
+    worker.gate.set()
+    await barrier(bus, worker)
+    [letter] = log_events.events("bus.dead_letter", reason="late_reply")
+    assert letter["message_type"] == "Hold"
+    assert letter["sender"] == "caller"
+
+
+async def test_start_request_on_a_full_mailbox_delivers_when_awaited(stage: Stage) -> None:
+    slow = await stage.start(GatedRecorder("slow", mailbox_size=1))
+    bus = stage.bus
+    await bus.publish(Note(n=0))
+    await slow.entered.wait()
+    await bus.publish(Note(n=1))  # the mailbox is full now
+    pending = bus.start_request(Ping(), to="slow")
+    assert len(slow.mailbox) == 1
+    waiting = asyncio.create_task(pending.reply())
+    slow.gate.set()
+    assert await waiting == Pong(actor="slow")
+    assert slow.seen == [0, 1]
+    # Abandoned before being awaited: nothing is delivered, nothing is left running.
+    slow.gate.clear()
+    await bus.publish(Note(n=2))
+    await loop_turns(lambda: len(slow.mailbox) == 0)
+    await bus.publish(Note(n=3))
+    bus.start_request(Ping(), to="slow").abandon()
+    slow.gate.set()
+    await barrier(bus, slow)
+    assert slow.seen == [0, 1, 2, 3]
+
+
+async def test_on_answer_is_called_as_the_answer_is_set_before_any_other_pass(
+    stage: Stage,
+) -> None:
+    """``start_request``'s ``on_answer`` runs in the answering step; a task awaiting the
+    reply, woken first, is done when a callback scheduled by ``on_answer`` runs (the
+    orchestrator's ``_drive`` wakes up in that same pass)."""
+    taker = await stage.start(Taker())
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[str, bool]] = []
+    answered: list[str] = []
+    task: asyncio.Task[str] | None = None
+
+    def on_answer() -> None:
+        answered.append("now")
+        loop.call_soon(lambda: seen.append(("next pass", task is not None and task.done())))
+
+    pending = stage.bus.start_request(Defer(mode="never"), on_answer=on_answer)
+    task = asyncio.create_task(pending.reply())
+    await loop_turns(lambda: len(taker.deferred) == 1 and not task.done())
+    assert answered == []
+    taker.deferred[0].resolve("by hand")
+    assert answered == ["now"]  # in the resolving step
+    assert await task == "by hand"
+    assert seen == [("next pass", True)]
+
+    timing_out = stage.bus.start_request(Hold(), timeout=0.01, on_answer=on_answer)
+    with pytest.raises(RequestTimeout):
+        await timing_out.reply()
+    assert answered == ["now", "now"]
+    taker.gate.set()
+
+
+_WHOSE: contextvars.ContextVar[str] = contextvars.ContextVar("whose", default="nobody's")
+
+
+class ContextTaker(Taker):
+    """A Taker whose calls record the context variable their task sees."""
+
+    def __init__(self) -> None:
+        super().__init__("context_taker")
+        self.seen_in_child: list[str] = []
+
+    async def _answer_later(self, reply: Reply, mode: str) -> None:
+        self.seen_in_child.append(_WHOSE.get())
+        reply.resolve("deferred answer")
+
+
+async def test_what_a_request_taken_at_once_spawns_sees_the_actors_context(
+    stage: Stage,
+) -> None:
+    """As a child spawned from ``handle`` would: not the requester's context variables
+    (the NATS bridge marks the requests it answers for another replica in one)."""
+    _WHOSE.set("the actor's")
+    taker = await stage.start(ContextTaker())
+    _WHOSE.set("the requester's")
+    assert await stage.bus.request(Defer(mode="resolve"), to="context_taker") == "deferred answer"
+    taker.refuse = True  # through the mailbox, for comparison
+    assert await stage.bus.request(Defer(mode="resolve"), to="context_taker") == "deferred answer"
+    assert taker.taken == ["resolve"]
+    assert taker.seen_in_child == ["the actor's", "the actor's"]

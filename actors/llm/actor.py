@@ -141,6 +141,7 @@ from actors.messages import (
 )
 from actors.onboarding import key_variable, needs_key
 from bus.actor import Actor, Reply
+from bus.envelope import Envelope
 from config.schema import ConfigSnapshot, ProviderConfig
 
 __all__ = [
@@ -636,6 +637,8 @@ class LLMActor(Actor[LLMInbox]):
     """
 
     default_name: ClassVar[str] = "llm"
+    taken_now: ClassVar[frozenset[type[BaseModel]]] = frozenset({CompletionRequest})
+
     subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
         CompletionRequest,
         CancelCompletion,
@@ -690,7 +693,7 @@ class LLMActor(Actor[LLMInbox]):
         provider (``/readyz``)."""
         match message:
             case CompletionRequest():
-                self._start(message)
+                self._start(message, self.defer_reply())
             case CancelCompletion(turn_id=turn_id):
                 self._cancel(turn_id)
             case OpenCompletion(turn_id=turn_id):
@@ -721,13 +724,22 @@ class LLMActor(Actor[LLMInbox]):
             return ProviderCheck(provider=llm.active, configured=False, detail=str(exc))
         return ProviderCheck(provider=llm.active, configured=True, detail=f"model {provider.model}")
 
-    def _start(self, request: CompletionRequest) -> None:
+    def take_now(self, envelope: Envelope) -> bool:
+        """A CompletionRequest reaching an idle actor starts at once, in the requester's
+        task (issue #16's tool round trip: the request's task is created one pass of the
+        event loop sooner, without this actor's task waking up first)."""
+        request = envelope.message
+        assert isinstance(request, CompletionRequest)
+        self._start(request, self.reply_later(envelope))
+        return True
+
+    def _start(self, request: CompletionRequest, reply: Reply) -> None:
         snapshot = self._snapshot
         if snapshot is None:  # pragma: no cover - on_start always sets it
             raise RuntimeError("LLMActor has no configuration")
         completion = _Completion(
             request=request,
-            reply=self.defer_reply(),
+            reply=reply,
             snapshot=snapshot,
             started=time.perf_counter(),
             gate=asyncio.Event() if request.gated else None,

@@ -17,7 +17,7 @@ A turn never crashes the actor: whatever goes wrong in it ends that turn with a
 TurnFinished(``finish_reason="error"``) the client sees, and is logged; the other turns and
 the actor carry on (a crash in one conversation must not take down another).
 
-The tool loop: the model may ask for tools; :meth:`_run_tool` sends each call to its
+The tool loop: the model may ask for tools; :meth:`_start_command` sends each call to its
 server's ToolActor (in parallel, bounded by ``maxParallelCalls``), stores every outcome as
 a tool message whose status says how it ended, and the loop goes on, at most
 ``chat.service.max_tool_hops`` times. A cancel stops the turn's running calls at once
@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, assert_never
 
@@ -93,6 +93,7 @@ from actors.messages import (
     StoredMessage,
     ToolApprovalClosed,
     ToolApprovalRequested,
+    ToolExecutionEvent,
     ToolOutcome,
     ToolsOffered,
     ToolSpec,
@@ -137,6 +138,7 @@ from actors.orchestrator.turn import (
 )
 from actors.tool_names import tool_actor_name, unique_model_names
 from bus.actor import Actor, Reply
+from bus.bus import PendingRequest
 from bus.errors import (
     BusError,
     RequestError,
@@ -219,6 +221,81 @@ OrchestratorInbox = Annotated[
 ]
 """What the OrchestratorActor handles: turns to start and cancel, approval answers, and
 what the model is offered (configuration, servers)."""
+
+
+class _Waker:
+    """Wakes :meth:`OrchestratorActor._drive` when one of its tasks ends.
+
+    A task started by ``_drive`` rings from inside, as its last step
+    (:meth:`ringing`): the loop then runs one pass of the event loop later, where
+    ``asyncio.wait`` takes two (a task's done callbacks run a pass after it ended, and
+    the waiter they resolve wakes its task a pass after that): issue #16's tool round
+    trip. A task awaiting a request's reply (a call's, the model's) rings even sooner,
+    as the answer is set (``Bus.start_request``'s ``on_answer``): the task, woken first,
+    is done when the loop runs in the same pass. Tasks started elsewhere ring from a
+    done callback, and so does every task, in case.
+    """
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    def ring(self, _task: object = None) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def ringing(self, answer: Coroutine[Any, Any, TurnEvent]) -> TurnEvent:
+        """``answer``'s event; rings once it is there (or failed)."""
+        try:
+            return await answer
+        finally:
+            self.ring()
+
+    async def wait(self, tasks: set[asyncio.Task[TurnEvent]]) -> set[asyncio.Task[TurnEvent]]:
+        """The tasks of ``tasks`` that ended, once at least one has."""
+        while True:
+            done = {task for task in tasks if task.done()}
+            if done:
+                return done
+            future = asyncio.get_running_loop().create_future()
+            self._future = future
+            try:
+                await future
+            finally:
+                self._future = None
+
+
+def _start_order(item: tuple[int, TurnCommand]) -> int:
+    """The order :meth:`OrchestratorActor._drive` starts a feed's commands in: the calls,
+    then the model's request, then the rest (the writes)."""
+    command = item[1]
+    if isinstance(command, RunTool):
+        return 0
+    if isinstance(command, RequestCompletion):
+        return 1
+    return 2
+
+
+def _hold_card(cards: list[ToolExecutionEvent], call: RunTool | None, event: TurnEvent) -> None:
+    """Keep the outcome card of ``call`` (if ``event`` answers one) for ``_flush_cards``."""
+    if call is not None and isinstance(event, ToolFinished):
+        cards.append(finished_card(call.started, event.outcome))
+
+
+_CARDS_AFTER = (RequestCompletion, StoreMessages, FinishRow)
+"""Commands started before the ``completed`` cards still held back (no frame of theirs
+can precede the cards': a request's deltas are shown only once its row is stored)."""
+
+
+async def _completion_answered(pending: PendingRequest[CompletionResult]) -> TurnEvent:
+    """The model's answer to a request :meth:`OrchestratorActor._start_command` delivered."""
+    try:
+        result = await pending.reply()
+    except (RequestFailed, RequestError) as exc:
+        return CompletionFailed(_chat_error(exc))
+    return CompletionDone(result)
 
 
 class OrchestratorActor(Actor[OrchestratorInbox]):
@@ -547,8 +624,9 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 conversation_id=turn.conversation_id,
             )
         # Running tool calls stop too (DESIGN §4): each is answered "cancelled" at once.
-        # A call sent after this cannot exist: _run_tool checks ``cancelled`` right
-        # before its CallTool reaches the mailbox, which this message then follows.
+        # A call sent after this cannot exist: _start_command checks ``cancelled`` right
+        # before its CallTool is delivered (taken at once by an idle ToolActor, else
+        # queued), which this message then follows.
         for server in command.servers:
             try:
                 await self.send(tool_actor_name(server), CancelToolCalls(turn_id=turn.turn_id))
@@ -785,36 +863,63 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         write run side by side); the others (publish a card, interrupt) are done at once.
         A command that fails lets the turn's other commands end first (as a tool call is
         never abandoned half-way), then raises for :meth:`_crashed`.
+
+        Issue #16's tool round trip, in passes of the event loop: a task's answer wakes
+        this loop from inside the task (:class:`_Waker`: one pass, where ``asyncio.wait``
+        takes two); a call's CallTool and the model's next request are delivered from
+        here, at once (:meth:`_start_command`); and a call's ``completed`` card is published once
+        the commands its outcome led to were started (the next request is then in the
+        LLMActor's mailbox ahead of the card in the gateway's), yet before any other
+        frame of the turn: a ``started`` card, an approval's request, a card or the end
+        the core publishes (:meth:`_flush_cards`).
         """
         pending: set[asyncio.Task[TurnEvent]] = set(running)
         order: dict[asyncio.Task[TurnEvent], int] = {task: i for i, task in enumerate(running)}
+        calls: dict[asyncio.Task[TurnEvent], RunTool] = {}
+        cards: list[ToolExecutionEvent] = []
+        waker = _Waker()
+        for task in running:
+            task.add_done_callback(waker.ring)
         try:
             while True:
                 answered: list[tuple[int, TurnCommand]] = []
                 for command in commands:
                     match command:
                         case EndTurn():
+                            await self._flush_cards(cards)
                             return command
                         case Publish(event=event):
+                            await self._flush_cards(cards)
                             await self.publish(event)
                         case Interrupt():
+                            await self._flush_cards(cards)
                             await self._interrupt(turn, command)
                         case OpenRequest():
+                            await self._flush_cards(cards)
                             await self.send("llm", OpenCompletion(turn_id=turn.turn_id))
                         case _:
                             answered.append((len(order) + len(answered), command))
-                # A step's calls start first: a task runs in the order it was created, so
-                # the CallTool reaches its ToolActor (and the server) before the row's
-                # write is handed to the persistence actor, which the call need not wait
-                # for. Their answers are still fed in the order the commands were given.
-                answered.sort(key=lambda item: not isinstance(item[1], RunTool))
+                # A step's calls start first, then the model's request: a task runs in
+                # the order it was created, so the CallTool reaches its ToolActor (and the
+                # server), and the request the LLMActor, before the persistence actor's
+                # turn, which neither need wait for. Their answers are still fed in the
+                # order the commands were given.
+                answered.sort(key=_start_order)
                 for position, command in answered:
-                    task = asyncio.get_running_loop().create_task(self._carry_out(turn, command))
+                    if not isinstance(command, _CARDS_AFTER):
+                        await self._flush_cards(cards)
+                    # A call cancelled before it started shows no card (nor is run).
+                    shown = command if isinstance(command, RunTool) and not turn.cancelled else None
+                    task = await self._start_command(turn, command, waker)
                     order[task] = position
                     pending.add(task)
+                    if shown is not None:
+                        calls[task] = shown
+                await self._flush_cards(cards)
                 if not pending:
                     raise RuntimeError(f"turn {turn.turn_id} waits for nothing")
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                done = await waker.wait(pending)
+                pending -= done
                 commands = []
                 failure: BaseException | None = None
                 # In the order the commands were given, so the same answers always give
@@ -823,8 +928,11 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     error = task.exception()
                     if error is not None:
                         failure = failure or error
-                    elif failure is None:
-                        commands += turn.feed(task.result())
+                        continue
+                    event = task.result()
+                    _hold_card(cards, calls.pop(task, None), event)
+                    if failure is None:
+                        commands += turn.feed(event)
                 if failure is not None:
                     if turn.gated:
                         # The write a gated request waited for failed: the request ends
@@ -832,6 +940,11 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                         await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
                     if pending:
                         await asyncio.wait(pending)
+                        # The calls still running end first, and show how they ended.
+                        for task in sorted(pending, key=order.__getitem__):
+                            if not task.cancelled() and task.exception() is None:
+                                _hold_card(cards, calls.pop(task, None), task.result())
+                    await self._flush_cards(cards)
                     raise failure
         finally:
             # Only when this task itself is cancelled (the actor stops) are any left.
@@ -839,6 +952,80 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+
+    async def _flush_cards(self, cards: list[ToolExecutionEvent]) -> None:
+        """Publish the calls' ``completed``/``failed`` cards held back by :meth:`_drive`."""
+        while cards:
+            await self.publish(cards.pop(0))
+
+    async def _start_command(
+        self, turn: Turn, command: TurnCommand, waker: _Waker
+    ) -> asyncio.Task[TurnEvent]:
+        """Start a command that needs an answer, as a task that rings ``waker`` when it
+        ends. A call (its CallTool, then its ``started`` card) and the model's request
+        are delivered here, before the task exists: one pass of the event loop sooner
+        than from the task's first step."""
+        pending: PendingRequest[Any] | None = None
+        answer: Coroutine[Any, Any, TurnEvent]
+        match command:
+            case RunTool() if not turn.cancelled:
+                pending = await self._deliver_call(command, waker.ring)
+                answer = self._tool_finished(command, pending)
+            case RequestCompletion(request=request) if not turn.cancelled:
+                # No await between the check and the request reaching the LLMActor, so a
+                # CancelCompletion sent after the check is handled after it.
+                pending = self.bus.start_request(
+                    request, timeout=COMPLETION_TIMEOUT, sender=self.name, on_answer=waker.ring
+                )
+                answer = _completion_answered(pending)
+            case _:
+                answer = self._carry_out(turn, command)
+        task = asyncio.get_running_loop().create_task(waker.ringing(answer))
+        task.add_done_callback(waker.ring)
+        if pending is not None:
+            # A task cancelled before its first step never awaits the reply: drop it.
+            task.add_done_callback(pending.abandon_when_done)
+        return task
+
+    async def _deliver_call(
+        self, command: RunTool, on_answer: Callable[[], object] | None = None
+    ) -> PendingRequest[ToolOutcome]:
+        """Deliver a call's CallTool, then publish its ``started`` card; its pending reply.
+
+        Call right after checking ``turn.cancelled``: no await between the check and the
+        delivery, so a cancel after the check finds the call in its ToolActor (or its
+        CancelToolCalls is queued behind it). The CallTool goes first: an idle ToolActor
+        starts the call's task at once (``ToolActor.take_now``), which then runs before
+        the gateway's WebSocket write of the card. The card still precedes every frame of
+        the call: the ToolActor publishes its progress only after the server answered,
+        and the outcome's card is published after the answer (by ``_drive``).
+        """
+        pending: PendingRequest[ToolOutcome] = self.bus.start_request(
+            command.call,
+            to=tool_actor_name(command.server),
+            timeout=COMPLETION_TIMEOUT,
+            sender=self.name,
+            on_answer=on_answer,
+        )
+        try:
+            await self.publish(command.started)
+        except BaseException:
+            pending.abandon()
+            raise
+        return pending
+
+    async def _tool_finished(
+        self, command: RunTool, pending: PendingRequest[ToolOutcome]
+    ) -> ToolFinished:
+        """A call's outcome; a failure to deliver is an error outcome (the model reads
+        it)."""
+        try:
+            outcome = await pending.reply()
+        except (RequestFailed, RequestError) as exc:
+            cause = cause_of(exc)
+            text = f"the MCP server {command.server!r} could not run the tool: {cause}"
+            outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
+        return ToolFinished(command.index, outcome)
 
     async def _carry_out(self, turn: Turn, command: TurnCommand) -> TurnEvent:
         """One command that needs an answer, as the event that answers it."""
@@ -870,22 +1057,23 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 self._remember(row)
                 return RowFinished()
             case RequestCompletion(request=request):
+                # _drive delivers its requests itself (_start_command); the first request
+                # of a turn, beside the input's write, comes here.
                 if turn.cancelled:
                     return CompletionSkipped()
-                try:
-                    # No await between the check above and the request reaching the
-                    # LLMActor's mailbox, so a CancelCompletion sent after the check is
-                    # handled after it.
-                    result: CompletionResult = await self.request(
-                        request, timeout=COMPLETION_TIMEOUT
-                    )
-                except (RequestFailed, RequestError) as exc:
-                    return CompletionFailed(_chat_error(exc))
-                return CompletionDone(result)
+                # No await between the check above and the request reaching the
+                # LLMActor, so a CancelCompletion sent after the check is handled after it.
+                return await _completion_answered(
+                    self.bus.start_request(request, timeout=COMPLETION_TIMEOUT, sender=self.name)
+                )
             case AskApproval(index=index, request=request):
                 return ApprovalAnswered(index, await self._wait_for_approval(turn, request))
             case RunTool(index=index):
-                return ToolFinished(index, await self._run_tool(turn, command))
+                if turn.cancelled:  # cancelled after the core queued it
+                    return ToolFinished(index, CANCELLED_BEFORE_CALL)
+                # (_drive delivers its calls itself, _start_command; and publishes the
+                # outcome's card, as it does for those.)
+                return await self._tool_finished(command, await self._deliver_call(command))
         raise TypeError(f"not a command with an answer: {command!r}")
 
     async def _store_user_input(
@@ -1096,48 +1284,6 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
     def _remember(self, message: StoredMessage) -> None:
         """Append a message just stored to its conversation's cached history, if cached."""
         self._history.append(message)
-
-    async def _run_tool(self, turn: Turn, command: RunTool) -> ToolOutcome:
-        """Send the call to its server's ToolActor, publish ``started``, then how it
-        ended. A failure to deliver is an error outcome (the model reads it).
-
-        The CallTool is in the ToolActor's mailbox before ``started`` is in the
-        gateway's: the ToolActor's call task (whose line goes to the server at once) then
-        runs before the gateway's WebSocket write of the card, instead of one pass behind
-        it (issue #16's tool round trip). The card still precedes every frame of the call:
-        the ToolActor publishes its progress only after the server answered, and the
-        outcome's card is published here, after ``started``.
-        """
-        if turn.cancelled:  # cancelled after the core queued it
-            return CANCELLED_BEFORE_CALL
-        call = asyncio.get_running_loop().create_task(self._call_tool(turn, command))
-        try:
-            await asyncio.sleep(0)  # one pass: the call's task puts the CallTool first
-            await self.publish(command.started)
-        except BaseException:
-            call.cancel()
-            await asyncio.wait([call])
-            raise
-        outcome = await call
-        await self.publish(finished_card(command.started, outcome))
-        return outcome
-
-    async def _call_tool(self, turn: Turn, command: RunTool) -> ToolOutcome:
-        """The CallTool's request and its answer (see :meth:`_run_tool`)."""
-        if turn.cancelled:  # since the core queued it
-            return CANCELLED_BEFORE_CALL
-        # No await between the check and the request reaching the ToolActor's mailbox, so
-        # a cancel after the check finds the call there (its CancelToolCalls is queued
-        # behind it).
-        try:
-            outcome: ToolOutcome = await self.request(
-                command.call, to=tool_actor_name(command.server), timeout=COMPLETION_TIMEOUT
-            )
-        except (RequestFailed, RequestError) as exc:
-            cause = cause_of(exc)
-            text = f"the MCP server {command.server!r} could not run the tool: {cause}"
-            outcome = ToolOutcome(is_error=True, text=f"Error: {text}", preview=text[:160])
-        return outcome
 
     # -- tool approval (actors/orchestrator/approval.py) -------------------------------------
 

@@ -197,6 +197,7 @@ from actors.tools.platform_server import (
 from actors.tools.schemas import build_tool_specs
 from actors.trace_ids import tool_call_meta
 from bus.actor import Actor, Reply
+from bus.envelope import Envelope
 from bus.errors import (
     BusError,
     RequestError,
@@ -389,6 +390,8 @@ class ToolActor(Actor[ToolInbox]):
         prestart: Stdio: the servers the CLI spawned before the platform was built.
     """
 
+    taken_now: ClassVar[frozenset[type[BaseModel]]] = frozenset({CallTool})
+
     subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
         CallTool,
         CancelToolCalls,
@@ -521,20 +524,12 @@ class ToolActor(Actor[ToolInbox]):
                 reply = self.defer_reply()
                 self.spawn(self._clock.used(self._complete(conn, message, reply)), name="complete")
             case CallTool():
-                if (self._conn is None and not self._renewing) or self._status != "ready":
+                if not self._callable():
                     raise McpServerUnavailable(
                         f"MCP server {self.server!r} is {self._status}; its tools cannot be "
                         "called right now"
                     )
-                # None while an expired session is renewed (or an idle-closed owner's
-                # connection reopens): the call waits.
-                conn = self._conn
-                reply = self.defer_reply()
-                # Registered now, not when its task first runs: a CancelToolCalls handled
-                # right after this message must find it.
-                running = _RunningCall(message, CallClock())
-                self._running[_call_key(message)] = running
-                self.spawn(self._clock.used(self._call(conn, running, reply)), name=message.call_id)
+                self._start_call(message, self.defer_reply())
             case CancelToolCalls(turn_id=turn_id):
                 for running in list(self._running.values()):
                     if running.call.turn_id == turn_id:
@@ -560,6 +555,35 @@ class ToolActor(Actor[ToolInbox]):
                 self.spawn(self._complete_authorization(message, reply), name="authorization")
             case _:
                 assert_never(message)
+
+    def take_now(self, envelope: Envelope) -> bool:
+        """A CallTool reaching an idle actor starts its call at once, in the requester's
+        task (issue #16's tool round trip: the actor's task need not wake up first). Only
+        what :meth:`handle` would start the same way: not while owners have connections
+        of their own (routed), nor when the server is not ready (refused by ``handle``,
+        from the mailbox, with the usual error)."""
+        message = envelope.message
+        if self._owners.lanes is not None or not self._callable():
+            return False
+        assert isinstance(message, CallTool)
+        self._clock.wake.set()  # as handle does for every OwnedRequest
+        self._start_call(message, self.reply_later(envelope))
+        return True
+
+    def _callable(self) -> bool:
+        """Whether a CallTool can start now (else it is refused: McpServerUnavailable)."""
+        return (self._conn is not None or self._renewing) and self._status == "ready"
+
+    def _start_call(self, call: CallTool, reply: Reply) -> None:
+        """Register the call and start its task (from :meth:`handle` or :meth:`take_now`)."""
+        # None while an expired session is renewed (or an idle-closed owner's connection
+        # reopens): the call waits.
+        conn = self._conn
+        # Registered now, not when its task first runs: a CancelToolCalls handled right
+        # after this must find it.
+        running = _RunningCall(call, CallClock())
+        self._running[_call_key(call)] = running
+        self.spawn(self._clock.used(self._call(conn, running, reply)), name=call.call_id)
 
     # -- owners' own connections (per-owner OAuth) ----------------------------------------
 

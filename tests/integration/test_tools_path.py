@@ -134,6 +134,57 @@ async def test_parallel_calls_progress_and_failures(chat, llm) -> None:
     assert frames[-1]["message"] == "Done."
 
 
+async def test_a_steps_frames_keep_their_order(chat, llm) -> None:
+    """The order of a step's frames, now that a call's CallTool is delivered before its
+    ``started`` card and its ``completed`` card is held back until the next request left
+    (issue #16): each call's ``started`` precedes its progress and its end; one call at a
+    time (``maxParallelCalls: 1``), a call's end precedes the next call's ``started``; and
+    every card of the step precedes the next answer's deltas and its
+    ``assistant_message`` (docs/protocol: the turn's frames before its end)."""
+    platform, clients = chat
+    servers = {
+        "mcpServers": {"demo": {"command": sys.executable, "args": [str(DEMO)]}},
+        "settings": {"maxParallelCalls": 1},
+    }
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    client = await _ready_client(platform, clients)
+    await client.expect("session_info")
+    llm.script(
+        Reply.tool_calls(
+            [
+                ToolCall("demo__slow_count", '{"n": 2, "delay": 0.01}', id="one"),
+                ToolCall("demo__echo", '{"text": "two"}', id="two"),
+                ToolCall("demo__fail", '{"message": "three"}', id="three"),
+            ]
+        ),
+        Reply.text("Counted, echoed and failed, in that order.", chunks=4),
+    )
+    frames = await client.turn("one at a time")
+    shown = [
+        (f["type"], f.get("call_id"), f.get("status"))
+        for f in frames
+        if f["type"] in ("tool_execution", "assistant_delta", "assistant_message")
+    ]
+    tools = [item for item in shown if item[0] == "tool_execution"]
+    assert tools == [
+        ("tool_execution", "one", "started"),
+        ("tool_execution", "one", "progress"),
+        ("tool_execution", "one", "progress"),
+        ("tool_execution", "one", "completed"),
+        ("tool_execution", "two", "started"),
+        ("tool_execution", "two", "completed"),
+        ("tool_execution", "three", "started"),
+        ("tool_execution", "three", "failed"),
+    ]
+    assert shown[: len(tools)] == tools  # nothing of the answer before the last card
+    *deltas, end = [item[0] for item in shown[len(tools) :]]
+    assert deltas
+    assert set(deltas) == {"assistant_delta"}  # (several chunks may come as one frame)
+    assert end == "assistant_message"
+    results = [m for m in llm.requests[1].json["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in results] == ["one", "two", "three"]
+
+
 async def test_a_server_dying_mid_call_fails_the_call_and_comes_back(chat, llm) -> None:
     platform, clients = chat
     client = await _ready_client(platform, clients)
@@ -614,3 +665,43 @@ async def test_a_failed_store_of_the_results_ends_the_turn_and_shows_nothing_of_
     with closing(sqlite3.connect(db)) as conn:
         rows = conn.execute("SELECT role, status FROM messages ORDER BY id").fetchall()
     assert rows == [("user", "complete"), ("assistant", "complete")]
+
+
+async def test_a_failed_write_of_the_calls_row_still_shows_how_the_running_call_ended(
+    chat, llm
+) -> None:
+    """The row's write (the assistant's tool calls) fails while its call runs: the call
+    ends first (never abandoned half-way) and its outcome card, held back by the
+    orchestrator until the commands its outcome leads to are started, is still shown,
+    before the turn ends with the storage's error."""
+    platform, clients = chat
+    client = await _ready_client(platform, clients)
+    await client.expect("session_info")
+    db = platform.config_dir / "chat_history.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse_calls BEFORE UPDATE ON messages "
+            "WHEN NEW.tool_calls IS NOT NULL "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+    llm.script(
+        Reply.tool_calls([ToolCall("demo__slow_count", '{"n": 2, "delay": 0.1}', id="c1")]),
+        Reply.text("never asked"),
+    )
+    frames = await client.turn("count slowly")
+    shown = [
+        (f["type"], f.get("status"))
+        for f in frames
+        if f["type"] in ("tool_execution", "error", "assistant_message")
+    ]
+    assert shown == [
+        ("tool_execution", "started"),
+        ("tool_execution", "progress"),
+        ("tool_execution", "progress"),
+        ("tool_execution", "completed"),
+        ("error", None),
+        ("assistant_message", None),
+    ]
+    assert frames[-1]["finish_reason"] == "error"
+    assert len(llm.requests) == 1
