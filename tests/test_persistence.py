@@ -138,10 +138,17 @@ class Harness:
     actors: list[Any] = field(default_factory=list)
     persistence: PersistenceActor | None = None
     persistence_task: asyncio.Task[None] | None = None
+    first_db_path: Path | None = None
 
     @property
     def db_path(self) -> Path:
-        return self.config_dir / "chat_history.db"
+        """The SQLite file as the configuration first resolved it (``data/chat_history.db``,
+        or an earlier install's ``chat_history.db``, which some tests write first); a
+        ``db_path`` changed later applies only to a new process."""
+        if self.first_db_path is None:
+            config = next(a for a in self.actors if isinstance(a, ConfigActor))
+            self.first_db_path = config.store.snapshot.db_path
+        return self.first_db_path
 
     async def start_persistence(self, **options: Any) -> PersistenceActor:
         if self.pg_dsn is not None:
