@@ -835,7 +835,8 @@ class SqliteRepository:
         now: float,
     ) -> list[int]:
         """The conversation row and one multi-row INSERT, in one transaction."""
-        insert = _insert_messages_operation(messages, now) if messages else None
+        # An import: every row searchable at once (no answer of a turn to wait for).
+        insert = _insert_messages_operation(messages, now, defer_index=False) if messages else None
 
         def store(db: sqlite3.Connection) -> list[int]:
             db.execute(_INSERT_TITLED_CONVERSATION, (conversation_id, owner, title, now, now))
@@ -1088,9 +1089,13 @@ def _flush_values(flush: StreamFlush) -> tuple[Any, ...]:
 
 
 def _insert_messages_operation(
-    messages: Sequence[AppendMessage], now: float
+    messages: Sequence[AppendMessage], now: float, *, defer_index: bool = True
 ) -> Callable[[sqlite3.Connection], list[int]]:
-    """One multi-row INSERT of ``messages``, returning their ids in order."""
+    """One multi-row INSERT of ``messages``, returning their ids in order.
+
+    ``defer_index``: when the last message is a streaming answer, the others (the turn's
+    input) are indexed for search with that answer, when it leaves streaming (schema
+    version 9's ``fts_defer``)."""
     if len(messages) == 1:
         values = message_values(messages[0], now)
 
@@ -1100,7 +1105,7 @@ def _insert_messages_operation(
             return [inserted]
 
         return insert_one
-    if messages[-1].status == "streaming":
+    if defer_index and messages[-1].status == "streaming":
         # A turn's input rows and its answer's row: the inputs are indexed for search
         # with the answer, when it leaves streaming (schema version 9's fts_defer).
         deferred = len(messages) - 1
