@@ -171,7 +171,7 @@ class PlatformProcess:
 
     @property
     def db_path(self) -> Path:
-        return self.config_dir / "chat_history.db"
+        return self.config_dir / "data" / "chat_history.db"
 
     async def start(self, timeout: float = 30.0) -> None:
         """Write the config, start the process and wait until ``/healthz`` says ready."""

@@ -24,8 +24,10 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "DEFAULT_ATTACHMENT_TYPES",
+    "DEFAULT_DB_PATH",
     "DEFAULT_SETTABLE_KEYS",
     "DEFAULT_VISION_MODELS",
+    "EARLIER_DEFAULT_DB_PATH",
     "MAX_TOOL_HOPS",
     "PLATFORM_SERVER",
     "PROVIDER_BOUNDS",
@@ -274,11 +276,23 @@ class RetentionConfig(_Section):
     cleanup_interval_minutes: float = Field(2, gt=0)
 
 
+DEFAULT_DB_PATH = "data/chat_history.db"
+"""``chat.storage.persistence.db_path``'s default, relative to the config directory: in a
+subdirectory, because the config watcher watches the directory itself (not recursively),
+and every commit's writes to the database's ``-wal`` file there woke its notify thread
+(~45 inotify events per lone turn)."""
+EARLIER_DEFAULT_DB_PATH = "chat_history.db"
+"""The default before :data:`DEFAULT_DB_PATH`: an existing file there is still used."""
+
+
 class PersistenceConfig(_Section):
     """``chat.storage.persistence``."""
 
-    db_path: str = "chat_history.db"
-    """SQLite file; a relative path resolves against the config directory."""
+    db_path: str = DEFAULT_DB_PATH
+    """SQLite file; a relative path resolves against the config directory. The default
+    keeps it (and its ``-wal``/``-shm``) out of the watched config directory itself; an
+    install whose history is the earlier default's ``chat_history.db`` keeps that file
+    (:attr:`ConfigSnapshot.db_path`)."""
     retention: RetentionConfig = RetentionConfig()
 
 
@@ -1299,8 +1313,17 @@ class ConfigSnapshot(BaseModel):
 
     @property
     def db_path(self) -> Path:
-        """The SQLite file."""
-        return self.resolve(self.config.chat.storage.persistence.db_path)
+        """The SQLite file. With the default ``db_path`` (:data:`DEFAULT_DB_PATH`), the
+        earlier default's file, ``chat_history.db`` in the config directory, while it
+        exists and the new one does not: an install made before keeps its history where
+        it is, with no migration."""
+        configured = self.config.chat.storage.persistence.db_path
+        path = self.resolve(configured)
+        if configured == DEFAULT_DB_PATH and not path.exists():
+            earlier = self.config_dir / EARLIER_DEFAULT_DB_PATH
+            if earlier.exists():
+                return earlier
+        return path
 
     @property
     def token_db_path(self) -> Path | None:

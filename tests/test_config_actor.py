@@ -490,9 +490,11 @@ async def test_switching_the_servers_file_by_an_edit_follows_the_new_file(
 async def test_history_database_writes_do_not_wake_the_actor_but_a_config_edit_does(
     start_config_actor: Starter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The SQLite history lives in the config directory: its commits (the file, -wal,
-    -shm) are filtered out by the watcher, an edit of the runtime file still arrives."""
+    """An earlier install's SQLite history lives in the config directory (the default
+    before ``data/chat_history.db``): its commits (the file, -wal, -shm) are filtered out
+    by the watcher, an edit of the runtime file still arrives."""
     running = await start_config_actor()
+    (running.store.config_dir / "chat_history.db").touch()  # the earlier default's file
     handled: list[str] = []
     handle = running.actor.handle
 
@@ -522,3 +524,36 @@ async def test_history_database_writes_do_not_wake_the_actor_but_a_config_edit_d
     event = await running.expect(ConfigChanged)
     assert event.changed_keys == ("logging.level",)
     assert set(handled) == {"files_changed"}
+
+
+async def test_the_default_history_database_is_outside_the_watched_directory(
+    start_config_actor: Starter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default database, ``data/chat_history.db``, is in a subdirectory the watcher
+    does not watch (it watches the config directory alone, not recursively): its commits
+    never reach the watcher, not even its filter (each was an inotify event read by the
+    notify thread, ~45 per lone turn)."""
+    seen: list[str] = []
+    may_be_config = ConfigActor._may_be_config
+
+    def counting(actor: ConfigActor, change: Any, path: str) -> bool:
+        seen.append(Path(path).name)
+        return may_be_config(actor, change, path)
+
+    monkeypatch.setattr(ConfigActor, "_may_be_config", counting)
+    running = await start_config_actor()
+    db_path = running.store.snapshot.db_path
+    assert db_path == running.store.config_dir / "data" / "chat_history.db"
+    db_path.parent.mkdir()
+    with closing(sqlite3.connect(db_path)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t (x TEXT)")
+        for n in range(20):
+            db.execute("INSERT INTO t VALUES (?)", (f"row {n}",))
+            db.commit()
+    # The edit's change comes after any change the database's writes could have made.
+    _write_in_place(running.runtime_path, "logging:\n  level: DEBUG\n")
+    event = await running.expect(ConfigChanged)
+    assert event.changed_keys == ("logging.level",)
+    assert running.runtime_path.name in seen
+    assert [name for name in seen if name.startswith("chat_history")] == []

@@ -1030,13 +1030,37 @@ def test_snapshot_resolves_relative_paths_against_the_config_dir(tmp_path: Path)
     assert snapshot.config_dir == config_dir
     assert snapshot.resolve("data/x.db") == config_dir / "data" / "x.db"
     assert snapshot.resolve("/srv/abs.db") == Path("/srv/abs.db")
-    assert snapshot.db_path == config_dir / "chat_history.db"
+    assert snapshot.db_path == config_dir / "data" / "chat_history.db"
 
     elsewhere = tmp_path / "elsewhere" / "history.db"
     db_config = {"chat": {"storage": {"persistence": {"db_path": str(elsewhere)}}}}
     snapshot, keys, *_ = store.save_runtime_config(db_config)
     assert keys == ["chat.storage.persistence.db_path"]
     assert snapshot.db_path == elsewhere
+
+
+def test_an_earlier_installs_history_stays_where_it_is(tmp_path: Path) -> None:
+    """The default database is ``data/chat_history.db`` (out of the watched directory);
+    an install whose history is the earlier default's ``chat_history.db`` keeps using it,
+    with no migration, until a file exists at the new place."""
+    store = ConfigStore(tmp_path)
+    snapshot, _ = store.load()
+    config_dir = tmp_path.resolve()
+    assert snapshot.config.chat.storage.persistence.db_path == "data/chat_history.db"
+    assert snapshot.db_path == config_dir / "data" / "chat_history.db"
+    (config_dir / "chat_history.db").write_bytes(b"")
+    assert snapshot.db_path == config_dir / "chat_history.db"
+    (config_dir / "data").mkdir()
+    (config_dir / "data" / "chat_history.db").write_bytes(b"")
+    assert snapshot.db_path == config_dir / "data" / "chat_history.db"
+    # A path the operator chose is used as it is.
+    chosen = {"chat": {"storage": {"persistence": {"db_path": "chat_history.db"}}}}
+    (config_dir / "data" / "chat_history.db").unlink()
+    snapshot, *_ = store.save_runtime_config(chosen)
+    assert snapshot.db_path == config_dir / "chat_history.db"
+    chosen = {"chat": {"storage": {"persistence": {"db_path": "other.db"}}}}
+    snapshot, *_ = store.save_runtime_config(chosen)
+    assert snapshot.db_path == config_dir / "other.db"
 
 
 # -- fuzzing (STYLE rule 12): accepted, or rejected with ConfigInvalid -------------------------

@@ -138,10 +138,17 @@ class Harness:
     actors: list[Any] = field(default_factory=list)
     persistence: PersistenceActor | None = None
     persistence_task: asyncio.Task[None] | None = None
+    first_db_path: Path | None = None
 
     @property
     def db_path(self) -> Path:
-        return self.config_dir / "chat_history.db"
+        """The SQLite file as the configuration first resolved it (``data/chat_history.db``,
+        or an earlier install's ``chat_history.db``, which some tests write first); a
+        ``db_path`` changed later applies only to a new process."""
+        if self.first_db_path is None:
+            config = next(a for a in self.actors if isinstance(a, ConfigActor))
+            self.first_db_path = config.store.snapshot.db_path
+        return self.first_db_path
 
     async def start_persistence(self, **options: Any) -> PersistenceActor:
         if self.pg_dsn is not None:
@@ -1780,6 +1787,106 @@ async def test_search_finds_finished_messages_and_titles_of_the_owner(start: Sta
     with pytest.raises(RequestFailed) as excinfo:
         await h.ask(SearchSessions(owner="alice", query="?!"))
     assert isinstance(_failure(excinfo), InvalidMessage)
+
+
+@sqlite_only  # SQLite's FTS5 index and schema version 9's fts_defer
+async def test_a_turns_input_is_indexed_for_search_with_its_answer(start: Starter) -> None:
+    """The user message stored with its answer's streaming row is indexed when that
+    answer leaves streaming, in the answer's transaction: the first write of a turn
+    writes nothing to FTS5. Finished, replaced, deleted or recovered at start, the index
+    stays in step with the rows (FTS5's integrity check compares them)."""
+    h = await start()
+    cid = await _conversation(h)
+
+    async def turn(text: str, turn_id: str) -> tuple[StoredMessage, StoredMessage]:
+        user, row = await h.ask(
+            AppendMessages(
+                messages=(
+                    AppendMessage(conversation_id=cid, role="user", content=text, turn_id=turn_id),
+                    AppendMessage(
+                        conversation_id=cid, role="assistant", status="streaming", turn_id=turn_id
+                    ),
+                )
+            )
+        )
+        return user, row
+
+    async def found(word: str) -> list[int | None]:
+        hits = await h.ask(SearchSessions(owner="alice", query=word))
+        return [hit.message_id for hit in hits]
+
+    def indexed() -> int:
+        [(count,)] = h.query("SELECT COUNT(*) FROM messages_fts_docsize")
+        return int(count)
+
+    def check_index() -> None:
+        """The index holds exactly the rows that should be searchable: every term of
+        every finished user or assistant row that is not deferred, and nothing else."""
+        with closing(sqlite3.connect(h.db_path)) as db:
+            # rank 0: FTS5's own structure only (1 would compare every row of messages,
+            # streaming and tool rows included, which are never indexed).
+            db.execute(
+                "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 0)"
+            )
+            db.execute(
+                "CREATE VIRTUAL TABLE temp.expected USING fts5("
+                "content, tokenize = 'unicode61 remove_diacritics 2')"
+            )
+            db.execute(
+                "INSERT INTO temp.expected (rowid, content) SELECT id, content FROM messages "
+                "WHERE status <> 'streaming' AND role IN ('user', 'assistant') "
+                "AND fts_defer IS NOT -1"
+            )
+            instances = "SELECT term, doc, col, offset FROM temp.{} ORDER BY 1, 2, 3, 4"
+            db.execute(
+                "CREATE VIRTUAL TABLE temp.held USING fts5vocab(main, messages_fts, instance)"
+            )
+            db.execute("CREATE VIRTUAL TABLE temp.want USING fts5vocab(temp, expected, instance)")
+            assert (
+                db.execute(instances.format("held")).fetchall()
+                == db.execute(instances.format("want")).fetchall()
+            )
+            sizes = "SELECT id, sz FROM {}_docsize ORDER BY id"
+            assert (
+                db.execute(sizes.format("main.messages_fts")).fetchall()
+                == db.execute(sizes.format("temp.expected")).fetchall()
+            )
+
+    user, row = await turn("Tell me about fjords", "t-1")
+    assert indexed() == 0  # the first write touched no FTS5 table
+    assert await found("fjords") == []
+    check_index()
+    await h.ask(FinishMessage(message_id=row.id, content="Long inlets, not fjords"))
+    assert indexed() == 2
+    assert await found("tell") == [user.id]
+    assert await found("inlets") == [row.id]
+    check_index()
+    # An answer replaced while streaming (an edit's regenerate): its input is indexed.
+    user, row = await turn("Glaciers please", "t-2")
+    replaced = await h.ask(
+        ReplaceAnswer(
+            after_message_id=user.id,
+            row=AppendMessage(
+                conversation_id=cid, role="assistant", status="streaming", turn_id="t-3"
+            ),
+        )
+    )
+    assert await found("glaciers") == [user.id]
+    check_index()
+    await h.ask(FinishMessage(message_id=replaced.id, content="Ice", status="cancelled"))
+    check_index()
+    # A process that died mid-answer: the recovery at start ends the answer, and indexes.
+    user, row = await turn("Volcanoes now", "t-4")
+    await h.barrier()
+    await h.kill_persistence()
+    await h.start_persistence()
+    assert await found("volcanoes") == [user.id]
+    check_index()
+    # Deleted mid-answer: nothing is left in the index.
+    await turn("Deserts at last", "t-5")
+    await h.ask(DeleteSession(owner="alice", conversation_id=cid))
+    assert indexed() == 0
+    check_index()
 
 
 async def test_replace_answer_deletes_what_followed_and_stores_the_row(start: Starter) -> None:

@@ -121,7 +121,7 @@ async def test_a_restarted_persistence_actor_gets_the_answer_text_from_the_orche
         assert "".join(watcher.deltas) == "Hello!"
         [lost] = log_events.events("turn.streamed_text_lost")
         assert "0/6 characters of content" in lost["reason"]
-        with closing(sqlite3.connect(tmp_path / "chat_history.db")) as db:
+        with closing(sqlite3.connect(tmp_path / "data" / "chat_history.db")) as db:
             rows = db.execute(
                 "SELECT content, status FROM messages WHERE role = 'assistant'"
             ).fetchall()

@@ -380,7 +380,10 @@ class ConfigActor(Actor[ConfigInbox]):
 
     def _may_be_config(self, change: watchfiles.Change, path: str) -> bool:
         """watchfiles' filter: its default one, and the SQLite history and its companions
-        (``-wal``, ``-shm``, ``-journal``), which live in the config directory by default.
+        (``-wal``, ``-shm``, ``-journal``), which live in the config directory itself for
+        an install made before the default became ``data/chat_history.db`` (a
+        subdirectory, not watched: its writes never reach the notify thread at all), or
+        when ``db_path`` names a file there.
 
         Without it every commit of the history woke this actor (thousands of times in a
         burst of turns, ~3% of the platform's CPU) only for :meth:`ConfigStore.take_changes`

@@ -21,7 +21,9 @@ The hot path's two writes, the user message with the answer's streaming row and 
 answer's end, are ONE statement each (schema version 2's triggers touch the
 conversation), and the actor queues them without waiting
 (:meth:`SqliteRepository.write_insert_messages`, :meth:`~SqliteRepository.write_finish_message`),
-so a burst of turns commits in a few transactions.
+so a burst of turns commits in a few transactions. The turn's input rows are indexed for
+search with its answer, when that leaves ``streaming`` (schema version 9): one FTS5
+transaction per turn, at its end, instead of one at each write.
 
 The schema version is ``PRAGMA user_version``; :data:`MIGRATIONS` holds the steps.
 """
@@ -211,6 +213,83 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # Version 9: a lone turn's search index written once, at the answer's end. The turn's
+    # input rows (the user message, a prompt's messages), inserted in one statement with
+    # the answer's streaming row, are indexed with that answer when it leaves
+    # ``streaming`` (finished, stopped, failed, recovered at start, or deleted) instead of
+    # at their insert: one FTS5 transaction per turn instead of two (each costs a new
+    # segment, its structure record and its averages, ~0.05 ms of CPU and ~4 WAL pages).
+    # ``fts_defer``: -1 on such an input row (not indexed yet), the number of those rows
+    # just before it on the streaming row (their ids, consecutive in one INSERT), NULL on
+    # every other row. A row is in the index iff it is a user or assistant row, not
+    # streaming, and not deferred: every trigger below tests exactly that. And a message
+    # touches its conversation only when its time is newer (the second row of one insert
+    # no longer updates the row and its two indexes again).
+    (
+        "ALTER TABLE messages ADD COLUMN fts_defer INTEGER",
+        "DROP TRIGGER messages_fts_insert",
+        "DROP TRIGGER messages_fts_delete",
+        "DROP TRIGGER messages_fts_unindex",
+        "DROP TRIGGER messages_fts_index",
+        "DROP TRIGGER messages_touch_on_insert",
+        """
+        CREATE TRIGGER messages_touch_on_insert AFTER INSERT ON messages BEGIN
+            UPDATE conversations SET updated_at = NEW.updated_at
+            WHERE id = NEW.conversation_id AND updated_at IS NOT NEW.updated_at;
+        END
+        """,
+        """
+        CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages
+        WHEN NEW.status <> 'streaming' AND NEW.role IN ('user', 'assistant')
+             AND NEW.fts_defer IS NOT -1 BEGIN
+            INSERT INTO messages_fts (rowid, content) VALUES (NEW.id, NEW.content);
+        END
+        """,
+        """
+        CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+        WHEN OLD.status <> 'streaming' AND OLD.role IN ('user', 'assistant')
+             AND OLD.fts_defer IS NOT -1 BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content)
+            VALUES ('delete', OLD.id, OLD.content);
+        END
+        """,
+        """
+        CREATE TRIGGER messages_fts_unindex AFTER UPDATE OF content, status, fts_defer
+        ON messages
+        WHEN OLD.status <> 'streaming' AND OLD.role IN ('user', 'assistant')
+             AND OLD.fts_defer IS NOT -1 BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content)
+            VALUES ('delete', OLD.id, OLD.content);
+        END
+        """,
+        """
+        CREATE TRIGGER messages_fts_index AFTER UPDATE OF content, status, fts_defer
+        ON messages
+        WHEN NEW.status <> 'streaming' AND NEW.role IN ('user', 'assistant')
+             AND NEW.fts_defer IS NOT -1 BEGIN
+            INSERT INTO messages_fts (rowid, content) VALUES (NEW.id, NEW.content);
+        END
+        """,
+        # The answer left streaming: its turn's deferred rows are indexed (by the
+        # trigger above, fired by their fts_defer's change).
+        """
+        CREATE TRIGGER messages_fts_release AFTER UPDATE OF status ON messages
+        WHEN OLD.status = 'streaming' AND NEW.status <> 'streaming' AND NEW.fts_defer > 0
+        BEGIN
+            UPDATE messages SET fts_defer = NULL
+            WHERE id >= NEW.id - NEW.fts_defer AND id < NEW.id AND fts_defer = -1;
+        END
+        """,
+        # The answer deleted while streaming (an edit's replacement, a deleted
+        # conversation): its deferred rows that are still there are indexed.
+        """
+        CREATE TRIGGER messages_fts_release_on_delete AFTER DELETE ON messages
+        WHEN OLD.status = 'streaming' AND OLD.fts_defer > 0 BEGIN
+            UPDATE messages SET fts_defer = NULL
+            WHERE id >= OLD.id - OLD.fts_defer AND id < OLD.id AND fts_defer = -1;
+        END
+        """,
+    ),
 )
 """Migration steps in order: step ``i`` takes the database from version ``i`` to
 ``i + 1`` (``PRAGMA user_version``). Append a step to change the schema; never edit one."""
@@ -286,6 +365,9 @@ _SELECT_LATEST_UNSAVED = (
 _INSERT_MESSAGE_COLUMNS = f"INSERT INTO messages ({MESSAGE_COLUMNS})"
 _INSERT_VALUES = "(" + ", ".join("?" * len(MESSAGE_COLUMNS.split(","))) + ")"
 _INSERT_MESSAGE = f"{_INSERT_MESSAGE_COLUMNS} VALUES {_INSERT_VALUES}"
+# A turn's input rows with its streaming answer row: ``fts_defer`` (schema version 9).
+_INSERT_DEFERRED_COLUMNS = f"INSERT INTO messages ({MESSAGE_COLUMNS}, fts_defer)"
+_INSERT_DEFERRED_VALUES = "(" + ", ".join("?" * (len(MESSAGE_COLUMNS.split(",")) + 1)) + ")"
 _FLUSH_STREAM = (
     "UPDATE messages SET content = ?, thinking = ?, status = ?, updated_at = ? "
     "WHERE id = ? AND status = 'streaming'"
@@ -753,7 +835,8 @@ class SqliteRepository:
         now: float,
     ) -> list[int]:
         """The conversation row and one multi-row INSERT, in one transaction."""
-        insert = _insert_messages_operation(messages, now) if messages else None
+        # An import: every row searchable at once (no answer of a turn to wait for).
+        insert = _insert_messages_operation(messages, now, defer_index=False) if messages else None
 
         def store(db: sqlite3.Connection) -> list[int]:
             db.execute(_INSERT_TITLED_CONVERSATION, (conversation_id, owner, title, now, now))
@@ -1006,9 +1089,13 @@ def _flush_values(flush: StreamFlush) -> tuple[Any, ...]:
 
 
 def _insert_messages_operation(
-    messages: Sequence[AppendMessage], now: float
+    messages: Sequence[AppendMessage], now: float, *, defer_index: bool = True
 ) -> Callable[[sqlite3.Connection], list[int]]:
-    """One multi-row INSERT of ``messages``, returning their ids in order."""
+    """One multi-row INSERT of ``messages``, returning their ids in order.
+
+    ``defer_index``: when the last message is a streaming answer, the others (the turn's
+    input) are indexed for search with that answer, when it leaves streaming (schema
+    version 9's ``fts_defer``)."""
     if len(messages) == 1:
         values = message_values(messages[0], now)
 
@@ -1018,14 +1105,33 @@ def _insert_messages_operation(
             return [inserted]
 
         return insert_one
-    rows = ", ".join([_INSERT_VALUES] * len(messages))
-    statement = f"{_INSERT_MESSAGE_COLUMNS} VALUES {rows} RETURNING id"
-    parameters = [value for message in messages for value in message_values(message, now)]
+    if defer_index and messages[-1].status == "streaming":
+        # A turn's input rows and its answer's row: the inputs are indexed for search
+        # with the answer, when it leaves streaming (schema version 9's fts_defer).
+        deferred = len(messages) - 1
+        rows = ", ".join([_INSERT_DEFERRED_VALUES] * len(messages))
+        statement = f"{_INSERT_DEFERRED_COLUMNS} VALUES {rows}"
+        parameters = [
+            value
+            for i, message in enumerate(messages)
+            for value in (*message_values(message, now), -1 if i < deferred else deferred)
+        ]
+    else:
+        rows = ", ".join([_INSERT_VALUES] * len(messages))
+        statement = f"{_INSERT_MESSAGE_COLUMNS} VALUES {rows}"
+        parameters = [value for message in messages for value in message_values(message, now)]
+
+    count = len(messages)
 
     def insert(db: sqlite3.Connection) -> list[int]:
-        # RETURNING's row order is unspecified, but each new rowid is above every earlier
-        # one and the rows are inserted in VALUES order: sorted ids follow the messages.
-        return sorted(int(row[0]) for row in db.execute(statement, parameters).fetchall())
+        # The rows are inserted in VALUES order, each with the next AUTOINCREMENT id (above
+        # every id the table ever had; nothing else inserts during the statement: it holds
+        # the write lock), so their ids are the ``count`` ids ending at the last one.
+        # Without RETURNING: one step of the statement (each step hands the GIL over and
+        # back) and no ephemeral table of returned rows.
+        last = db.execute(statement, parameters).lastrowid
+        assert last is not None
+        return list(range(last - count + 1, last + 1))
 
     return insert
 

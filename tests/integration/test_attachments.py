@@ -28,7 +28,7 @@ SEEING = {"llm": {"providers": {"scripted": {"vision": True}}}}
 
 def _stored_attachments(platform: ChatPlatform) -> list[tuple[str, str, Any]]:
     """(role, content, attachments JSON) of every stored message, from the SQLite file."""
-    with sqlite3.connect(platform.config_dir / "chat_history.db") as db:
+    with sqlite3.connect(platform.config_dir / "data" / "chat_history.db") as db:
         rows = db.execute("SELECT role, content, attachments FROM messages ORDER BY id").fetchall()
     return [(role, content, orjson.loads(a) if a else None) for role, content, a in rows]
 

@@ -60,7 +60,7 @@ async def test_backups_under_write_load_and_a_refused_then_done_restore(
     client = await platform.connect()
     clients.append(client)
     await client.expect("session_info")
-    database = platform.config_dir / "chat_history.db"
+    database = platform.config_dir / "data" / "chat_history.db"
 
     finished = 0
     stop = asyncio.Event()
@@ -110,7 +110,7 @@ async def test_backups_under_write_load_and_a_refused_then_done_restore(
     assert await platform.process.wait_exit() == 0
     code, out, err = await _cli(platform.config_dir, "restore", str(first))
     assert code == 0, err
-    kept = sorted(platform.config_dir.glob("chat_history.db.before-restore-*"))
+    kept = sorted((platform.config_dir / "data").glob("chat_history.db.before-restore-*"))
     assert len(kept) == 1
     assert _check(kept[0]) == current
     assert _check(database) == _check(first)
@@ -129,7 +129,7 @@ async def test_a_platform_does_not_start_during_a_restore(
 ) -> None:
     platform, _clients = chat
     platform.write_runtime_config()
-    lock = DatabaseLock(platform.config_dir / "chat_history.db", exclusive=True)
+    lock = DatabaseLock(platform.config_dir / "data" / "chat_history.db", exclusive=True)
     assert lock.acquire()
     try:
         await platform.process.start()

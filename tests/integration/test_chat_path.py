@@ -590,7 +590,7 @@ async def test_a_failed_commit_of_the_user_message_cancels_the_request_already_o
     await chat.start()
     client = await chat.connect()
     await client.expect("session_info")
-    db = chat.config_dir / "chat_history.db"
+    db = chat.config_dir / "data" / "chat_history.db"
     with closing(sqlite3.connect(db)) as conn:
         # A write of a user message fails as a storage failure would (rolled back whole).
         conn.execute(
@@ -629,7 +629,7 @@ async def test_with_another_turn_running_a_failed_commit_asks_no_model(
     llm.script(Reply.stream(Content("held"), gate, Finish("stop")))
     await busy.send({"type": "user_message", "message": "go", "request_id": "a"})
     assert (await busy.expect("assistant_delta"))["content"] == "held"
-    db = chat.config_dir / "chat_history.db"
+    db = chat.config_dir / "data" / "chat_history.db"
     with closing(sqlite3.connect(db)) as conn:
         conn.execute(
             "CREATE TRIGGER refuse_hello BEFORE INSERT ON messages "

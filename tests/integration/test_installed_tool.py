@@ -236,8 +236,9 @@ async def test_installed_tool_runs_from_the_xdg_config_dir(
     assert {p.name for p in config_dir.iterdir()} >= {
         "runtime_config.yaml",
         "servers_config.json",
-        "chat_history.db",
+        "data",
     }
+    assert (config_dir / "data" / "chat_history.db").is_file()
     assert list(work.iterdir()) == []
     assert not (Path(env["HOME"]) / ".config").exists()  # XDG_CONFIG_HOME wins
     assert _written(before, _listing(installed_tool.site_packages)) == []

@@ -225,7 +225,7 @@ async def test_connect_from_the_frame_then_refresh_once_for_ten_calls(
     assert stats["authorizations"] == 1
     assert stats["token_authorization_code"] == 1
 
-    _assert_secrets_absent(platform, clients, platform.config_dir / "chat_history.db")
+    _assert_secrets_absent(platform, clients, platform.config_dir / "data" / "chat_history.db")
     code = parse_qs(page.url.query.decode())["code"][0]  # the authorization code, too
     assert code not in "".join(platform.process.raw_lines)
     assert code not in orjson.dumps(client.frames).decode()
@@ -451,7 +451,7 @@ async def test_cli_auth_while_the_platform_waits_then_logout(
         page = await browser.get(redirect)
     assert page.status_code == 400
     assert "mcp-platform auth" in page.text
-    db = platform.config_dir / "chat_history.db"
+    db = platform.config_dir / "data" / "chat_history.db"
     _assert_secrets_absent(platform, clients, db)
 
     logout = await asyncio.create_subprocess_exec(
@@ -696,7 +696,7 @@ async def test_each_owner_signs_in_for_themselves_and_idle_connections_close(
     assert stats["authorizations"] == 2
     assert stats["distinct_tokens"] == 2
 
-    db = platform.config_dir / "chat_history.db"
+    db = platform.config_dir / "data" / "chat_history.db"
     rows = _rows(db)
     assert set(rows) == {"alice", "bob"}  # nothing stored as the platform's own ("")
     assert rows["alice"] != rows["bob"]

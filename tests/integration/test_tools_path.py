@@ -639,7 +639,7 @@ async def test_a_failed_store_of_the_results_ends_the_turn_and_shows_nothing_of_
     platform, clients = chat
     client = await _ready_client(platform, clients)
     await client.expect("session_info")
-    db = platform.config_dir / "chat_history.db"
+    db = platform.config_dir / "data" / "chat_history.db"
     with closing(sqlite3.connect(db)) as conn:
         # A write of a tool result fails as a storage failure would (rolled back whole).
         conn.execute(
