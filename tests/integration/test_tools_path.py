@@ -677,7 +677,7 @@ async def test_a_failed_write_of_the_calls_row_still_shows_how_the_running_call_
     platform, clients = chat
     client = await _ready_client(platform, clients)
     await client.expect("session_info")
-    db = platform.config_dir / "chat_history.db"
+    db = platform.config_dir / "data" / "chat_history.db"
     with closing(sqlite3.connect(db)) as conn:
         conn.execute(
             "CREATE TRIGGER refuse_calls BEFORE UPDATE ON messages "
