@@ -808,6 +808,20 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 # write is handed to the persistence actor, which the call need not wait
                 # for. Their answers are still fed in the order the commands were given.
                 answered.sort(key=lambda item: not isinstance(item[1], RunTool))
+                if len(answered) == 1 and not pending:
+                    # One command and nothing else running (an answer's row to finish, the
+                    # next request after a step): carried out here rather than in a task of
+                    # its own, which cost a task and two loop passes before its answer was
+                    # fed (the task's end, then asyncio.wait's wake-up). The same answer
+                    # or failure, fed or raised the same way.
+                    try:
+                        event = await self._carry_out(turn, answered[0][1])
+                    except Exception:
+                        if turn.gated:
+                            await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
+                        raise
+                    commands = turn.feed(event)
+                    continue
                 for position, command in answered:
                     task = asyncio.get_running_loop().create_task(self._carry_out(turn, command))
                     order[task] = position
@@ -967,8 +981,13 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         asked: list[asyncio.Task[TurnEvent]],
     ) -> tuple[StoredMessage, ...]:
         """Send the input's write with the first request beside it, gated (its task is
-        put in ``asked``); the write's answer. The request reaches the LLMActor's mailbox
-        first: the model's answer (~1 ms) takes longer than the commit (~0.3 ms).
+        put in ``asked``); the write's answer.
+
+        The write is requested from this task, not from one of its own: it reaches the
+        persistence actor's mailbox now, and the request the LLMActor's when the asked
+        task first runs (the next loop pass, as before). So the commit starts a pass
+        earlier, the request leaves when it did, and the write's answer wakes this task
+        directly (a task less per turn, and a pass less before the StartTurn's answer).
 
         Raises:
             Exception: The write's failure, once the request was cancelled and answered
@@ -982,15 +1001,19 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             openai=self._history.openai(turn.conversation_id),
         )
         asked += [loop.create_task(self._carry_out(turn, c)) for c in turn.feed(sent)]
-        write = loop.create_task(self.request(store))
         try:
-            return await write
+            stored: tuple[StoredMessage, ...] = await self.request(store)
+            return stored
         except asyncio.CancelledError:
             for task in asked:  # the actor stops
                 task.cancel()
             raise
         except Exception:
             # Nothing was shown of the answer: it ends here, with the write's failure.
+            # A write refused at once (no persistence actor, or one stopping) fails
+            # before the asked task first ran: one pass lets its request reach the
+            # LLMActor first, so the cancel finds it instead of being ignored.
+            await asyncio.sleep(0)
             await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
             await asyncio.wait(asked)
             raise
