@@ -42,6 +42,7 @@ within ``mcp.approval.timeout`` or a cancel refuses it without running it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -828,7 +829,18 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     pending.add(task)
                 if not pending:
                     raise RuntimeError(f"turn {turn.turn_id} waits for nothing")
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if len(pending) == 1:
+                    # One task to wait for (a lone turn's request, asked beside its
+                    # input's write): awaited itself, its end wakes this task in the next
+                    # loop pass; asyncio.wait's callback took one more. Its failure is
+                    # read below either way; a cancellation of this task reaches it as
+                    # in the ``finally`` below.
+                    (task,) = pending
+                    with contextlib.suppress(Exception):
+                        await task
+                    done, pending = pending, set()
+                else:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 commands = []
                 failure: BaseException | None = None
                 # In the order the commands were given, so the same answers always give
