@@ -161,6 +161,13 @@ class Actor(Generic[InboxT]):
         """Send a request as this actor and await its reply (see :meth:`Bus.request`)."""
         return await self.bus.request(message, to=to, timeout=timeout, sender=self.name)
 
+    def request_soon(
+        self, message: Request[R], *, to: str | None = None, timeout: float | None = None
+    ) -> asyncio.Future[R]:
+        """Send a request as this actor now; the future of its reply (see
+        :meth:`Bus.request_soon`)."""
+        return self.bus.request_soon(message, to=to, timeout=timeout, sender=self.name)
+
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` as a child task owned by this actor.
 

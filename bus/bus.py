@@ -334,6 +334,49 @@ class Bus:
         finally:
             timer.cancel()
 
+    def request_soon(
+        self,
+        message: Request[R],
+        *,
+        to: str | None = None,
+        timeout: float | None = None,
+        sender: str | None = None,
+    ) -> asyncio.Future[R]:
+        """Send ``message`` now and return the future of its reply: :meth:`request`
+        without a coroutine, for a caller that waits for other things beside it. The
+        request is in the addressee's mailbox when this returns; the future ends with
+        the same answer or error as :meth:`request` (RequestTimeout at the deadline, and
+        so on). Cancelling the future abandons the request (its answer is a late reply).
+
+        Raises:
+            NoSuchActor: No addressee.
+            ActorStopped: The addressee is stopping.
+        """
+        seconds = self.request_timeout if timeout is None else timeout
+        if self._bridge is not None or (
+            (actor := self._addressee(message, to, sender)).mailbox.closed
+            or len(actor.mailbox) >= actor.mailbox.maxsize
+        ):
+            # Rare here (another replica, a full or closing mailbox): as a task.
+            return asyncio.ensure_future(
+                self.request(message, to=to, timeout=seconds, sender=sender)
+            )
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[R] = loop.create_future()
+        deadline = loop.time() + seconds
+        envelope = Envelope(message, sender, next(self._ids), reply, deadline)
+        actor.mailbox.put_nowait(envelope)
+        timer = loop.call_at(deadline, self._expire_soon, reply, actor, envelope, seconds)
+        reply.add_done_callback(lambda _reply: timer.cancel())
+        return reply
+
+    def _expire_soon(
+        self, reply: asyncio.Future[Any], actor: Actor[Any], envelope: Envelope, seconds: float
+    ) -> None:
+        """A :meth:`request_soon` deadline passed: its future fails with RequestTimeout."""
+        if not reply.done():
+            reply.set_exception(self._timed_out(actor, envelope, seconds))
+
     async def _request_when_full(
         self, actor: Actor[Any], envelope: Envelope, reply: asyncio.Future[R], seconds: float
     ) -> R:

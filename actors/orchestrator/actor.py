@@ -45,8 +45,9 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, assert_never
 
 import orjson
@@ -196,6 +197,17 @@ def _answer_row(turn: Turn) -> AppendMessage:
         status="streaming",
         turn_id=turn.turn_id,
     )
+
+
+_NOTHING_RUNNING: Mapping[asyncio.Future[Any], bool] = MappingProxyType({})
+
+
+def _completion_event(reply: asyncio.Future[Any]) -> TurnEvent:
+    """A completion request's answer as the turn's event (its failure one as well)."""
+    try:
+        return CompletionDone(reply.result())
+    except (RequestFailed, RequestError) as exc:
+        return CompletionFailed(_chat_error(exc))
 
 
 def _conversation_gone(exc: BaseException) -> bool:
@@ -671,7 +683,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         committed. A failed write cancels the request (nothing was shown) and fails the
         StartTurn as before.
         """
-        asked: list[asyncio.Task[TurnEvent]] = []
+        asked: dict[asyncio.Future[Any], bool] = {}
         try:
             if start.regenerate:
                 user_input, row = await self._replace_last_answer(
@@ -778,7 +790,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         self,
         turn: Turn,
         commands: list[TurnCommand],
-        running: Sequence[asyncio.Task[TurnEvent]] = (),
+        running: Mapping[asyncio.Future[Any], bool] = _NOTHING_RUNNING,
     ) -> EndTurn:
         """Carry out the turn's commands and feed it their answers until it ends.
 
@@ -787,8 +799,11 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         A command that fails lets the turn's other commands end first (as a tool call is
         never abandoned half-way), then raises for :meth:`_crashed`.
         """
-        pending: set[asyncio.Task[TurnEvent]] = set(running)
-        order: dict[asyncio.Task[TurnEvent], int] = {task: i for i, task in enumerate(running)}
+        pending: set[asyncio.Future[Any]] = set(running)
+        order: dict[asyncio.Future[Any], int] = {task: i for i, task in enumerate(running)}
+        # Completions asked beside the input's write (``True`` in ``running``) are their
+        # requests' replies, not tasks: their answers become events here.
+        replies = {future for future, reply in running.items() if reply}
         try:
             while True:
                 answered: list[tuple[int, TurnCommand]] = []
@@ -816,17 +831,17 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     # fed (the task's end, then asyncio.wait's wake-up). The same answer
                     # or failure, fed or raised the same way.
                     try:
-                        event = await self._carry_out(turn, answered[0][1])
+                        answer = await self._carry_out(turn, answered[0][1])
                     except Exception:
                         if turn.gated:
                             await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
                         raise
-                    commands = turn.feed(event)
+                    commands = turn.feed(answer)
                     continue
                 for position, command in answered:
-                    task = asyncio.get_running_loop().create_task(self._carry_out(turn, command))
-                    order[task] = position
-                    pending.add(task)
+                    child = asyncio.get_running_loop().create_task(self._carry_out(turn, command))
+                    order[child] = position
+                    pending.add(child)
                 if not pending:
                     raise RuntimeError(f"turn {turn.turn_id} waits for nothing")
                 if len(pending) == 1:
@@ -835,9 +850,9 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     # loop pass; asyncio.wait's callback took one more. Its failure is
                     # read below either way; a cancellation of this task reaches it as
                     # in the ``finally`` below.
-                    (task,) = pending
+                    (only,) = pending
                     with contextlib.suppress(Exception):
-                        await task
+                        await only
                     done, pending = pending, set()
                 else:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -845,12 +860,16 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 failure: BaseException | None = None
                 # In the order the commands were given, so the same answers always give
                 # the same decisions.
-                for task in sorted(done, key=order.__getitem__):
-                    error = task.exception()
+                for future in sorted(done, key=order.__getitem__):
+                    if future in replies:
+                        if failure is None:
+                            commands += turn.feed(_completion_event(future))
+                        continue
+                    error = future.exception()
                     if error is not None:
                         failure = failure or error
                     elif failure is None:
-                        commands += turn.feed(task.result())
+                        commands += turn.feed(future.result())
                 if failure is not None:
                     if turn.gated:
                         # The write a gated request waited for failed: the request ends
@@ -861,8 +880,8 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                     raise failure
         finally:
             # Only when this task itself is cancelled (the actor stops) are any left.
-            for task in pending:
-                task.cancel()
+            for future in pending:
+                future.cancel()
             if pending:
                 await asyncio.wait(pending)
 
@@ -898,16 +917,13 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             case RequestCompletion(request=request):
                 if turn.cancelled:
                     return CompletionSkipped()
-                try:
-                    # No await between the check above and the request reaching the
-                    # LLMActor's mailbox, so a CancelCompletion sent after the check is
-                    # handled after it.
-                    result: CompletionResult = await self.request(
-                        request, timeout=COMPLETION_TIMEOUT
-                    )
-                except (RequestFailed, RequestError) as exc:
-                    return CompletionFailed(_chat_error(exc))
-                return CompletionDone(result)
+                # No await between the check above and the request reaching the
+                # LLMActor's mailbox, so a CancelCompletion sent after the check is
+                # handled after it.
+                reply = self.request_soon(request, timeout=COMPLETION_TIMEOUT)
+                with contextlib.suppress(Exception):
+                    await reply
+                return _completion_event(reply)
             case AskApproval(index=index, request=request):
                 return ApprovalAnswered(index, await self._wait_for_approval(turn, request))
             case RunTool(index=index):
@@ -915,14 +931,14 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         raise TypeError(f"not a command with an answer: {command!r}")
 
     async def _store_user_input(
-        self, turn: Turn, start: StartTurn, asked: list[asyncio.Task[TurnEvent]]
+        self, turn: Turn, start: StartTurn, asked: dict[asyncio.Future[Any], bool]
     ) -> tuple[tuple[StoredMessage, ...], StoredMessage]:
         """Store the expanded prompt's messages (if any), the user's text and the first
         answer's row (``streaming``) in ONE transaction, asking the model meanwhile when
         no other turn runs.
 
         One commit instead of two (~0.25 ms each, ``benchmarks/chat_path.py``), and the
-        first request leaves while it is in flight (its task is put in ``asked``), gated:
+        first request leaves while it is in flight (put in ``asked``), gated:
         the user's input is durable before the turn is acknowledged and before anything
         of the answer is shown or stored. If the write fails, the request is cancelled
         (and awaited) before this raises. With other turns running, the model is asked
@@ -990,16 +1006,16 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         history: list[StoredMessage],
         inputs: list[AppendMessage],
         store: AppendMessages,
-        asked: list[asyncio.Task[TurnEvent]],
+        asked: dict[asyncio.Future[Any], bool],
     ) -> tuple[StoredMessage, ...]:
-        """Send the input's write with the first request beside it, gated (its task is
-        put in ``asked``); the write's answer.
+        """Send the input's write with the first request beside it, gated (put in
+        ``asked``); the write's answer.
 
-        The write is requested from this task, not from one of its own: it reaches the
-        persistence actor's mailbox now, and the request the LLMActor's when the asked
-        task first runs (the next loop pass, as before). So the commit starts a pass
-        earlier, the request leaves when it did, and the write's answer wakes this task
-        directly (a task less per turn, and a pass less before the StartTurn's answer).
+        Both are requested from this task, the model first: each is in its actor's
+        mailbox when this awaits the write (the LLMActor's handled first), and the
+        request's reply is what the turn later waits for (``True`` in ``asked``), not a
+        task of its own. No task and no loop pass between the input's arrival and either
+        request, and each answer wakes the turn's task directly.
 
         Raises:
             Exception: The write's failure, once the request was cancelled and answered
@@ -1012,7 +1028,17 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             system_prompt=self._prompt_for(turn, history),
             openai=self._history.openai(turn.conversation_id),
         )
-        asked += [loop.create_task(self._carry_out(turn, c)) for c in turn.feed(sent)]
+        for command in turn.feed(sent):
+            if isinstance(command, RequestCompletion) and not turn.cancelled:
+                try:
+                    reply = self.request_soon(command.request, timeout=COMPLETION_TIMEOUT)
+                except BusError:
+                    pass  # no LLMActor now: its task below fails the turn, as it did
+                else:
+                    asked[reply] = True
+                    continue
+            # A cancelled turn's request is skipped there (CompletionSkipped).
+            asked[loop.create_task(self._carry_out(turn, command))] = False
         try:
             stored: tuple[StoredMessage, ...] = await self.request(store)
             return stored
@@ -1022,10 +1048,6 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             raise
         except Exception:
             # Nothing was shown of the answer: it ends here, with the write's failure.
-            # A write refused at once (no persistence actor, or one stopping) fails
-            # before the asked task first ran: one pass lets its request reach the
-            # LLMActor first, so the cancel finds it instead of being ignored.
-            await asyncio.sleep(0)
             await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
             await asyncio.wait(asked)
             raise
