@@ -45,7 +45,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, assert_never
@@ -208,6 +208,14 @@ def _completion_event(reply: asyncio.Future[Any]) -> TurnEvent:
         return CompletionDone(reply.result())
     except (RequestFailed, RequestError) as exc:
         return CompletionFailed(_chat_error(exc))
+
+
+def _retrieved(replies: Iterable[asyncio.Future[Any]]) -> None:
+    """Completions' replies left unread when the turn fails: their errors are read, so
+    that asyncio does not report them as never retrieved (a task's was its event)."""
+    for reply in replies:
+        if reply.done() and not reply.cancelled():
+            reply.exception()
 
 
 def _conversation_gone(exc: BaseException) -> bool:
@@ -877,6 +885,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                         await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
                     if pending:
                         await asyncio.wait(pending)
+                        _retrieved(pending & replies)
                     raise failure
         finally:
             # Only when this task itself is cancelled (the actor stops) are any left.
@@ -1050,6 +1059,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             # Nothing was shown of the answer: it ends here, with the write's failure.
             await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
             await asyncio.wait(asked)
+            _retrieved(future for future, reply in asked.items() if reply)
             raise
 
     async def _replace_last_answer(
