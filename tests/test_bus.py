@@ -1125,3 +1125,43 @@ async def test_publish_nowait_delivers_to_all_or_to_none(stage: Stage, log_event
     assert bus.publish_nowait(Other(n=1), sender="s")  # no subscribers: a normal drop
     assert bus.dead_letters == 0
     assert bus.expected_drops == 1
+
+
+async def test_request_soon_is_in_the_mailbox_at_once_and_answers_as_request(
+    stage: Stage, log_events
+) -> None:
+    worker = await stage.start(Worker("worker"))
+    bus = stage.bus
+    reply = bus.request_soon(Echo(text="soon"), to="worker", sender="caller")
+    assert len(worker.mailbox) == 1  # sent before anything was awaited
+    assert await reply == "echo:soon"
+    with pytest.raises(NoSuchActor):
+        bus.request_soon(Echo(text="nobody"), to="nobody")
+    with pytest.raises(RequestFailed):
+        await bus.request_soon(Fail(error="boom"))
+    # The deadline fails the future with RequestTimeout; the answer is then a late reply.
+    held = bus.request_soon(Hold(tag="slow"), timeout=0.05, sender="caller")
+    with pytest.raises(RequestTimeout, match=r"within 0\.05 s"):
+        await held
+    worker.gate.set()
+    await barrier(bus, worker)
+    assert worker.handled[-1] == "hold:slow"
+    [letter] = log_events.events("bus.dead_letter", reason="late_reply")
+    assert letter["message_type"] == "Hold"
+
+
+async def test_request_soon_waits_for_room_in_a_task_when_the_mailbox_is_full(
+    stage: Stage,
+) -> None:
+    worker = await stage.start(Worker("worker", mailbox_size=1))
+    bus = stage.bus
+    holding = bus.request_soon(Hold(tag="first"))
+    await worker.holding.wait()
+    queued = bus.request_soon(Echo(text="queued"))
+    assert len(worker.mailbox) == 1
+    later = bus.request_soon(Echo(text="later"))  # no room: sent once there is
+    assert isinstance(later, asyncio.Task)
+    worker.gate.set()
+    assert await holding == "released:first"
+    assert await queued == "echo:queued"
+    assert await later == "echo:later"
