@@ -107,9 +107,13 @@ class Actor(Generic[InboxT]):
     taken_now: ClassVar[frozenset[type[BaseModel]]] = frozenset()
     """Request types :meth:`take_now` may take at once (checked before it is called)."""
 
+    mailbox_linger: ClassVar[float] = 0.0
+    """Seconds a one-way message may wait before it wakes this actor when idle (see
+    :class:`~bus.mailbox.Mailbox`): for an actor whose events nobody waits on."""
+
     def __init__(self, name: str | None = None, *, mailbox_size: int | None = None) -> None:
         self.name = name or self.default_name or type(self).__name__
-        self.mailbox = Mailbox(mailbox_size or self.mailbox_size)
+        self.mailbox = Mailbox(mailbox_size or self.mailbox_size, linger=self.mailbox_linger)
         self.log = structlog.get_logger(self.name, actor=self.name)
         self._bus: Bus | None = None
         self._children: set[asyncio.Task[Any]] = set()

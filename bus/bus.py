@@ -205,6 +205,37 @@ class Bus:
                 delivered += 1
         return delivered
 
+    def publish_nowait(self, message: BaseModel, *, sender: str | None = None) -> bool:
+        """Deliver an event as :meth:`publish` does, but only if it need not wait: from a
+        plain callback, without a task to carry it.
+
+        Returns:
+            False, having delivered nothing, when a subscriber's mailbox is full or the
+            event is one a bridge carries to other replicas (:meth:`publish` then does);
+            True once delivered (a closing subscriber's copy is a dead letter, as there).
+        """
+        bridge = self._bridge
+        if bridge is not None and type(message) in bridge.shared:
+            return False
+        subscribers = self._subscribers.get(type(message))
+        if not subscribers:
+            self.dead_letter(message, "no_subscribers", sender=sender, level="debug")
+            return True
+        for actor in subscribers:
+            mailbox = actor.mailbox
+            if len(mailbox) >= mailbox.maxsize and not mailbox.closed:
+                return False
+        envelope = Envelope(message, sender)
+        for actor in subscribers:
+            try:
+                actor.mailbox.put_nowait(envelope)
+            except MailboxClosed:
+                level = "debug" if actor.name == sender else "warning"
+                self.dead_letter(
+                    message, "mailbox_closed", sender=sender, to=actor.name, level=level
+                )
+        return True
+
     async def send(self, to: str, message: BaseModel, *, sender: str | None = None) -> None:
         """Deliver ``message`` one-way to the actor named ``to``.
 

@@ -7,6 +7,12 @@ only a sender that meets a full mailbox awaits (:meth:`Mailbox.put`). Overflow p
 **the sender waits** (backpressure); callers that must not wait use ``put_nowait`` and
 handle :class:`~bus.errors.MailboxFull` themselves. Closing the mailbox fails every
 waiting sender with :class:`~bus.errors.MailboxClosed`, so nobody waits on a dead actor.
+
+A mailbox may *linger* (``linger`` seconds, for an actor nobody waits on, like the
+metrics): a one-way message put while the reader is idle wakes it only after that delay,
+so the events of a moment are handled in one wake-up instead of one each. A request, the
+stop marker, or a mailbox half full wakes it at once, and the reader then takes
+everything queued before them, in order (FIFO): a ``Ping`` is how to wait for it.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ class Mailbox:
 
     Args:
         maxsize: Number of envelopes held before senders have to wait (>= 1).
+        linger: Seconds a one-way message waits before it wakes an idle reader (0: at
+            once; see the module note).
     """
 
-    __slots__ = ("_closed", "_getter", "_items", "_maxsize", "_putters")
+    __slots__ = ("_closed", "_getter", "_items", "_linger", "_maxsize", "_putters", "_timer")
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, *, linger: float = 0.0) -> None:
         if maxsize < 1:
             raise ValueError(f"mailbox size must be >= 1, got {maxsize}")
         self._maxsize = maxsize
@@ -37,6 +45,8 @@ class Mailbox:
         self._getter: asyncio.Future[None] | None = None
         self._putters: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        self._linger = linger
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def maxsize(self) -> int:
@@ -71,6 +81,18 @@ class Mailbox:
         if len(self._items) >= self._maxsize:
             raise MailboxFull(f"mailbox is full ({self._maxsize} messages)")
         self._items.append(envelope)
+        getter = self._getter
+        if getter is not None and not getter.done():
+            if self._linger and envelope.reply_to is None and len(self._items) * 2 < self._maxsize:
+                if self._timer is None:
+                    self._timer = asyncio.get_running_loop().call_later(
+                        self._linger, self._wake_getter
+                    )
+                return
+            getter.set_result(None)
+
+    def _wake_getter(self) -> None:
+        self._timer = None
         getter = self._getter
         if getter is not None and not getter.done():
             getter.set_result(None)
@@ -121,6 +143,10 @@ class Mailbox:
                 await getter
             finally:
                 self._getter = None
+                timer = self._timer
+                if timer is not None:  # woken at once by a request or the stop marker
+                    self._timer = None
+                    timer.cancel()
         envelope = self._items.popleft()
         if self._putters:
             self._wake_putter()

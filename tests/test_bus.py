@@ -1278,3 +1278,77 @@ async def test_what_a_request_taken_at_once_spawns_sees_the_actors_context(
     assert await stage.bus.request(Defer(mode="resolve"), to="context_taker") == "deferred answer"
     assert taker.taken == ["resolve"]
     assert taker.seen_in_child == ["the actor's", "the actor's"]
+
+
+# -- lingering mailboxes and publishing without waiting ------------------------------------------
+
+
+async def test_a_lingering_mailbox_wakes_its_reader_late_for_events_at_once_otherwise() -> None:
+    mailbox = Mailbox(8, linger=60.0)
+    getter = asyncio.create_task(mailbox.get())
+    await asyncio.sleep(0)
+    first = _note(1)
+    mailbox.put_nowait(first)
+    mailbox.put_nowait(_note(2))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not getter.done()  # the events wait (60 s here) ...
+    reply: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    mailbox.put_nowait(Envelope(Echo(text="now"), None, 1, reply))
+    assert await getter is first  # ... until a request wakes it: FIFO, the events first
+    assert mailbox._timer is None  # the linger's timer went with the wake-up
+    assert [e.message for e in mailbox.drain()] == [Note(n=2), Echo(text="now")]
+
+
+async def test_a_lingering_mailbox_wakes_its_reader_after_the_delay_or_when_half_full() -> None:
+    mailbox = Mailbox(4, linger=0.01)
+    getter = asyncio.create_task(mailbox.get())
+    await asyncio.sleep(0)
+    mailbox.put_nowait(_note(1))
+    async with asyncio.timeout(5):  # the delay itself is the subject
+        assert (await getter).message == Note(n=1)
+    patient = Mailbox(4, linger=60.0)
+    getter = asyncio.create_task(patient.get())
+    await asyncio.sleep(0)
+    patient.put_nowait(_note(1))
+    await asyncio.sleep(0)
+    assert not getter.done()
+    patient.put_nowait(_note(2))  # half full: at once
+    assert (await getter).message == Note(n=1)
+
+
+class LingeringRecorder(Recorder):
+    """A Recorder whose mailbox lingers a minute."""
+
+    mailbox_linger = 60.0
+
+
+async def test_a_lingering_actor_handles_its_events_in_order_by_a_ping(stage: Stage) -> None:
+    slow = await stage.start(LingeringRecorder("lingering"))
+    bus = stage.bus
+    for n in range(3):
+        await bus.publish(Note(n=n))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert slow.seen == []
+    await barrier(bus, slow)
+    assert slow.seen == [0, 1, 2]
+
+
+async def test_publish_nowait_delivers_to_all_or_to_none(stage: Stage, log_events) -> None:
+    first = await stage.start(Recorder("first"))
+    slow = await stage.start(GatedRecorder("slow", mailbox_size=1))
+    bus = stage.bus
+    assert bus.publish_nowait(Note(n=0), sender="s")
+    await slow.entered.wait()  # holding Note 0; its mailbox has room for one
+    assert bus.publish_nowait(Note(n=1), sender="s")
+    assert len(slow.mailbox) == 1
+    assert not bus.publish_nowait(Note(n=2), sender="s")  # slow is full: nobody gets it
+    await barrier(bus, first)
+    assert first.seen == [0, 1]
+    slow.gate.set()
+    await barrier(bus, slow)
+    assert slow.seen == [0, 1]
+    assert bus.publish_nowait(Other(n=1), sender="s")  # no subscribers: a normal drop
+    assert bus.dead_letters == 0
+    assert bus.expected_drops == 1

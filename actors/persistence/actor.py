@@ -1320,8 +1320,8 @@ class PersistenceActor(Actor[PersistenceInbox]):
         error: BaseException | None,
     ) -> None:
         """A queued write was answered: what :meth:`_writing` does for an awaited one
-        (the StorageWritten record, published by the ``write-records`` child task; the
-        last write's failure for CheckStorage)."""
+        (the StorageWritten record, published at once or by the ``write-records`` child
+        task; the last write's failure for CheckStorage)."""
         self._in_flight -= 1
         if not self._in_flight:
             self._writes_settled.set()
@@ -1332,9 +1332,17 @@ class PersistenceActor(Actor[PersistenceInbox]):
         else:
             return  # an answer (no such conversation), not a failure of the storage
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        self._records.append(
-            (action, conversation_id, turn_id, error is None, started_at, duration_ms)
-        )
+        record = (action, conversation_id, turn_id, error is None, started_at, duration_ms)
+        # Published from here when nothing waits before it and every subscriber has room
+        # (a lone turn's writes: no wake-up of the child task for each); else queued.
+        bus = self._bus
+        if (
+            not self._records
+            and bus is not None
+            and bus.publish_nowait(_storage_written(record), sender=self.name)
+        ):
+            return
+        self._records.append(record)
         self._records_ready.set()
         if len(self._records) >= _MAX_RECORDS:
             self._records_room.clear()
