@@ -171,7 +171,12 @@ class PlatformProcess:
 
     @property
     def db_path(self) -> Path:
-        return self.config_dir / "data" / "chat_history.db"
+        """The history's file: ``data/chat_history.db`` in the config directory, or
+        ``chat_history.db`` there for code before that default (a work tree of older code
+        measured beside this one)."""
+        new = self.config_dir / "data" / "chat_history.db"
+        old = self.config_dir / "chat_history.db"
+        return old if old.exists() and not new.exists() else new
 
     async def start(self, timeout: float = 30.0) -> None:
         """Write the config, start the process and wait until ``/healthz`` says ready."""
