@@ -629,6 +629,18 @@ async def test_deleting_the_conversation_during_a_tool_call_stops_its_turn_clean
     assert frames[-1]["message"] == "Still here."
 
 
+def _refuse_writes(platform: ChatPlatform, trigger: str) -> Path:
+    """Make the history's writes that ``trigger`` (a CREATE TRIGGER's name, timing, event
+    and WHEN) picks fail as a full disk fails them; the database's path."""
+    db: Path = platform.config_dir / "data" / "chat_history.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute(
+            f"CREATE TRIGGER {trigger} BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+    return db
+
+
 async def test_a_failed_store_of_the_results_ends_the_turn_and_shows_nothing_of_the_next_answer(
     chat, llm
 ) -> None:
@@ -639,14 +651,8 @@ async def test_a_failed_store_of_the_results_ends_the_turn_and_shows_nothing_of_
     platform, clients = chat
     client = await _ready_client(platform, clients)
     await client.expect("session_info")
-    db = platform.config_dir / "data" / "chat_history.db"
-    with closing(sqlite3.connect(db)) as conn:
-        # A write of a tool result fails as a storage failure would (rolled back whole).
-        conn.execute(
-            "CREATE TRIGGER refuse_tool BEFORE INSERT ON messages WHEN NEW.role = 'tool' "
-            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
-        )
-        conn.commit()
+    # A write of a tool result fails as a storage failure would (rolled back whole).
+    db = _refuse_writes(platform, "refuse_tool BEFORE INSERT ON messages WHEN NEW.role = 'tool'")
     llm.script(
         Reply.tool_calls([ToolCall("demo__echo", '{"text": "back"}', id="c1")]),
         Reply.text("never shown"),
@@ -677,14 +683,9 @@ async def test_a_failed_write_of_the_calls_row_still_shows_how_the_running_call_
     platform, clients = chat
     client = await _ready_client(platform, clients)
     await client.expect("session_info")
-    db = platform.config_dir / "data" / "chat_history.db"
-    with closing(sqlite3.connect(db)) as conn:
-        conn.execute(
-            "CREATE TRIGGER refuse_calls BEFORE UPDATE ON messages "
-            "WHEN NEW.tool_calls IS NOT NULL "
-            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
-        )
-        conn.commit()
+    _refuse_writes(
+        platform, "refuse_calls BEFORE UPDATE ON messages WHEN NEW.tool_calls IS NOT NULL"
+    )
     llm.script(
         Reply.tool_calls([ToolCall("demo__slow_count", '{"n": 2, "delay": 0.1}', id="c1")]),
         Reply.text("never asked"),
