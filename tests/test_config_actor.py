@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import closing
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -487,6 +487,19 @@ async def test_switching_the_servers_file_by_an_edit_follows_the_new_file(
     assert "servers.mcpServers.new.command" in event.changed_keys
 
 
+@contextmanager
+def _twenty_commits(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """A WAL database at ``db_path`` that 20 commits wrote to, its connection open while
+    the block runs (the last connection to close removes the -wal and -shm files)."""
+    with closing(sqlite3.connect(db_path)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t (x TEXT)")
+        for n in range(20):
+            db.execute("INSERT INTO t VALUES (?)", (f"row {n}",))
+            db.commit()
+        yield db
+
+
 async def test_history_database_writes_do_not_wake_the_actor_but_a_config_edit_does(
     start_config_actor: Starter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -505,12 +518,7 @@ async def test_history_database_writes_do_not_wake_the_actor_but_a_config_edit_d
     monkeypatch.setattr(running.actor, "handle", counting)
     db_path = running.store.snapshot.db_path
     assert db_path.parent == running.store.config_dir
-    with closing(sqlite3.connect(db_path)) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("CREATE TABLE t (x TEXT)")
-        for n in range(20):
-            db.execute("INSERT INTO t VALUES (?)", (f"row {n}",))
-            db.commit()
+    with _twenty_commits(db_path):
         # (while the connection is open: the last one to close removes -wal and -shm)
         assert {p.name for p in running.store.config_dir.iterdir()} >= {
             db_path.name,
@@ -545,12 +553,8 @@ async def test_the_default_history_database_is_outside_the_watched_directory(
     db_path = running.store.snapshot.db_path
     assert db_path == running.store.config_dir / "data" / "chat_history.db"
     db_path.parent.mkdir()
-    with closing(sqlite3.connect(db_path)) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("CREATE TABLE t (x TEXT)")
-        for n in range(20):
-            db.execute("INSERT INTO t VALUES (?)", (f"row {n}",))
-            db.commit()
+    with _twenty_commits(db_path):
+        pass
     # The edit's change comes after any change the database's writes could have made.
     _write_in_place(running.runtime_path, "logging:\n  level: DEBUG\n")
     event = await running.expect(ConfigChanged)
