@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import anyio
 import pytest
 
-from actors.tools.mcp_client import ServerConnectError, connect_server
+from actors.tools.mcp_client import ServerConnectError, ServerConnection, connect_server
 from actors.tools.mcp_client.prestart import StdioPrestart, stdio_spawn
 from config.schema import ConfigSnapshot
 from config.store import ConfigStore
@@ -57,16 +59,7 @@ async def test_a_claimed_server_is_the_connection_and_is_stopped_with_it(tmp_pat
         assert prestart.waiting == ["demo"]
         pid = prestart._waiting["demo"].process.pid
         lines: list[str] = []
-        entry = snapshot.servers.mcp_servers["demo"]
-        async with connect_server(
-            "demo",
-            entry,
-            platform_env=env,
-            connection_timeout=30,
-            cwd_default=snapshot.config_dir,
-            on_stderr_line=lines.append,
-            prestart=prestart,
-        ) as connection:
+        async with _connect(snapshot, env, prestart, on_stderr_line=lines.append) as connection:
             assert prestart.waiting == []  # claimed
             tools = {tool.name for tool in await connection.list_tools()}
             assert {"add", "echo"} <= tools
@@ -78,6 +71,26 @@ async def test_a_claimed_server_is_the_connection_and_is_stopped_with_it(tmp_pat
         assert not _alive(pid) or _zombie(pid)
     finally:
         await prestart.aclose()
+
+
+def _connect(
+    snapshot: ConfigSnapshot,
+    env: dict[str, str],
+    prestart: StdioPrestart,
+    *,
+    connection_timeout: float = 30,
+    on_stderr_line: Callable[[str], None] | None = None,
+) -> AbstractAsyncContextManager[ServerConnection]:
+    """The platform's connection to the configured ``demo`` server, offered ``prestart``."""
+    return connect_server(
+        "demo",
+        snapshot.servers.mcp_servers["demo"],
+        platform_env=env,
+        connection_timeout=connection_timeout,
+        cwd_default=snapshot.config_dir,
+        on_stderr_line=on_stderr_line,
+        prestart=prestart,
+    )
 
 
 def _zombie(pid: int) -> bool:
@@ -94,15 +107,7 @@ async def test_a_server_spawned_otherwise_is_killed_and_spawned_again(tmp_path: 
         await prestart.spawn_configured(snapshot, {**os.environ, "MARK": "before"})
         old = prestart._waiting["demo"].process
         env = {**os.environ, "MARK": "after"}  # e.g. the .env was edited in between
-        entry = snapshot.servers.mcp_servers["demo"]
-        async with connect_server(
-            "demo",
-            entry,
-            platform_env=env,
-            connection_timeout=30,
-            cwd_default=snapshot.config_dir,
-            prestart=prestart,
-        ) as connection:
+        async with _connect(snapshot, env, prestart) as connection:
             assert {t.name for t in await connection.list_tools()} >= {"echo"}
         with anyio.fail_after(5):
             assert await old.wait() == -9  # killed, never talked to
@@ -120,14 +125,7 @@ async def test_a_claimed_server_is_stopped_when_the_connect_fails(tmp_path: Path
         await prestart.spawn_configured(snapshot, env)
         process = prestart._waiting["demo"].process
         with pytest.raises(ServerConnectError):
-            async with connect_server(
-                "demo",
-                snapshot.servers.mcp_servers["demo"],
-                platform_env=env,
-                connection_timeout=0,
-                cwd_default=snapshot.config_dir,
-                prestart=prestart,
-            ):
+            async with _connect(snapshot, env, prestart, connection_timeout=0):
                 pytest.fail("connected without time to")
         assert prestart.waiting == []
         with anyio.fail_after(10):
