@@ -142,11 +142,7 @@ async def test_a_steps_frames_keep_their_order(chat, llm) -> None:
     every card of the step precedes the next answer's deltas and its
     ``assistant_message`` (docs/protocol: the turn's frames before its end)."""
     platform, clients = chat
-    servers = {
-        "mcpServers": {"demo": {"command": sys.executable, "args": [str(DEMO)]}},
-        "settings": {"maxParallelCalls": 1},
-    }
-    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    _serve_demo(platform, {"maxParallelCalls": 1})
     client = await _ready_client(platform, clients)
     await client.expect("session_info")
     llm.script(
@@ -298,11 +294,7 @@ async def test_list_changed_refreshes_the_tools_and_server_logs_are_logged(chat,
 
 async def test_long_results_are_cut_for_the_model_and_stored_whole(chat, llm) -> None:
     platform, clients = chat
-    servers = {
-        "mcpServers": {"demo": {"command": sys.executable, "args": [str(DEMO)]}},
-        "settings": {"maxResultChars": 10},
-    }
-    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
+    _serve_demo(platform, {"maxResultChars": 10})
     client = await _ready_client(platform, clients)
     await client.expect("session_info")
     text = "abcdefghij" * 5
@@ -627,6 +619,15 @@ async def test_deleting_the_conversation_during_a_tool_call_stops_its_turn_clean
     llm.script(Reply.text("Still here."))
     frames = await client.turn("hello")
     assert frames[-1]["message"] == "Still here."
+
+
+def _serve_demo(platform: ChatPlatform, settings: dict[str, object]) -> None:
+    """Configure the demo server alone, with the servers file's ``settings``."""
+    servers = {
+        "mcpServers": {"demo": {"command": sys.executable, "args": [str(DEMO)]}},
+        "settings": settings,
+    }
+    (platform.config_dir / "servers_config.json").write_bytes(orjson.dumps(servers))
 
 
 def _refuse_writes(platform: ChatPlatform, trigger: str) -> Path:
