@@ -37,8 +37,9 @@ this module is the platform's side of it, used by the wiring (``actors/platform.
   forwards in publish order on one connection). ``TurnStateChanged`` only sets the
   ``turn_in_progress`` of a tab that attaches later and where a stop, approval or answer
   goes; the turn's row is stored before either is published, so a tab that attaches in
-  that gap reads the whole answer and gets the late ``assistant_message`` of a turn it
-  already shows (as a tab attaching between the two on one replica does).
+  that gap reads the whole answer: its gateway tells it no turn runs and does not send
+  it that turn's late ``assistant_message`` (the gateway's ``_ended_turn``; a tab
+  attaching between the two on one replica is served alike).
 * :class:`TurnRoutes`: a request about a conversation's running turn (stop it, approve a
   call, answer an elicitation) goes to the replica running it, learnt from the
   ``TurnStateChanged`` events every replica sees; anything else is answered locally.

@@ -212,3 +212,40 @@ async def test_a_tab_attaching_during_another_replicas_turn_gets_each_character_
     assert (await _expect(first, "assistant_message"))["message"] == "abcdefgh"
     await first.close()
     await late.close()
+
+
+@pytest.mark.parametrize("end_seen", [False, True], ids=["still-running", "ended"])
+async def test_a_tab_attaching_after_the_answer_is_stored_is_not_sent_it_again(
+    running: Running, end_seen: bool
+) -> None:
+    """The turn's closing row is stored before its TurnFinished is published (another
+    replica's comes later still, over the broker): a tab attaching in that gap reads the
+    whole answer, is told no turn runs, and is not sent the answer a second time; the
+    tab that watched the turn gets it, and the next turn reaches both."""
+    first, cid = await running.tab()
+    await running.bus.publish(TurnStateChanged(conversation_id=cid, turn_id="t5", running=True))
+    row = await running.bus.request(
+        AppendMessage(conversation_id=cid, role="assistant", status="streaming", turn_id="t5")
+    )
+    await running.deltas(cid, "t5", ("content", "All "), ("content", "done."))
+    await running.bus.request(FinishMessage(message_id=row.id, content="All done."))
+    if end_seen:
+        await running.bus.publish(
+            TurnStateChanged(conversation_id=cid, turn_id="t5", running=False)
+        )
+    late = await connect(f"ws://127.0.0.1:{running.port}/ws/chat?conversation_id={cid}")
+    info = await _expect(late, "session_info")
+    assert info["turn_in_progress"] is False
+    assert [(m["role"], m["content"], m["status"]) for m in info["messages"]] == [
+        ("assistant", "All done.", "complete")
+    ]
+    await running.finished(cid, "t5", content=len("All done."))
+    assert (await _expect(first, "assistant_message"))["turn_id"] == "t5"
+    # The next turn: its answer is the first assistant_message the late tab gets.
+    await running.deltas(cid, "t6", ("content", "Next."))
+    await running.finished(cid, "t6", content=len("Next."))
+    answer = await _expect(late, "assistant_message")
+    assert (answer["turn_id"], answer["message"]) == ("t6", "Next.")
+    assert (await _expect(first, "assistant_message"))["turn_id"] == "t6"
+    await first.close()
+    await late.close()

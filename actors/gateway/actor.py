@@ -472,6 +472,20 @@ def _tail(parts: list[str], chars: int) -> str | None:
     return text[len(text) - chars :] if len(text) >= chars else None
 
 
+def _ended_turn(state: ConversationState) -> str | None:
+    """The turn whose end ``state``'s history ends with: its last message is the turn's
+    closing answer (stored, no tools asked), written before the turn's ``TurnFinished``
+    is published. A tab attaching between the two (on this replica, or on another before
+    the broker brought the event) reads the whole answer; its ``assistant_message`` would
+    show it twice."""
+    if not state.messages:
+        return None
+    last = state.messages[-1]
+    if last.role != "assistant" or last.status == "streaming" or last.tool_calls:
+        return None
+    return last.turn_id
+
+
 class _Connection:
     """One WebSocket client: its conversation and its bounded, coalescing outbox."""
 
@@ -494,6 +508,7 @@ class _Connection:
         "owner",
         "resume",
         "send_error",
+        "shown_end",
         "undecided",
         "writer",
         "ws",
@@ -524,6 +539,10 @@ class _Connection:
         """Set while it shows, from the middle, a turn running on another replica."""
         self.catch_up: list[tuple[str, str, str]] = []
         """Deltas (turn id, kind, text) to send after its next ``session_info``."""
+        self.shown_end: str | None = None
+        """The turn whose whole answer the history it was last shown already ends with
+        (:func:`_ended_turn`): that turn's ``assistant_message``, arriving after the read,
+        is not sent again."""
         self.connected_at = time.monotonic()
         self.frames_sent = 0
         self.deltas_merged = 0
@@ -1305,6 +1324,10 @@ class GatewayActor(Actor[GatewayInbox]):
         # framing translates the frame's model).
         native: bytes | None = None
         for conn in watchers:
+            if conn.shown_end == message.turn_id:
+                # Its history was read after the answer was stored: it shows the answer.
+                conn.shown_end = None
+                continue
             if conn.resume is not None and conn.resume.turn_id == message.turn_id:
                 conn.resume = None
             if error is not None:
@@ -1371,6 +1394,7 @@ class GatewayActor(Actor[GatewayInbox]):
             info = self._session_info(state)
             for conn in tabs:
                 if conn.conversation_id == cid:  # not switched meanwhile
+                    conn.shown_end = _ended_turn(state)
                     conn.send_frame(info)
                     self._send_waiting_questions(conn)
                     self._send_waiting_approvals(conn)
@@ -2128,7 +2152,7 @@ class GatewayActor(Actor[GatewayInbox]):
             ),
             chosen_provider=chosen,
             chosen_model=None if chosen is None else llm.providers[chosen].model,
-            turn_in_progress=state.conversation_id in self._running,
+            turn_in_progress=self._turn_running(state),
             expires_at=None if keep is None else last_change + keep,
             expires_after=keep,
             notice=missing_key_warning(llm, self._environ, self._dotenv_dirs),
@@ -2148,6 +2172,12 @@ class GatewayActor(Actor[GatewayInbox]):
         finally:
             await self.bus.unwatch(conversation_id)
 
+    def _turn_running(self, state: ConversationState) -> bool:
+        """Whether ``state``'s conversation runs a turn a tab shown it must wait for: one
+        this replica knows runs, unless the history read already ends with its answer."""
+        turn_id = self._running.get(state.conversation_id)
+        return turn_id is not None and turn_id != _ended_turn(state)
+
     async def _attach(self, conn: _Connection, state: ConversationState) -> None:
         """Show ``state``'s conversation on ``conn`` (instead of the one it showed): its
         events go to the connection, and, with replicas, this replica watches it."""
@@ -2155,6 +2185,7 @@ class GatewayActor(Actor[GatewayInbox]):
         await self.bus.watch(conversation_id)  # before the old one's unwatch: counted
         await self._detach(conn)
         conn.conversation_id = conversation_id
+        conn.shown_end = _ended_turn(state)
         self._by_conversation.setdefault(conversation_id, set()).add(conn)
         # As stored now: fresher than what an earlier attachment read.
         self._chosen[conversation_id] = state.provider
@@ -2172,7 +2203,7 @@ class GatewayActor(Actor[GatewayInbox]):
         has not got (:class:`_Resume`)."""
         conn.resume, conn.catch_up = None, []
         turn_id = self._running.get(state.conversation_id)
-        if turn_id is None:
+        if turn_id is None or turn_id == conn.shown_end:
             return
         answer = self._answers.get(turn_id)
         if answer is not None and not answer.start:
@@ -2256,7 +2287,7 @@ class GatewayActor(Actor[GatewayInbox]):
     async def _detach(self, conn: _Connection) -> None:
         """The connection no longer shows its conversation (it keeps the id, for the
         disconnect's log line); each :meth:`_attach` is ended by one call."""
-        conn.resume, conn.catch_up = None, []
+        conn.resume, conn.catch_up, conn.shown_end = None, [], None
         if conn.conversation_id is None:
             return
         watchers = self._by_conversation.get(conn.conversation_id)
