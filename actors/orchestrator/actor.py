@@ -749,13 +749,14 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         StartTurn as before.
         """
         asked: list[asyncio.Task[TurnEvent]] = []
+        waker = _Waker()
         try:
             if start.regenerate:
                 user_input, row = await self._replace_last_answer(
                     turn, await self._history_of(turn.conversation_id)
                 )
             else:
-                user_input, row = await self._store_user_input(turn, start, asked)
+                user_input, row = await self._store_user_input(turn, start, asked, waker)
         except RequestFailed as exc:
             reply.fail(cause_of(exc))
             return None
@@ -778,7 +779,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         if asked:
             # The history and prompt were read by InputSent.
             stored = InputStored(first_row=row, history=(), system_prompt="")
-            return await self._drive(turn, turn.feed(stored), asked)
+            return await self._drive(turn, turn.feed(stored), asked, waker)
         history = await self._history_of(turn.conversation_id)
         stored = InputStored(
             first_row=row,
@@ -856,6 +857,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         turn: Turn,
         commands: list[TurnCommand],
         running: Sequence[asyncio.Task[TurnEvent]] = (),
+        waker: _Waker | None = None,
     ) -> EndTurn:
         """Carry out the turn's commands and feed it their answers until it ends.
 
@@ -877,7 +879,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         order: dict[asyncio.Task[TurnEvent], int] = {task: i for i, task in enumerate(running)}
         calls: dict[asyncio.Task[TurnEvent], RunTool] = {}
         cards: list[ToolExecutionEvent] = []
-        waker = _Waker()
+        waker = waker or _Waker()
         for task in running:
             task.add_done_callback(waker.ring)
         try:
@@ -905,6 +907,22 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
                 # turn, which neither need wait for. Their answers are still fed in the
                 # order the commands were given.
                 answered.sort(key=_start_order)
+                if len(answered) == 1 and not pending and not cards:
+                    lone = answered[0][1]
+                    if isinstance(lone, (StoreMessages, FinishRow)):
+                        # A write and nothing else running (an answer's row to finish):
+                        # awaited here rather than in a task of its own, which cost a
+                        # task, its waker's future and a pass of the event loop before the
+                        # answer was fed. The same answer or failure, fed or raised the
+                        # same way.
+                        try:
+                            event = await self._carry_out(turn, lone)
+                        except Exception:
+                            if turn.gated:
+                                await self.send("llm", CancelCompletion(turn_id=turn.turn_id))
+                            raise
+                        commands = turn.feed(event)
+                        continue
                 for position, command in answered:
                     if not isinstance(command, _CARDS_AFTER):
                         await self._flush_cards(cards)
@@ -1077,7 +1095,11 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         raise TypeError(f"not a command with an answer: {command!r}")
 
     async def _store_user_input(
-        self, turn: Turn, start: StartTurn, asked: list[asyncio.Task[TurnEvent]]
+        self,
+        turn: Turn,
+        start: StartTurn,
+        asked: list[asyncio.Task[TurnEvent]],
+        waker: _Waker,
     ) -> tuple[tuple[StoredMessage, ...], StoredMessage]:
         """Store the expanded prompt's messages (if any), the user's text and the first
         answer's row (``streaming``) in ONE transaction, asking the model meanwhile when
@@ -1140,7 +1162,7 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
             # model is asked after it, as before.
             stored: tuple[StoredMessage, ...] = await self.request(store)
         else:
-            stored = await self._store_while_asking(turn, history, inputs, store, asked)
+            stored = await self._store_while_asking(turn, history, inputs, store, asked, waker)
         *user_side, row = stored
         for message in user_side:
             self._remember(message)
@@ -1153,26 +1175,29 @@ class OrchestratorActor(Actor[OrchestratorInbox]):
         inputs: list[AppendMessage],
         store: AppendMessages,
         asked: list[asyncio.Task[TurnEvent]],
+        waker: _Waker,
     ) -> tuple[StoredMessage, ...]:
         """Send the input's write with the first request beside it, gated (its task is
-        put in ``asked``); the write's answer. The request reaches the LLMActor's mailbox
-        first: the model's answer (~1 ms) takes longer than the commit (~0.3 ms).
+        put in ``asked``; its answer rings ``waker``, which :meth:`_drive` then waits
+        on); the write's answer. The request is delivered first, here
+        (:meth:`_start_command`): the model's answer (~1 ms) takes longer than the commit
+        (~0.3 ms). The write is requested from this task, not from one of its own: its
+        answer wakes this task directly (a task and a pass of the event loop less).
 
         Raises:
             Exception: The write's failure, once the request was cancelled and answered
                 (it has shown nothing).
         """
-        loop = asyncio.get_running_loop()
         sent = InputSent(
             history=history,
             inputs=tuple(inputs),
             system_prompt=self._prompt_for(turn, history),
             openai=self._history.openai(turn.conversation_id),
         )
-        asked += [loop.create_task(self._carry_out(turn, c)) for c in turn.feed(sent)]
-        write = loop.create_task(self.request(store))
+        asked.extend([await self._start_command(turn, c, waker) for c in turn.feed(sent)])
         try:
-            return await write
+            stored: tuple[StoredMessage, ...] = await self.request(store)
+            return stored
         except asyncio.CancelledError:
             for task in asked:  # the actor stops
                 task.cancel()
