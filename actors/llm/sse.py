@@ -23,6 +23,18 @@ __all__ = ["LineSplitter", "SSEDecoder", "SSEEvent"]
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
+def _split_lines(text: str) -> list[str]:
+    """``text`` cut at every line ending; the last item is what follows the last one.
+
+    Without a CR (what OpenAI-compatible APIs send) this is ``str.split``, ~9 times
+    cheaper than the regular expression, which tries its alternatives at every character
+    (2.8 µs against 0.3 for a read of eight chunks; under callgrind the expression was
+    ~130,000 instructions of a lone turn's ~3.7 million on the event loop)."""
+    if "\r" in text:
+        return _LINE_END.split(text)
+    return text.split("\n")
+
+
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
     """One dispatched event.
@@ -105,10 +117,10 @@ class LineSplitter:
         if not text:
             return []
         if text[-1] == "\r":  # maybe the first half of CRLF: decide with the next read
-            lines = _LINE_END.split(text[:-1])
+            lines = _split_lines(text[:-1])
             self._pending = lines.pop() + "\r"
         else:
-            lines = _LINE_END.split(text)
+            lines = _split_lines(text)
             self._pending = lines.pop()
         return lines
 
@@ -118,7 +130,7 @@ class LineSplitter:
         self._pending = ""
         if not text:
             return []
-        lines = _LINE_END.split(text)
+        lines = _split_lines(text)
         if lines[-1] == "":
             lines.pop()
         return lines
