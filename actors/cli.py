@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import os
 import sys
 import time
@@ -195,10 +196,23 @@ async def _run(location: ConfigLocation, log_format: str | None, *, demo: bool) 
             prestart = StdioPrestart()
             await _spawn_stdio_servers(location, prestart)
             from actors.platform import run_platform
+
+            _import_what_the_sdk_imports_late()
         return await run_platform(location, log_format=log_format, demo=demo, prestart=prestart)
     finally:
         if prestart is not None:
             await prestart.aclose()
+
+
+def _import_what_the_sdk_imports_late() -> None:
+    """Import now what the MCP SDK imports at its first use: ``jsonschema`` (with
+    ``referencing``), which it imports when it first checks a tool's result against the
+    tool's output schema. That import takes ~30 ms of the event loop, in the middle of
+    service: every stream then running was held up once (``benchmarks/load.py``: a 33 ms
+    step of the first tool call, with 200 answers streaming). Here it is part of the
+    start, and frozen with the other imports."""
+    importlib.import_module("jsonschema.validators")
+    importlib.import_module("referencing")
 
 
 @contextmanager
