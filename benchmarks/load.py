@@ -1,7 +1,10 @@
 """Many paced conversations at once, with tools: what users of a busy platform feel.
 
 Run with ``uv run python benchmarks/load.py`` (``--conversations 200``, ``--turns 3``,
-``--chunks 40``, ``--pace-ms 25``; ``--quick``: 50 conversations). Not a test: pytest does
+``--chunks 40``, ``--pace-ms 25``; ``--quick``: 50 conversations; ``--stalls``: the platform
+runs under ``benchmarks/loop_probe.py``, and its long loop steps and garbage collections while
+the conversations ran are listed, with how many of the long gaps they explain; ``--profile
+FILE``: under cProfile instead). Not a test: pytest does
 not collect ``benchmarks/``. The exit status says only whether it could measure; the goal
 line says whether the goal is met.
 
@@ -64,6 +67,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "Servers" / "demo_server.py"
 TOOL = "demo__echo"
 GOAL_P99_RATIO = 1.5
+LOOP_PROBE = ROOT / "benchmarks" / "loop_probe.py"
+STALL_MS = 5.0
+"""``--stalls``: a loop step this long is reported (collections from a quarter of it)."""
 STAGGER = 1.0
 """Seconds over which the conversations start."""
 
@@ -100,8 +106,12 @@ async def _serve_llm(chunks: int, pace: float) -> None:
 @dataclass
 class Figures:
     gaps_ms: list[float] = field(default_factory=list)
+    gaps_end: list[float] = field(default_factory=list)
+    """``perf_counter`` when each gap ended (its delta arrived): CLOCK_MONOTONIC on Linux,
+    the platform's clock too (``--stalls`` matches gaps with its stalls)."""
     errors: list[str] = field(default_factory=list)
     turns: int = 0
+    started: float = 0.0
     seconds: float = 0.0
 
 
@@ -159,6 +169,7 @@ async def conversation(url: str, turns: int, chars: int, delay: float, figures: 
                         now = time.perf_counter()
                         if last:
                             figures.gaps_ms.append((now - last) * 1000)
+                            figures.gaps_end.append(now)
                         last = now
                         got += len(frame["content"])
                     elif kind == "error":
@@ -191,7 +202,45 @@ def stored_turns(db: Path) -> tuple[int, int]:
     return int(answers), int(tools)
 
 
-async def bench(n: int, turns: int, chunks: int, pace: float, profile: Path | None) -> int:
+def report_stalls(stalls: dict[str, Any], figures: Figures, long_gap_ms: float) -> None:
+    """What the platform's loop was doing when deltas came late (``--stalls``): its long
+    steps and collections, and how many of the long gaps ended during one of them or
+    within 10 ms after (a delta held up by it)."""
+    # What ran while the conversations did (not the start-up before them).
+    window = (figures.started, figures.started + figures.seconds)
+    steps = [s for s in stalls["steps"] if window[0] <= s["at"] <= window[1]]
+    collections = [c for c in stalls["collections"] if window[0] <= c["at"] <= window[1]]
+    print(
+        f"Stalls of the platform's event loop while the conversations ran (steps >= "
+        f"{STALL_MS:g} ms, benchmarks/loop_probe.py; wall clock: a preempted step counts):"
+    )
+    print(f"  {len(steps)} steps, {sum(s['ms'] for s in steps):.0f} ms in all; the longest:")
+    for step in sorted(steps, key=lambda s: -s["ms"])[:8]:
+        print(f"    {step['ms']:7.1f} ms  {step['what'][:110]}")
+    for generation in (0, 1, 2):
+        took = [c["ms"] for c in collections if c["generation"] == generation]
+        if took:
+            print(
+                f"  garbage collections of generation {generation} >= {STALL_MS / 4:g} ms: "
+                f"{len(took)}, longest {max(took):.1f} ms, {sum(took):.0f} ms in all"
+            )
+    spans = sorted(
+        [(s["at"], s["at"] + s["ms"] / 1000 + 0.010) for s in steps]
+        + [(c["at"], c["at"] + c["ms"] / 1000 + 0.010) for c in collections]
+    )
+    long_gaps = [
+        end for ms, end in zip(figures.gaps_ms, figures.gaps_end, strict=True) if ms > long_gap_ms
+    ]
+    explained = sum(1 for end in long_gaps if any(a <= end <= b for a, b in spans))
+    print(
+        f"  gaps over {long_gap_ms:.0f} ms (1.5x direct's p99): {len(long_gaps)}; "
+        f"{explained} of them ended during such a stall or within 10 ms after it"
+    )
+
+
+async def bench(
+    n: int, turns: int, chunks: int, pace: float, profile: Path | None, stalls: bool
+) -> int:
     llm = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -215,9 +264,12 @@ async def bench(n: int, turns: int, chunks: int, pace: float, profile: Path | No
             (config_dir / "servers_config.json").write_bytes(
                 orjson.dumps({"mcpServers": {"demo": entry}})
             )
-            command = (
-                () if profile is None else (sys.executable, "-m", "cProfile", "-o", str(profile))
-            )
+            stalls_file = Path(tmp) / "stalls.json"
+            command: tuple[str, ...] = ()
+            if profile is not None:
+                command = (sys.executable, "-m", "cProfile", "-o", str(profile))
+            elif stalls:
+                command = (sys.executable, str(LOOP_PROBE), str(stalls_file), f"{STALL_MS:g}")
             process = PlatformProcess(
                 config_dir,
                 platform_config(
@@ -233,7 +285,7 @@ async def bench(n: int, turns: int, chunks: int, pace: float, profile: Path | No
             stop = asyncio.Event()
             sampler = asyncio.create_task(sample_rss(process.pid, peak, stop))
             try:
-                started = time.perf_counter()
+                started = ours.started = time.perf_counter()
                 results = await asyncio.gather(
                     *(
                         conversation(process.ws_url, turns, chars, STAGGER * i / n, ours)
@@ -248,6 +300,7 @@ async def bench(n: int, turns: int, chunks: int, pace: float, profile: Path | No
                 await sampler
                 await process.stop()
             answers, tools = stored_turns(process.db_path)
+            stall_record = orjson.loads(stalls_file.read_bytes()) if stalls else None
     finally:
         llm.stdin.close()
         with suppress(TimeoutError):
@@ -278,6 +331,8 @@ async def bench(n: int, turns: int, chunks: int, pace: float, profile: Path | No
         f"{ratio:.2f}x  [{'MET' if ok else 'MISSED'}]"
     )
     print(f"  (median inter-delta: platform {statistics.median(ours.gaps_ms):.1f} ms)")
+    if stall_record is not None:
+        report_stalls(stall_record, ours, GOAL_P99_RATIO * pct(base.gaps_ms, 99))
     return 0
 
 
@@ -292,14 +347,26 @@ def main() -> None:
     parser.add_argument("--pace-ms", type=float, default=25.0)
     parser.add_argument("--quick", action="store_true", help="50 conversations")
     parser.add_argument("--profile", type=Path, help="run the platform under cProfile into FILE")
+    parser.add_argument(
+        "--stalls",
+        action="store_true",
+        help="run the platform under benchmarks/loop_probe.py: its long loop steps and "
+        "garbage collections, and the long gaps they explain",
+    )
     args = parser.parse_args()
+    if args.profile is not None and args.stalls:
+        parser.error("--profile and --stalls measure one platform each: choose one")
     n = 50 if args.quick else args.conversations
     print(
         f"load benchmark: Python {platform.python_version()}, {platform.machine()}, "
         f"{n} conversations"
     )
     try:
-        sys.exit(asyncio.run(bench(n, args.turns, args.chunks, args.pace_ms / 1000, args.profile)))
+        sys.exit(
+            asyncio.run(
+                bench(n, args.turns, args.chunks, args.pace_ms / 1000, args.profile, args.stalls)
+            )
+        )
     except BenchError as exc:
         print(f"could not measure: {exc}", file=sys.stderr)
         sys.exit(2)
