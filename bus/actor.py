@@ -105,7 +105,8 @@ class Actor(Generic[InboxT]):
     (about 1 KiB each) while a slow handler catches up, and no more."""
 
     taken_now: ClassVar[frozenset[type[BaseModel]]] = frozenset()
-    """Request types :meth:`take_now` may take at once (checked before it is called)."""
+    """Message types :meth:`take_now` may take at once (checked before it is called):
+    requests, and one-way messages sent to this actor (:meth:`Bus.send`)."""
 
     mailbox_linger: ClassVar[float] = 0.0
     """Seconds a one-way message may wait before it wakes this actor when idle (see
@@ -146,9 +147,10 @@ class Actor(Generic[InboxT]):
         The bus calls this only while the actor handles nothing and its mailbox is empty
         and open (``Mailbox.idle``), so the request overtakes nothing and runs beside no
         handler, as if it were the next message. What it does must be what :meth:`handle`
-        would do up to its first suspension, and it must not suspend nor raise: it
-        answers through :meth:`reply_later` (the answer, a failure, the actor's stop or
-        crash reach the requester as for a queued request). Whatever it would refuse
+        would do up to its first suspension, and it must not suspend nor raise: a request
+        it answers through :meth:`reply_later` (the answer, a failure, the actor's stop or
+        crash reach the requester as for a queued request); a one-way message has no
+        answer. Whatever it would refuse
         (an error to answer) it leaves to the mailbox (``False``), where ``handle``
         refuses it as usual.
         """

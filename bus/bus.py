@@ -248,6 +248,8 @@ class Bus:
             self.dead_letter(message, "no_such_actor", sender=sender, to=to)
             raise NoSuchActor(f"no actor named {to!r} to send {type(message).__name__} to")
         envelope = Envelope(message, sender)
+        if type(message) in actor.taken_now and actor.mailbox.idle and actor.taking_now(envelope):
+            return  # taken at once by an idle actor, as a request can be (_put_request)
         try:
             try:
                 actor.mailbox.put_nowait(envelope)

@@ -1097,6 +1097,53 @@ async def test_an_idle_actor_takes_a_request_at_once_in_the_requesters_step(
     assert taker.handled == ["echo:queued"]
 
 
+class NoteTaker(Worker):
+    """A Worker that also takes a one-way Note at once while idle (``take_now``)."""
+
+    subscriptions = (*Worker.subscriptions, Note)
+    taken_now = frozenset({Note})
+
+    def __init__(self) -> None:
+        super().__init__("notes")
+        self.notes: list[tuple[str, int]] = []
+
+    def take_now(self, envelope: Envelope) -> bool:
+        assert isinstance(envelope.message, Note)
+        self.notes.append(("taken", envelope.message.n))
+        return True
+
+    async def handle(self, message: BaseModel) -> Any:
+        if isinstance(message, Note):
+            self.notes.append(("handled", message.n))
+            return None
+        return await super().handle(message)
+
+
+async def test_a_one_way_message_is_taken_at_once_by_an_idle_actor_and_queued_by_a_busy_one(
+    stage: Stage,
+) -> None:
+    """``Bus.send`` of a type the actor names: an idle actor takes it in the sender's step
+    (no wake-up of its own); a busy one gets it through its mailbox, after what was
+    queued before it."""
+    taker = await stage.start(NoteTaker())
+    bus = stage.bus
+    await bus.send("notes", Note(n=1))
+    assert taker.notes == [("taken", 1)]  # no pass of the loop in between
+    assert len(taker.mailbox) == 0
+    holding = asyncio.create_task(bus.request(Hold(tag="busy"), to="notes"))
+    await taker.holding.wait()
+    echoing = asyncio.create_task(bus.request(Echo(text="before"), to="notes"))
+    await loop_turns(lambda: len(taker.mailbox) == 1)
+    await bus.send("notes", Note(n=2))
+    assert len(taker.mailbox) == 2
+    taker.gate.set()
+    assert await holding == "released:busy"
+    assert await echoing == "echo:before"
+    await barrier(bus, taker)
+    assert taker.notes == [("taken", 1), ("handled", 2)]
+    assert taker.handled == ["hold:busy", "echo:before"]
+
+
 async def test_a_busy_actor_gets_the_request_through_its_mailbox_in_order(stage: Stage) -> None:
     taker = await stage.start(Taker())
     bus = stage.bus

@@ -637,7 +637,7 @@ class LLMActor(Actor[LLMInbox]):
     """
 
     default_name: ClassVar[str] = "llm"
-    taken_now: ClassVar[frozenset[type[BaseModel]]] = frozenset({CompletionRequest})
+    taken_now: ClassVar[frozenset[type[BaseModel]]] = frozenset({CompletionRequest, OpenCompletion})
 
     subscriptions: ClassVar[tuple[type[BaseModel], ...]] = (
         CompletionRequest,
@@ -697,14 +697,7 @@ class LLMActor(Actor[LLMInbox]):
             case CancelCompletion(turn_id=turn_id):
                 self._cancel(turn_id)
             case OpenCompletion(turn_id=turn_id):
-                completion = self._completions.get(turn_id)
-                if (
-                    completion is not None
-                    and completion.gate is not None
-                    and not completion.cancel_requested
-                ):
-                    completion.open = True
-                    completion.gate.set()
+                self._open(turn_id)
             case ConfigChanged(snapshot=snapshot):
                 self._snapshot = snapshot
                 await self._retire_stale_clients()
@@ -727,11 +720,27 @@ class LLMActor(Actor[LLMInbox]):
     def take_now(self, envelope: Envelope) -> bool:
         """A CompletionRequest reaching an idle actor starts at once, in the requester's
         task (issue #16's tool round trip: the request's task is created one pass of the
-        event loop sooner, without this actor's task waking up first)."""
-        request = envelope.message
-        assert isinstance(request, CompletionRequest)
-        self._start(request, self.reply_later(envelope))
+        event loop sooner, without this actor's task waking up first); an OpenCompletion
+        opens its request's gate at once (the request's task wakes without this actor's
+        waking first: once per turn and per tool step)."""
+        message = envelope.message
+        if isinstance(message, OpenCompletion):
+            self._open(message.turn_id)
+            return True
+        assert isinstance(message, CompletionRequest)
+        self._start(message, self.reply_later(envelope))
         return True
+
+    def _open(self, turn_id: str) -> None:
+        """Open a gated request's gate (its write is committed): its answer may show."""
+        completion = self._completions.get(turn_id)
+        if (
+            completion is not None
+            and completion.gate is not None
+            and not completion.cancel_requested
+        ):
+            completion.open = True
+            completion.gate.set()
 
     def _start(self, request: CompletionRequest, reply: Reply) -> None:
         snapshot = self._snapshot
