@@ -44,7 +44,8 @@ SIGTERM):
      the LLM I/O and the SQLite writes around it.
 
    Added = platform percentile - bare percentile of the same run (the two cannot be paired
-   call by call). In every run the bare calls come right before the platform turns. The
+   call by call). In every run the bare calls come right before the platform turns (and
+   1c's floor turns right after them, so the three see the same machine load). The
    platform logs at WARNING here, as in ``chat_path.py``, so logging does not dominate.
    Goal: <= 1 ms added at p50 (judged on the tool step).
 
@@ -53,6 +54,23 @@ SIGTERM):
    mapped onto ``perf_counter`` with an offset measured here): ``llm.response`` (response 1
    read), the ToolActor's call (``tools.call`` minus its ``duration_ms``, and its end),
    ``llm.request`` (request 2 about to be sent).
+
+   1c. **The tool step's floor**: the platform's step holds one more LLM HTTP exchange than
+   a bare call (the end of an SSE stream parsed, the next request built and sent, read by
+   the LLM server), so "added" mixes I/O every host must do with the platform's own work.
+   The floor is that step done by a minimal program in this process, ``--turns`` times per
+   run: POST a chat-completions request to the same scripted LLM (with the platform's own
+   ``HTTP1Client``, one kept-alive connection), which answers with the same streamed
+   ``demo__echo`` call; read the SSE stream to its end (parsed piece by piece, orjson),
+   call ``echo`` with the parsed arguments on the bare SDK client above, POST the next
+   request carrying the result, read that short answer to its end. Its bodies have the
+   platform's shape and size: the platform's second request of a first turn (system
+   prompt with the servers' instructions, tool catalogue, other keys) is the template,
+   ``messages`` (system, user, assistant tool call, tool result) is built per request. No
+   SQLite, no WebSocket: a lower bound of the I/O, not of what a host that stores its turns
+   must do. Its step is stamped by the LLM server exactly as the platform's. Shown: the
+   floor's step, floor - bare call, and platform step - floor step (what the platform
+   adds beyond the floor; informational, no goal).
 
 2. **Start-to-ready**: ``mcp-platform`` spawned (this process's ``perf_counter`` right before
    the spawn) → every configured server's ``tools.server_ready`` line read from its stdout
@@ -106,9 +124,12 @@ import orjson  # noqa: E402 - after the sys.path fix above
 import yaml  # noqa: E402
 from mcp import Client, StdioServerParameters  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
+from mcp.types import TextContent  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
+from actors.llm.http1 import HTTP1Client  # noqa: E402
 from benchmarks._harness import (  # noqa: E402
+    API_KEY,
     ENTRY_POINT,
     BenchError,
     PlatformProcess,
@@ -206,7 +227,7 @@ async def _serve_llm() -> None:
                 for turn in command["turns"]:
                     llm.script(*_turn_replies(turn["call_id"], turn["text"]))
             requests = []
-            for request in llm.requests:
+            for position, request in enumerate(llm.requests):
                 messages = (request.json or {}).get("messages") or [{}]
                 last = messages[-1]
                 requests.append(
@@ -217,6 +238,8 @@ async def _serve_llm() -> None:
                         "last_role": last.get("role"),
                         "last_tool_call_id": last.get("tool_call_id"),
                         "last_content": last.get("content"),
+                        "size": len(request.body),
+                        **({"json": request.json} if position == command.get("body_of") else {}),
                     }
                 )
             answer = {
@@ -368,6 +391,125 @@ async def bare_calls(client: Client, n: int, run: int) -> list[float]:
         if result.is_error or result.structured_content != {"result": text}:
             raise BenchError(f"the bare echo call answered {result}")
     return latencies
+
+
+# -- the tool step's floor (part 1c) ------------------------------------------------------------
+
+FLOOR_HTTP = "the platform's own HTTP1Client (actors/llm/http1.py), one kept-alive connection"
+"""What the floor speaks HTTP with (printed with its figures)."""
+
+
+@dataclass(slots=True)
+class _Answer:
+    """One streamed LLM answer as the floor read it."""
+
+    calls: list[dict[str, str]]
+    """The tool calls (``id``, ``name``, ``arguments``), by index."""
+    text: str
+
+
+class Floor:
+    """The tool step done by a minimal program: no platform, no SQLite, no WebSocket.
+
+    POST a request, read the SSE stream to its end (parsing each piece as it arrives), parse
+    the tool call's arguments, call the tool on a bare SDK client, POST the next request
+    with the result, read that answer to its end. The request bodies copy the platform's:
+    its first turn's second request (system prompt with the servers' instructions, the
+    tool catalogue, the other top-level keys) is the template; only ``messages`` is built
+    here, per request, and the whole body serialised with orjson as the platform does.
+    """
+
+    def __init__(self, base_url: str, tools: Client, template: dict[str, Any]) -> None:
+        self.url = f"{base_url}/chat/completions"
+        self.tools = tools
+        self.template = template
+        self.system = template["messages"][0]
+        if self.system.get("role") != "system":
+            raise BenchError(f"the platform's request has no system prompt first: {template}")
+        self.http = HTTP1Client(
+            ssl_context=None,
+            timeout_connect=10.0,
+            timeout_read=30.0,
+            max_keepalive=1,
+            keepalive_expiry=3600.0,
+        )
+        self.headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "Authorization": f"Bearer {API_KEY}",
+        }
+        self.sizes: list[int] = []
+        """The size of each second request's body (bytes)."""
+
+    async def _exchange(self, messages: list[dict[str, Any]]) -> tuple[int, _Answer]:
+        """POST ``messages`` in the template's body; the answer read to its end."""
+        body = orjson.dumps({**self.template, "messages": messages})
+        calls: dict[int, dict[str, str]] = {}
+        text: list[str] = []
+        async with self.http.stream("POST", self.url, content=body, headers=self.headers) as r:
+            if r.status_code != 200:
+                raise BenchError(f"the floor's request got {r.status_code}: {await r.aread()!r}")
+            pending = b""
+            async for piece in r.aiter_bytes():
+                *events, pending = (pending + piece).split(b"\n\n")
+                for event in events:
+                    for line in event.split(b"\n"):
+                        if not line.startswith(b"data:"):
+                            continue  # an SSE comment or another field
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            continue
+                        for choice in orjson.loads(data).get("choices") or ():
+                            delta = choice.get("delta") or {}
+                            if content := delta.get("content"):
+                                text.append(content)
+                            for fragment in delta.get("tool_calls") or ():
+                                call = calls.setdefault(
+                                    fragment.get("index", 0),
+                                    {"id": "", "name": "", "arguments": ""},
+                                )
+                                function = fragment.get("function") or {}
+                                call["id"] = fragment.get("id") or call["id"]
+                                call["name"] += function.get("name") or ""
+                                call["arguments"] += function.get("arguments") or ""
+            if pending.strip():
+                raise BenchError(f"the floor's stream ended mid-event: {pending!r}")
+        return len(body), _Answer([calls[i] for i in sorted(calls)], "".join(text))
+
+    async def turn(self, call_id: str, text: str) -> None:
+        """One turn: the model calls ``demo__echo``, the floor runs it and sends the result."""
+        messages = [self.system, {"role": "user", "content": f"echo {text}"}]
+        _, asked = await self._exchange(messages)
+        if len(asked.calls) != 1 or asked.calls[0]["id"] != call_id:
+            raise BenchError(f"the floor expected one call {call_id}: {asked}")
+        call = asked.calls[0]
+        server, _, tool = call["name"].partition("__")
+        if server != "demo":
+            raise BenchError(f"the floor was asked for another server's tool: {call}")
+        result = await self.tools.call_tool(tool, orjson.loads(call["arguments"]))
+        if result.is_error or not isinstance(result.content[0], TextContent):
+            raise BenchError(f"the floor's echo call answered {result}")
+        messages += [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": call["name"], "arguments": call["arguments"]},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": call["id"], "content": result.content[0].text},
+        ]
+        size, answer = await self._exchange(messages)
+        self.sizes.append(size)
+        if answer.calls or answer.text != f"The tool said {text}.":
+            raise BenchError(f"the floor got an unexpected answer: {answer}")
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -590,6 +732,12 @@ class ToolRun:
     turn: list[float] = field(default_factory=list)
     """``user_message`` sent → ``assistant_message`` received."""
     cpu_per_turn_ms: float = 0.0
+    floor: list[float] = field(default_factory=list)
+    """Part 1c: the floor's tool step, stamped as ``step``."""
+    platform_size: float = 0.0
+    """Median size of the platform's second requests (bytes)."""
+    floor_size: float = 0.0
+    """Median size of the floor's second requests (bytes)."""
 
 
 BREAKDOWN_PARTS = (
@@ -653,6 +801,7 @@ class Bench:
         self.llm = LLMServer()
         self.processes: list[TimedPlatform] = []
         self.clients: list[ToolClient] = []
+        self.floors: list[Floor] = []
         self.stack = AsyncExitStack()
         self.devnull: TextIO = Path(os.devnull).open("w")  # noqa: SIM115 - closed in cleanup
         self._call_seq = 0
@@ -661,6 +810,8 @@ class Bench:
         """Close every client, stop every process (platforms, servers, the LLM server)."""
         for client in self.clients:
             await client.close()
+        for floor in self.floors:
+            await floor.aclose()
         for process in self.processes:
             await self._stop(process, problems)
         await self.llm.aclose()
@@ -706,9 +857,10 @@ class Bench:
                 raise BenchError(f"the demo server was not ready within {timeout} s: {servers}")
             await asyncio.sleep(0.05)
 
-    async def _check(self, turns: int) -> list[dict[str, Any]]:
-        """The LLM server's records since the last check; every reply was consumed."""
-        stats = await self.llm.command({"op": "stats"})
+    async def _check(self, turns: int, body_of: int | None = None) -> list[dict[str, Any]]:
+        """The LLM server's records since the last check (that of position ``body_of`` with
+        its JSON body); every reply was consumed."""
+        stats = await self.llm.command({"op": "stats", "body_of": body_of})
         if stats["remaining"] or stats["unscripted"] or stats["errors"]:
             raise BenchError(
                 f"scripted LLM: {stats['remaining']} replies left, {stats['unscripted']} "
@@ -719,27 +871,23 @@ class Bench:
             raise BenchError(f"{len(requests)} LLM requests for {turns} turns")
         return requests
 
-    async def _platform_turns(
-        self, client: ToolClient, n: int, tag: str
-    ) -> tuple[list[TurnTiming], list[dict[str, Any]]]:
-        texts, ids = [], []
+    async def _script(self, n: int, tag: str) -> list[tuple[str, str]]:
+        """Script ``n`` tool turns into the LLM server; their ``(call id, text)``."""
+        turns = []
         for _ in range(n):
             self._call_seq += 1
-            ids.append(f"call-{self._call_seq}")
-            texts.append(f"{tag}-{self._call_seq}")
+            turns.append((f"call-{self._call_seq}", f"{tag}-{self._call_seq}"))
         await self.llm.command(
-            {
-                "op": "script",
-                "turns": [{"call_id": c, "text": t} for c, t in zip(ids, texts, strict=True)],
-            }
+            {"op": "script", "turns": [{"call_id": c, "text": t} for c, t in turns]}
         )
-        timings = []
-        for i, (call_id, text) in enumerate(zip(ids, texts, strict=True)):
-            if i and i % TURNS_PER_CONVERSATION == 0:
-                await client.new_conversation()
-            timings.append(await client.tool_turn(call_id, text))
-        requests = await self._check(n)
-        for k, (call_id, text) in enumerate(zip(ids, texts, strict=True)):
+        return turns
+
+    async def _checked(
+        self, turns: list[tuple[str, str]], body_of: int | None = None
+    ) -> list[dict[str, Any]]:
+        """:meth:`_check`, and each turn's two requests are the user's and the result's."""
+        requests = await self._check(len(turns), body_of)
+        for k, (call_id, text) in enumerate(turns):
             asked, answered = requests[2 * k], requests[2 * k + 1]
             if asked["last_role"] != "user" or (
                 answered["last_role"],
@@ -747,7 +895,25 @@ class Bench:
                 answered["last_content"],
             ) != ("tool", call_id, text):
                 raise BenchError(f"turn {k}: unexpected LLM requests {asked} / {answered}")
-        return timings, requests
+        return requests
+
+    async def _platform_turns(
+        self, client: ToolClient, n: int, tag: str, body_of: int | None = None
+    ) -> tuple[list[TurnTiming], list[dict[str, Any]]]:
+        turns = await self._script(n, tag)
+        timings = []
+        for i, (call_id, text) in enumerate(turns):
+            if i and i % TURNS_PER_CONVERSATION == 0:
+                await client.new_conversation()
+            timings.append(await client.tool_turn(call_id, text))
+        return timings, await self._checked(turns, body_of)
+
+    async def _floor_turns(self, floor: Floor, n: int, tag: str) -> list[dict[str, Any]]:
+        """Part 1c: ``n`` tool turns of the floor; the LLM server's records of them."""
+        turns = await self._script(n, tag)
+        for call_id, text in turns:
+            await floor.turn(call_id, text)
+        return await self._checked(turns)
 
     async def tool_runs(self) -> list[ToolRun]:
         plan = self.plan
@@ -760,9 +926,14 @@ class Bench:
         client = await ToolClient.open(process.ws_url)
         self.clients.append(client)
         bare = await open_bare_client(self.stack, self.devnull)
-        # Warm-up (untimed): both paths, the SQLite file, the HTTP connection to the LLM.
+        # Warm-up (untimed): all paths, the SQLite file, the HTTP connections to the LLM.
         await bare_calls(bare, 20, -1)
-        await self._platform_turns(client, 5, "warm")
+        _, requests = await self._platform_turns(client, 5, "warm", body_of=1)
+        # 1c's bodies copy the platform's second request of a first turn (the first here).
+        floor = Floor(self.llm.base_url, bare, requests[1]["json"])
+        self.floors.append(floor)
+        await self._floor_turns(floor, 5, "warm-floor")
+        floor.sizes.clear()
         results = []
         for run in range(plan.runs):
             figures = ToolRun()
@@ -776,11 +947,26 @@ class Bench:
                 figures.step.append(_ms(arrived - ended))
                 figures.frames.append(_ms(t.completed_frame - t.started_frame))
                 figures.turn.append(_ms(t.answered - t.sent))
+            figures.platform_size = statistics.median(r["size"] for r in requests[1::2])
+            # 1c, right after: the same step by a minimal program, stamped the same way.
+            floor_requests = await self._floor_turns(floor, plan.turns, f"r{run}-floor")
+            figures.floor = [
+                _ms(answered["arrived"] - asked["ended"])
+                for asked, answered in zip(floor_requests[::2], floor_requests[1::2], strict=True)
+            ]
+            figures.floor_size = statistics.median(floor.sizes)
+            floor.sizes.clear()
             results.append(figures)
             print(
                 f"  run {run + 1}/{plan.runs}: bare p50 {pct(figures.bare, 50):.2f} ms, "
                 f"tool step p50 {pct(figures.step, 50):.2f} ms, added p50 "
                 f"{pct(figures.step, 50) - pct(figures.bare, 50):.2f} ms",
+                flush=True,
+            )
+            print(
+                f"    1c floor: step p50 {pct(figures.floor, 50):.2f} ms, floor added p50 "
+                f"{pct(figures.floor, 50) - pct(figures.bare, 50):.2f} ms, platform step - "
+                f"floor step p50 {pct(figures.step, 50) - pct(figures.floor, 50):.2f} ms",
                 flush=True,
             )
         problems: list[str] = []
@@ -973,6 +1159,21 @@ def report(
     step = (f"{pct(breakdown.step, p):.2f}" for p in (50, 10, 90))
     print(_ROW.format("  tool step at INFO (ms)", *step, ""))
 
+    floor_added50 = per_run(lambda r: pct(r.floor, 50) - pct(r.bare, 50))
+    over_floor50 = per_run(lambda r: pct(r.step, 50) - pct(r.floor, 50))
+    print("1c. The tool step's floor: the same step by a minimal program (no SQLite, no WebSocket:")
+    print("    a lower bound of the I/O, not of a host that stores its turns), in the same runs")
+    print(f"    HTTP: {FLOOR_HTTP}; MCP: the bare SDK client above")
+    print(_ROW.format("", "median", "min", "max", ""))
+    _row(
+        "  floor tool step p50 (ms)  [LLM resp 1 end -> req 2]", per_run(lambda r: pct(r.floor, 50))
+    )
+    _row("  floor tool step p99 (ms)", per_run(lambda r: pct(r.floor, 99)))
+    _row("  floor added p50 (ms)  (floor step - bare call)", floor_added50)
+    _row("  platform step - floor step p50 (ms)", over_floor50)
+    _row("  2nd request body, platform (bytes, median)", per_run(lambda r: r.platform_size), 0)
+    _row("  2nd request body, floor (bytes, median)", per_run(lambda r: r.floor_size), 0)
+
     def start_values(n: int, fn: Callable[[StartRun], float]) -> list[float]:
         return [fn(r) for row in starts for r in row if r.servers == n]
 
@@ -1041,6 +1242,10 @@ def report(
         f"  [{_status(ok_added)}] tool round trip: <= {GOAL_ADDED_P50_MS:g} ms added at p50 "
         f"(tool step: {statistics.median(added50):.2f} ms added; the tool path alone, "
         f"'started' -> 'completed': {frames50:.2f} ms)"
+    )
+    print(
+        f"  [info] platform tool step over the floor: {statistics.median(over_floor50):.2f} ms "
+        f"at p50 (the floor alone adds {statistics.median(floor_added50):.2f} ms to a bare call)"
     )
     print(
         f"  [{_status(ok_ready)}] start-to-ready with 5 stdio servers < {GOAL_READY_5_S:g} s "
