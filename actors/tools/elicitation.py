@@ -41,8 +41,8 @@ def accepted_content(schema: dict[str, Any], content: dict[str, Any] | None) -> 
         ElicitationContentInvalid: It does not match the schema (or the server's schema
             is itself not a valid JSON Schema, which no answer can fix).
     """
-    # Imported at the first answer, not at start: jsonschema (with attrs and referencing)
-    # is ~40 ms of CPU that a platform whose servers never ask a question never needs.
+    # Already imported by the platform's start (actors/cli.py: the MCP SDK needs it for
+    # tool results); imported here too for a caller that did not start the platform.
     import jsonschema  # type: ignore[import-untyped]  # no stubs in the chosen set
     from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
 
