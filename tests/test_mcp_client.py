@@ -351,9 +351,11 @@ async def test_progress_arrives_in_order(demo: ServerConnection) -> None:
 @on_module_loop
 async def test_progress_restarts_the_timeout(demo: ServerConnection) -> None:
     started = time.monotonic()
-    result = await demo.call_tool("slow_count", {"n": 4, "delay": 0.25}, timeout=0.6)
-    assert result.text == "4"
-    assert time.monotonic() - started > 0.9  # longer than the timeout: progress extended it
+    # Each step (0.4 s) well within the timeout (1.2 s; a loaded CI machine once took 0.9 s
+    # for a 0.25 s step), the whole call (2 s) well beyond it.
+    result = await demo.call_tool("slow_count", {"n": 5, "delay": 0.4}, timeout=1.2)
+    assert result.text == "5"
+    assert time.monotonic() - started > 1.9  # longer than the timeout: progress extended it
 
 
 @on_module_loop
