@@ -220,6 +220,16 @@ class Bench:
         self.clients.extend(clients)
         return clients
 
+    async def warm_clients(self, process: PlatformProcess, n: int) -> list[WsClient]:
+        """``n`` clients, each in a new conversation, after 3 warm-up rounds of the short
+        answer (the CPU benchmarks' starting point)."""
+        clients = await self.open_clients(process, n)
+        for client in clients:
+            await client.new_conversation()
+        for _ in range(3):
+            await self.platform_batch(clients, SHORT_REPLY, len(SHORT_ANSWER))
+        return clients
+
     async def cleanup(self, problems: list[str]) -> None:
         """Close every client, stop every process (platform and LLM server)."""
         for client in self.clients:

@@ -335,11 +335,7 @@ async def measure(variant: str, conversations: int, rounds: int, attach: str) ->
             process = await bench.start_platform(
                 variant, command=command, level="WARNING", persist_deltas=False
             )
-            clients = await bench.open_clients(process, conversations)
-            for client in clients:
-                await client.new_conversation()
-            for _ in range(3):
-                await bench.platform_batch(clients, SHORT_REPLY, len(SHORT_ANSWER))
+            clients = await bench.warm_clients(process, conversations)
             tool = None
             if attach:
                 tool = await asyncio.create_subprocess_exec(

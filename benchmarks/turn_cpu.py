@@ -56,11 +56,7 @@ async def measure(conversations: int, rounds: int, spy: Path | None) -> None:
         bench = Bench(plan, llm, Path(tmp))
         try:
             process = await bench.start_platform("relay", level="WARNING", persist_deltas=False)
-            clients = await bench.open_clients(process, conversations)
-            for client in clients:
-                await client.new_conversation()
-            for _ in range(3):
-                await bench.platform_batch(clients, SHORT_REPLY, len(SHORT_ANSWER))
+            clients = await bench.warm_clients(process, conversations)
             recorder = None
             if spy is not None:
                 recorder = await asyncio.create_subprocess_exec(

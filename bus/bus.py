@@ -248,8 +248,8 @@ class Bus:
             self.dead_letter(message, "no_such_actor", sender=sender, to=to)
             raise NoSuchActor(f"no actor named {to!r} to send {type(message).__name__} to")
         envelope = Envelope(message, sender)
-        if type(message) in actor.taken_now and actor.mailbox.idle and actor.taking_now(envelope):
-            return  # taken at once by an idle actor, as a request can be (_put_request)
+        if _taken_at_once(actor, envelope):
+            return
         try:
             try:
                 actor.mailbox.put_nowait(envelope)
@@ -487,10 +487,20 @@ def _put_request(actor: Actor[Any], envelope: Envelope) -> None:
     Raises:
         MailboxFull, MailboxClosed: As :meth:`Mailbox.put_nowait`.
     """
-    mailbox = actor.mailbox
-    if type(envelope.message) in actor.taken_now and mailbox.idle and actor.taking_now(envelope):
-        return
-    mailbox.put_nowait(envelope)
+    if not _taken_at_once(actor, envelope):
+        actor.mailbox.put_nowait(envelope)
+
+
+def _taken_at_once(actor: Actor[Any], envelope: Envelope) -> bool:
+    """Whether ``actor`` took the message at once (``Actor.take_now``): a type it names in
+    ``taken_now``, while it handles nothing and its mailbox is empty and open, so the
+    message overtakes nothing (a request, by :func:`_put_request`; a one-way message, by
+    :meth:`Bus.send`)."""
+    return (
+        type(envelope.message) in actor.taken_now
+        and actor.mailbox.idle
+        and actor.taking_now(envelope)
+    )
 
 
 class _AnswerFuture(asyncio.Future[Any]):

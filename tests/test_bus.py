@@ -325,6 +325,16 @@ async def barrier(bus: Bus, actor: Actor) -> None:
     assert await bus.request(Ping(), to=actor.name) == Pong(actor=actor.name)
 
 
+async def _full_mailbox(stage: Stage) -> GatedRecorder:
+    """A started GatedRecorder "slow" holding Note 0 in its handler, Note 1 filling its
+    mailbox of one."""
+    slow = await stage.start(GatedRecorder("slow", mailbox_size=1))
+    await stage.bus.publish(Note(n=0))
+    await slow.entered.wait()
+    await stage.bus.publish(Note(n=1))  # the mailbox is full now
+    return slow
+
+
 def _note(n: int) -> Envelope:
     return Envelope(Note(n=n))
 
@@ -685,11 +695,8 @@ async def test_request_that_expired_in_the_mailbox_is_a_dead_letter(
 
 
 async def test_a_request_waiting_for_room_times_out_within_its_timeout(stage: Stage) -> None:
-    slow = await stage.start(GatedRecorder("slow", mailbox_size=1))
+    slow = await _full_mailbox(stage)
     bus = stage.bus
-    await bus.publish(Note(n=0))
-    await slow.entered.wait()
-    await bus.publish(Note(n=1))  # the mailbox is full now
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(RequestTimeout, match=r"within 0\.05 s") as caught:
@@ -953,11 +960,8 @@ async def test_offer_refuses_a_full_mailbox(stage: Stage) -> None:
 async def test_senders_waiting_on_a_full_mailbox_are_released_when_the_actor_stops(
     stage: Stage, log_events
 ) -> None:
-    slow = await stage.start(GatedRecorder("slow", mailbox_size=1))
+    slow = await _full_mailbox(stage)
     bus = stage.bus
-    await bus.publish(Note(n=0))
-    await slow.entered.wait()
-    await bus.publish(Note(n=1))
     assert len(slow.mailbox) == 1
     sending = asyncio.create_task(bus.send("slow", Note(n=2), sender="s"))
     publishing = asyncio.create_task(bus.publish(Note(n=3), sender="p"))
@@ -1243,11 +1247,8 @@ async def test_an_abandoned_start_request_leaves_its_answer_a_dead_letter(
 
 
 async def test_start_request_on_a_full_mailbox_delivers_when_awaited(stage: Stage) -> None:
-    slow = await stage.start(GatedRecorder("slow", mailbox_size=1))
+    slow = await _full_mailbox(stage)
     bus = stage.bus
-    await bus.publish(Note(n=0))
-    await slow.entered.wait()
-    await bus.publish(Note(n=1))  # the mailbox is full now
     pending = bus.start_request(Ping(), to="slow")
     assert len(slow.mailbox) == 1
     waiting = asyncio.create_task(pending.reply())
